@@ -1,0 +1,196 @@
+"""The ASGI application: routes, authentication and error rendering.
+
+Handlers are thin: authenticate, parse, call the ledger (in a worker thread, since an
+append waits for fsync), render. OpenAPI is at ``/openapi.json``; interactive docs at
+``/docs`` are served from vendored assets, so they work offline.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any
+
+import msgspec
+from anyio import to_thread
+from fastapi import FastAPI, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import Response
+from fastapi_offline import FastAPIOffline
+
+from meterline import __version__
+from meterline.api.bodies import (
+    ACCEPTED_TYPES,
+    CLOUDEVENT_BATCH_TYPE,
+    CLOUDEVENT_TYPE,
+    parse_body,
+)
+from meterline.core.events import event_document, format_timestamp, timestamp_to_us
+from meterline.core.outcomes import BatchOutcome
+from meterline.errors import AuthError, BatchTooLarge, InputError, MalformedJSON
+from meterline.keys import Principal, authenticate
+from meterline.ledger.ledger import Ledger
+from meterline.ledger.store import PAGE_EVENTS_MAX, EventQuery, StoredEvent
+
+_ENCODER = msgspec.json.Encoder(decimal_format="number")
+_JSON = "application/json"
+
+_EVENT_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["id", "customer", "type", "timestamp"],
+    "properties": {
+        "id": {"type": "string", "description": "Idempotency key, unique per customer."},
+        "customer": {"type": "string"},
+        "type": {"type": "string", "example": "llm.completion"},
+        "timestamp": {"type": "string", "format": "date-time", "description": "RFC 3339 with zone."},
+        "properties": {"type": "object", "additionalProperties": True},
+    },
+}
+_INGEST_BODY: dict[str, Any] = {
+    "required": True,
+    "content": {
+        "application/json": {
+            "schema": {"oneOf": [_EVENT_SCHEMA, {"type": "array", "items": _EVENT_SCHEMA}]}
+        },
+        CLOUDEVENT_TYPE: {"schema": {"type": "object", "description": "CloudEvents 1.0"}},
+        CLOUDEVENT_BATCH_TYPE: {"schema": {"type": "array", "items": {"type": "object"}}},
+    },
+}
+
+
+def _json(payload: Any, status_code: int = 200, headers: dict[str, str] | None = None) -> Response:
+    return Response(_ENCODER.encode(payload), status_code, headers, media_type=_JSON)
+
+
+def _error(status_code: int, code: str, message: str, **extra: Any) -> Response:
+    headers = {"WWW-Authenticate": "Bearer"} if status_code == 401 else None
+    return _json({"error": {"code": code, "message": message, **extra}}, status_code, headers)
+
+
+def _bearer(request: Request) -> str | None:
+    header = request.headers.get("authorization", "")
+    scheme, _, token = header.partition(" ")
+    return token.strip() if scheme.lower() == "bearer" else None
+
+
+def _batch_status(outcome: BatchOutcome) -> int:
+    """200 when anything was stored or already there; otherwise 400 (rejected) or 409."""
+    if outcome.accepted or outcome.duplicate or not outcome.results:
+        return 200
+    return 400 if outcome.rejected else 409
+
+
+def _render_event(stored: StoredEvent) -> dict[str, Any]:
+    document = event_document(stored.record.body)
+    document["sequence"] = stored.record.sequence
+    document["ingested_at"] = format_timestamp(stored.ingested_at_us)
+    document["hash"] = stored.record.hash.hex()
+    return document
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise BatchTooLarge(f"body is {declared} bytes, the limit is {limit}")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise BatchTooLarge(f"body exceeds the limit of {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def create_app(ledger: Ledger) -> FastAPI:
+    """The HTTP API over ``ledger``."""
+    app = FastAPIOffline(
+        title="meterline",
+        version=__version__,
+        description="Usage ledger and monetization engine for AI products.",
+    )
+    app.state.ledger = ledger
+
+    async def principal_of(request: Request) -> Principal:
+        return await to_thread.run_sync(authenticate, ledger.store, _bearer(request))
+
+    @app.exception_handler(InputError)
+    async def input_error(_: Request, error: InputError) -> Response:
+        extra = {"position": error.position} if isinstance(error, MalformedJSON) else {}
+        if error.code == "unsupported_content_type":
+            extra["accepted"] = list(ACCEPTED_TYPES)
+        return _error(error.http_status, error.code, str(error), **extra)
+
+    @app.exception_handler(AuthError)
+    async def auth_error(_: Request, error: AuthError) -> Response:
+        return _error(error.http_status, error.code, str(error))
+
+    @app.exception_handler(RequestValidationError)
+    async def parameter_error(_: Request, error: RequestValidationError) -> Response:
+        first = error.errors()[0]
+        field = ".".join(str(part) for part in first.get("loc", ())[1:]) or "request"
+        return _error(400, "invalid_parameter", f"{field}: {first.get('msg')}", field=field)
+
+    @app.get("/v1/health", tags=["operations"], summary="Liveness and ledger head")
+    async def health() -> Response:
+        sequence, head_hash = await to_thread.run_sync(ledger.head)
+        return _json({"status": "ok", "sequence": sequence, "head_hash": head_hash.hex()})
+
+    @app.post(
+        "/v1/events",
+        tags=["events"],
+        summary="Ingest usage events (native or CloudEvents 1.0)",
+        openapi_extra={"requestBody": _INGEST_BODY},
+        responses={
+            200: {"description": "Per-event outcomes: accepted, duplicate, conflict, rejected"},
+            400: {"description": "Malformed JSON, or every event rejected"},
+            401: {"description": "Missing or invalid API key"},
+            403: {"description": "Key lacks the ingest scope"},
+            409: {"description": "Every event conflicts with a stored one"},
+            413: {"description": "Batch over the size limit"},
+            415: {"description": "Unsupported content type"},
+        },
+    )
+    async def ingest(request: Request) -> Response:
+        principal = await principal_of(request)
+        principal.require("ingest", "POST /v1/events")
+        body = await _read_body(request, ledger.limits.batch_bytes_max)
+        parsed = parse_body(request.headers.get("content-type"), request.headers, body)
+        run = ledger.ingest if parsed.shape == "native" else ledger.ingest_cloudevents
+        outcome = await to_thread.run_sync(run, parsed.events, principal.customer)
+        return _json(outcome, _batch_status(outcome))
+
+    @app.get("/v1/events", tags=["events"], summary="Read events, paged by ledger sequence")
+    async def list_events(
+        request: Request,
+        customer: str | None = None,
+        type: str | None = None,  # noqa: A002 - the event field's own name
+        start: Annotated[datetime | None, Query(description="inclusive, RFC 3339")] = None,
+        end: Annotated[datetime | None, Query(description="exclusive, RFC 3339")] = None,
+        after: Annotated[int, Query(ge=0, description="ledger sequence cursor")] = 0,
+        limit: Annotated[int, Query(ge=1, le=PAGE_EVENTS_MAX)] = 100,
+    ) -> Response:
+        principal = await principal_of(request)
+        principal.require("read", "GET /v1/events")
+        if principal.customer is not None:
+            if customer not in (None, principal.customer):
+                return _error(403, "forbidden", f"this key may only read {principal.customer!r}")
+            customer = principal.customer
+        for name, moment in (("start", start), ("end", end)):
+            if moment is not None and moment.tzinfo is None:
+                return _error(400, "invalid_parameter", f"{name}: needs a time zone", field=name)
+        try:
+            query = EventQuery(
+                customer=customer,
+                type=type,
+                start_us=timestamp_to_us(start) if start else None,
+                end_us=timestamp_to_us(end) if end else None,
+                after_sequence=after,
+                limit=limit,
+            )
+        except ValueError as error:
+            return _error(400, "invalid_parameter", str(error))
+        page = await to_thread.run_sync(ledger.query, query)
+        return _json(
+            {"events": [_render_event(event) for event in page.events], "next_after": page.next_after}
+        )
+
+    return app

@@ -1,0 +1,186 @@
+"""The ``meterline`` command: one thin command per job, each a call into the library."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from meterline.clock import system_clock_us
+
+app = typer.Typer(
+    help="meterline: the usage ledger and monetization engine for AI products.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+keys_app = typer.Typer(help="Create, list and revoke API keys.", no_args_is_help=True)
+bench_app = typer.Typer(help="Benchmarks that print their figures.", no_args_is_help=True)
+app.add_typer(keys_app, name="keys")
+app.add_typer(bench_app, name="bench")
+console = Console()
+errors = Console(stderr=True)
+
+DEFAULT_DB = "meterline.db"
+DbOption = Annotated[
+    Path,
+    typer.Option("--db", envvar="METERLINE_DB", help="Ledger database file (SQLite)."),
+]
+
+
+def _fail(message: str, code: int = 2) -> typer.Exit:
+    errors.print(f"[red]error:[/red] {message}")
+    return typer.Exit(code)
+
+
+@app.command()
+def serve(
+    db: DbOption = Path(DEFAULT_DB),
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8787,
+) -> None:
+    """Serve the HTTP API (OpenAPI at /openapi.json, docs at /docs)."""
+    from meterline.server import serve as run_server
+
+    run_server(db, host, port)
+
+
+@app.command()
+def verify(db: DbOption = Path(DEFAULT_DB)) -> None:
+    """Re-walk the hash chain; exit 1 naming the first bad sequence if it is broken."""
+    from meterline.ledger import open_ledger
+
+    if not db.exists():
+        raise _fail(f"{db}: no such ledger")
+    with open_ledger(db) as ledger:
+        report = ledger.verify()
+    if report.intact:
+        console.print(
+            f"[green]intact[/green]: {report.records:,} events, head sequence "
+            f"{report.head_sequence}, head hash {report.head_hash.hex()}"
+        )
+        return
+    errors.print(
+        f"[red]BROKEN[/red] at sequence {report.bad_sequence}: {report.problem} "
+        f"({report.records:,} events verified before it)"
+    )
+    raise typer.Exit(1)
+
+
+@app.command()
+def ingest(
+    file: Annotated[Path, typer.Argument(help="JSON array or NDJSON file of events; - for stdin.")],
+    db: DbOption = Path(DEFAULT_DB),
+    cloudevents: Annotated[bool, typer.Option(help="Events are CloudEvents 1.0.")] = False,
+    batch: Annotated[int, typer.Option(help="Events per atomic append.")] = 1000,
+) -> None:
+    """Bulk-ingest a file of events; exit 1 if any event was rejected or conflicted."""
+    from meterline.bulk import ingest_file
+    from meterline.errors import InputError
+    from meterline.ledger import open_ledger
+
+    with open_ledger(db) as ledger:
+        try:
+            totals = ingest_file(ledger, file, cloudevents=cloudevents, batch_events=batch)
+        except InputError as error:
+            raise _fail(str(error)) from None
+    console.print(json.dumps(totals.counts))
+    for problem in totals.problems[:20]:
+        errors.print(problem)
+    if totals.counts["rejected"] or totals.counts["conflict"]:
+        raise typer.Exit(1)
+
+
+@keys_app.command("create")
+def keys_create(
+    scope: Annotated[str, typer.Option(help="ingest, read or admin.")],
+    db: DbOption = Path(DEFAULT_DB),
+    customer: Annotated[str | None, typer.Option(help="Bind the key to one customer.")] = None,
+    name: Annotated[str, typer.Option(help="A label for the key.")] = "",
+) -> None:
+    """Create a key and print it once (only its hash is stored)."""
+    from meterline.keys import create_key
+    from meterline.ledger.sqlite import SqliteStore
+
+    store = SqliteStore(db)
+    try:
+        key_id, token = create_key(store, scope, system_clock_us(), customer, name)
+    except ValueError as error:
+        raise _fail(str(error)) from None
+    finally:
+        store.close()
+    errors.print(f"created key {key_id} with scope {scope!r}; store it now, it is not shown again")
+    print(token)
+
+
+@keys_app.command("list")
+def keys_list(db: DbOption = Path(DEFAULT_DB)) -> None:
+    """List keys (ids, scopes, bindings; never secrets)."""
+    from meterline.core.events import format_timestamp
+    from meterline.ledger.sqlite import SqliteStore
+
+    store = SqliteStore(db)
+    for key_id, scope, customer, name, created, revoked in store.list_keys():
+        state = f"revoked {format_timestamp(revoked)}" if revoked else "active"
+        print(f"{key_id}\t{scope}\t{customer or '*'}\t{name}\t{format_timestamp(created)}\t{state}")
+    store.close()
+
+
+@keys_app.command("revoke")
+def keys_revoke(key_id: str, db: DbOption = Path(DEFAULT_DB)) -> None:
+    """Revoke a key; it is refused from the next request on."""
+    from meterline.ledger.sqlite import SqliteStore
+
+    store = SqliteStore(db)
+    revoked = store.revoke_key(key_id, system_clock_us())
+    store.close()
+    if not revoked:
+        raise _fail(f"no active key {key_id!r}")
+    print(f"revoked {key_id}")
+
+
+@app.command()
+def demo(
+    db: DbOption = Path("meterline-demo.db"),
+    serve_after: Annotated[
+        bool, typer.Option("--serve/--no-serve", help="Serve the API after the story.")
+    ] = True,
+    port: Annotated[int, typer.Option(help="Port for --serve.")] = 8787,
+    seed: Annotated[int, typer.Option(help="Seed of the synthetic month.")] = 7,
+    scale: Annotated[float, typer.Option(help="Multiply the usage volume.")] = 1.0,
+) -> None:
+    """Ingest a realistic synthetic month of AI usage and tell what happened."""
+    from meterline.demo.story import run_demo
+
+    run_demo(db, console, seed=seed, scale=scale, serve_port=port if serve_after else None)
+
+
+@bench_app.command("ingest")
+def bench_ingest(
+    events: Annotated[int, typer.Option("--events", help="Events per path.")] = 200_000,
+    batch: Annotated[int, typer.Option(help="Events per library and baseline append.")] = 1000,
+    http_batch: Annotated[int, typer.Option(help="Events per HTTP request.")] = 500,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+) -> None:
+    """Measure ingest: library path, HTTP path and the plain-SQLite storage floor."""
+    from meterline.bench.ingest import run_ingest_benchmark
+
+    result = run_ingest_benchmark(events, batch, http_batch, progress=None if as_json else console)
+    if as_json:
+        print(json.dumps(result))
+        return
+    for name, value in result.items():
+        console.print(f"{name:>24}: {value:,}" if isinstance(value, int) else f"{name:>24}: {value}")
+
+
+def main() -> None:
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    app(prog_name="meterline")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

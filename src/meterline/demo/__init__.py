@@ -1,0 +1,1 @@
+"""``meterline demo``: a realistic synthetic month of AI usage and the story it tells."""

@@ -1,0 +1,157 @@
+"""The demo's story, printed step by step: ingest a month, prove exactly-once, verify.
+
+Every figure printed is read back from the ledger, not from the generator, so the story
+shows what meterline holds.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.panel import Panel
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from meterline.core.events import event_document
+from meterline.core.outcomes import BatchOutcome
+from meterline.demo.workload import CUSTOMERS, MONTH_START, generate_month
+from meterline.ledger import Ledger, open_ledger
+
+DEMO_BATCH_EVENTS = 1000
+
+
+def _ingest_month(ledger: Ledger, events: list[dict[str, Any]], console: Console
+                  ) -> dict[str, int]:
+    counts = {"accepted": 0, "duplicate": 0, "conflict": 0, "rejected": 0}
+    columns = (TextColumn("ingesting"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    started = time.perf_counter()
+    with Progress(*columns, console=console, transient=False) as progress:
+        task = progress.add_task("ingest", total=len(events))
+        for start in range(0, len(events), DEMO_BATCH_EVENTS):
+            outcome = ledger.ingest(events[start : start + DEMO_BATCH_EVENTS])
+            for status in counts:
+                counts[status] += getattr(outcome, status)
+            progress.advance(task, len(outcome.results))
+    counts["seconds_ms"] = int((time.perf_counter() - started) * 1000)
+    return counts
+
+
+def _usage_from_ledger(ledger: Ledger) -> tuple[dict[str, dict[str, Any]], dict[str, dict[str, int]]]:
+    per_customer: dict[str, dict[str, Any]] = defaultdict(lambda: defaultdict(int))
+    per_model: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+    for record in ledger.store.records():
+        event = event_document(record.body)
+        row = per_customer[event["customer"]]
+        row["events"] += 1
+        properties = event["properties"]
+        if event["type"] == "llm.completion":
+            row["requests"] += 1
+            row["input_tokens"] += properties["input_tokens"]
+            row["output_tokens"] += properties["output_tokens"]
+            model = per_model[properties["model"]]
+            model["requests"] += 1
+            model["input_tokens"] += properties["input_tokens"]
+            model["output_tokens"] += properties["output_tokens"]
+        elif event["type"] == "agent.tool_call":
+            row["tool_calls"] += 1
+        elif event["type"] == "gpu.runtime":
+            row["gpu_seconds"] += properties["seconds"]
+        elif event["type"] == "embedding.create":
+            row["embedding_tokens"] += properties["tokens"]
+    return per_customer, per_model
+
+
+def _customer_table(per_customer: dict[str, dict[str, Any]]) -> Table:
+    table = Table(title="What the ledger holds, per customer (October 2026)")
+    for column in ("customer", "events", "LLM requests", "input tokens", "output tokens",
+                   "embedding tokens", "tool calls", "GPU seconds"):
+        table.add_column(column, justify="left" if column == "customer" else "right")
+    for name in sorted(per_customer, key=lambda n: -per_customer[n]["events"]):
+        row = per_customer[name]
+        table.add_row(name, f"{row['events']:,}", f"{row['requests']:,}",
+                      f"{row['input_tokens']:,}", f"{row['output_tokens']:,}",
+                      f"{row['embedding_tokens']:,}", f"{row['tool_calls']:,}",
+                      f"{Decimal(row['gpu_seconds']):,}")
+    return table
+
+
+def _model_table(per_model: dict[str, dict[str, int]]) -> Table:
+    table = Table(title="Per model")
+    for column in ("model", "requests", "input tokens", "output tokens"):
+        table.add_column(column, justify="left" if column == "model" else "right")
+    for name in sorted(per_model, key=lambda n: -per_model[n]["input_tokens"]):
+        row = per_model[name]
+        table.add_row(name, f"{row['requests']:,}", f"{row['input_tokens']:,}",
+                      f"{row['output_tokens']:,}")
+    return table
+
+
+def _outcome_lines(outcome: BatchOutcome) -> list[str]:
+    lines = []
+    for result in outcome.results:
+        reasons = "; ".join(f"[bold]{e.field}[/bold] {e.reason}" for e in result.errors or [])
+        where = f" at sequence {result.sequence}" if result.sequence else ""
+        lines.append(f"  {result.status:>9}  {result.id or '(no id)'}{where}  {reasons}")
+    return lines
+
+
+def _exactly_once(ledger: Ledger, events: list[dict[str, Any]], console: Console) -> None:
+    console.rule("Exactly once")
+    replay = ledger.ingest(events[:DEMO_BATCH_EVENTS])
+    console.print(f"A producer retries {len(replay.results):,} events it already sent: "
+                  f"{replay.accepted} accepted, [green]{replay.duplicate:,} duplicate[/green]; "
+                  "nothing counted twice.")
+    changed = dict(events[0], properties={**events[0]["properties"], "output_tokens": 1})
+    bad = [
+        changed,
+        {"id": "evt-no-customer", "type": "llm.completion", "timestamp": "2026-10-31T12:00:00Z",
+         "properties": {}},
+        {"id": "evt-bad-time", "customer": "acme-copilot", "type": "llm.completion",
+         "timestamp": "31/10/2026 12:00", "properties": {}},
+        {"id": "evt-naive-time", "customer": "acme-copilot", "type": "llm.completion",
+         "timestamp": "2026-10-31T12:00:00", "properties": {}},
+        {"id": "evt-future", "customer": "acme-copilot", "type": "llm.completion",
+         "timestamp": "2099-01-01T00:00:00Z", "properties": {}},
+        {"id": "evt-list-properties", "customer": "acme-copilot", "type": "llm.completion",
+         "timestamp": "2026-10-31T12:00:00Z", "properties": [1, 2]},
+    ]
+    outcome = ledger.ingest(bad)
+    console.print("The same id with a changed payload, and five malformed events, in one batch:")
+    for line in _outcome_lines(outcome):
+        console.print(line)
+
+
+def run_demo(db: Path, console: Console, seed: int = 7, scale: float = 1.0,
+             serve_port: int | None = None) -> None:
+    """Tell the story on the ledger at ``db``; serve the API afterwards if ``serve_port``."""
+    console.print(Panel.fit(
+        f"[bold]meterline demo[/bold]: {len(CUSTOMERS)} AI companies, one month of usage "
+        f"({MONTH_START:%B %Y})\nledger: {db}", border_style="cyan"))
+    events = generate_month(seed, scale)
+    console.print(f"Generated {len(events):,} usage events: LLM completions, embeddings, "
+                  "agent tool calls and GPU jobs.")
+    with open_ledger(db) as ledger:
+        counts = _ingest_month(ledger, events, console)
+        rate = len(events) / max(counts["seconds_ms"], 1) * 1000
+        console.print(f"{counts['accepted']:,} accepted, {counts['duplicate']:,} already in the "
+                      f"ledger, {counts['rejected']} rejected, in {counts['seconds_ms']:,} ms "
+                      f"({rate:,.0f} events/s, every batch fsync'd before it was acknowledged)")
+        per_customer, per_model = _usage_from_ledger(ledger)
+        console.print(_customer_table(per_customer))
+        console.print(_model_table(per_model))
+        _exactly_once(ledger, events, console)
+        console.rule("Tamper-evident")
+        report = ledger.verify()
+        state = "[green]intact[/green]" if report.intact else f"[red]BROKEN at {report.bad_sequence}[/red]"
+        console.print(f"Hash chain {state}: {report.records:,} events, head sequence "
+                      f"{report.head_sequence}, head hash {report.head_hash.hex()}")
+        console.print(f"Re-check any time with: [bold]meterline verify --db {db}[/bold]")
+    if serve_port is not None:
+        from meterline.demo.serving import serve_demo
+
+        serve_demo(db, serve_port, console)

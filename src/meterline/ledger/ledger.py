@@ -1,0 +1,119 @@
+"""The ledger facade: validate a batch, append what is valid, answer per event.
+
+Gathers the inputs (the clock, the limits), asks the pure core to validate and
+canonicalize each event, hands the valid ones to the store in one atomic, durable append,
+and merges the answers back into input order. Rejected events leave no trace but their
+error; a batch over the size limit is refused whole before anything is written.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from meterline.clock import Clock, system_clock_us
+from meterline.core.chain import ChainReport, verify_chain
+from meterline.core.cloudevents import prepare_cloudevent
+from meterline.core.events import FieldError, PreparedEvent, prepare_event
+from meterline.core.limits import DEFAULT_LIMITS, IngestLimits
+from meterline.core.outcomes import BatchOutcome, EventOutcome
+from meterline.errors import BatchTooLarge
+from meterline.ledger.sqlite import SqliteStore
+from meterline.ledger.store import EventPage, EventQuery, LedgerStore
+
+Preparer = Callable[[object, int, IngestLimits], PreparedEvent | list[FieldError]]
+
+
+def _raw_id(raw: object, field: str) -> str | None:
+    value = raw.get(field) if isinstance(raw, dict) else None
+    return value if type(value) is str else None
+
+
+class Ledger:
+    """The event ledger: ingestion, queries and verification over one store."""
+
+    def __init__(
+        self,
+        store: LedgerStore,
+        clock: Clock = system_clock_us,
+        limits: IngestLimits = DEFAULT_LIMITS,
+    ) -> None:
+        self.store = store
+        self.clock = clock
+        self.limits = limits
+
+    def ingest(self, events: Sequence[Any], only_customer: str | None = None) -> BatchOutcome:
+        """Ingest native events ``{id, customer, type, timestamp, properties}``.
+
+        With ``only_customer``, events for any other customer are rejected.
+        """
+        return self._ingest(events, prepare_event, only_customer, "customer")
+
+    def ingest_cloudevents(
+        self, envelopes: Sequence[Any], only_customer: str | None = None
+    ) -> BatchOutcome:
+        """Ingest CloudEvents 1.0 envelopes (structured mode, decoded)."""
+        return self._ingest(envelopes, prepare_cloudevent, only_customer, "subject")
+
+    def _ingest(
+        self,
+        raws: Sequence[Any],
+        prepare: Preparer,
+        only_customer: str | None,
+        customer_field: str,
+    ) -> BatchOutcome:
+        limit = self.limits.batch_events_max
+        if len(raws) > limit:
+            raise BatchTooLarge(f"batch has {len(raws)} events, the limit is {limit}")
+        now_us = self.clock()
+        valid: list[tuple[int, PreparedEvent]] = []
+        rejected: list[EventOutcome] = []
+        limits = self.limits
+        for position, raw in enumerate(raws):
+            prepared = prepare(raw, now_us, limits)
+            if type(prepared) is PreparedEvent:
+                if only_customer is None or prepared.customer == only_customer:
+                    valid.append((position, prepared))
+                    continue
+                prepared = [
+                    FieldError(customer_field, f"this key may only send events for {only_customer!r}")
+                ]
+            rejected.append(
+                EventOutcome(position, "rejected", _raw_id(raw, "id"), errors=prepared)  # type: ignore[arg-type]
+            )
+        stored = self.store.append(valid, now_us)
+        if not rejected:
+            return BatchOutcome.of(stored)
+        merged = sorted(stored + rejected, key=lambda outcome: outcome.index)
+        return BatchOutcome.of(merged)
+
+    def query(self, query: EventQuery) -> EventPage:
+        """One bounded page of events matching ``query``."""
+        return self.store.query(query)
+
+    def head(self) -> tuple[int, bytes]:
+        """The last sequence and its hash."""
+        return self.store.head()
+
+    def verify(self) -> ChainReport:
+        """Re-walk the whole chain and the commit checkpoints."""
+        return verify_chain(self.store.records(), self.store.checkpoints())
+
+    def close(self) -> None:
+        self.store.close()
+
+    def __enter__(self) -> Ledger:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+def open_ledger(
+    path: str | Path,
+    clock: Clock = system_clock_us,
+    limits: IngestLimits = DEFAULT_LIMITS,
+) -> Ledger:
+    """Open (creating if needed) the ledger at ``path``: a SQLite file."""
+    return Ledger(SqliteStore(path), clock=clock, limits=limits)

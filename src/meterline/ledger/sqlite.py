@@ -1,0 +1,329 @@
+"""The embedded ledger store: one SQLite file in WAL mode, fsync'd on every commit.
+
+Idempotency without a unique index: a unique text index costs SQLite most of its insert
+speed, so the store keeps an in-memory map from a 64-bit hash of ``(customer, id)`` to
+the sequences stored under that hash. A hit is always confirmed against the stored row
+(customer, id and bytes), so a hash collision can never drop a real event; it only costs
+one extra read. The map is rebuilt from the file on open and caught up inside every write
+transaction whenever another process appended, so several writers stay exact.
+Invariants: the ``events`` and ``commits`` tables refuse UPDATE and DELETE (triggers);
+an append is one ``BEGIN IMMEDIATE ... COMMIT`` with ``synchronous=FULL``.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+
+from hashlib import sha256
+
+from meterline.core.chain import GENESIS_HASH, Checkpoint, StoredRecord
+from meterline.core.events import PreparedEvent
+from meterline.core.outcomes import EventOutcome
+from meterline.errors import StoreError
+from meterline.ledger.store import SCAN_ROWS_MAX, EventPage, EventQuery, StoredEvent
+
+SCHEMA_VERSION = 1
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS events (
+    sequence INTEGER PRIMARY KEY,
+    customer TEXT NOT NULL,
+    event_id TEXT NOT NULL,
+    type TEXT NOT NULL,
+    timestamp_us INTEGER NOT NULL,
+    ingested_at_us INTEGER NOT NULL,
+    body BLOB NOT NULL,
+    hash BLOB NOT NULL
+);
+CREATE TABLE IF NOT EXISTS commits (
+    commit_number INTEGER PRIMARY KEY,
+    first_sequence INTEGER NOT NULL,
+    last_sequence INTEGER NOT NULL,
+    last_hash BLOB NOT NULL,
+    committed_at_us INTEGER NOT NULL
+);
+CREATE TRIGGER IF NOT EXISTS events_append_only_update BEFORE UPDATE ON events
+BEGIN SELECT RAISE(ABORT, 'the ledger is append-only: events cannot be updated'); END;
+CREATE TRIGGER IF NOT EXISTS events_append_only_delete BEFORE DELETE ON events
+BEGIN SELECT RAISE(ABORT, 'the ledger is append-only: events cannot be deleted'); END;
+CREATE TRIGGER IF NOT EXISTS commits_append_only_update BEFORE UPDATE ON commits
+BEGIN SELECT RAISE(ABORT, 'the ledger is append-only: commits cannot be updated'); END;
+CREATE TRIGGER IF NOT EXISTS commits_append_only_delete BEFORE DELETE ON commits
+BEGIN SELECT RAISE(ABORT, 'the ledger is append-only: commits cannot be deleted'); END;
+CREATE TABLE IF NOT EXISTS api_keys (
+    key_id TEXT PRIMARY KEY,
+    secret_sha256 BLOB NOT NULL,
+    scope TEXT NOT NULL,
+    customer TEXT,
+    name TEXT NOT NULL,
+    created_at_us INTEGER NOT NULL,
+    revoked_at_us INTEGER
+);
+"""
+
+_INSERT_EVENT = "INSERT INTO events VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+_RECORD_COLUMNS = "sequence, customer, event_id, type, timestamp_us, body, hash"
+
+KeyFunction = Callable[[tuple[str, str]], int]
+
+
+def connect(path: str | Path) -> sqlite3.Connection:
+    """A connection with the ledger's durability settings (WAL, fsync on commit)."""
+    connection = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    connection.execute("PRAGMA journal_mode=WAL")
+    connection.execute("PRAGMA synchronous=FULL")
+    connection.execute("PRAGMA busy_timeout=30000")
+    connection.execute("PRAGMA cache_size=-65536")
+    return connection
+
+
+class SqliteStore:
+    """The ledger store over one SQLite file; safe for threads and for several processes."""
+
+    def __init__(self, path: str | Path, key_function: KeyFunction = hash) -> None:
+        self.path = str(path)
+        self._key = key_function
+        self._connection = connect(self.path)
+        self._write_lock = threading.Lock()
+        self._local = threading.local()
+        self._index: dict[int, int | tuple[int, ...]] = {}
+        self._indexed_through = 0
+        with self._write_lock:
+            self._connection.executescript(_SCHEMA)
+            self._connection.execute(
+                "INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),)
+            )
+            version = self._connection.execute(
+                "SELECT value FROM meta WHERE name = 'schema_version'"
+            ).fetchone()[0]
+            if int(version) != SCHEMA_VERSION:
+                raise StoreError(f"{self.path}: schema version {version}, expected {SCHEMA_VERSION}")
+            self._catch_up(self._connection)
+
+    # -- reading -------------------------------------------------------------------------
+
+    def _reader(self) -> sqlite3.Connection:
+        connection: sqlite3.Connection | None = getattr(self._local, "connection", None)
+        if connection is None:
+            connection = connect(self.path)
+            self._local.connection = connection
+        return connection
+
+    def head(self) -> tuple[int, bytes]:
+        row = self._reader().execute(
+            "SELECT sequence, hash FROM events ORDER BY sequence DESC LIMIT 1"
+        ).fetchone()
+        return (0, GENESIS_HASH) if row is None else (row[0], row[1])
+
+    def records(self, after_sequence: int = 0) -> Iterator[StoredRecord]:
+        connection = connect(self.path)
+        try:
+            cursor = connection.execute(
+                f"SELECT {_RECORD_COLUMNS} FROM events WHERE sequence > ? ORDER BY sequence",
+                (after_sequence,),
+            )
+            for row in cursor:
+                yield StoredRecord(*row)
+        finally:
+            connection.close()
+
+    def checkpoints(self) -> list[Checkpoint]:
+        rows = self._reader().execute(
+            "SELECT last_sequence, last_hash FROM commits ORDER BY commit_number"
+        ).fetchall()
+        return [Checkpoint(sequence, digest) for sequence, digest in rows]
+
+    def query(self, query: EventQuery) -> EventPage:
+        head_sequence = self.head()[0]
+        window_end = query.after_sequence + SCAN_ROWS_MAX
+        clauses = ["sequence > ?", "sequence <= ?"]
+        parameters: list[object] = [query.after_sequence, window_end]
+        for clause, value in (
+            ("customer = ?", query.customer),
+            ("type = ?", query.type),
+            ("timestamp_us >= ?", query.start_us),
+            ("timestamp_us < ?", query.end_us),
+        ):
+            if value is not None:
+                clauses.append(clause)
+                parameters.append(value)
+        parameters.append(query.limit)
+        rows = self._reader().execute(
+            f"SELECT {_RECORD_COLUMNS}, ingested_at_us FROM events WHERE {' AND '.join(clauses)}"
+            " ORDER BY sequence LIMIT ?",
+            parameters,
+        ).fetchall()
+        events = [StoredEvent(StoredRecord(*row[:7]), row[7]) for row in rows]
+        if len(events) == query.limit:
+            next_after: int | None = events[-1].record.sequence
+        elif window_end < head_sequence:
+            next_after = window_end
+        else:
+            next_after = None
+        return EventPage(events, next_after)
+
+    # -- writing -------------------------------------------------------------------------
+
+    def _catch_up(self, connection: sqlite3.Connection) -> tuple[int, bytes]:
+        """Index every record appended since the last one indexed; return the chain tail."""
+        row = connection.execute(
+            "SELECT sequence, hash FROM events ORDER BY sequence DESC LIMIT 1"
+        ).fetchone()
+        tail = (0, GENESIS_HASH) if row is None else (row[0], row[1])
+        if tail[0] != self._indexed_through:
+            rows = connection.execute(
+                "SELECT sequence, customer, event_id FROM events WHERE sequence > ?",
+                (self._indexed_through,),
+            )
+            for sequence, customer, event_id in rows:
+                self._remember(self._index, self._key((customer, event_id)), sequence)
+            self._indexed_through = tail[0]
+        return tail
+
+    @staticmethod
+    def _remember(index: dict[int, int | tuple[int, ...]], key: int, sequence: int) -> None:
+        known = index.get(key)
+        if known is None:
+            index[key] = sequence
+        elif type(known) is int:
+            index[key] = (known, sequence)
+        else:
+            index[key] = (*known, sequence)  # type: ignore[misc]
+
+    def _stored(
+        self,
+        sequences: int | tuple[int, ...],
+        customer: str,
+        event_id: str,
+        pending: list[tuple[object, ...]],
+        first_pending: int,
+    ) -> tuple[int, bytes] | None:
+        """The stored (sequence, bytes) of ``(customer, event_id)``, confirming a hash hit."""
+        for sequence in (sequences,) if type(sequences) is int else sequences:  # type: ignore[union-attr]
+            if sequence >= first_pending:
+                row = pending[sequence - first_pending]
+                found = (row[1], row[2], row[6])
+            else:
+                fetched = self._connection.execute(
+                    "SELECT customer, event_id, body FROM events WHERE sequence = ?", (sequence,)
+                ).fetchone()
+                if fetched is None:
+                    raise StoreError(f"index names sequence {sequence}, which is not stored")
+                found = fetched
+            if found[0] == customer and found[1] == event_id:
+                return sequence, found[2]  # type: ignore[return-value]
+        return None
+
+    def _find(
+        self,
+        key: int,
+        customer: str,
+        event_id: str,
+        staged: dict[int, int | tuple[int, ...]],
+        pending: list[tuple[object, ...]],
+        first_pending: int,
+    ) -> tuple[int, bytes] | None:
+        """The stored or staged copy of ``(customer, event_id)`` under a hash hit, if any."""
+        for candidates in (self._index.get(key), staged.get(key)):
+            if candidates is not None:
+                found = self._stored(candidates, customer, event_id, pending, first_pending)
+                if found is not None:
+                    return found
+        return None
+
+    def append(
+        self, batch: Sequence[tuple[int, PreparedEvent]], ingested_at_us: int
+    ) -> list[EventOutcome]:
+        if not batch:
+            return []
+        connection = self._connection
+        key_of = self._key
+        with self._write_lock:
+            connection.execute("BEGIN IMMEDIATE")
+            try:
+                last_sequence, previous_hash = self._catch_up(connection)
+                index = self._index
+                staged: dict[int, int | tuple[int, ...]] = {}
+                rows: list[tuple[object, ...]] = []
+                outcomes: list[EventOutcome] = []
+                first = sequence = last_sequence + 1
+                for position, event in batch:
+                    customer, event_id, event_type, timestamp_us, body = event
+                    key = key_of((customer, event_id))
+                    if key in index or key in staged:
+                        found = self._find(key, customer, event_id, staged, rows, first)
+                        if found is not None:
+                            status = "duplicate" if found[1] == body else "conflict"
+                            outcomes.append(EventOutcome(position, status, event_id, found[0]))
+                            continue
+                        self._remember(staged, key, sequence)
+                    else:
+                        staged[key] = sequence
+                    previous_hash = sha256(previous_hash + body).digest()
+                    rows.append((sequence, customer, event_id, event_type, timestamp_us,
+                                 ingested_at_us, body, previous_hash))
+                    outcomes.append(EventOutcome(position, "accepted", event_id, sequence))
+                    sequence += 1
+                if rows:
+                    connection.executemany(_INSERT_EVENT, rows)
+                    connection.execute(
+                        "INSERT INTO commits (first_sequence, last_sequence, last_hash,"
+                        " committed_at_us) VALUES (?, ?, ?, ?)",
+                        (first, sequence - 1, previous_hash, ingested_at_us),
+                    )
+                connection.execute("COMMIT")
+            except BaseException:
+                if connection.in_transaction:
+                    connection.execute("ROLLBACK")
+                raise
+            for key, value in staged.items():
+                if key in index:
+                    for staged_sequence in (value,) if type(value) is int else value:  # type: ignore[union-attr]
+                        self._remember(index, key, staged_sequence)
+                else:
+                    index[key] = value
+            self._indexed_through = sequence - 1
+        return outcomes
+
+    # -- API keys ------------------------------------------------------------------------
+
+    def put_key(
+        self, key_id: str, secret_sha256: bytes, scope: str, customer: str | None, name: str,
+        created_at_us: int,
+    ) -> None:
+        with self._write_lock:
+            self._connection.execute(
+                "INSERT INTO api_keys VALUES (?, ?, ?, ?, ?, ?, NULL)",
+                (key_id, secret_sha256, scope, customer, name, created_at_us),
+            )
+
+    def get_key(self, key_id: str) -> tuple[bytes, str, str | None, int | None] | None:
+        row = self._reader().execute(
+            "SELECT secret_sha256, scope, customer, revoked_at_us FROM api_keys WHERE key_id = ?",
+            (key_id,),
+        ).fetchone()
+        return None if row is None else (row[0], row[1], row[2], row[3])
+
+    def list_keys(self) -> list[tuple[str, str, str | None, str, int, int | None]]:
+        return self._reader().execute(
+            "SELECT key_id, scope, customer, name, created_at_us, revoked_at_us FROM api_keys"
+            " ORDER BY created_at_us"
+        ).fetchall()
+
+    def revoke_key(self, key_id: str, revoked_at_us: int) -> bool:
+        with self._write_lock:
+            cursor = self._connection.execute(
+                "UPDATE api_keys SET revoked_at_us = ? WHERE key_id = ? AND revoked_at_us IS NULL",
+                (revoked_at_us, key_id),
+            )
+        return cursor.rowcount == 1
+
+    def close(self) -> None:
+        self._connection.close()
+        connection = getattr(self._local, "connection", None)
+        if connection is not None:
+            connection.close()

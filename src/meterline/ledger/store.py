@@ -1,0 +1,90 @@
+"""The interface every ledger store satisfies (SQLite now, PostgreSQL next).
+
+A store owns durability, the hash chain's tail, idempotency and the API keys. The ledger
+facade validates and the store appends; both stay behind this one protocol so a second
+store changes nothing above it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from meterline.core.chain import Checkpoint, StoredRecord
+from meterline.core.events import PreparedEvent
+from meterline.core.outcomes import EventOutcome
+
+PAGE_EVENTS_MAX = 1000
+"""The most events one query page returns."""
+
+SCAN_ROWS_MAX = 200_000
+"""The most ledger rows one query page examines; past it the page ends with a cursor."""
+
+
+@dataclass(frozen=True, slots=True)
+class EventQuery:
+    """A bounded filter over the ledger, paged by ledger sequence."""
+
+    customer: str | None = None
+    type: str | None = None
+    start_us: int | None = None
+    end_us: int | None = None
+    after_sequence: int = 0
+    limit: int = 100
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.limit <= PAGE_EVENTS_MAX:
+            raise ValueError(f"limit must be between 1 and {PAGE_EVENTS_MAX}")
+        if self.after_sequence < 0:
+            raise ValueError("after must not be negative")
+        if self.start_us is not None and self.end_us is not None and self.end_us < self.start_us:
+            raise ValueError("end must not be before start")
+
+
+@dataclass(frozen=True, slots=True)
+class StoredEvent:
+    """A ledger record with its ingest time, as queries return it."""
+
+    record: StoredRecord
+    ingested_at_us: int
+
+
+@dataclass(frozen=True, slots=True)
+class EventPage:
+    """One page of a query; ``next_after`` continues it, None when the ledger is exhausted."""
+
+    events: list[StoredEvent]
+    next_after: int | None
+
+
+class LedgerStore(Protocol):
+    """Durable, append-only storage of the chained ledger and the API keys."""
+
+    def append(
+        self, batch: Sequence[tuple[int, PreparedEvent]], ingested_at_us: int
+    ) -> list[EventOutcome]:
+        """Append the new events of ``batch`` atomically and durably, in order.
+
+        ``batch`` pairs each event with its index in the caller's batch. Returns one outcome
+        per pair: accepted (with its sequence), duplicate or conflict.
+        """
+        ...
+
+    def head(self) -> tuple[int, bytes]:
+        """The last sequence and its hash (0 and the genesis hash when empty)."""
+        ...
+
+    def records(self, after_sequence: int = 0) -> Iterator[StoredRecord]:
+        """Every record after ``after_sequence``, in sequence order."""
+        ...
+
+    def checkpoints(self) -> list[Checkpoint]:
+        """The commit checkpoints, in order."""
+        ...
+
+    def query(self, query: EventQuery) -> EventPage:
+        """One bounded page of events matching ``query``."""
+        ...
+
+    def close(self) -> None: ...
