@@ -93,7 +93,9 @@ def make_keys(db: Path) -> dict[str, str]:
     """One key per scope, plus an ingest and a read key bound to customer 'acme'."""
     store = SqliteStore(db)
     now = system_clock_us()
-    keys = {scope: create_key(store, scope, now, name=scope)[1] for scope in ("ingest", "read", "admin")}
+    keys = {
+        scope: create_key(store, scope, now, name=scope)[1] for scope in ("ingest", "read", "admin")
+    }
     keys["ingest-acme"] = create_key(store, "ingest", now, customer="acme")[1]
     keys["read-acme"] = create_key(store, "read", now, customer="acme")[1]
     store.close()

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -174,7 +173,9 @@ def bench_ingest(
         print(json.dumps(result))
         return
     for name, value in result.items():
-        console.print(f"{name:>24}: {value:,}" if isinstance(value, int) else f"{name:>24}: {value}")
+        console.print(
+            f"{name:>24}: {value:,}" if isinstance(value, int) else f"{name:>24}: {value}"
+        )
 
 
 def main() -> None:
@@ -183,4 +184,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

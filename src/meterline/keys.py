@@ -33,8 +33,15 @@ _GRANTS: dict[str, frozenset[str]] = {
 
 
 class KeyStore(Protocol):
-    def put_key(self, key_id: str, secret_sha256: bytes, scope: str, customer: str | None,
-                name: str, created_at_us: int) -> None: ...
+    def put_key(
+        self,
+        key_id: str,
+        secret_sha256: bytes,
+        scope: str,
+        customer: str | None,
+        name: str,
+        created_at_us: int,
+    ) -> None: ...
 
     def get_key(self, key_id: str) -> tuple[bytes, str, str | None, int | None] | None: ...
 
@@ -73,7 +80,7 @@ def authenticate(store: KeyStore, token: str | None) -> Principal:
         raise AuthError("missing API key: send 'Authorization: Bearer mlk_...'")
     key_id, secret = "", ""
     if token.startswith(TOKEN_PREFIX):
-        key_id, _, secret = token[len(TOKEN_PREFIX):].partition("_")
+        key_id, _, secret = token[len(TOKEN_PREFIX) :].partition("_")
     stored = store.get_key(key_id) if len(key_id) == _KEY_ID_HEX_LENGTH else None
     expected = stored[0] if stored is not None else _UNKNOWN_KEY_DIGEST
     matches = hmac.compare_digest(hashlib.sha256(secret.encode()).digest(), expected)

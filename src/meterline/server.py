@@ -14,7 +14,6 @@ def serve(db: str | Path, host: str = "127.0.0.1", port: int = 8787) -> None:
     """Serve the API over the ledger at ``db`` until interrupted."""
     ledger = open_ledger(db)
     try:
-        uvicorn.run(create_app(ledger), host=host, port=port, log_level="warning",
-                    access_log=False)
+        uvicorn.run(create_app(ledger), host=host, port=port, log_level="warning", access_log=False)
     finally:
         ledger.close()

@@ -25,7 +25,8 @@ KILLS = 20
 def _run_until_killed(db: Path, first: int, delay_s: float) -> list[str]:
     process = subprocess.Popen(
         [sys.executable, str(WRITER), str(db), str(first)],
-        stdout=subprocess.PIPE, text=True,
+        stdout=subprocess.PIPE,
+        text=True,
         env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[2])},
     )
     lines: list[str] = []
@@ -51,7 +52,8 @@ def test_sigkill_at_random_points_loses_and_doubles_nothing(tmp_path: Path) -> N
         if next_batch and lines:
             resent, accepted, duplicate = (int(part) for part in lines[0].split()[1:])
             assert (resent, accepted, duplicate) == (next_batch - 1, 0, BATCH_EVENTS), (
-                "an acknowledged batch sent again must come back as duplicates only")
+                "an acknowledged batch sent again must come back as duplicates only"
+            )
         for line in lines:
             _, number, _accepted, _duplicate = line.split()
             acknowledged.add(int(number))

@@ -24,9 +24,13 @@ scalars = st.one_of(
     st.none(),
 )
 properties = st.dictionaries(st.text(min_size=1, max_size=6), scalars, max_size=4)
-timestamps = st.sampled_from([
-    "2026-11-01T10:00:00Z", "2026-11-01T10:00:00.5+02:00", "2026-10-31T23:59:59.999999Z",
-])
+timestamps = st.sampled_from(
+    [
+        "2026-11-01T10:00:00Z",
+        "2026-11-01T10:00:00.5+02:00",
+        "2026-10-31T23:59:59.999999Z",
+    ]
+)
 
 
 @st.composite
@@ -34,13 +38,15 @@ def distinct_events(draw: st.DrawFn) -> list[dict[str, Any]]:
     count = draw(st.integers(min_value=1, max_value=25))
     events = []
     for number in range(count):
-        events.append({
-            "id": f"e{number}",
-            "customer": draw(customers),
-            "type": draw(st.sampled_from(["llm.completion", "gpu.runtime"])),
-            "timestamp": draw(timestamps),
-            "properties": draw(properties),
-        })
+        events.append(
+            {
+                "id": f"e{number}",
+                "customer": draw(customers),
+                "type": draw(st.sampled_from(["llm.completion", "gpu.runtime"])),
+                "timestamp": draw(timestamps),
+                "properties": draw(properties),
+            }
+        )
     return events
 
 
@@ -94,14 +100,30 @@ def raw_events(draw: st.DrawFn) -> object:
         if draw(st.integers(0, 10)):
             raw[field] = draw(st.one_of(st.sampled_from(["evt-1", "acme", "llm"]), raw_texts))
     if draw(st.integers(0, 10)):
-        raw["timestamp"] = draw(st.one_of(
-            timestamps, st.text(max_size=30), st.integers(),
-            st.sampled_from(["2026-11-01T10:00:00", "2099-01-01T00:00:00Z",
-                             "2026-11-23T12:04:59Z", "2026-11-23T12:05:01+00:00"])))
+        raw["timestamp"] = draw(
+            st.one_of(
+                timestamps,
+                st.text(max_size=30),
+                st.integers(),
+                st.sampled_from(
+                    [
+                        "2026-11-01T10:00:00",
+                        "2099-01-01T00:00:00Z",
+                        "2026-11-23T12:04:59Z",
+                        "2026-11-23T12:05:01+00:00",
+                    ]
+                ),
+            )
+        )
     if draw(st.integers(0, 10)):
-        raw["properties"] = draw(st.one_of(
-            st.dictionaries(st.one_of(st.text(max_size=4), st.integers()), raw_values, max_size=4),
-            raw_values))
+        raw["properties"] = draw(
+            st.one_of(
+                st.dictionaries(
+                    st.one_of(st.text(max_size=4), st.integers()), raw_values, max_size=4
+                ),
+                raw_values,
+            )
+        )
     if draw(st.integers(0, 6)) == 0:
         raw[draw(st.sampled_from(["source", "extra", "tokens"]))] = draw(raw_texts)
     return raw

@@ -15,8 +15,17 @@ def build_chain(count: int) -> list[StoredRecord]:
         prepared = prepare_event(event(number), FIXED_NOW_US)
         assert isinstance(prepared, PreparedEvent)
         previous = chain_hash(previous, prepared.body)
-        records.append(StoredRecord(number, prepared.customer, prepared.id, prepared.type,
-                                    prepared.timestamp_us, prepared.body, previous))
+        records.append(
+            StoredRecord(
+                number,
+                prepared.customer,
+                prepared.id,
+                prepared.type,
+                prepared.timestamp_us,
+                prepared.body,
+                previous,
+            )
+        )
     return records
 
 

@@ -119,14 +119,16 @@ def test_future_skew_is_configurable() -> None:
     in_ten_minutes = "2026-11-23T12:10:00Z"
     assert fields_of(event(1, timestamp=in_ten_minutes)) == ["timestamp"]
     generous = IngestLimits(future_skew_us=3600 * 1_000_000)
-    assert isinstance(prepare_event(event(1, timestamp=in_ten_minutes), FIXED_NOW_US, generous),
-                      PreparedEvent)
+    assert isinstance(
+        prepare_event(event(1, timestamp=in_ten_minutes), FIXED_NOW_US, generous), PreparedEvent
+    )
 
 
 def test_late_events_are_accepted() -> None:
     """An event from long ago is valid: late events are kept, not dropped."""
-    assert isinstance(prepare_event(event(1, timestamp="2020-01-01T00:00:00Z"), FIXED_NOW_US),
-                      PreparedEvent)
+    assert isinstance(
+        prepare_event(event(1, timestamp="2020-01-01T00:00:00Z"), FIXED_NOW_US), PreparedEvent
+    )
 
 
 def test_oversize_event_is_rejected_naming_the_limit() -> None:
@@ -138,7 +140,10 @@ def test_oversize_event_is_rejected_naming_the_limit() -> None:
 def test_all_problems_are_reported_at_once() -> None:
     """Several bad fields give several errors, not just the first."""
     assert fields_of({"id": "", "customer": None, "type": "t", "timestamp": "no"}) == [
-        "id", "customer", "timestamp"]
+        "id",
+        "customer",
+        "timestamp",
+    ]
 
 
 def test_non_object_event_is_rejected() -> None:

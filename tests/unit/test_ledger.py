@@ -101,8 +101,10 @@ def test_dedup_survives_reopen(tmp_path: Path) -> None:
 def test_two_writers_on_one_file_stay_exact(tmp_path: Path) -> None:
     """Two ledgers on one file see each other's appends: no double count, one chain."""
     path = tmp_path / "shared.db"
-    with Ledger(SqliteStore(path), lambda: FIXED_NOW_US) as one, \
-            Ledger(SqliteStore(path), lambda: FIXED_NOW_US) as two:
+    with (
+        Ledger(SqliteStore(path), lambda: FIXED_NOW_US) as one,
+        Ledger(SqliteStore(path), lambda: FIXED_NOW_US) as two,
+    ):
         one.ingest([event(n) for n in range(10)])
         outcome = two.ingest([event(n) for n in range(15)])
         assert (outcome.duplicate, outcome.accepted) == (10, 5)
@@ -115,8 +117,11 @@ def test_events_cannot_be_updated_or_deleted(ledger: Ledger) -> None:
     """The events table refuses UPDATE and DELETE, even from plain SQL."""
     ledger.ingest([event(1)])
     connection = sqlite3.connect(ledger.store.path)  # type: ignore[attr-defined]
-    for statement in ("UPDATE events SET customer = 'x'", "DELETE FROM events",
-                      "DELETE FROM commits"):
+    for statement in (
+        "UPDATE events SET customer = 'x'",
+        "DELETE FROM events",
+        "DELETE FROM commits",
+    ):
         with pytest.raises(sqlite3.IntegrityError, match="append-only"):
             connection.execute(statement)
     connection.close()
@@ -124,8 +129,12 @@ def test_events_cannot_be_updated_or_deleted(ledger: Ledger) -> None:
 
 def test_query_filters_and_pages(ledger: Ledger) -> None:
     """Queries filter by customer, type and time range and page by sequence cursor."""
-    ledger.ingest([event(n, customer="acme" if n % 2 else "globex",
-                         timestamp=f"2026-11-01T10:00:{n:02d}Z") for n in range(1, 21)])
+    ledger.ingest(
+        [
+            event(n, customer="acme" if n % 2 else "globex", timestamp=f"2026-11-01T10:00:{n:02d}Z")
+            for n in range(1, 21)
+        ]
+    )
     seen, after = [], 0
     while True:
         page = ledger.query(EventQuery(customer="acme", after_sequence=after, limit=3))
@@ -134,8 +143,9 @@ def test_query_filters_and_pages(ledger: Ledger) -> None:
             break
         after = page.next_after
     assert seen == [f"evt-{n}" for n in range(1, 21, 2)]
-    window = ledger.query(EventQuery(start_us=1_793_527_205_000_000,
-                                     end_us=1_793_527_208_000_000, limit=100))
+    window = ledger.query(
+        EventQuery(start_us=1_793_527_205_000_000, end_us=1_793_527_208_000_000, limit=100)
+    )
     assert [item.record.id for item in window.events] == ["evt-5", "evt-6", "evt-7"]
     assert ledger.query(EventQuery(type="nothing", limit=5)).events == []
 
@@ -150,24 +160,32 @@ def _tamper(path: Path, statement: str) -> None:
 
 
 def _verify_cli(path: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "meterline", "verify", "--db", str(path)],
-                          capture_output=True, text=True, timeout=60)
+    return subprocess.run(
+        [sys.executable, "-m", "meterline", "verify", "--db", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
 
 
 @pytest.mark.parametrize(
     ("statement", "bad_sequence"),
     [
         ("UPDATE events SET body = replace(body, X'31323035', X'39393939') WHERE sequence = 4", 4),
-        ("UPDATE events SET body = CAST(replace(body, X'31323035', X'39393939') AS BLOB)"
-         " WHERE sequence = 5", 5),
+        (
+            "UPDATE events SET body = CAST(replace(body, X'31323035', X'39393939') AS BLOB)"
+            " WHERE sequence = 5",
+            5,
+        ),
         ("DELETE FROM events WHERE sequence = 6", 6),
         ("DELETE FROM events WHERE sequence >= 9", 9),
         ("UPDATE events SET customer = 'mallory' WHERE sequence = 2", 2),
         ("UPDATE events SET sequence = sequence + 100 WHERE sequence = 3", 3),
     ],
 )
-def test_verify_cli_names_first_bad_sequence(tmp_path: Path, statement: str,
-                                             bad_sequence: int) -> None:
+def test_verify_cli_names_first_bad_sequence(
+    tmp_path: Path, statement: str, bad_sequence: int
+) -> None:
     """`meterline verify` exits 1 naming the first altered, removed or moved record."""
     path = tmp_path / "l.db"
     with Ledger(SqliteStore(path), lambda: FIXED_NOW_US) as fresh:

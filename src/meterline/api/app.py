@@ -41,7 +41,11 @@ _EVENT_SCHEMA: dict[str, Any] = {
         "id": {"type": "string", "description": "Idempotency key, unique per customer."},
         "customer": {"type": "string"},
         "type": {"type": "string", "example": "llm.completion"},
-        "timestamp": {"type": "string", "format": "date-time", "description": "RFC 3339 with zone."},
+        "timestamp": {
+            "type": "string",
+            "format": "date-time",
+            "description": "RFC 3339 with zone.",
+        },
         "properties": {"type": "object", "additionalProperties": True},
     },
 }
@@ -114,7 +118,9 @@ def create_app(ledger: Ledger) -> FastAPI:
 
     @app.exception_handler(InputError)
     async def input_error(_: Request, error: InputError) -> Response:
-        extra = {"position": error.position} if isinstance(error, MalformedJSON) else {}
+        extra: dict[str, Any] = {}
+        if isinstance(error, MalformedJSON):
+            extra["position"] = error.position
         if error.code == "unsupported_content_type":
             extra["accepted"] = list(ACCEPTED_TYPES)
         return _error(error.http_status, error.code, str(error), **extra)
@@ -162,7 +168,7 @@ def create_app(ledger: Ledger) -> FastAPI:
     async def list_events(
         request: Request,
         customer: str | None = None,
-        type: str | None = None,  # noqa: A002 - the event field's own name
+        type: str | None = None,
         start: Annotated[datetime | None, Query(description="inclusive, RFC 3339")] = None,
         end: Annotated[datetime | None, Query(description="exclusive, RFC 3339")] = None,
         after: Annotated[int, Query(ge=0, description="ledger sequence cursor")] = 0,
@@ -190,7 +196,10 @@ def create_app(ledger: Ledger) -> FastAPI:
             return _error(400, "invalid_parameter", str(error))
         page = await to_thread.run_sync(ledger.query, query)
         return _json(
-            {"events": [_render_event(event) for event in page.events], "next_after": page.next_after}
+            {
+                "events": [_render_event(event) for event in page.events],
+                "next_after": page.next_after,
+            }
         )
 
     return app

@@ -64,7 +64,8 @@ def parse_body(content_type: str | None, headers: Mapping[str, str], body: bytes
         return ParsedBody("cloudevents", [binary_mode_envelope(headers, decode_json(body))])
     if kind not in ACCEPTED_TYPES:
         raise UnsupportedContentType(
-            f"content type {kind or 'none'!r} is not accepted; use one of {', '.join(ACCEPTED_TYPES)}"
+            f"content type {kind or 'none'!r} is not accepted; "
+            f"use one of {', '.join(ACCEPTED_TYPES)}"
         )
     document = decode_json(body)
     if kind == CLOUDEVENT_TYPE:

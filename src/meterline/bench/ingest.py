@@ -61,8 +61,9 @@ def _baseline(source_db: Path, floor_db: Path, batch: int) -> float:
     started = time.perf_counter()
     for start in range(0, len(rows), batch):
         floor.execute("BEGIN")
-        floor.executemany("INSERT INTO events VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                          rows[start : start + batch])
+        floor.executemany(
+            "INSERT INTO events VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows[start : start + batch]
+        )
         floor.execute("COMMIT")
     seconds = time.perf_counter() - started
     gc.unfreeze()
@@ -102,9 +103,19 @@ def _http_path(db: Path, count: int, batch: int) -> float:
     try:
         _wait_healthy(url, server)
         finished = subprocess.run(
-            [sys.executable, "-m", "meterline.bench.http_client", url, token, str(count),
-             str(batch), str(HTTP_CONNECTIONS)],
-            capture_output=True, check=True, text=True,
+            [
+                sys.executable,
+                "-m",
+                "meterline.bench.http_client",
+                url,
+                token,
+                str(count),
+                str(batch),
+                str(HTTP_CONNECTIONS),
+            ],
+            capture_output=True,
+            check=True,
+            text=True,
         )
     finally:
         server.terminate()
@@ -115,9 +126,11 @@ def _http_path(db: Path, count: int, batch: int) -> float:
     return count / float(result["seconds"])
 
 
-def run_ingest_benchmark(events: int, batch: int, http_batch: int, progress: Any = None
-                         ) -> dict[str, Any]:
+def run_ingest_benchmark(
+    events: int, batch: int, http_batch: int, progress: Any = None
+) -> dict[str, Any]:
     """Run the three paths on ``events`` events each and return the figures."""
+
     def say(message: str) -> None:
         if progress is not None:
             progress.print(message)

@@ -91,27 +91,53 @@ def verify_chain(
     count = 0
     for record in records:
         if record.sequence != expected_sequence:
-            return ChainReport(count, expected_sequence - 1, previous_hash, expected_sequence,
-                               f"expected sequence {expected_sequence}, found {record.sequence}")
+            return ChainReport(
+                count,
+                expected_sequence - 1,
+                previous_hash,
+                expected_sequence,
+                f"expected sequence {expected_sequence}, found {record.sequence}",
+            )
         if type(record.body) is not bytes or type(record.hash) is not bytes:
-            return ChainReport(count, expected_sequence - 1, previous_hash, record.sequence,
-                               "stored bytes or hash are not binary (altered outside meterline)")
+            return ChainReport(
+                count,
+                expected_sequence - 1,
+                previous_hash,
+                record.sequence,
+                "stored bytes or hash are not binary (altered outside meterline)",
+            )
         if chain_hash(previous_hash, record.body) != record.hash:
-            return ChainReport(count, expected_sequence - 1, previous_hash, record.sequence,
-                               "hash does not match SHA-256(previous hash || bytes)")
+            return ChainReport(
+                count,
+                expected_sequence - 1,
+                previous_hash,
+                record.sequence,
+                "hash does not match SHA-256(previous hash || bytes)",
+            )
         mismatch = _column_mismatch(record)
         if mismatch is not None:
-            return ChainReport(count, expected_sequence - 1, previous_hash, record.sequence,
-                               mismatch)
+            return ChainReport(
+                count, expected_sequence - 1, previous_hash, record.sequence, mismatch
+            )
         mark = marks.pop(record.sequence, None)
         if mark is not None and mark != record.hash:
-            return ChainReport(count, expected_sequence - 1, previous_hash, record.sequence,
-                               "commit checkpoint records a different hash")
+            return ChainReport(
+                count,
+                expected_sequence - 1,
+                previous_hash,
+                record.sequence,
+                "commit checkpoint records a different hash",
+            )
         previous_hash = record.hash
         count += 1
         expected_sequence += 1
     if marks:
         missing = min(marks)
-        return ChainReport(count, expected_sequence - 1, previous_hash, expected_sequence,
-                           f"commit checkpoint names sequence {missing}, beyond the chain's end")
+        return ChainReport(
+            count,
+            expected_sequence - 1,
+            previous_hash,
+            expected_sequence,
+            f"commit checkpoint names sequence {missing}, beyond the chain's end",
+        )
     return ChainReport(count, expected_sequence - 1, previous_hash)

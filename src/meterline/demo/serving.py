@@ -22,6 +22,8 @@ def serve_demo(db: Path, port: int, console: Console) -> None:
     console.rule("The API")
     console.print(f"Serving on {base} (docs at {base}/docs). Ctrl-C to stop.")
     console.print(f"  read key:   {read_token}\n  ingest key: {ingest_token}")
-    console.print(f"  curl -H 'Authorization: Bearer {read_token}' "
-                  f"'{base}/v1/events?customer=stark-agents&limit=3'")
+    console.print(
+        f"  curl -H 'Authorization: Bearer {read_token}' "
+        f"'{base}/v1/events?customer=stark-agents&limit=3'"
+    )
     serve(db, "127.0.0.1", port)

@@ -12,6 +12,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+from rich import box
 from rich.console import Console
 from rich.panel import Panel
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -25,8 +26,7 @@ from meterline.ledger import Ledger, open_ledger
 DEMO_BATCH_EVENTS = 1000
 
 
-def _ingest_month(ledger: Ledger, events: list[dict[str, Any]], console: Console
-                  ) -> dict[str, int]:
+def _ingest_month(ledger: Ledger, events: list[dict[str, Any]], console: Console) -> dict[str, int]:
     counts = {"accepted": 0, "duplicate": 0, "conflict": 0, "rejected": 0}
     columns = (TextColumn("ingesting"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     started = time.perf_counter()
@@ -41,7 +41,9 @@ def _ingest_month(ledger: Ledger, events: list[dict[str, Any]], console: Console
     return counts
 
 
-def _usage_from_ledger(ledger: Ledger) -> tuple[dict[str, dict[str, Any]], dict[str, dict[str, int]]]:
+def _usage_from_ledger(
+    ledger: Ledger,
+) -> tuple[dict[str, dict[str, Any]], dict[str, dict[str, int]]]:
     per_customer: dict[str, dict[str, Any]] = defaultdict(lambda: defaultdict(int))
     per_model: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
     for record in ledger.store.records():
@@ -66,28 +68,49 @@ def _usage_from_ledger(ledger: Ledger) -> tuple[dict[str, dict[str, Any]], dict[
     return per_customer, per_model
 
 
+def _compact(value: int | Decimal) -> str:
+    """A count for a narrow table: 25.1M, 363.2k, 912."""
+    number = Decimal(value)
+    for threshold, suffix in ((Decimal(10**9), "G"), (Decimal(10**6), "M"), (Decimal(10**3), "k")):
+        if abs(number) >= threshold:
+            return f"{number / threshold:.1f}{suffix}"
+    return f"{number:,.0f}"
+
+
 def _customer_table(per_customer: dict[str, dict[str, Any]]) -> Table:
-    table = Table(title="What the ledger holds, per customer (October 2026)")
-    for column in ("customer", "events", "LLM requests", "input tokens", "output tokens",
-                   "embedding tokens", "tool calls", "GPU seconds"):
-        table.add_column(column, justify="left" if column == "customer" else "right")
+    table = Table(
+        title="What the ledger holds, per customer (October 2026)",
+        caption="calls: LLM completions; tokens: input, output, embeddings",
+        box=box.SIMPLE_HEAD,
+        pad_edge=False,
+    )
+    table.add_column("customer", no_wrap=True)
+    for column in ("events", "calls", "in tok", "out tok", "embed", "tools", "GPU-s"):
+        table.add_column(column, justify="right", no_wrap=True)
     for name in sorted(per_customer, key=lambda n: -per_customer[n]["events"]):
         row = per_customer[name]
-        table.add_row(name, f"{row['events']:,}", f"{row['requests']:,}",
-                      f"{row['input_tokens']:,}", f"{row['output_tokens']:,}",
-                      f"{row['embedding_tokens']:,}", f"{row['tool_calls']:,}",
-                      f"{Decimal(row['gpu_seconds']):,}")
+        table.add_row(
+            name,
+            f"{row['events']:,}",
+            f"{row['requests']:,}",
+            _compact(row["input_tokens"]),
+            _compact(row["output_tokens"]),
+            _compact(row["embedding_tokens"]),
+            f"{row['tool_calls']:,}",
+            _compact(row["gpu_seconds"]),
+        )
     return table
 
 
 def _model_table(per_model: dict[str, dict[str, int]]) -> Table:
-    table = Table(title="Per model")
+    table = Table(title="Per model", box=box.SIMPLE_HEAD)
     for column in ("model", "requests", "input tokens", "output tokens"):
         table.add_column(column, justify="left" if column == "model" else "right")
     for name in sorted(per_model, key=lambda n: -per_model[n]["input_tokens"]):
         row = per_model[name]
-        table.add_row(name, f"{row['requests']:,}", f"{row['input_tokens']:,}",
-                      f"{row['output_tokens']:,}")
+        table.add_row(
+            name, f"{row['requests']:,}", f"{row['input_tokens']:,}", f"{row['output_tokens']:,}"
+        )
     return table
 
 
@@ -103,22 +126,48 @@ def _outcome_lines(outcome: BatchOutcome) -> list[str]:
 def _exactly_once(ledger: Ledger, events: list[dict[str, Any]], console: Console) -> None:
     console.rule("Exactly once")
     replay = ledger.ingest(events[:DEMO_BATCH_EVENTS])
-    console.print(f"A producer retries {len(replay.results):,} events it already sent: "
-                  f"{replay.accepted} accepted, [green]{replay.duplicate:,} duplicate[/green]; "
-                  "nothing counted twice.")
+    console.print(
+        f"A producer retries {len(replay.results):,} events it already sent: "
+        f"{replay.accepted} accepted, [green]{replay.duplicate:,} duplicate[/green]; "
+        "nothing counted twice."
+    )
     changed = dict(events[0], properties={**events[0]["properties"], "output_tokens": 1})
     bad = [
         changed,
-        {"id": "evt-no-customer", "type": "llm.completion", "timestamp": "2026-10-31T12:00:00Z",
-         "properties": {}},
-        {"id": "evt-bad-time", "customer": "acme-copilot", "type": "llm.completion",
-         "timestamp": "31/10/2026 12:00", "properties": {}},
-        {"id": "evt-naive-time", "customer": "acme-copilot", "type": "llm.completion",
-         "timestamp": "2026-10-31T12:00:00", "properties": {}},
-        {"id": "evt-future", "customer": "acme-copilot", "type": "llm.completion",
-         "timestamp": "2099-01-01T00:00:00Z", "properties": {}},
-        {"id": "evt-list-properties", "customer": "acme-copilot", "type": "llm.completion",
-         "timestamp": "2026-10-31T12:00:00Z", "properties": [1, 2]},
+        {
+            "id": "evt-no-customer",
+            "type": "llm.completion",
+            "timestamp": "2026-10-31T12:00:00Z",
+            "properties": {},
+        },
+        {
+            "id": "evt-bad-time",
+            "customer": "acme-copilot",
+            "type": "llm.completion",
+            "timestamp": "31/10/2026 12:00",
+            "properties": {},
+        },
+        {
+            "id": "evt-naive-time",
+            "customer": "acme-copilot",
+            "type": "llm.completion",
+            "timestamp": "2026-10-31T12:00:00",
+            "properties": {},
+        },
+        {
+            "id": "evt-future",
+            "customer": "acme-copilot",
+            "type": "llm.completion",
+            "timestamp": "2099-01-01T00:00:00Z",
+            "properties": {},
+        },
+        {
+            "id": "evt-list-properties",
+            "customer": "acme-copilot",
+            "type": "llm.completion",
+            "timestamp": "2026-10-31T12:00:00Z",
+            "properties": [1, 2],
+        },
     ]
     outcome = ledger.ingest(bad)
     console.print("The same id with a changed payload, and five malformed events, in one batch:")
@@ -126,30 +175,45 @@ def _exactly_once(ledger: Ledger, events: list[dict[str, Any]], console: Console
         console.print(line)
 
 
-def run_demo(db: Path, console: Console, seed: int = 7, scale: float = 1.0,
-             serve_port: int | None = None) -> None:
+def run_demo(
+    db: Path, console: Console, seed: int = 7, scale: float = 1.0, serve_port: int | None = None
+) -> None:
     """Tell the story on the ledger at ``db``; serve the API afterwards if ``serve_port``."""
-    console.print(Panel.fit(
-        f"[bold]meterline demo[/bold]: {len(CUSTOMERS)} AI companies, one month of usage "
-        f"({MONTH_START:%B %Y})\nledger: {db}", border_style="cyan"))
+    console.print(
+        Panel.fit(
+            f"[bold]meterline demo[/bold]: {len(CUSTOMERS)} AI companies, one month of usage "
+            f"({MONTH_START:%B %Y})\nledger: {db}",
+            border_style="cyan",
+        )
+    )
     events = generate_month(seed, scale)
-    console.print(f"Generated {len(events):,} usage events: LLM completions, embeddings, "
-                  "agent tool calls and GPU jobs.")
+    console.print(
+        f"Generated {len(events):,} usage events: LLM completions, embeddings, "
+        "agent tool calls and GPU jobs."
+    )
     with open_ledger(db) as ledger:
         counts = _ingest_month(ledger, events, console)
         rate = len(events) / max(counts["seconds_ms"], 1) * 1000
-        console.print(f"{counts['accepted']:,} accepted, {counts['duplicate']:,} already in the "
-                      f"ledger, {counts['rejected']} rejected, in {counts['seconds_ms']:,} ms "
-                      f"({rate:,.0f} events/s, every batch fsync'd before it was acknowledged)")
+        console.print(
+            f"{counts['accepted']:,} accepted, {counts['duplicate']:,} already in the "
+            f"ledger, {counts['rejected']} rejected, in {counts['seconds_ms']:,} ms "
+            f"({rate:,.0f} events/s, every batch fsync'd before it was acknowledged)"
+        )
         per_customer, per_model = _usage_from_ledger(ledger)
         console.print(_customer_table(per_customer))
         console.print(_model_table(per_model))
         _exactly_once(ledger, events, console)
         console.rule("Tamper-evident")
         report = ledger.verify()
-        state = "[green]intact[/green]" if report.intact else f"[red]BROKEN at {report.bad_sequence}[/red]"
-        console.print(f"Hash chain {state}: {report.records:,} events, head sequence "
-                      f"{report.head_sequence}, head hash {report.head_hash.hex()}")
+        state = (
+            "[green]intact[/green]"
+            if report.intact
+            else f"[red]BROKEN at {report.bad_sequence}[/red]"
+        )
+        console.print(
+            f"Hash chain {state}: {report.records:,} events, head sequence "
+            f"{report.head_sequence}, head hash {report.head_hash.hex()}"
+        )
         console.print(f"Re-check any time with: [bold]meterline verify --db {db}[/bold]")
     if serve_port is not None:
         from meterline.demo.serving import serve_demo

@@ -48,24 +48,51 @@ MODELS = {
 }
 
 CUSTOMERS = (
-    CustomerProfile("acme-copilot", 900, (("gpt-4o", 5), ("gpt-4o-mini", 3)),
-                    ("code-complete", "chat"), 0.05),
-    CustomerProfile("globex-support", 600, (("claude-haiku-4", 6), ("gpt-4o-mini", 2)),
-                    ("ticket-triage", "reply-draft"), 0.2),
+    CustomerProfile(
+        "acme-copilot", 900, (("gpt-4o", 5), ("gpt-4o-mini", 3)), ("code-complete", "chat"), 0.05
+    ),
+    CustomerProfile(
+        "globex-support",
+        600,
+        (("claude-haiku-4", 6), ("gpt-4o-mini", 2)),
+        ("ticket-triage", "reply-draft"),
+        0.2,
+    ),
     CustomerProfile("initech-legal", 220, (("claude-sonnet-4", 1),), ("contract-review",), 0.3),
-    CustomerProfile("umbrella-health", 300, (("gpt-4o", 2), ("llama-3.1-70b", 3)),
-                    ("clinical-notes",), 0.15, gpu_jobs_per_day=6),
-    CustomerProfile("hooli-search", 700, (("gpt-4o-mini", 4), ("claude-haiku-4", 2)),
-                    ("answer", "rerank"), 0.35),
-    CustomerProfile("stark-agents", 450, (("claude-sonnet-4", 3), ("gpt-4o", 2)),
-                    ("agent",), 0.05, tool_calls_per_request=1.5),
+    CustomerProfile(
+        "umbrella-health",
+        300,
+        (("gpt-4o", 2), ("llama-3.1-70b", 3)),
+        ("clinical-notes",),
+        0.15,
+        gpu_jobs_per_day=6,
+    ),
+    CustomerProfile(
+        "hooli-search", 700, (("gpt-4o-mini", 4), ("claude-haiku-4", 2)), ("answer", "rerank"), 0.35
+    ),
+    CustomerProfile(
+        "stark-agents",
+        450,
+        (("claude-sonnet-4", 3), ("gpt-4o", 2)),
+        ("agent",),
+        0.05,
+        tool_calls_per_request=1.5,
+    ),
     CustomerProfile("wayne-analytics", 150, (("gpt-4o", 1),), ("sql-copilot",), 0.1),
-    CustomerProfile("tyrell-research", 90, (("llama-3.1-70b", 1),), ("synthesis",), 0.0,
-                    gpu_jobs_per_day=20),
-    CustomerProfile("cyberdyne-ops", 260, (("gpt-4o-mini", 1), ("claude-haiku-4", 1)),
-                    ("runbook-agent",), 0.05, tool_calls_per_request=0.8),
-    CustomerProfile("wonka-marketing", 120, (("claude-sonnet-4", 1), ("gpt-4o", 1)),
-                    ("copywriting",), 0.1),
+    CustomerProfile(
+        "tyrell-research", 90, (("llama-3.1-70b", 1),), ("synthesis",), 0.0, gpu_jobs_per_day=20
+    ),
+    CustomerProfile(
+        "cyberdyne-ops",
+        260,
+        (("gpt-4o-mini", 1), ("claude-haiku-4", 1)),
+        ("runbook-agent",),
+        0.05,
+        tool_calls_per_request=0.8,
+    ),
+    CustomerProfile(
+        "wonka-marketing", 120, (("claude-sonnet-4", 1), ("gpt-4o", 1)), ("copywriting",), 0.1
+    ),
 )
 
 TOOLS = ("web.search", "code.exec", "sql.query", "http.fetch", "vector.lookup")
@@ -78,13 +105,18 @@ def _hour(rng: random.Random) -> int:
 
 
 def _moment(rng: random.Random, day: int) -> datetime:
-    offset = timedelta(days=day, hours=_hour(rng), seconds=rng.randrange(3600),
-                       microseconds=rng.randrange(1_000_000))
+    offset = timedelta(
+        days=day,
+        hours=_hour(rng),
+        seconds=rng.randrange(3600),
+        microseconds=rng.randrange(1_000_000),
+    )
     return MONTH_START + offset
 
 
-def _event(rng: random.Random, customer: str, kind: str, moment: datetime,
-           properties: dict[str, Any]) -> dict[str, Any]:
+def _event(
+    rng: random.Random, customer: str, kind: str, moment: datetime, properties: dict[str, Any]
+) -> dict[str, Any]:
     return {
         "id": str(uuid.UUID(int=rng.getrandbits(128), version=4)),
         "customer": customer,
@@ -98,8 +130,9 @@ def _tokens(rng: random.Random, mean: int) -> int:
     return max(1, int(rng.lognormvariate(0, 0.6) * mean * 0.85))
 
 
-def _customer_day(rng: random.Random, profile: CustomerProfile, day: int, scale: float
-                  ) -> list[dict[str, Any]]:
+def _customer_day(
+    rng: random.Random, profile: CustomerProfile, day: int, scale: float
+) -> list[dict[str, Any]]:
     weekday = (MONTH_START + timedelta(days=day)).weekday()
     rhythm = 0.45 if weekday >= 5 else 1.0
     requests = int(profile.requests_per_day * rhythm * scale * rng.uniform(0.85, 1.15))
@@ -111,24 +144,58 @@ def _customer_day(rng: random.Random, profile: CustomerProfile, day: int, scale:
         model = MODELS[rng.choices(names, weights)[0]]
         feature = rng.choice(profile.features)
         if rng.random() < profile.embeddings_share:
-            events.append(_event(rng, profile.name, "embedding.create", moment, {
-                "model": "text-embedding-3-small", "tokens": _tokens(rng, 600),
-                "feature": feature}))
+            events.append(
+                _event(
+                    rng,
+                    profile.name,
+                    "embedding.create",
+                    moment,
+                    {
+                        "model": "text-embedding-3-small",
+                        "tokens": _tokens(rng, 600),
+                        "feature": feature,
+                    },
+                )
+            )
             continue
-        events.append(_event(rng, profile.name, "llm.completion", moment, {
-            "model": model.name, "feature": feature,
-            "input_tokens": _tokens(rng, model.input_tokens_mean),
-            "output_tokens": _tokens(rng, model.output_tokens_mean),
-            "latency_ms": rng.randrange(180, 9000)}))
+        events.append(
+            _event(
+                rng,
+                profile.name,
+                "llm.completion",
+                moment,
+                {
+                    "model": model.name,
+                    "feature": feature,
+                    "input_tokens": _tokens(rng, model.input_tokens_mean),
+                    "output_tokens": _tokens(rng, model.output_tokens_mean),
+                    "latency_ms": rng.randrange(180, 9000),
+                },
+            )
+        )
         calls = int(profile.tool_calls_per_request + rng.random())
         for _ in range(calls):
-            events.append(_event(rng, profile.name, "agent.tool_call", moment, {
-                "tool": rng.choice(TOOLS), "agent": f"{feature}-{rng.randrange(1, 9)}"}))
+            events.append(
+                _event(
+                    rng,
+                    profile.name,
+                    "agent.tool_call",
+                    moment,
+                    {"tool": rng.choice(TOOLS), "agent": f"{feature}-{rng.randrange(1, 9)}"},
+                )
+            )
     for _ in range(int(profile.gpu_jobs_per_day * rhythm * scale)):
         gpu, step = rng.choice(GPUS)
         seconds = (Decimal(rng.randrange(30_000, 3_600_000)) * step).quantize(step)
-        events.append(_event(rng, profile.name, "gpu.runtime", _moment(rng, day),
-                             {"gpu": gpu, "seconds": seconds}))
+        events.append(
+            _event(
+                rng,
+                profile.name,
+                "gpu.runtime",
+                _moment(rng, day),
+                {"gpu": gpu, "seconds": seconds},
+            )
+        )
     return events
 
 

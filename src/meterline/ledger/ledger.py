@@ -77,7 +77,9 @@ class Ledger:
                     valid.append((position, prepared))
                     continue
                 prepared = [
-                    FieldError(customer_field, f"this key may only send events for {only_customer!r}")
+                    FieldError(
+                        customer_field, f"this key may only send events for {only_customer!r}"
+                    )
                 ]
             rejected.append(
                 EventOutcome(position, "rejected", _raw_id(raw, "id"), errors=prepared)  # type: ignore[arg-type]

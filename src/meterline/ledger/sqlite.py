@@ -15,13 +15,12 @@ from __future__ import annotations
 import sqlite3
 import threading
 from collections.abc import Callable, Iterator, Sequence
-from pathlib import Path
-
 from hashlib import sha256
+from pathlib import Path
 
 from meterline.core.chain import GENESIS_HASH, Checkpoint, StoredRecord
 from meterline.core.events import PreparedEvent
-from meterline.core.outcomes import EventOutcome
+from meterline.core.outcomes import EventOutcome, Status
 from meterline.errors import StoreError
 from meterline.ledger.store import SCAN_ROWS_MAX, EventPage, EventQuery, StoredEvent
 
@@ -105,7 +104,9 @@ class SqliteStore:
                 "SELECT value FROM meta WHERE name = 'schema_version'"
             ).fetchone()[0]
             if int(version) != SCHEMA_VERSION:
-                raise StoreError(f"{self.path}: schema version {version}, expected {SCHEMA_VERSION}")
+                raise StoreError(
+                    f"{self.path}: schema version {version}, expected {SCHEMA_VERSION}"
+                )
             self._catch_up(self._connection)
 
     # -- reading -------------------------------------------------------------------------
@@ -118,9 +119,11 @@ class SqliteStore:
         return connection
 
     def head(self) -> tuple[int, bytes]:
-        row = self._reader().execute(
-            "SELECT sequence, hash FROM events ORDER BY sequence DESC LIMIT 1"
-        ).fetchone()
+        row = (
+            self._reader()
+            .execute("SELECT sequence, hash FROM events ORDER BY sequence DESC LIMIT 1")
+            .fetchone()
+        )
         return (0, GENESIS_HASH) if row is None else (row[0], row[1])
 
     def records(self, after_sequence: int = 0) -> Iterator[StoredRecord]:
@@ -136,9 +139,11 @@ class SqliteStore:
             connection.close()
 
     def checkpoints(self) -> list[Checkpoint]:
-        rows = self._reader().execute(
-            "SELECT last_sequence, last_hash FROM commits ORDER BY commit_number"
-        ).fetchall()
+        rows = (
+            self._reader()
+            .execute("SELECT last_sequence, last_hash FROM commits ORDER BY commit_number")
+            .fetchall()
+        )
         return [Checkpoint(sequence, digest) for sequence, digest in rows]
 
     def query(self, query: EventQuery) -> EventPage:
@@ -156,11 +161,16 @@ class SqliteStore:
                 clauses.append(clause)
                 parameters.append(value)
         parameters.append(query.limit)
-        rows = self._reader().execute(
-            f"SELECT {_RECORD_COLUMNS}, ingested_at_us FROM events WHERE {' AND '.join(clauses)}"
-            " ORDER BY sequence LIMIT ?",
-            parameters,
-        ).fetchall()
+        rows = (
+            self._reader()
+            .execute(
+                f"SELECT {_RECORD_COLUMNS}, ingested_at_us FROM events"
+                f" WHERE {' AND '.join(clauses)}"
+                " ORDER BY sequence LIMIT ?",
+                parameters,
+            )
+            .fetchall()
+        )
         events = [StoredEvent(StoredRecord(*row[:7]), row[7]) for row in rows]
         if len(events) == query.limit:
             next_after: int | None = events[-1].record.sequence
@@ -261,15 +271,25 @@ class SqliteStore:
                     if key in index or key in staged:
                         found = self._find(key, customer, event_id, staged, rows, first)
                         if found is not None:
-                            status = "duplicate" if found[1] == body else "conflict"
+                            status: Status = "duplicate" if found[1] == body else "conflict"
                             outcomes.append(EventOutcome(position, status, event_id, found[0]))
                             continue
                         self._remember(staged, key, sequence)
                     else:
                         staged[key] = sequence
                     previous_hash = sha256(previous_hash + body).digest()
-                    rows.append((sequence, customer, event_id, event_type, timestamp_us,
-                                 ingested_at_us, body, previous_hash))
+                    rows.append(
+                        (
+                            sequence,
+                            customer,
+                            event_id,
+                            event_type,
+                            timestamp_us,
+                            ingested_at_us,
+                            body,
+                            previous_hash,
+                        )
+                    )
                     outcomes.append(EventOutcome(position, "accepted", event_id, sequence))
                     sequence += 1
                 if rows:
@@ -296,7 +316,12 @@ class SqliteStore:
     # -- API keys ------------------------------------------------------------------------
 
     def put_key(
-        self, key_id: str, secret_sha256: bytes, scope: str, customer: str | None, name: str,
+        self,
+        key_id: str,
+        secret_sha256: bytes,
+        scope: str,
+        customer: str | None,
+        name: str,
         created_at_us: int,
     ) -> None:
         with self._write_lock:
@@ -306,17 +331,26 @@ class SqliteStore:
             )
 
     def get_key(self, key_id: str) -> tuple[bytes, str, str | None, int | None] | None:
-        row = self._reader().execute(
-            "SELECT secret_sha256, scope, customer, revoked_at_us FROM api_keys WHERE key_id = ?",
-            (key_id,),
-        ).fetchone()
+        row = (
+            self._reader()
+            .execute(
+                "SELECT secret_sha256, scope, customer, revoked_at_us FROM api_keys"
+                " WHERE key_id = ?",
+                (key_id,),
+            )
+            .fetchone()
+        )
         return None if row is None else (row[0], row[1], row[2], row[3])
 
     def list_keys(self) -> list[tuple[str, str, str | None, str, int, int | None]]:
-        return self._reader().execute(
-            "SELECT key_id, scope, customer, name, created_at_us, revoked_at_us FROM api_keys"
-            " ORDER BY created_at_us"
-        ).fetchall()
+        return (
+            self._reader()
+            .execute(
+                "SELECT key_id, scope, customer, name, created_at_us, revoked_at_us FROM api_keys"
+                " ORDER BY created_at_us"
+            )
+            .fetchall()
+        )
 
     def revoke_key(self, key_id: str, revoked_at_us: int) -> bool:
         with self._write_lock:

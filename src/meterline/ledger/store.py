@@ -14,6 +14,7 @@ from typing import Protocol
 from meterline.core.chain import Checkpoint, StoredRecord
 from meterline.core.events import PreparedEvent
 from meterline.core.outcomes import EventOutcome
+from meterline.keys import KeyStore
 
 PAGE_EVENTS_MAX = 1000
 """The most events one query page returns."""
@@ -58,7 +59,7 @@ class EventPage:
     next_after: int | None
 
 
-class LedgerStore(Protocol):
+class LedgerStore(KeyStore, Protocol):
     """Durable, append-only storage of the chained ledger and the API keys."""
 
     def append(

@@ -103,10 +103,10 @@ class Client:
     def track(
         self,
         customer: str,
-        type: str,  # noqa: A002 - the event field's own name
+        type: str,
         properties: Mapping[str, Any] | None = None,
         *,
-        id: str | None = None,  # noqa: A002 - the event field's own name
+        id: str | None = None,
         timestamp: datetime | None = None,
     ) -> str:
         """Queue one event; returns its id. Raises ``QueueFull`` past the enqueue timeout."""
@@ -179,8 +179,11 @@ class Client:
         while len(batch) < self.batch_events_max:
             remaining = deadline - time.monotonic()
             try:
-                batch.append(self._queue.get(timeout=remaining) if remaining > 0 else
-                             self._queue.get_nowait())
+                batch.append(
+                    self._queue.get(timeout=remaining)
+                    if remaining > 0
+                    else self._queue.get_nowait()
+                )
             except queue.Empty:
                 break
         return batch
@@ -210,7 +213,7 @@ class Client:
             if self._closing.is_set():
                 return None
             self.report.retries += 1
-            time.sleep(random.uniform(delay / 2, delay))  # noqa: S311 - jitter, not security
+            time.sleep(random.uniform(delay / 2, delay))
             delay = min(delay * 2, self.backoff_max_s)
 
     def _reject(self, detail: dict[str, Any]) -> None:

@@ -1,0 +1,109 @@
+"""The ``meterline`` command, run as a real process."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from meterline.keys import authenticate
+from meterline.ledger.sqlite import SqliteStore
+from tests.conftest import event
+
+
+def meterline(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "meterline", *args], capture_output=True,
+                          text=True, input=stdin, timeout=300)
+
+
+def test_demo_tells_the_story_and_is_idempotent(tmp_path: Path) -> None:
+    """The demo ingests a month, shows exactly-once and an intact chain; a rerun adds nothing."""
+    db = tmp_path / "demo.db"
+    first = meterline("demo", "--db", str(db), "--no-serve", "--scale", "0.1")
+    assert first.returncode == 0, first.stderr
+    for phrase in ("accepted", "What the ledger holds", "1,000 duplicate", "conflict",
+                   "customer is required", "Hash chain intact"):
+        assert phrase in first.stdout, phrase
+    first_text = " ".join(first.stdout.split())
+    accepted = re.search(r"([\d,]+) accepted, 0 already in the ledger", first_text)
+    assert accepted is not None and int(accepted.group(1).replace(",", "")) > 10_000
+    head = SqliteStore(db).head()
+    second = meterline("demo", "--db", str(db), "--no-serve", "--scale", "0.1")
+    second_text = " ".join(second.stdout.split())
+    assert second.returncode == 0
+    assert f"0 accepted, {accepted.group(1)} already in the ledger" in second_text
+    assert SqliteStore(db).head() == head
+
+
+def test_keys_create_list_revoke(tmp_path: Path) -> None:
+    """`keys create` prints a working token once; list hides secrets; revoke disables it."""
+    db = tmp_path / "keys.db"
+    created = meterline("keys", "create", "--scope", "read", "--db", str(db), "--name", "bi")
+    assert created.returncode == 0
+    token = created.stdout.strip()
+    store = SqliteStore(db)
+    principal = authenticate(store, token)
+    assert principal.scope == "read"
+    listed = meterline("keys", "list", "--db", str(db))
+    assert principal.key_id in listed.stdout and token.split("_")[-1] not in listed.stdout
+    assert meterline("keys", "revoke", principal.key_id, "--db", str(db)).returncode == 0
+    with pytest.raises(Exception, match="revoked"):
+        authenticate(store, token)
+    assert meterline("keys", "revoke", principal.key_id, "--db", str(db)).returncode == 2
+
+
+def test_keys_create_rejects_unknown_scope(tmp_path: Path) -> None:
+    """An unknown scope exits 2 naming the allowed ones."""
+    finished = meterline("keys", "create", "--scope", "root", "--db", str(tmp_path / "k.db"))
+    assert finished.returncode == 2 and "ingest, read, admin" in finished.stderr
+
+
+def test_ingest_bulk_file_json_and_ndjson(tmp_path: Path) -> None:
+    """`ingest` loads a JSON array or NDJSON file; a rerun is all duplicates."""
+    db = tmp_path / "bulk.db"
+    array = tmp_path / "events.json"
+    array.write_text(json.dumps([event(n) for n in range(1, 6)]))
+    lines = tmp_path / "events.ndjson"
+    lines.write_text("\n".join(json.dumps(event(n)) for n in range(4, 9)))
+    assert json.loads(meterline("ingest", str(array), "--db", str(db)).stdout)["accepted"] == 5
+    counts = json.loads(meterline("ingest", str(lines), "--db", str(db)).stdout)
+    assert (counts["accepted"], counts["duplicate"]) == (3, 2)
+
+
+def test_ingest_reports_rejections_with_exit_1(tmp_path: Path) -> None:
+    """A file with a bad event exits 1 naming the event, field and reason."""
+    file = tmp_path / "bad.ndjson"
+    file.write_text(json.dumps(event(1)) + "\n" + json.dumps(event(2, timestamp="soon")))
+    finished = meterline("ingest", str(file), "--db", str(tmp_path / "b.db"))
+    assert finished.returncode == 1
+    assert "event 1 (evt-2): rejected timestamp" in finished.stderr
+
+
+def test_ingest_malformed_file_exits_2_with_position(tmp_path: Path) -> None:
+    """A malformed JSON line exits 2 naming the line and the byte position."""
+    file = tmp_path / "broken.ndjson"
+    file.write_text(json.dumps(event(1)) + '\n{"id": "x",,}\n')
+    finished = meterline("ingest", str(file), "--db", str(tmp_path / "b.db"))
+    assert finished.returncode == 2 and "line 2" in finished.stderr and "byte" in finished.stderr
+
+
+def test_verify_missing_database_exits_2(tmp_path: Path) -> None:
+    """Verifying a file that does not exist is an error, not an empty success."""
+    finished = meterline("verify", "--db", str(tmp_path / "absent.db"))
+    assert finished.returncode == 2 and "no such ledger" in finished.stderr
+
+
+@pytest.mark.slow
+def test_bench_ingest_json_prints_every_figure() -> None:
+    """`bench ingest --json` prints one JSON object with every figure the issue names."""
+    finished = meterline("bench", "ingest", "--json", "--events", "5000")
+    assert finished.returncode == 0, finished.stderr
+    figures = json.loads(finished.stdout)
+    for name in ("events", "library_events_per_s", "http_events_per_s",
+                 "baseline_events_per_s", "ratio_to_baseline"):
+        assert figures[name] > 0, name
+    assert figures["events"] == 5000
