@@ -164,3 +164,12 @@ def test_fast_path_and_specification_agree_on_common_shapes() -> None:
     ]
     for raw in samples:
         assert prepare_event(raw, FIXED_NOW_US) == prepare_event_checked(raw, FIXED_NOW_US)
+
+
+def test_misspelled_properties_field_is_rejected_not_dropped() -> None:
+    """A typo like 'props' instead of 'properties' is named, never silently discarded."""
+    raw = event(1)
+    raw["props"] = raw.pop("properties")
+    errors = errors_of(raw)
+    assert [error.field for error in errors] == ["props"]
+    assert "not a field" in errors[0].reason

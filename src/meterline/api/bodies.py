@@ -45,11 +45,11 @@ def decode_json(body: bytes) -> Any:
     except msgspec.DecodeError as error:
         message = str(error)
         found = _BYTE_POSITION.search(message)
-        position = int(found.group(1)) if found else None
-        if position is not None:
-            line = body.count(b"\n", 0, position) + 1
-            column = position - (body.rfind(b"\n", 0, position) + 1) + 1
-            message = f"{message} at line {line}, column {column}"
+        # Truncated or empty input names no byte: the problem is at the end of the body.
+        position = int(found.group(1)) if found else len(body)
+        line = body.count(b"\n", 0, position) + 1
+        column = position - (body.rfind(b"\n", 0, position) + 1) + 1
+        message = f"{message} at line {line}, column {column}"
         raise MalformedJSON(message, position) from None
 
 

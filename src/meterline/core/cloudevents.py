@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from typing import Any
+from urllib.parse import unquote
 
 from meterline.core.events import FieldError, PreparedEvent, prepare_event
 from meterline.core.limits import DEFAULT_LIMITS, IngestLimits
@@ -74,11 +75,15 @@ def prepare_cloudevent(
 
 
 def binary_mode_envelope(headers: Mapping[str, str], data: object) -> dict[str, Any]:
-    """A structured envelope from binary-mode ``ce-*`` HTTP headers and the decoded body."""
+    """A structured envelope from binary-mode ``ce-*`` HTTP headers and the decoded body.
+
+    Header values are percent-decoded, so binary and structured mode give the same event.
+    """
     envelope: dict[str, Any] = {}
     for name, value in headers.items():
         lower = name.lower()
         if lower.startswith("ce-"):
-            envelope[lower[3:]] = value
+            # The HTTP binding percent-encodes header values (CloudEvents HTTP 3.1.3.2).
+            envelope[lower[3:]] = unquote(value)
     envelope["data"] = data
     return envelope

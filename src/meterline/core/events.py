@@ -246,7 +246,7 @@ def prepare_event_checked(
         reason = _text_error(source, limits.source_length_max)
         if reason is not None:
             errors.append(FieldError("source", reason))
-    if len(raw) > 5 and not _NATIVE_FIELDS.issuperset(raw):
+    if not _NATIVE_FIELDS.issuperset(raw):
         unknown = sorted(str(key) for key in raw if key not in _NATIVE_FIELDS)
         errors.append(FieldError(unknown[0], "is not a field of an event (put it in properties)"))
     if errors:

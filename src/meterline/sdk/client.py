@@ -153,7 +153,8 @@ class Client:
             self._closing.set()
             self._sender.join(timeout=timeout_s)
             self._http.close()
-            self.report.undelivered = self._in_flight
+            # Events still queued when the sender stopped were never attempted.
+            self.report.undelivered += self._queue.qsize()
         return self.report
 
     def __enter__(self) -> Client:
@@ -196,7 +197,9 @@ class Client:
 
     def _deliver(self, batch: list[dict[str, Any]]) -> None:
         answer = self._post_until_answered(_ENCODER.encode(batch))
-        if answer is not None:
+        if answer is None:
+            self.report.undelivered += len(batch)
+        else:
             self._record(batch, *answer)
         self._done(len(batch))
 
