@@ -206,3 +206,22 @@ def test_verify_cli_on_intact_ledger_prints_head(tmp_path: Path) -> None:
         head_hash = fresh.head()[1].hex()
     finished = _verify_cli(path)
     assert finished.returncode == 0 and head_hash in finished.stdout.replace("\n", "")
+
+
+def test_background_checkpointer_copies_wal_and_stops_on_close(tmp_path: Path) -> None:
+    """Committed WAL frames reach the database file off the commit path; close stops it."""
+    import threading
+    import time
+
+    path = tmp_path / "wal.db"
+    with Ledger(SqliteStore(path), lambda: FIXED_NOW_US) as busy:
+        for start in range(0, 5000, 500):
+            busy.ingest([event(n) for n in range(start, start + 500)])
+        # ~2 MB of WAL is far below the writer's own checkpoint threshold, so only the
+        # background thread can move these pages into the main file.
+        deadline = time.monotonic() + 10
+        while path.stat().st_size < 1_000_000 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert path.stat().st_size > 1_000_000
+    alive = [t for t in threading.enumerate() if t.name == "meterline-checkpointer"]
+    assert alive == []

@@ -30,4 +30,6 @@ def test_core_imports_nothing_from_the_shell() -> None:
                 top = name.split(".")[0]
                 assert top != "meterline" or name.startswith("meterline.core"), (module, name)
                 assert top not in {"sqlite3", "socket", "time", "random", "httpx", "os"}, (
-                    module, name)
+                    module,
+                    name,
+                )
