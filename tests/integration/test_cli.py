@@ -16,8 +16,13 @@ from tests.conftest import event
 
 
 def meterline(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "meterline", *args], capture_output=True,
-                          text=True, input=stdin, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "meterline", *args],
+        capture_output=True,
+        text=True,
+        input=stdin,
+        timeout=300,
+    )
 
 
 def test_demo_tells_the_story_and_is_idempotent(tmp_path: Path) -> None:
@@ -25,8 +30,14 @@ def test_demo_tells_the_story_and_is_idempotent(tmp_path: Path) -> None:
     db = tmp_path / "demo.db"
     first = meterline("demo", "--db", str(db), "--no-serve", "--scale", "0.1")
     assert first.returncode == 0, first.stderr
-    for phrase in ("accepted", "What the ledger holds", "1,000 duplicate", "conflict",
-                   "customer is required", "Hash chain intact"):
+    for phrase in (
+        "accepted",
+        "What the ledger holds",
+        "1,000 duplicate",
+        "conflict",
+        "customer is required",
+        "Hash chain intact",
+    ):
         assert phrase in first.stdout, phrase
     first_text = " ".join(first.stdout.split())
     accepted = re.search(r"([\d,]+) accepted, 0 already in the ledger", first_text)
@@ -54,6 +65,7 @@ def test_keys_create_list_revoke(tmp_path: Path) -> None:
     with pytest.raises(Exception, match="revoked"):
         authenticate(store, token)
     assert meterline("keys", "revoke", principal.key_id, "--db", str(db)).returncode == 2
+    store.close()
 
 
 def test_keys_create_rejects_unknown_scope(tmp_path: Path) -> None:
@@ -103,7 +115,12 @@ def test_bench_ingest_json_prints_every_figure() -> None:
     finished = meterline("bench", "ingest", "--json", "--events", "5000")
     assert finished.returncode == 0, finished.stderr
     figures = json.loads(finished.stdout)
-    for name in ("events", "library_events_per_s", "http_events_per_s",
-                 "baseline_events_per_s", "ratio_to_baseline"):
+    for name in (
+        "events",
+        "library_events_per_s",
+        "http_events_per_s",
+        "baseline_events_per_s",
+        "ratio_to_baseline",
+    ):
         assert figures[name] > 0, name
     assert figures["events"] == 5000

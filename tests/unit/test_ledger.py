@@ -210,11 +210,11 @@ def test_verify_cli_on_intact_ledger_prints_head(tmp_path: Path) -> None:
 
 def test_background_checkpointer_copies_wal_and_stops_on_close(tmp_path: Path) -> None:
     """Committed WAL frames reach the database file off the commit path; close stops it."""
-    import threading
     import time
 
     path = tmp_path / "wal.db"
-    with Ledger(SqliteStore(path), lambda: FIXED_NOW_US) as busy:
+    store = SqliteStore(path)
+    with Ledger(store, lambda: FIXED_NOW_US) as busy:
         for start in range(0, 5000, 500):
             busy.ingest([event(n) for n in range(start, start + 500)])
         # ~2 MB of WAL is far below the writer's own checkpoint threshold, so only the
@@ -223,5 +223,16 @@ def test_background_checkpointer_copies_wal_and_stops_on_close(tmp_path: Path) -
         while path.stat().st_size < 1_000_000 and time.monotonic() < deadline:
             time.sleep(0.05)
         assert path.stat().st_size > 1_000_000
-    alive = [t for t in threading.enumerate() if t.name == "meterline-checkpointer"]
-    assert alive == []
+    assert not store._checkpointer.is_alive()
+
+
+def test_dropped_store_stops_its_checkpointer(tmp_path: Path) -> None:
+    """A store garbage-collected without close() stops its background thread."""
+    import gc
+
+    store = SqliteStore(tmp_path / "dropped.db")
+    thread = store._checkpointer
+    del store
+    gc.collect()
+    thread.join(timeout=5)
+    assert not thread.is_alive()

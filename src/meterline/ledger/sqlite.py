@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import sqlite3
 import threading
+import weakref
 from collections.abc import Callable, Iterator, Sequence
 from hashlib import sha256
 from pathlib import Path
@@ -109,9 +110,10 @@ class _Checkpointer(threading.Thread):
         finally:
             connection.close()
 
-    def stop(self) -> None:
+    def stop(self, wait: bool = True) -> None:
         self._stopping.set()
-        self.join()
+        if wait:
+            self.join()
 
 
 class SqliteStore:
@@ -141,6 +143,8 @@ class SqliteStore:
         self._connection.execute(f"PRAGMA wal_autocheckpoint={WRITER_CHECKPOINT_PAGES}")
         self._checkpointer = _Checkpointer(self.path)
         self._checkpointer.start()
+        # A store dropped without close() must not leave its thread polling forever.
+        weakref.finalize(self, self._checkpointer.stop, False)
 
     # -- reading -------------------------------------------------------------------------
 
