@@ -314,6 +314,7 @@ class SqliteStore:
                         self._remember(staged, key, sequence)
                     else:
                         staged[key] = sequence
+                    # core.chain.chain_hash, inlined on the hot path; verify() re-checks it.
                     previous_hash = sha256(previous_hash + body).digest()
                     rows.append(
                         (
