@@ -1,0 +1,141 @@
+"""Money: the only way a Decimal enters meterline, and the one place amounts are rounded.
+
+Amounts stay exact ``Decimal`` through metering, pricing and credits; arithmetic runs in
+``MONEY_CONTEXT``, which traps inexact results, so a computation that would silently lose
+a digit raises instead. Rounding happens only in ``round_amount``: half-up to the
+currency's minor unit by default (banker's rounding selectable). Leftover minor units are
+allocated by largest remainder with a deterministic tie-break (``allocate``). Floats are
+refused at the door: ``to_decimal(0.1)`` raises.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from decimal import (
+    ROUND_FLOOR,
+    ROUND_HALF_EVEN,
+    ROUND_HALF_UP,
+    Context,
+    Decimal,
+    DivisionByZero,
+    Inexact,
+    InvalidOperation,
+    Overflow,
+    localcontext,
+)
+from typing import Literal
+
+MONEY_CONTEXT = Context(
+    prec=60, rounding=ROUND_HALF_EVEN, traps=[Inexact, InvalidOperation, DivisionByZero, Overflow]
+)
+"""Exact arithmetic: 60 significant digits, and any rounding raises ``Inexact``."""
+
+MINOR_UNITS: dict[str, int] = {
+    "USD": 2,
+    "EUR": 2,
+    "GBP": 2,
+    "CAD": 2,
+    "AUD": 2,
+    "CHF": 2,
+    "CNY": 2,
+    "INR": 2,
+    "BRL": 2,
+    "MXN": 2,
+    "SEK": 2,
+    "NOK": 2,
+    "DKK": 2,
+    "SGD": 2,
+    "HKD": 2,
+    "NZD": 2,
+    "JPY": 0,
+    "KRW": 0,
+    "CLP": 0,
+    "ISK": 0,
+    "VND": 0,
+    "BHD": 3,
+    "KWD": 3,
+    "OMR": 3,
+    "JOD": 3,
+    "TND": 3,
+}
+"""ISO 4217 minor units of the currencies meterline knows; others must be declared."""
+
+RoundingMode = Literal["half_up", "half_even"]
+_ROUNDING = {"half_up": ROUND_HALF_UP, "half_even": ROUND_HALF_EVEN}
+
+
+class MoneyError(ValueError):
+    """An amount that cannot be handled exactly: a float, a non-finite value, bad text."""
+
+
+def to_decimal(value: object, field: str = "amount") -> Decimal:
+    """``value`` as an exact Decimal: from str, int or Decimal; never from float."""
+    if type(value) is Decimal:
+        if not value.is_finite():
+            raise MoneyError(f"{field}: {value} is not a finite number")
+        return value
+    if type(value) is int:
+        return Decimal(value)
+    if type(value) is str:
+        try:
+            parsed = Decimal(value.strip())
+        except InvalidOperation:
+            raise MoneyError(f"{field}: {value!r} is not a decimal number") from None
+        if not parsed.is_finite():
+            raise MoneyError(f"{field}: {value!r} is not a finite number")
+        return parsed
+    if isinstance(value, float):
+        raise MoneyError(f"{field}: floats are never money; write {value!r} as a string")
+    raise MoneyError(f"{field}: expected a decimal number, got {type(value).__name__}")
+
+
+def minor_units(currency: str) -> int:
+    """Digits after the decimal point in ``currency``'s smallest unit."""
+    try:
+        return MINOR_UNITS[currency]
+    except KeyError:
+        raise MoneyError(f"currency: {currency!r} is not a known ISO 4217 code") from None
+
+
+def round_amount(amount: Decimal, currency: str, mode: RoundingMode = "half_up") -> Decimal:
+    """The one rounding step: ``amount`` to ``currency``'s minor unit."""
+    exponent = Decimal(1).scaleb(-minor_units(currency))
+    with localcontext(MONEY_CONTEXT) as context:
+        context.traps[Inexact] = False
+        return amount.quantize(exponent, rounding=_ROUNDING[mode])
+
+
+def exact_sum(amounts: Sequence[Decimal]) -> Decimal:
+    """The exact sum of ``amounts`` (raises rather than round)."""
+    with localcontext(MONEY_CONTEXT):
+        total = Decimal(0)
+        for amount in amounts:
+            total += amount
+        return total
+
+
+def allocate(total: Decimal, weights: Sequence[Decimal], currency: str) -> list[Decimal]:
+    """Split ``total`` (in minor units of ``currency``) over ``weights`` without losing a cent.
+
+    Each share is rounded down; the leftover minor units go one each to the largest
+    remainders, ties broken by position (earlier first). Shares sum exactly to ``total``.
+    """
+    if not weights:
+        raise MoneyError("weights: at least one is needed")
+    if any(weight < 0 for weight in weights):
+        raise MoneyError("weights: must not be negative")
+    unit = Decimal(1).scaleb(-minor_units(currency))
+    if round_amount(total, currency) != total:
+        raise MoneyError(f"total: {total} is not a whole number of {currency} minor units")
+    weight_total = exact_sum(weights)
+    if weight_total == 0:
+        raise MoneyError("weights: must not all be zero")
+    with localcontext(MONEY_CONTEXT) as context:
+        context.traps[Inexact] = False
+        exact = [total * weight / weight_total for weight in weights]
+        floors = [(share / unit).to_integral_value(rounding=ROUND_FLOOR) * unit for share in exact]
+        leftover = int((total - sum(floors, Decimal(0))) / unit)
+        order = sorted(range(len(weights)), key=lambda i: (-(exact[i] - floors[i]), i))
+        for position in order[:leftover]:
+            floors[position] += unit
+    return floors
