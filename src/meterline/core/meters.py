@@ -1,0 +1,204 @@
+"""Meters: how events become quantities (pure).
+
+A meter selects events by type and property filters, groups them by dimension values
+(e.g. ``model``) and aggregates one property: ``count``, ``sum``, ``max``,
+``unique_count`` or ``latest`` (by event time, ties by ledger sequence). Quantities are
+exact Decimals: integers, Decimals and numeric strings (``"0.1"``) all read exactly. An
+event a meter selects but cannot measure (missing or non-numeric value) is reported as a
+``MeterProblem``, never silently counted as zero. ``Accumulator`` is incremental, so the
+live engine and the batch rating share one definition; the order events arrive in does
+not change any result.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from decimal import Decimal, InvalidOperation
+from typing import Any, Literal
+
+Aggregation = Literal["count", "sum", "max", "unique_count", "latest"]
+AGGREGATIONS: tuple[Aggregation, ...] = ("count", "sum", "max", "unique_count", "latest")
+_MISSING = object()
+
+
+@dataclass(frozen=True, slots=True)
+class PropertyFilter:
+    """Keep an event only if ``property`` equals a value, is one of values, or exists."""
+
+    property: str
+    equals: Any = None
+    one_of: tuple[Any, ...] | None = None
+    exists: bool | None = None
+
+    def matches(self, properties: Mapping[str, Any]) -> bool:
+        value = property_value(properties, self.property)
+        if self.exists is not None and (value is not _MISSING) != self.exists:
+            return False
+        if self.equals is not None and value != self.equals:
+            return False
+        return self.one_of is None or value in self.one_of
+
+
+@dataclass(frozen=True, slots=True)
+class Meter:
+    """A named measure of usage over one event type."""
+
+    key: str
+    event_type: str
+    aggregation: Aggregation
+    property: str | None = None
+    filters: tuple[PropertyFilter, ...] = ()
+    group_by: tuple[str, ...] = ()
+
+    def selects(self, event_type: str, properties: Mapping[str, Any]) -> bool:
+        return event_type == self.event_type and all(f.matches(properties) for f in self.filters)
+
+    def group_of(self, properties: Mapping[str, Any]) -> tuple[str | None, ...]:
+        values = (property_value(properties, name) for name in self.group_by)
+        return tuple(None if value is _MISSING else str(value) for value in values)
+
+
+def meter_errors(meter: Meter, path: str = "meter") -> list[str]:
+    """Every problem with a meter's definition, each prefixed with its path."""
+    errors = []
+    if not meter.key:
+        errors.append(f"{path}.key: must not be empty")
+    if not meter.event_type:
+        errors.append(f"{path}.event_type: must not be empty")
+    if meter.aggregation not in AGGREGATIONS:
+        errors.append(
+            f"{path}.aggregation: {meter.aggregation!r} is not one of {', '.join(AGGREGATIONS)}"
+        )
+    elif meter.aggregation != "count" and not meter.property:
+        errors.append(f"{path}.property: {meter.aggregation} needs a property to aggregate")
+    if len(set(meter.group_by)) != len(meter.group_by):
+        errors.append(f"{path}.group_by: dimensions repeat")
+    return errors
+
+
+def property_value(properties: Mapping[str, Any], path: str) -> Any:
+    """The value at a dotted ``path`` (``usage.input_tokens``), or a missing marker."""
+    value: Any = properties
+    for part in path.split("."):
+        if not isinstance(value, Mapping) or part not in value:
+            return _MISSING
+        value = value[part]
+    return value
+
+
+def exact_number(value: Any) -> Decimal | None:
+    """``value`` as an exact Decimal, or None if it is not a number (bools are not)."""
+    kind = type(value)
+    if kind is int:
+        return Decimal(value)
+    if kind is Decimal:
+        return value if value.is_finite() else None
+    if kind is str:
+        try:
+            number = Decimal(value)
+        except InvalidOperation:
+            return None
+        return number if number.is_finite() else None
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class MeterProblem:
+    """An event a meter selected but could not measure."""
+
+    sequence: int
+    reason: str
+
+
+@dataclass
+class Accumulator:
+    """One meter's running aggregate for one group; ``add`` is order-independent."""
+
+    aggregation: Aggregation
+    events: int = 0
+    first_sequence: int | None = None
+    last_sequence: int | None = None
+    _total: Decimal = Decimal(0)
+    _maximum: Decimal | None = None
+    _seen: set[str] = field(default_factory=set)
+    _latest: tuple[int, int, Decimal] | None = None
+
+    def add(self, sequence: int, timestamp_us: int, number: Decimal | None, raw: Any) -> None:
+        self.events += 1
+        if self.first_sequence is None or sequence < self.first_sequence:
+            self.first_sequence = sequence
+        if self.last_sequence is None or sequence > self.last_sequence:
+            self.last_sequence = sequence
+        if self.aggregation == "sum" and number is not None:
+            self._total += number
+        elif self.aggregation == "max" and number is not None:
+            self._maximum = number if self._maximum is None else max(self._maximum, number)
+        elif self.aggregation == "unique_count":
+            self._seen.add(repr(raw))
+        elif self.aggregation == "latest" and number is not None:
+            candidate = (timestamp_us, sequence, number)
+            if self._latest is None or candidate[:2] > self._latest[:2]:
+                self._latest = candidate
+
+    def quantity(self) -> Decimal:
+        if self.aggregation == "count":
+            return Decimal(self.events)
+        if self.aggregation == "sum":
+            return self._total
+        if self.aggregation == "max":
+            return self._maximum if self._maximum is not None else Decimal(0)
+        if self.aggregation == "unique_count":
+            return Decimal(len(self._seen))
+        return self._latest[2] if self._latest is not None else Decimal(0)
+
+
+@dataclass
+class Measurement:
+    """A meter's groups and the problems met while measuring."""
+
+    meter: Meter
+    groups: dict[tuple[str | None, ...], Accumulator] = field(default_factory=dict)
+    problems: list[MeterProblem] = field(default_factory=list)
+
+    def add(
+        self, sequence: int, timestamp_us: int, event_type: str, properties: Mapping[str, Any]
+    ) -> None:
+        """Measure one event (ignored unless the meter selects it)."""
+        meter = self.meter
+        if not meter.selects(event_type, properties):
+            return
+        raw: Any = None
+        number: Decimal | None = None
+        if meter.aggregation != "count":
+            raw = property_value(properties, meter.property or "")
+            if raw is _MISSING:
+                self.problems.append(MeterProblem(sequence, f"{meter.property} is missing"))
+                return
+            number = exact_number(raw)
+            if number is None and meter.aggregation != "unique_count":
+                self.problems.append(
+                    MeterProblem(sequence, f"{meter.property}={raw!r} is not a number")
+                )
+                return
+        group = meter.group_of(properties)
+        accumulator = self.groups.get(group)
+        if accumulator is None:
+            accumulator = self.groups[group] = Accumulator(meter.aggregation)
+        accumulator.add(sequence, timestamp_us, number, raw)
+
+    def quantities(self) -> dict[tuple[str | None, ...], Decimal]:
+        return {group: acc.quantity() for group, acc in sorted(self.groups.items(), key=_order)}
+
+
+def _order(item: tuple[tuple[str | None, ...], Accumulator]) -> tuple[tuple[int, str], ...]:
+    """Groups in a stable order: missing dimension values first, then by text."""
+    return tuple((0, "") if value is None else (1, value) for value in item[0])
+
+
+def measure(meter: Meter, events: Iterable[tuple[int, int, str, Mapping[str, Any]]]) -> Measurement:
+    """Measure ``(sequence, timestamp_us, type, properties)`` events with ``meter``."""
+    measurement = Measurement(meter)
+    for sequence, timestamp_us, event_type, properties in events:
+        measurement.add(sequence, timestamp_us, event_type, properties)
+    return measurement
