@@ -2,11 +2,7 @@
 
 from __future__ import annotations
 
-import os
-import socket
 import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +14,7 @@ from meterline.clock import system_clock_us
 from meterline.keys import create_key
 from meterline.ledger import Ledger, open_ledger
 from meterline.ledger.sqlite import SqliteStore
+from meterline.server import spawn_server
 
 # 2026-11-23T12:00:00Z: a fixed "now" so future-skew checks are deterministic.
 FIXED_NOW_US = 1_795_435_200_000_000
@@ -43,12 +40,6 @@ def event(number: int = 1, customer: str = "acme", **overrides: object) -> dict[
     return base
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 @dataclass
 class RunningServer:
     """A ``meterline serve`` process on loopback with one key per scope."""
@@ -70,23 +61,8 @@ class RunningServer:
 
 def start_server(db: Path, port: int | None = None) -> RunningServer:
     """Start ``python -m meterline serve`` on ``db`` and wait until it answers health."""
-    port = port or free_port()
-    url = f"http://127.0.0.1:{port}"
-    process = subprocess.Popen(
-        [sys.executable, "-m", "meterline", "serve", "--db", str(db), "--port", str(port)],
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"server exited with {process.returncode}")
-        try:
-            if httpx.get(f"{url}/v1/health", timeout=1).status_code == 200:
-                return RunningServer(url, db, process, {})
-        except httpx.TransportError:
-            time.sleep(0.05)
-    process.kill()
-    raise RuntimeError("server did not start")
+    process, url = spawn_server(db, port)
+    return RunningServer(url, db, process, {})
 
 
 def make_keys(db: Path) -> dict[str, str]:

@@ -12,7 +12,6 @@ from meterline.core.outcomes import BatchOutcome, EventOutcome
 from meterline.errors import (
     AuthError,
     BatchTooLarge,
-    ChainBroken,
     InputError,
     MalformedJSON,
     MeterlineError,
@@ -27,7 +26,6 @@ __all__ = [
     "AuthError",
     "BatchOutcome",
     "BatchTooLarge",
-    "ChainBroken",
     "ChainReport",
     "Client",
     "EventOutcome",

@@ -8,7 +8,6 @@
     ├── AuthError             missing, unknown or revoked key (HTTP 401)
     │   └── ScopeError            valid key without the needed scope (HTTP 403)
     └── StoreError            the ledger store cannot do what was asked
-        └── ChainBroken           the stored chain does not verify
 
 Per-event problems are not exceptions: they come back as data (``FieldError``) in the
 batch outcome, so one bad event never costs the valid ones beside it.
@@ -58,7 +57,3 @@ class ScopeError(AuthError):
 
 class StoreError(MeterlineError):
     """The store failed or was asked something it cannot answer."""
-
-
-class ChainBroken(StoreError):
-    """The hash chain does not verify."""

@@ -1,9 +1,19 @@
-"""Running the HTTP API in a process: open the ledger, build the app, serve with uvicorn."""
+"""Running the HTTP API in a process: open the ledger, build the app, serve with uvicorn.
+
+Also the one way another process starts a server and waits for it to answer health, used
+by the benchmarks and the test fixtures alike.
+"""
 
 from __future__ import annotations
 
+import os
+import socket
+import subprocess
+import sys
+import time
 from pathlib import Path
 
+import httpx
 import uvicorn
 
 from meterline.api import create_app
@@ -17,3 +27,41 @@ def serve(db: str | Path, host: str = "127.0.0.1", port: int = 8787) -> None:
         uvicorn.run(create_app(ledger), host=host, port=port, log_level="warning", access_log=False)
     finally:
         ledger.close()
+
+
+SERVER_START_TIMEOUT_S = 30.0
+"""How long ``spawn_server`` waits for a new server to answer ``/v1/health``."""
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def spawn_server(db: str | Path, port: int | None = None) -> tuple[subprocess.Popen[bytes], str]:
+    """Start ``python -m meterline serve`` on ``db`` in a child process.
+
+    Returns the process and its base URL once it answers health; raises (and kills it)
+    if it exits or does not answer within ``SERVER_START_TIMEOUT_S``.
+    """
+    port = port or free_port()
+    url = f"http://127.0.0.1:{port}"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "meterline", "serve", "--db", str(db), "--port", str(port)],
+        stdout=subprocess.DEVNULL,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    deadline = time.monotonic() + SERVER_START_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"server exited with {process.returncode}")
+        try:
+            if httpx.get(f"{url}/v1/health", timeout=1).status_code == 200:
+                return process, url
+        except httpx.TransportError:
+            time.sleep(0.05)
+    process.kill()
+    process.wait()
+    raise RuntimeError("server did not answer health in time")

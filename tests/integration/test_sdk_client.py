@@ -18,7 +18,8 @@ import msgspec
 import pytest
 
 from meterline import Client, QueueFull
-from tests.conftest import RunningServer, free_port, make_keys, start_server
+from meterline.server import free_port
+from tests.conftest import RunningServer, make_keys, start_server
 
 pytestmark = pytest.mark.slow
 

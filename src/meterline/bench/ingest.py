@@ -12,7 +12,6 @@ from __future__ import annotations
 import gc
 import json
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -20,16 +19,14 @@ import time
 from pathlib import Path
 from typing import Any
 
-import httpx
-
 from meterline.bench.workload import synthetic_events
 from meterline.clock import system_clock_us
 from meterline.keys import create_key
 from meterline.ledger import open_ledger
 from meterline.ledger.sqlite import SqliteStore, connect
+from meterline.server import spawn_server
 
 HTTP_CONNECTIONS = 2
-SERVER_START_TIMEOUT_S = 30.0
 
 
 def _library_path(db: Path, events: list[dict[str, Any]], batch: int) -> tuple[float, int]:
@@ -71,37 +68,12 @@ def _baseline(source_db: Path, floor_db: Path, batch: int) -> float:
     return len(rows) / seconds
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-def _wait_healthy(url: str, server: subprocess.Popen[bytes]) -> None:
-    deadline = time.monotonic() + SERVER_START_TIMEOUT_S
-    while time.monotonic() < deadline:
-        if server.poll() is not None:
-            raise RuntimeError(f"server exited with {server.returncode}")
-        try:
-            if httpx.get(f"{url}/v1/health", timeout=1).status_code == 200:
-                return
-        except httpx.TransportError:
-            time.sleep(0.05)
-    raise RuntimeError("server did not become healthy")
-
-
 def _http_path(db: Path, count: int, batch: int) -> float:
     store = SqliteStore(db)
     _, token = create_key(store, "ingest", system_clock_us(), name="bench")
     store.close()
-    port = _free_port()
-    url = f"http://127.0.0.1:{port}"
-    server = subprocess.Popen(
-        [sys.executable, "-m", "meterline", "serve", "--db", str(db), "--port", str(port)],
-        stdout=subprocess.DEVNULL,
-    )
+    server, url = spawn_server(db)
     try:
-        _wait_healthy(url, server)
         finished = subprocess.run(
             [
                 sys.executable,

@@ -25,8 +25,9 @@ from meterline.ledger.store import EventPage, EventQuery, LedgerStore
 Preparer = Callable[[object, int, IngestLimits], PreparedEvent | list[FieldError]]
 
 
-def _raw_id(raw: object, field: str) -> str | None:
-    value = raw.get(field) if isinstance(raw, dict) else None
+def _raw_id(raw: object) -> str | None:
+    """The id a rejected event was sent with, if it had a usable one (both shapes use "id")."""
+    value = raw.get("id") if isinstance(raw, dict) else None
     return value if type(value) is str else None
 
 
@@ -82,7 +83,7 @@ class Ledger:
                     )
                 ]
             rejected.append(
-                EventOutcome(position, "rejected", _raw_id(raw, "id"), errors=prepared)  # type: ignore[arg-type]
+                EventOutcome(position, "rejected", _raw_id(raw), errors=prepared)  # type: ignore[arg-type]
             )
         stored = self.store.append(valid, now_us)
         if not rejected:
