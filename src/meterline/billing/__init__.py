@@ -1,0 +1,1 @@
+"""Billing: the shell that applies pricing and makes, explains, proves and audits invoices."""

@@ -1,0 +1,910 @@
+"""Billing: apply pricing, draft and finalize invoices, explain, prove and audit them.
+
+The shell around the pure core: it reads the clock, the ledger and the stored revisions,
+asks ``core`` (model, rating, invoicing, lineage) to decide, and stores what it decided.
+Every finalized invoice records the configuration revision and the ledger sequence it was
+rated through, so ``audit`` can rebuild it byte for byte from the raw events.
+
+Late events (time in a finalized period, sequence past its ``through_sequence``) are
+never an edit: at the next close each such period is re-rated through the new head and
+the difference becomes an ``adjustment`` line on the customer's next invoice, its
+lineage the late events alone; or, on request, a credit note does the same at once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any
+
+from meterline.billing.scan import RatingJob, run_jobs
+from meterline.clock import Clock, system_clock_us
+from meterline.config.schema import parse_configuration
+from meterline.config.source import ConfigurationError, read_yaml
+from meterline.core.chain import GENESIS_HASH
+from meterline.core.events import decode_exact, encode_canonical, format_timestamp
+from meterline.core.invoicing import (
+    Adjustment,
+    InvoiceHeader,
+    build_invoice,
+    invoice_bytes,
+)
+from meterline.core.lineage import MerkleBuilder, inclusion_path, verify_proof
+from meterline.core.model import Configuration, Contract, Segment, segments
+from meterline.core.money import MONEY_CONTEXT
+from meterline.core.periods import (
+    BillingCycle,
+    BillingPeriod,
+    local_date,
+    period_containing,
+    periods_overlapping,
+)
+from meterline.ledger.billing import (
+    BillingStore,
+    Revision,
+    StoredCreditNote,
+    StoredInvoice,
+)
+from meterline.ledger.ledger import Ledger
+
+CREDIT_NOTE_SCHEMA = "meterline.credit-note/1"
+
+
+class BillingError(ValueError):
+    """A billing request that cannot be met (unknown customer, invoice, line...)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Loaded:
+    """A stored revision, parsed."""
+
+    revision: int
+    configuration: Configuration
+    content_sha256: str
+
+
+@dataclass
+class Change:
+    kind: str
+    key: str
+    change: str  # created | changed | retired
+
+
+@dataclass
+class ApplyReport:
+    """What ``apply`` did or, with ``dry_run``, would do."""
+
+    dry_run: bool
+    revision: int | None
+    changes: list[Change]
+    customers_affected: list[str]
+    simulation: list[dict[str, Any]] = field(default_factory=list)
+    simulated_period: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "dry_run": self.dry_run,
+            "revision": self.revision,
+            "changes": [c.__dict__ for c in self.changes],
+            "customers_affected": self.customers_affected,
+            "simulation": {"period": self.simulated_period, "customers": self.simulation},
+        }
+
+
+@dataclass
+class AuditReport:
+    invoices: int = 0
+    credit_notes: int = 0
+    revisions: int = 0
+    chain_intact: bool = True
+    mismatches: list[str] = field(default_factory=list)
+
+    @property
+    def passed(self) -> bool:
+        return self.chain_intact and not self.mismatches
+
+
+def billing_cycle(configuration: Configuration, contract: Contract) -> BillingCycle:
+    """The contract's cycle: its plan's (at the start), anchored on its local start date."""
+    plan = configuration.plan_version(contract.plan, contract.version, contract.start_us)
+    if plan is None:
+        raise BillingError(f"contract {contract.customer}: plan {contract.plan} not in force")
+    return BillingCycle(
+        plan.billing.cycle,
+        plan.billing.anchor,
+        contract.timezone,
+        local_date(contract.timezone, contract.start_us),
+    )
+
+
+def _currency(segment_list: list[Segment]) -> str:
+    return segment_list[0].terms.plan.currency if segment_list else "USD"
+
+
+class Billing:
+    """Pricing configuration and invoices over one ledger."""
+
+    def __init__(self, ledger: Ledger, store: BillingStore, clock: Clock = system_clock_us):
+        self.ledger = ledger
+        self.store = store
+        self.clock = clock
+        self._loaded: dict[int, Loaded] = {}
+
+    @property
+    def _connection(self) -> Any:
+        return self.ledger.store._reader()  # type: ignore[attr-defined]
+
+    # -- configuration ----------------------------------------------------------------------
+
+    def load(self, revision: int | None = None) -> Loaded | None:
+        stored = self.store.revision(revision)
+        if stored is None:
+            return None
+        cached = self._loaded.get(stored.revision)
+        if cached is not None and cached.content_sha256 == stored.content_sha256.hex():
+            return cached
+        loaded = self._parse_stored(stored)
+        self._loaded[stored.revision] = loaded
+        return loaded
+
+    @staticmethod
+    def _parse_stored(stored: Revision) -> Loaded:
+        configuration = parse_configuration(
+            decode_exact(stored.content), name=f"revision {stored.revision}"
+        )
+        return Loaded(stored.revision, configuration, stored.content_sha256.hex())
+
+    def current(self) -> Loaded:
+        loaded = self.load()
+        if loaded is None:
+            raise BillingError("no pricing applied yet: run `meterline apply -f pricing.yaml`")
+        return loaded
+
+    def apply(self, text: str, name: str = "pricing.yaml", dry_run: bool = False) -> ApplyReport:
+        """Validate ``text``, plan the changes, simulate the last closed period; store the
+        new revision unless ``dry_run``. Raises ``ConfigurationError`` naming paths."""
+        data, positions = read_yaml(text, name)
+        new = parse_configuration(data, positions, name)
+        previous = self.load()
+        old = previous.configuration if previous is not None else Configuration()
+        now_us = self.clock()
+        self._check_history(old, new, data, positions, name)
+        changes = diff(old, new)
+        affected = self._affected(old, new, now_us, changes)
+        period_label, simulation = self._simulate(old, new, now_us)
+        revision = None
+        if not dry_run:
+            content = encode_canonical(data if data is not None else {})
+            revision = self.store.add_revision(now_us, name, text, content).revision
+        return ApplyReport(dry_run, revision, changes, affected, simulation, period_label)
+
+    def _check_history(
+        self,
+        old: Configuration,
+        new: Configuration,
+        data: Any,
+        positions: dict[str, int],
+        name: str,
+    ) -> None:
+        errors = []
+        old_versions = {p.label: p for p in old.plans}
+        for plan_index, plan in enumerate((data or {}).get("plans") or []):
+            for version_index, _ in enumerate(plan.get("versions") or []):
+                path = f"plans[{plan_index}].versions[{version_index}]"
+                match = [p for p in new.plans if p.plan == plan.get("key")]
+                for candidate in match:
+                    if candidate.version != (plan["versions"][version_index] or {}).get("version"):
+                        continue
+                    before = old_versions.get(candidate.label)
+                    if before is not None and before != candidate:
+                        errors.append(
+                            f"{name}:{positions.get(path, '?')}: {path}: plan version"
+                            f" {candidate.label} is immutable once applied; add version"
+                            f" {candidate.version + 1} with an effective_from instead"
+                        )
+        for invoice in self.store.invoices():
+            contract = new.contract(invoice.customer)
+            loaded = self.load(invoice.revision)
+            if loaded is None:
+                continue
+            was = loaded.configuration.contract(invoice.customer)
+            if contract is None or was is None:
+                continue
+            try:
+                same = segments(
+                    loaded.configuration, was, invoice.period_start_us, invoice.period_end_us
+                ) == segments(new, contract, invoice.period_start_us, invoice.period_end_us)
+            except ValueError:
+                same = False
+            if not same:
+                index = next(
+                    i for i, c in enumerate(new.contracts) if c.customer == invoice.customer
+                )
+                path = f"contracts[{index}]"
+                errors.append(
+                    f"{name}:{positions.get(path, '?')}: {path}: changes the terms of finalized"
+                    f" invoice {invoice.invoice_id} ({invoice.customer},"
+                    f" {format_timestamp(invoice.period_start_us)[:10]}); history is not"
+                    " rewritten: amend from a later date, or issue a credit note"
+                )
+        if errors:
+            raise ConfigurationError(errors)
+
+    def _affected(
+        self, old: Configuration, new: Configuration, now_us: int, changes: list[Change]
+    ) -> list[str]:
+        affected = {c.key for c in changes if c.kind == "contract"}
+        for contract in new.contracts:
+            was = old.contract(contract.customer)
+            if was is None:
+                continue
+            cycle = billing_cycle(new, contract)
+            current = period_containing(cycle, now_us)
+            upcoming = BillingPeriod(current.end_us, current.end_us + 1)
+            for period in (current, upcoming):
+                try:
+                    if segments(old, was, period.start_us, period.end_us) != segments(
+                        new, contract, period.start_us, period.end_us
+                    ):
+                        affected.add(contract.customer)
+                except ValueError:
+                    affected.add(contract.customer)
+        return sorted(affected)
+
+    def _simulate(
+        self, old: Configuration, new: Configuration, now_us: int
+    ) -> tuple[str | None, list[dict[str, Any]]]:
+        """Each contract's last closed period rated as billed (old terms) and under the
+        terms the new configuration gives from now on (one segment for the whole period)."""
+        through, _ = self.ledger.head()
+        jobs: list[tuple[str, RatingJob, RatingJob | None]] = []
+        label = None
+        for contract in new.contracts:
+            cycle = billing_cycle(new, contract)
+            current = period_containing(cycle, now_us)
+            last = period_containing(cycle, current.start_us - 1)
+            if not contract.active_at(max(last.start_us, contract.start_us)) and not (
+                contract.start_us < last.end_us
+            ):
+                continue
+            label = label or str(local_date(contract.timezone, last.start_us))
+            after_terms = segments(new, contract, current.start_us, current.end_us)
+            if not after_terms:
+                continue
+            whole = [Segment(last.start_us, last.end_us, after_terms[-1].terms, False)]
+            after_job = RatingJob(contract.customer, last, whole, through, new)
+            was = old.contract(contract.customer)
+            before_job = None
+            if was is not None:
+                try:
+                    before_job = RatingJob(
+                        contract.customer,
+                        last,
+                        segments(old, was, last.start_us, last.end_us),
+                        through,
+                        old,
+                    )
+                except ValueError:
+                    before_job = None
+            jobs.append((contract.customer, after_job, before_job))
+        run_jobs(
+            self._connection,
+            [job for _, after, before in jobs for job in (after, before) if job is not None],
+        )
+        result = []
+        for customer, after_job, before_job in jobs:
+            after_total = self._total(after_job, new)
+            before_total = self._total(before_job, old) if before_job is not None else Decimal(0)
+            result.append(
+                {
+                    "customer": customer,
+                    "currency": _currency(after_job.segments),
+                    "before": str(before_total),
+                    "after": str(after_total),
+                    "difference": str(after_total - before_total),
+                }
+            )
+        return label, result
+
+    def _total(self, job: RatingJob, configuration: Configuration) -> Decimal:
+        if not job.segments:
+            return Decimal(0)
+        document = self._document(job, configuration, 0, "", None, None, [])
+        return Decimal(document["total"])
+
+    # -- invoices ---------------------------------------------------------------------------
+
+    def _document(
+        self,
+        job: RatingJob,
+        configuration: Configuration,
+        revision: int,
+        configuration_hash: str,
+        number: str | None,
+        finalized_at_us: int | None,
+        adjustments: list[Adjustment],
+    ) -> dict[str, Any]:
+        contract = configuration.contract(job.customer)
+        assert contract is not None
+        currency = _currency(job.segments)
+        rated = job.rater.lines(currency, configuration)
+        header = InvoiceHeader(
+            job.customer,
+            currency,
+            contract.timezone,
+            job.period,
+            revision,
+            configuration_hash,
+            job.through_sequence,
+            number,
+            finalized_at_us,
+        )
+        return build_invoice(header, job.segments, rated, adjustments, configuration)
+
+    def _contract(self, loaded: Loaded, customer: str) -> Contract:
+        contract = loaded.configuration.contract(customer)
+        if contract is None:
+            raise BillingError(f"customer {customer!r} has no contract")
+        return contract
+
+    def draft(self, customer: str, at_us: int | None = None) -> dict[str, Any]:
+        """The invoice for the period containing ``at_us`` (now), recomputed from the
+        ledger as it stands: usage, fees, and adjustments for late events so far."""
+        loaded = self.current()
+        contract = self._contract(loaded, customer)
+        at = self.clock() if at_us is None else at_us
+        period = period_containing(billing_cycle(loaded.configuration, contract), at)
+        stored = self._finalized(customer, period.start_us)
+        if stored is not None:
+            document: dict[str, Any] = decode_exact(stored.document)
+            return document
+        through, _ = self.ledger.head()
+        job = RatingJob(
+            customer,
+            period,
+            segments(loaded.configuration, contract, period.start_us, period.end_us),
+            through,
+            loaded.configuration,
+        )
+        pending = self._late_jobs([job], through)
+        run_jobs(self._connection, [job, *[j for _, _, j, _ in pending]])
+        adjustments = self._adjustments(pending).get(customer, [])
+        if not job.segments:
+            raise BillingError(f"customer {customer!r} has no contract in force then")
+        return self._document(
+            job,
+            loaded.configuration,
+            loaded.revision,
+            loaded.content_sha256,
+            None,
+            None,
+            adjustments,
+        )
+
+    def _finalized(self, customer: str, period_start_us: int) -> StoredInvoice | None:
+        for invoice in self.store.invoices(customer):
+            if invoice.period_start_us == period_start_us:
+                return invoice
+        return None
+
+    def close(self, through_us: int | None = None) -> list[StoredInvoice]:
+        """Finalize every contract period that ended by ``through_us`` (now) and is not yet
+        finalized, oldest first; adjustments for late events ride on each customer's
+        earliest newly closed invoice. All invoices of one close are stored atomically."""
+        loaded = self.current()
+        configuration = loaded.configuration
+        now_us = self.clock()
+        through_instant = now_us if through_us is None else min(through_us, now_us)
+        head, _ = self.ledger.head()
+        done = {(i.customer, i.period_start_us) for i in self.store.invoices()}
+        jobs: list[RatingJob] = []
+        for contract in configuration.contracts:
+            cycle = billing_cycle(configuration, contract)
+            end = (
+                through_instant
+                if contract.end_us is None
+                else min(through_instant, contract.end_us + 1)
+            )
+            if end <= contract.start_us:
+                continue
+            for period in periods_overlapping(cycle, contract.start_us, end):
+                if period.end_us > through_instant or (contract.customer, period.start_us) in done:
+                    continue
+                spans = segments(configuration, contract, period.start_us, period.end_us)
+                if spans:
+                    jobs.append(RatingJob(contract.customer, period, spans, head, configuration))
+        if not jobs:
+            return []
+        pending = self._late_jobs(jobs, head)
+        run_jobs(self._connection, [*jobs, *[j for _, _, j, _ in pending]])
+        adjustments = self._adjustments(pending)
+        jobs.sort(key=lambda job: (job.period.end_us, job.customer))
+        first_number = int(self.store.next_invoice_id().split("-")[1])
+        stored = []
+        seen: set[str] = set()
+        for offset, job in enumerate(jobs):
+            number = f"INV-{first_number + offset:06d}"
+            extra = adjustments.get(job.customer, []) if job.customer not in seen else []
+            seen.add(job.customer)
+            document = self._document(
+                job, configuration, loaded.revision, loaded.content_sha256, number, now_us, extra
+            )
+            content = invoice_bytes(document)
+            stored.append(
+                StoredInvoice(
+                    number,
+                    job.customer,
+                    job.period.start_us,
+                    job.period.end_us,
+                    loaded.revision,
+                    head,
+                    now_us,
+                    content,
+                    hashlib.sha256(content).digest(),
+                )
+            )
+        self.store.add_invoices(stored)
+        return stored
+
+    # -- late events ------------------------------------------------------------------------
+
+    def _accounted(self, invoice: StoredInvoice) -> tuple[int, Decimal]:
+        """How far a finalized period has been billed: (through sequence, total billed),
+        following adjustments on later invoices and credit notes."""
+        through = invoice.through_sequence
+        billed = Decimal(decode_exact(invoice.document)["total"])
+        records = [decode_exact(i.document) for i in self.store.invoices(invoice.customer)]
+        records += [decode_exact(n.document) for n in self.store.credit_notes(invoice.invoice_id)]
+        for document in records:
+            for line in document.get("lines", []):
+                adjusts = line.get("adjusts")
+                if (
+                    adjusts
+                    and adjusts.get("invoice") == invoice.invoice_id
+                    and adjusts["through_sequence"] > through
+                ):
+                    through = adjusts["through_sequence"]
+                    billed = Decimal(adjusts["rerated_total"])
+        return through, billed
+
+    def _late_jobs(
+        self, jobs: list[RatingJob], head: int
+    ) -> list[tuple[StoredInvoice, Decimal, RatingJob, int]]:
+        """For each customer in ``jobs``: finalized periods with events past what was billed:
+        (invoice, billed total, re-rating job through ``head``, accounted through)."""
+        customers = {job.customer for job in jobs}
+        invoices = [i for i in self.store.invoices() if i.customer in customers]
+        if not invoices:
+            return []
+        lowest = min(i.through_sequence for i in invoices)
+        late = self._connection.execute(
+            "SELECT DISTINCT customer, timestamp_us, sequence FROM events WHERE sequence > ?"
+            " AND sequence <= ?",
+            (lowest, head),
+        ).fetchall()
+        pending = []
+        for invoice in invoices:
+            through, billed = self._accounted(invoice)
+            if not any(
+                c == invoice.customer
+                and invoice.period_start_us <= t < invoice.period_end_us
+                and s > through
+                for c, t, s in late
+            ):
+                continue
+            loaded = self.load(invoice.revision)
+            assert loaded is not None
+            contract = self._contract(loaded, invoice.customer)
+            spans = segments(
+                loaded.configuration, contract, invoice.period_start_us, invoice.period_end_us
+            )
+            period = BillingPeriod(invoice.period_start_us, invoice.period_end_us)
+            job = RatingJob(invoice.customer, period, spans, head, loaded.configuration)
+            pending.append((invoice, billed, job, through))
+        return pending
+
+    def _adjustments(
+        self, pending: list[tuple[StoredInvoice, Decimal, RatingJob, int]]
+    ) -> dict[str, list[Adjustment]]:
+        result: dict[str, list[Adjustment]] = {}
+        for invoice, billed, job, through in pending:
+            loaded = self.load(invoice.revision)
+            assert loaded is not None
+            rerated = Decimal(
+                self._document(job, loaded.configuration, 0, "", None, None, [])["total"]
+            )
+            events, first, last, root = self._late_lineage(invoice, through, job.through_sequence)
+            with_context = MONEY_CONTEXT.subtract(rerated, billed)
+            result.setdefault(invoice.customer, []).append(
+                Adjustment(
+                    f"Late usage for {format_timestamp(invoice.period_start_us)[:10]}"
+                    f" (invoice {invoice.invoice_id}, {events} late events)",
+                    with_context,
+                    {
+                        "invoice": invoice.invoice_id,
+                        "from_sequence": through,
+                        "through_sequence": job.through_sequence,
+                        "billed_total": str(billed),
+                        "rerated_total": str(rerated),
+                    },
+                    events,
+                    first,
+                    last,
+                    root,
+                )
+            )
+        return result
+
+    def _late_lineage(
+        self, invoice: StoredInvoice, after: int, through: int
+    ) -> tuple[int, int | None, int | None, bytes]:
+        rows = self._connection.execute(
+            "SELECT sequence, hash FROM events WHERE sequence > ? AND sequence <= ?"
+            " AND customer = ? AND timestamp_us >= ? AND timestamp_us < ? ORDER BY sequence",
+            (after, through, invoice.customer, invoice.period_start_us, invoice.period_end_us),
+        ).fetchall()
+        builder = MerkleBuilder()
+        for _, event_hash in rows:
+            builder.add(event_hash)
+        first = rows[0][0] if rows else None
+        last = rows[-1][0] if rows else None
+        return len(rows), first, last, builder.root()
+
+    # -- reading invoices -------------------------------------------------------------------
+
+    def invoice(self, invoice_id: str) -> StoredInvoice:
+        stored = self.store.invoice(invoice_id)
+        if stored is None:
+            raise BillingError(f"no invoice {invoice_id!r}")
+        return stored
+
+    def document(self, invoice_id: str) -> dict[str, Any]:
+        document: dict[str, Any] = decode_exact(self.invoice(invoice_id).document)
+        return document
+
+    def _line(self, document: dict[str, Any], line_number: int) -> dict[str, Any]:
+        lines = document["lines"]
+        if not 1 <= line_number <= len(lines):
+            raise BillingError(f"line: invoice {document['number']} has lines 1 to {len(lines)}")
+        line: dict[str, Any] = lines[line_number - 1]
+        return line
+
+    def line_events(self, invoice_id: str, line_number: int) -> list[tuple[int, bytes]]:
+        """(sequence, ledger hash) of every event behind a usage or adjustment line."""
+        stored = self.invoice(invoice_id)
+        document = self.document(invoice_id)
+        line = self._line(document, line_number)
+        if line["kind"] == "adjustment":
+            adjusts = line["adjusts"]
+            previous = self.invoice(adjusts["invoice"])
+            rows = self._connection.execute(
+                "SELECT sequence, hash FROM events WHERE sequence > ? AND sequence <= ?"
+                " AND customer = ? AND timestamp_us >= ? AND timestamp_us < ? ORDER BY sequence",
+                (
+                    adjusts["from_sequence"],
+                    adjusts["through_sequence"],
+                    previous.customer,
+                    previous.period_start_us,
+                    previous.period_end_us,
+                ),
+            ).fetchall()
+            return [(sequence, event_hash) for sequence, event_hash in rows]
+        if line["kind"] != "usage":
+            raise BillingError(f"line {line_number}: a {line['kind']} line has no events")
+        loaded = self.load(stored.revision)
+        assert loaded is not None
+        contract = self._contract(loaded, stored.customer)
+        spans = segments(
+            loaded.configuration, contract, stored.period_start_us, stored.period_end_us
+        )
+        period = BillingPeriod(stored.period_start_us, stored.period_end_us)
+        job = RatingJob(
+            stored.customer,
+            period,
+            spans,
+            stored.through_sequence,
+            loaded.configuration,
+            keep_events=True,
+        )
+        run_jobs(self._connection, [job])
+        segment_index = next(
+            i
+            for i, s in enumerate(spans)
+            if format_timestamp(s.start_us) == line["service"]["start"]
+        )
+        meter = loaded.configuration.meter(line["meter"])
+        assert meter is not None
+        group = tuple(line["group"].get(name) for name in meter.group_by)
+        return job.rater.members(segment_index, meter.key, group)
+
+    def explain(self, invoice_id: str, line_number: int) -> list[dict[str, Any]]:
+        """The events behind a line, as the ledger holds them."""
+        members = self.line_events(invoice_id, line_number)
+        wanted = {sequence for sequence, _ in members}
+        result = []
+        for record in self._records(sorted(wanted)):
+            result.append(record)
+        return result
+
+    def _records(self, sequences: list[int]) -> list[dict[str, Any]]:
+        result = []
+        for start in range(0, len(sequences), 500):
+            chunk = sequences[start : start + 500]
+            marks = ",".join("?" * len(chunk))
+            rows = self._connection.execute(
+                f"SELECT sequence, event_id, type, timestamp_us, body, hash FROM events"
+                f" WHERE sequence IN ({marks}) ORDER BY sequence",
+                chunk,
+            ).fetchall()
+            for sequence, event_id, event_type, timestamp_us, body, event_hash in rows:
+                result.append(
+                    {
+                        "sequence": sequence,
+                        "id": event_id,
+                        "type": event_type,
+                        "timestamp": format_timestamp(timestamp_us),
+                        "properties": decode_exact(body).get("properties", {}),
+                        "hash": event_hash.hex(),
+                    }
+                )
+        return result
+
+    def proof(self, invoice_id: str, line_number: int, event_id: str) -> dict[str, Any]:
+        """An inclusion proof that event ``event_id`` is behind line ``line_number``,
+        checkable by ``meterline.core.lineage.verify_proof`` alone."""
+        stored = self.invoice(invoice_id)
+        document = self.document(invoice_id)
+        line = self._line(document, line_number)
+        members = self.line_events(invoice_id, line_number)
+        row = self._connection.execute(
+            "SELECT sequence, body, hash FROM events WHERE customer = ? AND event_id = ?",
+            (stored.customer, event_id),
+        ).fetchone()
+        if row is None:
+            raise BillingError(f"event {event_id!r}: no such event for {stored.customer}")
+        sequence, body, event_hash = row
+        hashes = [h for _, h in members]
+        positions = [i for i, (s, _) in enumerate(members) if s == sequence]
+        if not positions:
+            raise BillingError(f"event {event_id!r} is not behind line {line_number}")
+        previous = self._connection.execute(
+            "SELECT hash FROM events WHERE sequence = ?", (sequence - 1,)
+        ).fetchone()
+        index = positions[0]
+        return {
+            "event": {
+                "sequence": sequence,
+                "body": bytes(body).decode(),
+                "previous_hash": (previous[0] if previous else GENESIS_HASH).hex(),
+                "hash": bytes(event_hash).hex(),
+            },
+            "leaf_index": index,
+            "tree_size": len(hashes),
+            "path": [h.hex() for h in inclusion_path(hashes, index)],
+            "line_root": line["lineage"]["merkle_root"],
+            "line_number": line_number,
+            "invoice": {
+                "id": invoice_id,
+                "hash": stored.document_sha256.hex(),
+                "document": bytes(stored.document).decode(),
+            },
+        }
+
+    # -- credit notes -----------------------------------------------------------------------
+
+    def credit_note(self, invoice_id: str, reason: str, void: bool = False) -> StoredCreditNote:
+        """A credit note against a finalized invoice: ``void`` credits its whole total;
+        otherwise it settles the invoice's late events now (re-rated difference), so the
+        next invoice will not carry them again."""
+        stored = self.invoice(invoice_id)
+        document = self.document(invoice_id)
+        now_us = self.clock()
+        if not reason.strip():
+            raise BillingError("reason: a credit note needs a reason")
+        if void:
+            if any(
+                decode_exact(n.document).get("void") for n in self.store.credit_notes(invoice_id)
+            ):
+                raise BillingError(f"invoice {invoice_id} is already void")
+            lines = [
+                {
+                    "number": 1,
+                    "kind": "void",
+                    "description": f"Void of {invoice_id}",
+                    "amount": str(-Decimal(document["total"])),
+                }
+            ]
+        else:
+            head, _ = self.ledger.head()
+            placeholder = RatingJob(stored.customer, BillingPeriod(0, 1), [], head, Configuration())
+            pending = [
+                p for p in self._late_jobs([placeholder], head) if p[0].invoice_id == invoice_id
+            ]
+            if not pending:
+                raise BillingError(f"invoice {invoice_id} has no late events to settle")
+            run_jobs(self._connection, [job for _, _, job, _ in pending])
+            adjustment = self._adjustments(pending)[stored.customer][0]
+            lines = [
+                {
+                    "number": 1,
+                    "kind": "adjustment",
+                    "description": adjustment.description,
+                    "amount": str(adjustment.amount),
+                    "adjusts": adjustment.adjusts,
+                    "lineage": {
+                        "events": adjustment.events,
+                        "first_sequence": adjustment.first_sequence,
+                        "last_sequence": adjustment.last_sequence,
+                        "merkle_root": adjustment.merkle_root.hex(),
+                    },
+                }
+            ]
+        total = sum((Decimal(str(line["amount"])) for line in lines), Decimal(0))
+
+        def make(note_id: str) -> bytes:
+            return encode_canonical(
+                {
+                    "schema": CREDIT_NOTE_SCHEMA,
+                    "number": note_id,
+                    "invoice": invoice_id,
+                    "customer": stored.customer,
+                    "currency": document["currency"],
+                    "reason": reason,
+                    "void": void,
+                    "lines": lines,
+                    "total": str(total),
+                    "created_at": format_timestamp(now_us),
+                }
+            )
+
+        return self.store.add_credit_note(invoice_id, stored.customer, now_us, make)
+
+    # -- audit --------------------------------------------------------------------------------
+
+    def audit(self) -> AuditReport:
+        """Re-derive every finalized invoice from the raw ledger and its stored revision;
+        check the chain, every revision's hash, every invoice's bytes and hash."""
+        report = AuditReport()
+        chain = self.ledger.verify()
+        report.chain_intact = chain.intact
+        if not chain.intact:
+            report.mismatches.append(f"ledger: {chain.problem}")
+        for revision in self.store.revisions():
+            report.revisions += 1
+            if hashlib.sha256(revision.content).digest() != revision.content_sha256:
+                report.mismatches.append(
+                    f"configuration revision {revision.revision}: content does not match its hash"
+                )
+        invoices = self.store.invoices()
+        for stored in invoices:
+            report.invoices += 1
+            report.mismatches.extend(self._audit_invoice(stored))
+        for note in self.store.credit_notes():
+            report.credit_notes += 1
+            if hashlib.sha256(note.document).digest() != note.document_sha256:
+                report.mismatches.append(
+                    f"credit note {note.note_id}: document does not match its hash"
+                )
+        return report
+
+    def _audit_invoice(self, stored: StoredInvoice) -> list[str]:
+        name = f"invoice {stored.invoice_id}"
+        if hashlib.sha256(stored.document).digest() != stored.document_sha256:
+            return [f"{name}: document does not match its stored hash"]
+        revision = self.store.revision(stored.revision)
+        if revision is None:
+            return [f"{name}: configuration revision {stored.revision} is missing"]
+        try:
+            loaded = self._parse_stored(revision)
+        except ConfigurationError as error:
+            return [f"{name}: revision {stored.revision} no longer parses: {error.errors[0]}"]
+        document = decode_exact(stored.document)
+        if document["configuration"]["hash"] != revision.content_sha256.hex():
+            return [f"{name}: rated under a configuration whose content has since changed"]
+        contract = loaded.configuration.contract(stored.customer)
+        if contract is None:
+            return [f"{name}: no contract for {stored.customer} in revision {stored.revision}"]
+        period = BillingPeriod(stored.period_start_us, stored.period_end_us)
+        spans = segments(loaded.configuration, contract, period.start_us, period.end_us)
+        job = RatingJob(
+            stored.customer, period, spans, stored.through_sequence, loaded.configuration
+        )
+        adjustment_jobs = []
+        for line in document["lines"]:
+            if line["kind"] != "adjustment":
+                continue
+            adjusts = line["adjusts"]
+            previous = self.store.invoice(adjusts["invoice"])
+            if previous is None:
+                return [
+                    f"{name}: line {line['number']} adjusts unknown invoice {adjusts['invoice']}"
+                ]
+            previous_loaded = self.load(previous.revision)
+            assert previous_loaded is not None
+            previous_contract = self._contract(previous_loaded, previous.customer)
+            previous_period = BillingPeriod(previous.period_start_us, previous.period_end_us)
+            rerate = RatingJob(
+                previous.customer,
+                previous_period,
+                segments(
+                    previous_loaded.configuration,
+                    previous_contract,
+                    previous_period.start_us,
+                    previous_period.end_us,
+                ),
+                adjusts["through_sequence"],
+                previous_loaded.configuration,
+            )
+            adjustment_jobs.append((previous, adjusts, rerate))
+        run_jobs(self._connection, [job, *[j for _, _, j in adjustment_jobs]])
+        adjustments = []
+        for previous, adjusts, rerate in adjustment_jobs:
+            pending = [
+                (previous, Decimal(adjusts["billed_total"]), rerate, adjusts["from_sequence"])
+            ]
+            adjustments.extend(self._adjustments(pending).get(previous.customer, []))
+        finalized_at = stored.finalized_at_us
+        rebuilt = self._document(
+            job,
+            loaded.configuration,
+            stored.revision,
+            revision.content_sha256.hex(),
+            stored.invoice_id,
+            finalized_at,
+            adjustments,
+        )
+        if invoice_bytes(rebuilt) == bytes(stored.document):
+            return []
+        return [f"{name}: {_first_difference(document, rebuilt)}"]
+
+
+def _first_difference(stored: dict[str, Any], rebuilt: dict[str, Any]) -> str:
+    """Where a stored invoice and its re-derivation first disagree, in words."""
+    stored_lines, rebuilt_lines = stored.get("lines", []), rebuilt.get("lines", [])
+    for index in range(max(len(stored_lines), len(rebuilt_lines))):
+        before = stored_lines[index] if index < len(stored_lines) else None
+        after = rebuilt_lines[index] if index < len(rebuilt_lines) else None
+        if before != after:
+            if before is None or after is None:
+                return f"line {index + 1}: present on one side only"
+            keys = sorted(set(before) | set(after))
+            fields = [k for k in keys if before.get(k) != after.get(k)]
+            detail = ", ".join(
+                f"{k}: stored {before.get(k)!r} vs ledger {after.get(k)!r}" for k in fields[:3]
+            )
+            return f"line {index + 1} differs ({detail})"
+    for key in sorted(set(stored) | set(rebuilt)):
+        if stored.get(key) != rebuilt.get(key):
+            return f"{key} differs: stored {stored.get(key)!r} vs ledger {rebuilt.get(key)!r}"
+    return "bytes differ"
+
+
+def diff(old: Configuration, new: Configuration) -> list[Change]:
+    """Created, changed and retired objects between two configurations."""
+    changes: list[Change] = []
+
+    def compare(kind: str, before: dict[str, Any], after: dict[str, Any]) -> None:
+        for key in sorted(after):
+            if key not in before:
+                changes.append(Change(kind, key, "created"))
+            elif before[key] != after[key]:
+                changes.append(Change(kind, key, "changed"))
+        for key in sorted(before):
+            if key not in after:
+                changes.append(Change(kind, key, "retired"))
+
+    compare("meter", {m.key: m for m in old.meters}, {m.key: m for m in new.meters})
+    compare(
+        "credit type", {c.key: c for c in old.credit_types}, {c.key: c for c in new.credit_types}
+    )
+    compare("plan version", {p.label: p for p in old.plans}, {p.label: p for p in new.plans})
+    compare(
+        "contract", {c.customer: c for c in old.contracts}, {c.customer: c for c in new.contracts}
+    )
+    return changes
+
+
+Verifier = Callable[[dict[str, Any]], list[str]]
+standalone_verifier: Verifier = verify_proof

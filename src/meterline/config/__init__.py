@@ -1,0 +1,1 @@
+"""Declarative pricing: YAML files -> configuration revisions, their diff and simulation."""

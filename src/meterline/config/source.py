@@ -1,0 +1,69 @@
+"""Reading a pricing file: YAML text -> plain data, with the line of every path.
+
+Numbers with a fraction are read as exact ``Decimal`` (PyYAML would make them floats, and
+no float may come near money); integers stay ``int``. ``positions`` maps each path
+(``plans[0].versions[1].prices[2].tiers[1].up_to``) to its 1-based line, so an error can
+say where in the file it is.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+import yaml
+
+
+class ConfigurationError(ValueError):
+    """A pricing file that cannot be applied; ``errors`` are ``file:line: path: reason``."""
+
+    def __init__(self, errors: list[str]) -> None:
+        super().__init__("\n".join(errors))
+        self.errors = errors
+
+
+class _ExactLoader(yaml.SafeLoader):  # type: ignore[misc]
+    """SafeLoader that reads floats as Decimal (keeping every digit as written)."""
+
+
+def _exact_float(loader: yaml.SafeLoader, node: yaml.Node) -> Decimal:
+    text = str(loader.construct_scalar(node))
+    try:
+        return Decimal(text.replace("_", ""))
+    except InvalidOperation:
+        raise yaml.constructor.ConstructorError(
+            None, None, f"{text!r} is not an exact number", node.start_mark
+        ) from None
+
+
+_ExactLoader.add_constructor("tag:yaml.org,2002:float", _exact_float)
+
+
+def _walk(node: yaml.Node, path: str, positions: dict[str, int]) -> None:
+    positions.setdefault(path, node.start_mark.line + 1)
+    if isinstance(node, yaml.MappingNode):
+        for key_node, value_node in node.value:
+            key = str(key_node.value)
+            child = f"{path}.{key}" if path else key
+            positions[child] = key_node.start_mark.line + 1
+            _walk(value_node, child, positions)
+    elif isinstance(node, yaml.SequenceNode):
+        for index, item in enumerate(node.value):
+            _walk(item, f"{path}[{index}]", positions)
+
+
+def read_yaml(text: str, name: str = "pricing.yaml") -> tuple[Any, dict[str, int]]:
+    """``text`` as plain data and the line of each path; invalid YAML raises with its line."""
+    try:
+        node = yaml.compose(text, Loader=_ExactLoader)
+        data = yaml.load(text, Loader=_ExactLoader)
+    except yaml.MarkedYAMLError as error:
+        mark = error.problem_mark
+        line = f"{mark.line + 1}" if mark is not None else "?"
+        raise ConfigurationError([f"{name}:{line}: invalid YAML: {error.problem}"]) from None
+    except yaml.YAMLError as error:
+        raise ConfigurationError([f"{name}: invalid YAML: {error}"]) from None
+    positions: dict[str, int] = {}
+    if node is not None:
+        _walk(node, "", positions)
+    return data, positions

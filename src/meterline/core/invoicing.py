@@ -1,0 +1,362 @@
+"""Invoicing: priced usage + fees + adjustments -> one invoice document (pure).
+
+The document is plain JSON-able data; its canonical bytes (``encode_canonical``) are what
+is hashed, stored and proven against, so building the same inputs twice gives the same
+bytes. Amounts are strings (exact decimal text). Each line keeps ``amount_exact`` (what
+the price models produced) and ``amount``, rounded once, here, by ``money.round_amount``
+to the currency's minor unit with the plan's rounding mode; the invoice total is the sum
+of the rounded lines, so the lines a customer reads always add up to what they owe.
+
+Fees (``fee_lines``), per segment of the period under one set of terms:
+- recurring in arrears: the fee times the share of the period the segment covers;
+- recurring in advance: charged for the rest of the period from the segment's start
+  (the full fee when that is the whole period), and when the segment ends early (an
+  amendment, the contract's end) the unused remainder is credited, as Stripe presents
+  an upgrade: "unused time on A", "remaining time on B";
+- one-off: charged in full in the segment where its terms begin.
+Proration is by day (the change day belongs to the new terms) or by second, as the plan
+version says. A discount is one line per segment, a percentage off that segment's usage
+and fee lines.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from decimal import Decimal, localcontext
+from typing import Any
+
+from meterline.core.events import encode_canonical, format_timestamp
+from meterline.core.model import Configuration, Price, Segment
+from meterline.core.money import MONEY_CONTEXT, round_amount
+from meterline.core.periods import BillingPeriod, local_date, proration_fraction
+from meterline.core.rating import UsageLine
+
+INVOICE_SCHEMA = "meterline.invoice/1"
+HUNDRED = Decimal(100)
+ZERO = Decimal(0)
+
+
+@dataclass(frozen=True, slots=True)
+class InvoiceHeader:
+    """What an invoice is about, apart from the events: who, when, under which revision."""
+
+    customer: str
+    currency: str
+    timezone: str
+    period: BillingPeriod
+    configuration_revision: int
+    configuration_hash: str
+    through_sequence: int
+    number: str | None = None
+    finalized_at_us: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Adjustment:
+    """Late usage for an already finalized period: the difference its late events make."""
+
+    description: str
+    amount: Decimal
+    adjusts: dict[str, Any]
+    events: int
+    first_sequence: int | None
+    last_sequence: int | None
+    merkle_root: bytes
+
+
+@dataclass(slots=True)
+class _Line:
+    kind: str
+    description: str
+    amount: Decimal
+    segment: int | None
+    detail: dict[str, Any] = field(default_factory=dict)
+
+
+def _times(amount: Decimal, fraction: Decimal) -> Decimal:
+    with localcontext(MONEY_CONTEXT):
+        return amount * fraction
+
+
+def fee_lines(segment_list: Sequence[Segment], period: BillingPeriod, timezone: str) -> list[_Line]:
+    """Every fee line of the period (see the module docstring for the rules)."""
+    lines = []
+    for index, segment in enumerate(segment_list):
+        terms = segment.terms
+        by = terms.plan.billing.proration
+        label = terms.plan.label
+        for fee in terms.fees():
+            service = {
+                "start": format_timestamp(segment.start_us),
+                "end": format_timestamp(segment.end_us),
+            }
+            detail = {"fee": fee.key, "plan": label, "recurrence": fee.kind, "timing": fee.timing}
+            if fee.kind == "one_off":
+                if segment.begins_terms:
+                    lines.append(
+                        _Line("fee", f"{fee.name} ({label}, one-off)", fee.amount, index, detail)
+                    )
+                continue
+            if fee.timing == "arrears":
+                fraction = proration_fraction(
+                    period, segment.start_us, segment.end_us, timezone, by
+                )
+                text = f"{fee.name} ({label}){_share(fraction, segment, timezone)}"
+                lines.append(
+                    _Line(
+                        "fee",
+                        text,
+                        _times(fee.amount, fraction),
+                        index,
+                        {**detail, "service": service},
+                    )
+                )
+                continue
+            rest = proration_fraction(period, segment.start_us, period.end_us, timezone, by)
+            if rest == 1:
+                text = f"{fee.name} ({label})"
+            else:
+                since = local_date(timezone, segment.start_us)
+                text = f"{fee.name} ({label}), remaining time from {since}"
+            lines.append(
+                _Line(
+                    "fee",
+                    text,
+                    _times(fee.amount, rest),
+                    index,
+                    {**detail, "service": {**service, "end": format_timestamp(period.end_us)}},
+                )
+            )
+            if segment.end_us < period.end_us:
+                unused = proration_fraction(period, segment.end_us, period.end_us, timezone, by)
+                lines.append(
+                    _Line(
+                        "fee",
+                        f"{fee.name} ({label}), unused time from "
+                        + str(local_date(timezone, segment.end_us)),
+                        -_times(fee.amount, unused),
+                        index,
+                        {
+                            **detail,
+                            "service": {
+                                "start": format_timestamp(segment.end_us),
+                                "end": format_timestamp(period.end_us),
+                            },
+                        },
+                    )
+                )
+    return lines
+
+
+def _share(fraction: Decimal, segment: Segment, timezone: str) -> str:
+    if fraction == 1:
+        return ""
+    return f", {local_date(timezone, segment.start_us)} to {local_date(timezone, segment.end_us)}"
+
+
+def price_snapshot(price: Price) -> dict[str, Any]:
+    """The price as plain data (only what is set), so the invoice hash covers it."""
+    snapshot: dict[str, Any] = {"meter": price.meter, "model": price.model}
+    for name in Price.__slots__:
+        value = getattr(price, name)
+        if name in ("meter", "model") or value is None or value == () or value == "":
+            continue
+        if name == "tiers":
+            value = [
+                {
+                    "up_to": None if t.up_to is None else str(t.up_to),
+                    "unit_amount": str(t.unit_amount),
+                    "flat_amount": str(t.flat_amount),
+                }
+                for t in value
+            ]
+        elif name == "matrix":
+            value = [["/".join(key), str(amount)] for key, amount in value]
+        elif name == "where":
+            value = dict(value)
+        elif isinstance(value, Decimal):
+            if value == 0 and name in ("fixed_fee", "free_units"):
+                continue
+            value = str(value)
+        elif isinstance(value, bool):
+            if value:
+                continue
+        elif isinstance(value, int) and value == 0:
+            continue
+        snapshot[name] = value
+    return snapshot
+
+
+def usage_lines(
+    lines: Sequence[UsageLine], segment_list: Sequence[Segment], configuration: Configuration
+) -> list[_Line]:
+    result = []
+    for usage in lines:
+        segment = segment_list[usage.segment]
+        amount = usage.amount
+        converted: dict[str, Any] = {}
+        if usage.unit != segment.terms.plan.currency:
+            credit = configuration.credit_type(usage.unit)
+            assert credit is not None
+            with localcontext(MONEY_CONTEXT):
+                amount = usage.amount * credit.unit_value
+            converted = {
+                "unit": usage.unit,
+                "units": str(usage.amount),
+                "unit_value": str(credit.unit_value),
+            }
+        values = [value for _, value in usage.group if value is not None]
+        name = usage.price.description or usage.meter
+        text = f"{name}{' ' + '/'.join(values) if values else ''} ({segment.terms.plan.label})"
+        detail: dict[str, Any] = {
+            "meter": usage.meter,
+            "group": {dimension: value for dimension, value in usage.group},
+            "quantity": str(usage.quantity),
+            "price": price_snapshot(usage.price),
+            "service": {
+                "start": format_timestamp(segment.start_us),
+                "end": format_timestamp(segment.end_us),
+            },
+            "lineage": {
+                "events": usage.events,
+                "first_sequence": usage.first_sequence,
+                "last_sequence": usage.last_sequence,
+                "merkle_root": usage.merkle_root.hex(),
+            },
+            **converted,
+        }
+        result.append(_Line("usage", text, amount, usage.segment, detail))
+    return result
+
+
+def discount_lines(lines: Sequence[_Line], segment_list: Sequence[Segment]) -> list[_Line]:
+    result = []
+    for index, segment in enumerate(segment_list):
+        percent = segment.terms.discount_percent
+        if not percent:
+            continue
+        with localcontext(MONEY_CONTEXT):
+            base = sum((line.amount for line in lines if line.segment == index), ZERO)
+            amount = -(base * percent / HUNDRED)
+        result.append(
+            _Line(
+                "discount",
+                f"Discount {percent}% ({segment.terms.plan.label})",
+                amount,
+                index,
+                {"percent": str(percent)},
+            )
+        )
+    return result
+
+
+def build_invoice(
+    header: InvoiceHeader,
+    segment_list: Sequence[Segment],
+    rated: Sequence[UsageLine],
+    adjustments: Sequence[Adjustment],
+    configuration: Configuration,
+) -> dict[str, Any]:
+    """The invoice document for ``header.period``: usage, fees, discounts, adjustments."""
+    period, timezone = header.period, header.timezone
+    rounding = segment_list[0].terms.plan.billing.rounding if segment_list else "half_up"
+    body = usage_lines(rated, segment_list, configuration) + fee_lines(
+        segment_list, period, timezone
+    )
+    body += discount_lines(body, segment_list)
+    body.sort(
+        key=lambda line: (line.segment if line.segment is not None else -1, _KIND_ORDER[line.kind])
+    )
+    for adjustment in adjustments:
+        body.append(
+            _Line(
+                "adjustment",
+                adjustment.description,
+                adjustment.amount,
+                None,
+                {
+                    "adjusts": adjustment.adjusts,
+                    "lineage": {
+                        "events": adjustment.events,
+                        "first_sequence": adjustment.first_sequence,
+                        "last_sequence": adjustment.last_sequence,
+                        "merkle_root": adjustment.merkle_root.hex(),
+                    },
+                },
+            )
+        )
+    lines = []
+    total = ZERO
+    for number, line in enumerate(body, start=1):
+        rounded = round_amount(line.amount, header.currency, rounding)
+        with localcontext(MONEY_CONTEXT):
+            total += rounded
+        lines.append(
+            {
+                "number": number,
+                "kind": line.kind,
+                "description": line.description,
+                "amount": str(rounded),
+                "amount_exact": _plain(line.amount),
+                **line.detail,
+            }
+        )
+    return {
+        "schema": INVOICE_SCHEMA,
+        "number": header.number,
+        "status": "draft" if header.number is None else "finalized",
+        "customer": header.customer,
+        "currency": header.currency,
+        "timezone": timezone,
+        "period": {
+            "start": format_timestamp(period.start_us),
+            "end": format_timestamp(period.end_us),
+            "label": str(local_date(timezone, period.start_us)),
+        },
+        "terms": [
+            {
+                "start": format_timestamp(segment.start_us),
+                "end": format_timestamp(segment.end_us),
+                "plan": segment.terms.plan.label,
+                "overrides": not segment.terms.overrides.is_empty(),
+            }
+            for segment in segment_list
+        ],
+        "configuration": {
+            "revision": header.configuration_revision,
+            "hash": header.configuration_hash,
+        },
+        "ledger": {"through_sequence": header.through_sequence},
+        "lines": lines,
+        "total": str(total),
+        "finalized_at": None
+        if header.finalized_at_us is None
+        else format_timestamp(header.finalized_at_us),
+    }
+
+
+_KIND_ORDER = {"fee": 0, "usage": 1, "discount": 2, "adjustment": 3}
+
+
+def _plain(amount: Decimal) -> str:
+    """Exact decimal text without exponent notation, trailing zeros kept as computed."""
+    text = format(amount, "f")
+    return text
+
+
+def invoice_bytes(document: dict[str, Any]) -> bytes:
+    """The canonical bytes of an invoice document: what is hashed and stored."""
+    return encode_canonical(document)
+
+
+def invoice_hash(document: dict[str, Any]) -> str:
+    """SHA-256 of the canonical bytes, hex: covers every line, its price and lineage root."""
+    return hashlib.sha256(invoice_bytes(document)).hexdigest()
+
+
+def line_sum(document: dict[str, Any]) -> Decimal:
+    """The sum of an invoice's rounded line amounts (equals ``total`` for a sound document)."""
+    with localcontext(MONEY_CONTEXT):
+        return sum((Decimal(line["amount"]) for line in document["lines"]), ZERO)

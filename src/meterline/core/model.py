@@ -1,0 +1,282 @@
+"""The domain words of pricing, as frozen values: credit types, prices, fees, plan versions,
+contracts and the configuration that holds them (pure).
+
+A ``Configuration`` is one immutable revision of everything finance declared. Plan
+versions never change once applied (a pricing change is a new version with an effective
+instant); contracts change only through effective-dated amendments. Which terms apply at
+an instant is decided by ``terms_at`` and ``segments`` here, so rating, dry-run
+simulation and audit all read the same rule:
+
+- a contract that names a plan without a version floats: each billing period is rated
+  under the plan version in effect at that period's start (a new version reaches its
+  customers at their next period, never mid-period);
+- an amendment switches the terms at its effective instant, mid-period; usage before it
+  is rated under the old terms and after it under the new, and fees are prorated.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from decimal import Decimal
+from itertools import pairwise
+from typing import Literal
+
+from meterline.core.meters import Meter
+from meterline.core.pricing import Tier
+
+PriceModel = Literal["per_unit", "package", "graduated", "volume", "matrix", "percentage"]
+PRICE_MODELS: tuple[PriceModel, ...] = (
+    "per_unit",
+    "package",
+    "graduated",
+    "volume",
+    "matrix",
+    "percentage",
+)
+FeeKind = Literal["recurring", "one_off"]
+FEE_KINDS: tuple[FeeKind, ...] = ("recurring", "one_off")
+FeeTiming = Literal["advance", "arrears"]
+FEE_TIMINGS: tuple[FeeTiming, ...] = ("advance", "arrears")
+ZERO = Decimal(0)
+
+
+@dataclass(frozen=True, slots=True)
+class CreditType:
+    """The unit an amount is counted in when it is not a currency ("credits", "tokens").
+
+    ``unit_value`` converts one unit into ``currency`` (``0.01``: a credit is worth a cent).
+    Prices may be declared in a credit type; invoices convert them to the plan currency.
+    Grants and burn-down of credits build on this type (issue 4).
+    """
+
+    key: str
+    name: str
+    currency: str
+    unit_value: Decimal
+
+
+@dataclass(frozen=True, slots=True)
+class Price:
+    """How one meter's quantity (for the groups ``where`` selects) becomes an amount.
+
+    Only the parameters of ``model`` are read; ``where`` restricts the price to groups
+    whose dimension values match (``(("model", "gpt-4o"),)``); a price without ``where``
+    applies to every group no more specific price claimed. The line amount is
+    ``bounded(model(after_allowance(quantity, free_units)), minimum, maximum)``, in
+    ``credit_type`` units when one is set, else in the plan currency.
+    """
+
+    meter: str
+    model: PriceModel
+    where: tuple[tuple[str, str], ...] = ()
+    unit_amount: Decimal | None = None
+    package_size: Decimal | None = None
+    package_amount: Decimal | None = None
+    tiers: tuple[Tier, ...] = ()
+    first_flat_at_zero: bool = True
+    matrix: tuple[tuple[tuple[str, ...], Decimal], ...] = ()
+    matrix_default: Decimal | None = None
+    rate: Decimal | None = None
+    property: str | None = None
+    fixed_fee: Decimal = ZERO
+    free_events: int = 0
+    per_event_minimum: Decimal | None = None
+    per_event_maximum: Decimal | None = None
+    free_units: Decimal = ZERO
+    minimum: Decimal | None = None
+    maximum: Decimal | None = None
+    credit_type: str | None = None
+    description: str | None = None
+
+    def applies_to(self, dimensions: tuple[str, ...], group: tuple[str | None, ...]) -> bool:
+        values = dict(zip(dimensions, group, strict=True))
+        return all(values.get(name) == value for name, value in self.where)
+
+
+@dataclass(frozen=True, slots=True)
+class Fee:
+    """A flat charge: recurring each period (in advance or in arrears) or charged once."""
+
+    key: str
+    name: str
+    amount: Decimal
+    kind: FeeKind = "recurring"
+    timing: FeeTiming = "advance"
+
+
+@dataclass(frozen=True, slots=True)
+class BillingTerms:
+    """Cycle, anchor and proration a plan version bills with (time zone: the contract's)."""
+
+    cycle: Literal["monthly", "quarterly", "annual"] = "monthly"
+    anchor: Literal["calendar", "anniversary"] = "calendar"
+    proration: Literal["day", "second"] = "day"
+    rounding: Literal["half_up", "half_even"] = "half_up"
+
+
+@dataclass(frozen=True, slots=True)
+class PlanVersion:
+    """An immutable snapshot of a plan, in force from ``effective_from_us``."""
+
+    plan: str
+    version: int
+    name: str
+    currency: str
+    effective_from_us: int
+    billing: BillingTerms = field(default_factory=BillingTerms)
+    fees: tuple[Fee, ...] = ()
+    prices: tuple[Price, ...] = ()
+
+    @property
+    def label(self) -> str:
+        return f"{self.plan}@{self.version}"
+
+
+@dataclass(frozen=True, slots=True)
+class Overrides:
+    """Per-customer changes to a plan version: prices replace the plan's for the same
+    meter and ``where``; fees replace by key or add; ``discount_percent`` takes a share off
+    usage and fees."""
+
+    prices: tuple[Price, ...] = ()
+    fees: tuple[Fee, ...] = ()
+    discount_percent: Decimal | None = None
+
+    def is_empty(self) -> bool:
+        return not self.prices and not self.fees and self.discount_percent is None
+
+
+@dataclass(frozen=True, slots=True)
+class Amendment:
+    """From ``effective_us`` on, the contract is on ``plan`` (``version`` or floating) with
+    ``overrides``. Amendments only add to history; they never edit it."""
+
+    effective_us: int
+    plan: str
+    version: int | None = None
+    overrides: Overrides = field(default_factory=Overrides)
+
+
+@dataclass(frozen=True, slots=True)
+class Contract:
+    """A customer on a plan, in its own time zone, from ``start_us`` until ``end_us``."""
+
+    customer: str
+    plan: str
+    start_us: int
+    timezone: str = "UTC"
+    version: int | None = None
+    end_us: int | None = None
+    overrides: Overrides = field(default_factory=Overrides)
+    amendments: tuple[Amendment, ...] = ()
+
+    def active_at(self, instant_us: int) -> bool:
+        return self.start_us <= instant_us and (self.end_us is None or instant_us < self.end_us)
+
+
+@dataclass(frozen=True, slots=True)
+class Configuration:
+    """One revision of everything declared: meters, credit types, plan versions, contracts."""
+
+    meters: tuple[Meter, ...] = ()
+    credit_types: tuple[CreditType, ...] = ()
+    plans: tuple[PlanVersion, ...] = ()
+    contracts: tuple[Contract, ...] = ()
+
+    def meter(self, key: str) -> Meter | None:
+        return next((meter for meter in self.meters if meter.key == key), None)
+
+    def credit_type(self, key: str) -> CreditType | None:
+        return next((kind for kind in self.credit_types if kind.key == key), None)
+
+    def contract(self, customer: str) -> Contract | None:
+        return next((c for c in self.contracts if c.customer == customer), None)
+
+    def plan_version(self, plan: str, version: int | None, at_us: int) -> PlanVersion | None:
+        """The pinned ``version``, or the latest version of ``plan`` in force at ``at_us``."""
+        versions = [p for p in self.plans if p.plan == plan]
+        if version is not None:
+            return next((p for p in versions if p.version == version), None)
+        in_force = [p for p in versions if p.effective_from_us <= at_us]
+        if not in_force:
+            return None
+        return max(in_force, key=lambda p: (p.effective_from_us, p.version))
+
+
+@dataclass(frozen=True, slots=True)
+class Terms:
+    """What a contract bills with over one stretch of time: a plan version and overrides."""
+
+    plan: PlanVersion
+    overrides: Overrides
+
+    def fees(self) -> tuple[Fee, ...]:
+        replaced = {fee.key: fee for fee in self.overrides.fees}
+        merged = [replaced.pop(fee.key, fee) for fee in self.plan.fees]
+        return (*merged, *replaced.values())
+
+    def prices(self) -> tuple[Price, ...]:
+        """Override prices first, then the plan's not overridden; specific before general."""
+        overridden = {(price.meter, price.where) for price in self.overrides.prices}
+        kept = [p for p in self.plan.prices if (p.meter, p.where) not in overridden]
+        ordered = [*self.overrides.prices, *kept]
+        return tuple(sorted(ordered, key=lambda p: -len(p.where)))
+
+    @property
+    def discount_percent(self) -> Decimal | None:
+        return self.overrides.discount_percent
+
+
+@dataclass(frozen=True, slots=True)
+class Segment:
+    """A stretch ``[start_us, end_us)`` of one billing period under one set of terms."""
+
+    start_us: int
+    end_us: int
+    terms: Terms
+    begins_terms: bool
+    """True when the terms start here (contract start or amendment), not at a period edge."""
+
+
+class TermsError(ValueError):
+    """A contract refers to a plan or version that is not in force when it is needed."""
+
+
+def terms_at(
+    configuration: Configuration, contract: Contract, at_us: int, period_start_us: int
+) -> Terms:
+    """The terms in force at ``at_us``; floating plans resolve at ``period_start_us``."""
+    plan, version, overrides = contract.plan, contract.version, contract.overrides
+    for amendment in sorted(contract.amendments, key=lambda a: a.effective_us):
+        if amendment.effective_us <= at_us:
+            plan, version, overrides = amendment.plan, amendment.version, amendment.overrides
+    resolve_at = max(period_start_us, _terms_start(contract, at_us))
+    found = configuration.plan_version(plan, version, resolve_at)
+    if found is None:
+        wanted = plan if version is None else f"{plan}@{version}"
+        raise TermsError(f"contract {contract.customer}: no version of plan {wanted} is in force")
+    return Terms(found, overrides)
+
+
+def _terms_start(contract: Contract, at_us: int) -> int:
+    starts = [a.effective_us for a in contract.amendments if a.effective_us <= at_us]
+    return max([contract.start_us, *starts])
+
+
+def segments(
+    configuration: Configuration, contract: Contract, period_start_us: int, period_end_us: int
+) -> list[Segment]:
+    """The contract's terms across ``[period_start_us, period_end_us)``, split at amendments,
+    clipped to the contract's active range (empty when it is not active in the period)."""
+    start = max(period_start_us, contract.start_us)
+    end = period_end_us if contract.end_us is None else min(period_end_us, contract.end_us)
+    if start >= end:
+        return []
+    cuts = sorted({a.effective_us for a in contract.amendments if start < a.effective_us < end})
+    edges = [start, *cuts, end]
+    result = []
+    starts_of_terms = {contract.start_us, *(a.effective_us for a in contract.amendments)}
+    for low, high in pairwise(edges):
+        terms = terms_at(configuration, contract, low, period_start_us)
+        result.append(Segment(low, high, terms, begins_terms=low in starts_of_terms))
+    return result

@@ -1,0 +1,255 @@
+"""Billing records beside the events in the same SQLite file, append-only like them.
+
+Three tables: ``configuration_revisions`` (every applied pricing file: its source text,
+its canonical content and that content's SHA-256), ``invoices`` (finalized invoices:
+canonical document bytes and their hash; one per customer and period) and
+``credit_notes``. Triggers refuse UPDATE and DELETE on all three: a correction is a new
+row (a credit note, an adjustment on the next invoice), never an edit. ``meterline
+audit`` re-derives every stored invoice from the events and the stored revision, so a
+row changed behind the triggers' back is caught.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import sqlite3
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from meterline.ledger.sqlite import connect
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS configuration_revisions (
+    revision INTEGER PRIMARY KEY,
+    applied_at_us INTEGER NOT NULL,
+    source_name TEXT NOT NULL,
+    source_text TEXT NOT NULL,
+    content BLOB NOT NULL,
+    content_sha256 BLOB NOT NULL
+);
+CREATE TABLE IF NOT EXISTS invoices (
+    invoice_number INTEGER PRIMARY KEY,
+    invoice_id TEXT NOT NULL UNIQUE,
+    customer TEXT NOT NULL,
+    period_start_us INTEGER NOT NULL,
+    period_end_us INTEGER NOT NULL,
+    revision INTEGER NOT NULL,
+    through_sequence INTEGER NOT NULL,
+    finalized_at_us INTEGER NOT NULL,
+    document BLOB NOT NULL,
+    document_sha256 BLOB NOT NULL,
+    UNIQUE (customer, period_start_us)
+);
+CREATE TABLE IF NOT EXISTS credit_notes (
+    note_number INTEGER PRIMARY KEY,
+    note_id TEXT NOT NULL UNIQUE,
+    invoice_id TEXT NOT NULL,
+    customer TEXT NOT NULL,
+    created_at_us INTEGER NOT NULL,
+    document BLOB NOT NULL,
+    document_sha256 BLOB NOT NULL
+);
+"""
+_TABLES = ("configuration_revisions", "invoices", "credit_notes")
+_TRIGGERS = "".join(
+    f"""
+CREATE TRIGGER IF NOT EXISTS {table}_append_only_update BEFORE UPDATE ON {table}
+BEGIN SELECT RAISE(ABORT, '{table} are append-only: corrections are new records'); END;
+CREATE TRIGGER IF NOT EXISTS {table}_append_only_delete BEFORE DELETE ON {table}
+BEGIN SELECT RAISE(ABORT, '{table} are append-only: corrections are new records'); END;
+"""
+    for table in _TABLES
+)
+INVOICE_ID_FORMAT = "INV-{:06d}"
+CREDIT_NOTE_ID_FORMAT = "CN-{:06d}"
+
+
+class BillingConflict(RuntimeError):
+    """A record that would contradict one already stored (e.g. a period finalized twice)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Revision:
+    revision: int
+    applied_at_us: int
+    source_name: str
+    source_text: str
+    content: bytes
+    content_sha256: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class StoredInvoice:
+    invoice_id: str
+    customer: str
+    period_start_us: int
+    period_end_us: int
+    revision: int
+    through_sequence: int
+    finalized_at_us: int
+    document: bytes
+    document_sha256: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class StoredCreditNote:
+    note_id: str
+    invoice_id: str
+    customer: str
+    created_at_us: int
+    document: bytes
+    document_sha256: bytes
+
+
+_INVOICE_COLUMNS = (
+    "invoice_id, customer, period_start_us, period_end_us, revision, through_sequence,"
+    " finalized_at_us, document, document_sha256"
+)
+_NOTE_COLUMNS = "note_id, invoice_id, customer, created_at_us, document, document_sha256"
+
+
+class BillingStore:
+    """Configuration revisions, finalized invoices and credit notes in the ledger's file."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = str(path)
+        self._connection = connect(self.path)
+        self._lock = threading.Lock()
+        with self._lock:
+            self._connection.executescript(_SCHEMA + _TRIGGERS)
+
+    # -- configuration --------------------------------------------------------------------
+
+    def add_revision(
+        self, applied_at_us: int, source_name: str, source_text: str, content: bytes
+    ) -> Revision:
+        digest = hashlib.sha256(content).digest()
+        with self._lock:
+            cursor = self._connection.execute(
+                "INSERT INTO configuration_revisions"
+                " (applied_at_us, source_name, source_text, content, content_sha256)"
+                " VALUES (?, ?, ?, ?, ?)",
+                (applied_at_us, source_name, source_text, content, digest),
+            )
+            number = cursor.lastrowid
+        assert number is not None
+        return Revision(number, applied_at_us, source_name, source_text, content, digest)
+
+    def revision(self, number: int | None = None) -> Revision | None:
+        """Revision ``number``, or the latest when None (None when nothing was applied)."""
+        query = "SELECT * FROM configuration_revisions"
+        if number is None:
+            row = self._connection.execute(query + " ORDER BY revision DESC LIMIT 1").fetchone()
+        else:
+            row = self._connection.execute(query + " WHERE revision = ?", (number,)).fetchone()
+        return None if row is None else Revision(*row)
+
+    def revisions(self) -> list[Revision]:
+        rows = self._connection.execute("SELECT * FROM configuration_revisions ORDER BY revision")
+        return [Revision(*row) for row in rows]
+
+    # -- invoices ---------------------------------------------------------------------------
+
+    def next_invoice_id(self) -> str:
+        row = self._connection.execute("SELECT MAX(invoice_number) FROM invoices").fetchone()
+        return INVOICE_ID_FORMAT.format((row[0] or 0) + 1)
+
+    def add_invoices(self, invoices: list[StoredInvoice]) -> None:
+        """Store finalized invoices atomically (all or none), numbered as given."""
+        with self._lock:
+            connection = self._connection
+            connection.execute("BEGIN IMMEDIATE")
+            try:
+                for invoice in invoices:
+                    number = int(invoice.invoice_id.split("-")[1])
+                    connection.execute(
+                        f"INSERT INTO invoices (invoice_number, {_INVOICE_COLUMNS})"
+                        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                        (
+                            number,
+                            invoice.invoice_id,
+                            invoice.customer,
+                            invoice.period_start_us,
+                            invoice.period_end_us,
+                            invoice.revision,
+                            invoice.through_sequence,
+                            invoice.finalized_at_us,
+                            invoice.document,
+                            invoice.document_sha256,
+                        ),
+                    )
+                connection.execute("COMMIT")
+            except sqlite3.IntegrityError as error:
+                connection.execute("ROLLBACK")
+                raise BillingConflict(f"invoice already finalized: {error}") from None
+            except BaseException:
+                connection.execute("ROLLBACK")
+                raise
+
+    def invoice(self, invoice_id: str) -> StoredInvoice | None:
+        row = self._connection.execute(
+            f"SELECT {_INVOICE_COLUMNS} FROM invoices WHERE invoice_id = ?", (invoice_id,)
+        ).fetchone()
+        return None if row is None else StoredInvoice(*row)
+
+    def invoices(self, customer: str | None = None) -> list[StoredInvoice]:
+        """Finalized invoices in number order, all or one customer's."""
+        if customer is None:
+            rows = self._connection.execute(
+                f"SELECT {_INVOICE_COLUMNS} FROM invoices ORDER BY invoice_number"
+            )
+        else:
+            rows = self._connection.execute(
+                f"SELECT {_INVOICE_COLUMNS} FROM invoices WHERE customer = ?"
+                " ORDER BY invoice_number",
+                (customer,),
+            )
+        return [StoredInvoice(*row) for row in rows]
+
+    # -- credit notes -------------------------------------------------------------------------
+
+    def add_credit_note(
+        self,
+        invoice_id: str,
+        customer: str,
+        created_at_us: int,
+        make_document: Callable[[str], bytes],
+    ) -> StoredCreditNote:
+        """Number and store a credit note; ``make_document(note_id) -> bytes``."""
+        with self._lock:
+            connection = self._connection
+            connection.execute("BEGIN IMMEDIATE")
+            try:
+                row = connection.execute("SELECT MAX(note_number) FROM credit_notes").fetchone()
+                number = (row[0] or 0) + 1
+                note_id = CREDIT_NOTE_ID_FORMAT.format(number)
+                document: bytes = make_document(note_id)
+                digest = hashlib.sha256(document).digest()
+                connection.execute(
+                    f"INSERT INTO credit_notes (note_number, {_NOTE_COLUMNS})"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    (number, note_id, invoice_id, customer, created_at_us, document, digest),
+                )
+                connection.execute("COMMIT")
+            except BaseException:
+                connection.execute("ROLLBACK")
+                raise
+        return StoredCreditNote(note_id, invoice_id, customer, created_at_us, document, digest)
+
+    def credit_notes(self, invoice_id: str | None = None) -> list[StoredCreditNote]:
+        if invoice_id is None:
+            rows = self._connection.execute(
+                f"SELECT {_NOTE_COLUMNS} FROM credit_notes ORDER BY note_number"
+            )
+        else:
+            rows = self._connection.execute(
+                f"SELECT {_NOTE_COLUMNS} FROM credit_notes WHERE invoice_id = ?"
+                " ORDER BY note_number",
+                (invoice_id,),
+            )
+        return [StoredCreditNote(*row) for row in rows]
+
+    def close(self) -> None:
+        self._connection.close()
