@@ -19,7 +19,11 @@ app = typer.Typer(
 )
 keys_app = typer.Typer(help="Create, list and revoke API keys.", no_args_is_help=True)
 bench_app = typer.Typer(help="Benchmarks that print their figures.", no_args_is_help=True)
+invoices_app = typer.Typer(
+    help="Draft, close, list, show and correct invoices.", no_args_is_help=True
+)
 app.add_typer(keys_app, name="keys")
+app.add_typer(invoices_app, name="invoices")
 app.add_typer(bench_app, name="bench")
 console = Console()
 errors = Console(stderr=True)
@@ -142,6 +146,214 @@ def keys_revoke(key_id: str, db: DbOption = Path(DEFAULT_DB)) -> None:
     print(f"revoked {key_id}")
 
 
+def _instant(value: str | None, name: str) -> int | None:
+    """A CLI date (2026-11-01, UTC midnight) or RFC 3339 timestamp as microseconds."""
+    from datetime import UTC, datetime
+
+    from meterline.core.events import timestamp_to_us
+
+    if value is None:
+        return None
+    try:
+        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise _fail(f"{name}: {value!r} is not a date (2026-11-01) or RFC 3339 timestamp") from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return timestamp_to_us(moment)
+
+
+@app.command()
+def apply(
+    file: Annotated[Path, typer.Option("--file", "-f", help="Pricing YAML to apply.")],
+    db: DbOption = Path(DEFAULT_DB),
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Plan and simulate only; store nothing.")
+    ] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+) -> None:
+    """Apply a pricing file: plan of changes, customers affected, last period simulated."""
+    from meterline.billing.render import changes_table, simulation_table
+    from meterline.billing.service import open_billing
+    from meterline.config.source import ConfigurationError
+
+    if not file.exists():
+        raise _fail(f"{file}: no such file")
+    with open_billing(db) as billing:
+        try:
+            report = billing.apply(file.read_text(), name=file.name, dry_run=dry_run)
+        except ConfigurationError as error:
+            for problem in error.errors:
+                errors.print(f"[red]error:[/red] {problem}", highlight=False)
+            raise typer.Exit(1) from None
+    if as_json:
+        print(json.dumps(report.as_dict()))
+        return
+    console.print(changes_table(report))
+    console.print(f"customers affected: {', '.join(report.customers_affected) or 'none'}")
+    if report.simulation:
+        console.print(simulation_table(report))
+    if dry_run:
+        console.print("[yellow]dry run[/yellow]: nothing stored")
+    else:
+        console.print(f"applied as revision [bold]{report.revision}[/bold]")
+
+
+def _print_document(document: dict[str, object], as_json: bool) -> None:
+    from meterline.billing.render import invoice_table
+
+    if as_json:
+        print(json.dumps(document))
+    else:
+        console.print(invoice_table(document))
+
+
+@invoices_app.command("draft")
+def invoices_draft(
+    customer: str,
+    db: DbOption = Path(DEFAULT_DB),
+    at: Annotated[str | None, typer.Option(help="An instant in the period (default now).")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the document as JSON.")] = False,
+) -> None:
+    """The current period's invoice, recomputed from the ledger now."""
+    from meterline.billing.service import BillingError, open_billing
+
+    with open_billing(db) as billing:
+        try:
+            document = billing.draft(customer, _instant(at, "--at"))
+        except BillingError as error:
+            raise _fail(str(error), 1) from None
+    _print_document(document, as_json)
+
+
+@invoices_app.command("close")
+def invoices_close(
+    db: DbOption = Path(DEFAULT_DB),
+    through: Annotated[
+        str | None, typer.Option(help="Close periods ending by this instant (default now).")
+    ] = None,
+) -> None:
+    """Finalize every period that has ended: numbered, immutable, hashed."""
+    from meterline.billing.service import BillingError, open_billing
+    from meterline.core.events import decode_exact
+
+    with open_billing(db) as billing:
+        try:
+            finalized = billing.close(_instant(through, "--through"))
+        except BillingError as error:
+            raise _fail(str(error), 1) from None
+    for invoice in finalized:
+        total = decode_exact(invoice.document)["total"]
+        print(f"{invoice.invoice_id}\t{invoice.customer}\t{total}\t{invoice.document_sha256.hex()}")
+    errors.print(f"finalized {len(finalized)} invoices")
+
+
+@invoices_app.command("list")
+def invoices_list(
+    db: DbOption = Path(DEFAULT_DB),
+    customer: Annotated[str | None, typer.Option(help="Only this customer's.")] = None,
+) -> None:
+    """Finalized invoices: id, customer, period, total, hash."""
+    from meterline.billing.service import open_billing
+    from meterline.core.events import decode_exact, format_timestamp
+
+    with open_billing(db) as billing:
+        for invoice in billing.store.invoices(customer):
+            document = decode_exact(invoice.document)
+            print(
+                f"{invoice.invoice_id}\t{invoice.customer}\t"
+                f"{format_timestamp(invoice.period_start_us)[:10]}\t"
+                f"{document['total']} {document['currency']}\t{invoice.document_sha256.hex()}"
+            )
+
+
+@invoices_app.command("show")
+def invoices_show(
+    invoice: str,
+    db: DbOption = Path(DEFAULT_DB),
+    as_json: Annotated[bool, typer.Option("--json", help="Print the document as JSON.")] = False,
+) -> None:
+    """One finalized invoice with each line's lineage."""
+    from meterline.billing.service import BillingError, open_billing
+
+    with open_billing(db) as billing:
+        try:
+            document = billing.document(invoice)
+        except BillingError as error:
+            raise _fail(str(error), 1) from None
+    _print_document(document, as_json)
+
+
+@invoices_app.command("credit-note")
+def invoices_credit_note(
+    invoice: str,
+    reason: Annotated[str, typer.Option(help="Why (kept on the note).")],
+    db: DbOption = Path(DEFAULT_DB),
+    void: Annotated[
+        bool, typer.Option("--void", help="Credit the whole invoice (voiding it).")
+    ] = False,
+) -> None:
+    """Issue a credit note: settle an invoice's late events now, or --void it."""
+    from meterline.billing.service import BillingError, open_billing
+
+    with open_billing(db) as billing:
+        try:
+            note = billing.credit_note(invoice, reason, void=void)
+        except BillingError as error:
+            raise _fail(str(error), 1) from None
+    print(note.document.decode())
+    errors.print(f"issued {note.note_id} against {invoice}")
+
+
+@app.command()
+def explain(
+    invoice: str,
+    db: DbOption = Path(DEFAULT_DB),
+    line: Annotated[int | None, typer.Option(help="List the events behind this line.")] = None,
+    limit: Annotated[int, typer.Option(help="Events to print at most.")] = 50,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON lines.")] = False,
+) -> None:
+    """Trace an invoice to the ledger: its lines' lineage, or one line's events."""
+    from meterline.billing.render import invoice_table
+    from meterline.billing.service import BillingError, open_billing
+
+    with open_billing(db) as billing:
+        try:
+            if line is None:
+                console.print(invoice_table(billing.document(invoice)))
+                return
+            events = billing.explain(invoice, line)
+        except BillingError as error:
+            raise _fail(str(error), 1) from None
+    for record in events[:limit]:
+        if as_json:
+            print(json.dumps(record, default=str))
+        else:
+            print(
+                f"{record['sequence']}\t{record['timestamp']}\t{record['type']}\t{record['id']}"
+                f"\t{json.dumps(record['properties'], default=str)}"
+            )
+    errors.print(
+        f"line {line} of {invoice}: {len(events):,} events ({min(limit, len(events))} shown)"
+    )
+
+
+@app.command()
+def audit(db: DbOption = Path(DEFAULT_DB)) -> None:
+    """Re-derive every finalized invoice from the raw ledger; exit 1 naming any mismatch."""
+    from meterline.billing.render import audit_lines
+    from meterline.billing.service import open_billing
+
+    if not db.exists():
+        raise _fail(f"{db}: no such ledger")
+    with open_billing(db) as billing:
+        report = billing.audit()
+    for text in audit_lines(report):
+        (console if report.passed else errors).print(text, highlight=False)
+    if not report.passed:
+        raise typer.Exit(1)
+
+
 @app.command()
 def demo(
     db: DbOption = Path("meterline-demo.db"),
@@ -169,6 +381,25 @@ def bench_ingest(
     from meterline.bench.ingest import run_ingest_benchmark
 
     result = run_ingest_benchmark(events, batch, http_batch, progress=None if as_json else console)
+    if as_json:
+        print(json.dumps(result))
+        return
+    for name, value in result.items():
+        console.print(
+            f"{name:>24}: {value:,}" if isinstance(value, int) else f"{name:>24}: {value}"
+        )
+
+
+@bench_app.command("close")
+def bench_close(
+    events: Annotated[int, typer.Option("--events", help="Events in the period.")] = 1_000_000,
+    customers: Annotated[int, typer.Option("--customers", help="Customers.")] = 100,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+) -> None:
+    """Measure a period close: rate and finalize N events across M customers."""
+    from meterline.bench.close import run_close_benchmark
+
+    result = run_close_benchmark(events, customers).as_dict()
     if as_json:
         print(json.dumps(result))
         return

@@ -14,9 +14,11 @@ lineage the late events alone; or, on request, a credit note does the same at on
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 from meterline.billing.scan import RatingJob, run_jobs
@@ -53,7 +55,11 @@ CREDIT_NOTE_SCHEMA = "meterline.credit-note/1"
 
 
 class BillingError(ValueError):
-    """A billing request that cannot be met (unknown customer, invoice, line...)."""
+    """A billing request that cannot be met (a line without events, nothing to settle...)."""
+
+
+class NotFound(BillingError):
+    """The customer, contract, invoice, line or event asked for does not exist."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -346,7 +352,7 @@ class Billing:
     def _contract(self, loaded: Loaded, customer: str) -> Contract:
         contract = loaded.configuration.contract(customer)
         if contract is None:
-            raise BillingError(f"customer {customer!r} has no contract")
+            raise NotFound(f"customer {customer!r} has no contract")
         return contract
 
     def draft(self, customer: str, at_us: int | None = None) -> dict[str, Any]:
@@ -557,7 +563,7 @@ class Billing:
     def invoice(self, invoice_id: str) -> StoredInvoice:
         stored = self.store.invoice(invoice_id)
         if stored is None:
-            raise BillingError(f"no invoice {invoice_id!r}")
+            raise NotFound(f"no invoice {invoice_id!r}")
         return stored
 
     def document(self, invoice_id: str) -> dict[str, Any]:
@@ -567,7 +573,7 @@ class Billing:
     def _line(self, document: dict[str, Any], line_number: int) -> dict[str, Any]:
         lines = document["lines"]
         if not 1 <= line_number <= len(lines):
-            raise BillingError(f"line: invoice {document['number']} has lines 1 to {len(lines)}")
+            raise NotFound(f"line: invoice {document['number']} has lines 1 to {len(lines)}")
         line: dict[str, Any] = lines[line_number - 1]
         return line
 
@@ -663,12 +669,12 @@ class Billing:
             (stored.customer, event_id),
         ).fetchone()
         if row is None:
-            raise BillingError(f"event {event_id!r}: no such event for {stored.customer}")
+            raise NotFound(f"event {event_id!r}: no such event for {stored.customer}")
         sequence, body, event_hash = row
         hashes = [h for _, h in members]
         positions = [i for i, (s, _) in enumerate(members) if s == sequence]
         if not positions:
-            raise BillingError(f"event {event_id!r} is not behind line {line_number}")
+            raise NotFound(f"event {event_id!r} is not behind line {line_number}")
         previous = self._connection.execute(
             "SELECT hash FROM events WHERE sequence = ?", (sequence - 1,)
         ).fetchone()
@@ -908,3 +914,17 @@ def diff(old: Configuration, new: Configuration) -> list[Change]:
 
 Verifier = Callable[[dict[str, Any]], list[str]]
 standalone_verifier: Verifier = verify_proof
+
+
+@contextmanager
+def open_billing(path: str | Path, clock: Clock = system_clock_us) -> Iterator[Billing]:
+    """Billing over the ledger file at ``path`` (created if missing); closes both stores."""
+    from meterline.ledger.ledger import open_ledger
+
+    ledger = open_ledger(path, clock=clock)
+    store = BillingStore(path)
+    try:
+        yield Billing(ledger, store, clock)
+    finally:
+        store.close()
+        ledger.close()

@@ -1,0 +1,96 @@
+"""Invoices, plans of change and audits as Rich tables (for the CLI and the demo)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.table import Table
+
+from meterline.billing.service import ApplyReport, AuditReport
+
+
+def invoice_table(document: dict[str, Any], lineage: bool = True) -> Table:
+    """One invoice: its lines, amounts and, per usage line, the events behind it."""
+    number = document.get("number") or "draft"
+    period = document["period"]
+    title = (
+        f"{number}  {document['customer']}  {period['start'][:10]} to {period['end'][:10]}"
+        f"  ({document['status']})"
+    )
+    table = Table(title=title, title_justify="left", show_edge=False, pad_edge=False)
+    table.add_column("#", justify="right")
+    table.add_column("line")
+    table.add_column("quantity", justify="right")
+    table.add_column(f"amount {document['currency']}", justify="right")
+    if lineage:
+        table.add_column("events", justify="right")
+        table.add_column("sequences", justify="right")
+        table.add_column("merkle root")
+    for line in document["lines"]:
+        quantity = line.get("quantity", "")
+        if quantity:
+            quantity = f"{int(quantity):,}" if quantity.isdigit() else quantity
+        if "units" in line:
+            quantity = f"{quantity} ({line['units']} {line['unit']})"
+        row = [str(line["number"]), line["description"], quantity, line["amount"]]
+        if lineage:
+            trace = line.get("lineage")
+            if trace:
+                first, last = trace["first_sequence"], trace["last_sequence"]
+                row += [
+                    f"{trace['events']:,}",
+                    f"{first}..{last}" if first is not None else "",
+                    trace["merkle_root"][:16] + "…",
+                ]
+            else:
+                row += ["", "", ""]
+        table.add_row(*row)
+    table.add_section()
+    table.add_row("", "[bold]total[/bold]", "", f"[bold]{document['total']}[/bold]")
+    return table
+
+
+def changes_table(report: ApplyReport) -> Table:
+    table = Table(title="plan of changes", title_justify="left", show_edge=False)
+    table.add_column("object")
+    table.add_column("key")
+    table.add_column("change")
+    colours = {"created": "green", "changed": "yellow", "retired": "red"}
+    for change in report.changes:
+        colour = colours.get(change.change, "white")
+        table.add_row(change.kind, change.key, f"[{colour}]{change.change}[/{colour}]")
+    if not report.changes:
+        table.add_row("(nothing)", "", "")
+    return table
+
+
+def simulation_table(report: ApplyReport) -> Table:
+    title = f"simulation: period {report.simulated_period} re-rated under the new terms"
+    table = Table(title=title, title_justify="left", show_edge=False)
+    table.add_column("customer")
+    table.add_column("before", justify="right")
+    table.add_column("after", justify="right")
+    table.add_column("difference", justify="right")
+    for row in report.simulation:
+        difference = row["difference"]
+        colour = "green" if not difference.startswith("-") and difference != "0" else "red"
+        if difference in ("0", "0.00"):
+            colour = "white"
+        table.add_row(
+            row["customer"],
+            f"{row['before']} {row['currency']}",
+            f"{row['after']} {row['currency']}",
+            f"[{colour}]{difference}[/{colour}]",
+        )
+    return table
+
+
+def audit_lines(report: AuditReport) -> list[str]:
+    verdict = "[green]PASSED[/green]" if report.passed else "[red]FAILED[/red]"
+    lines = [
+        f"audit {verdict}: {report.invoices} invoices and {report.credit_notes} credit notes"
+        f" re-derived from the ledger; {report.revisions} configuration revisions checked;"
+        f" chain {'intact' if report.chain_intact else 'BROKEN'}"
+    ]
+    lines += [f"  [red]mismatch[/red] {problem}" for problem in report.mismatches]
+    return lines
