@@ -156,13 +156,19 @@ def verify_inclusion(
 
 # -- the proof document verifier ------------------------------------------------------
 # Each reader takes a container, a key and the key's dotted prefix in the document; it
-# returns the parsed value, or None after appending a message naming the field.
+# returns the parsed value, or None after appending a message naming the field. So a
+# check is only ever skipped when a message already explains why: an empty result means
+# every check ran and passed.
+
+
+_MISSING = object()
 
 
 def _value(container: Mapping[str, Any], key: str, prefix: str, problems: list[str]) -> Any:
+    """``container[key]``, or ``_MISSING`` after a message when the key is absent."""
     if key not in container:
         problems.append(f"{prefix}{key}: missing")
-        return None
+        return _MISSING
     return container[key]
 
 
@@ -170,7 +176,9 @@ def _object(
     container: Mapping[str, Any], key: str, prefix: str, problems: list[str]
 ) -> Mapping[str, Any] | None:
     value = _value(container, key, prefix, problems)
-    if value is not None and not isinstance(value, Mapping):
+    if value is _MISSING:
+        return None
+    if not isinstance(value, Mapping):
         problems.append(f"{prefix}{key}: must be an object")
         return None
     return value
@@ -180,7 +188,7 @@ def _integer(
     container: Mapping[str, Any], key: str, prefix: str, problems: list[str], minimum: int = 0
 ) -> int | None:
     value = _value(container, key, prefix, problems)
-    if value is None:
+    if value is _MISSING:
         return None
     if isinstance(value, bool) or not isinstance(value, int):
         problems.append(f"{prefix}{key}: must be an integer")
@@ -193,7 +201,9 @@ def _integer(
 
 def _text(container: Mapping[str, Any], key: str, prefix: str, problems: list[str]) -> str | None:
     value = _value(container, key, prefix, problems)
-    if value is not None and not isinstance(value, str):
+    if value is _MISSING:
+        return None
+    if not isinstance(value, str):
         problems.append(f"{prefix}{key}: must be a string")
         return None
     return value
@@ -213,14 +223,14 @@ def _parse_hash(value: Any, name: str, problems: list[str]) -> bytes | None:
 
 def _hash(container: Mapping[str, Any], key: str, prefix: str, problems: list[str]) -> bytes | None:
     value = _value(container, key, prefix, problems)
-    return None if value is None else _parse_hash(value, f"{prefix}{key}", problems)
+    return None if value is _MISSING else _parse_hash(value, f"{prefix}{key}", problems)
 
 
 def _hashes(
     container: Mapping[str, Any], key: str, prefix: str, problems: list[str]
 ) -> list[bytes] | None:
     value = _value(container, key, prefix, problems)
-    if value is None:
+    if value is _MISSING:
         return None
     if not isinstance(value, list):
         problems.append(f"{prefix}{key}: must be a list of hashes")
@@ -282,22 +292,22 @@ def _check_inclusion(
 
 
 def _check_invoice(proof: Mapping[str, Any], problems: list[str]) -> Any:
-    """Check the invoice hash; return the parsed invoice document (None if unusable)."""
+    """Check the invoice hash; return the parsed document (``_MISSING`` if unusable)."""
     invoice = _object(proof, "invoice", "", problems)
     if invoice is None:
-        return None
+        return _MISSING
     _text(invoice, "id", "invoice.", problems)
     invoice_hash = _hash(invoice, "hash", "invoice.", problems)
     text = _text(invoice, "document", "invoice.", problems)
     if text is None:
-        return None
+        return _MISSING
     if invoice_hash is not None and _sha256(text.encode("utf-8")).digest() != invoice_hash:
         problems.append("invoice.hash: does not equal SHA-256(invoice.document)")
     try:
         return json.loads(text)
     except ValueError as error:
         problems.append(f"invoice.document: not valid JSON ({error})")
-        return None
+        return _MISSING
 
 
 def _check_line(
@@ -310,7 +320,7 @@ def _check_line(
 ) -> None:
     """Check that the invoice line's lineage records this root, size and event range."""
     line_number = _integer(proof, "line_number", "", problems, minimum=FIRST_LINE_NUMBER)
-    if document is None or line_number is None:
+    if document is _MISSING or line_number is None:
         return
     lines = document.get("lines") if isinstance(document, Mapping) else None
     if not isinstance(lines, list):
