@@ -330,7 +330,7 @@ def build_invoice(
         },
         "ledger": {"through_sequence": header.through_sequence},
         "lines": lines,
-        "total": str(total),
+        "total": str(round_amount(total, header.currency)),  # exact already; fixes the scale
         "finalized_at": None
         if header.finalized_at_us is None
         else format_timestamp(header.finalized_at_us),

@@ -1,0 +1,294 @@
+"""Rating and invoicing (pure): worked proration example, fees, discounts, credit types,
+and the laws: re-rating is byte-identical, lines add up, nothing is ever a float."""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import UTC, datetime
+from decimal import Decimal as D
+from typing import Any
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from meterline.config.schema import parse_configuration
+from meterline.config.source import read_yaml
+from meterline.core.events import timestamp_to_us
+from meterline.core.invoicing import InvoiceHeader, build_invoice, invoice_bytes, line_sum
+from meterline.core.lineage import merkle_root
+from meterline.core.model import Configuration, segments
+from meterline.core.periods import BillingPeriod
+from meterline.core.pricing import graduated, per_unit
+from meterline.core.rating import Rater
+
+OCTOBER = BillingPeriod(
+    timestamp_to_us(datetime(2026, 10, 1, tzinfo=UTC)),
+    timestamp_to_us(datetime(2026, 11, 1, tzinfo=UTC)),
+)
+
+
+def configuration(text: str) -> Configuration:
+    data, positions = read_yaml(text)
+    return parse_configuration(data, positions)
+
+
+def event_hash(sequence: int) -> bytes:
+    return hashlib.sha256(sequence.to_bytes(8, "big")).digest()
+
+
+def invoice(
+    config: Configuration,
+    customer: str,
+    period: BillingPeriod,
+    events: list[tuple[int, int, str, dict[str, Any]]],
+) -> dict[str, Any]:
+    contract = config.contract(customer)
+    assert contract is not None
+    spans = segments(config, contract, period.start_us, period.end_us)
+    rater = Rater(config, spans)
+    for sequence, timestamp_us, event_type, properties in events:
+        rater.add(sequence, timestamp_us, event_type, properties, event_hash(sequence))
+    currency = spans[0].terms.plan.currency
+    header = InvoiceHeader(customer, currency, contract.timezone, period, 1, "00", 10**9)
+    return build_invoice(header, spans, rater.lines(currency, config), [], config)
+
+
+STRIPE = """\
+plans:
+  - key: basic
+    versions:
+      - {version: 1, effective_from: 2026-01-01, currency: USD,
+         fees: [{key: subscription, name: Basic, amount: 10}]}
+  - key: pro
+    versions:
+      - {version: 1, effective_from: 2026-01-01, currency: USD,
+         fees: [{key: subscription, name: Pro, amount: 20}]}
+contracts:
+  - {customer: c, plan: basic, start: 2026-04-01,
+     amendments: [{effective: 2026-04-16, plan: pro}]}
+"""
+
+
+def test_stripe_proration_example_upgrade_halfway_through_the_month() -> None:
+    """Stripe's prorations page: $10/month to $20/month halfway through (April 2026, 30
+    days, switch on the 16th): credit $5 unused on the old price, charge $10 for the rest
+    on the new one; the customer pays $5 more than the $10 already billed in advance."""
+    config = configuration(STRIPE)
+    april = BillingPeriod(
+        timestamp_to_us(datetime(2026, 4, 1, tzinfo=UTC)),
+        timestamp_to_us(datetime(2026, 5, 1, tzinfo=UTC)),
+    )
+    document = invoice(config, "c", april, [])
+    amounts = [(line["description"], line["amount"]) for line in document["lines"]]
+    assert amounts == [
+        ("Basic (basic@1)", "10.00"),
+        ("Basic (basic@1), unused time from 2026-04-16", "-5.00"),
+        ("Pro (pro@1), remaining time from 2026-04-16", "10.00"),
+    ]
+    assert document["total"] == "15.00"
+
+
+def test_proration_by_day_gives_the_change_day_to_the_new_terms() -> None:
+    text = STRIPE.replace("2026-04-16", "2026-10-15T14:00:00Z").replace("2026-04-01", "2026-10-01")
+    document = invoice(configuration(text), "c", OCTOBER, [])
+    exact = [D(line["amount_exact"]) for line in document["lines"]]
+    # old terms Oct 1..14 = 14/31 used, 17/31 unused; new terms 17/31 of $20
+    assert abs(exact[1] * 31 + 170) < D("1e-50")  # -10 x 17/31, to 59 places
+    assert abs(exact[2] * 31 - 340) < D("1e-50")  # +20 x 17/31
+    assert document["lines"][1]["amount"] == "-5.48"
+    assert document["lines"][2]["amount"] == "10.97"
+
+
+def test_proration_by_second_and_arrears_fees() -> None:
+    text = (
+        STRIPE.replace("amount: 10}", "amount: 10, timing: arrears}")
+        .replace("amount: 20}", "amount: 20, timing: arrears}")
+        .replace("2026-04-16", "2026-10-16T12:00:00Z")
+        .replace("2026-04-01", "2026-10-01")
+        .replace("currency: USD,\n", "currency: USD, billing: {proration: second},\n")
+    )
+    document = invoice(configuration(text), "c", OCTOBER, [])
+    # 15.5 of 31 days on each side, to the second
+    assert [line["amount"] for line in document["lines"]] == ["5.00", "10.00"]
+
+
+DISCOUNTED = """\
+credit_types:
+  - {key: credits, currency: USD, unit_value: "0.01"}
+meters:
+  - {key: calls, event_type: tool.call, aggregation: count}
+  - {key: tokens, event_type: llm, aggregation: sum, property: tokens, group_by: [model]}
+plans:
+  - key: p
+    versions:
+      - version: 1
+        effective_from: 2026-01-01
+        currency: USD
+        fees: [{key: platform, amount: 100}]
+        prices:
+          - {meter: calls, model: per_unit, unit_amount: 3, credit_type: credits}
+          - meter: tokens
+            where: {model: big}
+            model: graduated
+            tiers: [{up_to: 10, unit_amount: 1, flat_amount: 5}, {unit_amount: "0.5"}]
+          - {meter: tokens, model: per_unit, unit_amount: "0.1", minimum: 2}
+contracts:
+  - {customer: c, plan: p, start: 2026-10-01, overrides: {discount_percent: 10}}
+"""
+
+
+def test_credit_type_prices_convert_and_a_discount_applies_to_fees_and_usage() -> None:
+    config = configuration(DISCOUNTED)
+    day = OCTOBER.start_us + 86_400_000_000
+    events = [
+        (1, day, "tool.call", {}),
+        (2, day, "tool.call", {}),
+        (3, day, "llm", {"model": "big", "tokens": 12}),
+        (4, day, "llm", {"model": "small", "tokens": 7}),
+    ]
+    document = invoice(config, "c", OCTOBER, events)
+    by_description = {line["description"]: line for line in document["lines"]}
+    calls = by_description["calls (p@1)"]
+    assert (calls["units"], calls["unit"], calls["amount"]) == ("6", "credits", "0.06")
+    assert by_description["tokens big (p@1)"]["amount"] == "16.00"  # 10x1 + 5 flat + 2x0.5
+    assert by_description["tokens small (p@1)"]["amount"] == "2.00"  # 0.70, minimum 2
+    assert by_description["Discount 10% (p@1)"]["amount"] == "-11.81"  # 10% of 118.06
+    assert document["total"] == "106.25"
+    assert line_sum(document) == D(document["total"])
+
+
+def test_a_first_tier_flat_fee_is_charged_at_zero_usage() -> None:
+    text = DISCOUNTED.replace(", overrides: {discount_percent: 10}", "").replace(
+        "fees: [{key: platform, amount: 100}]", "fees: []"
+    )
+    document = invoice(configuration(text), "c", OCTOBER, [])
+    # only a price naming every group dimension can charge without events: the graduated
+    # price for model=big charges its first-tier flat fee; the catch-all minimum cannot
+    assert [(line["description"], line["amount"]) for line in document["lines"]] == [
+        ("tokens big (p@1)", "5.00"),
+    ]
+    assert document["lines"][0]["lineage"]["events"] == 0
+
+
+LAWS = """\
+meters:
+  - {key: calls, event_type: call, aggregation: count, group_by: [tool]}
+  - {key: tokens, event_type: llm, aggregation: sum, property: tokens, group_by: [model]}
+  - {key: peak, event_type: llm, aggregation: max, property: tokens}
+  - {key: payments, event_type: pay, aggregation: sum, property: amount}
+plans:
+  - key: p
+    versions:
+      - version: 1
+        effective_from: 2026-01-01
+        currency: USD
+        prices:
+          - {meter: calls, model: per_unit, unit_amount: "0.013"}
+          - meter: tokens
+            model: graduated
+            tiers: [{up_to: 100, unit_amount: "0.021"}, {up_to: 1000, unit_amount: "0.017"},
+                    {unit_amount: "0.011", flat_amount: 3}]
+          - {meter: peak, model: per_unit, unit_amount: "0.5"}
+          - {meter: payments, model: percentage, rate: "0.029", fixed_fee: "0.30"}
+contracts:
+  - {customer: c, plan: p, start: 2026-10-01}
+"""
+
+events_strategy = st.lists(
+    st.one_of(
+        st.tuples(st.just("call"), st.fixed_dictionaries({"tool": st.sampled_from(["a", "b"])})),
+        st.tuples(
+            st.just("llm"),
+            st.fixed_dictionaries(
+                {"model": st.sampled_from(["x", "y", "z"]), "tokens": st.integers(0, 5000)}
+            ),
+        ),
+        st.tuples(
+            st.just("pay"),
+            st.fixed_dictionaries(
+                {"amount": st.decimals("0.01", "9999.99", places=2).map(lambda d: d)}
+            ),
+        ),
+    ),
+    max_size=60,
+)
+
+
+def _sequenced(
+    events: list[tuple[str, dict[str, Any]]],
+) -> list[tuple[int, int, str, dict[str, Any]]]:
+    return [
+        (index + 1, OCTOBER.start_us + index * 60_000_000, kind, properties)
+        for index, (kind, properties) in enumerate(events)
+    ]
+
+
+@settings(max_examples=60, deadline=None)
+@given(events_strategy)
+def test_re_rating_the_same_events_gives_byte_identical_invoices(events: list[Any]) -> None:
+    config = configuration(LAWS)
+    first = invoice_bytes(invoice(config, "c", OCTOBER, _sequenced(events)))
+    second = invoice_bytes(invoice(configuration(LAWS), "c", OCTOBER, _sequenced(events)))
+    assert first == second
+
+
+@settings(max_examples=60, deadline=None)
+@given(events_strategy)
+def test_usage_lines_equal_their_contributions_computed_independently(events: list[Any]) -> None:
+    sequenced = _sequenced(events)
+    document = invoice(configuration(LAWS), "c", OCTOBER, sequenced)
+    expected: dict[str, D] = {}
+    lineage: dict[str, list[int]] = {}
+    for sequence, _, kind, properties in sequenced:
+        if kind == "call":
+            key = f"calls {properties['tool']}"
+            expected[key] = expected.get(key, D(0)) + D("0.013")
+            lineage.setdefault(key, []).append(sequence)
+        elif kind == "llm":
+            key = f"tokens {properties['model']}"
+            lineage.setdefault(key, []).append(sequence)
+            lineage.setdefault("peak", []).append(sequence)
+        else:
+            fee = properties["amount"] * D("0.029") + D("0.30")
+            expected["payments"] = expected.get("payments", D(0)) + fee
+            lineage.setdefault("payments", []).append(sequence)
+    for model in ("x", "y", "z"):
+        tokens = [p["tokens"] for _, _, k, p in sequenced if k == "llm" and p["model"] == model]
+        if tokens:
+            tiers = configuration(LAWS).plans[0].prices[1].tiers
+            expected[f"tokens {model}"] = graduated(D(sum(tokens)), tiers)
+    peaks = [p["tokens"] for _, _, k, p in sequenced if k == "llm"]
+    if peaks:
+        expected["peak"] = per_unit(D(max(peaks)), D("0.5"))
+    usage = {line["description"].rsplit(" (", 1)[0]: line for line in document["lines"]}
+    assert set(usage) == set(expected)
+    for key, amount in expected.items():
+        assert D(usage[key]["amount_exact"]) == amount, key
+        roots = usage[key]["lineage"]
+        assert roots["events"] == len(lineage[key])
+        assert roots["merkle_root"] == merkle_root([event_hash(s) for s in lineage[key]]).hex()
+    assert sum((D(line["amount_exact"]) for line in document["lines"]), D(0)) == sum(
+        expected.values(), D(0)
+    )
+    assert line_sum(document) == D(document["total"])
+
+
+def _no_floats(value: Any, path: str = "") -> None:
+    assert not isinstance(value, float), path
+    if isinstance(value, dict):
+        for key, item in value.items():
+            _no_floats(item, f"{path}.{key}")
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            _no_floats(item, f"{path}[{index}]")
+
+
+@settings(max_examples=40, deadline=None)
+@given(events_strategy)
+def test_no_amount_is_ever_a_float(events: list[Any]) -> None:
+    document = invoice(configuration(LAWS), "c", OCTOBER, _sequenced(events))
+    _no_floats(document)
+    for line in document["lines"]:
+        assert isinstance(line["amount"], str)
+        assert D(line["amount"]).as_tuple().exponent == -2
+    assert D(document["total"]).as_tuple().exponent == -2
