@@ -34,7 +34,14 @@ from meterline.core.invoicing import (
     invoice_bytes,
 )
 from meterline.core.lineage import MerkleBuilder, inclusion_path, verify_proof
-from meterline.core.model import Configuration, Contract, Segment, segments
+from meterline.core.model import (
+    Configuration,
+    Contract,
+    Segment,
+    TermsError,
+    segments,
+    terms_at,
+)
 from meterline.core.money import MONEY_CONTEXT
 from meterline.core.periods import (
     BillingCycle,
@@ -174,6 +181,9 @@ class Billing:
         data, positions = read_yaml(text, name)
         new = parse_configuration(data, positions, name)
         previous = self.load()
+        content = encode_canonical(data if data is not None else {})
+        if previous is not None and hashlib.sha256(content).hexdigest() == previous.content_sha256:
+            return ApplyReport(dry_run, previous.revision, [], [])  # nothing changed
         old = previous.configuration if previous is not None else Configuration()
         now_us = self.clock()
         self._check_history(old, new, data, positions, name)
@@ -182,7 +192,6 @@ class Billing:
         period_label, simulation = self._simulate(old, new, now_us)
         revision = None
         if not dry_run:
-            content = encode_canonical(data if data is not None else {})
             revision = self.store.add_revision(now_us, name, text, content).revision
         return ApplyReport(dry_run, revision, changes, affected, simulation, period_label)
 
@@ -262,8 +271,9 @@ class Billing:
     def _simulate(
         self, old: Configuration, new: Configuration, now_us: int
     ) -> tuple[str | None, list[dict[str, Any]]]:
-        """Each contract's last closed period rated as billed (old terms) and under the
-        terms the new configuration gives from now on (one segment for the whole period)."""
+        """Each contract's last closed period re-rated under the terms it will be on at its
+        next period start, by the old configuration (before) and the new one (after), so
+        the difference is the change alone, on real usage."""
         through, _ = self.ledger.head()
         jobs: list[tuple[str, RatingJob, RatingJob | None]] = []
         label = None
@@ -271,29 +281,17 @@ class Billing:
             cycle = billing_cycle(new, contract)
             current = period_containing(cycle, now_us)
             last = period_containing(cycle, current.start_us - 1)
-            if not contract.active_at(max(last.start_us, contract.start_us)) and not (
-                contract.start_us < last.end_us
-            ):
+            if contract.start_us >= last.end_us:
                 continue
             label = label or str(local_date(contract.timezone, last.start_us))
-            after_terms = segments(new, contract, current.start_us, current.end_us)
-            if not after_terms:
+            upcoming = current.end_us
+            after_job = self._forward_job(new, contract, upcoming, last, through)
+            if after_job is None:
                 continue
-            whole = [Segment(last.start_us, last.end_us, after_terms[-1].terms, False)]
-            after_job = RatingJob(contract.customer, last, whole, through, new)
             was = old.contract(contract.customer)
-            before_job = None
-            if was is not None:
-                try:
-                    before_job = RatingJob(
-                        contract.customer,
-                        last,
-                        segments(old, was, last.start_us, last.end_us),
-                        through,
-                        old,
-                    )
-                except ValueError:
-                    before_job = None
+            before_job = (
+                None if was is None else self._forward_job(old, was, upcoming, last, through)
+            )
             jobs.append((contract.customer, after_job, before_job))
         run_jobs(
             self._connection,
@@ -313,6 +311,24 @@ class Billing:
                 }
             )
         return label, result
+
+    @staticmethod
+    def _forward_job(
+        configuration: Configuration,
+        contract: Contract,
+        at_us: int,
+        period: BillingPeriod,
+        through: int,
+    ) -> RatingJob | None:
+        """A job rating ``period`` wholly under the terms in force at ``at_us``."""
+        if not contract.active_at(at_us):
+            return None
+        try:
+            terms = terms_at(configuration, contract, at_us, at_us)
+        except TermsError:
+            return None
+        whole = [Segment(period.start_us, period.end_us, terms, False)]
+        return RatingJob(contract.customer, period, whole, through, configuration)
 
     def _total(self, job: RatingJob, configuration: Configuration) -> Decimal:
         if not job.segments:

@@ -20,6 +20,7 @@ from rich.table import Table
 
 from meterline.core.events import event_document
 from meterline.core.outcomes import BatchOutcome
+from meterline.demo.billing_story import tell_billing
 from meterline.demo.workload import CUSTOMERS, MONTH_START, generate_month
 from meterline.ledger import Ledger, open_ledger
 
@@ -215,6 +216,7 @@ def run_demo(
             f"{report.head_sequence}, head hash {report.head_hash.hex()}"
         )
         console.print(f"Re-check any time with: [bold]meterline verify --db {db}[/bold]")
+        tell_billing(ledger, console)
     if serve_port is not None:
         from meterline.demo.serving import serve_demo
 

@@ -1,0 +1,174 @@
+"""The demo's billing chapter: pricing declared in YAML, October closed into invoices,
+a late event, lineage proven down to one event, an audit, and a pricing change previewed.
+
+Everything printed comes from the library calls the CLI makes (``apply``, ``close``,
+``draft``, ``explain``, ``proof``, ``audit``); rerunning the demo finalizes nothing twice.
+"""
+
+from __future__ import annotations
+
+from importlib.resources import files
+
+from rich import box
+from rich.console import Console
+from rich.table import Table
+
+from meterline.billing.render import audit_lines, changes_table, invoice_table, simulation_table
+from meterline.billing.service import Billing
+from meterline.core.events import decode_exact
+from meterline.core.lineage import verify_proof
+from meterline.ledger import Ledger
+from meterline.ledger.billing import BillingStore
+
+PRICING_FILE = "pricing.yaml"
+LATE_EVENT = {
+    "id": "demo-late-gpt4o-batch",
+    "customer": "wayne-analytics",
+    "type": "llm.completion",
+    "timestamp": "2026-10-30T16:45:00Z",
+    "properties": {
+        "model": "gpt-4o",
+        "feature": "sql-copilot",
+        "input_tokens": 2_400_000,
+        "output_tokens": 180_000,
+        "latency_ms": 61_000,
+    },
+}
+NEW_TIER = """\
+      - version: 2
+        effective_from: 2026-12-01
+        currency: USD
+        billing: {cycle: monthly, anchor: calendar, proration: day}
+        fees:
+          - {key: platform, name: Team platform fee, amount: "450.00", timing: advance}
+        prices:
+          - meter: input_tokens
+            description: Input tokens (new volume tier)
+            model: volume
+            tiers:
+              - {up_to: 10000000, unit_amount: "0.000003"}
+              - {unit_amount: "0.000002"}
+          - meter: output_tokens
+            description: Output tokens
+            model: per_unit
+            unit_amount: "0.000009"
+"""
+
+
+def pricing_text() -> str:
+    return files("meterline.demo").joinpath(PRICING_FILE).read_text()
+
+
+def with_new_tier(text: str) -> str:
+    """The demo pricing with one edit: a Team version 2 from December."""
+    return text.replace("  - key: enterprise\n", NEW_TIER + "\n  - key: enterprise\n", 1)
+
+
+def _invoices_table(billing: Billing) -> Table:
+    table = Table(title="Finalized invoices", box=box.SIMPLE_HEAD, pad_edge=False)
+    for column in ("invoice", "customer", "period", "terms", "lines", "total", "sha256"):
+        table.add_column(column, justify="right" if column in ("lines", "total") else "left")
+    for stored in billing.store.invoices():
+        document = decode_exact(stored.document)
+        terms = " → ".join(t["plan"] + ("*" if t["overrides"] else "") for t in document["terms"])
+        table.add_row(
+            stored.invoice_id,
+            stored.customer,
+            document["period"]["label"],
+            terms,
+            str(len(document["lines"])),
+            f"{document['total']} {document['currency']}",
+            stored.document_sha256.hex()[:12] + "…",
+        )
+    table.caption = "* with negotiated overrides; → a mid-period amendment"
+    return table
+
+
+def tell_billing(ledger: Ledger, console: Console) -> None:
+    """Pricing, invoices, lineage and audit over the demo ledger."""
+    store = BillingStore(ledger.store.path)  # type: ignore[attr-defined]
+    billing = Billing(ledger, store, ledger.clock)
+    try:
+        _tell(billing, console)
+    finally:
+        store.close()
+
+
+def _tell(billing: Billing, console: Console) -> None:
+    console.rule("Pricing as configuration")
+    text = pricing_text()
+    preview = billing.apply(text, dry_run=True)
+    if preview.changes:
+        console.print(
+            "Finance declares meters, plans (free, team with graduated prices by model,"
+            " enterprise with volume tiers) and ten contracts in one YAML file."
+            " [bold]meterline apply -f pricing.yaml --dry-run[/bold] shows:"
+        )
+        console.print(changes_table(preview))
+    report = billing.apply(text)
+    console.print(
+        f"Applied as configuration revision [bold]{report.revision}[/bold]"
+        + (" (unchanged since the last run)" if not report.changes else "")
+    )
+
+    console.rule("Closing October")
+    finalized = billing.close()
+    console.print(
+        f"{len(finalized)} invoices finalized now (numbered, immutable, content-hashed);"
+        f" {len(billing.store.invoices())} in all."
+    )
+    console.print(_invoices_table(billing))
+    acme = next(i for i in billing.store.invoices("acme-copilot"))
+    console.print(
+        "acme-copilot upgraded from team to enterprise on Oct 15: the team fee is credited"
+        " for unused days and the enterprise fee charged for the rest (proration by day)."
+    )
+    console.print(invoice_table(decode_exact(acme.document)))
+
+    console.rule("Late events are adjustments, never edits")
+    outcome = billing.ledger.ingest([LATE_EVENT])
+    console.print(
+        f"An October event arrives after the close ({outcome.results[0].status}):"
+        " the finalized invoice is untouched, and the November draft carries the difference."
+    )
+    draft = billing.draft("wayne-analytics")
+    adjustments = [line for line in draft["lines"] if line["kind"] == "adjustment"]
+    for line in adjustments:
+        console.print(f"  draft line {line['number']}: {line['description']}: {line['amount']}")
+
+    console.rule("Every line traces to its events")
+    document = decode_exact(acme.document)
+    line = max(
+        (line for line in document["lines"] if line["kind"] == "usage"),
+        key=lambda line: line["lineage"]["events"],
+    )
+    events = billing.explain(acme.invoice_id, line["number"])
+    sample = events[len(events) // 2]
+    proof = billing.proof(acme.invoice_id, line["number"], sample["id"])
+    problems = verify_proof(proof)
+    console.print(
+        f"{acme.invoice_id} line {line['number']} ({line['description']}):"
+        f" {line['lineage']['events']:,} events, sequences {line['lineage']['first_sequence']}"
+        f"..{line['lineage']['last_sequence']}, Merkle root {line['lineage']['merkle_root'][:16]}…"
+    )
+    verdict = "[green]verifies[/green]" if not problems else f"[red]fails: {problems}[/red]"
+    console.print(
+        f"Inclusion proof for event {sample['id']} (sequence {sample['sequence']}):"
+        f" {len(proof['path'])} hashes, {verdict} with meterline.core.lineage.verify_proof."
+    )
+    forged = dict(proof, leaf_index=(proof["leaf_index"] + 1) % proof["tree_size"])
+    console.print(f"The same proof claiming another position: {verify_proof(forged)[0]}")
+    console.print(
+        f"See them all: [bold]meterline explain {acme.invoice_id} --line {line['number']}[/bold]"
+    )
+
+    console.rule("Audit")
+    for text_line in audit_lines(billing.audit()):
+        console.print(text_line)
+
+    console.rule("Launching a new pricing tier is one YAML edit")
+    changed = billing.apply(with_new_tier(text), dry_run=True)
+    console.print(changes_table(changed))
+    console.print(f"customers affected: {', '.join(changed.customers_affected)}")
+    console.print(simulation_table(changed))
+    console.print("[yellow]dry run[/yellow]: nothing stored; drop --dry-run to launch.")
