@@ -12,6 +12,9 @@ from rich.console import Console
 
 from meterline.clock import system_clock_us
 
+PIPED_WIDTH = 140
+"""Columns Rich uses when stdout is not a terminal (it would otherwise assume 80)."""
+
 app = typer.Typer(
     help="meterline: the usage ledger and monetization engine for AI products.",
     no_args_is_help=True,
@@ -26,6 +29,8 @@ app.add_typer(keys_app, name="keys")
 app.add_typer(invoices_app, name="invoices")
 app.add_typer(bench_app, name="bench")
 console = Console()
+if not console.is_terminal:
+    console = Console(width=PIPED_WIDTH)  # piped output: wide enough for invoice tables
 errors = Console(stderr=True)
 
 DEFAULT_DB = "meterline.db"

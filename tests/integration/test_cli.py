@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -37,8 +38,14 @@ def test_demo_tells_the_story_and_is_idempotent(tmp_path: Path) -> None:
         "conflict",
         "customer is required",
         "Hash chain intact",
+        "10 invoices finalized now",
+        "team@1 → enterprise@1",
+        "Late usage for 2026-10-01",
+        "verifies",
+        "audit PASSED",
+        "team@2",
     ):
-        assert phrase in first.stdout, phrase
+        assert phrase in " ".join(first.stdout.split()), phrase
     first_text = " ".join(first.stdout.split())
     accepted = re.search(r"([\d,]+) accepted, 0 already in the ledger", first_text)
     assert accepted is not None and int(accepted.group(1).replace(",", "")) > 10_000
@@ -48,6 +55,59 @@ def test_demo_tells_the_story_and_is_idempotent(tmp_path: Path) -> None:
     assert second.returncode == 0
     assert f"0 accepted, {accepted.group(1)} already in the ledger" in second_text
     assert SqliteStore(db).head() == head
+    assert "0 invoices finalized now (numbered, immutable, content-hashed); 10 in all" in (
+        second_text
+    )
+
+
+def test_audit_passes_on_the_demo_database_and_fails_on_a_tampered_price(
+    tmp_path: Path,
+) -> None:
+    db = tmp_path / "demo.db"
+    assert meterline("demo", "--db", str(db), "--no-serve", "--scale", "0.1").returncode == 0
+    passed = meterline("audit", "--db", str(db))
+    assert passed.returncode == 0, passed.stderr
+    assert "audit PASSED: 10 invoices" in " ".join(passed.stdout.split())
+    raw = sqlite3.connect(db, isolation_level=None)
+    raw.execute("DROP TRIGGER configuration_revisions_append_only_update")
+    raw.execute(
+        "UPDATE configuration_revisions SET content = replace(content, ?, ?)",
+        (b'"amount":"5000.00"', b'"amount":"5100.00"'),
+    )
+    raw.close()
+    failed = meterline("audit", "--db", str(db))
+    assert failed.returncode == 1
+    text = " ".join(failed.stderr.split())
+    assert "configuration revision 1: content does not match its hash" in text
+    assert "invoice INV-000001" in text
+
+
+def test_apply_names_the_path_of_every_error_and_stores_nothing(tmp_path: Path) -> None:
+    db = tmp_path / "ledger.db"
+    pricing = tmp_path / "pricing.yaml"
+    pricing.write_text(
+        "meters:\n"
+        "  - {key: calls, event_type: call, aggregation: count}\n"
+        "plans:\n"
+        "  - key: p\n"
+        "    versions:\n"
+        "      - version: 1\n"
+        "        effective_from: 2026-01-01\n"
+        "        prices:\n"
+        "          - {meter: cals, model: per_unit, unit_amount: 1}\n"
+        "          - meter: calls\n"
+        "            model: graduated\n"
+        "            where: {}\n"
+        "            tiers: [{up_to: 10, unit_amount: 1}, {up_to: 5, unit_amount: 1}, {}]\n"
+    )
+    result = meterline("apply", "-f", str(pricing), "--db", str(db))
+    assert result.returncode == 1
+    text = " ".join(result.stderr.split())
+    assert "pricing.yaml:6: plans[0].versions[0].currency: is required" in text
+    assert "pricing.yaml:9: plans[0].versions[0].prices[0].meter: unknown meter 'cals'" in text
+    assert "plans[0].versions[0].prices[1].tiers[1].up_to: 5 must be greater than 10" in text
+    listed = meterline("invoices", "list", "--db", str(db))
+    assert listed.returncode == 0 and listed.stdout == ""
 
 
 def test_keys_create_list_revoke(tmp_path: Path) -> None:

@@ -292,3 +292,33 @@ def test_no_amount_is_ever_a_float(events: list[Any]) -> None:
         assert isinstance(line["amount"], str)
         assert D(line["amount"]).as_tuple().exponent == -2
     assert D(document["total"]).as_tuple().exponent == -2
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    st.decimals("0.01", "999999999.9999", places=4),
+    st.decimals("0.01", "999999999.9999", places=4),
+    st.integers(1, 31 * 86_400 - 1),
+    st.sampled_from(["day", "second"]),
+)
+def test_any_fee_and_change_instant_prorate_without_error(
+    old_fee: D, new_fee: D, change_s: int, by: str
+) -> None:
+    """Proration is the one quotient: carried to fixed places, it never trips the exact
+    context, and the used and unused shares of a fee add back to the whole fee."""
+    change = datetime.fromtimestamp(OCTOBER.start_us // 10**6 + change_s, tz=UTC)
+    text = (
+        STRIPE.replace("amount: 10}", f"amount: {old_fee}}}")
+        .replace("amount: 20}", f"amount: {new_fee}}}")
+        .replace("2026-04-16", change.isoformat().replace("+00:00", "Z"))
+        .replace("2026-04-01", "2026-10-01")
+        .replace("currency: USD,\n", f"currency: USD, billing: {{proration: {by}}},\n")
+    )
+    document = invoice(configuration(text), "c", OCTOBER, [])
+    exact = [D(line["amount_exact"]) for line in document["lines"]]
+    assert exact[0] == old_fee
+    if len(exact) == 3:  # the change fell inside the period's days
+        # the unused share credited on the old fee is the share charged on the new one
+        assert 0 < -exact[1] <= old_fee and 0 < exact[2] <= new_fee
+        assert abs(-exact[1] / old_fee - exact[2] / new_fee) < D("1e-24")
+    assert line_sum(document) == D(document["total"])

@@ -29,7 +29,7 @@ from typing import Any
 
 from meterline.core.events import encode_canonical, format_timestamp
 from meterline.core.model import Configuration, Price, Segment
-from meterline.core.money import MONEY_CONTEXT, round_amount
+from meterline.core.money import MONEY_CONTEXT, prorate, round_amount
 from meterline.core.periods import BillingPeriod, local_date, proration_fraction
 from meterline.core.rating import UsageLine
 
@@ -76,8 +76,7 @@ class _Line:
 
 
 def _times(amount: Decimal, fraction: Decimal) -> Decimal:
-    with localcontext(MONEY_CONTEXT):
-        return amount * fraction
+    return prorate(amount, fraction)
 
 
 def fee_lines(segment_list: Sequence[Segment], period: BillingPeriod, timezone: str) -> list[_Line]:

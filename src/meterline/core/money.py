@@ -105,6 +105,27 @@ def round_amount(amount: Decimal, currency: str, mode: RoundingMode = "half_up")
         return amount.quantize(exponent, rounding=_ROUNDING[mode])
 
 
+PRORATION_PLACES = 28
+"""Decimal places a prorated amount carries: far below any minor unit, fixed so results
+are deterministic and later sums stay exact within ``MONEY_CONTEXT``."""
+
+
+def prorate(amount: Decimal, fraction: Decimal) -> Decimal:
+    """``amount`` times a proration ``fraction`` (a quotient, so not exact): the product is
+    carried to ``PRORATION_PLACES`` (half-even), before the one rounding at the line.
+    A whole fraction returns ``amount`` untouched."""
+    if fraction == 1:
+        return amount
+    if fraction == 0:
+        return Decimal(0)
+    with localcontext(MONEY_CONTEXT) as context:
+        context.prec = 2 * MONEY_CONTEXT.prec + 10  # exact: both factors fit in prec digits
+        product = amount * fraction
+        context.traps[Inexact] = False
+        carried = product.quantize(Decimal(1).scaleb(-PRORATION_PLACES), rounding=ROUND_HALF_EVEN)
+    return carried.normalize(MONEY_CONTEXT) if carried == carried.to_integral_value() else carried
+
+
 def exact_sum(amounts: Sequence[Decimal]) -> Decimal:
     """The exact sum of ``amounts`` (raises rather than round)."""
     with localcontext(MONEY_CONTEXT):

@@ -17,6 +17,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from meterline.ledger.sqlite import connect
 
@@ -64,6 +65,31 @@ BEGIN SELECT RAISE(ABORT, '{table} are append-only: corrections are new records'
 )
 INVOICE_ID_FORMAT = "INV-{:06d}"
 CREDIT_NOTE_ID_FORMAT = "CN-{:06d}"
+
+
+def _blob(value: object) -> bytes:
+    """A stored BLOB as bytes, even if someone rewrote it as TEXT behind our back (audit
+    must report such a row as a mismatch, not crash on it)."""
+    if isinstance(value, str):
+        return value.encode()
+    return bytes(value)  # type: ignore[call-overload,no-any-return]
+
+
+def _revision(row: tuple[Any, ...]) -> Revision:
+    number, applied, name, text, content, digest = row
+    return Revision(number, applied, name, str(text), _blob(content), _blob(digest))
+
+
+def _invoice(row: tuple[Any, ...]) -> StoredInvoice:
+    number, customer, start, end, revision, through, finalized, document, digest = row
+    return StoredInvoice(
+        number, customer, start, end, revision, through, finalized, _blob(document), _blob(digest)
+    )
+
+
+def _note(row: tuple[Any, ...]) -> StoredCreditNote:
+    number, invoice, customer, created, document, digest = row
+    return StoredCreditNote(number, invoice, customer, created, _blob(document), _blob(digest))
 
 
 class BillingConflict(RuntimeError):
@@ -144,11 +170,11 @@ class BillingStore:
             row = self._connection.execute(query + " ORDER BY revision DESC LIMIT 1").fetchone()
         else:
             row = self._connection.execute(query + " WHERE revision = ?", (number,)).fetchone()
-        return None if row is None else Revision(*row)
+        return None if row is None else _revision(row)
 
     def revisions(self) -> list[Revision]:
         rows = self._connection.execute("SELECT * FROM configuration_revisions ORDER BY revision")
-        return [Revision(*row) for row in rows]
+        return [_revision(row) for row in rows]
 
     # -- invoices ---------------------------------------------------------------------------
 
@@ -192,7 +218,7 @@ class BillingStore:
         row = self._connection.execute(
             f"SELECT {_INVOICE_COLUMNS} FROM invoices WHERE invoice_id = ?", (invoice_id,)
         ).fetchone()
-        return None if row is None else StoredInvoice(*row)
+        return None if row is None else _invoice(row)
 
     def invoices(self, customer: str | None = None) -> list[StoredInvoice]:
         """Finalized invoices in number order, all or one customer's."""
@@ -206,7 +232,7 @@ class BillingStore:
                 " ORDER BY invoice_number",
                 (customer,),
             )
-        return [StoredInvoice(*row) for row in rows]
+        return [_invoice(row) for row in rows]
 
     # -- credit notes -------------------------------------------------------------------------
 
@@ -249,7 +275,7 @@ class BillingStore:
                 " ORDER BY note_number",
                 (invoice_id,),
             )
-        return [StoredCreditNote(*row) for row in rows]
+        return [_note(row) for row in rows]
 
     def close(self) -> None:
         self._connection.close()
