@@ -322,3 +322,35 @@ def test_any_fee_and_change_instant_prorate_without_error(
         assert 0 < -exact[1] <= old_fee and 0 < exact[2] <= new_fee
         assert abs(-exact[1] / old_fee - exact[2] / new_fee) < D("1e-24")
     assert line_sum(document) == D(document["total"])
+
+
+def test_a_contract_ending_mid_period_credits_its_unused_advance_fee() -> None:
+    text = STRIPE.replace(
+        "{customer: c, plan: basic, start: 2026-04-01,\n"
+        "     amendments: [{effective: 2026-04-16, plan: pro}]}",
+        "{customer: c, plan: pro, start: 2026-10-01, end: 2026-10-11}",
+    )
+    document = invoice(configuration(text), "c", OCTOBER, [])
+    assert [(line["description"], line["amount"]) for line in document["lines"]] == [
+        ("Pro (pro@1)", "20.00"),
+        ("Pro (pro@1), unused time from 2026-10-11", "-13.55"),  # 21 of 31 days
+    ]
+
+
+def test_anniversary_and_quarterly_cycles_place_the_period() -> None:
+    from meterline.billing.service import billing_cycle
+    from meterline.core.periods import period_containing
+
+    text = LAWS.replace(
+        "currency: USD\n",
+        "currency: USD\n        billing: {cycle: quarterly, anchor: anniversary}\n",
+    ).replace("start: 2026-10-01", "start: 2026-01-31, timezone: America/New_York")
+    config = configuration(text)
+    contract = config.contract("c")
+    assert contract is not None
+    period = period_containing(billing_cycle(config, contract), OCTOBER.start_us)
+    # quarters anchored on Jan 31 in New York: Jul 31 .. Oct 31 local midnight (EDT, UTC-4)
+    assert period == BillingPeriod(
+        timestamp_to_us(datetime(2026, 7, 31, 4, tzinfo=UTC)),
+        timestamp_to_us(datetime(2026, 10, 31, 4, tzinfo=UTC)),
+    )
