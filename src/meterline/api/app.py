@@ -1,12 +1,16 @@
 """The ASGI application: routes, authentication and error rendering.
 
 Handlers are thin: authenticate, parse, call the ledger (in a worker thread, since an
-append waits for fsync), render. OpenAPI is at ``/openapi.json``; interactive docs at
-``/docs`` are served from vendored assets, so they work offline.
+append waits for fsync), render. The billing routes (pricing, invoices, lineage, credit
+notes, audit) live in ``meterline.api.billing_routes``; their errors are rendered here.
+OpenAPI is at ``/openapi.json``; interactive docs at ``/docs`` are served from vendored
+assets, so they work offline.
 """
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import datetime
 from typing import Annotated, Any
 
@@ -18,17 +22,22 @@ from fastapi.responses import Response
 from fastapi_offline import FastAPIOffline
 
 from meterline import __version__
+from meterline.api.billing_routes import BillingRoutes, HttpError
 from meterline.api.bodies import (
     ACCEPTED_TYPES,
     CLOUDEVENT_BATCH_TYPE,
     CLOUDEVENT_TYPE,
     parse_body,
 )
+from meterline.billing.service import Billing, BillingError, NotFound
+from meterline.config.source import ConfigurationError
 from meterline.core.events import event_document, format_timestamp, timestamp_to_us
 from meterline.core.outcomes import BatchOutcome
 from meterline.errors import AuthError, BatchTooLarge, InputError, MalformedJSON
 from meterline.keys import Principal, authenticate
+from meterline.ledger.billing import BillingConflict, BillingStore
 from meterline.ledger.ledger import Ledger
+from meterline.ledger.sqlite import SqliteStore
 from meterline.ledger.store import PAGE_EVENTS_MAX, EventQuery, StoredEvent
 
 _ENCODER = msgspec.json.Encoder(decimal_format="number")
@@ -104,14 +113,35 @@ async def _read_body(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-def create_app(ledger: Ledger) -> FastAPI:
-    """The HTTP API over ``ledger``."""
+def _billing_over(ledger: Ledger) -> Billing:
+    """Billing over the ledger's own SQLite file, on the ledger's clock."""
+    if not isinstance(ledger.store, SqliteStore):
+        raise TypeError("billing needs a SQLite ledger store; pass create_app(billing=...)")
+    return Billing(ledger, BillingStore(ledger.store.path), clock=ledger.clock)
+
+
+def create_app(ledger: Ledger, billing: Billing | None = None) -> FastAPI:
+    """The HTTP API over ``ledger``; ``billing`` defaults to one over the ledger's file
+    (whose store the app closes when it shuts down)."""
+    owned = billing is None
+    service = _billing_over(ledger) if billing is None else billing
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        try:
+            yield
+        finally:
+            if owned:
+                service.store.close()
+
     app = FastAPIOffline(
         title="meterline",
         version=__version__,
         description="Usage ledger and monetization engine for AI products.",
+        lifespan=lifespan,
     )
     app.state.ledger = ledger
+    app.state.billing = service
 
     async def principal_of(request: Request) -> Principal:
         return await to_thread.run_sync(authenticate, ledger.store, _bearer(request))
@@ -128,6 +158,24 @@ def create_app(ledger: Ledger) -> FastAPI:
     @app.exception_handler(AuthError)
     async def auth_error(_: Request, error: AuthError) -> Response:
         return _error(error.http_status, error.code, str(error))
+
+    @app.exception_handler(HttpError)
+    async def http_error(_: Request, error: HttpError) -> Response:
+        return _error(error.status_code, error.code, error.message, **error.extra)
+
+    @app.exception_handler(ConfigurationError)
+    async def configuration_error(_: Request, error: ConfigurationError) -> Response:
+        first = error.errors[0] if error.errors else str(error)
+        return _error(422, "invalid_configuration", first, errors=error.errors)
+
+    @app.exception_handler(NotFound)
+    async def not_found(_: Request, error: NotFound) -> Response:
+        return _error(404, "not_found", str(error))
+
+    @app.exception_handler(BillingError)
+    @app.exception_handler(BillingConflict)
+    async def billing_conflict(_: Request, error: Exception) -> Response:
+        return _error(409, "billing_conflict", str(error))
 
     @app.exception_handler(RequestValidationError)
     async def parameter_error(_: Request, error: RequestValidationError) -> Response:
@@ -202,4 +250,5 @@ def create_app(ledger: Ledger) -> FastAPI:
             }
         )
 
+    app.include_router(BillingRoutes(service, principal_of).router)
     return app
