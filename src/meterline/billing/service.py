@@ -51,6 +51,7 @@ from meterline.core.periods import (
     periods_overlapping,
 )
 from meterline.ledger.billing import (
+    BillingConflict,
     BillingStore,
     Revision,
     StoredCreditNote,
@@ -172,7 +173,7 @@ class Billing:
     def current(self) -> Loaded:
         loaded = self.load()
         if loaded is None:
-            raise BillingError("no pricing applied yet: run `meterline apply -f pricing.yaml`")
+            raise NotFound("no pricing applied yet (apply a pricing file first)")
         return loaded
 
     def apply(self, text: str, name: str = "pricing.yaml", dry_run: bool = False) -> ApplyReport:
@@ -183,7 +184,8 @@ class Billing:
         previous = self.load()
         content = encode_canonical(data if data is not None else {})
         if previous is not None and hashlib.sha256(content).hexdigest() == previous.content_sha256:
-            return ApplyReport(dry_run, previous.revision, [], [])  # nothing changed
+            # nothing changed: nothing to store, and a dry run names no revision
+            return ApplyReport(dry_run, None if dry_run else previous.revision, [], [])
         old = previous.configuration if previous is not None else Configuration()
         now_us = self.clock()
         self._check_history(old, new, data, positions, name)
@@ -382,19 +384,14 @@ class Billing:
         if stored is not None:
             document: dict[str, Any] = decode_exact(stored.document)
             return document
+        spans = segments(loaded.configuration, contract, period.start_us, period.end_us)
+        if not spans:
+            raise NotFound(f"customer {customer!r} has no contract in force in that period")
         through, _ = self.ledger.head()
-        job = RatingJob(
-            customer,
-            period,
-            segments(loaded.configuration, contract, period.start_us, period.end_us),
-            through,
-            loaded.configuration,
-        )
+        job = RatingJob(customer, period, spans, through, loaded.configuration)
         pending = self._late_jobs([job], through)
         run_jobs(self._connection, [job, *[j for _, _, j, _ in pending]])
         adjustments = self._adjustments(pending).get(customer, [])
-        if not job.segments:
-            raise BillingError(f"customer {customer!r} has no contract in force then")
         return self._document(
             job,
             loaded.configuration,
@@ -467,7 +464,10 @@ class Billing:
                     hashlib.sha256(content).digest(),
                 )
             )
-        self.store.add_invoices(stored)
+        try:
+            self.store.add_invoices(stored)
+        except BillingConflict as error:
+            raise BillingError(f"{error}; another close won the race, nothing was stored") from None
         return stored
 
     # -- late events ------------------------------------------------------------------------
