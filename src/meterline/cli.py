@@ -409,9 +409,8 @@ def bench_close(
         print(json.dumps(result))
         return
     for name, value in result.items():
-        console.print(
-            f"{name:>24}: {value:,}" if isinstance(value, int) else f"{name:>24}: {value}"
-        )
+        counted = isinstance(value, int) and not isinstance(value, bool)
+        console.print(f"{name:>24}: {value:,}" if counted else f"{name:>24}: {value}")
 
 
 def main() -> None:

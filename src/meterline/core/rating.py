@@ -11,8 +11,9 @@ always gives the same lines: rating is a pure function of (events, configuration
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from decimal import Decimal, localcontext
 from typing import Any
 
@@ -44,16 +45,122 @@ class RatingError(ValueError):
     """A line cannot be priced (e.g. a matrix without a price for a group and no default)."""
 
 
-@dataclass
+class _Lineage:
+    """A line's streaming Merkle tree, shared by every line that has met exactly the same
+    events so far (``sharers`` of them), so each leaf is hashed once for all of them:
+    e.g. a model's input-token and output-token lines, which two meters fill from the
+    same events. A line that meets an event its sharers do not (or misses one they meet)
+    leaves with a copy of the tree first, so every line's root is always the RFC 6962 root
+    over its own events (tested against ``merkle_root``)."""
+
+    __slots__ = ("add", "builder", "sharers")
+
+    def __init__(self, builder: MerkleBuilder, sharers: int = 1) -> None:
+        self.builder = builder
+        self.sharers = sharers
+        self.add = builder.add
+
+    def __getstate__(self) -> tuple[MerkleBuilder, int]:
+        return self.builder, self.sharers
+
+    def __setstate__(self, state: tuple[MerkleBuilder, int]) -> None:
+        self.__init__(*state)  # type: ignore[misc]
+
+
 class _LineState:
-    segment: int
-    meter: Meter
-    group: tuple[str | None, ...]
-    price: Price | None
-    accumulator: Accumulator
-    merkle: MerkleBuilder = field(default_factory=MerkleBuilder)
-    percentage_total: Decimal = ZERO
-    members: list[tuple[int, bytes]] | None = None
+    """One line's running state; ``add_to_accumulator`` is its accumulator's bound
+    ``add``, looked up once, not per event."""
+
+    __slots__ = (
+        "accumulator",
+        "add_to_accumulator",
+        "group",
+        "lineage",
+        "members",
+        "meter",
+        "per_event",
+        "percentage_total",
+        "price",
+        "segment",
+    )
+
+    def __init__(
+        self,
+        segment: int,
+        meter: Meter,
+        group: tuple[str | None, ...],
+        price: Price | None,
+        accumulator: Accumulator,
+    ) -> None:
+        self.segment = segment
+        self.meter = meter
+        self.group = group
+        self.price = price
+        self.per_event = price is not None and price.model == "percentage"
+        self.accumulator = accumulator
+        self.lineage = _Lineage(MerkleBuilder())
+        self.percentage_total = ZERO
+        self.members: list[tuple[int, bytes]] | None = None
+        self.add_to_accumulator = accumulator.add
+
+
+class _Route:
+    """One meter in one segment, prepared for ``Rater.add``: where its value and group
+    come from, and its lines by group (the same objects as ``Rater._lines``)."""
+
+    __slots__ = (
+        "counts",
+        "filters",
+        "group_key",
+        "lines",
+        "meter",
+        "prices",
+        "property",
+        "segment",
+        "sums",
+        "unique",
+    )
+
+    def __init__(
+        self,
+        segment: int,
+        meter: Meter,
+        prices: tuple[Price, ...],
+        lines: dict[tuple[str | None, ...], _LineState],
+    ) -> None:
+        self.segment = segment
+        self.meter = meter
+        self.prices = prices
+        self.lines = lines
+        self.filters = meter.filters
+        self.counts = meter.aggregation == "count"
+        self.sums = meter.aggregation == "sum"
+        self.unique = meter.aggregation == "unique_count"
+        path = meter.property or ""
+        # A top-level property is read with one ``get``; a dotted path walks the mapping.
+        self.property: str | None = None if "." in path else path
+        group_by = meter.group_by
+        self.group_key: str | None = (
+            group_by[0] if len(group_by) == 1 and "." not in group_by[0] else None
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class RaterState:
+    """A rater's accumulated state, picklable: see ``Rater.export_state``."""
+
+    unbilled_events: int
+    problems: tuple[MeterProblem, ...]
+    lines: tuple[
+        tuple[
+            tuple[int, str, tuple[str | None, ...]],
+            Accumulator,
+            _Lineage,
+            Decimal,
+            list[tuple[int, bytes]] | None,
+        ],
+        ...,
+    ]
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,12 +248,45 @@ class Rater:
                     table.setdefault(meter.event_type, []).append((meter, prices))
             self._by_type.append(table)
         self._bounds = [(s.start_us, s.end_us) for s in segment_list]
+        # The same tables, prepared for the hot path: per segment, event type -> routes.
+        self._route_lines: dict[tuple[int, str], dict[tuple[str | None, ...], _LineState]] = {}
+        self._routes: list[dict[str, tuple[_Route, ...]]] = [
+            {
+                event_type: tuple(
+                    _Route(
+                        index,
+                        meter,
+                        prices,
+                        self._route_lines.setdefault((index, meter.key), {}),
+                    )
+                    for meter, prices in candidates
+                )
+                for event_type, candidates in table.items()
+            }
+            for index, table in enumerate(self._by_type)
+        ]
+        # Lines share Merkle trees (``_Lineage``) unless meter keys repeat, which would
+        # let one line take an event twice.
+        keys = [meter.key for meter in configuration.meters]
+        self._share = len(keys) == len(set(keys))
+        # One segment (the common case): its bounds and routes, checked without a loop.
+        self._only: tuple[int, int, dict[str, tuple[_Route, ...]]] | None = (
+            (*self._bounds[0], self._routes[0]) if len(segment_list) == 1 else None
+        )
 
     def _segment_of(self, timestamp_us: int) -> int:
         for index, (start, end) in enumerate(self._bounds):
             if start <= timestamp_us < end:
                 return index
         return -1
+
+    def _new_line(
+        self, segment: int, meter: Meter, group: tuple[str | None, ...], price: Price | None
+    ) -> _LineState:
+        line = _LineState(segment, meter, group, price, Accumulator(meter.aggregation))
+        self._lines[(segment, meter.key, group)] = line
+        self._route_lines.setdefault((segment, meter.key), {})[group] = line
+        return line
 
     def add(
         self,
@@ -157,41 +297,82 @@ class Rater:
         event_hash: bytes,
     ) -> None:
         """Rate one event; events must come in ascending ``sequence``."""
-        index = self._segment_of(timestamp_us)
-        if index < 0:
-            self.unbilled_events += 1
+        # Hot path (once per event of a close): a meter's value and group are read with
+        # one ``get`` each where the path is a top-level name; ``property_value`` and
+        # ``Meter.group_of`` (the definitions) handle dotted paths and several dimensions.
+        only = self._only
+        if only is not None:
+            if not only[0] <= timestamp_us < only[1]:
+                self.unbilled_events += 1
+                return
+            routes = only[2].get(event_type)
+        else:
+            index = self._segment_of(timestamp_us)
+            if index < 0:
+                self.unbilled_events += 1
+                return
+            routes = self._routes[index].get(event_type)
+        if not routes:
             return
-        candidates = self._by_type[index].get(event_type)
-        if not candidates:
-            return
-        for meter, prices in candidates:
-            if meter.filters and not all(f.matches(properties) for f in meter.filters):
+        first: _LineState | None = None
+        second: _LineState | None = None
+        more: list[_LineState] | None = None
+        for route in routes:
+            if route.filters and not all(f.matches(properties) for f in route.filters):
                 continue
             raw: Any = None
-            number: Decimal | None = None
-            if meter.aggregation != "count":
-                raw = property_value(properties, meter.property or "")
-                if raw is _MISSING:
-                    self.problems.append(MeterProblem(sequence, f"{meter.property} is missing"))
-                    continue
-                number = exact_number(raw)
-                if number is None and meter.aggregation != "unique_count":
+            number: Any = None  # Decimal | None, or an int for a sum (see below)
+            if not route.counts:
+                name = route.property
+                raw = (
+                    properties.get(name, _MISSING)
+                    if name is not None
+                    else property_value(properties, route.meter.property or "")
+                )
+                if type(raw) is int:
+                    # A sum takes an int as it is: Decimal + int converts it exactly and
+                    # adds in the same context as Decimal + Decimal(int), one call fewer.
+                    number = raw if route.sums else Decimal(raw)
+                elif raw is _MISSING:
                     self.problems.append(
-                        MeterProblem(sequence, f"{meter.property}={raw!r} is not a number")
+                        MeterProblem(sequence, f"{route.meter.property} is missing")
                     )
                     continue
-            group = meter.group_of(properties) if meter.group_by else ()
-            key = (index, meter.key, group)
-            line = self._lines.get(key)
+                else:
+                    number = exact_number(raw)
+                    if number is None and not route.unique:
+                        self.problems.append(
+                            MeterProblem(
+                                sequence, f"{route.meter.property}={raw!r} is not a number"
+                            )
+                        )
+                        continue
+            key = route.group_key
+            if key is not None:
+                value = properties.get(key, _MISSING)
+                group: tuple[str | None, ...] = (
+                    (value,)
+                    if type(value) is str
+                    else (None,)
+                    if value is _MISSING
+                    else (str(value),)
+                )
+            elif route.meter.group_by:
+                group = route.meter.group_of(properties)
+            else:
+                group = ()
+            line = route.lines.get(group)
             if line is None:
-                price = price_for(prices, meter, group)
-                line = _LineState(index, meter, group, price, Accumulator(meter.aggregation))
+                line = self._new_line(
+                    route.segment, route.meter, group, price_for(route.prices, route.meter, group)
+                )
                 if self.keep_events:
                     line.members = []
-                self._lines[key] = line
-            price = line.price
-            if price is not None and price.model == "percentage":
-                base = number
+            if line.per_event:
+                price = line.price
+                assert price is not None
+                meter = route.meter
+                base = Decimal(number) if type(number) is int else number
                 if price.property and price.property != meter.property:
                     base = exact_number(property_value(properties, price.property))
                 if base is None:
@@ -204,10 +385,95 @@ class Rater:
                 fee = percentage_fee(price, base, line.accumulator.events)
                 with localcontext(MONEY_CONTEXT):
                     line.percentage_total += fee
-            line.accumulator.add(sequence, timestamp_us, number, raw)
-            line.merkle.add(event_hash)
+            line.add_to_accumulator(sequence, timestamp_us, number, raw)
             if line.members is not None:
                 line.members.append((sequence, event_hash))
+            if first is None:
+                first = line
+            elif second is None:
+                second = line
+            elif more is None:
+                more = [line]
+            else:
+                more.append(line)
+        # The event's leaf, once per lineage: the common cases inline, the rest (a first
+        # event, a divergence, three or more lines) in ``_add_leaf``.
+        if first is None:
+            return
+        lineage = first.lineage
+        if second is None:
+            if lineage.sharers == 1:
+                lineage.add(event_hash)
+                return
+        elif more is None and second.lineage is lineage and lineage.sharers == 2:
+            lineage.add(event_hash)
+            return
+        reached = [first] if second is None else [first, second, *(more or ())]
+        self._add_leaf(reached, event_hash)
+
+    def _add_leaf(self, reached: list[_LineState], event_hash: bytes) -> None:
+        """Add the event's leaf to the lineage of every line in ``reached`` (the lines it
+        went to), keeping each lineage shared by lines with identical events only."""
+        if not self._share:
+            for line in reached:
+                line.lineage.add(event_hash)
+            return
+        groups: dict[_Lineage, list[_LineState]] = {}
+        fresh = []
+        for line in reached:
+            lineage = line.lineage
+            if lineage.sharers == 1 and lineage.builder.count == 0:
+                fresh.append(line)  # no events yet: any such lines may share from here
+            else:
+                groups.setdefault(lineage, []).append(line)
+        if fresh:
+            shared = fresh[0].lineage
+            shared.sharers = len(fresh)
+            for line in fresh[1:]:
+                line.lineage = shared
+            groups[shared] = fresh
+        for lineage, lines in groups.items():
+            if len(lines) < lineage.sharers:  # the others do not take this event
+                lineage.sharers -= len(lines)
+                lineage = _Lineage(copy.deepcopy(lineage.builder), len(lines))
+                for line in lines:
+                    line.lineage = lineage
+            lineage.add(event_hash)
+
+    def export_state(self) -> RaterState:
+        """What the events fed so far left behind, picklable (for a scan done in another
+        process); ``import_state`` on a fresh rater of the same jobs makes it equal."""
+        return RaterState(
+            self.unbilled_events,
+            tuple(self.problems),
+            tuple(
+                (key, line.accumulator, line.lineage, line.percentage_total, line.members)
+                for key, line in self._lines.items()
+            ),
+        )
+
+    def import_state(self, state: RaterState) -> None:
+        """Take over ``state`` (from ``export_state`` of a rater made with the same
+        configuration and segments); this rater must not have been fed yet."""
+        if self._lines or self.problems or self.unbilled_events:
+            raise ValueError("import_state needs a rater that has not been fed")
+        self.unbilled_events = state.unbilled_events
+        self.problems.extend(state.problems)
+        routes = {
+            (route.segment, route.meter.key): route
+            for table in self._routes
+            for candidates in table.values()
+            for route in candidates
+        }
+        for (segment, meter_key, group), accumulator, lineage, total, members in state.lines:
+            route = routes[(segment, meter_key)]
+            line = self._new_line(
+                segment, route.meter, group, price_for(route.prices, route.meter, group)
+            )
+            line.accumulator, line.add_to_accumulator = accumulator, accumulator.add
+            line.lineage = lineage  # lines that shared one still do (pickle keeps identity)
+            line.percentage_total = total
+            line.members = members
 
     def members(
         self, segment: int, meter: str, group: tuple[str | None, ...]
@@ -232,8 +498,7 @@ class Rater:
                         group = tuple(values[name] for name in meter.group_by)
                         key = (index, meter.key, group)
                         if key not in self._lines and price_for(prices, meter, group) is price:
-                            accumulator = Accumulator(meter.aggregation)
-                            self._lines[key] = _LineState(index, meter, group, price, accumulator)
+                            self._new_line(index, meter, group, price)
 
     def lines(self, currency: str, configuration: Configuration) -> list[UsageLine]:
         """Every priced line, in (segment, meter, group) order; zero-usage lines only when
@@ -271,7 +536,7 @@ class Rater:
                     events=state.accumulator.events,
                     first_sequence=state.accumulator.first_sequence,
                     last_sequence=state.accumulator.last_sequence,
-                    merkle_root=state.merkle.root(),
+                    merkle_root=state.lineage.builder.root(),
                 )
             )
         return result
