@@ -516,16 +516,25 @@ class Billing:
                 for c, t, s in late
             ):
                 continue
-            loaded = self.load(invoice.revision)
-            assert loaded is not None
-            contract = self._contract(loaded, invoice.customer)
-            spans = segments(
-                loaded.configuration, contract, invoice.period_start_us, invoice.period_end_us
-            )
-            period = BillingPeriod(invoice.period_start_us, invoice.period_end_us)
-            job = RatingJob(invoice.customer, period, spans, head, loaded.configuration)
+            job, _ = self._rerate(invoice, head)
             pending.append((invoice, billed, job, through))
         return pending
+
+    def _rerate(
+        self, invoice: StoredInvoice, through: int, keep_events: bool = False
+    ) -> tuple[RatingJob, Loaded]:
+        """A job re-rating a finalized invoice's period under the revision it was rated with,
+        with the events up to ``through``."""
+        loaded = self.load(invoice.revision)
+        if loaded is None:
+            raise BillingError(f"invoice {invoice.invoice_id}: revision {invoice.revision} missing")
+        contract = self._contract(loaded, invoice.customer)
+        period = BillingPeriod(invoice.period_start_us, invoice.period_end_us)
+        spans = segments(loaded.configuration, contract, period.start_us, period.end_us)
+        job = RatingJob(
+            invoice.customer, period, spans, through, loaded.configuration, keep_events=keep_events
+        )
+        return job, loaded
 
     def _adjustments(
         self, pending: list[tuple[StoredInvoice, Decimal, RatingJob, int]]
@@ -615,25 +624,11 @@ class Billing:
             return [(sequence, event_hash) for sequence, event_hash in rows]
         if line["kind"] != "usage":
             raise BillingError(f"line {line_number}: a {line['kind']} line has no events")
-        loaded = self.load(stored.revision)
-        assert loaded is not None
-        contract = self._contract(loaded, stored.customer)
-        spans = segments(
-            loaded.configuration, contract, stored.period_start_us, stored.period_end_us
-        )
-        period = BillingPeriod(stored.period_start_us, stored.period_end_us)
-        job = RatingJob(
-            stored.customer,
-            period,
-            spans,
-            stored.through_sequence,
-            loaded.configuration,
-            keep_events=True,
-        )
+        job, loaded = self._rerate(stored, stored.through_sequence, keep_events=True)
         run_jobs(self._connection, [job])
         segment_index = next(
             i
-            for i, s in enumerate(spans)
+            for i, s in enumerate(job.segments)
             if format_timestamp(s.start_us) == line["service"]["start"]
         )
         meter = loaded.configuration.meter(line["meter"])
@@ -755,12 +750,7 @@ class Billing:
                     "description": adjustment.description,
                     "amount": str(adjustment.amount),
                     "adjusts": adjustment.adjusts,
-                    "lineage": {
-                        "events": adjustment.events,
-                        "first_sequence": adjustment.first_sequence,
-                        "last_sequence": adjustment.last_sequence,
-                        "merkle_root": adjustment.merkle_root.hex(),
-                    },
+                    "lineage": adjustment.lineage(),
                 }
             ]
         total = sum((Decimal(str(line["amount"])) for line in lines), Decimal(0))
@@ -843,22 +833,7 @@ class Billing:
                 return [
                     f"{name}: line {line['number']} adjusts unknown invoice {adjusts['invoice']}"
                 ]
-            previous_loaded = self.load(previous.revision)
-            assert previous_loaded is not None
-            previous_contract = self._contract(previous_loaded, previous.customer)
-            previous_period = BillingPeriod(previous.period_start_us, previous.period_end_us)
-            rerate = RatingJob(
-                previous.customer,
-                previous_period,
-                segments(
-                    previous_loaded.configuration,
-                    previous_contract,
-                    previous_period.start_us,
-                    previous_period.end_us,
-                ),
-                adjusts["through_sequence"],
-                previous_loaded.configuration,
-            )
+            rerate, _ = self._rerate(previous, adjusts["through_sequence"])
             adjustment_jobs.append((previous, adjusts, rerate))
         run_jobs(self._connection, [job, *[j for _, _, j in adjustment_jobs]])
         adjustments = []

@@ -65,6 +65,15 @@ class Adjustment:
     last_sequence: int | None
     merkle_root: bytes
 
+    def lineage(self) -> dict[str, Any]:
+        """The late events behind the adjustment, as an invoice line records them."""
+        return {
+            "events": self.events,
+            "first_sequence": self.first_sequence,
+            "last_sequence": self.last_sequence,
+            "merkle_root": self.merkle_root.hex(),
+        }
+
 
 @dataclass(slots=True)
 class _Line:
@@ -275,15 +284,7 @@ def build_invoice(
                 adjustment.description,
                 adjustment.amount,
                 None,
-                {
-                    "adjusts": adjustment.adjusts,
-                    "lineage": {
-                        "events": adjustment.events,
-                        "first_sequence": adjustment.first_sequence,
-                        "last_sequence": adjustment.last_sequence,
-                        "merkle_root": adjustment.merkle_root.hex(),
-                    },
-                },
+                {"adjusts": adjustment.adjusts, "lineage": adjustment.lineage()},
             )
         )
     lines = []
