@@ -12,11 +12,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
 from pathlib import Path
 from typing import Any
 
+from meterline.bench import spread
 from meterline.bench.close import CloseBenchmark, run_close_benchmark
 
 FIGURES = ("seconds", "events_per_s", "generate_seconds", "ingest_seconds")
@@ -62,11 +62,7 @@ def main() -> None:
     for figure in FIGURES:
         values = [getattr(run, figure) for run in runs if getattr(run, figure) is not None]
         if values:
-            summary[figure] = {
-                "median": statistics.median(values),
-                "min": min(values),
-                "max": max(values),
-            }
+            summary[figure] = spread(values)
     print(json.dumps(summary, indent=2))
 
 

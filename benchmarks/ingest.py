@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 
+from meterline.bench import spread
 from meterline.bench.ingest import run_ingest_benchmark
 
 FIGURES = (
@@ -39,12 +39,7 @@ def main() -> None:
         "runs": arguments.runs,
     }
     for figure in FIGURES:
-        values = [run[figure] for run in runs]
-        summary[figure] = {
-            "median": statistics.median(values),
-            "min": min(values),
-            "max": max(values),
-        }
+        summary[figure] = spread([run[figure] for run in runs])
     print(json.dumps(summary, indent=2))
 
 

@@ -1,1 +1,11 @@
 """Benchmarks behind ``meterline bench``: each prints its figures and a same-run baseline."""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Sequence
+
+
+def spread(values: Sequence[float]) -> dict[str, float]:
+    """Median, minimum and maximum of repeated runs' figures."""
+    return {"median": statistics.median(values), "min": min(values), "max": max(values)}
