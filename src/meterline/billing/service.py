@@ -500,11 +500,15 @@ class Billing:
         invoices = [i for i in self.store.invoices() if i.customer in customers]
         if not invoices:
             return []
+        # Only rows ingested since the earliest close and timed before the latest finalized
+        # period's end can be late: the rest (the current period's usage) never reaches
+        # Python, so a close does not copy a month of events to look for a few.
         lowest = min(i.through_sequence for i in invoices)
+        latest_end = max(i.period_end_us for i in invoices)
         late = self._connection.execute(
-            "SELECT DISTINCT customer, timestamp_us, sequence FROM events WHERE sequence > ?"
-            " AND sequence <= ?",
-            (lowest, head),
+            "SELECT customer, timestamp_us, sequence FROM events WHERE sequence > ?"
+            " AND sequence <= ? AND timestamp_us < ?",
+            (lowest, head, latest_end),
         ).fetchall()
         pending = []
         for invoice in invoices:

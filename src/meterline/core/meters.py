@@ -124,7 +124,8 @@ class Accumulator:
     _seen: set[str] = field(default_factory=set)
     _latest: tuple[int, int, Decimal] | None = None
 
-    def add(self, sequence: int, timestamp_us: int, number: Decimal | None, raw: Any) -> None:
+    def add(self, sequence: int, timestamp_us: int, number: Any, raw: Any) -> None:
+        # ``number``: a Decimal, None, or (for a sum only) an int: see ``Reading``.
         self.events += 1
         if self.first_sequence is None or sequence < self.first_sequence:
             self.first_sequence = sequence
@@ -153,6 +154,67 @@ class Accumulator:
         return self._latest[2] if self._latest is not None else Decimal(0)
 
 
+Reading = tuple[tuple[str | None, ...], Any, Any]
+"""What a meter reads from one event: (group, number, raw value). ``number`` is a Decimal,
+None (``count``; a non-numeric ``unique_count`` value), or for a ``sum`` an int taken as
+it is (Decimal + int is exact)."""
+
+
+class MeterReader:
+    """A meter prepared to read events: the one definition of selecting, measuring and
+    grouping, shared by ``Measurement`` and the rater's hot path. A top-level property or a
+    single top-level dimension is read with one ``get``; dotted paths walk the mapping."""
+
+    __slots__ = ("counts", "filters", "group_key", "meter", "path", "property", "sums", "unique")
+
+    def __init__(self, meter: Meter) -> None:
+        self.meter = meter
+        self.filters = meter.filters
+        self.counts = meter.aggregation == "count"
+        self.sums = meter.aggregation == "sum"
+        self.unique = meter.aggregation == "unique_count"
+        self.path = meter.property or ""
+        self.property: str | None = None if "." in self.path else self.path
+        group_by = meter.group_by
+        self.group_key: str | None = (
+            group_by[0] if len(group_by) == 1 and "." not in group_by[0] else None
+        )
+
+    def read(self, properties: Mapping[str, Any]) -> Reading | str | None:
+        """The event's reading; None when the filters drop it; a reason (text) when the
+        meter selects it but cannot measure it. The event type is the caller's check."""
+        if self.filters and not all(f.matches(properties) for f in self.filters):
+            return None
+        raw: Any = None
+        number: Any = None
+        if not self.counts:
+            name = self.property
+            raw = (
+                properties.get(name, _MISSING)
+                if name is not None
+                else property_value(properties, self.path)
+            )
+            if type(raw) is int:
+                number = raw if self.sums else Decimal(raw)
+            elif raw is _MISSING:
+                return f"{self.path} is missing"
+            else:
+                number = exact_number(raw)
+                if number is None and not self.unique:
+                    return f"{self.path}={raw!r} is not a number"
+        key = self.group_key
+        if key is not None:
+            value = properties.get(key, _MISSING)
+            group: tuple[str | None, ...] = (
+                (value,) if type(value) is str else (None,) if value is _MISSING else (str(value),)
+            )
+        elif self.meter.group_by:
+            group = self.meter.group_of(properties)
+        else:
+            group = ()
+        return group, number, raw
+
+
 @dataclass
 class Measurement:
     """A meter's groups and the problems met while measuring."""
@@ -160,31 +222,27 @@ class Measurement:
     meter: Meter
     groups: dict[tuple[str | None, ...], Accumulator] = field(default_factory=dict)
     problems: list[MeterProblem] = field(default_factory=list)
+    _reader: MeterReader = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self._reader = MeterReader(self.meter)
 
     def add(
         self, sequence: int, timestamp_us: int, event_type: str, properties: Mapping[str, Any]
     ) -> None:
         """Measure one event (ignored unless the meter selects it)."""
-        meter = self.meter
-        if not meter.selects(event_type, properties):
+        if event_type != self.meter.event_type:
             return
-        raw: Any = None
-        number: Decimal | None = None
-        if meter.aggregation != "count":
-            raw = property_value(properties, meter.property or "")
-            if raw is _MISSING:
-                self.problems.append(MeterProblem(sequence, f"{meter.property} is missing"))
-                return
-            number = exact_number(raw)
-            if number is None and meter.aggregation != "unique_count":
-                self.problems.append(
-                    MeterProblem(sequence, f"{meter.property}={raw!r} is not a number")
-                )
-                return
-        group = meter.group_of(properties)
+        reading = self._reader.read(properties)
+        if reading is None:
+            return
+        if isinstance(reading, str):
+            self.problems.append(MeterProblem(sequence, reading))
+            return
+        group, number, raw = reading
         accumulator = self.groups.get(group)
         if accumulator is None:
-            accumulator = self.groups[group] = Accumulator(meter.aggregation)
+            accumulator = self.groups[group] = Accumulator(self.meter.aggregation)
         accumulator.add(sequence, timestamp_us, number, raw)
 
     def quantities(self) -> dict[tuple[str | None, ...], Decimal]:

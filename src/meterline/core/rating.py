@@ -19,10 +19,10 @@ from typing import Any
 
 from meterline.core.lineage import MerkleBuilder
 from meterline.core.meters import (
-    _MISSING,
     Accumulator,
     Meter,
     MeterProblem,
+    MeterReader,
     exact_number,
     property_value,
 )
@@ -105,21 +105,10 @@ class _LineState:
 
 
 class _Route:
-    """One meter in one segment, prepared for ``Rater.add``: where its value and group
-    come from, and its lines by group (the same objects as ``Rater._lines``)."""
+    """One meter in one segment, prepared for ``Rater.add``: its reader and its lines by
+    group (the same objects as ``Rater._lines``)."""
 
-    __slots__ = (
-        "counts",
-        "filters",
-        "group_key",
-        "lines",
-        "meter",
-        "prices",
-        "property",
-        "segment",
-        "sums",
-        "unique",
-    )
+    __slots__ = ("lines", "meter", "prices", "read", "segment")
 
     def __init__(
         self,
@@ -132,17 +121,7 @@ class _Route:
         self.meter = meter
         self.prices = prices
         self.lines = lines
-        self.filters = meter.filters
-        self.counts = meter.aggregation == "count"
-        self.sums = meter.aggregation == "sum"
-        self.unique = meter.aggregation == "unique_count"
-        path = meter.property or ""
-        # A top-level property is read with one ``get``; a dotted path walks the mapping.
-        self.property: str | None = None if "." in path else path
-        group_by = meter.group_by
-        self.group_key: str | None = (
-            group_by[0] if len(group_by) == 1 and "." not in group_by[0] else None
-        )
+        self.read = MeterReader(meter).read
 
 
 @dataclass(frozen=True, slots=True)
@@ -297,9 +276,8 @@ class Rater:
         event_hash: bytes,
     ) -> None:
         """Rate one event; events must come in ascending ``sequence``."""
-        # Hot path (once per event of a close): a meter's value and group are read with
-        # one ``get`` each where the path is a top-level name; ``property_value`` and
-        # ``Meter.group_of`` (the definitions) handle dotted paths and several dimensions.
+        # Hot path (once per event of a close); ``MeterReader`` reads each meter's value
+        # and group, as ``Measurement`` does.
         only = self._only
         if only is not None:
             if not only[0] <= timestamp_us < only[1]:
@@ -318,49 +296,13 @@ class Rater:
         second: _LineState | None = None
         more: list[_LineState] | None = None
         for route in routes:
-            if route.filters and not all(f.matches(properties) for f in route.filters):
+            reading = route.read(properties)
+            if reading is None:
                 continue
-            raw: Any = None
-            number: Any = None  # Decimal | None, or an int for a sum (see below)
-            if not route.counts:
-                name = route.property
-                raw = (
-                    properties.get(name, _MISSING)
-                    if name is not None
-                    else property_value(properties, route.meter.property or "")
-                )
-                if type(raw) is int:
-                    # A sum takes an int as it is: Decimal + int converts it exactly and
-                    # adds in the same context as Decimal + Decimal(int), one call fewer.
-                    number = raw if route.sums else Decimal(raw)
-                elif raw is _MISSING:
-                    self.problems.append(
-                        MeterProblem(sequence, f"{route.meter.property} is missing")
-                    )
-                    continue
-                else:
-                    number = exact_number(raw)
-                    if number is None and not route.unique:
-                        self.problems.append(
-                            MeterProblem(
-                                sequence, f"{route.meter.property}={raw!r} is not a number"
-                            )
-                        )
-                        continue
-            key = route.group_key
-            if key is not None:
-                value = properties.get(key, _MISSING)
-                group: tuple[str | None, ...] = (
-                    (value,)
-                    if type(value) is str
-                    else (None,)
-                    if value is _MISSING
-                    else (str(value),)
-                )
-            elif route.meter.group_by:
-                group = route.meter.group_of(properties)
-            else:
-                group = ()
+            if isinstance(reading, str):
+                self.problems.append(MeterProblem(sequence, reading))
+                continue
+            group, number, raw = reading
             line = route.lines.get(group)
             if line is None:
                 line = self._new_line(
