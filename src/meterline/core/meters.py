@@ -142,6 +142,22 @@ class Accumulator:
             if self._latest is None or candidate[:2] > self._latest[:2]:
                 self._latest = candidate
 
+    def merged(self, other: Accumulator) -> Accumulator:
+        """The accumulator of both sets of events (for cumulative usage over windows)."""
+        result = Accumulator(self.aggregation)
+        result.events = self.events + other.events
+        firsts = [s for s in (self.first_sequence, other.first_sequence) if s is not None]
+        lasts = [s for s in (self.last_sequence, other.last_sequence) if s is not None]
+        result.first_sequence = min(firsts) if firsts else None
+        result.last_sequence = max(lasts) if lasts else None
+        result._total = self._total + other._total
+        maxima = [m for m in (self._maximum, other._maximum) if m is not None]
+        result._maximum = max(maxima) if maxima else None
+        result._seen = self._seen | other._seen
+        latest = [x for x in (self._latest, other._latest) if x is not None]
+        result._latest = max(latest, key=lambda x: x[:2]) if latest else None
+        return result
+
     def quantity(self) -> Decimal:
         if self.aggregation == "count":
             return Decimal(self.events)

@@ -12,11 +12,13 @@ always gives the same lines: rating is a pure function of (events, configuration
 from __future__ import annotations
 
 import copy
+from bisect import bisect_right
 from collections.abc import Mapping
 from dataclasses import dataclass
 from decimal import Decimal, localcontext
 from typing import Any
 
+from meterline.core.credits import Charge
 from meterline.core.lineage import MerkleBuilder
 from meterline.core.meters import (
     Accumulator,
@@ -82,6 +84,8 @@ class _LineState:
         "percentage_total",
         "price",
         "segment",
+        "window_fees",
+        "windows",
     )
 
     def __init__(
@@ -102,6 +106,9 @@ class _LineState:
         self.percentage_total = ZERO
         self.members: list[tuple[int, bytes]] | None = None
         self.add_to_accumulator = accumulator.add
+        # Per window (see ``Rater(cuts=...)``): the usage of the window alone.
+        self.windows: dict[int, Accumulator] | None = None
+        self.window_fees: dict[int, Decimal] | None = None
 
 
 class _Route:
@@ -137,6 +144,8 @@ class RaterState:
             _Lineage,
             Decimal,
             list[tuple[int, bytes]] | None,
+            dict[int, Accumulator] | None,
+            dict[int, Decimal] | None,
         ],
         ...,
     ]
@@ -209,10 +218,22 @@ class Rater:
     """Rates one customer's events over the segments of one billing period."""
 
     def __init__(
-        self, configuration: Configuration, segment_list: list[Segment], keep_events: bool = False
+        self,
+        configuration: Configuration,
+        segment_list: list[Segment],
+        keep_events: bool = False,
+        cuts: tuple[int, ...] | None = None,
     ) -> None:
         self.segments = segment_list
         self.keep_events = keep_events
+        # Window edges for ``charges`` (credit burn-down): the given instants and every
+        # segment edge inside the period; None keeps no windows (the invoice needs none).
+        self.cuts: tuple[int, ...] | None = None
+        if cuts is not None and segment_list:
+            low, high = segment_list[0].start_us, segment_list[-1].end_us
+            inner = {t for t in cuts if low < t < high}
+            inner.update(s.start_us for s in segment_list[1:])
+            self.cuts = tuple(sorted(inner))
         self.unbilled_events = 0
         self.problems: list[MeterProblem] = []
         self._lines: dict[tuple[int, str, tuple[str | None, ...]], _LineState] = {}
@@ -295,6 +316,7 @@ class Rater:
         first: _LineState | None = None
         second: _LineState | None = None
         more: list[_LineState] | None = None
+        fee = ZERO
         for route in routes:
             reading = route.read(properties)
             if reading is None:
@@ -328,6 +350,8 @@ class Rater:
                 with localcontext(MONEY_CONTEXT):
                     line.percentage_total += fee
             line.add_to_accumulator(sequence, timestamp_us, number, raw)
+            if self.cuts is not None:
+                self._add_to_window(line, sequence, timestamp_us, number, raw, fee)
             if line.members is not None:
                 line.members.append((sequence, event_hash))
             if first is None:
@@ -352,6 +376,28 @@ class Rater:
             return
         reached = [first] if second is None else [first, second, *(more or ())]
         self._add_leaf(reached, event_hash)
+
+    def _add_to_window(
+        self,
+        line: _LineState,
+        sequence: int,
+        timestamp_us: int,
+        number: Any,
+        raw: Any,
+        fee: Decimal,
+    ) -> None:
+        assert self.cuts is not None
+        index = bisect_right(self.cuts, timestamp_us)
+        if line.windows is None:
+            line.windows, line.window_fees = {}, {}
+        window = line.windows.get(index)
+        if window is None:
+            window = line.windows[index] = Accumulator(line.meter.aggregation)
+        window.add(sequence, timestamp_us, number, raw)
+        if line.per_event:
+            assert line.window_fees is not None
+            with localcontext(MONEY_CONTEXT):
+                line.window_fees[index] = line.window_fees.get(index, ZERO) + fee
 
     def _add_leaf(self, reached: list[_LineState], event_hash: bytes) -> None:
         """Add the event's leaf to the lineage of every line in ``reached`` (the lines it
@@ -389,7 +435,15 @@ class Rater:
             self.unbilled_events,
             tuple(self.problems),
             tuple(
-                (key, line.accumulator, line.lineage, line.percentage_total, line.members)
+                (
+                    key,
+                    line.accumulator,
+                    line.lineage,
+                    line.percentage_total,
+                    line.members,
+                    line.windows,
+                    line.window_fees,
+                )
                 for key, line in self._lines.items()
             ),
         )
@@ -407,7 +461,8 @@ class Rater:
             for candidates in table.values()
             for route in candidates
         }
-        for (segment, meter_key, group), accumulator, lineage, total, members in state.lines:
+        for key, accumulator, lineage, total, members, windows, fees in state.lines:
+            segment, meter_key, group = key
             route = routes[(segment, meter_key)]
             line = self._new_line(
                 segment, route.meter, group, price_for(route.prices, route.meter, group)
@@ -416,6 +471,7 @@ class Rater:
             line.lineage = lineage  # lines that shared one still do (pickle keeps identity)
             line.percentage_total = total
             line.members = members
+            line.windows, line.window_fees = windows, fees
 
     def members(
         self, segment: int, meter: str, group: tuple[str | None, ...]
@@ -489,3 +545,71 @@ def _line_order(
 ) -> tuple[int, str, tuple[tuple[int, str], ...]]:
     segment, meter, group = key
     return segment, meter, tuple((0, "") if v is None else (1, v) for v in group)
+
+
+def line_id(segment: int, meter: str, group: tuple[str | None, ...]) -> str:
+    """A usage line's name in the credit ledger: ``segment/meter/value,...``."""
+    return f"{segment}/{meter}/" + ",".join("" if value is None else value for value in group)
+
+
+def window_charges(rater: Rater, currency: str, configuration: Configuration) -> list[Charge]:
+    """Each line's charge per window (see ``core.credits``): ``amount(usage through the
+    window's end) - amount(usage before it)``, the line minimum/maximum settled in the
+    segment's last window, less the segment's discount; in the line's unit. Needs a rater
+    made with ``cuts``. The charges of a line add up to its ``lines()`` amount (before
+    the discount)."""
+    if rater.cuts is None:
+        raise ValueError("window_charges needs a rater made with cuts")
+    if not rater.segments:
+        return []
+    rater._idle_lines()
+    edges = [rater.segments[0].start_us, *rater.cuts, rater.segments[-1].end_us]
+    result = []
+    for key in sorted(rater._lines, key=_line_order):
+        state = rater._lines[key]
+        price = state.price
+        if price is None:
+            continue
+        segment = rater.segments[state.segment]
+        windows = [
+            index
+            for index in range(len(edges) - 1)
+            if segment.start_us <= edges[index] and edges[index + 1] <= segment.end_us
+        ]
+        unit = currency if price.credit_type is None else price.credit_type
+        discount = segment.terms.discount_percent or ZERO
+        name = line_id(*key)
+        cumulative = Accumulator(state.meter.aggregation)
+        previous = ZERO
+        fees = ZERO
+        for position, index in enumerate(windows):
+            window = (state.windows or {}).get(index)
+            if window is not None:
+                cumulative = cumulative.merged(window)
+            with localcontext(MONEY_CONTEXT):
+                if price.model == "percentage":
+                    fees += (state.window_fees or {}).get(index, ZERO)
+                    amount = fees
+                else:
+                    amount = price_quantity(price, cumulative.quantity(), state.group)
+                if position == len(windows) - 1:
+                    amount = bounded(amount, price.minimum, price.maximum)
+                delta = amount - previous
+                previous = amount
+                if discount:
+                    delta -= delta * discount / 100
+            if delta == 0:
+                continue
+            result.append(
+                Charge(
+                    edges[index],
+                    edges[index + 1],
+                    name,
+                    state.meter.key,
+                    unit,
+                    delta,
+                    None if window is None else window.first_sequence,
+                    None if window is None else window.last_sequence,
+                )
+            )
+    return result

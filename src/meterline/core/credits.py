@@ -1,0 +1,690 @@
+"""Credits: grant burn-down, expiry, rollover, voids and carried overage, as a ledger (pure).
+
+A ``CreditBook`` is fed a timeline (grants, charges, voids, adjustments) and decides every
+movement of credit as a balanced ``Entry``: a debit to one account and a credit to another,
+for the same amount in the same unit. A grant's balance is the sum of the entries on its
+account (``grant:<id>``), never a number updated in place. The accounts, per unit:
+
+- ``issued``: where grants, rollover top-ups and manual adjustments come from;
+- ``grant:<id>``: what a grant still holds;
+- ``usage``: what usage consumed (debited by charges, credited by releases);
+- ``expired``, ``voided``: what left grants unused;
+- ``overage``: usage no grant paid, billed in currency at the contract's overage price;
+- ``carried``: usage no grant paid, carried as debt (``carry``/``refuse``) and burnt from
+  the next grant that becomes active and may pay for it.
+
+Rules (defaults of ../shared/DESIGN.md):
+
+- Burn order: priority ascending, then soonest expiry (none last), then the grant's
+  creation instant, then its id. A grant pays only units of its own ``unit`` and only for
+  meters its ``scope`` allows (an empty scope: every meter).
+- A charge is the price of one line's usage over one window ``[start, end)``: the windows
+  are cut at every grant's effective, expiry, reset and void instant, so a grant is active
+  for a whole window or not at all, and the charge is drawn from the grants active at the
+  window's start. A window's charge is ``amount(cumulative usage at its end) - amount(at
+  its start)``, so graduated and volume tiers stay exact; the charges of one window are
+  drawn line by line in line order. A negative charge (a volume tier lowering the price of
+  every unit) releases what that line drew, last draw first; a release to a grant that is
+  no longer active expires again at once.
+- At the same instant: charges of windows ending there, then voids, expiries and resets,
+  then grants becoming effective, then carried overage burnt from those grants, then
+  manual adjustments.
+- Reset (a recurring grant's period end): the grant keeps ``min(maximum, max(minimum,
+  balance x percent))``. The kept amount moves to a rollover grant with its own expiry; a
+  kept amount above the balance is a top-up from ``issued``; the rest expires. A grant
+  whose expiry is at or before its reset rolls nothing.
+
+Invariant (checked by ``CreditBook.check``): for every unit, granted + adjusted =
+consumed + expired + remaining + voided, and no grant's balance is ever below zero.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from decimal import Decimal, localcontext
+from typing import Literal
+
+from meterline.core.money import MONEY_CONTEXT
+
+ZERO = Decimal(0)
+HUNDRED = Decimal(100)
+
+OverageMode = Literal["bill", "carry", "refuse"]
+OVERAGE_MODES: tuple[OverageMode, ...] = ("bill", "carry", "refuse")
+EntryKind = Literal[
+    "grant",
+    "consume",
+    "release",
+    "expire",
+    "rollover",
+    "top_up",
+    "void",
+    "adjust",
+    "overage",
+    "carry",
+    "settle",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class RolloverRule:
+    """What a recurring grant keeps at a reset: ``min(maximum, max(minimum, balance x
+    percent / 100))``; the kept amount lives on in a rollover grant expiring at the
+    instant the shell computed from the rule (``Grant.rollover_expires_us``)."""
+
+    percent: Decimal = HUNDRED
+    minimum: Decimal = ZERO
+    maximum: Decimal | None = None
+
+    def kept(self, balance: Decimal) -> Decimal:
+        with localcontext(MONEY_CONTEXT):
+            share = balance * self.percent / HUNDRED
+        kept = max(self.minimum, share)
+        if self.maximum is not None:
+            kept = min(self.maximum, kept)
+        return kept
+
+
+@dataclass(frozen=True, slots=True)
+class Grant:
+    """An amount of ``unit`` (a currency or a credit type) a customer may spend.
+
+    ``paid`` is what the customer paid for the whole grant (its cost basis, in
+    ``paid_currency``; zero for free or promotional credit). Active on
+    ``[effective_us, expires_us)``. ``reset_us``: the instant a recurring grant's period
+    ends, when ``rollover`` decides what is kept (without a rule, nothing is).
+    """
+
+    grant_id: str
+    unit: str
+    amount: Decimal
+    effective_us: int
+    expires_us: int | None = None
+    priority: int = 50
+    paid: Decimal = ZERO
+    paid_currency: str = ""
+    scope: tuple[str, ...] = ()
+    reset_us: int | None = None
+    rollover: RolloverRule | None = None
+    rollover_expires_us: int | None = None
+    created_us: int | None = None
+    source: str = "contract"
+    reason: str = ""
+
+    @property
+    def created(self) -> int:
+        return self.effective_us if self.created_us is None else self.created_us
+
+    def may_pay(self, unit: str, meter: str) -> bool:
+        return self.unit == unit and (not self.scope or meter in self.scope)
+
+    def burn_key(self) -> tuple[int, int, int, int, str]:
+        expiry = self.expires_us
+        return (
+            self.priority,
+            0 if expiry is not None else 1,
+            expiry if expiry is not None else 0,
+            self.created,
+            self.grant_id,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Charge:
+    """The price of one line's usage over the window ``[start_us, end_us)``, in ``unit``;
+    ``first_sequence``/``last_sequence``: the ledger sequences of the usage behind it."""
+
+    start_us: int
+    end_us: int
+    line: str
+    meter: str
+    unit: str
+    amount: Decimal
+    first_sequence: int | None = None
+    last_sequence: int | None = None
+    reason: str = "usage"
+
+
+@dataclass(frozen=True, slots=True)
+class Void:
+    grant_id: str
+    at_us: int
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class ManualAdjustment:
+    """A signed change to a grant's balance by hand (a correction), with its reason."""
+
+    grant_id: str
+    at_us: int
+    amount: Decimal
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """One balanced movement: ``amount`` (> 0) from ``credit`` to ``debit``, in ``unit``."""
+
+    at_us: int
+    kind: EntryKind
+    unit: str
+    amount: Decimal
+    debit: str
+    credit: str
+    grant: str | None
+    reason: str
+    line: str | None = None
+    meter: str | None = None
+    first_sequence: int | None = None
+    last_sequence: int | None = None
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "at_us": self.at_us,
+            "kind": self.kind,
+            "unit": self.unit,
+            "amount": str(self.amount),
+            "debit": self.debit,
+            "credit": self.credit,
+            "grant": self.grant,
+            "reason": self.reason,
+            "line": self.line,
+            "meter": self.meter,
+            "first_sequence": self.first_sequence,
+            "last_sequence": self.last_sequence,
+        }
+
+
+class CreditError(ValueError):
+    """A timeline the book cannot apply (an unknown grant, a negative amount)."""
+
+
+def account(grant_id: str) -> str:
+    return f"grant:{grant_id}"
+
+
+@dataclass
+class _Draw:
+    target: str  # a grant id, or "" for overage/carried
+    amount: Decimal
+    kind: EntryKind
+
+
+@dataclass
+class _Debt:
+    line: str
+    meter: str
+    unit: str
+    amount: Decimal
+    first_sequence: int | None
+    last_sequence: int | None
+
+
+@dataclass
+class CreditBook:
+    """Applies a timeline of grants, charges, voids and adjustments, in time order."""
+
+    overage_mode: OverageMode = "bill"
+    entries: list[Entry] = field(default_factory=list)
+    grants: dict[str, Grant] = field(default_factory=dict)
+    balances: dict[str, Decimal] = field(default_factory=dict)
+    voided: set[str] = field(default_factory=set)
+    closed: set[str] = field(default_factory=set)
+    debts: list[_Debt] = field(default_factory=list)
+    _draws: dict[str, list[_Draw]] = field(default_factory=dict)
+    _steps: list[tuple[int, int, int, object]] = field(default_factory=list)
+    _order: int = 0
+
+    # -- the timeline -----------------------------------------------------------------------
+
+    def run(
+        self,
+        grants: Iterable[Grant],
+        charges: Iterable[Charge] = (),
+        voids: Iterable[Void] = (),
+        adjustments: Iterable[ManualAdjustment] = (),
+        until_us: int | None = None,
+    ) -> CreditBook:
+        """Apply everything up to ``until_us`` (inclusive; everything when None), in order
+        (see the module docstring for the order at one instant)."""
+        self._steps: list[tuple[int, int, int, object]] = []
+        for grant in grants:
+            self._schedule(grant.effective_us, 4, grant)
+            self._schedule_end(grant)
+        for charge in charges:
+            self._schedule(charge.end_us, 0, charge)
+        for void in voids:
+            self._schedule(void.at_us, 1, void)
+        for adjustment in adjustments:
+            self._schedule(adjustment.at_us, 6, adjustment)
+        while self._steps:
+            at, rank, _, item = self._steps[0]
+            if until_us is not None and at > until_us:
+                break
+            heapq.heappop(self._steps)
+            if rank == 0:
+                assert isinstance(item, Charge)
+                self.charge(item)
+            elif rank == 1:
+                assert isinstance(item, Void)
+                self.void(item)
+            elif rank == 2:
+                assert isinstance(item, Grant)
+                self.end(item, at)
+            elif rank == 4:
+                assert isinstance(item, Grant)
+                self.grant(item)
+            else:
+                assert isinstance(item, ManualAdjustment)
+                self.adjust(item)
+        return self
+
+    def _schedule(self, at_us: int, rank: int, item: object) -> None:
+        self._order += 1
+        heapq.heappush(self._steps, (at_us, rank, self._order, item))
+
+    def _schedule_end(self, grant: Grant) -> None:
+        ends = [t for t in (grant.expires_us, grant.reset_us) if t is not None]
+        if ends:
+            self._schedule(min(ends), 2, grant)
+
+    # -- movements --------------------------------------------------------------------------
+
+    def _post(
+        self,
+        at_us: int,
+        kind: EntryKind,
+        unit: str,
+        amount: Decimal,
+        debit: str,
+        credit: str,
+        grant: str | None,
+        reason: str,
+        charge: Charge | _Debt | None = None,
+    ) -> None:
+        if amount <= 0:
+            raise CreditError(f"{kind} of {amount} {unit}: entries move positive amounts")
+        with localcontext(MONEY_CONTEXT):
+            for side, sign in ((debit, 1), (credit, -1)):
+                if side.startswith("grant:"):
+                    key = side[6:]
+                    self.balances[key] = self.balances.get(key, ZERO) + sign * amount
+        self.entries.append(
+            Entry(
+                at_us,
+                kind,
+                unit,
+                amount,
+                debit,
+                credit,
+                grant,
+                reason,
+                None if charge is None else charge.line,
+                None if charge is None else charge.meter,
+                None if charge is None else charge.first_sequence,
+                None if charge is None else charge.last_sequence,
+            )
+        )
+
+    def grant(self, grant: Grant) -> None:
+        if grant.grant_id in self.grants:
+            raise CreditError(f"grant {grant.grant_id}: granted twice")
+        if grant.amount < 0:
+            raise CreditError(f"grant {grant.grant_id}: amount is negative")
+        self.grants[grant.grant_id] = grant
+        self.balances.setdefault(grant.grant_id, ZERO)
+        kind: EntryKind = "rollover" if grant.source == "rollover" else "grant"
+        if kind == "grant" and grant.amount > 0:
+            self._post(
+                grant.effective_us,
+                "grant",
+                grant.unit,
+                grant.amount,
+                account(grant.grant_id),
+                "issued",
+                grant.grant_id,
+                grant.reason or f"{grant.source} grant",
+            )
+        self._settle_debts(grant)
+
+    def _active(self, grant: Grant, at_us: int) -> bool:
+        if grant.grant_id in self.voided or grant.grant_id in self.closed:
+            return False
+        return grant.effective_us <= at_us and (
+            grant.expires_us is None or at_us < grant.expires_us
+        )
+
+    def _payers(self, unit: str, meter: str, at_us: int) -> list[Grant]:
+        found = [
+            grant
+            for grant in self.grants.values()
+            if grant.may_pay(unit, meter)
+            and self._active(grant, at_us)
+            and self.balances[grant.grant_id] > 0
+        ]
+        return sorted(found, key=Grant.burn_key)
+
+    def charge(self, charge: Charge) -> None:
+        if charge.amount == 0:
+            return
+        if charge.amount < 0:
+            self._release(charge)
+            return
+        remaining = charge.amount
+        draws = self._draws.setdefault(charge.line, [])
+        for grant in self._payers(charge.unit, charge.meter, charge.start_us):
+            with localcontext(MONEY_CONTEXT):
+                taken = min(remaining, self.balances[grant.grant_id])
+                remaining -= taken
+            self._post(
+                charge.end_us,
+                "consume",
+                charge.unit,
+                taken,
+                "usage",
+                account(grant.grant_id),
+                grant.grant_id,
+                charge.reason,
+                charge,
+            )
+            draws.append(_Draw(grant.grant_id, taken, "consume"))
+            if remaining == 0:
+                return
+        if self.overage_mode == "bill":
+            self._post(
+                charge.end_us,
+                "overage",
+                charge.unit,
+                remaining,
+                "usage",
+                "overage",
+                None,
+                f"{charge.reason}: no grant covers it",
+                charge,
+            )
+            draws.append(_Draw("", remaining, "overage"))
+            return
+        self._post(
+            charge.end_us,
+            "carry",
+            charge.unit,
+            remaining,
+            "usage",
+            "carried",
+            None,
+            f"{charge.reason}: no grant covers it, carried",
+            charge,
+        )
+        draws.append(_Draw("", remaining, "carry"))
+        self.debts.append(
+            _Debt(
+                charge.line,
+                charge.meter,
+                charge.unit,
+                remaining,
+                charge.first_sequence,
+                charge.last_sequence,
+            )
+        )
+
+    def _release(self, charge: Charge) -> None:
+        """Give back ``-charge.amount`` of what ``charge.line`` drew, last draw first."""
+        with localcontext(MONEY_CONTEXT):
+            remaining = -charge.amount
+            draws = self._draws.get(charge.line, [])
+            while remaining > 0:
+                if not draws:
+                    raise CreditError(f"line {charge.line}: releases more than it drew")
+                draw = draws[-1]
+                given = min(remaining, draw.amount)
+                remaining -= given
+                draw.amount -= given
+                if draw.amount == 0:
+                    draws.pop()
+                reason = f"{charge.reason}: price lowered, released"
+                if draw.kind == "consume":
+                    grant = self.grants[draw.target]
+                    self._post(
+                        charge.end_us,
+                        "release",
+                        charge.unit,
+                        given,
+                        account(grant.grant_id),
+                        "usage",
+                        grant.grant_id,
+                        reason,
+                        charge,
+                    )
+                    if not self._active(grant, charge.start_us):
+                        self._leave(grant, charge.end_us, given)
+                elif draw.kind == "overage":
+                    self._post(
+                        charge.end_us, "overage", charge.unit, given, "overage", "usage", None,
+                        reason, charge,
+                    )  # fmt: skip
+                else:
+                    self._post(
+                        charge.end_us, "carry", charge.unit, given, "carried", "usage", None,
+                        reason, charge,
+                    )  # fmt: skip
+                    self._forgive(charge.line, given)
+
+    def _forgive(self, line: str, amount: Decimal) -> None:
+        with localcontext(MONEY_CONTEXT):
+            for debt in reversed(self.debts):
+                if debt.line != line or amount == 0:
+                    continue
+                taken = min(amount, debt.amount)
+                debt.amount -= taken
+                amount -= taken
+        self.debts = [debt for debt in self.debts if debt.amount > 0]
+
+    def _leave(self, grant: Grant, at_us: int, amount: Decimal) -> None:
+        """Move ``amount`` out of a grant that is no longer active (voided or ended)."""
+        if grant.grant_id in self.voided:
+            self._post(
+                at_us, "void", grant.unit, amount, "voided", account(grant.grant_id),
+                grant.grant_id, "released to a voided grant",
+            )  # fmt: skip
+        else:
+            self._post(
+                at_us, "expire", grant.unit, amount, "expired", account(grant.grant_id),
+                grant.grant_id, "released to an ended grant",
+            )  # fmt: skip
+
+    def _settle_debts(self, grant: Grant) -> None:
+        """A grant becoming active first pays the carried overage it may pay, oldest first."""
+        if not self.debts or not self._active(grant, grant.effective_us):
+            return
+        for debt in self.debts:
+            balance = self.balances[grant.grant_id]
+            if balance == 0:
+                break
+            if not grant.may_pay(debt.unit, debt.meter):
+                continue
+            with localcontext(MONEY_CONTEXT):
+                taken = min(balance, debt.amount)
+                debt.amount -= taken
+            self._post(
+                grant.effective_us,
+                "settle",
+                debt.unit,
+                taken,
+                "carried",
+                account(grant.grant_id),
+                grant.grant_id,
+                "carried overage paid",
+                debt,
+            )
+        self.debts = [debt for debt in self.debts if debt.amount > 0]
+
+    def void(self, void: Void) -> None:
+        grant = self.grants.get(void.grant_id)
+        if grant is None:
+            raise CreditError(f"void of unknown grant {void.grant_id}")
+        if void.grant_id in self.voided:
+            return
+        balance = self.balances[void.grant_id]
+        self.voided.add(void.grant_id)
+        if balance > 0 and void.grant_id not in self.closed:
+            self._post(
+                void.at_us,
+                "void",
+                grant.unit,
+                balance,
+                "voided",
+                account(grant.grant_id),
+                grant.grant_id,
+                void.reason,
+            )
+
+    def end(self, grant: Grant, at_us: int) -> None:
+        """The grant's expiry or reset, whichever comes first (a grant ends once)."""
+        if grant.grant_id in self.closed or grant.grant_id in self.voided:
+            return
+        self.closed.add(grant.grant_id)
+        balance = self.balances[grant.grant_id]
+        expired_first = grant.expires_us is not None and (
+            grant.reset_us is None or grant.expires_us <= grant.reset_us
+        )
+        kept = ZERO
+        if not expired_first and grant.rollover is not None:
+            kept = grant.rollover.kept(balance)
+        moved = min(kept, balance)
+        with localcontext(MONEY_CONTEXT):
+            lost = balance - moved
+            topped = kept - moved
+        child = f"{grant.grant_id}~{at_us}"
+        if lost > 0:
+            self._post(
+                at_us,
+                "expire",
+                grant.unit,
+                lost,
+                "expired",
+                account(grant.grant_id),
+                grant.grant_id,
+                "expired" if expired_first else "reset: not rolled over",
+            )
+        if kept == 0:
+            return
+        successor = Grant(
+            grant_id=child,
+            unit=grant.unit,
+            amount=kept,
+            effective_us=at_us,
+            expires_us=grant.rollover_expires_us,
+            priority=grant.priority,
+            paid_currency=grant.paid_currency,
+            scope=grant.scope,
+            created_us=grant.created,
+            source="rollover",
+            reason=f"rolled over from {grant.grant_id}",
+        )
+        self.grants[child] = successor
+        self.balances.setdefault(child, ZERO)
+        if moved > 0:
+            self._post(
+                at_us,
+                "rollover",
+                grant.unit,
+                moved,
+                account(child),
+                account(grant.grant_id),
+                child,
+                f"rolled over from {grant.grant_id}",
+            )
+        if topped > 0:
+            self._post(
+                at_us,
+                "top_up",
+                grant.unit,
+                topped,
+                account(child),
+                "issued",
+                child,
+                f"rollover minimum for {grant.grant_id}",
+            )
+        if grant.rollover_expires_us is not None and grant.rollover_expires_us <= at_us:
+            self.end(successor, at_us)
+            return
+        self._schedule_end(successor)
+        self._settle_debts(successor)
+
+    def adjust(self, adjustment: ManualAdjustment) -> None:
+        grant = self.grants.get(adjustment.grant_id)
+        if grant is None:
+            raise CreditError(f"adjustment of unknown grant {adjustment.grant_id}")
+        if adjustment.amount == 0:
+            return
+        if adjustment.amount > 0:
+            self._post(
+                adjustment.at_us, "adjust", grant.unit, adjustment.amount,
+                account(grant.grant_id), "issued", grant.grant_id, adjustment.reason,
+            )  # fmt: skip
+            return
+        taken = min(-adjustment.amount, self.balances[grant.grant_id])
+        if taken > 0:
+            self._post(
+                adjustment.at_us, "adjust", grant.unit, taken, "issued",
+                account(grant.grant_id), grant.grant_id, adjustment.reason,
+            )  # fmt: skip
+
+    # -- reading ----------------------------------------------------------------------------
+
+    def balance(self, grant_id: str) -> Decimal:
+        return self.balances.get(grant_id, ZERO)
+
+    def totals(self, unit: str) -> dict[str, Decimal]:
+        """Per account, the net amount moved into it (debits minus credits) in ``unit``."""
+        result: dict[str, Decimal] = {}
+        with localcontext(MONEY_CONTEXT):
+            for entry in self.entries:
+                if entry.unit != unit:
+                    continue
+                result[entry.debit] = result.get(entry.debit, ZERO) + entry.amount
+                result[entry.credit] = result.get(entry.credit, ZERO) - entry.amount
+        return result
+
+    def check(self) -> None:
+        """Raise ``CreditError`` unless every invariant of the module docstring holds."""
+        for grant_id, balance in self.balances.items():
+            if balance < 0:
+                raise CreditError(f"grant {grant_id}: balance {balance} is below zero")
+        for unit in {entry.unit for entry in self.entries}:
+            totals = self.totals(unit)
+            with localcontext(MONEY_CONTEXT):
+                if sum(totals.values(), ZERO) != 0:
+                    raise CreditError(f"{unit}: entries do not balance")
+            for grant_id, balance in self.balances.items():
+                grant = self.grants[grant_id]
+                if grant.unit == unit and totals.get(account(grant_id), ZERO) != balance:
+                    raise CreditError(f"grant {grant_id}: balance is not the sum of its entries")
+
+
+def burn_order(grants: Sequence[Grant]) -> list[Grant]:
+    """Grants in the order usage draws them."""
+    return sorted(grants, key=Grant.burn_key)
+
+
+def cut_instants(
+    grants: Iterable[Grant],
+    voids: Iterable[Void] = (),
+    start_us: int | None = None,
+    end_us: int | None = None,
+) -> list[int]:
+    """Every instant in ``(start_us, end_us)`` where the set of active grants may change:
+    the window edges charges must be cut at."""
+    instants: set[int] = set()
+    for grant in grants:
+        instants.add(grant.effective_us)
+        for instant in (grant.expires_us, grant.reset_us, grant.rollover_expires_us):
+            if instant is not None:
+                instants.add(instant)
+    instants.update(void.at_us for void in voids)
+    return sorted(
+        t for t in instants if (start_us is None or t > start_us) and (end_us is None or t < end_us)
+    )
