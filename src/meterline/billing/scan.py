@@ -80,10 +80,12 @@ class RatingJob:
     after_sequence: int = 0
     """Only events with a sequence above this count (adjustments rate just late events)."""
     keep_events: bool = False
+    cuts: tuple[int, ...] | None = None
+    """Window edges for credit burn-down (``Rater(cuts=...)``); None: no windows."""
     rater: Rater = field(init=False)
 
     def __post_init__(self) -> None:
-        self.rater = Rater(self.configuration, self.segments, self.keep_events)
+        self.rater = Rater(self.configuration, self.segments, self.keep_events, self.cuts)
 
 
 def scan_workers() -> int:
@@ -213,7 +215,9 @@ def _scan(
 
 # -- spreading a scan over processes ------------------------------------------------------
 
-_JobSpec = tuple[str, BillingPeriod, list[Segment], int, Configuration, int]
+_JobSpec = tuple[
+    str, BillingPeriod, list[Segment], int, Configuration, int, bool, tuple[int, ...] | None
+]
 """What a helper needs to rebuild a job: customer, period, segments, through and after
 sequence, configuration (shared objects are pickled once)."""
 
@@ -237,6 +241,8 @@ class _Helper:
                 job.through_sequence,
                 job.configuration,
                 job.after_sequence,
+                job.keep_events,
+                job.cuts,
             )
             for group in share.values()
             for job in group
@@ -328,8 +334,8 @@ def _helper() -> None:
     of the named customers, write their raters' states pickled on stdout."""
     path, specs = pickle.loads(sys.stdin.buffer.read())
     by_customer: dict[str, list[RatingJob]] = {}
-    for customer, period, segments, through, configuration, after in specs:
-        job = RatingJob(customer, period, segments, through, configuration, after)
+    for customer, period, segments, through, configuration, after, keep, cuts in specs:
+        job = RatingJob(customer, period, segments, through, configuration, after, keep, cuts)
         by_customer.setdefault(customer, []).append(job)
     connection = connect(path)
     try:

@@ -21,16 +21,30 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+from meterline.billing.credits import (
+    CreditInputs,
+    credit_book,
+    credit_lines,
+    credits_section,
+    in_period,
+    stored_charges,
+    stored_grant,
+    timeline_of,
+)
 from meterline.billing.scan import RatingJob, run_jobs
 from meterline.clock import Clock, system_clock_us
 from meterline.config.schema import parse_configuration
 from meterline.config.source import ConfigurationError, read_yaml
 from meterline.core.chain import GENESIS_HASH
+from meterline.core.credits import Charge, CreditBook, CreditError, cut_instants
 from meterline.core.events import decode_exact, encode_canonical, format_timestamp
+from meterline.core.grants import contract_grants
 from meterline.core.invoicing import (
     Adjustment,
+    ExtraLine,
     InvoiceHeader,
     build_invoice,
+    charges_total,
     invoice_bytes,
 )
 from meterline.core.lineage import MerkleBuilder, inclusion_path, verify_proof
@@ -50,6 +64,7 @@ from meterline.core.periods import (
     period_containing,
     periods_overlapping,
 )
+from meterline.core.rating import window_charges
 from meterline.ledger.billing import (
     BillingConflict,
     BillingStore,
@@ -131,6 +146,24 @@ def billing_cycle(configuration: Configuration, contract: Contract) -> BillingCy
         contract.timezone,
         local_date(contract.timezone, contract.start_us),
     )
+
+
+def _cuts(inputs: CreditInputs, period: BillingPeriod) -> tuple[int, ...] | None:
+    """Window edges for a period's credit burn-down; None when the customer has no credit
+    terms and no grants (the invoice then needs no windows)."""
+    if inputs.is_empty():
+        return None
+    return tuple(cut_instants(inputs.grants, inputs.voids, period.start_us, period.end_us))
+
+
+@dataclass
+class CreditPart:
+    """A period's credit ledger as it shows on the invoice."""
+
+    lines: list[ExtraLine]
+    section: dict[str, Any]
+    charges: list[Charge]
+    book: CreditBook
 
 
 def _currency(segment_list: list[Segment]) -> str:
@@ -221,7 +254,7 @@ class Billing:
                             f" {candidate.label} is immutable once applied; add version"
                             f" {candidate.version + 1} with an effective_from instead"
                         )
-        for invoice in self.store.invoices():
+        for invoice in self._period_invoices():
             contract = new.contract(invoice.customer)
             loaded = self.load(invoice.revision)
             if loaded is None:
@@ -349,6 +382,7 @@ class Billing:
         number: str | None,
         finalized_at_us: int | None,
         adjustments: list[Adjustment],
+        credit: CreditPart | None = None,
     ) -> dict[str, Any]:
         contract = configuration.contract(job.customer)
         assert contract is not None
@@ -365,7 +399,16 @@ class Billing:
             number,
             finalized_at_us,
         )
-        return build_invoice(header, job.segments, rated, adjustments, configuration)
+        return build_invoice(
+            header,
+            job.segments,
+            rated,
+            adjustments,
+            configuration,
+            contract.credits.minimum_commit,
+            [] if credit is None else credit.lines,
+            None if credit is None else credit.section,
+        )
 
     def _contract(self, loaded: Loaded, customer: str) -> Contract:
         contract = loaded.configuration.contract(customer)
@@ -388,10 +431,17 @@ class Billing:
         if not spans:
             raise NotFound(f"customer {customer!r} has no contract in force in that period")
         through, _ = self.ledger.head()
-        job = RatingJob(customer, period, spans, through, loaded.configuration)
+        inputs = self._credit_inputs(loaded.configuration, contract, period.end_us - 1)
+        job = RatingJob(
+            customer, period, spans, through, loaded.configuration, cuts=_cuts(inputs, period)
+        )
         pending = self._late_jobs([job], through)
         run_jobs(self._connection, [job, *[j for _, _, j, _ in pending]])
         adjustments = self._adjustments(pending).get(customer, [])
+        credit = None
+        if job.cuts is not None:
+            prior = self._prior_charges(loaded.configuration, contract, period, through)
+            credit = self._credit_part(job, loaded.configuration, inputs, prior, at)
         return self._document(
             job,
             loaded.configuration,
@@ -400,10 +450,11 @@ class Billing:
             None,
             None,
             adjustments,
+            credit,
         )
 
     def _finalized(self, customer: str, period_start_us: int) -> StoredInvoice | None:
-        for invoice in self.store.invoices(customer):
+        for invoice in self._period_invoices(customer):
             if invoice.period_start_us == period_start_us:
                 return invoice
         return None
@@ -417,7 +468,7 @@ class Billing:
         now_us = self.clock()
         through_instant = now_us if through_us is None else min(through_us, now_us)
         head, _ = self.ledger.head()
-        done = {(i.customer, i.period_start_us) for i in self.store.invoices()}
+        done = {(i.customer, i.period_start_us) for i in self._period_invoices()}
         jobs: list[RatingJob] = []
         for contract in configuration.contracts:
             cycle = billing_cycle(configuration, contract)
@@ -433,7 +484,11 @@ class Billing:
                     continue
                 spans = segments(configuration, contract, period.start_us, period.end_us)
                 if spans:
-                    jobs.append(RatingJob(contract.customer, period, spans, head, configuration))
+                    inputs = self._credit_inputs(configuration, contract, period.end_us - 1)
+                    cuts = _cuts(inputs, period)
+                    jobs.append(
+                        RatingJob(contract.customer, period, spans, head, configuration, cuts=cuts)
+                    )
         if not jobs:
             return []
         pending = self._late_jobs(jobs, head)
@@ -443,12 +498,32 @@ class Billing:
         first_number = int(self.store.next_invoice_id().split("-")[1])
         stored = []
         seen: set[str] = set()
+        closed_charges: dict[str, list[Charge]] = {}
         for offset, job in enumerate(jobs):
             number = f"INV-{first_number + offset:06d}"
             extra = adjustments.get(job.customer, []) if job.customer not in seen else []
             seen.add(job.customer)
+            credit = None
+            if job.cuts is not None:
+                holder = configuration.contract(job.customer)
+                assert holder is not None
+                inputs = self._credit_inputs(configuration, holder, job.period.end_us - 1)
+                if job.customer not in closed_charges:
+                    closed_charges[job.customer] = self._stored_charges(
+                        job.customer, job.period.start_us
+                    )
+                prior = closed_charges[job.customer]
+                credit = self._credit_part(job, configuration, inputs, prior, now_us)
+                prior.extend(credit.charges)
             document = self._document(
-                job, configuration, loaded.revision, loaded.content_sha256, number, now_us, extra
+                job,
+                configuration,
+                loaded.revision,
+                loaded.content_sha256,
+                number,
+                now_us,
+                extra,
+                credit,
             )
             content = invoice_bytes(document)
             stored.append(
@@ -470,13 +545,127 @@ class Billing:
             raise BillingError(f"{error}; another close won the race, nothing was stored") from None
         return stored
 
+    # -- credits ----------------------------------------------------------------------------
+
+    def _period_invoices(self, customer: str | None = None) -> list[StoredInvoice]:
+        return [i for i in self.store.invoices(customer) if i.kind == "period"]
+
+    def _credit_inputs(
+        self,
+        configuration: Configuration,
+        contract: Contract,
+        through_us: int,
+        known_at_us: int | None = None,
+    ) -> CreditInputs:
+        """The customer's grants effective by ``through_us``, and the voids and manual
+        adjustments made by then; only what the store held at ``known_at_us`` when set
+        (an audit rebuilds an invoice from what was known when it was finalized)."""
+        cycle = billing_cycle(configuration, contract)
+        grants = contract_grants(configuration, contract, cycle, through_us)
+        for row in self.store.grants(contract.customer):
+            if known_at_us is not None and row.created_at_us > known_at_us:
+                continue
+            grant = stored_grant(row)
+            if grant.effective_us <= through_us:
+                grants.append(grant)
+        actions = [
+            a
+            for a in self.store.actions(contract.customer)
+            if a.at_us <= through_us + 1 and (known_at_us is None or a.at_us <= known_at_us)
+        ]
+        voids, adjustments = timeline_of(actions)
+        return CreditInputs(grants, voids, adjustments, contract.credits)
+
+    def _stored_charges(self, customer: str, before_us: int) -> list[Charge]:
+        """The charges finalized invoices of ``customer`` kept, for periods before
+        ``before_us``, in period order."""
+        charges: list[Charge] = []
+        for invoice in sorted(self._period_invoices(customer), key=lambda i: i.period_start_us):
+            if invoice.period_start_us < before_us:
+                charges.extend(stored_charges(decode_exact(invoice.document)))
+        return charges
+
+    def _prior_charges(
+        self,
+        configuration: Configuration,
+        contract: Contract,
+        period: BillingPeriod,
+        through: int,
+    ) -> list[Charge]:
+        """Charges of every period before ``period``: kept by its invoice when finalized,
+        else rated now (a period that ended but was not closed yet)."""
+        finalized = {i.period_start_us for i in self._period_invoices(contract.customer)}
+        charges = self._stored_charges(contract.customer, period.start_us)
+        cycle = billing_cycle(configuration, contract)
+        open_jobs = []
+        for earlier in periods_overlapping(cycle, contract.start_us, period.start_us):
+            if earlier.start_us in finalized or earlier.end_us > period.start_us:
+                continue
+            spans = segments(configuration, contract, earlier.start_us, earlier.end_us)
+            if not spans:
+                continue
+            inputs = self._credit_inputs(configuration, contract, earlier.end_us - 1)
+            cuts = _cuts(inputs, earlier) or ()
+            job = RatingJob(contract.customer, earlier, spans, through, configuration, cuts=cuts)
+            open_jobs.append(job)
+        run_jobs(self._connection, open_jobs)
+        for job in open_jobs:
+            charges.extend(window_charges(job.rater, _currency(job.segments), configuration))
+        return sorted(charges, key=lambda charge: charge.end_us)
+
+    def _credit_part(
+        self,
+        job: RatingJob,
+        configuration: Configuration,
+        inputs: CreditInputs,
+        prior: list[Charge],
+        now_us: int,
+        known_at_us: int | None = None,
+    ) -> CreditPart:
+        """The period's credit ledger as invoice lines and the ``credits`` section."""
+        currency = _currency(job.segments)
+        charges = window_charges(job.rater, currency, configuration)
+        try:
+            book = credit_book(inputs, [*prior, *charges], until_us=job.period.end_us)
+        except CreditError as error:
+            raise BillingError(f"credits of {job.customer}: {error}") from None
+        entries = [entry for entry in book.entries if in_period(entry, job.period)]
+        lines = credit_lines(
+            book, entries, job.segments, configuration, inputs, job.period, currency
+        )
+        lines += self._billed_early(job.customer, job.period, known_at_us)
+        section = credits_section(book, entries, charges, job.period, inputs.overage)
+        return CreditPart(lines, section, charges, book)
+
+    def _billed_early(
+        self, customer: str, period: BillingPeriod, known_at_us: int | None
+    ) -> list[ExtraLine]:
+        """A ``prepaid`` line per threshold invoice of the period: billed already."""
+        lines = []
+        for invoice in self.store.invoices(customer):
+            if invoice.kind != "threshold" or invoice.period_start_us != period.start_us:
+                continue
+            if known_at_us is not None and invoice.finalized_at_us > known_at_us:
+                continue
+            billed = Decimal(decode_exact(invoice.document)["total"])
+            lines.append(
+                ExtraLine(
+                    "prepaid",
+                    f"Billed early on {invoice.invoice_id} (threshold reached)",
+                    -billed,
+                    None,
+                    {"invoice": invoice.invoice_id},
+                )
+            )
+        return lines
+
     # -- late events ------------------------------------------------------------------------
 
     def _accounted(self, invoice: StoredInvoice) -> tuple[int, Decimal]:
         """How far a finalized period has been billed: (through sequence, total billed),
         following adjustments on later invoices and credit notes."""
         through = invoice.through_sequence
-        billed = Decimal(decode_exact(invoice.document)["total"])
+        billed = charges_total(decode_exact(invoice.document))
         records = [decode_exact(i.document) for i in self.store.invoices(invoice.customer)]
         records += [decode_exact(n.document) for n in self.store.credit_notes(invoice.invoice_id)]
         for document in records:
@@ -497,7 +686,7 @@ class Billing:
         """For each customer in ``jobs``: finalized periods with events past what was billed:
         (invoice, billed total, re-rating job through ``head``, accounted through)."""
         customers = {job.customer for job in jobs}
-        invoices = [i for i in self.store.invoices() if i.customer in customers]
+        invoices = [i for i in self._period_invoices() if i.customer in customers]
         if not invoices:
             return []
         # Only rows ingested since the earliest close and timed before the latest finalized
@@ -547,8 +736,8 @@ class Billing:
         for invoice, billed, job, through in pending:
             loaded = self.load(invoice.revision)
             assert loaded is not None
-            rerated = Decimal(
-                self._document(job, loaded.configuration, 0, "", None, None, [])["total"]
+            rerated = charges_total(
+                self._document(job, loaded.configuration, 0, "", None, None, [])
             )
             events, first, last, root = self._late_lineage(invoice, through, job.through_sequence)
             with_context = MONEY_CONTEXT.subtract(rerated, billed)
@@ -824,8 +1013,16 @@ class Billing:
             return [f"{name}: no contract for {stored.customer} in revision {stored.revision}"]
         period = BillingPeriod(stored.period_start_us, stored.period_end_us)
         spans = segments(loaded.configuration, contract, period.start_us, period.end_us)
+        inputs = self._credit_inputs(
+            loaded.configuration, contract, period.end_us - 1, stored.finalized_at_us
+        )
         job = RatingJob(
-            stored.customer, period, spans, stored.through_sequence, loaded.configuration
+            stored.customer,
+            period,
+            spans,
+            stored.through_sequence,
+            loaded.configuration,
+            cuts=_cuts(inputs, period),
         )
         adjustment_jobs = []
         for line in document["lines"]:
@@ -847,6 +1044,12 @@ class Billing:
             ]
             adjustments.extend(self._adjustments(pending).get(previous.customer, []))
         finalized_at = stored.finalized_at_us
+        credit = None
+        if job.cuts is not None:
+            prior = self._stored_charges(stored.customer, period.start_us)
+            credit = self._credit_part(
+                job, loaded.configuration, inputs, prior, finalized_at, finalized_at
+            )
         rebuilt = self._document(
             job,
             loaded.configuration,
@@ -855,6 +1058,7 @@ class Billing:
             stored.invoice_id,
             finalized_at,
             adjustments,
+            credit,
         )
         if invoice_bytes(rebuilt) == bytes(stored.document):
             return []

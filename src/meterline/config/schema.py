@@ -17,9 +17,11 @@ from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from meterline.config.source import ConfigurationError
+from meterline.core.credits import OVERAGE_MODES, RolloverRule
 from meterline.core.events import timestamp_to_us
 from meterline.core.meters import AGGREGATIONS, Meter, PropertyFilter, meter_errors
 from meterline.core.model import (
+    CREDIT_RECURRENCES,
     FEE_KINDS,
     FEE_TIMINGS,
     PRICE_MODELS,
@@ -27,6 +29,8 @@ from meterline.core.model import (
     BillingTerms,
     Configuration,
     Contract,
+    CreditSpec,
+    CreditTerms,
     CreditType,
     Fee,
     Overrides,
@@ -238,17 +242,35 @@ def parse_configuration(
 
 def _credit_type(reader: _Reader, value: Any, path: str) -> CreditType | None:
     item = reader.mapping(
-        value, path, ("key", "name", "currency", "unit_value"), ("key", "currency", "unit_value")
+        value,
+        path,
+        ("key", "name", "currency", "unit_value", "conversions"),
+        ("key", "currency", "unit_value"),
     )
     key = reader.text(item.get("key"), f"{path}.key")
     currency = _currency(reader, item.get("currency"), f"{path}.currency")
     unit_value = reader.non_negative(item.get("unit_value"), f"{path}.unit_value")
+    conversions: list[tuple[int, Decimal]] = []
+    for index, raw in enumerate(reader.items(item.get("conversions"), f"{path}.conversions")):
+        where = f"{path}.conversions[{index}]"
+        entry = reader.mapping(raw, where, ("effective", "unit_value"), ("effective", "unit_value"))
+        effective = reader.instant(entry.get("effective"), f"{where}.effective", "UTC")
+        changed = reader.non_negative(entry.get("unit_value"), f"{where}.unit_value")
+        if effective is None or changed is None:
+            continue
+        if conversions and effective <= conversions[-1][0]:
+            reader.fail(f"{where}.effective", "must be after the conversion before it")
+        conversions.append((effective, changed))
     if key is None or currency is None or unit_value is None:
         return None
     if key in MINOR_UNITS:
         reader.fail(f"{path}.key", f"{key} is a currency; a credit type needs its own name")
     return CreditType(
-        key, reader.text(item.get("name"), f"{path}.name", key) or key, currency, unit_value
+        key,
+        reader.text(item.get("name"), f"{path}.name", key) or key,
+        currency,
+        unit_value,
+        tuple(conversions),
     )
 
 
@@ -346,6 +368,28 @@ _NEEDS: dict[str, tuple[str, ...]] = {
     "percentage": ("rate",),
 }
 _FEE_KEYS = ("key", "name", "amount", "kind", "timing")
+_CREDIT_TERMS_KEYS = (
+    "grants",
+    "commits",
+    "overage",
+    "overage_prices",
+    "threshold",
+)
+_GRANT_KEYS = (
+    "key",
+    "credit_type",
+    "amount",
+    "paid",
+    "priority",
+    "start",
+    "end",
+    "expires",
+    "recurrence",
+    "rollover",
+    "scope",
+    "description",
+)
+_COMMIT_KEYS = (*(k for k in _GRANT_KEYS if k != "credit_type"), "kind")
 
 
 class _Context:
@@ -602,7 +646,17 @@ class _Context:
         item = reader.mapping(
             value,
             path,
-            ("customer", "plan", "version", "start", "end", "timezone", "overrides", "amendments"),
+            (
+                "customer",
+                "plan",
+                "version",
+                "start",
+                "end",
+                "timezone",
+                "overrides",
+                "amendments",
+                "credits",
+            ),
             ("customer", "plan", "start"),
         )
         timezone = reader.text(item.get("timezone"), f"{path}.timezone", "UTC") or "UTC"
@@ -651,6 +705,143 @@ class _Context:
             if effective is not None and new_plan is not None:
                 amendments.append(Amendment(effective, new_plan, new_version, amendment_overrides))
                 previous = effective
+        credits = self.credit_terms(item.get("credits"), f"{path}.credits", timezone)
         if customer is None or plan is None or start is None:
             return None
-        return Contract(customer, plan, start, timezone, version, end, overrides, tuple(amendments))
+        return Contract(
+            customer, plan, start, timezone, version, end, overrides, tuple(amendments), credits
+        )
+
+    def credit_terms(self, value: Any, path: str, timezone: str) -> CreditTerms:
+        reader = self.reader
+        if value is None:
+            return CreditTerms()
+        item = reader.mapping(value, path, _CREDIT_TERMS_KEYS)
+        grants = []
+        for index, raw in enumerate(reader.items(item.get("grants"), f"{path}.grants")):
+            spec = self.credit_spec(raw, f"{path}.grants[{index}]", timezone, commit=False)
+            if spec is not None:
+                grants.append(spec)
+        minimum = None
+        for index, raw in enumerate(reader.items(item.get("commits"), f"{path}.commits")):
+            where = f"{path}.commits[{index}]"
+            kind = raw.get("kind") if isinstance(raw, Mapping) else None
+            if kind == "minimum":
+                entry = reader.mapping(raw, where, ("kind", "amount"), ("amount",))
+                minimum = reader.non_negative(entry.get("amount"), f"{where}.amount")
+                continue
+            if kind != "prepaid":
+                reader.fail(f"{where}.kind", f"{kind!r} is not one of prepaid, minimum")
+                continue
+            spec = self.credit_spec(raw, where, timezone, commit=True)
+            if spec is not None:
+                grants.append(spec)
+        _unique(
+            reader,
+            [(g.key, f"{path}.grants") for g in grants],
+            "credit grant",
+        )
+        overage = reader.choice(item.get("overage"), f"{path}.overage", OVERAGE_MODES, "bill")
+        prices = []
+        raw_prices = item.get("overage_prices")
+        if raw_prices is not None:
+            if not isinstance(raw_prices, Mapping):
+                reader.fail(f"{path}.overage_prices", "must be a mapping of credit type to price")
+            else:
+                for unit, raw_price in raw_prices.items():
+                    where = f"{path}.overage_prices.{unit}"
+                    if unit not in self.credit_types:
+                        reader.fail(where, f"unknown credit type {unit!r}")
+                    price = reader.non_negative(raw_price, where)
+                    if price is not None:
+                        prices.append((str(unit), price))
+        threshold = reader.non_negative(item.get("threshold"), f"{path}.threshold")
+        if threshold is not None and threshold == 0:
+            reader.fail(f"{path}.threshold", "must be above zero")
+        return CreditTerms(
+            tuple(grants),
+            overage,  # type: ignore[arg-type]
+            tuple(prices),
+            minimum,
+            threshold,
+        )
+
+    def credit_spec(self, value: Any, path: str, timezone: str, commit: bool) -> CreditSpec | None:
+        reader = self.reader
+        keys = _COMMIT_KEYS if commit else _GRANT_KEYS
+        required = ("key", "amount") if commit else ("key", "credit_type", "amount")
+        item = reader.mapping(value, path, keys, required)
+        key = reader.text(item.get("key"), f"{path}.key")
+        unit = "" if commit else reader.text(item.get("credit_type"), f"{path}.credit_type")
+        if unit and unit not in self.credit_types and unit not in MINOR_UNITS:
+            known = ", ".join(sorted(self.credit_types)) or "none declared"
+            reader.fail(
+                f"{path}.credit_type",
+                f"unknown credit type {unit!r} (credit types: {known}; or a currency)",
+            )
+        amount = reader.non_negative(item.get("amount"), f"{path}.amount")
+        paid = reader.non_negative(
+            item.get("paid"), f"{path}.paid", amount if commit else Decimal(0)
+        )
+        priority = reader.integer(item.get("priority"), f"{path}.priority", 50)
+        if priority is not None and not 0 <= priority <= 1000:
+            reader.fail(f"{path}.priority", "must be between 0 and 1000 (lower burns first)")
+        start = reader.instant(item.get("start"), f"{path}.start", timezone)
+        end = reader.instant(item.get("end"), f"{path}.end", timezone)
+        expires = reader.instant(item.get("expires"), f"{path}.expires", timezone)
+        if start is not None and expires is not None and expires <= start:
+            reader.fail(f"{path}.expires", "must be after start")
+        if start is not None and end is not None and end <= start:
+            reader.fail(f"{path}.end", "must be after start")
+        recurrence = reader.choice(
+            item.get("recurrence"), f"{path}.recurrence", CREDIT_RECURRENCES, "none"
+        )
+        scope = tuple(str(meter) for meter in reader.items(item.get("scope"), f"{path}.scope"))
+        for index, meter in enumerate(scope):
+            if meter not in self.meters:
+                reader.fail(f"{path}.scope[{index}]", f"unknown meter {meter!r}")
+        rollover = None
+        periods: int | None = 1
+        raw_rollover = item.get("rollover")
+        if raw_rollover is not None:
+            where = f"{path}.rollover"
+            if recurrence != "period":
+                reader.fail(where, "needs recurrence: period (rollover happens at a reset)")
+            rule = reader.mapping(
+                raw_rollover, where, ("percent", "minimum", "maximum", "expires_after_periods")
+            )
+            percent = reader.non_negative(rule.get("percent"), f"{where}.percent", Decimal(100))
+            if percent is not None and percent > 100:
+                reader.fail(f"{where}.percent", "must be at most 100")
+            minimum = reader.non_negative(rule.get("minimum"), f"{where}.minimum", Decimal(0))
+            maximum = reader.non_negative(rule.get("maximum"), f"{where}.maximum")
+            if minimum is not None and maximum is not None and maximum < minimum:
+                reader.fail(f"{where}.maximum", "must not be below minimum")
+            if "expires_after_periods" in rule and rule["expires_after_periods"] is None:
+                periods = None
+            else:
+                periods = reader.integer(
+                    rule.get("expires_after_periods"), f"{where}.expires_after_periods", 1
+                )
+                if periods is not None and periods < 1:
+                    reader.fail(f"{where}.expires_after_periods", "must be at least 1")
+            rollover = RolloverRule(percent or Decimal(100), minimum or Decimal(0), maximum)
+        description = reader.text(item.get("description"), f"{path}.description", "") or ""
+        if key is None or amount is None or unit is None:
+            return None
+        return CreditSpec(
+            key=key,
+            unit=unit,
+            amount=amount,
+            paid=paid if paid is not None else Decimal(0),
+            priority=priority if priority is not None else 50,
+            start_us=start,
+            end_us=end,
+            expires_us=expires,
+            recurrence=recurrence,  # type: ignore[arg-type]
+            rollover=rollover,
+            rollover_periods=periods,
+            scope=scope,
+            commit=commit,
+            description=description,
+        )

@@ -208,12 +208,13 @@ def usage_lines(
         if usage.unit != segment.terms.plan.currency:
             credit = configuration.credit_type(usage.unit)
             assert credit is not None
+            value = credit.value_at(segment.start_us)
             with localcontext(MONEY_CONTEXT):
-                amount = usage.amount * credit.unit_value
+                amount = usage.amount * value
             converted = {
                 "unit": usage.unit,
                 "units": str(usage.amount),
-                "unit_value": str(credit.unit_value),
+                "unit_value": str(value),
             }
         values = [value for _, value in usage.group if value is not None]
         name = usage.price.description or usage.meter
@@ -260,22 +261,80 @@ def discount_lines(lines: Sequence[_Line], segment_list: Sequence[Segment]) -> l
     return result
 
 
+def commitment_line(
+    lines: Sequence[_Line], segment_list: Sequence[Segment], minimum: Decimal
+) -> _Line | None:
+    """The postpaid minimum commit's true-up: what usage (after discounts) fell short of
+    ``minimum`` in the period; None when it did not."""
+    with localcontext(MONEY_CONTEXT):
+        spent = ZERO
+        for index, segment in enumerate(segment_list):
+            usage = sum(
+                (line.amount for line in lines if line.segment == index and line.kind == "usage"),
+                ZERO,
+            )
+            percent = segment.terms.discount_percent or ZERO
+            spent += usage - usage * percent / HUNDRED
+        if spent >= minimum:
+            return None
+        return _Line(
+            "commitment",
+            f"Minimum commitment true-up (usage {_plain(spent)} of {_plain(minimum)})",
+            minimum - spent,
+            None,
+            {"minimum": str(minimum), "spent": _plain(spent)},
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class ExtraLine:
+    """A line decided outside rating (credits applied, overage, a purchase, an amount
+    billed early): its kind, text, exact amount and detail."""
+
+    kind: str
+    description: str
+    amount: Decimal
+    segment: int | None
+    detail: dict[str, Any]
+
+
+CHARGE_KINDS = ("fee", "usage", "discount", "commitment")
+"""Line kinds that are what the period's service costs; the others (credit, overage,
+carried, purchase, prepaid, adjustment) say how it is paid or correct another invoice."""
+
+
 def build_invoice(
     header: InvoiceHeader,
     segment_list: Sequence[Segment],
     rated: Sequence[UsageLine],
     adjustments: Sequence[Adjustment],
     configuration: Configuration,
+    minimum_commit: Decimal | None = None,
+    extra: Sequence[ExtraLine] = (),
+    credits: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The invoice document for ``header.period``: usage, fees, discounts, adjustments."""
+    """The invoice document for ``header.period``: usage, fees, discounts, the minimum
+    commit's true-up, the ``extra`` lines (credits), adjustments; with a ``credits``
+    section (the period's credit ledger) when given."""
     period, timezone = header.period, header.timezone
     rounding = segment_list[0].terms.plan.billing.rounding if segment_list else "half_up"
     body = usage_lines(rated, segment_list, configuration) + fee_lines(
         segment_list, period, timezone
     )
     body += discount_lines(body, segment_list)
+    if minimum_commit is not None:
+        true_up = commitment_line(body, segment_list, minimum_commit)
+        if true_up is not None:
+            body.append(true_up)
+    body += [
+        _Line(line.kind, line.description, line.amount, line.segment, line.detail) for line in extra
+    ]
     body.sort(
-        key=lambda line: (line.segment if line.segment is not None else -1, _KIND_ORDER[line.kind])
+        key=lambda line: (
+            _KIND_ORDER[line.kind] >= _KIND_ORDER["commitment"],
+            line.segment if line.segment is not None else -1,
+            _KIND_ORDER[line.kind],
+        )
     )
     for adjustment in adjustments:
         body.append(
@@ -303,7 +362,7 @@ def build_invoice(
                 **line.detail,
             }
         )
-    return {
+    document = {
         "schema": INVOICE_SCHEMA,
         "number": header.number,
         "status": "draft" if header.number is None else "finalized",
@@ -335,9 +394,33 @@ def build_invoice(
         if header.finalized_at_us is None
         else format_timestamp(header.finalized_at_us),
     }
+    if credits is not None:
+        document["credits"] = credits
+    return document
 
 
-_KIND_ORDER = {"fee": 0, "usage": 1, "discount": 2, "adjustment": 3}
+_KIND_ORDER = {
+    "fee": 0,
+    "usage": 1,
+    "discount": 2,
+    "commitment": 3,
+    "purchase": 4,
+    "credit": 5,
+    "overage": 6,
+    "carried": 7,
+    "prepaid": 8,
+    "adjustment": 9,
+}
+
+
+def charges_total(document: dict[str, Any]) -> Decimal:
+    """The sum of the rounded lines of ``CHARGE_KINDS``: what the period's service costs,
+    however it was paid (credits, amounts billed early)."""
+    with localcontext(MONEY_CONTEXT):
+        return sum(
+            (Decimal(line["amount"]) for line in document["lines"] if line["kind"] in CHARGE_KINDS),
+            ZERO,
+        )
 
 
 def _plain(amount: Decimal) -> str:

@@ -21,6 +21,7 @@ from decimal import Decimal
 from itertools import pairwise
 from typing import Literal
 
+from meterline.core.credits import OverageMode, RolloverRule
 from meterline.core.meters import Meter
 from meterline.core.pricing import Tier
 
@@ -45,14 +46,73 @@ class CreditType:
     """The unit an amount is counted in when it is not a currency ("credits", "tokens").
 
     ``unit_value`` converts one unit into ``currency`` (``0.01``: a credit is worth a cent).
-    Prices may be declared in a credit type; invoices convert them to the plan currency.
-    Grants and burn-down of credits build on this type (issue 4).
+    Prices and grants may be declared in a credit type; invoices convert usage to the plan
+    currency at the value in force at the start of the usage's segment.
     """
 
     key: str
     name: str
     currency: str
     unit_value: Decimal
+    conversions: tuple[tuple[int, Decimal], ...] = ()
+    """Effective-dated changes of ``unit_value``: (from instant, value), ascending."""
+
+    def value_at(self, instant_us: int) -> Decimal:
+        """What one unit is worth in ``currency`` at ``instant_us``."""
+        value = self.unit_value
+        for effective_us, changed in self.conversions:
+            if effective_us <= instant_us:
+                value = changed
+        return value
+
+
+CreditRecurrence = Literal["none", "period"]
+CREDIT_RECURRENCES: tuple[CreditRecurrence, ...] = ("none", "period")
+
+
+@dataclass(frozen=True, slots=True)
+class CreditSpec:
+    """A grant a contract declares: once, or refilled each billing period (``period``).
+
+    ``unit``: a credit type key or a currency (a prepaid commit is a grant in the plan
+    currency; ``""`` means the plan currency). ``paid``: what each instance costs the
+    customer (its cost basis; zero for free credit), invoiced on the invoice of the period
+    it becomes effective in. A recurring grant resets at each period end, where
+    ``rollover`` decides what is kept; the kept amount expires after ``rollover_periods``
+    more periods (None: never). A one-off grant is effective from ``start_us`` (the
+    contract start when None) until ``expires_us``.
+    """
+
+    key: str
+    unit: str
+    amount: Decimal
+    paid: Decimal = ZERO
+    priority: int = 50
+    start_us: int | None = None
+    end_us: int | None = None
+    expires_us: int | None = None
+    recurrence: CreditRecurrence = "none"
+    rollover: RolloverRule | None = None
+    rollover_periods: int | None = 1
+    scope: tuple[str, ...] = ()
+    commit: bool = False
+    description: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class CreditTerms:
+    """How a contract uses credit: its grants, what happens to usage no grant covers
+    (``overage``), a per-unit overage price, a postpaid minimum commit per period and a
+    threshold that bills unbilled usage at once when reached."""
+
+    grants: tuple[CreditSpec, ...] = ()
+    overage: OverageMode = "bill"
+    overage_prices: tuple[tuple[str, Decimal], ...] = ()
+    minimum_commit: Decimal | None = None
+    threshold: Decimal | None = None
+
+    def is_empty(self) -> bool:
+        return self == CreditTerms()
 
 
 @dataclass(frozen=True, slots=True)
@@ -169,6 +229,7 @@ class Contract:
     end_us: int | None = None
     overrides: Overrides = field(default_factory=Overrides)
     amendments: tuple[Amendment, ...] = ()
+    credits: CreditTerms = field(default_factory=CreditTerms)
 
     def active_at(self, instant_us: int) -> bool:
         return self.start_us <= instant_us and (self.end_us is None or instant_us < self.end_us)

@@ -41,8 +41,10 @@ CREATE TABLE IF NOT EXISTS invoices (
     finalized_at_us INTEGER NOT NULL,
     document BLOB NOT NULL,
     document_sha256 BLOB NOT NULL,
-    UNIQUE (customer, period_start_us)
+    kind TEXT NOT NULL DEFAULT 'period'
 );
+CREATE UNIQUE INDEX IF NOT EXISTS invoices_one_per_period
+    ON invoices (customer, period_start_us) WHERE kind = 'period';
 CREATE TABLE IF NOT EXISTS credit_notes (
     note_number INTEGER PRIMARY KEY,
     note_id TEXT NOT NULL UNIQUE,
@@ -52,8 +54,30 @@ CREATE TABLE IF NOT EXISTS credit_notes (
     document BLOB NOT NULL,
     document_sha256 BLOB NOT NULL
 );
+CREATE TABLE IF NOT EXISTS credit_grants (
+    grant_number INTEGER PRIMARY KEY,
+    grant_id TEXT NOT NULL UNIQUE,
+    customer TEXT NOT NULL,
+    created_at_us INTEGER NOT NULL,
+    document BLOB NOT NULL
+);
+CREATE TABLE IF NOT EXISTS credit_actions (
+    action_number INTEGER PRIMARY KEY,
+    grant_id TEXT NOT NULL,
+    customer TEXT NOT NULL,
+    at_us INTEGER NOT NULL,
+    kind TEXT NOT NULL CHECK (kind IN ('void', 'adjust')),
+    amount TEXT,
+    reason TEXT NOT NULL
+);
 """
-_TABLES = ("configuration_revisions", "invoices", "credit_notes")
+_TABLES = (
+    "configuration_revisions",
+    "invoices",
+    "credit_notes",
+    "credit_grants",
+    "credit_actions",
+)
 _TRIGGERS = "".join(
     f"""
 CREATE TRIGGER IF NOT EXISTS {table}_append_only_update BEFORE UPDATE ON {table}
@@ -64,6 +88,12 @@ BEGIN SELECT RAISE(ABORT, '{table} are append-only: corrections are new records'
     for table in _TABLES
 )
 INVOICE_ID_FORMAT = "INV-{:06d}"
+GRANT_ID_FORMAT = "G-{:06d}"
+_MIGRATE_INVOICES = """
+DROP TRIGGER IF EXISTS invoices_append_only_update;
+DROP TRIGGER IF EXISTS invoices_append_only_delete;
+ALTER TABLE invoices RENAME TO invoices_before_kind;
+"""
 CREDIT_NOTE_ID_FORMAT = "CN-{:06d}"
 
 
@@ -81,9 +111,18 @@ def _revision(row: tuple[Any, ...]) -> Revision:
 
 
 def _invoice(row: tuple[Any, ...]) -> StoredInvoice:
-    number, customer, start, end, revision, through, finalized, document, digest = row
+    number, customer, start, end, revision, through, finalized, document, digest, kind = row
     return StoredInvoice(
-        number, customer, start, end, revision, through, finalized, _blob(document), _blob(digest)
+        number,
+        customer,
+        start,
+        end,
+        revision,
+        through,
+        finalized,
+        _blob(document),
+        _blob(digest),
+        kind,
     )
 
 
@@ -117,6 +156,30 @@ class StoredInvoice:
     finalized_at_us: int
     document: bytes
     document_sha256: bytes
+    kind: str = "period"
+    """``period`` (one per customer and period), or off-cycle: ``threshold``, ``purchase``."""
+
+
+@dataclass(frozen=True, slots=True)
+class StoredGrant:
+    """A grant made by API or CLI (contract grants are derived from the configuration)."""
+
+    grant_id: str
+    customer: str
+    created_at_us: int
+    document: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class CreditAction:
+    """A void or a manual adjustment of a grant, by hand, with its reason."""
+
+    grant_id: str
+    customer: str
+    at_us: int
+    kind: str
+    amount: str | None
+    reason: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,7 +194,7 @@ class StoredCreditNote:
 
 _INVOICE_COLUMNS = (
     "invoice_id, customer, period_start_us, period_end_us, revision, through_sequence,"
-    " finalized_at_us, document, document_sha256"
+    " finalized_at_us, document, document_sha256, kind"
 )
 _NOTE_COLUMNS = "note_id, invoice_id, customer, created_at_us, document, document_sha256"
 
@@ -144,7 +207,36 @@ class BillingStore:
         self._connection = connect(self.path)
         self._lock = threading.Lock()
         with self._lock:
+            self._migrate()
             self._connection.executescript(_SCHEMA + _TRIGGERS)
+
+    def _migrate(self) -> None:
+        """A file made before off-cycle invoices: rebuild ``invoices`` with a ``kind``
+        column (every existing row is a period invoice), in one transaction."""
+        connection = self._connection
+        columns = [row[1] for row in connection.execute("PRAGMA table_info(invoices)")]
+        if not columns or "kind" in columns:
+            return
+        connection.execute("BEGIN IMMEDIATE")
+        try:
+            for statement in _MIGRATE_INVOICES.strip().split(";"):
+                if statement.strip():
+                    connection.execute(statement)
+            for statement in _SCHEMA.split(";"):
+                if "invoices" in statement and statement.strip():
+                    connection.execute(statement)
+            connection.execute(
+                "INSERT INTO invoices (invoice_number, invoice_id, customer, period_start_us,"
+                " period_end_us, revision, through_sequence, finalized_at_us, document,"
+                " document_sha256, kind) SELECT invoice_number, invoice_id, customer,"
+                " period_start_us, period_end_us, revision, through_sequence, finalized_at_us,"
+                " document, document_sha256, 'period' FROM invoices_before_kind"
+            )
+            connection.execute("DROP TABLE invoices_before_kind")
+            connection.execute("COMMIT")
+        except BaseException:
+            connection.execute("ROLLBACK")
+            raise
 
     # -- configuration --------------------------------------------------------------------
 
@@ -182,17 +274,24 @@ class BillingStore:
         row = self._connection.execute("SELECT MAX(invoice_number) FROM invoices").fetchone()
         return INVOICE_ID_FORMAT.format((row[0] or 0) + 1)
 
-    def add_invoices(self, invoices: list[StoredInvoice]) -> None:
-        """Store finalized invoices atomically (all or none), numbered as given."""
+    def add_invoices(
+        self,
+        invoices: list[StoredInvoice],
+        guard: Callable[[sqlite3.Connection], None] | None = None,
+    ) -> None:
+        """Store finalized invoices atomically (all or none), numbered as given; ``guard``
+        runs first inside the transaction and raises ``BillingConflict`` to refuse."""
         with self._lock:
             connection = self._connection
             connection.execute("BEGIN IMMEDIATE")
             try:
+                if guard is not None:
+                    guard(connection)
                 for invoice in invoices:
                     number = int(invoice.invoice_id.split("-")[1])
                     connection.execute(
                         f"INSERT INTO invoices (invoice_number, {_INVOICE_COLUMNS})"
-                        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                         (
                             number,
                             invoice.invoice_id,
@@ -204,9 +303,13 @@ class BillingStore:
                             invoice.finalized_at_us,
                             invoice.document,
                             invoice.document_sha256,
+                            invoice.kind,
                         ),
                     )
                 connection.execute("COMMIT")
+            except BillingConflict:
+                connection.execute("ROLLBACK")
+                raise
             except sqlite3.IntegrityError as error:
                 connection.execute("ROLLBACK")
                 raise BillingConflict(f"invoice already finalized: {error}") from None
@@ -276,6 +379,91 @@ class BillingStore:
                 (invoice_id,),
             )
         return [_note(row) for row in rows]
+
+    # -- credit grants and their voids and adjustments -------------------------------------
+
+    def add_grant(
+        self,
+        customer: str,
+        created_at_us: int,
+        make_document: Callable[[str], bytes],
+        make_invoice: Callable[[str, str], StoredInvoice] | None = None,
+    ) -> tuple[StoredGrant, StoredInvoice | None]:
+        """Number and store a grant (``make_document(grant_id)``) and, atomically with it,
+        its purchase invoice (``make_invoice(grant_id, invoice_id)``) when one is due."""
+        with self._lock:
+            connection = self._connection
+            connection.execute("BEGIN IMMEDIATE")
+            try:
+                row = connection.execute("SELECT MAX(grant_number) FROM credit_grants").fetchone()
+                number = (row[0] or 0) + 1
+                grant_id = GRANT_ID_FORMAT.format(number)
+                document = make_document(grant_id)
+                connection.execute(
+                    "INSERT INTO credit_grants (grant_number, grant_id, customer, created_at_us,"
+                    " document) VALUES (?, ?, ?, ?, ?)",
+                    (number, grant_id, customer, created_at_us, document),
+                )
+                invoice = None
+                if make_invoice is not None:
+                    row = connection.execute("SELECT MAX(invoice_number) FROM invoices").fetchone()
+                    invoice_number = (row[0] or 0) + 1
+                    invoice = make_invoice(grant_id, INVOICE_ID_FORMAT.format(invoice_number))
+                    connection.execute(
+                        f"INSERT INTO invoices (invoice_number, {_INVOICE_COLUMNS})"
+                        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                        (
+                            invoice_number,
+                            invoice.invoice_id,
+                            invoice.customer,
+                            invoice.period_start_us,
+                            invoice.period_end_us,
+                            invoice.revision,
+                            invoice.through_sequence,
+                            invoice.finalized_at_us,
+                            invoice.document,
+                            invoice.document_sha256,
+                            invoice.kind,
+                        ),
+                    )
+                connection.execute("COMMIT")
+            except BaseException:
+                connection.execute("ROLLBACK")
+                raise
+        return StoredGrant(grant_id, customer, created_at_us, document), invoice
+
+    def grants(self, customer: str | None = None) -> list[StoredGrant]:
+        query = "SELECT grant_id, customer, created_at_us, document FROM credit_grants"
+        if customer is None:
+            rows = self._connection.execute(query + " ORDER BY grant_number")
+        else:
+            rows = self._connection.execute(
+                query + " WHERE customer = ? ORDER BY grant_number", (customer,)
+            )
+        return [StoredGrant(g, c, t, _blob(d)) for g, c, t, d in rows]
+
+    def add_action(self, action: CreditAction) -> None:
+        with self._lock:
+            self._connection.execute(
+                "INSERT INTO credit_actions (grant_id, customer, at_us, kind, amount, reason)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                (
+                    action.grant_id,
+                    action.customer,
+                    action.at_us,
+                    action.kind,
+                    action.amount,
+                    action.reason,
+                ),
+            )
+
+    def actions(self, customer: str) -> list[CreditAction]:
+        rows = self._connection.execute(
+            "SELECT grant_id, customer, at_us, kind, amount, reason FROM credit_actions"
+            " WHERE customer = ? ORDER BY action_number",
+            (customer,),
+        )
+        return [CreditAction(*row) for row in rows]
 
     def close(self) -> None:
         self._connection.close()

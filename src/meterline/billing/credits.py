@@ -1,0 +1,337 @@
+"""Credits in the billing shell: a customer's grants, voids and adjustments, each period's
+charges, and what a period's credit ledger puts on its invoice.
+
+Contract grants are derived from the configuration (``core.grants``); grants made by API
+or CLI, their voids and manual adjustments are rows in the billing store. The credit
+ledger is never stored as balances: ``credit_book`` re-runs ``core.credits.CreditBook``
+over the customer's grants and the charges of every period since the contract started.
+A finalized invoice keeps its period's charges (and entries) in its ``credits`` section,
+so later periods replay exactly what was billed, and ``audit`` re-derives the section
+from the events like every other line.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from decimal import Decimal, localcontext
+from typing import Any
+
+from meterline.core.credits import (
+    Charge,
+    CreditBook,
+    Entry,
+    Grant,
+    ManualAdjustment,
+    OverageMode,
+    Void,
+)
+from meterline.core.events import decode_exact, encode_canonical, format_timestamp
+from meterline.core.invoicing import ExtraLine
+from meterline.core.model import Configuration, CreditTerms, Segment
+from meterline.core.money import MONEY_CONTEXT
+from meterline.core.periods import BillingPeriod
+from meterline.ledger.billing import CreditAction, StoredGrant
+
+ZERO = Decimal(0)
+OPENING_KINDS = ("grant", "settle", "adjust")
+"""Entries made as something starts (a grant, its settling carried overage, a manual
+adjustment): at a period edge they belong to the period that starts there; every other
+entry at an edge (charges, expiries, rollovers, voids) to the period that ends there."""
+
+
+def in_period(entry: Entry, period: BillingPeriod) -> bool:
+    if entry.kind in OPENING_KINDS:
+        return period.start_us <= entry.at_us < period.end_us
+    return period.start_us < entry.at_us <= period.end_us
+
+
+# -- grants made by API or CLI ------------------------------------------------------------
+
+
+def grant_document(grant: Grant) -> bytes:
+    """A stored grant's canonical bytes (the grant id is the store's)."""
+    return encode_canonical(
+        {
+            "unit": grant.unit,
+            "amount": str(grant.amount),
+            "paid": str(grant.paid),
+            "paid_currency": grant.paid_currency,
+            "priority": grant.priority,
+            "effective_us": grant.effective_us,
+            "expires_us": grant.expires_us,
+            "scope": list(grant.scope),
+            "source": grant.source,
+            "reason": grant.reason,
+            "created_us": grant.created,
+        }
+    )
+
+
+def stored_grant(stored: StoredGrant) -> Grant:
+    data = decode_exact(stored.document)
+    return Grant(
+        grant_id=stored.grant_id,
+        unit=data["unit"],
+        amount=Decimal(data["amount"]),
+        effective_us=data["effective_us"],
+        expires_us=data["expires_us"],
+        priority=data["priority"],
+        paid=Decimal(data["paid"]),
+        paid_currency=data["paid_currency"],
+        scope=tuple(data["scope"]),
+        created_us=data["created_us"],
+        source=data["source"],
+        reason=data["reason"],
+    )
+
+
+def timeline_of(actions: Iterable[CreditAction]) -> tuple[list[Void], list[ManualAdjustment]]:
+    voids, adjustments = [], []
+    for action in actions:
+        if action.kind == "void":
+            voids.append(Void(action.grant_id, action.at_us, action.reason))
+        else:
+            assert action.amount is not None
+            adjustments.append(
+                ManualAdjustment(
+                    action.grant_id, action.at_us, Decimal(action.amount), action.reason
+                )
+            )
+    return voids, adjustments
+
+
+@dataclass
+class CreditInputs:
+    """Everything a customer's credit ledger is computed from, apart from usage."""
+
+    grants: list[Grant]
+    voids: list[Void]
+    adjustments: list[ManualAdjustment]
+    terms: CreditTerms
+
+    @property
+    def overage(self) -> OverageMode:
+        return self.terms.overage
+
+    def is_empty(self) -> bool:
+        return not self.grants and not self.voids and self.terms.is_empty()
+
+
+def credit_book(
+    inputs: CreditInputs, charges: Sequence[Charge], until_us: int | None = None
+) -> CreditBook:
+    return CreditBook(inputs.overage).run(
+        inputs.grants, charges, inputs.voids, inputs.adjustments, until_us
+    )
+
+
+# -- charges kept on invoices ---------------------------------------------------------------
+
+
+def charge_record(charge: Charge) -> list[Any]:
+    return [
+        charge.start_us,
+        charge.end_us,
+        charge.line,
+        charge.meter,
+        charge.unit,
+        str(charge.amount),
+        charge.first_sequence,
+        charge.last_sequence,
+    ]
+
+
+def charge_from_record(record: list[Any]) -> Charge:
+    start, end, line, meter, unit, amount, first, last = record
+    return Charge(start, end, line, meter, unit, Decimal(amount), first, last)
+
+
+def stored_charges(document: dict[str, Any]) -> list[Charge]:
+    section = document.get("credits")
+    if not section:
+        return []
+    return [charge_from_record(record) for record in section["charges"]]
+
+
+# -- what a period's credit ledger puts on its invoice -------------------------------------
+
+
+def _segment_of(entry: Entry) -> int:
+    assert entry.line is not None
+    return int(entry.line.split("/", 1)[0])
+
+
+def _value(configuration: Configuration, unit: str, currency: str, at_us: int) -> Decimal:
+    if unit == currency:
+        return Decimal(1)
+    credit = configuration.credit_type(unit)
+    if credit is None:
+        raise ValueError(f"unit {unit!r} is neither the plan currency nor a credit type")
+    return credit.value_at(at_us)
+
+
+def _units(amount: Decimal) -> str:
+    return format(amount.normalize(), "f") if amount == amount.to_integral() else str(amount)
+
+
+def credit_lines(
+    book: CreditBook,
+    entries: Sequence[Entry],
+    segment_list: Sequence[Segment],
+    configuration: Configuration,
+    inputs: CreditInputs,
+    period: BillingPeriod,
+    currency: str,
+) -> list[ExtraLine]:
+    """Credits applied (per segment and grant), overage and carried usage (per segment
+    and unit), and the purchases of paid contract grants effective in the period."""
+    applied: dict[tuple[int, str], Decimal] = {}
+    uncovered: dict[tuple[str, int, str], Decimal] = {}
+    with localcontext(MONEY_CONTEXT):
+        for entry in entries:
+            if entry.kind in ("consume", "release") and entry.line is not None:
+                assert entry.grant is not None
+                sign = 1 if entry.kind == "consume" else -1
+                key = (_segment_of(entry), entry.grant)
+                applied[key] = applied.get(key, ZERO) + sign * entry.amount
+            elif entry.kind in ("overage", "carry") and entry.line is not None:
+                sign = 1 if entry.debit == "usage" else -1
+                ukey = (entry.kind, _segment_of(entry), entry.unit)
+                uncovered[ukey] = uncovered.get(ukey, ZERO) + sign * entry.amount
+    lines = []
+    for (segment, grant_id), units in sorted(applied.items()):
+        if units == 0:
+            continue
+        grant = book.grants[grant_id]
+        value = _value(configuration, grant.unit, currency, segment_list[segment].start_us)
+        with localcontext(MONEY_CONTEXT):
+            amount = -(units * value)
+        name = grant.reason or grant_id
+        lines.append(
+            ExtraLine(
+                "credit",
+                f"Credits applied: {name} ({grant_id}), {_units(units)} {grant.unit}",
+                amount,
+                segment,
+                {
+                    "grant": grant_id,
+                    "unit": grant.unit,
+                    "units": str(units),
+                    "unit_value": str(value),
+                },
+            )
+        )
+    prices = dict(inputs.terms.overage_prices)
+    for (kind, segment, unit), units in sorted(uncovered.items()):
+        if units == 0:
+            continue
+        value = _value(configuration, unit, currency, segment_list[segment].start_us)
+        detail = {"unit": unit, "units": str(units), "unit_value": str(value)}
+        if kind == "carry":
+            with localcontext(MONEY_CONTEXT):
+                amount = -(units * value)
+            lines.append(
+                ExtraLine(
+                    "carried",
+                    f"Carried: {_units(units)} {unit} no grant covered, paid by the next grant",
+                    amount,
+                    segment,
+                    detail,
+                )
+            )
+            continue
+        price = prices.get(unit)
+        with localcontext(MONEY_CONTEXT):
+            amount = ZERO if price is None else units * (price - value)
+        text = f"Overage: {_units(units)} {unit} beyond prepaid credit"
+        if price is not None:
+            text += f", at {price} instead of {value}"
+            detail["overage_price"] = str(price)
+        lines.append(ExtraLine("overage", text, amount, segment, detail))
+    for grant in inputs.grants:
+        if (
+            grant.paid > 0
+            and grant.source in ("contract", "commit")
+            and period.contains(grant.effective_us)
+        ):
+            lines.append(
+                ExtraLine(
+                    "purchase",
+                    f"Prepaid credit: {grant.reason or grant.grant_id} ({grant.grant_id}),"
+                    f" {_units(grant.amount)} {grant.unit}",
+                    grant.paid,
+                    None,
+                    {"grant": grant.grant_id, "unit": grant.unit, "units": str(grant.amount)},
+                )
+            )
+    return lines
+
+
+def credits_section(
+    book: CreditBook,
+    entries: Sequence[Entry],
+    charges: Sequence[Charge],
+    period: BillingPeriod,
+    overage: OverageMode,
+) -> dict[str, Any]:
+    """The invoice's ``credits`` section: each grant's opening and closing balance, the
+    period's entries and charges (kept so later periods replay what was billed)."""
+    opening: dict[str, Decimal] = {}
+    closing: dict[str, Decimal] = {}
+    with localcontext(MONEY_CONTEXT):
+        for entry in book.entries:
+            before = not in_period(entry, period) and entry.at_us <= period.start_us
+            after = before or in_period(entry, period)
+            for side, sign in ((entry.debit, 1), (entry.credit, -1)):
+                if not side.startswith("grant:"):
+                    continue
+                grant_id = side[6:]
+                if before:
+                    opening[grant_id] = opening.get(grant_id, ZERO) + sign * entry.amount
+                if after:
+                    closing[grant_id] = closing.get(grant_id, ZERO) + sign * entry.amount
+    touched = {e.grant for e in entries if e.grant is not None}
+    touched.update(g for g, amount in opening.items() if amount != 0)
+    grants = []
+    for grant_id in sorted(touched, key=lambda g: book.grants[g].burn_key()):
+        grant = book.grants[grant_id]
+        grants.append(
+            {
+                "grant": grant_id,
+                "unit": grant.unit,
+                "amount": str(grant.amount),
+                "paid": str(grant.paid),
+                "priority": grant.priority,
+                "effective": format_timestamp(grant.effective_us),
+                "expires": None if grant.expires_us is None else format_timestamp(grant.expires_us),
+                "scope": list(grant.scope),
+                "source": grant.source,
+                "opening": str(opening.get(grant_id, ZERO)),
+                "closing": str(closing.get(grant_id, ZERO)),
+            }
+        )
+    return {
+        "overage": overage,
+        "grants": grants,
+        "entries": [entry_record(entry) for entry in entries],
+        "charges": [charge_record(charge) for charge in charges],
+    }
+
+
+def entry_record(entry: Entry) -> dict[str, Any]:
+    record = entry.as_dict()
+    record["at"] = format_timestamp(entry.at_us)
+    del record["at_us"]
+    return record
+
+
+def grant_balances(book: CreditBook) -> dict[str, Decimal]:
+    """Every grant's balance: the sum of the entries on its account."""
+    totals: dict[str, Decimal] = {}
+    with localcontext(MONEY_CONTEXT):
+        for entry in book.entries:
+            for side, sign in ((entry.debit, 1), (entry.credit, -1)):
+                if side.startswith("grant:"):
+                    totals[side[6:]] = totals.get(side[6:], ZERO) + sign * entry.amount
+    return {grant_id: totals.get(grant_id, ZERO) for grant_id in book.grants}
