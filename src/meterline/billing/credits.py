@@ -117,12 +117,21 @@ class CreditInputs:
     def is_empty(self) -> bool:
         return not self.grants and not self.voids and self.terms.is_empty()
 
+    def units(self) -> set[str]:
+        """The units the customer holds grants in: only charges in these units enter the
+        credit ledger (the rest are billed as usual and never carried)."""
+        return {grant.unit for grant in self.grants}
+
+    def relevant(self, charges: Iterable[Charge]) -> list[Charge]:
+        units = self.units()
+        return [charge for charge in charges if charge.unit in units]
+
 
 def credit_book(
     inputs: CreditInputs, charges: Sequence[Charge], until_us: int | None = None
 ) -> CreditBook:
     return CreditBook(inputs.overage).run(
-        inputs.grants, charges, inputs.voids, inputs.adjustments, until_us
+        inputs.grants, inputs.relevant(charges), inputs.voids, inputs.adjustments, until_us
     )
 
 

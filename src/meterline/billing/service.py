@@ -17,6 +17,7 @@ import hashlib
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -61,6 +62,7 @@ from meterline.core.periods import (
     BillingCycle,
     BillingPeriod,
     local_date,
+    local_midnight_us,
     period_containing,
     periods_overlapping,
 )
@@ -148,12 +150,24 @@ def billing_cycle(configuration: Configuration, contract: Contract) -> BillingCy
     )
 
 
-def _cuts(inputs: CreditInputs, period: BillingPeriod) -> tuple[int, ...] | None:
-    """Window edges for a period's credit burn-down; None when the customer has no credit
-    terms and no grants (the invoice then needs no windows)."""
+def _cuts(
+    inputs: CreditInputs, period: BillingPeriod, timezone: str, *more: int
+) -> tuple[int, ...] | None:
+    """Window edges for a period's credit burn-down: every instant the active grants may
+    change, and each local midnight (so the credit ledger is at least daily); None when
+    the customer has no credit terms and no grants (the invoice then needs no windows)."""
     if inputs.is_empty():
         return None
-    return tuple(cut_instants(inputs.grants, inputs.voids, period.start_us, period.end_us))
+    instants = set(cut_instants(inputs.grants, inputs.voids, period.start_us, period.end_us))
+    day = local_date(timezone, period.start_us)
+    while True:
+        day += timedelta(days=1)
+        midnight = local_midnight_us(timezone, day)
+        if midnight >= period.end_us:
+            break
+        instants.add(midnight)
+    instants.update(t for t in more if period.start_us < t < period.end_us)
+    return tuple(sorted(instants))
 
 
 @dataclass
@@ -433,7 +447,12 @@ class Billing:
         through, _ = self.ledger.head()
         inputs = self._credit_inputs(loaded.configuration, contract, period.end_us - 1)
         job = RatingJob(
-            customer, period, spans, through, loaded.configuration, cuts=_cuts(inputs, period)
+            customer,
+            period,
+            spans,
+            through,
+            loaded.configuration,
+            cuts=_cuts(inputs, period, contract.timezone),
         )
         pending = self._late_jobs([job], through)
         run_jobs(self._connection, [job, *[j for _, _, j, _ in pending]])
@@ -485,7 +504,7 @@ class Billing:
                 spans = segments(configuration, contract, period.start_us, period.end_us)
                 if spans:
                     inputs = self._credit_inputs(configuration, contract, period.end_us - 1)
-                    cuts = _cuts(inputs, period)
+                    cuts = _cuts(inputs, period, contract.timezone)
                     jobs.append(
                         RatingJob(contract.customer, period, spans, head, configuration, cuts=cuts)
                     )
@@ -514,7 +533,7 @@ class Billing:
                     )
                 prior = closed_charges[job.customer]
                 credit = self._credit_part(job, configuration, inputs, prior, now_us)
-                prior.extend(credit.charges)
+                prior.extend(inputs.relevant(credit.charges))
             document = self._document(
                 job,
                 configuration,
@@ -605,7 +624,7 @@ class Billing:
             if not spans:
                 continue
             inputs = self._credit_inputs(configuration, contract, earlier.end_us - 1)
-            cuts = _cuts(inputs, earlier) or ()
+            cuts = _cuts(inputs, earlier, contract.timezone) or ()
             job = RatingJob(contract.customer, earlier, spans, through, configuration, cuts=cuts)
             open_jobs.append(job)
         run_jobs(self._connection, open_jobs)
@@ -634,7 +653,9 @@ class Billing:
             book, entries, job.segments, configuration, inputs, job.period, currency
         )
         lines += self._billed_early(job.customer, job.period, known_at_us)
-        section = credits_section(book, entries, charges, job.period, inputs.overage)
+        section = credits_section(
+            book, entries, inputs.relevant(charges), job.period, inputs.overage
+        )
         return CreditPart(lines, section, charges, book)
 
     def _billed_early(
@@ -1022,7 +1043,7 @@ class Billing:
             spans,
             stored.through_sequence,
             loaded.configuration,
-            cuts=_cuts(inputs, period),
+            cuts=_cuts(inputs, period, contract.timezone),
         )
         adjustment_jobs = []
         for line in document["lines"]:

@@ -32,7 +32,8 @@ Rules (defaults of ../shared/DESIGN.md):
 - Reset (a recurring grant's period end): the grant keeps ``min(maximum, max(minimum,
   balance x percent))``. The kept amount moves to a rollover grant with its own expiry; a
   kept amount above the balance is a top-up from ``issued``; the rest expires. A grant
-  whose expiry is at or before its reset rolls nothing.
+  whose expiry is at or before its reset rolls nothing. The rollover grant is
+  ``<id>/rollover`` (a grant ends once, so rolls once; rolled credit does not roll again).
 
 Invariant (checked by ``CreditBook.check``): for every unit, granted + adjusted =
 consumed + expired + remaining + voided, and no grant's balance is ever below zero.
@@ -557,7 +558,7 @@ class CreditBook:
         with localcontext(MONEY_CONTEXT):
             lost = balance - moved
             topped = kept - moved
-        child = f"{grant.grant_id}~{at_us}"
+        child = f"{grant.grant_id}/rollover"
         if lost > 0:
             self._post(
                 at_us,
