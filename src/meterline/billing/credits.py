@@ -27,9 +27,9 @@ from meterline.core.credits import (
     Void,
 )
 from meterline.core.events import decode_exact, encode_canonical, format_timestamp
-from meterline.core.invoicing import ExtraLine
+from meterline.core.invoicing import INVOICE_SCHEMA, ExtraLine
 from meterline.core.model import Configuration, CreditTerms, Segment
-from meterline.core.money import MONEY_CONTEXT
+from meterline.core.money import MINOR_UNITS, MONEY_CONTEXT, round_amount
 from meterline.core.periods import BillingPeriod
 from meterline.ledger.billing import CreditAction, StoredGrant
 
@@ -344,3 +344,202 @@ def grant_balances(book: CreditBook) -> dict[str, Decimal]:
                 if side.startswith("grant:"):
                     totals[side[6:]] = totals.get(side[6:], ZERO) + sign * entry.amount
     return {grant_id: totals.get(grant_id, ZERO) for grant_id in book.grants}
+
+
+# -- reports and off-cycle invoice documents ------------------------------------------------
+
+
+def grant_status(book: CreditBook, grant: Grant, at_us: int, balance: Decimal) -> str:
+    if grant.grant_id in book.voided:
+        return "voided"
+    if grant.effective_us > at_us:
+        return "pending"
+    if grant.grant_id in book.closed or (
+        grant.expires_us is not None and grant.expires_us <= at_us
+    ):
+        return "expired" if grant.reset_us is None else "reset"
+    return "active" if balance > 0 else "exhausted"
+
+
+def credit_report(
+    customer: str, at_us: int, book: CreditBook, inputs: CreditInputs
+) -> dict[str, Any]:
+    """Balances per grant and per unit (sums of entries) and the entries, as of ``at_us``."""
+    balances = grant_balances(book)
+    grants = []
+    for grant in sorted(book.grants.values(), key=Grant.burn_key):
+        balance = balances[grant.grant_id]
+        grants.append(
+            {
+                "grant": grant.grant_id,
+                "unit": grant.unit,
+                "amount": str(grant.amount),
+                "paid": str(grant.paid),
+                "priority": grant.priority,
+                "effective": format_timestamp(grant.effective_us),
+                "expires": None if grant.expires_us is None else format_timestamp(grant.expires_us),
+                "resets": None if grant.reset_us is None else format_timestamp(grant.reset_us),
+                "scope": list(grant.scope),
+                "source": grant.source,
+                "reason": grant.reason,
+                "balance": str(balance),
+                "status": grant_status(book, grant, at_us, balance),
+            }
+        )
+    totals = {}
+    for unit in sorted({grant.unit for grant in book.grants.values()}):
+        moved = book.totals(unit)
+        with localcontext(MONEY_CONTEXT):
+            remaining = sum(
+                (balances[g.grant_id] for g in book.grants.values() if g.unit == unit), ZERO
+            )
+            totals[unit] = {
+                "granted": str(-moved.get("issued", ZERO)),
+                "consumed": str(
+                    moved.get("usage", ZERO)
+                    - moved.get("overage", ZERO)
+                    - moved.get("carried", ZERO)
+                    - _carried_total(book, unit)
+                ),
+                "expired": str(moved.get("expired", ZERO)),
+                "voided": str(moved.get("voided", ZERO)),
+                "remaining": str(remaining),
+                "overage": str(moved.get("overage", ZERO)),
+                "carried": str(moved.get("carried", ZERO)),
+            }
+    return {
+        "customer": customer,
+        "as_of": format_timestamp(at_us),
+        "overage": inputs.overage,
+        "grants": grants,
+        "totals": totals,
+        "entries": [entry_record(entry) for entry in book.entries],
+    }
+
+
+def _carried_total(book: CreditBook, unit: str) -> Decimal:
+    """Carried overage settled later is consumption too (counted once, at the settle)."""
+    with localcontext(MONEY_CONTEXT):
+        return -sum((e.amount for e in book.entries if e.unit == unit and e.kind == "settle"), ZERO)
+
+
+def grant_errors(
+    configuration: Configuration,
+    unit: str,
+    amount: Decimal,
+    paid: Decimal,
+    priority: int,
+    scope: Sequence[str],
+    reason: str,
+    effective_us: int | None,
+    expires_us: int | None,
+) -> list[str]:
+    """Every problem with a grant request, each naming its field."""
+    errors = []
+    if configuration.credit_type(unit) is None and unit not in MINOR_UNITS:
+        known = ", ".join(sorted(c.key for c in configuration.credit_types)) or "none declared"
+        errors.append(f"credit_type: unknown credit type {unit!r} (credit types: {known})")
+    if amount <= 0:
+        errors.append("amount: must be above zero")
+    if paid < 0:
+        errors.append("paid: must not be negative")
+    if not 0 <= priority <= 1000:
+        errors.append("priority: must be between 0 and 1000 (lower burns first)")
+    for index, meter in enumerate(scope):
+        if configuration.meter(meter) is None:
+            errors.append(f"scope[{index}]: unknown meter {meter!r}")
+    if not reason.strip():
+        errors.append("reason: a grant needs a reason")
+    if expires_us is not None and effective_us is not None and expires_us <= effective_us:
+        errors.append("expires: must be after effective")
+    return errors
+
+
+def purchase_document(
+    invoice_id: str,
+    customer: str,
+    currency: str,
+    timezone: str,
+    grant: Grant,
+    grant_id: str,
+    now_us: int,
+) -> dict[str, Any]:
+    """The invoice for a paid grant made by API or CLI: billed when granted."""
+    amount = round_amount(grant.paid, currency)
+    return {
+        "schema": INVOICE_SCHEMA,
+        "kind": "purchase",
+        "number": invoice_id,
+        "status": "finalized",
+        "customer": customer,
+        "currency": currency,
+        "timezone": timezone,
+        "lines": [
+            {
+                "number": 1,
+                "kind": "purchase",
+                "description": f"Prepaid credit: {grant.reason} ({grant_id}),"
+                f" {_units(grant.amount)} {grant.unit}",
+                "amount": str(amount),
+                "amount_exact": str(grant.paid),
+                "grant": grant_id,
+                "unit": grant.unit,
+                "units": str(grant.amount),
+            }
+        ],
+        "total": str(amount),
+        "finalized_at": format_timestamp(now_us),
+    }
+
+
+BILLED_EARLY_KINDS = ("usage", "discount", "credit", "overage", "carried", "prepaid")
+"""The draft lines a threshold measures: usage net of discounts and credits, less what
+earlier threshold invoices of the period billed (fees and purchases bill on schedule)."""
+
+
+def unbilled_usage(draft: dict[str, Any]) -> Decimal:
+    with localcontext(MONEY_CONTEXT):
+        return sum(
+            (
+                Decimal(line["amount"])
+                for line in draft["lines"]
+                if line["kind"] in BILLED_EARLY_KINDS
+            ),
+            ZERO,
+        )
+
+
+def threshold_document(
+    invoice_id: str,
+    draft: dict[str, Any],
+    unbilled: Decimal,
+    threshold: Decimal,
+    through_sequence: int,
+    now_us: int,
+) -> dict[str, Any]:
+    """An invoice billing the period's unbilled usage now (the threshold was reached); the
+    period's own invoice will show it as billed early."""
+    return {
+        "schema": INVOICE_SCHEMA,
+        "kind": "threshold",
+        "number": invoice_id,
+        "status": "finalized",
+        "customer": draft["customer"],
+        "currency": draft["currency"],
+        "timezone": draft["timezone"],
+        "period": draft["period"],
+        "configuration": draft["configuration"],
+        "ledger": {"through_sequence": through_sequence},
+        "lines": [
+            {
+                "number": 1,
+                "kind": "threshold",
+                "description": f"Usage to date (unbilled usage reached {threshold})",
+                "amount": str(unbilled),
+                "amount_exact": str(unbilled),
+                "threshold": str(threshold),
+            }
+        ],
+        "total": str(unbilled),
+        "finalized_at": format_timestamp(now_us),
+    }

@@ -26,18 +26,24 @@ from meterline.billing.credits import (
     CreditInputs,
     credit_book,
     credit_lines,
+    credit_report,
     credits_section,
+    grant_document,
+    grant_errors,
     in_period,
+    purchase_document,
     stored_charges,
     stored_grant,
+    threshold_document,
     timeline_of,
+    unbilled_usage,
 )
 from meterline.billing.scan import RatingJob, run_jobs
 from meterline.clock import Clock, system_clock_us
 from meterline.config.schema import parse_configuration
 from meterline.config.source import ConfigurationError, read_yaml
 from meterline.core.chain import GENESIS_HASH
-from meterline.core.credits import Charge, CreditBook, CreditError, cut_instants
+from meterline.core.credits import Charge, CreditBook, CreditError, Grant, cut_instants
 from meterline.core.events import decode_exact, encode_canonical, format_timestamp
 from meterline.core.grants import contract_grants
 from meterline.core.invoicing import (
@@ -70,8 +76,10 @@ from meterline.core.rating import window_charges
 from meterline.ledger.billing import (
     BillingConflict,
     BillingStore,
+    CreditAction,
     Revision,
     StoredCreditNote,
+    StoredGrant,
     StoredInvoice,
 )
 from meterline.ledger.ledger import Ledger
@@ -680,6 +688,218 @@ class Billing:
             )
         return lines
 
+    # -- credit operations: balances, grants, voids, adjustments, thresholds ---------------
+
+    def credits(self, customer: str, as_of_us: int | None = None) -> dict[str, Any]:
+        """The customer's credit ledger as of ``as_of_us`` (now): every grant with its
+        balance (the sum of its entries) and status, per-unit totals, and the entries."""
+        loaded = self.current()
+        configuration = loaded.configuration
+        contract = self._contract(loaded, customer)
+        now_us = self.clock()
+        at = now_us if as_of_us is None else as_of_us
+        cycle = billing_cycle(configuration, contract)
+        period = period_containing(cycle, at)
+        inputs = self._credit_inputs(configuration, contract, at)
+        through, _ = self.ledger.head()
+        charges = self._prior_charges(configuration, contract, period, through)
+        stored = self._finalized(customer, period.start_us)
+        if stored is not None:
+            charges.extend(stored_charges(decode_exact(stored.document)))
+        else:
+            spans = segments(configuration, contract, period.start_us, period.end_us)
+            if spans and not inputs.is_empty():
+                cuts = _cuts(inputs, period, contract.timezone, at)
+                job = RatingJob(customer, period, spans, through, configuration, cuts=cuts)
+                run_jobs(self._connection, [job])
+                charges.extend(window_charges(job.rater, _currency(spans), configuration))
+        try:
+            book = credit_book(inputs, charges, until_us=at)
+        except CreditError as error:
+            raise BillingError(f"credits of {customer}: {error}") from None
+        return credit_report(customer, at, book, inputs)
+
+    def _grant_ids(self, configuration: Configuration, contract: Contract) -> set[str]:
+        now_us = self.clock()
+        inputs = self._credit_inputs(configuration, contract, max(now_us, contract.start_us))
+        return {grant.grant_id for grant in inputs.grants}
+
+    def grant(
+        self,
+        customer: str,
+        unit: str,
+        amount: Decimal,
+        reason: str,
+        paid: Decimal = Decimal(0),
+        priority: int = 50,
+        effective_us: int | None = None,
+        expires_us: int | None = None,
+        scope: tuple[str, ...] = (),
+        source: str = "api",
+    ) -> tuple[StoredGrant, StoredInvoice | None]:
+        """Grant credit to ``customer`` now (or from ``effective_us``, never in the past);
+        a paid grant is invoiced at once, atomically with it (a ``purchase`` invoice)."""
+        loaded = self.current()
+        configuration = loaded.configuration
+        contract = self._contract(loaded, customer)
+        now_us = self.clock()
+        errors = grant_errors(
+            configuration, unit, amount, paid, priority, scope, reason, effective_us, expires_us
+        )
+        effective = now_us if effective_us is None else effective_us
+        if effective < now_us:
+            errors.append("effective: must not be in the past (history is not rewritten)")
+        if errors:
+            raise BillingError("; ".join(errors))
+        plan = terms_at(configuration, contract, max(effective, contract.start_us), effective)
+        currency = plan.plan.currency
+        credit_type = configuration.credit_type(unit)
+        if credit_type is not None and credit_type.currency != currency:
+            raise BillingError(f"unit: {unit} is valued in {credit_type.currency}, not {currency}")
+        grant = Grant(
+            grant_id="",
+            unit=unit,
+            amount=amount,
+            effective_us=effective,
+            expires_us=expires_us,
+            priority=priority,
+            paid=paid,
+            paid_currency=currency,
+            scope=scope,
+            created_us=now_us,
+            source=source,
+            reason=reason,
+        )
+        make_invoice = None
+        if paid > 0:
+
+            def make_invoice(grant_id: str, invoice_id: str) -> StoredInvoice:
+                document = purchase_document(
+                    invoice_id, customer, currency, contract.timezone, grant, grant_id, now_us
+                )
+                content = invoice_bytes(document)
+                return StoredInvoice(
+                    invoice_id,
+                    customer,
+                    now_us,
+                    now_us,
+                    loaded.revision,
+                    self.ledger.head()[0],
+                    now_us,
+                    content,
+                    hashlib.sha256(content).digest(),
+                    "purchase",
+                )
+
+        return self.store.add_grant(
+            customer, now_us, lambda grant_id: grant_document(grant), make_invoice
+        )
+
+    def _own_grant(self, customer: str, grant_id: str) -> None:
+        loaded = self.current()
+        contract = self._contract(loaded, customer)
+        if grant_id not in self._grant_ids(loaded.configuration, contract):
+            raise NotFound(f"customer {customer!r} has no grant {grant_id!r}")
+
+    def void_grant(self, customer: str, grant_id: str, reason: str) -> CreditAction:
+        """Void a grant from now on: its balance leaves to ``voided`` (never deleted)."""
+        if not reason.strip():
+            raise BillingError("reason: a void needs a reason")
+        self._own_grant(customer, grant_id)
+        if any(a.kind == "void" and a.grant_id == grant_id for a in self.store.actions(customer)):
+            raise BillingError(f"grant {grant_id} is already void")
+        action = CreditAction(grant_id, customer, self.clock(), "void", None, reason)
+        self.store.add_action(action)
+        return action
+
+    def adjust_grant(
+        self, customer: str, grant_id: str, amount: Decimal, reason: str
+    ) -> CreditAction:
+        """Add to (positive) or take from (negative) a grant's balance by hand, now."""
+        if not reason.strip():
+            raise BillingError("reason: an adjustment needs a reason")
+        if amount == 0:
+            raise BillingError("amount: an adjustment must not be zero")
+        self._own_grant(customer, grant_id)
+        action = CreditAction(grant_id, customer, self.clock(), "adjust", str(amount), reason)
+        self.store.add_action(action)
+        return action
+
+    def check_thresholds(self, customer: str | None = None) -> list[StoredInvoice]:
+        """Bill now every contract whose unbilled usage this period reached its threshold:
+        fires when ``previous < threshold <= current`` (``previous`` is zero after each
+        threshold invoice, which bills everything unbilled), once per crossing: the store
+        refuses a second invoice computed from the same state (a concurrent check)."""
+        loaded = self.current()
+        result = []
+        for contract in loaded.configuration.contracts:
+            threshold = contract.credits.threshold
+            if threshold is None or (customer is not None and contract.customer != customer):
+                continue
+            try:
+                document = self.draft(contract.customer)
+            except NotFound:
+                continue
+            if document["status"] != "draft":
+                continue
+            unbilled = unbilled_usage(document)
+            if unbilled < threshold:
+                continue
+            invoice = self._threshold_invoice(loaded, contract, document, unbilled, threshold)
+            if invoice is not None:
+                result.append(invoice)
+        return result
+
+    def _threshold_invoice(
+        self,
+        loaded: Loaded,
+        contract: Contract,
+        draft: dict[str, Any],
+        unbilled: Decimal,
+        threshold: Decimal,
+    ) -> StoredInvoice | None:
+        cycle = billing_cycle(loaded.configuration, contract)
+        now_us = self.clock()
+        period = period_containing(cycle, now_us)
+        seen = len(
+            [
+                i
+                for i in self.store.invoices(contract.customer)
+                if i.kind == "threshold" and i.period_start_us == period.start_us
+            ]
+        )
+        head = draft["ledger"]["through_sequence"]
+        invoice_id = self.store.next_invoice_id()
+        document = threshold_document(invoice_id, draft, unbilled, threshold, head, now_us)
+        content = invoice_bytes(document)
+        stored = StoredInvoice(
+            invoice_id,
+            contract.customer,
+            period.start_us,
+            period.end_us,
+            loaded.revision,
+            head,
+            now_us,
+            content,
+            hashlib.sha256(content).digest(),
+            "threshold",
+        )
+
+        def guard(connection: Any) -> None:
+            count = connection.execute(
+                "SELECT COUNT(*) FROM invoices WHERE customer = ? AND kind = 'threshold'"
+                " AND period_start_us = ?",
+                (contract.customer, period.start_us),
+            ).fetchone()[0]
+            if count != seen:
+                raise BillingConflict("a threshold invoice was made meanwhile")
+
+        try:
+            self.store.add_invoices([stored], guard)
+        except BillingConflict:
+            return None
+        return stored
+
     # -- late events ------------------------------------------------------------------------
 
     def _accounted(self, invoice: StoredInvoice) -> tuple[int, Decimal]:
@@ -1019,6 +1239,8 @@ class Billing:
         name = f"invoice {stored.invoice_id}"
         if hashlib.sha256(stored.document).digest() != stored.document_sha256:
             return [f"{name}: document does not match its stored hash"]
+        if stored.kind != "period":
+            return self._audit_off_cycle(stored)
         revision = self.store.revision(stored.revision)
         if revision is None:
             return [f"{name}: configuration revision {stored.revision} is missing"]
@@ -1084,6 +1306,32 @@ class Billing:
         if invoice_bytes(rebuilt) == bytes(stored.document):
             return []
         return [f"{name}: {_first_difference(document, rebuilt)}"]
+
+    def _audit_off_cycle(self, stored: StoredInvoice) -> list[str]:
+        """A purchase invoice must bill its stored grant's price; a threshold invoice must
+        be netted by its period's invoice once that is finalized."""
+        name = f"invoice {stored.invoice_id}"
+        document = decode_exact(stored.document)
+        if stored.kind == "purchase":
+            grant_id = document["lines"][0]["grant"]
+            rows = [g for g in self.store.grants(stored.customer) if g.grant_id == grant_id]
+            if not rows:
+                return [f"{name}: bills grant {grant_id}, which is not stored"]
+            paid = stored_grant(rows[0]).paid
+            if Decimal(document["lines"][0]["amount_exact"]) != paid:
+                return [f"{name}: bills {document['total']} for grant {grant_id}, paid {paid}"]
+            return []
+        period = self._finalized(stored.customer, stored.period_start_us)
+        if period is None:
+            return []
+        cited = [
+            line
+            for line in decode_exact(period.document)["lines"]
+            if line["kind"] == "prepaid" and line.get("invoice") == stored.invoice_id
+        ]
+        if len(cited) != 1 or Decimal(cited[0]["amount"]) != -Decimal(document["total"]):
+            return [f"{name}: not netted exactly once by period invoice {period.invoice_id}"]
+        return []
 
 
 def _first_difference(stored: dict[str, Any], rebuilt: dict[str, Any]) -> str:
