@@ -27,6 +27,10 @@ invoices_app = typer.Typer(
 )
 app.add_typer(keys_app, name="keys")
 app.add_typer(invoices_app, name="invoices")
+credits_app = typer.Typer(
+    help="Credit balances and ledger; grant, void and adjust credits.", no_args_is_help=True
+)
+app.add_typer(credits_app, name="credits")
 app.add_typer(bench_app, name="bench")
 console = Console()
 if not console.is_terminal:
@@ -253,6 +257,23 @@ def invoices_close(
     errors.print(f"finalized {len(finalized)} invoices")
 
 
+@invoices_app.command("thresholds")
+def invoices_thresholds(db: DbOption = Path(DEFAULT_DB)) -> None:
+    """Bill now every customer whose unbilled usage reached its contract's threshold."""
+    from meterline.billing.service import BillingError, open_billing
+    from meterline.core.events import decode_exact
+
+    with open_billing(db) as billing:
+        try:
+            made = billing.check_thresholds()
+        except BillingError as error:
+            raise _fail(str(error), 1) from None
+    for invoice in made:
+        total = decode_exact(invoice.document)["total"]
+        print(f"{invoice.invoice_id}\t{invoice.customer}\t{total}")
+    errors.print(f"finalized {len(made)} threshold invoices")
+
+
 @invoices_app.command("list")
 def invoices_list(
     db: DbOption = Path(DEFAULT_DB),
@@ -341,6 +362,124 @@ def explain(
     errors.print(
         f"line {line} of {invoice}: {len(events):,} events ({min(limit, len(events))} shown)"
     )
+
+
+@credits_app.command("show")
+def credits_show(
+    customer: str,
+    db: DbOption = Path(DEFAULT_DB),
+    as_of: Annotated[
+        str | None, typer.Option("--as-of", help="The ledger as of this instant (default now).")
+    ] = None,
+    entries: Annotated[bool, typer.Option(help="Also list every ledger entry.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the ledger as JSON.")] = False,
+) -> None:
+    """A customer's grants with their balances (sums of entries) and per-unit totals."""
+    from meterline.billing.render import credit_totals_table, credits_table
+    from meterline.billing.service import BillingError, open_billing
+
+    with open_billing(db) as billing:
+        try:
+            report = billing.credits(customer, _instant(as_of, "--as-of"))
+        except BillingError as error:
+            raise _fail(str(error), 1) from None
+    if as_json:
+        print(json.dumps(report))
+        return
+    console.print(credits_table(report))
+    console.print(credit_totals_table(report))
+    if entries:
+        for entry in report["entries"]:
+            console.print(
+                f"{entry['at']}  {entry['kind']:<8} {entry['amount']:>14} {entry['unit']:<8}"
+                f" {entry['debit']} <- {entry['credit']}  {entry['reason']}"
+            )
+
+
+@credits_app.command("grant")
+def credits_grant(
+    customer: str,
+    credit_type: Annotated[str, typer.Option("--type", help="Credit type or currency.")],
+    amount: Annotated[str, typer.Option(help="Units granted (exact decimal).")],
+    reason: Annotated[str, typer.Option(help="Why (kept on the ledger).")],
+    db: DbOption = Path(DEFAULT_DB),
+    paid: Annotated[str, typer.Option(help="Price paid (invoiced now); 0: free.")] = "0",
+    priority: Annotated[int, typer.Option(help="Lower burns first.")] = 50,
+    effective: Annotated[str | None, typer.Option(help="From (default now).")] = None,
+    expires: Annotated[str | None, typer.Option(help="Until (default never).")] = None,
+    scope: Annotated[
+        list[str] | None, typer.Option(help="A meter it may pay for (repeat); default all.")
+    ] = None,
+) -> None:
+    """Grant credit to a customer; a paid grant is invoiced at once."""
+    from meterline.billing.service import BillingError, open_billing
+    from meterline.core.money import MoneyError, to_decimal
+
+    try:
+        units, price = to_decimal(amount, "--amount"), to_decimal(paid, "--paid")
+    except MoneyError as error:
+        raise _fail(str(error)) from None
+    with open_billing(db) as billing:
+        try:
+            stored, invoice = billing.grant(
+                customer,
+                credit_type,
+                units,
+                reason,
+                paid=price,
+                priority=priority,
+                effective_us=_instant(effective, "--effective"),
+                expires_us=_instant(expires, "--expires"),
+                scope=tuple(scope or ()),
+                source="cli",
+            )
+        except BillingError as error:
+            raise _fail(str(error), 1) from None
+    print(f"{stored.grant_id}\t{customer}\t{units} {credit_type}")
+    if invoice is not None:
+        errors.print(f"invoiced on {invoice.invoice_id}")
+
+
+@credits_app.command("void")
+def credits_void(
+    customer: str,
+    grant: str,
+    reason: Annotated[str, typer.Option(help="Why (kept on the ledger).")],
+    db: DbOption = Path(DEFAULT_DB),
+) -> None:
+    """Void a grant from now on; its balance leaves to voided (nothing is deleted)."""
+    from meterline.billing.service import BillingError, open_billing
+
+    with open_billing(db) as billing:
+        try:
+            billing.void_grant(customer, grant, reason)
+        except BillingError as error:
+            raise _fail(str(error), 1) from None
+    print(f"voided {grant}")
+
+
+@credits_app.command("adjust")
+def credits_adjust(
+    customer: str,
+    grant: str,
+    amount: Annotated[str, typer.Option(help="Signed units to add or take.")],
+    reason: Annotated[str, typer.Option(help="Why (kept on the ledger).")],
+    db: DbOption = Path(DEFAULT_DB),
+) -> None:
+    """Adjust a grant's balance by hand, with a reason."""
+    from meterline.billing.service import BillingError, open_billing
+    from meterline.core.money import MoneyError, to_decimal
+
+    try:
+        units = to_decimal(amount, "--amount")
+    except MoneyError as error:
+        raise _fail(str(error)) from None
+    with open_billing(db) as billing:
+        try:
+            billing.adjust_grant(customer, grant, units, reason)
+        except BillingError as error:
+            raise _fail(str(error), 1) from None
+    print(f"adjusted {grant} by {units}")
 
 
 @app.command()

@@ -368,7 +368,7 @@ plans:
                     {unit_amount: "0.001", flat_amount: 2}]
           - meter: output_tokens
             model: volume
-            tiers: [{up_to: 1000, unit_amount: "0.006"}, {up_to: 5000, unit_amount: "0.004"},
+            tiers: [{up_to: 500, unit_amount: "0.006"}, {up_to: 2000, unit_amount: "0.004"},
                     {unit_amount: "0.002"}]
 contracts:
   - {customer: c, plan: p, start: 2026-10-01}

@@ -29,7 +29,8 @@ from meterline.api.bodies import (
     CLOUDEVENT_TYPE,
     parse_body,
 )
-from meterline.billing.service import Billing, BillingError, NotFound
+from meterline.api.credit_routes import CreditRoutes
+from meterline.billing.service import Billing, BillingError, InvalidRequest, NotFound
 from meterline.config.source import ConfigurationError
 from meterline.core.events import event_document, format_timestamp, timestamp_to_us
 from meterline.core.outcomes import BatchOutcome
@@ -168,6 +169,11 @@ def create_app(ledger: Ledger, billing: Billing | None = None) -> FastAPI:
         first = error.errors[0] if error.errors else str(error)
         return _error(422, "invalid_configuration", first, errors=error.errors)
 
+    @app.exception_handler(InvalidRequest)
+    async def invalid_request(_: Request, error: InvalidRequest) -> Response:
+        field = error.errors[0].split(":", 1)[0]
+        return _error(422, "invalid_input", str(error), field=field, errors=error.errors)
+
     @app.exception_handler(NotFound)
     async def not_found(_: Request, error: NotFound) -> Response:
         return _error(404, "not_found", str(error))
@@ -250,5 +256,7 @@ def create_app(ledger: Ledger, billing: Billing | None = None) -> FastAPI:
             }
         )
 
-    app.include_router(BillingRoutes(service, principal_of).router)
+    billing_routes = BillingRoutes(service, principal_of)
+    app.include_router(billing_routes.router)
+    app.include_router(CreditRoutes(billing_routes).router)
     return app

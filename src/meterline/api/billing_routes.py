@@ -301,6 +301,7 @@ class BillingRoutes:
             result.append(
                 {
                     "id": stored.invoice_id,
+                    "kind": stored.kind,
                     "period_start": format_timestamp(stored.period_start_us),
                     "period_end": format_timestamp(stored.period_end_us),
                     "total": document["total"],

@@ -12,10 +12,16 @@ from meterline.billing.service import ApplyReport, AuditReport
 def invoice_table(document: dict[str, Any], lineage: bool = True) -> Table:
     """One invoice: its lines, amounts and, per usage line, the events behind it."""
     number = document.get("number") or "draft"
-    period = document["period"]
+    period = document.get("period")
+    kind = document.get("kind")
+    when = (
+        f"{period['start'][:10]} to {period['end'][:10]}"
+        if period
+        else f"issued {str(document.get('finalized_at'))[:10]}"
+    )
     title = (
-        f"{number}  {document['customer']}  {period['start'][:10]} to {period['end'][:10]}"
-        f"  ({document['status']})"
+        f"{number}  {document['customer']}  {when}  ({document['status']}"
+        f"{', ' + kind if kind else ''})"
     )
     table = Table(title=title, title_justify="left", show_edge=False, pad_edge=False)
     table.add_column("#", justify="right")
@@ -94,3 +100,52 @@ def audit_lines(report: AuditReport) -> list[str]:
     ]
     lines += [f"  [red]mismatch[/red] {problem}" for problem in report.mismatches]
     return lines
+
+
+def credits_table(report: dict[str, Any]) -> Table:
+    """A customer's grants as of an instant: balances, order of burn, status."""
+    table = Table(
+        title=f"credits  {report['customer']}  as of {report['as_of']}  (overage: "
+        f"{report['overage']})",
+        title_justify="left",
+        show_edge=False,
+        pad_edge=False,
+    )
+    for name, justify in (
+        ("grant", "left"),
+        ("unit", "left"),
+        ("priority", "right"),
+        ("granted", "right"),
+        ("paid", "right"),
+        ("balance", "right"),
+        ("effective", "left"),
+        ("expires/resets", "left"),
+        ("status", "left"),
+    ):
+        table.add_column(name, justify=justify)  # type: ignore[arg-type]
+    for grant in report["grants"]:
+        ends = grant["expires"] or grant["resets"] or ""
+        table.add_row(
+            grant["grant"],
+            grant["unit"],
+            str(grant["priority"]),
+            grant["amount"],
+            grant["paid"],
+            grant["balance"],
+            grant["effective"][:10],
+            ends[:10],
+            grant["status"],
+        )
+    return table
+
+
+def credit_totals_table(report: dict[str, Any]) -> Table:
+    """Per unit: granted = consumed + expired + remaining + voided, and what was uncovered."""
+    table = Table(show_edge=False, pad_edge=False)
+    columns = ("granted", "consumed", "expired", "voided", "remaining", "overage", "carried")
+    table.add_column("unit")
+    for name in columns:
+        table.add_column(name, justify="right")
+    for unit, totals in report["totals"].items():
+        table.add_row(unit, *(totals[name] for name in columns))
+    return table

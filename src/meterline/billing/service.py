@@ -95,6 +95,14 @@ class NotFound(BillingError):
     """The customer, contract, invoice, line or event asked for does not exist."""
 
 
+class InvalidRequest(BillingError):
+    """A request with invalid fields (each problem names its field): nothing was done."""
+
+    def __init__(self, errors: list[str]) -> None:
+        super().__init__("; ".join(errors))
+        self.errors = errors
+
+
 @dataclass(frozen=True, slots=True)
 class Loaded:
     """A stored revision, parsed."""
@@ -750,7 +758,7 @@ class Billing:
         if effective < now_us:
             errors.append("effective: must not be in the past (history is not rewritten)")
         if errors:
-            raise BillingError("; ".join(errors))
+            raise InvalidRequest(errors)
         plan = terms_at(configuration, contract, max(effective, contract.start_us), effective)
         currency = plan.plan.currency
         credit_type = configuration.credit_type(unit)
@@ -804,7 +812,7 @@ class Billing:
     def void_grant(self, customer: str, grant_id: str, reason: str) -> CreditAction:
         """Void a grant from now on: its balance leaves to ``voided`` (never deleted)."""
         if not reason.strip():
-            raise BillingError("reason: a void needs a reason")
+            raise InvalidRequest(["reason: a void needs a reason"])
         self._own_grant(customer, grant_id)
         if any(a.kind == "void" and a.grant_id == grant_id for a in self.store.actions(customer)):
             raise BillingError(f"grant {grant_id} is already void")
@@ -817,9 +825,9 @@ class Billing:
     ) -> CreditAction:
         """Add to (positive) or take from (negative) a grant's balance by hand, now."""
         if not reason.strip():
-            raise BillingError("reason: an adjustment needs a reason")
+            raise InvalidRequest(["reason: an adjustment needs a reason"])
         if amount == 0:
-            raise BillingError("amount: an adjustment must not be zero")
+            raise InvalidRequest(["amount: an adjustment must not be zero"])
         self._own_grant(customer, grant_id)
         action = CreditAction(grant_id, customer, self.clock(), "adjust", str(amount), reason)
         self.store.add_action(action)
