@@ -254,6 +254,7 @@ def test_close_finalizes_october_for_every_contract_once(billed: Billed) -> None
         document = billed.invoices["wayne-analytics"]
         assert listed == {
             "id": document["number"],
+            "kind": "period",
             "period_start": "2026-10-01T00:00:00Z",
             "period_end": "2026-11-01T00:00:00Z",
             "total": document["total"],

@@ -180,7 +180,10 @@ def _value(configuration: Configuration, unit: str, currency: str, at_us: int) -
     return credit.value_at(at_us)
 
 
-def _units(amount: Decimal) -> str:
+def _units(amount: Decimal, unit: str = "") -> str:
+    """Units as text for a line's description (a currency amount to its minor unit)."""
+    if unit in MINOR_UNITS:
+        return str(round_amount(amount, unit))
     return format(amount.normalize(), "f") if amount == amount.to_integral() else str(amount)
 
 
@@ -220,7 +223,7 @@ def credit_lines(
         lines.append(
             ExtraLine(
                 "credit",
-                f"Credits applied: {name} ({grant_id}), {_units(units)} {grant.unit}",
+                f"Credits applied: {name} ({grant_id}), {_units(units, grant.unit)} {grant.unit}",
                 amount,
                 segment,
                 {
@@ -268,7 +271,7 @@ def credit_lines(
                 ExtraLine(
                     "purchase",
                     f"Prepaid credit: {grant.reason or grant.grant_id} ({grant.grant_id}),"
-                    f" {_units(grant.amount)} {grant.unit}",
+                    f" {_units(grant.amount, grant.unit)} {grant.unit}",
                     grant.paid,
                     None,
                     {"grant": grant.grant_id, "unit": grant.unit, "units": str(grant.amount)},

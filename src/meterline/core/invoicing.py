@@ -262,7 +262,7 @@ def discount_lines(lines: Sequence[_Line], segment_list: Sequence[Segment]) -> l
 
 
 def commitment_line(
-    lines: Sequence[_Line], segment_list: Sequence[Segment], minimum: Decimal
+    lines: Sequence[_Line], segment_list: Sequence[Segment], minimum: Decimal, currency: str
 ) -> _Line | None:
     """The postpaid minimum commit's true-up: what usage (after discounts) fell short of
     ``minimum`` in the period; None when it did not."""
@@ -279,7 +279,8 @@ def commitment_line(
             return None
         return _Line(
             "commitment",
-            f"Minimum commitment true-up (usage {_plain(spent)} of {_plain(minimum)})",
+            f"Minimum commitment true-up (usage {round_amount(spent, currency)}"
+            f" of {round_amount(minimum, currency)})",
             minimum - spent,
             None,
             {"minimum": str(minimum), "spent": _plain(spent)},
@@ -323,7 +324,7 @@ def build_invoice(
     )
     body += discount_lines(body, segment_list)
     if minimum_commit is not None:
-        true_up = commitment_line(body, segment_list, minimum_commit)
+        true_up = commitment_line(body, segment_list, minimum_commit, header.currency)
         if true_up is not None:
             body.append(true_up)
     body += [

@@ -7,15 +7,24 @@ Everything printed comes from the library calls the CLI makes (``apply``, ``clos
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from importlib.resources import files
 
 from rich import box
 from rich.console import Console
 from rich.table import Table
 
-from meterline.billing.render import audit_lines, changes_table, invoice_table, simulation_table
+from meterline.billing.render import (
+    audit_lines,
+    changes_table,
+    credit_totals_table,
+    credits_table,
+    invoice_table,
+    simulation_table,
+)
 from meterline.billing.service import Billing
-from meterline.core.events import decode_exact
+from meterline.core.events import decode_exact, timestamp_to_us
 from meterline.core.lineage import verify_proof
 from meterline.ledger import Ledger
 from meterline.ledger.billing import BillingStore
@@ -125,6 +134,8 @@ def _tell(billing: Billing, console: Console) -> None:
     )
     console.print(invoice_table(decode_exact(acme.document)))
 
+    _tell_credits(billing, console)
+
     console.rule("Late events are adjustments, never edits")
     outcome = billing.ledger.ingest([LATE_EVENT])
     console.print(
@@ -172,3 +183,68 @@ def _tell(billing: Billing, console: Console) -> None:
     console.print(f"customers affected: {', '.join(changed.customers_affected)}")
     console.print(simulation_table(changed))
     console.print("[yellow]dry run[/yellow]: nothing stored; drop --dry-run to launch.")
+
+
+def _tell_credits(billing: Billing, console: Console) -> None:
+    console.rule("Prepaid credits: pools, rollover, a pack that runs out, a commit")
+    console.print(
+        "Three hybrid contracts, declared in the same YAML with no code: cyberdyne-ops buys a"
+        " monthly pool of 15,000 credits ($135) that rolls 50% of what is left, at most"
+        " 1,000 credits, for one more month; stark-agents has a free 2,000-credit promotion"
+        " (priority 1, expires Oct 11) and a 20,000-credit pack ($180), with overage billed"
+        " at $0.012 instead of $0.01 once out; tyrell-research prepaid a $20,000 annual"
+        " commit ($18,000) with a $9,000 monthly minimum."
+    )
+    stark = next(iter(billing.store.invoices("stark-agents")))
+    document = decode_exact(stark.document)
+    overage = [e for e in document["credits"]["entries"] if e["kind"] == "overage"]
+    if overage:
+        window_end = datetime.fromisoformat(overage[0]["at"].replace("Z", "+00:00"))
+        day = (window_end - timedelta(microseconds=1)).date()
+        console.print(
+            f"stark-agents burnt the promotion first, then the pack, and ran out on {day}"
+            " (the first day with usage no grant covered; the ledger burns credit by day):"
+        )
+    console.print(invoice_table(document, lineage=False))
+    end_of_october = timestamp_to_us(datetime(2026, 11, 1, tzinfo=UTC))
+    report = billing.credits("cyberdyne-ops", end_of_october)
+    console.print(
+        "The month closes: cyberdyne-ops's pool resets; half of what was left, capped at"
+        " 1,000, rolls over and the rest expires. Every balance is a sum of ledger entries:"
+    )
+    console.print(credits_table(report))
+    console.print(credit_totals_table(report))
+    for entry in report["entries"]:
+        if entry["kind"] in ("expire", "rollover"):
+            console.print(
+                f"  {entry['at'][:10]}  {entry['kind']:<8} {entry['amount']:>8} {entry['unit']}"
+                f"  {entry['reason']}"
+            )
+    tyrell = decode_exact(next(iter(billing.store.invoices("tyrell-research"))).document)
+    for line in tyrell["lines"]:
+        if line["kind"] in ("purchase", "credit", "commitment"):
+            console.print(f"  tyrell-research: {line['description']}: {line['amount']}")
+    existing = [g for g in billing.store.grants("stark-agents")]
+    if not existing:
+        stored, invoice = billing.grant(
+            "stark-agents",
+            "credits",
+            Decimal(30000),
+            "November top-up pack",
+            paid=Decimal("270.00"),
+            priority=10,
+            scope=("tool_calls",),
+            source="demo",
+        )
+        console.print(
+            f"Finance tops stark-agents up by API (POST /v1/customers/stark-agents/credits):"
+            f" grant {stored.grant_id}, invoiced at once on"
+            f" {invoice.invoice_id if invoice else 'no invoice'}."
+        )
+    now = billing.credits("stark-agents")
+    active = [g for g in now["grants"] if g["status"] == "active"]
+    for grant in active:
+        console.print(f"  stark-agents now: {grant['grant']} balance {grant['balance']} credits")
+    console.print(
+        "See any customer's ledger: [bold]meterline credits show stark-agents --entries[/bold]"
+    )
