@@ -78,6 +78,8 @@ def _invoices_table(billing: Billing) -> Table:
     for column in ("invoice", "customer", "period", "terms", "lines", "total", "sha256"):
         table.add_column(column, justify="right" if column in ("lines", "total") else "left")
     for stored in billing.store.invoices():
+        if stored.kind != "period":
+            continue
         document = decode_exact(stored.document)
         terms = " → ".join(t["plan"] + ("*" if t["overrides"] else "") for t in document["terms"])
         table.add_row(
@@ -124,7 +126,7 @@ def _tell(billing: Billing, console: Console) -> None:
     finalized = billing.close()
     console.print(
         f"{len(finalized)} invoices finalized now (numbered, immutable, content-hashed);"
-        f" {len(billing.store.invoices())} in all."
+        f" {len([i for i in billing.store.invoices() if i.kind == 'period'])} in all."
     )
     console.print(_invoices_table(billing))
     acme = next(i for i in billing.store.invoices("acme-copilot"))
