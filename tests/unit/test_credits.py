@@ -410,7 +410,7 @@ def test_openmeter_recurring_grant_that_takes_effect_later() -> None:
     child = "g2/rollover"
     book = CreditBook().run([g1, g2], charges, until_us=T1 + 10 * DAY)
     book.check()
-    assert (book.balance("g1"), book.balance("g2"), book.balance(child)) == (D(40), 0, D(100))
+    assert (book.balance("g1"), book.balance("g2"), book.balance(child)) == (D(40), D(0), D(100))
     assert summary(book, "rollover", "top_up") == [
         ("rollover", child, D(80), T1 + 3 * DAY),
         ("top_up", child, D(20), T1 + 3 * DAY),
@@ -876,7 +876,7 @@ def test_window_charges_of_a_graduated_price_add_up_to_the_line_amount() -> None
     second window charges 0.70; together they equal the line's 2.30."""
     config = configuration(WINDOWS)
     rater = rated(config, EVENTS, (CUT,))
-    by_line = {}
+    by_line: dict[str, list[Charge]] = {}
     for each in window_charges(rater, "USD", config):
         by_line.setdefault(each.line, []).append(each)
     tokens = by_line[line_id(0, "tokens", ())]
