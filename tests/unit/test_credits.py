@@ -510,16 +510,6 @@ def test_a_rollover_expiring_at_the_reset_expires_at_once() -> None:
     assert book.balance(child) == D(0)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason=(
-        "CreditBook.end names the rollover grant '<id>/rollover' and stores it with "
-        "self.grants[child] = successor without checking the id is free: an existing grant "
-        "of that id is replaced (its priority, scope and expiry lost) and the two balances "
-        "merge on one account, with no CreditError"
-    ),
-)
 def test_a_rollover_never_takes_over_an_existing_grant_of_the_same_id() -> None:
     """A grant already named ``g/rollover`` (priority 1, 5 credits) must survive ``g``'s
     reset: either the book refuses the timeline or it keeps that grant as given; today the
@@ -669,15 +659,6 @@ def test_a_release_of_carried_overage_forgives_the_debt() -> None:
     assert book.balance("g") == D(0)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason=(
-        "CreditBook._release gives a released carry draw back to the 'carried' account even "
-        "when a grant has already settled that debt: the settling grant is not refunded, "
-        "'carried' ends above zero and the grant paid for usage the line no longer has"
-    ),
-)
 def test_a_release_of_carried_overage_already_settled_refunds_the_grant_that_paid() -> None:
     """+10 carried at day 1 (no grant), a grant of 100 effective at day 1 settles the 10,
     then the line's price falls by 5: net usage is 5, so the grant should hold 95 and
@@ -766,15 +747,6 @@ def test_a_negative_grant_is_an_error() -> None:
         CreditBook().run([Grant("g", "credits", D(-1), effective_us=0)])
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=KeyError,
-    reason=(
-        "CreditBook.run schedules a grant's end (rank 2) before it becomes effective (rank "
-        "4) when expires_us or reset_us <= effective_us; CreditBook.end then reads "
-        "self.balances[grant_id] and raises KeyError instead of a CreditError"
-    ),
-)
 def test_a_grant_ending_at_or_before_its_effective_instant_is_refused_or_empty() -> None:
     """A grant whose expiry is at its effective instant is active for no instant: it should
     be refused with ``CreditError`` or hold nothing; today ``run`` raises ``KeyError``."""
@@ -787,16 +759,6 @@ def test_a_grant_ending_at_or_before_its_effective_instant_is_refused_or_empty()
     assert book.balance("g") == D(0)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason=(
-        "CreditBook.grant settles carried debt as each grant is applied, in the order the "
-        "grants were passed to run(), not in burn order over the grants becoming effective "
-        "at that instant (module docstring: grants become effective, then carried overage "
-        "is burnt from them)"
-    ),
-)
 def test_carried_debt_is_settled_in_burn_order_among_grants_effective_together() -> None:
     """Two grants effective at the same instant, priority 1 and priority 10, and 30 of
     carried overage: the priority-1 grant should pay it whichever order the grants are

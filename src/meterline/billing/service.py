@@ -166,6 +166,23 @@ def billing_cycle(configuration: Configuration, contract: Contract) -> BillingCy
     )
 
 
+def _same_credit_history(
+    old: Configuration, was: Contract, new: Configuration, contract: Contract, through_us: int
+) -> bool:
+    """Whether a revision leaves a finalized period's credit terms as they were: the same
+    grants effective by its end, and the same overage and minimum commit."""
+    before, after = was.credits, contract.credits
+    if (before.overage, before.overage_prices, before.minimum_commit) != (
+        after.overage,
+        after.overage_prices,
+        after.minimum_commit,
+    ):
+        return False
+    return contract_grants(old, was, billing_cycle(old, was), through_us) == contract_grants(
+        new, contract, billing_cycle(new, contract), through_us
+    )
+
+
 def _cuts(
     inputs: CreditInputs, period: BillingPeriod, timezone: str, *more: int
 ) -> tuple[int, ...] | None:
@@ -295,8 +312,12 @@ class Billing:
             try:
                 same = segments(
                     loaded.configuration, was, invoice.period_start_us, invoice.period_end_us
-                ) == segments(new, contract, invoice.period_start_us, invoice.period_end_us)
-            except ValueError:
+                ) == segments(
+                    new, contract, invoice.period_start_us, invoice.period_end_us
+                ) and _same_credit_history(
+                    loaded.configuration, was, new, contract, invoice.period_end_us - 1
+                )
+            except (ValueError, BillingError):
                 same = False
             if not same:
                 index = next(

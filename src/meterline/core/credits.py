@@ -236,6 +236,7 @@ class CreditBook:
     closed: set[str] = field(default_factory=set)
     debts: list[_Debt] = field(default_factory=list)
     _draws: dict[str, list[_Draw]] = field(default_factory=dict)
+    _settled: dict[str, list[tuple[str, Decimal]]] = field(default_factory=dict)
     _steps: list[tuple[int, int, int, object]] = field(default_factory=list)
     _order: int = 0
 
@@ -254,6 +255,7 @@ class CreditBook:
         self._steps: list[tuple[int, int, int, object]] = []
         for grant in grants:
             self._schedule(grant.effective_us, 4, grant)
+            self._schedule(grant.effective_us, 5, grant.effective_us)
             self._schedule_end(grant)
         for charge in charges:
             self._schedule(charge.end_us, 0, charge)
@@ -278,6 +280,9 @@ class CreditBook:
             elif rank == 4:
                 assert isinstance(item, Grant)
                 self.grant(item)
+            elif rank == 5:
+                assert isinstance(item, int)
+                self.settle(item)
             else:
                 assert isinstance(item, ManualAdjustment)
                 self.adjust(item)
@@ -335,6 +340,9 @@ class CreditBook:
             raise CreditError(f"grant {grant.grant_id}: granted twice")
         if grant.amount < 0:
             raise CreditError(f"grant {grant.grant_id}: amount is negative")
+        for name, instant in (("expires", grant.expires_us), ("resets", grant.reset_us)):
+            if instant is not None and instant <= grant.effective_us:
+                raise CreditError(f"grant {grant.grant_id}: {name} at or before it starts")
         self.grants[grant.grant_id] = grant
         self.balances.setdefault(grant.grant_id, ZERO)
         kind: EntryKind = "rollover" if grant.source == "rollover" else "grant"
@@ -349,7 +357,6 @@ class CreditBook:
                 grant.grant_id,
                 grant.reason or f"{grant.source} grant",
             )
-        self._settle_debts(grant)
 
     def _active(self, grant: Grant, at_us: int) -> bool:
         if grant.grant_id in self.voided or grant.grant_id in self.closed:
@@ -467,13 +474,18 @@ class CreditBook:
                         reason, charge,
                     )  # fmt: skip
                 else:
-                    self._post(
-                        charge.end_us, "carry", charge.unit, given, "carried", "usage", None,
-                        reason, charge,
-                    )  # fmt: skip
-                    self._forgive(charge.line, given)
+                    forgiven = self._forgive(charge.line, given)
+                    if forgiven > 0:
+                        self._post(
+                            charge.end_us, "carry", charge.unit, forgiven, "carried", "usage",
+                            None, reason, charge,
+                        )  # fmt: skip
+                    self._refund_settled(charge, given - forgiven, reason)
 
-    def _forgive(self, line: str, amount: Decimal) -> None:
+    def _forgive(self, line: str, amount: Decimal) -> Decimal:
+        """Cancel up to ``amount`` of ``line``'s outstanding carried debt, newest first;
+        returns how much was cancelled."""
+        cancelled = ZERO
         with localcontext(MONEY_CONTEXT):
             for debt in reversed(self.debts):
                 if debt.line != line or amount == 0:
@@ -481,7 +493,32 @@ class CreditBook:
                 taken = min(amount, debt.amount)
                 debt.amount -= taken
                 amount -= taken
+                cancelled += taken
         self.debts = [debt for debt in self.debts if debt.amount > 0]
+        return cancelled
+
+    def _refund_settled(self, charge: Charge, amount: Decimal, reason: str) -> None:
+        """Carried usage already paid by grants (settled) and now released: give it back to
+        the grants that paid it, last settle first."""
+        settled = self._settled.get(charge.line, [])
+        with localcontext(MONEY_CONTEXT):
+            while amount > 0:
+                if not settled:
+                    raise CreditError(f"line {charge.line}: releases more than it drew")
+                grant_id, paid = settled[-1]
+                given = min(amount, paid)
+                amount -= given
+                if given == paid:
+                    settled.pop()
+                else:
+                    settled[-1] = (grant_id, paid - given)
+                grant = self.grants[grant_id]
+                self._post(
+                    charge.end_us, "release", charge.unit, given, account(grant_id), "usage",
+                    grant_id, reason, charge,
+                )  # fmt: skip
+                if not self._active(grant, charge.start_us):
+                    self._leave(grant, charge.end_us, given)
 
     def _leave(self, grant: Grant, at_us: int, amount: Decimal) -> None:
         """Move ``amount`` out of a grant that is no longer active (voided or ended)."""
@@ -496,30 +533,41 @@ class CreditBook:
                 grant.grant_id, "released to an ended grant",
             )  # fmt: skip
 
-    def _settle_debts(self, grant: Grant) -> None:
-        """A grant becoming active first pays the carried overage it may pay, oldest first."""
-        if not self.debts or not self._active(grant, grant.effective_us):
+    def settle(self, at_us: int) -> None:
+        """The grants that became active at ``at_us`` pay the carried overage they may pay:
+        each debt, oldest first, from those grants in burn order."""
+        if not self.debts:
             return
+        fresh = sorted(
+            (
+                grant
+                for grant in self.grants.values()
+                if grant.effective_us == at_us and self._active(grant, at_us)
+            ),
+            key=Grant.burn_key,
+        )
         for debt in self.debts:
-            balance = self.balances[grant.grant_id]
-            if balance == 0:
-                break
-            if not grant.may_pay(debt.unit, debt.meter):
-                continue
-            with localcontext(MONEY_CONTEXT):
-                taken = min(balance, debt.amount)
-                debt.amount -= taken
-            self._post(
-                grant.effective_us,
-                "settle",
-                debt.unit,
-                taken,
-                "carried",
-                account(grant.grant_id),
-                grant.grant_id,
-                "carried overage paid",
-                debt,
-            )
+            for grant in fresh:
+                balance = self.balances[grant.grant_id]
+                if debt.amount == 0:
+                    break
+                if balance == 0 or not grant.may_pay(debt.unit, debt.meter):
+                    continue
+                with localcontext(MONEY_CONTEXT):
+                    taken = min(balance, debt.amount)
+                    debt.amount -= taken
+                self._post(
+                    at_us,
+                    "settle",
+                    debt.unit,
+                    taken,
+                    "carried",
+                    account(grant.grant_id),
+                    grant.grant_id,
+                    "carried overage paid",
+                    debt,
+                )
+                self._settled.setdefault(debt.line, []).append((grant.grant_id, taken))
         self.debts = [debt for debt in self.debts if debt.amount > 0]
 
     def void(self, void: Void) -> None:
@@ -544,6 +592,8 @@ class CreditBook:
 
     def end(self, grant: Grant, at_us: int) -> None:
         """The grant's expiry or reset, whichever comes first (a grant ends once)."""
+        if grant.grant_id not in self.grants:
+            raise CreditError(f"grant {grant.grant_id}: ends at or before it starts")
         if grant.grant_id in self.closed or grant.grant_id in self.voided:
             return
         self.closed.add(grant.grant_id)
@@ -559,6 +609,8 @@ class CreditBook:
             lost = balance - moved
             topped = kept - moved
         child = f"{grant.grant_id}/rollover"
+        if kept > 0 and child in self.grants:
+            raise CreditError(f"grant {child}: already exists; it cannot take a rollover")
         if lost > 0:
             self._post(
                 at_us,
@@ -613,7 +665,7 @@ class CreditBook:
             self.end(successor, at_us)
             return
         self._schedule_end(successor)
-        self._settle_debts(successor)
+        self._schedule(at_us, 5, at_us)
 
     def adjust(self, adjustment: ManualAdjustment) -> None:
         grant = self.grants.get(adjustment.grant_id)
