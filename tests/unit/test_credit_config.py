@@ -111,8 +111,7 @@ def test_credit_terms_parse_exactly() -> None:
             "contracts[0].credits.grants[0].amount: must not be negative",
         ),
         (
-            "    credits: {grants: [{key: a, credit_type: credits, amount: 5,"
-            " scope: [nope]}]}\n",
+            "    credits: {grants: [{key: a, credit_type: credits, amount: 5, scope: [nope]}]}\n",
             "contracts[0].credits.grants[0].scope[0]: unknown meter 'nope'",
         ),
         (
@@ -165,7 +164,9 @@ def test_a_recurring_grant_is_one_grant_per_period_with_its_rollover_expiry() ->
     configuration = load(HEAD + CREDITS)
     (contract,) = configuration.contracts
     cycle = BillingCycle("monthly", "calendar", "UTC")
-    grants = {g.grant_id: g for g in contract_grants(configuration, contract, cycle, us(2026, 12, 5))}
+    grants = {
+        g.grant_id: g for g in contract_grants(configuration, contract, cycle, us(2026, 12, 5))
+    }
     assert sorted(grants) == [
         "annual",
         "pool@2026-10-01",
@@ -190,7 +191,9 @@ def test_a_recurring_grant_cut_short_by_the_contract_end_expires_without_rollove
     configuration = load(text)
     (contract,) = configuration.contracts
     cycle = BillingCycle("monthly", "calendar", "UTC")
-    grants = {g.grant_id: g for g in contract_grants(configuration, contract, cycle, us(2027, 1, 1))}
+    grants = {
+        g.grant_id: g for g in contract_grants(configuration, contract, cycle, us(2027, 1, 1))
+    }
     last = grants["pool@2026-11-01"]
     assert last.expires_us == us(2026, 11, 15) and last.reset_us is None
     assert last.rollover is None
