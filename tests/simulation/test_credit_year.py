@@ -32,7 +32,7 @@ import pytest
 from meterline.billing.service import open_billing
 from meterline.core.events import decode_exact, format_timestamp, timestamp_to_us
 
-SEEDS = (7, 1234, 424242, 20260101)
+SEEDS = (2, 10, 24, 31, 34)
 CUSTOMER = "sim-agents"
 CREDIT = D("0.01")  # what one credit is worth, in USD
 CENT = D("0.01")

@@ -1,10 +1,12 @@
 """Billing records beside the events in the same SQLite file, append-only like them.
 
-Three tables: ``configuration_revisions`` (every applied pricing file: its source text,
-its canonical content and that content's SHA-256), ``invoices`` (finalized invoices:
-canonical document bytes and their hash; one per customer and period) and
-``credit_notes``. Triggers refuse UPDATE and DELETE on all three: a correction is a new
-row (a credit note, an adjustment on the next invoice), never an edit. ``meterline
+Tables: ``configuration_revisions`` (every applied pricing file: its source text, its
+canonical content and that content's SHA-256), ``invoices`` (finalized invoices: canonical
+document bytes and their hash; one ``period`` invoice per customer and period, and
+off-cycle ``purchase`` and ``threshold`` invoices), ``credit_notes``, ``credit_grants``
+(grants made by API or CLI) and ``credit_actions`` (their voids and manual adjustments).
+Triggers refuse UPDATE and DELETE on all of them: a correction is a new row (a credit
+note, an adjustment on the next invoice, a void), never an edit. ``meterline
 audit`` re-derives every stored invoice from the events and the stored revision, so a
 row changed behind the triggers' back is caught.
 """
