@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import sys
 from pathlib import Path
 from typing import Any
@@ -35,20 +36,29 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--keep", type=Path, default=None, help="keep the ledger in this folder")
     parser.add_argument("--json", action="store_true", help="print only the JSON summary")
+    parser.add_argument(
+        "--credits",
+        action="store_true",
+        help="also close with a credit pool and a prepaid commit on every contract, each run"
+        " beside a plain close, and report the ratio",
+    )
     arguments = parser.parse_args()
     progress = None if arguments.json else _Progress()
     runs: list[CloseBenchmark] = []
+    credit_runs: list[CloseBenchmark] = []
     for number in range(arguments.runs):
-        result = run_close_benchmark(
-            arguments.events,
-            arguments.customers,
-            directory=arguments.keep,
-            seed=arguments.seed,
-            progress=progress,
-        )
-        runs.append(result)
-        if progress is not None:
-            progress.print(f"run {number + 1}: {json.dumps(result.as_dict())}")
+        for credits in (False, True) if arguments.credits else (False,):
+            result = run_close_benchmark(
+                arguments.events,
+                arguments.customers,
+                directory=arguments.keep,
+                seed=arguments.seed,
+                progress=progress,
+                credits=credits,
+            )
+            (credit_runs if credits else runs).append(result)
+            if progress is not None:
+                progress.print(f"run {number + 1}: {json.dumps(result.as_dict())}")
     first = runs[0]
     summary: dict[str, Any] = {
         "events": first.events,
@@ -63,6 +73,16 @@ def main() -> None:
         values = [getattr(run, figure) for run in runs if getattr(run, figure) is not None]
         if values:
             summary[figure] = spread(values)
+    if credit_runs:
+        with_credits = [run.seconds for run in credit_runs]
+        summary["credits"] = {
+            "seconds": spread(with_credits),
+            "events_per_s": spread([run.events_per_s for run in credit_runs]),
+            "lines": credit_runs[0].lines,
+            "seconds_ratio_to_plain": round(
+                statistics.median(with_credits) / statistics.median(r.seconds for r in runs), 3
+            ),
+        }
     print(json.dumps(summary, indent=2))
 
 

@@ -539,11 +539,14 @@ def bench_close(
     events: Annotated[int, typer.Option("--events", help="Events in the period.")] = 1_000_000,
     customers: Annotated[int, typer.Option("--customers", help="Customers.")] = 100,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+    credits: Annotated[
+        bool, typer.Option("--credits", help="Every contract with a credit pool and a commit.")
+    ] = False,
 ) -> None:
     """Measure a period close: rate and finalize N events across M customers."""
     from meterline.bench.close import run_close_benchmark
 
-    result = run_close_benchmark(events, customers).as_dict()
+    result = run_close_benchmark(events, customers, credits=credits).as_dict()
     if as_json:
         print(json.dumps(result))
         return

@@ -200,20 +200,31 @@ contracts:
 """
 
 
-def close_pricing(customers: int) -> str:
-    """The benchmark's pricing file for ``customers`` contracts."""
+_CREDIT_TERMS = (
+    ", credits: {grants: [{key: pool, credit_type: credits, amount: 20000, paid: '180.00',"
+    " recurrence: period, scope: [tool_calls], rollover: {percent: 50, maximum: 1000}}],"
+    " commits: [{kind: prepaid, key: commit, amount: '5000.00'}]}"
+)
+"""With ``credits``: each contract's monthly credit pool with capped rollover and a
+prepaid commit paying its currency usage, so every line is drawn per day."""
+
+
+def close_pricing(customers: int, credits: bool = False) -> str:
+    """The benchmark's pricing file for ``customers`` contracts (``credits``: each with a
+    credit pool and a prepaid commit)."""
     lines = [_PRICING_HEAD]
+    terms = _CREDIT_TERMS if credits else ""
     for index in range(customers):
         name = customer_name(index)
         if index % 10 == 9:
-            lines.append(f"  - {{customer: {name}, plan: enterprise, start: 2026-10-01}}\n")
+            lines.append(f"  - {{customer: {name}, plan: enterprise, start: 2026-10-01{terms}}}\n")
         elif index % 25 == 3:
             lines.append(
                 f"  - {{customer: {name}, plan: team, start: 2026-10-01,"
-                " amendments: [{effective: 2026-10-15, plan: enterprise}]}\n"
+                f" amendments: [{{effective: 2026-10-15, plan: enterprise}}]{terms}}}\n"
             )
         else:
-            lines.append(f"  - {{customer: {name}, plan: team, start: 2026-10-01}}\n")
+            lines.append(f"  - {{customer: {name}, plan: team, start: 2026-10-01{terms}}}\n")
     return "".join(lines)
 
 
@@ -223,6 +234,8 @@ class CloseBenchmark:
 
     events: int
     customers: int
+    credits: bool
+    """Every contract had a credit pool and a prepaid commit (per-day credit ledger)."""
     invoices: int
     lines: int
     seconds: float
@@ -276,6 +289,7 @@ def run_close_benchmark(
     directory: Path | None = None,
     seed: int = 7,
     progress: Any = None,
+    credits: bool = False,
 ) -> CloseBenchmark:
     """Ingest the workload (untimed), apply its pricing, time ``Billing.close``."""
     if events < 1 or customers < 1:
@@ -304,7 +318,9 @@ def run_close_benchmark(
         store = BillingStore(billing_path)
         try:
             say("applying pricing (as of 2026-10-01)")
-            Billing(ledger, store, clock=lambda: APPLY_AT_US).apply(close_pricing(customers))
+            Billing(ledger, store, clock=lambda: APPLY_AT_US).apply(
+                close_pricing(customers, credits)
+            )
             billing = Billing(ledger, store, clock=lambda: CLOSE_AT_US)
             say("closing October 2026")
             gc.collect()
@@ -320,6 +336,7 @@ def run_close_benchmark(
     return CloseBenchmark(
         events=events,
         customers=customers,
+        credits=credits,
         invoices=len(invoices),
         lines=lines,
         seconds=round(seconds, 3),
