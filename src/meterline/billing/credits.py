@@ -365,12 +365,20 @@ def grant_status(book: CreditBook, grant: Grant, at_us: int, balance: Decimal) -
 
 
 def credit_report(
-    customer: str, at_us: int, book: CreditBook, inputs: CreditInputs
+    customer: str,
+    at_us: int,
+    book: CreditBook,
+    inputs: CreditInputs,
+    pending: Sequence[Grant] = (),
 ) -> dict[str, Any]:
-    """Balances per grant and per unit (sums of entries) and the entries, as of ``at_us``."""
+    """Balances per grant and per unit (sums of entries) and the entries, as of ``at_us``;
+    ``pending``: grants made already that take effect later (listed, balance zero)."""
     balances = grant_balances(book)
+    for grant in pending:
+        balances.setdefault(grant.grant_id, ZERO)
     grants = []
-    for grant in sorted(book.grants.values(), key=Grant.burn_key):
+    listed = {**{g.grant_id: g for g in pending}, **book.grants}
+    for grant in sorted(listed.values(), key=Grant.burn_key):
         balance = balances[grant.grant_id]
         grants.append(
             {
@@ -390,25 +398,18 @@ def credit_report(
             }
         )
     totals = {}
-    for unit in sorted({grant.unit for grant in book.grants.values()}):
+    for unit in sorted({grant.unit for grant in listed.values()}):
         moved = book.totals(unit)
         with localcontext(MONEY_CONTEXT):
-            remaining = sum(
-                (balances[g.grant_id] for g in book.grants.values() if g.unit == unit), ZERO
-            )
+            remaining = sum((balances[g.grant_id] for g in listed.values() if g.unit == unit), ZERO)
             totals[unit] = {
                 "granted": str(-moved.get("issued", ZERO)),
-                "consumed": str(
-                    moved.get("usage", ZERO)
-                    - moved.get("overage", ZERO)
-                    - moved.get("carried", ZERO)
-                    - _carried_total(book, unit)
-                ),
+                "consumed": str(consumed(book, unit)),
                 "expired": str(moved.get("expired", ZERO)),
                 "voided": str(moved.get("voided", ZERO)),
                 "remaining": str(remaining),
-                "overage": str(moved.get("overage", ZERO)),
-                "carried": str(moved.get("carried", ZERO)),
+                "overage": str(-moved.get("overage", ZERO)),
+                "carried": str(-moved.get("carried", ZERO)),
             }
     return {
         "customer": customer,
@@ -420,10 +421,17 @@ def credit_report(
     }
 
 
-def _carried_total(book: CreditBook, unit: str) -> Decimal:
-    """Carried overage settled later is consumption too (counted once, at the settle)."""
+def consumed(book: CreditBook, unit: str) -> Decimal:
+    """What grants paid for usage: consumed and settled (carried overage paid later),
+    less what was released back to them."""
     with localcontext(MONEY_CONTEXT):
-        return -sum((e.amount for e in book.entries if e.unit == unit and e.kind == "settle"), ZERO)
+        total = ZERO
+        for entry in book.entries:
+            if entry.unit == unit and entry.kind in ("consume", "settle"):
+                total += entry.amount
+            elif entry.unit == unit and entry.kind == "release":
+                total -= entry.amount
+        return total
 
 
 def grant_errors(

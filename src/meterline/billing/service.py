@@ -63,7 +63,7 @@ from meterline.core.model import (
     segments,
     terms_at,
 )
-from meterline.core.money import MONEY_CONTEXT
+from meterline.core.money import MINOR_UNITS, MONEY_CONTEXT
 from meterline.core.periods import (
     BillingCycle,
     BillingPeriod,
@@ -654,7 +654,12 @@ class Billing:
         charges = self._stored_charges(contract.customer, period.start_us)
         cycle = billing_cycle(configuration, contract)
         open_jobs = []
-        for earlier in periods_overlapping(cycle, contract.start_us, period.start_us):
+        earlier_periods = (
+            periods_overlapping(cycle, contract.start_us, period.start_us)
+            if contract.start_us < period.start_us
+            else []
+        )
+        for earlier in earlier_periods:
             if earlier.start_us in finalized or earlier.end_us > period.start_us:
                 continue
             spans = segments(configuration, contract, earlier.start_us, earlier.end_us)
@@ -746,12 +751,20 @@ class Billing:
             book = credit_book(inputs, charges, until_us=at)
         except CreditError as error:
             raise BillingError(f"credits of {customer}: {error}") from None
-        return credit_report(customer, at, book, inputs)
+        pending = [
+            stored_grant(row)
+            for row in self.store.grants(customer)
+            if row.created_at_us <= at and stored_grant(row).effective_us > at
+        ]
+        return credit_report(customer, at, book, inputs, pending)
 
     def _grant_ids(self, configuration: Configuration, contract: Contract) -> set[str]:
+        """Every grant of the customer effective by now, and those made to start later."""
         now_us = self.clock()
         inputs = self._credit_inputs(configuration, contract, max(now_us, contract.start_us))
-        return {grant.grant_id for grant in inputs.grants}
+        ids = {grant.grant_id for grant in inputs.grants}
+        ids.update(row.grant_id for row in self.store.grants(contract.customer))
+        return ids
 
     def grant(
         self,
@@ -772,16 +785,24 @@ class Billing:
         configuration = loaded.configuration
         contract = self._contract(loaded, customer)
         now_us = self.clock()
-        errors = grant_errors(
-            configuration, unit, amount, paid, priority, scope, reason, effective_us, expires_us
-        )
         effective = now_us if effective_us is None else effective_us
+        errors = grant_errors(
+            configuration, unit, amount, paid, priority, scope, reason, effective, expires_us
+        )
         if effective < now_us:
             errors.append("effective: must not be in the past (history is not rewritten)")
+        if contract.end_us is not None and effective >= contract.end_us:
+            errors.append("effective: the contract has ended by then")
+        try:
+            plan = terms_at(configuration, contract, max(effective, contract.start_us), effective)
+        except TermsError:
+            errors.append("effective: no plan is in force for the contract then")
+            raise InvalidRequest(errors) from None
+        currency = plan.plan.currency
+        if unit in MINOR_UNITS and unit != currency:
+            errors.append(f"credit_type: {unit} is not this contract's currency ({currency})")
         if errors:
             raise InvalidRequest(errors)
-        plan = terms_at(configuration, contract, max(effective, contract.start_us), effective)
-        currency = plan.plan.currency
         credit_type = configuration.credit_type(unit)
         if credit_type is not None and credit_type.currency != currency:
             raise BillingError(f"unit: {unit} is valued in {credit_type.currency}, not {currency}")
@@ -830,6 +851,10 @@ class Billing:
         if grant_id not in self._grant_ids(loaded.configuration, contract):
             raise NotFound(f"customer {customer!r} has no grant {grant_id!r}")
 
+    def _grant_status(self, customer: str, grant_id: str) -> str:
+        report = self.credits(customer)
+        return next((g["status"] for g in report["grants"] if g["grant"] == grant_id), "pending")
+
     def void_grant(self, customer: str, grant_id: str, reason: str) -> CreditAction:
         """Void a grant from now on: its balance leaves to ``voided`` (never deleted)."""
         if not reason.strip():
@@ -837,6 +862,9 @@ class Billing:
         self._own_grant(customer, grant_id)
         if any(a.kind == "void" and a.grant_id == grant_id for a in self.store.actions(customer)):
             raise BillingError(f"grant {grant_id} is already void")
+        status = self._grant_status(customer, grant_id)
+        if status in ("expired", "reset"):
+            raise BillingError(f"grant {grant_id} has {status}; nothing is left to void")
         action = CreditAction(grant_id, customer, self.clock(), "void", None, reason)
         self.store.add_action(action)
         return action
@@ -850,6 +878,11 @@ class Billing:
         if amount == 0:
             raise InvalidRequest(["amount: an adjustment must not be zero"])
         self._own_grant(customer, grant_id)
+        status = self._grant_status(customer, grant_id)
+        if status not in ("active", "exhausted"):
+            raise BillingError(
+                f"grant {grant_id} is {status}; only a grant in force can be adjusted"
+            )
         action = CreditAction(grant_id, customer, self.clock(), "adjust", str(amount), reason)
         self.store.add_action(action)
         return action

@@ -825,7 +825,9 @@ class _Context:
                 )
                 if periods is not None and periods < 1:
                     reader.fail(f"{where}.expires_after_periods", "must be at least 1")
-            rollover = RolloverRule(percent or Decimal(100), minimum or Decimal(0), maximum)
+            rollover = RolloverRule(
+                Decimal(100) if percent is None else percent, minimum or Decimal(0), maximum
+            )
         description = reader.text(item.get("description"), f"{path}.description", "") or ""
         if key is None or amount is None or unit is None:
             return None

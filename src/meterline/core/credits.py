@@ -238,6 +238,8 @@ class CreditBook:
     _draws: dict[str, list[_Draw]] = field(default_factory=dict)
     _settled: dict[str, list[tuple[str, Decimal]]] = field(default_factory=dict)
     _steps: list[tuple[int, int, int, object]] = field(default_factory=list)
+    _scheduled_grants: list[Grant] = field(default_factory=list)
+    _pending_voids: dict[str, Void] = field(default_factory=dict)
     _order: int = 0
 
     # -- the timeline -----------------------------------------------------------------------
@@ -253,13 +255,17 @@ class CreditBook:
         """Apply everything up to ``until_us`` (inclusive; everything when None), in order
         (see the module docstring for the order at one instant)."""
         self._steps: list[tuple[int, int, int, object]] = []
-        for grant in grants:
+        self._scheduled_grants = list(grants)
+        for grant in self._scheduled_grants:
             self._schedule(grant.effective_us, 4, grant)
             self._schedule(grant.effective_us, 5, grant.effective_us)
             self._schedule_end(grant)
         for charge in charges:
             self._schedule(charge.end_us, 0, charge)
+        known = {grant.grant_id for grant in self._scheduled_grants}
         for void in voids:
+            if void.grant_id not in known:
+                raise CreditError(f"void of unknown grant {void.grant_id}")
             self._schedule(void.at_us, 1, void)
         for adjustment in adjustments:
             self._schedule(adjustment.at_us, 6, adjustment)
@@ -357,6 +363,9 @@ class CreditBook:
                 grant.grant_id,
                 grant.reason or f"{grant.source} grant",
             )
+        pending = self._pending_voids.pop(grant.grant_id, None)
+        if pending is not None:
+            self.void(Void(grant.grant_id, grant.effective_us, pending.reason))
 
     def _active(self, grant: Grant, at_us: int) -> bool:
         if grant.grant_id in self.voided or grant.grant_id in self.closed:
@@ -573,7 +582,9 @@ class CreditBook:
     def void(self, void: Void) -> None:
         grant = self.grants.get(void.grant_id)
         if grant is None:
-            raise CreditError(f"void of unknown grant {void.grant_id}")
+            # voided before it starts: it will be voided as it is granted
+            self._pending_voids.setdefault(void.grant_id, void)
+            return
         if void.grant_id in self.voided:
             return
         balance = self.balances[void.grant_id]
@@ -678,6 +689,9 @@ class CreditBook:
                 adjustment.at_us, "adjust", grant.unit, adjustment.amount,
                 account(grant.grant_id), "issued", grant.grant_id, adjustment.reason,
             )  # fmt: skip
+            if grant.grant_id in self.voided or grant.grant_id in self.closed:
+                # a grant no longer in force cannot hold it: it leaves at once
+                self._leave(grant, adjustment.at_us, adjustment.amount)
             return
         taken = min(-adjustment.amount, self.balances[grant.grant_id])
         if taken > 0:
