@@ -168,9 +168,9 @@ def prepare_event(
         or event_type.isspace()
     ):
         return prepare_event_checked(raw, now_us, limits)
-    for value in properties.values():
+    for key, value in properties.items():
         kind = type(value)
-        if kind is not str and kind is not int and kind is not Decimal:
+        if type(key) is not str or (kind is not str and kind is not int and kind is not Decimal):
             return prepare_event_checked(raw, now_us, limits)
         if kind is Decimal and not value.is_finite():
             return prepare_event_checked(raw, now_us, limits)
