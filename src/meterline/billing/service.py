@@ -497,7 +497,7 @@ class Billing:
         credit = None
         if job.cuts is not None:
             prior = self._prior_charges(loaded.configuration, contract, period, through)
-            credit = self._credit_part(job, loaded.configuration, inputs, prior, at)
+            credit = self._credit_part(job, loaded.configuration, inputs, prior)
         return self._document(
             job,
             loaded.configuration,
@@ -569,7 +569,7 @@ class Billing:
                         job.customer, job.period.start_us
                     )
                 prior = closed_charges[job.customer]
-                credit = self._credit_part(job, configuration, inputs, prior, now_us)
+                credit = self._credit_part(job, configuration, inputs, prior)
                 prior.extend(inputs.relevant(credit.charges))
             document = self._document(
                 job,
@@ -680,7 +680,6 @@ class Billing:
         configuration: Configuration,
         inputs: CreditInputs,
         prior: list[Charge],
-        now_us: int,
         known_at_us: int | None = None,
     ) -> CreditPart:
         """The period's credit ledger as invoice lines and the ``credits`` section."""
@@ -1352,9 +1351,7 @@ class Billing:
         credit = None
         if job.cuts is not None:
             prior = self._stored_charges(stored.customer, period.start_us)
-            credit = self._credit_part(
-                job, loaded.configuration, inputs, prior, finalized_at, finalized_at
-            )
+            credit = self._credit_part(job, loaded.configuration, inputs, prior, finalized_at)
         rebuilt = self._document(
             job,
             loaded.configuration,

@@ -133,6 +133,26 @@ def _note(row: tuple[Any, ...]) -> StoredCreditNote:
     return StoredCreditNote(number, invoice, customer, created, _blob(document), _blob(digest))
 
 
+def _insert_invoice(connection: sqlite3.Connection, number: int, invoice: StoredInvoice) -> None:
+    connection.execute(
+        f"INSERT INTO invoices (invoice_number, {_INVOICE_COLUMNS})"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        (
+            number,
+            invoice.invoice_id,
+            invoice.customer,
+            invoice.period_start_us,
+            invoice.period_end_us,
+            invoice.revision,
+            invoice.through_sequence,
+            invoice.finalized_at_us,
+            invoice.document,
+            invoice.document_sha256,
+            invoice.kind,
+        ),
+    )
+
+
 class BillingConflict(RuntimeError):
     """A record that would contradict one already stored (e.g. a period finalized twice)."""
 
@@ -290,24 +310,7 @@ class BillingStore:
                 if guard is not None:
                     guard(connection)
                 for invoice in invoices:
-                    number = int(invoice.invoice_id.split("-")[1])
-                    connection.execute(
-                        f"INSERT INTO invoices (invoice_number, {_INVOICE_COLUMNS})"
-                        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                        (
-                            number,
-                            invoice.invoice_id,
-                            invoice.customer,
-                            invoice.period_start_us,
-                            invoice.period_end_us,
-                            invoice.revision,
-                            invoice.through_sequence,
-                            invoice.finalized_at_us,
-                            invoice.document,
-                            invoice.document_sha256,
-                            invoice.kind,
-                        ),
-                    )
+                    _insert_invoice(connection, int(invoice.invoice_id.split("-")[1]), invoice)
                 connection.execute("COMMIT")
             except BillingConflict:
                 connection.execute("ROLLBACK")
@@ -411,23 +414,7 @@ class BillingStore:
                     row = connection.execute("SELECT MAX(invoice_number) FROM invoices").fetchone()
                     invoice_number = (row[0] or 0) + 1
                     invoice = make_invoice(grant_id, INVOICE_ID_FORMAT.format(invoice_number))
-                    connection.execute(
-                        f"INSERT INTO invoices (invoice_number, {_INVOICE_COLUMNS})"
-                        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                        (
-                            invoice_number,
-                            invoice.invoice_id,
-                            invoice.customer,
-                            invoice.period_start_us,
-                            invoice.period_end_us,
-                            invoice.revision,
-                            invoice.through_sequence,
-                            invoice.finalized_at_us,
-                            invoice.document,
-                            invoice.document_sha256,
-                            invoice.kind,
-                        ),
-                    )
+                    _insert_invoice(connection, invoice_number, invoice)
                 connection.execute("COMMIT")
             except BaseException:
                 connection.execute("ROLLBACK")
