@@ -221,6 +221,12 @@ _CREDIT_NOTE_BODY: dict[str, Any] = {
         }
     },
 }
+InstantQuery = Annotated[
+    str | None,
+    Query(description="RFC 3339 with zone; default now", json_schema_extra={"format": "date-time"}),
+]
+"""An optional instant query parameter (``at``, ``as_of``), read by ``_instant``."""
+
 _AUTH: dict[int | str, dict[str, Any]] = {
     401: {"description": "Missing or invalid API key"},
     403: {"description": "Key lacks the scope, or is bound to a customer"},
@@ -450,13 +456,7 @@ class BillingRoutes:
         async def draft(
             request: Request,
             customer: str,
-            at: Annotated[
-                str | None,
-                Query(
-                    description="RFC 3339 with zone; default now",
-                    json_schema_extra={"format": "date-time"},
-                ),
-            ] = None,
+            at: InstantQuery = None,
         ) -> Response:
             principal = await self._caller(request, "read", "GET draft invoice")
             at_us = _instant(at, "at")

@@ -9,15 +9,16 @@ shares): reading the ledger needs ``read``; granting, voiding and adjusting need
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Any
 
 import msgspec
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
 from meterline.api.billing_routes import (
     BillingRoutes,
     HttpError,
+    InstantQuery,
     _instant,
     _json,
     _media_type,
@@ -152,13 +153,7 @@ class CreditRoutes:
         async def get_credits(
             request: Request,
             customer: str,
-            as_of: Annotated[
-                str | None,
-                Query(
-                    description="RFC 3339 with zone; default now",
-                    json_schema_extra={"format": "date-time"},
-                ),
-            ] = None,
+            as_of: InstantQuery = None,
         ) -> Response:
             principal = await routes._caller(request, "read", "GET credits")
             at_us = _instant(as_of, "as_of")

@@ -338,17 +338,6 @@ def entry_record(entry: Entry) -> dict[str, Any]:
     return record
 
 
-def grant_balances(book: CreditBook) -> dict[str, Decimal]:
-    """Every grant's balance: the sum of the entries on its account."""
-    totals: dict[str, Decimal] = {}
-    with localcontext(MONEY_CONTEXT):
-        for entry in book.entries:
-            for side, sign in ((entry.debit, 1), (entry.credit, -1)):
-                if side.startswith("grant:"):
-                    totals[side[6:]] = totals.get(side[6:], ZERO) + sign * entry.amount
-    return {grant_id: totals.get(grant_id, ZERO) for grant_id in book.grants}
-
-
 # -- reports and off-cycle invoice documents ------------------------------------------------
 
 
@@ -373,7 +362,8 @@ def credit_report(
 ) -> dict[str, Any]:
     """Balances per grant and per unit (sums of entries) and the entries, as of ``at_us``;
     ``pending``: grants made already that take effect later (listed, balance zero)."""
-    balances = grant_balances(book)
+    # ``CreditBook.balances`` moves only with the entries it posts (``check`` proves it)
+    balances = dict(book.balances)
     for grant in pending:
         balances.setdefault(grant.grant_id, ZERO)
     grants = []

@@ -750,11 +750,8 @@ class Billing:
             book = credit_book(inputs, charges, until_us=at)
         except CreditError as error:
             raise BillingError(f"credits of {customer}: {error}") from None
-        pending = [
-            stored_grant(row)
-            for row in self.store.grants(customer)
-            if row.created_at_us <= at and stored_grant(row).effective_us > at
-        ]
+        made = [stored_grant(row) for row in self.store.grants(customer)]
+        pending = [g for g in made if g.created <= at and g.effective_us > at]
         return credit_report(customer, at, book, inputs, pending)
 
     def _grant_ids(self, configuration: Configuration, contract: Contract) -> set[str]:
