@@ -514,12 +514,25 @@ def threshold_document(
     invoice_id: str,
     draft: dict[str, Any],
     unbilled: Decimal,
-    threshold: Decimal,
+    threshold: Decimal | None,
     through_sequence: int,
     now_us: int,
+    reason: str | None = None,
+    control: str | None = None,
 ) -> dict[str, Any]:
-    """An invoice billing the period's unbilled usage now (the threshold was reached); the
-    period's own invoice will show it as billed early."""
+    """An invoice billing the period's unbilled usage now (the threshold was reached, or
+    a control's ``true_up`` fired: ``control`` is the firing's id); the period's own
+    invoice will show it as billed early."""
+    line: dict[str, Any] = {
+        "number": 1,
+        "kind": "threshold",
+        "description": reason or f"Usage to date (unbilled usage reached {threshold})",
+        "amount": str(unbilled),
+        "amount_exact": str(unbilled),
+    }
+    if threshold is not None:
+        line["threshold"] = str(threshold)
+    extra = {} if control is None else {"control": control}
     return {
         "schema": INVOICE_SCHEMA,
         "kind": "threshold",
@@ -531,16 +544,8 @@ def threshold_document(
         "period": draft["period"],
         "configuration": draft["configuration"],
         "ledger": {"through_sequence": through_sequence},
-        "lines": [
-            {
-                "number": 1,
-                "kind": "threshold",
-                "description": f"Usage to date (unbilled usage reached {threshold})",
-                "amount": str(unbilled),
-                "amount_exact": str(unbilled),
-                "threshold": str(threshold),
-            }
-        ],
+        "lines": [line],
         "total": str(unbilled),
         "finalized_at": format_timestamp(now_us),
+        **extra,
     }

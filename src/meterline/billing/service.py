@@ -908,13 +908,37 @@ class Billing:
                 result.append(invoice)
         return result
 
+    def true_up(self, customer: str, reason: str, control: str) -> StoredInvoice | None:
+        """Bill ``customer``'s unbilled usage of the period now, because ``control`` (a
+        control firing's id) said so; the period invoice nets it like a threshold invoice.
+        Idempotent by ``control``: a second call returns the invoice the first made. None
+        when nothing is unbilled."""
+        for invoice in self.store.invoices(customer):
+            if invoice.kind == "threshold" and (
+                decode_exact(invoice.document).get("control") == control
+            ):
+                return invoice
+        loaded = self.current()
+        contract = self._contract(loaded, customer)
+        document = self.draft(customer)
+        if document["status"] != "draft":
+            return None
+        unbilled = unbilled_usage(document)
+        if unbilled <= 0:
+            return None
+        return self._threshold_invoice(
+            loaded, contract, document, unbilled, None, reason=reason, control=control
+        )
+
     def _threshold_invoice(
         self,
         loaded: Loaded,
         contract: Contract,
         draft: dict[str, Any],
         unbilled: Decimal,
-        threshold: Decimal,
+        threshold: Decimal | None,
+        reason: str | None = None,
+        control: str | None = None,
     ) -> StoredInvoice | None:
         cycle = billing_cycle(loaded.configuration, contract)
         now_us = self.clock()
@@ -928,7 +952,9 @@ class Billing:
         )
         head = draft["ledger"]["through_sequence"]
         invoice_id = self.store.next_invoice_id()
-        document = threshold_document(invoice_id, draft, unbilled, threshold, head, now_us)
+        document = threshold_document(
+            invoice_id, draft, unbilled, threshold, head, now_us, reason, control
+        )
         content = invoice_bytes(document)
         stored = StoredInvoice(
             invoice_id,

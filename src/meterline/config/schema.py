@@ -12,10 +12,12 @@ full RFC 3339 timestamps are taken as they are.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import replace
 from datetime import date, datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
+from meterline.config.controls import parse_controls, parse_costs
 from meterline.config.source import ConfigurationError
 from meterline.core.credits import OVERAGE_MODES, RolloverRule
 from meterline.core.events import timestamp_to_us
@@ -41,7 +43,7 @@ from meterline.core.money import MINOR_UNITS
 from meterline.core.periods import ANCHORS, CYCLES, PRORATIONS, local_midnight_us
 from meterline.core.pricing import Tier, tier_errors
 
-TOP_LEVEL = ("credit_types", "meters", "plans", "contracts")
+TOP_LEVEL = ("credit_types", "meters", "costs", "plans", "contracts")
 ROUNDINGS = ("half_up", "half_even")
 
 
@@ -219,6 +221,7 @@ def parse_configuration(
         "credit type",
     )
     context = _Context(reader, {m.key: m for m in meters}, {c.key for c in credit_types})
+    costs = parse_costs(reader, root.get("costs"), "costs", context.meters)
     plans: list[PlanVersion] = []
     for index, item in enumerate(reader.items(root.get("plans"), "plans")):
         plans.extend(context.plan(item, f"plans[{index}]"))
@@ -237,7 +240,7 @@ def parse_configuration(
     )
     if reader.errors:
         raise ConfigurationError(reader.errors)
-    return Configuration(meters, credit_types, tuple(plans), tuple(contracts))
+    return Configuration(meters, credit_types, tuple(plans), tuple(contracts), costs)
 
 
 def _credit_type(reader: _Reader, value: Any, path: str) -> CreditType | None:
@@ -402,14 +405,19 @@ class _Context:
 
     def plan(self, value: Any, path: str) -> list[PlanVersion]:
         reader = self.reader
-        item = reader.mapping(value, path, ("key", "name", "versions"), ("key", "versions"))
+        item = reader.mapping(
+            value, path, ("key", "name", "versions", "controls"), ("key", "versions")
+        )
         key = reader.text(item.get("key"), f"{path}.key")
         name = reader.text(item.get("name"), f"{path}.name", key) or ""
+        controls = parse_controls(
+            reader, item.get("controls"), f"{path}.controls", self.meters, self.credit_types
+        )
         versions = []
         for index, raw in enumerate(reader.items(item.get("versions"), f"{path}.versions")):
             version = self.version(raw, f"{path}.versions[{index}]", key or "", name)
             if version is not None:
-                versions.append(version)
+                versions.append(replace(version, controls=controls))
         if not versions and item.get("versions") is not None:
             reader.fail(f"{path}.versions", "needs at least one version")
         return versions
@@ -656,6 +664,7 @@ class _Context:
                 "overrides",
                 "amendments",
                 "credits",
+                "controls",
             ),
             ("customer", "plan", "start"),
         )
@@ -706,10 +715,22 @@ class _Context:
                 amendments.append(Amendment(effective, new_plan, new_version, amendment_overrides))
                 previous = effective
         credits = self.credit_terms(item.get("credits"), f"{path}.credits", timezone)
+        controls = parse_controls(
+            reader, item.get("controls"), f"{path}.controls", self.meters, self.credit_types
+        )
         if customer is None or plan is None or start is None:
             return None
         return Contract(
-            customer, plan, start, timezone, version, end, overrides, tuple(amendments), credits
+            customer,
+            plan,
+            start,
+            timezone,
+            version,
+            end,
+            overrides,
+            tuple(amendments),
+            credits,
+            controls,
         )
 
     def credit_terms(self, value: Any, path: str, timezone: str) -> CreditTerms:

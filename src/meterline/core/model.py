@@ -21,6 +21,7 @@ from decimal import Decimal
 from itertools import pairwise
 from typing import Literal
 
+from meterline.core.controls import ControlPolicy
 from meterline.core.credits import OverageMode, RolloverRule
 from meterline.core.meters import Meter
 from meterline.core.pricing import Tier
@@ -154,6 +155,23 @@ class Price:
 
 
 @dataclass(frozen=True, slots=True)
+class CostRate:
+    """What serving one unit of ``meter`` costs us (COGS), in ``currency``, for the groups
+    ``where`` matches (every group when empty), from ``effective_from_us`` on. A cost the
+    provider reports on each event is a ``sum`` meter over that property at 1 per unit."""
+
+    meter: str
+    per_unit: Decimal
+    currency: str = "USD"
+    where: tuple[tuple[str, str], ...] = ()
+    effective_from_us: int = 0
+
+    def applies_to(self, group_by: tuple[str, ...], group: tuple[str | None, ...]) -> bool:
+        values = dict(zip(group_by, group, strict=True))
+        return all(values.get(name) == value for name, value in self.where)
+
+
+@dataclass(frozen=True, slots=True)
 class Fee:
     """A flat charge: recurring each period (in advance or in arrears) or charged once."""
 
@@ -186,6 +204,7 @@ class PlanVersion:
     billing: BillingTerms = field(default_factory=BillingTerms)
     fees: tuple[Fee, ...] = ()
     prices: tuple[Price, ...] = ()
+    controls: tuple[ControlPolicy, ...] = ()
 
     @property
     def label(self) -> str:
@@ -230,6 +249,7 @@ class Contract:
     overrides: Overrides = field(default_factory=Overrides)
     amendments: tuple[Amendment, ...] = ()
     credits: CreditTerms = field(default_factory=CreditTerms)
+    controls: tuple[ControlPolicy, ...] = ()
 
     def active_at(self, instant_us: int) -> bool:
         return self.start_us <= instant_us and (self.end_us is None or instant_us < self.end_us)
@@ -243,6 +263,26 @@ class Configuration:
     credit_types: tuple[CreditType, ...] = ()
     plans: tuple[PlanVersion, ...] = ()
     contracts: tuple[Contract, ...] = ()
+    costs: tuple[CostRate, ...] = ()
+
+    def controls_for(self, contract: Contract, at_us: int) -> tuple[ControlPolicy, ...]:
+        """The controls in force for ``contract`` at ``at_us``: its plan version's, with
+        the contract's own replacing any of the same key."""
+        plan = self.plan_version(contract.plan, contract.version, at_us)
+        for amendment in contract.amendments:
+            if amendment.effective_us <= at_us:
+                plan = self.plan_version(amendment.plan, amendment.version, at_us) or plan
+        own = {policy.key for policy in contract.controls}
+        inherited = tuple(p for p in (plan.controls if plan else ()) if p.key not in own)
+        return inherited + contract.controls
+
+    def cost_rates(self, meter: str, at_us: int) -> tuple[CostRate, ...]:
+        """The cost rates of ``meter`` in force at ``at_us``, most specific first."""
+        rates = [r for r in self.costs if r.meter == meter and r.effective_from_us <= at_us]
+        latest: dict[tuple[tuple[str, str], ...], CostRate] = {}
+        for rate in sorted(rates, key=lambda r: r.effective_from_us):
+            latest[rate.where] = rate
+        return tuple(sorted(latest.values(), key=lambda r: -len(r.where)))
 
     def meter(self, key: str) -> Meter | None:
         return next((meter for meter in self.meters if meter.key == key), None)

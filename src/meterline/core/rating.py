@@ -223,9 +223,14 @@ class Rater:
         segment_list: list[Segment],
         keep_events: bool = False,
         cuts: tuple[int, ...] | None = None,
+        lineage: bool = True,
+        also_meters: frozenset[str] = frozenset(),
     ) -> None:
         self.segments = segment_list
         self.keep_events = keep_events
+        # The live projection keeps no Merkle trees (``lineage=False``: invoices are made
+        # by the batch path) and also measures unpriced meters that carry a cost.
+        self.lineage = lineage
         # Window edges for ``charges`` (credit burn-down): the given instants and every
         # segment edge inside the period; None keeps no windows (the invoice needs none).
         self.cuts: tuple[int, ...] | None = None
@@ -241,7 +246,7 @@ class Rater:
         self._by_type: list[dict[str, list[tuple[Meter, tuple[Price, ...]]]]] = []
         for segment in segment_list:
             prices = segment.terms.prices()
-            wanted = {price.meter for price in prices}
+            wanted = {price.meter for price in prices} | also_meters
             table: dict[str, list[tuple[Meter, tuple[Price, ...]]]] = {}
             for meter in configuration.meters:
                 if meter.key in wanted:
@@ -364,7 +369,7 @@ class Rater:
                 more.append(line)
         # The event's leaf, once per lineage: the common cases inline, the rest (a first
         # event, a divergence, three or more lines) in ``_add_leaf``.
-        if first is None:
+        if first is None or not self.lineage:
             return
         lineage = first.lineage
         if second is None:
@@ -480,6 +485,19 @@ class Rater:
         when the rater was made with ``keep_events``)."""
         line = self._lines.get((segment, meter, group))
         return [] if line is None or line.members is None else list(line.members)
+
+    def quantities(self) -> list[tuple[int, Meter, tuple[str | None, ...], Decimal, int]]:
+        """Every line's (segment, meter, group, quantity, events), priced or not."""
+        return [
+            (
+                line.segment,
+                line.meter,
+                line.group,
+                line.accumulator.quantity(),
+                line.accumulator.events,
+            )
+            for line in self._lines.values()
+        ]
 
     def _idle_lines(self) -> None:
         """Lines for prices that charge at zero usage (a first-tier flat fee, a minimum)

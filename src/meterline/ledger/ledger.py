@@ -23,6 +23,8 @@ from meterline.ledger.sqlite import SqliteStore
 from meterline.ledger.store import EventPage, EventQuery, LedgerStore
 
 Preparer = Callable[[object, int, IngestLimits], PreparedEvent | list[FieldError]]
+AppendListener = Callable[[list[tuple[int, PreparedEvent]]], None]
+"""Called after each durable append with the (sequence, event) pairs it accepted."""
 
 
 def _raw_id(raw: object) -> str | None:
@@ -43,6 +45,7 @@ class Ledger:
         self.store = store
         self.clock = clock
         self.limits = limits
+        self.listeners: list[AppendListener] = []
 
     def ingest(self, events: Sequence[Any], only_customer: str | None = None) -> BatchOutcome:
         """Ingest native events ``{id, customer, type, timestamp, properties}``.
@@ -86,6 +89,15 @@ class Ledger:
                 EventOutcome(position, "rejected", _raw_id(raw), errors=prepared)  # type: ignore[arg-type]
             )
         stored = self.store.append(valid, now_us)
+        if self.listeners:
+            appended = [
+                (outcome.sequence, valid[number][1])
+                for number, outcome in enumerate(stored)
+                if outcome.status == "accepted" and outcome.sequence is not None
+            ]
+            if appended:
+                for listener in self.listeners:
+                    listener(appended)
         if not rejected:
             return BatchOutcome.of(stored)
         merged = sorted(stored + rejected, key=lambda outcome: outcome.index)

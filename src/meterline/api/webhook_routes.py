@@ -1,0 +1,206 @@
+"""Outgoing webhooks over HTTP: endpoints, the delivery log, and manual redelivery.
+
+Thin over ``meterline.live.webhooks.Webhooks``. Every route needs the ``admin`` scope and
+refuses a customer-bound key (403): endpoints receive every customer's events. Errors
+are raised as ``HttpError`` (the application renders them as ``{"error": {"code",
+"message", "field"}}``): bad input is 422 naming the field, an unknown id 404, a
+delivery whose endpoint is disabled 409. The signing secret appears in one answer only,
+the one that creates the endpoint.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Annotated, Any, TypeVar
+
+from anyio import to_thread
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import Response
+
+from meterline.api.billing_routes import HttpError, _json, _unbound
+from meterline.api.credit_routes import _json_body
+from meterline.keys import Principal
+from meterline.ledger.webhooks import DELIVERIES_PAGE_MAX
+from meterline.live.webhooks import (
+    EndpointDisabled,
+    WebhookError,
+    WebhookNotFound,
+    Webhooks,
+    delivery_document,
+    endpoint_document,
+)
+
+T = TypeVar("T")
+
+_SUBSCRIBE_FIELDS = ("url", "kinds", "description")
+_SUBSCRIBE_BODY: dict[str, Any] = {
+    "required": True,
+    "content": {
+        "application/json": {
+            "schema": {
+                "type": "object",
+                "required": ["url", "kinds"],
+                "properties": {
+                    "url": {"type": "string", "format": "uri"},
+                    "kinds": {"type": "array", "items": {"type": "string"}},
+                    "description": {"type": "string"},
+                },
+            }
+        }
+    },
+}
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    401: {"description": "Missing or invalid API key"},
+    403: {"description": "Key lacks the admin scope, or is bound to a customer"},
+}
+
+
+def _invalid(field: str, message: str) -> HttpError:
+    return HttpError(422, "invalid_input", f"{field}: {message}", field=field)
+
+
+async def _subscribe_body(request: Request) -> dict[str, Any]:
+    """The body's fields, each named in the error if it is unknown or missing."""
+    try:
+        body: dict[str, Any] = await _json_body(request, dict[str, Any])
+    except HttpError as error:
+        if error.code == "invalid_input":
+            error.extra.setdefault("field", "body")
+        raise
+    for name in body:
+        if name not in _SUBSCRIBE_FIELDS:
+            raise _invalid(name, f"unknown field; expected {', '.join(_SUBSCRIBE_FIELDS)}")
+    for name in ("url", "kinds"):
+        if name not in body:
+            raise _invalid(name, "required")
+    return body
+
+
+class WebhookRoutes:
+    """The webhook endpoints over one ``Webhooks``, as an ``APIRouter`` (``router``)."""
+
+    def __init__(
+        self, webhooks: Webhooks, principal_of: Callable[[Request], Awaitable[Principal]]
+    ) -> None:
+        self.webhooks = webhooks
+        self.principal_of = principal_of
+        self.router = APIRouter(tags=["webhooks"])
+        self._add_routes()
+
+    async def _admin(self, request: Request, action: str) -> Principal:
+        principal = await self.principal_of(request)
+        principal.require("admin", action)
+        _unbound(principal, action)
+        return principal
+
+    @staticmethod
+    async def _call(function: Callable[..., T], *args: Any) -> T:
+        """Run ``function`` in a worker thread (SQLite waits for fsync), mapping the
+        service's errors to HTTP ones."""
+        try:
+            return await to_thread.run_sync(function, *args)
+        except WebhookError as error:
+            raise _invalid(error.field, str(error).partition(": ")[2]) from None
+        except WebhookNotFound as error:
+            raise HttpError(404, "not_found", str(error)) from None
+        except EndpointDisabled as error:
+            raise HttpError(409, "endpoint_disabled", str(error)) from None
+
+    def _subscribe(self, body: dict[str, Any]) -> dict[str, Any]:
+        endpoint, secret = self.webhooks.subscribe(
+            body["url"], body["kinds"], body.get("description", "")
+        )
+        return {"endpoint": endpoint_document(endpoint), "secret": secret}
+
+    def _deliveries(
+        self, endpoint_id: str | None, status: str | None, limit: int
+    ) -> list[dict[str, Any]]:
+        found = self.webhooks.deliveries(endpoint_id, status, limit)
+        return [
+            delivery_document(delivery, self.webhooks.attempts(delivery.delivery_id))
+            for delivery in found
+        ]
+
+    def _redeliver(self, delivery_id: str) -> dict[str, Any]:
+        delivery = self.webhooks.redeliver(delivery_id)
+        return delivery_document(delivery, self.webhooks.attempts(delivery_id))
+
+    def _add_routes(self) -> None:
+        router, webhooks = self.router, self.webhooks
+
+        @router.post(
+            "/v1/webhooks",
+            summary="Add a webhook endpoint; the answer shows its signing secret, once",
+            status_code=201,
+            openapi_extra={"requestBody": _SUBSCRIBE_BODY},
+            responses={
+                201: {"description": "{endpoint: {...}, secret: whsec_...}"},
+                400: {"description": "Malformed JSON, or not an object"},
+                **_ERRORS,
+                413: {"description": "Body over 64 KiB"},
+                415: {"description": "Not a JSON body"},
+                422: {"description": "A field is invalid (`field` names it)"},
+            },
+        )
+        async def subscribe(request: Request) -> Response:
+            await self._admin(request, "POST /v1/webhooks")
+            body = await _subscribe_body(request)
+            return _json(await self._call(self._subscribe, body), 201)
+
+        @router.get(
+            "/v1/webhooks",
+            summary="Webhook endpoints, disabled ones too (never their secrets)",
+            responses={200: {"description": "{endpoints: [...]}"}, **_ERRORS},
+        )
+        async def list_endpoints(request: Request) -> Response:
+            await self._admin(request, "GET /v1/webhooks")
+            endpoints = await self._call(webhooks.endpoints)
+            return _json({"endpoints": [endpoint_document(endpoint) for endpoint in endpoints]})
+
+        @router.get(
+            "/v1/webhooks/deliveries",
+            summary="The delivery log, newest first, each delivery with its attempts",
+            responses={
+                200: {"description": "{deliveries: [{..., attempts: [...], event: {...}}]}"},
+                **_ERRORS,
+                404: {"description": "No such endpoint"},
+                422: {"description": "A bad `status` or `limit`"},
+            },
+        )
+        async def list_deliveries(
+            request: Request,
+            endpoint: Annotated[str | None, Query(description="only this endpoint's")] = None,
+            status: Annotated[str | None, Query(description="pending, delivered or failed")] = None,
+            limit: Annotated[int, Query(description=f"1 to {DELIVERIES_PAGE_MAX}")] = 100,
+        ) -> Response:
+            await self._admin(request, "GET /v1/webhooks/deliveries")
+            deliveries = await self._call(self._deliveries, endpoint, status, limit)
+            return _json({"deliveries": deliveries})
+
+        @router.post(
+            "/v1/webhooks/deliveries/{delivery_id}/retry",
+            summary="Send a delivery again now (attempt numbers continue)",
+            responses={
+                200: {"description": "{delivery: {...}} (pending, due now)"},
+                **_ERRORS,
+                404: {"description": "No such delivery"},
+                409: {"description": "Its endpoint is disabled"},
+            },
+        )
+        async def retry(request: Request, delivery_id: str) -> Response:
+            await self._admin(request, "POST webhook retry")
+            return _json({"delivery": await self._call(self._redeliver, delivery_id)})
+
+        @router.delete(
+            "/v1/webhooks/{endpoint_id}",
+            summary="Disable an endpoint (its pending deliveries fail; nothing is deleted)",
+            responses={
+                200: {"description": "{endpoint: {...}} (disabled)"},
+                **_ERRORS,
+                404: {"description": "No such endpoint"},
+            },
+        )
+        async def disable(request: Request, endpoint_id: str) -> Response:
+            await self._admin(request, "DELETE /v1/webhooks")
+            endpoint = await self._call(webhooks.disable, endpoint_id)
+            return _json({"endpoint": endpoint_document(endpoint)})

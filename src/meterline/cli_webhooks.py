@@ -1,0 +1,158 @@
+"""``meterline webhooks``: endpoints and the delivery log, each command one call into
+``meterline.live.webhooks.Webhooks`` over the ledger's file."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated
+
+import msgspec
+import typer
+from rich.console import Console
+
+from meterline.core.events import format_timestamp
+from meterline.ledger.webhooks import WebhookStore
+from meterline.live.webhooks import (
+    EndpointDisabled,
+    WebhookError,
+    WebhookNotFound,
+    Webhooks,
+    delivery_document,
+)
+
+webhooks_app = typer.Typer(
+    help="Outgoing webhooks: endpoints and the delivery log.", no_args_is_help=True
+)
+errors = Console(stderr=True, soft_wrap=True)
+"""Messages are not wrapped, so a path or an id in them stays whole."""
+_ENCODER = msgspec.json.Encoder(decimal_format="number")
+
+DEFAULT_DB = "meterline.db"
+DbOption = Annotated[
+    Path,
+    typer.Option("--db", envvar="METERLINE_DB", help="Ledger database file (SQLite)."),
+]
+
+
+def _fail(message: str, code: int = 2) -> typer.Exit:
+    errors.print(f"[red]error:[/red] {message}", highlight=False)
+    return typer.Exit(code)
+
+
+@contextmanager
+def _webhooks(db: Path, create: bool = False) -> Iterator[Webhooks]:
+    """The webhook service over ``db``; a missing file is an error unless ``create``."""
+    if not create and not db.exists():
+        raise _fail(f"{db}: no such ledger")
+    store = WebhookStore(db)
+    try:
+        yield Webhooks(store)
+    except WebhookError as error:
+        raise _fail(str(error)) from None
+    except (WebhookNotFound, EndpointDisabled) as error:
+        raise _fail(str(error), 1) from None
+    finally:
+        store.close()
+
+
+def _when(instant_us: int | None) -> str:
+    return "-" if instant_us is None else format_timestamp(instant_us)
+
+
+@webhooks_app.command("add")
+def webhooks_add(
+    url: Annotated[str, typer.Option(help="Where to POST events (http:// or https://).")],
+    kind: Annotated[
+        list[str], typer.Option(help="An event kind to send, or '*' for all (repeat).")
+    ],
+    db: DbOption = Path(DEFAULT_DB),
+    description: Annotated[str, typer.Option(help="A label for the endpoint.")] = "",
+) -> None:
+    """Add an endpoint; prints its id and its signing secret, once."""
+    with _webhooks(db, create=True) as webhooks:
+        endpoint, secret = webhooks.subscribe(url, kind, description)
+    errors.print(
+        f"added endpoint {endpoint.endpoint_id} for {', '.join(endpoint.kinds)};"
+        " store the secret now, it is not shown again",
+        highlight=False,
+    )
+    print(f"{endpoint.endpoint_id}\t{secret}")
+
+
+@webhooks_app.command("list")
+def webhooks_list(db: DbOption = Path(DEFAULT_DB)) -> None:
+    """Endpoints: id, URL, kinds, created, state, description (never secrets)."""
+    with _webhooks(db) as webhooks:
+        endpoints = webhooks.endpoints()
+    for endpoint in endpoints:
+        state = "active" if endpoint.enabled else f"disabled {_when(endpoint.disabled_at_us)}"
+        print(
+            f"{endpoint.endpoint_id}\t{endpoint.url}\t{','.join(endpoint.kinds)}\t"
+            f"{_when(endpoint.created_at_us)}\t{state}\t{endpoint.description}"
+        )
+
+
+@webhooks_app.command("disable")
+def webhooks_disable(
+    endpoint: Annotated[str, typer.Option(help="The endpoint id (we_...).")],
+    db: DbOption = Path(DEFAULT_DB),
+) -> None:
+    """Disable an endpoint: no new deliveries, its pending ones fail (nothing is deleted)."""
+    with _webhooks(db) as webhooks:
+        webhooks.disable(endpoint)
+    print(f"disabled {endpoint}")
+
+
+@webhooks_app.command("deliveries")
+def webhooks_deliveries(
+    db: DbOption = Path(DEFAULT_DB),
+    status: Annotated[
+        str | None, typer.Option(help="Only pending, delivered or failed ones.")
+    ] = None,
+    endpoint: Annotated[str | None, typer.Option(help="Only this endpoint's.")] = None,
+    limit: Annotated[int, typer.Option(help="At most this many, newest first.")] = 100,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print one JSON object, attempts included.")
+    ] = False,
+) -> None:
+    """The delivery log, newest first: id, endpoint, kind, event id, status, attempts."""
+    with _webhooks(db) as webhooks:
+        deliveries = webhooks.deliveries(endpoint, status, limit)
+        logs = {
+            delivery.delivery_id: webhooks.attempts(delivery.delivery_id) for delivery in deliveries
+        }
+    if as_json:
+        documents = [
+            delivery_document(delivery, logs[delivery.delivery_id]) for delivery in deliveries
+        ]
+        print(_ENCODER.encode({"deliveries": documents}).decode())
+        return
+    for delivery in deliveries:
+        last = delivery.last_error or (delivery.last_status_code or "")
+        print(
+            f"{delivery.delivery_id}\t{delivery.endpoint_id}\t{delivery.kind}\t"
+            f"{delivery.event_id}\t{delivery.status}\t{delivery.attempts}\t"
+            f"{_when(delivery.next_attempt_at_us if delivery.status == 'pending' else None)}\t"
+            f"{last}"
+        )
+
+
+@webhooks_app.command("deliver")
+def webhooks_deliver(db: DbOption = Path(DEFAULT_DB)) -> None:
+    """Attempt every due delivery once; prints how many attempts were made."""
+    with _webhooks(db) as webhooks:
+        made = webhooks.deliver_due()
+    print(made)
+
+
+@webhooks_app.command("retry")
+def webhooks_retry(
+    delivery: Annotated[str, typer.Option(help="The delivery id (wd_...).")],
+    db: DbOption = Path(DEFAULT_DB),
+) -> None:
+    """Make a delivery pending and due now (the next `deliver` or dispatcher sends it)."""
+    with _webhooks(db) as webhooks:
+        webhooks.redeliver(delivery)
+    print(f"queued {delivery}")

@@ -1,0 +1,333 @@
+"""Controls: policies on a customer's live figures, and when they fire (pure).
+
+A control watches one figure and fires its actions once per *crossing*: when its
+condition turns true after being false (or never evaluated). While the condition stays
+true nothing more fires; when it turns false the level is *re-armed*, and the next
+crossing fires again. A spend threshold has one level per percentage; every other policy
+has one level. Because each level fires on the false -> true edge of a condition over
+cumulative figures, how the usage is split into batches does not change which levels
+fire (tested by hypothesis over random splits).
+
+Policies:
+
+- ``balance_exhausted``: the remaining balance of ``unit`` (a credit type or currency)
+  is at most ``remaining_at_most`` (0: exhausted; a positive value makes it a low-balance
+  warning). An ``extend`` override lets the balance go that much further below.
+- ``cost_exceeds_prepayment``: cost to serve (COGS) so far in the period exceeds what the
+  customer prepaid for it, by more than ``margin_percent``: cost > prepaid x (1 + m/100).
+- ``spend_threshold``: usage spend in the period reached ``percent`` of ``amount``, per
+  percentage level (e.g. 50/80/100: the shared design's "previous < T <= current").
+- ``usage_spike``: the quantity of ``meter`` (events when None) in the last ``window``
+  is more than ``factor`` x the baseline rate (the trailing ``baseline`` before the
+  window, scaled to one window) and at least ``minimum``: factor 11 is +1000%.
+
+Actions: ``block`` (everything, or only ``features``), ``alert`` (a webhook), ``true_up``
+(an invoice for the unbilled usage now), ``top_up`` (a credit grant per ``top_up``).
+Blocks from a spike are held until an override releases them (the spike subsides
+*because* the agent is blocked); other blocks lift when their condition clears, unless
+``release: manual``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from decimal import Decimal, localcontext
+from typing import Literal
+
+from meterline.core.money import MONEY_CONTEXT
+
+ZERO = Decimal(0)
+HUNDRED = Decimal(100)
+
+PolicyKind = Literal[
+    "balance_exhausted", "cost_exceeds_prepayment", "spend_threshold", "usage_spike"
+]
+POLICY_KINDS: tuple[PolicyKind, ...] = (
+    "balance_exhausted",
+    "cost_exceeds_prepayment",
+    "spend_threshold",
+    "usage_spike",
+)
+ActionKind = Literal["block", "alert", "true_up", "top_up"]
+ACTION_KINDS: tuple[ActionKind, ...] = ("block", "alert", "true_up", "top_up")
+Release = Literal["clear", "manual"]
+RELEASES: tuple[Release, ...] = ("clear", "manual")
+
+SPIKE_BUCKET_US = 1_000_000
+"""Usage-rate buckets are one second wide: a spike window is a whole number of them."""
+SPIKE_WINDOW_MIN_US = 10 * SPIKE_BUCKET_US
+SPIKE_HISTORY_MAX_US = 24 * 3600 * 1_000_000
+"""The longest window + baseline a usage_spike may look back over."""
+LEVEL = "crossed"
+"""The one level of a policy that is not a spend threshold."""
+
+
+@dataclass(frozen=True, slots=True)
+class TopUpRule:
+    """What a ``top_up`` action grants: ``amount`` of ``credit_type`` for ``paid``."""
+
+    credit_type: str
+    amount: Decimal
+    paid: Decimal = ZERO
+    expires_after_days: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ControlPolicy:
+    """One declared control (see the module docstring for each kind's fields)."""
+
+    key: str
+    kind: PolicyKind
+    actions: tuple[ActionKind, ...]
+    unit: str | None = None
+    remaining_at_most: Decimal = ZERO
+    margin_percent: Decimal = ZERO
+    amount: Decimal | None = None
+    percents: tuple[Decimal, ...] = (HUNDRED,)
+    meter: str | None = None
+    window_us: int = 5 * 60 * 1_000_000
+    baseline_us: int = 60 * 60 * 1_000_000
+    factor: Decimal = Decimal(11)
+    minimum: Decimal = ZERO
+    features: tuple[str, ...] = ()
+    top_up: TopUpRule | None = None
+    release: Release = "clear"
+
+    def levels(self) -> tuple[str, ...]:
+        if self.kind == "spend_threshold":
+            return tuple(_percent_label(p) for p in self.percents)
+        return (LEVEL,)
+
+    @property
+    def held(self) -> bool:
+        """A block that only an override lifts."""
+        return self.release == "manual" or self.kind == "usage_spike"
+
+
+def _percent_label(percent: Decimal) -> str:
+    return f"{percent.normalize():f}%"
+
+
+@dataclass(frozen=True, slots=True)
+class Observation:
+    """A customer's live figures, as the controls see them.
+
+    ``spikes`` maps a policy key to (quantity in the window, quantity in the baseline).
+    """
+
+    spend: Decimal = ZERO
+    cost: Decimal = ZERO
+    prepaid: Decimal = ZERO
+    remaining: Mapping[str, Decimal] = field(default_factory=dict)
+    spikes: Mapping[str, tuple[Decimal, Decimal]] = field(default_factory=dict)
+    currency: str = "USD"
+
+
+@dataclass(frozen=True, slots=True)
+class Reading:
+    """One level's condition and the values it was decided on."""
+
+    policy: str
+    level: str
+    crossed: bool
+    observed: dict[str, str]
+
+
+@dataclass(frozen=True, slots=True)
+class Firing:
+    """A level that crossed: its policy's actions are due."""
+
+    policy: ControlPolicy
+    level: str
+    observed: dict[str, str]
+
+
+@dataclass(frozen=True, slots=True)
+class Rearm:
+    """A level whose condition cleared after it fired: the next crossing fires again."""
+
+    policy: ControlPolicy
+    level: str
+    observed: dict[str, str]
+
+
+def _text(value: Decimal) -> str:
+    return f"{value:f}"
+
+
+def read(
+    policy: ControlPolicy, observation: Observation, extension: Decimal = ZERO
+) -> list[Reading]:
+    """The condition of each of ``policy``'s levels on ``observation``; ``extension`` is
+    the limit an ``extend`` override added."""
+    with localcontext(MONEY_CONTEXT):
+        if policy.kind == "balance_exhausted":
+            unit = policy.unit or observation.currency
+            remaining = observation.remaining.get(unit)
+            if remaining is None:
+                return [Reading(policy.key, LEVEL, False, {"unit": unit, "remaining": "none"})]
+            limit = policy.remaining_at_most - extension
+            return [
+                Reading(
+                    policy.key,
+                    LEVEL,
+                    remaining <= limit,
+                    {"unit": unit, "remaining": _text(remaining), "limit": _text(limit)},
+                )
+            ]
+        if policy.kind == "cost_exceeds_prepayment":
+            limit = observation.prepaid * (1 + policy.margin_percent / HUNDRED) + extension
+            return [
+                Reading(
+                    policy.key,
+                    LEVEL,
+                    observation.cost > limit,
+                    {
+                        "cost": _text(observation.cost),
+                        "prepaid": _text(observation.prepaid),
+                        "limit": _text(limit),
+                    },
+                )
+            ]
+        if policy.kind == "spend_threshold":
+            assert policy.amount is not None
+            readings = []
+            for percent in policy.percents:
+                limit = policy.amount * percent / HUNDRED + extension
+                readings.append(
+                    Reading(
+                        policy.key,
+                        _percent_label(percent),
+                        observation.spend >= limit,
+                        {"spend": _text(observation.spend), "threshold": _text(limit)},
+                    )
+                )
+            return readings
+        window, baseline = observation.spikes.get(policy.key, (ZERO, ZERO))
+        per_window = baseline * policy.window_us / policy.baseline_us
+        crossed = window >= policy.minimum + extension and window > policy.factor * per_window
+        return [
+            Reading(
+                policy.key,
+                LEVEL,
+                crossed,
+                {
+                    "window": _text(window),
+                    "baseline_per_window": _text(per_window.normalize()),
+                    "factor": _text(policy.factor),
+                    "minimum": _text(policy.minimum + extension),
+                },
+            )
+        ]
+
+
+@dataclass(frozen=True, slots=True)
+class Evaluation:
+    firings: list[Firing]
+    rearms: list[Rearm]
+    fired: frozenset[tuple[str, str]]
+    """(policy, level) pairs whose condition is true and that have fired (not re-armed)."""
+
+
+def evaluate(
+    policies: tuple[ControlPolicy, ...],
+    observation: Observation,
+    fired: frozenset[tuple[str, str]],
+    extensions: Mapping[str, Decimal] | None = None,
+) -> Evaluation:
+    """Which levels fire now and which re-arm, given the levels ``fired`` before."""
+    firings: list[Firing] = []
+    rearms: list[Rearm] = []
+    now_fired = set(fired)
+    for policy in policies:
+        extension = (extensions or {}).get(policy.key, ZERO)
+        for reading in read(policy, observation, extension):
+            pair = (policy.key, reading.level)
+            if reading.crossed and pair not in now_fired:
+                firings.append(Firing(policy, reading.level, reading.observed))
+                now_fired.add(pair)
+            elif not reading.crossed and pair in now_fired:
+                rearms.append(Rearm(policy, reading.level, reading.observed))
+                now_fired.discard(pair)
+    known = {(p.key, level) for p in policies for level in p.levels()}
+    return Evaluation(firings, rearms, frozenset(now_fired & known))
+
+
+# -- usage rates ------------------------------------------------------------------------------
+
+
+class RateCounter:
+    """Quantity per second-wide bucket of event time, for ``usage_spike``: adds in O(1),
+    sums a window in O(window seconds), forgets buckets older than the longest look-back."""
+
+    __slots__ = ("buckets", "horizon_us", "newest")
+
+    def __init__(self, horizon_us: int = SPIKE_HISTORY_MAX_US) -> None:
+        self.buckets: dict[int, Decimal] = {}
+        self.horizon_us = horizon_us
+        self.newest = 0
+
+    def add(self, timestamp_us: int, quantity: Decimal) -> None:
+        bucket = timestamp_us // SPIKE_BUCKET_US
+        with localcontext(MONEY_CONTEXT):
+            self.buckets[bucket] = self.buckets.get(bucket, ZERO) + quantity
+        if bucket > self.newest:
+            self.newest = bucket
+            if len(self.buckets) > 2 * (self.horizon_us // SPIKE_BUCKET_US):
+                self.forget()
+
+    def forget(self) -> None:
+        oldest = self.newest - self.horizon_us // SPIKE_BUCKET_US
+        for bucket in [b for b in self.buckets if b < oldest]:
+            del self.buckets[bucket]
+
+    def total(self, start_us: int, end_us: int) -> Decimal:
+        """The quantity with event time in [start, end), at bucket resolution."""
+        first, last = start_us // SPIKE_BUCKET_US, end_us // SPIKE_BUCKET_US
+        buckets = self.buckets
+        with localcontext(MONEY_CONTEXT):
+            if last - first > len(buckets):
+                return sum((q for b, q in buckets.items() if first <= b < last), ZERO)
+            return sum((buckets.get(b, ZERO) for b in range(first, last)), ZERO)
+
+    def spike(self, policy: ControlPolicy, now_us: int) -> tuple[Decimal, Decimal]:
+        """(quantity in the window ending now, quantity in the baseline before it)."""
+        end = (now_us // SPIKE_BUCKET_US + 1) * SPIKE_BUCKET_US
+        window_start = end - policy.window_us
+        return (
+            self.total(window_start, end),
+            self.total(window_start - policy.baseline_us, window_start),
+        )
+
+
+# -- access ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Block:
+    """An active block: which policy (or override) set it, on which features (all when
+    empty), since when, and why."""
+
+    policy: str
+    features: tuple[str, ...]
+    reason: str
+    since_us: int
+
+
+@dataclass(frozen=True, slots=True)
+class AccessDecision:
+    """May the customer use the feature now?"""
+
+    allowed: bool
+    reason: str
+    policy: str | None = None
+
+
+def decide(blocks: tuple[Block, ...], feature: str | None) -> AccessDecision:
+    """The answer for ``feature`` (None: the customer as a whole) given the active blocks:
+    a block on everything denies all; a block on features denies those features."""
+    for block in blocks:
+        if not block.features or (feature is not None and feature in block.features):
+            return AccessDecision(False, block.reason, block.policy)
+    return AccessDecision(True, "")

@@ -1,0 +1,316 @@
+"""Control records beside the events in the same SQLite file, append-only like them.
+
+Tables:
+
+- ``control_firings``: each crossing that fired: customer, policy, level, the crossing's
+  ordinal (1 for the first crossing of that level, 2 after it re-armed and crossed again),
+  the time, the ledger sequence whose batch caused it, the observed values and the actions.
+  ``UNIQUE (customer, policy, level, ordinal)`` is what makes a firing happen once: two
+  engines (or a restart racing a retry) that decide the same crossing insert one row.
+- ``control_rearms``: a fired level whose condition cleared (the next crossing fires).
+- ``control_action_results``: what each action of a firing did (a block, an invoice id,
+  a grant id, a webhook delivery), one row per (firing, action): on restart, the actions
+  of a firing without a result are run again (each action is idempotent by firing id).
+- ``control_overrides``: finance's manual actions: ``unblock``, ``extend`` (a limit) and
+  ``grant`` (credits), with who, why and when.
+
+Triggers refuse UPDATE and DELETE on all of them.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from meterline.ledger.sqlite import connect
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS control_firings (
+    firing_number INTEGER PRIMARY KEY,
+    customer TEXT NOT NULL,
+    policy TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    level TEXT NOT NULL,
+    ordinal INTEGER NOT NULL,
+    at_us INTEGER NOT NULL,
+    sequence INTEGER NOT NULL,
+    observed TEXT NOT NULL,
+    actions TEXT NOT NULL,
+    UNIQUE (customer, policy, level, ordinal)
+);
+CREATE TABLE IF NOT EXISTS control_rearms (
+    rearm_number INTEGER PRIMARY KEY,
+    customer TEXT NOT NULL,
+    policy TEXT NOT NULL,
+    level TEXT NOT NULL,
+    ordinal INTEGER NOT NULL,
+    at_us INTEGER NOT NULL,
+    observed TEXT NOT NULL,
+    UNIQUE (customer, policy, level, ordinal)
+);
+CREATE TABLE IF NOT EXISTS control_action_results (
+    firing_number INTEGER NOT NULL,
+    action TEXT NOT NULL,
+    at_us INTEGER NOT NULL,
+    outcome TEXT NOT NULL,
+    PRIMARY KEY (firing_number, action)
+);
+CREATE TABLE IF NOT EXISTS control_overrides (
+    override_number INTEGER PRIMARY KEY,
+    customer TEXT NOT NULL,
+    kind TEXT NOT NULL CHECK (kind IN ('unblock', 'extend', 'grant')),
+    policy TEXT,
+    amount TEXT,
+    reason TEXT NOT NULL,
+    actor TEXT NOT NULL,
+    at_us INTEGER NOT NULL,
+    detail TEXT NOT NULL
+);
+"""
+_TABLES = ("control_firings", "control_rearms", "control_action_results", "control_overrides")
+_TRIGGERS = "".join(
+    f"""
+CREATE TRIGGER IF NOT EXISTS {table}_append_only_update BEFORE UPDATE ON {table}
+BEGIN SELECT RAISE(ABORT, '{table} are append-only'); END;
+CREATE TRIGGER IF NOT EXISTS {table}_append_only_delete BEFORE DELETE ON {table}
+BEGIN SELECT RAISE(ABORT, '{table} are append-only'); END;
+"""
+    for table in _TABLES
+)
+FIRING_ID_FORMAT = "F-{:06d}"
+OVERRIDE_ID_FORMAT = "O-{:06d}"
+
+
+@dataclass(frozen=True, slots=True)
+class StoredFiring:
+    number: int
+    customer: str
+    policy: str
+    kind: str
+    level: str
+    ordinal: int
+    at_us: int
+    sequence: int
+    observed: dict[str, str]
+    actions: tuple[str, ...]
+
+    @property
+    def firing_id(self) -> str:
+        return FIRING_ID_FORMAT.format(self.number)
+
+
+@dataclass(frozen=True, slots=True)
+class StoredRearm:
+    customer: str
+    policy: str
+    level: str
+    ordinal: int
+    at_us: int
+    observed: dict[str, str]
+
+
+@dataclass(frozen=True, slots=True)
+class StoredOverride:
+    number: int
+    customer: str
+    kind: str
+    policy: str | None
+    amount: str | None
+    reason: str
+    actor: str
+    at_us: int
+    detail: dict[str, Any]
+
+    @property
+    def override_id(self) -> str:
+        return OVERRIDE_ID_FORMAT.format(self.number)
+
+
+def _firing(row: tuple[Any, ...]) -> StoredFiring:
+    number, customer, policy, kind, level, ordinal, at, sequence, observed, actions = row
+    return StoredFiring(
+        number,
+        customer,
+        policy,
+        kind,
+        level,
+        ordinal,
+        at,
+        sequence,
+        json.loads(observed),
+        tuple(json.loads(actions)),
+    )
+
+
+class ControlStore:
+    """Firings, re-arms, action results and overrides in the ledger's file."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = str(path)
+        self._connection = connect(self.path)
+        self._lock = threading.Lock()
+        with self._lock:
+            self._connection.executescript(_SCHEMA + _TRIGGERS)
+
+    def _write(self, statement: str, parameters: tuple[Any, ...]) -> int | None:
+        """Run one INSERT in its own transaction; None when a UNIQUE constraint refused it."""
+        with self._lock:
+            try:
+                self._connection.execute("BEGIN IMMEDIATE")
+                cursor = self._connection.execute(statement, parameters)
+                self._connection.execute("COMMIT")
+            except sqlite3.IntegrityError:
+                self._connection.execute("ROLLBACK")
+                return None
+            except BaseException:
+                if self._connection.in_transaction:
+                    self._connection.execute("ROLLBACK")
+                raise
+            return cursor.lastrowid
+
+    def add_firing(
+        self,
+        customer: str,
+        policy: str,
+        kind: str,
+        level: str,
+        ordinal: int,
+        at_us: int,
+        sequence: int,
+        observed: dict[str, str],
+        actions: tuple[str, ...],
+    ) -> StoredFiring | None:
+        """Record a crossing; None when that crossing (same ordinal) was recorded already."""
+        number = self._write(
+            "INSERT INTO control_firings (customer, policy, kind, level, ordinal, at_us,"
+            " sequence, observed, actions) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                customer,
+                policy,
+                kind,
+                level,
+                ordinal,
+                at_us,
+                sequence,
+                json.dumps(observed, sort_keys=True),
+                json.dumps(list(actions)),
+            ),
+        )
+        if number is None:
+            return None
+        return StoredFiring(
+            number, customer, policy, kind, level, ordinal, at_us, sequence, observed, actions
+        )
+
+    def add_rearm(
+        self,
+        customer: str,
+        policy: str,
+        level: str,
+        ordinal: int,
+        at_us: int,
+        observed: dict[str, str],
+    ) -> bool:
+        return (
+            self._write(
+                "INSERT INTO control_rearms (customer, policy, level, ordinal, at_us, observed)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                (customer, policy, level, ordinal, at_us, json.dumps(observed, sort_keys=True)),
+            )
+            is not None
+        )
+
+    def add_result(
+        self, firing_number: int, action: str, at_us: int, outcome: dict[str, Any]
+    ) -> bool:
+        return (
+            self._write(
+                "INSERT INTO control_action_results (firing_number, action, at_us, outcome)"
+                " VALUES (?, ?, ?, ?)",
+                (firing_number, action, at_us, json.dumps(outcome, sort_keys=True, default=str)),
+            )
+            is not None
+        )
+
+    def add_override(
+        self,
+        customer: str,
+        kind: str,
+        policy: str | None,
+        amount: str | None,
+        reason: str,
+        actor: str,
+        at_us: int,
+        detail: dict[str, Any],
+    ) -> StoredOverride:
+        number = self._write(
+            "INSERT INTO control_overrides (customer, kind, policy, amount, reason, actor,"
+            " at_us, detail) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (customer, kind, policy, amount, reason, actor, at_us, json.dumps(detail, default=str)),
+        )
+        assert number is not None
+        return StoredOverride(number, customer, kind, policy, amount, reason, actor, at_us, detail)
+
+    def firings(self, customer: str | None = None) -> list[StoredFiring]:
+        query = "SELECT * FROM control_firings"
+        parameters: tuple[Any, ...] = ()
+        if customer is not None:
+            query += " WHERE customer = ?"
+            parameters = (customer,)
+        with self._lock:
+            rows = self._connection.execute(query + " ORDER BY firing_number", parameters)
+            return [_firing(row) for row in rows.fetchall()]
+
+    def rearms(self, customer: str | None = None) -> list[StoredRearm]:
+        query = "SELECT customer, policy, level, ordinal, at_us, observed FROM control_rearms"
+        parameters: tuple[Any, ...] = ()
+        if customer is not None:
+            query += " WHERE customer = ?"
+            parameters = (customer,)
+        with self._lock:
+            rows = self._connection.execute(query + " ORDER BY rearm_number", parameters)
+            return [
+                StoredRearm(row[0], row[1], row[2], row[3], row[4], json.loads(row[5]))
+                for row in rows.fetchall()
+            ]
+
+    def results(self) -> dict[tuple[int, str], dict[str, Any]]:
+        with self._lock:
+            rows = self._connection.execute(
+                "SELECT firing_number, action, outcome FROM control_action_results"
+            ).fetchall()
+        return {(number, action): json.loads(outcome) for number, action, outcome in rows}
+
+    def overrides(self, customer: str | None = None) -> list[StoredOverride]:
+        query = (
+            "SELECT override_number, customer, kind, policy, amount, reason, actor, at_us,"
+            " detail FROM control_overrides"
+        )
+        parameters: tuple[Any, ...] = ()
+        if customer is not None:
+            query += " WHERE customer = ?"
+            parameters = (customer,)
+        with self._lock:
+            rows = self._connection.execute(query + " ORDER BY override_number", parameters)
+            return [
+                StoredOverride(
+                    row[0],
+                    row[1],
+                    row[2],
+                    row[3],
+                    row[4],
+                    row[5],
+                    row[6],
+                    row[7],
+                    json.loads(row[8]),
+                )
+                for row in rows.fetchall()
+            ]
+
+    def close(self) -> None:
+        with self._lock:
+            self._connection.close()

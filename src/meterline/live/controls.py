@@ -1,0 +1,516 @@
+"""The controls in the live path: evaluate each touched customer's policies on its live
+figures, record every firing once, act, and keep the access answers the product reads.
+
+- A firing is recorded *before* its actions run, with a UNIQUE (customer, policy, level,
+  crossing ordinal): a second engine, or the same one after a restart, cannot record the
+  same crossing twice, and only the engine whose insert won acts.
+- Each action's outcome is recorded per firing; on start, a firing's actions without an
+  outcome are run again (each is idempotent by the firing id: the webhook's event id, the
+  true-up invoice's ``control`` field, the top-up grant's reason).
+- ``block`` and ``alert`` act at once in the evaluating thread; ``true_up`` and
+  ``top_up`` (which read the ledger or write invoices) run on one background worker, so
+  a slow invoice never delays another customer's block.
+- Access answers are a dict read; every change bumps ``version`` and is pushed to the
+  subscribers (the SSE stream the SDK's ``Gate`` reads).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+from meterline.billing.service import Billing, BillingError
+from meterline.core.controls import (
+    AccessDecision,
+    Block,
+    Evaluation,
+    Firing,
+    Observation,
+    Rearm,
+    decide,
+    evaluate,
+)
+from meterline.core.events import format_timestamp
+from meterline.ledger.controls import ControlStore, StoredFiring, StoredOverride
+from meterline.live.projection import Figures, LiveProjection
+
+_log = logging.getLogger(__name__)
+ZERO = Decimal(0)
+DAY_US = 86_400_000_000
+
+Publisher = Callable[[str, dict[str, Any], str], object]
+"""``publish(kind, data, event_id)``: a webhook (``live.webhooks.Webhooks.publish``)."""
+AccessListener = Callable[[int, str, dict[str, Any]], None]
+"""Called with (version, customer, decision document) on every access change."""
+
+
+class OverrideError(ValueError):
+    """An override names something that does not exist or is not allowed."""
+
+
+@dataclass
+class _CustomerControls:
+    fired: frozenset[tuple[str, str]] = frozenset()
+    blocks: dict[str, Block] | None = None
+    extensions: dict[str, Decimal] | None = None
+    remaining: dict[str, Decimal] | None = None
+
+
+class Controls:
+    """Controls over a ``LiveProjection``, recorded in a ``ControlStore``."""
+
+    def __init__(
+        self,
+        projection: LiveProjection,
+        store: ControlStore,
+        publish: Publisher | None = None,
+    ) -> None:
+        self.projection = projection
+        self.billing: Billing = projection.billing
+        self.clock = projection.clock
+        self.store = store
+        self.publish = publish
+        self.lock = threading.RLock()
+        self.state: dict[str, _CustomerControls] = {}
+        self.ordinals: dict[tuple[str, str, str], int] = {}
+        self.version = 0
+        self.listeners: list[AccessListener] = []
+        self.decisions: dict[str, dict[str, Any]] = {}
+        self._worker = ThreadPoolExecutor(1, thread_name_prefix="meterline-actions")
+        self.pending_actions = 0
+
+    # -- state from the store -----------------------------------------------------------------
+
+    def load(self) -> None:
+        """Rebuild fired levels, crossing counts, blocks and extensions from the records,
+        then run any action a crash left without an outcome."""
+        with self.lock:
+            self.state = {}
+            self.ordinals = {}
+            events: list[tuple[int, int, str, Any]] = []
+            for firing in self.store.firings():
+                events.append((firing.at_us, 0, "firing", firing))
+            for rearm in self.store.rearms():
+                events.append((rearm.at_us, 1, "rearm", rearm))
+            for override in self.store.overrides():
+                events.append((override.at_us, 2, "override", override))
+            events.sort(key=lambda item: (item[0], item[1]))
+            for _, _, kind, record in events:
+                state = self._customer(record.customer)
+                if kind == "firing":
+                    key = (record.customer, record.policy, record.level)
+                    self.ordinals[key] = max(self.ordinals.get(key, 0), record.ordinal)
+                    state.fired = state.fired | {(record.policy, record.level)}
+                    if "block" in record.actions:
+                        self._set_block(record.customer, record, publish=False)
+                elif kind == "rearm":
+                    state.fired = state.fired - {(record.policy, record.level)}
+                    policy = self._policy(record.customer, record.policy)
+                    if policy is None or not policy.held:
+                        self._release(record.customer, record.policy, "", publish=False)
+                else:
+                    self._apply_override(record, publish=False)
+            results = self.store.results()
+            for firing in self.store.firings():
+                for action in firing.actions:
+                    if (firing.number, action) not in results and action != "block":
+                        self._act(firing, action)
+            for customer in self.state:
+                self._decision_changed(customer, publish=False)
+
+    def _customer(self, customer: str) -> _CustomerControls:
+        state = self.state.get(customer)
+        if state is None:
+            state = self.state[customer] = _CustomerControls(blocks={}, extensions={})
+        return state
+
+    def _policy(self, customer: str, key: str) -> Any:
+        live = self.projection.customers.get(customer)
+        if live is None:
+            return None
+        return next((p for p in live.policies if p.key == key), None)
+
+    # -- evaluation -----------------------------------------------------------------------------
+
+    def evaluate(self, customers: set[str], sequence: int) -> list[StoredFiring]:
+        """Evaluate every policy of ``customers`` on their figures now; ``sequence`` is the
+        last ledger sequence of the batch being applied (the cause of any firing)."""
+        fired: list[StoredFiring] = []
+        for customer in sorted(customers):
+            live = self.projection.customers.get(customer)
+            if live is None or not live.policies:
+                continue
+            credits = any(p.kind == "balance_exhausted" for p in live.policies)
+            figures = self.projection.figures(customer, credits=credits)
+            if figures is None:
+                continue
+            now_us = self.clock()
+            spikes = {
+                policy.key: live.counters[policy.meter].spike(policy, now_us)
+                for policy in live.policies
+                if policy.kind == "usage_spike" and policy.meter in live.counters
+            }
+            observation = Observation(
+                figures.spend,
+                figures.cost,
+                figures.prepaid,
+                figures.remaining,
+                spikes,
+                figures.currency,
+            )
+            with self.lock:
+                state = self._customer(customer)
+                result = evaluate(live.policies, observation, state.fired, state.extensions)
+                fired.extend(self._record(customer, figures, result, sequence, now_us))
+                state.fired = result.fired
+                if figures.remaining != state.remaining:
+                    state.remaining = dict(figures.remaining)
+                    self._decision_changed(customer)
+        return fired
+
+    def _record(
+        self,
+        customer: str,
+        figures: Figures,
+        result: Evaluation,
+        sequence: int,
+        now_us: int,
+    ) -> list[StoredFiring]:
+        stored_firings = []
+        for firing in result.firings:
+            stored = self._store_firing(customer, firing, sequence, now_us)
+            if stored is None:
+                continue
+            stored_firings.append(stored)
+            for action in stored.actions:
+                self._act(stored, action)
+        for rearm in result.rearms:
+            self._store_rearm(customer, rearm, now_us)
+        return stored_firings
+
+    def _store_firing(
+        self, customer: str, firing: Firing, sequence: int, now_us: int
+    ) -> StoredFiring | None:
+        key = (customer, firing.policy.key, firing.level)
+        ordinal = self.ordinals.get(key, 0) + 1
+        stored = self.store.add_firing(
+            customer,
+            firing.policy.key,
+            firing.policy.kind,
+            firing.level,
+            ordinal,
+            now_us,
+            sequence,
+            firing.observed,
+            firing.policy.actions,
+        )
+        self.ordinals[key] = ordinal  # recorded here or by another engine: either way, taken
+        return stored
+
+    def _store_rearm(self, customer: str, rearm: Rearm, now_us: int) -> None:
+        key = (customer, rearm.policy.key, rearm.level)
+        self.store.add_rearm(
+            customer,
+            rearm.policy.key,
+            rearm.level,
+            self.ordinals.get(key, 0),
+            now_us,
+            rearm.observed,
+        )
+        if not rearm.policy.held:
+            self._release(customer, rearm.policy.key, f"{rearm.policy.key} cleared")
+
+    # -- actions --------------------------------------------------------------------------------
+
+    def _act(self, firing: StoredFiring, action: str) -> None:
+        if action == "block":
+            self._set_block(firing.customer, firing)
+            self.store.add_result(firing.number, action, self.clock(), {"blocked": True})
+        elif action == "alert":
+            kind = "control.fired"
+            policy = self._policy(firing.customer, firing.policy)
+            if (
+                firing.kind == "balance_exhausted"
+                and policy is not None
+                and policy.remaining_at_most > 0
+            ):
+                kind = "balance.low"
+            deliveries = self._publish(kind, _firing_document(firing), firing.firing_id)
+            self.store.add_result(firing.number, action, self.clock(), {"webhooks": deliveries})
+        else:
+            self.pending_actions += 1
+            self._worker.submit(self._slow_action, firing, action)
+
+    def _slow_action(self, firing: StoredFiring, action: str) -> None:
+        try:
+            outcome: dict[str, Any]
+            if action == "true_up":
+                reason = f"True-up: control {firing.policy} fired ({firing.firing_id})"
+                invoice = self.billing.true_up(firing.customer, reason, firing.firing_id)
+                outcome = {"invoice": None if invoice is None else invoice.invoice_id}
+                if invoice is not None:
+                    self._publish(
+                        "invoice.finalized",
+                        {
+                            "invoice": invoice.invoice_id,
+                            "customer": firing.customer,
+                            "kind": "true_up",
+                            "control": firing.firing_id,
+                        },
+                        f"{invoice.invoice_id}",
+                    )
+            else:
+                outcome = self._top_up(firing)
+            self.store.add_result(firing.number, action, self.clock(), outcome)
+        except Exception as error:  # an action must never kill the worker
+            _log.exception("control %s: %s failed", firing.firing_id, action)
+            self.store.add_result(firing.number, action, self.clock(), {"error": str(error)})
+        finally:
+            self.pending_actions -= 1
+
+    def _top_up(self, firing: StoredFiring) -> dict[str, Any]:
+        policy = self._policy(firing.customer, firing.policy)
+        if policy is None or policy.top_up is None:
+            return {"error": "the policy has no top_up rule any more"}
+        reason = f"Automatic top-up: control {firing.policy} fired ({firing.firing_id})"
+        for row in self.billing.store.grants(firing.customer):
+            if firing.firing_id in row.document.decode(errors="replace"):
+                return {"grant": row.grant_id, "repeated": True}
+        rule = policy.top_up
+        expires = None
+        if rule.expires_after_days is not None:
+            expires = self.clock() + rule.expires_after_days * DAY_US
+        stored, invoice = self.billing.grant(
+            firing.customer,
+            rule.credit_type,
+            rule.amount,
+            reason,
+            paid=rule.paid,
+            expires_us=expires,
+            source="control",
+        )
+        self.projection.mark_stale(firing.customer)
+        return {
+            "grant": stored.grant_id,
+            "invoice": None if invoice is None else invoice.invoice_id,
+        }
+
+    def drain(self, timeout_s: float = 30.0) -> None:
+        """Wait until the background actions submitted so far have finished."""
+        self._worker.submit(lambda: None).result(timeout=timeout_s)
+
+    def _publish(self, kind: str, data: dict[str, Any], event_id: str) -> list[str]:
+        if self.publish is None:
+            return []
+        try:
+            result = self.publish(kind, data, f"{kind}:{event_id}")
+        except Exception:
+            _log.exception("webhook %s for %s could not be queued", kind, event_id)
+            return []
+        return list(result) if isinstance(result, list) else []
+
+    # -- blocks and access ----------------------------------------------------------------------
+
+    def _set_block(self, customer: str, firing: StoredFiring, publish: bool = True) -> None:
+        policy = self._policy(customer, firing.policy)
+        features = () if policy is None else policy.features
+        reason = f"{firing.kind} {firing.policy} fired ({firing.firing_id})"
+        state = self._customer(customer)
+        assert state.blocks is not None
+        state.blocks[firing.policy] = Block(firing.policy, features, reason, firing.at_us)
+        self._decision_changed(customer, publish)
+        if publish:
+            self._publish(
+                "customer.blocked",
+                {
+                    "customer": customer,
+                    "policy": firing.policy,
+                    "features": list(features),
+                    "reason": reason,
+                    "firing": firing.firing_id,
+                },
+                firing.firing_id,
+            )
+
+    def _release(
+        self, customer: str, policy: str | None, reason: str, publish: bool = True
+    ) -> list[str]:
+        state = self._customer(customer)
+        assert state.blocks is not None
+        released = [key for key in state.blocks if policy is None or key == policy]
+        for key in released:
+            del state.blocks[key]
+        if released:
+            self._decision_changed(customer, publish)
+            if publish:
+                self._publish(
+                    "customer.unblocked",
+                    {"customer": customer, "policies": released, "reason": reason},
+                    f"{customer}:{self.version}",
+                )
+        return released
+
+    def _decision_changed(self, customer: str, publish: bool = True) -> None:
+        self.version += 1
+        document = self.decision_document(customer)
+        self.decisions[customer] = document
+        if publish:
+            for listener in list(self.listeners):
+                try:
+                    listener(self.version, customer, document)
+                except Exception:
+                    _log.exception("access listener failed")
+
+    def decision_document(self, customer: str) -> dict[str, Any]:
+        """The customer's access state as the push stream sends it."""
+        state = self.state.get(customer)
+        blocks = tuple((state.blocks or {}).values()) if state else ()
+        whole = next((b for b in blocks if not b.features), None)
+        remaining = {u: str(v) for u, v in sorted(((state and state.remaining) or {}).items())}
+        if whole is not None:
+            return {
+                "blocked": True,
+                "features": [],
+                "reason": whole.reason,
+                "policy": whole.policy,
+                "remaining": remaining,
+            }
+        features = sorted({f for b in blocks for f in b.features})
+        first = blocks[0] if blocks else None
+        return {
+            "blocked": bool(features),
+            "features": features,
+            "reason": "" if first is None else first.reason,
+            "policy": None if first is None else first.policy,
+            "remaining": remaining,
+        }
+
+    def access(self, customer: str, feature: str | None = None) -> dict[str, Any]:
+        """May ``customer`` use ``feature`` now? (A dict read: no ledger, no lock.)"""
+        state = self.state.get(customer)
+        blocks = tuple((state.blocks or {}).values()) if state else ()
+        answer: AccessDecision = decide(blocks, feature)
+        remaining = (state.remaining if state else None) or {}
+        return {
+            "customer": customer,
+            "feature": feature,
+            "allowed": answer.allowed,
+            "reason": answer.reason
+            or (
+                "allowed"
+                if customer in self.projection.customers
+                else "no contract: no restriction"
+            ),
+            "policy": answer.policy,
+            "remaining": {unit: str(value) for unit, value in sorted(remaining.items())},
+            "version": self.version,
+        }
+
+    def snapshot(self, customer: str | None = None) -> dict[str, Any]:
+        with self.lock:
+            decisions = {
+                name: document
+                for name, document in self.decisions.items()
+                if customer is None or name == customer
+            }
+            return {"version": self.version, "decisions": decisions}
+
+    # -- overrides ------------------------------------------------------------------------------
+
+    def override(
+        self,
+        customer: str,
+        kind: str,
+        reason: str,
+        actor: str,
+        policy: str | None = None,
+        amount: Decimal | None = None,
+        credit_type: str | None = None,
+        paid: Decimal = ZERO,
+    ) -> StoredOverride:
+        """Finance's manual action on ``customer``: ``unblock`` (one policy's block, or all),
+        ``extend`` (raise ``policy``'s limit by ``amount``) or ``grant`` (``amount`` of
+        ``credit_type``, invoiced when ``paid``); recorded with ``actor`` and ``reason``."""
+        if not reason.strip():
+            raise OverrideError("reason: an override needs a reason")
+        if customer not in self.projection.customers:
+            raise OverrideError(f"customer: {customer!r} has no contract in force")
+        if policy is not None and self._policy(customer, policy) is None:
+            raise OverrideError(f"policy: {customer!r} has no control {policy!r}")
+        detail: dict[str, Any] = {}
+        if kind == "extend":
+            if policy is None or amount is None or amount <= 0:
+                raise OverrideError("amount: extend needs a policy and an amount above zero")
+        elif kind == "grant":
+            if amount is None or credit_type is None:
+                raise OverrideError("amount: a grant needs a credit_type and an amount")
+            stored, invoice = self.billing.grant(
+                customer, credit_type, amount, f"{reason} (override by {actor})", paid=paid
+            )
+            detail = {
+                "grant": stored.grant_id,
+                "invoice": None if invoice is None else invoice.invoice_id,
+            }
+            self.projection.mark_stale(customer)
+        elif kind != "unblock":
+            raise OverrideError(f"kind: {kind!r} is not one of unblock, extend, grant")
+        with self.lock:
+            record = self.store.add_override(
+                customer,
+                kind,
+                policy,
+                None if amount is None else str(amount),
+                reason,
+                actor,
+                self.clock(),
+                detail,
+            )
+            self._apply_override(record)
+        self.evaluate({customer}, self.projection.sequence)
+        return record
+
+    def _apply_override(self, record: StoredOverride, publish: bool = True) -> None:
+        state = self._customer(record.customer)
+        assert state.extensions is not None
+        if record.kind == "unblock":
+            self._release(
+                record.customer,
+                record.policy,
+                f"unblocked by {record.actor}: {record.reason} ({record.override_id})",
+                publish,
+            )
+        elif record.kind == "extend" and record.policy is not None and record.amount is not None:
+            state.extensions[record.policy] = state.extensions.get(record.policy, ZERO) + Decimal(
+                record.amount
+            )
+
+    def close(self) -> None:
+        self._worker.shutdown(wait=True)
+
+
+def _firing_document(firing: StoredFiring) -> dict[str, Any]:
+    return {
+        "firing": firing.firing_id,
+        "customer": firing.customer,
+        "policy": firing.policy,
+        "kind": firing.kind,
+        "level": firing.level,
+        "crossing": firing.ordinal,
+        "at": format_timestamp(firing.at_us),
+        "sequence": firing.sequence,
+        "observed": firing.observed,
+        "actions": list(firing.actions),
+    }
+
+
+def firing_document(firing: StoredFiring) -> dict[str, Any]:
+    """A firing as the API and CLI show it."""
+    return _firing_document(firing)
+
+
+__all__ = ["BillingError", "Controls", "OverrideError", "firing_document"]

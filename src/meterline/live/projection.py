@@ -1,0 +1,444 @@
+"""The live projection: every customer's current billing period, in memory, fed batch by
+batch as the ledger appends, so figures are ready without reading the ledger again.
+
+Per customer it keeps the period's ``Rater`` (the same rating the invoice uses, with the
+same credit windows, minus the Merkle trees), its credit inputs and the charges of the
+periods before it, and a usage-rate counter per ``usage_spike`` control. ``figures``
+derives, from memory only:
+
+- quantities and rated amounts per line: amount(total after) - amount(total before) by
+  construction, since a line is priced on its running total (tiers and volume stay exact);
+- spend: usage in the contract's currency (credit-priced usage at its value), less the
+  contract's discount;
+- cost (COGS): each line's quantity times the cost rate of its meter and group;
+- prepaid: what the customer paid for the grants active in the period;
+- remaining credit per unit: the credit book (``core.credits``) over the earlier periods'
+  charges and this period's window charges, the open window ending now.
+
+Anything unusual sends a customer back to the ledger (``stale``): an event before the
+period it holds (a late event), an event past its period end (the period rolled), a
+grant, void or adjustment, or a configuration change. A stale customer is rebuilt by one
+scan of the ledger with the batch path's own job, so the projection never guesses.
+``reconcile`` (``meterline reconcile``) proves the figures equal a full re-rating.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from decimal import Decimal, localcontext
+from typing import Any
+
+from meterline.billing.credits import CreditInputs, credit_book
+from meterline.billing.scan import RatingJob, run_jobs
+from meterline.billing.service import Billing, Loaded, _cuts, billing_cycle
+from meterline.core.controls import ControlPolicy, RateCounter
+from meterline.core.credits import Charge, CreditError
+from meterline.core.invoicing import usage_lines
+from meterline.core.model import Configuration, Contract, segments
+from meterline.core.money import MONEY_CONTEXT
+from meterline.core.periods import BillingPeriod, period_containing
+from meterline.core.rating import Rater, window_charges
+
+ZERO = Decimal(0)
+HUNDRED = Decimal(100)
+
+
+@dataclass(frozen=True, slots=True)
+class LiveEvent:
+    """An appended event as the projection needs it."""
+
+    sequence: int
+    customer: str
+    type: str
+    timestamp_us: int
+    properties: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class LineFigures:
+    meter: str
+    group: dict[str, str | None]
+    quantity: Decimal
+    events: int
+    amount: Decimal | None
+    unit: str | None
+    cost: Decimal
+
+
+@dataclass(frozen=True, slots=True)
+class Figures:
+    """A customer's live figures for its current period (exact; see the module doc)."""
+
+    customer: str
+    currency: str
+    period: BillingPeriod
+    through_sequence: int
+    at_us: int
+    spend: Decimal
+    cost: Decimal
+    prepaid: Decimal
+    remaining: dict[str, Decimal]
+    lines: tuple[LineFigures, ...]
+
+    @property
+    def margin(self) -> Decimal:
+        with localcontext(MONEY_CONTEXT):
+            return self.spend - self.cost
+
+    def as_dict(self) -> dict[str, Any]:
+        from meterline.core.events import format_timestamp
+
+        return {
+            "customer": self.customer,
+            "currency": self.currency,
+            "period": {
+                "start": format_timestamp(self.period.start_us),
+                "end": format_timestamp(self.period.end_us),
+            },
+            "through_sequence": self.through_sequence,
+            "at": format_timestamp(self.at_us),
+            "spend": str(self.spend),
+            "cost": str(self.cost),
+            "margin": str(self.margin),
+            "prepaid": str(self.prepaid),
+            "remaining": {unit: str(value) for unit, value in sorted(self.remaining.items())},
+            "lines": [
+                {
+                    "meter": line.meter,
+                    "group": line.group,
+                    "quantity": str(line.quantity),
+                    "events": line.events,
+                    "amount": None if line.amount is None else str(line.amount),
+                    "unit": line.unit,
+                    "cost": str(line.cost),
+                }
+                for line in self.lines
+            ],
+        }
+
+
+@dataclass
+class CustomerLive:
+    """One customer's current period in memory."""
+
+    contract: Contract
+    period: BillingPeriod
+    job: RatingJob
+    inputs: CreditInputs
+    prior: list[Charge]
+    policies: tuple[ControlPolicy, ...]
+    counters: dict[str | None, RateCounter] = field(default_factory=dict)
+    stale: bool = False
+    """Rebuild from the ledger before the next figures."""
+    sequence: int = 0
+    """The highest ledger sequence fed."""
+
+    @property
+    def currency(self) -> str:
+        return self.job.segments[0].terms.plan.currency if self.job.segments else "USD"
+
+
+def _cost_meters(configuration: Configuration) -> frozenset[str]:
+    return frozenset(rate.meter for rate in configuration.costs)
+
+
+class LiveProjection:
+    """Every contract's current period, fed by appended batches (thread-safe)."""
+
+    def __init__(self, billing: Billing) -> None:
+        self.billing = billing
+        self.clock = billing.clock
+        self.lock = threading.RLock()
+        self.customers: dict[str, CustomerLive] = {}
+        self.sequence = 0
+        """Every event up to this ledger sequence has been fed (or skipped as irrelevant)."""
+        self.revision: int | None = None
+        self.loaded: Loaded | None = None
+
+    # -- building ---------------------------------------------------------------------------
+
+    def _build(
+        self, loaded: Loaded, contract: Contract, now_us: int, through: int
+    ) -> CustomerLive | None:
+        configuration = loaded.configuration
+        cycle = billing_cycle(configuration, contract)
+        period = period_containing(cycle, now_us)
+        spans = segments(configuration, contract, period.start_us, period.end_us)
+        if not spans:
+            return None
+        inputs = self.billing._credit_inputs(configuration, contract, period.end_us - 1)
+        cuts = _cuts(inputs, period, contract.timezone)
+        job = RatingJob(contract.customer, period, spans, through, configuration, cuts=cuts)
+        job.rater = Rater(
+            configuration,
+            spans,
+            cuts=cuts,
+            lineage=False,
+            also_meters=_cost_meters(configuration),
+        )
+        prior: list[Charge] = []
+        if not inputs.is_empty():
+            prior = self.billing._prior_charges(configuration, contract, period, through)
+        policies = configuration.controls_for(contract, now_us)
+        live = CustomerLive(contract, period, job, inputs, prior, policies, sequence=through)
+        for policy in policies:
+            if policy.kind == "usage_spike":
+                live.counters.setdefault(policy.meter, RateCounter())
+        return live
+
+    def rebuild(self, customers: Iterable[str] | None = None) -> None:
+        """Rebuild ``customers`` (all, and reload the configuration, when None) from the
+        ledger in one scan."""
+        with self.lock:
+            now_us = self.clock()
+            through, _ = self.billing.ledger.head()
+            if customers is None:
+                self.loaded = self.billing.load()
+                self.revision = None if self.loaded is None else self.loaded.revision
+                wanted = None
+                self.customers = {}
+            else:
+                wanted = set(customers)
+            loaded = self.loaded
+            if loaded is None:
+                self.sequence = max(self.sequence, through)
+                return
+            built: list[CustomerLive] = []
+            for contract in loaded.configuration.contracts:
+                if wanted is not None and contract.customer not in wanted:
+                    continue
+                live = self._build(loaded, contract, now_us, through)
+                if live is None:
+                    self.customers.pop(contract.customer, None)
+                    continue
+                built.append(live)
+            run_jobs(self.billing._connection, [live.job for live in built])
+            if any(live.counters for live in built):
+                self._fill_counters([live for live in built if live.counters], now_us, through)
+            for live in built:
+                self.customers[live.contract.customer] = live
+            if customers is None:
+                self.sequence = through
+
+    def _fill_counters(self, built: list[CustomerLive], now_us: int, through: int) -> None:
+        """Usage rates for spike controls: the events of the longest look-back."""
+        from meterline.billing.scan import _DECODER
+
+        start = now_us - max(
+            p.window_us + p.baseline_us
+            for live in built
+            for p in live.policies
+            if p.kind == "usage_spike"
+        )
+        by_customer = {live.contract.customer: live for live in built}
+        connection = self.billing._connection
+        rows = connection.execute(
+            "SELECT sequence, customer, type, timestamp_us, body FROM events"
+            " WHERE sequence <= ? AND timestamp_us >= ?",
+            (through, start),
+        )
+        for sequence, customer, event_type, timestamp_us, body in rows:
+            live = by_customer.get(customer)
+            if live is not None:
+                self._count(
+                    live,
+                    LiveEvent(
+                        sequence,
+                        customer,
+                        event_type,
+                        timestamp_us,
+                        _DECODER.decode(body).properties,
+                    ),
+                )
+
+    # -- feeding ----------------------------------------------------------------------------
+
+    def feed(self, events: list[LiveEvent]) -> set[str]:
+        """Feed appended events (ascending sequence); returns the customers touched."""
+        touched: set[str] = set()
+        with self.lock:
+            customers = self.customers
+            for event in events:
+                if event.sequence <= self.sequence:
+                    continue
+                self.sequence = event.sequence
+                live = customers.get(event.customer)
+                if live is None or event.sequence <= live.sequence:
+                    continue
+                touched.add(event.customer)
+                live.sequence = event.sequence
+                period = live.period
+                if not period.start_us <= event.timestamp_us < period.end_us:
+                    live.stale = True  # late (an earlier period) or the period rolled
+                    continue
+                if live.stale:
+                    continue
+                live.job.rater.add(
+                    event.sequence, event.timestamp_us, event.type, event.properties, b""
+                )
+                if live.counters:
+                    self._count(live, event)
+        return touched
+
+    @staticmethod
+    def _count(live: CustomerLive, event: LiveEvent) -> None:
+        for meter_key, counter in live.counters.items():
+            if meter_key is None:
+                counter.add(event.timestamp_us, Decimal(1))
+                continue
+            meter = live.job.configuration.meter(meter_key)
+            if meter is None or meter.event_type != event.type:
+                continue
+            from meterline.core.meters import MeterReader
+
+            reading = MeterReader(meter).read(event.properties)
+            if reading is None or isinstance(reading, str):
+                continue
+            number = reading[1]
+            counter.add(event.timestamp_us, Decimal(number) if type(number) is int else number)
+
+    def mark_stale(self, customer: str | None = None) -> None:
+        """A grant, void, adjustment or amendment changed ``customer`` (everyone when None)."""
+        with self.lock:
+            for name, live in self.customers.items():
+                if customer is None or name == customer:
+                    live.stale = True
+
+    def refresh(self) -> set[str]:
+        """Rebuild stale customers (and everyone after a configuration change or when a
+        period has ended); returns the customers rebuilt."""
+        with self.lock:
+            current = self.billing.store.revision()
+            now_us = self.clock()
+            if (None if current is None else current.revision) != self.revision:
+                self.rebuild()
+                return set(self.customers)
+            stale = {
+                name
+                for name, live in self.customers.items()
+                if live.stale or now_us >= live.period.end_us
+            }
+            if stale:
+                self.rebuild(stale)
+            return stale
+
+    # -- figures ----------------------------------------------------------------------------
+
+    def figures(self, customer: str, credits: bool = True) -> Figures | None:
+        """The customer's figures now; without ``credits`` the credit book is not run
+        (``remaining`` is empty)."""
+        with self.lock:
+            live = self.customers.get(customer)
+            if live is None:
+                return None
+            if live.stale or self.clock() >= live.period.end_us:
+                self.rebuild([customer])
+                live = self.customers.get(customer)
+                if live is None:
+                    return None
+            return derive(live, self.clock(), max(live.sequence, self.sequence), credits)
+
+
+def derive(live: CustomerLive, now_us: int, through: int, with_credits: bool = True) -> Figures:
+    """The figures of ``live`` at ``now_us`` (pure over its state)."""
+    job = live.job
+    configuration = job.configuration
+    currency = live.currency
+    rater = job.rater
+    rated = rater.lines(currency, configuration)
+    money = usage_lines(rated, job.segments, configuration)
+    with localcontext(MONEY_CONTEXT):
+        spend = ZERO
+        for line in money:
+            assert line.segment is not None
+            percent = job.segments[line.segment].terms.discount_percent or ZERO
+            spend += line.amount - line.amount * percent / HUNDRED
+        amounts = {
+            (usage.segment, usage.meter, tuple(v for _, v in usage.group)): (
+                usage.amount,
+                usage.unit,
+            )
+            for usage in rated
+        }
+        lines = []
+        cost = ZERO
+        for segment, meter, group, quantity, count in sorted(
+            rater.quantities(), key=lambda item: (item[0], item[1].key, str(item[2]))
+        ):
+            rate_at = max(job.segments[segment].start_us, job.period.start_us)
+            line_cost = ZERO
+            for rate in configuration.cost_rates(meter.key, rate_at):
+                if rate.applies_to(meter.group_by, group):
+                    line_cost = quantity * rate.per_unit
+                    break
+            cost += line_cost
+            amount, unit = amounts.get((segment, meter.key, group), (None, None))
+            lines.append(
+                LineFigures(
+                    meter.key,
+                    dict(zip(meter.group_by, group, strict=True)),
+                    quantity,
+                    count,
+                    amount,
+                    unit,
+                    line_cost,
+                )
+            )
+        prepaid = ZERO
+        period = job.period
+        for grant in live.inputs.grants:
+            if grant.paid_currency not in (None, currency) or grant.paid <= 0:
+                continue
+            ends = min(
+                t for t in (grant.expires_us, grant.reset_us, period.end_us) if t is not None
+            )
+            if grant.effective_us < period.end_us and ends > period.start_us:
+                prepaid += grant.paid
+    remaining: dict[str, Decimal] = {}
+    if with_credits and not live.inputs.is_empty():
+        remaining = _remaining(live, now_us)
+    return Figures(
+        live.contract.customer,
+        currency,
+        job.period,
+        through,
+        now_us,
+        spend,
+        cost,
+        prepaid,
+        remaining,
+        tuple(lines),
+    )
+
+
+def _remaining(live: CustomerLive, now_us: int) -> dict[str, Decimal]:
+    """Each unit's remaining balance at ``now_us``: the book over earlier periods' charges
+    and this period's window charges, the open window ending now."""
+    job = live.job
+    charges = []
+    for charge in window_charges(job.rater, live.currency, job.configuration):
+        if charge.start_us <= now_us < charge.end_us:
+            charge = Charge(
+                charge.start_us,
+                now_us,
+                charge.line,
+                charge.meter,
+                charge.unit,
+                charge.amount,
+                charge.first_sequence,
+                charge.last_sequence,
+            )
+        charges.append(charge)
+    try:
+        book = credit_book(live.inputs, [*live.prior, *charges], until_us=now_us)
+    except CreditError:
+        return {}
+    remaining: dict[str, Decimal] = {}
+    with localcontext(MONEY_CONTEXT):
+        for grant_id, grant in book.grants.items():
+            if grant.effective_us > now_us:
+                continue
+            remaining[grant.unit] = remaining.get(grant.unit, ZERO) + book.balance(grant_id)
+    return remaining
