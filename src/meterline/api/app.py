@@ -30,6 +30,7 @@ from meterline.api.bodies import (
     parse_body,
 )
 from meterline.api.credit_routes import CreditRoutes
+from meterline.api.live_routes import LiveRoutes
 from meterline.billing.service import Billing, BillingError, InvalidRequest, NotFound
 from meterline.config.source import ConfigurationError
 from meterline.core.events import event_document, format_timestamp, timestamp_to_us
@@ -40,6 +41,7 @@ from meterline.ledger.billing import BillingConflict, BillingStore
 from meterline.ledger.ledger import Ledger
 from meterline.ledger.sqlite import SqliteStore
 from meterline.ledger.store import PAGE_EVENTS_MAX, EventQuery, StoredEvent
+from meterline.live.service import LiveEngine
 
 _ENCODER = msgspec.json.Encoder(decimal_format="number")
 _JSON = "application/json"
@@ -121,17 +123,25 @@ def _billing_over(ledger: Ledger) -> Billing:
     return Billing(ledger, BillingStore(ledger.store.path), clock=ledger.clock)
 
 
-def create_app(ledger: Ledger, billing: Billing | None = None) -> FastAPI:
+def create_app(ledger: Ledger, billing: Billing | None = None, live: bool = True) -> FastAPI:
     """The HTTP API over ``ledger``; ``billing`` defaults to one over the ledger's file
-    (whose store the app closes when it shuts down)."""
+    (whose store the app closes when it shuts down). With ``live``, the live engine
+    (projection, controls, access answers, webhooks) runs beside it."""
     owned = billing is None
     service = _billing_over(ledger) if billing is None else billing
+    billing_routes = BillingRoutes(service, principal_of=lambda r: principal_of(r))
+    engine = LiveEngine(service) if live else None
+    if engine is not None:
+        engine.controls.write_guard = billing_routes._gate.writing
+        engine.start()
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         try:
             yield
         finally:
+            if engine is not None:
+                engine.stop()
             if owned:
                 service.store.close()
 
@@ -143,6 +153,7 @@ def create_app(ledger: Ledger, billing: Billing | None = None) -> FastAPI:
     )
     app.state.ledger = ledger
     app.state.billing = service
+    app.state.live = engine
 
     async def principal_of(request: Request) -> Principal:
         return await to_thread.run_sync(authenticate, ledger.store, _bearer(request))
@@ -256,7 +267,8 @@ def create_app(ledger: Ledger, billing: Billing | None = None) -> FastAPI:
             }
         )
 
-    billing_routes = BillingRoutes(service, principal_of)
     app.include_router(billing_routes.router)
     app.include_router(CreditRoutes(billing_routes).router)
+    if engine is not None:
+        app.include_router(LiveRoutes(engine, principal_of, billing_routes._gate.writing).router)
     return app

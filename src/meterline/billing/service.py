@@ -225,6 +225,12 @@ class Billing:
         self.store = store
         self.clock = clock
         self._loaded: dict[int, Loaded] = {}
+        self.listeners: list[Callable[[str | None], None]] = []
+        """Told the customer (None: everyone) whose credit or terms just changed."""
+
+    def _changed(self, customer: str | None) -> None:
+        for listener in self.listeners:
+            listener(customer)
 
     @property
     def _connection(self) -> Any:
@@ -275,6 +281,7 @@ class Billing:
         revision = None
         if not dry_run:
             revision = self.store.add_revision(now_us, name, text, content).revision
+            self._changed(None)
         return ApplyReport(dry_run, revision, changes, affected, simulation, period_label)
 
     def _check_history(
@@ -837,9 +844,11 @@ class Billing:
                     "purchase",
                 )
 
-        return self.store.add_grant(
+        made = self.store.add_grant(
             customer, now_us, lambda grant_id: grant_document(grant), make_invoice
         )
+        self._changed(customer)
+        return made
 
     def _own_grant(self, customer: str, grant_id: str) -> None:
         loaded = self.current()
@@ -863,6 +872,7 @@ class Billing:
             raise BillingError(f"grant {grant_id} has {status}; nothing is left to void")
         action = CreditAction(grant_id, customer, self.clock(), "void", None, reason)
         self.store.add_action(action)
+        self._changed(customer)
         return action
 
     def adjust_grant(
@@ -881,6 +891,7 @@ class Billing:
             )
         action = CreditAction(grant_id, customer, self.clock(), "adjust", str(amount), reason)
         self.store.add_action(action)
+        self._changed(customer)
         return action
 
     def check_thresholds(self, customer: str | None = None) -> list[StoredInvoice]:

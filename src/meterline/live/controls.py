@@ -20,6 +20,7 @@ import logging
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
@@ -82,6 +83,9 @@ class Controls:
         self.listeners: list[AccessListener] = []
         self.decisions: dict[str, dict[str, Any]] = {}
         self._worker = ThreadPoolExecutor(1, thread_name_prefix="meterline-actions")
+        self.write_guard: Callable[[], AbstractContextManager[Any]] = nullcontext
+        """Held around the actions that write invoices or grants (the HTTP app passes
+        its billing routes' writer lock, so a true-up never interleaves with a close)."""
         self.pending_actions = 0
 
     # -- state from the store -----------------------------------------------------------------
@@ -248,30 +252,33 @@ class Controls:
 
     def _slow_action(self, firing: StoredFiring, action: str) -> None:
         try:
-            outcome: dict[str, Any]
-            if action == "true_up":
-                reason = f"True-up: control {firing.policy} fired ({firing.firing_id})"
-                invoice = self.billing.true_up(firing.customer, reason, firing.firing_id)
-                outcome = {"invoice": None if invoice is None else invoice.invoice_id}
-                if invoice is not None:
-                    self._publish(
-                        "invoice.finalized",
-                        {
-                            "invoice": invoice.invoice_id,
-                            "customer": firing.customer,
-                            "kind": "true_up",
-                            "control": firing.firing_id,
-                        },
-                        f"{invoice.invoice_id}",
-                    )
-            else:
-                outcome = self._top_up(firing)
+            with self.write_guard():
+                outcome = self._slow_outcome(firing, action)
             self.store.add_result(firing.number, action, self.clock(), outcome)
         except Exception as error:  # an action must never kill the worker
             _log.exception("control %s: %s failed", firing.firing_id, action)
             self.store.add_result(firing.number, action, self.clock(), {"error": str(error)})
         finally:
             self.pending_actions -= 1
+
+    def _slow_outcome(self, firing: StoredFiring, action: str) -> dict[str, Any]:
+        if action == "top_up":
+            return self._top_up(firing)
+        reason = f"True-up: control {firing.policy} fired ({firing.firing_id})"
+        invoice = self.billing.true_up(firing.customer, reason, firing.firing_id)
+        if invoice is None:
+            return {"invoice": None}
+        self._publish(
+            "invoice.finalized",
+            {
+                "invoice": invoice.invoice_id,
+                "customer": firing.customer,
+                "kind": "true_up",
+                "control": firing.firing_id,
+            },
+            invoice.invoice_id,
+        )
+        return {"invoice": invoice.invoice_id}
 
     def _top_up(self, firing: StoredFiring) -> dict[str, Any]:
         policy = self._policy(firing.customer, firing.policy)

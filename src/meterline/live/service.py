@@ -54,12 +54,14 @@ class LiveEngine:
         """Every event up to here has been fed and its customers' controls evaluated."""
         self.cycles = 0
         self._applied = threading.Condition()
+        self._pending_customers: set[str | None] = set()
 
     # -- lifecycle ------------------------------------------------------------------------------
 
     def start(self, thread: bool = True) -> LiveEngine:
         """Rebuild from the ledger, load the control records, listen to appends."""
         self.billing.ledger.listeners.append(self.on_append)
+        self.billing.listeners.append(self.on_billing_change)
         self.projection.rebuild()
         self.controls.load()
         self.applied_sequence = self.projection.sequence
@@ -72,6 +74,8 @@ class LiveEngine:
     def stop(self) -> None:
         if self.on_append in self.billing.ledger.listeners:
             self.billing.ledger.listeners.remove(self.on_append)
+        if self.on_billing_change in self.billing.listeners:
+            self.billing.listeners.remove(self.on_billing_change)
         with self._wake:
             self._stopping = True
             self._wake.notify()
@@ -83,6 +87,14 @@ class LiveEngine:
     def on_append(self, appended: list[tuple[int, PreparedEvent]]) -> None:
         with self._wake:
             self._arrived.append(appended)
+            self._wake.notify()
+
+    def on_billing_change(self, customer: str | None) -> None:
+        """A grant, void, adjustment or new pricing: rebuild from the ledger next cycle."""
+        self.projection.mark_stale(customer)
+        self._pending_customers.add(customer)
+        with self._wake:
+            self._arrived.append([])
             self._wake.notify()
 
     # -- the controller -------------------------------------------------------------------------
@@ -119,6 +131,10 @@ class LiveEngine:
         events = self._events(pairs)
         touched = self.projection.feed(events)
         touched |= self.projection.refresh()
+        changed, self._pending_customers = self._pending_customers, set()
+        if None in changed:
+            touched |= set(self.projection.customers)
+        touched |= {name for name in changed if name in self.projection.customers}
         head = max(self.projection.sequence, self.applied_sequence)
         if touched:
             self.controls.evaluate(touched, head)

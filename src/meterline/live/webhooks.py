@@ -403,6 +403,13 @@ class Webhooks:
             )
             return AttemptOutcome(attempt, "failed", None)
         next_at = attempt.at_us + self.policy.delay_after(in_series)
+        _log.info(
+            "webhook delivery %s attempt %d failed (%s); next attempt at %s",
+            delivery.delivery_id,
+            attempt.attempt_number,
+            attempt.error,
+            format_timestamp(next_at),
+        )
         return AttemptOutcome(attempt, "pending", next_at)
 
     # -- the delivery log --------------------------------------------------------------------

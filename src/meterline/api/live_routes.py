@@ -1,0 +1,229 @@
+"""The live path over HTTP: access answers, the access push stream, live figures, control
+firings and finance's overrides.
+
+- ``GET /v1/access/{customer}?feature=`` answers from memory (no ledger read, no worker
+  thread): allowed or not, why, and the remaining balance. Any scope may ask; a
+  customer-bound key only about its own customer.
+- ``GET /v1/access/stream`` is Server-Sent Events: a ``snapshot`` of every decision, then a
+  ``change`` per customer whose answer changed, and a ``heartbeat`` every
+  ``HEARTBEAT_S`` seconds (``meterline.sdk.gate.Gate`` reads it; see docs/gate.md).
+- ``GET /v1/live/{customer}`` the live figures (``read``); ``GET /v1/controls/firings``
+  the firing record (``read``); ``POST /v1/customers/{customer}/overrides`` unblock,
+  extend a limit or grant credits, with a reason (``admin``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
+from decimal import Decimal
+from typing import Any
+
+import msgspec
+from anyio import to_thread
+from fastapi import APIRouter, Request
+from fastapi.responses import Response, StreamingResponse
+
+from meterline.api.billing_routes import HttpError, _json, _no_contract
+from meterline.api.credit_routes import _amount, _json_body
+from meterline.core.events import format_timestamp
+from meterline.keys import Principal
+from meterline.live.controls import OverrideError, firing_document
+from meterline.live.service import LiveEngine
+
+HEARTBEAT_S = 5.0
+"""The longest silence on the access stream (the gate's heartbeat timeout is 15 s)."""
+STREAM_QUEUE_MAX = 10_000
+"""Changes one slow stream may hold back before it is dropped (the gate reconnects)."""
+
+_ENCODER = msgspec.json.Encoder(decimal_format="number")
+
+
+class OverrideRequest(msgspec.Struct, forbid_unknown_fields=True):
+    kind: str
+    reason: str
+    policy: str | None = None
+    amount: str | None = None
+    credit_type: str | None = None
+    paid: str = "0"
+
+
+def _event(name: str, data: dict[str, Any]) -> bytes:
+    return b"event: " + name.encode() + b"\ndata: " + _ENCODER.encode(data) + b"\n\n"
+
+
+class LiveRoutes:
+    """The live endpoints over one ``LiveEngine``."""
+
+    def __init__(
+        self,
+        engine: LiveEngine,
+        principal_of: Callable[[Request], Awaitable[Principal]],
+        write_guard: Callable[[], Any] | None = None,
+    ) -> None:
+        self.engine = engine
+        self.controls = engine.controls
+        self.principal_of = principal_of
+        self.write_guard = write_guard
+        self.router = APIRouter(tags=["live"])
+        self._add_routes()
+
+    @staticmethod
+    def _own(principal: Principal, customer: str) -> None:
+        if principal.customer not in (None, customer):
+            raise _no_contract(customer)
+
+    def _override(self, principal: Principal, customer: str, body: OverrideRequest) -> Any:
+        amount = None if body.amount is None else _amount(body.amount, "amount")
+        paid = _amount(body.paid, "paid")
+        try:
+            if self.write_guard is not None:
+                with self.write_guard():
+                    record = self._apply(principal, customer, body, amount, paid)
+            else:
+                record = self._apply(principal, customer, body, amount, paid)
+        except OverrideError as error:
+            field = str(error).split(":", 1)[0]
+            raise HttpError(422, "invalid_input", str(error), field=field) from None
+        return _override_document(record)
+
+    def _apply(
+        self,
+        principal: Principal,
+        customer: str,
+        body: OverrideRequest,
+        amount: Decimal | None,
+        paid: Decimal,
+    ) -> Any:
+        return self.controls.override(
+            customer,
+            body.kind,
+            body.reason,
+            f"key {principal.key_id}",
+            policy=body.policy,
+            amount=amount,
+            credit_type=body.credit_type,
+            paid=paid,
+        )
+
+    def _add_routes(self) -> None:
+        router = self.router
+
+        @router.get("/v1/access/stream", summary="Access decisions, pushed (Server-Sent Events)")
+        async def access_stream(request: Request) -> StreamingResponse:
+            principal = await self.principal_of(request)
+            only = principal.customer
+            loop = asyncio.get_running_loop()
+            queue: asyncio.Queue[tuple[int, str, dict[str, Any]] | None] = asyncio.Queue()
+
+            def listener(version: int, customer: str, decision: dict[str, Any]) -> None:
+                if only is not None and customer != only:
+                    return
+                if queue.qsize() >= STREAM_QUEUE_MAX:
+                    loop.call_soon_threadsafe(queue.put_nowait, None)
+                    return
+                loop.call_soon_threadsafe(queue.put_nowait, (version, customer, decision))
+
+            with self.controls.lock:
+                snapshot = self.controls.snapshot(only)
+                self.controls.listeners.append(listener)
+
+            async def events() -> AsyncIterator[bytes]:
+                try:
+                    yield _event("snapshot", snapshot)
+                    version = snapshot["version"]
+                    while True:
+                        try:
+                            item = await asyncio.wait_for(queue.get(), HEARTBEAT_S)
+                        except TimeoutError:
+                            yield _event("heartbeat", {"version": version})
+                            continue
+                        if item is None:
+                            return  # fell too far behind: the client reconnects
+                        version, customer, decision = item
+                        yield _event(
+                            "change",
+                            {"version": version, "customer": customer, "decision": decision},
+                        )
+                finally:
+                    if listener in self.controls.listeners:
+                        self.controls.listeners.remove(listener)
+
+            return StreamingResponse(
+                events(),
+                media_type="text/event-stream",
+                headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
+            )
+
+        @router.get("/v1/access/{customer}", summary="May this customer use this feature now?")
+        async def access(request: Request, customer: str, feature: str | None = None) -> Response:
+            principal = await self.principal_of(request)
+            self._own(principal, customer)
+            return _json(self.controls.access(customer, feature))
+
+        @router.get("/v1/live/{customer}", summary="A customer's live figures for this period")
+        async def live(request: Request, customer: str) -> Response:
+            principal = await self.principal_of(request)
+            principal.require("read", "GET /v1/live")
+            self._own(principal, customer)
+            figures = await to_thread.run_sync(self.engine.projection.figures, customer)
+            if figures is None:
+                raise _no_contract(customer)
+            document = figures.as_dict()
+            document["access"] = self.controls.access(customer)
+            return _json(document)
+
+        @router.get("/v1/controls/firings", summary="Every control firing, oldest first")
+        async def firings(request: Request, customer: str | None = None) -> Response:
+            principal = await self.principal_of(request)
+            principal.require("read", "GET /v1/controls/firings")
+            if principal.customer is not None:
+                customer = principal.customer
+            records = await to_thread.run_sync(self.engine.store.firings, customer)
+            results = await to_thread.run_sync(self.engine.store.results)
+            return _json(
+                {
+                    "firings": [
+                        {
+                            **firing_document(f),
+                            "results": {a: results.get((f.number, a)) for a in f.actions},
+                        }
+                        for f in records
+                    ]
+                }
+            )
+
+        @router.post(
+            "/v1/customers/{customer}/overrides",
+            status_code=201,
+            summary="Unblock, extend a limit or grant credits, with a reason",
+        )
+        async def override(request: Request, customer: str) -> Response:
+            principal = await self.principal_of(request)
+            principal.require("admin", "POST /v1/customers/{customer}/overrides")
+            self._own(principal, customer)
+            body = await _json_body(request, OverrideRequest)
+            document = await to_thread.run_sync(self._override, principal, customer, body)
+            return _json(document, 201)
+
+        @router.get("/v1/customers/{customer}/overrides", summary="Overrides, oldest first")
+        async def overrides(request: Request, customer: str) -> Response:
+            principal = await self.principal_of(request)
+            principal.require("read", "GET /v1/customers/{customer}/overrides")
+            self._own(principal, customer)
+            records = await to_thread.run_sync(self.engine.store.overrides, customer)
+            return _json({"overrides": [_override_document(r) for r in records]})
+
+
+def _override_document(record: Any) -> dict[str, Any]:
+    return {
+        "override": record.override_id,
+        "customer": record.customer,
+        "kind": record.kind,
+        "policy": record.policy,
+        "amount": record.amount,
+        "reason": record.reason,
+        "actor": record.actor,
+        "at": format_timestamp(record.at_us),
+        **record.detail,
+    }
