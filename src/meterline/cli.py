@@ -555,6 +555,21 @@ def bench_close(
         console.print(f"{name:>24}: {value:,}" if counted else f"{name:>24}: {value}")
 
 
+# The live engine's and the webhooks' commands live in their own modules (which import
+# the shared options above), registered here so every entry point sees them.
+from meterline.cli_live import (  # noqa: E402
+    controls_app,
+    live_app,
+    reconcile_command,
+)
+from meterline.cli_webhooks import webhooks_app  # noqa: E402
+
+app.command("reconcile")(reconcile_command)
+app.add_typer(live_app, name="live")
+app.add_typer(controls_app, name="controls")
+app.add_typer(webhooks_app, name="webhooks")
+
+
 def main() -> None:
     os.environ.setdefault("PYTHONUNBUFFERED", "1")
     app(prog_name="meterline")

@@ -31,6 +31,7 @@ from meterline.api.bodies import (
 )
 from meterline.api.credit_routes import CreditRoutes
 from meterline.api.live_routes import LiveRoutes
+from meterline.api.webhook_routes import WebhookRoutes
 from meterline.billing.service import Billing, BillingError, InvalidRequest, NotFound
 from meterline.config.source import ConfigurationError
 from meterline.core.events import event_document, format_timestamp, timestamp_to_us
@@ -41,7 +42,9 @@ from meterline.ledger.billing import BillingConflict, BillingStore
 from meterline.ledger.ledger import Ledger
 from meterline.ledger.sqlite import SqliteStore
 from meterline.ledger.store import PAGE_EVENTS_MAX, EventQuery, StoredEvent
+from meterline.ledger.webhooks import WebhookStore
 from meterline.live.service import LiveEngine
+from meterline.live.webhooks import Dispatcher, Webhooks
 
 _ENCODER = msgspec.json.Encoder(decimal_format="number")
 _JSON = "application/json"
@@ -130,7 +133,9 @@ def create_app(ledger: Ledger, billing: Billing | None = None, live: bool = True
     owned = billing is None
     service = _billing_over(ledger) if billing is None else billing
     billing_routes = BillingRoutes(service, principal_of=lambda r: principal_of(r))
-    engine = LiveEngine(service) if live else None
+    webhooks = Webhooks(WebhookStore(service.store.path), clock=ledger.clock) if live else None
+    dispatcher = Dispatcher(webhooks).start() if webhooks is not None else None
+    engine = None if webhooks is None else LiveEngine(service, publish=webhooks.publish)
     if engine is not None:
         engine.controls.write_guard = billing_routes._gate.writing
         engine.start()
@@ -142,6 +147,9 @@ def create_app(ledger: Ledger, billing: Billing | None = None, live: bool = True
         finally:
             if engine is not None:
                 engine.stop()
+            if dispatcher is not None and webhooks is not None:
+                dispatcher.stop()
+                webhooks.store.close()
             if owned:
                 service.store.close()
 
@@ -271,4 +279,7 @@ def create_app(ledger: Ledger, billing: Billing | None = None, live: bool = True
     app.include_router(CreditRoutes(billing_routes).router)
     if engine is not None:
         app.include_router(LiveRoutes(engine, principal_of, billing_routes._gate.writing).router)
+    if webhooks is not None:
+        app.include_router(WebhookRoutes(webhooks, principal_of).router)
+    app.state.webhooks = webhooks
     return app

@@ -87,6 +87,8 @@ class Controls:
         """Held around the actions that write invoices or grants (the HTTP app passes
         its billing routes' writer lock, so a true-up never interleaves with a close)."""
         self.pending_actions = 0
+        self.overrides_seen = 0
+        """The last override applied (others may be recorded by another process: the CLI)."""
 
     # -- state from the store -----------------------------------------------------------------
 
@@ -119,6 +121,7 @@ class Controls:
                         self._release(record.customer, record.policy, "", publish=False)
                 else:
                     self._apply_override(record, publish=False)
+                    self.overrides_seen = max(self.overrides_seen, record.number)
             results = self.store.results()
             for firing in self.store.firings():
                 for action in firing.actions:
@@ -478,8 +481,18 @@ class Controls:
                 detail,
             )
             self._apply_override(record)
+            self.overrides_seen = max(self.overrides_seen, record.number)
         self.evaluate({customer}, self.projection.sequence)
         return record
+
+    def poll_overrides(self) -> set[str]:
+        """Apply overrides another process recorded; returns their customers."""
+        with self.lock:
+            fresh = [o for o in self.store.overrides() if o.number > self.overrides_seen]
+            for record in fresh:
+                self._apply_override(record)
+                self.overrides_seen = record.number
+        return {record.customer for record in fresh}
 
     def _apply_override(self, record: StoredOverride, publish: bool = True) -> None:
         state = self._customer(record.customer)

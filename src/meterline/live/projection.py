@@ -188,12 +188,13 @@ class LiveProjection:
                 live.counters.setdefault(policy.meter, RateCounter())
         return live
 
-    def rebuild(self, customers: Iterable[str] | None = None) -> None:
+    def rebuild(self, customers: Iterable[str] | None = None, through: int | None = None) -> None:
         """Rebuild ``customers`` (all, and reload the configuration, when None) from the
-        ledger in one scan."""
+        ledger in one scan, of the events up to ``through`` (the head when None)."""
         with self.lock:
             now_us = self.clock()
-            through, _ = self.billing.ledger.head()
+            if through is None:
+                through, _ = self.billing.ledger.head()
             if customers is None:
                 self.loaded = self.billing.load()
                 self.revision = None if self.loaded is None else self.loaded.revision
@@ -306,14 +307,15 @@ class LiveProjection:
                 if customer is None or name == customer:
                     live.stale = True
 
-    def refresh(self) -> set[str]:
+    def refresh(self, through: int | None = None) -> set[str]:
         """Rebuild stale customers (and everyone after a configuration change or when a
-        period has ended); returns the customers rebuilt."""
+        period has ended) from the events up to ``through`` (the head); returns the
+        customers rebuilt."""
         with self.lock:
             current = self.billing.store.revision()
             now_us = self.clock()
             if (None if current is None else current.revision) != self.revision:
-                self.rebuild()
+                self.rebuild(through=through)
                 return set(self.customers)
             stale = {
                 name
@@ -321,7 +323,7 @@ class LiveProjection:
                 if live.stale or now_us >= live.period.end_us
             }
             if stale:
-                self.rebuild(stale)
+                self.rebuild(stale, through)
             return stale
 
     # -- figures ----------------------------------------------------------------------------

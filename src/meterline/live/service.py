@@ -55,6 +55,7 @@ class LiveEngine:
         self.cycles = 0
         self._applied = threading.Condition()
         self._pending_customers: set[str | None] = set()
+        self._polled = 0.0
 
     # -- lifecycle ------------------------------------------------------------------------------
 
@@ -135,6 +136,10 @@ class LiveEngine:
         if None in changed:
             touched |= set(self.projection.customers)
         touched |= {name for name in changed if name in self.projection.customers}
+        if time.monotonic() - self._polled >= IDLE_WAKE_S:
+            # overrides recorded by another process (the CLI) reach this one within a second
+            self._polled = time.monotonic()
+            touched |= self.controls.poll_overrides()
         head = max(self.projection.sequence, self.applied_sequence)
         if touched:
             self.controls.evaluate(touched, head)

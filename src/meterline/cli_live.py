@@ -1,0 +1,286 @@
+"""The live engine's commands: ``reconcile``, ``live show``, ``access`` and the controls
+(``controls firings``, ``controls unblock|extend|grant``). Thin over ``meterline.live``.
+
+Commands that act (overrides) record in the ledger's file; a running server applies an
+override recorded by another process within a second (``LiveEngine`` polls for them).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from meterline.cli import DEFAULT_DB, PIPED_WIDTH, DbOption, _fail
+
+controls_app = typer.Typer(
+    help="Control firings and finance's overrides (unblock, extend, grant).",
+    no_args_is_help=True,
+)
+live_app = typer.Typer(help="Live figures from the live projection.", no_args_is_help=True)
+console = Console()
+if not console.is_terminal:
+    console = Console(width=PIPED_WIDTH)
+
+
+@contextmanager
+def _engine(db: Path) -> Iterator[object]:
+    """A live engine over ``db`` in this process (no thread): rebuilt from the ledger."""
+    from meterline.billing.service import open_billing
+    from meterline.ledger.webhooks import WebhookStore
+    from meterline.live.service import LiveEngine
+    from meterline.live.webhooks import Webhooks
+
+    if not db.exists():
+        raise _fail(f"--db: {db} does not exist")
+    with open_billing(db) as billing:
+        webhooks = Webhooks(WebhookStore(billing.store.path), clock=billing.clock)
+        engine = LiveEngine(billing, publish=webhooks.publish)
+        engine.start(thread=False)
+        try:
+            yield engine
+        finally:
+            engine.controls.drain()
+            engine.stop()
+            webhooks.store.close()
+
+
+def reconcile_command(
+    db: DbOption = Path(DEFAULT_DB),
+    url: Annotated[
+        str | None, typer.Option(help="Check this running server's live figures instead.")
+    ] = None,
+    key: Annotated[
+        str | None, typer.Option(envvar="METERLINE_KEY", help="API key (read) for --url.")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+) -> None:
+    """Prove live figures equal a full re-rating (exit 1 on any difference)."""
+    from meterline.billing.service import BillingError, open_billing
+    from meterline.live.reconcile import reconcile
+
+    if url is not None and not key:
+        raise _fail("--key: --url needs an API key with the read scope")
+    if not db.exists():
+        raise _fail(f"--db: {db} does not exist")
+    with open_billing(db) as billing:
+        try:
+            report = reconcile(billing, url, key)
+        except BillingError as error:
+            raise _fail(str(error), 1) from None
+    if as_json:
+        print(json.dumps(report.as_dict()))
+    else:
+        table = Table(title=f"Reconcile through ledger sequence {report.through_sequence}")
+        for column in ("customer", "figure", "live", "batch", ""):
+            table.add_column(column)
+        for check in report.customers:
+            for name, (live, batch) in check.checked.items():
+                mark = "ok" if live == batch else "[red]DIFFERS[/red]"
+                table.add_row(check.customer, name, live, batch, mark)
+            for difference in check.differences:
+                table.add_row(check.customer, "[red]difference[/red]", difference, "", "")
+        console.print(table)
+        source = f"server {url}" if url else f"{report.batches} committed batches replayed"
+        verdict = "[green]live == batch[/green]" if report.passed else "[red]DIFFERENT[/red]"
+        console.print(f"{verdict} ({source}; {len(report.customers)} customers)")
+    if not report.passed:
+        raise typer.Exit(1)
+
+
+@live_app.command("show")
+def live_show(
+    customer: str,
+    db: DbOption = Path(DEFAULT_DB),
+    as_json: Annotated[bool, typer.Option("--json", help="Print the figures as JSON.")] = False,
+) -> None:
+    """A customer's live figures: spend, cost, margin, prepaid, remaining credit, lines."""
+    with _engine(db) as engine:
+        figures = engine.projection.figures(customer)  # type: ignore[attr-defined]
+        access = engine.controls.access(customer)  # type: ignore[attr-defined]
+    if figures is None:
+        raise _fail(f"customer: {customer!r} has no contract in force", 1)
+    document = {**figures.as_dict(), "access": access}
+    if as_json:
+        print(json.dumps(document))
+        return
+    console.print(
+        f"{customer}  {document['period']['start']} .. {document['period']['end']}"
+        f"  spend {document['spend']}  cost {document['cost']}  margin {document['margin']}"
+        f"  prepaid {document['prepaid']}  {document['currency']}"
+    )
+    for unit, value in document["remaining"].items():
+        console.print(f"remaining {unit}: {value}")
+    console.print(
+        f"access: {'allowed' if access['allowed'] else 'DENIED'} {access['reason']}".rstrip()
+    )
+    table = Table()
+    for column in ("meter", "group", "quantity", "amount", "unit", "cost"):
+        table.add_column(column)
+    for line in document["lines"]:
+        group = ",".join(f"{k}={v}" for k, v in line["group"].items())
+        table.add_row(
+            line["meter"],
+            group,
+            line["quantity"],
+            line["amount"] or "",
+            line["unit"] or "",
+            line["cost"],
+        )
+    console.print(table)
+
+
+@controls_app.command("firings")
+def controls_firings(
+    db: DbOption = Path(DEFAULT_DB),
+    customer: Annotated[str | None, typer.Option(help="Only this customer.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the firings as JSON.")] = False,
+) -> None:
+    """Every control firing: policy, level, observed values, actions and their outcomes."""
+    from meterline.ledger.controls import ControlStore
+    from meterline.live.controls import firing_document
+
+    if not db.exists():
+        raise _fail(f"--db: {db} does not exist")
+    store = ControlStore(db)
+    try:
+        results = store.results()
+        rows = [
+            {**firing_document(f), "results": {a: results.get((f.number, a)) for a in f.actions}}
+            for f in store.firings(customer)
+        ]
+        overrides = store.overrides(customer)
+    finally:
+        store.close()
+    if as_json:
+        print(json.dumps({"firings": rows}))
+        return
+    table = Table(title="Control firings")
+    for column in (
+        "firing",
+        "at",
+        "customer",
+        "policy",
+        "level",
+        "sequence",
+        "observed",
+        "actions",
+    ):
+        table.add_column(column)
+    for row in rows:
+        observed = ", ".join(f"{k}={v}" for k, v in row["observed"].items())
+        outcomes = "; ".join(f"{a}: {json.dumps(r)}" for a, r in row["results"].items())
+        table.add_row(
+            row["firing"],
+            row["at"],
+            row["customer"],
+            row["policy"],
+            row["level"],
+            str(row["sequence"]),
+            observed,
+            outcomes,
+        )
+    console.print(table)
+    for override in overrides:
+        console.print(
+            f"{override.override_id} {override.kind} {override.customer}"
+            f" {override.policy or ''} {override.amount or ''}"
+            f" by {override.actor}: {override.reason}"
+        )
+
+
+def _override(db: Path, customer: str, kind: str, reason: str, **fields: object) -> None:
+    from meterline.billing.service import BillingError
+    from meterline.live.controls import OverrideError
+
+    with _engine(db) as engine:
+        try:
+            record = engine.controls.override(  # type: ignore[attr-defined]
+                customer, kind, reason, "cli", **fields
+            )
+        except (OverrideError, BillingError) as error:
+            raise _fail(str(error), 1) from None
+        access = engine.controls.access(customer)  # type: ignore[attr-defined]
+    console.print(
+        f"{record.override_id}: {kind} {customer} recorded; access now"
+        f" {'allowed' if access['allowed'] else 'denied: ' + access['reason']}"
+    )
+
+
+def _amount(value: str, name: str) -> object:
+    from meterline.core.money import MoneyError, to_decimal
+
+    try:
+        return to_decimal(value, name)
+    except MoneyError as error:
+        raise _fail(str(error)) from None
+
+
+ReasonOption = Annotated[str, typer.Option(help="Why (recorded with the override).")]
+
+
+@controls_app.command("unblock")
+def controls_unblock(
+    customer: str,
+    reason: ReasonOption,
+    db: DbOption = Path(DEFAULT_DB),
+    policy: Annotated[str | None, typer.Option(help="Only this control's block.")] = None,
+) -> None:
+    """Lift a customer's blocks (all, or one control's); the control re-fires only after
+    its condition clears and crosses again."""
+    _override(db, customer, "unblock", reason, policy=policy)
+
+
+@controls_app.command("extend")
+def controls_extend(
+    customer: str,
+    policy: Annotated[str, typer.Option(help="The control whose limit to raise.")],
+    amount: Annotated[str, typer.Option(help="How much to raise it (exact decimal).")],
+    reason: ReasonOption,
+    db: DbOption = Path(DEFAULT_DB),
+) -> None:
+    """Raise a control's limit for a customer (a balance may go this much further below
+    zero; a spend or cost limit moves up by it)."""
+    _override(db, customer, "extend", reason, policy=policy, amount=_amount(amount, "--amount"))
+
+
+@controls_app.command("grant")
+def controls_grant(
+    customer: str,
+    credit_type: Annotated[str, typer.Option("--type", help="Credit type or currency.")],
+    amount: Annotated[str, typer.Option(help="Units granted (exact decimal).")],
+    reason: ReasonOption,
+    db: DbOption = Path(DEFAULT_DB),
+    paid: Annotated[str, typer.Option(help="Price paid (invoiced now); 0: free.")] = "0",
+) -> None:
+    """Grant credits as an override (recorded with the reason; a block on an exhausted
+    balance lifts when the balance is positive again)."""
+    _override(
+        db,
+        customer,
+        "grant",
+        reason,
+        amount=_amount(amount, "--amount"),
+        credit_type=credit_type,
+        paid=_amount(paid, "--paid"),
+    )
+
+
+@controls_app.command("access")
+def controls_access(
+    customer: str,
+    db: DbOption = Path(DEFAULT_DB),
+    feature: Annotated[str | None, typer.Option(help="The feature asked about.")] = None,
+) -> None:
+    """The access answer for a customer (and feature), as the API gives it."""
+    with _engine(db) as engine:
+        answer = engine.controls.access(customer, feature)  # type: ignore[attr-defined]
+    print(json.dumps(answer))
+    if not answer["allowed"]:
+        raise typer.Exit(3)
