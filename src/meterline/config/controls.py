@@ -214,7 +214,8 @@ def _control(
             factor=factor,
             minimum=reader.non_negative(item.get("minimum"), f"{path}.minimum", Decimal(0)),
         )
-    if key is None or not actions or any(v is None for n, v in fields.items() if n != "unit"):
+    optional = ("unit", "meter")  # None: the contract's currency; every event
+    if key is None or not actions or any(v is None for n, v in fields.items() if n not in optional):
         return None
     return ControlPolicy(
         key=key,

@@ -32,7 +32,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from decimal import Decimal, localcontext
+from decimal import Context, Decimal, localcontext
 from typing import Literal
 
 from meterline.core.money import MONEY_CONTEXT
@@ -60,6 +60,8 @@ SPIKE_WINDOW_MIN_US = 10 * SPIKE_BUCKET_US
 SPIKE_HISTORY_MAX_US = 24 * 3600 * 1_000_000
 """The longest window + baseline a usage_spike may look back over."""
 LEVEL = "crossed"
+_DISPLAY_CONTEXT = Context(prec=40)
+"""For observed values shown to people, never for a decision."""
 """The one level of a policy that is not a spend threshold."""
 
 
@@ -205,8 +207,15 @@ def read(
                 )
             return readings
         window, baseline = observation.spikes.get(policy.key, (ZERO, ZERO))
-        per_window = baseline * policy.window_us / policy.baseline_us
-        crossed = window >= policy.minimum + extension and window > policy.factor * per_window
+        # window > factor x baseline x (window length / baseline length), multiplied out
+        # so the decision stays exact; the scaled baseline is shown rounded (display only).
+        crossed = window >= policy.minimum + extension and (
+            window * policy.baseline_us > policy.factor * baseline * policy.window_us
+        )
+        with localcontext(_DISPLAY_CONTEXT):
+            per_window = (baseline * policy.window_us / policy.baseline_us).quantize(
+                Decimal("0.01")
+            )
         return [
             Reading(
                 policy.key,

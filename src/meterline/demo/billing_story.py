@@ -26,6 +26,7 @@ from meterline.billing.render import (
 from meterline.billing.service import Billing
 from meterline.core.events import decode_exact, timestamp_to_us
 from meterline.core.lineage import verify_proof
+from meterline.demo.live_story import tell_live
 from meterline.ledger import Ledger
 from meterline.ledger.billing import BillingStore
 
@@ -174,6 +175,8 @@ def _tell(billing: Billing, console: Console) -> None:
     console.print(
         f"See them all: [bold]meterline explain {acme.invoice_id} --line {line['number']}[/bold]"
     )
+
+    tell_live(billing, console)
 
     console.rule("Audit")
     for text_line in audit_lines(billing.audit()):
