@@ -555,6 +555,29 @@ def bench_close(
         console.print(f"{name:>24}: {value:,}" if counted else f"{name:>24}: {value}")
 
 
+@bench_app.command("controls")
+def bench_controls(
+    probes: Annotated[
+        int, typer.Option("--probes", help="Customers driven over their credit pool, one each.")
+    ] = 200,
+    events: Annotated[
+        int, typer.Option("--events", help="Events per ingest throughput run.")
+    ] = 100_000,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+) -> None:
+    """Measure the live controls: ingest to block, access answers, the SDK gate, and
+    ingest throughput with controls against without, in one run."""
+    from meterline.bench.controls import run_controls_benchmark
+
+    result = run_controls_benchmark(probes, events, progress=None if as_json else console)
+    if as_json:
+        print(json.dumps(result))
+        return
+    for name, value in result.items():
+        counted = isinstance(value, int) and not isinstance(value, bool)
+        console.print(f"{name:>36}: {value:,}" if counted else f"{name:>36}: {value}", markup=False)
+
+
 # The live engine's and the webhooks' commands live in their own modules (which import
 # the shared options above), registered here so every entry point sees them.
 from meterline.cli_live import (  # noqa: E402

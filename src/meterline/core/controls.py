@@ -273,14 +273,19 @@ class RateCounter:
     __slots__ = ("buckets", "horizon_us", "newest")
 
     def __init__(self, horizon_us: int = SPIKE_HISTORY_MAX_US) -> None:
-        self.buckets: dict[int, Decimal] = {}
+        self.buckets: dict[int, Decimal | int] = {}
         self.horizon_us = horizon_us
         self.newest = 0
 
-    def add(self, timestamp_us: int, quantity: Decimal) -> None:
+    def add(self, timestamp_us: int, quantity: Decimal | int) -> None:
+        """Add ``quantity`` (an int stays an int: exact, and no decimal context per event)."""
         bucket = timestamp_us // SPIKE_BUCKET_US
-        with localcontext(MONEY_CONTEXT):
-            self.buckets[bucket] = self.buckets.get(bucket, ZERO) + quantity
+        buckets = self.buckets
+        if type(quantity) is int:
+            buckets[bucket] = buckets.get(bucket, 0) + quantity
+        else:
+            with localcontext(MONEY_CONTEXT):
+                buckets[bucket] = buckets.get(bucket, ZERO) + quantity
         if bucket > self.newest:
             self.newest = bucket
             if len(self.buckets) > 2 * (self.horizon_us // SPIKE_BUCKET_US):
@@ -297,8 +302,8 @@ class RateCounter:
         buckets = self.buckets
         with localcontext(MONEY_CONTEXT):
             if last - first > len(buckets):
-                return sum((q for b, q in buckets.items() if first <= b < last), ZERO)
-            return sum((buckets.get(b, ZERO) for b in range(first, last)), ZERO)
+                return ZERO + sum((q for b, q in buckets.items() if first <= b < last), ZERO)
+            return ZERO + sum((buckets.get(b, ZERO) for b in range(first, last)), ZERO)
 
     def spike(self, policy: ControlPolicy, now_us: int) -> tuple[Decimal, Decimal]:
         """(quantity in the window ending now, quantity in the baseline before it)."""

@@ -21,7 +21,7 @@ import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager, nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from decimal import Decimal
 from typing import Any
 
@@ -43,6 +43,8 @@ from meterline.live.projection import Figures, LiveProjection
 _log = logging.getLogger(__name__)
 ZERO = Decimal(0)
 DAY_US = 86_400_000_000
+BOOK_REFRESH_US = 1_000_000
+"""Under load, the exact credit balance of a customer is recomputed at least this often."""
 
 Publisher = Callable[[str, dict[str, Any], str], object]
 """``publish(kind, data, event_id)``: a webhook (``live.webhooks.Webhooks.publish``)."""
@@ -88,6 +90,9 @@ class Controls:
         its billing routes' writer lock, so a true-up never interleaves with a close)."""
         self.pending_actions = 0
         self.overrides_seen = 0
+        self.books: dict[str, tuple[int, dict[str, Decimal], dict[Any, Decimal]]] = {}
+        """Per customer: the last exact credit balances, when, and the line amounts then."""
+        self.stale_books: set[str] = set()
         """The last override applied (others may be recorded by another process: the CLI)."""
 
     # -- state from the store -----------------------------------------------------------------
@@ -152,11 +157,13 @@ class Controls:
             live = self.projection.customers.get(customer)
             if live is None or not live.policies:
                 continue
-            credits = any(p.kind == "balance_exhausted" for p in live.policies)
-            figures = self.projection.figures(customer, credits=credits)
+            figures = self.projection.figures(customer, credits=False)
             if figures is None:
                 continue
             now_us = self.clock()
+            exact, remaining = self._remaining(customer, live, figures, now_us)
+            if exact:
+                figures = replace(figures, remaining=remaining)
             spikes = {
                 policy.key: live.counters[policy.meter].spike(policy, now_us)
                 for policy in live.policies
@@ -166,19 +173,83 @@ class Controls:
                 figures.spend,
                 figures.cost,
                 figures.prepaid,
-                figures.remaining,
+                remaining,
                 spikes,
                 figures.currency,
             )
             with self.lock:
                 state = self._customer(customer)
+                # The remaining balance first: a block or release below publishes the
+                # decision with the balance it was decided on, never the one before.
+                version = self.version
+                remaining_changed = exact and figures.remaining != state.remaining
+                if remaining_changed:
+                    state.remaining = dict(figures.remaining)
                 result = evaluate(live.policies, observation, state.fired, state.extensions)
                 fired.extend(self._record(customer, figures, result, sequence, now_us))
                 state.fired = result.fired
-                if figures.remaining != state.remaining:
-                    state.remaining = dict(figures.remaining)
+                if remaining_changed and self.version == version:
                     self._decision_changed(customer)
         return fired
+
+    def _remaining(
+        self, customer: str, live: Any, figures: Figures, now_us: int
+    ) -> tuple[bool, dict[str, Decimal]]:
+        """(exact?, remaining per unit) for the balance controls. The credit book is the
+        costly part of an evaluation, so between runs (at most ``BOOK_REFRESH_US`` apart,
+        and never across a grant edge) a lower bound stands in for it: the last exact
+        balance less every increase of a line's amount since (consumption never exceeds
+        that). When the bound is clear of every limit and nothing has fired, no crossing
+        is possible, so the book is not run; otherwise it is. A customer left with a
+        bound is evaluated exactly when the engine is idle (``stale_books``)."""
+        balance = [p for p in live.policies if p.kind == "balance_exhausted"]
+        if not balance:
+            return False, {}
+        state = self._customer(customer)
+        keys = {p.key for p in balance}
+        cached = self.books.get(customer)
+        bounded_prices = any(
+            p.minimum is not None or p.maximum is not None
+            for segment in live.job.segments
+            for p in segment.terms.prices()
+        )
+        if (
+            cached is not None
+            and not bounded_prices
+            and not any(policy in keys for policy, _ in state.fired)
+            and now_us - cached[0] < BOOK_REFRESH_US
+            and not any(cached[0] < cut <= now_us for cut in live.job.cuts or ())
+        ):
+            _, exact, amounts = cached
+            increase: dict[str, Decimal] = {}
+            for line in figures.lines:
+                if line.amount is None or line.unit is None:
+                    continue
+                before = amounts.get((line.meter, tuple(line.group.items())), ZERO)
+                if line.amount > before:
+                    increase[line.unit] = increase.get(line.unit, ZERO) + line.amount - before
+            lower = {unit: value - increase.get(unit, ZERO) for unit, value in exact.items()}
+            extensions = state.extensions or {}
+            if all(
+                lower.get(p.unit or figures.currency, ZERO)
+                > p.remaining_at_most - extensions.get(p.key, ZERO)
+                for p in balance
+                if (p.unit or figures.currency) in lower
+            ):
+                self.stale_books.add(customer)
+                return False, lower
+        exact = self.projection.remaining(customer)
+        self.books[customer] = (
+            now_us,
+            exact,
+            {
+                (line.meter, tuple(line.group.items())): line.amount
+                for line in figures.lines
+                if line.amount is not None
+            },
+        )
+        self.stale_books.discard(customer)
+        return True, exact
 
     def _record(
         self,

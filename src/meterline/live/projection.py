@@ -25,28 +25,29 @@ scan of the ledger with the batch path's own job, so the projection never guesse
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from decimal import Decimal, localcontext
-from typing import Any
+from typing import Any, NamedTuple
 
 from meterline.billing.credits import CreditInputs, credit_book
 from meterline.billing.scan import RatingJob, run_jobs
 from meterline.billing.service import Billing, Loaded, _cuts, billing_cycle
 from meterline.core.controls import ControlPolicy, RateCounter
 from meterline.core.credits import Charge, CreditError
-from meterline.core.invoicing import usage_lines
+from meterline.core.meters import Meter, MeterReader
 from meterline.core.model import Configuration, Contract, segments
 from meterline.core.money import MONEY_CONTEXT
 from meterline.core.periods import BillingPeriod, period_containing
 from meterline.core.rating import Rater, window_charges
 
 ZERO = Decimal(0)
+ONE = Decimal(1)
+NOT_PRICED: tuple[Decimal | None, str | None] = (None, None)
 HUNDRED = Decimal(100)
 
 
-@dataclass(frozen=True, slots=True)
-class LiveEvent:
+class LiveEvent(NamedTuple):
     """An appended event as the projection needs it."""
 
     sequence: int
@@ -130,10 +131,33 @@ class CustomerLive:
     prior: list[Charge]
     policies: tuple[ControlPolicy, ...]
     counters: dict[str | None, RateCounter] = field(default_factory=dict)
+    readers: list[tuple[str | None, Callable[[Any], Any] | None, RateCounter]] | None = None
+    rates: dict[tuple[int, str, tuple[str | None, ...]], Decimal | None] = field(
+        default_factory=dict
+    )
+    """Per counter: the event type, the meter's reader (None: count events), the counter."""
     stale: bool = False
     """Rebuild from the ledger before the next figures."""
     sequence: int = 0
     """The highest ledger sequence fed."""
+
+    def cost_rate(
+        self, segment: int, meter: Meter, group: tuple[str | None, ...]
+    ) -> Decimal | None:
+        """What one unit of the line costs (the most specific rate in force at the
+        segment's start), looked up once per line."""
+        key = (segment, meter.key, group)
+        if key not in self.rates:
+            at = max(self.job.segments[segment].start_us, self.period.start_us)
+            self.rates[key] = next(
+                (
+                    rate.per_unit
+                    for rate in self.job.configuration.cost_rates(meter.key, at)
+                    if rate.applies_to(meter.group_by, group)
+                ),
+                None,
+            )
+        return self.rates[key]
 
     @property
     def currency(self) -> str:
@@ -285,20 +309,29 @@ class LiveProjection:
 
     @staticmethod
     def _count(live: CustomerLive, event: LiveEvent) -> None:
-        for meter_key, counter in live.counters.items():
-            if meter_key is None:
-                counter.add(event.timestamp_us, Decimal(1))
+        if live.readers is None:
+            live.readers = []
+            for meter_key, counter in live.counters.items():
+                meter = None if meter_key is None else live.job.configuration.meter(meter_key)
+                if meter_key is not None and meter is None:
+                    continue
+                live.readers.append(
+                    (
+                        None if meter is None else meter.event_type,
+                        None if meter is None else MeterReader(meter).read,
+                        counter,
+                    )
+                )
+        for event_type, read, counter in live.readers:
+            if read is None:
+                counter.add(event.timestamp_us, 1)
                 continue
-            meter = live.job.configuration.meter(meter_key)
-            if meter is None or meter.event_type != event.type:
+            if event_type != event.type:
                 continue
-            from meterline.core.meters import MeterReader
-
-            reading = MeterReader(meter).read(event.properties)
+            reading = read(event.properties)
             if reading is None or isinstance(reading, str):
                 continue
-            number = reading[1]
-            counter.add(event.timestamp_us, Decimal(number) if type(number) is int else number)
+            counter.add(event.timestamp_us, reading[1])
 
     def mark_stale(self, customer: str | None = None) -> None:
         """A grant, void, adjustment or amendment changed ``customer`` (everyone when None)."""
@@ -342,6 +375,14 @@ class LiveProjection:
                     return None
             return derive(live, self.clock(), max(live.sequence, self.sequence), credits)
 
+    def remaining(self, customer: str) -> dict[str, Decimal]:
+        """The customer's remaining credit per unit now (runs the credit book)."""
+        with self.lock:
+            live = self.customers.get(customer)
+            if live is None or live.inputs.is_empty():
+                return {}
+            return _remaining(live, self.clock())
+
 
 def derive(live: CustomerLive, now_us: int, through: int, with_credits: bool = True) -> Figures:
     """The figures of ``live`` at ``now_us`` (pure over its state)."""
@@ -350,14 +391,20 @@ def derive(live: CustomerLive, now_us: int, through: int, with_credits: bool = T
     currency = live.currency
     rater = job.rater
     rated = rater.lines(currency, configuration)
-    money = usage_lines(rated, job.segments, configuration)
     with localcontext(MONEY_CONTEXT):
+        # spend as ``core.invoicing.usage_lines`` values each line: credit-priced usage
+        # at its credit type's value at the segment start; then the segment's discount
         spend = ZERO
-        for line in money:
-            assert line.segment is not None
-            percent = job.segments[line.segment].terms.discount_percent or ZERO
-            spend += line.amount - line.amount * percent / HUNDRED
-        amounts = {
+        for usage in rated:
+            segment_terms = job.segments[usage.segment]
+            amount = usage.amount
+            if usage.unit != segment_terms.terms.plan.currency:
+                credit = configuration.credit_type(usage.unit)
+                assert credit is not None
+                amount = amount * credit.value_at(segment_terms.start_us)
+            percent = segment_terms.terms.discount_percent or ZERO
+            spend += amount - amount * percent / HUNDRED if percent else amount
+        amounts: dict[Any, tuple[Decimal | None, str | None]] = {
             (usage.segment, usage.meter, tuple(v for _, v in usage.group)): (
                 usage.amount,
                 usage.unit,
@@ -369,14 +416,12 @@ def derive(live: CustomerLive, now_us: int, through: int, with_credits: bool = T
         for segment, meter, group, quantity, count in sorted(
             rater.quantities(), key=lambda item: (item[0], item[1].key, str(item[2]))
         ):
-            rate_at = max(job.segments[segment].start_us, job.period.start_us)
             line_cost = ZERO
-            for rate in configuration.cost_rates(meter.key, rate_at):
-                if rate.applies_to(meter.group_by, group):
-                    line_cost = quantity * rate.per_unit
-                    break
+            rate = live.cost_rate(segment, meter, group)
+            if rate is not None:
+                line_cost = quantity * rate
             cost += line_cost
-            amount, unit = amounts.get((segment, meter.key, group), (None, None))
+            amount, unit = amounts.get((segment, meter.key, group), NOT_PRICED)
             lines.append(
                 LineFigures(
                     meter.key,

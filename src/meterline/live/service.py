@@ -31,8 +31,8 @@ from meterline.live.projection import LiveEvent, LiveProjection
 
 _log = logging.getLogger(__name__)
 
-CYCLE_PAUSE_SHARE = 2.0
-"""After a busy cycle of t seconds, wait t x this before the next (controller <= 1/3 CPU)."""
+CYCLE_PAUSE_SHARE = 3.0
+"""After a busy cycle of t seconds, wait t x this before the next (controller <= 1/4 CPU)."""
 CYCLE_PAUSE_MAX_S = 0.02
 IDLE_WAKE_S = 1.0
 """With nothing arriving, the controller still wakes this often (period ends, config)."""
@@ -92,7 +92,6 @@ class LiveEngine:
 
     def on_billing_change(self, customer: str | None) -> None:
         """A grant, void, adjustment or new pricing: rebuild from the ledger next cycle."""
-        self.projection.mark_stale(customer)
         self._pending_customers.add(customer)
         with self._wake:
             self._arrived.append([])
@@ -141,6 +140,9 @@ class LiveEngine:
             self._polled = time.monotonic()
             touched |= self.controls.poll_overrides()
         head = max(self.projection.sequence, self.applied_sequence)
+        if not events and self.controls.stale_books:
+            touched |= self.controls.stale_books  # idle: exact balances again
+            self.controls.books.clear()
         if touched:
             self.controls.evaluate(touched, head)
         self.cycles += 1
