@@ -421,14 +421,14 @@ def derive(live: CustomerLive, now_us: int, through: int, with_credits: bool = T
             if rate is not None:
                 line_cost = quantity * rate
             cost += line_cost
-            amount, unit = amounts.get((segment, meter.key, group), NOT_PRICED)
+            priced, unit = amounts.get((segment, meter.key, group), NOT_PRICED)
             lines.append(
                 LineFigures(
                     meter.key,
                     dict(zip(meter.group_by, group, strict=True)),
                     quantity,
                     count,
-                    amount,
+                    priced,
                     unit,
                     line_cost,
                 )
