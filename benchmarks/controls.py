@@ -33,7 +33,10 @@ FIGURES = (
     "ingest_events_per_s_live_off",
     "ingest_ratio_with_controls",
     "ingest_ratio_live_engine",
-    "live_catch_up_ms_with_controls",
+    "applied_events_per_s_without_controls",
+    "applied_events_per_s_with_controls",
+    "live_feed_lag_ms_with_controls",
+    "access_exact_ms_with_controls",
     "control_firings_with_controls",
 )
 TARGETS = {

@@ -62,6 +62,8 @@ def reconcile_command(
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
 ) -> None:
     """Prove live figures equal a full re-rating (exit 1 on any difference)."""
+    import httpx
+
     from meterline.billing.service import BillingError, open_billing
     from meterline.live.reconcile import reconcile
 
@@ -74,6 +76,13 @@ def reconcile_command(
             report = reconcile(billing, url, key)
         except BillingError as error:
             raise _fail(str(error), 1) from None
+        except httpx.HTTPStatusError as error:
+            # a refusal is not a difference (exit 1): say which option is wrong
+            status = error.response.status_code
+            named = "--key" if status in (401, 403) else "--url"
+            raise _fail(f"{named}: {url} answered {status} {error.response.text[:200]}") from None
+        except httpx.HTTPError as error:
+            raise _fail(f"--url: cannot read {url}: {error}") from None
     if as_json:
         print(json.dumps(report.as_dict()))
     else:

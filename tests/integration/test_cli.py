@@ -67,7 +67,7 @@ def test_audit_passes_on_the_demo_database_and_fails_on_a_tampered_price(
     assert meterline("demo", "--db", str(db), "--no-serve", "--scale", "0.1").returncode == 0
     passed = meterline("audit", "--db", str(db))
     assert passed.returncode == 0, passed.stderr
-    assert "audit PASSED: 11 invoices" in " ".join(passed.stdout.split())
+    assert "audit PASSED: 12 invoices" in " ".join(passed.stdout.split())
     raw = sqlite3.connect(db, isolation_level=None)
     raw.execute("DROP TRIGGER configuration_revisions_append_only_update")
     raw.execute(

@@ -6,8 +6,9 @@ a real ``Billing`` over its own SQLite ledger file, with an injected clock.
   multiset as one event per batch and as one single batch; each crossing is recorded
   once in the ``ControlStore`` and, the figures being monotone, nothing re-arms.
 - Live == batch: after a random workload (on-time and late events in the open period,
-  late events for a finalized period, a mid-way amendment, grants, tiered and
-  credit-priced prices, clock ticks), ``reconcile`` passes and, independently, the
+  events stamped a little ahead of the clock, late events for a finalized period, a
+  mid-way amendment, grants, tiered and credit-priced prices, clock ticks),
+  ``reconcile`` passes and, independently, the
   engine's own projection equals the invoice draft line by line, ``Billing.credits``
   per unit, and a cost and prepayment recomputed here from the events sent.
 """
@@ -20,6 +21,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal as D
 from functools import cache
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -181,7 +183,7 @@ def split_streams(draw: st.DrawFn) -> tuple[int, list[list[dict[str, Any]]]]:
     stream = draw(st.permutations(once_stream(customers)))
     cuts = draw(st.sets(st.integers(1, len(stream) - 1), max_size=len(stream) - 1))
     edges = [0, *sorted(cuts), len(stream)]
-    return customers, [stream[low:high] for low, high in zip(edges, edges[1:], strict=False)]
+    return customers, [stream[low:high] for low, high in pairwise(edges)]
 
 
 @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -286,8 +288,7 @@ def live_yaml(customers: int, amendment_day: int | None) -> str:
         text += LIVE_CONTRACT.format(customer=customer)
         if amendment_day is not None:
             text += (
-                "    amendments:\n"
-                f"      - {{effective: 2026-10-{amendment_day:02d}, plan: max}}\n"
+                f"    amendments:\n      - {{effective: 2026-10-{amendment_day:02d}, plan: max}}\n"
             )
     return text
 
@@ -308,9 +309,10 @@ def event_specs(draw: st.DrawFn, customers: int) -> dict[str, Any]:
         "customer": CUSTOMERS[draw(st.integers(0, customers - 1))],
         "type": kind,
         "properties": properties,
-        # where in time, relative to now: the open period (on time or late, which the
-        # clock decides) or the period before it
-        "september": draw(st.integers(0, 5)) == 0,
+        # where in time: the open period up to now (on time or late, which the order of
+        # the batches decides), up to four minutes ahead of now (within the ledger's
+        # clock-skew limit), or the period before it
+        "when": draw(st.sampled_from(["now"] * 8 + ["ahead", "september", "september"])),
         "position": draw(st.floats(0, 1, allow_nan=False)),
     }
 
@@ -360,7 +362,11 @@ def run_workload(
         if kind == "events":
             batch = []
             for spec in detail:
-                low, high = SEPTEMBER if spec["september"] else (OCTOBER_START, clock.now_us)
+                low, high = {
+                    "now": (OCTOBER_START, clock.now_us),
+                    "ahead": (clock.now_us, clock.now_us + 4 * 60_000_000),
+                    "september": SEPTEMBER,
+                }[spec["when"]]
                 at = low + int((high - low - 1) * spec["position"])
                 number += 1
                 batch.append(
@@ -457,7 +463,7 @@ def check_customer(
     # cost, recomputed here from the events sent in the open period
     cost = D(0)
     for event in sent:
-        if event.customer != customer or not OCTOBER_START <= event.timestamp_us:
+        if event.customer != customer or event.timestamp_us < OCTOBER_START:
             continue
         if event.type == "llm":
             cost += event.properties["tokens"] * COSTS[event.properties["model"]]
@@ -465,8 +471,21 @@ def check_customer(
             cost += event.properties["seconds"] * COSTS["gpu"]
     assert figures.cost == cost
     assert figures.prepaid == paid
-    # the credit ledger's remaining balance now
-    totals = billing.credits(customer, clock.now_us)["totals"]
-    assert figures.remaining == {
-        unit: D(total["remaining"]) for unit, total in totals.items()
-    }
+    # the credit ledger's remaining balance: now, when no event is stamped later; else
+    # just after the newest (the live book consumes every event it was fed, the credit
+    # ledger as of an instant only the usage stamped before it)
+    newest = max(
+        (
+            e.timestamp_us
+            for e in sent
+            if e.customer == customer and e.timestamp_us >= OCTOBER_START
+        ),
+        default=0,
+    )
+    if newest < clock.now_us:
+        live_remaining, at = figures.remaining, clock.now_us
+    else:
+        at = newest + 1
+        live_remaining = engine.projection.remaining(customer, at)
+    totals = billing.credits(customer, at)["totals"]
+    assert live_remaining == {unit: D(total["remaining"]) for unit, total in totals.items()}

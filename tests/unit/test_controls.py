@@ -13,7 +13,6 @@ from meterline.config.schema import parse_configuration
 from meterline.config.source import ConfigurationError, read_yaml
 from meterline.core.controls import (
     LEVEL,
-    SPIKE_BUCKET_US,
     Block,
     ControlPolicy,
     Observation,
@@ -148,6 +147,17 @@ def test_spike_needs_the_minimum_and_more_than_factor_times_the_baseline() -> No
     }
 
 
+def test_spike_decision_is_exact_when_the_scaled_baseline_does_not_terminate() -> None:
+    policy = ControlPolicy(
+        "s", "usage_spike", ("block",), window_us=MINUTE, baseline_us=60 * MINUTE
+    )
+    # 7 over an hour is 0.11666... a minute; 11 times that is 1.28333...
+    (below,) = read(policy, Observation(spikes={"s": (D("1.2833"), D(7))}))
+    (above,) = read(policy, Observation(spikes={"s": (D("1.2834"), D(7))}))
+    assert (below.crossed, above.crossed) == (False, True)
+    assert below.observed["baseline_per_window"] == "0.12"  # shown rounded, decided exactly
+
+
 def test_a_quiet_customers_first_calls_below_the_minimum_are_no_spike() -> None:
     policy = spike(minimum=D(50))
     for calls in range(1, 50):
@@ -229,9 +239,7 @@ def test_extensions_shift_the_limit_and_can_rearm() -> None:
 
 def test_policies_are_independent_and_undeclared_levels_are_forgotten() -> None:
     policies = (balance(), budget(D(100)), cost())
-    observation = Observation(
-        spend=D(100), cost=D(5), prepaid=D(1), remaining={"credits": D(0)}
-    )
+    observation = Observation(spend=D(100), cost=D(5), prepaid=D(1), remaining={"credits": D(0)})
     result = evaluate(policies, observation, frozenset())
     assert sorted((f.policy.key, f.level) for f in result.firings) == [
         ("budget", "100%"),
@@ -489,7 +497,8 @@ PREFIX = "contracts[0].controls[0]"
             f"{PREFIX}.top_up: a top_up action needs a top_up rule, and only it",
         ),
         (
-            "{key: a, policy: balance_exhausted, actions: [top_up], top_up: {credit_type: credits}}",
+            "{key: a, policy: balance_exhausted, actions: [top_up],"
+            " top_up: {credit_type: credits}}",
             f"{PREFIX}.top_up.amount: is required and must be above zero",
         ),
         (

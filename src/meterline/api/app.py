@@ -278,7 +278,14 @@ def create_app(ledger: Ledger, billing: Billing | None = None, live: bool = True
     app.include_router(billing_routes.router)
     app.include_router(CreditRoutes(billing_routes).router)
     if engine is not None:
-        app.include_router(LiveRoutes(engine, principal_of, billing_routes._gate.writing).router)
+        app.include_router(
+            LiveRoutes(
+                engine,
+                principal_of,
+                billing_routes._gate.writing,
+                lambda request: authenticate(ledger.store, _bearer(request)),
+            ).router
+        )
     if webhooks is not None:
         app.include_router(WebhookRoutes(webhooks, principal_of).router)
     app.state.webhooks = webhooks

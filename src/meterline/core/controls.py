@@ -60,9 +60,9 @@ SPIKE_WINDOW_MIN_US = 10 * SPIKE_BUCKET_US
 SPIKE_HISTORY_MAX_US = 24 * 3600 * 1_000_000
 """The longest window + baseline a usage_spike may look back over."""
 LEVEL = "crossed"
+"""The one level of a policy that is not a spend threshold."""
 _DISPLAY_CONTEXT = Context(prec=40)
 """For observed values shown to people, never for a decision."""
-"""The one level of a policy that is not a spend threshold."""
 
 
 @dataclass(frozen=True, slots=True)

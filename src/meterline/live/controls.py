@@ -120,6 +120,9 @@ class Controls:
                     if "block" in record.actions:
                         self._set_block(record.customer, record, publish=False)
                 elif kind == "rearm":
+                    key = (record.customer, record.policy, record.level)
+                    if record.ordinal < self.ordinals.get(key, 0):
+                        continue  # a later crossing fired after this re-arm (same instant)
                     state.fired = state.fired - {(record.policy, record.level)}
                     policy = self._policy(record.customer, record.policy)
                     if policy is None or not policy.held:
@@ -222,10 +225,10 @@ class Controls:
         ):
             _, exact, amounts = cached
             increase: dict[str, Decimal] = {}
-            for line in figures.lines:
+            for key, line in _keyed(figures):
                 if line.amount is None or line.unit is None:
                     continue
-                before = amounts.get((line.meter, tuple(line.group.items())), ZERO)
+                before = amounts.get(key, ZERO)
                 if line.amount > before:
                     increase[line.unit] = increase.get(line.unit, ZERO) + line.amount - before
             lower = {unit: value - increase.get(unit, ZERO) for unit, value in exact.items()}
@@ -242,11 +245,7 @@ class Controls:
         self.books[customer] = (
             now_us,
             exact,
-            {
-                (line.meter, tuple(line.group.items())): line.amount
-                for line in figures.lines
-                if line.amount is not None
-            },
+            {key: line.amount for key, line in _keyed(figures) if line.amount is not None},
         )
         self.stale_books.discard(customer)
         return True, exact
@@ -263,6 +262,7 @@ class Controls:
         for firing in result.firings:
             stored = self._store_firing(customer, firing, sequence, now_us)
             if stored is None:
+                self._adopt(customer, firing)
                 continue
             stored_firings.append(stored)
             for action in stored.actions:
@@ -290,6 +290,31 @@ class Controls:
         self.ordinals[key] = ordinal  # recorded here or by another engine: either way, taken
         return stored
 
+    def _adopt(self, customer: str, firing: Firing) -> None:
+        """Another engine (the CLI, another server on the file) recorded this crossing
+        first and acted in its own process: its block must hold here too, as ``load``
+        would rebuild it after a restart (unless an unblock was recorded since)."""
+        key = (customer, firing.policy.key, firing.level)
+        ordinal = self.ordinals.get(key, 0)
+        existing = next(
+            (
+                f
+                for f in self.store.firings(customer)
+                if (f.policy, f.level, f.ordinal) == (firing.policy.key, firing.level, ordinal)
+            ),
+            None,
+        )
+        if existing is None or "block" not in existing.actions:
+            return
+        lifted = any(
+            o.kind == "unblock"
+            and o.policy in (None, existing.policy)
+            and o.at_us >= existing.at_us
+            for o in self.store.overrides(customer)
+        )
+        if not lifted:
+            self._set_block(customer, existing)
+
     def _store_rearm(self, customer: str, rearm: Rearm, now_us: int) -> None:
         key = (customer, rearm.policy.key, rearm.level)
         self.store.add_rearm(
@@ -301,7 +326,13 @@ class Controls:
             rearm.observed,
         )
         if not rearm.policy.held:
-            self._release(customer, rearm.policy.key, f"{rearm.policy.key} cleared")
+            ordinal = self.ordinals.get(key, 0)
+            self._release(
+                customer,
+                rearm.policy.key,
+                f"{rearm.policy.key} cleared",
+                event_id=f"{customer}:{rearm.policy.key}:{rearm.level}:{ordinal}:cleared",
+            )
 
     # -- actions --------------------------------------------------------------------------------
 
@@ -419,8 +450,17 @@ class Controls:
             )
 
     def _release(
-        self, customer: str, policy: str | None, reason: str, publish: bool = True
+        self,
+        customer: str,
+        policy: str | None,
+        reason: str,
+        publish: bool = True,
+        event_id: str | None = None,
     ) -> list[str]:
+        """Lift ``customer``'s blocks (one policy's, or all). ``event_id`` names the cause
+        (an override's id, a crossing's re-arm) for the ``customer.unblocked`` webhook: it
+        must be unique across processes and restarts, since a repeated event id is not
+        sent again (the access ``version`` restarts with each process)."""
         state = self._customer(customer)
         assert state.blocks is not None
         released = [key for key in state.blocks if policy is None or key == policy]
@@ -432,7 +472,7 @@ class Controls:
                 self._publish(
                     "customer.unblocked",
                     {"customer": customer, "policies": released, "reason": reason},
-                    f"{customer}:{self.version}",
+                    event_id or f"{customer}:{self.version}",
                 )
         return released
 
@@ -527,6 +567,12 @@ class Controls:
         if kind == "extend":
             if policy is None or amount is None or amount <= 0:
                 raise OverrideError("amount: extend needs a policy and an amount above zero")
+            target = self._policy(customer, policy)
+            if target.kind == "balance_exhausted" and target.remaining_at_most <= 0:
+                raise OverrideError(
+                    "policy: a balance cannot go below zero (usage beyond it is overage);"
+                    " grant credits instead of extending an exhausted-balance control"
+                )
         elif kind == "grant":
             if amount is None or credit_type is None:
                 raise OverrideError("amount: a grant needs a credit_type and an amount")
@@ -561,6 +607,9 @@ class Controls:
         with self.lock:
             fresh = [o for o in self.store.overrides() if o.number > self.overrides_seen]
             for record in fresh:
+                if record.kind == "grant":
+                    # the other process granted in the ledger's file: read it from there
+                    self.projection.mark_stale(record.customer)
                 self._apply_override(record)
                 self.overrides_seen = record.number
         return {record.customer for record in fresh}
@@ -574,6 +623,7 @@ class Controls:
                 record.policy,
                 f"unblocked by {record.actor}: {record.reason} ({record.override_id})",
                 publish,
+                event_id=f"{record.customer}:{record.override_id}",
             )
         elif record.kind == "extend" and record.policy is not None and record.amount is not None:
             state.extensions[record.policy] = state.extensions.get(record.policy, ZERO) + Decimal(
@@ -582,6 +632,18 @@ class Controls:
 
     def close(self) -> None:
         self._worker.shutdown(wait=True)
+
+
+def _keyed(figures: Figures) -> list[tuple[tuple[Any, ...], Any]]:
+    """Each line with a key that tells apart the same meter and group in two segments of
+    an amended period (the n-th occurrence, in the figures' stable order)."""
+    seen: dict[tuple[Any, ...], int] = {}
+    keyed = []
+    for line in figures.lines:
+        base = (line.meter, tuple(line.group.items()))
+        seen[base] = seen.get(base, 0) + 1
+        keyed.append(((*base, seen[base]), line))
+    return keyed
 
 
 def _firing_document(firing: StoredFiring) -> dict[str, Any]:

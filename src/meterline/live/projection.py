@@ -25,6 +25,7 @@ scan of the ledger with the batch path's own job, so the projection never guesse
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from decimal import Decimal, localcontext
@@ -43,6 +44,8 @@ from meterline.core.rating import Rater, window_charges
 
 ZERO = Decimal(0)
 ONE = Decimal(1)
+REVISION_CHECK_S = 1.0
+"""How often the projection looks for a pricing revision applied by another process."""
 NOT_PRICED: tuple[Decimal | None, str | None] = (None, None)
 HUNDRED = Decimal(100)
 
@@ -180,6 +183,11 @@ class LiveProjection:
         """Every event up to this ledger sequence has been fed (or skipped as irrelevant)."""
         self.revision: int | None = None
         self.loaded: Loaded | None = None
+        self._revision_checked = 0.0
+        self._changed = False
+        self.credit_marks = (0, 0)
+        """The last credit grant and credit action (void, adjustment) read: newer ones,
+        made by any process on the file, send their customers back to the ledger."""
 
     # -- building ---------------------------------------------------------------------------
 
@@ -220,6 +228,7 @@ class LiveProjection:
             if through is None:
                 through, _ = self.billing.ledger.head()
             if customers is None:
+                self._credit_changes()  # everyone is read afresh below
                 self.loaded = self.billing.load()
                 self.revision = None if self.loaded is None else self.loaded.revision
                 wanted = None
@@ -335,6 +344,8 @@ class LiveProjection:
 
     def mark_stale(self, customer: str | None = None) -> None:
         """A grant, void, adjustment or amendment changed ``customer`` (everyone when None)."""
+        if customer is None:
+            self._changed = True
         with self.lock:
             for name, live in self.customers.items():
                 if customer is None or name == customer:
@@ -345,11 +356,23 @@ class LiveProjection:
         period has ended) from the events up to ``through`` (the head); returns the
         customers rebuilt."""
         with self.lock:
-            current = self.billing.store.revision()
             now_us = self.clock()
-            if (None if current is None else current.revision) != self.revision:
+            checked = time.monotonic()
+            if checked - self._revision_checked >= REVISION_CHECK_S or self._changed:
+                # this process's own applies say so at once (``changed``); another
+                # process's are seen within ``REVISION_CHECK_S``
+                self._revision_checked, self._changed = checked, False
+                current = self.billing.store.revision()
+                latest = None if current is None else current.revision
+            else:
+                latest = self.revision
+            if latest != self.revision:
                 self.rebuild(through=through)
                 return set(self.customers)
+            for name in self._credit_changes():
+                changed = self.customers.get(name)
+                if changed is not None:
+                    changed.stale = True
             stale = {
                 name
                 for name, live in self.customers.items()
@@ -358,6 +381,28 @@ class LiveProjection:
             if stale:
                 self.rebuild(stale, through)
             return stale
+
+    def _credit_changes(self) -> set[str]:
+        """The customers granted credit, or whose grants were voided or adjusted, since
+        the last look, by this process or another one on the file (another process's
+        ``Billing`` tells no listener here: the CLI granting while a server runs)."""
+        grants, actions = self.credit_marks
+        connection = self.billing._connection
+        changed: set[str] = set()
+        for number, customer in connection.execute(
+            "SELECT grant_number, customer FROM credit_grants WHERE grant_number > ?",
+            (grants,),
+        ):
+            grants = max(grants, number)
+            changed.add(customer)
+        for number, customer in connection.execute(
+            "SELECT action_number, customer FROM credit_actions WHERE action_number > ?",
+            (actions,),
+        ):
+            actions = max(actions, number)
+            changed.add(customer)
+        self.credit_marks = (grants, actions)
+        return changed
 
     # -- figures ----------------------------------------------------------------------------
 
@@ -375,13 +420,14 @@ class LiveProjection:
                     return None
             return derive(live, self.clock(), max(live.sequence, self.sequence), credits)
 
-    def remaining(self, customer: str) -> dict[str, Decimal]:
-        """The customer's remaining credit per unit now (runs the credit book)."""
+    def remaining(self, customer: str, at_us: int | None = None) -> dict[str, Decimal]:
+        """The customer's remaining credit per unit now (or at ``at_us`` in its current
+        period), with every event fed consumed (runs the credit book)."""
         with self.lock:
             live = self.customers.get(customer)
             if live is None or live.inputs.is_empty():
                 return {}
-            return _remaining(live, self.clock())
+            return _remaining(live, self.clock() if at_us is None else at_us)
 
 
 def derive(live: CustomerLive, now_us: int, through: int, with_credits: bool = True) -> Figures:

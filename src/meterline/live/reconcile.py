@@ -124,6 +124,7 @@ def reconcile(
     scanned = LiveProjection(billing)
     scanned.rebuild()
     through = scanned.sequence
+    ahead = _stamped_ahead(billing, int(at_us))
     checks = []
     for customer in sorted(scanned.customers):
         check = CustomerCheck(customer)
@@ -143,8 +144,33 @@ def reconcile(
         _compare(check, "cost", live["cost"], batch.cost)
         _compare(check, "prepaid", live["prepaid"], batch.prepaid)
         _check_lines(billing, check, live)
-        _check_credits(billing, check, live, int(at_us))
+        balances_at = _balances_instant(ahead.get(customer, []), batch, int(at_us))
+        if replayed is not None and balances_at != at_us:
+            remaining = replayed.remaining(customer, balances_at)
+            live["remaining"] = {unit: str(value) for unit, value in remaining.items()}
+        _check_credits(billing, check, live, balances_at)
     return ReconcileReport(at_us, through, batches, checks)
+
+
+def _stamped_ahead(billing: Billing, at_us: int) -> dict[str, list[int]]:
+    """Per customer, the timestamps of the events stamped at or after ``at_us`` (the
+    ledger accepts events up to its clock-skew limit ahead of its clock): one scan."""
+    ahead: dict[str, list[int]] = {}
+    rows = billing._connection.execute(
+        "SELECT customer, timestamp_us FROM events WHERE timestamp_us >= ?", (at_us,)
+    )
+    for customer, timestamp_us in rows:
+        ahead.setdefault(customer, []).append(timestamp_us)
+    return ahead
+
+
+def _balances_instant(stamped: list[int], batch: Figures, at_us: int) -> int:
+    """When a customer's balances are compared: now, or just after the newest event of
+    its current period stamped later. The live book consumes every event it was fed, in
+    the window open now; ``Billing.credits`` as of an instant consumes only the usage
+    stamped before it; after the newest event, both consume it all."""
+    inside = [t for t in stamped if t < batch.period.end_us]
+    return max(at_us, max(inside) + 1) if inside else at_us
 
 
 def _compare(check: CustomerCheck, name: str, live: Any, batch: Any) -> None:
@@ -156,39 +182,49 @@ def _compare(check: CustomerCheck, name: str, live: Any, batch: Any) -> None:
 
 
 def _check_lines(billing: Billing, check: CustomerCheck, live: dict[str, Any]) -> None:
+    """Every priced line, by meter and group; a period an amendment split has a line per
+    segment for the same meter and group, compared in segment order (the live lines and
+    the draft's both come in that order)."""
     try:
         draft = billing.draft(check.customer)
     except NotFound:
         return
-    drafted = {}
-    for line in draft["lines"]:
-        if line["kind"] != "usage":
-            continue
+    drafted: dict[tuple[str, Any], list[tuple[Decimal, Decimal]]] = {}
+    usage = [line for line in draft["lines"] if line["kind"] == "usage"]
+    for line in sorted(usage, key=lambda line: (line.get("service") or {}).get("start", "")):
         key = (line["meter"], tuple(sorted((line.get("group") or {}).items())))
         amount = line.get("units", line["amount_exact"])
-        drafted[key] = (Decimal(line["quantity"]), Decimal(amount))
-    priced = {}
+        drafted.setdefault(key, []).append((Decimal(line["quantity"]), Decimal(amount)))
+    priced: dict[tuple[str, Any], list[tuple[Decimal, Decimal]]] = {}
     for line in live["lines"]:
         if line["amount"] is None:
-            continue
-        key = (line["meter"], tuple(sorted(line["group"].items())))
+            continue  # not priced (a meter measured for its cost only)
         quantity, amount = Decimal(line["quantity"]), Decimal(line["amount"])
-        if quantity == 0 and amount == 0:
-            continue
-        priced[key] = (quantity, amount)
-    check.checked["usage lines"] = (str(len(priced)), str(len(drafted)))
+        if line["events"] == 0 and amount == 0:
+            continue  # an idle line the invoice leaves out, as ``Rater.lines`` does
+        key = (line["meter"], tuple(sorted(line["group"].items())))
+        priced.setdefault(key, []).append((quantity, amount))
+    check.checked["usage lines"] = (
+        str(sum(map(len, priced.values()))),
+        str(sum(map(len, drafted.values()))),
+    )
     for key in sorted(set(drafted) | set(priced), key=str):
         name = key[0] + "".join(f" {v}" for _, v in key[1] if v is not None)
-        if key not in priced or key not in drafted:
-            check.differences.append(
-                f"line {name}: {'only in the invoice draft' if key in drafted else 'only live'}"
-            )
-            continue
-        if priced[key] != drafted[key]:
-            check.differences.append(
-                f"line {name}: live {priced[key][0]} for {priced[key][1]},"
-                f" draft {drafted[key][0]} for {drafted[key][1]}"
-            )
+        live_lines, draft_lines = priced.get(key, []), drafted.get(key, [])
+        for index in range(max(len(live_lines), len(draft_lines))):
+            label = name if max(len(live_lines), len(draft_lines)) == 1 else f"{name} #{index + 1}"
+            if index >= len(live_lines) or index >= len(draft_lines):
+                where = "only in the invoice draft" if index < len(draft_lines) else "only live"
+                check.differences.append(f"line {label}: {where}")
+            elif live_lines[index] != draft_lines[index]:
+                (live_quantity, live_amount), (quantity, amount) = (
+                    live_lines[index],
+                    draft_lines[index],
+                )
+                check.differences.append(
+                    f"line {label}: live {live_quantity} for {live_amount},"
+                    f" draft {quantity} for {amount}"
+                )
 
 
 def _check_credits(

@@ -92,6 +92,7 @@ class LiveEngine:
 
     def on_billing_change(self, customer: str | None) -> None:
         """A grant, void, adjustment or new pricing: rebuild from the ledger next cycle."""
+        self.projection.mark_stale(customer)
         self._pending_customers.add(customer)
         with self._wake:
             self._arrived.append([])
@@ -101,14 +102,18 @@ class LiveEngine:
 
     def _run(self) -> None:
         pause = 0.0
+        ended = time.perf_counter()
         while True:
             with self._wake:
                 if not self._arrived and not self._stopping:
                     self._wake.wait(IDLE_WAKE_S)
                 if self._stopping:
                     return
-            if pause:
-                time.sleep(pause)
+            # The pause counts from the end of the last cycle: a batch reaching an engine
+            # that was idle meanwhile is taken at once.
+            left = pause - (time.perf_counter() - ended)
+            if left > 0:
+                time.sleep(left)
             started = time.perf_counter()
             try:
                 busy = self.cycle()
@@ -119,7 +124,8 @@ class LiveEngine:
                     self.projection.rebuild()
                 except Exception:
                     _log.exception("rebuild failed")
-            elapsed = time.perf_counter() - started
+            ended = time.perf_counter()
+            elapsed = ended - started
             pause = min(CYCLE_PAUSE_MAX_S, elapsed * CYCLE_PAUSE_SHARE) if busy else 0.0
 
     def cycle(self) -> bool:
@@ -130,7 +136,12 @@ class LiveEngine:
         pairs.sort(key=lambda pair: pair[0])
         events = self._events(pairs)
         touched = self.projection.feed(events)
-        touched |= self.projection.refresh()
+        rebuilt = self.projection.refresh()
+        for name in rebuilt:
+            # read again from the ledger (a grant, void or adjustment, a late event, a new
+            # period or pricing): the last exact balance no longer bounds the new one
+            self.controls.books.pop(name, None)
+        touched |= rebuilt
         changed, self._pending_customers = self._pending_customers, set()
         if None in changed:
             touched |= set(self.projection.customers)

@@ -46,6 +46,8 @@ WEBHOOK_KINDS = (
     "balance.low",
 )
 ALL_KINDS = "*"
+ENDPOINTS_CACHE_S = 1.0
+"""How long ``publish`` trusts its list of enabled endpoints (see ``_enabled_endpoints``)."""
 SIGNATURE_HEADER = "Meterline-Signature"
 EVENT_ID_HEADER = "Meterline-Event-Id"
 KIND_HEADER = "Meterline-Event-Kind"
@@ -251,6 +253,7 @@ class Webhooks:
         self.clock = clock
         self.policy = policy
         self._listeners: list[Callable[[], None]] = []
+        self._endpoints_cache: tuple[float, list[Endpoint]] | None = None
 
     # -- endpoints ---------------------------------------------------------------------------
 
@@ -267,6 +270,7 @@ class Webhooks:
         )
         secret = SECRET_PREFIX + secrets.token_urlsafe(SECRET_BYTES)
         self.store.add_endpoint(endpoint, secret)
+        self._endpoints_cache = None
         return endpoint, secret
 
     def endpoints(self) -> list[Endpoint]:
@@ -283,6 +287,7 @@ class Webhooks:
         """Stop sending to an endpoint: it gets no new deliveries, and its pending ones
         fail with ``endpoint disabled``. Idempotent; nothing is deleted."""
         disabled = self.store.disable_endpoint(endpoint_id, self.clock())
+        self._endpoints_cache = None
         if disabled is None:
             raise WebhookNotFound(f"no webhook endpoint {endpoint_id!r}")
         return disabled
@@ -307,7 +312,7 @@ class Webhooks:
         ``event_id`` again returns the existing ones and changes nothing (the first
         envelope is the one sent). No network I/O."""
         _check_event(kind, event_id, data)
-        if not any(endpoint.subscribes_to(kind) for endpoint in self.store.endpoints(True)):
+        if not any(endpoint.subscribes_to(kind) for endpoint in self._enabled_endpoints()):
             return []
         now_us = self.clock()
         envelope = {"id": event_id, "kind": kind, "created": format_timestamp(now_us)}
@@ -323,6 +328,16 @@ class Webhooks:
         if created:
             self._notify()
         return delivery_ids
+
+    def _enabled_endpoints(self) -> list[Endpoint]:
+        """The enabled endpoints, read at most every ``ENDPOINTS_CACHE_S`` (the live
+        engine publishes per firing; an endpoint added by another process is seen within
+        that time, one added or disabled here at once)."""
+        now = time.monotonic()
+        cached = self._endpoints_cache
+        if cached is None or now - cached[0] >= ENDPOINTS_CACHE_S:
+            cached = self._endpoints_cache = (now, self.store.endpoints(True))
+        return cached[1]
 
     # -- delivering --------------------------------------------------------------------------
 
