@@ -30,8 +30,9 @@ if not console.is_terminal:
 
 
 @contextmanager
-def _engine(db: Path) -> Iterator[object]:
-    """A live engine over ``db`` in this process (no thread): rebuilt from the ledger."""
+def _engine(db: Path, act: bool = True) -> Iterator[object]:
+    """A live engine over ``db`` in this process (no thread): rebuilt from the ledger;
+    without ``act``, a read-only look that evaluates and records nothing."""
     from meterline.billing.service import open_billing
     from meterline.ledger.webhooks import WebhookStore
     from meterline.live.service import LiveEngine
@@ -42,7 +43,7 @@ def _engine(db: Path) -> Iterator[object]:
     with open_billing(db) as billing:
         webhooks = Webhooks(WebhookStore(billing.store.path), clock=billing.clock)
         engine = LiveEngine(billing, publish=webhooks.publish)
-        engine.start(thread=False)
+        engine.start(thread=False, act=act)
         try:
             yield engine
         finally:
@@ -110,7 +111,7 @@ def live_show(
     as_json: Annotated[bool, typer.Option("--json", help="Print the figures as JSON.")] = False,
 ) -> None:
     """A customer's live figures: spend, cost, margin, prepaid, remaining credit, lines."""
-    with _engine(db) as engine:
+    with _engine(db, act=False) as engine:
         figures = engine.projection.figures(customer)  # type: ignore[attr-defined]
         access = engine.controls.access(customer)  # type: ignore[attr-defined]
     if figures is None:
@@ -287,7 +288,9 @@ def controls_access(
     db: DbOption = Path(DEFAULT_DB),
     feature: Annotated[str | None, typer.Option(help="The feature asked about.")] = None,
 ) -> None:
-    """The access answer for a customer (and feature), as the API gives it."""
+    """The access answer for a customer (and feature), as the API gives it: the controls
+    are evaluated on the ledger as it stands (recording any crossing, once, as a server
+    would)."""
     with _engine(db) as engine:
         answer = engine.controls.access(customer, feature)  # type: ignore[attr-defined]
     print(json.dumps(answer))

@@ -24,10 +24,21 @@ def serve(db: str | Path, host: str = "127.0.0.1", port: int = 8787) -> None:
     """Serve the API over the ledger at ``db`` until interrupted."""
     ledger = open_ledger(db)
     try:
-        uvicorn.run(create_app(ledger), host=host, port=port, log_level="warning", access_log=False)
+        uvicorn.run(
+            create_app(ledger),
+            host=host,
+            port=port,
+            log_level="warning",
+            access_log=False,
+            # open access streams never end by themselves: give them this long, then close
+            timeout_graceful_shutdown=SHUTDOWN_GRACE_S,
+        )
     finally:
         ledger.close()
 
+
+SHUTDOWN_GRACE_S = 2
+"""Seconds a stopping server waits for open requests (an access stream never ends)."""
 
 SERVER_START_TIMEOUT_S = 30.0
 """How long ``spawn_server`` waits for a new server to answer ``/v1/health``."""

@@ -11,6 +11,12 @@ Where ``reconcile`` must find a difference, it is a real one: ``reconcile --url`
 a real server that serves an older copy of the ledger, and against a small HTTP server
 that answers ``/v1/live/{customer}`` with the real live documents, each with one figure
 off by one cent (the comparison is the CLI's own; nothing is patched).
+
+Overrides recorded by the CLI reach the running server by its poll of the file: tests
+wait for the server's answer with a deadline, never a fixed time. To know the server has
+*evaluated* a batch (so that "nothing fired" means something), a test ingests one event
+for ``zz-barrier`` afterwards and waits for its spend-threshold firing (the engine feeds
+events in ledger order and evaluates the customers of a cycle in sorted order).
 """
 
 from __future__ import annotations
@@ -48,8 +54,8 @@ pytestmark = pytest.mark.slow
 
 DEADLINE_S = 20.0
 POOL = 20
-CUSTOMERS = ("acme", "globex", "hooli", "initech", "umbrella", "zeta")
-EXHAUSTED = ("acme", "hooli", "initech")
+CUSTOMERS = ("acme", "globex", "hooli", "initech", "umbrella", "wayne", "zeta", "zz-barrier")
+EXHAUSTED = ("acme", "hooli", "initech", "wayne")
 """Customers whose pool the module's usage ran out (blocked by the ``empty`` control)."""
 
 
@@ -114,7 +120,8 @@ def usage_time_us() -> int:
     """A minute ago, but inside the current month (the contracts' current period)."""
     now = datetime.now(UTC)
     month = now.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
-    return timestamp_to_us(max(now - timedelta(minutes=1), month))
+    moment: int = timestamp_to_us(max(now - timedelta(minutes=1), month))
+    return moment
 
 
 def build(db: Path, usage: dict[str, tuple[int, int]]) -> None:
@@ -142,6 +149,7 @@ USAGE = {
     "hooli": (POOL + 2, 500),
     "initech": (POOL + 1, 500),
     "umbrella": (3, 1000),
+    "wayne": (POOL + 3, 500),
     "zeta": (2, 100),
 }
 
@@ -202,6 +210,14 @@ def access(server: Served, customer: str) -> dict[str, Any]:
     assert response.status_code == 200, response.text
     answer: dict[str, Any] = response.json()
     return answer
+
+
+def firings(server: Served) -> list[dict[str, Any]]:
+    with server.client("read") as reader:
+        response = reader.get("/v1/controls/firings")
+    assert response.status_code == 200, response.text
+    rows: list[dict[str, Any]] = response.json()["firings"]
+    return rows
 
 
 def overrides(server: Served, customer: str) -> list[dict[str, Any]]:
@@ -469,6 +485,11 @@ def test_a_cli_grant_reaches_the_running_server(served: Served) -> None:
 
 
 def test_a_cli_extend_is_recorded_and_reaches_the_running_server(served: Served) -> None:
+    """Finance raises umbrella's budget and unblocks wayne from the CLI. Overrides reach
+    the server in the order recorded, so once wayne is allowed there, umbrella's new limit
+    holds too: usage past the old 50% level (not the new one) fires nothing."""
+    db = str(served.db)
+    assert access(served, "wayne")["allowed"] is False
     done = ok(
         "controls",
         "extend",
@@ -480,13 +501,31 @@ def test_a_cli_extend_is_recorded_and_reaches_the_running_server(served: Served)
         "--reason",
         "pilot",
         "--db",
-        str(served.db),
+        db,
     )
     assert "recorded" in words(done.stdout)
-    [record] = wait_for("override listed", lambda: overrides(served, "umbrella"))
+    ok("controls", "unblock", "wayne", "--reason", "paid by wire", "--db", db)
+    wait_for("server applies the overrides", lambda: access(served, "wayne")["allowed"])
+    [record] = overrides(served, "umbrella")
     assert (record["kind"], record["policy"], record["amount"]) == ("extend", "budget", "2.5")
-    listed = words(ok("controls", "firings", "--db", str(served.db)).stdout)
+    assert record["actor"] == "cli" and record["reason"] == "pilot"
+    listed = words(ok("controls", "firings", "--db", db).stdout)
     assert "extend umbrella budget 2.5 by cli: pilot" in listed
+
+    # 1.00 more: past 50% of 2 (1.00), not of 2 + 2.5
+    at_us = usage_time_us()
+    with served.client("ingest") as ingester:
+        response = ingester.post("/v1/events", json=events("umbrella", 100, 1, 100_000, at_us))
+        assert response.status_code == 200, response.text
+        # a barrier: once zz-barrier's crossing is recorded, umbrella's batch was evaluated
+        # (the engine feeds in ledger order and evaluates a cycle's customers sorted)
+        response = ingester.post("/v1/events", json=events("zz-barrier", 0, 1, 100_000, at_us))
+        assert response.status_code == 200, response.text
+    wait_for(
+        "barrier fired",
+        lambda: any(f["customer"] == "zz-barrier" for f in firings(served)),
+    )
+    assert [f for f in firings(served) if f["customer"] == "umbrella"] == []
 
 
 def test_a_crossing_a_cli_command_recorded_first_still_blocks_on_the_server(

@@ -210,8 +210,8 @@ class LiveServer:
 
     def now_us(self) -> int:
         """The server's "now" (its clock is the wall clock shifted by the offset file)."""
-        offset: int = int(self.offset_file.read_text())
-        return system_clock_us() + offset
+        wall: int = system_clock_us()
+        return wall + int(self.offset_file.read_text())
 
 
 def launch(db: Path) -> LiveServer:
@@ -555,12 +555,12 @@ def test_a_customer_bound_key_sees_only_its_own_customer(live: Module) -> None:
         body = {"kind": "unblock", "reason": "x"}
         error_of(bound_admin.post("/v1/customers/umbrella/overrides", json=body), 404, "not_found")
         # its own customer it may act on (budget only alerts: acme's tests are unaffected)
-        own = bound_admin.post(
+        made = bound_admin.post(
             "/v1/customers/acme/overrides",
             json={"kind": "extend", "policy": "budget", "amount": "0.5", "reason": "self-serve"},
         )
-        assert own.status_code == 201, own.text
-        assert own.json()["actor"].startswith("key ") and own.json()["customer"] == "acme"
+        assert made.status_code == 201, made.text
+        assert made.json()["actor"].startswith("key ") and made.json()["customer"] == "acme"
     with server.client(None) as anonymous:
         error_of(anonymous.get("/v1/access/umbrella"), 401, "unauthorized")
         error_of(anonymous.get("/v1/access/stream"), 401, "unauthorized")

@@ -97,9 +97,9 @@ class Controls:
 
     # -- state from the store -----------------------------------------------------------------
 
-    def load(self) -> None:
+    def load(self, act: bool = True) -> None:
         """Rebuild fired levels, crossing counts, blocks and extensions from the records,
-        then run any action a crash left without an outcome."""
+        then (with ``act``) run any action a crash left without an outcome."""
         with self.lock:
             self.state = {}
             self.ordinals = {}
@@ -133,7 +133,7 @@ class Controls:
             results = self.store.results()
             for firing in self.store.firings():
                 for action in firing.actions:
-                    if (firing.number, action) not in results and action != "block":
+                    if act and (firing.number, action) not in results and action != "block":
                         self._act(firing, action)
             for customer in self.state:
                 self._decision_changed(customer, publish=False)

@@ -59,14 +59,17 @@ class LiveEngine:
 
     # -- lifecycle ------------------------------------------------------------------------------
 
-    def start(self, thread: bool = True) -> LiveEngine:
-        """Rebuild from the ledger, load the control records, listen to appends."""
+    def start(self, thread: bool = True, act: bool = True) -> LiveEngine:
+        """Rebuild from the ledger, load the control records, listen to appends. Without
+        ``act`` (a read-only look, e.g. ``meterline live show``) nothing is evaluated or
+        acted on: the access answers are the recorded ones."""
         self.billing.ledger.listeners.append(self.on_append)
         self.billing.listeners.append(self.on_billing_change)
         self.projection.rebuild()
-        self.controls.load()
+        self.controls.load(act)
         self.applied_sequence = self.projection.sequence
-        self.controls.evaluate(set(self.projection.customers), self.applied_sequence)
+        if act:
+            self.controls.evaluate(set(self.projection.customers), self.applied_sequence)
         if thread:
             self._thread = threading.Thread(target=self._run, name="meterline-live", daemon=True)
             self._thread.start()
