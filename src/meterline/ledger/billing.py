@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from meterline.ledger.sqlite import connect
+from meterline.ledger.sqlite import append_only_triggers, connect
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS configuration_revisions (
@@ -80,15 +80,7 @@ _TABLES = (
     "credit_grants",
     "credit_actions",
 )
-_TRIGGERS = "".join(
-    f"""
-CREATE TRIGGER IF NOT EXISTS {table}_append_only_update BEFORE UPDATE ON {table}
-BEGIN SELECT RAISE(ABORT, '{table} are append-only: corrections are new records'); END;
-CREATE TRIGGER IF NOT EXISTS {table}_append_only_delete BEFORE DELETE ON {table}
-BEGIN SELECT RAISE(ABORT, '{table} are append-only: corrections are new records'); END;
-"""
-    for table in _TABLES
-)
+_TRIGGERS = append_only_triggers(_TABLES, "corrections are new records")
 INVOICE_ID_FORMAT = "INV-{:06d}"
 GRANT_ID_FORMAT = "G-{:06d}"
 _MIGRATE_INVOICES = """

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from meterline.ledger.sqlite import connect
+from meterline.ledger.sqlite import append_only_triggers, connect
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS control_firings (
@@ -72,15 +72,7 @@ CREATE TABLE IF NOT EXISTS control_overrides (
 );
 """
 _TABLES = ("control_firings", "control_rearms", "control_action_results", "control_overrides")
-_TRIGGERS = "".join(
-    f"""
-CREATE TRIGGER IF NOT EXISTS {table}_append_only_update BEFORE UPDATE ON {table}
-BEGIN SELECT RAISE(ABORT, '{table} are append-only'); END;
-CREATE TRIGGER IF NOT EXISTS {table}_append_only_delete BEFORE DELETE ON {table}
-BEGIN SELECT RAISE(ABORT, '{table} are append-only'); END;
-"""
-    for table in _TABLES
-)
+_TRIGGERS = append_only_triggers(_TABLES, "a decision is never edited")
 FIRING_ID_FORMAT = "F-{:06d}"
 OVERRIDE_ID_FORMAT = "O-{:06d}"
 

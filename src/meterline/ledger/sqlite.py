@@ -77,6 +77,19 @@ _RECORD_COLUMNS = "sequence, customer, event_id, type, timestamp_us, body, hash"
 KeyFunction = Callable[[tuple[str, str]], int]
 
 
+def append_only_triggers(tables: tuple[str, ...], why: str) -> str:
+    """SQL that makes each of ``tables`` refuse UPDATE and DELETE, saying ``why``."""
+    return "".join(
+        f"""
+CREATE TRIGGER IF NOT EXISTS {table}_append_only_update BEFORE UPDATE ON {table}
+BEGIN SELECT RAISE(ABORT, '{table} are append-only: {why}'); END;
+CREATE TRIGGER IF NOT EXISTS {table}_append_only_delete BEFORE DELETE ON {table}
+BEGIN SELECT RAISE(ABORT, '{table} are append-only: {why}'); END;
+"""
+        for table in tables
+    )
+
+
 def connect(path: str | Path) -> sqlite3.Connection:
     """A connection with the ledger's durability settings (WAL, fsync on commit)."""
     connection = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
