@@ -25,7 +25,7 @@ from dataclasses import dataclass, replace
 from decimal import Decimal
 from typing import Any
 
-from meterline.billing.service import Billing, BillingError
+from meterline.billing.service import Billing
 from meterline.core.controls import (
     AccessDecision,
     Block,
@@ -349,7 +349,7 @@ class Controls:
                 and policy.remaining_at_most > 0
             ):
                 kind = "balance.low"
-            deliveries = self._publish(kind, _firing_document(firing), firing.firing_id)
+            deliveries = self._publish(kind, firing_document(firing), firing.firing_id)
             self.store.add_result(firing.number, action, self.clock(), {"webhooks": deliveries})
         else:
             self.pending_actions += 1
@@ -646,7 +646,8 @@ def _keyed(figures: Figures) -> list[tuple[tuple[Any, ...], Any]]:
     return keyed
 
 
-def _firing_document(firing: StoredFiring) -> dict[str, Any]:
+def firing_document(firing: StoredFiring) -> dict[str, Any]:
+    """A firing as webhooks, the API and the CLI show it."""
     return {
         "firing": firing.firing_id,
         "customer": firing.customer,
@@ -659,11 +660,3 @@ def _firing_document(firing: StoredFiring) -> dict[str, Any]:
         "observed": firing.observed,
         "actions": list(firing.actions),
     }
-
-
-def firing_document(firing: StoredFiring) -> dict[str, Any]:
-    """A firing as the API and CLI show it."""
-    return _firing_document(firing)
-
-
-__all__ = ["BillingError", "Controls", "OverrideError", "firing_document"]

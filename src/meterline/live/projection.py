@@ -27,15 +27,16 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from decimal import Decimal, localcontext
 from typing import Any, NamedTuple
 
 from meterline.billing.credits import CreditInputs, credit_book
-from meterline.billing.scan import RatingJob, run_jobs
+from meterline.billing.scan import _DECODER, RatingJob, run_jobs
 from meterline.billing.service import Billing, Loaded, _cuts, billing_cycle
 from meterline.core.controls import ControlPolicy, RateCounter
 from meterline.core.credits import Charge, CreditError
+from meterline.core.events import format_timestamp
 from meterline.core.meters import Meter, MeterReader
 from meterline.core.model import Configuration, Contract, segments
 from meterline.core.money import MONEY_CONTEXT
@@ -58,6 +59,16 @@ class LiveEvent(NamedTuple):
     type: str
     timestamp_us: int
     properties: dict[str, Any]
+
+    @staticmethod
+    def decoded(
+        sequence: int, customer: str, event_type: str, timestamp_us: int, body: bytes
+    ) -> LiveEvent:
+        """The event of a stored record, its properties decoded from the canonical bytes
+        the way the batch scan decodes them."""
+        return LiveEvent(
+            sequence, customer, event_type, timestamp_us, _DECODER.decode(body).properties
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,8 +103,6 @@ class Figures:
             return self.spend - self.cost
 
     def as_dict(self) -> dict[str, Any]:
-        from meterline.core.events import format_timestamp
-
         return {
             "customer": self.customer,
             "currency": self.currency,
@@ -258,8 +267,6 @@ class LiveProjection:
 
     def _fill_counters(self, built: list[CustomerLive], now_us: int, through: int) -> None:
         """Usage rates for spike controls: the events of the longest look-back."""
-        from meterline.billing.scan import _DECODER
-
         start = now_us - max(
             p.window_us + p.baseline_us
             for live in built
@@ -273,19 +280,10 @@ class LiveProjection:
             " WHERE sequence <= ? AND timestamp_us >= ?",
             (through, start),
         )
-        for sequence, customer, event_type, timestamp_us, body in rows:
-            live = by_customer.get(customer)
+        for row in rows:
+            live = by_customer.get(row[1])
             if live is not None:
-                self._count(
-                    live,
-                    LiveEvent(
-                        sequence,
-                        customer,
-                        event_type,
-                        timestamp_us,
-                        _DECODER.decode(body).properties,
-                    ),
-                )
+                self._count(live, LiveEvent.decoded(*row))
 
     # -- feeding ----------------------------------------------------------------------------
 
@@ -513,16 +511,7 @@ def _remaining(live: CustomerLive, now_us: int) -> dict[str, Decimal]:
     charges = []
     for charge in window_charges(job.rater, live.currency, job.configuration):
         if charge.start_us <= now_us < charge.end_us:
-            charge = Charge(
-                charge.start_us,
-                now_us,
-                charge.line,
-                charge.meter,
-                charge.unit,
-                charge.amount,
-                charge.first_sequence,
-                charge.last_sequence,
-            )
+            charge = replace(charge, end_us=now_us)  # the open window ends now
         charges.append(charge)
     try:
         book = credit_book(live.inputs, [*live.prior, *charges], until_us=now_us)

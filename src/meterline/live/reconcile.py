@@ -20,7 +20,6 @@ from typing import Any
 
 import httpx
 
-from meterline.billing.scan import _DECODER
 from meterline.billing.service import Billing, NotFound
 from meterline.live.projection import Figures, LiveEvent, LiveProjection
 
@@ -74,12 +73,8 @@ def replayed_projection(billing: Billing) -> tuple[LiveProjection, int]:
     end = next(ends, None)
     for record in billing.ledger.store.records(0):
         batch.append(
-            LiveEvent(
-                record.sequence,
-                record.customer,
-                record.type,
-                record.timestamp_us,
-                _DECODER.decode(record.body).properties,
+            LiveEvent.decoded(
+                record.sequence, record.customer, record.type, record.timestamp_us, record.body
             )
         )
         if end is None or record.sequence >= end:
@@ -108,10 +103,6 @@ def _live_from_server(url: str, token: str, customer: str) -> dict[str, Any] | N
     return document
 
 
-def _figures_document(figures: Figures) -> dict[str, Any]:
-    return figures.as_dict()
-
-
 def reconcile(
     billing: Billing, url: str | None = None, token: str | None = None
 ) -> ReconcileReport:
@@ -136,7 +127,7 @@ def reconcile(
         else:
             assert replayed is not None
             figures = replayed.figures(customer)
-            live = None if figures is None else _figures_document(figures)
+            live = None if figures is None else figures.as_dict()
         if batch is None or live is None:
             check.differences.append("no live figures" if live is None else "no batch figures")
             continue

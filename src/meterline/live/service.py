@@ -22,7 +22,6 @@ import threading
 import time
 from typing import Any
 
-from meterline.billing.scan import _DECODER
 from meterline.billing.service import Billing
 from meterline.core.events import PreparedEvent
 from meterline.ledger.controls import ControlStore
@@ -168,17 +167,16 @@ class LiveEngine:
     def _events(self, pairs: list[tuple[int, PreparedEvent]]) -> list[LiveEvent]:
         """The events after the projection's sequence, gaps filled from the ledger."""
         expected = self.projection.sequence + 1
-        decode = _DECODER.decode
         if pairs and pairs[0][0] == expected and pairs[-1][0] == expected + len(pairs) - 1:
             return [
-                LiveEvent(sequence, e.customer, e.type, e.timestamp_us, decode(e.body).properties)
+                LiveEvent.decoded(sequence, e.customer, e.type, e.timestamp_us, e.body)
                 for sequence, e in pairs
             ]
         head, _ = self.billing.ledger.head()
         if head < expected:
             return []
         return [
-            LiveEvent(r.sequence, r.customer, r.type, r.timestamp_us, decode(r.body).properties)
+            LiveEvent.decoded(r.sequence, r.customer, r.type, r.timestamp_us, r.body)
             for r in self.billing.ledger.store.records(expected - 1)
             if r.sequence <= head
         ]
