@@ -148,7 +148,11 @@ def test_empty_array_is_ok_and_stores_nothing(server: RunningServer) -> None:
         response = post(client, [])
     assert response.status_code == 200
     assert response.json() == {
-        "accepted": 0, "duplicate": 0, "conflict": 0, "rejected": 0, "results": []
+        "accepted": 0,
+        "duplicate": 0,
+        "conflict": 0,
+        "rejected": 0,
+        "results": [],
     }
     assert head_sequence(server) == 0
 
@@ -193,7 +197,10 @@ def test_duplicate_is_judged_on_canonical_content(server: RunningServer) -> None
         response = post(client, reordered)
     assert response.status_code == 200
     assert only_result(response) == {
-        "index": 0, "status": "duplicate", "id": "evt-1", "sequence": 1,
+        "index": 0,
+        "status": "duplicate",
+        "id": "evt-1",
+        "sequence": 1,
     }
     assert head_sequence(server) == 1
 
@@ -323,52 +330,77 @@ REJECTIONS = [
     pytest.param(_without("type"), "type", "is required", id="missing-type"),
     pytest.param(_without("timestamp"), "timestamp", "is required", id="missing-timestamp"),
     pytest.param(
-        event(1, timestamp="yesterday at noon"), "timestamp", "is not an RFC 3339 timestamp",
+        event(1, timestamp="yesterday at noon"),
+        "timestamp",
+        "is not an RFC 3339 timestamp",
         id="bad-timestamp-text",
     ),
     pytest.param(
-        event(1, timestamp="2026-13-45T10:00:00Z"), "timestamp", "is not an RFC 3339 timestamp",
+        event(1, timestamp="2026-13-45T10:00:00Z"),
+        "timestamp",
+        "is not an RFC 3339 timestamp",
         id="impossible-date",
     ),
     pytest.param(
-        event(1, timestamp="2026-11-01T10:00:00"), "timestamp",
-        "must include a time zone offset", id="timestamp-without-zone",
+        event(1, timestamp="2026-11-01T10:00:00"),
+        "timestamp",
+        "must include a time zone offset",
+        id="timestamp-without-zone",
     ),
     pytest.param(
-        event(1, timestamp=1_795_435_200), "timestamp", "must be an RFC 3339 string, got int",
+        event(1, timestamp=1_795_435_200),
+        "timestamp",
+        "must be an RFC 3339 string, got int",
         id="numeric-timestamp",
     ),
     pytest.param(
-        lambda: event(1, timestamp=_in_future(timedelta(minutes=10))), "timestamp",
-        "in the future", id="timestamp-10-min-ahead",
+        lambda: event(1, timestamp=_in_future(timedelta(minutes=10))),
+        "timestamp",
+        "in the future",
+        id="timestamp-10-min-ahead",
     ),
     pytest.param(
-        lambda: event(1, timestamp=_in_future(timedelta(days=400))), "timestamp",
-        "in the future", id="timestamp-next-year",
+        lambda: event(1, timestamp=_in_future(timedelta(days=400))),
+        "timestamp",
+        "in the future",
+        id="timestamp-next-year",
     ),
     pytest.param(
-        event(1, properties=[1, 2]), "properties", "must be an object, got list",
+        event(1, properties=[1, 2]),
+        "properties",
+        "must be an object, got list",
         id="properties-list",
     ),
     pytest.param(
-        event(1, properties="tokens=3"), "properties", "must be an object, got str",
+        event(1, properties="tokens=3"),
+        "properties",
+        "must be an object, got str",
         id="properties-string",
     ),
     pytest.param(
-        event(1, properties={"prompt": SEVENTY_THOUSAND}), "event", "the limit is 65536",
+        event(1, properties={"prompt": SEVENTY_THOUSAND}),
+        "event",
+        "the limit is 65536",
         id="oversize-event",
     ),
     pytest.param(
-        event(1, properties=_nested(9)), "properties" + ".a" * 8, "nested deeper than 8 levels",
+        event(1, properties=_nested(9)),
+        "properties" + ".a" * 8,
+        "nested deeper than 8 levels",
         id="too-deep",
     ),
     pytest.param(
-        event(1, tenant="acme-eu"), "tenant", "is not a field of an event", id="unknown-field",
+        event(1, tenant="acme-eu"),
+        "tenant",
+        "is not a field of an event",
+        id="unknown-field",
     ),
     pytest.param(
         # A typo of "properties" leaves five top-level fields, one of them unknown.
         {**_without("properties"), "props": {"input_tokens": 12}},
-        "props", "is not a field of an event", id="unknown-field-in-place-of-properties",
+        "props",
+        "is not a field of an event",
+        id="unknown-field-in-place-of-properties",
     ),
     pytest.param(42, "event", "must be a JSON object, got int", id="not-an-object"),
 ]
@@ -442,7 +474,9 @@ def test_mixed_batch_keeps_valid_events_and_leaves_no_trace_of_invalid(
     ]
     assert [r.get("sequence") for r in body["results"]] == [1, None, 2, None, None, 3]
     assert [set(error_fields(r)) for r in body["results"] if r["status"] == "rejected"] == [
-        {"customer"}, {"timestamp"}, {"properties"},
+        {"customer"},
+        {"timestamp"},
+        {"properties"},
     ]
     events = stored(server)
     assert [(e["id"], e["sequence"]) for e in events] == [("evt-1", 1), ("evt-3", 2), ("evt-6", 3)]
@@ -451,7 +485,9 @@ def test_mixed_batch_keeps_valid_events_and_leaves_no_trace_of_invalid(
     with server.client("ingest") as client:
         fixed = post(client, [event(2), event(4), event(5)]).json()
     assert [(r["status"], r["sequence"]) for r in fixed["results"]] == [
-        ("accepted", 4), ("accepted", 5), ("accepted", 6),
+        ("accepted", 4),
+        ("accepted", 5),
+        ("accepted", 6),
     ]
 
 
@@ -567,7 +603,9 @@ def _assert_mapped(stored_event: dict[str, Any], number: int, customer: str = "a
     assert stored_event["timestamp"] == "2026-11-01T10:00:00Z"
     assert stored_event["source"] == "/services/chat"
     assert stored_event["properties"] == {
-        "model": "gpt-4o", "input_tokens": 1000 + number, "cost": Decimal("0.25"),
+        "model": "gpt-4o",
+        "input_tokens": 1000 + number,
+        "cost": Decimal("0.25"),
     }
 
 
@@ -620,7 +658,9 @@ def test_cloudevent_batch_mode_maps_every_event(server: RunningServer) -> None:
     assert response.status_code == 200
     body = response.json()
     assert [(r["index"], r["status"], r["sequence"]) for r in body["results"]] == [
-        (0, "accepted", 1), (1, "accepted", 2), (2, "accepted", 3),
+        (0, "accepted", 1),
+        (1, "accepted", 2),
+        (2, "accepted", 3),
     ]
     for number, stored_event in enumerate(stored(server), start=1):
         _assert_mapped(stored_event, number)
@@ -649,8 +689,13 @@ def _envelope(**changes: Any) -> dict[str, Any]:
 def _with_base64_data() -> dict[str, Any]:
     envelope = structured_dict(
         CloudEvent(
-            {"id": "ce-b", "source": "/s", "type": "llm.completion", "subject": "acme",
-             "time": CE_TIME},
+            {
+                "id": "ce-b",
+                "source": "/s",
+                "type": "llm.completion",
+                "subject": "acme",
+                "time": CE_TIME,
+            },
             b"\x00\x01binary",
         )
     )
@@ -668,7 +713,9 @@ CLOUDEVENT_REJECTIONS = [
     pytest.param(_envelope(source=None), "source", id="missing-source"),
     pytest.param(_envelope(data=[1, 2]), "data", id="data-not-object"),
     pytest.param(
-        _envelope(datacontenttype="text/plain"), "datacontenttype", id="non-json-datacontenttype",
+        _envelope(datacontenttype="text/plain"),
+        "datacontenttype",
+        id="non-json-datacontenttype",
     ),
 ]
 
@@ -701,7 +748,9 @@ def test_cloudevent_batch_keeps_valid_and_rejects_invalid(server: RunningServer)
     assert response.status_code == 200
     results = response.json()["results"]
     assert [(r["status"], r.get("sequence")) for r in results] == [
-        ("accepted", 1), ("rejected", None), ("accepted", 2),
+        ("accepted", 1),
+        ("rejected", None),
+        ("accepted", 2),
     ]
     assert set(error_fields(results[1])) == {"subject"}
     assert [e["id"] for e in stored(server)] == ["ce-1", "ce-3"]
@@ -797,13 +846,16 @@ def test_admin_key_can_ingest_and_read(server: RunningServer) -> None:
 def test_revoked_key_is_refused_from_the_next_request(server: RunningServer) -> None:
     """A key revoked with `meterline keys revoke` answers 401 afterwards; others still work."""
     token = server.keys["ingest"]
-    key_id = token[len("mlk_"): len("mlk_") + 16]
+    key_id = token[len("mlk_") : len("mlk_") + 16]
     assert re.fullmatch(r"[0-9a-f]{16}", key_id)
     with server.client("ingest") as client:
         assert post(client, event(1)).status_code == 200
         revoke = subprocess.run(
             [sys.executable, "-m", "meterline", "keys", "revoke", key_id, "--db", str(server.db)],
-            capture_output=True, text=True, timeout=60, check=False,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
         )
         assert revoke.returncode == 0, revoke.stderr
         response = post(client, event(2))
@@ -824,14 +876,17 @@ def test_customer_bound_ingest_key_rejects_other_customers(server: RunningServer
     assert response.status_code == 200
     results = response.json()["results"]
     assert [(r["status"], r.get("sequence")) for r in results] == [
-        ("accepted", 1), ("rejected", None), ("accepted", 2),
+        ("accepted", 1),
+        ("rejected", None),
+        ("accepted", 2),
     ]
     assert results[1]["id"] == "evt-2"
     assert set(error_fields(results[1])) == {"customer"}
     assert only_other.status_code == 400
     assert set(error_fields(only_result(only_other))) == {"customer"}
     assert [(e["customer"], e["id"]) for e in stored(server)] == [
-        ("acme", "evt-1"), ("acme", "evt-3"),
+        ("acme", "evt-1"),
+        ("acme", "evt-3"),
     ]
 
 
@@ -855,7 +910,8 @@ def test_customer_bound_read_key_sees_only_its_customer(server: RunningServer) -
         refused_post = post(reader, event(5))
     assert everything.status_code == 200
     assert [(e["customer"], e["id"]) for e in everything.json()["events"]] == [
-        ("acme", "evt-1"), ("acme", "evt-3"),
+        ("acme", "evt-1"),
+        ("acme", "evt-3"),
     ]
     assert explicit.json()["events"] == everything.json()["events"]
     assert other.status_code == 403
@@ -1004,7 +1060,9 @@ def test_openapi_lists_ingest_and_read(server: RunningServer) -> None:
     assert "get" in spec["paths"]["/v1/health"]
     content = spec["paths"]["/v1/events"]["post"]["requestBody"]["content"]
     assert set(content) == {
-        "application/json", "application/cloudevents+json", "application/cloudevents-batch+json",
+        "application/json",
+        "application/cloudevents+json",
+        "application/cloudevents-batch+json",
     }
     parameters = {p["name"] for p in spec["paths"]["/v1/events"]["get"]["parameters"]}
     assert {"customer", "type", "start", "end", "after", "limit"} <= parameters

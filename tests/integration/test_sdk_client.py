@@ -200,8 +200,11 @@ def test_second_client_resending_the_same_events_gets_duplicates(server: Running
         try:
             for n in range(200):
                 client.track(
-                    ("acme", "globex")[n % 2], "llm.completion", {"n": n, "cost": Decimal("0.5")},
-                    id=f"replay-{n}", timestamp=FIXED_TIME,
+                    ("acme", "globex")[n % 2],
+                    "llm.completion",
+                    {"n": n, "cost": Decimal("0.5")},
+                    id=f"replay-{n}",
+                    timestamp=FIXED_TIME,
                 )
         finally:
             report = client.close()
@@ -261,9 +264,17 @@ _EXIT_SCRIPTS = {
 def test_events_are_flushed_when_the_process_exits(server: RunningServer, script: str) -> None:
     """A process that tracks 50 events and exits without close() still delivers all 50."""
     completed = subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(_EXIT_SCRIPTS[script]), server.url,
-         server.keys["ingest"]],
-        capture_output=True, text=True, timeout=60, check=False,
+        [
+            sys.executable,
+            "-c",
+            textwrap.dedent(_EXIT_SCRIPTS[script]),
+            server.url,
+            server.keys["ingest"],
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
     )
     assert completed.returncode == 0, completed.stderr
     events = stored_events(server)
@@ -277,8 +288,11 @@ def test_events_are_flushed_when_the_process_exits(server: RunningServer, script
 def test_full_queue_raises_queue_full_instead_of_blocking() -> None:
     """With the server down, enqueueing past capacity raises QueueFull at once."""
     client = quick_client(
-        dead_url(), "mlk_0000000000000000_unused",
-        queue_events_max=10, batch_events_max=10, enqueue_timeout_s=0,
+        dead_url(),
+        "mlk_0000000000000000_unused",
+        queue_events_max=10,
+        batch_events_max=10,
+        enqueue_timeout_s=0,
     )
     queued = 0
     try:

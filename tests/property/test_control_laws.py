@@ -29,6 +29,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from meterline.billing.service import Billing, open_billing
+from meterline.core.controls import SPIKE_BUCKET_US, RateCounter
 from meterline.core.events import format_timestamp, timestamp_to_us
 from meterline.live.reconcile import reconcile
 from meterline.live.service import LiveEngine
@@ -489,3 +490,31 @@ def check_customer(
         live_remaining = engine.projection.remaining(customer, at)
     totals = billing.credits(customer, at)["totals"]
     assert live_remaining == {unit: D(total["remaining"]) for unit, total in totals.items()}
+
+
+@given(
+    adds=st.lists(
+        st.tuples(
+            st.integers(0, 3 * 3600 * SPIKE_BUCKET_US),
+            st.sampled_from([1, 7, D("0.25"), D("1.5")]),
+        ),
+        max_size=200,
+    ),
+    windows=st.lists(
+        st.tuples(st.integers(-120, 3 * 3600 + 120), st.integers(0, 4000)), min_size=1
+    ),
+)
+def test_a_rate_counters_window_total_is_the_sum_of_its_seconds(
+    adds: list[tuple[int, D | int]], windows: list[tuple[int, int]]
+) -> None:
+    """The minute sums are a shortcut only: any window's total equals the plain sum of the
+    quantities whose second lies in it, wherever its edges fall against the minutes."""
+    counter = RateCounter()
+    seconds: Counter[int] = Counter()
+    for timestamp_us, quantity in adds:
+        counter.add(timestamp_us, quantity)
+        seconds[timestamp_us // SPIKE_BUCKET_US] += quantity  # type: ignore[assignment]
+    for first, width in windows:
+        expected = sum((q for s, q in seconds.items() if first <= s < first + width), D(0))
+        total = counter.total(first * SPIKE_BUCKET_US, (first + width) * SPIKE_BUCKET_US)
+        assert total == expected

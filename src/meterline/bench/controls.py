@@ -197,9 +197,12 @@ costs:
   - {meter: output_tokens, per_unit: "0.000004"}
 """
 
+_INGEST_POOL = ", credits: {commits: [{kind: prepaid, key: pool, amount: '1000.00', paid: '2.00'}]}"
+"""Per synthetic customer: a $1,000 pool prepaid with $2 (never exhausted at 100,000
+events, so a block on it stays armed)."""
+
 _INGEST_CONTROLS = (
-    ", credits: {commits: [{kind: prepaid, key: pool, amount: '1000.00', paid: '2.00'}]},"
-    " controls: ["
+    ", controls: ["
     "{key: pool-empty, policy: balance_exhausted, unit: USD, actions: [block]}, "
     "{key: budget, policy: spend_threshold, amount: 6, percents: [50, 80, 100],"
     " actions: [alert]}, "
@@ -207,20 +210,20 @@ _INGEST_CONTROLS = (
     " factor: 11, minimum: 1000000, actions: [alert]}, "
     "{key: cogs-guard, policy: cost_exceeds_prepayment, margin_percent: 10, actions: [alert]}]"
 )
-"""Per synthetic customer: a $1,000 pool prepaid with $2 (never exhausted at 100,000
-events, so the block stays armed), a budget whose 50% and 80% levels a 100,000-event run
-crosses, a spike watch, and a cost guard the run's cost of goods crosses."""
+"""Per synthetic customer: a block when the pool is exhausted, a budget whose 50% and 80%
+levels a 100,000-event run crosses, a spike watch, and a cost guard the run's cost of goods
+crosses."""
 
 
 def ingest_pricing(start: date, controls: bool) -> str:
-    """The synthetic meters priced for the synthetic customers; with ``controls``, also cost
-    rates and, on every contract, a prepaid pool and the four kinds of control."""
-    lines = ["# meterline bench controls: the synthetic workload's prices\n"]
-    if controls:
-        lines.append(_INGEST_COSTS)
+    """The synthetic meters priced for the synthetic customers, with cost rates and a
+    prepaid pool on every contract (the live figures' balances and cost of goods: the
+    same in every configuration); with ``controls``, also the four kinds of control on
+    every contract. The configurations differ by the controls alone."""
+    lines = ["# meterline bench controls: the synthetic workload's prices\n", _INGEST_COSTS]
     lines.append(_INGEST_PRICES.format(start=start.isoformat()))
     lines.append("contracts:\n")
-    terms = _INGEST_CONTROLS if controls else ""
+    terms = _INGEST_POOL + (_INGEST_CONTROLS if controls else "")
     for index in range(SYNTHETIC_CUSTOMERS):
         lines.append(
             f"  - {{customer: customer-{index:04d}, plan: usage, start: {start.isoformat()}"

@@ -22,6 +22,8 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -144,13 +146,45 @@ class ControlStore:
     def __init__(self, path: str | Path) -> None:
         self.path = str(path)
         self._connection = connect(self.path)
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()
+        self._batching = False
         with self._lock:
             self._connection.executescript(_SCHEMA + _TRIGGERS)
 
-    def _write(self, statement: str, parameters: tuple[Any, ...]) -> int | None:
-        """Run one INSERT in its own transaction; None when a UNIQUE constraint refused it."""
+    @contextmanager
+    def batch(self) -> Iterator[None]:
+        """Every write inside is one transaction: one commit (one fsync, one hold of the
+        file's write lock, which ingest waits for) for all the records of a controller
+        cycle, instead of one per record. Nothing inside is durable until the block ends;
+        an exception rolls all of it back. Other threads' writes wait for the end."""
         with self._lock:
+            if self._batching:
+                yield  # already inside this thread's batch
+                return
+            self._connection.execute("BEGIN IMMEDIATE")
+            self._batching = True
+            try:
+                yield
+            except BaseException:
+                if self._connection.in_transaction:
+                    self._connection.execute("ROLLBACK")
+                raise
+            else:
+                self._connection.execute("COMMIT")
+            finally:
+                self._batching = False
+
+    def _write(self, statement: str, parameters: tuple[Any, ...]) -> int | None:
+        """Run one INSERT in its own transaction (or the batch this thread has open); None
+        when a UNIQUE constraint refused it."""
+        with self._lock:
+            if self._batching:
+                # the lock is re-entrant: only the batch's own thread gets here mid-batch.
+                # A refused INSERT aborts that statement only, not the batch.
+                try:
+                    return self._connection.execute(statement, parameters).lastrowid
+                except sqlite3.IntegrityError:
+                    return None
             try:
                 self._connection.execute("BEGIN IMMEDIATE")
                 cursor = self._connection.execute(statement, parameters)

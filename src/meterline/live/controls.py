@@ -90,10 +90,15 @@ class Controls:
         its billing routes' writer lock, so a true-up never interleaves with a close)."""
         self.pending_actions = 0
         self.overrides_seen = 0
+        """The last override applied (others may be recorded by another process: the CLI)."""
         self.books: dict[str, tuple[int, dict[str, Decimal], dict[Any, Decimal]]] = {}
         """Per customer: the last exact credit balances, when, and the line amounts then."""
         self.stale_books: set[str] = set()
-        """The last override applied (others may be recorded by another process: the CLI)."""
+        """Customers answered from a lower bound of their balance: exact again when idle."""
+        self._after: list[Callable[[], object]] | None = None
+        """While a batch of records is open: what must wait for its commit."""
+        self._alert_results: list[tuple[int, int, dict[str, Any]]] | None = None
+        """While the deferred steps run: the alert outcomes, written in one batch after."""
 
     # -- state from the store -----------------------------------------------------------------
 
@@ -154,8 +159,16 @@ class Controls:
 
     def evaluate(self, customers: set[str], sequence: int) -> list[StoredFiring]:
         """Evaluate every policy of ``customers`` on their figures now; ``sequence`` is the
-        last ledger sequence of the batch being applied (the cause of any firing)."""
-        fired: list[StoredFiring] = []
+        last ledger sequence of the batch being applied (the cause of any firing).
+
+        Two phases: first every customer is evaluated (no writes); then the crossings'
+        records are written in one transaction (``ControlStore.batch``), and only after
+        its commit do the external effects run: webhooks, the alert outcomes and the
+        background true-ups and top-ups. A block takes effect in the access answers as
+        its firing is written, a commit (milliseconds) before the record is durable; a
+        crash in between loses the block with its record, and the restarted engine,
+        finding the condition still true, fires and blocks again."""
+        crossings: list[tuple[str, Evaluation, int, bool, frozenset[tuple[str, str]]]] = []
         for customer in sorted(customers):
             live = self.projection.customers.get(customer)
             if live is None or not live.policies:
@@ -182,18 +195,63 @@ class Controls:
             )
             with self.lock:
                 state = self._customer(customer)
-                # The remaining balance first: a block or release below publishes the
-                # decision with the balance it was decided on, never the one before.
-                version = self.version
                 remaining_changed = exact and figures.remaining != state.remaining
                 if remaining_changed:
                     state.remaining = dict(figures.remaining)
+                before = state.fired
                 result = evaluate(live.policies, observation, state.fired, state.extensions)
-                fired.extend(self._record(customer, figures, result, sequence, now_us))
                 state.fired = result.fired
-                if remaining_changed and self.version == version:
+                if result.firings or result.rearms:
+                    crossings.append((customer, result, now_us, remaining_changed, before))
+                elif remaining_changed:
                     self._decision_changed(customer)
+        return self._record_all(crossings, sequence) if crossings else []
+
+    def _record_all(
+        self,
+        crossings: list[tuple[str, Evaluation, int, bool, frozenset[tuple[str, str]]]],
+        sequence: int,
+    ) -> list[StoredFiring]:
+        """Write the cycle's crossings in one transaction, then run what waited for it."""
+        fired: list[StoredFiring] = []
+        with self.lock:
+            self._after = []
+            try:
+                with self.store.batch():
+                    for customer, result, now_us, remaining_changed, _ in crossings:
+                        # The remaining balance first: a block or release publishes the
+                        # decision with the balance it was decided on, never the one before.
+                        version = self.version
+                        fired.extend(self._record(customer, result, sequence, now_us))
+                        if remaining_changed and self.version == version:
+                            self._decision_changed(customer)
+            except BaseException:
+                # rolled back: nothing of the cycle is on record, so nothing of it stands
+                self._after = None
+                for customer, _, _, _, before in crossings:
+                    self._customer(customer).fired = before
+                self.load(act=False)
+                for customer, *_ in crossings:
+                    self._decision_changed(customer)
+                raise
+            after, self._after = self._after, None
+            self._alert_results = []
+            try:
+                for step in after:
+                    step()
+            finally:
+                results, self._alert_results = self._alert_results, None
+                with self.store.batch():
+                    for number, at_us, outcome in results:
+                        self.store.add_result(number, "alert", at_us, outcome)
         return fired
+
+    def _later(self, step: Callable[[], object]) -> None:
+        """Run ``step`` now, or after the open batch of records commits."""
+        if self._after is None:
+            step()
+        else:
+            self._after.append(step)
 
     def _remaining(
         self, customer: str, live: Any, figures: Figures, now_us: int
@@ -251,12 +309,7 @@ class Controls:
         return True, exact
 
     def _record(
-        self,
-        customer: str,
-        figures: Figures,
-        result: Evaluation,
-        sequence: int,
-        now_us: int,
+        self, customer: str, result: Evaluation, sequence: int, now_us: int
     ) -> list[StoredFiring]:
         stored_firings = []
         for firing in result.firings:
@@ -341,19 +394,26 @@ class Controls:
             self._set_block(firing.customer, firing)
             self.store.add_result(firing.number, action, self.clock(), {"blocked": True})
         elif action == "alert":
-            kind = "control.fired"
-            policy = self._policy(firing.customer, firing.policy)
-            if (
-                firing.kind == "balance_exhausted"
-                and policy is not None
-                and policy.remaining_at_most > 0
-            ):
-                kind = "balance.low"
-            deliveries = self._publish(kind, firing_document(firing), firing.firing_id)
-            self.store.add_result(firing.number, action, self.clock(), {"webhooks": deliveries})
+            self._later(lambda: self._alert(firing))
         else:
             self.pending_actions += 1
-            self._worker.submit(self._slow_action, firing, action)
+            self._later(lambda: self._worker.submit(self._slow_action, firing, action))
+
+    def _alert(self, firing: StoredFiring) -> None:
+        kind = "control.fired"
+        policy = self._policy(firing.customer, firing.policy)
+        if (
+            firing.kind == "balance_exhausted"
+            and policy is not None
+            and policy.remaining_at_most > 0
+        ):
+            kind = "balance.low"
+        deliveries = self._publish(kind, firing_document(firing), firing.firing_id)
+        outcome = {"webhooks": deliveries}
+        if self._alert_results is None:
+            self.store.add_result(firing.number, "alert", self.clock(), outcome)
+        else:
+            self._alert_results.append((firing.number, self.clock(), outcome))
 
     def _slow_action(self, firing: StoredFiring, action: str) -> None:
         try:
@@ -417,7 +477,12 @@ class Controls:
         self._worker.submit(lambda: None).result(timeout=timeout_s)
 
     def _publish(self, kind: str, data: dict[str, Any], event_id: str) -> list[str]:
+        """Queue a webhook; its delivery ids. Inside a batch of records it waits for the
+        commit (the webhook store writes through its own connection to the same file)."""
         if self.publish is None:
+            return []
+        if self._after is not None:
+            self._after.append(lambda: self._publish(kind, data, event_id))
             return []
         try:
             result = self.publish(kind, data, f"{kind}:{event_id}")

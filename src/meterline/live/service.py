@@ -10,7 +10,7 @@ batches arrive faster than a cycle, the next cycle takes them all at once (coale
 the controls' cost grows with the customers touched per cycle, not with events.
 
 ``CYCLE_PAUSE_SHARE`` bounds the share of the CPU the controller may take under load:
-after a cycle of t seconds it waits ``t x share`` (at most ``CYCLE_PAUSE_MAX_S``) before
+after a cycle of t seconds of CPU it waits ``t x share`` (at most ``CYCLE_PAUSE_MAX_S``) before
 the next one, so ingest keeps most of the interpreter while blocks still land within
 milliseconds.
 """
@@ -20,6 +20,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 from meterline.billing.service import Billing
@@ -40,8 +41,18 @@ IDLE_WAKE_S = 1.0
 class LiveEngine:
     """Projection + controls, fed by a ledger's appends on a controller thread."""
 
-    def __init__(self, billing: Billing, publish: Publisher | None = None) -> None:
+    def __init__(
+        self,
+        billing: Billing,
+        publish: Publisher | None = None,
+        pause_share: float = CYCLE_PAUSE_SHARE,
+    ) -> None:
         self.billing = billing
+        self.pause_share = pause_share
+        """After a busy cycle, pause its CPU time x this (0 in a worker process of its own,
+        where the controller takes nothing from ingest's interpreter)."""
+        self.cycle_listeners: list[Callable[[LiveEngine], None]] = []
+        """Called on the controller thread after every cycle (the worker's mirror)."""
         self.projection = LiveProjection(billing)
         self.store = ControlStore(billing.store.path)
         self.controls = Controls(self.projection, self.store, publish)
@@ -116,7 +127,7 @@ class LiveEngine:
             left = pause - (time.perf_counter() - ended)
             if left > 0:
                 time.sleep(left)
-            started = time.perf_counter()
+            started = time.thread_time()
             try:
                 busy = self.cycle()
             except Exception:
@@ -127,8 +138,10 @@ class LiveEngine:
                 except Exception:
                     _log.exception("rebuild failed")
             ended = time.perf_counter()
-            elapsed = ended - started
-            pause = min(CYCLE_PAUSE_MAX_S, elapsed * CYCLE_PAUSE_SHARE) if busy else 0.0
+            # the cycle's CPU time, not its wall time: a commit's fsync or a wait for the
+            # interpreter takes nothing from ingest
+            used = time.thread_time() - started
+            pause = min(CYCLE_PAUSE_MAX_S, used * self.pause_share) if busy else 0.0
 
     def cycle(self) -> bool:
         """One controller step; True when there was work."""
@@ -162,6 +175,8 @@ class LiveEngine:
         with self._applied:
             self.applied_sequence = head
             self._applied.notify_all()
+        for listener in self.cycle_listeners:
+            listener(self)
         return bool(events) or bool(touched)
 
     def _events(self, pairs: list[tuple[int, PreparedEvent]]) -> list[LiveEvent]:
