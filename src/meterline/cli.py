@@ -562,14 +562,20 @@ def bench_controls(
     ] = 200,
     events: Annotated[
         int, typer.Option("--events", help="Events per ingest throughput run.")
-    ] = 100_000,
+    ] = 200_000,
+    rounds: Annotated[
+        int,
+        typer.Option("--rounds", help="Throughput runs per configuration (the best counts)."),
+    ] = 3,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
     """Measure the live controls: ingest to block, access answers, the SDK gate, and
     ingest throughput with controls against without, in one run."""
     from meterline.bench.controls import run_controls_benchmark
 
-    result = run_controls_benchmark(probes, events, progress=None if as_json else console)
+    result = run_controls_benchmark(
+        probes, events, rounds=rounds, progress=None if as_json else console
+    )
     if as_json:
         print(json.dumps(result))
         return

@@ -43,7 +43,7 @@ from meterline.ledger.ledger import Ledger
 from meterline.ledger.sqlite import SqliteStore
 from meterline.ledger.store import PAGE_EVENTS_MAX, EventQuery, StoredEvent
 from meterline.ledger.webhooks import WebhookStore
-from meterline.live.service import LiveEngine
+from meterline.live.link import LiveLink, WorkerUnavailable
 from meterline.live.webhooks import Dispatcher, Webhooks
 
 _ENCODER = msgspec.json.Encoder(decimal_format="number")
@@ -135,18 +135,22 @@ def create_app(ledger: Ledger, billing: Billing | None = None, live: bool = True
     billing_routes = BillingRoutes(service, principal_of=lambda r: principal_of(r))
     webhooks = Webhooks(WebhookStore(service.store.path), clock=ledger.clock) if live else None
     dispatcher = Dispatcher(webhooks).start() if webhooks is not None else None
-    engine = None if webhooks is None else LiveEngine(service, publish=webhooks.publish)
-    if engine is not None:
-        engine.controls.write_guard = billing_routes._gate.writing
-        engine.start()
+    link = None
+    if dispatcher is not None:
+        # the live engine in its worker process, told of every append and billing change
+        link = LiveLink(str(service.store.path), ledger.clock, dispatcher.wake).start()
+        ledger.listeners.append(link.appended)
+        service.listeners.append(link.billing_changed)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         try:
             yield
         finally:
-            if engine is not None:
-                engine.stop()
+            if link is not None:
+                ledger.listeners.remove(link.appended)
+                service.listeners.remove(link.billing_changed)
+                link.stop()
             if dispatcher is not None and webhooks is not None:
                 dispatcher.stop()
                 webhooks.store.close()
@@ -161,7 +165,7 @@ def create_app(ledger: Ledger, billing: Billing | None = None, live: bool = True
     )
     app.state.ledger = ledger
     app.state.billing = service
-    app.state.live = engine
+    app.state.live = link
 
     async def principal_of(request: Request) -> Principal:
         return await to_thread.run_sync(authenticate, ledger.store, _bearer(request))
@@ -201,6 +205,12 @@ def create_app(ledger: Ledger, billing: Billing | None = None, live: bool = True
     @app.exception_handler(BillingConflict)
     async def billing_conflict(_: Request, error: Exception) -> Response:
         return _error(409, "billing_conflict", str(error))
+
+    @app.exception_handler(WorkerUnavailable)
+    async def worker_unavailable(_: Request, error: WorkerUnavailable) -> Response:
+        response = _error(503, "live_unavailable", str(error))
+        response.headers["Retry-After"] = "1"
+        return response
 
     @app.exception_handler(RequestValidationError)
     async def parameter_error(_: Request, error: RequestValidationError) -> Response:
@@ -277,10 +287,10 @@ def create_app(ledger: Ledger, billing: Billing | None = None, live: bool = True
 
     app.include_router(billing_routes.router)
     app.include_router(CreditRoutes(billing_routes).router)
-    if engine is not None:
+    if link is not None:
         app.include_router(
             LiveRoutes(
-                engine,
+                link,
                 principal_of,
                 billing_routes._gate.writing,
                 lambda request: authenticate(ledger.store, _bearer(request)),

@@ -29,7 +29,7 @@ from meterline.api.credit_routes import _amount, _json_body
 from meterline.core.events import format_timestamp
 from meterline.keys import Principal
 from meterline.live.controls import OverrideError, firing_document
-from meterline.live.service import LiveEngine
+from meterline.live.link import LiveLink
 
 HEARTBEAT_S = 5.0
 """The longest silence on the access stream (the gate's heartbeat timeout is 15 s)."""
@@ -53,17 +53,17 @@ def _event(name: str, data: dict[str, Any]) -> bytes:
 
 
 class LiveRoutes:
-    """The live endpoints over one ``LiveEngine``."""
+    """The live endpoints over one ``LiveLink`` (the live worker process's mirror)."""
 
     def __init__(
         self,
-        engine: LiveEngine,
+        link: LiveLink,
         principal_of: Callable[[Request], Awaitable[Principal]],
         write_guard: Callable[[], Any] | None = None,
         principal_inline: Callable[[Request], Principal] | None = None,
     ) -> None:
-        self.engine = engine
-        self.controls = engine.controls
+        self.link = link
+        self.controls = link
         self.principal_of = principal_of
         # The access answer authenticates in the event loop (one SQLite point read and a
         # SHA-256, ~10 us): a hop to a worker thread costs more than the answer itself.
@@ -168,16 +168,22 @@ class LiveRoutes:
             self._own(principal, customer)
             return _json(self.controls.access(customer, feature))
 
+        @router.get("/v1/live", summary="The live engine: its worker, progress and restarts")
+        async def status(request: Request) -> Response:
+            principal = await self.principal_of(request)
+            principal.require("read", "GET /v1/live")
+            if principal.customer is not None:
+                raise HttpError(403, "forbidden", "the live engine's status is not a customer's")
+            return _json(await to_thread.run_sync(self.link.status))
+
         @router.get("/v1/live/{customer}", summary="A customer's live figures for this period")
         async def live(request: Request, customer: str) -> Response:
             principal = await self.principal_of(request)
             principal.require("read", "GET /v1/live")
             self._own(principal, customer)
-            figures = await to_thread.run_sync(self.engine.projection.figures, customer)
-            if figures is None:
+            document = await to_thread.run_sync(self.link.figures, customer)
+            if document is None:
                 raise _no_contract(customer)
-            document = figures.as_dict()
-            document["access"] = self.controls.access(customer)
             return _json(document)
 
         @router.get("/v1/controls/firings", summary="Every control firing, oldest first")
@@ -186,8 +192,8 @@ class LiveRoutes:
             principal.require("read", "GET /v1/controls/firings")
             if principal.customer is not None:
                 customer = principal.customer
-            records = await to_thread.run_sync(self.engine.store.firings, customer)
-            results = await to_thread.run_sync(self.engine.store.results)
+            records = await to_thread.run_sync(self.link.store.firings, customer)
+            results = await to_thread.run_sync(self.link.store.results)
             return _json(
                 {
                     "firings": [
@@ -218,7 +224,7 @@ class LiveRoutes:
             principal = await self.principal_of(request)
             principal.require("read", "GET /v1/customers/{customer}/overrides")
             self._own(principal, customer)
-            records = await to_thread.run_sync(self.engine.store.overrides, customer)
+            records = await to_thread.run_sync(self.link.store.overrides, customer)
             return _json({"overrides": [_override_document(r) for r in records]})
 
 
