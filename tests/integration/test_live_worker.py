@@ -83,9 +83,7 @@ def test_a_killed_worker_is_replaced_and_nothing_is_lost_or_counted_twice(
     os.kill(worker, signal.SIGKILL)
     # while the worker is down (or restarting), ingest goes on: the ledger takes it
     ingest(server, calls("globex", POOL + 3))
-    replaced = wait_for(
-        "a new worker", lambda: (s := status(server))["worker_restarts"] == 1 and s
-    )
+    replaced = wait_for("a new worker", lambda: (s := status(server))["worker_restarts"] == 1 and s)
     assert replaced["worker_pid"] != worker and alive(replaced["worker_pid"])
 
     with server.client("read") as reader:
