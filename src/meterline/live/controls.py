@@ -580,31 +580,19 @@ class Controls:
         """May ``customer`` use ``feature`` now? (A dict read: no ledger, no lock.)"""
         state = self.state.get(customer)
         blocks = tuple((state.blocks or {}).values()) if state else ()
-        answer: AccessDecision = decide(blocks, feature)
         remaining = (state.remaining if state else None) or {}
-        return {
-            "customer": customer,
-            "feature": feature,
-            "allowed": answer.allowed,
-            "reason": answer.reason
-            or (
-                "allowed"
-                if customer in self.projection.customers
-                else "no contract: no restriction"
-            ),
-            "policy": answer.policy,
-            "remaining": {unit: str(value) for unit, value in sorted(remaining.items())},
-            "version": self.version,
-        }
+        return access_document(
+            customer,
+            feature,
+            blocks,
+            {unit: str(value) for unit, value in sorted(remaining.items())},
+            customer in self.projection.customers,
+            self.version,
+        )
 
     def snapshot(self, customer: str | None = None) -> dict[str, Any]:
         with self.lock:
-            decisions = {
-                name: document
-                for name, document in self.decisions.items()
-                if customer is None or name == customer
-            }
-            return {"version": self.version, "decisions": decisions}
+            return snapshot_document(self.decisions, self.version, customer)
 
     # -- overrides ------------------------------------------------------------------------------
 
@@ -709,6 +697,41 @@ def _keyed(figures: Figures) -> list[tuple[tuple[Any, ...], Any]]:
         seen[base] = seen.get(base, 0) + 1
         keyed.append(((*base, seen[base]), line))
     return keyed
+
+
+def access_document(
+    customer: str,
+    feature: str | None,
+    blocks: tuple[Block, ...],
+    remaining: dict[str, str],
+    has_contract: bool,
+    version: int,
+) -> dict[str, Any]:
+    """The access answer (``GET /v1/access/{customer}``) for the customer's active blocks."""
+    answer: AccessDecision = decide(blocks, feature)
+    return {
+        "customer": customer,
+        "feature": feature,
+        "allowed": answer.allowed,
+        "reason": answer.reason or ("allowed" if has_contract else "no contract: no restriction"),
+        "policy": answer.policy,
+        "remaining": dict(remaining),
+        "version": version,
+    }
+
+
+def snapshot_document(
+    decisions: dict[str, dict[str, Any]], version: int, customer: str | None = None
+) -> dict[str, Any]:
+    """The push stream's first message: every decision (or one customer's) at ``version``."""
+    return {
+        "version": version,
+        "decisions": {
+            name: document
+            for name, document in decisions.items()
+            if customer is None or name == customer
+        },
+    }
 
 
 def firing_document(firing: StoredFiring) -> dict[str, Any]:

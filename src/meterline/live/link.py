@@ -32,9 +32,14 @@ from typing import Any
 
 from meterline.billing.service import BillingError, InvalidRequest, NotFound
 from meterline.clock import Clock, system_clock_us
-from meterline.core.controls import Block, decide
+from meterline.core.controls import Block
 from meterline.ledger.controls import ControlStore, StoredOverride
-from meterline.live.controls import AccessListener, OverrideError
+from meterline.live.controls import (
+    AccessListener,
+    OverrideError,
+    access_document,
+    snapshot_document,
+)
 
 _log = logging.getLogger(__name__)
 
@@ -277,26 +282,13 @@ class LiveLink:
     def access(self, customer: str, feature: str | None = None) -> dict[str, Any]:
         """May ``customer`` use ``feature`` now? (A dict read in this process.)"""
         blocks, remaining = self.states.get(customer, ((), {}))
-        answer = decide(blocks, feature)
-        return {
-            "customer": customer,
-            "feature": feature,
-            "allowed": answer.allowed,
-            "reason": answer.reason
-            or ("allowed" if customer in self.customers else "no contract: no restriction"),
-            "policy": answer.policy,
-            "remaining": dict(remaining),
-            "version": self.version,
-        }
+        return access_document(
+            customer, feature, blocks, remaining, customer in self.customers, self.version
+        )
 
     def snapshot(self, customer: str | None = None) -> dict[str, Any]:
         with self.lock:
-            decisions = {
-                name: document
-                for name, document in self.decisions.items()
-                if customer is None or name == customer
-            }
-            return {"version": self.version, "decisions": decisions}
+            return snapshot_document(self.decisions, self.version, customer)
 
     def figures(self, customer: str) -> dict[str, Any] | None:
         """The customer's live figures document (with its access answer), or None."""
