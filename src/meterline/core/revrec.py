@@ -1,0 +1,465 @@
+"""Revenue recognition (ASC 606) as balanced journal entries (pure; ``core.journal``).
+
+What each kind of consideration earns, and when (../shared/DESIGN.md, "Revenue"):
+
+- **Fees billed in advance** (``ratable_fee``): billed to accounts receivable and deferred;
+  recognized ratably by day over the service period. A day counts from the period's first
+  date up to, not including, its end date (Stripe's daily amortization: a 4-month period
+  from June 15 to October 13 is 120 days); the amount is split over the days without
+  losing a cent (``money.allocate``: largest remainder).
+- **Usage billed in arrears** (``usage_in_arrears``): recognized as delivered, day by day,
+  against unbilled receivable; billing moves it to accounts receivable. Each day's figure
+  is the rounded cumulative amount less the rounded amount before it, so the days sum to
+  the invoice line exactly.
+- **Prepaid credits** (``credit_entries``): a paid grant is billed and deferred at
+  purchase; as its units are consumed, the deferred amount is released at the grant's
+  cost basis (what was paid per unit; cumulative, rounded once). Where usage is priced in
+  the grant's currency, the consumption settles the usage's unbilled receivable: the
+  basis part from deferred revenue, the unpaid part (free credit, or a discount on a
+  prepaid commit) as contra-revenue; where usage is priced in a credit type, the basis
+  part is recognized as credit revenue and free credit earns nothing.
+- **Breakage** (per grant): ``proportional`` to the pattern of use, given an expected
+  breakage rate r (ASC 606-10-55-48: each unit consumed brings r / (1 - r) of its value as
+  breakage, never more than what is still deferred); ``expiry`` (all that is unused when
+  the grant expires: "remote"); ``never`` (unused credit stays deferred, e.g.
+  refundable). At expiry a proportional grant's remainder is recognized too.
+- **Rollover** moves the deferred value of the kept units to the rollover grant, with no
+  revenue; **a void** reverses what is still deferred against accounts receivable (the
+  credit note that goes with it).
+
+Invariant, per grant and in total: billed = recognized (revenue, breakage, contra) +
+deferred + moved + reversed; ``check_grant`` asserts it after every movement.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import date, timedelta
+from decimal import Decimal, Inexact, localcontext
+from typing import Literal
+
+from meterline.core.journal import (
+    CONTRA_FREE_CREDITS,
+    DEFERRED_CREDITS,
+    DEFERRED_FEES,
+    RECEIVABLE,
+    REVENUE_BREAKAGE,
+    REVENUE_CREDITS,
+    REVENUE_SUBSCRIPTION,
+    REVENUE_USAGE,
+    UNBILLED,
+    JournalEntry,
+    JournalError,
+    Posting,
+    entry,
+)
+from meterline.core.money import MONEY_CONTEXT, allocate, round_amount
+
+ZERO = Decimal(0)
+
+BreakageMode = Literal["proportional", "expiry", "never"]
+BREAKAGE_MODES: tuple[BreakageMode, ...] = ("proportional", "expiry", "never")
+MovementKind = Literal["consume", "release", "expire", "void", "rollover"]
+
+
+# -- fees in advance --------------------------------------------------------------------------
+
+
+def service_days(start: date, end: date) -> list[date]:
+    """The days a service period [start, end) is recognized over (at least its first)."""
+    count = max(1, (end - start).days)
+    return [start + timedelta(days=number) for number in range(count)]
+
+
+def ratable_fee(
+    cause: str,
+    customer: str,
+    amount: Decimal,
+    currency: str,
+    billed: date,
+    start: date,
+    end: date,
+) -> list[JournalEntry]:
+    """A fee billed on ``billed`` for the service period [start, end): billed and
+    deferred, then recognized a share per day. A negative amount (a credit note on the
+    fee) reverses the same way."""
+    entries = [
+        entry(
+            f"{cause}/billed",
+            billed,
+            "fee billed in advance",
+            cause,
+            customer,
+            currency,
+            RECEIVABLE,
+            DEFERRED_FEES,
+            amount,
+        )
+    ]
+    days = service_days(start, end)
+    shares = allocate(abs(amount), [Decimal(1)] * len(days), currency)
+    sign = -1 if amount < 0 else 1
+    for day, share in zip(days, shares, strict=True):
+        entries.append(
+            entry(
+                f"{cause}/{day.isoformat()}",
+                day,
+                "fee recognized for the day",
+                cause,
+                customer,
+                currency,
+                DEFERRED_FEES,
+                REVENUE_SUBSCRIPTION,
+                sign * share,
+            )
+        )
+    return [item for item in entries if item is not None]
+
+
+# -- usage in arrears -------------------------------------------------------------------------
+
+
+def usage_in_arrears(
+    cause: str,
+    customer: str,
+    currency: str,
+    deliveries: Sequence[tuple[date, Decimal]],
+    billed: date | None,
+) -> list[JournalEntry]:
+    """Usage delivered per day (exact amounts, in day order) recognized as it is
+    delivered; billed (when ``billed``) for the rounded total, the invoice line's amount."""
+    entries: list[JournalEntry | None] = []
+    cumulative = recognized = ZERO
+    with localcontext(MONEY_CONTEXT):
+        for day, amount in deliveries:
+            cumulative += amount
+            target = round_amount(cumulative, currency)
+            entries.append(
+                entry(
+                    f"{cause}/{day.isoformat()}",
+                    day,
+                    "usage delivered",
+                    cause,
+                    customer,
+                    currency,
+                    UNBILLED,
+                    REVENUE_USAGE,
+                    target - recognized,
+                )
+            )
+            recognized = target
+    if billed is not None:
+        entries.append(
+            entry(
+                f"{cause}/billed",
+                billed,
+                "usage billed in arrears",
+                cause,
+                customer,
+                currency,
+                RECEIVABLE,
+                UNBILLED,
+                recognized,
+            )
+        )
+    return [item for item in entries if item is not None]
+
+
+# -- prepaid credits ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class CreditTerms:
+    """A grant as revenue sees it: ``units`` of ``unit`` bought for ``paid`` ``currency``
+    on ``purchased`` (zero: free). ``unit == currency`` when the grant pays usage priced
+    in money (a prepaid commit); otherwise it pays usage priced in a credit type.
+    ``breakage_rate``: the share of units expected never to be used (proportional mode).
+    ``rolled``: a rollover grant, whose deferred value moved in rather than was billed."""
+
+    grant_id: str
+    customer: str
+    unit: str
+    units: Decimal
+    paid: Decimal
+    currency: str
+    purchased: date
+    breakage: BreakageMode = "expiry"
+    breakage_rate: Decimal = ZERO
+    rolled: bool = False
+
+    def __post_init__(self) -> None:
+        if self.units <= 0:
+            raise JournalError(f"grant {self.grant_id}: units must be above zero")
+        if self.paid < 0:
+            raise JournalError(f"grant {self.grant_id}: paid must not be negative")
+        if self.breakage not in BREAKAGE_MODES:
+            raise JournalError(f"grant {self.grant_id}: breakage {self.breakage!r} unknown")
+        if not ZERO <= self.breakage_rate < 1:
+            raise JournalError(f"grant {self.grant_id}: breakage_rate must be in [0, 1)")
+
+    @property
+    def pays_money(self) -> bool:
+        return self.unit == self.currency
+
+
+@dataclass(frozen=True, slots=True)
+class Movement:
+    """What the credit book did to a grant on ``day``: ``consume`` (``units`` used),
+    ``release`` (units given back), ``expire`` (units left unused), ``void``, or
+    ``rollover`` (``units`` kept, moved to the grant ``to``)."""
+
+    day: date
+    grant_id: str
+    kind: MovementKind
+    units: Decimal
+    to: str | None = None
+    cause: str = ""
+
+
+@dataclass(slots=True)
+class GrantAccount:
+    """One grant's running revenue figures (all in its currency)."""
+
+    terms: CreditTerms
+    consumed: Decimal = ZERO
+    """Net units consumed (consumptions less releases)."""
+    left: Decimal = ZERO
+    """Units still on the grant."""
+    billed: Decimal = ZERO
+    released: Decimal = ZERO
+    """Deferred value released by consumption (at the cost basis)."""
+    settled: Decimal = ZERO
+    """Face value of the consumption that settled money-priced usage."""
+    breakage: Decimal = ZERO
+    moved: Decimal = ZERO
+    reversed: Decimal = ZERO
+    closed: bool = False
+    entries: list[JournalEntry] = field(default_factory=list)
+
+    @property
+    def deferred(self) -> Decimal:
+        with localcontext(MONEY_CONTEXT):
+            return self.billed - self.released - self.breakage - self.moved - self.reversed
+
+
+def check_grant(account: GrantAccount) -> None:
+    """billed = released + breakage + moved + reversed + deferred, deferred >= 0, breakage
+    never above what was left unused."""
+    terms = account.terms
+    if account.deferred < 0:
+        raise JournalError(f"grant {terms.grant_id}: deferred below zero ({account.deferred})")
+    unused = account.billed - account.released - account.moved - account.reversed
+    if not ZERO <= account.breakage <= unused:
+        raise JournalError(
+            f"grant {terms.grant_id}: breakage {account.breakage} outside [0, unused {unused}]"
+        )
+
+
+def credit_entries(
+    grants: Iterable[CreditTerms], movements: Iterable[Movement]
+) -> tuple[list[JournalEntry], dict[str, GrantAccount]]:
+    """The journal of ``grants`` under ``movements`` (in day order), and each grant's
+    figures after them."""
+    accounts: dict[str, GrantAccount] = {}
+    for terms in grants:
+        _open(accounts, terms)
+    for movement in movements:
+        account = accounts.get(movement.grant_id)
+        if account is None:
+            raise JournalError(f"movement: grant {movement.grant_id!r} unknown")
+        _move(accounts, account, movement)
+        check_grant(account)
+    journal = [item for account in accounts.values() for item in account.entries]
+    journal.sort(key=lambda item: (item.day, item.entry_id))
+    return journal, accounts
+
+
+def _open(accounts: dict[str, GrantAccount], terms: CreditTerms, moved_in: Decimal = ZERO) -> None:
+    if terms.grant_id in accounts:
+        raise JournalError(f"grant {terms.grant_id!r} twice")
+    account = GrantAccount(terms, left=terms.units)
+    accounts[terms.grant_id] = account
+    if terms.rolled:
+        account.billed = moved_in  # no entry: the value stays in deferred revenue
+        return
+    account.billed = terms.paid
+    _post(
+        account,
+        entry(
+            f"grant:{terms.grant_id}/purchased",
+            terms.purchased,
+            "credits purchased",
+            f"grant:{terms.grant_id}",
+            terms.customer,
+            terms.currency,
+            RECEIVABLE,
+            DEFERRED_CREDITS,
+            terms.paid,
+        ),
+    )
+
+
+def _post(account: GrantAccount, item: JournalEntry | None) -> None:
+    if item is not None:
+        account.entries.append(item)
+
+
+def _share(account: GrantAccount, units: Decimal) -> Decimal:
+    """The deferred value (billed, for the grant's units) of ``units``, rounded."""
+    return _part(account.billed, units, account.terms.units, account.terms.currency)
+
+
+def _part(amount: Decimal, numerator: Decimal, denominator: Decimal, currency: str) -> Decimal:
+    """``amount x numerator / denominator`` rounded to ``currency`` (a quotient is not
+    exact: it is carried far past the minor unit, then rounded once)."""
+    with localcontext(MONEY_CONTEXT) as context:
+        context.traps[Inexact] = False
+        context.prec = 2 * MONEY_CONTEXT.prec + 10
+        return round_amount(amount * numerator / denominator, currency)
+
+
+def _move(accounts: dict[str, GrantAccount], account: GrantAccount, movement: Movement) -> None:
+    terms = account.terms
+    if account.closed:
+        raise JournalError(f"movement: grant {terms.grant_id!r} has ended")
+    cause = movement.cause or f"grant:{terms.grant_id}"
+    ident = f"grant:{terms.grant_id}/{movement.day.isoformat()}/{len(account.entries)}"
+    with localcontext(MONEY_CONTEXT):
+        if movement.kind in ("consume", "release"):
+            units = movement.units if movement.kind == "consume" else -movement.units
+            account.consumed += units
+            account.left -= units
+            _consume(account, movement.day, ident, cause)
+        elif movement.kind == "rollover":
+            if movement.to is None:
+                raise JournalError("movement: a rollover names the grant it moves to")
+            kept = min(movement.units, account.left)
+            value = (
+                ZERO
+                if account.left == 0
+                else _part(account.deferred, kept, account.left, terms.currency)
+            )
+            account.moved += value
+            account.left -= kept
+            _open(
+                accounts,
+                CreditTerms(
+                    movement.to,
+                    terms.customer,
+                    terms.unit,
+                    movement.units,
+                    value,
+                    terms.currency,
+                    movement.day,
+                    terms.breakage,
+                    terms.breakage_rate,
+                    rolled=True,
+                ),
+                moved_in=value,
+            )
+            _end_unused(account, movement.day, ident, cause)
+        elif movement.kind == "expire":
+            account.left -= movement.units
+            _end_unused(account, movement.day, ident, cause)
+        elif movement.kind == "void":
+            reversed_value = account.deferred
+            account.reversed += reversed_value
+            account.closed = True
+            _post(
+                account,
+                entry(
+                    ident,
+                    movement.day,
+                    "grant voided: unused value reversed",
+                    cause,
+                    terms.customer,
+                    terms.currency,
+                    DEFERRED_CREDITS,
+                    RECEIVABLE,
+                    reversed_value,
+                ),
+            )
+        else:
+            raise JournalError(f"movement: kind {movement.kind!r} unknown")
+
+
+def _round(amount: Decimal, terms: CreditTerms) -> Decimal:
+    return round_amount(amount, terms.currency)
+
+
+def _consume(account: GrantAccount, day: date, ident: str, cause: str) -> None:
+    """Bring the released value (and, proportionally, breakage) to their cumulative
+    targets for the units consumed so far."""
+    terms = account.terms
+    released = _share(account, account.consumed) if account.consumed > 0 else ZERO
+    released = min(released, account.billed - account.moved - account.reversed)
+    delta = released - account.released
+    account.released = released
+    if terms.pays_money:
+        face = _round(account.consumed, terms) - account.settled
+        account.settled += face
+        postings = [
+            Posting(DEFERRED_CREDITS, delta, terms.currency),
+            Posting(CONTRA_FREE_CREDITS, face - delta, terms.currency),
+            Posting(UNBILLED, -face, terms.currency),
+        ]
+        postings = [p for p in postings if p.amount != 0]
+        if postings:
+            account.entries.append(
+                JournalEntry(
+                    ident, day, "credits applied to usage", cause, terms.customer, tuple(postings)
+                )
+            )
+    else:
+        _post(
+            account,
+            entry(
+                ident,
+                day,
+                "credits consumed",
+                cause,
+                terms.customer,
+                terms.currency,
+                DEFERRED_CREDITS,
+                REVENUE_CREDITS,
+                delta,
+            ),
+        )
+    if terms.breakage == "proportional" and terms.breakage_rate > 0:
+        expected = terms.units * (1 - terms.breakage_rate)
+        used = max(ZERO, min(account.consumed, expected))
+        target = _part(account.billed * terms.breakage_rate, used, expected, terms.currency)
+        # never more than consumption left unused (a heavy user leaves less: what was
+        # recognized early as breakage goes back to deferred revenue)
+        target = max(
+            ZERO,
+            min(target, account.billed - account.moved - account.reversed - account.released),
+        )
+        _breakage(account, target - account.breakage, day, f"{ident}/breakage", cause)
+
+
+def _breakage(account: GrantAccount, amount: Decimal, day: date, ident: str, cause: str) -> None:
+    account.breakage += amount
+    _post(
+        account,
+        entry(
+            ident,
+            day,
+            "breakage recognized",
+            cause,
+            account.terms.customer,
+            account.terms.currency,
+            DEFERRED_CREDITS,
+            REVENUE_BREAKAGE,
+            amount,
+        ),
+    )
+
+
+def _end_unused(account: GrantAccount, day: date, ident: str, cause: str) -> None:
+    """The grant ended (expired, or rolled what it kept): what is still deferred becomes
+    breakage, unless the grant's breakage is ``never``."""
+    account.closed = True
+    if account.terms.breakage != "never":
+        _breakage(account, account.deferred, day, f"{ident}/unused", cause)
