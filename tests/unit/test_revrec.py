@@ -111,18 +111,22 @@ def test_lago_prepaid_credits_recognized_as_consumed() -> None:
     assert (UNBILLED, "USD") not in balances  # the usage was paid by the credits
 
 
+GIFT_CARD = CreditTerms(
+    "card",
+    "acme",
+    "credits",
+    D(100),
+    D(100),
+    "USD",
+    date(2026, 1, 1),
+    breakage="proportional",
+    breakage_rate=D("0.15"),
+)
+"""100 USD of prepaid value, 15 USD of it expected never to be used."""
+
+
 def test_proportional_breakage_follows_the_pattern_of_use() -> None:
-    grant = CreditTerms(
-        "card",
-        "acme",
-        "credits",
-        D(100),
-        D(100),
-        "USD",
-        date(2026, 1, 1),
-        breakage="proportional",
-        breakage_rate=D("0.15"),
-    )
+    grant = GIFT_CARD
     _, half = credit_entries([grant], [Movement(date(2026, 2, 1), "card", "consume", D("42.50"))])
     assert half["card"].released == D("42.50")
     assert half["card"].breakage == D("7.50")
@@ -148,17 +152,7 @@ def test_proportional_breakage_follows_the_pattern_of_use() -> None:
 
 
 def test_a_heavy_user_takes_back_breakage_recognized_early() -> None:
-    grant = CreditTerms(
-        "card",
-        "acme",
-        "credits",
-        D(100),
-        D(100),
-        "USD",
-        date(2026, 1, 1),
-        breakage="proportional",
-        breakage_rate=D("0.15"),
-    )
+    grant = GIFT_CARD
     _, accounts = credit_entries(
         [grant],
         [

@@ -63,7 +63,6 @@ class LiveRoutes:
         principal_inline: Callable[[Request], Principal] | None = None,
     ) -> None:
         self.link = link
-        self.controls = link
         self.principal_of = principal_of
         # The access answer authenticates in the event loop (one SQLite point read and a
         # SHA-256, ~10 us): a hop to a worker thread costs more than the answer itself.
@@ -99,7 +98,7 @@ class LiveRoutes:
         amount: Decimal | None,
         paid: Decimal,
     ) -> Any:
-        return self.controls.override(
+        return self.link.override(
             customer,
             body.kind,
             body.reason,
@@ -128,9 +127,9 @@ class LiveRoutes:
                     return
                 loop.call_soon_threadsafe(queue.put_nowait, (version, customer, decision))
 
-            with self.controls.lock:
-                snapshot = self.controls.snapshot(only)
-                self.controls.listeners.append(listener)
+            with self.link.lock:
+                snapshot = self.link.snapshot(only)
+                self.link.listeners.append(listener)
 
             async def events() -> AsyncIterator[bytes]:
                 try:
@@ -150,8 +149,8 @@ class LiveRoutes:
                             {"version": version, "customer": customer, "decision": decision},
                         )
                 finally:
-                    if listener in self.controls.listeners:
-                        self.controls.listeners.remove(listener)
+                    if listener in self.link.listeners:
+                        self.link.listeners.remove(listener)
 
             return StreamingResponse(
                 events(),
@@ -166,7 +165,7 @@ class LiveRoutes:
             else:
                 principal = await self.principal_of(request)
             self._own(principal, customer)
-            return _json(self.controls.access(customer, feature))
+            return _json(self.link.access(customer, feature))
 
         @router.get("/v1/live", summary="The live engine: its worker, progress and restarts")
         async def status(request: Request) -> Response:

@@ -384,10 +384,6 @@ def _move(accounts: dict[str, GrantAccount], account: GrantAccount, movement: Mo
             raise JournalError(f"movement: kind {movement.kind!r} unknown")
 
 
-def _round(amount: Decimal, terms: CreditTerms) -> Decimal:
-    return round_amount(amount, terms.currency)
-
-
 def _consume(account: GrantAccount, day: date, ident: str, cause: str) -> None:
     """Bring the released value (and, proportionally, breakage) to their cumulative
     targets for the units consumed so far."""
@@ -397,7 +393,7 @@ def _consume(account: GrantAccount, day: date, ident: str, cause: str) -> None:
     delta = released - account.released
     account.released = released
     if terms.pays_money:
-        face = _round(account.consumed, terms) - account.settled
+        face = round_amount(account.consumed, terms.currency) - account.settled
         account.settled += face
         postings = [
             Posting(DEFERRED_CREDITS, delta, terms.currency),
