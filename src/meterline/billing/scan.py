@@ -82,10 +82,18 @@ class RatingJob:
     keep_events: bool = False
     cuts: tuple[int, ...] | None = None
     """Window edges for credit burn-down (``Rater(cuts=...)``); None: no windows."""
+    also_meters: frozenset[str] = frozenset()
+    """Unpriced meters to measure too (the cost-only meters of unit economics)."""
     rater: Rater = field(init=False)
 
     def __post_init__(self) -> None:
-        self.rater = Rater(self.configuration, self.segments, self.keep_events, self.cuts)
+        self.rater = Rater(
+            self.configuration,
+            self.segments,
+            self.keep_events,
+            self.cuts,
+            also_meters=self.also_meters,
+        )
 
 
 def scan_workers() -> int:

@@ -733,11 +733,18 @@ class Billing:
     def credits(self, customer: str, as_of_us: int | None = None) -> dict[str, Any]:
         """The customer's credit ledger as of ``as_of_us`` (now): every grant with its
         balance (the sum of its entries) and status, per-unit totals, and the entries."""
+        at = self.clock() if as_of_us is None else as_of_us
+        book, inputs = self.credit_history(customer, at)
+        made = [stored_grant(row) for row in self.store.grants(customer)]
+        pending = [g for g in made if g.created <= at and g.effective_us > at]
+        return credit_report(customer, at, book, inputs, pending)
+
+    def credit_history(self, customer: str, at: int) -> tuple[CreditBook, CreditInputs]:
+        """The customer's credit book run up to ``at`` (finalized periods as billed, the
+        open period rated now) and the inputs it ran on."""
         loaded = self.current()
         configuration = loaded.configuration
         contract = self._contract(loaded, customer)
-        now_us = self.clock()
-        at = now_us if as_of_us is None else as_of_us
         cycle = billing_cycle(configuration, contract)
         period = period_containing(cycle, at)
         inputs = self._credit_inputs(configuration, contract, at)
@@ -757,9 +764,7 @@ class Billing:
             book = credit_book(inputs, charges, until_us=at)
         except CreditError as error:
             raise BillingError(f"credits of {customer}: {error}") from None
-        made = [stored_grant(row) for row in self.store.grants(customer)]
-        pending = [g for g in made if g.created <= at and g.effective_us > at]
-        return credit_report(customer, at, book, inputs, pending)
+        return book, inputs
 
     def _grant_ids(self, configuration: Configuration, contract: Contract) -> set[str]:
         """Every grant of the customer effective by now, and those made to start later."""
@@ -1049,8 +1054,71 @@ class Billing:
             pending.append((invoice, billed, job, through))
         return pending
 
+    def rated_periods(
+        self, at_us: int | None = None, customer: str | None = None
+    ) -> list[tuple[dict[str, Any], RatingJob]]:
+        """Every finalized period invoice (as billed) and every customer's open period (its
+        draft as of ``at_us``, now), each with a job that re-rated it keeping its events
+        and measuring the cost-only meters too: what unit economics is computed from."""
+        at = self.clock() if at_us is None else at_us
+        head, _ = self.ledger.head()
+        pairs: list[tuple[dict[str, Any], RatingJob]] = []
+        for stored in self._period_invoices(customer):
+            if stored.finalized_at_us > at:
+                continue
+            job, _ = self._rerate(
+                stored,
+                stored.through_sequence,
+                keep_events=True,
+                also_meters=_cost_meters(self.load(stored.revision)),
+            )
+            pairs.append((decode_exact(stored.document), job))
+        current = self.load()
+        if current is not None:
+            loaded = current
+            for contract in loaded.configuration.contracts:
+                if customer is not None and contract.customer != customer:
+                    continue
+                if contract.start_us > at:
+                    continue
+                period = period_containing(billing_cycle(loaded.configuration, contract), at)
+                if self._finalized(contract.customer, period.start_us) is not None:
+                    continue
+                spans = segments(loaded.configuration, contract, period.start_us, period.end_us)
+                if not spans:
+                    continue
+                try:
+                    document = self.draft(contract.customer, at)
+                except BillingError:
+                    continue
+                job = RatingJob(
+                    contract.customer,
+                    period,
+                    spans,
+                    head,
+                    loaded.configuration,
+                    keep_events=True,
+                    also_meters=_cost_meters(loaded),
+                )
+                pairs.append((document, job))
+        run_jobs(self._connection, [job for _, job in pairs])
+        return pairs
+
+    def event_days(self, customer: str, start_us: int, end_us: int) -> dict[int, int]:
+        """Each of the customer's events in [start, end): its sequence and timestamp."""
+        rows = self._connection.execute(
+            "SELECT sequence, timestamp_us FROM events WHERE customer = ?"
+            " AND timestamp_us >= ? AND timestamp_us < ?",
+            (customer, start_us, end_us),
+        ).fetchall()
+        return dict(rows)
+
     def _rerate(
-        self, invoice: StoredInvoice, through: int, keep_events: bool = False
+        self,
+        invoice: StoredInvoice,
+        through: int,
+        keep_events: bool = False,
+        also_meters: frozenset[str] = frozenset(),
     ) -> tuple[RatingJob, Loaded]:
         """A job re-rating a finalized invoice's period under the revision it was rated with,
         with the events up to ``through``."""
@@ -1061,7 +1129,13 @@ class Billing:
         period = BillingPeriod(invoice.period_start_us, invoice.period_end_us)
         spans = segments(loaded.configuration, contract, period.start_us, period.end_us)
         job = RatingJob(
-            invoice.customer, period, spans, through, loaded.configuration, keep_events=keep_events
+            invoice.customer,
+            period,
+            spans,
+            through,
+            loaded.configuration,
+            keep_events=keep_events,
+            also_meters=also_meters,
         )
         return job, loaded
 
@@ -1446,6 +1520,12 @@ def _first_difference(stored: dict[str, Any], rebuilt: dict[str, Any]) -> str:
         if stored.get(key) != rebuilt.get(key):
             return f"{key} differs: stored {stored.get(key)!r} vs ledger {rebuilt.get(key)!r}"
     return "bytes differ"
+
+
+def _cost_meters(loaded: Loaded | None) -> frozenset[str]:
+    if loaded is None:
+        return frozenset()
+    return frozenset(rate.meter for rate in loaded.configuration.costs)
 
 
 def diff(old: Configuration, new: Configuration) -> list[Change]:

@@ -42,6 +42,7 @@ from meterline.core.model import (
 from meterline.core.money import MINOR_UNITS
 from meterline.core.periods import ANCHORS, CYCLES, PRORATIONS, local_midnight_us
 from meterline.core.pricing import Tier, tier_errors
+from meterline.core.revrec import BREAKAGE_MODES
 
 TOP_LEVEL = ("credit_types", "meters", "costs", "plans", "contracts")
 ROUNDINGS = ("half_up", "half_even")
@@ -291,7 +292,16 @@ def _meter(reader: _Reader, value: Any, path: str) -> Meter | None:
     item = reader.mapping(
         value,
         path,
-        ("key", "event_type", "aggregation", "property", "filters", "group_by", "description"),
+        (
+            "key",
+            "event_type",
+            "aggregation",
+            "property",
+            "filters",
+            "group_by",
+            "description",
+            "product",
+        ),
         ("key", "event_type", "aggregation"),
     )
     filters = []
@@ -332,6 +342,7 @@ def _meter(reader: _Reader, value: Any, path: str) -> Meter | None:
         property=reader.text(item.get("property"), f"{path}.property"),
         filters=tuple(filters),
         group_by=tuple(g for g in group_by if g),
+        product=reader.text(item.get("product"), f"{path}.product", "") or "",
     )
     for problem in meter_errors(meter, path):
         field, _, reason = problem.partition(": ")
@@ -372,6 +383,8 @@ _NEEDS: dict[str, tuple[str, ...]] = {
 }
 _FEE_KEYS = ("key", "name", "amount", "kind", "timing")
 _CREDIT_TERMS_KEYS = (
+    "breakage",
+    "breakage_rate",
     "grants",
     "commits",
     "overage",
@@ -391,6 +404,8 @@ _GRANT_KEYS = (
     "rollover",
     "scope",
     "description",
+    "breakage",
+    "breakage_rate",
 )
 _COMMIT_KEYS = (*(k for k in _GRANT_KEYS if k != "credit_type"), "kind")
 
@@ -779,13 +794,34 @@ class _Context:
         threshold = reader.non_negative(item.get("threshold"), f"{path}.threshold")
         if threshold is not None and threshold == 0:
             reader.fail(f"{path}.threshold", "must be above zero")
+        breakage, rate = self.breakage(item, path, "expiry")
         return CreditTerms(
             tuple(grants),
             overage,  # type: ignore[arg-type]
             tuple(prices),
             minimum,
             threshold,
+            breakage or "expiry",
+            rate or Decimal(0),
         )
+
+    def breakage(
+        self, item: Mapping[str, Any], path: str, default: str | None
+    ) -> tuple[str | None, Decimal | None]:
+        """A ``breakage`` mode and its ``breakage_rate`` (required for proportional)."""
+        reader = self.reader
+        raw = item.get("breakage")
+        mode = (
+            default if raw is None else reader.choice(raw, f"{path}.breakage", BREAKAGE_MODES, "")
+        )
+        rate = reader.non_negative(item.get("breakage_rate"), f"{path}.breakage_rate")
+        if rate is not None and rate >= 1:
+            reader.fail(f"{path}.breakage_rate", "must be below 1 (a share of the units)")
+        if mode == "proportional" and rate is None:
+            reader.fail(f"{path}.breakage_rate", "proportional breakage needs an expected rate")
+        if rate is not None and mode not in ("proportional", None):
+            reader.fail(f"{path}.breakage_rate", "only proportional breakage uses a rate")
+        return mode, rate
 
     def credit_spec(self, value: Any, path: str, timezone: str, commit: bool) -> CreditSpec | None:
         reader = self.reader
@@ -850,6 +886,7 @@ class _Context:
                 Decimal(100) if percent is None else percent, minimum or Decimal(0), maximum
             )
         description = reader.text(item.get("description"), f"{path}.description", "") or ""
+        breakage, breakage_rate = self.breakage(item, path, None)
         if key is None or amount is None or unit is None:
             return None
         return CreditSpec(
@@ -867,4 +904,6 @@ class _Context:
             scope=scope,
             commit=commit,
             description=description,
+            breakage=breakage,
+            breakage_rate=breakage_rate,
         )

@@ -40,7 +40,9 @@ REVENUE_SUBSCRIPTION = "revenue:subscription"
 REVENUE_USAGE = "revenue:usage"
 REVENUE_CREDITS = "revenue:credits"
 REVENUE_BREAKAGE = "revenue:breakage"
+REVENUE_MINIMUM = "revenue:minimum_commitment"
 CONTRA_FREE_CREDITS = "contra_revenue:free_credits"
+CONTRA_DISCOUNTS = "contra_revenue:discounts"
 
 CHART: Mapping[str, AccountKind] = {
     CASH: "asset",
@@ -52,7 +54,9 @@ CHART: Mapping[str, AccountKind] = {
     REVENUE_USAGE: "revenue",
     REVENUE_CREDITS: "revenue",
     REVENUE_BREAKAGE: "revenue",
+    REVENUE_MINIMUM: "revenue",
     CONTRA_FREE_CREDITS: "contra_revenue",
+    CONTRA_DISCOUNTS: "contra_revenue",
 }
 """The chart of accounts: every account an entry may post to, and its kind. Names are
 colon paths (the first part is the kind's group), as general ledgers and Beancount use."""

@@ -50,6 +50,8 @@ class Meter:
     property: str | None = None
     filters: tuple[PropertyFilter, ...] = ()
     group_by: tuple[str, ...] = ()
+    product: str = ""
+    """The product line the meter's usage belongs to (unit economics); its key when empty."""
 
     def selects(self, event_type: str, properties: Mapping[str, Any]) -> bool:
         return event_type == self.event_type and all(f.matches(properties) for f in self.filters)

@@ -98,6 +98,10 @@ class CreditSpec:
     scope: tuple[str, ...] = ()
     commit: bool = False
     description: str = ""
+    breakage: str | None = None
+    """How unused paid credit becomes revenue: ``proportional`` (to the pattern of use,
+    given ``breakage_rate``), ``expiry`` or ``never``; None: the contract's setting."""
+    breakage_rate: Decimal | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,6 +115,20 @@ class CreditTerms:
     overage_prices: tuple[tuple[str, Decimal], ...] = ()
     minimum_commit: Decimal | None = None
     threshold: Decimal | None = None
+    breakage: str = "expiry"
+    """The default breakage of the contract's grants (and of grants made by API)."""
+    breakage_rate: Decimal = ZERO
+
+    def breakage_of(self, grant_id: str) -> tuple[str, Decimal]:
+        """The breakage mode and expected rate of a grant (``key`` or ``key@period``)."""
+        key = grant_id.split("@", 1)[0]
+        for spec in self.grants:
+            if spec.key == key:
+                return (
+                    spec.breakage or self.breakage,
+                    self.breakage_rate if spec.breakage_rate is None else spec.breakage_rate,
+                )
+        return self.breakage, self.breakage_rate
 
     def is_empty(self) -> bool:
         return self == CreditTerms()

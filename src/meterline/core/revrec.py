@@ -80,39 +80,45 @@ def ratable_fee(
     billed: date,
     start: date,
     end: date,
+    account: str = REVENUE_SUBSCRIPTION,
 ) -> list[JournalEntry]:
-    """A fee billed on ``billed`` for the service period [start, end): billed and
-    deferred, then recognized a share per day. A negative amount (a credit note on the
-    fee) reverses the same way."""
-    entries = [
-        entry(
-            f"{cause}/billed",
-            billed,
-            "fee billed in advance",
-            cause,
-            customer,
-            currency,
-            RECEIVABLE,
-            DEFERRED_FEES,
-            amount,
-        )
-    ]
+    """A fee billed on ``billed`` for the service period [start, end), recognized a share
+    per day. Days served before the bill are earned against unbilled receivable (a fee in
+    arrears, or one billed late); the rest is deferred when billed and released day by
+    day. A negative amount (a credit note on the fee) reverses the same way."""
     days = service_days(start, end)
     shares = allocate(abs(amount), [Decimal(1)] * len(days), currency)
     sign = -1 if amount < 0 else 1
-    for day, share in zip(days, shares, strict=True):
-        entries.append(
-            entry(
-                f"{cause}/{day.isoformat()}",
-                day,
-                "fee recognized for the day",
-                cause,
-                customer,
-                currency,
-                DEFERRED_FEES,
-                REVENUE_SUBSCRIPTION,
-                sign * share,
+    entries: list[JournalEntry | None] = []
+    earned_before = ZERO
+    with localcontext(MONEY_CONTEXT):
+        for day, share in zip(days, shares, strict=True):
+            early = day < billed
+            if early:
+                earned_before += sign * share
+            entries.append(
+                entry(
+                    f"{cause}/{day.isoformat()}",
+                    day,
+                    "fee earned for the day (unbilled)" if early else "fee recognized for the day",
+                    cause,
+                    customer,
+                    currency,
+                    UNBILLED if early else DEFERRED_FEES,
+                    account,
+                    sign * share,
+                )
             )
+        postings = [
+            Posting(RECEIVABLE, amount, currency),
+            Posting(UNBILLED, -earned_before, currency),
+            Posting(DEFERRED_FEES, earned_before - amount, currency),
+        ]
+    postings = [p for p in postings if p.amount != 0]
+    if postings:
+        entries.insert(
+            0,
+            JournalEntry(f"{cause}/billed", billed, "fee billed", cause, customer, tuple(postings)),
         )
     return [item for item in entries if item is not None]
 
@@ -126,9 +132,11 @@ def usage_in_arrears(
     currency: str,
     deliveries: Sequence[tuple[date, Decimal]],
     billed: date | None,
+    account: str = REVENUE_USAGE,
 ) -> list[JournalEntry]:
     """Usage delivered per day (exact amounts, in day order) recognized as it is
-    delivered; billed (when ``billed``) for the rounded total, the invoice line's amount."""
+    delivered (on ``account``); billed (when ``billed``) for the rounded total, the
+    invoice line's amount."""
     entries: list[JournalEntry | None] = []
     cumulative = recognized = ZERO
     with localcontext(MONEY_CONTEXT):
@@ -144,7 +152,7 @@ def usage_in_arrears(
                     customer,
                     currency,
                     UNBILLED,
-                    REVENUE_USAGE,
+                    account,
                     target - recognized,
                 )
             )
@@ -257,13 +265,16 @@ def check_grant(account: GrantAccount) -> None:
 
 
 def credit_entries(
-    grants: Iterable[CreditTerms], movements: Iterable[Movement]
+    grants: Iterable[CreditTerms],
+    movements: Iterable[Movement],
+    purchase_account: str = RECEIVABLE,
 ) -> tuple[list[JournalEntry], dict[str, GrantAccount]]:
     """The journal of ``grants`` under ``movements`` (in day order), and each grant's
-    figures after them."""
+    figures after them. A purchase debits ``purchase_account``: accounts receivable when
+    the grant is its own bill, unbilled receivable when an invoice line bills it."""
     accounts: dict[str, GrantAccount] = {}
     for terms in grants:
-        _open(accounts, terms)
+        _open(accounts, terms, purchase_account=purchase_account)
     for movement in movements:
         account = accounts.get(movement.grant_id)
         if account is None:
@@ -275,7 +286,12 @@ def credit_entries(
     return journal, accounts
 
 
-def _open(accounts: dict[str, GrantAccount], terms: CreditTerms, moved_in: Decimal = ZERO) -> None:
+def _open(
+    accounts: dict[str, GrantAccount],
+    terms: CreditTerms,
+    moved_in: Decimal = ZERO,
+    purchase_account: str = RECEIVABLE,
+) -> None:
     if terms.grant_id in accounts:
         raise JournalError(f"grant {terms.grant_id!r} twice")
     account = GrantAccount(terms, left=terms.units)
@@ -293,7 +309,7 @@ def _open(accounts: dict[str, GrantAccount], terms: CreditTerms, moved_in: Decim
             f"grant:{terms.grant_id}",
             terms.customer,
             terms.currency,
-            RECEIVABLE,
+            purchase_account,
             DEFERRED_CREDITS,
             terms.paid,
         ),

@@ -1,0 +1,151 @@
+"""Invoices and credit notes as journal entries (pure; the rules are ``core.revrec``'s).
+
+Every line of a finalized invoice is billed on the invoice's day (accounts receivable),
+and earns revenue by its kind:
+
+- ``fee`` (recurring): ratably by day over its service period; days served before the
+  bill are earned against unbilled receivable, the rest deferred and released day by day.
+  A one-off fee is earned on the first day of its service.
+- ``usage``, ``overage``, ``carried``, ``prepaid`` (billed early, netted) and
+  ``threshold`` lines: usage revenue, delivered in the service period: recognized on its
+  last day (a threshold invoice, or a late-usage ``adjustment``, on the day it is billed).
+- ``commitment`` (a minimum commit's true-up): minimum-commitment revenue, the period's
+  last day. ``discount``: contra-revenue, the same day.
+- ``credit`` (credits applied): money credits (a prepaid commit in the invoice's currency)
+  only clear the unbilled usage they paid (the commit's deferred revenue settles it, see
+  ``revrec.credit_entries``); credit-type credits reverse the usage revenue of the line
+  they paid, because that usage earns credit revenue at the grant's cost basis instead.
+- ``purchase`` (prepaid credit bought): clears the unbilled receivable the grant's
+  purchase posted (``credit_entries(..., purchase_account=UNBILLED)``).
+
+A credit note reverses: a void note reverses every line of its invoice on the note's day
+(a fee's days already earned are reversed against unbilled receivable, the rest out of
+deferred revenue); a late-usage note is usage revenue on its day.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+from meterline.core.journal import (
+    CONTRA_DISCOUNTS,
+    RECEIVABLE,
+    REVENUE_MINIMUM,
+    REVENUE_SUBSCRIPTION,
+    REVENUE_USAGE,
+    UNBILLED,
+    JournalEntry,
+    entry,
+)
+from meterline.core.periods import local_date
+from meterline.core.revrec import ratable_fee, usage_in_arrears
+
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+USAGE_KINDS = frozenset({"usage", "overage", "carried", "prepaid", "threshold", "adjustment"})
+"""Line kinds that are usage revenue delivered in the service period."""
+BILLED_ON_THE_DAY = frozenset({"threshold", "adjustment"})
+"""Usage kinds recognized on the day they are billed rather than at the period's end."""
+POINT_ACCOUNTS: Mapping[str, str] = {
+    **{kind: REVENUE_USAGE for kind in USAGE_KINDS},
+    "commitment": REVENUE_MINIMUM,
+    "discount": CONTRA_DISCOUNTS,
+}
+
+
+def instant_us(text: str) -> int:
+    """An RFC 3339 timestamp as written on an invoice, in microseconds since the epoch."""
+    moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    return (moment - EPOCH) // timedelta(microseconds=1)
+
+
+def day_of(text: str, timezone: str) -> date:
+    """The calendar day of a timestamp in the invoice's time zone."""
+    return local_date(timezone, instant_us(text))
+
+
+def last_day(span: Mapping[str, str], timezone: str) -> date:
+    """The last day of a [start, end) span: the day before its end, never before its start."""
+    start = day_of(span["start"], timezone)
+    end = day_of(span["end"], timezone)
+    return max(start, end - timedelta(days=1))
+
+
+def document_entries(
+    document: Mapping[str, Any],
+    billed: date,
+    cause: str,
+    lines: Sequence[Mapping[str, Any]] | None = None,
+    sign: int = 1,
+) -> list[JournalEntry]:
+    """The journal of an invoice (or of a note reversing one: ``sign`` -1), billed on
+    ``billed``; each entry's cause is ``{cause}/line:{number}``."""
+    timezone = str(document.get("timezone") or "UTC")
+    currency = str(document["currency"])
+    customer = str(document["customer"])
+    period = document.get("period")
+    entries: list[JournalEntry] = []
+    for line in document["lines"] if lines is None else lines:
+        amount = sign * Decimal(str(line["amount"]))
+        if amount == 0:
+            continue
+        kind = str(line["kind"])
+        line_cause = f"{cause}/line:{line['number']}"
+        service = line.get("service")
+        if kind == "fee":
+            if service is None or line.get("recurrence") == "one_off":
+                earned = day_of(service["start"], timezone) if service else billed
+                entries += usage_in_arrears(
+                    line_cause, customer, currency, [(earned, amount)], billed,
+                    REVENUE_SUBSCRIPTION,
+                )  # fmt: skip
+            else:
+                entries += ratable_fee(
+                    line_cause,
+                    customer,
+                    amount,
+                    currency,
+                    billed,
+                    day_of(service["start"], timezone),
+                    day_of(service["end"], timezone),
+                )
+        elif kind in POINT_ACCOUNTS:
+            span = service or period
+            earned = billed if kind in BILLED_ON_THE_DAY or not span else last_day(span, timezone)
+            entries += usage_in_arrears(
+                line_cause, customer, currency, [(earned, amount)], billed, POINT_ACCOUNTS[kind]
+            )
+        elif kind == "credit" and line.get("unit") not in (None, currency):
+            span = service or period
+            earned = last_day(span, timezone) if span else billed
+            entries += usage_in_arrears(
+                line_cause, customer, currency, [(earned, amount)], billed, REVENUE_USAGE
+            )
+        else:  # credit in money, purchase: billing clears what the credit journal posted
+            item = entry(
+                f"{line_cause}/billed",
+                billed,
+                f"{kind} billed",
+                line_cause,
+                customer,
+                currency,
+                RECEIVABLE,
+                UNBILLED,
+                amount,
+            )
+            if item is not None:
+                entries.append(item)
+    return entries
+
+
+def credit_note_entries(
+    note: Mapping[str, Any], invoice: Mapping[str, Any], issued: date
+) -> list[JournalEntry]:
+    """The journal of a credit note against ``invoice``, issued on ``issued``."""
+    cause = f"credit_note:{note['number']}"
+    if note.get("void"):
+        return document_entries(invoice, issued, cause, sign=-1)
+    shaped = {**invoice, "lines": note["lines"], "period": None}
+    return document_entries(shaped, issued, cause)

@@ -1,0 +1,243 @@
+"""The books: the general journal derived from what billing stored (the shell).
+
+Gathers every finalized invoice, credit note and customer's credit book, and asks the
+pure core (``core.books``, ``core.revrec``) for their journal entries:
+
+- invoices and credit notes: ``core.books.document_entries`` / ``credit_note_entries``,
+  billed on the day (in the invoice's time zone) they were finalized or issued;
+- credit grants: ``core.revrec.credit_entries`` over the movements of each customer's
+  credit book (consumption, releases, expiry, rollover, voids), with the grant's breakage
+  as the contract declares it (``credits.breakage``, per grant or for the contract).
+  A purchase posts to unbilled receivable; the invoice line that bills it clears it.
+
+Nothing here is stored: the journal is re-derived from the ledger and the billing
+records every time, so it can never drift from them (``meterline reconcile`` proves the
+totals agree).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import date
+from decimal import Decimal
+from typing import Any
+
+from meterline.billing.service import Billing, BillingError
+from meterline.core.books import credit_note_entries, document_entries
+from meterline.core.credits import CreditBook, Grant
+from meterline.core.events import decode_exact
+from meterline.core.journal import (
+    CHART,
+    DEFERRED_CREDITS,
+    DEFERRED_FEES,
+    UNBILLED,
+    Balances,
+    JournalEntry,
+    Rollforward,
+    rollforward,
+    trial_balance,
+    waterfall,
+)
+from meterline.core.model import CreditTerms as ContractCredits
+from meterline.core.periods import local_date
+from meterline.core.revrec import CreditTerms, GrantAccount, Movement, credit_entries
+
+ZERO = Decimal(0)
+MOVEMENT_KINDS = {
+    "consume": "consume",
+    "settle": "consume",
+    "release": "release",
+    "expire": "expire",
+    "rollover": "rollover",
+    "void": "void",
+}
+"""Credit book entry kinds that move revenue, and the revenue movement each one is."""
+
+
+@dataclass(slots=True)
+class Books:
+    """The journal (entries in day order) and each grant's revenue figures."""
+
+    entries: list[JournalEntry]
+    grants: dict[str, GrantAccount] = field(default_factory=dict)
+    as_of: date | None = None
+
+    def currencies(self) -> list[str]:
+        return sorted({p.currency for item in self.entries for p in item.postings})
+
+    def trial_balance(self, through: date | None = None) -> Balances:
+        return trial_balance(self.entries, through)
+
+    def waterfall(self) -> dict[tuple[str, str, str], Decimal]:
+        return waterfall(self.entries)
+
+    def months(self) -> list[str]:
+        return sorted({item.day.strftime("%Y-%m") for item in self.entries})
+
+    def rollforwards(self, start: date, end: date) -> list[Rollforward]:
+        """Deferred revenue (fees, credits) over [start, end] per currency."""
+        return [
+            rollforward(self.entries, account, currency, start, end)
+            for currency in self.currencies()
+            for account in (DEFERRED_FEES, DEFERRED_CREDITS)
+        ]
+
+    def for_customer(self, customer: str) -> list[JournalEntry]:
+        return [item for item in self.entries if item.customer == customer]
+
+
+def _day(timezone: str, instant_us: int) -> date:
+    return local_date(timezone, instant_us)
+
+
+def build_books(billing: Billing, as_of_us: int | None = None) -> Books:
+    """The journal of everything billing knows as of ``as_of_us`` (now)."""
+    at = billing.clock() if as_of_us is None else as_of_us
+    entries: list[JournalEntry] = []
+    documents: dict[str, dict[str, Any]] = {}
+    for stored in billing.store.invoices():
+        if stored.finalized_at_us > at:
+            continue
+        document = decode_exact(stored.document)
+        documents[stored.invoice_id] = document
+        timezone = str(document.get("timezone") or "UTC")
+        billed = _day(timezone, stored.finalized_at_us)
+        entries += document_entries(document, billed, f"invoice:{stored.invoice_id}")
+    for note in billing.store.credit_notes():
+        if note.created_at_us > at or note.invoice_id not in documents:
+            continue
+        invoice = documents[note.invoice_id]
+        issued = _day(str(invoice.get("timezone") or "UTC"), note.created_at_us)
+        entries += credit_note_entries(decode_exact(note.document), invoice, issued)
+    grant_accounts: dict[str, GrantAccount] = {}
+    loaded = billing.load()
+    if loaded is not None:
+        for contract in loaded.configuration.contracts:
+            if contract.start_us > at:
+                continue
+            try:
+                book, inputs = billing.credit_history(contract.customer, at)
+            except BillingError:
+                continue
+            if not book.grants:
+                continue
+            credit, accounts = grant_journal(
+                book, contract.credits, contract.customer, contract.timezone, inputs.terms
+            )
+            entries += credit
+            grant_accounts.update(accounts)
+    entries.sort(key=lambda item: (item.day, item.entry_id))
+    return Books(entries, grant_accounts, _day("UTC", at))
+
+
+def grant_journal(
+    book: CreditBook,
+    terms: ContractCredits,
+    customer: str,
+    timezone: str,
+    _inputs_terms: object = None,
+) -> tuple[list[JournalEntry], dict[str, GrantAccount]]:
+    """The revenue journal of one customer's credit book."""
+    grants = [
+        _terms(grant, terms, customer, timezone)
+        for grant in book.grants.values()
+        if grant.source != "rollover" and grant.amount > 0
+    ]
+    known = {item.grant_id for item in grants}
+    rolled_at = {
+        (entry.credit.removeprefix("grant:"), entry.at_us)
+        for entry in book.entries
+        if entry.kind == "rollover"
+    }
+    movements: list[Movement] = []
+    for entry in book.entries:
+        kind = MOVEMENT_KINDS.get(entry.kind)
+        if kind is None or entry.grant is None:
+            continue
+        grant_id = entry.grant
+        target = None
+        if kind == "rollover":
+            target, grant_id = grant_id, entry.credit.removeprefix("grant:")
+            known.add(target)
+        elif kind == "expire" and (grant_id, entry.at_us) in rolled_at:
+            continue  # the reset's rollover ends the grant and recognizes what it lost
+        if grant_id not in known:
+            continue
+        cause = (
+            f"credit:{grant_id}/{entry.kind}"
+            if entry.line is None
+            else f"credit:{grant_id}/line:{entry.line}"
+        )
+        movements.append(
+            Movement(_day(timezone, entry.at_us), grant_id, kind, entry.amount, target, cause)  # type: ignore[arg-type]
+        )
+    return credit_entries(grants, _merge(movements), purchase_account=UNBILLED)
+
+
+def _merge(movements: Iterable[Movement]) -> list[Movement]:
+    """Consumption and releases of one grant on one day as one net movement (the journal
+    reads per day; the credit book moves per window)."""
+    merged: list[Movement] = []
+    for movement in movements:
+        last = merged[-1] if merged else None
+        if (
+            last is not None
+            and movement.kind in ("consume", "release")
+            and last.kind in ("consume", "release")
+            and last.grant_id == movement.grant_id
+            and last.day == movement.day
+        ):
+            signed = (last.units if last.kind == "consume" else -last.units) + (
+                movement.units if movement.kind == "consume" else -movement.units
+            )
+            merged[-1] = Movement(
+                last.day,
+                last.grant_id,
+                "consume" if signed >= 0 else "release",
+                abs(signed),
+                None,
+                f"credit:{last.grant_id}/usage:{last.day.isoformat()}",
+            )
+            continue
+        merged.append(movement)
+    return [m for m in merged if m.units != 0 or m.kind not in ("consume", "release")]
+
+
+def _terms(grant: Grant, terms: ContractCredits, customer: str, timezone: str) -> CreditTerms:
+    mode, rate = terms.breakage_of(grant.grant_id)
+    purchased = grant.created if grant.source in ("api", "purchase") else grant.effective_us
+    return CreditTerms(
+        grant.grant_id,
+        customer,
+        grant.unit,
+        grant.amount,
+        grant.paid,
+        grant.paid_currency or grant.unit,
+        _day(timezone, purchased),
+        mode,  # type: ignore[arg-type]
+        rate if mode == "proportional" else ZERO,
+    )
+
+
+def journal_rows(books: Books) -> list[dict[str, Any]]:
+    """One row per posting, as a general ledger imports it: entry, date, account, debit,
+    credit, currency, customer, cause, description."""
+    rows = []
+    for item in books.entries:
+        for posting in item.postings:
+            rows.append(
+                {
+                    "entry_id": item.entry_id,
+                    "date": item.day,
+                    "account": posting.account,
+                    "account_kind": CHART[posting.account],
+                    "debit": posting.amount if posting.amount > 0 else ZERO,
+                    "credit": -posting.amount if posting.amount < 0 else ZERO,
+                    "currency": posting.currency,
+                    "customer": item.customer,
+                    "cause": item.cause,
+                    "description": item.description,
+                }
+            )
+    return rows
