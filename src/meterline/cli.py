@@ -594,6 +594,15 @@ from meterline.cli_live import (  # noqa: E402
 from meterline.cli_webhooks import webhooks_app  # noqa: E402
 
 app.command("reconcile")(reconcile_command)
+from meterline.cli_finance import (  # noqa: E402
+    economics_command,
+    journal_command,
+    revenue_command,
+)
+
+app.command(name="journal")(journal_command)
+app.command(name="revenue")(revenue_command)
+app.command(name="economics")(economics_command)
 app.add_typer(live_app, name="live")
 app.add_typer(controls_app, name="controls")
 app.add_typer(webhooks_app, name="webhooks")

@@ -61,8 +61,16 @@ def reconcile_command(
         str | None, typer.Option(envvar="METERLINE_KEY", help="API key (read) for --url.")
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+    chain: Annotated[
+        bool,
+        typer.Option(
+            "--chain/--no-chain",
+            help="Also prove events -> rated usage -> invoices -> journal -> reports agree.",
+        ),
+    ] = True,
 ) -> None:
-    """Prove live figures equal a full re-rating (exit 1 on any difference)."""
+    """Prove live figures equal a full re-rating, and that events, rated usage, invoices,
+    the journal and its reports agree (exit 1 on any difference)."""
     import httpx
 
     from meterline.billing.service import BillingError, open_billing
@@ -72,9 +80,13 @@ def reconcile_command(
         raise _fail("--key: --url needs an API key with the read scope")
     if not db.exists():
         raise _fail(f"--db: {db} does not exist")
+    from meterline.finance.truth import one_truth
+
+    truth = None
     with open_billing(db) as billing:
         try:
             report = reconcile(billing, url, key)
+            truth = one_truth(billing) if chain else None
         except BillingError as error:
             raise _fail(str(error), 1) from None
         except httpx.HTTPStatusError as error:
@@ -84,8 +96,12 @@ def reconcile_command(
             raise _fail(f"{named}: {url} answered {status} {error.response.text[:200]}") from None
         except httpx.HTTPError as error:
             raise _fail(f"--url: cannot read {url}: {error}") from None
+    agrees = truth is None or truth.agrees
     if as_json:
-        print(json.dumps(report.as_dict()))
+        document = report.as_dict()
+        if truth is not None:
+            document["chain"] = truth.as_dict()
+        print(json.dumps(document))
     else:
         table = Table(title=f"Reconcile through ledger sequence {report.through_sequence}")
         for column in ("customer", "figure", "live", "batch", ""):
@@ -100,7 +116,11 @@ def reconcile_command(
         source = f"server {url}" if url else f"{report.batches} committed batches replayed"
         verdict = "[green]live == batch[/green]" if report.passed else "[red]DIFFERENT[/red]"
         console.print(f"{verdict} ({source}; {len(report.customers)} customers)")
-    if not report.passed:
+        if truth is not None:
+            from meterline.finance.render import truth_table
+
+            console.print(truth_table(truth))
+    if not report.passed or not agrees:
         raise typer.Exit(1)
 
 

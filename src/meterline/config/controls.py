@@ -15,6 +15,8 @@ contracts:
          actions: [alert]}
       - {key: cogs-guard, policy: cost_exceeds_prepayment, margin_percent: 10,
          actions: [alert]}
+      - {key: margin-floor, policy: margin_floor, margin_percent: 20, minimum: 50,
+         actions: [alert]}
       - {key: refill, policy: balance_exhausted, unit: credits, remaining_at_most: 1000,
          actions: [top_up], top_up: {credit_type: credits, amount: 10000, paid: 90}}
 ```
@@ -64,6 +66,7 @@ _CONTROL_KEYS = (
 _KIND_KEYS: dict[str, tuple[str, ...]] = {
     "balance_exhausted": ("unit", "remaining_at_most"),
     "cost_exceeds_prepayment": ("margin_percent",),
+    "margin_floor": ("margin_percent", "minimum"),
     "spend_threshold": ("amount", "percents"),
     "usage_spike": ("meter", "window", "baseline", "factor", "minimum"),
 }
@@ -179,6 +182,14 @@ def _control(
         fields["margin_percent"] = reader.non_negative(
             item.get("margin_percent"), f"{path}.margin_percent", Decimal(0)
         )
+    elif kind == "margin_floor":
+        floor = reader.non_negative(item.get("margin_percent"), f"{path}.margin_percent")
+        if "margin_percent" not in item:
+            reader.fail(f"{path}.margin_percent", "a margin floor needs its percent")
+        elif floor is not None and floor > 100:
+            reader.fail(f"{path}.margin_percent", "must be at most 100")
+        fields["margin_percent"] = floor
+        fields["minimum"] = reader.non_negative(item.get("minimum"), f"{path}.minimum", Decimal(0))
     elif kind == "spend_threshold":
         amount = reader.non_negative(item.get("amount"), f"{path}.amount")
         if amount is not None and amount == 0:

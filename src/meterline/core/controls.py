@@ -15,6 +15,10 @@ Policies:
   warning). An ``extend`` override lets the balance go that much further below.
 - ``cost_exceeds_prepayment``: cost to serve (COGS) so far in the period exceeds what the
   customer prepaid for it, by more than ``margin_percent``: cost > prepaid x (1 + m/100).
+- ``margin_floor``: gross margin so far in the period, (spend - cost) / spend, is below
+  ``margin_percent`` once spend reached ``minimum`` (cost with no spend at all is below
+  any floor): (spend - cost) x 100 < floor x spend, decided exactly. An ``extend``
+  override allows that much more cost.
 - ``spend_threshold``: usage spend in the period reached ``percent`` of ``amount``, per
   percentage level (e.g. 50/80/100: the shared design's "previous < T <= current").
 - ``usage_spike``: the quantity of ``meter`` (events when None) in the last ``window``
@@ -42,11 +46,16 @@ ZERO = Decimal(0)
 HUNDRED = Decimal(100)
 
 PolicyKind = Literal[
-    "balance_exhausted", "cost_exceeds_prepayment", "spend_threshold", "usage_spike"
+    "balance_exhausted",
+    "cost_exceeds_prepayment",
+    "margin_floor",
+    "spend_threshold",
+    "usage_spike",
 ]
 POLICY_KINDS: tuple[PolicyKind, ...] = (
     "balance_exhausted",
     "cost_exceeds_prepayment",
+    "margin_floor",
     "spend_threshold",
     "usage_spike",
 )
@@ -192,6 +201,29 @@ def read(
                         "cost": _text(observation.cost),
                         "prepaid": _text(observation.prepaid),
                         "limit": _text(limit),
+                    },
+                )
+            ]
+        if policy.kind == "margin_floor":
+            spend, cost = observation.spend, observation.cost - extension
+            judged = spend >= policy.minimum and (spend > 0 or cost > 0)
+            crossed = judged and (spend - cost) * HUNDRED < policy.margin_percent * spend
+            with localcontext(_DISPLAY_CONTEXT):
+                shown = (
+                    "none"
+                    if spend == 0
+                    else _text(((spend - cost) * HUNDRED / spend).quantize(Decimal("0.1")))
+                )
+            return [
+                Reading(
+                    policy.key,
+                    LEVEL,
+                    crossed,
+                    {
+                        "spend": _text(spend),
+                        "cost": _text(observation.cost),
+                        "margin_percent": shown,
+                        "floor_percent": _text(policy.margin_percent),
                     },
                 )
             ]

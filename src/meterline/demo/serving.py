@@ -21,6 +21,7 @@ def serve_demo(db: Path, port: int, console: Console) -> None:
     base = f"http://127.0.0.1:{port}"
     console.rule("The API")
     console.print(f"Serving on {base} (docs at {base}/docs). Ctrl-C to stop.")
+    console.print(f"  dashboard:  {base}/dashboard (sign in with the read key)")
     console.print(f"  read key:   {read_token}\n  ingest key: {ingest_token}")
     console.print(
         f"  curl -H 'Authorization: Bearer {read_token}' "

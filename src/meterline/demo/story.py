@@ -21,6 +21,8 @@ from rich.table import Table
 from meterline.core.events import event_document
 from meterline.core.outcomes import BatchOutcome
 from meterline.demo.billing_story import tell_billing
+from meterline.demo.finance_story import tell_finance
+from meterline.demo.finance_story import tell_finance
 from meterline.demo.workload import CUSTOMERS, MONTH_START, generate_month
 from meterline.ledger import Ledger, open_ledger
 
@@ -217,7 +219,14 @@ def run_demo(
         )
         console.print(f"Re-check any time with: [bold]meterline verify --db {db}[/bold]")
         tell_billing(ledger, console)
-    if serve_port is not None:
+    tell_finance(db, console)
+    if serve_port is None:
+        console.print(
+            f"The dashboard: [bold]meterline serve --db {db}[/bold], then open "
+            "http://127.0.0.1:8787/dashboard and sign in with a read key "
+            f"(meterline keys create --scope read --db {db})."
+        )
+    else:
         from meterline.demo.serving import serve_demo
 
         serve_demo(db, serve_port, console)

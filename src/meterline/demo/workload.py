@@ -96,6 +96,8 @@ CUSTOMERS = (
 )
 
 TOOLS = ("web.search", "code.exec", "sql.query", "http.fetch", "vector.lookup")
+GPU_PRICE_PER_SECOND = {"h100": Decimal("0.0007"), "a100": Decimal("0.00035")}
+"""What the GPU provider bills per second (COGS carried on each ``gpu.runtime`` event)."""
 GPUS = (("h100", Decimal("0.001")), ("a100", Decimal("0.01")))
 _HOUR_WEIGHTS = (1, 1, 1, 1, 1, 2, 3, 5, 8, 10, 10, 9, 8, 9, 10, 10, 9, 7, 5, 4, 3, 2, 2, 1)
 
@@ -193,7 +195,8 @@ def _customer_day(
                 profile.name,
                 "gpu.runtime",
                 _moment(rng, day),
-                {"gpu": gpu, "seconds": seconds},
+                # the provider's bill for the job, carried on the event (exact decimal)
+                {"gpu": gpu, "seconds": seconds, "cost_usd": GPU_PRICE_PER_SECOND[gpu] * seconds},
             )
         )
     return events

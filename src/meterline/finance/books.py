@@ -138,13 +138,15 @@ def grant_journal(
     timezone: str,
     _inputs_terms: object = None,
 ) -> tuple[list[JournalEntry], dict[str, GrantAccount]]:
-    """The revenue journal of one customer's credit book."""
+    """The revenue journal of one customer's credit book (its grants named
+    ``customer/grant``: grant keys repeat across customers)."""
     grants = [
         _terms(grant, terms, customer, timezone)
         for grant in book.grants.values()
         if grant.source != "rollover" and grant.amount > 0
     ]
     known = {item.grant_id for item in grants}
+    own = f"{customer}/"
     rolled_at = {
         (entry.credit.removeprefix("grant:"), entry.at_us)
         for entry in book.entries
@@ -158,17 +160,14 @@ def grant_journal(
         grant_id = entry.grant
         target = None
         if kind == "rollover":
-            target, grant_id = grant_id, entry.credit.removeprefix("grant:")
+            target, grant_id = own + grant_id, entry.credit.removeprefix("grant:")
             known.add(target)
         elif kind == "expire" and (grant_id, entry.at_us) in rolled_at:
             continue  # the reset's rollover ends the grant and recognizes what it lost
+        grant_id = own + grant_id
         if grant_id not in known:
             continue
-        cause = (
-            f"credit:{grant_id}/{entry.kind}"
-            if entry.line is None
-            else f"credit:{grant_id}/line:{entry.line}"
-        )
+        cause = f"grant:{grant_id}/{entry.kind}"
         movements.append(
             Movement(_day(timezone, entry.at_us), grant_id, kind, entry.amount, target, cause)  # type: ignore[arg-type]
         )
@@ -197,7 +196,7 @@ def _merge(movements: Iterable[Movement]) -> list[Movement]:
                 "consume" if signed >= 0 else "release",
                 abs(signed),
                 None,
-                f"credit:{last.grant_id}/usage:{last.day.isoformat()}",
+                f"grant:{last.grant_id}/usage:{last.day.isoformat()}",
             )
             continue
         merged.append(movement)
@@ -208,7 +207,7 @@ def _terms(grant: Grant, terms: ContractCredits, customer: str, timezone: str) -
     mode, rate = terms.breakage_of(grant.grant_id)
     purchased = grant.created if grant.source in ("api", "purchase") else grant.effective_us
     return CreditTerms(
-        grant.grant_id,
+        f"{customer}/{grant.grant_id}",
         customer,
         grant.unit,
         grant.amount,

@@ -78,7 +78,7 @@ def _period_slices(billing: Billing, document: dict[str, Any], job: RatingJob) -
     for segment_index, meter, group, quantity, _count in job.rater.quantities():
         segment = job.segments[segment_index]
         labels = dict(zip(meter.group_by, group, strict=True))
-        model = model_of(labels)
+        model = model_of(labels) or meter.key  # an ungrouped meter is its own "model"
         service_start = max(segment.start_us, job.period.start_us)
         line = lines.get((format_timestamp(service_start), meter.key, model))
         revenue = Decimal(str(line["amount"])) if line else ZERO

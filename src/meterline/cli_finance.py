@@ -1,0 +1,180 @@
+"""Finance's commands: ``journal``, ``revenue`` and ``economics``, each one call into
+``meterline.finance`` over the ledger's file, printed as a table, CSV, Beancount or JSON."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import date
+from decimal import Decimal
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from meterline.cli import DEFAULT_DB, PIPED_WIDTH, DbOption, _fail, _instant
+
+console = Console()
+if not console.is_terminal:
+    console = Console(width=PIPED_WIDTH)
+
+AsOfOption = Annotated[
+    str | None,
+    typer.Option("--as-of", help="As of this date or RFC 3339 timestamp (default: now)."),
+]
+JOURNAL_FORMATS = ("table", "csv", "beancount", "json")
+
+
+@contextmanager
+def _billing(db: Path) -> Iterator[Any]:
+    from meterline.billing.service import open_billing
+
+    if not db.exists():
+        raise _fail(f"--db: {db} does not exist")
+    with open_billing(db) as billing:
+        if billing.load() is None:
+            raise _fail(f"--db: {db} has no pricing applied (meterline apply)")
+        yield billing
+
+
+def _write(text: str, out: Path | None) -> None:
+    if out is None:
+        print(text, end="")
+        return
+    temporary = out.with_name(out.name + ".tmp")
+    temporary.write_text(text)
+    temporary.replace(out)
+    console.print(f"wrote {out}")
+
+
+def journal_command(
+    db: DbOption = Path(DEFAULT_DB),
+    output_format: Annotated[
+        str, typer.Option("--format", help="table, csv (general-ledger rows), beancount, json.")
+    ] = "table",
+    out: Annotated[Path | None, typer.Option("--out", help="Write to this file.")] = None,
+    customer: Annotated[
+        str | None, typer.Option("--customer", help="Only this customer's entries.")
+    ] = None,
+    as_of: AsOfOption = None,
+) -> None:
+    """The revenue-recognition journal (double entry), derived from invoices and credits."""
+    from meterline.finance.books import Books, build_books, journal_rows
+    from meterline.finance.ledger_files import journal_beancount, journal_csv
+
+    if output_format not in JOURNAL_FORMATS:
+        raise _fail(f"--format: {output_format!r} is not one of {', '.join(JOURNAL_FORMATS)}")
+    at = _instant(as_of, "--as-of")
+    with _billing(db) as billing:
+        books = build_books(billing, at)
+    if customer is not None:
+        books = Books(books.for_customer(customer), books.grants, books.as_of)
+    if output_format == "csv":
+        _write(journal_csv(books), out)
+    elif output_format == "beancount":
+        _write(journal_beancount(books), out)
+    elif output_format == "json":
+        rows = [
+            {k: str(v) if isinstance(v, Decimal | date) else v for k, v in row.items()}
+            for row in journal_rows(books)
+        ]
+        _write(json.dumps(rows) + "\n", out)
+    else:
+        table = Table(title=f"Journal ({len(books.entries)} entries)")
+        for column in ("date", "entry", "account", "debit", "credit", "cause"):
+            table.add_column(column, justify="right" if column in ("debit", "credit") else "left")
+        for row in journal_rows(books):
+            table.add_row(
+                row["date"].isoformat(),
+                row["entry_id"],
+                row["account"],
+                str(row["debit"]) if row["debit"] else "",
+                str(row["credit"]) if row["credit"] else "",
+                row["cause"],
+            )
+        console.print(table)
+
+
+def revenue_command(
+    db: DbOption = Path(DEFAULT_DB),
+    month: Annotated[
+        str | None,
+        typer.Option("--month", help="Roll deferred revenue forward over this month (YYYY-MM)."),
+    ] = None,
+    as_of: AsOfOption = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the reports as JSON.")] = False,
+) -> None:
+    """Revenue reports: the waterfall by month, deferred revenue roll-forward, trial balance."""
+    from meterline.finance.books import build_books
+    from meterline.finance.render import revenue_tables
+    from meterline.finance.reports import revenue_reports
+
+    at = _instant(as_of, "--as-of")
+    with _billing(db) as billing:
+        books = build_books(billing, at)
+    try:
+        reports = revenue_reports(books, month)
+    except ValueError as error:
+        raise _fail(f"--month: {error}") from None
+    if as_json:
+        print(json.dumps(reports))
+        return
+    for table in revenue_tables(reports):
+        console.print(table)
+
+
+def economics_command(
+    db: DbOption = Path(DEFAULT_DB),
+    by: Annotated[
+        str,
+        typer.Option(
+            "--by",
+            help="Dimensions, comma-separated: customer, period, day, meter, model, product, plan.",
+        ),
+    ] = "customer",
+    period: Annotated[
+        str | None, typer.Option("--period", help="Only this billing period (its label).")
+    ] = None,
+    customer: Annotated[str | None, typer.Option("--customer", help="Only this customer.")] = None,
+    as_of: AsOfOption = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the rows as JSON.")] = False,
+) -> None:
+    """Unit economics: revenue, COGS, gross margin and margin % (negative flagged)."""
+    from meterline.core.economics import DIMENSIONS, summarize
+    from meterline.finance.economics import usage_slices
+    from meterline.finance.render import margin_table
+
+    dimensions = [name.strip() for name in by.split(",") if name.strip()]
+    unknown = [name for name in dimensions if name not in DIMENSIONS]
+    if unknown or not dimensions:
+        raise _fail(f"--by: {', '.join(unknown) or 'nothing'}: use {', '.join(DIMENSIONS)}")
+    at = _instant(as_of, "--as-of")
+    with _billing(db) as billing:
+        slices = usage_slices(billing, at, customer)
+    if period is not None:
+        slices = [s for s in slices if s.period == period]
+    rows = summarize(slices, dimensions)
+    if as_json:
+        print(
+            json.dumps(
+                [
+                    {
+                        **dict(zip(dimensions, margin.key, strict=True)),
+                        "currency": margin.currency,
+                        "revenue": str(margin.revenue),
+                        "cost": str(margin.cost),
+                        "margin": str(margin.margin),
+                        "margin_percent": None
+                        if margin.margin_percent is None
+                        else str(margin.margin_percent),
+                        "negative": margin.negative,
+                    }
+                    for margin in rows
+                ]
+            )
+        )
+        return
+    console.print(margin_table(rows, dimensions, f"Unit economics by {', '.join(dimensions)}"))

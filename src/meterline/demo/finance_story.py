@@ -1,0 +1,71 @@
+"""The demo's last chapter: what finance reads. The month's revenue, COGS and margin by
+model and customer, revenue recognized by month with deferred revenue rolled forward, the
+journal as files a general ledger imports, and the proof that it is all one truth."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from pathlib import Path
+
+from rich.console import Console
+
+from meterline.billing.service import open_billing
+from meterline.core.economics import summarize
+from meterline.finance.books import build_books
+from meterline.finance.economics import usage_slices
+from meterline.finance.ledger_files import journal_beancount, journal_csv
+from meterline.finance.render import margin_table, revenue_tables, truth_table
+from meterline.finance.reports import revenue_reports
+from meterline.finance.truth import one_truth
+
+MONTH = "2026-10-01"
+"""The demo's closed month (its billing period label)."""
+
+
+def tell_finance(db: Path, console: Console) -> None:
+    console.rule("The finance view: unit economics, revenue recognition, one truth")
+    with open_billing(db) as billing:
+        slices = [s for s in usage_slices(billing) if s.period == MONTH]
+        books = build_books(billing)
+        truth = one_truth(billing)
+    for total in summarize(slices, []):
+        console.print(
+            f"October, closed: revenue {total.revenue} {total.currency}, COGS {total.cost}, "
+            f"gross margin {total.margin} ({total.margin_percent}%). COGS is each line's "
+            "quantity x the provider's rate per model, or the cost each GPU event carried."
+        )
+    usage = [s for s in slices if not s.meter.startswith("(")]
+    console.print(margin_table(summarize(usage, ["model"]), ["model"], "Usage margin by model"))
+    by_customer = summarize(slices, ["customer"])
+    console.print(margin_table(by_customer, ["customer"], "Margin by customer (October)"))
+    negative = [margin.key[0] for margin in by_customer if margin.negative]
+    if negative:
+        console.print(
+            f"Negative margin: {', '.join(negative)} (they cost more to serve than they pay); "
+            "a margin_floor control alerts on it live."
+        )
+    reports = revenue_reports(books)
+    console.print(
+        f"The journal: {len(books.entries)} balanced entries derived from the invoices and "
+        "the credit books (fees ratably by day, usage as delivered, prepaid credit at its "
+        "cost basis, breakage, rollover)."
+    )
+    for table in revenue_tables(reports):
+        console.print(table)
+    beancount = db.with_suffix(".beancount")
+    general_ledger = db.with_suffix(".journal.csv")
+    beancount.write_text(journal_beancount(books))
+    general_ledger.write_text(journal_csv(books))
+    deferred = sum(
+        (Decimal(row["closing"]) for row in reports["rollforward"] if row["month"] == "2026-10"),
+        Decimal(0),
+    )
+    console.print(
+        f"Deferred at the end of October: {deferred} (prepaid credit not yet consumed). "
+        f"Journal written for the general ledger: {general_ledger} (CSV) and {beancount} "
+        f"(check it: bean-check {beancount}). Parquet for the warehouse: "
+        f"meterline export --db {db} --out DIR; ad-hoc SQL: meterline sql --db {db} "
+        '"SELECT ..."'
+    )
+    console.print(truth_table(truth))
+    console.print(f"Prove it again any time: [bold]meterline reconcile --db {db}[/bold]")

@@ -1,0 +1,276 @@
+"""One truth: raw events -> rated usage -> invoices -> journal -> reports, proven to agree.
+
+Each step is re-derived from the one before it, not read from a cache, and its totals
+are printed side by side with the step it must equal:
+
+1. **events**: the ledger's events, the hash chain re-walked; the events behind finalized
+   usage lines (their lineage counts) are all in it.
+2. **rated usage**: the finalized periods re-rated from those events (the same rating an
+   audit does): per invoice, the slices' usage revenue = the invoice's usage lines, and
+   the slices' events = the lines' lineage events.
+3. **invoices**: per invoice, the sum of its lines = its total.
+4. **journal**: every entry balances; accounts receivable = invoice totals - credit notes
+   - refunds of voided grants; usage revenue recognized from invoice lines = those lines.
+5. **reports**: the revenue waterfall's total = the revenue accounts' balances; deferred
+   revenue's roll-forward from the first day closes at the trial balance's deferred
+   balance; billed = recognized + deferred - unbilled.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import date
+from decimal import Decimal, localcontext
+from typing import Any
+
+from meterline.billing.service import Billing
+from meterline.core.books import USAGE_KINDS
+from meterline.core.economics import UsageSlice
+from meterline.core.events import decode_exact
+from meterline.core.journal import (
+    CHART,
+    DEFERRED,
+    RECEIVABLE,
+    REVENUE_USAGE,
+    UNBILLED,
+    rollforward,
+)
+from meterline.core.money import MONEY_CONTEXT
+from meterline.finance.books import Books, build_books
+from meterline.finance.economics import usage_slices
+
+ZERO = Decimal(0)
+
+
+@dataclass(frozen=True, slots=True)
+class Check:
+    """One figure of one step, against what the step before it says it must be."""
+
+    step: str
+    figure: str
+    value: str
+    expected: str
+    source: str
+
+    @property
+    def agrees(self) -> bool:
+        return self.value == self.expected
+
+
+@dataclass(slots=True)
+class TruthReport:
+    checks: list[Check] = field(default_factory=list)
+
+    @property
+    def agrees(self) -> bool:
+        return all(check.agrees for check in self.checks)
+
+    def add(self, step: str, figure: str, value: Any, expected: Any, source: str) -> None:
+        self.checks.append(Check(step, figure, str(value), str(expected), source))
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "agrees": self.agrees,
+            "checks": [
+                {
+                    "step": c.step,
+                    "figure": c.figure,
+                    "value": c.value,
+                    "expected": c.expected,
+                    "source": c.source,
+                    "agrees": c.agrees,
+                }
+                for c in self.checks
+            ],
+        }
+
+
+def one_truth(billing: Billing, at_us: int | None = None) -> TruthReport:
+    """Re-derive every step from the raw events and compare the totals."""
+    at = billing.clock() if at_us is None else at_us
+    report = TruthReport()
+    chain = billing.ledger.verify()
+    head, _ = billing.ledger.head()
+    report.add(
+        "events",
+        f"hash chain ({chain.records} events)",
+        "intact" if chain.intact else f"broken at {chain.bad_sequence}: {chain.problem}",
+        "intact",
+        "re-walked",
+    )
+    invoices = [s for s in billing.store.invoices() if s.finalized_at_us <= at]
+    documents = {s.invoice_id: decode_exact(s.document) for s in invoices}
+    usage_lines: dict[str, list[dict[str, Any]]] = {
+        number: [line for line in document["lines"] if line["kind"] == "usage"]
+        for number, document in documents.items()
+    }
+    lineage_events = sum(
+        int(line.get("lineage", {}).get("events", 0))
+        for lines in usage_lines.values()
+        for line in lines
+    )
+    behind = max(
+        (
+            int(line["lineage"]["last_sequence"])
+            for lines in usage_lines.values()
+            for line in lines
+            if line.get("lineage", {}).get("last_sequence") is not None
+        ),
+        default=0,
+    )
+    report.add(
+        "events",
+        "last sequence behind a usage line",
+        "in ledger" if behind <= head else f"{behind} > {head}",
+        "in ledger",
+        f"ledger head {head}",
+    )
+    slices = [s for s in usage_slices(billing, at) if s.invoice in documents]
+    _rated(report, slices, usage_lines, lineage_events)
+    _invoices(report, documents)
+    books = build_books(billing, at)
+    _journal(report, billing, books, documents, at)
+    _reports(report, books)
+    return report
+
+
+def _rated(
+    report: TruthReport,
+    slices: list[UsageSlice],
+    usage_lines: dict[str, list[dict[str, Any]]],
+    lineage_events: int,
+) -> None:
+    revenue: dict[str, Decimal] = defaultdict(Decimal)
+    events = 0
+    with localcontext(MONEY_CONTEXT):
+        for item in slices:
+            if item.line and not item.meter.startswith("("):
+                revenue[item.invoice] += item.revenue
+                events += item.events
+        billed = {
+            number: sum((Decimal(str(line["amount"])) for line in lines), ZERO)
+            for number, lines in usage_lines.items()
+        }
+    differing = [n for n in billed if revenue.get(n, ZERO) != billed[n]]
+    report.add(
+        "rated usage",
+        "usage revenue, all invoices",
+        sum(revenue.values(), ZERO),
+        sum(billed.values(), ZERO),
+        "invoices' usage lines",
+    )
+    report.add(
+        "rated usage",
+        "invoices whose usage lines differ from a re-rating",
+        ", ".join(differing) or "none",
+        "none",
+        "per invoice",
+    )
+    report.add("rated usage", "events behind usage lines", events, lineage_events, "lines' lineage")
+
+
+def _invoices(report: TruthReport, documents: dict[str, dict[str, Any]]) -> None:
+    with localcontext(MONEY_CONTEXT):
+        lines = sum(
+            (Decimal(str(line["amount"])) for d in documents.values() for line in d["lines"]),
+            ZERO,
+        )
+        totals = sum((Decimal(str(d["total"])) for d in documents.values()), ZERO)
+    report.add("invoices", f"sum of lines ({len(documents)} invoices)", lines, totals, "totals")
+
+
+def _journal(
+    report: TruthReport,
+    billing: Billing,
+    books: Books,
+    documents: dict[str, dict[str, Any]],
+    at: int,
+) -> None:
+    balances = books.trial_balance()
+    with localcontext(MONEY_CONTEXT):
+        notes = sum(
+            (
+                Decimal(str(decode_exact(n.document)["total"]))
+                for n in billing.store.credit_notes()
+                if n.created_at_us <= at and n.invoice_id in documents
+            ),
+            ZERO,
+        )
+        totals = sum((Decimal(str(d["total"])) for d in documents.values()), ZERO)
+        refunds = sum((account.reversed for account in books.grants.values()), ZERO)
+        receivable = sum((v for (a, _), v in balances.items() if a == RECEIVABLE), ZERO)
+        usage_causes = {
+            f"invoice:{number}/line:{line['number']}": Decimal(str(line["amount"]))
+            for number, d in documents.items()
+            for line in d["lines"]
+            if line["kind"] in USAGE_KINDS and line["kind"] != "threshold"
+        }
+        recognized = sum(
+            (
+                -posting.amount
+                for item in books.entries
+                if item.cause in usage_causes
+                for posting in item.postings
+                if posting.account == REVENUE_USAGE
+            ),
+            ZERO,
+        )
+        unbalanced = sum(
+            1
+            for item in books.entries
+            if any(
+                sum((p.amount for p in item.postings if p.currency == c), ZERO) != 0
+                for c in {p.currency for p in item.postings}
+            )
+        )
+    report.add("journal", f"unbalanced entries (of {len(books.entries)})", unbalanced, 0, "")
+    report.add(
+        "journal",
+        "accounts receivable",
+        receivable,
+        totals + notes - refunds,
+        "invoices + credit notes - voided grants' refunds",
+    )
+    report.add(
+        "journal",
+        "usage revenue from invoice lines",
+        recognized,
+        sum(usage_causes.values(), ZERO),
+        "invoices' usage lines",
+    )
+
+
+def _reports(report: TruthReport, books: Books) -> None:
+    balances = books.trial_balance()
+    with localcontext(MONEY_CONTEXT):
+        revenue = -sum(
+            (v for (a, _), v in balances.items() if CHART[a] in ("revenue", "contra_revenue")),
+            ZERO,
+        )
+        waterfall = sum(books.waterfall().values(), ZERO)
+        report.add("reports", "revenue waterfall total", waterfall, revenue, "trial balance")
+        if books.entries:
+            first: date = books.entries[0].day
+            last: date = books.entries[-1].day
+            for currency in books.currencies():
+                for account in DEFERRED:
+                    rolled = rollforward(books.entries, account, currency, first, last)
+                    owed = -balances.get((account, currency), ZERO)
+                    report.add(
+                        "reports",
+                        f"{account} roll-forward closing ({currency})",
+                        rolled.closing,
+                        owed,
+                        "trial balance",
+                    )
+        deferred = -sum((v for (a, _), v in balances.items() if a in DEFERRED), ZERO)
+        unbilled = sum((v for (a, _), v in balances.items() if a == UNBILLED), ZERO)
+        billed = sum((v for (a, _), v in balances.items() if a == RECEIVABLE), ZERO)
+        report.add(
+            "reports",
+            "billed = recognized + deferred - unbilled",
+            revenue + deferred - unbilled,
+            billed,
+            "accounts receivable",
+        )
