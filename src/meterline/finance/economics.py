@@ -2,7 +2,8 @@
 
 ``usage_slices`` re-rates every finalized period (as billed) and every open period (its
 draft now) keeping each line's events, and turns each line into per-day slices: revenue
-from the invoice line, cost from the line's quantity and cost rate (rounded once, to the
+as the re-rating prices the line (rounded like the invoice line, which an audit proves it
+equals; each slice names the invoice line), cost from the line's quantity and cost rate (rounded once, to the
 currency's minor unit, by ``money.round_amount``), split over the days by event count.
 Charges that are not usage (fees, minimum-commitment true-ups, discounts) are revenue of
 the customer and period on the period's first day, under the meter ``(fee)``,
@@ -24,6 +25,7 @@ from meterline.billing.service import Billing
 from meterline.core.books import day_of
 from meterline.core.economics import Margin, UsageSlice, cost_rate, model_of, spread, summarize
 from meterline.core.events import format_timestamp
+from meterline.core.invoicing import usage_lines
 from meterline.core.money import round_amount
 from meterline.core.periods import local_date
 
@@ -75,13 +77,23 @@ def _period_slices(billing: Billing, document: dict[str, Any], job: RatingJob) -
                     int(line["number"]),
                 )
             )
+    rounding = job.segments[0].terms.plan.billing.rounding if job.segments else "half_up"
+    rerated = {
+        (rated.segment, rated.detail["meter"], model_of(rated.detail["group"])): round_amount(
+            rated.amount, currency, rounding
+        )
+        for rated in usage_lines(
+            job.rater.lines(currency, configuration), job.segments, configuration
+        )
+    }
     for segment_index, meter, group, quantity, _count in job.rater.quantities():
         segment = job.segments[segment_index]
         labels = dict(zip(meter.group_by, group, strict=True))
-        model = model_of(labels) or meter.key  # an ungrouped meter is its own "model"
         service_start = max(segment.start_us, job.period.start_us)
-        line = lines.get((format_timestamp(service_start), meter.key, model))
-        revenue = Decimal(str(line["amount"])) if line else ZERO
+        line = lines.get((format_timestamp(service_start), meter.key, model_of(labels)))
+        model = model_of(labels) or meter.key  # an ungrouped meter is its own "model"
+        # revenue as the ledger re-rates it (equal to the billed line: meterline audit)
+        revenue = rerated.get((segment_index, meter.key, model_of(labels)), ZERO)
         rate = cost_rate(configuration, meter, group, service_start)
         cost = round_amount(quantity * rate, currency) if rate is not None else ZERO
         if revenue == 0 and cost == 0:

@@ -145,8 +145,10 @@ def _rated(
     events = 0
     with localcontext(MONEY_CONTEXT):
         for item in slices:
-            if item.line and not item.meter.startswith("("):
-                revenue[item.invoice] += item.revenue
+            if item.meter.startswith("("):
+                continue  # fees, commitments, discounts: not usage
+            revenue[item.invoice] += item.revenue
+            if item.line:
                 events += item.events
         billed = {
             number: sum((Decimal(str(line["amount"])) for line in lines), ZERO)

@@ -1,0 +1,145 @@
+"""Unit economics (core.economics): slices split exactly, sums by any dimension, margin %
+and the negative-margin flag; the margin_floor control decides exactly at its floor."""
+
+from __future__ import annotations
+
+from datetime import date
+from decimal import Decimal as D
+
+import pytest
+
+from meterline.config.schema import parse_configuration
+from meterline.config.source import ConfigurationError, read_yaml
+from meterline.core.controls import ControlPolicy, Observation, read
+from meterline.core.economics import UsageSlice, model_of, spread, summarize
+from meterline.core.model import Configuration
+
+
+def _slice(customer: str, model: str, revenue: str, cost: str, day: int = 1) -> UsageSlice:
+    return UsageSlice(
+        customer, "2026-10-01", date(2026, 10, day), "input_tokens", model, "chat", "team@1",
+        "USD", 10, D(0), D(revenue), D(cost),
+    )  # fmt: skip
+
+
+def test_spread_splits_revenue_and_cost_by_events_without_losing_a_cent() -> None:
+    days = [(date(2026, 10, 1), 1), (date(2026, 10, 2), 1), (date(2026, 10, 3), 1)]
+    parts = spread(days, D("10.00"), D("-0.01"), "USD")
+    assert [p[2] for p in parts] == [D("3.34"), D("3.33"), D("3.33")]
+    assert sum(p[3] for p in parts) == D("-0.01")
+    assert spread([], D("1.00"), D(0), "USD") == []
+
+
+def test_summarize_adds_up_by_dimension_and_flags_negative_margins() -> None:
+    slices = [
+        _slice("acme", "gpt-4o", "10.00", "4.00"),
+        _slice("acme", "gpt-4o-mini", "2.00", "0.50", day=2),
+        _slice("initech", "gpt-4o", "1.00", "3.00"),
+    ]
+    by_customer = {m.key: m for m in summarize(slices, ["customer"])}
+    acme, initech = by_customer[("acme",)], by_customer[("initech",)]
+    assert (acme.revenue, acme.cost, acme.margin) == (D("12.00"), D("4.50"), D("7.50"))
+    assert acme.margin_percent == D("62.5") and not acme.negative
+    assert initech.negative and initech.margin_percent == D("-200.0")
+    by_model = summarize(slices, ["model", "day"])
+    assert [m.key for m in by_model] == [
+        ("gpt-4o", "2026-10-01"),
+        ("gpt-4o-mini", "2026-10-02"),
+    ]
+    (total,) = summarize(slices, [])
+    assert total.revenue == D("13.00") and total.events == 30
+    assert summarize([_slice("a", "m", "0", "1.00")], ["customer"])[0].margin_percent is None
+    with pytest.raises(ValueError, match="colour"):
+        summarize(slices, ["colour"])
+
+
+def test_model_of_joins_group_values() -> None:
+    assert model_of({"model": "gpt-4o"}) == "gpt-4o"
+    assert model_of({"region": "eu", "model": "x"}) == "eu/x"
+    assert model_of({}) == ""
+
+
+def _floor(percent: str, minimum: str = "0") -> ControlPolicy:
+    return ControlPolicy(
+        "thin", "margin_floor", ("alert",), margin_percent=D(percent), minimum=D(minimum)
+    )
+
+
+def test_margin_floor_fires_strictly_below_the_floor_once_spend_is_judged() -> None:
+    policy = _floor("20", minimum="10")
+    at_floor = read(policy, Observation(spend=D("100"), cost=D("80")))[0]
+    below = read(policy, Observation(spend=D("100"), cost=D("80.01")))[0]
+    too_small = read(policy, Observation(spend=D("9.99"), cost=D("9")))[0]
+    assert not at_floor.crossed and below.crossed and not too_small.crossed
+    assert below.observed["margin_percent"] == "20.0"
+    assert below.observed["floor_percent"] == "20"
+    assert read(_floor("0"), Observation(spend=D(0), cost=D("0.01")))[0].crossed
+    assert not read(_floor("0"), Observation())[0].crossed
+    # an extend override allows that much more cost
+    assert not read(policy, Observation(spend=D("100"), cost=D("85")), D("5"))[0].crossed
+
+
+PRICING = """
+meters:
+  - {key: calls, event_type: call, aggregation: count, product: assistant}
+plans:
+  - key: p
+    versions:
+      - version: 1
+        effective_from: 2026-01-01
+        currency: USD
+        prices: [{meter: calls, model: per_unit, unit_amount: "0.01"}]
+contracts:
+  - customer: acme
+    plan: p
+    start: 2026-01-01
+    controls:
+      - {key: thin, policy: margin_floor, margin_percent: 30, minimum: 5, actions: [alert]}
+    credits:
+      breakage: proportional
+      breakage_rate: "0.1"
+      grants:
+        - {key: pack, credit_type: USD, amount: 100, paid: 90}
+        - {key: gift, credit_type: USD, amount: 10, breakage: never}
+"""
+
+
+def _parse(text: str) -> Configuration:
+    data, positions = read_yaml(text)
+    return parse_configuration(data, positions)
+
+
+def test_products_margin_floors_and_breakage_come_from_the_pricing_file() -> None:
+    configuration = _parse(PRICING)
+    (meter,) = configuration.meters
+    assert meter.product == "assistant"
+    (policy,) = configuration.contracts[0].controls
+    assert (policy.kind, policy.margin_percent, policy.minimum) == ("margin_floor", 30, 5)
+    credits = configuration.contracts[0].credits
+    assert credits.breakage_of("pack") == ("proportional", D("0.1"))
+    assert credits.breakage_of("pack@2026-10-01") == ("proportional", D("0.1"))
+    assert credits.breakage_of("gift") == ("never", D("0.1"))
+    assert credits.breakage_of("G-000001") == ("proportional", D("0.1"))
+
+
+@pytest.mark.parametrize(
+    ("credits", "path", "reason"),
+    [
+        ("breakage: proportional", "contracts[0].credits.breakage_rate", "expected rate"),
+        ('breakage: expiry\n      breakage_rate: "0.1"', "breakage_rate", "only proportional"),
+        ('breakage: proportional\n      breakage_rate: "1"', "breakage_rate", "below 1"),
+        ("breakage: sometimes", "contracts[0].credits.breakage", "sometimes"),
+    ],
+)
+def test_breakage_mistakes_name_their_path(credits: str, path: str, reason: str) -> None:
+    text = PRICING.split("    credits:")[0] + "    credits:\n      " + credits + "\n"
+    with pytest.raises(ConfigurationError) as caught:
+        _parse(text)
+    message = str(caught.value)
+    assert path in message and reason in message, message
+
+
+def test_a_margin_floor_needs_its_percent() -> None:
+    text = PRICING.replace("margin_percent: 30, ", "")
+    with pytest.raises(ConfigurationError, match="margin_percent"):
+        _parse(text)
