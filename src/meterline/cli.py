@@ -606,6 +606,10 @@ app.command(name="economics")(economics_command)
 app.add_typer(live_app, name="live")
 app.add_typer(controls_app, name="controls")
 app.add_typer(webhooks_app, name="webhooks")
+from meterline.cli_export import export_command, sql_command  # noqa: E402
+
+app.command(name="export")(export_command)
+app.command(name="sql")(sql_command)
 
 
 def main() -> None:

@@ -221,12 +221,12 @@ def test_pricing_refuses_wrong_types_empty_bodies_and_other_scopes(
                 '{up_to: 100000000, unit_amount: "0.000002"}',
                 '{up_to: 10000000, unit_amount: "0.000002"}',
             ),
-            "pricing.yaml:97: plans[1].versions[0].prices[0].tiers[1].up_to: 10000000 must"
+            "pricing.yaml:107: plans[1].versions[0].prices[0].tiers[1].up_to: 10000000 must"
             " be greater than 20000000 (tiers overlap or are out of order)",
         ),
         (
             PRICING.replace("- meter: tool_calls\n", "- meter: tool_callz\n", 1),
-            "pricing.yaml:121: plans[1].versions[0].prices[4].meter: unknown meter 'tool_callz'",
+            "pricing.yaml:131: plans[1].versions[0].prices[4].meter: unknown meter 'tool_callz'",
         ),
     ],
     ids=["invalid-yaml", "overlapping-tiers", "unknown-meter"],

@@ -22,7 +22,6 @@ from meterline.core.events import event_document
 from meterline.core.outcomes import BatchOutcome
 from meterline.demo.billing_story import tell_billing
 from meterline.demo.finance_story import tell_finance
-from meterline.demo.finance_story import tell_finance
 from meterline.demo.workload import CUSTOMERS, MONTH_START, generate_month
 from meterline.ledger import Ledger, open_ledger
 

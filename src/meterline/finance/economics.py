@@ -2,9 +2,10 @@
 
 ``usage_slices`` re-rates every finalized period (as billed) and every open period (its
 draft now) keeping each line's events, and turns each line into per-day slices: revenue
-as the re-rating prices the line (rounded like the invoice line, which an audit proves it
-equals; each slice names the invoice line), cost from the line's quantity and cost rate (rounded once, to the
-currency's minor unit, by ``money.round_amount``), split over the days by event count.
+as the re-rating prices the line (rounded like the invoice line, which an audit proves
+it equals; each slice names the invoice line), cost from the line's quantity and cost
+rate (rounded once, to the currency's minor unit, by ``money.round_amount``), split over
+the days by event count.
 Charges that are not usage (fees, minimum-commitment true-ups, discounts) are revenue of
 the customer and period on the period's first day, under the meter ``(fee)``,
 ``(commitment)``, ``(discount)``.

@@ -52,10 +52,7 @@ class Check:
     value: str
     expected: str
     source: str
-
-    @property
-    def agrees(self) -> bool:
-        return self.value == self.expected
+    agrees: bool
 
 
 @dataclass(slots=True)
@@ -67,7 +64,12 @@ class TruthReport:
         return all(check.agrees for check in self.checks)
 
     def add(self, step: str, figure: str, value: Any, expected: Any, source: str) -> None:
-        self.checks.append(Check(step, figure, str(value), str(expected), source))
+        """Amounts agree when they are equal as numbers (0 and 0.00 are one amount)."""
+        if isinstance(value, int | Decimal) and isinstance(expected, int | Decimal):
+            agrees = Decimal(value) == Decimal(expected)
+        else:
+            agrees = str(value) == str(expected)
+        self.checks.append(Check(step, figure, str(value), str(expected), source, agrees))
 
     def as_dict(self) -> dict[str, Any]:
         return {

@@ -1,0 +1,174 @@
+"""``meterline export`` and ``meterline sql``: the ledger's events and everything billing
+derived from them as Parquet files, or one read-only SQL query over the same tables.
+Each is one call into ``meterline.finance.export``."""
+
+from __future__ import annotations
+
+import csv
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import date, datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from meterline.cli import DEFAULT_DB, PIPED_WIDTH, DbOption, _instant
+
+console = Console()
+if not console.is_terminal:
+    console = Console(width=PIPED_WIDTH)
+errors = Console(stderr=True, soft_wrap=True)
+"""Messages are not wrapped, so DuckDB's caret under a syntax error stays in place."""
+SQL_FORMATS = ("table", "csv", "json")
+_NUMERIC = ("TINYINT", "SMALLINT", "INTEGER", "BIGINT", "HUGEINT", "DECIMAL", "DOUBLE", "FLOAT")
+
+AsOfOption = Annotated[
+    str | None,
+    typer.Option("--as-of", help="As of this date or RFC 3339 timestamp (default: now)."),
+]
+
+
+def _fail(message: str, code: int = 2) -> typer.Exit:
+    errors.print(f"[red]error:[/red] {escape(message)}", highlight=False)
+    return typer.Exit(code)
+
+
+@contextmanager
+def _billing(db: Path) -> Iterator[Any]:
+    from meterline.billing.service import open_billing
+
+    if not db.exists():
+        raise _fail(f"--db: {db} does not exist")
+    with open_billing(db) as billing:
+        yield billing
+
+
+def export_command(
+    out: Annotated[Path, typer.Option("--out", help="Directory to write the Parquet files in.")],
+    db: DbOption = Path(DEFAULT_DB),
+    table: Annotated[
+        list[str] | None,
+        typer.Option("--table", help="Only this table (repeat); default: every table."),
+    ] = None,
+    as_of: AsOfOption = None,
+) -> None:
+    """Write one Parquet file per table (events, invoices, invoice_lines, credit_notes,
+    rated_usage, journal), each atomically; prints each table's rows and file."""
+    import duckdb
+
+    from meterline.finance.export import ExportError, export_tables, table_names
+
+    try:
+        names = table_names(table or None)
+    except ExportError as error:
+        raise _fail(f"--table: {error}") from None
+    at = _instant(as_of, "--as-of")
+    started = time.perf_counter()
+    with _billing(db) as billing:
+        try:
+            results = export_tables(billing, out, at, names)
+        except (ExportError, OSError, duckdb.Error) as error:
+            raise _fail(
+                f"--out: {error}" if isinstance(error, OSError) else str(error), 1
+            ) from None
+    for result in results.values():
+        print(f"{result.table}\t{result.rows}\t{result.path}")
+    errors.print(
+        f"exported {len(results)} tables in {time.perf_counter() - started:.2f} s", highlight=False
+    )
+
+
+def sql_command(
+    query: Annotated[str, typer.Argument(help="One SELECT over the exported tables.")],
+    db: DbOption = Path(DEFAULT_DB),
+    output_format: Annotated[str, typer.Option("--format", help="table, csv or json.")] = "table",
+    as_of: AsOfOption = None,
+) -> None:
+    """Run one read-only SQL query over the same tables `meterline export` writes."""
+    from meterline.finance.export import QueryError, check_query, query_ledger
+
+    if output_format not in SQL_FORMATS:
+        raise _fail(f"--format: {output_format!r} is not one of {', '.join(SQL_FORMATS)}")
+    at = _instant(as_of, "--as-of")
+    try:
+        check_query(query)  # a refusal costs no table build
+    except QueryError as error:
+        raise _fail(str(error), 1) from None
+    with _billing(db) as billing:
+        try:
+            result = query_ledger(billing, query, at)
+        except QueryError as error:
+            raise _fail(str(error), 1) from None
+    if output_format == "csv":
+        _print_csv(result.columns, result.rows)
+    elif output_format == "json":
+        _print_json(result.columns, result.rows, result.types)
+    else:
+        _print_table(result.columns, result.rows, result.types)
+
+
+def _text(value: object) -> str:
+    """A value as text, exactly: a decimal without the trailing zeros of its column's
+    scale beyond two places (500.0000000000 -> 500.00)."""
+    if value is None:
+        return ""
+    if isinstance(value, Decimal):
+        return _decimal(value)
+    if isinstance(value, datetime) and value.utcoffset() == timedelta(0):
+        return value.isoformat().replace("+00:00", "Z")  # as the ledger writes instants
+    if isinstance(value, datetime | date):
+        return value.isoformat()
+    return str(value)
+
+
+def _decimal(value: Decimal) -> str:
+    text = format(value, "f")
+    if "." not in text:
+        return text
+    whole, scale = text.split(".")
+    fraction = scale.rstrip("0")
+    if len(fraction) < 2 <= len(scale):
+        fraction = fraction.ljust(2, "0")
+    return f"{whole}.{fraction}" if fraction else whole
+
+
+def _print_csv(names: list[str], rows: list[tuple[Any, ...]]) -> None:
+    writer = csv.writer(sys.stdout, lineterminator="\n")
+    writer.writerow(names)
+    for row in rows:
+        writer.writerow([_text(value) for value in row])
+
+
+def _print_json(names: list[str], rows: list[tuple[Any, ...]], types: list[str]) -> None:
+    """One JSON array of objects; decimals as exact JSON numbers, JSON columns inline."""
+    import msgspec
+
+    def convert(value: object, kind: str) -> object:
+        if isinstance(value, Decimal):
+            return msgspec.Raw(_decimal(value).encode())
+        if kind == "JSON" and isinstance(value, str):
+            return msgspec.Raw(value.encode())
+        return value
+
+    documents = [
+        {name: convert(value, kind) for name, value, kind in zip(names, row, types, strict=True)}
+        for row in rows
+    ]
+    print(msgspec.json.encode(documents).decode())
+
+
+def _print_table(names: list[str], rows: list[tuple[Any, ...]], types: list[str]) -> None:
+    table = Table(caption=f"{len(rows):,} row{'' if len(rows) == 1 else 's'}")
+    for name, kind in zip(names, types, strict=True):
+        numeric = kind.startswith(_NUMERIC)
+        table.add_column(escape(name), justify="right" if numeric else "left")
+    for row in rows:
+        table.add_row(*(escape(_text(value)) for value in row))
+    console.print(table)
