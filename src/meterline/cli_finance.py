@@ -140,23 +140,45 @@ def economics_command(
     ] = None,
     customer: Annotated[str | None, typer.Option("--customer", help="Only this customer.")] = None,
     as_of: AsOfOption = None,
+    live: Annotated[
+        bool,
+        typer.Option(
+            "--live",
+            help="The current period per customer from the live projection (no re-rating).",
+        ),
+    ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the rows as JSON.")] = False,
 ) -> None:
     """Unit economics: revenue, COGS, gross margin and margin % (negative flagged)."""
     from meterline.core.economics import DIMENSIONS, summarize
-    from meterline.finance.economics import usage_slices
+    from meterline.finance.economics import live_margins, usage_slices
     from meterline.finance.render import margin_table
 
     dimensions = [name.strip() for name in by.split(",") if name.strip()]
     unknown = [name for name in dimensions if name not in DIMENSIONS]
     if unknown or not dimensions:
         raise _fail(f"--by: {', '.join(unknown) or 'nothing'}: use {', '.join(DIMENSIONS)}")
-    at = _instant(as_of, "--as-of")
-    with _billing(db) as billing:
-        slices = usage_slices(billing, at, customer)
-    if period is not None:
-        slices = [s for s in slices if s.period == period]
-    rows = summarize(slices, dimensions)
+    if live:
+        if dimensions != ["customer"]:
+            raise _fail("--by: the live projection answers by customer only")
+        from meterline.cli_live import _engine
+
+        with _engine(db, act=False) as engine:
+            projection = engine.projection  # type: ignore[attr-defined]
+            documents = [
+                figures.as_dict()
+                for name in sorted(projection.customers)
+                if customer in (None, name)
+                and (figures := projection.figures(name, credits=False)) is not None
+            ]
+        rows = [item.margin() for item in live_margins(documents)]
+    else:
+        at = _instant(as_of, "--as-of")
+        with _billing(db) as billing:
+            slices = usage_slices(billing, at, customer)
+        if period is not None:
+            slices = [s for s in slices if s.period == period]
+        rows = summarize(slices, dimensions)
     if as_json:
         print(
             json.dumps(

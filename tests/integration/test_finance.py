@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from meterline.core.events import decode_exact
+from meterline.core.money import round_amount
 from meterline.ledger.billing import BillingStore
 from tests.integration.test_cli import meterline
 
@@ -170,3 +171,18 @@ def test_reconcile_proves_one_truth_and_names_a_tampered_step(
     differing = {c["figure"] for c in checks if not c["agrees"]}
     assert "invoices whose usage lines differ from a re-rating" in differing
     assert any("sum of lines" in figure for figure in differing)
+
+
+def test_live_unit_economics_come_from_the_projection(demo_db: Path) -> None:
+    result = meterline("economics", "--db", str(demo_db), "--live", "--json")
+    assert result.returncode == 0, result.stderr
+    rows = {row["customer"]: row for row in json.loads(result.stdout)}
+    hooli = rows["hooli-search"]  # the rogue agent's November usage, live
+    assert D(hooli["revenue"]) > 0 and D(hooli["cost"]) > 0
+    assert D(hooli["revenue"]) - D(hooli["cost"]) == D(hooli["margin"])
+    live_show = json.loads(
+        meterline("live", "show", "hooli-search", "--db", str(demo_db), "--json").stdout
+    )
+    assert D(hooli["revenue"]) == round_amount(D(live_show["spend"]), "USD")
+    refused = meterline("economics", "--db", str(demo_db), "--live", "--by", "model")
+    assert refused.returncode == 2 and "--by" in refused.stderr

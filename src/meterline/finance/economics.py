@@ -146,13 +146,15 @@ def live_margins(figures: list[dict[str, Any]]) -> list[LiveMargin]:
     """Live margins from the live engine's figure documents (``/v1/live/figures``)."""
     result = []
     for item in figures:
+        currency = str(item["currency"])
         result.append(
             LiveMargin(
                 str(item["customer"]),
-                str(item["currency"]),
+                currency,
                 str(item.get("period", {}).get("label", "")),
-                Decimal(str(item["spend"])),
-                Decimal(str(item["cost"])),
+                # the projection's exact figures, rounded once for a report
+                round_amount(Decimal(str(item["spend"])), currency),
+                round_amount(Decimal(str(item["cost"])), currency),
             )
         )
     return result
