@@ -298,5 +298,9 @@ def create_app(ledger: Ledger, billing: Billing | None = None, live: bool = True
         )
     if webhooks is not None:
         app.include_router(WebhookRoutes(webhooks, principal_of).router)
+    from meterline.dashboard import mount_dashboard  # the finance pages under /dashboard
+
+    gate = billing_routes._gate
+    mount_dashboard(app, service, link, ledger, gate.reading, gate.writing)
     app.state.webhooks = webhooks
     return app

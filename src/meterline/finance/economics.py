@@ -130,7 +130,8 @@ def _period_slices(billing: Billing, document: dict[str, Any], job: RatingJob) -
 
 @dataclass(frozen=True, slots=True)
 class LiveMargin:
-    """One customer's current period, live: spend (usage revenue so far) and cost."""
+    """One customer's current period (``period``: its first day), live: spend (usage
+    revenue so far) and cost."""
 
     customer: str
     currency: str
@@ -143,7 +144,8 @@ class LiveMargin:
 
 
 def live_margins(figures: list[dict[str, Any]]) -> list[LiveMargin]:
-    """Live margins from the live engine's figure documents (``/v1/live/figures``)."""
+    """Live margins from the live engine's figure documents (``Figures.as_dict``, as
+    ``GET /v1/live/{customer}`` answers)."""
     result = []
     for item in figures:
         currency = str(item["currency"])
@@ -151,7 +153,7 @@ def live_margins(figures: list[dict[str, Any]]) -> list[LiveMargin]:
             LiveMargin(
                 str(item["customer"]),
                 currency,
-                str(item.get("period", {}).get("label", "")),
+                str(item.get("period", {}).get("start", ""))[:10],
                 # the projection's exact figures, rounded once for a report
                 round_amount(Decimal(str(item["spend"])), currency),
                 round_amount(Decimal(str(item["cost"])), currency),
