@@ -21,7 +21,6 @@ from __future__ import annotations
 import threading
 from array import array
 from bisect import bisect_right
-from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime
@@ -33,6 +32,7 @@ from anyio import to_thread
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response
 
+from meterline.billing.line_cache import LineSequences
 from meterline.billing.service import Billing, NotFound
 from meterline.core.events import decode_exact, format_timestamp, timestamp_to_us
 from meterline.errors import ScopeError
@@ -43,8 +43,6 @@ PRICING_TYPES = ("application/yaml", "application/x-yaml", "text/yaml", "text/pl
 PRICING_BYTES_MAX = 1024 * 1024
 CREDIT_NOTE_BYTES_MAX = 64 * 1024
 EXPLAIN_PAGE_MAX = 1000
-LINEAGE_CACHE_LINES = 16
-"""Finalized lines whose event sequences are kept, so paging ``explain`` rates once."""
 
 _ENCODER = msgspec.json.Encoder(decimal_format="number")
 _JSON = "application/json"
@@ -242,8 +240,7 @@ class BillingRoutes:
         self.billing = billing
         self.principal_of = principal_of
         self._gate = _Gate()
-        self._lineage: OrderedDict[tuple[str, int], array[int]] = OrderedDict()
-        self._lineage_lock = threading.Lock()
+        self._line_sequences = LineSequences(self.billing)
         self.router = APIRouter(tags=["billing"])
         self._add_routes()
 
@@ -319,19 +316,7 @@ class BillingRoutes:
 
     def _sequences(self, invoice_id: str, number: int) -> array[int]:
         """The ledger sequences behind a finalized line, ascending (cached: immutable)."""
-        key = (invoice_id, number)
-        with self._lineage_lock:
-            cached = self._lineage.get(key)
-            if cached is not None:
-                self._lineage.move_to_end(key)
-                return cached
-        members = self.billing.line_events(invoice_id, number)
-        sequences = array("q", sorted(sequence for sequence, _ in members))
-        with self._lineage_lock:
-            self._lineage[key] = sequences
-            while len(self._lineage) > LINEAGE_CACHE_LINES:
-                self._lineage.popitem(last=False)
-        return sequences
+        return self._line_sequences(invoice_id, number)
 
     def _explain(
         self, principal: Principal, invoice_id: str, number: int, after: int, limit: int

@@ -22,7 +22,6 @@ from __future__ import annotations
 import threading
 from array import array
 from bisect import bisect_right
-from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
@@ -37,6 +36,7 @@ from fastapi.responses import Response
 from jinja2 import Environment, PackageLoader, select_autoescape
 from markupsafe import Markup
 
+from meterline.billing.line_cache import LineSequences
 from meterline.billing.service import Billing, BillingError, NotFound
 from meterline.core.controls import Block
 from meterline.core.economics import UsageSlice, summarize
@@ -65,8 +65,6 @@ EVENTS_PAGE = 200
 JOURNAL_ROWS = 50
 """Journal entries listed on the revenue page (newest first; the count of all is shown)."""
 CUSTOMER_JOURNAL_ROWS = 20
-LINEAGE_CACHE_LINES = 16
-"""Finalized lines whose event sequences are kept (a line's events never change)."""
 FORM_BYTES_MAX = 8 * 1024
 UNBLOCK_REASON = "unblocked from the dashboard"
 
@@ -228,8 +226,7 @@ class Dashboard:
             "dashboard.css": (static.joinpath("dashboard.css").read_bytes(), "text/css"),
             "favicon.svg": (static.joinpath("favicon.svg").read_bytes(), "image/svg+xml"),
         }
-        self._lineage: OrderedDict[tuple[str, int], array[int]] = OrderedDict()
-        self._lineage_lock = threading.Lock()
+        self._line_sequences = LineSequences(self.billing)
 
     # -- sessions and responses ------------------------------------------------------------
 
@@ -386,19 +383,7 @@ class Dashboard:
 
     def sequences(self, invoice_id: str, number: int) -> array[int]:
         """The ledger sequences behind a finalized line, ascending (cached: immutable)."""
-        key = (invoice_id, number)
-        with self._lineage_lock:
-            cached = self._lineage.get(key)
-            if cached is not None:
-                self._lineage.move_to_end(key)
-                return cached
-        members = self.billing.line_events(invoice_id, number)
-        found = array("q", sorted(sequence for sequence, _ in members))
-        with self._lineage_lock:
-            self._lineage[key] = found
-            while len(self._lineage) > LINEAGE_CACHE_LINES:
-                self._lineage.popitem(last=False)
-        return found
+        return self._line_sequences(invoice_id, number)
 
     # -- page builders (run in a worker thread, under the read gate) ------------------------
 
