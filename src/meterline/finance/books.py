@@ -123,7 +123,7 @@ def build_books(billing: Billing, as_of_us: int | None = None) -> Books:
             if not book.grants:
                 continue
             credit, accounts = grant_journal(
-                book, contract.credits, contract.customer, contract.timezone, inputs.terms
+                book, inputs.terms, contract.customer, contract.timezone
             )
             entries += credit
             grant_accounts.update(accounts)
@@ -136,7 +136,6 @@ def grant_journal(
     terms: ContractCredits,
     customer: str,
     timezone: str,
-    _inputs_terms: object = None,
 ) -> tuple[list[JournalEntry], dict[str, GrantAccount]]:
     """The revenue journal of one customer's credit book (its grants named
     ``customer/grant``: grant keys repeat across customers)."""

@@ -24,7 +24,7 @@ from typing import Any
 from meterline.billing.scan import RatingJob
 from meterline.billing.service import Billing
 from meterline.core.books import day_of
-from meterline.core.economics import Margin, UsageSlice, cost_rate, model_of, spread, summarize
+from meterline.core.economics import Margin, UsageSlice, cost_rate, model_of, spread
 from meterline.core.events import format_timestamp
 from meterline.core.invoicing import usage_lines
 from meterline.core.money import round_amount
@@ -160,7 +160,3 @@ def live_margins(figures: list[dict[str, Any]]) -> list[LiveMargin]:
             )
         )
     return result
-
-
-def margins(slices: list[UsageSlice], by: list[str]) -> list[Margin]:
-    return summarize(slices, by)
