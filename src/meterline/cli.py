@@ -11,6 +11,7 @@ import typer
 from rich.console import Console
 
 from meterline.clock import system_clock_us
+from meterline.ledger.database import ledger_exists
 
 PIPED_WIDTH = 140
 """Columns Rich uses when stdout is not a terminal (it would otherwise assume 80)."""
@@ -39,8 +40,12 @@ errors = Console(stderr=True)
 
 DEFAULT_DB = "meterline.db"
 DbOption = Annotated[
-    Path,
-    typer.Option("--db", envvar="METERLINE_DB", help="Ledger database file (SQLite)."),
+    str,
+    typer.Option(
+        "--db",
+        envvar="METERLINE_DB",
+        help="Ledger: a SQLite file, or a postgresql:// URL (the production store).",
+    ),
 ]
 
 
@@ -51,7 +56,7 @@ def _fail(message: str, code: int = 2) -> typer.Exit:
 
 @app.command()
 def serve(
-    db: DbOption = Path(DEFAULT_DB),
+    db: DbOption = DEFAULT_DB,
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 8787,
 ) -> None:
@@ -62,11 +67,11 @@ def serve(
 
 
 @app.command()
-def verify(db: DbOption = Path(DEFAULT_DB)) -> None:
+def verify(db: DbOption = DEFAULT_DB) -> None:
     """Re-walk the hash chain; exit 1 naming the first bad sequence if it is broken."""
     from meterline.ledger import open_ledger
 
-    if not db.exists():
+    if not ledger_exists(db):
         raise _fail(f"{db}: no such ledger")
     with open_ledger(db) as ledger:
         report = ledger.verify()
@@ -86,7 +91,7 @@ def verify(db: DbOption = Path(DEFAULT_DB)) -> None:
 @app.command()
 def ingest(
     file: Annotated[Path, typer.Argument(help="JSON array or NDJSON file of events; - for stdin.")],
-    db: DbOption = Path(DEFAULT_DB),
+    db: DbOption = DEFAULT_DB,
     cloudevents: Annotated[bool, typer.Option(help="Events are CloudEvents 1.0.")] = False,
     batch: Annotated[int, typer.Option(help="Events per atomic append.")] = 1000,
 ) -> None:
@@ -110,15 +115,15 @@ def ingest(
 @keys_app.command("create")
 def keys_create(
     scope: Annotated[str, typer.Option(help="ingest, read or admin.")],
-    db: DbOption = Path(DEFAULT_DB),
+    db: DbOption = DEFAULT_DB,
     customer: Annotated[str | None, typer.Option(help="Bind the key to one customer.")] = None,
     name: Annotated[str, typer.Option(help="A label for the key.")] = "",
 ) -> None:
     """Create a key and print it once (only its hash is stored)."""
     from meterline.keys import create_key
-    from meterline.ledger.sqlite import SqliteStore
+    from meterline.ledger.ledger import open_store
 
-    store = SqliteStore(db)
+    store = open_store(db)
     try:
         key_id, token = create_key(store, scope, system_clock_us(), customer, name)
     except ValueError as error:
@@ -130,12 +135,12 @@ def keys_create(
 
 
 @keys_app.command("list")
-def keys_list(db: DbOption = Path(DEFAULT_DB)) -> None:
+def keys_list(db: DbOption = DEFAULT_DB) -> None:
     """List keys (ids, scopes, bindings; never secrets)."""
     from meterline.core.events import format_timestamp
-    from meterline.ledger.sqlite import SqliteStore
+    from meterline.ledger.ledger import open_store
 
-    store = SqliteStore(db)
+    store = open_store(db)
     for key_id, scope, customer, name, created, revoked in store.list_keys():
         state = f"revoked {format_timestamp(revoked)}" if revoked else "active"
         print(f"{key_id}\t{scope}\t{customer or '*'}\t{name}\t{format_timestamp(created)}\t{state}")
@@ -143,11 +148,11 @@ def keys_list(db: DbOption = Path(DEFAULT_DB)) -> None:
 
 
 @keys_app.command("revoke")
-def keys_revoke(key_id: str, db: DbOption = Path(DEFAULT_DB)) -> None:
+def keys_revoke(key_id: str, db: DbOption = DEFAULT_DB) -> None:
     """Revoke a key; it is refused from the next request on."""
-    from meterline.ledger.sqlite import SqliteStore
+    from meterline.ledger.ledger import open_store
 
-    store = SqliteStore(db)
+    store = open_store(db)
     revoked = store.revoke_key(key_id, system_clock_us())
     store.close()
     if not revoked:
@@ -175,7 +180,7 @@ def _instant(value: str | None, name: str) -> int | None:
 @app.command()
 def apply(
     file: Annotated[Path, typer.Option("--file", "-f", help="Pricing YAML to apply.")],
-    db: DbOption = Path(DEFAULT_DB),
+    db: DbOption = DEFAULT_DB,
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="Plan and simulate only; store nothing.")
     ] = False,
@@ -220,7 +225,7 @@ def _print_document(document: dict[str, object], as_json: bool) -> None:
 @invoices_app.command("draft")
 def invoices_draft(
     customer: str,
-    db: DbOption = Path(DEFAULT_DB),
+    db: DbOption = DEFAULT_DB,
     at: Annotated[str | None, typer.Option(help="An instant in the period (default now).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the document as JSON.")] = False,
 ) -> None:
@@ -237,7 +242,7 @@ def invoices_draft(
 
 @invoices_app.command("close")
 def invoices_close(
-    db: DbOption = Path(DEFAULT_DB),
+    db: DbOption = DEFAULT_DB,
     through: Annotated[
         str | None, typer.Option(help="Close periods ending by this instant (default now).")
     ] = None,
@@ -258,7 +263,7 @@ def invoices_close(
 
 
 @invoices_app.command("thresholds")
-def invoices_thresholds(db: DbOption = Path(DEFAULT_DB)) -> None:
+def invoices_thresholds(db: DbOption = DEFAULT_DB) -> None:
     """Bill now every customer whose unbilled usage reached its contract's threshold."""
     from meterline.billing.service import BillingError, open_billing
     from meterline.core.events import decode_exact
@@ -276,7 +281,7 @@ def invoices_thresholds(db: DbOption = Path(DEFAULT_DB)) -> None:
 
 @invoices_app.command("list")
 def invoices_list(
-    db: DbOption = Path(DEFAULT_DB),
+    db: DbOption = DEFAULT_DB,
     customer: Annotated[str | None, typer.Option(help="Only this customer's.")] = None,
 ) -> None:
     """Finalized invoices: id, customer, period, total, hash."""
@@ -296,7 +301,7 @@ def invoices_list(
 @invoices_app.command("show")
 def invoices_show(
     invoice: str,
-    db: DbOption = Path(DEFAULT_DB),
+    db: DbOption = DEFAULT_DB,
     as_json: Annotated[bool, typer.Option("--json", help="Print the document as JSON.")] = False,
 ) -> None:
     """One finalized invoice with each line's lineage."""
@@ -314,7 +319,7 @@ def invoices_show(
 def invoices_credit_note(
     invoice: str,
     reason: Annotated[str, typer.Option(help="Why (kept on the note).")],
-    db: DbOption = Path(DEFAULT_DB),
+    db: DbOption = DEFAULT_DB,
     void: Annotated[
         bool, typer.Option("--void", help="Credit the whole invoice (voiding it).")
     ] = False,
@@ -334,7 +339,7 @@ def invoices_credit_note(
 @app.command()
 def explain(
     invoice: str,
-    db: DbOption = Path(DEFAULT_DB),
+    db: DbOption = DEFAULT_DB,
     line: Annotated[int | None, typer.Option(help="List the events behind this line.")] = None,
     limit: Annotated[int, typer.Option(help="Events to print at most.")] = 50,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON lines.")] = False,
@@ -367,7 +372,7 @@ def explain(
 @credits_app.command("show")
 def credits_show(
     customer: str,
-    db: DbOption = Path(DEFAULT_DB),
+    db: DbOption = DEFAULT_DB,
     as_of: Annotated[
         str | None, typer.Option("--as-of", help="The ledger as of this instant (default now).")
     ] = None,
@@ -402,7 +407,7 @@ def credits_grant(
     credit_type: Annotated[str, typer.Option("--type", help="Credit type or currency.")],
     amount: Annotated[str, typer.Option(help="Units granted (exact decimal).")],
     reason: Annotated[str, typer.Option(help="Why (kept on the ledger).")],
-    db: DbOption = Path(DEFAULT_DB),
+    db: DbOption = DEFAULT_DB,
     paid: Annotated[str, typer.Option(help="Price paid (invoiced now); 0: free.")] = "0",
     priority: Annotated[int, typer.Option(help="Lower burns first.")] = 50,
     effective: Annotated[str | None, typer.Option(help="From (default now).")] = None,
@@ -445,7 +450,7 @@ def credits_void(
     customer: str,
     grant: str,
     reason: Annotated[str, typer.Option(help="Why (kept on the ledger).")],
-    db: DbOption = Path(DEFAULT_DB),
+    db: DbOption = DEFAULT_DB,
 ) -> None:
     """Void a grant from now on; its balance leaves to voided (nothing is deleted)."""
     from meterline.billing.service import BillingError, open_billing
@@ -464,7 +469,7 @@ def credits_adjust(
     grant: str,
     amount: Annotated[str, typer.Option(help="Signed units to add or take.")],
     reason: Annotated[str, typer.Option(help="Why (kept on the ledger).")],
-    db: DbOption = Path(DEFAULT_DB),
+    db: DbOption = DEFAULT_DB,
 ) -> None:
     """Adjust a grant's balance by hand, with a reason."""
     from meterline.billing.service import BillingError, open_billing
@@ -483,12 +488,12 @@ def credits_adjust(
 
 
 @app.command()
-def audit(db: DbOption = Path(DEFAULT_DB)) -> None:
+def audit(db: DbOption = DEFAULT_DB) -> None:
     """Re-derive every finalized invoice from the raw ledger; exit 1 naming any mismatch."""
     from meterline.billing.render import audit_lines
     from meterline.billing.service import open_billing
 
-    if not db.exists():
+    if not ledger_exists(db):
         raise _fail(f"{db}: no such ledger")
     with open_billing(db) as billing:
         report = billing.audit()
@@ -500,7 +505,9 @@ def audit(db: DbOption = Path(DEFAULT_DB)) -> None:
 
 @app.command()
 def demo(
-    db: DbOption = Path("meterline-demo.db"),
+    db: Annotated[
+        Path, typer.Option("--db", help="Demo ledger file (SQLite, made afresh).")
+    ] = Path("meterline-demo.db"),
     serve_after: Annotated[
         bool, typer.Option("--serve/--no-serve", help="Serve the API after the story.")
     ] = True,

@@ -20,6 +20,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from meterline.cli import DEFAULT_DB, PIPED_WIDTH, DbOption, _instant
+from meterline.ledger.database import ledger_exists
 
 console = Console()
 if not console.is_terminal:
@@ -41,10 +42,10 @@ def _fail(message: str, code: int = 2) -> typer.Exit:
 
 
 @contextmanager
-def _billing(db: Path) -> Iterator[Any]:
+def _billing(db: str) -> Iterator[Any]:
     from meterline.billing.service import open_billing
 
-    if not db.exists():
+    if not ledger_exists(db):
         raise _fail(f"--db: {db} does not exist")
     with open_billing(db) as billing:
         yield billing
@@ -52,7 +53,7 @@ def _billing(db: Path) -> Iterator[Any]:
 
 def export_command(
     out: Annotated[Path, typer.Option("--out", help="Directory to write the Parquet files in.")],
-    db: DbOption = Path(DEFAULT_DB),
+    db: DbOption = DEFAULT_DB,
     table: Annotated[
         list[str] | None,
         typer.Option("--table", help="Only this table (repeat); default: every table."),
@@ -87,7 +88,7 @@ def export_command(
 
 def sql_command(
     query: Annotated[str, typer.Argument(help="One SELECT over the exported tables.")],
-    db: DbOption = Path(DEFAULT_DB),
+    db: DbOption = DEFAULT_DB,
     output_format: Annotated[str, typer.Option("--format", help="table, csv or json.")] = "table",
     as_of: AsOfOption = None,
 ) -> None:

@@ -16,6 +16,7 @@ from rich.console import Console
 from rich.table import Table
 
 from meterline.cli import DEFAULT_DB, PIPED_WIDTH, DbOption, _fail, _instant
+from meterline.ledger.database import ledger_exists
 
 console = Console()
 if not console.is_terminal:
@@ -29,10 +30,10 @@ JOURNAL_FORMATS = ("table", "csv", "beancount", "json")
 
 
 @contextmanager
-def _billing(db: Path) -> Iterator[Any]:
+def _billing(db: str) -> Iterator[Any]:
     from meterline.billing.service import open_billing
 
-    if not db.exists():
+    if not ledger_exists(db):
         raise _fail(f"--db: {db} does not exist")
     with open_billing(db) as billing:
         if billing.load() is None:
@@ -51,7 +52,7 @@ def _write(text: str, out: Path | None) -> None:
 
 
 def journal_command(
-    db: DbOption = Path(DEFAULT_DB),
+    db: DbOption = DEFAULT_DB,
     output_format: Annotated[
         str, typer.Option("--format", help="table, csv (general-ledger rows), beancount, json.")
     ] = "table",
@@ -99,7 +100,7 @@ def journal_command(
 
 
 def revenue_command(
-    db: DbOption = Path(DEFAULT_DB),
+    db: DbOption = DEFAULT_DB,
     month: Annotated[
         str | None,
         typer.Option("--month", help="Roll deferred revenue forward over this month (YYYY-MM)."),
@@ -127,7 +128,7 @@ def revenue_command(
 
 
 def economics_command(
-    db: DbOption = Path(DEFAULT_DB),
+    db: DbOption = DEFAULT_DB,
     by: Annotated[
         str,
         typer.Option(

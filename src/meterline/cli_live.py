@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -18,6 +17,7 @@ from rich.console import Console
 from rich.table import Table
 
 from meterline.cli import DEFAULT_DB, PIPED_WIDTH, DbOption, _fail
+from meterline.ledger.database import ledger_exists
 
 controls_app = typer.Typer(
     help="Control firings and finance's overrides (unblock, extend, grant).",
@@ -30,7 +30,7 @@ if not console.is_terminal:
 
 
 @contextmanager
-def _engine(db: Path, act: bool = True) -> Iterator[object]:
+def _engine(db: str, act: bool = True) -> Iterator[object]:
     """A live engine over ``db`` in this process (no thread): rebuilt from the ledger;
     without ``act``, a read-only look that evaluates and records nothing."""
     from meterline.billing.service import open_billing
@@ -38,7 +38,7 @@ def _engine(db: Path, act: bool = True) -> Iterator[object]:
     from meterline.live.service import LiveEngine
     from meterline.live.webhooks import Webhooks
 
-    if not db.exists():
+    if not ledger_exists(db):
         raise _fail(f"--db: {db} does not exist")
     with open_billing(db) as billing:
         webhooks = Webhooks(WebhookStore(billing.store.path), clock=billing.clock)
@@ -53,7 +53,7 @@ def _engine(db: Path, act: bool = True) -> Iterator[object]:
 
 
 def reconcile_command(
-    db: DbOption = Path(DEFAULT_DB),
+    db: DbOption = DEFAULT_DB,
     url: Annotated[
         str | None, typer.Option(help="Check this running server's live figures instead.")
     ] = None,
@@ -78,7 +78,7 @@ def reconcile_command(
 
     if url is not None and not key:
         raise _fail("--key: --url needs an API key with the read scope")
-    if not db.exists():
+    if not ledger_exists(db):
         raise _fail(f"--db: {db} does not exist")
     from meterline.finance.truth import one_truth
 
@@ -127,7 +127,7 @@ def reconcile_command(
 @live_app.command("show")
 def live_show(
     customer: str,
-    db: DbOption = Path(DEFAULT_DB),
+    db: DbOption = DEFAULT_DB,
     as_json: Annotated[bool, typer.Option("--json", help="Print the figures as JSON.")] = False,
 ) -> None:
     """A customer's live figures: spend, cost, margin, prepaid, remaining credit, lines."""
@@ -168,7 +168,7 @@ def live_show(
 
 @controls_app.command("firings")
 def controls_firings(
-    db: DbOption = Path(DEFAULT_DB),
+    db: DbOption = DEFAULT_DB,
     customer: Annotated[str | None, typer.Option(help="Only this customer.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the firings as JSON.")] = False,
 ) -> None:
@@ -176,7 +176,7 @@ def controls_firings(
     from meterline.ledger.controls import ControlStore
     from meterline.live.controls import firing_document
 
-    if not db.exists():
+    if not ledger_exists(db):
         raise _fail(f"--db: {db} does not exist")
     store = ControlStore(db)
     try:
@@ -225,7 +225,7 @@ def controls_firings(
         )
 
 
-def _override(db: Path, customer: str, kind: str, reason: str, **fields: object) -> None:
+def _override(db: str, customer: str, kind: str, reason: str, **fields: object) -> None:
     from meterline.billing.service import BillingError
     from meterline.live.controls import OverrideError
 
@@ -259,7 +259,7 @@ ReasonOption = Annotated[str, typer.Option(help="Why (recorded with the override
 def controls_unblock(
     customer: str,
     reason: ReasonOption,
-    db: DbOption = Path(DEFAULT_DB),
+    db: DbOption = DEFAULT_DB,
     policy: Annotated[str | None, typer.Option(help="Only this control's block.")] = None,
 ) -> None:
     """Lift a customer's blocks (all, or one control's); the control re-fires only after
@@ -273,7 +273,7 @@ def controls_extend(
     policy: Annotated[str, typer.Option(help="The control whose limit to raise.")],
     amount: Annotated[str, typer.Option(help="How much to raise it (exact decimal).")],
     reason: ReasonOption,
-    db: DbOption = Path(DEFAULT_DB),
+    db: DbOption = DEFAULT_DB,
 ) -> None:
     """Raise a control's limit for a customer (a balance may go this much further below
     zero; a spend or cost limit moves up by it)."""
@@ -286,7 +286,7 @@ def controls_grant(
     credit_type: Annotated[str, typer.Option("--type", help="Credit type or currency.")],
     amount: Annotated[str, typer.Option(help="Units granted (exact decimal).")],
     reason: ReasonOption,
-    db: DbOption = Path(DEFAULT_DB),
+    db: DbOption = DEFAULT_DB,
     paid: Annotated[str, typer.Option(help="Price paid (invoiced now); 0: free.")] = "0",
 ) -> None:
     """Grant credits as an override (recorded with the reason; a block on an exhausted
@@ -305,7 +305,7 @@ def controls_grant(
 @controls_app.command("access")
 def controls_access(
     customer: str,
-    db: DbOption = Path(DEFAULT_DB),
+    db: DbOption = DEFAULT_DB,
     feature: Annotated[str | None, typer.Option(help="The feature asked about.")] = None,
 ) -> None:
     """The access answer for a customer (and feature), as the API gives it: the controls

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
 from typing import Annotated
 
 import msgspec
@@ -13,6 +12,7 @@ import typer
 from rich.console import Console
 
 from meterline.core.events import format_timestamp
+from meterline.ledger.database import ledger_exists
 from meterline.ledger.webhooks import WebhookStore
 from meterline.live.webhooks import (
     EndpointDisabled,
@@ -31,8 +31,12 @@ _ENCODER = msgspec.json.Encoder(decimal_format="number")
 
 DEFAULT_DB = "meterline.db"
 DbOption = Annotated[
-    Path,
-    typer.Option("--db", envvar="METERLINE_DB", help="Ledger database file (SQLite)."),
+    str,
+    typer.Option(
+        "--db",
+        envvar="METERLINE_DB",
+        help="Ledger: a SQLite file, or a postgresql:// URL (the production store).",
+    ),
 ]
 
 
@@ -42,9 +46,9 @@ def _fail(message: str, code: int = 2) -> typer.Exit:
 
 
 @contextmanager
-def _webhooks(db: Path, create: bool = False) -> Iterator[Webhooks]:
+def _webhooks(db: str, create: bool = False) -> Iterator[Webhooks]:
     """The webhook service over ``db``; a missing file is an error unless ``create``."""
-    if not create and not db.exists():
+    if not create and not ledger_exists(db):
         raise _fail(f"{db}: no such ledger")
     store = WebhookStore(db)
     try:
@@ -67,7 +71,7 @@ def webhooks_add(
     kind: Annotated[
         list[str], typer.Option(help="An event kind to send, or '*' for all (repeat).")
     ],
-    db: DbOption = Path(DEFAULT_DB),
+    db: DbOption = DEFAULT_DB,
     description: Annotated[str, typer.Option(help="A label for the endpoint.")] = "",
 ) -> None:
     """Add an endpoint; prints its id and its signing secret, once."""
@@ -82,7 +86,7 @@ def webhooks_add(
 
 
 @webhooks_app.command("list")
-def webhooks_list(db: DbOption = Path(DEFAULT_DB)) -> None:
+def webhooks_list(db: DbOption = DEFAULT_DB) -> None:
     """Endpoints: id, URL, kinds, created, state, description (never secrets)."""
     with _webhooks(db) as webhooks:
         endpoints = webhooks.endpoints()
@@ -97,7 +101,7 @@ def webhooks_list(db: DbOption = Path(DEFAULT_DB)) -> None:
 @webhooks_app.command("disable")
 def webhooks_disable(
     endpoint: Annotated[str, typer.Option(help="The endpoint id (we_...).")],
-    db: DbOption = Path(DEFAULT_DB),
+    db: DbOption = DEFAULT_DB,
 ) -> None:
     """Disable an endpoint: no new deliveries, its pending ones fail (nothing is deleted)."""
     with _webhooks(db) as webhooks:
@@ -107,7 +111,7 @@ def webhooks_disable(
 
 @webhooks_app.command("deliveries")
 def webhooks_deliveries(
-    db: DbOption = Path(DEFAULT_DB),
+    db: DbOption = DEFAULT_DB,
     status: Annotated[
         str | None, typer.Option(help="Only pending, delivered or failed ones.")
     ] = None,
@@ -140,7 +144,7 @@ def webhooks_deliveries(
 
 
 @webhooks_app.command("deliver")
-def webhooks_deliver(db: DbOption = Path(DEFAULT_DB)) -> None:
+def webhooks_deliver(db: DbOption = DEFAULT_DB) -> None:
     """Attempt every due delivery once; prints how many attempts were made."""
     with _webhooks(db) as webhooks:
         made = webhooks.deliver_due()
@@ -150,7 +154,7 @@ def webhooks_deliver(db: DbOption = Path(DEFAULT_DB)) -> None:
 @webhooks_app.command("retry")
 def webhooks_retry(
     delivery: Annotated[str, typer.Option(help="The delivery id (wd_...).")],
-    db: DbOption = Path(DEFAULT_DB),
+    db: DbOption = DEFAULT_DB,
 ) -> None:
     """Make a delivery pending and due now (the next `deliver` or dispatcher sends it)."""
     with _webhooks(db) as webhooks:

@@ -45,6 +45,10 @@ class KeyStore(Protocol):
 
     def get_key(self, key_id: str) -> tuple[bytes, str, str | None, int | None] | None: ...
 
+    def list_keys(self) -> list[tuple[str, str, str | None, str, int, int | None]]: ...
+
+    def revoke_key(self, key_id: str, revoked_at_us: int) -> bool: ...
+
 
 @dataclass(frozen=True, slots=True)
 class Principal:

@@ -40,7 +40,6 @@ from meterline.errors import AuthError, BatchTooLarge, InputError, MalformedJSON
 from meterline.keys import Principal, authenticate
 from meterline.ledger.billing import BillingConflict, BillingStore
 from meterline.ledger.ledger import Ledger
-from meterline.ledger.sqlite import SqliteStore
 from meterline.ledger.store import PAGE_EVENTS_MAX, EventQuery, StoredEvent
 from meterline.ledger.webhooks import WebhookStore
 from meterline.live.link import LiveLink, WorkerUnavailable
@@ -120,9 +119,8 @@ async def _read_body(request: Request, limit: int) -> bytes:
 
 
 def _billing_over(ledger: Ledger) -> Billing:
-    """Billing over the ledger's own SQLite file, on the ledger's clock."""
-    if not isinstance(ledger.store, SqliteStore):
-        raise TypeError("billing needs a SQLite ledger store; pass create_app(billing=...)")
+    """Billing beside the ledger's events (the same SQLite file or PostgreSQL schema), on
+    the ledger's clock."""
     return Billing(ledger, BillingStore(ledger.store.path), clock=ledger.clock)
 
 

@@ -24,13 +24,13 @@ import json
 import logging
 import os
 import pickle
-import sqlite3
 import subprocess
 import sys
 import threading
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from decimal import Decimal
+from itertools import islice
 from typing import Any
 
 import msgspec
@@ -38,7 +38,7 @@ import msgspec
 from meterline.core.model import Configuration, Segment
 from meterline.core.periods import BillingPeriod
 from meterline.core.rating import Rater, RaterState
-from meterline.ledger.sqlite import connect
+from meterline.ledger.database import Connection, PostgresConnection, open_connection, stream_rows
 
 SCAN_BATCH_ROWS = 50_000
 """Rows fetched from SQLite per round trip, and rated customer by customer (~20 MB):
@@ -113,7 +113,7 @@ def scan_workers() -> int:
     return max(1, min(cpus, SCAN_WORKERS_MAX))
 
 
-def run_jobs(connection: sqlite3.Connection, jobs: Iterable[RatingJob]) -> None:
+def run_jobs(connection: Connection, jobs: Iterable[RatingJob]) -> None:
     """Feed every job its events in one ledger scan (spread over processes when large)."""
     by_customer: dict[str, list[RatingJob]] = {}
     for job in jobs:
@@ -142,8 +142,11 @@ def _worth_spreading(by_customer: dict[str, list[RatingJob]], workers: int) -> b
     )
 
 
-def _database_file(connection: sqlite3.Connection) -> str | None:
-    """The file behind ``connection``'s main database (None for memory or temp ones)."""
+def _database_file(connection: Connection) -> str | None:
+    """The file (or PostgreSQL URL) behind ``connection``'s main database (None for memory
+    or temp ones)."""
+    if isinstance(connection, PostgresConnection):
+        return connection.url
     for _, name, file in connection.execute("PRAGMA database_list").fetchall():
         if name == "main":
             return file or None
@@ -151,7 +154,7 @@ def _database_file(connection: sqlite3.Connection) -> str | None:
 
 
 def _scan(
-    connection: sqlite3.Connection,
+    connection: Connection,
     by_customer: dict[str, list[RatingJob]],
     share: bool = False,
 ) -> None:
@@ -173,7 +176,7 @@ def _scan(
     elif share:
         query += f" AND customer IN ({','.join('?' * len(by_customer))})"
         parameters.extend(by_customer)
-    cursor = connection.execute(query, parameters)
+    source = stream_rows(connection, query, parameters)
     decode = _DECODER.decode
     # Per customer, each job's bounds and bound ``Rater.add``, looked up once per event.
     targets: dict[str, list[tuple[int, int, int, int, Any]]] = {
@@ -189,8 +192,7 @@ def _scan(
         ]
         for customer, group in by_customer.items()
     }
-    fetch = cursor.fetchmany
-    while rows := fetch(SCAN_BATCH_ROWS):
+    while rows := list(islice(source, SCAN_BATCH_ROWS)):
         # Rate one customer's rows of the batch after another (each in ledger order): a
         # customer's raters stay in the CPU cache across its rows instead of being
         # evicted by the next row's customer; with hundreds of customers interleaved
@@ -304,7 +306,7 @@ class _Helper:
 
 
 def _run_spread(
-    connection: sqlite3.Connection,
+    connection: Connection,
     path: str,
     by_customer: dict[str, list[RatingJob]],
     workers: int,
@@ -345,7 +347,7 @@ def _helper() -> None:
     for customer, period, segments, through, configuration, after, keep, cuts in specs:
         job = RatingJob(customer, period, segments, through, configuration, after, keep, cuts)
         by_customer.setdefault(customer, []).append(job)
-    connection = connect(path)
+    connection = open_connection(path)
     try:
         _scan(connection, by_customer, share=True)
     finally:

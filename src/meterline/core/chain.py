@@ -1,10 +1,13 @@
 """The ledger's hash chain and its verification (pure).
 
-Each record's hash is ``SHA-256(previous hash || canonical bytes)``; the first record
-chains from ``GENESIS_HASH`` (32 zero bytes). Verification walks records in sequence
-order and reports the first sequence at which the chain breaks: a sequence that is
-missing or out of order, a hash that does not match the bytes, or indexed columns that
-disagree with the bytes they were derived from.
+Each record's hash is ``SHA-256(previous hash || canonical bytes)``, where the previous
+hash is that of the record before it in the same partition; the first record of each
+partition chains from ``GENESIS_HASH`` (32 zero bytes). The embedded store has one
+partition, so one chain; the PostgreSQL store keeps one chain per partition (see
+``core.partitions``) while ledger sequences stay one gap-free order across them.
+Verification walks records in sequence order and reports the first sequence at which a
+chain breaks: a sequence that is missing or out of order, a hash that does not match the
+bytes, or indexed columns that disagree with the bytes they were derived from.
 """
 
 from __future__ import annotations
@@ -36,6 +39,8 @@ class StoredRecord(NamedTuple):
     timestamp_us: int
     body: bytes
     hash: bytes
+    partition: int = 0
+    """The chain this record belongs to (0 on a single-chain ledger)."""
 
 
 class Checkpoint(NamedTuple):
@@ -87,9 +92,11 @@ def verify_chain(
     """
     marks = {mark.last_sequence: mark.last_hash for mark in checkpoints}
     expected_sequence = 1
+    tails: dict[int, bytes] = {}
     previous_hash = GENESIS_HASH
     count = 0
     for record in records:
+        previous_hash = tails.get(record.partition, GENESIS_HASH)
         if record.sequence != expected_sequence:
             return ChainReport(
                 count,
@@ -128,7 +135,7 @@ def verify_chain(
                 record.sequence,
                 "commit checkpoint records a different hash",
             )
-        previous_hash = record.hash
+        tails[record.partition] = previous_hash = record.hash
         count += 1
         expected_sequence += 1
     if marks:

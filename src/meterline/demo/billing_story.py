@@ -98,7 +98,7 @@ def _invoices_table(billing: Billing) -> Table:
 
 def tell_billing(ledger: Ledger, console: Console) -> None:
     """Pricing, invoices, lineage and audit over the demo ledger."""
-    store = BillingStore(ledger.store.path)  # type: ignore[attr-defined]
+    store = BillingStore(ledger.store.path)
     billing = Billing(ledger, store, ledger.clock)
     try:
         _tell(billing, console)

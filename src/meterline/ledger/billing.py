@@ -14,14 +14,19 @@ row changed behind the triggers' back is caught.
 from __future__ import annotations
 
 import hashlib
-import sqlite3
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from meterline.ledger.sqlite import append_only_triggers, connect
+from meterline.ledger.database import (
+    Connection,
+    IntegrityErrors,
+    PostgresConnection,
+    open_connection,
+)
+from meterline.ledger.sqlite import append_only_triggers
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS configuration_revisions (
@@ -125,7 +130,7 @@ def _note(row: tuple[Any, ...]) -> StoredCreditNote:
     return StoredCreditNote(number, invoice, customer, created, _blob(document), _blob(digest))
 
 
-def _insert_invoice(connection: sqlite3.Connection, number: int, invoice: StoredInvoice) -> None:
+def _insert_invoice(connection: Connection, number: int, invoice: StoredInvoice) -> None:
     connection.execute(
         f"INSERT INTO invoices (invoice_number, {_INVOICE_COLUMNS})"
         " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -218,7 +223,7 @@ class BillingStore:
 
     def __init__(self, path: str | Path) -> None:
         self.path = str(path)
-        self._connection = connect(self.path)
+        self._connection = open_connection(self.path)
         self._lock = threading.Lock()
         with self._lock:
             self._migrate()
@@ -228,6 +233,8 @@ class BillingStore:
         """A file made before off-cycle invoices: rebuild ``invoices`` with a ``kind``
         column (every existing row is a period invoice), in one transaction."""
         connection = self._connection
+        if isinstance(connection, PostgresConnection):
+            return  # PostgreSQL ledgers were created with ``kind``
         columns = [row[1] for row in connection.execute("PRAGMA table_info(invoices)")]
         if not columns or "kind" in columns:
             return
@@ -262,11 +269,10 @@ class BillingStore:
             cursor = self._connection.execute(
                 "INSERT INTO configuration_revisions"
                 " (applied_at_us, source_name, source_text, content, content_sha256)"
-                " VALUES (?, ?, ?, ?, ?)",
+                " VALUES (?, ?, ?, ?, ?) RETURNING revision",
                 (applied_at_us, source_name, source_text, content, digest),
             )
-            number = cursor.lastrowid
-        assert number is not None
+            number = int(cursor.fetchone()[0])
         return Revision(number, applied_at_us, source_name, source_text, content, digest)
 
     def revision(self, number: int | None = None) -> Revision | None:
@@ -291,7 +297,7 @@ class BillingStore:
     def add_invoices(
         self,
         invoices: list[StoredInvoice],
-        guard: Callable[[sqlite3.Connection], None] | None = None,
+        guard: Callable[[Connection], None] | None = None,
     ) -> None:
         """Store finalized invoices atomically (all or none), numbered as given; ``guard``
         runs first inside the transaction and raises ``BillingConflict`` to refuse."""
@@ -307,7 +313,7 @@ class BillingStore:
             except BillingConflict:
                 connection.execute("ROLLBACK")
                 raise
-            except sqlite3.IntegrityError as error:
+            except IntegrityErrors as error:
                 connection.execute("ROLLBACK")
                 raise BillingConflict(f"invoice already finalized: {error}") from None
             except BaseException:

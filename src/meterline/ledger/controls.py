@@ -20,7 +20,6 @@ Triggers refuse UPDATE and DELETE on all of them.
 from __future__ import annotations
 
 import json
-import sqlite3
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -28,7 +27,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from meterline.ledger.sqlite import append_only_triggers, connect
+from meterline.ledger.database import open_connection
+from meterline.ledger.sqlite import append_only_triggers
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS control_firings (
@@ -145,7 +145,7 @@ class ControlStore:
 
     def __init__(self, path: str | Path) -> None:
         self.path = str(path)
-        self._connection = connect(self.path)
+        self._connection = open_connection(self.path)
         self._lock = threading.RLock()
         self._batching = False
         with self._lock:
@@ -174,29 +174,25 @@ class ControlStore:
             finally:
                 self._batching = False
 
-    def _write(self, statement: str, parameters: tuple[Any, ...]) -> int | None:
-        """Run one INSERT in its own transaction (or the batch this thread has open); None
-        when a UNIQUE constraint refused it."""
+    def _write(self, statement: str, parameters: tuple[Any, ...], key: str) -> int | None:
+        """Run one INSERT in its own transaction (or the batch this thread has open); its
+        ``key`` column, or None when a UNIQUE constraint refused it (``ON CONFLICT DO
+        NOTHING``: a refusal aborts nothing, on SQLite or PostgreSQL)."""
+        statement += f" ON CONFLICT DO NOTHING RETURNING {key}"
         with self._lock:
             if self._batching:
                 # the lock is re-entrant: only the batch's own thread gets here mid-batch.
-                # A refused INSERT aborts that statement only, not the batch.
-                try:
-                    return self._connection.execute(statement, parameters).lastrowid
-                except sqlite3.IntegrityError:
-                    return None
+                row = self._connection.execute(statement, parameters).fetchone()
+                return None if row is None else int(row[0])
             try:
                 self._connection.execute("BEGIN IMMEDIATE")
-                cursor = self._connection.execute(statement, parameters)
+                row = self._connection.execute(statement, parameters).fetchone()
                 self._connection.execute("COMMIT")
-            except sqlite3.IntegrityError:
-                self._connection.execute("ROLLBACK")
-                return None
             except BaseException:
                 if self._connection.in_transaction:
                     self._connection.execute("ROLLBACK")
                 raise
-            return cursor.lastrowid
+            return None if row is None else int(row[0])
 
     def add_firing(
         self,
@@ -225,6 +221,7 @@ class ControlStore:
                 json.dumps(observed, sort_keys=True),
                 json.dumps(list(actions)),
             ),
+            "firing_number",
         )
         if number is None:
             return None
@@ -246,6 +243,7 @@ class ControlStore:
                 "INSERT INTO control_rearms (customer, policy, level, ordinal, at_us, observed)"
                 " VALUES (?, ?, ?, ?, ?, ?)",
                 (customer, policy, level, ordinal, at_us, json.dumps(observed, sort_keys=True)),
+                "rearm_number",
             )
             is not None
         )
@@ -258,6 +256,7 @@ class ControlStore:
                 "INSERT INTO control_action_results (firing_number, action, at_us, outcome)"
                 " VALUES (?, ?, ?, ?)",
                 (firing_number, action, at_us, json.dumps(outcome, sort_keys=True, default=str)),
+                "firing_number",
             )
             is not None
         )
@@ -277,6 +276,7 @@ class ControlStore:
             "INSERT INTO control_overrides (customer, kind, policy, amount, reason, actor,"
             " at_us, detail) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
             (customer, kind, policy, amount, reason, actor, at_us, json.dumps(detail, default=str)),
+            "override_number",
         )
         assert number is not None
         return StoredOverride(number, customer, kind, policy, amount, reason, actor, at_us, detail)

@@ -19,6 +19,7 @@ from meterline.core.events import FieldError, PreparedEvent, prepare_event
 from meterline.core.limits import DEFAULT_LIMITS, IngestLimits
 from meterline.core.outcomes import BatchOutcome, EventOutcome
 from meterline.errors import BatchTooLarge
+from meterline.ledger.database import is_postgres
 from meterline.ledger.sqlite import SqliteStore
 from meterline.ledger.store import EventPage, EventQuery, LedgerStore
 
@@ -130,5 +131,18 @@ def open_ledger(
     clock: Clock = system_clock_us,
     limits: IngestLimits = DEFAULT_LIMITS,
 ) -> Ledger:
-    """Open (creating if needed) the ledger at ``path``: a SQLite file."""
-    return Ledger(SqliteStore(path), clock=clock, limits=limits)
+    """Open (creating if needed) the ledger at ``path``: a SQLite file, or a PostgreSQL
+    database named by a ``postgresql://`` URL."""
+    return Ledger(open_store(path), clock=clock, limits=limits)
+
+
+def open_store(location: str | Path, partitions: int | None = None) -> LedgerStore:
+    """The ledger store at ``location``: SQLite for a path (one chain), PostgreSQL for a
+    ``postgresql://`` URL (``partitions`` chains, fixed when the ledger is created)."""
+    if is_postgres(location):
+        from meterline.ledger.postgres import PostgresStore
+
+        return PostgresStore(str(location), partitions)
+    if partitions not in (None, 1):
+        raise ValueError("partitions: a SQLite ledger has one chain; use PostgreSQL for more")
+    return SqliteStore(location)

@@ -15,15 +15,16 @@ from __future__ import annotations
 import sqlite3
 import threading
 import weakref
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from hashlib import sha256
 from pathlib import Path
 
-from meterline.core.chain import GENESIS_HASH, Checkpoint, StoredRecord
+from meterline.core.chain import GENESIS_HASH
 from meterline.core.events import PreparedEvent
 from meterline.core.outcomes import EventOutcome, Status
 from meterline.errors import StoreError
-from meterline.ledger.store import SCAN_ROWS_MAX, EventPage, EventQuery, StoredEvent
+from meterline.ledger.database import ThreadConnections
+from meterline.ledger.sql_reads import SqlLedgerReads
 
 SCHEMA_VERSION = 1
 PAGE_BYTES = 16 * 1024
@@ -72,7 +73,6 @@ CREATE TABLE IF NOT EXISTS api_keys (
 """
 
 _INSERT_EVENT = "INSERT INTO events VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
-_RECORD_COLUMNS = "sequence, customer, event_id, type, timestamp_us, body, hash"
 
 KeyFunction = Callable[[tuple[str, str]], int]
 
@@ -129,15 +129,18 @@ class _Checkpointer(threading.Thread):
             self.join()
 
 
-class SqliteStore:
+class SqliteStore(SqlLedgerReads):
     """The ledger store over one SQLite file; safe for threads and for several processes."""
+
+    partitions = 1
+    """One hash chain."""
 
     def __init__(self, path: str | Path, key_function: KeyFunction = hash) -> None:
         self.path = str(path)
         self._key = key_function
         self._connection = connect(self.path)
         self._write_lock = threading.Lock()
-        self._local = threading.local()
+        self._readers = ThreadConnections(self.path)
         self._index: dict[int, int | tuple[int, ...]] = {}
         self._indexed_through = 0
         with self._write_lock:
@@ -162,73 +165,7 @@ class SqliteStore:
     # -- reading -------------------------------------------------------------------------
 
     def _reader(self) -> sqlite3.Connection:
-        connection: sqlite3.Connection | None = getattr(self._local, "connection", None)
-        if connection is None:
-            connection = connect(self.path)
-            self._local.connection = connection
-        return connection
-
-    def head(self) -> tuple[int, bytes]:
-        row = (
-            self._reader()
-            .execute("SELECT sequence, hash FROM events ORDER BY sequence DESC LIMIT 1")
-            .fetchone()
-        )
-        return (0, GENESIS_HASH) if row is None else (row[0], row[1])
-
-    def records(self, after_sequence: int = 0) -> Iterator[StoredRecord]:
-        connection = connect(self.path)
-        try:
-            cursor = connection.execute(
-                f"SELECT {_RECORD_COLUMNS} FROM events WHERE sequence > ? ORDER BY sequence",
-                (after_sequence,),
-            )
-            for row in cursor:
-                yield StoredRecord(*row)
-        finally:
-            connection.close()
-
-    def checkpoints(self) -> list[Checkpoint]:
-        rows = (
-            self._reader()
-            .execute("SELECT last_sequence, last_hash FROM commits ORDER BY commit_number")
-            .fetchall()
-        )
-        return [Checkpoint(sequence, digest) for sequence, digest in rows]
-
-    def query(self, query: EventQuery) -> EventPage:
-        head_sequence = self.head()[0]
-        window_end = query.after_sequence + SCAN_ROWS_MAX
-        clauses = ["sequence > ?", "sequence <= ?"]
-        parameters: list[object] = [query.after_sequence, window_end]
-        for clause, value in (
-            ("customer = ?", query.customer),
-            ("type = ?", query.type),
-            ("timestamp_us >= ?", query.start_us),
-            ("timestamp_us < ?", query.end_us),
-        ):
-            if value is not None:
-                clauses.append(clause)
-                parameters.append(value)
-        parameters.append(query.limit)
-        rows = (
-            self._reader()
-            .execute(
-                f"SELECT {_RECORD_COLUMNS}, ingested_at_us FROM events"
-                f" WHERE {' AND '.join(clauses)}"
-                " ORDER BY sequence LIMIT ?",
-                parameters,
-            )
-            .fetchall()
-        )
-        events = [StoredEvent(StoredRecord(*row[:7]), row[7]) for row in rows]
-        if len(events) == query.limit:
-            next_after: int | None = events[-1].record.sequence
-        elif window_end < head_sequence:
-            next_after = window_end
-        else:
-            next_after = None
-        return EventPage(events, next_after)
+        return self._readers.get()  # type: ignore[no-any-return]
 
     # -- writing -------------------------------------------------------------------------
 
@@ -364,56 +301,7 @@ class SqliteStore:
             self._indexed_through = sequence - 1
         return outcomes
 
-    # -- API keys ------------------------------------------------------------------------
-
-    def put_key(
-        self,
-        key_id: str,
-        secret_sha256: bytes,
-        scope: str,
-        customer: str | None,
-        name: str,
-        created_at_us: int,
-    ) -> None:
-        with self._write_lock:
-            self._connection.execute(
-                "INSERT INTO api_keys VALUES (?, ?, ?, ?, ?, ?, NULL)",
-                (key_id, secret_sha256, scope, customer, name, created_at_us),
-            )
-
-    def get_key(self, key_id: str) -> tuple[bytes, str, str | None, int | None] | None:
-        row = (
-            self._reader()
-            .execute(
-                "SELECT secret_sha256, scope, customer, revoked_at_us FROM api_keys"
-                " WHERE key_id = ?",
-                (key_id,),
-            )
-            .fetchone()
-        )
-        return None if row is None else (row[0], row[1], row[2], row[3])
-
-    def list_keys(self) -> list[tuple[str, str, str | None, str, int, int | None]]:
-        return (
-            self._reader()
-            .execute(
-                "SELECT key_id, scope, customer, name, created_at_us, revoked_at_us FROM api_keys"
-                " ORDER BY created_at_us"
-            )
-            .fetchall()
-        )
-
-    def revoke_key(self, key_id: str, revoked_at_us: int) -> bool:
-        with self._write_lock:
-            cursor = self._connection.execute(
-                "UPDATE api_keys SET revoked_at_us = ? WHERE key_id = ? AND revoked_at_us IS NULL",
-                (revoked_at_us, key_id),
-            )
-        return cursor.rowcount == 1
-
     def close(self) -> None:
         self._checkpointer.stop()
         self._connection.close()
-        connection = getattr(self._local, "connection", None)
-        if connection is not None:
-            connection.close()
+        self._readers.close()

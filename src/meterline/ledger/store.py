@@ -62,6 +62,11 @@ class EventPage:
 class LedgerStore(KeyStore, Protocol):
     """Durable, append-only storage of the chained ledger and the API keys."""
 
+    path: str
+    """Where the store is: a SQLite file, or a ``postgresql://`` URL."""
+    partitions: int
+    """How many hash chains new events are spread over (``core.partitions``)."""
+
     def append(
         self, batch: Sequence[tuple[int, PreparedEvent]], ingested_at_us: int
     ) -> list[EventOutcome]:

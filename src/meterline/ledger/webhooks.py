@@ -12,7 +12,6 @@ each all or nothing.
 
 from __future__ import annotations
 
-import sqlite3
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -22,7 +21,7 @@ from typing import Any, Literal
 
 import msgspec
 
-from meterline.ledger.sqlite import connect
+from meterline.ledger.database import Connection, open_connection
 
 DeliveryStatus = Literal["pending", "delivered", "failed"]
 DELIVERY_STATUSES: tuple[DeliveryStatus, ...] = ("pending", "delivered", "failed")
@@ -191,13 +190,13 @@ class WebhookStore:
 
     def __init__(self, path: str | Path) -> None:
         self.path = str(path)
-        self._connection = connect(self.path)
+        self._connection = open_connection(self.path)
         self._lock = threading.Lock()
         with self._lock:
             self._connection.executescript(_SCHEMA)
 
     @contextmanager
-    def _transaction(self) -> Iterator[sqlite3.Connection]:
+    def _transaction(self) -> Iterator[Connection]:
         """``BEGIN IMMEDIATE ... COMMIT`` under the lock; rolled back on any error."""
         with self._lock:
             connection = self._connection
@@ -212,7 +211,7 @@ class WebhookStore:
 
     def _rows(self, query: str, parameters: Sequence[object] = ()) -> list[tuple[Any, ...]]:
         with self._lock:
-            return self._connection.execute(query, parameters).fetchall()
+            return list(self._connection.execute(query, parameters).fetchall())
 
     # -- endpoints ---------------------------------------------------------------------------
 

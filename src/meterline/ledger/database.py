@@ -1,0 +1,250 @@
+"""Where the ledger lives: a SQLite file or a PostgreSQL database, behind one connection.
+
+A location is a file path (the embedded default) or a ``postgresql://`` URL (the
+production store). Every store writes its SQL once, in SQLite's dialect with ``?``
+placeholders; ``PostgresConnection`` runs the same statements on PostgreSQL through
+psycopg 3, translating the few differences in one place:
+
+* ``?`` placeholders become ``%s`` (a literal ``%`` is escaped);
+* ``BEGIN IMMEDIATE`` (SQLite's one-writer lock) becomes ``BEGIN`` plus a transaction
+  advisory lock on the schema, so writers serialize exactly as they do on a SQLite file
+  and a reader that sees ledger sequence N sees every sequence below it;
+* ``INSERT OR IGNORE`` becomes ``INSERT ... ON CONFLICT DO NOTHING``;
+* schemas: ``INTEGER`` is ``BIGINT`` (microsecond times), ``INTEGER PRIMARY KEY`` an
+  identity, ``BLOB`` is ``BYTEA``, and each append-only trigger calls one PL/pgSQL
+  function that refuses the change with the same message.
+
+Schemas are created under a session advisory lock, so processes starting together on an
+empty database do not race. A URL's ``options=-csearch_path=NAME`` keeps several ledgers
+(the tests' isolated ones) in one database; every lock is scoped to the schema.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import sqlite3
+import threading
+from collections.abc import Iterable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import psycopg.errors
+from psycopg.pq import TransactionStatus
+
+from meterline.errors import StoreError
+
+POSTGRES_SCHEMES = ("postgresql://", "postgres://")
+CONNECT_TIMEOUT_S = 10
+"""How long opening a PostgreSQL connection may take before the store gives up."""
+STREAM_ROWS = 50_000
+"""Rows a streamed PostgreSQL read fetches per round trip."""
+
+IntegrityErrors: tuple[type[Exception], ...] = (sqlite3.IntegrityError, psycopg.IntegrityError)
+"""What a unique or check constraint raises, on either store."""
+
+DatabaseErrors: tuple[type[Exception], ...] = (sqlite3.DatabaseError, psycopg.Error)
+"""What any failed statement raises, on either store."""
+
+Location = str | Path
+Connection = Any
+"""A ``sqlite3.Connection`` or a ``PostgresConnection``: both answer ``execute``,
+``executemany``, ``executescript``, ``in_transaction`` and ``close``."""
+
+
+def is_postgres(location: Location) -> bool:
+    """Whether ``location`` names a PostgreSQL database rather than a SQLite file."""
+    return str(location).startswith(POSTGRES_SCHEMES)
+
+
+def describe(location: Location) -> str:
+    """``location`` for messages and logs, without any password in a URL."""
+    text = str(location)
+    return re.sub(r"://([^:/@]+):[^@/]*@", r"://\1:***@", text) if is_postgres(text) else text
+
+
+def ledger_exists(location: Location) -> bool:
+    """Whether a ledger is already stored at ``location`` (a file, or an events table)."""
+    if not is_postgres(location):
+        return Path(location).exists()
+    connection = PostgresConnection(str(location))
+    try:
+        row = connection.execute("SELECT to_regclass('events') IS NOT NULL").fetchone()
+        return bool(row and row[0])
+    finally:
+        connection.close()
+
+
+# -- translating SQLite's dialect ---------------------------------------------------------
+
+_PLACEHOLDER_SPLIT = re.compile(r"('(?:[^']|'')*')")
+_INSERT_OR_IGNORE = re.compile(r"^\s*INSERT\s+OR\s+IGNORE\s+INTO", re.IGNORECASE)
+_TRIGGER = re.compile(
+    r"CREATE\s+TRIGGER\s+IF\s+NOT\s+EXISTS\s+(\w+)\s+BEFORE\s+(UPDATE|DELETE)\s+ON\s+(\w+)"
+    r"\s+BEGIN\s+SELECT\s+RAISE\s*\(\s*ABORT\s*,\s*('(?:[^']|'')*')\s*\)\s*;\s*END\s*;",
+    re.IGNORECASE,
+)
+_DROP_TRIGGER = re.compile(r"DROP\s+TRIGGER\s+IF\s+EXISTS\s+\w+\s*;", re.IGNORECASE)
+_REFUSE_FUNCTION = """
+CREATE OR REPLACE FUNCTION meterline_refuse() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    RAISE EXCEPTION USING MESSAGE = TG_ARGV[0], ERRCODE = 'restrict_violation';
+END $$;
+"""
+
+
+def translate_statement(sql: str) -> str:
+    """One SQLite statement in PostgreSQL's dialect (placeholders, OR IGNORE)."""
+    parts = _PLACEHOLDER_SPLIT.split(sql)
+    for index in range(0, len(parts), 2):  # outside string literals
+        parts[index] = parts[index].replace("%", "%%").replace("?", "%s")
+    text = "".join(parts)
+    if _INSERT_OR_IGNORE.match(text):
+        text = _INSERT_OR_IGNORE.sub("INSERT INTO", text, count=1).rstrip().rstrip(";")
+        text += " ON CONFLICT DO NOTHING"
+    return text
+
+
+def translate_schema(sql: str) -> str:
+    """A SQLite schema script in PostgreSQL's dialect (types, identities, triggers)."""
+    text = _DROP_TRIGGER.sub("", sql)
+    text = _TRIGGER.sub(
+        lambda match: (
+            f"CREATE OR REPLACE TRIGGER {match[1]} BEFORE {match[2].upper()} ON {match[3]}"
+            f" FOR EACH ROW EXECUTE FUNCTION meterline_refuse({match[4]});"
+        ),
+        text,
+    )
+    text = re.sub(
+        r"\bINTEGER PRIMARY KEY\b", "BIGINT GENERATED BY DEFAULT AS IDENTITY PRIMARY KEY", text
+    )
+    text = re.sub(r"\bINTEGER\b", "BIGINT", text)
+    text = re.sub(r"\bBLOB\b", "BYTEA", text)
+    return _REFUSE_FUNCTION + text
+
+
+def _lock_key(schema: str, purpose: str) -> int:
+    """A signed 64-bit advisory lock key for ``purpose`` in ``schema``."""
+    digest = hashlib.sha256(f"meterline:{schema}:{purpose}".encode()).digest()
+    return int.from_bytes(digest[:8], "big", signed=True)
+
+
+class PostgresConnection:
+    """One psycopg connection speaking the stores' SQLite dialect (autocommit; explicit
+    ``BEGIN IMMEDIATE ... COMMIT`` for writes, as on SQLite)."""
+
+    dialect = "postgresql"
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        try:
+            self.raw = psycopg.connect(url, autocommit=True, connect_timeout=CONNECT_TIMEOUT_S)
+        except psycopg.OperationalError as error:
+            raise StoreError(f"{describe(url)}: cannot connect to PostgreSQL: {error}") from None
+        row = self.raw.execute("SELECT current_schema()").fetchone()
+        if row is None or row[0] is None:
+            raise StoreError(f"{describe(url)}: no schema on the search path")
+        self.schema: str = row[0]
+        self.write_lock_key = _lock_key(self.schema, "write")
+        self._statements: dict[str, str] = {}
+
+    def _translated(self, sql: str) -> str:
+        text = self._statements.get(sql)
+        if text is None:
+            text = translate_statement(sql)
+            self._statements[sql] = text
+        return text
+
+    def execute(self, sql: str, parameters: Sequence[Any] = ()) -> psycopg.Cursor[Any]:
+        if sql == "BEGIN IMMEDIATE":
+            self.raw.execute("BEGIN")
+            return self.raw.execute("SELECT pg_advisory_xact_lock(%s)", (self.write_lock_key,))
+        return self.raw.execute(self._translated(sql), parameters or None)
+
+    def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
+        with self.raw.cursor() as cursor:
+            cursor.executemany(self._translated(sql), rows)
+
+    def executescript(self, sql: str) -> None:
+        """Create a schema (SQLite dialect) once, under the schema's migration lock."""
+        with self.migration_lock():
+            self.raw.execute(translate_schema(sql).encode())
+
+    def migration_lock(self) -> _SessionLock:
+        return _SessionLock(self, _lock_key(self.schema, "migrate"))
+
+    def stream(self, sql: str, parameters: Sequence[Any] = ()) -> Iterator[tuple[Any, ...]]:
+        """Rows of a large read without holding them all (a server-side cursor, in its own
+        read-only transaction on this connection; nothing else may use it meanwhile)."""
+        name = f"meterline_stream_{id(self)}"
+        with self.raw.transaction(), self.raw.cursor(name=name) as cursor:
+            cursor.itersize = STREAM_ROWS
+            cursor.execute(self._translated(sql), parameters or None)
+            yield from cursor
+
+    @property
+    def in_transaction(self) -> bool:
+        return self.raw.info.transaction_status != TransactionStatus.IDLE
+
+    def close(self) -> None:
+        self.raw.close()
+
+
+class _SessionLock:
+    """A session advisory lock held for a ``with`` block."""
+
+    def __init__(self, connection: PostgresConnection, key: int) -> None:
+        self._connection = connection
+        self._key = key
+
+    def __enter__(self) -> None:
+        self._connection.raw.execute("SELECT pg_advisory_lock(%s)", (self._key,))
+
+    def __exit__(self, *_: object) -> None:
+        self._connection.raw.execute("SELECT pg_advisory_unlock(%s)", (self._key,))
+
+
+def open_connection(location: Location) -> Connection:
+    """A connection to ``location`` with the ledger's durability settings."""
+    if is_postgres(location):
+        return PostgresConnection(str(location))
+    from meterline.ledger.sqlite import connect
+
+    return connect(location)
+
+
+def stream_rows(
+    connection: Connection, sql: str, parameters: Sequence[Any] = ()
+) -> Iterator[tuple[Any, ...]]:
+    """Rows of a large read, in bounded memory, on either store."""
+    if isinstance(connection, PostgresConnection):
+        return connection.stream(sql, parameters)
+    return iter(connection.execute(sql, parameters))
+
+
+class ThreadConnections:
+    """One reading connection per thread, all closed by ``close`` (psycopg connections
+    serialize their statements, so threads must not share one)."""
+
+    def __init__(self, location: Location) -> None:
+        self._location = location
+        self._local = threading.local()
+        self._all: list[Connection] = []
+        self._lock = threading.Lock()
+
+    def get(self) -> Connection:
+        connection = getattr(self._local, "connection", None)
+        if connection is None:
+            connection = open_connection(self._location)
+            self._local.connection = connection
+            with self._lock:
+                self._all.append(connection)
+        return connection
+
+    def close(self) -> None:
+        with self._lock:
+            connections, self._all = self._all, []
+        for connection in connections:
+            connection.close()
+        self._local = threading.local()

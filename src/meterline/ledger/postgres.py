@@ -1,0 +1,251 @@
+"""The production ledger store: PostgreSQL, one hash chain per partition.
+
+Every event belongs to its customer's partition (``core.partitions``) and chains from the
+previous event of that partition, so partitions can be written, verified and proven on
+their own. Ledger sequences stay one gap-free order across partitions (billing, the live
+engine and queries read "everything after sequence N"): an append allocates them under
+the schema's write lock, held to the commit, so a reader that sees sequence N sees every
+sequence below it. The lock covers a batch's insert and commit only; decoding, validation
+and hashing happen outside it, in as many workers as there are partitions.
+
+Idempotency is a unique index on ``(customer, event_id)``; an append first reads which of
+its keys are stored (one query), so a replay is answered ``duplicate`` (same bytes) or
+``conflict`` (other bytes) and writes nothing. Rows go in by ``COPY``. The tail of each
+partition's chain is kept in ``chain_heads`` (a cache, rewritten in the same transaction;
+``verify`` never trusts it). Invariants: ``events`` and ``commits`` refuse UPDATE and
+DELETE (triggers); an append is one transaction, committed with ``synchronous_commit``.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from hashlib import sha256
+
+from meterline.core.chain import GENESIS_HASH
+from meterline.core.events import PreparedEvent
+from meterline.core.outcomes import EventOutcome, Status
+from meterline.core.partitions import DEFAULT_PARTITIONS, check_partition_count, partition_of
+from meterline.errors import StoreError
+from meterline.ledger.database import PostgresConnection, ThreadConnections, describe
+from meterline.ledger.sql_reads import SqlLedgerReads
+
+SCHEMA_VERSION = 1
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS events (
+    sequence BIGINT PRIMARY KEY,
+    customer TEXT NOT NULL,
+    event_id TEXT NOT NULL,
+    type TEXT NOT NULL,
+    timestamp_us BIGINT NOT NULL,
+    ingested_at_us BIGINT NOT NULL,
+    body BLOB NOT NULL,
+    hash BLOB NOT NULL,
+    partition_number INTEGER NOT NULL,
+    UNIQUE (customer, event_id)
+);
+CREATE TABLE IF NOT EXISTS commits (
+    commit_number INTEGER PRIMARY KEY,
+    first_sequence BIGINT NOT NULL,
+    last_sequence BIGINT NOT NULL,
+    last_hash BLOB NOT NULL,
+    committed_at_us BIGINT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS chain_heads (
+    partition_number INTEGER PRIMARY KEY,
+    sequence BIGINT NOT NULL,
+    hash BLOB NOT NULL
+);
+CREATE TRIGGER IF NOT EXISTS events_append_only_update BEFORE UPDATE ON events
+BEGIN SELECT RAISE(ABORT, 'the ledger is append-only: events cannot be updated'); END;
+CREATE TRIGGER IF NOT EXISTS events_append_only_delete BEFORE DELETE ON events
+BEGIN SELECT RAISE(ABORT, 'the ledger is append-only: events cannot be deleted'); END;
+CREATE TRIGGER IF NOT EXISTS commits_append_only_update BEFORE UPDATE ON commits
+BEGIN SELECT RAISE(ABORT, 'the ledger is append-only: commits cannot be updated'); END;
+CREATE TRIGGER IF NOT EXISTS commits_append_only_delete BEFORE DELETE ON commits
+BEGIN SELECT RAISE(ABORT, 'the ledger is append-only: commits cannot be deleted'); END;
+CREATE TABLE IF NOT EXISTS api_keys (
+    key_id TEXT PRIMARY KEY,
+    secret_sha256 BLOB NOT NULL,
+    scope TEXT NOT NULL,
+    customer TEXT,
+    name TEXT NOT NULL,
+    created_at_us BIGINT NOT NULL,
+    revoked_at_us BIGINT
+);
+"""
+_COPY_EVENTS = (
+    "COPY events (sequence, customer, event_id, type, timestamp_us, ingested_at_us, body,"
+    " hash, partition_number) FROM STDIN"
+)
+_STORED_KEYS = (
+    "SELECT customer, event_id, sequence, body FROM events"
+    " WHERE (customer, event_id) IN (SELECT * FROM unnest(%s::text[], %s::text[]))"
+)
+
+
+class PostgresStore(SqlLedgerReads):
+    """The ledger store over one PostgreSQL schema; safe for threads and processes."""
+
+    record_columns = (
+        "sequence, customer, event_id, type, timestamp_us, body, hash, partition_number"
+    )
+
+    def __init__(self, url: str, partitions: int | None = None) -> None:
+        self.path = url
+        self._connection = PostgresConnection(url)
+        self._write_lock = threading.Lock()
+        self._readers = ThreadConnections(url)
+        self.partitions = self._migrate(partitions)
+
+    def _migrate(self, partitions: int | None) -> int:
+        """Create the schema once; return the ledger's partition count (set at creation:
+        ``partitions`` or the default; a different explicit count is refused)."""
+        connection = self._connection
+        connection.executescript(_SCHEMA)
+        wanted = check_partition_count(partitions or DEFAULT_PARTITIONS)
+        with connection.migration_lock():
+            for name, value in (("schema_version", SCHEMA_VERSION), ("partitions", wanted)):
+                connection.execute(
+                    "INSERT INTO meta VALUES (?, ?) ON CONFLICT (name) DO NOTHING",
+                    (name, str(value)),
+                )
+            rows = dict(connection.execute("SELECT name, value FROM meta").fetchall())
+        if int(rows["schema_version"]) != SCHEMA_VERSION:
+            raise StoreError(
+                f"{describe(self.path)}: schema version {rows['schema_version']},"
+                f" expected {SCHEMA_VERSION}"
+            )
+        stored = int(rows["partitions"])
+        if partitions is not None and partitions != stored:
+            raise StoreError(
+                f"{describe(self.path)}: the ledger has {stored} partitions, not {partitions}"
+                " (see `meterline partitions`)"
+            )
+        return stored
+
+    def _reader(self) -> PostgresConnection:
+        return self._readers.get()  # type: ignore[no-any-return]
+
+    def set_partitions(self, count: int) -> None:
+        """Change how many partitions new events are spread over (existing chains stay:
+        every record names its partition). Run with the workers stopped."""
+        check_partition_count(count)
+        with self._write_lock:
+            connection = self._connection
+            connection.execute("BEGIN IMMEDIATE")
+            try:
+                connection.execute("UPDATE meta SET value = ? WHERE name = 'partitions'", (count,))
+                connection.execute("COMMIT")
+            except BaseException:
+                connection.execute("ROLLBACK")
+                raise
+        self.partitions = count
+
+    def chain_heads(self) -> dict[int, tuple[int, bytes]]:
+        """Each partition's last sequence and hash."""
+        rows = self._reader().execute("SELECT partition_number, sequence, hash FROM chain_heads")
+        return {partition: (sequence, digest) for partition, sequence, digest in rows}
+
+    # -- writing -------------------------------------------------------------------------
+
+    def append(
+        self, batch: Sequence[tuple[int, PreparedEvent]], ingested_at_us: int
+    ) -> list[EventOutcome]:
+        if not batch:
+            return []
+        count = self.partitions
+        partition_of_batch = [partition_of(event.customer, count) for _, event in batch]
+        connection = self._connection
+        raw = connection.raw
+        with self._write_lock:
+            connection.execute("BEGIN IMMEDIATE")
+            try:
+                stored = self._stored(batch)
+                row = raw.execute(
+                    "SELECT sequence FROM events ORDER BY sequence DESC LIMIT 1"
+                ).fetchone()
+                first = sequence = (row[0] if row else 0) + 1
+                tails = self._tails(set(partition_of_batch))
+                staged: dict[tuple[str, str], tuple[int, bytes]] = {}
+                rows: list[tuple[object, ...]] = []
+                outcomes: list[EventOutcome] = []
+                for (position, event), partition in zip(batch, partition_of_batch, strict=True):
+                    customer, event_id, event_type, timestamp_us, body = event
+                    key = (customer, event_id)
+                    found = stored.get(key) or staged.get(key)
+                    if found is not None:
+                        status: Status = "duplicate" if found[1] == body else "conflict"
+                        outcomes.append(EventOutcome(position, status, event_id, found[0]))
+                        continue
+                    digest = sha256(tails.get(partition, GENESIS_HASH) + body).digest()
+                    tails[partition] = digest
+                    staged[key] = (sequence, body)
+                    rows.append(
+                        (
+                            sequence,
+                            customer,
+                            event_id,
+                            event_type,
+                            timestamp_us,
+                            ingested_at_us,
+                            body,
+                            digest,
+                            partition,
+                        )
+                    )
+                    outcomes.append(EventOutcome(position, "accepted", event_id, sequence))
+                    sequence += 1
+                if rows:
+                    self._write(rows, first, sequence - 1, ingested_at_us)
+                connection.execute("COMMIT")
+            except BaseException:
+                if connection.in_transaction:
+                    connection.execute("ROLLBACK")
+                raise
+        return outcomes
+
+    def _stored(
+        self, batch: Sequence[tuple[int, PreparedEvent]]
+    ) -> dict[tuple[str, str], tuple[int, bytes]]:
+        """The stored (sequence, bytes) of every key of ``batch`` already in the ledger."""
+        customers = [event.customer for _, event in batch]
+        ids = [event.id for _, event in batch]
+        rows = self._connection.raw.execute(_STORED_KEYS, (customers, ids))
+        return {
+            (customer, event_id): (sequence, body) for customer, event_id, sequence, body in rows
+        }
+
+    def _tails(self, partitions: set[int]) -> dict[int, bytes]:
+        rows = self._connection.raw.execute(
+            "SELECT partition_number, hash FROM chain_heads WHERE partition_number = ANY(%s)",
+            (sorted(partitions),),
+        )
+        return dict(rows.fetchall())
+
+    def _write(
+        self, rows: list[tuple[object, ...]], first: int, last: int, ingested_at_us: int
+    ) -> None:
+        raw = self._connection.raw
+        heads: dict[object, tuple[object, object]] = {}
+        with raw.cursor() as cursor:
+            with cursor.copy(_COPY_EVENTS) as copy:
+                for row in rows:
+                    copy.write_row(row)
+                    heads[row[8]] = (row[0], row[7])
+            cursor.execute(
+                "INSERT INTO commits (first_sequence, last_sequence, last_hash, committed_at_us)"
+                " VALUES (%s, %s, %s, %s)",
+                (first, last, rows[-1][7], ingested_at_us),
+            )
+            cursor.executemany(
+                "INSERT INTO chain_heads VALUES (%s, %s, %s) ON CONFLICT (partition_number)"
+                " DO UPDATE SET sequence = excluded.sequence, hash = excluded.hash",
+                [(partition, head[0], head[1]) for partition, head in heads.items()],
+            )
+
+    def close(self) -> None:
+        self._connection.close()
+        self._readers.close()

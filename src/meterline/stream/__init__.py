@@ -1,0 +1,9 @@
+"""Distributed ingest over NATS JetStream: API replicas publish, partition workers apply.
+
+The API server validates a batch, publishes its events to one JetStream subject per
+partition (``stream.publisher``) and answers once JetStream has stored them; workers
+(``stream.worker``) pull each partition in order through a durable consumer, append to
+the ledger and acknowledge only after the ledger commit. Redelivery is safe because the
+ledger is idempotent on ``(customer, id)``. Access answers travel the other way through a
+KV bucket mirrored by every API replica (``stream.access``).
+"""
