@@ -1,29 +1,126 @@
-"""Shared fixtures: temporary ledgers, a fixed clock, and a real server process."""
+"""Shared fixtures: temporary ledgers on both stores, a fixed clock, a real server process.
+
+Every test that stores anything asks ``new_db`` (or, for module-scoped data, ``databases``)
+for its ledger location, and runs twice: on a SQLite file and on PostgreSQL (a fresh
+schema of the ``test`` database per ledger, dropped at the end; ``METERLINE_TEST_POSTGRES``
+names another server). ``pytest --store sqlite`` or ``--store postgresql`` runs one store;
+under ``CI=true`` both are mandatory, and an unreachable PostgreSQL fails the run.
+"""
 
 from __future__ import annotations
 
+import os
 import subprocess
-from collections.abc import Iterator
+import uuid
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import quote
 
 import httpx
+import psycopg
 import pytest
 
 from meterline.clock import system_clock_us
 from meterline.keys import create_key
 from meterline.ledger import Ledger, open_ledger
-from meterline.ledger.sqlite import SqliteStore
+from meterline.ledger.ledger import open_store
 from meterline.server import spawn_server
 
 # 2026-11-23T12:00:00Z: a fixed "now" so future-skew checks are deterministic.
 FIXED_NOW_US = 1_795_435_200_000_000
 
+STORES = ("sqlite", "postgresql")
+POSTGRES_URL = os.environ.get(
+    "METERLINE_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test"
+)
+Location = Path | str
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--store",
+        choices=(*STORES, "both"),
+        default="both",
+        help="which ledger store the store-parametrized tests run on (default: both)",
+    )
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    chosen = config.getoption("--store")
+    if chosen == "both":
+        return
+    if os.environ.get("CI") == "true":
+        raise pytest.UsageError("under CI=true the tests run on both stores (no --store)")
+    kept, dropped = [], []
+    for item in items:
+        callspec = getattr(item, "callspec", None)
+        kind = callspec.params.get("store_kind") if callspec else None
+        (dropped if kind not in (None, chosen) else kept).append(item)
+    if dropped:
+        config.hook.pytest_deselected(items=dropped)
+        items[:] = kept
+
+
+class Databases:
+    """Fresh ledger locations on one store: SQLite files, or PostgreSQL schemas."""
+
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+        self._schemas: list[str] = []
+
+    def new(self, folder: Path, name: str = "ledger") -> Location:
+        if self.kind == "sqlite":
+            return folder / f"{name}.db"
+        schema = f"t_{name.replace('-', '_')[:24]}_{uuid.uuid4().hex[:10]}"
+        with psycopg.connect(POSTGRES_URL, autocommit=True) as connection:
+            connection.execute(f'CREATE SCHEMA "{schema}"')
+        self._schemas.append(schema)
+        return f"{POSTGRES_URL}?options={quote(f'-csearch_path={schema}')}"
+
+    def drop_all(self) -> None:
+        if not self._schemas:
+            return
+        with psycopg.connect(POSTGRES_URL, autocommit=True) as connection:
+            for schema in self._schemas:
+                connection.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+        self._schemas.clear()
+
+
+@pytest.fixture(scope="session", params=STORES)
+def store_kind(request: pytest.FixtureRequest) -> str:
+    """The store this run of a store-parametrized test uses."""
+    kind: str = request.param
+    if kind == "postgresql":
+        try:
+            psycopg.connect(POSTGRES_URL, connect_timeout=5).close()
+        except psycopg.OperationalError as error:
+            pytest.fail(
+                f"PostgreSQL at {POSTGRES_URL} is unreachable ({error}); start it, or run"
+                " `pytest --store sqlite` outside CI"
+            )
+    return kind
+
+
+@pytest.fixture(scope="session")
+def databases(store_kind: str) -> Iterator[Databases]:
+    made = Databases(store_kind)
+    try:
+        yield made
+    finally:
+        made.drop_all()
+
 
 @pytest.fixture
-def ledger(tmp_path: Path) -> Iterator[Ledger]:
-    """A fresh ledger on a SQLite file, with the clock fixed at FIXED_NOW_US."""
-    with open_ledger(tmp_path / "ledger.db", clock=lambda: FIXED_NOW_US) as opened:
+def new_db(databases: Databases, tmp_path: Path) -> Callable[..., Location]:
+    """``new_db(name)``: a fresh, empty ledger location on this run's store."""
+    return lambda name="ledger": databases.new(tmp_path, name)
+
+
+@pytest.fixture
+def ledger(new_db: Callable[..., Location]) -> Iterator[Ledger]:
+    """A fresh ledger on this run's store, with the clock fixed at FIXED_NOW_US."""
+    with open_ledger(new_db(), clock=lambda: FIXED_NOW_US) as opened:
         yield opened
 
 
@@ -45,7 +142,7 @@ class RunningServer:
     """A ``meterline serve`` process on loopback with one key per scope."""
 
     url: str
-    db: Path
+    db: Location
     process: subprocess.Popen[bytes]
     keys: dict[str, str]
 
@@ -59,15 +156,15 @@ class RunningServer:
             self.process.wait(timeout=30)
 
 
-def start_server(db: Path, port: int | None = None) -> RunningServer:
+def start_server(db: Location, port: int | None = None) -> RunningServer:
     """Start ``python -m meterline serve`` on ``db`` and wait until it answers health."""
     process, url = spawn_server(db, port)
     return RunningServer(url, db, process, {})
 
 
-def make_keys(db: Path) -> dict[str, str]:
+def make_keys(db: Location) -> dict[str, str]:
     """One key per scope, plus an ingest and a read key bound to customer 'acme'."""
-    store = SqliteStore(db)
+    store = open_store(db)
     now = system_clock_us()
     keys = {
         scope: create_key(store, scope, now, name=scope)[1] for scope in ("ingest", "read", "admin")
@@ -79,9 +176,9 @@ def make_keys(db: Path) -> dict[str, str]:
 
 
 @pytest.fixture
-def server(tmp_path: Path) -> Iterator[RunningServer]:
+def server(new_db: Callable[..., Location]) -> Iterator[RunningServer]:
     """A real server process on a fresh ledger, keys in ``server.keys`` by scope."""
-    db = tmp_path / "served.db"
+    db = new_db("served")
     keys = make_keys(db)
     running = start_server(db)
     running.keys = keys

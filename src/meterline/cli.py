@@ -506,8 +506,13 @@ def audit(db: DbOption = DEFAULT_DB) -> None:
 @app.command()
 def demo(
     db: Annotated[
-        Path, typer.Option("--db", help="Demo ledger file (SQLite, made afresh).")
-    ] = Path("meterline-demo.db"),
+        str,
+        typer.Option(
+            "--db",
+            help="Demo ledger: a SQLite file (the default) or a postgresql:// URL; rerunning"
+            " on the same ledger adds nothing.",
+        ),
+    ] = "meterline-demo.db",
     serve_after: Annotated[
         bool, typer.Option("--serve/--no-serve", help="Serve the API after the story.")
     ] = True,

@@ -4,32 +4,47 @@ from __future__ import annotations
 
 import json
 import re
-import sqlite3
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from meterline.keys import authenticate
-from meterline.ledger.sqlite import SqliteStore
-from tests.conftest import event
+from meterline.ledger.database import is_postgres
+from meterline.ledger.ledger import open_store
+from tests.conftest import Location, event
+from tests.stores import tamper
+
+NewDb = Callable[..., Location]
 
 
-def meterline(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+def meterline(
+    *args: str, stdin: str | None = None, cwd: Path | None = None
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "meterline", *args],
         capture_output=True,
         text=True,
         input=stdin,
         timeout=300,
+        cwd=cwd,
     )
 
 
-def test_demo_tells_the_story_and_is_idempotent(tmp_path: Path) -> None:
+def _head(db: Location) -> tuple[int, bytes]:
+    store = open_store(db)
+    try:
+        return store.head()
+    finally:
+        store.close()
+
+
+def test_demo_tells_the_story_and_is_idempotent(new_db: NewDb, tmp_path: Path) -> None:
     """The demo ingests a month, shows exactly-once and an intact chain; a rerun adds nothing."""
-    db = tmp_path / "demo.db"
-    first = meterline("demo", "--db", str(db), "--no-serve", "--scale", "0.1")
+    db = new_db("demo")
+    first = meterline("demo", "--db", str(db), "--no-serve", "--scale", "0.1", cwd=tmp_path)
     assert first.returncode == 0, first.stderr
     for phrase in (
         "accepted",
@@ -49,32 +64,36 @@ def test_demo_tells_the_story_and_is_idempotent(tmp_path: Path) -> None:
     first_text = " ".join(first.stdout.split())
     accepted = re.search(r"([\d,]+) accepted, 0 already in the ledger", first_text)
     assert accepted is not None and int(accepted.group(1).replace(",", "")) > 10_000
-    head = SqliteStore(db).head()
-    second = meterline("demo", "--db", str(db), "--no-serve", "--scale", "0.1")
+    head = _head(db)
+    second = meterline("demo", "--db", str(db), "--no-serve", "--scale", "0.1", cwd=tmp_path)
     second_text = " ".join(second.stdout.split())
     assert second.returncode == 0
     assert f"0 accepted, {accepted.group(1)} already in the ledger" in second_text
-    assert SqliteStore(db).head() == head
+    assert _head(db) == head
     assert "0 invoices finalized now (numbered, immutable, content-hashed); 10 in all" in (
         second_text
     )
 
 
+_RAISE_PRICE = {
+    "sqlite": "UPDATE configuration_revisions SET content = replace(content,"
+    " CAST('\"amount\":\"5000.00\"' AS BLOB), CAST('\"amount\":\"5100.00\"' AS BLOB))",
+    "postgresql": "UPDATE configuration_revisions SET content = convert_to(replace("
+    "convert_from(content, 'UTF8'), '\"amount\":\"5000.00\"', '\"amount\":\"5100.00\"'),"
+    " 'UTF8')",
+}
+
+
 def test_audit_passes_on_the_demo_database_and_fails_on_a_tampered_price(
-    tmp_path: Path,
+    new_db: NewDb, tmp_path: Path
 ) -> None:
-    db = tmp_path / "demo.db"
-    assert meterline("demo", "--db", str(db), "--no-serve", "--scale", "0.1").returncode == 0
+    db = new_db("demo")
+    demo = meterline("demo", "--db", str(db), "--no-serve", "--scale", "0.1", cwd=tmp_path)
+    assert demo.returncode == 0
     passed = meterline("audit", "--db", str(db))
     assert passed.returncode == 0, passed.stderr
     assert "audit PASSED: 12 invoices" in " ".join(passed.stdout.split())
-    raw = sqlite3.connect(db, isolation_level=None)
-    raw.execute("DROP TRIGGER configuration_revisions_append_only_update")
-    raw.execute(
-        "UPDATE configuration_revisions SET content = replace(content, ?, ?)",
-        (b'"amount":"5000.00"', b'"amount":"5100.00"'),
-    )
-    raw.close()
+    tamper(db, _RAISE_PRICE["postgresql" if is_postgres(db) else "sqlite"])
     failed = meterline("audit", "--db", str(db))
     assert failed.returncode == 1
     text = " ".join(failed.stderr.split())
@@ -82,8 +101,10 @@ def test_audit_passes_on_the_demo_database_and_fails_on_a_tampered_price(
     assert "invoice INV-000001" in text
 
 
-def test_apply_names_the_path_of_every_error_and_stores_nothing(tmp_path: Path) -> None:
-    db = tmp_path / "ledger.db"
+def test_apply_names_the_path_of_every_error_and_stores_nothing(
+    new_db: NewDb, tmp_path: Path
+) -> None:
+    db = new_db()
     pricing = tmp_path / "pricing.yaml"
     pricing.write_text(
         "meters:\n"
@@ -110,13 +131,13 @@ def test_apply_names_the_path_of_every_error_and_stores_nothing(tmp_path: Path) 
     assert listed.returncode == 0 and listed.stdout == ""
 
 
-def test_keys_create_list_revoke(tmp_path: Path) -> None:
+def test_keys_create_list_revoke(new_db: NewDb) -> None:
     """`keys create` prints a working token once; list hides secrets; revoke disables it."""
-    db = tmp_path / "keys.db"
+    db = new_db("keys")
     created = meterline("keys", "create", "--scope", "read", "--db", str(db), "--name", "bi")
     assert created.returncode == 0
     token = created.stdout.strip()
-    store = SqliteStore(db)
+    store = open_store(db)
     principal = authenticate(store, token)
     assert principal.scope == "read"
     listed = meterline("keys", "list", "--db", str(db))
@@ -134,9 +155,9 @@ def test_keys_create_rejects_unknown_scope(tmp_path: Path) -> None:
     assert finished.returncode == 2 and "ingest, read, admin" in finished.stderr
 
 
-def test_ingest_bulk_file_json_and_ndjson(tmp_path: Path) -> None:
+def test_ingest_bulk_file_json_and_ndjson(new_db: NewDb, tmp_path: Path) -> None:
     """`ingest` loads a JSON array or NDJSON file; a rerun is all duplicates."""
-    db = tmp_path / "bulk.db"
+    db = new_db("bulk")
     array = tmp_path / "events.json"
     array.write_text(json.dumps([event(n) for n in range(1, 6)]))
     lines = tmp_path / "events.ndjson"
@@ -163,9 +184,10 @@ def test_ingest_malformed_file_exits_2_with_position(tmp_path: Path) -> None:
     assert finished.returncode == 2 and "line 2" in finished.stderr and "byte" in finished.stderr
 
 
-def test_verify_missing_database_exits_2(tmp_path: Path) -> None:
-    """Verifying a file that does not exist is an error, not an empty success."""
-    finished = meterline("verify", "--db", str(tmp_path / "absent.db"))
+def test_verify_missing_database_exits_2(new_db: NewDb) -> None:
+    """Verifying a ledger that does not exist (no file, an empty schema) is an error, not
+    an empty success."""
+    finished = meterline("verify", "--db", str(new_db("absent")))
     assert finished.returncode == 2 and "no such ledger" in finished.stderr
 
 

@@ -1,17 +1,23 @@
-"""The ledger over a real SQLite file: idempotency, atomicity, queries, tampering."""
+"""The ledger over a real SQLite file and a real PostgreSQL schema: idempotency,
+atomicity, queries, tampering."""
 
 from __future__ import annotations
 
-import sqlite3
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from meterline import BatchTooLarge, EventQuery, IngestLimits, Ledger
+from meterline.ledger.database import IntegrityErrors, is_postgres
+from meterline.ledger.ledger import open_store
 from meterline.ledger.sqlite import SqliteStore
-from tests.conftest import FIXED_NOW_US, event
+from tests.conftest import FIXED_NOW_US, Location, event
+from tests.stores import rows, tamper
+
+NewDb = Callable[..., Location]
 
 
 def statuses(outcome: object) -> list[str]:
@@ -66,10 +72,10 @@ def test_mixed_batch_keeps_valid_and_leaves_no_trace_of_invalid(ledger: Ledger) 
     outcome.check()
 
 
-def test_batch_over_limit_is_refused_whole(tmp_path: Path) -> None:
+def test_batch_over_limit_is_refused_whole(new_db: NewDb) -> None:
     """A batch with more events than batch_events_max raises and writes nothing."""
     limits = IngestLimits(batch_events_max=3)
-    with Ledger(SqliteStore(tmp_path / "l.db"), lambda: FIXED_NOW_US, limits) as small:
+    with Ledger(open_store(new_db()), lambda: FIXED_NOW_US, limits) as small:
         with pytest.raises(BatchTooLarge, match="limit is 3"):
             small.ingest([event(n) for n in range(4)])
         assert small.head()[0] == 0
@@ -90,20 +96,21 @@ def test_hash_collisions_never_drop_events(tmp_path: Path) -> None:
         assert colliding.verify().intact
 
 
-def test_dedup_survives_reopen(tmp_path: Path) -> None:
-    """After closing and reopening the file, old ids are still duplicates."""
-    with Ledger(SqliteStore(tmp_path / "l.db"), lambda: FIXED_NOW_US) as first:
+def test_dedup_survives_reopen(new_db: NewDb) -> None:
+    """After closing and reopening the ledger, old ids are still duplicates."""
+    location = new_db()
+    with Ledger(open_store(location), lambda: FIXED_NOW_US) as first:
         first.ingest([event(n) for n in range(20)])
-    with Ledger(SqliteStore(tmp_path / "l.db"), lambda: FIXED_NOW_US) as second:
+    with Ledger(open_store(location), lambda: FIXED_NOW_US) as second:
         assert second.ingest([event(n) for n in range(20)]).duplicate == 20
 
 
-def test_two_writers_on_one_file_stay_exact(tmp_path: Path) -> None:
-    """Two ledgers on one file see each other's appends: no double count, one chain."""
-    path = tmp_path / "shared.db"
+def test_two_writers_on_one_ledger_stay_exact(new_db: NewDb) -> None:
+    """Two ledgers on one store see each other's appends: no double count, intact chains."""
+    path = new_db("shared")
     with (
-        Ledger(SqliteStore(path), lambda: FIXED_NOW_US) as one,
-        Ledger(SqliteStore(path), lambda: FIXED_NOW_US) as two,
+        Ledger(open_store(path), lambda: FIXED_NOW_US) as one,
+        Ledger(open_store(path), lambda: FIXED_NOW_US) as two,
     ):
         one.ingest([event(n) for n in range(10)])
         outcome = two.ingest([event(n) for n in range(15)])
@@ -116,15 +123,14 @@ def test_two_writers_on_one_file_stay_exact(tmp_path: Path) -> None:
 def test_events_cannot_be_updated_or_deleted(ledger: Ledger) -> None:
     """The events table refuses UPDATE and DELETE, even from plain SQL."""
     ledger.ingest([event(1)])
-    connection = sqlite3.connect(ledger.store.path)  # type: ignore[attr-defined]
     for statement in (
         "UPDATE events SET customer = 'x'",
         "DELETE FROM events",
         "DELETE FROM commits",
     ):
-        with pytest.raises(sqlite3.IntegrityError, match="append-only"):
-            connection.execute(statement)
-    connection.close()
+        with pytest.raises(IntegrityErrors, match="append-only"):
+            rows(ledger.store.path, statement)
+    assert ledger.verify().intact
 
 
 def test_query_filters_and_pages(ledger: Ledger) -> None:
@@ -150,16 +156,7 @@ def test_query_filters_and_pages(ledger: Ledger) -> None:
     assert ledger.query(EventQuery(type="nothing", limit=5)).events == []
 
 
-def _tamper(path: Path, statement: str) -> None:
-    connection = sqlite3.connect(path)
-    connection.execute("DROP TRIGGER events_append_only_update")
-    connection.execute("DROP TRIGGER events_append_only_delete")
-    connection.execute(statement)
-    connection.commit()
-    connection.close()
-
-
-def _verify_cli(path: Path) -> subprocess.CompletedProcess[str]:
+def _verify_cli(path: Location) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "meterline", "verify", "--db", str(path)],
         capture_output=True,
@@ -168,15 +165,23 @@ def _verify_cli(path: Path) -> subprocess.CompletedProcess[str]:
     )
 
 
+_REWRITE_BODY = {  # event 4 holds "1204", event 5 "1205"; SQLite's text is a type change
+    "sqlite": {
+        "as_text": "replace(body, X'31323034', X'39393939')",
+        "as_bytes": "CAST(replace(body, X'31323035', X'39393939') AS BLOB)",
+    },
+    "postgresql": {
+        "as_text": "convert_to(replace(convert_from(body, 'UTF8'), '1204', '9999'), 'UTF8')",
+        "as_bytes": "convert_to(replace(convert_from(body, 'UTF8'), '1205', '9999'), 'UTF8')",
+    },
+}
+
+
 @pytest.mark.parametrize(
     ("statement", "bad_sequence"),
     [
-        ("UPDATE events SET body = replace(body, X'31323035', X'39393939') WHERE sequence = 4", 4),
-        (
-            "UPDATE events SET body = CAST(replace(body, X'31323035', X'39393939') AS BLOB)"
-            " WHERE sequence = 5",
-            5,
-        ),
+        ("UPDATE events SET body = {as_text} WHERE sequence = 4", 4),
+        ("UPDATE events SET body = {as_bytes} WHERE sequence = 5", 5),
         ("DELETE FROM events WHERE sequence = 6", 6),
         ("DELETE FROM events WHERE sequence >= 9", 9),
         ("UPDATE events SET customer = 'mallory' WHERE sequence = 2", 2),
@@ -184,24 +189,25 @@ def _verify_cli(path: Path) -> subprocess.CompletedProcess[str]:
     ],
 )
 def test_verify_cli_names_first_bad_sequence(
-    tmp_path: Path, statement: str, bad_sequence: int
+    new_db: NewDb, statement: str, bad_sequence: int
 ) -> None:
     """`meterline verify` exits 1 naming the first altered, removed or moved record."""
-    path = tmp_path / "l.db"
-    with Ledger(SqliteStore(path), lambda: FIXED_NOW_US) as fresh:
+    path = new_db()
+    with Ledger(open_store(path), lambda: FIXED_NOW_US) as fresh:
         for number in range(1, 11):
             fresh.ingest([event(number)])
     assert _verify_cli(path).returncode == 0
-    _tamper(path, statement)
+    store = "postgresql" if is_postgres(path) else "sqlite"
+    tamper(path, statement.format(**_REWRITE_BODY[store]))
     finished = _verify_cli(path)
     assert finished.returncode == 1
     assert f"sequence {bad_sequence}" in finished.stderr
 
 
-def test_verify_cli_on_intact_ledger_prints_head(tmp_path: Path) -> None:
+def test_verify_cli_on_intact_ledger_prints_head(new_db: NewDb) -> None:
     """An intact ledger verifies with exit 0 and prints its head hash."""
-    path = tmp_path / "l.db"
-    with Ledger(SqliteStore(path), lambda: FIXED_NOW_US) as fresh:
+    path = new_db()
+    with Ledger(open_store(path), lambda: FIXED_NOW_US) as fresh:
         fresh.ingest([event(n) for n in range(5)])
         head_hash = fresh.head()[1].hex()
     finished = _verify_cli(path)

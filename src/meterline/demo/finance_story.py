@@ -17,12 +17,13 @@ from meterline.finance.ledger_files import journal_beancount, journal_csv
 from meterline.finance.render import margin_table, revenue_tables, truth_table
 from meterline.finance.reports import revenue_reports
 from meterline.finance.truth import one_truth
+from meterline.ledger.database import is_postgres
 
 MONTH = "2026-10-01"
 """The demo's closed month (its billing period label)."""
 
 
-def tell_finance(db: Path, console: Console) -> None:
+def tell_finance(db: str | Path, console: Console) -> None:
     console.rule("The finance view: unit economics, revenue recognition, one truth")
     with open_billing(db) as billing:
         slices = [s for s in usage_slices(billing) if s.period == MONTH]
@@ -52,8 +53,10 @@ def tell_finance(db: Path, console: Console) -> None:
     )
     for table in revenue_tables(reports):
         console.print(table)
-    beancount = db.with_suffix(".beancount")
-    general_ledger = db.with_suffix(".journal.csv")
+    # beside a SQLite file; in the working directory for a PostgreSQL ledger
+    files = Path("meterline-demo") if is_postgres(db) else Path(db)
+    beancount = files.with_suffix(".beancount")
+    general_ledger = files.with_suffix(".journal.csv")
     beancount.write_text(journal_beancount(books))
     general_ledger.write_text(journal_csv(books))
     deferred = sum(

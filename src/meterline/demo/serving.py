@@ -8,12 +8,12 @@ from rich.console import Console
 
 from meterline.clock import system_clock_us
 from meterline.keys import create_key
-from meterline.ledger.sqlite import SqliteStore
+from meterline.ledger.ledger import open_store
 from meterline.server import serve
 
 
-def serve_demo(db: Path, port: int, console: Console) -> None:
-    store = SqliteStore(db)
+def serve_demo(db: str | Path, port: int, console: Console) -> None:
+    store = open_store(db)
     now = system_clock_us()
     _, read_token = create_key(store, "read", now, name="demo reader")
     _, ingest_token = create_key(store, "ingest", now, name="demo producer")

@@ -178,7 +178,11 @@ def _exactly_once(ledger: Ledger, events: list[dict[str, Any]], console: Console
 
 
 def run_demo(
-    db: Path, console: Console, seed: int = 7, scale: float = 1.0, serve_port: int | None = None
+    db: str | Path,
+    console: Console,
+    seed: int = 7,
+    scale: float = 1.0,
+    serve_port: int | None = None,
 ) -> None:
     """Tell the story on the ledger at ``db``; serve the API afterwards if ``serve_port``."""
     console.print(

@@ -134,5 +134,7 @@ class StreamSettings:
     def check_partition(self, partition: int) -> int:
         """``partition`` if it is one of these settings' partitions, else ValueError."""
         if type(partition) is not int or not 0 <= partition < self.partitions:
-            raise ValueError(f"partition must be from 0 to {self.partitions - 1}, got {partition!r}")
+            raise ValueError(
+                f"partition must be from 0 to {self.partitions - 1}, got {partition!r}"
+            )
         return partition

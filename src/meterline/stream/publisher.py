@@ -1,0 +1,148 @@
+"""Publishing validated events to JetStream, one subject per partition (async).
+
+Owns the API side of distributed ingest: a batch's events are grouped by their
+customer's partition (input order kept within a partition), packed into messages under
+the message limit, each published with ``Nats-Msg-Id`` (see ``stream.codec``), and the
+call returns only when JetStream has acknowledged every message. Any failure or timeout
+raises ``StreamUnavailable``: the API answers 503 and the client retries the batch. The
+retry is safe: JetStream drops a message it already holds (inside its duplicate window)
+and the ledger answers ``duplicate`` for any event it already applied, so a partial
+publish followed by a retry applies each event exactly once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+
+import nats.errors
+from nats.aio.client import Client
+from nats.js import api
+
+from meterline.core.events import PreparedEvent
+from meterline.core.partitions import partition_of
+from meterline.stream.codec import PackedMessage, pack_messages
+from meterline.stream.connection import connect
+from meterline.stream.errors import StreamUnavailable
+from meterline.stream.settings import StreamSettings
+from meterline.stream.setup import ensure_stream
+
+PUBLISH_TIMEOUT_S = 5.0
+"""Seconds JetStream has to acknowledge one published message before the batch fails."""
+
+SETUP_TIMEOUT_S = 10.0
+"""Seconds connecting and ensuring the stream may take before ``connect`` gives up."""
+
+HEADERS_BYTES_MAX = 1024
+"""Room kept under the server's ``max_payload`` for a message's headers."""
+
+MESSAGE_ID_HEADER = "Nats-Msg-Id"
+"""The header JetStream deduplicates on."""
+
+
+class StreamPublisher:
+    """Publishes batches of prepared events to the partition subjects of one stream."""
+
+    def __init__(self, connection: Client, settings: StreamSettings) -> None:
+        self.connection = connection
+        self.settings = settings
+        self._js = connection.jetstream(timeout=PUBLISH_TIMEOUT_S)
+        self._owns_connection = False
+        self._messages = 0
+        self._duplicate_messages = 0
+        self._failed_batches = 0
+
+    @classmethod
+    async def connect(cls, settings: StreamSettings, create_stream: bool = True) -> StreamPublisher:
+        """A publisher on its own connection, the stream created or updated first.
+
+        Raises ``StreamUnavailable`` when no server answers within ``SETUP_TIMEOUT_S``.
+        """
+        try:
+            connection = await asyncio.wait_for(
+                connect(settings, "meterline-publisher"), SETUP_TIMEOUT_S
+            )
+        except (OSError, TimeoutError, nats.errors.Error) as error:
+            raise StreamUnavailable(
+                f"cannot reach NATS at {', '.join(settings.servers)}: {error!r}"
+            ) from error
+        publisher = cls(connection, settings)
+        publisher._owns_connection = True
+        if create_stream:
+            try:
+                await asyncio.wait_for(ensure_stream(publisher._js, settings), SETUP_TIMEOUT_S)
+            except (TimeoutError, nats.errors.Error) as error:
+                await publisher.close()
+                raise StreamUnavailable(
+                    f"cannot create or update stream {settings.stream}: {error!r}"
+                ) from error
+        return publisher
+
+    def _message_bytes_max(self) -> int:
+        return min(self.settings.max_message_bytes, self.connection.max_payload - HEADERS_BYTES_MAX)
+
+    def pack(
+        self, events: Sequence[PreparedEvent], received_at_us: int
+    ) -> list[tuple[int, PackedMessage]]:
+        """The (partition, message) pairs ``publish`` sends for ``events``, in order."""
+        count = self.settings.partitions
+        groups: dict[int, list[PreparedEvent]] = {}
+        for event in events:
+            groups.setdefault(partition_of(event.customer, count), []).append(event)
+        limit = self._message_bytes_max()
+        return [
+            (partition, message)
+            for partition, group in sorted(groups.items())
+            for message in pack_messages(group, received_at_us, limit)
+        ]
+
+    async def publish(self, events: Sequence[PreparedEvent], received_at_us: int) -> int:
+        """Publish ``events`` and wait for JetStream to store every message.
+
+        Returns the number of messages published (a message JetStream already held counts:
+        it is stored). Raises ``StreamUnavailable`` if any message is not acknowledged.
+        """
+        messages = self.pack(events, received_at_us)
+        if not messages:
+            return 0
+        results = await asyncio.gather(
+            *(self._publish_one(partition, message) for partition, message in messages),
+            return_exceptions=True,
+        )
+        failures = [result for result in results if isinstance(result, BaseException)]
+        if failures:
+            self._failed_batches += 1
+            for failure in failures:
+                if not isinstance(failure, Exception):
+                    raise failure
+            raise StreamUnavailable(
+                f"JetStream did not acknowledge {len(failures)} of {len(messages)} messages"
+                f" of stream {self.settings.stream}: {failures[0]!r}"
+            ) from failures[0]
+        self._messages += len(messages)
+        self._duplicate_messages += sum(
+            1 for result in results if isinstance(result, api.PubAck) and result.duplicate
+        )
+        return len(messages)
+
+    async def _publish_one(self, partition: int, message: PackedMessage) -> api.PubAck:
+        return await self._js.publish(
+            self.settings.subject(partition),
+            message.payload,
+            timeout=PUBLISH_TIMEOUT_S,
+            stream=self.settings.stream,
+            headers={MESSAGE_ID_HEADER: message.message_id},
+        )
+
+    def stats(self) -> dict[str, int]:
+        """Messages stored, of them already held by JetStream, and batches that failed."""
+        return {
+            "messages": self._messages,
+            "duplicate_messages": self._duplicate_messages,
+            "failed_batches": self._failed_batches,
+        }
+
+    async def close(self) -> None:
+        """Close the connection if this publisher opened it."""
+        if self._owns_connection and not self.connection.is_closed:
+            await self.connection.close()

@@ -1,0 +1,246 @@
+"""Applying the stream to the ledger: one loop per owned partition (async).
+
+Owns the order fetch -> append -> ack -> notify. Each owned partition runs its own loop
+(so an idle partition never delays a busy one): fetch a batch, ``store.append`` it in a
+thread, acknowledge its messages only after the commit, then hand the accepted
+``(sequence, event)`` pairs to ``on_applied``. Invariants:
+
+* a message is acknowledged only after the ledger committed its events; a failed append
+  keeps the batch in hand, unacknowledged, and retries it before fetching anything newer
+  of that partition (so a customer's events keep their order); if the worker stops first,
+  JetStream redelivers the batch after the ack wait;
+* redelivery is expected: the ledger answers ``duplicate`` (counted, not an error);
+  ``conflict`` (same id, different bytes) is counted and logged with customer and id;
+* ``on_applied`` runs for every commit, even when the ack then fails (the redelivered
+  copies come back as duplicates, which ``on_applied`` never sees);
+* a NATS failure (a node down, a leader election) is logged and retried after a backoff;
+  a message this version cannot decode stalls its partition (logged, in ``stats()``),
+  never skipped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable, Sequence
+
+import nats.errors
+from nats.aio.client import Client
+
+from meterline.clock import Clock
+from meterline.core.events import PreparedEvent
+from meterline.core.outcomes import EventOutcome
+from meterline.ledger.store import LedgerStore
+from meterline.stream.connection import connect
+from meterline.stream.consumer import PartitionBatch, PartitionConsumer
+from meterline.stream.errors import BatchDecodeError, StreamUnavailable
+from meterline.stream.settings import StreamSettings
+from meterline.stream.setup import ensure_stream
+
+FETCH_MESSAGES_MAX = 16
+"""Messages one fetch pulls at most (each holds up to ``max_message_bytes`` of events)."""
+
+FETCH_WAIT_S = 1.0
+"""Seconds one fetch waits for a message; also how long a stop may take to be noticed."""
+
+RETRY_BACKOFF_S = 0.2
+"""Seconds before the first retry after a NATS or ledger failure; doubles per failure."""
+
+RETRY_BACKOFF_MAX_S = 5.0
+"""The longest pause between two retries."""
+
+SETUP_TIMEOUT_S = 10.0
+"""Seconds one attempt to connect or ensure the stream may take."""
+
+AppliedCallback = Callable[[int, list[tuple[int, PreparedEvent]]], None]
+"""Called after each commit with the partition and its accepted (sequence, event) pairs."""
+
+_STREAM_ERRORS = (StreamUnavailable, nats.errors.Error, OSError, TimeoutError)
+_log = logging.getLogger(__name__)
+
+
+async def _pause(stop: asyncio.Event, seconds: float) -> None:
+    """Sleep ``seconds`` or until ``stop`` is set, whichever comes first."""
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(stop.wait(), seconds)
+
+
+class StreamWorker:
+    """Applies the batches of some partitions of the stream to one ledger store."""
+
+    def __init__(
+        self,
+        store: LedgerStore,
+        settings: StreamSettings,
+        partitions: Sequence[int],
+        clock: Clock,
+        on_applied: AppliedCallback | None = None,
+        name: str = "meterline-worker",
+    ) -> None:
+        if not partitions:
+            raise ValueError("a worker needs at least one partition")
+        self.store = store
+        self.settings = settings
+        self.partitions = sorted({settings.check_partition(partition) for partition in partitions})
+        self.clock = clock
+        self.on_applied = on_applied
+        self.name = name
+        self._counts = dict.fromkeys(
+            (
+                "events_applied",
+                "duplicates",
+                "conflicts",
+                "batches",
+                "messages",
+                "store_errors",
+                "stream_errors",
+                "callback_errors",
+            ),
+            0,
+        )
+        self._last_applied_us: dict[int, int] = {}
+        self._stalled: dict[int, str] = {}
+
+    def stats(self) -> dict[str, object]:
+        """Counters since start, per-partition last commit time (µs) and stalled partitions."""
+        return {
+            **self._counts,
+            "last_applied_us": dict(self._last_applied_us),
+            "stalled": dict(self._stalled),
+        }
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Apply the owned partitions until ``stop`` is set; NATS failures are retried."""
+        backoff = RETRY_BACKOFF_S
+        while not stop.is_set():
+            try:
+                connection = await asyncio.wait_for(
+                    connect(self.settings, self.name), SETUP_TIMEOUT_S
+                )
+            except _STREAM_ERRORS as error:
+                self._counts["stream_errors"] += 1
+                _log.warning(
+                    "cannot reach NATS; retrying",
+                    extra={"servers": self.settings.servers, "error": repr(error)},
+                )
+                await _pause(stop, backoff)
+                backoff = min(backoff * 2, RETRY_BACKOFF_MAX_S)
+                continue
+            try:
+                await self._run_connected(connection, stop)
+            finally:
+                await connection.close()
+
+    async def _run_connected(self, connection: Client, stop: asyncio.Event) -> None:
+        js = connection.jetstream(timeout=SETUP_TIMEOUT_S)
+        backoff = RETRY_BACKOFF_S
+        while not stop.is_set():
+            try:
+                await ensure_stream(js, self.settings)
+                break
+            except _STREAM_ERRORS as error:
+                self._counts["stream_errors"] += 1
+                _log.warning(
+                    "cannot ensure the stream; retrying",
+                    extra={"stream": self.settings.stream, "error": repr(error)},
+                )
+                await _pause(stop, backoff)
+                backoff = min(backoff * 2, RETRY_BACKOFF_MAX_S)
+        async with asyncio.TaskGroup() as group:
+            for partition in self.partitions:
+                consumer = PartitionConsumer(connection, self.settings, partition)
+                group.create_task(self._run_partition(consumer, stop))
+
+    async def _run_partition(self, consumer: PartitionConsumer, stop: asyncio.Event) -> None:
+        partition = consumer.partition
+        held: PartitionBatch | None = None
+        backoff = RETRY_BACKOFF_S
+        try:
+            while not stop.is_set():
+                try:
+                    batch = (
+                        held
+                        if held is not None
+                        else await consumer.fetch(FETCH_MESSAGES_MAX, FETCH_WAIT_S)
+                    )
+                    held = None
+                    if batch is None:
+                        continue
+                    ingested_at_us = self.clock()
+                    try:
+                        outcomes = await asyncio.to_thread(
+                            self.store.append, list(enumerate(batch.events)), ingested_at_us
+                        )
+                    except Exception as error:
+                        held = batch
+                        self._counts["store_errors"] += 1
+                        _log.error(
+                            "ledger append failed; the batch stays unacknowledged and is retried",
+                            extra={"partition": partition, "error": repr(error)},
+                        )
+                        await _pause(stop, backoff)
+                        backoff = min(backoff * 2, RETRY_BACKOFF_MAX_S)
+                        continue
+                    accepted = self._tally(batch, outcomes, ingested_at_us)
+                    try:
+                        await consumer.ack(batch)
+                    finally:
+                        self._notify(partition, accepted)
+                    backoff = RETRY_BACKOFF_S
+                except BatchDecodeError as error:
+                    self._stalled[partition] = str(error)
+                    _log.error(
+                        "undecodable message; partition stalled, nothing skipped",
+                        extra={"partition": partition, "error": str(error)},
+                    )
+                    await stop.wait()
+                except _STREAM_ERRORS as error:
+                    self._counts["stream_errors"] += 1
+                    _log.warning(
+                        "stream error; retrying",
+                        extra={"partition": partition, "error": repr(error)},
+                    )
+                    await consumer.close()
+                    await _pause(stop, backoff)
+                    backoff = min(backoff * 2, RETRY_BACKOFF_MAX_S)
+        finally:
+            await consumer.close()
+
+    def _tally(
+        self, batch: PartitionBatch, outcomes: list[EventOutcome], ingested_at_us: int
+    ) -> list[tuple[int, PreparedEvent]]:
+        """Count the outcomes of one commit; the accepted (sequence, event) pairs."""
+        accepted: list[tuple[int, PreparedEvent]] = []
+        for outcome in outcomes:
+            event = batch.events[outcome.index]
+            if outcome.status == "accepted":
+                assert outcome.sequence is not None
+                accepted.append((outcome.sequence, event))
+            elif outcome.status == "duplicate":
+                self._counts["duplicates"] += 1
+            elif outcome.status == "conflict":
+                self._counts["conflicts"] += 1
+                _log.warning(
+                    "event conflicts with the stored event of the same id; not applied",
+                    extra={
+                        "partition": batch.partition,
+                        "customer": event.customer,
+                        "event_id": event.id,
+                        "stored_sequence": outcome.sequence,
+                    },
+                )
+        self._counts["events_applied"] += len(accepted)
+        self._counts["batches"] += 1
+        self._counts["messages"] += len(batch.messages)
+        self._last_applied_us[batch.partition] = ingested_at_us
+        return accepted
+
+    def _notify(self, partition: int, accepted: list[tuple[int, PreparedEvent]]) -> None:
+        if self.on_applied is None:
+            return
+        try:
+            self.on_applied(partition, accepted)
+        except Exception:
+            self._counts["callback_errors"] += 1
+            _log.exception("on_applied failed", extra={"partition": partition})

@@ -1,0 +1,48 @@
+"""Raw SQL on a test ledger of either store, behind meterline's back (to tamper with it or
+to read what it stored)."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+import psycopg
+
+from meterline.ledger.database import is_postgres, translate_statement
+
+
+def rows(location: Path | str, statement: str, parameters: tuple[Any, ...] = ()) -> list[Any]:
+    """Every row ``statement`` (SQLite dialect, ``?`` placeholders) returns."""
+    if is_postgres(location):
+        with psycopg.connect(str(location), autocommit=True) as connection:
+            return connection.execute(translate_statement(statement), parameters).fetchall()
+    connection = sqlite3.connect(location)
+    try:
+        return connection.execute(statement, parameters).fetchall()
+    finally:
+        connection.close()
+
+
+def tamper(location: Path | str, *statements: str) -> None:
+    """Run ``statements`` with the append-only triggers out of the way (as an attacker with
+    write access to the file or the database would), in one transaction."""
+    if is_postgres(location):
+        with psycopg.connect(str(location)) as connection:
+            connection.execute("SET LOCAL session_replication_role = replica")
+            for statement in statements:
+                connection.execute(translate_statement(statement))
+        return
+    connection = sqlite3.connect(location, isolation_level=None)
+    try:
+        triggers = connection.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'trigger'"
+        ).fetchall()
+        connection.execute("BEGIN")
+        for (name,) in triggers:
+            connection.execute(f"DROP TRIGGER {name}")
+        for statement in statements:
+            connection.execute(statement)
+        connection.execute("COMMIT")
+    finally:
+        connection.close()
