@@ -59,11 +59,40 @@ def serve(
     db: DbOption = DEFAULT_DB,
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 8787,
+    stream: Annotated[
+        str | None,
+        typer.Option(
+            "--stream",
+            envvar="METERLINE_STREAM",
+            help="Stream mode: publish events to NATS JetStream (comma-separated nats://"
+            " servers) for `meterline worker`, answer access from the workers' decisions.",
+        ),
+    ] = None,
+    namespace: Annotated[
+        str,
+        typer.Option(
+            "--namespace",
+            envvar="METERLINE_NAMESPACE",
+            help="Stream mode: names of the stream, subjects and buckets.",
+        ),
+    ] = "meterline",
+    replicas: Annotated[
+        int,
+        typer.Option(
+            "--stream-replicas",
+            envvar="METERLINE_STREAM_REPLICAS",
+            help="Stream mode: copies JetStream keeps of the stream and buckets (if it"
+            " creates them).",
+        ),
+    ] = 1,
 ) -> None:
     """Serve the HTTP API (OpenAPI at /openapi.json, docs at /docs)."""
     from meterline.server import serve as run_server
 
-    run_server(db, host, port)
+    try:
+        run_server(db, host, port, stream, namespace, replicas)
+    except ValueError as error:
+        raise _fail(f"--stream: {error}") from None
 
 
 @app.command()
@@ -622,6 +651,17 @@ from meterline.cli_export import export_command, sql_command  # noqa: E402
 
 app.command(name="export")(export_command)
 app.command(name="sql")(sql_command)
+from meterline.cli_stream import (  # noqa: E402
+    bench_scale_command,
+    partitions_command,
+    status_command,
+    worker_command,
+)
+
+app.command(name="worker")(worker_command)
+app.command(name="status")(status_command)
+app.command(name="partitions")(partitions_command)
+bench_app.command(name="scale")(bench_scale_command)
 
 
 def main() -> None:

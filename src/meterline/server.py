@@ -20,12 +20,32 @@ from meterline.api import create_app
 from meterline.ledger import open_ledger
 
 
-def serve(db: str | Path, host: str = "127.0.0.1", port: int = 8787) -> None:
-    """Serve the API over the ledger at ``db`` until interrupted."""
+def serve(
+    db: str | Path,
+    host: str = "127.0.0.1",
+    port: int = 8787,
+    stream: str | None = None,
+    namespace: str = "meterline",
+    replicas: int = 1,
+) -> None:
+    """Serve the API over the ledger at ``db`` until interrupted; with ``stream`` (the
+    NATS servers), in stream mode: events go to JetStream for ``meterline worker``."""
+    from meterline.logs import configure_logging
+
+    configure_logging("meterline-api")
     ledger = open_ledger(db)
+    settings = None
+    if stream is not None:
+        from meterline.stream.naming import stream_settings
+
+        try:
+            settings = stream_settings(stream, ledger.store.partitions, namespace, replicas)
+        except ValueError:
+            ledger.close()
+            raise
     try:
         uvicorn.run(
-            create_app(ledger),
+            create_app(ledger, stream=settings),
             host=host,
             port=port,
             log_level="warning",
@@ -51,7 +71,9 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-def spawn_server(db: str | Path, port: int | None = None) -> tuple[subprocess.Popen[bytes], str]:
+def spawn_server(
+    db: str | Path, port: int | None = None, stream_args: tuple[str, ...] = ()
+) -> tuple[subprocess.Popen[bytes], str]:
     """Start ``python -m meterline serve`` on ``db`` in a child process.
 
     Returns the process and its base URL once it answers health; raises (and kills it)
@@ -60,7 +82,11 @@ def spawn_server(db: str | Path, port: int | None = None) -> tuple[subprocess.Po
     port = port or free_port()
     url = f"http://127.0.0.1:{port}"
     process = subprocess.Popen(
-        [sys.executable, "-m", "meterline", "serve", "--db", str(db), "--port", str(port)],
+        [
+            sys.executable,
+            *("-m", "meterline", "serve", "--db", str(db), "--port", str(port)),
+            *stream_args,
+        ],
         stdout=subprocess.DEVNULL,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )

@@ -9,6 +9,7 @@ assets, so they work offline.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import datetime
@@ -31,19 +32,27 @@ from meterline.api.bodies import (
 )
 from meterline.api.credit_routes import CreditRoutes
 from meterline.api.live_routes import LiveRoutes
+from meterline.api.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from meterline.api.metrics import Metrics, TimingMiddleware
+from meterline.api.stream_front import StreamFront
 from meterline.api.webhook_routes import WebhookRoutes
 from meterline.billing.service import Billing, BillingError, InvalidRequest, NotFound
 from meterline.config.source import ConfigurationError
-from meterline.core.events import event_document, format_timestamp, timestamp_to_us
+from meterline.core.cloudevents import prepare_cloudevent
+from meterline.core.events import event_document, format_timestamp, prepare_event, timestamp_to_us
 from meterline.core.outcomes import BatchOutcome
 from meterline.errors import AuthError, BatchTooLarge, InputError, MalformedJSON
 from meterline.keys import Principal, authenticate
 from meterline.ledger.billing import BillingConflict, BillingStore
+from meterline.ledger.database import DatabaseErrors
 from meterline.ledger.ledger import Ledger
 from meterline.ledger.store import PAGE_EVENTS_MAX, EventQuery, StoredEvent
 from meterline.ledger.webhooks import WebhookStore
 from meterline.live.link import LiveLink, WorkerUnavailable
 from meterline.live.webhooks import Dispatcher, Webhooks
+from meterline.stream.errors import StreamUnavailable
+from meterline.stream.mirror import AccessMirror
+from meterline.stream.settings import StreamSettings
 
 _ENCODER = msgspec.json.Encoder(decimal_format="number")
 _JSON = "application/json"
@@ -124,17 +133,42 @@ def _billing_over(ledger: Ledger) -> Billing:
     return Billing(ledger, BillingStore(ledger.store.path), clock=ledger.clock)
 
 
-def create_app(ledger: Ledger, billing: Billing | None = None, live: bool = True) -> FastAPI:
+_log = logging.getLogger(__name__)
+
+
+def _firing_counts(service: Billing) -> list[tuple[str, str, int]]:
+    """Control firings per kind and level, from the records every process shares."""
+    try:
+        rows = service._connection.execute(
+            "SELECT kind, level, COUNT(*) FROM control_firings GROUP BY kind, level"
+        ).fetchall()
+    except DatabaseErrors:
+        return []  # no live engine ever created the control tables
+    return [(str(kind), str(level), int(count)) for kind, level, count in rows]
+
+
+def create_app(
+    ledger: Ledger,
+    billing: Billing | None = None,
+    live: bool = True,
+    stream: StreamSettings | None = None,
+) -> FastAPI:
     """The HTTP API over ``ledger``; ``billing`` defaults to one over the ledger's file
     (whose store the app closes when it shuts down). With ``live``, the live engine
-    (projection, controls, access answers, webhooks) runs beside it."""
+    (projection, controls, access answers, webhooks) runs beside it. With ``stream``
+    (stream mode), events are published to JetStream for the workers, which run the live
+    engines; access answers come from the access bucket's mirror."""
     owned = billing is None
     service = _billing_over(ledger) if billing is None else billing
     billing_routes = BillingRoutes(service, principal_of=lambda r: principal_of(r))
     webhooks = Webhooks(WebhookStore(service.store.path), clock=ledger.clock) if live else None
     dispatcher = Dispatcher(webhooks).start() if webhooks is not None else None
-    link = None
-    if dispatcher is not None:
+    link: Any = None
+    front: StreamFront | None = None
+    if stream is not None:
+        link = AccessMirror(str(service.store.path), ledger.clock)
+        front = StreamFront(stream, link)
+    elif dispatcher is not None:
         # the live engine in its worker process, told of every append and billing change
         link = LiveLink(str(service.store.path), ledger.clock, dispatcher.wake).start()
         ledger.listeners.append(link.appended)
@@ -142,10 +176,14 @@ def create_app(ledger: Ledger, billing: Billing | None = None, live: bool = True
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        if front is not None:
+            await front.start()
         try:
             yield
         finally:
-            if link is not None:
+            if front is not None:
+                await front.stop()
+            elif link is not None:
                 ledger.listeners.remove(link.appended)
                 service.listeners.remove(link.billing_changed)
                 link.stop()
@@ -164,6 +202,10 @@ def create_app(ledger: Ledger, billing: Billing | None = None, live: bool = True
     app.state.ledger = ledger
     app.state.billing = service
     app.state.live = link
+    app.state.stream = front
+    metrics = Metrics()
+    app.state.metrics = metrics
+    app.add_middleware(TimingMiddleware, metrics=metrics)
 
     async def principal_of(request: Request) -> Principal:
         return await to_thread.run_sync(authenticate, ledger.store, _bearer(request))
@@ -241,9 +283,43 @@ def create_app(ledger: Ledger, billing: Billing | None = None, live: bool = True
         principal.require("ingest", "POST /v1/events")
         body = await _read_body(request, ledger.limits.batch_bytes_max)
         parsed = parse_body(request.headers.get("content-type"), request.headers, body)
+        if front is not None:
+            return await _publish(parsed, principal.customer)
         run = ledger.ingest if parsed.shape == "native" else ledger.ingest_cloudevents
         outcome = await to_thread.run_sync(run, parsed.events, principal.customer)
+        metrics.count(outcome)
         return _json(outcome, _batch_status(outcome))
+
+    async def _publish(parsed: Any, only_customer: str | None) -> Response:
+        assert front is not None
+        native = parsed.shape == "native"
+        prepared = await to_thread.run_sync(
+            ledger.prepare_batch,
+            parsed.events,
+            prepare_event if native else prepare_cloudevent,
+            only_customer,
+            "customer" if native else "subject",
+        )
+        try:
+            outcome = await front.ingest(ledger, prepared)
+        except StreamUnavailable as error:
+            response = _error(503, "stream_unavailable", f"events not accepted: {error}")
+            response.headers["Retry-After"] = "1"
+            return response
+        metrics.count(outcome)
+        return _json(outcome, 202 if outcome.accepted else _batch_status(outcome))
+
+    @app.get("/metrics", tags=["operations"], summary="Prometheus metrics (aggregates only)")
+    async def prometheus_metrics() -> Response:
+        head, _ = await to_thread.run_sync(ledger.head)
+        firings = await to_thread.run_sync(_firing_counts, service)
+        metrics.set_shared(head, firings)
+        if front is not None:
+            try:
+                metrics.set_stream(await front.status(ledger.clock()))
+            except Exception as error:  # the API's own figures still answer
+                _log.warning("stream status unavailable for /metrics", extra={"error": repr(error)})
+        return Response(metrics.render(), media_type=METRICS_CONTENT_TYPE)
 
     @app.get("/v1/events", tags=["events"], summary="Read events, paged by ledger sequence")
     async def list_events(

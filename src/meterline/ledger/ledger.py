@@ -34,6 +34,14 @@ def _raw_id(raw: object) -> str | None:
     return value if type(value) is str else None
 
 
+def merge_outcomes(stored: list[EventOutcome], rejected: list[EventOutcome]) -> BatchOutcome:
+    """One batch's answer: the stored (or queued) outcomes and the rejected ones, in input
+    order."""
+    if not rejected:
+        return BatchOutcome.of(stored)
+    return BatchOutcome.of(sorted(stored + rejected, key=lambda outcome: outcome.index))
+
+
 class Ledger:
     """The event ledger: ingestion, queries and verification over one store."""
 
@@ -68,6 +76,28 @@ class Ledger:
         only_customer: str | None,
         customer_field: str,
     ) -> BatchOutcome:
+        valid, rejected, now_us = self.prepare_batch(raws, prepare, only_customer, customer_field)
+        stored = self.store.append(valid, now_us)
+        if self.listeners:
+            appended = [
+                (outcome.sequence, valid[number][1])
+                for number, outcome in enumerate(stored)
+                if outcome.status == "accepted" and outcome.sequence is not None
+            ]
+            if appended:
+                for listener in self.listeners:
+                    listener(appended)
+        return merge_outcomes(stored, rejected)
+
+    def prepare_batch(
+        self,
+        raws: Sequence[Any],
+        prepare: Preparer = prepare_event,
+        only_customer: str | None = None,
+        customer_field: str = "customer",
+    ) -> tuple[list[tuple[int, PreparedEvent]], list[EventOutcome], int]:
+        """Validate a batch without storing it: the valid events with their positions, an
+        outcome per rejected event, and the clock reading they were checked against."""
         limit = self.limits.batch_events_max
         if len(raws) > limit:
             raise BatchTooLarge(f"batch has {len(raws)} events, the limit is {limit}")
@@ -89,20 +119,7 @@ class Ledger:
             rejected.append(
                 EventOutcome(position, "rejected", _raw_id(raw), errors=prepared)  # type: ignore[arg-type]
             )
-        stored = self.store.append(valid, now_us)
-        if self.listeners:
-            appended = [
-                (outcome.sequence, valid[number][1])
-                for number, outcome in enumerate(stored)
-                if outcome.status == "accepted" and outcome.sequence is not None
-            ]
-            if appended:
-                for listener in self.listeners:
-                    listener(appended)
-        if not rejected:
-            return BatchOutcome.of(stored)
-        merged = sorted(stored + rejected, key=lambda outcome: outcome.index)
-        return BatchOutcome.of(merged)
+        return valid, rejected, now_us
 
     def query(self, query: EventQuery) -> EventPage:
         """One bounded page of events matching ``query``."""

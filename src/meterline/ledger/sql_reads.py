@@ -22,6 +22,7 @@ class SqlLedgerReads:
     path: str
     record_columns = "sequence, customer, event_id, type, timestamp_us, body, hash"
     """The columns of a ``StoredRecord``, in its order."""
+    partitions: int
     _connection: Any
     _write_lock: threading.Lock
 
@@ -36,15 +37,17 @@ class SqlLedgerReads:
         )
         return (0, GENESIS_HASH) if row is None else (row[0], row[1])
 
-    def records(self, after_sequence: int = 0) -> Iterator[StoredRecord]:
+    def records(
+        self, after_sequence: int = 0, partitions: list[int] | None = None
+    ) -> Iterator[StoredRecord]:
         connection = open_connection(self.path)
+        query = f"SELECT {self.record_columns} FROM events WHERE sequence > ?"
+        parameters: tuple[object, ...] = (after_sequence,)
+        if partitions is not None and self.partitions > 1:
+            query += " AND partition_number = ANY(?)"
+            parameters = (after_sequence, list(partitions))
         try:
-            rows = stream_rows(
-                connection,
-                f"SELECT {self.record_columns} FROM events WHERE sequence > ? ORDER BY sequence",
-                (after_sequence,),
-            )
-            for row in rows:
+            for row in stream_rows(connection, query + " ORDER BY sequence", parameters):
                 yield StoredRecord(*row)
         finally:
             connection.close()

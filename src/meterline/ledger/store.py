@@ -81,8 +81,11 @@ class LedgerStore(KeyStore, Protocol):
         """The last sequence and its hash (0 and the genesis hash when empty)."""
         ...
 
-    def records(self, after_sequence: int = 0) -> Iterator[StoredRecord]:
-        """Every record after ``after_sequence``, in sequence order."""
+    def records(
+        self, after_sequence: int = 0, partitions: list[int] | None = None
+    ) -> Iterator[StoredRecord]:
+        """Every record after ``after_sequence`` (of ``partitions`` only, when given), in
+        sequence order."""
         ...
 
     def checkpoints(self) -> list[Checkpoint]:

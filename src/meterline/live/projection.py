@@ -183,8 +183,11 @@ def _cost_meters(configuration: Configuration) -> frozenset[str]:
 class LiveProjection:
     """Every contract's current period, fed by appended batches (thread-safe)."""
 
-    def __init__(self, billing: Billing) -> None:
+    def __init__(self, billing: Billing, owns: Callable[[str], bool] | None = None) -> None:
         self.billing = billing
+        self.owns = owns
+        """Which customers this projection keeps (None: all). A stream worker keeps the
+        customers of its partitions; another worker keeps the rest."""
         self.clock = billing.clock
         self.lock = threading.RLock()
         self.customers: dict[str, CustomerLive] = {}
@@ -249,8 +252,11 @@ class LiveProjection:
                 self.sequence = max(self.sequence, through)
                 return
             built: list[CustomerLive] = []
+            owns = self.owns
             for contract in loaded.configuration.contracts:
                 if wanted is not None and contract.customer not in wanted:
+                    continue
+                if owns is not None and not owns(contract.customer):
                     continue
                 live = self._build(loaded, contract, now_us, through)
                 if live is None:

@@ -25,6 +25,7 @@ from typing import Any
 
 from meterline.billing.service import Billing
 from meterline.core.events import PreparedEvent
+from meterline.core.partitions import partition_of
 from meterline.ledger.controls import ControlStore
 from meterline.live.controls import Controls, Publisher
 from meterline.live.projection import LiveEvent, LiveProjection
@@ -46,14 +47,21 @@ class LiveEngine:
         billing: Billing,
         publish: Publisher | None = None,
         pause_share: float = CYCLE_PAUSE_SHARE,
+        partitions: list[int] | None = None,
     ) -> None:
         self.billing = billing
+        self.partitions = partitions
+        """The ledger partitions whose customers this engine keeps (None: every one)."""
         self.pause_share = pause_share
         """After a busy cycle, pause its CPU time x this (0 in a worker process of its own,
         where the controller takes nothing from ingest's interpreter)."""
         self.cycle_listeners: list[Callable[[LiveEngine], None]] = []
         """Called on the controller thread after every cycle (the worker's mirror)."""
-        self.projection = LiveProjection(billing)
+        owns = None
+        if partitions is not None:
+            count, owned = billing.ledger.store.partitions, frozenset(partitions)
+            owns = lambda customer: partition_of(customer, count) in owned  # noqa: E731
+        self.projection = LiveProjection(billing, owns)
         self.store = ControlStore(billing.store.path)
         self.controls = Controls(self.projection, self.store, publish)
         self._arrived: list[list[tuple[int, PreparedEvent]]] = []
@@ -149,8 +157,13 @@ class LiveEngine:
             batches, self._arrived = self._arrived, []
         pairs = [pair for batch in batches for pair in batch]
         pairs.sort(key=lambda pair: pair[0])
-        events = self._events(pairs)
+        events, through = self._events(pairs)
         touched = self.projection.feed(events)
+        if through > self.projection.sequence:
+            # every sequence up to ``through`` was read; those of other partitions are not
+            # this engine's, so the next gap starts after them
+            with self.projection.lock:
+                self.projection.sequence = max(self.projection.sequence, through)
         rebuilt = self.projection.refresh()
         for name in rebuilt:
             # read again from the ledger (a grant, void or adjustment, a late event, a new
@@ -179,22 +192,25 @@ class LiveEngine:
             listener(self)
         return bool(events) or bool(touched)
 
-    def _events(self, pairs: list[tuple[int, PreparedEvent]]) -> list[LiveEvent]:
-        """The events after the projection's sequence, gaps filled from the ledger."""
+    def _events(self, pairs: list[tuple[int, PreparedEvent]]) -> tuple[list[LiveEvent], int]:
+        """The events after the projection's sequence, gaps filled from the ledger (of
+        this engine's partitions only), and the sequence they cover up to."""
         expected = self.projection.sequence + 1
         if pairs and pairs[0][0] == expected and pairs[-1][0] == expected + len(pairs) - 1:
-            return [
+            events = [
                 LiveEvent.decoded(sequence, e.customer, e.type, e.timestamp_us, e.body)
                 for sequence, e in pairs
             ]
+            return events, pairs[-1][0]
         head, _ = self.billing.ledger.head()
         if head < expected:
-            return []
-        return [
+            return [], 0
+        events = [
             LiveEvent.decoded(r.sequence, r.customer, r.type, r.timestamp_us, r.body)
-            for r in self.billing.ledger.store.records(expected - 1)
+            for r in self.billing.ledger.store.records(expected - 1, self.partitions)
             if r.sequence <= head
         ]
+        return events, head
 
     def wait_applied(self, sequence: int, timeout_s: float = 10.0) -> bool:
         """Wait until the controller has applied ``sequence`` (tests, the benchmark)."""

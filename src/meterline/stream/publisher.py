@@ -31,7 +31,7 @@ PUBLISH_TIMEOUT_S = 5.0
 """Seconds JetStream has to acknowledge one published message before the batch fails."""
 
 SETUP_TIMEOUT_S = 10.0
-"""Seconds connecting and ensuring the stream may take before ``connect`` gives up."""
+"""Seconds connecting, and then ensuring the stream, may each take by default."""
 
 HEADERS_BYTES_MAX = 1024
 """Room kept under the server's ``max_payload`` for a message's headers."""
@@ -53,15 +53,19 @@ class StreamPublisher:
         self._failed_batches = 0
 
     @classmethod
-    async def connect(cls, settings: StreamSettings, create_stream: bool = True) -> StreamPublisher:
+    async def connect(
+        cls,
+        settings: StreamSettings,
+        create_stream: bool = True,
+        timeout_s: float = SETUP_TIMEOUT_S,
+    ) -> StreamPublisher:
         """A publisher on its own connection, the stream created or updated first.
 
-        Raises ``StreamUnavailable`` when no server answers within ``SETUP_TIMEOUT_S``.
+        Raises ``StreamUnavailable`` when no server answers within ``timeout_s`` (the
+        client keeps retrying every server until then).
         """
         try:
-            connection = await asyncio.wait_for(
-                connect(settings, "meterline-publisher"), SETUP_TIMEOUT_S
-            )
+            connection = await asyncio.wait_for(connect(settings, "meterline-publisher"), timeout_s)
         except (OSError, TimeoutError, nats.errors.Error) as error:
             raise StreamUnavailable(
                 f"cannot reach NATS at {', '.join(settings.servers)}: {error!r}"
@@ -70,7 +74,7 @@ class StreamPublisher:
         publisher._owns_connection = True
         if create_stream:
             try:
-                await asyncio.wait_for(ensure_stream(publisher._js, settings), SETUP_TIMEOUT_S)
+                await asyncio.wait_for(ensure_stream(publisher._js, settings), timeout_s)
             except (TimeoutError, nats.errors.Error) as error:
                 await publisher.close()
                 raise StreamUnavailable(

@@ -8,7 +8,9 @@ thread, acknowledge its messages only after the commit, then hand the accepted
 * a message is acknowledged only after the ledger committed its events; a failed append
   keeps the batch in hand, unacknowledged, and retries it before fetching anything newer
   of that partition (so a customer's events keep their order); if the worker stops first,
-  JetStream redelivers the batch after the ack wait;
+  JetStream redelivers the batch after the ack wait. Order is kept except across a lost
+  delivery (a node killed mid-fetch): JetStream redelivers it after the ack wait, by then
+  behind later messages of its partition;
 * redelivery is expected: the ledger answers ``duplicate`` (counted, not an error);
   ``conflict`` (same id, different bytes) is counted and logged with customer and id;
 * ``on_applied`` runs for every commit, even when the ack then fails (the redelivered

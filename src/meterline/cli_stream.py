@@ -1,0 +1,207 @@
+"""The distributed path's commands: ``worker``, ``status``, ``partitions``, ``bench scale``.
+
+Thin faces over ``meterline.stream`` and ``meterline.bench.scale``.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from meterline.cli import DEFAULT_DB, DbOption, _fail, console
+from meterline.errors import MeterlineError
+
+StreamOption = Annotated[
+    str,
+    typer.Option(
+        "--stream",
+        envvar="METERLINE_STREAM",
+        help="NATS servers with JetStream (comma-separated nats:// URLs).",
+    ),
+]
+DEFAULT_STREAM = "nats://127.0.0.1:4222"
+NamespaceOption = Annotated[
+    str,
+    typer.Option(
+        "--namespace",
+        envvar="METERLINE_NAMESPACE",
+        help="Names of the stream, subjects and buckets (several ledgers can share NATS).",
+    ),
+]
+ReplicasOption = Annotated[
+    int,
+    typer.Option(
+        "--stream-replicas",
+        envvar="METERLINE_STREAM_REPLICAS",
+        help="Copies JetStream keeps of the stream and buckets when it creates them (3 on a"
+        " 3-node cluster).",
+    ),
+]
+
+
+def worker_command(
+    db: DbOption = DEFAULT_DB,
+    stream: StreamOption = DEFAULT_STREAM,
+    partitions: Annotated[
+        str,
+        typer.Option(
+            "--partitions",
+            help="Partitions this worker applies: `all`, or like `0-3,6` (each partition"
+            " should have exactly one worker).",
+        ),
+    ] = "all",
+    name: Annotated[
+        str | None, typer.Option(help="Worker name in `meterline status` (host-pid).")
+    ] = None,
+    namespace: NamespaceOption = "meterline",
+    replicas: ReplicasOption = 1,
+) -> None:
+    """Apply stream partitions to the PostgreSQL ledger, run their customers' live state
+    and controls, and publish access decisions (until SIGTERM)."""
+    from meterline.logs import configure_logging
+    from meterline.stream.service import WorkerService
+
+    configure_logging("meterline-worker")
+    try:
+        service = WorkerService.open(db, stream, partitions, name, namespace, replicas)
+    except (MeterlineError, ValueError) as error:
+        raise _fail(str(error)) from None
+    service.run()
+
+
+def status_command(
+    db: DbOption = DEFAULT_DB,
+    stream: StreamOption = DEFAULT_STREAM,
+    namespace: NamespaceOption = "meterline",
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+) -> None:
+    """Partitions with their owner and consumer lag, workers with events/s, the stream,
+    the ledger head and the blocked customers."""
+    from meterline.stream.inspect import read_status
+
+    try:
+        status = read_status(db, stream, namespace)
+    except (MeterlineError, ValueError, OSError) as error:
+        raise _fail(str(error)) from None
+    if as_json:
+        console.print_json(json.dumps(status, default=str))
+        return
+    _print_status(status)
+
+
+def _print_status(status: dict[str, Any]) -> None:
+    stream = status["stream"]
+    console.print(
+        f"ledger head {status['ledger']['head_sequence']:,} ({status['ledger']['partitions']}"
+        f" partitions); stream {stream['name']}: {stream['messages']:,} messages,"
+        f" {stream['replicas']} replica(s); lag {status['lag']:,} events' messages;"
+        f" {status['events_per_s']:,} events/s",
+        highlight=False,
+    )
+    partitions = Table("partition", "owner", "waiting", "unacked", "redelivered", "lag")
+    for row in status["partitions"]:
+        partitions.add_row(
+            str(row["partition"]),
+            row.get("owner") or "[red]none[/red]",
+            *(str(row.get(name, "-")) for name in ("waiting", "unacknowledged", "redelivered")),
+            str(row.get("lag", "-")),
+        )
+    console.print(partitions)
+    workers = Table("worker", "partitions", "alive", "events/s", "applied", "dup", "conflicts")
+    for row in status["workers"]:
+        workers.add_row(
+            str(row["worker"]),
+            ",".join(str(p) for p in row["partitions"]),
+            "yes" if row["alive"] else "[red]no[/red]",
+            str(row["events_per_s"]),
+            f"{row['events_applied']:,}",
+            str(row["duplicates"]),
+            str(row["conflicts"]),
+        )
+    console.print(workers)
+    if status["blocked"]:
+        blocked = Table("blocked customer", "policy", "reason")
+        for row in status["blocked"]:
+            blocked.add_row(row["customer"], str(row["policy"]), str(row["reason"]))
+        console.print(blocked)
+    else:
+        console.print("no customer is blocked")
+
+
+def partitions_command(
+    db: DbOption = DEFAULT_DB,
+    set_count: Annotated[
+        int | None,
+        typer.Option(
+            "--set",
+            help="Spread new events over this many partitions (stop the workers first;"
+            " existing chains stay as they are).",
+        ),
+    ] = None,
+) -> None:
+    """Show (or change) how many hash chains and stream partitions the ledger has."""
+    from meterline.ledger.ledger import open_store
+
+    store = open_store(db)
+    try:
+        if set_count is not None:
+            setter = getattr(store, "set_partitions", None)
+            if setter is None:
+                raise _fail("--set: a SQLite ledger has one chain; use PostgreSQL for more")
+            try:
+                setter(set_count)
+            except ValueError as error:
+                raise _fail(f"--set: {error}") from None
+        console.print(f"{store.partitions} partitions")
+    finally:
+        store.close()
+
+
+def bench_scale_command(
+    events: Annotated[int, typer.Option(help="Events per run (1 worker, then 2).")] = 200_000,
+    partitions: Annotated[int, typer.Option(help="Partitions of the benchmark ledger.")] = 4,
+    batch: Annotated[int, typer.Option(help="Events per HTTP request.")] = 1000,
+    api_replicas: Annotated[
+        int, typer.Option("--api-replicas", help="API replicas the load is spread over.")
+    ] = 1,
+    profile: Annotated[
+        bool,
+        typer.Option(
+            "--profile/--no-profile",
+            help="Also run 1 worker under cProfile and list its top functions (a third run,"
+            " not a figure).",
+        ),
+    ] = True,
+    postgres: Annotated[
+        str,
+        typer.Option(
+            "--postgres",
+            envvar="METERLINE_BENCH_POSTGRES",
+            help="PostgreSQL database the benchmark creates (and drops) its schemas in.",
+        ),
+    ] = "postgresql://postgres@127.0.0.1:5432/test",
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+) -> None:
+    """Measure the whole distributed path (API -> JetStream -> worker -> PostgreSQL) with
+    1 and 2 workers on loopback, and the CPU each component used per event."""
+    from meterline.bench.scale import run_scale_benchmark
+
+    try:
+        result = run_scale_benchmark(
+            events,
+            partitions,
+            batch,
+            progress=None if as_json else console,
+            api_replicas=api_replicas,
+            profile=profile,
+            postgres_url=postgres,
+        )
+    except ValueError as error:
+        raise _fail(str(error)) from None
+    if as_json:
+        print(json.dumps(result))
+    else:
+        console.print_json(json.dumps(result))

@@ -1,0 +1,148 @@
+"""An API replica's view of the live engines that run in the workers (stream mode).
+
+In stream mode no live engine runs beside the API: each worker keeps its partitions'
+customers and publishes their access documents to the access bucket. ``AccessMirror``
+follows that bucket (through an ``AccessBoard``) and answers what the API and the
+dashboard ask a ``LiveLink``: the access answer and the push stream (dict reads here,
+the same on every replica), the blocks of each customer, the control records (read from
+the shared store). An unblock is recorded in the store, where the owning worker applies
+it within its override poll (about a second) and publishes the new decision; figures,
+extensions and grants need the engine and are refused with where to ask instead.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from decimal import Decimal
+from typing import Any
+
+from meterline.clock import Clock, system_clock_us
+from meterline.core.controls import Block
+from meterline.ledger.controls import ControlStore, StoredOverride
+from meterline.live.controls import (
+    AccessListener,
+    OverrideError,
+    access_document,
+    snapshot_document,
+)
+from meterline.live.link import WorkerUnavailable
+
+_log = logging.getLogger(__name__)
+
+
+def blocks_of(document: dict[str, Any]) -> tuple[Block, ...]:
+    return tuple(
+        Block(
+            str(block["policy"]),
+            tuple(str(feature) for feature in block.get("features", [])),
+            str(block.get("reason", "")),
+            int(block.get("since_us", 0)),
+        )
+        for block in document.get("blocks", [])
+    )
+
+
+class AccessMirror:
+    """What the workers decided, mirrored from the access bucket (duck-types ``LiveLink``)."""
+
+    def __init__(self, db: str, clock: Clock = system_clock_us) -> None:
+        self.db = db
+        self.clock = clock
+        self.store = ControlStore(db)
+        self.lock = threading.RLock()
+        self.listeners: list[AccessListener] = []
+        self.version = 0
+        self.customers: frozenset[str] = frozenset()
+        self.states: dict[str, tuple[tuple[Block, ...], dict[str, str]]] = {}
+        self.decisions: dict[str, dict[str, Any]] = {}
+        self.workers: dict[str, str] = {}
+        """customer -> the worker that last decided it."""
+        self.ask_figures: Callable[[str], dict[str, Any] | None] | None = None
+        """Asks the owning worker for a customer's figures (set by the stream front)."""
+
+    def load(self, documents: dict[str, dict[str, Any]]) -> None:
+        for customer, document in list(documents.items()):
+            self.apply(customer, document)
+
+    def apply(self, customer: str, document: dict[str, Any] | None) -> None:
+        """An access document changed in the bucket (None: removed)."""
+        with self.lock:
+            if document is None:
+                self.states.pop(customer, None)
+                self.decisions.pop(customer, None)
+                self.customers = self.customers - {customer}
+            else:
+                self.states[customer] = (blocks_of(document), dict(document.get("remaining", {})))
+                self.decisions[customer] = dict(document.get("decision", {}))
+                self.workers[customer] = str(document.get("worker", ""))
+                if document.get("known") and customer not in self.customers:
+                    self.customers = self.customers | {customer}
+                elif not document.get("known") and customer in self.customers:
+                    self.customers = self.customers - {customer}
+            self.version += 1
+            decision = self.decisions.get(customer)
+            if decision is None:
+                return
+            for listener in list(self.listeners):
+                try:
+                    listener(self.version, customer, decision)
+                except Exception:
+                    _log.exception("access listener failed")
+
+    # -- answers --------------------------------------------------------------------------------
+
+    def access(self, customer: str, feature: str | None = None) -> dict[str, Any]:
+        blocks, remaining = self.states.get(customer, ((), {}))
+        return access_document(
+            customer, feature, blocks, remaining, customer in self.customers, self.version
+        )
+
+    def snapshot(self, customer: str | None = None) -> dict[str, Any]:
+        with self.lock:
+            return snapshot_document(self.decisions, self.version, customer)
+
+    def figures(self, customer: str) -> dict[str, Any] | None:
+        """The customer's live figures, asked of the worker that owns its partition."""
+        if self.ask_figures is None:
+            raise WorkerUnavailable("stream mode: not connected to the stream yet")
+        return self.ask_figures(customer)
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "mode": "stream",
+            "worker_running": bool(self.workers),
+            "customers": len(self.customers),
+            "access_version": self.version,
+            "workers": sorted(set(self.workers.values())),
+        }
+
+    def override(
+        self,
+        customer: str,
+        kind: str,
+        reason: str,
+        actor: str,
+        policy: str | None = None,
+        amount: Decimal | None = None,
+        credit_type: str | None = None,
+        paid: Decimal = Decimal(0),
+    ) -> StoredOverride:
+        """Record an unblock for the owning worker to apply (within about a second)."""
+        if kind != "unblock":
+            raise OverrideError(
+                f"kind: stream mode records unblocks here; {kind} needs the customer's"
+                f" engine: `meterline controls {kind} {customer} --db ...`"
+            )
+        if not reason.strip():
+            raise OverrideError("reason: is required")
+        blocks = self.states.get(customer, ((), {}))[0]
+        if policy is not None and not any(block.policy == policy for block in blocks):
+            raise OverrideError(f"policy: {customer} is not blocked by {policy!r}")
+        return self.store.add_override(
+            customer, "unblock", policy, None, reason, actor, self.clock(), {"mode": "stream"}
+        )
+
+    def stop(self) -> None:
+        self.store.close()

@@ -1,0 +1,302 @@
+"""``meterline worker``: one process applying some partitions of the stream.
+
+It gathers what ``StreamWorker`` needs and adds the live side: each committed batch goes to
+a ``LiveEngine`` that keeps only the customers of this worker's partitions (their
+projection, controls, true-ups and webhooks), and every access decision the controls
+take is published to the JetStream access bucket, from which every API replica answers
+``GET /v1/access``. A customer lives in exactly one partition and a partition is owned by
+one worker at a time, so each customer's controls are decided in one place.
+
+On start the engine rebuilds its customers from the ledger and the control records (as
+after a crash: nothing is kept in memory that the ledger cannot give back) and publishes
+each one's decision. Every ``STATUS_INTERVAL_S`` the worker puts its counters into the
+status bucket for ``meterline status``. SIGTERM or SIGINT stops it after the batch in
+hand; SIGKILL loses nothing acknowledged: unacknowledged messages come back and the
+ledger's idempotency absorbs what was already committed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import socket
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+
+from meterline.billing.service import Billing
+from meterline.clock import Clock, system_clock_us
+from meterline.core.controls import Block
+from meterline.core.events import PreparedEvent, encode_canonical
+from meterline.core.partitions import parse_partitions
+from meterline.errors import MeterlineError
+from meterline.ledger.billing import BillingStore
+from meterline.ledger.database import describe, is_postgres
+from meterline.ledger.ledger import Ledger, open_store
+from meterline.ledger.webhooks import WebhookStore
+from meterline.live.service import LiveEngine
+from meterline.live.webhooks import Webhooks
+from meterline.stream.access import AccessBoard
+from meterline.stream.connection import connect
+from meterline.stream.naming import stream_settings
+from meterline.stream.settings import StreamSettings
+from meterline.stream.status import StatusBoard, worker_document
+from meterline.stream.worker import StreamWorker
+
+STATUS_INTERVAL_S = 1.0
+"""How often a worker publishes its counters (events/s is measured over this interval)."""
+SETUP_TIMEOUT_S = 30.0
+"""How long connecting to NATS and opening the buckets may take at start."""
+
+_log = logging.getLogger(__name__)
+
+
+class WorkerError(MeterlineError):
+    """The worker cannot run as asked (the store, the partitions)."""
+
+
+def figures_subject(settings: StreamSettings, partition: int) -> str:
+    """Where the owner of ``partition`` answers live figures requests."""
+    return f"{settings.subject_prefix}.figures.{settings.check_partition(partition)}"
+
+
+def blocks_document(blocks: tuple[Block, ...]) -> list[dict[str, Any]]:
+    return [
+        {
+            "policy": block.policy,
+            "features": list(block.features),
+            "reason": block.reason,
+            "since_us": block.since_us,
+        }
+        for block in blocks
+    ]
+
+
+def access_entry(engine: LiveEngine, customer: str, worker: str) -> dict[str, Any]:
+    """What the access bucket holds for ``customer``: the decision, the active blocks and
+    the remaining balances, as the controls have them now."""
+    controls = engine.controls
+    state = controls.state.get(customer)
+    blocks = tuple((state.blocks or {}).values()) if state else ()
+    remaining = {
+        unit: str(value) for unit, value in sorted(((state and state.remaining) or {}).items())
+    }
+    return {
+        "customer": customer,
+        "known": customer in engine.projection.customers,
+        "decision": controls.decision_document(customer),
+        "blocks": blocks_document(blocks),
+        "remaining": remaining,
+        "worker": worker,
+    }
+
+
+@dataclass
+class _Publishing:
+    """Access changes waiting to be put in the bucket (the latest per customer)."""
+
+    loop: asyncio.AbstractEventLoop
+    waiting: dict[str, dict[str, Any]] = field(default_factory=dict)
+    wake: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def offer(self, customer: str, document: dict[str, Any]) -> None:
+        """From any thread: publish ``document`` as ``customer``'s next."""
+
+        def put() -> None:
+            self.waiting[customer] = document
+            self.wake.set()
+
+        self.loop.call_soon_threadsafe(put)
+
+
+class WorkerService:
+    """A ``meterline worker``: stream -> ledger -> live engine -> access bucket."""
+
+    def __init__(
+        self,
+        db: str,
+        settings: StreamSettings,
+        partitions: list[int],
+        clock: Clock = system_clock_us,
+        name: str | None = None,
+    ) -> None:
+        self.db = db
+        self.settings = settings
+        self.partitions = partitions
+        self.clock = clock
+        self.name = name or f"{socket.gethostname()}-{os.getpid()}"
+        self.store = open_store(db)
+        ledger = Ledger(self.store, clock=clock)
+        self.billing_store = BillingStore(db)
+        self.billing = Billing(ledger, self.billing_store, clock)
+        self.webhooks = Webhooks(WebhookStore(db), clock=clock)
+        self.engine = LiveEngine(
+            self.billing, publish=self.webhooks.publish, pause_share=0.0, partitions=partitions
+        )
+        self.worker = StreamWorker(
+            self.store, settings, partitions, clock, self._applied, name=f"worker-{self.name}"
+        )
+        self.started_at_us = clock()
+        self._publishing: _Publishing | None = None
+
+    @classmethod
+    def open(
+        cls,
+        db: str,
+        stream_url: str,
+        partitions_text: str,
+        name: str | None = None,
+        namespace: str = "meterline",
+        replicas: int = 1,
+    ) -> WorkerService:
+        """A worker over the PostgreSQL ledger ``db`` and the NATS servers of
+        ``stream_url``, owning the partitions named by ``partitions_text`` (``0-3,6``,
+        ``all``); the partition count is the ledger's."""
+        if not is_postgres(db):
+            raise WorkerError(
+                f"--db: {describe(db)} is a SQLite file; the distributed worker needs the"
+                " PostgreSQL store (a postgresql:// URL)"
+            )
+        store = open_store(db)
+        count = store.partitions
+        store.close()
+        try:
+            settings = stream_settings(stream_url, count, namespace, replicas)
+        except ValueError as error:
+            message = str(error)
+            prefix = "" if message.startswith("--") else "--stream: "
+            raise WorkerError(prefix + message) from None
+        try:
+            partitions = parse_partitions(partitions_text, count)
+        except ValueError as error:
+            raise WorkerError(f"--{error}") from None
+        return cls(db, settings, partitions, name=name)
+
+    def _applied(self, _partition: int, pairs: list[tuple[int, PreparedEvent]]) -> None:
+        self.engine.on_append(pairs)
+
+    def _on_access(self, _version: int, customer: str, _decision: dict[str, Any]) -> None:
+        # called under the controls' lock: the state read here is the one decided
+        if self._publishing is not None:
+            self._publishing.offer(customer, access_entry(self.engine, customer, self.name))
+
+    # -- running ------------------------------------------------------------------------------
+
+    def run(self) -> None:
+        """Run until SIGTERM or SIGINT."""
+        asyncio.run(self.run_async())
+
+    async def run_async(self, stop: asyncio.Event | None = None) -> None:
+        stop = stop or asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for number in (signal.SIGTERM, signal.SIGINT):
+            with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+                loop.add_signal_handler(number, stop.set)
+        connection = await asyncio.wait_for(
+            connect(self.settings, f"meterline-{self.name}-access"), SETUP_TIMEOUT_S
+        )
+        board = await AccessBoard.open(connection, self.settings)
+        status = await StatusBoard.open(connection, self.settings)
+        self._publishing = _Publishing(loop)
+        await asyncio.to_thread(self._start_engine)
+        for partition in self.partitions:
+            await connection.subscribe(
+                figures_subject(self.settings, partition),
+                queue="figures",
+                cb=self._answer_figures,
+            )
+        tasks = [
+            asyncio.create_task(self._publish_access(board, stop), name="access"),
+            asyncio.create_task(self._publish_status(status, stop), name="status"),
+        ]
+        _log.info(
+            "worker started",
+            extra={"worker": self.name, "partitions": self.partitions, "db": describe(self.db)},
+        )
+        try:
+            await self.worker.run(stop)
+        finally:
+            stop.set()
+            for task in tasks:
+                with contextlib.suppress(Exception):
+                    await task
+            await asyncio.to_thread(self.close)
+            with contextlib.suppress(Exception):
+                await status.remove(self.name)
+            await board.close()
+            await connection.close()
+
+    async def _answer_figures(self, message: Msg) -> None:
+        """A replica asks for a customer's live figures (``AccessMirror.figures``)."""
+        customer = message.data.decode()
+        document = await asyncio.to_thread(self._figures, customer)
+        await message.respond(encode_canonical({"figures": document}))
+
+    def _figures(self, customer: str) -> dict[str, Any] | None:
+        figures = self.engine.projection.figures(customer)
+        if figures is None:
+            return None
+        document = figures.as_dict()
+        document["access"] = self.engine.controls.access(customer)
+        return document
+
+    def _start_engine(self) -> None:
+        engine = self.engine
+        engine.start()
+        controls = engine.controls
+        with controls.lock:
+            controls.listeners.append(self._on_access)
+            customers = set(engine.projection.customers) | set(controls.state)
+            for customer in customers:
+                self._on_access(0, customer, {})
+
+    async def _publish_access(self, board: AccessBoard, stop: asyncio.Event) -> None:
+        publishing = self._publishing
+        assert publishing is not None
+        while not (stop.is_set() and not publishing.waiting):
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(publishing.wake.wait(), STATUS_INTERVAL_S)
+            publishing.wake.clear()
+            waiting, publishing.waiting = publishing.waiting, {}
+            for customer, document in waiting.items():
+                try:
+                    await board.put(customer, document)
+                except MeterlineError:
+                    _log.warning("access publish failed; retrying", extra={"customer": customer})
+                    publishing.waiting.setdefault(customer, document)
+                    await asyncio.sleep(STATUS_INTERVAL_S)
+            if stop.is_set() and publishing.waiting:
+                await asyncio.sleep(0.05)
+
+    async def _publish_status(self, status: StatusBoard, stop: asyncio.Event) -> None:
+        last_applied = 0
+        last_time = time.monotonic()
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), STATUS_INTERVAL_S)
+            now = time.monotonic()
+            stats = self.worker.stats()
+            applied = int(stats["events_applied"])  # type: ignore[call-overload]
+            rate = (applied - last_applied) / max(now - last_time, 1e-6)
+            last_applied, last_time = applied, now
+            document = worker_document(
+                self.name, self.partitions, stats, rate, self.engine.status(), self.clock()
+            )
+            with contextlib.suppress(MeterlineError):
+                await status.put(self.name, document)
+
+    def close(self) -> None:
+        self.engine.stop()
+        self.webhooks.store.close()
+        self.billing_store.close()
+        self.store.close()
+
+
+async def open_connection(settings: StreamSettings, name: str) -> Client:
+    return await asyncio.wait_for(connect(settings, name), SETUP_TIMEOUT_S)
