@@ -20,6 +20,7 @@ from rich.table import Table
 
 from meterline.core.events import event_document
 from meterline.core.outcomes import BatchOutcome
+from meterline.core.partitions import partition_of
 from meterline.demo.billing_story import tell_billing
 from meterline.demo.finance_story import tell_finance
 from meterline.demo.workload import CUSTOMERS, MONTH_START, generate_month
@@ -177,6 +178,45 @@ def _exactly_once(ledger: Ledger, events: list[dict[str, Any]], console: Console
         console.print(line)
 
 
+def _partitions(ledger: Ledger, console: Console) -> None:
+    """How the ledger is partitioned: one chain here, one per partition on PostgreSQL,
+    where each partition is applied by one worker of the distributed path."""
+    store = ledger.store
+    heads = getattr(store, "chain_heads", None)
+    if heads is None:
+        console.print(
+            "One hash chain in this SQLite file. On PostgreSQL (--db postgresql://...) the "
+            "ledger keeps one chain per partition, each customer's events in one, so "
+            "`meterline worker --partitions` processes can apply them in parallel from NATS "
+            "JetStream (see README, Production)."
+        )
+        return
+    table = Table(title=f"{store.partitions} partitions, one hash chain each")
+    for column in ("partition", "customers", "events", "chain head"):
+        table.add_column(column, justify="right" if column == "events" else "left")
+    counts: dict[int, list[int]] = {}
+    for customer, events in _customers_of(ledger).items():
+        entry = counts.setdefault(partition_of(customer, store.partitions), [0, 0])
+        entry[0] += 1
+        entry[1] += events
+    for partition, (_, digest) in sorted(heads().items()):
+        customers, events = counts.get(partition, [0, 0])
+        table.add_row(str(partition), str(customers), f"{events:,}", digest.hex()[:16] + "…")
+    console.print(table)
+    console.print(
+        "Each partition is one subject of the stream and one worker's share: "
+        "[bold]meterline serve --stream nats://...[/bold] publishes, "
+        "[bold]meterline worker --partitions 0-3[/bold] applies exactly once."
+    )
+
+
+def _customers_of(ledger: Ledger) -> dict[str, int]:
+    events: dict[str, int] = {}
+    for record in ledger.store.records():
+        events[record.customer] = events.get(record.customer, 0) + 1
+    return events
+
+
 def run_demo(
     db: str | Path,
     console: Console,
@@ -221,6 +261,7 @@ def run_demo(
             f"{report.head_sequence}, head hash {report.head_hash.hex()}"
         )
         console.print(f"Re-check any time with: [bold]meterline verify --db {db}[/bold]")
+        _partitions(ledger, console)
         tell_billing(ledger, console)
     tell_finance(db, console)
     if serve_port is None:
