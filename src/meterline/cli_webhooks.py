@@ -13,6 +13,7 @@ from rich.console import Console
 
 from meterline.core.events import format_timestamp
 from meterline.ledger.database import ledger_exists
+from meterline.ledger.ledger import open_store
 from meterline.ledger.webhooks import WebhookStore
 from meterline.live.webhooks import (
     EndpointDisabled,
@@ -47,9 +48,12 @@ def _fail(message: str, code: int = 2) -> typer.Exit:
 
 @contextmanager
 def _webhooks(db: str, create: bool = False) -> Iterator[Webhooks]:
-    """The webhook service over ``db``; a missing file is an error unless ``create``."""
-    if not create and not ledger_exists(db):
-        raise _fail(f"{db}: no such ledger")
+    """The webhook service over ``db``; a missing ledger is an error unless ``create``
+    (which makes the ledger there, on either store, as the other commands find it)."""
+    if not ledger_exists(db):
+        if not create:
+            raise _fail(f"{db}: no such ledger")
+        open_store(db).close()
     store = WebhookStore(db)
     try:
         yield Webhooks(store)

@@ -1,4 +1,6 @@
-"""A small real ledger, a real ``meterline serve`` over it, and the system Chromium.
+"""A small real ledger, a real ``meterline serve`` over it, and the system Chromium. The
+ledger is built on each store (a SQLite file, a PostgreSQL schema), so every dashboard
+test runs on both.
 
 The ledger is built relative to the wall clock (the server runs on it): three customers
 on a Pro plan since the first day of last month, usage in last month (closed into
@@ -35,6 +37,7 @@ from meterline.keys import create_key
 from meterline.ledger import open_ledger
 from meterline.ledger.billing import BillingStore
 from meterline.server import spawn_server
+from tests.conftest import Databases, Location
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
@@ -132,7 +135,7 @@ class Served:
     """The running server, its keys and what the test ledger holds."""
 
     url: str
-    db: Path
+    db: Location
     process: subprocess.Popen[bytes]
     keys: dict[str, str]
     invoices: dict[str, str] = field(default_factory=dict)
@@ -152,7 +155,7 @@ class Served:
                 self.process.wait()
 
 
-def build_ledger(db: Path) -> tuple[dict[str, str], dict[str, str]]:
+def build_ledger(db: Location) -> tuple[dict[str, str], dict[str, str]]:
     """The ledger described above; returns the keys and last month's invoice ids."""
     now = datetime.now(UTC)
     current = month_start(now)
@@ -198,9 +201,9 @@ def wait_for(what: str, condition: Callable[[], Any]) -> Any:
 
 
 @pytest.fixture(scope="module")
-def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
+def served(databases: Databases, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     """``meterline serve`` on loopback over the test ledger; always stopped afterwards."""
-    db = tmp_path_factory.mktemp("dashboard") / "dashboard.db"
+    db = databases.new(tmp_path_factory.mktemp("dashboard"), "dashboard")
     keys, invoices = build_ledger(db)
     process, url = spawn_server(db)
     running = Served(url, db, process, keys, invoices)

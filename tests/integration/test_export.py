@@ -10,7 +10,7 @@ purchase invoice) and has its October invoice voided by a credit note; November 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 from datetime import UTC, datetime
 from decimal import Decimal as D
@@ -34,6 +34,8 @@ from meterline.finance.export import (
     referenced_tables,
     sql,
 )
+from meterline.ledger.database import ledger_exists
+from tests.conftest import Databases, Location
 
 PRICING = """
 credit_types:
@@ -131,8 +133,8 @@ AS_OF_TEXT = "2026-11-06T00:00:00Z"
 
 
 @pytest.fixture(scope="module")
-def ledger(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    db = tmp_path_factory.mktemp("export") / "ledger.db"
+def ledger(databases: Databases, tmp_path_factory: pytest.TempPathFactory) -> Location:
+    db = databases.new(tmp_path_factory.mktemp("export"), "export")
     clock = Clock(at(2026, 11, 2))
     with open_billing(db, clock=clock) as billing:
         october = usage(10, range(1, 29))
@@ -153,7 +155,7 @@ def ledger(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def billing(ledger: Path) -> Iterator[Billing]:
+def billing(ledger: Location) -> Iterator[Billing]:
     with open_billing(ledger, clock=Clock(AS_OF)) as service:
         yield service
 
@@ -304,7 +306,7 @@ def test_events_are_the_ledgers_with_their_hashes(exported: Path, billing: Billi
         " properties::VARCHAR FROM events ORDER BY sequence",
     )
     assert len(exported_rows) == len(records) == billing.ledger.head()[0]
-    previous = bytes(32)
+    previous: dict[int, bytes] = {}  # each partition's chain (one on SQLite)
     for row, record in zip(exported_rows, records, strict=True):
         body = decode_exact(record.body)
         assert row[:5] == (
@@ -314,9 +316,10 @@ def test_events_are_the_ledgers_with_their_hashes(exported: Path, billing: Billi
             record.type,
             record.timestamp_us,
         )
-        assert (row[5], row[6]) == (record.hash.hex(), previous.hex())
+        before = previous.get(record.partition, bytes(32))
+        assert (row[5], row[6]) == (record.hash.hex(), before.hex())
         assert decode_exact(row[7].encode()) == body["properties"]
-        previous = record.hash
+        previous[record.partition] = record.hash
     # properties are the hashed text itself: 0.10 stays 0.10
     [(text,)] = rows(connection, "SELECT properties::VARCHAR FROM events WHERE sequence = 1")
     assert '"latency_s":0.10' in text and text in records[0].body.decode()
@@ -460,7 +463,7 @@ def test_sql_refuses_writes_and_files(
 runner = CliRunner(env={"METERLINE_DB": None})
 
 
-def test_cli_exports_and_queries(ledger: Path, billing: Billing, tmp_path: Path) -> None:
+def test_cli_exports_and_queries(ledger: Location, billing: Billing, tmp_path: Path) -> None:
     out = tmp_path / "out"
     result = runner.invoke(
         app, ["export", "--db", str(ledger), "--out", str(out), "--as-of", AS_OF_TEXT]
@@ -518,7 +521,7 @@ def test_cli_exports_and_queries(ledger: Path, billing: Billing, tmp_path: Path)
     ],
 )
 def test_cli_refuses_with_a_message(
-    ledger: Path, tmp_path: Path, args: list[str], code: int, message: str
+    ledger: Location, tmp_path: Path, args: list[str], code: int, message: str
 ) -> None:
     (tmp_path / "file").write_text("not a directory")
     filled = [arg.format(tmp=tmp_path) for arg in args]
@@ -527,10 +530,12 @@ def test_cli_refuses_with_a_message(
     assert "error:" in result.stderr and message in result.stderr, result.stderr
 
 
-def test_cli_names_a_missing_ledger(tmp_path: Path) -> None:
-    result = runner.invoke(app, ["sql", "SELECT 1", "--db", str(tmp_path / "none.db")])
+def test_cli_names_a_missing_ledger(new_db: Callable[..., Location]) -> None:
+    """A ledger that does not exist (no file, an empty schema) is named, not created."""
+    missing = new_db("none")
+    result = runner.invoke(app, ["sql", "SELECT 1", "--db", str(missing)])
     assert result.exit_code == 2 and "does not exist" in result.stderr
-    assert not (tmp_path / "none.db").exists()
+    assert not ledger_exists(missing)
 
 
 def test_the_docs_list_every_table_and_column() -> None:

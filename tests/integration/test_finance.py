@@ -11,6 +11,9 @@ import json
 import sqlite3
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from decimal import Decimal as D
 from pathlib import Path
 
@@ -18,21 +21,35 @@ import pytest
 
 from meterline.core.events import decode_exact
 from meterline.core.money import round_amount
-from meterline.ledger.billing import BillingStore
+from meterline.ledger.billing import BillingStore, StoredInvoice
+from meterline.ledger.database import is_postgres
+from tests.conftest import Databases, Location
 from tests.integration.test_cli import meterline
+from tests.stores import rows, tamper
 
 pytestmark = pytest.mark.slow
 
 
+@dataclass(frozen=True)
+class Demo:
+    """The demo's ledger and the beancount journal the demo wrote (beside a SQLite file,
+    in the working directory for a PostgreSQL ledger)."""
+
+    db: Location
+    beancount: Path
+
+
 @pytest.fixture(scope="module")
-def demo_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    db = tmp_path_factory.mktemp("finance") / "demo.db"
-    result = meterline("demo", "--db", str(db), "--no-serve", "--scale", "0.1")
+def demo_db(databases: Databases, tmp_path_factory: pytest.TempPathFactory) -> Demo:
+    folder = tmp_path_factory.mktemp("finance")
+    db = databases.new(folder, "demo")
+    result = meterline("demo", "--db", str(db), "--no-serve", "--scale", "0.1", cwd=folder)
     assert result.returncode == 0, result.stderr
     text = " ".join(result.stdout.split())
     for phrase in ("The finance view", "Margin by customer", "Revenue waterfall", "one truth"):
         assert phrase in text, phrase
-    return db
+    files = folder / "meterline-demo" if is_postgres(db) else Path(db)
+    return Demo(db, files.with_suffix(".beancount"))
 
 
 def _bean_check(path: Path) -> subprocess.CompletedProcess[str]:
@@ -44,21 +61,56 @@ def _bean_check(path: Path) -> subprocess.CompletedProcess[str]:
     )
 
 
-def _invoice_totals(db: Path) -> D:
-    store = BillingStore(db)
+def _invoices(demo: Demo) -> list[StoredInvoice]:
+    store = BillingStore(demo.db)
     try:
-        return sum((D(decode_exact(i.document)["total"]) for i in store.invoices()), D(0))
+        return store.invoices()
     finally:
         store.close()
 
 
-def test_bean_check_accepts_the_demo_journal(demo_db: Path, tmp_path: Path) -> None:
-    written_by_demo = demo_db.with_suffix(".beancount")
+def _invoice_totals(demo: Demo) -> D:
+    return sum((D(decode_exact(i.document)["total"]) for i in _invoices(demo)), D(0))
+
+
+def _set_invoice(db: Location, document: bytes) -> None:
+    literal = f"decode('{document.hex()}', 'hex')" if is_postgres(db) else f"X'{document.hex()}'"
+    tamper(db, f"UPDATE invoices SET document = {literal} WHERE invoice_id = 'INV-000001'")
+
+
+@contextmanager
+def _tampered_invoice(demo: Demo, folder: Path, document: bytes) -> Iterator[Location]:
+    """A ledger like the demo's whose INV-000001 holds ``document``: a copy of the SQLite
+    file; on PostgreSQL the demo's own schema, its stored bytes restored afterwards (the
+    demo is too slow to build twice, and a schema has no cheap copy)."""
+    if not is_postgres(demo.db):
+        tampered = folder / "tampered.db"
+        source = sqlite3.connect(demo.db)
+        source.backup(target := sqlite3.connect(tampered))
+        source.close()
+        target.close()
+        _set_invoice(tampered, document)
+        yield tampered
+        return
+    [(original,)] = rows(demo.db, "SELECT document FROM invoices WHERE invoice_id = 'INV-000001'")
+    _set_invoice(demo.db, document)
+    try:
+        yield demo.db
+    finally:
+        _set_invoice(demo.db, bytes(original))
+        [(restored,)] = rows(
+            demo.db, "SELECT document FROM invoices WHERE invoice_id = 'INV-000001'"
+        )
+        assert bytes(restored) == bytes(original)
+
+
+def test_bean_check_accepts_the_demo_journal(demo_db: Demo, tmp_path: Path) -> None:
+    written_by_demo = demo_db.beancount
     checked = _bean_check(written_by_demo)
     assert checked.returncode == 0, checked.stdout + checked.stderr
     exported = tmp_path / "journal.beancount"
     result = meterline(
-        "journal", "--db", str(demo_db), "--format", "beancount", "--out", str(exported)
+        "journal", "--db", str(demo_db.db), "--format", "beancount", "--out", str(exported)
     )
     assert result.returncode == 0, result.stderr
     checked = _bean_check(exported)
@@ -75,8 +127,8 @@ def test_bean_check_accepts_the_demo_journal(demo_db: Path, tmp_path: Path) -> N
     assert _bean_check(broken).returncode != 0
 
 
-def test_the_general_ledger_csv_bills_what_the_invoices_say(demo_db: Path) -> None:
-    result = meterline("journal", "--db", str(demo_db), "--format", "csv")
+def test_the_general_ledger_csv_bills_what_the_invoices_say(demo_db: Demo) -> None:
+    result = meterline("journal", "--db", str(demo_db.db), "--format", "csv")
     assert result.returncode == 0, result.stderr
     rows = list(csv.DictReader(io.StringIO(result.stdout)))
     assert sum(D(r["debit"]) for r in rows) == sum(D(r["credit"]) for r in rows)
@@ -91,8 +143,8 @@ def test_the_general_ledger_csv_bills_what_the_invoices_say(demo_db: Path) -> No
     assert breakage, "the demo's proportional and expiry breakage are in the journal"
 
 
-def test_revenue_reports_roll_forward_and_add_up(demo_db: Path) -> None:
-    result = meterline("revenue", "--db", str(demo_db), "--json")
+def test_revenue_reports_roll_forward_and_add_up(demo_db: Demo) -> None:
+    result = meterline("revenue", "--db", str(demo_db.db), "--json")
     assert result.returncode == 0, result.stderr
     reports = json.loads(result.stdout)
     assert reports["rollforward"], "prepaid credit is deferred"
@@ -103,15 +155,15 @@ def test_revenue_reports_roll_forward_and_add_up(demo_db: Path) -> None:
     revenue = sum(D(row["total"]) for row in reports["waterfall"])
     months = sum(D(value) for value in reports["waterfall_totals"].values())
     assert revenue == months > 0
-    october = meterline("revenue", "--db", str(demo_db), "--month", "2026-10", "--json")
+    october = meterline("revenue", "--db", str(demo_db.db), "--month", "2026-10", "--json")
     assert {row["month"] for row in json.loads(october.stdout)["rollforward"]} == {"2026-10"}
-    wrong = meterline("revenue", "--db", str(demo_db), "--month", "October")
+    wrong = meterline("revenue", "--db", str(demo_db.db), "--month", "October")
     assert wrong.returncode == 2 and "--month" in wrong.stderr
 
 
-def test_unit_economics_flags_negative_margins(demo_db: Path) -> None:
+def test_unit_economics_flags_negative_margins(demo_db: Demo) -> None:
     result = meterline(
-        "economics", "--db", str(demo_db), "--by", "customer", "--period", "2026-10-01", "--json"
+        "economics", "--db", str(demo_db.db), "--by", "customer", "--period", "2026-10-01", "--json"
     )
     assert result.returncode == 0, result.stderr
     rows = json.loads(result.stdout)
@@ -121,23 +173,23 @@ def test_unit_economics_flags_negative_margins(demo_db: Path) -> None:
         assert row["negative"] == (D(row["margin"]) < 0)
     billed = {
         i.customer: D(decode_exact(i.document)["total"])
-        for i in BillingStore(demo_db).invoices()
+        for i in _invoices(demo_db)
         if i.kind == "period" and decode_exact(i.document)["period"]["label"] == "2026-10-01"
     }
     assert any(row["negative"] for row in rows)
     assert sum(D(r["cost"]) for r in rows) > 0 and set(billed) <= {r["customer"] for r in rows}
     by_model = json.loads(
-        meterline("economics", "--db", str(demo_db), "--by", "product,model", "--json").stdout
+        meterline("economics", "--db", str(demo_db.db), "--by", "product,model", "--json").stdout
     )
     assert {"chat", "fine-tuning", "agents"} <= {row["product"] for row in by_model}
-    bad = meterline("economics", "--db", str(demo_db), "--by", "colour")
+    bad = meterline("economics", "--db", str(demo_db.db), "--by", "colour")
     assert bad.returncode == 2 and "--by" in bad.stderr
 
 
 def test_reconcile_proves_one_truth_and_names_a_tampered_step(
-    demo_db: Path, tmp_path: Path
+    demo_db: Demo, tmp_path: Path
 ) -> None:
-    result = meterline("reconcile", "--db", str(demo_db), "--json")
+    result = meterline("reconcile", "--db", str(demo_db.db), "--json")
     assert result.returncode == 0, result.stdout + result.stderr
     chain = json.loads(result.stdout)["chain"]
     assert chain["agrees"]
@@ -148,41 +200,31 @@ def test_reconcile_proves_one_truth_and_names_a_tampered_step(
         "journal",
         "reports",
     }
-    tampered = tmp_path / "tampered.db"
-    source = sqlite3.connect(demo_db)
-    source.backup(target := sqlite3.connect(tampered))
-    source.close()
-    target.execute("DROP TRIGGER invoices_append_only_update")
-    row = target.execute("SELECT document FROM invoices WHERE invoice_id = 'INV-000001'").fetchone()
-    document = decode_exact(row[0])
+    [(stored,)] = rows(demo_db.db, "SELECT document FROM invoices WHERE invoice_id = 'INV-000001'")
+    document = decode_exact(stored)
     usage = next(
         line for line in document["lines"] if line["kind"] == "usage" and line["amount"] != "0.00"
     )
     usage["amount"] = str(D(usage["amount"]) + D("1.00"))
-    target.execute(
-        "UPDATE invoices SET document = ? WHERE invoice_id = 'INV-000001'",
-        (json.dumps(document).encode(),),
-    )
-    target.commit()
-    target.close()
-    failed = meterline("reconcile", "--db", str(tampered), "--json")
-    assert failed.returncode == 1
+    with _tampered_invoice(demo_db, tmp_path, json.dumps(document).encode()) as tampered:
+        failed = meterline("reconcile", "--db", str(tampered), "--json")
+    assert failed.returncode == 1, failed.stdout + failed.stderr
     checks = json.loads(failed.stdout)["chain"]["checks"]
     differing = {c["figure"] for c in checks if not c["agrees"]}
     assert "invoices whose usage lines differ from a re-rating" in differing
     assert any("sum of lines" in figure for figure in differing)
 
 
-def test_live_unit_economics_come_from_the_projection(demo_db: Path) -> None:
-    result = meterline("economics", "--db", str(demo_db), "--live", "--json")
+def test_live_unit_economics_come_from_the_projection(demo_db: Demo) -> None:
+    result = meterline("economics", "--db", str(demo_db.db), "--live", "--json")
     assert result.returncode == 0, result.stderr
     rows = {row["customer"]: row for row in json.loads(result.stdout)}
     hooli = rows["hooli-search"]  # the rogue agent's November usage, live
     assert D(hooli["revenue"]) > 0 and D(hooli["cost"]) > 0
     assert D(hooli["revenue"]) - D(hooli["cost"]) == D(hooli["margin"])
     live_show = json.loads(
-        meterline("live", "show", "hooli-search", "--db", str(demo_db), "--json").stdout
+        meterline("live", "show", "hooli-search", "--db", str(demo_db.db), "--json").stdout
     )
     assert D(hooli["revenue"]) == round_amount(D(live_show["spend"]), "USD")
-    refused = meterline("economics", "--db", str(demo_db), "--live", "--by", "model")
+    refused = meterline("economics", "--db", str(demo_db.db), "--live", "--by", "model")
     assert refused.returncode == 2 and "--by" in refused.stderr

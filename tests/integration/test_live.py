@@ -1,6 +1,7 @@
-"""The live engine through the library, on real SQLite ledger files: each control action
+"""The live engine through the library, on real ledgers (a SQLite file, a PostgreSQL
+schema): each control action
 (block, alert, true-up, top-up), exactly-once firing across a restart and across two
-engines on one file, spike blocks held until an override, the other overrides, the
+engines on one ledger, spike blocks held until an override, the other overrides, the
 threaded controller, appends from another process's ledger, and a pricing change.
 
 The clock is injected (``Clock``): a settable "now" the ledger, billing and engine all
@@ -12,13 +13,12 @@ instant, not before). A restart happens a minute after the records it reads.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal as D
 from itertools import count
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -28,6 +28,9 @@ from meterline.core.events import decode_exact, format_timestamp, timestamp_to_u
 from meterline.ledger import open_ledger
 from meterline.ledger.controls import ControlStore
 from meterline.live.service import LiveEngine
+from tests.conftest import Location
+
+NewDb = Callable[..., Location]
 
 MINUTE_US = 60_000_000
 HOUR_US = 60 * MINUTE_US
@@ -97,9 +100,9 @@ def pricing(*controls: str, overrides: str = "") -> str:
 
 @dataclass
 class Live:
-    """A billing over a ledger file, its live engine, and what the engine published."""
+    """A billing over a ledger, its live engine, and what the engine published."""
 
-    path: Path
+    path: Location
     billing: Billing
     engine: LiveEngine
     clock: Clock
@@ -138,7 +141,7 @@ class Live:
 
 @contextmanager
 def open_live(
-    path: Path, clock: Clock, yaml: str | None = None, thread: bool = False
+    path: Location, clock: Clock, yaml: str | None = None, thread: bool = False
 ) -> Iterator[Live]:
     """A billing over ``path`` (``yaml`` applied first), its engine started, stopped after."""
     with open_billing(path, clock) as billing:
@@ -163,9 +166,9 @@ def clock() -> Clock:
 
 
 def live_over(
-    tmp_path: Path, clock: Clock, *controls: str, thread: bool = False
+    new_db: NewDb, clock: Clock, *controls: str, thread: bool = False
 ) -> AbstractContextManager[Live]:
-    return open_live(tmp_path / "ledger.db", clock, pricing(*controls), thread)
+    return open_live(new_db(), clock, pricing(*controls), thread)
 
 
 def threshold_invoices(billing: Billing, customer: str = "acme") -> list[dict[str, Any]]:
@@ -177,8 +180,8 @@ def threshold_invoices(billing: Billing, customer: str = "acme") -> list[dict[st
 # -- actions ----------------------------------------------------------------------------------
 
 
-def test_block_denies_access_with_the_reason_and_policy(tmp_path: Path, clock: Clock) -> None:
-    with live_over(tmp_path, clock, EMPTY_BLOCK) as live:
+def test_block_denies_access_with_the_reason_and_policy(new_db: NewDb, clock: Clock) -> None:
+    with live_over(new_db, clock, EMPTY_BLOCK) as live:
         live.send(9)
         live.engine.cycle()  # idle: the exact balance is computed again (not just bounded)
         assert live.access()["allowed"] and live.access()["remaining"] == {"credits": "1"}
@@ -200,12 +203,12 @@ def test_block_denies_access_with_the_reason_and_policy(tmp_path: Path, clock: C
         assert results[(1, "block")] == {"blocked": True}
 
 
-def test_a_feature_block_denies_only_that_feature(tmp_path: Path, clock: Clock) -> None:
+def test_a_feature_block_denies_only_that_feature(new_db: NewDb, clock: Clock) -> None:
     control = (
         "      - {key: empty, policy: balance_exhausted, unit: credits, actions: [block],"
         " features: [images]}"
     )
-    with live_over(tmp_path, clock, control) as live:
+    with live_over(new_db, clock, control) as live:
         live.send(10)
         images = live.access("images")
         assert not images["allowed"] and images["policy"] == "empty"
@@ -215,7 +218,7 @@ def test_a_feature_block_denies_only_that_feature(tmp_path: Path, clock: Clock) 
         assert document["blocked"] and document["features"] == ["images"]
 
 
-def test_alerts_publish_balance_low_or_control_fired(tmp_path: Path, clock: Clock) -> None:
+def test_alerts_publish_balance_low_or_control_fired(new_db: NewDb, clock: Clock) -> None:
     controls = (
         "      - {key: low, policy: balance_exhausted, unit: credits, remaining_at_most: 3,"
         " actions: [alert]}",
@@ -223,7 +226,7 @@ def test_alerts_publish_balance_low_or_control_fired(tmp_path: Path, clock: Cloc
         "      - {key: budget, policy: spend_threshold, amount: 1, percents: [50, 100],"
         " actions: [alert]}",
     )
-    with live_over(tmp_path, clock, *controls) as live:
+    with live_over(new_db, clock, *controls) as live:
         live.send(5)  # 0.5 spent, 5 credits left
         assert live.published == [("control.fired", live.published[0][1], "control.fired:F-000001")]
         assert live.published[0][1]["policy"] == "budget"
@@ -242,11 +245,11 @@ def test_alerts_publish_balance_low_or_control_fired(tmp_path: Path, clock: Cloc
         assert live.access()["allowed"]  # alerts do not block
 
 
-def test_true_up_bills_now_and_the_period_invoice_nets_it(tmp_path: Path, clock: Clock) -> None:
+def test_true_up_bills_now_and_the_period_invoice_nets_it(new_db: NewDb, clock: Clock) -> None:
     control = (
         "      - {key: empty, policy: balance_exhausted, unit: credits, actions: [block, true_up]}"
     )
-    with live_over(tmp_path, clock, control) as live:
+    with live_over(new_db, clock, control) as live:
         live.send(12, tokens=1000)  # 12 USD of tokens; 12 credits for 10 in the pool
         live.engine.controls.drain()
         (firing,) = live.engine.store.firings()
@@ -276,13 +279,13 @@ def test_true_up_bills_now_and_the_period_invoice_nets_it(tmp_path: Path, clock:
         assert audit.passed, audit.mismatches
 
 
-def test_top_up_grants_invoices_and_lifts_the_balance_block(tmp_path: Path, clock: Clock) -> None:
+def test_top_up_grants_invoices_and_lifts_the_balance_block(new_db: NewDb, clock: Clock) -> None:
     control = (
         "      - {key: empty, policy: balance_exhausted, unit: credits,"
         " actions: [block, top_up],"
         " top_up: {credit_type: credits, amount: 50, paid: '0.45', expires_after_days: 30}}"
     )
-    with live_over(tmp_path, clock, control) as live:
+    with live_over(new_db, clock, control) as live:
         live.send(10)
         assert not live.access()["allowed"]
         live.engine.controls.drain()
@@ -321,8 +324,8 @@ def test_top_up_grants_invoices_and_lifts_the_balance_block(tmp_path: Path, cloc
 # -- exactly once ----------------------------------------------------------------------------
 
 
-def test_a_restart_fires_nothing_again_and_keeps_the_block(tmp_path: Path, clock: Clock) -> None:
-    path = tmp_path / "ledger.db"
+def test_a_restart_fires_nothing_again_and_keeps_the_block(new_db: NewDb, clock: Clock) -> None:
+    path = new_db()
     controls = (
         EMPTY_BLOCK,
         "      - {key: budget, policy: spend_threshold, amount: 1, actions: [alert]}",
@@ -345,8 +348,8 @@ def test_a_restart_fires_nothing_again_and_keeps_the_block(tmp_path: Path, clock
         assert again.firings() == before and not again.access()["allowed"]
 
 
-def test_an_action_without_outcome_runs_on_start_once(tmp_path: Path, clock: Clock) -> None:
-    path = tmp_path / "ledger.db"
+def test_an_action_without_outcome_runs_on_start_once(new_db: NewDb, clock: Clock) -> None:
+    path = new_db()
     control = "      - {key: empty, policy: balance_exhausted, unit: credits, actions: [true_up]}"
     with open_billing(path, clock) as billing:
         billing.apply(pricing(control))
@@ -384,8 +387,8 @@ def test_an_action_without_outcome_runs_on_start_once(tmp_path: Path, clock: Clo
         assert len(threshold_invoices(live.billing)) == 1
 
 
-def test_a_repeated_true_up_after_a_crash_makes_one_invoice(tmp_path: Path, clock: Clock) -> None:
-    path = tmp_path / "ledger.db"
+def test_a_repeated_true_up_after_a_crash_makes_one_invoice(new_db: NewDb, clock: Clock) -> None:
+    path = new_db()
     control = "      - {key: empty, policy: balance_exhausted, unit: credits, actions: [true_up]}"
     with open_billing(path, clock) as billing:
         billing.apply(pricing(control))
@@ -419,12 +422,12 @@ def test_a_repeated_true_up_after_a_crash_makes_one_invoice(tmp_path: Path, cloc
         }
 
 
-def test_two_engines_on_one_file_record_a_crossing_once(tmp_path: Path, clock: Clock) -> None:
-    path = tmp_path / "ledger.db"
+def test_two_engines_on_one_ledger_record_a_crossing_once(new_db: NewDb, clock: Clock) -> None:
+    path = new_db()
     control = "      - {key: empty, policy: balance_exhausted, unit: credits, actions: [alert]}"
     with open_live(path, clock, pricing(control)) as first, open_live(path, clock) as second:
         first.send(10)  # the first engine hears the append and fires
-        second.engine.catch_up()  # the second reads it from the file: same crossing
+        second.engine.catch_up()  # the second reads it from the ledger: same crossing
         assert second.engine.projection.sequence == 10
         assert first.firings() == second.firings() == [("acme", "empty", "crossed", 1)]
         assert first.kinds() == ["control.fired"]
@@ -454,8 +457,8 @@ SPIKE = (
 )
 
 
-def test_a_spike_blocks_at_once_and_holds_until_unblocked(tmp_path: Path, clock: Clock) -> None:
-    with live_over(tmp_path, clock, SPIKE) as live:
+def test_a_spike_blocks_at_once_and_holds_until_unblocked(new_db: NewDb, clock: Clock) -> None:
+    with live_over(new_db, clock, SPIKE) as live:
         # a steady baseline: 100 tokens a call, ten calls a minute, for ten minutes
         for _ in range(10):
             live.send(10, tokens=100)
@@ -496,9 +499,9 @@ def test_a_spike_blocks_at_once_and_holds_until_unblocked(tmp_path: Path, clock:
 
 
 def test_an_unblocked_spike_does_not_fire_again_until_it_rearms(
-    tmp_path: Path, clock: Clock
+    new_db: NewDb, clock: Clock
 ) -> None:
-    with live_over(tmp_path, clock, SPIKE) as live:
+    with live_over(new_db, clock, SPIKE) as live:
         live.send(20, tokens=1000)  # no baseline: 20000 >= the minimum
         assert not live.access()["allowed"]
         live.engine.controls.override("acme", "unblock", "known batch job", "ops")
@@ -525,12 +528,12 @@ def test_an_unblocked_spike_does_not_fire_again_until_it_rearms(
         assert not live.access()["allowed"]
 
 
-def test_extend_lifts_a_balance_block_and_is_recorded(tmp_path: Path, clock: Clock) -> None:
+def test_extend_lifts_a_balance_block_and_is_recorded(new_db: NewDb, clock: Clock) -> None:
     control = (
         "      - {key: low, policy: balance_exhausted, unit: credits, remaining_at_most: 4,"
         " actions: [block]}"
     )
-    with live_over(tmp_path, clock, control) as live:
+    with live_over(new_db, clock, control) as live:
         live.send(6)  # 4 credits left: at the limit
         assert not live.access()["allowed"]
         record = live.engine.controls.override(
@@ -556,8 +559,8 @@ def test_extend_lifts_a_balance_block_and_is_recorded(tmp_path: Path, clock: Clo
         assert live.firings() == [("acme", "low", "crossed", 1), ("acme", "low", "crossed", 2)]
 
 
-def test_grant_override_adds_credit_and_lifts(tmp_path: Path, clock: Clock) -> None:
-    with live_over(tmp_path, clock, EMPTY_BLOCK) as live:
+def test_grant_override_adds_credit_and_lifts(new_db: NewDb, clock: Clock) -> None:
+    with live_over(new_db, clock, EMPTY_BLOCK) as live:
         live.send(10)
         assert not live.access()["allowed"]
         record = live.engine.controls.override(
@@ -578,10 +581,10 @@ def test_grant_override_adds_credit_and_lifts(tmp_path: Path, clock: Clock) -> N
         assert live.billing.credits("acme")["totals"]["credits"]["remaining"] == "20"
 
 
-def test_override_mistakes_are_refused(tmp_path: Path, clock: Clock) -> None:
+def test_override_mistakes_are_refused(new_db: NewDb, clock: Clock) -> None:
     from meterline.live.controls import OverrideError
 
-    with live_over(tmp_path, clock, EMPTY_BLOCK) as live:
+    with live_over(new_db, clock, EMPTY_BLOCK) as live:
         controls = live.engine.controls
         with pytest.raises(OverrideError, match="reason"):
             controls.override("acme", "unblock", "  ", "ops")
@@ -599,8 +602,8 @@ def test_override_mistakes_are_refused(tmp_path: Path, clock: Clock) -> None:
 # -- the controller thread, other writers, configuration -------------------------------------------
 
 
-def test_the_threaded_engine_blocks_as_usage_arrives(tmp_path: Path, clock: Clock) -> None:
-    with live_over(tmp_path, clock, EMPTY_BLOCK, thread=True) as live:
+def test_the_threaded_engine_blocks_as_usage_arrives(new_db: NewDb, clock: Clock) -> None:
+    with live_over(new_db, clock, EMPTY_BLOCK, thread=True) as live:
         events = [
             {
                 "id": f"t{n}",
@@ -621,8 +624,8 @@ def test_the_threaded_engine_blocks_as_usage_arrives(tmp_path: Path, clock: Cloc
         assert live.engine.status()["applied_sequence"] == head
 
 
-def test_another_processs_appends_are_read_from_the_ledger(tmp_path: Path, clock: Clock) -> None:
-    with live_over(tmp_path, clock, EMPTY_BLOCK) as live:
+def test_another_processs_appends_are_read_from_the_ledger(new_db: NewDb, clock: Clock) -> None:
+    with live_over(new_db, clock, EMPTY_BLOCK) as live:
         live.send(4)
         writer = open_ledger(live.path, clock=clock)
         try:
@@ -652,8 +655,8 @@ def test_another_processs_appends_are_read_from_the_ledger(tmp_path: Path, clock
         }
 
 
-def test_the_idle_wake_reads_another_processs_appends(tmp_path: Path, clock: Clock) -> None:
-    with live_over(tmp_path, clock, EMPTY_BLOCK, thread=True) as live:
+def test_the_idle_wake_reads_another_processs_appends(new_db: NewDb, clock: Clock) -> None:
+    with live_over(new_db, clock, EMPTY_BLOCK, thread=True) as live:
         writer = open_ledger(live.path, clock=clock)
         try:
             events = [
@@ -673,8 +676,8 @@ def test_the_idle_wake_reads_another_processs_appends(tmp_path: Path, clock: Clo
         assert not live.access()["allowed"]
 
 
-def test_a_pricing_change_rebuilds_the_projection(tmp_path: Path, clock: Clock) -> None:
-    with live_over(tmp_path, clock, EMPTY_BLOCK) as live:
+def test_a_pricing_change_rebuilds_the_projection(new_db: NewDb, clock: Clock) -> None:
+    with live_over(new_db, clock, EMPTY_BLOCK) as live:
         live.send(5, tokens=1000)
         figures = live.engine.projection.figures("acme")
         assert figures is not None and figures.spend == D("5.05")  # 5 USD + 5 credits
@@ -701,11 +704,11 @@ def test_a_pricing_change_rebuilds_the_projection(tmp_path: Path, clock: Clock) 
         ]
 
 
-def test_a_grant_by_another_process_lifts_the_block(tmp_path: Path, clock: Clock) -> None:
-    with live_over(tmp_path, clock, EMPTY_BLOCK) as live:
+def test_a_grant_by_another_process_lifts_the_block(new_db: NewDb, clock: Clock) -> None:
+    with live_over(new_db, clock, EMPTY_BLOCK) as live:
         live.send(10)
         assert not live.access()["allowed"]
-        # the CLI, say: its own Billing on the file, whose changes no listener here hears
+        # the CLI, say: its own Billing on the ledger, whose changes no listener here hears
         with open_billing(live.path, clock) as other:
             other.grant("acme", "credits", D(5), "granted from the command line")
         live.engine.catch_up()
@@ -726,11 +729,11 @@ def test_a_grant_by_another_process_lifts_the_block(tmp_path: Path, clock: Clock
 
 
 def test_reconcile_passes_with_events_stamped_at_or_ahead_of_now(
-    tmp_path: Path, clock: Clock
+    new_db: NewDb, clock: Clock
 ) -> None:
     from meterline.live.reconcile import reconcile
 
-    with live_over(tmp_path, clock, EMPTY_BLOCK) as live:
+    with live_over(new_db, clock, EMPTY_BLOCK) as live:
         live.send(2, at_us=NOW - MINUTE_US)
         live.send(1, at_us=NOW)
         live.send(3, at_us=NOW + 2 * MINUTE_US)  # within the clock-skew limit
@@ -747,10 +750,10 @@ def test_reconcile_passes_with_events_stamped_at_or_ahead_of_now(
         assert acme.checked["remaining credits"] == ("4", "4")
 
 
-def test_reconcile_passes_with_zero_usage_lines(tmp_path: Path, clock: Clock) -> None:
+def test_reconcile_passes_with_zero_usage_lines(new_db: NewDb, clock: Clock) -> None:
     from meterline.live.reconcile import reconcile
 
-    with live_over(tmp_path, clock, EMPTY_BLOCK) as live:
+    with live_over(new_db, clock, EMPTY_BLOCK) as live:
         live.send(2, tokens=0)  # calls with no tokens: a tokens line of 0 for 0
         lines = [line for line in live.billing.draft("acme")["lines"] if line["kind"] == "usage"]
         assert [(line["meter"], line["quantity"]) for line in lines] == [
@@ -763,7 +766,7 @@ def test_reconcile_passes_with_zero_usage_lines(tmp_path: Path, clock: Clock) ->
 
 
 def test_reconcile_compares_each_segment_of_an_amended_period(
-    tmp_path: Path, clock: Clock, monkeypatch: pytest.MonkeyPatch
+    new_db: NewDb, clock: Clock, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     import meterline.live.reconcile as reconciling
 
@@ -777,7 +780,7 @@ def test_reconcile_compares_each_segment_of_an_amended_period(
         '            - {meter: tokens, model: per_unit, unit_amount: "0.002"}\n'
         "    credits:",
     )
-    with open_live(tmp_path / "ledger.db", clock, amended) as live:
+    with open_live(new_db(), clock, amended) as live:
         live.send(3, tokens=100, at_us=us(2026, 10, 5))  # before the amendment
         live.send(2, tokens=100, at_us=us(2026, 10, 12))  # after it
         figures = live.engine.projection.figures("acme")

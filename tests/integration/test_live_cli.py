@@ -1,5 +1,6 @@
 """The live engine's commands: ``meterline reconcile``, ``live show`` and ``controls ...``,
-over a ledger built through the library, beside a real server process on the same file.
+over a ledger built through the library (a SQLite file, a PostgreSQL schema), beside a
+real server process on the same ledger.
 
 The CLI reads the system clock, so the contracts started last month and the usage is
 timed a minute ago, in the current period. The module's ledger is built through the
@@ -8,11 +9,11 @@ blocks, a true-up invoice), then a real server serves it; tests that change it e
 a customer of their own.
 
 Where ``reconcile`` must find a difference, it is a real one: ``reconcile --url`` against
-a real server that serves an older copy of the ledger, and against a small HTTP server
+a real server that serves a ledger behind it (an older copy), and against a small HTTP server
 that answers ``/v1/live/{customer}`` with the real live documents, each with one figure
 off by one cent (the comparison is the CLI's own; nothing is patched).
 
-Overrides recorded by the CLI reach the running server by its poll of the file: tests
+Overrides recorded by the CLI reach the running server by its poll of the ledger: tests
 wait for the server's answer with a deadline, never a fixed time. To know the server has
 *evaluated* a batch (so that "nothing fired" means something), a test ingests one event
 for ``zz-barrier`` afterwards and waits for its spend-threshold firing (the engine feeds
@@ -34,7 +35,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -46,9 +46,10 @@ from meterline.cli import app
 from meterline.core.events import format_timestamp, timestamp_to_us
 from meterline.ledger import open_ledger
 from meterline.ledger.controls import ControlStore
+from meterline.ledger.database import is_postgres, ledger_exists
 from meterline.live.service import LiveEngine
 from meterline.server import free_port
-from tests.conftest import RunningServer, make_keys, start_server
+from tests.conftest import Databases, Location, RunningServer, make_keys, start_server
 
 pytestmark = pytest.mark.slow
 
@@ -124,7 +125,7 @@ def usage_time_us() -> int:
     return moment
 
 
-def build(db: Path, usage: dict[str, tuple[int, int]]) -> None:
+def build(db: Location, usage: dict[str, tuple[int, int]]) -> None:
     """Apply the pricing and ingest ``usage`` (customer -> (events, tokens each)) in a few
     batches, with the live engine evaluating the controls as a server's would."""
     with open_billing(db) as billing:
@@ -156,7 +157,7 @@ USAGE = {
 
 @dataclass
 class Served:
-    db: Path
+    db: Location
     server: RunningServer
 
     def client(self, scope: str | None = "admin") -> httpx.Client:
@@ -164,8 +165,8 @@ class Served:
 
 
 @pytest.fixture(scope="module")
-def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
-    db = tmp_path_factory.mktemp("live-cli") / "live.db"
+def served(databases: Databases, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
+    db = databases.new(tmp_path_factory.mktemp("live-cli"), "live")
     build(db, USAGE)
     keys = make_keys(db)
     server = start_server(db)
@@ -231,7 +232,7 @@ def overrides(server: Served, customer: str) -> list[dict[str, Any]]:
 # -- reconcile ----------------------------------------------------------------------------------
 
 
-def test_reconcile_proves_live_equals_batch_on_the_file(served: Served) -> None:
+def test_reconcile_proves_live_equals_batch_on_the_ledger(served: Served) -> None:
     db = str(served.db)
     shown = ok("reconcile", "--db", db)
     assert "live == batch" in words(shown.stdout)
@@ -270,13 +271,18 @@ def test_reconcile_against_the_running_server_passes(served: Served) -> None:
 
 
 def test_reconcile_fails_against_a_server_whose_ledger_is_behind(
-    served: Served, tmp_path: Path
+    served: Served, new_db: Callable[..., Location]
 ) -> None:
-    """A real difference: a server over a copy of the ledger taken before more usage."""
-    older = tmp_path / "older.db"
-    build(older, {"acme": (5, 1000), "globex": (3, 20_000)})
-    newer = tmp_path / "newer.db"
-    shutil.copy(older, newer)
+    """A real difference: a server over a copy of the ledger taken before more usage (on
+    PostgreSQL, where a schema has no cheap copy, the same ledger built again)."""
+    older = new_db("older")
+    behind = {"acme": (5, 1000), "globex": (3, 20_000)}
+    build(older, behind)
+    newer = new_db("newer")
+    if is_postgres(newer):
+        build(newer, behind)
+    else:
+        shutil.copy(older, newer)
     with open_billing(newer) as billing:
         more = events("globex", 100, 1, 20_000, usage_time_us())
         assert billing.ledger.ingest(more).accepted == 1
@@ -295,7 +301,7 @@ def test_reconcile_fails_against_a_server_whose_ledger_is_behind(
         assert globex["customer"] == "globex"
         assert any(d.startswith("spend: live ") for d in globex["differences"])
         assert any(d.startswith("line input_tokens big") for d in globex["differences"])
-        # the same server agrees with its own file
+        # the same server agrees with its own ledger
         assert cli("reconcile", "--db", str(older), "--url", url, "--key", key).exit_code == 0
     finally:
         server.stop()
@@ -531,7 +537,7 @@ def test_a_cli_extend_is_recorded_and_reaches_the_running_server(served: Served)
 def test_a_crossing_a_cli_command_recorded_first_still_blocks_on_the_server(
     served: Served,
 ) -> None:
-    """The server is paused (SIGSTOP) while usage lands in the file from another process
+    """The server is paused (SIGSTOP) while usage lands in the ledger from another process
     and a CLI command evaluates it first: the CLI records the crossing (and its true-up).
     Resumed, the server finds the crossing taken; it must still hold the block."""
     assert access(served, "zeta")["allowed"] is True
@@ -556,10 +562,12 @@ def test_a_crossing_a_cli_command_recorded_first_still_blocks_on_the_server(
     assert rows[0]["firing"] in denied["reason"]
 
 
-def test_bad_options_exit_non_zero_naming_the_option(served: Served, tmp_path: Path) -> None:
+def test_bad_options_exit_non_zero_naming_the_option(
+    served: Served, new_db: Callable[..., Location]
+) -> None:
     db = str(served.db)
     before = {customer: overrides(served, customer) for customer in CUSTOMERS}
-    missing_db = str(tmp_path / "missing.db")
+    missing_db = str(new_db("missing"))
     for args, code, named in (
         (
             ("controls", "extend", "acme", "--policy", "empty", "--amount", "abc", "--reason", "x"),
@@ -630,7 +638,7 @@ def test_bad_options_exit_non_zero_naming_the_option(served: Served, tmp_path: P
         result = cli(*command, "--db", missing_db)
         assert result.exit_code == 2, (command, result.stdout, result.stderr)
         assert "--db" in result.stderr and "does not exist" in words(result.stderr), command
-    assert not Path(missing_db).exists()
+    assert not ledger_exists(missing_db)
     assert {customer: overrides(served, customer) for customer in CUSTOMERS} == before
     store = ControlStore(served.db)
     try:

@@ -9,7 +9,8 @@ signatures carry that clock's seconds, so the receiver checks them against the s
 
 One module-wide server holds the pricing below and a receiver subscribed to every kind;
 each test there uses customers of its own. The gate and restart tests each have a server
-of their own, killed and restarted on the same file and port.
+of their own, killed and restarted on the same ledger and port. Every server runs on each
+store (a SQLite file, a PostgreSQL schema).
 
 Nothing here waits a fixed time: every wait polls a condition with a deadline. To know
 that the engine has *evaluated* a batch (so that "nothing fired" means something), a test
@@ -40,11 +41,11 @@ import pytest
 from meterline.clock import system_clock_us
 from meterline.core.events import encode_canonical, format_timestamp
 from meterline.keys import create_key
-from meterline.ledger.sqlite import SqliteStore
+from meterline.ledger.ledger import open_store
 from meterline.sdk.gate import Gate
 from meterline.sdk.webhooks import SIGNATURE_HEADER, verify_signature
 from meterline.server import free_port
-from tests.conftest import make_keys
+from tests.conftest import Databases, Location, make_keys
 from tests.integration.test_credits_http import _LAUNCHER, shift_clock
 
 pytestmark = pytest.mark.slow
@@ -159,12 +160,12 @@ class Receiver:
         self.server.server_close()
 
 
-# -- a server that can be killed and started again on the same file and port -------------------
+# -- a server that can be killed and started again on the same ledger and port -----------------
 
 
 @dataclass
 class LiveServer:
-    db: Path
+    db: Location
     port: int
     keys: dict[str, str]
     offset_file: Path
@@ -214,12 +215,13 @@ class LiveServer:
         return wall + int(self.offset_file.read_text())
 
 
-def launch(db: Path) -> LiveServer:
+def launch(db: Location, folder: Path) -> LiveServer:
+    """A live server on ``db`` (its clock's offset file in ``folder``), pricing applied."""
     keys = make_keys(db)
-    store = SqliteStore(db)
+    store = open_store(db)
     keys["admin-acme"] = create_key(store, "admin", system_clock_us(), customer="acme")[1]
     store.close()
-    offset_file = db.with_suffix(".clock")
+    offset_file = folder / "server.clock"
     shift_clock(offset_file, NOW)
     server = LiveServer(db, free_port(), keys, offset_file).start()
     with server.client("admin") as admin:
@@ -239,11 +241,12 @@ class Module:
 
 
 @pytest.fixture(scope="module")
-def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Module]:
+def live(databases: Databases, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Module]:
     receiver = Receiver()
     server: LiveServer | None = None
     try:
-        server = launch(tmp_path_factory.mktemp("live-http") / "live.db")
+        folder = tmp_path_factory.mktemp("live-http")
+        server = launch(databases.new(folder, "live"), folder)
         with server.client("admin") as admin:
             made = admin.post("/v1/webhooks", json={"url": receiver.url, "kinds": ["*"]})
         assert made.status_code == 201, made.text
@@ -257,11 +260,11 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Module]:
 
 
 @pytest.fixture
-def fresh(tmp_path: Path) -> Iterator[LiveServer]:
+def fresh(new_db: Callable[..., Location], tmp_path: Path) -> Iterator[LiveServer]:
     """A server of the test's own (it may be killed and started again)."""
     server: LiveServer | None = None
     try:
-        server = launch(tmp_path / "fresh.db")
+        server = launch(new_db("fresh"), tmp_path)
         yield server
     finally:
         if server is not None:
@@ -708,7 +711,7 @@ def test_the_gate_follows_the_server_through_a_kill_and_a_restart(fresh: LiveSer
         assert opened.allowed("acme") is True
         assert opened.check("acme").source == "fail-open"
 
-        # a new server on the same file and port: the block is rebuilt from the records
+        # a new server on the same ledger and port: the block is rebuilt from the records
         fresh.start()
         for gate in (closed, opened):
             wait_gate(gate, "live again", lambda g: g.status == "live")

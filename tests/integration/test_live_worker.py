@@ -5,7 +5,7 @@ real server (``test_live_http``'s launcher, on its shifted clock).
   control records; a block recorded before the kill still denies, a crossing is never
   recorded twice, and events ingested while no worker ran are counted once it is back.
 - SIGKILL the server: its worker sees the connection close and exits (no orphan keeps
-  acting on the file).
+  acting on the ledger).
 - The worker's errors reach the API as the same kind (an override's 422 names its field).
 
 Every wait polls a condition with a deadline; nothing waits a fixed time.
@@ -15,12 +15,13 @@ from __future__ import annotations
 
 import os
 import signal
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tests.conftest import Location
 from tests.integration.test_live_http import (
     POOL,
     LiveServer,
@@ -35,8 +36,8 @@ from tests.integration.test_live_http import (
 
 
 @pytest.fixture
-def server(tmp_path: Path) -> Iterator[LiveServer]:
-    running = launch(tmp_path / "worker.db")
+def server(new_db: Callable[..., Location], tmp_path: Path) -> Iterator[LiveServer]:
+    running = launch(new_db("worker"), tmp_path)
     try:
         yield running
     finally:

@@ -8,13 +8,11 @@ boundedly, for its background thread.
 from __future__ import annotations
 
 import itertools
-import sqlite3
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -30,7 +28,8 @@ from meterline.api.webhook_routes import WebhookRoutes
 from meterline.cli_webhooks import webhooks_app
 from meterline.errors import AuthError
 from meterline.keys import Principal
-from meterline.ledger.sqlite import SqliteStore
+from meterline.ledger.database import DatabaseErrors
+from meterline.ledger.ledger import open_store
 from meterline.ledger.webhooks import WebhookStore
 from meterline.live.webhooks import (
     ATTEMPT_HEADER,
@@ -45,7 +44,8 @@ from meterline.live.webhooks import (
 )
 from meterline.sdk.webhooks import verify_signature
 from meterline.server import free_port
-from tests.conftest import FIXED_NOW_US
+from tests.conftest import FIXED_NOW_US, Location
+from tests.stores import rows
 
 SECOND_US = 1_000_000
 
@@ -118,8 +118,8 @@ def receiver() -> Iterator[Receiver]:
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> Iterator[WebhookStore]:
-    opened = WebhookStore(tmp_path / "ledger.db")
+def store(new_db: Callable[..., Location]) -> Iterator[WebhookStore]:
+    opened = WebhookStore(new_db())
     yield opened
     opened.close()
 
@@ -361,11 +361,14 @@ def test_the_dispatcher_thread_delivers_a_published_event(
 
 
 def test_a_pending_delivery_survives_a_restart(
-    tmp_path: Path, clock: SteppingClock, receiver: Receiver, client: httpx.Client
+    new_db: Callable[..., Location],
+    clock: SteppingClock,
+    receiver: Receiver,
+    client: httpx.Client,
 ) -> None:
-    """Published in one store, delivered after the file is reopened, beside the ledger."""
-    path = tmp_path / "ledger.db"
-    ledger_store = SqliteStore(path)
+    """Published in one store, delivered after the ledger is reopened, beside the ledger."""
+    path = new_db()
+    ledger_store = open_store(path)
     first = WebhookStore(path)
     webhooks = Webhooks(first, clock)
     webhooks.subscribe(receiver.url, ["*"])
@@ -381,7 +384,7 @@ def test_a_pending_delivery_survives_a_restart(
         assert restarted.delivery(delivery_id).status == "delivered"
     finally:
         reopened.close()
-    SqliteStore(path).close()
+    open_store(path).close()
     assert len(receiver.requests) == 1
 
 
@@ -392,14 +395,11 @@ def test_the_attempt_log_is_append_only(
     webhooks.subscribe(closed_url(), ["*"])
     webhooks.publish("balance.low", {}, "evt-1")
     webhooks.deliver_due(client=client)
-    connection = sqlite3.connect(store.path)
-    try:
-        with pytest.raises(sqlite3.DatabaseError, match="append-only"):
-            connection.execute("UPDATE webhook_attempts SET status_code = 200")
-        with pytest.raises(sqlite3.DatabaseError, match="append-only"):
-            connection.execute("DELETE FROM webhook_attempts")
-    finally:
-        connection.close()
+    with pytest.raises(DatabaseErrors, match="append-only"):
+        rows(store.path, "UPDATE webhook_attempts SET status_code = 200")
+    with pytest.raises(DatabaseErrors, match="append-only"):
+        rows(store.path, "DELETE FROM webhook_attempts")
+    assert len(rows(store.path, "SELECT * FROM webhook_attempts")) == 1
 
 
 @pytest.mark.parametrize(
@@ -581,10 +581,12 @@ def test_routes_need_an_unbound_admin_key(webhooks: Webhooks, principal: Princip
 # -- CLI ----------------------------------------------------------------------------------------
 
 
-def test_cli_adds_lists_delivers_and_retries(tmp_path: Path, receiver: Receiver) -> None:
+def test_cli_adds_lists_delivers_and_retries(
+    new_db: Callable[..., Location], receiver: Receiver
+) -> None:
     """add prints the id and secret once; list, deliver, deliveries and retry work on it."""
     runner = CliRunner()
-    db = str(tmp_path / "cli.db")
+    db = str(new_db("cli"))
     added = runner.invoke(
         webhooks_app,
         [
@@ -640,10 +642,10 @@ def test_cli_adds_lists_delivers_and_retries(tmp_path: Path, receiver: Receiver)
     assert "disabled" in runner.invoke(webhooks_app, ["list", "--db", db]).stdout
 
 
-def test_cli_refuses_bad_input_with_a_message(tmp_path: Path) -> None:
+def test_cli_refuses_bad_input_with_a_message(new_db: Callable[..., Location]) -> None:
     """A bad kind or URL, an unknown id or a missing ledger exits non-zero, saying why."""
     runner = CliRunner()
-    db = str(tmp_path / "cli.db")
+    db = str(new_db("cli"))
     bad_kind = runner.invoke(
         webhooks_app, ["add", "--db", db, "--url", "https://example.com", "--kind", "nope"]
     )
@@ -657,5 +659,5 @@ def test_cli_refuses_bad_input_with_a_message(tmp_path: Path) -> None:
     assert status.exit_code != 0 and "status:" in status.stderr
     unknown = runner.invoke(webhooks_app, ["retry", "--db", db, "--delivery", "wd_0"])
     assert unknown.exit_code != 0 and "wd_0" in unknown.stderr
-    missing = runner.invoke(webhooks_app, ["list", "--db", str(tmp_path / "none.db")])
+    missing = runner.invoke(webhooks_app, ["list", "--db", str(new_db("none"))])
     assert missing.exit_code != 0 and "no such ledger" in missing.stderr

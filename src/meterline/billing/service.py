@@ -1271,6 +1271,23 @@ class Billing:
                 )
         return result
 
+    def _previous_hash(self, sequence: int) -> bytes:
+        """The hash event ``sequence`` chains from: the previous event of its partition (on
+        PostgreSQL; a SQLite ledger is one chain, so the event before it), or genesis."""
+        connection = self._connection
+        if getattr(connection, "dialect", "sqlite") == "postgresql":
+            row = connection.execute(
+                "SELECT hash FROM events WHERE partition_number ="
+                " (SELECT partition_number FROM events WHERE sequence = ?) AND sequence < ?"
+                " ORDER BY sequence DESC LIMIT 1",
+                (sequence, sequence),
+            ).fetchone()
+        else:
+            row = connection.execute(
+                "SELECT hash FROM events WHERE sequence = ?", (sequence - 1,)
+            ).fetchone()
+        return GENESIS_HASH if row is None else bytes(row[0])
+
     def proof(self, invoice_id: str, line_number: int, event_id: str) -> dict[str, Any]:
         """An inclusion proof that event ``event_id`` is behind line ``line_number``,
         checkable by ``meterline.core.lineage.verify_proof`` alone."""
@@ -1289,15 +1306,13 @@ class Billing:
         positions = [i for i, (s, _) in enumerate(members) if s == sequence]
         if not positions:
             raise NotFound(f"event {event_id!r} is not behind line {line_number}")
-        previous = self._connection.execute(
-            "SELECT hash FROM events WHERE sequence = ?", (sequence - 1,)
-        ).fetchone()
+        previous = self._previous_hash(sequence)
         index = positions[0]
         return {
             "event": {
                 "sequence": sequence,
                 "body": bytes(body).decode(),
-                "previous_hash": (previous[0] if previous else GENESIS_HASH).hex(),
+                "previous_hash": previous.hex(),
                 "hash": bytes(event_hash).hex(),
             },
             "leaf_index": index,

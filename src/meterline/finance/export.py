@@ -5,8 +5,8 @@ SQL over them (``sql``).
 One loader builds every table (``load_tables``), from the sources of truth and nothing
 else:
 
-- ``events`` straight from the ledger's SQLite ``events`` table, streamed in sequence
-  order (``properties`` is the exact JSON text inside the hashed canonical bytes);
+- ``events`` straight from the ledger's ``events`` table (SQLite or PostgreSQL), streamed
+  in sequence order (``properties`` is the exact JSON text inside the hashed canonical bytes);
 - ``invoices``, ``invoice_lines`` and ``credit_notes`` from the stored, hashed documents;
 - ``rated_usage`` from ``finance.economics.usage_slices`` (revenue and cost per day);
 - ``journal`` from ``finance.books`` (one row per posting).
@@ -26,7 +26,6 @@ rated usage and the journal as ``usage_slices`` and ``build_books`` compute them
 from __future__ import annotations
 
 import os
-import sqlite3
 import tempfile
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -49,13 +48,14 @@ from meterline.core.money import MONEY_CONTEXT
 from meterline.finance.books import build_books, journal_rows
 from meterline.finance.economics import usage_slices
 from meterline.ledger.billing import StoredInvoice
+from meterline.ledger.database import is_postgres, open_connection, stream_rows
 
 MONEY = "DECIMAL(38,10)"
 """Money and quantities: 28 digits before the point, 10 after (exact, never a float)."""
 MONEY_PLACES = 10
 MONEY_INTEGER_DIGITS = 28
 CHUNK_ROWS = 10_000
-"""Rows staged per write (and events read from SQLite per fetch)."""
+"""Rows staged per write."""
 EPOCH = "TIMESTAMPTZ '1970-01-01 00:00:00+00'"
 QUERY_STATEMENTS = ("SELECT", "EXPLAIN")
 """DuckDB statement types ``sql`` runs: SELECT covers WITH, FROM, VALUES, DESCRIBE, SHOW
@@ -131,38 +131,41 @@ _BODY = msgspec.json.Decoder(_Body)
 def _ledger_path(billing: Billing) -> str:
     path = getattr(billing.ledger.store, "path", None)
     if path is None:
-        raise ExportError("events: the export reads the events of a SQLite ledger")
+        raise ExportError("events: the export reads the events of a SQLite or PostgreSQL ledger")
     return str(path)
 
 
 def _event_rows(billing: Billing, at_us: int) -> Iterator[tuple[Any, ...]]:
     """Every event received by ``at_us``, in sequence order, with its predecessor's hash
-    (the chain: ``hash = SHA-256(previous_hash || body)``)."""
-    uri = Path(_ledger_path(billing)).resolve().as_uri() + "?mode=ro"
-    connection = sqlite3.connect(uri, uri=True)
+    (the chain: ``hash = SHA-256(previous_hash || body)``, the predecessor being the
+    previous event of the same partition; a SQLite ledger has one, partition 0)."""
+    location = _ledger_path(billing)
+    partition = "partition_number" if is_postgres(location) else "0"
+    connection = open_connection(location)
     try:
-        cursor = connection.execute(
-            "SELECT sequence, event_id, customer, type, timestamp_us, ingested_at_us, body, hash"
-            " FROM events ORDER BY sequence"
+        rows = stream_rows(
+            connection,
+            "SELECT sequence, event_id, customer, type, timestamp_us, ingested_at_us, body, hash,"
+            f" {partition} FROM events ORDER BY sequence",
         )
-        previous = GENESIS_HASH
+        tails: dict[int, bytes] = {}
         decode = _BODY.decode
-        while chunk := cursor.fetchmany(CHUNK_ROWS):
-            for sequence, event_id, customer, kind, timestamp, received, body, digest in chunk:
-                if received <= at_us:
-                    properties = bytes(decode(body).properties).decode()
-                    yield (
-                        sequence,
-                        event_id,
-                        customer,
-                        kind,
-                        timestamp,
-                        received,
-                        properties,
-                        digest.hex(),
-                        previous.hex(),
-                    )
-                previous = digest
+        for sequence, event_id, customer, kind, timestamp, received, body, digest, part in rows:
+            digest = bytes(digest)
+            if received <= at_us:
+                properties = bytes(decode(body).properties).decode()
+                yield (
+                    sequence,
+                    event_id,
+                    customer,
+                    kind,
+                    timestamp,
+                    received,
+                    properties,
+                    digest.hex(),
+                    tails.get(part, GENESIS_HASH).hex(),
+                )
+            tails[part] = digest
     finally:
         connection.close()
 
@@ -305,7 +308,12 @@ TABLES: dict[str, Table] = {
                 ("received_at", "TIMESTAMPTZ", "When the ledger stored it (UTC)."),
                 ("properties", "JSON", "The properties, the exact JSON text that was hashed."),
                 ("hash", "VARCHAR", "SHA-256(previous_hash || canonical bytes), hex."),
-                ("previous_hash", "VARCHAR", "The previous event's hash, hex (zeros first)."),
+                (
+                    "previous_hash",
+                    "VARCHAR",
+                    "The hash of the previous event of its chain (its partition), hex"
+                    " (zeros first).",
+                ),
             ),
             _event_rows,
             "sequence",
