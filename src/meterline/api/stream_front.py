@@ -35,6 +35,11 @@ from meterline.stream.status import cluster_status
 FIGURES_TIMEOUT_S = 5.0
 """How long the owning worker has to answer a live figures request."""
 
+ACCESS_READY_TIMEOUT_S = 30.0
+"""How long the access bucket has to load at start. Its watcher is an ephemeral consumer,
+which a cluster with a node down may place on that node (nats-server 2.9 then answers
+nothing); the board retries every few seconds, and this lets it rather than fail."""
+
 _log = logging.getLogger(__name__)
 
 
@@ -51,7 +56,7 @@ class StreamFront:
     async def start(self) -> None:
         self.publisher = await StreamPublisher.connect(self.settings)
         self.connection = await connect(self.settings, "meterline-api-access")
-        self.board = await AccessBoard.open(self.connection, self.settings)
+        self.board = await AccessBoard.open(self.connection, self.settings, ACCESS_READY_TIMEOUT_S)
         self.mirror.load(dict(self.board.mirror))
         self.board.watch(self.mirror.apply)
         loop = asyncio.get_running_loop()

@@ -167,9 +167,33 @@ class PostgresConnection:
             cursor.executemany(self._translated(sql), rows)
 
     def executescript(self, sql: str) -> None:
-        """Create a schema (SQLite dialect) once, under the schema's migration lock."""
+        """Create a schema (SQLite dialect) once, under the schema's migration lock.
+
+        Each script that ran is remembered by its SHA-256 in ``meterline_scripts``, so
+        opening an existing ledger runs no DDL: re-creating a trigger would wait for, and
+        hold up, every append in flight on its table."""
+        script = translate_schema(sql)
+        digest = hashlib.sha256(script.encode()).hexdigest()
+        if self._script_ran(digest):
+            return
         with self.migration_lock():
-            self.raw.execute(translate_schema(sql).encode())
+            if self._script_ran(digest):
+                return
+            with self.raw.transaction():
+                self.raw.execute(
+                    "CREATE TABLE IF NOT EXISTS meterline_scripts (script_sha256 TEXT PRIMARY KEY)"
+                )
+                self.raw.execute(script.encode())
+                self.raw.execute("INSERT INTO meterline_scripts VALUES (%s)", (digest,))
+
+    def _script_ran(self, digest: str) -> bool:
+        found = self.raw.execute("SELECT to_regclass('meterline_scripts') IS NOT NULL").fetchone()
+        if not (found and found[0]):
+            return False
+        row = self.raw.execute(
+            "SELECT 1 FROM meterline_scripts WHERE script_sha256 = %s", (digest,)
+        ).fetchone()
+        return row is not None
 
     def migration_lock(self) -> _SessionLock:
         return _SessionLock(self, _lock_key(self.schema, "migrate"))

@@ -16,6 +16,10 @@ from meterline.stream.settings import StreamSettings
 from meterline.stream.status import cluster_status
 
 CONNECT_TIMEOUT_S = 10.0
+ACCESS_READY_TIMEOUT_S = 30.0
+"""How long the access bucket has to load. Longer than a replica's: its watcher is an
+ephemeral consumer, which a cluster with a node down may place on that node (nats-server
+2.9 answers nothing then); the board retries every few seconds, and this lets it."""
 
 
 def read_status(db: str, stream_url: str, namespace: str = "meterline") -> dict[str, Any]:
@@ -44,7 +48,7 @@ async def _gather(settings: StreamSettings) -> dict[str, Any]:
     except (TimeoutError, OSError, Exception) as error:
         raise StreamUnavailable(f"--stream: cannot reach {settings.servers}: {error!r}") from None
     try:
-        board = await AccessBoard.open(connection, settings)
+        board = await AccessBoard.open(connection, settings, ACCESS_READY_TIMEOUT_S)
         try:
             return await cluster_status(connection, settings, system_clock_us(), dict(board.mirror))
         finally:

@@ -9,10 +9,12 @@ one worker at a time, so each customer's controls are decided in one place.
 
 On start the engine rebuilds its customers from the ledger and the control records (as
 after a crash: nothing is kept in memory that the ledger cannot give back) and publishes
-each one's decision. Every ``STATUS_INTERVAL_S`` the worker puts its counters into the
-status bucket for ``meterline status``. SIGTERM or SIGINT stops it after the batch in
-hand; SIGKILL loses nothing acknowledged: unacknowledged messages come back and the
-ledger's idempotency absorbs what was already committed.
+each one's decision; a worker started while NATS cannot serve the buckets (no server
+reachable, a node down, an election) retries until it can. Every ``STATUS_INTERVAL_S``
+the worker puts its counters into the status bucket for ``meterline status``. SIGTERM or
+SIGINT stops it after the batch in hand; SIGKILL loses nothing acknowledged:
+unacknowledged messages come back and the ledger's idempotency absorbs what was already
+committed.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+import nats.errors
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 
@@ -52,7 +55,11 @@ from meterline.stream.worker import StreamWorker
 STATUS_INTERVAL_S = 1.0
 """How often a worker publishes its counters (events/s is measured over this interval)."""
 SETUP_TIMEOUT_S = 30.0
-"""How long connecting to NATS and opening the buckets may take at start."""
+"""How long one attempt to connect to NATS (or to open the status bucket) may take."""
+SETUP_RETRY_S = 0.5
+"""Seconds before the first retry of a failed start (a NATS node down); doubles each time."""
+SETUP_RETRY_MAX_S = 5.0
+"""The longest pause between two start attempts."""
 
 _log = logging.getLogger(__name__)
 
@@ -198,11 +205,11 @@ class WorkerService:
         for number in (signal.SIGTERM, signal.SIGINT):
             with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
                 loop.add_signal_handler(number, stop.set)
-        connection = await asyncio.wait_for(
-            connect(self.settings, f"meterline-{self.name}-access"), SETUP_TIMEOUT_S
-        )
-        board = await AccessBoard.open(connection, self.settings)
-        status = await StatusBoard.open(connection, self.settings)
+        opened = await self._open_buckets(stop)
+        if opened is None:  # stopped before NATS could be reached
+            await asyncio.to_thread(self.close)
+            return
+        connection, board, status = opened
         self._publishing = _Publishing(loop)
         await asyncio.to_thread(self._start_engine)
         for partition in self.partitions:
@@ -231,6 +238,41 @@ class WorkerService:
                 await status.remove(self.name)
             await board.close()
             await connection.close()
+
+    async def _open_buckets(
+        self, stop: asyncio.Event
+    ) -> tuple[Client, AccessBoard, StatusBoard] | None:
+        """The access connection and the access and status buckets, retried with a backoff
+        until they open or ``stop`` is set (None): a worker started while a NATS node is
+        down or a leader is being elected waits for it, as the running worker does."""
+        backoff = SETUP_RETRY_S
+        while not stop.is_set():
+            connection: Client | None = None
+            try:
+                connection = await asyncio.wait_for(
+                    connect(self.settings, f"meterline-{self.name}-access"), SETUP_TIMEOUT_S
+                )
+                board = await AccessBoard.open(connection, self.settings)
+                try:
+                    status = await asyncio.wait_for(
+                        StatusBoard.open(connection, self.settings), SETUP_TIMEOUT_S
+                    )
+                except BaseException:
+                    await board.close()
+                    raise
+                return connection, board, status
+            except (MeterlineError, nats.errors.Error, OSError, TimeoutError) as error:
+                _log.warning(
+                    "cannot open the access and status buckets; retrying",
+                    extra={"servers": self.settings.servers, "error": repr(error)},
+                )
+                if connection is not None:
+                    with contextlib.suppress(Exception):
+                        await connection.close()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), backoff)
+                backoff = min(backoff * 2, SETUP_RETRY_MAX_S)
+        return None
 
     async def _answer_figures(self, message: Msg) -> None:
         """A replica asks for a customer's live figures (``AccessMirror.figures``)."""

@@ -16,7 +16,7 @@ from typing import Any
 
 import nats.errors
 from nats.aio.client import Client
-from nats.js import api
+from nats.js import JetStreamContext, api
 from nats.js.kv import KeyValue
 
 from meterline.core.events import decode_exact, encode_canonical
@@ -60,8 +60,10 @@ def worker_document(
 class StatusBoard:
     """The workers' status bucket."""
 
-    def __init__(self, key_value: KeyValue) -> None:
+    def __init__(self, key_value: KeyValue, js: JetStreamContext, bucket: str) -> None:
         self.key_value = key_value
+        self._js = js
+        self._bucket = bucket
 
     @classmethod
     async def open(cls, connection: Client, settings: StreamSettings) -> StatusBoard:
@@ -79,7 +81,7 @@ class StatusBoard:
                     storage=api.StorageType.MEMORY,
                 )
             )
-        return cls(key_value)
+        return cls(key_value, js, bucket)
 
     async def put(self, worker: str, document: dict[str, Any]) -> None:
         try:
@@ -91,11 +93,14 @@ class StatusBoard:
         await self.key_value.delete(customer_key(worker))
 
     async def workers(self) -> list[dict[str, Any]]:
+        """Every worker's last document. The keys are read from the bucket's stream info,
+        not with ``KeyValue.keys()``: that creates an ephemeral consumer, which a cluster
+        with a node down may place on that node and never answer (nats-server 2.9), so
+        ``meterline status`` would fail just when it is needed."""
         documents = []
-        try:
-            keys = await self.key_value.keys()
-        except nats.js.errors.NoKeysError:
-            return []
+        prefix = f"$KV.{self._bucket}."
+        info = await self._js.stream_info(f"KV_{self._bucket}", subjects_filter=f"{prefix}>")
+        keys = sorted(subject[len(prefix) :] for subject in (info.state.subjects or {}))
         for key in keys:
             with contextlib.suppress(
                 nats.js.errors.KeyNotFoundError, nats.js.errors.KeyDeletedError
