@@ -1,14 +1,13 @@
-"""Billing over a real SQLite ledger: apply, close, late events, credit notes, proofs,
-and an audit that catches a tampered event, price or invoice."""
+"""Billing over a real ledger (a SQLite file and a PostgreSQL schema): apply, close, late
+events, credit notes, proofs, and an audit that catches a tampered event, price or
+invoice."""
 
 from __future__ import annotations
 
-import sqlite3
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from decimal import Decimal as D
 from importlib.resources import files
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -19,6 +18,11 @@ from meterline.core.events import decode_exact, timestamp_to_us
 from meterline.core.invoicing import line_sum
 from meterline.core.lineage import verify_proof
 from meterline.demo.workload import generate_month
+from meterline.ledger.database import IntegrityErrors, is_postgres
+from tests.conftest import Location
+from tests.stores import rows, tamper
+
+NewDb = Callable[..., Location]
 
 PRICING = files("meterline.demo").joinpath("pricing.yaml").read_text()
 CUSTOMERS = {"acme-copilot", "wayne-analytics", "umbrella-health"}
@@ -42,9 +46,9 @@ def clock() -> Clock:
 
 
 @pytest.fixture
-def billing(tmp_path: Path, clock: Clock) -> Iterator[Billing]:
+def billing(new_db: NewDb, clock: Clock) -> Iterator[Billing]:
     events = [e for e in generate_month(scale=0.2) if e["customer"] in CUSTOMERS]
-    with open_billing(tmp_path / "ledger.db", clock=clock) as service:
+    with open_billing(new_db(), clock=clock) as service:
         for start in range(0, len(events), 5000):
             outcome = service.ledger.ingest(events[start : start + 5000])
             assert outcome.accepted == len(events[start : start + 5000])
@@ -62,8 +66,8 @@ def late_event(customer: str, day: int, number: int) -> dict[str, Any]:
     }
 
 
-def test_dry_run_plans_and_simulates_without_storing(tmp_path: Path, clock: Clock) -> None:
-    with open_billing(tmp_path / "l.db", clock=clock) as service:
+def test_dry_run_plans_and_simulates_without_storing(new_db: NewDb, clock: Clock) -> None:
+    with open_billing(new_db(), clock=clock) as service:
         service.ledger.ingest(
             [e for e in generate_month(scale=0.05) if e["customer"] == "acme-copilot"]
         )
@@ -180,9 +184,12 @@ def test_an_inclusion_proof_verifies_and_a_forged_one_does_not(billing: Billing)
         billing.proof(invoice.invoice_id, line["number"], "no-such-event")
 
 
-def _raw(path: str) -> sqlite3.Connection:
-    connection = sqlite3.connect(path, isolation_level=None)
-    return connection
+def _replaced(location: Location, column: str, old: str, new: str) -> str:
+    """SQL for ``column`` (UTF-8 JSON bytes) with every ``old`` replaced by ``new``, still
+    bytes, on the store at ``location``."""
+    if is_postgres(location):
+        return f"convert_to(replace(convert_from({column}, 'UTF8'), '{old}', '{new}'), 'UTF8')"
+    return f"CAST(replace(CAST({column} AS TEXT), '{old}', '{new}') AS BLOB)"
 
 
 def test_audit_fails_when_an_event_is_tampered_with(billing: Billing) -> None:
@@ -190,14 +197,9 @@ def test_audit_fails_when_an_event_is_tampered_with(billing: Billing) -> None:
     lines = decode_exact(invoice.document)["lines"]
     line = next(line for line in lines if line.get("meter") == "input_tokens")
     first = line["lineage"]["first_sequence"]
-    raw = _raw(billing.store.path)
-    raw.execute("DROP TRIGGER events_append_only_update")
-    body = raw.execute("SELECT body FROM events WHERE sequence = ?", (first,)).fetchone()[0]
-    raw.execute(
-        "UPDATE events SET body = ? WHERE sequence = ?",
-        (bytes(body).replace(b'"input_tokens":', b'"input_tokens":9'), first),
-    )
-    raw.close()
+    location = billing.store.path
+    body = _replaced(location, "body", '"input_tokens":', '"input_tokens":9')
+    tamper(location, f"UPDATE events SET body = {body} WHERE sequence = {int(first)}")
     report = billing.audit()
     assert not report.passed
     assert not report.chain_intact
@@ -206,14 +208,11 @@ def test_audit_fails_when_an_event_is_tampered_with(billing: Billing) -> None:
 
 def test_audit_fails_when_a_price_is_tampered_with(billing: Billing) -> None:
     billing.close(at(2026, 11, 2))
-    raw = _raw(billing.store.path)
-    raw.execute("DROP TRIGGER configuration_revisions_append_only_update")
-    content = raw.execute("SELECT content FROM configuration_revisions").fetchone()[0]
-    raw.execute(
-        "UPDATE configuration_revisions SET content = ?",
-        (bytes(content).replace(b'"unit_amount":"0.0000025"', b'"unit_amount":"0.0000026"'),),
+    location = billing.store.path
+    content = _replaced(
+        location, "content", '"unit_amount":"0.0000025"', '"unit_amount":"0.0000026"'
     )
-    raw.close()
+    tamper(location, f"UPDATE configuration_revisions SET content = {content}")
     billing._loaded.clear()
     report = billing.audit()
     assert not report.passed
@@ -223,24 +222,21 @@ def test_audit_fails_when_a_price_is_tampered_with(billing: Billing) -> None:
 
 def test_audit_fails_when_an_invoice_is_rewritten(billing: Billing) -> None:
     invoice = billing.close(at(2026, 11, 2))[0]
-    raw = _raw(billing.store.path)
-    raw.execute("DROP TRIGGER invoices_append_only_update")
-    raw.execute(
-        "UPDATE invoices SET document = ? WHERE invoice_id = ?",
-        (bytes(invoice.document).replace(b'"total":"', b'"total":"1'), invoice.invoice_id),
+    location = billing.store.path
+    document = _replaced(location, "document", '"total":"', '"total":"1')
+    tamper(
+        location,
+        f"UPDATE invoices SET document = {document} WHERE invoice_id = '{invoice.invoice_id}'",
     )
-    raw.close()
     report = billing.audit()
     assert [m for m in report.mismatches if invoice.invoice_id in m]
 
 
 def test_billing_records_are_append_only(billing: Billing) -> None:
     billing.close(at(2026, 11, 2))
-    raw = _raw(billing.store.path)
     for statement in ("UPDATE invoices SET customer = 'x'", "DELETE FROM configuration_revisions"):
-        with pytest.raises(sqlite3.IntegrityError, match="append-only"):
-            raw.execute(statement)
-    raw.close()
+        with pytest.raises(IntegrityErrors, match="append-only"):
+            rows(billing.store.path, statement)
 
 
 def test_a_plan_version_is_immutable_once_applied(billing: Billing) -> None:

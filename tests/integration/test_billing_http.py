@@ -1,4 +1,5 @@
-"""Billing over HTTP, end to end: a real ``meterline serve`` process over SQLite.
+"""Billing over HTTP, end to end: a real ``meterline serve`` process over each store
+(a SQLite file, a PostgreSQL schema).
 
 One module-wide server holds three demo customers' October (a few thousand events), the
 demo pricing applied once, drafts taken before the close, and October closed. The server
@@ -15,7 +16,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from decimal import Decimal
 from importlib.resources import files
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -27,8 +27,8 @@ from meterline.core.events import decode_exact, encode_canonical
 from meterline.core.lineage import merkle_root, verify_proof
 from meterline.demo.workload import generate_month
 from meterline.keys import create_key
-from meterline.ledger.sqlite import SqliteStore
-from tests.conftest import RunningServer, make_keys, start_server
+from meterline.ledger.ledger import open_store
+from tests.conftest import Databases, Location, RunningServer, make_keys, start_server
 
 pytestmark = pytest.mark.slow
 
@@ -69,10 +69,10 @@ def apply(client: httpx.Client, text: str, **params: Any) -> httpx.Response:
     return client.post("/v1/pricing", content=text.encode(), headers=YAML, params=params)
 
 
-def with_keys(db: Path) -> dict[str, str]:
+def with_keys(db: Location) -> dict[str, str]:
     """The fixture's keys plus a read and an admin key bound to wayne-analytics."""
     keys = make_keys(db)
-    store = SqliteStore(db)
+    store = open_store(db)
     now = system_clock_us()
     keys["read-wayne"] = create_key(store, "read", now, customer="wayne-analytics")[1]
     keys["admin-wayne"] = create_key(store, "admin", now, customer="wayne-analytics")[1]
@@ -116,8 +116,8 @@ class Billed:
 
 
 @pytest.fixture(scope="module")
-def billed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Billed]:
-    db = tmp_path_factory.mktemp("billing-http") / "served.db"
+def billed(tmp_path_factory: pytest.TempPathFactory, databases: Databases) -> Iterator[Billed]:
+    db = databases.new(tmp_path_factory.mktemp("billing-http"), "served")
     keys = with_keys(db)
     server = start_server(db)
     server.keys = keys

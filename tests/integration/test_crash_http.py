@@ -1,20 +1,21 @@
-"""Durability through HTTP: a 200 answer means the batch survives a SIGKILL of the server."""
+"""Durability through HTTP: a 200 answer means the batch survives a SIGKILL of the server,
+on either store."""
 
 from __future__ import annotations
 
 import random
 import signal
-import sqlite3
 import threading
 from collections import Counter
-from pathlib import Path
+from collections.abc import Callable
 
 import httpx
 import pytest
 
 from meterline.ledger import open_ledger
-from tests.conftest import make_keys, start_server
+from tests.conftest import Location, make_keys, start_server
 from tests.integration.crash_writer import BATCH_EVENTS, batch
+from tests.stores import rows as raw_rows
 
 KILLS = 6
 
@@ -46,9 +47,9 @@ def _post(url: str, token: str, first: int, acknowledged: set[int]) -> None:
 
 
 @pytest.mark.slow
-def test_server_sigkill_keeps_every_acknowledged_batch(tmp_path: Path) -> None:
+def test_server_sigkill_keeps_every_acknowledged_batch(new_db: Callable[..., Location]) -> None:
     """Kill the server mid-stream repeatedly; every 200-answered batch is stored once."""
-    db = tmp_path / "served.db"
+    db = new_db("served")
     token = make_keys(db)["ingest"]
     rng = random.Random(7)
     acknowledged: set[int] = set()
@@ -67,9 +68,7 @@ def test_server_sigkill_keeps_every_acknowledged_batch(tmp_path: Path) -> None:
         assert not sender.is_alive()
         assert not failures, failures
     assert len(acknowledged) >= KILLS
-    connection = sqlite3.connect(db)
-    rows = connection.execute("SELECT customer, event_id FROM events").fetchall()
-    connection.close()
+    rows = [tuple(row) for row in raw_rows(db, "SELECT customer, event_id FROM events")]
     assert max(Counter(rows).values()) == 1
     per_batch = Counter(int(event_id[1:].split("-")[0]) for _, event_id in rows)
     assert all(per_batch[number] == BATCH_EVENTS for number in acknowledged)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from importlib.resources import files
@@ -27,10 +27,12 @@ from meterline.cli import app
 from meterline.core.events import encode_canonical
 from meterline.demo.workload import generate_month
 from meterline.ledger.billing import BillingStore
+from tests.conftest import Databases, Location
 
 pytestmark = pytest.mark.slow
 
 PRICING = files("meterline.demo").joinpath("pricing.yaml").read_text()
+NewDb = Callable[..., Location]
 
 
 def meterline(*args: str) -> subprocess.CompletedProcess[str]:
@@ -53,7 +55,7 @@ def ok(*args: str) -> subprocess.CompletedProcess[str]:
     return finished
 
 
-def show(db: Path, customer: str, *options: str) -> dict[str, Any]:
+def show(db: Location, customer: str, *options: str) -> dict[str, Any]:
     finished = ok("credits", "show", customer, "--db", str(db), "--json", *options)
     report: dict[str, Any] = json.loads(finished.stdout, parse_float=Decimal)
     return report
@@ -69,7 +71,7 @@ def grant_of(report: dict[str, Any], grant_id: str) -> dict[str, Any]:
     return found[0]
 
 
-def invoices(db: Path) -> list[list[str]]:
+def invoices(db: Location) -> list[list[str]]:
     listed = ok("invoices", "list", "--db", str(db)).stdout
     return [line.split("\t") for line in listed.splitlines()]
 
@@ -91,7 +93,7 @@ def assert_conserved(report: dict[str, Any]) -> None:
         assert value["remaining"] == sum(balances, Decimal(0)), (unit, totals)
 
 
-def stored(db: Path) -> tuple[list[str], list[str]]:
+def stored(db: Location) -> tuple[list[str], list[str]]:
     """Every stored grant and invoice id, read from the billing store itself."""
     store = BillingStore(db)
     try:
@@ -106,9 +108,9 @@ def write_events(path: Path, events: list[dict[str, Any]]) -> Path:
 
 
 @pytest.fixture(scope="module")
-def db(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def db(tmp_path_factory: pytest.TempPathFactory, databases: Databases) -> Location:
     folder = tmp_path_factory.mktemp("credits-cli")
-    ledger = folder / "ledger.db"
+    ledger = databases.new(folder, "ledger")
     pricing = folder / "pricing.yaml"
     pricing.write_text(PRICING)
     customers = ("stark-agents", "cyberdyne-ops")
@@ -124,7 +126,7 @@ def db(tmp_path_factory: pytest.TempPathFactory) -> Path:
 # -- credits show ---------------------------------------------------------------------------------
 
 
-def test_show_json_lists_grants_with_balances_and_conserves(db: Path) -> None:
+def test_show_json_lists_grants_with_balances_and_conserves(db: Location) -> None:
     report = show(db, "stark-agents")
     assert report["customer"] == "stark-agents" and report["overage"] == "bill"
     promo, pack = grant_of(report, "launch-promo"), grant_of(report, "october-pack")
@@ -143,7 +145,7 @@ def test_show_json_lists_grants_with_balances_and_conserves(db: Path) -> None:
     assert show(db, "stark-agents", "--as-of", "2026-10-02T00:00:00Z") == then
 
 
-def test_show_prints_tables_and_entries(db: Path) -> None:
+def test_show_prints_tables_and_entries(db: Location) -> None:
     table = words(ok("credits", "show", "stark-agents", "--db", str(db)).stdout)
     for text in ("launch-promo", "october-pack", "expired", "active", "credits"):
         assert text in table, text
@@ -152,7 +154,7 @@ def test_show_prints_tables_and_entries(db: Path) -> None:
     assert "consume" in with_entries and "grant:october-pack" in with_entries
 
 
-def test_show_refuses_unknown_customers_and_bad_instants(db: Path) -> None:
+def test_show_refuses_unknown_customers_and_bad_instants(db: Location) -> None:
     unknown = meterline("credits", "show", "nobody", "--db", str(db))
     assert unknown.returncode == 1 and "customer 'nobody' has no contract" in words(unknown.stderr)
     bad = meterline("credits", "show", "stark-agents", "--db", str(db), "--as-of", "yesterday")
@@ -162,7 +164,7 @@ def test_show_refuses_unknown_customers_and_bad_instants(db: Path) -> None:
 # -- grant, void, adjust -----------------------------------------------------------------------
 
 
-def test_a_paid_grant_prints_its_id_and_is_invoiced_then_voided(db: Path) -> None:
+def test_a_paid_grant_prints_its_id_and_is_invoiced_then_voided(db: Location) -> None:
     customer = "cyberdyne-ops"
     before = invoices(db)
     granted = ok(
@@ -224,7 +226,7 @@ def test_a_paid_grant_prints_its_id_and_is_invoiced_then_voided(db: Path) -> Non
     assert stable(show(db, customer)) == stable(report)
 
 
-def test_adjust_takes_and_gives_with_a_reason(db: Path) -> None:
+def test_adjust_takes_and_gives_with_a_reason(db: Location) -> None:
     customer, grant_id = "tyrell-research", "annual-commit"
     before = grant_of(show(db, customer), grant_id)
     assert (before["unit"], before["balance"]) == ("USD", "20000.00")
@@ -294,7 +296,7 @@ def test_adjust_takes_and_gives_with_a_reason(db: Path) -> None:
     ids=lambda value: " ".join(value) if isinstance(value, tuple) else str(value),
 )
 def test_a_bad_grant_exits_non_zero_naming_the_option_and_stores_nothing(
-    db: Path, options: tuple[str, ...], code: int, named: str
+    db: Location, options: tuple[str, ...], code: int, named: str
 ) -> None:
     """In process (typer's runner) for speed: the same command, exit code and streams."""
     before = stored(db)
@@ -346,8 +348,8 @@ def recent_calls(customer: str, first: int, count: int) -> list[dict[str, Any]]:
 
 
 @pytest.fixture
-def metered(tmp_path: Path) -> Iterator[Path]:
-    ledger = tmp_path / "thresholds.db"
+def metered(new_db: NewDb, tmp_path: Path) -> Iterator[Location]:
+    ledger = new_db("thresholds")
     pricing = tmp_path / "pricing.yaml"
     pricing.write_text(THRESHOLD_PRICING)
     ok("apply", "-f", str(pricing), "--db", str(ledger))
@@ -355,7 +357,7 @@ def metered(tmp_path: Path) -> Iterator[Path]:
 
 
 def test_invoices_thresholds_prints_what_it_finalized_once_per_crossing(
-    metered: Path, tmp_path: Path
+    metered: Location, tmp_path: Path
 ) -> None:
     def ingest(name: str, events: list[dict[str, Any]]) -> None:
         ok("ingest", str(write_events(tmp_path / name, events)), "--db", str(metered))
@@ -391,6 +393,6 @@ def test_invoices_thresholds_prints_what_it_finalized_once_per_crossing(
     assert ok("audit", "--db", str(metered)).returncode == 0
 
 
-def test_invoices_thresholds_without_pricing_fails(tmp_path: Path) -> None:
-    finished = meterline("invoices", "thresholds", "--db", str(tmp_path / "empty.db"))
+def test_invoices_thresholds_without_pricing_fails(new_db: NewDb) -> None:
+    finished = meterline("invoices", "thresholds", "--db", str(new_db("empty")))
     assert finished.returncode == 1 and "no pricing applied yet" in words(finished.stderr)

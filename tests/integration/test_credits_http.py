@@ -1,4 +1,5 @@
-"""Credits over HTTP, end to end: a real server process over SQLite.
+"""Credits over HTTP, end to end: a real server process over each store (a SQLite file, a
+PostgreSQL schema).
 
 The servers here run ``create_app`` under uvicorn in a child process like ``meterline
 serve``, with one difference: the ledger's clock (which billing reads too) is the wall
@@ -21,7 +22,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -37,9 +38,9 @@ from meterline.clock import system_clock_us
 from meterline.core.events import encode_canonical, format_timestamp, timestamp_to_us
 from meterline.demo.workload import generate_month
 from meterline.keys import create_key
-from meterline.ledger.sqlite import SqliteStore
+from meterline.ledger.ledger import open_store
 from meterline.server import free_port
-from tests.conftest import RunningServer, make_keys
+from tests.conftest import Databases, Location, RunningServer, make_keys
 
 pytestmark = pytest.mark.slow
 
@@ -100,9 +101,10 @@ class ClockedServer:
         return self.server.client(scope)
 
 
-def start_clocked(db: Path, now: datetime, keys: dict[str, str]) -> ClockedServer:
-    """Serve ``db`` in a child process with its clock at ``now``; wait until it answers."""
-    offset_file = db.with_suffix(".clock")
+def start_clocked(db: Location, folder: Path, now: datetime, keys: dict[str, str]) -> ClockedServer:
+    """Serve ``db`` in a child process with its clock at ``now`` (its offset in a file in
+    ``folder``); wait until it answers."""
+    offset_file = folder / "server.clock"
     shift_clock(offset_file, now)
     port = free_port()
     url = f"http://127.0.0.1:{port}"
@@ -212,10 +214,10 @@ def invoice_ids(client: httpx.Client, customer: str) -> list[str]:
     return [row["id"] for row in response.json()["invoices"]]
 
 
-def with_keys(db: Path) -> dict[str, str]:
+def with_keys(db: Location) -> dict[str, str]:
     """The fixture's keys plus a read and an admin key bound to stark-agents."""
     keys = make_keys(db)
-    store = SqliteStore(db)
+    store = open_store(db)
     now = system_clock_us()
     keys["read-stark"] = create_key(store, "read", now, customer="stark-agents")[1]
     keys["admin-stark"] = create_key(store, "admin", now, customer="stark-agents")[1]
@@ -224,9 +226,12 @@ def with_keys(db: Path) -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def credited(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ClockedServer]:
-    db = tmp_path_factory.mktemp("credits-http") / "served.db"
-    server = start_clocked(db, NOW, with_keys(db))
+def credited(
+    tmp_path_factory: pytest.TempPathFactory, databases: Databases
+) -> Iterator[ClockedServer]:
+    folder = tmp_path_factory.mktemp("credits-http")
+    db = databases.new(folder, "served")
+    server = start_clocked(db, folder, NOW, with_keys(db))
     try:
         ingest(server, [e for e in generate_month(scale=0.8) if e["customer"] in CREDITED])
         with server.client("admin") as admin:
@@ -814,9 +819,9 @@ def check(client: httpx.Client) -> list[str]:
 
 
 @pytest.fixture
-def metered(tmp_path: Path) -> Iterator[ClockedServer]:
-    db = tmp_path / "thresholds.db"
-    server = start_clocked(db, datetime(2026, 11, 10, 12, tzinfo=UTC), make_keys(db))
+def metered(new_db: Callable[..., Location], tmp_path: Path) -> Iterator[ClockedServer]:
+    db = new_db("thresholds")
+    server = start_clocked(db, tmp_path, datetime(2026, 11, 10, 12, tzinfo=UTC), make_keys(db))
     try:
         yield server
     finally:

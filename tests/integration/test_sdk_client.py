@@ -1,4 +1,4 @@
-"""``meterline.Client`` against a real ``meterline serve`` process."""
+"""``meterline.Client`` against a real ``meterline serve`` process, on each store."""
 
 from __future__ import annotations
 
@@ -10,7 +10,6 @@ import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from decimal import Decimal
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -19,7 +18,7 @@ import pytest
 
 from meterline import Client, QueueFull
 from meterline.server import free_port
-from tests.conftest import RunningServer, make_keys, start_server
+from tests.conftest import Location, RunningServer, make_keys, start_server
 
 pytestmark = pytest.mark.slow
 
@@ -142,9 +141,11 @@ def test_many_events_are_delivered_exactly_once_in_bounded_batches(server: Runni
     assert by_id[ids[5]]["customer"] == "initech"
 
 
-def test_events_tracked_while_server_is_down_arrive_once_after_it_starts(tmp_path: Path) -> None:
+def test_events_tracked_while_server_is_down_arrive_once_after_it_starts(
+    new_db: Callable[..., Location],
+) -> None:
     """Retries resend the same ids until the server is up; each event is stored once."""
-    db = tmp_path / "late.db"
+    db = new_db("late")
     keys = make_keys(db)
     port = free_port()
     client = quick_client(f"http://127.0.0.1:{port}", keys["ingest"], batch_events_max=50)

@@ -1,5 +1,6 @@
 """Laws of the live path, checked over generated workloads (hypothesis), each example on
-a real ``Billing`` over its own SQLite ledger file, with an injected clock.
+a real ``Billing`` over its own ledger (a SQLite file or a PostgreSQL schema: every law
+runs on both stores), with an injected clock.
 
 - Exactly once under any batch split: the same events, permuted and cut into batches
   anywhere (one ``engine.cycle()`` per batch), fire the same (customer, policy, level)
@@ -33,6 +34,7 @@ from meterline.core.controls import SPIKE_BUCKET_US, RateCounter
 from meterline.core.events import format_timestamp, timestamp_to_us
 from meterline.live.reconcile import reconcile
 from meterline.live.service import LiveEngine
+from tests.conftest import Databases
 
 HOUR_US = 3_600_000_000
 CUSTOMERS = ("c0", "c1", "c2")
@@ -131,10 +133,10 @@ class OnceRun:
     blocked: dict[str, bool]
 
 
-def run_once(customers: int, batches: list[list[dict[str, Any]]]) -> OnceRun:
+def run_once(databases: Databases, customers: int, batches: list[list[dict[str, Any]]]) -> OnceRun:
     with tempfile.TemporaryDirectory() as directory:
         clock = Clock(ONCE_NOW)
-        with open_billing(Path(directory) / "ledger.db", clock) as billing:
+        with open_billing(databases.new(Path(directory)), clock) as billing:
             billing.apply(once_yaml(customers))
             engine = LiveEngine(billing).start(thread=False)
             try:
@@ -159,10 +161,13 @@ def run_once(customers: int, batches: list[list[dict[str, Any]]]) -> OnceRun:
 
 
 @cache
-def reference_runs(customers: int) -> tuple[OnceRun, OnceRun]:
-    """One event per batch, and one single batch, of the canonical stream."""
+def reference_runs(databases: Databases, customers: int) -> tuple[OnceRun, OnceRun]:
+    """One event per batch, and one single batch, of the canonical stream (per store)."""
     stream = once_stream(customers)
-    return run_once(customers, [[event] for event in stream]), run_once(customers, [stream])
+    return (
+        run_once(databases, customers, [[event] for event in stream]),
+        run_once(databases, customers, [stream]),
+    )
 
 
 def expected_firings(customers: int) -> Counter[tuple[str, str, str]]:
@@ -190,11 +195,11 @@ def split_streams(draw: st.DrawFn) -> tuple[int, list[list[dict[str, Any]]]]:
 @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(split=split_streams())
 def test_each_crossing_fires_once_whatever_the_batch_split(
-    split: tuple[int, list[list[dict[str, Any]]]],
+    databases: Databases, split: tuple[int, list[list[dict[str, Any]]]]
 ) -> None:
     customers, batches = split
-    one_by_one, single = reference_runs(customers)
-    run = run_once(customers, batches)
+    one_by_one, single = reference_runs(databases, customers)
+    run = run_once(databases, customers, batches)
     expected = expected_firings(customers)
     assert one_by_one.firings == expected
     assert single.firings == expected
@@ -403,11 +408,13 @@ def _group(group: dict[str, Any]) -> tuple[tuple[str, str], ...]:
 
 @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(workload=workloads())
-def test_live_figures_equal_the_batch_path(workload: tuple[int, list[Any]]) -> None:
+def test_live_figures_equal_the_batch_path(
+    databases: Databases, workload: tuple[int, list[Any]]
+) -> None:
     customers, steps = workload
     with tempfile.TemporaryDirectory() as directory:
         clock = Clock(START_NOW)
-        with open_billing(Path(directory) / "ledger.db", clock) as billing:
+        with open_billing(databases.new(Path(directory)), clock) as billing:
             billing.apply(live_yaml(customers, None))
             engine = LiveEngine(billing).start(thread=False)
             try:

@@ -1,4 +1,4 @@
-"""Laws of ingestion, checked over generated inputs (hypothesis)."""
+"""Laws of ingestion, checked over generated inputs (hypothesis), on each store."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ from hypothesis import strategies as st
 
 from meterline import Ledger
 from meterline.core.events import prepare_event, prepare_event_checked
-from meterline.ledger.sqlite import SqliteStore
-from tests.conftest import FIXED_NOW_US
+from meterline.ledger.ledger import open_store
+from tests.conftest import FIXED_NOW_US, Databases
 
 customers = st.sampled_from(["acme", "globex", "initech"])
 scalars = st.one_of(
@@ -57,18 +57,20 @@ def stored_bodies(ledger: Ledger) -> dict[tuple[str, str], bytes]:
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(events=distinct_events(), data=st.data())
 def test_any_permutation_duplication_and_split_stores_each_event_once(
-    events: list[dict[str, Any]], data: st.DataObject
+    databases: Databases, events: list[dict[str, Any]], data: st.DataObject
 ) -> None:
     """However a set of events is shuffled, repeated and batched, the ledger ends the same."""
     with tempfile.TemporaryDirectory() as folder:
-        with Ledger(SqliteStore(Path(folder) / "a.db"), lambda: FIXED_NOW_US) as reference:
+        reference_at = databases.new(Path(folder), "a")
+        with Ledger(open_store(reference_at), lambda: FIXED_NOW_US) as reference:
             reference.ingest(events)
             expected = stored_bodies(reference)
         repeats = data.draw(st.lists(st.sampled_from(events), max_size=30))
         sent = data.draw(st.permutations(events + repeats))
         cuts = sorted(data.draw(st.lists(st.integers(0, len(sent)), max_size=5)))
         batches = [sent[a:b] for a, b in zip([0, *cuts], [*cuts, len(sent)], strict=True)]
-        with Ledger(SqliteStore(Path(folder) / "b.db"), lambda: FIXED_NOW_US) as shuffled:
+        shuffled_at = databases.new(Path(folder), "b")
+        with Ledger(open_store(shuffled_at), lambda: FIXED_NOW_US) as shuffled:
             accepted = 0
             for batch in batches:
                 outcome = shuffled.ingest(batch)

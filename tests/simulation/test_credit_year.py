@@ -6,7 +6,8 @@ percent and cap), a promotional grant expiring mid-year, the overage price, one 
 mid-month amendments switching the plan (a tool call costs 2 credits on ``pro``, 3 on
 ``max``), each day's tool calls (some days spike), the shuffled batches they are ingested
 in, and the late events sent for a month after it was closed. A failure names its seed
-and month: ``simulate(scenario(SEED), path)`` replays it exactly.
+and month: ``simulate(scenario(SEED), location)`` replays it exactly. Every year runs on
+both stores (a SQLite file, a PostgreSQL schema).
 
 The reference model burns every on-time event, in timestamp order, from the grants active
 at its instant (priority, then soonest expiry with none last, then creation time);
@@ -25,13 +26,13 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from decimal import ROUND_HALF_UP, Context, Inexact, localcontext
 from decimal import Decimal as D
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from meterline.billing.service import open_billing
 from meterline.core.events import decode_exact, format_timestamp, timestamp_to_us
+from tests.conftest import Databases, Location
 
 SEEDS = (10, 12, 24, 31, 34)
 CUSTOMER = "sim-agents"
@@ -457,10 +458,10 @@ def grant_balances(report: dict[str, Any]) -> dict[str, D]:
     return {grant["grant"]: D(grant["balance"]) for grant in report["grants"]}
 
 
-def simulate(sc: Scenario, directory: Path) -> Run:
+def simulate(sc: Scenario, location: Location) -> Run:
     clock = Clock(month_start(2026, 1) - DAY_US)
     documents, raw, balances = [], [], []
-    with open_billing(directory / "ledger.db", clock=clock) as billing:
+    with open_billing(location, clock=clock) as billing:
         billing.apply(sc.yaml())
         for month in sc.months:
             clock.now_us = month.end_us + HOUR_US
@@ -532,15 +533,17 @@ class Year:
 
 
 @pytest.fixture(scope="module")
-def year(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[[int], Year]]:
+def year(
+    tmp_path_factory: pytest.TempPathFactory, databases: Databases
+) -> Iterator[Callable[[int], Year]]:
     """Each seed's year, simulated once for every test that asks for it."""
     done: dict[int, Year] = {}
 
     def get(seed: int) -> Year:
         if seed not in done:
             sc = scenario(seed)
-            directory = tmp_path_factory.mktemp(f"seed-{seed}")
-            done[seed] = Year(sc, Reference(sc).run(), simulate(sc, directory))
+            location = databases.new(tmp_path_factory.mktemp(f"seed-{seed}"))
+            done[seed] = Year(sc, Reference(sc).run(), simulate(sc, location))
         return done[seed]
 
     yield get
@@ -638,12 +641,12 @@ def test_credit_totals_conserve_what_was_granted(seed: int, year: Callable[[int]
     assert totals["consumed"] == consumed, f"seed={seed}"
 
 
-def test_a_zero_percent_rollover_keeps_nothing(tmp_path: Path) -> None:
+def test_a_zero_percent_rollover_keeps_nothing(new_db: Callable[..., Location]) -> None:
     seed = SEEDS[0]
     sc = dataclasses.replace(scenario(seed), percent=ZERO)
     expected = Reference(sc).run()
     assert any(want.expired for want in expected), f"seed={seed}: no pool was left over"
-    run = simulate(sc, tmp_path)
+    run = simulate(sc, new_db())
     for want, document, balances in zip(expected, run.documents, run.balances, strict=True):
         where = f"seed={seed} percent=0 month={want.month.number}"
         rolled = [e for e in document["credits"]["entries"] if e["kind"] == "rollover"]
@@ -653,10 +656,10 @@ def test_a_zero_percent_rollover_keeps_nothing(tmp_path: Path) -> None:
 
 
 def test_a_seed_replays_to_identical_invoice_bytes(
-    tmp_path: Path, year: Callable[[int], Year]
+    new_db: Callable[..., Location], year: Callable[[int], Year]
 ) -> None:
     seed = SEEDS[0]
-    again = simulate(scenario(seed), tmp_path)
+    again = simulate(scenario(seed), new_db())
     first = year(seed).run
     assert len(again.raw) == 12
     for number, (one, other) in enumerate(zip(first.raw, again.raw, strict=True), start=1):

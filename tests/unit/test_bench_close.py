@@ -1,10 +1,12 @@
 """The close benchmark's workload and figures, and the spread (multi-process) scan: a
-close rated across processes stores byte-identical invoices to the one-process scan."""
+close rated across processes stores byte-identical invoices to the one-process scan, on
+either store."""
 
 from __future__ import annotations
 
 import pickle
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -27,6 +29,9 @@ from meterline.core.model import segments
 from meterline.core.rating import Rater
 from meterline.ledger.billing import BillingStore
 from meterline.ledger.ledger import open_ledger
+from tests.conftest import Location
+
+NewDb = Callable[..., Location]
 
 OCTOBER_US = MONTH_START_US
 DECEMBER_US = MONTH_END_US + 30 * 86_400_000_000
@@ -53,6 +58,10 @@ def test_pricing_parses_with_one_contract_per_customer() -> None:
 
 
 def test_run_close_benchmark_reports_the_figures(tmp_path: Path) -> None:
+    """SQLite only: ``run_close_benchmark`` (``meterline bench close``) keeps its ledger as
+    a file in ``directory``, named for the workload, and finalizes into a fresh billing file
+    beside it per run; it takes no database URL. The close it times runs on both stores
+    below (``_two_closes``)."""
     result = run_close_benchmark(3_000, 12, directory=tmp_path)
     figures = result.as_dict()
     assert {"events", "customers", "seconds", "events_per_s"} <= set(figures)
@@ -81,7 +90,7 @@ def _late_and_november() -> list[dict[str, object]]:
     ]
 
 
-def _two_closes(path: Path) -> list[bytes]:
+def _two_closes(path: Location) -> list[bytes]:
     """Close October over 4,000 events for 9 customers; add late October and November
     events; close November (adjustments for the late events): every invoice's bytes."""
     now = {"us": CLOSE_AT_US}
@@ -119,13 +128,13 @@ def spread(monkeypatch: pytest.MonkeyPatch) -> list[int]:
 
 
 def test_a_spread_close_stores_byte_identical_invoices(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, spread: list[int]
+    new_db: NewDb, monkeypatch: pytest.MonkeyPatch, spread: list[int]
 ) -> None:
-    spread_invoices = _two_closes(tmp_path / "spread.db")
+    spread_invoices = _two_closes(new_db("spread"))
     assert spread, "the spread path was not taken"
     monkeypatch.setenv(scan.SCAN_WORKERS_ENV, "1")
     started = len(spread)
-    single_invoices = _two_closes(tmp_path / "single.db")
+    single_invoices = _two_closes(new_db("single"))
     assert len(spread) == started
     assert spread_invoices == single_invoices
     november = [decode_exact(document) for document in spread_invoices[9:]]
@@ -134,13 +143,13 @@ def test_a_spread_close_stores_byte_identical_invoices(
 
 @pytest.mark.parametrize("executable", ["/bin/false", "/nonexistent/python"])
 def test_a_failed_helper_leaves_its_share_to_this_process(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, spread: list[int], executable: str
+    new_db: NewDb, monkeypatch: pytest.MonkeyPatch, spread: list[int], executable: str
 ) -> None:
     monkeypatch.setenv(scan.SCAN_WORKERS_ENV, "1")
-    single_invoices = _two_closes(tmp_path / "single.db")
+    single_invoices = _two_closes(new_db("single"))
     monkeypatch.setenv(scan.SCAN_WORKERS_ENV, "2")
     monkeypatch.setattr(sys, "executable", executable)
-    assert _two_closes(tmp_path / "failed.db") == single_invoices
+    assert _two_closes(new_db("failed")) == single_invoices
     assert spread
 
 

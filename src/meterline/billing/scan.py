@@ -176,7 +176,9 @@ def _scan(
     elif share:
         query += f" AND customer IN ({','.join('?' * len(by_customer))})"
         parameters.extend(by_customer)
-    source = stream_rows(connection, query, parameters)
+    # Ledger order, explicitly: PostgreSQL may read through the (customer, event_id) index
+    # (SQLite walks the rowid, so this costs it no sort).
+    source = stream_rows(connection, query + " ORDER BY sequence", parameters)
     decode = _DECODER.decode
     # Per customer, each job's bounds and bound ``Rater.add``, looked up once per event.
     targets: dict[str, list[tuple[int, int, int, int, Any]]] = {
