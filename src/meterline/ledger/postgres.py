@@ -5,15 +5,20 @@ previous event of that partition, so partitions can be written, verified and pro
 their own. Ledger sequences stay one gap-free order across partitions (billing, the live
 engine and queries read "everything after sequence N"): an append allocates them under
 the schema's write lock, held to the commit, so a reader that sees sequence N sees every
-sequence below it. The lock covers a batch's insert and commit only; decoding, validation
-and hashing happen outside it, in as many workers as there are partitions.
+sequence below it. The lock covers a batch's chaining (each partition's tail must be
+known), its insert and its commit; fetching, decoding, validation and the live engines
+run outside it, in as many workers as there are partitions. One lock per ledger is the
+ceiling of this design (see BENCHMARKS.md, "Production scale").
 
-Idempotency is a unique index on ``(customer, event_id)``; an append first reads which of
-its keys are stored (one query), so a replay is answered ``duplicate`` (same bytes) or
-``conflict`` (other bytes) and writes nothing. Rows go in by ``COPY``. The tail of each
-partition's chain is kept in ``chain_heads`` (a cache, rewritten in the same transaction;
-``verify`` never trusts it). Invariants: ``events`` and ``commits`` refuse UPDATE and
-DELETE (triggers); an append is one transaction, committed with ``synchronous_commit``.
+Idempotency is a unique index on ``(customer, event_id)``. An append is optimistic (events
+fresh from the stream are new): it copies the batch under a savepoint without reading its
+keys first; if the index refuses one, it rolls back to the savepoint, reads which of its
+keys are stored (one query) and copies the rest, so a replay is answered ``duplicate``
+(same bytes) or ``conflict`` (other bytes) and writes nothing, in the same transaction
+under the same lock. Rows go in by binary ``COPY``. The tail of each partition's chain
+is kept in ``chain_heads`` (a cache, rewritten in the same transaction; ``verify`` never
+trusts it). Invariants: ``events`` and ``commits`` refuse UPDATE and DELETE (triggers);
+an append is one transaction, committed with ``synchronous_commit``.
 """
 
 from __future__ import annotations
@@ -21,6 +26,8 @@ from __future__ import annotations
 import threading
 from collections.abc import Sequence
 from hashlib import sha256
+
+import psycopg.errors
 
 from meterline.core.chain import GENESIS_HASH
 from meterline.core.events import PreparedEvent
@@ -76,9 +83,33 @@ CREATE TABLE IF NOT EXISTS api_keys (
     revoked_at_us BIGINT
 );
 """
-_COPY_EVENTS = (
-    "COPY events (sequence, customer, event_id, type, timestamp_us, ingested_at_us, body,"
-    " hash, partition_number) FROM STDIN"
+PARTITION_CACHE_MAX = 1_000_000
+"""Customers whose partition an append remembers; the memory is dropped when it is full."""
+
+_COPIED_COLUMNS = (
+    "sequence",
+    "customer",
+    "event_id",
+    "type",
+    "timestamp_us",
+    "ingested_at_us",
+    "body",
+    "hash",
+    "partition_number",
+)
+_COPY_EVENTS = f"COPY events ({', '.join(_COPIED_COLUMNS)}) FROM STDIN (FORMAT BINARY)"
+_HEAD_AND_TAILS = (
+    "SELECT -1, (SELECT sequence FROM events ORDER BY sequence DESC LIMIT 1), NULL::bytea"
+    " UNION ALL SELECT partition_number, sequence, hash FROM chain_heads"
+    " WHERE partition_number = ANY(%s)"
+)
+_RECORD_COMMIT = (
+    "WITH recorded AS (INSERT INTO commits (first_sequence, last_sequence, last_hash,"
+    " committed_at_us) VALUES (%s, %s, %s, %s))"
+    " INSERT INTO chain_heads (partition_number, sequence, hash)"
+    " SELECT * FROM unnest(%s::bigint[], %s::bigint[], %s::bytea[])"
+    " ON CONFLICT (partition_number) DO UPDATE SET sequence = excluded.sequence,"
+    " hash = excluded.hash"
 )
 _STORED_KEYS = (
     "SELECT customer, event_id, sequence, body FROM events"
@@ -99,6 +130,13 @@ class PostgresStore(SqlLedgerReads):
         self._write_lock = threading.Lock()
         self._readers = ThreadConnections(url)
         self.partitions = self._migrate(partitions)
+        self._partition_cache: dict[str, int] = {}
+        self._cached_count = self.partitions
+        self._event_types: list[str] | None = None
+        self._begin = (
+            f"BEGIN; SELECT pg_advisory_xact_lock({int(self._connection.write_lock_key)});"
+            " SAVEPOINT meterline_append"
+        )
 
     def _migrate(self, partitions: int | None) -> int:
         """Create the schema once; return the ledger's partition count (set at creation:
@@ -156,56 +194,101 @@ class PostgresStore(SqlLedgerReads):
     ) -> list[EventOutcome]:
         if not batch:
             return []
-        count = self.partitions
-        partition_of_batch = [partition_of(event.customer, count) for _, event in batch]
+        partition_of_batch = self._partitions_of(batch)
         connection = self._connection
         raw = connection.raw
         with self._write_lock:
-            connection.execute("BEGIN IMMEDIATE")
             try:
-                stored = self._stored(batch)
-                row = raw.execute(
-                    "SELECT sequence FROM events ORDER BY sequence DESC LIMIT 1"
-                ).fetchone()
-                first = sequence = (row[0] if row else 0) + 1
-                tails = self._tails(set(partition_of_batch))
-                staged: dict[tuple[str, str], tuple[int, bytes]] = {}
-                rows: list[tuple[object, ...]] = []
-                outcomes: list[EventOutcome] = []
-                for (position, event), partition in zip(batch, partition_of_batch, strict=True):
-                    customer, event_id, event_type, timestamp_us, body = event
-                    key = (customer, event_id)
-                    found = stored.get(key) or staged.get(key)
-                    if found is not None:
-                        status: Status = "duplicate" if found[1] == body else "conflict"
-                        outcomes.append(EventOutcome(position, status, event_id, found[0]))
-                        continue
-                    digest = sha256(tails.get(partition, GENESIS_HASH) + body).digest()
-                    tails[partition] = digest
-                    staged[key] = (sequence, body)
-                    rows.append(
-                        (
-                            sequence,
-                            customer,
-                            event_id,
-                            event_type,
-                            timestamp_us,
-                            ingested_at_us,
-                            body,
-                            digest,
-                            partition,
-                        )
-                    )
-                    outcomes.append(EventOutcome(position, "accepted", event_id, sequence))
-                    sequence += 1
+                # one round trip: the transaction, the schema's write lock, a savepoint
+                raw.execute(self._begin)
+                first, tails = self._head_and_tails(set(partition_of_batch))
+                # Optimistic: events fresh from the stream are new, so the batch goes in
+                # without reading its keys first; the unique index refuses any stored
+                # one, and then (rolled back to the savepoint) the keys are read and the
+                # batch staged again without them. Same transaction, same lock.
+                rows, outcomes = self._stage(
+                    batch, partition_of_batch, {}, dict(tails), first, ingested_at_us
+                )
                 if rows:
-                    self._write(rows, first, sequence - 1, ingested_at_us)
-                connection.execute("COMMIT")
+                    try:
+                        self._write(rows, ingested_at_us)
+                    except psycopg.errors.UniqueViolation:
+                        raw.execute("ROLLBACK TO SAVEPOINT meterline_append")
+                        rows, outcomes = self._stage(
+                            batch,
+                            partition_of_batch,
+                            self._stored(batch),
+                            tails,
+                            first,
+                            ingested_at_us,
+                        )
+                        if rows:
+                            self._write(rows, ingested_at_us)
+                raw.execute("COMMIT")
             except BaseException:
                 if connection.in_transaction:
-                    connection.execute("ROLLBACK")
+                    raw.execute("ROLLBACK")
                 raise
         return outcomes
+
+    def _partitions_of(self, batch: Sequence[tuple[int, PreparedEvent]]) -> list[int]:
+        """Each event's partition (customers' partitions are remembered: a SHA-256 each)."""
+        count = self.partitions
+        if count != self._cached_count or len(self._partition_cache) > PARTITION_CACHE_MAX:
+            self._partition_cache = {}
+            self._cached_count = count
+        cache = self._partition_cache
+        partitions = []
+        for _, event in batch:
+            partition = cache.get(event.customer)
+            if partition is None:
+                partition = cache[event.customer] = partition_of(event.customer, count)
+            partitions.append(partition)
+        return partitions
+
+    @staticmethod
+    def _stage(
+        batch: Sequence[tuple[int, PreparedEvent]],
+        partition_of_batch: list[int],
+        stored: dict[tuple[str, str], tuple[int, bytes]],
+        tails: dict[int, bytes],
+        first: int,
+        ingested_at_us: int,
+    ) -> tuple[list[tuple[object, ...]], list[EventOutcome]]:
+        """The rows to copy (sequences from ``first``, chained from ``tails``, which it
+        advances) and every event's outcome; ``stored`` and earlier events of the batch
+        make an event a duplicate or a conflict."""
+        sequence = first
+        staged: dict[tuple[str, str], tuple[int, bytes]] = {}
+        rows: list[tuple[object, ...]] = []
+        outcomes: list[EventOutcome] = []
+        for (position, event), partition in zip(batch, partition_of_batch, strict=True):
+            customer, event_id, event_type, timestamp_us, body = event
+            key = (customer, event_id)
+            found = stored.get(key) or staged.get(key)
+            if found is not None:
+                status: Status = "duplicate" if found[1] == body else "conflict"
+                outcomes.append(EventOutcome(position, status, event_id, found[0]))
+                continue
+            digest = sha256(tails.get(partition, GENESIS_HASH) + body).digest()
+            tails[partition] = digest
+            staged[key] = (sequence, body)
+            rows.append(
+                (
+                    sequence,
+                    customer,
+                    event_id,
+                    event_type,
+                    timestamp_us,
+                    ingested_at_us,
+                    body,
+                    digest,
+                    partition,
+                )
+            )
+            outcomes.append(EventOutcome(position, "accepted", event_id, sequence))
+            sequence += 1
+        return rows, outcomes
 
     def _stored(
         self, batch: Sequence[tuple[int, PreparedEvent]]
@@ -218,32 +301,54 @@ class PostgresStore(SqlLedgerReads):
             (customer, event_id): (sequence, body) for customer, event_id, sequence, body in rows
         }
 
-    def _tails(self, partitions: set[int]) -> dict[int, bytes]:
-        rows = self._connection.raw.execute(
-            "SELECT partition_number, hash FROM chain_heads WHERE partition_number = ANY(%s)",
-            (sorted(partitions),),
-        )
-        return dict(rows.fetchall())
+    def _head_and_tails(self, partitions: set[int]) -> tuple[int, dict[int, bytes]]:
+        """The next ledger sequence and the chain tails of ``partitions`` (one query)."""
+        rows = self._connection.raw.execute(_HEAD_AND_TAILS, (sorted(partitions),)).fetchall()
+        head = 0
+        tails: dict[int, bytes] = {}
+        for partition, sequence, digest in rows:
+            if partition < 0:
+                head = sequence or 0
+            else:
+                tails[partition] = digest
+        return head + 1, tails
 
-    def _write(
-        self, rows: list[tuple[object, ...]], first: int, last: int, ingested_at_us: int
-    ) -> None:
+    def _copy_types(self) -> list[str]:
+        """The PostgreSQL types of the copied columns, as the table declares them (a
+        binary COPY must name them exactly)."""
+        if self._event_types is None:
+            rows = self._connection.raw.execute(
+                "SELECT attname, format_type(atttypid, atttypmod) FROM pg_attribute"
+                " WHERE attrelid = 'events'::regclass AND attnum > 0 AND NOT attisdropped"
+            ).fetchall()
+            declared = dict(rows)
+            self._event_types = [declared[column] for column in _COPIED_COLUMNS]
+        return self._event_types
+
+    def _write(self, rows: list[tuple[object, ...]], ingested_at_us: int) -> None:
+        """Copy ``rows`` (binary COPY), then record the commit and the new chain heads in
+        one statement."""
         raw = self._connection.raw
         heads: dict[object, tuple[object, object]] = {}
+        types = self._copy_types()
         with raw.cursor() as cursor:
             with cursor.copy(_COPY_EVENTS) as copy:
+                copy.set_types(types)
+                write_row = copy.write_row
                 for row in rows:
-                    copy.write_row(row)
+                    write_row(row)
                     heads[row[8]] = (row[0], row[7])
             cursor.execute(
-                "INSERT INTO commits (first_sequence, last_sequence, last_hash, committed_at_us)"
-                " VALUES (%s, %s, %s, %s)",
-                (first, last, rows[-1][7], ingested_at_us),
-            )
-            cursor.executemany(
-                "INSERT INTO chain_heads VALUES (%s, %s, %s) ON CONFLICT (partition_number)"
-                " DO UPDATE SET sequence = excluded.sequence, hash = excluded.hash",
-                [(partition, head[0], head[1]) for partition, head in heads.items()],
+                _RECORD_COMMIT,
+                (
+                    rows[0][0],
+                    rows[-1][0],
+                    rows[-1][7],
+                    ingested_at_us,
+                    list(heads),
+                    [head[0] for head in heads.values()],
+                    [head[1] for head in heads.values()],
+                ),
             )
 
     def close(self) -> None:

@@ -73,6 +73,13 @@ def pack_messages(
     Greedy and deterministic: the same events and limit always give the same messages,
     hence the same message ids. ValueError if one event alone does not fit.
     """
+    if not events:
+        return []
+    whole = _ENCODER.encode(events if type(events) is list else list(events))
+    if ENVELOPE_BYTES_MAX + len(whole) <= message_bytes_max:
+        # the usual case, encoded at once: every event fits and so does their sum, so
+        # the greedy split below would give this one message, byte for byte
+        return [_message(whole, received_at_us)]
     messages: list[PackedMessage] = []
     chunk: list[msgspec.Raw] = []
     chunk_bytes = ENVELOPE_BYTES_MAX

@@ -39,6 +39,9 @@ HEADERS_BYTES_MAX = 1024
 MESSAGE_ID_HEADER = "Nats-Msg-Id"
 """The header JetStream deduplicates on."""
 
+PARTITION_CACHE_MAX = 1_000_000
+"""Customers whose partition a publisher remembers; the memory is dropped when full."""
+
 
 class StreamPublisher:
     """Publishes batches of prepared events to the partition subjects of one stream."""
@@ -51,6 +54,8 @@ class StreamPublisher:
         self._messages = 0
         self._duplicate_messages = 0
         self._failed_batches = 0
+        self._partition_cache: dict[str, int] = {}
+        """customer -> partition (a SHA-256 each otherwise); the count never changes."""
 
     @classmethod
     async def connect(
@@ -90,9 +95,19 @@ class StreamPublisher:
     ) -> list[tuple[int, PackedMessage]]:
         """The (partition, message) pairs ``publish`` sends for ``events``, in order."""
         count = self.settings.partitions
+        if len(self._partition_cache) > PARTITION_CACHE_MAX:
+            self._partition_cache.clear()
+        cache = self._partition_cache
         groups: dict[int, list[PreparedEvent]] = {}
         for event in events:
-            groups.setdefault(partition_of(event.customer, count), []).append(event)
+            partition = cache.get(event.customer)
+            if partition is None:
+                partition = cache[event.customer] = partition_of(event.customer, count)
+            group = groups.get(partition)
+            if group is None:
+                groups[partition] = [event]
+            else:
+                group.append(event)
         limit = self._message_bytes_max()
         return [
             (partition, message)
