@@ -67,17 +67,15 @@ class WorkerUnavailable(RuntimeError):
     """The live worker did not answer (starting, restarting or gone)."""
 
 
-class LiveLink:
-    """Access answers mirrored from the live worker, and calls to it."""
+class MirroredAccess:
+    """Access decisions taken by a live engine in another process, mirrored here: each
+    customer's blocks, remaining balances and decision document, the customers with a
+    contract, and a version bumped on every change. Answers are dict reads; ``lock``
+    guards the mirror while it changes, and ``listeners`` hear every decision."""
 
-    def __init__(self, db: str, clock: Clock = system_clock_us, on_due: Any = None) -> None:
+    def __init__(self, db: str, clock: Clock) -> None:
         self.db = db
         self.clock = clock
-        """The server's clock: the worker runs on the same (its offset from the system
-        clock is passed on whenever it moves, e.g. a test's shifted clock)."""
-        self._offset = self._clock_offset()
-        self.on_due = on_due
-        """Called when the worker queued a webhook delivery (the dispatcher's wake)."""
         self.store = ControlStore(db)
         self.lock = threading.RLock()
         self.listeners: list[AccessListener] = []
@@ -85,6 +83,41 @@ class LiveLink:
         self.customers: frozenset[str] = frozenset()
         self.states: dict[str, tuple[tuple[Block, ...], dict[str, str]]] = {}
         self.decisions: dict[str, dict[str, Any]] = {}
+
+    def _changed(self, customer: str) -> None:
+        """Bump the version and push the customer's decision (under ``lock``)."""
+        self.version += 1
+        decision = self.decisions.get(customer)
+        if decision is None:
+            return
+        for listener in list(self.listeners):
+            try:
+                listener(self.version, customer, decision)
+            except Exception:
+                _log.exception("access listener failed")
+
+    def access(self, customer: str, feature: str | None = None) -> dict[str, Any]:
+        """May ``customer`` use ``feature`` now? (A dict read in this process.)"""
+        blocks, remaining = self.states.get(customer, ((), {}))
+        return access_document(
+            customer, feature, blocks, remaining, customer in self.customers, self.version
+        )
+
+    def snapshot(self, customer: str | None = None) -> dict[str, Any]:
+        with self.lock:
+            return snapshot_document(self.decisions, self.version, customer)
+
+
+class LiveLink(MirroredAccess):
+    """Access answers mirrored from the live worker, and calls to it."""
+
+    def __init__(self, db: str, clock: Clock = system_clock_us, on_due: Any = None) -> None:
+        # ``clock`` is the server's: the worker runs on the same (its offset from the
+        # system clock is passed on whenever it moves, e.g. a test's shifted clock)
+        super().__init__(db, clock)
+        self._offset = self._clock_offset()
+        self.on_due = on_due
+        """Called when the worker queued a webhook delivery (the dispatcher's wake)."""
         self.restarts = 0
         self._numbers = itertools.count(1)
         self._pending: dict[int, Future[Any]] = {}
@@ -265,30 +298,7 @@ class LiveLink:
             self.restarts += 1
             return
 
-    def _changed(self, customer: str) -> None:
-        """Bump the version and push the customer's decision (under ``lock``)."""
-        self.version += 1
-        decision = self.decisions.get(customer)
-        if decision is None:
-            return
-        for listener in list(self.listeners):
-            try:
-                listener(self.version, customer, decision)
-            except Exception:
-                _log.exception("access listener failed")
-
     # -- answers --------------------------------------------------------------------------------
-
-    def access(self, customer: str, feature: str | None = None) -> dict[str, Any]:
-        """May ``customer`` use ``feature`` now? (A dict read in this process.)"""
-        blocks, remaining = self.states.get(customer, ((), {}))
-        return access_document(
-            customer, feature, blocks, remaining, customer in self.customers, self.version
-        )
-
-    def snapshot(self, customer: str | None = None) -> dict[str, Any]:
-        with self.lock:
-            return snapshot_document(self.decisions, self.version, customer)
 
     def figures(self, customer: str) -> dict[str, Any] | None:
         """The customer's live figures document (with its access answer), or None."""

@@ -13,21 +13,17 @@ extensions and grants need the engine and are refused with where to ask instead.
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
 
 from meterline.clock import Clock, system_clock_us
 from meterline.core.controls import Block
-from meterline.ledger.controls import ControlStore, StoredOverride
+from meterline.ledger.controls import StoredOverride
 from meterline.live.controls import (
-    AccessListener,
     OverrideError,
-    access_document,
-    snapshot_document,
 )
-from meterline.live.link import WorkerUnavailable
+from meterline.live.link import MirroredAccess, WorkerUnavailable
 
 _log = logging.getLogger(__name__)
 
@@ -44,19 +40,12 @@ def blocks_of(document: dict[str, Any]) -> tuple[Block, ...]:
     )
 
 
-class AccessMirror:
-    """What the workers decided, mirrored from the access bucket (duck-types ``LiveLink``)."""
+class AccessMirror(MirroredAccess):
+    """What the workers decided, mirrored from the access bucket (answers what the API and
+    the dashboard ask of a ``LiveLink``)."""
 
     def __init__(self, db: str, clock: Clock = system_clock_us) -> None:
-        self.db = db
-        self.clock = clock
-        self.store = ControlStore(db)
-        self.lock = threading.RLock()
-        self.listeners: list[AccessListener] = []
-        self.version = 0
-        self.customers: frozenset[str] = frozenset()
-        self.states: dict[str, tuple[tuple[Block, ...], dict[str, str]]] = {}
-        self.decisions: dict[str, dict[str, Any]] = {}
+        super().__init__(db, clock)
         self.workers: dict[str, str] = {}
         """customer -> the worker that last decided it."""
         self.ask_figures: Callable[[str], dict[str, Any] | None] | None = None
@@ -81,27 +70,9 @@ class AccessMirror:
                     self.customers = self.customers | {customer}
                 elif not document.get("known") and customer in self.customers:
                     self.customers = self.customers - {customer}
-            self.version += 1
-            decision = self.decisions.get(customer)
-            if decision is None:
-                return
-            for listener in list(self.listeners):
-                try:
-                    listener(self.version, customer, decision)
-                except Exception:
-                    _log.exception("access listener failed")
+            self._changed(customer)
 
     # -- answers --------------------------------------------------------------------------------
-
-    def access(self, customer: str, feature: str | None = None) -> dict[str, Any]:
-        blocks, remaining = self.states.get(customer, ((), {}))
-        return access_document(
-            customer, feature, blocks, remaining, customer in self.customers, self.version
-        )
-
-    def snapshot(self, customer: str | None = None) -> dict[str, Any]:
-        with self.lock:
-            return snapshot_document(self.decisions, self.version, customer)
 
     def figures(self, customer: str) -> dict[str, Any] | None:
         """The customer's live figures, asked of the worker that owns its partition."""
