@@ -21,7 +21,7 @@ import httpx
 import psycopg
 import pytest
 
-from meterline.clock import system_clock_us
+from meterline.clock import NOW_VARIABLE, SINCE_VARIABLE, system_clock_us
 from meterline.keys import create_key
 from meterline.ledger import Ledger, open_ledger
 from meterline.ledger.ledger import open_store
@@ -29,6 +29,9 @@ from meterline.server import spawn_server
 
 # 2026-11-23T12:00:00Z: a fixed "now" so future-skew checks are deterministic.
 FIXED_NOW_US = 1_795_435_200_000_000
+DEMO_NOW = "2026-11-23T12:00:00Z"
+"""The instant the demo's CLI tests run at: its month is October 2026, the reference month."""
+_CLOCK_ANCHORS: dict[str, int] = {}
 
 STORES = ("sqlite", "postgresql")
 POSTGRES_URL = os.environ.get(
@@ -122,6 +125,14 @@ def ledger(new_db: Callable[..., Location]) -> Iterator[Ledger]:
     """A fresh ledger on this run's store, with the clock fixed at FIXED_NOW_US."""
     with open_ledger(new_db(), clock=lambda: FIXED_NOW_US) as opened:
         yield opened
+
+
+def clock_env(instant: str) -> dict[str, str]:
+    """The environment of a ``meterline`` process whose clock reads ``instant`` (RFC 3339)
+    at the first process started with it in this test session, and runs on in real time, so
+    that commands run one after another see time move forward."""
+    since = _CLOCK_ANCHORS.setdefault(instant, system_clock_us())
+    return {**os.environ, NOW_VARIABLE: instant, SINCE_VARIABLE: str(since)}
 
 
 def event(number: int = 1, customer: str = "acme", **overrides: object) -> dict[str, object]:

@@ -10,7 +10,8 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from meterline.clock import system_clock_us
+from meterline.clock import NOW_VARIABLE, ClockSettingError, clock_offset_us, system_clock_us
+from meterline.core.events import format_timestamp
 from meterline.ledger.database import ledger_exists
 
 PIPED_WIDTH = 140
@@ -666,6 +667,16 @@ bench_app.command(name="scale")(bench_scale_command)
 
 def main() -> None:
     os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    try:
+        offset_us = clock_offset_us()
+    except ClockSettingError as error:
+        errors.print(f"[red]error:[/red] {error}")
+        raise SystemExit(2) from None
+    if offset_us:
+        errors.print(
+            f"[yellow]note:[/yellow] {NOW_VARIABLE} is set: meterline's clock reads"
+            f" {format_timestamp(system_clock_us())}, not the system's time"
+        )
     app(prog_name="meterline")
 
 

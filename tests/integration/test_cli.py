@@ -14,15 +14,16 @@ import pytest
 from meterline.keys import authenticate
 from meterline.ledger.database import is_postgres
 from meterline.ledger.ledger import open_store
-from tests.conftest import Location, event
+from tests.conftest import DEMO_NOW, Location, clock_env, event
 from tests.stores import tamper
 
 NewDb = Callable[..., Location]
 
 
 def meterline(
-    *args: str, stdin: str | None = None, cwd: Path | None = None
+    *args: str, stdin: str | None = None, cwd: Path | None = None, now: str | None = None
 ) -> subprocess.CompletedProcess[str]:
+    """Run ``meterline``; with ``now``, on a clock that starts at that instant."""
     return subprocess.run(
         [sys.executable, "-m", "meterline", *args],
         capture_output=True,
@@ -30,6 +31,7 @@ def meterline(
         input=stdin,
         timeout=300,
         cwd=cwd,
+        env=clock_env(now) if now else None,
     )
 
 
@@ -44,7 +46,9 @@ def _head(db: Location) -> tuple[int, bytes]:
 def test_demo_tells_the_story_and_is_idempotent(new_db: NewDb, tmp_path: Path) -> None:
     """The demo ingests a month, shows exactly-once and an intact chain; a rerun adds nothing."""
     db = new_db("demo")
-    first = meterline("demo", "--db", str(db), "--no-serve", "--scale", "0.1", cwd=tmp_path)
+    first = meterline(
+        "demo", "--db", str(db), "--no-serve", "--scale", "0.1", cwd=tmp_path, now=DEMO_NOW
+    )
     assert first.returncode == 0, first.stderr
     for phrase in (
         "accepted",
@@ -65,7 +69,9 @@ def test_demo_tells_the_story_and_is_idempotent(new_db: NewDb, tmp_path: Path) -
     accepted = re.search(r"([\d,]+) accepted, 0 already in the ledger", first_text)
     assert accepted is not None and int(accepted.group(1).replace(",", "")) > 10_000
     head = _head(db)
-    second = meterline("demo", "--db", str(db), "--no-serve", "--scale", "0.1", cwd=tmp_path)
+    second = meterline(
+        "demo", "--db", str(db), "--no-serve", "--scale", "0.1", cwd=tmp_path, now=DEMO_NOW
+    )
     second_text = " ".join(second.stdout.split())
     assert second.returncode == 0
     assert f"0 accepted, {accepted.group(1)} already in the ledger" in second_text
@@ -73,6 +79,59 @@ def test_demo_tells_the_story_and_is_idempotent(new_db: NewDb, tmp_path: Path) -
     assert "0 invoices finalized now (numbered, immutable, content-hashed); 10 in all" in (
         second_text
     )
+
+
+@pytest.mark.parametrize(
+    ("now", "month", "current"),
+    [
+        ("2026-12-06T21:00:00Z", "November 2026", "December"),
+        ("2027-03-15T12:00:00Z", "February 2027", "March"),
+        ("2028-01-10T08:00:00Z", "December 2027", "January"),
+        ("2028-03-20T16:30:00Z", "February 2028", "March"),  # a leap February
+    ],
+)
+def test_the_demo_reads_true_on_any_date(
+    tmp_path: Path, now: str, month: str, current: str
+) -> None:
+    """Run at any date, the demo tells the last full month: its invoices, late usage, pools
+    and audit all name that month and the current one."""
+    db = tmp_path / "demo.db"
+    first = meterline(
+        "demo", "--db", str(db), "--no-serve", "--scale", "0.05", cwd=tmp_path, now=now
+    )
+    assert first.returncode == 0, first.stderr
+    text = " ".join(first.stdout.split())
+    name = month.split()[0]
+    label = f"{month.split()[1]}-{_MONTHS.index(name) + 1:02d}-01"
+    for phrase in (
+        f"one month of usage ({month})",
+        f"What the ledger holds, per customer ({month})",
+        f"Closing {name}",
+        "10 invoices finalized now (numbered, immutable, content-hashed); 10 in all",
+        f"An event of {name} arrives after the close (accepted)",
+        f"the {current} draft carries the difference",
+        f"Late usage for {label}",
+        f"against its {current} pool",
+        "live == batch",
+        "audit PASSED: 12 invoices",
+        f"{name}, closed: revenue",
+    ):
+        assert phrase in text, phrase
+    # months later, a rerun retells the same month: nothing new from the generator
+    later = meterline(
+        "demo", "--db", str(db), "--no-serve", "--scale", "0.05", cwd=tmp_path,
+        now=now.replace(now[:4], str(int(now[:4]) + 1)),
+    )
+    assert later.returncode == 0, later.stderr
+    again = " ".join(later.stdout.split())
+    assert f"one month of usage ({month})" in again
+    assert re.search(r"\b0 accepted, [\d,]+ already in the ledger", again)
+
+
+_MONTHS = [
+    "January", "February", "March", "April", "May", "June", "July", "August", "September",
+    "October", "November", "December",
+]
 
 
 _RAISE_PRICE = {
@@ -88,13 +147,15 @@ def test_audit_passes_on_the_demo_database_and_fails_on_a_tampered_price(
     new_db: NewDb, tmp_path: Path
 ) -> None:
     db = new_db("demo")
-    demo = meterline("demo", "--db", str(db), "--no-serve", "--scale", "0.1", cwd=tmp_path)
+    demo = meterline(
+        "demo", "--db", str(db), "--no-serve", "--scale", "0.1", cwd=tmp_path, now=DEMO_NOW
+    )
     assert demo.returncode == 0
-    passed = meterline("audit", "--db", str(db))
+    passed = meterline("audit", "--db", str(db), now=DEMO_NOW)
     assert passed.returncode == 0, passed.stderr
     assert "audit PASSED: 12 invoices" in " ".join(passed.stdout.split())
     tamper(db, _RAISE_PRICE["postgresql" if is_postgres(db) else "sqlite"])
-    failed = meterline("audit", "--db", str(db))
+    failed = meterline("audit", "--db", str(db), now=DEMO_NOW)
     assert failed.returncode == 1
     text = " ".join(failed.stderr.split())
     assert "configuration revision 1: content does not match its hash" in text

@@ -23,11 +23,16 @@ from meterline.core.events import decode_exact
 from meterline.core.money import round_amount
 from meterline.ledger.billing import BillingStore, StoredInvoice
 from meterline.ledger.database import is_postgres
-from tests.conftest import Databases, Location
-from tests.integration.test_cli import meterline
+from tests.conftest import DEMO_NOW, Databases, Location
+from tests.integration.test_cli import meterline as run_meterline
 from tests.stores import rows, tamper
 
 pytestmark = pytest.mark.slow
+
+
+def meterline(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    """``meterline`` on the demo's clock (its month is October 2026)."""
+    return run_meterline(*args, cwd=cwd, now=DEMO_NOW)
 
 
 @dataclass(frozen=True)

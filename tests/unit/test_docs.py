@@ -39,4 +39,13 @@ def test_readme_opens_with_the_two_commands() -> None:
     """README's first two code blocks are the demo command and the test command."""
     blocks = README.split("```bash\n")[1:3]
     assert blocks[0].startswith("python3 -m pip install -e . && meterline demo")
-    assert blocks[1].startswith("python3 -m pip install -e '.[test]' && python3 -m pytest")
+    assert blocks[1].startswith("bash scripts/test")
+
+
+def test_ci_runs_the_readmes_test_command() -> None:
+    """CI runs the script the README names, which installs the extras and runs pytest."""
+    root = Path(__file__).parents[2]
+    assert "bash scripts/test" in (root / ".ci" / "run").read_text()
+    script = (root / "scripts" / "test").read_text()
+    assert "pip install" in script and ".[test]" in script
+    assert script.rstrip().endswith('python3 -m pytest "$@"')

@@ -1,4 +1,4 @@
-"""The demo's billing chapter: pricing declared in YAML, October closed into invoices,
+"""The demo's billing chapter: pricing declared in YAML, the demo's month closed into invoices,
 a late event, lineage proven down to one event, an audit, and a pricing change previewed.
 
 Everything printed comes from the library calls the CLI makes (``apply``, ``close``,
@@ -7,7 +7,7 @@ Everything printed comes from the library calls the CLI makes (``apply``, ``clos
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from importlib.resources import files
 
@@ -26,6 +26,7 @@ from meterline.billing.render import (
 from meterline.billing.service import Billing
 from meterline.core.events import decode_exact, timestamp_to_us
 from meterline.core.lineage import verify_proof
+from meterline.demo.calendar import REFERENCE_MONTH, add_months, month_of, moved_text
 from meterline.demo.live_story import tell_live
 from meterline.ledger import Ledger
 from meterline.ledger.billing import BillingStore
@@ -46,7 +47,7 @@ LATE_EVENT = {
 }
 NEW_TIER = """\
       - version: 2
-        effective_from: 2026-12-01
+        effective_from: {effective}
         currency: USD
         billing: {cycle: monthly, anchor: calendar, proration: day}
         fees:
@@ -65,13 +66,21 @@ NEW_TIER = """\
 """
 
 
-def pricing_text() -> str:
-    return files("meterline.demo").joinpath(PRICING_FILE).read_text()
+def pricing_text(month: date = REFERENCE_MONTH) -> str:
+    """The demo's pricing file, its dates moved to ``month``."""
+    return moved_text(files("meterline.demo").joinpath(PRICING_FILE).read_text(), month)
 
 
-def with_new_tier(text: str) -> str:
-    """The demo pricing with one edit: a Team version 2 from December."""
-    return text.replace("  - key: enterprise\n", NEW_TIER + "\n  - key: enterprise\n", 1)
+def with_new_tier(text: str, effective: date = date(2026, 12, 1)) -> str:
+    """The demo pricing with one edit: a Team version 2 from ``effective`` (the first day
+    of the next month, so that no finalized invoice changes)."""
+    tier = NEW_TIER.replace("{effective}", effective.isoformat())
+    return text.replace("  - key: enterprise\n", tier + "\n  - key: enterprise\n", 1)
+
+
+def late_event(month: date = REFERENCE_MONTH) -> dict[str, object]:
+    """An event of ``month``'s 30th (or last day) that arrives after the month is closed."""
+    return dict(LATE_EVENT, timestamp=moved_text(str(LATE_EVENT["timestamp"]), month))
 
 
 def _invoices_table(billing: Billing) -> Table:
@@ -96,19 +105,20 @@ def _invoices_table(billing: Billing) -> Table:
     return table
 
 
-def tell_billing(ledger: Ledger, console: Console) -> None:
-    """Pricing, invoices, lineage and audit over the demo ledger."""
+def tell_billing(ledger: Ledger, console: Console, month: date = REFERENCE_MONTH) -> None:
+    """Pricing, invoices, lineage and audit over the demo ledger, ``month`` closed."""
     store = BillingStore(ledger.store.path)
     billing = Billing(ledger, store, ledger.clock)
     try:
-        _tell(billing, console)
+        _tell(billing, console, month)
     finally:
         store.close()
 
 
-def _tell(billing: Billing, console: Console) -> None:
+def _tell(billing: Billing, console: Console, month: date) -> None:
+    current = month_of(billing.clock())
     console.rule("Pricing as configuration")
-    text = pricing_text()
+    text = pricing_text(month)
     preview = billing.apply(text, dry_run=True)
     if preview.changes:
         console.print(
@@ -123,7 +133,7 @@ def _tell(billing: Billing, console: Console) -> None:
         + (" (unchanged since the last run)" if not report.changes else "")
     )
 
-    console.rule("Closing October")
+    console.rule(f"Closing {month:%B}")
     finalized = billing.close()
     console.print(
         f"{len(finalized)} invoices finalized now (numbered, immutable, content-hashed);"
@@ -132,18 +142,19 @@ def _tell(billing: Billing, console: Console) -> None:
     console.print(_invoices_table(billing))
     acme = next(i for i in billing.store.invoices("acme-copilot"))
     console.print(
-        "acme-copilot upgraded from team to enterprise on Oct 15: the team fee is credited"
+        f"acme-copilot upgraded from team to enterprise on {month:%b} 15: the team fee is credited"
         " for unused days and the enterprise fee charged for the rest (proration by day)."
     )
     console.print(invoice_table(decode_exact(acme.document)))
 
-    _tell_credits(billing, console)
+    _tell_credits(billing, console, month, current)
 
     console.rule("Late events are adjustments, never edits")
-    outcome = billing.ledger.ingest([LATE_EVENT])
+    outcome = billing.ledger.ingest([late_event(month)])
     console.print(
-        f"An October event arrives after the close ({outcome.results[0].status}):"
-        " the finalized invoice is untouched, and the November draft carries the difference."
+        f"An event of {month:%B} arrives after the close ({outcome.results[0].status}):"
+        f" the finalized invoice is untouched, and the {current:%B} draft carries the"
+        " difference."
     )
     draft = billing.draft("wayne-analytics")
     adjustments = [line for line in draft["lines"] if line["kind"] == "adjustment"]
@@ -183,20 +194,20 @@ def _tell(billing: Billing, console: Console) -> None:
         console.print(text_line)
 
     console.rule("Launching a new pricing tier is one YAML edit")
-    changed = billing.apply(with_new_tier(text), dry_run=True)
+    changed = billing.apply(with_new_tier(text, add_months(current, 1)), dry_run=True)
     console.print(changes_table(changed))
     console.print(f"customers affected: {', '.join(changed.customers_affected)}")
     console.print(simulation_table(changed))
     console.print("[yellow]dry run[/yellow]: nothing stored; drop --dry-run to launch.")
 
 
-def _tell_credits(billing: Billing, console: Console) -> None:
+def _tell_credits(billing: Billing, console: Console, month: date, current: date) -> None:
     console.rule("Prepaid credits: pools, rollover, a pack that runs out, a commit")
     console.print(
         "Three hybrid contracts, declared in the same YAML with no code: cyberdyne-ops buys a"
         " monthly pool of 15,000 credits ($135) that rolls 50% of what is left, at most"
         " 1,000 credits, for one more month; stark-agents has a free 2,000-credit promotion"
-        " (priority 1, expires Oct 11) and a 20,000-credit pack ($180), with overage billed"
+        f" (priority 1, expires {month:%b} 11) and a 20,000-credit pack ($180), with overage billed"
         " at $0.012 instead of $0.01 once out; tyrell-research prepaid a $20,000 annual"
         " commit ($18,000) with a $9,000 monthly minimum."
     )
@@ -211,8 +222,9 @@ def _tell_credits(billing: Billing, console: Console) -> None:
             " (the first day with usage no grant covered; the ledger burns credit by day):"
         )
     console.print(invoice_table(document, lineage=False))
-    end_of_october = timestamp_to_us(datetime(2026, 11, 1, tzinfo=UTC))
-    report = billing.credits("cyberdyne-ops", end_of_october)
+    next_month = add_months(month, 1)
+    month_end = timestamp_to_us(datetime(next_month.year, next_month.month, 1, tzinfo=UTC))
+    report = billing.credits("cyberdyne-ops", month_end)
     console.print(
         "The month closes: cyberdyne-ops's pool resets; half of what was left, capped at"
         " 1,000, rolls over and the rest expires. Every balance is a sum of ledger entries:"
@@ -235,7 +247,7 @@ def _tell_credits(billing: Billing, console: Console) -> None:
             "stark-agents",
             "credits",
             Decimal(30000),
-            "November top-up pack",
+            f"{current:%B} top-up pack",
             paid=Decimal("270.00"),
             priority=10,
             scope=("tool_calls",),

@@ -4,13 +4,16 @@ journal as files a general ledger imports, and the proof that it is all one trut
 
 from __future__ import annotations
 
+from datetime import date
 from decimal import Decimal
 from pathlib import Path
 
 from rich.console import Console
 
 from meterline.billing.service import open_billing
+from meterline.clock import Clock, system_clock_us
 from meterline.core.economics import summarize
+from meterline.demo.calendar import REFERENCE_MONTH
 from meterline.finance.books import build_books
 from meterline.finance.economics import usage_slices
 from meterline.finance.ledger_files import journal_beancount, journal_csv
@@ -19,26 +22,30 @@ from meterline.finance.reports import revenue_reports
 from meterline.finance.truth import one_truth
 from meterline.ledger.database import is_postgres
 
-MONTH = "2026-10-01"
-"""The demo's closed month (its billing period label)."""
 
-
-def tell_finance(db: str | Path, console: Console) -> None:
+def tell_finance(
+    db: str | Path,
+    console: Console,
+    month: date = REFERENCE_MONTH,
+    clock: Clock = system_clock_us,
+) -> None:
+    """The finance chapter over the demo ledger, ``month`` (its first day) closed."""
     console.rule("The finance view: unit economics, revenue recognition, one truth")
-    with open_billing(db) as billing:
-        slices = [s for s in usage_slices(billing) if s.period == MONTH]
+    label = month.isoformat()  # the billing period's label
+    with open_billing(db, clock=clock) as billing:
+        slices = [s for s in usage_slices(billing) if s.period == label]
         books = build_books(billing)
         truth = one_truth(billing)
     for total in summarize(slices, []):
         console.print(
-            f"October, closed: revenue {total.revenue} {total.currency}, COGS {total.cost}, "
+            f"{month:%B}, closed: revenue {total.revenue} {total.currency}, COGS {total.cost}, "
             f"gross margin {total.margin} ({total.margin_percent}%). COGS is each line's "
             "quantity x the provider's rate per model, or the cost each GPU event carried."
         )
     usage = [s for s in slices if not s.meter.startswith("(")]
     console.print(margin_table(summarize(usage, ["model"]), ["model"], "Usage margin by model"))
     by_customer = summarize(slices, ["customer"])
-    console.print(margin_table(by_customer, ["customer"], "Margin by customer (October)"))
+    console.print(margin_table(by_customer, ["customer"], f"Margin by customer ({month:%B})"))
     negative = [margin.key[0] for margin in by_customer if margin.negative]
     if negative:
         console.print(
@@ -60,11 +67,11 @@ def tell_finance(db: str | Path, console: Console) -> None:
     beancount.write_text(journal_beancount(books))
     general_ledger.write_text(journal_csv(books))
     deferred = sum(
-        (Decimal(row["closing"]) for row in reports["rollforward"] if row["month"] == "2026-10"),
+        (Decimal(row["closing"]) for row in reports["rollforward"] if row["month"] == label[:7]),
         Decimal(0),
     )
     console.print(
-        f"Deferred at the end of October: {deferred} (prepaid credit not yet consumed). "
+        f"Deferred at the end of {month:%B}: {deferred} (prepaid credit not yet consumed). "
         f"Journal written for the general ledger: {general_ledger} (CSV) and {beancount} "
         f"(check it: bean-check {beancount}). Parquet for the warehouse: "
         f"meterline export --db {db} --out DIR; ad-hoc SQL: meterline sql --db {db} "

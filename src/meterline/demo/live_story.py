@@ -29,7 +29,8 @@ from rich.console import Console
 from rich.table import Table
 
 from meterline.billing.service import Billing
-from meterline.core.events import format_timestamp
+from meterline.core.events import format_timestamp, timestamp_to_us
+from meterline.demo.calendar import month_of
 from meterline.ledger.webhooks import WebhookStore
 from meterline.live.reconcile import reconcile
 from meterline.live.service import LiveEngine
@@ -41,12 +42,16 @@ POOL_CUSTOMER = "cyberdyne-ops"
 BASELINE_MINUTES = 30
 BURST_EVENTS = 150
 POOL_CALLS = 8_400
-"""Tool calls at 2 credits each: more than the November pool (15,000 + 1,000 rolled over)."""
+"""Tool calls at 2 credits each: more than this month's pool (15,000 + 1,000 rolled over)."""
 BLOCK_WAIT_S = 5.0
 
 
 def _stamp(now_us: int, offset_us: int) -> str:
-    moment = datetime.fromtimestamp((now_us + offset_us) / 1_000_000, tz=UTC)
+    """``now_us + offset_us``, kept inside the current month (in a month's first half hour
+    the steady baseline is squeezed rather than billed to the closed month)."""
+    month = month_of(now_us)
+    month_start_us = timestamp_to_us(datetime(month.year, month.month, 1, tzinfo=UTC))
+    moment = datetime.fromtimestamp(max(now_us + offset_us, month_start_us) / 1_000_000, tz=UTC)
     return moment.isoformat().replace("+00:00", "Z")
 
 
@@ -210,7 +215,8 @@ def _tell(billing: Billing, engine: LiveEngine, console: Console) -> None:
     console.print(
         f"{POOL_CUSTOMER} chats (40 GPT-4o calls, billed in dollars) and makes"
         f" {POOL_CALLS:,} agent tool calls (2 credits each) against its"
-        f" November pool: agent-tools allowed={tools['allowed']}, chat allowed={chat['allowed']}"
+        f" {month_of(now_us):%B} pool: agent-tools allowed={tools['allowed']},"
+        f" chat allowed={chat['allowed']}"
         f" (only the feature is blocked); remaining {tools['remaining']}."
     )
     _timeline(engine, billing, console)
@@ -256,7 +262,8 @@ def _timeline(engine: LiveEngine, billing: Billing, console: Console) -> None:
         if invoice.kind == "threshold":
             console.print(
                 f"  true-up {invoice.invoice_id} finalized at"
-                f" {format_timestamp(invoice.finalized_at_us)}; the November invoice will net"
+                f" {format_timestamp(invoice.finalized_at_us)}; the"
+                f" {month_of(invoice.finalized_at_us):%B} invoice will net"
                 " it as billed early."
             )
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import time
 from collections import defaultdict
+from datetime import date, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -18,12 +19,14 @@ from rich.panel import Panel
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from meterline.clock import Clock, system_clock_us
 from meterline.core.events import event_document
 from meterline.core.outcomes import BatchOutcome
 from meterline.core.partitions import partition_of
 from meterline.demo.billing_story import tell_billing
+from meterline.demo.calendar import add_months, demo_month, month_of
 from meterline.demo.finance_story import tell_finance
-from meterline.demo.workload import CUSTOMERS, MONTH_START, generate_month
+from meterline.demo.workload import CUSTOMERS, generate_month
 from meterline.ledger import Ledger, open_ledger
 
 DEMO_BATCH_EVENTS = 1000
@@ -45,11 +48,15 @@ def _ingest_month(ledger: Ledger, events: list[dict[str, Any]], console: Console
 
 
 def _usage_from_ledger(
-    ledger: Ledger,
+    ledger: Ledger, month: date
 ) -> tuple[dict[str, dict[str, Any]], dict[str, dict[str, int]]]:
+    """The month's usage per customer and model, read back from the ledger (events of
+    other months, such as a rerun's live chapter, are not the month's)."""
     per_customer: dict[str, dict[str, Any]] = defaultdict(lambda: defaultdict(int))
     per_model: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
     for record in ledger.store.records():
+        if month_of(record.timestamp_us) != month:
+            continue
         event = event_document(record.body)
         row = per_customer[event["customer"]]
         row["events"] += 1
@@ -80,9 +87,9 @@ def _compact(value: int | Decimal) -> str:
     return f"{number:,.0f}"
 
 
-def _customer_table(per_customer: dict[str, dict[str, Any]]) -> Table:
+def _customer_table(per_customer: dict[str, dict[str, Any]], month: date) -> Table:
     table = Table(
-        title="What the ledger holds, per customer (October 2026)",
+        title=f"What the ledger holds, per customer ({month:%B %Y})",
         caption="calls: LLM completions; tokens: input, output, embeddings",
         box=box.SIMPLE_HEAD,
         pad_edge=False,
@@ -126,7 +133,9 @@ def _outcome_lines(outcome: BatchOutcome) -> list[str]:
     return lines
 
 
-def _exactly_once(ledger: Ledger, events: list[dict[str, Any]], console: Console) -> None:
+def _exactly_once(
+    ledger: Ledger, events: list[dict[str, Any]], month: date, console: Console
+) -> None:
     console.rule("Exactly once")
     replay = ledger.ingest(events[:DEMO_BATCH_EVENTS])
     console.print(
@@ -135,26 +144,28 @@ def _exactly_once(ledger: Ledger, events: list[dict[str, Any]], console: Console
         "nothing counted twice."
     )
     changed = dict(events[0], properties={**events[0]["properties"], "output_tokens": 1})
+    last_day = add_months(month, 1) - timedelta(days=1)
+    noon = f"{last_day.isoformat()}T12:00:00"
     bad = [
         changed,
         {
             "id": "evt-no-customer",
             "type": "llm.completion",
-            "timestamp": "2026-10-31T12:00:00Z",
+            "timestamp": noon + "Z",
             "properties": {},
         },
         {
             "id": "evt-bad-time",
             "customer": "acme-copilot",
             "type": "llm.completion",
-            "timestamp": "31/10/2026 12:00",
+            "timestamp": f"{last_day:%d/%m/%Y} 12:00",
             "properties": {},
         },
         {
             "id": "evt-naive-time",
             "customer": "acme-copilot",
             "type": "llm.completion",
-            "timestamp": "2026-10-31T12:00:00",
+            "timestamp": noon,
             "properties": {},
         },
         {
@@ -168,7 +179,7 @@ def _exactly_once(ledger: Ledger, events: list[dict[str, Any]], console: Console
             "id": "evt-list-properties",
             "customer": "acme-copilot",
             "type": "llm.completion",
-            "timestamp": "2026-10-31T12:00:00Z",
+            "timestamp": noon + "Z",
             "properties": [1, 2],
         },
     ]
@@ -217,27 +228,45 @@ def _customers_of(ledger: Ledger) -> dict[str, int]:
     return events
 
 
+def told_month(ledger: Ledger) -> date | None:
+    """The month a demo ledger already holds (its first event's), or None when the ledger
+    holds no demo events."""
+    records = ledger.store.records()
+    try:
+        first = next(records, None)
+    finally:
+        records.close()  # type: ignore[attr-defined]
+    if first is None or first.customer not in {profile.name for profile in CUSTOMERS}:
+        return None
+    return month_of(first.timestamp_us)
+
+
 def run_demo(
     db: str | Path,
     console: Console,
     seed: int = 7,
     scale: float = 1.0,
     serve_port: int | None = None,
+    clock: Clock = system_clock_us,
 ) -> None:
-    """Tell the story on the ledger at ``db``; serve the API afterwards if ``serve_port``."""
-    console.print(
-        Panel.fit(
-            f"[bold]meterline demo[/bold]: {len(CUSTOMERS)} AI companies, one month of usage "
-            f"({MONTH_START:%B %Y})\nledger: {db}",
-            border_style="cyan",
+    """Tell the story on the ledger at ``db``; serve the API afterwards if ``serve_port``.
+
+    The story's month is the last full month before ``clock()`` (or, on a rerun, the month
+    the ledger already holds); its live chapter happens now."""
+    with open_ledger(db, clock=clock) as ledger:
+        month = told_month(ledger) or demo_month(clock())
+        console.print(
+            Panel.fit(
+                f"[bold]meterline demo[/bold]: {len(CUSTOMERS)} AI companies, one month of"
+                f" usage ({month:%B %Y})\nledger: {db}",
+                border_style="cyan",
+            )
         )
-    )
-    events = generate_month(seed, scale)
-    console.print(
-        f"Generated {len(events):,} usage events: LLM completions, embeddings, "
-        "agent tool calls and GPU jobs."
-    )
-    with open_ledger(db) as ledger:
+        events = generate_month(seed, scale, month)
+        console.print(
+            f"Generated {len(events):,} usage events: LLM completions, embeddings, "
+            "agent tool calls and GPU jobs."
+        )
         counts = _ingest_month(ledger, events, console)
         rate = len(events) / max(counts["seconds_ms"], 1) * 1000
         console.print(
@@ -245,10 +274,10 @@ def run_demo(
             f"ledger, {counts['rejected']} rejected, in {counts['seconds_ms']:,} ms "
             f"({rate:,.0f} events/s, every batch fsync'd before it was acknowledged)"
         )
-        per_customer, per_model = _usage_from_ledger(ledger)
-        console.print(_customer_table(per_customer))
+        per_customer, per_model = _usage_from_ledger(ledger, month)
+        console.print(_customer_table(per_customer, month))
         console.print(_model_table(per_model))
-        _exactly_once(ledger, events, console)
+        _exactly_once(ledger, events, month, console)
         console.rule("Tamper-evident")
         report = ledger.verify()
         state = (
@@ -262,8 +291,8 @@ def run_demo(
         )
         console.print(f"Re-check any time with: [bold]meterline verify --db {db}[/bold]")
         _partitions(ledger, console)
-        tell_billing(ledger, console)
-    tell_finance(db, console)
+        tell_billing(ledger, console, month)
+    tell_finance(db, console, month, clock)
     if serve_port is None:
         console.print(
             f"The dashboard: [bold]meterline serve --db {db}[/bold], then open "

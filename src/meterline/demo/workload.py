@@ -10,12 +10,11 @@ from __future__ import annotations
 import random
 import uuid
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-MONTH_START = datetime(2026, 10, 1, tzinfo=UTC)
-MONTH_DAYS = 31
+from meterline.demo.calendar import REFERENCE_MONTH, days_in
 
 
 @dataclass(frozen=True)
@@ -106,14 +105,14 @@ def _hour(rng: random.Random) -> int:
     return rng.choices(range(24), weights=_HOUR_WEIGHTS)[0]
 
 
-def _moment(rng: random.Random, day: int) -> datetime:
+def _moment(rng: random.Random, start: datetime, day: int) -> datetime:
     offset = timedelta(
         days=day,
         hours=_hour(rng),
         seconds=rng.randrange(3600),
         microseconds=rng.randrange(1_000_000),
     )
-    return MONTH_START + offset
+    return start + offset
 
 
 def _event(
@@ -133,16 +132,16 @@ def _tokens(rng: random.Random, mean: int) -> int:
 
 
 def _customer_day(
-    rng: random.Random, profile: CustomerProfile, day: int, scale: float
+    rng: random.Random, profile: CustomerProfile, start: datetime, day: int, scale: float
 ) -> list[dict[str, Any]]:
-    weekday = (MONTH_START + timedelta(days=day)).weekday()
+    weekday = (start + timedelta(days=day)).weekday()
     rhythm = 0.45 if weekday >= 5 else 1.0
     requests = int(profile.requests_per_day * rhythm * scale * rng.uniform(0.85, 1.15))
     names = [name for name, _ in profile.models]
     weights = [weight for _, weight in profile.models]
     events = []
     for _ in range(requests):
-        moment = _moment(rng, day)
+        moment = _moment(rng, start, day)
         model = MODELS[rng.choices(names, weights)[0]]
         feature = rng.choice(profile.features)
         if rng.random() < profile.embeddings_share:
@@ -194,7 +193,7 @@ def _customer_day(
                 rng,
                 profile.name,
                 "gpu.runtime",
-                _moment(rng, day),
+                _moment(rng, start, day),
                 # the provider's bill for the job, carried on the event (exact decimal)
                 {"gpu": gpu, "seconds": seconds, "cost_usd": GPU_PRICE_PER_SECOND[gpu] * seconds},
             )
@@ -202,14 +201,18 @@ def _customer_day(
     return events
 
 
-def generate_month(seed: int = 7, scale: float = 1.0) -> list[dict[str, Any]]:
-    """The month's events in time order (ties broken by id), deterministic in ``seed``."""
+def generate_month(
+    seed: int = 7, scale: float = 1.0, month: date = REFERENCE_MONTH
+) -> list[dict[str, Any]]:
+    """The events of ``month`` (its first day) in time order (ties broken by id),
+    deterministic in ``seed`` and ``month``."""
     if scale <= 0:
         raise ValueError("scale must be positive")
     rng = random.Random(seed)
+    start = datetime(month.year, month.month, 1, tzinfo=UTC)
     events = []
-    for day in range(MONTH_DAYS):
+    for day in range(days_in(month)):
         for profile in CUSTOMERS:
-            events.extend(_customer_day(rng, profile, day, scale))
+            events.extend(_customer_day(rng, profile, start, day, scale))
     events.sort(key=lambda event: (event["timestamp"], event["id"]))
     return events
