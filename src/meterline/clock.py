@@ -72,4 +72,5 @@ def _read_offset_us() -> int:
 
 def system_clock_us() -> int:
     """Microseconds since the Unix epoch: the system's wall clock, or the test clock."""
-    return _real_us() + clock_offset_us()
+    offset_us = clock_offset_us()  # first: its first read anchors the real instant
+    return _real_us() + offset_us
