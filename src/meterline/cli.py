@@ -214,20 +214,35 @@ def apply(
         bool, typer.Option("--dry-run", help="Plan and simulate only; store nothing.")
     ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+    allow_retire_all: Annotated[
+        bool,
+        typer.Option(
+            "--allow-retire-all",
+            help="Apply even a file that defines no meters, plans or contracts, or keeps none"
+            " of those in force (it retires every one).",
+        ),
+    ] = False,
 ) -> None:
     """Apply a pricing file: plan of changes, customers affected, last period simulated."""
     from meterline.billing.render import changes_table, simulation_table
     from meterline.billing.service import open_billing
-    from meterline.config.source import ConfigurationError
+    from meterline.config.source import ConfigurationError, RetireAllRefused
 
     if not file.exists():
         raise _fail(f"{file}: no such file")
     with open_billing(db) as billing:
         try:
-            report = billing.apply(file.read_text(), name=file.name, dry_run=dry_run)
+            report = billing.apply(
+                file.read_text(),
+                name=file.name,
+                dry_run=dry_run,
+                allow_retire_all=allow_retire_all,
+            )
         except ConfigurationError as error:
             for problem in error.errors:
                 errors.print(f"[red]error:[/red] {problem}", highlight=False)
+            if isinstance(error, RetireAllRefused):
+                errors.print("nothing applied; to do this on purpose: --allow-retire-all")
             raise typer.Exit(1) from None
     if as_json:
         print(json.dumps(report.as_dict()))

@@ -23,6 +23,12 @@ class ConfigurationError(ValueError):
         self.errors = errors
 
 
+class RetireAllRefused(ConfigurationError):
+    """A pricing file that defines no meters, plans or contracts, or that keeps none of
+    those in force, so applying it would retire everything: applied only when asked
+    explicitly (``Billing.apply(..., allow_retire_all=True)``)."""
+
+
 class _ExactLoader(yaml.SafeLoader):  # type: ignore[misc]
     """SafeLoader that reads floats as Decimal (keeping every digit as written)."""
 
