@@ -36,7 +36,8 @@ app.add_typer(bench_app, name="bench")
 console = Console()
 if not console.is_terminal:
     console = Console(width=PIPED_WIDTH)  # piped output: wide enough for invoice tables
-errors = Console(stderr=True)
+errors = Console(stderr=True, soft_wrap=True)
+"""Messages are not wrapped: one error is one line, whatever the terminal's width."""
 
 DEFAULT_DB = "meterline.db"
 DbOption = Annotated[
