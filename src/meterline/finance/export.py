@@ -766,9 +766,7 @@ def query_tables(connection: duckdb.DuckDBPyConnection, query: str) -> QueryResu
     runs stops it (see ``interruptible``)."""
     check_query(query)
     try:
-        names, types, instants, rows = interruptible(
-            connection, lambda: _fetch(connection, query)
-        )
+        names, types, instants, rows = interruptible(connection, lambda: _fetch(connection, query))
     except duckdb.PermissionException as error:
         raise QueryError(f"{error} (a query reads only the tables: {', '.join(TABLES)})") from None
     except duckdb.CatalogException as error:
