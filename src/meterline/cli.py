@@ -86,12 +86,29 @@ def serve(
             " creates them).",
         ),
     ] = 1,
+    webhooks_allow_private: Annotated[
+        bool,
+        typer.Option(
+            "--webhooks-allow-private",
+            help="Let webhooks go to loopback, link-local and private addresses (a receiver"
+            " on this host or network); else they are refused. Also"
+            " METERLINE_WEBHOOKS_ALLOW_PRIVATE=1.",
+        ),
+    ] = False,
 ) -> None:
     """Serve the HTTP API (OpenAPI at /openapi.json, docs at /docs)."""
     from meterline.server import serve as run_server
 
     try:
-        run_server(db, host, port, stream, namespace, replicas)
+        run_server(
+            db,
+            host,
+            port,
+            stream,
+            namespace,
+            replicas,
+            webhooks_allow_private=True if webhooks_allow_private else None,
+        )
     except ValueError as error:
         raise _fail(f"--stream: {error}") from None
 
