@@ -37,7 +37,8 @@ app.add_typer(bench_app, name="bench")
 console = Console()
 if not console.is_terminal:
     console = Console(width=PIPED_WIDTH)  # piped output: wide enough for invoice tables
-errors = Console(stderr=True)
+errors = Console(stderr=True, soft_wrap=True)
+"""Messages are not wrapped: one error is one line, whatever the terminal's width."""
 
 DEFAULT_DB = "meterline.db"
 DbOption = Annotated[
@@ -86,12 +87,29 @@ def serve(
             " creates them).",
         ),
     ] = 1,
+    webhooks_allow_private: Annotated[
+        bool,
+        typer.Option(
+            "--webhooks-allow-private",
+            help="Let webhooks go to loopback, link-local and private addresses (a receiver"
+            " on this host or network); else they are refused. Also"
+            " METERLINE_WEBHOOKS_ALLOW_PRIVATE=1.",
+        ),
+    ] = False,
 ) -> None:
     """Serve the HTTP API (OpenAPI at /openapi.json, docs at /docs)."""
     from meterline.server import serve as run_server
 
     try:
-        run_server(db, host, port, stream, namespace, replicas)
+        run_server(
+            db,
+            host,
+            port,
+            stream,
+            namespace,
+            replicas,
+            webhooks_allow_private=True if webhooks_allow_private else None,
+        )
     except ValueError as error:
         raise _fail(f"--stream: {error}") from None
 
@@ -215,20 +233,35 @@ def apply(
         bool, typer.Option("--dry-run", help="Plan and simulate only; store nothing.")
     ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+    allow_retire_all: Annotated[
+        bool,
+        typer.Option(
+            "--allow-retire-all",
+            help="Apply even a file that defines no meters, plans or contracts, or keeps none"
+            " of those in force (it retires every one).",
+        ),
+    ] = False,
 ) -> None:
     """Apply a pricing file: plan of changes, customers affected, last period simulated."""
     from meterline.billing.render import changes_table, simulation_table
     from meterline.billing.service import open_billing
-    from meterline.config.source import ConfigurationError
+    from meterline.config.source import ConfigurationError, RetireAllRefused
 
     if not file.exists():
         raise _fail(f"{file}: no such file")
     with open_billing(db) as billing:
         try:
-            report = billing.apply(file.read_text(), name=file.name, dry_run=dry_run)
+            report = billing.apply(
+                file.read_text(),
+                name=file.name,
+                dry_run=dry_run,
+                allow_retire_all=allow_retire_all,
+            )
         except ConfigurationError as error:
             for problem in error.errors:
                 errors.print(f"[red]error:[/red] {problem}", highlight=False)
+            if isinstance(error, RetireAllRefused):
+                errors.print("nothing applied; to do this on purpose: --allow-retire-all")
             raise typer.Exit(1) from None
     if as_json:
         print(json.dumps(report.as_dict()))

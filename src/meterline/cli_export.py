@@ -5,7 +5,9 @@ Each is one call into ``meterline.finance.export``."""
 from __future__ import annotations
 
 import csv
+import signal
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -102,17 +104,60 @@ def sql_command(
         check_query(query)  # a refusal costs no table build
     except QueryError as error:
         raise _fail(str(error), 1) from None
-    with _billing(db) as billing:
+    with _stoppable():
         try:
-            result = query_ledger(billing, query, at)
-        except QueryError as error:
-            raise _fail(str(error), 1) from None
-    if output_format == "csv":
-        _print_csv(result.columns, result.rows)
-    elif output_format == "json":
-        _print_json(result.columns, result.rows, result.types)
-    else:
-        _print_table(result.columns, result.rows, result.types)
+            with _billing(db) as billing:
+                try:
+                    result = query_ledger(billing, query, at)
+                except QueryError as error:
+                    raise _fail(str(error), 1) from None
+            if output_format == "csv":
+                _print_csv(result.columns, result.rows)
+            elif output_format == "json":
+                _print_json(result.columns, result.rows, result.types)
+            else:
+                _print_table(result.columns, result.rows, result.types)
+        except KeyboardInterrupt:
+            raise _fail("interrupted (Ctrl-C): the query was stopped", INTERRUPTED_EXIT) from None
+        except _Terminated:
+            raise _fail("terminated (SIGTERM): the query was stopped", TERMINATED_EXIT) from None
+
+
+INTERRUPTED_EXIT = 128 + signal.SIGINT
+"""``meterline sql`` stopped by Ctrl-C (SIGINT) exits 130, as a shell reports it."""
+TERMINATED_EXIT = 128 + signal.SIGTERM
+"""``meterline sql`` stopped by SIGTERM exits 143."""
+
+
+class _Terminated(BaseException):
+    """Raised in the main thread by the SIGTERM handler ``_stoppable`` installs: a
+    ``BaseException``, like ``KeyboardInterrupt``, so no ``except Exception`` swallows it
+    and every ``with`` on the way out runs (the temporary tables are removed)."""
+
+
+def _terminated(signum: int, frame: object) -> None:
+    raise _Terminated
+
+
+@contextmanager
+def _stoppable() -> Iterator[None]:
+    """While inside: Ctrl-C raises ``KeyboardInterrupt`` (even if the process was started
+    with SIGINT ignored) and SIGTERM raises ``_Terminated``, instead of dying where it
+    stands; the handlers before are restored after. Off the main thread (a test runner's
+    worker), signals cannot be handled here and nothing changes."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    before = {
+        signal.SIGINT: signal.signal(signal.SIGINT, signal.default_int_handler),
+        signal.SIGTERM: signal.signal(signal.SIGTERM, _terminated),
+    }
+    try:
+        yield
+    finally:
+        for number, handler in before.items():
+            # None: the handler before was not Python's to name; the default stands in
+            signal.signal(number, signal.SIG_DFL if handler is None else handler)
 
 
 def _text(value: object) -> str:

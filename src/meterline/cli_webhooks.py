@@ -46,17 +46,28 @@ def _fail(message: str, code: int = 2) -> typer.Exit:
     return typer.Exit(code)
 
 
+AllowPrivateOption = Annotated[
+    bool,
+    typer.Option(
+        "--allow-private",
+        help="Allow loopback, link-local and private addresses (else refused). Also"
+        " METERLINE_WEBHOOKS_ALLOW_PRIVATE=1.",
+    ),
+]
+
+
 @contextmanager
-def _webhooks(db: str, create: bool = False) -> Iterator[Webhooks]:
+def _webhooks(db: str, create: bool = False, allow_private: bool = False) -> Iterator[Webhooks]:
     """The webhook service over ``db``; a missing ledger is an error unless ``create``
-    (which makes the ledger there, on either store, as the other commands find it)."""
+    (which makes the ledger there, on either store, as the other commands find it).
+    Private destinations are allowed with ``allow_private`` or by the environment."""
     if not ledger_exists(db):
         if not create:
             raise _fail(f"{db}: no such ledger")
         open_store(db).close()
     store = WebhookStore(db)
     try:
-        yield Webhooks(store)
+        yield Webhooks(store, allow_private=True if allow_private else None)
     except WebhookError as error:
         raise _fail(str(error)) from None
     except (WebhookNotFound, EndpointDisabled) as error:
@@ -77,9 +88,11 @@ def webhooks_add(
     ],
     db: DbOption = DEFAULT_DB,
     description: Annotated[str, typer.Option(help="A label for the endpoint.")] = "",
+    allow_private: AllowPrivateOption = False,
 ) -> None:
-    """Add an endpoint; prints its id and its signing secret, once."""
-    with _webhooks(db, create=True) as webhooks:
+    """Add an endpoint; prints its id and its signing secret, once. The URL's host must
+    resolve to public addresses only, unless --allow-private."""
+    with _webhooks(db, create=True, allow_private=allow_private) as webhooks:
         endpoint, secret = webhooks.subscribe(url, kind, description)
     errors.print(
         f"added endpoint {endpoint.endpoint_id} for {', '.join(endpoint.kinds)};"
@@ -148,9 +161,10 @@ def webhooks_deliveries(
 
 
 @webhooks_app.command("deliver")
-def webhooks_deliver(db: DbOption = DEFAULT_DB) -> None:
-    """Attempt every due delivery once; prints how many attempts were made."""
-    with _webhooks(db) as webhooks:
+def webhooks_deliver(db: DbOption = DEFAULT_DB, allow_private: AllowPrivateOption = False) -> None:
+    """Attempt every due delivery once; prints how many attempts were made. A delivery
+    whose host now resolves to a refused address fails, saying so."""
+    with _webhooks(db, allow_private=allow_private) as webhooks:
         made = webhooks.deliver_due()
     print(made)
 

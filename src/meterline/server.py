@@ -27,9 +27,11 @@ def serve(
     stream: str | None = None,
     namespace: str = "meterline",
     replicas: int = 1,
+    webhooks_allow_private: bool | None = None,
 ) -> None:
     """Serve the API over the ledger at ``db`` until interrupted; with ``stream`` (the
-    NATS servers), in stream mode: events go to JetStream for ``meterline worker``."""
+    NATS servers), in stream mode: events go to JetStream for ``meterline worker``.
+    ``webhooks_allow_private``: see ``create_app``."""
     from meterline.logs import configure_logging
 
     configure_logging("meterline-api")
@@ -45,7 +47,7 @@ def serve(
             raise
     try:
         uvicorn.run(
-            create_app(ledger, stream=settings),
+            create_app(ledger, stream=settings, webhooks_allow_private=webhooks_allow_private),
             host=host,
             port=port,
             log_level="warning",

@@ -22,6 +22,7 @@ the other customers has been evaluated.
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
@@ -42,6 +43,7 @@ from meterline.clock import system_clock_us
 from meterline.core.events import encode_canonical, format_timestamp
 from meterline.keys import create_key
 from meterline.ledger.ledger import open_store
+from meterline.live.webhooks import ALLOW_PRIVATE_ENV
 from meterline.sdk.gate import Gate
 from meterline.sdk.webhooks import SIGNATURE_HEADER, verify_signature
 from meterline.server import free_port
@@ -180,6 +182,8 @@ class LiveServer:
         self.process = subprocess.Popen(
             [sys.executable, "-c", _LAUNCHER, str(self.db), str(self.port), str(self.offset_file)],
             stdout=subprocess.DEVNULL,
+            # the receiver is on 127.0.0.1: a private destination, allowed explicitly
+            env={**os.environ, ALLOW_PRIVATE_ENV: "1"},
         )
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:

@@ -2,7 +2,10 @@
 
 Time is an injected clock stepped by the test (``deliver_due(now_us=...)``), so retry
 delays are checked against the policy without sleeping; only the dispatcher test waits,
-boundedly, for its background thread.
+boundedly, for its background thread. The receiver is on loopback, a private destination,
+so every service here allows private addresses explicitly (``allow_private=True``, and
+the ``allow_private`` fixture for the CLI); their refusal is tested in
+``test_webhook_destinations``.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ from meterline.ledger.database import DatabaseErrors
 from meterline.ledger.ledger import open_store
 from meterline.ledger.webhooks import WebhookStore
 from meterline.live.webhooks import (
+    ALLOW_PRIVATE_ENV,
     ATTEMPT_HEADER,
     EVENT_ID_HEADER,
     KIND_HEADER,
@@ -131,7 +135,13 @@ def clock() -> SteppingClock:
 
 @pytest.fixture
 def webhooks(store: WebhookStore, clock: SteppingClock) -> Webhooks:
-    return Webhooks(store, clock)
+    return Webhooks(store, clock, allow_private=True)
+
+
+@pytest.fixture
+def allow_private(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Commands in this process may send webhooks to the loopback receiver."""
+    monkeypatch.setenv(ALLOW_PRIVATE_ENV, "1")
 
 
 @pytest.fixture
@@ -305,7 +315,7 @@ def test_redeliver_continues_the_attempt_numbers(
     store: WebhookStore, clock: SteppingClock, receiver: Receiver, client: httpx.Client
 ) -> None:
     """A delivered or failed delivery can be sent again; its schedule starts over."""
-    webhooks = Webhooks(store, clock, RetryPolicy(attempts_max=2))
+    webhooks = Webhooks(store, clock, RetryPolicy(attempts_max=2), allow_private=True)
     _, secret = webhooks.subscribe(receiver.url, ["*"])
     [delivered] = webhooks.publish("balance.low", {"balance": "1.50"}, "evt-1")
     webhooks.deliver_due(client=client)
@@ -344,7 +354,7 @@ def test_the_dispatcher_thread_delivers_a_published_event(
     store: WebhookStore, receiver: Receiver
 ) -> None:
     """Started, the dispatcher delivers what is published to the real receiver."""
-    webhooks = Webhooks(store)
+    webhooks = Webhooks(store, allow_private=True)
     _, secret = webhooks.subscribe(receiver.url, ["control.fired"])
     dispatcher = Dispatcher(webhooks, poll_s=0.05).start()
     try:
@@ -370,7 +380,7 @@ def test_a_pending_delivery_survives_a_restart(
     path = new_db()
     ledger_store = open_store(path)
     first = WebhookStore(path)
-    webhooks = Webhooks(first, clock)
+    webhooks = Webhooks(first, clock, allow_private=True)
     webhooks.subscribe(receiver.url, ["*"])
     [delivery_id] = webhooks.publish("invoice.finalized", {"invoice": "INV-000001"}, "evt-1")
     first.close()
@@ -378,7 +388,7 @@ def test_a_pending_delivery_survives_a_restart(
 
     reopened = WebhookStore(path)
     try:
-        restarted = Webhooks(reopened, clock)
+        restarted = Webhooks(reopened, clock, allow_private=True)
         assert restarted.delivery(delivery_id).status == "pending"
         assert restarted.deliver_due(client=client) == 1
         assert restarted.delivery(delivery_id).status == "delivered"
@@ -582,7 +592,7 @@ def test_routes_need_an_unbound_admin_key(webhooks: Webhooks, principal: Princip
 
 
 def test_cli_adds_lists_delivers_and_retries(
-    new_db: Callable[..., Location], receiver: Receiver
+    new_db: Callable[..., Location], receiver: Receiver, allow_private: None
 ) -> None:
     """add prints the id and secret once; list, deliver, deliveries and retry work on it."""
     runner = CliRunner()

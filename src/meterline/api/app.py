@@ -152,16 +152,27 @@ def create_app(
     billing: Billing | None = None,
     live: bool = True,
     stream: StreamSettings | None = None,
+    webhooks_allow_private: bool | None = None,
 ) -> FastAPI:
     """The HTTP API over ``ledger``; ``billing`` defaults to one over the ledger's file
     (whose store the app closes when it shuts down). With ``live``, the live engine
     (projection, controls, access answers, webhooks) runs beside it. With ``stream``
     (stream mode), events are published to JetStream for the workers, which run the live
-    engines; access answers come from the access bucket's mirror."""
+    engines; access answers come from the access bucket's mirror.
+    ``webhooks_allow_private``: let webhooks go to loopback, link-local and private
+    addresses (None: as ``METERLINE_WEBHOOKS_ALLOW_PRIVATE`` says; unset, refused)."""
     owned = billing is None
     service = _billing_over(ledger) if billing is None else billing
     billing_routes = BillingRoutes(service, principal_of=lambda r: principal_of(r))
-    webhooks = Webhooks(WebhookStore(service.store.path), clock=ledger.clock) if live else None
+    webhooks = (
+        Webhooks(
+            WebhookStore(service.store.path),
+            clock=ledger.clock,
+            allow_private=webhooks_allow_private,
+        )
+        if live
+        else None
+    )
     dispatcher = Dispatcher(webhooks).start() if webhooks is not None else None
     link: Any = None
     front: StreamFront | None = None

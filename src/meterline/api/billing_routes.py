@@ -34,6 +34,7 @@ from fastapi.responses import Response
 
 from meterline.billing.line_cache import LineSequences
 from meterline.billing.service import Billing, NotFound
+from meterline.config.source import RetireAllRefused
 from meterline.core.events import decode_exact, format_timestamp, timestamp_to_us
 from meterline.errors import ScopeError
 from meterline.keys import Principal, Scope
@@ -378,7 +379,11 @@ class BillingRoutes:
                 409: {"description": "The service cannot apply it now"},
                 413: {"description": "Pricing file over 1 MiB"},
                 415: {"description": "Not a YAML (or plain text) body"},
-                422: {"description": "Invalid configuration; every error names file:line: path"},
+                422: {
+                    "description": "Invalid configuration (every error names file:line: path),"
+                    " or a file that would retire every meter, plan and contract"
+                    " (retires_everything: never applied over HTTP)"
+                },
             },
         )
         async def apply_pricing(
@@ -411,7 +416,11 @@ class BillingRoutes:
                     " every meter, plan and contract)",
                 )
             run = self._read if dry_run else self._write
-            report = await run(partial(billing.apply, text, name=name, dry_run=dry_run))
+            try:
+                report = await run(partial(billing.apply, text, name=name, dry_run=dry_run))
+            except RetireAllRefused as error:
+                # never over HTTP: `meterline apply --allow-retire-all` is the deliberate way
+                raise HttpError(422, "retires_everything", error.errors[0]) from None
             return _json(report.as_dict())
 
         @router.get(

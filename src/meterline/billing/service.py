@@ -41,7 +41,7 @@ from meterline.billing.credits import (
 from meterline.billing.scan import RatingJob, run_jobs
 from meterline.clock import Clock, system_clock_us
 from meterline.config.schema import parse_configuration
-from meterline.config.source import ConfigurationError, read_yaml
+from meterline.config.source import ConfigurationError, RetireAllRefused, read_yaml
 from meterline.core.chain import GENESIS_HASH
 from meterline.core.credits import Charge, CreditBook, CreditError, Grant, cut_instants
 from meterline.core.events import decode_exact, encode_canonical, format_timestamp
@@ -262,9 +262,17 @@ class Billing:
             raise NotFound("no pricing applied yet (apply a pricing file first)")
         return loaded
 
-    def apply(self, text: str, name: str = "pricing.yaml", dry_run: bool = False) -> ApplyReport:
+    def apply(
+        self,
+        text: str,
+        name: str = "pricing.yaml",
+        dry_run: bool = False,
+        allow_retire_all: bool = False,
+    ) -> ApplyReport:
         """Validate ``text``, plan the changes, simulate the last closed period; store the
-        new revision unless ``dry_run``. Raises ``ConfigurationError`` naming paths."""
+        new revision unless ``dry_run``. Raises ``ConfigurationError`` naming paths, and
+        ``RetireAllRefused`` (dry run or not) for a file that defines no meters, plans or
+        contracts or keeps none of those in force, unless ``allow_retire_all``."""
         data, positions = read_yaml(text, name)
         new = parse_configuration(data, positions, name)
         previous = self.load()
@@ -273,6 +281,32 @@ class Billing:
             # nothing changed: nothing to store, and a dry run names no revision
             return ApplyReport(dry_run, None if dry_run else previous.revision, [], [])
         old = previous.configuration if previous is not None else Configuration()
+        if not allow_retire_all:
+            # an empty or wrong file would otherwise retire every meter, plan and contract
+            def objects(configuration: Configuration) -> dict[str, set[str]]:
+                return {
+                    "meter": {m.key for m in configuration.meters},
+                    "plan version": {p.label for p in configuration.plans},
+                    "contract": {c.customer for c in configuration.contracts},
+                }
+
+            before, after = objects(old), objects(new)
+            counts = [
+                f"{len(keys)} {kind}{'' if len(keys) == 1 else 's'}"
+                for kind, keys in before.items()
+                if keys
+            ]
+            in_force = " and ".join([", ".join(counts[:-1]), counts[-1]] if counts[1:] else counts)
+            if not any(after.values()):
+                retires = f"; applying it would retire all {in_force} in force" if in_force else ""
+                raise RetireAllRefused([f"{name}: defines no meters, plans or contracts{retires}"])
+            if in_force and not any(before[kind] & after[kind] for kind in before):
+                raise RetireAllRefused(
+                    [
+                        f"{name}: keeps none of the {in_force} in force; applying it would"
+                        " retire every one of them (is it the right file?)"
+                    ]
+                )
         now_us = self.clock()
         self._check_history(old, new, data, positions, name)
         changes = diff(old, new)

@@ -181,11 +181,31 @@ def _kind(value: Any) -> str:
 
 
 def _unique(reader: _Reader, keys: list[tuple[str, str]], what: str) -> None:
-    seen: set[str] = set()
+    """Each key given at most once; a repeat is named at its path with the first's line."""
+    seen: dict[str, str] = {}
     for key, path in keys:
         if key in seen:
-            reader.fail(path, f"{what} {key!r} is declared twice")
-        seen.add(key)
+            first = reader.positions.get(seen[key])
+            where = f" (first at line {first})" if first is not None else ""
+            reader.fail(path, f"{what} {key!r} is declared twice{where}")
+        else:
+            seen[key] = path
+
+
+def _raw_keys(items: Any, path: str, field: str) -> list[tuple[str, str]]:
+    """``(key, path of the key)`` of each mapping in the raw list ``items`` that gives
+    ``field`` as text or a number (a missing or bad one, or a list that is not one, is
+    reported by the item's reader), at the item's own index, so a repeat is named on its
+    own line."""
+    if not isinstance(items, list):
+        return []
+    return [
+        (str(item[field]), f"{path}[{index}].{field}")
+        for index, item in enumerate(items)
+        if isinstance(item, Mapping)
+        and isinstance(item.get(field), str | int)
+        and not isinstance(item.get(field), bool)
+    ]
 
 
 def parse_configuration(
@@ -197,48 +217,42 @@ def parse_configuration(
     if data is None:
         data = {}
     root = reader.mapping(data, "", TOP_LEVEL)
+    raw_credit_types = reader.items(root.get("credit_types"), "credit_types")
     credit_types = tuple(
         filter(
             None,
             (
                 _credit_type(reader, item, f"credit_types[{i}]")
-                for i, item in enumerate(reader.items(root.get("credit_types"), "credit_types"))
+                for i, item in enumerate(raw_credit_types)
             ),
         )
     )
+    raw_meters = reader.items(root.get("meters"), "meters")
     meters = tuple(
-        filter(
-            None,
-            (
-                _meter(reader, item, f"meters[{i}]")
-                for i, item in enumerate(reader.items(root.get("meters"), "meters"))
-            ),
-        )
+        filter(None, (_meter(reader, item, f"meters[{i}]") for i, item in enumerate(raw_meters)))
     )
-    _unique(reader, [(m.key, f"meters[{i}].key") for i, m in enumerate(meters)], "meter")
-    _unique(
-        reader,
-        [(c.key, f"credit_types[{i}].key") for i, c in enumerate(credit_types)],
-        "credit type",
-    )
+    _unique(reader, _raw_keys(raw_meters, "meters", "key"), "meter")
+    _unique(reader, _raw_keys(raw_credit_types, "credit_types", "key"), "credit type")
     context = _Context(reader, {m.key: m for m in meters}, {c.key for c in credit_types})
     costs = parse_costs(reader, root.get("costs"), "costs", context.meters)
     plans: list[PlanVersion] = []
-    for index, item in enumerate(reader.items(root.get("plans"), "plans")):
+    raw_plans = reader.items(root.get("plans"), "plans")
+    for index, item in enumerate(raw_plans):
         plans.extend(context.plan(item, f"plans[{index}]"))
-    _unique(reader, [(p.label, f"plans[{i}]") for i, p in enumerate(plans)], "plan version")
+        if isinstance(item, Mapping):
+            versions = _raw_keys(item.get("versions"), f"plans[{index}].versions", "version")
+            labels = [(f"{item.get('key')}@{number}", where) for number, where in versions]
+            _unique(reader, labels, "plan version")
+    _unique(reader, _raw_keys(raw_plans, "plans", "key"), "plan")
     context.plans = {p.plan for p in plans}
     context.versions = {p.label: p for p in plans}
     contracts = []
-    for index, item in enumerate(reader.items(root.get("contracts"), "contracts")):
+    raw_contracts = reader.items(root.get("contracts"), "contracts")
+    for index, item in enumerate(raw_contracts):
         contract = context.contract(item, f"contracts[{index}]")
         if contract is not None:
             contracts.append(contract)
-    _unique(
-        reader,
-        [(c.customer, f"contracts[{i}].customer") for i, c in enumerate(contracts)],
-        "contract for customer",
-    )
+    _unique(reader, _raw_keys(raw_contracts, "contracts", "customer"), "contract for customer")
     if reader.errors:
         raise ConfigurationError(reader.errors)
     return Configuration(meters, credit_types, tuple(plans), tuple(contracts), costs)
@@ -496,7 +510,7 @@ class _Context:
                     timing,  # type: ignore[arg-type]
                 )
             )
-        _unique(reader, [(f.key, f"{path}[{i}].key") for i, f in enumerate(fees)], "fee")
+        _unique(reader, _raw_keys(value, path, "key"), "fee")
         return tuple(fees)
 
     def prices(self, value: Any, path: str) -> tuple[Price, ...]:
@@ -774,7 +788,8 @@ class _Context:
                 grants.append(spec)
         _unique(
             reader,
-            [(g.key, f"{path}.grants") for g in grants],
+            _raw_keys(item.get("grants"), f"{path}.grants", "key")
+            + _raw_keys(item.get("commits"), f"{path}.commits", "key"),
             "credit grant",
         )
         overage = reader.choice(item.get("overage"), f"{path}.overage", OVERAGE_MODES, "bill")

@@ -3,7 +3,8 @@
 Numbers with a fraction are read as exact ``Decimal`` (PyYAML would make them floats, and
 no float may come near money); integers stay ``int``. ``positions`` maps each path
 (``plans[0].versions[1].prices[2].tiers[1].up_to``) to its 1-based line, so an error can
-say where in the file it is.
+say where in the file it is. A key given twice in one mapping is an error naming both
+lines (PyYAML would silently keep the last one, so a price could vanish unseen).
 """
 
 from __future__ import annotations
@@ -20,6 +21,12 @@ class ConfigurationError(ValueError):
     def __init__(self, errors: list[str]) -> None:
         super().__init__("\n".join(errors))
         self.errors = errors
+
+
+class RetireAllRefused(ConfigurationError):
+    """A pricing file that defines no meters, plans or contracts, or that keeps none of
+    those in force, so applying it would retire everything: applied only when asked
+    explicitly (``Billing.apply(..., allow_retire_all=True)``)."""
 
 
 class _ExactLoader(yaml.SafeLoader):  # type: ignore[misc]
@@ -39,17 +46,34 @@ def _exact_float(loader: yaml.SafeLoader, node: yaml.Node) -> Decimal:
 _ExactLoader.add_constructor("tag:yaml.org,2002:float", _exact_float)
 
 
-def _walk(node: yaml.Node, path: str, positions: dict[str, int]) -> None:
+_MERGE_TAG = "tag:yaml.org,2002:merge"
+
+
+def _walk(
+    node: yaml.Node, path: str, positions: dict[str, int], duplicates: dict[int, str]
+) -> None:
+    """Record the line of ``path`` and of everything under it; a key repeated in one
+    mapping adds ``line: path: reason`` to ``duplicates``, by the repeated key's node (so
+    a mapping an alias makes the walk visit twice is named once, at its first path)."""
     positions.setdefault(path, node.start_mark.line + 1)
     if isinstance(node, yaml.MappingNode):
+        seen: dict[tuple[str, str], int] = {}
         for key_node, value_node in node.value:
             key = str(key_node.value)
             child = f"{path}.{key}" if path else key
-            positions[child] = key_node.start_mark.line + 1
-            _walk(value_node, child, positions)
+            line = key_node.start_mark.line + 1
+            if isinstance(key_node, yaml.ScalarNode) and key_node.tag != _MERGE_TAG:
+                first = seen.get((key_node.tag, key))
+                if first is None:
+                    seen[(key_node.tag, key)] = line
+                else:
+                    problem = f"{line}: {child}: duplicate key {key!r} (first at line {first})"
+                    duplicates.setdefault(id(key_node), problem)
+            positions[child] = line
+            _walk(value_node, child, positions, duplicates)
     elif isinstance(node, yaml.SequenceNode):
         for index, item in enumerate(node.value):
-            _walk(item, f"{path}[{index}]", positions)
+            _walk(item, f"{path}[{index}]", positions, duplicates)
 
 
 def read_yaml(text: str, name: str = "pricing.yaml") -> tuple[Any, dict[str, int]]:
@@ -64,6 +88,9 @@ def read_yaml(text: str, name: str = "pricing.yaml") -> tuple[Any, dict[str, int
     except yaml.YAMLError as error:
         raise ConfigurationError([f"{name}: invalid YAML: {error}"]) from None
     positions: dict[str, int] = {}
+    duplicates: dict[int, str] = {}
     if node is not None:
-        _walk(node, "", positions)
+        _walk(node, "", positions, duplicates)
+    if duplicates:
+        raise ConfigurationError([f"{name}:{problem}" for problem in duplicates.values()])
     return data, positions

@@ -104,7 +104,8 @@ class _Receiver(BaseHTTPRequestHandler):
 def tell_live(billing: Billing, console: Console) -> None:
     """Run the live chapter over ``billing`` (the demo ledger, pricing applied)."""
     console.rule("Kill switches that talk back to the product")
-    webhooks = Webhooks(WebhookStore(billing.store.path), clock=billing.clock)
+    # the demo's receiver is on 127.0.0.1: a private destination, allowed explicitly
+    webhooks = Webhooks(WebhookStore(billing.store.path), clock=billing.clock, allow_private=True)
     receiver = ThreadingHTTPServer(("127.0.0.1", 0), _Receiver)
     threading.Thread(target=receiver.serve_forever, daemon=True).start()
     endpoint, _Receiver.secret = webhooks.subscribe(

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+import threading
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager, suppress
@@ -34,7 +35,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Context, Decimal, InvalidOperation, localcontext
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import duckdb
 import msgspec
@@ -60,6 +61,16 @@ EPOCH = "TIMESTAMPTZ '1970-01-01 00:00:00+00'"
 QUERY_STATEMENTS = ("SELECT", "EXPLAIN")
 """DuckDB statement types ``sql`` runs: SELECT covers WITH, FROM, VALUES, DESCRIBE, SHOW
 and SUMMARIZE too."""
+
+WAIT_POLL_S = 0.05
+"""How often the thread waiting on a DuckDB call wakes, so a signal's handler runs."""
+INTERRUPT_WAIT_S = 10.0
+"""How long an interrupted DuckDB call has to stop before the waiting thread goes on."""
+TEMPORARY_PREFIXES = ("meterline-sql-", "meterline-export-")
+"""The temporary folders ``sql`` and the loader make (under ``tempfile.gettempdir()``);
+each is removed when its ``with`` ends, by an exception (a signal's) too."""
+
+T = TypeVar("T")
 
 _STAGED_TYPE = {MONEY: "VARCHAR", "TIMESTAMPTZ": "BIGINT", "JSON": "VARCHAR"}
 """How a column travels in the staging file: decimals as exact text, instants as integer
@@ -515,16 +526,53 @@ def _create(connection: duckdb.DuckDBPyConnection, table: Table) -> None:
         )
 
 
+def interruptible(connection: duckdb.DuckDBPyConnection, work: Callable[[], T]) -> T:
+    """``work()`` (DuckDB calls on ``connection``) run on a helper thread while this one
+    waits in short, signal-aware waits. DuckDB computes without returning to Python, so a
+    signal's handler (Ctrl-C's ``KeyboardInterrupt``, a SIGTERM handler's exception) could
+    not run until the query ended; here it runs at once, ``connection.interrupt()`` stops
+    the query, the helper is waited for, and the exception goes on (unwinding, so
+    temporary files go). ``work``'s own result or exception comes back as if called here.
+
+    The wait is on an event, not ``Thread.join``: a join interrupted by a signal may
+    take the helper for finished while it runs (CPython 3.11's bpo-45274 handling)."""
+    outcome: list[tuple[bool, Any]] = []
+    finished = threading.Event()
+
+    def run() -> None:
+        try:
+            outcome.append((True, work()))
+        except BaseException as error:  # handed to the waiting thread, raised there
+            outcome.append((False, error))
+        finally:
+            finished.set()
+
+    threading.Thread(target=run, name="meterline-duckdb", daemon=True).start()
+    try:
+        while not finished.wait(WAIT_POLL_S):
+            pass
+    except BaseException:
+        connection.interrupt()
+        finished.wait(INTERRUPT_WAIT_S)
+        raise
+    done, value = outcome[0]
+    if not done:
+        raise value
+    result: T = value
+    return result
+
+
 def _insert(connection: duckdb.DuckDBPyConnection, table: Table, staged: Path) -> None:
     types = ", ".join(
         f"{_literal(c.name)}: {_literal(_STAGED_TYPE.get(c.type, c.type))}" for c in table.columns
     )
-    connection.execute(
+    statement = (
         f"INSERT INTO {_quote(table.name)}"
         f" SELECT {', '.join(_select(c) for c in table.columns)}"
         f" FROM read_json({_literal(str(staged))}, format = 'newline_delimited',"
         f" columns = {{{types}}})"
     )
+    interruptible(connection, lambda: connection.execute(statement))
 
 
 def table_names(tables: Iterable[str] | None = None) -> list[str]:
@@ -552,7 +600,7 @@ def load_tables(
     at = billing.clock() if at_us is None else at_us
     connection.execute("SET TimeZone = 'UTC'")
     counts: dict[str, int] = {}
-    with tempfile.TemporaryDirectory(prefix="meterline-export-") as folder:
+    with tempfile.TemporaryDirectory(prefix=TEMPORARY_PREFIXES[1]) as folder:
         for name in names:
             table = TABLES[name]
             staged = Path(folder) / f"{name}.ndjson"
@@ -662,7 +710,7 @@ def open_tables(
     """A read-only DuckDB connection over ``tables`` (all by default) as of ``at_us``:
     built into a temporary database file, closed, reopened ``read_only``, external access
     disabled and configuration locked; the file is removed on exit."""
-    with tempfile.TemporaryDirectory(prefix="meterline-sql-") as folder:
+    with tempfile.TemporaryDirectory(prefix=TEMPORARY_PREFIXES[0]) as folder:
         path = str(Path(folder) / "tables.duckdb")
         writer = duckdb.connect(path)
         try:
@@ -686,31 +734,39 @@ class QueryResult:
     rows: list[tuple[Any, ...]]
 
 
+def _fetch(
+    connection: duckdb.DuckDBPyConnection, query: str
+) -> tuple[list[str], list[str], set[int], list[tuple[Any, ...]]]:
+    """Run ``query``: its column names, types, the indexes of its instants, its rows."""
+    relation = connection.sql(query)
+    if relation is None:
+        return [], [], set(), []
+    names = list(relation.columns)
+    types = [str(kind) for kind in relation.types]
+    instants = {i for i, kind in enumerate(types) if kind == "TIMESTAMP WITH TIME ZONE"}
+    zoned = {i for i, kind in enumerate(types) if "TIME ZONE" in kind} - instants
+    if instants or zoned:
+        # DuckDB needs pytz for Python values of zoned types: fetch them as UTC instead
+        relation = relation.project(
+            ", ".join(
+                f"timezone('UTC', #{i + 1})"
+                if i in instants
+                else f"CAST(#{i + 1} AS VARCHAR)"
+                if i in zoned
+                else f"#{i + 1}"
+                for i in range(len(names))
+            )
+        )
+    return names, types, instants, relation.fetchall()
+
+
 def query_tables(connection: duckdb.DuckDBPyConnection, query: str) -> QueryResult:
     """``query`` (checked by ``check_query``) on ``connection``: columns, types and rows.
-    A TIMESTAMPTZ comes back as an aware UTC datetime; JSON as its text."""
+    A TIMESTAMPTZ comes back as an aware UTC datetime; JSON as its text. A signal while it
+    runs stops it (see ``interruptible``)."""
     check_query(query)
     try:
-        relation = connection.sql(query)
-        if relation is None:
-            return QueryResult([], [], [])
-        names = list(relation.columns)
-        types = [str(kind) for kind in relation.types]
-        instants = {i for i, kind in enumerate(types) if kind == "TIMESTAMP WITH TIME ZONE"}
-        zoned = {i for i, kind in enumerate(types) if "TIME ZONE" in kind} - instants
-        if instants or zoned:
-            # DuckDB needs pytz for Python values of zoned types: fetch them as UTC instead
-            relation = relation.project(
-                ", ".join(
-                    f"timezone('UTC', #{i + 1})"
-                    if i in instants
-                    else f"CAST(#{i + 1} AS VARCHAR)"
-                    if i in zoned
-                    else f"#{i + 1}"
-                    for i in range(len(names))
-                )
-            )
-        rows = relation.fetchall()
+        names, types, instants, rows = interruptible(connection, lambda: _fetch(connection, query))
     except duckdb.PermissionException as error:
         raise QueryError(f"{error} (a query reads only the tables: {', '.join(TABLES)})") from None
     except duckdb.CatalogException as error:

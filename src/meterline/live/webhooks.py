@@ -8,14 +8,29 @@ on every attempt); an event id reaches an endpoint as one delivery however often
 published; one endpoint's deliveries go out in creation order (a later one waits while an
 earlier one is retrying); nothing is lost on a restart, since the work queue is the
 SQLite file. Signatures follow Stripe's scheme (``t=<seconds>,v1=<hex HMAC-SHA256>``).
+
+Destinations (SSRF defence): a webhook URL names a host anyone with an admin key chose,
+and meterline POSTs to it from inside the network. Unless private destinations are
+allowed (``allow_private``, default the ``METERLINE_WEBHOOKS_ALLOW_PRIVATE`` environment
+variable), ``subscribe`` resolves the host and refuses it if any address is loopback,
+link-local (169.254.169.254, the cloud metadata service, is one), private (RFC 1918,
+unique local fc00::/7), unspecified, multicast or otherwise not globally routable (an IPv6
+address embedding an IPv4 one is judged by it). Every delivery resolves the host again
+(DNS can change after a subscription): a refused address fails the delivery at once,
+the reason recorded as its error, and a permitted one is the very address connected to
+(the URL's host kept in ``Host`` and, over TLS, in SNI and certificate checks), so a
+name cannot resolve one way for the check and another for the connection.
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+import ipaddress
 import logging
+import os
 import secrets
+import socket
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -66,7 +81,84 @@ ERROR_TEXT_LENGTH_MAX = 500
 LEASE_MARGIN_US = 60_000_000
 """Added to the worst-case attempt time while a claimed delivery is in flight."""
 
+ALLOW_PRIVATE_ENV = "METERLINE_WEBHOOKS_ALLOW_PRIVATE"
+"""Set to 1 (true, yes, on) to let webhooks go to loopback, link-local and private
+addresses (a receiver on the same host or network); ``Webhooks(allow_private=...)`` and
+``meterline serve --webhooks-allow-private`` say the same explicitly."""
+_TRUE = ("1", "true", "yes", "on")
+_NAT64 = ipaddress.ip_network("64:ff9b::/96")
+_RFC1918 = tuple(
+    ipaddress.ip_network(block) for block in ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16")
+)
+_UNIQUE_LOCAL = ipaddress.ip_network("fc00::/7")
+_METADATA = frozenset(
+    {ipaddress.ip_address("169.254.169.254"), ipaddress.ip_address("fd00:ec2::254")}
+)
+_ALLOW_HINT = (
+    f"webhooks go to public addresses only (allow private ones with {ALLOW_PRIVATE_ENV}=1"
+    " or `meterline serve --webhooks-allow-private`)"
+)
+
+Resolver = Callable[[str, int], list[str]]
+"""``(host, port)`` -> every address the host resolves to (an IP literal: itself);
+raises ``OSError`` when it does not resolve."""
+
 _log = logging.getLogger("meterline.webhooks")
+
+
+def allow_private_from_environment() -> bool:
+    """Whether ``METERLINE_WEBHOOKS_ALLOW_PRIVATE`` allows private destinations."""
+    return os.environ.get(ALLOW_PRIVATE_ENV, "").strip().lower() in _TRUE
+
+
+def resolve_host(host: str, port: int) -> list[str]:
+    """Every address ``host`` resolves to for a TCP connection, in the resolver's order."""
+    found = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    return list(dict.fromkeys(str(info[4][0]) for info in found))
+
+
+def address_refusal(address: str) -> str | None:
+    """Why a webhook may not go to ``address`` (``"a loopback address"``), or None for a
+    public one. An IPv4-mapped, NAT64, 6to4 or Teredo IPv6 address is judged by the IPv4
+    address it carries."""
+    try:
+        ip = ipaddress.ip_address(address.split("%", 1)[0])
+    except ValueError:
+        return "not an IP address"
+    if isinstance(ip, ipaddress.IPv6Address):
+        embedded = ip.ipv4_mapped or ip.sixtofour or (ip.teredo[1] if ip.teredo else None)
+        if embedded is None and ip in _NAT64:
+            embedded = ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
+        if embedded is not None:
+            inner = address_refusal(str(embedded))
+            return None if inner is None else f"{inner}, by the IPv4 address {embedded} in it"
+    if ip.is_unspecified:
+        return "an unspecified address"
+    if ip.is_loopback:
+        return "a loopback address"
+    metadata = " (cloud metadata)" if ip in _METADATA else ""
+    if ip.is_link_local:
+        return f"a link-local address{metadata}"
+    if ip.is_multicast:
+        return "a multicast address"
+    if any(ip in block for block in _RFC1918):
+        return "a private address (RFC 1918)"
+    if ip in _UNIQUE_LOCAL:
+        return f"a private address (unique local, fc00::/7){metadata}"
+    if ip.is_private or ip.is_reserved or not ip.is_global:
+        return "a reserved address (not globally routable)"
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class Destination:
+    """Where a delivery connects: ``url`` is the endpoint's URL with its host replaced by
+    the address checked; ``host_header`` the original host (and port) for ``Host``;
+    ``sni_hostname`` the original host for TLS (None over plain http)."""
+
+    url: str
+    host_header: str
+    sni_hostname: str | None
 
 
 class WebhookError(ValueError):
@@ -190,6 +282,11 @@ def _check_event(kind: object, event_id: object, data: object) -> None:
         raise WebhookError("data", "must be a JSON object (a dict)")
 
 
+def _reason(error: OSError) -> str:
+    """An ``OSError``'s own words (``Name or service not known``), not its errno."""
+    return str(error.strerror or error)
+
+
 def _error_text(error: BaseException) -> str:
     text = f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
     return text[:ERROR_TEXT_LENGTH_MAX]
@@ -248,19 +345,59 @@ class Webhooks:
         store: WebhookStore,
         clock: Callable[[], int] = system_clock_us,
         policy: RetryPolicy = RetryPolicy(),
+        allow_private: bool | None = None,
+        resolve: Resolver = resolve_host,
     ) -> None:
+        """``allow_private``: send to loopback, link-local and private addresses too (None:
+        as ``METERLINE_WEBHOOKS_ALLOW_PRIVATE`` says; unset, they are refused).
+        ``resolve``: the host lookup (tests give their own)."""
         self.store = store
         self.clock = clock
         self.policy = policy
+        self.allow_private = (
+            allow_private_from_environment() if allow_private is None else allow_private
+        )
+        self.resolve = resolve
         self._listeners: list[Callable[[], None]] = []
         self._endpoints_cache: tuple[float, list[Endpoint]] | None = None
+
+    # -- destinations ------------------------------------------------------------------------
+
+    def destination(self, url: str) -> Destination | None:
+        """Where a POST to ``url`` may connect: None when private addresses are allowed
+        (the URL is used as it is); else the first address the host resolves to, every
+        one of them checked. Raises ``WebhookError`` (field ``url``) naming a refused
+        address, ``OSError`` when the host does not resolve."""
+        if self.allow_private:
+            return None
+        parts = urlsplit(url)
+        host = parts.hostname or ""
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+        addresses = self.resolve(host, port)
+        if not addresses:
+            raise OSError(f"{host} resolves to no address")
+        for address in addresses:
+            refusal = address_refusal(address)
+            if refusal is not None:
+                subject = f"{address} is" if address == host else f"{host} resolves to {address},"
+                raise WebhookError("url", f"{subject} {refusal}; {_ALLOW_HINT}")
+        chosen = addresses[0].split("%", 1)[0]
+        literal = f"[{chosen}]" if ":" in chosen else chosen
+        netloc = literal if parts.port is None else f"{literal}:{parts.port}"
+        return Destination(
+            parts._replace(netloc=netloc).geturl(),
+            parts.netloc,
+            host if parts.scheme == "https" else None,
+        )
 
     # -- endpoints ---------------------------------------------------------------------------
 
     def subscribe(
         self, url: str, kinds: Sequence[str], description: str = ""
     ) -> tuple[Endpoint, str]:
-        """Add an endpoint; returns it and its signing secret (shown to the caller once)."""
+        """Add an endpoint; returns it and its signing secret (shown to the caller once).
+        Unless private destinations are allowed, the URL's host must resolve, and only
+        to public addresses (``WebhookError`` on ``url`` says why not)."""
         endpoint = Endpoint(
             f"we_{secrets.token_hex(8)}",
             _check_url(url),
@@ -268,6 +405,11 @@ class Webhooks:
             _check_description(description),
             self.clock(),
         )
+        try:
+            self.destination(endpoint.url)
+        except OSError as error:
+            host = urlsplit(endpoint.url).hostname
+            raise WebhookError("url", f"{host} does not resolve ({_reason(error)})") from None
         secret = SECRET_PREFIX + secrets.token_urlsafe(SECRET_BYTES)
         self.store.add_endpoint(endpoint, secret)
         self._endpoints_cache = None
@@ -390,13 +532,34 @@ class Webhooks:
         try:
             if endpoint is None or secret is None:
                 raise WebhookNotFound(f"endpoint {delivery.endpoint_id!r} is gone")
-            with client.stream("POST", endpoint.url, content=delivery.body, headers=headers) as (
-                response
-            ):
+            url, extensions = endpoint.url, {}
+            target = self.destination(endpoint.url)  # again: DNS may have changed
+            if target is not None:
+                url = target.url
+                headers["Host"] = target.host_header
+                if target.sni_hostname is not None:
+                    extensions["sni_hostname"] = target.sni_hostname
+                    headers["Connection"] = "close"  # no pooled TLS session for another name
+            with client.stream(
+                "POST", url, content=delivery.body, headers=headers, extensions=extensions
+            ) as response:
                 status_code = response.status_code
+        except WebhookError as refused:
+            # the destination is not allowed: no attempt will change that, so no retries
+            duration_us = (time.monotonic_ns() - started_ns) // 1000
+            reason = f"refused: {refused}"[:ERROR_TEXT_LENGTH_MAX]
+            _log.warning(
+                "webhook delivery %s to %s refused: %s",
+                delivery.delivery_id,
+                delivery.endpoint_id,
+                refused,
+            )
+            attempt = Attempt(delivery.delivery_id, number, at_us, None, reason, duration_us)
+            return self.store.record_attempt(AttemptOutcome(attempt, "failed", None))
         except Exception as failure:
-            # Whatever stops a send (timeout, refused connection, bad stored URL) is this
-            # attempt's outcome: recorded and retried, never raised out of the pass.
+            # Whatever stops a send (timeout, refused connection, a name that does not
+            # resolve, bad stored URL) is this attempt's outcome: recorded and retried,
+            # never raised out of the pass.
             error = _error_text(failure)
         duration_us = (time.monotonic_ns() - started_ns) // 1000
         if status_code is not None and not 200 <= status_code < 300:
