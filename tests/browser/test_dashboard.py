@@ -331,6 +331,7 @@ def test_pages_show_usd_amounts_with_two_decimals_and_never_an_exponent(
         f"/dashboard/invoices/{invoice}",
         f"/dashboard/invoices/{invoice}/lines/2",
         "/dashboard/revenue",
+        "/dashboard/controls",
     ):
         page.goto(served.url + path)
         text = page.locator("main").inner_text()

@@ -26,6 +26,7 @@ from meterline.dashboard.sessions import SessionStore
 from meterline.dashboard.views import (
     customer_row,
     daily_chart,
+    firing_rows,
     money,
     percent,
     quantity,
@@ -254,6 +255,24 @@ def test_a_customer_row_shows_balances_in_their_own_unit() -> None:
     row = customer_row("acme", "pro", [], figures)
     assert row.remaining == {"USD": "12.50", "credits": "0"}
     assert row.live is not None and money(row.live.revenue, "USD") == "15,011.35"
+
+
+def test_a_firings_observed_values_are_exact_without_trailing_zeros_or_exponents() -> None:
+    """The controls page shows the figures a control compared exactly: 30.48, not rounded."""
+    document = {
+        "firing": "F-000002",
+        "at": "2026-11-02T10:00:00Z",
+        "customer": "hooli",
+        "policy": "margin-floor",
+        "kind": "margin_floor",
+        "level": "crossed",
+        "crossing": 1,
+        "observed": {"spend": "30.4800000", "cost": "18.2880000", "margin_percent": "none",
+                     "floor_percent": "0E-7"},
+        "actions": ["alert"],
+    }  # fmt: skip
+    [row] = firing_rows([document], {})
+    assert row.observed == "cost=18.288, floor_percent=0, margin_percent=none, spend=30.48"
 
 
 def _page(template: str, **context: object) -> str:

@@ -16,6 +16,7 @@ from meterline.core.money import (
     MoneyError,
     allocate,
     display_amount,
+    display_figure,
     display_quantity,
     round_amount,
     to_decimal,
@@ -129,6 +130,15 @@ def test_quantities_and_percentages_never_show_exponents() -> None:
     assert display_quantity(D("27.25"), 1) == "27.3"
     assert display_quantity(D("-0.04"), 1) == "0.0"
     assert display_quantity(D("1E+2"), 1) == "100.0"
+
+
+def test_figures_in_records_are_shown_exactly_and_words_as_they_are() -> None:
+    """Evidence is not rounded: 30.4800000 -> 30.48, 18.2880000 -> 18.288; words kept."""
+    assert display_figure("30.4800000") == "30.48"
+    assert display_figure("18.2880000") == "18.288"
+    assert display_figure(D("0E-7")) == "0" and display_figure(2000000) == "2,000,000"
+    assert display_figure("none") == "none" and display_figure("in ledger") == "in ledger"
+    assert display_figure(True) == "True" and display_figure(None) == "None"
 
 
 finite_decimals = st.decimals(

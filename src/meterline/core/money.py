@@ -234,3 +234,16 @@ def display_quantity(value: Decimal | int | str, places: int | None = None) -> s
     if places is None:
         return _plain(_trimmed(number))
     return _plain(_round_places(number, places, DISPLAY_ROUNDING))
+
+
+def display_figure(value: object) -> str:
+    """A figure inside a record (a control's observed values, a proof's checks), shown
+    exactly: a decimal number (or its text) as ``display_quantity`` writes it, anything
+    else (``none``, ``intact``) as its text. Exactly, because such a figure is evidence:
+    rounded, ``spend 149.996`` against ``threshold 150`` would read as crossed."""
+    if isinstance(value, Decimal | int | str) and not isinstance(value, bool):
+        try:
+            return display_quantity(value)
+        except MoneyError:
+            pass
+    return str(value)

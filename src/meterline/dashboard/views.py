@@ -23,6 +23,7 @@ from meterline.core.journal import CHART, DEFERRED, Balances, JournalEntry, Roll
 from meterline.core.money import (
     MONEY_CONTEXT,
     display_amount,
+    display_figure,
     display_quantity,
     round_amount,
     to_decimal,
@@ -407,6 +408,9 @@ def journal_rows(entries: Sequence[JournalEntry], limit: int) -> list[JournalRow
 
 @dataclass(frozen=True, slots=True)
 class FiringRow:
+    """A control firing on the controls page; ``observed`` are the exact figures the
+    control compared (``core.money.display_figure``: never rounded, never ``0E-7``)."""
+
     firing: str
     at: str
     customer: str
@@ -440,7 +444,9 @@ def firing_rows(
                 str(document["kind"]),
                 str(document["level"]),
                 int(document["crossing"]),
-                ", ".join(f"{k}={v}" for k, v in sorted(document["observed"].items())),
+                ", ".join(
+                    f"{k}={display_figure(v)}" for k, v in sorted(document["observed"].items())
+                ),
                 ", ".join(document["actions"]),
                 compact_json(done) if done else "",
             )
