@@ -189,6 +189,7 @@ def test_from_a_customer_down_to_one_events_verified_proof(served: Served, isola
 
 
 def test_revenue_waterfall_and_roll_forward_add_up(served: Served, isolated: Any) -> None:
+    """The revenue page shows the exact books rounded to cents, and the exact books add up."""
     page = log_in(isolated, served, "admin", "/dashboard/revenue")
     expect(page.locator("svg.chart-bars rect.bar").first).to_be_visible()
 

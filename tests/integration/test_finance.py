@@ -168,8 +168,7 @@ DECIMALS = re.compile(r"(?<![\w.:-])-?\d[\d,]*\.(\d+)(?![\w.])")
 
 
 def test_tables_show_usd_amounts_in_cents_while_json_stays_exact(demo_db: Demo) -> None:
-    """revenue, economics and journal tables read in cents, never an exponent; --json
-    keeps the exact figures, and the tables show them rounded for display."""
+    """revenue/economics/journal tables: cents, no exponent, the --json figures rounded."""
     db = str(demo_db.db)
     exact = json.loads(meterline("revenue", "--db", db, "--json").stdout)
     tables = {

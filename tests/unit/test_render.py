@@ -154,8 +154,7 @@ def _reports(second_currency: str = "USD") -> dict[str, Any]:
 
 
 def test_revenue_tables_show_cents_and_exact_totals_over_several_currencies() -> None:
-    """One currency: every cell and total in cents. Totals that add currencies up are no
-    amount in any of them: they are shown exactly (still without exponents)."""
+    """One currency: cents everywhere; a total over several currencies: exact, no exponent."""
     waterfall, rolled, trial = (text(table) for table in revenue_tables(_reports()))
     assert "revenue:usage (USD) 15,011.35 15,011.35" in waterfall
     assert "contra_revenue:discounts (USD) 0.00 0.00" in waterfall
