@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
@@ -13,6 +13,9 @@ from rich.console import Console
 from meterline.clock import NOW_VARIABLE, ClockSettingError, clock_offset_us, system_clock_us
 from meterline.core.events import format_timestamp
 from meterline.ledger.database import ledger_exists
+
+if TYPE_CHECKING:
+    from meterline.billing.service import Billing
 
 PIPED_WIDTH = 140
 """Columns Rich uses when stdout is not a terminal (it would otherwise assume 80)."""
@@ -432,6 +435,22 @@ def explain(
     )
 
 
+def _plan_currency(billing: Billing, customer: str) -> str | None:
+    """The currency ``customer``'s plan bills in now (what its grants are paid in), for
+    display; None when it has no terms in force."""
+    from meterline.core.model import TermsError, terms_at
+
+    loaded = billing.load()
+    contract = None if loaded is None else loaded.configuration.contract(customer)
+    if loaded is None or contract is None:
+        return None
+    now = billing.clock()
+    try:
+        return terms_at(loaded.configuration, contract, now, now).plan.currency
+    except TermsError:
+        return None
+
+
 @credits_app.command("show")
 def credits_show(
     customer: str,
@@ -445,21 +464,24 @@ def credits_show(
     """A customer's grants with their balances (sums of entries) and per-unit totals."""
     from meterline.billing.render import credit_totals_table, credits_table
     from meterline.billing.service import BillingError, open_billing
+    from meterline.core.money import display_amount
 
     with open_billing(db) as billing:
         try:
             report = billing.credits(customer, _instant(as_of, "--as-of"))
         except BillingError as error:
             raise _fail(str(error), 1) from None
+        currency = _plan_currency(billing, customer)
     if as_json:
         print(json.dumps(report))
         return
-    console.print(credits_table(report))
+    console.print(credits_table(report, currency))
     console.print(credit_totals_table(report))
     if entries:
         for entry in report["entries"]:
+            amount = display_amount(entry["amount"], entry["unit"])
             console.print(
-                f"{entry['at']}  {entry['kind']:<8} {entry['amount']:>14} {entry['unit']:<8}"
+                f"{entry['at']}  {entry['kind']:<8} {amount:>14} {entry['unit']:<8}"
                 f" {entry['debit']} <- {entry['credit']}  {entry['reason']}"
             )
 

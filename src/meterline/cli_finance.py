@@ -84,16 +84,19 @@ def journal_command(
         ]
         _write(json.dumps(rows) + "\n", out)
     else:
+        from meterline.core.money import display_amount
+
         table = Table(title=f"Journal ({len(books.entries)} entries)")
         for column in ("date", "entry", "account", "debit", "credit", "cause"):
             table.add_column(column, justify="right" if column in ("debit", "credit") else "left")
         for row in journal_rows(books):
+            currency = row["currency"]
             table.add_row(
                 row["date"].isoformat(),
                 row["entry_id"],
                 row["account"],
-                str(row["debit"]) if row["debit"] else "",
-                str(row["credit"]) if row["credit"] else "",
+                f"{display_amount(row['debit'], currency)} {currency}" if row["debit"] else "",
+                f"{display_amount(row['credit'], currency)} {currency}" if row["credit"] else "",
                 row["cause"],
             )
         console.print(table)

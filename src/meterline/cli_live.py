@@ -140,13 +140,20 @@ def live_show(
     if as_json:
         print(json.dumps(document))
         return
+    from meterline.core.money import display_amount, display_quantity
+
+    currency = document["currency"]
+
+    def shown(name: str) -> str:
+        return display_amount(document[name], currency)
+
     console.print(
         f"{customer}  {document['period']['start']} .. {document['period']['end']}"
-        f"  spend {document['spend']}  cost {document['cost']}  margin {document['margin']}"
-        f"  prepaid {document['prepaid']}  {document['currency']}"
+        f"  spend {shown('spend')}  cost {shown('cost')}  margin {shown('margin')}"
+        f"  prepaid {shown('prepaid')}  {currency}"
     )
     for unit, value in document["remaining"].items():
-        console.print(f"remaining {unit}: {value}")
+        console.print(f"remaining {unit}: {display_amount(value, unit)}")
     console.print(
         f"access: {'allowed' if access['allowed'] else 'DENIED'} {access['reason']}".rstrip()
     )
@@ -155,13 +162,14 @@ def live_show(
         table.add_column(column)
     for line in document["lines"]:
         group = ",".join(f"{k}={v}" for k, v in line["group"].items())
+        amount = line["amount"]
         table.add_row(
             line["meter"],
             group,
-            line["quantity"],
-            line["amount"] or "",
+            display_quantity(line["quantity"]),
+            "" if amount is None else display_amount(amount, line["unit"] or currency),
             line["unit"] or "",
-            line["cost"],
+            display_amount(line["cost"], currency),
         )
     console.print(table)
 
@@ -203,8 +211,10 @@ def controls_firings(
         "actions",
     ):
         table.add_column(column)
+    from meterline.core.money import display_figure
+
     for row in rows:
-        observed = ", ".join(f"{k}={v}" for k, v in row["observed"].items())
+        observed = ", ".join(f"{k}={display_figure(v)}" for k, v in row["observed"].items())
         outcomes = "; ".join(f"{a}: {json.dumps(r)}" for a, r in row["results"].items())
         table.add_row(
             row["firing"],

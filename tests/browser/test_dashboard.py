@@ -3,11 +3,14 @@ against a real ``meterline serve`` process over a small real ledger (``conftest.
 
 Each test opens a fresh browser context (no cookies) and logs in through the form. A
 full-page screenshot of every page goes to ``test-artifacts/dashboard/<page>.png``.
-Figures are read back from the page as text and checked as exact decimals.
+Figures are read back from the page as text: amounts are shown at the currency's minor
+unit, so they are checked against the exact figures (read from the same ledger) rounded
+by the display rule, and the exact figures are checked to add up.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
@@ -15,6 +18,7 @@ from typing import Any
 
 import pytest
 
+from meterline.core.money import DISPLAY_ROUNDING, round_amount
 from tests.browser.conftest import ARTIFACTS, Served
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
@@ -37,9 +41,31 @@ def snapshot(page: Any, name: str) -> Path:
     return path
 
 
+USD_SHOWN = re.compile(r"-?\d{1,3}(,\d{3})*\.\d{2}")
+"""A USD amount as a page shows it: thousands separated, exactly two decimals."""
+EXPONENT = re.compile(r"\d(\.\d+)?[eE][+-]\d")
+"""Exponent notation as Decimal or float text writes it (``0E-7``, ``1.5E+3``, ``1e-07``);
+a hash's hex digits (``1e8``) are not."""
+
+
 def amount(text: str) -> Decimal:
     """An amount as the page writes it (``1,234.50 USD``) as an exact decimal."""
     return Decimal(text.split()[0].replace(",", ""))
+
+
+def cents(value: Decimal | str) -> Decimal:
+    """An exact figure as the page must show it: at USD's minor unit, display rounding."""
+    return round_amount(Decimal(value), "USD", DISPLAY_ROUNDING)
+
+
+def exact_reports(served: Served) -> dict[str, Any]:
+    """The revenue reports from the served ledger, exact (what ``--json`` prints)."""
+    from meterline.billing.service import open_billing
+    from meterline.finance.books import build_books
+    from meterline.finance.reports import revenue_reports
+
+    with open_billing(served.db) as billing:
+        return revenue_reports(build_books(billing))
 
 
 @pytest.fixture
@@ -163,35 +189,42 @@ def test_from_a_customer_down_to_one_events_verified_proof(served: Served, isola
 
 
 def test_revenue_waterfall_and_roll_forward_add_up(served: Served, isolated: Any) -> None:
+    """The revenue page shows the exact books rounded to cents, and the exact books add up."""
     page = log_in(isolated, served, "admin", "/dashboard/revenue")
     expect(page.locator("svg.chart-bars rect.bar").first).to_be_visible()
 
+    # the page shows each exact figure rounded for display; the exact figures add up
+    exact = exact_reports(served)
     waterfall = page.locator("table[data-table=waterfall]")
     months = waterfall.locator("tbody tr[data-month]")
-    assert months.count() >= 1
-    month_totals = [
-        amount(months.nth(i).locator("td").last.inner_text()) for i in range(months.count())
-    ]
-    grand_total = amount(waterfall.locator("tfoot th").last.inner_text())
-    assert sum(month_totals, Decimal(0)) == grand_total > 0
+    assert months.count() == len(exact["months"]) >= 1
+    month_totals = {name: Decimal(v) for name, v in exact["waterfall_totals"].items()}
+    for index in range(months.count()):
+        month = months.nth(index).get_attribute("data-month") or ""
+        shown = amount(months.nth(index).locator("td").last.inner_text())
+        assert shown == cents(month_totals[month]), month
+    grand_total = sum(month_totals.values(), Decimal(0))
+    assert amount(waterfall.locator("tfoot th").last.inner_text()) == cents(grand_total)
+    assert grand_total > 0
 
     rows = page.locator("table[data-table=rollforward] tbody tr[data-month]")
-    assert rows.count() >= 2
+    assert rows.count() == len(exact["rollforward"]) >= 2
     closing_of: dict[tuple[str, str], Decimal] = {}
-    for index in range(rows.count()):
+    for index, expected in enumerate(exact["rollforward"]):
         row = rows.nth(index)
-
-        def figure(name: str, row: Any = row) -> Decimal:
-            return amount(row.locator(f"[data-figure={name}]").inner_text())
-
-        opening, billed = figure("opening"), figure("billed")
-        recognized, closing = figure("recognized"), figure("closing")
-        assert opening + billed - recognized == closing, row.inner_text()
-        account = row.get_attribute("data-account") or ""
+        assert row.get_attribute("data-month") == expected["month"]
+        assert row.get_attribute("data-account") == expected["account"]
+        for name in ("opening", "billed", "recognized", "closing"):
+            shown = amount(row.locator(f"[data-figure={name}]").inner_text())
+            assert shown == cents(expected[name]), (name, row.inner_text())
+        opening, billed = Decimal(expected["opening"]), Decimal(expected["billed"])
+        recognized, closing = Decimal(expected["recognized"]), Decimal(expected["closing"])
+        assert opening + billed - recognized == closing, expected
+        account = expected["account"]
         if account in {a for _, a in closing_of}:
             previous = [v for (_, a), v in closing_of.items() if a == account][-1]
             assert opening == previous  # a month opens where the one before closed
-        closing_of[(row.get_attribute("data-month") or "", account)] = closing
+        closing_of[(expected["month"], account)] = closing
     assert any(value != 0 for value in closing_of.values())
 
     expect(page.locator("table[data-table=trial-balance] + p")).to_have_text(
@@ -283,3 +316,43 @@ def test_a_customer_bound_key_sees_only_its_customer(served: Served, isolated: A
     customers = page.locator("table[data-table=journal] tbody tr.entry-start td:nth-child(3)")
     assert customers.count() > 0
     assert set(customers.all_inner_texts()) == {"acme"}
+
+
+def test_pages_show_usd_amounts_with_two_decimals_and_never_an_exponent(
+    served: Served, isolated: Any
+) -> None:
+    """Every page's text and chart tooltips: no exponent notation; USD amounts in cents."""
+    invoice = served.invoices["acme"]
+    page = log_in(isolated, served, "admin")
+    checked = 0
+    for path in (
+        "/dashboard",
+        "/dashboard/customers",
+        "/dashboard/customers/acme",
+        f"/dashboard/invoices/{invoice}",
+        f"/dashboard/invoices/{invoice}/lines/2",
+        "/dashboard/revenue",
+        "/dashboard/controls",
+    ):
+        page.goto(served.url + path)
+        text = page.locator("main").inner_text()
+        tooltips = page.locator("svg title").all_text_contents()
+        assert not EXPONENT.search(text), (path, EXPONENT.search(text))
+        assert not any(EXPONENT.search(tip) for tip in tooltips), path
+        for match in re.finditer(r"(?<![\w.,:-])(-?\d[\d,]*(?:\.\d+)?) USD\b", text):
+            assert USD_SHOWN.fullmatch(match.group(1)), (path, match.group(0))
+            checked += 1
+        # figures in a table whose currency is a column of its own, and the charts' labels
+        for cell in page.locator(
+            "table[data-table^=by-] td.number:nth-child(n+4):nth-child(-n+6),"
+            " table[data-table=waterfall] td.number, table[data-table=rollforward] td.number,"
+            " table[data-table=trial-balance] td.number, svg text.tick"
+        ).all_text_contents():
+            if cell.strip():  # a month without that account, a balance's other side
+                assert USD_SHOWN.fullmatch(cell.strip()), (path, cell)
+                checked += 1
+        for tip in tooltips:
+            if ": " in tip and re.search(r"\d", tip.rpartition(": ")[2]):
+                assert USD_SHOWN.fullmatch(tip.rpartition(": ")[2]), (path, tip)
+                checked += 1
+    assert checked > 100  # the pages were full of amounts, and every one was in cents

@@ -146,9 +146,12 @@ def test_show_json_lists_grants_with_balances_and_conserves(db: Location) -> Non
 
 
 def test_show_prints_tables_and_entries(db: Location) -> None:
+    """credits show: grants in their unit, paid in the plan's cents; --entries adds entries."""
     table = words(ok("credits", "show", "stark-agents", "--db", str(db)).stdout)
     for text in ("launch-promo", "october-pack", "expired", "active", "credits"):
         assert text in table, text
+    assert "│ 20,000 │ 180.00 │" in table  # the pack: its credits, and what it cost in USD
+    assert "E-" not in table and "E+" not in table
     assert "grant:october-pack" not in table  # the entries only with --entries
     with_entries = words(ok("credits", "show", "stark-agents", "--db", str(db), "--entries").stdout)
     assert "consume" in with_entries and "grant:october-pack" in with_entries

@@ -8,6 +8,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 import sqlite3
 import subprocess
 import sys
@@ -20,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from meterline.core.events import decode_exact
-from meterline.core.money import round_amount
+from meterline.core.money import display_amount, round_amount
 from meterline.ledger.billing import BillingStore, StoredInvoice
 from meterline.ledger.database import is_postgres
 from tests.conftest import DEMO_NOW, Databases, Location
@@ -164,6 +165,34 @@ def test_revenue_reports_roll_forward_and_add_up(demo_db: Demo) -> None:
     assert {row["month"] for row in json.loads(october.stdout)["rollforward"]} == {"2026-10"}
     wrong = meterline("revenue", "--db", str(demo_db.db), "--month", "October")
     assert wrong.returncode == 2 and "--month" in wrong.stderr
+
+
+EXPONENT = re.compile(r"\d(\.\d+)?[eE][+-]\d")
+DECIMALS = re.compile(r"(?<![\w.:-])-?\d[\d,]*\.(\d+)(?![\w.])")
+"""A number with a fractional part, capturing its digits after the point."""
+
+
+def test_tables_show_usd_amounts_in_cents_while_json_stays_exact(demo_db: Demo) -> None:
+    """revenue/economics/journal tables: cents, no exponent, the --json figures rounded."""
+    db = str(demo_db.db)
+    exact = json.loads(meterline("revenue", "--db", db, "--json").stdout)
+    tables = {
+        "revenue": meterline("revenue", "--db", db).stdout,
+        "economics": meterline("economics", "--db", db, "--by", "model").stdout,
+        "journal": meterline("journal", "--db", db).stdout,
+    }
+    for name, table in tables.items():
+        assert not EXPONENT.search(table), (name, EXPONENT.search(table))
+        fractions = [match.group(1) for match in DECIMALS.finditer(table)]
+        assert fractions, name
+        if name == "economics":  # margin % is the one figure at one place
+            fractions = [digits for digits in fractions if len(digits) != 1]
+        assert all(len(digits) == 2 for digits in fractions), (name, fractions)
+    revenue = " ".join(tables["revenue"].split())
+    for row in exact["waterfall"]:
+        assert display_amount(row["total"], row["currency"]) in revenue, row
+    for row in exact["rollforward"]:
+        assert display_amount(row["closing"], row["currency"]) in revenue, row
 
 
 def test_unit_economics_flags_negative_margins(demo_db: Demo) -> None:

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -44,6 +45,7 @@ from typer.testing import CliRunner, Result
 from meterline.billing.service import open_billing
 from meterline.cli import app
 from meterline.core.events import format_timestamp, timestamp_to_us
+from meterline.core.money import display_amount
 from meterline.ledger import open_ledger
 from meterline.ledger.controls import ControlStore
 from meterline.ledger.database import is_postgres, ledger_exists
@@ -429,6 +431,7 @@ def test_controls_firings_lists_every_firing_with_its_outcomes(served: Served) -
 
 
 def test_live_show_prints_the_figures_the_server_serves(served: Served) -> None:
+    """live show --json is the served document exactly; the table reads it in cents."""
     db = str(served.db)
     document = json.loads(ok("live", "show", "globex", "--db", db, "--json").stdout)
     with served.client("read") as reader:
@@ -438,7 +441,11 @@ def test_live_show_prints_the_figures_the_server_serves(served: Served) -> None:
     assert document["remaining"] == {"credits": "12"}
     assert document["access"]["allowed"] is True
     shown = words(ok("live", "show", "globex", "--db", db).stdout)
-    assert f"spend {document['spend']}" in shown and f"cost {document['cost']}" in shown
+    currency = document["currency"]
+    spend, cost = (display_amount(document[name], currency) for name in ("spend", "cost"))
+    assert f"spend {spend}" in shown and f"cost {cost}" in shown
+    assert "E-" not in shown and "E+" not in shown
+    assert re.search(r"spend -?[\d,]+\.\d{2} cost -?[\d,]+\.\d{2} margin", shown), shown
     assert "remaining credits: 12" in shown and "access: allowed" in shown
     blocked = json.loads(ok("live", "show", "acme", "--db", db, "--json").stdout)
     assert blocked["remaining"] == {"credits": "0"}

@@ -12,6 +12,7 @@ from decimal import Decimal as D
 import pytest
 
 from meterline.core.economics import Margin
+from meterline.core.money import MoneyError
 from meterline.dashboard.charts import (
     FRAME,
     Series,
@@ -22,7 +23,15 @@ from meterline.dashboard.charts import (
     value_range,
 )
 from meterline.dashboard.sessions import SessionStore
-from meterline.dashboard.views import daily_chart, money, waterfall_tables
+from meterline.dashboard.views import (
+    customer_row,
+    daily_chart,
+    firing_rows,
+    money,
+    percent,
+    quantity,
+    waterfall_tables,
+)
 from meterline.keys import Principal
 
 SVG = "{http://www.w3.org/2000/svg}"
@@ -129,13 +138,32 @@ def test_stacked_bars_stack_positives_up_and_negatives_down() -> None:
     assert all(inside_plot(float(r.get("x", "0")), top(r)) for r in rectangles)
 
 
-def test_tooltips_and_labels_show_exact_amounts() -> None:
-    svg = line_chart("t", ["d1", "d2"], [Series("cost", (D("1234567.000001"), D("-0.10")))])
+def test_tooltips_and_labels_show_amounts_at_the_currency_minor_unit() -> None:
+    """A chart in USD labels its points and axis in cents; without a unit, exact quantities."""
+    values = (D("1234567.005001"), D("-0.10"), D("0E-7"))
+    svg = line_chart("t", ["d1", "d2", "d3"], [Series("cost", values)], unit="USD")
     titles = [element.text for element in parse(svg).iter(f"{SVG}title")]
-    assert "d1 cost: 1,234,567.000001" in titles
+    assert "d1 cost: 1,234,567.01" in titles
     assert "d2 cost: -0.10" in titles
+    assert "d3 cost: 0.00" in titles
     ticks = [t.text for t in parse(svg).iter(f"{SVG}text") if t.get("class") == "tick"]
-    assert ticks == ["-0.10", "0", "1,234,567.000001"]  # lowest, zero, highest
+    assert ticks == ["-0.10", "0.00", "1,234,567.01"]  # lowest, zero, highest
+    assert "E" not in "".join(ticks + [t or "" for t in titles if t and ":" in t])
+    quantities = line_chart("q", ["d1", "d2"], [Series("tokens", (D("1E+3"), D("0E-7")))])
+    titles = [element.text for element in parse(quantities).iter(f"{SVG}title")]
+    assert "d1 tokens: 1,000" in titles and "d2 tokens: 0" in titles
+
+
+def test_stacked_bars_label_amounts_in_their_currency() -> None:
+    """Waterfall bars' tooltips and ticks are at the currency's minor unit, JPY without."""
+    svg = stacked_bar_chart(
+        "w", ["2026-10"], [Series("revenue:usage", (D("15011.3476752"),))], unit="USD"
+    )
+    titles = [element.text for element in parse(svg).iter(f"{SVG}title")]
+    assert "2026-10 revenue:usage: 15,011.35" in titles
+    yen = stacked_bar_chart("w", ["2026-10"], [Series("r", (D("1234.5"),))], unit="JPY")
+    ticks = [t.text for t in parse(yen).iter(f"{SVG}text") if t.get("class") == "tick"]
+    assert ticks == ["0", "1,235"]
 
 
 def test_empty_series_render_an_empty_state() -> None:
@@ -196,12 +224,135 @@ def test_waterfall_tables_total_exactly_and_chart_each_currency() -> None:
     assert "<svg" in usd.chart and "No data yet." not in usd.chart
 
 
-def test_money_is_exact_and_never_goes_through_a_float() -> None:
-    assert money(D("1234567.10")) == "1,234,567.10"
-    assert money("0.1") == "0.1"
-    assert money(D("1E+3")) == "1,000"
-    assert money("-274.1935483870967741935483871") == "-274.1935483870967741935483871"
-    assert money(None) == "\u2013"
+def test_money_reads_at_the_currency_minor_unit_and_never_goes_through_a_float() -> None:
+    """The money filter: cents for USD, credits exact, quantities and percents plain."""
+    assert money(D("1234567.10"), "USD") == "1,234,567.10"
+    assert money("0.1", "USD") == "0.10"
+    assert money(D("1E+3"), "USD") == "1,000.00"
+    assert money("-274.1935483870967741935483871", "USD") == "-274.19"
+    assert money(D("0E-7"), "USD") == "0.00"
+    assert money(D("30.4800000"), "USD") == "30.48"
+    assert money("19999.500", "credits") == "19,999.5"
+    assert money(None, "USD") == "\u2013"
+    with pytest.raises(MoneyError):
+        money(0.1, "USD")  # type: ignore[arg-type]
+    assert quantity(D("0E-7")) == "0" and quantity("1234567.000") == "1,234,567"
+    assert percent(D("27.2")) == "27.2%" and percent(D("-0.0")) == "0.0%"
+    assert percent(None) == "\u2013"
+
+
+def test_a_customer_row_shows_balances_in_their_own_unit() -> None:
+    """Remaining credit reads in its unit: cents for a currency, credits exactly."""
+    figures = {
+        "customer": "acme",
+        "currency": "USD",
+        "spend": "15011.3476752",
+        "cost": "0E-7",
+        "period": {"start": "2026-10-01T00:00:00Z", "end": "2026-11-01T00:00:00Z"},
+        "remaining": {"credits": "0E-7", "USD": "12.5"},
+        "lines": [],
+    }
+    row = customer_row("acme", "pro", [], figures)
+    assert row.remaining == {"USD": "12.50", "credits": "0"}
+    assert row.live is not None and money(row.live.revenue, "USD") == "15,011.35"
+
+
+def test_a_firings_observed_values_are_exact_without_trailing_zeros_or_exponents() -> None:
+    """The controls page shows the figures a control compared exactly: 30.48, not rounded."""
+    document = {
+        "firing": "F-000002",
+        "at": "2026-11-02T10:00:00Z",
+        "customer": "hooli",
+        "policy": "margin-floor",
+        "kind": "margin_floor",
+        "level": "crossed",
+        "crossing": 1,
+        "observed": {"spend": "30.4800000", "cost": "18.2880000", "margin_percent": "none",
+                     "floor_percent": "0E-7"},
+        "actions": ["alert"],
+    }  # fmt: skip
+    [row] = firing_rows([document], {})
+    assert row.observed == "cost=18.288, floor_percent=0, margin_percent=none, spend=30.48"
+
+
+def _page(template: str, **context: object) -> str:
+    """A dashboard template rendered with the routes' environment (filters and tests)."""
+    from meterline.dashboard.routes import NAVIGATION, PREFIX, _templates
+
+    return (
+        _templates()
+        .get_template(template)
+        .render(**context, session=None, principal=None, navigation=NAVIGATION, page="",
+                prefix=PREFIX)
+    )  # fmt: skip
+
+
+def _shown_text(html: str) -> str:
+    """The page's text without markup, attributes or the inline SVG's coordinates."""
+    import re
+
+    html = re.sub(r"<(style|svg)\b.*?</\1>", " ", html, flags=re.S)
+    return " ".join(re.sub(r"<[^>]+>", " ", html).split())
+
+
+def test_the_invoice_page_shows_usd_amounts_with_two_decimals_and_no_exponent() -> None:
+    """An invoice whose document holds 0E-7-style figures reads in cents, credits plain."""
+    document = {
+        "status": "finalized",
+        "period": {"start": "2026-10-01", "end": "2026-11-01"},
+        "currency": "USD",
+        "total": "30.4800000",
+        "terms": [],
+        "lines": [
+            {"number": 1, "kind": "usage", "description": "tokens", "quantity": "1.2E+6",
+             "amount": "15011.3476752", "lineage": {"events": 0}},
+            {"number": 2, "kind": "credit", "description": "credits applied",
+             "amount": "-0E-7", "unit": "credits", "units": "2000.000"},
+            {"number": 3, "kind": "fee", "description": "platform", "amount": "0E-7"},
+        ],
+    }  # fmt: skip
+    stored = {"id": "INV-1", "customer": "acme", "kind": "period", "finalized_at": "x"}
+    html = _page(
+        "invoice.html", stored=stored, document=document, notes=[], sha256="00",
+        revision=1, through_sequence=9,
+    )  # fmt: skip
+    text = _shown_text(html)
+    assert "E+" not in text and "E-" not in text
+    assert "15,011.35 USD" in text and "30.48 USD" in text
+    assert text.count("0.00 USD") >= 2  # the zero credit and fee lines
+    assert "1,200,000" in text and "(2,000 credits)" in text
+    assert "-0.00" not in text
+
+
+def test_the_revenue_page_shows_usd_amounts_with_two_decimals_and_no_exponent() -> None:
+    """Waterfall, roll-forward, trial balance and journal read in cents, exact behind."""
+    from meterline.dashboard.views import JournalRow, RollforwardRow, trial_balance
+
+    waterfall = {
+        ("2026-10", "revenue:usage", "USD"): D("15011.3476752"),
+        ("2026-10", "contra_revenue:discounts", "USD"): D("-0E-7"),
+    }
+    [table] = waterfall_tables(waterfall)
+    html = _page(
+        "revenue.html",
+        waterfalls=[{"table": table, "chart": table.chart}],
+        rollforwards=[
+            RollforwardRow("2026-10", "liabilities:deferred_revenue:credits", "USD",
+                           D("0E-7"), D("30.4800000"), D("0.0000001"), D("30.4799999")),
+        ],
+        trial=trial_balance({("assets:accounts_receivable", "USD"): D("30.4800000"),
+                             ("revenue:usage", "USD"): D("-30.4800000")}),
+        journal=[JournalRow("e1", "2026-10-31", "usage", "invoice", "acme",
+                            [("revenue:usage", D("-1.005"), "USD")])],
+        journal_count=1,
+        as_of="2026-10-31",
+    )  # fmt: skip
+    text = _shown_text(html)
+    assert "E+" not in text and "E-" not in text
+    assert "15,011.35" in text and "30.48" in text and "1.01 USD" in text
+    assert "30.4799999" not in text and "0.0000001" not in text
+    assert "-0.00" not in text
+    assert "15,011.35" in table.chart and "3476752" not in html  # the chart's labels too
 
 
 # -- login sessions (the only other pure-ish piece of the dashboard: a clock is injected) --

@@ -1,4 +1,5 @@
-"""Money: exact entry, the one rounding step, cent-exact allocation."""
+"""Money: exact entry, the one rounding step, cent-exact allocation, and the display of
+amounts and quantities for reading."""
 
 from __future__ import annotations
 
@@ -9,7 +10,17 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from meterline.core.money import MONEY_CONTEXT, MoneyError, allocate, round_amount, to_decimal
+from meterline.core.money import (
+    MINOR_UNITS,
+    MONEY_CONTEXT,
+    MoneyError,
+    allocate,
+    display_amount,
+    display_figure,
+    display_quantity,
+    round_amount,
+    to_decimal,
+)
 
 
 def test_floats_are_refused() -> None:
@@ -59,3 +70,110 @@ def test_allocation_conserves_every_cent(cents: int, weights: list[int]) -> None
     weight_total = sum(weights)
     for share, weight in zip(shares, weights, strict=True):
         assert abs(share - total * weight / weight_total) < D("0.01")
+
+
+# -- display ---------------------------------------------------------------------------------
+
+
+def test_amounts_display_at_the_currency_minor_unit() -> None:
+    """The issue's figures read as money: 2 places for USD, none for JPY, 3 for KWD."""
+    assert display_amount(D("15011.3476752"), "USD") == "15,011.35"
+    assert display_amount(D("0E-7"), "USD") == "0.00"
+    assert display_amount(D("30.4800000"), "USD") == "30.48"
+    assert display_amount(D("0"), "EUR") == "0.00"
+    assert display_amount(D("-12.3"), "GBP") == "-12.30"
+    assert display_amount(D("1234567.1"), "USD") == "1,234,567.10"
+    assert display_amount(D("1234.5"), "JPY") == "1,235"
+    assert display_amount(D("0E-7"), "JPY") == "0"
+    assert display_amount(D("1.0005"), "KWD") == "1.001"
+    assert display_amount("274.1935483870967741935483871", "USD") == "274.19"
+    assert display_amount(7, "USD") == "7.00"
+
+
+def test_display_rounds_half_up_and_never_shows_negative_zero() -> None:
+    """Half-up at the minor unit (2.675 -> 2.68, -2.675 -> -2.68); -0.004 reads 0.00."""
+    assert display_amount(D("2.675"), "USD") == "2.68"
+    assert display_amount(D("2.665"), "USD") == "2.67"
+    assert display_amount(D("-2.675"), "USD") == "-2.68"
+    assert display_amount(D("-0.004"), "USD") == "0.00"
+    assert display_amount(D("-0E-7"), "USD") == "0.00"
+    assert display_amount(D("-0.5"), "JPY") == "-1"
+
+
+def test_custom_units_display_exactly_with_trailing_zeros_trimmed() -> None:
+    """A credit type has no minor unit: its exact value, trimmed, never 0E-7."""
+    assert display_amount(D("19999.500"), "credits") == "19,999.5"
+    assert display_amount(D("0E-7"), "credits") == "0"
+    assert display_amount(D("-0E-7"), "tokens") == "0"
+    assert display_amount(D("1E+3"), "credits") == "1,000"
+    assert display_amount(D("0.0000001"), "credits") == "0.0000001"
+    assert display_amount(D("-2.50"), "credits") == "-2.5"
+
+
+def test_display_refuses_floats_like_every_entry() -> None:
+    """A float is refused by the display too (it goes through to_decimal)."""
+    with pytest.raises(MoneyError, match="floats are never money"):
+        display_amount(0.1, "USD")  # type: ignore[arg-type]
+    with pytest.raises(MoneyError):
+        display_quantity(1.5)  # type: ignore[arg-type]
+
+
+def test_quantities_and_percentages_never_show_exponents() -> None:
+    """Quantities are exact and trimmed (0E-7 -> 0); percentages round to their places."""
+    assert display_quantity(D("0E-7")) == "0"
+    assert display_quantity(D("30.4800000")) == "30.48"
+    assert display_quantity(D("1234567")) == "1,234,567"
+    assert display_quantity(D("1E+3")) == "1,000"
+    assert display_quantity(D("-0")) == "0"
+    assert display_quantity("0.000000000000000000001") == "0.000000000000000000001"
+    assert display_quantity(D("27.2"), 1) == "27.2"
+    assert display_quantity(D("27.25"), 1) == "27.3"
+    assert display_quantity(D("-0.04"), 1) == "0.0"
+    assert display_quantity(D("1E+2"), 1) == "100.0"
+
+
+def test_figures_in_records_are_shown_exactly_and_words_as_they_are() -> None:
+    """Evidence is not rounded: 30.4800000 -> 30.48, 18.2880000 -> 18.288; words kept."""
+    assert display_figure("30.4800000") == "30.48"
+    assert display_figure("18.2880000") == "18.288"
+    assert display_figure(D("0E-7")) == "0" and display_figure(2000000) == "2,000,000"
+    assert display_figure("none") == "none" and display_figure("in ledger") == "in ledger"
+    assert display_figure(True) == "True" and display_figure(None) == "None"
+
+
+finite_decimals = st.decimals(
+    allow_nan=False, allow_infinity=False, min_value=-(10**15), max_value=10**15
+)
+exponents = st.integers(-12, 6)
+
+
+def _scaled(value: D, exponent: int) -> D:
+    """``value`` with its exponent moved (hypothesis' decimals rarely carry many zeros)."""
+    return value.scaleb(exponent)
+
+
+@given(value=finite_decimals, exponent=exponents, currency=st.sampled_from(sorted(MINOR_UNITS)))
+def test_a_displayed_amount_parses_back_to_the_rounded_amount(
+    value: D, exponent: int, currency: str
+) -> None:
+    """display(x) without separators is round(x) at the currency's minor unit, half-up."""
+    amount = _scaled(value, exponent)
+    shown = display_amount(amount, currency)
+    assert "E" not in shown and "e" not in shown
+    places = MINOR_UNITS[currency]
+    fraction = shown.rpartition(".")[2] if "." in shown else ""
+    assert len(fraction) == places
+    assert D(shown.replace(",", "")) == round_amount(amount, currency, "half_up")
+    assert not shown.startswith("-") or D(shown.replace(",", "")) < 0
+
+
+@given(value=finite_decimals, exponent=exponents)
+def test_a_custom_unit_and_a_quantity_parse_back_exactly(value: D, exponent: int) -> None:
+    """Credits and quantities lose nothing: the text parses back to the same number."""
+    amount = _scaled(value, exponent)
+    for shown in (display_amount(amount, "credits"), display_quantity(amount)):
+        assert "E" not in shown and "e" not in shown
+        assert D(shown.replace(",", "")) == amount
+        assert not shown.endswith("0") or "." not in shown  # trailing zeros trimmed
+        integral = shown.lstrip("-").partition(".")[0]
+        assert integral == f"{int(integral.replace(',', '')):,}"  # separated by thousands

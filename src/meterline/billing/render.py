@@ -1,4 +1,9 @@
-"""Invoices, plans of change and audits as Rich tables (for the CLI and the demo)."""
+"""Invoices, plans of change and audits as Rich tables (for the CLI and the demo).
+
+Amounts are written by ``core.money``'s display (a currency at its minor unit, a credit
+type exactly, never exponent notation); the documents themselves stay exact, and
+``--json`` prints them as they are.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +12,7 @@ from typing import Any
 from rich.table import Table
 
 from meterline.billing.service import ApplyReport, AuditReport
+from meterline.core.money import display_amount, display_quantity, to_decimal
 
 
 def invoice_table(document: dict[str, Any], lineage: bool = True) -> Table:
@@ -32,13 +38,16 @@ def invoice_table(document: dict[str, Any], lineage: bool = True) -> Table:
         table.add_column("events", justify="right")
         table.add_column("sequences", justify="right")
         table.add_column("merkle root")
+    currency = document["currency"]
     for line in document["lines"]:
         quantity = line.get("quantity", "")
         if quantity:
-            quantity = f"{int(quantity):,}" if quantity.isdigit() else quantity
+            quantity = display_quantity(quantity)
         if "units" in line:
-            quantity = f"{quantity} ({line['units']} {line['unit']})"
-        row = [str(line["number"]), line["description"], quantity, line["amount"]]
+            units = display_amount(line["units"], line["unit"])
+            quantity = f"{quantity} ({units} {line['unit']})"
+        amount = display_amount(line["amount"], currency)
+        row = [str(line["number"]), line["description"], quantity, amount]
         if lineage:
             trace = line.get("lineage")
             if trace:
@@ -52,7 +61,8 @@ def invoice_table(document: dict[str, Any], lineage: bool = True) -> Table:
                 row += ["", "", ""]
         table.add_row(*row)
     table.add_section()
-    table.add_row("", "[bold]total[/bold]", "", f"[bold]{document['total']}[/bold]")
+    total = display_amount(document["total"], currency)
+    table.add_row("", "[bold]total[/bold]", "", f"[bold]{total}[/bold]")
     return table
 
 
@@ -78,15 +88,14 @@ def simulation_table(report: ApplyReport) -> Table:
     table.add_column("after", justify="right")
     table.add_column("difference", justify="right")
     for row in report.simulation:
-        difference = row["difference"]
-        colour = "green" if not difference.startswith("-") and difference != "0" else "red"
-        if difference in ("0", "0.00"):
-            colour = "white"
+        currency = row["currency"]
+        change = to_decimal(row["difference"])
+        colour = "green" if change > 0 else "red" if change < 0 else "white"
         table.add_row(
             row["customer"],
-            f"{row['before']} {row['currency']}",
-            f"{row['after']} {row['currency']}",
-            f"[{colour}]{difference}[/{colour}]",
+            f"{display_amount(row['before'], currency)} {currency}",
+            f"{display_amount(row['after'], currency)} {currency}",
+            f"[{colour}]{display_amount(change, currency)}[/{colour}]",
         )
     return table
 
@@ -102,8 +111,10 @@ def audit_lines(report: AuditReport) -> list[str]:
     return lines
 
 
-def credits_table(report: dict[str, Any]) -> Table:
-    """A customer's grants as of an instant: balances, order of burn, status."""
+def credits_table(report: dict[str, Any], currency: str | None = None) -> Table:
+    """A customer's grants as of an instant: balances, order of burn, status. Grants and
+    balances read in their unit; ``paid`` in ``currency`` (the plan's, which the report
+    does not carry), or exactly when it is not given."""
     table = Table(
         title=f"credits  {report['customer']}  as of {report['as_of']}  (overage: "
         f"{report['overage']})",
@@ -129,9 +140,11 @@ def credits_table(report: dict[str, Any]) -> Table:
             grant["grant"],
             grant["unit"],
             str(grant["priority"]),
-            grant["amount"],
-            grant["paid"],
-            grant["balance"],
+            display_amount(grant["amount"], grant["unit"]),
+            display_quantity(grant["paid"])
+            if currency is None
+            else display_amount(grant["paid"], currency),
+            display_amount(grant["balance"], grant["unit"]),
             grant["effective"][:10],
             ends[:10],
             grant["status"],
@@ -147,5 +160,5 @@ def credit_totals_table(report: dict[str, Any]) -> Table:
     for name in columns:
         table.add_column(name, justify="right")
     for unit, totals in report["totals"].items():
-        table.add_row(unit, *(totals[name] for name in columns))
+        table.add_row(unit, *(display_amount(totals[name], unit) for name in columns))
     return table

@@ -6,6 +6,13 @@ a digit raises instead. Rounding happens only in ``round_amount``: half-up to th
 currency's minor unit by default (banker's rounding selectable). Leftover minor units are
 allocated by largest remainder with a deterministic tie-break (``allocate``). Floats are
 refused at the door: ``to_decimal(0.1)`` raises.
+
+What a person reads is made here too, and only here: ``display_amount`` writes an amount
+at its currency's minor unit (``15,011.35 USD``, never ``15,011.3476752`` or ``0E-7``) and
+``display_quantity`` writes a quantity or a percentage without exponent notation. The
+display rule is ``DISPLAY_ROUNDING`` (half-up) and it is one-way: a displayed string is
+never parsed back into a figure, so display rounding never feeds any total, invoice,
+journal, export, JSON output or API answer, which all keep the exact ``Decimal``.
 """
 
 from __future__ import annotations
@@ -97,12 +104,19 @@ def minor_units(currency: str) -> int:
         raise MoneyError(f"currency: {currency!r} is not a known ISO 4217 code") from None
 
 
-def round_amount(amount: Decimal, currency: str, mode: RoundingMode = "half_up") -> Decimal:
-    """The one rounding step: ``amount`` to ``currency``'s minor unit."""
-    exponent = Decimal(1).scaleb(-minor_units(currency))
+def _round_places(value: Decimal, places: int, mode: RoundingMode) -> Decimal:
+    """``value`` rounded to ``places`` digits after the point (the one quantize), with
+    enough precision for the result's digits (a quantize never rounds anywhere else)."""
+    exponent = Decimal(1).scaleb(-places)
     with localcontext(MONEY_CONTEXT) as context:
         context.traps[Inexact] = False
-        return amount.quantize(exponent, rounding=_ROUNDING[mode])
+        context.prec = max(context.prec, value.adjusted() + places + 2)
+        return value.quantize(exponent, rounding=_ROUNDING[mode])
+
+
+def round_amount(amount: Decimal, currency: str, mode: RoundingMode = "half_up") -> Decimal:
+    """The one rounding step: ``amount`` to ``currency``'s minor unit."""
+    return _round_places(amount, minor_units(currency), mode)
 
 
 PRORATION_PLACES = 28
@@ -160,3 +174,76 @@ def allocate(total: Decimal, weights: Sequence[Decimal], currency: str) -> list[
         for position in order[:leftover]:
             floors[position] += unit
     return floors
+
+
+# -- display: what a person reads (never parsed back into a figure) -------------------------
+
+DISPLAY_ROUNDING: RoundingMode = "half_up"
+"""How an amount is rounded for reading: half-up, the billing default, so an unrounded
+figure (a live spend, a day's recognized revenue) reads as the cent an invoice line would
+round it to under the default rule. Display only: the exact ``Decimal`` is what is summed,
+stored, exported and answered."""
+
+
+def _plain(value: Decimal) -> str:
+    """``value`` in positional notation, thousands separated, never ``-0``."""
+    if value == 0:
+        value = value.copy_abs()
+    return format(value, ",f")
+
+
+def _trimmed(value: Decimal) -> Decimal:
+    """``value`` exactly, without trailing zeros after the point (``30.4800000`` ->
+    ``30.48``, ``0E-7`` -> ``0``); integral digits are kept (``1E+3`` is 1000)."""
+    if value == 0:
+        return Decimal(0)
+    # as many significant digits as it has: normalize only drops zeros, never rounds
+    return value.normalize(Context(prec=len(value.as_tuple().digits)))
+
+
+def display_amount(amount: Decimal | int | str, unit: str) -> str:
+    """An exact amount as a person reads it in ``unit``, without the unit's name.
+
+    - A currency (``MINOR_UNITS``): at its minor unit, rounded by ``DISPLAY_ROUNDING``,
+      thousands separated: ``15011.3476752`` USD -> ``15,011.35``; ``0E-7`` -> ``0.00``;
+      ``-12.3`` -> ``-12.30``; JPY ``1234.5`` -> ``1,235``. A negative amount that rounds
+      to zero reads ``0.00`` (no ``-0.00``).
+    - Any other unit is a custom unit (a credit type such as ``credits``): credit types
+      declare no precision, so they are shown exactly, trailing zeros trimmed, thousands
+      separated: ``19999.500`` -> ``19,999.5``; ``0E-7`` -> ``0``.
+
+    Never exponent notation. Accepts an exact Decimal, an int or a document's decimal
+    string (through ``to_decimal``: never a float).
+    """
+    value = to_decimal(amount)
+    places = MINOR_UNITS.get(unit)
+    if places is None:
+        return _plain(_trimmed(value))
+    return _plain(_round_places(value, places, DISPLAY_ROUNDING))
+
+
+def display_quantity(value: Decimal | int | str, places: int | None = None) -> str:
+    """A quantity or a percentage as a person reads it, never in exponent notation.
+
+    Without ``places``: exact, trailing zeros trimmed, thousands separated
+    (``1234567`` -> ``1,234,567``; ``30.4800000`` -> ``30.48``; ``0E-7`` -> ``0``). With
+    ``places``: rounded to that many digits by ``DISPLAY_ROUNDING`` (a margin percentage:
+    ``27.2``, ``-0.04`` at one place -> ``0.0``).
+    """
+    number = to_decimal(value, "quantity")
+    if places is None:
+        return _plain(_trimmed(number))
+    return _plain(_round_places(number, places, DISPLAY_ROUNDING))
+
+
+def display_figure(value: object) -> str:
+    """A figure inside a record (a control's observed values, a proof's checks), shown
+    exactly: a decimal number (or its text) as ``display_quantity`` writes it, anything
+    else (``none``, ``intact``) as its text. Exactly, because such a figure is evidence:
+    rounded, ``spend 149.996`` against ``threshold 150`` would read as crossed."""
+    if isinstance(value, Decimal | int | str) and not isinstance(value, bool):
+        try:
+            return display_quantity(value)
+        except MoneyError:
+            pass
+    return str(value)

@@ -8,7 +8,9 @@ Geometry: every chart has the same ``Frame`` (a viewBox and the plot area inside
 The value axis always includes zero, so a negative value (a day's negative margin, a
 month's contra-revenue) is drawn below the zero line. Positions are floats rounded to a
 tenth of a unit (they are only where to draw); every figure written as text (axis
-labels, tooltips) is the exact ``Decimal``, never a float. Colours are CSS classes
+labels, tooltips) is written from the exact ``Decimal`` by ``core.money``'s display,
+never through a float: an amount at its currency's minor unit when the chart is given its
+``unit``, a quantity (exact, no exponent) otherwise. Colours are CSS classes
 (``series-0`` ...), styled by ``static/dashboard.css``: no inline style, so the page's
 Content-Security-Policy can forbid inline styles.
 
@@ -23,7 +25,7 @@ from dataclasses import dataclass
 from decimal import Decimal, localcontext
 from html import escape
 
-from meterline.core.money import MONEY_CONTEXT
+from meterline.core.money import MONEY_CONTEXT, display_amount, display_quantity
 
 ZERO = Decimal(0)
 
@@ -73,9 +75,10 @@ def _number(value: float) -> str:
     return "0.0" if text == "-0.0" else text
 
 
-def amount_text(value: Decimal) -> str:
-    """An exact amount for a label: digits as stored, thousands separated, no exponent."""
-    return format(value, ",f")
+def value_text(value: Decimal, unit: str | None) -> str:
+    """A value for a label or a tooltip: an amount in ``unit`` (``1,234.50`` for USD), or
+    a quantity when the chart has no unit."""
+    return display_quantity(value) if unit is None else display_amount(value, unit)
 
 
 def value_range(values: Sequence[Decimal]) -> tuple[Decimal, Decimal]:
@@ -126,7 +129,12 @@ def empty_chart(title: str, message: str = "No data yet.", frame: Frame = FRAME)
 
 
 def _axes(
-    labels: Sequence[str], low: Decimal, high: Decimal, frame: Frame, parts: list[str]
+    labels: Sequence[str],
+    low: Decimal,
+    high: Decimal,
+    frame: Frame,
+    parts: list[str],
+    unit: str | None,
 ) -> None:
     """The zero line, the value axis labels (lowest, zero, highest) and the category
     labels (all of them when few, else the first, middle and last)."""
@@ -137,7 +145,7 @@ def _axes(
             f'<line class="grid" x1="{frame.left}" y1="{y}"'
             f' x2="{frame.width - frame.right}" y2="{y}"/>'
             f'<text class="tick" x="{frame.left - 6}" y="{y}" text-anchor="end"'
-            f' dominant-baseline="middle">{escape(amount_text(value))}</text>'
+            f' dominant-baseline="middle">{escape(value_text(value, unit))}</text>'
         )
     parts.append(
         f'<line class="axis zero" x1="{frame.left}" y1="{zero_y}"'
@@ -175,16 +183,22 @@ def _check(labels: Sequence[str], series: Sequence[Series]) -> None:
 
 
 def line_chart(
-    title: str, labels: Sequence[str], series: Sequence[Series], frame: Frame = FRAME
+    title: str,
+    labels: Sequence[str],
+    series: Sequence[Series],
+    frame: Frame = FRAME,
+    *,
+    unit: str | None = None,
 ) -> str:
     """One polyline per series over the labels (e.g. days), with a dot and a tooltip per
-    point; the empty state when there are no labels or no series."""
+    point; the empty state when there are no labels or no series. ``unit``: the currency
+    (or credit type) the values are amounts in; None for quantities."""
     _check(labels, series)
     if not labels or not series:
         return empty_chart(title, frame=frame)
     low, high = value_range([value for item in series for value in item.values])
     parts = _open(title, frame, "chart-line")
-    _axes(labels, low, high, frame, parts)
+    _axes(labels, low, high, frame, parts, unit)
     count = len(labels)
     for index, item in enumerate(series):
         points = [
@@ -199,7 +213,7 @@ def line_chart(
             parts.append(
                 f'<circle class="point" cx="{x}" cy="{y}" r="2.5">'
                 f"<title>{escape(label)} {escape(item.name)}: "
-                f"{escape(amount_text(value))}</title></circle>"
+                f"{escape(value_text(value, unit))}</title></circle>"
             )
         parts.append("</g>")
     _legend(series, frame, parts, "line")
@@ -208,10 +222,16 @@ def line_chart(
 
 
 def stacked_bar_chart(
-    title: str, labels: Sequence[str], series: Sequence[Series], frame: Frame = FRAME
+    title: str,
+    labels: Sequence[str],
+    series: Sequence[Series],
+    frame: Frame = FRAME,
+    *,
+    unit: str | None = None,
 ) -> str:
     """One bar per label: the series' positive values stacked up from zero, negative
-    ones stacked down below it (contra-revenue); the empty state without data."""
+    ones stacked down below it (contra-revenue); the empty state without data. ``unit``
+    as for ``line_chart``."""
     _check(labels, series)
     if not labels or not series:
         return empty_chart(title, frame=frame)
@@ -221,7 +241,7 @@ def stacked_bar_chart(
         downs = [sum((s.values[i] for s in series if s.values[i] < 0), ZERO) for i in range(count)]
     low, high = value_range([*ups, *downs])
     parts = _open(title, frame, "chart-bars")
-    _axes(labels, low, high, frame, parts)
+    _axes(labels, low, high, frame, parts, unit)
     slot = (frame.plot_right - frame.plot_left) / count
     width = _number(min(slot * 0.6, 64.0))
     for index, item in enumerate(series):
@@ -247,7 +267,7 @@ def stacked_bar_chart(
                 f'<rect class="bar" x="{_number(x)}" y="{_number(min(start_y, end_y))}"'
                 f' width="{width}" height="{_number(abs(end_y - start_y))}">'
                 f"<title>{escape(labels[position])} {escape(item.name)}: "
-                f"{escape(amount_text(value))}</title></rect>"
+                f"{escape(value_text(value, unit))}</title></rect>"
             )
         parts.append("</g>")
     _legend(series, frame, parts, "bar")

@@ -179,6 +179,7 @@ def _templates() -> Environment:
     )
     environment.filters.update(
         money=views.money,
+        quantity=views.quantity,
         percent=views.percent,
         short_hash=views.short_hash,
         key_label=views.key_label,

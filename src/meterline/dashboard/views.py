@@ -2,8 +2,9 @@
 
 The route handlers (``routes.py``) read the ledger, billing and the live engine; these
 functions turn what they read into rows and charts, and format figures for reading.
-Money is formatted from its ``Decimal`` exactly (digits as stored, thousands separated,
-never through a float); dates are ISO 8601.
+Figures stay exact ``Decimal`` in every row and total; only the text a page shows is
+written by ``core.money``'s display: an amount at its currency's minor unit (a credit
+type exactly, trimmed), quantities and percentages without exponents. Dates are ISO 8601.
 """
 
 from __future__ import annotations
@@ -19,8 +20,15 @@ from typing import Any
 from meterline.core.controls import Block
 from meterline.core.economics import Margin
 from meterline.core.journal import CHART, DEFERRED, Balances, JournalEntry, Rollforward
-from meterline.core.money import MONEY_CONTEXT, round_amount
-from meterline.dashboard.charts import Series, amount_text, line_chart, stacked_bar_chart
+from meterline.core.money import (
+    MONEY_CONTEXT,
+    display_amount,
+    display_figure,
+    display_quantity,
+    round_amount,
+    to_decimal,
+)
+from meterline.dashboard.charts import Series, line_chart, stacked_bar_chart
 
 ZERO = Decimal(0)
 NO_VALUE = "\u2013"
@@ -32,26 +40,35 @@ EVENTFUL_KINDS = ("usage", "adjustment")
 # -- formatting ---------------------------------------------------------------------------
 
 
-def money(value: Decimal | str | int | None) -> str:
-    """An amount exactly as held, thousands separated (``1,234.50``); a dash for None."""
+def money(value: Decimal | str | int | None, unit: str) -> str:
+    """An amount in ``unit`` for reading (``core.money.display_amount``): ``1,234.50`` in
+    USD, ``19,999.5`` in credits; a dash for None. The unit is required: every amount on a
+    page is in a currency or a credit type."""
     if value is None or value == "":
         return NO_VALUE
-    return amount_text(Decimal(str(value)))
+    return display_amount(decimal_of(value), unit or "")
+
+
+def quantity(value: Decimal | str | int | None) -> str:
+    """A quantity for reading: exact, thousands separated, no exponent; a dash for None."""
+    if value is None or value == "":
+        return NO_VALUE
+    return display_quantity(decimal_of(value))
 
 
 def is_negative(value: Decimal | str | int | None) -> bool:
     """Whether a figure (a Decimal, or a document's decimal string) is below zero."""
-    return value is not None and value != "" and Decimal(str(value)) < 0
+    return value is not None and value != "" and decimal_of(value) < 0
 
 
 def percent(value: Decimal | None) -> str:
-    """A margin percentage (``27.2%``); a dash without revenue to divide by."""
-    return NO_VALUE if value is None else f"{value}%"
+    """A margin percentage at one place (``27.2%``); a dash without revenue to divide by."""
+    return NO_VALUE if value is None else f"{display_quantity(value, 1)}%"
 
 
 def decimal_of(value: Any) -> Decimal:
     """A figure from a document (an exact decimal string, or a Decimal) as a Decimal."""
-    return value if isinstance(value, Decimal) else Decimal(str(value))
+    return to_decimal(value, "figure")
 
 
 def key_label(key: Sequence[str]) -> str:
@@ -91,7 +108,7 @@ def daily_chart(by_day: Sequence[Margin], currency: str) -> str:
     days = {date.fromisoformat(m.key[0]): m for m in by_day if m.currency == currency}
     title = f"Usage revenue, cost and margin per day ({currency})"
     if not days:
-        return line_chart(title, [], [])
+        return line_chart(title, [], [], unit=currency)
     first, last = min(days), max(days)
     labels: list[str] = []
     revenue: list[Decimal] = []
@@ -110,7 +127,7 @@ def daily_chart(by_day: Sequence[Margin], currency: str) -> str:
         Series("cost", tuple(cost)),
         Series("margin", tuple(margin)),
     ]
-    return line_chart(title, labels, series)
+    return line_chart(title, labels, series, unit=currency)
 
 
 # -- customers ----------------------------------------------------------------------------
@@ -197,7 +214,7 @@ def customer_row(
         plan,
         status_text(blocks),
         blocks,
-        {unit: money(value) for unit, value in sorted(remaining.items())},
+        {unit: money(value, unit) for unit, value in sorted(remaining.items())},
         live_margin(figures),
         period_text(figures),
     )
@@ -270,7 +287,7 @@ def waterfall_tables(waterfall: Mapping[tuple[str, str, str], Decimal]) -> list[
             for account in accounts
         ]
         chart = stacked_bar_chart(
-            f"Revenue recognized per month and account ({currency})", months, series
+            f"Revenue recognized per month and account ({currency})", months, series, unit=currency
         )
         tables.append(
             WaterfallTable(
@@ -391,6 +408,9 @@ def journal_rows(entries: Sequence[JournalEntry], limit: int) -> list[JournalRow
 
 @dataclass(frozen=True, slots=True)
 class FiringRow:
+    """A control firing on the controls page; ``observed`` are the exact figures the
+    control compared (``core.money.display_figure``: never rounded, never ``0E-7``)."""
+
     firing: str
     at: str
     customer: str
@@ -424,7 +444,9 @@ def firing_rows(
                 str(document["kind"]),
                 str(document["level"]),
                 int(document["crossing"]),
-                ", ".join(f"{k}={v}" for k, v in sorted(document["observed"].items())),
+                ", ".join(
+                    f"{k}={display_figure(v)}" for k, v in sorted(document["observed"].items())
+                ),
                 ", ".join(document["actions"]),
                 compact_json(done) if done else "",
             )

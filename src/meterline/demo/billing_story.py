@@ -24,6 +24,7 @@ from meterline.billing.render import (
     simulation_table,
 )
 from meterline.billing.service import Billing
+from meterline.core import money
 from meterline.core.events import decode_exact, timestamp_to_us
 from meterline.core.lineage import verify_proof
 from meterline.demo.calendar import REFERENCE_MONTH, add_months, month_of, moved_text
@@ -98,7 +99,8 @@ def _invoices_table(billing: Billing) -> Table:
             document["period"]["label"],
             terms,
             str(len(document["lines"])),
-            f"{document['total']} {document['currency']}",
+            f"{money.display_amount(document['total'], document['currency'])}"
+            f" {document['currency']}",
             stored.document_sha256.hex()[:12] + "…",
         )
     table.caption = "* with negotiated overrides; → a mid-period amendment"
@@ -159,7 +161,8 @@ def _tell(billing: Billing, console: Console, month: date) -> None:
     draft = billing.draft("wayne-analytics")
     adjustments = [line for line in draft["lines"] if line["kind"] == "adjustment"]
     for line in adjustments:
-        console.print(f"  draft line {line['number']}: {line['description']}: {line['amount']}")
+        amount = money.display_amount(line["amount"], draft["currency"])
+        console.print(f"  draft line {line['number']}: {line['description']}: {amount}")
 
     console.rule("Every line traces to its events")
     document = decode_exact(acme.document)
@@ -229,18 +232,20 @@ def _tell_credits(billing: Billing, console: Console, month: date, current: date
         "The month closes: cyberdyne-ops's pool resets; half of what was left, capped at"
         " 1,000, rolls over and the rest expires. Every balance is a sum of ledger entries:"
     )
-    console.print(credits_table(report))
+    console.print(credits_table(report, document["currency"]))
     console.print(credit_totals_table(report))
     for entry in report["entries"]:
         if entry["kind"] in ("expire", "rollover"):
             console.print(
-                f"  {entry['at'][:10]}  {entry['kind']:<8} {entry['amount']:>8} {entry['unit']}"
+                f"  {entry['at'][:10]}  {entry['kind']:<8}"
+                f" {money.display_amount(entry['amount'], entry['unit']):>8} {entry['unit']}"
                 f"  {entry['reason']}"
             )
     tyrell = decode_exact(next(iter(billing.store.invoices("tyrell-research"))).document)
     for line in tyrell["lines"]:
         if line["kind"] in ("purchase", "credit", "commitment"):
-            console.print(f"  tyrell-research: {line['description']}: {line['amount']}")
+            amount = money.display_amount(line["amount"], tyrell["currency"])
+            console.print(f"  tyrell-research: {line['description']}: {amount}")
     existing = [g for g in billing.store.grants("stark-agents")]
     if not existing:
         stored, invoice = billing.grant(
@@ -261,7 +266,8 @@ def _tell_credits(billing: Billing, console: Console, month: date, current: date
     now = billing.credits("stark-agents")
     active = [g for g in now["grants"] if g["status"] == "active"]
     for grant in active:
-        console.print(f"  stark-agents now: {grant['grant']} balance {grant['balance']} credits")
+        balance = money.display_amount(grant["balance"], grant["unit"])
+        console.print(f"  stark-agents now: {grant['grant']} balance {balance} credits")
     console.print(
         "See any customer's ledger: [bold]meterline credits show stark-agents --entries[/bold]"
     )

@@ -13,6 +13,7 @@ from rich.console import Console
 from meterline.billing.service import open_billing
 from meterline.clock import Clock, system_clock_us
 from meterline.core.economics import summarize
+from meterline.core.money import display_amount
 from meterline.demo.calendar import REFERENCE_MONTH
 from meterline.finance.books import build_books
 from meterline.finance.economics import usage_slices
@@ -38,8 +39,10 @@ def tell_finance(
         truth = one_truth(billing)
     for total in summarize(slices, []):
         console.print(
-            f"{month:%B}, closed: revenue {total.revenue} {total.currency}, COGS {total.cost}, "
-            f"gross margin {total.margin} ({total.margin_percent}%). COGS is each line's "
+            f"{month:%B}, closed: revenue {display_amount(total.revenue, total.currency)}"
+            f" {total.currency}, COGS {display_amount(total.cost, total.currency)}, gross"
+            f" margin {display_amount(total.margin, total.currency)}"
+            f" ({total.margin_percent}%). COGS is each line's "
             "quantity x the provider's rate per model, or the cost each GPU event carried."
         )
     usage = [s for s in slices if not s.meter.startswith("(")]
@@ -71,7 +74,8 @@ def tell_finance(
         Decimal(0),
     )
     console.print(
-        f"Deferred at the end of {month:%B}: {deferred} (prepaid credit not yet consumed). "
+        f"Deferred at the end of {month:%B}: {display_amount(deferred, 'USD')} USD (prepaid"
+        " credit not yet consumed). "
         f"Journal written for the general ledger: {general_ledger} (CSV) and {beancount} "
         f"(check it: bean-check {beancount}). Parquet for the warehouse: "
         f"meterline export --db {db} --out DIR; ad-hoc SQL: meterline sql --db {db} "

@@ -235,12 +235,16 @@ def _tell(billing: Billing, engine: LiveEngine, console: Console) -> None:
 
 
 def _timeline(engine: LiveEngine, billing: Billing, console: Console) -> None:
+    from meterline.core.money import display_figure
+
     results = engine.store.results()
     table = Table(title="Control timeline (from the records)", box=box.SIMPLE_HEAD)
     for column in ("firing", "at", "customer", "control", "observed", "caused by", "actions"):
         table.add_column(column)
     for firing in engine.store.firings():
-        observed = ", ".join(f"{k} {v}" for k, v in firing.observed.items() if k != "unit")
+        observed = ", ".join(
+            f"{k} {display_figure(v)}" for k, v in firing.observed.items() if k != "unit"
+        )
         outcomes = []
         for action in firing.actions:
             result = results.get((firing.number, action)) or {}
@@ -270,6 +274,8 @@ def _timeline(engine: LiveEngine, billing: Billing, console: Console) -> None:
 
 
 def _margins(engine: LiveEngine, console: Console) -> None:
+    from meterline.core.money import display_amount, display_quantity
+
     table = Table(title="Live unit economics, this period", box=box.SIMPLE_HEAD)
     for column in ("customer", "spend", "cost (COGS)", "margin", "margin %", "access"):
         table.add_column(column, justify="left" if column in ("customer", "access") else "right")
@@ -278,16 +284,16 @@ def _margins(engine: LiveEngine, console: Console) -> None:
         if figures is None:
             continue
         spend, cost = figures.spend, figures.cost
-        percent = f"{(spend - cost) / spend * 100:.1f}%" if spend else "-"
+        percent = f"{display_quantity((spend - cost) / spend * 100, 1)}%" if spend else "-"
         decision = engine.controls.decision_document(customer)
         access = "allowed"
         if decision["blocked"]:
             access = "blocked: " + (", ".join(decision["features"]) or "everything")
         table.add_row(
             customer,
-            f"{spend:.2f}",
-            f"{cost:.2f}",
-            f"{spend - cost:.2f}",
+            display_amount(spend, figures.currency),
+            display_amount(cost, figures.currency),
+            display_amount(spend - cost, figures.currency),
             percent,
             access,
         )

@@ -1,14 +1,35 @@
-"""Finance's figures as Rich tables, for the CLI and the demo (no I/O of its own)."""
+"""Finance's figures as Rich tables, for the CLI and the demo (no I/O of its own).
+
+Amounts are written by ``core.money``'s display, at their currency's minor unit; the
+reports stay exact (``--json``), so a rounded column may differ from its rounded total by
+a cent. The one-truth table is a proof: its figures are shown exactly (without exponent
+notation), since the point is that they are equal.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from rich.table import Table
 
 from meterline.core.economics import Margin
+from meterline.core.money import display_amount, display_figure, display_quantity
 from meterline.finance.truth import TruthReport
+
+
+def _amount(value: str, currency: str | None) -> str:
+    """A report's exact amount for reading ('' stays ''); exactly when the currency is
+    not one (a total over several currencies)."""
+    if value == "":
+        return ""
+    return display_quantity(value) if currency is None else display_amount(value, currency)
+
+
+def _one_currency(rows: Iterable[dict[str, Any]]) -> str | None:
+    """The currency every row is in, or None when they differ (or there are none)."""
+    currencies = {row["currency"] for row in rows}
+    return currencies.pop() if len(currencies) == 1 else None
 
 
 def margin_table(rows: Sequence[Margin], dimensions: Sequence[str], title: str) -> Table:
@@ -19,13 +40,15 @@ def margin_table(rows: Sequence[Margin], dimensions: Sequence[str], title: str) 
     for column in ("revenue", "COGS", "margin", "margin %", ""):
         table.add_column(column, justify="right")
     for margin in rows:
-        percent = "" if margin.margin_percent is None else f"{margin.margin_percent}%"
+        share = margin.margin_percent
+        percent = "" if share is None else f"{display_quantity(share, 1)}%"
         flag = "[red]negative margin[/red]" if margin.negative else ""
+        currency = margin.currency
         table.add_row(
             *margin.key,
-            f"{margin.revenue} {margin.currency}",
-            str(margin.cost),
-            str(margin.margin),
+            f"{display_amount(margin.revenue, currency)} {currency}",
+            display_amount(margin.cost, currency),
+            display_amount(margin.margin, currency),
             percent,
             flag,
         )
@@ -41,13 +64,19 @@ def revenue_tables(reports: dict[str, Any]) -> list[Table]:
         waterfall.add_column(name, justify="right")
     waterfall.add_column("total", justify="right")
     for row in reports["waterfall"]:
+        currency = row["currency"]
         waterfall.add_row(
-            f"{row['account']} ({row['currency']})",
-            *[row["months"].get(name, "") for name in months],
-            row["total"],
+            f"{row['account']} ({currency})",
+            *[_amount(row["months"].get(name, ""), currency) for name in months],
+            _amount(row["total"], currency),
         )
+    # the month totals add every row up, whatever its currency: in one currency they are
+    # amounts in it; over several, exact sums
+    overall = _one_currency(reports["waterfall"])
     waterfall.add_row(
-        "[bold]total[/bold]", *[reports["waterfall_totals"][name] for name in months], ""
+        "[bold]total[/bold]",
+        *[_amount(reports["waterfall_totals"][name], overall) for name in months],
+        "",
     )
     rolled = Table(title="Deferred revenue roll-forward")
     for column in ("month", "account", "opening", "+ billed", "- recognized", "= closing"):
@@ -56,18 +85,26 @@ def revenue_tables(reports: dict[str, Any]) -> list[Table]:
         rolled.add_row(
             row["month"],
             f"{row['account']} ({row['currency']})",
-            row["opening"],
-            row["billed"],
-            row["recognized"],
-            row["closing"],
+            *(
+                _amount(row[name], row["currency"])
+                for name in ("opening", "billed", "recognized", "closing")
+            ),
         )
     trial = Table(title=f"Trial balance as of {reports['as_of']}")
     for column in ("account", "debit", "credit"):
         trial.add_column(column, justify="left" if column == "account" else "right")
     for row in reports["trial_balance"]:
-        trial.add_row(f"{row['account']} ({row['currency']})", row["debit"], row["credit"])
+        currency = row["currency"]
+        trial.add_row(
+            f"{row['account']} ({currency})",
+            _amount(row["debit"], currency),
+            _amount(row["credit"], currency),
+        )
     totals = reports["trial_balance_totals"]
-    trial.add_row("[bold]total[/bold]", totals["debit"], totals["credit"])
+    overall = _one_currency(reports["trial_balance"])
+    trial.add_row(
+        "[bold]total[/bold]", _amount(totals["debit"], overall), _amount(totals["credit"], overall)
+    )
     return [waterfall, rolled, trial]
 
 
@@ -78,7 +115,8 @@ def truth_table(truth: TruthReport) -> Table:
         table.add_column(column)
     for check in truth.checks:
         mark = "ok" if check.agrees else "[red]DIFFERS[/red]"
-        table.add_row(check.step, check.figure, check.value, check.expected, check.source, mark)
+        value, expected = display_figure(check.value), display_figure(check.expected)
+        table.add_row(check.step, check.figure, value, expected, check.source, mark)
     verdict = "one truth" if truth.agrees else "DIFFERENT"
     table.caption = f"{verdict}: {len(truth.checks)} checks"
     return table
