@@ -117,6 +117,8 @@ def test_the_demo_reads_true_on_any_date(
         f"{name}, closed: revenue",
     ):
         assert phrase in text, phrase
+    delivered = re.search(r"received (\d+) signed deliveries \([^)]*\); (\d+) verified", text)
+    assert delivered and delivered.group(1) == delivered.group(2) != "0", "webhooks verify"
     # months later, a rerun retells the same month: nothing new from the generator
     later = meterline(
         "demo", "--db", str(db), "--no-serve", "--scale", "0.05", cwd=tmp_path,

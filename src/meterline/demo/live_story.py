@@ -29,6 +29,7 @@ from rich.console import Console
 from rich.table import Table
 
 from meterline.billing.service import Billing
+from meterline.clock import Clock, system_clock_us
 from meterline.core.events import format_timestamp, timestamp_to_us
 from meterline.demo.calendar import month_of
 from meterline.ledger.webhooks import WebhookStore
@@ -86,11 +87,18 @@ class _Receiver(BaseHTTPRequestHandler):
 
     secret = ""
     received: ClassVar[list[tuple[str, bool]]] = []
+    clock: ClassVar[Clock] = system_clock_us
+    """The product's clock: the demo's (a product reads the wall clock; see METERLINE_NOW)."""
 
     def do_POST(self) -> None:
         body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
         try:
-            envelope = verify_signature(self.secret, self.headers.get(SIGNATURE_HEADER, ""), body)
+            envelope = verify_signature(
+                self.secret,
+                self.headers.get(SIGNATURE_HEADER, ""),
+                body,
+                now_s=type(self).clock() // 1_000_000,
+            )
             self.received.append((str(envelope["kind"]), True))
         except WebhookSignatureError:
             self.received.append(("?", False))
@@ -112,6 +120,7 @@ def tell_live(billing: Billing, console: Console) -> None:
         f"http://127.0.0.1:{receiver.server_address[1]}/hooks", ["*"], "demo receiver"
     )
     _Receiver.received = []
+    _Receiver.clock = billing.clock
     dispatcher = Dispatcher(webhooks, poll_s=0.05).start()
     engine = LiveEngine(billing, publish=webhooks.publish).start()
     try:
