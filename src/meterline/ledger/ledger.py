@@ -8,18 +8,18 @@ error; a batch over the size limit is refused whole before anything is written.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 from meterline.clock import Clock, system_clock_us
-from meterline.core.chain import ChainReport, verify_chain
+from meterline.core.chain import GENESIS_HASH, ChainReport, StoredRecord, verify_chain
 from meterline.core.cloudevents import prepare_cloudevent
 from meterline.core.events import FieldError, PreparedEvent, prepare_event
 from meterline.core.limits import DEFAULT_LIMITS, IngestLimits
 from meterline.core.outcomes import BatchOutcome, EventOutcome
 from meterline.errors import BatchTooLarge
-from meterline.ledger.database import is_postgres
+from meterline.ledger.database import DatabaseErrors, describe, is_postgres
 from meterline.ledger.sqlite import SqliteStore
 from meterline.ledger.store import EventPage, EventQuery, LedgerStore
 
@@ -130,8 +130,22 @@ class Ledger:
         return self.store.head()
 
     def verify(self) -> ChainReport:
-        """Re-walk the whole chain and the commit checkpoints."""
-        return verify_chain(self.store.records(), self.store.checkpoints())
+        """Re-walk the whole chain and the commit checkpoints. Never raises on what it
+        reads: a store that fails mid-walk (a damaged file) is reported at the first
+        sequence it could not check."""
+        walked = _Walked(self.store.records())
+        try:
+            return verify_chain(walked, self.store.checkpoints())
+        except DatabaseErrors as error:
+            return ChainReport(
+                walked.count,
+                walked.last_sequence,
+                walked.last_hash,
+                walked.last_sequence + 1,
+                f"{describe(self.store.path)} cannot be read past sequence"
+                f" {walked.last_sequence} ({error})",
+                check="store",
+            )
 
     def close(self) -> None:
         self.store.close()
@@ -141,6 +155,23 @@ class Ledger:
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
+
+
+class _Walked:
+    """The records a verification walks, remembering the last one read (so a read that
+    fails can name where it stopped)."""
+
+    def __init__(self, records: Iterable[StoredRecord]) -> None:
+        self._records = records
+        self.count = 0
+        self.last_sequence = 0
+        self.last_hash = GENESIS_HASH
+
+    def __iter__(self) -> Iterator[StoredRecord]:
+        for record in self._records:
+            self.count += 1
+            self.last_sequence, self.last_hash = record.sequence, record.hash
+            yield record
 
 
 def open_ledger(
