@@ -287,14 +287,42 @@ _NOTE_COLUMNS = "note_id, invoice_id, customer, created_at_us, document, documen
 class BillingStore:
     """Configuration revisions, finalized invoices and credit notes in the ledger's file."""
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, create: bool = True) -> None:
+        """The billing records at ``path``; ``create=False`` (the proof tools) leaves an
+        existing schema exactly as found (no trigger re-created, no column added)."""
         self.path = str(path)
         self._connection = open_connection(self.path)
         self._lock = threading.Lock()
+        self._revision_columns = _REVISION_COLUMNS
         with self._lock:
-            self._migrate()
-            self._connection.executescript(_SCHEMA + _TRIGGERS)
-            self._add_revision_hash()
+            if create or not self._has_tables():
+                self._migrate()
+                self._connection.executescript(_SCHEMA + _TRIGGERS)
+                self._add_revision_hash()
+            elif not self._has_revision_hash():
+                self._revision_columns = _REVISION_COLUMNS.replace(
+                    "revision_sha256", "NULL AS revision_sha256"
+                )
+
+    def _columns(self, table: str) -> list[str]:
+        connection = self._connection
+        if isinstance(connection, PostgresConnection):
+            rows = connection.execute(
+                "SELECT column_name FROM information_schema.columns"
+                " WHERE table_schema = current_schema() AND table_name = ?",
+                (table,),
+            )
+            return [row[0] for row in rows]
+        return [row[1] for row in connection.execute(f"PRAGMA table_info({table})")]
+
+    def _has_tables(self) -> bool:
+        """Every billing table, in its current shape (``invoices`` with ``kind``)."""
+        return all(self._columns(table) for table in _TABLES) and "kind" in self._columns(
+            "invoices"
+        )
+
+    def _has_revision_hash(self) -> bool:
+        return "revision_sha256" in self._columns("configuration_revisions")
 
     def _migrate(self) -> None:
         """A file made before off-cycle invoices: rebuild ``invoices`` with a ``kind``
@@ -329,27 +357,17 @@ class BillingStore:
     def _add_revision_hash(self) -> None:
         """A ledger made before ``revision_sha256``: add the column (NULL on the revisions
         already stored, which keep their content-only check). Appends nothing."""
+        if self._has_revision_hash():
+            return
         connection = self._connection
         if isinstance(connection, PostgresConnection):
-            present = connection.execute(
-                "SELECT 1 FROM information_schema.columns WHERE table_schema = current_schema()"
-                " AND table_name = 'configuration_revisions'"
-                " AND column_name = 'revision_sha256'"
-            ).fetchone()
-            if present is None:
-                with connection.migration_lock():
-                    connection.execute(
-                        "ALTER TABLE configuration_revisions"
-                        " ADD COLUMN IF NOT EXISTS revision_sha256 BYTEA"
-                    )
+            with connection.migration_lock():
+                connection.execute(
+                    "ALTER TABLE configuration_revisions"
+                    " ADD COLUMN IF NOT EXISTS revision_sha256 BYTEA"
+                )
             return
-        columns = [
-            row[1] for row in connection.execute("PRAGMA table_info(configuration_revisions)")
-        ]
-        if "revision_sha256" not in columns:
-            connection.execute(
-                "ALTER TABLE configuration_revisions ADD COLUMN revision_sha256 BLOB"
-            )
+        connection.execute("ALTER TABLE configuration_revisions ADD COLUMN revision_sha256 BLOB")
 
     # -- configuration --------------------------------------------------------------------
 
@@ -381,7 +399,7 @@ class BillingStore:
 
     def revision(self, number: int | None = None) -> Revision | None:
         """Revision ``number``, or the latest when None (None when nothing was applied)."""
-        query = f"SELECT {_REVISION_COLUMNS} FROM configuration_revisions"
+        query = f"SELECT {self._revision_columns} FROM configuration_revisions"
         if number is None:
             row = self._connection.execute(query + " ORDER BY revision DESC LIMIT 1").fetchone()
         else:
@@ -390,7 +408,7 @@ class BillingStore:
 
     def revisions(self) -> list[Revision]:
         rows = self._connection.execute(
-            f"SELECT {_REVISION_COLUMNS} FROM configuration_revisions ORDER BY revision"
+            f"SELECT {self._revision_columns} FROM configuration_revisions ORDER BY revision"
         )
         return [_revision(row) for row in rows]
 

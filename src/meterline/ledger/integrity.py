@@ -7,8 +7,9 @@
   the commits, the billing, control and webhook records) must still carry both triggers,
   enabled and as meterline wrote them; on PostgreSQL the function they call must still
   refuse. A missing, disabled or altered trigger is a finding naming its table. Opening a
-  SQLite ledger re-creates missing triggers (``CREATE TRIGGER IF NOT EXISTS``), so
-  ``verify_ledger`` looks before it opens the stores.
+  SQLite ledger the ordinary way re-creates missing triggers (``CREATE TRIGGER IF NOT
+  EXISTS``), so the proof tools look before they open it, and open it with
+  ``create=False``, which leaves the schema as found.
 * **The chain** (``Ledger.verify``): the first bad sequence and its partition.
 * **PostgreSQL's chain heads.** ``chain_heads`` caches each partition's tail, and the
   next append chains from it; once the chain verifies, each head must name its
@@ -146,9 +147,10 @@ def check_triggers(connection: Connection) -> list[Finding]:
     return findings
 
 
-def _trigger_order(trigger: ExpectedTrigger) -> tuple[int, str]:
-    """Ledger tables first (events, commits), then the rest by name."""
-    return ({"events": 0, "commits": 1}.get(trigger.table, 2), trigger.name)
+def _trigger_order(trigger: ExpectedTrigger) -> tuple[int, str, str]:
+    """Ledger tables first (events, commits), then the rest by name; UPDATE before DELETE."""
+    rank = {"events": 0, "commits": 1}.get(trigger.table, 2)
+    return (rank, trigger.table, "0" if trigger.operation == "UPDATE" else "1")
 
 
 def _check_postgres_triggers(
@@ -331,7 +333,7 @@ def verify_ledger(location: Location) -> VerifyReport:
     if report.unreadable:
         return report
     try:
-        store = open_store(location)
+        store = open_store(location, create=False)
     except OpenErrors as error:
         report.findings.append(unreadable(location, error))
         return report

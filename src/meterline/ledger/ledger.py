@@ -178,19 +178,24 @@ def open_ledger(
     path: str | Path,
     clock: Clock = system_clock_us,
     limits: IngestLimits = DEFAULT_LIMITS,
+    create: bool = True,
 ) -> Ledger:
     """Open (creating if needed) the ledger at ``path``: a SQLite file, or a PostgreSQL
-    database named by a ``postgresql://`` URL."""
-    return Ledger(open_store(path), clock=clock, limits=limits)
+    database named by a ``postgresql://`` URL. ``create=False``: see ``open_store``."""
+    return Ledger(open_store(path, create=create), clock=clock, limits=limits)
 
 
-def open_store(location: str | Path, partitions: int | None = None) -> LedgerStore:
+def open_store(
+    location: str | Path, partitions: int | None = None, create: bool = True
+) -> LedgerStore:
     """The ledger store at ``location``: SQLite for a path (one chain), PostgreSQL for a
-    ``postgresql://`` URL (``partitions`` chains, fixed when the ledger is created)."""
+    ``postgresql://`` URL (``partitions`` chains, fixed when the ledger is created).
+    ``create=False`` (the proof tools) leaves a SQLite file's schema as found (PostgreSQL
+    runs its schema script once per ledger, so reopening changes nothing there)."""
     if is_postgres(location):
         from meterline.ledger.postgres import PostgresStore
 
         return PostgresStore(str(location), partitions)
     if partitions not in (None, 1):
         raise ValueError("partitions: a SQLite ledger has one chain; use PostgreSQL for more")
-    return SqliteStore(location)
+    return SqliteStore(location, create=create)
