@@ -555,18 +555,23 @@ def credits_adjust(
 
 @app.command()
 def audit(db: DbOption = DEFAULT_DB) -> None:
-    """Re-derive every finalized invoice from the raw ledger; exit 1 naming any mismatch."""
+    """Re-derive every finalized invoice from the raw ledger and check everything verify
+    does and every revision's hashes; exit 1 naming the first bad item, 3 if the store
+    cannot be read."""
     from meterline.billing.render import audit_lines
-    from meterline.billing.service import open_billing
+    from meterline.billing.service import audit_ledger
 
-    if not ledger_exists(db):
-        raise _fail(f"{db}: no such ledger")
-    with open_billing(db) as billing:
-        report = billing.audit()
+    _existing_ledger(db)
+    report = audit_ledger(db)
+    if report.unreadable:
+        for finding in report.findings:
+            if finding.check == "store":
+                _report("[red]error:[/red]", str(finding))
+        raise typer.Exit(EXIT_UNREADABLE)
     for text in audit_lines(report):
-        (console if report.passed else errors).print(text, highlight=False)
+        (console if report.passed else errors).print(text, highlight=False, soft_wrap=True)
     if not report.passed:
-        raise typer.Exit(1)
+        raise typer.Exit(EXIT_FINDINGS)
 
 
 @app.command()

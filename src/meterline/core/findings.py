@@ -102,8 +102,12 @@ class Finding:
 
 
 def describe_error(error: BaseException) -> str:
-    """An unexpected exception as one line for a finding: its type and first line."""
+    """An exception met while checking, as one line for a finding: the first line of its
+    message (bad data: a ``ValueError``, e.g. bytes that are not JSON), or its type and
+    message (anything else, e.g. a ``KeyError`` from a document missing a field)."""
     text = str(error).strip().splitlines()
     message = text[0] if text else ""
+    if isinstance(error, ValueError) and message:
+        return message
     name = type(error).__name__
     return f"{name}: {message}" if message else name
