@@ -120,8 +120,9 @@ def _existing_ledger(db: str) -> None:
 
 
 def _report(label: str, text: str) -> None:
-    """One line on stderr, never wrapped, ``text`` printed as it is (no markup)."""
-    errors.print(f"{label} {escape(text)}", highlight=False, soft_wrap=True)
+    """One line on stderr, never wrapped, ``text`` printed as it is (no markup) but on
+    one line (a driver's message may hold several)."""
+    errors.print(f"{label} {escape(' '.join(text.split()))}", highlight=False, soft_wrap=True)
 
 
 @app.command()

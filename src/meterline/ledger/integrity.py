@@ -249,7 +249,8 @@ def inspect_store(location: Location) -> list[Finding]:
         try:
             connection: Any = PostgresConnection(str(location))
         except StoreError as error:
-            return [Finding("store", str(error).split(": ", 1)[-1], store=describe(location))]
+            problem = " ".join(str(error).split(": ", 1)[-1].split())
+            return [Finding("store", problem, store=describe(location))]
         try:
             return check_triggers(connection)
         finally:
