@@ -24,6 +24,20 @@ def rows(location: Path | str, statement: str, parameters: tuple[Any, ...] = ())
         connection.close()
 
 
+def write(location: Path | str, statement: str, parameters: tuple[Any, ...] = ()) -> None:
+    """Run one writing ``statement`` (SQLite dialect) and commit it, triggers and all (a
+    trigger still in place refuses it)."""
+    if is_postgres(location):
+        with psycopg.connect(str(location), autocommit=True) as connection:
+            connection.execute(translate_statement(statement), parameters)
+        return
+    connection = sqlite3.connect(location, isolation_level=None)
+    try:
+        connection.execute(statement, parameters)
+    finally:
+        connection.close()
+
+
 def tamper(location: Path | str, *statements: str) -> None:
     """Run ``statements`` with the append-only triggers out of the way (as an attacker with
     write access to the file or the database would), in one transaction that leaves the
