@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from meterline.clock import NOW_VARIABLE, ClockSettingError, clock_offset_us, system_clock_us
 from meterline.core.events import format_timestamp
@@ -117,26 +118,63 @@ def serve(
         raise _fail(f"--stream: {error}") from None
 
 
+EXIT_FINDINGS = 1
+"""``verify`` / ``audit``: the ledger was read and something in it does not check."""
+EXIT_USAGE = 2
+"""Bad usage: no such ledger, an invalid option."""
+EXIT_UNREADABLE = 3
+"""``verify`` / ``audit``: the store cannot be read (a damaged SQLite file, an
+unreachable database), so nothing in it could be checked."""
+
+
+def _existing_ledger(db: str) -> None:
+    """Exit 2 when there is no ledger at ``db``, 3 when its server cannot be reached."""
+    from meterline.errors import StoreError
+
+    try:
+        exists = ledger_exists(db)
+    except StoreError as error:
+        _report("[red]error:[/red]", str(error))
+        raise typer.Exit(EXIT_UNREADABLE) from None
+    if not exists:
+        _report("[red]error:[/red]", f"{db}: no such ledger")
+        raise typer.Exit(EXIT_USAGE)
+
+
+def _report(label: str, text: str) -> None:
+    """One line on stderr, never wrapped, ``text`` printed as it is (no markup) but on
+    one line (a driver's message may hold several)."""
+    errors.print(f"{label} {escape(' '.join(text.split()))}", highlight=False, soft_wrap=True)
+
+
 @app.command()
 def verify(db: DbOption = DEFAULT_DB) -> None:
-    """Re-walk the hash chain; exit 1 naming the first bad sequence if it is broken."""
-    from meterline.ledger import open_ledger
+    """Check the store, its append-only triggers, every hash chain and commit checkpoint
+    (and PostgreSQL's chain heads); exit 1 naming the first bad item, 3 if the store
+    cannot be read."""
+    from meterline.ledger.integrity import verify_ledger
 
-    if not ledger_exists(db):
-        raise _fail(f"{db}: no such ledger")
-    with open_ledger(db) as ledger:
-        report = ledger.verify()
-    if report.intact:
+    _existing_ledger(db)
+    report = verify_ledger(db)
+    if report.unreadable:
+        for finding in report.findings:
+            _report("[red]error:[/red]", str(finding))
+        raise typer.Exit(EXIT_UNREADABLE)
+    chain = report.chain
+    assert chain is not None
+    if report.passed:
         console.print(
-            f"[green]intact[/green]: {report.records:,} events, head sequence "
-            f"{report.head_sequence}, head hash {report.head_hash.hex()}"
+            f"[green]intact[/green]: {chain.records:,} events, head sequence "
+            f"{chain.head_sequence}, head hash {chain.head_hash.hex()}"
         )
         return
-    errors.print(
-        f"[red]BROKEN[/red] at sequence {report.bad_sequence}: {report.problem} "
-        f"({report.records:,} events verified before it)"
-    )
-    raise typer.Exit(1)
+    for finding in report.findings:
+        _report("[red]BROKEN[/red]", str(finding))
+    if chain.intact:
+        errors.print(f"(the chain itself is intact: {chain.records:,} events)")
+    else:
+        errors.print(f"({chain.records:,} events verified before the first bad one)")
+    raise typer.Exit(EXIT_FINDINGS)
 
 
 @app.command()
@@ -574,18 +612,23 @@ def credits_adjust(
 
 @app.command()
 def audit(db: DbOption = DEFAULT_DB) -> None:
-    """Re-derive every finalized invoice from the raw ledger; exit 1 naming any mismatch."""
+    """Re-derive every finalized invoice from the raw ledger and check everything verify
+    does and every revision's hashes; exit 1 naming the first bad item, 3 if the store
+    cannot be read."""
     from meterline.billing.render import audit_lines
-    from meterline.billing.service import open_billing
+    from meterline.billing.service import audit_ledger
 
-    if not ledger_exists(db):
-        raise _fail(f"{db}: no such ledger")
-    with open_billing(db) as billing:
-        report = billing.audit()
+    _existing_ledger(db)
+    report = audit_ledger(db)
+    if report.unreadable:
+        for finding in report.findings:
+            if finding.check == "store":
+                _report("[red]error:[/red]", str(finding))
+        raise typer.Exit(EXIT_UNREADABLE)
     for text in audit_lines(report):
-        (console if report.passed else errors).print(text, highlight=False)
+        (console if report.passed else errors).print(text, highlight=False, soft_wrap=True)
     if not report.passed:
-        raise typer.Exit(1)
+        raise typer.Exit(EXIT_FINDINGS)
 
 
 @app.command()

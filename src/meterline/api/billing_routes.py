@@ -352,15 +352,7 @@ class BillingRoutes:
         return note.note_id, note.document, note.document_sha256
 
     def _audit(self) -> dict[str, Any]:
-        report = self.billing.audit()
-        return {
-            "passed": report.passed,
-            "invoices": report.invoices,
-            "credit_notes": report.credit_notes,
-            "revisions": report.revisions,
-            "chain_intact": report.chain_intact,
-            "mismatches": report.mismatches,
-        }
+        return self.billing.audit().as_dict()
 
     # -- routes -------------------------------------------------------------------------
 

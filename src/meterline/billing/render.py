@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from rich.markup import escape
 from rich.table import Table
 
 from meterline.billing.service import ApplyReport, AuditReport
@@ -101,13 +102,20 @@ def simulation_table(report: ApplyReport) -> Table:
 
 
 def audit_lines(report: AuditReport) -> list[str]:
+    """The verdict, then each finding (the first bad item first), as Rich markup."""
     verdict = "[green]PASSED[/green]" if report.passed else "[red]FAILED[/red]"
     lines = [
         f"audit {verdict}: {report.invoices} invoices and {report.credit_notes} credit notes"
         f" re-derived from the ledger; {report.revisions} configuration revisions checked;"
         f" chain {'intact' if report.chain_intact else 'BROKEN'}"
     ]
-    lines += [f"  [red]mismatch[/red] {problem}" for problem in report.mismatches]
+    lines += [f"  [red]mismatch[/red] {escape(str(finding))}" for finding in report.findings]
+    if report.unhashed_revisions:
+        numbers = ", ".join(str(number) for number in report.unhashed_revisions)
+        lines.append(
+            f"  note: revision(s) {numbers} predate revision hashes: content checked, source"
+            " text covered by no hash"
+        )
     return lines
 
 

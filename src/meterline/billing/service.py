@@ -45,6 +45,7 @@ from meterline.config.source import ConfigurationError, RetireAllRefused, read_y
 from meterline.core.chain import GENESIS_HASH
 from meterline.core.credits import Charge, CreditBook, CreditError, Grant, cut_instants
 from meterline.core.events import decode_exact, encode_canonical, format_timestamp
+from meterline.core.findings import Finding, describe_error
 from meterline.core.grants import contract_grants
 from meterline.core.invoicing import (
     Adjustment,
@@ -81,7 +82,10 @@ from meterline.ledger.billing import (
     StoredCreditNote,
     StoredGrant,
     StoredInvoice,
+    revision_problems,
 )
+from meterline.ledger.database import DatabaseErrors, describe
+from meterline.ledger.integrity import OpenErrors, inspect_store, ledger_findings, unreadable
 from meterline.ledger.ledger import Ledger
 
 CREDIT_NOTE_SCHEMA = "meterline.credit-note/1"
@@ -142,15 +146,42 @@ class ApplyReport:
 
 @dataclass
 class AuditReport:
+    """What ``Billing.audit`` found: nothing (passed), or findings, first bad item first."""
+
     invoices: int = 0
     credit_notes: int = 0
     revisions: int = 0
     chain_intact: bool = True
-    mismatches: list[str] = field(default_factory=list)
+    findings: list[Finding] = field(default_factory=list)
+    unhashed_revisions: list[int] = field(default_factory=list)
+    """Revisions stored before ``revision_sha256`` existed: their content is checked, their
+    source text is covered by no hash."""
+
+    @property
+    def mismatches(self) -> list[str]:
+        """The findings as lines of text."""
+        return [str(finding) for finding in self.findings]
 
     @property
     def passed(self) -> bool:
-        return self.chain_intact and not self.mismatches
+        return self.chain_intact and not self.findings
+
+    @property
+    def unreadable(self) -> bool:
+        """The store could not be read (a damaged file, an unreachable server)."""
+        return any(finding.check == "store" for finding in self.findings)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "passed": self.passed,
+            "invoices": self.invoices,
+            "credit_notes": self.credit_notes,
+            "revisions": self.revisions,
+            "chain_intact": self.chain_intact,
+            "mismatches": self.mismatches,
+            "findings": [finding.as_dict() for finding in self.findings],
+            "unhashed_revisions": self.unhashed_revisions,
+        }
 
 
 def billing_cycle(configuration: Configuration, contract: Contract) -> BillingCycle:
@@ -1427,51 +1458,110 @@ class Billing:
 
     # -- audit --------------------------------------------------------------------------------
 
-    def audit(self) -> AuditReport:
+    def audit(self, triggers: bool = True) -> AuditReport:
         """Re-derive every finalized invoice from the raw ledger and its stored revision;
-        check the chain, every revision's hash, every invoice's bytes and hash."""
+        check the chain (and PostgreSQL's chain heads), the append-only triggers, every
+        revision's hashes, every invoice's bytes and hash, every credit note's hash.
+
+        Never raises on what it reads: each problem is a ``Finding`` naming the first bad
+        item. ``triggers=False`` leaves the triggers out, for a caller that looked before
+        opening the ledger (``audit_ledger``: opening a SQLite file re-creates them)."""
         report = AuditReport()
+        try:
+            self._audit_into(report, triggers)
+        except DatabaseErrors as error:
+            report.findings.append(
+                Finding(
+                    "store",
+                    f"cannot be read ({describe_error(error)})",
+                    store=describe(self.store.path),
+                )
+            )
+        return report
+
+    def _audit_into(self, report: AuditReport, triggers: bool) -> None:
         chain = self.ledger.verify()
         report.chain_intact = chain.intact
-        if not chain.intact:
-            report.mismatches.append(f"ledger: {chain.problem}")
+        report.findings += ledger_findings(self.ledger.store, chain, triggers)
+        first_hashed: int | None = None
         for revision in self.store.revisions():
             report.revisions += 1
-            if hashlib.sha256(revision.content).digest() != revision.content_sha256:
-                report.mismatches.append(
-                    f"configuration revision {revision.revision}: content does not match its hash"
+            problems = revision_problems(revision)
+            if revision.revision_sha256 is not None:
+                first_hashed = first_hashed or revision.revision
+            elif first_hashed is not None:
+                problems.append(
+                    f"has no revision hash, though revision {first_hashed} before it has one"
                 )
-        invoices = self.store.invoices()
-        for stored in invoices:
+            else:
+                report.unhashed_revisions.append(revision.revision)
+            try:
+                decode_exact(revision.content)
+            except ValueError as error:
+                problems.append(f"content is not valid JSON ({describe_error(error)})")
+            if problems:
+                report.findings.append(
+                    Finding("revision", "; ".join(problems), revision=revision.revision)
+                )
+        for stored in self.store.invoices():
             report.invoices += 1
-            report.mismatches.extend(self._audit_invoice(stored))
+            report.findings.extend(self._audit_invoice(stored))
         for note in self.store.credit_notes():
             report.credit_notes += 1
             if hashlib.sha256(note.document).digest() != note.document_sha256:
-                report.mismatches.append(
-                    f"credit note {note.note_id}: document does not match its hash"
+                report.findings.append(
+                    Finding(
+                        "credit note", "document does not match its hash", credit_note=note.note_id
+                    )
                 )
-        return report
 
-    def _audit_invoice(self, stored: StoredInvoice) -> list[str]:
-        name = f"invoice {stored.invoice_id}"
-        if hashlib.sha256(stored.document).digest() != stored.document_sha256:
-            return [f"{name}: document does not match its stored hash"]
-        if stored.kind != "period":
-            return self._audit_off_cycle(stored)
+    def _audit_invoice(self, stored: StoredInvoice) -> list[Finding]:
+        """One invoice's finding (or none): its hash, and its re-derivation from the ledger
+        (naming the first line that differs)."""
+        hashed = hashlib.sha256(stored.document).digest() == stored.document_sha256
+        line: int | None = None
+        try:
+            document = decode_exact(stored.document)
+            if not isinstance(document, dict):
+                raise ValueError("not a JSON object")
+        except ValueError as error:
+            difference: str | None = f"document is not valid JSON ({describe_error(error)})"
+        else:
+            try:
+                if stored.kind != "period":
+                    line, difference = self._audit_off_cycle(stored, document)
+                else:
+                    line, difference = self._rederive(stored, document)
+            except DatabaseErrors:
+                raise
+            except Exception as error:  # a proof tool reports what it cannot re-derive
+                difference = f"cannot be re-derived from the ledger ({describe_error(error)})"
+        if hashed and difference is None:
+            return []
+        problems = ([] if hashed else ["document does not match its stored hash"]) + (
+            [] if difference is None else [difference]
+        )
+        return [Finding("invoice", "; ".join(problems), invoice=stored.invoice_id, line=line)]
+
+    def _rederive(
+        self, stored: StoredInvoice, document: dict[str, Any]
+    ) -> tuple[int | None, str | None]:
+        """Rebuild a period invoice from the events and its revision: the first line that
+        differs (or None) and how (None when the bytes agree)."""
         revision = self.store.revision(stored.revision)
         if revision is None:
-            return [f"{name}: configuration revision {stored.revision} is missing"]
+            return None, f"configuration revision {stored.revision} is missing"
         try:
             loaded = self._parse_stored(revision)
         except ConfigurationError as error:
-            return [f"{name}: revision {stored.revision} no longer parses: {error.errors[0]}"]
-        document = decode_exact(stored.document)
+            return None, f"revision {stored.revision} no longer parses: {error.errors[0]}"
+        except ValueError as error:
+            return None, f"revision {stored.revision} no longer decodes ({describe_error(error)})"
         if document["configuration"]["hash"] != revision.content_sha256.hex():
-            return [f"{name}: rated under a configuration whose content has since changed"]
+            return None, "rated under a configuration whose content has since changed"
         contract = loaded.configuration.contract(stored.customer)
         if contract is None:
-            return [f"{name}: no contract for {stored.customer} in revision {stored.revision}"]
+            return None, f"no contract for {stored.customer} in revision {stored.revision}"
         period = BillingPeriod(stored.period_start_us, stored.period_end_us)
         spans = segments(loaded.configuration, contract, period.start_us, period.end_us)
         inputs = self._credit_inputs(
@@ -1492,9 +1582,7 @@ class Billing:
             adjusts = line["adjusts"]
             previous = self.store.invoice(adjusts["invoice"])
             if previous is None:
-                return [
-                    f"{name}: line {line['number']} adjusts unknown invoice {adjusts['invoice']}"
-                ]
+                return line["number"], f"adjusts unknown invoice {adjusts['invoice']}"
             rerate, _ = self._rerate(previous, adjusts["through_sequence"])
             adjustment_jobs.append((previous, adjusts, rerate))
         run_jobs(self._connection, [job, *[j for _, _, j in adjustment_jobs]])
@@ -1520,55 +1608,59 @@ class Billing:
             credit,
         )
         if invoice_bytes(rebuilt) == bytes(stored.document):
-            return []
-        return [f"{name}: {_first_difference(document, rebuilt)}"]
+            return None, None
+        return _first_difference(document, rebuilt)
 
-    def _audit_off_cycle(self, stored: StoredInvoice) -> list[str]:
+    def _audit_off_cycle(
+        self, stored: StoredInvoice, document: dict[str, Any]
+    ) -> tuple[int | None, str | None]:
         """A purchase invoice must bill its stored grant's price; a threshold invoice must
         be netted by its period's invoice once that is finalized."""
-        name = f"invoice {stored.invoice_id}"
-        document = decode_exact(stored.document)
         if stored.kind == "purchase":
             grant_id = document["lines"][0]["grant"]
             rows = [g for g in self.store.grants(stored.customer) if g.grant_id == grant_id]
             if not rows:
-                return [f"{name}: bills grant {grant_id}, which is not stored"]
+                return 1, f"bills grant {grant_id}, which is not stored"
             paid = stored_grant(rows[0]).paid
             if Decimal(document["lines"][0]["amount_exact"]) != paid:
-                return [f"{name}: bills {document['total']} for grant {grant_id}, paid {paid}"]
-            return []
+                return 1, f"bills {document['total']} for grant {grant_id}, paid {paid}"
+            return None, None
         period = self._finalized(stored.customer, stored.period_start_us)
         if period is None:
-            return []
+            return None, None
         cited = [
             line
             for line in decode_exact(period.document)["lines"]
             if line["kind"] == "prepaid" and line.get("invoice") == stored.invoice_id
         ]
         if len(cited) != 1 or Decimal(cited[0]["amount"]) != -Decimal(document["total"]):
-            return [f"{name}: not netted exactly once by period invoice {period.invoice_id}"]
-        return []
+            return None, f"not netted exactly once by period invoice {period.invoice_id}"
+        return None, None
 
 
-def _first_difference(stored: dict[str, Any], rebuilt: dict[str, Any]) -> str:
-    """Where a stored invoice and its re-derivation first disagree, in words."""
+def _first_difference(stored: dict[str, Any], rebuilt: dict[str, Any]) -> tuple[int | None, str]:
+    """Where a stored invoice and its re-derivation first disagree: the line (None for the
+    document's other fields) and how, in words."""
     stored_lines, rebuilt_lines = stored.get("lines", []), rebuilt.get("lines", [])
     for index in range(max(len(stored_lines), len(rebuilt_lines))):
         before = stored_lines[index] if index < len(stored_lines) else None
         after = rebuilt_lines[index] if index < len(rebuilt_lines) else None
         if before != after:
             if before is None or after is None:
-                return f"line {index + 1}: present on one side only"
+                side = "the stored invoice" if after is None else "the ledger's re-derivation"
+                return index + 1, f"present only in {side}"
+            if not isinstance(before, dict):
+                return index + 1, "differs from the ledger's re-derivation (not an object)"
             keys = sorted(set(before) | set(after))
             fields = [k for k in keys if before.get(k) != after.get(k)]
             detail = ", ".join(
                 f"{k}: stored {before.get(k)!r} vs ledger {after.get(k)!r}" for k in fields[:3]
             )
-            return f"line {index + 1} differs ({detail})"
+            return index + 1, f"differs from the ledger's re-derivation ({detail})"
     for key in sorted(set(stored) | set(rebuilt)):
         if stored.get(key) != rebuilt.get(key):
-            return f"{key} differs: stored {stored.get(key)!r} vs ledger {rebuilt.get(key)!r}"
-    return "bytes differ"
+            return None, f"{key} differs: stored {stored.get(key)!r} vs ledger {rebuilt.get(key)!r}"
+    return None, "bytes differ"
 
 
 def _cost_meters(loaded: Loaded | None) -> frozenset[str]:
@@ -1607,14 +1699,35 @@ standalone_verifier: Verifier = verify_proof
 
 
 @contextmanager
-def open_billing(path: str | Path, clock: Clock = system_clock_us) -> Iterator[Billing]:
-    """Billing over the ledger file at ``path`` (created if missing); closes both stores."""
+def open_billing(
+    path: str | Path, clock: Clock = system_clock_us, create: bool = True
+) -> Iterator[Billing]:
+    """Billing over the ledger file at ``path`` (created if missing); closes both stores.
+    ``create=False`` (the proof tools) leaves an existing schema as found."""
     from meterline.ledger.ledger import open_ledger
 
-    ledger = open_ledger(path, clock=clock)
-    store = BillingStore(path)
+    ledger = open_ledger(path, clock=clock, create=create)
+    store = BillingStore(path, create=create)
     try:
         yield Billing(ledger, store, clock)
     finally:
         store.close()
         ledger.close()
+
+
+def audit_ledger(location: str | Path, clock: Clock = system_clock_us) -> AuditReport:
+    """Audit the ledger at ``location`` (``Billing.audit``) without raising on what it
+    finds. The store and its append-only triggers are looked at first, and the stores are
+    opened without touching the schema (``create=False``: a dropped trigger stays dropped
+    for the next look); a store that cannot be read is a ``store`` finding and nothing
+    else is checked."""
+    found = inspect_store(location)
+    if any(finding.check == "store" for finding in found):
+        return AuditReport(chain_intact=False, findings=found)
+    try:
+        with open_billing(location, clock, create=False) as billing:
+            report = billing.audit(triggers=False)
+    except OpenErrors as error:
+        return AuditReport(chain_intact=False, findings=[*found, unreadable(location, error)])
+    report.findings[:0] = found
+    return report

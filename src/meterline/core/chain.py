@@ -6,19 +6,22 @@ partition chains from ``GENESIS_HASH`` (32 zero bytes). The embedded store has o
 partition, so one chain; the PostgreSQL store keeps one chain per partition (see
 ``core.partitions``) while ledger sequences stay one gap-free order across them.
 Verification walks records in sequence order and reports the first sequence at which a
-chain breaks: a sequence that is missing or out of order, a hash that does not match the
-bytes, or indexed columns that disagree with the bytes they were derived from.
+chain breaks, and its partition: a sequence that is missing or out of order, a hash that
+does not match the bytes, or indexed columns that disagree with the bytes they were
+derived from. It never raises on what it reads: bytes that do not decode are a finding.
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
 from datetime import datetime
+from itertools import chain
 from typing import NamedTuple
 
 from meterline.core.events import event_document, timestamp_to_us
+from meterline.core.findings import Finding
 
 GENESIS_HASH = bytes(32)
 _sha256 = hashlib.sha256
@@ -52,17 +55,37 @@ class Checkpoint(NamedTuple):
 
 @dataclass(frozen=True, slots=True)
 class ChainReport:
-    """The outcome of walking a chain: intact, or the first bad sequence and why."""
+    """The outcome of walking a chain: intact, or the first bad sequence (and its
+    partition, when known) and why."""
 
     records: int
     head_sequence: int
     head_hash: bytes
     bad_sequence: int | None = None
     problem: str | None = None
+    bad_partition: int | None = None
+    """The chain the bad sequence belongs to (for a removed record: the chain that breaks
+    after the gap; None when no record tells)."""
+    check: str = "chain"
+    """``chain`` (a record) or ``checkpoint`` (a commit checkpoint the chain contradicts)."""
+    tails: dict[int, tuple[int, bytes]] = field(default_factory=dict, compare=False)
+    """Each partition's last (sequence, hash) walked: the chain heads when intact."""
 
     @property
     def intact(self) -> bool:
         return self.bad_sequence is None
+
+    @property
+    def finding(self) -> Finding | None:
+        """The first bad item as a finding (None when intact)."""
+        if self.bad_sequence is None:
+            return None
+        return Finding(
+            self.check,
+            self.problem or "the chain breaks here",
+            partition=self.bad_partition,
+            sequence=self.bad_sequence,
+        )
 
 
 def _column_mismatch(record: StoredRecord) -> str | None:
@@ -82,6 +105,28 @@ def _column_mismatch(record: StoredRecord) -> str | None:
     return None
 
 
+def _broken(record: StoredRecord, previous_hash: bytes) -> str | None:
+    """Why ``record`` does not chain from ``previous_hash`` (None when it does)."""
+    if type(record.body) is not bytes or type(record.hash) is not bytes:
+        return "stored bytes or hash are not binary (altered outside meterline)"
+    if chain_hash(previous_hash, record.body) != record.hash:
+        return "hash does not match SHA-256(previous hash || bytes)"
+    return None
+
+
+def _partition_after_gap(
+    records: Iterable[StoredRecord], tails: dict[int, tuple[int, bytes]]
+) -> int | None:
+    """The partition whose chain breaks first in ``records`` (walked from ``tails``): the
+    one a removed record belonged to (None if no later record of it was stored)."""
+    heads = {partition: digest for partition, (_, digest) in tails.items()}
+    for record in records:
+        if _broken(record, heads.get(record.partition, GENESIS_HASH)) is not None:
+            return record.partition
+        heads[record.partition] = record.hash
+    return None
+
+
 def verify_chain(
     records: Iterable[StoredRecord], checkpoints: Iterable[Checkpoint] = ()
 ) -> ChainReport:
@@ -92,50 +137,41 @@ def verify_chain(
     """
     marks = {mark.last_sequence: mark.last_hash for mark in checkpoints}
     expected_sequence = 1
-    tails: dict[int, bytes] = {}
+    tails: dict[int, tuple[int, bytes]] = {}
     previous_hash = GENESIS_HASH
     count = 0
-    for record in records:
-        previous_hash = tails.get(record.partition, GENESIS_HASH)
+    walked: Iterator[StoredRecord] = iter(records)
+
+    def broken(problem: str, partition: int | None, check: str = "chain") -> ChainReport:
+        return ChainReport(
+            count,
+            expected_sequence - 1,
+            previous_hash,
+            expected_sequence,
+            problem,
+            partition,
+            check,
+            tails,
+        )
+
+    for record in walked:
+        tail = tails.get(record.partition)
+        previous_hash = GENESIS_HASH if tail is None else tail[1]
         if record.sequence != expected_sequence:
-            return ChainReport(
-                count,
-                expected_sequence - 1,
-                previous_hash,
-                expected_sequence,
-                f"expected sequence {expected_sequence}, found {record.sequence}",
+            partition = _partition_after_gap(chain([record], walked), tails)
+            return broken(
+                f"expected sequence {expected_sequence}, found {record.sequence}", partition
             )
-        if type(record.body) is not bytes or type(record.hash) is not bytes:
-            return ChainReport(
-                count,
-                expected_sequence - 1,
-                previous_hash,
-                record.sequence,
-                "stored bytes or hash are not binary (altered outside meterline)",
-            )
-        if chain_hash(previous_hash, record.body) != record.hash:
-            return ChainReport(
-                count,
-                expected_sequence - 1,
-                previous_hash,
-                record.sequence,
-                "hash does not match SHA-256(previous hash || bytes)",
-            )
-        mismatch = _column_mismatch(record)
-        if mismatch is not None:
-            return ChainReport(
-                count, expected_sequence - 1, previous_hash, record.sequence, mismatch
-            )
+        problem = _broken(record, previous_hash) or _column_mismatch(record)
+        if problem is not None:
+            return broken(problem, record.partition)
         mark = marks.pop(record.sequence, None)
         if mark is not None and mark != record.hash:
-            return ChainReport(
-                count,
-                expected_sequence - 1,
-                previous_hash,
-                record.sequence,
-                "commit checkpoint records a different hash",
+            return broken(
+                "commit checkpoint records a different hash", record.partition, "checkpoint"
             )
-        tails[record.partition] = previous_hash = record.hash
+        tails[record.partition] = (record.sequence, record.hash)
+        previous_hash = record.hash
         count += 1
         expected_sequence += 1
     if marks:
@@ -146,5 +182,8 @@ def verify_chain(
             previous_hash,
             expected_sequence,
             f"commit checkpoint names sequence {missing}, beyond the chain's end",
+            None,
+            "checkpoint",
+            tails,
         )
-    return ChainReport(count, expected_sequence - 1, previous_hash)
+    return ChainReport(count, expected_sequence - 1, previous_hash, tails=tails)

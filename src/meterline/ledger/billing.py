@@ -1,7 +1,8 @@
 """Billing records beside the events in the same SQLite file, append-only like them.
 
 Tables: ``configuration_revisions`` (every applied pricing file: its source text, its
-canonical content and that content's SHA-256), ``invoices`` (finalized invoices: canonical
+canonical content, that content's SHA-256 and the revision's own hash, which covers the
+source text too: see ``revision_digest``), ``invoices`` (finalized invoices: canonical
 document bytes and their hash; one ``period`` invoice per customer and period, and
 off-cycle ``purchase`` and ``threshold`` invoices), ``credit_notes``, ``credit_grants``
 (grants made by API or CLI) and ``credit_actions`` (their voids and manual adjustments).
@@ -14,6 +15,7 @@ row changed behind the triggers' back is caught.
 from __future__ import annotations
 
 import hashlib
+import json
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -35,7 +37,8 @@ CREATE TABLE IF NOT EXISTS configuration_revisions (
     source_name TEXT NOT NULL,
     source_text TEXT NOT NULL,
     content BLOB NOT NULL,
-    content_sha256 BLOB NOT NULL
+    content_sha256 BLOB NOT NULL,
+    revision_sha256 BLOB
 );
 CREATE TABLE IF NOT EXISTS invoices (
     invoice_number INTEGER PRIMARY KEY,
@@ -94,6 +97,58 @@ DROP TRIGGER IF EXISTS invoices_append_only_delete;
 ALTER TABLE invoices RENAME TO invoices_before_kind;
 """
 CREDIT_NOTE_ID_FORMAT = "CN-{:06d}"
+REVISION_HASH_SCHEME = "meterline.revision/2"
+"""The scheme of ``revision_sha256``; revisions stored before it have none (NULL)."""
+_REVISION_COLUMNS = (
+    "revision, applied_at_us, source_name, source_text, content, content_sha256, revision_sha256"
+)
+
+
+def revision_digest(
+    revision: int,
+    applied_at_us: int,
+    source_name: str,
+    source_text: str,
+    content_sha256: bytes,
+) -> bytes:
+    """A revision's own hash (``revision_sha256``): SHA-256 of the canonical JSON (keys
+    sorted, compact, ASCII) of ``{"applied_at_us", "content_sha256", "revision", "scheme",
+    "source_name", "source_sha256"}``, the digests as hex: the row's ``content_sha256``
+    and SHA-256 of the exact source text (UTF-8). An edit to any column of the row, the
+    source text included, is caught by this hash or by ``content_sha256`` (which alone
+    covers the content, and is what invoices cite)."""
+    header = {
+        "applied_at_us": applied_at_us,
+        "content_sha256": content_sha256.hex(),
+        "revision": revision,
+        "scheme": REVISION_HASH_SCHEME,
+        "source_name": source_name,
+        "source_sha256": hashlib.sha256(source_text.encode("utf-8", "surrogatepass")).hexdigest(),
+    }
+    text = json.dumps(header, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+    return hashlib.sha256(text.encode()).digest()
+
+
+def revision_problems(revision: Revision) -> list[str]:
+    """What does not check in a stored revision: its content against ``content_sha256``,
+    and (revisions stored since ``REVISION_HASH_SCHEME``) its other columns, the source
+    text included, against ``revision_sha256``."""
+    problems = []
+    if hashlib.sha256(revision.content).digest() != revision.content_sha256:
+        problems.append("content does not match its hash")
+    if revision.revision_sha256 is not None:
+        digest = revision_digest(
+            revision.revision,
+            revision.applied_at_us,
+            revision.source_name,
+            revision.source_text,
+            revision.content_sha256,
+        )
+        if digest != revision.revision_sha256:
+            problems.append(
+                "the revision hash does not match its source text, name, time or content hash"
+            )
+    return problems
 
 
 def _blob(value: object) -> bytes:
@@ -105,8 +160,16 @@ def _blob(value: object) -> bytes:
 
 
 def _revision(row: tuple[Any, ...]) -> Revision:
-    number, applied, name, text, content, digest = row
-    return Revision(number, applied, name, str(text), _blob(content), _blob(digest))
+    number, applied, name, text, content, digest, own = row
+    return Revision(
+        number,
+        applied,
+        str(name),
+        str(text),
+        _blob(content),
+        _blob(digest),
+        None if own is None else _blob(own),
+    )
 
 
 def _invoice(row: tuple[Any, ...]) -> StoredInvoice:
@@ -162,6 +225,9 @@ class Revision:
     source_text: str
     content: bytes
     content_sha256: bytes
+    revision_sha256: bytes | None = None
+    """``revision_digest`` of the row; None on revisions stored before the scheme (their
+    source text is not covered by any hash)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -221,13 +287,42 @@ _NOTE_COLUMNS = "note_id, invoice_id, customer, created_at_us, document, documen
 class BillingStore:
     """Configuration revisions, finalized invoices and credit notes in the ledger's file."""
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, create: bool = True) -> None:
+        """The billing records at ``path``; ``create=False`` (the proof tools) leaves an
+        existing schema exactly as found (no trigger re-created, no column added)."""
         self.path = str(path)
         self._connection = open_connection(self.path)
         self._lock = threading.Lock()
+        self._revision_columns = _REVISION_COLUMNS
         with self._lock:
-            self._migrate()
-            self._connection.executescript(_SCHEMA + _TRIGGERS)
+            if create or not self._has_tables():
+                self._migrate()
+                self._connection.executescript(_SCHEMA + _TRIGGERS)
+                self._add_revision_hash()
+            elif not self._has_revision_hash():
+                self._revision_columns = _REVISION_COLUMNS.replace(
+                    "revision_sha256", "NULL AS revision_sha256"
+                )
+
+    def _columns(self, table: str) -> list[str]:
+        connection = self._connection
+        if isinstance(connection, PostgresConnection):
+            rows = connection.execute(
+                "SELECT column_name FROM information_schema.columns"
+                " WHERE table_schema = current_schema() AND table_name = ?",
+                (table,),
+            )
+            return [row[0] for row in rows]
+        return [row[1] for row in connection.execute(f"PRAGMA table_info({table})")]
+
+    def _has_tables(self) -> bool:
+        """Every billing table, in its current shape (``invoices`` with ``kind``)."""
+        return all(self._columns(table) for table in _TABLES) and "kind" in self._columns(
+            "invoices"
+        )
+
+    def _has_revision_hash(self) -> bool:
+        return "revision_sha256" in self._columns("configuration_revisions")
 
     def _migrate(self) -> None:
         """A file made before off-cycle invoices: rebuild ``invoices`` with a ``kind``
@@ -259,25 +354,52 @@ class BillingStore:
             connection.execute("ROLLBACK")
             raise
 
+    def _add_revision_hash(self) -> None:
+        """A ledger made before ``revision_sha256``: add the column (NULL on the revisions
+        already stored, which keep their content-only check). Appends nothing."""
+        if self._has_revision_hash():
+            return
+        connection = self._connection
+        if isinstance(connection, PostgresConnection):
+            with connection.migration_lock():
+                connection.execute(
+                    "ALTER TABLE configuration_revisions"
+                    " ADD COLUMN IF NOT EXISTS revision_sha256 BYTEA"
+                )
+            return
+        connection.execute("ALTER TABLE configuration_revisions ADD COLUMN revision_sha256 BLOB")
+
     # -- configuration --------------------------------------------------------------------
 
     def add_revision(
         self, applied_at_us: int, source_name: str, source_text: str, content: bytes
     ) -> Revision:
+        """Store a revision, numbered next, with its content hash and its own hash
+        (``revision_digest``, which covers the source text)."""
         digest = hashlib.sha256(content).digest()
         with self._lock:
-            cursor = self._connection.execute(
-                "INSERT INTO configuration_revisions"
-                " (applied_at_us, source_name, source_text, content, content_sha256)"
-                " VALUES (?, ?, ?, ?, ?) RETURNING revision",
-                (applied_at_us, source_name, source_text, content, digest),
-            )
-            number = int(cursor.fetchone()[0])
-        return Revision(number, applied_at_us, source_name, source_text, content, digest)
+            connection = self._connection
+            connection.execute("BEGIN IMMEDIATE")
+            try:
+                row = connection.execute(
+                    "SELECT MAX(revision) FROM configuration_revisions"
+                ).fetchone()
+                number = (row[0] or 0) + 1
+                own = revision_digest(number, applied_at_us, source_name, source_text, digest)
+                connection.execute(
+                    f"INSERT INTO configuration_revisions ({_REVISION_COLUMNS})"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    (number, applied_at_us, source_name, source_text, content, digest, own),
+                )
+                connection.execute("COMMIT")
+            except BaseException:
+                connection.execute("ROLLBACK")
+                raise
+        return Revision(number, applied_at_us, source_name, source_text, content, digest, own)
 
     def revision(self, number: int | None = None) -> Revision | None:
         """Revision ``number``, or the latest when None (None when nothing was applied)."""
-        query = "SELECT * FROM configuration_revisions"
+        query = f"SELECT {self._revision_columns} FROM configuration_revisions"
         if number is None:
             row = self._connection.execute(query + " ORDER BY revision DESC LIMIT 1").fetchone()
         else:
@@ -285,7 +407,9 @@ class BillingStore:
         return None if row is None else _revision(row)
 
     def revisions(self) -> list[Revision]:
-        rows = self._connection.execute("SELECT * FROM configuration_revisions ORDER BY revision")
+        rows = self._connection.execute(
+            f"SELECT {self._revision_columns} FROM configuration_revisions ORDER BY revision"
+        )
         return [_revision(row) for row in rows]
 
     # -- invoices ---------------------------------------------------------------------------

@@ -8,18 +8,18 @@ error; a batch over the size limit is refused whole before anything is written.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 from meterline.clock import Clock, system_clock_us
-from meterline.core.chain import ChainReport, verify_chain
+from meterline.core.chain import GENESIS_HASH, ChainReport, StoredRecord, verify_chain
 from meterline.core.cloudevents import prepare_cloudevent
 from meterline.core.events import FieldError, PreparedEvent, prepare_event
 from meterline.core.limits import DEFAULT_LIMITS, IngestLimits
 from meterline.core.outcomes import BatchOutcome, EventOutcome
 from meterline.errors import BatchTooLarge
-from meterline.ledger.database import is_postgres
+from meterline.ledger.database import DatabaseErrors, describe, is_postgres
 from meterline.ledger.sqlite import SqliteStore
 from meterline.ledger.store import EventPage, EventQuery, LedgerStore
 
@@ -130,8 +130,22 @@ class Ledger:
         return self.store.head()
 
     def verify(self) -> ChainReport:
-        """Re-walk the whole chain and the commit checkpoints."""
-        return verify_chain(self.store.records(), self.store.checkpoints())
+        """Re-walk the whole chain and the commit checkpoints. Never raises on what it
+        reads: a store that fails mid-walk (a damaged file) is reported at the first
+        sequence it could not check."""
+        walked = _Walked(self.store.records())
+        try:
+            return verify_chain(walked, self.store.checkpoints())
+        except DatabaseErrors as error:
+            return ChainReport(
+                walked.count,
+                walked.last_sequence,
+                walked.last_hash,
+                walked.last_sequence + 1,
+                f"{describe(self.store.path)} cannot be read past sequence"
+                f" {walked.last_sequence} ({error})",
+                check="store",
+            )
 
     def close(self) -> None:
         self.store.close()
@@ -143,23 +157,45 @@ class Ledger:
         self.close()
 
 
+class _Walked:
+    """The records a verification walks, remembering the last one read (so a read that
+    fails can name where it stopped)."""
+
+    def __init__(self, records: Iterable[StoredRecord]) -> None:
+        self._records = records
+        self.count = 0
+        self.last_sequence = 0
+        self.last_hash = GENESIS_HASH
+
+    def __iter__(self) -> Iterator[StoredRecord]:
+        for record in self._records:
+            self.count += 1
+            self.last_sequence, self.last_hash = record.sequence, record.hash
+            yield record
+
+
 def open_ledger(
     path: str | Path,
     clock: Clock = system_clock_us,
     limits: IngestLimits = DEFAULT_LIMITS,
+    create: bool = True,
 ) -> Ledger:
     """Open (creating if needed) the ledger at ``path``: a SQLite file, or a PostgreSQL
-    database named by a ``postgresql://`` URL."""
-    return Ledger(open_store(path), clock=clock, limits=limits)
+    database named by a ``postgresql://`` URL. ``create=False``: see ``open_store``."""
+    return Ledger(open_store(path, create=create), clock=clock, limits=limits)
 
 
-def open_store(location: str | Path, partitions: int | None = None) -> LedgerStore:
+def open_store(
+    location: str | Path, partitions: int | None = None, create: bool = True
+) -> LedgerStore:
     """The ledger store at ``location``: SQLite for a path (one chain), PostgreSQL for a
-    ``postgresql://`` URL (``partitions`` chains, fixed when the ledger is created)."""
+    ``postgresql://`` URL (``partitions`` chains, fixed when the ledger is created).
+    ``create=False`` (the proof tools) leaves a SQLite file's schema as found (PostgreSQL
+    runs its schema script once per ledger, so reopening changes nothing there)."""
     if is_postgres(location):
         from meterline.ledger.postgres import PostgresStore
 
         return PostgresStore(str(location), partitions)
     if partitions not in (None, 1):
         raise ValueError("partitions: a SQLite ledger has one chain; use PostgreSQL for more")
-    return SqliteStore(location)
+    return SqliteStore(location, create=create)

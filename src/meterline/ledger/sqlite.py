@@ -135,7 +135,12 @@ class SqliteStore(SqlLedgerReads):
     partitions = 1
     """One hash chain."""
 
-    def __init__(self, path: str | Path, key_function: KeyFunction = hash) -> None:
+    def __init__(
+        self, path: str | Path, key_function: KeyFunction = hash, create: bool = True
+    ) -> None:
+        """The store over the file at ``path``; with ``create=False`` the file must already
+        hold a ledger and its schema is left exactly as found (the proof tools: creating
+        would re-create an append-only trigger someone dropped, erasing the evidence)."""
         self.path = str(path)
         self._key = key_function
         self._connection = connect(self.path)
@@ -144,13 +149,18 @@ class SqliteStore(SqlLedgerReads):
         self._index: dict[int, int | tuple[int, ...]] = {}
         self._indexed_through = 0
         with self._write_lock:
-            self._connection.executescript(_SCHEMA)
-            self._connection.execute(
-                "INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),)
-            )
-            version = self._connection.execute(
+            if create:
+                self._connection.executescript(_SCHEMA)
+                self._connection.execute(
+                    "INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)",
+                    (str(SCHEMA_VERSION),),
+                )
+            row = self._connection.execute(
                 "SELECT value FROM meta WHERE name = 'schema_version'"
-            ).fetchone()[0]
+            ).fetchone()
+            if row is None:
+                raise StoreError(f"{self.path}: no schema version: not a meterline ledger")
+            version = row[0]
             if int(version) != SCHEMA_VERSION:
                 raise StoreError(
                     f"{self.path}: schema version {version}, expected {SCHEMA_VERSION}"
