@@ -17,13 +17,14 @@ from tests.conftest import FIXED_NOW_US, Databases
 
 customers = st.sampled_from(["acme", "globex", "initech"])
 scalars = st.one_of(
-    st.text(max_size=8),
-    st.integers(min_value=-(10**30), max_value=10**30),
-    st.decimals(allow_nan=False, allow_infinity=False, places=6),
+    st.text(max_size=8).filter(lambda text: "\x00" not in text),
+    st.integers(min_value=-(10**18) + 1, max_value=10**18 - 1),
+    st.decimals(-(10**12), 10**12, allow_nan=False, allow_infinity=False, places=6),
     st.booleans(),
     st.none(),
 )
-properties = st.dictionaries(st.text(min_size=1, max_size=6), scalars, max_size=4)
+storable_names = st.text(min_size=1, max_size=6).filter(lambda text: "\x00" not in text)
+properties = st.dictionaries(storable_names, scalars, max_size=4)
 timestamps = st.sampled_from(
     [
         "2026-11-01T10:00:00Z",
@@ -82,15 +83,56 @@ def test_any_permutation_duplication_and_split_stores_each_event_once(
             assert shuffled.verify().intact
 
 
+UNSTORABLE = ["\x00", "\x01", "\x1f", "\n", "\ud800", "\udfff", "\x7f", "\\u0000", "\u2028"]
+"""Characters a store could treat differently: NUL, C0 controls, lone surrogates, DEL, a
+backslash spelling NUL, a line separator."""
+tricky_texts = st.lists(
+    st.one_of(st.text(max_size=3), st.sampled_from(UNSTORABLE)), max_size=4
+).map("".join)
+tricky_numbers = st.one_of(
+    st.sampled_from(
+        [
+            10**18 - 1,
+            10**18,
+            -(10**18),
+            10**400,
+            Decimal("1E+400"),
+            Decimal("-1E-400"),
+            Decimal("1E-10"),
+            Decimal("1E-11"),
+            Decimal("0E+30"),
+            Decimal("1.0000000000"),
+            Decimal("1.00000000000"),
+            Decimal("999999999999999999.9999999999"),
+            Decimal("1E+18"),
+            Decimal("sNaN"),
+            1e300,
+            5e-324,
+        ]
+    ),
+    st.integers(),
+    st.decimals(),
+    st.floats(),
+)
+nested_values = st.recursive(
+    st.one_of(tricky_texts, tricky_numbers, st.booleans(), st.none()),
+    lambda children: st.one_of(
+        st.lists(children, max_size=3), st.dictionaries(tricky_texts, children, max_size=3)
+    ),
+    max_leaves=10,
+)
 raw_values = st.one_of(
     scalars,
     st.floats(allow_nan=True, allow_infinity=True),
     st.decimals(),
+    tricky_numbers,
+    tricky_texts,
+    nested_values,
     st.lists(scalars, max_size=3),
     st.dictionaries(st.text(max_size=3), scalars, max_size=3),
     st.sampled_from([b"bytes", object(), Decimal("NaN")]),
 )
-raw_texts = st.one_of(st.text(max_size=300), st.none(), st.integers(), st.just("   "))
+raw_texts = st.one_of(st.text(max_size=300), st.none(), st.integers(), st.just("   "), tricky_texts)
 
 
 @st.composite
@@ -106,6 +148,7 @@ def raw_events(draw: st.DrawFn) -> object:
             st.one_of(
                 timestamps,
                 st.text(max_size=30),
+                tricky_texts,
                 st.integers(),
                 st.sampled_from(
                     [
@@ -121,7 +164,9 @@ def raw_events(draw: st.DrawFn) -> object:
         raw["properties"] = draw(
             st.one_of(
                 st.dictionaries(
-                    st.one_of(st.text(max_size=4), st.integers()), raw_values, max_size=4
+                    st.one_of(st.text(max_size=4), tricky_texts, st.integers()),
+                    raw_values,
+                    max_size=4,
                 ),
                 raw_values,
             )

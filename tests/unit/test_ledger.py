@@ -6,6 +6,7 @@ from __future__ import annotations
 import subprocess
 import sys
 from collections.abc import Callable
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
@@ -70,6 +71,35 @@ def test_mixed_batch_keeps_valid_and_leaves_no_trace_of_invalid(ledger: Ledger) 
     stored = ledger.query(EventQuery(limit=10)).events
     assert [item.record.id for item in stored] == ["evt-1", "evt-3"]
     outcome.check()
+
+
+UNSTORABLE = [
+    ("id", event(2, id="evt\x00-2")),
+    ("customer", event(3, customer="acme\x00")),
+    ("type", event(4, type="llm\x01completion")),
+    ("source", event(5, source="svc\x00")),
+    ("id", event(6, id="evt-\ud800")),
+    ("properties.model", event(7, properties={"model": "gpt\x00"})),
+    ("properties", event(8, properties={"a\x00": 1})),
+    ("properties.prompt", event(9, properties={"prompt": "\udc00"})),
+    ("properties.input_tokens", event(10, properties={"input_tokens": Decimal("1E+400")})),
+    ("properties.usage[0]", event(11, properties={"usage": [10**18]})),
+]
+
+
+def test_unstorable_events_are_rejected_alike_and_their_batch_is_kept(ledger: Ledger) -> None:
+    """NUL, control characters, lone surrogates and unratable numbers are rejected per
+    event on both stores, naming the field; the valid events beside them are stored."""
+    batch = [event(1), *(raw for _, raw in UNSTORABLE), event(12)]
+    outcome = ledger.ingest(batch)
+    assert statuses(outcome) == ["accepted", *["rejected"] * len(UNSTORABLE), "accepted"]
+    rejected = outcome.results[1:-1]
+    assert [result.errors[0].field for result in rejected] == [f for f, _ in UNSTORABLE]
+    assert all(len(result.errors) == 1 for result in rejected)
+    assert rejected[0].id == "evt\x00-2" and rejected[4].id is None  # no surrogate answered
+    stored = ledger.query(EventQuery(limit=100)).events
+    assert [item.record.id for item in stored] == ["evt-1", "evt-12"]
+    assert ledger.verify().intact
 
 
 def test_batch_over_limit_is_refused_whole(new_db: NewDb) -> None:

@@ -29,9 +29,16 @@ AppendListener = Callable[[list[tuple[int, PreparedEvent]]], None]
 
 
 def _raw_id(raw: object) -> str | None:
-    """The id a rejected event was sent with, if it had a usable one (both shapes use "id")."""
+    """The id a rejected event was sent with, if it had a usable one (both shapes use "id"):
+    a string that is Unicode text (a lone surrogate could not be answered in JSON)."""
     value = raw.get("id") if isinstance(raw, dict) else None
-    return value if type(value) is str else None
+    if type(value) is not str or (not value.isprintable() and _has_surrogate(value)):
+        return None
+    return value
+
+
+def _has_surrogate(text: str) -> bool:
+    return any("\ud800" <= character <= "\udfff" for character in text)
 
 
 def merge_outcomes(stored: list[EventOutcome], rejected: list[EventOutcome]) -> BatchOutcome:
