@@ -750,7 +750,6 @@ def _with_base64_data() -> dict[str, Any]:
 
 CLOUDEVENT_REJECTIONS = [
     pytest.param(structured_dict(cloudevent(1, subject=None)), "subject", id="missing-subject"),
-    pytest.param(_envelope(time=None), "time", id="missing-time"),
     pytest.param(_envelope(time="2026-11-01T10:00:00"), "time", id="time-without-zone"),
     pytest.param(_envelope(specversion="0.3"), "specversion", id="wrong-specversion"),
     pytest.param(_envelope(specversion=None), "specversion", id="missing-specversion"),
@@ -779,6 +778,37 @@ def test_cloudevent_rejection_names_the_cloudevents_attribute(
     assert field in fields, fields
     assert not {"customer", "timestamp", "properties"} & set(fields)
     assert head_sequence(server) == 0
+
+
+def test_cloudevent_without_time_is_stamped_with_its_receipt_time(server: RunningServer) -> None:
+    """time is optional: the event takes the batch's receipt time, says so, and a re-send
+    is a duplicate of the first receipt."""
+    with server.client("ingest") as client:
+        first = post(client, _envelope(time=None), CE_STRUCTURED)
+        again = post(client, [_envelope(time=None)], CE_BATCH)
+    assert first.status_code == 200, first.text
+    assert only_result(first) == {"index": 0, "status": "accepted", "id": "ce-1", "sequence": 1}
+    assert only_result(again) == {"index": 0, "status": "duplicate", "id": "ce-1", "sequence": 1}
+    [stored_event] = stored(server)
+    assert stored_event["timestamp"] == stored_event["ingested_at"]
+    assert stored_event["timestamp_origin"] == "receipt"
+    assert stored_event["source"] == "/services/chat"
+
+
+def test_cloudevent_binary_mode_without_content_type_reads_json(server: RunningServer) -> None:
+    """Binary mode with no Content-Type reads the body as JSON data; no body is no data."""
+    message = to_binary_event(cloudevent(4))
+    headers = {k: v for k, v in message.headers.items() if k.lower() != "content-type"}
+    assert "content-type" not in {name.lower() for name in headers}
+    empty = {**headers, "ce-id": "ce-5"}
+    with server.client("ingest") as client:
+        response = client.post("/v1/events", content=message.body, headers=headers)
+        without_data = client.post("/v1/events", content=b"", headers=empty)
+    assert response.status_code == 200, response.text
+    assert without_data.status_code == 200, without_data.text
+    first, second = stored(server)
+    _assert_mapped(first, 4)
+    assert (second["id"], second["properties"]) == ("ce-5", {})
 
 
 def test_cloudevent_batch_keeps_valid_and_rejects_invalid(server: RunningServer) -> None:

@@ -102,6 +102,44 @@ def test_unstorable_events_are_rejected_alike_and_their_batch_is_kept(ledger: Le
     assert ledger.verify().intact
 
 
+def _cloudevent(number: int, **changes: object) -> dict[str, object]:
+    """A structured CloudEvent without ``time`` (stamped at receipt)."""
+    envelope: dict[str, object] = {
+        "specversion": "1.0",
+        "id": f"ce-{number}",
+        "source": "/services/chat",
+        "type": "llm.completion",
+        "subject": "acme",
+        "data": {"input_tokens": number},
+    }
+    envelope.update(changes)
+    return envelope
+
+
+def test_cloudevent_without_time_is_stamped_and_its_replay_is_a_duplicate(new_db: NewDb) -> None:
+    """A time-less CloudEvent takes the batch's clock reading; re-sent later, it is a
+    duplicate of the first receipt (not a conflict), and other data is a conflict."""
+    location = new_db()
+    with Ledger(open_store(location), lambda: FIXED_NOW_US) as first:
+        assert statuses(first.ingest_cloudevents([_cloudevent(1)])) == ["accepted"]
+    with Ledger(open_store(location), lambda: FIXED_NOW_US + 3_600_000_000) as later:
+        replay = later.ingest_cloudevents(
+            [_cloudevent(1), _cloudevent(1, data={"input_tokens": 2}), _cloudevent(3)]
+        )
+        assert statuses(replay) == ["duplicate", "conflict", "accepted"]
+        assert [result.sequence for result in replay.results] == [1, 1, 2]
+        stored = later.query(EventQuery(limit=10)).events
+        assert [item.record.timestamp_us for item in stored] == [
+            FIXED_NOW_US,
+            FIXED_NOW_US + 3_600_000_000,
+        ]
+        assert [item.ingested_at_us for item in stored] == [
+            item.record.timestamp_us for item in stored
+        ]
+        assert all(b'"timestamp_origin":"receipt"' in item.record.body for item in stored)
+        assert later.verify().intact
+
+
 def test_batch_over_limit_is_refused_whole(new_db: NewDb) -> None:
     """A batch with more events than batch_events_max raises and writes nothing."""
     limits = IngestLimits(batch_events_max=3)

@@ -362,6 +362,47 @@ def prepare_event_checked(
     return PreparedEvent(customer, event_id, event_type, timestamp_us, body)  # type: ignore[arg-type]
 
 
+TIMESTAMP_ORIGIN = "timestamp_origin"
+"""The canonical field saying where an event's timestamp came from: ``"receipt"`` when the
+ledger stamped it with the batch's clock reading (a CloudEvent without ``time``); absent
+when the producer gave it."""
+RECEIPT = "receipt"
+_RECEIPT_MARK = b'"timestamp_origin":"receipt"'
+
+
+def stamp_receipt_time(
+    prepared: PreparedEvent, limits: IngestLimits = DEFAULT_LIMITS
+) -> PreparedEvent | list[FieldError]:
+    """``prepared`` (whose timestamp is the receipt time) with ``timestamp_origin:
+    "receipt"`` in its canonical bytes, or the size error if that no longer fits."""
+    document = _DECODER.decode(prepared.body)
+    document[TIMESTAMP_ORIGIN] = RECEIPT
+    body = _encode(document)
+    if len(body) > limits.event_bytes_max:
+        return [
+            FieldError(
+                "event", f"is {len(body)} bytes encoded, the limit is {limits.event_bytes_max}"
+            )
+        ]
+    return prepared._replace(body=body)
+
+
+def same_event(stored: bytes, arriving: bytes) -> bool:
+    """Whether ``arriving`` replays the event stored as ``stored`` (a ``duplicate``, not a
+    ``conflict``): the same canonical bytes or, when both were stamped at receipt, the
+    same bytes but for the receipt time (a re-sent CloudEvent without ``time``)."""
+    if stored == arriving:
+        return True
+    if _RECEIPT_MARK not in arriving or _RECEIPT_MARK not in stored:
+        return False
+    first, again = _DECODER.decode(stored), _DECODER.decode(arriving)
+    if first.get(TIMESTAMP_ORIGIN) != RECEIPT or again.get(TIMESTAMP_ORIGIN) != RECEIPT:
+        return False
+    first.pop("timestamp", None)
+    again.pop("timestamp", None)
+    return bool(_encode(first) == _encode(again))
+
+
 def event_document(body: bytes) -> dict[str, Any]:
     """The event stored as ``body`` (canonical bytes), numbers decoded exactly."""
     document = _DECODER.decode(body)

@@ -30,7 +30,7 @@ from hashlib import sha256
 import psycopg.errors
 
 from meterline.core.chain import GENESIS_HASH
-from meterline.core.events import PreparedEvent
+from meterline.core.events import PreparedEvent, same_event
 from meterline.core.outcomes import EventOutcome, Status
 from meterline.core.partitions import DEFAULT_PARTITIONS, check_partition_count, partition_of
 from meterline.errors import StoreError
@@ -267,7 +267,7 @@ class PostgresStore(SqlLedgerReads):
             key = (customer, event_id)
             found = stored.get(key) or staged.get(key)
             if found is not None:
-                status: Status = "duplicate" if found[1] == body else "conflict"
+                status: Status = "duplicate" if same_event(found[1], body) else "conflict"
                 outcomes.append(EventOutcome(position, status, event_id, found[0]))
                 continue
             digest = sha256(tails.get(partition, GENESIS_HASH) + body).digest()

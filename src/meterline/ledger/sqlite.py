@@ -20,7 +20,7 @@ from hashlib import sha256
 from pathlib import Path
 
 from meterline.core.chain import GENESIS_HASH
-from meterline.core.events import PreparedEvent
+from meterline.core.events import PreparedEvent, same_event
 from meterline.core.outcomes import EventOutcome, Status
 from meterline.errors import StoreError
 from meterline.ledger.database import ThreadConnections
@@ -258,7 +258,9 @@ class SqliteStore(SqlLedgerReads):
                     if key in index or key in staged:
                         found = self._find(key, customer, event_id, staged, rows, first)
                         if found is not None:
-                            status: Status = "duplicate" if found[1] == body else "conflict"
+                            status: Status = (
+                                "duplicate" if same_event(found[1], body) else "conflict"
+                            )
                             outcomes.append(EventOutcome(position, status, event_id, found[0]))
                             continue
                         self._remember(staged, key, sequence)
