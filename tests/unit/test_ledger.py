@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from meterline import BatchTooLarge, EventQuery, IngestLimits, Ledger
+from meterline.errors import StoreError
 from meterline.ledger.database import IntegrityErrors, is_postgres
 from meterline.ledger.ledger import open_store
 from meterline.ledger.sqlite import SqliteStore
@@ -138,6 +139,87 @@ def test_cloudevent_without_time_is_stamped_and_its_replay_is_a_duplicate(new_db
         ]
         assert all(b'"timestamp_origin":"receipt"' in item.record.body for item in stored)
         assert later.verify().intact
+
+
+# -- the idempotency key: (customer, id) or (source, id) -------------------------------------
+
+
+def test_default_dedup_key_is_customer_and_id(new_db: NewDb) -> None:
+    """A new ledger deduplicates by (customer, id): sources do not matter, customers do."""
+    location = new_db()
+    with Ledger(open_store(location), lambda: FIXED_NOW_US) as ledger:
+        assert ledger.store.dedup_key == "customer_id"
+        outcome = ledger.ingest(
+            [event(1, source="/a"), event(1, source="/b"), event(1, customer="globex")]
+        )
+        assert statuses(outcome) == ["accepted", "conflict", "accepted"]
+    assert rows(location, "SELECT value FROM meta WHERE name = 'dedup_key'") == [("customer_id",)]
+
+
+def test_source_dedup_key_keys_on_source_and_id(new_db: NewDb) -> None:
+    """With dedup_key="source_id", (source, id) is the event, whatever its customer; an
+    event without a source keeps (customer, id); the choice survives reopening."""
+    location = new_db()
+    batch = [
+        event(1, source="/a"),
+        event(1, source="/a", customer="globex"),  # same (source, id), other customer
+        event(1, source="/b"),  # same id, other source
+        event(1),  # no source: (customer, id) in its own namespace
+        event(1, customer="globex"),
+        event(1, source="/a"),  # replay
+    ]
+    with Ledger(open_store(location, dedup_key="source_id"), lambda: FIXED_NOW_US) as ledger:
+        assert ledger.store.dedup_key == "source_id"
+        outcome = ledger.ingest(batch)
+        assert statuses(outcome) == [
+            "accepted",
+            "conflict",
+            "accepted",
+            "accepted",
+            "accepted",
+            "duplicate",
+        ]
+        assert [result.sequence for result in outcome.results] == [1, 1, 2, 3, 4, 1]
+        cloud = ledger.ingest_cloudevents([_cloudevent(1, id="evt-1", source="/b")])
+        assert statuses(cloud) == ["conflict"] and cloud.results[0].sequence == 2
+    with Ledger(open_store(location), lambda: FIXED_NOW_US) as reopened:
+        assert reopened.store.dedup_key == "source_id"
+        again = reopened.ingest(batch)
+        assert statuses(again) == ["duplicate", "conflict", *["duplicate"] * 4]
+        assert reopened.head()[0] == 4
+        assert reopened.verify().intact
+
+
+def test_dedup_key_is_fixed_when_the_ledger_is_created(new_db: NewDb) -> None:
+    """Another dedup key for an existing ledger is refused; one made before the setting
+    existed is keyed by (customer, id); an unknown key is a ValueError."""
+    location = new_db()
+    open_store(location, dedup_key="source_id").close()
+    with pytest.raises(StoreError, match="deduplicates by source_id, not customer_id"):
+        open_store(location, dedup_key="customer_id")
+    older = new_db("older")
+    with Ledger(open_store(older), lambda: FIXED_NOW_US) as ledger:
+        ledger.ingest([event(1)])
+    tamper(older, "DELETE FROM meta WHERE name = 'dedup_key'")
+    with pytest.raises(StoreError, match="deduplicates by customer_id, not source_id"):
+        open_store(older, dedup_key="source_id")
+    store = open_store(older)
+    assert store.dedup_key == "customer_id"
+    store.close()
+    with pytest.raises(ValueError, match="customer_id, source_id"):
+        open_store(new_db("other"), dedup_key="event_id")  # type: ignore[arg-type]
+
+
+def test_source_keyed_hash_collisions_never_drop_events(tmp_path: Path) -> None:
+    """On the embedded store keyed by (source, id), colliding keys are still told apart."""
+    path = tmp_path / "collide.db"
+    batch = [event(1, source="/a"), event(1, source="/b"), event(1), event(1, customer="globex")]
+    store = SqliteStore(path, key_function=lambda key: 7, dedup_key="source_id")
+    with Ledger(store, lambda: FIXED_NOW_US) as ledger:
+        assert statuses(ledger.ingest(batch)) == ["accepted"] * 4
+    reopened = SqliteStore(path, key_function=lambda key: 7)
+    with Ledger(reopened, lambda: FIXED_NOW_US) as ledger:
+        assert statuses(ledger.ingest(batch)) == ["duplicate"] * 4
 
 
 def test_batch_over_limit_is_refused_whole(new_db: NewDb) -> None:

@@ -403,6 +403,26 @@ def same_event(stored: bytes, arriving: bytes) -> bool:
     return bool(_encode(first) == _encode(again))
 
 
+class _Source(msgspec.Struct):
+    source: str = ""
+
+
+_SOURCE_DECODER = msgspec.json.Decoder(_Source)
+
+
+def source_idempotency_key(customer: str, event_id: str, source: str) -> tuple[str, str, str]:
+    """An event's idempotency key on a ledger keyed by ``(source, id)``: ``(source, "",
+    id)``; an event without a source (``""``, a native event) keeps its customer's
+    namespace, ``("", customer, id)``, so two customers' native events never merge (a
+    source is never empty, so the two kinds cannot collide)."""
+    return (source, "", event_id) if source else ("", customer, event_id)
+
+
+def event_source(body: bytes) -> str:
+    """The ``source`` in an event's canonical bytes; ``""`` for an event without one."""
+    return _SOURCE_DECODER.decode(body).source
+
+
 def event_document(body: bytes) -> dict[str, Any]:
     """The event stored as ``body`` (canonical bytes), numbers decoded exactly."""
     document = _DECODER.decode(body)

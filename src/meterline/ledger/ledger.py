@@ -21,7 +21,7 @@ from meterline.core.outcomes import BatchOutcome, EventOutcome
 from meterline.errors import BatchTooLarge
 from meterline.ledger.database import is_postgres
 from meterline.ledger.sqlite import SqliteStore
-from meterline.ledger.store import EventPage, EventQuery, LedgerStore
+from meterline.ledger.store import DedupKey, EventPage, EventQuery, LedgerStore
 
 Preparer = Callable[[object, int, IngestLimits], PreparedEvent | list[FieldError]]
 AppendListener = Callable[[list[tuple[int, PreparedEvent]]], None]
@@ -154,19 +154,25 @@ def open_ledger(
     path: str | Path,
     clock: Clock = system_clock_us,
     limits: IngestLimits = DEFAULT_LIMITS,
+    dedup_key: DedupKey | None = None,
 ) -> Ledger:
     """Open (creating if needed) the ledger at ``path``: a SQLite file, or a PostgreSQL
-    database named by a ``postgresql://`` URL."""
-    return Ledger(open_store(path), clock=clock, limits=limits)
+    database named by a ``postgresql://`` URL. ``dedup_key`` (``"customer_id"``, the
+    default, or ``"source_id"``) is fixed when the ledger is created; asking an existing
+    ledger for another is an error, None takes the ledger's own."""
+    return Ledger(open_store(path, dedup_key=dedup_key), clock=clock, limits=limits)
 
 
-def open_store(location: str | Path, partitions: int | None = None) -> LedgerStore:
+def open_store(
+    location: str | Path, partitions: int | None = None, dedup_key: DedupKey | None = None
+) -> LedgerStore:
     """The ledger store at ``location``: SQLite for a path (one chain), PostgreSQL for a
-    ``postgresql://`` URL (``partitions`` chains, fixed when the ledger is created)."""
+    ``postgresql://`` URL (``partitions`` chains, fixed when the ledger is created);
+    ``dedup_key`` as for ``open_ledger``."""
     if is_postgres(location):
         from meterline.ledger.postgres import PostgresStore
 
-        return PostgresStore(str(location), partitions)
+        return PostgresStore(str(location), partitions, dedup_key)
     if partitions not in (None, 1):
         raise ValueError("partitions: a SQLite ledger has one chain; use PostgreSQL for more")
-    return SqliteStore(location)
+    return SqliteStore(location, dedup_key=dedup_key)
