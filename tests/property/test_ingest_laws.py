@@ -14,6 +14,7 @@ from meterline import Ledger
 from meterline.core.events import prepare_event, prepare_event_checked
 from meterline.ledger.ledger import open_store
 from tests.conftest import FIXED_NOW_US, Databases
+from tests.property.event_strategies import nested_values, tricky_numbers, tricky_texts
 
 customers = st.sampled_from(["acme", "globex", "initech"])
 scalars = st.one_of(
@@ -83,44 +84,6 @@ def test_any_permutation_duplication_and_split_stores_each_event_once(
             assert shuffled.verify().intact
 
 
-UNSTORABLE = ["\x00", "\x01", "\x1f", "\n", "\ud800", "\udfff", "\x7f", "\\u0000", "\u2028"]
-"""Characters a store could treat differently: NUL, C0 controls, lone surrogates, DEL, a
-backslash spelling NUL, a line separator."""
-tricky_texts = st.lists(
-    st.one_of(st.text(max_size=3), st.sampled_from(UNSTORABLE)), max_size=4
-).map("".join)
-tricky_numbers = st.one_of(
-    st.sampled_from(
-        [
-            10**18 - 1,
-            10**18,
-            -(10**18),
-            10**400,
-            Decimal("1E+400"),
-            Decimal("-1E-400"),
-            Decimal("1E-10"),
-            Decimal("1E-11"),
-            Decimal("0E+30"),
-            Decimal("1.0000000000"),
-            Decimal("1.00000000000"),
-            Decimal("999999999999999999.9999999999"),
-            Decimal("1E+18"),
-            Decimal("sNaN"),
-            1e300,
-            5e-324,
-        ]
-    ),
-    st.integers(),
-    st.decimals(),
-    st.floats(),
-)
-nested_values = st.recursive(
-    st.one_of(tricky_texts, tricky_numbers, st.booleans(), st.none()),
-    lambda children: st.one_of(
-        st.lists(children, max_size=3), st.dictionaries(tricky_texts, children, max_size=3)
-    ),
-    max_leaves=10,
-)
 raw_values = st.one_of(
     scalars,
     st.floats(allow_nan=True, allow_infinity=True),
