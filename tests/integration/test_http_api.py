@@ -547,6 +547,9 @@ def test_unstorable_and_unratable_events_are_rejected_beside_valid_ones(
         # Lone surrogates are not Unicode text: the batch is refused whole, on every store.
         pytest.param(b'[{"id": "evt-\\ud800", "customer": "acme"}]', id="lone-surrogate"),
         pytest.param(b'{"id": "a\\udc00b"}', id="lone-low-surrogate"),
+        # NaN and Infinity are not JSON numbers: never accepted, on any store.
+        pytest.param(b'{"id": "evt-1", "properties": {"n": NaN}}', id="nan-literal"),
+        pytest.param(b'{"id": "evt-1", "properties": {"n": -Infinity}}', id="infinity-literal"),
     ],
 )
 def test_malformed_json_is_400_with_byte_position(server: RunningServer, body: bytes) -> None:
