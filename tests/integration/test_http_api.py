@@ -272,31 +272,31 @@ def test_repeats_inside_one_batch_are_duplicate_or_conflict(server: RunningServe
 
 
 def test_numbers_keep_every_decimal_digit(server: RunningServer) -> None:
-    """0.1, "0.1" and a 39-digit decimal read back exactly as they were sent."""
+    """0.1, "0.1" and the widest numbers accepted read back exactly as they were sent."""
     body = (
         b'{"id": "exact-1", "customer": "acme", "type": "llm.completion",'
         b' "timestamp": "2026-11-01T10:00:00Z", "properties": {"x": 0.1, "y": "0.1",'
-        b' "z": 123456789012345678901234567890.000000001,'
-        b' "big": 123456789012345678901234567890, "tiny": 1E-30}}'
+        b' "z": 123456789012345678.0000000001,'
+        b' "big": -999999999999999999, "tiny": 1E-10}}'
     )
     with server.client("ingest") as client:
         assert post(client, body).status_code == 200
     with server.client("read") as reader:
         response = reader.get("/v1/events")
-    assert b"123456789012345678901234567890.000000001" in response.content
+    assert b"123456789012345678.0000000001" in response.content
     properties = exact(response)["events"][0]["properties"]
     assert type(properties["x"]) is Decimal
     assert properties["x"] == Decimal("0.1")
     assert str(properties["x"]) == "0.1"
     assert properties["y"] == "0.1"
-    assert properties["z"] == Decimal("123456789012345678901234567890.000000001")
-    assert str(properties["z"]) == "123456789012345678901234567890.000000001"
-    assert properties["big"] == 123456789012345678901234567890
-    assert properties["tiny"] == Decimal("1E-30")
+    assert properties["z"] == Decimal("123456789012345678.0000000001")
+    assert str(properties["z"]) == "123456789012345678.0000000001"
+    assert properties["big"] == -999999999999999999
+    assert properties["tiny"] == Decimal("1E-10")
     # The stdlib decoder with parse_float=Decimal agrees.
     via_json = json.loads(response.content, parse_float=Decimal)["events"][0]["properties"]
     assert via_json["x"] == Decimal("0.1")
-    assert via_json["z"] == Decimal("123456789012345678901234567890.000000001")
+    assert via_json["z"] == Decimal("123456789012345678.0000000001")
 
 
 # -- per-event rejections -----------------------------------------------------------------
@@ -491,6 +491,48 @@ def test_mixed_batch_keeps_valid_events_and_leaves_no_trace_of_invalid(
     ]
 
 
+def test_unstorable_and_unratable_events_are_rejected_beside_valid_ones(
+    server: RunningServer,
+) -> None:
+    """NUL or control characters in names, NUL in properties and numbers billing cannot
+    carry are rejected per event naming the field (never a 500); the rest is stored."""
+    valid = json.dumps(event(1)).encode()
+    body = (
+        b"["
+        + b", ".join(
+            [
+                valid,
+                json.dumps(event(2, id="evt\x00-2")).encode(),
+                json.dumps(event(3, customer="acme\x00")).encode(),
+                json.dumps(event(4, type="llm\ncompletion")).encode(),
+                json.dumps(event(5, source="svc\x00")).encode(),
+                json.dumps(event(6, properties={"model": "gpt\x00"})).encode(),
+                valid.replace(b'"evt-1"', b'"evt-7"').replace(b"1201", b"1e400"),
+                valid.replace(b'"evt-1"', b'"evt-8"').replace(b"1201", b"0.00000000001"),
+                json.dumps(event(9)).encode(),
+            ]
+        )
+        + b"]"
+    )
+    with server.client("ingest") as client:
+        response = post(client, body)
+    assert response.status_code == 200, response.text
+    results = response.json()["results"]
+    assert [r["status"] for r in results] == ["accepted", *["rejected"] * 7, "accepted"]
+    assert [list(error_fields(r)) for r in results[1:-1]] == [
+        ["id"],
+        ["customer"],
+        ["type"],
+        ["source"],
+        ["properties.model"],
+        ["properties.input_tokens"],
+        ["properties.input_tokens"],
+    ]
+    assert results[1]["id"] == "evt\x00-2"
+    assert "10**18" in error_fields(results[6])["properties.input_tokens"]
+    assert [e["id"] for e in stored(server)] == ["evt-1", "evt-9"]
+
+
 # -- whole-batch refusals -----------------------------------------------------------------
 
 
@@ -502,6 +544,12 @@ def test_mixed_batch_keeps_valid_events_and_leaves_no_trace_of_invalid(
         pytest.param(b'{"id": "evt-1"} trailing', id="trailing-characters"),
         pytest.param(b'[{"id": "evt-1", ', id="truncated"),
         pytest.param(b"", id="empty-body"),
+        # Lone surrogates are not Unicode text: the batch is refused whole, on every store.
+        pytest.param(b'[{"id": "evt-\\ud800", "customer": "acme"}]', id="lone-surrogate"),
+        pytest.param(b'{"id": "a\\udc00b"}', id="lone-low-surrogate"),
+        # NaN and Infinity are not JSON numbers: never accepted, on any store.
+        pytest.param(b'{"id": "evt-1", "properties": {"n": NaN}}', id="nan-literal"),
+        pytest.param(b'{"id": "evt-1", "properties": {"n": -Infinity}}', id="infinity-literal"),
     ],
 )
 def test_malformed_json_is_400_with_byte_position(server: RunningServer, body: bytes) -> None:
@@ -705,7 +753,6 @@ def _with_base64_data() -> dict[str, Any]:
 
 CLOUDEVENT_REJECTIONS = [
     pytest.param(structured_dict(cloudevent(1, subject=None)), "subject", id="missing-subject"),
-    pytest.param(_envelope(time=None), "time", id="missing-time"),
     pytest.param(_envelope(time="2026-11-01T10:00:00"), "time", id="time-without-zone"),
     pytest.param(_envelope(specversion="0.3"), "specversion", id="wrong-specversion"),
     pytest.param(_envelope(specversion=None), "specversion", id="missing-specversion"),
@@ -734,6 +781,37 @@ def test_cloudevent_rejection_names_the_cloudevents_attribute(
     assert field in fields, fields
     assert not {"customer", "timestamp", "properties"} & set(fields)
     assert head_sequence(server) == 0
+
+
+def test_cloudevent_without_time_is_stamped_with_its_receipt_time(server: RunningServer) -> None:
+    """time is optional: the event takes the batch's receipt time, says so, and a re-send
+    is a duplicate of the first receipt."""
+    with server.client("ingest") as client:
+        first = post(client, _envelope(time=None), CE_STRUCTURED)
+        again = post(client, [_envelope(time=None)], CE_BATCH)
+    assert first.status_code == 200, first.text
+    assert only_result(first) == {"index": 0, "status": "accepted", "id": "ce-1", "sequence": 1}
+    assert only_result(again) == {"index": 0, "status": "duplicate", "id": "ce-1", "sequence": 1}
+    [stored_event] = stored(server)
+    assert stored_event["timestamp"] == stored_event["ingested_at"]
+    assert stored_event["timestamp_origin"] == "receipt"
+    assert stored_event["source"] == "/services/chat"
+
+
+def test_cloudevent_binary_mode_without_content_type_reads_json(server: RunningServer) -> None:
+    """Binary mode with no Content-Type reads the body as JSON data; no body is no data."""
+    message = to_binary_event(cloudevent(4))
+    headers = {k: v for k, v in message.headers.items() if k.lower() != "content-type"}
+    assert "content-type" not in {name.lower() for name in headers}
+    empty = {**headers, "ce-id": "ce-5"}
+    with server.client("ingest") as client:
+        response = client.post("/v1/events", content=message.body, headers=headers)
+        without_data = client.post("/v1/events", content=b"", headers=empty)
+    assert response.status_code == 200, response.text
+    assert without_data.status_code == 200, without_data.text
+    first, second = stored(server)
+    _assert_mapped(first, 4)
+    assert (second["id"], second["properties"]) == ("ce-5", {})
 
 
 def test_cloudevent_batch_keeps_valid_and_rejects_invalid(server: RunningServer) -> None:

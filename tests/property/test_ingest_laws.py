@@ -14,16 +14,18 @@ from meterline import Ledger
 from meterline.core.events import prepare_event, prepare_event_checked
 from meterline.ledger.ledger import open_store
 from tests.conftest import FIXED_NOW_US, Databases
+from tests.property.event_strategies import nested_values, tricky_numbers, tricky_texts
 
 customers = st.sampled_from(["acme", "globex", "initech"])
 scalars = st.one_of(
-    st.text(max_size=8),
-    st.integers(min_value=-(10**30), max_value=10**30),
-    st.decimals(allow_nan=False, allow_infinity=False, places=6),
+    st.text(max_size=8).filter(lambda text: "\x00" not in text),
+    st.integers(min_value=-(10**18) + 1, max_value=10**18 - 1),
+    st.decimals(-(10**12), 10**12, allow_nan=False, allow_infinity=False, places=6),
     st.booleans(),
     st.none(),
 )
-properties = st.dictionaries(st.text(min_size=1, max_size=6), scalars, max_size=4)
+storable_names = st.text(min_size=1, max_size=6).filter(lambda text: "\x00" not in text)
+properties = st.dictionaries(storable_names, scalars, max_size=4)
 timestamps = st.sampled_from(
     [
         "2026-11-01T10:00:00Z",
@@ -86,11 +88,14 @@ raw_values = st.one_of(
     scalars,
     st.floats(allow_nan=True, allow_infinity=True),
     st.decimals(),
+    tricky_numbers,
+    tricky_texts,
+    nested_values,
     st.lists(scalars, max_size=3),
     st.dictionaries(st.text(max_size=3), scalars, max_size=3),
     st.sampled_from([b"bytes", object(), Decimal("NaN")]),
 )
-raw_texts = st.one_of(st.text(max_size=300), st.none(), st.integers(), st.just("   "))
+raw_texts = st.one_of(st.text(max_size=300), st.none(), st.integers(), st.just("   "), tricky_texts)
 
 
 @st.composite
@@ -106,6 +111,7 @@ def raw_events(draw: st.DrawFn) -> object:
             st.one_of(
                 timestamps,
                 st.text(max_size=30),
+                tricky_texts,
                 st.integers(),
                 st.sampled_from(
                     [
@@ -121,7 +127,9 @@ def raw_events(draw: st.DrawFn) -> object:
         raw["properties"] = draw(
             st.one_of(
                 st.dictionaries(
-                    st.one_of(st.text(max_size=4), st.integers()), raw_values, max_size=4
+                    st.one_of(st.text(max_size=4), tricky_texts, st.integers()),
+                    raw_values,
+                    max_size=4,
                 ),
                 raw_values,
             )

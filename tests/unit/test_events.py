@@ -67,7 +67,7 @@ def test_decimal_digits_are_never_lost() -> None:
         prepared = prepare_event(event(1, properties={"cost": value}), FIXED_NOW_US)
         assert isinstance(prepared, PreparedEvent)
         assert event_document(prepared.body)["properties"]["cost"] == Decimal("0.1")
-    long = Decimal("123456789012345678901234567890.000000000000000001")
+    long = Decimal("-999999999999999999.9999999999")  # the widest number accepted
     prepared = prepare_event(event(1, properties={"cost": long}), FIXED_NOW_US)
     assert isinstance(prepared, PreparedEvent)
     assert event_document(prepared.body)["properties"]["cost"] == long
@@ -173,3 +173,123 @@ def test_misspelled_properties_field_is_rejected_not_dropped() -> None:
     errors = errors_of(raw)
     assert [error.field for error in errors] == ["props"]
     assert "not a field" in errors[0].reason
+
+
+# -- numbers a meter can always rate (issue 16) ----------------------------------------------
+
+TOO_LARGE = "numbers must be below 10**18"
+
+
+@pytest.mark.parametrize(
+    ("properties", "field", "reason_part"),
+    [
+        ({"input_tokens": Decimal("1E+400")}, "properties.input_tokens", TOO_LARGE),
+        ({"input_tokens": 10**18}, "properties.input_tokens", TOO_LARGE),
+        ({"input_tokens": -(10**18)}, "properties.input_tokens", TOO_LARGE),
+        ({"input_tokens": 10**5000}, "properties.input_tokens", TOO_LARGE),
+        ({"input_tokens": Decimal("1E+18")}, "properties.input_tokens", TOO_LARGE),
+        ({"cost": Decimal("1E-11")}, "properties.cost", "11 digits after the decimal point"),
+        ({"cost": Decimal("-1E-400")}, "properties.cost", "400 digits after the decimal point"),
+        ({"cost": Decimal("1.00000000000")}, "properties.cost", "the limit is 10"),
+        ({"cost": 1e300}, "properties.cost", TOO_LARGE),
+        ({"cost": 5e-324}, "properties.cost", "digits after the decimal point"),
+        ({"cost": Decimal("sNaN")}, "properties.cost", "not a finite number"),
+        ({"usage": {"tokens": [1, Decimal("1E+400")]}}, "properties.usage.tokens[1]", TOO_LARGE),
+    ],
+)
+def test_numbers_billing_cannot_carry_exactly_are_rejected_naming_the_path(
+    properties: dict[str, object], field: str, reason_part: str
+) -> None:
+    """A number past the ingest limits is refused, naming its property path and the limit."""
+    raw = event(1, properties=properties)
+    errors = errors_of(raw)
+    assert [error.field for error in errors] == [field]
+    assert reason_part in errors[0].reason
+    assert prepare_event_checked(raw, FIXED_NOW_US) == errors
+
+
+@pytest.mark.parametrize(
+    "number",
+    [
+        10**18 - 1,
+        -(10**18) + 1,
+        Decimal("999999999999999999.9999999999"),
+        Decimal("-0.0000000001"),
+        Decimal("1.0E+17"),
+        Decimal("0E+30"),
+        Decimal("0E-10"),
+        0.1,
+    ],
+)
+def test_numbers_within_the_limits_are_kept_as_sent(number: int | Decimal | float) -> None:
+    """The widest and the most precise numbers the limits allow are accepted unchanged."""
+    raw = event(1, properties={"n": number, "deep": [{"n": number}]})
+    prepared = prepare_event(raw, FIXED_NOW_US)
+    assert isinstance(prepared, PreparedEvent)
+    assert prepared == prepare_event_checked(raw, FIXED_NOW_US)
+    properties = event_document(prepared.body)["properties"]
+    assert properties["n"] == properties["deep"][0]["n"] == Decimal(str(number))
+
+
+def test_number_limits_are_configurable() -> None:
+    """IngestLimits' digit bounds decide what is accepted, on both paths."""
+    narrow = IngestLimits(number_integer_digits_max=3, number_decimal_places_max=2)
+    assert [e.field for e in errors_of(event(1, properties={"n": 1000}), narrow)] == [
+        "properties.n"
+    ]
+    assert [e.field for e in errors_of(event(1, properties={"n": Decimal("0.001")}), narrow)] == [
+        "properties.n"
+    ]
+    raw = event(1, properties={"n": 999, "m": Decimal("-999.99")})
+    assert isinstance(prepare_event(raw, FIXED_NOW_US, narrow), PreparedEvent)
+    with pytest.raises(ValueError, match="number_integer_digits_max"):
+        IngestLimits(number_integer_digits_max=0)
+    with pytest.raises(ValueError, match="number_decimal_places_max"):
+        IngestLimits(number_decimal_places_max=-1)
+
+
+# -- text every store holds the same way (issue 16) ------------------------------------------
+
+CONTROL = "control characters (U+0000-U+001F) are not allowed"
+
+
+@pytest.mark.parametrize(
+    ("overrides", "field", "reason_part"),
+    [
+        ({"id": "evt\x00-1"}, "id", "U+0000 at position 3; " + CONTROL),
+        ({"customer": "acme\x00"}, "customer", "U+0000 at position 4"),
+        ({"customer": "acme\n"}, "customer", "U+000A at position 4; " + CONTROL),
+        ({"type": "llm\x1fcompletion"}, "type", "U+001F"),
+        ({"source": "svc://a\x01"}, "source", "U+0001"),
+        ({"id": "evt-\ud800"}, "id", "lone surrogate (U+D800) at position 4"),
+        ({"customer": "\udfff"}, "customer", "lone surrogate (U+DFFF)"),
+        ({"source": "\ud83d"}, "source", "lone surrogate"),
+        ({"properties": {"model": "gpt\x00"}}, "properties.model", "U+0000 at position 3"),
+        ({"properties": {"a": {"b": ["ok", "\x00"]}}}, "properties.a.b[1]", "NUL cannot be stored"),
+        ({"properties": {"model\x00": "x"}}, "properties", "property name 'model\\x00'"),
+        ({"properties": {"model": "\udc00"}}, "properties.model", "lone surrogate (U+DC00)"),
+        ({"properties": {"\ud800": 1}}, "properties", "property name '\\ud800'"),
+        ({"timestamp": "2026-11-01\ud800"}, "timestamp", "is not an RFC 3339 timestamp"),
+        ({"\ud800": 1}, "'\\ud800'", "is not a field of an event"),
+    ],
+)
+def test_text_a_store_could_not_hold_alike_is_rejected_naming_the_field(
+    overrides: dict[str, object], field: str, reason_part: str
+) -> None:
+    """NUL, C0 controls in names and lone surrogates are refused in the core, by field."""
+    raw = event(1, **overrides)
+    errors = errors_of(raw)
+    assert [error.field for error in errors] == [field]
+    assert reason_part in errors[0].reason
+    assert prepare_event_checked(raw, FIXED_NOW_US) == errors
+    errors[0].reason.encode()  # every answer can be sent back as UTF-8
+
+
+def test_control_characters_inside_property_text_are_kept() -> None:
+    """Newlines, tabs and other controls but NUL are data in property strings."""
+    text = "line 1\nline 2\tend\x1f\x7f\u2028 \\u0000 literally"
+    raw = event(1, properties={"prompt": text, "nested": [{"k\n": text}]}, id="evt\x7f\u00a0")
+    prepared = prepare_event(raw, FIXED_NOW_US)
+    assert isinstance(prepared, PreparedEvent)
+    assert prepared == prepare_event_checked(raw, FIXED_NOW_US)
+    assert event_document(prepared.body)["properties"]["prompt"] == text

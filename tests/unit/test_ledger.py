@@ -6,11 +6,13 @@ from __future__ import annotations
 import subprocess
 import sys
 from collections.abc import Callable
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
 
 from meterline import BatchTooLarge, EventQuery, IngestLimits, Ledger
+from meterline.errors import StoreError
 from meterline.ledger.database import IntegrityErrors, is_postgres
 from meterline.ledger.ledger import open_store
 from meterline.ledger.sqlite import SqliteStore
@@ -70,6 +72,154 @@ def test_mixed_batch_keeps_valid_and_leaves_no_trace_of_invalid(ledger: Ledger) 
     stored = ledger.query(EventQuery(limit=10)).events
     assert [item.record.id for item in stored] == ["evt-1", "evt-3"]
     outcome.check()
+
+
+UNSTORABLE = [
+    ("id", event(2, id="evt\x00-2")),
+    ("customer", event(3, customer="acme\x00")),
+    ("type", event(4, type="llm\x01completion")),
+    ("source", event(5, source="svc\x00")),
+    ("id", event(6, id="evt-\ud800")),
+    ("properties.model", event(7, properties={"model": "gpt\x00"})),
+    ("properties", event(8, properties={"a\x00": 1})),
+    ("properties.prompt", event(9, properties={"prompt": "\udc00"})),
+    ("properties.input_tokens", event(10, properties={"input_tokens": Decimal("1E+400")})),
+    ("properties.usage[0]", event(11, properties={"usage": [10**18]})),
+]
+
+
+def test_unstorable_events_are_rejected_alike_and_their_batch_is_kept(ledger: Ledger) -> None:
+    """NUL, control characters, lone surrogates and unratable numbers are rejected per
+    event on both stores, naming the field; the valid events beside them are stored."""
+    batch = [event(1), *(raw for _, raw in UNSTORABLE), event(12)]
+    outcome = ledger.ingest(batch)
+    assert statuses(outcome) == ["accepted", *["rejected"] * len(UNSTORABLE), "accepted"]
+    rejected = outcome.results[1:-1]
+    assert [result.errors[0].field for result in rejected] == [f for f, _ in UNSTORABLE]
+    assert all(len(result.errors) == 1 for result in rejected)
+    assert rejected[0].id == "evt\x00-2" and rejected[4].id is None  # no surrogate answered
+    stored = ledger.query(EventQuery(limit=100)).events
+    assert [item.record.id for item in stored] == ["evt-1", "evt-12"]
+    assert ledger.verify().intact
+
+
+def _cloudevent(number: int, **changes: object) -> dict[str, object]:
+    """A structured CloudEvent without ``time`` (stamped at receipt)."""
+    envelope: dict[str, object] = {
+        "specversion": "1.0",
+        "id": f"ce-{number}",
+        "source": "/services/chat",
+        "type": "llm.completion",
+        "subject": "acme",
+        "data": {"input_tokens": number},
+    }
+    envelope.update(changes)
+    return envelope
+
+
+def test_cloudevent_without_time_is_stamped_and_its_replay_is_a_duplicate(new_db: NewDb) -> None:
+    """A time-less CloudEvent takes the batch's clock reading; re-sent later, it is a
+    duplicate of the first receipt (not a conflict), and other data is a conflict."""
+    location = new_db()
+    with Ledger(open_store(location), lambda: FIXED_NOW_US) as first:
+        assert statuses(first.ingest_cloudevents([_cloudevent(1)])) == ["accepted"]
+    with Ledger(open_store(location), lambda: FIXED_NOW_US + 3_600_000_000) as later:
+        replay = later.ingest_cloudevents(
+            [_cloudevent(1), _cloudevent(1, data={"input_tokens": 2}), _cloudevent(3)]
+        )
+        assert statuses(replay) == ["duplicate", "conflict", "accepted"]
+        assert [result.sequence for result in replay.results] == [1, 1, 2]
+        stored = later.query(EventQuery(limit=10)).events
+        assert [item.record.timestamp_us for item in stored] == [
+            FIXED_NOW_US,
+            FIXED_NOW_US + 3_600_000_000,
+        ]
+        assert [item.ingested_at_us for item in stored] == [
+            item.record.timestamp_us for item in stored
+        ]
+        assert all(b'"timestamp_origin":"receipt"' in item.record.body for item in stored)
+        assert later.verify().intact
+
+
+# -- the idempotency key: (customer, id) or (source, id) -------------------------------------
+
+
+def test_default_dedup_key_is_customer_and_id(new_db: NewDb) -> None:
+    """A new ledger deduplicates by (customer, id): sources do not matter, customers do."""
+    location = new_db()
+    with Ledger(open_store(location), lambda: FIXED_NOW_US) as ledger:
+        assert ledger.store.dedup_key == "customer_id"
+        outcome = ledger.ingest(
+            [event(1, source="/a"), event(1, source="/b"), event(1, customer="globex")]
+        )
+        assert statuses(outcome) == ["accepted", "conflict", "accepted"]
+    assert rows(location, "SELECT value FROM meta WHERE name = 'dedup_key'") == [("customer_id",)]
+
+
+def test_source_dedup_key_keys_on_source_and_id(new_db: NewDb) -> None:
+    """With dedup_key="source_id", (source, id) is the event, whatever its customer; an
+    event without a source keeps (customer, id); the choice survives reopening."""
+    location = new_db()
+    batch = [
+        event(1, source="/a"),
+        event(1, source="/a", customer="globex"),  # same (source, id), other customer
+        event(1, source="/b"),  # same id, other source
+        event(1),  # no source: (customer, id) in its own namespace
+        event(1, customer="globex"),
+        event(1, source="/a"),  # replay
+    ]
+    with Ledger(open_store(location, dedup_key="source_id"), lambda: FIXED_NOW_US) as ledger:
+        assert ledger.store.dedup_key == "source_id"
+        outcome = ledger.ingest(batch)
+        assert statuses(outcome) == [
+            "accepted",
+            "conflict",
+            "accepted",
+            "accepted",
+            "accepted",
+            "duplicate",
+        ]
+        assert [result.sequence for result in outcome.results] == [1, 1, 2, 3, 4, 1]
+        cloud = ledger.ingest_cloudevents([_cloudevent(1, id="evt-1", source="/b")])
+        assert statuses(cloud) == ["conflict"] and cloud.results[0].sequence == 2
+    with Ledger(open_store(location), lambda: FIXED_NOW_US) as reopened:
+        assert reopened.store.dedup_key == "source_id"
+        again = reopened.ingest(batch)
+        assert statuses(again) == ["duplicate", "conflict", *["duplicate"] * 4]
+        assert reopened.head()[0] == 4
+        assert reopened.verify().intact
+
+
+def test_dedup_key_is_fixed_when_the_ledger_is_created(new_db: NewDb) -> None:
+    """Another dedup key for an existing ledger is refused; one made before the setting
+    existed is keyed by (customer, id); an unknown key is a ValueError."""
+    location = new_db()
+    open_store(location, dedup_key="source_id").close()
+    with pytest.raises(StoreError, match="deduplicates by source_id, not customer_id"):
+        open_store(location, dedup_key="customer_id")
+    older = new_db("older")
+    with Ledger(open_store(older), lambda: FIXED_NOW_US) as ledger:
+        ledger.ingest([event(1)])
+    tamper(older, "DELETE FROM meta WHERE name = 'dedup_key'")
+    with pytest.raises(StoreError, match="deduplicates by customer_id, not source_id"):
+        open_store(older, dedup_key="source_id")
+    store = open_store(older)
+    assert store.dedup_key == "customer_id"
+    store.close()
+    with pytest.raises(ValueError, match="customer_id, source_id"):
+        open_store(new_db("other"), dedup_key="event_id")  # type: ignore[arg-type]
+
+
+def test_source_keyed_hash_collisions_never_drop_events(tmp_path: Path) -> None:
+    """On the embedded store keyed by (source, id), colliding keys are still told apart."""
+    path = tmp_path / "collide.db"
+    batch = [event(1, source="/a"), event(1, source="/b"), event(1), event(1, customer="globex")]
+    store = SqliteStore(path, key_function=lambda key: 7, dedup_key="source_id")
+    with Ledger(store, lambda: FIXED_NOW_US) as ledger:
+        assert statuses(ledger.ingest(batch)) == ["accepted"] * 4
+    reopened = SqliteStore(path, key_function=lambda key: 7)
+    with Ledger(reopened, lambda: FIXED_NOW_US) as ledger:
+        assert statuses(ledger.ingest(batch)) == ["duplicate"] * 4
 
 
 def test_batch_over_limit_is_refused_whole(new_db: NewDb) -> None:

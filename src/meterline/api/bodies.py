@@ -1,8 +1,9 @@
 """Request bodies: content-type negotiation and JSON decoding with clear errors.
 
 Which shape a POST carries is decided by its media type alone (and ``ce-*`` headers for
-CloudEvents binary mode); the decoder keeps every decimal digit; malformed JSON is
-reported with its byte position, line and column.
+CloudEvents binary mode, whose body is JSON data when no content type is given); the
+decoder keeps every decimal digit; malformed JSON is reported with its byte position,
+line and column.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from typing import Any, Literal
 
 import msgspec
 
-from meterline.core.cloudevents import binary_mode_envelope
+from meterline.core.cloudevents import binary_mode_envelope, is_json_content_type
 from meterline.core.events import decode_exact
 from meterline.errors import MalformedJSON, UnsupportedContentType
 
@@ -57,11 +58,14 @@ def parse_body(content_type: str | None, headers: Mapping[str, str], body: bytes
     """The events in a POST body, by its content type; raises on a body refused whole."""
     kind = media_type(content_type)
     if "ce-specversion" in headers:
-        if kind not in NATIVE_TYPES and not kind.endswith("+json"):
+        # No content type reads as JSON (the data's type defaults to JSON); an empty body
+        # is an event without data.
+        if not is_json_content_type(kind):
             raise UnsupportedContentType(
-                f"CloudEvents binary mode needs JSON data, got content type {kind or 'none'!r}"
+                f"CloudEvents binary mode needs JSON data, got content type {kind!r}"
             )
-        return ParsedBody("cloudevents", [binary_mode_envelope(headers, decode_json(body))])
+        data = decode_json(body) if body.strip() else None
+        return ParsedBody("cloudevents", [binary_mode_envelope(headers, data)])
     if kind not in ACCEPTED_TYPES:
         raise UnsupportedContentType(
             f"content type {kind or 'none'!r} is not accepted; "

@@ -1,9 +1,12 @@
 """CloudEvents 1.0 envelopes as meterline events (pure).
 
 Maps ``id`` to id, ``subject`` to customer, ``type`` to type, ``time`` to timestamp,
-``data`` to properties and keeps ``source``. Errors name the CloudEvents attribute the
-producer sent (``subject``, ``time``, ``data``), not meterline's internal field, so the
-sender can find the problem in its own terms.
+``data`` to properties and keeps ``source``. ``time`` is optional, as in the
+specification: without it the event is stamped with the receipt time (the batch's clock
+reading, ``now_us``) and its canonical bytes say so (``timestamp_origin: "receipt"``), so
+they stay a deterministic function of the event and the clock. Errors name the
+CloudEvents attribute the producer sent (``subject``, ``time``, ``data``), not meterline's
+internal field, so the sender can find the problem in its own terms.
 """
 
 from __future__ import annotations
@@ -12,7 +15,13 @@ from collections.abc import Mapping
 from typing import Any
 from urllib.parse import unquote
 
-from meterline.core.events import FieldError, PreparedEvent, prepare_event
+from meterline.core.events import (
+    FieldError,
+    PreparedEvent,
+    format_timestamp,
+    prepare_event,
+    stamp_receipt_time,
+)
 from meterline.core.limits import DEFAULT_LIMITS, IngestLimits
 
 SPEC_VERSION = "1.0"
@@ -28,11 +37,15 @@ _NATIVE_TO_CLOUDEVENTS = {
 }
 
 
-def _is_json_content_type(content_type: str | None) -> bool:
+def is_json_content_type(content_type: object) -> bool:
+    """Whether ``content_type`` names JSON data; absent (None or empty) means JSON, as the
+    specification's JSON format and HTTP binary mode read it."""
     if content_type is None:
         return True
+    if type(content_type) is not str:
+        return False
     media_type = content_type.split(";", 1)[0].strip().lower()
-    return media_type in _JSON_DATA_TYPES or media_type.endswith("+json")
+    return not media_type or media_type in _JSON_DATA_TYPES or media_type.endswith("+json")
 
 
 def _rename(errors: list[FieldError]) -> list[FieldError]:
@@ -58,20 +71,27 @@ def prepare_cloudevent(
         errors.append(FieldError("source", "is required by CloudEvents 1.0"))
     if "data_base64" in envelope:
         errors.append(FieldError("data_base64", "binary data cannot be metered; send JSON data"))
-    if not _is_json_content_type(envelope.get("datacontenttype")):
+    if not is_json_content_type(envelope.get("datacontenttype")):
         errors.append(FieldError("datacontenttype", "must be a JSON media type"))
+    time = envelope.get("time")
     native: dict[str, Any] = {
         "id": envelope.get("id"),
         "customer": envelope.get("subject"),
         "type": envelope.get("type"),
-        "timestamp": envelope.get("time"),
+        "timestamp": format_timestamp(now_us) if time is None else time,
         "properties": envelope.get("data"),
         "source": envelope.get("source"),
     }
     prepared = prepare_event(native, now_us, limits)
     if isinstance(prepared, list):
         return errors + _rename(prepared)
-    return errors or prepared
+    if errors:
+        return errors
+    return prepared if time is not None else _rename_result(stamp_receipt_time(prepared, limits))
+
+
+def _rename_result(prepared: PreparedEvent | list[FieldError]) -> PreparedEvent | list[FieldError]:
+    return _rename(prepared) if isinstance(prepared, list) else prepared
 
 
 def binary_mode_envelope(headers: Mapping[str, str], data: object) -> dict[str, Any]:

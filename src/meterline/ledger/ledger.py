@@ -21,7 +21,7 @@ from meterline.core.outcomes import BatchOutcome, EventOutcome
 from meterline.errors import BatchTooLarge
 from meterline.ledger.database import DatabaseErrors, describe, is_postgres
 from meterline.ledger.sqlite import SqliteStore
-from meterline.ledger.store import EventPage, EventQuery, LedgerStore
+from meterline.ledger.store import DedupKey, EventPage, EventQuery, LedgerStore
 
 Preparer = Callable[[object, int, IngestLimits], PreparedEvent | list[FieldError]]
 AppendListener = Callable[[list[tuple[int, PreparedEvent]]], None]
@@ -29,9 +29,16 @@ AppendListener = Callable[[list[tuple[int, PreparedEvent]]], None]
 
 
 def _raw_id(raw: object) -> str | None:
-    """The id a rejected event was sent with, if it had a usable one (both shapes use "id")."""
+    """The id a rejected event was sent with, if it had a usable one (both shapes use "id"):
+    a string that is Unicode text (a lone surrogate could not be answered in JSON)."""
     value = raw.get("id") if isinstance(raw, dict) else None
-    return value if type(value) is str else None
+    if type(value) is not str or (not value.isprintable() and _has_surrogate(value)):
+        return None
+    return value
+
+
+def _has_surrogate(text: str) -> bool:
+    return any("\ud800" <= character <= "\udfff" for character in text)
 
 
 def merge_outcomes(stored: list[EventOutcome], rejected: list[EventOutcome]) -> BatchOutcome:
@@ -178,24 +185,34 @@ def open_ledger(
     path: str | Path,
     clock: Clock = system_clock_us,
     limits: IngestLimits = DEFAULT_LIMITS,
+    dedup_key: DedupKey | None = None,
     create: bool = True,
 ) -> Ledger:
     """Open (creating if needed) the ledger at ``path``: a SQLite file, or a PostgreSQL
-    database named by a ``postgresql://`` URL. ``create=False``: see ``open_store``."""
-    return Ledger(open_store(path, create=create), clock=clock, limits=limits)
+    database named by a ``postgresql://`` URL. ``dedup_key`` (``"customer_id"``, the
+    default, or ``"source_id"``) is fixed when the ledger is created; asking an existing
+    ledger for another is an error, None takes the ledger's own. ``create=False``: see
+    ``open_store``."""
+    return Ledger(
+        open_store(path, dedup_key=dedup_key, create=create), clock=clock, limits=limits
+    )
 
 
 def open_store(
-    location: str | Path, partitions: int | None = None, create: bool = True
+    location: str | Path,
+    partitions: int | None = None,
+    dedup_key: DedupKey | None = None,
+    create: bool = True,
 ) -> LedgerStore:
     """The ledger store at ``location``: SQLite for a path (one chain), PostgreSQL for a
-    ``postgresql://`` URL (``partitions`` chains, fixed when the ledger is created).
-    ``create=False`` (the proof tools) leaves a SQLite file's schema as found (PostgreSQL
-    runs its schema script once per ledger, so reopening changes nothing there)."""
+    ``postgresql://`` URL (``partitions`` chains, fixed when the ledger is created);
+    ``dedup_key`` as for ``open_ledger``. ``create=False`` (the proof tools) leaves a
+    SQLite file's schema as found (PostgreSQL runs its schema script once per ledger, so
+    reopening changes nothing there)."""
     if is_postgres(location):
         from meterline.ledger.postgres import PostgresStore
 
-        return PostgresStore(str(location), partitions)
+        return PostgresStore(str(location), partitions, dedup_key)
     if partitions not in (None, 1):
         raise ValueError("partitions: a SQLite ledger has one chain; use PostgreSQL for more")
-    return SqliteStore(location, create=create)
+    return SqliteStore(location, dedup_key=dedup_key, create=create)

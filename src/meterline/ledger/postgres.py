@@ -10,7 +10,10 @@ known), its insert and its commit; fetching, decoding, validation and the live e
 run outside it, in as many workers as there are partitions. One lock per ledger is the
 ceiling of this design (see BENCHMARKS.md, "Production scale").
 
-Idempotency is a unique index on ``(customer, event_id)``. An append is optimistic (events
+Idempotency is a unique index on ``(customer, event_id)`` (on a ledger created with
+``dedup_key="source_id"``: events carry a ``source`` column and the unique index is on
+``(source, customer when there is no source, event_id)``, see
+``core.events.source_idempotency_key``). An append is optimistic (events
 fresh from the stream are new): it copies the batch under a savepoint without reading its
 keys first; if the index refuses one, it rolls back to the savepoint, reads which of its
 keys are stored (one query) and copies the rest, so a replay is answered ``duplicate``
@@ -30,15 +33,17 @@ from hashlib import sha256
 import psycopg.errors
 
 from meterline.core.chain import GENESIS_HASH
-from meterline.core.events import PreparedEvent
+from meterline.core.events import PreparedEvent, event_source, same_event, source_idempotency_key
 from meterline.core.outcomes import EventOutcome, Status
 from meterline.core.partitions import DEFAULT_PARTITIONS, check_partition_count, partition_of
 from meterline.errors import StoreError
 from meterline.ledger.database import PostgresConnection, ThreadConnections, describe
 from meterline.ledger.sql_reads import SqlLedgerReads
+from meterline.ledger.store import DEFAULT_DEDUP_KEY, DedupKey, check_dedup_key
 
 SCHEMA_VERSION = 1
 
+_META = "CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);"
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS events (
@@ -83,6 +88,18 @@ CREATE TABLE IF NOT EXISTS api_keys (
     revoked_at_us BIGINT
 );
 """
+_UNIQUE_CUSTOMER_ID = "    UNIQUE (customer, event_id)\n"
+_SOURCE_OWNER = "(CASE WHEN source = '' THEN customer ELSE '' END)"
+"""The second part of a ``(source, id)`` key: the customer of an event without a source."""
+_SOURCE_SCHEMA = (
+    _SCHEMA.replace(_UNIQUE_CUSTOMER_ID, "    source TEXT NOT NULL\n", 1)
+    + f"CREATE UNIQUE INDEX IF NOT EXISTS events_source_event_id ON events (source,"
+    f" {_SOURCE_OWNER}, event_id);\n"
+    "CREATE INDEX IF NOT EXISTS events_customer_event_id ON events (customer, event_id);\n"
+)
+"""The schema of a ledger keyed by ``(source, id)``: each event's source (``""`` when it
+has none) in a column, unique with the event id (and the customer when there is no
+source); ``(customer, event_id)`` is an ordinary index for reads by customer."""
 PARTITION_CACHE_MAX = 1_000_000
 """Customers whose partition an append remembers; the memory is dropped when it is full."""
 
@@ -97,7 +114,6 @@ _COPIED_COLUMNS = (
     "hash",
     "partition_number",
 )
-_COPY_EVENTS = f"COPY events ({', '.join(_COPIED_COLUMNS)}) FROM STDIN (FORMAT BINARY)"
 _HEAD_AND_TAILS = (
     "SELECT -1, (SELECT sequence FROM events ORDER BY sequence DESC LIMIT 1), NULL::bytea"
     " UNION ALL SELECT partition_number, sequence, hash FROM chain_heads"
@@ -115,6 +131,11 @@ _STORED_KEYS = (
     "SELECT customer, event_id, sequence, body FROM events"
     " WHERE (customer, event_id) IN (SELECT * FROM unnest(%s::text[], %s::text[]))"
 )
+_STORED_SOURCE_KEYS = (
+    f"SELECT source, {_SOURCE_OWNER}, event_id, sequence, body FROM events"
+    f" WHERE (source, {_SOURCE_OWNER}, event_id)"
+    " IN (SELECT * FROM unnest(%s::text[], %s::text[], %s::text[]))"
+)
 
 
 class PostgresStore(SqlLedgerReads):
@@ -124,11 +145,19 @@ class PostgresStore(SqlLedgerReads):
         "sequence, customer, event_id, type, timestamp_us, body, hash, partition_number"
     )
 
-    def __init__(self, url: str, partitions: int | None = None) -> None:
+    def __init__(
+        self, url: str, partitions: int | None = None, dedup_key: DedupKey | None = None
+    ) -> None:
         self.path = url
         self._connection = PostgresConnection(url)
         self._write_lock = threading.Lock()
         self._readers = ThreadConnections(url)
+        self.dedup_key = self._dedup_setting(dedup_key)
+        self._by_source = self.dedup_key == "source_id"
+        self._copied_columns = (*_COPIED_COLUMNS, "source") if self._by_source else _COPIED_COLUMNS
+        self._copy_events = (
+            f"COPY events ({', '.join(self._copied_columns)}) FROM STDIN (FORMAT BINARY)"
+        )
         self.partitions = self._migrate(partitions)
         self._partition_cache: dict[str, int] = {}
         self._cached_count = self.partitions
@@ -138,11 +167,36 @@ class PostgresStore(SqlLedgerReads):
             " SAVEPOINT meterline_append"
         )
 
+    def _dedup_setting(self, wanted: DedupKey | None) -> DedupKey:
+        """The ledger's idempotency key: stored in ``meta`` when the ledger is created
+        (``wanted`` or the default; a ledger created before the setting existed is keyed
+        by ``(customer, id)``); a different explicit ``wanted`` is refused."""
+        if wanted is not None:
+            check_dedup_key(wanted)
+        connection = self._connection
+        connection.executescript(_META)
+        with connection.migration_lock():
+            row = connection.execute("SELECT value FROM meta WHERE name = 'dedup_key'").fetchone()
+            if row is None:
+                existing = connection.execute("SELECT to_regclass('events') IS NOT NULL").fetchone()
+                chosen = DEFAULT_DEDUP_KEY if existing[0] else (wanted or DEFAULT_DEDUP_KEY)
+                connection.execute(
+                    "INSERT INTO meta VALUES ('dedup_key', ?) ON CONFLICT (name) DO NOTHING",
+                    (chosen,),
+                )
+            else:
+                chosen = check_dedup_key(row[0])
+        if wanted is not None and wanted != chosen:
+            raise StoreError(
+                f"{describe(self.path)}: the ledger deduplicates by {chosen}, not {wanted}"
+            )
+        return chosen
+
     def _migrate(self, partitions: int | None) -> int:
         """Create the schema once; return the ledger's partition count (set at creation:
         ``partitions`` or the default; a different explicit count is refused)."""
         connection = self._connection
-        connection.executescript(_SCHEMA)
+        connection.executescript(_SOURCE_SCHEMA if self._by_source else _SCHEMA)
         wanted = check_partition_count(partitions or DEFAULT_PARTITIONS)
         with connection.migration_lock():
             for name, value in (("schema_version", SCHEMA_VERSION), ("partitions", wanted)):
@@ -206,8 +260,16 @@ class PostgresStore(SqlLedgerReads):
                 # without reading its keys first; the unique index refuses any stored
                 # one, and then (rolled back to the savepoint) the keys are read and the
                 # batch staged again without them. Same transaction, same lock.
+                keys, sources = self._keys_of(batch)
                 rows, outcomes = self._stage(
-                    batch, partition_of_batch, {}, dict(tails), first, ingested_at_us
+                    batch,
+                    keys,
+                    sources,
+                    partition_of_batch,
+                    {},
+                    dict(tails),
+                    first,
+                    ingested_at_us,
                 )
                 if rows:
                     try:
@@ -216,8 +278,10 @@ class PostgresStore(SqlLedgerReads):
                         raw.execute("ROLLBACK TO SAVEPOINT meterline_append")
                         rows, outcomes = self._stage(
                             batch,
+                            keys,
+                            sources,
                             partition_of_batch,
-                            self._stored(batch),
+                            self._stored(keys),
                             tails,
                             first,
                             ingested_at_us,
@@ -246,60 +310,73 @@ class PostgresStore(SqlLedgerReads):
             partitions.append(partition)
         return partitions
 
+    def _keys_of(
+        self, batch: Sequence[tuple[int, PreparedEvent]]
+    ) -> tuple[list[tuple[str, ...]], list[str] | None]:
+        """Each event's idempotency key, and (keyed by source) each event's source."""
+        if not self._by_source:
+            return [(event.customer, event.id) for _, event in batch], None
+        sources = [event_source(event.body) for _, event in batch]
+        keys: list[tuple[str, ...]] = [
+            source_idempotency_key(event.customer, event.id, source)
+            for (_, event), source in zip(batch, sources, strict=True)
+        ]
+        return keys, sources
+
     @staticmethod
     def _stage(
         batch: Sequence[tuple[int, PreparedEvent]],
+        keys: list[tuple[str, ...]],
+        sources: list[str] | None,
         partition_of_batch: list[int],
-        stored: dict[tuple[str, str], tuple[int, bytes]],
+        stored: dict[tuple[str, ...], tuple[int, bytes]],
         tails: dict[int, bytes],
         first: int,
         ingested_at_us: int,
     ) -> tuple[list[tuple[object, ...]], list[EventOutcome]]:
         """The rows to copy (sequences from ``first``, chained from ``tails``, which it
-        advances) and every event's outcome; ``stored`` and earlier events of the batch
-        make an event a duplicate or a conflict."""
+        advances; each with its source when ``sources`` are given) and every event's
+        outcome; ``stored`` and earlier events of the batch (by ``keys``) make an event a
+        duplicate or a conflict."""
         sequence = first
-        staged: dict[tuple[str, str], tuple[int, bytes]] = {}
+        staged: dict[tuple[str, ...], tuple[int, bytes]] = {}
         rows: list[tuple[object, ...]] = []
         outcomes: list[EventOutcome] = []
-        for (position, event), partition in zip(batch, partition_of_batch, strict=True):
+        for number, ((position, event), partition) in enumerate(
+            zip(batch, partition_of_batch, strict=True)
+        ):
             customer, event_id, event_type, timestamp_us, body = event
-            key = (customer, event_id)
+            key = keys[number]
             found = stored.get(key) or staged.get(key)
             if found is not None:
-                status: Status = "duplicate" if found[1] == body else "conflict"
+                status: Status = "duplicate" if same_event(found[1], body) else "conflict"
                 outcomes.append(EventOutcome(position, status, event_id, found[0]))
                 continue
             digest = sha256(tails.get(partition, GENESIS_HASH) + body).digest()
             tails[partition] = digest
             staged[key] = (sequence, body)
-            rows.append(
-                (
-                    sequence,
-                    customer,
-                    event_id,
-                    event_type,
-                    timestamp_us,
-                    ingested_at_us,
-                    body,
-                    digest,
-                    partition,
-                )
+            row: tuple[object, ...] = (
+                sequence,
+                customer,
+                event_id,
+                event_type,
+                timestamp_us,
+                ingested_at_us,
+                body,
+                digest,
+                partition,
             )
+            rows.append(row if sources is None else (*row, sources[number]))
             outcomes.append(EventOutcome(position, "accepted", event_id, sequence))
             sequence += 1
         return rows, outcomes
 
-    def _stored(
-        self, batch: Sequence[tuple[int, PreparedEvent]]
-    ) -> dict[tuple[str, str], tuple[int, bytes]]:
-        """The stored (sequence, bytes) of every key of ``batch`` already in the ledger."""
-        customers = [event.customer for _, event in batch]
-        ids = [event.id for _, event in batch]
-        rows = self._connection.raw.execute(_STORED_KEYS, (customers, ids))
-        return {
-            (customer, event_id): (sequence, body) for customer, event_id, sequence, body in rows
-        }
+    def _stored(self, keys: list[tuple[str, ...]]) -> dict[tuple[str, ...], tuple[int, bytes]]:
+        """The stored (sequence, bytes) of every key of a batch already in the ledger."""
+        columns = [list(column) for column in zip(*keys, strict=True)]
+        query = _STORED_SOURCE_KEYS if self._by_source else _STORED_KEYS
+        rows = self._connection.raw.execute(query, columns)
+        return {tuple(row[:-2]): (row[-2], row[-1]) for row in rows}
 
     def _head_and_tails(self, partitions: set[int]) -> tuple[int, dict[int, bytes]]:
         """The next ledger sequence and the chain tails of ``partitions`` (one query)."""
@@ -322,7 +399,7 @@ class PostgresStore(SqlLedgerReads):
                 " WHERE attrelid = 'events'::regclass AND attnum > 0 AND NOT attisdropped"
             ).fetchall()
             declared = dict(rows)
-            self._event_types = [declared[column] for column in _COPIED_COLUMNS]
+            self._event_types = [declared[column] for column in self._copied_columns]
         return self._event_types
 
     def _write(self, rows: list[tuple[object, ...]], ingested_at_us: int) -> None:
@@ -332,7 +409,7 @@ class PostgresStore(SqlLedgerReads):
         heads: dict[object, tuple[object, object]] = {}
         types = self._copy_types()
         with raw.cursor() as cursor:
-            with cursor.copy(_COPY_EVENTS) as copy:
+            with cursor.copy(self._copy_events) as copy:
                 copy.set_types(types)
                 write_row = copy.write_row
                 for row in rows:

@@ -1,11 +1,13 @@
 """The embedded ledger store: one SQLite file in WAL mode, fsync'd on every commit.
 
 Idempotency without a unique index: a unique text index costs SQLite most of its insert
-speed, so the store keeps an in-memory map from a 64-bit hash of ``(customer, id)`` to
-the sequences stored under that hash. A hit is always confirmed against the stored row
-(customer, id and bytes), so a hash collision can never drop a real event; it only costs
-one extra read. The map is rebuilt from the file on open and caught up inside every write
-transaction whenever another process appended, so several writers stay exact.
+speed, so the store keeps an in-memory map from a 64-bit hash of the idempotency key
+(``(customer, id)``, or ``(source, id)`` on a ledger created with
+``dedup_key="source_id"``, whose events carry a ``source`` column) to the sequences stored
+under that hash. A hit is always confirmed against the stored row (its key and bytes),
+so a hash collision can never drop a real event; it only costs one extra read. The map
+is rebuilt from the file on open and caught up inside every write transaction whenever
+another process appended, so several writers stay exact.
 Invariants: the ``events`` and ``commits`` tables refuse UPDATE and DELETE (triggers);
 an append is one ``BEGIN IMMEDIATE ... COMMIT`` with ``synchronous=FULL``.
 """
@@ -20,11 +22,12 @@ from hashlib import sha256
 from pathlib import Path
 
 from meterline.core.chain import GENESIS_HASH
-from meterline.core.events import PreparedEvent
+from meterline.core.events import PreparedEvent, event_source, same_event, source_idempotency_key
 from meterline.core.outcomes import EventOutcome, Status
 from meterline.errors import StoreError
 from meterline.ledger.database import ThreadConnections
 from meterline.ledger.sql_reads import SqlLedgerReads
+from meterline.ledger.store import DEFAULT_DEDUP_KEY, DedupKey, check_dedup_key
 
 SCHEMA_VERSION = 1
 PAGE_BYTES = 16 * 1024
@@ -34,6 +37,7 @@ CHECKPOINT_INTERVAL_S = 0.05
 WRITER_CHECKPOINT_PAGES = 8192
 """WAL size (pages) past which the writer checkpoints itself, should the thread fall behind."""
 
+_META = "CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL)"
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS events (
@@ -72,9 +76,16 @@ CREATE TABLE IF NOT EXISTS api_keys (
 );
 """
 
+_EVENTS_END = "    hash BLOB NOT NULL\n);"
+_SOURCE_SCHEMA = _SCHEMA.replace(
+    _EVENTS_END, "    hash BLOB NOT NULL,\n    source TEXT NOT NULL\n);", 1
+)
+"""The schema of a ledger keyed by ``(source, id)``: events carry their source (``""``
+when they have none)."""
 _INSERT_EVENT = "INSERT INTO events VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+_INSERT_EVENT_WITH_SOURCE = "INSERT INTO events VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
 
-KeyFunction = Callable[[tuple[str, str]], int]
+KeyFunction = Callable[[tuple[str, ...]], int]
 
 
 def append_only_triggers(tables: tuple[str, ...], why: str) -> str:
@@ -136,7 +147,11 @@ class SqliteStore(SqlLedgerReads):
     """One hash chain."""
 
     def __init__(
-        self, path: str | Path, key_function: KeyFunction = hash, create: bool = True
+        self,
+        path: str | Path,
+        key_function: KeyFunction = hash,
+        dedup_key: DedupKey | None = None,
+        create: bool = True,
     ) -> None:
         """The store over the file at ``path``; with ``create=False`` the file must already
         hold a ledger and its schema is left exactly as found (the proof tools: creating
@@ -149,8 +164,10 @@ class SqliteStore(SqlLedgerReads):
         self._index: dict[int, int | tuple[int, ...]] = {}
         self._indexed_through = 0
         with self._write_lock:
+            self.dedup_key = self._dedup_setting(dedup_key, create)
+            self._by_source = self.dedup_key == "source_id"
             if create:
-                self._connection.executescript(_SCHEMA)
+                self._connection.executescript(_SOURCE_SCHEMA if self._by_source else _SCHEMA)
                 self._connection.execute(
                     "INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)",
                     (str(SCHEMA_VERSION),),
@@ -172,6 +189,49 @@ class SqliteStore(SqlLedgerReads):
         # A store dropped without close() must not leave its thread polling forever.
         weakref.finalize(self, self._checkpointer.stop, False)
 
+    def _dedup_setting(self, wanted: DedupKey | None, create: bool = True) -> DedupKey:
+        """The ledger's idempotency key: stored in ``meta`` when the ledger is created
+        (``wanted`` or the default; a ledger created before the setting existed is keyed
+        by ``(customer, id)``); a different explicit ``wanted`` is refused. With
+        ``create=False`` it is only read (nothing is written to the file)."""
+        if wanted is not None:
+            check_dedup_key(wanted)
+        connection = self._connection
+        if not create:
+            try:
+                row = connection.execute(
+                    "SELECT value FROM meta WHERE name = 'dedup_key'"
+                ).fetchone()
+            except sqlite3.OperationalError:
+                row = None  # no meta table: not a ledger; the schema check says so
+            return check_dedup_key(row[0]) if row else DEFAULT_DEDUP_KEY
+        connection.execute(_META)
+        connection.execute("BEGIN IMMEDIATE")
+        try:
+            row = connection.execute("SELECT value FROM meta WHERE name = 'dedup_key'").fetchone()
+            if row is None:
+                existing = connection.execute(
+                    "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'events'"
+                ).fetchone()
+                chosen = DEFAULT_DEDUP_KEY if existing else (wanted or DEFAULT_DEDUP_KEY)
+                connection.execute("INSERT INTO meta VALUES ('dedup_key', ?)", (chosen,))
+            else:
+                chosen = check_dedup_key(row[0])
+            connection.execute("COMMIT")
+        except BaseException:
+            if connection.in_transaction:
+                connection.execute("ROLLBACK")
+            raise
+        if wanted is not None and wanted != chosen:
+            raise StoreError(f"{self.path}: the ledger deduplicates by {chosen}, not {wanted}")
+        return chosen
+
+    def _identity(self, customer: str, event_id: str, source: str) -> tuple[str, ...]:
+        """The idempotency key of an event, as this ledger defines it."""
+        if self._by_source:
+            return source_idempotency_key(customer, event_id, source)
+        return (customer, event_id)
+
     # -- reading -------------------------------------------------------------------------
 
     def _reader(self) -> sqlite3.Connection:
@@ -186,12 +246,21 @@ class SqliteStore(SqlLedgerReads):
         ).fetchone()
         tail = (0, GENESIS_HASH) if row is None else (row[0], row[1])
         if tail[0] != self._indexed_through:
-            rows = connection.execute(
-                "SELECT sequence, customer, event_id FROM events WHERE sequence > ?",
-                (self._indexed_through,),
-            )
-            for sequence, customer, event_id in rows:
-                self._remember(self._index, self._key((customer, event_id)), sequence)
+            if self._by_source:
+                rows = connection.execute(
+                    "SELECT sequence, customer, event_id, source FROM events WHERE sequence > ?",
+                    (self._indexed_through,),
+                )
+                for sequence, customer, event_id, source in rows:
+                    key = self._key(source_idempotency_key(customer, event_id, source))
+                    self._remember(self._index, key, sequence)
+            else:
+                rows = connection.execute(
+                    "SELECT sequence, customer, event_id FROM events WHERE sequence > ?",
+                    (self._indexed_through,),
+                )
+                for sequence, customer, event_id in rows:
+                    self._remember(self._index, self._key((customer, event_id)), sequence)
             self._indexed_through = tail[0]
         return tail
 
@@ -208,40 +277,41 @@ class SqliteStore(SqlLedgerReads):
     def _stored(
         self,
         sequences: int | tuple[int, ...],
-        customer: str,
-        event_id: str,
+        identity: tuple[str, ...],
         pending: list[tuple[object, ...]],
         first_pending: int,
     ) -> tuple[int, bytes] | None:
-        """The stored (sequence, bytes) of ``(customer, event_id)``, confirming a hash hit."""
+        """The stored (sequence, bytes) of the event with idempotency key ``identity``,
+        confirming a hash hit."""
+        source = "source" if self._by_source else "''"
         for sequence in (sequences,) if type(sequences) is int else sequences:  # type: ignore[union-attr]
             if sequence >= first_pending:
                 row = pending[sequence - first_pending]
-                found = (row[1], row[2], row[6])
+                found = (row[1], row[2], row[6], row[8] if self._by_source else "")
             else:
                 fetched = self._connection.execute(
-                    "SELECT customer, event_id, body FROM events WHERE sequence = ?", (sequence,)
+                    f"SELECT customer, event_id, body, {source} FROM events WHERE sequence = ?",
+                    (sequence,),
                 ).fetchone()
                 if fetched is None:
                     raise StoreError(f"index names sequence {sequence}, which is not stored")
                 found = fetched
-            if found[0] == customer and found[1] == event_id:
+            if self._identity(found[0], found[1], found[3]) == identity:  # type: ignore[arg-type]
                 return sequence, found[2]  # type: ignore[return-value]
         return None
 
     def _find(
         self,
         key: int,
-        customer: str,
-        event_id: str,
+        identity: tuple[str, ...],
         staged: dict[int, int | tuple[int, ...]],
         pending: list[tuple[object, ...]],
         first_pending: int,
     ) -> tuple[int, bytes] | None:
-        """The stored or staged copy of ``(customer, event_id)`` under a hash hit, if any."""
+        """The stored or staged copy of the event keyed ``identity`` under a hash hit."""
         for candidates in (self._index.get(key), staged.get(key)):
             if candidates is not None:
-                found = self._stored(candidates, customer, event_id, pending, first_pending)
+                found = self._stored(candidates, identity, pending, first_pending)
                 if found is not None:
                     return found
         return None
@@ -253,6 +323,7 @@ class SqliteStore(SqlLedgerReads):
             return []
         connection = self._connection
         key_of = self._key
+        by_source = self._by_source
         with self._write_lock:
             connection.execute("BEGIN IMMEDIATE")
             try:
@@ -264,11 +335,19 @@ class SqliteStore(SqlLedgerReads):
                 first = sequence = last_sequence + 1
                 for position, event in batch:
                     customer, event_id, event_type, timestamp_us, body = event
-                    key = key_of((customer, event_id))
+                    identity: tuple[str, ...]
+                    if by_source:
+                        source = event_source(body)
+                        identity = source_idempotency_key(customer, event_id, source)
+                    else:
+                        identity = (customer, event_id)
+                    key = key_of(identity)
                     if key in index or key in staged:
-                        found = self._find(key, customer, event_id, staged, rows, first)
+                        found = self._find(key, identity, staged, rows, first)
                         if found is not None:
-                            status: Status = "duplicate" if found[1] == body else "conflict"
+                            status: Status = (
+                                "duplicate" if same_event(found[1], body) else "conflict"
+                            )
                             outcomes.append(EventOutcome(position, status, event_id, found[0]))
                             continue
                         self._remember(staged, key, sequence)
@@ -276,22 +355,22 @@ class SqliteStore(SqlLedgerReads):
                         staged[key] = sequence
                     # core.chain.chain_hash, inlined on the hot path; verify() re-checks it.
                     previous_hash = sha256(previous_hash + body).digest()
-                    rows.append(
-                        (
-                            sequence,
-                            customer,
-                            event_id,
-                            event_type,
-                            timestamp_us,
-                            ingested_at_us,
-                            body,
-                            previous_hash,
-                        )
+                    row: tuple[object, ...] = (
+                        sequence,
+                        customer,
+                        event_id,
+                        event_type,
+                        timestamp_us,
+                        ingested_at_us,
+                        body,
+                        previous_hash,
                     )
+                    rows.append((*row, source) if by_source else row)
                     outcomes.append(EventOutcome(position, "accepted", event_id, sequence))
                     sequence += 1
                 if rows:
-                    connection.executemany(_INSERT_EVENT, rows)
+                    insert = _INSERT_EVENT_WITH_SOURCE if by_source else _INSERT_EVENT
+                    connection.executemany(insert, rows)
                     connection.execute(
                         "INSERT INTO commits (first_sequence, last_sequence, last_hash,"
                         " committed_at_us) VALUES (?, ?, ?, ?)",

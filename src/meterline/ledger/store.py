@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Literal, Protocol
 
 from meterline.core.chain import Checkpoint, StoredRecord
 from meterline.core.events import PreparedEvent
@@ -21,6 +21,21 @@ PAGE_EVENTS_MAX = 1000
 
 SCAN_ROWS_MAX = 200_000
 """The most ledger rows one query page examines; past it the page ends with a cursor."""
+
+DedupKey = Literal["customer_id", "source_id"]
+DEDUP_KEYS: tuple[DedupKey, ...] = ("customer_id", "source_id")
+DEFAULT_DEDUP_KEY: DedupKey = "customer_id"
+"""What makes two events the same event (the idempotency key), fixed when a ledger is
+created: ``customer_id`` = ``(customer, id)``; ``source_id`` = ``(source, id)`` as
+CloudEvents defines it (an event without a source keeps ``(customer, id)``; see
+``core.events.source_idempotency_key``)."""
+
+
+def check_dedup_key(value: object) -> DedupKey:
+    """``value`` as a dedup key setting, or ValueError naming the choices."""
+    if value not in DEDUP_KEYS:
+        raise ValueError(f"dedup_key must be one of {', '.join(DEDUP_KEYS)}, got {value!r}")
+    return value
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,6 +81,8 @@ class LedgerStore(KeyStore, Protocol):
     """Where the store is: a SQLite file, or a ``postgresql://`` URL."""
     partitions: int
     """How many hash chains new events are spread over (``core.partitions``)."""
+    dedup_key: DedupKey
+    """The ledger's idempotency key (``DEDUP_KEYS``), fixed when it was created."""
 
     def append(
         self, batch: Sequence[tuple[int, PreparedEvent]], ingested_at_us: int
