@@ -21,7 +21,7 @@ import httpx
 import psycopg
 import pytest
 
-from meterline.clock import NOW_VARIABLE, SINCE_VARIABLE, system_clock_us
+from meterline.clock import NOW_VARIABLE, SINCE_VARIABLE, parse_instant_us, system_clock_us
 from meterline.keys import create_key
 from meterline.ledger import Ledger, open_ledger
 from meterline.ledger.ledger import open_store
@@ -133,6 +133,12 @@ def clock_env(instant: str) -> dict[str, str]:
     that commands run one after another see time move forward."""
     since = _CLOCK_ANCHORS.setdefault(instant, system_clock_us())
     return {**os.environ, NOW_VARIABLE: instant, SINCE_VARIABLE: str(since)}
+
+
+def clock_now_us(instant: str) -> int:
+    """What the clock of ``clock_env(instant)`` reads now."""
+    since = _CLOCK_ANCHORS.setdefault(instant, system_clock_us())
+    return parse_instant_us(instant) + system_clock_us() - since
 
 
 def event(number: int = 1, customer: str = "acme", **overrides: object) -> dict[str, object]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -770,7 +771,7 @@ def main() -> None:
     except ClockSettingError as error:
         errors.print(f"[red]error:[/red] {error}")
         raise SystemExit(2) from None
-    if offset_us:
+    if offset_us and sys.stderr.isatty():  # scripts parse stderr: say it to people only
         errors.print(
             f"[yellow]note:[/yellow] {NOW_VARIABLE} is set: meterline's clock reads"
             f" {format_timestamp(system_clock_us())}, not the system's time"

@@ -6,6 +6,7 @@ by the benchmarks and the test fixtures alike.
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 import subprocess
@@ -17,6 +18,8 @@ import httpx
 import uvicorn
 
 from meterline.api import create_app
+from meterline.clock import NOW_VARIABLE, clock_offset_us, system_clock_us
+from meterline.core.events import format_timestamp
 from meterline.ledger import open_ledger
 
 
@@ -35,6 +38,12 @@ def serve(
     from meterline.logs import configure_logging
 
     configure_logging("meterline-api")
+    if clock_offset_us():
+        logging.getLogger("meterline.api").warning(
+            "%s is set: the clock reads %s, not the system's time",
+            NOW_VARIABLE,
+            format_timestamp(system_clock_us()),
+        )
     ledger = open_ledger(db)
     settings = None
     if stream is not None:

@@ -1,9 +1,10 @@
 """The ``meterline credits`` commands and ``meterline invoices thresholds``, run as real
 processes.
 
-The CLI reads the system clock, so grants here are made "now" (no ``--effective`` or
-``--expires`` unless the date is far from now either way) and threshold usage is timed a
-few minutes ago, in the current period. One module-wide ledger holds the demo pricing and
+The commands run on a test clock that starts at 2026-11-23T12:00Z (``METERLINE_NOW``),
+whatever today is: grants here are made "now" (no ``--effective`` or ``--expires`` unless
+the date is far from now either way) and threshold usage is timed a few minutes before that
+clock's now, in its current period. One module-wide ledger holds the demo pricing and
 October usage of stark-agents and cyberdyne-ops; tests that change a ledger each use a
 customer of their own.
 """
@@ -27,7 +28,7 @@ from meterline.cli import app
 from meterline.core.events import encode_canonical
 from meterline.demo.workload import generate_month
 from meterline.ledger.billing import BillingStore
-from tests.conftest import Databases, Location
+from tests.conftest import DEMO_NOW, Databases, Location, clock_env, clock_now_us
 
 pytestmark = pytest.mark.slow
 
@@ -36,11 +37,13 @@ NewDb = Callable[..., Location]
 
 
 def meterline(*args: str) -> subprocess.CompletedProcess[str]:
+    """Run ``meterline`` on the module's test clock."""
     return subprocess.run(
         [sys.executable, "-m", "meterline", *args],
         capture_output=True,
         text=True,
         timeout=120,
+        env=clock_env(DEMO_NOW),
     )
 
 
@@ -335,7 +338,7 @@ contracts:
 
 def recent_calls(customer: str, first: int, count: int) -> list[dict[str, Any]]:
     """Calls timed a few minutes ago, never before the current (calendar, UTC) month."""
-    now = datetime.now(UTC)
+    now = datetime.fromtimestamp(clock_now_us(DEMO_NOW) / 1_000_000, tz=UTC)
     month_start = now.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
     at = max(month_start, now - timedelta(minutes=5))
     return [
