@@ -396,6 +396,7 @@ def test_the_dashboard_page_lists_the_unbillable_usage(
     html = page.text
     for text in ('data-table="unbillable-summary"', "not_a_number", "no_contract", "b-planted"):
         assert text in html, text
+    assert "the customer has no contract" in html  # each reason says what it means
     assert 'data-table="unbillable-failed"' in html and "giant" in html
     client.cookies.clear()
     client.post("/dashboard/login", data={"key": keys["read-bad"], "next": "/dashboard"})

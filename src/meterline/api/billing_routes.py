@@ -35,7 +35,6 @@ from fastapi.responses import Response
 
 from meterline.billing.line_cache import LineSequences
 from meterline.billing.service import Billing, NotFound
-from meterline.billing.unbillable import unbillable_report
 from meterline.core.events import decode_exact, format_timestamp, timestamp_to_us
 from meterline.errors import ScopeError
 from meterline.keys import Principal, Scope
@@ -357,7 +356,7 @@ class BillingRoutes:
             if customer not in (None, principal.customer):
                 raise _no_contract(customer or "")
             customer = principal.customer
-        return unbillable_report(self.billing, customer).as_dict()
+        return self.billing.unbillable(customer).as_dict()
 
     def _audit(self) -> dict[str, Any]:
         report = self.billing.audit()

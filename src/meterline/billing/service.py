@@ -46,9 +46,11 @@ from meterline.billing.credits import (
 from meterline.billing.scan import RatingJob, run_jobs
 from meterline.billing.unbillable import (
     CustomerFailure,
+    UnbillableReport,
     UnbillableUsage,
     failure_reason,
     job_problems,
+    unbillable_report,
     usage_records,
 )
 from meterline.clock import Clock, system_clock_us
@@ -691,6 +693,11 @@ class Billing:
         rated = [*jobs, *[job for _, _, job, _ in pending]]
         unbillable = usage_records(self._connection, job_problems(rated))
         return self._closed(CloseReport(stored, _ordered(failed), unbillable))
+
+    def unbillable(self, customer: str | None = None, at_us: int | None = None) -> UnbillableReport:
+        """Every event no invoice can bill, per customer and reason, and the customers that
+        cannot be rated (``billing.unbillable.unbillable_report``)."""
+        return unbillable_report(self, customer, at_us)
 
     def _close_jobs(
         self,

@@ -20,6 +20,7 @@ from meterline.core.controls import Block
 from meterline.core.economics import Margin
 from meterline.core.journal import CHART, DEFERRED, Balances, JournalEntry, Rollforward
 from meterline.core.money import MONEY_CONTEXT, round_amount
+from meterline.core.rating import UNBILLABLE_REASONS
 from meterline.dashboard.charts import Series, amount_text, line_chart, stacked_bar_chart
 
 ZERO = Decimal(0)
@@ -458,7 +459,14 @@ def unbillable_view(document: Mapping[str, Any], limit: int = UNBILLABLE_ROWS) -
     records: list[dict[str, Any]] = []
     for customer in document["customers"]:
         for reason, events in customer["reasons"].items():
-            summary.append({"customer": customer["customer"], "reason": reason, "events": events})
+            summary.append(
+                {
+                    "customer": customer["customer"],
+                    "reason": reason,
+                    "meaning": UNBILLABLE_REASONS.get(reason, ""),
+                    "events": events,
+                }
+            )
         records.extend(customer["usage"])
     return UnbillableView(
         summary,
