@@ -43,6 +43,7 @@ from meterline.core.controls import Block
 from meterline.core.economics import UsageSlice, summarize
 from meterline.core.events import decode_exact, format_timestamp
 from meterline.core.lineage import verify_proof
+from meterline.core.rating import UNBILLABLE_REASONS
 from meterline.dashboard import views
 from meterline.dashboard.sessions import (
     COOKIE_NAME,
@@ -608,7 +609,7 @@ class Dashboard:
                 "failed": [f for f in document["failed"] if f["customer"] == only],
             }
             document["events"] = sum(c["events"] for c in document["customers"])
-        return {"view": views.unbillable_view(document)}
+        return {"view": views.unbillable_view(document, UNBILLABLE_REASONS)}
 
     def unblock(self, principal: Principal, customer: str, reason: str) -> str:
         """The override the HTTP API's unblock makes, by this key; returns its id."""

@@ -20,7 +20,6 @@ from meterline.core.controls import Block
 from meterline.core.economics import Margin
 from meterline.core.journal import CHART, DEFERRED, Balances, JournalEntry, Rollforward
 from meterline.core.money import MONEY_CONTEXT, round_amount
-from meterline.core.rating import UNBILLABLE_REASONS
 from meterline.dashboard.charts import Series, amount_text, line_chart, stacked_bar_chart
 
 ZERO = Decimal(0)
@@ -452,9 +451,12 @@ class UnbillableView:
     through_sequence: int
 
 
-def unbillable_view(document: Mapping[str, Any], limit: int = UNBILLABLE_ROWS) -> UnbillableView:
+def unbillable_view(
+    document: Mapping[str, Any], meanings: Mapping[str, str], limit: int = UNBILLABLE_ROWS
+) -> UnbillableView:
     """An unbillable usage report (``UnbillableReport.as_dict``) as the page shows it: one
-    summary row per customer and reason, then the first ``limit`` records."""
+    summary row per customer and reason (with what the reason ``meanings`` say), then the
+    first ``limit`` records."""
     summary = []
     records: list[dict[str, Any]] = []
     for customer in document["customers"]:
@@ -463,7 +465,7 @@ def unbillable_view(document: Mapping[str, Any], limit: int = UNBILLABLE_ROWS) -
                 {
                     "customer": customer["customer"],
                     "reason": reason,
-                    "meaning": UNBILLABLE_REASONS.get(reason, ""),
+                    "meaning": meanings.get(reason, ""),
                     "events": events,
                 }
             )
