@@ -405,3 +405,31 @@ def test_the_dashboard_page_lists_the_unbillable_usage(
     client.post("/dashboard/login", data={"key": keys["read-bad"], "next": "/dashboard"})
     own = client.get("/dashboard/unbillable").text
     assert "b-string" in own and "l-early" not in own and "nobody" not in own
+
+
+def test_live_figures_over_http_answer_409_for_the_one_customer_that_cannot_be_rated(
+    poisoned: Ledger,
+) -> None:
+    """With the live worker: the failing customer's figures are 409 naming why, the
+    poisoned one's and everyone else's answer, and the engine's status lists the failure."""
+    billing = poisoned.billing
+    billing.ledger.ingest(
+        [
+            llm("g-nov", "giant", GIANT, "2026-11-20"),
+            llm("b-nov", "bad", "NaN", "2026-11-20"),
+            llm("a-nov", "acme", 10, "2026-11-20"),
+        ]
+    )
+    store = billing.ledger.store
+    key = {"Authorization": f"Bearer {create_key(store, 'read', FIXED_NOW_US)[1]}"}
+    app = create_app(billing.ledger, billing)
+    with TestClient(app) as client:
+        giant = client.get("/v1/live/giant", headers=key)
+        assert giant.status_code == 409, giant.text
+        assert "'giant' cannot be rated: an amount" in giant.json()["error"]["message"]
+        bad = client.get("/v1/live/bad", headers=key)
+        assert bad.status_code == 200 and D(str(bad.json()["spend"])) == D("0.01")
+        acme = client.get("/v1/live/acme", headers=key)
+        assert acme.status_code == 200 and D(str(acme.json()["spend"])) == D("0.02")
+        status = client.get("/v1/live", headers=key).json()
+        assert [f["customer"] for f in status["failed"]] == ["giant"]
