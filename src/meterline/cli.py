@@ -352,19 +352,73 @@ def invoices_close(
         str | None, typer.Option(help="Close periods ending by this instant (default now).")
     ] = None,
 ) -> None:
-    """Finalize every period that has ended: numbered, immutable, hashed."""
+    """Finalize every period that has ended: numbered, immutable, hashed. A customer that
+    cannot be rated is named with the reason (exit 1); the others are closed regardless."""
     from meterline.billing.service import BillingError, open_billing
+    from meterline.billing.unbillable import publish_unbillable
     from meterline.core.events import decode_exact
+    from meterline.ledger.webhooks import WebhookStore
+    from meterline.live.webhooks import Webhooks
 
     with open_billing(db) as billing:
+        webhooks = Webhooks(WebhookStore(billing.store.path), clock=billing.clock)
+        billing.unbillable_listeners.append(
+            lambda found: publish_unbillable(webhooks.publish, found)
+        )
         try:
-            finalized = billing.close(_instant(through, "--through"))
+            report = billing.close(_instant(through, "--through"))
         except BillingError as error:
             raise _fail(str(error), 1) from None
-    for invoice in finalized:
+        finally:
+            webhooks.store.close()
+    for invoice in report:
         total = decode_exact(invoice.document)["total"]
         print(f"{invoice.invoice_id}\t{invoice.customer}\t{total}\t{invoice.document_sha256.hex()}")
-    errors.print(f"finalized {len(finalized)} invoices")
+    for failure in report.failed:
+        errors.print(
+            f"[red]not closed:[/red] {failure.customer}: {failure.reason}", highlight=False
+        )
+    if report.unbillable:
+        events = len({record.sequence for record in report.unbillable})
+        customers = len({record.customer for record in report.unbillable})
+        errors.print(
+            f"unbillable usage: {events} events of {customers} customers"
+            " (meterline unbillable lists them)"
+        )
+    errors.print(f"finalized {len(report)} invoices")
+    if report.failed:
+        errors.print(f"[red]{len(report.failed)} customers not closed[/red]")
+        raise typer.Exit(1)
+
+
+@app.command()
+def unbillable(
+    db: DbOption = DEFAULT_DB,
+    customer: Annotated[str | None, typer.Option(help="Only this customer's.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+) -> None:
+    """Usage no invoice can bill (unmeasurable values, no contract...), per customer and
+    reason, re-derived from the ledger; and the customers that cannot be rated."""
+    from meterline.billing.render import unbillable_tables
+    from meterline.billing.service import BillingError, open_billing
+    from meterline.billing.unbillable import unbillable_report
+
+    if not ledger_exists(db):
+        raise _fail(f"{db}: no such ledger")
+    with open_billing(db) as billing:
+        try:
+            document = unbillable_report(billing, customer).as_dict()
+        except BillingError as error:
+            raise _fail(str(error), 1) from None
+    if as_json:
+        print(json.dumps(document))
+        return
+    for table in unbillable_tables(document):
+        console.print(table)
+    console.print(
+        f"{document['events']:,} unbillable events; {len(document['failed'])} customers"
+        " cannot be rated"
+    )
 
 
 @invoices_app.command("thresholds")

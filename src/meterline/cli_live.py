@@ -131,8 +131,13 @@ def live_show(
     as_json: Annotated[bool, typer.Option("--json", help="Print the figures as JSON.")] = False,
 ) -> None:
     """A customer's live figures: spend, cost, margin, prepaid, remaining credit, lines."""
+    from meterline.billing.service import BillingError
+
     with _engine(db, act=False) as engine:
-        figures = engine.projection.figures(customer)  # type: ignore[attr-defined]
+        try:
+            figures = engine.projection.figures(customer)  # type: ignore[attr-defined]
+        except BillingError as error:  # this customer cannot be rated: say why
+            raise _fail(str(error), 1) from None
         access = engine.controls.access(customer)  # type: ignore[attr-defined]
     if figures is None:
         raise _fail(f"customer: {customer!r} has no contract in force", 1)

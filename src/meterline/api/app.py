@@ -13,6 +13,7 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import datetime
+from functools import partial
 from typing import Annotated, Any
 
 import msgspec
@@ -37,6 +38,7 @@ from meterline.api.metrics import Metrics, TimingMiddleware
 from meterline.api.stream_front import StreamFront
 from meterline.api.webhook_routes import WebhookRoutes
 from meterline.billing.service import Billing, BillingError, InvalidRequest, NotFound
+from meterline.billing.unbillable import publish_unbillable
 from meterline.config.source import ConfigurationError
 from meterline.core.cloudevents import prepare_cloudevent
 from meterline.core.events import event_document, format_timestamp, prepare_event, timestamp_to_us
@@ -174,6 +176,8 @@ def create_app(
         else None
     )
     dispatcher = Dispatcher(webhooks).start() if webhooks is not None else None
+    if webhooks is not None:  # a close's unbillable usage becomes webhooks, once per event
+        service.unbillable_listeners.append(partial(publish_unbillable, webhooks.publish))
     link: Any = None
     front: StreamFront | None = None
     if stream is not None:

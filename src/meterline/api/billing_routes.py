@@ -6,7 +6,8 @@ application renders ``HttpError``, ``NotFound`` (404), ``BillingError`` (409) an
 ``ConfigurationError`` (422) into the one error shape ``{"error": {"code", "message"}}``.
 
 Tenancy: a key bound to a customer sees only that customer's drafts, invoices, lines,
-events and proofs; anything else answers exactly as if it did not exist (404). Operations
+events, proofs and unbillable usage; anything else answers exactly as if it did not
+exist (404). Operations
 over every customer (applying pricing, reading the pricing file, closing, auditing) refuse
 a bound key (403).
 
@@ -351,6 +352,13 @@ class BillingRoutes:
         note = self.billing.credit_note(invoice_id, request.reason, void=request.void)
         return note.note_id, note.document, note.document_sha256
 
+    def _unbillable(self, principal: Principal, customer: str | None) -> dict[str, Any]:
+        if principal.customer is not None:
+            if customer not in (None, principal.customer):
+                raise _no_contract(customer or "")
+            customer = principal.customer
+        return self.billing.unbillable(customer).as_dict()
+
     def _audit(self) -> dict[str, Any]:
         return self.billing.audit().as_dict()
 
@@ -466,7 +474,11 @@ class BillingRoutes:
             "/v1/invoices/close",
             summary="Finalize every period that ended by `through` (default now)",
             responses={
-                200: {"description": "{finalized: [invoice ids]} (empty when nothing was due)"},
+                200: {
+                    "description": "{finalized: [invoice ids], failed: [{customer, reason,"
+                    " period}], unbillable: {events, customers}}: a customer that cannot be"
+                    " rated is left out and named, the others are closed"
+                },
                 400: {"description": "`through` is not an RFC 3339 timestamp with a zone"},
                 **_AUTH,
                 409: {"description": "No pricing applied, or a concurrent close won"},
@@ -484,8 +496,38 @@ class BillingRoutes:
         ) -> Response:
             await self._caller(request, "admin", "POST /v1/invoices/close", unbound=True)
             through_us = _instant(through, "through")
-            finalized = await self._write(billing.close, through_us)
-            return _json({"finalized": [invoice.invoice_id for invoice in finalized]})
+            report = await self._write(billing.close, through_us)
+            return _json(
+                {
+                    "finalized": [invoice.invoice_id for invoice in report],
+                    "failed": [failure.as_dict() for failure in report.failed],
+                    "unbillable": {
+                        "events": len({record.sequence for record in report.unbillable}),
+                        "customers": sorted({record.customer for record in report.unbillable}),
+                    },
+                }
+            )
+
+        @router.get(
+            "/v1/unbillable",
+            summary="Usage no invoice can bill, per customer and reason",
+            responses={
+                200: {
+                    "description": "{events, reasons, customers: [{customer, events, reasons,"
+                    " usage: [{event_id, sequence, meter, reason, detail, ...}]}], failed}"
+                },
+                **_AUTH,
+                404: {"description": "Not this key's customer"},
+            },
+        )
+        async def unbillable(
+            request: Request,
+            customer: Annotated[
+                str | None, Query(description="Only this customer's (a bound key: its own)")
+            ] = None,
+        ) -> Response:
+            principal = await self._caller(request, "read", "GET /v1/unbillable")
+            return _json(await self._read(self._unbillable, principal, customer))
 
         @router.get(
             "/v1/invoices/{invoice_id}",

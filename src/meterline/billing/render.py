@@ -170,3 +170,53 @@ def credit_totals_table(report: dict[str, Any]) -> Table:
     for unit, totals in report["totals"].items():
         table.add_row(unit, *(display_amount(totals[name], unit) for name in columns))
     return table
+
+
+UNBILLABLE_ROWS_SHOWN = 50
+"""Unbillable records the CLI table lists (their count is always printed; ``--json`` has
+every one)."""
+
+
+def unbillable_tables(document: dict[str, Any]) -> list[Table]:
+    """An unbillable usage report (``UnbillableReport.as_dict``): events per customer and
+    reason, then the records (the first ``UNBILLABLE_ROWS_SHOWN``)."""
+    summary = Table(
+        title=f"unbillable usage through ledger sequence {document['through_sequence']}",
+        title_justify="left",
+        show_edge=False,
+    )
+    for column in ("customer", "reason", "events"):
+        summary.add_column(column, justify="right" if column == "events" else "left")
+    records = []
+    for customer in document["customers"]:
+        for reason, events in customer["reasons"].items():
+            summary.add_row(customer["customer"], reason, f"{events:,}")
+        records.extend(customer["usage"])
+    tables = [summary]
+    if records:
+        shown = records[:UNBILLABLE_ROWS_SHOWN]
+        title = f"{len(records):,} records" + (
+            f" ({len(shown)} shown; --json lists all)" if len(shown) < len(records) else ""
+        )
+        detail = Table(title=title, title_justify="left", show_edge=False)
+        for column in ("customer", "event", "sequence", "timestamp", "meter", "reason", "detail"):
+            detail.add_column(column, justify="right" if column == "sequence" else "left")
+        for record in shown:
+            detail.add_row(
+                record["customer"],
+                record["event_id"],
+                str(record["sequence"]),
+                record["timestamp"],
+                record["meter"] or "",
+                record["reason"],
+                record["detail"],
+            )
+        tables.append(detail)
+    if document["failed"]:
+        failed = Table(title="customers that cannot be rated", title_justify="left")
+        failed.add_column("customer")
+        failed.add_column("reason")
+        for failure in document["failed"]:
+            failed.add_row(failure["customer"], failure["reason"])
+        tables.append(failed)
+    return tables

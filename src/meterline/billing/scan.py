@@ -5,7 +5,9 @@ falls in the period and whose ledger sequence is at most ``through_sequence`` (t
 ledger's head when the invoice was, or is being, made: later arrivals are late events,
 handled by adjustments). ``run_jobs`` reads the events of every job in a single scan in
 ledger order, decodes only the properties of each body, exactly (non-integers become
-``Decimal``), and hands them to the job's ``Rater``.
+``Decimal``), and hands them to the job's ``Rater``. A body that does not decode (a row
+written behind the ledger's back) is the rater's unbillable usage (``undecodable``), never
+the end of the scan.
 
 A large scan over several customers (a period close) is spread over processes: the
 customers are dealt round-robin into ``scan_workers()`` shares; this process rates the
@@ -181,7 +183,7 @@ def _scan(
     source = stream_rows(connection, query + " ORDER BY sequence", parameters)
     decode = _DECODER.decode
     # Per customer, each job's bounds and bound ``Rater.add``, looked up once per event.
-    targets: dict[str, list[tuple[int, int, int, int, Any]]] = {
+    targets: dict[str, list[tuple[int, int, int, int, Any, Any]]] = {
         customer: [
             (
                 job.period.start_us,
@@ -189,6 +191,7 @@ def _scan(
                 job.after_sequence,
                 job.through_sequence,
                 job.rater.add,
+                job.rater.refuse,
             )
             for job in group
         ]
@@ -211,18 +214,34 @@ def _scan(
             if group is None:
                 continue
             if len(group) == 1:
-                start, end, after, through, add = group[0]
+                start, end, after, through, add, refuse = group[0]
                 for sequence, _, event_type, timestamp_us, body, event_hash in bucket:
                     if start <= timestamp_us < end and after < sequence <= through:
-                        add(sequence, timestamp_us, event_type, decode(body).properties, event_hash)
+                        try:
+                            properties = decode(body).properties
+                        except msgspec.MsgspecError as error:
+                            refuse(sequence, event_type, "undecodable", _undecodable(error))
+                            continue
+                        add(sequence, timestamp_us, event_type, properties, event_hash)
                 continue
             for sequence, _, event_type, timestamp_us, body, event_hash in bucket:
-                properties = None
-                for start, end, after, through, add in group:
+                decoded: dict[str, Any] | None = None
+                problem = None
+                for start, end, after, through, add, refuse in group:
                     if start <= timestamp_us < end and after < sequence <= through:
-                        if properties is None:
-                            properties = decode(body).properties
-                        add(sequence, timestamp_us, event_type, properties, event_hash)
+                        if decoded is None and problem is None:
+                            try:
+                                decoded = decode(body).properties
+                            except msgspec.MsgspecError as error:
+                                problem = _undecodable(error)
+                        if problem is not None:
+                            refuse(sequence, event_type, "undecodable", problem)
+                            continue
+                        add(sequence, timestamp_us, event_type, decoded, event_hash)
+
+
+def _undecodable(error: Exception) -> str:
+    return f"the stored event does not decode ({error})"[:200]
 
 
 # -- spreading a scan over processes ------------------------------------------------------

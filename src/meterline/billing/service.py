@@ -9,11 +9,16 @@ Late events (time in a finalized period, sequence past its ``through_sequence``)
 never an edit: at the next close each such period is re-rated through the new head and
 the difference becomes an ``adjustment`` line on the customer's next invoice, its
 lineage the late events alone; or, on request, a credit note does the same at once.
+
+Rating one customer never stops another's: ``close`` finalizes every customer it can and
+reports each one it could not (``CloseReport.failed``, with the reason), and the events
+its ratings could not bill (``CloseReport.unbillable``: see ``billing.unbillable``).
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -39,6 +44,15 @@ from meterline.billing.credits import (
     unbilled_usage,
 )
 from meterline.billing.scan import RatingJob, run_jobs
+from meterline.billing.unbillable import (
+    CustomerFailure,
+    UnbillableReport,
+    UnbillableUsage,
+    failure_reason,
+    job_problems,
+    unbillable_report,
+    usage_records,
+)
 from meterline.clock import Clock, system_clock_us
 from meterline.config.schema import parse_configuration
 from meterline.config.source import ConfigurationError, RetireAllRefused, read_yaml
@@ -89,6 +103,10 @@ from meterline.ledger.integrity import OpenErrors, inspect_store, ledger_finding
 from meterline.ledger.ledger import Ledger
 
 CREDIT_NOTE_SCHEMA = "meterline.credit-note/1"
+_UNNUMBERED = "INV-unnumbered"
+"""A close builds each document under this number and numbers the ones it keeps."""
+
+_log = logging.getLogger(__name__)
 
 
 class BillingError(ValueError):
@@ -97,6 +115,37 @@ class BillingError(ValueError):
 
 class NotFound(BillingError):
     """The customer, contract, invoice, line or event asked for does not exist."""
+
+
+class RatingFailed(BillingError):
+    """One customer's usage could not be rated (an amount beyond exact arithmetic, a
+    price that cannot apply): the customer and the reason. Other customers are unaffected."""
+
+    def __init__(self, customer: str, reason: str) -> None:
+        super().__init__(f"customer {customer!r} cannot be rated: {reason}")
+        self.customer = customer
+        self.reason = reason
+
+
+class CloseReport(list[StoredInvoice]):
+    """What a close did: the invoices it finalized (the list itself, in number order), the
+    customers it could not close (``failed``, each with the reason; none of their periods
+    was finalized, so the next close tries again) and the unbillable usage its ratings met
+    (``unbillable``)."""
+
+    def __init__(
+        self,
+        finalized: list[StoredInvoice] | None = None,
+        failed: list[CustomerFailure] | None = None,
+        unbillable: list[UnbillableUsage] | None = None,
+    ) -> None:
+        super().__init__(finalized or [])
+        self.failed: list[CustomerFailure] = failed or []
+        self.unbillable: list[UnbillableUsage] = unbillable or []
+
+    @property
+    def finalized(self) -> list[StoredInvoice]:
+        return list(self)
 
 
 class InvalidRequest(BillingError):
@@ -248,6 +297,32 @@ def _currency(segment_list: list[Segment]) -> str:
     return segment_list[0].terms.plan.currency if segment_list else "USD"
 
 
+@contextmanager
+def _rating(customer: str) -> Iterator[None]:
+    """Turn a failure to rate ``customer`` (arithmetic beyond exact, a price that cannot
+    apply) into ``RatingFailed``, naming the customer; billing errors pass as they are."""
+    try:
+        yield
+    except BillingError:
+        raise
+    except (ArithmeticError, ValueError) as error:
+        raise RatingFailed(customer, failure_reason(error)) from error
+
+
+def _failure(
+    customer: str, error: Exception, period: BillingPeriod | None = None
+) -> CustomerFailure:
+    """A customer a close could not close, and why (an unexpected error is logged whole)."""
+    if not isinstance(error, (BillingError, ArithmeticError, ValueError)):
+        _log.exception("closing %s failed", customer, exc_info=error)
+    reason = error.reason if isinstance(error, RatingFailed) else failure_reason(error)
+    return CustomerFailure(customer, reason, period)
+
+
+def _ordered(failed: dict[str, CustomerFailure]) -> list[CustomerFailure]:
+    return sorted(failed.values(), key=lambda failure: failure.customer)
+
+
 class Billing:
     """Pricing configuration and invoices over one ledger."""
 
@@ -258,6 +333,8 @@ class Billing:
         self._loaded: dict[int, Loaded] = {}
         self.listeners: list[Callable[[str | None], None]] = []
         """Told the customer (None: everyone) whose credit or terms just changed."""
+        self.unbillable_listeners: list[Callable[[list[UnbillableUsage]], object]] = []
+        """Told the unbillable usage each close met (the server publishes webhooks)."""
 
     def _changed(self, customer: str | None) -> None:
         for listener in self.listeners:
@@ -565,21 +642,22 @@ class Billing:
         )
         pending = self._late_jobs([job], through)
         run_jobs(self._connection, [job, *[j for _, _, j, _ in pending]])
-        adjustments = self._adjustments(pending).get(customer, [])
-        credit = None
-        if job.cuts is not None:
-            prior = self._prior_charges(loaded.configuration, contract, period, through)
-            credit = self._credit_part(job, loaded.configuration, inputs, prior)
-        return self._document(
-            job,
-            loaded.configuration,
-            loaded.revision,
-            loaded.content_sha256,
-            None,
-            None,
-            adjustments,
-            credit,
-        )
+        with _rating(customer):
+            adjustments = self._adjustments(pending).get(customer, [])
+            credit = None
+            if job.cuts is not None:
+                prior = self._prior_charges(loaded.configuration, contract, period, through)
+                credit = self._credit_part(job, loaded.configuration, inputs, prior)
+            return self._document(
+                job,
+                loaded.configuration,
+                loaded.revision,
+                loaded.content_sha256,
+                None,
+                None,
+                adjustments,
+                credit,
+            )
 
     def _finalized(self, customer: str, period_start_us: int) -> StoredInvoice | None:
         for invoice in self._period_invoices(customer):
@@ -587,72 +665,75 @@ class Billing:
                 return invoice
         return None
 
-    def close(self, through_us: int | None = None) -> list[StoredInvoice]:
+    def close(self, through_us: int | None = None) -> CloseReport:
         """Finalize every contract period that ended by ``through_us`` (now) and is not yet
         finalized, oldest first; adjustments for late events ride on each customer's
-        earliest newly closed invoice. All invoices of one close are stored atomically."""
+        earliest newly closed invoice. All invoices of one close are stored atomically.
+
+        One customer's rating never stops another's close: a customer that cannot be
+        rated (its contract, a period, an amount) is left out whole, none of its periods
+        finalized, and reported in ``failed`` with the reason; events a rating cannot
+        bill are reported in ``unbillable`` (and told to ``unbillable_listeners``)."""
         loaded = self.current()
         configuration = loaded.configuration
         now_us = self.clock()
         through_instant = now_us if through_us is None else min(through_us, now_us)
         head, _ = self.ledger.head()
         done = {(i.customer, i.period_start_us) for i in self._period_invoices()}
+        failed: dict[str, CustomerFailure] = {}
         jobs: list[RatingJob] = []
         for contract in configuration.contracts:
-            cycle = billing_cycle(configuration, contract)
-            end = (
-                through_instant
-                if contract.end_us is None
-                else min(through_instant, contract.end_us + 1)
-            )
-            if end <= contract.start_us:
-                continue
-            for period in periods_overlapping(cycle, contract.start_us, end):
-                if period.end_us > through_instant or (contract.customer, period.start_us) in done:
-                    continue
-                spans = segments(configuration, contract, period.start_us, period.end_us)
-                if spans:
-                    inputs = self._credit_inputs(configuration, contract, period.end_us - 1)
-                    cuts = _cuts(inputs, period, contract.timezone)
-                    jobs.append(
-                        RatingJob(contract.customer, period, spans, head, configuration, cuts=cuts)
-                    )
+            try:
+                jobs.extend(self._close_jobs(configuration, contract, through_instant, head, done))
+            except Exception as error:
+                failed[contract.customer] = _failure(contract.customer, error)
         if not jobs:
-            return []
-        pending = self._late_jobs(jobs, head)
+            return self._closed(CloseReport(failed=_ordered(failed)))
+        pending = self._late_jobs(jobs, head, failed)
         run_jobs(self._connection, [*jobs, *[j for _, _, j, _ in pending]])
-        adjustments = self._adjustments(pending)
+        adjustments = self._adjustments(pending, failed)
         jobs.sort(key=lambda job: (job.period.end_us, job.customer))
-        first_number = int(self.store.next_invoice_id().split("-")[1])
-        stored = []
+        documents: list[tuple[RatingJob, dict[str, Any]]] = []
         seen: set[str] = set()
         closed_charges: dict[str, list[Charge]] = {}
-        for offset, job in enumerate(jobs):
-            number = f"INV-{first_number + offset:06d}"
+        for job in jobs:
+            if job.customer in failed:
+                continue
             extra = adjustments.get(job.customer, []) if job.customer not in seen else []
             seen.add(job.customer)
-            credit = None
-            if job.cuts is not None:
-                holder = configuration.contract(job.customer)
-                assert holder is not None
-                inputs = self._credit_inputs(configuration, holder, job.period.end_us - 1)
-                if job.customer not in closed_charges:
-                    closed_charges[job.customer] = self._stored_charges(
-                        job.customer, job.period.start_us
-                    )
-                prior = closed_charges[job.customer]
-                credit = self._credit_part(job, configuration, inputs, prior)
-                prior.extend(inputs.relevant(credit.charges))
-            document = self._document(
-                job,
-                configuration,
-                loaded.revision,
-                loaded.content_sha256,
-                number,
-                now_us,
-                extra,
-                credit,
-            )
+            try:
+                credit = None
+                if job.cuts is not None:
+                    holder = configuration.contract(job.customer)
+                    assert holder is not None
+                    inputs = self._credit_inputs(configuration, holder, job.period.end_us - 1)
+                    if job.customer not in closed_charges:
+                        closed_charges[job.customer] = self._stored_charges(
+                            job.customer, job.period.start_us
+                        )
+                    prior = closed_charges[job.customer]
+                    credit = self._credit_part(job, configuration, inputs, prior)
+                    prior.extend(inputs.relevant(credit.charges))
+                document = self._document(
+                    job,
+                    configuration,
+                    loaded.revision,
+                    loaded.content_sha256,
+                    _UNNUMBERED,
+                    now_us,
+                    extra,
+                    credit,
+                )
+            except Exception as error:
+                failed[job.customer] = _failure(job.customer, error, job.period)
+                continue
+            documents.append((job, document))
+        first_number = int(self.store.next_invoice_id().split("-")[1])
+        stored = []
+        kept = [(job, document) for job, document in documents if job.customer not in failed]
+        for offset, (job, document) in enumerate(kept):
+            number = f"INV-{first_number + offset:06d}"
+            document["number"] = number
             content = invoice_bytes(document)
             stored.append(
                 StoredInvoice(
@@ -667,11 +748,63 @@ class Billing:
                     hashlib.sha256(content).digest(),
                 )
             )
-        try:
-            self.store.add_invoices(stored)
-        except BillingConflict as error:
-            raise BillingError(f"{error}; another close won the race, nothing was stored") from None
-        return stored
+        if stored:
+            try:
+                self.store.add_invoices(stored)
+            except BillingConflict as error:
+                raise BillingError(
+                    f"{error}; another close won the race, nothing was stored"
+                ) from None
+        rated = [*jobs, *[job for _, _, job, _ in pending]]
+        unbillable = usage_records(self._connection, job_problems(rated))
+        return self._closed(CloseReport(stored, _ordered(failed), unbillable))
+
+    def unbillable(self, customer: str | None = None, at_us: int | None = None) -> UnbillableReport:
+        """Every event no invoice can bill, per customer and reason, and the customers that
+        cannot be rated (``billing.unbillable.unbillable_report``)."""
+        return unbillable_report(self, customer, at_us)
+
+    def _close_jobs(
+        self,
+        configuration: Configuration,
+        contract: Contract,
+        through_instant: int,
+        head: int,
+        done: set[tuple[str, int]],
+    ) -> list[RatingJob]:
+        """The jobs rating ``contract``'s periods that ended by ``through_instant`` and are
+        not finalized yet."""
+        cycle = billing_cycle(configuration, contract)
+        end = (
+            through_instant
+            if contract.end_us is None
+            else min(through_instant, contract.end_us + 1)
+        )
+        if end <= contract.start_us:
+            return []
+        jobs = []
+        for period in periods_overlapping(cycle, contract.start_us, end):
+            if period.end_us > through_instant or (contract.customer, period.start_us) in done:
+                continue
+            spans = segments(configuration, contract, period.start_us, period.end_us)
+            if spans:
+                inputs = self._credit_inputs(configuration, contract, period.end_us - 1)
+                cuts = _cuts(inputs, period, contract.timezone)
+                jobs.append(
+                    RatingJob(contract.customer, period, spans, head, configuration, cuts=cuts)
+                )
+        return jobs
+
+    def _closed(self, report: CloseReport) -> CloseReport:
+        """Tell the listeners the unbillable usage a close met (a listener's failure is
+        logged: it never undoes or stops the close)."""
+        if report.unbillable:
+            for listener in list(self.unbillable_listeners):
+                try:
+                    listener(report.unbillable)
+                except Exception:
+                    _log.exception("unbillable usage listener failed")
+        return report
 
     # -- credits ----------------------------------------------------------------------------
 
@@ -814,7 +947,8 @@ class Billing:
         period = period_containing(cycle, at)
         inputs = self._credit_inputs(configuration, contract, at)
         through, _ = self.ledger.head()
-        charges = self._prior_charges(configuration, contract, period, through)
+        with _rating(customer):
+            charges = self._prior_charges(configuration, contract, period, through)
         stored = self._finalized(customer, period.start_us)
         if stored is not None:
             charges.extend(stored_charges(decode_exact(stored.document)))
@@ -824,7 +958,8 @@ class Billing:
                 cuts = _cuts(inputs, period, contract.timezone, at)
                 job = RatingJob(customer, period, spans, through, configuration, cuts=cuts)
                 run_jobs(self._connection, [job])
-                charges.extend(window_charges(job.rater, _currency(spans), configuration))
+                with _rating(customer):
+                    charges.extend(window_charges(job.rater, _currency(spans), configuration))
         try:
             book = credit_book(inputs, charges, until_us=at)
         except CreditError as error:
@@ -979,6 +1114,9 @@ class Billing:
                 document = self.draft(contract.customer)
             except NotFound:
                 continue
+            except RatingFailed:
+                _log.warning("threshold of %s not checked: cannot be rated", contract.customer)
+                continue
             if document["status"] != "draft":
                 continue
             unbilled = unbilled_usage(document)
@@ -1087,10 +1225,15 @@ class Billing:
         return through, billed
 
     def _late_jobs(
-        self, jobs: list[RatingJob], head: int
+        self,
+        jobs: list[RatingJob],
+        head: int,
+        failures: dict[str, CustomerFailure] | None = None,
     ) -> list[tuple[StoredInvoice, Decimal, RatingJob, int]]:
         """For each customer in ``jobs``: finalized periods with events past what was billed:
-        (invoice, billed total, re-rating job through ``head``, accounted through)."""
+        (invoice, billed total, re-rating job through ``head``, accounted through). With
+        ``failures``, a customer whose finalized period cannot be re-rated is recorded
+        there instead of raising."""
         customers = {job.customer for job in jobs}
         invoices = [i for i in self._period_invoices() if i.customer in customers]
         if not invoices:
@@ -1107,15 +1250,22 @@ class Billing:
         ).fetchall()
         pending = []
         for invoice in invoices:
-            through, billed = self._accounted(invoice)
-            if not any(
-                c == invoice.customer
-                and invoice.period_start_us <= t < invoice.period_end_us
-                and s > through
-                for c, t, s in late
-            ):
+            try:
+                through, billed = self._accounted(invoice)
+                if not any(
+                    c == invoice.customer
+                    and invoice.period_start_us <= t < invoice.period_end_us
+                    and s > through
+                    for c, t, s in late
+                ):
+                    continue
+                job, _ = self._rerate(invoice, head)
+            except Exception as error:
+                if failures is None:
+                    raise
+                period = BillingPeriod(invoice.period_start_us, invoice.period_end_us)
+                failures.setdefault(invoice.customer, _failure(invoice.customer, error, period))
                 continue
-            job, _ = self._rerate(invoice, head)
             pending.append((invoice, billed, job, through))
         return pending
 
@@ -1205,15 +1355,27 @@ class Billing:
         return job, loaded
 
     def _adjustments(
-        self, pending: list[tuple[StoredInvoice, Decimal, RatingJob, int]]
+        self,
+        pending: list[tuple[StoredInvoice, Decimal, RatingJob, int]],
+        failures: dict[str, CustomerFailure] | None = None,
     ) -> dict[str, list[Adjustment]]:
+        """Per customer, the adjustment of each re-rated finalized period; with
+        ``failures``, a customer whose re-rating cannot be priced is recorded there."""
         result: dict[str, list[Adjustment]] = {}
         for invoice, billed, job, through in pending:
+            if failures is not None and invoice.customer in failures:
+                continue
             loaded = self.load(invoice.revision)
             assert loaded is not None
-            rerated = charges_total(
-                self._document(job, loaded.configuration, 0, "", None, None, [])
-            )
+            try:
+                rerated = charges_total(
+                    self._document(job, loaded.configuration, 0, "", None, None, [])
+                )
+            except Exception as error:
+                if failures is None:
+                    raise
+                failures.setdefault(invoice.customer, _failure(invoice.customer, error, job.period))
+                continue
             events, first, last, root = self._late_lineage(invoice, through, job.through_sequence)
             with_context = MONEY_CONTEXT.subtract(rerated, billed)
             result.setdefault(invoice.customer, []).append(

@@ -21,7 +21,13 @@ from meterline.config.controls import parse_controls, parse_costs
 from meterline.config.source import ConfigurationError
 from meterline.core.credits import OVERAGE_MODES, RolloverRule
 from meterline.core.events import timestamp_to_us
-from meterline.core.meters import AGGREGATIONS, Meter, PropertyFilter, meter_errors
+from meterline.core.meters import (
+    AGGREGATIONS,
+    NEGATIVE_RULES,
+    Meter,
+    PropertyFilter,
+    meter_errors,
+)
 from meterline.core.model import (
     CREDIT_RECURRENCES,
     FEE_KINDS,
@@ -315,6 +321,7 @@ def _meter(reader: _Reader, value: Any, path: str) -> Meter | None:
             "group_by",
             "description",
             "product",
+            "negative",
         ),
         ("key", "event_type", "aggregation"),
     )
@@ -357,6 +364,9 @@ def _meter(reader: _Reader, value: Any, path: str) -> Meter | None:
         filters=tuple(filters),
         group_by=tuple(g for g in group_by if g),
         product=reader.text(item.get("product"), f"{path}.product", "") or "",
+        negative=reader.choice(  # type: ignore[arg-type]
+            item.get("negative"), f"{path}.negative", NEGATIVE_RULES, "reject"
+        ),
     )
     for problem in meter_errors(meter, path):
         field, _, reason = problem.partition(": ")

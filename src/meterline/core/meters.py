@@ -4,8 +4,12 @@ A meter selects events by type and property filters, groups them by dimension va
 (e.g. ``model``) and aggregates one property: ``count``, ``sum``, ``max``,
 ``unique_count`` or ``latest`` (by event time, ties by ledger sequence). Quantities are
 exact Decimals: integers, Decimals and numeric strings (``"0.1"``) all read exactly. An
-event a meter selects but cannot measure (missing or non-numeric value) is reported as a
-``MeterProblem``, never silently counted as zero. ``Accumulator`` is incremental, so the
+event a meter selects but cannot measure is reported as a ``MeterProblem`` with a reason
+code, never silently counted as zero: its value is ``missing``, ``not_a_number``,
+``non_finite`` (NaN, Infinity), ``out_of_range`` (not below 10**24 in magnitude, or more
+than 18 digits after the point: the bounds that keep every sum exact within the money
+context's 60 digits), ``negative`` (unless the meter says ``negative: allow``), or would
+make the running total inexact (``overflow``). ``Accumulator`` is incremental, so the
 live engine and the batch rating share one definition; the order events arrive in does
 not change any result.
 """
@@ -17,9 +21,24 @@ from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from typing import Any, Literal
 
+from meterline.core.money import MONEY_CONTEXT
+
 Aggregation = Literal["count", "sum", "max", "unique_count", "latest"]
 AGGREGATIONS: tuple[Aggregation, ...] = ("count", "sum", "max", "unique_count", "latest")
+NegativeRule = Literal["reject", "allow"]
+NEGATIVE_RULES: tuple[NegativeRule, ...] = ("reject", "allow")
 _MISSING = object()
+
+QUANTITY_INTEGER_DIGITS_MAX = 24
+"""A measured value must be below 10**24 in magnitude (digits before the point)."""
+QUANTITY_FRACTION_DIGITS_MAX = 18
+"""A measured value may carry at most 18 significant digits after the point. With the
+integer bound, any sum of up to 10**18 values needs at most 60 digits: exact in
+``MONEY_CONTEXT``."""
+QUANTITY_LIMIT = 10**QUANTITY_INTEGER_DIGITS_MAX
+_FRACTION_QUANTUM = Decimal(1).scaleb(-QUANTITY_FRACTION_DIGITS_MAX)
+_exact_add = MONEY_CONTEXT.add
+"""Addition that raises (``Inexact``, ``Overflow``) rather than round."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +71,9 @@ class Meter:
     group_by: tuple[str, ...] = ()
     product: str = ""
     """The product line the meter's usage belongs to (unit economics); its key when empty."""
+    negative: NegativeRule = "reject"
+    """Whether a negative value is usage (``allow``: e.g. a correction) or unbillable
+    (``reject``, the default: a customer's negative tokens never lower its bill)."""
 
     def selects(self, event_type: str, properties: Mapping[str, Any]) -> bool:
         return event_type == self.event_type and all(f.matches(properties) for f in self.filters)
@@ -74,6 +96,10 @@ def meter_errors(meter: Meter, path: str = "meter") -> list[str]:
         )
     elif meter.aggregation != "count" and not meter.property:
         errors.append(f"{path}.property: {meter.aggregation} needs a property to aggregate")
+    if meter.negative not in NEGATIVE_RULES:
+        errors.append(
+            f"{path}.negative: {meter.negative!r} is not one of {', '.join(NEGATIVE_RULES)}"
+        )
     if len(set(meter.group_by)) != len(meter.group_by):
         errors.append(f"{path}.group_by: dimensions repeat")
     return errors
@@ -106,11 +132,66 @@ def exact_number(value: Any) -> Decimal | None:
 
 
 @dataclass(frozen=True, slots=True)
+class Unmeasurable:
+    """Why a value cannot be measured: a reason ``code`` and a sentence naming the value."""
+
+    code: str
+    detail: str
+
+
+def measured(value: Any, path: str, allow_negative: bool = False) -> Decimal | Unmeasurable:
+    """``value`` as an exact Decimal a meter may aggregate, or why it may not be: not a
+    number (bools are not), not finite, out of the exact range, or negative."""
+    kind = type(value)
+    if kind is int:
+        number = Decimal(value)
+    elif kind is Decimal:
+        number = value
+    elif kind is str:
+        try:
+            number = Decimal(value)
+        except InvalidOperation:
+            return Unmeasurable("not_a_number", f"{path}={_shown(value)} is not a number")
+    else:
+        return Unmeasurable("not_a_number", f"{path}={_shown(value)} is not a number")
+    if not number.is_finite():
+        return Unmeasurable("non_finite", f"{path}={_shown(value)} is not a finite number")
+    if number and number.adjusted() >= QUANTITY_INTEGER_DIGITS_MAX:
+        return Unmeasurable(
+            "out_of_range",
+            f"{path}={_shown(value)} is out of range (at most"
+            f" {QUANTITY_INTEGER_DIGITS_MAX} digits before the point)",
+        )
+    exponent = number.as_tuple().exponent
+    if isinstance(exponent, int) and exponent < -QUANTITY_FRACTION_DIGITS_MAX:
+        try:
+            number.quantize(_FRACTION_QUANTUM, context=MONEY_CONTEXT)
+        except ArithmeticError:
+            return Unmeasurable(
+                "out_of_range",
+                f"{path}={_shown(value)} is out of range (at most"
+                f" {QUANTITY_FRACTION_DIGITS_MAX} digits after the point)",
+            )
+    if number < 0 and not allow_negative:
+        return Unmeasurable("negative", f"{path}={_shown(value)} is negative")
+    return number
+
+
+def _shown(value: Any) -> str:
+    """A value as a problem names it: its repr, cut short."""
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+@dataclass(frozen=True, slots=True)
 class MeterProblem:
-    """An event a meter selected but could not measure."""
+    """An event a meter selected but could not measure (or a rating could not take):
+    ``reason`` in words, ``code`` for reports (see the module doc), the ``meter``."""
 
     sequence: int
     reason: str
+    meter: str = ""
+    code: str = "not_a_number"
 
 
 @dataclass
@@ -122,27 +203,35 @@ class Accumulator:
     first_sequence: int | None = None
     last_sequence: int | None = None
     _total: Decimal = Decimal(0)
+    _whole: int = 0
+    """A sum's integer values, added as ints (exact and fast); ``_total`` the rest."""
     _maximum: Decimal | None = None
     _seen: set[str] = field(default_factory=set)
     _latest: tuple[int, int, Decimal] | None = None
 
     def add(self, sequence: int, timestamp_us: int, number: Any, raw: Any) -> None:
-        # ``number``: a Decimal, None, or (for a sum only) an int: see ``Reading``.
+        """Take one event. ``number``: a Decimal, None, or (for a sum only) an int: see
+        ``Reading``. Raises ``ArithmeticError`` (changing nothing) when a Decimal sum
+        would stop being exact."""
+        aggregation = self.aggregation
+        if aggregation == "sum":
+            if type(number) is int:
+                self._whole += number
+            elif number is not None:
+                self._total = _exact_add(self._total, number)  # raises before any change
+        elif aggregation == "max" and number is not None:
+            self._maximum = number if self._maximum is None else max(self._maximum, number)
+        elif aggregation == "unique_count":
+            self._seen.add(repr(raw))
+        elif aggregation == "latest" and number is not None:
+            candidate = (timestamp_us, sequence, number)
+            if self._latest is None or candidate[:2] > self._latest[:2]:
+                self._latest = candidate
         self.events += 1
         if self.first_sequence is None or sequence < self.first_sequence:
             self.first_sequence = sequence
         if self.last_sequence is None or sequence > self.last_sequence:
             self.last_sequence = sequence
-        if self.aggregation == "sum" and number is not None:
-            self._total += number
-        elif self.aggregation == "max" and number is not None:
-            self._maximum = number if self._maximum is None else max(self._maximum, number)
-        elif self.aggregation == "unique_count":
-            self._seen.add(repr(raw))
-        elif self.aggregation == "latest" and number is not None:
-            candidate = (timestamp_us, sequence, number)
-            if self._latest is None or candidate[:2] > self._latest[:2]:
-                self._latest = candidate
 
     def merged(self, other: Accumulator) -> Accumulator:
         """The accumulator of both sets of events (for cumulative usage over windows)."""
@@ -152,7 +241,8 @@ class Accumulator:
         lasts = [s for s in (self.last_sequence, other.last_sequence) if s is not None]
         result.first_sequence = min(firsts) if firsts else None
         result.last_sequence = max(lasts) if lasts else None
-        result._total = self._total + other._total
+        result._total = _exact_add(self._total, other._total)
+        result._whole = self._whole + other._whole
         maxima = [m for m in (self._maximum, other._maximum) if m is not None]
         result._maximum = max(maxima) if maxima else None
         result._seen = self._seen | other._seen
@@ -164,7 +254,7 @@ class Accumulator:
         if self.aggregation == "count":
             return Decimal(self.events)
         if self.aggregation == "sum":
-            return self._total
+            return _exact_add(self._total, self._whole) if self._whole else self._total
         if self.aggregation == "max":
             return self._maximum if self._maximum is not None else Decimal(0)
         if self.aggregation == "unique_count":
@@ -175,7 +265,7 @@ class Accumulator:
 Reading = tuple[tuple[str | None, ...], Any, Any]
 """What a meter reads from one event: (group, number, raw value). ``number`` is a Decimal,
 None (``count``; a non-numeric ``unique_count`` value), or for a ``sum`` an int taken as
-it is (Decimal + int is exact)."""
+it is (the accumulator adds ints as ints: exact)."""
 
 
 class MeterReader:
@@ -183,10 +273,24 @@ class MeterReader:
     grouping, shared by ``Measurement`` and the rater's hot path. A top-level property or a
     single top-level dimension is read with one ``get``; dotted paths walk the mapping."""
 
-    __slots__ = ("counts", "filters", "group_key", "meter", "path", "property", "sums", "unique")
+    __slots__ = (
+        "allow_negative",
+        "counts",
+        "filters",
+        "group_key",
+        "low",
+        "meter",
+        "path",
+        "property",
+        "sums",
+        "unique",
+    )
 
     def __init__(self, meter: Meter) -> None:
         self.meter = meter
+        self.allow_negative = meter.negative == "allow"
+        # the lowest int taken without a closer look (``measured`` explains the rest)
+        self.low = 1 - QUANTITY_LIMIT if self.allow_negative else 0
         self.filters = meter.filters
         self.counts = meter.aggregation == "count"
         self.sums = meter.aggregation == "sum"
@@ -198,8 +302,8 @@ class MeterReader:
             group_by[0] if len(group_by) == 1 and "." not in group_by[0] else None
         )
 
-    def read(self, properties: Mapping[str, Any]) -> Reading | str | None:
-        """The event's reading; None when the filters drop it; a reason (text) when the
+    def read(self, properties: Mapping[str, Any]) -> Reading | Unmeasurable | None:
+        """The event's reading; None when the filters drop it; ``Unmeasurable`` when the
         meter selects it but cannot measure it. The event type is the caller's check."""
         if self.filters and not all(f.matches(properties) for f in self.filters):
             return None
@@ -212,14 +316,16 @@ class MeterReader:
                 if name is not None
                 else property_value(properties, self.path)
             )
-            if type(raw) is int:
+            if type(raw) is int and self.low <= raw < QUANTITY_LIMIT:
                 number = raw if self.sums else Decimal(raw)
             elif raw is _MISSING:
-                return f"{self.path} is missing"
+                return Unmeasurable("missing", f"{self.path} is missing")
+            elif self.unique:
+                number = exact_number(raw)  # any value is an identity to count
             else:
-                number = exact_number(raw)
-                if number is None and not self.unique:
-                    return f"{self.path}={raw!r} is not a number"
+                number = measured(raw, self.path, self.allow_negative)
+                if type(number) is Unmeasurable:
+                    return number
         key = self.group_key
         if key is not None:
             value = properties.get(key, _MISSING)
@@ -254,8 +360,10 @@ class Measurement:
         reading = self._reader.read(properties)
         if reading is None:
             return
-        if isinstance(reading, str):
-            self.problems.append(MeterProblem(sequence, reading))
+        if isinstance(reading, Unmeasurable):
+            self.problems.append(
+                MeterProblem(sequence, reading.detail, self.meter.key, reading.code)
+            )
             return
         group, number, raw = reading
         accumulator = self.groups.get(group)

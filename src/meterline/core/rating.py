@@ -4,9 +4,17 @@ A ``Rater`` is fed the customer's events in ascending ledger sequence (the order
 ledger stores them) and keeps, per line (segment x meter x group), the meter's
 accumulator, a streaming Merkle root over the events' ledger hashes, and for
 ``percentage`` prices the running per-event fees. ``lines()`` prices every line with the
-price its terms give it. Events outside every segment (before the contract starts, after
-it ends) are counted in ``unbilled_events`` and priced nowhere. Feeding the same events
-always gives the same lines: rating is a pure function of (events, configuration, period).
+price its terms give it. Feeding the same events always gives the same lines: rating is
+a pure function of (events, configuration, period).
+
+Nothing an event carries stops a rating, and nothing is silently zero: an event a line
+cannot take is *unbillable usage*, kept in ``problems`` (a ``MeterProblem`` per event and
+meter, with a reason code): a value its meter cannot measure (see ``core.meters``), a
+percentage base that is not a number, arithmetic that would stop being exact
+(``overflow``), a body that cannot be decoded (``undecodable``, told by the shell), or
+an event of usage outside every segment (``before_contract``, ``after_contract``; for
+an event no rating takes at all, ``no_contract``: ``unrated_problems``). Usage is what a
+meter some price of the configuration bills selects (``billable_meters``).
 """
 
 from __future__ import annotations
@@ -19,16 +27,18 @@ from decimal import Decimal, localcontext
 from typing import Any
 
 from meterline.core.credits import Charge
+from meterline.core.events import format_timestamp
 from meterline.core.lineage import MerkleBuilder
 from meterline.core.meters import (
     Accumulator,
     Meter,
     MeterProblem,
     MeterReader,
-    exact_number,
+    Unmeasurable,
+    measured,
     property_value,
 )
-from meterline.core.model import Configuration, Price, Segment
+from meterline.core.model import Configuration, Contract, Price, Segment
 from meterline.core.money import MONEY_CONTEXT
 from meterline.core.pricing import (
     after_allowance,
@@ -41,6 +51,20 @@ from meterline.core.pricing import (
 )
 
 ZERO = Decimal(0)
+
+UNBILLABLE_REASONS: dict[str, str] = {
+    "missing": "the meter's property is missing",
+    "not_a_number": "the value is not a number",
+    "non_finite": "the value is NaN or infinite",
+    "out_of_range": "the value is beyond the exact range (10**24, 18 decimals)",
+    "negative": "the value is negative and the meter rejects negatives",
+    "overflow": "the running total would stop being exact",
+    "undecodable": "the stored event cannot be decoded",
+    "before_contract": "the event is before the customer's contract starts",
+    "after_contract": "the event is after the customer's contract ends",
+    "no_contract": "the customer has no contract",
+}
+"""Every reason an event is unbillable usage, by code, in words."""
 
 
 class RatingError(ValueError):
@@ -214,6 +238,55 @@ def percentage_fee(price: Price, amount: Decimal, position: int) -> Decimal:
     return fee
 
 
+def billable_meters(configuration: Configuration) -> dict[str, tuple[Meter, ...]]:
+    """Per event type, the meters some price of ``configuration`` bills (a plan version's,
+    a contract's or an amendment's override): an event one of them selects is usage."""
+    keys = {price.meter for plan in configuration.plans for price in plan.prices}
+    for contract in configuration.contracts:
+        keys.update(price.meter for price in contract.overrides.prices)
+        for amendment in contract.amendments:
+            keys.update(price.meter for price in amendment.overrides.prices)
+    table: dict[str, list[Meter]] = {}
+    for meter in configuration.meters:
+        if meter.key in keys:
+            table.setdefault(meter.event_type, []).append(meter)
+    return {event_type: tuple(meters) for event_type, meters in table.items()}
+
+
+def unrated_problems(
+    meters: Mapping[str, tuple[Meter, ...]],
+    contract: Contract | None,
+    sequence: int,
+    timestamp_us: int,
+    event_type: str,
+    properties: Mapping[str, Any] | None,
+) -> list[MeterProblem]:
+    """The problems of an event no rating takes (``meters``: ``billable_meters``): one
+    per meter that selects it, ``no_contract`` without a contract, ``before_contract`` or
+    ``after_contract`` outside its span; none inside the span (a period not rated yet) or
+    when it is not usage. Undecodable properties (None) are one ``undecodable`` problem."""
+    candidates = meters.get(event_type)
+    if not candidates:
+        return []
+    if contract is None:
+        code, detail = "no_contract", "the customer has no contract"
+    elif timestamp_us < contract.start_us:
+        code = "before_contract"
+        detail = f"before the contract starts ({format_timestamp(contract.start_us)})"
+    elif contract.end_us is not None and timestamp_us >= contract.end_us:
+        code = "after_contract"
+        detail = f"after the contract ends ({format_timestamp(contract.end_us)})"
+    else:
+        return []
+    if properties is None:
+        return [MeterProblem(sequence, f"undecodable event, {detail}", "", "undecodable")]
+    return [
+        MeterProblem(sequence, detail, meter.key, code)
+        for meter in candidates
+        if all(f.matches(properties) for f in meter.filters)
+    ]
+
+
 class Rater:
     """Rates one customer's events over the segments of one billing period."""
 
@@ -241,6 +314,8 @@ class Rater:
             self.cuts = tuple(sorted(inner))
         self.unbilled_events = 0
         self.problems: list[MeterProblem] = []
+        self._billable: dict[str, tuple[Meter, ...]] | None = None
+        self._configuration = configuration
         self._lines: dict[tuple[int, str, tuple[str | None, ...]], _LineState] = {}
         # per segment: event type -> (meter, prices) pairs that may take it
         self._by_type: list[dict[str, list[tuple[Meter, tuple[Price, ...]]]]] = []
@@ -307,13 +382,13 @@ class Rater:
         only = self._only
         if only is not None:
             if not only[0] <= timestamp_us < only[1]:
-                self.unbilled_events += 1
+                self._outside(sequence, timestamp_us, event_type, properties)
                 return
             routes = only[2].get(event_type)
         else:
             index = self._segment_of(timestamp_us)
             if index < 0:
-                self.unbilled_events += 1
+                self._outside(sequence, timestamp_us, event_type, properties)
                 return
             routes = self._routes[index].get(event_type)
         if not routes:
@@ -326,8 +401,10 @@ class Rater:
             reading = route.read(properties)
             if reading is None:
                 continue
-            if isinstance(reading, str):
-                self.problems.append(MeterProblem(sequence, reading))
+            if isinstance(reading, Unmeasurable):
+                self.problems.append(
+                    MeterProblem(sequence, reading.detail, route.meter.key, reading.code)
+                )
                 continue
             group, number, raw = reading
             line = route.lines.get(group)
@@ -337,24 +414,42 @@ class Rater:
                 )
                 if self.keep_events:
                     line.members = []
-            if line.per_event:
-                price = line.price
-                assert price is not None
-                meter = route.meter
-                base = Decimal(number) if type(number) is int else number
-                if price.property and price.property != meter.property:
-                    base = exact_number(property_value(properties, price.property))
-                if base is None:
-                    self.problems.append(
-                        MeterProblem(
-                            sequence, f"{price.property or meter.property} is not a number"
+            total = ZERO
+            try:
+                if line.per_event:
+                    price = line.price
+                    assert price is not None
+                    meter = route.meter
+                    base: Any = Decimal(number) if type(number) is int else number
+                    if price.property and price.property != meter.property:
+                        base = measured(
+                            property_value(properties, price.property),
+                            price.property,
+                            meter.negative == "allow",
                         )
+                    elif base is None:
+                        base = Unmeasurable("not_a_number", f"{meter.property} is not a number")
+                    if type(base) is Unmeasurable:
+                        self.problems.append(
+                            MeterProblem(sequence, base.detail, meter.key, base.code)
+                        )
+                        continue
+                    fee = percentage_fee(price, base, line.accumulator.events)
+                    total = MONEY_CONTEXT.add(line.percentage_total, fee)
+                # raises (changing nothing) when the line's sum would stop being exact
+                line.add_to_accumulator(sequence, timestamp_us, number, raw)
+            except ArithmeticError:
+                self.problems.append(
+                    MeterProblem(
+                        sequence,
+                        f"{route.meter.key}: the line's total would stop being exact",
+                        route.meter.key,
+                        "overflow",
                     )
-                    continue
-                fee = percentage_fee(price, base, line.accumulator.events)
-                with localcontext(MONEY_CONTEXT):
-                    line.percentage_total += fee
-            line.add_to_accumulator(sequence, timestamp_us, number, raw)
+                )
+                continue
+            if line.per_event:
+                line.percentage_total = total
             if self.cuts is not None:
                 self._add_to_window(line, sequence, timestamp_us, number, raw, fee)
             if line.members is not None:
@@ -381,6 +476,36 @@ class Rater:
             return
         reached = [first] if second is None else [first, second, *(more or ())]
         self._add_leaf(reached, event_hash)
+
+    def _usage_meters(self) -> dict[str, tuple[Meter, ...]]:
+        if self._billable is None:
+            self._billable = billable_meters(self._configuration)
+        return self._billable
+
+    def _outside(
+        self, sequence: int, timestamp_us: int, event_type: str, properties: Mapping[str, Any]
+    ) -> None:
+        """An event of the period outside every segment: before the contract starts or
+        after it ends. Usage (some billable meter selects it) is unbillable."""
+        self.unbilled_events += 1
+        candidates = self._usage_meters().get(event_type)
+        if not candidates or not self.segments:
+            return
+        if timestamp_us < self.segments[0].start_us:
+            code = "before_contract"
+            detail = f"before the contract starts ({format_timestamp(self.segments[0].start_us)})"
+        else:
+            code = "after_contract"
+            detail = f"after the contract ends ({format_timestamp(self.segments[-1].end_us)})"
+        for meter in candidates:
+            if all(f.matches(properties) for f in meter.filters):
+                self.problems.append(MeterProblem(sequence, detail, meter.key, code))
+
+    def refuse(self, sequence: int, event_type: str, code: str, detail: str) -> None:
+        """An event the shell could not hand over (``undecodable``: its stored body does
+        not decode): unbillable usage when some billable meter takes its type."""
+        if event_type in self._usage_meters():
+            self.problems.append(MeterProblem(sequence, detail, "", code))
 
     def _add_to_window(
         self,

@@ -38,10 +38,12 @@ from markupsafe import Markup
 
 from meterline.billing.line_cache import LineSequences
 from meterline.billing.service import Billing, BillingError, NotFound
+from meterline.billing.unbillable import unbillable_report
 from meterline.core.controls import Block
 from meterline.core.economics import UsageSlice, summarize
 from meterline.core.events import decode_exact, format_timestamp
 from meterline.core.lineage import verify_proof
+from meterline.core.rating import UNBILLABLE_REASONS
 from meterline.dashboard import views
 from meterline.dashboard.sessions import (
     COOKIE_NAME,
@@ -85,6 +87,7 @@ NAVIGATION = (
     ("customers", "Customers", f"{PREFIX}/customers"),
     ("revenue", "Revenue", f"{PREFIX}/revenue"),
     ("controls", "Controls", f"{PREFIX}/controls"),
+    ("unbillable", "Unbillable", f"{PREFIX}/unbillable"),
 )
 
 _NOT_USAGE = frozenset(OTHER_REVENUE.values())
@@ -133,8 +136,10 @@ class Derived:
         self.ledger = ledger
         self._slices: _Cached | None = None
         self._books: _Cached | None = None
+        self._unbillable: _Cached | None = None
         self._slices_lock = threading.Lock()
         self._books_lock = threading.Lock()
+        self._unbillable_lock = threading.Lock()
 
     def version(self) -> tuple[Any, ...]:
         """What the figures are made of: the ledger head, the count of invoices, credit
@@ -156,6 +161,16 @@ class Derived:
             if self._slices is None or self._slices.version != version:
                 self._slices = _Cached(version, usage_slices(self.billing))
             result: list[UsageSlice] = self._slices.value
+            return result
+
+    def unbillable(self) -> dict[str, Any]:
+        """The unbillable usage report of every customer (``billing.unbillable``)."""
+        with self._unbillable_lock:
+            version = self.version()
+            if self._unbillable is None or self._unbillable.version != version:
+                report = unbillable_report(self.billing)
+                self._unbillable = _Cached(version, report.as_dict())
+            result: dict[str, Any] = self._unbillable.value
             return result
 
     def books(self) -> Books:
@@ -347,8 +362,14 @@ class Dashboard:
         return sorted((c, p) for c, p in plans.items() if _visible(principal, c))
 
     def figures(self, customer: str) -> dict[str, Any] | None:
-        """The customer's live figures (the live engine's), or None without one."""
-        return None if self.link is None else self.link.figures(customer)
+        """The customer's live figures (the live engine's), or None without one or when
+        the customer cannot be rated now (the unbillable page names it and why)."""
+        if self.link is None:
+            return None
+        try:
+            return self.link.figures(customer)
+        except BillingError:
+            return None
 
     def blocks(self, customer: str) -> list[views.BlockView]:
         """The customer's active blocks, from the server's mirror of the live engine."""
@@ -579,6 +600,18 @@ class Dashboard:
             "can_unblock": principal.scope == "admin",
         }
 
+    def unbillable(self, principal: Principal) -> dict[str, Any]:
+        document = self.derived.unbillable()
+        only = principal.customer
+        if only is not None:
+            document = {
+                **document,
+                "customers": [c for c in document["customers"] if c["customer"] == only],
+                "failed": [f for f in document["failed"] if f["customer"] == only],
+            }
+            document["events"] = sum(c["events"] for c in document["customers"])
+        return {"view": views.unbillable_view(document, UNBILLABLE_REASONS)}
+
     def unblock(self, principal: Principal, customer: str, reason: str) -> str:
         """The override the HTTP API's unblock makes, by this key; returns its id."""
         if self.link is None:
@@ -745,6 +778,10 @@ def mount_dashboard(
         return await dashboard.page(
             request, "controls.html", "controls", dashboard.controls, unblocked, override
         )
+
+    @app.get(f"{PREFIX}/unbillable", include_in_schema=False)
+    async def unbillable(request: Request) -> Response:
+        return await dashboard.page(request, "unbillable.html", "unbillable", dashboard.unbillable)
 
     @app.post(f"{PREFIX}/controls/unblock", include_in_schema=False)
     async def unblock(request: Request) -> Response:

@@ -453,3 +453,50 @@ def firing_rows(
         )
     rows.sort(key=lambda row: (row.at, row.firing), reverse=True)
     return rows
+
+
+# -- unbillable usage -----------------------------------------------------------------------
+
+UNBILLABLE_ROWS = 200
+"""Unbillable records listed on the page (their count is always shown)."""
+
+
+@dataclass(frozen=True, slots=True)
+class UnbillableView:
+    """The unbillable usage page: events per customer and reason, and the records."""
+
+    summary: list[dict[str, Any]]
+    records: list[dict[str, Any]]
+    records_total: int
+    events: int
+    failed: list[dict[str, Any]]
+    through_sequence: int
+
+
+def unbillable_view(
+    document: Mapping[str, Any], meanings: Mapping[str, str], limit: int = UNBILLABLE_ROWS
+) -> UnbillableView:
+    """An unbillable usage report (``UnbillableReport.as_dict``) as the page shows it: one
+    summary row per customer and reason (with what the reason ``meanings`` say), then the
+    first ``limit`` records."""
+    summary = []
+    records: list[dict[str, Any]] = []
+    for customer in document["customers"]:
+        for reason, events in customer["reasons"].items():
+            summary.append(
+                {
+                    "customer": customer["customer"],
+                    "reason": reason,
+                    "meaning": meanings.get(reason, ""),
+                    "events": events,
+                }
+            )
+        records.extend(customer["usage"])
+    return UnbillableView(
+        summary,
+        records[:limit],
+        len(records),
+        document["events"],
+        list(document["failed"]),
+        document["through_sequence"],
+    )

@@ -25,7 +25,7 @@ from dataclasses import dataclass, replace
 from decimal import Decimal
 from typing import Any
 
-from meterline.billing.service import Billing
+from meterline.billing.service import Billing, BillingError
 from meterline.core.controls import (
     AccessDecision,
     Block,
@@ -173,11 +173,16 @@ class Controls:
             live = self.projection.customers.get(customer)
             if live is None or not live.policies:
                 continue
-            figures = self.projection.figures(customer, credits=False)
-            if figures is None:
+            try:
+                figures = self.projection.figures(customer, credits=False)
+                if figures is None:
+                    continue
+                now_us = self.clock()
+                exact, remaining = self._remaining(customer, live, figures, now_us)
+            except (BillingError, ArithmeticError, ValueError) as error:
+                # one customer that cannot be rated never stops the others' controls
+                _log.warning("controls of %s not evaluated: %s", customer, error)
                 continue
-            now_us = self.clock()
-            exact, remaining = self._remaining(customer, live, figures, now_us)
             if exact:
                 figures = replace(figures, remaining=remaining)
             spikes = {

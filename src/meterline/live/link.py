@@ -57,6 +57,7 @@ _ERRORS: dict[str, Any] = {
     "OverrideError": OverrideError,
     "NotFound": NotFound,
     "BillingError": BillingError,
+    "RatingFailed": BillingError,  # one customer cannot be rated: 409, naming it and why
     "InvalidRequest": lambda message: InvalidRequest([message]),
 }
 """The worker's errors a caller here handles, rebuilt from their message (their own

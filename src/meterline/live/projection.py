@@ -20,28 +20,40 @@ period it holds (a late event), an event past its period end (the period rolled)
 grant, void or adjustment, or a configuration change. A stale customer is rebuilt by one
 scan of the ledger with the batch path's own job, so the projection never guesses.
 ``reconcile`` (``meterline reconcile``) proves the figures equal a full re-rating.
+
+One customer never stops the others: events a rating cannot bill are its unbillable
+usage (``unbillable_after`` hands the new ones to the engine, which publishes them), and
+a customer whose contract or figures cannot be rated at all is kept in ``failures`` with
+the reason (its figures answer ``RatingFailed``), while every other customer goes on.
 """
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
+from bisect import bisect_right
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from decimal import Decimal, localcontext
 from typing import Any, NamedTuple
 
+import msgspec
+
 from meterline.billing.credits import CreditInputs, credit_book
 from meterline.billing.scan import _DECODER, RatingJob, run_jobs
-from meterline.billing.service import Billing, Loaded, _cuts, billing_cycle
+from meterline.billing.service import Billing, Loaded, RatingFailed, _cuts, billing_cycle
+from meterline.billing.unbillable import failure_reason
 from meterline.core.controls import ControlPolicy, RateCounter
 from meterline.core.credits import Charge, CreditError
 from meterline.core.events import format_timestamp
-from meterline.core.meters import Meter, MeterReader
+from meterline.core.meters import Meter, MeterProblem, MeterReader, Unmeasurable
 from meterline.core.model import Configuration, Contract, segments
 from meterline.core.money import MONEY_CONTEXT
 from meterline.core.periods import BillingPeriod, period_containing
-from meterline.core.rating import Rater, window_charges
+from meterline.core.rating import Rater, billable_meters, unrated_problems, window_charges
+
+_log = logging.getLogger(__name__)
 
 ZERO = Decimal(0)
 ONE = Decimal(1)
@@ -52,13 +64,14 @@ HUNDRED = Decimal(100)
 
 
 class LiveEvent(NamedTuple):
-    """An appended event as the projection needs it."""
+    """An appended event as the projection needs it (``properties`` None: the stored
+    body does not decode, which makes it unbillable, never a failed cycle)."""
 
     sequence: int
     customer: str
     type: str
     timestamp_us: int
-    properties: dict[str, Any]
+    properties: dict[str, Any] | None
 
     @staticmethod
     def decoded(
@@ -66,9 +79,11 @@ class LiveEvent(NamedTuple):
     ) -> LiveEvent:
         """The event of a stored record, its properties decoded from the canonical bytes
         the way the batch scan decodes them."""
-        return LiveEvent(
-            sequence, customer, event_type, timestamp_us, _DECODER.decode(body).properties
-        )
+        try:
+            properties: dict[str, Any] | None = _DECODER.decode(body).properties
+        except msgspec.MsgspecError:
+            properties = None
+        return LiveEvent(sequence, customer, event_type, timestamp_us, properties)
 
 
 @dataclass(frozen=True, slots=True)
@@ -200,6 +215,12 @@ class LiveProjection:
         self.credit_marks = (0, 0)
         """The last credit grant and credit action (void, adjustment) read: newer ones,
         made by any process on the file, send their customers back to the ledger."""
+        self.failures: dict[str, str] = {}
+        """Customers that cannot be rated now (their contract or figures), and why."""
+        self._contracts: dict[str, Contract] = {}
+        self._billable: dict[str, tuple[Meter, ...]] = {}
+        self._unrated: list[tuple[str, MeterProblem]] = []
+        """Unbillable usage fed that no customer's rating takes (no contract, outside it)."""
 
     # -- building ---------------------------------------------------------------------------
 
@@ -245,6 +266,14 @@ class LiveProjection:
                 self.revision = None if self.loaded is None else self.loaded.revision
                 wanted = None
                 self.customers = {}
+                self.failures = {}
+                configuration = None if self.loaded is None else self.loaded.configuration
+                self._contracts = (
+                    {}
+                    if configuration is None
+                    else {contract.customer: contract for contract in configuration.contracts}
+                )
+                self._billable = {} if configuration is None else billable_meters(configuration)
             else:
                 wanted = set(customers)
             loaded = self.loaded
@@ -258,7 +287,14 @@ class LiveProjection:
                     continue
                 if owns is not None and not owns(contract.customer):
                     continue
-                live = self._build(loaded, contract, now_us, through)
+                try:
+                    live = self._build(loaded, contract, now_us, through)
+                except Exception as error:  # one contract never stops the others
+                    self.failures[contract.customer] = failure_reason(error)
+                    self.customers.pop(contract.customer, None)
+                    _log.warning("live: %s cannot be rated: %s", contract.customer, error)
+                    continue
+                self.failures.pop(contract.customer, None)
                 if live is None:
                     self.customers.pop(contract.customer, None)
                     continue
@@ -303,7 +339,11 @@ class LiveProjection:
                     continue
                 self.sequence = event.sequence
                 live = customers.get(event.customer)
-                if live is None or event.sequence <= live.sequence:
+                if live is None:
+                    if event.type in self._billable:
+                        self._unrated_event(event)
+                    continue
+                if event.sequence <= live.sequence:
                     continue
                 touched.add(event.customer)
                 live.sequence = event.sequence
@@ -313,12 +353,49 @@ class LiveProjection:
                     continue
                 if live.stale:
                     continue
+                if event.properties is None:
+                    live.job.rater.refuse(
+                        event.sequence, event.type, "undecodable", "the event does not decode"
+                    )
+                    continue
                 live.job.rater.add(
                     event.sequence, event.timestamp_us, event.type, event.properties, b""
                 )
                 if live.counters:
                     self._count(live, event)
         return touched
+
+    def _unrated_event(self, event: LiveEvent) -> None:
+        """Usage of a customer this projection rates nothing for: unbillable when it has no
+        contract or the event is outside it (a customer of another worker is not ours)."""
+        if self.owns is not None and not self.owns(event.customer):
+            return
+        problems = unrated_problems(
+            self._billable,
+            self._contracts.get(event.customer),
+            event.sequence,
+            event.timestamp_us,
+            event.type,
+            event.properties,
+        )
+        self._unrated.extend((event.customer, problem) for problem in problems)
+
+    def unbillable_after(
+        self, after_sequence: int, customers: Iterable[str]
+    ) -> list[tuple[str, MeterProblem]]:
+        """The unbillable usage met since the last call: of events fed that no customer's
+        rating takes, and of ``customers``' ratings, past ``after_sequence``."""
+        with self.lock:
+            found = [item for item in self._unrated if item[1].sequence > after_sequence]
+            self._unrated = []
+            for name in sorted(set(customers)):
+                live = self.customers.get(name)
+                if live is None:
+                    continue
+                problems = live.job.rater.problems  # in ledger order, as events were fed
+                start = bisect_right(problems, after_sequence, key=lambda p: p.sequence)
+                found.extend((name, problem) for problem in problems[start:])
+            return found
 
     @staticmethod
     def _count(live: CustomerLive, event: LiveEvent) -> None:
@@ -339,10 +416,10 @@ class LiveProjection:
             if read is None:
                 counter.add(event.timestamp_us, 1)
                 continue
-            if event_type != event.type:
+            if event_type != event.type or event.properties is None:
                 continue
             reading = read(event.properties)
-            if reading is None or isinstance(reading, str):
+            if reading is None or isinstance(reading, Unmeasurable):
                 continue
             counter.add(event.timestamp_us, reading[1])
 
@@ -415,14 +492,22 @@ class LiveProjection:
         (``remaining`` is empty)."""
         with self.lock:
             live = self.customers.get(customer)
-            if live is None:
-                return None
-            if live.stale or self.clock() >= live.period.end_us:
+            if live is not None and (live.stale or self.clock() >= live.period.end_us):
                 self.rebuild([customer])
                 live = self.customers.get(customer)
-                if live is None:
-                    return None
-            return derive(live, self.clock(), max(live.sequence, self.sequence), credits)
+            if live is None:
+                failure = self.failures.get(customer)
+                if failure is not None:
+                    raise RatingFailed(customer, failure)
+                return None
+            try:
+                figures = derive(live, self.clock(), max(live.sequence, self.sequence), credits)
+            except (ArithmeticError, ValueError) as error:
+                reason = failure_reason(error)
+                self.failures[customer] = reason
+                raise RatingFailed(customer, reason) from error
+            self.failures.pop(customer, None)
+            return figures
 
     def remaining(self, customer: str, at_us: int | None = None) -> dict[str, Decimal]:
         """The customer's remaining credit per unit now (or at ``at_us`` in its current

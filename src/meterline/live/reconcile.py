@@ -9,7 +9,9 @@ figures (``--url``). The batch side is authoritative and independent of the proj
 - every credit unit's remaining balance against ``Billing.credits`` at the same instant;
 - spend and cost against a projection built by one full scan of the ledger.
 
-Any difference is listed and makes the command exit non-zero.
+Any difference is listed and makes the command exit non-zero. A customer that cannot be
+rated at all is reported with the reason (a difference too); the others are checked
+regardless.
 """
 
 from __future__ import annotations
@@ -20,7 +22,8 @@ from typing import Any
 
 import httpx
 
-from meterline.billing.service import Billing, NotFound
+from meterline.billing.service import Billing, BillingError, NotFound, RatingFailed
+from meterline.billing.unbillable import failure_reason
 from meterline.live.projection import Figures, LiveEvent, LiveProjection
 
 ZERO = Decimal(0)
@@ -98,6 +101,8 @@ def _live_from_server(url: str, token: str, customer: str) -> dict[str, Any] | N
     )
     if answer.status_code == 404:
         return None
+    if answer.status_code == 409:  # the server cannot rate this customer: say why
+        raise BillingError(answer.json().get("error", {}).get("message", answer.text[:200]))
     answer.raise_for_status()
     document: dict[str, Any] = answer.json()
     return document
@@ -117,30 +122,49 @@ def reconcile(
     through = scanned.sequence
     ahead = _stamped_ahead(billing, int(at_us))
     checks = []
-    for customer in sorted(scanned.customers):
+    for customer in sorted(set(scanned.customers) | set(scanned.failures)):
         check = CustomerCheck(customer)
         checks.append(check)
-        batch = scanned.figures(customer)
-        if url is not None:
-            assert token is not None
-            live = _live_from_server(url, token, customer)
-        else:
-            assert replayed is not None
-            figures = replayed.figures(customer)
-            live = None if figures is None else figures.as_dict()
-        if batch is None or live is None:
-            check.differences.append("no live figures" if live is None else "no batch figures")
-            continue
-        _compare(check, "spend", live["spend"], batch.spend)
-        _compare(check, "cost", live["cost"], batch.cost)
-        _compare(check, "prepaid", live["prepaid"], batch.prepaid)
-        _check_lines(billing, check, live)
-        balances_at = _balances_instant(ahead.get(customer, []), batch, int(at_us))
-        if replayed is not None and balances_at != at_us:
-            remaining = replayed.remaining(customer, balances_at)
-            live["remaining"] = {unit: str(value) for unit, value in remaining.items()}
-        _check_credits(billing, check, live, balances_at)
+        try:
+            _check_customer(billing, check, scanned, replayed, url, token, ahead, int(at_us))
+        except (BillingError, ArithmeticError, ValueError) as error:
+            reason = error.reason if isinstance(error, RatingFailed) else failure_reason(error)
+            check.differences.append(f"cannot be rated: {reason}")
     return ReconcileReport(at_us, through, batches, checks)
+
+
+def _check_customer(
+    billing: Billing,
+    check: CustomerCheck,
+    scanned: LiveProjection,
+    replayed: LiveProjection | None,
+    url: str | None,
+    token: str | None,
+    ahead: dict[str, list[int]],
+    at_us: int,
+) -> None:
+    """Compare one customer's live figures with the batch side (see ``reconcile``)."""
+    customer = check.customer
+    batch = scanned.figures(customer)
+    if url is not None:
+        assert token is not None
+        live = _live_from_server(url, token, customer)
+    else:
+        assert replayed is not None
+        figures = replayed.figures(customer)
+        live = None if figures is None else figures.as_dict()
+    if batch is None or live is None:
+        check.differences.append("no live figures" if live is None else "no batch figures")
+        return
+    _compare(check, "spend", live["spend"], batch.spend)
+    _compare(check, "cost", live["cost"], batch.cost)
+    _compare(check, "prepaid", live["prepaid"], batch.prepaid)
+    _check_lines(billing, check, live)
+    balances_at = _balances_instant(ahead.get(customer, []), batch, at_us)
+    if replayed is not None and balances_at != at_us:
+        remaining = replayed.remaining(customer, balances_at)
+        live["remaining"] = {unit: str(value) for unit, value in remaining.items()}
+    _check_credits(billing, check, live, balances_at)
 
 
 def _stamped_ahead(billing: Billing, at_us: int) -> dict[str, list[int]]:

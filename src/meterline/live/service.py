@@ -5,7 +5,8 @@ The ledger calls ``on_append`` after each durable append, with the accepted even
 costs the ingest path one list append per batch. The controller thread drains what
 arrived, feeds the projection (reading from the ledger any sequence it did not hear
 about: another process's appends, or two batches whose listeners ran out of order),
-rebuilds stale customers, and evaluates the controls of the customers touched. When
+rebuilds stale customers, evaluates the controls of the customers touched, and publishes
+the unbillable usage the batch met (``usage.unbillable`` webhooks, once per event). When
 batches arrive faster than a cycle, the next cycle takes them all at once (coalescing):
 the controls' cost grows with the customers touched per cycle, not with events.
 
@@ -24,6 +25,7 @@ from collections.abc import Callable
 from typing import Any
 
 from meterline.billing.service import Billing
+from meterline.billing.unbillable import publish_unbillable, usage_records
 from meterline.core.events import PreparedEvent
 from meterline.core.partitions import partition_of
 from meterline.ledger.controls import ControlStore
@@ -74,6 +76,8 @@ class LiveEngine:
         self._applied = threading.Condition()
         self._pending_customers: set[str | None] = set()
         self._polled = 0.0
+        self.unbillable_found = 0
+        """Unbillable usage records met by the batches applied (since the start)."""
 
     # -- lifecycle ------------------------------------------------------------------------------
 
@@ -157,6 +161,7 @@ class LiveEngine:
             batches, self._arrived = self._arrived, []
         pairs = [pair for batch in batches for pair in batch]
         pairs.sort(key=lambda pair: pair[0])
+        applied = self.applied_sequence
         events, through = self._events(pairs)
         touched = self.projection.feed(events)
         if through > self.projection.sequence:
@@ -184,6 +189,8 @@ class LiveEngine:
             self.controls.books.clear()
         if touched:
             self.controls.evaluate(touched, head)
+        if events or rebuilt:
+            self._unbillable(applied, touched)
         self.cycles += 1
         with self._applied:
             self.applied_sequence = head
@@ -191,6 +198,24 @@ class LiveEngine:
         for listener in self.cycle_listeners:
             listener(self)
         return bool(events) or bool(touched)
+
+    def _unbillable(self, after_sequence: int, customers: set[str]) -> None:
+        """Publish the unbillable usage of the events applied past ``after_sequence`` (the
+        webhook event id names the ledger event, so a close finding it again, or a second
+        engine, sends nothing more)."""
+        found = self.projection.unbillable_after(after_sequence, customers)
+        if not found:
+            return
+        self.unbillable_found += len(found)
+        publish = self.controls.publish
+        if publish is None:
+            return
+        try:
+            records = usage_records(self.billing._connection, found)
+        except Exception:
+            _log.exception("unbillable usage of this cycle could not be read")
+            return
+        publish_unbillable(publish, records)
 
     def _events(self, pairs: list[tuple[int, PreparedEvent]]) -> tuple[list[LiveEvent], int]:
         """The events after the projection's sequence, gaps filled from the ledger (of
@@ -235,4 +260,9 @@ class LiveEngine:
             "customers": len(self.projection.customers),
             "cycles": self.cycles,
             "access_version": self.controls.version,
+            "unbillable_found": self.unbillable_found,
+            "failed": [
+                {"customer": customer, "reason": reason}
+                for customer, reason in sorted(self.projection.failures.items())
+            ],
         }

@@ -59,6 +59,7 @@ WEBHOOK_KINDS = (
     "customer.unblocked",
     "invoice.finalized",
     "balance.low",
+    "usage.unbillable",
 )
 ALL_KINDS = "*"
 ENDPOINTS_CACHE_S = 1.0

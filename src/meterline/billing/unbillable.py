@@ -1,0 +1,361 @@
+"""Unbillable usage: events that are usage but that no invoice can bill, kept as data.
+
+Nothing a customer sends can stop billing: an event whose value a meter cannot measure
+(a string where a sum expects a number, NaN, 1e400, a negative value a meter rejects), an
+event before its customer's contract starts or after it ends, an event of a customer with
+no contract, an event whose stored body does not decode: each is *unbillable usage*,
+found by the rating (``core.rating``, ``core.meters``), never counted as zero and never
+dropped silently. Each record names the customer, the event (id and ledger sequence),
+the meter and the reason (a code of ``core.rating.UNBILLABLE_REASONS``, and words).
+
+- ``unbillable_report`` re-derives every record from the ledger (like ``audit``: one scan
+  per rating, each finalized period under the revision it was billed with, the open ones
+  under the current pricing, and the events no period covers), per customer and reason;
+  ``meterline unbillable``, ``GET /v1/unbillable`` and the dashboard's page show it.
+- ``Billing.close`` returns the records its ratings met and tells its
+  ``unbillable_listeners``; the live engine does the same for each appended batch.
+  ``publish_unbillable`` turns records into ``usage.unbillable`` webhooks, one per ledger
+  event, its webhook event id ``usage.unbillable:<sequence>``: the webhook store sends an
+  event id once, so a close or a rebuild finding the same event again sends nothing.
+- ``CustomerFailure`` is a customer a close (or this report) could not rate at all, with
+  the reason: the other customers are closed regardless.
+"""
+
+from __future__ import annotations
+
+import logging
+from bisect import bisect_right
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+
+from meterline.billing.scan import _DECODER, RatingJob, run_jobs
+from meterline.core.events import format_timestamp
+from meterline.core.meters import MeterProblem
+from meterline.core.periods import BillingPeriod, periods_overlapping
+from meterline.core.rating import billable_meters, unrated_problems
+from meterline.ledger.database import stream_rows
+
+if TYPE_CHECKING:
+    from meterline.billing.service import Billing
+
+WEBHOOK_KIND = "usage.unbillable"
+LOOKUP_CHUNK = 500
+"""Sequences named per query when reading the events behind records."""
+
+_log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class UnbillableUsage:
+    """One event a meter (or, with ``meter`` empty, any rating) could not bill."""
+
+    customer: str
+    event_id: str
+    sequence: int
+    type: str
+    timestamp_us: int
+    meter: str
+    reason: str
+    """A code of ``core.rating.UNBILLABLE_REASONS``."""
+    detail: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "customer": self.customer,
+            "event_id": self.event_id,
+            "sequence": self.sequence,
+            "type": self.type,
+            "timestamp": format_timestamp(self.timestamp_us),
+            "meter": self.meter or None,
+            "reason": self.reason,
+            "detail": self.detail,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class CustomerFailure:
+    """A customer that could not be rated (closed, drafted, reported) at all, and why."""
+
+    customer: str
+    reason: str
+    period: BillingPeriod | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        period = None
+        if self.period is not None:
+            period = {
+                "start": format_timestamp(self.period.start_us),
+                "end": format_timestamp(self.period.end_us),
+            }
+        return {"customer": self.customer, "reason": self.reason, "period": period}
+
+
+def failure_reason(error: BaseException) -> str:
+    """Why a rating failed, in words (a decimal trap names no value: say what it means)."""
+    if isinstance(error, ArithmeticError):
+        return f"an amount or quantity is beyond exact decimal arithmetic ({type(error).__name__})"
+    text = str(error).strip()
+    return text or type(error).__name__
+
+
+def job_problems(jobs: Iterable[RatingJob]) -> list[tuple[str, MeterProblem]]:
+    """What the raters of ``jobs`` could not bill: (customer, problem) pairs."""
+    return [(job.customer, problem) for job in jobs for problem in job.rater.problems]
+
+
+def usage_records(
+    connection: Any, found: Iterable[tuple[str, MeterProblem]]
+) -> list[UnbillableUsage]:
+    """``found`` as records with each event's id, type and time (read by sequence), one
+    per (event, meter, reason), in (customer, sequence, meter) order."""
+    unique: dict[tuple[int, str, str], tuple[str, MeterProblem]] = {}
+    for customer, problem in found:
+        unique.setdefault((problem.sequence, problem.meter, problem.code), (customer, problem))
+    if not unique:
+        return []
+    sequences = sorted({sequence for sequence, _, _ in unique})
+    events: dict[int, tuple[str, str, int]] = {}
+    for start in range(0, len(sequences), LOOKUP_CHUNK):
+        chunk = sequences[start : start + LOOKUP_CHUNK]
+        rows = connection.execute(
+            "SELECT sequence, event_id, type, timestamp_us FROM events"
+            f" WHERE sequence IN ({','.join('?' * len(chunk))})",
+            chunk,
+        ).fetchall()
+        for sequence, event_id, event_type, timestamp_us in rows:
+            events[sequence] = (str(event_id), str(event_type), int(timestamp_us))
+    records = []
+    for (sequence, meter, code), (customer, problem) in unique.items():
+        event_id, event_type, timestamp_us = events.get(sequence, ("", "", 0))
+        records.append(
+            UnbillableUsage(
+                customer, event_id, sequence, event_type, timestamp_us, meter, code, problem.reason
+            )
+        )
+    return sorted(records, key=lambda r: (r.customer, r.sequence, r.meter, r.reason))
+
+
+@dataclass
+class UnbillableReport:
+    """The ledger's unbillable usage as of ``at_us`` (events through ``through_sequence``),
+    and the customers that could not be rated at all."""
+
+    at_us: int
+    through_sequence: int
+    usage: list[UnbillableUsage] = field(default_factory=list)
+    failed: list[CustomerFailure] = field(default_factory=list)
+
+    def customers(self) -> list[dict[str, Any]]:
+        """Per customer: its unbillable events (distinct), records, events per reason,
+        and the records themselves."""
+        by_customer: dict[str, list[UnbillableUsage]] = {}
+        for record in self.usage:
+            by_customer.setdefault(record.customer, []).append(record)
+        result = []
+        for customer, records in sorted(by_customer.items()):
+            reasons: dict[str, set[int]] = {}
+            for record in records:
+                reasons.setdefault(record.reason, set()).add(record.sequence)
+            result.append(
+                {
+                    "customer": customer,
+                    "events": len({record.sequence for record in records}),
+                    "records": len(records),
+                    "reasons": {code: len(events) for code, events in sorted(reasons.items())},
+                    "usage": [record.as_dict() for record in records],
+                }
+            )
+        return result
+
+    def as_dict(self) -> dict[str, Any]:
+        reasons: dict[str, set[int]] = {}
+        for record in self.usage:
+            reasons.setdefault(record.reason, set()).add(record.sequence)
+        return {
+            "at": format_timestamp(self.at_us),
+            "through_sequence": self.through_sequence,
+            "events": len({record.sequence for record in self.usage}),
+            "reasons": {code: len(events) for code, events in sorted(reasons.items())},
+            "customers": self.customers(),
+            "failed": [failure.as_dict() for failure in self.failed],
+        }
+
+
+def unbillable_report(
+    billing: Billing, customer: str | None = None, at_us: int | None = None
+) -> UnbillableReport:
+    """Every unbillable event of the ledger (of ``customer`` only, when named), as of
+    ``at_us`` (now): each finalized period re-rated under its revision, every other
+    period of a contract up to the one containing ``at_us`` under the current pricing,
+    both through the ledger's head, and the events no period covers (no contract, before
+    the contract starts, after it ends)."""
+    from meterline.billing.service import _currency, billing_cycle  # service imports us
+    from meterline.core.model import segments
+
+    at = billing.clock() if at_us is None else at_us
+    head, _ = billing.ledger.head()
+    connection = billing._connection
+    jobs: list[RatingJob] = []
+    failed: dict[str, CustomerFailure] = {}
+    covered: dict[str, list[tuple[int, int]]] = {}
+    finalized = billing._period_invoices(customer)
+    for stored in finalized:
+        period = BillingPeriod(stored.period_start_us, stored.period_end_us)
+        covered.setdefault(stored.customer, []).append((period.start_us, period.end_us))
+        try:
+            job, _ = billing._rerate(stored, head)
+        except Exception as error:
+            failed.setdefault(
+                stored.customer, CustomerFailure(stored.customer, failure_reason(error), period)
+            )
+            continue
+        jobs.append(job)
+    loaded = billing.load()
+    configuration = None if loaded is None else loaded.configuration
+    if configuration is not None:
+        done = {(invoice.customer, invoice.period_start_us) for invoice in finalized}
+        for contract in configuration.contracts:
+            if customer is not None and contract.customer != customer:
+                continue
+            end = at + 1 if contract.end_us is None else min(at + 1, contract.end_us)
+            if end <= contract.start_us:
+                continue
+            try:
+                cycle = billing_cycle(configuration, contract)
+                for period in periods_overlapping(cycle, contract.start_us, end):
+                    covered.setdefault(contract.customer, []).append(
+                        (period.start_us, period.end_us)
+                    )
+                    if (contract.customer, period.start_us) in done:
+                        continue
+                    spans = segments(configuration, contract, period.start_us, period.end_us)
+                    if spans:
+                        jobs.append(
+                            RatingJob(contract.customer, period, spans, head, configuration)
+                        )
+            except Exception as error:
+                failed.setdefault(
+                    contract.customer, CustomerFailure(contract.customer, failure_reason(error))
+                )
+    run_jobs(connection, jobs)
+    found = job_problems(jobs)
+    for job in jobs:
+        try:
+            job.rater.lines(_currency(job.segments), job.configuration)
+        except Exception as error:
+            failed.setdefault(
+                job.customer, CustomerFailure(job.customer, failure_reason(error), job.period)
+            )
+    if configuration is not None:
+        found.extend(_uncovered(connection, configuration, covered, head, customer))
+    return UnbillableReport(
+        at,
+        head,
+        usage_records(connection, found),
+        sorted(failed.values(), key=lambda failure: failure.customer),
+    )
+
+
+def _uncovered(
+    connection: Any,
+    configuration: Any,
+    covered: dict[str, list[tuple[int, int]]],
+    head: int,
+    customer: str | None,
+) -> list[tuple[str, MeterProblem]]:
+    """The problems of the events through ``head`` that no rated period covers: usage of
+    a customer with no contract, or outside its contract's span."""
+    billable = billable_meters(configuration)
+    if not billable:
+        return []
+    starts: dict[str, tuple[list[int], list[int]]] = {}
+    for name, spans in covered.items():
+        ordered = sorted(spans)
+        starts[name] = ([s for s, _ in ordered], [e for _, e in ordered])
+    query = "SELECT sequence, customer, type, timestamp_us FROM events WHERE sequence <= ?"
+    parameters: list[Any] = [head]
+    if customer is not None:
+        query += " AND customer = ?"
+        parameters.append(customer)
+    candidates: list[tuple[int, str, str, int]] = []
+    for sequence, who, event_type, timestamp_us in stream_rows(connection, query, parameters):
+        if event_type not in billable:
+            continue
+        bounds = starts.get(who)
+        if bounds is not None:
+            index = bisect_right(bounds[0], timestamp_us) - 1
+            if index >= 0 and timestamp_us < bounds[1][index]:
+                continue
+        candidates.append((sequence, who, event_type, timestamp_us))
+    contracts = {contract.customer: contract for contract in configuration.contracts}
+    found: list[tuple[str, MeterProblem]] = []
+    for start in range(0, len(candidates), LOOKUP_CHUNK):
+        chunk = candidates[start : start + LOOKUP_CHUNK]
+        bodies = dict(
+            connection.execute(
+                "SELECT sequence, body FROM events"
+                f" WHERE sequence IN ({','.join('?' * len(chunk))})",
+                [sequence for sequence, *_ in chunk],
+            ).fetchall()
+        )
+        for sequence, who, event_type, timestamp_us in chunk:
+            try:
+                properties = _DECODER.decode(bodies[sequence]).properties
+            except (msgspec.MsgspecError, KeyError):
+                properties = None
+            problems = unrated_problems(
+                billable, contracts.get(who), sequence, timestamp_us, event_type, properties
+            )
+            found.extend((who, problem) for problem in problems)
+    return found
+
+
+# -- webhooks --------------------------------------------------------------------------------
+
+Publish = Callable[[str, dict[str, Any], str], object]
+"""``publish(kind, data, event_id)``: ``live.webhooks.Webhooks.publish``."""
+
+
+def webhook_events(records: Sequence[UnbillableUsage]) -> list[tuple[str, dict[str, Any], str]]:
+    """One ``usage.unbillable`` webhook per ledger event among ``records``: (kind, data,
+    event id); the event id names the ledger sequence, so it is the same whoever finds
+    the event (a batch, a close, a report)."""
+    by_event: dict[int, list[UnbillableUsage]] = {}
+    for record in records:
+        by_event.setdefault(record.sequence, []).append(record)
+    result = []
+    for sequence, group in sorted(by_event.items()):
+        first = group[0]
+        data = {
+            "customer": first.customer,
+            "event": {
+                "id": first.event_id,
+                "sequence": sequence,
+                "type": first.type,
+                "timestamp": format_timestamp(first.timestamp_us),
+            },
+            "reasons": sorted({record.reason for record in group}),
+            "problems": [
+                {"meter": record.meter or None, "reason": record.reason, "detail": record.detail}
+                for record in group
+            ],
+        }
+        result.append((WEBHOOK_KIND, data, f"{WEBHOOK_KIND}:{sequence}"))
+    return result
+
+
+def publish_unbillable(publish: Publish, records: Sequence[UnbillableUsage]) -> int:
+    """Queue the ``usage.unbillable`` webhooks of ``records``; how many were handed over.
+    A webhook that cannot be queued is logged: it never stops a close or a batch."""
+    handed = 0
+    for kind, data, event_id in webhook_events(records):
+        try:
+            publish(kind, data, event_id)
+        except Exception:
+            _log.exception("webhook %s could not be queued", event_id)
+            continue
+        handed += 1
+    return handed
