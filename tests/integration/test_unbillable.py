@@ -61,7 +61,7 @@ plans:
         prices:
           - meter: tokens
             model: per_unit
-            unit_amount: "0.1234567890123456789012345678901234567891"
+            unit_amount: "0.123456789012345678901234567890123456789012345"
 contracts:
   - {customer: acme, plan: pro, start: 2026-10-01}
   - {customer: bad, plan: pro, start: 2026-10-01}
@@ -69,13 +69,13 @@ contracts:
   - {customer: late, plan: pro, start: 2026-10-15}
   - {customer: zeta, plan: pro, start: 2026-10-01}
 """
-"""``giant``'s price (40 significant digits) times an in-range quantity (24 digits) is an
+"""``giant``'s price (45 significant digits) times an in-range quantity (18 digits) is an
 amount beyond exact arithmetic (60 digits): the one customer no rating can price.
 ``late`` starts mid-October; ``nobody`` has no contract."""
 
 CLOSED = {"acme", "bad", "late", "zeta"}
-GIANT = 10**24 - 1
-"""The largest quantity a meter measures (24 digits)."""
+GIANT = 10**18 - 1
+"""The largest integer ingest accepts (18 digits)."""
 THROUGH = "2026-11-01T00:00:00Z"
 
 
