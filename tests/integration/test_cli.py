@@ -115,6 +115,9 @@ def test_the_demo_reads_true_on_any_date(
         "live == batch",
         "audit PASSED: 12 invoices",
         f"{name}, closed: revenue",
+        "Unbillable usage, reported rather than dropped",
+        "before_contract) of cyberdyne-ops",
+        "properties.input_tokens is too large",
     ):
         assert phrase in text, phrase
     delivered = re.search(r"received (\d+) signed deliveries \([^)]*\); (\d+) verified", text)

@@ -7,6 +7,7 @@ Everything printed comes from the library calls the CLI makes (``apply``, ``clos
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from importlib.resources import files
@@ -142,6 +143,7 @@ def _tell(billing: Billing, console: Console, month: date) -> None:
         f" {len([i for i in billing.store.invoices() if i.kind == 'period'])} in all."
     )
     console.print(_invoices_table(billing))
+    _tell_unbillable(billing, console, finalized.failed)
     acme = next(i for i in billing.store.invoices("acme-copilot"))
     console.print(
         f"acme-copilot upgraded from team to enterprise on {month:%b} 15: the team fee is credited"
@@ -202,6 +204,21 @@ def _tell(billing: Billing, console: Console, month: date) -> None:
     console.print(f"customers affected: {', '.join(changed.customers_affected)}")
     console.print(simulation_table(changed))
     console.print("[yellow]dry run[/yellow]: nothing stored; drop --dry-run to launch.")
+
+
+def _tell_unbillable(billing: Billing, console: Console, failed: Sequence[object]) -> None:
+    """What no invoice can bill is reported, never dropped or counted as zero."""
+    report = billing.unbillable().as_dict()
+    reasons = ", ".join(f"{count:,} {reason}" for reason, count in report["reasons"].items())
+    customers = ", ".join(row["customer"] for row in report["customers"]) or "nobody"
+    console.print(
+        f"Unbillable usage, reported rather than dropped: {report['events']:,} events"
+        f" ({reasons or 'none'}) of {customers}; cyberdyne-ops's agents ran before its"
+        " contract started on the 8th. [bold]meterline unbillable[/bold] lists each event,"
+        " GET /v1/unbillable and the dashboard show it, a usage.unbillable webhook tells the"
+        f" product; customers that could not be closed: {len(failed)} (one never stops"
+        " the others)."
+    )
 
 
 def _tell_credits(billing: Billing, console: Console, month: date, current: date) -> None:

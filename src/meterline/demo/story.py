@@ -182,9 +182,19 @@ def _exactly_once(
             "timestamp": noon + "Z",
             "properties": [1, 2],
         },
+        {
+            "id": "evt-beyond-exact",
+            "customer": "acme-copilot",
+            "type": "llm.completion",
+            "timestamp": noon + "Z",
+            "properties": {"model": "gpt-4o", "input_tokens": Decimal("1E+400")},
+        },
     ]
     outcome = ledger.ingest(bad)
-    console.print("The same id with a changed payload, and five malformed events, in one batch:")
+    console.print(
+        "The same id with a changed payload, and six malformed events (one with a number no"
+        " invoice could carry exactly), in one batch:"
+    )
     for line in _outcome_lines(outcome):
         console.print(line)
 
