@@ -2,9 +2,10 @@
 
 Handlers are thin: authenticate, parse, call the ledger (in a worker thread, since an
 append waits for fsync), render. The billing routes (pricing, invoices, lineage, credit
-notes, audit) live in ``meterline.api.billing_routes``; their errors are rendered here.
-OpenAPI is at ``/openapi.json``; interactive docs at ``/docs`` are served from vendored
-assets, so they work offline.
+notes, audit) live in ``meterline.api.billing_routes``; their errors are rendered here,
+in the one error shape (``meterline.api.failures``: unknown routes, wrong methods and
+unexpected errors too). OpenAPI is at ``/openapi.json``; interactive docs at ``/docs``
+are served from vendored assets, so they work offline.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from fastapi import FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from fastapi_offline import FastAPIOffline
+from starlette.exceptions import HTTPException
 
 from meterline import __version__
 from meterline.api.billing_routes import BillingRoutes, HttpError
@@ -31,6 +33,7 @@ from meterline.api.bodies import (
     parse_body,
 )
 from meterline.api.credit_routes import CreditRoutes
+from meterline.api.failures import UnexpectedErrors, error_response, http_exception
 from meterline.api.live_routes import LiveRoutes
 from meterline.api.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from meterline.api.metrics import Metrics, TimingMiddleware
@@ -89,8 +92,7 @@ def _json(payload: Any, status_code: int = 200, headers: dict[str, str] | None =
 
 
 def _error(status_code: int, code: str, message: str, **extra: Any) -> Response:
-    headers = {"WWW-Authenticate": "Bearer"} if status_code == 401 else None
-    return _json({"error": {"code": code, "message": message, **extra}}, status_code, headers)
+    return error_response(status_code, code, message, **extra)
 
 
 def _bearer(request: Request) -> str | None:
@@ -205,7 +207,9 @@ def create_app(
     app.state.stream = front
     metrics = Metrics()
     app.state.metrics = metrics
+    app.add_middleware(UnexpectedErrors)
     app.add_middleware(TimingMiddleware, metrics=metrics)
+    app.add_exception_handler(HTTPException, http_exception)
 
     async def principal_of(request: Request) -> Principal:
         return await to_thread.run_sync(authenticate, ledger.store, _bearer(request))
