@@ -4,6 +4,7 @@
     ├── InputError            bad input refused as a whole (HTTP 4xx, CLI exit 2)
     │   ├── MalformedJSON         body is not JSON; carries the byte position
     │   ├── BatchTooLarge         more events or bytes than the named limit
+    │   ├── NestingTooDeep        JSON nested deeper than the named limit
     │   └── UnsupportedContentType
     ├── AuthError             missing, unknown or revoked key (HTTP 401)
     │   └── ScopeError            valid key without the needed scope (HTTP 403)
@@ -38,6 +39,10 @@ class MalformedJSON(InputError):
 class BatchTooLarge(InputError):
     code = "batch_too_large"
     http_status = 413
+
+
+class NestingTooDeep(InputError):
+    code = "nesting_too_deep"
 
 
 class UnsupportedContentType(InputError):

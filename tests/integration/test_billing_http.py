@@ -346,7 +346,7 @@ def test_explain_pages_through_every_event_behind_a_line(billed: Billed) -> None
         error_of(reader.get(path, params={"after_sequence": -1}), 400, "invalid_parameter")
         fee = next(n for n in billed.invoices["acme-copilot"]["lines"] if n["kind"] == "fee")
         fee_path = f"/v1/invoices/{invoice_id}/lines/{fee['number']}/events"
-        error_of(reader.get(fee_path), 400, "invalid_parameter")
+        error_of(reader.get(fee_path), 422, "invalid_parameter")
         error_of(reader.get(f"/v1/invoices/{invoice_id}/lines/999/events"), 404, "not_found")
 
 

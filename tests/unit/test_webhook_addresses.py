@@ -57,3 +57,13 @@ def test_a_non_public_address_is_refused_with_its_kind(address: str, reason: str
 def test_a_public_address_is_allowed(address: str) -> None:
     """Globally routable addresses (172.32/16 is just outside RFC 1918) pass."""
     assert address_refusal(address) is None
+
+
+def test_a_host_name_no_resolver_accepts_is_an_os_error() -> None:
+    """An over-long label (the IDNA codec refuses it) reads as a host that does not resolve."""
+    import pytest
+
+    from meterline.live.webhooks import resolve_host
+
+    with pytest.raises(OSError, match="not a valid host name"):
+        resolve_host("0" * 300, 443)

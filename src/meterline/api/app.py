@@ -2,9 +2,12 @@
 
 Handlers are thin: authenticate, parse, call the ledger (in a worker thread, since an
 append waits for fsync), render. The billing routes (pricing, invoices, lineage, credit
-notes, audit) live in ``meterline.api.billing_routes``; their errors are rendered here.
-OpenAPI is at ``/openapi.json``; interactive docs at ``/docs`` are served from vendored
-assets, so they work offline.
+notes, audit) live in ``meterline.api.billing_routes``; their errors are rendered here,
+in the one error shape (``meterline.api.failures``: unknown routes, wrong methods and
+unexpected errors too). OpenAPI is at ``/openapi.json`` (``meterline.api.openapi``
+completes FastAPI's document); interactive docs at ``/docs`` are served from vendored
+assets, so they work offline. Every path and query parameter is checked for NUL and
+repeats before its route runs (``_plain_parameters``).
 """
 
 from __future__ import annotations
@@ -12,43 +15,52 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from datetime import datetime
 from functools import partial
 from typing import Annotated, Any
 
 import msgspec
 from anyio import to_thread
-from fastapi import FastAPI, Query, Request
+from fastapi import Depends, FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import Response
+from fastapi.responses import PlainTextResponse, Response
 from fastapi_offline import FastAPIOffline
+from starlette.exceptions import HTTPException
 
 from meterline import __version__
-from meterline.api.billing_routes import BillingRoutes, HttpError
+from meterline.api.billing_routes import BillingRoutes, HttpError, _instant
 from meterline.api.bodies import (
     ACCEPTED_TYPES,
-    CLOUDEVENT_BATCH_TYPE,
-    CLOUDEVENT_TYPE,
     parse_body,
 )
 from meterline.api.credit_routes import CreditRoutes
+from meterline.api.failures import UnexpectedErrors, error_response, http_exception
 from meterline.api.live_routes import LiveRoutes
 from meterline.api.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from meterline.api.metrics import Metrics, TimingMiddleware
+from meterline.api.openapi import (
+    ERROR_REF,
+    EVENT_PAGE_SCHEMA,
+    HEALTH_SCHEMA,
+    batch_outcome_ref,
+    ingest_body,
+    instant_schema,
+    json_content,
+)
+from meterline.api.openapi import install as install_openapi
 from meterline.api.stream_front import StreamFront
 from meterline.api.webhook_routes import WebhookRoutes
 from meterline.billing.service import Billing, BillingError, InvalidRequest, NotFound
 from meterline.billing.unbillable import publish_unbillable
 from meterline.config.source import ConfigurationError
 from meterline.core.cloudevents import prepare_cloudevent
-from meterline.core.events import event_document, format_timestamp, prepare_event, timestamp_to_us
+from meterline.core.events import event_document, format_timestamp, prepare_event
 from meterline.core.outcomes import BatchOutcome
 from meterline.errors import AuthError, BatchTooLarge, InputError, MalformedJSON
 from meterline.keys import Principal, authenticate
 from meterline.ledger.billing import BillingConflict, BillingStore
 from meterline.ledger.database import DatabaseErrors
 from meterline.ledger.ledger import Ledger
-from meterline.ledger.store import PAGE_EVENTS_MAX, EventQuery, StoredEvent
+from meterline.ledger.store import PAGE_EVENTS_MAX, SEQUENCE_MAX, EventQuery, StoredEvent
 from meterline.ledger.webhooks import WebhookStore
 from meterline.live.link import LiveLink, WorkerUnavailable
 from meterline.live.webhooks import Dispatcher, Webhooks
@@ -59,46 +71,66 @@ from meterline.stream.settings import StreamSettings
 _ENCODER = msgspec.json.Encoder(decimal_format="number")
 _JSON = "application/json"
 
-_EVENT_SCHEMA: dict[str, Any] = {
-    "type": "object",
-    "required": ["id", "customer", "type", "timestamp"],
-    "properties": {
-        "id": {"type": "string", "description": "Idempotency key, unique per customer."},
-        "customer": {"type": "string"},
-        "type": {"type": "string", "example": "llm.completion"},
-        "timestamp": {
-            "type": "string",
-            "format": "date-time",
-            "description": "RFC 3339 with zone.",
-        },
-        "properties": {"type": "object", "additionalProperties": True},
-    },
-}
-_INGEST_BODY: dict[str, Any] = {
-    "required": True,
-    "content": {
-        "application/json": {
-            "schema": {"oneOf": [_EVENT_SCHEMA, {"type": "array", "items": _EVENT_SCHEMA}]}
-        },
-        CLOUDEVENT_TYPE: {"schema": {"type": "object", "description": "CloudEvents 1.0"}},
-        CLOUDEVENT_BATCH_TYPE: {"schema": {"type": "array", "items": {"type": "object"}}},
-    },
-}
-
 
 def _json(payload: Any, status_code: int = 200, headers: dict[str, str] | None = None) -> Response:
     return Response(_ENCODER.encode(payload), status_code, headers, media_type=_JSON)
 
 
 def _error(status_code: int, code: str, message: str, **extra: Any) -> Response:
-    headers = {"WWW-Authenticate": "Bearer"} if status_code == 401 else None
-    return _json({"error": {"code": code, "message": message, **extra}}, status_code, headers)
+    return error_response(status_code, code, message, **extra)
+
+
+def _plain_parameters(request: Request) -> None:
+    """400 naming the first path or query parameter that holds NUL (U+0000: PostgreSQL
+    cannot compare text with it, and no name or id the API knows contains it), or a query
+    parameter given more than once (each is one value; unknown ones are ignored)."""
+    seen: set[str] = set()
+    for name, _ in request.query_params.multi_items():
+        if name in seen:
+            raise HttpError(400, "invalid_parameter", f"{name}: given more than once", field=name)
+        seen.add(name)
+    named = [*request.path_params.items(), *request.query_params.multi_items()]
+    for name, value in named:
+        if "\x00" in name or "\x00" in str(value):
+            raise HttpError(
+                400, "invalid_parameter", f"{name}: must not contain NUL (U+0000)", field=name
+            )
 
 
 def _bearer(request: Request) -> str | None:
     header = request.headers.get("authorization", "")
     scheme, _, token = header.partition(" ")
     return token.strip() if scheme.lower() == "bearer" else None
+
+
+def _moment(description: str) -> Any:
+    return Query(json_schema_extra=instant_schema(description))
+
+
+def _ingest_responses(stream: bool) -> dict[int | str, dict[str, Any]]:
+    outcome = batch_outcome_ref()
+    responses: dict[int | str, dict[str, Any]] = {
+        200: {
+            "description": "Per-event outcomes: accepted, duplicate, conflict, rejected",
+            **json_content(outcome),
+        },
+        400: {
+            "description": "Every event rejected (per-event outcomes), or the body refused"
+            " whole: malformed JSON, nested too deep (the error shape)",
+            **json_content({"oneOf": [outcome, ERROR_REF]}),
+        },
+        403: {"description": "The key lacks the ingest scope"},
+        409: {"description": "Every event conflicts with a stored one", **json_content(outcome)},
+        413: {"description": "More events or bytes than the batch limits"},
+        415: {"description": "Unsupported content type (`accepted` lists the others)"},
+    }
+    if stream:
+        responses[202] = {
+            "description": "Stream mode: the valid events are stored in JetStream",
+            **json_content(outcome),
+        }
+        responses[503] = {"description": "Stream mode: JetStream cannot take the batch now"}
+    return responses
 
 
 def _batch_status(outcome: BatchOutcome) -> int:
@@ -209,6 +241,7 @@ def create_app(
                 service.store.close()
 
     app = FastAPIOffline(
+        dependencies=[Depends(_plain_parameters)],
         title="meterline",
         version=__version__,
         description="Usage ledger and monetization engine for AI products.",
@@ -220,7 +253,10 @@ def create_app(
     app.state.stream = front
     metrics = Metrics()
     app.state.metrics = metrics
+    app.add_middleware(UnexpectedErrors)
     app.add_middleware(TimingMiddleware, metrics=metrics)
+    app.add_exception_handler(HTTPException, http_exception)
+    install_openapi(app)
 
     async def principal_of(request: Request) -> Principal:
         return await to_thread.run_sync(authenticate, ledger.store, _bearer(request))
@@ -273,7 +309,12 @@ def create_app(
         field = ".".join(str(part) for part in first.get("loc", ())[1:]) or "request"
         return _error(400, "invalid_parameter", f"{field}: {first.get('msg')}", field=field)
 
-    @app.get("/v1/health", tags=["operations"], summary="Liveness and ledger head")
+    @app.get(
+        "/v1/health",
+        tags=["operations"],
+        summary="Liveness and ledger head",
+        responses={200: {"description": "The ledger head", **json_content(HEALTH_SCHEMA)}},
+    )
     async def health() -> Response:
         sequence, head_hash = await to_thread.run_sync(ledger.head)
         return _json({"status": "ok", "sequence": sequence, "head_hash": head_hash.hex()})
@@ -282,16 +323,8 @@ def create_app(
         "/v1/events",
         tags=["events"],
         summary="Ingest usage events (native or CloudEvents 1.0)",
-        openapi_extra={"requestBody": _INGEST_BODY},
-        responses={
-            200: {"description": "Per-event outcomes: accepted, duplicate, conflict, rejected"},
-            400: {"description": "Malformed JSON, or every event rejected"},
-            401: {"description": "Missing or invalid API key"},
-            403: {"description": "Key lacks the ingest scope"},
-            409: {"description": "Every event conflicts with a stored one"},
-            413: {"description": "Batch over the size limit"},
-            415: {"description": "Unsupported content type"},
-        },
+        openapi_extra=ingest_body(ledger.limits, ACCEPTED_TYPES),
+        responses=_ingest_responses(stream is not None),
     )
     async def ingest(request: Request) -> Response:
         principal = await principal_of(request)
@@ -324,7 +357,13 @@ def create_app(
         metrics.count(outcome)
         return _json(outcome, 202 if outcome.accepted else _batch_status(outcome))
 
-    @app.get("/metrics", tags=["operations"], summary="Prometheus metrics (aggregates only)")
+    @app.get(
+        "/metrics",
+        tags=["operations"],
+        summary="Prometheus metrics (aggregates only)",
+        response_class=PlainTextResponse,
+        responses={200: {"description": "Prometheus text exposition format"}},
+    )
     async def prometheus_metrics() -> Response:
         head, _ = await to_thread.run_sync(ledger.head)
         firings = await to_thread.run_sync(_firing_counts, service)
@@ -336,14 +375,25 @@ def create_app(
                 _log.warning("stream status unavailable for /metrics", extra={"error": repr(error)})
         return Response(metrics.render(), media_type=METRICS_CONTENT_TYPE)
 
-    @app.get("/v1/events", tags=["events"], summary="Read events, paged by ledger sequence")
+    @app.get(
+        "/v1/events",
+        tags=["events"],
+        summary="Read events, paged by ledger sequence",
+        responses={
+            200: {"description": "A page of events", **json_content(EVENT_PAGE_SCHEMA)},
+            400: {"description": "A parameter is invalid (`field` names it)"},
+            403: {"description": "The key lacks the read scope, or is bound to another customer"},
+        },
+    )
     async def list_events(
         request: Request,
         customer: str | None = None,
         type: str | None = None,
-        start: Annotated[datetime | None, Query(description="inclusive, RFC 3339")] = None,
-        end: Annotated[datetime | None, Query(description="exclusive, RFC 3339")] = None,
-        after: Annotated[int, Query(ge=0, description="ledger sequence cursor")] = 0,
+        start: Annotated[str | None, _moment("inclusive")] = None,
+        end: Annotated[str | None, _moment("exclusive")] = None,
+        after: Annotated[
+            int, Query(ge=0, le=SEQUENCE_MAX, description="ledger sequence cursor")
+        ] = 0,
         limit: Annotated[int, Query(ge=1, le=PAGE_EVENTS_MAX)] = 100,
     ) -> Response:
         principal = await principal_of(request)
@@ -352,15 +402,13 @@ def create_app(
             if customer not in (None, principal.customer):
                 return _error(403, "forbidden", f"this key may only read {principal.customer!r}")
             customer = principal.customer
-        for name, moment in (("start", start), ("end", end)):
-            if moment is not None and moment.tzinfo is None:
-                return _error(400, "invalid_parameter", f"{name}: needs a time zone", field=name)
+        start_us, end_us = _instant(start, "start"), _instant(end, "end")
         try:
             query = EventQuery(
                 customer=customer,
                 type=type,
-                start_us=timestamp_to_us(start) if start else None,
-                end_us=timestamp_to_us(end) if end else None,
+                start_us=start_us,
+                end_us=end_us,
                 after_sequence=after,
                 limit=limit,
             )

@@ -30,9 +30,17 @@ from typing import Annotated, Any, ParamSpec, TypeVar
 
 import msgspec
 from anyio import to_thread
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import Response
 
+from meterline.api.bodies import check_nesting, check_yaml_nesting, nul_field
+from meterline.api.openapi import (
+    INSTANT_MAX,
+    INSTANT_MIN,
+    Reason,
+    instant_schema,
+    json_body,
+)
 from meterline.billing.line_cache import LineSequences
 from meterline.billing.service import Billing, NotFound
 from meterline.config.source import RetireAllRefused
@@ -40,11 +48,15 @@ from meterline.core.events import decode_exact, format_timestamp, timestamp_to_u
 from meterline.errors import ScopeError
 from meterline.keys import Principal, Scope
 from meterline.ledger.billing import StoredInvoice
+from meterline.ledger.store import SEQUENCE_MAX
 
 PRICING_TYPES = ("application/yaml", "application/x-yaml", "text/yaml", "text/plain")
 PRICING_BYTES_MAX = 1024 * 1024
 CREDIT_NOTE_BYTES_MAX = 64 * 1024
 EXPLAIN_PAGE_MAX = 1000
+LINE_NUMBER_MAX = 1_000_000
+"""The highest invoice line number the lineage routes accept (lines count from 1); an
+invoice is one stored document, far smaller than a million lines."""
 
 _ENCODER = msgspec.json.Encoder(decimal_format="number")
 _JSON = "application/json"
@@ -66,8 +78,12 @@ class HttpError(Exception):
 
 
 class CreditNoteRequest(msgspec.Struct, forbid_unknown_fields=True):
-    reason: str
-    void: bool = False
+    """A credit note: void the whole invoice, or settle its late events now."""
+
+    reason: Reason
+    void: Annotated[
+        bool, msgspec.Meta(description="Credit the whole total; otherwise settle late events")
+    ] = False
 
 
 class _Gate:
@@ -143,7 +159,8 @@ async def _read_body(request: Request, limit: int) -> bytes:
 
 
 def _instant(value: str | None, name: str) -> int | None:
-    """A query parameter as microseconds: RFC 3339 with a zone, else 400 naming it."""
+    """A parameter (or body field) as microseconds: RFC 3339 with a zone, from
+    ``INSTANT_MIN`` to before ``INSTANT_MAX``; else 400 naming it."""
     if value is None:
         return None
     try:
@@ -158,6 +175,14 @@ def _instant(value: str | None, name: str) -> int | None:
     if moment.tzinfo is None:
         raise HttpError(
             400, "invalid_parameter", f"{name}: needs a time zone (Z or +hh:mm)", field=name
+        )
+    if not INSTANT_MIN <= moment < INSTANT_MAX:
+        raise HttpError(
+            400,
+            "invalid_parameter",
+            f"{name}: must be from {format_timestamp(timestamp_to_us(INSTANT_MIN))} to before"
+            f" {format_timestamp(timestamp_to_us(INSTANT_MAX))}",
+            field=name,
         )
     return timestamp_to_us(moment)
 
@@ -180,14 +205,15 @@ def _no_invoice(invoice_id: str) -> NotFound:
 
 
 def _line(document: dict[str, Any], number: int, field: str = "n") -> dict[str, Any]:
-    """Line ``number`` of ``document`` if it has events behind it; else 404 or 400."""
+    """Line ``number`` of ``document`` if it has events behind it; else 404 (no such line)
+    or 422 (a line without events: a fee, a discount)."""
     lines = document["lines"]
     if not 1 <= number <= len(lines):
         raise NotFound(f"line: invoice {document['number']} has lines 1 to {len(lines)}")
     line: dict[str, Any] = lines[number - 1]
     if line["kind"] not in _EVENTFUL_KINDS:
         raise HttpError(
-            400,
+            422,
             "invalid_parameter",
             f"{field}: line {number} is a {line['kind']} line; only usage and adjustment"
             " lines have events",
@@ -198,32 +224,21 @@ def _line(document: dict[str, Any], number: int, field: str = "n") -> dict[str, 
 
 _PRICING_BODY: dict[str, Any] = {
     "required": True,
-    "description": "The pricing file, as YAML text.",
-    "content": {media: {"schema": {"type": "string"}} for media in PRICING_TYPES},
-}
-_CREDIT_NOTE_BODY: dict[str, Any] = {
-    "required": True,
+    "description": "The pricing file: YAML text (JSON is YAML too) whose document is a mapping"
+    " of meters, credit types, plans and contracts (docs/billing.md); a null document is the"
+    " empty mapping. Not UTF-8, or blank: 400; anything that does not validate, a document"
+    " that is not a mapping included: 422.",
     "content": {
-        _JSON: {
-            "schema": {
-                "type": "object",
-                "required": ["reason"],
-                "additionalProperties": False,
-                "properties": {
-                    "reason": {"type": "string", "minLength": 1},
-                    "void": {
-                        "type": "boolean",
-                        "default": False,
-                        "description": "Credit the whole total; otherwise settle late events.",
-                    },
-                },
-            }
-        }
+        media: {"schema": {"type": ["object", "null"], "title": "PricingFile"}}
+        for media in PRICING_TYPES
     },
 }
+LineNumber = Annotated[
+    int, Path(ge=1, le=LINE_NUMBER_MAX, description="the line's number, counting from 1")
+]
 InstantQuery = Annotated[
     str | None,
-    Query(description="RFC 3339 with zone; default now", json_schema_extra={"format": "date-time"}),
+    Query(json_schema_extra=instant_schema("default now")),
 ]
 """An optional instant query parameter (``at``, ``as_of``), read by ``_instant``."""
 
@@ -374,7 +389,7 @@ class BillingRoutes:
             openapi_extra={"requestBody": _PRICING_BODY},
             responses={
                 200: {"description": "Changes, customers affected, simulation; the revision"},
-                400: {"description": "Empty or non-UTF-8 body, or a bad parameter"},
+                400: {"description": "Empty, non-UTF-8 or nested too deep; or a bad parameter"},
                 **_AUTH,
                 409: {"description": "The service cannot apply it now"},
                 413: {"description": "Pricing file over 1 MiB"},
@@ -415,6 +430,7 @@ class BillingRoutes:
                     "body: empty; send the whole pricing file (an empty one would retire"
                     " every meter, plan and contract)",
                 )
+            await to_thread.run_sync(check_yaml_nesting, text)
             run = self._read if dry_run else self._write
             try:
                 report = await run(partial(billing.apply, text, name=name, dry_run=dry_run))
@@ -488,10 +504,7 @@ class BillingRoutes:
             request: Request,
             through: Annotated[
                 str | None,
-                Query(
-                    description="RFC 3339 with zone; default now (never later than now)",
-                    json_schema_extra={"format": "date-time"},
-                ),
+                Query(json_schema_extra=instant_schema("default now (never later than now)")),
             ] = None,
         ) -> Response:
             await self._caller(request, "admin", "POST /v1/invoices/close", unbound=True)
@@ -557,18 +570,24 @@ class BillingRoutes:
             summary="The ledger events behind an invoice line, paged by sequence",
             responses={
                 200: {"description": "{events: [...], next_after_sequence: N | null, ...}"},
-                400: {"description": "A bad parameter, or a line without events (fee, ...)"},
+                400: {"description": "A bad parameter"},
                 **_AUTH,
                 404: {"description": "No such invoice (or not this key's) or line"},
+                422: {"description": "A line without events (fee, discount, ...)"},
             },
         )
         async def explain(
             request: Request,
             invoice_id: str,
-            n: int,
+            n: LineNumber,
             limit: Annotated[int, Query(ge=1, le=EXPLAIN_PAGE_MAX)] = 100,
             after_sequence: Annotated[
-                int, Query(ge=0, description="cursor: the last sequence of the previous page")
+                int,
+                Query(
+                    ge=0,
+                    le=SEQUENCE_MAX,
+                    description="cursor: the last sequence of the previous page",
+                ),
             ] = 0,
         ) -> Response:
             principal = await self._caller(request, "read", "GET line events")
@@ -580,12 +599,15 @@ class BillingRoutes:
             summary="Inclusion proof: event -> line's Merkle root -> invoice hash",
             responses={
                 200: {"description": "A proof `meterline.core.lineage.verify_proof` accepts"},
-                400: {"description": "A line without events (fee, discount, ...)"},
+                400: {"description": "A bad line number"},
                 **_AUTH,
                 404: {"description": "No such invoice (or not this key's), line or event"},
+                422: {"description": "A line without events (fee, discount, ...)"},
             },
         )
-        async def proof(request: Request, invoice_id: str, n: int, event_id: str) -> Response:
+        async def proof(
+            request: Request, invoice_id: str, n: LineNumber, event_id: str
+        ) -> Response:
             principal = await self._caller(request, "read", "GET proof")
             return _json(await self._read(self._proof, principal, invoice_id, n, event_id))
 
@@ -593,13 +615,14 @@ class BillingRoutes:
             "/v1/invoices/{invoice_id}/credit-notes",
             summary="Issue a credit note: void the invoice, or settle its late events now",
             status_code=201,
-            openapi_extra={"requestBody": _CREDIT_NOTE_BODY},
+            openapi_extra=json_body(CreditNoteRequest, "The credit note"),
             responses={
                 201: {"description": "{id, document, sha256}"},
                 400: {"description": "Malformed body or an empty reason"},
                 **_AUTH,
                 404: {"description": "No such invoice (or not this key's)"},
                 409: {"description": "Already void, or no late events to settle"},
+                413: {"description": "Body over 64 KiB"},
                 415: {"description": "Not a JSON body"},
             },
         )
@@ -614,6 +637,12 @@ class BillingRoutes:
                     accepted=[_JSON],
                 )
             body = await _read_body(request, CREDIT_NOTE_BYTES_MAX)
+            check_nesting(body)
+            field = nul_field(body)
+            if field is not None:
+                raise HttpError(
+                    400, "invalid_input", f"{field}: must not contain NUL (U+0000)", field=field
+                )
             try:
                 parsed = msgspec.json.decode(body, type=CreditNoteRequest)
             except msgspec.ValidationError as error:

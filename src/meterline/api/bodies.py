@@ -3,7 +3,9 @@
 Which shape a POST carries is decided by its media type alone (and ``ce-*`` headers for
 CloudEvents binary mode, whose body is JSON data when no content type is given); the
 decoder keeps every decimal digit; malformed JSON is reported with its byte position,
-line and column.
+line and column. Nesting deeper than ``JSON_NESTING_LEVELS_MAX`` is refused before
+anything decodes it (decoders recurse once per level, and a body of a thousand ``[``
+would exhaust the stack).
 """
 
 from __future__ import annotations
@@ -11,13 +13,15 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+from itertools import accumulate
 from typing import Any, Literal
 
 import msgspec
+import yaml
 
 from meterline.core.cloudevents import binary_mode_envelope, is_json_content_type
 from meterline.core.events import decode_exact
-from meterline.errors import MalformedJSON, UnsupportedContentType
+from meterline.errors import MalformedJSON, NestingTooDeep, UnsupportedContentType
 
 Shape = Literal["native", "cloudevents"]
 NATIVE_TYPES = ("application/json",)
@@ -25,6 +29,22 @@ CLOUDEVENT_TYPE = "application/cloudevents+json"
 CLOUDEVENT_BATCH_TYPE = "application/cloudevents-batch+json"
 ACCEPTED_TYPES = (*NATIVE_TYPES, CLOUDEVENT_TYPE, CLOUDEVENT_BATCH_TYPE)
 _BYTE_POSITION = re.compile(r"\(byte (\d+)\)")
+
+JSON_NESTING_LEVELS_MAX = 64
+"""The deepest nesting of arrays and objects a JSON body may have, in levels: ``[]`` is one
+level, a batch of events with nested properties ``[{"properties": {"a": [1]}}]`` is four."""
+
+YAML_NESTING_LEVELS_MAX = 64
+"""The deepest nesting of mappings and sequences a YAML body (the pricing file) may have,
+in levels: the top mapping is one, ``plans: [{versions: [{prices: [...]}]}]`` is six."""
+
+_YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+_YAML_OPEN = (yaml.MappingStartEvent, yaml.SequenceStartEvent)
+_YAML_CLOSE = (yaml.MappingEndEvent, yaml.SequenceEndEvent)
+
+_NOT_STRUCTURE = bytes(byte for byte in range(256) if byte not in b'"[]{}')
+_LEVEL_STEP = {ord("["): 1, ord("{"): 1, ord("]"): -1, ord("}"): -1}
+_SHALLOW_ROUNDS = 4
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,8 +59,107 @@ def media_type(content_type: str | None) -> str:
     return (content_type or "").split(";", 1)[0].strip().lower()
 
 
+def _structure(body: bytes) -> bytes:
+    """The brackets and braces of ``body`` outside its strings, in order."""
+    if b"\\" in body:
+        # escapes first: an escaped backslash, then an escaped quote, never end a string
+        body = body.replace(b"\\\\", b"").replace(b'\\"', b"")
+    # Keep quotes and brackets only. Two adjacent quotes are an empty string, or the end
+    # of one string and the start of the next with nothing between: dropping them changes
+    # no bracket's place inside or outside a string.
+    kept = body.translate(None, _NOT_STRUCTURE).replace(b'""', b"")
+    if b'"' in kept:
+        kept = b"".join(kept.split(b'"')[0::2])  # the even parts are outside strings
+    return kept
+
+
+def nesting_levels(body: bytes) -> int:
+    """How deeply the arrays and objects of the JSON text ``body`` nest (0 for a scalar),
+    read from its bytes without decoding it. Malformed text gives some number; the
+    decoder reports what is wrong with it."""
+    return max(accumulate(map(_LEVEL_STEP.__getitem__, _structure(body))), default=0)
+
+
+def check_nesting(body: bytes, limit: int = JSON_NESTING_LEVELS_MAX) -> None:
+    """Refuse (``NestingTooDeep``) a JSON body nested deeper than ``limit`` levels."""
+    if len(body) <= limit:
+        return  # cannot nest deeper than it has bytes
+    structure = _structure(body)
+    # Fast path: a shallow document empties in a few rounds of removing innermost pairs
+    # (each round removes one or two levels), far cheaper than counting every bracket.
+    rest = structure
+    for _ in range(min(_SHALLOW_ROUNDS, limit // 2)):
+        shorter = rest.replace(b"[]", b"").replace(b"{}", b"")
+        if len(shorter) == len(rest):
+            break
+        rest = shorter
+    if not rest:
+        return
+    levels = max(accumulate(map(_LEVEL_STEP.__getitem__, structure)), default=0)
+    if levels > limit:
+        raise NestingTooDeep(
+            f"JSON nests arrays and objects {levels} levels deep;"
+            f" the limit is {limit} (JSON_NESTING_LEVELS_MAX)"
+        )
+
+
+def check_yaml_nesting(text: str, limit: int = YAML_NESTING_LEVELS_MAX) -> None:
+    """Refuse (``NestingTooDeep``) YAML nested deeper than ``limit`` levels, read from the
+    parser's events (the parser keeps its own stack; only building the document
+    recurses). Malformed YAML passes: the configuration reader says where it is wrong."""
+    levels = 0
+    try:
+        for event in yaml.parse(text, Loader=_YAML_LOADER):
+            if isinstance(event, _YAML_OPEN):
+                levels += 1
+                if levels > limit:
+                    raise NestingTooDeep(
+                        f"YAML nests mappings and sequences more than {limit} levels deep;"
+                        f" the limit is {limit} (YAML_NESTING_LEVELS_MAX)"
+                    )
+            elif isinstance(event, _YAML_CLOSE):
+                levels -= 1
+    except yaml.YAMLError:
+        return
+
+
+def nul_field(body: bytes) -> str | None:
+    """Where the JSON text ``body`` has a string (or key) holding NUL (U+0000), as a path
+    like ``reason`` or ``scope[2]``; None if it has none (or is not JSON). PostgreSQL
+    cannot store NUL in text, so the API refuses it in every body but the events'
+    (``core.events`` answers for those, per event). Call after ``check_nesting``."""
+    if b"\\u0000" not in body:
+        return None
+    try:
+        document = msgspec.json.decode(body)
+    except msgspec.DecodeError:
+        return None
+    return _nul_path(document, "")
+
+
+def _nul_path(value: Any, path: str) -> str | None:
+    if type(value) is str:
+        return (path or "body") if "\x00" in value else None
+    if type(value) is list:
+        for index, item in enumerate(value):
+            found = _nul_path(item, f"{path}[{index}]")
+            if found is not None:
+                return found
+    elif type(value) is dict:
+        for key, item in value.items():
+            name = f"{path}.{key}" if path else key
+            if "\x00" in key:
+                return name
+            found = _nul_path(item, name)
+            if found is not None:
+                return found
+    return None
+
+
 def decode_json(body: bytes) -> Any:
-    """Decode ``body`` exactly, or raise ``MalformedJSON`` with the position."""
+    """Decode ``body`` exactly, or raise ``MalformedJSON`` with the position
+    (``NestingTooDeep`` past ``JSON_NESTING_LEVELS_MAX``)."""
+    check_nesting(body)
     try:
         return decode_exact(body)
     except msgspec.DecodeError as error:

@@ -9,7 +9,7 @@ shares): reading the ledger needs ``read``; granting, voiding and adjusting need
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 import msgspec
 from fastapi import APIRouter, Request
@@ -25,6 +25,16 @@ from meterline.api.billing_routes import (
     _no_contract,
     _read_body,
 )
+from meterline.api.bodies import check_nesting, nul_field
+from meterline.api.openapi import (
+    AMOUNT_FRACTION_DIGITS_MAX,
+    AMOUNT_INTEGER_DIGITS_MAX,
+    DECIMAL,
+    Amount,
+    Instant,
+    Reason,
+    json_body,
+)
 from meterline.core.events import decode_exact
 from meterline.core.money import to_decimal
 from meterline.keys import Principal
@@ -34,26 +44,47 @@ _JSON = "application/json"
 
 
 class GrantRequest(msgspec.Struct, forbid_unknown_fields=True):
+    """Credit to grant: a credit type of the pricing file (or a currency code)."""
+
     credit_type: str
-    amount: str
-    reason: str
-    paid: str = "0"
-    priority: int = 50
-    effective: str | None = None
-    expires: str | None = None
-    scope: list[str] = []
+    amount: Annotated[Amount, msgspec.Meta(description="Above zero")]
+    reason: Reason
+    paid: Annotated[Amount, msgspec.Meta(description="What the customer pays; 0 if free")] = "0"
+    priority: Annotated[
+        int,
+        msgspec.Meta(
+            description="Lower burns first (0 to 1000)",
+            extra_json_schema={"minimum": 0, "maximum": 1000},
+        ),
+    ] = 50
+    effective: Instant | None = None
+    expires: Instant | None = None
+    scope: Annotated[list[str], msgspec.Meta(description="Meters it pays for; all if empty")] = []
 
 
 class VoidRequest(msgspec.Struct, forbid_unknown_fields=True):
-    reason: str
+    """Why the grant is voided."""
+
+    reason: Reason
 
 
 class AdjustmentRequest(msgspec.Struct, forbid_unknown_fields=True):
-    amount: str
-    reason: str
+    """A signed change to a grant's balance, not zero."""
+
+    amount: Amount
+    reason: Reason
 
 
 def _amount(value: str, name: str) -> Any:
+    if not DECIMAL.fullmatch(value):
+        raise HttpError(
+            400,
+            "invalid_input",
+            f"{name}: {value[:64]!r} is not an amount like 12.50 (a decimal string, at most"
+            f" {AMOUNT_INTEGER_DIGITS_MAX} digits before the point and"
+            f" {AMOUNT_FRACTION_DIGITS_MAX} after)",
+            field=name,
+        )
     try:
         return to_decimal(value, name)
     except (ValueError, TypeError) as error:
@@ -61,12 +92,23 @@ def _amount(value: str, name: str) -> Any:
 
 
 def _decode(body: bytes, kind: type[Any]) -> Any:
+    check_nesting(body)
+    refuse_nul(body)
     try:
         return msgspec.json.decode(body, type=kind)
     except msgspec.ValidationError as error:
         raise HttpError(400, "invalid_input", f"body: {error}") from None
     except msgspec.DecodeError as error:
         raise HttpError(400, "malformed_json", f"body: {error}") from None
+
+
+def refuse_nul(body: bytes) -> None:
+    """400 naming the first field of a JSON body whose text holds NUL (U+0000)."""
+    field = nul_field(body)
+    if field is not None:
+        raise HttpError(
+            400, "invalid_input", f"{field}: must not contain NUL (U+0000)", field=field
+        )
 
 
 async def _json_body(request: Request, kind: type[Any]) -> Any:
@@ -138,17 +180,26 @@ class CreditRoutes:
     def _add_routes(self) -> None:
         router, routes = self.router, self.routes
         errors: dict[int | str, dict[str, Any]] = {
-            400: {"description": "A field is invalid (the message names it)"},
-            401: {"description": "Missing or invalid API key"},
             403: {"description": "Key lacks the scope"},
             404: {"description": "No such customer or grant (or not this key's)"},
             409: {"description": "The request contradicts the ledger (e.g. already void)"},
+        }
+        writes: dict[int | str, dict[str, Any]] = {
+            **errors,
+            400: {"description": "Malformed JSON, a wrong or unknown field, a bad amount"},
+            413: {"description": f"Body over {CREDIT_BODY_BYTES_MAX // 1024} KiB"},
+            415: {"description": "Not a JSON body"},
+            422: {"description": "The request breaks a rule (the message names the field)"},
         }
 
         @router.get(
             "/v1/customers/{customer}/credits",
             summary="The customer's credit ledger: balances per grant and every entry",
-            responses={200: {"description": "{grants, totals, entries, as_of}"}, **errors},
+            responses={
+                200: {"description": "{grants, totals, entries, as_of}"},
+                400: {"description": "`as_of` is not an RFC 3339 timestamp with a zone"},
+                **errors,
+            },
         )
         async def get_credits(
             request: Request,
@@ -163,7 +214,8 @@ class CreditRoutes:
             "/v1/customers/{customer}/credits",
             summary="Grant credit (a paid grant is invoiced at once)",
             status_code=201,
-            responses={201: {"description": "{grant, ..., invoice}"}, **errors},
+            openapi_extra=json_body(GrantRequest, "The grant"),
+            responses={201: {"description": "{grant, ..., invoice}"}, **writes},
         )
         async def grant(request: Request, customer: str) -> Response:
             principal = await routes._caller(request, "admin", "POST credits")
@@ -173,7 +225,8 @@ class CreditRoutes:
         @router.post(
             "/v1/customers/{customer}/credits/{grant_id}/void",
             summary="Void a grant from now on (its balance leaves; nothing is deleted)",
-            responses={200: {"description": "{grant, voided_at_us, reason}"}, **errors},
+            openapi_extra=json_body(VoidRequest, "Why"),
+            responses={200: {"description": "{grant, voided_at_us, reason}"}, **writes},
         )
         async def void(request: Request, customer: str, grant_id: str) -> Response:
             principal = await routes._caller(request, "admin", "POST void")
@@ -186,7 +239,8 @@ class CreditRoutes:
             "/v1/customers/{customer}/credits/{grant_id}/adjustments",
             summary="Adjust a grant's balance by hand, with a reason",
             status_code=201,
-            responses={201: {"description": "{grant, amount, at_us, reason}"}, **errors},
+            openapi_extra=json_body(AdjustmentRequest, "The adjustment"),
+            responses={201: {"description": "{grant, amount, at_us, reason}"}, **writes},
         )
         async def adjust(request: Request, customer: str, grant_id: str) -> Response:
             principal = await routes._caller(request, "admin", "POST adjustment")
@@ -198,7 +252,11 @@ class CreditRoutes:
         @router.post(
             "/v1/invoices/thresholds",
             summary="Bill now every customer whose unbilled usage reached its threshold",
-            responses={200: {"description": "{finalized: [invoice ids]}"}, **errors},
+            responses={
+                200: {"description": "{finalized: [invoice ids]}"},
+                403: {"description": "Key lacks the admin scope, or is bound to a customer"},
+                409: {"description": "No pricing applied"},
+            },
         )
         async def thresholds(request: Request) -> Response:
             await routes._caller(request, "admin", "POST thresholds", unbound=True)

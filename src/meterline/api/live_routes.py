@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 from decimal import Decimal
-from typing import Any
+from typing import Annotated, Any
 
 import msgspec
 from anyio import to_thread
@@ -26,11 +26,13 @@ from fastapi.responses import Response, StreamingResponse
 
 from meterline.api.billing_routes import HttpError, _json, _no_contract
 from meterline.api.credit_routes import _amount, _json_body
+from meterline.api.openapi import Amount, Reason, json_body
 from meterline.core.events import format_timestamp
 from meterline.keys import Principal
 from meterline.live.controls import OverrideError, firing_document
 from meterline.live.link import LiveLink
 
+OVERRIDE_KINDS = ("unblock", "extend", "grant")
 HEARTBEAT_S = 5.0
 """The longest silence on the access stream (the gate's heartbeat timeout is 15 s)."""
 STREAM_QUEUE_MAX = 10_000
@@ -40,12 +42,34 @@ _ENCODER = msgspec.json.Encoder(decimal_format="number")
 
 
 class OverrideRequest(msgspec.Struct, forbid_unknown_fields=True):
-    kind: str
-    reason: str
+    """Finance's manual action: ``unblock`` (one policy's block, or all), ``extend``
+    (raise ``policy``'s limit by ``amount``) or ``grant`` (``amount`` of ``credit_type``,
+    invoiced when ``paid``)."""
+
+    kind: Annotated[str, msgspec.Meta(extra_json_schema={"enum": list(OVERRIDE_KINDS)})]
+    reason: Reason
     policy: str | None = None
-    amount: str | None = None
+    amount: Amount | None = None
     credit_type: str | None = None
-    paid: str = "0"
+    paid: Amount = "0"
+
+
+class EventStream(StreamingResponse):
+    """A Server-Sent Events answer (its media type, for the OpenAPI document)."""
+
+    media_type = "text/event-stream"
+
+
+_SSE_EVENT: dict[str, Any] = {
+    "title": "AccessEvent",
+    "description": "One Server-Sent Event; `data` is a JSON object",
+    "type": "object",
+    "required": ["event", "data"],
+    "properties": {
+        "event": {"enum": ["snapshot", "change", "heartbeat"]},
+        "data": {"type": "string", "contentMediaType": "application/json"},
+    },
+}
 
 
 def _event(name: str, data: dict[str, Any]) -> bytes:
@@ -112,7 +136,17 @@ class LiveRoutes:
     def _add_routes(self) -> None:
         router = self.router
 
-        @router.get("/v1/access/stream", summary="Access decisions, pushed (Server-Sent Events)")
+        @router.get(
+            "/v1/access/stream",
+            summary="Access decisions, pushed (Server-Sent Events)",
+            response_class=EventStream,
+            responses={
+                200: {
+                    "description": "`snapshot`, then `change` and `heartbeat` events",
+                    "content": {"text/event-stream": {"schema": _SSE_EVENT}},
+                }
+            },
+        )
         async def access_stream(request: Request) -> StreamingResponse:
             principal = await self.principal_of(request)
             only = principal.customer
@@ -152,13 +186,16 @@ class LiveRoutes:
                     if listener in self.link.listeners:
                         self.link.listeners.remove(listener)
 
-            return StreamingResponse(
+            return EventStream(
                 events(),
-                media_type="text/event-stream",
                 headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
             )
 
-        @router.get("/v1/access/{customer}", summary="May this customer use this feature now?")
+        @router.get(
+            "/v1/access/{customer}",
+            summary="May this customer use this feature now?",
+            responses={404: {"description": "Not this key's customer"}},
+        )
         async def access(request: Request, customer: str, feature: str | None = None) -> Response:
             if self.principal_inline is not None:
                 principal = self.principal_inline(request)
@@ -167,7 +204,14 @@ class LiveRoutes:
             self._own(principal, customer)
             return _json(self.link.access(customer, feature))
 
-        @router.get("/v1/live", summary="The live engine: its worker, progress and restarts")
+        @router.get(
+            "/v1/live",
+            summary="The live engine: its worker, progress and restarts",
+            responses={
+                403: {"description": "Key lacks the read scope, or is bound to a customer"},
+                503: {"description": "The live worker is not answering"},
+            },
+        )
         async def status(request: Request) -> Response:
             principal = await self.principal_of(request)
             principal.require("read", "GET /v1/live")
@@ -175,7 +219,15 @@ class LiveRoutes:
                 raise HttpError(403, "forbidden", "the live engine's status is not a customer's")
             return _json(await to_thread.run_sync(self.link.status))
 
-        @router.get("/v1/live/{customer}", summary="A customer's live figures for this period")
+        @router.get(
+            "/v1/live/{customer}",
+            summary="A customer's live figures for this period",
+            responses={
+                403: {"description": "Key lacks the read scope"},
+                404: {"description": "No contract in force (or not this key's customer)"},
+                503: {"description": "The live worker is not answering"},
+            },
+        )
         async def live(request: Request, customer: str) -> Response:
             principal = await self.principal_of(request)
             principal.require("read", "GET /v1/live")
@@ -185,7 +237,11 @@ class LiveRoutes:
                 raise _no_contract(customer)
             return _json(document)
 
-        @router.get("/v1/controls/firings", summary="Every control firing, oldest first")
+        @router.get(
+            "/v1/controls/firings",
+            summary="Every control firing, oldest first",
+            responses={403: {"description": "Key lacks the read scope"}},
+        )
         async def firings(request: Request, customer: str | None = None) -> Response:
             principal = await self.principal_of(request)
             principal.require("read", "GET /v1/controls/firings")
@@ -209,6 +265,16 @@ class LiveRoutes:
             "/v1/customers/{customer}/overrides",
             status_code=201,
             summary="Unblock, extend a limit or grant credits, with a reason",
+            openapi_extra=json_body(OverrideRequest, "The override"),
+            responses={
+                400: {"description": "Malformed JSON, a wrong or unknown field, a bad amount"},
+                403: {"description": "Key lacks the admin scope"},
+                404: {"description": "Not this key's customer"},
+                413: {"description": "Body over 64 KiB"},
+                415: {"description": "Not a JSON body"},
+                422: {"description": "The override breaks a rule (the message names the field)"},
+                503: {"description": "The live worker is not answering"},
+            },
         )
         async def override(request: Request, customer: str) -> Response:
             principal = await self.principal_of(request)
@@ -218,7 +284,14 @@ class LiveRoutes:
             document = await to_thread.run_sync(self._override, principal, customer, body)
             return _json(document, 201)
 
-        @router.get("/v1/customers/{customer}/overrides", summary="Overrides, oldest first")
+        @router.get(
+            "/v1/customers/{customer}/overrides",
+            summary="Overrides, oldest first",
+            responses={
+                403: {"description": "Key lacks the read scope"},
+                404: {"description": "Not this key's customer"},
+            },
+        )
         async def overrides(request: Request, customer: str) -> Response:
             principal = await self.principal_of(request)
             principal.require("read", "GET /v1/customers/{customer}/overrides")

@@ -19,9 +19,14 @@ from fastapi.responses import Response
 
 from meterline.api.billing_routes import HttpError, _json, _unbound
 from meterline.api.credit_routes import _json_body
+from meterline.api.openapi import NO_NUL
 from meterline.keys import Principal
-from meterline.ledger.webhooks import DELIVERIES_PAGE_MAX
+from meterline.ledger.webhooks import DELIVERIES_PAGE_MAX, DELIVERY_STATUSES
 from meterline.live.webhooks import (
+    ALL_KINDS,
+    DESCRIPTION_LENGTH_MAX,
+    URL_LENGTH_MAX,
+    WEBHOOK_KINDS,
     EndpointDisabled,
     WebhookError,
     WebhookNotFound,
@@ -40,10 +45,25 @@ _SUBSCRIBE_BODY: dict[str, Any] = {
             "schema": {
                 "type": "object",
                 "required": ["url", "kinds"],
+                "additionalProperties": False,
                 "properties": {
-                    "url": {"type": "string", "format": "uri"},
-                    "kinds": {"type": "array", "items": {"type": "string"}},
-                    "description": {"type": "string"},
+                    "url": {
+                        "type": "string",
+                        "maxLength": URL_LENGTH_MAX,
+                        "pattern": "^[hH][tT][tT][pP][sS]?://[^\\u0000]*$",
+                        "description": "http:// or https://, with a host and no credentials",
+                    },
+                    "kinds": {
+                        "type": "array",
+                        "minItems": 1,
+                        "items": {"enum": [*WEBHOOK_KINDS, ALL_KINDS]},
+                        "description": "The kinds to receive; `*` for every kind",
+                    },
+                    "description": {
+                        "type": "string",
+                        "maxLength": DESCRIPTION_LENGTH_MAX,
+                        "pattern": NO_NUL,
+                    },
                 },
             }
         }
@@ -163,15 +183,28 @@ class WebhookRoutes:
             responses={
                 200: {"description": "{deliveries: [{..., attempts: [...], event: {...}}]}"},
                 **_ERRORS,
+                400: {"description": "`limit` is not an integer"},
                 404: {"description": "No such endpoint"},
-                422: {"description": "A bad `status` or `limit`"},
+                422: {"description": "A bad `status` or `limit` (`field` names it)"},
             },
         )
         async def list_deliveries(
             request: Request,
             endpoint: Annotated[str | None, Query(description="only this endpoint's")] = None,
-            status: Annotated[str | None, Query(description="pending, delivered or failed")] = None,
-            limit: Annotated[int, Query(description=f"1 to {DELIVERIES_PAGE_MAX}")] = 100,
+            status: Annotated[
+                str | None,
+                Query(
+                    description="pending, delivered or failed",
+                    json_schema_extra={"enum": list(DELIVERY_STATUSES)},
+                ),
+            ] = None,
+            limit: Annotated[
+                int,
+                Query(
+                    description=f"1 to {DELIVERIES_PAGE_MAX}",
+                    json_schema_extra={"minimum": 1, "maximum": DELIVERIES_PAGE_MAX},
+                ),
+            ] = 100,
         ) -> Response:
             await self._admin(request, "GET /v1/webhooks/deliveries")
             deliveries = await self._call(self._deliveries, endpoint, status, limit)

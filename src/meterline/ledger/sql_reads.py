@@ -12,7 +12,13 @@ from typing import Any
 
 from meterline.core.chain import GENESIS_HASH, Checkpoint, StoredRecord
 from meterline.ledger.database import open_connection, stream_rows
-from meterline.ledger.store import SCAN_ROWS_MAX, EventPage, EventQuery, StoredEvent
+from meterline.ledger.store import (
+    SCAN_ROWS_MAX,
+    SEQUENCE_MAX,
+    EventPage,
+    EventQuery,
+    StoredEvent,
+)
 
 
 class SqlLedgerReads:
@@ -62,7 +68,7 @@ class SqlLedgerReads:
 
     def query(self, query: EventQuery) -> EventPage:
         head_sequence = self.head()[0]
-        window_end = query.after_sequence + SCAN_ROWS_MAX
+        window_end = min(query.after_sequence + SCAN_ROWS_MAX, SEQUENCE_MAX)
         clauses = ["sequence > ?", "sequence <= ?"]
         parameters: list[object] = [query.after_sequence, window_end]
         for clause, value in (

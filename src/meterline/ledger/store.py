@@ -37,6 +37,10 @@ def check_dedup_key(value: object) -> DedupKey:
         raise ValueError(f"dedup_key must be one of {', '.join(DEDUP_KEYS)}, got {value!r}")
     return value
 
+SEQUENCE_MAX = 2**63 - 1
+"""The largest ledger sequence either store can hold (a signed 64-bit integer); a cursor
+past it is refused."""
+
 
 @dataclass(frozen=True, slots=True)
 class EventQuery:
@@ -52,8 +56,8 @@ class EventQuery:
     def __post_init__(self) -> None:
         if not 1 <= self.limit <= PAGE_EVENTS_MAX:
             raise ValueError(f"limit must be between 1 and {PAGE_EVENTS_MAX}")
-        if self.after_sequence < 0:
-            raise ValueError("after must not be negative")
+        if not 0 <= self.after_sequence <= SEQUENCE_MAX:
+            raise ValueError(f"after must be between 0 and {SEQUENCE_MAX}")
         if self.start_us is not None and self.end_us is not None and self.end_us < self.start_us:
             raise ValueError("end must not be before start")
 

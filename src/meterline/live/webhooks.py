@@ -113,8 +113,12 @@ def allow_private_from_environment() -> bool:
 
 
 def resolve_host(host: str, port: int) -> list[str]:
-    """Every address ``host`` resolves to for a TCP connection, in the resolver's order."""
-    found = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    """Every address ``host`` resolves to for a TCP connection, in the resolver's order;
+    ``OSError`` when it does not resolve, or is no host name at all (too long a label)."""
+    try:
+        found = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except UnicodeError as error:  # the IDNA codec refuses it before any lookup
+        raise OSError(f"not a valid host name ({error})") from error
     return list(dict.fromkeys(str(info[4][0]) for info in found))
 
 

@@ -1,0 +1,164 @@
+"""Every error answer in one shape, the ones no handler raised included.
+
+The shape is ``{"error": {"code", "message", ...}}`` (``ERROR_SCHEMA`` in
+``meterline.api.openapi``). An unknown route is 404 ``not_found`` and a known one asked
+with another method 405 ``method_not_allowed`` (with ``Allow``), in that shape. An
+exception nothing expected becomes a 500 ``internal_error`` naming an incident id and
+nothing of the server's insides, and one log record on ``meterline.api`` (one JSON line
+under ``meterline.logs``) with the route, method, error type and message, the incident
+id and the traceback.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from collections.abc import Iterable, Iterator, Mapping
+from typing import Any
+
+import msgspec
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+_ENCODER = msgspec.json.Encoder(decimal_format="number")
+_HTTP_CODES = {404: "not_found", 405: "method_not_allowed"}
+
+log = logging.getLogger("meterline.api")
+
+
+def error_response(
+    status_code: int,
+    code: str,
+    message: str,
+    headers: Mapping[str, str] | None = None,
+    **extra: Any,
+) -> Response:
+    """An answer in the one error shape (401 always says ``WWW-Authenticate: Bearer``)."""
+    headers = dict(headers or {})
+    if status_code == 401:
+        headers.setdefault("WWW-Authenticate", "Bearer")
+    error = {"code": code, "message": message, **extra}
+    try:
+        body = _ENCODER.encode({"error": error})
+    except UnicodeEncodeError:  # a lone surrogate quoted from the input (YAML allows them)
+        body = _ENCODER.encode({"error": _printable(error)})
+    return Response(body, status_code, headers, media_type="application/json")
+
+
+def _printable(value: Any) -> Any:
+    """``value`` with every string made encodable: lone surrogates as ``\\udxxx``."""
+    if isinstance(value, str):
+        return value.encode("utf-8", "backslashreplace").decode("utf-8")
+    if isinstance(value, list | tuple):
+        return [_printable(item) for item in value]
+    if isinstance(value, dict):
+        return {_printable(key): _printable(item) for key, item in value.items()}
+    return value
+
+
+def _leaf_routes(routes: Iterable[Any], prefix: str = "") -> Iterator[tuple[str, Any]]:
+    """Every route with its include prefix, routers included by ``include_router`` opened
+    (FastAPI keeps them whole and matches them lazily)."""
+    for route in routes:
+        inner = getattr(route, "original_router", None)
+        if inner is not None:
+            context = getattr(route, "include_context", None)
+            yield from _leaf_routes(inner.routes, prefix + getattr(context, "prefix", ""))
+        else:
+            yield prefix, route
+
+
+def allowed_methods(request: Request) -> list[str]:
+    """The methods the resource at this request's path answers (Starlette's own ``Allow``
+    names those of the first route whose path matched). Where a literal route and a
+    templated one both match (``POST /v1/invoices/close``, ``GET /v1/invoices/{id}``),
+    the resource is the one with the fewest path parameters."""
+    path = request.scope.get("path", "")
+    found: dict[str, int] = {}
+    for prefix, route in _leaf_routes(request.app.router.routes):
+        pattern, methods = getattr(route, "path_regex", None), getattr(route, "methods", None)
+        if pattern is None or not methods or not path.startswith(prefix):
+            continue
+        if pattern.match(path[len(prefix) :]):
+            parameters = len(getattr(route, "param_convertors", {}))
+            for method in methods:
+                found[method] = min(parameters, found.get(method, parameters))
+    if not found:
+        return []
+    fewest = min(found.values())
+    return sorted(method for method, parameters in found.items() if parameters == fewest)
+
+
+async def http_exception(request: Request, error: Exception) -> Response:
+    """Starlette's own refusals (no such route, method not allowed) in the error shape."""
+    assert isinstance(error, HTTPException)
+    status = error.status_code
+    headers = dict(error.headers or {})
+    if status == 404:
+        message = f"no route {request.method} {request.url.path}"
+    elif status == 405:
+        allowed = ", ".join(allowed_methods(request)) or headers.get("Allow", "")
+        headers["Allow"] = allowed
+        message = f"{request.method} is not allowed on {request.url.path}; allowed: {allowed}"
+    else:
+        message = str(error.detail)
+    return error_response(status, _HTTP_CODES.get(status, "http_error"), message, headers)
+
+
+def route_of(scope: Scope) -> str:
+    """The route template a request matched (``/v1/access/{customer}``), or ``unmatched``."""
+    return getattr(scope.get("route"), "path", None) or "unmatched"
+
+
+def _innermost(error: BaseException) -> BaseException:
+    """The one exception inside single-member exception groups (anyio wraps some)."""
+    while isinstance(error, BaseExceptionGroup) and len(error.exceptions) == 1:
+        error = error.exceptions[0]
+    return error
+
+
+class UnexpectedErrors:
+    """ASGI middleware: an exception out of the app becomes one log record and a 500 in
+    the error shape. If the answer had already started (a stream), it is cut short: the
+    server closes the connection, and the record says so."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def tracked(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracked)
+        except Exception as raised:
+            error = _innermost(raised)
+            incident = secrets.token_hex(6)
+            log.error(
+                "unexpected error in a request",
+                exc_info=error,
+                extra={
+                    "route": route_of(scope),
+                    "method": scope["method"],
+                    "error_type": type(error).__name__,
+                    "error": str(error),
+                    "incident": incident,
+                    "answered": "cut short" if started else "500",
+                },
+            )
+            if started:
+                return
+            response = error_response(
+                500, "internal_error", f"unexpected server error; logged as incident {incident}"
+            )
+            await response(scope, receive, send)
