@@ -272,3 +272,13 @@ def test_bench_ingest_json_prints_every_figure() -> None:
     ):
         assert figures[name] > 0, name
     assert figures["events"] == 5000
+
+
+def test_apply_refuses_a_pricing_file_nested_too_deep(tmp_path: Path) -> None:
+    """`meterline apply` on 3,000 nested brackets exits 1 naming the limit, no traceback."""
+    deep = tmp_path / "deep.yaml"
+    deep.write_text("meters: " + "[" * 3000 + "]" * 3000 + "\n")
+    finished = meterline("apply", "-f", str(deep), "--db", str(tmp_path / "deep.db"))
+    assert finished.returncode != 0
+    assert "YAML_NESTING_LEVELS_MAX" in finished.stderr
+    assert "Traceback" not in finished.stderr + finished.stdout

@@ -141,3 +141,17 @@ def test_a_meter_declared_twice_is_refused() -> None:
     meter = BASE.split("plans:")[0].replace("meters:\n", "")
     problems = errors_of(BASE.replace("plans:", meter + "plans:", 1))
     assert any("meter 'tokens' is declared twice" in p for p in problems), problems
+
+
+def test_a_pricing_file_nested_past_the_limit_is_refused_before_it_is_built() -> None:
+    """3,000 nested sequences (flow style) name the limit instead of exhausting the stack."""
+    from meterline.config.source import YAML_NESTING_LEVELS_MAX, read_yaml
+
+    deep = "meters: " + "[" * 3000 + "]" * 3000
+    with pytest.raises(ConfigurationError) as raised:
+        read_yaml(deep, "deep.yaml")
+    assert f"deep.yaml: YAML nests mappings and sequences more than {YAML_NESTING_LEVELS_MAX}" in (
+        str(raised.value)
+    )
+    data, _ = read_yaml("meters: " + "[" * 10 + "]" * 10, "shallow.yaml")
+    assert data == {"meters": [[[[[[[[[[]]]]]]]]]]}

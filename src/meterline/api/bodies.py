@@ -17,8 +17,8 @@ from itertools import accumulate
 from typing import Any, Literal
 
 import msgspec
-import yaml
 
+from meterline.config.source import YAML_NESTING_LEVELS_MAX, yaml_too_deep
 from meterline.core.cloudevents import binary_mode_envelope, is_json_content_type
 from meterline.core.events import decode_exact
 from meterline.errors import MalformedJSON, NestingTooDeep, UnsupportedContentType
@@ -33,14 +33,6 @@ _BYTE_POSITION = re.compile(r"\(byte (\d+)\)")
 JSON_NESTING_LEVELS_MAX = 64
 """The deepest nesting of arrays and objects a JSON body may have, in levels: ``[]`` is one
 level, a batch of events with nested properties ``[{"properties": {"a": [1]}}]`` is four."""
-
-YAML_NESTING_LEVELS_MAX = 64
-"""The deepest nesting of mappings and sequences a YAML body (the pricing file) may have,
-in levels: the top mapping is one, ``plans: [{versions: [{prices: [...]}]}]`` is six."""
-
-_YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-_YAML_OPEN = (yaml.MappingStartEvent, yaml.SequenceStartEvent)
-_YAML_CLOSE = (yaml.MappingEndEvent, yaml.SequenceEndEvent)
 
 _NOT_STRUCTURE = bytes(byte for byte in range(256) if byte not in b'"[]{}')
 _LEVEL_STEP = {ord("["): 1, ord("{"): 1, ord("]"): -1, ord("}"): -1}
@@ -104,23 +96,11 @@ def check_nesting(body: bytes, limit: int = JSON_NESTING_LEVELS_MAX) -> None:
 
 
 def check_yaml_nesting(text: str, limit: int = YAML_NESTING_LEVELS_MAX) -> None:
-    """Refuse (``NestingTooDeep``) YAML nested deeper than ``limit`` levels, read from the
-    parser's events (the parser keeps its own stack; only building the document
-    recurses). Malformed YAML passes: the configuration reader says where it is wrong."""
-    levels = 0
-    try:
-        for event in yaml.parse(text, Loader=_YAML_LOADER):
-            if isinstance(event, _YAML_OPEN):
-                levels += 1
-                if levels > limit:
-                    raise NestingTooDeep(
-                        f"YAML nests mappings and sequences more than {limit} levels deep;"
-                        f" the limit is {limit} (YAML_NESTING_LEVELS_MAX)"
-                    )
-            elif isinstance(event, _YAML_CLOSE):
-                levels -= 1
-    except yaml.YAMLError:
-        return
+    """Refuse (``NestingTooDeep``) YAML nested deeper than ``limit`` levels
+    (``config.source.yaml_too_deep``, which the pricing reader applies too)."""
+    too_deep = yaml_too_deep(text, limit)
+    if too_deep is not None:
+        raise NestingTooDeep(too_deep)
 
 
 def nul_field(body: bytes) -> str | None:

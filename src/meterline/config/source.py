@@ -76,8 +76,40 @@ def _walk(
             _walk(item, f"{path}[{index}]", positions, duplicates)
 
 
+YAML_NESTING_LEVELS_MAX = 64
+"""The deepest nesting of mappings and sequences a pricing file may have, in levels: the
+top mapping is one, ``plans: [{versions: [{prices: [...]}]}]`` is six. Building a deeper
+document would recurse past Python's stack."""
+
+_YAML_EVENTS_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+def yaml_too_deep(text: str, limit: int = YAML_NESTING_LEVELS_MAX) -> str | None:
+    """Why ``text`` nests too deep (None when it does not), read from the parser's events
+    (the parser keeps its own stack; only building the document recurses). Malformed YAML
+    passes: ``read_yaml`` says where it is wrong."""
+    levels = 0
+    try:
+        for event in yaml.parse(text, Loader=_YAML_EVENTS_LOADER):
+            if isinstance(event, (yaml.MappingStartEvent, yaml.SequenceStartEvent)):
+                levels += 1
+                if levels > limit:
+                    return (
+                        f"YAML nests mappings and sequences more than {limit} levels deep;"
+                        f" the limit is {limit} (YAML_NESTING_LEVELS_MAX)"
+                    )
+            elif isinstance(event, (yaml.MappingEndEvent, yaml.SequenceEndEvent)):
+                levels -= 1
+    except yaml.YAMLError:
+        return None
+    return None
+
+
 def read_yaml(text: str, name: str = "pricing.yaml") -> tuple[Any, dict[str, int]]:
     """``text`` as plain data and the line of each path; invalid YAML raises with its line."""
+    too_deep = yaml_too_deep(text)
+    if too_deep is not None:
+        raise ConfigurationError([f"{name}: {too_deep}"])
     try:
         node = yaml.compose(text, Loader=_ExactLoader)
         data = yaml.load(text, Loader=_ExactLoader)
