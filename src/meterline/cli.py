@@ -596,10 +596,11 @@ def credits_grant(
 ) -> None:
     """Grant credit to a customer; a paid grant is invoiced at once."""
     from meterline.billing.service import BillingError, open_billing
-    from meterline.core.money import MoneyError, to_decimal
+    from meterline.core.money import MoneyError, to_bounded_amount
 
     try:
-        units, price = to_decimal(amount, "--amount"), to_decimal(paid, "--paid")
+        units = to_bounded_amount(amount, "--amount")
+        price = to_bounded_amount(paid, "--paid")
     except MoneyError as error:
         raise _fail(str(error)) from None
     with open_billing(db) as billing:
@@ -651,10 +652,10 @@ def credits_adjust(
 ) -> None:
     """Adjust a grant's balance by hand, with a reason."""
     from meterline.billing.service import BillingError, open_billing
-    from meterline.core.money import MoneyError, to_decimal
+    from meterline.core.money import MoneyError, to_bounded_amount
 
     try:
-        units = to_decimal(amount, "--amount")
+        units = to_bounded_amount(amount, "--amount")
     except MoneyError as error:
         raise _fail(str(error)) from None
     with open_billing(db) as billing:

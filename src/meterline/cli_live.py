@@ -259,10 +259,10 @@ def _override(db: str, customer: str, kind: str, reason: str, **fields: object) 
 
 
 def _amount(value: str, name: str) -> object:
-    from meterline.core.money import MoneyError, to_decimal
+    from meterline.core.money import MoneyError, to_bounded_amount
 
     try:
-        return to_decimal(value, name)
+        return to_bounded_amount(value, name)
     except MoneyError as error:
         raise _fail(str(error)) from None
 

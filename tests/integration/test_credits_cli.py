@@ -286,6 +286,8 @@ def test_adjust_takes_and_gives_with_a_reason(db: Location) -> None:
         (("--amount", "1.5.2"), 2, "--amount"),
         (("--amount", "lots"), 2, "--amount"),
         (("--amount", "NaN"), 2, "--amount"),
+        (("--amount", "1e100"), 2, "--amount"),
+        (("--paid", "0.0000000000001"), 2, "--paid"),
         (("--paid", "ten"), 2, "--paid"),
         (("--type", "gems"), 1, "credit_type"),
         (("--amount", "0"), 1, "amount"),

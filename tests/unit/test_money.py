@@ -177,3 +177,18 @@ def test_a_custom_unit_and_a_quantity_parse_back_exactly(value: D, exponent: int
         assert not shown.endswith("0") or "." not in shown  # trailing zeros trimmed
         integral = shown.lstrip("-").partition(".")[0]
         assert integral == f"{int(integral.replace(',', '')):,}"  # separated by thousands
+
+
+def test_a_typed_amount_stays_within_the_digits_money_can_carry() -> None:
+    """18 digits before the point and 12 after pass; one more either side, or an exponent
+    past them, is refused naming the field."""
+    from meterline.core.money import MoneyError, to_bounded_amount
+
+    assert to_bounded_amount("999999999999999999.999999999999", "--amount") == D(
+        "999999999999999999.999999999999"
+    )
+    assert to_bounded_amount("-100.50", "--amount") == D("-100.50")
+    assert to_bounded_amount("0", "--paid") == 0
+    for bad in ("1000000000000000000", "0.0000000000001", "1e100", "1E-20"):
+        with pytest.raises(MoneyError, match=r"--amount: .* out of range"):
+            to_bounded_amount(bad, "--amount")

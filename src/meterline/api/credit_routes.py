@@ -27,8 +27,6 @@ from meterline.api.billing_routes import (
 )
 from meterline.api.bodies import check_nesting, nul_field
 from meterline.api.openapi import (
-    AMOUNT_FRACTION_DIGITS_MAX,
-    AMOUNT_INTEGER_DIGITS_MAX,
     DECIMAL,
     Amount,
     Instant,
@@ -36,7 +34,11 @@ from meterline.api.openapi import (
     json_body,
 )
 from meterline.core.events import decode_exact
-from meterline.core.money import to_decimal
+from meterline.core.money import (
+    AMOUNT_FRACTION_DIGITS_MAX,
+    AMOUNT_INTEGER_DIGITS_MAX,
+    to_decimal,
+)
 from meterline.keys import Principal
 
 CREDIT_BODY_BYTES_MAX = 64 * 1024

@@ -28,6 +28,7 @@ from fastapi import FastAPI
 
 from meterline.api.bodies import JSON_NESTING_LEVELS_MAX
 from meterline.core.limits import IngestLimits
+from meterline.core.money import AMOUNT_FRACTION_DIGITS_MAX, AMOUNT_INTEGER_DIGITS_MAX
 from meterline.core.outcomes import BatchOutcome
 
 SECURITY_SCHEME = "apiKey"
@@ -103,8 +104,6 @@ ERROR_SCHEMA: dict[str, Any] = {
     },
 }
 
-AMOUNT_INTEGER_DIGITS_MAX = 18
-AMOUNT_FRACTION_DIGITS_MAX = 12
 DECIMAL = re.compile(
     rf"-?[0-9]{{1,{AMOUNT_INTEGER_DIGITS_MAX}}}(\.[0-9]{{1,{AMOUNT_FRACTION_DIGITS_MAX}}})?"
 )

@@ -96,6 +96,31 @@ def to_decimal(value: object, field: str = "amount") -> Decimal:
     raise MoneyError(f"{field}: expected a decimal number, got {type(value).__name__}")
 
 
+AMOUNT_INTEGER_DIGITS_MAX = 18
+AMOUNT_FRACTION_DIGITS_MAX = 12
+"""An amount a person types (a grant, an adjustment, a price paid): at most 18 digits
+before the point and 12 after. Money arithmetic carries 60 digits and refuses to round,
+so a longer amount would make every later balance of its customer fail."""
+
+
+def to_bounded_amount(value: object, field: str = "amount") -> Decimal:
+    """``value`` as ``to_decimal`` reads it, within ``AMOUNT_INTEGER_DIGITS_MAX`` digits
+    before the point and ``AMOUNT_FRACTION_DIGITS_MAX`` after; else ``MoneyError``."""
+    amount = to_decimal(value, field)
+    _sign, digits, exponent = amount.as_tuple()
+    if not isinstance(exponent, int):  # to_decimal refused non-finite values already
+        raise MoneyError(f"{field}: {value!r} is not a finite number")
+    fraction = max(-exponent, 0)
+    integer = max(len(digits) + exponent, 0) if amount else 0
+    if integer > AMOUNT_INTEGER_DIGITS_MAX or fraction > AMOUNT_FRACTION_DIGITS_MAX:
+        raise MoneyError(
+            f"{field}: {str(value)[:64]!r} is out of range: at most"
+            f" {AMOUNT_INTEGER_DIGITS_MAX} digits before the point and"
+            f" {AMOUNT_FRACTION_DIGITS_MAX} after"
+        )
+    return amount
+
+
 def minor_units(currency: str) -> int:
     """Digits after the decimal point in ``currency``'s smallest unit."""
     try:
