@@ -41,6 +41,8 @@ characters (U+0000-U+001F) and lone surrogates."""
 _TEXT_FORBIDDEN = re.compile("[\x00\ud800-\udfff]")
 """What no property name or string value may contain: NUL and lone surrogates."""
 _ESCAPED_NUL = b"\\u0000"
+_INTEGER_BOUND = 10**DEFAULT_LIMITS.number_integer_digits_max
+"""The default limits' integer bound, computed once (the fast path compares with it)."""
 
 
 class FieldError(msgspec.Struct, frozen=True):
@@ -248,7 +250,7 @@ def prepare_event(
         or not event_type.isprintable()
     ):
         return prepare_event_checked(raw, now_us, limits)
-    bound = 10**limits.number_integer_digits_max
+    bound = _INTEGER_BOUND if limits is DEFAULT_LIMITS else 10**limits.number_integer_digits_max
     for key, value in properties.items():
         kind = type(value)
         if type(key) is not str:
