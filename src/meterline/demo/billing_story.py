@@ -210,11 +210,14 @@ def _tell_unbillable(billing: Billing, console: Console, failed: Sequence[object
     """What no invoice can bill is reported, never dropped or counted as zero."""
     report = billing.unbillable().as_dict()
     reasons = ", ".join(f"{count:,} {reason}" for reason, count in report["reasons"].items())
-    customers = ", ".join(row["customer"] for row in report["customers"]) or "nobody"
+    names = [row["customer"] for row in report["customers"]]
+    why = ["cyberdyne-ops's agents ran before its contract started on the 8th"]
+    if "wonka-marketing" in names:
+        why.append("wonka-marketing's contract starts at midnight in New York, hours after UTC's")
     console.print(
         f"Unbillable usage, reported rather than dropped: {report['events']:,} events"
-        f" ({reasons or 'none'}) of {customers}; cyberdyne-ops's agents ran before its"
-        " contract started on the 8th. [bold]meterline unbillable[/bold] lists each event,"
+        f" ({reasons or 'none'}) of {', '.join(names) or 'nobody'}; {'; '.join(why)}."
+        " [bold]meterline unbillable[/bold] lists each event,"
         " GET /v1/unbillable and the dashboard show it, a usage.unbillable webhook tells the"
         f" product; customers that could not be closed: {len(failed)} (one never stops"
         " the others)."
