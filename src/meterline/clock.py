@@ -18,6 +18,8 @@ import time
 from collections.abc import Callable
 from datetime import datetime
 
+from meterline.core.events import timestamp_to_us
+
 Clock = Callable[[], int]
 
 NOW_VARIABLE = "METERLINE_NOW"
@@ -44,8 +46,7 @@ def parse_instant_us(text: str) -> int:
         raise ClockSettingError(f"{NOW_VARIABLE}: {text!r} is not an RFC 3339 instant") from error
     if moment.tzinfo is None:
         raise ClockSettingError(f"{NOW_VARIABLE}: {text!r} has no zone (add Z or an offset)")
-    delta = moment - datetime.fromisoformat("1970-01-01T00:00:00+00:00")
-    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+    return timestamp_to_us(moment)
 
 
 def clock_offset_us() -> int:

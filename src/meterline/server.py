@@ -101,13 +101,22 @@ def spawn_server(
         stdout=subprocess.DEVNULL,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )
-    deadline = time.monotonic() + SERVER_START_TIMEOUT_S
+    wait_for_health(process, url)
+    return process, url
+
+
+def wait_for_health(
+    process: subprocess.Popen[bytes], url: str, timeout_s: float = SERVER_START_TIMEOUT_S
+) -> None:
+    """Return once the server ``process`` at ``url`` answers health; raise (and kill it)
+    if it exits first or does not answer within ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise RuntimeError(f"server exited with {process.returncode}")
         try:
             if httpx.get(f"{url}/v1/health", timeout=1).status_code == 200:
-                return process, url
+                return
         except httpx.TransportError:
             time.sleep(0.05)
     process.kill()

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -24,7 +23,7 @@ from meterline.api.bodies import JSON_NESTING_LEVELS_MAX
 from meterline.keys import create_key
 from meterline.ledger import Ledger
 from meterline.ledger.store import SEQUENCE_MAX
-from meterline.server import free_port
+from meterline.server import free_port, wait_for_health
 from tests.conftest import FIXED_NOW_US, Location, event
 
 JSON = {"content-type": "application/json"}
@@ -358,18 +357,8 @@ def _serve_failing(db: Location) -> tuple[subprocess.Popen[bytes], str]:
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
     )
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"server exited with {process.returncode}")
-        try:
-            if httpx.get(f"{url}/v1/health", timeout=1).status_code == 200:
-                return process, url
-        except httpx.TransportError:
-            time.sleep(0.05)
-    process.kill()
-    process.wait()
-    raise RuntimeError("server did not answer health in time")
+    wait_for_health(process, url)
+    return process, url
 
 
 def test_an_unexpected_error_is_one_json_log_line_and_a_bare_500(

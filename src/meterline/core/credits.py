@@ -13,7 +13,7 @@ account (``grant:<id>``), never a number updated in place. The accounts, per uni
 - ``carried``: usage no grant paid, carried as debt (``carry``/``refuse``) and burnt from
   the next grant that becomes active and may pay for it.
 
-Rules (defaults of ../shared/DESIGN.md):
+Rules (the defaults; docs/credits.md, "Semantics", says which are configurable):
 
 - Burn order: priority ascending, then soonest expiry (none last), then the grant's
   creation instant, then its id. A grant pays only units of its own ``unit`` and only for

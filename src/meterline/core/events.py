@@ -41,8 +41,6 @@ characters (U+0000-U+001F) and lone surrogates."""
 _TEXT_FORBIDDEN = re.compile("[\x00\ud800-\udfff]")
 """What no property name or string value may contain: NUL and lone surrogates."""
 _ESCAPED_NUL = b"\\u0000"
-_INTEGER_BOUND = 10**DEFAULT_LIMITS.number_integer_digits_max
-"""The default limits' integer bound, computed once (the fast path compares with it)."""
 
 
 class FieldError(msgspec.Struct, frozen=True):
@@ -140,7 +138,8 @@ def _number_error(value: int | Decimal, limits: IngestLimits) -> str | None:
         f" (at most {integer_digits} digits before the decimal point)"
     )
     if type(value) is int:
-        return None if -(10**integer_digits) < value < 10**integer_digits else too_large
+        bound = limits.number_integer_bound
+        return None if -bound < value < bound else too_large
     assert type(value) is Decimal
     if not value.is_finite():
         return f"{value} is not a finite number"
@@ -250,7 +249,7 @@ def prepare_event(
         or not event_type.isprintable()
     ):
         return prepare_event_checked(raw, now_us, limits)
-    bound = _INTEGER_BOUND if limits is DEFAULT_LIMITS else 10**limits.number_integer_digits_max
+    bound = limits.number_integer_bound
     for key, value in properties.items():
         kind = type(value)
         if type(key) is not str:

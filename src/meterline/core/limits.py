@@ -7,7 +7,7 @@ refused with an error naming the limit, never truncated.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 MICROSECONDS_PER_SECOND = 1_000_000
 
@@ -46,6 +46,9 @@ class IngestLimits:
     number_decimal_places_max: int = 10
     """Digits after the decimal point of any number in ``properties``, as written (``1.50``
     has two): at most 10, the scale of the exports' DECIMAL(38,10)."""
+    number_integer_bound: int = field(init=False, repr=False, compare=False)
+    """``10**number_integer_digits_max``, derived once: an integer is accepted when its
+    absolute value is below it (the ingest fast path compares with it per property)."""
 
     def __post_init__(self) -> None:
         for name in (
@@ -64,6 +67,7 @@ class IngestLimits:
             raise ValueError("IngestLimits.future_skew_us must not be negative")
         if self.number_decimal_places_max < 0:
             raise ValueError("IngestLimits.number_decimal_places_max must not be negative")
+        object.__setattr__(self, "number_integer_bound", 10**self.number_integer_digits_max)
 
     @property
     def number_digits_max(self) -> int:

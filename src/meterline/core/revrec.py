@@ -1,6 +1,6 @@
 """Revenue recognition (ASC 606) as balanced journal entries (pure; ``core.journal``).
 
-What each kind of consideration earns, and when (../shared/DESIGN.md, "Revenue"):
+What each kind of consideration earns, and when (docs/finance.md, "Revenue recognition"):
 
 - **Fees billed in advance** (``ratable_fee``): billed to accounts receivable and deferred;
   recognized ratably by day over the service period. A day counts from the period's first

@@ -17,7 +17,8 @@ from __future__ import annotations
 import hashlib
 import json
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -284,6 +285,20 @@ _INVOICE_COLUMNS = (
 _NOTE_COLUMNS = "note_id, invoice_id, customer, created_at_us, document, document_sha256"
 
 
+@contextmanager
+def write_transaction(connection: Connection) -> Iterator[Connection]:
+    """One write transaction on ``connection`` (``BEGIN IMMEDIATE``: SQLite's writer lock,
+    a schema advisory lock on PostgreSQL): committed when the block ends, rolled back on
+    any exception, which goes on."""
+    connection.execute("BEGIN IMMEDIATE")
+    try:
+        yield connection
+        connection.execute("COMMIT")
+    except BaseException:
+        connection.execute("ROLLBACK")
+        raise
+
+
 class BillingStore:
     """Configuration revisions, finalized invoices and credit notes in the ledger's file."""
 
@@ -333,8 +348,7 @@ class BillingStore:
         columns = [row[1] for row in connection.execute("PRAGMA table_info(invoices)")]
         if not columns or "kind" in columns:
             return
-        connection.execute("BEGIN IMMEDIATE")
-        try:
+        with write_transaction(connection):  # __init__ holds the store's lock already
             for statement in _MIGRATE_INVOICES.strip().split(";"):
                 if statement.strip():
                     connection.execute(statement)
@@ -349,10 +363,6 @@ class BillingStore:
                 " document, document_sha256, 'period' FROM invoices_before_kind"
             )
             connection.execute("DROP TABLE invoices_before_kind")
-            connection.execute("COMMIT")
-        except BaseException:
-            connection.execute("ROLLBACK")
-            raise
 
     def _add_revision_hash(self) -> None:
         """A ledger made before ``revision_sha256``: add the column (NULL on the revisions
@@ -377,24 +387,15 @@ class BillingStore:
         """Store a revision, numbered next, with its content hash and its own hash
         (``revision_digest``, which covers the source text)."""
         digest = hashlib.sha256(content).digest()
-        with self._lock:
-            connection = self._connection
-            connection.execute("BEGIN IMMEDIATE")
-            try:
-                row = connection.execute(
-                    "SELECT MAX(revision) FROM configuration_revisions"
-                ).fetchone()
-                number = (row[0] or 0) + 1
-                own = revision_digest(number, applied_at_us, source_name, source_text, digest)
-                connection.execute(
-                    f"INSERT INTO configuration_revisions ({_REVISION_COLUMNS})"
-                    " VALUES (?, ?, ?, ?, ?, ?, ?)",
-                    (number, applied_at_us, source_name, source_text, content, digest, own),
-                )
-                connection.execute("COMMIT")
-            except BaseException:
-                connection.execute("ROLLBACK")
-                raise
+        with self._writing() as connection:
+            row = connection.execute("SELECT MAX(revision) FROM configuration_revisions").fetchone()
+            number = (row[0] or 0) + 1
+            own = revision_digest(number, applied_at_us, source_name, source_text, digest)
+            connection.execute(
+                f"INSERT INTO configuration_revisions ({_REVISION_COLUMNS})"
+                " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (number, applied_at_us, source_name, source_text, content, digest, own),
+            )
         return Revision(number, applied_at_us, source_name, source_text, content, digest, own)
 
     def revision(self, number: int | None = None) -> Revision | None:
@@ -425,24 +426,14 @@ class BillingStore:
     ) -> None:
         """Store finalized invoices atomically (all or none), numbered as given; ``guard``
         runs first inside the transaction and raises ``BillingConflict`` to refuse."""
-        with self._lock:
-            connection = self._connection
-            connection.execute("BEGIN IMMEDIATE")
-            try:
+        try:
+            with self._writing() as connection:
                 if guard is not None:
                     guard(connection)
                 for invoice in invoices:
                     _insert_invoice(connection, int(invoice.invoice_id.split("-")[1]), invoice)
-                connection.execute("COMMIT")
-            except BillingConflict:
-                connection.execute("ROLLBACK")
-                raise
-            except IntegrityErrors as error:
-                connection.execute("ROLLBACK")
-                raise BillingConflict(f"invoice already finalized: {error}") from None
-            except BaseException:
-                connection.execute("ROLLBACK")
-                raise
+        except IntegrityErrors as error:
+            raise BillingConflict(f"invoice already finalized: {error}") from None
 
     def invoice(self, invoice_id: str) -> StoredInvoice | None:
         row = self._connection.execute(
@@ -474,24 +465,17 @@ class BillingStore:
         make_document: Callable[[str], bytes],
     ) -> StoredCreditNote:
         """Number and store a credit note; ``make_document(note_id) -> bytes``."""
-        with self._lock:
-            connection = self._connection
-            connection.execute("BEGIN IMMEDIATE")
-            try:
-                row = connection.execute("SELECT MAX(note_number) FROM credit_notes").fetchone()
-                number = (row[0] or 0) + 1
-                note_id = CREDIT_NOTE_ID_FORMAT.format(number)
-                document: bytes = make_document(note_id)
-                digest = hashlib.sha256(document).digest()
-                connection.execute(
-                    f"INSERT INTO credit_notes (note_number, {_NOTE_COLUMNS})"
-                    " VALUES (?, ?, ?, ?, ?, ?, ?)",
-                    (number, note_id, invoice_id, customer, created_at_us, document, digest),
-                )
-                connection.execute("COMMIT")
-            except BaseException:
-                connection.execute("ROLLBACK")
-                raise
+        with self._writing() as connection:
+            row = connection.execute("SELECT MAX(note_number) FROM credit_notes").fetchone()
+            number = (row[0] or 0) + 1
+            note_id = CREDIT_NOTE_ID_FORMAT.format(number)
+            document: bytes = make_document(note_id)
+            digest = hashlib.sha256(document).digest()
+            connection.execute(
+                f"INSERT INTO credit_notes (note_number, {_NOTE_COLUMNS})"
+                " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (number, note_id, invoice_id, customer, created_at_us, document, digest),
+            )
         return StoredCreditNote(note_id, invoice_id, customer, created_at_us, document, digest)
 
     def credit_notes(self, invoice_id: str | None = None) -> list[StoredCreditNote]:
@@ -518,29 +502,22 @@ class BillingStore:
     ) -> tuple[StoredGrant, StoredInvoice | None]:
         """Number and store a grant (``make_document(grant_id)``) and, atomically with it,
         its purchase invoice (``make_invoice(grant_id, invoice_id)``) when one is due."""
-        with self._lock:
-            connection = self._connection
-            connection.execute("BEGIN IMMEDIATE")
-            try:
-                row = connection.execute("SELECT MAX(grant_number) FROM credit_grants").fetchone()
-                number = (row[0] or 0) + 1
-                grant_id = GRANT_ID_FORMAT.format(number)
-                document = make_document(grant_id)
-                connection.execute(
-                    "INSERT INTO credit_grants (grant_number, grant_id, customer, created_at_us,"
-                    " document) VALUES (?, ?, ?, ?, ?)",
-                    (number, grant_id, customer, created_at_us, document),
-                )
-                invoice = None
-                if make_invoice is not None:
-                    row = connection.execute("SELECT MAX(invoice_number) FROM invoices").fetchone()
-                    invoice_number = (row[0] or 0) + 1
-                    invoice = make_invoice(grant_id, INVOICE_ID_FORMAT.format(invoice_number))
-                    _insert_invoice(connection, invoice_number, invoice)
-                connection.execute("COMMIT")
-            except BaseException:
-                connection.execute("ROLLBACK")
-                raise
+        with self._writing() as connection:
+            row = connection.execute("SELECT MAX(grant_number) FROM credit_grants").fetchone()
+            number = (row[0] or 0) + 1
+            grant_id = GRANT_ID_FORMAT.format(number)
+            document = make_document(grant_id)
+            connection.execute(
+                "INSERT INTO credit_grants (grant_number, grant_id, customer, created_at_us,"
+                " document) VALUES (?, ?, ?, ?, ?)",
+                (number, grant_id, customer, created_at_us, document),
+            )
+            invoice = None
+            if make_invoice is not None:
+                row = connection.execute("SELECT MAX(invoice_number) FROM invoices").fetchone()
+                invoice_number = (row[0] or 0) + 1
+                invoice = make_invoice(grant_id, INVOICE_ID_FORMAT.format(invoice_number))
+                _insert_invoice(connection, invoice_number, invoice)
         return StoredGrant(grant_id, customer, created_at_us, document), invoice
 
     def grants(self, customer: str | None = None) -> list[StoredGrant]:
@@ -575,6 +552,12 @@ class BillingStore:
             (customer,),
         )
         return [CreditAction(*row) for row in rows]
+
+    @contextmanager
+    def _writing(self) -> Iterator[Connection]:
+        """One write transaction (``write_transaction``) under the store's lock."""
+        with self._lock, write_transaction(self._connection) as connection:
+            yield connection
 
     def close(self) -> None:
         self._connection.close()

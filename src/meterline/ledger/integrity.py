@@ -125,16 +125,9 @@ def check_triggers(connection: Connection) -> list[Finding]:
     longer refuses the change)."""
     expected = expected_triggers()
     if isinstance(connection, PostgresConnection):
-        return _check_postgres_triggers(connection, expected)
-    tables = {
-        row[0] for row in connection.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
-    }
-    stored = {
-        name: (table, sql or "")
-        for name, table, sql in connection.execute(
-            "SELECT name, tbl_name, sql FROM sqlite_master WHERE type = 'trigger'"
-        )
-    }
+        tables, stored = _postgres_triggers(connection, expected)
+    else:
+        tables, stored = _sqlite_triggers(connection, expected)
     findings = []
     for trigger in sorted(expected.values(), key=_trigger_order):
         if trigger.table not in tables:
@@ -142,9 +135,32 @@ def check_triggers(connection: Connection) -> list[Finding]:
         found = stored.get(trigger.name)
         if found is None:
             findings.append(_trigger_finding(trigger, "is missing"))
-        elif found[0] != trigger.table or not trigger.is_sqlite(found[1]):
+        elif not found[1]:
+            findings.append(_trigger_finding(trigger, "is disabled"))
+        elif found[0] != trigger.table or not found[2]:
             findings.append(_trigger_finding(trigger, "was altered"))
+    if isinstance(connection, PostgresConnection):
+        findings += _check_refuse_function(connection, expected, tables)
     return findings
+
+
+StoredTriggers = dict[str, tuple[str, bool, bool]]
+"""A store's triggers by name: (table, enabled, definition as expected)."""
+
+
+def _sqlite_triggers(
+    connection: Connection, expected: dict[str, ExpectedTrigger]
+) -> tuple[set[str], StoredTriggers]:
+    tables = {
+        row[0] for row in connection.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
+    }
+    stored = {
+        name: (table, True, name in expected and expected[name].is_sqlite(sql or ""))
+        for name, table, sql in connection.execute(
+            "SELECT name, tbl_name, sql FROM sqlite_master WHERE type = 'trigger'"
+        )
+    }
+    return tables, stored
 
 
 def _trigger_order(trigger: ExpectedTrigger) -> tuple[int, str, str]:
@@ -153,34 +169,36 @@ def _trigger_order(trigger: ExpectedTrigger) -> tuple[int, str, str]:
     return (rank, trigger.table, "0" if trigger.operation == "UPDATE" else "1")
 
 
-def _check_postgres_triggers(
+def _postgres_triggers(
     connection: PostgresConnection, expected: dict[str, ExpectedTrigger]
-) -> list[Finding]:
+) -> tuple[set[str], StoredTriggers]:
     tables = {
         row[0]
         for row in connection.execute(
             "SELECT tablename FROM pg_tables WHERE schemaname = current_schema()"
         )
     }
-    stored: dict[str, tuple[str, str, str]] = {
-        name: (table, enabled, definition)
+    stored = {
+        name: (
+            table,
+            enabled in ("O", "A"),
+            name in expected and expected[name].is_postgres(definition),
+        )
         for name, table, enabled, definition in connection.execute(
             "SELECT t.tgname, c.relname, t.tgenabled, pg_get_triggerdef(t.oid)"
             " FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid"
             " WHERE c.relnamespace = current_schema()::regnamespace AND NOT t.tgisinternal"
         )
     }
+    return tables, stored
+
+
+def _check_refuse_function(
+    connection: PostgresConnection, expected: dict[str, ExpectedTrigger], tables: set[str]
+) -> list[Finding]:
+    """A finding if the function every PostgreSQL append-only trigger calls is gone or no
+    longer refuses the change."""
     findings = []
-    for trigger in sorted(expected.values(), key=_trigger_order):
-        if trigger.table not in tables:
-            continue
-        found = stored.get(trigger.name)
-        if found is None:
-            findings.append(_trigger_finding(trigger, "is missing"))
-        elif found[1] not in ("O", "A"):
-            findings.append(_trigger_finding(trigger, "is disabled"))
-        elif found[0] != trigger.table or not trigger.is_postgres(found[2]):
-            findings.append(_trigger_finding(trigger, "was altered"))
     if tables & {trigger.table for trigger in expected.values()}:
         rows = connection.execute(
             "SELECT prosrc FROM pg_proc WHERE proname = 'meterline_refuse'"
