@@ -11,6 +11,8 @@ from collections.abc import Iterator
 from typing import Any
 
 from meterline.core.chain import GENESIS_HASH, Checkpoint, StoredRecord
+from meterline.core.cuts import Cut
+from meterline.ledger.cut_sql import cut_condition
 from meterline.ledger.database import open_connection, stream_rows
 from meterline.ledger.store import (
     SCAN_ROWS_MAX,
@@ -43,15 +45,20 @@ class SqlLedgerReads:
         )
         return (0, GENESIS_HASH) if row is None else (row[0], row[1])
 
+    def cut(self) -> Cut:
+        if self.partitions == 1:
+            return Cut((self.head()[0],))
+        heads: dict[int, tuple[int, bytes]] = self.chain_heads()  # type: ignore[attr-defined]
+        return Cut(tuple(heads.get(p, (0, GENESIS_HASH))[0] for p in range(self.partitions)))
+
     def records(
-        self, after_sequence: int = 0, partitions: list[int] | None = None
+        self, after: Cut | None = None, partitions: list[int] | None = None
     ) -> Iterator[StoredRecord]:
         connection = open_connection(self.path)
-        query = f"SELECT {self.record_columns} FROM events WHERE sequence > ?"
-        parameters: tuple[object, ...] = (after_sequence,)
-        if partitions is not None and self.partitions > 1:
-            query += " AND partition_number = ANY(?)"
-            parameters = (after_sequence, list(partitions))
+        condition, parameters = cut_condition(
+            None, after or Cut.empty(self.partitions), partitions
+        )
+        query = f"SELECT {self.record_columns} FROM events WHERE {condition}"
         try:
             for row in stream_rows(connection, query + " ORDER BY sequence", parameters):
                 yield StoredRecord(*row)

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Literal, Protocol
 
 from meterline.core.chain import Checkpoint, StoredRecord
+from meterline.core.cuts import Cut
 from meterline.core.events import PreparedEvent
 from meterline.core.outcomes import EventOutcome
 from meterline.keys import KeyStore
@@ -102,11 +103,15 @@ class LedgerStore(KeyStore, Protocol):
         """The last sequence and its hash (0 and the genesis hash when empty)."""
         ...
 
+    def cut(self) -> Cut:
+        """The ledger's current heads: a consistent cut holding every committed event."""
+        ...
+
     def records(
-        self, after_sequence: int = 0, partitions: list[int] | None = None
+        self, after: Cut | None = None, partitions: list[int] | None = None
     ) -> Iterator[StoredRecord]:
-        """Every record after ``after_sequence`` (of ``partitions`` only, when given), in
-        sequence order."""
+        """Every record past ``after`` (all when None), of ``partitions`` only when given,
+        in (partition, sequence) order: there is no order across partitions."""
         ...
 
     def checkpoints(self) -> list[Checkpoint]:

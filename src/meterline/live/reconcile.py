@@ -74,7 +74,7 @@ def replayed_projection(billing: Billing) -> tuple[LiveProjection, int]:
     batch: list[LiveEvent] = []
     ends = iter(checkpoint[0] for checkpoint in checkpoints)
     end = next(ends, None)
-    for record in billing.ledger.store.records(0):
+    for record in billing.ledger.store.records():
         batch.append(
             LiveEvent.decoded(
                 record.sequence, record.customer, record.type, record.timestamp_us, record.body

@@ -26,6 +26,7 @@ from typing import Any
 
 from meterline.billing.service import Billing
 from meterline.billing.unbillable import publish_unbillable, usage_records
+from meterline.core.cuts import Cut
 from meterline.core.events import PreparedEvent
 from meterline.core.partitions import partition_of
 from meterline.ledger.controls import ControlStore
@@ -232,7 +233,9 @@ class LiveEngine:
             return [], 0
         events = [
             LiveEvent.decoded(r.sequence, r.customer, r.type, r.timestamp_us, r.body)
-            for r in self.billing.ledger.store.records(expected - 1, self.partitions)
+            for r in self.billing.ledger.store.records(
+                Cut((expected - 1,) * self.billing.ledger.store.partitions), self.partitions
+            )
             if r.sequence <= head
         ]
         return events, head
