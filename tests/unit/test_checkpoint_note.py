@@ -63,7 +63,7 @@ def test_body_layout() -> None:
     lines = body.split("\n")
     assert lines[:6] == [
         "meterline/ledger-7",
-        "11",
+        "20",
         b64(checkpoint.root),
         "checkpoint 2",
         "time 1700000000000000",
@@ -75,11 +75,11 @@ def test_body_layout() -> None:
     assert checkpoint_hash(checkpoint) == hashlib.sha256(body.encode()).digest()
 
 
-def test_events_are_the_last_sequence_and_root_is_over_head_leaves() -> None:
+def test_events_are_the_sum_of_head_sequences_and_root_is_over_head_leaves() -> None:
     """Sequences are dense across partitions, so events is the largest head sequence; the
     root is RFC 6962 over the heads' leaves."""
     checkpoint = sample()
-    assert checkpoint.events == 11
+    assert checkpoint.events == 9 + 11
     assert checkpoint.root == root_of_leaves([leaf_hash(head_leaf(h)) for h in checkpoint.heads])
 
 
@@ -120,7 +120,7 @@ BAD_LINES = [
     (1, "meterline ledger", "line 1: origin"),
     (2, "011", "line 2: events '011' is not a decimal"),
     (2, "+11", "line 2: events"),
-    (2, "12", "line 2: events 12 is not the partitions' last sequence 11"),
+    (2, "12", "line 2: events 12 is not the sum of the partitions' last sequences 20"),
     (3, "not base64!", "line 3: root hash is not base64"),
     (3, b64(bytes(31)), "line 3: root hash is not the padded base64 of 32 bytes"),
     (3, b64(bytes(32)).rstrip("="), "line 3: root hash"),

@@ -69,22 +69,22 @@ class Batch:
 
 @dataclass
 class Ledger:
-    """Batches appended one partition at a time; sequences dense across partitions."""
+    """Batches appended one partition at a time; each partition numbers its own events."""
 
     batches: list[Batch] = field(default_factory=list)
-    next_sequence: int = 1
+    appended: int = 0
 
     def append(self, partition: int, count: int) -> Batch:
-        number = 1 + sum(1 for batch in self.batches if batch.partition == partition)
+        mine = self.of(partition)
+        number = 1 + len(mine)
+        first = mine[-1].last + 1 if mine else 1
         bodies = [
-            json.dumps(
-                {"sequence": self.next_sequence + offset, "customer": f"c{partition}"}
-            ).encode()
+            json.dumps({"sequence": first + offset, "customer": f"c{partition}"}).encode()
             for offset in range(count)
         ]
-        batch = Batch(partition, number, self.next_sequence, bodies)
+        batch = Batch(partition, number, first, bodies)
         self.batches.append(batch)
-        self.next_sequence += count
+        self.appended += count
         return batch
 
     def of(self, partition: int) -> list[Batch]:
@@ -96,8 +96,16 @@ class Ledger:
             return PartitionHead(partition, 0, 0, GENESIS_HASH, EMPTY_ROOT)
         digest = GENESIS_HASH
         for batch in batches:
-            for body in batch.bodies:
-                digest = chain_hash(digest, body)
+            digest = chain_hash(
+                digest,
+                batch_leaf_bytes(
+                    batch.partition,
+                    batch.number,
+                    batch.first,
+                    batch.last,
+                    root_of_leaves(batch.leaf_hashes),
+                ),
+            )
         tree_root = root_of_leaves([batch.leaf for batch in batches])
         return PartitionHead(partition, batches[-1].last, len(batches), digest, tree_root)
 
@@ -165,7 +173,7 @@ def test_every_event_proof_verifies(world: dict[str, Any]) -> None:
             proof = proof_of(world, batch, offset)
             checkpoint = verify_event_proof(proof, world["public"], KEY_NAME)
             assert checkpoint == world["second"]
-    assert ledger.next_sequence - 1 == world["second"].events == 32
+    assert ledger.appended == world["second"].events == 32
 
 
 def test_json_round_trip(world: dict[str, Any]) -> None:
@@ -215,7 +223,7 @@ def test_each_tamper_names_its_link(world: dict[str, Any]) -> None:
     """Each altered piece fails at the first link it breaks, named in the error."""
     proof = sample_proof(world)
     public, replace = world["public"], dataclasses.replace
-    event_link = r"event \(sequence 21\) not in batch 2 of partition 2"
+    event_link = r"event \(sequence 7\) not in batch 2 of partition 2"
     batch_link = "batch 2 not in partition 2's tree at checkpoint 2"
     head_link = "partition 2's head not in checkpoint 2's root"
     path = list(proof.batch_audit_path)
@@ -228,7 +236,7 @@ def test_each_tamper_names_its_link(world: dict[str, Any]) -> None:
         (replace(proof, event_body=proof.event_body + b" "), event_link),
         (replace(proof, batch_audit_path=tuple(path)), event_link),
         (replace(proof, batch_root=flip(proof.batch_root)), event_link),
-        (replace(proof, sequence=proof.sequence + 1), r"event \(sequence 22\) not in batch 2"),
+        (replace(proof, sequence=proof.sequence + 1), r"event \(sequence 8\) not in batch 2"),
         # a batch size of the same path shape passes the event link; the batch leaf binds it
         (replace(proof, batch_last_sequence=proof.batch_last_sequence + 1), batch_link),
         (replace(proof, batch_last_sequence=proof.batch_last_sequence + 9), event_link),
@@ -252,7 +260,7 @@ def test_note_tampers_name_the_note_or_the_signature(world: dict[str, Any]) -> N
 
     def other_sequence(line: str) -> str:
         fields = line.split(" ")
-        fields[2] = str(int(fields[2]) + 1)
+        fields[3] = str(int(fields[3]) + 1)  # the batch count: the events line still adds up
         return " ".join(fields)
 
     changed_head = tamper_note_line(note, 9, other_sequence)

@@ -4,7 +4,7 @@ A checkpoint records every partition's head, an RFC 6962 root over the heads' le
 the previous checkpoint's hash. Its note body is, one line each, ending in ``\\n``::
 
     <origin>                      printable ASCII, no spaces, not empty
-    <events>                      total events: the largest head sequence (decimal)
+    <events>                      total events: the sum of the head sequences (decimal)
     <base64 root>                 root over leaf_hash(head_leaf(head)) for every head
     checkpoint <number>           1, 2, ...
     time <created_at_us>          UTC microseconds
@@ -20,8 +20,8 @@ Invariants: ``parse_note(format_note(note_body(c), signatures))`` gives back ``c
 the signatures; parsing is strict (decimal without leading zeros, canonical padded
 base64, partitions 0..P-1 in order, the events and root lines equal to what the heads
 give), so one checkpoint has exactly one body text and ``checkpoint_hash`` is well
-defined. Ledger sequences are one dense order across partitions, so the ledger's event
-count is the largest partition's last sequence, not their sum.
+defined. Each partition numbers its events 1, 2, ... without gaps, so the ledger's event
+count is the sum of the partitions' last sequences.
 
 The head leaf (a partition head's entry in the checkpoint tree) is fixed binary, 88 bytes:
 partition, sequence, batches (8-byte big-endian each), then the chain hash and the tree
@@ -158,8 +158,9 @@ class Checkpoint:
 
     @property
     def events(self) -> int:
-        """Events in the ledger: its last sequence (sequences are dense across partitions)."""
-        return max(head.sequence for head in self.heads)
+        """Events in the ledger: the sum of the partitions' last sequences (each partition
+        numbers its events 1, 2, ... without gaps)."""
+        return sum(head.sequence for head in self.heads)
 
     @property
     def root(self) -> bytes:
@@ -249,12 +250,14 @@ class _Lines:
     def fail(self, number: int, problem: str) -> ValueError:
         return ValueError(f"line {number}: {problem}")
 
-    def integer(self, number: int, text: str, what: str, lowest: int = 0) -> int:
-        if not _DECIMAL.fullmatch(text):
+    def integer(
+        self, number: int, text: str, what: str, lowest: int = 0, highest: int = INTEGER_MAX
+    ) -> int:
+        if not _DECIMAL.fullmatch(text) or len(text) > 30:
             raise self.fail(number, f"{what} {text!r} is not a decimal without leading zeros")
         value = int(text)
-        if not lowest <= value <= INTEGER_MAX:
-            raise self.fail(number, f"{what} {value} is outside {lowest} to {INTEGER_MAX}")
+        if not lowest <= value <= highest:
+            raise self.fail(number, f"{what} {value} is outside {lowest} to {highest}")
         return value
 
     def hash(self, number: int, text: str, what: str) -> bytes:
@@ -307,7 +310,7 @@ def _parse_body(lines: list[str]) -> Checkpoint:
     origin = lines[0]
     if not _NAME.fullmatch(origin):
         raise body.fail(1, "origin must be printable ASCII without spaces, not empty")
-    events = body.integer(2, lines[1], "events")
+    events = body.integer(2, lines[1], "events", highest=INTEGER_MAX * PARTITIONS_MAX)
     root = body.hash(3, lines[2], "root hash")
     number = body.integer(4, body.keyword(4, "checkpoint", 1)[0], "checkpoint number", 1)
     created_at_us = body.integer(5, body.keyword(5, "time", 1)[0], "time")
@@ -340,7 +343,7 @@ def _parse_body(lines: list[str]) -> Checkpoint:
     checkpoint = Checkpoint(origin, number, created_at_us, previous_hash, tuple(heads))
     if checkpoint.events != events:
         raise body.fail(
-            2, f"events {events} is not the partitions' last sequence {checkpoint.events}"
+            2, f"events {events} is not the sum of the partitions' last sequences {checkpoint.events}"
         )
     if checkpoint.root != root:
         raise body.fail(3, "root hash does not equal the root over the partition lines")
