@@ -124,7 +124,13 @@ def test_the_demo_reads_true_on_any_date(
     assert delivered and delivered.group(1) == delivered.group(2) != "0", "webhooks verify"
     # months later, a rerun retells the same month: nothing new from the generator
     later = meterline(
-        "demo", "--db", str(db), "--no-serve", "--scale", "0.05", cwd=tmp_path,
+        "demo",
+        "--db",
+        str(db),
+        "--no-serve",
+        "--scale",
+        "0.05",
+        cwd=tmp_path,
         now=now.replace(now[:4], str(int(now[:4]) + 1)),
     )
     assert later.returncode == 0, later.stderr
@@ -134,16 +140,26 @@ def test_the_demo_reads_true_on_any_date(
 
 
 _MONTHS = [
-    "January", "February", "March", "April", "May", "June", "July", "August", "September",
-    "October", "November", "December",
+    "January",
+    "February",
+    "March",
+    "April",
+    "May",
+    "June",
+    "July",
+    "August",
+    "September",
+    "October",
+    "November",
+    "December",
 ]
 
 
 _RAISE_PRICE = {
     "sqlite": "UPDATE configuration_revisions SET content = replace(content,"
-    " CAST('\"amount\":\"5000.00\"' AS BLOB), CAST('\"amount\":\"5100.00\"' AS BLOB))",
+    ' CAST(\'"amount":"5000.00"\' AS BLOB), CAST(\'"amount":"5100.00"\' AS BLOB))',
     "postgresql": "UPDATE configuration_revisions SET content = convert_to(replace("
-    "convert_from(content, 'UTF8'), '\"amount\":\"5000.00\"', '\"amount\":\"5100.00\"'),"
+    'convert_from(content, \'UTF8\'), \'"amount":"5000.00"\', \'"amount":"5100.00"\'),'
     " 'UTF8')",
 }
 

@@ -343,7 +343,8 @@ def _parse_body(lines: list[str]) -> Checkpoint:
     checkpoint = Checkpoint(origin, number, created_at_us, previous_hash, tuple(heads))
     if checkpoint.events != events:
         raise body.fail(
-            2, f"events {events} is not the sum of the partitions' last sequences {checkpoint.events}"
+            2,
+            f"events {events} is not the sum of the partitions' last sequences {checkpoint.events}",
         )
     if checkpoint.root != root:
         raise body.fail(3, "root hash does not equal the root over the partition lines")

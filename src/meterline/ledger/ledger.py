@@ -193,9 +193,7 @@ def open_ledger(
     default, or ``"source_id"``) is fixed when the ledger is created; asking an existing
     ledger for another is an error, None takes the ledger's own. ``create=False``: see
     ``open_store``."""
-    return Ledger(
-        open_store(path, dedup_key=dedup_key, create=create), clock=clock, limits=limits
-    )
+    return Ledger(open_store(path, dedup_key=dedup_key, create=create), clock=clock, limits=limits)
 
 
 def open_store(

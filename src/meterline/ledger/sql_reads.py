@@ -55,9 +55,7 @@ class SqlLedgerReads:
         self, after: Cut | None = None, partitions: list[int] | None = None
     ) -> Iterator[StoredRecord]:
         connection = open_connection(self.path)
-        condition, parameters = cut_condition(
-            None, after or Cut.empty(self.partitions), partitions
-        )
+        condition, parameters = cut_condition(None, after or Cut.empty(self.partitions), partitions)
         query = f"SELECT {self.record_columns} FROM events WHERE {condition}"
         try:
             for row in stream_rows(connection, query + " ORDER BY sequence", parameters):

@@ -38,6 +38,7 @@ def check_dedup_key(value: object) -> DedupKey:
         raise ValueError(f"dedup_key must be one of {', '.join(DEDUP_KEYS)}, got {value!r}")
     return value
 
+
 SEQUENCE_MAX = 2**63 - 1
 """The largest ledger sequence either store can hold (a signed 64-bit integer); a cursor
 past it is refused."""
