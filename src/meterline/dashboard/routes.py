@@ -511,7 +511,7 @@ class Dashboard:
         sequences = self.sequences(invoice_id, number)
         start = bisect_right(sequences, after)
         page = sequences[start : start + EVENTS_PAGE].tolist()
-        events = self.billing._records(page) if page else []
+        events = self.billing.customer_records(stored.customer, page) if page else []
         more = start + EVENTS_PAGE < len(sequences)
         return {
             "invoice_id": invoice_id,
