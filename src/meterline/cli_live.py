@@ -103,7 +103,7 @@ def reconcile_command(
             document["chain"] = truth.as_dict()
         print(json.dumps(document))
     else:
-        table = Table(title=f"Reconcile through ledger sequence {report.through_sequence}")
+        table = Table(title=f"Reconcile through ledger cut {report.through}")
         for column in ("customer", "figure", "live", "batch", ""):
             table.add_column(column)
         for check in report.customers:

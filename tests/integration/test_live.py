@@ -428,7 +428,7 @@ def test_two_engines_on_one_ledger_record_a_crossing_once(new_db: NewDb, clock: 
     with open_live(path, clock, pricing(control)) as first, open_live(path, clock) as second:
         first.send(10)  # the first engine hears the append and fires
         second.engine.catch_up()  # the second reads it from the ledger: same crossing
-        assert second.engine.projection.sequence == 10
+        assert second.engine.projection.cut == second.billing.ledger_cut()
         assert first.firings() == second.firings() == [("acme", "empty", "crossed", 1)]
         assert first.kinds() == ["control.fired"]
         assert second.published == []  # only the engine whose record won acts
@@ -616,12 +616,12 @@ def test_the_threaded_engine_blocks_as_usage_arrives(new_db: NewDb, clock: Clock
         ]
         for event in events:
             assert live.billing.ledger.ingest([event]).accepted == 1
-        head, _ = live.billing.ledger.head()
+        head = live.billing.ledger_cut()
         assert live.engine.wait_applied(head)
         answer = live.access()
         assert not answer["allowed"] and answer["policy"] == "empty"
         assert live.firings() == [("acme", "empty", "crossed", 1)]
-        assert live.engine.status()["applied_sequence"] == head
+        assert live.engine.status()["applied"] == head.to_json()
 
 
 def test_another_processs_appends_are_read_from_the_ledger(new_db: NewDb, clock: Clock) -> None:
@@ -642,9 +642,10 @@ def test_another_processs_appends_are_read_from_the_ledger(new_db: NewDb, clock:
             assert writer.ingest(events).accepted == 6
         finally:
             writer.close()
-        assert live.engine.projection.sequence == 4  # nothing heard yet
+        acme = live.engine.projection.partition("acme")
+        assert live.engine.projection.cut.head(acme) == 4  # nothing heard yet
         live.engine.catch_up()
-        assert live.engine.projection.sequence == 10
+        assert live.engine.projection.cut.head(acme) == 10
         assert not live.access()["allowed"]
         figures = live.engine.projection.figures("acme")
         assert figures is not None
@@ -672,7 +673,7 @@ def test_the_idle_wake_reads_another_processs_appends(new_db: NewDb, clock: Cloc
             assert writer.ingest(events).accepted == 10
         finally:
             writer.close()
-        assert live.engine.wait_applied(10)
+        assert live.engine.wait_applied(live.billing.ledger_cut())
         assert not live.access()["allowed"]
 
 

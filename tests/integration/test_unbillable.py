@@ -29,6 +29,7 @@ from meterline.billing.service import Billing, RatingFailed, open_billing
 from meterline.billing.unbillable import publish_unbillable, unbillable_report
 from meterline.cli import app as cli
 from meterline.core.events import decode_exact, timestamp_to_us
+from meterline.core.partitions import partition_of
 from meterline.keys import create_key
 from meterline.ledger.database import is_postgres
 from meterline.ledger.webhooks import WebhookStore
@@ -152,6 +153,17 @@ def sequence_of(billing: Billing, event_id: str) -> int:
     return int(row[0])
 
 
+def webhook_id(billing: Billing, event_id: str) -> str:
+    """The ``usage.unbillable`` webhook id of an event: its sequence, prefixed by its
+    partition past partition 0 (sequences are per partition)."""
+    row = billing._connection.execute(
+        "SELECT customer, sequence FROM events WHERE event_id = ?", (event_id,)
+    ).fetchone()
+    partition = partition_of(row[0], billing.ledger.store.partitions)
+    name = f"{row[1]}" if partition == 0 else f"{partition}:{row[1]}"
+    return f"usage.unbillable:{name}"
+
+
 def reasons(report: dict[str, Any]) -> dict[str, dict[str, int]]:
     return {customer["customer"]: customer["reasons"] for customer in report["customers"]}
 
@@ -272,10 +284,8 @@ def test_the_webhook_is_sent_once_per_unbillable_event(
         webhooks.subscribe("http://127.0.0.1:9/hook", ["usage.unbillable"])
         billing.unbillable_listeners.append(partial(publish_unbillable, webhooks.publish))
         report = billing.close(_at(THROUGH))
-        closed = [f"usage.unbillable:{sequence_of(billing, e)}" for e in ("b-string", "b-planted")]
-        closed += [
-            f"usage.unbillable:{sequence_of(billing, e)}" for e in ("b-shapeless", "l-early")
-        ]
+        closed = [webhook_id(billing, e) for e in ("b-string", "b-planted")]
+        closed += [webhook_id(billing, e) for e in ("b-shapeless", "l-early")]
         assert _deliveries(webhooks.store) == sorted(closed)
         body = json.loads(webhooks.deliveries()[0].body)
         assert body["kind"] == "usage.unbillable" and body["data"]["customer"] in ("bad", "late")
@@ -283,7 +293,7 @@ def test_the_webhook_is_sent_once_per_unbillable_event(
         try:
             billing.ledger.ingest([llm("b-nov", "bad", "lots", "2026-11-20")])
             engine.catch_up()
-            live = f"usage.unbillable:{sequence_of(billing, 'b-nov')}"
+            live = webhook_id(billing, "b-nov")
             assert _deliveries(webhooks.store) == sorted([*closed, live])
             engine.projection.rebuild()
             engine.on_billing_change(None)
@@ -294,7 +304,7 @@ def test_the_webhook_is_sent_once_per_unbillable_event(
             engine.catch_up()
         finally:
             engine.stop()
-        second = f"usage.unbillable:{sequence_of(billing, 'b-nov-2')}"
+        second = webhook_id(billing, "b-nov-2")
         assert _deliveries(webhooks.store) == sorted([*closed, live, second])
     finally:
         webhooks.store.close()

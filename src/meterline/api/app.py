@@ -317,7 +317,15 @@ def create_app(
     )
     async def health() -> Response:
         sequence, head_hash = await to_thread.run_sync(ledger.head)
-        return _json({"status": "ok", "sequence": sequence, "head_hash": head_hash.hex()})
+        cut = await to_thread.run_sync(ledger.store.cut)
+        return _json(
+            {
+                "status": "ok",
+                "sequence": sequence,
+                "head_hash": head_hash.hex(),
+                "through": cut.to_json(),
+            }
+        )
 
     @app.post(
         "/v1/events",

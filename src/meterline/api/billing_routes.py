@@ -343,7 +343,7 @@ class BillingRoutes:
         sequences = self._sequences(invoice_id, number)
         start = bisect_right(sequences, after)
         page = sequences[start : start + limit]
-        events = self.billing._records(page.tolist()) if page else []
+        events = self.billing.customer_records(stored.customer, page.tolist()) if page else []
         more = start + limit < len(sequences)
         return {
             "invoice": invoice_id,

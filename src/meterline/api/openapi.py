@@ -267,6 +267,11 @@ HEALTH_SCHEMA: dict[str, Any] = {
         "status": {"const": "ok"},
         "sequence": {"type": "integer", "minimum": 0},
         "head_hash": {"type": "string", "pattern": "^[0-9a-f]{64}$"},
+        "through": {
+            "type": "array",
+            "items": {"type": "integer", "minimum": 0},
+            "description": "The ledger's consistent cut: each partition's last sequence.",
+        },
     },
 }
 EVENT_PAGE_SCHEMA: dict[str, Any] = {

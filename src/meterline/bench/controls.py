@@ -70,6 +70,7 @@ import msgspec
 from meterline.bench.ingest import HTTP_CONNECTIONS
 from meterline.billing.service import open_billing
 from meterline.clock import system_clock_us
+from meterline.core.cuts import Cut
 from meterline.core.events import format_timestamp, timestamp_to_us
 from meterline.keys import create_key
 from meterline.ledger.sqlite import SqliteStore
@@ -551,11 +552,12 @@ def _firings(client: httpx.Client) -> int:
 
 
 def _feed_lag_s(client: httpx.Client, timeout_s: float = 120.0) -> float:
-    """Seconds until the live projection has fed the ledger's head (polled; NaN if never)."""
+    """Seconds until the live projection has fed the ledger's cut (polled; NaN if never)."""
     started = time.perf_counter()
-    head = client.get("/v1/health").json()["sequence"]
+    head = Cut.from_json(client.get("/v1/health").json()["through"])
     while time.perf_counter() - started < timeout_s:
-        if client.get("/v1/live/customer-0000").json()["through_sequence"] >= head:
+        fed = Cut.from_json(client.get("/v1/live/customer-0000").json()["through"])
+        if fed.includes(head):
             return time.perf_counter() - started
         time.sleep(0.002)
     return math.nan

@@ -23,6 +23,7 @@ from meterline.bench.workload import synthetic_events
 from meterline.clock import system_clock_us
 from meterline.keys import create_key
 from meterline.ledger import open_ledger
+from meterline.ledger.event_reads import all_rows
 from meterline.ledger.sqlite import SqliteStore, connect
 from meterline.server import spawn_server
 
@@ -46,7 +47,7 @@ def _library_path(db: Path, events: list[dict[str, Any]], batch: int) -> tuple[f
 
 def _baseline(source_db: Path, floor_db: Path, batch: int) -> float:
     source = connect(source_db)
-    rows = source.execute("SELECT * FROM events ORDER BY sequence").fetchall()
+    rows = all_rows(source)
     source.close()
     floor = connect(floor_db)
     floor.execute(

@@ -91,6 +91,7 @@ from meterline.bench.workload import synthetic_events
 from meterline.billing.service import open_billing
 from meterline.clock import system_clock_us
 from meterline.keys import create_key
+from meterline.ledger.event_reads import event_count
 from meterline.ledger.ledger import open_store
 from meterline.server import SERVER_START_TIMEOUT_S, free_port
 
@@ -610,6 +611,14 @@ def _worker_counters(setup: _Setup, namespace: str) -> dict[str, int]:
         time.sleep(0.25)
 
 
+def _applied_events(row: dict[str, Any]) -> int:
+    """How many events a worker's live engine applied (each partition's sequences are
+    gap-free from 1, so the heads of the partitions it owns add up to that count)."""
+    applied = row.get("live_applied") or []
+    owned = row.get("partitions") or range(len(applied))
+    return sum(int(applied[p]) for p in owned if p < len(applied))
+
+
 def _live_caught_up(setup: _Setup, namespace: str, workers: list[_Child]) -> bool:
     """Whether every worker reports its live engine applied through the last event."""
     for child in workers:
@@ -618,7 +627,7 @@ def _live_caught_up(setup: _Setup, namespace: str, workers: list[_Child]) -> boo
         rows = _workers(setup, namespace)
     except Exception:
         return False
-    caught_up = [row for row in rows if int(row.get("live_applied_sequence", 0)) >= setup.events]
+    caught_up = [row for row in rows if _applied_events(row) >= setup.events]
     return len(caught_up) == len(workers)
 
 
@@ -655,8 +664,7 @@ def _measure(
         head = connection.cursor()
 
         def committed() -> int:
-            row = head.execute("SELECT coalesce(max(sequence), 0) FROM events").fetchone()
-            return int(row[0]) if row else 0
+            return event_count(head)
 
         if committed() != 0:
             raise RuntimeError("the benchmark ledger is not empty before the load")
@@ -703,8 +711,7 @@ def _measure(
         after = _snapshot() if live_seconds is not None else at_commit
         ended = time.perf_counter() if live_seconds is not None else finished
         load_after = os.getloadavg()[0]
-        stored = connection.execute("SELECT count(*) FROM events").fetchone()
-    stored_count = int(stored[0]) if stored else 0
+        stored_count = event_count(connection)
     results = [_loader_result(loader) for loader in loaders]
     if load_done is None:
         load_done = started + max(result["seconds"] for result in results)

@@ -181,7 +181,7 @@ def unbillable_tables(document: dict[str, Any]) -> list[Table]:
     """An unbillable usage report (``UnbillableReport.as_dict``): events per customer and
     reason, then the records (the first ``UNBILLABLE_ROWS_SHOWN``)."""
     summary = Table(
-        title=f"unbillable usage through ledger sequence {document['through_sequence']}",
+        title=f"unbillable usage through ledger cut {document['through']}",
         title_justify="left",
         show_edge=False,
     )

@@ -2,11 +2,13 @@
 
 The shell around the pure core: it reads the clock, the ledger and the stored revisions,
 asks ``core`` (model, rating, invoicing, lineage) to decide, and stores what it decided.
-Every finalized invoice records the configuration revision and the ledger sequence it was
-rated through, so ``audit`` can rebuild it byte for byte from the raw events.
+Every finalized invoice records the configuration revision and the consistent cut of the
+ledger it was rated through (``"ledger": {"through": [heads...]}``, ``core.cuts``), so
+``audit`` can rebuild it byte for byte from the raw events.
 
-Late events (time in a finalized period, sequence past its ``through_sequence``) are
-never an edit: at the next close each such period is re-rated through the new head and
+Late events (time in a finalized period, inside a newer cut but outside the cut the
+invoice was closed through, in the customer's partition) are never an edit: at the next
+close each such period is re-rated through the new cut and
 the difference becomes an ``adjustment`` line on the customer's next invoice, its
 lineage the late events alone; or, on request, a credit note does the same at once.
 
@@ -56,8 +58,8 @@ from meterline.billing.unbillable import (
 from meterline.clock import Clock, system_clock_us
 from meterline.config.schema import parse_configuration
 from meterline.config.source import ConfigurationError, RetireAllRefused, read_yaml
-from meterline.core.chain import GENESIS_HASH
 from meterline.core.credits import Charge, CreditBook, CreditError, Grant, cut_instants
+from meterline.core.cuts import Cut
 from meterline.core.events import decode_exact, encode_canonical, format_timestamp
 from meterline.core.findings import Finding, describe_error
 from meterline.core.grants import contract_grants
@@ -79,6 +81,7 @@ from meterline.core.model import (
     terms_at,
 )
 from meterline.core.money import MINOR_UNITS, MONEY_CONTEXT
+from meterline.core.partitions import partition_of
 from meterline.core.periods import (
     BillingCycle,
     BillingPeriod,
@@ -88,6 +91,7 @@ from meterline.core.periods import (
     periods_overlapping,
 )
 from meterline.core.rating import window_charges
+from meterline.ledger import event_reads
 from meterline.ledger.billing import (
     BillingConflict,
     BillingStore,
@@ -344,6 +348,13 @@ class Billing:
     def _connection(self) -> Any:
         return self.ledger.store._reader()  # type: ignore[attr-defined]
 
+    def ledger_cut(self) -> Cut:
+        """The ledger's current consistent cut: what a close, draft or report reads through."""
+        return self.ledger.store.cut()
+
+    def _partition(self, customer: str) -> int:
+        return partition_of(customer, self.ledger.store.partitions)
+
     # -- configuration ----------------------------------------------------------------------
 
     def load(self, revision: int | None = None) -> Loaded | None:
@@ -509,7 +520,7 @@ class Billing:
         """Each contract's last closed period re-rated under the terms it will be on at its
         next period start, by the old configuration (before) and the new one (after), so
         the difference is the change alone, on real usage."""
-        through, _ = self.ledger.head()
+        through = self.ledger_cut()
         jobs: list[tuple[str, RatingJob, RatingJob | None]] = []
         label = None
         for contract in new.contracts:
@@ -553,7 +564,7 @@ class Billing:
         contract: Contract,
         at_us: int,
         period: BillingPeriod,
-        through: int,
+        through: Cut,
     ) -> RatingJob | None:
         """A job rating ``period`` wholly under the terms in force at ``at_us``."""
         if not contract.active_at(at_us):
@@ -595,7 +606,7 @@ class Billing:
             job.period,
             revision,
             configuration_hash,
-            job.through_sequence,
+            job.through,
             number,
             finalized_at_us,
         )
@@ -630,7 +641,7 @@ class Billing:
         spans = segments(loaded.configuration, contract, period.start_us, period.end_us)
         if not spans:
             raise NotFound(f"customer {customer!r} has no contract in force in that period")
-        through, _ = self.ledger.head()
+        through = self.ledger_cut()
         inputs = self._credit_inputs(loaded.configuration, contract, period.end_us - 1)
         job = RatingJob(
             customer,
@@ -678,7 +689,7 @@ class Billing:
         configuration = loaded.configuration
         now_us = self.clock()
         through_instant = now_us if through_us is None else min(through_us, now_us)
-        head, _ = self.ledger.head()
+        head = self.ledger_cut()
         done = {(i.customer, i.period_start_us) for i in self._period_invoices()}
         failed: dict[str, CustomerFailure] = {}
         jobs: list[RatingJob] = []
@@ -742,7 +753,7 @@ class Billing:
                     job.period.start_us,
                     job.period.end_us,
                     loaded.revision,
-                    head,
+                    head.head(job.partition),
                     now_us,
                     content,
                     hashlib.sha256(content).digest(),
@@ -756,7 +767,7 @@ class Billing:
                     f"{error}; another close won the race, nothing was stored"
                 ) from None
         rated = [*jobs, *[job for _, _, job, _ in pending]]
-        unbillable = usage_records(self._connection, job_problems(rated))
+        unbillable = usage_records(self._connection, head.partitions, job_problems(rated))
         return self._closed(CloseReport(stored, _ordered(failed), unbillable))
 
     def unbillable(self, customer: str | None = None, at_us: int | None = None) -> UnbillableReport:
@@ -769,7 +780,7 @@ class Billing:
         configuration: Configuration,
         contract: Contract,
         through_instant: int,
-        head: int,
+        head: Cut,
         done: set[tuple[str, int]],
     ) -> list[RatingJob]:
         """The jobs rating ``contract``'s periods that ended by ``through_instant`` and are
@@ -851,7 +862,7 @@ class Billing:
         configuration: Configuration,
         contract: Contract,
         period: BillingPeriod,
-        through: int,
+        through: Cut,
     ) -> list[Charge]:
         """Charges of every period before ``period``: kept by its invoice when finalized,
         else rated now (a period that ended but was not closed yet)."""
@@ -946,7 +957,7 @@ class Billing:
         cycle = billing_cycle(configuration, contract)
         period = period_containing(cycle, at)
         inputs = self._credit_inputs(configuration, contract, at)
-        through, _ = self.ledger.head()
+        through = self.ledger_cut()
         with _rating(customer):
             charges = self._prior_charges(configuration, contract, period, through)
         stored = self._finalized(customer, period.start_us)
@@ -1042,7 +1053,7 @@ class Billing:
                     now_us,
                     now_us,
                     loaded.revision,
-                    self.ledger.head()[0],
+                    self.ledger_cut().head(self._partition(customer)),
                     now_us,
                     content,
                     hashlib.sha256(content).digest(),
@@ -1169,10 +1180,10 @@ class Billing:
                 if i.kind == "threshold" and i.period_start_us == period.start_us
             ]
         )
-        head = draft["ledger"]["through_sequence"]
+        head = Cut.from_json(draft["ledger"]["through"], "ledger.through")
         invoice_id = self.store.next_invoice_id()
         document = threshold_document(
-            invoice_id, draft, unbilled, threshold, head, now_us, reason, control
+            invoice_id, draft, unbilled, threshold, head.to_json(), now_us, reason, control
         )
         content = invoice_bytes(document)
         stored = StoredInvoice(
@@ -1181,7 +1192,7 @@ class Billing:
             period.start_us,
             period.end_us,
             loaded.revision,
-            head,
+            head.head(self._partition(contract.customer)),
             now_us,
             content,
             hashlib.sha256(content).digest(),
@@ -1205,31 +1216,34 @@ class Billing:
 
     # -- late events ------------------------------------------------------------------------
 
-    def _accounted(self, invoice: StoredInvoice) -> tuple[int, Decimal]:
-        """How far a finalized period has been billed: (through sequence, total billed),
+    def invoice_cut(self, invoice: StoredInvoice) -> Cut:
+        """The cut a stored invoice was rated through (its document's ``ledger.through``)."""
+        return invoice_cut(decode_exact(invoice.document))
+
+    def _accounted(self, invoice: StoredInvoice) -> tuple[Cut, Decimal]:
+        """How far a finalized period has been billed: (through cut, total billed),
         following adjustments on later invoices and credit notes."""
-        through = invoice.through_sequence
+        through = self.invoice_cut(invoice)
         billed = charges_total(decode_exact(invoice.document))
         records = [decode_exact(i.document) for i in self.store.invoices(invoice.customer)]
         records += [decode_exact(n.document) for n in self.store.credit_notes(invoice.invoice_id)]
         for document in records:
             for line in document.get("lines", []):
                 adjusts = line.get("adjusts")
-                if (
-                    adjusts
-                    and adjusts.get("invoice") == invoice.invoice_id
-                    and adjusts["through_sequence"] > through
-                ):
-                    through = adjusts["through_sequence"]
+                if not adjusts or adjusts.get("invoice") != invoice.invoice_id:
+                    continue
+                adjusted = Cut.from_json(adjusts["through"], "adjusts.through")
+                if adjusted != through and adjusted.includes(through):
+                    through = adjusted
                     billed = Decimal(adjusts["rerated_total"])
         return through, billed
 
     def _late_jobs(
         self,
         jobs: list[RatingJob],
-        head: int,
+        head: Cut,
         failures: dict[str, CustomerFailure] | None = None,
-    ) -> list[tuple[StoredInvoice, Decimal, RatingJob, int]]:
+    ) -> list[tuple[StoredInvoice, Decimal, RatingJob, Cut]]:
         """For each customer in ``jobs``: finalized periods with events past what was billed:
         (invoice, billed total, re-rating job through ``head``, accounted through). With
         ``failures``, a customer whose finalized period cannot be re-rated is recorded
@@ -1238,24 +1252,23 @@ class Billing:
         invoices = [i for i in self._period_invoices() if i.customer in customers]
         if not invoices:
             return []
-        # Only rows ingested since the earliest close and timed before the latest finalized
-        # period's end can be late: the rest (the current period's usage) never reaches
-        # Python, so a close does not copy a month of events to look for a few.
-        lowest = min(i.through_sequence for i in invoices)
+        # Only rows outside the cut every invoice includes and timed before the latest
+        # finalized period's end can be late: the rest (the current period's usage) never
+        # reaches Python, so a close does not copy a month of events to look for a few.
+        lowest = head
+        for invoice in invoices:
+            lowest = lowest.intersection(self.invoice_cut(invoice))
         latest_end = max(i.period_end_us for i in invoices)
-        late = self._connection.execute(
-            "SELECT customer, timestamp_us, sequence FROM events WHERE sequence > ?"
-            " AND sequence <= ? AND timestamp_us < ?",
-            (lowest, head, latest_end),
-        ).fetchall()
+        late = event_reads.late_candidates(self._connection, lowest, head, latest_end)
         pending = []
         for invoice in invoices:
             try:
                 through, billed = self._accounted(invoice)
+                partition = self._partition(invoice.customer)
                 if not any(
                     c == invoice.customer
                     and invoice.period_start_us <= t < invoice.period_end_us
-                    and s > through
+                    and not through.covers(partition, s)
                     for c, t, s in late
                 ):
                     continue
@@ -1276,14 +1289,14 @@ class Billing:
         draft as of ``at_us``, now), each with a job that re-rated it keeping its events
         and measuring the cost-only meters too: what unit economics is computed from."""
         at = self.clock() if at_us is None else at_us
-        head, _ = self.ledger.head()
+        head = self.ledger_cut()
         pairs: list[tuple[dict[str, Any], RatingJob]] = []
         for stored in self._period_invoices(customer):
             if stored.finalized_at_us > at:
                 continue
             job, _ = self._rerate(
                 stored,
-                stored.through_sequence,
+                self.invoice_cut(stored),
                 keep_events=True,
                 also_meters=_cost_meters(self.load(stored.revision)),
             )
@@ -1320,18 +1333,14 @@ class Billing:
         return pairs
 
     def event_days(self, customer: str, start_us: int, end_us: int) -> dict[int, int]:
-        """Each of the customer's events in [start, end): its sequence and timestamp."""
-        rows = self._connection.execute(
-            "SELECT sequence, timestamp_us FROM events WHERE customer = ?"
-            " AND timestamp_us >= ? AND timestamp_us < ?",
-            (customer, start_us, end_us),
-        ).fetchall()
-        return dict(rows)
+        """Each of the customer's events in [start, end): its sequence (within the
+        customer's partition) and timestamp."""
+        return event_reads.customer_event_times(self._connection, customer, start_us, end_us)
 
     def _rerate(
         self,
         invoice: StoredInvoice,
-        through: int,
+        through: Cut,
         keep_events: bool = False,
         also_meters: frozenset[str] = frozenset(),
     ) -> tuple[RatingJob, Loaded]:
@@ -1356,7 +1365,7 @@ class Billing:
 
     def _adjustments(
         self,
-        pending: list[tuple[StoredInvoice, Decimal, RatingJob, int]],
+        pending: list[tuple[StoredInvoice, Decimal, RatingJob, Cut]],
         failures: dict[str, CustomerFailure] | None = None,
     ) -> dict[str, list[Adjustment]]:
         """Per customer, the adjustment of each re-rated finalized period; with
@@ -1376,7 +1385,7 @@ class Billing:
                     raise
                 failures.setdefault(invoice.customer, _failure(invoice.customer, error, job.period))
                 continue
-            events, first, last, root = self._late_lineage(invoice, through, job.through_sequence)
+            events, first, last, root = self._late_lineage(invoice, through, job.through)
             with_context = MONEY_CONTEXT.subtract(rerated, billed)
             result.setdefault(invoice.customer, []).append(
                 Adjustment(
@@ -1385,8 +1394,8 @@ class Billing:
                     with_context,
                     {
                         "invoice": invoice.invoice_id,
-                        "from_sequence": through,
-                        "through_sequence": job.through_sequence,
+                        "from": through.to_json(),
+                        "through": job.through.to_json(),
                         "billed_total": str(billed),
                         "rerated_total": str(rerated),
                     },
@@ -1399,13 +1408,18 @@ class Billing:
         return result
 
     def _late_lineage(
-        self, invoice: StoredInvoice, after: int, through: int
+        self, invoice: StoredInvoice, after: Cut, through: Cut
     ) -> tuple[int, int | None, int | None, bytes]:
-        rows = self._connection.execute(
-            "SELECT sequence, hash FROM events WHERE sequence > ? AND sequence <= ?"
-            " AND customer = ? AND timestamp_us >= ? AND timestamp_us < ? ORDER BY sequence",
-            (after, through, invoice.customer, invoice.period_start_us, invoice.period_end_us),
-        ).fetchall()
+        """The late events of ``invoice``'s period (inside ``through``, outside ``after``):
+        how many, the first and last sequence (in the customer's partition), their root."""
+        rows = event_reads.customer_event_hashes(
+            self._connection,
+            invoice.customer,
+            after,
+            through,
+            invoice.period_start_us,
+            invoice.period_end_us,
+        )
         builder = MerkleBuilder()
         for _, event_hash in rows:
             builder.add(event_hash)
@@ -1433,28 +1447,25 @@ class Billing:
         return line
 
     def line_events(self, invoice_id: str, line_number: int) -> list[tuple[int, bytes]]:
-        """(sequence, ledger hash) of every event behind a usage or adjustment line."""
+        """(sequence, ledger hash) of every event behind a usage or adjustment line: all of
+        one customer, so all in its partition."""
         stored = self.invoice(invoice_id)
         document = self.document(invoice_id)
         line = self._line(document, line_number)
         if line["kind"] == "adjustment":
             adjusts = line["adjusts"]
             previous = self.invoice(adjusts["invoice"])
-            rows = self._connection.execute(
-                "SELECT sequence, hash FROM events WHERE sequence > ? AND sequence <= ?"
-                " AND customer = ? AND timestamp_us >= ? AND timestamp_us < ? ORDER BY sequence",
-                (
-                    adjusts["from_sequence"],
-                    adjusts["through_sequence"],
-                    previous.customer,
-                    previous.period_start_us,
-                    previous.period_end_us,
-                ),
-            ).fetchall()
-            return [(sequence, event_hash) for sequence, event_hash in rows]
+            return event_reads.customer_event_hashes(
+                self._connection,
+                previous.customer,
+                Cut.from_json(adjusts["from"], "adjusts.from"),
+                Cut.from_json(adjusts["through"], "adjusts.through"),
+                previous.period_start_us,
+                previous.period_end_us,
+            )
         if line["kind"] != "usage":
             raise BillingError(f"line {line_number}: a {line['kind']} line has no events")
-        job, loaded = self._rerate(stored, stored.through_sequence, keep_events=True)
+        job, loaded = self._rerate(stored, invoice_cut(document), keep_events=True)
         run_jobs(self._connection, [job])
         segment_index = next(
             i
@@ -1469,51 +1480,30 @@ class Billing:
     def explain(self, invoice_id: str, line_number: int) -> list[dict[str, Any]]:
         """The events behind a line, as the ledger holds them."""
         members = self.line_events(invoice_id, line_number)
-        wanted = {sequence for sequence, _ in members}
-        result = []
-        for record in self._records(sorted(wanted)):
-            result.append(record)
-        return result
+        customer = self.invoice(invoice_id).customer
+        return self.customer_records(customer, [sequence for sequence, _ in members])
 
-    def _records(self, sequences: list[int]) -> list[dict[str, Any]]:
-        result = []
-        for start in range(0, len(sequences), 500):
-            chunk = sequences[start : start + 500]
-            marks = ",".join("?" * len(chunk))
-            rows = self._connection.execute(
-                f"SELECT sequence, event_id, type, timestamp_us, body, hash FROM events"
-                f" WHERE sequence IN ({marks}) ORDER BY sequence",
-                chunk,
-            ).fetchall()
-            for sequence, event_id, event_type, timestamp_us, body, event_hash in rows:
-                result.append(
-                    {
-                        "sequence": sequence,
-                        "id": event_id,
-                        "type": event_type,
-                        "timestamp": format_timestamp(timestamp_us),
-                        "properties": decode_exact(body).get("properties", {}),
-                        "hash": event_hash.hex(),
-                    }
-                )
-        return result
+    def customer_records(self, customer: str, sequences: list[int]) -> list[dict[str, Any]]:
+        """``customer``'s events at ``sequences`` (within its partition), as the ledger holds
+        them, in sequence order."""
+        partition = self._partition(customer)
+        return self._records([(partition, sequence) for sequence in sequences])
 
-    def _previous_hash(self, sequence: int) -> bytes:
-        """The hash event ``sequence`` chains from: the previous event of its partition (on
-        PostgreSQL; a SQLite ledger is one chain, so the event before it), or genesis."""
-        connection = self._connection
-        if getattr(connection, "dialect", "sqlite") == "postgresql":
-            row = connection.execute(
-                "SELECT hash FROM events WHERE partition_number ="
-                " (SELECT partition_number FROM events WHERE sequence = ?) AND sequence < ?"
-                " ORDER BY sequence DESC LIMIT 1",
-                (sequence, sequence),
-            ).fetchone()
-        else:
-            row = connection.execute(
-                "SELECT hash FROM events WHERE sequence = ?", (sequence - 1,)
-            ).fetchone()
-        return GENESIS_HASH if row is None else bytes(row[0])
+    def _records(self, events: list[tuple[int, int]]) -> list[dict[str, Any]]:
+        """The named (partition, sequence) events as the ledger holds them, in ledger order."""
+        rows = event_reads.records_at(self._connection, self.ledger.store.partitions, events)
+        return [
+            {
+                "partition": partition,
+                "sequence": sequence,
+                "id": event_id,
+                "type": event_type,
+                "timestamp": format_timestamp(timestamp_us),
+                "properties": decode_exact(body).get("properties", {}),
+                "hash": event_hash.hex(),
+            }
+            for partition, sequence, event_id, event_type, timestamp_us, body, event_hash in rows
+        ]
 
     def proof(self, invoice_id: str, line_number: int, event_id: str) -> dict[str, Any]:
         """An inclusion proof that event ``event_id`` is behind line ``line_number``,
@@ -1522,21 +1512,21 @@ class Billing:
         document = self.document(invoice_id)
         line = self._line(document, line_number)
         members = self.line_events(invoice_id, line_number)
-        row = self._connection.execute(
-            "SELECT sequence, body, hash FROM events WHERE customer = ? AND event_id = ?",
-            (stored.customer, event_id),
-        ).fetchone()
-        if row is None:
+        found = event_reads.event_by_id(
+            self._connection, self.ledger.store.partitions, stored.customer, event_id
+        )
+        if found is None:
             raise NotFound(f"event {event_id!r}: no such event for {stored.customer}")
-        sequence, body, event_hash = row
+        partition, sequence, body, event_hash = found
         hashes = [h for _, h in members]
         positions = [i for i, (s, _) in enumerate(members) if s == sequence]
         if not positions:
             raise NotFound(f"event {event_id!r} is not behind line {line_number}")
-        previous = self._previous_hash(sequence)
+        previous = event_reads.previous_hash(self._connection, partition, sequence)
         index = positions[0]
         return {
             "event": {
+                "partition": partition,
                 "sequence": sequence,
                 "body": bytes(body).decode(),
                 "previous_hash": previous.hex(),
@@ -1579,7 +1569,7 @@ class Billing:
                 }
             ]
         else:
-            head, _ = self.ledger.head()
+            head = self.ledger_cut()
             placeholder = RatingJob(stored.customer, BillingPeriod(0, 1), [], head, Configuration())
             pending = [
                 p for p in self._late_jobs([placeholder], head) if p[0].invoice_id == invoice_id
@@ -1733,7 +1723,7 @@ class Billing:
             stored.customer,
             period,
             spans,
-            stored.through_sequence,
+            invoice_cut(document),
             loaded.configuration,
             cuts=_cuts(inputs, period, contract.timezone),
         )
@@ -1745,14 +1735,13 @@ class Billing:
             previous = self.store.invoice(adjusts["invoice"])
             if previous is None:
                 return line["number"], f"adjusts unknown invoice {adjusts['invoice']}"
-            rerate, _ = self._rerate(previous, adjusts["through_sequence"])
+            rerate, _ = self._rerate(previous, Cut.from_json(adjusts["through"], "adjusts.through"))
             adjustment_jobs.append((previous, adjusts, rerate))
         run_jobs(self._connection, [job, *[j for _, _, j in adjustment_jobs]])
         adjustments = []
         for previous, adjusts, rerate in adjustment_jobs:
-            pending = [
-                (previous, Decimal(adjusts["billed_total"]), rerate, adjusts["from_sequence"])
-            ]
+            after = Cut.from_json(adjusts["from"], "adjusts.from")
+            pending = [(previous, Decimal(adjusts["billed_total"]), rerate, after)]
             adjustments.extend(self._adjustments(pending).get(previous.customer, []))
         finalized_at = stored.finalized_at_us
         credit = None
@@ -1893,3 +1882,8 @@ def audit_ledger(location: str | Path, clock: Clock = system_clock_us) -> AuditR
         return AuditReport(chain_intact=False, findings=[*found, unreadable(location, error)])
     report.findings[:0] = found
     return report
+
+
+def invoice_cut(document: dict[str, Any]) -> Cut:
+    """The cut an invoice document was rated through (``ledger.through``)."""
+    return Cut.from_json(document["ledger"]["through"], "ledger.through")

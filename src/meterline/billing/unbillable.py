@@ -5,7 +5,8 @@ Nothing a customer sends can stop billing: an event whose value a meter cannot m
 event before its customer's contract starts or after it ends, an event of a customer with
 no contract, an event whose stored body does not decode: each is *unbillable usage*,
 found by the rating (``core.rating``, ``core.meters``), never counted as zero and never
-dropped silently. Each record names the customer, the event (id and ledger sequence),
+dropped silently. Each record names the customer, the event (id, partition and sequence
+within it),
 the meter and the reason (a code of ``core.rating.UNBILLABLE_REASONS``, and words).
 
 - ``unbillable_report`` re-derives every record from the ledger (like ``audit``: one scan
@@ -15,7 +16,8 @@ the meter and the reason (a code of ``core.rating.UNBILLABLE_REASONS``, and word
 - ``Billing.close`` returns the records its ratings met and tells its
   ``unbillable_listeners``; the live engine does the same for each appended batch.
   ``publish_unbillable`` turns records into ``usage.unbillable`` webhooks, one per ledger
-  event, its webhook event id ``usage.unbillable:<sequence>``: the webhook store sends an
+  event, its webhook event id ``usage.unbillable:<sequence>`` (``usage.unbillable:
+  <partition>:<sequence>`` past partition 0): the webhook store sends an
   event id once, so a close or a rebuild finding the same event again sends nothing.
 - ``CustomerFailure`` is a customer a close (or this report) could not rate at all, with
   the reason: the other customers are closed regardless.
@@ -32,11 +34,13 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 
 from meterline.billing.scan import _DECODER, RatingJob, run_jobs
+from meterline.core.cuts import Cut
 from meterline.core.events import format_timestamp
 from meterline.core.meters import MeterProblem
+from meterline.core.partitions import partition_of
 from meterline.core.periods import BillingPeriod, periods_overlapping
 from meterline.core.rating import billable_meters, unrated_problems
-from meterline.ledger.database import stream_rows
+from meterline.ledger import event_reads
 
 if TYPE_CHECKING:
     from meterline.billing.service import Billing
@@ -61,11 +65,19 @@ class UnbillableUsage:
     reason: str
     """A code of ``core.rating.UNBILLABLE_REASONS``."""
     detail: str
+    partition: int = 0
+    """The ledger partition holding the event (its sequence is within it)."""
+
+    @property
+    def event(self) -> tuple[int, int]:
+        """The event's identity in the ledger: (partition, sequence)."""
+        return self.partition, self.sequence
 
     def as_dict(self) -> dict[str, Any]:
         return {
             "customer": self.customer,
             "event_id": self.event_id,
+            "partition": self.partition,
             "sequence": self.sequence,
             "type": self.type,
             "timestamp": format_timestamp(self.timestamp_us),
@@ -107,32 +119,34 @@ def job_problems(jobs: Iterable[RatingJob]) -> list[tuple[str, MeterProblem]]:
 
 
 def usage_records(
-    connection: Any, found: Iterable[tuple[str, MeterProblem]]
+    connection: Any, partitions: int, found: Iterable[tuple[str, MeterProblem]]
 ) -> list[UnbillableUsage]:
-    """``found`` as records with each event's id, type and time (read by sequence), one
-    per (event, meter, reason), in (customer, sequence, meter) order."""
-    unique: dict[tuple[int, str, str], tuple[str, MeterProblem]] = {}
+    """``found`` as records with each event's id, type and time (read by partition and
+    sequence), one per (event, meter, reason), in (customer, sequence, meter) order."""
+    unique: dict[tuple[int, int, str, str], tuple[str, MeterProblem]] = {}
     for customer, problem in found:
-        unique.setdefault((problem.sequence, problem.meter, problem.code), (customer, problem))
+        partition = partition_of(customer, partitions)
+        key = (partition, problem.sequence, problem.meter, problem.code)
+        unique.setdefault(key, (customer, problem))
     if not unique:
         return []
-    sequences = sorted({sequence for sequence, _, _ in unique})
-    events: dict[int, tuple[str, str, int]] = {}
-    for start in range(0, len(sequences), LOOKUP_CHUNK):
-        chunk = sequences[start : start + LOOKUP_CHUNK]
-        rows = connection.execute(
-            "SELECT sequence, event_id, type, timestamp_us FROM events"
-            f" WHERE sequence IN ({','.join('?' * len(chunk))})",
-            chunk,
-        ).fetchall()
-        for sequence, event_id, event_type, timestamp_us in rows:
-            events[sequence] = (str(event_id), str(event_type), int(timestamp_us))
+    events = event_reads.event_summaries(
+        connection, partitions, {(partition, sequence) for partition, sequence, _, _ in unique}
+    )
     records = []
-    for (sequence, meter, code), (customer, problem) in unique.items():
-        event_id, event_type, timestamp_us = events.get(sequence, ("", "", 0))
+    for (partition, sequence, meter, code), (customer, problem) in unique.items():
+        event_id, event_type, timestamp_us = events.get((partition, sequence), ("", "", 0))
         records.append(
             UnbillableUsage(
-                customer, event_id, sequence, event_type, timestamp_us, meter, code, problem.reason
+                customer,
+                event_id,
+                sequence,
+                event_type,
+                timestamp_us,
+                meter,
+                code,
+                problem.reason,
+                partition,
             )
         )
     return sorted(records, key=lambda r: (r.customer, r.sequence, r.meter, r.reason))
@@ -140,11 +154,11 @@ def usage_records(
 
 @dataclass
 class UnbillableReport:
-    """The ledger's unbillable usage as of ``at_us`` (events through ``through_sequence``),
+    """The ledger's unbillable usage as of ``at_us`` (events inside the cut ``through``),
     and the customers that could not be rated at all."""
 
     at_us: int
-    through_sequence: int
+    through: Cut
     usage: list[UnbillableUsage] = field(default_factory=list)
     failed: list[CustomerFailure] = field(default_factory=list)
 
@@ -156,13 +170,13 @@ class UnbillableReport:
             by_customer.setdefault(record.customer, []).append(record)
         result = []
         for customer, records in sorted(by_customer.items()):
-            reasons: dict[str, set[int]] = {}
+            reasons: dict[str, set[tuple[int, int]]] = {}
             for record in records:
-                reasons.setdefault(record.reason, set()).add(record.sequence)
+                reasons.setdefault(record.reason, set()).add(record.event)
             result.append(
                 {
                     "customer": customer,
-                    "events": len({record.sequence for record in records}),
+                    "events": len({record.event for record in records}),
                     "records": len(records),
                     "reasons": {code: len(events) for code, events in sorted(reasons.items())},
                     "usage": [record.as_dict() for record in records],
@@ -171,13 +185,13 @@ class UnbillableReport:
         return result
 
     def as_dict(self) -> dict[str, Any]:
-        reasons: dict[str, set[int]] = {}
+        reasons: dict[str, set[tuple[int, int]]] = {}
         for record in self.usage:
-            reasons.setdefault(record.reason, set()).add(record.sequence)
+            reasons.setdefault(record.reason, set()).add(record.event)
         return {
             "at": format_timestamp(self.at_us),
-            "through_sequence": self.through_sequence,
-            "events": len({record.sequence for record in self.usage}),
+            "through": self.through.to_json(),
+            "events": len({record.event for record in self.usage}),
             "reasons": {code: len(events) for code, events in sorted(reasons.items())},
             "customers": self.customers(),
             "failed": [failure.as_dict() for failure in self.failed],
@@ -196,7 +210,7 @@ def unbillable_report(
     from meterline.core.model import segments
 
     at = billing.clock() if at_us is None else at_us
-    head, _ = billing.ledger.head()
+    head = billing.ledger_cut()
     connection = billing._connection
     jobs: list[RatingJob] = []
     failed: dict[str, CustomerFailure] = {}
@@ -254,7 +268,7 @@ def unbillable_report(
     return UnbillableReport(
         at,
         head,
-        usage_records(connection, found),
+        usage_records(connection, head.partitions, found),
         sorted(failed.values(), key=lambda failure: failure.customer),
     )
 
@@ -263,10 +277,10 @@ def _uncovered(
     connection: Any,
     configuration: Any,
     covered: dict[str, list[tuple[int, int]]],
-    head: int,
+    head: Cut,
     customer: str | None,
 ) -> list[tuple[str, MeterProblem]]:
-    """The problems of the events through ``head`` that no rated period covers: usage of
+    """The problems of the events inside ``head`` that no rated period covers: usage of
     a customer with no contract, or outside its contract's span."""
     billable = billable_meters(configuration)
     if not billable:
@@ -275,13 +289,9 @@ def _uncovered(
     for name, spans in covered.items():
         ordered = sorted(spans)
         starts[name] = ([s for s, _ in ordered], [e for _, e in ordered])
-    query = "SELECT sequence, customer, type, timestamp_us FROM events WHERE sequence <= ?"
-    parameters: list[Any] = [head]
-    if customer is not None:
-        query += " AND customer = ?"
-        parameters.append(customer)
-    candidates: list[tuple[int, str, str, int]] = []
-    for sequence, who, event_type, timestamp_us in stream_rows(connection, query, parameters):
+    candidates: list[tuple[int, int, str, str, int]] = []
+    rows = event_reads.usage_candidates(connection, head, customer)
+    for partition, sequence, who, event_type, timestamp_us in rows:
         if event_type not in billable:
             continue
         bounds = starts.get(who)
@@ -289,21 +299,19 @@ def _uncovered(
             index = bisect_right(bounds[0], timestamp_us) - 1
             if index >= 0 and timestamp_us < bounds[1][index]:
                 continue
-        candidates.append((sequence, who, event_type, timestamp_us))
+        candidates.append((partition, sequence, who, event_type, timestamp_us))
     contracts = {contract.customer: contract for contract in configuration.contracts}
     found: list[tuple[str, MeterProblem]] = []
     for start in range(0, len(candidates), LOOKUP_CHUNK):
         chunk = candidates[start : start + LOOKUP_CHUNK]
-        bodies = dict(
-            connection.execute(
-                "SELECT sequence, body FROM events"
-                f" WHERE sequence IN ({','.join('?' * len(chunk))})",
-                [sequence for sequence, *_ in chunk],
-            ).fetchall()
+        bodies = event_reads.event_bodies(
+            connection,
+            head.partitions,
+            [(partition, sequence) for partition, sequence, *_ in chunk],
         )
-        for sequence, who, event_type, timestamp_us in chunk:
+        for partition, sequence, who, event_type, timestamp_us in chunk:
             try:
-                properties = _DECODER.decode(bodies[sequence]).properties
+                properties = _DECODER.decode(bodies[(partition, sequence)]).properties
             except (msgspec.MsgspecError, KeyError):
                 properties = None
             problems = unrated_problems(
@@ -323,16 +331,17 @@ def webhook_events(records: Sequence[UnbillableUsage]) -> list[tuple[str, dict[s
     """One ``usage.unbillable`` webhook per ledger event among ``records``: (kind, data,
     event id); the event id names the ledger sequence, so it is the same whoever finds
     the event (a batch, a close, a report)."""
-    by_event: dict[int, list[UnbillableUsage]] = {}
+    by_event: dict[tuple[int, int], list[UnbillableUsage]] = {}
     for record in records:
-        by_event.setdefault(record.sequence, []).append(record)
+        by_event.setdefault(record.event, []).append(record)
     result = []
-    for sequence, group in sorted(by_event.items()):
+    for (partition, sequence), group in sorted(by_event.items()):
         first = group[0]
         data = {
             "customer": first.customer,
             "event": {
                 "id": first.event_id,
+                "partition": partition,
                 "sequence": sequence,
                 "type": first.type,
                 "timestamp": format_timestamp(first.timestamp_us),
@@ -343,7 +352,8 @@ def webhook_events(records: Sequence[UnbillableUsage]) -> list[tuple[str, dict[s
                 for record in group
             ],
         }
-        result.append((WEBHOOK_KIND, data, f"{WEBHOOK_KIND}:{sequence}"))
+        name = f"{sequence}" if partition == 0 else f"{partition}:{sequence}"
+        result.append((WEBHOOK_KIND, data, f"{WEBHOOK_KIND}:{name}"))
     return result
 
 

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal, localcontext
 from typing import Any
 
+from meterline.core.cuts import Cut
 from meterline.core.events import encode_canonical, format_timestamp
 from meterline.core.model import Configuration, Price, Segment
 from meterline.core.money import MONEY_CONTEXT, prorate, round_amount
@@ -48,7 +49,8 @@ class InvoiceHeader:
     period: BillingPeriod
     configuration_revision: int
     configuration_hash: str
-    through_sequence: int
+    through: Cut
+    """The consistent cut of the ledger the invoice was rated through (``core.cuts``)."""
     number: str | None = None
     finalized_at_us: int | None = None
 
@@ -388,7 +390,7 @@ def build_invoice(
             "revision": header.configuration_revision,
             "hash": header.configuration_hash,
         },
-        "ledger": {"through_sequence": header.through_sequence},
+        "ledger": {"through": header.through.to_json()},
         "lines": lines,
         "total": str(round_amount(total, header.currency)),  # exact already; fixes the scale
         "finalized_at": None

@@ -142,12 +142,12 @@ class Derived:
         self._unbillable_lock = threading.Lock()
 
     def version(self) -> tuple[Any, ...]:
-        """What the figures are made of: the ledger head, the count of invoices, credit
+        """What the figures are made of: the ledger's cut, the count of invoices, credit
         notes and grants, the pricing revision, and today's date (UTC)."""
         store = self.billing.store
         revision = store.revision()
         return (
-            self.ledger.head()[0],
+            self.ledger.store.cut(),
             len(store.invoices()),
             len(store.credit_notes()),
             len(store.grants()),
@@ -490,7 +490,7 @@ class Dashboard:
             "document": document,
             "sha256": stored.document_sha256.hex(),
             "revision": stored.revision,
-            "through_sequence": stored.through_sequence,
+            "through": str(self.billing.invoice_cut(stored)),
             "notes": [
                 {
                     "id": note.note_id,
@@ -511,7 +511,7 @@ class Dashboard:
         sequences = self.sequences(invoice_id, number)
         start = bisect_right(sequences, after)
         page = sequences[start : start + EVENTS_PAGE].tolist()
-        events = self.billing._records(page) if page else []
+        events = self.billing.customer_records(stored.customer, page) if page else []
         more = start + EVENTS_PAGE < len(sequences)
         return {
             "invoice_id": invoice_id,

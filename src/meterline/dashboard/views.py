@@ -18,6 +18,7 @@ from decimal import Decimal, localcontext
 from typing import Any
 
 from meterline.core.controls import Block
+from meterline.core.cuts import Cut
 from meterline.core.economics import Margin
 from meterline.core.journal import CHART, DEFERRED, Balances, JournalEntry, Rollforward
 from meterline.core.money import (
@@ -470,7 +471,8 @@ class UnbillableView:
     records_total: int
     events: int
     failed: list[dict[str, Any]]
-    through_sequence: int
+    through: str
+    """The ledger cut the report was derived through."""
 
 
 def unbillable_view(
@@ -498,5 +500,5 @@ def unbillable_view(
         len(records),
         document["events"],
         list(document["failed"]),
-        document["through_sequence"],
+        str(Cut.from_json(document["through"])),
     )

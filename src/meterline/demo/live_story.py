@@ -217,7 +217,7 @@ def _tell(billing: Billing, engine: LiveEngine, console: Console) -> None:
     ledger.ingest(chats)
     for start in range(0, len(calls), 250):
         ledger.ingest(calls[start : start + 250])
-        engine.wait_applied(ledger.head()[0])  # one batch a beat, as an agent fleet sends
+        engine.wait_applied(ledger.store.cut())  # one batch a beat, as an agent fleet sends
     _wait_denied(engine, POOL_CUSTOMER, "agent-tools")
     engine.controls.drain()
     tools = engine.controls.access(POOL_CUSTOMER, "agent-tools")

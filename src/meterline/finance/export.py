@@ -25,6 +25,7 @@ rated usage and the journal as ``usage_slices`` and ``build_books`` compute them
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 import threading
@@ -48,8 +49,9 @@ from meterline.core.events import decode_exact
 from meterline.core.money import MONEY_CONTEXT
 from meterline.finance.books import build_books, journal_rows
 from meterline.finance.economics import usage_slices
+from meterline.ledger import event_reads
 from meterline.ledger.billing import StoredInvoice
-from meterline.ledger.database import is_postgres, open_connection, stream_rows
+from meterline.ledger.database import open_connection
 
 MONEY = "DECIMAL(38,10)"
 """Money and quantities: 28 digits before the point, 10 after (exact, never a float)."""
@@ -147,18 +149,14 @@ def _ledger_path(billing: Billing) -> str:
 
 
 def _event_rows(billing: Billing, at_us: int) -> Iterator[tuple[Any, ...]]:
-    """Every event received by ``at_us``, in sequence order, with its predecessor's hash
+    """Every event received by ``at_us``, in ledger order (partition, then sequence),
+    with its predecessor's hash
     (the chain: ``hash = SHA-256(previous_hash || body)``, the predecessor being the
     previous event of the same partition; a SQLite ledger has one, partition 0)."""
     location = _ledger_path(billing)
-    partition = "partition_number" if is_postgres(location) else "0"
     connection = open_connection(location)
     try:
-        rows = stream_rows(
-            connection,
-            "SELECT sequence, event_id, customer, type, timestamp_us, ingested_at_us, body, hash,"
-            f" {partition} FROM events ORDER BY sequence",
-        )
+        rows = event_reads.chained_rows(connection, billing.ledger.store.partitions)
         tails: dict[int, bytes] = {}
         decode = _BODY.decode
         for sequence, event_id, customer, kind, timestamp, received, body, digest, part in rows:
@@ -191,6 +189,12 @@ def _optional_us(text: object) -> int | None:
     return None if text is None else instant_us(str(text))
 
 
+def _ledger_through(document: dict[str, Any]) -> str | None:
+    """The document's ``ledger.through`` cut as JSON text (None when it records none)."""
+    through = (document.get("ledger") or {}).get("through")
+    return None if through is None else json.dumps(through, separators=(",", ":"))
+
+
 def _invoice_rows(billing: Billing, at_us: int) -> Iterator[tuple[Any, ...]]:
     for stored, document in _invoices(billing, at_us):
         period = document.get("period") or {}
@@ -206,7 +210,7 @@ def _invoice_rows(billing: Billing, at_us: int) -> Iterator[tuple[Any, ...]]:
             document["total"],
             stored.document_sha256.hex(),
             document.get("timezone") or "UTC",
-            stored.through_sequence,
+            _ledger_through(document),
         )
 
 
@@ -344,7 +348,12 @@ TABLES: dict[str, Table] = {
                 ("total", MONEY, "The invoice total: the sum of its lines' amounts."),
                 ("document_sha256", "VARCHAR", "SHA-256 of the stored document bytes, hex."),
                 ("timezone", "VARCHAR", "The contract's time zone its days are read in."),
-                ("through_sequence", "BIGINT", "The ledger sequence it was rated through."),
+                (
+                    "ledger_through",
+                    "VARCHAR",
+                    "The ledger cut it was rated through: each partition's last sequence,"
+                    " as a JSON list (NULL if none).",
+                ),
             ),
             _invoice_rows,
             "invoice_id",

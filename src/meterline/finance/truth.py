@@ -37,6 +37,7 @@ from meterline.core.journal import (
     rollforward,
 )
 from meterline.core.money import MONEY_CONTEXT
+from meterline.core.partitions import partition_of
 from meterline.finance.books import Books, build_books
 from meterline.finance.economics import usage_slices
 
@@ -93,7 +94,7 @@ def one_truth(billing: Billing, at_us: int | None = None) -> TruthReport:
     at = billing.clock() if at_us is None else at_us
     report = TruthReport()
     chain = billing.ledger.verify()
-    head, _ = billing.ledger.head()
+    head = billing.ledger_cut()
     report.add(
         "events",
         f"hash chain ({chain.records} events)",
@@ -112,21 +113,23 @@ def one_truth(billing: Billing, at_us: int | None = None) -> TruthReport:
         for lines in usage_lines.values()
         for line in lines
     )
-    behind = max(
-        (
-            int(line["lineage"]["last_sequence"])
-            for lines in usage_lines.values()
-            for line in lines
-            if line.get("lineage", {}).get("last_sequence") is not None
-        ),
-        default=0,
-    )
+    partitions = head.partitions
+    outside = [
+        f"{document['customer']} sequence {line['lineage']['last_sequence']}"
+        for document in documents.values()
+        for line in usage_lines.get(document["number"], [])
+        if line.get("lineage", {}).get("last_sequence") is not None
+        and not head.covers(
+            partition_of(document["customer"], partitions),
+            int(line["lineage"]["last_sequence"]),
+        )
+    ]
     report.add(
         "events",
-        "last sequence behind a usage line",
-        "in ledger" if behind <= head else f"{behind} > {head}",
+        "last event behind each usage line (in its customer's partition)",
+        "in ledger" if not outside else f"outside the ledger: {outside[0]}",
         "in ledger",
-        f"ledger head {head}",
+        f"ledger cut {head}",
     )
     slices = [s for s in usage_slices(billing, at) if s.invoice in documents]
     _rated(report, slices, usage_lines, lineage_events)

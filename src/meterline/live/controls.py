@@ -36,6 +36,7 @@ from meterline.core.controls import (
     decide,
     evaluate,
 )
+from meterline.core.cuts import Cut
 from meterline.core.events import format_timestamp
 from meterline.ledger.controls import ControlStore, StoredFiring, StoredOverride
 from meterline.live.projection import Figures, LiveProjection
@@ -157,9 +158,10 @@ class Controls:
 
     # -- evaluation -----------------------------------------------------------------------------
 
-    def evaluate(self, customers: set[str], sequence: int) -> list[StoredFiring]:
-        """Evaluate every policy of ``customers`` on their figures now; ``sequence`` is the
-        last ledger sequence of the batch being applied (the cause of any firing).
+    def evaluate(self, customers: set[str], through: Cut) -> list[StoredFiring]:
+        """Evaluate every policy of ``customers`` on their figures now; ``through`` is the
+        cut of the ledger applied (a firing's cause is its head in the customer's
+        partition: the customer's last event applied).
 
         Two phases: first every customer is evaluated (no writes); then the crossings'
         records are written in one transaction (``ControlStore.batch``), and only after
@@ -210,12 +212,12 @@ class Controls:
                     crossings.append((customer, result, now_us, remaining_changed, before))
                 elif remaining_changed:
                     self._decision_changed(customer)
-        return self._record_all(crossings, sequence) if crossings else []
+        return self._record_all(crossings, through) if crossings else []
 
     def _record_all(
         self,
         crossings: list[tuple[str, Evaluation, int, bool, frozenset[tuple[str, str]]]],
-        sequence: int,
+        through: Cut,
     ) -> list[StoredFiring]:
         """Write the cycle's crossings in one transaction, then run what waited for it."""
         fired: list[StoredFiring] = []
@@ -227,6 +229,7 @@ class Controls:
                         # The remaining balance first: a block or release publishes the
                         # decision with the balance it was decided on, never the one before.
                         version = self.version
+                        sequence = through.head(self.projection.partition(customer))
                         fired.extend(self._record(customer, result, sequence, now_us))
                         if remaining_changed and self.version == version:
                             self._decision_changed(customer)
@@ -657,7 +660,7 @@ class Controls:
             )
             self._apply_override(record)
             self.overrides_seen = max(self.overrides_seen, record.number)
-        self.evaluate({customer}, self.projection.sequence)
+        self.evaluate({customer}, self.projection.cut)
         return record
 
     def poll_overrides(self) -> set[str]:

@@ -46,12 +46,15 @@ from meterline.billing.service import Billing, Loaded, RatingFailed, _cuts, bill
 from meterline.billing.unbillable import failure_reason
 from meterline.core.controls import ControlPolicy, RateCounter
 from meterline.core.credits import Charge, CreditError
+from meterline.core.cuts import Cut
 from meterline.core.events import format_timestamp
 from meterline.core.meters import Meter, MeterProblem, MeterReader, Unmeasurable
 from meterline.core.model import Configuration, Contract, segments
 from meterline.core.money import MONEY_CONTEXT
+from meterline.core.partitions import partition_of
 from meterline.core.periods import BillingPeriod, period_containing
 from meterline.core.rating import Rater, billable_meters, unrated_problems, window_charges
+from meterline.ledger import event_reads
 
 _log = logging.getLogger(__name__)
 
@@ -65,17 +68,24 @@ HUNDRED = Decimal(100)
 
 class LiveEvent(NamedTuple):
     """An appended event as the projection needs it (``properties`` None: the stored
-    body does not decode, which makes it unbillable, never a failed cycle)."""
+    body does not decode, which makes it unbillable, never a failed cycle); ``sequence``
+    is within ``partition`` (the customer's)."""
 
     sequence: int
     customer: str
     type: str
     timestamp_us: int
     properties: dict[str, Any] | None
+    partition: int = 0
 
     @staticmethod
     def decoded(
-        sequence: int, customer: str, event_type: str, timestamp_us: int, body: bytes
+        sequence: int,
+        customer: str,
+        event_type: str,
+        timestamp_us: int,
+        body: bytes,
+        partition: int = 0,
     ) -> LiveEvent:
         """The event of a stored record, its properties decoded from the canonical bytes
         the way the batch scan decodes them."""
@@ -83,7 +93,7 @@ class LiveEvent(NamedTuple):
             properties: dict[str, Any] | None = _DECODER.decode(body).properties
         except msgspec.MsgspecError:
             properties = None
-        return LiveEvent(sequence, customer, event_type, timestamp_us, properties)
+        return LiveEvent(sequence, customer, event_type, timestamp_us, properties, partition)
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,7 +114,8 @@ class Figures:
     customer: str
     currency: str
     period: BillingPeriod
-    through_sequence: int
+    through: Cut
+    """The figures hold every event of the customer inside this cut."""
     at_us: int
     spend: Decimal
     cost: Decimal
@@ -125,7 +136,7 @@ class Figures:
                 "start": format_timestamp(self.period.start_us),
                 "end": format_timestamp(self.period.end_us),
             },
-            "through_sequence": self.through_sequence,
+            "through": self.through.to_json(),
             "at": format_timestamp(self.at_us),
             "spend": str(self.spend),
             "cost": str(self.cost),
@@ -166,7 +177,7 @@ class CustomerLive:
     stale: bool = False
     """Rebuild from the ledger before the next figures."""
     sequence: int = 0
-    """The highest ledger sequence fed."""
+    """The highest sequence fed, in the customer's partition."""
 
     def cost_rate(
         self, segment: int, meter: Meter, group: tuple[str | None, ...]
@@ -206,8 +217,10 @@ class LiveProjection:
         self.clock = billing.clock
         self.lock = threading.RLock()
         self.customers: dict[str, CustomerLive] = {}
-        self.sequence = 0
-        """Every event up to this ledger sequence has been fed (or skipped as irrelevant)."""
+        self.partitions = billing.ledger.store.partitions
+        self._heads = [0] * self.partitions
+        """Per partition, every event up to this sequence has been fed (or skipped as
+        irrelevant): the cut ``cut`` names."""
         self.revision: int | None = None
         self.loaded: Loaded | None = None
         self._revision_checked = 0.0
@@ -222,10 +235,28 @@ class LiveProjection:
         self._unrated: list[tuple[str, MeterProblem]] = []
         """Unbillable usage fed that no customer's rating takes (no contract, outside it)."""
 
+    @property
+    def cut(self) -> Cut:
+        """The cut of the ledger fed so far (events of partitions this projection does not
+        own are never fed: their heads stay where a rebuild or the engine put them)."""
+        return Cut(tuple(self._heads))
+
+    def advance(self, through: Cut, partitions: Iterable[int] | None = None) -> None:
+        """Count every event inside ``through`` as fed (of ``partitions`` only, when
+        given): the caller read them and none is this projection's, or all were fed."""
+        with self.lock:
+            chosen = range(self.partitions) if partitions is None else partitions
+            for partition in chosen:
+                self._heads[partition] = max(self._heads[partition], through.heads[partition])
+
+    def partition(self, customer: str) -> int:
+        """The partition holding ``customer``'s events."""
+        return partition_of(customer, self.partitions)
+
     # -- building ---------------------------------------------------------------------------
 
     def _build(
-        self, loaded: Loaded, contract: Contract, now_us: int, through: int
+        self, loaded: Loaded, contract: Contract, now_us: int, through: Cut
     ) -> CustomerLive | None:
         configuration = loaded.configuration
         cycle = billing_cycle(configuration, contract)
@@ -247,19 +278,20 @@ class LiveProjection:
         if not inputs.is_empty():
             prior = self.billing._prior_charges(configuration, contract, period, through)
         policies = configuration.controls_for(contract, now_us)
-        live = CustomerLive(contract, period, job, inputs, prior, policies, sequence=through)
+        sequence = through.head(self.partition(contract.customer))
+        live = CustomerLive(contract, period, job, inputs, prior, policies, sequence=sequence)
         for policy in policies:
             if policy.kind == "usage_spike":
                 live.counters.setdefault(policy.meter, RateCounter())
         return live
 
-    def rebuild(self, customers: Iterable[str] | None = None, through: int | None = None) -> None:
+    def rebuild(self, customers: Iterable[str] | None = None, through: Cut | None = None) -> None:
         """Rebuild ``customers`` (all, and reload the configuration, when None) from the
-        ledger in one scan, of the events up to ``through`` (the head when None)."""
+        ledger in one scan, of the events inside ``through`` (the current cut when None)."""
         with self.lock:
             now_us = self.clock()
             if through is None:
-                through, _ = self.billing.ledger.head()
+                through = self.billing.ledger_cut()
             if customers is None:
                 self._credit_changes()  # everyone is read afresh below
                 self.loaded = self.billing.load()
@@ -278,7 +310,7 @@ class LiveProjection:
                 wanted = set(customers)
             loaded = self.loaded
             if loaded is None:
-                self.sequence = max(self.sequence, through)
+                self.advance(through)
                 return
             built: list[CustomerLive] = []
             owns = self.owns
@@ -305,9 +337,9 @@ class LiveProjection:
             for live in built:
                 self.customers[live.contract.customer] = live
             if customers is None:
-                self.sequence = through
+                self._heads = list(through.heads)
 
-    def _fill_counters(self, built: list[CustomerLive], now_us: int, through: int) -> None:
+    def _fill_counters(self, built: list[CustomerLive], now_us: int, through: Cut) -> None:
         """Usage rates for spike controls: the events of the longest look-back."""
         start = now_us - max(
             p.window_us + p.baseline_us
@@ -316,28 +348,28 @@ class LiveProjection:
             if p.kind == "usage_spike"
         )
         by_customer = {live.contract.customer: live for live in built}
-        connection = self.billing._connection
-        rows = connection.execute(
-            "SELECT sequence, customer, type, timestamp_us, body FROM events"
-            " WHERE sequence <= ? AND timestamp_us >= ?",
-            (through, start),
-        )
-        for row in rows:
-            live = by_customer.get(row[1])
+        rows = event_reads.rows_since(self.billing._connection, through, start)
+        for partition, sequence, customer, event_type, timestamp_us, body in rows:
+            live = by_customer.get(customer)
             if live is not None:
-                self._count(live, LiveEvent.decoded(*row))
+                event = LiveEvent.decoded(
+                    sequence, customer, event_type, timestamp_us, body, partition
+                )
+                self._count(live, event)
 
     # -- feeding ----------------------------------------------------------------------------
 
     def feed(self, events: list[LiveEvent]) -> set[str]:
-        """Feed appended events (ascending sequence); returns the customers touched."""
+        """Feed appended events (ascending sequence within each partition); returns the
+        customers touched."""
         touched: set[str] = set()
         with self.lock:
             customers = self.customers
+            heads = self._heads
             for event in events:
-                if event.sequence <= self.sequence:
+                if event.sequence <= heads[event.partition]:
                     continue
-                self.sequence = event.sequence
+                heads[event.partition] = event.sequence
                 live = customers.get(event.customer)
                 if live is None:
                     if event.type in self._billable:
@@ -381,19 +413,24 @@ class LiveProjection:
         self._unrated.extend((event.customer, problem) for problem in problems)
 
     def unbillable_after(
-        self, after_sequence: int, customers: Iterable[str]
+        self, after: Cut, customers: Iterable[str]
     ) -> list[tuple[str, MeterProblem]]:
         """The unbillable usage met since the last call: of events fed that no customer's
-        rating takes, and of ``customers``' ratings, past ``after_sequence``."""
+        rating takes, and of ``customers``' ratings, outside the cut ``after``."""
         with self.lock:
-            found = [item for item in self._unrated if item[1].sequence > after_sequence]
+            found = [
+                (customer, problem)
+                for customer, problem in self._unrated
+                if not after.covers(self.partition(customer), problem.sequence)
+            ]
             self._unrated = []
             for name in sorted(set(customers)):
                 live = self.customers.get(name)
                 if live is None:
                     continue
                 problems = live.job.rater.problems  # in ledger order, as events were fed
-                start = bisect_right(problems, after_sequence, key=lambda p: p.sequence)
+                head = after.head(self.partition(name))
+                start = bisect_right(problems, head, key=lambda p: p.sequence)
                 found.extend((name, problem) for problem in problems[start:])
             return found
 
@@ -432,10 +469,10 @@ class LiveProjection:
                 if customer is None or name == customer:
                     live.stale = True
 
-    def refresh(self, through: int | None = None) -> set[str]:
+    def refresh(self, through: Cut | None = None) -> set[str]:
         """Rebuild stale customers (and everyone after a configuration change or when a
-        period has ended) from the events up to ``through`` (the head); returns the
-        customers rebuilt."""
+        period has ended) from the events inside ``through`` (the current cut); returns
+        the customers rebuilt."""
         with self.lock:
             now_us = self.clock()
             checked = time.monotonic()
@@ -501,7 +538,8 @@ class LiveProjection:
                     raise RatingFailed(customer, failure)
                 return None
             try:
-                figures = derive(live, self.clock(), max(live.sequence, self.sequence), credits)
+                through = self.cut.advanced(self.partition(customer), live.sequence)
+                figures = derive(live, self.clock(), through, credits)
             except (ArithmeticError, ValueError) as error:
                 reason = failure_reason(error)
                 self.failures[customer] = reason
@@ -519,7 +557,7 @@ class LiveProjection:
             return _remaining(live, self.clock() if at_us is None else at_us)
 
 
-def derive(live: CustomerLive, now_us: int, through: int, with_credits: bool = True) -> Figures:
+def derive(live: CustomerLive, now_us: int, through: Cut, with_credits: bool = True) -> Figures:
     """The figures of ``live`` at ``now_us`` (pure over its state)."""
     job = live.job
     configuration = job.configuration

@@ -24,6 +24,8 @@ import httpx
 
 from meterline.billing.service import Billing, BillingError, NotFound, RatingFailed
 from meterline.billing.unbillable import failure_reason
+from meterline.core.cuts import Cut
+from meterline.ledger import event_reads
 from meterline.live.projection import Figures, LiveEvent, LiveProjection
 
 ZERO = Decimal(0)
@@ -40,7 +42,8 @@ class CustomerCheck:
 @dataclass
 class ReconcileReport:
     at_us: int
-    through_sequence: int
+    through: Cut
+    """Both sides hold the events inside this cut."""
     batches: int
     customers: list[CustomerCheck]
 
@@ -51,7 +54,7 @@ class ReconcileReport:
     def as_dict(self) -> dict[str, Any]:
         return {
             "passed": self.passed,
-            "through_sequence": self.through_sequence,
+            "through": self.through.to_json(),
             "batches_replayed": self.batches,
             "customers": [
                 {
@@ -64,32 +67,40 @@ class ReconcileReport:
         }
 
 
-def replayed_projection(billing: Billing) -> tuple[LiveProjection, int]:
-    """A projection fed the whole ledger incrementally, one committed batch at a time
-    (rebuilding a customer from the ledger only where the live path itself would)."""
+def replayed_projection(billing: Billing, through: Cut) -> tuple[LiveProjection, int]:
+    """A projection fed the ledger inside ``through`` incrementally, one committed batch
+    at a time (rebuilding a customer from the ledger only where the live path itself
+    would)."""
     projection = LiveProjection(billing)
-    projection.rebuild(through=0)
+    projection.rebuild(through=Cut.empty(through.partitions))
     checkpoints = billing.ledger.store.checkpoints()
     batches = 0
     batch: list[LiveEvent] = []
     ends = iter(checkpoint[0] for checkpoint in checkpoints)
     end = next(ends, None)
     for record in billing.ledger.store.records():
+        if not through.covers(record.partition, record.sequence):
+            continue
         batch.append(
             LiveEvent.decoded(
-                record.sequence, record.customer, record.type, record.timestamp_us, record.body
+                record.sequence,
+                record.customer,
+                record.type,
+                record.timestamp_us,
+                record.body,
+                record.partition,
             )
         )
         if end is None or record.sequence >= end:
             projection.feed(batch)
-            projection.refresh(through=record.sequence)
+            projection.refresh(through=projection.cut)
             batches += 1
             batch = []
             end = next(ends, None)
     if batch:
         projection.feed(batch)
         batches += 1
-    projection.refresh()
+    projection.refresh(through=through)
     return projection, batches
 
 
@@ -115,11 +126,11 @@ def reconcile(
     at_us = billing.clock()
     batches = 0
     replayed = None
+    through = billing.ledger_cut()
     if url is None:
-        replayed, batches = replayed_projection(billing)
+        replayed, batches = replayed_projection(billing, through)
     scanned = LiveProjection(billing)
-    scanned.rebuild()
-    through = scanned.sequence
+    scanned.rebuild(through=through)
     ahead = _stamped_ahead(billing, int(at_us))
     checks = []
     for customer in sorted(set(scanned.customers) | set(scanned.failures)):
@@ -171,10 +182,7 @@ def _stamped_ahead(billing: Billing, at_us: int) -> dict[str, list[int]]:
     """Per customer, the timestamps of the events stamped at or after ``at_us`` (the
     ledger accepts events up to its clock-skew limit ahead of its clock): one scan."""
     ahead: dict[str, list[int]] = {}
-    rows = billing._connection.execute(
-        "SELECT customer, timestamp_us FROM events WHERE timestamp_us >= ?", (at_us,)
-    )
-    for customer, timestamp_us in rows:
+    for customer, timestamp_us in event_reads.stamped_from(billing._connection, at_us):
         ahead.setdefault(customer, []).append(timestamp_us)
     return ahead
 

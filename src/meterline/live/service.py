@@ -71,8 +71,9 @@ class LiveEngine:
         self._wake = threading.Condition()
         self._thread: threading.Thread | None = None
         self._stopping = False
-        self.applied_sequence = 0
-        """Every event up to here has been fed and its customers' controls evaluated."""
+        self.applied = Cut.empty(billing.ledger.store.partitions)
+        """Every event inside this cut (of the partitions this engine owns) has been fed
+        and its customers' controls evaluated."""
         self.cycles = 0
         self._applied = threading.Condition()
         self._pending_customers: set[str | None] = set()
@@ -90,9 +91,9 @@ class LiveEngine:
         self.billing.listeners.append(self.on_billing_change)
         self.projection.rebuild()
         self.controls.load(act)
-        self.applied_sequence = self.projection.sequence
+        self.applied = self.projection.cut
         if act:
-            self.controls.evaluate(set(self.projection.customers), self.applied_sequence)
+            self.controls.evaluate(set(self.projection.customers), self.applied)
         if thread:
             self._thread = threading.Thread(target=self._run, name="meterline-live", daemon=True)
             self._thread.start()
@@ -161,15 +162,13 @@ class LiveEngine:
         with self._wake:
             batches, self._arrived = self._arrived, []
         pairs = [pair for batch in batches for pair in batch]
-        pairs.sort(key=lambda pair: pair[0])
-        applied = self.applied_sequence
+        applied = self.applied
         events, through = self._events(pairs)
         touched = self.projection.feed(events)
-        if through > self.projection.sequence:
-            # every sequence up to ``through`` was read; those of other partitions are not
-            # this engine's, so the next gap starts after them
-            with self.projection.lock:
-                self.projection.sequence = max(self.projection.sequence, through)
+        if through is not None:
+            # every event of this engine's partitions inside ``through`` was read; the
+            # partitions of other engines are not this one's to advance
+            self.projection.advance(through, self.partitions)
         rebuilt = self.projection.refresh()
         for name in rebuilt:
             # read again from the ledger (a grant, void or adjustment, a late event, a new
@@ -184,7 +183,7 @@ class LiveEngine:
             # overrides recorded by another process (the CLI) reach this one within a second
             self._polled = time.monotonic()
             touched |= self.controls.poll_overrides()
-        head = max(self.projection.sequence, self.applied_sequence)
+        head = self.projection.cut.union(self.applied)
         if not events and self.controls.stale_books:
             touched |= self.controls.stale_books  # idle: exact balances again
             self.controls.books.clear()
@@ -194,17 +193,17 @@ class LiveEngine:
             self._unbillable(applied, touched)
         self.cycles += 1
         with self._applied:
-            self.applied_sequence = head
+            self.applied = head
             self._applied.notify_all()
         for listener in self.cycle_listeners:
             listener(self)
         return bool(events) or bool(touched)
 
-    def _unbillable(self, after_sequence: int, customers: set[str]) -> None:
-        """Publish the unbillable usage of the events applied past ``after_sequence`` (the
+    def _unbillable(self, after: Cut, customers: set[str]) -> None:
+        """Publish the unbillable usage of the events applied outside the cut ``after`` (the
         webhook event id names the ledger event, so a close finding it again, or a second
         engine, sends nothing more)."""
-        found = self.projection.unbillable_after(after_sequence, customers)
+        found = self.projection.unbillable_after(after, customers)
         if not found:
             return
         self.unbillable_found += len(found)
@@ -212,39 +211,58 @@ class LiveEngine:
         if publish is None:
             return
         try:
-            records = usage_records(self.billing._connection, found)
+            records = usage_records(self.billing._connection, self.projection.partitions, found)
         except Exception:
             _log.exception("unbillable usage of this cycle could not be read")
             return
         publish_unbillable(publish, records)
 
-    def _events(self, pairs: list[tuple[int, PreparedEvent]]) -> tuple[list[LiveEvent], int]:
-        """The events after the projection's sequence, gaps filled from the ledger (of
-        this engine's partitions only), and the sequence they cover up to."""
-        expected = self.projection.sequence + 1
-        if pairs and pairs[0][0] == expected and pairs[-1][0] == expected + len(pairs) - 1:
-            events = [
-                LiveEvent.decoded(sequence, e.customer, e.type, e.timestamp_us, e.body)
-                for sequence, e in pairs
-            ]
-            return events, pairs[-1][0]
-        head, _ = self.billing.ledger.head()
-        if head < expected:
-            return [], 0
-        events = [
-            LiveEvent.decoded(r.sequence, r.customer, r.type, r.timestamp_us, r.body)
-            for r in self.billing.ledger.store.records(
-                Cut((expected - 1,) * self.billing.ledger.store.partitions), self.partitions
+    def _events(self, pairs: list[tuple[int, PreparedEvent]]) -> tuple[list[LiveEvent], Cut | None]:
+        """The events past the projection's cut, and the cut they cover up to (None:
+        nothing new). Appended pairs are taken as they are when each partition's pairs
+        continue its head without a gap; otherwise this engine's partitions are read from
+        the ledger, past the projection's cut and inside the ledger's current cut."""
+        count = self.projection.partitions
+        fed = self.projection.cut
+        placed = sorted(
+            ((partition_of(event.customer, count), sequence, event) for sequence, event in pairs),
+            key=lambda item: (item[0], item[1]),
+        )
+        heads = list(fed.heads)
+        events = []
+        for partition, sequence, event in placed:
+            if sequence != heads[partition] + 1:
+                return self._read_events(fed)
+            heads[partition] = sequence
+            events.append(
+                LiveEvent.decoded(
+                    sequence, event.customer, event.type, event.timestamp_us, event.body, partition
+                )
             )
-            if r.sequence <= head
+        if not events:
+            return self._read_events(fed)
+        return events, Cut(tuple(heads))
+
+    def _read_events(self, fed: Cut) -> tuple[list[LiveEvent], Cut | None]:
+        """This engine's partitions' events past ``fed`` and inside the ledger's cut."""
+        head = self.billing.ledger_cut()
+        mine = range(head.partitions) if self.partitions is None else self.partitions
+        if all(head.heads[p] <= fed.heads[p] for p in mine):
+            return [], None
+        events = [
+            LiveEvent.decoded(r.sequence, r.customer, r.type, r.timestamp_us, r.body, r.partition)
+            for r in self.billing.ledger.store.records(fed, self.partitions)
+            if head.covers(r.partition, r.sequence)
         ]
         return events, head
 
-    def wait_applied(self, sequence: int, timeout_s: float = 10.0) -> bool:
-        """Wait until the controller has applied ``sequence`` (tests, the benchmark)."""
+    def wait_applied(self, through: Cut, timeout_s: float = 10.0) -> bool:
+        """Wait until the controller has applied every event inside ``through`` of the
+        partitions this engine owns (tests, the benchmark)."""
+        mine = range(through.partitions) if self.partitions is None else self.partitions
         deadline = time.monotonic() + timeout_s
         with self._applied:
-            while self.applied_sequence < sequence:
+            while any(self.applied.heads[p] < through.heads[p] for p in mine):
                 left = deadline - time.monotonic()
                 if left <= 0:
                     return False
@@ -259,7 +277,7 @@ class LiveEngine:
 
     def status(self) -> dict[str, Any]:
         return {
-            "applied_sequence": self.applied_sequence,
+            "applied": self.applied.to_json(),
             "customers": len(self.projection.customers),
             "cycles": self.cycles,
             "access_version": self.controls.version,

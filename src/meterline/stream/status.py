@@ -51,7 +51,7 @@ def worker_document(
         "store_errors": stats.get("store_errors", 0),
         "stream_errors": stats.get("stream_errors", 0),
         "stalled": {str(k): v for k, v in dict(stats.get("stalled", {})).items()},
-        "live_applied_sequence": engine.get("applied_sequence", 0),
+        "live_applied": engine.get("applied", []),
         "live_customers": engine.get("customers", 0),
         "reported_at_us": now_us,
     }
