@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 
 from meterline.config.schema import parse_configuration
 from meterline.config.source import read_yaml
+from meterline.core.cuts import Cut
 from meterline.core.events import timestamp_to_us
 from meterline.core.invoicing import InvoiceHeader, build_invoice, invoice_bytes, line_sum
 from meterline.core.lineage import merkle_root
@@ -49,7 +50,7 @@ def invoice(
     for sequence, timestamp_us, event_type, properties in events:
         rater.add(sequence, timestamp_us, event_type, properties, event_hash(sequence))
     currency = spans[0].terms.plan.currency
-    header = InvoiceHeader(customer, currency, contract.timezone, period, 1, "00", 10**9)
+    header = InvoiceHeader(customer, currency, contract.timezone, period, 1, "00", Cut((10**9,)))
     return build_invoice(header, spans, rater.lines(currency, config), [], config)
 
 
