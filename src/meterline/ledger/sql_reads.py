@@ -55,7 +55,13 @@ class SqlLedgerReads:
         self, after: Cut | None = None, partitions: list[int] | None = None
     ) -> Iterator[StoredRecord]:
         connection = open_connection(self.path)
-        condition, parameters = cut_condition(None, after or Cut.empty(self.partitions), partitions)
+        parameters: list[object]
+        if after is None and partitions is None:
+            condition, parameters = "1 = 1", []
+        else:
+            condition, parameters = cut_condition(
+                None, after or Cut.empty(self.partitions), partitions
+            )
         query = f"SELECT {self.record_columns} FROM events WHERE {condition}"
         try:
             for row in stream_rows(connection, query + " ORDER BY sequence", parameters):
