@@ -1,175 +1,154 @@
-"""The hash chain: construction and tamper detection (pure core)."""
+"""The partitioned ledger's structure: event leaves, batch roots, batch chains, heads and
+checkpoints, and the first bad item verification names (pure core)."""
 
 from __future__ import annotations
 
 import hashlib
 
-import pytest
-
-from meterline.core.chain import GENESIS_HASH, Checkpoint, StoredRecord, chain_hash, verify_chain
+from meterline.core.chain import (
+    BatchRecord,
+    HeadState,
+    StoredRecord,
+    event_hash,
+    seal_batch,
+    verify_chains,
+)
 from meterline.core.events import PreparedEvent, prepare_event
-from meterline.core.findings import Finding
+from meterline.core.merkle import leaf_hash, root_of_leaves
 from tests.conftest import FIXED_NOW_US, event
 
-
-def build_chain(count: int) -> list[StoredRecord]:
-    records, previous = [], GENESIS_HASH
-    for number in range(1, count + 1):
-        prepared = prepare_event(event(number), FIXED_NOW_US)
-        assert isinstance(prepared, PreparedEvent)
-        previous = chain_hash(previous, prepared.body)
-        records.append(
-            StoredRecord(
-                number,
-                prepared.customer,
-                prepared.id,
-                prepared.type,
-                prepared.timestamp_us,
-                prepared.body,
-                previous,
-            )
-        )
-    return records
+Ledger = tuple[list[StoredRecord], list[BatchRecord], dict[int, HeadState]]
 
 
-def test_chain_hash_is_sha256_of_previous_and_bytes() -> None:
-    """Each hash is SHA-256(previous hash || canonical bytes), from 32 zero bytes."""
-    assert chain_hash(GENESIS_HASH, b"x") == hashlib.sha256(bytes(32) + b"x").digest()
+def build(partitions: int, batch_sizes: dict[int, list[int]]) -> Ledger:
+    """Records and batches: for each partition, batches of the given sizes."""
+    records: list[StoredRecord] = []
+    batches: list[BatchRecord] = []
+    heads: dict[int, HeadState] = {}
+    number = 0
+    for partition in range(partitions):
+        head = HeadState()
+        for size in batch_sizes.get(partition, []):
+            leaves = []
+            for _ in range(size):
+                number += 1
+                prepared = prepare_event(event(number, customer=f"c{partition}"), FIXED_NOW_US)
+                assert isinstance(prepared, PreparedEvent)
+                sequence = head.sequence + len(leaves) + 1
+                digest = event_hash(prepared.body)
+                leaves.append(digest)
+                records.append(
+                    StoredRecord(
+                        sequence,
+                        prepared.customer,
+                        prepared.id,
+                        prepared.type,
+                        prepared.timestamp_us,
+                        prepared.body,
+                        digest,
+                        partition,
+                    )
+                )
+            batch, head = seal_batch(partition, head, leaves)
+            batches.append(batch)
+        heads[partition] = head
+    return records, batches, heads
 
 
-def test_intact_chain_verifies() -> None:
-    """An untouched chain verifies and reports its head."""
-    records = build_chain(5)
-    report = verify_chain(records, [Checkpoint(5, records[-1].hash)])
-    assert report.intact and report.records == 5 and report.head_hash == records[-1].hash
+def test_event_hash_is_the_rfc6962_leaf_hash() -> None:
+    assert event_hash(b"x") == hashlib.sha256(b"\x00x").digest() == leaf_hash(b"x")
 
 
-def test_altered_byte_names_its_sequence() -> None:
-    """Flipping one byte of an event's bytes breaks the chain at that sequence."""
-    records = build_chain(5)
-    body = bytearray(records[2].body)
+def test_a_batch_root_is_the_merkle_root_of_its_events() -> None:
+    records, batches, _ = build(1, {0: [3, 2]})
+    assert batches[0].root == root_of_leaves([record.hash for record in records[:3]])
+    assert (batches[1].first_sequence, batches[1].last_sequence) == (4, 5)
+
+
+def test_intact_ledger_verifies_and_reports_heads() -> None:
+    records, batches, heads = build(3, {0: [2, 3], 2: [4]})
+    report = verify_chains(3, records, batches, heads)
+    assert report.intact, report.problem
+    assert report.records == 9 and report.head_sequence == 9
+    assert report.heads[0].batches == 2 and report.heads[1] == HeadState()
+
+
+def test_altered_bytes_name_partition_and_sequence() -> None:
+    records, batches, heads = build(2, {0: [2], 1: [3]})
+    body = bytearray(records[3].body)
     body[10] ^= 1
-    records[2] = records[2]._replace(body=bytes(body))
-    report = verify_chain(records)
-    assert not report.intact and report.bad_sequence == 3
+    records[3] = records[3]._replace(body=bytes(body))
+    report = verify_chains(2, records, batches, heads)
+    assert (report.bad_partition, report.bad_sequence) == (1, 2)
+    assert "hash does not match" in (report.problem or "")
+
+
+def test_a_rehashed_event_breaks_its_batch_root() -> None:
+    records, batches, heads = build(1, {0: [3]})
+    forged = records[1].body.replace(b"evt-2", b"evt-9")
+    records[1] = records[1]._replace(body=forged, hash=event_hash(forged), id="evt-9")
+    report = verify_chains(1, records, batches, heads)
+    assert not report.intact and report.bad_batch == 1
 
 
 def test_removed_record_names_the_gap() -> None:
-    """A removed record shows as the first missing sequence."""
-    records = build_chain(5)
+    records, batches, heads = build(1, {0: [5]})
     del records[1]
-    assert verify_chain(records).bad_sequence == 2
+    report = verify_chains(1, records, batches, heads)
+    assert report.bad_sequence == 2 and "removed" in (report.problem or "")
 
 
-def test_reordered_records_are_detected() -> None:
-    """Swapping two records' contents breaks the chain at the first swapped sequence."""
-    records = build_chain(5)
-    second, fourth = records[1], records[3]
-    records[1] = fourth._replace(sequence=2)
-    records[3] = second._replace(sequence=4)
-    assert verify_chain(records).bad_sequence == 2
+def test_records_past_the_last_batch_are_named() -> None:
+    records, batches, heads = build(1, {0: [2, 2]})
+    report = verify_chains(1, records, batches[:1], heads)
+    assert report.bad_sequence == 3 and "no committed batch" in (report.problem or "")
 
 
-def test_rehashed_forgery_still_fails_on_columns() -> None:
-    """Changing a column (customer) that the hashed bytes contradict is detected."""
-    records = build_chain(3)
-    records[1] = records[1]._replace(customer="someone-else")
-    report = verify_chain(records)
-    assert report.bad_sequence == 2 and "columns" in (report.problem or "")
+def test_a_stored_head_that_disagrees_is_named() -> None:
+    records, batches, heads = build(1, {0: [2, 2]})
+    stale = dict(heads)
+    stale[0] = HeadState(2, 1, batches[0].chain_hash, stale[0].frontier)
+    report = verify_chains(1, records, batches, stale)
+    assert report.check == "head" and report.bad_partition == 0
 
 
-def test_truncated_tail_is_caught_by_checkpoint() -> None:
-    """Removing the last records is caught by the commit checkpoint beyond the end."""
-    records = build_chain(5)
-    report = verify_chain(records[:3], [Checkpoint(5, records[4].hash)])
-    assert not report.intact and report.bad_sequence == 4
+def test_a_forged_batch_chain_is_named() -> None:
+    records, batches, heads = build(1, {0: [2, 2]})
+    batches[1] = batches[1]._replace(chain_hash=bytes(32))
+    report = verify_chains(1, records, batches, heads)
+    assert report.bad_batch == 2 and "chain hash" in (report.problem or "")
 
 
-def build_partitioned(count: int, partitions: int) -> list[StoredRecord]:
-    """``count`` records dealt round-robin over ``partitions`` chains (one customer each)."""
-    records, tails = [], {}
-    for number in range(1, count + 1):
-        partition = number % partitions
-        prepared = prepare_event(event(number, customer=f"c{partition}"), FIXED_NOW_US)
-        assert isinstance(prepared, PreparedEvent)
-        digest = chain_hash(tails.get(partition, GENESIS_HASH), prepared.body)
-        tails[partition] = digest
-        records.append(
-            StoredRecord(
-                number,
-                prepared.customer,
-                prepared.id,
-                prepared.type,
-                prepared.timestamp_us,
-                prepared.body,
-                digest,
-                partition,
-            )
-        )
-    return records
+def test_truncation_is_caught_against_a_checkpoint() -> None:
+    """Deleting the newest events with their batches and rewriting the head verifies on
+    its own; a checkpoint that recorded them names the removal."""
+    records, batches, heads = build(2, {0: [2, 3], 1: [1]})
+    recorded = [
+        ("checkpoint 7", tuple(head.partition_head(p) for p, head in sorted(heads.items())))
+    ]
+    kept, kept_batches = records[:2] + records[5:], [batches[0], batches[2]]
+    short_heads = verify_chains(2, kept, kept_batches).heads  # the head rows, rewritten
+    alone = verify_chains(2, kept, kept_batches, short_heads)
+    assert alone.intact
+    report = verify_chains(2, kept, kept_batches, short_heads, recorded)
+    assert report.check == "checkpoint" and report.bad_partition == 0
+    assert "checkpoint 7" in (report.problem or "") and "removed" in (report.problem or "")
 
 
-def test_partitioned_chain_reports_each_partition_tail() -> None:
-    """An intact partitioned chain reports each partition's last sequence and hash."""
-    records = build_partitioned(9, 3)
-    report = verify_chain(records)
-    assert report.intact and report.finding is None
-    assert report.tails == {
-        p: (records[s - 1].sequence, records[s - 1].hash) for p, s in ((0, 9), (1, 7), (2, 8))
-    }
+def test_a_rewritten_history_contradicts_its_checkpoint() -> None:
+    _, _, heads = build(1, {0: [2, 2]})
+    recorded = [("checkpoint 1", (heads[0].partition_head(0),))]
+    other, other_batches, _ = build(1, {0: [2, 2]})
+    forged = other[3].body.replace(b"evt-4", b"evt-8")
+    other[3] = other[3]._replace(body=forged, hash=event_hash(forged), id="evt-8")
+    leaves = [record.hash for record in other[2:]]
+    second, head = seal_batch(
+        0, HeadState(2, 1, other_batches[0].chain_hash, _frontier(other)), leaves
+    )
+    report = verify_chains(1, other, [other_batches[0], second], {0: head}, recorded)
+    assert not report.intact and report.check == "checkpoint"
 
 
-def test_altered_record_names_its_partition_and_sequence() -> None:
-    """A broken record is named by partition and sequence, as a ``chain`` finding."""
-    records = build_partitioned(9, 3)
-    records[4] = records[4]._replace(body=records[4].body.replace(b"1205", b"9205"))
-    report = verify_chain(records)
-    assert (report.bad_partition, report.bad_sequence) == (2, 5)
-    assert report.finding is not None
-    assert report.finding.check == "chain"
-    assert str(report.finding).startswith("partition 2, sequence 5: hash does not match")
-
-
-def test_removed_record_names_the_partition_that_breaks_after_the_gap() -> None:
-    """A removed record's partition is the one whose chain breaks next."""
-    records = build_partitioned(9, 3)
-    del records[3]  # sequence 4, partition 1; 5 and 6 chain fine, 7 (partition 1) breaks
-    report = verify_chain(records)
-    assert (report.bad_sequence, report.bad_partition) == (4, 1)
-    assert report.problem == "expected sequence 4, found 5"
-
-
-def test_bytes_that_do_not_decode_are_a_finding_not_an_error() -> None:
-    """A record whose bytes are not JSON (and re-hashed to match) is reported, not raised."""
-    records = build_chain(3)
-    body = b"{not json"
-    records[1] = records[1]._replace(body=body, hash=chain_hash(records[0].hash, body))
-    records[2] = records[2]._replace(hash=chain_hash(records[1].hash, records[2].body))
-    report = verify_chain(records)
-    assert report.bad_sequence == 2 and "do not decode" in (report.problem or "")
-
-
-def test_a_contradicted_checkpoint_is_a_checkpoint_finding() -> None:
-    """A checkpoint whose hash the chain contradicts is named as a ``checkpoint`` finding."""
-    records = build_chain(3)
-    report = verify_chain(records, [Checkpoint(2, bytes(32))])
-    assert report.finding is not None and report.finding.check == "checkpoint"
-    assert report.finding.sequence == 2
-
-
-def test_finding_names_the_item_and_renders_as_json() -> None:
-    """A finding's ``where`` names the bad item; ``as_dict`` keeps only the fields that apply."""
-    finding = Finding("invoice", "differs", invoice="INV-000002", line=3)
-    assert str(finding) == "invoice INV-000002, line 3: differs"
-    assert finding.as_dict() == {
-        "check": "invoice",
-        "where": "invoice INV-000002, line 3",
-        "problem": "differs",
-        "invoice": "INV-000002",
-        "line": 3,
-    }
-    assert str(Finding("trigger", "is missing", table="events")) == "table events: is missing"
-    assert str(Finding("chain head", "stale", partition=4)) == "chain head of partition 4: stale"
-    assert str(Finding("revision", "edited", revision=2)) == "configuration revision 2: edited"
-    with pytest.raises(ValueError, match="unknown check"):
-        Finding("nonsense", "x")
+def _frontier(records: list[StoredRecord]) -> tuple[int, tuple[bytes, ...]]:
+    _, _, heads = build(1, {0: [2]})
+    return heads[0].frontier

@@ -1,34 +1,64 @@
-"""The ledger's hash chain and its verification (pure).
+"""The ledger's tamper-evident structure and its verification (pure).
 
-Each record's hash is ``SHA-256(previous hash || canonical bytes)``, where the previous
-hash is that of the record before it in the same partition; the first record of each
-partition chains from ``GENESIS_HASH`` (32 zero bytes). The embedded store has one
-partition, so one chain; the PostgreSQL store keeps one chain per partition (see
-``core.partitions``) while ledger sequences stay one gap-free order across them.
-Verification walks records in sequence order and reports the first sequence at which a
-chain breaks, and its partition: a sequence that is missing or out of order, a hash that
-does not match the bytes, or indexed columns that disagree with the bytes they were
-derived from. It never raises on what it reads: bytes that do not decode are a finding.
+The ledger is split into partitions; each partition numbers its events 1, 2, ... without
+gaps and commits them in *batches*:
+
+* an event's hash is its RFC 6962 leaf hash, ``SHA-256(0x00 || canonical bytes)``;
+* a batch covers consecutive sequences of one partition and stores the RFC 6962 root over
+  its events' leaf hashes (``core.merkle``), so a per-event proof is O(log batch);
+* the partition's batches are chained: ``chain hash = SHA-256(previous chain hash ||
+  batch leaf bytes)`` (the first from ``GENESIS_HASH``, 32 zero bytes), where the batch
+  leaf bytes name the partition, the batch number, its sequences and its root;
+* the partition's batch leaves also form an RFC 6962 tree, kept as a frontier in the
+  partition's head, so a batch's proof against a checkpoint is O(log batches);
+* a checkpoint (``core.checkpoint_note``) records every partition's head.
+
+Hashing costs about two hashes per event (its leaf and its share of the batch tree).
+
+Verification walks each partition's records and batches in sequence order and reports
+the first bad item: a record whose bytes do not match its hash or indexed columns, a gap,
+a batch whose root or chain hash does not match, records no batch covers, a batch naming
+records that are gone, a stored head that disagrees with the walk, or a checkpoint the
+ledger no longer contains. It never raises on what it reads: bytes that do not decode
+are a finding.
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from itertools import chain
-from typing import NamedTuple
+from typing import Generic, NamedTuple, TypeVar
 
+from meterline.core.checkpoint_note import PartitionHead, head_leaf
 from meterline.core.events import event_document, timestamp_to_us
 from meterline.core.findings import Finding
+from meterline.core.merkle import (
+    EMPTY_FRONTIER,
+    Frontier,
+    batch_leaf_bytes,
+    frontier_append,
+    frontier_root,
+    leaf_hash,
+    root_of_leaves,
+)
+
+T = TypeVar("T")
 
 GENESIS_HASH = bytes(32)
 _sha256 = hashlib.sha256
+_LEAF_PREFIX = b"\x00"
+
+
+def event_hash(body: bytes) -> bytes:
+    """An event's hash: its RFC 6962 leaf hash over the canonical bytes."""
+    return _sha256(_LEAF_PREFIX + body).digest()
 
 
 def chain_hash(previous_hash: bytes, body: bytes) -> bytes:
-    """The hash of a record whose predecessor's hash is ``previous_hash``."""
+    """``SHA-256(previous || body)``: a batch's link in its partition's chain, where
+    ``body`` is the batch's leaf bytes."""
     return _sha256(previous_hash + body).digest()
 
 
@@ -43,46 +73,112 @@ class StoredRecord(NamedTuple):
     body: bytes
     hash: bytes
     partition: int = 0
-    """The chain this record belongs to (0 on a single-chain ledger)."""
+    """The partition this record belongs to (0 on a single-partition ledger)."""
 
 
-class Checkpoint(NamedTuple):
-    """A commit marker: the chain's last sequence and hash after one committed batch."""
+class BatchRecord(NamedTuple):
+    """One committed batch of a partition."""
 
+    partition: int
+    number: int
+    first_sequence: int
     last_sequence: int
-    last_hash: bytes
+    root: bytes
+    chain_hash: bytes
+
+    def leaf_bytes(self) -> bytes:
+        """The batch's leaf in its partition's tree (``core.merkle.batch_leaf_bytes``)."""
+        return batch_leaf_bytes(
+            self.partition, self.number, self.first_sequence, self.last_sequence, self.root
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class HeadState:
+    """A partition's head: its last sequence, batch count, chain hash and tree frontier."""
+
+    sequence: int = 0
+    batches: int = 0
+    chain_hash: bytes = GENESIS_HASH
+    frontier: Frontier = EMPTY_FRONTIER
+
+    def partition_head(self, partition: int) -> PartitionHead:
+        """The head as a checkpoint records it."""
+        return PartitionHead(
+            partition, self.sequence, self.batches, self.chain_hash, frontier_root(self.frontier)
+        )
+
+
+def seal_batch(
+    partition: int, head: HeadState, leaf_hashes: list[bytes]
+) -> tuple[BatchRecord, HeadState]:
+    """The batch record of ``leaf_hashes`` (the events after ``head``, in order) and the
+    partition's head after it."""
+    if not leaf_hashes:
+        raise ValueError("a batch holds at least one event")
+    first = head.sequence + 1
+    last = head.sequence + len(leaf_hashes)
+    root = root_of_leaves(leaf_hashes)
+    number = head.batches + 1
+    leaf = batch_leaf_bytes(partition, number, first, last, root)
+    link = chain_hash(head.chain_hash, leaf)
+    record = BatchRecord(partition, number, first, last, root, link)
+    return record, HeadState(last, number, link, frontier_append(head.frontier, leaf_hash(leaf)))
+
+
+def ledger_head_hash(heads: Mapping[int, HeadState], partitions: int) -> bytes:
+    """The ledger's head hash: the RFC 6962 root over every partition's head leaf (as a
+    checkpoint computes it)."""
+    return root_of_leaves(
+        [
+            leaf_hash(head_leaf(heads.get(partition, HeadState()).partition_head(partition)))
+            for partition in range(partitions)
+        ]
+    )
 
 
 @dataclass(frozen=True, slots=True)
 class ChainReport:
-    """The outcome of walking a chain: intact, or the first bad sequence (and its
-    partition, when known) and why."""
+    """The outcome of walking the ledger: intact, or the first bad item and why."""
 
     records: int
-    head_sequence: int
-    head_hash: bytes
+    heads: dict[int, HeadState] = field(default_factory=dict, compare=False)
+    """Each partition's head as walked (the stored heads must equal these)."""
+    partitions: int = 1
     bad_sequence: int | None = None
     problem: str | None = None
     bad_partition: int | None = None
-    """The chain the bad sequence belongs to (for a removed record: the chain that breaks
-    after the gap; None when no record tells)."""
     check: str = "chain"
-    """``chain`` (a record) or ``checkpoint`` (a commit checkpoint the chain contradicts)."""
-    tails: dict[int, tuple[int, bytes]] = field(default_factory=dict, compare=False)
-    """Each partition's last (sequence, hash) walked: the chain heads when intact."""
+    """``chain`` (a record or batch), ``head`` (a stored partition head), ``checkpoint``
+    (a checkpoint the ledger no longer contains) or ``store`` (an unreadable store)."""
+    bad_batch: int | None = None
 
     @property
     def intact(self) -> bool:
-        return self.bad_sequence is None
+        return self.problem is None
+
+    @property
+    def head_sequence(self) -> int:
+        """Events walked through the heads: the sum of the partitions' last sequences."""
+        return sum(head.sequence for head in self.heads.values())
+
+    @property
+    def head_hash(self) -> bytes:
+        return ledger_head_hash(self.heads, self.partitions)
+
+    @property
+    def tails(self) -> dict[int, tuple[int, bytes]]:
+        """Each partition's last (sequence, chain hash) walked."""
+        return {p: (head.sequence, head.chain_hash) for p, head in self.heads.items()}
 
     @property
     def finding(self) -> Finding | None:
         """The first bad item as a finding (None when intact)."""
-        if self.bad_sequence is None:
+        if self.problem is None:
             return None
         return Finding(
             self.check,
-            self.problem or "the chain breaks here",
+            self.problem,
             partition=self.bad_partition,
             sequence=self.bad_sequence,
         )
@@ -105,85 +201,203 @@ def _column_mismatch(record: StoredRecord) -> str | None:
     return None
 
 
-def _broken(record: StoredRecord, previous_hash: bytes) -> str | None:
-    """Why ``record`` does not chain from ``previous_hash`` (None when it does)."""
+def _record_problem(record: StoredRecord) -> str | None:
     if type(record.body) is not bytes or type(record.hash) is not bytes:
         return "stored bytes or hash are not binary (altered outside meterline)"
-    if chain_hash(previous_hash, record.body) != record.hash:
-        return "hash does not match SHA-256(previous hash || bytes)"
-    return None
+    if event_hash(record.body) != record.hash:
+        return "hash does not match SHA-256(0x00 || bytes)"
+    return _column_mismatch(record)
 
 
-def _partition_after_gap(
-    records: Iterable[StoredRecord], tails: dict[int, tuple[int, bytes]]
-) -> int | None:
-    """The partition whose chain breaks first in ``records`` (walked from ``tails``): the
-    one a removed record belonged to (None if no later record of it was stored)."""
-    heads = {partition: digest for partition, (_, digest) in tails.items()}
-    for record in records:
-        if _broken(record, heads.get(record.partition, GENESIS_HASH)) is not None:
-            return record.partition
-        heads[record.partition] = record.hash
-    return None
+class _Problem(Exception):
+    def __init__(self, problem: str, sequence: int | None, batch: int | None = None) -> None:
+        super().__init__(problem)
+        self.problem = problem
+        self.sequence = sequence
+        self.batch = batch
 
 
-def verify_chain(
-    records: Iterable[StoredRecord], checkpoints: Iterable[Checkpoint] = ()
+@dataclass(slots=True)
+class _PartitionWalk:
+    """One partition's walk: its records against its batches, batch by batch."""
+
+    partition: int
+    head: HeadState = field(default_factory=HeadState)
+    records: int = 0
+
+    def walk(
+        self,
+        records: Iterator[StoredRecord],
+        batches: Iterator[BatchRecord],
+        expected: Mapping[int, PartitionHead],
+    ) -> None:
+        """Walk everything; raise _Problem at the first bad item. ``expected`` maps a
+        batch count to the head a checkpoint recorded at it."""
+        pending = next(records, None)
+        for batch in batches:
+            leaves: list[bytes] = []
+            if batch.number != self.head.batches + 1:
+                raise _Problem(
+                    f"batch {batch.number} follows batch {self.head.batches}",
+                    batch.first_sequence,
+                    batch.number,
+                )
+            if batch.first_sequence != self.head.sequence + 1 or (
+                batch.last_sequence < batch.first_sequence
+            ):
+                raise _Problem(
+                    f"batch {batch.number} covers sequences {batch.first_sequence}-"
+                    f"{batch.last_sequence}, expected to start at {self.head.sequence + 1}",
+                    batch.first_sequence,
+                    batch.number,
+                )
+            for sequence in range(batch.first_sequence, batch.last_sequence + 1):
+                if pending is None or pending.sequence != sequence:
+                    found = "the partition ends" if pending is None else f"found {pending.sequence}"
+                    raise _Problem(
+                        f"batch {batch.number} names sequence {sequence}: {found}"
+                        " (events removed or reordered)",
+                        sequence,
+                        batch.number,
+                    )
+                problem = _record_problem(pending)
+                if problem is not None:
+                    raise _Problem(problem, sequence, batch.number)
+                leaves.append(pending.hash)
+                self.records += 1
+                pending = next(records, None)
+            sealed, head = seal_batch(self.partition, self.head, leaves)
+            if sealed.root != batch.root:
+                raise _Problem(
+                    f"batch {batch.number}'s root does not match its events",
+                    batch.first_sequence,
+                    batch.number,
+                )
+            if sealed.chain_hash != batch.chain_hash:
+                raise _Problem(
+                    f"batch {batch.number}'s chain hash does not follow from batch"
+                    f" {batch.number - 1}",
+                    batch.first_sequence,
+                    batch.number,
+                )
+            self.head = head
+            recorded = expected.get(head.batches)
+            if recorded is not None and recorded != head.partition_head(self.partition):
+                raise _Problem(
+                    f"batch {head.batches} differs from what a checkpoint recorded",
+                    batch.first_sequence,
+                    batch.number,
+                )
+        if pending is not None:
+            raise _Problem(
+                f"sequence {pending.sequence} is in no committed batch (after batch"
+                f" {self.head.batches}, which ends at {self.head.sequence})",
+                pending.sequence,
+            )
+
+
+def verify_chains(
+    partitions: int,
+    records: Iterable[StoredRecord],
+    batches: Iterable[BatchRecord],
+    stored_heads: Mapping[int, HeadState] | None = None,
+    checkpoints: Iterable[tuple[str, Iterable[PartitionHead]]] = (),
 ) -> ChainReport:
-    """Walk ``records`` (in sequence order) and the commit ``checkpoints``.
+    """Walk ``records`` and ``batches`` (each in (partition, sequence) order), then the
+    ``stored_heads`` (the store's cached heads, when it keeps them) and ``checkpoints``
+    (a name, e.g. ``checkpoint 41``, and the heads it recorded), naming the first bad
+    item. A checkpoint whose head is beyond the walked partition names removed events."""
+    wanted: dict[int, dict[int, PartitionHead]] = {}
+    names: dict[tuple[int, int], str] = {}
+    for label, heads in checkpoints:
+        for head in heads:
+            if head.batches:
+                wanted.setdefault(head.partition, {})[head.batches] = head
+                names.setdefault((head.partition, head.batches), label)
+    walks = {partition: _PartitionWalk(partition) for partition in range(partitions)}
+    by_partition_records = _Grouped(records, lambda record: record.partition)
+    by_partition_batches = _Grouped(batches, lambda batch: batch.partition)
 
-    A removed record shows as a gap; a reordered or altered one as a hash mismatch; a
-    truncated tail as a checkpoint that names a sequence or hash the chain does not have.
-    """
-    marks = {mark.last_sequence: mark.last_hash for mark in checkpoints}
-    expected_sequence = 1
-    tails: dict[int, tuple[int, bytes]] = {}
-    previous_hash = GENESIS_HASH
-    count = 0
-    walked: Iterator[StoredRecord] = iter(records)
-
-    def broken(problem: str, partition: int | None, check: str = "chain") -> ChainReport:
+    def report(walk: _PartitionWalk | None = None, **fields: object) -> ChainReport:
         return ChainReport(
-            count,
-            expected_sequence - 1,
-            previous_hash,
-            expected_sequence,
-            problem,
-            partition,
-            check,
-            tails,
+            sum(w.records for w in walks.values()),
+            {p: w.head for p, w in walks.items()},
+            partitions,
+            bad_partition=None if walk is None else walk.partition,
+            **fields,  # type: ignore[arg-type]
         )
 
-    for record in walked:
-        tail = tails.get(record.partition)
-        previous_hash = GENESIS_HASH if tail is None else tail[1]
-        if record.sequence != expected_sequence:
-            partition = _partition_after_gap(chain([record], walked), tails)
-            return broken(
-                f"expected sequence {expected_sequence}, found {record.sequence}", partition
+    for partition in range(partitions):
+        walk = walks[partition]
+        try:
+            walk.walk(
+                by_partition_records(partition),
+                by_partition_batches(partition),
+                wanted.get(partition, {}),
             )
-        problem = _broken(record, previous_hash) or _column_mismatch(record)
-        if problem is not None:
-            return broken(problem, record.partition)
-        mark = marks.pop(record.sequence, None)
-        if mark is not None and mark != record.hash:
-            return broken(
-                "commit checkpoint records a different hash", record.partition, "checkpoint"
+        except _Problem as problem:
+            found_label = names.get((partition, problem.batch or 0))
+            against_checkpoint = found_label is not None and "checkpoint" in problem.problem
+            text = f"{found_label}: {problem.problem}" if against_checkpoint else problem.problem
+            return report(
+                walk,
+                bad_sequence=problem.sequence,
+                problem=text,
+                check="checkpoint" if against_checkpoint else "chain",
+                bad_batch=problem.batch,
             )
-        tails[record.partition] = (record.sequence, record.hash)
-        previous_hash = record.hash
-        count += 1
-        expected_sequence += 1
-    if marks:
-        missing = min(marks)
-        return ChainReport(
-            count,
-            expected_sequence - 1,
-            previous_hash,
-            expected_sequence,
-            f"commit checkpoint names sequence {missing}, beyond the chain's end",
-            None,
-            "checkpoint",
-            tails,
+    stray = by_partition_records.leftover()
+    if stray is not None:
+        return report(
+            bad_sequence=stray.sequence,
+            problem=f"a record names partition {stray.partition}; the ledger has {partitions}",
         )
-    return ChainReport(count, expected_sequence - 1, previous_hash, tails=tails)
+    for partition in range(partitions):
+        walk = walks[partition]
+        beyond = [count for count in wanted.get(partition, {}) if count > walk.head.batches]
+        if beyond:
+            count = min(beyond)
+            head = wanted[partition][count]
+            return report(
+                walk,
+                bad_sequence=walk.head.sequence + 1,
+                problem=f"{names[(partition, count)]} recorded partition {partition} at"
+                f" sequence {head.sequence} (batch {count}); the ledger ends at sequence"
+                f" {walk.head.sequence} (batch {walk.head.batches}): events were removed",
+                check="checkpoint",
+                bad_batch=walk.head.batches + 1,
+            )
+    if stored_heads is not None:
+        for partition in range(partitions):
+            walk = walks[partition]
+            stored = stored_heads.get(partition, HeadState())
+            if stored != walk.head:
+                return report(
+                    walk,
+                    bad_sequence=stored.sequence,
+                    problem=f"partition {partition}'s stored head (sequence {stored.sequence},"
+                    f" {stored.batches} batches) is not its last batch (sequence"
+                    f" {walk.head.sequence}, {walk.head.batches} batches)",
+                    check="head",
+                )
+    return report()
+
+
+class _Grouped(Generic[T]):
+    """Items in ascending partition order, taken one partition at a time."""
+
+    def __init__(self, items: Iterable[T], key: Callable[[T], int]) -> None:
+        self._items = iter(items)
+        self._key = key
+        self._next: T | None = next(self._items, None)
+
+    def __call__(self, partition: int) -> Iterator[T]:
+        while self._next is not None and self._key(self._next) <= partition:
+            item = self._next
+            self._next = next(self._items, None)
+            if self._key(item) == partition:
+                yield item
+
+    def leftover(self) -> T | None:
+        """An item past the last partition taken (None when all were taken)."""
+        return self._next

@@ -203,16 +203,17 @@ def _partitions(ledger: Ledger, console: Console) -> None:
     """How the ledger is partitioned: one chain here, one per partition on PostgreSQL,
     where each partition is applied by one worker of the distributed path."""
     store = ledger.store
-    heads = getattr(store, "chain_heads", None)
-    if heads is None:
+    if store.partitions == 1:
         console.print(
-            "One hash chain in this SQLite file. On PostgreSQL (--db postgresql://...) the "
-            "ledger keeps one chain per partition, each customer's events in one, so "
+            "One partition in this SQLite file: its events are committed in batches, each "
+            "batch a Merkle root chained to the one before. On PostgreSQL (--db "
+            "postgresql://...) every partition has its own sequence, chain and writer, each "
+            "customer's events in one, so "
             "`meterline worker --partitions` processes can apply them in parallel from NATS "
             "JetStream (see README, Production)."
         )
         return
-    table = Table(title=f"{store.partitions} partitions, one hash chain each")
+    table = Table(title=f"{store.partitions} partitions, each its own sequence and chain")
     for column in ("partition", "customers", "events", "chain head"):
         table.add_column(column, justify="right" if column == "events" else "left")
     counts: dict[int, list[int]] = {}
@@ -220,9 +221,10 @@ def _partitions(ledger: Ledger, console: Console) -> None:
         entry = counts.setdefault(partition_of(customer, store.partitions), [0, 0])
         entry[0] += 1
         entry[1] += events
-    for partition, (_, digest) in sorted(heads().items()):
+    for partition, head in sorted(store.partition_heads().items()):
         customers, events = counts.get(partition, [0, 0])
-        table.add_row(str(partition), str(customers), f"{events:,}", digest.hex()[:16] + "…")
+        digest = head.chain_hash.hex()[:16] + "…"
+        table.add_row(str(partition), str(customers), f"{events:,}", digest)
     console.print(table)
     console.print(
         "Each partition is one subject of the stream and one worker's share: "

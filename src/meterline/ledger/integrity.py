@@ -4,30 +4,34 @@
   anything else reads it: a truncated or corrupt file is one finding naming the file
   (``the SQLite file is damaged (...)``), not a ``DatabaseError`` mid-walk.
 * **The append-only triggers.** Every table that refuses UPDATE and DELETE (the events,
-  the commits, the billing, control and webhook records) must still carry both triggers,
-  enabled and as meterline wrote them; on PostgreSQL the function they call must still
-  refuse. A missing, disabled or altered trigger is a finding naming its table. Opening a
-  SQLite ledger the ordinary way re-creates missing triggers (``CREATE TRIGGER IF NOT
-  EXISTS``), so the proof tools look before they open it, and open it with
+  batches and checkpoints, the billing, control and webhook records) must still carry
+  both triggers, enabled and as meterline wrote them; on PostgreSQL the function they
+  call must still refuse. A missing, disabled or altered trigger is a finding naming its
+  table. Opening a SQLite ledger the ordinary way re-creates missing triggers
+  (``CREATE TRIGGER IF NOT EXISTS``), so the proof tools look before they open it, and open it with
   ``create=False``, which leaves the schema as found.
-* **The chain** (``Ledger.verify``): the first bad sequence and its partition.
-* **PostgreSQL's chain heads.** ``chain_heads`` caches each partition's tail, and the
-  next append chains from it; once the chain verifies, each head must name its
-  partition's last event and that event's hash.
+* **The chains** (``Ledger.verify``): every partition's events against its batches'
+  Merkle roots and chain, the stored partition heads (the next append continues from
+  them), and every checkpoint (stored, or exported to a file): the first bad item, its
+  partition and sequence. A checkpoint's signature is checked when the public key is
+  known (``ledger.checkpoints``).
 """
 
 from __future__ import annotations
 
 import re
 import sqlite3
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from meterline.core.chain import ChainReport
+from meterline.core.checkpoint_note import parse_note
 from meterline.core.findings import Finding
 from meterline.errors import StoreError
-from meterline.ledger import billing, controls, postgres, sqlite, webhooks
+from meterline.ledger import billing, controls, heads, postgres, sqlite, webhooks
+from meterline.ledger.checkpoints import check_notes
 from meterline.ledger.database import (
     _REFUSE_FUNCTION,
     Connection,
@@ -47,6 +51,7 @@ _TRIGGER_STATEMENT = re.compile(
 )
 _SCRIPTS = (
     sqlite._SCHEMA,
+    heads.HEADS_SCHEMA,
     postgres._SCHEMA,
     billing._TRIGGERS,
     controls._TRIGGERS,
@@ -164,8 +169,9 @@ def _sqlite_triggers(
 
 
 def _trigger_order(trigger: ExpectedTrigger) -> tuple[int, str, str]:
-    """Ledger tables first (events, commits), then the rest by name; UPDATE before DELETE."""
-    rank = {"events": 0, "commits": 1}.get(trigger.table, 2)
+    """Ledger tables first (events, batches, checkpoints), then the rest by name; UPDATE
+    before DELETE."""
+    rank = {"events": 0, "batches": 1, "checkpoints": 2}.get(trigger.table, 3)
     return (rank, trigger.table, "0" if trigger.operation == "UPDATE" else "1")
 
 
@@ -188,8 +194,16 @@ def _postgres_triggers(
             "SELECT t.tgname, c.relname, t.tgenabled, pg_get_triggerdef(t.oid)"
             " FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid"
             " WHERE c.relnamespace = current_schema()::regnamespace AND NOT t.tgisinternal"
+            " AND t.tgparentid = 0"
         )
     }
+    # a partitioned table's triggers are cloned onto each partition's child table
+    for name, enabled in connection.execute(
+        "SELECT t.tgname, t.tgenabled FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid"
+        " WHERE c.relnamespace = current_schema()::regnamespace AND t.tgparentid <> 0"
+    ):
+        if enabled not in ("O", "A") and name in stored:
+            stored[name] = (stored[name][0], False, stored[name][2])
     return tables, stored
 
 
@@ -220,36 +234,6 @@ def _refuse_body() -> str:
     """The body of ``meterline_refuse`` as meterline creates it, spaces collapsed."""
     match = re.search(r"\$\$(.*)\$\$", _REFUSE_FUNCTION, re.DOTALL)
     return _collapsed(match.group(1) if match else "")
-
-
-def check_chain_heads(store: LedgerStore, chain: ChainReport) -> list[Finding]:
-    """PostgreSQL: a finding per partition whose cached head (``chain_heads``) is not its
-    last event (checked once the chain verifies; SQLite keeps no such cache)."""
-    heads = getattr(store, "chain_heads", None)
-    if heads is None or not chain.intact:
-        return []
-    recorded: dict[int, tuple[int, bytes]] = heads()
-    findings = []
-    for partition in sorted(set(recorded) | set(chain.tails)):
-        actual = chain.tails.get(partition)
-        head = recorded.get(partition)
-        if head is None and actual is not None:
-            problem = f"is missing (the partition's last event is sequence {actual[0]})"
-            findings.append(Finding("chain head", problem, partition=partition))
-        elif head is not None and actual is None:
-            problem = f"records sequence {head[0]}, but the partition holds no event"
-            findings.append(Finding("chain head", problem, partition=partition))
-        elif head is not None and actual is not None:
-            if head[0] != actual[0]:
-                problem = (
-                    f"records sequence {head[0]}, but the partition's last event is"
-                    f" sequence {actual[0]}"
-                )
-                findings.append(Finding("chain head", problem, partition=partition))
-            elif bytes(head[1]) != actual[1]:
-                problem = f"records a hash other than that of its last event, sequence {actual[0]}"
-                findings.append(Finding("chain head", problem, partition=partition))
-    return findings
 
 
 def damaged(location: Location, error: BaseException | str) -> Finding:
@@ -306,7 +290,6 @@ def ledger_findings(store: LedgerStore, chain: ChainReport, triggers: bool = Tru
         findings += check_triggers(store._reader())  # type: ignore[attr-defined]
     if chain.finding is not None:
         findings.append(chain.finding)
-    findings += check_chain_heads(store, chain)
     return findings
 
 
@@ -344,9 +327,15 @@ class VerifyReport:
         }
 
 
-def verify_ledger(location: Location) -> VerifyReport:
-    """Verify the ledger at ``location``: the store, its triggers, every chain and
-    commit checkpoint, PostgreSQL's chain heads. Never raises on what it finds."""
+def verify_ledger(
+    location: Location,
+    checkpoint_notes: Iterable[tuple[str, str]] = (),
+    public_key: bytes | None = None,
+) -> VerifyReport:
+    """Verify the ledger at ``location``: the store, its triggers, every partition's
+    events, batches and head, every stored checkpoint and each of ``checkpoint_notes``
+    (label and signed note, e.g. from an exported file), their signatures when
+    ``public_key`` is given. Never raises on what it finds."""
     report = VerifyReport(describe(location))
     report.findings = inspect_store(location)
     if report.unreadable:
@@ -358,13 +347,23 @@ def verify_ledger(location: Location) -> VerifyReport:
         return report
     try:
         report.partitions = store.partitions
-        report.chain = Ledger(store).verify()
-        report.findings += ledger_findings(store, report.chain, triggers=False)
+        stored = [(f"stored checkpoint {n}", note) for n, note in store.checkpoint_notes()]
+        origin = _origin(stored[-1][1]) if stored else None
+        heads, problems = check_notes([*stored, *checkpoint_notes], public_key, origin)
+        report.chain = Ledger(store).verify(heads)
+        report.findings += ledger_findings(store, report.chain, triggers=False) + problems
     except DatabaseErrors as error:
         report.findings.append(unreadable(location, error))
     finally:
         store.close()
     return report
+
+
+def _origin(note: str) -> str | None:
+    try:
+        return parse_note(note)[0].origin
+    except ValueError:
+        return None
 
 
 def unreadable(location: Location, error: BaseException) -> Finding:

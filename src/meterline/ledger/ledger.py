@@ -13,7 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from meterline.clock import Clock, system_clock_us
-from meterline.core.chain import GENESIS_HASH, ChainReport, StoredRecord, verify_chain
+from meterline.core.chain import ChainReport, StoredRecord, verify_chains
+from meterline.core.checkpoint_note import PartitionHead
 from meterline.core.cloudevents import prepare_cloudevent
 from meterline.core.events import FieldError, PreparedEvent, prepare_event
 from meterline.core.limits import DEFAULT_LIMITS, IngestLimits
@@ -136,21 +137,28 @@ class Ledger:
         """The last sequence and its hash."""
         return self.store.head()
 
-    def verify(self) -> ChainReport:
-        """Re-walk the whole chain and the commit checkpoints. Never raises on what it
-        reads: a store that fails mid-walk (a damaged file) is reported at the first
-        sequence it could not check."""
-        walked = _Walked(self.store.records())
+    def verify(
+        self, checkpoints: Iterable[tuple[str, Iterable[PartitionHead]]] = ()
+    ) -> ChainReport:
+        """Re-walk every partition's events and batches, the stored heads, and the
+        ``checkpoints`` given (label and heads; see ``ledger.checkpoints``). Never raises
+        on what it reads: a store that fails mid-walk (a damaged file) is reported at the
+        first sequence it could not check."""
+        store = self.store
+        walked = _Walked(store.records())
         try:
-            return verify_chain(walked, self.store.checkpoints())
+            return verify_chains(
+                store.partitions, walked, store.batches(), store.partition_heads(), checkpoints
+            )
         except DatabaseErrors as error:
             return ChainReport(
                 walked.count,
-                walked.last_sequence,
-                walked.last_hash,
-                walked.last_sequence + 1,
-                f"{describe(self.store.path)} cannot be read past sequence"
-                f" {walked.last_sequence} ({error})",
+                {},
+                store.partitions,
+                bad_sequence=walked.last_sequence + 1,
+                problem=f"{describe(store.path)} cannot be read past sequence"
+                f" {walked.last_sequence} of partition {walked.last_partition} ({error})",
+                bad_partition=walked.last_partition,
                 check="store",
             )
 
@@ -172,12 +180,12 @@ class _Walked:
         self._records = records
         self.count = 0
         self.last_sequence = 0
-        self.last_hash = GENESIS_HASH
+        self.last_partition = 0
 
     def __iter__(self) -> Iterator[StoredRecord]:
         for record in self._records:
             self.count += 1
-            self.last_sequence, self.last_hash = record.sequence, record.hash
+            self.last_sequence, self.last_partition = record.sequence, record.partition
             yield record
 
 

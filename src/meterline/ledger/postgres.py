@@ -1,53 +1,63 @@
-"""The production ledger store: PostgreSQL, one hash chain per partition.
+"""The production ledger store: PostgreSQL, partitions that own everything.
 
-Every event belongs to its customer's partition (``core.partitions``) and chains from the
-previous event of that partition, so partitions can be written, verified and proven on
-their own. Ledger sequences stay one gap-free order across partitions (billing, the live
-engine and queries read "everything after sequence N"): an append allocates them under
-the schema's write lock, held to the commit, so a reader that sees sequence N sees every
-sequence below it. The lock covers a batch's chaining (each partition's tail must be
-known), its insert and its commit; fetching, decoding, validation and the live engines
-run outside it, in as many workers as there are partitions. One lock per ledger is the
-ceiling of this design (see BENCHMARKS.md, "Production scale").
+Every event belongs to its customer's partition (``core.partitions``). Each partition has
+its own gap-free sequence, its own batch chain and Merkle tree (``core.chain``), its own
+child table (``events`` is declaratively partitioned by ``partition_number``), its own
+head row in ``partition_heads`` and at most one writer at a time, holding a fenced lease
+(``ledger.heads``). Nothing shared across partitions is locked or counted on the write
+path: an append locks the head rows of the partitions it writes (``SELECT ... FOR
+UPDATE``, in partition order), numbers each partition's events from its head, copies
+them, records one batch per partition and rewrites those heads, in one transaction.
+Readers read through consistent cuts (``core.cuts``): the head rows, read in one
+statement, name committed events only.
 
-Idempotency is a unique index on ``(customer, event_id)`` (on a ledger created with
-``dedup_key="source_id"``: events carry a ``source`` column and the unique index is on
-``(source, customer when there is no source, event_id)``, see
-``core.events.source_idempotency_key``). An append is optimistic (events
-fresh from the stream are new): it copies the batch under a savepoint without reading its
-keys first; if the index refuses one, it rolls back to the savepoint, reads which of its
-keys are stored (one query) and copies the rest, so a replay is answered ``duplicate``
-(same bytes) or ``conflict`` (other bytes) and writes nothing, in the same transaction
-under the same lock. Rows go in by binary ``COPY``. The tail of each partition's chain
-is kept in ``chain_heads`` (a cache, rewritten in the same transaction; ``verify`` never
-trusts it). Invariants: ``events`` and ``commits`` refuse UPDATE and DELETE (triggers);
-an append is one transaction, committed with ``synchronous_commit``.
+Idempotency is a unique index on ``(customer, event_id, partition_number)``; a customer
+lives in one partition, so it is ``(customer, event_id)``, checked inside the partition's
+own transaction. (A ledger keyed by ``(source, id)`` keeps one partition: a source's ids
+may name customers of any partition.) An append is optimistic (events fresh from the
+stream are new): it copies the batch under a savepoint without reading its keys first;
+if the index refuses one, it rolls back to the savepoint, reads which of its keys are
+stored (one query) and copies the rest, so a replay is answered ``duplicate`` (same
+bytes) or ``conflict`` (other bytes) and writes nothing. Rows go in by binary ``COPY``.
+Invariants: ``events``, ``batches`` and ``checkpoints`` refuse UPDATE and DELETE
+(triggers); an append is one transaction, committed with ``synchronous_commit``.
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from hashlib import sha256
 
 import psycopg.errors
 
-from meterline.core.chain import GENESIS_HASH
+from meterline.core.chain import BatchRecord, HeadState, seal_batch
 from meterline.core.events import PreparedEvent, event_source, same_event, source_idempotency_key
 from meterline.core.outcomes import EventOutcome, Status
 from meterline.core.partitions import DEFAULT_PARTITIONS, check_partition_count, partition_of
 from meterline.errors import StoreError
 from meterline.ledger.database import PostgresConnection, ThreadConnections, describe
+from meterline.ledger.heads import (
+    HEAD_COLUMNS,
+    HEADS_SCHEMA,
+    LEASE_COLUMNS,
+    Lease,
+    batch_rows,
+    check_leases,
+    head_row,
+    head_updates,
+    initial_heads_sql,
+)
 from meterline.ledger.sql_reads import SqlLedgerReads
 from meterline.ledger.store import DEFAULT_DEDUP_KEY, DedupKey, check_dedup_key
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 _META = "CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);"
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS events (
-    sequence BIGINT PRIMARY KEY,
+    sequence BIGINT NOT NULL,
     customer TEXT NOT NULL,
     event_id TEXT NOT NULL,
     type TEXT NOT NULL,
@@ -56,28 +66,13 @@ CREATE TABLE IF NOT EXISTS events (
     body BLOB NOT NULL,
     hash BLOB NOT NULL,
     partition_number INTEGER NOT NULL,
-    UNIQUE (customer, event_id)
-);
-CREATE TABLE IF NOT EXISTS commits (
-    commit_number INTEGER PRIMARY KEY,
-    first_sequence BIGINT NOT NULL,
-    last_sequence BIGINT NOT NULL,
-    last_hash BLOB NOT NULL,
-    committed_at_us BIGINT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS chain_heads (
-    partition_number INTEGER PRIMARY KEY,
-    sequence BIGINT NOT NULL,
-    hash BLOB NOT NULL
-);
+    PRIMARY KEY (partition_number, sequence),
+    UNIQUE (customer, event_id, partition_number)
+) PARTITION BY LIST (partition_number);
 CREATE TRIGGER IF NOT EXISTS events_append_only_update BEFORE UPDATE ON events
 BEGIN SELECT RAISE(ABORT, 'the ledger is append-only: events cannot be updated'); END;
 CREATE TRIGGER IF NOT EXISTS events_append_only_delete BEFORE DELETE ON events
 BEGIN SELECT RAISE(ABORT, 'the ledger is append-only: events cannot be deleted'); END;
-CREATE TRIGGER IF NOT EXISTS commits_append_only_update BEFORE UPDATE ON commits
-BEGIN SELECT RAISE(ABORT, 'the ledger is append-only: commits cannot be updated'); END;
-CREATE TRIGGER IF NOT EXISTS commits_append_only_delete BEFORE DELETE ON commits
-BEGIN SELECT RAISE(ABORT, 'the ledger is append-only: commits cannot be deleted'); END;
 CREATE TABLE IF NOT EXISTS api_keys (
     key_id TEXT PRIMARY KEY,
     secret_sha256 BLOB NOT NULL,
@@ -88,13 +83,17 @@ CREATE TABLE IF NOT EXISTS api_keys (
     revoked_at_us BIGINT
 );
 """
-_UNIQUE_CUSTOMER_ID = "    UNIQUE (customer, event_id)\n"
+_UNIQUE_CUSTOMER_ID = "    UNIQUE (customer, event_id, partition_number)\n"
 _SOURCE_OWNER = "(CASE WHEN source = '' THEN customer ELSE '' END)"
 """The second part of a ``(source, id)`` key: the customer of an event without a source."""
 _SOURCE_SCHEMA = (
-    _SCHEMA.replace(_UNIQUE_CUSTOMER_ID, "    source TEXT NOT NULL\n", 1)
+    _SCHEMA.replace(
+        "    PRIMARY KEY (partition_number, sequence),\n" + _UNIQUE_CUSTOMER_ID,
+        "    source TEXT NOT NULL,\n    PRIMARY KEY (partition_number, sequence)\n",
+        1,
+    )
     + f"CREATE UNIQUE INDEX IF NOT EXISTS events_source_event_id ON events (source,"
-    f" {_SOURCE_OWNER}, event_id);\n"
+    f" {_SOURCE_OWNER}, event_id, partition_number);\n"
     "CREATE INDEX IF NOT EXISTS events_customer_event_id ON events (customer, event_id);\n"
 )
 """The schema of a ledger keyed by ``(source, id)``: each event's source (``""`` when it
@@ -114,18 +113,20 @@ _COPIED_COLUMNS = (
     "hash",
     "partition_number",
 )
-_HEAD_AND_TAILS = (
-    "SELECT -1, (SELECT sequence FROM events ORDER BY sequence DESC LIMIT 1), NULL::bytea"
-    " UNION ALL SELECT partition_number, sequence, hash FROM chain_heads"
-    " WHERE partition_number = ANY(%s)"
+_LOCK_HEADS = (
+    f"SELECT {HEAD_COLUMNS}, {LEASE_COLUMNS} FROM partition_heads"
+    " WHERE partition_number = ANY(%s) ORDER BY partition_number FOR UPDATE"
 )
-_RECORD_COMMIT = (
-    "WITH recorded AS (INSERT INTO commits (first_sequence, last_sequence, last_hash,"
-    " committed_at_us) VALUES (%s, %s, %s, %s))"
-    " INSERT INTO chain_heads (partition_number, sequence, hash)"
-    " SELECT * FROM unnest(%s::bigint[], %s::bigint[], %s::bytea[])"
-    " ON CONFLICT (partition_number) DO UPDATE SET sequence = excluded.sequence,"
-    " hash = excluded.hash"
+_RECORD_BATCHES = (
+    "WITH recorded AS (INSERT INTO batches (partition_number, batch_number, first_sequence,"
+    " last_sequence, root, chain_hash, committed_at_us, lease_epoch)"
+    " SELECT * FROM unnest(%s::int[], %s::bigint[], %s::bigint[], %s::bigint[], %s::bytea[],"
+    " %s::bytea[], %s::bigint[], %s::bigint[]))"
+    " UPDATE partition_heads AS heads SET sequence = new.sequence, batches = new.batches,"
+    " chain_hash = new.chain_hash, frontier = new.frontier"
+    " FROM unnest(%s::int[], %s::bigint[], %s::bigint[], %s::bytea[], %s::bytea[])"
+    " AS new (partition_number, sequence, batches, chain_hash, frontier)"
+    " WHERE heads.partition_number = new.partition_number"
 )
 _STORED_KEYS = (
     "SELECT customer, event_id, sequence, body FROM events"
@@ -136,6 +137,15 @@ _STORED_SOURCE_KEYS = (
     f" WHERE (source, {_SOURCE_OWNER}, event_id)"
     " IN (SELECT * FROM unnest(%s::text[], %s::text[], %s::text[]))"
 )
+
+
+def _children_schema(partitions: int) -> str:
+    """The child table of each partition (PostgreSQL's dialect)."""
+    return "".join(
+        f"CREATE TABLE IF NOT EXISTS events_p{partition} PARTITION OF events"
+        f" FOR VALUES IN ({partition});\n"
+        for partition in range(partitions)
+    )
 
 
 class PostgresStore(SqlLedgerReads):
@@ -162,10 +172,6 @@ class PostgresStore(SqlLedgerReads):
         self._partition_cache: dict[str, int] = {}
         self._cached_count = self.partitions
         self._event_types: list[str] | None = None
-        self._begin = (
-            f"BEGIN; SELECT pg_advisory_xact_lock({int(self._connection.write_lock_key)});"
-            " SAVEPOINT meterline_append"
-        )
 
     def _dedup_setting(self, wanted: DedupKey | None) -> DedupKey:
         """The ledger's idempotency key: stored in ``meta`` when the ledger is created
@@ -196,8 +202,9 @@ class PostgresStore(SqlLedgerReads):
         """Create the schema once; return the ledger's partition count (set at creation:
         ``partitions`` or the default; a different explicit count is refused)."""
         connection = self._connection
-        connection.executescript(_SOURCE_SCHEMA if self._by_source else _SCHEMA)
-        wanted = check_partition_count(partitions or DEFAULT_PARTITIONS)
+        connection.executescript((_SOURCE_SCHEMA if self._by_source else _SCHEMA) + HEADS_SCHEMA)
+        default = 1 if self._by_source else DEFAULT_PARTITIONS
+        wanted = check_partition_count(partitions or default)
         with connection.migration_lock():
             for name, value in (("schema_version", SCHEMA_VERSION), ("partitions", wanted)):
                 connection.execute(
@@ -216,35 +223,59 @@ class PostgresStore(SqlLedgerReads):
                 f"{describe(self.path)}: the ledger has {stored} partitions, not {partitions}"
                 " (see `meterline partitions`)"
             )
+        if self._by_source and stored != 1:
+            raise StoreError(
+                f"{describe(self.path)}: a ledger keyed by (source, id) keeps one partition"
+                " (a source's ids may name customers of any partition)"
+            )
+        self._create_partitions(stored)
         return stored
+
+    def _create_partitions(self, count: int) -> None:
+        """Each partition's child table and head row (no-ops when they exist)."""
+        connection = self._connection
+        connection.raw.execute(_children_schema(count))
+        for statement, parameters in initial_heads_sql(range(count)):
+            connection.execute(statement, parameters)
 
     def _reader(self) -> PostgresConnection:
         return self._readers.get()  # type: ignore[no-any-return]
 
     def set_partitions(self, count: int) -> None:
-        """Change how many partitions new events are spread over (existing chains stay:
-        every record names its partition). Run with the workers stopped."""
+        """Change how many partitions the ledger has: only while it holds no event (a
+        customer's partition follows from the count, and its events, chain and dedup
+        index live there; create a ledger with room to grow, see docs/production.md)."""
         check_partition_count(count)
+        if self._by_source and count != 1:
+            raise StoreError("a ledger keyed by (source, id) keeps one partition")
         with self._write_lock:
             connection = self._connection
             connection.execute("BEGIN IMMEDIATE")
             try:
+                held = connection.execute("SELECT sum(sequence) FROM partition_heads").fetchone()
+                if held[0]:
+                    raise StoreError(
+                        f"{describe(self.path)} holds events: its {self.partitions} partitions"
+                        " are fixed (customers would move away from their events)"
+                    )
                 connection.execute("UPDATE meta SET value = ? WHERE name = 'partitions'", (count,))
+                connection.execute(
+                    "DELETE FROM partition_heads WHERE partition_number >= ?", (count,)
+                )
                 connection.execute("COMMIT")
             except BaseException:
                 connection.execute("ROLLBACK")
                 raise
+            self._create_partitions(count)
         self.partitions = count
-
-    def chain_heads(self) -> dict[int, tuple[int, bytes]]:
-        """Each partition's last sequence and hash."""
-        rows = self._reader().execute("SELECT partition_number, sequence, hash FROM chain_heads")
-        return {partition: (sequence, digest) for partition, sequence, digest in rows}
 
     # -- writing -------------------------------------------------------------------------
 
     def append(
-        self, batch: Sequence[tuple[int, PreparedEvent]], ingested_at_us: int
+        self,
+        batch: Sequence[tuple[int, PreparedEvent]],
+        ingested_at_us: int,
+        leases: Mapping[int, Lease] | None = None,
     ) -> list[EventOutcome]:
         if not batch:
             return []
@@ -253,41 +284,31 @@ class PostgresStore(SqlLedgerReads):
         raw = connection.raw
         with self._write_lock:
             try:
-                # one round trip: the transaction, the schema's write lock, a savepoint
-                raw.execute(self._begin)
-                first, tails = self._head_and_tails(set(partition_of_batch))
+                raw.execute("BEGIN")
+                locked = [
+                    head_row(tuple(row))
+                    for row in raw.execute(_LOCK_HEADS, (sorted(set(partition_of_batch)),))
+                ]
+                epochs = check_leases(locked, leases, ingested_at_us)
+                heads = {row.partition: row.head for row in locked}
+                raw.execute("SAVEPOINT meterline_append")
                 # Optimistic: events fresh from the stream are new, so the batch goes in
                 # without reading its keys first; the unique index refuses any stored
                 # one, and then (rolled back to the savepoint) the keys are read and the
-                # batch staged again without them. Same transaction, same lock.
+                # batch staged again without them. Same transaction, same row locks.
                 keys, sources = self._keys_of(batch)
-                rows, outcomes = self._stage(
-                    batch,
-                    keys,
-                    sources,
-                    partition_of_batch,
-                    {},
-                    dict(tails),
-                    first,
-                    ingested_at_us,
-                )
+                stage = (batch, keys, sources, partition_of_batch)
+                rows, outcomes = self._stage(*stage, {}, heads, ingested_at_us)
                 if rows:
                     try:
-                        self._write(rows, ingested_at_us)
+                        self._write(rows, heads, ingested_at_us, epochs)
                     except psycopg.errors.UniqueViolation:
                         raw.execute("ROLLBACK TO SAVEPOINT meterline_append")
                         rows, outcomes = self._stage(
-                            batch,
-                            keys,
-                            sources,
-                            partition_of_batch,
-                            self._stored(keys),
-                            tails,
-                            first,
-                            ingested_at_us,
+                            *stage, self._stored(keys), heads, ingested_at_us
                         )
                         if rows:
-                            self._write(rows, ingested_at_us)
+                            self._write(rows, heads, ingested_at_us, epochs)
                 raw.execute("COMMIT")
             except BaseException:
                 if connection.in_transaction:
@@ -330,15 +351,14 @@ class PostgresStore(SqlLedgerReads):
         sources: list[str] | None,
         partition_of_batch: list[int],
         stored: dict[tuple[str, ...], tuple[int, bytes]],
-        tails: dict[int, bytes],
-        first: int,
+        heads: dict[int, HeadState],
         ingested_at_us: int,
     ) -> tuple[list[tuple[object, ...]], list[EventOutcome]]:
-        """The rows to copy (sequences from ``first``, chained from ``tails``, which it
-        advances; each with its source when ``sources`` are given) and every event's
-        outcome; ``stored`` and earlier events of the batch (by ``keys``) make an event a
+        """The rows to copy (each partition's sequences from its head in ``heads``; each
+        row with its source when ``sources`` are given) and every event's outcome;
+        ``stored`` and earlier events of the batch (by ``keys``) make an event a
         duplicate or a conflict."""
-        sequence = first
+        next_sequence = {partition: head.sequence + 1 for partition, head in heads.items()}
         staged: dict[tuple[str, ...], tuple[int, bytes]] = {}
         rows: list[tuple[object, ...]] = []
         outcomes: list[EventOutcome] = []
@@ -352,8 +372,8 @@ class PostgresStore(SqlLedgerReads):
                 status: Status = "duplicate" if same_event(found[1], body) else "conflict"
                 outcomes.append(EventOutcome(position, status, event_id, found[0]))
                 continue
-            digest = sha256(tails.get(partition, GENESIS_HASH) + body).digest()
-            tails[partition] = digest
+            sequence = next_sequence[partition]
+            next_sequence[partition] = sequence + 1
             staged[key] = (sequence, body)
             row: tuple[object, ...] = (
                 sequence,
@@ -363,12 +383,11 @@ class PostgresStore(SqlLedgerReads):
                 timestamp_us,
                 ingested_at_us,
                 body,
-                digest,
+                sha256(b"\x00" + body).digest(),  # core.chain.event_hash, inlined
                 partition,
             )
             rows.append(row if sources is None else (*row, sources[number]))
             outcomes.append(EventOutcome(position, "accepted", event_id, sequence))
-            sequence += 1
         return rows, outcomes
 
     def _stored(self, keys: list[tuple[str, ...]]) -> dict[tuple[str, ...], tuple[int, bytes]]:
@@ -377,18 +396,6 @@ class PostgresStore(SqlLedgerReads):
         query = _STORED_SOURCE_KEYS if self._by_source else _STORED_KEYS
         rows = self._connection.raw.execute(query, columns)
         return {tuple(row[:-2]): (row[-2], row[-1]) for row in rows}
-
-    def _head_and_tails(self, partitions: set[int]) -> tuple[int, dict[int, bytes]]:
-        """The next ledger sequence and the chain tails of ``partitions`` (one query)."""
-        rows = self._connection.raw.execute(_HEAD_AND_TAILS, (sorted(partitions),)).fetchall()
-        head = 0
-        tails: dict[int, bytes] = {}
-        for partition, sequence, digest in rows:
-            if partition < 0:
-                head = sequence or 0
-            else:
-                tails[partition] = digest
-        return head + 1, tails
 
     def _copy_types(self) -> list[str]:
         """The PostgreSQL types of the copied columns, as the table declares them (a
@@ -402,11 +409,17 @@ class PostgresStore(SqlLedgerReads):
             self._event_types = [declared[column] for column in self._copied_columns]
         return self._event_types
 
-    def _write(self, rows: list[tuple[object, ...]], ingested_at_us: int) -> None:
-        """Copy ``rows`` (binary COPY), then record the commit and the new chain heads in
+    def _write(
+        self,
+        rows: list[tuple[object, ...]],
+        heads: dict[int, HeadState],
+        ingested_at_us: int,
+        epochs: dict[int, int],
+    ) -> None:
+        """Copy ``rows`` (binary COPY), then record each partition's batch and new head in
         one statement."""
         raw = self._connection.raw
-        heads: dict[object, tuple[object, object]] = {}
+        leaves: dict[int, list[bytes]] = {}
         types = self._copy_types()
         with raw.cursor() as cursor:
             with cursor.copy(self._copy_events) as copy:
@@ -414,19 +427,27 @@ class PostgresStore(SqlLedgerReads):
                 write_row = copy.write_row
                 for row in rows:
                     write_row(row)
-                    heads[row[8]] = (row[0], row[7])
-            cursor.execute(
-                _RECORD_COMMIT,
-                (
-                    rows[0][0],
-                    rows[-1][0],
-                    rows[-1][7],
-                    ingested_at_us,
-                    list(heads),
-                    [head[0] for head in heads.values()],
-                    [head[1] for head in heads.values()],
-                ),
-            )
+                    leaves.setdefault(row[8], []).append(row[7])  # type: ignore[arg-type]
+            sealed: list[BatchRecord] = []
+            new_heads: dict[int, HeadState] = {}
+            for partition, hashes in leaves.items():
+                record, new_heads[partition] = seal_batch(partition, heads[partition], hashes)
+                sealed.append(record)
+            batch_columns = [
+                list(column)
+                for column in zip(*batch_rows(sealed, ingested_at_us, epochs), strict=True)
+            ]
+            head_columns = [
+                list(column)
+                for column in zip(
+                    *[
+                        (p, *update[:4])
+                        for p, update in zip(new_heads, head_updates(new_heads), strict=True)
+                    ],
+                    strict=True,
+                )
+            ]
+            cursor.execute(_RECORD_BATCHES, (*batch_columns, *head_columns))
 
     def close(self) -> None:
         self._connection.close()

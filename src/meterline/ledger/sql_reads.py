@@ -10,16 +10,27 @@ import threading
 from collections.abc import Iterator
 from typing import Any
 
-from meterline.core.chain import GENESIS_HASH, Checkpoint, StoredRecord
+from meterline.core.chain import BatchRecord, HeadState, StoredRecord, ledger_head_hash
 from meterline.core.cuts import Cut
+from meterline.core.partitions import partition_of
 from meterline.ledger.cut_sql import cut_condition
 from meterline.ledger.database import open_connection, stream_rows
+from meterline.ledger.heads import (
+    HEAD_COLUMNS,
+    LEASE_COLUMNS,
+    LEASE_SECONDS_DEFAULT,
+    HeadRow,
+    Lease,
+    head_row,
+)
 from meterline.ledger.store import (
     SCAN_ROWS_MAX,
     SEQUENCE_MAX,
     EventPage,
     EventQuery,
     StoredEvent,
+    position,
+    split_position,
 )
 
 
@@ -28,7 +39,9 @@ class SqlLedgerReads:
     and ``api_keys`` tables."""
 
     path: str
-    record_columns = "sequence, customer, event_id, type, timestamp_us, body, hash"
+    record_columns = (
+        "sequence, customer, event_id, type, timestamp_us, body, hash, partition_number"
+    )
     """The columns of a ``StoredRecord``, in its order."""
     partitions: int
     _connection: Any
@@ -37,19 +50,29 @@ class SqlLedgerReads:
     def _reader(self) -> Any:
         raise NotImplementedError
 
-    def head(self) -> tuple[int, bytes]:
-        row = (
-            self._reader()
-            .execute("SELECT sequence, hash FROM events ORDER BY sequence DESC LIMIT 1")
-            .fetchone()
+    def partition_heads(self) -> dict[int, HeadState]:
+        """Each partition's stored head (``verify`` recomputes them; these are what the
+        next append continues from)."""
+        return {row.partition: row.head for row in self.head_rows()}
+
+    def head_rows(self) -> list[HeadRow]:
+        """Each partition's head row, with its lease."""
+        rows = self._reader().execute(
+            f"SELECT {HEAD_COLUMNS}, {LEASE_COLUMNS} FROM partition_heads ORDER BY partition_number"
         )
-        return (0, GENESIS_HASH) if row is None else (row[0], row[1])
+        return [head_row(tuple(row)) for row in rows]
+
+    def head(self) -> tuple[int, bytes]:
+        """The events the ledger holds and its head hash (the root over the partition
+        heads, as a checkpoint computes it)."""
+        heads = self.partition_heads()
+        return sum(head.sequence for head in heads.values()), ledger_head_hash(
+            heads, self.partitions
+        )
 
     def cut(self) -> Cut:
-        if self.partitions == 1:
-            return Cut((self.head()[0],))
-        heads: dict[int, tuple[int, bytes]] = self.chain_heads()  # type: ignore[attr-defined]
-        return Cut(tuple(heads.get(p, (0, GENESIS_HASH))[0] for p in range(self.partitions)))
+        heads = self.partition_heads()
+        return Cut(tuple(heads.get(p, HeadState()).sequence for p in range(self.partitions)))
 
     def records(
         self, after: Cut | None = None, partitions: list[int] | None = None
@@ -62,26 +85,125 @@ class SqlLedgerReads:
             condition, parameters = cut_condition(
                 None, after or Cut.empty(self.partitions), partitions
             )
-        query = f"SELECT {self.record_columns} FROM events WHERE {condition}"
+        query = (
+            f"SELECT {self.record_columns} FROM events WHERE {condition}"
+            " ORDER BY partition_number, sequence"
+        )
         try:
-            for row in stream_rows(connection, query + " ORDER BY sequence", parameters):
+            for row in stream_rows(connection, query, parameters):
                 yield StoredRecord(*row)
         finally:
             connection.close()
 
-    def checkpoints(self) -> list[Checkpoint]:
-        rows = (
-            self._reader()
-            .execute("SELECT last_sequence, last_hash FROM commits ORDER BY commit_number")
-            .fetchall()
+    def batches(self, partitions: list[int] | None = None) -> Iterator[BatchRecord]:
+        """Every committed batch (of ``partitions`` only, when given), in (partition,
+        batch) order."""
+        connection = open_connection(self.path)
+        query = (
+            "SELECT partition_number, batch_number, first_sequence, last_sequence, root,"
+            " chain_hash FROM batches"
         )
-        return [Checkpoint(sequence, digest) for sequence, digest in rows]
+        parameters: list[object] = []
+        if partitions is not None:
+            query += f" WHERE partition_number IN ({', '.join('?' * len(partitions))})"
+            parameters = list(partitions)
+        try:
+            for row in stream_rows(
+                connection, query + " ORDER BY partition_number, batch_number", parameters
+            ):
+                yield BatchRecord(row[0], row[1], row[2], row[3], bytes(row[4]), bytes(row[5]))
+        finally:
+            connection.close()
+
+    def checkpoint_notes(self, after_number: int = 0) -> list[tuple[int, str]]:
+        """The stored checkpoints past ``after_number``: (number, signed note), in order."""
+        rows = self._reader().execute(
+            "SELECT checkpoint_number, note FROM checkpoints WHERE checkpoint_number > ?"
+            " ORDER BY checkpoint_number",
+            (after_number,),
+        )
+        return [(number, note) for number, note in rows]
+
+    def add_checkpoint(self, number: int, created_at_us: int, note: str, digest: bytes) -> bool:
+        """Store checkpoint ``number``; False when another process stored it first."""
+        with self._write_lock:
+            cursor = self._connection.execute(
+                "INSERT OR IGNORE INTO checkpoints VALUES (?, ?, ?, ?)",
+                (number, created_at_us, note, digest),
+            )
+        return bool(cursor.rowcount == 1)
+
+    # -- writer leases (ledger.heads) ------------------------------------------------------
+
+    def acquire_lease(
+        self, partition: int, owner: str, now_us: int, seconds: float = LEASE_SECONDS_DEFAULT
+    ) -> Lease | None:
+        """Take ``partition``'s writer lease for ``owner`` when it is free, expired or
+        already ``owner``'s, with a new epoch (fencing any earlier holder); None when
+        another writer holds it."""
+        expires_us = now_us + int(seconds * 1_000_000)
+        with self._write_lock:
+            row = self._connection.execute(
+                "UPDATE partition_heads SET lease_owner = ?, lease_epoch = lease_epoch + 1,"
+                " lease_expires_us = ? WHERE partition_number = ? AND (lease_owner IS NULL"
+                " OR lease_expires_us <= ? OR lease_owner = ?) RETURNING lease_epoch",
+                (owner, expires_us, partition, now_us, owner),
+            ).fetchone()
+        return None if row is None else Lease(partition, owner, row[0], expires_us)
+
+    def renew_lease(
+        self, lease: Lease, now_us: int, seconds: float = LEASE_SECONDS_DEFAULT
+    ) -> Lease | None:
+        """``lease`` extended from ``now_us``; None when it was taken over."""
+        expires_us = now_us + int(seconds * 1_000_000)
+        with self._write_lock:
+            cursor = self._connection.execute(
+                "UPDATE partition_heads SET lease_expires_us = ? WHERE partition_number = ?"
+                " AND lease_owner = ? AND lease_epoch = ?",
+                (expires_us, lease.partition, lease.owner, lease.epoch),
+            )
+        if cursor.rowcount != 1:
+            return None
+        return Lease(lease.partition, lease.owner, lease.epoch, expires_us)
+
+    def release_lease(self, lease: Lease) -> None:
+        """Give ``lease`` up (a no-op when it was taken over)."""
+        with self._write_lock:
+            self._connection.execute(
+                "UPDATE partition_heads SET lease_owner = NULL, lease_expires_us = 0"
+                " WHERE partition_number = ? AND lease_owner = ? AND lease_epoch = ?",
+                (lease.partition, lease.owner, lease.epoch),
+            )
 
     def query(self, query: EventQuery) -> EventPage:
-        head_sequence = self.head()[0]
-        window_end = min(query.after_sequence + SCAN_ROWS_MAX, SEQUENCE_MAX)
-        clauses = ["sequence > ?", "sequence <= ?"]
-        parameters: list[object] = [query.after_sequence, window_end]
+        """One page, partition by partition, each in sequence order; the cursor is a
+        position (``ledger.store.position``: the sequence itself on one partition)."""
+        after_partition, after_sequence = split_position(query.after_sequence)
+        first, last = 0, self.partitions - 1
+        if query.customer is not None:
+            first = last = partition_of(query.customer, self.partitions)
+        if after_partition < first:
+            after_partition, after_sequence = first, 0
+        heads = self.cut().heads
+        events: list[StoredEvent] = []
+        for partition in range(after_partition, last + 1):
+            window_end = min(after_sequence + SCAN_ROWS_MAX, SEQUENCE_MAX)
+            found = self._query_partition(
+                query, partition, after_sequence, window_end, query.limit - len(events)
+            )
+            events += found
+            if len(events) == query.limit:
+                return EventPage(events, position(partition, events[-1].record.sequence))
+            if window_end < heads[partition]:
+                return EventPage(events, position(partition, window_end))
+            after_sequence = 0
+        return EventPage(events, None)
+
+    def _query_partition(
+        self, query: EventQuery, partition: int, after: int, through: int, limit: int
+    ) -> list[StoredEvent]:
+        clauses = ["partition_number = ?", "sequence > ?", "sequence <= ?"]
+        parameters: list[object] = [partition, after, through]
         for clause, value in (
             ("customer = ?", query.customer),
             ("type = ?", query.type),
@@ -91,7 +213,7 @@ class SqlLedgerReads:
             if value is not None:
                 clauses.append(clause)
                 parameters.append(value)
-        parameters.append(query.limit)
+        parameters.append(limit)
         rows = (
             self._reader()
             .execute(
@@ -102,14 +224,7 @@ class SqlLedgerReads:
             )
             .fetchall()
         )
-        events = [StoredEvent(StoredRecord(*row[:-1]), row[-1]) for row in rows]
-        if len(events) == query.limit:
-            next_after: int | None = events[-1].record.sequence
-        elif window_end < head_sequence:
-            next_after = window_end
-        else:
-            next_after = None
-        return EventPage(events, next_after)
+        return [StoredEvent(StoredRecord(*row[:-1]), row[-1]) for row in rows]
 
     # -- API keys ------------------------------------------------------------------------
 

@@ -8,8 +8,11 @@ under that hash. A hit is always confirmed against the stored row (its key and b
 so a hash collision can never drop a real event; it only costs one extra read. The map
 is rebuilt from the file on open and caught up inside every write transaction whenever
 another process appended, so several writers stay exact.
-Invariants: the ``events`` and ``commits`` tables refuse UPDATE and DELETE (triggers);
-an append is one ``BEGIN IMMEDIATE ... COMMIT`` with ``synchronous=FULL``.
+The file holds one partition (``ledger.heads``): an append writes its events, their
+batch record (the Merkle root over their leaf hashes, chained to the previous batch) and
+the partition's new head. Invariants: ``events``, ``batches`` and ``checkpoints`` refuse
+UPDATE and DELETE (triggers); an append is one ``BEGIN IMMEDIATE ... COMMIT`` with
+``synchronous=FULL``.
 """
 
 from __future__ import annotations
@@ -17,19 +20,32 @@ from __future__ import annotations
 import sqlite3
 import threading
 import weakref
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from hashlib import sha256
 from pathlib import Path
 
-from meterline.core.chain import GENESIS_HASH
+from meterline.core.chain import GENESIS_HASH, seal_batch
 from meterline.core.events import PreparedEvent, event_source, same_event, source_idempotency_key
 from meterline.core.outcomes import EventOutcome, Status
 from meterline.errors import StoreError
 from meterline.ledger.database import ThreadConnections
+from meterline.ledger.heads import (
+    HEAD_COLUMNS,
+    HEADS_SCHEMA,
+    INSERT_BATCH,
+    LEASE_COLUMNS,
+    UPDATE_HEAD,
+    Lease,
+    batch_rows,
+    check_leases,
+    head_row,
+    head_updates,
+    initial_heads_sql,
+)
 from meterline.ledger.sql_reads import SqlLedgerReads
 from meterline.ledger.store import DEFAULT_DEDUP_KEY, DedupKey, check_dedup_key
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 PAGE_BYTES = 16 * 1024
 BUSY_TIMEOUT_MS = 30_000
 CHECKPOINT_INTERVAL_S = 0.05
@@ -48,23 +64,13 @@ CREATE TABLE IF NOT EXISTS events (
     timestamp_us INTEGER NOT NULL,
     ingested_at_us INTEGER NOT NULL,
     body BLOB NOT NULL,
-    hash BLOB NOT NULL
-);
-CREATE TABLE IF NOT EXISTS commits (
-    commit_number INTEGER PRIMARY KEY,
-    first_sequence INTEGER NOT NULL,
-    last_sequence INTEGER NOT NULL,
-    last_hash BLOB NOT NULL,
-    committed_at_us INTEGER NOT NULL
+    hash BLOB NOT NULL,
+    partition_number INTEGER NOT NULL DEFAULT 0
 );
 CREATE TRIGGER IF NOT EXISTS events_append_only_update BEFORE UPDATE ON events
 BEGIN SELECT RAISE(ABORT, 'the ledger is append-only: events cannot be updated'); END;
 CREATE TRIGGER IF NOT EXISTS events_append_only_delete BEFORE DELETE ON events
 BEGIN SELECT RAISE(ABORT, 'the ledger is append-only: events cannot be deleted'); END;
-CREATE TRIGGER IF NOT EXISTS commits_append_only_update BEFORE UPDATE ON commits
-BEGIN SELECT RAISE(ABORT, 'the ledger is append-only: commits cannot be updated'); END;
-CREATE TRIGGER IF NOT EXISTS commits_append_only_delete BEFORE DELETE ON commits
-BEGIN SELECT RAISE(ABORT, 'the ledger is append-only: commits cannot be deleted'); END;
 CREATE TABLE IF NOT EXISTS api_keys (
     key_id TEXT PRIMARY KEY,
     secret_sha256 BLOB NOT NULL,
@@ -76,14 +82,17 @@ CREATE TABLE IF NOT EXISTS api_keys (
 );
 """
 
-_EVENTS_END = "    hash BLOB NOT NULL\n);"
+_EVENTS_END = "    partition_number INTEGER NOT NULL DEFAULT 0\n);"
 _SOURCE_SCHEMA = _SCHEMA.replace(
-    _EVENTS_END, "    hash BLOB NOT NULL,\n    source TEXT NOT NULL\n);", 1
+    _EVENTS_END, "    partition_number INTEGER NOT NULL DEFAULT 0,\n    source TEXT NOT NULL\n);", 1
 )
 """The schema of a ledger keyed by ``(source, id)``: events carry their source (``""``
 when they have none)."""
-_INSERT_EVENT = "INSERT INTO events VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
-_INSERT_EVENT_WITH_SOURCE = "INSERT INTO events VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+_EVENT_COLUMNS = "sequence, customer, event_id, type, timestamp_us, ingested_at_us, body, hash"
+_INSERT_EVENT = f"INSERT INTO events ({_EVENT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+_INSERT_EVENT_WITH_SOURCE = (
+    f"INSERT INTO events ({_EVENT_COLUMNS}, source) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
 
 KeyFunction = Callable[[tuple[str, ...]], int]
 
@@ -167,7 +176,11 @@ class SqliteStore(SqlLedgerReads):
             self.dedup_key = self._dedup_setting(dedup_key, create)
             self._by_source = self.dedup_key == "source_id"
             if create:
-                self._connection.executescript(_SOURCE_SCHEMA if self._by_source else _SCHEMA)
+                self._connection.executescript(
+                    (_SOURCE_SCHEMA if self._by_source else _SCHEMA) + HEADS_SCHEMA
+                )
+                for statement, parameters in initial_heads_sql([0]):
+                    self._connection.execute(statement, parameters)
                 self._connection.execute(
                     "INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)",
                     (str(SCHEMA_VERSION),),
@@ -317,7 +330,10 @@ class SqliteStore(SqlLedgerReads):
         return None
 
     def append(
-        self, batch: Sequence[tuple[int, PreparedEvent]], ingested_at_us: int
+        self,
+        batch: Sequence[tuple[int, PreparedEvent]],
+        ingested_at_us: int,
+        leases: Mapping[int, Lease] | None = None,
     ) -> list[EventOutcome]:
         if not batch:
             return []
@@ -327,12 +343,19 @@ class SqliteStore(SqlLedgerReads):
         with self._write_lock:
             connection.execute("BEGIN IMMEDIATE")
             try:
-                last_sequence, previous_hash = self._catch_up(connection)
+                self._catch_up(connection)
+                (stored_head,) = connection.execute(
+                    f"SELECT {HEAD_COLUMNS}, {LEASE_COLUMNS} FROM partition_heads"
+                    " WHERE partition_number = 0"
+                ).fetchall()
+                head = head_row(tuple(stored_head))
+                epochs = check_leases([head], leases, ingested_at_us)
                 index = self._index
                 staged: dict[int, int | tuple[int, ...]] = {}
                 rows: list[tuple[object, ...]] = []
+                leaves: list[bytes] = []
                 outcomes: list[EventOutcome] = []
-                first = sequence = last_sequence + 1
+                first = sequence = head.head.sequence + 1
                 for position, event in batch:
                     customer, event_id, event_type, timestamp_us, body = event
                     identity: tuple[str, ...]
@@ -353,8 +376,9 @@ class SqliteStore(SqlLedgerReads):
                         self._remember(staged, key, sequence)
                     else:
                         staged[key] = sequence
-                    # core.chain.chain_hash, inlined on the hot path; verify() re-checks it.
-                    previous_hash = sha256(previous_hash + body).digest()
+                    # core.chain.event_hash, inlined on the hot path; verify() re-checks it.
+                    digest = sha256(b"\x00" + body).digest()
+                    leaves.append(digest)
                     row: tuple[object, ...] = (
                         sequence,
                         customer,
@@ -363,7 +387,7 @@ class SqliteStore(SqlLedgerReads):
                         timestamp_us,
                         ingested_at_us,
                         body,
-                        previous_hash,
+                        digest,
                     )
                     rows.append((*row, source) if by_source else row)
                     outcomes.append(EventOutcome(position, "accepted", event_id, sequence))
@@ -371,11 +395,11 @@ class SqliteStore(SqlLedgerReads):
                 if rows:
                     insert = _INSERT_EVENT_WITH_SOURCE if by_source else _INSERT_EVENT
                     connection.executemany(insert, rows)
-                    connection.execute(
-                        "INSERT INTO commits (first_sequence, last_sequence, last_hash,"
-                        " committed_at_us) VALUES (?, ?, ?, ?)",
-                        (first, sequence - 1, previous_hash, ingested_at_us),
+                    sealed, new_head = seal_batch(0, head.head, leaves)
+                    connection.executemany(
+                        INSERT_BATCH, batch_rows([sealed], ingested_at_us, epochs)
                     )
+                    connection.executemany(UPDATE_HEAD, head_updates({0: new_head}))
                 connection.execute("COMMIT")
             except BaseException:
                 if connection.in_transaction:

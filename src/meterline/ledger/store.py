@@ -7,15 +7,16 @@ store changes nothing above it.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
-from meterline.core.chain import Checkpoint, StoredRecord
+from meterline.core.chain import BatchRecord, HeadState, StoredRecord
 from meterline.core.cuts import Cut
 from meterline.core.events import PreparedEvent
 from meterline.core.outcomes import EventOutcome
 from meterline.keys import KeyStore
+from meterline.ledger.heads import Lease
 
 PAGE_EVENTS_MAX = 1000
 """The most events one query page returns."""
@@ -40,8 +41,21 @@ def check_dedup_key(value: object) -> DedupKey:
 
 
 SEQUENCE_MAX = 2**63 - 1
-"""The largest ledger sequence either store can hold (a signed 64-bit integer); a cursor
-past it is refused."""
+"""The largest cursor either store takes (a signed 64-bit integer); past it is refused."""
+
+POSITION_SEQUENCE_BITS = 40
+"""A query cursor is a *position*: ``partition << 40 | sequence`` (on a single-partition
+ledger, the sequence itself), so one integer pages across partitions in order."""
+
+
+def position(partition: int, sequence: int) -> int:
+    """The query cursor of event ``sequence`` of ``partition``."""
+    return (partition << POSITION_SEQUENCE_BITS) | sequence
+
+
+def split_position(value: int) -> tuple[int, int]:
+    """(partition, sequence) of a query cursor."""
+    return value >> POSITION_SEQUENCE_BITS, value & ((1 << POSITION_SEQUENCE_BITS) - 1)
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,17 +105,23 @@ class LedgerStore(KeyStore, Protocol):
     """The ledger's idempotency key (``DEDUP_KEYS``), fixed when it was created."""
 
     def append(
-        self, batch: Sequence[tuple[int, PreparedEvent]], ingested_at_us: int
+        self,
+        batch: Sequence[tuple[int, PreparedEvent]],
+        ingested_at_us: int,
+        leases: Mapping[int, Lease] | None = None,
     ) -> list[EventOutcome]:
-        """Append the new events of ``batch`` atomically and durably, in order.
+        """Append the new events of ``batch`` atomically and durably, in order, one
+        committed batch per partition written.
 
         ``batch`` pairs each event with its index in the caller's batch. Returns one outcome
-        per pair: accepted (with its sequence), duplicate or conflict.
+        per pair: accepted (with its sequence in its partition), duplicate or conflict.
+        With ``leases`` the commit is fenced (``ledger.heads``): refused with LeaseLost
+        when a lease was taken over.
         """
         ...
 
     def head(self) -> tuple[int, bytes]:
-        """The last sequence and its hash (0 and the genesis hash when empty)."""
+        """The events held and the head hash (0 and the empty ledger's root when empty)."""
         ...
 
     def cut(self) -> Cut:
@@ -115,8 +135,16 @@ class LedgerStore(KeyStore, Protocol):
         in (partition, sequence) order: there is no order across partitions."""
         ...
 
-    def checkpoints(self) -> list[Checkpoint]:
-        """The commit checkpoints, in order."""
+    def batches(self, partitions: list[int] | None = None) -> Iterator[BatchRecord]:
+        """Every committed batch, in (partition, batch number) order."""
+        ...
+
+    def partition_heads(self) -> dict[int, HeadState]:
+        """Each partition's stored head."""
+        ...
+
+    def checkpoint_notes(self, after_number: int = 0) -> list[tuple[int, str]]:
+        """The stored checkpoints past ``after_number``: (number, signed note)."""
         ...
 
     def query(self, query: EventQuery) -> EventPage:

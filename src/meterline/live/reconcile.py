@@ -73,11 +73,12 @@ def replayed_projection(billing: Billing, through: Cut) -> tuple[LiveProjection,
     would)."""
     projection = LiveProjection(billing)
     projection.rebuild(through=Cut.empty(through.partitions))
-    checkpoints = billing.ledger.store.checkpoints()
+    ends = {
+        (committed.partition, committed.last_sequence)
+        for committed in billing.ledger.store.batches()
+    }
     batches = 0
     batch: list[LiveEvent] = []
-    ends = iter(checkpoint[0] for checkpoint in checkpoints)
-    end = next(ends, None)
     for record in billing.ledger.store.records():
         if not through.covers(record.partition, record.sequence):
             continue
@@ -91,12 +92,11 @@ def replayed_projection(billing: Billing, through: Cut) -> tuple[LiveProjection,
                 record.partition,
             )
         )
-        if end is None or record.sequence >= end:
+        if (record.partition, record.sequence) in ends:
             projection.feed(batch)
             projection.refresh(through=projection.cut)
             batches += 1
             batch = []
-            end = next(ends, None)
     if batch:
         projection.feed(batch)
         batches += 1
