@@ -21,6 +21,7 @@ from meterline.core.events import (
     same_event,
     source_idempotency_key,
 )
+from meterline.core.partitions import partition_of
 from meterline.ledger.ledger import open_store
 from meterline.ledger.store import DEDUP_KEYS, DedupKey
 from tests.conftest import FIXED_NOW_US, Databases
@@ -84,10 +85,14 @@ def events(draw: st.DrawFn) -> dict[str, Any]:
     return raw
 
 
-def predicted(batches: list[list[dict[str, Any]]], dedup_key: DedupKey) -> list[list[Answer]]:
+def predicted(
+    batches: list[list[dict[str, Any]]], dedup_key: DedupKey, partitions: int = 1
+) -> list[list[Answer]]:
     """What the core says each event's outcome is: rejected with its errors, or accepted,
-    duplicate or conflict by the ledger's idempotency key, in ledger order."""
+    duplicate or conflict by the ledger's idempotency key, with the sequence its
+    customer's partition gives it (each partition numbers its own events)."""
     stored: dict[tuple[str, ...], tuple[int, bytes]] = {}
+    counts: dict[int, int] = {}
     answers = []
     for batch in batches:
         batch_answers: list[Answer] = []
@@ -108,8 +113,10 @@ def predicted(batches: list[list[dict[str, Any]]], dedup_key: DedupKey) -> list[
                 status = "duplicate" if same_event(found[1], prepared.body) else "conflict"
                 batch_answers.append((status, prepared.id, found[0], []))
                 continue
-            stored[key] = (len(stored) + 1, prepared.body)
-            batch_answers.append(("accepted", prepared.id, len(stored), []))
+            partition = partition_of(prepared.customer, partitions)
+            counts[partition] = counts.get(partition, 0) + 1
+            stored[key] = (counts[partition], prepared.body)
+            batch_answers.append(("accepted", prepared.id, counts[partition], []))
         answers.append(batch_answers)
     return answers
 
@@ -120,9 +127,11 @@ def _has_surrogate(text: str) -> bool:
 
 def ingested(
     location: Path | str, batches: list[list[dict[str, Any]]], dedup_key: DedupKey
-) -> tuple[list[list[Answer]], list[tuple[int, str, str, bytes]]]:
-    """Every event's answer from a ledger at ``location``, and what it stored."""
+) -> tuple[list[list[Answer]], list[tuple[int, str, str, bytes]], int]:
+    """Every event's answer from a ledger at ``location``, what it stored (in (partition,
+    sequence) order) and its partition count."""
     with Ledger(open_store(location, dedup_key=dedup_key), lambda: FIXED_NOW_US) as ledger:
+        partitions = ledger.store.partitions
         answers = []
         for batch in batches:
             outcome = ledger.ingest(batch)
@@ -139,7 +148,7 @@ def ingested(
             )
         records = [(r.sequence, r.customer, r.id, r.body) for r in ledger.store.records()]
         assert ledger.verify().intact
-    return answers, records
+    return answers, records, partitions
 
 
 @settings(
@@ -163,13 +172,17 @@ def test_sqlite_and_this_store_answer_every_event_alike(
     sent = [raw for batch in batches for raw in batch]
     if replayed:  # a last batch re-sends some events: duplicates
         batches = [*batches, [sent[number % len(sent)] for number in replayed]]
-    expected = predicted(batches, dedup_key)
     with tempfile.TemporaryDirectory() as folder:
-        answers, records = ingested(databases.new(Path(folder), "agree"), batches, dedup_key)
+        answers, records, partitions = ingested(
+            databases.new(Path(folder), "agree"), batches, dedup_key
+        )
+        expected = predicted(batches, dedup_key, partitions)
         assert answers == expected
         if databases.kind != "sqlite":
-            reference = ingested(Path(folder) / "reference.db", batches, dedup_key)
-            assert reference == (answers, records)
+            reference, stored, _ = ingested(Path(folder) / "reference.db", batches, dedup_key)
+            assert reference == predicted(batches, dedup_key, 1)
+            assert sorted(row[1:] for row in stored) == sorted(row[1:] for row in records)
     accepted = [answer for batch in expected for answer in batch if answer[0] == "accepted"]
-    assert [record[0] for record in records] == [answer[2] for answer in accepted]
-    assert [record[2] for record in records] == [answer[1] for answer in accepted]
+    assert sorted((record[0], record[2]) for record in records) == sorted(
+        (answer[2], answer[1]) for answer in accepted
+    )
