@@ -149,14 +149,45 @@ def _report(label: str, text: str) -> None:
 
 
 @app.command()
-def verify(db: DbOption = DEFAULT_DB) -> None:
-    """Check the store, its append-only triggers, every hash chain and commit checkpoint
-    (and PostgreSQL's chain heads); exit 1 naming the first bad item, 3 if the store
-    cannot be read."""
+def verify(
+    db: DbOption = DEFAULT_DB,
+    checkpoints: Annotated[
+        Path | None,
+        typer.Option(
+            "--checkpoints",
+            help="Checkpoints exported earlier (`meterline checkpoints export`): the ledger"
+            " must still hold everything they recorded.",
+        ),
+    ] = None,
+    public_key: Annotated[
+        str | None,
+        typer.Option(
+            "--public-key",
+            help="Check checkpoint signatures with this key (base64, or a file holding it);"
+            " else METERLINE_CHECKPOINT_PUBLIC_KEY, else the configured signing key's.",
+        ),
+    ] = None,
+) -> None:
+    """Check the store, its append-only triggers, every partition's events, batches and
+    head, and every checkpoint (stored, and those in --checkpoints); exit 1 naming the
+    first bad item, 3 if the store cannot be read."""
+    from meterline.ledger.checkpoints import CheckpointKeyError, load_public_key, split_notes
     from meterline.ledger.integrity import verify_ledger
 
     _existing_ledger(db)
-    report = verify_ledger(db)
+    try:
+        key = load_public_key(public_key)
+        notes = (
+            []
+            if checkpoints is None
+            else [
+                (f"{checkpoints.name} note {number}", note)
+                for number, note in enumerate(split_notes(checkpoints.read_text()), 1)
+            ]
+        )
+    except (CheckpointKeyError, OSError) as error:
+        raise _fail(str(error)) from None
+    report = verify_ledger(db, notes, key)
     if report.unreadable:
         for finding in report.findings:
             _report("[red]error:[/red]", str(finding))
@@ -806,6 +837,11 @@ from meterline.cli_export import export_command, sql_command  # noqa: E402
 
 app.command(name="export")(export_command)
 app.command(name="sql")(sql_command)
+from meterline.cli_checkpoints import (  # noqa: E402
+    checkpoints_app,
+    prove_command,
+    verify_proof_command,
+)
 from meterline.cli_stream import (  # noqa: E402
     bench_scale_command,
     partitions_command,
@@ -813,6 +849,9 @@ from meterline.cli_stream import (  # noqa: E402
     worker_command,
 )
 
+app.add_typer(checkpoints_app, name="checkpoints")
+app.command(name="prove")(prove_command)
+app.command(name="verify-proof")(verify_proof_command)
 app.command(name="worker")(worker_command)
 app.command(name="status")(status_command)
 app.command(name="partitions")(partitions_command)

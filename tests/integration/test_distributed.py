@@ -47,8 +47,9 @@ import psycopg
 import pytest
 from nats.js.errors import NotFoundError
 
-from meterline.core.chain import GENESIS_HASH, Checkpoint, StoredRecord, chain_hash, verify_chain
+from meterline.core.chain import BatchRecord, HeadState, StoredRecord, verify_chains
 from meterline.core.events import format_timestamp, timestamp_to_us
+from meterline.core.merkle import frontier_from_bytes
 from meterline.core.partitions import partition_of
 from meterline.ledger.ledger import open_store
 from meterline.server import spawn_server
@@ -354,46 +355,43 @@ def assert_verify_intact(db: str) -> str:
 
 
 def assert_partition_chains(db: str) -> dict[int, int]:
-    """Each partition's chain verifies on its own (from genesis, hash over the previous
-    record of the same partition), the whole ledger verifies with its commit checkpoints,
-    and ``chain_heads`` names each partition's last record. Returns records per partition."""
+    """Each partition numbers its events 1..n without gaps, every event is in its
+    customer's partition, and the whole ledger (events against their batches' Merkle
+    roots and chains, the stored heads) verifies, read straight from the tables. Returns
+    records per partition."""
     records = [
         StoredRecord(sequence, customer, event_id, kind, at_us, bytes(body), bytes(digest), part)
         for sequence, customer, event_id, kind, at_us, body, digest, part in rows(
             db,
             "SELECT sequence, customer, event_id, type, timestamp_us, body, hash,"
-            " partition_number FROM events ORDER BY sequence",
+            " partition_number FROM events ORDER BY partition_number, sequence",
         )
     ]
-    checkpoints = [
-        Checkpoint(last, bytes(digest))
-        for last, digest in rows(db, "SELECT last_sequence, last_hash FROM commits")
+    batches = [
+        BatchRecord(part, number, first, last, bytes(root), bytes(chain))
+        for part, number, first, last, root, chain in rows(
+            db,
+            "SELECT partition_number, batch_number, first_sequence, last_sequence, root,"
+            " chain_hash FROM batches ORDER BY partition_number, batch_number",
+        )
     ]
-    whole = verify_chain(records, checkpoints)
+    heads = {
+        part: HeadState(sequence, count, bytes(chain), frontier_from_bytes(bytes(frontier)))
+        for part, sequence, count, chain, frontier in rows(
+            db,
+            "SELECT partition_number, sequence, batches, chain_hash, frontier FROM partition_heads",
+        )
+    }
+    whole = verify_chains(PARTITIONS, records, batches, heads)
     assert whole.intact, whole
     assert whole.records == len(records)
     by_partition: dict[int, list[StoredRecord]] = {}
     for record in records:
         assert record.partition == partition_of(record.customer, PARTITIONS), record.sequence
         by_partition.setdefault(record.partition, []).append(record)
-    heads = {
-        partition: (sequence, bytes(digest))
-        for partition, sequence, digest in rows(
-            db, "SELECT partition_number, sequence, hash FROM chain_heads"
-        )
-    }
-    assert set(heads) == set(by_partition)
     for partition, chain in by_partition.items():
-        previous = GENESIS_HASH
-        for record in chain:
-            assert chain_hash(previous, record.body) == record.hash, (partition, record.sequence)
-            previous = record.hash
-        # the partition alone, renumbered 1..n, is a chain verify_chain accepts
-        alone = verify_chain(
-            record._replace(sequence=number) for number, record in enumerate(chain, 1)
-        )
-        assert alone.intact and alone.records == len(chain), (partition, alone)
-        assert heads[partition] == (chain[-1].sequence, chain[-1].hash), partition
+        assert [record.sequence for record in chain] == list(range(1, len(chain) + 1))
+        assert heads[partition].sequence == len(chain), partition
     return {partition: len(chain) for partition, chain in sorted(by_partition.items())}
 
 
