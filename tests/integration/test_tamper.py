@@ -2,10 +2,13 @@
 finalized invoices) is altered behind meterline's back, one way per test, and ``verify``
 or ``audit`` (the library and the command) must report it: the first bad item named,
 exit 1 (3 for a file that cannot be read), never a traceback. Each case runs on every
-store it applies to (a truncated file is SQLite's; chain heads are PostgreSQL's)."""
+store it applies to (a truncated file is SQLite's). The newest events removed together
+with their batches, head and stored checkpoints are caught against an exported
+checkpoint."""
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import os
 import sqlite3
@@ -23,10 +26,19 @@ from typer.testing import CliRunner
 from meterline.billing.render import audit_lines
 from meterline.billing.service import audit_ledger, open_billing
 from meterline.cli import app
+from meterline.core.chain import HeadState, verify_chains
 from meterline.core.events import decode_exact
 from meterline.core.findings import Finding
 from meterline.core.invoicing import invoice_bytes
+from meterline.core.merkle import frontier_to_bytes
 from meterline.ledger import billing as billing_store
+from meterline.ledger.checkpoints import (
+    export_notes,
+    load_signer,
+    make_checkpoint,
+    split_notes,
+    write_key_file,
+)
 from meterline.ledger.database import is_postgres, translate_schema
 from meterline.ledger.integrity import verify_ledger
 from meterline.ledger.ledger import open_store
@@ -57,9 +69,12 @@ contracts:
   - {customer: initech, plan: team, start: 2026-10-01}
 """
 CUSTOMERS = ("acme", "globex", "initech")
-TARGET = 40
+TARGET_ID = "e-40"
 """The event each event case alters: globex's, with globex events before and after it
-(sequences 40-42 are globex's, 43-45 initech's...)."""
+(e-40 to e-42 are globex's, e-43 to e-45 initech's...); ``located`` gives its partition
+and sequence (each partition numbers its own events)."""
+NEXT_ID = "e-41"
+"""globex's next event (same customer, so same partition, next sequence)."""
 INVOICE = "INV-000002"
 """globex's October invoice: a fee line (1) and two usage lines (2, 3)."""
 
@@ -97,11 +112,29 @@ def build(db: Location) -> Location:
     return db
 
 
-def partition(db: Location, sequence: int) -> int:
-    """The chain the event at ``sequence`` belongs to (SQLite has one: 0)."""
-    if not is_postgres(db):
-        return 0
-    found = rows(db, "SELECT partition_number FROM events WHERE sequence = ?", (sequence,))
+def located(db: Location, event_id: str = TARGET_ID) -> tuple[int, int]:
+    """The (partition, sequence) of event ``event_id`` (SQLite has one partition: 0)."""
+    found = rows(
+        db, "SELECT partition_number, sequence FROM events WHERE event_id = ?", (event_id,)
+    )
+    return int(found[0][0]), int(found[0][1])
+
+
+def where(db: Location, event_id: str = TARGET_ID) -> str:
+    """The SQL condition selecting event ``event_id``'s row by partition and sequence."""
+    partition, sequence = located(db, event_id)
+    return f"partition_number = {partition} AND sequence = {sequence}"
+
+
+def batch_first(db: Location, event_id: str = TARGET_ID) -> int:
+    """The first sequence of the batch holding ``event_id``."""
+    partition, sequence = located(db, event_id)
+    found = rows(
+        db,
+        "SELECT first_sequence FROM batches WHERE partition_number = ? AND first_sequence <= ?"
+        " AND last_sequence >= ?",
+        (partition, sequence, sequence),
+    )
     return int(found[0][0])
 
 
@@ -120,31 +153,43 @@ def stored(db: Location, statement: str) -> bytes:
 
 
 def edit_payload(db: Location) -> None:
-    body = stored(db, f"SELECT body FROM events WHERE sequence = {TARGET}")
-    edited = body.replace(f'"input_tokens":{1000 + TARGET}'.encode(), b'"input_tokens":9')
+    body = stored(db, f"SELECT body FROM events WHERE {where(db)}")
+    edited = body.replace(b'"input_tokens":1040', b'"input_tokens":9')
     assert edited != body
-    tamper(db, f"UPDATE events SET body = {blob(db, edited)} WHERE sequence = {TARGET}")
+    tamper(db, f"UPDATE events SET body = {blob(db, edited)} WHERE {where(db)}")
 
 
 def payload_not_json(db: Location) -> None:
-    tamper(db, f"UPDATE events SET body = {blob(db, b'{not json')} WHERE sequence = {TARGET}")
+    tamper(db, f"UPDATE events SET body = {blob(db, b'{not json')} WHERE {where(db)}")
 
 
 def delete_event(db: Location) -> None:
-    tamper(db, f"DELETE FROM events WHERE sequence = {TARGET}")
+    tamper(db, f"DELETE FROM events WHERE {where(db)}")
 
 
 def swap_events(db: Location) -> None:
+    partition, sequence = located(db)
+    assert located(db, NEXT_ID) == (partition, sequence + 1)
+    same = f"partition_number = {partition} AND sequence"
     tamper(
         db,
-        f"UPDATE events SET sequence = -1 WHERE sequence = {TARGET}",
-        f"UPDATE events SET sequence = {TARGET} WHERE sequence = {TARGET + 1}",
-        f"UPDATE events SET sequence = {TARGET + 1} WHERE sequence = -1",
+        f"UPDATE events SET sequence = -1 WHERE {same} = {sequence}",
+        f"UPDATE events SET sequence = {sequence} WHERE {same} = {sequence + 1}",
+        f"UPDATE events SET sequence = {sequence + 1} WHERE {same} = -1",
     )
 
 
 def change_hash(db: Location) -> None:
-    tamper(db, f"UPDATE events SET hash = {blob(db, bytes(32))} WHERE sequence = {TARGET}")
+    tamper(db, f"UPDATE events SET hash = {blob(db, bytes(32))} WHERE {where(db)}")
+
+
+def edit_batch_root(db: Location) -> None:
+    partition, _ = located(db)
+    tamper(
+        db,
+        f"UPDATE batches SET root = {blob(db, bytes(32))} WHERE partition_number = {partition}"
+        f" AND first_sequence = {batch_first(db)}",
+    )
 
 
 def _document(db: Location) -> bytes:
@@ -206,7 +251,7 @@ def truncate(db: Location) -> None:
 
 def drop_event_triggers(db: Location) -> None:
     drop_triggers(db, "events")
-    write(db, f"UPDATE events SET customer = 'mallory' WHERE sequence = {TARGET}")
+    write(db, f"UPDATE events SET customer = 'mallory' WHERE {where(db)}")
 
 
 def drop_invoice_triggers(db: Location) -> None:
@@ -227,14 +272,14 @@ def disarm_event_trigger(db: Location) -> None:
             "CREATE TRIGGER events_append_only_update BEFORE UPDATE ON events WHEN 0"
             " BEGIN SELECT RAISE(ABORT, 'the ledger is append-only'); END",
         )
-    write(db, f"UPDATE events SET customer = 'mallory' WHERE sequence = {TARGET}")
+    write(db, f"UPDATE events SET customer = 'mallory' WHERE {where(db)}")
 
 
-def edit_chain_head(db: Location) -> None:
+def edit_partition_head(db: Location) -> None:
     write(
         db,
-        "UPDATE chain_heads SET sequence = sequence - 1 WHERE partition_number = ?",
-        (partition(db, 90),),
+        "UPDATE partition_heads SET sequence = sequence - 1 WHERE partition_number = ?",
+        (located(db)[0],),
     )
 
 
@@ -258,20 +303,28 @@ class Case:
 
 
 def _event(db: Location) -> dict[str, Any]:
-    return {"check": "chain", "partition": partition(db, TARGET), "sequence": TARGET}
+    partition, sequence = located(db)
+    return {"check": "chain", "partition": partition, "sequence": sequence}
 
 
 def _removed(db: Location) -> dict[str, Any]:
-    # the removed row's partition is its customer's, which TARGET + 1 shares
-    return {"check": "chain", "partition": partition(db, TARGET + 1), "sequence": TARGET}
+    # the removed row's partition is its customer's, which the next event shares
+    partition, sequence = located(db, NEXT_ID)
+    return {"check": "chain", "partition": partition, "sequence": sequence - 1}
+
+
+def _batch(db: Location) -> dict[str, Any]:
+    # rows swapped within a batch are each intact: the batch's Merkle root breaks
+    return {"check": "chain", "partition": located(db)[0], "sequence": batch_first(db)}
 
 
 CASES = [
     Case("event-payload-changed", edit_payload, _event, "hash does not match"),
     Case("event-payload-not-json", payload_not_json, _event, "hash does not match"),
-    Case("event-row-deleted", delete_event, _removed, f"expected sequence {TARGET}"),
-    Case("event-rows-swapped", swap_events, _event, "hash does not match"),
+    Case("event-row-deleted", delete_event, _removed, "events removed or reordered"),
+    Case("event-rows-swapped", swap_events, _batch, "root does not match its events"),
     Case("event-hash-changed", change_hash, _event, "hash does not match"),
+    Case("batch-root-edited", edit_batch_root, _batch, "root does not match its events"),
     Case(
         "invoice-document-edited",
         edit_invoice,
@@ -325,7 +378,7 @@ CASES = [
         "append-only trigger events_append_only_update (BEFORE UPDATE) is missing",
         also=lambda db: [
             {"check": "trigger", "table": "events"},
-            {"check": "chain", "partition": partition(db, TARGET), "sequence": TARGET},
+            {"check": "chain", "partition": located(db)[0], "sequence": located(db)[1]},
         ],
     ),
     Case(
@@ -347,15 +400,14 @@ CASES = [
             + ("is disabled" if is_postgres(db) else "was altered")
         ),
         also=lambda db: [
-            {"check": "chain", "partition": partition(db, TARGET), "sequence": TARGET}
+            {"check": "chain", "partition": located(db)[0], "sequence": located(db)[1]}
         ],
     ),
     Case(
-        "chain-head-edited",
-        edit_chain_head,
-        lambda db: {"check": "chain head", "partition": partition(db, 90)},
-        "records sequence 89, but the partition's last event is sequence 90",
-        stores=("postgresql",),
+        "partition-head-edited",
+        edit_partition_head,
+        lambda db: {"check": "partition head", "partition": located(db)[0]},
+        "stored head",
     ),
 ]
 
@@ -549,3 +601,99 @@ def test_an_unreachable_database_is_one_line_and_exit_3() -> None:
         lines = result.stderr.splitlines()
         assert len(lines) == 1 and lines[0].startswith("error: postgresql://"), lines
         assert "cannot connect to PostgreSQL" in lines[0]
+
+
+# -- the newest events removed, with everything that names them ---------------------------
+
+
+def _remove_newest_batch(db: Location) -> None:
+    """Delete one partition's last batch: its events, its batch row and every stored
+    checkpoint, and rewrite the partition's head to the batch before, triggers as they
+    were: the ledger alone is consistent again."""
+    partition, _ = located(db)
+    head = rows(
+        db,
+        "SELECT batch_number, first_sequence FROM batches WHERE partition_number = ?"
+        " ORDER BY batch_number DESC LIMIT 1",
+        (partition,),
+    )
+    number, first = int(head[0][0]), int(head[0][1])
+    assert number >= 2, "the case needs a batch before the newest"
+    store = open_store(db)
+    try:
+        previous = verify_chains_through(store, partition, number - 1)
+    finally:
+        store.close()
+    tamper(
+        db,
+        f"DELETE FROM events WHERE partition_number = {partition} AND sequence >= {first}",
+        f"DELETE FROM batches WHERE partition_number = {partition} AND batch_number = {number}",
+        "DELETE FROM checkpoints",
+        f"UPDATE partition_heads SET sequence = {previous.sequence}, batches ="
+        f" {previous.batches}, chain_hash = {blob(db, previous.chain_hash)}, frontier ="
+        f" {blob(db, frontier_to_bytes(previous.frontier))}"
+        f" WHERE partition_number = {partition}",
+    )
+
+
+def verify_chains_through(store: Any, partition: int, batches: int) -> HeadState:
+    """The head ``partition`` had after its first ``batches`` batches."""
+    kept = [batch for batch in store.batches([partition]) if batch.number <= batches]
+    last = kept[-1].last_sequence
+    records = [r for r in store.records(partitions=[partition]) if r.sequence <= last]
+    report = verify_chains(store.partitions, records, kept)
+    assert report.intact, report.problem
+    return report.heads[partition]
+
+
+def test_removing_the_newest_events_is_caught_against_an_exported_checkpoint(
+    new_db: NewDb, tmp_path: Path
+) -> None:
+    """Without a checkpoint kept outside, deleting the newest events with their batch,
+    head and stored checkpoints leaves a consistent ledger; `verify --checkpoints` with
+    the exported file names the partition and the removal; a forged signature fails."""
+    db = build(new_db("truncate"))
+    key_file = tmp_path / "checkpoint.key"
+    public = write_key_file(key_file)
+    with open_billing(db, clock=lambda: FIXED_NOW_US) as billing:
+        # a second batch for globex, so its partition has a batch before the newest
+        more = [dict(e, id=f"more-{n}") for n, e in enumerate(october()[3:6])]
+        assert billing.ledger.ingest(more).accepted == 3
+    store = open_store(db)
+    try:
+        signer = load_signer(key_file)
+        assert signer is not None
+        made = make_checkpoint(store, signer, FIXED_NOW_US)
+        assert made is not None
+        exported = tmp_path / "checkpoints.txt"
+        exported.write_text(export_notes(store))
+    finally:
+        store.close()
+    public_text = base64.b64encode(public).decode()
+    runner = CliRunner()
+    before = runner.invoke(
+        app,
+        ["verify", "--db", str(db), "--checkpoints", str(exported), "--public-key", public_text],
+    )
+    assert before.exit_code == 0, before.output
+    _remove_newest_batch(db)
+    alone = runner.invoke(app, ["verify", "--db", str(db)])
+    assert alone.exit_code == 0, alone.output  # the ledger alone cannot tell
+    caught = runner.invoke(
+        app,
+        ["verify", "--db", str(db), "--checkpoints", str(exported), "--public-key", public_text],
+    )
+    assert caught.exit_code == 1, caught.output
+    assert "events were removed" in caught.stderr and "checkpoints.txt note 1" in caught.stderr
+    (note,) = split_notes(exported.read_text())
+    report = verify_ledger(db, [("exported", note)], public)
+    assert report.findings[0].check == "checkpoint"
+    assert report.findings[0].partition == located(db, NEXT_ID)[0]
+    lines = note.splitlines(keepends=True)
+    signature = next(i for i, line in enumerate(lines) if line.startswith("\u2014"))
+    name, value = lines[signature].rsplit(" ", 1)
+    raw = bytearray(base64.b64decode(value))
+    raw[10] ^= 1
+    lines[signature] = f"{name} {base64.b64encode(bytes(raw)).decode()}\n"
+    bad = verify_ledger(db, [("forged", "".join(lines))], public)
+    assert any("signature" in finding.problem for finding in bad.findings), bad.findings

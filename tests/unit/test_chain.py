@@ -109,7 +109,7 @@ def test_a_stored_head_that_disagrees_is_named() -> None:
     stale = dict(heads)
     stale[0] = HeadState(2, 1, batches[0].chain_hash, stale[0].frontier)
     report = verify_chains(1, records, batches, stale)
-    assert report.check == "head" and report.bad_partition == 0
+    assert report.check == "partition head" and report.bad_partition == 0
 
 
 def test_a_forged_batch_chain_is_named() -> None:

@@ -149,7 +149,7 @@ class ChainReport:
     problem: str | None = None
     bad_partition: int | None = None
     check: str = "chain"
-    """``chain`` (a record or batch), ``head`` (a stored partition head), ``checkpoint``
+    """``chain`` (a record or batch), ``partition head`` (a stored partition head), ``checkpoint``
     (a checkpoint the ledger no longer contains) or ``store`` (an unreadable store)."""
     bad_batch: int | None = None
 
@@ -378,7 +378,7 @@ def verify_chains(
                     problem=f"partition {partition}'s stored head (sequence {stored.sequence},"
                     f" {stored.batches} batches) is not its last batch (sequence"
                     f" {walk.head.sequence}, {walk.head.batches} batches)",
-                    check="head",
+                    check="partition head",
                 )
     return report()
 

@@ -26,7 +26,7 @@ CHECKS = (
     "trigger",
     "chain",
     "checkpoint",
-    "chain head",
+    "partition head",
     "revision",
     "invoice",
     "credit note",
@@ -62,8 +62,8 @@ class Finding:
             parts.append(self.store)
         if self.table is not None:
             parts.append(f"table {self.table}")
-        if self.check == "chain head" and self.partition is not None:
-            parts.append(f"chain head of partition {self.partition}")
+        if self.check == "partition head" and self.partition is not None:
+            parts.append(f"head of partition {self.partition}")
         elif self.partition is not None:
             parts.append(f"partition {self.partition}")
         if self.sequence is not None:
