@@ -26,6 +26,7 @@ from meterline.core.partitions import partition_of
 from meterline.demo.billing_story import tell_billing
 from meterline.demo.calendar import add_months, demo_month, month_of
 from meterline.demo.finance_story import tell_finance
+from meterline.demo.proofs_story import tell_proofs
 from meterline.demo.workload import CUSTOMERS, generate_month
 from meterline.ledger import Ledger, open_ledger
 
@@ -298,10 +299,11 @@ def run_demo(
             else f"[red]BROKEN at {report.bad_sequence}[/red]"
         )
         console.print(
-            f"Hash chain {state}: {report.records:,} events, head sequence "
-            f"{report.head_sequence}, head hash {report.head_hash.hex()}"
+            f"Ledger {state}: {report.records:,} events in Merkle-rooted batches, chained"
+            f" per partition; head hash {report.head_hash.hex()}"
         )
         console.print(f"Re-check any time with: [bold]meterline verify --db {db}[/bold]")
+        tell_proofs(ledger, db, console, clock)
         _partitions(ledger, console)
         tell_billing(ledger, console, month)
     tell_finance(db, console, month, clock)
