@@ -49,8 +49,9 @@ def worker_command(
         str,
         typer.Option(
             "--partitions",
-            help="Partitions this worker applies: `all`, or like `0-3,6` (each partition"
-            " should have exactly one worker).",
+            help="Partitions this worker applies: `all`, like `0-3,6`, or `auto` (take a"
+            " fair share of the partitions by lease handover with the other workers). A"
+            " worker appends a partition only while it holds its lease.",
         ),
     ] = "all",
     name: Annotated[

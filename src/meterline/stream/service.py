@@ -50,10 +50,13 @@ from meterline.stream.connection import connect
 from meterline.stream.naming import stream_settings
 from meterline.stream.settings import StreamSettings
 from meterline.stream.status import StatusBoard, worker_document
-from meterline.stream.worker import StreamWorker
+from meterline.stream.worker import LEASE_SECONDS, StreamWorker
 
 STATUS_INTERVAL_S = 1.0
 """How often a worker publishes its counters (events/s is measured over this interval)."""
+PEER_STALE_S = 3.0
+"""Auto mode: a worker whose status is older than this is not counted among the live
+workers sharing the partitions (its unexpired leases still are)."""
 SETUP_TIMEOUT_S = 30.0
 """How long one attempt to connect to NATS (or to open the status bucket) may take."""
 SETUP_RETRY_S = 0.5
@@ -129,13 +132,16 @@ class WorkerService:
         self,
         db: str,
         settings: StreamSettings,
-        partitions: list[int],
+        partitions: list[int] | None,
         clock: Clock = system_clock_us,
         name: str | None = None,
+        lease_seconds: float = LEASE_SECONDS,
     ) -> None:
+        """``partitions`` None: ``--partitions auto``, the worker takes its share of the
+        partitions by lease handover with the other workers (see ``stream.worker``)."""
         self.db = db
         self.settings = settings
-        self.partitions = partitions
+        self.auto = partitions is None
         self.clock = clock
         self.name = name or f"{socket.gethostname()}-{os.getpid()}"
         self.store = open_store(db)
@@ -143,14 +149,35 @@ class WorkerService:
         self.billing_store = BillingStore(db)
         self.billing = Billing(ledger, self.billing_store, clock)
         self.webhooks = Webhooks(WebhookStore(db), clock=clock)
-        self.engine = LiveEngine(
-            self.billing, publish=self.webhooks.publish, pause_share=0.0, partitions=partitions
-        )
+        self.engine = self._new_engine([] if partitions is None else partitions)
         self.worker = StreamWorker(
-            self.store, settings, partitions, clock, self._applied, name=f"worker-{self.name}"
+            self.store,
+            settings,
+            partitions,
+            clock,
+            self._applied,
+            name=f"worker-{self.name}",
+            owner=self.name,
+            lease_seconds=lease_seconds,
+            peers=self._peers if partitions is None else None,
+            on_partitions=self._partitions_changed if partitions is None else None,
         )
         self.started_at_us = clock()
         self._publishing: _Publishing | None = None
+        self._status: StatusBoard | None = None
+        self._connection: Client | None = None
+        self._figures_subscriptions: dict[int, Any] = {}
+        self._engine_started = False
+
+    @property
+    def partitions(self) -> list[int]:
+        """The partitions this worker applies now."""
+        return self.worker.partitions if self.auto else list(self.worker.wanted)
+
+    def _new_engine(self, partitions: list[int]) -> LiveEngine:
+        return LiveEngine(
+            self.billing, publish=self.webhooks.publish, pause_share=0.0, partitions=partitions
+        )
 
     @classmethod
     def open(
@@ -179,6 +206,8 @@ class WorkerService:
             message = str(error)
             prefix = "" if message.startswith("--") else "--stream: "
             raise WorkerError(prefix + message) from None
+        if partitions_text.strip().lower() == "auto":
+            return cls(db, settings, None, name=name)
         try:
             partitions = parse_partitions(partitions_text, count)
         except ValueError as error:
@@ -210,21 +239,23 @@ class WorkerService:
             await asyncio.to_thread(self.close)
             return
         connection, board, status = opened
+        self._connection, self._status = connection, status
         self._publishing = _Publishing(loop)
-        await asyncio.to_thread(self._start_engine)
-        for partition in self.partitions:
-            await connection.subscribe(
-                figures_subject(self.settings, partition),
-                queue="figures",
-                cb=self._answer_figures,
-            )
+        if not self.auto:
+            await asyncio.to_thread(self._start_engine)
+            self._engine_started = True
+            await self._subscribe_figures(self.partitions)
         tasks = [
             asyncio.create_task(self._publish_access(board, stop), name="access"),
             asyncio.create_task(self._publish_status(status, stop), name="status"),
         ]
         _log.info(
             "worker started",
-            extra={"worker": self.name, "partitions": self.partitions, "db": describe(self.db)},
+            extra={
+                "worker": self.name,
+                "partitions": "auto" if self.auto else self.partitions,
+                "db": describe(self.db),
+            },
         )
         try:
             await self.worker.run(stop)
@@ -273,6 +304,52 @@ class WorkerService:
                     await asyncio.wait_for(stop.wait(), backoff)
                 backoff = min(backoff * 2, SETUP_RETRY_MAX_S)
         return None
+
+    async def _subscribe_figures(self, partitions: list[int]) -> None:
+        """Answer the figures requests of exactly ``partitions``."""
+        assert self._connection is not None
+        for partition in set(self._figures_subscriptions) - set(partitions):
+            with contextlib.suppress(Exception):
+                await self._figures_subscriptions.pop(partition).unsubscribe()
+        for partition in sorted(set(partitions) - set(self._figures_subscriptions)):
+            self._figures_subscriptions[partition] = await self._connection.subscribe(
+                figures_subject(self.settings, partition),
+                queue="figures",
+                cb=self._answer_figures,
+            )
+
+    async def _peers(self) -> set[str]:
+        """The workers that reported into the status bucket lately (auto mode)."""
+        if self._status is None:
+            return set()
+        now_us = self.clock()
+        return {
+            str(document["worker"])
+            for document in await asyncio.wait_for(self._status.workers(), SETUP_TIMEOUT_S)
+            if now_us - int(document.get("reported_at_us", 0)) <= PEER_STALE_S * 1_000_000
+        }
+
+    async def _partitions_changed(self, partitions: list[int]) -> None:
+        """Auto mode: the held partitions changed; the live engine is rebuilt for them
+        (from the ledger, as after a restart) and the figures subscriptions follow."""
+        _log.info(
+            "worker partitions changed", extra={"worker": self.name, "partitions": partitions}
+        )
+        await asyncio.to_thread(self._swap_engine, partitions)
+        await self._subscribe_figures(partitions)
+
+    def _swap_engine(self, partitions: list[int]) -> None:
+        with self.worker._commit_lock:  # no commit is fed to an engine being replaced
+            old = self.engine
+            if self._on_access in old.controls.listeners:
+                old.controls.listeners.remove(self._on_access)
+            if self._engine_started:
+                old.stop()
+            self.engine = self._new_engine(partitions)
+            self._engine_started = False
+            if partitions:
+                self._start_engine()
+                self._engine_started = True
 
     async def _answer_figures(self, message: Msg) -> None:
         """A replica asks for a customer's live figures (``AccessMirror.figures``)."""
@@ -334,7 +411,8 @@ class WorkerService:
                 await status.put(self.name, document)
 
     def close(self) -> None:
-        self.engine.stop()
+        if self._engine_started:
+            self.engine.stop()
         self.webhooks.store.close()
         self.billing_store.close()
         self.store.close()

@@ -19,16 +19,34 @@ acknowledge its messages, only after the commit. Invariants:
 * a NATS failure (a node down, a leader election) is logged and retried after a backoff;
   a message this version cannot decode stalls its partition (logged, in ``stats()``),
   never skipped.
+
+**Writer leases** (``ledger.heads``). A partition's batches are appended only while the
+worker holds its lease, and every append is fenced with it (``leases={p: lease}``): a
+worker whose lease was taken over (it stalled past the expiry) has its commit refused
+(``LeaseLost``), stops that partition's loop at once, acknowledges nothing of the batch
+(JetStream hands it to the new owner) and counts it in ``leases_lost``. Leases last
+``LEASE_SECONDS`` and are renewed every ``LEASE_RENEW_S``; a clean stop releases them.
+
+**Rebalancing** (``partitions=None``, ``meterline worker --partitions auto``). Every
+``LEASE_RENEW_S`` the worker reads the live workers (the distinct unexpired lease owners,
+the ``peers`` callback's names and itself) and computes its fair share: the partitions
+split as evenly as possible, the workers sorted by name taking the larger shares (so no
+worker holds more than ceil(partitions / live workers)). It acquires free or expired
+partitions up to its share and, holding more (a worker joined), drains the extras: stops
+fetching them, commits and acknowledges the batch in hand, then releases the lease, which
+the newcomer acquires on its next round.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import logging
 import sys
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Protocol, cast
 
 import nats.errors
 from nats.aio.client import Client
@@ -36,6 +54,7 @@ from nats.aio.client import Client
 from meterline.clock import Clock
 from meterline.core.events import PreparedEvent
 from meterline.core.outcomes import EventOutcome
+from meterline.ledger.heads import LEASE_SECONDS_DEFAULT, HeadRow, Lease, LeaseLost
 from meterline.ledger.store import LedgerStore
 from meterline.stream.connection import connect
 from meterline.stream.consumer import PartitionBatch, PartitionConsumer
@@ -73,6 +92,34 @@ another thread (the live engine's controller) is busy computing, every wake-up w
 to the switch interval for the interpreter. 0.5 ms keeps the commits, which bound the
 worker's throughput, from queueing behind it (``meterline bench scale``)."""
 
+LEASE_SECONDS = LEASE_SECONDS_DEFAULT
+"""How long a worker's partition lease lasts unless renewed (10 s): how long a partition
+of a crashed worker waits before another worker may take it over."""
+
+LEASE_RENEW_S = 1.0
+"""How often a worker renews its leases and (in auto mode) rebalances."""
+
+
+class LeasedStore(Protocol):
+    """The writer-lease side of the SQL stores (``ledger.sql_reads``)."""
+
+    def head_rows(self) -> list[HeadRow]: ...
+
+    def acquire_lease(
+        self, partition: int, owner: str, now_us: int, seconds: float = ...
+    ) -> Lease | None: ...
+
+    def renew_lease(self, lease: Lease, now_us: int, seconds: float = ...) -> Lease | None: ...
+
+    def release_lease(self, lease: Lease) -> None: ...
+
+
+PeersCallback = Callable[[], Awaitable[set[str]]]
+"""The names of the other live workers (auto mode), e.g. from the status bucket."""
+
+PartitionsCallback = Callable[[list[int]], Awaitable[None]]
+"""Told the partitions the worker holds whenever they change (auto mode)."""
+
 AppliedCallback = Callable[[int, list[tuple[int, PreparedEvent]]], None]
 """Called after each commit with the partition and its accepted (sequence, event) pairs."""
 
@@ -84,6 +131,23 @@ async def _pause(stop: asyncio.Event, seconds: float) -> None:
     """Sleep ``seconds`` or until ``stop`` is set, whichever comes first."""
     with contextlib.suppress(TimeoutError):
         await asyncio.wait_for(stop.wait(), seconds)
+
+
+def fair_share(partitions: int, owners: set[str], owner: str) -> int:
+    """How many of ``partitions`` ``owner`` should hold among the live ``owners`` (itself
+    included): an even split, the first owners by name taking one more when it does not
+    divide; never more than ceil(partitions / len(owners))."""
+    live = sorted(owners | {owner})
+    base, extra = divmod(partitions, len(live))
+    return base + (1 if live.index(owner) < extra else 0)
+
+
+async def _nak(batch: PartitionBatch) -> None:
+    """Hand ``batch``'s messages back for redelivery now (to the partition's new owner)
+    instead of after the ack wait; best effort (unacknowledged, they come back anyway)."""
+    for message in batch.messages:
+        with contextlib.suppress(Exception):
+            await message.nak()
 
 
 def _fetch_messages(batch: PartitionBatch) -> int:
@@ -99,19 +163,55 @@ class StreamWorker:
         self,
         store: LedgerStore,
         settings: StreamSettings,
-        partitions: Sequence[int],
+        partitions: Sequence[int] | None,
         clock: Clock,
         on_applied: AppliedCallback | None = None,
         name: str = "meterline-worker",
+        owner: str | None = None,
+        lease_seconds: float = LEASE_SECONDS,
+        renew_s: float = LEASE_RENEW_S,
+        peers: PeersCallback | None = None,
+        on_partitions: PartitionsCallback | None = None,
     ) -> None:
-        if not partitions:
+        """``partitions`` None: rebalance by lease handover with the other workers."""
+        if partitions is not None and not partitions:
             raise ValueError("a worker needs at least one partition")
         self.store = store
         self.settings = settings
-        self.partitions = sorted({settings.check_partition(partition) for partition in partitions})
+        self.auto = partitions is None
+        self.wanted = (
+            list(range(settings.partitions))
+            if partitions is None
+            else sorted({settings.check_partition(partition) for partition in partitions})
+        )
+        """The partitions this worker may hold (every one in auto mode)."""
         self.clock = clock
         self.on_applied = on_applied
         self.name = name
+        self.owner = owner or name
+        """The lease owner name (unique per worker)."""
+        self.lease_seconds = lease_seconds
+        self.renew_s = renew_s
+        self.peers = peers
+        self.on_partitions = on_partitions
+        self.fenced = (
+            "leases" in inspect.signature(store.append).parameters
+            and getattr(store, "partitions", None) == settings.partitions
+        )
+        """Whether appends are fenced with leases: the store takes them and its partitions
+        are the stream's (a lease is on a ledger partition). Otherwise (a SQLite ledger
+        of one partition fed by a partitioned stream, test doubles) the worker runs
+        unleased, on the partitions it was given."""
+        if partitions is None and not self.fenced:
+            raise ValueError(
+                "automatic partitions need a store with writer leases and the stream's"
+                " partition count"
+            )
+        self._leased = cast(LeasedStore, store)
+        self._leases: dict[int, Lease] = {}
+        self._draining: set[int] = set()
+        self._tasks: dict[int, asyncio.Task[None]] = {}
+        self._reported: list[int] | None = None
         self._counts = dict.fromkeys(
             (
                 "events_applied",
@@ -122,6 +222,9 @@ class StreamWorker:
                 "store_errors",
                 "stream_errors",
                 "callback_errors",
+                "leases_acquired",
+                "leases_released",
+                "leases_lost",
             ),
             0,
         )
@@ -129,12 +232,22 @@ class StreamWorker:
         self._commit_lock = threading.Lock()
         self._stalled: dict[int, str] = {}
 
+    @property
+    def partitions(self) -> list[int]:
+        """The partitions this worker applies now (those whose lease it holds; all it
+        was given when the store does not fence)."""
+        if not self.fenced:
+            return list(self.wanted)
+        return sorted(self._leases)
+
     def stats(self) -> dict[str, object]:
-        """Counters since start, per-partition last commit time (µs) and stalled partitions."""
+        """Counters since start, per-partition last commit time (µs), stalled partitions
+        and the leases held (partition -> epoch)."""
         return {
             **self._counts,
             "last_applied_us": dict(self._last_applied_us),
             "stalled": dict(self._stalled),
+            "leases": {p: lease.epoch for p, lease in sorted(self._leases.items())},
         }
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -166,6 +279,7 @@ class StreamWorker:
                 await self._run_connected(connection, stop)
             finally:
                 await connection.close()
+        await self._release_all()
 
     async def _run_connected(self, connection: Client, stop: asyncio.Event) -> None:
         js = connection.jetstream(timeout=SETUP_TIMEOUT_S)
@@ -183,19 +297,163 @@ class StreamWorker:
                 await _pause(stop, backoff)
                 backoff = min(backoff * 2, RETRY_BACKOFF_MAX_S)
         async with asyncio.TaskGroup() as group:
-            for partition in self.partitions:
-                consumer = PartitionConsumer(connection, self.settings, partition)
-                group.create_task(self._run_partition(consumer, stop))
+            if not self.fenced:
+                for partition in self.wanted:
+                    consumer = PartitionConsumer(connection, self.settings, partition)
+                    group.create_task(self._run_partition(consumer, stop))
+                return
+            while not stop.is_set():
+                await self._renew()
+                await self._balance(connection, stop, group)
+                await _pause(stop, self.renew_s)
 
-    async def _run_partition(self, consumer: PartitionConsumer, stop: asyncio.Event) -> None:
+    # -- leases --------------------------------------------------------------------------------
+
+    async def _renew(self) -> None:
+        """Extend every lease held; a lease taken over stops its partition at once."""
+        for partition, lease in list(self._leases.items()):
+            try:
+                renewed = await asyncio.to_thread(
+                    self._leased.renew_lease, lease, self.clock(), self.lease_seconds
+                )
+            except Exception as error:
+                self._counts["store_errors"] += 1
+                _log.warning(
+                    "lease renewal failed; retrying",
+                    extra={"partition": partition, "error": repr(error)},
+                )
+                continue
+            if self._leases.get(partition) is not lease:
+                continue  # released or lost meanwhile
+            if renewed is None:
+                self._lost(partition, lease, "renewal refused")
+                task = self._tasks.pop(partition, None)
+                if task is not None:
+                    task.cancel()
+            else:
+                self._leases[partition] = renewed
+
+    def _lost(self, partition: int, lease: Lease, why: str) -> None:
+        if self._leases.get(partition) is lease:
+            del self._leases[partition]
+        self._draining.discard(partition)
+        self._counts["leases_lost"] += 1
+        _log.error(
+            "partition lease taken over; stopped applying it, its batch stays unacknowledged",
+            extra={"partition": partition, "epoch": lease.epoch, "reason": why},
+        )
+
+    async def _balance(
+        self, connection: Client, stop: asyncio.Event, group: asyncio.TaskGroup
+    ) -> None:
+        """Acquire free or expired partitions up to this worker's share; drain extras."""
+        try:
+            rows = await asyncio.to_thread(self._leased.head_rows)
+            now_us = self.clock()
+            share = len(self.wanted)
+            if self.auto:
+                owners = {
+                    row.lease_owner
+                    for row in rows
+                    if row.lease_owner is not None and row.lease_expires_us > now_us
+                }
+                if self.peers is not None:
+                    owners |= await self.peers()
+                share = fair_share(len(self.wanted), owners, self.owner)
+            held = [p for p in sorted(self._leases) if p not in self._draining]
+            if len(held) > share:
+                for partition in held[share:]:
+                    self._draining.add(partition)
+                    _log.info(
+                        "draining a partition for another worker", extra={"partition": partition}
+                    )
+            free = [
+                row.partition
+                for row in rows
+                if row.partition in self.wanted
+                and row.partition not in self._leases
+                and row.partition not in self._tasks
+                and (
+                    row.lease_owner is None
+                    or row.lease_expires_us <= now_us
+                    or row.lease_owner == self.owner
+                )
+            ]
+            for partition in free[: max(0, share - len(held))]:
+                lease = await asyncio.to_thread(
+                    self._leased.acquire_lease,
+                    partition,
+                    self.owner,
+                    self.clock(),
+                    self.lease_seconds,
+                )
+                if lease is None:
+                    continue
+                self._leases[partition] = lease
+                self._counts["leases_acquired"] += 1
+                _log.info(
+                    "partition lease acquired", extra={"partition": partition, "epoch": lease.epoch}
+                )
+                consumer = PartitionConsumer(connection, self.settings, partition)
+                self._tasks[partition] = group.create_task(
+                    self._run_partition(consumer, stop, lease)
+                )
+        except _STREAM_ERRORS as error:
+            self._counts["stream_errors"] += 1
+            _log.warning("cannot read the live workers; retrying", extra={"error": repr(error)})
+        except Exception as error:
+            self._counts["store_errors"] += 1
+            _log.warning("cannot read or take leases; retrying", extra={"error": repr(error)})
+        await self._report()
+
+    async def _report(self) -> None:
+        held = self.partitions
+        if held != self._reported and self.on_partitions is not None:
+            self._reported = held
+            try:
+                await self.on_partitions(held)
+            except Exception:
+                self._counts["callback_errors"] += 1
+                _log.exception("on_partitions failed")
+
+    async def _release(self, partition: int, lease: Lease) -> None:
+        if self._leases.get(partition) is lease:
+            del self._leases[partition]
+        self._draining.discard(partition)
+        try:
+            await asyncio.to_thread(self._leased.release_lease, lease)
+            self._counts["leases_released"] += 1
+        except Exception as error:
+            _log.warning(
+                "lease release failed (it expires by itself)",
+                extra={"partition": partition, "error": repr(error)},
+            )
+
+    async def _release_all(self) -> None:
+        for partition, lease in list(self._leases.items()):
+            await self._release(partition, lease)
+
+    async def _run_partition(
+        self, consumer: PartitionConsumer, stop: asyncio.Event, lease: Lease | None = None
+    ) -> None:
+        """Apply one partition until ``stop``; with a ``lease``, also until the lease is
+        lost (at once) or the partition is drained (after the batch in hand), then the
+        lease is released."""
         partition = consumer.partition
         held: PartitionBatch | None = None
         backoff = RETRY_BACKOFF_S
         fetch_messages = max(
             1, min(FETCH_MESSAGES_MAX, FETCH_BYTES_MAX // self.settings.max_message_bytes)
         )
+        lost = False
         try:
             while not stop.is_set():
+                if lease is not None:
+                    if self._leases.get(partition) is None:
+                        lost = True
+                        break
+                    if partition in self._draining and held is None:
+                        break
                 try:
                     batch = (
                         held
@@ -207,8 +465,22 @@ class StreamWorker:
                         continue
                     fetch_messages = _fetch_messages(batch)
                     ingested_at_us = self.clock()
+                    leases = None
+                    if lease is not None:
+                        current = self._leases.get(partition)
+                        if current is None:
+                            lost = True
+                            await _nak(batch)
+                            break
+                        leases = {partition: current}
                     try:
-                        await asyncio.to_thread(self._commit, batch, ingested_at_us)
+                        await asyncio.to_thread(self._commit, batch, ingested_at_us, leases)
+                    except LeaseLost as error:
+                        lost = True
+                        if lease is not None:
+                            self._lost(partition, self._leases.get(partition, lease), repr(error))
+                        await _nak(batch)
+                        break
                     except Exception as error:
                         held = batch
                         self._counts["store_errors"] += 1
@@ -239,14 +511,30 @@ class StreamWorker:
                     backoff = min(backoff * 2, RETRY_BACKOFF_MAX_S)
         finally:
             await consumer.close()
+            if lease is not None and self._tasks.get(partition) is asyncio.current_task():
+                del self._tasks[partition]
+        if lease is not None and not lost:
+            current = self._leases.get(partition)
+            if current is not None and current.epoch == lease.epoch:
+                await self._release(partition, current)
+                _log.info("partition lease released", extra={"partition": partition})
 
-    def _commit(self, batch: PartitionBatch, ingested_at_us: int) -> None:
+    def _commit(
+        self,
+        batch: PartitionBatch,
+        ingested_at_us: int,
+        leases: dict[int, Lease] | None = None,
+    ) -> None:
         """Append ``batch`` to the ledger, count its outcomes and tell ``on_applied`` (in
         a worker thread). One commit at a time, so ``on_applied`` hears the commits in
         ledger order: a listener that needs consecutive sequences (the live engine) never
         sees a gap it must read back from the ledger."""
         with self._commit_lock:
-            outcomes = self.store.append(list(enumerate(batch.events)), ingested_at_us)
+            events = list(enumerate(batch.events))
+            if leases is None:
+                outcomes = self.store.append(events, ingested_at_us)
+            else:
+                outcomes = self.store.append(events, ingested_at_us, leases=leases)
             accepted = self._tally(batch, outcomes, ingested_at_us)
             self._notify(batch.partition, accepted)
 
