@@ -9,6 +9,7 @@ purchase invoice) and has its October invoice voided by a credit note; November 
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Callable, Iterator
 from dataclasses import replace
@@ -302,11 +303,10 @@ def test_events_are_the_ledgers_with_their_hashes(exported: Path, billing: Billi
     records = list(billing.ledger.store.records())
     exported_rows = rows(
         connection,
-        "SELECT sequence, event_id, customer, type, epoch_us(timestamp), hash, previous_hash,"
-        " properties::VARCHAR FROM events ORDER BY sequence",
+        "SELECT sequence, event_id, customer, type, epoch_us(timestamp), hash, partition,"
+        " properties::VARCHAR FROM events ORDER BY partition, sequence",
     )
     assert len(exported_rows) == len(records) == billing.ledger.head()[0]
-    previous: dict[int, bytes] = {}  # each partition's chain (one on SQLite)
     for row, record in zip(exported_rows, records, strict=True):
         body = decode_exact(record.body)
         assert row[:5] == (
@@ -316,12 +316,16 @@ def test_events_are_the_ledgers_with_their_hashes(exported: Path, billing: Billi
             record.type,
             record.timestamp_us,
         )
-        before = previous.get(record.partition, bytes(32))
-        assert (row[5], row[6]) == (record.hash.hex(), before.hex())
+        assert (row[5], row[6]) == (record.hash.hex(), record.partition)
+        assert hashlib.sha256(b"\x00" + record.body).hexdigest() == row[5]
         assert decode_exact(row[7].encode()) == body["properties"]
-        previous[record.partition] = record.hash
     # properties are the hashed text itself: 0.10 stays 0.10
-    [(text,)] = rows(connection, "SELECT properties::VARCHAR FROM events WHERE sequence = 1")
+    first = records[0]
+    [(text,)] = rows(
+        connection,
+        "SELECT properties::VARCHAR FROM events"
+        f" WHERE partition = {first.partition} AND sequence = {first.sequence}",
+    )
     assert '"latency_s":0.10' in text and text in records[0].body.decode()
     [(received,)] = rows(connection, "SELECT max(epoch_us(received_at)) FROM events")
     assert received <= AS_OF

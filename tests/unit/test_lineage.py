@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from meterline.core.chain import GENESIS_HASH, chain_hash
+from meterline.core.chain import event_hash
 from meterline.core.lineage import (
     EMPTY_ROOT,
     MerkleBuilder,
@@ -316,14 +316,11 @@ def build_proof(leaf: int = PROVED_LEAF) -> dict[str, Any]:
     Line 2 covers the odd-numbered sequences from 101, line 3 the even ones; the proof is
     for event ``leaf`` (from 0) of line 2.
     """
-    bodies, hashes, previous_hashes = [], [], []
-    previous = GENESIS_HASH
+    bodies, hashes = [], []
     for offset in range(2 * EVENT_COUNT):
         body = canonical({"id": f"evt-{offset}", "type": "tokens", "data": {"n": offset}})
-        previous_hashes.append(previous)
-        previous = chain_hash(previous, body.encode("utf-8"))
         bodies.append(body)
-        hashes.append(previous)
+        hashes.append(event_hash(body.encode("utf-8")))
     odd, even = hashes[0::2], hashes[1::2]
 
     def lineage(leaves: list[bytes], first: int) -> dict[str, Any]:
@@ -349,7 +346,6 @@ def build_proof(leaf: int = PROVED_LEAF) -> dict[str, Any]:
         "event": {
             "sequence": FIRST_SEQUENCE + position,
             "body": bodies[position],
-            "previous_hash": previous_hashes[position].hex(),
             "hash": hashes[position].hex(),
         },
         "leaf_index": leaf,
@@ -399,23 +395,12 @@ def test_an_edited_event_body_is_named() -> None:
     assert "event.body" in problem
 
 
-def test_an_edited_previous_hash_is_named() -> None:
-    proof = build_proof()
-    proof["event"]["previous_hash"] = flipped(
-        bytes.fromhex(proof["event"]["previous_hash"]), 0
-    ).hex()
-    problem = only_problem(proof)
-    assert problem.startswith("event.hash:")
-    assert "event.previous_hash" in problem
-
-
 def test_an_event_hash_that_is_not_the_leaf_is_named() -> None:
-    """Re-chaining an edited body consistently still fails: the leaf is not in the tree."""
+    """Re-hashing an edited body consistently still fails: the leaf is not in the tree."""
     proof = build_proof()
     body = proof["event"]["body"].replace('"n":8', '"n":9')
     proof["event"]["body"] = body
-    previous = bytes.fromhex(proof["event"]["previous_hash"])
-    proof["event"]["hash"] = chain_hash(previous, body.encode("utf-8")).hex()
+    proof["event"]["hash"] = event_hash(body.encode("utf-8")).hex()
     assert only_problem(proof).startswith("path:")
 
 
@@ -497,7 +482,6 @@ FIELDS = [
     ("event",),
     ("event", "sequence"),
     ("event", "body"),
-    ("event", "previous_hash"),
     ("event", "hash"),
     ("leaf_index",),
     ("tree_size",),
@@ -527,7 +511,6 @@ def test_a_missing_field_is_named(field: tuple[str, ...]) -> None:
     [
         (("event", "hash"), "zz" * 32),
         (("event", "hash"), "AB" * 32),
-        (("event", "previous_hash"), "00" * 31),
         (("event", "body"), 17),
         (("event", "sequence"), "101"),
         (("leaf_index",), True),

@@ -20,6 +20,7 @@ its ratings could not bill (``CloseReport.unbillable``: see ``billing.unbillable
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -1439,6 +1440,20 @@ class Billing:
         document: dict[str, Any] = decode_exact(self.invoice(invoice_id).document)
         return document
 
+    def _ledger_proof(self, customer: str, event_id: str) -> dict[str, Any] | None:
+        """The event's standalone proof against the newest signed checkpoint holding it
+        (``meterline.proofs``: event -> batch -> partition -> checkpoint), None when no
+        checkpoint holds it yet."""
+        from meterline.errors import StoreError
+        from meterline.ledger.event_proofs import prove_event
+
+        try:
+            proof = prove_event(self.ledger.store, customer, event_id)
+        except StoreError:
+            return None
+        document: dict[str, Any] = json.loads(proof.to_json())
+        return document
+
     def _line(self, document: dict[str, Any], line_number: int) -> dict[str, Any]:
         lines = document["lines"]
         if not 1 <= line_number <= len(lines):
@@ -1522,16 +1537,15 @@ class Billing:
         positions = [i for i, (s, _) in enumerate(members) if s == sequence]
         if not positions:
             raise NotFound(f"event {event_id!r} is not behind line {line_number}")
-        previous = event_reads.previous_hash(self._connection, partition, sequence)
         index = positions[0]
         return {
             "event": {
                 "partition": partition,
                 "sequence": sequence,
                 "body": bytes(body).decode(),
-                "previous_hash": previous.hex(),
                 "hash": bytes(event_hash).hex(),
             },
+            "ledger_proof": self._ledger_proof(stored.customer, event_id),
             "leaf_index": index,
             "tree_size": len(hashes),
             "path": [h.hex() for h in inclusion_path(hashes, index)],

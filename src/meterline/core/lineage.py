@@ -245,23 +245,21 @@ def _hashes(
 
 
 def _check_event(proof: Mapping[str, Any], problems: list[str]) -> tuple[int | None, bytes | None]:
-    """Check the event's chain hash; return its sequence and hash (None where unusable)."""
+    """Check the event's hash (its RFC 6962 leaf hash); return its sequence and hash (None
+    where unusable)."""
     event = _object(proof, "event", "", problems)
     if event is None:
         return None, None
     sequence = _integer(event, "sequence", "event.", problems)
     body = _text(event, "body", "event.", problems)
-    previous_hash = _hash(event, "previous_hash", "event.", problems)
     event_hash = _hash(event, "hash", "event.", problems)
     if (
         body is not None
-        and previous_hash is not None
         and event_hash is not None
-        and _sha256(previous_hash + body.encode("utf-8")).digest() != event_hash
+        and _sha256(b"\x00" + body.encode("utf-8")).digest() != event_hash
     ):
         problems.append(
-            "event.hash: does not equal SHA-256(event.previous_hash || event.body); "
-            "the event's body or previous_hash was altered"
+            "event.hash: does not equal SHA-256(0x00 || event.body); the event's body was altered"
         )
     return sequence, event_hash
 
@@ -368,7 +366,7 @@ def verify_proof(proof: Mapping[str, Any]) -> list[str]:
     """Check a lineage proof document; an empty list means valid, else one reason per
     failure, each naming the field at fault.
 
-    The chain is: the event's bytes hash (with ``previous_hash``) to ``event.hash``;
+    The chain is: the event's bytes hash to ``event.hash`` (``SHA-256(0x00 || bytes)``);
     ``event.hash`` is leaf ``leaf_index`` of a ``tree_size``-leaf Merkle tree whose root is
     ``line_root`` (by ``path``); the invoice document hashes to ``invoice.hash``; and its
     line ``line_number`` (counted from 1) records ``line_root`` and ``tree_size`` in its

@@ -43,7 +43,6 @@ import msgspec
 
 from meterline.billing.service import Billing
 from meterline.core.books import instant_us
-from meterline.core.chain import GENESIS_HASH
 from meterline.core.economics import model_of
 from meterline.core.events import decode_exact
 from meterline.core.money import MONEY_CONTEXT
@@ -150,14 +149,12 @@ def _ledger_path(billing: Billing) -> str:
 
 def _event_rows(billing: Billing, at_us: int) -> Iterator[tuple[Any, ...]]:
     """Every event received by ``at_us``, in ledger order (partition, then sequence),
-    with its predecessor's hash
-    (the chain: ``hash = SHA-256(previous_hash || body)``, the predecessor being the
-    previous event of the same partition; a SQLite ledger has one, partition 0)."""
+    with its hash (``SHA-256(0x00 || body)``, its leaf in its batch's Merkle tree) and its
+    partition (a SQLite ledger has one, partition 0)."""
     location = _ledger_path(billing)
     connection = open_connection(location)
     try:
         rows = event_reads.chained_rows(connection, billing.ledger.store.partitions)
-        tails: dict[int, bytes] = {}
         decode = _BODY.decode
         for sequence, event_id, customer, kind, timestamp, received, body, digest, part in rows:
             digest = bytes(digest)
@@ -172,9 +169,8 @@ def _event_rows(billing: Billing, at_us: int) -> Iterator[tuple[Any, ...]]:
                     received,
                     properties,
                     digest.hex(),
-                    tails.get(part, GENESIS_HASH).hex(),
+                    part,
                 )
-            tails[part] = digest
     finally:
         connection.close()
 
@@ -313,25 +309,33 @@ TABLES: dict[str, Table] = {
     for table in (
         Table(
             "events",
-            "One row per ledger event, in sequence order, exactly as stored and hashed.",
+            "One row per ledger event, in (partition, sequence) order, exactly as stored and"
+            " hashed.",
             _columns(
-                ("sequence", "BIGINT", "Position in the ledger (1, 2, ...), the chain order."),
+                (
+                    "sequence",
+                    "BIGINT",
+                    "Position in its partition (1, 2, ...); (partition, sequence) is unique.",
+                ),
                 ("event_id", "VARCHAR", "The producer's id; (customer, event_id) is unique."),
                 ("customer", "VARCHAR", "The customer the event is metered for."),
                 ("type", "VARCHAR", "The event type (llm.completion, ...)."),
                 ("timestamp", "TIMESTAMPTZ", "When it happened (UTC, microseconds)."),
                 ("received_at", "TIMESTAMPTZ", "When the ledger stored it (UTC)."),
                 ("properties", "JSON", "The properties, the exact JSON text that was hashed."),
-                ("hash", "VARCHAR", "SHA-256(previous_hash || canonical bytes), hex."),
                 (
-                    "previous_hash",
+                    "hash",
                     "VARCHAR",
-                    "The hash of the previous event of its chain (its partition), hex"
-                    " (zeros first).",
+                    "SHA-256(0x00 || canonical bytes), hex: its leaf in its batch's Merkle tree.",
+                ),
+                (
+                    "partition",
+                    "INTEGER",
+                    "The customer's partition (0 on a SQLite ledger), which numbers its events.",
                 ),
             ),
             _event_rows,
-            "sequence",
+            "partition, sequence",
         ),
         Table(
             "invoices",

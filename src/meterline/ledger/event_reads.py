@@ -17,7 +17,6 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from typing import Any
 
-from meterline.core.chain import GENESIS_HASH
 from meterline.core.cuts import Cut
 from meterline.core.partitions import partition_of
 from meterline.ledger.cut_sql import cut_condition
@@ -172,22 +171,6 @@ def event_bodies(
     """``(partition, sequence)`` to the stored body of each named event that exists."""
     rows = _at(connection, partitions, "body", events)
     return {(p, s): bytes(body) for p, s, body in rows}
-
-
-def previous_hash(connection: Connection, partition: int, sequence: int) -> bytes:
-    """The hash event ``sequence`` of ``partition`` chains from: the previous event of the
-    same partition, or genesis for its first."""
-    if getattr(connection, "dialect", "sqlite") == "postgresql":
-        row = connection.execute(
-            "SELECT hash FROM events WHERE partition_number = ? AND sequence < ?"
-            " ORDER BY sequence DESC LIMIT 1",
-            (partition, sequence),
-        ).fetchone()
-    else:  # a SQLite ledger is one chain with gap-free sequences
-        row = connection.execute(
-            "SELECT hash FROM events WHERE sequence = ?", (sequence - 1,)
-        ).fetchone()
-    return GENESIS_HASH if row is None else bytes(row[0])
 
 
 def event_by_id(
