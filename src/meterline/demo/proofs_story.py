@@ -16,12 +16,13 @@ from meterline.ledger.ledger import Ledger
 from meterline.proofs import verify_event_proof
 
 
-def demo_key_file(db: str | Path) -> Path | None:
-    """The demo's checkpoint key beside a SQLite ledger (made once, mode 600); None for
-    a PostgreSQL ledger, which takes its key from the environment."""
+def demo_key_file(db: str | Path) -> Path:
+    """The demo's checkpoint key (made once, mode 600): beside a SQLite ledger, or in the
+    working directory for a PostgreSQL one. Never in the database."""
     if str(db).startswith(("postgresql://", "postgres://")):
-        return None
-    path = Path(f"{db}.checkpoint-key")
+        path = Path("meterline-demo.checkpoint-key")
+    else:
+        path = Path(f"{db}.checkpoint-key")
     if not path.exists():
         write_key_file(path)
     return path
@@ -31,9 +32,7 @@ def tell_proofs(ledger: Ledger, db: str | Path, console: Console, clock: Clock) 
     """Sign a checkpoint now and prove the ledger's first event against it."""
     key_file = demo_key_file(db)
     signer = load_signer(key_file)
-    if signer is None:
-        console.print("No checkpoint key (METERLINE_CHECKPOINT_KEY): checkpoints skipped.")
-        return
+    assert signer is not None  # the file was just made or found
     make_checkpoint(ledger.store, signer, clock())
     notes = ledger.store.checkpoint_notes()
     checkpoint, _ = parse_note(notes[-1][1])
