@@ -54,6 +54,9 @@ def serve(
         except ValueError:
             ledger.close()
             raise
+    from meterline.ledger.checkpoints import start_checkpointer
+
+    checkpointer = None if settings is not None else start_checkpointer(ledger.store, ledger.clock)
     try:
         uvicorn.run(
             create_app(ledger, stream=settings, webhooks_allow_private=webhooks_allow_private),
@@ -65,6 +68,8 @@ def serve(
             timeout_graceful_shutdown=SHUTDOWN_GRACE_S,
         )
     finally:
+        if checkpointer is not None:
+            checkpointer.stop()
         ledger.close()
 
 

@@ -282,3 +282,17 @@ class Checkpointer(threading.Thread):
     def stop(self) -> None:
         self._stopping.set()
         self.join(timeout=5)
+
+
+def start_checkpointer(store: Any, clock: Callable[[], int]) -> Checkpointer | None:
+    """A running Checkpointer over ``store`` when a checkpoint key is configured (None,
+    and a log line saying so, when none is)."""
+    signer = load_signer()
+    if signer is None:
+        _log.info(
+            "no checkpoint key (%s or %s): no checkpoints", KEY_ENVIRONMENT, KEY_FILE_ENVIRONMENT
+        )
+        return None
+    checkpointer = Checkpointer(store, signer, clock)
+    checkpointer.start()
+    return checkpointer

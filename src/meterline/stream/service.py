@@ -40,6 +40,7 @@ from meterline.core.events import PreparedEvent, encode_canonical
 from meterline.core.partitions import parse_partitions
 from meterline.errors import MeterlineError
 from meterline.ledger.billing import BillingStore
+from meterline.ledger.checkpoints import start_checkpointer
 from meterline.ledger.database import describe, is_postgres
 from meterline.ledger.ledger import Ledger, open_store
 from meterline.ledger.webhooks import WebhookStore
@@ -238,6 +239,7 @@ class WorkerService:
         if opened is None:  # stopped before NATS could be reached
             await asyncio.to_thread(self.close)
             return
+        self._checkpointer = start_checkpointer(self.store, self.clock)
         connection, board, status = opened
         self._connection, self._status = connection, status
         self._publishing = _Publishing(loop)
@@ -411,6 +413,9 @@ class WorkerService:
                 await status.put(self.name, document)
 
     def close(self) -> None:
+        checkpointer = getattr(self, "_checkpointer", None)
+        if checkpointer is not None:
+            checkpointer.stop()
         if self._engine_started:
             self.engine.stop()
         self.webhooks.store.close()
