@@ -3,7 +3,8 @@
 * ``LockSampler``: every ``LOCK_SAMPLE_S``, one query of ``pg_stat_activity`` for the
   backends of the benchmark's components (their ``application_name``): how many are
   active and how many wait on a heavyweight lock (``wait_event_type = 'Lock'``, by
-  ``wait_event``: ``tuple``, ``transactionid``, ``relation``...). Head rows locked
+  ``wait_event``: ``tuple``, ``transactionid``, ``relation``, ``advisory``..., and by
+  the first characters of the waiting statement). Head rows locked
   ``FOR UPDATE`` by two appends to the same partition show up here; appends to different
   partitions should not.
 * ``KillSwitchProbe``: the kill switch at scale. Probe customers (``bench controls``'
@@ -76,6 +77,7 @@ class LockSampler:
         self.waiting = 0
         self.samples_with_wait = 0
         self.by_event: Counter[str] = Counter()
+        self.by_query: Counter[str] = Counter()
         self.backend_pid: int | None = None
         self.error: str | None = None
         self._ready = threading.Event()
@@ -94,12 +96,13 @@ class LockSampler:
                     rows = cursor.execute(_SAMPLE, (self._application,)).fetchall()
                     self.samples += 1
                     waits = 0
-                    for state, wait_type, wait_event in rows:
+                    for state, wait_type, wait_event, query in rows:
                         if state == "active":
                             self.active += 1
                         if wait_type == "Lock":
                             waits += 1
                             self.by_event[str(wait_event)] += 1
+                            self.by_query[" ".join(str(query).split())] += 1
                     self.waiting += waits
                     self.samples_with_wait += waits > 0
                     self._stop.wait(LOCK_SAMPLE_S)
@@ -121,6 +124,7 @@ class LockSampler:
                 round(self.waiting / self.active, 4) if self.active else 0.0
             ),
             "lock_waits_by_event": dict(self.by_event),
+            "lock_waits_by_query": dict(self.by_query.most_common(5)),
             "error": self.error,
         }
 
