@@ -46,7 +46,8 @@ PROBE_SPACING_S = 0.25
 """Pause between two probes (spreads them over the load)."""
 
 _SAMPLE = (
-    "SELECT state, wait_event_type, wait_event FROM pg_stat_activity WHERE application_name = %s"
+    "SELECT state, wait_event_type, wait_event, left(query, 48) FROM pg_stat_activity"
+    " WHERE application_name = %s"
 )
 
 
