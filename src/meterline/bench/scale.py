@@ -1,9 +1,18 @@
-"""``meterline bench scale``: the whole distributed path, with 1 worker and with 2.
+"""``meterline bench scale``: the whole distributed path, per partition and worker count.
 
-One run, on loopback, of API -> JetStream -> worker -> PostgreSQL, twice: first one
-``meterline worker`` owning every partition, then (on a fresh schema and namespace) two
-workers splitting them. Everything the path needs is started here, so each component's
-CPU can be attributed:
+One run, on loopback, of API -> JetStream -> worker -> PostgreSQL per configuration:
+every partition count of ``partitions`` (default 1, 2, 8) with every worker count of
+``workers`` (default 1, 2; the workers split the partitions, and a configuration with
+more workers than partitions is skipped, ``skipped``), each on a fresh schema and
+namespace. Each configuration also reports its lock waits and the kill switch under load
+(``scale_probes``: ``lock_waits``, ``kill_switch``), its events/s per partition and its
+``ratio_to_floor``: the path's CPU µs/event (API + NATS + worker + PostgreSQL,
+``cpu_us_per_event_path``) over the floor's (``bench.floor``: decode, canonical encoding,
+leaf hash and binary ``COPY`` of the same events in one process, measured in the same
+run). ``two_writers`` (``bench.writers``) is 1 then 2 partition-writer processes fed
+prepared batches, without NATS or API. ``--quick`` (the test) measures partitions 1, 2
+with 10,000 events and 3 probes. Everything the path needs is started here, so each
+component's CPU can be attributed:
 
 * its own ``nats-server`` (JetStream, file storage in a temporary directory) on a free
   port, stopped at the end;
