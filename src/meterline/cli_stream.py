@@ -165,20 +165,45 @@ def partitions_command(
 
 
 def bench_scale_command(
-    events: Annotated[int, typer.Option(help="Events per run (1 worker, then 2).")] = 200_000,
-    partitions: Annotated[int, typer.Option(help="Partitions of the benchmark ledger.")] = 4,
+    events: Annotated[
+        int | None,
+        typer.Option(help="Events per configuration (default 200,000; 10,000 with --quick)."),
+    ] = None,
+    partitions: Annotated[
+        str,
+        typer.Option(help="Partition counts to measure, comma-separated (default 1,2,8)."),
+    ] = "",
+    workers: Annotated[
+        str,
+        typer.Option(help="Worker counts to measure, comma-separated (default 1,2)."),
+    ] = "",
     batch: Annotated[int, typer.Option(help="Events per HTTP request.")] = 1000,
     api_replicas: Annotated[
         int, typer.Option("--api-replicas", help="API replicas the load is spread over.")
     ] = 1,
+    probes: Annotated[
+        int | None,
+        typer.Option(help="Kill-switch probes per configuration (default 10; 3 with --quick)."),
+    ] = None,
+    writers: Annotated[
+        bool,
+        typer.Option(
+            "--writers/--no-writers",
+            help="Also measure 1 and 2 partition writers fed prepared batches.",
+        ),
+    ] = True,
+    quick: Annotated[
+        bool,
+        typer.Option("--quick", help="Fewer, smaller runs (partitions 1,2; 10,000 events)."),
+    ] = False,
     profile: Annotated[
         bool,
         typer.Option(
             "--profile/--no-profile",
-            help="Also run 1 worker under cProfile and list its top functions (a third run,"
-            " not a figure).",
+            help="Also run 1 worker (most partitions) under cProfile and list its top"
+            " functions (one more run, not a figure).",
         ),
-    ] = True,
+    ] = False,
     postgres: Annotated[
         str,
         typer.Option(
@@ -189,19 +214,30 @@ def bench_scale_command(
     ] = "postgresql://postgres@127.0.0.1:5432/test",
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
-    """Measure the whole distributed path (API -> JetStream -> worker -> PostgreSQL) with
-    1 and 2 workers on loopback, and the CPU each component used per event."""
-    from meterline.bench.scale import run_scale_benchmark
+    """Measure the whole distributed path (API -> JetStream -> worker -> PostgreSQL) per
+    partition and worker count on loopback: throughput, the CPU each component used per
+    event against a one-process floor, lock waits, the kill switch under load, and
+    partition writers fed prepared batches."""
+    import shlex
+    import sys
 
+    from meterline.bench.scale import QUICK, run_scale_benchmark
+
+    default_partitions = QUICK["partitions"] if quick else (1, 2, 8)
     try:
         result = run_scale_benchmark(
             events,
-            partitions,
+            partitions or default_partitions,  # type: ignore[arg-type]
             batch,
             progress=None if as_json else console,
             api_replicas=api_replicas,
             profile=profile,
             postgres_url=postgres,
+            workers=workers or (1, 2),
+            quick=quick,
+            probes=probes,
+            writers=writers,
+            command="meterline " + shlex.join(sys.argv[1:]),
         )
     except ValueError as error:
         raise _fail(str(error)) from None

@@ -18,7 +18,8 @@ import pytest
 
 from tests.conftest import POSTGRES_URL
 
-EVENTS = 20_000
+EVENTS = 10_000
+"""``--quick``'s events per configuration."""
 COMPONENTS = ("api", "nats", "worker", "postgresql", "load")
 MARKER = "meterline-bench-scale-"
 """In the command line of the nats-server the benchmark starts (its storage folder)."""
@@ -40,7 +41,9 @@ def _benchmark_processes() -> set[int]:
                 command = (entry / "cmdline").read_bytes()
             except OSError:
                 continue
-            if MARKER.encode() in command or b"meterline.bench.scale" in command:
+            if MARKER.encode() in command or (
+                b"meterline.bench.scale" in command or b"meterline.bench.writers" in command
+            ):
                 found.add(int(entry.name))
     return found
 
@@ -51,11 +54,11 @@ def _positive(value: object) -> bool:
 
 @pytest.mark.slow
 @pytest.mark.timeout(900)
-def test_bench_scale_reports_every_figure_and_commits_every_event() -> None:
+def test_bench_scale_quick_reports_every_figure_and_commits_every_event() -> None:
     schemas_before = _bench_schemas()
     processes_before = _benchmark_processes()
     finished = subprocess.run(
-        [sys.executable, "-m", "meterline", "bench", "scale", "--json", "--events", str(EVENTS)],
+        [sys.executable, "-m", "meterline", "bench", "scale", "--quick", "--json"],
         capture_output=True,
         text=True,
         timeout=840,
@@ -64,43 +67,92 @@ def test_bench_scale_reports_every_figure_and_commits_every_event() -> None:
     assert finished.returncode == 0, finished.stderr[-3000:]
     result = json.loads(finished.stdout)
 
+    assert result["quick"] is True
+    assert result["command"].startswith("meterline bench scale") and "--quick" in result["command"]
     assert result["events"] == EVENTS
-    assert result["partitions"] == 4
+    assert result["partition_counts"] == [1, 2]
+    assert result["worker_counts"] == [1, 2]
     assert result["batch"] == 1000
-    assert result["api_replicas"] >= 1
-    for name in ("events_per_s_1_worker", "events_per_s_2_workers", "scaling"):
-        assert _positive(result[name]), (name, result[name])
-    assert result["scaling"] == pytest.approx(
-        result["events_per_s_2_workers"] / result["events_per_s_1_worker"], abs=0.001
+    probes = result["kill_switch_probes"]
+    assert probes >= 1
+    machine = result["machine"]
+    assert machine["cpus"] >= 1
+    for fact in ("cpu_model", "python", "postgresql", "nats_server"):
+        assert machine[fact] and "unknown" not in machine[fact], machine
+
+    # the floor, measured on the same events
+    floor = result["floor"]
+    assert floor["events"] == EVENTS
+    for name in ("floor_events_per_s", "floor_us_per_event", "floor_us_per_event_process"):
+        assert _positive(floor[name]), floor
+    assert floor["floor_us_per_event"] == pytest.approx(
+        floor["floor_us_per_event_process"] + floor["floor_us_per_event_postgresql"], abs=0.02
     )
-    for label in ("1_worker", "2_workers"):
-        figures = result["cpu_us_per_event"][label]
-        assert set(COMPONENTS) <= set(figures), figures
-        assert all(_positive(figures[name]) for name in COMPONENTS), figures
-        run = result["runs"][label]
-        assert run["events_committed"] == EVENTS
+
+    # partitions x workers: a configuration with more workers than partitions is skipped
+    labels = [configuration["label"] for configuration in result["configurations"]]
+    assert labels == ["p1_w1", "p2_w1", "p2_w2"]
+    assert [row["label"] for row in result["skipped"]] == ["p1_w2"]
+    for row in result["configurations"]:
+        run = result["runs"][row["label"]]
+        assert run["workers"] == row["workers"] and run["partitions"] == row["partitions"]
+        assert _positive(row["events_per_s"])
+        assert row["events_per_s_per_partition"] == int(row["events_per_s"] / row["partitions"])
+        cpu = row["cpu_us_per_event"]
+        assert all(_positive(cpu[name]) for name in COMPONENTS), cpu
+        path = sum(cpu[name] for name in ("api", "nats", "worker", "postgresql"))
+        assert row["cpu_us_per_event_path"] == pytest.approx(path, abs=0.02)
+        assert row["ratio_to_floor"] == pytest.approx(
+            row["cpu_us_per_event_path"] / floor["floor_us_per_event"], abs=0.01
+        )
+        # every event sent (load and probes) was committed exactly once and applied
+        probe_events = run["probe_events"]
+        assert probe_events == probes * 20
+        assert row["events_sent"] == row["events_committed"] == EVENTS + probe_events
         assert run["worker_counters"] == {
-            "events_applied": EVENTS,
+            "events_applied": EVENTS + probe_events,
             "duplicates": 0,
             "conflicts": 0,
         }
         assert run["seconds"] >= run["load_seconds"] > 0
         assert run["live_seconds"] is not None and run["live_seconds"] >= 0
-        at_commit = run["cpu_us_per_event_at_last_commit"]
-        assert all(_positive(at_commit[name]) for name in COMPONENTS), at_commit
-    assert result["runs"]["2_workers"]["workers"] == 2
+        # lock waits are sampled (their count may well be 0: partitions do not wait)
+        locks = run["lock_waits"]
+        assert locks["error"] is None and locks["samples"] > 0
+        assert locks["lock_wait_samples"] == row["lock_wait_samples"] >= 0
+        assert locks["lock_wait_samples"] == sum(locks["lock_waits_by_event"].values())
+        # the kill switch: every probe denied by every replica
+        kill = run["kill_switch"]
+        assert kill["probes"] == kill["probes_denied_everywhere"] == probes
+        assert kill["replicas"] == result["api_replicas"]
+        assert len(kill["ms"]) == probes and all(_positive(ms) for ms in kill["ms"])
+        assert 0 < kill["kill_switch_ms_p50"] <= kill["kill_switch_ms_p99"]
+        assert kill["kill_switch_ms_p99"] <= kill["kill_switch_ms_max"]
+    pooled = result["kill_switch"]
+    assert pooled["probes"] == probes * len(labels)
+    assert 0 < pooled["kill_switch_ms_p50"] <= pooled["kill_switch_ms_p99"]
+
+    # partition writers fed prepared batches, 1 then 2 processes
+    writers = result["two_writers"]
+    for name in ("events_per_s_1_writer", "events_per_s_2_writers", "ratio"):
+        assert _positive(writers[name]), writers
+    assert writers["ratio"] == pytest.approx(
+        writers["events_per_s_2_writers"] / writers["events_per_s_1_writer"], abs=0.001
+    )
+    for label, count in (("1_writer", 1), ("2_writers", 2)):
+        run = writers["runs"][label]
+        assert [process["partition"] for process in run["processes"]] == list(range(count))
+        assert run["events"] == sum(process["events"] for process in run["processes"]) > 0
+        for process in run["processes"]:
+            assert _positive(process["cpu_cores_busy"]) and _positive(process["cpu_us_per_event"])
+
+    # issue 7's figures, from the largest partition count
+    assert result["partitions"] == 2
+    assert result["events_per_s_1_worker"] == result["runs"]["p2_w1"]["events_per_s"]
+    assert result["scaling"] == pytest.approx(
+        result["events_per_s_2_workers"] / result["events_per_s_1_worker"], abs=0.001
+    )
     assert result["bound_by"] in ("api", "nats", "worker", "postgresql")
-    machine = result["machine"]
-    assert machine["cpus"] >= 1
-    for fact in ("python", "postgresql", "nats_server"):
-        assert machine[fact] and "unknown" not in machine[fact], machine
-    for component in ("worker", "api"):
-        profile = result[f"{component}_profile"]
-        for ordering in ("by_internal_time", "by_cumulative_time"):
-            rows = profile[ordering]
-            assert 0 < len(rows) <= 15
-            assert all(row["function"] and row["calls"] > 0 for row in rows)
-    assert _positive(result["events_per_s_profiled"])
     assert result["log_lines"] == 0, result["log_excerpt"]
 
     # everything it started is gone: its schemas, its nats-server, workers, replicas, load

@@ -1,9 +1,18 @@
-"""``meterline bench scale``: the whole distributed path, with 1 worker and with 2.
+"""``meterline bench scale``: the whole distributed path, per partition and worker count.
 
-One run, on loopback, of API -> JetStream -> worker -> PostgreSQL, twice: first one
-``meterline worker`` owning every partition, then (on a fresh schema and namespace) two
-workers splitting them. Everything the path needs is started here, so each component's
-CPU can be attributed:
+One run, on loopback, of API -> JetStream -> worker -> PostgreSQL per configuration:
+every partition count of ``partitions`` (default 1, 2, 8) with every worker count of
+``workers`` (default 1, 2; the workers split the partitions, and a configuration with
+more workers than partitions is skipped, ``skipped``), each on a fresh schema and
+namespace. Each configuration also reports its lock waits and the kill switch under load
+(``scale_probes``: ``lock_waits``, ``kill_switch``), its events/s per partition and its
+``ratio_to_floor``: the path's CPU µs/event (API + NATS + worker + PostgreSQL,
+``cpu_us_per_event_path``) over the floor's (``bench.floor``: decode, canonical encoding,
+leaf hash and binary ``COPY`` of the same events in one process, measured in the same
+run). ``two_writers`` (``bench.writers``) is 1 then 2 partition-writer processes fed
+prepared batches, without NATS or API. ``--quick`` (the test) measures partitions 1, 2
+with 10,000 events and 3 probes. Everything the path needs is started here, so each
+component's CPU can be attributed:
 
 * its own ``nats-server`` (JetStream, file storage in a temporary directory) on a free
   port, stopped at the end;
@@ -71,7 +80,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import IO, Any
 from urllib.parse import quote, urlsplit
@@ -87,6 +96,8 @@ from meterline.bench.controls import (
     _retimed,
     ingest_pricing,
 )
+from meterline.bench.floor import run_floor
+from meterline.bench.scale_probes import KillSwitchProbe, LockSampler, merged_pricing
 from meterline.bench.workload import synthetic_events
 from meterline.billing.service import open_billing
 from meterline.clock import system_clock_us
@@ -416,15 +427,20 @@ def _benchmark_backends(connection: psycopg.Connection[Any]) -> set[int]:
 # -- the ledger and its pricing -----------------------------------------------------------------
 
 
-def _prepare_ledger(location: str, partitions: int) -> str:
-    """Create the ledger (``partitions`` chains) with the pricing; an ingest token."""
+def _prepare_ledger(location: str, partitions: int, probes: int = 0) -> str:
+    """Create the ledger (``partitions`` chains) with the pricing (and ``probes`` kill
+    switch probe customers); an ingest token."""
     store = open_store(location, partitions=partitions)
     try:
         _, token = create_key(store, "ingest", system_clock_us(), name="bench-scale")
     finally:
         store.close()
     with open_billing(location) as billing:
-        billing.apply(ingest_pricing(_contract_start(system_clock_us()), controls=True))
+        start = _contract_start(system_clock_us())
+        pricing = ingest_pricing(start, controls=True)
+        if probes:
+            pricing = merged_pricing(pricing, probes, start)
+        billing.apply(pricing)
     return token
 
 
@@ -445,6 +461,10 @@ class _Setup:
     api_replicas: int
     progress: Any
     logs: list[Path] = field(default_factory=list)
+    probes: int = 0
+    """Kill-switch probes per configuration (``scale_probes.KillSwitchProbe``)."""
+    bodies: list[bytes] = field(default_factory=list)
+    """The JSON batches of the first load generator's share (the floor's events)."""
 
 
 def _split(partitions: int, workers: int) -> list[list[int]]:
@@ -499,7 +519,7 @@ def _run_configuration(
     events = setup.events
     schema, location = setup.schemas.create()
     namespace = f"bench_{label}_{secrets.token_hex(4)}"
-    token = _prepare_ledger(location, setup.partitions)
+    token = _prepare_ledger(location, setup.partitions, setup.probes)
     stream_args = ("--stream", setup.nats_url, "--namespace", namespace)
     children: list[_Child] = []
     try:
@@ -565,7 +585,10 @@ def _run_configuration(
             if line != "ready":
                 raise RuntimeError(f"a load generator did not get ready: {loader.tail()}")
 
-        figures = _measure(setup, namespace, worker_children, api_children, loaders, schema)
+        probe = KillSwitchProbe(urls, token, setup.probes) if setup.probes else None
+        if probe is not None:
+            probe.check_allowed()
+        figures = _measure(setup, namespace, worker_children, api_children, loaders, schema, probe)
         _say(
             setup.progress,
             f"  {label}: {figures['events_per_s']:,} events/s end to end"
@@ -573,7 +596,7 @@ def _run_configuration(
             f" CPU µs/event {figures['cpu_us_per_event']}",
         )
         figures["workers"] = workers
-        figures["worker_counters"] = _worker_counters(setup, namespace)
+        figures["worker_counters"] = _worker_counters(setup, namespace, figures["events_committed"])
         return figures
     finally:
         for child in reversed(children):
@@ -596,7 +619,7 @@ def _readline(child: _Child, timeout_s: float) -> str:
     return result[0].decode().strip() if result else ""
 
 
-def _worker_counters(setup: _Setup, namespace: str) -> dict[str, int]:
+def _worker_counters(setup: _Setup, namespace: str, total: int) -> dict[str, int]:
     """The workers' own counters once they report every event applied (they report each
     second; given up after ``COUNTERS_WAIT_S``): applied, duplicates, conflicts."""
     deadline = time.monotonic() + COUNTERS_WAIT_S
@@ -606,7 +629,7 @@ def _worker_counters(setup: _Setup, namespace: str) -> dict[str, int]:
             for row in _workers(setup, namespace):
                 for name in totals:
                     totals[name] += int(row.get(name, 0))
-        if totals["events_applied"] >= setup.events or time.monotonic() > deadline:
+        if totals["events_applied"] >= total or time.monotonic() > deadline:
             return totals
         time.sleep(0.25)
 
@@ -619,16 +642,17 @@ def _applied_events(row: dict[str, Any]) -> int:
     return sum(int(applied[p]) for p in owned if p < len(applied))
 
 
-def _live_caught_up(setup: _Setup, namespace: str, workers: list[_Child]) -> bool:
-    """Whether every worker reports its live engine applied through the last event."""
+def _live_caught_up(setup: _Setup, namespace: str, workers: list[_Child], total: int) -> bool:
+    """Whether the workers' live engines, together, report every event applied (each
+    through the last event of the partitions it owns)."""
     for child in workers:
         child.check_alive("a worker")
     try:
         rows = _workers(setup, namespace)
     except Exception:
         return False
-    caught_up = [row for row in rows if _applied_events(row) >= setup.events]
-    return len(caught_up) == len(workers)
+    # each partition's sequences are its own: the workers' shares add up to the total
+    return len(rows) >= len(workers) and sum(_applied_events(row) for row in rows) >= total
 
 
 def _measure(
@@ -638,9 +662,11 @@ def _measure(
     apis: list[_Child],
     loaders: list[_Child],
     schema: str,
+    probe: KillSwitchProbe | None = None,
 ) -> dict[str, Any]:
-    """Start the load, wait until the ledger holds every event (throughput), then until
-    the live engines applied them all (CPU, their work included)."""
+    """Start the load (and the kill-switch probes and the lock sampler), wait until the
+    ledger holds every event (throughput), then until the live engines applied them all
+    (CPU, their work included)."""
     events = setup.events
     with psycopg.connect(setup.schemas.url, autocommit=True, connect_timeout=10) as connection:
         connection.execute(f'SET search_path TO "{schema}"')
@@ -669,6 +695,10 @@ def _measure(
         if committed() != 0:
             raise RuntimeError("the benchmark ledger is not empty before the load")
         backends = _benchmark_backends(connection)
+        sampler = LockSampler(setup.schemas.url, _APPLICATION)
+        sampler.start()
+        if sampler.backend_pid is not None:
+            mine.add(sampler.backend_pid)
         load_before = os.getloadavg()[0]
         before = _snapshot()
         started = time.perf_counter()
@@ -676,13 +706,23 @@ def _measure(
             assert loader.process.stdin is not None
             loader.process.stdin.write(b"go\n")
             loader.process.stdin.flush()
+        if probe is not None:
+            probe.load_running = lambda: any(loader.alive() for loader in loaders)
+            probe.start()
+
+        def total() -> int:
+            return events + (probe.events_sent if probe is not None else 0)
+
+        def probing() -> bool:
+            return probe is not None and probe.alive()
+
         deadline = started + max(DRAIN_TIMEOUT_MIN_S, events / DRAIN_RATE_FLOOR)
         load_done: float | None = None
         count = 0
         while True:
             count = committed()
             now = time.perf_counter()
-            if count >= events:
+            if count >= total() and not probing():
                 break
             if load_done is None and not any(loader.alive() for loader in loaders):
                 load_done = now
@@ -699,10 +739,13 @@ def _measure(
         finished = time.perf_counter()
         backends |= _benchmark_backends(connection)
         at_commit = _snapshot()
+        lock_waits = sampler.stop()
+        kill_switch = probe.finish(STOP_TIMEOUT_S) if probe is not None else None
+        expected = total()
         live_seconds: float | None = None
         with contextlib.suppress(RuntimeError):
             _wait_for(
-                lambda: _live_caught_up(setup, namespace, workers),
+                lambda: _live_caught_up(setup, namespace, workers, expected),
                 "the live engines",
                 LIVE_TIMEOUT_S,
             )
@@ -716,10 +759,10 @@ def _measure(
     if load_done is None:
         load_done = started + max(result["seconds"] for result in results)
     accepted = sum(result["accepted"] for result in results)
-    if accepted != events or stored_count != events or count != events:
+    if accepted != events or stored_count != expected or count != expected:
         raise RuntimeError(
-            f"{accepted:,} events accepted, {stored_count:,} stored, head {count:,}:"
-            f" expected {events:,} each"
+            f"{accepted:,} of {events:,} load events accepted; {stored_count:,} stored, head"
+            f" {count:,}: expected {expected:,} (with the probes')"
         )
     seconds = finished - started
     load_cpu = sum(result["cpu_seconds"] for result in results)
@@ -728,21 +771,25 @@ def _measure(
     cpu_at_commit = {c.name: _cpu_seconds(before, at_commit, c) for c in components}
     cpu_at_commit["load"] = load_cpu
     return {
-        "events_per_s": int(events / seconds),
+        "events_per_s": int(expected / seconds),
         "seconds": round(seconds, 3),
         "load_seconds": round(max(result["seconds"] for result in results), 3),
         "drain_seconds": round(max(0.0, finished - load_done), 3),
         "events_committed": stored_count,
+        "events_sent": accepted + expected - events,
+        "probe_events": expected - events,
         "retried_batches": sum(result["retries"] for result in results),
         "live_seconds": None if live_seconds is None else round(live_seconds, 3),
-        "cpu_us_per_event": {name: round(value * 1e6 / events, 2) for name, value in cpu.items()},
+        "cpu_us_per_event": {name: round(value * 1e6 / expected, 2) for name, value in cpu.items()},
         "cpu_us_per_event_at_last_commit": {
-            name: round(value * 1e6 / events, 2) for name, value in cpu_at_commit.items()
+            name: round(value * 1e6 / expected, 2) for name, value in cpu_at_commit.items()
         },
         "cpu_cores_busy": {
             name: round(value / (ended - started), 2) for name, value in cpu.items()
         },
         "load_average_1m": [round(load_before, 2), round(load_after, 2)],
+        "lock_waits": lock_waits,
+        "kill_switch": kill_switch,
     }
 
 
@@ -845,32 +892,184 @@ def _terminate_as_interrupt() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
+QUICK = {"events": 10_000, "partitions": (1, 2), "workers": (1, 2), "probes": 3}
+"""``--quick`` (the test): fewer, smaller runs."""
+WRITER_EVENTS = 150_000
+"""Prepared events each partition writer builds (it stops after ``writer_seconds``)."""
+WRITER_EVENTS_QUICK = 6_000
+WRITER_SECONDS = 3.0
+WRITER_SECONDS_QUICK = 1.0
+COMPONENTS = ("api", "nats", "worker", "postgresql")
+"""The path's components: their CPU per event adds up to ``cpu_us_per_event_path``."""
+
+
+def _cpu_model() -> str:
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or "unknown"
+
+
+def _floor_bodies(events: int, batch: int) -> list[bytes]:
+    """The load generators' batches (their shares, their prefixes, stamped like theirs)."""
+    now_us = system_clock_us()
+    end_us = now_us - 2_000_000
+    span_us = max(0, min(INGEST_SPAN_US, end_us - _month_start_us(now_us)))
+    encoder = msgspec.json.Encoder()
+    bodies = []
+    for number, share in enumerate(_load_shares(events, LOAD_PROCESSES)):
+        share_events = _retimed(synthetic_events(share, prefix=f"s{number}"), end_us, span_us)
+        bodies += [encoder.encode(share_events[n : n + batch]) for n in range(0, share, batch)]
+    return bodies
+
+
+def _writers_run(
+    setup: _Setup, writers: int, events: int, batch: int, seconds: float
+) -> dict[str, Any]:
+    """``writers`` processes appending prepared batches to their own partitions of a fresh
+    2-partition ledger (``bench.writers``)."""
+    from meterline.bench.writers import PARTITIONS
+
+    _, location = setup.schemas.create()
+    open_store(location, partitions=PARTITIONS).close()
+    children = []
+    try:
+        for partition in range(writers):
+            log = setup.root / f"writer-{writers}-{partition}.log"
+            setup.logs.append(log)
+            command = ["-m", "meterline.bench.writers", location, str(partition), str(events)]
+            command += [str(batch), str(seconds)]
+            children.append(_Child(_python(*command), log, pipes=True))
+        for child in children:
+            if _readline(child, READY_TIMEOUT_S * 2) != "ready":
+                raise RuntimeError(f"a partition writer did not get ready: {child.tail()}")
+        for child in children:
+            assert child.process.stdin is not None
+            child.process.stdin.write(b"go\n")
+            child.process.stdin.flush()
+        each = []
+        for child in children:
+            line = _readline(child, seconds + READY_TIMEOUT_S)
+            if not line:
+                raise RuntimeError(f"a partition writer failed: {child.tail()}")
+            each.append(json.loads(line))
+    finally:
+        for child in children:
+            child.stop()
+    appended = sum(row["events"] for row in each)
+    return {
+        "writers": writers,
+        "events": appended,
+        "events_per_s": int(sum(row["events"] / row["seconds"] for row in each)),
+        "processes": [
+            {
+                "partition": row["partition"],
+                "events": row["events"],
+                "seconds": round(row["seconds"], 3),
+                "events_per_s": int(row["events"] / row["seconds"]),
+                "cpu_cores_busy": round(row["cpu_seconds"] / row["seconds"], 2),
+                "postgresql_cores_busy": round(row["postgresql_cpu_seconds"] / row["seconds"], 2),
+                "cpu_us_per_event": round(row["cpu_seconds"] * 1e6 / row["events"], 2),
+                "postgresql_us_per_event": round(
+                    row["postgresql_cpu_seconds"] * 1e6 / row["events"], 2
+                ),
+                "ran_out_of_batches": row["ran_out"],
+            }
+            for row in each
+        ],
+    }
+
+
+def _two_writers(setup: _Setup, quick: bool, batch: int) -> dict[str, Any]:
+    events = WRITER_EVENTS_QUICK if quick else WRITER_EVENTS
+    seconds = WRITER_SECONDS_QUICK if quick else WRITER_SECONDS
+    one = _writers_run(setup, 1, events, batch, seconds)
+    two = _writers_run(setup, 2, events, batch, seconds)
+    return {
+        "batch": batch,
+        "seconds": seconds,
+        "events_per_s_1_writer": one["events_per_s"],
+        "events_per_s_2_writers": two["events_per_s"],
+        "ratio": round(two["events_per_s"] / one["events_per_s"], 3),
+        "target_ratio": 1.6,
+        "runs": {"1_writer": one, "2_writers": two},
+    }
+
+
+def _pooled_kill_switch(runs: Iterable[dict[str, Any]]) -> dict[str, Any]:
+    from meterline.bench.controls import _quantiles
+
+    latencies = [ms for run in runs if run["kill_switch"] for ms in run["kill_switch"]["ms"]]
+    if not latencies:
+        return {"probes": 0}
+    p50, p99 = _quantiles(latencies, 1.0, 1)
+    return {
+        "probes": len(latencies),
+        "kill_switch_ms_p50": p50,
+        "kill_switch_ms_p99": p99,
+        "kill_switch_ms_max": round(max(latencies), 1),
+    }
+
+
+def _parse_counts(value: str | Sequence[int], name: str) -> tuple[int, ...]:
+    if isinstance(value, str):
+        try:
+            counts = tuple(int(part) for part in value.split(",") if part.strip())
+        except ValueError:
+            raise ValueError(f"{name}: comma-separated counts, like 1,2,8") from None
+    else:
+        counts = tuple(value)
+    if not counts or min(counts) < 1:
+        raise ValueError(f"{name}: at least one count, each >= 1")
+    return counts
+
+
 def run_scale_benchmark(
-    events: int = 200_000,
-    partitions: int = 4,
+    events: int | None = None,
+    partitions: str | Sequence[int] = (1, 2, 8),
     batch: int = 1000,
     progress: Any = None,
     api_replicas: int = API_REPLICAS,
-    profile: bool = True,
+    profile: bool = False,
     postgres_url: str = POSTGRES_URL,
+    workers: str | Sequence[int] = (1, 2),
+    quick: bool = False,
+    probes: int | None = None,
+    writers: bool = True,
+    command: str | None = None,
 ) -> dict[str, Any]:
-    """Run the 1-worker and 2-worker configurations (and the profiled one) and return the
-    figures (see the module docstring)."""
-    if events < LOAD_PROCESSES or batch < 1 or api_replicas < 1:
-        raise ValueError(f"events must be at least {LOAD_PROCESSES}; batch and api_replicas >= 1")
-    if partitions < 2:
-        raise ValueError("partitions must be at least 2 (the 2-worker run splits them)")
+    """Run every configuration (partitions x workers; a configuration with more workers
+    than partitions is skipped: a partition has one worker), the floor, the partition
+    writers and (with ``profile``) the profiled run; return the figures (see the module
+    docstring)."""
+    if events is None:
+        events = QUICK["events"] if quick else 200_000  # type: ignore[assignment]
+    assert events is not None
+    partition_counts = _parse_counts(partitions, "partitions")
+    worker_counts = _parse_counts(workers, "workers")
+    if probes is None:
+        probes = QUICK["probes"] if quick else 10  # type: ignore[assignment]
+    assert probes is not None
+    if events < LOAD_PROCESSES or batch < 1 or api_replicas < 1 or probes < 0:
+        raise ValueError(
+            f"events must be at least {LOAD_PROCESSES}; batch and api_replicas >= 1; probes >= 0"
+        )
 
     def say(message: str) -> None:
         _say(progress, message)
 
     result: dict[str, Any] = {
+        "command": command or "meterline bench scale",
+        "quick": quick,
         "events": events,
-        "partitions": partitions,
+        "partition_counts": list(partition_counts),
+        "worker_counts": list(worker_counts),
         "batch": batch,
         "api_replicas": api_replicas,
         "load_processes": LOAD_PROCESSES,
         "load_connections": LOAD_PROCESSES * LOAD_CONNECTIONS,
+        "kill_switch_probes": probes,
     }
     with (
         _terminate_as_interrupt(),
@@ -882,6 +1081,7 @@ def run_scale_benchmark(
         cleanup.callback(schemas.drop_all)
         result["machine"] = {
             "cpus": os.cpu_count(),
+            "cpu_model": _cpu_model(),
             "python": platform.python_version(),
             "postgresql": _postgres_version(postgres_url),
             "nats_server": _nats_version(),
@@ -890,20 +1090,48 @@ def run_scale_benchmark(
         say(f"starting nats-server ({result['machine']['nats_server']}) with JetStream")
         nats, nats_url = _start_nats(root, root / "nats-server.log")
         cleanup.callback(nats.stop)
-        setup = _Setup(
-            root, nats, nats_url, schemas, events, partitions, batch, api_replicas, progress
-        )
-        setup.logs.append(root / "nats-server.log")
+        base = _Setup(
+            root, nats, nats_url, schemas, events, partition_counts[0], batch, api_replicas,
+            progress, probes=probes,
+        )  # fmt: skip
+        base.logs.append(root / "nats-server.log")
         runs: dict[str, dict[str, Any]] = {}
-        for label, workers in (("1_worker", 1), ("2_workers", 2)):
-            say(
-                f"{label.replace('_', ' ')}: {events:,} events, {partitions} partitions, batches"
-                f" of {batch}, {api_replicas} API replica(s), {LOAD_PROCESSES} load processes x"
-                f" {LOAD_CONNECTIONS} connections"
-            )
-            gc.collect()
-            runs[label] = _run_configuration(setup, label, workers)
+        skipped: list[dict[str, Any]] = []
+        for count in partition_counts:
+            setup = replace(base, partitions=count)
+            for workers_count in worker_counts:
+                label = f"p{count}_w{workers_count}"
+                if workers_count > count:
+                    skipped.append(
+                        {
+                            "label": label,
+                            "partitions": count,
+                            "workers": workers_count,
+                            "reason": "each partition has exactly one worker",
+                        }
+                    )
+                    continue
+                say(
+                    f"{label}: {events:,} events, {count} partition(s), {workers_count}"
+                    f" worker(s), batches of {batch}, {api_replicas} API replica(s),"
+                    f" {LOAD_PROCESSES} load processes x {LOAD_CONNECTIONS} connections,"
+                    f" {probes} kill-switch probes"
+                )
+                gc.collect()
+                run = _run_configuration(setup, label, workers_count)
+                run["partitions"] = count
+                runs[label] = run
+        say("floor: decode + canonical encoding + leaf hash + binary COPY, one process")
+        _, floor_location = schemas.create()
+        floor = run_floor(floor_location, _floor_bodies(events, batch))
+        result["floor"] = floor
+        say(f"  floor: {floor['floor_events_per_s']:,} events/s, {floor['floor_us_per_event']} µs")
+        if writers:
+            say("partition writers fed prepared batches: 1 process, then 2")
+            result["two_writers"] = _two_writers(base, quick, batch)
+            say(f"  {json.dumps({k: v for k, v in result['two_writers'].items() if k != 'runs'})}")
         if profile:
+            setup = replace(base, partitions=max(partition_counts), probes=0)
             say("1 worker and the API under cProfile (CPU time, every thread): what bounds it")
             profiles = root / "profiles"
             profiles.mkdir()
@@ -921,26 +1149,54 @@ def run_scale_benchmark(
                 result[f"{component}_profile"] = top
         log_lines = [
             f"{log.stem}: {line}"
-            for log in setup.logs
+            for log in base.logs
             if log.exists() and log.stem != "nats-server"
             for line in log.read_text(errors="replace").splitlines()
             if _notable(line)
         ]
-    one, two = runs["1_worker"], runs["2_workers"]
-    result["events_per_s_1_worker"] = one["events_per_s"]
-    result["events_per_s_2_workers"] = two["events_per_s"]
-    result["scaling"] = round(two["events_per_s"] / one["events_per_s"], 3)
-    result["cpu_us_per_event"] = {
-        label: {
-            name: run["cpu_us_per_event"][name]
-            for name in ("api", "nats", "worker", "postgresql", "load", "postgresql_all")
-        }
-        for label, run in runs.items()
-    }
-    measured = result["cpu_us_per_event"]["1_worker"]
-    result["bound_by"] = max(
-        ("api", "nats", "worker", "postgresql"), key=lambda name: measured[name]
-    )
+    floor_us = result["floor"]["floor_us_per_event"]
+    configurations = []
+    for label, run in runs.items():
+        path_us = round(sum(run["cpu_us_per_event"][name] for name in COMPONENTS), 2)
+        run["cpu_us_per_event_path"] = path_us
+        run["events_per_s_per_partition"] = int(run["events_per_s"] / run["partitions"])
+        run["ratio_to_floor"] = round(path_us / floor_us, 2)
+        configurations.append(
+            {
+                "label": label,
+                "partitions": run["partitions"],
+                "workers": run["workers"],
+                "events_per_s": run["events_per_s"],
+                "events_per_s_per_partition": run["events_per_s_per_partition"],
+                "cpu_us_per_event": {
+                    name: run["cpu_us_per_event"][name]
+                    for name in (*COMPONENTS, "load", "postgresql_all")
+                },
+                "cpu_us_per_event_path": path_us,
+                "ratio_to_floor": run["ratio_to_floor"],
+                "lock_wait_samples": run["lock_waits"]["lock_wait_samples"],
+                "lock_wait_fraction_of_active": run["lock_waits"]["lock_wait_fraction_of_active"],
+                "kill_switch_ms_p50": (run["kill_switch"] or {}).get("kill_switch_ms_p50"),
+                "kill_switch_ms_p99": (run["kill_switch"] or {}).get("kill_switch_ms_p99"),
+                "events_sent": run["events_sent"],
+                "events_committed": run["events_committed"],
+            }
+        )
+    result["configurations"] = configurations
+    result["skipped"] = skipped
+    result["kill_switch"] = _pooled_kill_switch(runs.values())
+    # the figures of issue 7, for the largest partition count measured with 1 and 2 workers
+    most = max(run["partitions"] for run in runs.values())
+    one, two = runs.get(f"p{most}_w1"), runs.get(f"p{most}_w2")
+    if one is not None:
+        result["partitions"] = most
+        result["events_per_s_1_worker"] = one["events_per_s"]
+        result["cpu_us_per_event"] = {"1_worker": one["cpu_us_per_event"]}
+        result["bound_by"] = max(COMPONENTS, key=lambda name: one["cpu_us_per_event"][name])
+        if two is not None:
+            result["events_per_s_2_workers"] = two["events_per_s"]
+            result["scaling"] = round(two["events_per_s"] / one["events_per_s"], 3)
+            result["cpu_us_per_event"]["2_workers"] = two["cpu_us_per_event"]
     result["runs"] = runs
     result["machine"]["load_average_1m_at_end"] = round(os.getloadavg()[0], 2)
     result["log_lines"] = len(log_lines)
