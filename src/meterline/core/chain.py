@@ -41,6 +41,7 @@ from meterline.core.merkle import (
     frontier_append,
     frontier_root,
     leaf_hash,
+    root_of_hashes,
     root_of_leaves,
 )
 
@@ -118,7 +119,7 @@ def seal_batch(
         raise ValueError("a batch holds at least one event")
     first = head.sequence + 1
     last = head.sequence + len(leaf_hashes)
-    root = root_of_leaves(leaf_hashes)
+    root = root_of_hashes(leaf_hashes)
     number = head.batches + 1
     leaf = batch_leaf_bytes(partition, number, first, last, root)
     link = chain_hash(head.chain_hash, leaf)

@@ -77,11 +77,26 @@ def _next_level(level: list[bytes]) -> list[bytes]:
 def root_of_leaves(leaf_hashes: Sequence[bytes]) -> bytes:
     """The RFC 6962 root (MTH) of a tree whose leaves hash to ``leaf_hashes``."""
     _check_leaf_hashes(leaf_hashes)
+    return root_of_hashes(leaf_hashes)
+
+
+def root_of_hashes(leaf_hashes: Sequence[bytes]) -> bytes:
+    """``root_of_leaves`` without checking the hashes' shape: for hashes this process
+    just computed (a batch being sealed), on the append path. About one SHA-256 call per
+    leaf, level by level, an odd last node carried up."""
     if not leaf_hashes:
         return EMPTY_ROOT
+    sha256 = _sha256
+    prefix = _NODE_PREFIX
     level = list(leaf_hashes)
     while len(level) > 1:
-        level = _next_level(level)
+        carried = level[-1] if len(level) & 1 else None
+        level = [
+            sha256(prefix + left + right).digest()
+            for left, right in zip(level[0::2], level[1::2], strict=False)  # odd: carried
+        ]
+        if carried is not None:
+            level.append(carried)
     return level[0]
 
 
