@@ -147,6 +147,7 @@ def partitions_command(
     ] = None,
 ) -> None:
     """Show (or change) how many hash chains and stream partitions the ledger has."""
+    from meterline.errors import StoreError
     from meterline.ledger.ledger import open_store
 
     store = open_store(db)
@@ -157,7 +158,7 @@ def partitions_command(
                 raise _fail("--set: a SQLite ledger has one chain; use PostgreSQL for more")
             try:
                 setter(set_count)
-            except ValueError as error:
+            except (ValueError, StoreError) as error:
                 raise _fail(f"--set: {error}") from None
         console.print(f"{store.partitions} partitions")
     finally:

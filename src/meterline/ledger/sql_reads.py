@@ -182,6 +182,8 @@ class SqlLedgerReads:
         first, last = 0, self.partitions - 1
         if query.customer is not None:
             first = last = partition_of(query.customer, self.partitions)
+            if after_partition == 0:  # a bare sequence: within the customer's partition
+                after_partition = first
         if after_partition < first:
             after_partition, after_sequence = first, 0
         heads = self.cut().heads
