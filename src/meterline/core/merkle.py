@@ -67,8 +67,14 @@ def _check_leaf_hashes(leaf_hashes: Sequence[bytes]) -> None:
 
 
 def _next_level(level: list[bytes]) -> list[bytes]:
-    """The level above ``level``: adjacent pairs hashed, an odd last node carried up."""
-    above = [node_hash(level[index], level[index + 1]) for index in range(0, len(level) - 1, 2)]
+    """The level above ``level``: adjacent pairs hashed (one SHA-256 call each, no call
+    per node), an odd last node carried up."""
+    sha256 = _sha256
+    prefix = _NODE_PREFIX
+    above = [
+        sha256(prefix + left + right).digest()
+        for left, right in zip(level[0::2], level[1::2], strict=False)  # odd: carried
+    ]
     if len(level) % 2:
         above.append(level[-1])
     return above
@@ -86,17 +92,9 @@ def root_of_hashes(leaf_hashes: Sequence[bytes]) -> bytes:
     leaf, level by level, an odd last node carried up."""
     if not leaf_hashes:
         return EMPTY_ROOT
-    sha256 = _sha256
-    prefix = _NODE_PREFIX
     level = list(leaf_hashes)
     while len(level) > 1:
-        carried = level[-1] if len(level) & 1 else None
-        level = [
-            sha256(prefix + left + right).digest()
-            for left, right in zip(level[0::2], level[1::2], strict=False)  # odd: carried
-        ]
-        if carried is not None:
-            level.append(carried)
+        level = _next_level(level)
     return level[0]
 
 

@@ -168,7 +168,8 @@ def make_checkpoint(store: Any, signer: Signer, now_us: int) -> Checkpoint | Non
     the last one (or another process stored the same number first)."""
     origin = origin_of(store)
     heads = current_heads(store)
-    stored = store.checkpoint_notes(_last_number(store) - 1) if _last_number(store) else []
+    last_number = _last_number(store)
+    stored = store.checkpoint_notes(last_number - 1) if last_number else []
     number, previous_hash = 1, GENESIS_HASH
     if stored:
         last, _ = parse_note(stored[-1][1])

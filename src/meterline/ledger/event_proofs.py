@@ -41,21 +41,10 @@ def prove_event(store: Any, customer: str, event_id: str) -> EventProof:
         )
     checkpoint, note = chosen
     count = checkpoint.heads[partition].batches
-    batches = [
-        (number, first, last, bytes(root))
-        for number, first, last, root in reader.execute(
-            "SELECT batch_number, first_sequence, last_sequence, root FROM batches"
-            " WHERE partition_number = ? AND batch_number <= ? ORDER BY batch_number",
-            (partition, count),
-        )
-    ]
-    from meterline.core.merkle import batch_leaf_bytes
-
-    partition_leaves = [
-        leaf_hash(batch_leaf_bytes(partition, number, first, last, root))
-        for number, first, last, root in batches
-    ]
-    number, first, last, _ = next(b for b in batches if b[1] <= sequence <= b[2])
+    batches = [batch for batch in store.batches([partition]) if batch.number <= count]
+    partition_leaves = [leaf_hash(batch.leaf_bytes()) for batch in batches]
+    held = next(b for b in batches if b.first_sequence <= sequence <= b.last_sequence)
+    number, first, last = held.number, held.first_sequence, held.last_sequence
     leaves = [
         bytes(digest)
         for (digest,) in reader.execute(
