@@ -21,12 +21,14 @@ import weakref
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import httpx
 import msgspec
 
 from meterline.core.outcomes import BatchOutcome
+
+if TYPE_CHECKING:
+    import httpx
 
 _ENCODER = msgspec.json.Encoder(decimal_format="number")
 _RETRYABLE_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504})
@@ -85,6 +87,8 @@ class Client:
         self.report = DeliveryReport()
         self._on_rejected = on_rejected
         self._queue: queue.Queue[dict[str, Any]] = queue.Queue(queue_events_max)
+        import httpx  # here, not at the top: importing the SDK stays light
+
         self._http = httpx.Client(
             base_url=base_url.rstrip("/"),
             headers={"Authorization": f"Bearer {api_key}", "Content-Type": "application/json"},
@@ -205,6 +209,8 @@ class Client:
 
     def _post_until_answered(self, body: bytes) -> tuple[int, bytes] | None:
         """POST ``body`` until the server answers it for good; None if closing gave up."""
+        import httpx
+
         delay = self.backoff_initial_s
         while True:
             try:

@@ -30,10 +30,12 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
 from types import MappingProxyType
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
-import httpx
 import msgspec
+
+if TYPE_CHECKING:
+    import httpx
 
 __all__ = ["Decision", "Gate"]
 
@@ -247,6 +249,8 @@ class Gate:
         self._stopping = threading.Event()
         self._response: httpx.Response | None = None
         self._thread: threading.Thread | None = None
+        import httpx  # here, not at the top: importing the SDK stays light
+
         self._http = httpx.Client(
             base_url=base_url.rstrip("/"),
             headers={
@@ -398,6 +402,8 @@ class Gate:
     # -- the gate's thread ------------------------------------------------------------------
 
     def _run(self) -> None:
+        import httpx
+
         delay = self.reconnect_delay_s
         try:
             while not self._stopping.is_set():

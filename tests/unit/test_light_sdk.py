@@ -1,0 +1,61 @@
+"""A product that imports the SDK loads none of the server: no store driver, no web
+framework, no NATS, no CLI, and not even its HTTP library until a client or gate is made."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import meterline
+import meterline.sdk
+
+SERVER_PACKAGES = (
+    "click",
+    "cryptography",
+    "duckdb",
+    "fastapi",
+    "jinja2",
+    "nats",
+    "psycopg",
+    "rich",
+    "starlette",
+    "typer",
+    "uvicorn",
+)
+
+
+def _top_level_modules_after(statement: str) -> set[str]:
+    """The top-level packages loaded in a fresh interpreter after ``statement``."""
+    script = f"{statement}\nimport json, sys\nprint(json.dumps(sorted(sys.modules)))"
+    output = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True
+    ).stdout
+    return {name.split(".")[0] for name in json.loads(output)}
+
+
+def test_importing_the_sdk_loads_no_server_package() -> None:
+    loaded = _top_level_modules_after("import meterline.sdk")
+    assert "meterline" in loaded
+    assert loaded.isdisjoint(SERVER_PACKAGES), sorted(loaded & set(SERVER_PACKAGES))
+    assert "httpx" not in loaded
+
+
+def test_the_root_package_loads_the_ledger_only_when_asked() -> None:
+    assert "psycopg" not in _top_level_modules_after("import meterline")
+    assert "psycopg" in _top_level_modules_after("from meterline import Ledger")
+
+
+def test_the_sdk_exports_its_client_gate_and_webhook_verification() -> None:
+    for name in meterline.sdk.__all__:
+        assert getattr(meterline.sdk, name) is not None
+    assert {"Client", "Gate", "Decision", "verify_signature"} <= set(meterline.sdk.__all__)
+
+
+def test_an_unknown_root_name_is_an_attribute_error() -> None:
+    try:
+        meterline.NoSuchThing  # type: ignore[attr-defined]  # noqa: B018
+    except AttributeError as error:
+        assert "NoSuchThing" in str(error)
+    else:
+        raise AssertionError("meterline.NoSuchThing should not exist")
