@@ -19,6 +19,7 @@ from collections.abc import Callable
 from datetime import datetime
 
 from meterline.core.events import timestamp_to_us
+from meterline.errors import MeterlineError
 
 Clock = Callable[[], int]
 
@@ -30,8 +31,11 @@ SINCE_VARIABLE = "METERLINE_NOW_SINCE_US"
 _offset_us: int | None = None
 
 
-class ClockSettingError(ValueError):
+class ClockSettingError(MeterlineError, ValueError):
     """``METERLINE_NOW`` is not an RFC 3339 instant with a zone."""
+
+    code = "invalid_clock_setting"
+    http_status = 500
 
 
 def _real_us() -> int:

@@ -1,6 +1,12 @@
-"""The exceptions meterline raises, drawn once.
+"""The root of every exception meterline raises on purpose, and the ones the API layer
+shares.
 
-    MeterlineError
+Every public exception class in meterline derives from ``MeterlineError`` and carries a
+``code`` (the ``error.code`` of an HTTP answer) and an ``http_status``; classes that were
+``ValueError``/``RuntimeError``/``LookupError`` before keep that base too, so existing
+``except ValueError`` still catches them (tests/unit/test_error_tree.py walks the package).
+
+    MeterlineError            (core.errors) code "error", HTTP 500
     ├── InputError            bad input refused as a whole (HTTP 4xx, CLI exit 2)
     │   ├── MalformedJSON         body is not JSON; carries the byte position
     │   ├── BatchTooLarge         more events or bytes than the named limit
@@ -8,7 +14,20 @@
     │   └── UnsupportedContentType
     ├── AuthError             missing, unknown or revoked key (HTTP 401)
     │   └── ScopeError            valid key without the needed scope (HTTP 403)
-    └── StoreError            the ledger store cannot do what was asked
+    ├── StoreError            the ledger store cannot do what was asked
+    │   └── LeaseLost, PartitionLeased (ledger.heads)
+    └── the errors of each room, beside the code that raises them: ConfigurationError
+        (config.source), BillingError, NotFound, InvalidRequest, RatingFailed
+        (billing.service), BillingConflict (ledger.billing), TermsError, RatingError,
+        MoneyError, CreditError, JournalError (core), WebhookError, WebhookNotFound,
+        EndpointDisabled (live.webhooks), OverrideError (live.controls), WorkerUnavailable
+        (live.link), StreamUnavailable, BatchDecodeError (stream.errors), WorkerError
+        (stream.service), ExportError, QueryError (finance.export), CheckpointKeyError
+        (ledger.checkpoints), ClockSettingError (clock), HttpError (api), PageError
+        (dashboard), QueueFull, WebhookSignatureError (sdk)
+
+``proofs.ProofError`` alone stays a plain ``ValueError``: ``meterline.proofs`` is the
+standalone verifier and imports nothing of meterline beyond two pure core modules.
 
 Per-event problems are not exceptions: they come back as data (``FieldError``) in the
 batch outcome, so one bad event never costs the valid ones beside it.
@@ -16,9 +35,19 @@ batch outcome, so one bad event never costs the valid ones beside it.
 
 from __future__ import annotations
 
+from meterline.core.errors import MeterlineError
 
-class MeterlineError(Exception):
-    """Base of every error meterline raises on purpose."""
+__all__ = [
+    "AuthError",
+    "BatchTooLarge",
+    "InputError",
+    "MalformedJSON",
+    "MeterlineError",
+    "NestingTooDeep",
+    "ScopeError",
+    "StoreError",
+    "UnsupportedContentType",
+]
 
 
 class InputError(MeterlineError):
@@ -62,3 +91,6 @@ class ScopeError(AuthError):
 
 class StoreError(MeterlineError):
     """The store failed or was asked something it cannot answer."""
+
+    code = "store_error"
+    http_status = 500

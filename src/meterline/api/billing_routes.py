@@ -45,7 +45,7 @@ from meterline.billing.line_cache import LineSequences
 from meterline.billing.service import Billing, NotFound
 from meterline.config.source import RetireAllRefused
 from meterline.core.events import decode_exact, format_timestamp, timestamp_to_us
-from meterline.errors import ScopeError
+from meterline.errors import MeterlineError, ScopeError
 from meterline.keys import Principal, Scope
 from meterline.ledger.billing import StoredInvoice
 from meterline.ledger.store import SEQUENCE_MAX
@@ -66,12 +66,13 @@ P = ParamSpec("P")
 T = TypeVar("T")
 
 
-class HttpError(Exception):
+class HttpError(MeterlineError):
     """An error answer: status, code, message and extra fields of the error object."""
 
     def __init__(self, status_code: int, code: str, message: str, **extra: Any) -> None:
         super().__init__(message)
         self.status_code = status_code
+        self.http_status = status_code
         self.code = code
         self.message = message
         self.extra = extra

@@ -92,6 +92,7 @@ from meterline.core.periods import (
     periods_overlapping,
 )
 from meterline.core.rating import window_charges
+from meterline.errors import MeterlineError
 from meterline.ledger import event_reads
 from meterline.ledger.billing import (
     BillingConflict,
@@ -114,17 +115,26 @@ _UNNUMBERED = "INV-unnumbered"
 _log = logging.getLogger(__name__)
 
 
-class BillingError(ValueError):
+class BillingError(MeterlineError, ValueError):
     """A billing request that cannot be met (a line without events, nothing to settle...)."""
+
+    code = "billing_conflict"
+    http_status = 409
 
 
 class NotFound(BillingError):
     """The customer, contract, invoice, line or event asked for does not exist."""
 
+    code = "not_found"
+    http_status = 404
+
 
 class RatingFailed(BillingError):
     """One customer's usage could not be rated (an amount beyond exact arithmetic, a
     price that cannot apply): the customer and the reason. Other customers are unaffected."""
+
+    code = "rating_failed"
+    http_status = 409
 
     def __init__(self, customer: str, reason: str) -> None:
         super().__init__(f"customer {customer!r} cannot be rated: {reason}")
@@ -155,6 +165,9 @@ class CloseReport(list[StoredInvoice]):
 
 class InvalidRequest(BillingError):
     """A request with invalid fields (each problem names its field): nothing was done."""
+
+    code = "invalid_input"
+    http_status = 422
 
     def __init__(self, errors: list[str]) -> None:
         super().__init__("; ".join(errors))

@@ -14,9 +14,14 @@ from typing import Any
 
 import yaml
 
+from meterline.errors import MeterlineError
 
-class ConfigurationError(ValueError):
+
+class ConfigurationError(MeterlineError, ValueError):
     """A pricing file that cannot be applied; ``errors`` are ``file:line: path: reason``."""
+
+    code = "invalid_configuration"
+    http_status = 422
 
     def __init__(self, errors: list[str]) -> None:
         super().__init__("\n".join(errors))

@@ -47,6 +47,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal, localcontext
 from typing import Literal
 
+from meterline.core.errors import MeterlineError
 from meterline.core.money import MONEY_CONTEXT
 
 ZERO = Decimal(0)
@@ -199,8 +200,11 @@ class Entry:
         }
 
 
-class CreditError(ValueError):
+class CreditError(MeterlineError, ValueError):
     """A timeline the book cannot apply (an unknown grant, a negative amount)."""
+
+    code = "invalid_credit"
+    http_status = 422
 
 
 def account(grant_id: str) -> str:

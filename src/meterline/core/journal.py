@@ -25,6 +25,7 @@ from datetime import date
 from decimal import Decimal, localcontext
 from typing import Literal
 
+from meterline.core.errors import MeterlineError
 from meterline.core.money import MONEY_CONTEXT
 
 ZERO = Decimal(0)
@@ -64,8 +65,11 @@ colon paths (the first part is the kind's group), as general ledgers and Beancou
 DEFERRED = (DEFERRED_FEES, DEFERRED_CREDITS)
 
 
-class JournalError(ValueError):
+class JournalError(MeterlineError, ValueError):
     """An entry that cannot be made (unbalanced, an unknown account, a zero posting)."""
+
+    code = "journal_failed"
+    http_status = 500
 
 
 @dataclass(frozen=True, slots=True)

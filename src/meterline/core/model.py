@@ -23,6 +23,7 @@ from typing import Literal
 
 from meterline.core.controls import ControlPolicy
 from meterline.core.credits import OverageMode, RolloverRule
+from meterline.core.errors import MeterlineError
 from meterline.core.meters import Meter
 from meterline.core.pricing import Tier
 
@@ -357,8 +358,11 @@ class Segment:
     """True when the terms start here (contract start or amendment), not at a period edge."""
 
 
-class TermsError(ValueError):
+class TermsError(MeterlineError, ValueError):
     """A contract refers to a plan or version that is not in force when it is needed."""
+
+    code = "invalid_terms"
+    http_status = 422
 
 
 def terms_at(

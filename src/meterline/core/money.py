@@ -32,6 +32,8 @@ from decimal import (
 )
 from typing import Literal
 
+from meterline.core.errors import MeterlineError
+
 MONEY_CONTEXT = Context(
     prec=60, rounding=ROUND_HALF_EVEN, traps=[Inexact, InvalidOperation, DivisionByZero, Overflow]
 )
@@ -71,8 +73,11 @@ RoundingMode = Literal["half_up", "half_even"]
 _ROUNDING = {"half_up": ROUND_HALF_UP, "half_even": ROUND_HALF_EVEN}
 
 
-class MoneyError(ValueError):
+class MoneyError(MeterlineError, ValueError):
     """An amount that cannot be handled exactly: a float, a non-finite value, bad text."""
+
+    code = "invalid_money"
+    http_status = 422
 
 
 def to_decimal(value: object, field: str = "amount") -> Decimal:

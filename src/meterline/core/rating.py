@@ -27,6 +27,7 @@ from decimal import Decimal, localcontext
 from typing import Any
 
 from meterline.core.credits import Charge
+from meterline.core.errors import MeterlineError
 from meterline.core.events import format_timestamp
 from meterline.core.lineage import MerkleBuilder
 from meterline.core.meters import (
@@ -67,8 +68,11 @@ UNBILLABLE_REASONS: dict[str, str] = {
 """Every reason an event is unbillable usage, by code, in words."""
 
 
-class RatingError(ValueError):
+class RatingError(MeterlineError, ValueError):
     """A line cannot be priced (e.g. a matrix without a price for a group and no default)."""
+
+    code = "rating_failed"
+    http_status = 422
 
 
 class _Lineage:

@@ -52,7 +52,7 @@ from meterline.dashboard.sessions import (
     Session,
     SessionStore,
 )
-from meterline.errors import AuthError, ScopeError
+from meterline.errors import AuthError, MeterlineError, ScopeError
 from meterline.finance.books import Books, build_books
 from meterline.finance.economics import OTHER_REVENUE, usage_slices
 from meterline.keys import Principal, authenticate
@@ -101,12 +101,15 @@ def _unguarded() -> Iterator[None]:
     yield
 
 
-class PageError(Exception):
+class PageError(MeterlineError):
     """A page that cannot be shown: its status and a sentence for the reader."""
+
+    code = "page_error"
 
     def __init__(self, status_code: int, message: str) -> None:
         super().__init__(message)
         self.status_code = status_code
+        self.http_status = status_code
         self.message = message
 
 

@@ -46,6 +46,7 @@ from meterline.core.books import instant_us
 from meterline.core.economics import model_of
 from meterline.core.events import decode_exact
 from meterline.core.money import MONEY_CONTEXT
+from meterline.errors import MeterlineError
 from meterline.finance.books import build_books, journal_rows
 from meterline.finance.economics import usage_slices
 from meterline.ledger import event_reads
@@ -83,13 +84,19 @@ _EXACT = Context(prec=2 * (MONEY_INTEGER_DIGITS + MONEY_PLACES))
 beyond the tenth place exist (no trap, nothing kept)."""
 
 
-class ExportError(ValueError):
+class ExportError(MeterlineError, ValueError):
     """An export that cannot be made as asked (an unknown table, a value that does not fit)."""
 
+    code = "export_failed"
+    http_status = 400
 
-class QueryError(ValueError):
+
+class QueryError(MeterlineError, ValueError):
     """A query ``sql`` refuses (it would write, or it is several statements) or that
     DuckDB could not run (its message)."""
+
+    code = "invalid_query"
+    http_status = 400
 
     def __init__(self, message: str, unknown_name: bool = False) -> None:
         super().__init__(message)

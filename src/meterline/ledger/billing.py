@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from meterline.errors import MeterlineError
 from meterline.ledger.database import (
     Connection,
     IntegrityErrors,
@@ -214,8 +215,11 @@ def _insert_invoice(connection: Connection, number: int, invoice: StoredInvoice)
     )
 
 
-class BillingConflict(RuntimeError):
+class BillingConflict(MeterlineError, RuntimeError):
     """A record that would contradict one already stored (e.g. a period finalized twice)."""
+
+    code = "billing_conflict"
+    http_status = 409
 
 
 @dataclass(frozen=True, slots=True)

@@ -37,6 +37,7 @@ from meterline.core.checkpoint_note import (
     parse_note,
 )
 from meterline.core.findings import Finding
+from meterline.errors import MeterlineError
 
 KEY_ENVIRONMENT = "METERLINE_CHECKPOINT_KEY"
 KEY_FILE_ENVIRONMENT = "METERLINE_CHECKPOINT_KEY_FILE"
@@ -48,8 +49,11 @@ SEED_BYTES = 32
 _log = logging.getLogger("meterline.checkpoints")
 
 
-class CheckpointKeyError(ValueError):
+class CheckpointKeyError(MeterlineError, ValueError):
     """The checkpoint key cannot be read."""
+
+    code = "invalid_checkpoint_key"
+    http_status = 500
 
 
 def _decode_seed(text: str, where: str) -> bytes:

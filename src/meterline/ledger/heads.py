@@ -87,9 +87,15 @@ UPDATE_HEAD = (
 class LeaseLost(StoreError):
     """A writer's lease on a partition was taken over: its commit is refused."""
 
+    code = "lease_lost"
+    http_status = 409
+
 
 class PartitionLeased(StoreError):
     """A writer without a lease tried a partition another writer holds."""
+
+    code = "partition_leased"
+    http_status = 409
 
 
 @dataclass(frozen=True, slots=True)

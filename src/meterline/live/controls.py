@@ -38,6 +38,7 @@ from meterline.core.controls import (
 )
 from meterline.core.cuts import Cut
 from meterline.core.events import format_timestamp
+from meterline.errors import MeterlineError
 from meterline.ledger.controls import ControlStore, StoredFiring, StoredOverride
 from meterline.live.projection import Figures, LiveProjection
 
@@ -53,8 +54,11 @@ AccessListener = Callable[[int, str, dict[str, Any]], None]
 """Called with (version, customer, decision document) on every access change."""
 
 
-class OverrideError(ValueError):
+class OverrideError(MeterlineError, ValueError):
     """An override names something that does not exist or is not allowed."""
+
+    code = "invalid_override"
+    http_status = 422
 
 
 @dataclass

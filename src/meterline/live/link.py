@@ -33,6 +33,7 @@ from typing import Any
 from meterline.billing.service import BillingError, InvalidRequest, NotFound
 from meterline.clock import Clock, system_clock_us
 from meterline.core.controls import Block
+from meterline.errors import MeterlineError
 from meterline.ledger.controls import ControlStore, StoredOverride
 from meterline.live.controls import (
     AccessListener,
@@ -64,8 +65,11 @@ _ERRORS: dict[str, Any] = {
 constructors differ, so they do not all survive pickling)."""
 
 
-class WorkerUnavailable(RuntimeError):
+class WorkerUnavailable(MeterlineError, RuntimeError):
     """The live worker did not answer (starting, restarting or gone)."""
+
+    code = "live_unavailable"
+    http_status = 503
 
 
 class MirroredAccess:

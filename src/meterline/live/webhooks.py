@@ -43,6 +43,7 @@ import httpx
 from meterline import __version__
 from meterline.clock import system_clock_us
 from meterline.core.events import decode_exact, encode_canonical, format_timestamp
+from meterline.errors import MeterlineError
 from meterline.ledger.webhooks import (
     DELIVERIES_PAGE_MAX,
     DELIVERY_STATUSES,
@@ -166,20 +167,29 @@ class Destination:
     sni_hostname: str | None
 
 
-class WebhookError(ValueError):
+class WebhookError(MeterlineError, ValueError):
     """Bad input to the webhook service; the message starts with the field it names."""
+
+    code = "invalid_input"
+    http_status = 422
 
     def __init__(self, field: str, message: str) -> None:
         super().__init__(f"{field}: {message}")
         self.field = field
 
 
-class WebhookNotFound(LookupError):
+class WebhookNotFound(MeterlineError, LookupError):
     """No endpoint or delivery with the given id."""
 
+    code = "not_found"
+    http_status = 404
 
-class EndpointDisabled(RuntimeError):
+
+class EndpointDisabled(MeterlineError, RuntimeError):
     """The delivery's endpoint is disabled, so it cannot be sent again."""
+
+    code = "endpoint_disabled"
+    http_status = 409
 
 
 def sign(secret: str, timestamp_s: int, body: bytes) -> str:

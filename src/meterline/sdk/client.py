@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 
 from meterline.core.outcomes import BatchOutcome
+from meterline.errors import MeterlineError
 
 if TYPE_CHECKING:
     import httpx
@@ -34,8 +35,11 @@ _ENCODER = msgspec.json.Encoder(decimal_format="number")
 _RETRYABLE_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504})
 
 
-class QueueFull(Exception):
+class QueueFull(MeterlineError):
     """The client's bounded queue stayed full for the whole enqueue timeout."""
+
+    code = "queue_full"
+    http_status = 503
 
 
 @dataclass

@@ -17,6 +17,8 @@ import time
 from decimal import Decimal
 from typing import Any
 
+from meterline.errors import MeterlineError
+
 SIGNATURE_HEADER = "Meterline-Signature"
 EVENT_ID_HEADER = "Meterline-Event-Id"
 DEFAULT_TOLERANCE_S = 300
@@ -24,8 +26,11 @@ HEADER_LENGTH_MAX = 4096
 """Longer headers are refused before any parsing."""
 
 
-class WebhookSignatureError(ValueError):
+class WebhookSignatureError(MeterlineError, ValueError):
     """The request is not a genuine, fresh meterline webhook; the message says why."""
+
+    code = "invalid_signature"
+    http_status = 400
 
 
 def _parse(header: str) -> tuple[int, list[str]]:

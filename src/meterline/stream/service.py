@@ -71,6 +71,8 @@ _log = logging.getLogger(__name__)
 class WorkerError(MeterlineError):
     """The worker cannot run as asked (the store, the partitions)."""
 
+    code = "worker_error"
+
 
 def figures_subject(settings: StreamSettings, partition: int) -> str:
     """Where the owner of ``partition`` answers live figures requests."""
