@@ -168,7 +168,8 @@ async def stream_messages(settings: StreamSettings) -> int:
     connection = await nats.connect(list(settings.servers), allow_reconnect=False)
     try:
         js = connection.jetstream()
-        return sum([(await js.stream_info(name)).state.messages for name in settings.stream_names()])
+        infos = [await js.stream_info(name) for name in settings.stream_names()]
+        return sum(info.state.messages for info in infos)
     finally:
         await connection.close()
 

@@ -109,7 +109,7 @@ def test_invalid_stream_counts_are_refused_naming_the_field(
 def test_the_command_line_names_the_streams_option() -> None:
     with pytest.raises(ValueError, match=r"^--streams \(3\) must be at most the partition count"):
         stream_settings(URL, 2, streams=3)
-    with pytest.raises(ValueError, match="^--streams must be an integer"):
+    with pytest.raises(ValueError, match=r"^--streams must be an integer"):
         stream_settings(URL, 2, streams=0)
 
 
