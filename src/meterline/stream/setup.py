@@ -122,6 +122,8 @@ async def check_stream_layout(js: JetStreamContext, settings: StreamSettings) ->
     """Raise ``StreamLayoutError`` unless every stream NATS holds that captures one of the
     namespace's subjects is one of ``settings``' streams with exactly its subjects (streams
     not created yet are fine: ``ensure_stream`` creates them)."""
+    # STREAM.NAMES filtered by subject lists the streams whose subjects collide with the
+    # filter; nats-py's find_stream_name_by_subject returns only the first of them
     request = json.dumps({"subject": f"{settings.subject_prefix}.*"}).encode()
     reply = await js._api_request(f"{js._prefix}.STREAM.NAMES", request, timeout=js._timeout)
     expected = settings.stream_names()
