@@ -92,6 +92,15 @@ def serve(
             " creates them).",
         ),
     ] = 1,
+    streams: Annotated[
+        int,
+        typer.Option(
+            "--streams",
+            envvar="METERLINE_STREAMS",
+            help="Stream mode: JetStream streams the partitions are split over by range"
+            " (1 to 64, at most the partitions; give workers the same).",
+        ),
+    ] = 1,
     webhooks_allow_private: Annotated[
         bool,
         typer.Option(
@@ -114,9 +123,11 @@ def serve(
             namespace,
             replicas,
             webhooks_allow_private=True if webhooks_allow_private else None,
+            streams=streams,
         )
     except ValueError as error:
-        raise _fail(f"--stream: {error}") from None
+        message = str(error)
+        raise _fail(message if message.startswith("--") else f"--stream: {message}") from None
 
 
 EXIT_FINDINGS = 1

@@ -31,6 +31,15 @@ NamespaceOption = Annotated[
         help="Names of the stream, subjects and buckets (several ledgers can share NATS).",
     ),
 ]
+StreamsOption = Annotated[
+    int,
+    typer.Option(
+        "--streams",
+        envvar="METERLINE_STREAMS",
+        help="JetStream streams the partitions are split over by range (1 to 64, at most"
+        " the partitions); every API replica and worker of a deployment gives the same.",
+    ),
+]
 ReplicasOption = Annotated[
     int,
     typer.Option(
@@ -59,24 +68,30 @@ def worker_command(
     ] = None,
     namespace: NamespaceOption = "meterline",
     replicas: ReplicasOption = 1,
+    streams: StreamsOption = 1,
 ) -> None:
     """Apply stream partitions to the PostgreSQL ledger, run their customers' live state
     and controls, and publish access decisions (until SIGTERM)."""
     from meterline.logs import configure_logging
+    from meterline.stream.errors import StreamLayoutError
     from meterline.stream.service import WorkerService
 
     configure_logging("meterline-worker")
     try:
-        service = WorkerService.open(db, stream, partitions, name, namespace, replicas)
+        service = WorkerService.open(db, stream, partitions, name, namespace, replicas, streams)
     except (MeterlineError, ValueError) as error:
         raise _fail(str(error)) from None
-    service.run()
+    try:
+        service.run()
+    except StreamLayoutError as error:
+        raise _fail(str(error)) from None
 
 
 def status_command(
     db: DbOption = DEFAULT_DB,
     stream: StreamOption = DEFAULT_STREAM,
     namespace: NamespaceOption = "meterline",
+    streams: StreamsOption = 1,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
     """Partitions with their owner and consumer lag, workers with events/s, the stream,
@@ -87,7 +102,7 @@ def status_command(
     if not ledger_exists(db):
         raise _fail(f"--db: {db} does not exist")
     try:
-        status = read_status(db, stream, namespace)
+        status = read_status(db, stream, namespace, streams)
     except (MeterlineError, ValueError, OSError) as error:
         raise _fail(str(error)) from None
     if as_json:
@@ -100,11 +115,17 @@ def _print_status(status: dict[str, Any]) -> None:
     stream = status["stream"]
     console.print(
         f"ledger head {status['ledger']['head_sequence']:,} ({status['ledger']['partitions']}"
-        f" partitions); stream {stream['name']}: {stream['messages']:,} messages,"
+        f" partitions); {_stream_names(stream)}: {stream['messages']:,} messages,"
         f" {stream['replicas']} replica(s); lag {status['lag']:,} events' messages;"
         f" {status['events_per_s']:,} events/s",
         highlight=False,
     )
+    if len(status.get("streams", [])) > 1:
+        streams = Table("stream", "partitions", "messages", "leader")
+        for row in status["streams"]:
+            leader = (row.get("cluster") or {}).get("leader") or "-"
+            streams.add_row(row["name"], row["partitions"], f"{row['messages']:,}", leader)
+        console.print(streams)
     partitions = Table("partition", "owner", "waiting", "unacked", "redelivered", "lag")
     for row in status["partitions"]:
         partitions.add_row(
@@ -133,6 +154,13 @@ def _print_status(status: dict[str, Any]) -> None:
         console.print(blocked)
     else:
         console.print("no customer is blocked")
+
+
+def _stream_names(stream: dict[str, Any]) -> str:
+    count = int(stream.get("count", 1))
+    if count == 1:
+        return f"stream {stream['name']}"
+    return f"{count} streams {stream['name']}-0 to {stream['name']}-{count - 1}"
 
 
 def partitions_command(
@@ -213,6 +241,14 @@ def bench_scale_command(
             help="PostgreSQL database the benchmark creates (and drops) its schemas in.",
         ),
     ] = "postgresql://postgres@127.0.0.1:5432/test",
+    streams: Annotated[
+        int,
+        typer.Option(
+            "--streams",
+            help="JetStream streams the partitions are split over (a configuration with"
+            " fewer partitions uses one stream per partition).",
+        ),
+    ] = 1,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
     """Measure the whole distributed path (API -> JetStream -> worker -> PostgreSQL) per
@@ -239,6 +275,7 @@ def bench_scale_command(
             probes=probes,
             writers=writers,
             command="meterline " + shlex.join(sys.argv[1:]),
+            streams=streams,
         )
     except ValueError as error:
         raise _fail(str(error)) from None

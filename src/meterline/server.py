@@ -31,9 +31,11 @@ def serve(
     namespace: str = "meterline",
     replicas: int = 1,
     webhooks_allow_private: bool | None = None,
+    streams: int = 1,
 ) -> None:
     """Serve the API over the ledger at ``db`` until interrupted; with ``stream`` (the
-    NATS servers), in stream mode: events go to JetStream for ``meterline worker``.
+    NATS servers), in stream mode: events go to JetStream for ``meterline worker``, over
+    ``streams`` streams (``--streams``; the workers must be given the same).
     ``webhooks_allow_private``: see ``create_app``."""
     from meterline.logs import configure_logging
 
@@ -50,7 +52,9 @@ def serve(
         from meterline.stream.naming import stream_settings
 
         try:
-            settings = stream_settings(stream, ledger.store.partitions, namespace, replicas)
+            settings = stream_settings(
+                stream, ledger.store.partitions, namespace, replicas, streams
+            )
         except ValueError:
             ledger.close()
             raise

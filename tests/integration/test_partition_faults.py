@@ -9,7 +9,8 @@
   is in the ledger exactly once and ``verify`` is intact.
 * ``test_auto_workers_hand_partitions_over``: ``meterline worker --partitions auto``
   processes under continuous publishing: 2 workers, a 3rd joins, one stops (SIGTERM);
-  every acknowledged event lands exactly once and the partitions change owners.
+  every acknowledged event lands exactly once and the partitions change owners. The
+  partitions are split over ``STREAMS`` JetStream streams, so handover crosses streams.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ import psycopg
 import pytest
 
 PARTITIONS = 4
+STREAMS = 2
 WRITER_LEASE_S = 0.5
 BATCH_EVENTS = 20
 KILLS_MIN = 50
@@ -213,7 +215,7 @@ def start_worker(db: str, name: str, namespace: str, folder: Path) -> subprocess
         [
             sys.executable,
             *("-m", "meterline", "worker", "--db", db, "--partitions", "auto"),
-            *("--name", name, "--namespace", namespace),
+            *("--name", name, "--namespace", namespace, "--streams", str(STREAMS)),
         ],
         stdout=log,
         stderr=subprocess.STDOUT,
@@ -283,7 +285,7 @@ def test_auto_workers_hand_partitions_over(
     db = postgres(tmp_path, "rebalance")
     open_store(db, partitions=PARTITIONS).close()
     namespace = f"lease_{uuid4().hex[:10]}"
-    settings = stream_settings("nats://127.0.0.1:4222", PARTITIONS, namespace)
+    settings = stream_settings("nats://127.0.0.1:4222", PARTITIONS, namespace, streams=STREAMS)
     store = open_store(db)
     processes: dict[str, subprocess.Popen[bytes]] = {}
 

@@ -155,8 +155,9 @@ async def delete_stream_and_bucket(settings: StreamSettings) -> None:
     connection = await nats.connect(list(settings.servers), allow_reconnect=False)
     try:
         js = connection.jetstream()
-        with contextlib.suppress(NotFoundError):
-            await js.delete_stream(settings.stream)
+        for name in settings.stream_names():
+            with contextlib.suppress(NotFoundError):
+                await js.delete_stream(name)
         with contextlib.suppress(NotFoundError):
             await js.delete_key_value(settings.access_bucket)
     finally:
@@ -166,8 +167,9 @@ async def delete_stream_and_bucket(settings: StreamSettings) -> None:
 async def stream_messages(settings: StreamSettings) -> int:
     connection = await nats.connect(list(settings.servers), allow_reconnect=False)
     try:
-        info = await connection.jetstream().stream_info(settings.stream)
-        return info.state.messages
+        js = connection.jetstream()
+        infos = [await js.stream_info(name) for name in settings.stream_names()]
+        return sum(info.state.messages for info in infos)
     finally:
         await connection.close()
 
@@ -292,12 +294,15 @@ def test_customer_keys_are_valid_kv_keys_and_decode_back(customer: str) -> None:
 # -- the shared server ---------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("streams", [1, 3])
 def test_published_batches_are_applied_once_in_order_and_retries_deduplicated(
     make_settings: Callable[..., StreamSettings],
     tmp_path: Path,
     caplog: pytest.LogCaptureFixture,
+    streams: int,
 ) -> None:
-    settings = make_settings(max_message_bytes=MESSAGE_BYTES_MIN)
+    """One stream, or the four partitions over three streams (0-1, 2, 3): the same."""
+    settings = make_settings(max_message_bytes=MESSAGE_BYTES_MIN, streams=streams)
     batches = [make_batch(0, 5), make_batch(1, 5), make_batch(2, 20, padding=2000)]
     sent = [item for batch in batches for item in batch]
     store = SqliteStore(tmp_path / "ledger.db")

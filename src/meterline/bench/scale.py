@@ -465,6 +465,9 @@ class _Setup:
     """Kill-switch probes per configuration (``scale_probes.KillSwitchProbe``)."""
     bodies: list[bytes] = field(default_factory=list)
     """The JSON batches of the first load generator's share (the floor's events)."""
+    streams: int = 1
+    """JetStream streams asked for (``--streams``); a configuration with fewer partitions
+    runs with one stream per partition."""
 
 
 def _split(partitions: int, workers: int) -> list[list[int]]:
@@ -520,7 +523,8 @@ def _run_configuration(
     schema, location = setup.schemas.create()
     namespace = f"bench_{label}_{secrets.token_hex(4)}"
     token = _prepare_ledger(location, setup.partitions, setup.probes)
-    stream_args = ("--stream", setup.nats_url, "--namespace", namespace)
+    streams = str(min(setup.streams, setup.partitions))
+    stream_args = ("--stream", setup.nats_url, "--namespace", namespace, "--streams", streams)
     children: list[_Child] = []
     try:
         worker_children = []
@@ -1038,6 +1042,7 @@ def run_scale_benchmark(
     probes: int | None = None,
     writers: bool = True,
     command: str | None = None,
+    streams: int = 1,
 ) -> dict[str, Any]:
     """Run every configuration (partitions x workers; a configuration with more workers
     than partitions is skipped: a partition has one worker), the floor, the partition
@@ -1051,9 +1056,10 @@ def run_scale_benchmark(
     if probes is None:
         probes = QUICK["probes"] if quick else 10  # type: ignore[assignment]
     assert probes is not None
-    if events < LOAD_PROCESSES or batch < 1 or api_replicas < 1 or probes < 0:
+    if events < LOAD_PROCESSES or batch < 1 or api_replicas < 1 or probes < 0 or streams < 1:
         raise ValueError(
-            f"events must be at least {LOAD_PROCESSES}; batch and api_replicas >= 1; probes >= 0"
+            f"events must be at least {LOAD_PROCESSES}; batch, api_replicas and streams >= 1;"
+            " probes >= 0"
         )
 
     def say(message: str) -> None:
@@ -1070,6 +1076,7 @@ def run_scale_benchmark(
         "load_processes": LOAD_PROCESSES,
         "load_connections": LOAD_PROCESSES * LOAD_CONNECTIONS,
         "kill_switch_probes": probes,
+        "streams": streams,
     }
     with (
         _terminate_as_interrupt(),
@@ -1092,7 +1099,7 @@ def run_scale_benchmark(
         cleanup.callback(nats.stop)
         base = _Setup(
             root, nats, nats_url, schemas, events, partition_counts[0], batch, api_replicas,
-            progress, probes=probes,
+            progress, probes=probes, streams=streams,
         )  # fmt: skip
         base.logs.append(root / "nats-server.log")
         runs: dict[str, dict[str, Any]] = {}

@@ -1,6 +1,7 @@
 """Pulling one partition's batches from its durable consumer, and acknowledging them (async).
 
-Owns the worker side of one partition: ``fetch`` pulls up to N messages in stream order
+Owns the worker side of one partition (its durable consumer lives on the partition's
+stream, ``StreamSettings.stream_of``): ``fetch`` pulls up to N messages in stream order
 and decodes them into one ``PartitionBatch``; ``ack`` acknowledges every message of a
 batch and waits for the server to confirm each ack. The caller acks only after its ledger
 commit: a batch never acked (crash, database error) is redelivered after the consumer's
@@ -67,7 +68,7 @@ class PartitionConsumer:
         self._subscription = await self._js.pull_subscribe(
             self.settings.subject(self.partition),
             durable=self.settings.durable(self.partition),
-            stream=self.settings.stream,
+            stream=self.settings.stream_of(self.partition),
             config=consumer_config(self.settings, self.partition),
         )
 
@@ -91,7 +92,7 @@ class PartitionConsumer:
             except BatchDecodeError as error:
                 sequence = message.metadata.sequence.stream
                 raise BatchDecodeError(
-                    f"stream {self.settings.stream} partition {self.partition}"
+                    f"stream {self.settings.stream_of(self.partition)} partition {self.partition}"
                     f" sequence {sequence}: {error}"
                 ) from None
             events.extend(decoded.events)
@@ -123,7 +124,9 @@ class PartitionConsumer:
     async def pending(self) -> int:
         """Messages of the partition not yet acknowledged: waiting plus delivered."""
         info = await self._js.consumer_info(
-            self.settings.stream, self.settings.durable(self.partition), timeout=API_TIMEOUT_S
+            self.settings.stream_of(self.partition),
+            self.settings.durable(self.partition),
+            timeout=API_TIMEOUT_S,
         )
         return (info.num_pending or 0) + (info.num_ack_pending or 0)
 

@@ -2,9 +2,9 @@
 ``stream.status``).
 
 A look changes nothing and fails in one line: NATS unreachable (each server tried twice,
-then ``StreamUnavailable`` naming the servers and the cause), no JetStream there, or no
-stream of the namespace yet (checked before the access bucket is opened, which would
-create it)."""
+then ``StreamUnavailable`` naming the servers and the cause), no JetStream there, streams
+laid out for another ``--streams`` (``StreamLayoutError``), or no stream of the namespace
+yet (checked before the access bucket is opened, which would create it)."""
 
 from __future__ import annotations
 
@@ -22,6 +22,7 @@ from meterline.stream.access import AccessBoard
 from meterline.stream.errors import StreamUnavailable
 from meterline.stream.naming import stream_settings
 from meterline.stream.settings import StreamSettings
+from meterline.stream.setup import check_stream_layout
 from meterline.stream.status import API_TIMEOUT_S, cluster_status
 
 CONNECT_TIMEOUT_S = 10.0
@@ -31,7 +32,9 @@ ephemeral consumer, which a cluster with a node down may place on that node (nat
 2.9 answers nothing then); the board retries every few seconds, and this lets it."""
 
 
-def read_status(db: str, stream_url: str, namespace: str = "meterline") -> dict[str, Any]:
+def read_status(
+    db: str, stream_url: str, namespace: str = "meterline", streams: int = 1
+) -> dict[str, Any]:
     """Partitions, lag, workers, rates and blocked customers, with the ledger's head."""
     store = open_store(db)
     try:
@@ -39,7 +42,7 @@ def read_status(db: str, stream_url: str, namespace: str = "meterline") -> dict[
         partitions = store.partitions
     finally:
         store.close()
-    settings = stream_settings(stream_url, partitions, namespace)
+    settings = stream_settings(stream_url, partitions, namespace, streams=streams)
     status = asyncio.run(_gather(settings))
     status["ledger"] = {
         "head_sequence": head_sequence,
@@ -92,12 +95,14 @@ async def _gather(settings: StreamSettings) -> dict[str, Any]:
         js = connection.jetstream(timeout=API_TIMEOUT_S)
         # the stream first: opening the access board would create its bucket, and a look
         # must not build what a worker or `serve --stream` is meant to
+        name = settings.stream_names()[0]
         try:
-            await js.stream_info(settings.stream)
+            await check_stream_layout(js, settings)
+            for name in settings.stream_names():
+                await js.stream_info(name)
         except nats.js.errors.NotFoundError:
             raise StreamUnavailable(
-                f"no stream {settings.stream} at {servers}: start a worker or"
-                " `meterline serve --stream` first"
+                f"no stream {name} at {servers}: start a worker or `meterline serve --stream` first"
             ) from None
         except (nats.js.errors.ServiceUnavailableError, nats.errors.NoRespondersError):
             raise StreamUnavailable(

@@ -2,8 +2,12 @@
 
 Owns the API side of distributed ingest: a batch's events are grouped by their
 customer's partition (input order kept within a partition), packed into messages under
-the message limit, each published with ``Nats-Msg-Id`` (see ``stream.codec``), and the
-call returns only when JetStream has acknowledged every message. Any failure or timeout
+the message limit, each published with ``Nats-Msg-Id`` (see ``stream.codec``) to its
+partition's subject, expecting its partition's stream (``StreamSettings.stream_of``: a
+publisher configured for another stream count is refused by JetStream, never stored in
+the wrong stream), and the call returns only when JetStream has acknowledged every
+message. Each stream keeps its own duplicate window; a message id is only ever sent to
+one subject, hence one stream, so deduplication holds across several streams. Any failure or timeout
 raises ``StreamUnavailable``: the API answers 503 and the client retries the batch. The
 retry is safe: JetStream drops a message it already holds (inside its duplicate window)
 and the ledger answers ``duplicate`` for any event it already applied, so a partial
@@ -23,7 +27,7 @@ from meterline.core.events import PreparedEvent
 from meterline.core.partitions import partition_of
 from meterline.stream.codec import PackedMessage, pack_messages
 from meterline.stream.connection import connect
-from meterline.stream.errors import StreamUnavailable
+from meterline.stream.errors import StreamLayoutError, StreamUnavailable
 from meterline.stream.settings import StreamSettings
 from meterline.stream.setup import ensure_stream
 
@@ -64,10 +68,11 @@ class StreamPublisher:
         create_stream: bool = True,
         timeout_s: float = SETUP_TIMEOUT_S,
     ) -> StreamPublisher:
-        """A publisher on its own connection, the stream created or updated first.
+        """A publisher on its own connection, the streams created or updated first.
 
         Raises ``StreamUnavailable`` when no server answers within ``timeout_s`` (the
-        client keeps retrying every server until then).
+        client keeps retrying every server until then), ``StreamLayoutError`` when the
+        streams on NATS are laid out for another stream count.
         """
         try:
             connection = await asyncio.wait_for(connect(settings, "meterline-publisher"), timeout_s)
@@ -80,10 +85,14 @@ class StreamPublisher:
         if create_stream:
             try:
                 await asyncio.wait_for(ensure_stream(publisher._js, settings), timeout_s)
+            except StreamLayoutError:
+                await publisher.close()
+                raise
             except (TimeoutError, nats.errors.Error) as error:
                 await publisher.close()
                 raise StreamUnavailable(
-                    f"cannot create or update stream {settings.stream}: {error!r}"
+                    f"cannot create or update streams {', '.join(settings.stream_names())}:"
+                    f" {error!r}"
                 ) from error
         return publisher
 
@@ -136,7 +145,7 @@ class StreamPublisher:
                     raise failure
             raise StreamUnavailable(
                 f"JetStream did not acknowledge {len(failures)} of {len(messages)} messages"
-                f" of stream {self.settings.stream}: {failures[0]!r}"
+                f" of streams {', '.join(self.settings.stream_names())}: {failures[0]!r}"
             ) from failures[0]
         self._messages += len(messages)
         self._duplicate_messages += sum(
@@ -149,7 +158,7 @@ class StreamPublisher:
             self.settings.subject(partition),
             message.payload,
             timeout=PUBLISH_TIMEOUT_S,
-            stream=self.settings.stream,
+            stream=self.settings.stream_of(partition),
             headers={MESSAGE_ID_HEADER: message.message_id},
         )
 

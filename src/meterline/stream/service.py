@@ -191,10 +191,12 @@ class WorkerService:
         name: str | None = None,
         namespace: str = "meterline",
         replicas: int = 1,
+        streams: int = 1,
     ) -> WorkerService:
         """A worker over the PostgreSQL ledger ``db`` and the NATS servers of
         ``stream_url``, owning the partitions named by ``partitions_text`` (``0-3,6``,
-        ``all``); the partition count is the ledger's."""
+        ``all``); the partition count is the ledger's, split over ``streams`` streams
+        (checked against the streams on NATS when the worker starts)."""
         if not is_postgres(db):
             raise WorkerError(
                 f"--db: {describe(db)} is a SQLite file; the distributed worker needs the"
@@ -204,7 +206,7 @@ class WorkerService:
         count = store.partitions
         store.close()
         try:
-            settings = stream_settings(stream_url, count, namespace, replicas)
+            settings = stream_settings(stream_url, count, namespace, replicas, streams)
         except ValueError as error:
             message = str(error)
             prefix = "" if message.startswith("--") else "--stream: "

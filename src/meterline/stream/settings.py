@@ -1,11 +1,20 @@
 """Where and how meterline's events travel through NATS JetStream (pure configuration).
 
 Owns ``StreamSettings``: the servers (parsed from the ``--stream`` URL list), the stream,
-subject and KV bucket names, the partition count, the replica count, the message size
-limit and the ack wait of the partition consumers. Invariants: every name is valid for
-NATS (no wildcards, dots only between subject tokens), the partition count passes
-``check_partition_count`` and a message limit always fits one maximal event and stays
-under NATS's default 1 MiB ``max_payload``.
+subject and KV bucket names, the partition and stream counts, the replica count, the
+message size limit and the ack wait of the partition consumers. Invariants: every name is
+valid for NATS (no wildcards, dots only between subject tokens), the partition count
+passes ``check_partition_count`` and a message limit always fits one maximal event and
+stays under NATS's default 1 MiB ``max_payload``.
+
+**Streams by partition range.** The partitions are split over ``streams`` JetStream
+streams (1 to ``STREAMS_MAX``, at most the partition count), so that no one stream leader
+carries all traffic. Partition ``p`` lives in stream ``k = p * streams // partitions``:
+every partition in exactly one stream, each stream a contiguous, non-empty range of
+partitions whose sizes differ by at most one. One stream keeps the single-stream layout
+exactly: name ``stream``, subjects ``<prefix>.*``. Several streams are named
+``<stream>-<k>`` for ``k`` in ``0..streams-1`` and each lists exactly its partitions'
+subjects, so no two streams' subjects overlap.
 """
 
 from __future__ import annotations
@@ -42,6 +51,10 @@ ACK_WAIT_S = 30.0
 
 ACK_WAIT_S_MAX = 3600.0
 """The longest ack wait allowed: an hour."""
+
+STREAMS_MAX = 64
+"""The most streams one deployment's partitions are split over. Each stream is one Raft
+group with its own leader; past a few per server more of them only add bookkeeping."""
 
 DEFAULT_NATS_PORT = 4222
 """The port of a ``nats://`` URL that names none."""
@@ -88,6 +101,8 @@ class StreamSettings:
     stream: str = DEFAULT_STREAM
     subject_prefix: str = DEFAULT_SUBJECT_PREFIX
     partitions: int = DEFAULT_PARTITIONS
+    streams: int = 1
+    """How many streams the partitions are split over (see the module docstring)."""
     replicas: int = 1
     access_bucket: str = DEFAULT_ACCESS_BUCKET
     max_message_bytes: int = MESSAGE_BYTES_MAX
@@ -103,6 +118,15 @@ class StreamSettings:
         for token in self.subject_prefix.split("."):
             _check_name(f"subject_prefix token of {self.subject_prefix!r}", token)
         check_partition_count(self.partitions)
+        if type(self.streams) is not int or not 1 <= self.streams <= STREAMS_MAX:
+            raise ValueError(
+                f"streams must be an integer from 1 to {STREAMS_MAX}, got {self.streams!r}"
+            )
+        if self.streams > self.partitions:
+            raise ValueError(
+                f"streams ({self.streams}) must be at most the partition count"
+                f" ({self.partitions}): each stream holds at least one partition"
+            )
         if type(self.replicas) is not int or not 1 <= self.replicas <= REPLICAS_MAX:
             raise ValueError(f"replicas must be an integer from 1 to {REPLICAS_MAX}")
         if (
@@ -125,6 +149,42 @@ class StreamSettings:
         """The subject carrying the batches of ``partition``."""
         self.check_partition(partition)
         return f"{self.subject_prefix}.{partition}"
+
+    def stream_index(self, partition: int) -> int:
+        """The number ``k`` of the stream holding ``partition``: ``p * streams // partitions``."""
+        return self.check_partition(partition) * self.streams // self.partitions
+
+    def stream_of(self, partition: int) -> str:
+        """The name of the stream holding ``partition``."""
+        return self.stream_name(self.stream_index(partition))
+
+    def stream_name(self, index: int) -> str:
+        """The name of stream number ``index``: ``stream`` alone, else ``<stream>-<index>``."""
+        self._check_stream_index(index)
+        return self.stream if self.streams == 1 else f"{self.stream}-{index}"
+
+    def stream_names(self) -> tuple[str, ...]:
+        """Every stream's name, in stream order."""
+        return tuple(self.stream_name(index) for index in range(self.streams))
+
+    def stream_partitions(self, index: int) -> range:
+        """The contiguous partitions of stream number ``index`` (never empty)."""
+        self._check_stream_index(index)
+        count, streams = self.partitions, self.streams
+        # the p with p * streams // count == index: from ceil(index * count / streams)
+        return range(-(-index * count // streams), -(-(index + 1) * count // streams))
+
+    def stream_subjects(self, index: int) -> list[str]:
+        """The subjects stream number ``index`` captures: ``<prefix>.*`` for the only
+        stream, else exactly its partitions' subjects."""
+        if self.streams == 1:
+            self._check_stream_index(index)
+            return [f"{self.subject_prefix}.*"]
+        return [self.subject(partition) for partition in self.stream_partitions(index)]
+
+    def _check_stream_index(self, index: int) -> None:
+        if type(index) is not int or not 0 <= index < self.streams:
+            raise ValueError(f"stream index must be from 0 to {self.streams - 1}, got {index!r}")
 
     def durable(self, partition: int) -> str:
         """The durable consumer that workers of ``partition`` share."""

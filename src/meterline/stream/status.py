@@ -3,7 +3,9 @@
 Each worker puts a document of its counters into the status bucket every second (one key
 per worker, kept ``WORKER_STALE_S`` after it stops talking). ``cluster_status`` gathers,
 for ``meterline status`` and the API's ``/metrics``: every partition's consumer (messages
-waiting, delivered but unacknowledged, redeliveries) and its owner, the stream's size,
+waiting, delivered but unacknowledged, redeliveries), its stream and its owner, the
+streams' sizes (``stream`` sums them, keeping the single-stream shape, with the first
+stream's cluster; ``streams`` lists each with its partition range and its leader),
 each worker's events/s and totals, the ledger's head, and the customers whose access is
 denied (from the access bucket every replica mirrors).
 """
@@ -118,7 +120,7 @@ async def cluster_status(
 ) -> dict[str, Any]:
     """The whole picture (see the module docstring); ``access`` is the access mirror."""
     js = connection.jetstream(timeout=API_TIMEOUT_S)
-    stream = await js.stream_info(settings.stream)
+    streams = [await js.stream_info(name) for name in settings.stream_names()]
     board = await StatusBoard.open(connection, settings)
     workers = await board.workers()
     fresh = [
@@ -130,13 +132,21 @@ async def cluster_status(
 
     async def consumer(partition: int) -> dict[str, Any]:
         try:
-            info = await js.consumer_info(settings.stream, settings.durable(partition))
+            info = await js.consumer_info(
+                settings.stream_of(partition), settings.durable(partition)
+            )
         except nats.js.errors.NotFoundError:
-            return {"partition": partition, "consumer": None, "lag": None}
+            return {
+                "partition": partition,
+                "stream": settings.stream_of(partition),
+                "consumer": None,
+                "lag": None,
+            }
         waiting = info.num_pending or 0
         unacknowledged = info.num_ack_pending or 0
         return {
             "partition": partition,
+            "stream": settings.stream_of(partition),
             "consumer": settings.durable(partition),
             "waiting": waiting,
             "unacknowledged": unacknowledged,
@@ -154,19 +164,23 @@ async def cluster_status(
     return {
         "stream": {
             "name": settings.stream,
-            "messages": stream.state.messages,
-            "bytes": stream.state.bytes,
-            "replicas": stream.config.num_replicas,
-            "cluster": None
-            if stream.cluster is None
-            else {
-                "leader": stream.cluster.leader,
-                "replicas": [
-                    {"name": peer.name, "current": peer.current, "lag": peer.lag}
-                    for peer in (stream.cluster.replicas or [])
-                ],
-            },
+            "count": settings.streams,
+            "messages": sum(stream.state.messages for stream in streams),
+            "bytes": sum(stream.state.bytes for stream in streams),
+            "replicas": streams[0].config.num_replicas,
+            "cluster": _cluster(streams[0]),
         },
+        "streams": [
+            {
+                "name": stream.config.name,
+                "partitions": _range_text(settings.stream_partitions(index)),
+                "messages": stream.state.messages,
+                "bytes": stream.state.bytes,
+                "replicas": stream.config.num_replicas,
+                "cluster": _cluster(stream),
+            }
+            for index, stream in enumerate(streams)
+        ],
         "partitions": list(partitions),
         "lag": sum(p["lag"] or 0 for p in partitions),
         "workers": [{**worker, "alive": worker in fresh} for worker in workers],
@@ -180,3 +194,20 @@ async def cluster_status(
             for customer, decision in blocked
         ],
     }
+
+
+def _cluster(stream: api.StreamInfo) -> dict[str, Any] | None:
+    """The stream's leader and replicas, None outside a cluster."""
+    if stream.cluster is None:
+        return None
+    return {
+        "leader": stream.cluster.leader,
+        "replicas": [
+            {"name": peer.name, "current": peer.current, "lag": peer.lag}
+            for peer in (stream.cluster.replicas or [])
+        ],
+    }
+
+
+def _range_text(partitions: range) -> str:
+    return f"{partitions[0]}-{partitions[-1]}" if len(partitions) > 1 else str(partitions[0])

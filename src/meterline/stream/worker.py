@@ -291,8 +291,8 @@ class StreamWorker:
             except _STREAM_ERRORS as error:
                 self._counts["stream_errors"] += 1
                 _log.warning(
-                    "cannot ensure the stream; retrying",
-                    extra={"stream": self.settings.stream, "error": repr(error)},
+                    "cannot ensure the streams; retrying",
+                    extra={"streams": self.settings.stream_names(), "error": repr(error)},
                 )
                 await _pause(stop, backoff)
                 backoff = min(backoff * 2, RETRY_BACKOFF_MAX_S)
