@@ -112,6 +112,7 @@ def serve(
     ] = False,
 ) -> None:
     """Serve the HTTP API (OpenAPI at /openapi.json, docs at /docs)."""
+    from meterline.errors import MeterlineError
     from meterline.server import serve as run_server
 
     try:
@@ -128,6 +129,8 @@ def serve(
     except ValueError as error:
         message = str(error)
         raise _fail(message if message.startswith("--") else f"--stream: {message}") from None
+    except MeterlineError as error:  # the streams on NATS are laid out otherwise
+        raise _fail(str(error)) from None
 
 
 EXIT_FINDINGS = 1

@@ -13,6 +13,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import httpx
 import uvicorn
@@ -21,6 +22,9 @@ from meterline.api import create_app
 from meterline.clock import NOW_VARIABLE, clock_offset_us, system_clock_us
 from meterline.core.events import format_timestamp
 from meterline.ledger import open_ledger
+
+if TYPE_CHECKING:
+    from meterline.stream.settings import StreamSettings
 
 
 def serve(
@@ -58,6 +62,11 @@ def serve(
         except ValueError:
             ledger.close()
             raise
+        try:
+            _check_stream_layout(settings)
+        except BaseException:
+            ledger.close()
+            raise
     from meterline.ledger.checkpoints import start_checkpointer
 
     checkpointer = None if settings is not None else start_checkpointer(ledger.store, ledger.clock)
@@ -75,6 +84,35 @@ def serve(
         if checkpointer is not None:
             checkpointer.stop()
         ledger.close()
+
+
+LAYOUT_CHECK_TIMEOUT_S = 3.0
+"""How long ``serve`` tries NATS before starting, to refuse a wrong ``--streams`` at once."""
+
+
+def _check_stream_layout(settings: StreamSettings) -> None:
+    """Raise ``StreamLayoutError`` when NATS answers and holds the namespace's streams laid
+    out otherwise than ``settings`` (a ``--streams`` that differs from the workers'), so
+    the command fails with one line instead of the app's startup traceback. NATS not
+    answering is not an error here: the replica starts and keeps retrying it."""
+    import asyncio
+
+    from meterline.stream.connection import connect
+    from meterline.stream.setup import check_stream_layout
+
+    async def check() -> None:
+        try:
+            connection = await asyncio.wait_for(
+                connect(settings, "meterline-api-layout-check"), LAYOUT_CHECK_TIMEOUT_S
+            )
+        except Exception:
+            return
+        try:
+            await check_stream_layout(connection.jetstream(), settings)
+        finally:
+            await connection.close()
+
+    asyncio.run(check())
 
 
 SHUTDOWN_GRACE_S = 2

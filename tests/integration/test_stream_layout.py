@@ -9,6 +9,9 @@ publish) instead of storing a message where no consumer reads it.
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 
@@ -18,11 +21,14 @@ import pytest
 from meterline.clock import system_clock_us
 from meterline.ledger.sqlite import SqliteStore
 from meterline.stream.errors import StreamLayoutError, StreamUnavailable
+from meterline.stream.naming import stream_settings
 from meterline.stream.publisher import StreamPublisher
 from meterline.stream.settings import StreamSettings
+from meterline.stream.setup import ensure_stream
 from meterline.stream.status import cluster_status
 from meterline.stream.worker import StreamWorker
 from tests.integration.test_stream import (
+    LOCAL_NATS,
     PARTITIONS,
     assert_exactly_once,
     make_batch,
@@ -161,3 +167,51 @@ def test_another_stream_count_is_refused_and_nothing_lands_in_the_wrong_stream(
         asyncio.run(scenario())
     finally:
         store.close()
+
+
+def test_serve_with_another_stream_count_fails_with_one_line(tmp_path: Path) -> None:
+    """``meterline serve --stream`` checks the layout before it starts: a replica given
+    another stream count than the deployment's exits 2 naming ``--streams``, not with the
+    app's startup traceback."""
+    namespace = f"lay{uuid.uuid4().hex[:8]}"
+    laid_out = stream_settings(LOCAL_NATS, 2, namespace, 1, 2)
+
+    async def streams(create: bool) -> None:
+        connection = await nats.connect(list(laid_out.servers), allow_reconnect=False)
+        try:
+            js = connection.jetstream()
+            if create:
+                await ensure_stream(js, laid_out)
+            else:
+                for name in laid_out.stream_names():
+                    await js.delete_stream(name)
+        finally:
+            await connection.close()
+
+    asyncio.run(streams(create=True))
+    try:
+        db = tmp_path / "ledger.db"
+        served = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "meterline",
+                "serve",
+                "--db",
+                str(db),
+                "--port",
+                "1",
+                "--stream",
+                LOCAL_NATS,
+                "--namespace",
+                namespace,
+            ],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert served.returncode == 2, served.stderr
+        assert served.stderr.startswith("error: --streams: stream "), served.stderr
+        assert "Traceback" not in served.stderr
+    finally:
+        asyncio.run(streams(create=False))
