@@ -3,7 +3,8 @@
 ``StreamUnavailable`` means JetStream did not confirm what was asked (a publish, an ack,
 a connection): the API answers 503 and the client retries, which is safe because the
 ledger is idempotent on ``(customer, id)``. ``BatchDecodeError`` means a message on a
-meterline subject is not a batch this version of meterline can read.
+meterline subject is not a batch this version of meterline can read. ``IngestLagging``
+means the ingest lag bound refused a batch (429, nothing acknowledged).
 """
 
 from __future__ import annotations
@@ -22,3 +23,20 @@ class BatchDecodeError(MeterlineError):
     """A stream message is not a meterline batch this version can read."""
 
     code = "undecodable_batch"
+
+
+class IngestLagging(MeterlineError):
+    """A partition the batch touches lags past the ingest lag bound (``core.admission``):
+    the batch is refused whole, nothing of it acknowledged; retry after ``retry_after_ms``."""
+
+    code = "ingest_lagging"
+    http_status = 429
+
+    def __init__(
+        self, message: str, partition: int, lag_ms: float, bound_ms: int, retry_after_ms: int
+    ) -> None:
+        super().__init__(message)
+        self.partition = partition
+        self.lag_ms = lag_ms
+        self.bound_ms = bound_ms
+        self.retry_after_ms = retry_after_ms
