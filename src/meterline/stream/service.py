@@ -59,6 +59,12 @@ STATUS_INTERVAL_S = 1.0
 PEER_STALE_S = 3.0
 """Auto mode: a worker whose status is older than this is not counted among the live
 workers sharing the partitions (its unexpired leases still are)."""
+BALANCE_PUT_INTERVAL_S = 0.25
+"""How often access documents that changed only in their remaining balances are put in
+the bucket (the latest per customer); a changed decision (a block, a lift) is put at
+once. Under load every cycle changes the balances of every customer it touched: putting
+them all each cycle made small commits (the ingest lag bound's) cost the worker a
+JetStream round trip per customer per cycle."""
 SETUP_TIMEOUT_S = 30.0
 """How long one attempt to connect to NATS (or to open the status bucket) may take."""
 SETUP_RETRY_S = 0.5
@@ -119,6 +125,22 @@ class _Publishing:
     progress: dict[int, int] = field(default_factory=dict)
     """Partitions whose decided stream sequence moved (``stream.progress``), published
     after the access documents offered before them are in the bucket."""
+    balances: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """Documents that changed only in their balances, put every ``BALANCE_PUT_INTERVAL_S``."""
+    gates: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """customer -> the last document put, without its balances (``_gate``)."""
+
+    def sort(self, waiting: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+        """The documents of ``waiting`` to put now (a decision changed, or a customer not
+        put yet); the others wait in ``balances``."""
+        urgent = {}
+        for customer, document in waiting.items():
+            if self.gates.get(customer) == _gate(document):
+                self.balances[customer] = document
+            else:
+                urgent[customer] = document
+                self.balances.pop(customer, None)
+        return urgent
 
     def offer(self, customer: str, document: dict[str, Any]) -> None:
         """From any thread: publish ``document`` as ``customer``'s next."""
@@ -138,6 +160,16 @@ class _Publishing:
             self.wake.set()
 
         self.loop.call_soon_threadsafe(put)
+
+
+def _gate(document: dict[str, Any]) -> dict[str, Any]:
+    """An access document without its remaining balances: what denies or allows."""
+    decision = document.get("decision")
+    return {
+        **document,
+        "remaining": None,
+        "decision": {**decision, "remaining": None} if isinstance(decision, dict) else decision,
+    }
 
 
 class WorkerService:
@@ -419,14 +451,24 @@ class WorkerService:
     async def _publish_access(self, board: AccessBoard, stop: asyncio.Event) -> None:
         publishing = self._publishing
         assert publishing is not None
-        repeated = time.monotonic()
+        repeated = balanced = time.monotonic()
         sent: dict[int, int] = {}
-        while not (stop.is_set() and not publishing.waiting):
+        while not (stop.is_set() and not publishing.waiting and not publishing.balances):
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(publishing.wake.wait(), STATUS_INTERVAL_S)
+                await asyncio.wait_for(
+                    publishing.wake.wait(),
+                    BALANCE_PUT_INTERVAL_S if publishing.balances else STATUS_INTERVAL_S,
+                )
             publishing.wake.clear()
-            waiting, publishing.waiting = publishing.waiting, {}
+            waiting = publishing.sort(publishing.waiting)
+            publishing.waiting = {}
             progress, publishing.progress = publishing.progress, {}
+            if publishing.balances and (
+                stop.is_set() or time.monotonic() - balanced >= BALANCE_PUT_INTERVAL_S
+            ):
+                balanced = time.monotonic()
+                waiting.update(publishing.balances)
+                publishing.balances = {}
             # every document of the round in flight at once: a crossing never queues
             # behind the round trips of the other customers' balance updates
             results = await asyncio.gather(
@@ -441,6 +483,8 @@ class WorkerService:
                     _log.warning("access publish failed; retrying", extra={"customer": customer})
                     publishing.waiting.setdefault(customer, document)
                     failed = True
+                else:
+                    publishing.gates[customer] = _gate(document)
             if failed:
                 # the decisions are not all out: their progress waits for the retry
                 for partition, sequence in progress.items():
