@@ -189,3 +189,27 @@ def test_progress_messages_round_trip_and_strays_are_ignored() -> None:
     assert decode_progress(encode_progress(Progress(0, -1)), 4) is None
     assert decode_progress(b"not json", 4) is None
     assert decode_progress(b'{"partition": "0", "sequence": 1}', 4) is None
+
+
+def test_balance_only_changes_wait_and_decisions_go_at_once() -> None:
+    import asyncio
+
+    from meterline.stream.service import _gate, _Publishing
+
+    def document(blocked: bool, remaining: str) -> dict[str, object]:
+        decision = {"blocked": blocked, "features": [], "remaining": {"credits": remaining}}
+        return {"customer": "c", "decision": decision, "remaining": {"credits": remaining}}
+
+    loop = asyncio.new_event_loop()
+    try:
+        publishing = _Publishing(loop)
+        first = document(False, "10")
+        assert publishing.sort({"c": first}) == {"c": first}  # never put: at once
+        publishing.gates["c"] = _gate(first)
+        assert publishing.sort({"c": document(False, "9")}) == {}
+        assert publishing.balances == {"c": document(False, "9")}
+        crossing = document(True, "0")
+        assert publishing.sort({"c": crossing}) == {"c": crossing}
+        assert publishing.balances == {}  # the newer document replaced the waiting one
+    finally:
+        loop.close()
