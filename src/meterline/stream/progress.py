@@ -113,7 +113,7 @@ class DecidedProgress:
         return moved
 
     def latest(self) -> dict[int, int]:
-        """Every partition's decided stream sequence (for the periodic repeat)."""
+        """Every partition's decided stream sequence, as released by ``decide``."""
         with self._lock:
             return dict(self._decided)
 

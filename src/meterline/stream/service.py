@@ -6,6 +6,9 @@ projection, controls, true-ups and webhooks), and every access decision the cont
 take is published to the JetStream access bucket, from which every API replica answers
 ``GET /v1/access``. A customer lives in exactly one partition and a partition is owned by
 one worker at a time, so each customer's controls are decided in one place.
+After each engine cycle the worker tells the API replicas how far each partition is
+decided (``stream.progress``, once that cycle's changed decisions are in the bucket): the
+ingest lag bound (``core.admission``) of the replicas rests on it.
 
 On start the engine rebuilds its customers from the ledger and the control records (as
 after a crash: nothing is kept in memory that the ledger cannot give back) and publishes
