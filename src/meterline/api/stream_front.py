@@ -109,7 +109,9 @@ class StreamFront:
     def check_lag(self, raws: Iterable[Any], customer_field: str) -> None:
         """Raise ``IngestLagging`` when a partition the raw events name (their
         ``customer_field``; an event naming none is rejected later anyway) lags past the
-        bound. Checked before validation, so a refusal costs the replica little."""
+        bound. Checked on the decoded body, before validation, canonical encoding and
+        publishing (the costly part of a batch). Stream sequences are per stream and a
+        partition's subject lives in one stream, so the lag is kept per partition."""
         if self.lag_max_ms <= 0:
             return
         cache = self._partitions
