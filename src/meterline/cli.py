@@ -13,6 +13,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from meterline.clock import NOW_VARIABLE, ClockSettingError, clock_offset_us, system_clock_us
+from meterline.core.admission import LAG_MAX_MS_DEFAULT
 from meterline.core.events import format_timestamp
 from meterline.ledger.database import ledger_exists
 
@@ -110,11 +111,26 @@ def serve(
             " METERLINE_WEBHOOKS_ALLOW_PRIVATE=1.",
         ),
     ] = False,
+    lag_max_ms: Annotated[
+        str,
+        typer.Option(
+            "--lag-max-ms",
+            envvar="METERLINE_LAG_MAX_MS",
+            help="Stream mode: the ingest lag bound. A batch touching a partition whose"
+            " oldest acknowledged message the workers have not decided on for longer than"
+            " this is refused (429, Retry-After); 0 or off: never.",
+        ),
+    ] = str(LAG_MAX_MS_DEFAULT),
 ) -> None:
     """Serve the HTTP API (OpenAPI at /openapi.json, docs at /docs)."""
+    from meterline.core.admission import parse_lag_bound
     from meterline.errors import MeterlineError
     from meterline.server import serve as run_server
 
+    try:
+        bound = parse_lag_bound(lag_max_ms)
+    except ValueError as error:
+        raise _fail(f"--lag-max-ms: {error}") from None
     try:
         run_server(
             db,
@@ -125,6 +141,7 @@ def serve(
             replicas,
             webhooks_allow_private=True if webhooks_allow_private else None,
             streams=streams,
+            lag_max_ms=bound,
         )
     except ValueError as error:
         message = str(error)

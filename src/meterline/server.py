@@ -20,6 +20,7 @@ import uvicorn
 
 from meterline.api import create_app
 from meterline.clock import NOW_VARIABLE, clock_offset_us, system_clock_us
+from meterline.core.admission import LAG_MAX_MS_DEFAULT
 from meterline.core.events import format_timestamp
 from meterline.ledger import open_ledger
 
@@ -36,11 +37,12 @@ def serve(
     replicas: int = 1,
     webhooks_allow_private: bool | None = None,
     streams: int = 1,
+    lag_max_ms: int = LAG_MAX_MS_DEFAULT,
 ) -> None:
     """Serve the API over the ledger at ``db`` until interrupted; with ``stream`` (the
     NATS servers), in stream mode: events go to JetStream for ``meterline worker``, over
     ``streams`` streams (``--streams``; the workers must be given the same).
-    ``webhooks_allow_private``: see ``create_app``."""
+    ``webhooks_allow_private``, ``lag_max_ms``: see ``create_app``."""
     from meterline.logs import configure_logging
 
     configure_logging("meterline-api")
@@ -72,7 +74,12 @@ def serve(
     checkpointer = None if settings is not None else start_checkpointer(ledger.store, ledger.clock)
     try:
         uvicorn.run(
-            create_app(ledger, stream=settings, webhooks_allow_private=webhooks_allow_private),
+            create_app(
+                ledger,
+                stream=settings,
+                webhooks_allow_private=webhooks_allow_private,
+                lag_max_ms=lag_max_ms,
+            ),
             host=host,
             port=port,
             log_level="warning",

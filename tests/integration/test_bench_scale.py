@@ -128,6 +128,12 @@ def test_bench_scale_quick_reports_every_figure_and_commits_every_event() -> Non
         assert len(kill["ms"]) == probes and all(_positive(ms) for ms in kill["ms"])
         assert 0 < kill["kill_switch_ms_p50"] <= kill["kill_switch_ms_p99"]
         assert kill["kill_switch_ms_p99"] <= kill["kill_switch_ms_max"]
+        # refusals of the ingest lag bound are counted, and retried until taken (above:
+        # every event committed once, no duplicate: a refused batch was never published)
+        assert row["refused_batches"] == run["refused_batches"] >= 0
+        assert row["retried_batches"] >= row["refused_batches"]
+        assert row["probe_refusals"] == kill["probe_refusals"] >= 0
+    assert result["lag_max_ms"] == os.environ.get("METERLINE_LAG_MAX_MS", "50")
     pooled = result["kill_switch"]
     assert pooled["probes"] == probes * len(labels)
     assert 0 < pooled["kill_switch_ms_p50"] <= pooled["kill_switch_ms_p99"]

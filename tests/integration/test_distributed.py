@@ -415,8 +415,19 @@ def reconcile_until_agreed(db: str, api: str, key: str, timeout_s: float = WAIT_
         time.sleep(1.0)
 
 
-def post(client: httpx.Client, key: str, events: list[dict[str, Any]]) -> httpx.Response:
+def post_once(client: httpx.Client, key: str, events: list[dict[str, Any]]) -> httpx.Response:
     return client.post("/v1/events", json=events, headers={"Authorization": f"Bearer {key}"})
+
+
+def post(client: httpx.Client, key: str, events: list[dict[str, Any]]) -> httpx.Response:
+    """Post ``events`` as a client should: a 429 of the ingest lag bound (the worker is
+    behind; nothing was acknowledged) is posted again after its ``retry_after_ms``."""
+    deadline = time.monotonic() + WAIT_S
+    while True:
+        answer = post_once(client, key, events)
+        if answer.status_code != 429 or time.monotonic() > deadline:
+            return answer
+        time.sleep(answer.json()["error"]["retry_after_ms"] / 1000)
 
 
 def access_of(url: str, key: str, customer: str) -> dict[str, Any]:

@@ -48,3 +48,14 @@ def test_pooled_kill_switch_takes_every_probe() -> None:
     assert pooled["kill_switch_ms_p50"] == 20.0
     assert pooled["kill_switch_ms_p99"] == pooled["kill_switch_ms_max"] == 30.0
     assert _pooled_kill_switch([{"kill_switch": None}]) == {"probes": 0}
+
+
+def test_retry_pause_follows_the_hint_and_stays_bounded() -> None:
+    from meterline.bench.scale_probes import RETRY_PAUSE_MAX_S, RETRY_PAUSE_S, retry_pause_s
+
+    refusal = b'{"error": {"code": "ingest_lagging", "message": "m", "retry_after_ms": 40}}'
+    assert retry_pause_s("1", refusal, 1) == pytest.approx(0.04)
+    assert retry_pause_s("1", refusal, 2) == pytest.approx(0.06)
+    assert retry_pause_s("1", refusal, 50) == RETRY_PAUSE_MAX_S
+    assert retry_pause_s("2", b'{"error": {"code": "stream_unavailable"}}', 1) == 1.0
+    assert retry_pause_s(None, b"<html>", 1) == RETRY_PAUSE_S

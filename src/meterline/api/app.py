@@ -52,6 +52,7 @@ from meterline.api.webhook_routes import WebhookRoutes
 from meterline.billing.service import Billing, BillingError, InvalidRequest, NotFound
 from meterline.billing.unbillable import publish_unbillable
 from meterline.config.source import ConfigurationError
+from meterline.core.admission import LAG_MAX_MS_DEFAULT, retry_after_header
 from meterline.core.cloudevents import prepare_cloudevent
 from meterline.core.events import event_document, format_timestamp, prepare_event
 from meterline.core.outcomes import BatchOutcome
@@ -64,7 +65,7 @@ from meterline.ledger.store import PAGE_EVENTS_MAX, SEQUENCE_MAX, EventQuery, St
 from meterline.ledger.webhooks import WebhookStore
 from meterline.live.link import LiveLink, WorkerUnavailable
 from meterline.live.webhooks import Dispatcher, Webhooks
-from meterline.stream.errors import StreamUnavailable
+from meterline.stream.errors import IngestLagging, StreamUnavailable
 from meterline.stream.mirror import AccessMirror
 from meterline.stream.settings import StreamSettings
 
@@ -130,6 +131,10 @@ def _ingest_responses(stream: bool) -> dict[int | str, dict[str, Any]]:
             **json_content(outcome),
         }
         responses[503] = {"description": "Stream mode: JetStream cannot take the batch now"}
+        responses[429] = {
+            "description": "Stream mode: a partition the batch touches lags past the ingest"
+            " lag bound; nothing was accepted (`retry_after_ms` in the body)"
+        }
     return responses
 
 
@@ -187,6 +192,7 @@ def create_app(
     live: bool = True,
     stream: StreamSettings | None = None,
     webhooks_allow_private: bool | None = None,
+    lag_max_ms: int = LAG_MAX_MS_DEFAULT,
 ) -> FastAPI:
     """The HTTP API over ``ledger``; ``billing`` defaults to one over the ledger's file
     (whose store the app closes when it shuts down). With ``live``, the live engine
@@ -194,7 +200,8 @@ def create_app(
     (stream mode), events are published to JetStream for the workers, which run the live
     engines; access answers come from the access bucket's mirror.
     ``webhooks_allow_private``: let webhooks go to loopback, link-local and private
-    addresses (None: as ``METERLINE_WEBHOOKS_ALLOW_PRIVATE`` says; unset, refused)."""
+    addresses (None: as ``METERLINE_WEBHOOKS_ALLOW_PRIVATE`` says; unset, refused).
+    ``lag_max_ms``: stream mode's ingest lag bound (``core.admission``; 0: off)."""
     owned = billing is None
     service = _billing_over(ledger) if billing is None else billing
     billing_routes = BillingRoutes(service, principal_of=lambda r: principal_of(r))
@@ -214,7 +221,7 @@ def create_app(
     front: StreamFront | None = None
     if stream is not None:
         link = AccessMirror(str(service.store.path), ledger.clock)
-        front = StreamFront(stream, link)
+        front = StreamFront(stream, link, lag_max_ms)
     elif dispatcher is not None:
         # the live engine in its worker process, told of every append and billing change
         link = LiveLink(str(service.store.path), ledger.clock, dispatcher.wake).start()
@@ -349,6 +356,20 @@ def create_app(
     async def _publish(parsed: Any, only_customer: str | None) -> Response:
         assert front is not None
         native = parsed.shape == "native"
+        try:
+            front.check_lag(parsed.events, "customer" if native else "subject")
+        except IngestLagging as error:
+            response = _error(
+                429,
+                "ingest_lagging",
+                str(error),
+                partition=error.partition,
+                lag_ms=round(error.lag_ms, 1),
+                bound_ms=error.bound_ms,
+                retry_after_ms=error.retry_after_ms,
+            )
+            response.headers["Retry-After"] = retry_after_header(error.retry_after_ms)
+            return response
         prepared = await to_thread.run_sync(
             ledger.prepare_batch,
             parsed.events,
@@ -377,6 +398,7 @@ def create_app(
         firings = await to_thread.run_sync(_firing_counts, service)
         metrics.set_shared(head, firings)
         if front is not None:
+            metrics.set_ingest_lag(front.lag_status())
             try:
                 metrics.set_stream(await front.status(ledger.clock()))
             except Exception as error:  # the API's own figures still answer

@@ -9,7 +9,10 @@ truth, so every replica reports the same: ``meterline_ledger_head_sequence``,
 ``meterline_control_firings_total{kind,level}`` (the control records, whichever process
 fired them), and in stream mode ``meterline_stream_lag_messages{partition}``,
 ``meterline_stream_lag_total``, ``meterline_worker_events_per_second{worker}``,
-``meterline_worker_events_applied_total{worker}``, ``meterline_blocked_customers``.
+``meterline_worker_events_applied_total{worker}``, ``meterline_blocked_customers``, and
+this replica's ingest lag bound (``core.admission``): ``meterline_ingest_lag_seconds
+{partition}`` (how long its oldest message no worker has decided on has waited),
+``meterline_ingest_lag_bound_seconds`` (0: off) and ``meterline_ingest_refused_batches``.
 Each app has its own registry (several apps may live in one process, as in tests).
 """
 
@@ -88,6 +91,23 @@ class Metrics:
             "Messages waiting or unacknowledged over every partition (stream mode)",
             registry=self.registry,
         )
+        self.ingest_lag = Gauge(
+            "meterline_ingest_lag_seconds",
+            "This replica's oldest message not yet decided by a worker, its age, per"
+            " partition (stream mode: the ingest lag bound)",
+            ["partition"],
+            registry=self.registry,
+        )
+        self.ingest_lag_bound = Gauge(
+            "meterline_ingest_lag_bound_seconds",
+            "The ingest lag bound past which batches are refused with 429 (0: off)",
+            registry=self.registry,
+        )
+        self.ingest_refused = Gauge(
+            "meterline_ingest_refused_batches",
+            "Batches this replica refused (429) since it started: their partition lagged",
+            registry=self.registry,
+        )
         self.worker_rate = Gauge(
             "meterline_worker_events_per_second",
             "Events each live worker applied per second, as it last reported (stream mode)",
@@ -133,6 +153,13 @@ class Metrics:
                 self.worker_rate.labels(worker["worker"]).set(float(worker["events_per_s"]))
                 self.worker_applied.labels(worker["worker"]).set(int(worker["events_applied"]))
         self.blocked.set(len(status["blocked"]))
+
+    def set_ingest_lag(self, lag: dict[str, Any]) -> None:
+        """This replica's ingest lag (``StreamFront.lag_status``)."""
+        self.ingest_lag_bound.set(lag["bound_ms"] / 1000)
+        self.ingest_refused.set(lag["refused_batches"])
+        for row in lag["partitions"]:
+            self.ingest_lag.labels(str(row["partition"])).set(row["lag_ms"] / 1000)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

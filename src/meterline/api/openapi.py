@@ -65,6 +65,7 @@ ERROR_CODES = (
     "internal_error",
     "live_unavailable",
     "stream_unavailable",
+    "ingest_lagging",
 )
 
 ERROR_SCHEMA: dict[str, Any] = {
@@ -98,6 +99,22 @@ ERROR_SCHEMA: dict[str, Any] = {
                     "type": "array",
                     "items": {"type": "string"},
                     "description": "Every problem found, when there are several",
+                },
+                "partition": {
+                    "type": "integer",
+                    "description": "ingest_lagging: the partition lagging most",
+                },
+                "lag_ms": {
+                    "type": "number",
+                    "description": "ingest_lagging: how long its oldest undecided message waited",
+                },
+                "bound_ms": {
+                    "type": "integer",
+                    "description": "ingest_lagging: the ingest lag bound",
+                },
+                "retry_after_ms": {
+                    "type": "integer",
+                    "description": "ingest_lagging: when to retry (finer than Retry-After)",
                 },
             },
         }
@@ -397,10 +414,11 @@ def _operation(path: str, method: str, operation: dict[str, Any]) -> None:
     responses.setdefault(
         "500", {"description": "Unexpected server error: logged, answered without internals"}
     )
-    if "503" in responses:
-        responses["503"]["headers"] = {
-            "Retry-After": {"required": True, "schema": {"type": "string"}}
-        }
+    for status in ("429", "503"):
+        if status in responses:
+            responses[status]["headers"] = {
+                "Retry-After": {"required": True, "schema": {"type": "string"}}
+            }
     for status, response in responses.items():
         if status[0] not in "45":
             continue

@@ -8,17 +8,27 @@ If the stream cannot take the batch the answer is ``503`` with ``Retry-After``: 
 was acknowledged, and the retry is absorbed by JetStream's duplicate window and the
 ledger's idempotency. Access answers come from the access bucket's mirror
 (``stream.mirror.AccessMirror``), the same on every replica.
+
+The ingest lag bound (``core.admission``, ``lag_max_ms``): the replica remembers when
+JetStream stored each message it published and follows the workers' progress
+(``stream.progress``); a batch touching a partition whose oldest undecided message has
+waited longer than the bound is refused whole, before it is validated or published
+(``IngestLagging``: 429 with ``Retry-After``), so nothing refused is acknowledged.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
+from collections.abc import Iterable
 from typing import Any
 
 import nats.errors
 from nats.aio.client import Client
+from nats.aio.msg import Msg
 
+from meterline.core.admission import LAG_MAX_MS_DEFAULT, LagBook
 from meterline.core.events import decode_exact
 from meterline.core.outcomes import BatchOutcome, EventOutcome
 from meterline.core.partitions import partition_of
@@ -26,7 +36,9 @@ from meterline.ledger.ledger import Ledger, merge_outcomes
 from meterline.live.link import WorkerUnavailable
 from meterline.stream.access import AccessBoard
 from meterline.stream.connection import connect
+from meterline.stream.errors import IngestLagging
 from meterline.stream.mirror import AccessMirror
+from meterline.stream.progress import decode_progress, progress_subjects
 from meterline.stream.publisher import StreamPublisher
 from meterline.stream.service import figures_subject
 from meterline.stream.settings import StreamSettings
@@ -40,22 +52,41 @@ ACCESS_READY_TIMEOUT_S = 30.0
 which a cluster with a node down may place on that node (nats-server 2.9 then answers
 nothing); the board retries every few seconds, and this lets it rather than fail."""
 
+PARTITION_CACHE_MAX = 1_000_000
+"""Customers whose partition the lag check remembers; the memory is dropped when full."""
+
 _log = logging.getLogger(__name__)
+
+
+def _monotonic_us() -> int:
+    """The replica's own clock for the lag bound (both ends of every comparison)."""
+    return time.monotonic_ns() // 1000
 
 
 class StreamFront:
     """The publisher, the access mirror and their NATS connection, for one replica."""
 
-    def __init__(self, settings: StreamSettings, mirror: AccessMirror) -> None:
+    def __init__(
+        self, settings: StreamSettings, mirror: AccessMirror, lag_max_ms: int = LAG_MAX_MS_DEFAULT
+    ) -> None:
+        if type(lag_max_ms) is not int or lag_max_ms < 0:
+            raise ValueError(f"--lag-max-ms must be a whole number >= 0, got {lag_max_ms!r}")
         self.settings = settings
         self.mirror = mirror
+        self.lag_max_ms = lag_max_ms
+        """The ingest lag bound in milliseconds (0: off)."""
+        self.lag = LagBook(settings.partitions)
+        self.refused_batches = 0
         self.connection: Client | None = None
         self.publisher: StreamPublisher | None = None
         self.board: AccessBoard | None = None
+        self._partitions: dict[str, int] = {}
 
     async def start(self) -> None:
         self.publisher = await StreamPublisher.connect(self.settings)
+        self.publisher.on_stored = self._stored
         self.connection = await connect(self.settings, "meterline-api-access")
+        await self.connection.subscribe(progress_subjects(self.settings), cb=self._progress)
         self.board = await AccessBoard.open(self.connection, self.settings, ACCESS_READY_TIMEOUT_S)
         self.mirror.load(dict(self.board.mirror))
         self.board.watch(self.mirror.apply)
@@ -66,6 +97,65 @@ class StreamFront:
             return future.result(FIGURES_TIMEOUT_S + 1)
 
         self.mirror.ask_figures = ask
+
+    def _stored(self, partition: int, sequence: int) -> None:
+        self.lag.stored(partition, sequence, _monotonic_us())
+
+    async def _progress(self, message: Msg) -> None:
+        progress = decode_progress(message.data, self.settings.partitions)
+        if progress is not None:
+            self.lag.decided(progress.partition, progress.sequence)
+
+    def check_lag(self, raws: Iterable[Any], customer_field: str) -> None:
+        """Raise ``IngestLagging`` when a partition the raw events name (their
+        ``customer_field``; an event naming none is rejected later anyway) lags past the
+        bound. Checked on the decoded body, before validation, canonical encoding and
+        publishing (the costly part of a batch). Stream sequences are per stream and a
+        partition's subject lives in one stream, so the lag is kept per partition."""
+        if self.lag_max_ms <= 0:
+            return
+        cache = self._partitions
+        if len(cache) > PARTITION_CACHE_MAX:
+            cache.clear()
+        count = self.settings.partitions
+        partitions: set[int] = set()
+        for raw in raws:
+            customer = raw.get(customer_field) if type(raw) is dict else None
+            if type(customer) is not str:
+                continue
+            partition = cache.get(customer)
+            if partition is None:
+                partition = cache[customer] = partition_of(customer, count)
+            partitions.add(partition)
+        refusal = self.lag.admit(partitions, _monotonic_us(), self.lag_max_ms)
+        if refusal is None:
+            return
+        self.refused_batches += 1
+        raise IngestLagging(
+            f"events not accepted: partition {refusal.partition} is {refusal.lag_ms:.0f} ms"
+            f" behind (the ingest lag bound is {refusal.bound_ms} ms); retry after"
+            f" {refusal.retry_after_ms} ms",
+            refusal.partition,
+            refusal.lag_ms,
+            refusal.bound_ms,
+            refusal.retry_after_ms,
+        )
+
+    def lag_status(self) -> dict[str, Any]:
+        """The bound, each partition's lag (ms) and outstanding messages, the refusals."""
+        now_us = _monotonic_us()
+        return {
+            "bound_ms": self.lag_max_ms,
+            "refused_batches": self.refused_batches,
+            "partitions": [
+                {
+                    "partition": partition,
+                    "lag_ms": round(self.lag.lag_us(partition, now_us) / 1000, 1),
+                    "outstanding_messages": self.lag.outstanding(partition),
+                }
+                for partition in range(self.settings.partitions)
+            ],
+        }
 
     async def _figures(self, customer: str) -> dict[str, Any] | None:
         assert self.connection is not None
@@ -103,9 +193,11 @@ class StreamFront:
 
     async def status(self, now_us: int) -> dict[str, Any]:
         assert self.connection is not None
-        return await cluster_status(
+        status = await cluster_status(
             self.connection, self.settings, now_us, dict(self.mirror_documents())
         )
+        status["ingest_lag"] = self.lag_status()
+        return status
 
     def mirror_documents(self) -> dict[str, dict[str, Any]]:
         return {} if self.board is None else dict(self.board.mirror)

@@ -97,10 +97,17 @@ from meterline.bench.controls import (
     ingest_pricing,
 )
 from meterline.bench.floor import run_floor
-from meterline.bench.scale_probes import KillSwitchProbe, LockSampler, merged_pricing
+from meterline.bench.scale_probes import (
+    RETRY_STATUSES,
+    KillSwitchProbe,
+    LockSampler,
+    merged_pricing,
+    retry_pause_s,
+)
 from meterline.bench.workload import synthetic_events
 from meterline.billing.service import open_billing
 from meterline.clock import system_clock_us
+from meterline.core.admission import LAG_MAX_MS_DEFAULT
 from meterline.keys import create_key
 from meterline.ledger.event_reads import event_count
 from meterline.ledger.ledger import open_store
@@ -130,8 +137,6 @@ POLL_S = 0.02
 """How often the ledger head is polled while the events drain."""
 STOP_TIMEOUT_S = 30.0
 """How long a stopping child process has before it is killed."""
-RETRY_PAUSE_S = 0.05
-"""A load generator's pause before posting a batch again after a 503."""
 LIVE_TIMEOUT_S = 120.0
 """How long the live engines have, after the last commit, to report every event applied
 (the CPU figures are then taken at the last commit only: see ``live_seconds``)."""
@@ -783,6 +788,7 @@ def _measure(
         "events_sent": accepted + expected - events,
         "probe_events": expected - events,
         "retried_batches": sum(result["retries"] for result in results),
+        "refused_batches": sum(result["refusals"] for result in results),
         "live_seconds": None if live_seconds is None else round(live_seconds, 3),
         "cpu_us_per_event": {name: round(value * 1e6 / expected, 2) for name, value in cpu.items()},
         "cpu_us_per_event_at_last_commit": {
@@ -1077,6 +1083,7 @@ def run_scale_benchmark(
         "load_connections": LOAD_PROCESSES * LOAD_CONNECTIONS,
         "kill_switch_probes": probes,
         "streams": streams,
+        "lag_max_ms": os.environ.get("METERLINE_LAG_MAX_MS", str(LAG_MAX_MS_DEFAULT)),
     }
     with (
         _terminate_as_interrupt(),
@@ -1185,6 +1192,9 @@ def run_scale_benchmark(
                 "lock_wait_fraction_of_active": run["lock_waits"]["lock_wait_fraction_of_active"],
                 "kill_switch_ms_p50": (run["kill_switch"] or {}).get("kill_switch_ms_p50"),
                 "kill_switch_ms_p99": (run["kill_switch"] or {}).get("kill_switch_ms_p99"),
+                "refused_batches": run["refused_batches"],
+                "retried_batches": run["retried_batches"],
+                "probe_refusals": (run["kill_switch"] or {}).get("probe_refusals"),
                 "events_sent": run["events_sent"],
                 "events_committed": run["events_committed"],
             }
@@ -1229,8 +1239,9 @@ def _load(
     span_us: int,
 ) -> None:
     """A load generator: pre-encode ``count`` events in batches, print ``ready``, wait for
-    ``go`` on stdin, post every batch over ``connections`` keep-alive connections (a 503
-    is retried), then print one JSON line with what it measured."""
+    ``go`` on stdin, post every batch over ``connections`` keep-alive connections (a 429
+    of the ingest lag bound or a 503 is posted again after ``retry_pause_s``: counted in
+    ``refusals`` and ``retries``), then print one JSON line with what it measured."""
     import http.client
 
     events = _retimed(synthetic_events(count, prefix=prefix), end_us, span_us)
@@ -1244,6 +1255,7 @@ def _load(
     decoder = msgspec.json.Decoder(_Answer)
     accepted = [0] * connections
     retries = [0] * connections
+    refusals = [0] * connections
     failures: list[str] = []
 
     def send(number: int) -> None:
@@ -1252,13 +1264,16 @@ def _load(
         )
         try:
             for body in bodies[number::connections]:
+                attempt = 0
                 while True:
                     connection.request("POST", "/v1/events", body, headers)
                     response = connection.getresponse()
                     data = response.read()
-                    if response.status == 503:
+                    if response.status in RETRY_STATUSES:
+                        attempt += 1
                         retries[number] += 1
-                        time.sleep(RETRY_PAUSE_S)
+                        refusals[number] += response.status == 429
+                        time.sleep(retry_pause_s(response.getheader("Retry-After"), data, attempt))
                         continue
                     break
                 if response.status not in (200, 202):
@@ -1285,6 +1300,7 @@ def _load(
         "seconds": seconds,
         "cpu_seconds": cpu,
         "retries": sum(retries),
+        "refusals": sum(refusals),
         "failures": failures[:3],
     }
     print(json.dumps(answer), flush=True)

@@ -13,7 +13,11 @@
   ``PROBE_BATCH_EVENTS`` events (it crosses the pool) is posted to one replica; from the
   moment that replica acknowledges it (``202``), every replica is polled
   (``GET /v1/access/{customer}``, ``POLL_PAUSE_S`` apart) until each has answered
-  ``allowed: false``; the time until the last one did is the probe's latency.
+  ``allowed: false``; the time until the last one did is the probe's latency. A probe
+  batch refused by the ingest lag bound (``429``) or the stream (``503``) is posted again
+  after ``retry_pause_s`` (counted in ``probe_refusals``); the latency runs from the
+  ``202`` that finally acknowledged it.
+* ``retry_pause_s``: the load generators' and the probes' bounded backoff on a refusal.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from collections import Counter
 from typing import Any
 
 import httpx
+import msgspec
 import psycopg
 import yaml
 
@@ -44,6 +49,42 @@ PROBE_TIMEOUT_S = 60.0
 """A probe not denied by every replica this long after its batch counts as never denied."""
 PROBE_SPACING_S = 0.25
 """Pause between two probes (spreads them over the load)."""
+RETRY_PAUSE_S = 0.05
+"""The pause after a refusal that gives no hint (a ``503``)."""
+RETRY_PAUSE_MAX_S = 1.0
+"""The longest pause before posting a refused batch again."""
+RETRY_BACKOFF = 1.5
+"""Each further refusal of the same batch waits this many times longer (up to the max)."""
+RETRY_STATUSES = (429, 503)
+"""Answers after which a batch is posted again: nothing of it was acknowledged."""
+
+
+class _Hint(msgspec.Struct):
+    retry_after_ms: int | None = None
+
+
+class _Refusal(msgspec.Struct):
+    error: _Hint = msgspec.field(default_factory=_Hint)
+
+
+_refusal = msgspec.json.Decoder(_Refusal)
+
+
+def retry_pause_s(retry_after: str | None, body: bytes, attempt: int) -> float:
+    """Seconds to wait before posting a refused batch again, the ``attempt``-th time
+    (1 first): the server's hint (``retry_after_ms`` in the body, else ``Retry-After``
+    seconds, else ``RETRY_PAUSE_S``), times ``RETRY_BACKOFF`` per earlier attempt, at
+    most ``RETRY_PAUSE_MAX_S``."""
+    hint: float = RETRY_PAUSE_S
+    try:
+        milliseconds = _refusal.decode(body).error.retry_after_ms
+    except (msgspec.DecodeError, ValueError):
+        milliseconds = None
+    if milliseconds is not None and milliseconds >= 0:
+        hint = milliseconds / 1000
+    elif retry_after is not None and retry_after.strip().isdigit():
+        hint = float(retry_after.strip())
+    return float(min(RETRY_PAUSE_MAX_S, hint * RETRY_BACKOFF ** max(0, attempt - 1)))
 
 _SAMPLE = (
     "SELECT state, wait_event_type, wait_event, left(query, 48) FROM pg_stat_activity"
@@ -146,6 +187,8 @@ class KillSwitchProbe:
         self.error: str | None = None
         self.load_running: Any = None
         self.under_load = 0
+        self.refusals = 0
+        """Probe batches answered 429 or 503 (posted again)."""
 
     def _allowed(self, client: httpx.Client, customer: str) -> bool:
         response = client.get(f"/v1/access/{customer}")
@@ -177,7 +220,16 @@ class KillSwitchProbe:
     def _probe(self, index: int) -> None:
         customer = probe_customer(index)
         poster = self._clients[index % len(self._clients)]
-        response = poster.post("/v1/events", content=_probe_body(customer))
+        body = _probe_body(customer)
+        attempt = 0
+        while True:
+            response = poster.post("/v1/events", content=body)
+            if response.status_code not in RETRY_STATUSES:
+                break
+            attempt += 1
+            self.refusals += 1
+            hint = response.headers.get("retry-after")
+            time.sleep(retry_pause_s(hint, response.content, attempt))
         acknowledged = time.perf_counter_ns()
         if response.status_code not in (200, 202) or (
             response.json().get("accepted") != PROBE_BATCH_EVENTS
@@ -216,6 +268,7 @@ class KillSwitchProbe:
             "replicas": len(self.urls),
             "probes_denied_everywhere": len(latencies),
             "probes_under_load": self.under_load,
+            "probe_refusals": self.refusals,
             "probes_never_denied": self.never[:10],
             "kill_switch_ms_p50": p50,
             "kill_switch_ms_p99": p99,

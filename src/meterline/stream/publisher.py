@@ -17,7 +17,7 @@ publish followed by a retry applies each event exactly once.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import nats.errors
 from nats.aio.client import Client
@@ -60,6 +60,9 @@ class StreamPublisher:
         self._failed_batches = 0
         self._partition_cache: dict[str, int] = {}
         """customer -> partition (a SHA-256 each otherwise); the count never changes."""
+        self.on_stored: Callable[[int, int], None] | None = None
+        """Told (partition, stream sequence) of every message JetStream stored for a
+        ``publish`` that succeeded (the ingest lag bound, ``core.admission``)."""
 
     @classmethod
     async def connect(
@@ -148,6 +151,10 @@ class StreamPublisher:
                 f" of streams {', '.join(self.settings.stream_names())}: {failures[0]!r}"
             ) from failures[0]
         self._messages += len(messages)
+        if self.on_stored is not None:
+            for (partition, _), result in zip(messages, results, strict=True):
+                assert isinstance(result, api.PubAck)
+                self.on_stored(partition, result.seq)
         self._duplicate_messages += sum(
             1 for result in results if isinstance(result, api.PubAck) and result.duplicate
         )

@@ -6,6 +6,9 @@ projection, controls, true-ups and webhooks), and every access decision the cont
 take is published to the JetStream access bucket, from which every API replica answers
 ``GET /v1/access``. A customer lives in exactly one partition and a partition is owned by
 one worker at a time, so each customer's controls are decided in one place.
+After each engine cycle the worker tells the API replicas how far each partition is
+decided (``stream.progress``, once that cycle's changed decisions are in the bucket): the
+ingest lag bound (``core.admission``) of the replicas rests on it.
 
 On start the engine rebuilds its customers from the ledger and the control records (as
 after a crash: nothing is kept in memory that the ledger cannot give back) and publishes
@@ -37,7 +40,7 @@ from meterline.billing.service import Billing
 from meterline.clock import Clock, system_clock_us
 from meterline.core.controls import Block
 from meterline.core.events import PreparedEvent, encode_canonical
-from meterline.core.partitions import parse_partitions
+from meterline.core.partitions import parse_partitions, partition_of
 from meterline.errors import MeterlineError
 from meterline.ledger.billing import BillingStore
 from meterline.ledger.checkpoints import start_checkpointer
@@ -49,6 +52,7 @@ from meterline.live.webhooks import Webhooks
 from meterline.stream.access import AccessBoard
 from meterline.stream.connection import connect
 from meterline.stream.naming import stream_settings
+from meterline.stream.progress import DecidedProgress, Progress, encode_progress, progress_subject
 from meterline.stream.settings import StreamSettings
 from meterline.stream.status import StatusBoard, worker_document
 from meterline.stream.worker import LEASE_SECONDS, StreamWorker
@@ -58,6 +62,12 @@ STATUS_INTERVAL_S = 1.0
 PEER_STALE_S = 3.0
 """Auto mode: a worker whose status is older than this is not counted among the live
 workers sharing the partitions (its unexpired leases still are)."""
+BALANCE_PUT_INTERVAL_S = 0.25
+"""How often access documents that changed only in their remaining balances are put in
+the bucket (the latest per customer); a changed decision (a block, a lift) is put at
+once. Under load every cycle changes the balances of every customer it touched: putting
+them all each cycle made small commits (the ingest lag bound's) cost the worker a
+JetStream round trip per customer per cycle."""
 SETUP_TIMEOUT_S = 30.0
 """How long one attempt to connect to NATS (or to open the status bucket) may take."""
 SETUP_RETRY_S = 0.5
@@ -117,6 +127,25 @@ class _Publishing:
     loop: asyncio.AbstractEventLoop
     waiting: dict[str, dict[str, Any]] = field(default_factory=dict)
     wake: asyncio.Event = field(default_factory=asyncio.Event)
+    progress: dict[int, int] = field(default_factory=dict)
+    """Partitions whose decided stream sequence moved (``stream.progress``), published
+    after the access documents offered before them are in the bucket."""
+    balances: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """Documents that changed only in their balances, put every ``BALANCE_PUT_INTERVAL_S``."""
+    gates: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """customer -> the last document put, without its balances (``_gate``)."""
+
+    def sort(self, waiting: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+        """The documents of ``waiting`` to put now (a decision changed, or a customer not
+        put yet); the others wait in ``balances``."""
+        urgent = {}
+        for customer, document in waiting.items():
+            if self.gates.get(customer) == _gate(document):
+                self.balances[customer] = document
+            else:
+                urgent[customer] = document
+                self.balances.pop(customer, None)
+        return urgent
 
     def offer(self, customer: str, document: dict[str, Any]) -> None:
         """From any thread: publish ``document`` as ``customer``'s next."""
@@ -126,6 +155,26 @@ class _Publishing:
             self.wake.set()
 
         self.loop.call_soon_threadsafe(put)
+
+    def offer_progress(self, moved: dict[int, int]) -> None:
+        """From any thread: these partitions' messages are decided through these sequences."""
+
+        def put() -> None:
+            for partition, sequence in moved.items():
+                self.progress[partition] = max(sequence, self.progress.get(partition, 0))
+            self.wake.set()
+
+        self.loop.call_soon_threadsafe(put)
+
+
+def _gate(document: dict[str, Any]) -> dict[str, Any]:
+    """An access document without its remaining balances: what denies or allows."""
+    decision = document.get("decision")
+    return {
+        **document,
+        "remaining": None,
+        "decision": {**decision, "remaining": None} if isinstance(decision, dict) else decision,
+    }
 
 
 class WorkerService:
@@ -164,7 +213,11 @@ class WorkerService:
             lease_seconds=lease_seconds,
             peers=self._peers if partitions is None else None,
             on_partitions=self._partitions_changed if partitions is None else None,
+            on_committed=self._committed,
         )
+        self.progress = DecidedProgress()
+        """Which stream sequence of each partition the live engine has decided on (the
+        ingest lag bound's progress, published to the API replicas)."""
         self.started_at_us = clock()
         self._publishing: _Publishing | None = None
         self._status: StatusBoard | None = None
@@ -221,6 +274,25 @@ class WorkerService:
 
     def _applied(self, _partition: int, pairs: list[tuple[int, PreparedEvent]]) -> None:
         self.engine.on_append(pairs)
+
+    def _committed(
+        self, partition: int, stream_sequence: int, accepted: list[tuple[int, PreparedEvent]]
+    ) -> None:
+        # in the commit thread, before the engine hears of ``accepted``
+        if accepted:
+            event = accepted[-1][1]
+            ledger_partition = partition_of(event.customer, self.store.partitions)
+            last = max(number for number, _ in accepted)
+            self.progress.committed(partition, stream_sequence, last, ledger_partition)
+        else:
+            self.progress.committed(partition, stream_sequence)
+            self._decide()
+
+    def _decide(self, _engine: LiveEngine | None = None) -> None:
+        """Release the progress the live engine's last cycle decided (controller thread)."""
+        moved = self.progress.decide(self.engine.applied.heads)
+        if moved and self._publishing is not None:
+            self._publishing.offer_progress(moved)
 
     def _on_access(self, _version: int, customer: str, _decision: dict[str, Any]) -> None:
         # called under the controls' lock: the state read here is the one decided
@@ -352,6 +424,7 @@ class WorkerService:
             if self._engine_started:
                 old.stop()
             self.engine = self._new_engine(partitions)
+            self.progress.keep(partitions)
             self._engine_started = False
             if partitions:
                 self._start_engine()
@@ -375,6 +448,7 @@ class WorkerService:
         engine = self.engine
         engine.start()
         controls = engine.controls
+        engine.cycle_listeners.append(self._decide)
         with controls.lock:
             controls.listeners.append(self._on_access)
             customers = set(engine.projection.customers) | set(controls.state)
@@ -384,20 +458,70 @@ class WorkerService:
     async def _publish_access(self, board: AccessBoard, stop: asyncio.Event) -> None:
         publishing = self._publishing
         assert publishing is not None
-        while not (stop.is_set() and not publishing.waiting):
+        repeated = balanced = time.monotonic()
+        sent: dict[int, int] = {}
+        while not (stop.is_set() and not publishing.waiting and not publishing.balances):
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(publishing.wake.wait(), STATUS_INTERVAL_S)
+                await asyncio.wait_for(
+                    publishing.wake.wait(),
+                    BALANCE_PUT_INTERVAL_S if publishing.balances else STATUS_INTERVAL_S,
+                )
             publishing.wake.clear()
-            waiting, publishing.waiting = publishing.waiting, {}
-            for customer, document in waiting.items():
-                try:
-                    await board.put(customer, document)
-                except MeterlineError:
+            waiting = publishing.sort(publishing.waiting)
+            publishing.waiting = {}
+            progress, publishing.progress = publishing.progress, {}
+            if publishing.balances and (
+                stop.is_set() or time.monotonic() - balanced >= BALANCE_PUT_INTERVAL_S
+            ):
+                balanced = time.monotonic()
+                waiting.update(publishing.balances)
+                publishing.balances = {}
+            # every document of the round in flight at once: a crossing never queues
+            # behind the round trips of the other customers' balance updates
+            results = await asyncio.gather(
+                *(board.put(customer, document) for customer, document in waiting.items()),
+                return_exceptions=True,
+            )
+            failed = False
+            for (customer, document), result in zip(waiting.items(), results, strict=True):
+                if isinstance(result, BaseException):
+                    if not isinstance(result, MeterlineError):
+                        raise result
                     _log.warning("access publish failed; retrying", extra={"customer": customer})
                     publishing.waiting.setdefault(customer, document)
-                    await asyncio.sleep(STATUS_INTERVAL_S)
+                    failed = True
+                else:
+                    publishing.gates[customer] = _gate(document)
+            if failed:
+                # the decisions are not all out: their progress waits for the retry
+                for partition, sequence in progress.items():
+                    publishing.progress[partition] = max(
+                        sequence, publishing.progress.get(partition, 0)
+                    )
+                await asyncio.sleep(STATUS_INTERVAL_S)
+            else:
+                sent.update(progress)
+                if time.monotonic() - repeated >= STATUS_INTERVAL_S:
+                    # every partition's last progress again: a lost message or a replica
+                    # started since catches up within the interval
+                    repeated = time.monotonic()
+                    held = set(self.partitions)
+                    sent = {number: last for number, last in sent.items() if number in held}
+                    progress = sent
+                await self._publish_progress(progress)
             if stop.is_set() and publishing.waiting:
                 await asyncio.sleep(0.05)
+
+    async def _publish_progress(self, progress: dict[int, int]) -> None:
+        """Tell the API replicas how far each partition is decided (core NATS, no ack:
+        the last value is repeated every ``STATUS_INTERVAL_S`` while idle)."""
+        connection = self._connection
+        if connection is None or not progress:
+            return
+        for partition, sequence in sorted(progress.items()):
+            message = encode_progress(Progress(partition, sequence, self.name))
+            with contextlib.suppress(nats.errors.Error, OSError):
+                await connection.publish(progress_subject(self.settings, partition), message)
 
     async def _publish_status(self, status: StatusBoard, stop: asyncio.Event) -> None:
         last_applied = 0

@@ -123,6 +123,11 @@ PartitionsCallback = Callable[[list[int]], Awaitable[None]]
 AppliedCallback = Callable[[int, list[tuple[int, PreparedEvent]]], None]
 """Called after each commit with the partition and its accepted (sequence, event) pairs."""
 
+CommittedCallback = Callable[[int, int, list[tuple[int, PreparedEvent]]], None]
+"""Called after each commit, before ``on_applied``, with the partition, the stream
+sequence of the commit's last message and its accepted pairs (the ingest lag bound's
+progress, ``stream.progress``)."""
+
 _STREAM_ERRORS = (StreamUnavailable, nats.errors.Error, OSError, TimeoutError)
 _log = logging.getLogger(__name__)
 
@@ -172,6 +177,7 @@ class StreamWorker:
         renew_s: float = LEASE_RENEW_S,
         peers: PeersCallback | None = None,
         on_partitions: PartitionsCallback | None = None,
+        on_committed: CommittedCallback | None = None,
     ) -> None:
         """``partitions`` None: rebalance by lease handover with the other workers."""
         if partitions is not None and not partitions:
@@ -194,6 +200,7 @@ class StreamWorker:
         self.renew_s = renew_s
         self.peers = peers
         self.on_partitions = on_partitions
+        self.on_committed = on_committed
         self.fenced = (
             "leases" in inspect.signature(store.append).parameters
             and getattr(store, "partitions", None) == settings.partitions
@@ -536,6 +543,12 @@ class StreamWorker:
             else:
                 outcomes = self.store.append(events, ingested_at_us, leases=leases)
             accepted = self._tally(batch, outcomes, ingested_at_us)
+            if self.on_committed is not None:
+                try:
+                    self.on_committed(batch.partition, batch.stream_sequences[1], accepted)
+                except Exception:
+                    self._counts["callback_errors"] += 1
+                    _log.exception("on_committed failed", extra={"partition": batch.partition})
             self._notify(batch.partition, accepted)
 
     def _tally(

@@ -1,0 +1,135 @@
+"""Admission control on ingest lag: the ingest lag bound (pure).
+
+In stream mode an API replica acknowledges a batch (``202``) once JetStream stored it;
+the decisions made on it (a block, the kill switch) come later, from the live engine of
+the worker owning its partition. The ingest lag bound caps how far acknowledged usage
+may run ahead of those decisions: a replica refuses a batch (``429``) while a partition
+the batch touches lags past the bound, so a backlog of seconds can never build up
+behind an acknowledged event.
+
+``LagBook`` is one replica's view. Invariants:
+
+* only the replica's own readings are ever compared: the moments (when JetStream
+  acknowledged a message this replica published, and now) come from the replica's
+  clock, and the workers contribute only stream sequences (the newest message of a
+  partition whose events their live engine has decided on), so no two machines'
+  clocks meet in a comparison;
+* a partition's lag is how long the oldest message this replica published to it, and no
+  worker has reported decided, has been outstanding; with nothing outstanding it is 0.
+  A worker that is down reports nothing: the lag grows and the replica refuses, which
+  is the point (clients retry; nothing acknowledged waits behind a dead worker);
+* a batch is admitted whole or refused whole (``admit``): refused when any partition it
+  touches lags past the bound, so a refusal never leaves a batch half acknowledged;
+  a bound of 0 admits everything;
+* memory is bounded: at most ``OUTSTANDING_MAX`` messages are remembered per partition
+  (past it the newest are not recorded, so the lag, read from the oldest, stays true).
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+LAG_MAX_MS_DEFAULT = 50
+"""The default bound (milliseconds): ``meterline bench scale`` on 2 loaded cores kept the
+kill switch's p99 within 100 ms with it while losing little throughput (BENCHMARKS.md,
+"Kill switch under load")."""
+
+RETRY_AFTER_MS_MIN = 10
+"""The shortest retry hint given with a refusal."""
+
+RETRY_AFTER_MS_MAX = 1000
+"""The longest retry hint given with a refusal (a worker that is down: retry each second)."""
+
+OUTSTANDING_MAX = 100_000
+"""Messages per partition a replica remembers as published and not yet decided."""
+
+
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    """Why a batch was refused: the partition lagging most, its lag, and a retry hint."""
+
+    partition: int
+    lag_ms: float
+    bound_ms: int
+    retry_after_ms: int
+
+
+@dataclass(slots=True)
+class _PartitionLag:
+    outstanding: list[tuple[int, int]] = field(default_factory=list)
+    """A heap of (stream sequence, stored at µs) published and not decided yet."""
+    decided: int = 0
+    """The highest stream sequence a worker reported decided."""
+
+
+class LagBook:
+    """One replica's outstanding messages and the workers' progress, per partition."""
+
+    def __init__(self, partitions: int) -> None:
+        self._partitions = [_PartitionLag() for _ in range(partitions)]
+
+    def stored(self, partition: int, sequence: int, at_us: int) -> None:
+        """JetStream stored this replica's message ``sequence`` of ``partition`` at ``at_us``."""
+        lag = self._partitions[partition]
+        if sequence > lag.decided and len(lag.outstanding) < OUTSTANDING_MAX:
+            heapq.heappush(lag.outstanding, (sequence, at_us))
+
+    def decided(self, partition: int, sequence: int) -> None:
+        """A worker decided on every message of ``partition`` through ``sequence``."""
+        lag = self._partitions[partition]
+        if sequence <= lag.decided:
+            return
+        lag.decided = sequence
+        outstanding = lag.outstanding
+        while outstanding and outstanding[0][0] <= sequence:
+            heapq.heappop(outstanding)
+
+    def lag_us(self, partition: int, now_us: int) -> int:
+        """How long the oldest undecided message of ``partition`` has waited (0: none)."""
+        outstanding = self._partitions[partition].outstanding
+        return max(0, now_us - outstanding[0][1]) if outstanding else 0
+
+    def outstanding(self, partition: int) -> int:
+        """Messages of ``partition`` this replica published that are not decided yet."""
+        return len(self._partitions[partition].outstanding)
+
+    def admit(self, partitions: Iterable[int], now_us: int, bound_ms: int) -> Refusal | None:
+        """None when a batch touching ``partitions`` may be acknowledged, else why not."""
+        if bound_ms <= 0:
+            return None
+        worst: tuple[int, int] | None = None
+        for partition in partitions:
+            lag = self.lag_us(partition, now_us)
+            if lag > bound_ms * 1000 and (worst is None or lag > worst[1]):
+                worst = (partition, lag)
+        if worst is None:
+            return None
+        partition, lag = worst
+        return Refusal(partition, lag / 1000, bound_ms, retry_after_ms(lag / 1000, bound_ms))
+
+
+def retry_after_ms(lag_ms: float, bound_ms: int) -> int:
+    """The retry hint for a partition ``lag_ms`` behind: half the bound (a worker keeping
+    up reports progress about that often), longer the further the partition is behind
+    (a quarter of the excess: a worker that is down is asked again about every second),
+    within ``RETRY_AFTER_MS_MIN`` .. ``RETRY_AFTER_MS_MAX``. The time already waited is
+    no estimate of the time left: most of it has passed."""
+    hint = max(bound_ms / 2, (lag_ms - bound_ms) / 4)
+    return int(min(RETRY_AFTER_MS_MAX, max(RETRY_AFTER_MS_MIN, hint)))
+
+
+def retry_after_header(milliseconds: int) -> str:
+    """The ``Retry-After`` header (whole seconds, at least 1) for a hint in milliseconds."""
+    return str(max(1, -(-milliseconds // 1000)))
+
+
+def parse_lag_bound(text: str) -> int:
+    """The bound in milliseconds of ``--lag-max-ms``: a whole number >= 0, or ``off`` (0)."""
+    value = text.strip().lower()
+    if value == "off":
+        return 0
+    if not value.isdigit() or len(value) > 9:
+        raise ValueError(f"{text!r} is not a whole number of milliseconds (>= 0) or 'off'")
+    return int(value)
