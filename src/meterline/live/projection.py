@@ -64,6 +64,9 @@ REVISION_CHECK_S = 1.0
 """How often the projection looks for a pricing revision applied by another process."""
 NOT_PRICED: tuple[Decimal | None, str | None] = (None, None)
 HUNDRED = Decimal(100)
+PARTITION_CACHE_MAX = 100_000
+"""Customers whose partition the projection remembers (a SHA-256 each otherwise); the
+memory is dropped when it is full."""
 
 
 class LiveEvent(NamedTuple):
@@ -218,6 +221,7 @@ class LiveProjection:
         self.lock = threading.RLock()
         self.customers: dict[str, CustomerLive] = {}
         self.partitions = billing.ledger.store.partitions
+        self._partition_cache: dict[str, int] = {}
         self._heads = [0] * self.partitions
         """Per partition, every event up to this sequence has been fed (or skipped as
         irrelevant): the cut ``cut`` names."""
@@ -250,8 +254,14 @@ class LiveProjection:
                 self._heads[partition] = max(self._heads[partition], through.heads[partition])
 
     def partition(self, customer: str) -> int:
-        """The partition holding ``customer``'s events."""
-        return partition_of(customer, self.partitions)
+        """The partition holding ``customer``'s events (remembered per customer)."""
+        partition = self._partition_cache.get(customer)
+        if partition is None:
+            if len(self._partition_cache) >= PARTITION_CACHE_MAX:
+                self._partition_cache = {}
+            partition = partition_of(customer, self.partitions)
+            self._partition_cache[customer] = partition
+        return partition
 
     # -- building ---------------------------------------------------------------------------
 
@@ -361,8 +371,10 @@ class LiveProjection:
 
     def feed(self, events: list[LiveEvent]) -> set[str]:
         """Feed appended events (ascending sequence within each partition); returns the
-        customers touched."""
+        customers touched. Each customer's events are rated as one batch
+        (``Rater.add_batch``: the same state as one by one) after the checks below."""
         touched: set[str] = set()
+        rated: dict[str, list[tuple[int, int, str, dict[str, Any], bytes]]] = {}
         with self.lock:
             customers = self.customers
             heads = self._heads
@@ -386,15 +398,22 @@ class LiveProjection:
                 if live.stale:
                     continue
                 if event.properties is None:
+                    # the events before it first: problems stay in ledger order
+                    live.job.rater.add_batch(rated.pop(event.customer, ()))
                     live.job.rater.refuse(
                         event.sequence, event.type, "undecodable", "the event does not decode"
                     )
                     continue
-                live.job.rater.add(
-                    event.sequence, event.timestamp_us, event.type, event.properties, b""
+                batch = rated.get(event.customer)
+                if batch is None:
+                    batch = rated[event.customer] = []
+                batch.append(
+                    (event.sequence, event.timestamp_us, event.type, event.properties, b"")
                 )
                 if live.counters:
                     self._count(live, event)
+            for customer, batch in rated.items():
+                customers[customer].job.rater.add_batch(batch)
         return touched
 
     def _unrated_event(self, event: LiveEvent) -> None:

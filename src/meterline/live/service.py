@@ -222,10 +222,10 @@ class LiveEngine:
         nothing new). Appended pairs are taken as they are when each partition's pairs
         continue its head without a gap; otherwise this engine's partitions are read from
         the ledger, past the projection's cut and inside the ledger's current cut."""
-        count = self.projection.partitions
         fed = self.projection.cut
+        partition = self.projection.partition
         placed = sorted(
-            ((partition_of(event.customer, count), sequence, event) for sequence, event in pairs),
+            ((partition(event.customer), sequence, event) for sequence, event in pairs),
             key=lambda item: (item[0], item[1]),
         )
         heads = list(fed.heads)
