@@ -150,7 +150,10 @@ def state(rater: Rater) -> tuple[Any, ...]:
     """Everything a rating shows: lines (with roots and members), window charges,
     quantities, problems in order, events outside every segment."""
     lines = rater.lines("USD", configuration())
-    members = [rater.members(line.segment, line.meter, tuple(v for _, v in line.group)) for line in lines]
+    members = [
+        rater.members(line.segment, line.meter, tuple(value for _, value in line.group))
+        for line in lines
+    ]
     return (
         lines,
         members,

@@ -233,9 +233,7 @@ class Accumulator:
         if self.last_sequence is None or sequence > self.last_sequence:
             self.last_sequence = sequence
 
-    def add_folded(
-        self, events: int, whole: int, first_sequence: int, last_sequence: int
-    ) -> None:
+    def add_folded(self, events: int, whole: int, first_sequence: int, last_sequence: int) -> None:
         """Take ``events`` events at once (a ``sum`` or ``count`` only) whose values are
         ints adding up to ``whole`` (a count's are not read): exactly the state ``add`` of
         each would leave, since ints add exactly in any order or grouping."""

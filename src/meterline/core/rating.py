@@ -323,6 +323,8 @@ class Rater:
             self.cuts = tuple(sorted(inner))
         self.unbilled_events = 0
         self.problems: list[MeterProblem] = []
+        self._idled = False
+        """Whether ``_idle_lines`` made its lines."""
         self._billable: dict[str, tuple[Meter, ...]] | None = None
         self._configuration = configuration
         self._lines: dict[tuple[int, str, tuple[str | None, ...]], _LineState] = {}
@@ -672,7 +674,11 @@ class Rater:
 
     def _idle_lines(self) -> None:
         """Lines for prices that charge at zero usage (a first-tier flat fee, a minimum)
-        but met no event: only where the price names every group dimension."""
+        but met no event: only where the price names every group dimension. Made once:
+        lines are never removed, so a second pass would find them all."""
+        if self._idled:
+            return
+        self._idled = True
         for index, table in enumerate(self._by_type):
             for candidates in table.values():
                 for meter, prices in candidates:

@@ -30,6 +30,7 @@ from collections.abc import Mapping, Sequence
 from hashlib import sha256
 
 import psycopg.errors
+from psycopg.types.string import BytesBinaryDumper
 
 from meterline.core.chain import BatchRecord, HeadState, seal_batch
 from meterline.core.events import PreparedEvent, event_source, same_event, source_idempotency_key
@@ -160,6 +161,11 @@ class PostgresStore(SqlLedgerReads):
     ) -> None:
         self.path = url
         self._connection = PostgresConnection(url)
+        # The appends' binary COPY takes ``bytea`` by its oid, which psycopg maps to a
+        # dumper written in Python (for ``psycopg.Binary``); the bytes dumper (in C when
+        # psycopg's binary build is installed) writes the same bytes, about 0.4 µs less
+        # per event. Only this writer connection's adapters change.
+        self._connection.raw.adapters.register_dumper(bytes, BytesBinaryDumper)
         self._write_lock = threading.Lock()
         self._readers = ThreadConnections(url)
         self.dedup_key = self._dedup_setting(dedup_key)

@@ -36,6 +36,7 @@ from bisect import bisect_right
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from decimal import Decimal, localcontext
+from functools import cached_property
 from typing import Any, NamedTuple
 
 import msgspec
@@ -203,6 +204,21 @@ class CustomerLive:
     @property
     def currency(self) -> str:
         return self.job.segments[0].terms.plan.currency if self.job.segments else "USD"
+
+    @cached_property
+    def bounded_prices(self) -> bool:
+        """Whether a price of the period has a line minimum or maximum (fixed per build)."""
+        return any(
+            price.minimum is not None or price.maximum is not None
+            for segment in self.job.segments
+            for price in segment.terms.prices()
+        )
+
+    def grant_edge_between(self, after_us: int, through_us: int) -> bool:
+        """Whether a window edge of the credit burn-down lies in ``(after_us, through_us]``
+        (the edges are sorted)."""
+        cuts = self.job.cuts or ()
+        return bisect_right(cuts, after_us) != bisect_right(cuts, through_us)
 
 
 def _cost_meters(configuration: Configuration) -> frozenset[str]:
@@ -548,7 +564,8 @@ class LiveProjection:
         (``remaining`` is empty)."""
         with self.lock:
             live = self.customers.get(customer)
-            if live is not None and (live.stale or self.clock() >= live.period.end_us):
+            now_us = self.clock()
+            if live is not None and (live.stale or now_us >= live.period.end_us):
                 self.rebuild([customer])
                 live = self.customers.get(customer)
             if live is None:
@@ -558,7 +575,7 @@ class LiveProjection:
                 return None
             try:
                 through = self.cut.advanced(self.partition(customer), live.sequence)
-                figures = derive(live, self.clock(), through, credits)
+                figures = derive(live, now_us, through, credits)
             except (ArithmeticError, ValueError) as error:
                 reason = failure_reason(error)
                 self.failures[customer] = reason

@@ -223,9 +223,9 @@ class LiveEngine:
         continue its head without a gap; otherwise this engine's partitions are read from
         the ledger, past the projection's cut and inside the ledger's current cut."""
         fed = self.projection.cut
-        partition = self.projection.partition
+        partition_of_customer = self.projection.partition
         placed = sorted(
-            ((partition(event.customer), sequence, event) for sequence, event in pairs),
+            ((partition_of_customer(event.customer), sequence, event) for sequence, event in pairs),
             key=lambda item: (item[0], item[1]),
         )
         heads = list(fed.heads)
