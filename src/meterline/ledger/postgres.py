@@ -373,7 +373,7 @@ class PostgresStore(SqlLedgerReads):
         ):
             customer, event_id, event_type, timestamp_us, body = event
             key = keys[number]
-            found = stored.get(key) or staged.get(key)
+            found = (stored.get(key) or staged.get(key)) if stored else staged.get(key)
             if found is not None:
                 status: Status = "duplicate" if same_event(found[1], body) else "conflict"
                 outcomes.append(EventOutcome(position, status, event_id, found[0]))
@@ -426,6 +426,11 @@ class PostgresStore(SqlLedgerReads):
         one statement."""
         raw = self._connection.raw
         leaves: dict[int, list[bytes]] = {}
+        if len(heads) == 1:  # one partition (a stream worker's batch): no grouping
+            leaves[next(iter(heads))] = [row[7] for row in rows]  # type: ignore[misc]
+        else:
+            for row in rows:
+                leaves.setdefault(row[8], []).append(row[7])  # type: ignore[arg-type]
         types = self._copy_types()
         with raw.cursor() as cursor:
             with cursor.copy(self._copy_events) as copy:
@@ -433,7 +438,6 @@ class PostgresStore(SqlLedgerReads):
                 write_row = copy.write_row
                 for row in rows:
                     write_row(row)
-                    leaves.setdefault(row[8], []).append(row[7])  # type: ignore[arg-type]
             sealed: list[BatchRecord] = []
             new_heads: dict[int, HeadState] = {}
             for partition, hashes in leaves.items():
