@@ -6,28 +6,36 @@ aggregation, ints, decimals, numeric strings, values a meter cannot measure, neg
 events outside the contract, two segments, credit windows) and wherever the stream is
 cut into batches, the rater must end in the same state as ``add`` of each event: the same
 quantities, priced lines (with their Merkle roots and members), window charges, problems
-in the same order, and events outside every segment.
+in the same order, and events outside every segment. And the live projection fed the
+same events cut into batches anywhere (one engine cycle each) ends with the figures,
+remaining balances, access decisions and firings of one event per cycle.
 """
 
 from __future__ import annotations
 
 import hashlib
+import tempfile
 from datetime import UTC, datetime
 from decimal import Decimal as D
 from functools import cache
 from itertools import pairwise
+from pathlib import Path
 from typing import Any
 
-from hypothesis import given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from meterline.billing.service import open_billing
 from meterline.config.schema import parse_configuration
 from meterline.config.source import read_yaml
-from meterline.core.events import timestamp_to_us
+from meterline.core.events import format_timestamp, timestamp_to_us
 from meterline.core.meters import QUANTITY_LIMIT
 from meterline.core.model import Configuration, segments
 from meterline.core.periods import BillingPeriod
 from meterline.core.rating import Rater, window_charges
+from meterline.live.service import LiveEngine
+from tests.conftest import Databases
+from tests.property.test_control_laws import CUSTOMERS, ONCE_NOW, Clock, once_stream, once_yaml
 
 
 def us(*parts: int) -> int:
@@ -197,3 +205,63 @@ def test_a_batch_folds_ints_and_keeps_decimals_exact() -> None:
     assert quantities[("tokens", ("a",))] == (D("1005.125"), 4)
     assert quantities[("calls", ())] == (D(4), 4)
     assert quantities[("peak", ())] == (D(1000), 4)
+
+
+# -- the live projection: figures, balances and decisions under any split -------------------
+
+
+def live_stream() -> list[dict[str, Any]]:
+    """``once_stream`` of two customers moved to three calls a day (in one credit window:
+    what a batch folds)."""
+    events = once_stream(2)
+    for number, event in enumerate(events):
+        index = number // 2
+        event["timestamp"] = format_timestamp(us(2026, 10, 1 + index // 3, 3 + index % 3))
+    return events
+
+
+def live_outcome(databases: Databases, batches: list[list[dict[str, Any]]]) -> list[Any]:
+    """Each customer's figures, remaining balance and access decision, and the firings,
+    after the engine took ``batches`` one cycle each."""
+    with (
+        tempfile.TemporaryDirectory() as directory,
+        open_billing(databases.new(Path(directory)), Clock(ONCE_NOW)) as billing,
+    ):
+        billing.apply(once_yaml(2))
+        engine = LiveEngine(billing).start(thread=False)
+        try:
+            for batch in batches:
+                assert billing.ledger.ingest(batch).accepted == len(batch)
+                engine.cycle()
+            projection = engine.projection
+            seen: list[Any] = []
+            for customer in CUSTOMERS[:2]:
+                figures = projection.figures(customer)
+                assert figures is not None
+                document = figures.as_dict()
+                del document["through"]  # the sequences differ with the order sent
+                access = engine.controls.access(customer)
+                # the firing a reason names is numbered in the order crossings happened
+                decision = (access["allowed"], access["policy"], access["remaining"])
+                seen.append((document, projection.remaining(customer), decision))
+            seen.append(sorted((f.customer, f.policy, f.level) for f in engine.store.firings()))
+            return seen
+        finally:
+            engine.stop()
+
+
+@cache
+def live_reference(databases: Databases) -> list[Any]:
+    """One event per cycle (per store)."""
+    return live_outcome(databases, [[event] for event in live_stream()])
+
+
+@settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data())
+def test_the_projection_under_any_batch_split_equals_one_event_per_cycle(
+    databases: Databases, data: st.DataObject
+) -> None:
+    stream = data.draw(st.permutations(live_stream()))
+    cuts = data.draw(st.sets(st.integers(1, len(stream) - 1), max_size=len(stream) - 1))
+    batches = [stream[low:high] for low, high in pairwise([0, *sorted(cuts), len(stream)])]
+    assert live_outcome(databases, batches) == live_reference(databases)
