@@ -233,6 +233,20 @@ class Accumulator:
         if self.last_sequence is None or sequence > self.last_sequence:
             self.last_sequence = sequence
 
+    def add_folded(self, events: int, whole: int, first_sequence: int, last_sequence: int) -> None:
+        """Take ``events`` events at once (a ``sum`` or ``count`` only) whose values are
+        ints adding up to ``whole`` (a count's are not read): exactly the state ``add`` of
+        each would leave, since ints add exactly in any order or grouping."""
+        if self.aggregation == "sum":
+            self._whole += whole
+        elif self.aggregation != "count":
+            raise ValueError(f"a {self.aggregation} accumulator cannot take folded values")
+        self.events += events
+        if self.first_sequence is None or first_sequence < self.first_sequence:
+            self.first_sequence = first_sequence
+        if self.last_sequence is None or last_sequence > self.last_sequence:
+            self.last_sequence = last_sequence
+
     def merged(self, other: Accumulator) -> Accumulator:
         """The accumulator of both sets of events (for cumulative usage over windows)."""
         result = Accumulator(self.aggregation)

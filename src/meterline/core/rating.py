@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import copy
 from bisect import bisect_right
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from decimal import Decimal, localcontext
 from typing import Any
@@ -104,6 +104,7 @@ class _LineState:
     __slots__ = (
         "accumulator",
         "add_to_accumulator",
+        "folds",
         "group",
         "lineage",
         "members",
@@ -129,6 +130,9 @@ class _LineState:
         self.group = group
         self.price = price
         self.per_event = price is not None and price.model == "percentage"
+        # A sum or count line not priced per event takes a batch's int values folded
+        # (``Rater.add_batch``): one accumulator update per window instead of per event.
+        self.folds = not self.per_event and accumulator.aggregation in ("sum", "count")
         self.accumulator = accumulator
         self.lineage = _Lineage(MerkleBuilder())
         self.percentage_total = ZERO
@@ -157,6 +161,11 @@ class _Route:
         self.prices = prices
         self.lines = lines
         self.read = MeterReader(meter).read
+
+
+_Folds = dict[tuple[_LineState, int], list[int]]
+"""A batch's folded int values: (line, window index or -1) -> [events, sum, first
+sequence, last sequence]."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -318,6 +327,8 @@ class Rater:
             self.cuts = tuple(sorted(inner))
         self.unbilled_events = 0
         self.problems: list[MeterProblem] = []
+        self._idled = False
+        """Whether ``_idle_lines`` made its lines."""
         self._billable: dict[str, tuple[Meter, ...]] | None = None
         self._configuration = configuration
         self._lines: dict[tuple[int, str, tuple[str | None, ...]], _LineState] = {}
@@ -379,8 +390,10 @@ class Rater:
         event_type: str,
         properties: Mapping[str, Any],
         event_hash: bytes,
+        folded: _Folds | None = None,
     ) -> None:
-        """Rate one event; events must come in ascending ``sequence``."""
+        """Rate one event; events must come in ascending ``sequence``. With ``folded``
+        (``add_batch``), a folding line's int value is kept there, to be settled once."""
         # Hot path (once per event of a close); ``MeterReader`` reads each meter's value
         # and group, as ``Measurement`` does.
         only = self._only
@@ -418,44 +431,57 @@ class Rater:
                 )
                 if self.keep_events:
                     line.members = []
-            total = ZERO
-            try:
-                if line.per_event:
-                    price = line.price
-                    assert price is not None
-                    meter = route.meter
-                    base: Any = Decimal(number) if type(number) is int else number
-                    if price.property and price.property != meter.property:
-                        base = measured(
-                            property_value(properties, price.property),
-                            price.property,
-                            meter.negative == "allow",
+            if folded is not None and line.folds and (number is None or type(number) is int):
+                # ints add exactly in any grouping: (line, window) -> [events, sum, first, last]
+                cuts = self.cuts
+                fold_key = (line, -1 if cuts is None else bisect_right(cuts, timestamp_us))
+                fold = folded.get(fold_key)
+                if fold is None:
+                    folded[fold_key] = [1, number or 0, sequence, sequence]
+                else:
+                    fold[0] += 1
+                    if number:
+                        fold[1] += number
+                    fold[3] = sequence
+            else:
+                total = ZERO
+                try:
+                    if line.per_event:
+                        price = line.price
+                        assert price is not None
+                        meter = route.meter
+                        base: Any = Decimal(number) if type(number) is int else number
+                        if price.property and price.property != meter.property:
+                            base = measured(
+                                property_value(properties, price.property),
+                                price.property,
+                                meter.negative == "allow",
+                            )
+                        elif base is None:
+                            base = Unmeasurable("not_a_number", f"{meter.property} is not a number")
+                        if type(base) is Unmeasurable:
+                            self.problems.append(
+                                MeterProblem(sequence, base.detail, meter.key, base.code)
+                            )
+                            continue
+                        fee = percentage_fee(price, base, line.accumulator.events)
+                        total = MONEY_CONTEXT.add(line.percentage_total, fee)
+                    # raises (changing nothing) when the line's sum would stop being exact
+                    line.add_to_accumulator(sequence, timestamp_us, number, raw)
+                except ArithmeticError:
+                    self.problems.append(
+                        MeterProblem(
+                            sequence,
+                            f"{route.meter.key}: the line's total would stop being exact",
+                            route.meter.key,
+                            "overflow",
                         )
-                    elif base is None:
-                        base = Unmeasurable("not_a_number", f"{meter.property} is not a number")
-                    if type(base) is Unmeasurable:
-                        self.problems.append(
-                            MeterProblem(sequence, base.detail, meter.key, base.code)
-                        )
-                        continue
-                    fee = percentage_fee(price, base, line.accumulator.events)
-                    total = MONEY_CONTEXT.add(line.percentage_total, fee)
-                # raises (changing nothing) when the line's sum would stop being exact
-                line.add_to_accumulator(sequence, timestamp_us, number, raw)
-            except ArithmeticError:
-                self.problems.append(
-                    MeterProblem(
-                        sequence,
-                        f"{route.meter.key}: the line's total would stop being exact",
-                        route.meter.key,
-                        "overflow",
                     )
-                )
-                continue
-            if line.per_event:
-                line.percentage_total = total
-            if self.cuts is not None:
-                self._add_to_window(line, sequence, timestamp_us, number, raw, fee)
+                    continue
+                if line.per_event:
+                    line.percentage_total = total
+                if self.cuts is not None:
+                    self._add_to_window(line, sequence, timestamp_us, number, raw, fee)
             if line.members is not None:
                 line.members.append((sequence, event_hash))
             if first is None:
@@ -480,6 +506,28 @@ class Rater:
             return
         reached = [first] if second is None else [first, second, *(more or ())]
         self._add_leaf(reached, event_hash)
+
+    def add_batch(self, events: Iterable[tuple[int, int, str, Mapping[str, Any], bytes]]) -> None:
+        """Rate ``(sequence, timestamp_us, type, properties, hash)`` events (ascending
+        sequence, after every event fed before): the same state as ``add`` of each in
+        turn. Each event is still read (and its problems kept in order), but the int
+        values of sum and count lines are folded per (line, window) and settled once:
+        ints add exactly in any grouping. Decimal values, ``max``, ``latest``,
+        ``unique_count`` and percentage lines go in per event, as ``add`` does."""
+        folded: _Folds = {}
+        add = self.add
+        for sequence, timestamp_us, event_type, properties, event_hash in events:
+            add(sequence, timestamp_us, event_type, properties, event_hash, folded)
+        for (line, index), (count, whole, first, last) in folded.items():
+            line.accumulator.add_folded(count, whole, first, last)
+            if index < 0:
+                continue
+            if line.windows is None:
+                line.windows, line.window_fees = {}, {}
+            window = line.windows.get(index)
+            if window is None:
+                window = line.windows[index] = Accumulator(line.meter.aggregation)
+            window.add_folded(count, whole, first, last)
 
     def _usage_meters(self) -> dict[str, tuple[Meter, ...]]:
         if self._billable is None:
@@ -630,7 +678,11 @@ class Rater:
 
     def _idle_lines(self) -> None:
         """Lines for prices that charge at zero usage (a first-tier flat fee, a minimum)
-        but met no event: only where the price names every group dimension."""
+        but met no event: only where the price names every group dimension. Made once:
+        lines are never removed, so a second pass would find them all."""
+        if self._idled:
+            return
+        self._idled = True
         for index, table in enumerate(self._by_type):
             for candidates in table.values():
                 for meter, prices in candidates:
@@ -729,17 +781,25 @@ def window_charges(rater: Rater, currency: str, configuration: Configuration) ->
         cumulative = Accumulator(state.meter.aggregation)
         previous = ZERO
         fees = ZERO
+        priced = False
+        last = len(windows) - 1
+        line_windows = state.windows or {}
         for position, index in enumerate(windows):
-            window = (state.windows or {}).get(index)
+            window = line_windows.get(index)
             if window is not None:
                 cumulative = cumulative.merged(window)
+            elif priced and position != last:
+                # no usage in the window: the cumulative amount is the one priced before,
+                # so its charge is zero (the last window still settles minimum/maximum)
+                continue
+            priced = True
             with localcontext(MONEY_CONTEXT):
                 if price.model == "percentage":
                     fees += (state.window_fees or {}).get(index, ZERO)
                     amount = fees
                 else:
                     amount = price_quantity(price, cumulative.quantity(), state.group)
-                if position == len(windows) - 1:
+                if position == last:
                     amount = bounded(amount, price.minimum, price.maximum)
                 delta = amount - previous
                 previous = amount

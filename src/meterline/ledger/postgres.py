@@ -30,6 +30,7 @@ from collections.abc import Mapping, Sequence
 from hashlib import sha256
 
 import psycopg.errors
+from psycopg.types.string import BytesBinaryDumper
 
 from meterline.core.chain import BatchRecord, HeadState, seal_batch
 from meterline.core.events import PreparedEvent, event_source, same_event, source_idempotency_key
@@ -160,6 +161,11 @@ class PostgresStore(SqlLedgerReads):
     ) -> None:
         self.path = url
         self._connection = PostgresConnection(url)
+        # The appends' binary COPY takes ``bytea`` by its oid, which psycopg maps to a
+        # dumper written in Python (for ``psycopg.Binary``); the bytes dumper (in C when
+        # psycopg's binary build is installed) writes the same bytes, about 0.4 µs less
+        # per event. Only this writer connection's adapters change.
+        self._connection.raw.adapters.register_dumper(bytes, BytesBinaryDumper)
         self._write_lock = threading.Lock()
         self._readers = ThreadConnections(url)
         self.dedup_key = self._dedup_setting(dedup_key)
@@ -367,7 +373,7 @@ class PostgresStore(SqlLedgerReads):
         ):
             customer, event_id, event_type, timestamp_us, body = event
             key = keys[number]
-            found = stored.get(key) or staged.get(key)
+            found = (stored.get(key) or staged.get(key)) if stored else staged.get(key)
             if found is not None:
                 status: Status = "duplicate" if same_event(found[1], body) else "conflict"
                 outcomes.append(EventOutcome(position, status, event_id, found[0]))
@@ -420,6 +426,11 @@ class PostgresStore(SqlLedgerReads):
         one statement."""
         raw = self._connection.raw
         leaves: dict[int, list[bytes]] = {}
+        if len(heads) == 1:  # one partition (a stream worker's batch): no grouping
+            leaves[next(iter(heads))] = [row[7] for row in rows]  # type: ignore[misc]
+        else:
+            for row in rows:
+                leaves.setdefault(row[8], []).append(row[7])  # type: ignore[arg-type]
         types = self._copy_types()
         with raw.cursor() as cursor:
             with cursor.copy(self._copy_events) as copy:
@@ -427,7 +438,6 @@ class PostgresStore(SqlLedgerReads):
                 write_row = copy.write_row
                 for row in rows:
                     write_row(row)
-                    leaves.setdefault(row[8], []).append(row[7])  # type: ignore[arg-type]
             sealed: list[BatchRecord] = []
             new_heads: dict[int, HeadState] = {}
             for partition, hashes in leaves.items():

@@ -281,17 +281,12 @@ class Controls:
         state = self._customer(customer)
         keys = {p.key for p in balance}
         cached = self.books.get(customer)
-        bounded_prices = any(
-            p.minimum is not None or p.maximum is not None
-            for segment in live.job.segments
-            for p in segment.terms.prices()
-        )
         if (
             cached is not None
-            and not bounded_prices
+            and not live.bounded_prices
             and not any(policy in keys for policy, _ in state.fired)
             and now_us - cached[0] < BOOK_REFRESH_US
-            and not any(cached[0] < cut <= now_us for cut in live.job.cuts or ())
+            and not live.grant_edge_between(cached[0], now_us)
         ):
             _, exact, amounts = cached
             increase: dict[str, Decimal] = {}

@@ -36,6 +36,7 @@ from bisect import bisect_right
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from decimal import Decimal, localcontext
+from functools import cached_property
 from typing import Any, NamedTuple
 
 import msgspec
@@ -64,6 +65,9 @@ REVISION_CHECK_S = 1.0
 """How often the projection looks for a pricing revision applied by another process."""
 NOT_PRICED: tuple[Decimal | None, str | None] = (None, None)
 HUNDRED = Decimal(100)
+PARTITION_CACHE_MAX = 100_000
+"""Customers whose partition the projection remembers (a SHA-256 each otherwise); the
+memory is dropped when it is full."""
 
 
 class LiveEvent(NamedTuple):
@@ -201,6 +205,21 @@ class CustomerLive:
     def currency(self) -> str:
         return self.job.segments[0].terms.plan.currency if self.job.segments else "USD"
 
+    @cached_property
+    def bounded_prices(self) -> bool:
+        """Whether a price of the period has a line minimum or maximum (fixed per build)."""
+        return any(
+            price.minimum is not None or price.maximum is not None
+            for segment in self.job.segments
+            for price in segment.terms.prices()
+        )
+
+    def grant_edge_between(self, after_us: int, through_us: int) -> bool:
+        """Whether a window edge of the credit burn-down lies in ``(after_us, through_us]``
+        (the edges are sorted)."""
+        cuts = self.job.cuts or ()
+        return bisect_right(cuts, after_us) != bisect_right(cuts, through_us)
+
 
 def _cost_meters(configuration: Configuration) -> frozenset[str]:
     return frozenset(rate.meter for rate in configuration.costs)
@@ -218,6 +237,7 @@ class LiveProjection:
         self.lock = threading.RLock()
         self.customers: dict[str, CustomerLive] = {}
         self.partitions = billing.ledger.store.partitions
+        self._partition_cache: dict[str, int] = {}
         self._heads = [0] * self.partitions
         """Per partition, every event up to this sequence has been fed (or skipped as
         irrelevant): the cut ``cut`` names."""
@@ -250,8 +270,14 @@ class LiveProjection:
                 self._heads[partition] = max(self._heads[partition], through.heads[partition])
 
     def partition(self, customer: str) -> int:
-        """The partition holding ``customer``'s events."""
-        return partition_of(customer, self.partitions)
+        """The partition holding ``customer``'s events (remembered per customer)."""
+        partition = self._partition_cache.get(customer)
+        if partition is None:
+            if len(self._partition_cache) >= PARTITION_CACHE_MAX:
+                self._partition_cache = {}
+            partition = partition_of(customer, self.partitions)
+            self._partition_cache[customer] = partition
+        return partition
 
     # -- building ---------------------------------------------------------------------------
 
@@ -361,8 +387,10 @@ class LiveProjection:
 
     def feed(self, events: list[LiveEvent]) -> set[str]:
         """Feed appended events (ascending sequence within each partition); returns the
-        customers touched."""
+        customers touched. Each customer's events are rated as one batch
+        (``Rater.add_batch``: the same state as one by one) after the checks below."""
         touched: set[str] = set()
+        rated: dict[str, list[tuple[int, int, str, dict[str, Any], bytes]]] = {}
         with self.lock:
             customers = self.customers
             heads = self._heads
@@ -386,15 +414,22 @@ class LiveProjection:
                 if live.stale:
                     continue
                 if event.properties is None:
+                    # the events before it first: problems stay in ledger order
+                    live.job.rater.add_batch(rated.pop(event.customer, ()))
                     live.job.rater.refuse(
                         event.sequence, event.type, "undecodable", "the event does not decode"
                     )
                     continue
-                live.job.rater.add(
-                    event.sequence, event.timestamp_us, event.type, event.properties, b""
+                batch = rated.get(event.customer)
+                if batch is None:
+                    batch = rated[event.customer] = []
+                batch.append(
+                    (event.sequence, event.timestamp_us, event.type, event.properties, b"")
                 )
                 if live.counters:
                     self._count(live, event)
+            for customer, batch in rated.items():
+                customers[customer].job.rater.add_batch(batch)
         return touched
 
     def _unrated_event(self, event: LiveEvent) -> None:
@@ -529,7 +564,8 @@ class LiveProjection:
         (``remaining`` is empty)."""
         with self.lock:
             live = self.customers.get(customer)
-            if live is not None and (live.stale or self.clock() >= live.period.end_us):
+            now_us = self.clock()
+            if live is not None and (live.stale or now_us >= live.period.end_us):
                 self.rebuild([customer])
                 live = self.customers.get(customer)
             if live is None:
@@ -539,7 +575,7 @@ class LiveProjection:
                 return None
             try:
                 through = self.cut.advanced(self.partition(customer), live.sequence)
-                figures = derive(live, self.clock(), through, credits)
+                figures = derive(live, now_us, through, credits)
             except (ArithmeticError, ValueError) as error:
                 reason = failure_reason(error)
                 self.failures[customer] = reason

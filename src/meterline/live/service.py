@@ -22,8 +22,12 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from operator import itemgetter
 from typing import Any
 
+import msgspec
+
+from meterline.billing.scan import _DECODER as _BODY_DECODER
 from meterline.billing.service import Billing
 from meterline.billing.unbillable import publish_unbillable, usage_records
 from meterline.core.cuts import Cut
@@ -34,6 +38,7 @@ from meterline.live.controls import Controls, Publisher
 from meterline.live.projection import LiveEvent, LiveProjection
 
 _log = logging.getLogger(__name__)
+_PARTITION_SEQUENCE = itemgetter(0, 1)
 
 CYCLE_PAUSE_SHARE = 3.0
 """After a busy cycle of t seconds, wait t x this before the next (controller <= 1/4 CPU)."""
@@ -222,21 +227,27 @@ class LiveEngine:
         nothing new). Appended pairs are taken as they are when each partition's pairs
         continue its head without a gap; otherwise this engine's partitions are read from
         the ledger, past the projection's cut and inside the ledger's current cut."""
-        count = self.projection.partitions
         fed = self.projection.cut
+        partition_of_customer = self.projection.partition
         placed = sorted(
-            ((partition_of(event.customer, count), sequence, event) for sequence, event in pairs),
-            key=lambda item: (item[0], item[1]),
+            ((partition_of_customer(event.customer), sequence, event) for sequence, event in pairs),
+            key=_PARTITION_SEQUENCE,
         )
         heads = list(fed.heads)
         events = []
+        decode = _BODY_DECODER.decode
         for partition, sequence, event in placed:
             if sequence != heads[partition] + 1:
                 return self._read_events(fed)
             heads[partition] = sequence
+            # ``LiveEvent.decoded``, inlined (once per event)
+            try:
+                properties: dict[str, Any] | None = decode(event.body).properties
+            except msgspec.MsgspecError:
+                properties = None
             events.append(
-                LiveEvent.decoded(
-                    sequence, event.customer, event.type, event.timestamp_us, event.body, partition
+                LiveEvent(
+                    sequence, event.customer, event.type, event.timestamp_us, properties, partition
                 )
             )
         if not events:

@@ -555,13 +555,16 @@ class StreamWorker:
         self, batch: PartitionBatch, outcomes: list[EventOutcome], ingested_at_us: int
     ) -> list[tuple[int, PreparedEvent]]:
         """Count the outcomes of one commit; the accepted (sequence, event) pairs."""
-        accepted: list[tuple[int, PreparedEvent]] = []
-        for outcome in outcomes:
-            event = batch.events[outcome.index]
-            if outcome.status == "accepted":
-                assert outcome.sequence is not None
-                accepted.append((outcome.sequence, event))
-            elif outcome.status == "duplicate":
+        events = batch.events
+        accepted: list[tuple[int, PreparedEvent]] = [
+            (outcome.sequence, events[outcome.index])  # type: ignore[misc]
+            for outcome in outcomes
+            if outcome.status == "accepted"
+        ]
+        # The rest, one by one (a replay: rare): duplicates and conflicts.
+        for outcome in outcomes if len(accepted) != len(outcomes) else ():
+            event = events[outcome.index]
+            if outcome.status == "duplicate":
                 self._counts["duplicates"] += 1
             elif outcome.status == "conflict":
                 self._counts["conflicts"] += 1
