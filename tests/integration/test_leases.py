@@ -131,3 +131,64 @@ def test_fair_share_splits_evenly_and_sums_to_the_partitions() -> None:
             assert sum(shares) == partitions
             assert max(shares) - min(shares) <= 1
             assert max(shares) == -(-partitions // workers)
+
+
+def batch_in(partition: int, prefix: str, partitions: int) -> list[tuple[int, PreparedEvent]]:
+    """Two events of a customer of ``partition``."""
+    customer = next(
+        c for c in (f"c-{n}" for n in range(500)) if partition_of(c, partitions) == partition
+    )
+    items = []
+    for index in range(2):
+        prepared = prepare_event(event(index, customer, id=f"{prefix}-{index}"), FIXED_NOW_US)
+        assert isinstance(prepared, PreparedEvent), prepared
+        items.append((index, prepared))
+    return items
+
+
+def test_one_process_commits_its_partitions_in_parallel(tmp_path: Path) -> None:
+    """A fenced append of one partition writes on that partition's own connection: while
+    partition 0's append waits on its head row (held by an outside transaction), the same
+    store commits partition 1."""
+    partitions = 4
+    made = Databases("postgresql")
+    db = str(made.new(tmp_path, "parallel"))
+    store = open_store(db, partitions=partitions)
+    try:
+        now = system_clock_us()
+        leases = {p: store.acquire_lease(p, f"writer-{p}", now, 30) for p in (0, 1)}  # type: ignore[attr-defined]
+        assert all(leases.values())
+        outside = psycopg.connect(db)
+        try:
+            outside.execute("SELECT * FROM partition_heads WHERE partition_number = 0 FOR UPDATE")
+            blocked: list[object] = []
+            waiting = threading.Thread(
+                target=lambda: blocked.append(
+                    store.append(batch_in(0, "parallel-p0", partitions), now, leases={0: leases[0]})
+                )
+            )
+            waiting.start()
+            time.sleep(0.2)  # let it reach the head row lock
+            assert not blocked  # partition 0 waits on its head row ...
+            done: list[object] = []
+            beside = threading.Thread(
+                target=lambda: done.append(
+                    store.append(batch_in(1, "parallel-p1", partitions), now, leases={1: leases[1]})
+                )
+            )
+            beside.start()
+            beside.join(timeout=20)
+            assert done, "partition 1 waited for partition 0's head row"
+            assert [outcome.status for outcome in done[0]] == ["accepted", "accepted"]  # type: ignore[attr-defined]
+            assert not blocked  # ... while partition 1 committed beside it
+        finally:
+            outside.rollback()
+            outside.close()
+        waiting.join(timeout=30)
+        assert not waiting.is_alive()
+        assert not isinstance(blocked[0], Exception), blocked[0]
+        assert [outcome.status for outcome in blocked[0]] == ["accepted", "accepted"]  # type: ignore[attr-defined]
+        assert {"parallel-p0-0", "parallel-p1-1"} <= stored_ids(store)
+    finally:
+        store.close()
+        made.drop_all()

@@ -7,9 +7,11 @@ head row in ``partition_heads`` and at most one writer at a time, holding a fenc
 (``ledger.heads``). Nothing shared across partitions is locked or counted on the write
 path: an append locks the head rows of the partitions it writes (``SELECT ... FOR
 UPDATE``, in partition order), numbers each partition's events from its head, copies
-them, records one batch per partition and rewrites those heads, in one transaction.
-Readers read through consistent cuts (``core.cuts``): the head rows, read in one
-statement, name committed events only.
+them, records one batch per partition and rewrites those heads, in one transaction. A
+fenced append of one partition (a stream worker's) writes on that partition's own
+connection, so the partitions one process holds commit in parallel. Readers read
+through consistent cuts (``core.cuts``): the head rows, read in one statement, name
+committed events only.
 
 Idempotency is a unique index on ``(customer, event_id, partition_number)``; a customer
 lives in one partition, so it is ``(customer, event_id)``, checked inside the partition's
@@ -28,6 +30,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Mapping, Sequence
 from hashlib import sha256
+from typing import Any
 
 import psycopg.errors
 from psycopg.types.string import BytesBinaryDumper
@@ -160,13 +163,13 @@ class PostgresStore(SqlLedgerReads):
         self, url: str, partitions: int | None = None, dedup_key: DedupKey | None = None
     ) -> None:
         self.path = url
-        self._connection = PostgresConnection(url)
-        # The appends' binary COPY takes ``bytea`` by its oid, which psycopg maps to a
-        # dumper written in Python (for ``psycopg.Binary``); the bytes dumper (in C when
-        # psycopg's binary build is installed) writes the same bytes, about 0.4 µs less
-        # per event. Only this writer connection's adapters change.
-        self._connection.raw.adapters.register_dumper(bytes, BytesBinaryDumper)
+        self._connection = self._writer_connection(url)
         self._write_lock = threading.Lock()
+        self._partition_writers: dict[int, tuple[PostgresConnection, threading.Lock]] = {}
+        """A fenced writer's connection per partition (``append`` with ``leases`` of one
+        partition), so one process's partitions commit in parallel, each on its own
+        connection, holding only its own head row."""
+        self._partition_writers_lock = threading.Lock()
         self._readers = ThreadConnections(url)
         self.dedup_key = self._dedup_setting(dedup_key)
         self._by_source = self.dedup_key == "source_id"
@@ -178,6 +181,35 @@ class PostgresStore(SqlLedgerReads):
         self._partition_cache: dict[str, int] = {}
         self._cached_count = self.partitions
         self._event_types: list[str] | None = None
+
+    @staticmethod
+    def _writer_connection(url: str) -> PostgresConnection:
+        connection = PostgresConnection(url)
+        # The appends' binary COPY takes ``bytea`` by its oid, which psycopg maps to a
+        # dumper written in Python (for ``psycopg.Binary``); the bytes dumper (in C when
+        # psycopg's binary build is installed) writes the same bytes, about 0.4 µs less
+        # per event. Only the writer connections' adapters change.
+        connection.raw.adapters.register_dumper(bytes, BytesBinaryDumper)
+        return connection
+
+    def _writer(
+        self, partitions: Sequence[int], leases: Mapping[int, Lease] | None
+    ) -> tuple[PostgresConnection, threading.Lock]:
+        """The connection and lock an append writes with: a fenced append of one
+        partition gets that partition's own (opened on first use), anything else the
+        store's shared writer. No deadlock between them: an append of one partition
+        locks one head row, a shared one locks its rows in partition order."""
+        if leases is None or len(leases) != 1:
+            return self._connection, self._write_lock
+        (partition,) = leases
+        if any(other != partition for other in partitions):
+            return self._connection, self._write_lock
+        with self._partition_writers_lock:
+            writer = self._partition_writers.get(partition)
+            if writer is None:
+                writer = (self._writer_connection(self.path), threading.Lock())
+                self._partition_writers[partition] = writer
+        return writer
 
     def _dedup_setting(self, wanted: DedupKey | None) -> DedupKey:
         """The ledger's idempotency key: stored in ``meta`` when the ledger is created
@@ -286,9 +318,9 @@ class PostgresStore(SqlLedgerReads):
         if not batch:
             return []
         partition_of_batch = self._partitions_of(batch)
-        connection = self._connection
+        connection, write_lock = self._writer(partition_of_batch, leases)
         raw = connection.raw
-        with self._write_lock:
+        with write_lock:
             try:
                 raw.execute("BEGIN")
                 locked = [
@@ -307,14 +339,14 @@ class PostgresStore(SqlLedgerReads):
                 rows, outcomes = self._stage(*stage, {}, heads, ingested_at_us)
                 if rows:
                     try:
-                        self._write(rows, heads, ingested_at_us, epochs)
+                        self._write(raw, rows, heads, ingested_at_us, epochs)
                     except psycopg.errors.UniqueViolation:
                         raw.execute("ROLLBACK TO SAVEPOINT meterline_append")
                         rows, outcomes = self._stage(
-                            *stage, self._stored(keys), heads, ingested_at_us
+                            *stage, self._stored(raw, keys), heads, ingested_at_us
                         )
                         if rows:
-                            self._write(rows, heads, ingested_at_us, epochs)
+                            self._write(raw, rows, heads, ingested_at_us, epochs)
                 raw.execute("COMMIT")
             except BaseException:
                 if connection.in_transaction:
@@ -396,18 +428,20 @@ class PostgresStore(SqlLedgerReads):
             outcomes.append(EventOutcome(position, "accepted", event_id, sequence))
         return rows, outcomes
 
-    def _stored(self, keys: list[tuple[str, ...]]) -> dict[tuple[str, ...], tuple[int, bytes]]:
+    def _stored(
+        self, raw: psycopg.Connection[Any], keys: list[tuple[str, ...]]
+    ) -> dict[tuple[str, ...], tuple[int, bytes]]:
         """The stored (sequence, bytes) of every key of a batch already in the ledger."""
         columns = [list(column) for column in zip(*keys, strict=True)]
         query = _STORED_SOURCE_KEYS if self._by_source else _STORED_KEYS
-        rows = self._connection.raw.execute(query, columns)
+        rows = raw.execute(query, columns)
         return {tuple(row[:-2]): (row[-2], row[-1]) for row in rows}
 
-    def _copy_types(self) -> list[str]:
+    def _copy_types(self, raw: psycopg.Connection[Any]) -> list[str]:
         """The PostgreSQL types of the copied columns, as the table declares them (a
         binary COPY must name them exactly)."""
         if self._event_types is None:
-            rows = self._connection.raw.execute(
+            rows = raw.execute(
                 "SELECT attname, format_type(atttypid, atttypmod) FROM pg_attribute"
                 " WHERE attrelid = 'events'::regclass AND attnum > 0 AND NOT attisdropped"
             ).fetchall()
@@ -417,6 +451,7 @@ class PostgresStore(SqlLedgerReads):
 
     def _write(
         self,
+        raw: psycopg.Connection[Any],
         rows: list[tuple[object, ...]],
         heads: dict[int, HeadState],
         ingested_at_us: int,
@@ -424,14 +459,13 @@ class PostgresStore(SqlLedgerReads):
     ) -> None:
         """Copy ``rows`` (binary COPY), then record each partition's batch and new head in
         one statement."""
-        raw = self._connection.raw
         leaves: dict[int, list[bytes]] = {}
         if len(heads) == 1:  # one partition (a stream worker's batch): no grouping
             leaves[next(iter(heads))] = [row[7] for row in rows]  # type: ignore[misc]
         else:
             for row in rows:
                 leaves.setdefault(row[8], []).append(row[7])  # type: ignore[arg-type]
-        types = self._copy_types()
+        types = self._copy_types(raw)
         with raw.cursor() as cursor:
             with cursor.copy(self._copy_events) as copy:
                 copy.set_types(types)
@@ -461,4 +495,8 @@ class PostgresStore(SqlLedgerReads):
 
     def close(self) -> None:
         self._connection.close()
+        with self._partition_writers_lock:
+            writers, self._partition_writers = list(self._partition_writers.values()), {}
+        for connection, _ in writers:
+            connection.close()
         self._readers.close()

@@ -417,7 +417,7 @@ class WorkerService:
         await self._subscribe_figures(partitions)
 
     def _swap_engine(self, partitions: list[int]) -> None:
-        with self.worker._commit_lock:  # no commit is fed to an engine being replaced
+        with self.worker.commits_paused():  # no commit is fed to an engine being replaced
             old = self.engine
             if self._on_access in old.controls.listeners:
                 old.controls.listeners.remove(self._on_access)

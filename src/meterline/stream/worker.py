@@ -45,7 +45,7 @@ import inspect
 import logging
 import sys
 import threading
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from typing import Protocol, cast
 
 import nats.errors
@@ -236,8 +236,18 @@ class StreamWorker:
             0,
         )
         self._last_applied_us: dict[int, int] = {}
-        self._commit_lock = threading.Lock()
+        self._commit_locks: dict[int, threading.Lock] = {}
+        """One lock per partition: a partition's commits and their ``on_applied`` run one at
+        a time, in its ledger order; different partitions commit in parallel (each on its
+        own store connection when fenced)."""
+        self._commit_locks_guard = threading.Lock()
+        self._counts_lock = threading.Lock()
         self._stalled: dict[int, str] = {}
+
+    def _count(self, name: str, amount: int = 1) -> None:
+        """Add to a counter (commit threads of several partitions count at once)."""
+        with self._counts_lock:
+            self._counts[name] += amount
 
     @property
     def partitions(self) -> list[int]:
@@ -274,7 +284,7 @@ class StreamWorker:
                     connect(self.settings, self.name), SETUP_TIMEOUT_S
                 )
             except _STREAM_ERRORS as error:
-                self._counts["stream_errors"] += 1
+                self._count("stream_errors")
                 _log.warning(
                     "cannot reach NATS; retrying",
                     extra={"servers": self.settings.servers, "error": repr(error)},
@@ -296,7 +306,7 @@ class StreamWorker:
                 await ensure_stream(js, self.settings)
                 break
             except _STREAM_ERRORS as error:
-                self._counts["stream_errors"] += 1
+                self._count("stream_errors")
                 _log.warning(
                     "cannot ensure the streams; retrying",
                     extra={"streams": self.settings.stream_names(), "error": repr(error)},
@@ -324,7 +334,7 @@ class StreamWorker:
                     self._leased.renew_lease, lease, self.clock(), self.lease_seconds
                 )
             except Exception as error:
-                self._counts["store_errors"] += 1
+                self._count("store_errors")
                 _log.warning(
                     "lease renewal failed; retrying",
                     extra={"partition": partition, "error": repr(error)},
@@ -344,7 +354,7 @@ class StreamWorker:
         if self._leases.get(partition) is lease:
             del self._leases[partition]
         self._draining.discard(partition)
-        self._counts["leases_lost"] += 1
+        self._count("leases_lost")
         _log.error(
             "partition lease taken over; stopped applying it, its batch stays unacknowledged",
             extra={"partition": partition, "epoch": lease.epoch, "reason": why},
@@ -397,7 +407,7 @@ class StreamWorker:
                 if lease is None:
                     continue
                 self._leases[partition] = lease
-                self._counts["leases_acquired"] += 1
+                self._count("leases_acquired")
                 _log.info(
                     "partition lease acquired", extra={"partition": partition, "epoch": lease.epoch}
                 )
@@ -406,10 +416,10 @@ class StreamWorker:
                     self._run_partition(consumer, stop, lease)
                 )
         except _STREAM_ERRORS as error:
-            self._counts["stream_errors"] += 1
+            self._count("stream_errors")
             _log.warning("cannot read the live workers; retrying", extra={"error": repr(error)})
         except Exception as error:
-            self._counts["store_errors"] += 1
+            self._count("store_errors")
             _log.warning("cannot read or take leases; retrying", extra={"error": repr(error)})
         await self._report()
 
@@ -420,7 +430,7 @@ class StreamWorker:
             try:
                 await self.on_partitions(held)
             except Exception:
-                self._counts["callback_errors"] += 1
+                self._count("callback_errors")
                 _log.exception("on_partitions failed")
 
     async def _release(self, partition: int, lease: Lease) -> None:
@@ -429,7 +439,7 @@ class StreamWorker:
         self._draining.discard(partition)
         try:
             await asyncio.to_thread(self._leased.release_lease, lease)
-            self._counts["leases_released"] += 1
+            self._count("leases_released")
         except Exception as error:
             _log.warning(
                 "lease release failed (it expires by itself)",
@@ -490,7 +500,7 @@ class StreamWorker:
                         break
                     except Exception as error:
                         held = batch
-                        self._counts["store_errors"] += 1
+                        self._count("store_errors")
                         _log.error(
                             "ledger append failed; the batch stays unacknowledged and is retried",
                             extra={"partition": partition, "error": repr(error)},
@@ -508,7 +518,7 @@ class StreamWorker:
                     )
                     await stop.wait()
                 except _STREAM_ERRORS as error:
-                    self._counts["stream_errors"] += 1
+                    self._count("stream_errors")
                     _log.warning(
                         "stream error; retrying",
                         extra={"partition": partition, "error": repr(error)},
@@ -526,6 +536,22 @@ class StreamWorker:
                 await self._release(partition, current)
                 _log.info("partition lease released", extra={"partition": partition})
 
+    def _commit_lock(self, partition: int) -> threading.Lock:
+        with self._commit_locks_guard:
+            lock = self._commit_locks.get(partition)
+            if lock is None:
+                lock = self._commit_locks[partition] = threading.Lock()
+            return lock
+
+    @contextlib.contextmanager
+    def commits_paused(self) -> Iterator[None]:
+        """Hold every partition's commit lock (in partition order): no commit runs or is
+        told to a listener meanwhile (the service swaps its live engine under it)."""
+        with contextlib.ExitStack() as stack:
+            for partition in range(self.settings.partitions):
+                stack.enter_context(self._commit_lock(partition))
+            yield
+
     def _commit(
         self,
         batch: PartitionBatch,
@@ -533,10 +559,11 @@ class StreamWorker:
         leases: dict[int, Lease] | None = None,
     ) -> None:
         """Append ``batch`` to the ledger, count its outcomes and tell ``on_applied`` (in
-        a worker thread). One commit at a time, so ``on_applied`` hears the commits in
-        ledger order: a listener that needs consecutive sequences (the live engine) never
-        sees a gap it must read back from the ledger."""
-        with self._commit_lock:
+        a worker thread). A partition's commits run one at a time, so ``on_applied`` hears
+        each partition's commits in its ledger order: a listener that needs consecutive
+        sequences per partition (the live engine) never sees a gap it must read back from
+        the ledger. Other partitions' commits run meanwhile."""
+        with self._commit_lock(batch.partition):
             events = list(enumerate(batch.events))
             if leases is None:
                 outcomes = self.store.append(events, ingested_at_us)
@@ -547,7 +574,7 @@ class StreamWorker:
                 try:
                     self.on_committed(batch.partition, batch.stream_sequences[1], accepted)
                 except Exception:
-                    self._counts["callback_errors"] += 1
+                    self._count("callback_errors")
                     _log.exception("on_committed failed", extra={"partition": batch.partition})
             self._notify(batch.partition, accepted)
 
@@ -565,9 +592,9 @@ class StreamWorker:
         for outcome in outcomes if len(accepted) != len(outcomes) else ():
             event = events[outcome.index]
             if outcome.status == "duplicate":
-                self._counts["duplicates"] += 1
+                self._count("duplicates")
             elif outcome.status == "conflict":
-                self._counts["conflicts"] += 1
+                self._count("conflicts")
                 _log.warning(
                     "event conflicts with the stored event of the same id; not applied",
                     extra={
@@ -577,9 +604,9 @@ class StreamWorker:
                         "stored_sequence": outcome.sequence,
                     },
                 )
-        self._counts["events_applied"] += len(accepted)
-        self._counts["batches"] += 1
-        self._counts["messages"] += len(batch.messages)
+        self._count("events_applied", len(accepted))
+        self._count("batches")
+        self._count("messages", len(batch.messages))
         self._last_applied_us[batch.partition] = ingested_at_us
         return accepted
 
@@ -589,5 +616,5 @@ class StreamWorker:
         try:
             self.on_applied(partition, accepted)
         except Exception:
-            self._counts["callback_errors"] += 1
+            self._count("callback_errors")
             _log.exception("on_applied failed", extra={"partition": partition})
