@@ -290,6 +290,91 @@ def prepare_event(
     return _new_tuple(PreparedEvent, (customer, event_id, event_type, timestamp_us, body))
 
 
+class _PlainEvent(msgspec.Struct, forbid_unknown_fields=True, gc=False):
+    """A native event exactly as the batch path expects it: every field present, of its
+    type, nothing else. The fields are in canonical (alphabetical) order: the canonical
+    encoder (``order="sorted"``) spells one as ``prepare_event_checked``'s document."""
+
+    customer: str
+    id: str
+    properties: dict[str, Any]
+    timestamp: datetime
+    type: str
+
+
+_PLAIN_BATCH_DECODER = msgspec.json.Decoder(list[_PlainEvent], float_hook=Decimal)
+
+
+def prepare_plain_batch(
+    body: bytes, now_us: int, limits: IngestLimits = DEFAULT_LIMITS
+) -> list[PreparedEvent] | None:
+    """Every event of the JSON array ``body`` prepared, in order, when each is a plainly
+    valid native event; None as soon as anything is not (the caller then decodes the body
+    generically and prepares it event by event, down to ``prepare_event_checked``).
+
+    The batch path of ``prepare_event``: one typed decode in C (types, required and
+    unknown fields, timestamps), then a short loop for the checks left. Whatever it
+    returns is exactly what ``prepare_event_checked`` gives for each event (tested). Call
+    it on a body whose nesting is already bounded (``api.bodies.check_nesting``).
+    """
+    try:
+        events = _PLAIN_BATCH_DECODER.decode(body)
+    except (msgspec.DecodeError, UnicodeEncodeError):
+        return None
+    id_max, customer_max = limits.id_length_max, limits.customer_length_max
+    type_max, bytes_max = limits.type_length_max, limits.event_bytes_max
+    bound = limits.number_integer_bound
+    latest_us = now_us + limits.future_skew_us
+    prepared: list[PreparedEvent] = []
+    append = prepared.append
+    for event in events:
+        event_id, customer, event_type = event.id, event.customer, event.type
+        if (
+            not 0 < len(event_id) <= id_max
+            or not 0 < len(customer) <= customer_max
+            or not 0 < len(event_type) <= type_max
+            or event_id.isspace()
+            or customer.isspace()
+            or event_type.isspace()
+            # printable text holds no control character and no lone surrogate
+            or not event_id.isprintable()
+            or not customer.isprintable()
+            or not event_type.isprintable()
+        ):
+            return None
+        for value in event.properties.values():
+            kind = type(value)
+            if kind is int:
+                if not -bound < value < bound:
+                    return None
+            elif kind is Decimal:
+                if not _decimal_fits(value, limits):
+                    return None
+            elif kind is not str:
+                return None
+        moment = event.timestamp
+        if moment.tzinfo is not UTC:
+            offset = moment.utcoffset()
+            if offset is None:
+                return None
+            try:
+                moment = event.timestamp = (moment - offset).replace(tzinfo=UTC)
+            except OverflowError:  # before year 1 in UTC: the specification answers
+                return None
+        timestamp_us = (moment - _EPOCH) // _ONE_MICROSECOND
+        if timestamp_us > latest_us:
+            return None
+        try:
+            encoded = _encode(event)
+        except UnicodeEncodeError:  # a lone surrogate in a property (not from JSON text)
+            return None
+        # a NUL anywhere in the properties is escaped as \u0000 (as in prepare_event)
+        if len(encoded) > bytes_max or _ESCAPED_NUL in encoded:
+            return None
+        append(_new_tuple(PreparedEvent, (customer, event_id, event_type, timestamp_us, encoded)))
+    return prepared
+
+
 def prepare_event_checked(
     raw: object, now_us: int, limits: IngestLimits = DEFAULT_LIMITS
 ) -> PreparedEvent | list[FieldError]:
