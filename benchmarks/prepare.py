@@ -9,6 +9,11 @@ JetStream messages (``StreamPublisher.pack``), and the 202 answer built and enco
 
     PYTHONPATH=src python3 benchmarks/prepare.py                  # this checkout
     python3 benchmarks/prepare.py --against /work/main/src        # A/B against another
+    python3 benchmarks/prepare.py --against /work/main/src --heap # with a replica's heap
+
+``--heap`` first builds the app over a ledger, so the garbage collector walks a heap like a
+replica's (about 100,000 objects) on each collection, and freezes it when the checkout's
+``StreamFront.start`` does (``gc.freeze()``).
 
 With ``--against``, runs alternate between the two source trees (A, B, A, B, ...; each a
 fresh process, best of its passes) and the medians and the ratio B/A of µs per event are
@@ -49,7 +54,7 @@ class _FakeConnection:
         return object()
 
 
-def _one_process() -> dict[str, Any]:
+def _one_process(heap: bool) -> dict[str, Any]:
     from meterline.api import bodies as request_bodies
     from meterline.api.bodies import parse_body
     from meterline.bench.scale import _floor_bodies
@@ -59,6 +64,7 @@ def _one_process() -> dict[str, Any]:
     from meterline.stream.settings import StreamSettings
 
     bodies = _floor_bodies(EVENTS, BATCH)
+    frozen = heap and _replica_heap()
     ledger = Ledger(store=None)  # type: ignore[arg-type]  # prepare only, never stores
     settings = StreamSettings(servers=("nats://127.0.0.1:4222",), partitions=PARTITIONS)
     publisher = StreamPublisher(_FakeConnection(), settings)  # type: ignore[arg-type]
@@ -90,9 +96,34 @@ def _one_process() -> dict[str, Any]:
         best = min(best, time.process_time() - started)
     return {
         "compiled": compiled,
+        "frozen": frozen,
         "us_per_event": best / EVENTS * 1e6,
         "events_per_s": EVENTS / best,
     }
+
+
+def _replica_heap() -> bool:
+    """Build what an API replica holds (the app over a ledger) so that the collector has
+    a replica's heap to walk, then freeze it if the checkout's replica does so at start;
+    whether it did."""
+    import gc
+    import inspect
+    import tempfile
+
+    from meterline.api import stream_front
+    from meterline.api.app import create_app
+    from meterline.ledger.ledger import open_ledger
+
+    folder = tempfile.mkdtemp()
+    _HELD.append(create_app(open_ledger(Path(folder) / "heap.db")))
+    freezes = "gc.freeze()" in inspect.getsource(stream_front.StreamFront.start)
+    if freezes:
+        gc.freeze()
+    return freezes
+
+
+_HELD: list[object] = []
+"""What ``_replica_heap`` built, kept alive for the run."""
 
 
 def _responder() -> Any:
@@ -108,10 +139,10 @@ def _encode(outcome: object) -> bytes:
     return msgspec.json.Encoder(decimal_format="number").encode(outcome)
 
 
-def _run(source: Path) -> dict[str, Any]:
+def _run(source: Path, heap: bool) -> dict[str, Any]:
     environment = dict(os.environ, PYTHONPATH=str(source))
     output = subprocess.run(
-        [sys.executable, __file__, "--one"],
+        [sys.executable, __file__, "--one", *(["--heap"] if heap else [])],
         env=environment,
         check=True,
         capture_output=True,
@@ -126,23 +157,27 @@ def main() -> None:
     parser.add_argument("--one", action="store_true", help="one process, JSON out")
     parser.add_argument("--against", type=Path, help="A: another checkout's src folder")
     parser.add_argument("--rounds", type=int, default=5, help="A/B rounds")
+    parser.add_argument(
+        "--heap", action="store_true", help="with a replica's heap (the app built first)"
+    )
     arguments = parser.parse_args()
     if arguments.one:
-        print(json.dumps(_one_process()))
+        print(json.dumps(_one_process(arguments.heap)))
         return
     here = Path(__file__).resolve().parent.parent / "src"
     if arguments.against is None:
-        result = _run(here)
+        result = _run(here, arguments.heap)
         print(f"{result['events_per_s']:,.0f} events/s  {result['us_per_event']:.2f} us/event")
         return
     figures: dict[str, list[float]] = {"A": [], "B": []}
     for round_number in range(arguments.rounds):
         for label, source in (("A", arguments.against), ("B", here)):
-            result = _run(source)
+            result = _run(source, arguments.heap)
             figures[label].append(result["us_per_event"])
             print(
                 f"round {round_number + 1} {label}: {result['us_per_event']:.2f} us/event"
-                f" ({result['events_per_s']:,.0f} events/s, compiled={result['compiled']})",
+                f" ({result['events_per_s']:,.0f} events/s, compiled={result['compiled']},"
+                f" frozen={result['frozen']})",
                 flush=True,
             )
     median_a, median_b = (statistics.median(figures[label]) for label in ("A", "B"))

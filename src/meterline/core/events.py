@@ -16,12 +16,13 @@ pass) and stays pure.
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from typing import Any, NamedTuple
+from typing import Annotated, Any, NamedTuple
 
 import msgspec
 
@@ -290,19 +291,38 @@ def prepare_event(
     return _new_tuple(PreparedEvent, (customer, event_id, event_type, timestamp_us, body))
 
 
-class _PlainEvent(msgspec.Struct, forbid_unknown_fields=True, gc=False):
-    """A native event exactly as the batch path expects it: every field present, of its
-    type, nothing else. The fields are in canonical (alphabetical) order: the canonical
-    encoder (``order="sorted"``) spells one as ``prepare_event_checked``'s document."""
-
-    customer: str
-    id: str
-    properties: dict[str, Any]
-    timestamp: datetime
-    type: str
+PLAIN_DECODERS_MAX = 8
+"""Typed batch decoders kept, one per set of text length limits (a process has one or two)."""
 
 
-_PLAIN_BATCH_DECODER = msgspec.json.Decoder(list[_PlainEvent], float_hook=Decimal)
+@functools.lru_cache(maxsize=PLAIN_DECODERS_MAX)
+def _plain_batch_decoder(
+    id_max: int, customer_max: int, type_max: int
+) -> msgspec.json.Decoder[list[Any]]:
+    """The typed decoder of a batch of plain native events under these length limits.
+
+    An event decodes as a Struct of exactly the native fields, each present and of its
+    type (texts of 1 to their limit in characters), nothing else; the fields are in
+    canonical (alphabetical) order, so that the canonical encoder (``order="sorted"``)
+    spells one as ``prepare_event_checked``'s document. Never collected by the GC (it
+    holds no cycle: JSON values cannot)."""
+
+    def text(length_max: int) -> Any:
+        return Annotated[str, msgspec.Meta(min_length=1, max_length=length_max)]
+
+    plain_event = msgspec.defstruct(
+        "PlainEvent",
+        [
+            ("customer", text(customer_max)),
+            ("id", text(id_max)),
+            ("properties", dict[str, Any]),
+            ("timestamp", datetime),
+            ("type", text(type_max)),
+        ],
+        forbid_unknown_fields=True,
+        gc=False,
+    )
+    return msgspec.json.Decoder(list[plain_event], float_hook=Decimal)  # type: ignore[valid-type]
 
 
 def prepare_plain_batch(
@@ -317,12 +337,16 @@ def prepare_plain_batch(
     returns is exactly what ``prepare_event_checked`` gives for each event (tested). Call
     it on a body whose nesting is already bounded (``api.bodies.check_nesting``).
     """
+    decoder = _plain_batch_decoder(
+        limits.id_length_max, limits.customer_length_max, limits.type_length_max
+    )
     try:
-        events = _PLAIN_BATCH_DECODER.decode(body)
+        events = decoder.decode(body)
     except (msgspec.DecodeError, UnicodeEncodeError):
         return None
-    id_max, customer_max = limits.id_length_max, limits.customer_length_max
-    type_max, bytes_max = limits.type_length_max, limits.event_bytes_max
+    bytes_max = limits.event_bytes_max
+    # a NUL in a decoded text arrives escaped as \u0000: a body without it holds none
+    nul_possible = _ESCAPED_NUL in body
     bound = limits.number_integer_bound
     latest_us = now_us + limits.future_skew_us
     prepared: list[PreparedEvent] = []
@@ -330,10 +354,7 @@ def prepare_plain_batch(
     for event in events:
         event_id, customer, event_type = event.id, event.customer, event.type
         if (
-            not 0 < len(event_id) <= id_max
-            or not 0 < len(customer) <= customer_max
-            or not 0 < len(event_type) <= type_max
-            or event_id.isspace()
+            event_id.isspace()
             or customer.isspace()
             or event_type.isspace()
             # printable text holds no control character and no lone surrogate
@@ -369,7 +390,7 @@ def prepare_plain_batch(
         except UnicodeEncodeError:  # a lone surrogate in a property (not from JSON text)
             return None
         # a NUL anywhere in the properties is escaped as \u0000 (as in prepare_event)
-        if len(encoded) > bytes_max or _ESCAPED_NUL in encoded:
+        if len(encoded) > bytes_max or (nul_possible and _ESCAPED_NUL in encoded):
             return None
         append(_new_tuple(PreparedEvent, (customer, event_id, event_type, timestamp_us, encoded)))
     return prepared
