@@ -105,6 +105,8 @@ class StreamFront:
         if valid:
             await self.publisher.publish([event for _, event in valid], now_us)
         queued = [EventOutcome(position, "accepted", event.id) for position, event in valid]
+        if not rejected:  # every event accepted: the counts need no pass over them
+            return BatchOutcome(len(queued), 0, 0, 0, queued)
         return merge_outcomes(queued, rejected)
 
     async def status(self, now_us: int) -> dict[str, Any]:
