@@ -70,7 +70,6 @@ def _one_process(heap: bool) -> dict[str, Any]:
     publisher = StreamPublisher(_FakeConnection(), settings)  # type: ignore[arg-type]
     headers = {"content-type": "application/json"}
     compiled = hasattr(request_bodies, "prepare_body")
-    respond = _responder()
 
     def one_batch(body: bytes) -> bytes:
         if compiled:
@@ -81,8 +80,6 @@ def _one_process(heap: bool) -> dict[str, Any]:
             parsed = parse_body(headers["content-type"], headers, body)
             valid, rejected, now_us = ledger.prepare_batch(parsed.events)
         publisher.pack([event for _, event in valid], now_us)
-        if respond is not None:
-            return respond(valid, rejected)
         queued = [EventOutcome(position, "accepted", event.id) for position, event in valid]
         return _encode(merge_outcomes(queued, rejected))
 
@@ -124,13 +121,6 @@ def _replica_heap() -> bool:
 
 _HELD: list[object] = []
 """What ``_replica_heap`` built, kept alive for the run."""
-
-
-def _responder() -> Any:
-    """The checkout's own answer builder, when it has one (else the route's, inlined)."""
-    from meterline.api import stream_front
-
-    return getattr(stream_front, "accepted_answer", None)
 
 
 def _encode(outcome: object) -> bytes:

@@ -5,7 +5,8 @@ CloudEvents binary mode, whose body is JSON data when no content type is given);
 decoder keeps every decimal digit; malformed JSON is reported with its byte position,
 line and column. Nesting deeper than ``JSON_NESTING_LEVELS_MAX`` is refused before
 anything decodes it (decoders recurse once per level, and a body of a thousand ``[``
-would exhaust the stack).
+would exhaust the stack). ``prepare_body`` takes a native JSON batch through the compiled
+batch path when it can, and answers exactly as ``parse_body`` then ``prepare_batch``.
 """
 
 from __future__ import annotations

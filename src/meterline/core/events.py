@@ -11,7 +11,9 @@ every store: numbers fit ``IngestLimits``' digits (so rating stays exact), no te
 NUL or a lone surrogate (PostgreSQL text cannot hold NUL, UTF-8 cannot hold a surrogate),
 and ``id``, ``customer``, ``type`` and ``source`` hold no control character at all. This
 module is on the ingest hot path: it is written for speed (type identity checks, one
-pass) and stays pure.
+pass) and stays pure. Its two fast paths, ``prepare_event`` (one decoded event) and
+``prepare_plain_batch`` (a whole JSON body, decoded typed), answer only what
+``prepare_event_checked``, the specification, would; anything else goes to it.
 """
 
 from __future__ import annotations
