@@ -28,10 +28,7 @@ from starlette.exceptions import HTTPException
 
 from meterline import __version__
 from meterline.api.billing_routes import BillingRoutes, HttpError, _instant
-from meterline.api.bodies import (
-    ACCEPTED_TYPES,
-    parse_body,
-)
+from meterline.api.bodies import ACCEPTED_TYPES, parse_body, prepare_body
 from meterline.api.credit_routes import CreditRoutes
 from meterline.api.failures import UnexpectedErrors, error_response, http_exception
 from meterline.api.live_routes import LiveRoutes
@@ -53,8 +50,7 @@ from meterline.billing.service import Billing, BillingError, InvalidRequest, Not
 from meterline.billing.unbillable import publish_unbillable
 from meterline.config.source import ConfigurationError
 from meterline.core.admission import LAG_MAX_MS_DEFAULT, retry_after_header
-from meterline.core.cloudevents import prepare_cloudevent
-from meterline.core.events import event_document, format_timestamp, prepare_event
+from meterline.core.events import event_document, format_timestamp
 from meterline.core.outcomes import BatchOutcome
 from meterline.errors import AuthError, BatchTooLarge, InputError, MalformedJSON
 from meterline.keys import Principal, authenticate
@@ -345,19 +341,26 @@ def create_app(
         principal = await principal_of(request)
         principal.require("ingest", "POST /v1/events")
         body = await _read_body(request, ledger.limits.batch_bytes_max)
-        parsed = parse_body(request.headers.get("content-type"), request.headers, body)
         if front is not None:
-            return await _publish(parsed, principal.customer)
+            return await _publish(request, body, principal.customer)
+        parsed = parse_body(request.headers.get("content-type"), request.headers, body)
         run = ledger.ingest if parsed.shape == "native" else ledger.ingest_cloudevents
         outcome = await to_thread.run_sync(run, parsed.events, principal.customer)
         metrics.count(outcome)
         return _json(outcome, _batch_status(outcome))
 
-    async def _publish(parsed: Any, only_customer: str | None) -> Response:
+    async def _publish(request: Request, body: bytes, only_customer: str | None) -> Response:
         assert front is not None
-        native = parsed.shape == "native"
+        prepared = await to_thread.run_sync(
+            prepare_body,
+            ledger,
+            request.headers.get("content-type"),
+            request.headers,
+            body,
+            only_customer,
+        )
         try:
-            front.check_lag(parsed.events, "customer" if native else "subject")
+            front.check_lag(event.customer for _, event in prepared[0])
         except IngestLagging as error:
             response = _error(
                 429,
@@ -370,13 +373,6 @@ def create_app(
             )
             response.headers["Retry-After"] = retry_after_header(error.retry_after_ms)
             return response
-        prepared = await to_thread.run_sync(
-            ledger.prepare_batch,
-            parsed.events,
-            prepare_event if native else prepare_cloudevent,
-            only_customer,
-            "customer" if native else "subject",
-        )
         try:
             outcome = await front.ingest(ledger, prepared)
         except StreamUnavailable as error:

@@ -16,7 +16,7 @@ from meterline.clock import Clock, system_clock_us
 from meterline.core.chain import ChainReport, StoredRecord, verify_chains
 from meterline.core.checkpoint_note import PartitionHead
 from meterline.core.cloudevents import prepare_cloudevent
-from meterline.core.events import FieldError, PreparedEvent, prepare_event
+from meterline.core.events import FieldError, PreparedEvent, prepare_event, prepare_plain_batch
 from meterline.core.limits import DEFAULT_LIMITS, IngestLimits
 from meterline.core.outcomes import BatchOutcome, EventOutcome
 from meterline.errors import BatchTooLarge
@@ -128,6 +128,24 @@ class Ledger:
                 EventOutcome(position, "rejected", _raw_id(raw), errors=prepared)  # type: ignore[arg-type]
             )
         return valid, rejected, now_us
+
+    def prepare_plain(
+        self, body: bytes, only_customer: str | None = None
+    ) -> tuple[list[tuple[int, PreparedEvent]], list[EventOutcome], int] | None:
+        """``prepare_batch`` of the native events in the JSON text ``body`` on the compiled
+        batch path (``core.events.prepare_plain_batch``): the same answer when every event
+        is plainly valid and ``only_customer``'s (or there is none) and the batch is
+        within its limit; None otherwise, and the caller decodes ``body`` and calls
+        ``prepare_batch``, which answers every case."""
+        now_us = self.clock()
+        events = prepare_plain_batch(body, now_us, self.limits)
+        if events is None or len(events) > self.limits.batch_events_max:
+            return None
+        if only_customer is not None:
+            for event in events:
+                if event.customer != only_customer:
+                    return None
+        return list(enumerate(events)), [], now_us
 
     def query(self, query: EventQuery) -> EventPage:
         """One bounded page of events matching ``query``."""
