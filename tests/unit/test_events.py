@@ -293,3 +293,13 @@ def test_control_characters_inside_property_text_are_kept() -> None:
     assert isinstance(prepared, PreparedEvent)
     assert prepared == prepare_event_checked(raw, FIXED_NOW_US)
     assert event_document(prepared.body)["properties"]["prompt"] == text
+
+
+@pytest.mark.parametrize("timestamp", ["0001-01-01T00:00:00+01:00", "9999-12-31T23:30:00-01:00"])
+def test_a_timestamp_outside_the_years_in_utc_is_a_field_error(timestamp: str) -> None:
+    raw = {"id": "e", "customer": "c", "type": "t", "timestamp": timestamp, "properties": {}}
+    for prepare in (prepare_event, prepare_event_checked):
+        errors = prepare(raw, 1_800_000_000_000_000)
+        assert isinstance(errors, list)
+        assert [error.field for error in errors] == ["timestamp"]
+        assert "outside years 1 to 9999 in UTC" in errors[0].reason

@@ -107,7 +107,10 @@ def _parse_timestamp(value: object) -> datetime | str:
     if offset is None:
         return "must include a time zone offset (Z or +hh:mm)"
     if offset:
-        moment = (moment - offset).replace(tzinfo=UTC)
+        try:
+            moment = (moment - offset).replace(tzinfo=UTC)
+        except OverflowError:  # e.g. 0001-01-01T00:00:00+01:00 is before year 1 in UTC
+            return f"{str(value)[:64]!r} is outside years 1 to 9999 in UTC"
     elif moment.tzinfo is not UTC:
         moment = moment.replace(tzinfo=UTC)
     return moment
