@@ -205,9 +205,14 @@ def test_control_records_of_two_partitions_commit_while_the_other_is_open(
     try:
         held = HeldTransaction(lambda: engine_a.batch([first]), lambda: firing(engine_a, first))
         # A's batch is open; B's records of another partition's customer commit now
-        other = Background(lambda: (firing(engine_b, second), engine_b.add_override(
-            second, "unblock", "low-balance", None, "test", "finance", 2, {}
-        )))
+        other = Background(
+            lambda: (
+                firing(engine_b, second),
+                engine_b.add_override(
+                    second, "unblock", "low-balance", None, "test", "finance", 2, {}
+                ),
+            )
+        )
         recorded, override = other.value()
         assert recorded is not None and override.customer == second
         assert not held.background.done.is_set()  # A is still open
