@@ -19,7 +19,7 @@ import pytest
 
 from meterline.core.partitions import partition_of
 from meterline.ledger.billing import GRANT_NUMBERS, INVOICE_NUMBERS, BillingStore
-from meterline.ledger.controls import ControlStore
+from meterline.ledger.controls import OVERRIDE_NUMBERS, ControlStore
 from meterline.ledger.database import (
     SCHEMA_WRITE,
     PostgresConnection,
@@ -356,3 +356,29 @@ def test_gap_free_numbers_serialize_and_control_writes_do_not_wait_for_them(
         holder.close()
         for store in (billing_a, billing_b, controls):
             store.close()
+
+
+def test_overrides_commit_in_number_order_and_other_customers_firings_do_not_wait(
+    postgres: Callable[[Path, str], str], tmp_path: Path
+) -> None:
+    url = postgres(tmp_path, "locks-overrides")
+    first, second = customers_of_two_partitions()
+    finance, engine = ControlStore(url), ControlStore(url)
+    holder = PostgresConnection(url)
+    try:
+        # another override being numbered (for any customer): engines read overrides past
+        # the last number they saw, so this one waits for it...
+        held = HeldTransaction(lambda: write_transaction(holder, OVERRIDE_NUMBERS), lambda: None)
+        override = Background(
+            lambda: finance.add_override(second, "unblock", None, None, "why", "finance", 1, {})
+        )
+        assert wait_for_lock_wait(url, backend_pid(finance)) == "advisory"
+        # ...while the engines' firings of other customers do not
+        assert firing(engine, first) is not None
+        held.release()
+        assert override.value().customer == second
+        assert [o.number for o in engine.overrides()] == [override.value().number]
+    finally:
+        holder.close()
+        finance.close()
+        engine.close()

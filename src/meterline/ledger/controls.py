@@ -22,7 +22,9 @@ customer serialize (the second finds the first's firing through the UNIQUE const
 and adopts it) while records of different customers, hence of different partitions,
 never wait for each other. A batch takes its customers' locks in ascending order at its
 start. Action results are keyed by their firing (one engine acts on a firing: the one
-that recorded it) and take no lock.
+that recorded it) and take no lock. Overrides also hold ``override-numbers``: engines
+poll them by number (``poll_overrides``: those past the last seen), so they must commit
+in number order; an override is a person's action, never per event.
 """
 
 from __future__ import annotations
@@ -85,6 +87,8 @@ _TABLES = ("control_firings", "control_rearms", "control_action_results", "contr
 _TRIGGERS = append_only_triggers(_TABLES, "a decision is never edited")
 CUSTOMER_LOCK = "control-customer"
 """The ``WriteLock`` purpose of one customer's control records (keyed by the customer)."""
+OVERRIDE_NUMBERS = WriteLock("override-numbers")
+"""Held while an override is numbered and stored (see the module docstring)."""
 FIRING_ID_FORMAT = "F-{:06d}"
 OVERRIDE_ID_FORMAT = "O-{:06d}"
 
@@ -187,12 +191,17 @@ class ControlStore:
                     self._locked = None
 
     def _write(
-        self, statement: str, parameters: tuple[Any, ...], key: str, customer: str | None
+        self,
+        statement: str,
+        parameters: tuple[Any, ...],
+        key: str,
+        customer: str | None,
+        *more: WriteLock,
     ) -> int | None:
         """Run one INSERT in its own transaction (or the batch this thread has open),
-        holding ``customer``'s lock; its ``key`` column, or None when a UNIQUE constraint
-        refused it (``ON CONFLICT DO NOTHING``: a refusal aborts nothing, on SQLite or
-        PostgreSQL)."""
+        holding ``customer``'s lock, then ``more``; its ``key`` column, or None when a
+        UNIQUE constraint refused it (``ON CONFLICT DO NOTHING``: a refusal aborts
+        nothing, on SQLite or PostgreSQL)."""
         statement += f" ON CONFLICT DO NOTHING RETURNING {key}"
         locks = () if customer is None else (_customer_lock(customer),)
         with self._lock:
@@ -201,9 +210,11 @@ class ControlStore:
                 if customer is not None and customer not in self._locked:
                     take_locks(self._connection, *locks)
                     self._locked.add(customer)
+                take_locks(self._connection, *more)
                 row = self._connection.execute(statement, parameters).fetchone()
                 return None if row is None else int(row[0])
             with write_transaction(self._connection, *locks) as connection:
+                take_locks(connection, *more)  # after the customer's, as in a batch
                 row = connection.execute(statement, parameters).fetchone()
             return None if row is None else int(row[0])
 
@@ -294,6 +305,7 @@ class ControlStore:
             (customer, kind, policy, amount, reason, actor, at_us, json.dumps(detail, default=str)),
             "override_number",
             customer,
+            OVERRIDE_NUMBERS,
         )
         assert number is not None
         return StoredOverride(number, customer, kind, policy, amount, reason, actor, at_us, detail)
