@@ -30,11 +30,12 @@ Locks that still span the schema, and why (none is taken per event):
 * ``write`` (``SCHEMA_WRITE``, also what a bare ``BEGIN IMMEDIATE`` takes):
   ``set_partitions``, which changes the partition count and also locks every head row;
 * ``revision-numbers``, ``invoice-numbers``, ``credit-note-numbers``, ``grant-numbers``,
-  ``credit-action-numbers``: each a gap-free, ledger-wide number (``MAX + 1``) that must
-  commit in number order (invoice and credit-note numbers are legal sequences; a reader
-  that saw grant or action N must have seen every one below it). Taken by applying a
-  configuration, period close, threshold and purchase invoices, credit notes and manual
-  credit actions: one transaction each, never per event.
+  ``credit-action-numbers``, ``override-numbers``: each a ledger-wide number that must
+  commit in number order (invoice and credit-note numbers are gap-free legal sequences,
+  ``MAX + 1``; a reader that saw grant, action or override N must have seen every one
+  below it). Taken by applying a configuration, period close, threshold and purchase
+  invoices, credit notes, grants, manual credit actions and overrides: one transaction
+  each, never per event.
 
 Schemas are created under a session advisory lock, so processes starting together on an
 empty database do not race. A URL's ``options=-csearch_path=NAME`` keeps several ledgers
