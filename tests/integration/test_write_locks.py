@@ -159,12 +159,12 @@ def test_a_write_transaction_takes_exactly_the_locks_it_names(
     try:
         with write_transaction(connection):
             assert advisory_locks(url, pid) == set()
-        a, b = WriteLock("purpose", "a"), WriteLock("purpose", "b", shared=True)
-        with write_transaction(connection, a, b, WriteLock("purpose", "a", shared=True)):
+        a, b = WriteLock("purpose", "a"), WriteLock("purpose", "b")
+        with write_transaction(connection, b, a, WriteLock("purpose", "a")):
             held = advisory_locks(url, pid)
         assert held == {
             (connection.lock_key(a), "ExclusiveLock"),
-            (connection.lock_key(b), "ShareLock"),
+            (connection.lock_key(b), "ExclusiveLock"),
         }
         assert connection.lock_key(a) != connection.lock_key(b)
         assert advisory_locks(url, pid) == set()  # transaction locks end with it

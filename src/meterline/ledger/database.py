@@ -161,13 +161,11 @@ def _lock_key(schema: str, purpose: str) -> int:
 @dataclass(frozen=True, slots=True)
 class WriteLock:
     """What a write transaction serializes with on PostgreSQL: every other transaction
-    holding the same (``purpose``, ``key``) in the same schema. ``shared`` ones do not
-    exclude each other, only an exclusive one of the same key. SQLite ignores it (one
+    holding the same (``purpose``, ``key``) in the same schema. SQLite ignores it (one
     writer per file)."""
 
     purpose: str
     key: str = ""
-    shared: bool = False
 
     def name(self) -> str:
         return self.purpose if not self.key else f"{self.purpose}:{self.key}"
@@ -180,7 +178,7 @@ whole ledger's shape (``set_partitions``); see the module docstring."""
 
 class PostgresConnection:
     """One psycopg connection speaking the stores' SQLite dialect (autocommit; explicit
-    ``BEGIN IMMEDIATE ... COMMIT`` for writes, as on SQLite)."""
+    transactions for writes: ``write_transaction``)."""
 
     dialect = "postgresql"
 
@@ -209,15 +207,10 @@ class PostgresConnection:
         return key
 
     def take_locks(self, locks: Iterable[WriteLock]) -> None:
-        """Take ``locks`` (transaction advisory locks) in key order, inside the open
-        transaction; a key wanted both shared and exclusive is taken exclusive."""
-        exclusive: dict[int, bool] = {}
-        for lock in locks:
-            key = self.lock_key(lock)
-            exclusive[key] = exclusive.get(key, False) or not lock.shared
-        for key in sorted(exclusive):
-            function = "pg_advisory_xact_lock" if exclusive[key] else "pg_advisory_xact_lock_shared"
-            self.raw.execute(f"SELECT {function}(%s)", (key,))
+        """Take ``locks`` (exclusive transaction advisory locks) in key order, inside the
+        open transaction; a lock named twice is taken once."""
+        for key in sorted({self.lock_key(lock) for lock in locks}):
+            self.raw.execute("SELECT pg_advisory_xact_lock(%s)", (key,))
 
     def _translated(self, sql: str) -> str:
         text = self._statements.get(sql)
