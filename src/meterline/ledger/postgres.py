@@ -259,7 +259,7 @@ class PostgresStore(SqlLedgerReads):
             # an append locks first (so none commits an event while the count changes)
             with write_transaction(self._connection, SCHEMA_WRITE) as connection:
                 sequences = connection.execute(
-                    "SELECT sequence FROM partition_heads FOR UPDATE"
+                    "SELECT sequence FROM partition_heads ORDER BY partition_number FOR UPDATE"
                 ).fetchall()
                 if any(sequence for (sequence,) in sequences):
                     raise StoreError(
