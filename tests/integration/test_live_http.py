@@ -364,6 +364,19 @@ def firings_of(server: LiveServer, customer: str, policy: str) -> list[dict[str,
         return [f for f in firings(reader, customer) if f["policy"] == policy]
 
 
+def acted_firings_of(server: LiveServer, customer: str, policy: str) -> list[dict[str, Any]]:
+    """The customer's firings of ``policy`` once every action of each has a result on
+    record (actions run after the firing commits, some on a thread of their own)."""
+    return wait_for(  # type: ignore[no-any-return]
+        f"{customer}'s {policy} firings with their results",
+        lambda: (
+            (rows := firings_of(server, customer, policy))
+            and all(None not in f["results"].values() for f in rows)
+            and rows
+        ),
+    )
+
+
 def hooks_of(receiver: Receiver, kind: str) -> list[Hook]:
     return [h for h in list(receiver.hooks) if h.header("Meterline-Event-Kind") == kind]
 
@@ -520,9 +533,8 @@ def test_a_spend_threshold_alerts_once_per_level(live: Module) -> None:
     first = wait_for("50%", lambda: firings_of(server, "initech", "budget"))
     assert [f["level"] for f in first] == ["50%"]
     ingest(server, calls("initech", 1, tokens=100_000))  # 2.02: past 100%
-    both = wait_for(
-        "100%", lambda: len(rows := firings_of(server, "initech", "budget")) == 2 and rows
-    )
+    wait_for("100%", lambda: len(firings_of(server, "initech", "budget")) == 2)
+    both = acted_firings_of(server, "initech", "budget")
     assert [(f["level"], f["crossing"]) for f in both] == [("50%", 1), ("100%", 1)]
     assert both[1]["observed"] == {"spend": "2.02000", "threshold": "2"}
     ingest(server, calls("initech", 1, tokens=100_000))  # still past both: nothing new

@@ -26,6 +26,7 @@ from tests.integration.test_live_http import (
     POOL,
     LiveServer,
     access,
+    acted_firings_of,
     calls,
     exhaust,
     firings_of,
@@ -78,7 +79,7 @@ def test_a_killed_worker_is_replaced_and_nothing_is_lost_or_counted_twice(
 ) -> None:
     denied = exhaust(server, "acme")
     assert denied["policy"] == "empty"
-    [firing] = firings_of(server, "acme", "empty")
+    [firing] = acted_firings_of(server, "acme", "empty")
     worker = status(server)["worker_pid"]
 
     os.kill(worker, signal.SIGKILL)

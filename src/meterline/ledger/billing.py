@@ -10,6 +10,14 @@ Triggers refuse UPDATE and DELETE on all of them: a correction is a new row (a c
 note, an adjustment on the next invoice, a void), never an edit. ``meterline
 audit`` re-derives every stored invoice from the events and the stored revision, so a
 row changed behind the triggers' back is caught.
+
+Numbers: revisions, invoices, credit notes and grants are numbered ``MAX + 1``, gap-free
+across the ledger, and credit actions are read by number (``live.projection`` asks for
+those past the last one it saw). Each kind's writes hold that number's lock
+(``revision-numbers``, ``invoice-numbers``, ...; see ``ledger/database.py``), so its
+numbers commit in order; nothing else serializes them (a grant with a purchase invoice
+holds both, in key order). A threshold invoice's guard (no other threshold invoice of
+that customer and period meanwhile) runs under ``invoice-numbers`` too.
 """
 
 from __future__ import annotations
@@ -28,7 +36,9 @@ from meterline.ledger.database import (
     Connection,
     IntegrityErrors,
     PostgresConnection,
+    WriteLock,
     open_connection,
+    write_transaction,
 )
 from meterline.ledger.sqlite import append_only_triggers
 
@@ -287,20 +297,16 @@ _INVOICE_COLUMNS = (
     " finalized_at_us, document, document_sha256, kind"
 )
 _NOTE_COLUMNS = "note_id, invoice_id, customer, created_at_us, document, document_sha256"
-
-
-@contextmanager
-def write_transaction(connection: Connection) -> Iterator[Connection]:
-    """One write transaction on ``connection`` (``BEGIN IMMEDIATE``: SQLite's writer lock,
-    a schema advisory lock on PostgreSQL): committed when the block ends, rolled back on
-    any exception, which goes on."""
-    connection.execute("BEGIN IMMEDIATE")
-    try:
-        yield connection
-        connection.execute("COMMIT")
-    except BaseException:
-        connection.execute("ROLLBACK")
-        raise
+REVISION_NUMBERS = WriteLock("revision-numbers")
+"""Held while a configuration revision is numbered and stored."""
+INVOICE_NUMBERS = WriteLock("invoice-numbers")
+"""Held while invoices (period, threshold, purchase) are numbered and stored."""
+CREDIT_NOTE_NUMBERS = WriteLock("credit-note-numbers")
+"""Held while a credit note is numbered and stored."""
+GRANT_NUMBERS = WriteLock("grant-numbers")
+"""Held while a credit grant is numbered and stored."""
+CREDIT_ACTION_NUMBERS = WriteLock("credit-action-numbers")
+"""Held while a credit action (a void, an adjustment) is stored."""
 
 
 class BillingStore:
@@ -391,7 +397,7 @@ class BillingStore:
         """Store a revision, numbered next, with its content hash and its own hash
         (``revision_digest``, which covers the source text)."""
         digest = hashlib.sha256(content).digest()
-        with self._writing() as connection:
+        with self._writing(REVISION_NUMBERS) as connection:
             row = connection.execute("SELECT MAX(revision) FROM configuration_revisions").fetchone()
             number = (row[0] or 0) + 1
             own = revision_digest(number, applied_at_us, source_name, source_text, digest)
@@ -431,7 +437,7 @@ class BillingStore:
         """Store finalized invoices atomically (all or none), numbered as given; ``guard``
         runs first inside the transaction and raises ``BillingConflict`` to refuse."""
         try:
-            with self._writing() as connection:
+            with self._writing(INVOICE_NUMBERS) as connection:
                 if guard is not None:
                     guard(connection)
                 for invoice in invoices:
@@ -469,7 +475,7 @@ class BillingStore:
         make_document: Callable[[str], bytes],
     ) -> StoredCreditNote:
         """Number and store a credit note; ``make_document(note_id) -> bytes``."""
-        with self._writing() as connection:
+        with self._writing(CREDIT_NOTE_NUMBERS) as connection:
             row = connection.execute("SELECT MAX(note_number) FROM credit_notes").fetchone()
             number = (row[0] or 0) + 1
             note_id = CREDIT_NOTE_ID_FORMAT.format(number)
@@ -506,7 +512,8 @@ class BillingStore:
     ) -> tuple[StoredGrant, StoredInvoice | None]:
         """Number and store a grant (``make_document(grant_id)``) and, atomically with it,
         its purchase invoice (``make_invoice(grant_id, invoice_id)``) when one is due."""
-        with self._writing() as connection:
+        locks = (GRANT_NUMBERS,) if make_invoice is None else (GRANT_NUMBERS, INVOICE_NUMBERS)
+        with self._writing(*locks) as connection:
             row = connection.execute("SELECT MAX(grant_number) FROM credit_grants").fetchone()
             number = (row[0] or 0) + 1
             grant_id = GRANT_ID_FORMAT.format(number)
@@ -535,8 +542,8 @@ class BillingStore:
         return [StoredGrant(g, c, t, _blob(d)) for g, c, t, d in rows]
 
     def add_action(self, action: CreditAction) -> None:
-        with self._lock:
-            self._connection.execute(
+        with self._writing(CREDIT_ACTION_NUMBERS) as connection:
+            connection.execute(
                 "INSERT INTO credit_actions (grant_id, customer, at_us, kind, amount, reason)"
                 " VALUES (?, ?, ?, ?, ?, ?)",
                 (
@@ -558,9 +565,10 @@ class BillingStore:
         return [CreditAction(*row) for row in rows]
 
     @contextmanager
-    def _writing(self) -> Iterator[Connection]:
-        """One write transaction (``write_transaction``) under the store's lock."""
-        with self._lock, write_transaction(self._connection) as connection:
+    def _writing(self, *locks: WriteLock) -> Iterator[Connection]:
+        """One write transaction (``write_transaction``, holding ``locks``) under the
+        store's lock."""
+        with self._lock, write_transaction(self._connection, *locks) as connection:
             yield connection
 
     def close(self) -> None:

@@ -15,19 +15,29 @@ Tables:
   ``grant`` (credits), with who, why and when.
 
 Triggers refuse UPDATE and DELETE on all of them.
+
+Locks (PostgreSQL; SQLite has one writer per file): a customer's records are written
+under that customer's ``control-customer`` lock, so two engines recording the same
+customer serialize (the second finds the first's firing through the UNIQUE constraint
+and adopts it) while records of different customers, hence of different partitions,
+never wait for each other. A batch takes its customers' locks in ascending order at its
+start. Action results are keyed by their firing (one engine acts on a firing: the one
+that recorded it) and take no lock. Overrides also hold ``override-numbers``: engines
+poll them by number (``poll_overrides``: those past the last seen), so they must commit
+in number order; an override is a person's action, never per event.
 """
 
 from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from meterline.ledger.database import open_connection
+from meterline.ledger.database import WriteLock, open_connection, take_locks, write_transaction
 from meterline.ledger.sqlite import append_only_triggers
 
 _SCHEMA = """
@@ -75,6 +85,10 @@ CREATE TABLE IF NOT EXISTS control_overrides (
 """
 _TABLES = ("control_firings", "control_rearms", "control_action_results", "control_overrides")
 _TRIGGERS = append_only_triggers(_TABLES, "a decision is never edited")
+CUSTOMER_LOCK = "control-customer"
+"""The ``WriteLock`` purpose of one customer's control records (keyed by the customer)."""
+OVERRIDE_NUMBERS = WriteLock("override-numbers")
+"""Held while an override is numbered and stored (see the module docstring)."""
 FIRING_ID_FORMAT = "F-{:06d}"
 OVERRIDE_ID_FORMAT = "O-{:06d}"
 
@@ -140,6 +154,10 @@ def _firing(row: tuple[Any, ...]) -> StoredFiring:
     )
 
 
+def _customer_lock(customer: str) -> WriteLock:
+    return WriteLock(CUSTOMER_LOCK, customer)
+
+
 class ControlStore:
     """Firings, re-arms, action results and overrides in the ledger's file."""
 
@@ -147,51 +165,57 @@ class ControlStore:
         self.path = str(path)
         self._connection = open_connection(self.path)
         self._lock = threading.RLock()
-        self._batching = False
+        self._locked: set[str] | None = None
+        """The customers locked by this thread's open batch (None: no batch open)."""
         with self._lock:
             self._connection.executescript(_SCHEMA + _TRIGGERS)
 
     @contextmanager
-    def batch(self) -> Iterator[None]:
+    def batch(self, customers: Iterable[str] = ()) -> Iterator[None]:
         """Every write inside is one transaction: one commit (one fsync, one hold of the
-        file's write lock, which ingest waits for) for all the records of a controller
-        cycle, instead of one per record. Nothing inside is durable until the block ends;
-        an exception rolls all of it back. Other threads' writes wait for the end."""
+        file's write lock on SQLite, which ingest waits for) for all the records of a
+        controller cycle, instead of one per record. ``customers``: whose records it
+        writes, locked at once in ascending order (PostgreSQL; a customer written without
+        being named is locked when written). Nothing inside is durable until the block
+        ends; an exception rolls all of it back. Other threads' writes wait for the end."""
         with self._lock:
-            if self._batching:
+            if self._locked is not None:
                 yield  # already inside this thread's batch
                 return
-            self._connection.execute("BEGIN IMMEDIATE")
-            self._batching = True
-            try:
-                yield
-            except BaseException:
-                if self._connection.in_transaction:
-                    self._connection.execute("ROLLBACK")
-                raise
-            else:
-                self._connection.execute("COMMIT")
-            finally:
-                self._batching = False
+            named = sorted(set(customers))
+            with write_transaction(self._connection, *map(_customer_lock, named)):
+                self._locked = set(named)
+                try:
+                    yield
+                finally:
+                    self._locked = None
 
-    def _write(self, statement: str, parameters: tuple[Any, ...], key: str) -> int | None:
-        """Run one INSERT in its own transaction (or the batch this thread has open); its
-        ``key`` column, or None when a UNIQUE constraint refused it (``ON CONFLICT DO
-        NOTHING``: a refusal aborts nothing, on SQLite or PostgreSQL)."""
+    def _write(
+        self,
+        statement: str,
+        parameters: tuple[Any, ...],
+        key: str,
+        customer: str | None,
+        *more: WriteLock,
+    ) -> int | None:
+        """Run one INSERT in its own transaction (or the batch this thread has open),
+        holding ``customer``'s lock, then ``more``; its ``key`` column, or None when a
+        UNIQUE constraint refused it (``ON CONFLICT DO NOTHING``: a refusal aborts
+        nothing, on SQLite or PostgreSQL)."""
         statement += f" ON CONFLICT DO NOTHING RETURNING {key}"
+        locks = () if customer is None else (_customer_lock(customer),)
         with self._lock:
-            if self._batching:
+            if self._locked is not None:
                 # the lock is re-entrant: only the batch's own thread gets here mid-batch.
+                if customer is not None and customer not in self._locked:
+                    take_locks(self._connection, *locks)
+                    self._locked.add(customer)
+                take_locks(self._connection, *more)
                 row = self._connection.execute(statement, parameters).fetchone()
                 return None if row is None else int(row[0])
-            try:
-                self._connection.execute("BEGIN IMMEDIATE")
-                row = self._connection.execute(statement, parameters).fetchone()
-                self._connection.execute("COMMIT")
-            except BaseException:
-                if self._connection.in_transaction:
-                    self._connection.execute("ROLLBACK")
-                raise
+            with write_transaction(self._connection, *locks) as connection:
+                take_locks(connection, *more)  # after the customer's, as in a batch
+                row = connection.execute(statement, parameters).fetchone()
             return None if row is None else int(row[0])
 
     def add_firing(
@@ -222,6 +246,7 @@ class ControlStore:
                 json.dumps(list(actions)),
             ),
             "firing_number",
+            customer,
         )
         if number is None:
             return None
@@ -244,6 +269,7 @@ class ControlStore:
                 " VALUES (?, ?, ?, ?, ?, ?)",
                 (customer, policy, level, ordinal, at_us, json.dumps(observed, sort_keys=True)),
                 "rearm_number",
+                customer,
             )
             is not None
         )
@@ -257,6 +283,7 @@ class ControlStore:
                 " VALUES (?, ?, ?, ?)",
                 (firing_number, action, at_us, json.dumps(outcome, sort_keys=True, default=str)),
                 "firing_number",
+                None,
             )
             is not None
         )
@@ -277,6 +304,8 @@ class ControlStore:
             " at_us, detail) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
             (customer, kind, policy, amount, reason, actor, at_us, json.dumps(detail, default=str)),
             "override_number",
+            customer,
+            OVERRIDE_NUMBERS,
         )
         assert number is not None
         return StoredOverride(number, customer, kind, policy, amount, reason, actor, at_us, detail)

@@ -6,13 +6,36 @@ placeholders; ``PostgresConnection`` runs the same statements on PostgreSQL thro
 psycopg 3, translating the few differences in one place:
 
 * ``?`` placeholders become ``%s`` (a literal ``%`` is escaped);
-* ``BEGIN IMMEDIATE`` (SQLite's one-writer lock) becomes ``BEGIN`` plus a transaction
-  advisory lock on the schema, so writers serialize exactly as they do on a SQLite file
-  and a reader that sees ledger sequence N sees every sequence below it;
 * ``INSERT OR IGNORE`` becomes ``INSERT ... ON CONFLICT DO NOTHING``;
 * schemas: ``INTEGER`` is ``BIGINT`` (microsecond times), ``INTEGER PRIMARY KEY`` an
   identity, ``BLOB`` is ``BYTEA``, and each append-only trigger calls one PL/pgSQL
   function that refuses the change with the same message.
+
+**Write locks.** Every write transaction of the stores (controls, webhooks, billing)
+opens with ``write_transaction(connection, *locks)``, naming what it must serialize
+with: ``WriteLock(purpose, key)``. On SQLite every one is ``BEGIN IMMEDIATE``, the
+file's one writer, as before. On PostgreSQL it is ``BEGIN`` plus one transaction
+advisory lock per ``WriteLock``, keyed by (schema, purpose, key) and taken in key order
+(two transactions needing the same locks never deadlock on them); without locks the
+transaction relies on row locks and unique constraints only. So writes wait only for
+writes of the same key: a customer's control state (``control-customer``), one webhook
+endpoint's ordered queue (``webhook-endpoint``); never for writes of another customer
+or partition. The event append takes no advisory lock at all: it locks the head rows of
+the partitions it writes (``ledger/postgres.py``).
+
+Locks that still span the schema, and why (none is taken per event):
+
+* ``migrate`` (a session lock): creating or changing the schema, so processes starting
+  together on an empty database do not race;
+* ``write`` (``SCHEMA_WRITE``, also what a bare ``BEGIN IMMEDIATE`` takes):
+  ``set_partitions``, which changes the partition count and also locks every head row;
+* ``revision-numbers``, ``invoice-numbers``, ``credit-note-numbers``, ``grant-numbers``,
+  ``credit-action-numbers``, ``override-numbers``: each a ledger-wide number that must
+  commit in number order (invoice and credit-note numbers are gap-free legal sequences,
+  ``MAX + 1``; a reader that saw grant, action or override N must have seen every one
+  below it). Taken by applying a configuration, period close, threshold and purchase
+  invoices, credit notes, grants, manual credit actions and overrides: one transaction
+  each, never per event.
 
 Schemas are created under a session advisory lock, so processes starting together on an
 empty database do not race. A URL's ``options=-csearch_path=NAME`` keeps several ledgers
@@ -26,6 +49,8 @@ import re
 import sqlite3
 import threading
 from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +65,9 @@ CONNECT_TIMEOUT_S = 10
 """How long opening a PostgreSQL connection may take before the store gives up."""
 STREAM_ROWS = 50_000
 """Rows a streamed PostgreSQL read fetches per round trip."""
+LOCK_KEYS_CACHED_MAX = 10_000
+"""Advisory lock keys a connection remembers (one per customer or endpoint it wrote for)
+before it forgets them all and hashes again."""
 
 IntegrityErrors: tuple[type[Exception], ...] = (sqlite3.IntegrityError, psycopg.IntegrityError)
 """What a unique or check constraint raises, on either store."""
@@ -130,9 +158,27 @@ def _lock_key(schema: str, purpose: str) -> int:
     return int.from_bytes(digest[:8], "big", signed=True)
 
 
+@dataclass(frozen=True, slots=True)
+class WriteLock:
+    """What a write transaction serializes with on PostgreSQL: every other transaction
+    holding the same (``purpose``, ``key``) in the same schema. SQLite ignores it (one
+    writer per file)."""
+
+    purpose: str
+    key: str = ""
+
+    def name(self) -> str:
+        return self.purpose if not self.key else f"{self.purpose}:{self.key}"
+
+
+SCHEMA_WRITE = WriteLock("write")
+"""The schema-wide write lock (``BEGIN IMMEDIATE`` on PostgreSQL): only for changes to the
+whole ledger's shape (``set_partitions``); see the module docstring."""
+
+
 class PostgresConnection:
     """One psycopg connection speaking the stores' SQLite dialect (autocommit; explicit
-    ``BEGIN IMMEDIATE ... COMMIT`` for writes, as on SQLite)."""
+    transactions for writes: ``write_transaction``)."""
 
     dialect = "postgresql"
 
@@ -146,8 +192,25 @@ class PostgresConnection:
         if row is None or row[0] is None:
             raise StoreError(f"{describe(url)}: no schema on the search path")
         self.schema: str = row[0]
-        self.write_lock_key = _lock_key(self.schema, "write")
+        self.write_lock_key = _lock_key(self.schema, SCHEMA_WRITE.name())
         self._statements: dict[str, str] = {}
+        self._lock_keys: dict[str, int] = {}
+
+    def lock_key(self, lock: WriteLock) -> int:
+        """The advisory lock key of ``lock`` in this connection's schema."""
+        name = lock.name()
+        key = self._lock_keys.get(name)
+        if key is None:
+            if len(self._lock_keys) >= LOCK_KEYS_CACHED_MAX:
+                self._lock_keys.clear()
+            key = self._lock_keys[name] = _lock_key(self.schema, name)
+        return key
+
+    def take_locks(self, locks: Iterable[WriteLock]) -> None:
+        """Take ``locks`` (exclusive transaction advisory locks) in key order, inside the
+        open transaction; a lock named twice is taken once."""
+        for key in sorted({self.lock_key(lock) for lock in locks}):
+            self.raw.execute("SELECT pg_advisory_xact_lock(%s)", (key,))
 
     def _translated(self, sql: str) -> str:
         text = self._statements.get(sql)
@@ -157,7 +220,7 @@ class PostgresConnection:
         return text
 
     def execute(self, sql: str, parameters: Sequence[Any] = ()) -> psycopg.Cursor[Any]:
-        if sql == "BEGIN IMMEDIATE":
+        if sql == "BEGIN IMMEDIATE":  # SQLite's one writer: the schema-wide lock
             self.raw.execute("BEGIN")
             return self.raw.execute("SELECT pg_advisory_xact_lock(%s)", (self.write_lock_key,))
         return self.raw.execute(self._translated(sql), parameters or None)
@@ -236,6 +299,39 @@ def open_connection(location: Location) -> Connection:
     from meterline.ledger.sqlite import connect
 
     return connect(location)
+
+
+@contextmanager
+def write_transaction(connection: Connection, *locks: WriteLock) -> Iterator[Connection]:
+    """One write transaction on ``connection``: committed when the block ends, rolled back
+    on any exception (which goes on). SQLite: ``BEGIN IMMEDIATE`` (the file's one writer,
+    whatever ``locks`` say). PostgreSQL: ``BEGIN`` and ``locks`` (see ``WriteLock``), and
+    nothing else: with none, only row locks and constraints order it."""
+    if isinstance(connection, PostgresConnection):
+        connection.raw.execute("BEGIN")
+        try:
+            connection.take_locks(locks)
+        except BaseException:
+            connection.raw.execute("ROLLBACK")
+            raise
+    else:
+        connection.execute("BEGIN IMMEDIATE")
+    try:
+        yield connection
+        connection.execute("COMMIT")
+    except BaseException:
+        if connection.in_transaction:
+            connection.execute("ROLLBACK")
+        raise
+
+
+def take_locks(connection: Connection, *locks: WriteLock) -> None:
+    """More ``locks`` inside a transaction that ``write_transaction`` opened (PostgreSQL;
+    on SQLite the file's writer lock already covers them). Taken in key order among
+    themselves only: a transaction that takes locks twice must take them in an order
+    every other one follows too (e.g. customers in ascending order)."""
+    if isinstance(connection, PostgresConnection):
+        connection.take_locks(locks)
 
 
 def stream_rows(

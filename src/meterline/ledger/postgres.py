@@ -40,7 +40,13 @@ from meterline.core.events import PreparedEvent, event_source, same_event, sourc
 from meterline.core.outcomes import EventOutcome, Status
 from meterline.core.partitions import DEFAULT_PARTITIONS, check_partition_count, partition_of
 from meterline.errors import StoreError
-from meterline.ledger.database import PostgresConnection, ThreadConnections, describe
+from meterline.ledger.database import (
+    SCHEMA_WRITE,
+    PostgresConnection,
+    ThreadConnections,
+    describe,
+    write_transaction,
+)
 from meterline.ledger.heads import (
     HEAD_COLUMNS,
     HEADS_SCHEMA,
@@ -287,11 +293,13 @@ class PostgresStore(SqlLedgerReads):
         if self._by_source and count != 1:
             raise StoreError("a ledger keyed by (source, id) keeps one partition")
         with self._write_lock:
-            connection = self._connection
-            connection.execute("BEGIN IMMEDIATE")
-            try:
-                held = connection.execute("SELECT sum(sequence) FROM partition_heads").fetchone()
-                if held[0]:
+            # the whole ledger's shape: the schema-wide lock, and every head row, which
+            # an append locks first (so none commits an event while the count changes)
+            with write_transaction(self._connection, SCHEMA_WRITE) as connection:
+                sequences = connection.execute(
+                    "SELECT sequence FROM partition_heads ORDER BY partition_number FOR UPDATE"
+                ).fetchall()
+                if any(sequence for (sequence,) in sequences):
                     raise StoreError(
                         f"{describe(self.path)} holds events: its {self.partitions} partitions"
                         " are fixed (customers would move away from their events)"
@@ -300,10 +308,6 @@ class PostgresStore(SqlLedgerReads):
                 connection.execute(
                     "DELETE FROM partition_heads WHERE partition_number >= ?", (count,)
                 )
-                connection.execute("COMMIT")
-            except BaseException:
-                connection.execute("ROLLBACK")
-                raise
             self._create_partitions(count)
         self.partitions = count
 

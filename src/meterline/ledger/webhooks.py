@@ -8,6 +8,15 @@ what happened to it is the attempt log. ``UNIQUE (endpoint_id, event_id)`` makes
 publishing an event twice a no-op, across processes too. Every write is one transaction
 under the store's lock, so a delivery claimed for sending and its attempt's outcome are
 each all or nothing.
+
+Locks (PostgreSQL; SQLite has one writer per file): an endpoint's deliveries are one
+ordered queue, numbered in the order they commit, so ``add_deliveries`` and
+``disable_endpoint`` hold that endpoint's ``webhook-endpoint`` lock (a publish to
+another endpoint does not wait, and a disabled endpoint never gets a new pending
+delivery). ``claim_due`` locks the rows it claims (``FOR UPDATE SKIP LOCKED``: two
+claimers never take the same delivery and never wait for each other); an attempt's
+outcome and a requeue rewrite one delivery row. Nothing here waits for the event
+append, the control records or billing.
 """
 
 from __future__ import annotations
@@ -21,12 +30,21 @@ from typing import Any, Literal
 
 import msgspec
 
-from meterline.ledger.database import Connection, open_connection
+from meterline.ledger.database import (
+    Connection,
+    PostgresConnection,
+    WriteLock,
+    open_connection,
+    take_locks,
+    write_transaction,
+)
 
 DeliveryStatus = Literal["pending", "delivered", "failed"]
 DELIVERY_STATUSES: tuple[DeliveryStatus, ...] = ("pending", "delivered", "failed")
 DELIVERIES_PAGE_MAX = 1000
 """Most deliveries one listing returns."""
+ENDPOINT_LOCK = "webhook-endpoint"
+"""The ``WriteLock`` purpose of one endpoint's queue (keyed by the endpoint id)."""
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS webhook_endpoints (
@@ -96,6 +114,8 @@ WHERE d.delivery_number IN (
 ORDER BY d.delivery_number
 LIMIT ?
 """
+_CLAIM_ROWS = " FOR UPDATE OF d SKIP LOCKED"
+"""PostgreSQL: the due heads a concurrent claim holds are skipped, not waited for."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,6 +178,10 @@ class AttemptOutcome:
     next_attempt_at_us: int | None
 
 
+def _endpoint_lock(endpoint_id: str) -> WriteLock:
+    return WriteLock(ENDPOINT_LOCK, endpoint_id)
+
+
 def _endpoint(row: tuple[Any, ...]) -> Endpoint:
     endpoint_id, url, kinds, description, created, disabled = row
     return Endpoint(
@@ -196,18 +220,11 @@ class WebhookStore:
             self._connection.executescript(_SCHEMA)
 
     @contextmanager
-    def _transaction(self) -> Iterator[Connection]:
-        """``BEGIN IMMEDIATE ... COMMIT`` under the lock; rolled back on any error."""
-        with self._lock:
-            connection = self._connection
-            connection.execute("BEGIN IMMEDIATE")
-            try:
-                yield connection
-                connection.execute("COMMIT")
-            except BaseException:
-                if connection.in_transaction:
-                    connection.execute("ROLLBACK")
-                raise
+    def _transaction(self, *locks: WriteLock) -> Iterator[Connection]:
+        """One write transaction (``write_transaction``, holding ``locks``) under the
+        store's lock; rolled back on any error."""
+        with self._lock, write_transaction(self._connection, *locks) as connection:
+            yield connection
 
     def _rows(self, query: str, parameters: Sequence[object] = ()) -> list[tuple[Any, ...]]:
         with self._lock:
@@ -256,7 +273,7 @@ class WebhookStore:
     def disable_endpoint(self, endpoint_id: str, at_us: int) -> Endpoint | None:
         """Disable an endpoint (idempotent) and fail its pending deliveries, atomically;
         None if there is no such endpoint."""
-        with self._transaction() as connection:
+        with self._transaction(_endpoint_lock(endpoint_id)) as connection:
             connection.execute(
                 "UPDATE webhook_endpoints SET disabled_at_us = ?"
                 " WHERE endpoint_id = ? AND disabled_at_us IS NULL",
@@ -288,13 +305,17 @@ class WebhookStore:
         to those endpoints (in endpoint order) and how many of them are new."""
         delivery_ids, created = [], 0
         with self._transaction() as connection:
-            rows = connection.execute(
-                f"SELECT {_ENDPOINT_COLUMNS} FROM webhook_endpoints"
-                " WHERE disabled_at_us IS NULL ORDER BY endpoint_number"
-            ).fetchall()
-            for endpoint in map(_endpoint, rows):
-                if not endpoint.subscribes_to(kind):
-                    continue
+            subscribed = self._subscribed(connection, kind)
+            if subscribed:
+                # the queues written, locked; then read again: one may have been disabled
+                locked = {endpoint.endpoint_id for endpoint in subscribed}
+                take_locks(connection, *map(_endpoint_lock, sorted(locked)))
+                subscribed = [
+                    endpoint
+                    for endpoint in self._subscribed(connection, kind)
+                    if endpoint.endpoint_id in locked
+                ]
+            for endpoint in subscribed:
                 cursor = connection.execute(
                     f"INSERT OR IGNORE INTO webhook_deliveries ({_DELIVERY_COLUMNS})"
                     " VALUES (?, ?, ?, ?, ?, ?, 'pending', 0, ?, NULL, NULL, NULL, 0)",
@@ -316,6 +337,15 @@ class WebhookStore:
                 ).fetchone()
                 delivery_ids.append(row[0])
         return delivery_ids, created
+
+    @staticmethod
+    def _subscribed(connection: Connection, kind: str) -> list[Endpoint]:
+        """The enabled endpoints subscribed to ``kind``, in creation order."""
+        rows = connection.execute(
+            f"SELECT {_ENDPOINT_COLUMNS} FROM webhook_endpoints"
+            " WHERE disabled_at_us IS NULL ORDER BY endpoint_number"
+        ).fetchall()
+        return [e for e in map(_endpoint, rows) if e.subscribes_to(kind)]
 
     def delivery(self, delivery_id: str) -> Delivery | None:
         rows = self._rows(
@@ -351,8 +381,11 @@ class WebhookStore:
         """Claim up to ``limit`` due deliveries, at most one per endpoint (its oldest
         pending one), by moving their next attempt ``lease_us`` ahead: another process
         polling the same file skips them, and a crash mid-send only delays a retry."""
+        claim = _DUE_HEADS
+        if isinstance(self._connection, PostgresConnection):
+            claim = claim.rstrip() + _CLAIM_ROWS
         with self._transaction() as connection:
-            rows = connection.execute(_DUE_HEADS, (now_us, limit)).fetchall()
+            rows = connection.execute(claim, (now_us, limit)).fetchall()
             connection.executemany(
                 "UPDATE webhook_deliveries SET next_attempt_at_us = ? WHERE delivery_id = ?",
                 [(now_us + lease_us, row[0]) for row in rows],

@@ -228,7 +228,7 @@ class Controls:
         with self.lock:
             self._after = []
             try:
-                with self.store.batch():
+                with self.store.batch(customer for customer, *_ in crossings):
                     for customer, result, now_us, remaining_changed, _ in crossings:
                         # The remaining balance first: a block or release publishes the
                         # decision with the balance it was decided on, never the one before.
@@ -253,9 +253,10 @@ class Controls:
                     step()
             finally:
                 results, self._alert_results = self._alert_results, None
-                with self.store.batch():
-                    for number, at_us, outcome in results:
-                        self.store.add_result(number, "alert", at_us, outcome)
+                if results:
+                    with self.store.batch():
+                        for number, at_us, outcome in results:
+                            self.store.add_result(number, "alert", at_us, outcome)
         return fired
 
     def _later(self, step: Callable[[], object]) -> None:

@@ -45,6 +45,8 @@ CYCLE_PAUSE_SHARE = 3.0
 CYCLE_PAUSE_MAX_S = 0.02
 IDLE_WAKE_S = 1.0
 """With nothing arriving, the controller still wakes this often (period ends, config)."""
+SETTLE_TIMEOUT_S = 10.0
+"""Longest ``settle`` waits for the controller to apply what it was told."""
 
 
 class LiveEngine:
@@ -279,6 +281,31 @@ class LiveEngine:
                     return False
                 self._applied.wait(left)
         return True
+
+    def settle(self, timeout_s: float = SETTLE_TIMEOUT_S) -> bool:
+        """Wait until a controller cycle that began after this call has ended, so every
+        append and billing change this engine was told of before it is applied (the
+        worker answers a call after the messages that came before it: an override right
+        after a new pricing sees the pricing's customers). False after ``timeout_s``."""
+        if self._thread is None:
+            self.catch_up()
+            return True
+        deadline = time.monotonic() + timeout_s
+        target = self.cycles + 2  # the cycle running now may have begun before the call
+        while self.cycles < target:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
+            seen = self.cycles
+            with self._wake:
+                self._arrived.append([])
+                self._wake.notify()
+            with self._applied:
+                self._applied.wait_for(self._cycled_past(seen), left)
+        return True
+
+    def _cycled_past(self, seen: int) -> Callable[[], bool]:
+        return lambda: self.cycles > seen
 
     def catch_up(self) -> None:
         """Apply everything in the ledger now, in this thread (the CLI, without a server)."""

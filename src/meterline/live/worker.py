@@ -109,6 +109,7 @@ class _Worker:
             return document
         if name == "override":
             customer, kind, reason, actor, policy, amount, credit_type, paid = arguments
+            engine.settle()  # a pricing told before this call is applied first
             return engine.controls.override(
                 customer,
                 kind,
