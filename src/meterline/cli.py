@@ -15,7 +15,7 @@ from rich.markup import escape
 from meterline.clock import NOW_VARIABLE, ClockSettingError, clock_offset_us, system_clock_us
 from meterline.core.admission import LAG_MAX_MS_DEFAULT
 from meterline.core.events import format_timestamp
-from meterline.ledger.database import ledger_exists
+from meterline.ledger.location import ledger_exists
 
 if TYPE_CHECKING:
     from meterline.billing.service import Billing

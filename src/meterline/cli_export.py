@@ -22,7 +22,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from meterline.cli import DEFAULT_DB, PIPED_WIDTH, DbOption, _instant
-from meterline.ledger.database import ledger_exists
+from meterline.ledger.location import ledger_exists
 
 console = Console()
 if not console.is_terminal:

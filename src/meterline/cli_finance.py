@@ -16,7 +16,7 @@ from rich.console import Console
 from rich.table import Table
 
 from meterline.cli import DEFAULT_DB, PIPED_WIDTH, DbOption, _fail, _instant
-from meterline.ledger.database import ledger_exists
+from meterline.ledger.location import ledger_exists
 
 console = Console()
 if not console.is_terminal:

@@ -17,7 +17,7 @@ from rich.console import Console
 from rich.table import Table
 
 from meterline.cli import DEFAULT_DB, PIPED_WIDTH, DbOption, _fail
-from meterline.ledger.database import ledger_exists
+from meterline.ledger.location import ledger_exists
 
 controls_app = typer.Typer(
     help="Control firings and finance's overrides (unblock, extend, grant).",

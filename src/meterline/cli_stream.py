@@ -96,7 +96,7 @@ def status_command(
 ) -> None:
     """Partitions with their owner and consumer lag, workers with events/s, the stream,
     the ledger head and the blocked customers."""
-    from meterline.ledger.database import ledger_exists
+    from meterline.ledger.location import ledger_exists
     from meterline.stream.inspect import read_status
 
     if not ledger_exists(db):

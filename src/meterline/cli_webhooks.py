@@ -5,23 +5,17 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import msgspec
 import typer
 from rich.console import Console
 
 from meterline.core.events import format_timestamp
-from meterline.ledger.database import ledger_exists
-from meterline.ledger.ledger import open_store
-from meterline.ledger.webhooks import WebhookStore
-from meterline.live.webhooks import (
-    EndpointDisabled,
-    WebhookError,
-    WebhookNotFound,
-    Webhooks,
-    delivery_document,
-)
+from meterline.ledger.location import ledger_exists
+
+if TYPE_CHECKING:
+    from meterline.live.webhooks import Webhooks
 
 webhooks_app = typer.Typer(
     help="Outgoing webhooks: endpoints and the delivery log.", no_args_is_help=True
@@ -58,6 +52,11 @@ AllowPrivateOption = Annotated[
 
 @contextmanager
 def _webhooks(db: str, create: bool = False, allow_private: bool = False) -> Iterator[Webhooks]:
+    # imported here, not at the top: ``meterline --help`` loads no store
+    from meterline.ledger.ledger import open_store
+    from meterline.ledger.webhooks import WebhookStore
+    from meterline.live.webhooks import EndpointDisabled, WebhookError, WebhookNotFound, Webhooks
+
     """The webhook service over ``db``; a missing ledger is an error unless ``create``
     (which makes the ledger there, on either store, as the other commands find it).
     Private destinations are allowed with ``allow_private`` or by the environment."""
@@ -139,6 +138,8 @@ def webhooks_deliveries(
     ] = False,
 ) -> None:
     """The delivery log, newest first: id, endpoint, kind, event id, status, attempts."""
+    from meterline.live.webhooks import delivery_document
+
     with _webhooks(db) as webhooks:
         deliveries = webhooks.deliveries(endpoint, status, limit)
         logs = {

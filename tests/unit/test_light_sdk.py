@@ -59,3 +59,11 @@ def test_an_unknown_root_name_is_an_attribute_error() -> None:
         assert "NoSuchThing" in str(error)
     else:
         raise AssertionError("meterline.NoSuchThing should not exist")
+
+
+def test_the_command_line_loads_no_store_or_server_until_a_command_runs() -> None:
+    """``meterline --help`` (and a command's start) imports the CLI, which must not load
+    the store drivers, the web server or NATS: they come with the command that needs them."""
+    loaded = _top_level_modules_after("import meterline.cli")
+    heavy = {"duckdb", "fastapi", "httpx", "nats", "psycopg", "starlette", "uvicorn"}
+    assert loaded.isdisjoint(heavy), sorted(loaded & heavy)

@@ -104,9 +104,10 @@ from meterline.ledger.billing import (
     StoredInvoice,
     revision_problems,
 )
-from meterline.ledger.database import DatabaseErrors, describe
+from meterline.ledger.database import DatabaseErrors
 from meterline.ledger.integrity import OpenErrors, inspect_store, ledger_findings, unreadable
 from meterline.ledger.ledger import Ledger
+from meterline.ledger.location import describe
 
 CREDIT_NOTE_SCHEMA = "meterline.credit-note/1"
 _UNNUMBERED = "INV-unnumbered"

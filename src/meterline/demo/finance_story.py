@@ -21,7 +21,7 @@ from meterline.finance.ledger_files import journal_beancount, journal_csv
 from meterline.finance.render import margin_table, revenue_tables, truth_table
 from meterline.finance.reports import revenue_reports
 from meterline.finance.truth import one_truth
-from meterline.ledger.database import is_postgres
+from meterline.ledger.location import is_postgres
 
 
 def tell_finance(

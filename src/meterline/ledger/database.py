@@ -51,7 +51,6 @@ import threading
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -59,8 +58,12 @@ import psycopg.errors
 from psycopg.pq import TransactionStatus
 
 from meterline.errors import StoreError
+from meterline.ledger.location import (
+    Location,
+    describe,
+    is_postgres,
+)
 
-POSTGRES_SCHEMES = ("postgresql://", "postgres://")
 CONNECT_TIMEOUT_S = 10
 """How long opening a PostgreSQL connection may take before the store gives up."""
 STREAM_ROWS = 50_000
@@ -75,33 +78,9 @@ IntegrityErrors: tuple[type[Exception], ...] = (sqlite3.IntegrityError, psycopg.
 DatabaseErrors: tuple[type[Exception], ...] = (sqlite3.DatabaseError, psycopg.Error)
 """What any failed statement raises, on either store."""
 
-Location = str | Path
 Connection = Any
 """A ``sqlite3.Connection`` or a ``PostgresConnection``: both answer ``execute``,
 ``executemany``, ``executescript``, ``in_transaction`` and ``close``."""
-
-
-def is_postgres(location: Location) -> bool:
-    """Whether ``location`` names a PostgreSQL database rather than a SQLite file."""
-    return str(location).startswith(POSTGRES_SCHEMES)
-
-
-def describe(location: Location) -> str:
-    """``location`` for messages and logs, without any password in a URL."""
-    text = str(location)
-    return re.sub(r"://([^:/@]+):[^@/]*@", r"://\1:***@", text) if is_postgres(text) else text
-
-
-def ledger_exists(location: Location) -> bool:
-    """Whether a ledger is already stored at ``location`` (a file, or an events table)."""
-    if not is_postgres(location):
-        return Path(location).exists()
-    connection = PostgresConnection(str(location))
-    try:
-        row = connection.execute("SELECT to_regclass('events') IS NOT NULL").fetchone()
-        return bool(row and row[0])
-    finally:
-        connection.close()
 
 
 # -- translating SQLite's dialect ---------------------------------------------------------

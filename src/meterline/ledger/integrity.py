@@ -36,12 +36,10 @@ from meterline.ledger.database import (
     _REFUSE_FUNCTION,
     Connection,
     DatabaseErrors,
-    Location,
     PostgresConnection,
-    describe,
-    is_postgres,
 )
 from meterline.ledger.ledger import Ledger, open_store
+from meterline.ledger.location import Location, describe, is_postgres
 from meterline.ledger.store import LedgerStore
 
 _TRIGGER_STATEMENT = re.compile(

@@ -20,7 +20,8 @@ from meterline.core.events import FieldError, PreparedEvent, prepare_event, prep
 from meterline.core.limits import DEFAULT_LIMITS, IngestLimits
 from meterline.core.outcomes import BatchOutcome, EventOutcome
 from meterline.errors import BatchTooLarge
-from meterline.ledger.database import DatabaseErrors, describe, is_postgres
+from meterline.ledger.database import DatabaseErrors
+from meterline.ledger.location import describe, is_postgres
 from meterline.ledger.sqlite import SqliteStore
 from meterline.ledger.store import DedupKey, EventPage, EventQuery, LedgerStore
 

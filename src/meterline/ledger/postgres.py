@@ -44,7 +44,6 @@ from meterline.ledger.database import (
     SCHEMA_WRITE,
     PostgresConnection,
     ThreadConnections,
-    describe,
     write_transaction,
 )
 from meterline.ledger.heads import (
@@ -58,6 +57,7 @@ from meterline.ledger.heads import (
     head_updates,
     initial_heads_sql,
 )
+from meterline.ledger.location import describe
 from meterline.ledger.sql_reads import SqlLedgerReads
 from meterline.ledger.store import DEFAULT_DEDUP_KEY, DedupKey, check_dedup_key
 

@@ -44,8 +44,8 @@ from meterline.core.partitions import parse_partitions, partition_of
 from meterline.errors import MeterlineError
 from meterline.ledger.billing import BillingStore
 from meterline.ledger.checkpoints import start_checkpointer
-from meterline.ledger.database import describe, is_postgres
 from meterline.ledger.ledger import Ledger, open_store
+from meterline.ledger.location import describe, is_postgres
 from meterline.ledger.webhooks import WebhookStore
 from meterline.live.service import LiveEngine
 from meterline.live.webhooks import Webhooks
