@@ -203,3 +203,19 @@ def server(new_db: Callable[..., Location]) -> Iterator[RunningServer]:
         yield running
     finally:
         running.stop()
+
+
+@pytest.fixture(scope="module")
+def postgres_schemas() -> Iterator[Callable[[Path, str], str]]:
+    """Fresh PostgreSQL ledger locations for tests that need PostgreSQL itself (several
+    partitions, row and advisory locks): ``new(folder, name)`` gives a schema's URL; every
+    schema is dropped after the module. PostgreSQL unreachable is a failure, not a skip."""
+    try:
+        psycopg.connect(POSTGRES_URL, connect_timeout=5).close()
+    except psycopg.OperationalError as error:
+        pytest.fail(f"PostgreSQL at {POSTGRES_URL} is unreachable ({error})", pytrace=False)
+    made = Databases("postgresql")
+    try:
+        yield lambda folder, name: str(made.new(folder, name))
+    finally:
+        made.drop_all()

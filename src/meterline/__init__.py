@@ -5,8 +5,9 @@ The public API is re-exported here; ``__all__`` is the contract (tested).
 
 __version__ = "0.1.0"
 
-from importlib import import_module
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from meterline.lazy import lazy_exports
 
 _HOMES = {
     "AuthError": "meterline.errors",
@@ -36,13 +37,7 @@ that imports only ``meterline.sdk`` never loads the ledger's stores (PostgreSQL,
 or the server."""
 
 
-def __getattr__(name: str) -> Any:
-    home = _HOMES.get(name)
-    if home is None:
-        raise AttributeError(f"module 'meterline' has no attribute {name!r}")
-    value = getattr(import_module(home), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_exports("meterline", _HOMES, globals())
 
 
 def __dir__() -> list[str]:

@@ -28,7 +28,6 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from uuid import uuid4
 
-import psycopg
 import pytest
 
 PARTITIONS = 4
@@ -99,18 +98,10 @@ def writer_main(db: str, partition: int, first: int) -> None:
 
 
 @pytest.fixture(scope="module")
-def postgres() -> Iterator[Callable[[Path, str], str]]:
-    from tests.conftest import POSTGRES_URL, Databases
-
-    try:
-        psycopg.connect(POSTGRES_URL, connect_timeout=5).close()
-    except psycopg.OperationalError as error:
-        pytest.fail(f"PostgreSQL at {POSTGRES_URL} is unreachable ({error})", pytrace=False)
-    made = Databases("postgresql")
-    try:
-        yield lambda folder, name: str(made.new(folder, name))
-    finally:
-        made.drop_all()
+def postgres(
+    postgres_schemas: Callable[[Path, str], str],
+) -> Iterator[Callable[[Path, str], str]]:
+    yield postgres_schemas
 
 
 class Writer:

@@ -34,18 +34,10 @@ POLL_S = 0.01
 
 
 @pytest.fixture(scope="module")
-def postgres() -> Iterator[Callable[[Path, str], str]]:
-    from tests.conftest import POSTGRES_URL, Databases
-
-    try:
-        psycopg.connect(POSTGRES_URL, connect_timeout=5).close()
-    except psycopg.OperationalError as error:
-        pytest.fail(f"PostgreSQL at {POSTGRES_URL} is unreachable ({error})", pytrace=False)
-    made = Databases("postgresql")
-    try:
-        yield lambda folder, name: str(made.new(folder, name))
-    finally:
-        made.drop_all()
+def postgres(
+    postgres_schemas: Callable[[Path, str], str],
+) -> Iterator[Callable[[Path, str], str]]:
+    yield postgres_schemas
 
 
 def customers_of_two_partitions() -> tuple[str, str]:

@@ -1,13 +1,15 @@
 """The event ledger and its persistence.
 
-Owns the append-only, hash-chained record of every accepted usage event. Invariants: no
-code path updates or deletes an event; sequences are dense from 1; each record's hash is
-``SHA-256(previous hash || canonical bytes)``; an append is atomic and durable (fsync'd)
-before it is acknowledged; an event id is stored at most once per customer.
+Owns the append-only, tamper-evident record of every accepted usage event. Invariants: no
+code path updates or deletes an event; each partition numbers its events densely from 1;
+an event's hash is its RFC 6962 leaf hash, each batch stores the Merkle root of its events
+and each partition's batches chain by root (``core.chain``); an append is atomic and
+durable before it is acknowledged; an event id is stored at most once per customer.
 """
 
-from importlib import import_module
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from meterline.lazy import lazy_exports
 
 __all__ = ["EventPage", "EventQuery", "Ledger", "LedgerStore", "open_ledger"]
 
@@ -22,13 +24,7 @@ _HOMES = {
 this package (``ledger.location``) does not load the stores and their drivers."""
 
 
-def __getattr__(name: str) -> Any:
-    home = _HOMES.get(name)
-    if home is None:
-        raise AttributeError(f"module 'meterline.ledger' has no attribute {name!r}")
-    value = getattr(import_module(home), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_exports("meterline.ledger", _HOMES, globals())
 
 
 if TYPE_CHECKING:
