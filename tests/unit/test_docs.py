@@ -49,4 +49,6 @@ def test_ci_runs_the_readmes_test_command() -> None:
     assert ci[-1] == "bash scripts/test"  # the README's second block, and CI's one step
     script = (root / "scripts" / "test").read_text()
     assert "pip install" in script and ".[test]" in script
-    assert script.rstrip().endswith('python3 -m pytest "$@"')
+    # it ends by running pytest with the arguments given, on two processes by file
+    assert script.rstrip().endswith('exec python3 -m pytest -n "$processes" --dist loadfile "$@"')
+    assert 'exec python3 -m pytest "$@"' in script  # METERLINE_TEST_PROCESSES=0: one process
