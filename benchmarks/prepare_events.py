@@ -3,6 +3,7 @@
 Run as `PYTHONPATH=src python3 benchmarks/prepare_events.py`; compare two checkouts by
 pointing PYTHONPATH at each (the same events, the same machine, one after the other).
 """
+
 import time
 
 from meterline.core.events import prepare_event
@@ -17,4 +18,4 @@ for _ in range(5):
         prepare_event(e, now)
     d = time.perf_counter() - t
     best = d if best is None or d < best else best
-print(f"{len(events)/best:,.0f} events/s  {best/len(events)*1e6:.2f} us/event")
+print(f"{len(events) / best:,.0f} events/s  {best / len(events) * 1e6:.2f} us/event")

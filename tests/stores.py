@@ -9,7 +9,8 @@ from typing import Any
 
 import psycopg
 
-from meterline.ledger.database import is_postgres, translate_statement
+from meterline.ledger.database import translate_statement
+from meterline.ledger.location import is_postgres
 
 
 def rows(location: Path | str, statement: str, parameters: tuple[Any, ...] = ()) -> list[Any]:

@@ -18,7 +18,8 @@ from meterline.core.events import decode_exact, timestamp_to_us
 from meterline.core.invoicing import line_sum
 from meterline.core.lineage import verify_proof
 from meterline.demo.workload import generate_month
-from meterline.ledger.database import IntegrityErrors, is_postgres
+from meterline.ledger.database import IntegrityErrors
+from meterline.ledger.location import is_postgres
 from tests.conftest import Location
 from tests.stores import rows, tamper
 

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from meterline.keys import authenticate
-from meterline.ledger.database import is_postgres
 from meterline.ledger.ledger import open_store
+from meterline.ledger.location import is_postgres
 from tests.conftest import DEMO_NOW, Location, clock_env, event
 from tests.stores import tamper
 

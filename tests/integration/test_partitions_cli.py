@@ -10,8 +10,8 @@ import pytest
 
 from meterline.errors import StoreError
 from meterline.ledger import Ledger
-from meterline.ledger.database import is_postgres
 from meterline.ledger.ledger import open_store
+from meterline.ledger.location import is_postgres
 from tests.conftest import FIXED_NOW_US, Location, event
 from tests.stores import rows
 

@@ -39,9 +39,10 @@ from meterline.ledger.checkpoints import (
     split_notes,
     write_key_file,
 )
-from meterline.ledger.database import is_postgres, translate_schema
+from meterline.ledger.database import translate_schema
 from meterline.ledger.integrity import verify_ledger
 from meterline.ledger.ledger import open_store
+from meterline.ledger.location import is_postgres
 from tests.conftest import FIXED_NOW_US, Location
 from tests.stores import drop_triggers, rows, tamper, write
 

@@ -31,7 +31,7 @@ from meterline.cli import app as cli
 from meterline.core.events import decode_exact, timestamp_to_us
 from meterline.core.partitions import partition_of
 from meterline.keys import create_key
-from meterline.ledger.database import is_postgres
+from meterline.ledger.location import is_postgres
 from meterline.ledger.webhooks import WebhookStore
 from meterline.live.reconcile import reconcile
 from meterline.live.service import LiveEngine

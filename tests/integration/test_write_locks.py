@@ -20,12 +20,7 @@ import pytest
 from meterline.core.partitions import partition_of
 from meterline.ledger.billing import GRANT_NUMBERS, INVOICE_NUMBERS, BillingStore
 from meterline.ledger.controls import OVERRIDE_NUMBERS, ControlStore
-from meterline.ledger.database import (
-    SCHEMA_WRITE,
-    PostgresConnection,
-    WriteLock,
-    write_transaction,
-)
+from meterline.ledger.database import SCHEMA_WRITE, PostgresConnection, WriteLock, write_transaction
 from meterline.ledger.webhooks import Endpoint, WebhookStore
 
 TIMEOUT_S = 60.0

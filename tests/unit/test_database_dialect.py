@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from meterline.ledger.database import describe, is_postgres, translate_schema, translate_statement
+from meterline.ledger.database import translate_schema, translate_statement
+from meterline.ledger.location import describe, is_postgres
 
 
 def test_placeholders_become_psycopg_ones_outside_string_literals() -> None:

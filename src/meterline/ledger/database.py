@@ -59,13 +59,12 @@ from psycopg.pq import TransactionStatus
 
 from meterline.errors import StoreError
 from meterline.ledger.location import (
+    CONNECT_TIMEOUT_S,
     Location,
     describe,
     is_postgres,
 )
 
-CONNECT_TIMEOUT_S = 10
-"""How long opening a PostgreSQL connection may take before the store gives up."""
 STREAM_ROWS = 50_000
 """Rows a streamed PostgreSQL read fetches per round trip."""
 LOCK_KEYS_CACHED_MAX = 10_000

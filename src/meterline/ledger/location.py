@@ -9,9 +9,20 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-__all__ = ["POSTGRES_SCHEMES", "Location", "describe", "is_postgres", "ledger_exists"]
+from meterline.errors import StoreError
+
+__all__ = [
+    "CONNECT_TIMEOUT_S",
+    "POSTGRES_SCHEMES",
+    "Location",
+    "describe",
+    "is_postgres",
+    "ledger_exists",
+]
 
 POSTGRES_SCHEMES = ("postgresql://", "postgres://")
+CONNECT_TIMEOUT_S = 10
+"""How long opening a PostgreSQL connection may take before the store gives up."""
 
 Location = str | Path
 
@@ -28,14 +39,20 @@ def describe(location: Location) -> str:
 
 
 def ledger_exists(location: Location) -> bool:
-    """Whether a ledger is already stored at ``location`` (a file, or an events table)."""
+    """Whether a ledger is already stored at ``location`` (a file, or an events table in
+    the URL's schema). ``StoreError`` when PostgreSQL cannot be reached or the URL names
+    no schema (as the stores say it)."""
     if not is_postgres(location):
         return Path(location).exists()
-    from meterline.ledger.database import PostgresConnection
+    import psycopg  # here: a SQLite ledger never loads the driver
 
-    connection = PostgresConnection(str(location))
+    url = str(location)
     try:
-        row = connection.execute("SELECT to_regclass('events') IS NOT NULL").fetchone()
-        return bool(row and row[0])
-    finally:
-        connection.close()
+        with psycopg.connect(url, autocommit=True, connect_timeout=CONNECT_TIMEOUT_S) as raw:
+            schema = raw.execute("SELECT current_schema()").fetchone()
+            if schema is None or schema[0] is None:
+                raise StoreError(f"{describe(url)}: no schema on the search path")
+            row = raw.execute("SELECT to_regclass('events') IS NOT NULL").fetchone()
+            return bool(row and row[0])
+    except psycopg.OperationalError as error:
+        raise StoreError(f"{describe(url)}: cannot connect to PostgreSQL: {error}") from None
