@@ -23,8 +23,9 @@ from meterline.bench.workload import synthetic_events
 from meterline.clock import system_clock_us
 from meterline.keys import create_key
 from meterline.ledger import open_ledger
+from meterline.ledger.database import connect_sqlite as connect
 from meterline.ledger.event_reads import all_rows
-from meterline.ledger.sqlite import SqliteStore, connect
+from meterline.ledger.sqlite import SqliteStore
 from meterline.server import spawn_server
 
 HTTP_CONNECTIONS = 2
