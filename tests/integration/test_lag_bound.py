@@ -20,8 +20,8 @@ from typing import Any
 
 import httpx
 
+from meterline.api.server import spawn_server
 from meterline.core.partitions import partition_of
-from meterline.server import spawn_server
 from tests.conftest import Databases, make_keys
 from tests.integration.test_distributed import (  # noqa: F401 (fixtures)
     LOCAL_NATS,
@@ -109,9 +109,7 @@ def test_a_stopped_worker_makes_its_lagging_partitions_refuse_until_it_catches_u
         os.kill(worker.pid, signal.SIGSTOP)
         try:
             assert accepted(client, batch(first, "before-lag")), "nothing lagged yet"
-            eventually(
-                lambda: lag_of(url)[0] * 1000 > BOUND_MS, "partition 0 lags past the bound"
-            )
+            eventually(lambda: lag_of(url)[0] * 1000 > BOUND_MS, "partition 0 lags past the bound")
             held = batch(first, "held")
             refused = post_once(client, keys["ingest"], held)
             assert refused.status_code == 429, refused.text
