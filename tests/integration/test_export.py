@@ -35,7 +35,7 @@ from meterline.finance.export import (
     referenced_tables,
     sql,
 )
-from meterline.ledger.database import ledger_exists
+from meterline.ledger.location import ledger_exists
 from tests.conftest import Databases, Location
 
 PRICING = """
