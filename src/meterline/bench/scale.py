@@ -528,25 +528,19 @@ def _run_configuration(
     schema, location = setup.schemas.create()
     namespace = f"bench_{label}_{secrets.token_hex(4)}"
     token = _prepare_ledger(location, setup.partitions, setup.probes)
-    streams = str(min(setup.streams, setup.partitions))
-    stream_args = ("--stream", setup.nats_url, "--namespace", namespace, "--streams", streams)
+    streams = min(setup.streams, setup.partitions)
+    stream_options = {"stream": setup.nats_url, "namespace": namespace, "streams": streams}
     children: list[_Child] = []
     try:
         worker_children = []
         for number, owned in enumerate(_split(setup.partitions, workers)):
             log = setup.root / f"{label}-worker-{number}.log"
             setup.logs.append(log)
-            command = ["-m", "meterline", "worker", "--db", location, *stream_args]
-            command += ["--partitions", _partition_text(owned), "--name", f"{label}-w{number}"]
-            if profile_dir is not None:
-                worker: dict[str, Any] = {
-                    "db": location,
-                    "stream": setup.nats_url,
-                    "namespace": namespace,
-                }
-                worker |= {"streams": int(streams), "partitions": _partition_text(owned)}
-                worker["name"] = f"{label}-w{number}"
-                command = _profiling(profile_dir / f"worker-{number}.prof", "worker", worker)
+            worker = {"db": location, **stream_options, "partitions": _partition_text(owned)}
+            worker["name"] = f"{label}-w{number}"
+            command = _component_command(
+                "worker", worker, profile_dir and profile_dir / f"worker-{number}.prof"
+            )
             worker_children.append(_Child(_python(*command), log))
             children.append(worker_children[-1])
 
@@ -565,12 +559,10 @@ def _run_configuration(
             port = free_port()
             log = setup.root / f"{label}-api-{number}.log"
             setup.logs.append(log)
-            command = ["-m", "meterline", "serve", "--db", location, "--port", str(port)]
-            command += stream_args
-            if profile_dir is not None:
-                api: dict[str, Any] = {"db": location, "port": port, "stream": setup.nats_url}
-                api |= {"namespace": namespace, "streams": int(streams)}
-                command = _profiling(profile_dir / f"api-{number}.prof", "serve", api)
+            api = {"db": location, "port": port, **stream_options}
+            command = _component_command(
+                "serve", api, profile_dir and profile_dir / f"api-{number}.prof"
+            )
             api_children.append(_Child(_python(*command), log))
             children.append(api_children[-1])
             urls.append(f"http://127.0.0.1:{port}")
@@ -621,10 +613,23 @@ def _run_configuration(
             child.stop()
 
 
-def _profiling(output: Path, component: str, options: dict[str, Any]) -> list[str]:
-    """A child running ``component`` (``serve`` or ``worker``, as ``meterline serve`` or
-    ``meterline worker`` would with ``options``) under ``_profiled``, writing to ``output``."""
-    return ["-m", "meterline.bench.scale", "profile", str(output), component, json.dumps(options)]
+def _component_command(
+    component: str, options: dict[str, Any], profile: Path | None = None
+) -> list[str]:
+    """The child's arguments running ``component`` (``serve`` or ``worker``) with
+    ``options``: ``-m meterline <component> --<name> <value>...``, as an operator runs it;
+    with ``profile``, the same library call under ``_profiled``, writing to ``profile``."""
+    if profile is not None:
+        return [
+            "-m",
+            "meterline.bench.scale",
+            "profile",
+            str(profile),
+            component,
+            json.dumps(options),
+        ]
+    arguments = [f"--{name}={value}" for name, value in options.items()]
+    return ["-m", "meterline", component, *arguments]
 
 
 def _readline(child: _Child, timeout_s: float) -> str:
