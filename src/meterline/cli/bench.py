@@ -86,6 +86,43 @@ def bench_controls(
         console.print(f"{name:>36}: {value:,}" if counted else f"{name:>36}: {value}", markup=False)
 
 
+WritersOption = Annotated[
+    bool,
+    typer.Option(
+        "--writers/--no-writers",
+        help="Also measure 1 and 2 partition writers fed prepared batches.",
+    ),
+]
+QuickOption = Annotated[
+    bool,
+    typer.Option("--quick", help="Fewer, smaller runs (partitions 1,2; 10,000 events)."),
+]
+ProfileOption = Annotated[
+    bool,
+    typer.Option(
+        "--profile/--no-profile",
+        help="Also run 1 worker (most partitions) under cProfile and list its top"
+        " functions (one more run, not a figure).",
+    ),
+]
+PostgresOption = Annotated[
+    str,
+    typer.Option(
+        "--postgres",
+        envvar="METERLINE_BENCH_POSTGRES",
+        help="PostgreSQL database the benchmark creates (and drops) its schemas in.",
+    ),
+]
+BenchStreamsOption = Annotated[
+    int,
+    typer.Option(
+        "--streams",
+        help="JetStream streams the partitions are split over (a configuration with"
+        " fewer partitions uses one stream per partition).",
+    ),
+]
+
+
 @bench_app.command("scale")
 def bench_scale_command(
     events: Annotated[
@@ -108,41 +145,11 @@ def bench_scale_command(
         int | None,
         typer.Option(help="Kill-switch probes per configuration (default 10; 3 with --quick)."),
     ] = None,
-    writers: Annotated[
-        bool,
-        typer.Option(
-            "--writers/--no-writers",
-            help="Also measure 1 and 2 partition writers fed prepared batches.",
-        ),
-    ] = True,
-    quick: Annotated[
-        bool,
-        typer.Option("--quick", help="Fewer, smaller runs (partitions 1,2; 10,000 events)."),
-    ] = False,
-    profile: Annotated[
-        bool,
-        typer.Option(
-            "--profile/--no-profile",
-            help="Also run 1 worker (most partitions) under cProfile and list its top"
-            " functions (one more run, not a figure).",
-        ),
-    ] = False,
-    postgres: Annotated[
-        str,
-        typer.Option(
-            "--postgres",
-            envvar="METERLINE_BENCH_POSTGRES",
-            help="PostgreSQL database the benchmark creates (and drops) its schemas in.",
-        ),
-    ] = "postgresql://postgres@127.0.0.1:5432/test",
-    streams: Annotated[
-        int,
-        typer.Option(
-            "--streams",
-            help="JetStream streams the partitions are split over (a configuration with"
-            " fewer partitions uses one stream per partition).",
-        ),
-    ] = 1,
+    writers: WritersOption = True,
+    quick: QuickOption = False,
+    profile: ProfileOption = False,
+    postgres: PostgresOption = "postgresql://postgres@127.0.0.1:5432/test",
+    streams: BenchStreamsOption = 1,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
     """Measure the whole distributed path (API -> JetStream -> worker -> PostgreSQL) per

@@ -28,65 +28,71 @@ from meterline.cli.options import (
 )
 from meterline.core.admission import LAG_MAX_MS_DEFAULT
 
+ServeStreamOption = Annotated[
+    str | None,
+    typer.Option(
+        "--stream",
+        envvar="METERLINE_STREAM",
+        help="Stream mode: publish events to NATS JetStream (comma-separated nats://"
+        " servers) for `meterline worker`, answer access from the workers' decisions.",
+    ),
+]
+ServeNamespaceOption = Annotated[
+    str,
+    typer.Option(
+        "--namespace",
+        envvar="METERLINE_NAMESPACE",
+        help="Stream mode: names of the stream, subjects and buckets.",
+    ),
+]
+ServeReplicasOption = Annotated[
+    int,
+    typer.Option(
+        "--stream-replicas",
+        envvar="METERLINE_STREAM_REPLICAS",
+        help="Stream mode: copies JetStream keeps of the stream and buckets (if it creates them).",
+    ),
+]
+ServeStreamsOption = Annotated[
+    int,
+    typer.Option(
+        "--streams",
+        envvar="METERLINE_STREAMS",
+        help="Stream mode: JetStream streams the partitions are split over by range"
+        " (1 to 64, at most the partitions; give workers the same).",
+    ),
+]
+AllowPrivateOption = Annotated[
+    bool,
+    typer.Option(
+        "--webhooks-allow-private",
+        help="Let webhooks go to loopback, link-local and private addresses (a receiver"
+        " on this host or network); else they are refused. Also"
+        " METERLINE_WEBHOOKS_ALLOW_PRIVATE=1.",
+    ),
+]
+LagMaxOption = Annotated[
+    str,
+    typer.Option(
+        "--lag-max-ms",
+        envvar="METERLINE_LAG_MAX_MS",
+        help="Stream mode: the ingest lag bound. A batch touching a partition whose"
+        " oldest acknowledged message the workers have not decided on for longer than"
+        " this is refused (429, Retry-After); 0 or off: never.",
+    ),
+]
+
 
 def serve(
     db: DbOption = DEFAULT_DB,
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 8787,
-    stream: Annotated[
-        str | None,
-        typer.Option(
-            "--stream",
-            envvar="METERLINE_STREAM",
-            help="Stream mode: publish events to NATS JetStream (comma-separated nats://"
-            " servers) for `meterline worker`, answer access from the workers' decisions.",
-        ),
-    ] = None,
-    namespace: Annotated[
-        str,
-        typer.Option(
-            "--namespace",
-            envvar="METERLINE_NAMESPACE",
-            help="Stream mode: names of the stream, subjects and buckets.",
-        ),
-    ] = "meterline",
-    replicas: Annotated[
-        int,
-        typer.Option(
-            "--stream-replicas",
-            envvar="METERLINE_STREAM_REPLICAS",
-            help="Stream mode: copies JetStream keeps of the stream and buckets (if it"
-            " creates them).",
-        ),
-    ] = 1,
-    streams: Annotated[
-        int,
-        typer.Option(
-            "--streams",
-            envvar="METERLINE_STREAMS",
-            help="Stream mode: JetStream streams the partitions are split over by range"
-            " (1 to 64, at most the partitions; give workers the same).",
-        ),
-    ] = 1,
-    webhooks_allow_private: Annotated[
-        bool,
-        typer.Option(
-            "--webhooks-allow-private",
-            help="Let webhooks go to loopback, link-local and private addresses (a receiver"
-            " on this host or network); else they are refused. Also"
-            " METERLINE_WEBHOOKS_ALLOW_PRIVATE=1.",
-        ),
-    ] = False,
-    lag_max_ms: Annotated[
-        str,
-        typer.Option(
-            "--lag-max-ms",
-            envvar="METERLINE_LAG_MAX_MS",
-            help="Stream mode: the ingest lag bound. A batch touching a partition whose"
-            " oldest acknowledged message the workers have not decided on for longer than"
-            " this is refused (429, Retry-After); 0 or off: never.",
-        ),
-    ] = str(LAG_MAX_MS_DEFAULT),
+    stream: ServeStreamOption = None,
+    namespace: ServeNamespaceOption = "meterline",
+    replicas: ServeReplicasOption = 1,
+    streams: ServeStreamsOption = 1,
+    webhooks_allow_private: AllowPrivateOption = False,
+    lag_max_ms: LagMaxOption = str(LAG_MAX_MS_DEFAULT),
 ) -> None:
     """Serve the HTTP API (OpenAPI at /openapi.json, docs at /docs)."""
     from meterline.api.server import serve as run_server
