@@ -25,6 +25,7 @@ from pathlib import Path
 
 import httpx
 
+from meterline.api.server import free_port
 from meterline.bench.scale import (
     NATS_SERVER,
     POSTGRES_URL,
@@ -32,7 +33,6 @@ from meterline.bench.scale import (
     _prepare_ledger,
     _Schemas,
 )
-from meterline.server import free_port
 
 CONNECTIONS = 4
 """Keep-alive connections posting at once (as ``bench scale``'s two loaders x two)."""

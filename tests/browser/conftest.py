@@ -30,13 +30,13 @@ from typing import Any
 import httpx
 import pytest
 
+from meterline.api.server import spawn_server
 from meterline.billing.service import Billing
 from meterline.clock import system_clock_us
 from meterline.core.events import format_timestamp
 from meterline.keys import create_key
 from meterline.ledger import open_ledger
 from meterline.ledger.billing import BillingStore
-from meterline.server import spawn_server
 from tests.conftest import Databases, Location
 
 CHROMIUM = Path("/usr/bin/chromium")

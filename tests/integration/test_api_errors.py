@@ -20,10 +20,10 @@ from fastapi.testclient import TestClient
 
 from meterline.api import create_app
 from meterline.api.bodies import JSON_NESTING_LEVELS_MAX
+from meterline.api.server import free_port, wait_for_health
 from meterline.keys import create_key
 from meterline.ledger import Ledger
 from meterline.ledger.store import SEQUENCE_MAX
-from meterline.server import free_port, wait_for_health
 from tests.conftest import FIXED_NOW_US, Location, event
 
 JSON = {"content-type": "application/json"}

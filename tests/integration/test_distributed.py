@@ -47,12 +47,12 @@ import psycopg
 import pytest
 from nats.js.errors import NotFoundError
 
+from meterline.api.server import spawn_server
 from meterline.core.chain import BatchRecord, HeadState, StoredRecord, verify_chains
 from meterline.core.events import format_timestamp, timestamp_to_us
 from meterline.core.merkle import frontier_from_bytes
 from meterline.core.partitions import partition_of
 from meterline.ledger.ledger import open_store
-from meterline.server import spawn_server
 from meterline.stream.inspect import read_status
 from tests.conftest import POSTGRES_URL, Databases, make_keys
 from tests.stores import rows

@@ -20,8 +20,8 @@ from typing import Any
 
 import httpx
 
+from meterline.api.server import spawn_server
 from meterline.core.partitions import partition_of
-from meterline.server import spawn_server
 from tests.conftest import Databases, make_keys
 from tests.integration.test_distributed import (  # noqa: F401 (fixtures)
     LOCAL_NATS,

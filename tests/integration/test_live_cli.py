@@ -42,6 +42,7 @@ import httpx
 import pytest
 from typer.testing import CliRunner, Result
 
+from meterline.api.server import free_port
 from meterline.billing.service import open_billing
 from meterline.cli import app
 from meterline.core.events import format_timestamp, timestamp_to_us
@@ -50,7 +51,6 @@ from meterline.ledger import open_ledger
 from meterline.ledger.controls import ControlStore
 from meterline.ledger.location import is_postgres, ledger_exists
 from meterline.live.service import LiveEngine
-from meterline.server import free_port
 from tests.conftest import Databases, Location, RunningServer, make_keys, start_server
 
 pytestmark = pytest.mark.slow

@@ -39,6 +39,7 @@ from typing import Any
 import httpx
 import pytest
 
+from meterline.api.server import free_port
 from meterline.clock import system_clock_us
 from meterline.core.events import encode_canonical, format_timestamp
 from meterline.keys import create_key
@@ -46,7 +47,6 @@ from meterline.ledger.ledger import open_store
 from meterline.live.webhooks import ALLOW_PRIVATE_ENV
 from meterline.sdk.gate import Gate
 from meterline.sdk.webhooks import SIGNATURE_HEADER, verify_signature
-from meterline.server import free_port
 from tests.conftest import Databases, Location, make_keys
 from tests.integration.test_credits_http import _LAUNCHER, shift_clock
 

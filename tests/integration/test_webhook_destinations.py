@@ -21,11 +21,11 @@ import pytest
 from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
-from meterline.cli_webhooks import webhooks_app
+from meterline.api.server import spawn_server
+from meterline.cli.webhooks import webhooks_app
 from meterline.keys import Principal
 from meterline.ledger.webhooks import WebhookStore
 from meterline.live.webhooks import ALLOW_PRIVATE_ENV, WebhookError, Webhooks
-from meterline.server import spawn_server
 from tests.conftest import FIXED_NOW_US, Location, RunningServer, make_keys
 from tests.integration.test_webhooks import make_app
 

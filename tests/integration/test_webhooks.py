@@ -27,8 +27,9 @@ from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
 from meterline.api.billing_routes import HttpError
+from meterline.api.server import free_port
 from meterline.api.webhook_routes import WebhookRoutes
-from meterline.cli_webhooks import webhooks_app
+from meterline.cli.webhooks import webhooks_app
 from meterline.errors import AuthError
 from meterline.keys import Principal
 from meterline.ledger.database import DatabaseErrors
@@ -47,7 +48,6 @@ from meterline.live.webhooks import (
     Webhooks,
 )
 from meterline.sdk.webhooks import verify_signature
-from meterline.server import free_port
 from tests.conftest import FIXED_NOW_US, Location
 from tests.stores import rows
 

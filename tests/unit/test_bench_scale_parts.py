@@ -3,14 +3,25 @@ kill-switch quantiles."""
 
 from __future__ import annotations
 
+import inspect
+import json
 from datetime import date
+from pathlib import Path
+from typing import Any
 
 import pytest
+import typer.main
 import yaml
 
 from meterline.bench.controls import probe_customer
-from meterline.bench.scale import _parse_counts, _pooled_kill_switch
+from meterline.bench.scale import (
+    _PROFILED_COMPONENTS,
+    _component_command,
+    _parse_counts,
+    _pooled_kill_switch,
+)
 from meterline.bench.scale_probes import merged_pricing
+from meterline.cli import app
 
 
 def test_counts_parse_from_text_or_sequence() -> None:
@@ -59,3 +70,53 @@ def test_retry_pause_follows_the_hint_and_stays_bounded() -> None:
     assert retry_pause_s("1", refusal, 50) == RETRY_PAUSE_MAX_S
     assert retry_pause_s("2", b'{"error": {"code": "stream_unavailable"}}', 1) == 1.0
     assert retry_pause_s(None, b"<html>", 1) == RETRY_PAUSE_S
+
+
+@pytest.mark.parametrize(
+    ("component", "options"),
+    [
+        (
+            "worker",
+            {
+                "db": "postgresql://127.0.0.1/test?options=-csearch_path=bench",
+                "stream": "nats://127.0.0.1:4222",
+                "namespace": "bench_one_0a1b",
+                "streams": 2,
+                "partitions": "0-3,6",
+                "name": "one-w0",
+            },
+        ),
+        (
+            "serve",
+            {
+                "db": "postgresql://127.0.0.1/test",
+                "port": 8123,
+                "stream": "nats://127.0.0.1:4222",
+                "namespace": "bench_one_0a1b",
+                "streams": 2,
+            },
+        ),
+    ],
+)
+def test_a_component_runs_the_same_with_or_without_the_profiler(
+    component: str, options: dict[str, Any], tmp_path: Path
+) -> None:
+    """The command line an unprofiled child runs parses, by the CLI, to ``options``; the
+    profiled child calls the library with the same options (the benchmark imports no
+    CLI, so nothing else ties the two)."""
+    arguments = _component_command(component, options)
+    assert arguments[:3] == ["-m", "meterline", component]
+    command = typer.main.get_command(app).get_command(None, component)  # type: ignore[attr-defined]
+    parsed = command.make_context(component, arguments[3:]).params
+    assert {name: parsed[name] for name in options} == options
+
+    profiled = _component_command(component, options, tmp_path / "a.prof")
+    assert profiled[:5] == [
+        "-m",
+        "meterline.bench.scale",
+        "profile",
+        str(tmp_path / "a.prof"),
+        component,
+    ]
+    run = _PROFILED_COMPONENTS[component]
+    inspect.signature(run).bind(**json.loads(profiled[5]))

@@ -67,6 +67,7 @@ from typing import IO, Any
 import httpx
 import msgspec
 
+from meterline.api.server import SERVER_START_TIMEOUT_S, free_port
 from meterline.bench.ingest import HTTP_CONNECTIONS
 from meterline.billing.service import open_billing
 from meterline.clock import system_clock_us
@@ -74,7 +75,6 @@ from meterline.core.cuts import Cut
 from meterline.core.events import format_timestamp, timestamp_to_us
 from meterline.keys import create_key
 from meterline.ledger.sqlite import SqliteStore
-from meterline.server import SERVER_START_TIMEOUT_S, free_port
 
 PROBE_POOL_CREDITS = 10
 """Each probe customer's prepaid pool, in credits; one probe event costs one credit."""

@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from meterline.api.server import spawn_server
 from meterline.bench.workload import synthetic_events
 from meterline.clock import system_clock_us
 from meterline.keys import create_key
@@ -26,7 +27,6 @@ from meterline.ledger import open_ledger
 from meterline.ledger.database import connect_sqlite as connect
 from meterline.ledger.event_reads import all_rows
 from meterline.ledger.sqlite import SqliteStore
-from meterline.server import spawn_server
 
 HTTP_CONNECTIONS = 2
 

@@ -89,6 +89,7 @@ import httpx
 import msgspec
 import psycopg
 
+from meterline.api.server import SERVER_START_TIMEOUT_S, free_port
 from meterline.bench.controls import (
     INGEST_SPAN_US,
     _contract_start,
@@ -111,7 +112,6 @@ from meterline.core.admission import LAG_MAX_MS_DEFAULT
 from meterline.keys import create_key
 from meterline.ledger.event_reads import event_count
 from meterline.ledger.ledger import open_store
-from meterline.server import SERVER_START_TIMEOUT_S, free_port
 
 POSTGRES_URL = os.environ.get(
     "METERLINE_BENCH_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test"
@@ -528,18 +528,19 @@ def _run_configuration(
     schema, location = setup.schemas.create()
     namespace = f"bench_{label}_{secrets.token_hex(4)}"
     token = _prepare_ledger(location, setup.partitions, setup.probes)
-    streams = str(min(setup.streams, setup.partitions))
-    stream_args = ("--stream", setup.nats_url, "--namespace", namespace, "--streams", streams)
+    streams = min(setup.streams, setup.partitions)
+    stream_options = {"stream": setup.nats_url, "namespace": namespace, "streams": streams}
     children: list[_Child] = []
     try:
         worker_children = []
         for number, owned in enumerate(_split(setup.partitions, workers)):
             log = setup.root / f"{label}-worker-{number}.log"
             setup.logs.append(log)
-            command = ["-m", "meterline", "worker", "--db", location, *stream_args]
-            command += ["--partitions", _partition_text(owned), "--name", f"{label}-w{number}"]
-            if profile_dir is not None:
-                command = _profiling(profile_dir / f"worker-{number}.prof", command)
+            worker = {"db": location, **stream_options, "partitions": _partition_text(owned)}
+            worker["name"] = f"{label}-w{number}"
+            command = _component_command(
+                "worker", worker, profile_dir and profile_dir / f"worker-{number}.prof"
+            )
             worker_children.append(_Child(_python(*command), log))
             children.append(worker_children[-1])
 
@@ -558,10 +559,10 @@ def _run_configuration(
             port = free_port()
             log = setup.root / f"{label}-api-{number}.log"
             setup.logs.append(log)
-            command = ["-m", "meterline", "serve", "--db", location, "--port", str(port)]
-            command += stream_args
-            if profile_dir is not None:
-                command = _profiling(profile_dir / f"api-{number}.prof", command)
+            api = {"db": location, "port": port, **stream_options}
+            command = _component_command(
+                "serve", api, profile_dir and profile_dir / f"api-{number}.prof"
+            )
             api_children.append(_Child(_python(*command), log))
             children.append(api_children[-1])
             urls.append(f"http://127.0.0.1:{port}")
@@ -612,9 +613,23 @@ def _run_configuration(
             child.stop()
 
 
-def _profiling(output: Path, command: list[str]) -> list[str]:
-    """``command`` (``-m meterline ...``) run under ``_profiled``, writing to ``output``."""
-    return ["-m", "meterline.bench.scale", "profile", str(output), *command[2:]]
+def _component_command(
+    component: str, options: dict[str, Any], profile: Path | None = None
+) -> list[str]:
+    """The child's arguments running ``component`` (``serve`` or ``worker``) with
+    ``options``: ``-m meterline <component> --<name> <value>...``, as an operator runs it;
+    with ``profile``, the same library call under ``_profiled``, writing to ``profile``."""
+    if profile is not None:
+        return [
+            "-m",
+            "meterline.bench.scale",
+            "profile",
+            str(profile),
+            component,
+            json.dumps(options),
+        ]
+    arguments = [f"--{name}={value}" for name, value in options.items()]
+    return ["-m", "meterline", component, *arguments]
 
 
 def _readline(child: _Child, timeout_s: float) -> str:
@@ -1306,10 +1321,41 @@ def _load(
     print(json.dumps(answer), flush=True)
 
 
-def _profiled(output: str, argv: list[str]) -> None:
-    """Run ``meterline`` with ``argv`` under cProfile, every thread included, timing CPU
-    (each thread's own ``thread_time``: waiting for I/O, a lock or the interpreter costs
-    nothing), and write the merged statistics to ``output`` when it returns."""
+def _serve_profiled(db: str, port: int, stream: str, namespace: str, streams: int) -> None:
+    """What ``meterline serve`` runs, in stream mode (the lag bound from
+    METERLINE_LAG_MAX_MS, as the command reads it)."""
+    from meterline.api.server import serve
+    from meterline.core.admission import parse_lag_bound
+
+    lag = parse_lag_bound(os.environ.get("METERLINE_LAG_MAX_MS", str(LAG_MAX_MS_DEFAULT)))
+    serve(db, port=port, stream=stream, namespace=namespace, streams=streams, lag_max_ms=lag)
+
+
+def _work_profiled(
+    db: str, stream: str, namespace: str, streams: int, partitions: str, name: str
+) -> None:
+    """What ``meterline worker`` runs: a worker service until SIGTERM."""
+    from meterline.logs import configure_logging
+    from meterline.stream.service import WorkerService
+
+    configure_logging("meterline-worker")
+    WorkerService.open(db, stream, partitions, name, namespace, 1, streams).run()
+
+
+_PROFILED_COMPONENTS: dict[str, Callable[..., None]] = {
+    "serve": _serve_profiled,
+    "worker": _work_profiled,
+}
+"""What ``_profiled`` can run, by the name ``_profiling`` gives it."""
+
+
+def _profiled(output: str, component: str, options: str) -> None:
+    """Run ``component`` (a ``_PROFILED_COMPONENTS`` name) with ``options`` (JSON) under
+    cProfile, every thread included, timing CPU (each thread's own ``thread_time``:
+    waiting for I/O, a lock or the interpreter costs nothing), and write the merged
+    statistics to ``output`` when it returns."""
+    run = _PROFILED_COMPONENTS[component]
+    arguments = json.loads(options)
     import cProfile
     import pstats
 
@@ -1330,11 +1376,9 @@ def _profiled(output: str, argv: list[str]) -> None:
     signal.signal(signal.SIGTERM, lambda _number, _frame: None)
     threading.setprofile(start_thread_profile)
     main = new_profile()
-    from meterline.cli import app
-
     main.enable()
     try:
-        app(args=argv, prog_name="meterline", standalone_mode=False)
+        run(**arguments)
     finally:
         main.disable()
         threading.setprofile(None)
@@ -1356,8 +1400,8 @@ def _main(argv: list[str]) -> None:
             url, token, int(count), int(batch), int(connections), prefix, int(end_us), int(span_us)
         )
     elif command == "profile":
-        output, *rest = args
-        _profiled(output, rest)
+        output, component, options = args
+        _profiled(output, component, options)
     else:
         raise SystemExit(f"unknown command {command!r}")
 

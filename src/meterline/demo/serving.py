@@ -6,10 +6,10 @@ from pathlib import Path
 
 from rich.console import Console
 
+from meterline.api.server import serve
 from meterline.clock import system_clock_us
 from meterline.keys import create_key
 from meterline.ledger.ledger import open_store
-from meterline.server import serve
 
 
 def serve_demo(db: str | Path, port: int, console: Console) -> None:

@@ -12,20 +12,11 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
-from meterline.cli import DEFAULT_DB, PIPED_WIDTH, DbOption, _fail, _instant
+from meterline.cli.options import DEFAULT_DB, AsOfOption, DbOption, console, fail, instant
 from meterline.ledger.location import ledger_exists
 
-console = Console()
-if not console.is_terminal:
-    console = Console(width=PIPED_WIDTH)
-
-AsOfOption = Annotated[
-    str | None,
-    typer.Option("--as-of", help="As of this date or RFC 3339 timestamp (default: now)."),
-]
 JOURNAL_FORMATS = ("table", "csv", "beancount", "json")
 
 
@@ -34,10 +25,10 @@ def _billing(db: str) -> Iterator[Any]:
     from meterline.billing.service import open_billing
 
     if not ledger_exists(db):
-        raise _fail(f"--db: {db} does not exist")
+        raise fail(f"--db: {db} does not exist")
     with open_billing(db) as billing:
         if billing.load() is None:
-            raise _fail(f"--db: {db} has no pricing applied (meterline apply)")
+            raise fail(f"--db: {db} has no pricing applied (meterline apply)")
         yield billing
 
 
@@ -67,8 +58,8 @@ def journal_command(
     from meterline.finance.ledger_files import journal_beancount, journal_csv
 
     if output_format not in JOURNAL_FORMATS:
-        raise _fail(f"--format: {output_format!r} is not one of {', '.join(JOURNAL_FORMATS)}")
-    at = _instant(as_of, "--as-of")
+        raise fail(f"--format: {output_format!r} is not one of {', '.join(JOURNAL_FORMATS)}")
+    at = instant(as_of, "--as-of")
     with _billing(db) as billing:
         books = build_books(billing, at)
     if customer is not None:
@@ -116,13 +107,13 @@ def revenue_command(
     from meterline.finance.render import revenue_tables
     from meterline.finance.reports import revenue_reports
 
-    at = _instant(as_of, "--as-of")
+    at = instant(as_of, "--as-of")
     with _billing(db) as billing:
         books = build_books(billing, at)
     try:
         reports = revenue_reports(books, month)
     except ValueError as error:
-        raise _fail(f"--month: {error}") from None
+        raise fail(f"--month: {error}") from None
     if as_json:
         print(json.dumps(reports))
         return
@@ -161,14 +152,16 @@ def economics_command(
     dimensions = [name.strip() for name in by.split(",") if name.strip()]
     unknown = [name for name in dimensions if name not in DIMENSIONS]
     if unknown or not dimensions:
-        raise _fail(f"--by: {', '.join(unknown) or 'nothing'}: use {', '.join(DIMENSIONS)}")
+        raise fail(f"--by: {', '.join(unknown) or 'nothing'}: use {', '.join(DIMENSIONS)}")
     if live:
         if dimensions != ["customer"]:
-            raise _fail("--by: the live projection answers by customer only")
-        from meterline.cli_live import _engine
+            raise fail("--by: the live projection answers by customer only")
+        from meterline.live.local import local_engine
 
-        with _engine(db, act=False) as engine:
-            projection = engine.projection  # type: ignore[attr-defined]
+        if not ledger_exists(db):
+            raise fail(f"--db: {db} does not exist")
+        with local_engine(db, act=False) as engine:
+            projection = engine.projection
             documents = [
                 figures.as_dict()
                 for name in sorted(projection.customers)
@@ -177,7 +170,7 @@ def economics_command(
             ]
         rows = [item.margin() for item in live_margins(documents)]
     else:
-        at = _instant(as_of, "--as-of")
+        at = instant(as_of, "--as-of")
         with _billing(db) as billing:
             slices = usage_slices(billing, at, customer)
         if period is not None:

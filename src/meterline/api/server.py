@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 import httpx
 import uvicorn
 
-from meterline.api import create_app
+from meterline.api.app import create_app
 from meterline.clock import NOW_VARIABLE, clock_offset_us, system_clock_us
 from meterline.core.admission import LAG_MAX_MS_DEFAULT
 from meterline.core.events import format_timestamp

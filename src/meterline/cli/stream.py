@@ -1,6 +1,6 @@
-"""The distributed path's commands: ``worker``, ``status``, ``partitions``, ``bench scale``.
+"""The distributed path's commands: ``worker``, ``status`` and ``partitions``.
 
-Thin faces over ``meterline.stream`` and ``meterline.bench.scale``.
+Thin faces over ``meterline.stream`` (``meterline bench scale`` is in ``cli.bench``).
 """
 
 from __future__ import annotations
@@ -11,44 +11,18 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from meterline.cli import DEFAULT_DB, DbOption, _fail, console
+from meterline.cli.options import (
+    DEFAULT_DB,
+    DEFAULT_STREAM,
+    DbOption,
+    NamespaceOption,
+    ReplicasOption,
+    StreamOption,
+    StreamsOption,
+    console,
+    fail,
+)
 from meterline.errors import MeterlineError
-
-StreamOption = Annotated[
-    str,
-    typer.Option(
-        "--stream",
-        envvar="METERLINE_STREAM",
-        help="NATS servers with JetStream (comma-separated nats:// URLs).",
-    ),
-]
-DEFAULT_STREAM = "nats://127.0.0.1:4222"
-NamespaceOption = Annotated[
-    str,
-    typer.Option(
-        "--namespace",
-        envvar="METERLINE_NAMESPACE",
-        help="Names of the stream, subjects and buckets (several ledgers can share NATS).",
-    ),
-]
-StreamsOption = Annotated[
-    int,
-    typer.Option(
-        "--streams",
-        envvar="METERLINE_STREAMS",
-        help="JetStream streams the partitions are split over by range (1 to 64, at most"
-        " the partitions); every API replica and worker of a deployment gives the same.",
-    ),
-]
-ReplicasOption = Annotated[
-    int,
-    typer.Option(
-        "--stream-replicas",
-        envvar="METERLINE_STREAM_REPLICAS",
-        help="Copies JetStream keeps of the stream and buckets when it creates them (3 on a"
-        " 3-node cluster).",
-    ),
-]
 
 
 def worker_command(
@@ -80,11 +54,11 @@ def worker_command(
     try:
         service = WorkerService.open(db, stream, partitions, name, namespace, replicas, streams)
     except (MeterlineError, ValueError) as error:
-        raise _fail(str(error)) from None
+        raise fail(str(error)) from None
     try:
         service.run()
     except StreamLayoutError as error:
-        raise _fail(str(error)) from None
+        raise fail(str(error)) from None
 
 
 def status_command(
@@ -100,11 +74,11 @@ def status_command(
     from meterline.stream.inspect import read_status
 
     if not ledger_exists(db):
-        raise _fail(f"--db: {db} does not exist")
+        raise fail(f"--db: {db} does not exist")
     try:
         status = read_status(db, stream, namespace, streams)
     except (MeterlineError, ValueError, OSError) as error:
-        raise _fail(str(error)) from None
+        raise fail(str(error)) from None
     if as_json:
         console.print_json(json.dumps(status, default=str))
         return
@@ -183,103 +157,11 @@ def partitions_command(
         if set_count is not None:
             setter = getattr(store, "set_partitions", None)
             if setter is None:
-                raise _fail("--set: a SQLite ledger has one chain; use PostgreSQL for more")
+                raise fail("--set: a SQLite ledger has one chain; use PostgreSQL for more")
             try:
                 setter(set_count)
             except (ValueError, StoreError) as error:
-                raise _fail(f"--set: {error}") from None
+                raise fail(f"--set: {error}") from None
         console.print(f"{store.partitions} partitions")
     finally:
         store.close()
-
-
-def bench_scale_command(
-    events: Annotated[
-        int | None,
-        typer.Option(help="Events per configuration (default 200,000; 10,000 with --quick)."),
-    ] = None,
-    partitions: Annotated[
-        str,
-        typer.Option(help="Partition counts to measure, comma-separated (default 1,2,8)."),
-    ] = "",
-    workers: Annotated[
-        str,
-        typer.Option(help="Worker counts to measure, comma-separated (default 1,2)."),
-    ] = "",
-    batch: Annotated[int, typer.Option(help="Events per HTTP request.")] = 1000,
-    api_replicas: Annotated[
-        int, typer.Option("--api-replicas", help="API replicas the load is spread over.")
-    ] = 1,
-    probes: Annotated[
-        int | None,
-        typer.Option(help="Kill-switch probes per configuration (default 10; 3 with --quick)."),
-    ] = None,
-    writers: Annotated[
-        bool,
-        typer.Option(
-            "--writers/--no-writers",
-            help="Also measure 1 and 2 partition writers fed prepared batches.",
-        ),
-    ] = True,
-    quick: Annotated[
-        bool,
-        typer.Option("--quick", help="Fewer, smaller runs (partitions 1,2; 10,000 events)."),
-    ] = False,
-    profile: Annotated[
-        bool,
-        typer.Option(
-            "--profile/--no-profile",
-            help="Also run 1 worker (most partitions) under cProfile and list its top"
-            " functions (one more run, not a figure).",
-        ),
-    ] = False,
-    postgres: Annotated[
-        str,
-        typer.Option(
-            "--postgres",
-            envvar="METERLINE_BENCH_POSTGRES",
-            help="PostgreSQL database the benchmark creates (and drops) its schemas in.",
-        ),
-    ] = "postgresql://postgres@127.0.0.1:5432/test",
-    streams: Annotated[
-        int,
-        typer.Option(
-            "--streams",
-            help="JetStream streams the partitions are split over (a configuration with"
-            " fewer partitions uses one stream per partition).",
-        ),
-    ] = 1,
-    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
-) -> None:
-    """Measure the whole distributed path (API -> JetStream -> worker -> PostgreSQL) per
-    partition and worker count on loopback: throughput, the CPU each component used per
-    event against a one-process floor, lock waits, the kill switch under load, and
-    partition writers fed prepared batches."""
-    import shlex
-    import sys
-
-    from meterline.bench.scale import QUICK, run_scale_benchmark
-
-    default_partitions = QUICK["partitions"] if quick else (1, 2, 8)
-    try:
-        result = run_scale_benchmark(
-            events,
-            partitions or default_partitions,  # type: ignore[arg-type]
-            batch,
-            progress=None if as_json else console,
-            api_replicas=api_replicas,
-            profile=profile,
-            postgres_url=postgres,
-            workers=workers or (1, 2),
-            quick=quick,
-            probes=probes,
-            writers=writers,
-            command="meterline " + shlex.join(sys.argv[1:]),
-            streams=streams,
-        )
-    except ValueError as error:
-        raise _fail(str(error)) from None
-    if as_json:
-        print(json.dumps(result))
-    else:
-        console.print_json(json.dumps(result))

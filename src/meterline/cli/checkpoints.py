@@ -12,14 +12,13 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from meterline.cli import DEFAULT_DB, DbOption
+from meterline.cli.options import DEFAULT_DB, DbOption, fail
 
 checkpoints_app = typer.Typer(
     help="Signed checkpoints of every partition's head (Ed25519): make, export, key.",
     no_args_is_help=True,
 )
 _out = Console(soft_wrap=True, highlight=False)
-_errors = Console(stderr=True, soft_wrap=True, highlight=False)
 
 KeyFileOption = Annotated[
     Path | None,
@@ -40,8 +39,8 @@ PublicKeyOption = Annotated[
 
 
 def _fail(message: str, code: int = 2) -> typer.Exit:
-    _errors.print(f"[red]error:[/red] {' '.join(message.split())}")
-    return typer.Exit(code)
+    """``fail`` on one line, without highlighting (a key or a path stays plain)."""
+    return fail(" ".join(message.split()), code, highlight=False)
 
 
 @checkpoints_app.command("key")

@@ -17,30 +17,28 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from meterline.cli import DEFAULT_DB, PIPED_WIDTH, DbOption, _instant
+from meterline.cli.options import (
+    DEFAULT_DB,
+    AsOfOption,
+    DbOption,
+    console,
+    errors,
+    fail,
+    instant,
+)
 from meterline.ledger.location import ledger_exists
 
-console = Console()
-if not console.is_terminal:
-    console = Console(width=PIPED_WIDTH)
-errors = Console(stderr=True, soft_wrap=True)
-"""Messages are not wrapped, so DuckDB's caret under a syntax error stays in place."""
 SQL_FORMATS = ("table", "csv", "json")
 _NUMERIC = ("TINYINT", "SMALLINT", "INTEGER", "BIGINT", "HUGEINT", "DECIMAL", "DOUBLE", "FLOAT")
 
-AsOfOption = Annotated[
-    str | None,
-    typer.Option("--as-of", help="As of this date or RFC 3339 timestamp (default: now)."),
-]
-
 
 def _fail(message: str, code: int = 2) -> typer.Exit:
-    errors.print(f"[red]error:[/red] {escape(message)}", highlight=False)
-    return typer.Exit(code)
+    """``fail`` with ``message`` printed as it is (DuckDB's messages hold brackets), lines
+    (its caret under a syntax error stays in place: ``errors`` never wraps)."""
+    return fail(escape(message), code, highlight=False)
 
 
 @contextmanager
@@ -72,7 +70,7 @@ def export_command(
         names = table_names(table or None)
     except ExportError as error:
         raise _fail(f"--table: {error}") from None
-    at = _instant(as_of, "--as-of")
+    at = instant(as_of, "--as-of")
     started = time.perf_counter()
     with _billing(db) as billing:
         try:
@@ -99,7 +97,7 @@ def sql_command(
 
     if output_format not in SQL_FORMATS:
         raise _fail(f"--format: {output_format!r} is not one of {', '.join(SQL_FORMATS)}")
-    at = _instant(as_of, "--as-of")
+    at = instant(as_of, "--as-of")
     try:
         check_query(query)  # a refusal costs no table build
     except QueryError as error:

@@ -10,46 +10,34 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
-from meterline.cli import DEFAULT_DB, PIPED_WIDTH, DbOption, _fail
+from meterline.cli.options import DEFAULT_DB, DbOption, console, fail
 from meterline.ledger.location import ledger_exists
+
+if TYPE_CHECKING:
+    from meterline.live.service import LiveEngine
 
 controls_app = typer.Typer(
     help="Control firings and finance's overrides (unblock, extend, grant).",
     no_args_is_help=True,
 )
 live_app = typer.Typer(help="Live figures from the live projection.", no_args_is_help=True)
-console = Console()
-if not console.is_terminal:
-    console = Console(width=PIPED_WIDTH)
 
 
 @contextmanager
-def _engine(db: str, act: bool = True) -> Iterator[object]:
+def _engine(db: str, act: bool = True) -> Iterator[LiveEngine]:
     """A live engine over ``db`` in this process (no thread): rebuilt from the ledger;
     without ``act``, a read-only look that evaluates and records nothing."""
-    from meterline.billing.service import open_billing
-    from meterline.ledger.webhooks import WebhookStore
-    from meterline.live.service import LiveEngine
-    from meterline.live.webhooks import Webhooks
+    from meterline.live.local import local_engine
 
     if not ledger_exists(db):
-        raise _fail(f"--db: {db} does not exist")
-    with open_billing(db) as billing:
-        webhooks = Webhooks(WebhookStore(billing.store.path), clock=billing.clock)
-        engine = LiveEngine(billing, publish=webhooks.publish)
-        engine.start(thread=False, act=act)
-        try:
-            yield engine
-        finally:
-            engine.controls.drain()
-            engine.stop()
-            webhooks.store.close()
+        raise fail(f"--db: {db} does not exist")
+    with local_engine(db, act) as engine:
+        yield engine
 
 
 def reconcile_command(
@@ -77,9 +65,9 @@ def reconcile_command(
     from meterline.live.reconcile import reconcile
 
     if url is not None and not key:
-        raise _fail("--key: --url needs an API key with the read scope")
+        raise fail("--key: --url needs an API key with the read scope")
     if not ledger_exists(db):
-        raise _fail(f"--db: {db} does not exist")
+        raise fail(f"--db: {db} does not exist")
     from meterline.finance.truth import one_truth
 
     truth = None
@@ -88,14 +76,14 @@ def reconcile_command(
             report = reconcile(billing, url, key)
             truth = one_truth(billing) if chain else None
         except BillingError as error:
-            raise _fail(str(error), 1) from None
+            raise fail(str(error), 1) from None
         except httpx.HTTPStatusError as error:
             # a refusal is not a difference (exit 1): say which option is wrong
             status = error.response.status_code
             named = "--key" if status in (401, 403) else "--url"
-            raise _fail(f"{named}: {url} answered {status} {error.response.text[:200]}") from None
+            raise fail(f"{named}: {url} answered {status} {error.response.text[:200]}") from None
         except httpx.HTTPError as error:
-            raise _fail(f"--url: cannot read {url}: {error}") from None
+            raise fail(f"--url: cannot read {url}: {error}") from None
     agrees = truth is None or truth.agrees
     if as_json:
         document = report.as_dict()
@@ -135,12 +123,12 @@ def live_show(
 
     with _engine(db, act=False) as engine:
         try:
-            figures = engine.projection.figures(customer)  # type: ignore[attr-defined]
+            figures = engine.projection.figures(customer)
         except BillingError as error:  # this customer cannot be rated: say why
-            raise _fail(str(error), 1) from None
-        access = engine.controls.access(customer)  # type: ignore[attr-defined]
+            raise fail(str(error), 1) from None
+        access = engine.controls.access(customer)
     if figures is None:
-        raise _fail(f"customer: {customer!r} has no contract in force", 1)
+        raise fail(f"customer: {customer!r} has no contract in force", 1)
     document = {**figures.as_dict(), "access": access}
     if as_json:
         print(json.dumps(document))
@@ -190,7 +178,7 @@ def controls_firings(
     from meterline.live.controls import firing_document
 
     if not ledger_exists(db):
-        raise _fail(f"--db: {db} does not exist")
+        raise fail(f"--db: {db} does not exist")
     store = ControlStore(db)
     try:
         results = store.results()
@@ -240,18 +228,16 @@ def controls_firings(
         )
 
 
-def _override(db: str, customer: str, kind: str, reason: str, **fields: object) -> None:
+def _override(db: str, customer: str, kind: str, reason: str, **fields: Any) -> None:
     from meterline.billing.service import BillingError
     from meterline.live.controls import OverrideError
 
     with _engine(db) as engine:
         try:
-            record = engine.controls.override(  # type: ignore[attr-defined]
-                customer, kind, reason, "cli", **fields
-            )
+            record = engine.controls.override(customer, kind, reason, "cli", **fields)
         except (OverrideError, BillingError) as error:
-            raise _fail(str(error), 1) from None
-        access = engine.controls.access(customer)  # type: ignore[attr-defined]
+            raise fail(str(error), 1) from None
+        access = engine.controls.access(customer)
     console.print(
         f"{record.override_id}: {kind} {customer} recorded; access now"
         f" {'allowed' if access['allowed'] else 'denied: ' + access['reason']}"
@@ -264,7 +250,7 @@ def _amount(value: str, name: str) -> object:
     try:
         return to_bounded_amount(value, name)
     except MoneyError as error:
-        raise _fail(str(error)) from None
+        raise fail(str(error)) from None
 
 
 ReasonOption = Annotated[str, typer.Option(help="Why (recorded with the override).")]
@@ -327,7 +313,7 @@ def controls_access(
     are evaluated on the ledger as it stands (recording any crossing, once, as a server
     would)."""
     with _engine(db) as engine:
-        answer = engine.controls.access(customer, feature)  # type: ignore[attr-defined]
+        answer = engine.controls.access(customer, feature)
     print(json.dumps(answer))
     if not answer["allowed"]:
         raise typer.Exit(3)

@@ -9,8 +9,8 @@ from typing import TYPE_CHECKING, Annotated
 
 import msgspec
 import typer
-from rich.console import Console
 
+from meterline.cli.options import DEFAULT_DB, DbOption, errors, fail
 from meterline.core.events import format_timestamp
 from meterline.ledger.location import ledger_exists
 
@@ -20,24 +20,12 @@ if TYPE_CHECKING:
 webhooks_app = typer.Typer(
     help="Outgoing webhooks: endpoints and the delivery log.", no_args_is_help=True
 )
-errors = Console(stderr=True, soft_wrap=True)
-"""Messages are not wrapped, so a path or an id in them stays whole."""
 _ENCODER = msgspec.json.Encoder(decimal_format="number")
-
-DEFAULT_DB = "meterline.db"
-DbOption = Annotated[
-    str,
-    typer.Option(
-        "--db",
-        envvar="METERLINE_DB",
-        help="Ledger: a SQLite file, or a postgresql:// URL (the production store).",
-    ),
-]
 
 
 def _fail(message: str, code: int = 2) -> typer.Exit:
-    errors.print(f"[red]error:[/red] {message}", highlight=False)
-    return typer.Exit(code)
+    """``fail`` without highlighting: a path or an id in ``message`` stays plain."""
+    return fail(message, code, highlight=False)
 
 
 AllowPrivateOption = Annotated[
