@@ -40,7 +40,8 @@ from meterline.ledger.billing import BillingConflict, StoredInvoice
 UNNUMBERED = "INV-unnumbered"
 """A close builds each document under this number and numbers the ones it keeps."""
 
-_log = logging.getLogger(__name__)
+_log = logging.getLogger("meterline.billing.service")
+"""The logger billing has always written to (before its split into modules)."""
 
 
 class CloseReport(list[StoredInvoice]):

@@ -28,7 +28,8 @@ from meterline.core.invoicing import Adjustment, ExtraLine, InvoiceHeader, build
 from meterline.core.model import Configuration, Segment
 from meterline.core.periods import BillingPeriod, local_date, local_midnight_us
 
-_log = logging.getLogger(__name__)
+_log = logging.getLogger("meterline.billing.service")
+"""The logger billing has always written to (before its split into modules)."""
 
 
 @dataclass

@@ -23,7 +23,8 @@ from meterline.core.model import Contract
 from meterline.core.periods import period_containing
 from meterline.ledger.billing import BillingConflict, StoredInvoice
 
-_log = logging.getLogger(__name__)
+_log = logging.getLogger("meterline.billing.service")
+"""The logger billing has always written to (before its split into modules)."""
 
 
 def check_thresholds(context: BillingContext, customer: str | None = None) -> list[StoredInvoice]:
