@@ -214,7 +214,7 @@ def test_audit_fails_when_a_price_is_tampered_with(billing: Billing) -> None:
         location, "content", '"unit_amount":"0.0000025"', '"unit_amount":"0.0000026"'
     )
     tamper(location, f"UPDATE configuration_revisions SET content = {content}")
-    billing._loaded.clear()
+    billing.context.loaded.clear()
     report = billing.audit()
     assert not report.passed
     assert any("configuration revision 1" in m for m in report.mismatches), report.mismatches

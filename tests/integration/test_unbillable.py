@@ -147,7 +147,7 @@ def poisoned(new_db: NewDb) -> Iterator[Ledger]:
 
 
 def sequence_of(billing: Billing, event_id: str) -> int:
-    row = billing._connection.execute(
+    row = billing.context.connection.execute(
         "SELECT sequence FROM events WHERE event_id = ?", (event_id,)
     ).fetchone()
     return int(row[0])
@@ -156,7 +156,7 @@ def sequence_of(billing: Billing, event_id: str) -> int:
 def webhook_id(billing: Billing, event_id: str) -> str:
     """The ``usage.unbillable`` webhook id of an event: its sequence, prefixed by its
     partition past partition 0 (sequences are per partition)."""
-    row = billing._connection.execute(
+    row = billing.context.connection.execute(
         "SELECT customer, sequence FROM events WHERE event_id = ?", (event_id,)
     ).fetchone()
     partition = partition_of(row[0], billing.ledger.store.partitions)

@@ -174,12 +174,9 @@ _log = logging.getLogger(__name__)
 def _firing_counts(service: Billing) -> list[tuple[str, str, int]]:
     """Control firings per kind and level, from the records every process shares."""
     try:
-        rows = service._connection.execute(
-            "SELECT kind, level, COUNT(*) FROM control_firings GROUP BY kind, level"
-        ).fetchall()
+        return service.control_firing_counts()
     except DatabaseErrors:
         return []  # no live engine ever created the control tables
-    return [(str(kind), str(level), int(count)) for kind, level, count in rows]
 
 
 def create_app(

@@ -43,6 +43,7 @@ from meterline.core.rating import billable_meters, unrated_problems
 from meterline.ledger import event_reads
 
 if TYPE_CHECKING:
+    from meterline.billing.context import BillingContext
     from meterline.billing.service import Billing
 
 WEBHOOK_KIND = "usage.unbillable"
@@ -199,35 +200,38 @@ class UnbillableReport:
 
 
 def unbillable_report(
-    billing: Billing, customer: str | None = None, at_us: int | None = None
+    billing: Billing | BillingContext, customer: str | None = None, at_us: int | None = None
 ) -> UnbillableReport:
     """Every unbillable event of the ledger (of ``customer`` only, when named), as of
     ``at_us`` (now): each finalized period re-rated under its revision, every other
     period of a contract up to the one containing ``at_us`` under the current pricing,
     both through the ledger's head, and the events no period covers (no contract, before
     the contract starts, after it ends)."""
-    from meterline.billing.service import _currency, billing_cycle  # service imports us
+    from meterline.billing import late  # late imports us
+    from meterline.billing.context import BillingContext, billing_cycle
+    from meterline.billing.documents import currency_of
     from meterline.core.model import segments
 
-    at = billing.clock() if at_us is None else at_us
-    head = billing.ledger_cut()
-    connection = billing._connection
+    context = billing if isinstance(billing, BillingContext) else billing.context
+    at = context.clock() if at_us is None else at_us
+    head = context.ledger_cut()
+    connection = context.connection
     jobs: list[RatingJob] = []
     failed: dict[str, CustomerFailure] = {}
     covered: dict[str, list[tuple[int, int]]] = {}
-    finalized = billing._period_invoices(customer)
+    finalized = context.period_invoices(customer)
     for stored in finalized:
         period = BillingPeriod(stored.period_start_us, stored.period_end_us)
         covered.setdefault(stored.customer, []).append((period.start_us, period.end_us))
         try:
-            job, _ = billing._rerate(stored, head)
+            job, _ = late.rerate(context, stored, head)
         except Exception as error:
             failed.setdefault(
                 stored.customer, CustomerFailure(stored.customer, failure_reason(error), period)
             )
             continue
         jobs.append(job)
-    loaded = billing.load()
+    loaded = context.load()
     configuration = None if loaded is None else loaded.configuration
     if configuration is not None:
         done = {(invoice.customer, invoice.period_start_us) for invoice in finalized}
@@ -258,7 +262,7 @@ def unbillable_report(
     found = job_problems(jobs)
     for job in jobs:
         try:
-            job.rater.lines(_currency(job.segments), job.configuration)
+            job.rater.lines(currency_of(job.segments), job.configuration)
         except Exception as error:
             failed.setdefault(
                 job.customer, CustomerFailure(job.customer, failure_reason(error), job.period)

@@ -42,8 +42,9 @@ from typing import Any, NamedTuple
 import msgspec
 
 from meterline.billing.credits import CreditInputs, credit_book
-from meterline.billing.scan import _DECODER, RatingJob, run_jobs
-from meterline.billing.service import Billing, Loaded, RatingFailed, _cuts, billing_cycle
+from meterline.billing.documents import credit_cuts
+from meterline.billing.scan import _DECODER, RatingJob
+from meterline.billing.service import Billing, Loaded, RatingFailed, billing_cycle
 from meterline.billing.unbillable import failure_reason
 from meterline.core.controls import ControlPolicy, RateCounter
 from meterline.core.credits import Charge, CreditError
@@ -55,7 +56,6 @@ from meterline.core.money import MONEY_CONTEXT
 from meterline.core.partitions import partition_of
 from meterline.core.periods import BillingPeriod, period_containing
 from meterline.core.rating import Rater, billable_meters, unrated_problems, window_charges
-from meterline.ledger import event_reads
 
 _log = logging.getLogger(__name__)
 
@@ -290,8 +290,8 @@ class LiveProjection:
         spans = segments(configuration, contract, period.start_us, period.end_us)
         if not spans:
             return None
-        inputs = self.billing._credit_inputs(configuration, contract, period.end_us - 1)
-        cuts = _cuts(inputs, period, contract.timezone)
+        inputs = self.billing.credit_inputs(configuration, contract, period.end_us - 1)
+        cuts = credit_cuts(inputs, period, contract.timezone)
         job = RatingJob(contract.customer, period, spans, through, configuration, cuts=cuts)
         job.rater = Rater(
             configuration,
@@ -302,7 +302,7 @@ class LiveProjection:
         )
         prior: list[Charge] = []
         if not inputs.is_empty():
-            prior = self.billing._prior_charges(configuration, contract, period, through)
+            prior = self.billing.prior_charges(configuration, contract, period, through)
         policies = configuration.controls_for(contract, now_us)
         sequence = through.head(self.partition(contract.customer))
         live = CustomerLive(contract, period, job, inputs, prior, policies, sequence=sequence)
@@ -357,7 +357,7 @@ class LiveProjection:
                     self.customers.pop(contract.customer, None)
                     continue
                 built.append(live)
-            run_jobs(self.billing._connection, [live.job for live in built])
+            self.billing.run_rating_jobs([live.job for live in built])
             if any(live.counters for live in built):
                 self._fill_counters([live for live in built if live.counters], now_us, through)
             for live in built:
@@ -374,7 +374,7 @@ class LiveProjection:
             if p.kind == "usage_spike"
         )
         by_customer = {live.contract.customer: live for live in built}
-        rows = event_reads.rows_since(self.billing._connection, through, start)
+        rows = self.billing.event_rows_since(through, start)
         for partition, sequence, customer, event_type, timestamp_us, body in rows:
             live = by_customer.get(customer)
             if live is not None:
@@ -539,21 +539,7 @@ class LiveProjection:
         """The customers granted credit, or whose grants were voided or adjusted, since
         the last look, by this process or another one on the file (another process's
         ``Billing`` tells no listener here: the CLI granting while a server runs)."""
-        grants, actions = self.credit_marks
-        connection = self.billing._connection
-        changed: set[str] = set()
-        for number, customer in connection.execute(
-            "SELECT grant_number, customer FROM credit_grants WHERE grant_number > ?",
-            (grants,),
-        ):
-            grants = max(grants, number)
-            changed.add(customer)
-        for number, customer in connection.execute(
-            "SELECT action_number, customer FROM credit_actions WHERE action_number > ?",
-            (actions,),
-        ):
-            actions = max(actions, number)
-            changed.add(customer)
+        changed, grants, actions = self.billing.credit_changes_since(*self.credit_marks)
         self.credit_marks = (grants, actions)
         return changed
 

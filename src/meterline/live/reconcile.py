@@ -25,7 +25,6 @@ import httpx
 from meterline.billing.service import Billing, BillingError, NotFound, RatingFailed
 from meterline.billing.unbillable import failure_reason
 from meterline.core.cuts import Cut
-from meterline.ledger import event_reads
 from meterline.live.projection import Figures, LiveEvent, LiveProjection
 
 ZERO = Decimal(0)
@@ -182,7 +181,7 @@ def _stamped_ahead(billing: Billing, at_us: int) -> dict[str, list[int]]:
     """Per customer, the timestamps of the events stamped at or after ``at_us`` (the
     ledger accepts events up to its clock-skew limit ahead of its clock): one scan."""
     ahead: dict[str, list[int]] = {}
-    for customer, timestamp_us in event_reads.stamped_from(billing._connection, at_us):
+    for customer, timestamp_us in billing.events_stamped_from(at_us):
         ahead.setdefault(customer, []).append(timestamp_us)
     return ahead
 

@@ -29,7 +29,7 @@ import msgspec
 
 from meterline.billing.scan import _DECODER as _BODY_DECODER
 from meterline.billing.service import Billing
-from meterline.billing.unbillable import publish_unbillable, usage_records
+from meterline.billing.unbillable import publish_unbillable
 from meterline.core.cuts import Cut
 from meterline.core.events import PreparedEvent
 from meterline.core.partitions import partition_of
@@ -218,7 +218,7 @@ class LiveEngine:
         if publish is None:
             return
         try:
-            records = usage_records(self.billing._connection, self.projection.partitions, found)
+            records = self.billing.unbillable_records(self.projection.partitions, found)
         except Exception:
             _log.exception("unbillable usage of this cycle could not be read")
             return

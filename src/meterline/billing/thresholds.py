@@ -1,0 +1,136 @@
+"""Threshold billing: invoice a customer early when its usage crosses its threshold, and
+true-ups on request.
+
+Invariants: a threshold invoice bills what the open period's draft owes beyond what was
+billed early already; the period's invoice later shows it as ``prepaid``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from decimal import Decimal
+from typing import Any
+
+from meterline.billing import drafts
+from meterline.billing.context import BillingContext, Loaded, billing_cycle
+from meterline.billing.credits import threshold_document, unbilled_usage
+from meterline.billing.errors import NotFound, RatingFailed
+from meterline.core.cuts import Cut
+from meterline.core.events import decode_exact
+from meterline.core.invoicing import invoice_bytes
+from meterline.core.model import Contract
+from meterline.core.periods import period_containing
+from meterline.ledger.billing import BillingConflict, StoredInvoice
+
+_log = logging.getLogger("meterline.billing.service")
+"""The logger billing has always written to (before its split into modules)."""
+
+
+def check_thresholds(context: BillingContext, customer: str | None = None) -> list[StoredInvoice]:
+    """Bill now every contract whose unbilled usage this period reached its threshold:
+    fires when ``previous < threshold <= current`` (``previous`` is zero after each
+    threshold invoice, which bills everything unbilled), once per crossing: the store
+    refuses a second invoice computed from the same state (a concurrent check)."""
+    loaded = context.current()
+    result = []
+    for contract in loaded.configuration.contracts:
+        threshold = contract.credits.threshold
+        if threshold is None or (customer is not None and contract.customer != customer):
+            continue
+        try:
+            document = drafts.draft(context, contract.customer)
+        except NotFound:
+            continue
+        except RatingFailed:
+            _log.warning("threshold of %s not checked: cannot be rated", contract.customer)
+            continue
+        if document["status"] != "draft":
+            continue
+        unbilled = unbilled_usage(document)
+        if unbilled < threshold:
+            continue
+        invoice = threshold_invoice(context, loaded, contract, document, unbilled, threshold)
+        if invoice is not None:
+            result.append(invoice)
+    return result
+
+
+def true_up(
+    context: BillingContext, customer: str, reason: str, control: str
+) -> StoredInvoice | None:
+    """Bill ``customer``'s unbilled usage of the period now, because ``control`` (a
+    control firing's id) said so; the period invoice nets it like a threshold invoice.
+    Idempotent by ``control``: a second call returns the invoice the first made. None
+    when nothing is unbilled."""
+    for invoice in context.store.invoices(customer):
+        if invoice.kind == "threshold" and (
+            decode_exact(invoice.document).get("control") == control
+        ):
+            return invoice
+    loaded = context.current()
+    contract = context.contract(loaded, customer)
+    document = drafts.draft(context, customer)
+    if document["status"] != "draft":
+        return None
+    unbilled = unbilled_usage(document)
+    if unbilled <= 0:
+        return None
+    return threshold_invoice(
+        context, loaded, contract, document, unbilled, None, reason=reason, control=control
+    )
+
+
+def threshold_invoice(
+    context: BillingContext,
+    loaded: Loaded,
+    contract: Contract,
+    draft: dict[str, Any],
+    unbilled: Decimal,
+    threshold: Decimal | None,
+    reason: str | None = None,
+    control: str | None = None,
+) -> StoredInvoice | None:
+    cycle = billing_cycle(loaded.configuration, contract)
+    now_us = context.clock()
+    period = period_containing(cycle, now_us)
+    seen = len(
+        [
+            i
+            for i in context.store.invoices(contract.customer)
+            if i.kind == "threshold" and i.period_start_us == period.start_us
+        ]
+    )
+    head = Cut.from_json(draft["ledger"]["through"], "ledger.through")
+    invoice_id = context.store.next_invoice_id()
+    document = threshold_document(
+        invoice_id, draft, unbilled, threshold, head.to_json(), now_us, reason, control
+    )
+    content = invoice_bytes(document)
+    stored = StoredInvoice(
+        invoice_id,
+        contract.customer,
+        period.start_us,
+        period.end_us,
+        loaded.revision,
+        head.head(context.partition(contract.customer)),
+        now_us,
+        content,
+        hashlib.sha256(content).digest(),
+        "threshold",
+    )
+
+    def guard(connection: Any) -> None:
+        count = connection.execute(
+            "SELECT COUNT(*) FROM invoices WHERE customer = ? AND kind = 'threshold'"
+            " AND period_start_us = ?",
+            (contract.customer, period.start_us),
+        ).fetchone()[0]
+        if count != seen:
+            raise BillingConflict("a threshold invoice was made meanwhile")
+
+    try:
+        context.store.add_invoices([stored], guard)
+    except BillingConflict:
+        return None
+    return stored
