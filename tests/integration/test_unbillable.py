@@ -26,7 +26,8 @@ from typer.testing import CliRunner
 from meterline.api import create_app
 from meterline.billing import service as billing_service
 from meterline.billing.service import Billing, RatingFailed, open_billing
-from meterline.billing.unbillable import publish_unbillable, unbillable_report
+from meterline.billing.unbillable import publish_unbillable
+from meterline.billing.unbillable_report import unbillable_report
 from meterline.cli import app as cli
 from meterline.core.events import decode_exact, timestamp_to_us
 from meterline.core.partitions import partition_of

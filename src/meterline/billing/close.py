@@ -27,9 +27,9 @@ from meterline.billing.unbillable import (
     UnbillableReport,
     UnbillableUsage,
     job_problems,
-    unbillable_report,
     usage_records,
 )
+from meterline.billing.unbillable_report import unbillable_report
 from meterline.core.credits import Charge
 from meterline.core.cuts import Cut
 from meterline.core.invoicing import Adjustment, invoice_bytes
@@ -193,7 +193,7 @@ def unbillable(
     context: BillingContext, customer: str | None = None, at_us: int | None = None
 ) -> UnbillableReport:
     """Every event no invoice can bill, per customer and reason, and the customers that
-    cannot be rated (``billing.unbillable.unbillable_report``)."""
+    cannot be rated (``billing.unbillable_report``)."""
     return unbillable_report(context, customer, at_us)
 
 

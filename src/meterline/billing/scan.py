@@ -73,7 +73,9 @@ class _Body(msgspec.Struct, gc=False):
     properties: dict[str, Any] = {}
 
 
-_DECODER = msgspec.json.Decoder(_Body, float_hook=Decimal)
+BODY_DECODER = msgspec.json.Decoder(_Body, float_hook=Decimal)
+"""Decodes a stored event body to what rating reads (its properties, exact decimals);
+the live engine decodes appended bodies with it too."""
 
 
 @dataclass
@@ -203,7 +205,7 @@ def _scan(
     through, after = _span(all_jobs)
     customers = list(by_customer) if share or len(by_customer) == 1 else None
     source = scan_rows(connection, through, after, start, end, customers)
-    decode = _DECODER.decode
+    decode = BODY_DECODER.decode
     # Per customer, each job's bounds and bound ``Rater.add``, looked up once per event.
     targets: dict[str, list[tuple[int, int, int, int, Any, Any]]] = {
         customer: [

@@ -150,7 +150,7 @@ def unbillable(
     reason, re-derived from the ledger; and the customers that cannot be rated."""
     from meterline.billing.render import unbillable_tables
     from meterline.billing.service import BillingError, open_billing
-    from meterline.billing.unbillable import unbillable_report
+    from meterline.billing.unbillable_report import unbillable_report
 
     if not ledger_exists(db):
         raise fail(f"{db}: no such ledger")

@@ -38,7 +38,7 @@ from markupsafe import Markup
 
 from meterline.billing.line_cache import LineSequences
 from meterline.billing.service import Billing, BillingError, NotFound
-from meterline.billing.unbillable import unbillable_report
+from meterline.billing.unbillable_report import unbillable_report
 from meterline.core.controls import Block
 from meterline.core.economics import UsageSlice, summarize
 from meterline.core.events import decode_exact, format_timestamp

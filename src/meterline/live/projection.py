@@ -43,7 +43,7 @@ import msgspec
 
 from meterline.billing.credits import CreditInputs, credit_book
 from meterline.billing.documents import credit_cuts
-from meterline.billing.scan import _DECODER, RatingJob
+from meterline.billing.scan import BODY_DECODER, RatingJob
 from meterline.billing.service import Billing, Loaded, RatingFailed, billing_cycle
 from meterline.billing.unbillable import failure_reason
 from meterline.core.controls import ControlPolicy, RateCounter
@@ -94,7 +94,7 @@ class LiveEvent(NamedTuple):
         """The event of a stored record, its properties decoded from the canonical bytes
         the way the batch scan decodes them."""
         try:
-            properties: dict[str, Any] | None = _DECODER.decode(body).properties
+            properties: dict[str, Any] | None = BODY_DECODER.decode(body).properties
         except msgspec.MsgspecError:
             properties = None
         return LiveEvent(sequence, customer, event_type, timestamp_us, properties, partition)

@@ -27,7 +27,7 @@ from typing import Any
 
 import msgspec
 
-from meterline.billing.scan import _DECODER as _BODY_DECODER
+from meterline.billing.scan import BODY_DECODER
 from meterline.billing.service import Billing
 from meterline.billing.unbillable import publish_unbillable
 from meterline.core.cuts import Cut
@@ -237,7 +237,7 @@ class LiveEngine:
         )
         heads = list(fed.heads)
         events = []
-        decode = _BODY_DECODER.decode
+        decode = BODY_DECODER.decode
         for partition, sequence, event in placed:
             if sequence != heads[partition] + 1:
                 return self._read_events(fed)
