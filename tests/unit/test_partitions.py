@@ -61,3 +61,18 @@ def test_bad_partition_lists_say_why(text: str, reason: str) -> None:
 def test_partition_counts_are_bounded(count: object) -> None:
     with pytest.raises(ValueError, match="partitions must be an integer"):
         check_partition_count(count)  # type: ignore[arg-type]
+
+
+def test_a_partition_map_answers_as_partition_of_and_forgets_when_full(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from meterline.core import partitions as module
+
+    monkeypatch.setattr(module, "PARTITION_MEMORY_MAX", 3)
+    mapped = module.PartitionMap(8)
+    customers = [f"customer-{n}" for n in range(10)]
+    for customer in customers + customers:
+        assert mapped(customer) == module.partition_of(customer, 8)
+    assert len(mapped._known) <= 3
+    with pytest.raises(ValueError, match="partitions"):
+        module.PartitionMap(0)

@@ -357,7 +357,7 @@ def create_app(
             only_customer,
         )
         try:
-            front.check_lag(event.customer for _, event in prepared[0])
+            outcome = await front.ingest(ledger, prepared)
         except IngestLagging as error:
             response = _error(
                 429,
@@ -370,8 +370,6 @@ def create_app(
             )
             response.headers["Retry-After"] = retry_after_header(error.retry_after_ms)
             return response
-        try:
-            outcome = await front.ingest(ledger, prepared)
         except StreamUnavailable as error:
             response = _error(503, "stream_unavailable", f"events not accepted: {error}")
             response.headers["Retry-After"] = "1"

@@ -22,7 +22,6 @@ import asyncio
 import gc
 import logging
 import time
-from collections.abc import Iterable
 from typing import Any
 
 import nats.errors
@@ -53,9 +52,6 @@ ACCESS_READY_TIMEOUT_S = 30.0
 which a cluster with a node down may place on that node (nats-server 2.9 then answers
 nothing); the board retries every few seconds, and this lets it rather than fail."""
 
-PARTITION_CACHE_MAX = 1_000_000
-"""Customers whose partition the lag check remembers; the memory is dropped when full."""
-
 _log = logging.getLogger(__name__)
 
 
@@ -81,7 +77,6 @@ class StreamFront:
         self.connection: Client | None = None
         self.publisher: StreamPublisher | None = None
         self.board: AccessBoard | None = None
-        self._partitions: dict[str, int] = {}
 
     async def start(self) -> None:
         self.publisher = await StreamPublisher.connect(self.settings)
@@ -112,24 +107,13 @@ class StreamFront:
         if progress is not None:
             self.lag.decided(progress.partition, progress.sequence)
 
-    def check_lag(self, customers: Iterable[str]) -> None:
-        """Raise ``IngestLagging`` when a partition of ``customers`` (a batch's valid
-        events) lags past the bound. Checked on the prepared batch, before publishing
-        (the compiled batch path makes preparing cheap; a refused batch publishes
-        nothing). Stream sequences are per stream and a partition's subject lives in one
-        stream, so the lag is kept per partition."""
+    def _admit(self, partitions: set[int]) -> None:
+        """Raise ``IngestLagging`` when one of ``partitions`` (those a packed batch would
+        publish to) lags past the bound. Checked before publishing: a refused batch
+        publishes nothing. Stream sequences are per stream and a partition's subject lives
+        in one stream, so the lag is kept per partition."""
         if self.lag_max_ms <= 0:
             return
-        cache = self._partitions
-        if len(cache) > PARTITION_CACHE_MAX:
-            cache.clear()
-        count = self.settings.partitions
-        partitions: set[int] = set()
-        for customer in customers:
-            partition = cache.get(customer)
-            if partition is None:
-                partition = cache[customer] = partition_of(customer, count)
-            partitions.add(partition)
         refusal = self.lag.admit(partitions, _monotonic_us(), self.lag_max_ms)
         if refusal is None:
             return
@@ -186,11 +170,15 @@ class StreamFront:
     async def ingest(
         self, ledger: Ledger, prepared: tuple[list[Any], list[EventOutcome], int]
     ) -> BatchOutcome:
-        """Publish the valid events of a prepared batch; raises ``StreamUnavailable``."""
+        """Publish the valid events of a prepared batch; raises ``IngestLagging`` (nothing
+        published) when a partition they go to lags past the bound, ``StreamUnavailable``
+        when JetStream does not store them."""
         valid, rejected, now_us = prepared
         assert self.publisher is not None, "the stream front is not started"
         if valid:
-            await self.publisher.publish([event for _, event in valid], now_us)
+            messages = self.publisher.pack([event for _, event in valid], now_us)
+            self._admit({partition for partition, _ in messages})
+            await self.publisher.publish_packed(messages)
         queued = [EventOutcome(position, "accepted", event.id) for position, event in valid]
         if not rejected:  # every event accepted: the counts need no pass over them
             return BatchOutcome(len(queued), 0, 0, 0, queued)

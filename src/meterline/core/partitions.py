@@ -34,6 +34,31 @@ def partition_of(customer: str, count: int) -> int:
     return int.from_bytes(digest[:8], "big") % count
 
 
+PARTITION_MEMORY_MAX = 1_000_000
+"""Customers a ``PartitionMap`` remembers; past it, it forgets them all and hashes again."""
+
+
+class PartitionMap:
+    """``partition_of`` for one partition count, remembering each customer's partition (a
+    SHA-256 each otherwise) up to ``PARTITION_MEMORY_MAX`` customers. The one memory of
+    partitions every hot path uses (the API's packing, the PostgreSQL append, the live
+    projection)."""
+
+    __slots__ = ("_known", "count")
+
+    def __init__(self, count: int) -> None:
+        self.count = check_partition_count(count)
+        self._known: dict[str, int] = {}
+
+    def __call__(self, customer: str) -> int:
+        partition = self._known.get(customer)
+        if partition is None:
+            if len(self._known) >= PARTITION_MEMORY_MAX:
+                self._known.clear()
+            partition = self._known[customer] = partition_of(customer, self.count)
+        return partition
+
+
 def parse_partitions(text: str, count: int) -> list[int]:
     """Partitions named like ``0-3,6`` (or ``all``), each below ``count``, sorted, unique."""
     if text.strip() == "all":

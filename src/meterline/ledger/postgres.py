@@ -38,7 +38,7 @@ from psycopg.types.string import BytesBinaryDumper
 from meterline.core.chain import BatchRecord, HeadState, seal_batch
 from meterline.core.events import PreparedEvent, event_source, same_event, source_idempotency_key
 from meterline.core.outcomes import EventOutcome, Status
-from meterline.core.partitions import DEFAULT_PARTITIONS, check_partition_count, partition_of
+from meterline.core.partitions import DEFAULT_PARTITIONS, PartitionMap, check_partition_count
 from meterline.errors import StoreError
 from meterline.ledger.database import (
     SCHEMA_WRITE,
@@ -109,8 +109,6 @@ _SOURCE_SCHEMA = (
 """The schema of a ledger keyed by ``(source, id)``: each event's source (``""`` when it
 has none) in a column, unique with the event id (and the customer when there is no
 source); ``(customer, event_id)`` is an ordinary index for reads by customer."""
-PARTITION_CACHE_MAX = 1_000_000
-"""Customers whose partition an append remembers; the memory is dropped when it is full."""
 
 _COPIED_COLUMNS = (
     "sequence",
@@ -184,8 +182,7 @@ class PostgresStore(SqlLedgerReads):
             f"COPY events ({', '.join(self._copied_columns)}) FROM STDIN (FORMAT BINARY)"
         )
         self.partitions = self._migrate(partitions)
-        self._partition_cache: dict[str, int] = {}
-        self._cached_count = self.partitions
+        self._partition_of = PartitionMap(self.partitions)
         self._event_types: list[str] | None = None
 
     @staticmethod
@@ -360,18 +357,10 @@ class PostgresStore(SqlLedgerReads):
 
     def _partitions_of(self, batch: Sequence[tuple[int, PreparedEvent]]) -> list[int]:
         """Each event's partition (customers' partitions are remembered: a SHA-256 each)."""
-        count = self.partitions
-        if count != self._cached_count or len(self._partition_cache) > PARTITION_CACHE_MAX:
-            self._partition_cache = {}
-            self._cached_count = count
-        cache = self._partition_cache
-        partitions = []
-        for _, event in batch:
-            partition = cache.get(event.customer)
-            if partition is None:
-                partition = cache[event.customer] = partition_of(event.customer, count)
-            partitions.append(partition)
-        return partitions
+        partition_of = self._partition_of
+        if partition_of.count != self.partitions:  # set_partitions changed it (no events yet)
+            partition_of = self._partition_of = PartitionMap(self.partitions)
+        return [partition_of(event.customer) for _, event in batch]
 
     def _keys_of(
         self, batch: Sequence[tuple[int, PreparedEvent]]

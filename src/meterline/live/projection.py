@@ -53,7 +53,7 @@ from meterline.core.events import format_timestamp
 from meterline.core.meters import Meter, MeterProblem, MeterReader, Unmeasurable
 from meterline.core.model import Configuration, Contract, segments
 from meterline.core.money import MONEY_CONTEXT
-from meterline.core.partitions import partition_of
+from meterline.core.partitions import PartitionMap
 from meterline.core.periods import BillingPeriod, period_containing
 from meterline.core.rating import Rater, billable_meters, unrated_problems, window_charges
 
@@ -65,9 +65,6 @@ REVISION_CHECK_S = 1.0
 """How often the projection looks for a pricing revision applied by another process."""
 NOT_PRICED: tuple[Decimal | None, str | None] = (None, None)
 HUNDRED = Decimal(100)
-PARTITION_CACHE_MAX = 100_000
-"""Customers whose partition the projection remembers (a SHA-256 each otherwise); the
-memory is dropped when it is full."""
 
 
 class LiveEvent(NamedTuple):
@@ -237,7 +234,7 @@ class LiveProjection:
         self.lock = threading.RLock()
         self.customers: dict[str, CustomerLive] = {}
         self.partitions = billing.ledger.store.partitions
-        self._partition_cache: dict[str, int] = {}
+        self._partition_of = PartitionMap(self.partitions)
         self._heads = [0] * self.partitions
         """Per partition, every event up to this sequence has been fed (or skipped as
         irrelevant): the cut ``cut`` names."""
@@ -271,13 +268,7 @@ class LiveProjection:
 
     def partition(self, customer: str) -> int:
         """The partition holding ``customer``'s events (remembered per customer)."""
-        partition = self._partition_cache.get(customer)
-        if partition is None:
-            if len(self._partition_cache) >= PARTITION_CACHE_MAX:
-                self._partition_cache = {}
-            partition = partition_of(customer, self.partitions)
-            self._partition_cache[customer] = partition
-        return partition
+        return self._partition_of(customer)
 
     # -- building ---------------------------------------------------------------------------
 

@@ -32,7 +32,7 @@ from meterline.billing.service import Billing
 from meterline.billing.unbillable import publish_unbillable
 from meterline.core.cuts import Cut
 from meterline.core.events import PreparedEvent
-from meterline.core.partitions import partition_of
+from meterline.core.partitions import PartitionMap
 from meterline.ledger.controls import ControlStore
 from meterline.live.controls import Controls, Publisher
 from meterline.live.projection import LiveEvent, LiveProjection
@@ -69,8 +69,8 @@ class LiveEngine:
         """Called on the controller thread after every cycle (the worker's mirror)."""
         owns = None
         if partitions is not None:
-            count, owned = billing.ledger.store.partitions, frozenset(partitions)
-            owns = lambda customer: partition_of(customer, count) in owned  # noqa: E731
+            owned, partition = frozenset(partitions), PartitionMap(billing.ledger.store.partitions)
+            owns = lambda customer: partition(customer) in owned  # noqa: E731
         self.projection = LiveProjection(billing, owns)
         self.store = ControlStore(billing.store.path)
         self.controls = Controls(self.projection, self.store, publish)

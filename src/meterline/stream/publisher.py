@@ -24,7 +24,7 @@ from nats.aio.client import Client
 from nats.js import api
 
 from meterline.core.events import PreparedEvent
-from meterline.core.partitions import partition_of
+from meterline.core.partitions import PartitionMap
 from meterline.stream.codec import PackedMessage, pack_messages
 from meterline.stream.connection import connect
 from meterline.stream.errors import StreamLayoutError, StreamUnavailable
@@ -43,10 +43,6 @@ HEADERS_BYTES_MAX = 1024
 MESSAGE_ID_HEADER = "Nats-Msg-Id"
 """The header JetStream deduplicates on."""
 
-PARTITION_CACHE_MAX = 1_000_000
-"""Customers whose partition a publisher remembers; the memory is dropped when full."""
-
-
 class StreamPublisher:
     """Publishes batches of prepared events to the partition subjects of one stream."""
 
@@ -58,8 +54,8 @@ class StreamPublisher:
         self._messages = 0
         self._duplicate_messages = 0
         self._failed_batches = 0
-        self._partition_cache: dict[str, int] = {}
-        """customer -> partition (a SHA-256 each otherwise); the count never changes."""
+        self.partition_of = PartitionMap(settings.partitions)
+        """customer -> partition, remembered (the count never changes)."""
         self.on_stored: Callable[[int, int], None] | None = None
         """Told (partition, stream sequence) of every message JetStream stored for a
         ``publish`` that succeeded (the ingest lag bound, ``core.admission``)."""
@@ -106,15 +102,10 @@ class StreamPublisher:
         self, events: Sequence[PreparedEvent], received_at_us: int
     ) -> list[tuple[int, PackedMessage]]:
         """The (partition, message) pairs ``publish`` sends for ``events``, in order."""
-        count = self.settings.partitions
-        if len(self._partition_cache) > PARTITION_CACHE_MAX:
-            self._partition_cache.clear()
-        cache = self._partition_cache
+        partition_of = self.partition_of
         groups: dict[int, list[PreparedEvent]] = {}
         for event in events:
-            partition = cache.get(event.customer)
-            if partition is None:
-                partition = cache[event.customer] = partition_of(event.customer, count)
+            partition = partition_of(event.customer)
             group = groups.get(partition)
             if group is None:
                 groups[partition] = [event]
@@ -133,7 +124,11 @@ class StreamPublisher:
         Returns the number of messages published (a message JetStream already held counts:
         it is stored). Raises ``StreamUnavailable`` if any message is not acknowledged.
         """
-        messages = self.pack(events, received_at_us)
+        return await self.publish_packed(self.pack(events, received_at_us))
+
+    async def publish_packed(self, messages: Sequence[tuple[int, PackedMessage]]) -> int:
+        """``publish`` of messages ``pack`` made (a caller that looks at their partitions
+        first, the ingest lag bound, packs once)."""
         if not messages:
             return 0
         results = await asyncio.gather(
