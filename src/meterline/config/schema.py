@@ -19,7 +19,7 @@ from typing import Any
 
 from meterline.config.controls import parse_controls, parse_costs
 from meterline.config.source import ConfigurationError
-from meterline.core.credits import OVERAGE_MODES, RolloverRule
+from meterline.core.credit_records import OVERAGE_MODES, RolloverRule
 from meterline.core.events import timestamp_to_us
 from meterline.core.meters import (
     AGGREGATIONS,

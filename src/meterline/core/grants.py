@@ -13,7 +13,7 @@ re-deriving the grants always gives the same ids.
 
 from __future__ import annotations
 
-from meterline.core.credits import Grant
+from meterline.core.credit_records import Grant
 from meterline.core.model import Configuration, Contract, CreditSpec, TermsError, terms_at
 from meterline.core.periods import BillingCycle, local_date, next_period, periods_overlapping
 

@@ -22,7 +22,7 @@ from itertools import pairwise
 from typing import Literal
 
 from meterline.core.controls import ControlPolicy
-from meterline.core.credits import OverageMode, RolloverRule
+from meterline.core.credit_records import OverageMode, RolloverRule
 from meterline.core.errors import MeterlineError
 from meterline.core.meters import Meter
 from meterline.core.pricing import Tier

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from decimal import Decimal, localcontext
 from typing import Any
 
-from meterline.core.credits import Charge
+from meterline.core.credit_records import Charge
 from meterline.core.errors import MeterlineError
 from meterline.core.events import format_timestamp
 from meterline.core.lineage import MerkleBuilder

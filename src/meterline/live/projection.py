@@ -47,7 +47,7 @@ from meterline.billing.scan import BODY_DECODER, RatingJob
 from meterline.billing.service import Billing, Loaded, RatingFailed, billing_cycle
 from meterline.billing.unbillable import failure_reason
 from meterline.core.controls import ControlPolicy, RateCounter
-from meterline.core.credits import Charge, CreditError
+from meterline.core.credit_records import Charge, CreditError
 from meterline.core.cuts import Cut
 from meterline.core.events import format_timestamp
 from meterline.core.meters import Meter, MeterProblem, MeterReader, Unmeasurable
