@@ -2,9 +2,10 @@
 
 A ``CreditBook`` is fed a timeline (grants, charges, voids, adjustments) and decides every
 movement of credit as a balanced ``Entry``: a debit to one account and a credit to another,
-for the same amount in the same unit. (The records it reads and writes are
-``core.credit_records``'s; this module owns the rules that move credit.) A grant's balance is the sum of the entries on its
-account (``grant:<id>``), never a number updated in place. The accounts, per unit:
+for the same amount in the same unit (the records it reads and writes are
+``core.credit_records``'s; this module owns the rules that move credit). A grant's
+balance is the sum of the entries on its account (``grant:<id>``), never a number updated
+in place. The accounts, per unit:
 
 - ``issued``: where grants, rollover top-ups and manual adjustments come from;
 - ``grant:<id>``: what a grant still holds;
@@ -83,6 +84,7 @@ __all__ = [
     "burn_order",
     "cut_instants",
 ]
+
 
 @dataclass
 class CreditBook:

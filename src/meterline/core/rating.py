@@ -19,7 +19,6 @@ meter some price of the configuration bills selects (``billable_meters``).
 
 from __future__ import annotations
 
-import copy
 from bisect import bisect_right
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -27,165 +26,40 @@ from decimal import Decimal, localcontext
 from typing import Any
 
 from meterline.core.credit_records import Charge
-from meterline.core.errors import MeterlineError
 from meterline.core.events import format_timestamp
-from meterline.core.lineage import MerkleBuilder
+from meterline.core.line_pricing import RatingError, percentage_fee, price_for, price_quantity
 from meterline.core.meters import (
     Accumulator,
     Meter,
     MeterProblem,
-    MeterReader,
     Unmeasurable,
     measured,
     property_value,
 )
-from meterline.core.model import Configuration, Contract, Price, Segment
+from meterline.core.model import Configuration, Price, Segment
 from meterline.core.money import MONEY_CONTEXT
-from meterline.core.pricing import (
-    after_allowance,
-    bounded,
-    graduated,
-    matrix_unit_amount,
-    package,
-    per_unit,
-    volume,
+from meterline.core.pricing import bounded
+from meterline.core.rating_lines import Folds, LineState, RaterState, Route, add_leaf
+from meterline.core.unbillable import (
+    UNBILLABLE_REASONS,
+    billable_meters,
+    unrated_problems,
+    usage_problems,
 )
 
+__all__ = [
+    "UNBILLABLE_REASONS",
+    "Rater",
+    "RaterState",
+    "RatingError",
+    "UsageLine",
+    "billable_meters",
+    "line_id",
+    "unrated_problems",
+    "window_charges",
+]
+
 ZERO = Decimal(0)
-
-UNBILLABLE_REASONS: dict[str, str] = {
-    "missing": "the meter's property is missing",
-    "not_a_number": "the value is not a number",
-    "non_finite": "the value is NaN or infinite",
-    "out_of_range": "the value is beyond the exact range (10**24, 18 decimals)",
-    "negative": "the value is negative and the meter rejects negatives",
-    "overflow": "the running total would stop being exact",
-    "undecodable": "the stored event cannot be decoded",
-    "before_contract": "the event is before the customer's contract starts",
-    "after_contract": "the event is after the customer's contract ends",
-    "no_contract": "the customer has no contract",
-}
-"""Every reason an event is unbillable usage, by code, in words."""
-
-
-class RatingError(MeterlineError, ValueError):
-    """A line cannot be priced (e.g. a matrix without a price for a group and no default)."""
-
-    code = "rating_failed"
-    http_status = 422
-
-
-class _Lineage:
-    """A line's streaming Merkle tree, shared by every line that has met exactly the same
-    events so far (``sharers`` of them), so each leaf is hashed once for all of them:
-    e.g. a model's input-token and output-token lines, which two meters fill from the
-    same events. A line that meets an event its sharers do not (or misses one they meet)
-    leaves with a copy of the tree first, so every line's root is always the RFC 6962 root
-    over its own events (tested against ``merkle_root``)."""
-
-    __slots__ = ("add", "builder", "sharers")
-
-    def __init__(self, builder: MerkleBuilder, sharers: int = 1) -> None:
-        self.builder = builder
-        self.sharers = sharers
-        self.add = builder.add
-
-    def __getstate__(self) -> tuple[MerkleBuilder, int]:
-        return self.builder, self.sharers
-
-    def __setstate__(self, state: tuple[MerkleBuilder, int]) -> None:
-        self.__init__(*state)  # type: ignore[misc]
-
-
-class _LineState:
-    """One line's running state; ``add_to_accumulator`` is its accumulator's bound
-    ``add``, looked up once, not per event."""
-
-    __slots__ = (
-        "accumulator",
-        "add_to_accumulator",
-        "folds",
-        "group",
-        "lineage",
-        "members",
-        "meter",
-        "per_event",
-        "percentage_total",
-        "price",
-        "segment",
-        "window_fees",
-        "windows",
-    )
-
-    def __init__(
-        self,
-        segment: int,
-        meter: Meter,
-        group: tuple[str | None, ...],
-        price: Price | None,
-        accumulator: Accumulator,
-    ) -> None:
-        self.segment = segment
-        self.meter = meter
-        self.group = group
-        self.price = price
-        self.per_event = price is not None and price.model == "percentage"
-        # A sum or count line not priced per event takes a batch's int values folded
-        # (``Rater.add_batch``): one accumulator update per window instead of per event.
-        self.folds = not self.per_event and accumulator.aggregation in ("sum", "count")
-        self.accumulator = accumulator
-        self.lineage = _Lineage(MerkleBuilder())
-        self.percentage_total = ZERO
-        self.members: list[tuple[int, bytes]] | None = None
-        self.add_to_accumulator = accumulator.add
-        # Per window (see ``Rater(cuts=...)``): the usage of the window alone.
-        self.windows: dict[int, Accumulator] | None = None
-        self.window_fees: dict[int, Decimal] | None = None
-
-
-class _Route:
-    """One meter in one segment, prepared for ``Rater.add``: its reader and its lines by
-    group (the same objects as ``Rater._lines``)."""
-
-    __slots__ = ("lines", "meter", "prices", "read", "segment")
-
-    def __init__(
-        self,
-        segment: int,
-        meter: Meter,
-        prices: tuple[Price, ...],
-        lines: dict[tuple[str | None, ...], _LineState],
-    ) -> None:
-        self.segment = segment
-        self.meter = meter
-        self.prices = prices
-        self.lines = lines
-        self.read = MeterReader(meter).read
-
-
-_Folds = dict[tuple[_LineState, int], list[int]]
-"""A batch's folded int values: (line, window index or -1) -> [events, sum, first
-sequence, last sequence]."""
-
-
-@dataclass(frozen=True, slots=True)
-class RaterState:
-    """A rater's accumulated state, picklable: see ``Rater.export_state``."""
-
-    unbilled_events: int
-    problems: tuple[MeterProblem, ...]
-    lines: tuple[
-        tuple[
-            tuple[int, str, tuple[str | None, ...]],
-            Accumulator,
-            _Lineage,
-            Decimal,
-            list[tuple[int, bytes]] | None,
-            dict[int, Accumulator] | None,
-            dict[int, Decimal] | None,
-        ],
-        ...,
-    ]
 
 
 @dataclass(frozen=True, slots=True)
@@ -203,101 +77,6 @@ class UsageLine:
     first_sequence: int | None
     last_sequence: int | None
     merkle_root: bytes
-
-
-def price_for(
-    prices: tuple[Price, ...], meter: Meter, group: tuple[str | None, ...]
-) -> Price | None:
-    """The first price for ``meter`` whose ``where`` matches ``group`` (prices come most
-    specific first, see ``Terms.prices``)."""
-    for price in prices:
-        if price.meter == meter.key and price.applies_to(meter.group_by, group):
-            return price
-    return None
-
-
-def price_quantity(price: Price, quantity: Decimal, group: tuple[str | None, ...]) -> Decimal:
-    """The amount ``price`` charges for ``quantity`` (not for ``percentage``, which is per
-    event), before the line minimum and maximum."""
-    billable = after_allowance(quantity, price.free_units)
-    if price.model == "per_unit":
-        return per_unit(billable, price.unit_amount or ZERO)
-    if price.model == "package":
-        return package(billable, price.package_size or Decimal(1), price.package_amount or ZERO)
-    if price.model == "graduated":
-        return graduated(billable, price.tiers, price.first_flat_at_zero)
-    if price.model == "volume":
-        return volume(billable, price.tiers)
-    if price.model == "matrix":
-        key = tuple("" if value is None else value for value in group)
-        try:
-            unit = matrix_unit_amount(dict(price.matrix), key, price.matrix_default)
-        except KeyError as error:
-            raise RatingError(f"price for meter {price.meter}: {error.args[0]}") from None
-        return per_unit(billable, unit)
-    raise RatingError(f"price for meter {price.meter}: {price.model} is priced per event")
-
-
-def percentage_fee(price: Price, amount: Decimal, position: int) -> Decimal:
-    """The fee on one event of ``amount`` that is the ``position``-th (from 0) of its line."""
-    with localcontext(MONEY_CONTEXT):
-        fee = amount * (price.rate or ZERO)
-        if position >= price.free_events:
-            fee += price.fixed_fee
-    if price.per_event_minimum is not None:
-        fee = max(fee, price.per_event_minimum)
-    if price.per_event_maximum is not None:
-        fee = min(fee, price.per_event_maximum)
-    return fee
-
-
-def billable_meters(configuration: Configuration) -> dict[str, tuple[Meter, ...]]:
-    """Per event type, the meters some price of ``configuration`` bills (a plan version's,
-    a contract's or an amendment's override): an event one of them selects is usage."""
-    keys = {price.meter for plan in configuration.plans for price in plan.prices}
-    for contract in configuration.contracts:
-        keys.update(price.meter for price in contract.overrides.prices)
-        for amendment in contract.amendments:
-            keys.update(price.meter for price in amendment.overrides.prices)
-    table: dict[str, list[Meter]] = {}
-    for meter in configuration.meters:
-        if meter.key in keys:
-            table.setdefault(meter.event_type, []).append(meter)
-    return {event_type: tuple(meters) for event_type, meters in table.items()}
-
-
-def unrated_problems(
-    meters: Mapping[str, tuple[Meter, ...]],
-    contract: Contract | None,
-    sequence: int,
-    timestamp_us: int,
-    event_type: str,
-    properties: Mapping[str, Any] | None,
-) -> list[MeterProblem]:
-    """The problems of an event no rating takes (``meters``: ``billable_meters``): one
-    per meter that selects it, ``no_contract`` without a contract, ``before_contract`` or
-    ``after_contract`` outside its span; none inside the span (a period not rated yet) or
-    when it is not usage. Undecodable properties (None) are one ``undecodable`` problem."""
-    candidates = meters.get(event_type)
-    if not candidates:
-        return []
-    if contract is None:
-        code, detail = "no_contract", "the customer has no contract"
-    elif timestamp_us < contract.start_us:
-        code = "before_contract"
-        detail = f"before the contract starts ({format_timestamp(contract.start_us)})"
-    elif contract.end_us is not None and timestamp_us >= contract.end_us:
-        code = "after_contract"
-        detail = f"after the contract ends ({format_timestamp(contract.end_us)})"
-    else:
-        return []
-    if properties is None:
-        return [MeterProblem(sequence, f"undecodable event, {detail}", "", "undecodable")]
-    return [
-        MeterProblem(sequence, detail, meter.key, code)
-        for meter in candidates
-        if all(f.matches(properties) for f in meter.filters)
-    ]
 
 
 class Rater:
@@ -331,7 +110,7 @@ class Rater:
         """Whether ``_idle_lines`` made its lines."""
         self._billable: dict[str, tuple[Meter, ...]] | None = None
         self._configuration = configuration
-        self._lines: dict[tuple[int, str, tuple[str | None, ...]], _LineState] = {}
+        self._lines: dict[tuple[int, str, tuple[str | None, ...]], LineState] = {}
         # per segment: event type -> (meter, prices) pairs that may take it
         self._by_type: list[dict[str, list[tuple[Meter, tuple[Price, ...]]]]] = []
         for segment in segment_list:
@@ -344,11 +123,11 @@ class Rater:
             self._by_type.append(table)
         self._bounds = [(s.start_us, s.end_us) for s in segment_list]
         # The same tables, prepared for the hot path: per segment, event type -> routes.
-        self._route_lines: dict[tuple[int, str], dict[tuple[str | None, ...], _LineState]] = {}
-        self._routes: list[dict[str, tuple[_Route, ...]]] = [
+        self._route_lines: dict[tuple[int, str], dict[tuple[str | None, ...], LineState]] = {}
+        self._routes: list[dict[str, tuple[Route, ...]]] = [
             {
                 event_type: tuple(
-                    _Route(
+                    Route(
                         index,
                         meter,
                         prices,
@@ -360,12 +139,12 @@ class Rater:
             }
             for index, table in enumerate(self._by_type)
         ]
-        # Lines share Merkle trees (``_Lineage``) unless meter keys repeat, which would
+        # Lines share Merkle trees (``SharedLineage``) unless meter keys repeat, which would
         # let one line take an event twice.
         keys = [meter.key for meter in configuration.meters]
         self._share = len(keys) == len(set(keys))
         # One segment (the common case): its bounds and routes, checked without a loop.
-        self._only: tuple[int, int, dict[str, tuple[_Route, ...]]] | None = (
+        self._only: tuple[int, int, dict[str, tuple[Route, ...]]] | None = (
             (*self._bounds[0], self._routes[0]) if len(segment_list) == 1 else None
         )
 
@@ -377,11 +156,27 @@ class Rater:
 
     def _new_line(
         self, segment: int, meter: Meter, group: tuple[str | None, ...], price: Price | None
-    ) -> _LineState:
-        line = _LineState(segment, meter, group, price, Accumulator(meter.aggregation))
+    ) -> LineState:
+        line = LineState(segment, meter, group, price, Accumulator(meter.aggregation))
         self._lines[(segment, meter.key, group)] = line
         self._route_lines.setdefault((segment, meter.key), {})[group] = line
         return line
+
+    def _routes_of(
+        self, sequence: int, timestamp_us: int, event_type: str, properties: Mapping[str, Any]
+    ) -> tuple[Route, ...] | None:
+        """The routes an event takes in its segment; None (kept as outside every segment
+        when it is) when it takes none."""
+        only = self._only
+        if only is not None:
+            if only[0] <= timestamp_us < only[1]:
+                return only[2].get(event_type)
+        else:
+            index = self._segment_of(timestamp_us)
+            if index >= 0:
+                return self._routes[index].get(event_type)
+        self._outside(sequence, timestamp_us, event_type, properties)
+        return None
 
     def add(
         self,
@@ -390,30 +185,18 @@ class Rater:
         event_type: str,
         properties: Mapping[str, Any],
         event_hash: bytes,
-        folded: _Folds | None = None,
+        folded: Folds | None = None,
     ) -> None:
         """Rate one event; events must come in ascending ``sequence``. With ``folded``
         (``add_batch``), a folding line's int value is kept there, to be settled once."""
         # Hot path (once per event of a close); ``MeterReader`` reads each meter's value
         # and group, as ``Measurement`` does.
-        only = self._only
-        if only is not None:
-            if not only[0] <= timestamp_us < only[1]:
-                self._outside(sequence, timestamp_us, event_type, properties)
-                return
-            routes = only[2].get(event_type)
-        else:
-            index = self._segment_of(timestamp_us)
-            if index < 0:
-                self._outside(sequence, timestamp_us, event_type, properties)
-                return
-            routes = self._routes[index].get(event_type)
+        routes = self._routes_of(sequence, timestamp_us, event_type, properties)
         if not routes:
             return
-        first: _LineState | None = None
-        second: _LineState | None = None
-        more: list[_LineState] | None = None
-        fee = ZERO
+        first: LineState | None = None
+        second: LineState | None = None
+        more: list[LineState] | None = None
         for route in routes:
             reading = route.read(properties)
             if reading is None:
@@ -443,45 +226,8 @@ class Rater:
                     if number:
                         fold[1] += number
                     fold[3] = sequence
-            else:
-                total = ZERO
-                try:
-                    if line.per_event:
-                        price = line.price
-                        assert price is not None
-                        meter = route.meter
-                        base: Any = Decimal(number) if type(number) is int else number
-                        if price.property and price.property != meter.property:
-                            base = measured(
-                                property_value(properties, price.property),
-                                price.property,
-                                meter.negative == "allow",
-                            )
-                        elif base is None:
-                            base = Unmeasurable("not_a_number", f"{meter.property} is not a number")
-                        if type(base) is Unmeasurable:
-                            self.problems.append(
-                                MeterProblem(sequence, base.detail, meter.key, base.code)
-                            )
-                            continue
-                        fee = percentage_fee(price, base, line.accumulator.events)
-                        total = MONEY_CONTEXT.add(line.percentage_total, fee)
-                    # raises (changing nothing) when the line's sum would stop being exact
-                    line.add_to_accumulator(sequence, timestamp_us, number, raw)
-                except ArithmeticError:
-                    self.problems.append(
-                        MeterProblem(
-                            sequence,
-                            f"{route.meter.key}: the line's total would stop being exact",
-                            route.meter.key,
-                            "overflow",
-                        )
-                    )
-                    continue
-                if line.per_event:
-                    line.percentage_total = total
-                if self.cuts is not None:
-                    self._add_to_window(line, sequence, timestamp_us, number, raw, fee)
+            elif not self._take(line, route.meter, sequence, timestamp_us, number, raw, properties):
+                continue
             if line.members is not None:
                 line.members.append((sequence, event_hash))
             if first is None:
@@ -505,7 +251,56 @@ class Rater:
             lineage.add(event_hash)
             return
         reached = [first] if second is None else [first, second, *(more or ())]
-        self._add_leaf(reached, event_hash)
+        add_leaf(reached, event_hash, self._share)
+
+    def _take(
+        self,
+        line: LineState,
+        meter: Meter,
+        sequence: int,
+        timestamp_us: int,
+        number: Any,
+        raw: Any,
+        properties: Mapping[str, Any],
+    ) -> bool:
+        """Add one event's reading to ``line`` (and its window), with its fee under a
+        percentage price; False, with the problem kept, when the line cannot take it."""
+        total = fee = ZERO
+        try:
+            if line.per_event:
+                price = line.price
+                assert price is not None
+                base: Any = Decimal(number) if type(number) is int else number
+                if price.property and price.property != meter.property:
+                    base = measured(
+                        property_value(properties, price.property),
+                        price.property,
+                        meter.negative == "allow",
+                    )
+                elif base is None:
+                    base = Unmeasurable("not_a_number", f"{meter.property} is not a number")
+                if type(base) is Unmeasurable:
+                    self.problems.append(MeterProblem(sequence, base.detail, meter.key, base.code))
+                    return False
+                fee = percentage_fee(price, base, line.accumulator.events)
+                total = MONEY_CONTEXT.add(line.percentage_total, fee)
+            # raises (changing nothing) when the line's sum would stop being exact
+            line.add_to_accumulator(sequence, timestamp_us, number, raw)
+        except ArithmeticError:
+            self.problems.append(
+                MeterProblem(
+                    sequence,
+                    f"{meter.key}: the line's total would stop being exact",
+                    meter.key,
+                    "overflow",
+                )
+            )
+            return False
+        if line.per_event:
+            line.percentage_total = total
+        if self.cuts is not None:
+            self._add_to_window(line, sequence, timestamp_us, number, raw, fee)
+        return True
 
     def add_batch(self, events: Iterable[tuple[int, int, str, Mapping[str, Any], bytes]]) -> None:
         """Rate ``(sequence, timestamp_us, type, properties, hash)`` events (ascending
@@ -514,7 +309,7 @@ class Rater:
         values of sum and count lines are folded per (line, window) and settled once:
         ints add exactly in any grouping. Decimal values, ``max``, ``latest``,
         ``unique_count`` and percentage lines go in per event, as ``add`` does."""
-        folded: _Folds = {}
+        folded: Folds = {}
         add = self.add
         for sequence, timestamp_us, event_type, properties, event_hash in events:
             add(sequence, timestamp_us, event_type, properties, event_hash, folded)
@@ -549,9 +344,7 @@ class Rater:
         else:
             code = "after_contract"
             detail = f"after the contract ends ({format_timestamp(self.segments[-1].end_us)})"
-        for meter in candidates:
-            if all(f.matches(properties) for f in meter.filters):
-                self.problems.append(MeterProblem(sequence, detail, meter.key, code))
+        self.problems.extend(usage_problems(candidates, sequence, properties, code, detail))
 
     def refuse(self, sequence: int, event_type: str, code: str, detail: str) -> None:
         """An event the shell could not hand over (``undecodable``: its stored body does
@@ -561,7 +354,7 @@ class Rater:
 
     def _add_to_window(
         self,
-        line: _LineState,
+        line: LineState,
         sequence: int,
         timestamp_us: int,
         number: Any,
@@ -580,35 +373,6 @@ class Rater:
             assert line.window_fees is not None
             with localcontext(MONEY_CONTEXT):
                 line.window_fees[index] = line.window_fees.get(index, ZERO) + fee
-
-    def _add_leaf(self, reached: list[_LineState], event_hash: bytes) -> None:
-        """Add the event's leaf to the lineage of every line in ``reached`` (the lines it
-        went to), keeping each lineage shared by lines with identical events only."""
-        if not self._share:
-            for line in reached:
-                line.lineage.add(event_hash)
-            return
-        groups: dict[_Lineage, list[_LineState]] = {}
-        fresh = []
-        for line in reached:
-            lineage = line.lineage
-            if lineage.sharers == 1 and lineage.builder.count == 0:
-                fresh.append(line)  # no events yet: any such lines may share from here
-            else:
-                groups.setdefault(lineage, []).append(line)
-        if fresh:
-            shared = fresh[0].lineage
-            shared.sharers = len(fresh)
-            for line in fresh[1:]:
-                line.lineage = shared
-            groups[shared] = fresh
-        for lineage, lines in groups.items():
-            if len(lines) < lineage.sharers:  # the others do not take this event
-                lineage.sharers -= len(lines)
-                lineage = _Lineage(copy.deepcopy(lineage.builder), len(lines))
-                for line in lines:
-                    line.lineage = lineage
-            lineage.add(event_hash)
 
     def export_state(self) -> RaterState:
         """What the events fed so far left behind, picklable (for a scan done in another
