@@ -14,12 +14,9 @@ import typer.main
 import yaml
 
 from meterline.bench.controls import probe_customer
-from meterline.bench.scale import (
-    _PROFILED_COMPONENTS,
-    _component_command,
-    _parse_counts,
-    _pooled_kill_switch,
-)
+from meterline.bench.scale import _parse_counts, _pooled_kill_switch
+from meterline.bench.scale_profile import PROFILED_COMPONENTS
+from meterline.bench.scale_setup import component_command
 from meterline.bench.scale_probes import merged_pricing
 from meterline.cli import app
 
@@ -104,13 +101,13 @@ def test_a_component_runs_the_same_with_or_without_the_profiler(
     """The command line an unprofiled child runs parses, by the CLI, to ``options``; the
     profiled child calls the library with the same options (the benchmark imports no
     CLI, so nothing else ties the two)."""
-    arguments = _component_command(component, options)
+    arguments = component_command(component, options)
     assert arguments[:3] == ["-m", "meterline", component]
     command = typer.main.get_command(app).get_command(None, component)  # type: ignore[attr-defined]
     parsed = command.make_context(component, arguments[3:]).params
     assert {name: parsed[name] for name in options} == options
 
-    profiled = _component_command(component, options, tmp_path / "a.prof")
+    profiled = component_command(component, options, tmp_path / "a.prof")
     assert profiled[:5] == [
         "-m",
         "meterline.bench.scale",
@@ -118,5 +115,5 @@ def test_a_component_runs_the_same_with_or_without_the_profiler(
         str(tmp_path / "a.prof"),
         component,
     ]
-    run = _PROFILED_COMPONENTS[component]
+    run = PROFILED_COMPONENTS[component]
     inspect.signature(run).bind(**json.loads(profiled[5]))
