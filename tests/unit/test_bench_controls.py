@@ -5,13 +5,9 @@ from __future__ import annotations
 import math
 from datetime import UTC, date, datetime
 
-from meterline.bench.controls import (
-    _percentile,
-    _retimed,
-    ingest_pricing,
-    probe_pricing,
-    run_controls_benchmark,
-)
+from meterline.bench.controls import run_controls_benchmark
+from meterline.bench.quantiles import percentile
+from meterline.bench.synthetic_pricing import ingest_pricing, probe_pricing, retimed
 from meterline.bench.workload import synthetic_events
 from meterline.config.schema import parse_configuration
 from meterline.config.source import read_yaml
@@ -61,7 +57,7 @@ def test_pricing_files_parse_with_the_declared_controls() -> None:
 
 def test_retimed_events_ascend_within_the_span() -> None:
     end_us = timestamp_to_us(datetime(2026, 11, 24, tzinfo=UTC))
-    events = _retimed(synthetic_events(1_000), end_us, 60_000_000)
+    events = retimed(synthetic_events(1_000), end_us, 60_000_000)
     instants = [timestamp_to_us(datetime.fromisoformat(e["timestamp"])) for e in events]
     assert instants == sorted(instants)
     assert instants[0] == end_us - 60_000_000
@@ -70,9 +66,9 @@ def test_retimed_events_ascend_within_the_span() -> None:
 
 def test_percentile_is_nearest_rank() -> None:
     values = list(range(1, 101))
-    assert _percentile(values, 0.50) == 50
-    assert _percentile(values, 0.99) == 99
-    assert _percentile([7], 0.99) == 7
+    assert percentile(values, 0.50) == 50
+    assert percentile(values, 0.99) == 99
+    assert percentile([7], 0.99) == 7
 
 
 def test_a_tiny_run_has_every_figure_and_blocks_every_probe() -> None:

@@ -13,11 +13,11 @@ import pytest
 import typer.main
 import yaml
 
-from meterline.bench.controls import probe_customer
 from meterline.bench.scale import _parse_counts, _pooled_kill_switch
+from meterline.bench.scale_probes import merged_pricing
 from meterline.bench.scale_profile import PROFILED_COMPONENTS
 from meterline.bench.scale_setup import component_command
-from meterline.bench.scale_probes import merged_pricing
+from meterline.bench.synthetic_pricing import probe_customer
 from meterline.cli import app
 
 

@@ -92,6 +92,7 @@ from meterline.bench.children import (
     wait_for,
 )
 from meterline.bench.floor import run_floor
+from meterline.bench.quantiles import quantiles
 from meterline.bench.scale_load import (
     LOAD_CONNECTIONS,
     LOAD_PROCESSES,
@@ -131,12 +132,10 @@ def _cpu_model() -> str:
 
 
 def _pooled_kill_switch(runs: Iterable[dict[str, Any]]) -> dict[str, Any]:
-    from meterline.bench.controls import _quantiles
-
     latencies = [ms for run in runs if run["kill_switch"] for ms in run["kill_switch"]["ms"]]
     if not latencies:
         return {"probes": 0}
-    p50, p99 = _quantiles(latencies, 1.0, 1)
+    p50, p99 = quantiles(latencies, 1.0, 1)
     return {
         "probes": len(latencies),
         "kill_switch_ms_p50": p50,

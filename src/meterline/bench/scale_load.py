@@ -17,9 +17,9 @@ from urllib.parse import urlsplit
 import msgspec
 
 from meterline.bench.children import STOP_TIMEOUT_S, Child
-from meterline.bench.controls import INGEST_SPAN_US, _month_start_us, _retimed
 from meterline.bench.scale_probes import RETRY_STATUSES, retry_pause_s
 from meterline.bench.scale_setup import load_shares
+from meterline.bench.synthetic_pricing import INGEST_SPAN_US, month_start_us, retimed
 from meterline.bench.workload import synthetic_events
 from meterline.clock import system_clock_us
 
@@ -49,7 +49,7 @@ def run_load_generator(
     ``refusals`` and ``retries``), then print one JSON line with what it measured."""
     import http.client
 
-    events = _retimed(synthetic_events(count, prefix=prefix), end_us, span_us)
+    events = retimed(synthetic_events(count, prefix=prefix), end_us, span_us)
     encoder = msgspec.json.Encoder()
     bodies = [encoder.encode(events[n : n + batch]) for n in range(0, count, batch)]
     del events
@@ -132,10 +132,10 @@ def floor_bodies(events: int, batch: int) -> list[bytes]:
     """The load generators' batches (their shares, their prefixes, stamped like theirs)."""
     now_us = system_clock_us()
     end_us = now_us - 2_000_000
-    span_us = max(0, min(INGEST_SPAN_US, end_us - _month_start_us(now_us)))
+    span_us = max(0, min(INGEST_SPAN_US, end_us - month_start_us(now_us)))
     encoder = msgspec.json.Encoder()
     bodies = []
     for number, share in enumerate(load_shares(events, LOAD_PROCESSES)):
-        share_events = _retimed(synthetic_events(share, prefix=f"s{number}"), end_us, span_us)
+        share_events = retimed(synthetic_events(share, prefix=f"s{number}"), end_us, span_us)
         bodies += [encoder.encode(share_events[n : n + batch]) for n in range(0, share, batch)]
     return bodies

@@ -33,13 +33,9 @@ import msgspec
 import psycopg
 import yaml
 
-from meterline.bench.controls import (
-    PROBE_BATCH_EVENTS,
-    _probe_body,
-    _quantiles,
-    probe_customer,
-    probe_pricing,
-)
+from meterline.bench.access_latency import PROBE_BATCH_EVENTS, probe_body
+from meterline.bench.quantiles import quantiles
+from meterline.bench.synthetic_pricing import probe_customer, probe_pricing
 
 LOCK_SAMPLE_S = 0.01
 """How often ``pg_stat_activity`` is sampled."""
@@ -220,7 +216,7 @@ class KillSwitchProbe:
     def _probe(self, index: int) -> None:
         customer = probe_customer(index)
         poster = self._clients[index % len(self._clients)]
-        body = _probe_body(customer)
+        body = probe_body(customer)
         attempt = 0
         while True:
             response = poster.post("/v1/events", content=body)
@@ -262,7 +258,7 @@ class KillSwitchProbe:
         if self.error is not None:
             raise RuntimeError(f"a kill-switch probe failed: {self.error}")
         latencies = self.latencies_ns
-        p50, p99 = _quantiles(latencies, 1e6, 1) if latencies else (math.nan, math.nan)
+        p50, p99 = quantiles(latencies, 1e6, 1) if latencies else (math.nan, math.nan)
         return {
             "probes": self.probes,
             "replicas": len(self.urls),

@@ -26,7 +26,6 @@ from meterline.bench.children import (
     read_line,
     wait_for,
 )
-from meterline.bench.controls import INGEST_SPAN_US, _month_start_us
 from meterline.bench.proc_cpu import (
     Component,
     Snapshot,
@@ -52,6 +51,7 @@ from meterline.bench.scale_setup import (
     worker_counters,
     worker_documents,
 )
+from meterline.bench.synthetic_pricing import INGEST_SPAN_US, month_start_us
 from meterline.clock import system_clock_us
 from meterline.ledger.event_reads import event_count
 
@@ -173,7 +173,7 @@ class _Launch:
         """The load generators, each with its share pre-encoded and ready for ``go``."""
         now_us = system_clock_us()
         end_us = now_us - 2_000_000
-        span_us = max(0, min(INGEST_SPAN_US, end_us - _month_start_us(now_us)))
+        span_us = max(0, min(INGEST_SPAN_US, end_us - month_start_us(now_us)))
         started = []
         for number, share in enumerate(load_shares(self.setup.events, LOAD_PROCESSES)):
             command = ["-m", "meterline.bench.scale", "load", urls[number % len(urls)], token]

@@ -18,8 +18,8 @@ from urllib.parse import quote, urlsplit
 import psycopg
 
 from meterline.bench.children import READY_TIMEOUT_S, Child
-from meterline.bench.controls import _contract_start, ingest_pricing
 from meterline.bench.scale_probes import merged_pricing
+from meterline.bench.synthetic_pricing import contract_start, ingest_pricing
 from meterline.billing.service import open_billing
 from meterline.clock import system_clock_us
 from meterline.keys import create_key
@@ -100,7 +100,7 @@ def prepare_ledger(location: str, partitions: int, probes: int = 0) -> str:
     finally:
         store.close()
     with open_billing(location) as billing:
-        start = _contract_start(system_clock_us())
+        start = contract_start(system_clock_us())
         pricing = ingest_pricing(start, controls=True)
         if probes:
             pricing = merged_pricing(pricing, probes, start)

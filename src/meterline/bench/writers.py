@@ -17,8 +17,8 @@ import sys
 import time
 from typing import Any
 
-from meterline.bench.controls import INGEST_SPAN_US, _retimed
 from meterline.bench.floor import process_cpu_s
+from meterline.bench.synthetic_pricing import INGEST_SPAN_US, retimed
 from meterline.bench.workload import synthetic_events
 from meterline.clock import system_clock_us
 from meterline.core.partitions import partition_of
@@ -39,7 +39,7 @@ def _batches(ledger: Ledger, partition: int, events: int, batch: int, prefix: st
     prepared: list[Any] = []
     made = chunk = 0
     while made < events:
-        raws = _retimed(synthetic_events(CHUNK, prefix=f"{prefix}-{chunk}"), now_us, INGEST_SPAN_US)
+        raws = retimed(synthetic_events(CHUNK, prefix=f"{prefix}-{chunk}"), now_us, INGEST_SPAN_US)
         chunk += 1
         pending += [raw for raw in raws if partition_of(raw["customer"], PARTITIONS) == partition]
         while len(pending) >= batch and made < events:
