@@ -26,13 +26,10 @@ from pathlib import Path
 import httpx
 
 from meterline.api.server import free_port
-from meterline.bench.scale import (
-    NATS_SERVER,
-    POSTGRES_URL,
-    _floor_bodies,
-    _prepare_ledger,
-    _Schemas,
-)
+from meterline.bench.children import NATS_SERVER
+from meterline.bench.scale import POSTGRES_URL
+from meterline.bench.scale_load import floor_bodies
+from meterline.bench.scale_setup import Schemas, prepare_ledger
 
 CONNECTIONS = 4
 """Keep-alive connections posting at once (as ``bench scale``'s two loaders x two)."""
@@ -81,10 +78,10 @@ def _post_all(url: str, token: str, bodies: list[bytes]) -> None:
 
 
 def _one_run(
-    source: str, nats_url: str, namespace: str, schemas: _Schemas, bodies: list[bytes], log: Path
+    source: str, nats_url: str, namespace: str, schemas: Schemas, bodies: list[bytes], log: Path
 ) -> dict[str, float]:
     _, location = schemas.create()
-    token = _prepare_ledger(location, 2)
+    token = prepare_ledger(location, 2)
     port = free_port()
     command = [sys.executable, "-m", "meterline", "serve", "--db", location, "--port", str(port)]
     command += ["--stream", nats_url, "--namespace", namespace]
@@ -127,8 +124,8 @@ def main() -> None:
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    schemas = _Schemas(POSTGRES_URL)
-    bodies = _floor_bodies(arguments.events + 1000, 1000)
+    schemas = Schemas(POSTGRES_URL)
+    bodies = floor_bodies(arguments.events + 1000, 1000)
     totals: dict[str, list[float]] = {}
     try:
         time.sleep(1)

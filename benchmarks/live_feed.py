@@ -32,7 +32,7 @@ from typing import Any
 
 import psycopg
 
-from meterline.bench.controls import _contract_start, _retimed, ingest_pricing
+from meterline.bench.synthetic_pricing import contract_start, ingest_pricing, retimed
 from meterline.bench.workload import synthetic_events
 from meterline.billing.service import open_billing
 from meterline.clock import system_clock_us
@@ -106,13 +106,13 @@ def main() -> None:
 def _measure(location: str, arguments: argparse.Namespace) -> dict[str, Any]:
     now_us = system_clock_us()
     with open_billing(location) as billing:
-        billing.apply(ingest_pricing(_contract_start(now_us), controls=True))
+        billing.apply(ingest_pricing(contract_start(now_us), controls=True))
         engine = LiveEngine(billing, pause_share=0.0)
         engine.start(thread=False)
         try:
             rounds = []
             for number in range(arguments.rounds):
-                raws = _retimed(
+                raws = retimed(
                     synthetic_events(arguments.events, f"round{number}"), now_us, SPAN_US
                 )
                 batches = [

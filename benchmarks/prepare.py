@@ -2,7 +2,7 @@
 
 Times what ``meterline serve --stream`` does for one POSTed batch of 1,000 events between
 reading the body and handing messages to NATS, on ``meterline bench scale``'s own load
-events (``bench.scale._floor_bodies``: the load generators' batches, stamped like theirs):
+events (``bench.scale_load.floor_bodies``: the load generators' batches, stamped like theirs):
 the body decoded, the batch validated and canonicalized (``Ledger.prepare_batch``, or the
 compiled batch path ``Ledger.prepare_body`` where the checkout has it), packed into
 JetStream messages (``StreamPublisher.pack``), and the 202 answer built and encoded.
@@ -57,13 +57,13 @@ class _FakeConnection:
 def _one_process(heap: bool) -> dict[str, Any]:
     from meterline.api import bodies as request_bodies
     from meterline.api.bodies import parse_body
-    from meterline.bench.scale import _floor_bodies
+    from meterline.bench.scale_load import floor_bodies
     from meterline.core.outcomes import EventOutcome
     from meterline.ledger.ledger import Ledger, merge_outcomes
     from meterline.stream.publisher import StreamPublisher
     from meterline.stream.settings import StreamSettings
 
-    bodies = _floor_bodies(EVENTS, BATCH)
+    bodies = floor_bodies(EVENTS, BATCH)
     frozen = heap and _replica_heap()
     ledger = Ledger(store=None)  # type: ignore[arg-type]  # prepare only, never stores
     settings = StreamSettings(servers=("nats://127.0.0.1:4222",), partitions=PARTITIONS)
