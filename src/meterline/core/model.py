@@ -203,12 +203,14 @@ class Fee:
 
 @dataclass(frozen=True, slots=True)
 class BillingTerms:
-    """Cycle, anchor and proration a plan version bills with (time zone: the contract's)."""
+    """Cycle, anchor and proration a plan version bills with (time zone: the contract's);
+    ``every``: how many cycles one period spans (every 2 weeks, every 6 months)."""
 
-    cycle: Literal["monthly", "quarterly", "annual"] = "monthly"
+    cycle: Literal["daily", "weekly", "monthly", "quarterly", "annual"] = "monthly"
     anchor: Literal["calendar", "anniversary"] = "calendar"
     proration: Literal["day", "second"] = "day"
     rounding: Literal["half_up", "half_even"] = "half_up"
+    every: int = 1
 
 
 @dataclass(frozen=True, slots=True)
