@@ -16,10 +16,11 @@ The order when several apply (``APPLICATION_ORDER``), the rule every invoice fol
 A percentage applies to each matching line's amount after the coupons before it
 (sequential: two 10% coupons take 19%); it is exact (no rounding here), so percentages of
 one group commute. A fixed amount takes at most what its matching lines still hold (a
-coupon never makes a line, or the invoice, negative) and is shared over those lines in
-proportion to what each still holds, in whole minor units (``money.allocate``), unless it
-takes everything. The coupon's line on the invoice is the sum of its shares; the shares
-are what tax is computed on (``core.tax``), as a line's discounted amount.
+coupon never takes the lines it matches, or the invoice, below zero) and is shared over
+those of them holding more than zero in proportion to what each holds, in whole minor
+units (``money.allocate``), unless it takes everything. The coupon's line on the invoice
+is the sum of its shares; the shares are what tax is computed on (``core.tax``), as a
+line's discounted amount.
 
 Because the order is fixed by the coupons themselves and not by the order they were
 listed or redeemed in, any listing of the same coupons gives one invoice (a hypothesis law
@@ -37,9 +38,11 @@ from meterline.core.money import (
     MINOR_UNITS,
     MONEY_CONTEXT,
     allocate,
+    exact_sum,
     minor_units,
     round_amount,
 )
+from meterline.core.periods import BillingCycle, BillingPeriod, periods_overlapping
 
 CouponScope = Literal["fees", "usage", "invoice"]
 COUPON_SCOPES: tuple[CouponScope, ...] = ("fees", "usage", "invoice")
@@ -193,26 +196,49 @@ def redemption_errors(
     return errors
 
 
+def coupons_in_force(
+    coupons: Mapping[str, Coupon],
+    redemptions: Sequence[Redemption],
+    cycle: BillingCycle,
+    period: BillingPeriod,
+) -> list[Coupon]:
+    """The redeemed coupons that apply to ``period``'s invoice: redeemed before it ends,
+    and still lasting that many periods after the one their redemption falls in (a
+    coupon redeemed mid-period applies to that whole period's invoice, as Stripe applies
+    one to the next invoice)."""
+    found = []
+    for redemption in redemptions:
+        coupon = coupons.get(redemption.code)
+        if coupon is None or redemption.redeemed_at_us >= period.end_us:
+            continue
+        since = 0
+        if redemption.redeemed_at_us < period.start_us:
+            since = len(periods_overlapping(cycle, redemption.redeemed_at_us, period.start_us))
+        if coupon.lasts(since):
+            found.append(coupon)
+    return found
+
+
 def apply_coupons(
     lines: Sequence[Discountable], coupons: Sequence[Coupon], currency: str
 ) -> list[CouponLine]:
     """What each coupon takes from ``lines``, in ``APPLICATION_ORDER`` (see the module
-    docstring); a coupon in another currency than ``currency`` takes nothing and is left
-    out, as is one that matches no line holding an amount."""
+    docstring). A coupon takes nothing, and is left out, when it is in another currency
+    than ``currency`` or its matching lines hold nothing (their sum is zero or less:
+    a line may be negative, as unused time credited on an upgrade)."""
     held = {line.key: line.amount for line in lines}
     taken = []
     for coupon in sorted(coupons, key=Coupon.rank):
         if coupon.amount_off is not None and coupon.currency != currency:
             continue
-        keys = [line.key for line in lines if _matches(coupon, line) and held[line.key] > 0]
-        if not keys:
+        holding = [(line.key, held[line.key]) for line in lines if _matches(coupon, line)]
+        if exact_sum([amount for _, amount in holding]) <= 0:
             continue
-        shares = _shares(coupon, [(key, held[key]) for key in keys], currency)
+        shares = _shares(coupon, holding, currency)
         with localcontext(MONEY_CONTEXT):
             for key, share in shares:
                 held[key] -= share
-            total = sum((share for _, share in shares), ZERO)
-        taken.append(CouponLine(coupon, -total, tuple(shares)))
+        taken.append(CouponLine(coupon, -exact_sum([share for _, share in shares]), shares))
     return taken
 
 
@@ -226,14 +252,17 @@ def _matches(coupon: Coupon, line: Discountable) -> bool:
 
 def _shares(
     coupon: Coupon, holding: list[tuple[int, Decimal]], currency: str
-) -> list[tuple[int, Decimal]]:
-    """Each matching line's share of what ``coupon`` takes (positive amounts)."""
+) -> tuple[tuple[int, Decimal], ...]:
+    """Each matching line's share of what ``coupon`` takes (what they hold is more than
+    zero): a percentage of every line (a negative line gives a negative share, so the
+    coupon takes the percentage of their sum); a fixed amount in whole minor units over
+    the lines holding more than zero, or everything when it is at least their sum."""
     with localcontext(MONEY_CONTEXT):
         if coupon.percent_off is not None:
-            return [(key, amount * coupon.percent_off / HUNDRED) for key, amount in holding]
-        available = sum((amount for _, amount in holding), ZERO)
-        amount_off = coupon.amount_off or ZERO
-        if amount_off >= available:
-            return holding
-    parts = allocate(amount_off, [amount for _, amount in holding], currency)
-    return [(key, part) for (key, _), part in zip(holding, parts, strict=True)]
+            return tuple((key, amount * coupon.percent_off / HUNDRED) for key, amount in holding)
+    amount_off = coupon.amount_off or ZERO
+    if amount_off >= exact_sum([amount for _, amount in holding]):
+        return tuple(holding)
+    positive = [(key, amount) for key, amount in holding if amount > 0]
+    parts = allocate(amount_off, [amount for _, amount in positive], currency)
+    return tuple((key, part) for (key, _), part in zip(positive, parts, strict=True))

@@ -22,10 +22,12 @@ from itertools import pairwise
 from typing import Literal
 
 from meterline.core.controls import ControlPolicy
+from meterline.core.coupons import Coupon, Redemption
 from meterline.core.credit_records import OverageMode, RolloverRule
 from meterline.core.errors import MeterlineError
 from meterline.core.meters import Meter
 from meterline.core.pricing import Tier
+from meterline.core.tax import TableTaxProvider, TaxRate, TaxRounding
 
 PriceModel = Literal["per_unit", "package", "graduated", "volume", "matrix", "percentage"]
 PRICE_MODELS: tuple[PriceModel, ...] = (
@@ -271,6 +273,12 @@ class Contract:
     amendments: tuple[Amendment, ...] = ()
     credits: CreditTerms = field(default_factory=CreditTerms)
     controls: tuple[ControlPolicy, ...] = ()
+    coupons: tuple[Redemption, ...] = ()
+    """The coupon codes the contract redeemed, each from its instant (``core.coupons``)."""
+    tax_jurisdiction: str | None = None
+    """Where the customer is taxed (``DE``, ``US-CA``): picks the pricing file's rates."""
+    tax_rates: tuple[str, ...] = ()
+    """Names of rates that apply to this customer instead of its jurisdiction's."""
 
     def active_at(self, instant_us: int) -> bool:
         return self.start_us <= instant_us and (self.end_us is None or instant_us < self.end_us)
@@ -285,6 +293,30 @@ class Configuration:
     plans: tuple[PlanVersion, ...] = ()
     contracts: tuple[Contract, ...] = ()
     costs: tuple[CostRate, ...] = ()
+    coupons: tuple[Coupon, ...] = ()
+    tax_rates: tuple[TaxRate, ...] = ()
+    tax_rounding: TaxRounding = "line"
+
+    def coupon(self, code: str) -> Coupon | None:
+        return next((coupon for coupon in self.coupons if coupon.code == code), None)
+
+    def tax_provider(self) -> TableTaxProvider:
+        """The shipped provider over the declared rates: a contract's named rates, else
+        its jurisdiction's."""
+        by_jurisdiction: dict[str, tuple[TaxRate, ...]] = {}
+        for rate in self.tax_rates:
+            if rate.jurisdiction is not None:
+                by_jurisdiction[rate.jurisdiction] = (
+                    *by_jurisdiction.get(rate.jurisdiction, ()),
+                    rate,
+                )
+        named = {rate.name: rate for rate in self.tax_rates}
+        by_customer = {
+            contract.customer: tuple(named[name] for name in contract.tax_rates if name in named)
+            for contract in self.contracts
+            if contract.tax_rates
+        }
+        return TableTaxProvider(by_jurisdiction, by_customer)
 
     def controls_for(self, contract: Contract, at_us: int) -> tuple[ControlPolicy, ...]:
         """The controls in force for ``contract`` at ``at_us``: its plan version's, with

@@ -168,3 +168,13 @@ def _tax_in(amount: Decimal, rate: TaxRate) -> Decimal:
         context.traps[Inexact] = False
         net = amount * HUNDRED / (HUNDRED + rate.percent)
         return (amount - net).quantize(Decimal(1).scaleb(-PRORATION_PLACES))
+
+
+@dataclass(frozen=True, slots=True)
+class TaxAsk:
+    """What an invoice needs to compute its tax: the provider, the customer's
+    jurisdiction and the rounding rule."""
+
+    provider: TaxProvider
+    jurisdiction: str | None
+    rounding: TaxRounding = "line"
