@@ -34,6 +34,7 @@ from meterline.core.journal import (
     CONTRA_COUPONS,
     CONTRA_DISCOUNTS,
     CONTRA_TAX_INCLUDED,
+    CONTRA_TRIALS,
     RECEIVABLE,
     REVENUE_MINIMUM,
     REVENUE_SUBSCRIPTION,
@@ -56,6 +57,7 @@ POINT_ACCOUNTS: Mapping[str, str] = {
     "commitment": REVENUE_MINIMUM,
     "discount": CONTRA_DISCOUNTS,
     "coupon": CONTRA_COUPONS,
+    "trial": CONTRA_TRIALS,
 }
 
 

@@ -95,7 +95,9 @@ def _times(amount: Decimal, fraction: Decimal) -> Decimal:
 def fee_lines(segment_list: Sequence[Segment], period: BillingPeriod, timezone: str) -> list[_Line]:
     """Every fee line of the period (see the module docstring for the rules)."""
     lines = []
-    for index, segment in enumerate(segment_list):
+    for index, segment in _fee_segments(segment_list):
+        if segment.trial is not None and segment.trial.trial.frees_fees:
+            continue  # core.trials: no fee for the trial's stretch
         terms = segment.terms
         by = terms.plan.billing.proration
         label = terms.plan.label
@@ -160,6 +162,23 @@ def fee_lines(segment_list: Sequence[Segment], period: BillingPeriod, timezone: 
                     )
                 )
     return lines
+
+
+def _fee_segments(segment_list: Sequence[Segment]) -> list[tuple[int, Segment]]:
+    """The segments fees are charged over, with their positions: the end of a trial that
+    leaves fees alone does not change the fees, so the segments it splits are one."""
+    merged: list[tuple[int, Segment]] = []
+    for index, segment in enumerate(segment_list):
+        if merged:
+            first, before = merged[-1]
+            window = before.trial
+            keeps_fees = window is not None and not window.trial.frees_fees
+            if keeps_fees and before.end_us == window.end_us == segment.start_us:  # type: ignore[union-attr]
+                joined = Segment(before.start_us, segment.end_us, before.terms, before.begins_terms)
+                merged[-1] = (first, joined)
+                continue
+        merged.append((index, segment))
+    return merged
 
 
 def _share(fraction: Decimal, segment: Segment, timezone: str) -> str:
@@ -244,6 +263,32 @@ def usage_lines(
     return result
 
 
+def trial_lines(lines: Sequence[_Line], segment_list: Sequence[Segment]) -> list[_Line]:
+    """For each usage line rated in a trial that frees usage, a ``trial`` line giving it
+    back, up to what is left of the segment's share of the usage cap (``core.trials``)."""
+    result = []
+    for index, segment in enumerate(segment_list):
+        window = segment.trial
+        if window is None or not window.trial.frees_usage:
+            continue
+        left = window.cap_share(segment.start_us, segment.end_us)
+        for line in lines:
+            if line.kind != "usage" or line.segment != index or line.amount <= 0:
+                continue
+            free = line.amount if left is None else min(line.amount, left)
+            if left is not None:
+                left = exact_sum([left, -free])
+            if free > 0:
+                detail = {
+                    "meter": line.detail.get("meter"),
+                    "trial_ends": format_timestamp(window.end_us),
+                }
+                result.append(
+                    _Line("trial", f"Free trial: {line.description}", -free, index, detail)
+                )
+    return result
+
+
 def discount_lines(lines: Sequence[_Line], segment_list: Sequence[Segment]) -> list[_Line]:
     result = []
     for index, segment in enumerate(segment_list):
@@ -303,7 +348,7 @@ class ExtraLine:
     detail: dict[str, Any]
 
 
-CHARGE_KINDS = ("fee", "usage", "discount", "commitment", "coupon")
+CHARGE_KINDS = ("fee", "usage", "trial", "discount", "commitment", "coupon")
 """Line kinds that are what the period's service costs; the others (credit, overage,
 carried, purchase, prepaid, adjustment) say how it is paid or correct another invoice."""
 
@@ -328,6 +373,7 @@ def build_invoice(
     body = usage_lines(rated, segment_list, configuration) + fee_lines(
         segment_list, period, timezone
     )
+    body += trial_lines(body, segment_list)
     body += discount_lines(body, segment_list)
     if minimum_commit is not None:
         true_up = commitment_line(body, segment_list, minimum_commit, header.currency)
@@ -398,6 +444,7 @@ def build_invoice(
 _KIND_ORDER = {
     "fee": 0,
     "usage": 1,
+    "trial": 2,
     "discount": 2,
     "commitment": 3,
     "coupon": 4,
@@ -434,9 +481,9 @@ def _numbered(
     return lines, total
 
 
-COUPON_BASE_KINDS = ("fee", "usage", "discount", "commitment")
+COUPON_BASE_KINDS = ("fee", "usage", "trial", "discount", "commitment")
 """Lines coupons reduce (``core.coupons``): what the period's service costs."""
-TAXABLE_KINDS = ("fee", "usage", "discount", "commitment", "coupon", "adjustment")
+TAXABLE_KINDS = ("fee", "usage", "trial", "discount", "commitment", "coupon", "adjustment")
 """Lines tax is computed on (``core.tax``): the charges after coupons, and late usage.
 Credits (prepaid, promotional, carried) pay an invoice and do not lower its taxable
 amount, as Stripe's customer balance does not; purchases of credits are not taxed."""
@@ -449,8 +496,13 @@ def coupon_lines(
     the coupons took from each line altogether (by the line's ``id``)."""
     if not coupons:
         return [], {}
-    base = [
-        Discountable(id(line), line.kind, line.detail.get("meter"), line.amount)
+    base = [  # a trial line gives back usage, so usage coupons see it as usage
+        Discountable(
+            id(line),
+            "usage" if line.kind == "trial" else line.kind,
+            line.detail.get("meter"),
+            line.amount,
+        )
         for line in body
         if line.kind in COUPON_BASE_KINDS
     ]

@@ -45,6 +45,7 @@ REVENUE_MINIMUM = "revenue:minimum_commitment"
 CONTRA_FREE_CREDITS = "contra_revenue:free_credits"
 CONTRA_DISCOUNTS = "contra_revenue:discounts"
 CONTRA_COUPONS = "contra_revenue:coupons"
+CONTRA_TRIALS = "contra_revenue:free_trials"
 CONTRA_TAX_INCLUDED = "contra_revenue:tax_included"
 TAX_PAYABLE = "liabilities:tax_payable"
 
@@ -62,6 +63,7 @@ CHART: Mapping[str, AccountKind] = {
     CONTRA_FREE_CREDITS: "contra_revenue",
     CONTRA_DISCOUNTS: "contra_revenue",
     CONTRA_COUPONS: "contra_revenue",
+    CONTRA_TRIALS: "contra_revenue",
     CONTRA_TAX_INCLUDED: "contra_revenue",
     TAX_PAYABLE: "liability",
 }
