@@ -77,7 +77,7 @@ _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600}
 
 
 class Reader(Protocol):
-    """The part of ``config.schema._Reader`` this module uses."""
+    """The part of ``config.fields.FieldReader`` this module uses."""
 
     def fail(self, path: str, reason: str) -> None: ...
     def mapping(
