@@ -32,7 +32,6 @@ FUNCTIONS_BEING_SPLIT: dict[str, int] = {
     "meterline.api.live_routes:_add_routes": 165,
     "meterline.api.webhook_routes:_add_routes": 92,
     "meterline.billing.credits:credit_lines": 91,
-    "meterline.config.controls:_control": 104,
     "meterline.core.chain:verify_chains": 85,
     "meterline.core.controls:read": 94,
     "meterline.core.invoicing:build_invoice": 94,
