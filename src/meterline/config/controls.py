@@ -75,6 +75,11 @@ _KIND_KEYS: dict[str, tuple[str, ...]] = {
 }
 _COMMON_KEYS = ("key", "policy", "actions", "features", "top_up", "release")
 _COST_KEYS = ("meter", "per_unit", "currency", "where", "effective_from")
+Item = dict[str, Any]
+"""A control as read: its keys checked."""
+Fields = dict[str, Any]
+"""The ``ControlPolicy`` fields one policy kind takes."""
+Meters = Mapping[str, Meter]
 _DURATION = re.compile(r"^(\d+)(s|m|h)$")
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600}
 
@@ -157,7 +162,7 @@ def _control(
     )
 
 
-def _actions(reader: FieldReader, item: dict[str, Any], path: str) -> list[ActionKind]:
+def _actions(reader: FieldReader, item: Item, path: str) -> list[ActionKind]:
     """A control's ``actions``: at least one, each a known kind, each once."""
     actions: list[ActionKind] = []
     raw_actions = reader.items(item.get("actions"), f"{path}.actions")
@@ -176,12 +181,8 @@ def _actions(reader: FieldReader, item: dict[str, Any], path: str) -> list[Actio
 
 
 def _balance_exhausted(
-    reader: FieldReader,
-    item: dict[str, Any],
-    path: str,
-    meters: Mapping[str, Meter],
-    units: set[str],
-) -> dict[str, Any]:
+    reader: FieldReader, item: Item, path: str, meters: Meters, units: set[str]
+) -> Fields:
     unit = reader.text(item.get("unit"), f"{path}.unit")
     if unit is not None and unit not in units and unit not in MINOR_UNITS:
         reader.fail(f"{path}.unit", f"unknown credit type or currency {unit!r}")
@@ -192,23 +193,15 @@ def _balance_exhausted(
 
 
 def _cost_exceeds_prepayment(
-    reader: FieldReader,
-    item: dict[str, Any],
-    path: str,
-    meters: Mapping[str, Meter],
-    units: set[str],
-) -> dict[str, Any]:
+    reader: FieldReader, item: Item, path: str, meters: Meters, units: set[str]
+) -> Fields:
     margin = reader.non_negative(item.get("margin_percent"), f"{path}.margin_percent", Decimal(0))
     return {"margin_percent": margin}
 
 
 def _margin_floor(
-    reader: FieldReader,
-    item: dict[str, Any],
-    path: str,
-    meters: Mapping[str, Meter],
-    units: set[str],
-) -> dict[str, Any]:
+    reader: FieldReader, item: Item, path: str, meters: Meters, units: set[str]
+) -> Fields:
     floor = reader.non_negative(item.get("margin_percent"), f"{path}.margin_percent")
     if "margin_percent" not in item:
         reader.fail(f"{path}.margin_percent", "a margin floor needs its percent")
@@ -219,12 +212,8 @@ def _margin_floor(
 
 
 def _spend_threshold(
-    reader: FieldReader,
-    item: dict[str, Any],
-    path: str,
-    meters: Mapping[str, Meter],
-    units: set[str],
-) -> dict[str, Any]:
+    reader: FieldReader, item: Item, path: str, meters: Meters, units: set[str]
+) -> Fields:
     amount = reader.non_negative(item.get("amount"), f"{path}.amount")
     if amount is not None and amount == 0:
         reader.fail(f"{path}.amount", "must be above zero")
@@ -243,12 +232,8 @@ def _spend_threshold(
 
 
 def _usage_spike(
-    reader: FieldReader,
-    item: dict[str, Any],
-    path: str,
-    meters: Mapping[str, Meter],
-    units: set[str],
-) -> dict[str, Any]:
+    reader: FieldReader, item: Item, path: str, meters: Meters, units: set[str]
+) -> Fields:
     meter = reader.text(item.get("meter"), f"{path}.meter")
     if meter is not None and meter not in meters:
         reader.fail(f"{path}.meter", f"unknown meter {meter!r}")
@@ -268,9 +253,7 @@ def _usage_spike(
     }
 
 
-KindReader = Callable[
-    [FieldReader, dict[str, Any], str, Mapping[str, Meter], set[str]], dict[str, Any]
-]
+KindReader = Callable[[FieldReader, Item, str, Meters, set[str]], Fields]
 KIND_READERS: dict[str, KindReader] = {
     "balance_exhausted": _balance_exhausted,
     "cost_exceeds_prepayment": _cost_exceeds_prepayment,
