@@ -4,9 +4,15 @@ credit terms and controls."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import date
 from typing import Any
 
+from meterline.config.commerce import (
+    CONTRACT_COMMERCE_KEYS,
+    read_contract_commerce,
+    with_trial_end,
+)
 from meterline.config.controls import parse_controls
 from meterline.config.credits import read_credit_terms
 from meterline.config.fields import Declared, FieldReader
@@ -25,6 +31,7 @@ CONTRACT_KEYS = (
     "amendments",
     "credits",
     "controls",
+    *CONTRACT_COMMERCE_KEYS,
 )
 
 
@@ -49,20 +56,13 @@ def read_contract(declared: Declared, value: Any, path: str) -> Contract | None:
     controls = parse_controls(
         reader, item.get("controls"), f"{path}.controls", declared.meters, declared.credit_types
     )
+    commerce = read_contract_commerce(reader, item, path, timezone, start)
     if customer is None or plan is None or start is None:
         return None
-    return Contract(
-        customer,
-        plan,
-        start,
-        timezone,
-        version,
-        end,
-        overrides,
-        amendments,
-        credits,
-        controls,
+    contract = Contract(
+        customer, plan, start, timezone, version, end, overrides, amendments, credits, controls
     )
+    return with_trial_end(replace(contract, **commerce))
 
 
 def _timezone(reader: FieldReader, value: Any, path: str) -> str:
@@ -137,5 +137,9 @@ def _cycle_of(declared: Declared, plan: str | None, version: int | None) -> tupl
         for p in declared.versions.values()
         if p.plan == plan and (version is None or p.version == version)
     ]
-    cycles = {(p.billing.cycle, p.billing.anchor) for p in candidates}
+    cycles = {
+        (p.billing.cycle if p.billing.every == 1 else f"every {p.billing.every} {p.billing.cycle}",
+         p.billing.anchor)
+        for p in candidates
+    }  # fmt: skip
     return next(iter(cycles)) if len(cycles) == 1 else None

@@ -10,7 +10,7 @@ from meterline.config.controls import parse_controls
 from meterline.config.fields import Declared, FieldReader, read_currency
 from meterline.config.prices import read_fees, read_prices
 from meterline.core.model import BillingTerms, PlanVersion
-from meterline.core.periods import ANCHORS, CYCLES, PRORATIONS
+from meterline.core.periods import ANCHORS, CYCLES, EVERY_LIMIT, PRORATIONS
 
 ROUNDINGS = ("half_up", "half_even")
 VERSION_KEYS = ("version", "effective_from", "currency", "billing", "fees", "prices")
@@ -52,11 +52,17 @@ def _version(declared: Declared, value: Any, path: str, plan: str, name: str) ->
 
 
 def _billing(reader: FieldReader, value: Any, path: str) -> BillingTerms:
-    """A version's ``billing``: cycle, anchor, proration and rounding, each defaulted."""
-    raw = reader.mapping(value, path, ("cycle", "anchor", "proration", "rounding"))
+    """A version's ``billing``: cycle, anchor, proration, rounding and ``every`` (how many
+    cycles a period spans), each defaulted."""
+    raw = reader.mapping(value, path, ("cycle", "anchor", "proration", "rounding", "every"))
+    every = reader.integer(raw.get("every"), f"{path}.every", 1) or 1
+    if not 1 <= every <= EVERY_LIMIT:
+        reader.fail(f"{path}.every", f"must be from 1 to {EVERY_LIMIT}")
+        every = 1
     return BillingTerms(
         cycle=reader.choice(raw.get("cycle"), f"{path}.cycle", CYCLES, "monthly"),  # type: ignore[arg-type]
         anchor=reader.choice(raw.get("anchor"), f"{path}.anchor", ANCHORS, "calendar"),  # type: ignore[arg-type]
         proration=reader.choice(raw.get("proration"), f"{path}.proration", PRORATIONS, "day"),  # type: ignore[arg-type]
         rounding=reader.choice(raw.get("rounding"), f"{path}.rounding", ROUNDINGS, "half_up"),  # type: ignore[arg-type]
+        every=every,
     )

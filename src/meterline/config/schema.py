@@ -12,7 +12,8 @@ This module is the entry point: it reads the sections in order (credit types and
 meters first, then costs, plans and contracts, which refer to them) and raises once with
 every error. Each section has its own reader: ``config.fields`` (the shared field
 readers), ``config.meters``, ``config.credits``, ``config.prices``, ``config.plans``,
-``config.contracts`` and ``config.controls`` (controls and costs).
+``config.contracts``, ``config.controls`` (controls and costs) and ``config.commerce``
+(coupons, tax, trials).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from meterline.config.commerce import check_references, read_coupons, read_tax
 from meterline.config.contracts import read_contract
 from meterline.config.controls import parse_costs
 from meterline.config.credits import read_credit_type
@@ -31,7 +33,7 @@ from meterline.core.model import Configuration, PlanVersion
 
 __all__ = ["TOP_LEVEL", "parse_configuration"]
 
-TOP_LEVEL = ("credit_types", "meters", "costs", "plans", "contracts")
+TOP_LEVEL = ("credit_types", "meters", "costs", "plans", "contracts", "coupons", "tax")
 
 
 def parse_configuration(
@@ -66,16 +68,28 @@ def parse_configuration(
     plans = _plans(declared, root.get("plans"))
     declared.plans = {p.plan for p in plans}
     declared.versions = {p.label: p for p in plans}
+    coupons = read_coupons(reader, root.get("coupons"), "coupons")
+    tax_rates, tax_rounding = read_tax(reader, root.get("tax"), "tax")
     contracts = []
     raw_contracts = reader.items(root.get("contracts"), "contracts")
     for index, item in enumerate(raw_contracts):
         contract = read_contract(declared, item, f"contracts[{index}]")
         if contract is not None:
-            contracts.append(contract)
+            contracts.append((f"contracts[{index}]", contract))
     unique(reader, raw_keys(raw_contracts, "contracts", "customer"), "contract for customer")
+    check_references(reader, contracts, coupons, tax_rates)
     if reader.errors:
         raise ConfigurationError(reader.errors)
-    return Configuration(meters, credit_types, tuple(plans), tuple(contracts), costs)
+    return Configuration(
+        meters,
+        credit_types,
+        tuple(plans),
+        tuple(contract for _, contract in contracts),
+        costs,
+        coupons,
+        tax_rates,
+        tax_rounding,
+    )
 
 
 def _plans(declared: Declared, value: Any) -> list[PlanVersion]:

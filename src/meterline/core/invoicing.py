@@ -86,6 +86,8 @@ class _Line:
     amount: Decimal
     segment: int | None
     detail: dict[str, Any] = field(default_factory=dict)
+    gives_back: _Line | None = None
+    """The usage line a ``trial`` line gives back (coupons and tax see them as one)."""
 
 
 def _times(amount: Decimal, fraction: Decimal) -> Decimal:
@@ -283,9 +285,8 @@ def trial_lines(lines: Sequence[_Line], segment_list: Sequence[Segment]) -> list
                     "meter": line.detail.get("meter"),
                     "trial_ends": format_timestamp(window.end_us),
                 }
-                result.append(
-                    _Line("trial", f"Free trial: {line.description}", -free, index, detail)
-                )
+                text = f"Free trial: {line.description}"
+                result.append(_Line("trial", text, -free, index, detail, line))
     return result
 
 
@@ -481,9 +482,9 @@ def _numbered(
     return lines, total
 
 
-COUPON_BASE_KINDS = ("fee", "usage", "trial", "discount", "commitment")
+COUPON_BASE_KINDS = ("fee", "usage", "discount", "commitment")
 """Lines coupons reduce (``core.coupons``): what the period's service costs."""
-TAXABLE_KINDS = ("fee", "usage", "trial", "discount", "commitment", "coupon", "adjustment")
+TAXABLE_KINDS = ("fee", "usage", "discount", "commitment", "coupon", "adjustment")
 """Lines tax is computed on (``core.tax``): the charges after coupons, and late usage.
 Credits (prepaid, promotional, carried) pay an invoice and do not lower its taxable
 amount, as Stripe's customer balance does not; purchases of credits are not taxed."""
@@ -496,15 +497,9 @@ def coupon_lines(
     the coupons took from each line altogether (by the line's ``id``)."""
     if not coupons:
         return [], {}
-    base = [  # a trial line gives back usage, so usage coupons see it as usage
-        Discountable(
-            id(line),
-            "usage" if line.kind == "trial" else line.kind,
-            line.detail.get("meter"),
-            line.amount,
-        )
-        for line in body
-        if line.kind in COUPON_BASE_KINDS
+    base = [
+        Discountable(id(line), line.kind, line.detail.get("meter"), amount)
+        for line, amount in _netted(body, COUPON_BASE_KINDS, {})
     ]
     result = []
     taken_from: dict[int, Decimal] = {}
@@ -520,21 +515,37 @@ def coupon_lines(
     return result, taken_from
 
 
+def _netted(
+    body: Sequence[_Line], kinds: Sequence[str], taken_from: dict[int, Decimal]
+) -> list[tuple[_Line, Decimal]]:
+    """The lines of ``kinds`` with their amounts less what coupons took from them, each
+    usage line netted with the trial lines giving it back (which are not listed)."""
+    given_back: dict[int, Decimal] = {}
+    for line in body:
+        if line.gives_back is not None:
+            key = id(line.gives_back)
+            given_back[key] = exact_sum([given_back.get(key, ZERO), line.amount])
+    return [
+        (
+            line,
+            exact_sum(
+                [line.amount, given_back.get(id(line), ZERO), -taken_from.get(id(line), ZERO)]
+            ),
+        )
+        for line in body
+        if line.kind in kinds and line.gives_back is None
+    ]
+
+
 def tax_lines_of(
     body: Sequence[_Line], taken_from: dict[int, Decimal], tax: TaxAsk, header: InvoiceHeader
 ) -> list[_Line]:
     """One ``tax`` line per rate that applies, on each taxable line's amount less what the
     coupons took from it."""
     taxables = tuple(
-        Taxable(
-            id(line),
-            line.kind,
-            line.detail.get("meter"),
-            None,
-            exact_sum([line.amount, -taken_from.get(id(line), ZERO)]),
-        )
-        for line in body
-        if line.kind in TAXABLE_KINDS and line.kind != "coupon"
+        Taxable(id(line), line.kind, line.detail.get("meter"), None, amount)
+        for line, amount in _netted(body, TAXABLE_KINDS, taken_from)
+        if line.kind != "coupon"
     )
     request = TaxRequest(header.customer, tax.jurisdiction, header.currency, taxables)
     result = []
