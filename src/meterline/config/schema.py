@@ -18,7 +18,7 @@ from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from meterline.config.controls import parse_controls, parse_costs
-from meterline.config.source import ConfigurationError
+from meterline.config.semantics import with_semantics
 from meterline.core.credit_records import OVERAGE_MODES, RolloverRule
 from meterline.core.events import timestamp_to_us
 from meterline.core.meters import (
@@ -50,7 +50,7 @@ from meterline.core.periods import ANCHORS, CYCLES, PRORATIONS, local_midnight_u
 from meterline.core.pricing import Tier, tier_errors
 from meterline.core.revrec import BREAKAGE_MODES
 
-TOP_LEVEL = ("credit_types", "meters", "costs", "plans", "contracts")
+TOP_LEVEL = ("credit_types", "meters", "costs", "plans", "contracts", "semantics")
 ROUNDINGS = ("half_up", "half_even")
 
 
@@ -259,9 +259,8 @@ def parse_configuration(
         if contract is not None:
             contracts.append(contract)
     _unique(reader, _raw_keys(raw_contracts, "contracts", "customer"), "contract for customer")
-    if reader.errors:
-        raise ConfigurationError(reader.errors)
-    return Configuration(meters, credit_types, tuple(plans), tuple(contracts), costs)
+    configuration = Configuration(meters, credit_types, tuple(plans), tuple(contracts), costs)
+    return with_semantics(configuration, reader, root.get("semantics"))
 
 
 def _credit_type(reader: _Reader, value: Any, path: str) -> CreditType | None:

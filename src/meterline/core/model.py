@@ -26,6 +26,7 @@ from meterline.core.credit_records import OverageMode, RolloverRule
 from meterline.core.errors import MeterlineError
 from meterline.core.meters import Meter
 from meterline.core.pricing import Tier
+from meterline.core.semantics import DEFAULT, Semantics
 
 PriceModel = Literal["per_unit", "package", "graduated", "volume", "matrix", "percentage"]
 PRICE_MODELS: tuple[PriceModel, ...] = (
@@ -119,6 +120,8 @@ class CreditTerms:
     breakage: str = "expiry"
     """The default breakage of the contract's grants (and of grants made by API)."""
     breakage_rate: Decimal = ZERO
+    semantics: Semantics = DEFAULT
+    """The pricing file's burn-order options (``core.semantics``), for the credit book."""
 
     def breakage_of(self, grant_id: str) -> tuple[str, Decimal]:
         """The breakage mode and expected rate of a grant (``key`` or ``key@period``)."""
@@ -132,7 +135,7 @@ class CreditTerms:
         return self.breakage, self.breakage_rate
 
     def is_empty(self) -> bool:
-        return self == CreditTerms()
+        return self == CreditTerms(semantics=self.semantics)
 
 
 @dataclass(frozen=True, slots=True)
@@ -283,6 +286,8 @@ class Configuration:
     plans: tuple[PlanVersion, ...] = ()
     contracts: tuple[Contract, ...] = ()
     costs: tuple[CostRate, ...] = ()
+    semantics: Semantics = DEFAULT
+    """Where vendors differ, the meaning this file chose (``core.semantics``)."""
 
     def controls_for(self, contract: Contract, at_us: int) -> tuple[ControlPolicy, ...]:
         """The controls in force for ``contract`` at ``at_us``: its plan version's, with
