@@ -21,7 +21,6 @@ from __future__ import annotations
 
 from bisect import bisect_right
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
 from decimal import Decimal, localcontext
 from typing import Any
 
@@ -39,7 +38,17 @@ from meterline.core.meters import (
 from meterline.core.model import Configuration, Price, Segment
 from meterline.core.money import MONEY_CONTEXT
 from meterline.core.pricing import bounded
-from meterline.core.rating_lines import Folds, LineState, RaterState, Route, add_leaf
+from meterline.core.rating_lines import (
+    Folds,
+    LineState,
+    RaterState,
+    Route,
+    UsageLine,
+    add_leaf,
+    line_id,
+    line_order,
+)
+from meterline.core.semantics import Semantics
 from meterline.core.unbillable import (
     UNBILLABLE_REASONS,
     billable_meters,
@@ -60,23 +69,6 @@ __all__ = [
 ]
 
 ZERO = Decimal(0)
-
-
-@dataclass(frozen=True, slots=True)
-class UsageLine:
-    """A priced line: ``amount`` is exact, in ``unit`` (a currency or a credit type)."""
-
-    segment: int
-    meter: str
-    group: tuple[tuple[str, str | None], ...]
-    price: Price
-    quantity: Decimal
-    amount: Decimal
-    unit: str
-    events: int
-    first_sequence: int | None
-    last_sequence: int | None
-    merkle_root: bytes
 
 
 class Rater:
@@ -466,7 +458,7 @@ class Rater:
         their price charges something at zero."""
         self._idle_lines()
         result = []
-        for key in sorted(self._lines, key=_line_order):
+        for key in sorted(self._lines, key=line_order):
             state = self._lines[key]
             price = state.price
             if price is None:
@@ -503,32 +495,23 @@ class Rater:
         return result
 
 
-def _line_order(
-    key: tuple[int, str, tuple[str | None, ...]],
-) -> tuple[int, str, tuple[tuple[int, str], ...]]:
-    segment, meter, group = key
-    return segment, meter, tuple((0, "") if v is None else (1, v) for v in group)
-
-
-def line_id(segment: int, meter: str, group: tuple[str | None, ...]) -> str:
-    """A usage line's name in the credit ledger: ``segment/meter/value,...``."""
-    return f"{segment}/{meter}/" + ",".join("" if value is None else value for value in group)
-
-
 def window_charges(rater: Rater, currency: str, configuration: Configuration) -> list[Charge]:
     """Each line's charge per window (see ``core.credits``): ``amount(usage through the
     window's end) - amount(usage before it)``, the line minimum/maximum settled in the
     segment's last window, less the segment's discount; in the line's unit. Needs a rater
     made with ``cuts``. The charges of a line add up to its ``lines()`` amount (before
-    the discount)."""
+    the discount). The configuration's ``semantics`` may cap every window's cumulative
+    amount at the maximum (``line_maximum``) and hold a volume line's charge to the last
+    window (``volume_billing``): see ``_so_far``."""
     if rater.cuts is None:
         raise ValueError("window_charges needs a rater made with cuts")
     if not rater.segments:
         return []
     rater._idle_lines()
+    semantics = configuration.semantics
     edges = [rater.segments[0].start_us, *rater.cuts, rater.segments[-1].end_us]
     result = []
-    for key in sorted(rater._lines, key=_line_order):
+    for key in sorted(rater._lines, key=line_order):
         state = rater._lines[key]
         price = state.price
         if price is None:
@@ -563,8 +546,7 @@ def window_charges(rater: Rater, currency: str, configuration: Configuration) ->
                     amount = fees
                 else:
                     amount = price_quantity(price, cumulative.quantity(), state.group)
-                if position == last:
-                    amount = bounded(amount, price.minimum, price.maximum)
+                amount = _so_far(amount, price, position == last, semantics)
                 delta = amount - previous
                 previous = amount
                 if discount:
@@ -584,3 +566,17 @@ def window_charges(rater: Rater, currency: str, configuration: Configuration) ->
                 )
             )
     return result
+
+
+def _so_far(amount: Decimal, price: Price, last: bool, semantics: Semantics) -> Decimal:
+    """A line's cumulative amount as a window charges it: in the segment's last window,
+    held within the price's minimum and maximum; before it, capped at the maximum when
+    ``line_maximum`` is ``every_window``, and nothing at all for a ``volume`` price when
+    ``volume_billing`` is ``close``."""
+    if last:
+        return bounded(amount, price.minimum, price.maximum)
+    if price.model == "volume" and semantics.volume_billing == "close":
+        return ZERO
+    if semantics.line_maximum == "every_window":
+        return bounded(amount, None, price.maximum)
+    return amount

@@ -1,0 +1,125 @@
+"""Vendor semantics of rating (``core.semantics``): a line maximum in every window or at
+the close, volume prices billed progressively or at the close, and the percentage
+price's free allowance and per-event minimum, each shown with both values on worked
+numbers. The invoice line never changes with the window options: only how its amount
+is spread over the credit windows does."""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import UTC, datetime
+from decimal import Decimal as D
+
+from meterline.config.schema import parse_configuration
+from meterline.config.source import read_yaml
+from meterline.core.credits import CreditBook, Grant
+from meterline.core.events import timestamp_to_us
+from meterline.core.model import Configuration, segments
+from meterline.core.rating import Rater, window_charges
+
+DAY = 24 * 3_600_000_000
+OCTOBER = timestamp_to_us(datetime(2026, 10, 1, tzinfo=UTC))
+NOVEMBER = timestamp_to_us(datetime(2026, 11, 1, tzinfo=UTC))
+CUTS = (OCTOBER + 10 * DAY, OCTOBER + 20 * DAY)
+
+PRICING = """\
+meters:
+  - {key: tokens, event_type: llm, aggregation: sum, property: tokens}
+  - {key: images, event_type: img, aggregation: sum, property: count}
+  - {key: payments, event_type: pay, aggregation: sum, property: amount}
+plans:
+  - key: p
+    versions:
+      - version: 1
+        effective_from: 2026-01-01
+        currency: USD
+        prices:
+          - {meter: tokens, model: per_unit, unit_amount: 1, maximum: 50}
+          - meter: images
+            model: volume
+            tiers: [{up_to: 100, unit_amount: 1}, {unit_amount: "0.5"}]
+          - {meter: payments, model: percentage, rate: "0.02", fixed_fee: "0.30",
+             free_events: 2, free_units: 150, per_event_minimum: "0.50"}
+contracts:
+  - {customer: c, plan: p, start: 2026-10-01}
+"""
+
+
+def load(block: str = "") -> Configuration:
+    text = PRICING + ("semantics:\n" + block if block else "")
+    data, positions = read_yaml(text, "pricing.yaml")
+    return parse_configuration(data, positions, "pricing.yaml")
+
+
+def rated(configuration: Configuration, events: list[tuple[int, str, dict[str, object]]]) -> Rater:
+    contract = configuration.contract("c")
+    assert contract is not None
+    rater = Rater(configuration, segments(configuration, contract, OCTOBER, NOVEMBER), cuts=CUTS)
+    for sequence, (timestamp_us, event_type, properties) in enumerate(events, start=1):
+        digest = hashlib.sha256(sequence.to_bytes(8, "big")).digest()
+        rater.add(sequence, timestamp_us, event_type, properties, digest)
+    return rater
+
+
+def charges_of(configuration: Configuration, meter: str, events: list) -> list[tuple[int, D]]:
+    """``(window end, amount)`` of the meter's window charges."""
+    rater = rated(configuration, events)
+    return [(c.end_us, c.amount) for c in window_charges(rater, "USD", configuration)
+            if c.meter == meter]  # fmt: skip
+
+
+def line_amount(configuration: Configuration, meter: str, events: list) -> D:
+    lines = rated(configuration, events).lines("USD", configuration)
+    return next(line.amount for line in lines if line.meter == meter)
+
+
+# -- c. a line maximum in every window or at the close --------------------------------------
+
+TOKENS = [
+    (OCTOBER + DAY, "llm", {"tokens": 40}),
+    (OCTOBER + 11 * DAY, "llm", {"tokens": 30}),
+    (OCTOBER + 21 * DAY, "llm", {"tokens": 10}),
+]
+
+
+def test_line_maximum_at_the_close_or_in_every_window() -> None:
+    """1 USD a token, maximum 50; 40, 30 and 10 tokens in three windows. ``close``
+    (default): the windows charge 40, 30 (70 so far, over the maximum), then the close
+    settles the maximum: -20; a grant of 100 is drawn 70 and given 20 back.
+    ``every_window``: 40, then 10 (the cumulative 70 capped at 50), then nothing. Either
+    way the line is 50."""
+    close, every = load(), load("  line_maximum: every_window\n")
+    assert charges_of(close, "tokens", TOKENS) == [
+        (CUTS[0], D(40)), (CUTS[1], D(30)), (NOVEMBER, D(-20)),
+    ]  # fmt: skip
+    assert charges_of(every, "tokens", TOKENS) == [(CUTS[0], D(40)), (CUTS[1], D(10))]
+    assert line_amount(close, "tokens", TOKENS) == line_amount(every, "tokens", TOKENS) == D(50)
+    grant = Grant("g", "USD", D(100), effective_us=OCTOBER)
+    for configuration, moves in (
+        (close, [("consume", D(40)), ("consume", D(30)), ("release", D(20))]),
+        (every, [("consume", D(40)), ("consume", D(10))]),
+    ):
+        charges = window_charges(rated(configuration, TOKENS), "USD", configuration)
+        book = CreditBook().run([grant], [c for c in charges if c.meter == "tokens"])
+        assert [(e.kind, e.amount) for e in book.entries if e.kind != "grant"] == moves
+        assert book.balance("g") == D(50)
+
+
+# -- d. volume prices billed progressively or at the close --------------------------------
+
+IMAGES = [
+    (OCTOBER + DAY, "img", {"count": 100}),
+    (OCTOBER + 11 * DAY, "img", {"count": 20}),
+]
+
+
+def test_volume_billing_progressive_or_at_the_close() -> None:
+    """Volume tiers: up to 100 at 1, beyond at 0.50 for every unit. 100 images, then 20
+    more. ``progressive`` (default, Lago's progressive billing): the first window charges
+    100 x 1 = 100, the second 120 x 0.50 - 100 = -40. ``close``: nothing until the last
+    window, which charges 60. The line is 60 either way."""
+    progressive, close = load(), load("  volume_billing: close\n")
+    assert charges_of(progressive, "images", IMAGES) == [(CUTS[0], D(100)), (CUTS[1], D(-40))]
+    assert charges_of(close, "images", IMAGES) == [(NOVEMBER, D(60))]
+    assert line_amount(progressive, "images", IMAGES) == line_amount(close, "images", IMAGES)
+    assert line_amount(close, "images", IMAGES) == D(60)
