@@ -10,12 +10,16 @@ import hashlib
 from datetime import UTC, datetime
 from decimal import Decimal as D
 
+import pytest
+
 from meterline.config.schema import parse_configuration
 from meterline.config.source import read_yaml
 from meterline.core.credits import CreditBook, Grant
 from meterline.core.events import timestamp_to_us
-from meterline.core.model import Configuration, segments
+from meterline.core.line_pricing import free_allowance, percentage_fee
+from meterline.core.model import Configuration, Price, segments
 from meterline.core.rating import Rater, window_charges
+from meterline.core.semantics import Semantics
 
 DAY = 24 * 3_600_000_000
 OCTOBER = timestamp_to_us(datetime(2026, 10, 1, tzinfo=UTC))
@@ -39,7 +43,7 @@ plans:
             model: volume
             tiers: [{up_to: 100, unit_amount: 1}, {unit_amount: "0.5"}]
           - {meter: payments, model: percentage, rate: "0.02", fixed_fee: "0.30",
-             free_events: 2, free_units: 150, per_event_minimum: "0.50"}
+             free_events: 3, free_units: 150, per_event_minimum: "0.50"}
 contracts:
   - {customer: c, plan: p, start: 2026-10-01}
 """
@@ -123,3 +127,79 @@ def test_volume_billing_progressive_or_at_the_close() -> None:
     assert charges_of(close, "images", IMAGES) == [(NOVEMBER, D(60))]
     assert line_amount(progressive, "images", IMAGES) == line_amount(close, "images", IMAGES)
     assert line_amount(close, "images", IMAGES) == D(60)
+
+
+# -- f, g. a percentage price's free allowance and its per-event minimum -------------------
+
+PAYMENTS = [
+    (OCTOBER + DAY, "pay", {"amount": 10}),
+    (OCTOBER + 2 * DAY, "pay", {"amount": 100}),
+    (OCTOBER + 11 * DAY, "pay", {"amount": 100}),
+    (OCTOBER + 21 * DAY, "pay", {"amount": 10}),
+]
+
+
+@pytest.mark.parametrize(
+    ("free", "minimum", "fees"),
+    [
+        # the first 3 events pay no fixed fee; the rate applies to all
+        ("fixed_fee", "applies", ["0.50", "2.00", "2.00", "0.50"]),
+        ("fixed_fee", "skipped", ["0.20", "2.00", "2.00", "0.50"]),
+        # Lago free_units_per_events: the first 3 events pay nothing
+        ("events", "applies", ["0.50", "0.50", "0.50", "0.50"]),
+        ("events", "skipped", ["0", "0", "0", "0.50"]),
+        # Lago free_units_per_total_aggregation (150) with free_units_per_events (3): 10
+        # and 100 are inside the 150; the third pays 2% of the 60 beyond it plus its fixed
+        # fee; the fourth is past the 3 free events
+        ("amount", "applies", ["0.50", "0.50", "1.50", "0.50"]),
+        ("amount", "skipped", ["0", "0", "1.50", "0.50"]),
+    ],
+)
+def test_percentage_free_allowance_and_the_minimum_of_free_events(
+    free: str, minimum: str, fees: list[str]
+) -> None:
+    """2% of each payment plus 0.30, at least 0.50 a payment; free_events 3, free_units
+    150; payments of 10, 100, 100 and 10 (the third in the second window, the fourth in
+    the third). Each event's fee, the line (their sum) and the window charges (the same
+    sum, spread by window) under each value of ``percentage_free`` and
+    ``free_event_minimum``."""
+    configuration = load(f"  percentage_free: {free}\n  free_event_minimum: {minimum}\n")
+    price = next(p for p in configuration.plans[0].prices if p.model == "percentage")
+    semantics = configuration.semantics
+    before = D(0)
+    for position, ((_, _, properties), fee) in enumerate(zip(PAYMENTS, fees, strict=True)):
+        amount = D(str(properties["amount"]))
+        assert percentage_fee(price, amount, position, before, semantics) == D(fee)
+        before += amount
+    total = sum((D(fee) for fee in fees), D(0))
+    assert line_amount(configuration, "payments", PAYMENTS) == total
+    charges = charges_of(configuration, "payments", PAYMENTS)
+    assert sum(amount for _, amount in charges) == total
+    by_window = [D(fees[0]) + D(fees[1]), D(fees[2]), D(fees[3])]
+    assert charges == [
+        (end, amount)
+        for end, amount in zip((*CUTS, NOVEMBER), by_window, strict=True)
+        if amount
+    ]
+
+
+def test_the_default_allowance_is_the_fee_before_semantics() -> None:
+    """No block: free_events waive the fixed fee only and free_units are not read: 5.00."""
+    assert line_amount(load(), "payments", PAYMENTS) == D("5.00")
+
+
+def test_an_amount_allowance_alone_or_an_event_allowance_alone() -> None:
+    """Under ``amount``: with ``free_units`` alone the allowance is the amount (an event
+    that brings the total exactly to it is still free); with ``free_events`` alone it is
+    the events; with neither nothing is free."""
+    semantics = Semantics(percentage_free="amount")
+    by_amount = Price("payments", "percentage", rate=D("0.02"), free_units=D(150))
+    assert free_allowance(by_amount, D(100), 0, D(0), semantics) == (D(100), True)
+    assert free_allowance(by_amount, D(50), 7, D(100), semantics) == (D(50), True)
+    assert free_allowance(by_amount, D(60), 1, D(100), semantics) == (D(50), False)
+    assert free_allowance(by_amount, D(10), 2, D(150), semantics) == (D(0), False)
+    by_events = Price("payments", "percentage", rate=D("0.02"), free_events=1)
+    assert free_allowance(by_events, D(500), 0, D(0), semantics) == (D(500), True)
+    assert free_allowance(by_events, D(5), 1, D(500), semantics) == (D(0), False)
+    neither = Price("payments", "percentage", rate=D("0.02"))
+    assert free_allowance(neither, D(5), 0, D(0), semantics) == (D(0), False)

@@ -102,6 +102,7 @@ class Rater:
         """Whether ``_idle_lines`` made its lines."""
         self._billable: dict[str, tuple[Meter, ...]] | None = None
         self._configuration = configuration
+        self._semantics = configuration.semantics
         self._lines: dict[tuple[int, str, tuple[str | None, ...]], LineState] = {}
         # per segment: event type -> (meter, prices) pairs that may take it
         self._by_type: list[dict[str, list[tuple[Meter, tuple[Price, ...]]]]] = []
@@ -257,7 +258,7 @@ class Rater:
     ) -> bool:
         """Add one event's reading to ``line`` (and its window), with its fee under a
         percentage price; False, with the problem kept, when the line cannot take it."""
-        total = fee = ZERO
+        total = fee = base_total = ZERO
         try:
             if line.per_event:
                 price = line.price
@@ -274,8 +275,10 @@ class Rater:
                 if type(base) is Unmeasurable:
                     self.problems.append(MeterProblem(sequence, base.detail, meter.key, base.code))
                     return False
-                fee = percentage_fee(price, base, line.accumulator.events)
+                before = line.percentage_base
+                fee = percentage_fee(price, base, line.accumulator.events, before, self._semantics)
                 total = MONEY_CONTEXT.add(line.percentage_total, fee)
+                base_total = MONEY_CONTEXT.add(before, base)
             # raises (changing nothing) when the line's sum would stop being exact
             line.add_to_accumulator(sequence, timestamp_us, number, raw)
         except ArithmeticError:
@@ -289,7 +292,7 @@ class Rater:
             )
             return False
         if line.per_event:
-            line.percentage_total = total
+            line.percentage_total, line.percentage_base = total, base_total
         if self.cuts is not None:
             self._add_to_window(line, sequence, timestamp_us, number, raw, fee)
         return True
@@ -377,7 +380,7 @@ class Rater:
                     key,
                     line.accumulator,
                     line.lineage,
-                    line.percentage_total,
+                    (line.percentage_total, line.percentage_base),
                     line.members,
                     line.windows,
                     line.window_fees,
@@ -407,7 +410,7 @@ class Rater:
             )
             line.accumulator, line.add_to_accumulator = accumulator, accumulator.add
             line.lineage = lineage  # lines that shared one still do (pickle keeps identity)
-            line.percentage_total = total
+            line.percentage_total, line.percentage_base = total
             line.members = members
             line.windows, line.window_fees = windows, fees
 

@@ -53,6 +53,7 @@ class LineState:
         "members",
         "meter",
         "per_event",
+        "percentage_base",
         "percentage_total",
         "price",
         "segment",
@@ -79,6 +80,8 @@ class LineState:
         self.accumulator = accumulator
         self.lineage = SharedLineage(MerkleBuilder())
         self.percentage_total = ZERO
+        self.percentage_base = ZERO
+        """Under a percentage price: the sum of the bases of the events taken so far."""
         self.members: list[tuple[int, bytes]] | None = None
         self.add_to_accumulator = accumulator.add
         # Per window (see ``Rater(cuts=...)``): the usage of the window alone.
@@ -122,7 +125,7 @@ class RaterState:
             tuple[int, str, tuple[str | None, ...]],
             Accumulator,
             SharedLineage,
-            Decimal,
+            tuple[Decimal, Decimal],
             list[tuple[int, bytes]] | None,
             dict[int, Accumulator] | None,
             dict[int, Decimal] | None,
