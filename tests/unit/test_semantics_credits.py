@@ -89,7 +89,7 @@ def test_a_wrong_value_and_an_unknown_option_are_named_with_their_path_and_line(
         with_block("  grant_end: sometimes\n  burn_order: paid\n")
     assert caught.value.errors == [
         "pricing.yaml:20: semantics.burn_order: unknown key (expected one of burn_cost_basis, "
-        "burn_expiry, grant_end, line_maximum, volume_billing, percentage_free, "
+        "burn_expiry, grant_end, gauge, line_maximum, volume_billing, percentage_free, "
         "free_event_minimum)",
         "pricing.yaml:19: semantics.grant_end: 'sometimes' is not one of exclusive, inclusive",
     ]

@@ -31,6 +31,7 @@ meters:
   - {key: tokens, event_type: llm, aggregation: sum, property: tokens}
   - {key: images, event_type: img, aggregation: sum, property: count}
   - {key: payments, event_type: pay, aggregation: sum, property: amount}
+  - {key: seats, event_type: seats, aggregation: latest, property: seats}
 plans:
   - key: p
     versions:
@@ -44,13 +45,14 @@ plans:
             tiers: [{up_to: 100, unit_amount: 1}, {unit_amount: "0.5"}]
           - {meter: payments, model: percentage, rate: "0.02", fixed_fee: "0.30",
              free_events: 3, free_units: 150, per_event_minimum: "0.50"}
+          - {meter: seats, model: per_unit, unit_amount: 2}
 contracts:
   - {customer: c, plan: p, start: 2026-10-01}
 """
 
 
-def load(block: str = "") -> Configuration:
-    text = PRICING + ("semantics:\n" + block if block else "")
+def load(block: str = "", pricing: str = PRICING) -> Configuration:
+    text = pricing + ("semantics:\n" + block if block else "")
     data, positions = read_yaml(text, "pricing.yaml")
     return parse_configuration(data, positions, "pricing.yaml")
 
@@ -75,6 +77,48 @@ def charges_of(configuration: Configuration, meter: str, events: list) -> list[t
 def line_amount(configuration: Configuration, meter: str, events: list) -> D:
     lines = rated(configuration, events).lines("USD", configuration)
     return next(line.amount for line in lines if line.meter == meter)
+
+
+# -- e. a gauge read once per period or per day -------------------------------------------
+
+
+def at(day: int, hour: int, minute: int = 0) -> int:
+    return timestamp_to_us(datetime(2026, 10, day, hour, minute, tzinfo=UTC))
+
+
+SEATS = [
+    (at(1, 10), "seats", {"seats": 5}),
+    (at(1, 18), "seats", {"seats": 7}),
+    (at(2, 9), "seats", {"seats": 3}),
+    (at(5, 12), "seats", {"seats": 4}),
+    (at(12, 8), "seats", {"seats": 1}),
+]
+
+
+def test_gauge_once_per_period_or_summed_per_day() -> None:
+    """Seats at 2 USD: 5 then 7 on October 1, 3 on the 2nd, 4 on the 5th, 1 on the 12th
+    (in the second window). ``period`` (default): the latest reading, 1 seat = 2 USD; the
+    windows charge 4 x 2 = 8, then 2 - 8 = -6. ``day``: each day's latest, summed (days
+    without readings add nothing): 7 + 3 + 4 + 1 = 15 seat-days = 30 USD; the windows
+    charge 28, then 2."""
+    period, day = load(), load("  gauge: day\n")
+    assert line_amount(period, "seats", SEATS) == D(2)
+    assert charges_of(period, "seats", SEATS) == [(CUTS[0], D(8)), (CUTS[1], D(-6))]
+    assert line_amount(day, "seats", SEATS) == D(30)
+    assert charges_of(day, "seats", SEATS) == [(CUTS[0], D(28)), (CUTS[1], D(2))]
+    quantities = {meter.key: quantity for _, meter, _, quantity, _ in
+                  rated(day, SEATS).quantities()}  # fmt: skip
+    assert quantities["seats"] == D(15)
+
+
+def test_a_gauge_day_is_the_contracts_local_day() -> None:
+    """8 seats at 21:00Z and 2 at 23:30Z on October 2: one UTC day (2 seats), but in
+    Berlin (UTC+2) 23:00 on the 2nd and 01:30 on the 3rd: two days, 8 + 2 = 10."""
+    events = [(at(2, 21), "seats", {"seats": 8}), (at(2, 23, 30), "seats", {"seats": 2})]
+    berlin = PRICING.replace("start: 2026-10-01}", "start: 2026-10-01, timezone: Europe/Berlin}")
+    assert line_amount(load("  gauge: day\n"), "seats", events) == D(4)
+    assert line_amount(load("  gauge: day\n", berlin), "seats", events) == D(20)
+    assert line_amount(load("", berlin), "seats", events) == D(4)
 
 
 # -- c. a line maximum in every window or at the close --------------------------------------

@@ -361,6 +361,8 @@ class Segment:
     terms: Terms
     begins_terms: bool
     """True when the terms start here (contract start or amendment), not at a period edge."""
+    timezone: str = "UTC"
+    """The contract's time zone (its local days, e.g. for ``semantics.gauge: day``)."""
 
 
 class TermsError(MeterlineError, ValueError):
@@ -406,5 +408,6 @@ def segments(
     starts_of_terms = {contract.start_us, *(a.effective_us for a in contract.amendments)}
     for low, high in pairwise(edges):
         terms = terms_at(configuration, contract, low, period_start_us)
-        result.append(Segment(low, high, terms, begins_terms=low in starts_of_terms))
+        begins = low in starts_of_terms
+        result.append(Segment(low, high, terms, begins, contract.timezone))
     return result

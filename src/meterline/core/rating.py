@@ -48,7 +48,7 @@ from meterline.core.rating_lines import (
     line_id,
     line_order,
 )
-from meterline.core.semantics import Semantics
+from meterline.core.semantics import Semantics, gauge_days
 from meterline.core.unbillable import (
     UNBILLABLE_REASONS,
     billable_meters,
@@ -103,6 +103,8 @@ class Rater:
         self._billable: dict[str, tuple[Meter, ...]] | None = None
         self._configuration = configuration
         self._semantics = configuration.semantics
+        # ``gauge: day``: the local midnights that cut a ``latest`` line into days.
+        self._days = gauge_days(self._semantics, segment_list)
         self._lines: dict[tuple[int, str, tuple[str | None, ...]], LineState] = {}
         # per segment: event type -> (meter, prices) pairs that may take it
         self._by_type: list[dict[str, list[tuple[Meter, tuple[Price, ...]]]]] = []
@@ -147,10 +149,17 @@ class Rater:
                 return index
         return -1
 
+    def accumulator(self, meter: Meter) -> Accumulator:
+        """A fresh accumulator for ``meter``'s lines and windows (a ``latest`` meter's read
+        per day under ``semantics.gauge: day``)."""
+        if meter.aggregation == "latest" and self._days is not None:
+            return Accumulator(meter.aggregation, days=self._days)
+        return Accumulator(meter.aggregation)
+
     def _new_line(
         self, segment: int, meter: Meter, group: tuple[str | None, ...], price: Price | None
     ) -> LineState:
-        line = LineState(segment, meter, group, price, Accumulator(meter.aggregation))
+        line = LineState(segment, meter, group, price, self.accumulator(meter))
         self._lines[(segment, meter.key, group)] = line
         self._route_lines.setdefault((segment, meter.key), {})[group] = line
         return line
@@ -316,7 +325,7 @@ class Rater:
                 line.windows, line.window_fees = {}, {}
             window = line.windows.get(index)
             if window is None:
-                window = line.windows[index] = Accumulator(line.meter.aggregation)
+                window = line.windows[index] = self.accumulator(line.meter)
             window.add_folded(count, whole, first, last)
 
     def _usage_meters(self) -> dict[str, tuple[Meter, ...]]:
@@ -362,7 +371,7 @@ class Rater:
             line.windows, line.window_fees = {}, {}
         window = line.windows.get(index)
         if window is None:
-            window = line.windows[index] = Accumulator(line.meter.aggregation)
+            window = line.windows[index] = self.accumulator(line.meter)
         window.add(sequence, timestamp_us, number, raw)
         if line.per_event:
             assert line.window_fees is not None
@@ -528,7 +537,7 @@ def window_charges(rater: Rater, currency: str, configuration: Configuration) ->
         unit = currency if price.credit_type is None else price.credit_type
         discount = segment.terms.discount_percent or ZERO
         name = line_id(*key)
-        cumulative = Accumulator(state.meter.aggregation)
+        cumulative = rater.accumulator(state.meter)
         previous = ZERO
         fees = ZERO
         priced = False

@@ -7,6 +7,8 @@ option changes one computation in the core:
   (``burn_key``, read by ``core.credits``);
 - ``grant_end``: whether a declared expiry instant still belongs to its grant
   (``core.grants``);
+- ``gauge``: the quantity of a ``latest`` meter (``gauge_days``, read by
+  ``core.rating``'s accumulators);
 - ``line_maximum``, ``volume_billing``: a line's per-window charges
   (``core.rating.window_charges``);
 - ``percentage_free``, ``free_event_minimum``: the fee of one event under a
@@ -15,12 +17,17 @@ option changes one computation in the core:
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal
+from datetime import timedelta
+from typing import Literal, Protocol
+
+from meterline.core.periods import local_date, local_midnight_us
 
 BurnCostBasis = Literal["none", "promotional_first", "paid_first"]
 BurnExpiry = Literal["exact", "minute"]
 GrantEnd = Literal["exclusive", "inclusive"]
+Gauge = Literal["period", "day"]
 LineMaximum = Literal["close", "every_window"]
 VolumeBilling = Literal["progressive", "close"]
 PercentageFree = Literal["fixed_fee", "events", "amount"]
@@ -43,6 +50,9 @@ class Semantics:
     the minute (UTC), so grants expiring within one minute tie."""
     grant_end: GrantEnd = "exclusive"
     """A grant declared to expire at T pays for usage at T (``inclusive``) or not."""
+    gauge: Gauge = "period"
+    """A ``latest`` meter's quantity: its latest value in the period (``period``), or the
+    sum of each local day's latest value (``day``; a day without events adds nothing)."""
     line_maximum: LineMaximum = "close"
     """A price's ``maximum`` caps the cumulative amount in every window (``every_window``)
     or settles only in the segment's last window (``close``)."""
@@ -61,6 +71,7 @@ OPTIONS: dict[str, tuple[str, ...]] = {
     "burn_cost_basis": ("none", "promotional_first", "paid_first"),
     "burn_expiry": ("exact", "minute"),
     "grant_end": ("exclusive", "inclusive"),
+    "gauge": ("period", "day"),
     "line_maximum": ("close", "every_window"),
     "volume_billing": ("progressive", "close"),
     "percentage_free": ("fixed_fee", "events", "amount"),
@@ -94,3 +105,31 @@ def declared_expiry(expires_us: int | None, semantics: Semantics) -> int | None:
     if expires_us is None or semantics.grant_end == "exclusive":
         return expires_us
     return expires_us + 1
+
+
+class Span(Protocol):
+    """A stretch of time in a time zone (``core.model.Segment``)."""
+
+    @property
+    def start_us(self) -> int: ...
+
+    @property
+    def end_us(self) -> int: ...
+
+    @property
+    def timezone(self) -> str: ...
+
+
+def gauge_days(semantics: Semantics, spans: Sequence[Span]) -> tuple[int, ...] | None:
+    """The local midnights strictly inside ``spans`` (a period's segments, in order) that
+    cut a ``latest`` meter into days (``gauge: day``); None when it is read once per
+    period (or there are no spans)."""
+    if semantics.gauge == "period" or not spans:
+        return None
+    timezone, end_us = spans[0].timezone, spans[-1].end_us
+    midnights = []
+    day = local_date(timezone, spans[0].start_us) + timedelta(days=1)
+    while (midnight := local_midnight_us(timezone, day)) < end_us:
+        midnights.append(midnight)
+        day += timedelta(days=1)
+    return tuple(midnights)
