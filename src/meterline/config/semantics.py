@@ -11,26 +11,15 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import replace
-from typing import Any, Protocol
+from typing import Any
 
+from meterline.config.fields import FieldReader
 from meterline.config.source import ConfigurationError
 from meterline.core.model import Configuration
 from meterline.core.semantics import DEFAULT, OPTIONS, Semantics
 
 
-class Reader(Protocol):
-    """What the schema's reader offers this block (``config.schema``)."""
-
-    errors: list[str]
-
-    def mapping(
-        self, value: Any, path: str, allowed: tuple[str, ...], required: tuple[str, ...] = ()
-    ) -> dict[str, Any]: ...
-
-    def choice(self, value: Any, path: str, options: tuple[str, ...], default: str) -> str: ...
-
-
-def parse_semantics(reader: Reader, value: Any, path: str = "semantics") -> Semantics:
+def parse_semantics(reader: FieldReader, value: Any, path: str = "semantics") -> Semantics:
     """The block at ``path`` (absent: every default)."""
     if value is None:
         return DEFAULT
@@ -44,7 +33,7 @@ def parse_semantics(reader: Reader, value: Any, path: str = "semantics") -> Sema
     return Semantics(**chosen)  # type: ignore[arg-type]
 
 
-def with_semantics(configuration: Configuration, reader: Reader, value: Any) -> Configuration:
+def with_semantics(configuration: Configuration, reader: FieldReader, value: Any) -> Configuration:
     """``configuration`` with the file's ``semantics:`` block ``value`` read into it (and
     into each contract's credit terms); raises ``ConfigurationError`` with every problem
     the reader collected, this block's included."""
