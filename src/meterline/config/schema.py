@@ -12,8 +12,8 @@ This module is the entry point: it reads the sections in order (credit types and
 meters first, then costs, plans and contracts, which refer to them) and raises once with
 every error. Each section has its own reader: ``config.fields`` (the shared field
 readers), ``config.meters``, ``config.credits``, ``config.prices``, ``config.plans``,
-``config.contracts``, ``config.controls`` (controls and costs) and ``config.commerce``
-(coupons, tax, trials).
+``config.contracts``, ``config.controls`` (controls and costs), ``config.commerce``
+(coupons, tax, trials) and ``config.semantics`` (the ``semantics:`` block, read last).
 """
 
 from __future__ import annotations
@@ -28,12 +28,12 @@ from meterline.config.credits import read_credit_type
 from meterline.config.fields import Declared, FieldReader, raw_keys, unique
 from meterline.config.meters import read_meter
 from meterline.config.plans import read_plan
-from meterline.config.source import ConfigurationError
+from meterline.config.semantics import with_semantics
 from meterline.core.model import Configuration, PlanVersion
 
 __all__ = ["TOP_LEVEL", "parse_configuration"]
 
-TOP_LEVEL = ("credit_types", "meters", "costs", "plans", "contracts", "coupons", "tax")
+TOP_LEVEL = ("credit_types", "meters", "costs", "plans", "contracts", "coupons", "tax", "semantics")
 
 
 def parse_configuration(
@@ -78,18 +78,17 @@ def parse_configuration(
             contracts.append((f"contracts[{index}]", contract))
     unique(reader, raw_keys(raw_contracts, "contracts", "customer"), "contract for customer")
     check_references(reader, contracts, coupons, tax_rates)
-    if reader.errors:
-        raise ConfigurationError(reader.errors)
-    return Configuration(
+    configuration = Configuration(
         meters,
         credit_types,
         tuple(plans),
         tuple(contract for _, contract in contracts),
         costs,
-        coupons,
-        tax_rates,
-        tax_rounding,
+        coupons=coupons,
+        tax_rates=tax_rates,
+        tax_rounding=tax_rounding,
     )
+    return with_semantics(configuration, reader, root.get("semantics"))
 
 
 def _plans(declared: Declared, value: Any) -> list[PlanVersion]:
