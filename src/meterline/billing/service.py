@@ -25,7 +25,7 @@ engine and the API read through billing). Each method here is one delegation.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from decimal import Decimal
 from pathlib import Path
@@ -250,9 +250,16 @@ class Billing:
         """``proofs.proof``."""
         return proofs.proof(self.context, invoice_id, line_number, event_id)
 
-    def credit_note(self, invoice_id: str, reason: str, void: bool = False) -> StoredCreditNote:
+    def credit_note(
+        self,
+        invoice_id: str,
+        reason: str,
+        void: bool = False,
+        lines: Sequence[int] = (),
+        amount: Decimal | None = None,
+    ) -> StoredCreditNote:
         """``credit_notes.credit_note``."""
-        return credit_notes.credit_note(self.context, invoice_id, reason, void)
+        return credit_notes.credit_note(self.context, invoice_id, reason, void, lines, amount)
 
     def audit(self, triggers: bool = True) -> AuditReport:
         """``audit.audit``."""

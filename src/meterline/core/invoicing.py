@@ -512,6 +512,9 @@ def coupon_lines(
         result.append(_Line("coupon", taken.description(currency), taken.amount, None, detail))
         for key, share in taken.shares:
             taken_from[key] = exact_sum([taken_from.get(key, ZERO), share])
+    for line in body:  # what coupons took from a line, so a credit note can give it back
+        if id(line) in taken_from:
+            line.detail["coupons_took"] = _plain(taken_from[id(line)])
     return result, taken_from
 
 
