@@ -21,7 +21,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from meterline.config.commerce import check_references, read_coupons, read_tax
+from meterline.config.commerce import check_references, read_coupons, read_reporting, read_tax
 from meterline.config.contracts import read_contract
 from meterline.config.controls import parse_costs
 from meterline.config.credits import read_credit_type
@@ -33,7 +33,17 @@ from meterline.core.model import Configuration, PlanVersion
 
 __all__ = ["TOP_LEVEL", "parse_configuration"]
 
-TOP_LEVEL = ("credit_types", "meters", "costs", "plans", "contracts", "coupons", "tax", "semantics")
+TOP_LEVEL = (
+    "credit_types",
+    "meters",
+    "costs",
+    "plans",
+    "contracts",
+    "coupons",
+    "tax",
+    "reporting",
+    "semantics",
+)
 
 
 def parse_configuration(
@@ -70,6 +80,7 @@ def parse_configuration(
     declared.versions = {p.label: p for p in plans}
     coupons = read_coupons(reader, root.get("coupons"), "coupons")
     tax_rates, tax_rounding = read_tax(reader, root.get("tax"), "tax")
+    reporting = read_reporting(reader, root.get("reporting"), "reporting")
     contracts = []
     raw_contracts = reader.items(root.get("contracts"), "contracts")
     for index, item in enumerate(raw_contracts):
@@ -87,6 +98,7 @@ def parse_configuration(
         coupons=coupons,
         tax_rates=tax_rates,
         tax_rounding=tax_rounding,
+        reporting=reporting,
     )
     return with_semantics(configuration, reader, root.get("semantics"))
 

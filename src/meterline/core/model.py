@@ -25,6 +25,7 @@ from meterline.core.controls import ControlPolicy
 from meterline.core.coupons import Coupon, Redemption
 from meterline.core.credit_records import OverageMode, RolloverRule
 from meterline.core.errors import MeterlineError
+from meterline.core.exchange import ReportingCurrency
 from meterline.core.meters import Meter
 from meterline.core.pricing import Tier
 from meterline.core.semantics import DEFAULT, Semantics
@@ -304,6 +305,8 @@ class Configuration:
     contracts: tuple[Contract, ...] = ()
     costs: tuple[CostRate, ...] = ()
     semantics: Semantics = DEFAULT
+    reporting: ReportingCurrency | None = None
+    """The currency reports are read in and the rates into it (``core.exchange``)."""
     """Where vendors differ, the meaning this file chose (``core.semantics``)."""
     coupons: tuple[Coupon, ...] = ()
     tax_rates: tuple[TaxRate, ...] = ()
