@@ -108,7 +108,16 @@ def fee_lines(segment_list: Sequence[Segment], period: BillingPeriod, timezone: 
                 "start": format_timestamp(segment.start_us),
                 "end": format_timestamp(segment.end_us),
             }
-            detail = {"fee": fee.key, "plan": label, "recurrence": fee.kind, "timing": fee.timing}
+            detail: dict[str, Any] = {
+                "fee": fee.key,
+                "plan": label,
+                "recurrence": fee.kind,
+                "timing": fee.timing,
+            }
+            if fee.obligations:  # core.allocation: the journal splits the line by these
+                detail["obligations"] = [
+                    [o.name, str(o.standalone_price), o.recognition] for o in fee.obligations
+                ]
             if fee.kind == "one_off":
                 if segment.begins_terms:
                     lines.append(

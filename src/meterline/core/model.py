@@ -21,6 +21,7 @@ from decimal import Decimal
 from itertools import pairwise
 from typing import Literal
 
+from meterline.core.allocation import Obligation
 from meterline.core.controls import ControlPolicy
 from meterline.core.coupons import Coupon, Redemption
 from meterline.core.credit_records import OverageMode, RolloverRule
@@ -206,6 +207,9 @@ class Fee:
     amount: Decimal
     kind: FeeKind = "recurring"
     timing: FeeTiming = "advance"
+    obligations: tuple[Obligation, ...] = ()
+    """The promises the fee pays for, its revenue split by standalone price
+    (``core.allocation``); none: one obligation, recognized ratably."""
 
 
 @dataclass(frozen=True, slots=True)
