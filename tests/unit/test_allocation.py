@@ -47,3 +47,54 @@ def test_shares_add_up_to_the_price_to_the_cent(price: D, prices: list[D]) -> No
     total = sum(prices, D(0))
     for share, ssp in zip(shares, prices, strict=True):
         assert abs(share - price * ssp / total) < D("0.01")
+
+
+PLAN = """\
+plans:
+  - key: bundle
+    versions:
+      - version: 1
+        effective_from: 2026-01-01
+        currency: USD
+        fees:
+          - key: bundle
+            name: Platform bundle
+            amount: "3100.00"
+            obligations:
+              - {name: licence, standalone_price: 2000, recognition: point}
+              - {name: support, standalone_price: 1100}
+contracts:
+  - {customer: c, plan: bundle, start: 2026-01-01}
+"""
+
+
+def test_a_fee_line_books_each_obligation_its_own_way() -> None:
+    """A 3,100.00 fee for a licence (SSP 2,000, point) and support (SSP 1,100, ratable)
+    in October: 2,000.00 of licence revenue on October 1st, support a share a day."""
+    from datetime import date
+
+    from meterline.core.books import document_entries
+    from meterline.core.cuts import Cut
+    from meterline.core.invoicing import InvoiceHeader, build_invoice
+    from meterline.core.journal import REVENUE_SUBSCRIPTION
+    from meterline.core.model import segments
+    from tests.unit.test_invoicing import OCTOBER, configuration
+
+    config = configuration(PLAN)
+    contract = config.contract("c")
+    assert contract is not None
+    spans = segments(config, contract, OCTOBER.start_us, OCTOBER.end_us)
+    header = InvoiceHeader("c", "USD", "UTC", OCTOBER, 1, "00", Cut((1,)))
+    document = build_invoice(header, spans, [], [], config)
+    (fee,) = document["lines"]
+    assert fee["obligations"] == [["licence", "2000", "point"], ["support", "1100", "ratable"]]
+    entries = document_entries(document, date(2026, 10, 1), "invoice:1")
+    revenue: dict[date, D] = {}
+    for item in entries:
+        for posting in item.postings:
+            if posting.account == REVENUE_SUBSCRIPTION:
+                revenue[item.day] = revenue.get(item.day, D(0)) - posting.amount
+    # the licence at once, plus support's first day (1,100.00 / 31 = 35.48)
+    assert abs(revenue[date(2026, 10, 1)] - D("2035.48")) <= D("0.01")
+    assert sum(revenue.values(), D(0)) == D("3100.00")
+    assert abs(revenue[date(2026, 10, 2)] - D("35.48")) <= D("0.01")
