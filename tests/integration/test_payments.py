@@ -134,3 +134,140 @@ def test_aging_and_overdue_as_of_a_date(billing: Billing) -> None:
         (acme, 38)
     ]
     assert billing.overdue(date(2027, 1, 10), days=30, net_days=45, customer="acme-copilot") == []
+
+
+def test_payments_refunds_and_write_offs_in_the_journal_and_one_truth(billing: Billing) -> None:
+    from meterline.core.journal import BAD_DEBT, CASH, CUSTOMER_CREDIT, RECEIVABLE
+    from meterline.finance.books import build_books
+    from meterline.finance.truth import one_truth
+
+    acme, acme_total = invoice_of(billing, "acme-copilot")
+    wayne, wayne_total = invoice_of(billing, "wayne-analytics")
+    billing.record_payment(pay(acme, "p1", str(acme_total + 2), overpayment=True))
+    billing.record_payment(PaymentRequest(acme, "r1", "refund", D(3)))
+    billing.record_payment(pay(wayne, "p2", "4"))
+    billing.record_payment(PaymentRequest(wayne, "", "write_off", reason="gone"))
+    books = build_books(billing)
+    balances = books.trial_balance()
+    assert balances[(CASH, "USD")] == acme_total + 2 - 3 + 4
+    assert (CUSTOMER_CREDIT, "USD") not in balances  # the refund took the credit first
+    assert balances[(BAD_DEBT, "USD")] == wayne_total - 4
+    for invoice, open_amount in ((acme, D(1)), (wayne, D(0))):
+        owed = sum(
+            p.amount
+            for item in books.entries
+            if f":{invoice}/" in item.cause
+            for p in item.postings
+            if p.account == RECEIVABLE
+        )
+        assert owed == open_amount
+    payments = [item for item in books.entries if item.cause.startswith("payment:")]
+    assert len(payments) == 4 and len({item.entry_id for item in payments}) == 4
+    report = one_truth(billing)
+    failed = [check for check in report.checks if not check.agrees]
+    assert failed == []
+
+
+def test_the_payments_commands(billing: Billing) -> None:
+    import json
+
+    from typer.testing import CliRunner
+
+    from meterline.cli.app import app
+
+    runner = CliRunner()
+    db = str(billing.store.path)
+    invoice, total = invoice_of(billing, "acme-copilot")
+
+    def run(*arguments: str) -> object:
+        result = runner.invoke(app, ["payments", *arguments, "--db", db])
+        assert result.exit_code == 0, result.output
+        return json.loads(result.stdout) if "--json" in arguments else result.stdout
+
+    paid = run("record", invoice, "--id", "cli-1", "--amount", "10", "--method", "wire", "--json")
+    assert paid["created"] and paid["standing"]["state"] == "partially_paid"  # type: ignore[index]
+    again = runner.invoke(app, ["payments", "record", invoice, "--id", "cli-1", "--amount", "10.00",
+                                "--method", "wire", "--db", db])  # fmt: skip
+    assert again.exit_code == 0 and "already recorded" in again.output
+    refused = runner.invoke(app, ["payments", "record", invoice, "--id", "cli-1", "--amount", "9",
+                                  "--db", db])  # fmt: skip
+    assert refused.exit_code == 1 and "another request" in refused.output
+    run("refund", invoice, "--id", "cli-2", "--amount", "4", "--reason", "goodwill")
+    off = run("write-off", invoice, "--reason", "gone", "--json")
+    assert off["amount"] == str(total - 6)  # type: ignore[index]
+    states = run("list", "--customer", "acme-copilot", "--json")
+    assert [s["state"] for s in states] == ["uncollectible"]  # type: ignore[attr-defined]
+    kinds = run("list", "--records", "--json")
+    assert [r["kind"] for r in kinds] == ["payment", "refund", "write_off"]  # type: ignore[attr-defined]
+    assert "Receivables" in run("list")  # type: ignore[operator]
+    aging = run("aging", "--on", "2026-12-20", "--json")
+    assert "acme-copilot" not in {row["customer"] for row in aging["rows"]}  # type: ignore[index]
+    assert "1-30" in run("aging", "--on", "2026-12-20")  # type: ignore[operator]
+    late = run("overdue", "--days", "30", "--on", "2027-01-10", "--json")
+    assert late["overdue"] and "acme-copilot" not in {i["customer"] for i in late["overdue"]}  # type: ignore[index]
+
+
+def test_the_payment_routes_with_scoped_keys(billing: Billing) -> None:
+    from fastapi.testclient import TestClient
+
+    from meterline.api import create_app
+    from meterline.keys import create_key
+
+    store = billing.ledger.store
+    now = billing.clock()
+    admin = create_key(store, "admin", now)[1]
+    reader = create_key(store, "read", now)[1]
+    acme_reader = create_key(store, "read", now, customer="acme-copilot")[1]
+    acme_admin = create_key(store, "admin", now, customer="acme-copilot")[1]
+    acme, total = invoice_of(billing, "acme-copilot")
+    wayne, _ = invoice_of(billing, "wayne-analytics")
+    app = create_app(billing.ledger, billing=billing, live=False)
+    with TestClient(app) as client:
+
+        def call(method: str, path: str, key: str, **more: object) -> object:
+            headers = {"Authorization": f"Bearer {key}"}
+            return client.request(method, path, headers=headers, **more)  # type: ignore[arg-type]
+
+        body = {"payment_id": "h1", "amount": "10.00", "method": "card"}
+        first = call("POST", f"/v1/invoices/{acme}/payments", admin, json=body)
+        assert first.status_code == 201, first.text  # type: ignore[attr-defined]
+        assert first.json()["standing"]["state"] == "partially_paid"  # type: ignore[attr-defined]
+        again = call("POST", f"/v1/invoices/{acme}/payments", admin, json=body)
+        assert again.status_code == 200 and not again.json()["created"]  # type: ignore[attr-defined]
+        other = call("POST", f"/v1/invoices/{acme}/payments", admin, json={**body, "amount": "9"})
+        assert other.status_code == 409  # type: ignore[attr-defined]
+        too_much = {"payment_id": "h2", "amount": str(total)}
+        refused = call("POST", f"/v1/invoices/{acme}/payments", admin, json=too_much)
+        assert refused.status_code == 409, refused.text  # type: ignore[attr-defined]
+        euro = {"payment_id": "h3", "amount": "1", "currency": "EUR"}
+        assert call("POST", f"/v1/invoices/{acme}/payments", admin, json=euro).status_code == 422  # type: ignore[attr-defined]
+        bad = {"payment_id": "h4", "amount": "1e3"}
+        assert call("POST", f"/v1/invoices/{acme}/payments", admin, json=bad).status_code == 400  # type: ignore[attr-defined]
+        assert call("POST", f"/v1/invoices/{acme}/payments", reader, json=body).status_code == 403  # type: ignore[attr-defined]
+        # a bound key pays and reads only its own customer's invoices
+        own = {"payment_id": "h5", "amount": "1"}
+        assert (
+            call("POST", f"/v1/invoices/{wayne}/payments", acme_admin, json=own).status_code == 404
+        )  # type: ignore[attr-defined]
+        assert call("GET", f"/v1/invoices/{wayne}/payments", acme_reader).status_code == 404  # type: ignore[attr-defined]
+        refund = {"payment_id": "h6", "amount": "4", "reason": "goodwill"}
+        assert (
+            call("POST", f"/v1/invoices/{acme}/refunds", acme_admin, json=refund).status_code == 201
+        )  # type: ignore[attr-defined]
+        seen = call("GET", f"/v1/invoices/{acme}/payments", acme_reader).json()  # type: ignore[attr-defined]
+        assert [r["kind"] for r in seen["records"]] == ["payment", "refund"]
+        assert seen["standing"]["paid"] == "6.00"
+        mine = call("GET", "/v1/receivables", acme_reader).json()["receivables"]  # type: ignore[attr-defined]
+        assert {item["customer"] for item in mine} == {"acme-copilot"}
+        assert (
+            call("GET", "/v1/receivables?customer=wayne-analytics", acme_reader).status_code == 403
+        )  # type: ignore[attr-defined]
+        off = call("POST", f"/v1/invoices/{wayne}/write-off", admin, json={"reason": "gone"})
+        assert off.json()["standing"]["state"] == "uncollectible"  # type: ignore[attr-defined]
+        aging = call("GET", "/v1/receivables/aging?on=2026-12-20", reader).json()  # type: ignore[attr-defined]
+        rows = {row["customer"]: row for row in aging["rows"]}
+        assert rows["acme-copilot"]["buckets"]["1-30"] == str(total - 6)
+        assert "wayne-analytics" not in rows
+        late = call("GET", "/v1/receivables/overdue?days=30&on=2027-01-10", acme_reader).json()  # type: ignore[attr-defined]
+        assert [(i["invoice"], i["days_past_due"]) for i in late["overdue"]] == [(acme, 38)]
+        assert call("GET", "/v1/receivables/aging?on=someday", reader).status_code == 400  # type: ignore[attr-defined]

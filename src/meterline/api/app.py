@@ -32,6 +32,7 @@ from meterline.api.bodies import ACCEPTED_TYPES, parse_body, prepare_body
 from meterline.api.credit_routes import CreditRoutes
 from meterline.api.failures import UnexpectedErrors, error_response, http_exception
 from meterline.api.live_routes import LiveRoutes
+from meterline.api.payment_routes import router as payment_router
 from meterline.api.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from meterline.api.metrics import Metrics, TimingMiddleware
 from meterline.api.openapi import (
@@ -445,6 +446,7 @@ def create_app(
 
     app.include_router(billing_routes.router)
     app.include_router(CreditRoutes(billing_routes).router)
+    app.include_router(payment_router)
     if link is not None:
         app.include_router(
             LiveRoutes(

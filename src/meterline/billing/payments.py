@@ -116,6 +116,7 @@ def receivable(stored: StoredInvoice, document: dict[str, Any]) -> Receivable:
         Decimal(str(document["total"])),
         local_date(timezone, stored.finalized_at_us),
         stored.finalized_at_us,
+        timezone,
     )
 
 
@@ -300,3 +301,75 @@ def overdue_report(
     """Invoices open more than ``days`` past due at the end of ``on`` (UTC)."""
     found = standings(context, records, customer, end_of_day_us(on))
     return overdue([item for item, _ in found], on, days, net_days)
+
+
+# -- as JSON (the CLI's --json and the API answer the same keys) ------------------------------
+
+STANDING_FIGURES = (
+    "billed",
+    "paid",
+    "open",
+    "written_off",
+    "credit_balance",
+    "received",
+    "refunded",
+)
+
+
+def standing_document(standing: Standing) -> dict[str, Any]:
+    """An invoice's state and figures (exact decimals as strings)."""
+    invoice = standing.receivable
+    return {
+        "invoice": invoice.invoice_id,
+        "customer": invoice.customer,
+        "currency": invoice.currency,
+        "issued": invoice.issued.isoformat(),
+        "state": standing.state,
+        **{name: str(getattr(standing, name)) for name in STANDING_FIGURES},
+    }
+
+
+def aging_document(row: AgingRow) -> dict[str, Any]:
+    """One aging row: a customer's open amounts in a currency by bucket."""
+    return {
+        "customer": row.customer,
+        "currency": row.currency,
+        "buckets": {name: str(amount) for name, amount in row.buckets.items()},
+        "total": str(row.total),
+        "invoices": list(row.invoices),
+    }
+
+
+def overdue_document(item: Overdue) -> dict[str, Any]:
+    """One overdue invoice."""
+    return {
+        "customer": item.customer,
+        "invoice": item.invoice_id,
+        "currency": item.currency,
+        "open": str(item.open),
+        "due": item.due.isoformat(),
+        "days_past_due": item.days_past_due,
+    }
+
+
+def record_document(item: StoredPayment) -> dict[str, Any]:
+    """A stored payment, refund or write-off with the request that made it."""
+    return {
+        "payment_id": item.payment_id,
+        "customer": item.customer,
+        "invoice": item.invoice_id,
+        "kind": item.kind,
+        "amount": str(item.amount),
+        "currency": item.currency,
+        "recorded_at_us": item.at_us,
+        "request": decode_exact(item.request.encode()),
+    }
+
+
+def recorded_document(done: Recorded) -> dict[str, Any]:
+    """What recording answers: the record, whether it is new, the invoice's standing."""
+    return {
+        **record_document(done.record),
+        "created": done.created,
+        "standing": standing_document(done.standing),
+    }

@@ -30,7 +30,7 @@ from meterline.core.money import MONEY_CONTEXT
 
 ZERO = Decimal(0)
 
-AccountKind = Literal["asset", "liability", "revenue", "contra_revenue"]
+AccountKind = Literal["asset", "liability", "revenue", "contra_revenue", "expense"]
 
 CASH = "assets:cash"
 RECEIVABLE = "assets:accounts_receivable"
@@ -44,6 +44,8 @@ REVENUE_BREAKAGE = "revenue:breakage"
 REVENUE_MINIMUM = "revenue:minimum_commitment"
 CONTRA_FREE_CREDITS = "contra_revenue:free_credits"
 CONTRA_DISCOUNTS = "contra_revenue:discounts"
+CUSTOMER_CREDIT = "liabilities:customer_credit"
+BAD_DEBT = "expenses:bad_debt"
 
 CHART: Mapping[str, AccountKind] = {
     CASH: "asset",
@@ -58,6 +60,8 @@ CHART: Mapping[str, AccountKind] = {
     REVENUE_MINIMUM: "revenue",
     CONTRA_FREE_CREDITS: "contra_revenue",
     CONTRA_DISCOUNTS: "contra_revenue",
+    CUSTOMER_CREDIT: "liability",
+    BAD_DEBT: "expense",
 }
 """The chart of accounts: every account an entry may post to, and its kind. Names are
 colon paths (the first part is the kind's group), as general ledgers and Beancount use."""

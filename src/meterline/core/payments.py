@@ -41,7 +41,16 @@ from typing import Literal
 
 from meterline.core.controls import Block
 from meterline.core.errors import MeterlineError
+from meterline.core.journal import (
+    BAD_DEBT,
+    CASH,
+    CUSTOMER_CREDIT,
+    RECEIVABLE,
+    JournalEntry,
+    Posting,
+)
 from meterline.core.money import MONEY_CONTEXT, MoneyError, minor_units
+from meterline.core.periods import local_date
 
 ZERO = Decimal(0)
 NET_DAYS_DEFAULT = 30
@@ -83,6 +92,7 @@ class Receivable:
     total: Decimal
     issued: date
     issued_at_us: int
+    timezone: str = "UTC"
 
 
 @dataclass(frozen=True, slots=True)
@@ -346,6 +356,49 @@ def decide(
         check_amount(new.amount, receivable.currency)
     standing, movements = settle(receivable, notes, [*records, new])
     return standing, movements[-1]
+
+
+# -- the journal ---------------------------------------------------------------------------
+
+MOVEMENT_DESCRIPTIONS = {
+    "payment": "payment received",
+    "refund": "payment refunded",
+    "write_off": "receivable written off",
+    "reclassify": "paid beyond what is billed, to credit balance",
+    "recovery": "write-off recovered by a credit note",
+}
+
+
+def movement_entries(receivable: Receivable, movements: Iterable[Movement]) -> list[JournalEntry]:
+    """The journal of an invoice's movements, each on its day in the invoice's time zone:
+    a payment debits cash and credits accounts receivable (the excess of an overpayment,
+    customer credit); a refund the reverse; a write-off debits bad-debt expense and
+    credits receivable. Cause and id: ``payment:{invoice}/{kind}:{payment or note id}``."""
+    entries = []
+    for movement in movements:
+        cause = f"payment:{receivable.invoice_id}/{movement.kind}:{movement.cause}"
+        postings = tuple(
+            Posting(account, amount, receivable.currency)
+            for account, amount in (
+                (CASH, movement.cash),
+                (RECEIVABLE, movement.receivable),
+                (CUSTOMER_CREDIT, -movement.credit_balance),
+                (BAD_DEBT, movement.bad_debt),
+            )
+            if amount != 0
+        )
+        if postings:
+            entries.append(
+                JournalEntry(
+                    cause,
+                    local_date(receivable.timezone, movement.at_us),
+                    MOVEMENT_DESCRIPTIONS[movement.kind],
+                    cause,
+                    receivable.customer,
+                    postings,
+                )
+            )
+    return entries
 
 
 # -- aging and overdue ----------------------------------------------------------------------
