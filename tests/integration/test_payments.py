@@ -134,6 +134,17 @@ def test_aging_and_overdue_as_of_a_date(billing: Billing) -> None:
         (acme, 38)
     ]
     assert billing.overdue(date(2027, 1, 10), days=30, net_days=45, customer="acme-copilot") == []
+    from meterline.core.payments import OverduePolicy
+
+    block = OverduePolicy("overdue-30", "block", 30, features=("chat",))
+    denied = billing.overdue_access("acme-copilot", block, date(2027, 1, 10), "chat")
+    assert (denied["allowed"], denied["policy"]) == (False, "overdue-30")
+    assert "38 days past due" in denied["reason"]
+    assert billing.overdue_access("acme-copilot", block, date(2027, 1, 10), "search")["allowed"]
+    assert billing.overdue_access("wayne-analytics", block, date(2027, 1, 10))["allowed"]
+    alert = OverduePolicy("overdue-30", "alert", 30)
+    alerted = billing.overdue_access("acme-copilot", alert, date(2027, 1, 10))
+    assert alerted["allowed"] and [i["invoice"] for i in alerted["overdue"]] == [acme]
 
 
 def test_payments_refunds_and_write_offs_in_the_journal_and_one_truth(billing: Billing) -> None:
@@ -203,6 +214,9 @@ def test_the_payments_commands(billing: Billing) -> None:
     aging = run("aging", "--on", "2026-12-20", "--json")
     assert "acme-copilot" not in {row["customer"] for row in aging["rows"]}  # type: ignore[index]
     assert "1-30" in run("aging", "--on", "2026-12-20")  # type: ignore[operator]
+    blocked = runner.invoke(app, ["payments", "access", "hooli-search", "--days", "30", "--on",
+                                  "2027-01-10", "--db", db])  # fmt: skip
+    assert json.loads(blocked.stdout)["allowed"] is (blocked.exit_code == 0)
     late = run("overdue", "--days", "30", "--on", "2027-01-10", "--json")
     assert late["overdue"] and "acme-copilot" not in {i["customer"] for i in late["overdue"]}  # type: ignore[index]
 
@@ -271,3 +285,9 @@ def test_the_payment_routes_with_scoped_keys(billing: Billing) -> None:
         late = call("GET", "/v1/receivables/overdue?days=30&on=2027-01-10", acme_reader).json()  # type: ignore[attr-defined]
         assert [(i["invoice"], i["days_past_due"]) for i in late["overdue"]] == [(acme, 38)]
         assert call("GET", "/v1/receivables/aging?on=someday", reader).status_code == 400  # type: ignore[attr-defined]
+        path = "/v1/receivables/access/acme-copilot?days=30&on=2027-01-10"
+        answer = call("GET", path, acme_reader).json()  # type: ignore[attr-defined]
+        assert (answer["allowed"], answer["action"]) == (False, "block")
+        assert call("GET", path + "&action=alert", reader).json()["allowed"]  # type: ignore[attr-defined]
+        wayne_path = "/v1/receivables/access/wayne-analytics?days=30"
+        assert call("GET", wayne_path, acme_reader).status_code == 403  # type: ignore[attr-defined]

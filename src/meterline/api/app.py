@@ -32,7 +32,6 @@ from meterline.api.bodies import ACCEPTED_TYPES, parse_body, prepare_body
 from meterline.api.credit_routes import CreditRoutes
 from meterline.api.failures import UnexpectedErrors, error_response, http_exception
 from meterline.api.live_routes import LiveRoutes
-from meterline.api.payment_routes import router as payment_router
 from meterline.api.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from meterline.api.metrics import Metrics, TimingMiddleware
 from meterline.api.openapi import (
@@ -45,6 +44,7 @@ from meterline.api.openapi import (
     json_content,
 )
 from meterline.api.openapi import install as install_openapi
+from meterline.api.payment_routes import with_payment_routes
 from meterline.api.stream_front import StreamFront
 from meterline.api.webhook_routes import WebhookRoutes
 from meterline.billing.service import Billing, BillingError, InvalidRequest, NotFound
@@ -257,7 +257,7 @@ def create_app(
     app.add_middleware(UnexpectedErrors)
     app.add_middleware(TimingMiddleware, metrics=metrics)
     app.add_exception_handler(HTTPException, http_exception)
-    install_openapi(app)
+    install_openapi(with_payment_routes(app))
 
     async def principal_of(request: Request) -> Principal:
         return await to_thread.run_sync(authenticate, ledger.store, _bearer(request))
@@ -446,7 +446,6 @@ def create_app(
 
     app.include_router(billing_routes.router)
     app.include_router(CreditRoutes(billing_routes).router)
-    app.include_router(payment_router)
     if link is not None:
         app.include_router(
             LiveRoutes(

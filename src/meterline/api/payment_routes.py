@@ -6,8 +6,8 @@ from ``request.app.state`` (``create_app`` sets them). Recording needs the ``adm
 reading ``read``. A customer-bound key sees and pays only its own customer's invoices
 (another's is 404, as if it did not exist) and reads only its own receivables.
 Recording is idempotent by the body's ``payment_id``: 201 when recorded now, 200 with the
-same record when the same request was recorded before, 409 ``payment_conflict`` for
-another request under that id (rendered by the app's handler for ``BillingConflict``).
+same record when the same request was recorded before, 409 for another request under
+that id (``PaymentConflict``, rendered by the app's handler for ``BillingConflict``).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from typing import Annotated, Any
 
 import msgspec
 from anyio import to_thread
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, FastAPI, Query, Request
 from fastapi.responses import Response
 
 from meterline.api.billing_routes import HttpError
@@ -34,6 +34,7 @@ from meterline.billing.payments import (
 )
 from meterline.billing.service import Billing
 from meterline.core.money import MoneyError, to_bounded_amount
+from meterline.core.payments import OverduePolicy
 from meterline.keys import Principal, authenticate
 
 PAYMENT_BODY_BYTES_MAX = 16 * 1024
@@ -41,6 +42,12 @@ _JSON = "application/json"
 _ENCODER = msgspec.json.Encoder()
 
 router = APIRouter(tags=["payments"])
+
+
+def with_payment_routes(app: FastAPI) -> FastAPI:
+    """``app`` with these routes included (``create_app``'s one hook)."""
+    app.include_router(router)
+    return app
 
 
 class PaymentBody(msgspec.Struct, forbid_unknown_fields=True):
@@ -131,6 +138,10 @@ async def _record(request: Request, principal: Principal, payment: PaymentReques
     return _recorded(done)
 
 
+_READS: dict[int | str, dict[str, Any]] = {
+    400: {"description": "A parameter is invalid (`field` names it)"},
+    403: {"description": "Key lacks the read scope, or is bound to another customer"},
+}
 _WRITES: dict[int | str, dict[str, Any]] = {
     200: {"description": "The same request was recorded before: that record"},
     201: {"description": "Recorded: {payment_id, kind, amount, created, standing}"},
@@ -206,7 +217,7 @@ async def write_off(request: Request, invoice_id: str) -> Response:
     summary="An invoice's state, figures and payment records",
     responses={
         200: {"description": "{standing, records}"},
-        403: {"description": "Key lacks the read scope"},
+        **_READS,
         404: {"description": "No such invoice (or not this key's)"},
     },
 )
@@ -219,15 +230,8 @@ async def invoice_payments(request: Request, invoice_id: str) -> Response:
     return _json({"standing": standing_document(standing), "records": records})
 
 
-def _date(value: str | None, today: date) -> date:
-    if value is None:
-        return today
-    try:
-        return date.fromisoformat(value)
-    except ValueError:
-        raise HttpError(
-            400, "invalid_parameter", f"on: {value[:32]!r} is not a date like 2026-11-30"
-        ) from None
+def _date(value: date | None, today: date) -> date:
+    return today if value is None else value
 
 
 def _today(billing: Billing) -> date:
@@ -246,14 +250,14 @@ def _scoped(principal: Principal, customer: str | None) -> str | None:
 
 NetDays = Annotated[int, Query(ge=0, le=3650, description="Days after issue an invoice is due")]
 OnDate = Annotated[
-    str | None, Query(description="The date (YYYY-MM-DD, read through its end, UTC)")
+    date | None, Query(description="The date (YYYY-MM-DD, read through its end, UTC)")
 ]
 
 
 @router.get(
     "/v1/receivables",
     summary="Every invoice's state and figures (a bound key: its own)",
-    responses={200: {"description": "{receivables: [...]}"}},
+    responses={200: {"description": "{receivables: [...]}"}, **_READS},
 )
 async def receivables(request: Request, customer: str | None = None) -> Response:
     principal = await _caller(request, "read", "GET receivables")
@@ -265,7 +269,7 @@ async def receivables(request: Request, customer: str | None = None) -> Response
 @router.get(
     "/v1/receivables/aging",
     summary="Open receivables by customer and days past due (current, 1-30 ... 90+)",
-    responses={200: {"description": "{on, net_days, rows}"}},
+    responses={200: {"description": "{on, net_days, rows}"}, **_READS},
 )
 async def aging(
     request: Request, customer: str | None = None, on: OnDate = None, net_days: NetDays = 30
@@ -281,7 +285,7 @@ async def aging(
 @router.get(
     "/v1/receivables/overdue",
     summary="Invoices open more than `days` past due (the overdue policy's input)",
-    responses={200: {"description": "{on, days, overdue}"}},
+    responses={200: {"description": "{on, days, overdue}"}, **_READS},
 )
 async def overdue(
     request: Request,
@@ -298,3 +302,29 @@ async def overdue(
     )
     body = [overdue_document(item) for item in found]
     return _json({"on": day.isoformat(), "days": days, "overdue": body})
+
+
+@router.get(
+    "/v1/receivables/access/{customer}",
+    summary="The overdue policy's access answer: block (or alert) past `days` overdue",
+    responses={
+        200: {"description": "{customer, feature, allowed, reason, policy, action, overdue}"},
+        **_READS,
+    },
+)
+async def overdue_access(
+    request: Request,
+    customer: str,
+    days: Annotated[int, Query(ge=0, le=3650)],
+    action: Annotated[str, Query(pattern="^(alert|block)$")] = "block",
+    feature: str | None = None,
+    on: OnDate = None,
+    net_days: NetDays = 30,
+) -> Response:
+    principal = await _caller(request, "read", "GET overdue access")
+    billing = _billing(request)
+    scoped = _scoped(principal, customer) or customer
+    policy = OverduePolicy(f"overdue-{days}-days", action, days, net_days)  # type: ignore[arg-type]
+    day = _date(on, _today(billing))
+    answer = await to_thread.run_sync(billing.overdue_access, scoped, policy, day, feature)
+    return _json(answer)

@@ -23,6 +23,7 @@ from typing import Any
 
 from meterline.billing.context import BillingContext
 from meterline.billing.errors import BillingError, InvalidRequest, NotFound
+from meterline.core.controls import decide as decide_access
 from meterline.core.events import decode_exact, encode_canonical
 from meterline.core.payments import (
     NET_DAYS_DEFAULT,
@@ -30,6 +31,7 @@ from meterline.core.payments import (
     Movement,
     NoteChange,
     Overdue,
+    OverduePolicy,
     PaymentError,
     PaymentRecord,
     Receivable,
@@ -38,6 +40,7 @@ from meterline.core.payments import (
     aging,
     decide,
     overdue,
+    overdue_blocks,
     settle,
 )
 from meterline.core.periods import local_date
@@ -301,6 +304,34 @@ def overdue_report(
     """Invoices open more than ``days`` past due at the end of ``on`` (UTC)."""
     found = standings(context, records, customer, end_of_day_us(on))
     return overdue([item for item, _ in found], on, days, net_days)
+
+
+def overdue_access(
+    context: BillingContext,
+    records: PaymentStore,
+    customer: str,
+    policy: OverduePolicy,
+    on: date,
+    feature: str | None = None,
+) -> dict[str, Any]:
+    """The overdue policy's access answer for ``customer`` at the end of ``on``, in the
+    shape of the live access answer (``customer, feature, allowed, reason, policy``) plus
+    the policy's ``action`` and the ``overdue`` invoices: a ``block`` policy denies while
+    an invoice is open more than its days past due (``core.controls.decide`` over
+    ``core.payments.overdue_blocks``, as the live engine decides over its own blocks); an
+    ``alert`` policy allows and lists them."""
+    found = overdue_report(context, records, on, policy.days, policy.net_days, customer)
+    blocks = overdue_blocks(policy, found, end_of_day_us(on))
+    answer = decide_access(tuple(blocks.values()), feature)
+    return {
+        "customer": customer,
+        "feature": feature,
+        "allowed": answer.allowed,
+        "reason": answer.reason or ("overdue" if found else "nothing overdue"),
+        "policy": answer.policy or (policy.name if found else None),
+        "action": policy.action,
+        "overdue": [overdue_document(item) for item in found],
+    }
 
 
 # -- as JSON (the CLI's --json and the API answer the same keys) ------------------------------

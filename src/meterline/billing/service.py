@@ -63,7 +63,14 @@ from meterline.core.credits import Charge, CreditBook
 from meterline.core.cuts import Cut
 from meterline.core.meters import MeterProblem
 from meterline.core.model import Configuration, Contract
-from meterline.core.payments import NET_DAYS_DEFAULT, AgingRow, Movement, Overdue, Standing
+from meterline.core.payments import (
+    NET_DAYS_DEFAULT,
+    AgingRow,
+    Movement,
+    Overdue,
+    OverduePolicy,
+    Standing,
+)
 from meterline.core.periods import BillingPeriod
 from meterline.ledger.billing import (
     BillingStore,
@@ -293,6 +300,14 @@ class Billing:
         """``payments.overdue_report``."""
         return payments.overdue_report(
             self.context, self.payment_records, on, days, net_days, customer
+        )
+
+    def overdue_access(
+        self, customer: str, policy: OverduePolicy, on: date, feature: str | None = None
+    ) -> dict[str, Any]:
+        """``payments.overdue_access``."""
+        return payments.overdue_access(
+            self.context, self.payment_records, customer, policy, on, feature
         )
 
     def close_payments(self) -> None:

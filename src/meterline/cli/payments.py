@@ -210,3 +210,29 @@ def payments_overdue(
             f"{row['customer']}\t{row['invoice']}\t{row['open']} {row['currency']}"
             f"\tdue {row['due']}\t{row['days_past_due']} days past due"
         )
+
+
+@payments_app.command("access")
+def payments_access(
+    customer: str,
+    days: Annotated[int, typer.Option(min=0, help="Block or alert past this many days.")],
+    db: DbOption = DEFAULT_DB,
+    action: Annotated[str, typer.Option(help="block or alert.")] = "block",
+    feature: Annotated[str | None, typer.Option(help="Ask for one feature.")] = None,
+    on: OnOption = None,
+    net_days: NetDaysOption = 30,
+) -> None:
+    """The overdue policy's access answer for a customer (JSON; exit 3 when denied, as
+    ``controls access``)."""
+    from meterline.billing.service import open_billing
+    from meterline.core.payments import OverduePolicy, PaymentError
+
+    try:
+        policy = OverduePolicy(f"overdue-{days}-days", action, days, net_days)  # type: ignore[arg-type]
+    except PaymentError as error:
+        raise fail(str(error)) from None
+    with open_billing(db) as billing:
+        answer = billing.overdue_access(customer, policy, _day(on, billing.clock()), feature)
+    print(json.dumps(answer))
+    if not answer["allowed"]:
+        raise typer.Exit(3)
