@@ -291,3 +291,25 @@ def test_the_payment_routes_with_scoped_keys(billing: Billing) -> None:
         assert call("GET", path + "&action=alert", reader).json()["allowed"]  # type: ignore[attr-defined]
         wayne_path = "/v1/receivables/access/wayne-analytics?days=30"
         assert call("GET", wayne_path, acme_reader).status_code == 403  # type: ignore[attr-defined]
+
+
+def test_payment_records_are_append_only(billing: Billing) -> None:
+    from meterline.ledger.database import DatabaseErrors, open_connection
+    from meterline.ledger.integrity import APPEND_ONLY_TABLES
+
+    assert "payment_records" in APPEND_ONLY_TABLES  # verify and audit check its triggers
+    invoice, _ = invoice_of(billing, "acme-copilot")
+    billing.record_payment(pay(invoice, "p1", "1"))
+    connection = open_connection(billing.store.path)
+    try:
+        for statement in (
+            "UPDATE payment_records SET amount = '100'",
+            "DELETE FROM payment_records",
+        ):
+            with pytest.raises(DatabaseErrors, match="append-only"):
+                connection.execute(statement)
+            if getattr(connection, "in_transaction", False):
+                connection.execute("ROLLBACK")
+    finally:
+        connection.close()
+    assert [r.amount for r in billing.payment_records.payments()] == [1]

@@ -230,8 +230,15 @@ async def invoice_payments(request: Request, invoice_id: str) -> Response:
     return _json({"standing": standing_document(standing), "records": records})
 
 
-def _date(value: date | None, today: date) -> date:
-    return today if value is None else value
+def _date(value: str | None, today: date) -> date:
+    if value is None:
+        return today
+    try:
+        return date.fromisoformat(value)
+    except ValueError:
+        raise HttpError(
+            400, "invalid_parameter", f"on: {value[:32]!r} is not a date", field="on"
+        ) from None
 
 
 def _today(billing: Billing) -> date:
@@ -249,8 +256,15 @@ def _scoped(principal: Principal, customer: str | None) -> str | None:
 
 
 NetDays = Annotated[int, Query(ge=0, le=3650, description="Days after issue an invoice is due")]
+DATE_PATTERN = r"^(19[7-9][0-9]|[2-8][0-9]{3})-[0-9]{2}-[0-9]{2}$"
+"""A date as the API takes it: YYYY-MM-DD, from 1970 to 8999 (as instants are bounded)."""
 OnDate = Annotated[
-    date | None, Query(description="The date (YYYY-MM-DD, read through its end, UTC)")
+    str | None,
+    Query(
+        pattern=DATE_PATTERN,
+        description="The date (YYYY-MM-DD, 1970 to 8999; read through its end, UTC)",
+        json_schema_extra={"format": "date"},
+    ),
 ]
 
 
