@@ -313,3 +313,32 @@ def test_payment_records_are_append_only(billing: Billing) -> None:
     finally:
         connection.close()
     assert [r.amount for r in billing.payment_records.payments()] == [1]
+
+
+def test_two_payments_racing_for_the_last_open_amount(billing: Billing) -> None:
+    """Two processes' worth of billing (own connections) pay the whole open amount at once:
+    one is recorded, the other refused, never both (the invoice's lock)."""
+    import threading
+
+    invoice, total = invoice_of(billing, "acme-copilot")
+    location = billing.store.path
+    outcomes: list[str] = []
+    start = threading.Barrier(2)
+
+    def pay_all(payment_id: str) -> None:
+        with open_billing(location, clock=Clock(at(2026, 11, 4))) as other:
+            start.wait()
+            try:
+                other.record_payment(pay(invoice, payment_id, str(total)))
+                outcomes.append("recorded")
+            except BillingError:
+                outcomes.append("refused")
+
+    threads = [threading.Thread(target=pay_all, args=(f"race-{n}",)) for n in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(outcomes) == ["recorded", "refused"]
+    standing, _ = billing.invoice_standing(invoice)
+    assert (standing.state, standing.paid) == ("paid", total)
