@@ -31,11 +31,15 @@ from decimal import Decimal
 from typing import Any
 
 from meterline.core.journal import (
+    CONTRA_COUPONS,
     CONTRA_DISCOUNTS,
+    CONTRA_TAX_INCLUDED,
+    CONTRA_TRIALS,
     RECEIVABLE,
     REVENUE_MINIMUM,
     REVENUE_SUBSCRIPTION,
     REVENUE_USAGE,
+    TAX_PAYABLE,
     UNBILLED,
     JournalEntry,
     entry,
@@ -52,6 +56,8 @@ POINT_ACCOUNTS: Mapping[str, str] = {
     **{kind: REVENUE_USAGE for kind in USAGE_KINDS},
     "commitment": REVENUE_MINIMUM,
     "discount": CONTRA_DISCOUNTS,
+    "coupon": CONTRA_COUPONS,
+    "trial": CONTRA_TRIALS,
 }
 
 
@@ -89,10 +95,12 @@ def document_entries(
     entries: list[JournalEntry] = []
     for line in document["lines"] if lines is None else lines:
         amount = sign * Decimal(str(line["amount"]))
-        if amount == 0:
-            continue
         kind = str(line["kind"])
         line_cause = f"{cause}/line:{line['number']}"
+        if kind == "tax" and line.get("inclusive"):
+            amount = sign * Decimal(str(line["included"]))
+        if amount == 0:
+            continue
         service = line.get("service")
         if kind == "fee":
             if service is None or line.get("recurrence") == "one_off":
@@ -117,6 +125,8 @@ def document_entries(
             entries += usage_in_arrears(
                 line_cause, customer, currency, [(earned, amount)], billed, POINT_ACCOUNTS[kind]
             )
+        elif kind == "tax":
+            entries += tax_entries(line, line_cause, billed, customer, currency, sign)
         elif kind == "credit" and line.get("unit") not in (None, currency):
             span = service or period
             earned = last_day(span, timezone) if span else billed
@@ -138,6 +148,29 @@ def document_entries(
             if item is not None:
                 entries.append(item)
     return entries
+
+
+def tax_entries(
+    line: Mapping[str, Any], cause: str, billed: date, customer: str, currency: str, sign: int
+) -> list[JournalEntry]:
+    """A tax line's entry on the day it is billed: exclusive tax is owed by the customer
+    and payable to the authority (receivable / tax payable); tax included in the prices
+    moves out of revenue into tax payable (contra revenue / tax payable)."""
+    inclusive = bool(line.get("inclusive"))
+    amount = sign * Decimal(str(line["included"] if inclusive else line["amount"]))
+    debit = CONTRA_TAX_INCLUDED if inclusive else RECEIVABLE
+    item = entry(
+        f"{cause}/tax",
+        billed,
+        f"tax {line.get('tax')}",
+        cause,
+        customer,
+        currency,
+        debit,
+        TAX_PAYABLE,
+        amount,
+    )
+    return [] if item is None else [item]
 
 
 def credit_note_entries(

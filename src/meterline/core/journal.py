@@ -44,6 +44,10 @@ REVENUE_BREAKAGE = "revenue:breakage"
 REVENUE_MINIMUM = "revenue:minimum_commitment"
 CONTRA_FREE_CREDITS = "contra_revenue:free_credits"
 CONTRA_DISCOUNTS = "contra_revenue:discounts"
+CONTRA_COUPONS = "contra_revenue:coupons"
+CONTRA_TRIALS = "contra_revenue:free_trials"
+CONTRA_TAX_INCLUDED = "contra_revenue:tax_included"
+TAX_PAYABLE = "liabilities:tax_payable"
 CUSTOMER_CREDIT = "liabilities:customer_credit"
 BAD_DEBT = "expenses:bad_debt"
 
@@ -60,6 +64,10 @@ CHART: Mapping[str, AccountKind] = {
     REVENUE_MINIMUM: "revenue",
     CONTRA_FREE_CREDITS: "contra_revenue",
     CONTRA_DISCOUNTS: "contra_revenue",
+    CONTRA_COUPONS: "contra_revenue",
+    CONTRA_TRIALS: "contra_revenue",
+    CONTRA_TAX_INCLUDED: "contra_revenue",
+    TAX_PAYABLE: "liability",
     CUSTOMER_CREDIT: "liability",
     BAD_DEBT: "expense",
 }

@@ -31,7 +31,13 @@ from meterline.core.money import round_amount
 from meterline.core.periods import local_date
 
 ZERO = Decimal(0)
-OTHER_REVENUE = {"fee": "(fee)", "commitment": "(commitment)", "discount": "(discount)"}
+OTHER_REVENUE = {
+    "fee": "(fee)",
+    "commitment": "(commitment)",
+    "discount": "(discount)",
+    "coupon": "(coupon)",
+    "trial": "(trial)",
+}
 """Invoice line kinds counted as revenue besides usage, and the meter name they get."""
 
 

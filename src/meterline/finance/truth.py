@@ -33,6 +33,7 @@ from meterline.core.journal import (
     DEFERRED,
     RECEIVABLE,
     REVENUE_USAGE,
+    TAX_PAYABLE,
     UNBILLED,
     rollforward,
 )
@@ -276,10 +277,12 @@ def _reports(report: TruthReport, books: Books) -> None:
         unbilled = sum((v for (a, _), v in balances.items() if a == UNBILLED), ZERO)
         billed = sum((v for (a, _), v in balances.items() if a == RECEIVABLE), ZERO)
         billed += collected(books.entries)  # what was billed, collected or not
+        tax = -sum((v for (a, _), v in balances.items() if a == TAX_PAYABLE), ZERO)
         report.add(
             "reports",
-            "billed = recognized + deferred - unbilled",
-            revenue + deferred - unbilled,
+            "billed = recognized + deferred - unbilled"
+            + (" + tax payable" if tax else ""),
+            revenue + deferred - unbilled + tax,
             billed,
             "accounts receivable",
         )
