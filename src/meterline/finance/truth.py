@@ -39,7 +39,7 @@ from meterline.core.journal import (
 )
 from meterline.core.money import MONEY_CONTEXT
 from meterline.core.partitions import partition_of
-from meterline.finance.books import Books, build_books
+from meterline.finance.books import Books, build_books, collected
 from meterline.finance.economics import usage_slices
 
 ZERO = Decimal(0)
@@ -208,6 +208,7 @@ def _journal(
         totals = sum((Decimal(str(d["total"])) for d in documents.values()), ZERO)
         refunds = sum((account.reversed for account in books.grants.values()), ZERO)
         receivable = sum((v for (a, _), v in balances.items() if a == RECEIVABLE), ZERO)
+        receivable += collected(books.entries)  # before payments, refunds and write-offs
         usage_causes = {
             f"invoice:{number}/line:{line['number']}": Decimal(str(line["amount"]))
             for number, d in documents.items()
@@ -275,6 +276,7 @@ def _reports(report: TruthReport, books: Books) -> None:
         deferred = -sum((v for (a, _), v in balances.items() if a in DEFERRED), ZERO)
         unbilled = sum((v for (a, _), v in balances.items() if a == UNBILLED), ZERO)
         billed = sum((v for (a, _), v in balances.items() if a == RECEIVABLE), ZERO)
+        billed += collected(books.entries)  # what was billed, collected or not
         tax = -sum((v for (a, _), v in balances.items() if a == TAX_PAYABLE), ZERO)
         report.add(
             "reports",
