@@ -17,7 +17,7 @@ try:
 except ImportError as missing:  # the SDK alone installed: no server extra
     _MISSING = missing.name or str(missing)
 
-    def main() -> None:  # type: ignore[misc]
+    def main() -> None:
         """Say what to install instead of a traceback."""
         print(
             f"meterline: the command line needs the server extra (missing {_MISSING}):"

@@ -30,9 +30,10 @@ from typing import Any
 from meterline.core.coupons import Coupon, Discountable, apply_coupons
 from meterline.core.cuts import Cut
 from meterline.core.events import encode_canonical, format_timestamp
-from meterline.core.model import Configuration, Price, Segment
+from meterline.core.model import Configuration, Segment
 from meterline.core.money import MONEY_CONTEXT, RoundingMode, exact_sum, prorate, round_amount
 from meterline.core.periods import BillingPeriod, local_date, proration_fraction
+from meterline.core.price_snapshot import price_snapshot
 from meterline.core.rating import UsageLine
 from meterline.core.tax import Taxable, TaxAsk, TaxRequest, tax_lines
 
@@ -196,39 +197,6 @@ def _share(fraction: Decimal, segment: Segment, timezone: str) -> str:
     if fraction == 1:
         return ""
     return f", {local_date(timezone, segment.start_us)} to {local_date(timezone, segment.end_us)}"
-
-
-def price_snapshot(price: Price) -> dict[str, Any]:
-    """The price as plain data (only what is set), so the invoice hash covers it."""
-    snapshot: dict[str, Any] = {"meter": price.meter, "model": price.model}
-    for name in Price.__slots__:
-        value = getattr(price, name)
-        if name in ("meter", "model") or value is None or value == () or value == "":
-            continue
-        if name == "tiers":
-            value = [
-                {
-                    "up_to": None if t.up_to is None else str(t.up_to),
-                    "unit_amount": str(t.unit_amount),
-                    "flat_amount": str(t.flat_amount),
-                }
-                for t in value
-            ]
-        elif name == "matrix":
-            value = [["/".join(key), str(amount)] for key, amount in value]
-        elif name == "where":
-            value = dict(value)
-        elif isinstance(value, Decimal):
-            if value == 0 and name in ("fixed_fee", "free_units"):
-                continue
-            value = str(value)
-        elif isinstance(value, bool):
-            if value:
-                continue
-        elif isinstance(value, int) and value == 0:
-            continue
-        snapshot[name] = value
-    return snapshot
 
 
 def usage_lines(
