@@ -24,7 +24,6 @@ MODULES_BEING_SPLIT: dict[str, int] = {
     "meterline.live.controls": 758,
     "meterline.live.projection": 668,
     "meterline.live.webhooks": 699,
-    "meterline.stream.worker": 620,
 }
 FUNCTIONS_BEING_SPLIT: dict[str, int] = {
     "meterline.api.app:create_app": 283,
@@ -41,7 +40,6 @@ FUNCTIONS_BEING_SPLIT: dict[str, int] = {
     "meterline.dashboard.routes:mount_dashboard": 160,
     "meterline.finance.economics:_period_slices": 81,
     "meterline.ledger.sqlite:append": 84,
-    "meterline.stream.worker:_run_partition": 85,
 }
 
 
