@@ -21,9 +21,6 @@ MODULES_BEING_SPLIT: dict[str, int] = {
     "meterline.config.schema": 934,
     "meterline.dashboard.routes": 814,
     "meterline.finance.export": 847,
-    "meterline.live.controls": 758,
-    "meterline.live.projection": 668,
-    "meterline.live.webhooks": 699,
 }
 FUNCTIONS_BEING_SPLIT: dict[str, int] = {
     "meterline.api.app:create_app": 283,
