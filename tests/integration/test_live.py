@@ -582,7 +582,7 @@ def test_grant_override_adds_credit_and_lifts(new_db: NewDb, clock: Clock) -> No
 
 
 def test_override_mistakes_are_refused(new_db: NewDb, clock: Clock) -> None:
-    from meterline.live.controls import OverrideError
+    from meterline.live.control_overrides import OverrideError
 
     with live_over(new_db, clock, EMPTY_BLOCK) as live:
         controls = live.engine.controls
