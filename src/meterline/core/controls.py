@@ -40,7 +40,7 @@ from decimal import Context, Decimal, localcontext
 from itertools import repeat
 from typing import Literal
 
-from meterline.core.money import MONEY_CONTEXT
+from meterline.core.money import MONEY_CONTEXT, round_amount
 
 ZERO = Decimal(0)
 HUNDRED = Decimal(100)
@@ -79,12 +79,39 @@ _DISPLAY_CONTEXT = Context(prec=40)
 
 @dataclass(frozen=True, slots=True)
 class TopUpRule:
-    """What a ``top_up`` action grants: ``amount`` of ``credit_type`` for ``paid``."""
+    """What a ``top_up`` action grants: ``amount`` of ``credit_type`` for ``paid``; or,
+    with ``target_balance``, what brings the balance back to it, at least ``minimum`` and
+    at most ``maximum`` per top-up. ``unit_cost``: the price of one unit granted (the
+    grant's cost basis), instead of a fixed ``paid``."""
 
     credit_type: str
     amount: Decimal
     paid: Decimal = ZERO
     expires_after_days: int | None = None
+    target_balance: Decimal | None = None
+    minimum: Decimal = ZERO
+    maximum: Decimal | None = None
+    unit_cost: Decimal | None = None
+
+    def grant_for(self, balance: Decimal) -> Decimal:
+        """How much to grant when the remaining balance is ``balance``: the fixed amount,
+        or the way back to the target within the bounds (0: nothing to grant)."""
+        if self.target_balance is None:
+            return self.amount
+        with localcontext(MONEY_CONTEXT):
+            needed = self.target_balance - balance
+        if needed <= 0:
+            return ZERO
+        needed = max(needed, self.minimum)
+        return needed if self.maximum is None else min(needed, self.maximum)
+
+    def paid_for(self, granted: Decimal, currency: str) -> Decimal:
+        """What ``granted`` units cost: ``granted x unit_cost`` rounded once to
+        ``currency``, or the fixed ``paid``."""
+        if self.unit_cost is None:
+            return self.paid
+        with localcontext(MONEY_CONTEXT):
+            return round_amount(granted * self.unit_cost, currency)
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,6 +7,7 @@ their outcomes."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from decimal import Decimal
 from typing import Any
 
 from meterline.billing.service import Billing
@@ -26,6 +27,9 @@ def alert_kind(firing: StoredFiring, policy: Any) -> str:
     if firing.kind == "balance_exhausted" and policy is not None and policy.remaining_at_most > 0:
         return "balance.low"
     return "control.fired"
+
+
+ZERO = Decimal(0)
 
 
 def true_up(billing: Billing, firing: StoredFiring, publish: Publish) -> dict[str, Any]:
@@ -65,12 +69,18 @@ def top_up(
     expires = None
     if rule.expires_after_days is not None:
         expires = clock() + rule.expires_after_days * DAY_US
+    balance = projection.remaining(firing.customer).get(rule.credit_type, ZERO)
+    amount = rule.grant_for(balance)
+    if amount <= 0:
+        return {"skipped": f"the balance {balance} is at its target {rule.target_balance}"}
+    kind = billing.current().configuration.credit_type(rule.credit_type)
+    currency = rule.credit_type if kind is None else kind.currency
     stored, invoice = billing.grant(
         firing.customer,
         rule.credit_type,
-        rule.amount,
+        amount,
         reason,
-        paid=rule.paid,
+        paid=rule.paid_for(amount, currency),
         expires_us=expires,
         source="control",
     )
