@@ -450,7 +450,7 @@ def create_app(
             LiveRoutes(
                 link,
                 principal_of,
-                billing_routes._gate.writing,
+                service.lock.writing,
                 lambda request: authenticate(ledger.store, _bearer(request)),
             ).router
         )
@@ -458,7 +458,6 @@ def create_app(
         app.include_router(WebhookRoutes(webhooks, principal_of).router)
     from meterline.dashboard import mount_dashboard  # the finance pages under /dashboard
 
-    gate = billing_routes._gate
-    mount_dashboard(app, service, link, ledger, gate.reading, gate.writing)
+    mount_dashboard(app, service, link, ledger, service.lock.reading, service.lock.writing)
     app.state.webhooks = webhooks
     return app

@@ -11,19 +11,16 @@ exist (404). Operations
 over every customer (applying pricing, reading the pricing file, closing, auditing) refuse
 a bound key (403).
 
-Concurrency: the billing store shares one SQLite connection between threads, so a reader
-could see a close's or a credit note's transaction before it commits (or rolls back); and
-two closes racing would both number invoices from the same head. ``_Gate`` lets many
-readers in at once, or one writer alone (apply, close, credit note), within this process.
+Concurrency: every call runs under the billing service's readers-writer lock
+(``Billing.lock``, ``billing.locking``): reads share it, apply, close and credit notes take
+it alone.
 """
 
 from __future__ import annotations
 
-import threading
 from array import array
 from bisect import bisect_right
-from collections.abc import Awaitable, Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Awaitable, Callable
 from datetime import datetime
 from functools import partial
 from typing import Annotated, Any, ParamSpec, TypeVar
@@ -85,47 +82,6 @@ class CreditNoteRequest(msgspec.Struct, forbid_unknown_fields=True):
     void: Annotated[
         bool, msgspec.Meta(description="Credit the whole total; otherwise settle late events")
     ] = False
-
-
-class _Gate:
-    """Many readers at once or one writer alone; a waiting writer holds new readers back."""
-
-    def __init__(self) -> None:
-        self._condition = threading.Condition()
-        self._readers = 0
-        self._writing = False
-        self._writers_waiting = 0
-
-    @contextmanager
-    def reading(self) -> Iterator[None]:
-        with self._condition:
-            while self._writing or self._writers_waiting:
-                self._condition.wait()
-            self._readers += 1
-        try:
-            yield
-        finally:
-            with self._condition:
-                self._readers -= 1
-                if not self._readers:
-                    self._condition.notify_all()
-
-    @contextmanager
-    def writing(self) -> Iterator[None]:
-        with self._condition:
-            self._writers_waiting += 1
-            try:
-                while self._writing or self._readers:
-                    self._condition.wait()
-            finally:
-                self._writers_waiting -= 1
-            self._writing = True
-        try:
-            yield
-        finally:
-            with self._condition:
-                self._writing = False
-                self._condition.notify_all()
 
 
 def _json(payload: Any, status_code: int = 200) -> Response:
@@ -257,7 +213,6 @@ class BillingRoutes:
     ) -> None:
         self.billing = billing
         self.principal_of = principal_of
-        self._gate = _Gate()
         self._line_sequences = LineSequences(self.billing)
         self.router = APIRouter(tags=["billing"])
         self._add_routes()
@@ -265,11 +220,11 @@ class BillingRoutes:
     # -- running service calls ----------------------------------------------------------
 
     def _read_call(self, function: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
-        with self._gate.reading():
+        with self.billing.lock.reading():
             return function(*args, **kwargs)
 
     def _write_call(self, function: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
-        with self._gate.writing():
+        with self.billing.lock.writing():
             return function(*args, **kwargs)
 
     async def _read(self, function: Callable[..., T], *args: Any) -> T:
