@@ -59,6 +59,7 @@ from meterline.ledger.database import DatabaseErrors
 from meterline.ledger.ledger import Ledger
 from meterline.ledger.store import PAGE_EVENTS_MAX, SEQUENCE_MAX, EventQuery, StoredEvent
 from meterline.ledger.webhooks import WebhookStore
+from meterline.live.front import LiveFront
 from meterline.live.link import LiveLink, WorkerUnavailable
 from meterline.live.webhooks import Dispatcher, Webhooks
 from meterline.stream.errors import IngestLagging, StreamUnavailable
@@ -210,16 +211,17 @@ def create_app(
     dispatcher = Dispatcher(webhooks).start() if webhooks is not None else None
     if webhooks is not None:  # a close's unbillable usage becomes webhooks, once per event
         service.unbillable_listeners.append(partial(publish_unbillable, webhooks.publish))
-    link: Any = None
+    link: LiveFront | None = None
+    engine: LiveLink | None = None
     front: StreamFront | None = None
     if stream is not None:
         link = AccessMirror(str(service.store.path), ledger.clock)
         front = StreamFront(stream, link, lag_max_ms)
     elif dispatcher is not None:
         # the live engine in its worker process, told of every append and billing change
-        link = LiveLink(str(service.store.path), ledger.clock, dispatcher.wake).start()
-        ledger.listeners.append(link.appended)
-        service.listeners.append(link.billing_changed)
+        link = engine = LiveLink(str(service.store.path), ledger.clock, dispatcher.wake).start()
+        ledger.listeners.append(engine.appended)
+        service.listeners.append(engine.billing_changed)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -230,10 +232,10 @@ def create_app(
         finally:
             if front is not None:
                 await front.stop()
-            elif link is not None:
-                ledger.listeners.remove(link.appended)
-                service.listeners.remove(link.billing_changed)
-                link.stop()
+            elif engine is not None:
+                ledger.listeners.remove(engine.appended)
+                service.listeners.remove(engine.billing_changed)
+                engine.stop()
             if dispatcher is not None and webhooks is not None:
                 dispatcher.stop()
                 webhooks.store.close()

@@ -30,7 +30,7 @@ from meterline.api.openapi import Amount, Reason, json_body
 from meterline.core.events import format_timestamp
 from meterline.keys import Principal
 from meterline.live.controls import OverrideError, firing_document
-from meterline.live.link import LiveLink
+from meterline.live.front import LiveFront
 
 OVERRIDE_KINDS = ("unblock", "extend", "grant")
 HEARTBEAT_S = 5.0
@@ -77,11 +77,11 @@ def _event(name: str, data: dict[str, Any]) -> bytes:
 
 
 class LiveRoutes:
-    """The live endpoints over one ``LiveLink`` (the live worker process's mirror)."""
+    """The live endpoints over one ``LiveFront`` (the live worker's or the workers' mirror)."""
 
     def __init__(
         self,
-        link: LiveLink,
+        link: LiveFront,
         principal_of: Callable[[Request], Awaitable[Principal]],
         write_guard: Callable[[], Any] | None = None,
         principal_inline: Callable[[Request], Principal] | None = None,

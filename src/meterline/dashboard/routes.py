@@ -59,7 +59,8 @@ from meterline.keys import Principal, authenticate
 from meterline.ledger.billing import StoredInvoice
 from meterline.ledger.ledger import Ledger
 from meterline.live.controls import OverrideError, firing_document
-from meterline.live.link import LiveLink, WorkerUnavailable
+from meterline.live.front import LiveFront
+from meterline.live.link import WorkerUnavailable
 
 PREFIX = "/dashboard"
 EVENTS_PAGE = 200
@@ -227,7 +228,7 @@ class Dashboard:
         self,
         billing: Billing,
         ledger: Ledger,
-        link: LiveLink | None,
+        link: LiveFront | None,
         read_guard: Guard = _unguarded,
         write_guard: Guard = _unguarded,
         sessions: SessionStore | None = None,
@@ -655,13 +656,12 @@ def _integer(value: str | None, default: int = 0) -> int:
 def mount_dashboard(
     app: FastAPI,
     billing: Billing,
-    link: LiveLink | None,
+    link: LiveFront | None,
     ledger: Ledger,
     read_guard: Guard = _unguarded,
     write_guard: Guard = _unguarded,
 ) -> Dashboard:
-    """Add the dashboard's routes under ``/dashboard`` to ``app``. ``read_guard`` and
-    ``write_guard`` are the billing routes' gate (billing's connection is shared)."""
+    """Add the dashboard's routes under ``/dashboard`` to ``app`` (guards: ``Billing.lock``)."""
     dashboard = Dashboard(billing, ledger, link, read_guard, write_guard)
     app.state.dashboard = dashboard
 
