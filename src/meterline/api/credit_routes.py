@@ -107,9 +107,7 @@ def _grant(billing: Billing, principal: Principal, customer: str, body: GrantReq
     }
 
 
-def _void(
-    billing: Billing, principal: Principal, customer: str, grant_id: str, reason: str
-) -> Any:
+def _void(billing: Billing, principal: Principal, customer: str, grant_id: str, reason: str) -> Any:
     own(principal, customer)
     action = billing.void_grant(customer, grant_id, reason)
     return {"grant": grant_id, "voided_at_us": action.at_us, "reason": action.reason}

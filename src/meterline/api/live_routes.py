@@ -27,7 +27,7 @@ from anyio import to_thread
 from fastapi import APIRouter, Request
 from fastapi.responses import Response, StreamingResponse
 
-from meterline.api.answers import HttpError, json_answer
+from meterline.api.answers import ENCODER, HttpError, json_answer
 from meterline.api.dependencies import (
     LiveDependency,
     ServicesDependency,
@@ -50,8 +50,6 @@ HEARTBEAT_S = 5.0
 """The longest silence on the access stream (the gate's heartbeat timeout is 15 s)."""
 STREAM_QUEUE_MAX = 10_000
 """Changes one slow stream may hold back before it is dropped (the gate reconnects)."""
-
-_ENCODER = msgspec.json.Encoder(decimal_format="number")
 
 
 class OverrideRequest(msgspec.Struct, forbid_unknown_fields=True):
@@ -86,7 +84,7 @@ _SSE_EVENT: dict[str, Any] = {
 
 
 def _event(name: str, data: dict[str, Any]) -> bytes:
-    return b"event: " + name.encode() + b"\ndata: " + _ENCODER.encode(data) + b"\n\n"
+    return b"event: " + name.encode() + b"\ndata: " + ENCODER.encode(data) + b"\n\n"
 
 
 router = APIRouter(tags=["live"])
