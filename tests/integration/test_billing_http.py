@@ -212,6 +212,11 @@ def test_pricing_refuses_wrong_types_empty_bodies_and_other_scopes(
         assert admin.get("/v1/pricing").json()["revision"] == 1  # nothing above was stored
 
 
+def _line_of(text: str) -> int:
+    """The line of the demo pricing file where ``text`` first appears."""
+    return PRICING[: PRICING.index(text)].count("\n") + 1
+
+
 @pytest.mark.parametrize(
     ("text", "expected"),
     [
@@ -221,12 +226,14 @@ def test_pricing_refuses_wrong_types_empty_bodies_and_other_scopes(
                 '{up_to: 100000000, unit_amount: "0.000002"}',
                 '{up_to: 10000000, unit_amount: "0.000002"}',
             ),
-            "pricing.yaml:107: plans[1].versions[0].prices[0].tiers[1].up_to: 10000000 must"
-            " be greater than 20000000 (tiers overlap or are out of order)",
+            f"pricing.yaml:{_line_of('{up_to: 100000000')}: plans[1].versions[0].prices[0]"
+            ".tiers[1].up_to: 10000000 must be greater than 20000000 (tiers overlap or are out"
+            " of order)",
         ),
         (
             PRICING.replace("- meter: tool_calls\n", "- meter: tool_callz\n", 1),
-            "pricing.yaml:131: plans[1].versions[0].prices[4].meter: unknown meter 'tool_callz'",
+            f"pricing.yaml:{_line_of('- meter: tool_calls')}: plans[1].versions[0].prices[4]"
+            ".meter: unknown meter 'tool_callz'",
         ),
     ],
     ids=["invalid-yaml", "overlapping-tiers", "unknown-meter"],

@@ -16,21 +16,21 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from types import SimpleNamespace
 from typing import Any
 
 import httpx
 import msgspec
 import pytest
-from fastapi import FastAPI, Request
-from fastapi.responses import Response
+from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
-from meterline.api.billing_routes import HttpError
+from meterline.api import webhook_routes
+from meterline.api.failures import meterline_error
 from meterline.api.server import free_port
-from meterline.api.webhook_routes import WebhookRoutes
 from meterline.cli.webhooks import webhooks_app
-from meterline.errors import AuthError
+from meterline.errors import MeterlineError
 from meterline.keys import Principal
 from meterline.ledger.database import DatabaseErrors
 from meterline.ledger.ledger import open_store
@@ -452,25 +452,13 @@ def test_publish_refuses_unknown_kinds_and_never_sends(webhooks: Webhooks) -> No
 
 
 def make_app(webhooks: Webhooks, principal: Principal) -> FastAPI:
-    """The webhook routes on a bare app, rendering errors as ``meterline.api.app`` does."""
+    """The webhook routes on a bare app, with the application's error handler: the
+    services the routes read are the webhooks and a key check that always answers
+    ``principal``."""
     app = FastAPI()
-
-    async def principal_of(_: Request) -> Principal:
-        return principal
-
-    def error(status: int, code: str, message: str, **extra: Any) -> Response:
-        body = {"error": {"code": code, "message": message, **extra}}
-        return Response(msgspec.json.encode(body), status, media_type="application/json")
-
-    @app.exception_handler(HttpError)
-    async def http_error(_: Request, raised: HttpError) -> Response:
-        return error(raised.status_code, raised.code, raised.message, **raised.extra)
-
-    @app.exception_handler(AuthError)
-    async def auth_error(_: Request, raised: AuthError) -> Response:
-        return error(raised.http_status, raised.code, str(raised))
-
-    app.include_router(WebhookRoutes(webhooks, principal_of).router)
+    app.state.services = SimpleNamespace(webhooks=webhooks, authenticate=lambda _: principal)
+    app.add_exception_handler(MeterlineError, meterline_error)
+    app.include_router(webhook_routes.router)
     return app
 
 

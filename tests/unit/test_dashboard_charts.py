@@ -277,10 +277,10 @@ def test_a_firings_observed_values_are_exact_without_trailing_zeros_or_exponents
 
 def _page(template: str, **context: object) -> str:
     """A dashboard template rendered with the routes' environment (filters and tests)."""
-    from meterline.dashboard.routes import NAVIGATION, PREFIX, _templates
+    from meterline.dashboard.site import NAVIGATION, PREFIX, templates
 
     return (
-        _templates()
+        templates()
         .get_template(template)
         .render(**context, session=None, principal=None, navigation=NAVIGATION, page="",
                 prefix=PREFIX)

@@ -1,7 +1,11 @@
 """Every error answer in one shape, the ones no handler raised included.
 
 The shape is ``{"error": {"code", "message", ...}}`` (``ERROR_SCHEMA`` in
-``meterline.api.openapi``). An unknown route is 404 ``not_found`` and a known one asked
+``meterline.api.openapi``). One handler answers meterline's errors (``meterline_error``):
+each carries its code and HTTP status (``meterline.errors``); the families the API
+answers for are ``ANSWERED``, and an error of any other family escaping a handler is
+unexpected (below). FastAPI's refusal of a parameter is 400 ``invalid_parameter`` naming
+it (``parameter_error``). An unknown route is 404 ``not_found`` and a known one asked
 with another method 405 ``method_not_allowed`` (with ``Allow``), in that shape. An
 exception nothing expected becomes a 500 ``internal_error`` naming an incident id and
 nothing of the server's insides, and one log record on ``meterline.api`` (one JSON line
@@ -17,10 +21,19 @@ from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 import msgspec
+from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from meterline.api.answers import HttpError
+from meterline.api.bodies import ACCEPTED_TYPES
+from meterline.billing.errors import BillingError, InvalidRequest, RatingFailed
+from meterline.config.source import ConfigurationError
+from meterline.errors import AuthError, InputError, MalformedJSON, MeterlineError
+from meterline.ledger.billing import BillingConflict
+from meterline.live.link import WorkerUnavailable
 
 _ENCODER = msgspec.json.Encoder(decimal_format="number")
 _HTTP_CODES = {404: "not_found", 405: "method_not_allowed"}
@@ -45,6 +58,57 @@ def error_response(
     except UnicodeEncodeError:  # a lone surrogate quoted from the input (YAML allows them)
         body = _ENCODER.encode({"error": _printable(error)})
     return Response(body, status_code, headers, media_type="application/json")
+
+
+ANSWERED: tuple[type[MeterlineError], ...] = (
+    InputError,
+    AuthError,
+    HttpError,
+    ConfigurationError,
+    BillingError,
+    BillingConflict,
+    WorkerUnavailable,
+)
+"""The error families answered with their own code and status: refused input, keys,
+the handlers' own refusals, the pricing file, billing, and the live worker."""
+
+
+def _details(error: MeterlineError) -> tuple[int, str, str, dict[str, Any]]:
+    """Status, code, message and extra fields of ``error``'s answer."""
+    status, code, message = error.http_status, error.code, str(error)
+    extra: dict[str, Any] = {}
+    if isinstance(error, HttpError):
+        extra.update(error.extra)
+    elif isinstance(error, MalformedJSON):
+        extra["position"] = error.position
+    elif isinstance(error, InputError) and code == "unsupported_content_type":
+        extra["accepted"] = list(ACCEPTED_TYPES)
+    elif isinstance(error, ConfigurationError):
+        message = error.errors[0] if error.errors else message
+        extra["errors"] = error.errors
+    elif isinstance(error, InvalidRequest):
+        extra.update(field=error.errors[0].split(":", 1)[0], errors=error.errors)
+    elif isinstance(error, RatingFailed):
+        code = BillingError.code  # over HTTP, one customer not rated is a billing conflict
+    return status, code, message, extra
+
+
+async def meterline_error(_: Request, error: Exception) -> Response:
+    """One of meterline's errors in the error shape (``WorkerUnavailable`` says to retry
+    in a second); one outside ``ANSWERED`` is raised on, to ``UnexpectedErrors``."""
+    if not isinstance(error, ANSWERED):
+        raise error
+    status, code, message, extra = _details(error)
+    headers = {"Retry-After": "1"} if isinstance(error, WorkerUnavailable) else None
+    return error_response(status, code, message, headers, **extra)
+
+
+async def parameter_error(_: Request, error: Exception) -> Response:
+    """FastAPI's refusal of a path or query parameter: 400 naming the first one."""
+    assert isinstance(error, RequestValidationError)
+    first = error.errors()[0]
+    field = ".".join(str(part) for part in first.get("loc", ())[1:]) or "request"
+    return error_response(400, "invalid_parameter", f"{field}: {first.get('msg')}", field=field)
 
 
 def _printable(value: Any) -> Any:

@@ -10,13 +10,16 @@ firings and finance's overrides.
 - ``GET /v1/live/{customer}`` the live figures (``read``); ``GET /v1/controls/firings``
   the firing record (``read``); ``POST /v1/customers/{customer}/overrides`` unblock,
   extend a limit or grant credits, with a reason (``admin``).
+
+The routes read the live front (``LiveFront``: the live worker's mirror, or the stream
+workers') from ``app.state.services``; they are mounted only when there is one. An
+override holds billing's lock alone (``Billing.lock``): it may grant credit.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
-from decimal import Decimal
+from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
 import msgspec
@@ -24,21 +27,29 @@ from anyio import to_thread
 from fastapi import APIRouter, Request
 from fastapi.responses import Response, StreamingResponse
 
-from meterline.api.billing_routes import HttpError, _json, _no_contract
-from meterline.api.credit_routes import _amount, _json_body
+from meterline.api.answers import ENCODER, HttpError, json_answer
+from meterline.api.dependencies import (
+    LiveDependency,
+    ServicesDependency,
+    no_contract,
+    own,
+    principal_inline,
+    principal_of,
+)
 from meterline.api.openapi import Amount, Reason, json_body
+from meterline.api.reading import amount
+from meterline.api.reading import json_body as read_json_body
+from meterline.billing.service import Billing
 from meterline.core.events import format_timestamp
 from meterline.keys import Principal
 from meterline.live.controls import OverrideError, firing_document
-from meterline.live.link import LiveLink
+from meterline.live.front import LiveFront
 
 OVERRIDE_KINDS = ("unblock", "extend", "grant")
 HEARTBEAT_S = 5.0
 """The longest silence on the access stream (the gate's heartbeat timeout is 15 s)."""
 STREAM_QUEUE_MAX = 10_000
 """Changes one slow stream may hold back before it is dropped (the gate reconnects)."""
-
-_ENCODER = msgspec.json.Encoder(decimal_format="number")
 
 
 class OverrideRequest(msgspec.Struct, forbid_unknown_fields=True):
@@ -73,231 +84,215 @@ _SSE_EVENT: dict[str, Any] = {
 
 
 def _event(name: str, data: dict[str, Any]) -> bytes:
-    return b"event: " + name.encode() + b"\ndata: " + _ENCODER.encode(data) + b"\n\n"
+    return b"event: " + name.encode() + b"\ndata: " + ENCODER.encode(data) + b"\n\n"
 
 
-class LiveRoutes:
-    """The live endpoints over one ``LiveLink`` (the live worker process's mirror)."""
+router = APIRouter(tags=["live"])
 
-    def __init__(
-        self,
-        link: LiveLink,
-        principal_of: Callable[[Request], Awaitable[Principal]],
-        write_guard: Callable[[], Any] | None = None,
-        principal_inline: Callable[[Request], Principal] | None = None,
-    ) -> None:
-        self.link = link
-        self.principal_of = principal_of
-        # The access answer authenticates in the event loop (one SQLite point read and a
-        # SHA-256, ~10 us): a hop to a worker thread costs more than the answer itself.
-        self.principal_inline = principal_inline
-        self.write_guard = write_guard
-        self.router = APIRouter(tags=["live"])
-        self._add_routes()
 
-    @staticmethod
-    def _own(principal: Principal, customer: str) -> None:
-        if principal.customer not in (None, customer):
-            raise _no_contract(customer)
-
-    def _override(self, principal: Principal, customer: str, body: OverrideRequest) -> Any:
-        amount = None if body.amount is None else _amount(body.amount, "amount")
-        paid = _amount(body.paid, "paid")
-        try:
-            if self.write_guard is not None:
-                with self.write_guard():
-                    record = self._apply(principal, customer, body, amount, paid)
-            else:
-                record = self._apply(principal, customer, body, amount, paid)
-        except OverrideError as error:
-            field = str(error).split(":", 1)[0]
-            raise HttpError(422, "invalid_input", str(error), field=field) from None
-        return _override_document(record)
-
-    def _apply(
-        self,
-        principal: Principal,
-        customer: str,
-        body: OverrideRequest,
-        amount: Decimal | None,
-        paid: Decimal,
-    ) -> Any:
-        return self.link.override(
-            customer,
-            body.kind,
-            body.reason,
-            f"key {principal.key_id}",
-            policy=body.policy,
-            amount=amount,
-            credit_type=body.credit_type,
-            paid=paid,
-        )
-
-    def _add_routes(self) -> None:
-        router = self.router
-
-        @router.get(
-            "/v1/access/stream",
-            summary="Access decisions, pushed (Server-Sent Events)",
-            response_class=EventStream,
-            responses={
-                200: {
-                    "description": "`snapshot`, then `change` and `heartbeat` events",
-                    "content": {"text/event-stream": {"schema": _SSE_EVENT}},
-                }
-            },
-        )
-        async def access_stream(request: Request) -> StreamingResponse:
-            principal = await self.principal_of(request)
-            only = principal.customer
-            loop = asyncio.get_running_loop()
-            queue: asyncio.Queue[tuple[int, str, dict[str, Any]] | None] = asyncio.Queue()
-
-            def listener(version: int, customer: str, decision: dict[str, Any]) -> None:
-                if only is not None and customer != only:
-                    return
-                if queue.qsize() >= STREAM_QUEUE_MAX:
-                    loop.call_soon_threadsafe(queue.put_nowait, None)
-                    return
-                loop.call_soon_threadsafe(queue.put_nowait, (version, customer, decision))
-
-            with self.link.lock:
-                snapshot = self.link.snapshot(only)
-                self.link.listeners.append(listener)
-
-            async def events() -> AsyncIterator[bytes]:
-                try:
-                    yield _event("snapshot", snapshot)
-                    version = snapshot["version"]
-                    while True:
-                        try:
-                            item = await asyncio.wait_for(queue.get(), HEARTBEAT_S)
-                        except TimeoutError:
-                            yield _event("heartbeat", {"version": version})
-                            continue
-                        if item is None:
-                            return  # fell too far behind: the client reconnects
-                        version, customer, decision = item
-                        yield _event(
-                            "change",
-                            {"version": version, "customer": customer, "decision": decision},
-                        )
-                finally:
-                    if listener in self.link.listeners:
-                        self.link.listeners.remove(listener)
-
-            return EventStream(
-                events(),
-                headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
+def _override(
+    live: LiveFront, billing: Billing, principal: Principal, customer: str, body: OverrideRequest
+) -> Any:
+    """The override, by this key, under billing's lock (held alone)."""
+    quantity = None if body.amount is None else amount(body.amount, "amount")
+    paid = amount(body.paid, "paid")
+    try:
+        with billing.lock.writing():
+            record = live.override(
+                customer,
+                body.kind,
+                body.reason,
+                f"key {principal.key_id}",
+                policy=body.policy,
+                amount=quantity,
+                credit_type=body.credit_type,
+                paid=paid,
             )
+    except OverrideError as error:
+        field = str(error).split(":", 1)[0]
+        raise HttpError(422, "invalid_input", str(error), field=field) from None
+    return _override_document(record)
 
-        @router.get(
-            "/v1/access/{customer}",
-            summary="May this customer use this feature now?",
-            responses={404: {"description": "Not this key's customer"}},
-        )
-        async def access(request: Request, customer: str, feature: str | None = None) -> Response:
-            if self.principal_inline is not None:
-                principal = self.principal_inline(request)
-            else:
-                principal = await self.principal_of(request)
-            self._own(principal, customer)
-            return _json(self.link.access(customer, feature))
 
-        @router.get(
-            "/v1/live",
-            summary="The live engine: its worker, progress and restarts",
-            responses={
-                403: {"description": "Key lacks the read scope, or is bound to a customer"},
-                503: {"description": "The live worker is not answering"},
-            },
-        )
-        async def status(request: Request) -> Response:
-            principal = await self.principal_of(request)
-            principal.require("read", "GET /v1/live")
-            if principal.customer is not None:
-                raise HttpError(403, "forbidden", "the live engine's status is not a customer's")
-            return _json(await to_thread.run_sync(self.link.status))
+async def _changes(
+    live: LiveFront,
+    snapshot: dict[str, Any],
+    queue: asyncio.Queue[tuple[int, str, dict[str, Any]] | None],
+    listener: Any,
+) -> AsyncIterator[bytes]:
+    """The access stream's events: the snapshot, then each change, a heartbeat in every
+    silence of ``HEARTBEAT_S``; it ends when the listener fell too far behind."""
+    try:
+        yield _event("snapshot", snapshot)
+        version = snapshot["version"]
+        while True:
+            try:
+                item = await asyncio.wait_for(queue.get(), HEARTBEAT_S)
+            except TimeoutError:
+                yield _event("heartbeat", {"version": version})
+                continue
+            if item is None:
+                return  # fell too far behind: the client reconnects
+            version, customer, decision = item
+            yield _event(
+                "change",
+                {"version": version, "customer": customer, "decision": decision},
+            )
+    finally:
+        if listener in live.listeners:
+            live.listeners.remove(listener)
 
-        @router.get(
-            "/v1/live/{customer}",
-            summary="A customer's live figures for this period",
-            responses={
-                403: {"description": "Key lacks the read scope"},
-                404: {"description": "No contract in force (or not this key's customer)"},
-                503: {"description": "The live worker is not answering"},
-            },
-        )
-        async def live(request: Request, customer: str) -> Response:
-            principal = await self.principal_of(request)
-            principal.require("read", "GET /v1/live")
-            self._own(principal, customer)
-            document = await to_thread.run_sync(self.link.figures, customer)
-            if document is None:
-                raise _no_contract(customer)
-            return _json(document)
 
-        @router.get(
-            "/v1/controls/firings",
-            summary="Every control firing, oldest first",
-            responses={403: {"description": "Key lacks the read scope"}},
-        )
-        async def firings(request: Request, customer: str | None = None) -> Response:
-            principal = await self.principal_of(request)
-            principal.require("read", "GET /v1/controls/firings")
-            if principal.customer is not None:
-                customer = principal.customer
-            records = await to_thread.run_sync(self.link.store.firings, customer)
-            results = await to_thread.run_sync(self.link.store.results)
-            return _json(
+@router.get(
+    "/v1/access/stream",
+    summary="Access decisions, pushed (Server-Sent Events)",
+    response_class=EventStream,
+    responses={
+        200: {
+            "description": "`snapshot`, then `change` and `heartbeat` events",
+            "content": {"text/event-stream": {"schema": _SSE_EVENT}},
+        }
+    },
+)
+async def access_stream(request: Request, live: LiveDependency) -> StreamingResponse:
+    principal = await principal_of(request)
+    only = principal.customer
+    loop = asyncio.get_running_loop()
+    queue: asyncio.Queue[tuple[int, str, dict[str, Any]] | None] = asyncio.Queue()
+
+    def listener(version: int, customer: str, decision: dict[str, Any]) -> None:
+        if only is not None and customer != only:
+            return
+        if queue.qsize() >= STREAM_QUEUE_MAX:
+            loop.call_soon_threadsafe(queue.put_nowait, None)
+            return
+        loop.call_soon_threadsafe(queue.put_nowait, (version, customer, decision))
+
+    with live.lock:
+        snapshot = live.snapshot(only)
+        live.listeners.append(listener)
+    return EventStream(
+        _changes(live, snapshot, queue, listener),
+        headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
+    )
+
+
+@router.get(
+    "/v1/access/{customer}",
+    summary="May this customer use this feature now?",
+    responses={404: {"description": "Not this key's customer"}},
+)
+async def access(
+    request: Request, live: LiveDependency, customer: str, feature: str | None = None
+) -> Response:
+    # authenticated in the event loop: a hop to a worker thread costs more than the answer
+    principal = principal_inline(request)
+    own(principal, customer)
+    return json_answer(live.access(customer, feature))
+
+
+@router.get(
+    "/v1/live",
+    summary="The live engine: its worker, progress and restarts",
+    responses={
+        403: {"description": "Key lacks the read scope, or is bound to a customer"},
+        503: {"description": "The live worker is not answering"},
+    },
+)
+async def status(request: Request, live: LiveDependency) -> Response:
+    principal = await principal_of(request)
+    principal.require("read", "GET /v1/live")
+    if principal.customer is not None:
+        raise HttpError(403, "forbidden", "the live engine's status is not a customer's")
+    return json_answer(await to_thread.run_sync(live.status))
+
+
+@router.get(
+    "/v1/live/{customer}",
+    summary="A customer's live figures for this period",
+    responses={
+        403: {"description": "Key lacks the read scope"},
+        404: {"description": "No contract in force (or not this key's customer)"},
+        503: {"description": "The live worker is not answering"},
+    },
+)
+async def live(request: Request, front: LiveDependency, customer: str) -> Response:
+    principal = await principal_of(request)
+    principal.require("read", "GET /v1/live")
+    own(principal, customer)
+    document = await to_thread.run_sync(front.figures, customer)
+    if document is None:
+        raise no_contract(customer)
+    return json_answer(document)
+
+
+@router.get(
+    "/v1/controls/firings",
+    summary="Every control firing, oldest first",
+    responses={403: {"description": "Key lacks the read scope"}},
+)
+async def firings(request: Request, live: LiveDependency, customer: str | None = None) -> Response:
+    principal = await principal_of(request)
+    principal.require("read", "GET /v1/controls/firings")
+    if principal.customer is not None:
+        customer = principal.customer
+    records = await to_thread.run_sync(live.store.firings, customer)
+    results = await to_thread.run_sync(live.store.results)
+    return json_answer(
+        {
+            "firings": [
                 {
-                    "firings": [
-                        {
-                            **firing_document(f),
-                            "results": {a: results.get((f.number, a)) for a in f.actions},
-                        }
-                        for f in records
-                    ]
+                    **firing_document(f),
+                    "results": {a: results.get((f.number, a)) for a in f.actions},
                 }
-            )
+                for f in records
+            ]
+        }
+    )
 
-        @router.post(
-            "/v1/customers/{customer}/overrides",
-            status_code=201,
-            summary="Unblock, extend a limit or grant credits, with a reason",
-            openapi_extra=json_body(OverrideRequest, "The override"),
-            responses={
-                400: {"description": "Malformed JSON, a wrong or unknown field, a bad amount"},
-                403: {"description": "Key lacks the admin scope"},
-                404: {"description": "Not this key's customer"},
-                413: {"description": "Body over 64 KiB"},
-                415: {"description": "Not a JSON body"},
-                422: {"description": "The override breaks a rule (the message names the field)"},
-                503: {"description": "The live worker is not answering"},
-            },
-        )
-        async def override(request: Request, customer: str) -> Response:
-            principal = await self.principal_of(request)
-            principal.require("admin", "POST /v1/customers/{customer}/overrides")
-            self._own(principal, customer)
-            body = await _json_body(request, OverrideRequest)
-            document = await to_thread.run_sync(self._override, principal, customer, body)
-            return _json(document, 201)
 
-        @router.get(
-            "/v1/customers/{customer}/overrides",
-            summary="Overrides, oldest first",
-            responses={
-                403: {"description": "Key lacks the read scope"},
-                404: {"description": "Not this key's customer"},
-            },
-        )
-        async def overrides(request: Request, customer: str) -> Response:
-            principal = await self.principal_of(request)
-            principal.require("read", "GET /v1/customers/{customer}/overrides")
-            self._own(principal, customer)
-            records = await to_thread.run_sync(self.link.store.overrides, customer)
-            return _json({"overrides": [_override_document(r) for r in records]})
+@router.post(
+    "/v1/customers/{customer}/overrides",
+    status_code=201,
+    summary="Unblock, extend a limit or grant credits, with a reason",
+    openapi_extra=json_body(OverrideRequest, "The override"),
+    responses={
+        400: {"description": "Malformed JSON, a wrong or unknown field, a bad amount"},
+        403: {"description": "Key lacks the admin scope"},
+        404: {"description": "Not this key's customer"},
+        413: {"description": "Body over 64 KiB"},
+        415: {"description": "Not a JSON body"},
+        422: {"description": "The override breaks a rule (the message names the field)"},
+        503: {"description": "The live worker is not answering"},
+    },
+)
+async def override(request: Request, services: ServicesDependency, customer: str) -> Response:
+    principal = await principal_of(request)
+    principal.require("admin", "POST /v1/customers/{customer}/overrides")
+    own(principal, customer)
+    body = await read_json_body(request, OverrideRequest)
+    live = services.live
+    assert live is not None
+    document = await to_thread.run_sync(
+        _override, live, services.billing, principal, customer, body
+    )
+    return json_answer(document, 201)
+
+
+@router.get(
+    "/v1/customers/{customer}/overrides",
+    summary="Overrides, oldest first",
+    responses={
+        403: {"description": "Key lacks the read scope"},
+        404: {"description": "Not this key's customer"},
+    },
+)
+async def overrides(request: Request, live: LiveDependency, customer: str) -> Response:
+    principal = await principal_of(request)
+    principal.require("read", "GET /v1/customers/{customer}/overrides")
+    own(principal, customer)
+    records = await to_thread.run_sync(live.store.overrides, customer)
+    return json_answer({"overrides": [_override_document(r) for r in records]})
 
 
 def _override_document(record: Any) -> dict[str, Any]:

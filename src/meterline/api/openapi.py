@@ -19,7 +19,7 @@ adds what it cannot see, in one place:
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
@@ -366,6 +366,32 @@ def no_nul(schema: dict[str, Any]) -> dict[str, Any]:
     return schema
 
 
+def _refs(value: Any) -> Iterator[str]:
+    """The component names ``value``'s ``$ref``s point to, at any depth."""
+    if isinstance(value, dict):
+        ref = value.get("$ref")
+        if isinstance(ref, str):
+            yield ref.rsplit("/", 1)[-1]
+        for item in value.values():
+            yield from _refs(item)
+    elif isinstance(value, list):
+        for item in value:
+            yield from _refs(item)
+
+
+def _referenced(paths: dict[str, Any], found: dict[str, Any]) -> dict[str, Any]:
+    """The schemas of ``found`` the operations refer to, directly or through another:
+    a struct whose routes this application does not mount stays out of its document."""
+    wanted: set[str] = set()
+    pending = [name for name in _refs(paths) if name in found]
+    while pending:
+        name = pending.pop()
+        if name not in wanted:
+            wanted.add(name)
+            pending += [inner for inner in _refs(found[name]) if inner in found]
+    return {name: schema for name, schema in found.items() if name in wanted}
+
+
 def _components(document: dict[str, Any]) -> None:
     components = document.setdefault("components", {})
     schemas = components.setdefault("schemas", {})
@@ -376,8 +402,9 @@ def _components(document: dict[str, Any]) -> None:
         _, found = msgspec.json.schema_components(
             tuple(_STRUCTS.values()), ref_template=_REF_TEMPLATE
         )
+        found = _referenced(document.get("paths", {}), found)
         schemas.update(found)
-        for name in _REQUESTS:
+        for name in _REQUESTS & found.keys():
             no_nul(schemas[name])
     if not schemas:
         components.pop("schemas")

@@ -17,11 +17,12 @@ from typing import Annotated, Any
 
 import msgspec
 from anyio import to_thread
-from fastapi import APIRouter, FastAPI, Query, Request
+from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response
 
-from meterline.api.billing_routes import HttpError
+from meterline.api.answers import HttpError
 from meterline.api.bodies import check_nesting, nul_field
+from meterline.api.dependencies import read, write
 from meterline.api.openapi import DECIMAL, Amount, Reason, json_body
 from meterline.billing.payments import (
     PaymentRequest,
@@ -42,12 +43,6 @@ _JSON = "application/json"
 _ENCODER = msgspec.json.Encoder()
 
 router = APIRouter(tags=["payments"])
-
-
-def with_payment_routes(app: FastAPI) -> FastAPI:
-    """``app`` with these routes included (``create_app``'s one hook)."""
-    app.include_router(router)
-    return app
 
 
 class PaymentBody(msgspec.Struct, forbid_unknown_fields=True):
@@ -134,7 +129,7 @@ def _recorded(done: Recorded) -> Response:
 
 async def _record(request: Request, principal: Principal, payment: PaymentRequest) -> Response:
     billing = _billing(request)
-    done = await to_thread.run_sync(billing.record_payment, payment, principal.customer)
+    done = await write(billing, billing.record_payment, payment, principal.customer)
     return _recorded(done)
 
 
@@ -224,8 +219,8 @@ async def write_off(request: Request, invoice_id: str) -> Response:
 async def invoice_payments(request: Request, invoice_id: str) -> Response:
     principal = await _caller(request, "read", "GET payments")
     billing = _billing(request)
-    standing, _ = await to_thread.run_sync(billing.invoice_standing, invoice_id, principal.customer)
-    stored = await to_thread.run_sync(billing.payment_records.of_invoice, invoice_id)
+    standing, _ = await read(billing, billing.invoice_standing, invoice_id, principal.customer)
+    stored = await read(billing, billing.payment_records.of_invoice, invoice_id)
     records = [record_document(item) for item in stored]
     return _json({"standing": standing_document(standing), "records": records})
 
@@ -276,7 +271,7 @@ OnDate = Annotated[
 async def receivables(request: Request, customer: str | None = None) -> Response:
     principal = await _caller(request, "read", "GET receivables")
     billing = _billing(request)
-    found = await to_thread.run_sync(billing.receivables, _scoped(principal, customer))
+    found = await read(billing, billing.receivables, _scoped(principal, customer))
     return _json({"receivables": [standing_document(item) for item, _ in found]})
 
 
@@ -291,7 +286,7 @@ async def aging(
     principal = await _caller(request, "read", "GET aging")
     billing = _billing(request)
     day = _date(on, _today(billing))
-    rows = await to_thread.run_sync(billing.aging, day, net_days, _scoped(principal, customer))
+    rows = await read(billing, billing.aging, day, net_days, _scoped(principal, customer))
     body = [aging_document(row) for row in rows]
     return _json({"on": day.isoformat(), "net_days": net_days, "rows": body})
 
@@ -311,9 +306,7 @@ async def overdue(
     principal = await _caller(request, "read", "GET overdue")
     billing = _billing(request)
     day = _date(on, _today(billing))
-    found = await to_thread.run_sync(
-        billing.overdue, day, days, net_days, _scoped(principal, customer)
-    )
+    found = await read(billing, billing.overdue, day, days, net_days, _scoped(principal, customer))
     body = [overdue_document(item) for item in found]
     return _json({"on": day.isoformat(), "days": days, "overdue": body})
 
@@ -340,5 +333,5 @@ async def overdue_access(
     scoped = _scoped(principal, customer) or customer
     policy = OverduePolicy(f"overdue-{days}-days", action, days, net_days)  # type: ignore[arg-type]
     day = _date(on, _today(billing))
-    answer = await to_thread.run_sync(billing.overdue_access, scoped, policy, day, feature)
+    answer = await read(billing, billing.overdue_access, scoped, policy, day, feature)
     return _json(answer)

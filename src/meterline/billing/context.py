@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from meterline.billing.errors import BillingError, NotFound
+from meterline.billing.locking import ReadersWriterLock
 from meterline.billing.unbillable import UnbillableUsage
 from meterline.clock import Clock
 from meterline.config.schema import parse_configuration
@@ -76,7 +77,7 @@ def invoice_cut(document: dict[str, Any]) -> Cut:
 @dataclass
 class BillingContext:
     """What billing's functions share: the ledger, the billing store, the clock, the parsed
-    revisions (by number) and the listeners."""
+    revisions (by number), the listeners and the readers-writer lock."""
 
     ledger: Ledger
     store: BillingStore
@@ -88,6 +89,8 @@ class BillingContext:
         default_factory=list
     )
     """Told the unbillable usage each close met (the server publishes webhooks)."""
+    lock: ReadersWriterLock = field(default_factory=ReadersWriterLock)
+    """Many readers or one writer of this billing in this process (``billing.locking``)."""
 
     def changed(self, customer: str | None) -> None:
         for listener in self.listeners:

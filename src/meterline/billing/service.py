@@ -53,6 +53,7 @@ from meterline.billing.credit_notes import CREDIT_NOTE_SCHEMA
 from meterline.billing.credits import CreditInputs
 from meterline.billing.documents import CreditPart
 from meterline.billing.errors import BillingError, InvalidRequest, NotFound, RatingFailed
+from meterline.billing.locking import ReadersWriterLock
 from meterline.billing.payments import PaymentRequest, Recorded
 from meterline.billing.proofs import Verifier, standalone_verifier
 from meterline.billing.revisions import ApplyReport, Change, diff
@@ -136,6 +137,12 @@ class Billing:
     def unbillable_listeners(self) -> list[Callable[[list[UnbillableUsage]], object]]:
         """Told the unbillable usage each close met (the server publishes webhooks)."""
         return self.context.unbillable_listeners
+
+    @property
+    def lock(self) -> ReadersWriterLock:
+        """Many readers or one writer in this process (``billing.locking``): callers from
+        several threads take ``lock.reading()`` or ``lock.writing()`` around each call."""
+        return self.context.lock
 
     def ledger_cut(self) -> Cut:
         """``BillingContext.ledger_cut``."""

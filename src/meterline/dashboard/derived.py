@@ -1,0 +1,84 @@
+"""The dashboard's derived figures, cached: usage slices, the books and the unbillable
+report are derived again only when what they are made of moved (the ledger's cut, the
+invoices, credit notes, grants, the pricing revision, or the day: revenue is recognized
+by day). Unit economics re-rate the ledger (seconds on a large one), so a page load
+should not.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from meterline.billing.service import Billing
+from meterline.billing.unbillable_report import unbillable_report
+from meterline.core.economics import UsageSlice
+from meterline.finance.books import Books, build_books
+from meterline.finance.economics import usage_slices
+from meterline.ledger.ledger import Ledger
+
+
+@dataclass
+class _Cached:
+    version: tuple[Any, ...]
+    value: Any
+
+
+class Derived:
+    """Usage slices and the books, derived again only when their inputs moved.
+
+    The caller holds billing's lock for reading (``Billing.lock``); one lock per figure makes
+    concurrent page loads wait for one derivation rather than run two.
+    """
+
+    def __init__(self, billing: Billing, ledger: Ledger) -> None:
+        self.billing = billing
+        self.ledger = ledger
+        self._slices: _Cached | None = None
+        self._books: _Cached | None = None
+        self._unbillable: _Cached | None = None
+        self._slices_lock = threading.Lock()
+        self._books_lock = threading.Lock()
+        self._unbillable_lock = threading.Lock()
+
+    def version(self) -> tuple[Any, ...]:
+        """What the figures are made of: the ledger's cut, the count of invoices, credit
+        notes and grants, the pricing revision, and today's date (UTC)."""
+        store = self.billing.store
+        revision = store.revision()
+        return (
+            self.ledger.store.cut(),
+            len(store.invoices()),
+            len(store.credit_notes()),
+            len(store.grants()),
+            None if revision is None else revision.revision,
+            datetime.fromtimestamp(self.billing.clock() / 1e6, UTC).date(),
+        )
+
+    def slices(self) -> list[UsageSlice]:
+        with self._slices_lock:
+            version = self.version()
+            if self._slices is None or self._slices.version != version:
+                self._slices = _Cached(version, usage_slices(self.billing))
+            result: list[UsageSlice] = self._slices.value
+            return result
+
+    def unbillable(self) -> dict[str, Any]:
+        """The unbillable usage report of every customer (``billing.unbillable``)."""
+        with self._unbillable_lock:
+            version = self.version()
+            if self._unbillable is None or self._unbillable.version != version:
+                report = unbillable_report(self.billing)
+                self._unbillable = _Cached(version, report.as_dict())
+            result: dict[str, Any] = self._unbillable.value
+            return result
+
+    def books(self) -> Books:
+        with self._books_lock:
+            version = self.version()
+            if self._books is None or self._books.version != version:
+                self._books = _Cached(version, build_books(self.billing))
+            result: Books = self._books.value
+            return result

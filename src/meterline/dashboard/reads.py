@@ -1,0 +1,106 @@
+"""What the dashboard's pages read: the customers a key may see, live figures and
+blocks from the live front, usage slices, a visible invoice and its lines, the events
+behind a line. Run in a worker thread, under billing's lock for reading.
+
+Tenancy: a key bound to a customer sees only that customer; anything else is hidden
+exactly as if it did not exist (``site.hidden``: 404).
+"""
+
+from __future__ import annotations
+
+from array import array
+from typing import Any
+
+from meterline.billing.service import BillingError
+from meterline.core.controls import Block
+from meterline.core.economics import UsageSlice
+from meterline.core.events import decode_exact, format_timestamp
+from meterline.dashboard import views
+from meterline.dashboard.site import Dashboard, PageError, hidden, visible
+from meterline.keys import Principal
+from meterline.ledger.billing import StoredInvoice
+
+
+def customers_of(dashboard: Dashboard, principal: Principal) -> list[tuple[str, str]]:
+    """Every customer with a contract (and its plan now) this key may see."""
+    loaded = dashboard.billing.load()
+    now = dashboard.billing.clock()
+    plans: dict[str, str] = {}
+    if loaded is not None:
+        for contract in loaded.configuration.contracts:
+            plan = contract.plan
+            for amendment in contract.amendments:
+                if amendment.effective_us <= now:
+                    plan = amendment.plan
+            if contract.active_at(now) or contract.customer not in plans:
+                plans[contract.customer] = plan
+    if dashboard.link is not None:
+        for customer in dashboard.link.customers:
+            plans.setdefault(customer, "")
+    return sorted((c, p) for c, p in plans.items() if visible(principal, c))
+
+
+def figures(dashboard: Dashboard, customer: str) -> dict[str, Any] | None:
+    """The customer's live figures (the live engine's), or None without one or when
+    the customer cannot be rated now (the unbillable page names it and why)."""
+    if dashboard.link is None:
+        return None
+    try:
+        return dashboard.link.figures(customer)
+    except BillingError:
+        return None
+
+
+def blocks(dashboard: Dashboard, customer: str) -> list[views.BlockView]:
+    """The customer's active blocks, from the server's mirror of the live engine."""
+    if dashboard.link is None:
+        return []
+    found: tuple[Block, ...] = dashboard.link.states.get(customer, ((), {}))[0]
+    return views.block_views(found, format_timestamp)
+
+
+def slices_of(dashboard: Dashboard, principal: Principal) -> list[UsageSlice]:
+    slices = dashboard.derived.slices()
+    if principal.customer is None:
+        return slices
+    return [item for item in slices if item.customer == principal.customer]
+
+
+def visible_invoice(dashboard: Dashboard, principal: Principal, invoice_id: str) -> StoredInvoice:
+    stored = dashboard.billing.store.invoice(invoice_id)
+    if stored is None or not visible(principal, stored.customer):
+        raise hidden(f"invoice {invoice_id!r}")
+    return stored
+
+
+def line_of(document: dict[str, Any], number: int) -> dict[str, Any]:
+    lines = document["lines"]
+    if not 1 <= number <= len(lines):
+        raise PageError(404, f"Invoice {document['number']} has lines 1 to {len(lines)}.")
+    line: dict[str, Any] = lines[number - 1]
+    if not views.has_events(line):
+        raise PageError(
+            404,
+            f"Line {number} is a {line['kind']} line: only usage and adjustment lines"
+            " have events behind them.",
+        )
+    return line
+
+
+def sequences(dashboard: Dashboard, invoice_id: str, number: int) -> array[int]:
+    """The ledger sequences behind a finalized line, ascending (cached: immutable)."""
+    return dashboard.line_sequences(invoice_id, number)
+
+
+def invoice_row(stored: StoredInvoice) -> dict[str, Any]:
+    document = decode_exact(stored.document)
+    return {
+        "id": stored.invoice_id,
+        "customer": stored.customer,
+        "kind": stored.kind,
+        "period_start": format_timestamp(stored.period_start_us)[:10],
+        "period_end": format_timestamp(stored.period_end_us)[:10],
+        "finalized_at": format_timestamp(stored.finalized_at_us),
+        "total": document.get("total"),
+        "currency": document.get("currency", ""),
+    }
