@@ -462,10 +462,40 @@ def test_admin_routes_refuse_read_and_ingest_keys(billed: Billed) -> None:
 # -- credit notes and audit -----------------------------------------------------------------
 
 
+def test_partial_credit_notes_over_http(billed: Billed) -> None:
+    """Credit a chosen line, then an amount; a line twice, too much, or a bad amount are
+    refused with the reason; the audit still passes."""
+    invoice_id = billed.invoice_id("acme-copilot")
+    path = f"/v1/invoices/{invoice_id}/credit-notes"
+    with billed.client("admin") as admin:
+        document = admin.get(f"/v1/invoices/{invoice_id}").json()["invoice"]
+        usage = next(line for line in document["lines"] if line["kind"] == "usage")
+        created = admin.post(path, json={"reason": "disputed", "lines": [usage["number"]]})
+        assert created.status_code == 201, created.text
+        note = created.json()["document"]
+        assert note["lines"][0]["credits_line"] == usage["number"]
+        assert note["lines"][0]["amount"] == str(-Decimal(usage["amount"]))
+        again = error_of(
+            admin.post(path, json={"reason": "twice", "lines": [usage["number"]]}),
+            409,
+            "billing_conflict",
+        )
+        assert "credited already" in again["message"]
+        assert admin.post(path, json={"reason": "goodwill", "amount": "10.00"}).status_code == 201
+        too_much = error_of(
+            admin.post(path, json={"reason": "x", "amount": "99999999.00"}), 409, "billing_conflict"
+        )
+        assert "more than the" in too_much["message"]
+        error_of(admin.post(path, json={"reason": "x", "amount": "ten"}), 400, "invalid_input")
+        error_of(admin.post(path, json={"reason": "x", "lines": [0]}), 400, "invalid_input")
+        assert admin.get("/v1/audit").json()["passed"]
+
+
 def test_a_void_credit_note_and_the_audit_still_passes(billed: Billed) -> None:
     invoice_id = billed.invoice_id("umbrella-health")
     path = f"/v1/invoices/{invoice_id}/credit-notes"
     with billed.client("admin") as admin:
+        notes_before = admin.get("/v1/audit").json()["credit_notes"]  # other tests' notes
         error_of(admin.post(path, json={"reason": "  "}), 400, "invalid_input")
         error_of(admin.post(path, json={"reason": "x", "voids": True}), 400, "invalid_input")
         error_of(
@@ -525,7 +555,7 @@ def test_a_void_credit_note_and_the_audit_still_passes(billed: Billed) -> None:
         assert report["passed"] is True and report["chain_intact"] is True
         assert report["mismatches"] == []
         assert report["invoices"] == 10 and report["revisions"] == 1
-        assert report["credit_notes"] == 2
+        assert report["credit_notes"] == notes_before + 2
 
 
 def test_the_billing_routes_are_in_the_openapi_document(billed: Billed) -> None:

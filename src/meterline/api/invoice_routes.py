@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from array import array
 from bisect import bisect_right
+from decimal import Decimal
 from typing import Annotated, Any
 
 import msgspec
@@ -25,11 +26,12 @@ from meterline.api.dependencies import (
     read,
     write,
 )
-from meterline.api.openapi import Reason, json_body
+from meterline.api.openapi import Amount, Reason, json_body
 from meterline.api.reading import json_body as read_json_body
 from meterline.api.services import Services
 from meterline.billing.service import Billing, NotFound
 from meterline.core.events import decode_exact
+from meterline.core.money import MoneyError, to_bounded_amount
 from meterline.keys import Principal
 from meterline.ledger.billing import StoredInvoice
 from meterline.ledger.store import SEQUENCE_MAX
@@ -47,12 +49,20 @@ LineNumber = Annotated[
 
 
 class CreditNoteRequest(msgspec.Struct, forbid_unknown_fields=True):
-    """A credit note: void the whole invoice, or settle its late events now."""
+    """A credit note: void the whole invoice, credit chosen lines or an amount (each with
+    its tax), or settle its late events now."""
 
     reason: Reason
     void: Annotated[
         bool, msgspec.Meta(description="Credit the whole total; otherwise settle late events")
     ] = False
+    lines: Annotated[
+        list[Annotated[int, msgspec.Meta(ge=1, le=LINE_NUMBER_MAX)]],
+        msgspec.Meta(description="Credit these lines in full, with their tax", max_length=1000),
+    ] = msgspec.field(default_factory=list)
+    amount: Annotated[
+        Amount | None, msgspec.Meta(description="Credit this pre-tax amount over the charges")
+    ] = None
 
 
 router = APIRouter(tags=["billing"])
@@ -119,7 +129,8 @@ def _credit_note(
     billing: Billing, principal: Principal, invoice_id: str, request: CreditNoteRequest
 ) -> tuple[str, bytes, bytes]:
     _visible_invoice(billing, principal, invoice_id)
-    note = billing.credit_note(invoice_id, request.reason, void=request.void)
+    amount = None if request.amount is None else Decimal(request.amount)
+    note = billing.credit_note(invoice_id, request.reason, request.void, request.lines, amount)
     return note.note_id, note.document, note.document_sha256
 
 
@@ -199,7 +210,8 @@ async def proof(
 
 @router.post(
     "/v1/invoices/{invoice_id}/credit-notes",
-    summary="Issue a credit note: void the invoice, or settle its late events now",
+    summary="Issue a credit note: void the invoice, credit lines or an amount, or settle its"
+    " late events now",
     status_code=201,
     openapi_extra=json_body(CreditNoteRequest, "The credit note"),
     responses={
@@ -207,7 +219,10 @@ async def proof(
         400: {"description": "Malformed body or an empty reason"},
         **AUTH,
         404: {"description": "No such invoice (or not this key's)"},
-        409: {"description": "Already void, or no late events to settle"},
+        409: {
+            "description": "Already void, no late events to settle, a line credited already"
+            " or not a charge, or more than is left to credit"
+        },
         413: {"description": "Body over 64 KiB"},
         415: {"description": "Not a JSON body"},
     },
@@ -221,6 +236,11 @@ async def credit_note(request: Request, billing: BillingDependency, invoice_id: 
         raise HttpError(
             400, "invalid_input", "reason: a credit note needs a reason", field="reason"
         )
+    if parsed.amount is not None:
+        try:
+            to_bounded_amount(parsed.amount, "amount")
+        except MoneyError as error:
+            raise HttpError(400, "invalid_input", str(error), field="amount") from None
     note_id, document, digest = await write(
         billing, _credit_note, billing, principal, invoice_id, parsed
     )
