@@ -87,8 +87,8 @@ def test_a_fee_billed_after_its_service_began_earns_the_days_before_as_unbilled(
     assert _balance(entries, UNBILLED) == 0
     assert _balance(entries, DEFERRED_FEES) == 0
     assert _balance(entries, RECEIVABLE) == D("500.00")
-    # 500 over 31 days: 16.12 each, the 28 cents left go to the first 28 days
-    assert _balance(entries, UNBILLED, date(2026, 10, 15)) == 15 * D("16.13")
+    # 500 over 31 days: by the 15th, 500 x 15 / 31 = 241.935... rounded once
+    assert _balance(entries, UNBILLED, date(2026, 10, 15)) == D("241.94")
 
 
 def test_usage_commitment_and_discount_lines_earn_on_the_last_day_of_service() -> None:

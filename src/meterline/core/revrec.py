@@ -5,8 +5,10 @@ What each kind of consideration earns, and when (docs/finance.md, "Revenue recog
 - **Fees billed in advance** (``ratable_fee``): billed to accounts receivable and deferred;
   recognized ratably by day over the service period. A day counts from the period's first
   date up to, not including, its end date (Stripe's daily amortization: a 4-month period
-  from June 15 to October 13 is 120 days); the amount is split over the days without
-  losing a cent (``money.allocate``: largest remainder).
+  from June 15 to October 13 is 120 days); day k recognizes the rounded cumulative
+  amount less the rounded amount before it (``money.cumulative_shares``), so the revenue
+  recognized by every day is within half a cent of the exact figure and the days sum to
+  the fee.
 - **Usage billed in arrears** (``usage_in_arrears``): recognized as delivered, day by day,
   against unbilled receivable; billing moves it to accounts receivable. Each day's figure
   is the rounded cumulative amount less the rounded amount before it, so the days sum to
@@ -54,7 +56,7 @@ from meterline.core.journal import (
     Posting,
     entry,
 )
-from meterline.core.money import MONEY_CONTEXT, allocate, round_amount
+from meterline.core.money import MONEY_CONTEXT, cumulative_shares, round_amount
 
 ZERO = Decimal(0)
 
@@ -87,7 +89,7 @@ def ratable_fee(
     arrears, or one billed late); the rest is deferred when billed and released day by
     day. A negative amount (a credit note on the fee) reverses the same way."""
     days = service_days(start, end)
-    shares = allocate(abs(amount), [Decimal(1)] * len(days), currency)
+    shares = cumulative_shares(abs(amount), len(days), currency)
     sign = -1 if amount < 0 else 1
     entries: list[JournalEntry | None] = []
     earned_before = ZERO
