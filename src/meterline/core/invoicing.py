@@ -30,7 +30,7 @@ from typing import Any
 from meterline.core.cuts import Cut
 from meterline.core.events import encode_canonical, format_timestamp
 from meterline.core.model import Configuration, Price, Segment
-from meterline.core.money import MONEY_CONTEXT, prorate, round_amount
+from meterline.core.money import MONEY_CONTEXT, RoundingMode, prorate, round_amount
 from meterline.core.periods import BillingPeriod, local_date, proration_fraction
 from meterline.core.rating import UsageLine
 
@@ -319,16 +319,8 @@ def build_invoice(
     """The invoice document for ``header.period``: usage, fees, discounts, the minimum
     commit's true-up, the ``extra`` lines (credits), adjustments; with a ``credits``
     section (the period's credit ledger) when given."""
-    period, timezone = header.period, header.timezone
     rounding = segment_list[0].terms.plan.billing.rounding if segment_list else "half_up"
-    body = usage_lines(rated, segment_list, configuration) + fee_lines(
-        segment_list, period, timezone
-    )
-    body += discount_lines(body, segment_list)
-    if minimum_commit is not None:
-        true_up = commitment_line(body, segment_list, minimum_commit, header.currency)
-        if true_up is not None:
-            body.append(true_up)
+    body = _service_lines(header, segment_list, rated, configuration, minimum_commit)
     body += [
         _Line(line.kind, line.description, line.amount, line.segment, line.detail) for line in extra
     ]
@@ -339,33 +331,94 @@ def build_invoice(
             _KIND_ORDER[line.kind],
         )
     )
-    for adjustment in adjustments:
-        body.append(
-            _Line(
-                "adjustment",
-                adjustment.description,
-                adjustment.amount,
-                None,
-                {"adjusts": adjustment.adjusts, "lineage": adjustment.lineage()},
-            )
+    body += [
+        _Line(
+            "adjustment",
+            adjustment.description,
+            adjustment.amount,
+            None,
+            {"adjusts": adjustment.adjusts, "lineage": adjustment.lineage()},
         )
+        for adjustment in adjustments
+    ]
+    lines, total = _numbered_lines(body, header.currency, rounding)
+    document = _document(header, segment_list, lines, total)
+    if credits is not None:
+        document["credits"] = credits
+    return document
+
+
+def _service_lines(
+    header: InvoiceHeader,
+    segment_list: Sequence[Segment],
+    rated: Sequence[UsageLine],
+    configuration: Configuration,
+    minimum_commit: Decimal | None,
+) -> list[_Line]:
+    """Usage, fees, discounts and the minimum commit's true-up: what the service costs."""
+    body = usage_lines(rated, segment_list, configuration) + fee_lines(
+        segment_list, header.period, header.timezone
+    )
+    body += discount_lines(body, segment_list)
+    if minimum_commit is not None:
+        true_up = commitment_line(body, segment_list, minimum_commit, header.currency)
+        if true_up is not None:
+            body.append(true_up)
+    return body
+
+
+def _numbered_lines(
+    body: Sequence[_Line], currency: str, rounding: RoundingMode
+) -> tuple[list[dict[str, Any]], Decimal]:
+    """The document's lines, each rounded once, and their total. ``prepaid`` lines (amounts
+    billed early) net no more than the other lines owe (``netted_amounts``)."""
+    rounded = [round_amount(line.amount, currency, rounding) for line in body]
+    netted = netted_amounts([line.kind for line in body], rounded)
     lines = []
     total = ZERO
     for number, line in enumerate(body, start=1):
-        rounded = round_amount(line.amount, header.currency, rounding)
+        amount, capped = netted[number - 1], netted[number - 1] != rounded[number - 1]
         with localcontext(MONEY_CONTEXT):
-            total += rounded
-        lines.append(
-            {
-                "number": number,
-                "kind": line.kind,
-                "description": line.description,
-                "amount": str(rounded),
-                "amount_exact": _plain(line.amount),
-                **line.detail,
-            }
-        )
-    document = {
+            total += amount
+        record: dict[str, Any] = {
+            "number": number,
+            "kind": line.kind,
+            "description": line.description,
+            "amount": str(amount),
+            "amount_exact": _plain(amount if capped else line.amount),
+            **line.detail,
+        }
+        if capped:
+            with localcontext(MONEY_CONTEXT):
+                record["carried"] = str(amount - rounded[number - 1])
+        lines.append(record)
+    return lines, total
+
+
+def netted_amounts(kinds: Sequence[str], amounts: Sequence[Decimal]) -> list[Decimal]:
+    """``amounts`` with each ``prepaid`` one (negative: billed early) capped, in order, at
+    what the other lines still owe, so netting never makes an invoice negative (nor more
+    negative than its other lines). What a cap leaves (``billed early - netted``) is a
+    surplus that carries to the customer's next period invoice (``billing.netting``)."""
+    with localcontext(MONEY_CONTEXT):
+        owed = sum((a for k, a in zip(kinds, amounts, strict=True) if k != "prepaid"), ZERO)
+        result = []
+        for kind, amount in zip(kinds, amounts, strict=True):
+            if kind == "prepaid":
+                amount = -min(-amount, max(ZERO, owed))
+                owed += amount
+            result.append(amount)
+    return result
+
+
+def _document(
+    header: InvoiceHeader,
+    segment_list: Sequence[Segment],
+    lines: list[dict[str, Any]],
+    total: Decimal,
+) -> dict[str, Any]:
+    period, timezone = header.period, header.timezone
+    return {
         "schema": INVOICE_SCHEMA,
         "number": header.number,
         "status": "draft" if header.number is None else "finalized",
@@ -397,9 +450,6 @@ def build_invoice(
         if header.finalized_at_us is None
         else format_timestamp(header.finalized_at_us),
     }
-    if credits is not None:
-        document["credits"] = credits
-    return document
 
 
 _KIND_ORDER = {
