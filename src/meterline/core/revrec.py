@@ -246,6 +246,9 @@ class GrantAccount:
     reversed: Decimal = ZERO
     closed: bool = False
     entries: list[JournalEntry] = field(default_factory=list)
+    named: dict[str, int] = field(default_factory=dict)
+    """How many movements each entry id stem has named (a stem repeats only when a grant
+    moves twice the same way on one day)."""
 
     @property
     def deferred(self) -> Decimal:
@@ -337,12 +340,23 @@ def _part(amount: Decimal, numerator: Decimal, denominator: Decimal, currency: s
         return round_amount(amount * numerator / denominator, currency)
 
 
+def _ident(account: GrantAccount, movement: Movement) -> str:
+    """A movement's entry id, from the facts alone: the grant, the day and what happened
+    (``usage`` for consumption and releases), so ids do not change as later movements
+    arrive or as the books are read on a later day."""
+    what = "usage" if movement.kind in ("consume", "release") else movement.kind
+    stem = f"grant:{account.terms.grant_id}/{movement.day.isoformat()}/{what}"
+    seen = account.named.get(stem, 0)
+    account.named[stem] = seen + 1
+    return stem if seen == 0 else f"{stem}/{seen + 1}"
+
+
 def _move(accounts: dict[str, GrantAccount], account: GrantAccount, movement: Movement) -> None:
     terms = account.terms
     if account.closed:
         raise JournalError(f"movement: grant {terms.grant_id!r} has ended")
     cause = movement.cause or f"grant:{terms.grant_id}"
-    ident = f"grant:{terms.grant_id}/{movement.day.isoformat()}/{len(account.entries)}"
+    ident = _ident(account, movement)
     with localcontext(MONEY_CONTEXT):
         if movement.kind in ("consume", "release"):
             units = movement.units if movement.kind == "consume" else -movement.units
