@@ -234,6 +234,8 @@ def test_reconcile_proves_one_truth_and_names_a_tampered_step(
         "journal",
         "reports",
     }
+    [unbilled] = [c for c in chain["checks"] if "unbilled receivable at period ends" in c["figure"]]
+    assert unbilled["agrees"] and unbilled["value"] == "equal", unbilled
     [(stored,)] = rows(demo_db.db, "SELECT document FROM invoices WHERE invoice_id = 'INV-000001'")
     document = decode_exact(stored)
     usage = next(

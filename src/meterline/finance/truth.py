@@ -10,7 +10,8 @@ are printed side by side with the step it must equal:
    the slices' events = the lines' lineage events.
 3. **invoices**: per invoice, the sum of its lines = its total.
 4. **journal**: every entry balances; accounts receivable = invoice totals - credit notes
-   - refunds of voided grants; usage revenue recognized from invoice lines = those lines.
+   - refunds of voided grants; usage revenue recognized from invoice lines = those lines;
+   unbilled receivable at every period end = that period's invoices (``finance.unbilled``).
 5. **reports**: the revenue waterfall's total = the revenue accounts' balances; deferred
    revenue's roll-forward from the first day closes at the trial balance's deferred
    balance; billed = recognized + deferred - unbilled.
@@ -40,6 +41,7 @@ from meterline.core.money import MONEY_CONTEXT
 from meterline.core.partitions import partition_of
 from meterline.finance.books import Books, build_books
 from meterline.finance.economics import usage_slices
+from meterline.finance.unbilled import period_ends
 
 ZERO = Decimal(0)
 
@@ -245,6 +247,21 @@ def _journal(
         recognized,
         sum(usage_causes.values(), ZERO),
         "invoices' usage lines",
+    )
+    ends = period_ends(books.entries, documents.values())
+    differing = [end for end in ends if not end.agrees]
+    report.add(
+        "journal",
+        f"unbilled receivable at period ends ({len(ends)} customer period ends)",
+        ", ".join(
+            f"{end.customer} {end.day} {end.unbilled} {end.currency}" for end in differing[:3]
+        )
+        or "equal",
+        ", ".join(
+            f"{end.customer} {end.day} {end.invoiced} {end.currency}" for end in differing[:3]
+        )
+        or "equal",
+        "that period's invoices",
     )
 
 
