@@ -212,6 +212,14 @@ def test_unit_economics_flags_negative_margins(demo_db: Demo) -> None:
     }
     assert any(row["negative"] for row in rows)
     assert sum(D(r["cost"]) for r in rows) > 0 and set(billed) <= {r["customer"] for r in rows}
+    # margin is on recognized revenue: October's rows sum to what the journal recognized
+    # in October, and the list-price charges (which credits paid part of) stand beside it
+    reports = json.loads(
+        meterline("revenue", "--db", str(demo_db.db), "--month", "2026-10", "--json").stdout
+    )
+    october = sum((D(row["months"].get("2026-10", "0")) for row in reports["waterfall"]), D(0))
+    assert sum(D(row["revenue"]) for row in rows) == october
+    assert sum(D(row["list_price_charges"]) for row in rows) > october
     by_model = json.loads(
         meterline("economics", "--db", str(demo_db.db), "--by", "product,model", "--json").stdout
     )
@@ -256,11 +264,13 @@ def test_live_unit_economics_come_from_the_projection(demo_db: Demo) -> None:
     assert result.returncode == 0, result.stderr
     rows = {row["customer"]: row for row in json.loads(result.stdout)}
     hooli = rows["hooli-search"]  # the rogue agent's November usage, live
-    assert D(hooli["revenue"]) > 0 and D(hooli["cost"]) > 0
+    # live: charges at list price so far; nothing is recognized before the invoice
+    assert D(hooli["list_price_charges"]) > 0 and D(hooli["cost"]) > 0
+    assert D(hooli["revenue"]) == 0
     assert D(hooli["revenue"]) - D(hooli["cost"]) == D(hooli["margin"])
     live_show = json.loads(
         meterline("live", "show", "hooli-search", "--db", str(demo_db.db), "--json").stdout
     )
-    assert D(hooli["revenue"]) == round_amount(D(live_show["spend"]), "USD")
+    assert D(hooli["list_price_charges"]) == round_amount(D(live_show["spend"]), "USD")
     refused = meterline("economics", "--db", str(demo_db.db), "--live", "--by", "model")
     assert refused.returncode == 2 and "--by" in refused.stderr

@@ -133,7 +133,7 @@ def one_truth(billing: Billing, at_us: int | None = None) -> TruthReport:
         "in ledger",
         f"ledger cut {head}",
     )
-    slices = [s for s in usage_slices(billing, at) if s.invoice in documents]
+    slices = [s for s in usage_slices(billing, at, recognized=False) if s.invoice in documents]
     _rated(report, slices, usage_lines, lineage_events)
     _invoices(report, documents)
     books = build_books(billing, at)
@@ -154,7 +154,7 @@ def _rated(
         for item in slices:
             if item.meter.startswith("("):
                 continue  # fees, commitments, discounts: not usage
-            revenue[item.invoice] += item.revenue
+            revenue[item.invoice] += item.list_price_charges
             if item.line:
                 events += item.events
         billed = {
