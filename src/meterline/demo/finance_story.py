@@ -39,10 +39,10 @@ def tell_finance(
         truth = one_truth(billing)
     for total in summarize(slices, []):
         console.print(
-            f"{month:%B}, closed: charges at list price"
-            f" {display_amount(total.list_price_charges, total.currency)} {total.currency},"
-            f" recognized revenue {display_amount(total.revenue, total.currency)}"
-            f" {total.currency}, COGS {display_amount(total.cost, total.currency)}, gross"
+            f"{month:%B}, closed: revenue {display_amount(total.revenue, total.currency)}"
+            f" {total.currency} recognized (charges at list price"
+            f" {display_amount(total.list_price_charges, total.currency)} {total.currency}),"
+            f" COGS {display_amount(total.cost, total.currency)}, gross"
             f" margin {display_amount(total.margin, total.currency)}"
             f" ({total.margin_percent}%). Revenue is the journal's (credits earn at their"
             " cost basis); COGS is each line's quantity x the provider's rate per model, or"
