@@ -552,7 +552,8 @@ def threshold_document(
 ) -> dict[str, Any]:
     """An invoice billing the period's unbilled usage now (the threshold was reached, or
     a control's ``true_up`` fired: ``control`` is the firing's id); the period's own
-    invoice will show it as billed early."""
+    invoice nets it as billed early, no further than it owes (a surplus carries to the
+    next period invoices: ``billing.netting``)."""
     line: dict[str, Any] = {
         "number": 1,
         "kind": "threshold",
