@@ -5,7 +5,9 @@ A threshold invoice is netted first by its own period's invoice. That invoice ne
 more than it owes (``core.invoicing`` caps ``prepaid`` lines, so netting never makes an
 invoice negative); a surplus carries to the customer's following period invoices, which
 net it in turn until it is used up. Each ``prepaid`` line records ``billed_early``: what
-was still to net when the invoice was made (the line's amount is that, capped).
+was still to net when the invoice was made (the line's amount is that, capped), and, for
+a surplus carried from an earlier period, ``from_period`` (that period's label; the
+journal releases it from deferred revenue, ``core.books``).
 """
 
 from __future__ import annotations
@@ -52,18 +54,12 @@ def billed_early(
             )
         if left <= 0:
             continue
+        detail = {"invoice": invoice.invoice_id, "billed_early": str(left)}
         text = f"Billed early on {invoice.invoice_id} (threshold reached)"
         if not own:
             text += ", surplus carried from an earlier period"
-        lines.append(
-            ExtraLine(
-                "prepaid",
-                text,
-                -left,
-                None,
-                {"invoice": invoice.invoice_id, "billed_early": str(left)},
-            )
-        )
+            detail["from_period"] = str(decode_exact(invoice.document)["period"]["label"])
+        lines.append(ExtraLine("prepaid", text, -left, None, detail))
     return lines
 
 

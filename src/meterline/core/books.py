@@ -9,6 +9,10 @@ and earns revenue by its kind:
 - ``usage``, ``overage``, ``carried``, ``prepaid`` (billed early, netted) and
   ``threshold`` lines: usage revenue, delivered in the service period: recognized on its
   last day (a threshold invoice, or a late-usage ``adjustment``, on the day it is billed).
+  What a period's invoice could not net of its threshold invoices (a ``prepaid`` line's
+  ``carried`` surplus) goes from usage revenue to deferred revenue (billed early) on that
+  day; a later invoice netting it (a line ``from_period`` an earlier one) releases it
+  from there rather than from revenue.
 - ``commitment`` (a minimum commit's true-up): minimum-commitment revenue, the period's
   last day. ``discount``: contra-revenue, the same day.
 - ``credit`` (credits applied): money credits (a prepaid commit in the invoice's currency)
@@ -32,6 +36,7 @@ from typing import Any
 
 from meterline.core.journal import (
     CONTRA_DISCOUNTS,
+    DEFERRED_BILLED_EARLY,
     RECEIVABLE,
     REVENUE_MINIMUM,
     REVENUE_SUBSCRIPTION,
@@ -114,9 +119,24 @@ def document_entries(
         elif kind in POINT_ACCOUNTS:
             span = service or period
             earned = billed if kind in BILLED_ON_THE_DAY or not span else last_day(span, timezone)
+            carried_in = kind == "prepaid" and "from_period" in line
+            account = DEFERRED_BILLED_EARLY if carried_in else POINT_ACCOUNTS[kind]
             entries += usage_in_arrears(
-                line_cause, customer, currency, [(earned, amount)], billed, POINT_ACCOUNTS[kind]
+                line_cause, customer, currency, [(earned, amount)], billed, account
             )
+            if kind == "prepaid" and not carried_in and "carried" in line:
+                surplus = entry(
+                    f"{line_cause}/carried",
+                    earned,
+                    "billed early beyond the period: deferred",
+                    line_cause,
+                    customer,
+                    currency,
+                    REVENUE_USAGE,
+                    DEFERRED_BILLED_EARLY,
+                    sign * Decimal(str(line["carried"])),
+                )
+                entries += [surplus] if surplus is not None else []
         elif kind == "credit" and line.get("unit") not in (None, currency):
             span = service or period
             earned = last_day(span, timezone) if span else billed

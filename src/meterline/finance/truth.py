@@ -210,10 +210,15 @@ def _journal(
         refunds = sum((account.reversed for account in books.grants.values()), ZERO)
         receivable = sum((v for (a, _), v in balances.items() if a == RECEIVABLE), ZERO)
         usage_causes = {
+            # a netted threshold surplus moves to deferred revenue (``carried``) and is
+            # released from there (``from_period``), not from usage revenue
             f"invoice:{number}/line:{line['number']}": Decimal(str(line["amount"]))
+            - Decimal(str(line.get("carried", "0")))
             for number, d in documents.items()
             for line in d["lines"]
-            if line["kind"] in USAGE_KINDS and line["kind"] != "threshold"
+            if line["kind"] in USAGE_KINDS
+            and line["kind"] != "threshold"
+            and "from_period" not in line
         }
         recognized = sum(
             (
