@@ -973,6 +973,15 @@ def test_a_threshold_surplus_never_makes_an_invoice_negative_and_carries_over(
         assert [document["total"] for document in invoices] == ["0.00", "0.00"]
         report = admin.get("/v1/audit").json()
         assert report["passed"] is True and report["mismatches"] == []
+    # the journal agrees with itself: the surplus was deferred, then released, and
+    # unbilled receivable at each period end equals that period's invoice
+    from meterline.billing.service import open_billing
+    from meterline.finance.truth import one_truth
+
+    january = timestamp_to_us(datetime(2027, 1, 2, tzinfo=UTC))
+    with open_billing(metered.server.db, clock=lambda: january, create=False) as billing:
+        truth = one_truth(billing)
+    assert truth.agrees, [check for check in truth.checks if not check.agrees]
 
 
 def test_thresholds_with_a_contract_that_started_mid_period(metered: ClockedServer) -> None:
