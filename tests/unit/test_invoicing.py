@@ -15,13 +15,13 @@ from meterline.config.schema import parse_configuration
 from meterline.config.source import read_yaml
 from meterline.core.cuts import Cut
 from meterline.core.events import timestamp_to_us
+from meterline.core.invoice_lines import netted_amounts
 from meterline.core.invoicing import (
     ExtraLine,
     InvoiceHeader,
     build_invoice,
     invoice_bytes,
     line_sum,
-    netted_amounts,
 )
 from meterline.core.lineage import merkle_root
 from meterline.core.model import Configuration, segments

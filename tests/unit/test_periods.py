@@ -107,6 +107,53 @@ def test_calendar_quarterly_and_annual_in_utc() -> None:
     ]
 
 
+def test_calendar_weekly_starts_on_monday_and_daily_at_midnight() -> None:
+    """Calendar weeks are ISO weeks; 2026-12-07 is a Monday. A day is midnight to midnight."""
+    weekly = BillingCycle(cycle="weekly")
+    assert labels(weekly, "2026-12-09T10:00", "2026-12-22T00:00") == [
+        "2026-12-07",
+        "2026-12-14",
+        "2026-12-21",
+    ]
+    assert hours(period_containing(weekly, instant("2026-12-13T23:59"))) == 7 * 24
+    daily = BillingCycle(cycle="daily", timezone=BERLIN)
+    october_25 = period_containing(daily, instant("2026-10-25T12:00", BERLIN))
+    assert october_25.label(BERLIN) == "2026-10-25" and hours(october_25) == 25
+    assert len(labels(daily, "2026-02-27T05:00", "2026-03-02T00:00")) == 3
+
+
+def test_every_n_cycles_by_calendar_and_anniversary() -> None:
+    """Every 2 weeks from the anniversary's weekday; every 2 months by the calendar from
+    January; every 6 months from an anniversary on the 31st; every 10 days."""
+    fortnight = BillingCycle("weekly", "anniversary", "UTC", date(2026, 12, 3), every=2)
+    assert labels(fortnight, "2026-12-03T00:00", "2027-01-15T00:00") == [
+        "2026-12-03",
+        "2026-12-17",
+        "2026-12-31",
+        "2027-01-14",
+    ]
+    assert hours(period_containing(fortnight, instant("2026-12-16T23:00"))) == 14 * 24
+    bimonthly = BillingCycle("monthly", every=2)
+    assert labels(bimonthly, "2026-02-10T00:00", "2026-07-02T00:00") == [
+        "2026-01-01",
+        "2026-03-01",
+        "2026-05-01",
+        "2026-07-01",
+    ]
+    half_year = BillingCycle("monthly", "anniversary", "UTC", date(2026, 8, 31), every=6)
+    assert labels(half_year, "2026-08-31T00:00", "2027-09-01T00:00") == [
+        "2026-08-31",
+        "2027-02-28",
+        "2027-08-31",
+    ]
+    ten_days = BillingCycle("daily", "anniversary", "UTC", date(2026, 12, 1), every=10)
+    assert labels(ten_days, "2026-12-01T00:00", "2026-12-22T00:00") == [
+        "2026-12-01",
+        "2026-12-11",
+        "2026-12-21",
+    ]
+
+
 def test_calendar_monthly_in_new_york_across_dst() -> None:
     """Local midnights: March 2026 is 743 hours, November 721, October 744."""
     cycle = BillingCycle(timezone=NEW_YORK)
@@ -224,6 +271,7 @@ def billing_cycles(draw: st.DrawFn) -> BillingCycle:
         anchor,
         draw(st.sampled_from(ZONES)),
         anchor_date if anchor == "anniversary" else None,
+        draw(st.integers(1, 4)),
     )
 
 
@@ -298,10 +346,12 @@ def test_cycle_errors_name_the_path() -> None:
     """Each problem is reported with its path; a valid cycle has none."""
     assert cycle_errors(BillingCycle()) == []
     assert cycle_errors(BillingCycle("annual", "anniversary", BERLIN, date(2026, 3, 1))) == []
-    bad = BillingCycle("weekly", "fiscal", "Mars/Base")  # type: ignore[arg-type]
+    bad = BillingCycle("fortnightly", "fiscal", "Mars/Base", every=0)  # type: ignore[arg-type]
     assert cycle_errors(bad, "contracts[2].billing") == [
-        "contracts[2].billing.cycle: 'weekly' is not one of monthly, quarterly, annual",
+        "contracts[2].billing.cycle: 'fortnightly' is not one of daily, weekly, monthly,"
+        " quarterly, annual",
         "contracts[2].billing.anchor: 'fiscal' is not one of calendar, anniversary",
+        "contracts[2].billing.every: 0 is not a whole number from 1 to 1000",
         "contracts[2].billing.timezone: 'Mars/Base' is not a known time zone",
     ]
     assert cycle_errors(BillingCycle(anchor="anniversary")) == [

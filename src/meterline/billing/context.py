@@ -57,6 +57,7 @@ def billing_cycle(configuration: Configuration, contract: Contract) -> BillingCy
         plan.billing.anchor,
         contract.timezone,
         local_date(contract.timezone, contract.start_us),
+        plan.billing.every,
     )
 
 

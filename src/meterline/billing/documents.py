@@ -18,15 +18,17 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-from meterline.billing.context import BillingContext
+from meterline.billing.context import BillingContext, billing_cycle
 from meterline.billing.credits import CreditInputs
 from meterline.billing.errors import BillingError, RatingFailed
 from meterline.billing.scan import RatingJob
 from meterline.billing.unbillable import CustomerFailure, failure_reason
+from meterline.core.coupons import Coupon, coupons_in_force
 from meterline.core.credits import Charge, CreditBook, cut_instants
 from meterline.core.invoicing import Adjustment, ExtraLine, InvoiceHeader, build_invoice
-from meterline.core.model import Configuration, Segment
+from meterline.core.model import Configuration, Contract, Segment
 from meterline.core.periods import BillingPeriod, local_date, local_midnight_us
+from meterline.core.tax import TaxAsk
 
 _log = logging.getLogger("meterline.billing.service")
 """The logger billing has always written to (before its split into modules)."""
@@ -127,4 +129,25 @@ def invoice_document(
         contract.credits.minimum_commit,
         [] if credit is None else credit.lines,
         None if credit is None else credit.section,
+        redeemed_coupons(configuration, contract, job.period),
+        tax_ask(configuration, contract),
     )
+
+
+def redeemed_coupons(
+    configuration: Configuration, contract: Contract, period: BillingPeriod
+) -> list[Coupon]:
+    """The contract's coupons that apply to ``period``'s invoice (``core.coupons``)."""
+    if not contract.coupons:
+        return []
+    coupons = {coupon.code: coupon for coupon in configuration.coupons}
+    cycle = billing_cycle(configuration, contract)
+    return coupons_in_force(coupons, contract.coupons, cycle, period)
+
+
+def tax_ask(configuration: Configuration, contract: Contract) -> TaxAsk | None:
+    """How the contract's invoices are taxed; None when the pricing file has no rates."""
+    if not configuration.tax_rates:
+        return None
+    provider = configuration.tax_provider()
+    return TaxAsk(provider, contract.tax_jurisdiction, configuration.tax_rounding)

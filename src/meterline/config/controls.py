@@ -21,16 +21,18 @@ contracts:
          actions: [top_up], top_up: {credit_type: credits, amount: 10000, paid: 90}}
 ```
 
-Every mistake is reported by path, like the rest of the file (``config.schema``).
+Every mistake is reported by path, like the rest of the file (``config.schema``); each
+policy kind has its reader (``KIND_READERS``) for the fields only it takes.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from decimal import Decimal
-from typing import Any, Protocol
+from typing import Any
 
+from meterline.config.fields import FieldReader
 from meterline.core.controls import (
     ACTION_KINDS,
     POLICY_KINDS,
@@ -38,6 +40,7 @@ from meterline.core.controls import (
     SPIKE_BUCKET_US,
     SPIKE_HISTORY_MAX_US,
     SPIKE_WINDOW_MIN_US,
+    ActionKind,
     ControlPolicy,
     TopUpRule,
 )
@@ -72,29 +75,16 @@ _KIND_KEYS: dict[str, tuple[str, ...]] = {
 }
 _COMMON_KEYS = ("key", "policy", "actions", "features", "top_up", "release")
 _COST_KEYS = ("meter", "per_unit", "currency", "where", "effective_from")
+Item = dict[str, Any]
+"""A control as read: its keys checked."""
+Fields = dict[str, Any]
+"""The ``ControlPolicy`` fields one policy kind takes."""
+Meters = Mapping[str, Meter]
 _DURATION = re.compile(r"^(\d+)(s|m|h)$")
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600}
 
 
-class Reader(Protocol):
-    """The part of ``config.schema._Reader`` this module uses."""
-
-    def fail(self, path: str, reason: str) -> None: ...
-    def mapping(
-        self, value: Any, path: str, allowed: tuple[str, ...], required: tuple[str, ...] = ()
-    ) -> dict[str, Any]: ...
-    def items(self, value: Any, path: str) -> list[Any]: ...
-    def text(self, value: Any, path: str, default: str | None = None) -> str | None: ...
-    def amount(self, value: Any, path: str, default: Decimal | None = None) -> Decimal | None: ...
-    def non_negative(
-        self, value: Any, path: str, default: Decimal | None = None
-    ) -> Decimal | None: ...
-    def integer(self, value: Any, path: str, default: int | None = None) -> int | None: ...
-    def choice(self, value: Any, path: str, options: tuple[str, ...], default: str) -> str: ...
-    def instant(self, value: Any, path: str, timezone: str) -> int | None: ...
-
-
-def _duration(reader: Reader, value: Any, path: str, default_us: int) -> int:
+def _duration(reader: FieldReader, value: Any, path: str, default_us: int) -> int:
     """``30s``, ``5m``, ``1h`` or whole seconds, as microseconds."""
     if value is None:
         return default_us
@@ -113,7 +103,7 @@ def _duration(reader: Reader, value: Any, path: str, default_us: int) -> int:
 
 
 def parse_controls(
-    reader: Reader,
+    reader: FieldReader,
     value: Any,
     path: str,
     meters: Mapping[str, Meter],
@@ -134,7 +124,7 @@ def parse_controls(
 
 
 def _control(
-    reader: Reader, raw: Any, path: str, meters: Mapping[str, Meter], units: set[str]
+    reader: FieldReader, raw: Any, path: str, meters: Mapping[str, Meter], units: set[str]
 ) -> ControlPolicy | None:
     kind = raw.get("policy") if isinstance(raw, Mapping) else None
     if kind not in POLICY_KINDS:
@@ -149,19 +139,7 @@ def _control(
         required += ("amount",)
     item = reader.mapping(raw, path, allowed, required)
     key = reader.text(item.get("key"), f"{path}.key")
-    actions = []
-    raw_actions = reader.items(item.get("actions"), f"{path}.actions")
-    for number, action in enumerate(raw_actions):
-        if action not in ACTION_KINDS:
-            reader.fail(
-                f"{path}.actions[{number}]", f"{action!r} is not one of {', '.join(ACTION_KINDS)}"
-            )
-        elif action in actions:
-            reader.fail(f"{path}.actions[{number}]", f"{action!r} is listed twice")
-        else:
-            actions.append(action)
-    if "actions" in item and not raw_actions:
-        reader.fail(f"{path}.actions", "needs at least one action")
+    actions = _actions(reader, item, path)
     features = tuple(str(f) for f in reader.items(item.get("features"), f"{path}.features"))
     if features and "block" not in actions:
         reader.fail(f"{path}.features", "only a block action takes features")
@@ -169,62 +147,7 @@ def _control(
     top_up = _top_up(reader, item.get("top_up"), f"{path}.top_up", units)
     if ("top_up" in actions) != (top_up is not None):
         reader.fail(f"{path}.top_up", "a top_up action needs a top_up rule, and only it")
-    fields: dict[str, Any] = {}
-    if kind == "balance_exhausted":
-        unit = reader.text(item.get("unit"), f"{path}.unit")
-        if unit is not None and unit not in units and unit not in MINOR_UNITS:
-            reader.fail(f"{path}.unit", f"unknown credit type or currency {unit!r}")
-        fields["unit"] = unit
-        fields["remaining_at_most"] = reader.non_negative(
-            item.get("remaining_at_most"), f"{path}.remaining_at_most", Decimal(0)
-        )
-    elif kind == "cost_exceeds_prepayment":
-        fields["margin_percent"] = reader.non_negative(
-            item.get("margin_percent"), f"{path}.margin_percent", Decimal(0)
-        )
-    elif kind == "margin_floor":
-        floor = reader.non_negative(item.get("margin_percent"), f"{path}.margin_percent")
-        if "margin_percent" not in item:
-            reader.fail(f"{path}.margin_percent", "a margin floor needs its percent")
-        elif floor is not None and floor > 100:
-            reader.fail(f"{path}.margin_percent", "must be at most 100")
-        fields["margin_percent"] = floor
-        fields["minimum"] = reader.non_negative(item.get("minimum"), f"{path}.minimum", Decimal(0))
-    elif kind == "spend_threshold":
-        amount = reader.non_negative(item.get("amount"), f"{path}.amount")
-        if amount is not None and amount == 0:
-            reader.fail(f"{path}.amount", "must be above zero")
-        percents = []
-        for number, raw_percent in enumerate(
-            reader.items(item.get("percents", [100]), f"{path}.percents")
-        ):
-            percent = reader.non_negative(raw_percent, f"{path}.percents[{number}]")
-            if percent is not None and percent == 0:
-                reader.fail(f"{path}.percents[{number}]", "must be above zero")
-            elif percent is not None:
-                percents.append(percent)
-        if percents != sorted(set(percents)):
-            reader.fail(f"{path}.percents", "must rise, each once (e.g. [50, 80, 100])")
-        fields["amount"] = amount
-        fields["percents"] = tuple(percents) or (Decimal(100),)
-    else:
-        meter = reader.text(item.get("meter"), f"{path}.meter")
-        if meter is not None and meter not in meters:
-            reader.fail(f"{path}.meter", f"unknown meter {meter!r}")
-        window = _duration(reader, item.get("window"), f"{path}.window", 5 * 60_000_000)
-        baseline = _duration(reader, item.get("baseline"), f"{path}.baseline", 3600_000_000)
-        if window + baseline > SPIKE_HISTORY_MAX_US:
-            reader.fail(f"{path}.baseline", "window + baseline must be at most 24h")
-        factor = reader.non_negative(item.get("factor"), f"{path}.factor", Decimal(11))
-        if factor is not None and factor <= 1:
-            reader.fail(f"{path}.factor", "must be above 1 (11 is +1000%)")
-        fields.update(
-            meter=meter,
-            window_us=window,
-            baseline_us=baseline,
-            factor=factor,
-            minimum=reader.non_negative(item.get("minimum"), f"{path}.minimum", Decimal(0)),
-        )
+    fields = KIND_READERS[kind](reader, item, path, meters, units)
     optional = ("unit", "meter")  # None: the contract's currency; every event
     if key is None or not actions or any(v is None for n, v in fields.items() if n not in optional):
         return None
@@ -239,7 +162,110 @@ def _control(
     )
 
 
-def _top_up(reader: Reader, value: Any, path: str, units: set[str]) -> TopUpRule | None:
+def _actions(reader: FieldReader, item: Item, path: str) -> list[ActionKind]:
+    """A control's ``actions``: at least one, each a known kind, each once."""
+    actions: list[ActionKind] = []
+    raw_actions = reader.items(item.get("actions"), f"{path}.actions")
+    for number, action in enumerate(raw_actions):
+        if action not in ACTION_KINDS:
+            reader.fail(
+                f"{path}.actions[{number}]", f"{action!r} is not one of {', '.join(ACTION_KINDS)}"
+            )
+        elif action in actions:
+            reader.fail(f"{path}.actions[{number}]", f"{action!r} is listed twice")
+        else:
+            actions.append(action)
+    if "actions" in item and not raw_actions:
+        reader.fail(f"{path}.actions", "needs at least one action")
+    return actions
+
+
+def _balance_exhausted(
+    reader: FieldReader, item: Item, path: str, meters: Meters, units: set[str]
+) -> Fields:
+    unit = reader.text(item.get("unit"), f"{path}.unit")
+    if unit is not None and unit not in units and unit not in MINOR_UNITS:
+        reader.fail(f"{path}.unit", f"unknown credit type or currency {unit!r}")
+    remaining = reader.non_negative(
+        item.get("remaining_at_most"), f"{path}.remaining_at_most", Decimal(0)
+    )
+    return {"unit": unit, "remaining_at_most": remaining}
+
+
+def _cost_exceeds_prepayment(
+    reader: FieldReader, item: Item, path: str, meters: Meters, units: set[str]
+) -> Fields:
+    margin = reader.non_negative(item.get("margin_percent"), f"{path}.margin_percent", Decimal(0))
+    return {"margin_percent": margin}
+
+
+def _margin_floor(
+    reader: FieldReader, item: Item, path: str, meters: Meters, units: set[str]
+) -> Fields:
+    floor = reader.non_negative(item.get("margin_percent"), f"{path}.margin_percent")
+    if "margin_percent" not in item:
+        reader.fail(f"{path}.margin_percent", "a margin floor needs its percent")
+    elif floor is not None and floor > 100:
+        reader.fail(f"{path}.margin_percent", "must be at most 100")
+    minimum = reader.non_negative(item.get("minimum"), f"{path}.minimum", Decimal(0))
+    return {"margin_percent": floor, "minimum": minimum}
+
+
+def _spend_threshold(
+    reader: FieldReader, item: Item, path: str, meters: Meters, units: set[str]
+) -> Fields:
+    amount = reader.non_negative(item.get("amount"), f"{path}.amount")
+    if amount is not None and amount == 0:
+        reader.fail(f"{path}.amount", "must be above zero")
+    percents = []
+    for number, raw_percent in enumerate(
+        reader.items(item.get("percents", [100]), f"{path}.percents")
+    ):
+        percent = reader.non_negative(raw_percent, f"{path}.percents[{number}]")
+        if percent is not None and percent == 0:
+            reader.fail(f"{path}.percents[{number}]", "must be above zero")
+        elif percent is not None:
+            percents.append(percent)
+    if percents != sorted(set(percents)):
+        reader.fail(f"{path}.percents", "must rise, each once (e.g. [50, 80, 100])")
+    return {"amount": amount, "percents": tuple(percents) or (Decimal(100),)}
+
+
+def _usage_spike(
+    reader: FieldReader, item: Item, path: str, meters: Meters, units: set[str]
+) -> Fields:
+    meter = reader.text(item.get("meter"), f"{path}.meter")
+    if meter is not None and meter not in meters:
+        reader.fail(f"{path}.meter", f"unknown meter {meter!r}")
+    window = _duration(reader, item.get("window"), f"{path}.window", 5 * 60_000_000)
+    baseline = _duration(reader, item.get("baseline"), f"{path}.baseline", 3600_000_000)
+    if window + baseline > SPIKE_HISTORY_MAX_US:
+        reader.fail(f"{path}.baseline", "window + baseline must be at most 24h")
+    factor = reader.non_negative(item.get("factor"), f"{path}.factor", Decimal(11))
+    if factor is not None and factor <= 1:
+        reader.fail(f"{path}.factor", "must be above 1 (11 is +1000%)")
+    return {
+        "meter": meter,
+        "window_us": window,
+        "baseline_us": baseline,
+        "factor": factor,
+        "minimum": reader.non_negative(item.get("minimum"), f"{path}.minimum", Decimal(0)),
+    }
+
+
+KindReader = Callable[[FieldReader, Item, str, Meters, set[str]], Fields]
+KIND_READERS: dict[str, KindReader] = {
+    "balance_exhausted": _balance_exhausted,
+    "cost_exceeds_prepayment": _cost_exceeds_prepayment,
+    "margin_floor": _margin_floor,
+    "spend_threshold": _spend_threshold,
+    "usage_spike": _usage_spike,
+}
+"""Each policy kind's reader: the ``ControlPolicy`` fields only that kind takes (its
+item, its path, the declared meters and credit types)."""
+
+
+def _top_up(reader: FieldReader, value: Any, path: str, units: set[str]) -> TopUpRule | None:
     if value is None:
         return None
     item = reader.mapping(
@@ -261,7 +287,7 @@ def _top_up(reader: Reader, value: Any, path: str, units: set[str]) -> TopUpRule
 
 
 def parse_costs(
-    reader: Reader, value: Any, path: str, meters: Mapping[str, Meter]
+    reader: FieldReader, value: Any, path: str, meters: Mapping[str, Meter]
 ) -> tuple[CostRate, ...]:
     """The top-level ``costs`` list."""
     rates = []

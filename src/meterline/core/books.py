@@ -35,12 +35,16 @@ from decimal import Decimal
 from typing import Any
 
 from meterline.core.journal import (
+    CONTRA_COUPONS,
     CONTRA_DISCOUNTS,
+    CONTRA_TAX_INCLUDED,
+    CONTRA_TRIALS,
     DEFERRED_BILLED_EARLY,
     RECEIVABLE,
     REVENUE_MINIMUM,
     REVENUE_SUBSCRIPTION,
     REVENUE_USAGE,
+    TAX_PAYABLE,
     UNBILLED,
     JournalEntry,
     entry,
@@ -57,6 +61,8 @@ POINT_ACCOUNTS: Mapping[str, str] = {
     **{kind: REVENUE_USAGE for kind in USAGE_KINDS},
     "commitment": REVENUE_MINIMUM,
     "discount": CONTRA_DISCOUNTS,
+    "coupon": CONTRA_COUPONS,
+    "trial": CONTRA_TRIALS,
 }
 
 
@@ -94,10 +100,12 @@ def document_entries(
     entries: list[JournalEntry] = []
     for line in document["lines"] if lines is None else lines:
         amount = sign * Decimal(str(line["amount"]))
-        if amount == 0:
-            continue
         kind = str(line["kind"])
         line_cause = f"{cause}/line:{line['number']}"
+        if kind == "tax" and line.get("inclusive"):
+            amount = sign * Decimal(str(line["included"]))
+        if amount == 0:
+            continue
         service = line.get("service")
         if kind == "fee":
             if service is None or line.get("recurrence") == "one_off":
@@ -125,18 +133,9 @@ def document_entries(
                 line_cause, customer, currency, [(earned, amount)], billed, account
             )
             if kind == "prepaid" and not carried_in and "carried" in line:
-                surplus = entry(
-                    f"{line_cause}/carried",
-                    earned,
-                    "billed early beyond the period: deferred",
-                    line_cause,
-                    customer,
-                    currency,
-                    REVENUE_USAGE,
-                    DEFERRED_BILLED_EARLY,
-                    sign * Decimal(str(line["carried"])),
-                )
-                entries += [surplus] if surplus is not None else []
+                entries += _surplus_deferred(line, line_cause, earned, customer, currency, sign)
+        elif kind == "tax":
+            entries += tax_entries(line, line_cause, billed, customer, currency, sign)
         elif kind == "credit" and line.get("unit") not in (None, currency):
             span = service or period
             earned = last_day(span, timezone) if span else billed
@@ -158,6 +157,48 @@ def document_entries(
             if item is not None:
                 entries.append(item)
     return entries
+
+
+def _surplus_deferred(
+    line: Mapping[str, Any], cause: str, earned: date, customer: str, currency: str, sign: int
+) -> list[JournalEntry]:
+    """What a period invoice could not net of a threshold invoice (its ``prepaid`` line's
+    ``carried`` surplus) moves from usage revenue to deferred revenue (billed early)."""
+    item = entry(
+        f"{cause}/carried",
+        earned,
+        "billed early beyond the period: deferred",
+        cause,
+        customer,
+        currency,
+        REVENUE_USAGE,
+        DEFERRED_BILLED_EARLY,
+        sign * Decimal(str(line["carried"])),
+    )
+    return [] if item is None else [item]
+
+
+def tax_entries(
+    line: Mapping[str, Any], cause: str, billed: date, customer: str, currency: str, sign: int
+) -> list[JournalEntry]:
+    """A tax line's entry on the day it is billed: exclusive tax is owed by the customer
+    and payable to the authority (receivable / tax payable); tax included in the prices
+    moves out of revenue into tax payable (contra revenue / tax payable)."""
+    inclusive = bool(line.get("inclusive"))
+    amount = sign * Decimal(str(line["included"] if inclusive else line["amount"]))
+    debit = CONTRA_TAX_INCLUDED if inclusive else RECEIVABLE
+    item = entry(
+        f"{cause}/tax",
+        billed,
+        f"tax {line.get('tax')}",
+        cause,
+        customer,
+        currency,
+        debit,
+        TAX_PAYABLE,
+        amount,
+    )
+    return [] if item is None else [item]
 
 
 def credit_note_entries(

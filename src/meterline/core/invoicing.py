@@ -27,12 +27,15 @@ from dataclasses import dataclass, field
 from decimal import Decimal, localcontext
 from typing import Any
 
+from meterline.core.coupons import Coupon, Discountable, apply_coupons
 from meterline.core.cuts import Cut
 from meterline.core.events import encode_canonical, format_timestamp
+from meterline.core.invoice_lines import numbered_lines
 from meterline.core.model import Configuration, Price, Segment
-from meterline.core.money import MONEY_CONTEXT, RoundingMode, prorate, round_amount
+from meterline.core.money import MONEY_CONTEXT, exact_sum, prorate, round_amount
 from meterline.core.periods import BillingPeriod, local_date, proration_fraction
 from meterline.core.rating import UsageLine
+from meterline.core.tax import Taxable, TaxAsk, TaxRequest, tax_lines
 
 INVOICE_SCHEMA = "meterline.invoice/1"
 HUNDRED = Decimal(100)
@@ -84,6 +87,8 @@ class _Line:
     amount: Decimal
     segment: int | None
     detail: dict[str, Any] = field(default_factory=dict)
+    gives_back: _Line | None = None
+    """The usage line a ``trial`` line gives back (coupons and tax see them as one)."""
 
 
 def _times(amount: Decimal, fraction: Decimal) -> Decimal:
@@ -93,7 +98,9 @@ def _times(amount: Decimal, fraction: Decimal) -> Decimal:
 def fee_lines(segment_list: Sequence[Segment], period: BillingPeriod, timezone: str) -> list[_Line]:
     """Every fee line of the period (see the module docstring for the rules)."""
     lines = []
-    for index, segment in enumerate(segment_list):
+    for index, segment in _fee_segments(segment_list):
+        if segment.trial is not None and segment.trial.trial.frees_fees:
+            continue  # core.trials: no fee for the trial's stretch
         terms = segment.terms
         by = terms.plan.billing.proration
         label = terms.plan.label
@@ -158,6 +165,23 @@ def fee_lines(segment_list: Sequence[Segment], period: BillingPeriod, timezone: 
                     )
                 )
     return lines
+
+
+def _fee_segments(segment_list: Sequence[Segment]) -> list[tuple[int, Segment]]:
+    """The segments fees are charged over, with their positions: the end of a trial that
+    leaves fees alone does not change the fees, so the segments it splits are one."""
+    merged: list[tuple[int, Segment]] = []
+    for index, segment in enumerate(segment_list):
+        if merged:
+            first, before = merged[-1]
+            window = before.trial
+            keeps_fees = window is not None and not window.trial.frees_fees
+            if keeps_fees and before.end_us == window.end_us == segment.start_us:  # type: ignore[union-attr]
+                joined = Segment(before.start_us, segment.end_us, before.terms, before.begins_terms)
+                merged[-1] = (first, joined)
+                continue
+        merged.append((index, segment))
+    return merged
 
 
 def _share(fraction: Decimal, segment: Segment, timezone: str) -> str:
@@ -242,6 +266,31 @@ def usage_lines(
     return result
 
 
+def trial_lines(lines: Sequence[_Line], segment_list: Sequence[Segment]) -> list[_Line]:
+    """For each usage line rated in a trial that frees usage, a ``trial`` line giving it
+    back, up to what is left of the segment's share of the usage cap (``core.trials``)."""
+    result = []
+    for index, segment in enumerate(segment_list):
+        window = segment.trial
+        if window is None or not window.trial.frees_usage:
+            continue
+        left = window.cap_share(segment.start_us, segment.end_us)
+        for line in lines:
+            if line.kind != "usage" or line.segment != index or line.amount <= 0:
+                continue
+            free = line.amount if left is None else min(line.amount, left)
+            if left is not None:
+                left = exact_sum([left, -free])
+            if free > 0:
+                detail = {
+                    "meter": line.detail.get("meter"),
+                    "trial_ends": format_timestamp(window.end_us),
+                }
+                text = f"Free trial: {line.description}"
+                result.append(_Line("trial", text, -free, index, detail, line))
+    return result
+
+
 def discount_lines(lines: Sequence[_Line], segment_list: Sequence[Segment]) -> list[_Line]:
     result = []
     for index, segment in enumerate(segment_list):
@@ -301,7 +350,7 @@ class ExtraLine:
     detail: dict[str, Any]
 
 
-CHARGE_KINDS = ("fee", "usage", "discount", "commitment")
+CHARGE_KINDS = ("fee", "usage", "trial", "discount", "commitment", "coupon")
 """Line kinds that are what the period's service costs; the others (credit, overage,
 carried, purchase, prepaid, adjustment) say how it is paid or correct another invoice."""
 
@@ -315,15 +364,19 @@ def build_invoice(
     minimum_commit: Decimal | None = None,
     extra: Sequence[ExtraLine] = (),
     credits: dict[str, Any] | None = None,
+    coupons: Sequence[Coupon] = (),
+    tax: TaxAsk | None = None,
 ) -> dict[str, Any]:
     """The invoice document for ``header.period``: usage, fees, discounts, the minimum
-    commit's true-up, the ``extra`` lines (credits), adjustments; with a ``credits``
-    section (the period's credit ledger) when given."""
+    commit's true-up, ``coupons``, the ``extra`` lines (credits), adjustments, then tax;
+    with a ``credits`` section (the period's credit ledger) when given."""
     rounding = segment_list[0].terms.plan.billing.rounding if segment_list else "half_up"
     body = _service_lines(header, segment_list, rated, configuration, minimum_commit)
     body += [
         _Line(line.kind, line.description, line.amount, line.segment, line.detail) for line in extra
     ]
+    reduced, shares = coupon_lines(body, coupons, header.currency)
+    body += reduced
     body.sort(
         key=lambda line: (
             _KIND_ORDER[line.kind] >= _KIND_ORDER["commitment"],
@@ -341,7 +394,9 @@ def build_invoice(
         )
         for adjustment in adjustments
     ]
-    lines, total = _numbered_lines(body, header.currency, rounding)
+    if tax is not None:
+        body += tax_lines_of(body, shares, tax, header)
+    lines, total = numbered_lines(body, header.currency, rounding)
     document = _document(header, segment_list, lines, total)
     if credits is not None:
         document["credits"] = credits
@@ -355,60 +410,18 @@ def _service_lines(
     configuration: Configuration,
     minimum_commit: Decimal | None,
 ) -> list[_Line]:
-    """Usage, fees, discounts and the minimum commit's true-up: what the service costs."""
+    """Usage, fees, trials, discounts and the minimum commit's true-up: what the service
+    costs."""
     body = usage_lines(rated, segment_list, configuration) + fee_lines(
         segment_list, header.period, header.timezone
     )
+    body += trial_lines(body, segment_list)
     body += discount_lines(body, segment_list)
     if minimum_commit is not None:
         true_up = commitment_line(body, segment_list, minimum_commit, header.currency)
         if true_up is not None:
             body.append(true_up)
     return body
-
-
-def _numbered_lines(
-    body: Sequence[_Line], currency: str, rounding: RoundingMode
-) -> tuple[list[dict[str, Any]], Decimal]:
-    """The document's lines, each rounded once, and their total. ``prepaid`` lines (amounts
-    billed early) net no more than the other lines owe (``netted_amounts``)."""
-    rounded = [round_amount(line.amount, currency, rounding) for line in body]
-    netted = netted_amounts([line.kind for line in body], rounded)
-    lines = []
-    total = ZERO
-    for number, line in enumerate(body, start=1):
-        amount, capped = netted[number - 1], netted[number - 1] != rounded[number - 1]
-        with localcontext(MONEY_CONTEXT):
-            total += amount
-        record: dict[str, Any] = {
-            "number": number,
-            "kind": line.kind,
-            "description": line.description,
-            "amount": str(amount),
-            "amount_exact": _plain(amount if capped else line.amount),
-            **line.detail,
-        }
-        if capped:
-            with localcontext(MONEY_CONTEXT):
-                record["carried"] = str(amount - rounded[number - 1])
-        lines.append(record)
-    return lines, total
-
-
-def netted_amounts(kinds: Sequence[str], amounts: Sequence[Decimal]) -> list[Decimal]:
-    """``amounts`` with each ``prepaid`` one (negative: billed early) capped, in order, at
-    what the other lines still owe, so netting never makes an invoice negative (nor more
-    negative than its other lines). What a cap leaves (``billed early - netted``) is a
-    surplus that carries to the customer's next period invoice (``billing.netting``)."""
-    with localcontext(MONEY_CONTEXT):
-        owed = sum((a for k, a in zip(kinds, amounts, strict=True) if k != "prepaid"), ZERO)
-        result = []
-        for kind, amount in zip(kinds, amounts, strict=True):
-            if kind == "prepaid":
-                amount = -min(-amount, max(ZERO, owed))
-                owed += amount
-            result.append(amount)
-    return result
 
 
 def _document(
@@ -455,15 +468,98 @@ def _document(
 _KIND_ORDER = {
     "fee": 0,
     "usage": 1,
+    "trial": 2,
     "discount": 2,
     "commitment": 3,
-    "purchase": 4,
-    "credit": 5,
-    "overage": 6,
-    "carried": 7,
-    "prepaid": 8,
-    "adjustment": 9,
+    "coupon": 4,
+    "purchase": 5,
+    "credit": 6,
+    "overage": 7,
+    "carried": 8,
+    "prepaid": 9,
+    "adjustment": 10,
+    "tax": 11,
 }
+
+
+COUPON_BASE_KINDS = ("fee", "usage", "discount", "commitment")
+"""Lines coupons reduce (``core.coupons``): what the period's service costs."""
+TAXABLE_KINDS = ("fee", "usage", "discount", "commitment", "coupon", "adjustment")
+"""Lines tax is computed on (``core.tax``): the charges after coupons, and late usage.
+Credits (prepaid, promotional, carried) pay an invoice and do not lower its taxable
+amount, as Stripe's customer balance does not; purchases of credits are not taxed."""
+
+
+def coupon_lines(
+    body: Sequence[_Line], coupons: Sequence[Coupon], currency: str
+) -> tuple[list[_Line], dict[int, Decimal]]:
+    """One ``coupon`` line per coupon that takes anything from the charge lines, and what
+    the coupons took from each line altogether (by the line's ``id``)."""
+    if not coupons:
+        return [], {}
+    base = [
+        Discountable(id(line), line.kind, line.detail.get("meter"), amount)
+        for line, amount in _netted(body, COUPON_BASE_KINDS, {})
+    ]
+    result = []
+    taken_from: dict[int, Decimal] = {}
+    for taken in apply_coupons(base, coupons, currency):
+        coupon = taken.coupon
+        off = {"percent_off": str(coupon.percent_off)} if coupon.percent_off else {}
+        if coupon.amount_off is not None:
+            off = {"amount_off": str(coupon.amount_off)}
+        detail = {"coupon": coupon.code, "applies_to": coupon.applies_to, **off}
+        result.append(_Line("coupon", taken.description(currency), taken.amount, None, detail))
+        for key, share in taken.shares:
+            taken_from[key] = exact_sum([taken_from.get(key, ZERO), share])
+    return result, taken_from
+
+
+def _netted(
+    body: Sequence[_Line], kinds: Sequence[str], taken_from: dict[int, Decimal]
+) -> list[tuple[_Line, Decimal]]:
+    """The lines of ``kinds`` with their amounts less what coupons took from them, each
+    usage line netted with the trial lines giving it back (which are not listed)."""
+    given_back: dict[int, Decimal] = {}
+    for line in body:
+        if line.gives_back is not None:
+            key = id(line.gives_back)
+            given_back[key] = exact_sum([given_back.get(key, ZERO), line.amount])
+    return [
+        (
+            line,
+            exact_sum(
+                [line.amount, given_back.get(id(line), ZERO), -taken_from.get(id(line), ZERO)]
+            ),
+        )
+        for line in body
+        if line.kind in kinds and line.gives_back is None
+    ]
+
+
+def tax_lines_of(
+    body: Sequence[_Line], taken_from: dict[int, Decimal], tax: TaxAsk, header: InvoiceHeader
+) -> list[_Line]:
+    """One ``tax`` line per rate that applies, on each taxable line's amount less what the
+    coupons took from it."""
+    taxables = tuple(
+        Taxable(id(line), line.kind, line.detail.get("meter"), None, amount)
+        for line, amount in _netted(body, TAXABLE_KINDS, taken_from)
+        if line.kind != "coupon"
+    )
+    request = TaxRequest(header.customer, tax.jurisdiction, header.currency, taxables)
+    result = []
+    for found in tax_lines(taxables, tax.provider.rates(request), header.currency, tax.rounding):
+        detail = {
+            "tax": found.rate.name,
+            "percent": str(found.rate.percent),
+            "inclusive": found.rate.inclusive,
+            "jurisdiction": found.rate.jurisdiction,
+            "taxable": str(found.taxable),
+            "included": str(found.included),
+        }
+        result.append(_Line("tax", found.description(), found.amount, None, detail))
+    return result
 
 
 def charges_total(document: dict[str, Any]) -> Decimal:

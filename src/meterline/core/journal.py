@@ -47,6 +47,10 @@ REVENUE_BREAKAGE = "revenue:breakage"
 REVENUE_MINIMUM = "revenue:minimum_commitment"
 CONTRA_FREE_CREDITS = "contra_revenue:free_credits"
 CONTRA_DISCOUNTS = "contra_revenue:discounts"
+CONTRA_COUPONS = "contra_revenue:coupons"
+CONTRA_TRIALS = "contra_revenue:free_trials"
+CONTRA_TAX_INCLUDED = "contra_revenue:tax_included"
+TAX_PAYABLE = "liabilities:tax_payable"
 
 CHART: Mapping[str, AccountKind] = {
     CASH: "asset",
@@ -62,6 +66,10 @@ CHART: Mapping[str, AccountKind] = {
     REVENUE_MINIMUM: "revenue",
     CONTRA_FREE_CREDITS: "contra_revenue",
     CONTRA_DISCOUNTS: "contra_revenue",
+    CONTRA_COUPONS: "contra_revenue",
+    CONTRA_TRIALS: "contra_revenue",
+    CONTRA_TAX_INCLUDED: "contra_revenue",
+    TAX_PAYABLE: "liability",
 }
 """The chart of accounts: every account an entry may post to, and its kind. Names are
 colon paths (the first part is the kind's group), as general ledgers and Beancount use."""

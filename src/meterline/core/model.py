@@ -22,10 +22,13 @@ from itertools import pairwise
 from typing import Literal
 
 from meterline.core.controls import ControlPolicy
+from meterline.core.coupons import Coupon, Redemption
 from meterline.core.credit_records import OverageMode, RolloverRule
 from meterline.core.errors import MeterlineError
 from meterline.core.meters import Meter
 from meterline.core.pricing import Tier
+from meterline.core.tax import TableTaxProvider, TaxRate, TaxRounding
+from meterline.core.trials import Trial, TrialWindow
 
 PriceModel = Literal["per_unit", "package", "graduated", "volume", "matrix", "percentage"]
 PRICE_MODELS: tuple[PriceModel, ...] = (
@@ -203,12 +206,14 @@ class Fee:
 
 @dataclass(frozen=True, slots=True)
 class BillingTerms:
-    """Cycle, anchor and proration a plan version bills with (time zone: the contract's)."""
+    """Cycle, anchor and proration a plan version bills with (time zone: the contract's);
+    ``every``: how many cycles one period spans (every 2 weeks, every 6 months)."""
 
-    cycle: Literal["monthly", "quarterly", "annual"] = "monthly"
+    cycle: Literal["daily", "weekly", "monthly", "quarterly", "annual"] = "monthly"
     anchor: Literal["calendar", "anniversary"] = "calendar"
     proration: Literal["day", "second"] = "day"
     rounding: Literal["half_up", "half_even"] = "half_up"
+    every: int = 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -269,6 +274,18 @@ class Contract:
     amendments: tuple[Amendment, ...] = ()
     credits: CreditTerms = field(default_factory=CreditTerms)
     controls: tuple[ControlPolicy, ...] = ()
+    coupons: tuple[Redemption, ...] = ()
+    """The coupon codes the contract redeemed, each from its instant (``core.coupons``)."""
+    tax_jurisdiction: str | None = None
+    """Where the customer is taxed (``DE``, ``US-CA``): picks the pricing file's rates."""
+    tax_rates: tuple[str, ...] = ()
+    """Names of rates that apply to this customer instead of its jurisdiction's."""
+    trial: Trial | None = None
+    """A free trial from ``start_us`` (``core.trials``)."""
+
+    def trial_end_us(self) -> int | None:
+        """When the contract's trial ends (None: no trial)."""
+        return None if self.trial is None else self.trial.end_us(self.start_us)
 
     def active_at(self, instant_us: int) -> bool:
         return self.start_us <= instant_us and (self.end_us is None or instant_us < self.end_us)
@@ -283,6 +300,30 @@ class Configuration:
     plans: tuple[PlanVersion, ...] = ()
     contracts: tuple[Contract, ...] = ()
     costs: tuple[CostRate, ...] = ()
+    coupons: tuple[Coupon, ...] = ()
+    tax_rates: tuple[TaxRate, ...] = ()
+    tax_rounding: TaxRounding = "line"
+
+    def coupon(self, code: str) -> Coupon | None:
+        return next((coupon for coupon in self.coupons if coupon.code == code), None)
+
+    def tax_provider(self) -> TableTaxProvider:
+        """The shipped provider over the declared rates: a contract's named rates, else
+        its jurisdiction's."""
+        by_jurisdiction: dict[str, tuple[TaxRate, ...]] = {}
+        for rate in self.tax_rates:
+            if rate.jurisdiction is not None:
+                by_jurisdiction[rate.jurisdiction] = (
+                    *by_jurisdiction.get(rate.jurisdiction, ()),
+                    rate,
+                )
+        named = {rate.name: rate for rate in self.tax_rates}
+        by_customer = {
+            contract.customer: tuple(named[name] for name in contract.tax_rates if name in named)
+            for contract in self.contracts
+            if contract.tax_rates
+        }
+        return TableTaxProvider(by_jurisdiction, by_customer)
 
     def controls_for(self, contract: Contract, at_us: int) -> tuple[ControlPolicy, ...]:
         """The controls in force for ``contract`` at ``at_us``: its plan version's, with
@@ -355,7 +396,10 @@ class Segment:
     end_us: int
     terms: Terms
     begins_terms: bool
-    """True when the terms start here (contract start or amendment), not at a period edge."""
+    """True when the terms start here (contract start, amendment or a trial's end), not at
+    a period edge."""
+    trial: TrialWindow | None = None
+    """The contract's trial when this stretch lies within it."""
 
 
 class TermsError(MeterlineError, ValueError):
@@ -395,11 +439,19 @@ def segments(
     end = period_end_us if contract.end_us is None else min(period_end_us, contract.end_us)
     if start >= end:
         return []
-    cuts = sorted({a.effective_us for a in contract.amendments if start < a.effective_us < end})
-    edges = [start, *cuts, end]
+    trial_end = contract.trial_end_us()
+    changes = {a.effective_us for a in contract.amendments}
+    starts_of_terms = {contract.start_us, *changes}
+    if contract.trial is not None and trial_end is not None:
+        changes.add(trial_end)  # rating restarts at a conversion (core.trials)
+        if contract.trial.frees_fees:
+            starts_of_terms.add(trial_end)
+    edges = [start, *sorted(c for c in changes if start < c < end), end]
     result = []
-    starts_of_terms = {contract.start_us, *(a.effective_us for a in contract.amendments)}
     for low, high in pairwise(edges):
         terms = terms_at(configuration, contract, low, period_start_us)
-        result.append(Segment(low, high, terms, begins_terms=low in starts_of_terms))
+        trial = None
+        if contract.trial is not None and trial_end is not None and low < trial_end:
+            trial = TrialWindow(contract.trial, contract.start_us)
+        result.append(Segment(low, high, terms, low in starts_of_terms, trial))
     return result

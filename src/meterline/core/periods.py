@@ -2,11 +2,20 @@
 
 This module owns the calendar of a contract. A billing period is the half-open interval
 ``[start_us, end_us)`` of instants (integer microseconds since the Unix epoch, UTC) whose
-boundaries are local midnights in the contract's time zone. Periods repeat monthly,
-quarterly or annually, anchored either to the calendar (the 1st of the month, of
-January/April/July/October, or of January) or to the contract's anniversary (its local
-start date; in a month without that day, the month's last day, always derived from the
-original anchor day, so Jan 31 gives Feb 28, Mar 31, Apr 30).
+boundaries are local midnights in the contract's time zone. Periods repeat daily, weekly,
+monthly, quarterly or annually, ``every`` N of them (every 2 weeks, every 6 months),
+anchored either to the calendar or to the contract's anniversary (its local start date).
+
+- Month cycles (monthly, quarterly, annual): by the calendar a period starts on the 1st of
+  a month whose month count since January of year 0 is a multiple of the period's months
+  (so quarterly starts in January/April/July/October, every 2 months in
+  January/March/...); by the anniversary, on the anchor day of every Nth month from the
+  anchor month (in a month without that day, the month's last day, always derived from the
+  original anchor day, so Jan 31 gives Feb 28, Mar 31, Apr 30).
+- Day cycles (daily, weekly): by the calendar a weekly period starts on a Monday (ISO
+  weeks) and a daily one at each midnight, and every N of them are counted from Monday
+  0001-01-01 (the proleptic calendar's first day); by the anniversary, every N days or
+  weeks from the anchor date.
 
 Local midnight is resolved through ``zoneinfo``: a period across a daylight-saving change
 is an hour shorter or longer (743 or 745 hours for a 31-day month), and a day whose
@@ -34,8 +43,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from meterline.core.money import MONEY_CONTEXT
 
-Cycle = Literal["monthly", "quarterly", "annual"]
-CYCLES: tuple[Cycle, ...] = ("monthly", "quarterly", "annual")
+Cycle = Literal["daily", "weekly", "monthly", "quarterly", "annual"]
+CYCLES: tuple[Cycle, ...] = ("daily", "weekly", "monthly", "quarterly", "annual")
 
 Anchor = Literal["calendar", "anniversary"]
 ANCHORS: tuple[Anchor, ...] = ("calendar", "anniversary")
@@ -45,7 +54,11 @@ PRORATIONS: tuple[Proration, ...] = ("day", "second")
 
 MONTHS_PER_YEAR = 12
 MONTHS_PER_CYCLE: Mapping[Cycle, int] = {"monthly": 1, "quarterly": 3, "annual": 12}
-"""Length of each cycle in calendar months."""
+"""Length of each month cycle in calendar months."""
+DAYS_PER_CYCLE: Mapping[Cycle, int] = {"daily": 1, "weekly": 7}
+"""Length of each day cycle in calendar days."""
+EVERY_LIMIT = 1000
+"""The most cycles one period may span (``every``): 1,000 days, weeks or months."""
 
 UNIX_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 ONE_MICROSECOND = timedelta(microseconds=1)
@@ -95,13 +108,15 @@ class BillingCycle:
     """How a contract's periods repeat: cycle length, anchor, and the contract's time zone.
 
     ``anchor_date`` is the contract's local start date; anniversary billing needs it and
-    calendar billing ignores it. Construction does not validate: see ``cycle_errors``.
+    calendar billing ignores it. ``every``: how many cycles one period spans (every 2
+    weeks). Construction does not validate: see ``cycle_errors``.
     """
 
     cycle: Cycle = "monthly"
     anchor: Anchor = "calendar"
     timezone: str = "UTC"
     anchor_date: date | None = None
+    every: int = 1
 
 
 def cycle_errors(cycle: BillingCycle, path: str = "billing") -> list[str]:
@@ -111,6 +126,10 @@ def cycle_errors(cycle: BillingCycle, path: str = "billing") -> list[str]:
         errors.append(f"{path}.cycle: {cycle.cycle!r} is not one of {', '.join(CYCLES)}")
     if cycle.anchor not in ANCHORS:
         errors.append(f"{path}.anchor: {cycle.anchor!r} is not one of {', '.join(ANCHORS)}")
+    if type(cycle.every) is not int or not 1 <= cycle.every <= EVERY_LIMIT:
+        errors.append(
+            f"{path}.every: {cycle.every!r} is not a whole number from 1 to {EVERY_LIMIT}"
+        )
     if _zone_or_none(cycle.timezone) is None:
         errors.append(f"{path}.timezone: {cycle.timezone!r} is not a known time zone")
     if cycle.anchor_date is not None and type(cycle.anchor_date) is not date:
@@ -170,7 +189,7 @@ def next_period(cycle: BillingCycle, period: BillingPeriod) -> BillingPeriod:
     following = _containing(cycle, period.end_us)[1]
     if following.start_us != period.end_us:
         raise ValueError(
-            f"period: end_us {period.end_us} is not a boundary of this {cycle.cycle} "
+            f"period: end_us {period.end_us} is not a boundary of this {_cycle_name(cycle)} "
             f"{cycle.anchor} cycle"
         )
     return following
@@ -283,12 +302,30 @@ def _local_wall(zone: ZoneInfo, instant_us: int) -> datetime:
     return moment.astimezone(zone).replace(tzinfo=None, fold=0)
 
 
+def _cycle_name(cycle: BillingCycle) -> str:
+    return cycle.cycle if cycle.every == 1 else f"every {cycle.every} {cycle.cycle}"
+
+
 def _month_ordinal(day: date) -> int:
     return day.year * MONTHS_PER_YEAR + day.month - 1
 
 
+def _step(cycle: BillingCycle) -> int:
+    """A period's length in ordinals: months for month cycles, days for day cycles."""
+    if cycle.cycle in DAYS_PER_CYCLE:
+        return DAYS_PER_CYCLE[cycle.cycle] * cycle.every
+    return MONTHS_PER_CYCLE[cycle.cycle] * cycle.every
+
+
+def _ordinal_of(cycle: BillingCycle, day: date) -> int:
+    """``day``'s ordinal on the cycle's axis: its month count or its day count."""
+    return day.toordinal() if cycle.cycle in DAYS_PER_CYCLE else _month_ordinal(day)
+
+
 def _start_date(cycle: BillingCycle, ordinal: int) -> date:
-    """The local start date of the period beginning in month ``ordinal``."""
+    """The local start date of the period beginning at ``ordinal``."""
+    if cycle.cycle in DAYS_PER_CYCLE:
+        return date.fromordinal(ordinal)
     year, month_index = divmod(ordinal, MONTHS_PER_YEAR)
     month = month_index + 1
     if cycle.anchor == "calendar" or cycle.anchor_date is None:
@@ -297,34 +334,40 @@ def _start_date(cycle: BillingCycle, ordinal: int) -> date:
     return date(year, month, min(cycle.anchor_date.day, last_day))
 
 
-def _start_ordinal(cycle: BillingCycle, day: date) -> int:
-    """The month ordinal of the period whose local dates include ``day``."""
-    step = MONTHS_PER_CYCLE[cycle.cycle]
-    offset = 0
+def _offset(cycle: BillingCycle) -> int:
+    """The ordinal every period start is congruent to, modulo the step."""
+    step = _step(cycle)
     if cycle.anchor == "anniversary" and cycle.anchor_date is not None:
-        offset = _month_ordinal(cycle.anchor_date) % step
-    ordinal = _month_ordinal(day)
-    ordinal -= (ordinal - offset) % step
+        return _ordinal_of(cycle, cycle.anchor_date) % step
+    if cycle.cycle in DAYS_PER_CYCLE:
+        return date(1, 1, 1).toordinal() % step  # a Monday: calendar weeks are ISO weeks
+    return 0
+
+
+def _start_ordinal(cycle: BillingCycle, day: date) -> int:
+    """The ordinal of the period whose local dates include ``day``."""
+    step = _step(cycle)
+    ordinal = _ordinal_of(cycle, day)
+    ordinal -= (ordinal - _offset(cycle)) % step
     if _start_date(cycle, ordinal) > day:
         ordinal -= step
     return ordinal
 
 
 def _period_at(cycle: BillingCycle, ordinal: int) -> BillingPeriod:
-    step = MONTHS_PER_CYCLE[cycle.cycle]
     return BillingPeriod(
         local_midnight_us(cycle.timezone, _start_date(cycle, ordinal)),
-        local_midnight_us(cycle.timezone, _start_date(cycle, ordinal + step)),
+        local_midnight_us(cycle.timezone, _start_date(cycle, ordinal + _step(cycle))),
     )
 
 
 def _containing(cycle: BillingCycle, instant_us: int) -> tuple[int, BillingPeriod]:
-    """The month ordinal and period containing ``instant_us``.
+    """The ordinal and period containing ``instant_us``.
 
     The local date picks the period; the instant comparisons settle the rare instant whose
     local date disagrees with its order (a repeated hour across midnight).
     """
-    step = MONTHS_PER_CYCLE[cycle.cycle]
+    step = _step(cycle)
     ordinal = _start_ordinal(cycle, local_date(cycle.timezone, instant_us))
     period = _period_at(cycle, ordinal)
     while instant_us >= period.end_us:
@@ -337,7 +380,7 @@ def _containing(cycle: BillingCycle, instant_us: int) -> tuple[int, BillingPerio
 
 
 def _periods_from(cycle: BillingCycle, start_us: int, end_us: int) -> Iterator[BillingPeriod]:
-    step = MONTHS_PER_CYCLE[cycle.cycle]
+    step = _step(cycle)
     ordinal, period = _containing(cycle, start_us)
     yield period
     while period.end_us < end_us:

@@ -46,7 +46,13 @@ from meterline.core.periods import local_date
 from meterline.finance.books import Books, build_books
 
 ZERO = Decimal(0)
-OTHER_REVENUE = {"fee": "(fee)", "commitment": "(commitment)", "discount": "(discount)"}
+OTHER_REVENUE = {
+    "fee": "(fee)",
+    "commitment": "(commitment)",
+    "discount": "(discount)",
+    "coupon": "(coupon)",
+    "trial": "(trial)",
+}
 """Invoice line kinds charged besides usage, and the meter name their slices get."""
 
 

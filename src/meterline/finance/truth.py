@@ -34,6 +34,7 @@ from meterline.core.journal import (
     DEFERRED,
     RECEIVABLE,
     REVENUE_USAGE,
+    TAX_PAYABLE,
     UNBILLED,
     rollforward,
 )
@@ -296,10 +297,12 @@ def _reports(report: TruthReport, books: Books) -> None:
         deferred = -sum((v for (a, _), v in balances.items() if a in DEFERRED), ZERO)
         unbilled = sum((v for (a, _), v in balances.items() if a == UNBILLED), ZERO)
         billed = sum((v for (a, _), v in balances.items() if a == RECEIVABLE), ZERO)
+        tax = -sum((v for (a, _), v in balances.items() if a == TAX_PAYABLE), ZERO)
         report.add(
             "reports",
-            "billed = recognized + deferred - unbilled",
-            revenue + deferred - unbilled,
+            "billed = recognized + deferred - unbilled"
+            + (" + tax payable" if tax else ""),
+            revenue + deferred - unbilled + tax,
             billed,
             "accounts receivable",
         )

@@ -5,8 +5,9 @@ credits settled, grants bought in it, amounts billed early netted back) sits in 
 receivable until the period's invoice is billed, the day it is finalized. So at the end
 of a period's last day each customer's unbilled receivable, per currency, must equal what
 the invoices of its ended periods that are not billed yet will bill for service up to
-then: their lines, less late-usage ``adjustment`` lines (earned the day they are billed)
-and fees for service starting after that day. A difference means a movement landed in
+then: their lines, less late-usage ``adjustment`` lines (earned the day they are billed),
+``tax`` lines (billed to receivable and tax payable) and fees for service starting after
+that day. A difference means a movement landed in
 the wrong period (the check that finds credit consumption journalled a day late).
 """
 
@@ -95,8 +96,8 @@ def _invoiced(
 
 def _earned(line: Mapping[str, Any], timezone: str, day: date) -> Decimal:
     """A line's amount if it is earned against unbilled receivable by ``day``."""
-    if line["kind"] == "adjustment":
-        return ZERO
+    if line["kind"] in ("adjustment", "tax"):
+        return ZERO  # late usage is earned when billed; tax is owed, never unbilled
     service = line.get("service")
     if line["kind"] == "fee" and service and day_of(service["start"], timezone) > day:
         return ZERO

@@ -1,0 +1,132 @@
+"""Coupons, tax, trials and weekly cycles through the real stores: close, audit, and the
+journal agreeing with the invoices (``one_truth``)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import UTC, datetime
+from decimal import Decimal as D
+from typing import Any
+
+import pytest
+
+from meterline.billing.service import open_billing
+from meterline.config.source import ConfigurationError
+from meterline.core.events import decode_exact, timestamp_to_us
+from meterline.core.invoicing import line_sum
+from meterline.finance.truth import one_truth
+from tests.conftest import Location
+
+NewDb = Callable[..., Location]
+
+PRICING = """\
+meters:
+  - {key: tokens, event_type: llm, aggregation: sum, property: tokens}
+coupons:
+  - {code: LAUNCH20, name: Launch, percent_off: 20, duration: repeating, duration_periods: 2,
+     max_redemptions: 2}
+  - {code: TOKENS5, name: Five off tokens, amount_off: "5.00", currency: USD,
+     applies_to: usage, meters: [tokens], duration: forever}
+tax:
+  rates:
+    - {name: CA sales tax, percent: "7.25", jurisdiction: US-CA}
+    - {name: VAT GB, percent: 20, inclusive: true, jurisdiction: GB}
+plans:
+  - key: weekly
+    versions:
+      - version: 1
+        effective_from: 2026-01-01
+        currency: USD
+        billing: {cycle: weekly}
+        fees: [{key: seat, name: Seat, amount: 70}]
+        prices: [{meter: tokens, model: per_unit, unit_amount: "0.01"}]
+  - key: monthly
+    versions:
+      - version: 1
+        effective_from: 2026-01-01
+        currency: USD
+        fees: [{key: platform, name: Platform, amount: 30}]
+        prices: [{meter: tokens, model: per_unit, unit_amount: "0.01"}]
+contracts:
+  - {customer: weekly-co, plan: weekly, start: 2026-11-02, coupons: [LAUNCH20],
+     tax: {jurisdiction: US-CA}}
+  - {customer: trial-co, plan: monthly, start: 2026-11-11, trial: {days: 14},
+     coupons: [TOKENS5], tax: {jurisdiction: GB}}
+"""
+
+
+def at(*parts: int) -> int:
+    return timestamp_to_us(datetime(*parts, tzinfo=UTC))  # type: ignore[misc]
+
+
+def event(customer: str, day: int, tokens: int, number: int) -> dict[str, Any]:
+    return {
+        "id": f"{customer}-{number}",
+        "customer": customer,
+        "type": "llm",
+        "timestamp": f"2026-11-{day:02d}T12:00:00Z",
+        "properties": {"tokens": tokens},
+    }
+
+
+def lines(document: dict[str, Any]) -> list[tuple[str, str]]:
+    return [(line["kind"], line["amount"]) for line in document["lines"]]
+
+
+def test_weekly_coupons_tax_and_a_trial_close_audit_and_reconcile(new_db: NewDb) -> None:
+    now = [at(2026, 12, 2)]
+    with open_billing(new_db(), clock=lambda: now[0]) as billing:
+        events = [event("weekly-co", day, 1000, day) for day in (3, 10, 17)]
+        events += [event("trial-co", 12, 800, 1), event("trial-co", 27, 2000, 2)]
+        assert billing.ledger.ingest(events).accepted == len(events)
+        billing.apply(PRICING)
+        finalized = billing.close(at(2026, 12, 2))
+        by_customer: dict[str, list[dict[str, Any]]] = {}
+        for invoice in finalized:
+            by_customer.setdefault(invoice.customer, []).append(decode_exact(invoice.document))
+        weeks = by_customer["weekly-co"]
+        # Weeks from Monday November 2nd: 2, 9, 16, 23 (the 30th's week is still open)
+        assert [w["period"]["label"] for w in weeks] == [
+            "2026-11-02",
+            "2026-11-09",
+            "2026-11-16",
+            "2026-11-23",
+        ]
+        # 70 seat + 10 tokens, 20% off for two weeks, then 7.25% on what is left
+        assert lines(weeks[0]) == [
+            ("fee", "70.00"),
+            ("usage", "10.00"),
+            ("coupon", "-16.00"),
+            ("tax", "4.64"),
+        ]
+        assert weeks[0]["total"] == "68.64"
+        assert [kind for kind, _ in lines(weeks[2])] == ["fee", "usage", "tax"]
+        (trial,) = by_customer["trial-co"]
+        assert lines(trial) == [
+            ("usage", "8.00"),
+            ("trial", "-8.00"),
+            ("fee", "6.00"),
+            ("usage", "20.00"),
+            ("coupon", "-5.00"),
+            ("tax", "0.00"),
+        ]
+        tax = trial["lines"][-1]
+        assert tax["included"] == "3.50" and tax["inclusive"] is True  # 21.00 * 20/120
+        for document in [*weeks, trial]:
+            assert line_sum(document) == D(document["total"])
+        report = billing.audit()
+        assert report.passed, report.mismatches
+        truth = one_truth(billing)
+        assert truth.agrees, [c for c in truth.checks if not c.agrees]
+
+
+def test_a_coupon_past_its_limit_and_unknown_rates_are_named(new_db: NewDb) -> None:
+    crowded = PRICING.replace("max_redemptions: 2", "max_redemptions: 1").replace(
+        "coupons: [TOKENS5]", "coupons: [TOKENS5, LAUNCH20]"
+    )
+    crowded = crowded.replace("jurisdiction: GB}}", "jurisdiction: FR}}")
+    with open_billing(new_db()) as billing, pytest.raises(ConfigurationError) as raised:
+        billing.apply(crowded)
+    text = str(raised.value)
+    assert "contracts[1].coupons[1]: coupon LAUNCH20 is limited to 1 redemption(s)" in text
+    assert "contracts[1].tax.jurisdiction: no tax rate is declared for 'FR'" in text
