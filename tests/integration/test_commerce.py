@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from meterline.billing.service import open_billing
+from meterline.billing.service import BillingError, open_billing
 from meterline.config.source import ConfigurationError
 from meterline.core.events import decode_exact, timestamp_to_us
 from meterline.core.invoicing import line_sum
@@ -130,3 +130,39 @@ def test_a_coupon_past_its_limit_and_unknown_rates_are_named(new_db: NewDb) -> N
     text = str(raised.value)
     assert "contracts[1].coupons[1]: coupon LAUNCH20 is limited to 1 redemption(s)" in text
     assert "contracts[1].tax.jurisdiction: no tax rate is declared for 'FR'" in text
+
+
+def test_partial_credit_notes_reverse_lines_amounts_and_their_tax(new_db: NewDb) -> None:
+    """Credit the usage line of a taxed week, then 10.00 of another: each note carries
+    the tax back; more than is left, a line twice, or a void after them are refused; the
+    journal still agrees with the invoices."""
+    with open_billing(new_db(), clock=lambda: at(2026, 12, 2)) as billing:
+        events = [event("weekly-co", day, 1000, day) for day in (3, 10, 17)]
+        assert billing.ledger.ingest(events).accepted == len(events)
+        billing.apply(PRICING)
+        weeks = [i for i in billing.close(at(2026, 12, 2)) if i.customer == "weekly-co"]
+        first = weeks[0].invoice_id  # fee 70, usage 10, coupon -16, tax 4.64
+        note = decode_exact(billing.credit_note(first, "usage billed twice", lines=[2]).document)
+        assert [(line["kind"], line["amount"]) for line in note["lines"]] == [
+            ("usage", "-10.00"),
+            ("coupon", "2.00"),  # the 20% the coupon took from the line
+            ("tax", "-0.58"),  # 7.25% of the 8.00 paid for it
+        ]
+        with pytest.raises(BillingError, match="line 2: credited already"):
+            billing.credit_note(first, "again", lines=[2])
+        with pytest.raises(BillingError, match="no charge line 4"):
+            billing.credit_note(first, "tax is not a charge", lines=[4])
+        second = weeks[1].invoice_id
+        by_amount = decode_exact(
+            billing.credit_note(second, "goodwill", amount=D("10.00")).document
+        )
+        charged = [line for line in by_amount["lines"] if line["kind"] != "tax"]
+        assert sum((D(line["amount"]) for line in charged), D(0)) == D("-10.00")
+        assert by_amount["lines"][-1]["kind"] == "tax"
+        with pytest.raises(BillingError, match="more than the"):
+            billing.credit_note(second, "too much", amount=D("1000.00"))
+        with pytest.raises(BillingError, match="partial credit notes"):
+            billing.credit_note(second, "void", void=True)
+        assert billing.audit().passed
+        truth = one_truth(billing)
+        assert truth.agrees, [c for c in truth.checks if not c.agrees]

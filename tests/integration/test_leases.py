@@ -22,7 +22,7 @@ from meterline.core.partitions import partition_of
 from meterline.ledger.heads import LeaseLost, PartitionLeased
 from meterline.ledger.ledger import Ledger, open_store
 from meterline.ledger.store import LedgerStore
-from meterline.stream.worker import fair_share
+from meterline.stream.partition_leases import fair_share
 from tests.conftest import FIXED_NOW_US, POSTGRES_URL, Databases, event
 
 SHORT_LEASE_S = 0.5

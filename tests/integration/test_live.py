@@ -279,6 +279,24 @@ def test_true_up_bills_now_and_the_period_invoice_nets_it(new_db: NewDb, clock: 
         assert audit.passed, audit.mismatches
 
 
+def test_a_top_up_to_a_target_balance_grants_what_brings_it_back(
+    new_db: NewDb, clock: Clock
+) -> None:
+    """The balance falls to 0 (the pool was empty): a top-up to a target of 120, at most
+    100 per top-up and 0.009 a credit, grants 100 for 0.90."""
+    control = (
+        "      - {key: low, policy: balance_exhausted, unit: credits, actions: [top_up],"
+        " top_up: {credit_type: credits, target_balance: 120, minimum: 20, maximum: 100,"
+        " unit_cost: '0.009'}}"
+    )
+    with live_over(new_db, clock, control) as live:
+        live.send(10)
+        live.engine.controls.drain()
+        (grant,) = live.billing.store.grants("acme")
+        document = decode_exact(grant.document)
+        assert D(document["amount"]) == 100 and D(document["paid"]) == D("0.90")
+
+
 def test_top_up_grants_invoices_and_lifts_the_balance_block(new_db: NewDb, clock: Clock) -> None:
     control = (
         "      - {key: empty, policy: balance_exhausted, unit: credits,"
@@ -582,7 +600,7 @@ def test_grant_override_adds_credit_and_lifts(new_db: NewDb, clock: Clock) -> No
 
 
 def test_override_mistakes_are_refused(new_db: NewDb, clock: Clock) -> None:
-    from meterline.live.controls import OverrideError
+    from meterline.live.control_overrides import OverrideError
 
     with live_over(new_db, clock, EMPTY_BLOCK) as live:
         controls = live.engine.controls

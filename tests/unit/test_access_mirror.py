@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from meterline.ledger.ledger import open_store
-from meterline.live.controls import OverrideError
+from meterline.live.control_overrides import OverrideError
 from meterline.stream.mirror import AccessMirror
 from tests.conftest import Location
 

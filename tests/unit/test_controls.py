@@ -631,3 +631,14 @@ def test_cost_mistakes_are_named_by_path(cost_line: str, expected: str) -> None:
     problems = errors_of(text)
     assert any(expected in problem for problem in problems), problems
     assert all(problem.startswith("pricing.yaml:") for problem in problems), problems
+
+
+def test_a_top_up_to_a_target_is_bounded_and_priced_by_the_unit() -> None:
+    rule = TopUpRule("credits", D(0), target_balance=D(1000), minimum=D(100), maximum=D(600))
+    assert rule.grant_for(D(950)) == D(100)  # at least the minimum
+    assert rule.grant_for(D(700)) == D(300)
+    assert rule.grant_for(D(-50)) == D(600)  # at most the maximum
+    assert rule.grant_for(D(1000)) == D(0) and rule.grant_for(D(1200)) == D(0)
+    priced = TopUpRule("credits", D(250), unit_cost=D("0.0095"))
+    assert priced.grant_for(D(0)) == D(250) and priced.paid_for(D(250), "USD") == D("2.38")
+    assert TopUpRule("credits", D(5), paid=D(1)).paid_for(D(5), "USD") == D(1)

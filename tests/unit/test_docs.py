@@ -38,7 +38,7 @@ def test_every_command_and_option_is_in_the_readme() -> None:
 def test_readme_opens_with_the_two_commands() -> None:
     """README's first two code blocks are the demo command and the test command."""
     blocks = README.split("```bash\n")[1:3]
-    assert blocks[0].startswith("python3 -m pip install -e . && meterline demo")
+    assert blocks[0].startswith("python3 -m pip install -e '.[server]' && meterline demo")
     assert blocks[1].startswith("bash scripts/test")
 
 

@@ -44,6 +44,7 @@ from meterline.api.openapi import (
     json_content,
 )
 from meterline.api.openapi import install as install_openapi
+from meterline.api.payment_routes import with_payment_routes
 from meterline.api.stream_front import StreamFront
 from meterline.api.webhook_routes import WebhookRoutes
 from meterline.billing.service import Billing, BillingError, InvalidRequest, NotFound
@@ -256,7 +257,7 @@ def create_app(
     app.add_middleware(UnexpectedErrors)
     app.add_middleware(TimingMiddleware, metrics=metrics)
     app.add_exception_handler(HTTPException, http_exception)
-    install_openapi(app)
+    install_openapi(with_payment_routes(app))
 
     async def principal_of(request: Request) -> Principal:
         return await to_thread.run_sync(authenticate, ledger.store, _bearer(request))

@@ -1,4 +1,5 @@
-"""Credit notes: settle an invoice's late events at once, or void it.
+"""Credit notes: settle an invoice's late events at once, void it, or credit chosen
+lines or an amount of it (``core.credit_note_lines``).
 
 Invariants: a credit note cites the invoice it settles; late events are billed exactly
 once (a later close finds them accounted for); the stored invoice is never edited.
@@ -6,12 +7,15 @@ once (a later close finds them accounted for); the stored invoice is never edite
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from decimal import Decimal
+from typing import Any
 
 from meterline.billing import late
 from meterline.billing.context import BillingContext
 from meterline.billing.errors import BillingError
 from meterline.billing.scan import RatingJob, run_jobs
+from meterline.core.credit_note_lines import CreditNoteError, partial_lines
 from meterline.core.events import decode_exact, encode_canonical, format_timestamp
 from meterline.core.model import Configuration
 from meterline.core.periods import BillingPeriod
@@ -21,22 +25,45 @@ CREDIT_NOTE_SCHEMA = "meterline.credit-note/1"
 
 
 def credit_note(
-    context: BillingContext, invoice_id: str, reason: str, void: bool = False
+    context: BillingContext,
+    invoice_id: str,
+    reason: str,
+    void: bool = False,
+    lines: Sequence[int] = (),
+    amount: Decimal | None = None,
 ) -> StoredCreditNote:
     """A credit note against a finalized invoice: ``void`` credits its whole total;
-    otherwise it settles the invoice's late events now (re-rated difference), so the
-    next invoice will not carry them again."""
+    ``lines`` credits those lines in full and ``amount`` a pre-tax amount spread over its
+    charges, each with the tax it carried; otherwise it settles the invoice's late events
+    now (re-rated difference), so the next invoice will not carry them again."""
     stored = context.invoice(invoice_id)
     document = context.document(invoice_id)
     now_us = context.clock()
     if not reason.strip():
         raise BillingError("reason: a credit note needs a reason")
+    if void and (lines or amount is not None):
+        raise BillingError("void: a void credits the whole invoice; give no lines or amount")
+    if lines or amount is not None:
+        notes = [decode_exact(n.document) for n in context.store.credit_notes(invoice_id)]
+        try:
+            note_lines = partial_lines(document, notes, lines, amount)
+        except CreditNoteError as error:
+            raise BillingError(str(error)) from None
+        return _store(context, invoice_id, stored.customer, document, reason, note_lines, now_us)
     if void:
         if any(
             decode_exact(n.document).get("void") for n in context.store.credit_notes(invoice_id)
         ):
             raise BillingError(f"invoice {invoice_id} is already void")
-        lines = [
+        if any(
+            "credits_line" in line
+            for n in context.store.credit_notes(invoice_id)
+            for line in decode_exact(n.document)["lines"]
+        ):
+            raise BillingError(
+                f"invoice {invoice_id} has partial credit notes; credit what is left by amount"
+            )
+        note_lines = [
             {
                 "number": 1,
                 "kind": "void",
@@ -54,7 +81,7 @@ def credit_note(
             raise BillingError(f"invoice {invoice_id} has no late events to settle")
         run_jobs(context.connection, [job for _, _, job, _ in pending])
         adjustment = late.late_adjustments(context, pending)[stored.customer][0]
-        lines = [
+        note_lines = [
             {
                 "number": 1,
                 "kind": "adjustment",
@@ -64,6 +91,20 @@ def credit_note(
                 "lineage": adjustment.lineage(),
             }
         ]
+    return _store(context, invoice_id, stored.customer, document, reason, note_lines, now_us, void)
+
+
+def _store(
+    context: BillingContext,
+    invoice_id: str,
+    customer: str,
+    document: dict[str, Any],
+    reason: str,
+    lines: list[dict[str, Any]],
+    now_us: int,
+    void: bool = False,
+) -> StoredCreditNote:
+    """Number, hash and store the note of ``lines``."""
     total = sum((Decimal(str(line["amount"])) for line in lines), Decimal(0))
 
     def make(note_id: str) -> bytes:
@@ -72,7 +113,7 @@ def credit_note(
                 "schema": CREDIT_NOTE_SCHEMA,
                 "number": note_id,
                 "invoice": invoice_id,
-                "customer": stored.customer,
+                "customer": customer,
                 "currency": document["currency"],
                 "reason": reason,
                 "void": void,
@@ -82,4 +123,4 @@ def credit_note(
             }
         )
 
-    return context.store.add_credit_note(invoice_id, stored.customer, now_us, make)
+    return context.store.add_credit_note(invoice_id, customer, now_us, make)

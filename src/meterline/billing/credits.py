@@ -130,7 +130,7 @@ class CreditInputs:
 def credit_book(
     inputs: CreditInputs, charges: Sequence[Charge], until_us: int | None = None
 ) -> CreditBook:
-    return CreditBook(inputs.overage).run(
+    return CreditBook(inputs.overage, inputs.terms.semantics).run(
         inputs.grants, inputs.relevant(charges), inputs.voids, inputs.adjustments, until_us
     )
 

@@ -25,8 +25,9 @@ engine and the API read through billing). Each method here is one delegation.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
+from datetime import date
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -39,6 +40,7 @@ from meterline.billing import (
     drafts,
     grants,
     late,
+    payments,
     proofs,
     reads,
     revisions,
@@ -51,6 +53,7 @@ from meterline.billing.credit_notes import CREDIT_NOTE_SCHEMA
 from meterline.billing.credits import CreditInputs
 from meterline.billing.documents import CreditPart
 from meterline.billing.errors import BillingError, InvalidRequest, NotFound, RatingFailed
+from meterline.billing.payments import PaymentRequest, Recorded
 from meterline.billing.proofs import Verifier, standalone_verifier
 from meterline.billing.revisions import ApplyReport, Change, diff
 from meterline.billing.scan import RatingJob
@@ -60,6 +63,14 @@ from meterline.core.credits import Charge, CreditBook
 from meterline.core.cuts import Cut
 from meterline.core.meters import MeterProblem
 from meterline.core.model import Configuration, Contract
+from meterline.core.payments import (
+    NET_DAYS_DEFAULT,
+    AgingRow,
+    Movement,
+    Overdue,
+    OverduePolicy,
+    Standing,
+)
 from meterline.core.periods import BillingPeriod
 from meterline.ledger.billing import (
     BillingStore,
@@ -70,6 +81,7 @@ from meterline.ledger.billing import (
 )
 from meterline.ledger.integrity import OpenErrors, inspect_store, unreadable
 from meterline.ledger.ledger import Ledger
+from meterline.ledger.payment_records import PaymentStore
 
 __all__ = [
     "CREDIT_NOTE_SCHEMA",
@@ -101,6 +113,7 @@ class Billing:
 
     def __init__(self, ledger: Ledger, store: BillingStore, clock: Clock = system_clock_us):
         self.context = BillingContext(ledger, store, clock)
+        self._payments = payments.OpenedOnUse(store.path)
 
     @property
     def ledger(self) -> Ledger:
@@ -250,9 +263,63 @@ class Billing:
         """``proofs.proof``."""
         return proofs.proof(self.context, invoice_id, line_number, event_id)
 
-    def credit_note(self, invoice_id: str, reason: str, void: bool = False) -> StoredCreditNote:
+    def credit_note(
+        self,
+        invoice_id: str,
+        reason: str,
+        void: bool = False,
+        lines: Sequence[int] = (),
+        amount: Decimal | None = None,
+    ) -> StoredCreditNote:
         """``credit_notes.credit_note``."""
-        return credit_notes.credit_note(self.context, invoice_id, reason, void)
+        return credit_notes.credit_note(self.context, invoice_id, reason, void, lines, amount)
+
+    @property
+    def payment_records(self) -> PaymentStore:
+        """The payment records beside the invoices (opened on first use)."""
+        return self._payments.store()
+
+    def record_payment(self, request: PaymentRequest, customer: str | None = None) -> Recorded:
+        """``payments.record``."""
+        return payments.record(self.context, self.payment_records, request, customer)
+
+    def invoice_standing(
+        self, invoice_id: str, customer: str | None = None, at_us: int | None = None
+    ) -> tuple[Standing, list[Movement]]:
+        """``payments.standing``."""
+        return payments.standing(self.context, self.payment_records, invoice_id, customer, at_us)
+
+    def receivables(
+        self, customer: str | None = None, at_us: int | None = None
+    ) -> list[tuple[Standing, list[Movement]]]:
+        """``payments.standings``."""
+        return payments.standings(self.context, self.payment_records, customer, at_us)
+
+    def aging(
+        self, on: date, net_days: int = NET_DAYS_DEFAULT, customer: str | None = None
+    ) -> list[AgingRow]:
+        """``payments.aging_report``."""
+        return payments.aging_report(self.context, self.payment_records, on, net_days, customer)
+
+    def overdue(
+        self, on: date, days: int, net_days: int = NET_DAYS_DEFAULT, customer: str | None = None
+    ) -> list[Overdue]:
+        """``payments.overdue_report``."""
+        return payments.overdue_report(
+            self.context, self.payment_records, on, days, net_days, customer
+        )
+
+    def overdue_access(
+        self, customer: str, policy: OverduePolicy, on: date, feature: str | None = None
+    ) -> dict[str, Any]:
+        """``payments.overdue_access``."""
+        return payments.overdue_access(
+            self.context, self.payment_records, customer, policy, on, feature
+        )
+
+    def close_payments(self) -> None:
+        """``payments.OpenedOnUse.close``."""
+        return self._payments.close()
 
     def audit(self, triggers: bool = True) -> AuditReport:
         """``audit.audit``."""
@@ -317,9 +384,11 @@ def open_billing(
 
     ledger = open_ledger(path, clock=clock, create=create)
     store = BillingStore(path, create=create)
+    service = Billing(ledger, store, clock)
     try:
-        yield Billing(ledger, store, clock)
+        yield service
     finally:
+        service.close_payments()
         store.close()
         ledger.close()
 

@@ -8,6 +8,24 @@ the library; ``app`` registers them all. Importing this package loads no store, 
 server (heavy imports are inside the commands).
 """
 
-from meterline.cli.app import app, main
+from __future__ import annotations
+
+import sys
+
+try:
+    from meterline.cli.app import app, main
+except ImportError as missing:  # the SDK alone installed: no server extra
+    _MISSING = missing.name or str(missing)
+
+    def main() -> None:
+        """Say what to install instead of a traceback."""
+        print(
+            f"meterline: the command line needs the server extra (missing {_MISSING}):"
+            " python3 -m pip install 'meterline[server]'",
+            file=sys.stderr,
+        )
+        raise SystemExit(1)
+
+    app = None  # type: ignore[assignment]
 
 __all__ = ["app", "main"]

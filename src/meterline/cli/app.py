@@ -23,6 +23,7 @@ from meterline.cli.keys import keys_app
 from meterline.cli.ledger import audit, ingest, serve, verify
 from meterline.cli.live import controls_app, live_app, reconcile_command
 from meterline.cli.options import errors
+from meterline.cli.payments import payments_app
 from meterline.cli.stream import partitions_command, status_command, worker_command
 from meterline.cli.webhooks import webhooks_app
 from meterline.clock import NOW_VARIABLE, ClockSettingError, clock_offset_us, system_clock_us
@@ -36,6 +37,7 @@ app = typer.Typer(
 app.add_typer(keys_app, name="keys")
 app.add_typer(invoices_app, name="invoices")
 app.add_typer(credits_app, name="credits")
+app.add_typer(payments_app, name="payments")
 app.add_typer(bench_app, name="bench")
 for command in (serve, verify, ingest, apply, unbillable, explain, audit, demo):
     app.command()(command)

@@ -231,13 +231,27 @@ def invoices_credit_note(
     void: Annotated[
         bool, typer.Option("--void", help="Credit the whole invoice (voiding it).")
     ] = False,
+    line: Annotated[
+        list[int] | None,
+        typer.Option("--line", help="Credit this line in full, with its tax (repeatable)."),
+    ] = None,
+    amount: Annotated[
+        str | None,
+        typer.Option("--amount", help="Credit this pre-tax amount, spread over the charges."),
+    ] = None,
 ) -> None:
-    """Issue a credit note: settle an invoice's late events now, or --void it."""
+    """Issue a credit note: settle an invoice's late events now, credit chosen --line(s) or
+    an --amount (with their tax), or --void it."""
     from meterline.billing.service import BillingError, open_billing
+    from meterline.core.money import MoneyError, to_bounded_amount
 
+    try:
+        exact = None if amount is None else to_bounded_amount(amount, "--amount")
+    except MoneyError as error:
+        raise fail(str(error), 2) from None
     with open_billing(db) as billing:
         try:
-            note = billing.credit_note(invoice, reason, void=void)
+            note = billing.credit_note(invoice, reason, void, line or (), exact)
         except BillingError as error:
             raise fail(str(error), 1) from None
     print(note.document.decode())

@@ -37,6 +37,7 @@ from meterline.core.coupons import (
     coupon_errors,
     redemption_errors,
 )
+from meterline.core.exchange import ExchangeRate, ReportingCurrency, exchange_errors, sorted_rates
 from meterline.core.model import Contract
 from meterline.core.tax import TAX_ROUNDINGS, TaxRate, TaxRounding, tax_rate_errors
 from meterline.core.trials import TRIAL_ENDS, TRIAL_SCOPES, Trial, trial_errors
@@ -123,6 +124,32 @@ def read_tax(reader: FieldReader, value: Any, path: str) -> tuple[tuple[TaxRate,
             rates.append(rate)
     unique(reader, raw_keys(raw, f"{path}.rates", "name"), "tax rate")
     return tuple(rates), rounding  # type: ignore[return-value]
+
+
+def read_reporting(reader: FieldReader, value: Any, path: str) -> ReportingCurrency | None:
+    """The top-level ``reporting``: the reporting currency and its effective-dated rates."""
+    if value is None:
+        return None
+    section = reader.mapping(value, path, ("currency", "rates"), ("currency",))
+    currency = read_currency(reader, section.get("currency"), f"{path}.currency")
+    rates = []
+    for index, item in enumerate(reader.items(section.get("rates"), f"{path}.rates")):
+        where = f"{path}.rates[{index}]"
+        entry = reader.mapping(
+            item, where, ("currency", "rate", "effective_from"), ("currency", "rate")
+        )
+        of = read_currency(reader, entry.get("currency"), f"{where}.currency")
+        rate = reader.amount(entry.get("rate"), f"{where}.rate")
+        since = entry.get("effective_from")
+        start = 0 if since is None else reader.instant(since, f"{where}.effective_from", "UTC")
+        if of is not None and rate is not None and start is not None:
+            rates.append(ExchangeRate(of, rate, start))
+    if currency is None:
+        return None
+    for problem in exchange_errors(ReportingCurrency(currency, tuple(rates)), path):
+        field, _, reason = problem.partition(": ")
+        reader.fail(field, reason)
+    return ReportingCurrency(currency, sorted_rates(rates))
 
 
 def read_contract_commerce(

@@ -265,25 +265,45 @@ KIND_READERS: dict[str, KindReader] = {
 item, its path, the declared meters and credit types)."""
 
 
+_TOP_UP_KEYS = (
+    "credit_type",
+    "amount",
+    "paid",
+    "expires_after_days",
+    "target_balance",
+    "minimum",
+    "maximum",
+    "unit_cost",
+)
+
+
 def _top_up(reader: FieldReader, value: Any, path: str, units: set[str]) -> TopUpRule | None:
     if value is None:
         return None
-    item = reader.mapping(
-        value, path, ("credit_type", "amount", "paid", "expires_after_days"), ("credit_type",)
-    )
+    item = reader.mapping(value, path, _TOP_UP_KEYS, ("credit_type",))
     unit = reader.text(item.get("credit_type"), f"{path}.credit_type")
     if unit is not None and unit not in units and unit not in MINOR_UNITS:
         reader.fail(f"{path}.credit_type", f"unknown credit type or currency {unit!r}")
-    amount = reader.non_negative(item.get("amount"), f"{path}.amount")
-    if amount is None or amount == 0:
+    target = reader.non_negative(item.get("target_balance"), f"{path}.target_balance")
+    amount = reader.non_negative(item.get("amount"), f"{path}.amount", target)
+    if target is None and (amount is None or amount == 0):
         reader.fail(f"{path}.amount", "is required and must be above zero")
+    if target is not None and item.get("amount") is not None:
+        reader.fail(f"{path}.amount", "a top-up to a target_balance grants what it needs")
     paid = reader.non_negative(item.get("paid"), f"{path}.paid", Decimal(0))
+    unit_cost = reader.non_negative(item.get("unit_cost"), f"{path}.unit_cost")
+    if unit_cost is not None and item.get("paid") is not None:
+        reader.fail(f"{path}.unit_cost", "give paid or unit_cost, not both")
+    minimum = reader.non_negative(item.get("minimum"), f"{path}.minimum", Decimal(0))
+    maximum = reader.non_negative(item.get("maximum"), f"{path}.maximum")
+    if maximum is not None and minimum is not None and maximum < minimum:
+        reader.fail(f"{path}.maximum", "must not be below minimum")
     days = reader.integer(item.get("expires_after_days"), f"{path}.expires_after_days")
     if days is not None and days < 1:
         reader.fail(f"{path}.expires_after_days", "must be at least 1")
-    if unit is None or amount is None or paid is None:
+    if unit is None or amount is None or paid is None or minimum is None:
         return None
-    return TopUpRule(unit, amount, paid, days)
+    return TopUpRule(unit, amount, paid, days, target, minimum, maximum, unit_cost)
 
 
 def parse_costs(

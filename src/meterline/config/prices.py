@@ -8,6 +8,7 @@ from decimal import Decimal
 from typing import Any
 
 from meterline.config.fields import Declared, FieldReader, raw_keys, unique
+from meterline.core.allocation import RECOGNITIONS, Obligation
 from meterline.core.meters import Meter
 from meterline.core.model import FEE_KINDS, FEE_TIMINGS, PRICE_MODELS, Fee, Overrides, Price
 from meterline.core.pricing import Tier, tier_errors
@@ -44,7 +45,7 @@ NEEDS: dict[str, tuple[str, ...]] = {
     "percentage": ("rate",),
 }
 """The fields each price model requires."""
-FEE_KEYS = ("key", "name", "amount", "kind", "timing")
+FEE_KEYS = ("key", "name", "amount", "kind", "timing", "obligations")
 
 
 def read_prices(declared: Declared, value: Any, path: str) -> tuple[Price, ...]:
@@ -216,6 +217,7 @@ def read_fees(reader: FieldReader, value: Any, path: str) -> tuple[Fee, ...]:
         amount = reader.amount(item.get("amount"), f"{where}.amount")
         kind = reader.choice(item.get("kind"), f"{where}.kind", FEE_KINDS, "recurring")
         timing = reader.choice(item.get("timing"), f"{where}.timing", FEE_TIMINGS, "advance")
+        obligations = _obligations(reader, item.get("obligations"), f"{where}.obligations")
         if key is None or amount is None:
             continue
         fees.append(
@@ -225,10 +227,33 @@ def read_fees(reader: FieldReader, value: Any, path: str) -> tuple[Fee, ...]:
                 amount,
                 kind,  # type: ignore[arg-type]
                 timing,  # type: ignore[arg-type]
+                obligations,
             )
         )
     unique(reader, raw_keys(value, path, "key"), "fee")
     return tuple(fees)
+
+
+def _obligations(reader: FieldReader, value: Any, path: str) -> tuple[Obligation, ...]:
+    """A fee's ``obligations``: each ``name``, ``standalone_price`` and ``recognition``
+    (``ratable`` or ``point``); names once; standalone prices not all zero."""
+    found = []
+    for index, raw in enumerate(reader.items(value, path)):
+        where = f"{path}[{index}]"
+        item = reader.mapping(
+            raw, where, ("name", "standalone_price", "recognition"), ("name", "standalone_price")
+        )
+        name = reader.text(item.get("name"), f"{where}.name")
+        price = reader.non_negative(item.get("standalone_price"), f"{where}.standalone_price")
+        recognition = reader.choice(
+            item.get("recognition"), f"{where}.recognition", RECOGNITIONS, "ratable"
+        )
+        if name is not None and price is not None:
+            found.append(Obligation(name, price, recognition))  # type: ignore[arg-type]
+    if found and not any(obligation.standalone_price for obligation in found):
+        reader.fail(path, "standalone prices must not all be 0")
+    unique(reader, raw_keys(value, path, "name"), "obligation")
+    return tuple(found)
 
 
 def read_overrides(declared: Declared, value: Any, path: str) -> Overrides:

@@ -12,8 +12,8 @@ This module is the entry point: it reads the sections in order (credit types and
 meters first, then costs, plans and contracts, which refer to them) and raises once with
 every error. Each section has its own reader: ``config.fields`` (the shared field
 readers), ``config.meters``, ``config.credits``, ``config.prices``, ``config.plans``,
-``config.contracts``, ``config.controls`` (controls and costs) and ``config.commerce``
-(coupons, tax, trials).
+``config.contracts``, ``config.controls`` (controls and costs), ``config.commerce``
+(coupons, tax, trials) and ``config.semantics`` (the ``semantics:`` block, read last).
 """
 
 from __future__ import annotations
@@ -21,19 +21,29 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from meterline.config.commerce import check_references, read_coupons, read_tax
+from meterline.config.commerce import check_references, read_coupons, read_reporting, read_tax
 from meterline.config.contracts import read_contract
 from meterline.config.controls import parse_costs
 from meterline.config.credits import read_credit_type
 from meterline.config.fields import Declared, FieldReader, raw_keys, unique
 from meterline.config.meters import read_meter
 from meterline.config.plans import read_plan
-from meterline.config.source import ConfigurationError
+from meterline.config.semantics import with_semantics
 from meterline.core.model import Configuration, PlanVersion
 
 __all__ = ["TOP_LEVEL", "parse_configuration"]
 
-TOP_LEVEL = ("credit_types", "meters", "costs", "plans", "contracts", "coupons", "tax")
+TOP_LEVEL = (
+    "credit_types",
+    "meters",
+    "costs",
+    "plans",
+    "contracts",
+    "coupons",
+    "tax",
+    "reporting",
+    "semantics",
+)
 
 
 def parse_configuration(
@@ -70,6 +80,7 @@ def parse_configuration(
     declared.versions = {p.label: p for p in plans}
     coupons = read_coupons(reader, root.get("coupons"), "coupons")
     tax_rates, tax_rounding = read_tax(reader, root.get("tax"), "tax")
+    reporting = read_reporting(reader, root.get("reporting"), "reporting")
     contracts = []
     raw_contracts = reader.items(root.get("contracts"), "contracts")
     for index, item in enumerate(raw_contracts):
@@ -78,18 +89,18 @@ def parse_configuration(
             contracts.append((f"contracts[{index}]", contract))
     unique(reader, raw_keys(raw_contracts, "contracts", "customer"), "contract for customer")
     check_references(reader, contracts, coupons, tax_rates)
-    if reader.errors:
-        raise ConfigurationError(reader.errors)
-    return Configuration(
+    configuration = Configuration(
         meters,
         credit_types,
         tuple(plans),
         tuple(contract for _, contract in contracts),
         costs,
-        coupons,
-        tax_rates,
-        tax_rounding,
+        coupons=coupons,
+        tax_rates=tax_rates,
+        tax_rounding=tax_rounding,
+        reporting=reporting,
     )
+    return with_semantics(configuration, reader, root.get("semantics"))
 
 
 def _plans(declared: Declared, value: Any) -> list[PlanVersion]:

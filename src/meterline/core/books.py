@@ -34,6 +34,7 @@ from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
+from meterline.core.allocation import Obligation, allocate_by_ssp
 from meterline.core.journal import (
     CONTRA_COUPONS,
     CONTRA_DISCOUNTS,
@@ -108,22 +109,7 @@ def document_entries(
             continue
         service = line.get("service")
         if kind == "fee":
-            if service is None or line.get("recurrence") == "one_off":
-                earned = day_of(service["start"], timezone) if service else billed
-                entries += usage_in_arrears(
-                    line_cause, customer, currency, [(earned, amount)], billed,
-                    REVENUE_SUBSCRIPTION,
-                )  # fmt: skip
-            else:
-                entries += ratable_fee(
-                    line_cause,
-                    customer,
-                    amount,
-                    currency,
-                    billed,
-                    day_of(service["start"], timezone),
-                    day_of(service["end"], timezone),
-                )
+            entries += fee_entries(line, line_cause, customer, currency, amount, billed, timezone)
         elif kind in POINT_ACCOUNTS:
             span = service or period
             earned = billed if kind in BILLED_ON_THE_DAY or not span else last_day(span, timezone)
@@ -176,6 +162,48 @@ def _surplus_deferred(
         sign * Decimal(str(line["carried"])),
     )
     return [] if item is None else [item]
+
+
+def fee_entries(
+    line: Mapping[str, Any],
+    cause: str,
+    customer: str,
+    currency: str,
+    amount: Decimal,
+    billed: date,
+    timezone: str,
+) -> list[JournalEntry]:
+    """A fee line's revenue: a one-off fee (or one without a service span) on the day its
+    service starts, a recurring one ratably over its service; a fee paying for several
+    obligations split by standalone price first, each part recognized its own way
+    (``core.allocation``: ``point`` on the service's first day, ``ratable`` over it)."""
+    service = line.get("service")
+    if service is None or line.get("recurrence") == "one_off":
+        earned = day_of(service["start"], timezone) if service else billed
+        parts = [(cause, amount, "point")]
+    else:
+        earned = day_of(service["start"], timezone)
+        parts = [(cause, amount, "ratable")]
+    if line.get("obligations"):
+        obligations = [
+            Obligation(str(name), Decimal(str(ssp)), recognition)
+            for name, ssp, recognition in line["obligations"]
+        ]
+        shares = allocate_by_ssp(amount, obligations, currency)
+        parts = [
+            (f"{cause}/{o.name}", share, o.recognition if service else "point")
+            for o, share in zip(obligations, shares, strict=True)
+        ]
+    entries = []
+    for part_cause, part, recognition in parts:
+        if recognition == "point" or service is None:
+            entries += usage_in_arrears(
+                part_cause, customer, currency, [(earned, part)], billed, REVENUE_SUBSCRIPTION
+            )
+        else:
+            end = day_of(service["end"], timezone)
+            entries += ratable_fee(part_cause, customer, part, currency, billed, earned, end)
+    return entries
 
 
 def tax_entries(

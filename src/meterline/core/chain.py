@@ -308,6 +308,33 @@ def verify_chains(
     ``stored_heads`` (the store's cached heads, when it keeps them) and ``checkpoints``
     (a name, e.g. ``checkpoint 41``, and the heads it recorded), naming the first bad
     item. A checkpoint whose head is beyond the walked partition names removed events."""
+    wanted, names = _checkpoint_heads(checkpoints)
+    walks = {partition: _PartitionWalk(partition) for partition in range(partitions)}
+    finding = _walk_partitions(walks, records, batches, wanted, names)
+    if finding is None:
+        finding = _removed_events(walks, wanted, names)
+    if finding is None and stored_heads is not None:
+        finding = _stale_heads(walks, stored_heads)
+    walk, fields = finding or (None, {})
+    return ChainReport(
+        sum(w.records for w in walks.values()),
+        {p: w.head for p, w in walks.items()},
+        partitions,
+        bad_partition=None if walk is None else walk.partition,
+        **fields,  # type: ignore[arg-type]
+    )
+
+
+_Finding = tuple[_PartitionWalk | None, dict[str, object]]
+"""The first bad item: the partition's walk it was found in (None: no partition's), and
+the ``ChainReport`` fields that name it."""
+
+
+def _checkpoint_heads(
+    checkpoints: Iterable[tuple[str, Iterable[PartitionHead]]],
+) -> tuple[dict[int, dict[int, PartitionHead]], dict[tuple[int, int], str]]:
+    """The heads the checkpoints recorded, per partition and batch count, and the name
+    of the first checkpoint that recorded each."""
     wanted: dict[int, dict[int, PartitionHead]] = {}
     names: dict[tuple[int, int], str] = {}
     for label, heads in checkpoints:
@@ -315,21 +342,21 @@ def verify_chains(
             if head.batches:
                 wanted.setdefault(head.partition, {})[head.batches] = head
                 names.setdefault((head.partition, head.batches), label)
-    walks = {partition: _PartitionWalk(partition) for partition in range(partitions)}
+    return wanted, names
+
+
+def _walk_partitions(
+    walks: dict[int, _PartitionWalk],
+    records: Iterable[StoredRecord],
+    batches: Iterable[BatchRecord],
+    wanted: dict[int, dict[int, PartitionHead]],
+    names: dict[tuple[int, int], str],
+) -> _Finding | None:
+    """Walk every partition's records and batches in order; the first problem met, or a
+    record of a partition the ledger does not have."""
     by_partition_records = _Grouped(records, lambda record: record.partition)
     by_partition_batches = _Grouped(batches, lambda batch: batch.partition)
-
-    def report(walk: _PartitionWalk | None = None, **fields: object) -> ChainReport:
-        return ChainReport(
-            sum(w.records for w in walks.values()),
-            {p: w.head for p, w in walks.items()},
-            partitions,
-            bad_partition=None if walk is None else walk.partition,
-            **fields,  # type: ignore[arg-type]
-        )
-
-    for partition in range(partitions):
-        walk = walks[partition]
+    for partition, walk in walks.items():
         try:
             walk.walk(
                 by_partition_records(partition),
@@ -340,48 +367,58 @@ def verify_chains(
             found_label = names.get((partition, problem.batch or 0))
             against_checkpoint = found_label is not None and "checkpoint" in problem.problem
             text = f"{found_label}: {problem.problem}" if against_checkpoint else problem.problem
-            return report(
-                walk,
-                bad_sequence=problem.sequence,
-                problem=text,
-                check="checkpoint" if against_checkpoint else "chain",
-                bad_batch=problem.batch,
-            )
+            return walk, {
+                "bad_sequence": problem.sequence,
+                "problem": text,
+                "check": "checkpoint" if against_checkpoint else "chain",
+                "bad_batch": problem.batch,
+            }
     stray = by_partition_records.leftover()
     if stray is not None:
-        return report(
-            bad_sequence=stray.sequence,
-            problem=f"a record names partition {stray.partition}; the ledger has {partitions}",
-        )
-    for partition in range(partitions):
-        walk = walks[partition]
+        return None, {
+            "bad_sequence": stray.sequence,
+            "problem": f"a record names partition {stray.partition}; the ledger has {len(walks)}",
+        }
+    return None
+
+
+def _removed_events(
+    walks: dict[int, _PartitionWalk],
+    wanted: dict[int, dict[int, PartitionHead]],
+    names: dict[tuple[int, int], str],
+) -> _Finding | None:
+    """The first partition a checkpoint recorded beyond the end of its walk."""
+    for partition, walk in walks.items():
         beyond = [count for count in wanted.get(partition, {}) if count > walk.head.batches]
         if beyond:
             count = min(beyond)
             head = wanted[partition][count]
-            return report(
-                walk,
-                bad_sequence=walk.head.sequence + 1,
-                problem=f"{names[(partition, count)]} recorded partition {partition} at"
+            return walk, {
+                "bad_sequence": walk.head.sequence + 1,
+                "problem": f"{names[(partition, count)]} recorded partition {partition} at"
                 f" sequence {head.sequence} (batch {count}); the ledger ends at sequence"
                 f" {walk.head.sequence} (batch {walk.head.batches}): events were removed",
-                check="checkpoint",
-                bad_batch=walk.head.batches + 1,
-            )
-    if stored_heads is not None:
-        for partition in range(partitions):
-            walk = walks[partition]
-            stored = stored_heads.get(partition, HeadState())
-            if stored != walk.head:
-                return report(
-                    walk,
-                    bad_sequence=stored.sequence,
-                    problem=f"partition {partition}'s stored head (sequence {stored.sequence},"
-                    f" {stored.batches} batches) is not its last batch (sequence"
-                    f" {walk.head.sequence}, {walk.head.batches} batches)",
-                    check="partition head",
-                )
-    return report()
+                "check": "checkpoint",
+                "bad_batch": walk.head.batches + 1,
+            }
+    return None
+
+
+def _stale_heads(
+    walks: dict[int, _PartitionWalk], stored_heads: Mapping[int, HeadState]
+) -> _Finding | None:
+    """The first partition whose stored head is not where its walk ended."""
+    for partition, walk in walks.items():
+        stored = stored_heads.get(partition, HeadState())
+        if stored != walk.head:
+            return walk, {
+                "bad_sequence": stored.sequence,
+                "problem": f"partition {partition}'s stored head (sequence {stored.sequence},"
+                f" {stored.batches} batches) is not its last batch (sequence"
+                f" {walk.head.sequence}, {walk.head.batches} batches)",
+                "check": "partition head",
+            }
+    return None
 
 
 class _Grouped(Generic[T]):

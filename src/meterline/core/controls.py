@@ -34,13 +34,13 @@ Blocks from a spike are held until an override releases them (the spike subsides
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from decimal import Context, Decimal, localcontext
 from itertools import repeat
 from typing import Literal
 
-from meterline.core.money import MONEY_CONTEXT
+from meterline.core.money import MONEY_CONTEXT, round_amount
 
 ZERO = Decimal(0)
 HUNDRED = Decimal(100)
@@ -79,12 +79,39 @@ _DISPLAY_CONTEXT = Context(prec=40)
 
 @dataclass(frozen=True, slots=True)
 class TopUpRule:
-    """What a ``top_up`` action grants: ``amount`` of ``credit_type`` for ``paid``."""
+    """What a ``top_up`` action grants: ``amount`` of ``credit_type`` for ``paid``; or,
+    with ``target_balance``, what brings the balance back to it, at least ``minimum`` and
+    at most ``maximum`` per top-up. ``unit_cost``: the price of one unit granted (the
+    grant's cost basis), instead of a fixed ``paid``."""
 
     credit_type: str
     amount: Decimal
     paid: Decimal = ZERO
     expires_after_days: int | None = None
+    target_balance: Decimal | None = None
+    minimum: Decimal = ZERO
+    maximum: Decimal | None = None
+    unit_cost: Decimal | None = None
+
+    def grant_for(self, balance: Decimal) -> Decimal:
+        """How much to grant when the remaining balance is ``balance``: the fixed amount,
+        or the way back to the target within the bounds (0: nothing to grant)."""
+        if self.target_balance is None:
+            return self.amount
+        with localcontext(MONEY_CONTEXT):
+            needed = self.target_balance - balance
+        if needed <= 0:
+            return ZERO
+        needed = max(needed, self.minimum)
+        return needed if self.maximum is None else min(needed, self.maximum)
+
+    def paid_for(self, granted: Decimal, currency: str) -> Decimal:
+        """What ``granted`` units cost: ``granted x unit_cost`` rounded once to
+        ``currency``, or the fixed ``paid``."""
+        if self.unit_cost is None:
+            return self.paid
+        with localcontext(MONEY_CONTEXT):
+            return round_amount(granted * self.unit_cost, currency)
 
 
 @dataclass(frozen=True, slots=True)
@@ -175,95 +202,125 @@ def read(
 ) -> list[Reading]:
     """The condition of each of ``policy``'s levels on ``observation``; ``extension`` is
     the limit an ``extend`` override added."""
+    reader = _READERS.get(policy.kind, _read_usage_spike)
     with localcontext(MONEY_CONTEXT):
-        if policy.kind == "balance_exhausted":
-            unit = policy.unit or observation.currency
-            remaining = observation.remaining.get(unit)
-            if remaining is None:
-                return [Reading(policy.key, LEVEL, False, {"unit": unit, "remaining": "none"})]
-            limit = policy.remaining_at_most - extension
-            return [
-                Reading(
-                    policy.key,
-                    LEVEL,
-                    remaining <= limit,
-                    {"unit": unit, "remaining": _text(remaining), "limit": _text(limit)},
-                )
-            ]
-        if policy.kind == "cost_exceeds_prepayment":
-            limit = observation.prepaid * (1 + policy.margin_percent / HUNDRED) + extension
-            return [
-                Reading(
-                    policy.key,
-                    LEVEL,
-                    observation.cost > limit,
-                    {
-                        "cost": _text(observation.cost),
-                        "prepaid": _text(observation.prepaid),
-                        "limit": _text(limit),
-                    },
-                )
-            ]
-        if policy.kind == "margin_floor":
-            spend, cost = observation.spend, observation.cost - extension
-            judged = spend >= policy.minimum and (spend > 0 or cost > 0)
-            crossed = judged and (spend - cost) * HUNDRED < policy.margin_percent * spend
-            with localcontext(_DISPLAY_CONTEXT):
-                shown = (
-                    "none"
-                    if spend == 0
-                    else _text(((spend - cost) * HUNDRED / spend).quantize(Decimal("0.1")))
-                )
-            return [
-                Reading(
-                    policy.key,
-                    LEVEL,
-                    crossed,
-                    {
-                        "spend": _text(spend),
-                        "cost": _text(observation.cost),
-                        "margin_percent": shown,
-                        "floor_percent": _text(policy.margin_percent),
-                    },
-                )
-            ]
-        if policy.kind == "spend_threshold":
-            assert policy.amount is not None
-            readings = []
-            for percent in policy.percents:
-                limit = policy.amount * percent / HUNDRED + extension
-                readings.append(
-                    Reading(
-                        policy.key,
-                        _percent_label(percent),
-                        observation.spend >= limit,
-                        {"spend": _text(observation.spend), "threshold": _text(limit)},
-                    )
-                )
-            return readings
-        window, baseline = observation.spikes.get(policy.key, (ZERO, ZERO))
-        # window > factor x baseline x (window length / baseline length), multiplied out
-        # so the decision stays exact; the scaled baseline is shown rounded (display only).
-        crossed = window >= policy.minimum + extension and (
-            window * policy.baseline_us > policy.factor * baseline * policy.window_us
+        return reader(policy, observation, extension)
+
+
+def _read_balance(
+    policy: ControlPolicy, observation: Observation, extension: Decimal
+) -> list[Reading]:
+    unit = policy.unit or observation.currency
+    remaining = observation.remaining.get(unit)
+    if remaining is None:
+        return [Reading(policy.key, LEVEL, False, {"unit": unit, "remaining": "none"})]
+    limit = policy.remaining_at_most - extension
+    return [
+        Reading(
+            policy.key,
+            LEVEL,
+            remaining <= limit,
+            {"unit": unit, "remaining": _text(remaining), "limit": _text(limit)},
         )
-        with localcontext(_DISPLAY_CONTEXT):
-            per_window = (baseline * policy.window_us / policy.baseline_us).quantize(
-                Decimal("0.01")
-            )
-        return [
+    ]
+
+
+def _read_cost(
+    policy: ControlPolicy, observation: Observation, extension: Decimal
+) -> list[Reading]:
+    limit = observation.prepaid * (1 + policy.margin_percent / HUNDRED) + extension
+    return [
+        Reading(
+            policy.key,
+            LEVEL,
+            observation.cost > limit,
+            {
+                "cost": _text(observation.cost),
+                "prepaid": _text(observation.prepaid),
+                "limit": _text(limit),
+            },
+        )
+    ]
+
+
+def _read_margin(
+    policy: ControlPolicy, observation: Observation, extension: Decimal
+) -> list[Reading]:
+    spend, cost = observation.spend, observation.cost - extension
+    judged = spend >= policy.minimum and (spend > 0 or cost > 0)
+    crossed = judged and (spend - cost) * HUNDRED < policy.margin_percent * spend
+    with localcontext(_DISPLAY_CONTEXT):
+        shown = (
+            "none"
+            if spend == 0
+            else _text(((spend - cost) * HUNDRED / spend).quantize(Decimal("0.1")))
+        )
+    return [
+        Reading(
+            policy.key,
+            LEVEL,
+            crossed,
+            {
+                "spend": _text(spend),
+                "cost": _text(observation.cost),
+                "margin_percent": shown,
+                "floor_percent": _text(policy.margin_percent),
+            },
+        )
+    ]
+
+
+def _read_spend(
+    policy: ControlPolicy, observation: Observation, extension: Decimal
+) -> list[Reading]:
+    assert policy.amount is not None
+    readings = []
+    for percent in policy.percents:
+        limit = policy.amount * percent / HUNDRED + extension
+        readings.append(
             Reading(
                 policy.key,
-                LEVEL,
-                crossed,
-                {
-                    "window": _text(window),
-                    "baseline_per_window": _text(per_window.normalize()),
-                    "factor": _text(policy.factor),
-                    "minimum": _text(policy.minimum + extension),
-                },
+                _percent_label(percent),
+                observation.spend >= limit,
+                {"spend": _text(observation.spend), "threshold": _text(limit)},
             )
-        ]
+        )
+    return readings
+
+
+def _read_usage_spike(
+    policy: ControlPolicy, observation: Observation, extension: Decimal
+) -> list[Reading]:
+    window, baseline = observation.spikes.get(policy.key, (ZERO, ZERO))
+    # window > factor x baseline x (window length / baseline length), multiplied out
+    # so the decision stays exact; the scaled baseline is shown rounded (display only).
+    crossed = window >= policy.minimum + extension and (
+        window * policy.baseline_us > policy.factor * baseline * policy.window_us
+    )
+    with localcontext(_DISPLAY_CONTEXT):
+        per_window = (baseline * policy.window_us / policy.baseline_us).quantize(Decimal("0.01"))
+    return [
+        Reading(
+            policy.key,
+            LEVEL,
+            crossed,
+            {
+                "window": _text(window),
+                "baseline_per_window": _text(per_window.normalize()),
+                "factor": _text(policy.factor),
+                "minimum": _text(policy.minimum + extension),
+            },
+        )
+    ]
+
+
+_READERS: dict[str, Callable[[ControlPolicy, Observation, Decimal], list[Reading]]] = {
+    "balance_exhausted": _read_balance,
+    "cost_exceeds_prepayment": _read_cost,
+    "margin_floor": _read_margin,
+    "spend_threshold": _read_spend,
+}
+"""Each kind's reading of its levels (every other kind is a ``usage_spike``)."""
 
 
 @dataclass(frozen=True, slots=True)

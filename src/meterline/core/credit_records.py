@@ -13,6 +13,7 @@ from typing import Literal
 
 from meterline.core.errors import MeterlineError
 from meterline.core.money import MONEY_CONTEXT
+from meterline.core.semantics import DEFAULT, Semantics, compared_expiry, cost_rank
 
 ZERO = Decimal(0)
 HUNDRED = Decimal(100)
@@ -86,12 +87,16 @@ class Grant:
     def may_pay(self, unit: str, meter: str) -> bool:
         return self.unit == unit and (not self.scope or meter in self.scope)
 
-    def burn_key(self) -> tuple[int, int, int, int, str]:
+    def burn_key(self, semantics: Semantics = DEFAULT) -> tuple[int, int, int, int, int, str]:
+        """Where the grant stands in the burn order: priority, then soonest expiry (none
+        last; compared as ``semantics.burn_expiry`` says), then the cost-basis tie-break
+        (``semantics.burn_cost_basis``), then the creation instant, then the id."""
         expiry = self.expires_us
         return (
             self.priority,
             0 if expiry is not None else 1,
-            expiry if expiry is not None else 0,
+            compared_expiry(expiry, semantics) if expiry is not None else 0,
+            cost_rank(self.paid == 0, semantics),
             self.created,
             self.grant_id,
         )
@@ -196,9 +201,9 @@ class Debt:
     last_sequence: int | None
 
 
-def burn_order(grants: Sequence[Grant]) -> list[Grant]:
+def burn_order(grants: Sequence[Grant], semantics: Semantics = DEFAULT) -> list[Grant]:
     """Grants in the order usage draws them."""
-    return sorted(grants, key=Grant.burn_key)
+    return sorted(grants, key=lambda grant: grant.burn_key(semantics))
 
 
 def cut_instants(

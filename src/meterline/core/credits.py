@@ -17,9 +17,9 @@ in place. The accounts, per unit:
 
 Rules (the defaults; docs/credits.md, "Semantics", says which are configurable):
 
-- Burn order: priority ascending, then soonest expiry (none last), then the grant's
-  creation instant, then its id. A grant pays only units of its own ``unit`` and only for
-  meters its ``scope`` allows (an empty scope: every meter).
+- Burn order: ``Grant.burn_key`` (priority, expiry, creation, id; ``semantics`` adds
+  tie-breaks). A grant pays only units of its own ``unit`` and only for meters its
+  ``scope`` allows (an empty scope: every meter).
 - A charge is the price of one line's usage over one window ``[start, end)``: the windows
   are cut at every grant's effective, expiry, reset and void instant, so a grant is active
   for a whole window or not at all, and the charge is drawn from the grants active at the
@@ -67,6 +67,7 @@ from meterline.core.credit_records import (
     cut_instants,
 )
 from meterline.core.money import MONEY_CONTEXT
+from meterline.core.semantics import DEFAULT, Semantics
 
 __all__ = [
     "OVERAGE_MODES",
@@ -91,6 +92,7 @@ class CreditBook:
     """Applies a timeline of grants, charges, voids and adjustments, in time order."""
 
     overage_mode: OverageMode = "bill"
+    semantics: Semantics = DEFAULT
     entries: list[Entry] = field(default_factory=list)
     grants: dict[str, Grant] = field(default_factory=dict)
     balances: dict[str, Decimal] = field(default_factory=dict)
@@ -236,6 +238,9 @@ class CreditBook:
             grant.expires_us is None or at_us < grant.expires_us
         )
 
+    def _burn_key(self, grant: Grant) -> tuple[int, int, int, int, int, str]:
+        return grant.burn_key(self.semantics)
+
     def _payers(self, unit: str, meter: str, at_us: int) -> list[Grant]:
         found = [
             grant
@@ -244,7 +249,7 @@ class CreditBook:
             and self._active(grant, at_us)
             and self.balances[grant.grant_id] > 0
         ]
-        return sorted(found, key=Grant.burn_key)
+        return sorted(found, key=self._burn_key)
 
     def charge(self, charge: Charge) -> None:
         if charge.amount == 0:
@@ -415,7 +420,7 @@ class CreditBook:
                 for grant in self.grants.values()
                 if grant.effective_us == at_us and self._active(grant, at_us)
             ),
-            key=Grant.burn_key,
+            key=self._burn_key,
         )
         for debt in self.debts:
             for grant in fresh:

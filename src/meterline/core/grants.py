@@ -6,7 +6,9 @@ contract is in force, each with the full amount, effective from the period start
 contract's, or the spec's, whichever is later) and reset at the period end, where its
 rollover rule decides what is kept; the kept amount expires at the end of the
 ``rollover_periods``-th following period. A recurring grant cut short (the contract or the
-spec ends mid-period) simply expires there, rolling nothing. Grant ids are stable:
+spec ends mid-period) simply expires there, rolling nothing. A declared expiry is the
+instant the grant stops paying, or one microsecond after it when the pricing file's
+``semantics.grant_end`` is ``inclusive`` (``core.semantics.declared_expiry``). Grant ids are stable:
 ``<key>`` for a one-off grant, ``<key>@<period start date>`` for a recurring one, so
 re-deriving the grants always gives the same ids.
 """
@@ -16,6 +18,7 @@ from __future__ import annotations
 from meterline.core.credit_records import Grant
 from meterline.core.model import Configuration, Contract, CreditSpec, TermsError, terms_at
 from meterline.core.periods import BillingCycle, local_date, next_period, periods_overlapping
+from meterline.core.semantics import declared_expiry
 
 
 def spec_unit(configuration: Configuration, contract: Contract, spec: CreditSpec, at: int) -> str:
@@ -66,7 +69,7 @@ def contract_grants(
                     effective,
                     None if cut else period.end_us,
                     rolled_until,
-                    expires=stop if cut else spec.expires_us,
+                    expires=stop if cut else None,
                 )
             )
     return result
@@ -83,6 +86,7 @@ def _grant(
     expires: int | None = None,
 ) -> Grant:
     unit = spec_unit(configuration, contract, spec, effective)
+    semantics = configuration.semantics
     currency = unit
     credit = configuration.credit_type(unit)
     if credit is not None:
@@ -92,7 +96,7 @@ def _grant(
         unit=unit,
         amount=spec.amount,
         effective_us=effective,
-        expires_us=spec.expires_us if expires is None else expires,
+        expires_us=declared_expiry(spec.expires_us, semantics) if expires is None else expires,
         priority=spec.priority,
         paid=spec.paid,
         paid_currency=currency,

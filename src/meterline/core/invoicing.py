@@ -31,9 +31,10 @@ from meterline.core.coupons import Coupon, Discountable, apply_coupons
 from meterline.core.cuts import Cut
 from meterline.core.events import encode_canonical, format_timestamp
 from meterline.core.invoice_lines import numbered_lines
-from meterline.core.model import Configuration, Price, Segment
+from meterline.core.model import Configuration, Segment
 from meterline.core.money import MONEY_CONTEXT, exact_sum, prorate, round_amount
 from meterline.core.periods import BillingPeriod, local_date, proration_fraction
+from meterline.core.price_snapshot import price_snapshot
 from meterline.core.rating import UsageLine
 from meterline.core.tax import Taxable, TaxAsk, TaxRequest, tax_lines
 
@@ -109,7 +110,16 @@ def fee_lines(segment_list: Sequence[Segment], period: BillingPeriod, timezone: 
                 "start": format_timestamp(segment.start_us),
                 "end": format_timestamp(segment.end_us),
             }
-            detail = {"fee": fee.key, "plan": label, "recurrence": fee.kind, "timing": fee.timing}
+            detail: dict[str, Any] = {
+                "fee": fee.key,
+                "plan": label,
+                "recurrence": fee.kind,
+                "timing": fee.timing,
+            }
+            if fee.obligations:  # core.allocation: the journal splits the line by these
+                detail["obligations"] = [
+                    [o.name, str(o.standalone_price), o.recognition] for o in fee.obligations
+                ]
             if fee.kind == "one_off":
                 if segment.begins_terms:
                     lines.append(
@@ -188,39 +198,6 @@ def _share(fraction: Decimal, segment: Segment, timezone: str) -> str:
     if fraction == 1:
         return ""
     return f", {local_date(timezone, segment.start_us)} to {local_date(timezone, segment.end_us)}"
-
-
-def price_snapshot(price: Price) -> dict[str, Any]:
-    """The price as plain data (only what is set), so the invoice hash covers it."""
-    snapshot: dict[str, Any] = {"meter": price.meter, "model": price.model}
-    for name in Price.__slots__:
-        value = getattr(price, name)
-        if name in ("meter", "model") or value is None or value == () or value == "":
-            continue
-        if name == "tiers":
-            value = [
-                {
-                    "up_to": None if t.up_to is None else str(t.up_to),
-                    "unit_amount": str(t.unit_amount),
-                    "flat_amount": str(t.flat_amount),
-                }
-                for t in value
-            ]
-        elif name == "matrix":
-            value = [["/".join(key), str(amount)] for key, amount in value]
-        elif name == "where":
-            value = dict(value)
-        elif isinstance(value, Decimal):
-            if value == 0 and name in ("fixed_fee", "free_units"):
-                continue
-            value = str(value)
-        elif isinstance(value, bool):
-            if value:
-                continue
-        elif isinstance(value, int) and value == 0:
-            continue
-        snapshot[name] = value
-    return snapshot
 
 
 def usage_lines(
@@ -512,6 +489,9 @@ def coupon_lines(
         result.append(_Line("coupon", taken.description(currency), taken.amount, None, detail))
         for key, share in taken.shares:
             taken_from[key] = exact_sum([taken_from.get(key, ZERO), share])
+    for line in body:  # what coupons took from a line, so a credit note can give it back
+        if id(line) in taken_from:
+            line.detail["coupons_took"] = _plain(taken_from[id(line)])
     return result, taken_from
 
 

@@ -30,7 +30,7 @@ from meterline.core.money import MONEY_CONTEXT
 
 ZERO = Decimal(0)
 
-AccountKind = Literal["asset", "liability", "revenue", "contra_revenue"]
+AccountKind = Literal["asset", "liability", "revenue", "contra_revenue", "expense"]
 
 CASH = "assets:cash"
 RECEIVABLE = "assets:accounts_receivable"
@@ -51,6 +51,8 @@ CONTRA_COUPONS = "contra_revenue:coupons"
 CONTRA_TRIALS = "contra_revenue:free_trials"
 CONTRA_TAX_INCLUDED = "contra_revenue:tax_included"
 TAX_PAYABLE = "liabilities:tax_payable"
+CUSTOMER_CREDIT = "liabilities:customer_credit"
+BAD_DEBT = "expenses:bad_debt"
 
 CHART: Mapping[str, AccountKind] = {
     CASH: "asset",
@@ -70,6 +72,8 @@ CHART: Mapping[str, AccountKind] = {
     CONTRA_TRIALS: "contra_revenue",
     CONTRA_TAX_INCLUDED: "contra_revenue",
     TAX_PAYABLE: "liability",
+    CUSTOMER_CREDIT: "liability",
+    BAD_DEBT: "expense",
 }
 """The chart of accounts: every account an entry may post to, and its kind. Names are
 colon paths (the first part is the kind's group), as general ledgers and Beancount use."""

@@ -1,5 +1,6 @@
 """Pricing one usage line (pure): the price a line of a meter and group takes, what a
-quantity costs under it, and the fee of one event under a ``percentage`` price. The
+quantity costs under it, and the fee of one event under a ``percentage`` price (with
+the free allowance and per-event minimum the pricing file's ``semantics`` chose). The
 rating that measures the lines is ``core.rating``'s."""
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from meterline.core.pricing import (
     per_unit,
     volume,
 )
+from meterline.core.semantics import DEFAULT, Semantics
 
 ZERO = Decimal(0)
 
@@ -62,14 +64,59 @@ def price_quantity(price: Price, quantity: Decimal, group: tuple[str | None, ...
     raise RatingError(f"price for meter {price.meter}: {price.model} is priced per event")
 
 
-def percentage_fee(price: Price, amount: Decimal, position: int) -> Decimal:
-    """The fee on one event of ``amount`` that is the ``position``-th (from 0) of its line."""
+def percentage_fee(
+    price: Price,
+    amount: Decimal,
+    position: int,
+    before: Decimal = ZERO,
+    semantics: Semantics = DEFAULT,
+) -> Decimal:
+    """The fee on one event of ``amount`` that is the ``position``-th (from 0) of its line,
+    after events whose amounts sum to ``before``: ``rate x (amount - its part in the free
+    allowance) + fixed_fee`` unless the allowance makes the event free, held within
+    ``per_event_minimum`` (not for a free event when ``free_event_minimum`` is
+    ``skipped``) and ``per_event_maximum``. The allowance is ``semantics.percentage_free``'s
+    (``free_allowance``)."""
+    covered, free = free_allowance(price, amount, position, before, semantics)
     with localcontext(MONEY_CONTEXT):
-        fee = amount * (price.rate or ZERO)
-        if position >= price.free_events:
+        fee = (amount - covered) * (price.rate or ZERO)
+        if not free:
             fee += price.fixed_fee
-    if price.per_event_minimum is not None:
+    if price.per_event_minimum is not None and not (
+        free and semantics.free_event_minimum == "skipped"
+    ):
         fee = max(fee, price.per_event_minimum)
     if price.per_event_maximum is not None:
         fee = min(fee, price.per_event_maximum)
     return fee
+
+
+def free_allowance(
+    price: Price, amount: Decimal, position: int, before: Decimal, semantics: Semantics
+) -> tuple[Decimal, bool]:
+    """The part of an event's ``amount`` the rate spares, and whether the event is free
+    (pays no fixed fee):
+
+    - ``fixed_fee``: the first ``free_events`` events are free of the fixed fee only;
+    - ``events``: the first ``free_events`` events are free of rate and fixed fee;
+    - ``amount``: the first ``free_units`` of the line's summed amounts are free of the
+      rate, and an event wholly inside them (``before + amount <= free_units``) of the
+      fixed fee; with ``free_events`` too, the allowance ends at whichever limit is
+      reached first (either one alone when the other is zero; none when both are)."""
+    mode = semantics.percentage_free
+    in_events = position < price.free_events
+    if mode == "fixed_fee":
+        return ZERO, in_events
+    if mode == "events":
+        return (amount, True) if in_events else (ZERO, False)
+    if not price.free_events and not price.free_units:
+        return ZERO, False
+    if price.free_events and not in_events:
+        return ZERO, False
+    if not price.free_units:
+        return amount, True
+    with localcontext(MONEY_CONTEXT):
+        left = max(price.free_units - before, ZERO)
+    if left == 0:
+        return ZERO, False
+    return min(amount, left), amount <= left

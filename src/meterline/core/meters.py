@@ -2,7 +2,8 @@
 
 A meter selects events by type and property filters, groups them by dimension values
 (e.g. ``model``) and aggregates one property: ``count``, ``sum``, ``max``,
-``unique_count`` or ``latest`` (by event time, ties by ledger sequence). Quantities are
+``unique_count`` or ``latest`` (by event time, ties by ledger sequence; per local day,
+summed, when the accumulator is given the period's ``days``). Quantities are
 exact Decimals: integers, Decimals and numeric strings (``"0.1"``) all read exactly. An
 event a meter selects but cannot measure is reported as a ``MeterProblem`` with a reason
 code, never silently counted as zero: its value is ``missing``, ``not_a_number``,
@@ -16,6 +17,7 @@ not change any result.
 
 from __future__ import annotations
 
+from bisect import bisect_right
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
@@ -208,6 +210,10 @@ class Accumulator:
     _maximum: Decimal | None = None
     _seen: set[str] = field(default_factory=set)
     _latest: tuple[int, int, Decimal] | None = None
+    days: tuple[int, ...] | None = None
+    """For a ``latest`` meter read per day (``semantics.gauge: day``): the local midnights
+    inside the period; the quantity is then the sum of each day's latest value."""
+    _daily: dict[int, tuple[int, int, Decimal]] = field(default_factory=dict)
 
     def add(self, sequence: int, timestamp_us: int, number: Any, raw: Any) -> None:
         """Take one event. ``number``: a Decimal, None, or (for a sum only) an int: see
@@ -227,6 +233,11 @@ class Accumulator:
             candidate = (timestamp_us, sequence, number)
             if self._latest is None or candidate[:2] > self._latest[:2]:
                 self._latest = candidate
+            if self.days is not None:
+                day = bisect_right(self.days, timestamp_us)
+                known = self._daily.get(day)
+                if known is None or candidate[:2] > known[:2]:
+                    self._daily[day] = candidate
         self.events += 1
         if self.first_sequence is None or sequence < self.first_sequence:
             self.first_sequence = sequence
@@ -262,6 +273,12 @@ class Accumulator:
         result._seen = self._seen | other._seen
         latest = [x for x in (self._latest, other._latest) if x is not None]
         result._latest = max(latest, key=lambda x: x[:2]) if latest else None
+        result.days = self.days if self.days is not None else other.days
+        result._daily = dict(self._daily)
+        for day, candidate in other._daily.items():
+            known = result._daily.get(day)
+            if known is None or candidate[:2] > known[:2]:
+                result._daily[day] = candidate
         return result
 
     def quantity(self) -> Decimal:
@@ -273,6 +290,11 @@ class Accumulator:
             return self._maximum if self._maximum is not None else Decimal(0)
         if self.aggregation == "unique_count":
             return Decimal(len(self._seen))
+        if self.days is not None:
+            total = Decimal(0)
+            for reading in self._daily.values():
+                total = _exact_add(total, reading[2])
+            return total
         return self._latest[2] if self._latest is not None else Decimal(0)
 
 

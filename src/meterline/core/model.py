@@ -21,12 +21,15 @@ from decimal import Decimal
 from itertools import pairwise
 from typing import Literal
 
+from meterline.core.allocation import Obligation
 from meterline.core.controls import ControlPolicy
 from meterline.core.coupons import Coupon, Redemption
 from meterline.core.credit_records import OverageMode, RolloverRule
 from meterline.core.errors import MeterlineError
+from meterline.core.exchange import ReportingCurrency
 from meterline.core.meters import Meter
 from meterline.core.pricing import Tier
+from meterline.core.semantics import DEFAULT, Semantics
 from meterline.core.tax import TableTaxProvider, TaxRate, TaxRounding
 from meterline.core.trials import Trial, TrialWindow
 
@@ -122,6 +125,8 @@ class CreditTerms:
     breakage: str = "expiry"
     """The default breakage of the contract's grants (and of grants made by API)."""
     breakage_rate: Decimal = ZERO
+    semantics: Semantics = DEFAULT
+    """The pricing file's burn-order options (``core.semantics``), for the credit book."""
 
     def breakage_of(self, grant_id: str) -> tuple[str, Decimal]:
         """The breakage mode and expected rate of a grant (``key`` or ``key@period``)."""
@@ -135,7 +140,7 @@ class CreditTerms:
         return self.breakage, self.breakage_rate
 
     def is_empty(self) -> bool:
-        return self == CreditTerms()
+        return self == CreditTerms(semantics=self.semantics)
 
 
 @dataclass(frozen=True, slots=True)
@@ -202,6 +207,9 @@ class Fee:
     amount: Decimal
     kind: FeeKind = "recurring"
     timing: FeeTiming = "advance"
+    obligations: tuple[Obligation, ...] = ()
+    """The promises the fee pays for, its revenue split by standalone price
+    (``core.allocation``); none: one obligation, recognized ratably."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -300,6 +308,10 @@ class Configuration:
     plans: tuple[PlanVersion, ...] = ()
     contracts: tuple[Contract, ...] = ()
     costs: tuple[CostRate, ...] = ()
+    semantics: Semantics = DEFAULT
+    reporting: ReportingCurrency | None = None
+    """The currency reports are read in and the rates into it (``core.exchange``)."""
+    """Where vendors differ, the meaning this file chose (``core.semantics``)."""
     coupons: tuple[Coupon, ...] = ()
     tax_rates: tuple[TaxRate, ...] = ()
     tax_rounding: TaxRounding = "line"
@@ -400,6 +412,8 @@ class Segment:
     a period edge."""
     trial: TrialWindow | None = None
     """The contract's trial when this stretch lies within it."""
+    timezone: str = "UTC"
+    """The contract's time zone (its local days, e.g. for ``semantics.gauge: day``)."""
 
 
 class TermsError(MeterlineError, ValueError):
@@ -453,5 +467,6 @@ def segments(
         trial = None
         if contract.trial is not None and trial_end is not None and low < trial_end:
             trial = TrialWindow(contract.trial, contract.start_us)
-        result.append(Segment(low, high, terms, low in starts_of_terms, trial))
+        begins = low in starts_of_terms
+        result.append(Segment(low, high, terms, begins, trial, contract.timezone))
     return result

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 from bisect import bisect_right
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
 from decimal import Decimal, localcontext
 from typing import Any
 
@@ -39,7 +38,17 @@ from meterline.core.meters import (
 from meterline.core.model import Configuration, Price, Segment
 from meterline.core.money import MONEY_CONTEXT
 from meterline.core.pricing import bounded
-from meterline.core.rating_lines import Folds, LineState, RaterState, Route, add_leaf
+from meterline.core.rating_lines import (
+    Folds,
+    LineState,
+    RaterState,
+    Route,
+    UsageLine,
+    add_leaf,
+    line_id,
+    line_order,
+)
+from meterline.core.semantics import Semantics, gauge_days
 from meterline.core.unbillable import (
     UNBILLABLE_REASONS,
     billable_meters,
@@ -60,23 +69,6 @@ __all__ = [
 ]
 
 ZERO = Decimal(0)
-
-
-@dataclass(frozen=True, slots=True)
-class UsageLine:
-    """A priced line: ``amount`` is exact, in ``unit`` (a currency or a credit type)."""
-
-    segment: int
-    meter: str
-    group: tuple[tuple[str, str | None], ...]
-    price: Price
-    quantity: Decimal
-    amount: Decimal
-    unit: str
-    events: int
-    first_sequence: int | None
-    last_sequence: int | None
-    merkle_root: bytes
 
 
 class Rater:
@@ -110,6 +102,9 @@ class Rater:
         """Whether ``_idle_lines`` made its lines."""
         self._billable: dict[str, tuple[Meter, ...]] | None = None
         self._configuration = configuration
+        self._semantics = configuration.semantics
+        # ``gauge: day``: the local midnights that cut a ``latest`` line into days.
+        self._days = gauge_days(self._semantics, segment_list)
         self._lines: dict[tuple[int, str, tuple[str | None, ...]], LineState] = {}
         # per segment: event type -> (meter, prices) pairs that may take it
         self._by_type: list[dict[str, list[tuple[Meter, tuple[Price, ...]]]]] = []
@@ -154,10 +149,17 @@ class Rater:
                 return index
         return -1
 
+    def accumulator(self, meter: Meter) -> Accumulator:
+        """A fresh accumulator for ``meter``'s lines and windows (a ``latest`` meter's read
+        per day under ``semantics.gauge: day``)."""
+        if meter.aggregation == "latest" and self._days is not None:
+            return Accumulator(meter.aggregation, days=self._days)
+        return Accumulator(meter.aggregation)
+
     def _new_line(
         self, segment: int, meter: Meter, group: tuple[str | None, ...], price: Price | None
     ) -> LineState:
-        line = LineState(segment, meter, group, price, Accumulator(meter.aggregation))
+        line = LineState(segment, meter, group, price, self.accumulator(meter))
         self._lines[(segment, meter.key, group)] = line
         self._route_lines.setdefault((segment, meter.key), {})[group] = line
         return line
@@ -265,7 +267,7 @@ class Rater:
     ) -> bool:
         """Add one event's reading to ``line`` (and its window), with its fee under a
         percentage price; False, with the problem kept, when the line cannot take it."""
-        total = fee = ZERO
+        total = fee = base_total = ZERO
         try:
             if line.per_event:
                 price = line.price
@@ -282,8 +284,10 @@ class Rater:
                 if type(base) is Unmeasurable:
                     self.problems.append(MeterProblem(sequence, base.detail, meter.key, base.code))
                     return False
-                fee = percentage_fee(price, base, line.accumulator.events)
+                before = line.percentage_base
+                fee = percentage_fee(price, base, line.accumulator.events, before, self._semantics)
                 total = MONEY_CONTEXT.add(line.percentage_total, fee)
+                base_total = MONEY_CONTEXT.add(before, base)
             # raises (changing nothing) when the line's sum would stop being exact
             line.add_to_accumulator(sequence, timestamp_us, number, raw)
         except ArithmeticError:
@@ -297,7 +301,7 @@ class Rater:
             )
             return False
         if line.per_event:
-            line.percentage_total = total
+            line.percentage_total, line.percentage_base = total, base_total
         if self.cuts is not None:
             self._add_to_window(line, sequence, timestamp_us, number, raw, fee)
         return True
@@ -321,7 +325,7 @@ class Rater:
                 line.windows, line.window_fees = {}, {}
             window = line.windows.get(index)
             if window is None:
-                window = line.windows[index] = Accumulator(line.meter.aggregation)
+                window = line.windows[index] = self.accumulator(line.meter)
             window.add_folded(count, whole, first, last)
 
     def _usage_meters(self) -> dict[str, tuple[Meter, ...]]:
@@ -367,7 +371,7 @@ class Rater:
             line.windows, line.window_fees = {}, {}
         window = line.windows.get(index)
         if window is None:
-            window = line.windows[index] = Accumulator(line.meter.aggregation)
+            window = line.windows[index] = self.accumulator(line.meter)
         window.add(sequence, timestamp_us, number, raw)
         if line.per_event:
             assert line.window_fees is not None
@@ -385,7 +389,7 @@ class Rater:
                     key,
                     line.accumulator,
                     line.lineage,
-                    line.percentage_total,
+                    (line.percentage_total, line.percentage_base),
                     line.members,
                     line.windows,
                     line.window_fees,
@@ -415,7 +419,7 @@ class Rater:
             )
             line.accumulator, line.add_to_accumulator = accumulator, accumulator.add
             line.lineage = lineage  # lines that shared one still do (pickle keeps identity)
-            line.percentage_total = total
+            line.percentage_total, line.percentage_base = total
             line.members = members
             line.windows, line.window_fees = windows, fees
 
@@ -466,7 +470,7 @@ class Rater:
         their price charges something at zero."""
         self._idle_lines()
         result = []
-        for key in sorted(self._lines, key=_line_order):
+        for key in sorted(self._lines, key=line_order):
             state = self._lines[key]
             price = state.price
             if price is None:
@@ -503,32 +507,23 @@ class Rater:
         return result
 
 
-def _line_order(
-    key: tuple[int, str, tuple[str | None, ...]],
-) -> tuple[int, str, tuple[tuple[int, str], ...]]:
-    segment, meter, group = key
-    return segment, meter, tuple((0, "") if v is None else (1, v) for v in group)
-
-
-def line_id(segment: int, meter: str, group: tuple[str | None, ...]) -> str:
-    """A usage line's name in the credit ledger: ``segment/meter/value,...``."""
-    return f"{segment}/{meter}/" + ",".join("" if value is None else value for value in group)
-
-
 def window_charges(rater: Rater, currency: str, configuration: Configuration) -> list[Charge]:
     """Each line's charge per window (see ``core.credits``): ``amount(usage through the
     window's end) - amount(usage before it)``, the line minimum/maximum settled in the
     segment's last window, less the segment's discount; in the line's unit. Needs a rater
     made with ``cuts``. The charges of a line add up to its ``lines()`` amount (before
-    the discount)."""
+    the discount). The configuration's ``semantics`` may cap every window's cumulative
+    amount at the maximum (``line_maximum``) and hold a volume line's charge to the last
+    window (``volume_billing``): see ``_so_far``."""
     if rater.cuts is None:
         raise ValueError("window_charges needs a rater made with cuts")
     if not rater.segments:
         return []
     rater._idle_lines()
+    semantics = configuration.semantics
     edges = [rater.segments[0].start_us, *rater.cuts, rater.segments[-1].end_us]
     result = []
-    for key in sorted(rater._lines, key=_line_order):
+    for key in sorted(rater._lines, key=line_order):
         state = rater._lines[key]
         price = state.price
         if price is None:
@@ -542,7 +537,7 @@ def window_charges(rater: Rater, currency: str, configuration: Configuration) ->
         unit = currency if price.credit_type is None else price.credit_type
         discount = segment.terms.discount_percent or ZERO
         name = line_id(*key)
-        cumulative = Accumulator(state.meter.aggregation)
+        cumulative = rater.accumulator(state.meter)
         previous = ZERO
         fees = ZERO
         priced = False
@@ -563,8 +558,7 @@ def window_charges(rater: Rater, currency: str, configuration: Configuration) ->
                     amount = fees
                 else:
                     amount = price_quantity(price, cumulative.quantity(), state.group)
-                if position == last:
-                    amount = bounded(amount, price.minimum, price.maximum)
+                amount = _so_far(amount, price, position == last, semantics)
                 delta = amount - previous
                 previous = amount
                 if discount:
@@ -584,3 +578,17 @@ def window_charges(rater: Rater, currency: str, configuration: Configuration) ->
                 )
             )
     return result
+
+
+def _so_far(amount: Decimal, price: Price, last: bool, semantics: Semantics) -> Decimal:
+    """A line's cumulative amount as a window charges it: in the segment's last window,
+    held within the price's minimum and maximum; before it, capped at the maximum when
+    ``line_maximum`` is ``every_window``, and nothing at all for a ``volume`` price when
+    ``volume_billing`` is ``close``."""
+    if last:
+        return bounded(amount, price.minimum, price.maximum)
+    if price.model == "volume" and semantics.volume_billing == "close":
+        return ZERO
+    if semantics.line_maximum == "every_window":
+        return bounded(amount, None, price.maximum)
+    return amount

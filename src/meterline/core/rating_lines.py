@@ -1,7 +1,8 @@
 """A rater's running state, line by line (pure): each line's accumulator, fees and windows
 (``LineState``), the routes an event type takes to its lines (``Route``), the Merkle
 trees lines share while they meet the same events (``SharedLineage``, ``add_leaf``) and
-the picklable state a rater exports (``RaterState``). Feeding the lines is
+the picklable state a rater exports (``RaterState``), a priced line (``UsageLine``) and
+the order and names of lines (``line_order``, ``line_id``). Feeding the lines is
 ``core.rating``'s."""
 
 from __future__ import annotations
@@ -52,6 +53,7 @@ class LineState:
         "members",
         "meter",
         "per_event",
+        "percentage_base",
         "percentage_total",
         "price",
         "segment",
@@ -78,6 +80,8 @@ class LineState:
         self.accumulator = accumulator
         self.lineage = SharedLineage(MerkleBuilder())
         self.percentage_total = ZERO
+        self.percentage_base = ZERO
+        """Under a percentage price: the sum of the bases of the events taken so far."""
         self.members: list[tuple[int, bytes]] | None = None
         self.add_to_accumulator = accumulator.add
         # Per window (see ``Rater(cuts=...)``): the usage of the window alone.
@@ -121,7 +125,7 @@ class RaterState:
             tuple[int, str, tuple[str | None, ...]],
             Accumulator,
             SharedLineage,
-            Decimal,
+            tuple[Decimal, Decimal],
             list[tuple[int, bytes]] | None,
             dict[int, Accumulator] | None,
             dict[int, Decimal] | None,
@@ -158,3 +162,32 @@ def add_leaf(reached: list[LineState], event_hash: bytes, share: bool) -> None:
             for line in lines:
                 line.lineage = lineage
         lineage.add(event_hash)
+
+
+@dataclass(frozen=True, slots=True)
+class UsageLine:
+    """A priced line: ``amount`` is exact, in ``unit`` (a currency or a credit type)."""
+
+    segment: int
+    meter: str
+    group: tuple[tuple[str, str | None], ...]
+    price: Price
+    quantity: Decimal
+    amount: Decimal
+    unit: str
+    events: int
+    first_sequence: int | None
+    last_sequence: int | None
+    merkle_root: bytes
+
+
+def line_order(
+    key: tuple[int, str, tuple[str | None, ...]],
+) -> tuple[int, str, tuple[tuple[int, str], ...]]:
+    segment, meter, group = key
+    return segment, meter, tuple((0, "") if v is None else (1, v) for v in group)
+
+
+def line_id(segment: int, meter: str, group: tuple[str | None, ...]) -> str:
+    """A usage line's name in the credit ledger: ``segment/meter/value,...``."""
+    return f"{segment}/{meter}/" + ",".join("" if value is None else value for value in group)

@@ -250,7 +250,7 @@ def month_bounds(month: str) -> tuple[date, date]:
 
 
 def _account_order(account: str) -> tuple[int, str]:
-    kinds = ("asset", "liability", "revenue", "contra_revenue")
+    kinds = ("asset", "liability", "revenue", "contra_revenue", "expense")
     return kinds.index(CHART[account]) if account in CHART else len(kinds), account
 
 

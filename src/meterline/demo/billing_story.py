@@ -31,7 +31,7 @@ from meterline.core.lineage import verify_proof
 from meterline.demo.calendar import REFERENCE_MONTH, add_months, month_of, moved_text
 from meterline.demo.live_story import tell_live
 from meterline.ledger import Ledger
-from meterline.ledger.billing import BillingStore
+from meterline.ledger.billing import BillingStore, StoredInvoice
 
 PRICING_FILE = "pricing.yaml"
 LATE_EVENT = {
@@ -120,6 +120,20 @@ def tell_billing(ledger: Ledger, console: Console, month: date = REFERENCE_MONTH
 
 def _tell(billing: Billing, console: Console, month: date) -> None:
     current = month_of(billing.clock())
+    text = _tell_pricing(billing, console, month)
+    acme = _tell_close(billing, console, month)
+    _tell_credits(billing, console, month, current)
+    _tell_late_event(billing, console, month, current)
+    _tell_lineage(billing, console, acme)
+    tell_live(billing, console)
+    console.rule("Audit")
+    for text_line in audit_lines(billing.audit()):
+        console.print(text_line)
+    _tell_new_tier(billing, console, text, current)
+
+
+def _tell_pricing(billing: Billing, console: Console, month: date) -> str:
+    """Apply the demo's pricing file (a preview first when it changes); its text."""
     console.rule("Pricing as configuration")
     text = pricing_text(month)
     preview = billing.apply(text, dry_run=True)
@@ -135,7 +149,11 @@ def _tell(billing: Billing, console: Console, month: date) -> None:
         f"Applied as configuration revision [bold]{report.revision}[/bold]"
         + (" (unchanged since the last run)" if not report.changes else "")
     )
+    return text
 
+
+def _tell_close(billing: Billing, console: Console, month: date) -> StoredInvoice:
+    """Close ``month`` and show its invoices; acme-copilot's (the amended one)."""
     console.rule(f"Closing {month:%B}")
     finalized = billing.close()
     console.print(
@@ -150,9 +168,10 @@ def _tell(billing: Billing, console: Console, month: date) -> None:
         " for unused days and the enterprise fee charged for the rest (proration by day)."
     )
     console.print(invoice_table(decode_exact(acme.document)))
+    return acme
 
-    _tell_credits(billing, console, month, current)
 
+def _tell_late_event(billing: Billing, console: Console, month: date, current: date) -> None:
     console.rule("Late events are adjustments, never edits")
     outcome = billing.ledger.ingest([late_event(month)])
     console.print(
@@ -166,6 +185,8 @@ def _tell(billing: Billing, console: Console, month: date) -> None:
         amount = money.display_amount(line["amount"], draft["currency"])
         console.print(f"  draft line {line['number']}: {line['description']}: {amount}")
 
+
+def _tell_lineage(billing: Billing, console: Console, acme: StoredInvoice) -> None:
     console.rule("Every line traces to its events")
     document = decode_exact(acme.document)
     line = max(
@@ -192,12 +213,8 @@ def _tell(billing: Billing, console: Console, month: date) -> None:
         f"See them all: [bold]meterline explain {acme.invoice_id} --line {line['number']}[/bold]"
     )
 
-    tell_live(billing, console)
 
-    console.rule("Audit")
-    for text_line in audit_lines(billing.audit()):
-        console.print(text_line)
-
+def _tell_new_tier(billing: Billing, console: Console, text: str, current: date) -> None:
     console.rule("Launching a new pricing tier is one YAML edit")
     changed = billing.apply(with_new_tier(text, add_months(current, 1)), dry_run=True)
     console.print(changes_table(changed))

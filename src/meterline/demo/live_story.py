@@ -146,9 +146,21 @@ def tell_live(billing: Billing, console: Console) -> None:
 
 
 def _tell(billing: Billing, engine: LiveEngine, console: Console) -> None:
-    ledger = billing.ledger
     now_us = billing.clock()
     day = format_timestamp(now_us)[:10].replace("-", "")
+    _tell_spike(billing, engine, console, now_us, day)
+    _tell_pool(billing, engine, console, now_us, day)
+    _timeline(engine, billing, console)
+    _margins(engine, console)
+    _tell_reconcile(billing, console)
+
+
+def _tell_spike(
+    billing: Billing, engine: LiveEngine, console: Console, now_us: int, day: str
+) -> None:
+    """A steady half hour of hooli-search, then a rogue agent's burst, and how soon the
+    access answer said "denied"."""
+    ledger = billing.ledger
     baseline = [
         _llm(
             f"demo-live-{day}-steady-{n}",
@@ -194,6 +206,12 @@ def _tell(billing: Billing, engine: LiveEngine, console: Console) -> None:
         f"  GET /v1/access/{SPIKE_CUSTOMER} -> allowed={answer['allowed']}: {answer['reason']}"
     )
 
+
+def _tell_pool(
+    billing: Billing, engine: LiveEngine, console: Console, now_us: int, day: str
+) -> None:
+    """cyberdyne-ops's chats and tool calls, until its pool runs out for agent-tools."""
+    ledger = billing.ledger
     calls = [
         {
             "id": f"demo-live-{day}-tool-{n}",
@@ -229,8 +247,9 @@ def _tell(billing: Billing, engine: LiveEngine, console: Console) -> None:
         f" chat allowed={chat['allowed']}"
         f" (only the feature is blocked); remaining {tools['remaining']}."
     )
-    _timeline(engine, billing, console)
-    _margins(engine, console)
+
+
+def _tell_reconcile(billing: Billing, console: Console) -> None:
     report = reconcile(billing)
     verdict = "[green]live == batch[/green]" if report.passed else "[red]DIFFERENT[/red]"
     console.print(

@@ -5,6 +5,7 @@ pure core (``core.books``, ``core.revrec``) for their journal entries:
 
 - invoices and credit notes: ``core.books.document_entries`` / ``credit_note_entries``,
   billed on the day (in the invoice's time zone) they were finalized or issued;
+- payments, refunds and write-offs: ``core.payments.movement_entries`` (``payment_journal``);
 - credit grants: ``core.revrec.credit_entries`` over the movements of each customer's
   credit book (consumption, releases, expiry, rollover, voids), with the grant's breakage
   as the contract declares it (``credits.breakage``, per grant or for the contract).
@@ -32,6 +33,7 @@ from meterline.core.journal import (
     CHART,
     DEFERRED_CREDITS,
     DEFERRED_FEES,
+    RECEIVABLE,
     UNBILLED,
     Balances,
     JournalEntry,
@@ -41,6 +43,7 @@ from meterline.core.journal import (
     waterfall,
 )
 from meterline.core.model import CreditTerms as ContractCredits
+from meterline.core.payments import movement_entries
 from meterline.core.periods import local_date
 from meterline.core.revrec import CreditTerms, GrantAccount, Movement, credit_entries
 
@@ -128,8 +131,33 @@ def build_books(billing: Billing, as_of_us: int | None = None) -> Books:
             )
             entries += credit
             grant_accounts.update(accounts)
+    entries += payment_journal(billing, at)
     entries.sort(key=lambda item: (item.day, item.entry_id))
     return Books(entries, grant_accounts, _day("UTC", at))
+
+
+def payment_journal(billing: Billing, at_us: int) -> list[JournalEntry]:
+    """Payments, refunds and write-offs recorded by ``at_us``, as journal entries
+    (``core.payments.movement_entries``: cash, receivable, customer credit, bad debt)."""
+    entries: list[JournalEntry] = []
+    for standing, movements in billing.receivables(at_us=at_us):
+        entries += movement_entries(standing.receivable, movements)
+    return entries
+
+
+def collected(entries: Iterable[JournalEntry]) -> Decimal:
+    """What payments, refunds and write-offs took off accounts receivable (positive when
+    they collected): what reconciling receivables with invoices adds back."""
+    return -sum(
+        (
+            posting.amount
+            for item in entries
+            if item.cause.startswith("payment:")
+            for posting in item.postings
+            if posting.account == RECEIVABLE
+        ),
+        ZERO,
+    )
 
 
 def grant_journal(

@@ -33,6 +33,7 @@ BEANCOUNT_ROOTS = {
     "liability": "Liabilities",
     "revenue": "Income",
     "contra_revenue": "Income:Contra",
+    "expense": "Expenses",
 }
 """Beancount's root for each kind of account (contra-revenue reduces income)."""
 

@@ -40,7 +40,7 @@ from meterline.core.journal import (
 )
 from meterline.core.money import MONEY_CONTEXT
 from meterline.core.partitions import partition_of
-from meterline.finance.books import Books, build_books
+from meterline.finance.books import Books, build_books, collected
 from meterline.finance.economics import usage_slices
 from meterline.finance.unbilled import period_ends
 
@@ -210,6 +210,7 @@ def _journal(
         totals = sum((Decimal(str(d["total"])) for d in documents.values()), ZERO)
         refunds = sum((account.reversed for account in books.grants.values()), ZERO)
         receivable = sum((v for (a, _), v in balances.items() if a == RECEIVABLE), ZERO)
+        receivable += collected(books.entries)  # before payments, refunds and write-offs
         usage_causes = {
             # a netted threshold surplus moves to deferred revenue (``carried``) and is
             # released from there (``from_period``), not from usage revenue
@@ -297,6 +298,7 @@ def _reports(report: TruthReport, books: Books) -> None:
         deferred = -sum((v for (a, _), v in balances.items() if a in DEFERRED), ZERO)
         unbilled = sum((v for (a, _), v in balances.items() if a == UNBILLED), ZERO)
         billed = sum((v for (a, _), v in balances.items() if a == RECEIVABLE), ZERO)
+        billed += collected(books.entries)  # what was billed, collected or not
         tax = -sum((v for (a, _), v in balances.items() if a == TAX_PAYABLE), ZERO)
         report.add(
             "reports",

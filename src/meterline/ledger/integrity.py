@@ -30,7 +30,7 @@ from meterline.core.chain import ChainReport
 from meterline.core.checkpoint_note import parse_note
 from meterline.core.findings import Finding
 from meterline.errors import StoreError
-from meterline.ledger import billing, controls, heads, postgres, sqlite, webhooks
+from meterline.ledger import billing, controls, heads, payment_records, postgres, sqlite, webhooks
 from meterline.ledger.checkpoints import check_notes
 from meterline.ledger.database import (
     _REFUSE_FUNCTION,
@@ -53,6 +53,7 @@ _SCRIPTS = (
     postgres._SCHEMA,
     billing._TRIGGERS,
     controls._TRIGGERS,
+    payment_records._TRIGGERS,
     webhooks._SCHEMA,
 )
 

@@ -26,39 +26,29 @@ from decimal import Decimal
 from typing import Any
 
 from meterline.billing.service import Billing, BillingError
-from meterline.core.controls import (
-    AccessDecision,
-    Block,
-    Evaluation,
-    Firing,
-    Observation,
-    Rearm,
-    decide,
-    evaluate,
-)
+from meterline.core.controls import Block, Evaluation, Firing, Observation, Rearm, evaluate
 from meterline.core.cuts import Cut
-from meterline.core.events import format_timestamp
-from meterline.errors import MeterlineError
 from meterline.ledger.controls import ControlStore, StoredFiring, StoredOverride
-from meterline.live.projection import Figures, LiveProjection
+from meterline.live.control_actions import alert_kind, top_up, true_up
+from meterline.live.control_documents import (
+    access_document,
+    decision_document,
+    snapshot_document,
+)
+from meterline.live.control_documents import firing_document as firing_document
+from meterline.live.control_overrides import OverrideError as OverrideError
+from meterline.live.control_overrides import check_override, grant_override
+from meterline.live.credit_bounds import CreditBounds
+from meterline.live.figures import Figures
+from meterline.live.projection import LiveProjection
 
 _log = logging.getLogger(__name__)
 ZERO = Decimal(0)
-DAY_US = 86_400_000_000
-BOOK_REFRESH_US = 1_000_000
-"""Under load, the exact credit balance of a customer is recomputed at least this often."""
 
 Publisher = Callable[[str, dict[str, Any], str], object]
 """``publish(kind, data, event_id)``: a webhook (``live.webhooks.Webhooks.publish``)."""
 AccessListener = Callable[[int, str, dict[str, Any]], None]
 """Called with (version, customer, decision document) on every access change."""
-
-
-class OverrideError(MeterlineError, ValueError):
-    """An override names something that does not exist or is not allowed."""
-
-    code = "invalid_override"
-    http_status = 422
 
 
 @dataclass
@@ -96,9 +86,10 @@ class Controls:
         self.pending_actions = 0
         self.overrides_seen = 0
         """The last override applied (others may be recorded by another process: the CLI)."""
-        self.books: dict[str, tuple[int, dict[str, Decimal], dict[Any, Decimal]]] = {}
+        self.credit_bounds = CreditBounds(projection)
+        self.books = self.credit_bounds.books
         """Per customer: the last exact credit balances, when, and the line amounts then."""
-        self.stale_books: set[str] = set()
+        self.stale_books = self.credit_bounds.stale
         """Customers answered from a lower bound of their balance: exact again when idle."""
         self._after: list[Callable[[], object]] | None = None
         """While a batch of records is open: what must wait for its commit."""
@@ -269,52 +260,15 @@ class Controls:
     def _remaining(
         self, customer: str, live: Any, figures: Figures, now_us: int
     ) -> tuple[bool, dict[str, Decimal]]:
-        """(exact?, remaining per unit) for the balance controls. The credit book is the
-        costly part of an evaluation, so between runs (at most ``BOOK_REFRESH_US`` apart,
-        and never across a grant edge) a lower bound stands in for it: the last exact
-        balance less every increase of a line's amount since (consumption never exceeds
-        that). When the bound is clear of every limit and nothing has fired, no crossing
-        is possible, so the book is not run; otherwise it is. A customer left with a
-        bound is evaluated exactly when the engine is idle (``stale_books``)."""
+        """(exact?, remaining per unit) for the balance controls: the credit book, or
+        between runs a lower bound standing in for it (``live.credit_bounds``)."""
         balance = [p for p in live.policies if p.kind == "balance_exhausted"]
         if not balance:
             return False, {}
         state = self._customer(customer)
-        keys = {p.key for p in balance}
-        cached = self.books.get(customer)
-        if (
-            cached is not None
-            and not live.bounded_prices
-            and not any(policy in keys for policy, _ in state.fired)
-            and now_us - cached[0] < BOOK_REFRESH_US
-            and not live.grant_edge_between(cached[0], now_us)
-        ):
-            _, exact, amounts = cached
-            increase: dict[str, Decimal] = {}
-            for key, line in _keyed(figures):
-                if line.amount is None or line.unit is None:
-                    continue
-                before = amounts.get(key, ZERO)
-                if line.amount > before:
-                    increase[line.unit] = increase.get(line.unit, ZERO) + line.amount - before
-            lower = {unit: value - increase.get(unit, ZERO) for unit, value in exact.items()}
-            extensions = state.extensions or {}
-            if all(
-                lower.get(p.unit or figures.currency, ZERO)
-                > p.remaining_at_most - extensions.get(p.key, ZERO)
-                for p in balance
-                if (p.unit or figures.currency) in lower
-            ):
-                self.stale_books.add(customer)
-                return False, lower
-        exact = self.projection.remaining(customer)
-        self.books[customer] = (
-            now_us,
-            exact,
-            {key: line.amount for key, line in _keyed(figures) if line.amount is not None},
+        return self.credit_bounds.remaining(
+            customer, live, balance, figures, now_us, state.fired, state.extensions or {}
         )
-        self.stale_books.discard(customer)
-        return True, exact
 
     def _record(
         self, customer: str, result: Evaluation, sequence: int, now_us: int
@@ -408,14 +362,7 @@ class Controls:
             self._later(lambda: self._worker.submit(self._slow_action, firing, action))
 
     def _alert(self, firing: StoredFiring) -> None:
-        kind = "control.fired"
-        policy = self._policy(firing.customer, firing.policy)
-        if (
-            firing.kind == "balance_exhausted"
-            and policy is not None
-            and policy.remaining_at_most > 0
-        ):
-            kind = "balance.low"
+        kind = alert_kind(firing, self._policy(firing.customer, firing.policy))
         deliveries = self._publish(kind, firing_document(firing), firing.firing_id)
         outcome = {"webhooks": deliveries}
         if self._alert_results is None:
@@ -436,49 +383,9 @@ class Controls:
 
     def _slow_outcome(self, firing: StoredFiring, action: str) -> dict[str, Any]:
         if action == "top_up":
-            return self._top_up(firing)
-        reason = f"True-up: control {firing.policy} fired ({firing.firing_id})"
-        invoice = self.billing.true_up(firing.customer, reason, firing.firing_id)
-        if invoice is None:
-            return {"invoice": None}
-        self._publish(
-            "invoice.finalized",
-            {
-                "invoice": invoice.invoice_id,
-                "customer": firing.customer,
-                "kind": "true_up",
-                "control": firing.firing_id,
-            },
-            invoice.invoice_id,
-        )
-        return {"invoice": invoice.invoice_id}
-
-    def _top_up(self, firing: StoredFiring) -> dict[str, Any]:
-        policy = self._policy(firing.customer, firing.policy)
-        if policy is None or policy.top_up is None:
-            return {"error": "the policy has no top_up rule any more"}
-        reason = f"Automatic top-up: control {firing.policy} fired ({firing.firing_id})"
-        for row in self.billing.store.grants(firing.customer):
-            if firing.firing_id in row.document.decode(errors="replace"):
-                return {"grant": row.grant_id, "repeated": True}
-        rule = policy.top_up
-        expires = None
-        if rule.expires_after_days is not None:
-            expires = self.clock() + rule.expires_after_days * DAY_US
-        stored, invoice = self.billing.grant(
-            firing.customer,
-            rule.credit_type,
-            rule.amount,
-            reason,
-            paid=rule.paid,
-            expires_us=expires,
-            source="control",
-        )
-        self.projection.mark_stale(firing.customer)
-        return {
-            "grant": stored.grant_id,
-            "invoice": None if invoice is None else invoice.invoice_id,
-        }
+            policy = self._policy(firing.customer, firing.policy)
+            return top_up(self.billing, self.projection, self.clock, firing, policy)
+        return true_up(self.billing, firing, self._publish)
 
     def drain(self, timeout_s: float = 30.0) -> None:
         """Wait until the background actions submitted so far have finished."""
@@ -564,25 +471,7 @@ class Controls:
         """The customer's access state as the push stream sends it."""
         state = self.state.get(customer)
         blocks = tuple((state.blocks or {}).values()) if state else ()
-        whole = next((b for b in blocks if not b.features), None)
-        remaining = {u: str(v) for u, v in sorted(((state and state.remaining) or {}).items())}
-        if whole is not None:
-            return {
-                "blocked": True,
-                "features": [],
-                "reason": whole.reason,
-                "policy": whole.policy,
-                "remaining": remaining,
-            }
-        features = sorted({f for b in blocks for f in b.features})
-        first = blocks[0] if blocks else None
-        return {
-            "blocked": bool(features),
-            "features": features,
-            "reason": "" if first is None else first.reason,
-            "policy": None if first is None else first.policy,
-            "remaining": remaining,
-        }
+        return decision_document(blocks, (state and state.remaining) or {})
 
     def access(self, customer: str, feature: str | None = None) -> dict[str, Any]:
         """May ``customer`` use ``feature`` now? (A dict read: no ledger, no lock.)"""
@@ -618,35 +507,16 @@ class Controls:
         """Finance's manual action on ``customer``: ``unblock`` (one policy's block, or all),
         ``extend`` (raise ``policy``'s limit by ``amount``) or ``grant`` (``amount`` of
         ``credit_type``, invoiced when ``paid``); recorded with ``actor`` and ``reason``."""
-        if not reason.strip():
-            raise OverrideError("reason: an override needs a reason")
-        if customer not in self.projection.customers:
-            raise OverrideError(f"customer: {customer!r} has no contract in force")
-        if policy is not None and self._policy(customer, policy) is None:
-            raise OverrideError(f"policy: {customer!r} has no control {policy!r}")
+        target = None if policy is None else self._policy(customer, policy)
+        has_contract = customer in self.projection.customers
+        check_override(customer, kind, reason, has_contract, policy, target, amount, credit_type)
         detail: dict[str, Any] = {}
-        if kind == "extend":
-            if policy is None or amount is None or amount <= 0:
-                raise OverrideError("amount: extend needs a policy and an amount above zero")
-            target = self._policy(customer, policy)
-            if target.kind == "balance_exhausted" and target.remaining_at_most <= 0:
-                raise OverrideError(
-                    "policy: a balance cannot go below zero (usage beyond it is overage);"
-                    " grant credits instead of extending an exhausted-balance control"
-                )
-        elif kind == "grant":
-            if amount is None or credit_type is None:
-                raise OverrideError("amount: a grant needs a credit_type and an amount")
-            stored, invoice = self.billing.grant(
-                customer, credit_type, amount, f"{reason} (override by {actor})", paid=paid
+        if kind == "grant":
+            assert amount is not None and credit_type is not None
+            detail = grant_override(
+                self.billing, customer, credit_type, amount, reason, actor, paid
             )
-            detail = {
-                "grant": stored.grant_id,
-                "invoice": None if invoice is None else invoice.invoice_id,
-            }
             self.projection.mark_stale(customer)
-        elif kind != "unblock":
-            raise OverrideError(f"kind: {kind!r} is not one of unblock, extend, grant")
         with self.lock:
             record = self.store.add_override(
                 customer,
@@ -693,66 +563,3 @@ class Controls:
 
     def close(self) -> None:
         self._worker.shutdown(wait=True)
-
-
-def _keyed(figures: Figures) -> list[tuple[tuple[Any, ...], Any]]:
-    """Each line with a key that tells apart the same meter and group in two segments of
-    an amended period (the n-th occurrence, in the figures' stable order)."""
-    seen: dict[tuple[Any, ...], int] = {}
-    keyed = []
-    for line in figures.lines:
-        base = (line.meter, tuple(line.group.items()))
-        seen[base] = seen.get(base, 0) + 1
-        keyed.append(((*base, seen[base]), line))
-    return keyed
-
-
-def access_document(
-    customer: str,
-    feature: str | None,
-    blocks: tuple[Block, ...],
-    remaining: dict[str, str],
-    has_contract: bool,
-    version: int,
-) -> dict[str, Any]:
-    """The access answer (``GET /v1/access/{customer}``) for the customer's active blocks."""
-    answer: AccessDecision = decide(blocks, feature)
-    return {
-        "customer": customer,
-        "feature": feature,
-        "allowed": answer.allowed,
-        "reason": answer.reason or ("allowed" if has_contract else "no contract: no restriction"),
-        "policy": answer.policy,
-        "remaining": dict(remaining),
-        "version": version,
-    }
-
-
-def snapshot_document(
-    decisions: dict[str, dict[str, Any]], version: int, customer: str | None = None
-) -> dict[str, Any]:
-    """The push stream's first message: every decision (or one customer's) at ``version``."""
-    return {
-        "version": version,
-        "decisions": {
-            name: document
-            for name, document in decisions.items()
-            if customer is None or name == customer
-        },
-    }
-
-
-def firing_document(firing: StoredFiring) -> dict[str, Any]:
-    """A firing as webhooks, the API and the CLI show it."""
-    return {
-        "firing": firing.firing_id,
-        "customer": firing.customer,
-        "policy": firing.policy,
-        "kind": firing.kind,
-        "level": firing.level,
-        "crossing": firing.ordinal,
-        "at": format_timestamp(firing.at_us),
-        "sequence": firing.sequence,
-        "observed": firing.observed,
-        "actions": list(firing.actions),
-    }

@@ -35,12 +35,9 @@ from meterline.clock import Clock, system_clock_us
 from meterline.core.controls import Block
 from meterline.errors import MeterlineError
 from meterline.ledger.controls import ControlStore, StoredOverride
-from meterline.live.controls import (
-    AccessListener,
-    OverrideError,
-    access_document,
-    snapshot_document,
-)
+from meterline.live.control_documents import access_document, snapshot_document
+from meterline.live.control_overrides import OverrideError
+from meterline.live.controls import AccessListener
 
 _log = logging.getLogger(__name__)
 

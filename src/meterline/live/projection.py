@@ -3,17 +3,10 @@ batch as the ledger appends, so figures are ready without reading the ledger aga
 
 Per customer it keeps the period's ``Rater`` (the same rating the invoice uses, with the
 same credit windows, minus the Merkle trees), its credit inputs and the charges of the
-periods before it, and a usage-rate counter per ``usage_spike`` control. ``figures``
-derives, from memory only:
-
-- quantities and rated amounts per line: amount(total after) - amount(total before) by
-  construction, since a line is priced on its running total (tiers and volume stay exact);
-- spend: usage in the contract's currency (credit-priced usage at its value), less the
-  contract's discount;
-- cost (COGS): each line's quantity times the cost rate of its meter and group;
-- prepaid: what the customer paid for the grants active in the period;
-- remaining credit per unit: the credit book (``core.credits``) over the earlier periods'
-  charges and this period's window charges, the open window ending now.
+periods before it, and a usage-rate counter per ``usage_spike`` control (a
+``CustomerLive``, ``live.customer_period``). ``figures`` derives, from memory only, what
+``live.figures`` lists: quantities and amounts per line, spend, cost, prepaid and the
+remaining credit per unit.
 
 Anything unusual sends a customer back to the ledger (``stale``): an event before the
 period it holds (a late event), an event past its period end (the period rolled), a
@@ -34,188 +27,28 @@ import threading
 import time
 from bisect import bisect_right
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field, replace
-from decimal import Decimal, localcontext
-from functools import cached_property
-from typing import Any, NamedTuple
+from decimal import Decimal
+from typing import Any
 
-import msgspec
-
-from meterline.billing.credits import CreditInputs, credit_book
 from meterline.billing.documents import credit_cuts
-from meterline.billing.scan import BODY_DECODER, RatingJob
+from meterline.billing.scan import RatingJob
 from meterline.billing.service import Billing, Loaded, RatingFailed, billing_cycle
 from meterline.billing.unbillable import failure_reason
-from meterline.core.controls import ControlPolicy, RateCounter
-from meterline.core.credit_records import Charge, CreditError
+from meterline.core.controls import RateCounter
+from meterline.core.credit_records import Charge
 from meterline.core.cuts import Cut
-from meterline.core.events import format_timestamp
 from meterline.core.meters import Meter, MeterProblem, MeterReader, Unmeasurable
 from meterline.core.model import Configuration, Contract, segments
-from meterline.core.money import MONEY_CONTEXT
 from meterline.core.partitions import PartitionMap
-from meterline.core.periods import BillingPeriod, period_containing
-from meterline.core.rating import Rater, billable_meters, unrated_problems, window_charges
+from meterline.core.periods import period_containing
+from meterline.core.rating import Rater, billable_meters, unrated_problems
+from meterline.live.customer_period import CustomerLive, LiveEvent
+from meterline.live.figures import Figures, derive, remaining_credit
 
 _log = logging.getLogger(__name__)
 
-ZERO = Decimal(0)
-ONE = Decimal(1)
 REVISION_CHECK_S = 1.0
 """How often the projection looks for a pricing revision applied by another process."""
-NOT_PRICED: tuple[Decimal | None, str | None] = (None, None)
-HUNDRED = Decimal(100)
-
-
-class LiveEvent(NamedTuple):
-    """An appended event as the projection needs it (``properties`` None: the stored
-    body does not decode, which makes it unbillable, never a failed cycle); ``sequence``
-    is within ``partition`` (the customer's)."""
-
-    sequence: int
-    customer: str
-    type: str
-    timestamp_us: int
-    properties: dict[str, Any] | None
-    partition: int = 0
-
-    @staticmethod
-    def decoded(
-        sequence: int,
-        customer: str,
-        event_type: str,
-        timestamp_us: int,
-        body: bytes,
-        partition: int = 0,
-    ) -> LiveEvent:
-        """The event of a stored record, its properties decoded from the canonical bytes
-        the way the batch scan decodes them."""
-        try:
-            properties: dict[str, Any] | None = BODY_DECODER.decode(body).properties
-        except msgspec.MsgspecError:
-            properties = None
-        return LiveEvent(sequence, customer, event_type, timestamp_us, properties, partition)
-
-
-@dataclass(frozen=True, slots=True)
-class LineFigures:
-    meter: str
-    group: dict[str, str | None]
-    quantity: Decimal
-    events: int
-    amount: Decimal | None
-    unit: str | None
-    cost: Decimal
-
-
-@dataclass(frozen=True, slots=True)
-class Figures:
-    """A customer's live figures for its current period (exact; see the module doc)."""
-
-    customer: str
-    currency: str
-    period: BillingPeriod
-    through: Cut
-    """The figures hold every event of the customer inside this cut."""
-    at_us: int
-    spend: Decimal
-    cost: Decimal
-    prepaid: Decimal
-    remaining: dict[str, Decimal]
-    lines: tuple[LineFigures, ...]
-
-    @property
-    def margin(self) -> Decimal:
-        with localcontext(MONEY_CONTEXT):
-            return self.spend - self.cost
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "customer": self.customer,
-            "currency": self.currency,
-            "period": {
-                "start": format_timestamp(self.period.start_us),
-                "end": format_timestamp(self.period.end_us),
-            },
-            "through": self.through.to_json(),
-            "at": format_timestamp(self.at_us),
-            "spend": str(self.spend),
-            "cost": str(self.cost),
-            "margin": str(self.margin),
-            "prepaid": str(self.prepaid),
-            "remaining": {unit: str(value) for unit, value in sorted(self.remaining.items())},
-            "lines": [
-                {
-                    "meter": line.meter,
-                    "group": line.group,
-                    "quantity": str(line.quantity),
-                    "events": line.events,
-                    "amount": None if line.amount is None else str(line.amount),
-                    "unit": line.unit,
-                    "cost": str(line.cost),
-                }
-                for line in self.lines
-            ],
-        }
-
-
-@dataclass
-class CustomerLive:
-    """One customer's current period in memory."""
-
-    contract: Contract
-    period: BillingPeriod
-    job: RatingJob
-    inputs: CreditInputs
-    prior: list[Charge]
-    policies: tuple[ControlPolicy, ...]
-    counters: dict[str | None, RateCounter] = field(default_factory=dict)
-    readers: list[tuple[str | None, Callable[[Any], Any] | None, RateCounter]] | None = None
-    rates: dict[tuple[int, str, tuple[str | None, ...]], Decimal | None] = field(
-        default_factory=dict
-    )
-    """Per counter: the event type, the meter's reader (None: count events), the counter."""
-    stale: bool = False
-    """Rebuild from the ledger before the next figures."""
-    sequence: int = 0
-    """The highest sequence fed, in the customer's partition."""
-
-    def cost_rate(
-        self, segment: int, meter: Meter, group: tuple[str | None, ...]
-    ) -> Decimal | None:
-        """What one unit of the line costs (the most specific rate in force at the
-        segment's start), looked up once per line."""
-        key = (segment, meter.key, group)
-        if key not in self.rates:
-            at = max(self.job.segments[segment].start_us, self.period.start_us)
-            self.rates[key] = next(
-                (
-                    rate.per_unit
-                    for rate in self.job.configuration.cost_rates(meter.key, at)
-                    if rate.applies_to(meter.group_by, group)
-                ),
-                None,
-            )
-        return self.rates[key]
-
-    @property
-    def currency(self) -> str:
-        return self.job.segments[0].terms.plan.currency if self.job.segments else "USD"
-
-    @cached_property
-    def bounded_prices(self) -> bool:
-        """Whether a price of the period has a line minimum or maximum (fixed per build)."""
-        return any(
-            price.minimum is not None or price.maximum is not None
-            for segment in self.job.segments
-            for price in segment.terms.prices()
-        )
-
-    def grant_edge_between(self, after_us: int, through_us: int) -> bool:
-        """Whether a window edge of the credit burn-down lies in ``(after_us, through_us]``
-        (the edges are sorted)."""
-        cuts = self.job.cuts or ()
-        return bisect_right(cuts, after_us) != bisect_right(cuts, through_us)
 
 
 def _cost_meters(configuration: Configuration) -> frozenset[str]:
@@ -567,102 +400,4 @@ class LiveProjection:
             live = self.customers.get(customer)
             if live is None or live.inputs.is_empty():
                 return {}
-            return _remaining(live, self.clock() if at_us is None else at_us)
-
-
-def derive(live: CustomerLive, now_us: int, through: Cut, with_credits: bool = True) -> Figures:
-    """The figures of ``live`` at ``now_us`` (pure over its state)."""
-    job = live.job
-    configuration = job.configuration
-    currency = live.currency
-    rater = job.rater
-    rated = rater.lines(currency, configuration)
-    with localcontext(MONEY_CONTEXT):
-        # spend as ``core.invoicing.usage_lines`` values each line: credit-priced usage
-        # at its credit type's value at the segment start; then the segment's discount
-        spend = ZERO
-        for usage in rated:
-            segment_terms = job.segments[usage.segment]
-            amount = usage.amount
-            if usage.unit != segment_terms.terms.plan.currency:
-                credit = configuration.credit_type(usage.unit)
-                assert credit is not None
-                amount = amount * credit.value_at(segment_terms.start_us)
-            percent = segment_terms.terms.discount_percent or ZERO
-            spend += amount - amount * percent / HUNDRED if percent else amount
-        amounts: dict[Any, tuple[Decimal | None, str | None]] = {
-            (usage.segment, usage.meter, tuple(v for _, v in usage.group)): (
-                usage.amount,
-                usage.unit,
-            )
-            for usage in rated
-        }
-        lines = []
-        cost = ZERO
-        for segment, meter, group, quantity, count in sorted(
-            rater.quantities(), key=lambda item: (item[0], item[1].key, str(item[2]))
-        ):
-            line_cost = ZERO
-            rate = live.cost_rate(segment, meter, group)
-            if rate is not None:
-                line_cost = quantity * rate
-            cost += line_cost
-            priced, unit = amounts.get((segment, meter.key, group), NOT_PRICED)
-            lines.append(
-                LineFigures(
-                    meter.key,
-                    dict(zip(meter.group_by, group, strict=True)),
-                    quantity,
-                    count,
-                    priced,
-                    unit,
-                    line_cost,
-                )
-            )
-        prepaid = ZERO
-        period = job.period
-        for grant in live.inputs.grants:
-            if grant.paid_currency not in (None, currency) or grant.paid <= 0:
-                continue
-            ends = min(
-                t for t in (grant.expires_us, grant.reset_us, period.end_us) if t is not None
-            )
-            if grant.effective_us < period.end_us and ends > period.start_us:
-                prepaid += grant.paid
-    remaining: dict[str, Decimal] = {}
-    if with_credits and not live.inputs.is_empty():
-        remaining = _remaining(live, now_us)
-    return Figures(
-        live.contract.customer,
-        currency,
-        job.period,
-        through,
-        now_us,
-        spend,
-        cost,
-        prepaid,
-        remaining,
-        tuple(lines),
-    )
-
-
-def _remaining(live: CustomerLive, now_us: int) -> dict[str, Decimal]:
-    """Each unit's remaining balance at ``now_us``: the book over earlier periods' charges
-    and this period's window charges, the open window ending now."""
-    job = live.job
-    charges = []
-    for charge in window_charges(job.rater, live.currency, job.configuration):
-        if charge.start_us <= now_us < charge.end_us:
-            charge = replace(charge, end_us=now_us)  # the open window ends now
-        charges.append(charge)
-    try:
-        book = credit_book(live.inputs, [*live.prior, *charges], until_us=now_us)
-    except CreditError:
-        return {}
-    remaining: dict[str, Decimal] = {}
-    with localcontext(MONEY_CONTEXT):
-        for grant_id, grant in book.grants.items():
-            if grant.effective_us > now_us:
-                continue
-            remaining[grant.unit] = remaining.get(grant.unit, ZERO) + book.balance(grant_id)
-    return remaining
+            return remaining_credit(live, self.clock() if at_us is None else at_us)

@@ -25,7 +25,9 @@ import httpx
 from meterline.billing.service import Billing, BillingError, NotFound, RatingFailed
 from meterline.billing.unbillable import failure_reason
 from meterline.core.cuts import Cut
-from meterline.live.projection import Figures, LiveEvent, LiveProjection
+from meterline.live.customer_period import LiveEvent
+from meterline.live.figures import Figures
+from meterline.live.projection import LiveProjection
 
 ZERO = Decimal(0)
 

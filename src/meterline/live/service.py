@@ -35,7 +35,8 @@ from meterline.core.events import PreparedEvent
 from meterline.core.partitions import PartitionMap
 from meterline.ledger.controls import ControlStore
 from meterline.live.controls import Controls, Publisher
-from meterline.live.projection import LiveEvent, LiveProjection
+from meterline.live.customer_period import LiveEvent
+from meterline.live.projection import LiveProjection
 
 _log = logging.getLogger(__name__)
 _PARTITION_SEQUENCE = itemgetter(0, 1)

@@ -6,6 +6,9 @@ and decodes them into one ``PartitionBatch``; ``ack`` acknowledges every message
 batch and waits for the server to confirm each ack. The caller acks only after its ledger
 commit: a batch never acked (crash, database error) is redelivered after the consumer's
 ack wait, and the ledger answers ``duplicate`` for what it already holds.
+
+Also how much a fetch asks for (``first_fetch_size``, then ``next_fetch_size`` from the
+last batch's mean message size) and ``nak``, handing a batch back at once.
 """
 
 from __future__ import annotations
@@ -30,6 +33,17 @@ ACK_TIMEOUT_S = 5.0
 
 API_TIMEOUT_S = 5.0
 """Seconds one JetStream API request (consumer create, info) may take."""
+
+FETCH_MESSAGES_MAX = 64
+"""Messages one fetch pulls at most; a fetch is one ledger commit, so larger fetches
+spread a commit's fixed costs (round trips, the fsync) over more events: 64 messages of
+the usual ~250 events instead of 16 took the 1-worker rate of ``meterline bench scale``
+from ~19,000 to ~23,000 events/s on a loaded 2-core machine."""
+
+FETCH_BYTES_MAX = 16 * 1024 * 1024
+"""Bytes one fetch aims to pull at most: it asks for this over the partition's last mean
+message size (the largest message size before the first), never more than
+``FETCH_MESSAGES_MAX``, so large messages make smaller fetches."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,3 +150,23 @@ class PartitionConsumer:
         if subscription is not None:
             with contextlib.suppress(nats.errors.Error):
                 await subscription.unsubscribe()
+
+
+async def nak(batch: PartitionBatch) -> None:
+    """Hand ``batch``'s messages back for redelivery now (to the partition's new owner)
+    instead of after the ack wait; best effort (unacknowledged, they come back anyway)."""
+    for message in batch.messages:
+        with contextlib.suppress(Exception):
+            await message.nak()
+
+
+def next_fetch_size(batch: PartitionBatch) -> int:
+    """How many messages the next fetch of ``batch``'s partition asks for."""
+    mean = sum(len(message.data) for message in batch.messages) / len(batch.messages)
+    return max(1, min(FETCH_MESSAGES_MAX, int(FETCH_BYTES_MAX // max(mean, 1))))
+
+
+def first_fetch_size(max_message_bytes: int) -> int:
+    """How many messages a partition's first fetch asks for (no message size known yet:
+    the largest a message may be)."""
+    return max(1, min(FETCH_MESSAGES_MAX, FETCH_BYTES_MAX // max_message_bytes))

@@ -20,9 +20,7 @@ from typing import Any
 from meterline.clock import Clock, system_clock_us
 from meterline.core.controls import Block
 from meterline.ledger.controls import StoredOverride
-from meterline.live.controls import (
-    OverrideError,
-)
+from meterline.live.control_overrides import OverrideError
 from meterline.live.link import MirroredAccess, WorkerUnavailable
 
 _log = logging.getLogger(__name__)

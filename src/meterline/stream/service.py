@@ -52,10 +52,11 @@ from meterline.live.webhooks import Webhooks
 from meterline.stream.access import AccessBoard
 from meterline.stream.connection import connect
 from meterline.stream.naming import stream_settings
+from meterline.stream.partition_leases import LEASE_SECONDS
 from meterline.stream.progress import DecidedProgress, Progress, encode_progress, progress_subject
 from meterline.stream.settings import StreamSettings
 from meterline.stream.status import StatusBoard, worker_document
-from meterline.stream.worker import LEASE_SECONDS, StreamWorker
+from meterline.stream.worker import StreamWorker
 
 STATUS_INTERVAL_S = 1.0
 """How often a worker publishes its counters (events/s is measured over this interval)."""

@@ -46,7 +46,8 @@ import logging
 import sys
 import threading
 from collections.abc import Awaitable, Callable, Iterator, Sequence
-from typing import Protocol, cast
+from dataclasses import dataclass
+from typing import cast
 
 import nats.errors
 from nats.aio.client import Client
@@ -54,24 +55,27 @@ from nats.aio.client import Client
 from meterline.clock import Clock
 from meterline.core.events import PreparedEvent
 from meterline.core.outcomes import EventOutcome
-from meterline.ledger.heads import LEASE_SECONDS_DEFAULT, HeadRow, Lease, LeaseLost
+from meterline.ledger.heads import Lease, LeaseLost
 from meterline.ledger.store import LedgerStore
 from meterline.stream.connection import connect
-from meterline.stream.consumer import PartitionBatch, PartitionConsumer
+from meterline.stream.consumer import (
+    PartitionBatch,
+    PartitionConsumer,
+    first_fetch_size,
+    nak,
+    next_fetch_size,
+)
 from meterline.stream.errors import BatchDecodeError, StreamUnavailable
+from meterline.stream.partition_leases import (
+    LEASE_RENEW_S,
+    LEASE_SECONDS,
+    LeasedStore,
+    fair_share,
+    free_partitions,
+    lease_owners,
+)
 from meterline.stream.settings import StreamSettings
 from meterline.stream.setup import ensure_stream
-
-FETCH_MESSAGES_MAX = 64
-"""Messages one fetch pulls at most; a fetch is one ledger commit, so larger fetches
-spread a commit's fixed costs (round trips, the fsync) over more events: 64 messages of
-the usual ~250 events instead of 16 took the 1-worker rate of ``meterline bench scale``
-from ~19,000 to ~23,000 events/s on a loaded 2-core machine."""
-
-FETCH_BYTES_MAX = 16 * 1024 * 1024
-"""Bytes one fetch aims to pull at most: it asks for this over the partition's last mean
-message size (the largest message size before the first), never more than
-``FETCH_MESSAGES_MAX``, so large messages make smaller fetches."""
 
 FETCH_WAIT_S = 1.0
 """Seconds one fetch waits for a message; also how long a stop may take to be noticed."""
@@ -91,27 +95,6 @@ A commit waits on PostgreSQL's socket several times (its round trips, the COPY);
 another thread (the live engine's controller) is busy computing, every wake-up waits up
 to the switch interval for the interpreter. 0.5 ms keeps the commits, which bound the
 worker's throughput, from queueing behind it (``meterline bench scale``)."""
-
-LEASE_SECONDS = LEASE_SECONDS_DEFAULT
-"""How long a worker's partition lease lasts unless renewed (10 s): how long a partition
-of a crashed worker waits before another worker may take it over."""
-
-LEASE_RENEW_S = 1.0
-"""How often a worker renews its leases and (in auto mode) rebalances."""
-
-
-class LeasedStore(Protocol):
-    """The writer-lease side of the SQL stores (``ledger.sql_reads``)."""
-
-    def head_rows(self) -> list[HeadRow]: ...
-
-    def acquire_lease(
-        self, partition: int, owner: str, now_us: int, seconds: float = ...
-    ) -> Lease | None: ...
-
-    def renew_lease(self, lease: Lease, now_us: int, seconds: float = ...) -> Lease | None: ...
-
-    def release_lease(self, lease: Lease) -> None: ...
 
 
 PeersCallback = Callable[[], Awaitable[set[str]]]
@@ -138,27 +121,14 @@ async def _pause(stop: asyncio.Event, seconds: float) -> None:
         await asyncio.wait_for(stop.wait(), seconds)
 
 
-def fair_share(partitions: int, owners: set[str], owner: str) -> int:
-    """How many of ``partitions`` ``owner`` should hold among the live ``owners`` (itself
-    included): an even split, the first owners by name taking one more when it does not
-    divide; never more than ceil(partitions / len(owners))."""
-    live = sorted(owners | {owner})
-    base, extra = divmod(partitions, len(live))
-    return base + (1 if live.index(owner) < extra else 0)
+@dataclass
+class _Hand:
+    """One partition loop's state between rounds: how many messages the next fetch asks
+    for, the batch kept after a failed commit, and the pause before the next retry."""
 
-
-async def _nak(batch: PartitionBatch) -> None:
-    """Hand ``batch``'s messages back for redelivery now (to the partition's new owner)
-    instead of after the ack wait; best effort (unacknowledged, they come back anyway)."""
-    for message in batch.messages:
-        with contextlib.suppress(Exception):
-            await message.nak()
-
-
-def _fetch_messages(batch: PartitionBatch) -> int:
-    """How many messages the next fetch of ``batch``'s partition asks for."""
-    mean = sum(len(message.data) for message in batch.messages) / len(batch.messages)
-    return max(1, min(FETCH_MESSAGES_MAX, int(FETCH_BYTES_MAX // max(mean, 1))))
+    fetch_messages: int
+    held: PartitionBatch | None = None
+    backoff: float = RETRY_BACKOFF_S
 
 
 class StreamWorker:
@@ -369,11 +339,7 @@ class StreamWorker:
             now_us = self.clock()
             share = len(self.wanted)
             if self.auto:
-                owners = {
-                    row.lease_owner
-                    for row in rows
-                    if row.lease_owner is not None and row.lease_expires_us > now_us
-                }
+                owners = lease_owners(rows, now_us)
                 if self.peers is not None:
                     owners |= await self.peers()
                 share = fair_share(len(self.wanted), owners, self.owner)
@@ -384,18 +350,8 @@ class StreamWorker:
                     _log.info(
                         "draining a partition for another worker", extra={"partition": partition}
                     )
-            free = [
-                row.partition
-                for row in rows
-                if row.partition in self.wanted
-                and row.partition not in self._leases
-                and row.partition not in self._tasks
-                and (
-                    row.lease_owner is None
-                    or row.lease_expires_us <= now_us
-                    or row.lease_owner == self.owner
-                )
-            ]
+            taken = self._leases.keys() | self._tasks.keys()
+            free = free_partitions(rows, self.wanted, taken, self.owner, now_us)
             for partition in free[: max(0, share - len(held))]:
                 lease = await asyncio.to_thread(
                     self._leased.acquire_lease,
@@ -457,11 +413,7 @@ class StreamWorker:
         lost (at once) or the partition is drained (after the batch in hand), then the
         lease is released."""
         partition = consumer.partition
-        held: PartitionBatch | None = None
-        backoff = RETRY_BACKOFF_S
-        fetch_messages = max(
-            1, min(FETCH_MESSAGES_MAX, FETCH_BYTES_MAX // self.settings.max_message_bytes)
-        )
+        hand = _Hand(first_fetch_size(self.settings.max_message_bytes))
         lost = False
         try:
             while not stop.is_set():
@@ -469,47 +421,12 @@ class StreamWorker:
                     if self._leases.get(partition) is None:
                         lost = True
                         break
-                    if partition in self._draining and held is None:
+                    if partition in self._draining and hand.held is None:
                         break
                 try:
-                    batch = (
-                        held
-                        if held is not None
-                        else await consumer.fetch(fetch_messages, FETCH_WAIT_S)
-                    )
-                    held = None
-                    if batch is None:
-                        continue
-                    fetch_messages = _fetch_messages(batch)
-                    ingested_at_us = self.clock()
-                    leases = None
-                    if lease is not None:
-                        current = self._leases.get(partition)
-                        if current is None:
-                            lost = True
-                            await _nak(batch)
-                            break
-                        leases = {partition: current}
-                    try:
-                        await asyncio.to_thread(self._commit, batch, ingested_at_us, leases)
-                    except LeaseLost as error:
+                    if not await self._apply_next(consumer, stop, lease, hand):
                         lost = True
-                        if lease is not None:
-                            self._lost(partition, self._leases.get(partition, lease), repr(error))
-                        await _nak(batch)
                         break
-                    except Exception as error:
-                        held = batch
-                        self._count("store_errors")
-                        _log.error(
-                            "ledger append failed; the batch stays unacknowledged and is retried",
-                            extra={"partition": partition, "error": repr(error)},
-                        )
-                        await _pause(stop, backoff)
-                        backoff = min(backoff * 2, RETRY_BACKOFF_MAX_S)
-                        continue
-                    await consumer.ack(batch)
-                    backoff = RETRY_BACKOFF_S
                 except BatchDecodeError as error:
                     self._stalled[partition] = str(error)
                     _log.error(
@@ -524,8 +441,8 @@ class StreamWorker:
                         extra={"partition": partition, "error": repr(error)},
                     )
                     await consumer.close()
-                    await _pause(stop, backoff)
-                    backoff = min(backoff * 2, RETRY_BACKOFF_MAX_S)
+                    await _pause(stop, hand.backoff)
+                    hand.backoff = min(hand.backoff * 2, RETRY_BACKOFF_MAX_S)
         finally:
             await consumer.close()
             if lease is not None and self._tasks.get(partition) is asyncio.current_task():
@@ -535,6 +452,55 @@ class StreamWorker:
             if current is not None and current.epoch == lease.epoch:
                 await self._release(partition, current)
                 _log.info("partition lease released", extra={"partition": partition})
+
+    async def _apply_next(
+        self,
+        consumer: PartitionConsumer,
+        stop: asyncio.Event,
+        lease: Lease | None,
+        hand: _Hand,
+    ) -> bool:
+        """Fetch a batch (or take the one in hand again), commit it and acknowledge it;
+        False when the partition's lease is lost (the batch is handed back). A failed
+        commit keeps the batch in ``hand``, unacknowledged, for the next round."""
+        partition = consumer.partition
+        batch = (
+            hand.held
+            if hand.held is not None
+            else await consumer.fetch(hand.fetch_messages, FETCH_WAIT_S)
+        )
+        hand.held = None
+        if batch is None:
+            return True
+        hand.fetch_messages = next_fetch_size(batch)
+        ingested_at_us = self.clock()
+        leases = None
+        if lease is not None:
+            current = self._leases.get(partition)
+            if current is None:
+                await nak(batch)
+                return False
+            leases = {partition: current}
+        try:
+            await asyncio.to_thread(self._commit, batch, ingested_at_us, leases)
+        except LeaseLost as error:
+            if lease is not None:
+                self._lost(partition, self._leases.get(partition, lease), repr(error))
+            await nak(batch)
+            return False
+        except Exception as error:
+            hand.held = batch
+            self._count("store_errors")
+            _log.error(
+                "ledger append failed; the batch stays unacknowledged and is retried",
+                extra={"partition": partition, "error": repr(error)},
+            )
+            await _pause(stop, hand.backoff)
+            hand.backoff = min(hand.backoff * 2, RETRY_BACKOFF_MAX_S)
+            return True
+        await consumer.ack(batch)
+        hand.backoff = RETRY_BACKOFF_S
+        return True
 
     def _commit_lock(self, partition: int) -> threading.Lock:
         with self._commit_locks_guard:

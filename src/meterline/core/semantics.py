@@ -1,0 +1,135 @@
+"""Where billing vendors disagree, the meaning a pricing file chose (pure): one frozen
+``Semantics`` value, its options and their values (docs/billing.md, "Vendor semantics",
+names the vendor each value matches). The defaults are meterline's own meaning; each
+option changes one computation in the core:
+
+- ``burn_cost_basis``, ``burn_expiry``: tie-breaks of the credit burn order
+  (``burn_key``, read by ``core.credits``);
+- ``grant_end``: whether a declared expiry instant still belongs to its grant
+  (``core.grants``);
+- ``gauge``: the quantity of a ``latest`` meter (``gauge_days``, read by
+  ``core.rating``'s accumulators);
+- ``line_maximum``, ``volume_billing``: a line's per-window charges
+  (``core.rating.window_charges``);
+- ``percentage_free``, ``free_event_minimum``: the fee of one event under a
+  ``percentage`` price (``core.line_pricing.percentage_fee``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Literal, Protocol
+
+from meterline.core.periods import local_date, local_midnight_us
+
+BurnCostBasis = Literal["none", "promotional_first", "paid_first"]
+BurnExpiry = Literal["exact", "minute"]
+GrantEnd = Literal["exclusive", "inclusive"]
+Gauge = Literal["period", "day"]
+LineMaximum = Literal["close", "every_window"]
+VolumeBilling = Literal["progressive", "close"]
+PercentageFree = Literal["fixed_fee", "events", "amount"]
+FreeEventMinimum = Literal["applies", "skipped"]
+
+MINUTE_US = 60_000_000
+
+
+@dataclass(frozen=True, slots=True)
+class Semantics:
+    """The options of a pricing file's ``semantics:`` block; each default is the first
+    value of its entry in ``OPTIONS``."""
+
+    burn_cost_basis: BurnCostBasis = "none"
+    """Among grants of equal priority and expiry: ``promotional_first`` burns grants with
+    nothing paid (``paid: 0``) before paid ones, ``paid_first`` the reverse, ``none``
+    goes straight on to the creation instant."""
+    burn_expiry: BurnExpiry = "exact"
+    """How expiries are compared in the burn order: to the microsecond, or truncated to
+    the minute (UTC), so grants expiring within one minute tie."""
+    grant_end: GrantEnd = "exclusive"
+    """A grant declared to expire at T pays for usage at T (``inclusive``) or not."""
+    gauge: Gauge = "period"
+    """A ``latest`` meter's quantity: its latest value in the period (``period``), or the
+    sum of each local day's latest value (``day``; a day without events adds nothing)."""
+    line_maximum: LineMaximum = "close"
+    """A price's ``maximum`` caps the cumulative amount in every window (``every_window``)
+    or settles only in the segment's last window (``close``)."""
+    volume_billing: VolumeBilling = "progressive"
+    """A ``volume`` line charges each window the change of its cumulative amount
+    (``progressive``) or nothing until the segment's last window (``close``)."""
+    percentage_free: PercentageFree = "fixed_fee"
+    """What a ``percentage`` price's free allowance waives: the fixed fee of the first
+    ``free_events`` events (``fixed_fee``), the whole fee of those events (``events``), or
+    the fee on the first ``free_units`` of the summed base (``amount``)."""
+    free_event_minimum: FreeEventMinimum = "applies"
+    """Whether ``per_event_minimum`` raises the fee of an event the allowance made free."""
+
+
+OPTIONS: dict[str, tuple[str, ...]] = {
+    "burn_cost_basis": ("none", "promotional_first", "paid_first"),
+    "burn_expiry": ("exact", "minute"),
+    "grant_end": ("exclusive", "inclusive"),
+    "gauge": ("period", "day"),
+    "line_maximum": ("close", "every_window"),
+    "volume_billing": ("progressive", "close"),
+    "percentage_free": ("fixed_fee", "events", "amount"),
+    "free_event_minimum": ("applies", "skipped"),
+}
+"""Each option and its values, the default first."""
+
+DEFAULT = Semantics()
+
+
+def compared_expiry(expires_us: int, semantics: Semantics) -> int:
+    """An expiry as the burn order compares it (``burn_expiry``)."""
+    if semantics.burn_expiry == "minute":
+        return expires_us - expires_us % MINUTE_US
+    return expires_us
+
+
+def cost_rank(paid_nothing: bool, semantics: Semantics) -> int:
+    """Where a grant stands among grants of equal priority and expiry (``burn_cost_basis``):
+    0 burns first."""
+    if semantics.burn_cost_basis == "promotional_first":
+        return 0 if paid_nothing else 1
+    if semantics.burn_cost_basis == "paid_first":
+        return 1 if paid_nothing else 0
+    return 0
+
+
+def declared_expiry(expires_us: int | None, semantics: Semantics) -> int | None:
+    """The instant a grant declared to expire at ``expires_us`` stops paying: one
+    microsecond later (the ledger's resolution) when its end is ``inclusive``."""
+    if expires_us is None or semantics.grant_end == "exclusive":
+        return expires_us
+    return expires_us + 1
+
+
+class Span(Protocol):
+    """A stretch of time in a time zone (``core.model.Segment``)."""
+
+    @property
+    def start_us(self) -> int: ...
+
+    @property
+    def end_us(self) -> int: ...
+
+    @property
+    def timezone(self) -> str: ...
+
+
+def gauge_days(semantics: Semantics, spans: Sequence[Span]) -> tuple[int, ...] | None:
+    """The local midnights strictly inside ``spans`` (a period's segments, in order) that
+    cut a ``latest`` meter into days (``gauge: day``); None when it is read once per
+    period (or there are no spans)."""
+    if semantics.gauge == "period" or not spans:
+        return None
+    timezone, end_us = spans[0].timezone, spans[-1].end_us
+    midnights = []
+    day = local_date(timezone, spans[0].start_us) + timedelta(days=1)
+    while (midnight := local_midnight_us(timezone, day)) < end_us:
+        midnights.append(midnight)
+        day += timedelta(days=1)
+    return tuple(midnights)

@@ -1,0 +1,215 @@
+"""Vendor semantics of the credit ledger (``core.semantics``): the pricing file's
+``semantics:`` block, the burn-order tie-breaks (cost basis, expiry to the minute) and a
+grant's end at its exact expiry instant, each shown with both values on worked numbers."""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import UTC, datetime
+from decimal import Decimal as D
+
+import pytest
+
+from meterline.config.schema import parse_configuration
+from meterline.config.source import ConfigurationError, read_yaml
+from meterline.core.credits import Charge, CreditBook, Grant, burn_order, cut_instants
+from meterline.core.events import timestamp_to_us
+from meterline.core.grants import contract_grants
+from meterline.core.model import Configuration, segments
+from meterline.core.periods import BillingCycle
+from meterline.core.rating import Rater, window_charges
+from meterline.core.semantics import DEFAULT, Semantics
+
+MINUTE = 60_000_000
+DAY = 24 * 60 * MINUTE
+OCTOBER = timestamp_to_us(datetime(2026, 10, 1, tzinfo=UTC))
+NOVEMBER = timestamp_to_us(datetime(2026, 11, 1, tzinfo=UTC))
+EXPIRY = timestamp_to_us(datetime(2026, 10, 10, tzinfo=UTC))
+
+PRICING = """\
+meters:
+  - {key: tokens, event_type: llm, aggregation: sum, property: tokens}
+plans:
+  - key: p
+    versions:
+      - version: 1
+        effective_from: 2026-01-01
+        currency: USD
+        prices:
+          - {meter: tokens, model: per_unit, unit_amount: 1}
+contracts:
+  - customer: c
+    plan: p
+    start: 2026-10-01
+    credits:
+      grants:
+        - {key: pool, credit_type: USD, amount: 100, expires: 2026-10-10}
+"""
+
+
+def load(text: str) -> Configuration:
+    data, positions = read_yaml(text, "pricing.yaml")
+    return parse_configuration(data, positions, "pricing.yaml")
+
+
+def with_block(block: str, text: str = PRICING) -> Configuration:
+    return load(text + "semantics:\n" + block)
+
+
+def drawn(book: CreditBook) -> list[tuple[str | None, D]]:
+    return [(e.grant, e.amount) for e in book.entries if e.kind == "consume"]
+
+
+def charge(amount: int, start: int = OCTOBER, end: int = OCTOBER + DAY) -> Charge:
+    return Charge(start, end, "0/tokens/", "tokens", "credits", D(amount))
+
+
+# -- the block ------------------------------------------------------------------------------
+
+
+def test_no_block_is_every_default_and_changes_nothing() -> None:
+    configuration = load(PRICING)
+    assert configuration.semantics == DEFAULT == Semantics()
+    contract = configuration.contract("c")
+    assert contract is not None and contract.credits.semantics == DEFAULT
+
+
+def test_the_block_is_read_into_the_configuration_and_each_contracts_credit_terms() -> None:
+    configuration = with_block("  burn_cost_basis: promotional_first\n  burn_expiry: minute\n")
+    assert configuration.semantics == Semantics(
+        burn_cost_basis="promotional_first", burn_expiry="minute"
+    )
+    contract = configuration.contract("c")
+    assert contract is not None and contract.credits.semantics == configuration.semantics
+    assert contract.credits.is_empty() is False  # it has a grant; the block alone is not terms
+
+
+def test_a_wrong_value_and_an_unknown_option_are_named_with_their_path_and_line() -> None:
+    with pytest.raises(ConfigurationError) as caught:
+        with_block("  grant_end: sometimes\n  burn_order: paid\n")
+    assert caught.value.errors == [
+        "pricing.yaml:20: semantics.burn_order: unknown key (expected one of burn_cost_basis, "
+        "burn_expiry, grant_end, gauge, line_maximum, volume_billing, percentage_free, "
+        "free_event_minimum)",
+        "pricing.yaml:19: semantics.grant_end: 'sometimes' is not one of exclusive, inclusive",
+    ]
+
+
+def test_a_block_that_is_not_a_mapping_is_named() -> None:
+    with pytest.raises(ConfigurationError) as caught:
+        load(PRICING + "semantics: [minute]\n")
+    assert caught.value.errors == ["pricing.yaml:18: semantics: must be a mapping, not a list"]
+
+
+# -- a. burn-order tie-breaks --------------------------------------------------------------
+
+# Two grants of equal priority and expiry: a paid top-up made first, a promotional grant
+# (nothing paid) made a day later. A charge of 30 is drawn from one of them.
+PAID = Grant("paid", "credits", D(50), 0, expires_us=NOVEMBER, paid=D(45), created_us=0)
+PROMO = Grant("promo", "credits", D(50), 0, expires_us=NOVEMBER, created_us=DAY)
+
+
+@pytest.mark.parametrize(
+    ("cost_basis", "first", "draws"),
+    [
+        ("none", "paid", [("paid", D(30))]),  # default: the older grant first
+        ("promotional_first", "promo", [("promo", D(30))]),  # Orb, Lago: free credit first
+        ("paid_first", "paid", [("paid", D(30))]),
+    ],
+)
+def test_cost_basis_tie_break(cost_basis: str, first: str, draws: list[tuple[str, D]]) -> None:
+    semantics = Semantics(burn_cost_basis=cost_basis)  # type: ignore[arg-type]
+    assert burn_order([PROMO, PAID], semantics)[0].grant_id == first
+    book = CreditBook(semantics=semantics).run([PAID, PROMO], [charge(30)])
+    book.check()
+    assert drawn(book) == draws
+
+
+def test_paid_first_wins_over_an_older_promotional_grant() -> None:
+    """The reverse ages: the promotional grant is the older one, so only ``paid_first``
+    draws the paid grant first (60 of 50 + 10)."""
+    older_promo = Grant("promo", "credits", D(50), 0, expires_us=NOVEMBER, created_us=0)
+    newer_paid = Grant(
+        "paid", "credits", D(50), 0, expires_us=NOVEMBER, paid=D(45), created_us=DAY
+    )
+    grants = [older_promo, newer_paid]
+    default = CreditBook().run(grants, [charge(60)])
+    paid_first = CreditBook(semantics=Semantics(burn_cost_basis="paid_first")).run(
+        grants, [charge(60)]
+    )
+    assert drawn(default) == [("promo", D(50)), ("paid", D(10))]
+    assert drawn(paid_first) == [("paid", D(50)), ("promo", D(10))]
+
+
+def test_priority_and_expiry_still_come_before_the_cost_basis() -> None:
+    urgent_paid = Grant("paid", "credits", D(50), 0, expires_us=EXPIRY, paid=D(45))
+    semantics = Semantics(burn_cost_basis="promotional_first")
+    assert [g.grant_id for g in burn_order([PROMO, urgent_paid], semantics)] == ["paid", "promo"]
+
+
+def test_expiry_to_the_minute_ties_grants_expiring_within_one_minute() -> None:
+    """OpenMeter compares grant expiries truncated to the minute: A expires at 10:00:50
+    and was made first, B at 10:00:10. Exactly, B expires sooner and burns first; to the
+    minute both expire at 10:00, so the older A burns first. A charge of 70: exact draws
+    B 40 then A 30; to the minute A 40 then B 30."""
+    ten = timestamp_to_us(datetime(2026, 10, 20, 10, tzinfo=UTC))
+    a = Grant("A", "credits", D(40), 0, expires_us=ten + 50_000_000, created_us=0)
+    b = Grant("B", "credits", D(40), 0, expires_us=ten + 10_000_000, created_us=DAY)
+    exact = CreditBook().run([a, b], [charge(70)])
+    minute = CreditBook(semantics=Semantics(burn_expiry="minute")).run([a, b], [charge(70)])
+    assert drawn(exact) == [("B", D(40)), ("A", D(30))]
+    assert drawn(minute) == [("A", D(40)), ("B", D(30))]
+    # grants in different minutes keep their order under either value
+    c = Grant("C", "credits", D(40), 0, expires_us=ten + MINUTE, created_us=0)
+    assert [g.grant_id for g in burn_order([c, b], Semantics(burn_expiry="minute"))] == [
+        "B",
+        "C",
+    ]
+
+
+# -- b. a grant at its exact expiry instant -------------------------------------------------
+
+
+def book_for(configuration: Configuration, events: list[tuple[int, int]]) -> CreditBook:
+    """The credit book of customer ``c`` for October: the grants its contract declares,
+    the window edges the shell cuts (every grant instant and each midnight), the rated
+    ``(timestamp, tokens)`` events' charges."""
+    contract = configuration.contract("c")
+    assert contract is not None
+    grants = contract_grants(configuration, contract, BillingCycle(), NOVEMBER)
+    cuts = set(cut_instants(grants, (), OCTOBER, NOVEMBER))
+    cuts.update(range(OCTOBER + DAY, NOVEMBER, DAY))
+    rater = Rater(
+        configuration, segments(configuration, contract, OCTOBER, NOVEMBER), cuts=tuple(cuts)
+    )
+    for sequence, (timestamp_us, tokens) in enumerate(events, start=1):
+        digest = hashlib.sha256(sequence.to_bytes(8, "big")).digest()
+        rater.add(sequence, timestamp_us, "llm", {"tokens": tokens}, digest)
+    charges = window_charges(rater, "USD", configuration)
+    book = CreditBook(contract.credits.overage, contract.credits.semantics).run(grants, charges)
+    book.check()
+    return book
+
+
+def test_grant_end_exclusive_or_inclusive_at_the_exact_expiry_instant() -> None:
+    """A grant of 100 USD declared to expire at 2026-10-10T00:00Z; 30 tokens at 1 USD
+    the day before, 20 at exactly the expiry instant. ``exclusive`` (default): the grant
+    pays 30, the 20 at the instant are overage, 70 expire. ``inclusive``: it pays 30 + 20,
+    and 50 expire right after the instant."""
+    events = [(EXPIRY - DAY, 30), (EXPIRY, 20)]
+    exclusive = book_for(load(PRICING), events)
+    assert drawn(exclusive) == [("pool", D(30))]
+    assert [(e.kind, e.amount, e.at_us) for e in exclusive.entries if e.kind != "grant"] == [
+        ("consume", D(30), EXPIRY - DAY + DAY),
+        ("expire", D(70), EXPIRY),
+        ("overage", D(20), EXPIRY + DAY),
+    ]
+    inclusive = book_for(with_block("  grant_end: inclusive\n"), events)
+    assert drawn(inclusive) == [("pool", D(30)), ("pool", D(20))]
+    assert [e.kind for e in inclusive.entries].count("overage") == 0
+    assert [(e.kind, e.amount, e.at_us) for e in inclusive.entries if e.kind == "expire"] == [
+        ("expire", D(50), EXPIRY + 1)
+    ]
+    # one microsecond after the instant, neither value lets the grant pay
+    late = book_for(with_block("  grant_end: inclusive\n"), [(EXPIRY + 1, 20)])
+    assert drawn(late) == []

@@ -1,0 +1,249 @@
+"""Vendor semantics of rating (``core.semantics``): a line maximum in every window or at
+the close, volume prices billed progressively or at the close, and the percentage
+price's free allowance and per-event minimum, each shown with both values on worked
+numbers. The invoice line never changes with the window options: only how its amount
+is spread over the credit windows does."""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import UTC, datetime
+from decimal import Decimal as D
+
+import pytest
+
+from meterline.config.schema import parse_configuration
+from meterline.config.source import read_yaml
+from meterline.core.credits import CreditBook, Grant
+from meterline.core.events import timestamp_to_us
+from meterline.core.line_pricing import free_allowance, percentage_fee
+from meterline.core.model import Configuration, Price, segments
+from meterline.core.rating import Rater, window_charges
+from meterline.core.semantics import Semantics
+
+DAY = 24 * 3_600_000_000
+OCTOBER = timestamp_to_us(datetime(2026, 10, 1, tzinfo=UTC))
+NOVEMBER = timestamp_to_us(datetime(2026, 11, 1, tzinfo=UTC))
+CUTS = (OCTOBER + 10 * DAY, OCTOBER + 20 * DAY)
+
+PRICING = """\
+meters:
+  - {key: tokens, event_type: llm, aggregation: sum, property: tokens}
+  - {key: images, event_type: img, aggregation: sum, property: count}
+  - {key: payments, event_type: pay, aggregation: sum, property: amount}
+  - {key: seats, event_type: seats, aggregation: latest, property: seats}
+plans:
+  - key: p
+    versions:
+      - version: 1
+        effective_from: 2026-01-01
+        currency: USD
+        prices:
+          - {meter: tokens, model: per_unit, unit_amount: 1, maximum: 50}
+          - meter: images
+            model: volume
+            tiers: [{up_to: 100, unit_amount: 1}, {unit_amount: "0.5"}]
+          - {meter: payments, model: percentage, rate: "0.02", fixed_fee: "0.30",
+             free_events: 3, free_units: 150, per_event_minimum: "0.50"}
+          - {meter: seats, model: per_unit, unit_amount: 2}
+contracts:
+  - {customer: c, plan: p, start: 2026-10-01}
+"""
+
+
+def load(block: str = "", pricing: str = PRICING) -> Configuration:
+    text = pricing + ("semantics:\n" + block if block else "")
+    data, positions = read_yaml(text, "pricing.yaml")
+    return parse_configuration(data, positions, "pricing.yaml")
+
+
+def rated(configuration: Configuration, events: list[tuple[int, str, dict[str, object]]]) -> Rater:
+    contract = configuration.contract("c")
+    assert contract is not None
+    rater = Rater(configuration, segments(configuration, contract, OCTOBER, NOVEMBER), cuts=CUTS)
+    for sequence, (timestamp_us, event_type, properties) in enumerate(events, start=1):
+        digest = hashlib.sha256(sequence.to_bytes(8, "big")).digest()
+        rater.add(sequence, timestamp_us, event_type, properties, digest)
+    return rater
+
+
+def charges_of(configuration: Configuration, meter: str, events: list) -> list[tuple[int, D]]:
+    """``(window end, amount)`` of the meter's window charges."""
+    rater = rated(configuration, events)
+    return [(c.end_us, c.amount) for c in window_charges(rater, "USD", configuration)
+            if c.meter == meter]  # fmt: skip
+
+
+def line_amount(configuration: Configuration, meter: str, events: list) -> D:
+    lines = rated(configuration, events).lines("USD", configuration)
+    return next(line.amount for line in lines if line.meter == meter)
+
+
+# -- e. a gauge read once per period or per day -------------------------------------------
+
+
+def at(day: int, hour: int, minute: int = 0) -> int:
+    return timestamp_to_us(datetime(2026, 10, day, hour, minute, tzinfo=UTC))
+
+
+SEATS = [
+    (at(1, 10), "seats", {"seats": 5}),
+    (at(1, 18), "seats", {"seats": 7}),
+    (at(2, 9), "seats", {"seats": 3}),
+    (at(5, 12), "seats", {"seats": 4}),
+    (at(12, 8), "seats", {"seats": 1}),
+]
+
+
+def test_gauge_once_per_period_or_summed_per_day() -> None:
+    """Seats at 2 USD: 5 then 7 on October 1, 3 on the 2nd, 4 on the 5th, 1 on the 12th
+    (in the second window). ``period`` (default): the latest reading, 1 seat = 2 USD; the
+    windows charge 4 x 2 = 8, then 2 - 8 = -6. ``day``: each day's latest, summed (days
+    without readings add nothing): 7 + 3 + 4 + 1 = 15 seat-days = 30 USD; the windows
+    charge 28, then 2."""
+    period, day = load(), load("  gauge: day\n")
+    assert line_amount(period, "seats", SEATS) == D(2)
+    assert charges_of(period, "seats", SEATS) == [(CUTS[0], D(8)), (CUTS[1], D(-6))]
+    assert line_amount(day, "seats", SEATS) == D(30)
+    assert charges_of(day, "seats", SEATS) == [(CUTS[0], D(28)), (CUTS[1], D(2))]
+    quantities = {meter.key: quantity for _, meter, _, quantity, _ in
+                  rated(day, SEATS).quantities()}  # fmt: skip
+    assert quantities["seats"] == D(15)
+
+
+def test_a_gauge_day_is_the_contracts_local_day() -> None:
+    """8 seats at 21:00Z and 2 at 23:30Z on October 2: one UTC day (2 seats), but in
+    Berlin (UTC+2) 23:00 on the 2nd and 01:30 on the 3rd: two days, 8 + 2 = 10."""
+    events = [(at(2, 21), "seats", {"seats": 8}), (at(2, 23, 30), "seats", {"seats": 2})]
+    berlin = PRICING.replace("start: 2026-10-01}", "start: 2026-10-01, timezone: Europe/Berlin}")
+    assert line_amount(load("  gauge: day\n"), "seats", events) == D(4)
+    assert line_amount(load("  gauge: day\n", berlin), "seats", events) == D(20)
+    assert line_amount(load("", berlin), "seats", events) == D(4)
+
+
+# -- c. a line maximum in every window or at the close --------------------------------------
+
+TOKENS = [
+    (OCTOBER + DAY, "llm", {"tokens": 40}),
+    (OCTOBER + 11 * DAY, "llm", {"tokens": 30}),
+    (OCTOBER + 21 * DAY, "llm", {"tokens": 10}),
+]
+
+
+def test_line_maximum_at_the_close_or_in_every_window() -> None:
+    """1 USD a token, maximum 50; 40, 30 and 10 tokens in three windows. ``close``
+    (default): the windows charge 40, 30 (70 so far, over the maximum), then the close
+    settles the maximum: -20; a grant of 100 is drawn 70 and given 20 back.
+    ``every_window``: 40, then 10 (the cumulative 70 capped at 50), then nothing. Either
+    way the line is 50."""
+    close, every = load(), load("  line_maximum: every_window\n")
+    assert charges_of(close, "tokens", TOKENS) == [
+        (CUTS[0], D(40)), (CUTS[1], D(30)), (NOVEMBER, D(-20)),
+    ]  # fmt: skip
+    assert charges_of(every, "tokens", TOKENS) == [(CUTS[0], D(40)), (CUTS[1], D(10))]
+    assert line_amount(close, "tokens", TOKENS) == line_amount(every, "tokens", TOKENS) == D(50)
+    grant = Grant("g", "USD", D(100), effective_us=OCTOBER)
+    for configuration, moves in (
+        (close, [("consume", D(40)), ("consume", D(30)), ("release", D(20))]),
+        (every, [("consume", D(40)), ("consume", D(10))]),
+    ):
+        charges = window_charges(rated(configuration, TOKENS), "USD", configuration)
+        book = CreditBook().run([grant], [c for c in charges if c.meter == "tokens"])
+        assert [(e.kind, e.amount) for e in book.entries if e.kind != "grant"] == moves
+        assert book.balance("g") == D(50)
+
+
+# -- d. volume prices billed progressively or at the close --------------------------------
+
+IMAGES = [
+    (OCTOBER + DAY, "img", {"count": 100}),
+    (OCTOBER + 11 * DAY, "img", {"count": 20}),
+]
+
+
+def test_volume_billing_progressive_or_at_the_close() -> None:
+    """Volume tiers: up to 100 at 1, beyond at 0.50 for every unit. 100 images, then 20
+    more. ``progressive`` (default, Lago's progressive billing): the first window charges
+    100 x 1 = 100, the second 120 x 0.50 - 100 = -40. ``close``: nothing until the last
+    window, which charges 60. The line is 60 either way."""
+    progressive, close = load(), load("  volume_billing: close\n")
+    assert charges_of(progressive, "images", IMAGES) == [(CUTS[0], D(100)), (CUTS[1], D(-40))]
+    assert charges_of(close, "images", IMAGES) == [(NOVEMBER, D(60))]
+    assert line_amount(progressive, "images", IMAGES) == line_amount(close, "images", IMAGES)
+    assert line_amount(close, "images", IMAGES) == D(60)
+
+
+# -- f, g. a percentage price's free allowance and its per-event minimum -------------------
+
+PAYMENTS = [
+    (OCTOBER + DAY, "pay", {"amount": 10}),
+    (OCTOBER + 2 * DAY, "pay", {"amount": 100}),
+    (OCTOBER + 11 * DAY, "pay", {"amount": 100}),
+    (OCTOBER + 21 * DAY, "pay", {"amount": 10}),
+]
+
+
+@pytest.mark.parametrize(
+    ("free", "minimum", "fees"),
+    [
+        # the first 3 events pay no fixed fee; the rate applies to all
+        ("fixed_fee", "applies", ["0.50", "2.00", "2.00", "0.50"]),
+        ("fixed_fee", "skipped", ["0.20", "2.00", "2.00", "0.50"]),
+        # Lago free_units_per_events: the first 3 events pay nothing
+        ("events", "applies", ["0.50", "0.50", "0.50", "0.50"]),
+        ("events", "skipped", ["0", "0", "0", "0.50"]),
+        # Lago free_units_per_total_aggregation (150) with free_units_per_events (3): 10
+        # and 100 are inside the 150; the third pays 2% of the 60 beyond it plus its fixed
+        # fee; the fourth is past the 3 free events
+        ("amount", "applies", ["0.50", "0.50", "1.50", "0.50"]),
+        ("amount", "skipped", ["0", "0", "1.50", "0.50"]),
+    ],
+)
+def test_percentage_free_allowance_and_the_minimum_of_free_events(
+    free: str, minimum: str, fees: list[str]
+) -> None:
+    """2% of each payment plus 0.30, at least 0.50 a payment; free_events 3, free_units
+    150; payments of 10, 100, 100 and 10 (the third in the second window, the fourth in
+    the third). Each event's fee, the line (their sum) and the window charges (the same
+    sum, spread by window) under each value of ``percentage_free`` and
+    ``free_event_minimum``."""
+    configuration = load(f"  percentage_free: {free}\n  free_event_minimum: {minimum}\n")
+    price = next(p for p in configuration.plans[0].prices if p.model == "percentage")
+    semantics = configuration.semantics
+    before = D(0)
+    for position, ((_, _, properties), fee) in enumerate(zip(PAYMENTS, fees, strict=True)):
+        amount = D(str(properties["amount"]))
+        assert percentage_fee(price, amount, position, before, semantics) == D(fee)
+        before += amount
+    total = sum((D(fee) for fee in fees), D(0))
+    assert line_amount(configuration, "payments", PAYMENTS) == total
+    charges = charges_of(configuration, "payments", PAYMENTS)
+    assert sum(amount for _, amount in charges) == total
+    by_window = [D(fees[0]) + D(fees[1]), D(fees[2]), D(fees[3])]
+    assert charges == [
+        (end, amount)
+        for end, amount in zip((*CUTS, NOVEMBER), by_window, strict=True)
+        if amount
+    ]
+
+
+def test_the_default_allowance_is_the_fee_before_semantics() -> None:
+    """No block: free_events waive the fixed fee only and free_units are not read: 5.00."""
+    assert line_amount(load(), "payments", PAYMENTS) == D("5.00")
+
+
+def test_an_amount_allowance_alone_or_an_event_allowance_alone() -> None:
+    """Under ``amount``: with ``free_units`` alone the allowance is the amount (an event
+    that brings the total exactly to it is still free); with ``free_events`` alone it is
+    the events; with neither nothing is free."""
+    semantics = Semantics(percentage_free="amount")
+    by_amount = Price("payments", "percentage", rate=D("0.02"), free_units=D(150))
+    assert free_allowance(by_amount, D(100), 0, D(0), semantics) == (D(100), True)
+    assert free_allowance(by_amount, D(50), 7, D(100), semantics) == (D(50), True)
+    assert free_allowance(by_amount, D(60), 1, D(100), semantics) == (D(50), False)
+    assert free_allowance(by_amount, D(10), 2, D(150), semantics) == (D(0), False)
+    by_events = Price("payments", "percentage", rate=D("0.02"), free_events=1)
+    assert free_allowance(by_events, D(500), 0, D(0), semantics) == (D(500), True)
+    assert free_allowance(by_events, D(5), 1, D(500), semantics) == (D(0), False)
+    neither = Price("payments", "percentage", rate=D("0.02"))
+    assert free_allowance(neither, D(5), 0, D(0), semantics) == (D(0), False)
