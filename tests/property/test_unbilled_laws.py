@@ -13,8 +13,8 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from meterline.core.books import document_entries
-from meterline.finance.unbilled import period_ends
+from meterline.core.books import credit_note_entries, document_entries
+from meterline.finance.unbilled import IssuedNote, period_ends
 
 MONTHS = [date(2026, month, 1) for month in range(9, 13)] + [date(2027, 1, 1)]
 """September 2026 to January 2027: four monthly periods."""
@@ -69,6 +69,32 @@ def test_unbilled_receivable_at_every_period_end_equals_that_periods_invoices(
     ]
     ends = period_ends(entries, [document for document, _ in invoices])
     assert len(ends) == len(invoices)
+    assert all(end.agrees for end in ends), [e for e in ends if not e.agrees]
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    st.tuples(*(period_invoice(number) for number in range(len(MONTHS) - 1))),
+    st.lists(st.tuples(st.integers(0, len(MONTHS) - 2), st.integers(0, 60)), max_size=2),
+)
+def test_credit_notes_issued_later_keep_the_law(
+    invoices: tuple[tuple[dict[str, Any], date], ...], voids: list[tuple[int, int]]
+) -> None:
+    """A void note issued after a period's end reverses its invoice's lines as of their
+    service days: until it is issued it counts against the period's invoices too."""
+    entries = [
+        item
+        for document, billed in invoices
+        for item in document_entries(document, billed, f"invoice:{document['number']}")
+    ]
+    notes = []
+    for count, (which, after) in enumerate(dict(voids).items()):
+        document, billed = invoices[which]
+        note = {"number": f"CN-{count:06d}", "void": True, "lines": []}
+        issued = billed + timedelta(days=after)
+        entries += credit_note_entries(note, document, issued)
+        notes.append(IssuedNote(note, document, issued))
+    ends = period_ends(entries, [document for document, _ in invoices], notes)
     assert all(end.agrees for end in ends), [e for e in ends if not e.agrees]
 
 

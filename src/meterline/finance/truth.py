@@ -40,9 +40,10 @@ from meterline.core.journal import (
 )
 from meterline.core.money import MONEY_CONTEXT
 from meterline.core.partitions import partition_of
+from meterline.core.periods import local_date
 from meterline.finance.books import Books, build_books, collected
 from meterline.finance.economics import usage_slices
-from meterline.finance.unbilled import period_ends
+from meterline.finance.unbilled import IssuedNote, period_ends
 
 ZERO = Decimal(0)
 
@@ -255,7 +256,7 @@ def _journal(
         sum(usage_causes.values(), ZERO),
         "invoices' usage lines",
     )
-    ends = period_ends(books.entries, documents.values())
+    ends = period_ends(books.entries, documents.values(), _issued_notes(billing, documents, at))
     differing = [end for end in ends if not end.agrees]
     report.add(
         "journal",
@@ -270,6 +271,22 @@ def _journal(
         or "equal",
         "that period's invoices",
     )
+
+
+def _issued_notes(
+    billing: Billing, documents: dict[str, dict[str, Any]], at: int
+) -> list[IssuedNote]:
+    """The credit notes issued by ``at``, each with its invoice and its day (in the
+    invoice's time zone, as the journal dates it)."""
+    return [
+        IssuedNote(
+            decode_exact(n.document),
+            documents[n.invoice_id],
+            local_date(str(documents[n.invoice_id].get("timezone") or "UTC"), n.created_at_us),
+        )
+        for n in billing.store.credit_notes()
+        if n.created_at_us <= at and n.invoice_id in documents
+    ]
 
 
 def _reports(report: TruthReport, books: Books) -> None:
@@ -302,8 +319,7 @@ def _reports(report: TruthReport, books: Books) -> None:
         tax = -sum((v for (a, _), v in balances.items() if a == TAX_PAYABLE), ZERO)
         report.add(
             "reports",
-            "billed = recognized + deferred - unbilled"
-            + (" + tax payable" if tax else ""),
+            "billed = recognized + deferred - unbilled" + (" + tax payable" if tax else ""),
             revenue + deferred - unbilled + tax,
             billed,
             "accounts receivable",

@@ -9,6 +9,11 @@ then: their lines, less late-usage ``adjustment`` lines (earned the day they are
 ``tax`` lines (billed to receivable and tax payable) and fees for service starting after
 that day. A difference means a movement landed in
 the wrong period (the check that finds credit consumption journalled a day late).
+
+A credit note issued after a period's end reverses lines of the period's invoice as of
+their service days (``core.books``), so until it is issued it counts too: a void note as
+its invoice's lines negated, a note for chosen lines or an amount as its own lines (those
+without a service span are earned the day the note is issued).
 """
 
 from __future__ import annotations
@@ -42,11 +47,23 @@ class PeriodEnd:
         return self.unbilled == self.invoiced
 
 
+@dataclass(frozen=True, slots=True)
+class IssuedNote:
+    """A credit note as the check reads it: the note, its invoice and the day issued."""
+
+    note: Mapping[str, Any]
+    invoice: Mapping[str, Any]
+    issued: date
+
+
 def period_ends(
-    entries: Iterable[JournalEntry], documents: Iterable[Mapping[str, Any]]
+    entries: Iterable[JournalEntry],
+    documents: Iterable[Mapping[str, Any]],
+    notes: Sequence[IssuedNote] = (),
 ) -> list[PeriodEnd]:
     """Every finalized period invoice's last service day, per customer and currency, with
-    the unbilled receivable the journal holds then and what the invoices say it holds."""
+    the unbilled receivable the journal holds then and what the invoices (and the credit
+    notes not issued by then) say it holds."""
     periods = [d for d in documents if d.get("kind", "period") == "period" and d.get("period")]
     by_customer: dict[str, list[JournalEntry]] = {}
     for item in entries:
@@ -61,7 +78,8 @@ def period_ends(
                 currency,
                 day,
                 balances.get((UNBILLED, currency), ZERO),
-                _invoiced(periods, customer, currency, day),
+                _invoiced(periods, customer, currency, day)
+                + _noted(notes, customer, currency, day),
             )
         )
     return result
@@ -94,11 +112,37 @@ def _invoiced(
         return total
 
 
-def _earned(line: Mapping[str, Any], timezone: str, day: date) -> Decimal:
-    """A line's amount if it is earned against unbilled receivable by ``day``."""
+def _noted(notes: Sequence[IssuedNote], customer: str, currency: str, day: date) -> Decimal:
+    """What credit notes issued after ``day`` against invoices of periods ended by then
+    reverse of service up to ``day``."""
+    with localcontext(MONEY_CONTEXT):
+        total = ZERO
+        for item in notes:
+            invoice = item.invoice
+            if item.issued <= day or invoice.get("kind", "period") != "period":
+                continue
+            customer_key, currency_key, ended = _end_of(invoice)
+            if (customer_key, currency_key) != (customer, currency) or ended > day:
+                continue
+            timezone = str(invoice.get("timezone") or "UTC")
+            if item.note.get("void"):
+                total -= sum((_earned(line, timezone, day) for line in invoice["lines"]), ZERO)
+            else:
+                total += sum(
+                    (_earned(line, timezone, day, False) for line in item.note["lines"]), ZERO
+                )
+        return total
+
+
+def _earned(line: Mapping[str, Any], timezone: str, day: date, in_period: bool = True) -> Decimal:
+    """A line's amount if it is earned against unbilled receivable by ``day`` (a line
+    without a service span is earned on its period's last day, or, ``in_period`` False,
+    the day it is billed)."""
     if line["kind"] in ("adjustment", "tax"):
         return ZERO  # late usage is earned when billed; tax is owed, never unbilled
     service = line.get("service")
+    if service is None and not in_period:
+        return ZERO
     if line["kind"] == "fee" and service and day_of(service["start"], timezone) > day:
         return ZERO
     return Decimal(str(line["amount"]))
