@@ -29,6 +29,7 @@ from meterline.core import money
 from meterline.core.events import decode_exact, timestamp_to_us
 from meterline.core.lineage import verify_proof
 from meterline.demo.calendar import REFERENCE_MONTH, add_months, month_of, moved_text
+from meterline.demo.commerce_story import tell_commerce
 from meterline.demo.live_story import tell_live
 from meterline.ledger import Ledger
 from meterline.ledger.billing import BillingStore, StoredInvoice
@@ -123,6 +124,7 @@ def _tell(billing: Billing, console: Console, month: date) -> None:
     text = _tell_pricing(billing, console, month)
     acme = _tell_close(billing, console, month)
     _tell_credits(billing, console, month, current)
+    tell_commerce(billing, console)
     _tell_late_event(billing, console, month, current)
     _tell_lineage(billing, console, acme)
     tell_live(billing, console)
