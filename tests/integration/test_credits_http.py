@@ -905,6 +905,85 @@ def test_a_threshold_bills_once_per_crossing_and_the_period_invoice_nets_it(
         assert report["invoices"] == 4
 
 
+CORRECTED_PRICING = """\
+meters:
+  - {key: units, event_type: work, aggregation: sum, property: units, negative: allow}
+plans:
+  - key: metered
+    name: Metered
+    versions:
+      - version: 1
+        effective_from: 2026-01-01
+        currency: USD
+        prices:
+          - {meter: units, model: per_unit, description: Units, unit_amount: "1.00"}
+contracts:
+  - {customer: initech, plan: metered, start: 2026-11-01, credits: {threshold: "10.00"}}
+"""
+
+
+def work(number: int, units: int, day: str) -> dict[str, Any]:
+    return {
+        "id": f"work-{number}",
+        "customer": "initech",
+        "type": "work",
+        "timestamp": f"{day}T08:00:{number:02d}Z",
+        "properties": {"units": units},
+    }
+
+
+def test_a_threshold_surplus_never_makes_an_invoice_negative_and_carries_over(
+    metered: ClockedServer,
+) -> None:
+    """Billed early 12.00, then a correction brings November's usage to 4.00: November's
+    invoice nets 4.00 (total 0.00, not -8.00) and carries 8.00; December's nets 5.00 of
+    it against 5.00 of usage; audit passes."""
+    with metered.client("admin") as admin:
+        apply(admin, CORRECTED_PRICING)
+        ingest(metered, [work(0, 12, "2026-11-10")])
+        [early] = check(admin)
+        assert exact(admin.get(f"/v1/invoices/{early}"))["invoice"]["total"] == "12.00"
+        ingest(metered, [work(1, -8, "2026-11-10")])  # a correction: 4.00 of usage
+        assert check(admin) == []
+
+        metered.set_now(datetime(2026, 12, 1, 6, tzinfo=UTC))
+        assert admin.post("/v1/invoices/close").status_code == 200
+        metered.set_now(datetime(2026, 12, 15, 12, tzinfo=UTC))
+        ingest(metered, [work(2, 5, "2026-12-10")])
+        assert check(admin) == []  # 5.00 of usage against 8.00 still billed early
+        metered.set_now(datetime(2027, 1, 1, 6, tzinfo=UTC))
+        assert admin.post("/v1/invoices/close").status_code == 200
+        invoices = [
+            exact(admin.get(f"/v1/invoices/{row['id']}"))["invoice"]
+            for row in admin.get("/v1/customers/initech/invoices").json()["invoices"]
+            if row["kind"] == "period"
+        ]
+        netted = [
+            [
+                (line["amount"], line["billed_early"], line.get("carried"), line["invoice"])
+                for line in document["lines"]
+                if line["kind"] == "prepaid"
+            ]
+            for document in invoices
+        ]
+        assert netted == [
+            [("-4.00", "12.00", "8.00", early)],
+            [("-5.00", "8.00", "3.00", early)],
+        ]
+        assert [document["total"] for document in invoices] == ["0.00", "0.00"]
+        report = admin.get("/v1/audit").json()
+        assert report["passed"] is True and report["mismatches"] == []
+    # the journal agrees with itself: the surplus was deferred, then released, and
+    # unbilled receivable at each period end equals that period's invoice
+    from meterline.billing.service import open_billing
+    from meterline.finance.truth import one_truth
+
+    january = timestamp_to_us(datetime(2027, 1, 2, tzinfo=UTC))
+    with open_billing(metered.server.db, clock=lambda: january, create=False) as billing:
+        truth = one_truth(billing)
+    assert truth.agrees, [check for check in truth.checks if not check.agrees]
+
+
 def test_thresholds_with_a_contract_that_started_mid_period(metered: ClockedServer) -> None:
     pricing = THRESHOLD_PRICING.replace(
         "start: 2026-11-01\n    credits:", "start: 2026-11-05\n    credits:"

@@ -218,6 +218,14 @@ def test_unit_economics_flags_negative_margins(demo_db: Demo) -> None:
     }
     assert any(row["negative"] for row in rows)
     assert sum(D(r["cost"]) for r in rows) > 0 and set(billed) <= {r["customer"] for r in rows}
+    # margin is on recognized revenue: October's rows sum to what the journal recognized
+    # in October, and the list-price charges (which credits paid part of) stand beside it
+    reports = json.loads(
+        meterline("revenue", "--db", str(demo_db.db), "--month", "2026-10", "--json").stdout
+    )
+    october = sum((D(row["months"].get("2026-10", "0")) for row in reports["waterfall"]), D(0))
+    assert sum(D(row["revenue"]) for row in rows) == october
+    assert sum(D(row["list_price_charges"]) for row in rows) > october
     by_model = json.loads(
         meterline("economics", "--db", str(demo_db.db), "--by", "product,model", "--json").stdout
     )
@@ -240,6 +248,8 @@ def test_reconcile_proves_one_truth_and_names_a_tampered_step(
         "journal",
         "reports",
     }
+    [unbilled] = [c for c in chain["checks"] if "unbilled receivable at period ends" in c["figure"]]
+    assert unbilled["agrees"] and unbilled["value"] == "equal", unbilled
     [(stored,)] = rows(demo_db.db, "SELECT document FROM invoices WHERE invoice_id = 'INV-000001'")
     document = decode_exact(stored)
     usage = next(
@@ -260,11 +270,13 @@ def test_live_unit_economics_come_from_the_projection(demo_db: Demo) -> None:
     assert result.returncode == 0, result.stderr
     rows = {row["customer"]: row for row in json.loads(result.stdout)}
     hooli = rows["hooli-search"]  # the rogue agent's November usage, live
-    assert D(hooli["revenue"]) > 0 and D(hooli["cost"]) > 0
+    # live: charges at list price so far; nothing is recognized before the invoice
+    assert D(hooli["list_price_charges"]) > 0 and D(hooli["cost"]) > 0
+    assert D(hooli["revenue"]) == 0
     assert D(hooli["revenue"]) - D(hooli["cost"]) == D(hooli["margin"])
     live_show = json.loads(
         meterline("live", "show", "hooli-search", "--db", str(demo_db.db), "--json").stdout
     )
-    assert D(hooli["revenue"]) == round_amount(D(live_show["spend"]), "USD")
+    assert D(hooli["list_price_charges"]) == round_amount(D(live_show["spend"]), "USD")
     refused = meterline("economics", "--db", str(demo_db.db), "--live", "--by", "model")
     assert refused.returncode == 2 and "--by" in refused.stderr

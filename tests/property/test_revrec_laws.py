@@ -2,7 +2,9 @@
 
 - every journal entry balances, per currency;
 - recognized + deferred = billed, for fees and for every grant, at every date;
-- breakage never exceeds the value left unused.
+- breakage never exceeds the value left unused;
+- a fee's recognized cumulative revenue is within half a cent of the exact amount on
+  every day, and the days sum to the fee.
 """
 
 from __future__ import annotations
@@ -67,6 +69,20 @@ def test_a_fee_is_recognized_plus_deferred_equals_billed_every_day(
         assert recognized(balances) + deferred == amount
         assert deferred >= 0
     assert recognized(trial_balance(entries)) == amount
+
+
+@given(amount=cents, length=st.integers(1, 400), negative=st.booleans())
+def test_ratable_revenue_is_within_half_a_cent_of_exact_every_day(
+    amount: D, length: int, negative: bool
+) -> None:
+    fee = -amount if negative else amount
+    end = START + timedelta(days=length)
+    entries = ratable_fee("fee", "acme", fee, "USD", START, START, end)
+    for served in range(1, length + 1):
+        balances = trial_balance(entries, through=START + timedelta(days=served - 1))
+        exact = fee * served / length
+        assert abs(recognized(balances) - exact) <= D("0.005")
+    assert recognized(trial_balance(entries)) == fee
 
 
 @st.composite

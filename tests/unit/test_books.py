@@ -11,6 +11,7 @@ from meterline.core.books import credit_note_entries, document_entries
 from meterline.core.journal import (
     CONTRA_DISCOUNTS,
     CONTRA_FREE_CREDITS,
+    DEFERRED_BILLED_EARLY,
     DEFERRED_CREDITS,
     DEFERRED_FEES,
     RECEIVABLE,
@@ -87,8 +88,8 @@ def test_a_fee_billed_after_its_service_began_earns_the_days_before_as_unbilled(
     assert _balance(entries, UNBILLED) == 0
     assert _balance(entries, DEFERRED_FEES) == 0
     assert _balance(entries, RECEIVABLE) == D("500.00")
-    # 500 over 31 days: 16.12 each, the 28 cents left go to the first 28 days
-    assert _balance(entries, UNBILLED, date(2026, 10, 15)) == 15 * D("16.13")
+    # 500 over 31 days: by the 15th, 500 x 15 / 31 = 241.935... rounded once
+    assert _balance(entries, UNBILLED, date(2026, 10, 15)) == D("241.94")
 
 
 def test_usage_commitment_and_discount_lines_earn_on_the_last_day_of_service() -> None:
@@ -132,6 +133,49 @@ def test_a_prepaid_commit_in_money_settles_the_usage_it_paid() -> None:
     assert _balance(entries, DEFERRED_CREDITS) == 0
     assert _balance(entries, UNBILLED) == 0
     assert accounts["acme/commit"].released == D("54.00")
+
+
+def test_a_threshold_surplus_is_deferred_until_a_later_invoice_nets_it() -> None:
+    """Billed early 12.00 in October (usage revenue that day), October delivers 4.00: its
+    invoice nets 4.00 and carries 8.00, which leaves usage revenue for deferred revenue;
+    November delivers 5.00 and nets 5.00 of the surplus out of deferred revenue. Revenue
+    is what was delivered each month (4.00, 5.00) and 3.00 stays owed as service."""
+    threshold = _invoice([{"kind": "threshold", "amount": "12.00"}], number="INV-000001")
+    october = _invoice(
+        [
+            {"kind": "usage", "amount": "4.00", "service": OCTOBER},
+            {"kind": "prepaid", "amount": "-4.00", "billed_early": "12.00", "carried": "8.00"},
+        ],
+        number="INV-000002",
+    )
+    november = _invoice(
+        [
+            {"kind": "usage", "amount": "5.00"},
+            {
+                "kind": "prepaid",
+                "amount": "-5.00",
+                "billed_early": "8.00",
+                "carried": "3.00",
+                "from_period": "2026-10-01",
+            },
+        ],
+        number="INV-000003",
+        period={"start": "2026-11-01T00:00:00Z", "end": "2026-12-01T00:00:00Z"},
+    )
+    entries = (
+        document_entries(threshold, date(2026, 10, 10), "invoice:INV-000001")
+        + document_entries(october, date(2026, 11, 1), "invoice:INV-000002")
+        + document_entries(november, date(2026, 12, 1), "invoice:INV-000003")
+    )
+    months = {
+        month: amount for (month, account, _), amount in waterfall(entries).items()
+        if account == REVENUE_USAGE
+    }  # fmt: skip
+    assert months == {"2026-10": D("4.00"), "2026-11": D("5.00")}
+    assert -_balance(entries, DEFERRED_BILLED_EARLY, date(2026, 10, 31)) == D("8.00")
+    assert -_balance(entries, DEFERRED_BILLED_EARLY) == D("3.00")
+    assert _balance(entries, RECEIVABLE) == D("12.00")
+    assert _balance(entries, UNBILLED) == 0
 
 
 def test_usage_paid_by_a_credit_type_earns_credit_revenue_not_usage_revenue() -> None:

@@ -7,18 +7,37 @@ from datetime import date
 from decimal import Decimal as D
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from meterline.config.schema import parse_configuration
 from meterline.config.source import ConfigurationError, read_yaml
 from meterline.core.controls import ControlPolicy, Observation, read
-from meterline.core.economics import UsageSlice, model_of, spread, summarize
+from meterline.core.economics import (
+    UsageSlice,
+    allocate_recognized,
+    model_of,
+    spread,
+    summarize,
+)
 from meterline.core.model import Configuration
 
 
 def _slice(customer: str, model: str, revenue: str, cost: str, day: int = 1) -> UsageSlice:
+    """A slice whose list-price charges were all recognized as revenue."""
     return UsageSlice(
         customer, "2026-10-01", date(2026, 10, day), "input_tokens", model, "chat", "team@1",
-        "USD", 10, D(0), D(revenue), D(cost),
+        "USD", 10, D(0), D(revenue), D(cost), revenue=D(revenue),
+    )  # fmt: skip
+
+
+def _charged(
+    customer: str, charges: str, cost: str = "0", period: str = "2026-10-01"
+) -> UsageSlice:
+    """A slice charged ``charges`` at list price, nothing recognized yet."""
+    return UsageSlice(
+        customer, period, date.fromisoformat(period), "input_tokens", "gpt-4o", "chat",
+        "team@1", "USD", 10, D(0), D(charges), D(cost),
     )  # fmt: skip
 
 
@@ -51,6 +70,63 @@ def test_summarize_adds_up_by_dimension_and_flags_negative_margins() -> None:
     assert summarize([_slice("a", "m", "0", "1.00")], ["customer"])[0].margin_percent is None
     with pytest.raises(ValueError, match="colour"):
         summarize(slices, ["colour"])
+
+
+def test_margin_is_on_recognized_revenue_not_list_price_charges() -> None:
+    """The accountant's review: 100.00 of usage at list price, 60.00 of it paid by free
+    credit, recognizes 40.00; margin is 40.00 - 10.00 of cost, not 100.00 - 10.00. The
+    list-price figure stays beside it, named as what it is."""
+    slices = allocate_recognized(
+        [_charged("acme", "100.00", "10.00")], {("acme", "2026-10-01", "USD"): D("40.00")}
+    )
+    (row,) = summarize(slices, ["customer"])
+    assert (row.list_price_charges, row.revenue, row.cost, row.margin) == (
+        D("100.00"),
+        D("40.00"),
+        D("10.00"),
+        D("30.00"),
+    )
+    assert row.margin_percent == D("75.0")
+
+
+def test_recognized_revenue_is_allocated_by_positive_list_price_charges() -> None:
+    """A period's recognized revenue splits over its slices by their positive charges (a
+    discount slice gets none), exactly; a period with nothing charged (breakage after the
+    last use) gets a ``(recognized)`` slice of its own."""
+    slices = [
+        _charged("acme", "30.00"),
+        _charged("acme", "10.00"),
+        _charged("acme", "-5.00"),
+        _charged("acme", "12.00", period="2026-09-01"),
+    ]
+    recognized = {
+        ("acme", "2026-10-01", "USD"): D("35.01"),
+        ("acme", "2026-09-01", "USD"): D("12.00"),
+        ("initech", "2026-10-01", "USD"): D("2.27"),
+    }
+    allocated = allocate_recognized(slices, recognized)
+    assert [item.revenue for item in allocated[:4]] == [D("26.26"), D("8.75"), D(0), D("12.00")]
+    assert [(item.customer, item.meter, item.revenue) for item in allocated[4:]] == [
+        ("initech", "(recognized)", D("2.27"))
+    ]
+    by_period = {m.key: m.revenue for m in summarize(allocated, ["customer", "period"])}
+    assert by_period == {key[:2]: amount for key, amount in recognized.items()}
+
+
+@given(
+    charges=st.lists(st.integers(-10_000, 100_000), min_size=1, max_size=8),
+    recognized=st.integers(-100_000, 1_000_000),
+)
+def test_a_periods_slices_sum_to_what_the_books_recognized(
+    charges: list[int], recognized: int
+) -> None:
+    amount = D(recognized).scaleb(-2)
+    slices = [_charged("acme", str(D(c).scaleb(-2))) for c in charges]
+    allocated = allocate_recognized(slices, {("acme", "2026-10-01", "USD"): amount})
+    assert sum((item.revenue for item in allocated), D(0)) == amount
+    assert sum((i.list_price_charges for i in allocated), D(0)) == sum(
+        (i.list_price_charges for i in slices), D(0)
+    )
 
 
 def test_model_of_joins_group_values() -> None:

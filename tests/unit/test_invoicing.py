@@ -15,7 +15,14 @@ from meterline.config.schema import parse_configuration
 from meterline.config.source import read_yaml
 from meterline.core.cuts import Cut
 from meterline.core.events import timestamp_to_us
-from meterline.core.invoicing import InvoiceHeader, build_invoice, invoice_bytes, line_sum
+from meterline.core.invoice_lines import netted_amounts
+from meterline.core.invoicing import (
+    ExtraLine,
+    InvoiceHeader,
+    build_invoice,
+    invoice_bytes,
+    line_sum,
+)
 from meterline.core.lineage import merkle_root
 from meterline.core.model import Configuration, segments
 from meterline.core.periods import BillingPeriod
@@ -355,3 +362,64 @@ def test_anniversary_and_quarterly_cycles_place_the_period() -> None:
         timestamp_to_us(datetime(2026, 7, 31, 4, tzinfo=UTC)),
         timestamp_to_us(datetime(2026, 10, 31, 4, tzinfo=UTC)),
     )
+
+
+# -- netting amounts billed early (threshold invoices) ------------------------------------------
+
+
+def _with_extra(extra: list[ExtraLine]) -> dict[str, Any]:
+    config = configuration(STRIPE.replace("2026-04-16", "2026-12-01"))
+    contract = config.contract("c")
+    assert contract is not None
+    spans = segments(config, contract, OCTOBER.start_us, OCTOBER.end_us)
+    header = InvoiceHeader("c", "USD", "UTC", OCTOBER, 1, "00", Cut((10**9,)))
+    return build_invoice(header, spans, [], [], config, extra=extra)
+
+
+def test_a_threshold_credit_above_what_the_invoice_owes_is_capped() -> None:
+    """Lago's progressive billing: the final invoice deducts what was billed early, never
+    more than it owes. 25.00 billed early against a 10.00 invoice nets 10.00 (the total
+    is zero, not -15.00) and the 15.00 surplus is marked as carried."""
+    early = ExtraLine("prepaid", "Billed early", D("-25.00"), None, {"billed_early": "25.00"})
+    document = _with_extra([early])
+    prepaid = document["lines"][-1]
+    assert (prepaid["amount"], prepaid["carried"], prepaid["billed_early"]) == (
+        "-10.00",
+        "15.00",
+        "25.00",
+    )
+    assert document["total"] == "0.00" == str(line_sum(document))
+
+
+def test_a_threshold_credit_within_what_the_invoice_owes_nets_in_full() -> None:
+    early = ExtraLine("prepaid", "Billed early", D("-4.00"), None, {"billed_early": "4.00"})
+    prepaid = _with_extra([early])["lines"][-1]
+    assert (prepaid["amount"], prepaid["amount_exact"], "carried" in prepaid) == (
+        "-4.00",
+        "-4.00",
+        False,
+    )
+
+
+amounts = st.integers(-(10**6), 10**6).map(lambda n: D(n).scaleb(-2))
+
+
+@given(
+    lines=st.lists(
+        st.tuples(st.sampled_from(["usage", "fee", "credit", "prepaid", "adjustment"]), amounts),
+        max_size=12,
+    )
+)
+def test_netting_never_makes_an_invoice_negative(lines: list[tuple[str, D]]) -> None:
+    """Law: prepaid lines (amounts billed early, negative) never take a total below zero,
+    nor below what the other lines come to; each nets at most what was billed early."""
+    kinds = [kind for kind, _ in lines]
+    given_amounts = [-abs(a) if kind == "prepaid" else a for kind, a in lines]
+    netted = netted_amounts(kinds, given_amounts)
+    others = sum((a for k, a in zip(kinds, given_amounts, strict=True) if k != "prepaid"), D(0))
+    assert sum(netted, D(0)) >= min(D(0), others)
+    for kind, before, after in zip(kinds, given_amounts, netted, strict=True):
+        if kind == "prepaid":
+            assert before <= after <= 0
+        else:
+            assert after == before

@@ -15,6 +15,7 @@ from meterline.core.money import (
     MONEY_CONTEXT,
     MoneyError,
     allocate,
+    cumulative_shares,
     display_amount,
     display_figure,
     display_quantity,
@@ -70,6 +71,33 @@ def test_allocation_conserves_every_cent(cents: int, weights: list[int]) -> None
     weight_total = sum(weights)
     for share, weight in zip(shares, weights, strict=True):
         assert abs(share - total * weight / weight_total) < D("0.01")
+
+
+def test_cumulative_shares_worked_example() -> None:
+    """$100 over three days: 33.33, 33.34, 33.33 (cumulative 33.33, 66.67, 100.00: each the
+    exact cumulative amount rounded), not the extra cent on the first day."""
+    assert cumulative_shares(D("100.00"), 3, "USD") == [D("33.33"), D("33.34"), D("33.33")]
+    assert cumulative_shares(D("-100.00"), 3, "USD") == [D("-33.33"), D("-33.34"), D("-33.33")]
+
+
+def test_cumulative_shares_refuse_a_total_below_the_minor_unit() -> None:
+    with pytest.raises(MoneyError):
+        cumulative_shares(D("1.005"), 2, "USD")
+    with pytest.raises(MoneyError):
+        cumulative_shares(D("1.00"), 0, "USD")
+
+
+@given(cents=st.integers(-(10**9), 10**9), count=st.integers(1, 400))
+def test_cumulative_shares_stay_within_half_a_cent_of_the_exact_amount(
+    cents: int, count: int
+) -> None:
+    total = D(cents).scaleb(-2)
+    shares = cumulative_shares(total, count, "USD")
+    assert len(shares) == count and sum(shares) == total
+    running = D(0)
+    for step, share in enumerate(shares, start=1):
+        running += share
+        assert abs(running * count - total * step) <= D("0.005") * count
 
 
 # -- display ---------------------------------------------------------------------------------

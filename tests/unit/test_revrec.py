@@ -93,6 +93,17 @@ def test_a_fee_that_does_not_divide_by_its_days_loses_no_cent() -> None:
     assert {-amount for amount in daily} == {D("3.22"), D("3.23")}
 
 
+def test_an_annual_fee_does_not_overstate_january() -> None:
+    """1,000.00 a year over 365 days: January is 31/365 of it (84.93 to the cent), not
+    the largest-remainder split that gave the leftover cents to the first days."""
+    entries = ratable_fee(
+        "fee", "acme", D("1000.00"), "USD", date(2026, 1, 1), date(2026, 1, 1), date(2027, 1, 1)
+    )
+    months = {month: amount for (month, _, _), amount in waterfall(entries).items()}
+    assert months["2026-01"] == D("84.93")
+    assert sum(months.values()) == D("1000.00")
+
+
 def test_lago_prepaid_credits_recognized_as_consumed() -> None:
     grant = CreditTerms("wallet", "acme", "USD", D(100), D(100), "USD", date(2026, 1, 1))
     usage = usage_in_arrears(

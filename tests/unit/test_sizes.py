@@ -19,9 +19,6 @@ FUNCTION_LINES_LIMIT = 80
 MODULES_BEING_SPLIT: dict[str, int] = {
 }
 FUNCTIONS_BEING_SPLIT: dict[str, int] = {
-    "meterline.billing.credits:credit_lines": 91,
-    "meterline.core.invoicing:build_invoice": 94,
-    "meterline.finance.economics:_period_slices": 81,
     "meterline.ledger.sqlite:append": 84,
 }
 

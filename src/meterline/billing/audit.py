@@ -277,6 +277,7 @@ def audit_off_cycle(
         for line in decode_exact(period.document)["lines"]
         if line["kind"] == "prepaid" and line.get("invoice") == stored.invoice_id
     ]
-    if len(cited) != 1 or Decimal(cited[0]["amount"]) != -Decimal(document["total"]):
+    billed_early = [Decimal(line.get("billed_early", -Decimal(line["amount"]))) for line in cited]
+    if billed_early != [Decimal(document["total"])]:
         return None, f"not netted exactly once by period invoice {period.invoice_id}"
     return None, None

@@ -8,7 +8,6 @@ at finalization is used. Nothing here writes.
 
 from __future__ import annotations
 
-from decimal import Decimal
 from typing import Any
 
 from meterline.billing.context import BillingContext, billing_cycle
@@ -25,12 +24,12 @@ from meterline.billing.credits import (
 )
 from meterline.billing.documents import CreditPart, credit_cuts, currency_of, rating_of
 from meterline.billing.errors import BillingError
+from meterline.billing.netting import billed_early
 from meterline.billing.scan import RatingJob, run_jobs
 from meterline.core.credits import Charge, CreditBook, CreditError
 from meterline.core.cuts import Cut
 from meterline.core.events import decode_exact
 from meterline.core.grants import contract_grants
-from meterline.core.invoicing import ExtraLine
 from meterline.core.model import Configuration, Contract, segments
 from meterline.core.periods import BillingPeriod, period_containing, periods_overlapping
 from meterline.core.rating import window_charges
@@ -127,29 +126,6 @@ def credit_part(
     lines += billed_early(context, job.customer, job.period, known_at_us)
     section = credits_section(book, entries, inputs.relevant(charges), job.period, inputs.overage)
     return CreditPart(lines, section, charges, book)
-
-
-def billed_early(
-    context: BillingContext, customer: str, period: BillingPeriod, known_at_us: int | None
-) -> list[ExtraLine]:
-    """A ``prepaid`` line per threshold invoice of the period: billed already."""
-    lines = []
-    for invoice in context.store.invoices(customer):
-        if invoice.kind != "threshold" or invoice.period_start_us != period.start_us:
-            continue
-        if known_at_us is not None and invoice.finalized_at_us > known_at_us:
-            continue
-        billed = Decimal(decode_exact(invoice.document)["total"])
-        lines.append(
-            ExtraLine(
-                "prepaid",
-                f"Billed early on {invoice.invoice_id} (threshold reached)",
-                -billed,
-                None,
-                {"invoice": invoice.invoice_id},
-            )
-        )
-    return lines
 
 
 def credits(context: BillingContext, customer: str, as_of_us: int | None = None) -> dict[str, Any]:

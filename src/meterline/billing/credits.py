@@ -211,6 +211,19 @@ def credit_lines(
                 sign = 1 if entry.debit == "usage" else -1
                 ukey = (entry.kind, _segment_of(entry), entry.unit)
                 uncovered[ukey] = uncovered.get(ukey, ZERO) + sign * entry.amount
+    lines = _applied_lines(book, applied, segment_list, configuration, currency)
+    lines += _uncovered_lines(uncovered, segment_list, configuration, inputs, currency)
+    return lines + _purchase_lines(inputs, period)
+
+
+def _applied_lines(
+    book: CreditBook,
+    applied: dict[tuple[int, str], Decimal],
+    segment_list: Sequence[Segment],
+    configuration: Configuration,
+    currency: str,
+) -> list[ExtraLine]:
+    """A ``credit`` line per segment and grant: the units drawn at their unit value."""
     lines = []
     for (segment, grant_id), units in sorted(applied.items()):
         if units == 0:
@@ -234,6 +247,18 @@ def credit_lines(
                 },
             )
         )
+    return lines
+
+
+def _uncovered_lines(
+    uncovered: dict[tuple[str, int, str], Decimal],
+    segment_list: Sequence[Segment],
+    configuration: Configuration,
+    inputs: CreditInputs,
+    currency: str,
+) -> list[ExtraLine]:
+    """``carried`` and ``overage`` lines per segment and unit: usage no grant covered."""
+    lines = []
     prices = dict(inputs.terms.overage_prices)
     for (kind, segment, unit), units in sorted(uncovered.items()):
         if units == 0:
@@ -261,23 +286,25 @@ def credit_lines(
             text += f", at {price} instead of {value}"
             detail["overage_price"] = str(price)
         lines.append(ExtraLine("overage", text, amount, segment, detail))
-    for grant in inputs.grants:
-        if (
-            grant.paid > 0
-            and grant.source in ("contract", "commit")
-            and period.contains(grant.effective_us)
-        ):
-            lines.append(
-                ExtraLine(
-                    "purchase",
-                    f"Prepaid credit: {grant.reason or grant.grant_id} ({grant.grant_id}),"
-                    f" {_units(grant.amount, grant.unit)} {grant.unit}",
-                    grant.paid,
-                    None,
-                    {"grant": grant.grant_id, "unit": grant.unit, "units": str(grant.amount)},
-                )
-            )
     return lines
+
+
+def _purchase_lines(inputs: CreditInputs, period: BillingPeriod) -> list[ExtraLine]:
+    """A ``purchase`` line per paid contract grant effective in the period."""
+    return [
+        ExtraLine(
+            "purchase",
+            f"Prepaid credit: {grant.reason or grant.grant_id} ({grant.grant_id}),"
+            f" {_units(grant.amount, grant.unit)} {grant.unit}",
+            grant.paid,
+            None,
+            {"grant": grant.grant_id, "unit": grant.unit, "units": str(grant.amount)},
+        )
+        for grant in inputs.grants
+        if grant.paid > 0
+        and grant.source in ("contract", "commit")
+        and period.contains(grant.effective_us)
+    ]
 
 
 def credits_section(
@@ -495,14 +522,17 @@ def purchase_document(
 
 BILLED_EARLY_KINDS = ("usage", "discount", "credit", "overage", "carried", "prepaid")
 """The draft lines a threshold measures: usage net of discounts and credits, less what
-earlier threshold invoices of the period billed (fees and purchases bill on schedule)."""
+earlier threshold invoices billed and no period invoice netted yet (a ``prepaid`` line's
+``billed_early``, not its capped amount); fees and purchases bill on schedule."""
 
 
 def unbilled_usage(draft: dict[str, Any]) -> Decimal:
     with localcontext(MONEY_CONTEXT):
         return sum(
             (
-                Decimal(line["amount"])
+                -Decimal(line["billed_early"])
+                if line["kind"] == "prepaid" and "billed_early" in line
+                else Decimal(line["amount"])
                 for line in draft["lines"]
                 if line["kind"] in BILLED_EARLY_KINDS
             ),
@@ -522,7 +552,8 @@ def threshold_document(
 ) -> dict[str, Any]:
     """An invoice billing the period's unbilled usage now (the threshold was reached, or
     a control's ``true_up`` fired: ``control`` is the firing's id); the period's own
-    invoice will show it as billed early."""
+    invoice nets it as billed early, no further than it owes (a surplus carries to the
+    next period invoices: ``billing.netting``)."""
     line: dict[str, Any] = {
         "number": 1,
         "kind": "threshold",

@@ -2,7 +2,9 @@
 true-ups on request.
 
 Invariants: a threshold invoice bills what the open period's draft owes beyond what was
-billed early already; the period's invoice later shows it as ``prepaid``.
+billed early already; the period's invoice later nets it as ``prepaid``, no further than
+that invoice owes (netting never makes an invoice negative), and a surplus carries to the
+customer's next period invoices (``billing.netting``).
 """
 
 from __future__ import annotations

@@ -144,7 +144,8 @@ def economics_command(
     ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the rows as JSON.")] = False,
 ) -> None:
-    """Unit economics: revenue, COGS, gross margin and margin % (negative flagged)."""
+    """Unit economics: charges at list price, recognized revenue, COGS, gross margin (on
+    recognized revenue) and margin % (negative flagged)."""
     from meterline.core.economics import DIMENSIONS, summarize
     from meterline.finance.economics import live_margins, usage_slices
     from meterline.finance.render import margin_table
@@ -183,6 +184,7 @@ def economics_command(
                     {
                         **dict(zip(dimensions, margin.key, strict=True)),
                         "currency": margin.currency,
+                        "list_price_charges": str(margin.list_price_charges),
                         "revenue": str(margin.revenue),
                         "cost": str(margin.cost),
                         "margin": str(margin.margin),

@@ -9,6 +9,10 @@ and earns revenue by its kind:
 - ``usage``, ``overage``, ``carried``, ``prepaid`` (billed early, netted) and
   ``threshold`` lines: usage revenue, delivered in the service period: recognized on its
   last day (a threshold invoice, or a late-usage ``adjustment``, on the day it is billed).
+  What a period's invoice could not net of its threshold invoices (a ``prepaid`` line's
+  ``carried`` surplus) goes from usage revenue to deferred revenue (billed early) on that
+  day; a later invoice netting it (a line ``from_period`` an earlier one) releases it
+  from there rather than from revenue.
 - ``commitment`` (a minimum commit's true-up): minimum-commitment revenue, the period's
   last day. ``discount``: contra-revenue, the same day.
 - ``credit`` (credits applied): money credits (a prepaid commit in the invoice's currency)
@@ -36,6 +40,7 @@ from meterline.core.journal import (
     CONTRA_DISCOUNTS,
     CONTRA_TAX_INCLUDED,
     CONTRA_TRIALS,
+    DEFERRED_BILLED_EARLY,
     RECEIVABLE,
     REVENUE_MINIMUM,
     REVENUE_SUBSCRIPTION,
@@ -108,9 +113,13 @@ def document_entries(
         elif kind in POINT_ACCOUNTS:
             span = service or period
             earned = billed if kind in BILLED_ON_THE_DAY or not span else last_day(span, timezone)
+            carried_in = kind == "prepaid" and "from_period" in line
+            account = DEFERRED_BILLED_EARLY if carried_in else POINT_ACCOUNTS[kind]
             entries += usage_in_arrears(
-                line_cause, customer, currency, [(earned, amount)], billed, POINT_ACCOUNTS[kind]
+                line_cause, customer, currency, [(earned, amount)], billed, account
             )
+            if kind == "prepaid" and not carried_in and "carried" in line:
+                entries += _surplus_deferred(line, line_cause, earned, customer, currency, sign)
         elif kind == "tax":
             entries += tax_entries(line, line_cause, billed, customer, currency, sign)
         elif kind == "credit" and line.get("unit") not in (None, currency):
@@ -134,6 +143,25 @@ def document_entries(
             if item is not None:
                 entries.append(item)
     return entries
+
+
+def _surplus_deferred(
+    line: Mapping[str, Any], cause: str, earned: date, customer: str, currency: str, sign: int
+) -> list[JournalEntry]:
+    """What a period invoice could not net of a threshold invoice (its ``prepaid`` line's
+    ``carried`` surplus) moves from usage revenue to deferred revenue (billed early)."""
+    item = entry(
+        f"{cause}/carried",
+        earned,
+        "billed early beyond the period: deferred",
+        cause,
+        customer,
+        currency,
+        REVENUE_USAGE,
+        DEFERRED_BILLED_EARLY,
+        sign * Decimal(str(line["carried"])),
+    )
+    return [] if item is None else [item]
 
 
 def fee_entries(

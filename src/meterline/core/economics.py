@@ -1,11 +1,17 @@
-"""Unit economics (pure): revenue against cost of goods sold, and gross margin.
+"""Unit economics (pure): recognized revenue against cost of goods sold, and gross margin.
 
 A row is one slice of rated usage: a customer's usage of one meter and group (the
-model, the GPU) on one day of one billing period, with the revenue it earned and what
-serving it cost. Revenue and cost of a priced line are split over the line's days in
-proportion to its events there (``money.allocate``: the days sum to the line exactly);
-a cost-only meter (no price) has cost and no revenue. ``summarize`` adds rows up by any
-of their dimensions; a slice whose margin is below zero is flagged.
+model, the GPU) on one day of one billing period, with what it was charged at list
+price (``list_price_charges``: the invoice lines before credits, amounts billed early
+and the like), the revenue recognized for it and what serving it cost. Charges and cost
+of a priced line are split over the line's days in proportion to its events there
+(``money.allocate``: the days sum to the line exactly); a cost-only meter (no price) has
+cost and no charges. Revenue is the journal's: what a customer's period recognized
+(revenue net of contra-revenue) is allocated over the period's slices in proportion to
+their positive list-price charges (``allocate_recognized``), so prepaid credit earns at
+its cost basis, free credit earns nothing, and the slices of a period sum to what the
+books recognized. Gross margin is recognized revenue less cost. ``summarize`` adds rows
+up by any of their dimensions; a slice whose margin is below zero is flagged.
 
 Cost of one line: its quantity times the most specific cost rate in force (``costs`` in
 the pricing file: per meter, optionally per group, effective-dated). A cost carried on
@@ -16,7 +22,7 @@ over that property with a rate of 1: the same rule.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date
 from decimal import Decimal, Inexact, localcontext
 
@@ -32,7 +38,9 @@ DIMENSIONS = ("customer", "period", "day", "meter", "model", "product", "plan")
 
 @dataclass(frozen=True, slots=True)
 class UsageSlice:
-    """Rated usage of one line on one day: revenue, cost, events, in ``currency``."""
+    """Rated usage of one line on one day: list-price charges, cost, events, in
+    ``currency``; ``revenue``: the recognized revenue allocated to it (zero until
+    ``allocate_recognized``)."""
 
     customer: str
     period: str
@@ -44,10 +52,11 @@ class UsageSlice:
     currency: str
     events: int
     quantity: Decimal
-    revenue: Decimal
+    list_price_charges: Decimal
     cost: Decimal
     invoice: str = ""
     line: int = 0
+    revenue: Decimal = ZERO
 
     def dimension(self, name: str) -> str:
         value = getattr(self, name)
@@ -56,13 +65,15 @@ class UsageSlice:
 
 @dataclass(frozen=True, slots=True)
 class Margin:
-    """Revenue, cost and gross margin of a group of slices."""
+    """Recognized revenue, cost and gross margin (revenue less cost) of a group of slices,
+    with their charges at list price beside them."""
 
     key: tuple[str, ...]
     currency: str
     revenue: Decimal
     cost: Decimal
     events: int
+    list_price_charges: Decimal = ZERO
 
     @property
     def margin(self) -> Decimal:
@@ -106,7 +117,8 @@ def model_of(group: Mapping[str, str | None]) -> str:
 def spread(
     days: Sequence[tuple[date, int]], revenue: Decimal, cost: Decimal, currency: str
 ) -> list[tuple[date, int, Decimal, Decimal]]:
-    """A line's revenue and cost over its days, by share of events (exact sums)."""
+    """A line's list-price charges and cost over its days, by share of events (exact
+    sums)."""
     if not days:
         return []
     weights = [Decimal(count) for _, count in days]
@@ -125,6 +137,35 @@ def _allocate_signed(amount: Decimal, weights: list[Decimal], currency: str) -> 
     return [sign * part for part in allocate(abs(amount), weights, currency)]
 
 
+def allocate_recognized(
+    slices: Sequence[UsageSlice], recognized: Mapping[tuple[str, str, str], Decimal]
+) -> list[UsageSlice]:
+    """``slices`` with ``revenue`` set: what the books recognized for each (customer,
+    period, currency) allocated over that period's slices by their positive list-price
+    charges (exact: they sum to it). A period whose slices charged nothing (or that has
+    none) gets one slice ``(recognized)`` with the revenue alone."""
+    groups: dict[tuple[str, str, str], list[int]] = {}
+    for index, item in enumerate(slices):
+        groups.setdefault((item.customer, item.period, item.currency), []).append(index)
+    result = list(slices)
+    for key in sorted(set(groups) | set(recognized)):
+        amount = recognized.get(key, ZERO)
+        members = groups.get(key, [])
+        weights = [max(ZERO, slices[index].list_price_charges) for index in members]
+        if any(weights):
+            for index, part in zip(members, _allocate_signed(amount, weights, key[2]), strict=True):
+                result[index] = replace(slices[index], revenue=part)
+        elif amount != 0:
+            customer, period, currency = key
+            result.append(
+                UsageSlice(
+                    customer, period, date.fromisoformat(period), "(recognized)", "",
+                    "(platform)", "", currency, 0, ZERO, ZERO, ZERO, revenue=amount,
+                )
+            )  # fmt: skip
+    return result
+
+
 def summarize(slices: Iterable[UsageSlice], by: Sequence[str]) -> list[Margin]:
     """Slices added up per value of the ``by`` dimensions (and currency), largest
     revenue first."""
@@ -136,13 +177,14 @@ def summarize(slices: Iterable[UsageSlice], by: Sequence[str]) -> list[Margin]:
     with localcontext(MONEY_CONTEXT):
         for item in slices:
             key = (tuple(item.dimension(name) for name in by), item.currency)
-            figures = totals.setdefault(key, [ZERO, ZERO])
+            figures = totals.setdefault(key, [ZERO, ZERO, ZERO])
             figures[0] += item.revenue
             figures[1] += item.cost
+            figures[2] += item.list_price_charges
             events[key] = events.get(key, 0) + item.events
     result = [
-        Margin(key, currency, revenue, cost, events[(key, currency)])
-        for (key, currency), (revenue, cost) in totals.items()
+        Margin(key, currency, revenue, cost, events[(key, currency)], charges)
+        for (key, currency), (revenue, cost, charges) in totals.items()
     ]
-    result.sort(key=lambda margin: (-margin.revenue, margin.key))
+    result.sort(key=lambda margin: (-margin.revenue, -margin.list_price_charges, margin.key))
     return result

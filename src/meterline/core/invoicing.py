@@ -30,8 +30,9 @@ from typing import Any
 from meterline.core.coupons import Coupon, Discountable, apply_coupons
 from meterline.core.cuts import Cut
 from meterline.core.events import encode_canonical, format_timestamp
+from meterline.core.invoice_lines import numbered_lines
 from meterline.core.model import Configuration, Segment
-from meterline.core.money import MONEY_CONTEXT, RoundingMode, exact_sum, prorate, round_amount
+from meterline.core.money import MONEY_CONTEXT, exact_sum, prorate, round_amount
 from meterline.core.periods import BillingPeriod, local_date, proration_fraction
 from meterline.core.price_snapshot import price_snapshot
 from meterline.core.rating import UsageLine
@@ -346,17 +347,8 @@ def build_invoice(
     """The invoice document for ``header.period``: usage, fees, discounts, the minimum
     commit's true-up, ``coupons``, the ``extra`` lines (credits), adjustments, then tax;
     with a ``credits`` section (the period's credit ledger) when given."""
-    period, timezone = header.period, header.timezone
     rounding = segment_list[0].terms.plan.billing.rounding if segment_list else "half_up"
-    body = usage_lines(rated, segment_list, configuration) + fee_lines(
-        segment_list, period, timezone
-    )
-    body += trial_lines(body, segment_list)
-    body += discount_lines(body, segment_list)
-    if minimum_commit is not None:
-        true_up = commitment_line(body, segment_list, minimum_commit, header.currency)
-        if true_up is not None:
-            body.append(true_up)
+    body = _service_lines(header, segment_list, rated, configuration, minimum_commit)
     body += [
         _Line(line.kind, line.description, line.amount, line.segment, line.detail) for line in extra
     ]
@@ -369,20 +361,54 @@ def build_invoice(
             _KIND_ORDER[line.kind],
         )
     )
-    for adjustment in adjustments:
-        body.append(
-            _Line(
-                "adjustment",
-                adjustment.description,
-                adjustment.amount,
-                None,
-                {"adjusts": adjustment.adjusts, "lineage": adjustment.lineage()},
-            )
+    body += [
+        _Line(
+            "adjustment",
+            adjustment.description,
+            adjustment.amount,
+            None,
+            {"adjusts": adjustment.adjusts, "lineage": adjustment.lineage()},
         )
+        for adjustment in adjustments
+    ]
     if tax is not None:
         body += tax_lines_of(body, shares, tax, header)
-    lines, total = _numbered(body, header.currency, rounding)
-    document = {
+    lines, total = numbered_lines(body, header.currency, rounding)
+    document = _document(header, segment_list, lines, total)
+    if credits is not None:
+        document["credits"] = credits
+    return document
+
+
+def _service_lines(
+    header: InvoiceHeader,
+    segment_list: Sequence[Segment],
+    rated: Sequence[UsageLine],
+    configuration: Configuration,
+    minimum_commit: Decimal | None,
+) -> list[_Line]:
+    """Usage, fees, trials, discounts and the minimum commit's true-up: what the service
+    costs."""
+    body = usage_lines(rated, segment_list, configuration) + fee_lines(
+        segment_list, header.period, header.timezone
+    )
+    body += trial_lines(body, segment_list)
+    body += discount_lines(body, segment_list)
+    if minimum_commit is not None:
+        true_up = commitment_line(body, segment_list, minimum_commit, header.currency)
+        if true_up is not None:
+            body.append(true_up)
+    return body
+
+
+def _document(
+    header: InvoiceHeader,
+    segment_list: Sequence[Segment],
+    lines: list[dict[str, Any]],
+    total: Decimal,
+) -> dict[str, Any]:
+    period, timezone = header.period, header.timezone
+    return {
         "schema": INVOICE_SCHEMA,
         "number": header.number,
         "status": "draft" if header.number is None else "finalized",
@@ -414,9 +440,6 @@ def build_invoice(
         if header.finalized_at_us is None
         else format_timestamp(header.finalized_at_us),
     }
-    if credits is not None:
-        document["credits"] = credits
-    return document
 
 
 _KIND_ORDER = {
@@ -434,29 +457,6 @@ _KIND_ORDER = {
     "adjustment": 10,
     "tax": 11,
 }
-
-
-def _numbered(
-    body: Sequence[_Line], currency: str, rounding: RoundingMode
-) -> tuple[list[dict[str, Any]], Decimal]:
-    """The document's lines, numbered from 1, each rounded once; and their total."""
-    lines = []
-    total = ZERO
-    for number, line in enumerate(body, start=1):
-        rounded = round_amount(line.amount, currency, rounding)
-        with localcontext(MONEY_CONTEXT):
-            total += rounded
-        lines.append(
-            {
-                "number": number,
-                "kind": line.kind,
-                "description": line.description,
-                "amount": str(rounded),
-                "amount_exact": _plain(line.amount),
-                **line.detail,
-            }
-        )
-    return lines, total
 
 
 COUPON_BASE_KINDS = ("fee", "usage", "discount", "commitment")

@@ -37,6 +37,9 @@ RECEIVABLE = "assets:accounts_receivable"
 UNBILLED = "assets:unbilled_receivable"
 DEFERRED_FEES = "liabilities:deferred_revenue:fees"
 DEFERRED_CREDITS = "liabilities:deferred_revenue:credits"
+DEFERRED_BILLED_EARLY = "liabilities:deferred_revenue:billed_early"
+"""Billed early by a threshold invoice beyond what its period's invoice could net: owed
+as service to come, until a later period invoice nets it."""
 REVENUE_SUBSCRIPTION = "revenue:subscription"
 REVENUE_USAGE = "revenue:usage"
 REVENUE_CREDITS = "revenue:credits"
@@ -57,6 +60,7 @@ CHART: Mapping[str, AccountKind] = {
     UNBILLED: "asset",
     DEFERRED_FEES: "liability",
     DEFERRED_CREDITS: "liability",
+    DEFERRED_BILLED_EARLY: "liability",
     REVENUE_SUBSCRIPTION: "revenue",
     REVENUE_USAGE: "revenue",
     REVENUE_CREDITS: "revenue",
@@ -74,7 +78,7 @@ CHART: Mapping[str, AccountKind] = {
 """The chart of accounts: every account an entry may post to, and its kind. Names are
 colon paths (the first part is the kind's group), as general ledgers and Beancount use."""
 
-DEFERRED = (DEFERRED_FEES, DEFERRED_CREDITS)
+DEFERRED = (DEFERRED_FEES, DEFERRED_CREDITS, DEFERRED_BILLED_EARLY)
 
 
 class JournalError(MeterlineError, ValueError):

@@ -4,7 +4,9 @@ Amounts stay exact ``Decimal`` through metering, pricing and credits; arithmetic
 ``MONEY_CONTEXT``, which traps inexact results, so a computation that would silently lose
 a digit raises instead. Rounding happens only in ``round_amount``: half-up to the
 currency's minor unit by default (banker's rounding selectable). Leftover minor units are
-allocated by largest remainder with a deterministic tie-break (``allocate``). Floats are
+allocated by largest remainder with a deterministic tie-break (``allocate``); an amount
+spread evenly over time takes the rounded cumulative amount at each step
+(``cumulative_shares``), so no step runs ahead of the exact figure by half a minor unit. Floats are
 refused at the door: ``to_decimal(0.1)`` raises.
 
 What a person reads is made here too, and only here: ``display_amount`` writes an amount
@@ -204,6 +206,32 @@ def allocate(total: Decimal, weights: Sequence[Decimal], currency: str) -> list[
         for position in order[:leftover]:
             floors[position] += unit
     return floors
+
+
+def cumulative_shares(total: Decimal, count: int, currency: str) -> list[Decimal]:
+    """Split ``total`` evenly over ``count`` steps in order (the days of a service period):
+    step k's share is round(total x k / count) - round(total x (k - 1) / count), so the
+    cumulative amount after every step is the exact cumulative amount rounded once (within
+    half a minor unit) and the shares sum exactly to ``total``. A negative total splits as
+    its positive counterpart, negated (rounding is symmetric about zero)."""
+    if count < 1:
+        raise MoneyError("count: at least one step is needed")
+    if round_amount(total, currency) != total:
+        raise MoneyError(f"total: {total} is not a whole number of {currency} minor units")
+    sign = -1 if total < 0 else 1
+    magnitude = abs(total)
+    shares: list[Decimal] = []
+    before = Decimal(0)
+    for step in range(1, count + 1):
+        with localcontext(MONEY_CONTEXT) as context:
+            context.traps[Inexact] = False  # a quotient: carried far past the minor unit
+            context.prec = 2 * MONEY_CONTEXT.prec + 10
+            exact = magnitude * step / count
+        reached = round_amount(exact, currency)
+        with localcontext(MONEY_CONTEXT):
+            shares.append(sign * (reached - before))
+        before = reached
+    return shares
 
 
 # -- display: what a person reads (never parsed back into a figure) -------------------------

@@ -5,8 +5,10 @@ What each kind of consideration earns, and when (docs/finance.md, "Revenue recog
 - **Fees billed in advance** (``ratable_fee``): billed to accounts receivable and deferred;
   recognized ratably by day over the service period. A day counts from the period's first
   date up to, not including, its end date (Stripe's daily amortization: a 4-month period
-  from June 15 to October 13 is 120 days); the amount is split over the days without
-  losing a cent (``money.allocate``: largest remainder).
+  from June 15 to October 13 is 120 days); day k recognizes the rounded cumulative
+  amount less the rounded amount before it (``money.cumulative_shares``), so the revenue
+  recognized by every day is within half a cent of the exact figure and the days sum to
+  the fee.
 - **Usage billed in arrears** (``usage_in_arrears``): recognized as delivered, day by day,
   against unbilled receivable; billing moves it to accounts receivable. Each day's figure
   is the rounded cumulative amount less the rounded amount before it, so the days sum to
@@ -54,7 +56,7 @@ from meterline.core.journal import (
     Posting,
     entry,
 )
-from meterline.core.money import MONEY_CONTEXT, allocate, round_amount
+from meterline.core.money import MONEY_CONTEXT, cumulative_shares, round_amount
 
 ZERO = Decimal(0)
 
@@ -87,7 +89,7 @@ def ratable_fee(
     arrears, or one billed late); the rest is deferred when billed and released day by
     day. A negative amount (a credit note on the fee) reverses the same way."""
     days = service_days(start, end)
-    shares = allocate(abs(amount), [Decimal(1)] * len(days), currency)
+    shares = cumulative_shares(abs(amount), len(days), currency)
     sign = -1 if amount < 0 else 1
     entries: list[JournalEntry | None] = []
     earned_before = ZERO
@@ -244,6 +246,9 @@ class GrantAccount:
     reversed: Decimal = ZERO
     closed: bool = False
     entries: list[JournalEntry] = field(default_factory=list)
+    named: dict[str, int] = field(default_factory=dict)
+    """How many movements each entry id stem has named (a stem repeats only when a grant
+    moves twice the same way on one day)."""
 
     @property
     def deferred(self) -> Decimal:
@@ -335,12 +340,23 @@ def _part(amount: Decimal, numerator: Decimal, denominator: Decimal, currency: s
         return round_amount(amount * numerator / denominator, currency)
 
 
+def _ident(account: GrantAccount, movement: Movement) -> str:
+    """A movement's entry id, from the facts alone: the grant, the day and what happened
+    (``usage`` for consumption and releases), so ids do not change as later movements
+    arrive or as the books are read on a later day."""
+    what = "usage" if movement.kind in ("consume", "release") else movement.kind
+    stem = f"grant:{account.terms.grant_id}/{movement.day.isoformat()}/{what}"
+    seen = account.named.get(stem, 0)
+    account.named[stem] = seen + 1
+    return stem if seen == 0 else f"{stem}/{seen + 1}"
+
+
 def _move(accounts: dict[str, GrantAccount], account: GrantAccount, movement: Movement) -> None:
     terms = account.terms
     if account.closed:
         raise JournalError(f"movement: grant {terms.grant_id!r} has ended")
     cause = movement.cause or f"grant:{terms.grant_id}"
-    ident = f"grant:{terms.grant_id}/{movement.day.isoformat()}/{len(account.entries)}"
+    ident = _ident(account, movement)
     with localcontext(MONEY_CONTEXT):
         if movement.kind in ("consume", "release"):
             units = movement.units if movement.kind == "consume" else -movement.units

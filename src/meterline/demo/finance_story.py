@@ -34,16 +34,19 @@ def tell_finance(
     console.rule("The finance view: unit economics, revenue recognition, one truth")
     label = month.isoformat()  # the billing period's label
     with open_billing(db, clock=clock) as billing:
-        slices = [s for s in usage_slices(billing) if s.period == label]
         books = build_books(billing)
+        slices = [s for s in usage_slices(billing, books=books) if s.period == label]
         truth = one_truth(billing)
     for total in summarize(slices, []):
         console.print(
             f"{month:%B}, closed: revenue {display_amount(total.revenue, total.currency)}"
-            f" {total.currency}, COGS {display_amount(total.cost, total.currency)}, gross"
+            f" {total.currency} recognized (charges at list price"
+            f" {display_amount(total.list_price_charges, total.currency)} {total.currency}),"
+            f" COGS {display_amount(total.cost, total.currency)}, gross"
             f" margin {display_amount(total.margin, total.currency)}"
-            f" ({total.margin_percent}%). COGS is each line's "
-            "quantity x the provider's rate per model, or the cost each GPU event carried."
+            f" ({total.margin_percent}%). Revenue is the journal's (credits earn at their"
+            " cost basis); COGS is each line's quantity x the provider's rate per model, or"
+            " the cost each GPU event carried."
         )
     usage = [s for s in slices if not s.meter.startswith("(")]
     console.print(margin_table(summarize(usage, ["model"]), ["model"], "Usage margin by model"))

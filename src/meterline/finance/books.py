@@ -26,6 +26,7 @@ from typing import Any
 
 from meterline.billing.service import Billing, BillingError
 from meterline.core.books import credit_note_entries, document_entries
+from meterline.core.credit_records import Entry as CreditEntry
 from meterline.core.credits import CreditBook, Grant
 from meterline.core.events import decode_exact
 from meterline.core.journal import (
@@ -194,11 +195,23 @@ def grant_journal(
         grant_id = own + grant_id
         if grant_id not in known:
             continue
-        cause = f"grant:{grant_id}/{entry.kind}"
-        movements.append(
-            Movement(_day(timezone, entry.at_us), grant_id, kind, entry.amount, target, cause)  # type: ignore[arg-type]
+        day = _day(timezone, _used_at(entry))
+        cause = (
+            f"grant:{grant_id}/usage:{day.isoformat()}"
+            if kind in ("consume", "release")
+            else f"grant:{grant_id}/{entry.kind}"
         )
+        movements.append(Movement(day, grant_id, kind, entry.amount, target, cause))  # type: ignore[arg-type]
     return credit_entries(grants, _merge(movements), purchase_account=UNBILLED)
+
+
+def _used_at(entry: CreditEntry) -> int:
+    """When a movement happened: usage paid by a grant (``consume``, ``release``) at the
+    last instant of the window it was used in (the book stamps it at the window's end, the
+    midnight that ends its day, which is the next day); anything else at its instant."""
+    if entry.kind in ("consume", "release") and entry.line is not None:
+        return entry.at_us - 1
+    return entry.at_us
 
 
 def _merge(movements: Iterable[Movement]) -> list[Movement]:
@@ -223,7 +236,7 @@ def _merge(movements: Iterable[Movement]) -> list[Movement]:
                 "consume" if signed >= 0 else "release",
                 abs(signed),
                 None,
-                f"grant:{last.grant_id}/usage:{last.day.isoformat()}",
+                last.cause,
             )
             continue
         merged.append(movement)

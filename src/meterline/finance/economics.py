@@ -1,34 +1,49 @@
 """Unit economics from the ledger (the shell around ``core.economics``).
 
 ``usage_slices`` re-rates every finalized period (as billed) and every open period (its
-draft now) keeping each line's events, and turns each line into per-day slices: revenue
-as the re-rating prices the line (rounded like the invoice line, which an audit proves
-it equals; each slice names the invoice line), cost from the line's quantity and cost
-rate (rounded once, to the currency's minor unit, by ``money.round_amount``), split over
-the days by event count.
-Charges that are not usage (fees, minimum-commitment true-ups, discounts) are revenue of
+draft now) keeping each line's events, and turns each line into per-day slices: charges
+at list price as the re-rating prices the line (rounded like the invoice line, which an
+audit proves it equals; each slice names the invoice line), cost from the line's
+quantity and cost rate (rounded once, to the currency's minor unit, by
+``money.round_amount``), split over the days by event count.
+Charges that are not usage (fees, minimum-commitment true-ups, discounts) are charges of
 the customer and period on the period's first day, under the meter ``(fee)``,
-``(commitment)``, ``(discount)``.
+``(commitment)``, ``(discount)``. Revenue is what the journal (``finance.books``)
+recognized in each customer's period, as of the same instant, allocated over the
+period's slices (``core.economics.allocate_recognized``): an open period has earned only
+what was recognized so far.
 
 ``live_margins`` reads the live projection's figures instead: the current period, as of
-now, without a re-rating.
+now, without a re-rating; the live engine keeps no journal, so its rows carry the
+period's charges at list price (spend) and recognize no revenue.
 """
 
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from decimal import Decimal
+from datetime import date
+from decimal import Decimal, localcontext
 from typing import Any
 
 from meterline.billing.scan import RatingJob
 from meterline.billing.service import Billing
 from meterline.core.books import day_of
-from meterline.core.economics import Margin, UsageSlice, cost_rate, model_of, spread
+from meterline.core.economics import (
+    Margin,
+    UsageSlice,
+    allocate_recognized,
+    cost_rate,
+    model_of,
+    spread,
+)
 from meterline.core.events import format_timestamp
 from meterline.core.invoicing import usage_lines
-from meterline.core.money import round_amount
+from meterline.core.journal import CHART, JournalEntry
+from meterline.core.money import MONEY_CONTEXT, round_amount
 from meterline.core.periods import local_date
+from meterline.finance.books import Books, build_books
 
 ZERO = Decimal(0)
 OTHER_REVENUE = {
@@ -38,17 +53,55 @@ OTHER_REVENUE = {
     "coupon": "(coupon)",
     "trial": "(trial)",
 }
-"""Invoice line kinds counted as revenue besides usage, and the meter name they get."""
+"""Invoice line kinds charged besides usage, and the meter name their slices get."""
 
 
 def usage_slices(
-    billing: Billing, at_us: int | None = None, customer: str | None = None
+    billing: Billing,
+    at_us: int | None = None,
+    customer: str | None = None,
+    books: Books | None = None,
+    recognized: bool = True,
 ) -> list[UsageSlice]:
-    """Every slice of rated usage, finalized periods and open ones, as of ``at_us``."""
+    """Every slice of rated usage, finalized periods and open ones, as of ``at_us``; with
+    the revenue ``books`` (built as of ``at_us`` when not given) recognized, unless
+    ``recognized`` is False (list-price charges and cost only)."""
+    at = billing.clock() if at_us is None else at_us
     slices: list[UsageSlice] = []
-    for document, job in billing.rated_periods(at_us, customer):
+    periods: dict[tuple[str, str, str], tuple[date, date]] = {}
+    for document, job in billing.rated_periods(at, customer):
         slices += _period_slices(billing, document, job)
-    return slices
+        timezone = str(document.get("timezone") or "UTC")
+        key = (job.customer, str(document["period"]["label"]), str(document["currency"]))
+        periods[key] = (
+            day_of(document["period"]["start"], timezone),
+            day_of(document["period"]["end"], timezone),
+        )
+    if not recognized:
+        return slices
+    entries = (books if books is not None else build_books(billing, at)).entries
+    return allocate_recognized(slices, recognized_by_period(entries, periods))
+
+
+def recognized_by_period(
+    entries: Iterable[JournalEntry], periods: Mapping[tuple[str, str, str], tuple[date, date]]
+) -> dict[tuple[str, str, str], Decimal]:
+    """Revenue net of contra-revenue the journal recognized per (customer, period label,
+    currency) on the period's days [first, end)."""
+    spans: dict[tuple[str, str], list[tuple[date, date, str]]] = {}
+    for (customer, label, currency), (first, end) in periods.items():
+        spans.setdefault((customer, currency), []).append((first, end, label))
+    totals: dict[tuple[str, str, str], Decimal] = {key: ZERO for key in periods}
+    with localcontext(MONEY_CONTEXT):
+        for item in entries:
+            for posting in item.postings:
+                if CHART[posting.account] not in ("revenue", "contra_revenue"):
+                    continue
+                for first, end, label in spans.get((item.customer, posting.currency), []):
+                    if first <= item.day < end:
+                        key = (item.customer, label, posting.currency)
+                        totals[key] -= posting.amount
+    return totals
 
 
 def _period_slices(billing: Billing, document: dict[str, Any], job: RatingJob) -> list[UsageSlice]:
@@ -56,34 +109,14 @@ def _period_slices(billing: Billing, document: dict[str, Any], job: RatingJob) -
     currency = str(document["currency"])
     label = str(document["period"]["label"])
     invoice = str(document.get("number") or "draft")
-    start_day = day_of(document["period"]["start"], timezone)
     configuration = job.configuration
     stamps = billing.event_days(job.customer, job.period.start_us, job.period.end_us)
-    lines: dict[tuple[str, str, str], dict[str, Any]] = {}
-    slices: list[UsageSlice] = []
-    for line in document["lines"]:
-        if line["kind"] == "usage" and "service" in line:
-            key = (line["service"]["start"], line["meter"], model_of(line["group"]))
-            lines[key] = line
-        elif line["kind"] in OTHER_REVENUE:
-            slices.append(
-                UsageSlice(
-                    job.customer,
-                    label,
-                    start_day,
-                    OTHER_REVENUE[line["kind"]],
-                    "",
-                    "(platform)",
-                    str(line.get("plan") or ""),
-                    currency,
-                    0,
-                    ZERO,
-                    Decimal(str(line["amount"])),
-                    ZERO,
-                    invoice,
-                    int(line["number"]),
-                )
-            )
+    lines = {
+        (line["service"]["start"], line["meter"], model_of(line["group"])): line
+        for line in document["lines"]
+        if line["kind"] == "usage" and "service" in line
+    }
+    slices = _other_charges(document, job.customer)
     rounding = job.segments[0].terms.plan.billing.rounding if job.segments else "half_up"
     rerated = {
         (rated.segment, rated.detail["meter"], model_of(rated.detail["group"])): round_amount(
@@ -99,19 +132,19 @@ def _period_slices(billing: Billing, document: dict[str, Any], job: RatingJob) -
         service_start = max(segment.start_us, job.period.start_us)
         line = lines.get((format_timestamp(service_start), meter.key, model_of(labels)))
         model = model_of(labels) or meter.key  # an ungrouped meter is its own "model"
-        # revenue as the ledger re-rates it (equal to the billed line: meterline audit)
-        revenue = rerated.get((segment_index, meter.key, model_of(labels)), ZERO)
+        # charges as the ledger re-rates them (equal to the billed line: meterline audit)
+        charges = rerated.get((segment_index, meter.key, model_of(labels)), ZERO)
         rate = cost_rate(configuration, meter, group, service_start)
         cost = round_amount(quantity * rate, currency) if rate is not None else ZERO
-        if revenue == 0 and cost == 0:
+        if charges == 0 and cost == 0:
             continue
         days: Counter[Any] = Counter(
             local_date(timezone, stamps[sequence])
             for sequence, _ in job.rater.members(segment_index, meter.key, group)
             if sequence in stamps
         )
-        for index, (day, events, day_revenue, day_cost) in enumerate(
-            spread(sorted(days.items()), revenue, cost, currency)
+        for index, (day, events, day_charges, day_cost) in enumerate(
+            spread(sorted(days.items()), charges, cost, currency)
         ):
             slices.append(
                 UsageSlice(
@@ -125,7 +158,7 @@ def _period_slices(billing: Billing, document: dict[str, Any], job: RatingJob) -
                     currency,
                     events,
                     quantity if index == 0 else ZERO,  # a line's slices sum to it
-                    day_revenue,
+                    day_charges,
                     day_cost,
                     invoice,
                     int(line["number"]) if line else 0,
@@ -134,19 +167,45 @@ def _period_slices(billing: Billing, document: dict[str, Any], job: RatingJob) -
     return slices
 
 
+def _other_charges(document: dict[str, Any], customer: str) -> list[UsageSlice]:
+    """Fees, commitment true-ups and discounts: charges of the period's first day."""
+    timezone = str(document.get("timezone") or "UTC")
+    return [
+        UsageSlice(
+            customer,
+            str(document["period"]["label"]),
+            day_of(document["period"]["start"], timezone),
+            OTHER_REVENUE[line["kind"]],
+            "",
+            "(platform)",
+            str(line.get("plan") or ""),
+            str(document["currency"]),
+            0,
+            ZERO,
+            Decimal(str(line["amount"])),
+            ZERO,
+            str(document.get("number") or "draft"),
+            int(line["number"]),
+        )
+        for line in document["lines"]
+        if line["kind"] in OTHER_REVENUE
+    ]
+
+
 @dataclass(frozen=True, slots=True)
 class LiveMargin:
     """One customer's current period (``period``: its first day), live: spend (usage
-    revenue so far) and cost."""
+    charged at list price so far) and cost. Nothing is recognized live (the journal
+    recognizes a period's usage when it is invoiced)."""
 
     customer: str
     currency: str
     period: str
-    revenue: Decimal
+    list_price_charges: Decimal
     cost: Decimal
 
     def margin(self) -> Margin:
-        return Margin((self.customer,), self.currency, self.revenue, self.cost, 0)
+        return Margin((self.customer,), self.currency, ZERO, self.cost, 0, self.list_price_charges)
 
 
 def live_margins(figures: list[dict[str, Any]]) -> list[LiveMargin]:

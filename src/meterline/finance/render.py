@@ -33,11 +33,12 @@ def _one_currency(rows: Iterable[dict[str, Any]]) -> str | None:
 
 
 def margin_table(rows: Sequence[Margin], dimensions: Sequence[str], title: str) -> Table:
-    """Revenue, COGS, margin and margin % per row; a negative margin is flagged."""
+    """Recognized revenue, COGS, margin (revenue - COGS), margin % and the charges at list
+    price per row; a negative margin is flagged."""
     table = Table(title=title)
     for name in dimensions:
         table.add_column(name)
-    for column in ("revenue", "COGS", "margin", "margin %", ""):
+    for column in ("revenue", "COGS", "margin", "margin %", "list-price charges", ""):
         table.add_column(column, justify="right")
     for margin in rows:
         share = margin.margin_percent
@@ -50,6 +51,7 @@ def margin_table(rows: Sequence[Margin], dimensions: Sequence[str], title: str) 
             display_amount(margin.cost, currency),
             display_amount(margin.margin, currency),
             percent,
+            display_amount(margin.list_price_charges, currency),
             flag,
         )
     return table

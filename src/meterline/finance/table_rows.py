@@ -155,7 +155,7 @@ def credit_note_rows(billing: Billing, at_us: int) -> Iterator[tuple[Any, ...]]:
 
 def usage_rows(billing: Billing, at_us: int) -> Iterator[tuple[Any, ...]]:
     with localcontext(MONEY_CONTEXT):
-        for item in usage_slices(billing, at_us):
+        for item in usage_slices(billing, at_us, recognized=False):
             yield (
                 item.customer,
                 item.period,
@@ -167,9 +167,9 @@ def usage_rows(billing: Billing, at_us: int) -> Iterator[tuple[Any, ...]]:
                 item.currency,
                 item.events,
                 item.quantity,
-                item.revenue,
+                item.list_price_charges,
                 item.cost,
-                item.revenue - item.cost,
+                item.list_price_charges - item.cost,
                 item.invoice,
                 item.line,
             )

@@ -10,7 +10,8 @@ are printed side by side with the step it must equal:
    the slices' events = the lines' lineage events.
 3. **invoices**: per invoice, the sum of its lines = its total.
 4. **journal**: every entry balances; accounts receivable = invoice totals - credit notes
-   - refunds of voided grants; usage revenue recognized from invoice lines = those lines.
+   - refunds of voided grants; usage revenue recognized from invoice lines = those lines;
+   unbilled receivable at every period end = that period's invoices (``finance.unbilled``).
 5. **reports**: the revenue waterfall's total = the revenue accounts' balances; deferred
    revenue's roll-forward from the first day closes at the trial balance's deferred
    balance; billed = recognized + deferred - unbilled.
@@ -39,8 +40,10 @@ from meterline.core.journal import (
 )
 from meterline.core.money import MONEY_CONTEXT
 from meterline.core.partitions import partition_of
+from meterline.core.periods import local_date
 from meterline.finance.books import Books, build_books, collected
 from meterline.finance.economics import usage_slices
+from meterline.finance.unbilled import IssuedNote, period_ends
 
 ZERO = Decimal(0)
 
@@ -132,7 +135,7 @@ def one_truth(billing: Billing, at_us: int | None = None) -> TruthReport:
         "in ledger",
         f"ledger cut {head}",
     )
-    slices = [s for s in usage_slices(billing, at) if s.invoice in documents]
+    slices = [s for s in usage_slices(billing, at, recognized=False) if s.invoice in documents]
     _rated(report, slices, usage_lines, lineage_events)
     _invoices(report, documents)
     books = build_books(billing, at)
@@ -153,7 +156,7 @@ def _rated(
         for item in slices:
             if item.meter.startswith("("):
                 continue  # fees, commitments, discounts: not usage
-            revenue[item.invoice] += item.revenue
+            revenue[item.invoice] += item.list_price_charges
             if item.line:
                 events += item.events
         billed = {
@@ -210,10 +213,15 @@ def _journal(
         receivable = sum((v for (a, _), v in balances.items() if a == RECEIVABLE), ZERO)
         receivable += collected(books.entries)  # before payments, refunds and write-offs
         usage_causes = {
+            # a netted threshold surplus moves to deferred revenue (``carried``) and is
+            # released from there (``from_period``), not from usage revenue
             f"invoice:{number}/line:{line['number']}": Decimal(str(line["amount"]))
+            - Decimal(str(line.get("carried", "0")))
             for number, d in documents.items()
             for line in d["lines"]
-            if line["kind"] in USAGE_KINDS and line["kind"] != "threshold"
+            if line["kind"] in USAGE_KINDS
+            and line["kind"] != "threshold"
+            and "from_period" not in line
         }
         recognized = sum(
             (
@@ -248,6 +256,37 @@ def _journal(
         sum(usage_causes.values(), ZERO),
         "invoices' usage lines",
     )
+    ends = period_ends(books.entries, documents.values(), _issued_notes(billing, documents, at))
+    differing = [end for end in ends if not end.agrees]
+    report.add(
+        "journal",
+        f"unbilled receivable at period ends ({len(ends)} customer period ends)",
+        ", ".join(
+            f"{end.customer} {end.day} {end.unbilled} {end.currency}" for end in differing[:3]
+        )
+        or "equal",
+        ", ".join(
+            f"{end.customer} {end.day} {end.invoiced} {end.currency}" for end in differing[:3]
+        )
+        or "equal",
+        "that period's invoices",
+    )
+
+
+def _issued_notes(
+    billing: Billing, documents: dict[str, dict[str, Any]], at: int
+) -> list[IssuedNote]:
+    """The credit notes issued by ``at``, each with its invoice and its day (in the
+    invoice's time zone, as the journal dates it)."""
+    return [
+        IssuedNote(
+            decode_exact(n.document),
+            documents[n.invoice_id],
+            local_date(str(documents[n.invoice_id].get("timezone") or "UTC"), n.created_at_us),
+        )
+        for n in billing.store.credit_notes()
+        if n.created_at_us <= at and n.invoice_id in documents
+    ]
 
 
 def _reports(report: TruthReport, books: Books) -> None:
@@ -280,8 +319,7 @@ def _reports(report: TruthReport, books: Books) -> None:
         tax = -sum((v for (a, _), v in balances.items() if a == TAX_PAYABLE), ZERO)
         report.add(
             "reports",
-            "billed = recognized + deferred - unbilled"
-            + (" + tax payable" if tax else ""),
+            "billed = recognized + deferred - unbilled" + (" + tax payable" if tax else ""),
             revenue + deferred - unbilled + tax,
             billed,
             "accounts receivable",
