@@ -44,7 +44,6 @@ FUNCTIONS_BEING_SPLIT: dict[str, int] = {
     "meterline.demo.billing_story:_tell": 86,
     "meterline.demo.live_story:_tell": 96,
     "meterline.finance.economics:_period_slices": 81,
-    "meterline.ledger.sqlite:append": 84,
     "meterline.stream.worker:_run_partition": 85,
 }
 
