@@ -109,14 +109,15 @@ _ACCEPTED: Status = "accepted"
 
 class _Staged(NamedTuple):
     """One batch made ready to write: event rows, their leaf hashes (in sequence order),
-    an outcome per event, the dedup keys staged (key to sequence or sequences) and the
-    sequence after the last row."""
+    an outcome per event, the dedup keys staged (key to sequence or sequences), the
+    sequence after the last row, and whether every key is new to the index."""
 
     rows: list[tuple[object, ...]]
     leaves: list[bytes]
     outcomes: list[EventOutcome]
     keys: dict[int, int | tuple[int, ...]]
     next_sequence: int
+    new_keys: bool
 
 
 def append_only_triggers(tables: tuple[str, ...], why: str) -> str:
@@ -376,7 +377,7 @@ class SqliteStore(SqlLedgerReads):
                 if connection.in_transaction:
                     connection.execute("ROLLBACK")
                 raise
-            self._index_staged(staged.keys)
+            self._index_staged(staged)
             self._indexed_through = staged.next_sequence - 1
         return staged.outcomes
 
@@ -418,7 +419,7 @@ class SqliteStore(SqlLedgerReads):
         rows: list[tuple[object, ...]] = list(zip(*columns, strict=True))
         outcomes = list(map(EventOutcome, positions, repeat(_ACCEPTED), event_ids, sequences))
         staged_keys: dict[int, int | tuple[int, ...]] = dict(zip(keys, sequences, strict=True))
-        return _Staged(rows, leaves, outcomes, staged_keys, first + len(keys))
+        return _Staged(rows, leaves, outcomes, staged_keys, first + len(keys), True)
 
     def _stage_each(
         self,
@@ -462,15 +463,15 @@ class SqliteStore(SqlLedgerReads):
             rows.append((*row, identity[0]) if self._by_source else row)  # the source
             outcomes.append(EventOutcome(position, "accepted", event_id, sequence))
             sequence += 1
-        return _Staged(rows, leaves, outcomes, staged, sequence)
+        return _Staged(rows, leaves, outcomes, staged, sequence, False)
 
-    def _index_staged(self, staged: dict[int, int | tuple[int, ...]]) -> None:
+    def _index_staged(self, staged: _Staged) -> None:
         """Remember the committed batch's keys in the in-memory dedup index."""
         index = self._index
-        if index.keys().isdisjoint(staged):
-            index.update(staged)
+        if staged.new_keys:
+            index.update(staged.keys)
             return
-        for key, value in staged.items():
+        for key, value in staged.keys.items():
             if key in index:
                 for staged_sequence in (value,) if type(value) is int else value:  # type: ignore[union-attr]
                     self._remember(index, key, staged_sequence)
