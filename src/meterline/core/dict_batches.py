@@ -2,13 +2,14 @@
 
 Owns ``prepare_dict_batch``, what ``Ledger.ingest`` of Python dicts runs. One
 ``msgspec.convert`` of the list into ``core.events.plain_event_type`` Structs checks in C
-what it can (exactly the native fields, their types and lengths, the timestamps parsed);
-every check left is then made once over a column of the whole batch (``map``, ``join``
-and sets, in C) instead of once per event in Python. It answers only when every event of
-the batch is plainly valid. Any other batch is prepared event by event by
-``core.events.prepare_event``, whose own fast path hands whatever it is not sure of to
-``prepare_event_checked``, the specification; so the answer, errors included, is always
-the specification's (tests/property/test_dict_batch_path.py). Pure: no I/O, no clock.
+what it can (exactly the native fields, the texts' types and lengths, the timestamps
+parsed; the properties are taken as they are, uncopied); every check left is then made
+once over a column of the whole batch (``map``, ``join`` and sets, in C) instead of once
+per event in Python. It answers only when every event of the batch is plainly valid. Any
+other batch is prepared event by event by ``core.events.prepare_event``, whose own fast
+path hands whatever it is not sure of to ``prepare_event_checked``, the specification; so
+the answer, errors included, is always the specification's
+(tests/property/test_dict_batch_path.py). Pure: no I/O, no clock.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ from meterline.core.events import (
 from meterline.core.limits import DEFAULT_LIMITS, IngestLimits
 
 _PLAIN_VALUE_TYPES = frozenset((str, int, Decimal, bool, type(None)))
-"""The exact types of a property value (or name: always ``str``) the batch path decides:
+"""The exact types of a property value the batch path decides (a name must be a ``str``):
 scalars the specification accepts once within bounds. A subclass (an ``IntEnum``, a
 ``str`` subclass), a float, a list or a nested object goes event by event."""
 _ONLY_DICTS = {dict}
@@ -76,7 +77,7 @@ def _plain_batch(
     if set(map(type, events)) != _ONLY_DICTS:  # a Mapping or a dict subclass: one by one
         return None
     plain_event = plain_event_type(
-        limits.id_length_max, limits.customer_length_max, limits.type_length_max
+        limits.id_length_max, limits.customer_length_max, limits.type_length_max, Any
     )
     try:
         structs = msgspec.convert(events, list[plain_event])  # type: ignore[valid-type]
@@ -87,7 +88,8 @@ def _plain_batch(
     types = list(map(_types, structs))
     if not _plain_texts([*ids, *customers, *types]):
         return None
-    if not _plain_properties(list(map(_properties, structs)), limits):
+    properties = list(map(_properties, structs))
+    if set(map(type, properties)) != _ONLY_DICTS or not _plain_properties(properties, limits):
         return None
     moments = list(map(_timestamps, structs))
     if set(map(_zones, moments)) != _ONLY_UTC:  # an offset or a naive datetime
@@ -120,9 +122,11 @@ def _plain_properties(properties: list[dict[str, Any]], limits: IngestLimits) ->
     """Whether every property name is a ``str`` and every value a scalar the
     specification accepts: text (NUL and lone surrogates are caught on the encoded
     bytes), a bool, null, or a number within ``limits``' digits."""
+    names = set(map(type, chain.from_iterable(properties)))
+    if names and names != _ONLY_TEXT:
+        return False
     values = list(chain.from_iterable(map(dict.values, properties)))
     kinds = set(map(type, values))
-    kinds.update(map(type, chain.from_iterable(properties)))
     if not kinds <= _PLAIN_VALUE_TYPES:
         return False
     if int in kinds:  # bools are ints too, and always within the bound

@@ -306,11 +306,14 @@ PLAIN_DECODERS_MAX = 8
 
 
 @functools.lru_cache(maxsize=PLAIN_DECODERS_MAX)
-def plain_event_type(id_max: int, customer_max: int, type_max: int) -> Any:
+def plain_event_type(
+    id_max: int, customer_max: int, type_max: int, properties: Any = dict[str, Any]
+) -> Any:
     """The Struct of one plain native event under these text length limits.
 
     Exactly the native fields, each present and of its type (texts of 1 to their limit
-    in characters), nothing else; the fields are in canonical (alphabetical) order, so
+    in characters, ``properties`` as given: ``Any`` takes a decoded value as it is,
+    uncopied and unchecked), nothing else; the fields are in canonical (alphabetical) order, so
     that the canonical encoder (``order="sorted"``) spells one as
     ``prepare_event_checked``'s document. Never collected by the GC (it holds no cycle of
     its own)."""
@@ -323,7 +326,7 @@ def plain_event_type(id_max: int, customer_max: int, type_max: int) -> Any:
         [
             ("customer", text(customer_max)),
             ("id", text(id_max)),
-            ("properties", dict[str, Any]),
+            ("properties", properties),
             ("timestamp", datetime),
             ("type", text(type_max)),
         ],
