@@ -392,7 +392,7 @@ class SqliteStore(SqlLedgerReads):
         event_ids = list(map(_id_of, events))
         bodies = list(map(_body_of, events))
         # Keys straight from short-lived identities: the fewer objects a batch keeps, the
-        # less the cyclic GC walks (measured: ~10% of the library path's CPU).
+        # less the cyclic GC walks (it took ~10% of the library path's CPU, BENCHMARKS.md).
         identities: Iterator[tuple[str, ...]]
         if self._by_source:
             sources = list(map(event_source, bodies))
