@@ -247,6 +247,29 @@ def test_hash_collisions_never_drop_events(tmp_path: Path) -> None:
         assert colliding.verify().intact
 
 
+@pytest.mark.parametrize("dedup_key", ["customer_id", "source_id"])
+def test_batch_and_event_staging_store_the_same_rows(tmp_path: Path, dedup_key: str) -> None:
+    """The embedded store stages a batch of new events column by column and a batch with
+    a replay event by event (every key colliding forces it): both store the same rows,
+    batches and heads, and answer alike."""
+    batches = [
+        [event(n, source="/s") if n % 2 else event(n) for n in range(5)],
+        [event(3, source="/s"), event(9), event(9), event(2, type="changed"), event(10)],
+        [event(n) for n in range(11, 14)],
+    ]
+    answers, stored = [], []
+    for name, key_function in (("columns", hash), ("each", lambda key: 7)):
+        store = SqliteStore(tmp_path / f"{name}.db", key_function, dedup_key)  # type: ignore[arg-type]
+        with Ledger(store, lambda: FIXED_NOW_US) as ledger:
+            answers.append([ledger.ingest(batch) for batch in batches])
+            assert ledger.verify().intact
+            events = rows(store.path, "SELECT * FROM events ORDER BY sequence")
+            stored.append((events, ledger.head(), list(store.batches())))
+    assert answers[0] == answers[1]
+    assert stored[0] == stored[1]
+    assert [outcome.accepted for outcome in answers[0]] == [5, 2, 3]
+
+
 def test_dedup_survives_reopen(new_db: NewDb) -> None:
     """After closing and reopening the ledger, old ids are still duplicates."""
     location = new_db()

@@ -11,8 +11,9 @@ every store: numbers fit ``IngestLimits``' digits (so rating stays exact), no te
 NUL or a lone surrogate (PostgreSQL text cannot hold NUL, UTF-8 cannot hold a surrogate),
 and ``id``, ``customer``, ``type`` and ``source`` hold no control character at all. This
 module is on the ingest hot path: it is written for speed (type identity checks, one
-pass) and stays pure. Its two fast paths, ``prepare_event`` (one decoded event) and
-``prepare_plain_batch`` (a whole JSON body, decoded typed), answer only what
+pass) and stays pure. Its fast paths, ``prepare_event`` (one decoded event),
+``prepare_plain_batch`` (a whole JSON body, decoded typed) and
+``core.dict_batches.prepare_dict_batch`` (a list of decoded events), answer only what
 ``prepare_event_checked``, the specification, would; anything else goes to it.
 """
 
@@ -30,11 +31,13 @@ import msgspec
 
 from meterline.core.limits import DEFAULT_LIMITS, IngestLimits
 
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_ONE_MICROSECOND = timedelta(microseconds=1)
-_ENCODER = msgspec.json.Encoder(order="sorted", decimal_format="number")
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+"""The instant timestamps count from: ``(moment - EPOCH) // ONE_MICROSECOND``."""
+ONE_MICROSECOND = timedelta(microseconds=1)
+CANONICAL_ENCODER = msgspec.json.Encoder(order="sorted", decimal_format="number")
+"""The encoder of canonical bytes: sorted keys, no whitespace, Decimals as exact numbers."""
 _DECODER = msgspec.json.Decoder(float_hook=Decimal)
-_encode = _ENCODER.encode
+_encode = CANONICAL_ENCODER.encode
 _convert = msgspec.convert
 _new_tuple = tuple.__new__
 _NATIVE_FIELDS = frozenset(("id", "customer", "type", "timestamp", "properties", "source"))
@@ -43,7 +46,9 @@ _NAME_FORBIDDEN = re.compile("[\x00-\x1f\ud800-\udfff]")
 characters (U+0000-U+001F) and lone surrogates."""
 _TEXT_FORBIDDEN = re.compile("[\x00\ud800-\udfff]")
 """What no property name or string value may contain: NUL and lone surrogates."""
-_ESCAPED_NUL = b"\\u0000"
+ESCAPED_NUL = b"\\u0000"
+"""How canonical bytes spell a NUL in a text; bytes without it hold no NUL (they may hold
+it and no NUL: a text spelling a backslash and "u0000" is escaped to contain it too)."""
 
 
 class FieldError(msgspec.Struct, frozen=True):
@@ -65,7 +70,7 @@ class PreparedEvent(NamedTuple):
 
 def encode_canonical(value: Any) -> bytes:
     """Canonical JSON: sorted keys, no whitespace, Decimals as exact JSON numbers."""
-    return _ENCODER.encode(value)
+    return CANONICAL_ENCODER.encode(value)
 
 
 def decode_exact(data: bytes) -> Any:
@@ -77,12 +82,12 @@ def timestamp_to_us(moment: datetime) -> int:
     """An aware datetime as integer microseconds since the Unix epoch (UTC)."""
     if moment.tzinfo is None:
         raise ValueError("timestamp must be timezone-aware")
-    return (moment - _EPOCH) // _ONE_MICROSECOND
+    return (moment - EPOCH) // ONE_MICROSECOND
 
 
 def us_to_timestamp(instant_us: int) -> datetime:
     """Integer microseconds since the Unix epoch as an aware UTC datetime."""
-    return _EPOCH + timedelta(microseconds=instant_us)
+    return EPOCH + timedelta(microseconds=instant_us)
 
 
 def format_timestamp(instant_us: int) -> str:
@@ -125,7 +130,7 @@ def _forbidden_text(found: re.Match[str], allowed: str) -> str:
     return f"holds the control character {code} at position {found.start()}; {allowed}"
 
 
-def _decimal_fits(value: Decimal, limits: IngestLimits) -> bool:
+def decimal_fits(value: Decimal, limits: IngestLimits) -> bool:
     """Whether a Decimal is finite and within the digits ``limits`` allow (one predicate
     for both paths, so they agree)."""
     if not value.is_finite():
@@ -137,7 +142,7 @@ def _decimal_fits(value: Decimal, limits: IngestLimits) -> bool:
 
 def _number_error(value: int | Decimal, limits: IngestLimits) -> str | None:
     """Why a number cannot be billed exactly, or None when it can (the reasons behind
-    ``_decimal_fits`` and the integer bound)."""
+    ``decimal_fits`` and the integer bound)."""
     integer_digits = limits.number_integer_digits_max
     too_large = (
         f"is too large: numbers must be below 10**{integer_digits} in absolute value"
@@ -155,7 +160,7 @@ def _number_error(value: int | Decimal, limits: IngestLimits) -> str | None:
             f"has {places} digits after the decimal point,"
             f" the limit is {limits.number_decimal_places_max}"
         )
-    return None if _decimal_fits(value, limits) else too_large
+    return None if decimal_fits(value, limits) else too_large
 
 
 def _value_error(value: object, path: str, depth: int, limits: IngestLimits) -> str | None:
@@ -264,7 +269,7 @@ def prepare_event(
             if not -bound < value < bound:
                 return prepare_event_checked(raw, now_us, limits)
         elif kind is Decimal:
-            if not _decimal_fits(value, limits):
+            if not decimal_fits(value, limits):
                 return prepare_event_checked(raw, now_us, limits)
         elif kind is not str:
             return prepare_event_checked(raw, now_us, limits)
@@ -274,7 +279,7 @@ def prepare_event(
         return prepare_event_checked(raw, now_us, limits)
     if moment.tzinfo is not UTC:
         return prepare_event_checked(raw, now_us, limits)
-    timestamp_us = (moment - _EPOCH) // _ONE_MICROSECOND
+    timestamp_us = (moment - EPOCH) // ONE_MICROSECOND
     if timestamp_us > now_us + limits.future_skew_us:
         return prepare_event_checked(raw, now_us, limits)
     try:
@@ -291,7 +296,7 @@ def prepare_event(
         return prepare_event_checked(raw, now_us, limits)
     # A NUL anywhere in the properties is escaped as \u0000 (a property that spells a
     # backslash and "u0000" also matches; the specification accepts it).
-    if len(body) > limits.event_bytes_max or _ESCAPED_NUL in body:
+    if len(body) > limits.event_bytes_max or ESCAPED_NUL in body:
         return prepare_event_checked(raw, now_us, limits)
     return _new_tuple(PreparedEvent, (customer, event_id, event_type, timestamp_us, body))
 
@@ -301,32 +306,41 @@ PLAIN_DECODERS_MAX = 8
 
 
 @functools.lru_cache(maxsize=PLAIN_DECODERS_MAX)
-def _plain_batch_decoder(
-    id_max: int, customer_max: int, type_max: int
-) -> msgspec.json.Decoder[list[Any]]:
-    """The typed decoder of a batch of plain native events under these length limits.
+def plain_event_type(
+    id_max: int, customer_max: int, type_max: int, properties: Any = dict[str, Any]
+) -> Any:
+    """The Struct of one plain native event under these text length limits.
 
-    An event decodes as a Struct of exactly the native fields, each present and of its
-    type (texts of 1 to their limit in characters), nothing else; the fields are in
-    canonical (alphabetical) order, so that the canonical encoder (``order="sorted"``)
-    spells one as ``prepare_event_checked``'s document. Never collected by the GC (it
-    holds no cycle: JSON values cannot)."""
+    Exactly the native fields, each present and of its type (texts of 1 to their limit
+    in characters, ``properties`` as given: ``Any`` takes a decoded value as it is,
+    uncopied and unchecked), nothing else; the fields are in canonical (alphabetical) order, so
+    that the canonical encoder (``order="sorted"``) spells one as
+    ``prepare_event_checked``'s document. Never collected by the GC (it holds no cycle of
+    its own)."""
 
     def text(length_max: int) -> Any:
         return Annotated[str, msgspec.Meta(min_length=1, max_length=length_max)]
 
-    plain_event = msgspec.defstruct(
+    return msgspec.defstruct(
         "PlainEvent",
         [
             ("customer", text(customer_max)),
             ("id", text(id_max)),
-            ("properties", dict[str, Any]),
+            ("properties", properties),
             ("timestamp", datetime),
             ("type", text(type_max)),
         ],
         forbid_unknown_fields=True,
         gc=False,
     )
+
+
+@functools.lru_cache(maxsize=PLAIN_DECODERS_MAX)
+def _plain_batch_decoder(
+    id_max: int, customer_max: int, type_max: int
+) -> msgspec.json.Decoder[list[Any]]:
+    """The typed decoder of a JSON array of plain native events (``plain_event_type``)."""
+    plain_event = plain_event_type(id_max, customer_max, type_max)
     return msgspec.json.Decoder(list[plain_event], float_hook=Decimal)  # type: ignore[valid-type]
 
 
@@ -351,7 +365,7 @@ def prepare_plain_batch(
         return None
     bytes_max = limits.event_bytes_max
     # a NUL in a decoded text arrives escaped as \u0000: a body without it holds none
-    nul_possible = _ESCAPED_NUL in body
+    nul_possible = ESCAPED_NUL in body
     bound = limits.number_integer_bound
     latest_us = now_us + limits.future_skew_us
     prepared: list[PreparedEvent] = []
@@ -374,7 +388,7 @@ def prepare_plain_batch(
                 if not -bound < value < bound:
                     return None
             elif kind is Decimal:
-                if not _decimal_fits(value, limits):
+                if not decimal_fits(value, limits):
                     return None
             elif kind is not str:
                 return None
@@ -387,7 +401,7 @@ def prepare_plain_batch(
                 moment = event.timestamp = (moment - offset).replace(tzinfo=UTC)
             except OverflowError:  # before year 1 in UTC: the specification answers
                 return None
-        timestamp_us = (moment - _EPOCH) // _ONE_MICROSECOND
+        timestamp_us = (moment - EPOCH) // ONE_MICROSECOND
         if timestamp_us > latest_us:
             return None
         try:
@@ -395,7 +409,7 @@ def prepare_plain_batch(
         except UnicodeEncodeError:  # a lone surrogate in a property (not from JSON text)
             return None
         # a NUL anywhere in the properties is escaped as \u0000 (as in prepare_event)
-        if len(encoded) > bytes_max or (nul_possible and _ESCAPED_NUL in encoded):
+        if len(encoded) > bytes_max or (nul_possible and ESCAPED_NUL in encoded):
             return None
         append(_new_tuple(PreparedEvent, (customer, event_id, event_type, timestamp_us, encoded)))
     return prepared
@@ -424,7 +438,7 @@ def prepare_event_checked(
     if type(moment) is str:
         errors.append(FieldError("timestamp", moment))
     else:
-        timestamp_us = (moment - _EPOCH) // _ONE_MICROSECOND  # type: ignore[operator]
+        timestamp_us = (moment - EPOCH) // ONE_MICROSECOND  # type: ignore[operator]
         if timestamp_us > now_us + limits.future_skew_us:
             skew_s = limits.future_skew_us // 1_000_000
             errors.append(
@@ -464,7 +478,7 @@ def prepare_event_checked(
     }
     if source is not None:
         document["source"] = source
-    body = _ENCODER.encode(document)
+    body = CANONICAL_ENCODER.encode(document)
     if len(body) > limits.event_bytes_max:
         return [
             FieldError(

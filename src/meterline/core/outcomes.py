@@ -18,8 +18,9 @@ Status = Literal["accepted", "duplicate", "conflict", "rejected"]
 STATUSES: tuple[Status, ...] = ("accepted", "duplicate", "conflict", "rejected")
 
 
-class EventOutcome(msgspec.Struct, frozen=True, omit_defaults=True):
-    """The answer for one event of a batch."""
+class EventOutcome(msgspec.Struct, frozen=True, omit_defaults=True, gc=False):
+    """The answer for one event of a batch (never in a reference cycle, so untracked by
+    the cyclic GC: a batch makes one per event)."""
 
     index: int
     status: Status

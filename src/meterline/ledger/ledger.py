@@ -9,6 +9,7 @@ error; a batch over the size limit is refused whole before anything is written.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from operator import attrgetter
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,7 @@ from meterline.clock import Clock, system_clock_us
 from meterline.core.chain import ChainReport, StoredRecord, verify_chains
 from meterline.core.checkpoint_note import PartitionHead
 from meterline.core.cloudevents import prepare_cloudevent
+from meterline.core.dict_batches import prepare_dict_batch
 from meterline.core.events import FieldError, PreparedEvent, prepare_event, prepare_plain_batch
 from meterline.core.limits import DEFAULT_LIMITS, IngestLimits
 from meterline.core.outcomes import BatchOutcome, EventOutcome
@@ -28,6 +30,8 @@ from meterline.ledger.store import DedupKey, EventPage, EventQuery, LedgerStore
 Preparer = Callable[[object, int, IngestLimits], PreparedEvent | list[FieldError]]
 AppendListener = Callable[[list[tuple[int, PreparedEvent]]], None]
 """Called after each durable append with the (sequence, event) pairs it accepted."""
+_ONLY_PREPARED = {PreparedEvent}
+_customer_of = attrgetter("customer")
 
 
 def _raw_id(raw: object) -> str | None:
@@ -106,16 +110,25 @@ class Ledger:
         customer_field: str = "customer",
     ) -> tuple[list[tuple[int, PreparedEvent]], list[EventOutcome], int]:
         """Validate a batch without storing it: the valid events with their positions, an
-        outcome per rejected event, and the clock reading they were checked against."""
+        outcome per rejected event, and the clock reading they were checked against.
+        Native events (``prepare_event``) go through the batch path
+        (``core.dict_batches.prepare_dict_batch``), which answers the same."""
         limit = self.limits.batch_events_max
         if len(raws) > limit:
             raise BatchTooLarge(f"batch has {len(raws)} events, the limit is {limit}")
         now_us = self.clock()
+        limits = self.limits
+        if prepare is prepare_event:
+            answers = prepare_dict_batch(raws, now_us, limits)
+        else:
+            answers = [prepare(raw, now_us, limits) for raw in raws]
+        if set(map(type, answers)) == _ONLY_PREPARED and (
+            only_customer is None or set(map(_customer_of, answers)) == {only_customer}
+        ):
+            return list(enumerate(answers)), [], now_us  # type: ignore[arg-type]
         valid: list[tuple[int, PreparedEvent]] = []
         rejected: list[EventOutcome] = []
-        limits = self.limits
-        for position, raw in enumerate(raws):
-            prepared = prepare(raw, now_us, limits)
+        for position, prepared in enumerate(answers):
             if type(prepared) is PreparedEvent:
                 if only_customer is None or prepared.customer == only_customer:
                     valid.append((position, prepared))
@@ -126,7 +139,7 @@ class Ledger:
                     )
                 ]
             rejected.append(
-                EventOutcome(position, "rejected", _raw_id(raw), errors=prepared)  # type: ignore[arg-type]
+                EventOutcome(position, "rejected", _raw_id(raws[position]), errors=prepared)  # type: ignore[arg-type]
             )
         return valid, rejected, now_us
 

@@ -20,9 +20,12 @@ from __future__ import annotations
 import sqlite3
 import threading
 import weakref
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from hashlib import sha256
+from itertools import repeat
+from operator import itemgetter
 from pathlib import Path
+from typing import NamedTuple
 
 from meterline.core.chain import GENESIS_HASH, seal_batch
 from meterline.core.events import PreparedEvent, event_source, same_event, source_idempotency_key
@@ -93,6 +96,28 @@ _INSERT_EVENT_WITH_SOURCE = (
 )
 
 KeyFunction = Callable[[tuple[str, ...]], int]
+_LEAF_PREFIX = b"\x00"
+"""RFC 6962's prefix of a leaf hash (``core.chain.event_hash`` spells it too)."""
+_digest = type(sha256()).digest
+_customer_of = itemgetter(0)
+_id_of = itemgetter(1)
+_type_of = itemgetter(2)
+_timestamp_of = itemgetter(3)
+_body_of = itemgetter(4)
+_ACCEPTED: Status = "accepted"
+
+
+class _Staged(NamedTuple):
+    """One batch made ready to write: event rows, their leaf hashes (in sequence order),
+    an outcome per event, the dedup keys staged (key to sequence or sequences), the
+    sequence after the last row, and whether every key is new to the index."""
+
+    rows: Iterable[tuple[object, ...]]
+    leaves: list[bytes]
+    outcomes: list[EventOutcome]
+    keys: dict[int, int | tuple[int, ...]]
+    next_sequence: int
+    new_keys: bool
 
 
 def append_only_triggers(tables: tuple[str, ...], why: str) -> str:
@@ -321,11 +346,13 @@ class SqliteStore(SqlLedgerReads):
         ingested_at_us: int,
         leases: Mapping[int, Lease] | None = None,
     ) -> list[EventOutcome]:
+        """Append ``batch`` (positions and events) in one transaction: each new event
+        at the next sequence, a replay answered ``duplicate`` (same bytes) or
+        ``conflict``, the batch's Merkle root chained to the partition's previous batch,
+        the head moved; nothing is written when any step fails (a lease included)."""
         if not batch:
             return []
         connection = self._connection
-        key_of = self._key
-        by_source = self._by_source
         with self._write_lock:
             connection.execute("BEGIN IMMEDIATE")
             try:
@@ -336,52 +363,11 @@ class SqliteStore(SqlLedgerReads):
                 ).fetchall()
                 head = head_row(tuple(stored_head))
                 epochs = check_leases([head], leases, ingested_at_us)
-                index = self._index
-                staged: dict[int, int | tuple[int, ...]] = {}
-                rows: list[tuple[object, ...]] = []
-                leaves: list[bytes] = []
-                outcomes: list[EventOutcome] = []
-                first = sequence = head.head.sequence + 1
-                for position, event in batch:
-                    customer, event_id, event_type, timestamp_us, body = event
-                    identity: tuple[str, ...]
-                    if by_source:
-                        source = event_source(body)
-                        identity = source_idempotency_key(customer, event_id, source)
-                    else:
-                        identity = (customer, event_id)
-                    key = key_of(identity)
-                    if key in index or key in staged:
-                        found = self._find(key, identity, staged, rows, first)
-                        if found is not None:
-                            status: Status = (
-                                "duplicate" if same_event(found[1], body) else "conflict"
-                            )
-                            outcomes.append(EventOutcome(position, status, event_id, found[0]))
-                            continue
-                        self._remember(staged, key, sequence)
-                    else:
-                        staged[key] = sequence
-                    # core.chain.event_hash, inlined on the hot path; verify() re-checks it.
-                    digest = sha256(b"\x00" + body).digest()
-                    leaves.append(digest)
-                    row: tuple[object, ...] = (
-                        sequence,
-                        customer,
-                        event_id,
-                        event_type,
-                        timestamp_us,
-                        ingested_at_us,
-                        body,
-                        digest,
-                    )
-                    rows.append((*row, source) if by_source else row)
-                    outcomes.append(EventOutcome(position, "accepted", event_id, sequence))
-                    sequence += 1
-                if rows:
-                    insert = _INSERT_EVENT_WITH_SOURCE if by_source else _INSERT_EVENT
-                    connection.executemany(insert, rows)
-                    sealed, new_head = seal_batch(0, head.head, leaves)
+                staged = self._stage(batch, head.head.sequence + 1, ingested_at_us)
+                if staged.leaves:
+                    insert = _INSERT_EVENT_WITH_SOURCE if self._by_source else _INSERT_EVENT
+                    connection.executemany(insert, staged.rows)
+                    sealed, new_head = seal_batch(0, head.head, staged.leaves)
                     connection.executemany(
                         INSERT_BATCH, batch_rows([sealed], ingested_at_us, epochs)
                     )
@@ -391,14 +377,109 @@ class SqliteStore(SqlLedgerReads):
                 if connection.in_transaction:
                     connection.execute("ROLLBACK")
                 raise
-            for key, value in staged.items():
-                if key in index:
-                    for staged_sequence in (value,) if type(value) is int else value:  # type: ignore[union-attr]
-                        self._remember(index, key, staged_sequence)
-                else:
-                    index[key] = value
-            self._indexed_through = sequence - 1
-        return outcomes
+            self._index_staged(staged)
+            self._indexed_through = staged.next_sequence - 1
+        return staged.outcomes
+
+    def _stage(
+        self, batch: Sequence[tuple[int, PreparedEvent]], first: int, ingested_at_us: int
+    ) -> _Staged:
+        """The rows, leaves and outcomes of ``batch`` appended from sequence ``first``: at
+        once, column by column, when no event is already stored and no two share a key
+        (the common batch); else event by event (``_stage_each``)."""
+        positions, events = zip(*batch, strict=True)
+        customers = list(map(_customer_of, events))
+        event_ids = list(map(_id_of, events))
+        bodies = list(map(_body_of, events))
+        # Keys straight from short-lived identities: the fewer objects a batch keeps, the
+        # less the cyclic GC walks (it took ~10% of the library path's CPU, BENCHMARKS.md).
+        identities: Iterator[tuple[str, ...]]
+        if self._by_source:
+            sources = list(map(event_source, bodies))
+            identities = map(source_idempotency_key, customers, event_ids, sources)
+        else:
+            identities = zip(customers, event_ids, strict=True)
+        keys = list(map(self._key, identities))
+        index = self._index
+        if len(set(keys)) < len(keys) or not index.keys().isdisjoint(keys):
+            return self._stage_each(batch, keys, first, ingested_at_us)
+        sequences = range(first, first + len(keys))
+        # core.chain.event_hash, inlined on the hot path; verify() re-checks it.
+        leaves = list(map(_digest, map(sha256, map(_LEAF_PREFIX.__add__, bodies))))
+        columns = [
+            sequences,
+            customers,
+            event_ids,
+            map(_type_of, events),
+            map(_timestamp_of, events),
+            repeat(ingested_at_us, len(keys)),
+            bodies,
+            leaves,
+        ]
+        if self._by_source:
+            columns.append(sources)
+        rows = zip(*columns, strict=True)  # consumed once, by executemany
+        outcomes = list(map(EventOutcome, positions, repeat(_ACCEPTED), event_ids, sequences))
+        staged_keys: dict[int, int | tuple[int, ...]] = dict(zip(keys, sequences, strict=True))
+        return _Staged(rows, leaves, outcomes, staged_keys, first + len(keys), True)
+
+    def _stage_each(
+        self,
+        batch: Sequence[tuple[int, PreparedEvent]],
+        keys: list[int],
+        first: int,
+        ingested_at_us: int,
+    ) -> _Staged:
+        """``_stage`` one event at a time, for a batch holding a replay (stored, or twice
+        in the batch): each hash hit is confirmed against the stored or staged row."""
+        index = self._index
+        staged: dict[int, int | tuple[int, ...]] = {}
+        rows: list[tuple[object, ...]] = []
+        leaves: list[bytes] = []
+        outcomes: list[EventOutcome] = []
+        sequence = first
+        for (position, event), key in zip(batch, keys, strict=True):
+            customer, event_id, event_type, timestamp_us, body = event
+            source = event_source(body) if self._by_source else ""
+            identity = self._identity(customer, event_id, source)
+            if key in index or key in staged:
+                found = self._find(key, identity, staged, rows, first)
+                if found is not None:
+                    status: Status = "duplicate" if same_event(found[1], body) else "conflict"
+                    outcomes.append(EventOutcome(position, status, event_id, found[0]))
+                    continue
+                self._remember(staged, key, sequence)
+            else:
+                staged[key] = sequence
+            digest = sha256(_LEAF_PREFIX + body).digest()
+            leaves.append(digest)
+            row: tuple[object, ...] = (
+                sequence,
+                customer,
+                event_id,
+                event_type,
+                timestamp_us,
+                ingested_at_us,
+                body,
+                digest,
+            )
+            rows.append((*row, source) if self._by_source else row)
+            outcomes.append(EventOutcome(position, "accepted", event_id, sequence))
+            sequence += 1
+        return _Staged(rows, leaves, outcomes, staged, sequence, False)
+
+    def _index_staged(self, staged: _Staged) -> None:
+        """Remember the committed batch's keys in the in-memory dedup index."""
+        index = self._index
+        if staged.new_keys:
+            index.update(staged.keys)
+            return
+        for key, value in staged.keys.items():
+            if key in index:
+                for staged_sequence in (value,) if type(value) is int else value:  # type: ignore[union-attr]
+                    self._remember(index, key, staged_sequence)
+            else:
+                index[key] = value
 
     def close(self) -> None:
         self._checkpointer.stop()
