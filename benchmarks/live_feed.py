@@ -6,7 +6,7 @@ Usage: PYTHONPATH=src python benchmarks/live_feed.py [--events 50000] [--batch 1
 
 The ledger (a SQLite file, or a fresh schema in the PostgreSQL database ``--postgres``,
 dropped after) gets the pricing of ``meterline bench scale`` (the synthetic meters priced
-for 100 customers, a prepaid pool and four controls each: ``bench.controls``). Every
+for 100 customers, a prepaid pool and four controls each: ``bench.control_latency``). Every
 batch is the synthetic workload re-stamped into the last half hour and prepared
 (``Ledger.prepare_batch``) before any clock starts. Each round then appends its batches
 (``store.append``, timed with ``thread_time``) and hands them to a ``LiveEngine`` run

@@ -13,15 +13,21 @@ _HOMES = {
     "AuthError": "meterline.errors",
     "BatchOutcome": "meterline.core.outcomes",
     "BatchTooLarge": "meterline.errors",
+    "Billing": "meterline.billing",
+    "Books": "meterline.finance",
     "ChainReport": "meterline.core.chain",
     "Client": "meterline.sdk",
+    "CreditBook": "meterline.core.credits",
     "EventOutcome": "meterline.core.outcomes",
     "EventPage": "meterline.ledger",
     "EventQuery": "meterline.ledger",
     "FieldError": "meterline.core.events",
+    "Figures": "meterline.live",
+    "Gate": "meterline.sdk",
     "IngestLimits": "meterline.core.limits",
     "InputError": "meterline.errors",
     "Ledger": "meterline.ledger",
+    "LiveEngine": "meterline.live",
     "MalformedJSON": "meterline.errors",
     "MeterlineError": "meterline.errors",
     "PreparedEvent": "meterline.core.events",
@@ -29,8 +35,12 @@ _HOMES = {
     "ScopeError": "meterline.errors",
     "StoreError": "meterline.errors",
     "UnsupportedContentType": "meterline.errors",
+    "one_truth": "meterline.finance",
+    "open_billing": "meterline.billing",
     "open_ledger": "meterline.ledger",
+    "parse_configuration": "meterline.config",
     "prepare_event": "meterline.core.events",
+    "verify_signature": "meterline.sdk",
 }
 """Where each public name lives. Names are imported on first use (PEP 562), so a product
 that imports only ``meterline.sdk`` never loads the ledger's stores (PostgreSQL, DuckDB)
@@ -45,7 +55,10 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:
+    from meterline.billing import Billing, open_billing
+    from meterline.config import parse_configuration
     from meterline.core.chain import ChainReport
+    from meterline.core.credits import CreditBook
     from meterline.core.events import FieldError, PreparedEvent, prepare_event
     from meterline.core.limits import IngestLimits
     from meterline.core.outcomes import BatchOutcome, EventOutcome
@@ -59,22 +72,30 @@ if TYPE_CHECKING:
         StoreError,
         UnsupportedContentType,
     )
+    from meterline.finance import Books, one_truth
     from meterline.ledger import EventPage, EventQuery, Ledger, open_ledger
-    from meterline.sdk import Client, QueueFull
+    from meterline.live import Figures, LiveEngine
+    from meterline.sdk import Client, Gate, QueueFull, verify_signature
 
 __all__ = [
     "AuthError",
     "BatchOutcome",
     "BatchTooLarge",
+    "Billing",
+    "Books",
     "ChainReport",
     "Client",
+    "CreditBook",
     "EventOutcome",
     "EventPage",
     "EventQuery",
     "FieldError",
+    "Figures",
+    "Gate",
     "IngestLimits",
     "InputError",
     "Ledger",
+    "LiveEngine",
     "MalformedJSON",
     "MeterlineError",
     "PreparedEvent",
@@ -83,6 +104,10 @@ __all__ = [
     "StoreError",
     "UnsupportedContentType",
     "__version__",
+    "one_truth",
+    "open_billing",
     "open_ledger",
+    "parse_configuration",
     "prepare_event",
+    "verify_signature",
 ]

@@ -20,11 +20,13 @@ Every public exception class in meterline derives from ``MeterlineError`` and ca
         (config.source), BillingError, NotFound, InvalidRequest, RatingFailed
         (billing.service), BillingConflict (ledger.billing), TermsError, RatingError,
         MoneyError, CreditError, JournalError (core), WebhookError, WebhookNotFound,
-        EndpointDisabled (live.webhooks), OverrideError (live.controls), WorkerUnavailable
-        (live.link), StreamUnavailable, BatchDecodeError (stream.errors), WorkerError
-        (stream.service), ExportError, QueryError (finance.export), CheckpointKeyError
-        (ledger.checkpoints), ClockSettingError (clock), HttpError (api), PageError
-        (dashboard), QueueFull, WebhookSignatureError (sdk)
+        EndpointDisabled (live.webhook_service), OverrideError (live.control_engine),
+        WorkerUnavailable (live.link), StreamUnavailable, BatchDecodeError
+        (stream.errors), WorkerError (stream.service), ExportError, QueryError
+        (finance.export_errors), CheckpointKeyError (ledger.checkpoints), ClockSettingError
+        (clock), HttpError (api), PageError (dashboard), QueueFull, WebhookSignatureError
+        (sdk), CreditNoteError, AllocationError, ExchangeError (core), PaymentError
+        (core.payments)
 
 ``proofs.ProofError`` alone stays a plain ``ValueError``: ``meterline.proofs`` is the
 standalone verifier and imports nothing of meterline beyond two pure core modules.

@@ -26,7 +26,7 @@ import pytest
 from meterline.billing.service import Billing, open_billing
 from meterline.core.events import decode_exact, format_timestamp, timestamp_to_us
 from meterline.ledger import open_ledger
-from meterline.ledger.controls import ControlStore
+from meterline.ledger.control_records import ControlStore
 from meterline.live.service import LiveEngine
 from tests.conftest import Location
 

@@ -48,7 +48,7 @@ from meterline.cli import app
 from meterline.core.events import format_timestamp, timestamp_to_us
 from meterline.core.money import display_amount
 from meterline.ledger import open_ledger
-from meterline.ledger.controls import ControlStore
+from meterline.ledger.control_records import ControlStore
 from meterline.ledger.location import is_postgres, ledger_exists
 from meterline.live.service import LiveEngine
 from tests.conftest import Databases, Location, RunningServer, make_keys, start_server

@@ -44,9 +44,9 @@ from meterline.clock import system_clock_us
 from meterline.core.events import encode_canonical, format_timestamp
 from meterline.keys import create_key
 from meterline.ledger.ledger import open_store
-from meterline.live.webhooks import ALLOW_PRIVATE_ENV
+from meterline.live.webhook_service import ALLOW_PRIVATE_ENV
 from meterline.sdk.gate import Gate
-from meterline.sdk.webhooks import SIGNATURE_HEADER, verify_signature
+from meterline.sdk.webhook_signatures import SIGNATURE_HEADER, verify_signature
 from tests.conftest import Databases, Location, make_keys
 from tests.integration.test_credits_http import _LAUNCHER, shift_clock
 

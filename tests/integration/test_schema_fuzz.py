@@ -48,7 +48,7 @@ from meterline.demo.workload import generate_month
 from meterline.keys import create_key
 from meterline.ledger import Ledger, open_ledger
 from meterline.ledger.billing import BillingStore
-from meterline.live.webhooks import Webhooks
+from meterline.live.webhook_service import Webhooks
 from tests.conftest import FIXED_NOW_US
 
 pytestmark = pytest.mark.slow

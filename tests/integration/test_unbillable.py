@@ -33,10 +33,10 @@ from meterline.core.events import decode_exact, timestamp_to_us
 from meterline.core.partitions import partition_of
 from meterline.keys import create_key
 from meterline.ledger.location import is_postgres
-from meterline.ledger.webhooks import WebhookStore
+from meterline.ledger.webhook_records import WebhookStore
 from meterline.live.reconcile import reconcile
 from meterline.live.service import LiveEngine
-from meterline.live.webhooks import Webhooks
+from meterline.live.webhook_service import Webhooks
 from tests.conftest import FIXED_NOW_US, Location
 from tests.stores import tamper
 

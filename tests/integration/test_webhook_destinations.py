@@ -24,8 +24,8 @@ from typer.testing import CliRunner
 from meterline.api.server import spawn_server
 from meterline.cli.webhooks import webhooks_app
 from meterline.keys import Principal
-from meterline.ledger.webhooks import WebhookStore
-from meterline.live.webhooks import ALLOW_PRIVATE_ENV, WebhookError, Webhooks
+from meterline.ledger.webhook_records import WebhookStore
+from meterline.live.webhook_service import ALLOW_PRIVATE_ENV, WebhookError, Webhooks
 from tests.conftest import FIXED_NOW_US, Location, RunningServer, make_keys
 from tests.integration.test_webhooks import make_app
 

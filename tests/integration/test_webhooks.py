@@ -34,8 +34,8 @@ from meterline.errors import MeterlineError
 from meterline.keys import Principal
 from meterline.ledger.database import DatabaseErrors
 from meterline.ledger.ledger import open_store
-from meterline.ledger.webhooks import WebhookStore
-from meterline.live.webhooks import (
+from meterline.ledger.webhook_records import WebhookStore
+from meterline.live.webhook_service import (
     ALLOW_PRIVATE_ENV,
     ATTEMPT_HEADER,
     EVENT_ID_HEADER,
@@ -47,7 +47,7 @@ from meterline.live.webhooks import (
     WebhookError,
     Webhooks,
 )
-from meterline.sdk.webhooks import verify_signature
+from meterline.sdk.webhook_signatures import verify_signature
 from tests.conftest import FIXED_NOW_US, Location
 from tests.stores import rows
 

@@ -19,9 +19,9 @@ import pytest
 
 from meterline.core.partitions import partition_of
 from meterline.ledger.billing import GRANT_NUMBERS, INVOICE_NUMBERS, BillingStore
-from meterline.ledger.controls import OVERRIDE_NUMBERS, ControlStore
+from meterline.ledger.control_records import OVERRIDE_NUMBERS, ControlStore
 from meterline.ledger.database import SCHEMA_WRITE, PostgresConnection, WriteLock, write_transaction
-from meterline.ledger.webhooks import Endpoint, WebhookStore
+from meterline.ledger.webhook_records import Endpoint, WebhookStore
 
 TIMEOUT_S = 60.0
 """Longest a test waits for another thread to reach a point (generous: a busy machine)."""

@@ -30,7 +30,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from meterline.billing.service import Billing, open_billing
-from meterline.core.controls import SPIKE_BUCKET_US, RateCounter
+from meterline.core.control_policies import SPIKE_BUCKET_US, RateCounter
 from meterline.core.events import format_timestamp, timestamp_to_us
 from meterline.live.reconcile import reconcile
 from meterline.live.service import LiveEngine

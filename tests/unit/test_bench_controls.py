@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from datetime import UTC, date, datetime
 
-from meterline.bench.controls import run_controls_benchmark
+from meterline.bench.control_latency import run_controls_benchmark
 from meterline.bench.quantiles import percentile
 from meterline.bench.synthetic_pricing import ingest_pricing, probe_pricing, retimed
 from meterline.bench.workload import synthetic_events

@@ -11,7 +11,7 @@ import pytest
 
 from meterline.config.schema import parse_configuration
 from meterline.config.source import ConfigurationError, read_yaml
-from meterline.core.controls import (
+from meterline.core.control_policies import (
     LEVEL,
     Block,
     ControlPolicy,

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from meterline.config.schema import parse_configuration
 from meterline.config.source import ConfigurationError, read_yaml
-from meterline.core.controls import ControlPolicy, Observation, read
+from meterline.core.control_policies import ControlPolicy, Observation, read
 from meterline.core.economics import (
     UsageSlice,
     allocate_recognized,

@@ -15,7 +15,7 @@ from meterline.billing.service import InvalidRequest, NotFound
 from meterline.config.source import ConfigurationError
 from meterline.core.money import MoneyError
 from meterline.errors import MeterlineError
-from meterline.live.webhooks import WebhookNotFound
+from meterline.live.webhook_service import WebhookNotFound
 
 
 def _modules() -> list[str]:

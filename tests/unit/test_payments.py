@@ -8,7 +8,7 @@ from decimal import Decimal as D
 
 import pytest
 
-from meterline.core.controls import decide as access
+from meterline.core.control_policies import decide as access
 from meterline.core.payments import (
     NoteChange,
     OverduePolicy,

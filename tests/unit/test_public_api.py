@@ -33,3 +33,34 @@ def test_core_imports_nothing_from_the_shell() -> None:
                     module,
                     name,
                 )
+
+
+def test_every_package_others_import_declares_its_surface() -> None:
+    """Each package has ``__all__``; every name in it resolves; the core's lists its
+    modules exactly."""
+    import importlib
+    from pathlib import Path
+
+    root = Path(meterline.__file__).parent
+    packages = sorted(p.parent.name for p in root.glob("*/__init__.py"))
+    assert {"billing", "config", "core", "finance", "ledger", "live", "sdk", "stream"} <= set(
+        packages
+    )
+    for name in packages:
+        package = importlib.import_module(f"meterline.{name}")
+        assert hasattr(package, "__all__"), name
+        for public in package.__all__:
+            if name == "core":
+                importlib.import_module(f"meterline.core.{public}")
+            else:
+                assert getattr(package, public) is not None, (name, public)
+    core_modules = {p.stem for p in (root / "core").glob("*.py") if p.stem != "__init__"}
+    assert set(importlib.import_module("meterline.core").__all__) == core_modules
+
+
+def test_the_library_a_user_calls_is_at_the_root() -> None:
+    for name in ("Billing", "open_billing", "CreditBook", "Figures", "Gate", "verify_signature"):
+        assert name in meterline.__all__ and getattr(meterline, name) is not None
+    from meterline.sdk import Gate
+
+    assert meterline.Gate is Gate

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from meterline.live.webhooks import address_refusal
+from meterline.live.webhook_service import address_refusal
 
 
 @pytest.mark.parametrize(
@@ -63,7 +63,7 @@ def test_a_host_name_no_resolver_accepts_is_an_os_error() -> None:
     """An over-long label (the IDNA codec refuses it) reads as a host that does not resolve."""
     import pytest
 
-    from meterline.live.webhooks import resolve_host
+    from meterline.live.webhook_service import resolve_host
 
     with pytest.raises(OSError, match="not a valid host name"):
         resolve_host("0" * 300, 443)

@@ -8,8 +8,8 @@ from decimal import Decimal
 
 import pytest
 
-from meterline.live.webhooks import RetryPolicy, sign
-from meterline.sdk.webhooks import WebhookSignatureError, verify_signature
+from meterline.live.webhook_service import RetryPolicy, sign
+from meterline.sdk.webhook_signatures import WebhookSignatureError, verify_signature
 
 SECRET = "whsec_test-secret"
 NOW_S = 1_795_435_200

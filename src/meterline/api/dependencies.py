@@ -21,7 +21,7 @@ from meterline.errors import ScopeError
 from meterline.keys import Principal, Scope
 from meterline.ledger.ledger import Ledger
 from meterline.live.front import LiveFront
-from meterline.live.webhooks import Webhooks
+from meterline.live.webhook_service import Webhooks
 
 P = ParamSpec("P")
 T = TypeVar("T")

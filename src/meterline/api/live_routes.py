@@ -42,7 +42,7 @@ from meterline.api.reading import json_body as read_json_body
 from meterline.billing.service import Billing
 from meterline.core.events import format_timestamp
 from meterline.keys import Principal
-from meterline.live.controls import OverrideError, firing_document
+from meterline.live.control_engine import OverrideError, firing_document
 from meterline.live.front import LiveFront
 
 OVERRIDE_KINDS = ("unblock", "extend", "grant")

@@ -31,10 +31,10 @@ from meterline.core.admission import LAG_MAX_MS_DEFAULT
 from meterline.keys import Principal, authenticate
 from meterline.ledger.billing import BillingStore
 from meterline.ledger.ledger import Ledger
-from meterline.ledger.webhooks import WebhookStore
+from meterline.ledger.webhook_records import WebhookStore
 from meterline.live.front import LiveFront
 from meterline.live.link import LiveLink
-from meterline.live.webhooks import Dispatcher, Webhooks
+from meterline.live.webhook_service import Dispatcher, Webhooks
 from meterline.stream.mirror import AccessMirror
 from meterline.stream.settings import StreamSettings
 

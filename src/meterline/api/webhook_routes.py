@@ -1,6 +1,6 @@
 """Outgoing webhooks over HTTP: endpoints, the delivery log, and manual redelivery.
 
-Thin over ``meterline.live.webhooks.Webhooks`` (``app.state.services``' webhooks, a
+Thin over ``meterline.live.webhook_service.Webhooks`` (``app.state.services``' webhooks, a
 dependency; the routes are mounted only when there is one). Every route needs the
 ``admin`` scope and refuses a customer-bound key (403): endpoints receive every
 customer's events. Errors are raised as ``HttpError`` (rendered as ``{"error": {"code",
@@ -22,8 +22,8 @@ from meterline.api.answers import HttpError, json_answer
 from meterline.api.dependencies import WebhooksDependency, caller
 from meterline.api.openapi import NO_NUL
 from meterline.api.reading import json_body
-from meterline.ledger.webhooks import DELIVERIES_PAGE_MAX, DELIVERY_STATUSES
-from meterline.live.webhooks import (
+from meterline.ledger.webhook_records import DELIVERIES_PAGE_MAX, DELIVERY_STATUSES
+from meterline.live.webhook_service import (
     ALL_KINDS,
     DESCRIPTION_LENGTH_MAX,
     URL_LENGTH_MAX,

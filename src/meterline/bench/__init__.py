@@ -5,6 +5,8 @@ from __future__ import annotations
 import statistics
 from collections.abc import Sequence
 
+__all__ = ["spread"]
+
 
 def spread(values: Sequence[float]) -> dict[str, float]:
     """Median, minimum and maximum of repeated runs' figures."""

@@ -1,7 +1,7 @@
 """The latency measurements of ``meterline bench controls`` against one probe server:
 ingest to block (a crossing batch per probe, then access polled until denied), access
 answers over HTTP, and the SDK gate's answers in process (timed against the timer's own
-floor). The steps are the module docstring of ``bench.controls``'s 1 to 3."""
+floor). The steps are the module docstring of ``bench.control_latency``'s 1 to 3."""
 
 from __future__ import annotations
 

@@ -23,7 +23,7 @@ from typing import Any
 
 from meterline.billing.context import BillingContext
 from meterline.billing.errors import BillingError, InvalidRequest, NotFound
-from meterline.core.controls import decide as decide_access
+from meterline.core.control_policies import decide as decide_access
 from meterline.core.events import decode_exact, encode_canonical
 from meterline.core.payments import (
     NET_DAYS_DEFAULT,
@@ -317,7 +317,7 @@ def overdue_access(
     """The overdue policy's access answer for ``customer`` at the end of ``on``, in the
     shape of the live access answer (``customer, feature, allowed, reason, policy``) plus
     the policy's ``action`` and the ``overdue`` invoices: a ``block`` policy denies while
-    an invoice is open more than its days past due (``core.controls.decide`` over
+    an invoice is open more than its days past due (``core.control_policies.decide`` over
     ``core.payments.overdue_blocks``, as the live engine decides over its own blocks); an
     ``alert`` policy allows and lists them."""
     found = overdue_report(context, records, on, policy.days, policy.net_days, customer)

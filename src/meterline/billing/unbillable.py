@@ -194,7 +194,7 @@ class UnbillableReport:
 # -- webhooks --------------------------------------------------------------------------------
 
 Publish = Callable[[str, dict[str, Any], str], object]
-"""``publish(kind, data, event_id)``: ``live.webhooks.Webhooks.publish``."""
+"""``publish(kind, data, event_id)``: ``live.webhook_service.Webhooks.publish``."""
 
 
 def webhook_events(records: Sequence[UnbillableUsage]) -> list[tuple[str, dict[str, Any], str]]:

@@ -73,7 +73,7 @@ def bench_controls(
 ) -> None:
     """Measure the live controls: ingest to block, access answers, the SDK gate, and
     ingest throughput with controls against without, in one run."""
-    from meterline.bench.controls import run_controls_benchmark
+    from meterline.bench.control_latency import run_controls_benchmark
 
     result = run_controls_benchmark(
         probes, events, rounds=rounds, progress=None if as_json else console

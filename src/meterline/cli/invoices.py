@@ -107,8 +107,8 @@ def invoices_close(
     from meterline.billing.service import BillingError, open_billing
     from meterline.billing.unbillable import publish_unbillable
     from meterline.core.events import decode_exact
-    from meterline.ledger.webhooks import WebhookStore
-    from meterline.live.webhooks import Webhooks
+    from meterline.ledger.webhook_records import WebhookStore
+    from meterline.live.webhook_service import Webhooks
 
     with open_billing(db) as billing:
         webhooks = Webhooks(WebhookStore(billing.store.path), clock=billing.clock)

@@ -174,8 +174,8 @@ def controls_firings(
     as_json: Annotated[bool, typer.Option("--json", help="Print the firings as JSON.")] = False,
 ) -> None:
     """Every control firing: policy, level, observed values, actions and their outcomes."""
-    from meterline.ledger.controls import ControlStore
-    from meterline.live.controls import firing_document
+    from meterline.ledger.control_records import ControlStore
+    from meterline.live.control_engine import firing_document
 
     if not ledger_exists(db):
         raise fail(f"--db: {db} does not exist")
@@ -230,7 +230,7 @@ def controls_firings(
 
 def _override(db: str, customer: str, kind: str, reason: str, **fields: Any) -> None:
     from meterline.billing.service import BillingError
-    from meterline.live.controls import OverrideError
+    from meterline.live.control_engine import OverrideError
 
     with _engine(db) as engine:
         try:

@@ -1,5 +1,5 @@
 """``meterline webhooks``: endpoints and the delivery log, each command one call into
-``meterline.live.webhooks.Webhooks`` over the ledger's file."""
+``meterline.live.webhook_service.Webhooks`` over the ledger's file."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from meterline.core.events import format_timestamp
 from meterline.ledger.location import ledger_exists
 
 if TYPE_CHECKING:
-    from meterline.live.webhooks import Webhooks
+    from meterline.live.webhook_service import Webhooks
 
 webhooks_app = typer.Typer(
     help="Outgoing webhooks: endpoints and the delivery log.", no_args_is_help=True
@@ -42,8 +42,13 @@ AllowPrivateOption = Annotated[
 def _webhooks(db: str, create: bool = False, allow_private: bool = False) -> Iterator[Webhooks]:
     # imported here, not at the top: ``meterline --help`` loads no store
     from meterline.ledger.ledger import open_store
-    from meterline.ledger.webhooks import WebhookStore
-    from meterline.live.webhooks import EndpointDisabled, WebhookError, WebhookNotFound, Webhooks
+    from meterline.ledger.webhook_records import WebhookStore
+    from meterline.live.webhook_service import (
+        EndpointDisabled,
+        WebhookError,
+        WebhookNotFound,
+        Webhooks,
+    )
 
     """The webhook service over ``db``; a missing ledger is an error unless ``create``
     (which makes the ledger there, on either store, as the other commands find it).
@@ -126,7 +131,7 @@ def webhooks_deliveries(
     ] = False,
 ) -> None:
     """The delivery log, newest first: id, endpoint, kind, event id, status, attempts."""
-    from meterline.live.webhooks import delivery_document
+    from meterline.live.webhook_service import delivery_document
 
     with _webhooks(db) as webhooks:
         deliveries = webhooks.deliveries(endpoint, status, limit)

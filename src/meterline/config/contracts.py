@@ -13,7 +13,7 @@ from meterline.config.commerce import (
     read_contract_commerce,
     with_trial_end,
 )
-from meterline.config.controls import parse_controls
+from meterline.config.control_schema import parse_controls
 from meterline.config.credits import read_credit_terms
 from meterline.config.fields import Declared, FieldReader
 from meterline.config.prices import read_overrides

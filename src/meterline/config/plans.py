@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any
 
-from meterline.config.controls import parse_controls
+from meterline.config.control_schema import parse_controls
 from meterline.config.fields import Declared, FieldReader, read_currency
 from meterline.config.prices import read_fees, read_prices
 from meterline.core.model import BillingTerms, PlanVersion

@@ -12,7 +12,7 @@ This module is the entry point: it reads the sections in order (credit types and
 meters first, then costs, plans and contracts, which refer to them) and raises once with
 every error. Each section has its own reader: ``config.fields`` (the shared field
 readers), ``config.meters``, ``config.credits``, ``config.prices``, ``config.plans``,
-``config.contracts``, ``config.controls`` (controls and costs), ``config.commerce``
+``config.contracts``, ``config.control_schema`` (controls and costs), ``config.commerce``
 (coupons, tax, trials) and ``config.semantics`` (the ``semantics:`` block, read last).
 """
 
@@ -23,7 +23,7 @@ from typing import Any
 
 from meterline.config.commerce import check_references, read_coupons, read_reporting, read_tax
 from meterline.config.contracts import read_contract
-from meterline.config.controls import parse_costs
+from meterline.config.control_schema import parse_costs
 from meterline.config.credits import read_credit_type
 from meterline.config.fields import Declared, FieldReader, raw_keys, unique
 from meterline.config.meters import read_meter

@@ -22,7 +22,7 @@ from itertools import pairwise
 from typing import Literal
 
 from meterline.core.allocation import Obligation
-from meterline.core.controls import ControlPolicy
+from meterline.core.control_policies import ControlPolicy
 from meterline.core.coupons import Coupon, Redemption
 from meterline.core.credit_records import OverageMode, RolloverRule
 from meterline.core.errors import MeterlineError

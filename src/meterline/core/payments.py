@@ -28,7 +28,8 @@ Aging: an invoice is due ``net_days`` (default 30) after the day it was issued; 
 each open amount falls in one bucket by days past due: ``current`` (not yet due),
 ``1-30``, ``31-60``, ``61-90``, ``90+``. A customer is overdue by N days when an invoice
 of theirs has an open amount more than N days past due; an ``OverduePolicy`` turns that
-into an alert or a block (``core.controls.Block``, read by ``core.controls.decide``).
+into an alert or a block (``core.control_policies.Block``, read by
+``core.control_policies.decide``).
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ from datetime import date, timedelta
 from decimal import Decimal, localcontext
 from typing import Literal
 
-from meterline.core.controls import Block
+from meterline.core.control_policies import Block
 from meterline.core.errors import MeterlineError
 from meterline.core.journal import (
     BAD_DEBT,
@@ -521,7 +522,7 @@ def overdue_blocks(
     policy: OverduePolicy, overdue_invoices: Iterable[Overdue], since_us: int
 ) -> dict[str, Block]:
     """Per overdue customer, the block a ``block`` policy sets (none for ``alert``): the
-    blocks ``core.controls.decide`` reads beside the live controls' own."""
+    blocks ``core.control_policies.decide`` reads beside the live controls' own."""
     if policy.action != "block":
         return {}
     blocks: dict[str, Block] = {}

@@ -22,7 +22,7 @@ from meterline.dashboard.site import Dashboard, PageError, hidden, visible
 from meterline.finance.books import Books
 from meterline.finance.economics import OTHER_REVENUE
 from meterline.keys import Principal
-from meterline.live.controls import OverrideError, firing_document
+from meterline.live.control_engine import OverrideError, firing_document
 from meterline.live.link import WorkerUnavailable
 
 EVENTS_PAGE = 200

@@ -12,7 +12,7 @@ from array import array
 from typing import Any
 
 from meterline.billing.service import BillingError
-from meterline.core.controls import Block
+from meterline.core.control_policies import Block
 from meterline.core.economics import UsageSlice
 from meterline.core.events import decode_exact, format_timestamp
 from meterline.dashboard import views

@@ -17,7 +17,7 @@ from datetime import date, timedelta
 from decimal import Decimal, localcontext
 from typing import Any
 
-from meterline.core.controls import Block
+from meterline.core.control_policies import Block
 from meterline.core.cuts import Cut
 from meterline.core.economics import Margin
 from meterline.core.journal import CHART, DEFERRED, Balances, JournalEntry, Rollforward

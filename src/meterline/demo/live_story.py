@@ -32,11 +32,11 @@ from meterline.billing.service import Billing
 from meterline.clock import Clock, system_clock_us
 from meterline.core.events import format_timestamp, timestamp_to_us
 from meterline.demo.calendar import month_of
-from meterline.ledger.webhooks import WebhookStore
+from meterline.ledger.webhook_records import WebhookStore
 from meterline.live.reconcile import reconcile
 from meterline.live.service import LiveEngine
-from meterline.live.webhooks import SIGNATURE_HEADER, Dispatcher, Webhooks
-from meterline.sdk.webhooks import WebhookSignatureError, verify_signature
+from meterline.live.webhook_service import SIGNATURE_HEADER, Dispatcher, Webhooks
+from meterline.sdk.webhook_signatures import WebhookSignatureError, verify_signature
 
 SPIKE_CUSTOMER = "hooli-search"
 POOL_CUSTOMER = "cyberdyne-ops"
@@ -134,7 +134,7 @@ def tell_live(billing: Billing, console: Console) -> None:
         console.print(
             f"Webhooks: the product's endpoint received {len(_Receiver.received)} signed"
             f" deliveries ({', '.join(kinds) or 'none'}); {good} verified with"
-            " meterline.sdk.webhooks.verify_signature (HMAC-SHA256 over timestamp and body)."
+            " meterline.sdk.verify_signature (HMAC-SHA256 over timestamp and body)."
         )
     finally:
         engine.stop()

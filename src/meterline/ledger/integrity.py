@@ -30,7 +30,15 @@ from meterline.core.chain import ChainReport
 from meterline.core.checkpoint_note import parse_note
 from meterline.core.findings import Finding
 from meterline.errors import StoreError
-from meterline.ledger import billing, controls, heads, payment_records, postgres, sqlite, webhooks
+from meterline.ledger import (
+    billing,
+    control_records,
+    heads,
+    payment_records,
+    postgres,
+    sqlite,
+    webhook_records,
+)
 from meterline.ledger.checkpoints import check_notes
 from meterline.ledger.database import (
     _REFUSE_FUNCTION,
@@ -52,9 +60,9 @@ _SCRIPTS = (
     heads.HEADS_SCHEMA,
     postgres._SCHEMA,
     billing._TRIGGERS,
-    controls._TRIGGERS,
+    control_records._TRIGGERS,
     payment_records._TRIGGERS,
-    webhooks._SCHEMA,
+    webhook_records._SCHEMA,
 )
 
 

@@ -1,7 +1,7 @@
 """What the controls' slower actions do, each idempotent by its firing id: ``true_up``
 finalizes an invoice for the usage not yet billed (the invoice's ``control`` field names
 the firing), ``top_up`` grants a policy's top-up credit (the grant's reason names it);
-and which webhook an ``alert`` sends. ``live.controls`` decides when they run and records
+and which webhook an ``alert`` sends. ``live.control_engine`` decides when they run and records
 their outcomes."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from typing import Any
 
 from meterline.billing.service import Billing
 from meterline.clock import Clock
-from meterline.ledger.controls import StoredFiring
+from meterline.ledger.control_records import StoredFiring
 from meterline.live.projection import LiveProjection
 
 DAY_US = 86_400_000_000

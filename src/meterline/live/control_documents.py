@@ -7,9 +7,9 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Any
 
-from meterline.core.controls import AccessDecision, Block, decide
+from meterline.core.control_policies import AccessDecision, Block, decide
 from meterline.core.events import format_timestamp
-from meterline.ledger.controls import StoredFiring
+from meterline.ledger.control_records import StoredFiring
 
 
 def decision_document(blocks: tuple[Block, ...], remaining: dict[str, Decimal]) -> dict[str, Any]:

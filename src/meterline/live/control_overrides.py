@@ -1,6 +1,6 @@
 """Finance's manual actions on a customer's controls, before they are recorded: what an
 override may ask (``check_override``) and the credit an override grants
-(``grant_override``). ``live.controls`` records and applies them."""
+(``grant_override``). ``live.control_engine`` records and applies them."""
 
 from __future__ import annotations
 

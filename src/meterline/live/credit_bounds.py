@@ -16,7 +16,7 @@ from collections.abc import Iterable
 from decimal import Decimal
 from typing import Any
 
-from meterline.core.controls import ControlPolicy
+from meterline.core.control_policies import ControlPolicy
 from meterline.live.figures import Figures
 from meterline.live.projection import LiveProjection
 

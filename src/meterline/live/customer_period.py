@@ -15,7 +15,7 @@ import msgspec
 
 from meterline.billing.credits import CreditInputs
 from meterline.billing.scan import BODY_DECODER, RatingJob
-from meterline.core.controls import ControlPolicy, RateCounter
+from meterline.core.control_policies import ControlPolicy, RateCounter
 from meterline.core.credit_records import Charge
 from meterline.core.meters import Meter
 from meterline.core.model import Contract

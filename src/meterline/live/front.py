@@ -20,9 +20,9 @@ from contextlib import AbstractContextManager
 from decimal import Decimal
 from typing import Any, Protocol, runtime_checkable
 
-from meterline.core.controls import Block
-from meterline.ledger.controls import ControlStore, StoredOverride
-from meterline.live.controls import AccessListener
+from meterline.core.control_policies import Block
+from meterline.ledger.control_records import ControlStore, StoredOverride
+from meterline.live.control_engine import AccessListener
 
 
 @runtime_checkable

@@ -32,12 +32,12 @@ from typing import Any
 
 from meterline.billing.service import BillingError, InvalidRequest, NotFound
 from meterline.clock import Clock, system_clock_us
-from meterline.core.controls import Block
+from meterline.core.control_policies import Block
 from meterline.errors import MeterlineError
-from meterline.ledger.controls import ControlStore, StoredOverride
+from meterline.ledger.control_records import ControlStore, StoredOverride
 from meterline.live.control_documents import access_document, snapshot_document
+from meterline.live.control_engine import AccessListener
 from meterline.live.control_overrides import OverrideError
-from meterline.live.controls import AccessListener
 
 _log = logging.getLogger(__name__)
 

@@ -12,9 +12,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from meterline.billing.service import open_billing
-from meterline.ledger.webhooks import WebhookStore
+from meterline.ledger.webhook_records import WebhookStore
 from meterline.live.service import LiveEngine
-from meterline.live.webhooks import Webhooks
+from meterline.live.webhook_service import Webhooks
 
 
 @contextmanager

@@ -34,7 +34,7 @@ from meterline.billing.documents import credit_cuts
 from meterline.billing.scan import RatingJob
 from meterline.billing.service import Billing, Loaded, RatingFailed, billing_cycle
 from meterline.billing.unbillable import failure_reason
-from meterline.core.controls import RateCounter
+from meterline.core.control_policies import RateCounter
 from meterline.core.credit_records import Charge
 from meterline.core.cuts import Cut
 from meterline.core.meters import Meter, MeterProblem, MeterReader, Unmeasurable

@@ -33,8 +33,8 @@ from meterline.billing.unbillable import publish_unbillable
 from meterline.core.cuts import Cut
 from meterline.core.events import PreparedEvent
 from meterline.core.partitions import PartitionMap
-from meterline.ledger.controls import ControlStore
-from meterline.live.controls import Controls, Publisher
+from meterline.ledger.control_records import ControlStore
+from meterline.live.control_engine import Controls, Publisher
 from meterline.live.customer_period import LiveEvent
 from meterline.live.projection import LiveProjection
 

@@ -16,7 +16,7 @@ from typing import Protocol
 import httpx
 
 from meterline.core.events import format_timestamp
-from meterline.ledger.webhooks import Attempt, AttemptOutcome, Delivery
+from meterline.ledger.webhook_records import Attempt, AttemptOutcome, Delivery
 
 SIGNATURE_HEADER = "Meterline-Signature"
 EVENT_ID_HEADER = "Meterline-Event-Id"
@@ -113,7 +113,7 @@ def attempt_outcome(policy: RetryPolicy, delivery: Delivery, attempt: Attempt) -
 
 
 class DueDeliveries(Protocol):
-    """What a ``Dispatcher`` drives (``live.webhooks.Webhooks``)."""
+    """What a ``Dispatcher`` drives (``live.webhook_service.Webhooks``)."""
 
     def client(self) -> httpx.Client: ...
 

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from meterline.core.events import decode_exact, format_timestamp
-from meterline.ledger.webhooks import Attempt, Delivery, Endpoint
+from meterline.ledger.webhook_records import Attempt, Delivery, Endpoint
 
 
 def endpoint_document(endpoint: Endpoint) -> dict[str, Any]:

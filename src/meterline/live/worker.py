@@ -35,9 +35,9 @@ from typing import Any
 
 from meterline.billing.service import open_billing
 from meterline.clock import system_clock_us
-from meterline.ledger.webhooks import WebhookStore
+from meterline.ledger.webhook_records import WebhookStore
 from meterline.live.service import LiveEngine
-from meterline.live.webhooks import Webhooks
+from meterline.live.webhook_service import Webhooks
 
 _log = logging.getLogger(__name__)
 

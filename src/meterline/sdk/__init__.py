@@ -9,7 +9,11 @@ tests/unit/test_light_sdk.py).
 
 from meterline.sdk.client import Client, DeliveryReport, QueueFull
 from meterline.sdk.gate import Decision, Gate
-from meterline.sdk.webhooks import SIGNATURE_HEADER, WebhookSignatureError, verify_signature
+from meterline.sdk.webhook_signatures import (
+    SIGNATURE_HEADER,
+    WebhookSignatureError,
+    verify_signature,
+)
 
 __all__ = [
     "SIGNATURE_HEADER",

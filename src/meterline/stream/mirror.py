@@ -18,8 +18,8 @@ from decimal import Decimal
 from typing import Any
 
 from meterline.clock import Clock, system_clock_us
-from meterline.core.controls import Block
-from meterline.ledger.controls import StoredOverride
+from meterline.core.control_policies import Block
+from meterline.ledger.control_records import StoredOverride
 from meterline.live.control_overrides import OverrideError
 from meterline.live.link import MirroredAccess, WorkerUnavailable
 

@@ -38,7 +38,7 @@ from nats.aio.msg import Msg
 
 from meterline.billing.service import Billing
 from meterline.clock import Clock, system_clock_us
-from meterline.core.controls import Block
+from meterline.core.control_policies import Block
 from meterline.core.events import PreparedEvent, encode_canonical
 from meterline.core.partitions import parse_partitions, partition_of
 from meterline.errors import MeterlineError
@@ -46,9 +46,9 @@ from meterline.ledger.billing import BillingStore
 from meterline.ledger.checkpoints import start_checkpointer
 from meterline.ledger.ledger import Ledger, open_store
 from meterline.ledger.location import describe, is_postgres
-from meterline.ledger.webhooks import WebhookStore
+from meterline.ledger.webhook_records import WebhookStore
 from meterline.live.service import LiveEngine
-from meterline.live.webhooks import Webhooks
+from meterline.live.webhook_service import Webhooks
 from meterline.stream.access import AccessBoard
 from meterline.stream.connection import connect
 from meterline.stream.naming import stream_settings

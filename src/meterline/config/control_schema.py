@@ -33,7 +33,7 @@ from decimal import Decimal
 from typing import Any
 
 from meterline.config.fields import FieldReader
-from meterline.core.controls import (
+from meterline.core.control_policies import (
     ACTION_KINDS,
     POLICY_KINDS,
     RELEASES,

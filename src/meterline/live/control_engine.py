@@ -26,9 +26,9 @@ from decimal import Decimal
 from typing import Any
 
 from meterline.billing.service import Billing, BillingError
-from meterline.core.controls import Block, Evaluation, Firing, Observation, Rearm, evaluate
+from meterline.core.control_policies import Block, Evaluation, Firing, Observation, Rearm, evaluate
 from meterline.core.cuts import Cut
-from meterline.ledger.controls import ControlStore, StoredFiring, StoredOverride
+from meterline.ledger.control_records import ControlStore, StoredFiring, StoredOverride
 from meterline.live.control_actions import alert_kind, top_up, true_up
 from meterline.live.control_documents import (
     access_document,
@@ -46,7 +46,7 @@ _log = logging.getLogger(__name__)
 ZERO = Decimal(0)
 
 Publisher = Callable[[str, dict[str, Any], str], object]
-"""``publish(kind, data, event_id)``: a webhook (``live.webhooks.Webhooks.publish``)."""
+"""``publish(kind, data, event_id)``: a webhook (``live.webhook_service.Webhooks.publish``)."""
 AccessListener = Callable[[int, str, dict[str, Any]], None]
 """Called with (version, customer, decision document) on every access change."""
 

@@ -30,7 +30,7 @@ import httpx
 from meterline import __version__
 from meterline.clock import system_clock_us
 from meterline.core.events import encode_canonical, format_timestamp
-from meterline.ledger.webhooks import (
+from meterline.ledger.webhook_records import (
     DELIVERIES_PAGE_MAX,
     DELIVERY_STATUSES,
     Attempt,

@@ -166,7 +166,7 @@ def _serve(db: Path, log: Path, live: bool = True) -> _Server:
     if live:
         args = ["meterline", "serve", "--db", str(db), "--port", str(port)]
     else:
-        args = ["meterline.bench.controls", "serve-static", str(db), str(port)]
+        args = ["meterline.bench.control_latency", "serve-static", str(db), str(port)]
     return _Server(args, log, port)
 
 
@@ -208,7 +208,7 @@ def _throughput(url: str, token: str, count: int) -> float:
         [
             sys.executable,
             "-m",
-            "meterline.bench.controls",
+            "meterline.bench.control_latency",
             "client",
             url,
             token,
