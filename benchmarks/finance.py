@@ -23,7 +23,7 @@ from meterline.billing.service import Billing, open_billing
 from meterline.finance.books import build_books
 from meterline.finance.economics import usage_slices
 from meterline.finance.export import export_tables
-from meterline.finance.ledger_files import journal_beancount
+from meterline.finance.general_ledger_files import journal_beancount
 from meterline.finance.truth import one_truth
 
 

@@ -37,7 +37,7 @@ from meterline.bench.workload import synthetic_events
 from meterline.billing.service import open_billing
 from meterline.clock import system_clock_us
 from meterline.core.events import PreparedEvent
-from meterline.ledger.ledger import open_store
+from meterline.ledger.event_ledger import open_store
 from meterline.live.service import LiveEngine
 
 SPAN_US = 30 * 60 * 1_000_000

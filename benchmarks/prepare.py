@@ -59,7 +59,7 @@ def _one_process(heap: bool) -> dict[str, Any]:
     from meterline.api.bodies import parse_body
     from meterline.bench.scale_load import floor_bodies
     from meterline.core.outcomes import EventOutcome
-    from meterline.ledger.ledger import Ledger, merge_outcomes
+    from meterline.ledger.event_ledger import Ledger, merge_outcomes
     from meterline.stream.publisher import StreamPublisher
     from meterline.stream.settings import StreamSettings
 
@@ -109,7 +109,7 @@ def _replica_heap() -> bool:
 
     from meterline.api import stream_front
     from meterline.api.app import create_app
-    from meterline.ledger.ledger import open_ledger
+    from meterline.ledger.event_ledger import open_ledger
 
     folder = tempfile.mkdtemp()
     _HELD.append(create_app(open_ledger(Path(folder) / "heap.db")))

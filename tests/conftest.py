@@ -25,7 +25,7 @@ from meterline.api.server import spawn_server
 from meterline.clock import NOW_VARIABLE, SINCE_VARIABLE, parse_instant_us, system_clock_us
 from meterline.keys import create_key
 from meterline.ledger import Ledger, open_ledger
-from meterline.ledger.ledger import open_store
+from meterline.ledger.event_ledger import open_store
 
 # 2026-11-23T12:00:00Z: a fixed "now" so future-skew checks are deterministic.
 FIXED_NOW_US = 1_795_435_200_000_000

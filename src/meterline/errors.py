@@ -18,7 +18,7 @@ Every public exception class in meterline derives from ``MeterlineError`` and ca
     │   └── LeaseLost, PartitionLeased (ledger.heads)
     └── the errors of each room, beside the code that raises them: ConfigurationError
         (config.source), BillingError, NotFound, InvalidRequest, RatingFailed
-        (billing.service), BillingConflict (ledger.billing), TermsError, RatingError,
+        (billing.service), BillingConflict (ledger.billing_records), TermsError, RatingError,
         MoneyError, CreditError, JournalError (core), WebhookError, WebhookNotFound,
         EndpointDisabled (live.webhook_service), OverrideError (live.control_engine),
         WorkerUnavailable (live.link), StreamUnavailable, BatchDecodeError

@@ -36,7 +36,7 @@ from meterline.clock import system_clock_us
 from meterline.core.events import format_timestamp
 from meterline.keys import create_key
 from meterline.ledger import open_ledger
-from meterline.ledger.billing import BillingStore
+from meterline.ledger.billing_records import BillingStore
 from tests.conftest import Databases, Location
 
 CHROMIUM = Path("/usr/bin/chromium")

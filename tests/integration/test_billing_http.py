@@ -27,7 +27,7 @@ from meterline.core.events import decode_exact, encode_canonical
 from meterline.core.lineage import merkle_root, verify_proof
 from meterline.demo.workload import generate_month
 from meterline.keys import create_key
-from meterline.ledger.ledger import open_store
+from meterline.ledger.event_ledger import open_store
 from tests.conftest import Databases, Location, RunningServer, make_keys, start_server
 
 pytestmark = pytest.mark.slow

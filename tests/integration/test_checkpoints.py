@@ -22,7 +22,7 @@ from meterline.ledger.checkpoints import (
     split_notes,
     write_key_file,
 )
-from meterline.ledger.ledger import open_store
+from meterline.ledger.event_ledger import open_store
 from tests.conftest import FIXED_NOW_US, Location, event
 
 NewDb = Callable[..., Location]

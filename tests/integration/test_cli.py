@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from meterline.keys import authenticate
-from meterline.ledger.ledger import open_store
+from meterline.ledger.event_ledger import open_store
 from meterline.ledger.location import is_postgres
 from tests.conftest import DEMO_NOW, Location, clock_env, event
 from tests.stores import tamper

@@ -27,7 +27,7 @@ from typer.testing import CliRunner
 from meterline.cli import app
 from meterline.core.events import encode_canonical
 from meterline.demo.workload import generate_month
-from meterline.ledger.billing import BillingStore
+from meterline.ledger.billing_records import BillingStore
 from tests.conftest import DEMO_NOW, Databases, Location, clock_env, clock_now_us
 
 pytestmark = pytest.mark.slow

@@ -52,7 +52,7 @@ from meterline.core.chain import BatchRecord, HeadState, StoredRecord, verify_ch
 from meterline.core.events import format_timestamp, timestamp_to_us
 from meterline.core.merkle import frontier_from_bytes
 from meterline.core.partitions import partition_of
-from meterline.ledger.ledger import open_store
+from meterline.ledger.event_ledger import open_store
 from meterline.stream.inspect import read_status
 from tests.conftest import POSTGRES_URL, Databases, make_keys
 from tests.stores import rows

@@ -23,7 +23,7 @@ import pytest
 from meterline.billing.service import open_billing
 from meterline.core.events import decode_exact
 from meterline.core.money import display_amount, round_amount
-from meterline.ledger.billing import BillingStore, StoredInvoice
+from meterline.ledger.billing_records import BillingStore, StoredInvoice
 from meterline.ledger.location import is_postgres
 from tests.conftest import DEMO_NOW, Databases, Location
 from tests.integration.test_cli import meterline as run_meterline

@@ -18,7 +18,7 @@ from cloudevents.core.bindings.http import to_binary_event, to_structured_event
 from cloudevents.core.v1.event import CloudEvent
 
 from meterline.core.partitions import partition_of
-from meterline.ledger.ledger import open_store
+from meterline.ledger.event_ledger import open_store
 from tests.conftest import RunningServer, event
 
 pytestmark = pytest.mark.slow

@@ -19,8 +19,8 @@ import pytest
 from meterline.clock import system_clock_us
 from meterline.core.events import PreparedEvent, prepare_event
 from meterline.core.partitions import partition_of
+from meterline.ledger.event_ledger import Ledger, open_store
 from meterline.ledger.heads import LeaseLost, PartitionLeased
-from meterline.ledger.ledger import Ledger, open_store
 from meterline.ledger.store import LedgerStore
 from meterline.stream.partition_leases import fair_share
 from tests.conftest import FIXED_NOW_US, POSTGRES_URL, Databases, event

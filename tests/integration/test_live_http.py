@@ -43,7 +43,7 @@ from meterline.api.server import free_port
 from meterline.clock import system_clock_us
 from meterline.core.events import encode_canonical, format_timestamp
 from meterline.keys import create_key
-from meterline.ledger.ledger import open_store
+from meterline.ledger.event_ledger import open_store
 from meterline.live.webhook_service import ALLOW_PRIVATE_ENV
 from meterline.sdk.gate import Gate
 from meterline.sdk.webhook_signatures import SIGNATURE_HEADER, verify_signature

@@ -62,8 +62,8 @@ def writer_main(db: str, partition: int, first: int) -> None:
     """Append partition ``partition``'s batches from ``first - 1`` on, under a lease."""
     from meterline.clock import system_clock_us
     from meterline.core.events import PreparedEvent, prepare_event
+    from meterline.ledger.event_ledger import open_store
     from meterline.ledger.heads import LeaseLost
-    from meterline.ledger.ledger import open_store
 
     store = open_store(db)
     owner = f"writer-{partition}-{os.getpid()}"
@@ -158,7 +158,7 @@ def run_partition(db: str, partition: int, kills: int, acked: set[int], errors: 
 def test_killed_partition_writers_lose_and_double_nothing(
     postgres: Callable[[Path, str], str], tmp_path: Path
 ) -> None:
-    from meterline.ledger.ledger import Ledger, open_store
+    from meterline.ledger.event_ledger import Ledger, open_store
 
     db = postgres(tmp_path, "faults")
     open_store(db, partitions=PARTITIONS).close()
@@ -270,7 +270,7 @@ def eventually(condition: Callable[[], bool], what: str, timeout_s: float = 60.0
 def test_auto_workers_hand_partitions_over(
     postgres: Callable[[Path, str], str], tmp_path: Path
 ) -> None:
-    from meterline.ledger.ledger import Ledger, open_store
+    from meterline.ledger.event_ledger import Ledger, open_store
     from meterline.stream.naming import stream_settings
 
     db = postgres(tmp_path, "rebalance")

@@ -10,7 +10,7 @@ import pytest
 
 from meterline.errors import StoreError
 from meterline.ledger import Ledger
-from meterline.ledger.ledger import open_store
+from meterline.ledger.event_ledger import open_store
 from meterline.ledger.location import is_postgres
 from tests.conftest import FIXED_NOW_US, Location, event
 from tests.stores import rows

@@ -47,7 +47,7 @@ from meterline.core.events import timestamp_to_us
 from meterline.demo.workload import generate_month
 from meterline.keys import create_key
 from meterline.ledger import Ledger, open_ledger
-from meterline.ledger.billing import BillingStore
+from meterline.ledger.billing_records import BillingStore
 from meterline.live.webhook_service import Webhooks
 from tests.conftest import FIXED_NOW_US
 

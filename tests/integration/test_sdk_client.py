@@ -19,7 +19,7 @@ import pytest
 from meterline import Client, QueueFull
 from meterline.api.server import free_port
 from meterline.core.partitions import partition_of
-from meterline.ledger.ledger import open_store
+from meterline.ledger.event_ledger import open_store
 from tests.conftest import Location, RunningServer, make_keys, start_server
 
 pytestmark = pytest.mark.slow

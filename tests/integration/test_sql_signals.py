@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from meterline.finance.export import TEMPORARY_PREFIXES
-from meterline.ledger.ledger import open_store
+from meterline.ledger.event_ledger import open_store
 from tests.conftest import Location
 
 NewDb = Callable[..., Location]

@@ -18,7 +18,7 @@ import nats
 import pytest
 from nats.js.errors import BucketNotFoundError
 
-from meterline.ledger.ledger import open_store
+from meterline.ledger.event_ledger import open_store
 from tests.conftest import Location
 from tests.integration.test_distributed import LOCAL_NATS, delete_namespace, require_local_nats
 from tests.support.nats_cluster import NATS_SERVER, free_port

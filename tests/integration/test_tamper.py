@@ -31,7 +31,7 @@ from meterline.core.events import decode_exact
 from meterline.core.findings import Finding
 from meterline.core.invoicing import invoice_bytes
 from meterline.core.merkle import frontier_to_bytes
-from meterline.ledger import billing as billing_store
+from meterline.ledger import billing_records as billing_store
 from meterline.ledger.checkpoints import (
     export_notes,
     load_signer,
@@ -40,8 +40,8 @@ from meterline.ledger.checkpoints import (
     write_key_file,
 )
 from meterline.ledger.database import translate_schema
+from meterline.ledger.event_ledger import open_store
 from meterline.ledger.integrity import verify_ledger
-from meterline.ledger.ledger import open_store
 from meterline.ledger.location import is_postgres
 from tests.conftest import FIXED_NOW_US, Location
 from tests.stores import drop_triggers, rows, tamper, write

@@ -33,7 +33,7 @@ from meterline.cli.webhooks import webhooks_app
 from meterline.errors import MeterlineError
 from meterline.keys import Principal
 from meterline.ledger.database import DatabaseErrors
-from meterline.ledger.ledger import open_store
+from meterline.ledger.event_ledger import open_store
 from meterline.ledger.webhook_records import WebhookStore
 from meterline.live.webhook_service import (
     ALLOW_PRIVATE_ENV,

@@ -18,7 +18,7 @@ import psycopg
 import pytest
 
 from meterline.core.partitions import partition_of
-from meterline.ledger.billing import GRANT_NUMBERS, INVOICE_NUMBERS, BillingStore
+from meterline.ledger.billing_records import GRANT_NUMBERS, INVOICE_NUMBERS, BillingStore
 from meterline.ledger.control_records import OVERRIDE_NUMBERS, ControlStore
 from meterline.ledger.database import SCHEMA_WRITE, PostgresConnection, WriteLock, write_transaction
 from meterline.ledger.webhook_records import Endpoint, WebhookStore

@@ -20,7 +20,7 @@ from meterline.bench.workload import synthetic_events
 from meterline.core.dict_batches import prepare_dict_batch
 from meterline.core.events import prepare_event_checked
 from meterline.core.limits import DEFAULT_LIMITS, IngestLimits
-from meterline.ledger.ledger import Ledger
+from meterline.ledger.event_ledger import Ledger
 from tests.conftest import FIXED_NOW_US
 from tests.property.test_event_batch_path import plain_events
 from tests.property.test_ingest_laws import raw_events

@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 from meterline.api.bodies import parse_body, prepare_body
 from meterline.core.events import decode_exact, prepare_event_checked, prepare_plain_batch
 from meterline.core.limits import DEFAULT_LIMITS
-from meterline.ledger.ledger import Ledger
+from meterline.ledger.event_ledger import Ledger
 from tests.conftest import FIXED_NOW_US
 from tests.property.event_strategies import nested_values, tricky_numbers, tricky_texts
 from tests.property.test_ingest_laws import raw_events

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from meterline import Ledger
 from meterline.core.events import prepare_event, prepare_event_checked
-from meterline.ledger.ledger import open_store
+from meterline.ledger.event_ledger import open_store
 from tests.conftest import FIXED_NOW_US, Databases
 from tests.property.event_strategies import nested_values, tricky_numbers, tricky_texts
 

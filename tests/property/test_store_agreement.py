@@ -22,7 +22,7 @@ from meterline.core.events import (
     source_idempotency_key,
 )
 from meterline.core.partitions import partition_of
-from meterline.ledger.ledger import open_store
+from meterline.ledger.event_ledger import open_store
 from meterline.ledger.store import DEDUP_KEYS, DedupKey
 from tests.conftest import FIXED_NOW_US, Databases
 from tests.property.event_strategies import (

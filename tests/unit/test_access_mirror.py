@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from meterline.ledger.ledger import open_store
+from meterline.ledger.event_ledger import open_store
 from meterline.live.control_overrides import OverrideError
 from meterline.stream.mirror import AccessMirror
 from tests.conftest import Location

@@ -14,7 +14,7 @@ from meterline.api.failures import UnexpectedErrors, meterline_error
 from meterline.api.services import open_services
 from meterline.billing.errors import NotFound, RatingFailed
 from meterline.errors import MalformedJSON, MeterlineError, StoreError
-from meterline.ledger.ledger import open_ledger
+from meterline.ledger.event_ledger import open_ledger
 from meterline.live.link import WorkerUnavailable
 
 

@@ -27,8 +27,8 @@ from meterline.config.source import read_yaml
 from meterline.core.events import decode_exact
 from meterline.core.model import segments
 from meterline.core.rating import Rater
-from meterline.ledger.billing import BillingStore
-from meterline.ledger.ledger import open_ledger
+from meterline.ledger.billing_records import BillingStore
+from meterline.ledger.event_ledger import open_ledger
 from tests.conftest import Location
 
 NewDb = Callable[..., Location]

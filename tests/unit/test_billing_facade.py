@@ -82,7 +82,7 @@ def test_nothing_outside_billing_reads_its_private_parts() -> None:
         if BILLING in module.parents:
             continue
         tree = ast.parse(module.read_text())
-        imported = {  # a module named billing (meterline.ledger.billing) is no Billing
+        imported = {  # a module named billing (meterline.ledger.billing_records) is no Billing
             alias.asname or alias.name
             for node in ast.walk(tree)
             if isinstance(node, (ast.Import, ast.ImportFrom))

@@ -14,7 +14,7 @@ import pytest
 from meterline import BatchTooLarge, EventQuery, IngestLimits, Ledger
 from meterline.errors import StoreError
 from meterline.ledger.database import IntegrityErrors
-from meterline.ledger.ledger import open_store
+from meterline.ledger.event_ledger import open_store
 from meterline.ledger.location import is_postgres
 from meterline.ledger.sqlite import SqliteStore
 from tests.conftest import FIXED_NOW_US, Location, event

@@ -48,7 +48,7 @@ from meterline.api.services import Services, open_services
 from meterline.billing.service import Billing
 from meterline.core.admission import LAG_MAX_MS_DEFAULT
 from meterline.errors import MeterlineError
-from meterline.ledger.ledger import Ledger
+from meterline.ledger.event_ledger import Ledger
 from meterline.stream.settings import StreamSettings
 
 

@@ -28,7 +28,7 @@ from meterline.core.cloudevents import (
 from meterline.core.events import PreparedEvent, decode_exact, prepare_event
 from meterline.core.outcomes import EventOutcome
 from meterline.errors import MalformedJSON, NestingTooDeep, UnsupportedContentType
-from meterline.ledger.ledger import Ledger
+from meterline.ledger.event_ledger import Ledger
 
 Shape = Literal["native", "cloudevents"]
 NATIVE_TYPES = ("application/json",)

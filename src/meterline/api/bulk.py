@@ -15,7 +15,7 @@ from typing import Any
 from meterline.api.bodies import decode_json
 from meterline.core.outcomes import STATUSES
 from meterline.errors import MalformedJSON
-from meterline.ledger.ledger import Ledger
+from meterline.ledger.event_ledger import Ledger
 
 
 @dataclass

@@ -19,7 +19,7 @@ from meterline.api.services import Services
 from meterline.billing.service import Billing, NotFound
 from meterline.errors import ScopeError
 from meterline.keys import Principal, Scope
-from meterline.ledger.ledger import Ledger
+from meterline.ledger.event_ledger import Ledger
 from meterline.live.front import LiveFront
 from meterline.live.webhook_service import Webhooks
 

@@ -44,7 +44,7 @@ from meterline.core.limits import IngestLimits
 from meterline.core.outcomes import BatchOutcome
 from meterline.errors import BatchTooLarge
 from meterline.ledger.database import DatabaseErrors
-from meterline.ledger.ledger import Ledger
+from meterline.ledger.event_ledger import Ledger
 from meterline.ledger.store import PAGE_EVENTS_MAX, SEQUENCE_MAX, EventQuery, StoredEvent
 from meterline.stream.errors import IngestLagging, StreamUnavailable
 

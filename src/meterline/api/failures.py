@@ -32,7 +32,7 @@ from meterline.api.bodies import ACCEPTED_TYPES
 from meterline.billing.errors import BillingError, InvalidRequest, RatingFailed
 from meterline.config.source import ConfigurationError
 from meterline.errors import AuthError, InputError, MalformedJSON, MeterlineError
-from meterline.ledger.billing import BillingConflict
+from meterline.ledger.billing_records import BillingConflict
 from meterline.live.link import WorkerUnavailable
 
 _ENCODER = msgspec.json.Encoder(decimal_format="number")

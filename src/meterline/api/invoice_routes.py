@@ -33,7 +33,7 @@ from meterline.billing.service import Billing, NotFound
 from meterline.core.events import decode_exact
 from meterline.core.money import MoneyError, to_bounded_amount
 from meterline.keys import Principal
-from meterline.ledger.billing import StoredInvoice
+from meterline.ledger.billing_records import StoredInvoice
 from meterline.ledger.store import SEQUENCE_MAX
 
 EXPLAIN_PAGE_MAX = 1000

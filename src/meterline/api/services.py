@@ -29,8 +29,8 @@ from meterline.billing.service import Billing
 from meterline.billing.unbillable import publish_unbillable
 from meterline.core.admission import LAG_MAX_MS_DEFAULT
 from meterline.keys import Principal, authenticate
-from meterline.ledger.billing import BillingStore
-from meterline.ledger.ledger import Ledger
+from meterline.ledger.billing_records import BillingStore
+from meterline.ledger.event_ledger import Ledger
 from meterline.ledger.webhook_records import WebhookStore
 from meterline.live.front import LiveFront
 from meterline.live.link import LiveLink

@@ -32,7 +32,7 @@ from meterline.core.admission import LAG_MAX_MS_DEFAULT, LagBook
 from meterline.core.events import decode_exact
 from meterline.core.outcomes import BatchOutcome, EventOutcome
 from meterline.core.partitions import partition_of
-from meterline.ledger.ledger import Ledger, merge_outcomes
+from meterline.ledger.event_ledger import Ledger, merge_outcomes
 from meterline.live.link import WorkerUnavailable
 from meterline.stream.access import AccessBoard
 from meterline.stream.connection import connect

@@ -38,8 +38,8 @@ from typing import Any
 from meterline.billing.scan import scan_workers
 from meterline.billing.service import Billing
 from meterline.core.events import decode_exact, timestamp_to_us
-from meterline.ledger.billing import BillingStore
-from meterline.ledger.ledger import open_ledger
+from meterline.ledger.billing_records import BillingStore
+from meterline.ledger.event_ledger import open_ledger
 
 WORKLOAD_VERSION = 1
 """Bump when the generated events or the pricing change, so kept ledgers are not reused."""

@@ -23,7 +23,7 @@ from meterline.bench.synthetic_pricing import contract_start, ingest_pricing
 from meterline.billing.service import open_billing
 from meterline.clock import system_clock_us
 from meterline.keys import create_key
-from meterline.ledger.ledger import open_store
+from meterline.ledger.event_ledger import open_store
 
 COUNTERS_WAIT_S = 5.0
 """How long the workers have to report their final counters after the last commit."""

@@ -9,7 +9,7 @@ from typing import Any
 
 from meterline.bench.children import READY_TIMEOUT_S, Child, python_command, read_line
 from meterline.bench.scale_setup import Setup
-from meterline.ledger.ledger import open_store
+from meterline.ledger.event_ledger import open_store
 
 WRITER_EVENTS = 150_000
 """Prepared events each partition writer builds (it stops after ``writer_seconds``)."""

@@ -22,7 +22,7 @@ from meterline.bench.synthetic_pricing import INGEST_SPAN_US, retimed
 from meterline.bench.workload import synthetic_events
 from meterline.clock import system_clock_us
 from meterline.core.partitions import partition_of
-from meterline.ledger.ledger import Ledger, open_store
+from meterline.ledger.event_ledger import Ledger, open_store
 
 CHUNK = 10_000
 """Synthetic events generated at a time (about half are the partition's)."""

@@ -25,7 +25,7 @@ from meterline.core.findings import Finding, describe_error
 from meterline.core.invoicing import invoice_bytes
 from meterline.core.model import segments
 from meterline.core.periods import BillingPeriod
-from meterline.ledger.billing import StoredInvoice, revision_problems
+from meterline.ledger.billing_records import StoredInvoice, revision_problems
 from meterline.ledger.database import DatabaseErrors
 from meterline.ledger.integrity import ledger_findings
 from meterline.ledger.location import describe

@@ -35,7 +35,7 @@ from meterline.core.cuts import Cut
 from meterline.core.invoicing import Adjustment, invoice_bytes
 from meterline.core.model import Configuration, Contract, segments
 from meterline.core.periods import periods_overlapping
-from meterline.ledger.billing import BillingConflict, StoredInvoice
+from meterline.ledger.billing_records import BillingConflict, StoredInvoice
 
 UNNUMBERED = "INV-unnumbered"
 """A close builds each document under this number and numbers the ones it keeps."""

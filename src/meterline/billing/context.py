@@ -27,8 +27,8 @@ from meterline.core.events import decode_exact
 from meterline.core.model import Configuration, Contract
 from meterline.core.partitions import partition_of
 from meterline.core.periods import BillingCycle, local_date
-from meterline.ledger.billing import BillingStore, Revision, StoredInvoice
-from meterline.ledger.ledger import Ledger
+from meterline.ledger.billing_records import BillingStore, Revision, StoredInvoice
+from meterline.ledger.event_ledger import Ledger
 
 
 @dataclass(frozen=True, slots=True)

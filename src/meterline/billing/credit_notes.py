@@ -19,7 +19,7 @@ from meterline.core.credit_note_lines import CreditNoteError, partial_lines
 from meterline.core.events import decode_exact, encode_canonical, format_timestamp
 from meterline.core.model import Configuration
 from meterline.core.periods import BillingPeriod
-from meterline.ledger.billing import StoredCreditNote
+from meterline.ledger.billing_records import StoredCreditNote
 
 CREDIT_NOTE_SCHEMA = "meterline.credit-note/1"
 

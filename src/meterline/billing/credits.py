@@ -31,7 +31,7 @@ from meterline.core.invoicing import INVOICE_SCHEMA, ExtraLine
 from meterline.core.model import Configuration, CreditTerms, Segment
 from meterline.core.money import MINOR_UNITS, MONEY_CONTEXT, round_amount
 from meterline.core.periods import BillingPeriod
-from meterline.ledger.billing import CreditAction, StoredGrant
+from meterline.ledger.billing_records import CreditAction, StoredGrant
 
 ZERO = Decimal(0)
 OPENING_KINDS = ("grant", "settle", "adjust")

@@ -17,7 +17,7 @@ from meterline.core.credits import Grant
 from meterline.core.invoicing import invoice_bytes
 from meterline.core.model import Configuration, Contract, TermsError, terms_at
 from meterline.core.money import MINOR_UNITS
-from meterline.ledger.billing import CreditAction, StoredGrant, StoredInvoice
+from meterline.ledger.billing_records import CreditAction, StoredGrant, StoredInvoice
 
 
 def grant_ids(

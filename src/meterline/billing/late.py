@@ -23,7 +23,7 @@ from meterline.core.model import segments
 from meterline.core.money import MONEY_CONTEXT
 from meterline.core.periods import BillingPeriod
 from meterline.ledger import event_reads
-from meterline.ledger.billing import StoredInvoice
+from meterline.ledger.billing_records import StoredInvoice
 
 
 def stored_invoice_cut(context: BillingContext, invoice: StoredInvoice) -> Cut:

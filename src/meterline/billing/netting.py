@@ -19,7 +19,7 @@ from meterline.core.events import decode_exact
 from meterline.core.invoicing import ExtraLine
 from meterline.core.money import MONEY_CONTEXT
 from meterline.core.periods import BillingPeriod
-from meterline.ledger.billing import StoredInvoice
+from meterline.ledger.billing_records import StoredInvoice
 
 ZERO = Decimal(0)
 

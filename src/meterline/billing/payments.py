@@ -44,7 +44,7 @@ from meterline.core.payments import (
     settle,
 )
 from meterline.core.periods import local_date
-from meterline.ledger.billing import StoredInvoice
+from meterline.ledger.billing_records import StoredInvoice
 from meterline.ledger.payment_records import PaymentStore, StoredPayment
 
 PAYMENT_ID_LENGTH_MAX = 256

@@ -73,15 +73,15 @@ from meterline.core.payments import (
     Standing,
 )
 from meterline.core.periods import BillingPeriod
-from meterline.ledger.billing import (
+from meterline.ledger.billing_records import (
     BillingStore,
     CreditAction,
     StoredCreditNote,
     StoredGrant,
     StoredInvoice,
 )
+from meterline.ledger.event_ledger import Ledger
 from meterline.ledger.integrity import OpenErrors, inspect_store, unreadable
-from meterline.ledger.ledger import Ledger
 from meterline.ledger.payment_records import PaymentStore
 
 __all__ = [
@@ -387,7 +387,7 @@ def open_billing(
 ) -> Iterator[Billing]:
     """Billing over the ledger file at ``path`` (created if missing); closes both stores.
     ``create=False`` (the proof tools) leaves an existing schema as found."""
-    from meterline.ledger.ledger import open_ledger
+    from meterline.ledger.event_ledger import open_ledger
 
     ledger = open_ledger(path, clock=clock, create=create)
     store = BillingStore(path, create=create)

@@ -23,7 +23,7 @@ from meterline.core.events import decode_exact
 from meterline.core.invoicing import invoice_bytes
 from meterline.core.model import Contract
 from meterline.core.periods import period_containing
-from meterline.ledger.billing import BillingConflict, StoredInvoice
+from meterline.ledger.billing_records import BillingConflict, StoredInvoice
 
 _log = logging.getLogger("meterline.billing.service")
 """The logger billing has always written to (before its split into modules)."""

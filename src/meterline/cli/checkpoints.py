@@ -65,7 +65,7 @@ def create_command(db: DbOption = DEFAULT_DB, key_file: KeyFileOption = None) ->
     since the last one)."""
     from meterline.clock import system_clock_us
     from meterline.ledger.checkpoints import CheckpointKeyError, load_signer, make_checkpoint
-    from meterline.ledger.ledger import open_store
+    from meterline.ledger.event_ledger import open_store
 
     try:
         signer = load_signer(key_file)
@@ -99,7 +99,7 @@ def export_command(
     """Write the stored checkpoints as signed notes (docs/proofs.md), to anchor outside
     the database."""
     from meterline.ledger.checkpoints import export_notes
-    from meterline.ledger.ledger import open_store
+    from meterline.ledger.event_ledger import open_store
 
     store = open_store(db, create=False)
     try:
@@ -120,8 +120,8 @@ def prove_command(
 ) -> None:
     """An event's standalone proof (event -> batch -> partition -> signed checkpoint)."""
     from meterline.errors import StoreError
+    from meterline.ledger.event_ledger import open_store
     from meterline.ledger.event_proofs import prove_event
-    from meterline.ledger.ledger import open_store
 
     store = open_store(db, create=False)
     try:

@@ -55,7 +55,7 @@ def journal_command(
 ) -> None:
     """The revenue-recognition journal (double entry), derived from invoices and credits."""
     from meterline.finance.books import Books, build_books, journal_rows
-    from meterline.finance.ledger_files import journal_beancount, journal_csv
+    from meterline.finance.general_ledger_files import journal_beancount, journal_csv
 
     if output_format not in JOURNAL_FORMATS:
         raise fail(f"--format: {output_format!r} is not one of {', '.join(JOURNAL_FORMATS)}")

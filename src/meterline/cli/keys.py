@@ -22,7 +22,7 @@ def keys_create(
 ) -> None:
     """Create a key and print it once (only its hash is stored)."""
     from meterline.keys import create_key
-    from meterline.ledger.ledger import open_store
+    from meterline.ledger.event_ledger import open_store
 
     store = open_store(db)
     try:
@@ -39,7 +39,7 @@ def keys_create(
 def keys_list(db: DbOption = DEFAULT_DB) -> None:
     """List keys (ids, scopes, bindings; never secrets)."""
     from meterline.core.events import format_timestamp
-    from meterline.ledger.ledger import open_store
+    from meterline.ledger.event_ledger import open_store
 
     store = open_store(db)
     for key_id, scope, customer, name, created, revoked in store.list_keys():
@@ -51,7 +51,7 @@ def keys_list(db: DbOption = DEFAULT_DB) -> None:
 @keys_app.command("revoke")
 def keys_revoke(key_id: str, db: DbOption = DEFAULT_DB) -> None:
     """Revoke a key; it is refused from the next request on."""
-    from meterline.ledger.ledger import open_store
+    from meterline.ledger.event_ledger import open_store
 
     store = open_store(db)
     revoked = store.revoke_key(key_id, system_clock_us())

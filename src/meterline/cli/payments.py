@@ -41,7 +41,7 @@ def _day(value: str | None, today_us: int) -> date:
 def _record(db: str, request: PaymentRequest, as_json: bool) -> None:
     from meterline.billing.payments import recorded_document
     from meterline.billing.service import BillingError, open_billing
-    from meterline.ledger.billing import BillingConflict
+    from meterline.ledger.billing_records import BillingConflict
 
     with open_billing(db) as billing:
         try:

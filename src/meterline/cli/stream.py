@@ -150,7 +150,7 @@ def partitions_command(
 ) -> None:
     """Show (or change) how many hash chains and stream partitions the ledger has."""
     from meterline.errors import StoreError
-    from meterline.ledger.ledger import open_store
+    from meterline.ledger.event_ledger import open_store
 
     store = open_store(db)
     try:

@@ -41,7 +41,7 @@ AllowPrivateOption = Annotated[
 @contextmanager
 def _webhooks(db: str, create: bool = False, allow_private: bool = False) -> Iterator[Webhooks]:
     # imported here, not at the top: ``meterline --help`` loads no store
-    from meterline.ledger.ledger import open_store
+    from meterline.ledger.event_ledger import open_store
     from meterline.ledger.webhook_records import WebhookStore
     from meterline.live.webhook_service import (
         EndpointDisabled,

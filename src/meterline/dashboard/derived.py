@@ -17,7 +17,7 @@ from meterline.billing.unbillable_report import unbillable_report
 from meterline.core.economics import UsageSlice
 from meterline.finance.books import Books, build_books
 from meterline.finance.economics import usage_slices
-from meterline.ledger.ledger import Ledger
+from meterline.ledger.event_ledger import Ledger
 
 
 @dataclass

@@ -18,7 +18,7 @@ from meterline.core.events import decode_exact, format_timestamp
 from meterline.dashboard import views
 from meterline.dashboard.site import Dashboard, PageError, hidden, visible
 from meterline.keys import Principal
-from meterline.ledger.billing import StoredInvoice
+from meterline.ledger.billing_records import StoredInvoice
 
 
 def customers_of(dashboard: Dashboard, principal: Principal) -> list[tuple[str, str]]:

@@ -29,7 +29,7 @@ from meterline.dashboard.sessions import COOKIE_NAME, COOKIE_PATH, SESSION_LIFET
 from meterline.dashboard.site import PREFIX, Dashboard, PageError, local_path
 from meterline.errors import AuthError, ScopeError
 from meterline.keys import authenticate
-from meterline.ledger.ledger import Ledger
+from meterline.ledger.event_ledger import Ledger
 from meterline.live.front import LiveFront
 
 UNBLOCK_REASON = "unblocked from the dashboard"

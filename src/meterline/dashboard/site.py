@@ -27,7 +27,7 @@ from meterline.dashboard.derived import Derived
 from meterline.dashboard.sessions import COOKIE_NAME, Session, SessionStore
 from meterline.errors import MeterlineError
 from meterline.keys import Principal
-from meterline.ledger.ledger import Ledger
+from meterline.ledger.event_ledger import Ledger
 from meterline.live.front import LiveFront
 from meterline.live.link import WorkerUnavailable
 

@@ -32,7 +32,7 @@ from meterline.demo.calendar import REFERENCE_MONTH, add_months, month_of, moved
 from meterline.demo.commerce_story import tell_commerce
 from meterline.demo.live_story import tell_live
 from meterline.ledger import Ledger
-from meterline.ledger.billing import BillingStore, StoredInvoice
+from meterline.ledger.billing_records import BillingStore, StoredInvoice
 
 PRICING_FILE = "pricing.yaml"
 LATE_EVENT = {

@@ -25,7 +25,7 @@ from meterline.core import money
 from meterline.core.events import decode_exact
 from meterline.core.payments import OverduePolicy
 from meterline.core.periods import local_date
-from meterline.ledger.billing import StoredInvoice
+from meterline.ledger.billing_records import StoredInvoice
 
 TRIAL_CUSTOMER = "wonka-marketing"
 COUPON_CUSTOMER = "globex-support"

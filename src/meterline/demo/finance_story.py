@@ -17,7 +17,7 @@ from meterline.core.money import display_amount
 from meterline.demo.calendar import REFERENCE_MONTH
 from meterline.finance.books import build_books
 from meterline.finance.economics import usage_slices
-from meterline.finance.ledger_files import journal_beancount, journal_csv
+from meterline.finance.general_ledger_files import journal_beancount, journal_csv
 from meterline.finance.render import margin_table, revenue_tables, truth_table
 from meterline.finance.reports import revenue_reports
 from meterline.finance.truth import one_truth

@@ -11,8 +11,8 @@ from rich.console import Console
 from meterline.clock import Clock
 from meterline.core.checkpoint_note import parse_note
 from meterline.ledger.checkpoints import load_signer, make_checkpoint, write_key_file
+from meterline.ledger.event_ledger import Ledger
 from meterline.ledger.event_proofs import prove_event
-from meterline.ledger.ledger import Ledger
 from meterline.proofs import verify_event_proof
 
 

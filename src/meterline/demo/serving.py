@@ -9,7 +9,7 @@ from rich.console import Console
 from meterline.api.server import serve
 from meterline.clock import system_clock_us
 from meterline.keys import create_key
-from meterline.ledger.ledger import open_store
+from meterline.ledger.event_ledger import open_store
 
 
 def serve_demo(db: str | Path, port: int, console: Console) -> None:

@@ -23,7 +23,7 @@ from meterline.finance import books
 from meterline.finance.economics import usage_slices
 from meterline.finance.export_errors import ExportError
 from meterline.ledger import event_reads
-from meterline.ledger.billing import StoredInvoice
+from meterline.ledger.billing_records import StoredInvoice
 from meterline.ledger.database import open_connection
 
 

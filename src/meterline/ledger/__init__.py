@@ -16,9 +16,9 @@ __all__ = ["EventPage", "EventQuery", "Ledger", "LedgerStore", "open_ledger"]
 _HOMES = {
     "EventPage": "meterline.ledger.store",
     "EventQuery": "meterline.ledger.store",
-    "Ledger": "meterline.ledger.ledger",
+    "Ledger": "meterline.ledger.event_ledger",
     "LedgerStore": "meterline.ledger.store",
-    "open_ledger": "meterline.ledger.ledger",
+    "open_ledger": "meterline.ledger.event_ledger",
 }
 """Where each name lives; loaded on first use (PEP 562), so importing a light module of
 this package (``ledger.location``) does not load the stores and their drivers."""
@@ -28,5 +28,5 @@ __getattr__ = lazy_exports("meterline.ledger", _HOMES, globals())
 
 
 if TYPE_CHECKING:
-    from meterline.ledger.ledger import Ledger, open_ledger
+    from meterline.ledger.event_ledger import Ledger, open_ledger
     from meterline.ledger.store import EventPage, EventQuery, LedgerStore

@@ -31,7 +31,7 @@ from meterline.core.checkpoint_note import parse_note
 from meterline.core.findings import Finding
 from meterline.errors import StoreError
 from meterline.ledger import (
-    billing,
+    billing_records,
     control_records,
     heads,
     payment_records,
@@ -46,7 +46,7 @@ from meterline.ledger.database import (
     DatabaseErrors,
     PostgresConnection,
 )
-from meterline.ledger.ledger import Ledger, open_store
+from meterline.ledger.event_ledger import Ledger, open_store
 from meterline.ledger.location import Location, describe, is_postgres
 from meterline.ledger.store import LedgerStore
 
@@ -59,7 +59,7 @@ _SCRIPTS = (
     sqlite._SCHEMA,
     heads.HEADS_SCHEMA,
     postgres._SCHEMA,
-    billing._TRIGGERS,
+    billing_records._TRIGGERS,
     control_records._TRIGGERS,
     payment_records._TRIGGERS,
     webhook_records._SCHEMA,

@@ -25,7 +25,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from meterline.ledger.billing import BillingConflict
+from meterline.ledger.billing_records import BillingConflict
 from meterline.ledger.database import (
     Connection,
     IntegrityErrors,

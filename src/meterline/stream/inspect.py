@@ -17,7 +17,7 @@ import nats.js.errors
 from nats.aio.client import Client
 
 from meterline.clock import system_clock_us
-from meterline.ledger.ledger import open_store
+from meterline.ledger.event_ledger import open_store
 from meterline.stream.access import AccessBoard
 from meterline.stream.errors import StreamUnavailable
 from meterline.stream.naming import stream_settings

@@ -42,9 +42,9 @@ from meterline.core.control_policies import Block
 from meterline.core.events import PreparedEvent, encode_canonical
 from meterline.core.partitions import parse_partitions, partition_of
 from meterline.errors import MeterlineError
-from meterline.ledger.billing import BillingStore
+from meterline.ledger.billing_records import BillingStore
 from meterline.ledger.checkpoints import start_checkpointer
-from meterline.ledger.ledger import Ledger, open_store
+from meterline.ledger.event_ledger import Ledger, open_store
 from meterline.ledger.location import describe, is_postgres
 from meterline.ledger.webhook_records import WebhookStore
 from meterline.live.service import LiveEngine
