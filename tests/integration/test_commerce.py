@@ -166,3 +166,51 @@ def test_partial_credit_notes_reverse_lines_amounts_and_their_tax(new_db: NewDb)
         assert billing.audit().passed
         truth = one_truth(billing)
         assert truth.agrees, [c for c in truth.checks if not c.agrees]
+
+
+EURO_PRICING = """\
+meters:
+  - {key: tokens, event_type: llm, aggregation: sum, property: tokens}
+costs:
+  - {meter: tokens, per_unit: "0.002", currency: USD}
+reporting:
+  currency: USD
+  rates:
+    - {currency: EUR, rate: "1.10", effective_from: 2026-01-01}
+plans:
+  - key: euro
+    versions:
+      - version: 1
+        effective_from: 2026-01-01
+        currency: EUR
+        prices: [{meter: tokens, model: per_unit, unit_amount: "0.01"}]
+contracts:
+  - {customer: euro-co, plan: euro, start: 2026-11-01}
+"""
+
+
+def test_margin_across_currencies_reads_in_the_reporting_currency(new_db: NewDb) -> None:
+    """Billed 10.00 EUR for 1,000 tokens that cost 2.00 USD from the provider: margin is
+    read in USD at 1.10 (11.00 - 2.00); read in one currency it is refused, not mixed; the
+    journal carries each posting's USD amount beside it."""
+    from meterline.core.economics import in_reporting, summarize
+    from meterline.core.exchange import ExchangeError
+    from meterline.finance.books import build_books
+    from meterline.finance.economics import usage_slices
+    from meterline.finance.general_ledger_files import journal_csv
+
+    with open_billing(new_db(), clock=lambda: at(2026, 12, 2)) as billing:
+        assert billing.ledger.ingest([event("euro-co", 5, 1000, 1)]).accepted == 1
+        billing.apply(EURO_PRICING)
+        billing.close(at(2026, 12, 2))
+        slices = usage_slices(billing)
+        with pytest.raises(ExchangeError, match="billed in EUR and its tokens costs are in USD"):
+            summarize(slices, ["customer"])
+        (margin,) = summarize(in_reporting(slices, billing.load().configuration.reporting), [])
+        assert margin.currency == "USD"
+        assert (margin.list_price_charges, margin.cost) == (D("11.0000"), D("2.000"))
+        assert margin.margin == margin.revenue - D("2.000")
+        header, *rows = journal_csv(build_books(billing)).splitlines()
+        assert header.endswith("reporting_currency,reporting_debit,reporting_credit")
+        receivable = next(r for r in rows if "assets:accounts_receivable" in r).split(",")
+        assert receivable[5] == "EUR" and receivable[-3:] == ["USD", "11.00", "0"]

@@ -143,11 +143,18 @@ def economics_command(
         ),
     ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the rows as JSON.")] = False,
+    reporting: Annotated[
+        bool,
+        typer.Option(
+            "--reporting",
+            help="In the pricing file's reporting currency (revenue and cost each converted"
+            " at its day's rate).",
+        ),
+    ] = False,
 ) -> None:
     """Unit economics: charges at list price, recognized revenue, COGS, gross margin (on
     recognized revenue) and margin % (negative flagged)."""
-    from meterline.core.economics import DIMENSIONS, summarize
-    from meterline.finance.economics import live_margins, usage_slices
+    from meterline.core.economics import DIMENSIONS
     from meterline.finance.render import margin_table
 
     dimensions = [name.strip() for name in by.split(",") if name.strip()]
@@ -157,26 +164,9 @@ def economics_command(
     if live:
         if dimensions != ["customer"]:
             raise fail("--by: the live projection answers by customer only")
-        from meterline.live.local import local_engine
-
-        if not ledger_exists(db):
-            raise fail(f"--db: {db} does not exist")
-        with local_engine(db, act=False) as engine:
-            projection = engine.projection
-            documents = [
-                figures.as_dict()
-                for name in sorted(projection.customers)
-                if customer in (None, name)
-                and (figures := projection.figures(name, credits=False)) is not None
-            ]
-        rows = [item.margin() for item in live_margins(documents)]
+        rows = _live_rows(db, customer)
     else:
-        at = instant(as_of, "--as-of")
-        with _billing(db) as billing:
-            slices = usage_slices(billing, at, customer)
-        if period is not None:
-            slices = [s for s in slices if s.period == period]
-        rows = summarize(slices, dimensions)
+        rows = _closed_rows(db, dimensions, period, customer, as_of, reporting)
     if as_json:
         print(
             json.dumps(
@@ -199,3 +189,51 @@ def economics_command(
         )
         return
     console.print(margin_table(rows, dimensions, f"Unit economics by {', '.join(dimensions)}"))
+
+
+def _live_rows(db: str, customer: str | None) -> list[Any]:
+    """Each customer's current period from the live projection."""
+    from meterline.finance.economics import live_margins
+    from meterline.live.local import local_engine
+
+    if not ledger_exists(db):
+        raise fail(f"--db: {db} does not exist")
+    with local_engine(db, act=False) as engine:
+        projection = engine.projection
+        documents = [
+            figures.as_dict()
+            for name in sorted(projection.customers)
+            if customer in (None, name)
+            and (figures := projection.figures(name, credits=False)) is not None
+        ]
+    return [item.margin() for item in live_margins(documents)]
+
+
+def _closed_rows(
+    db: str,
+    dimensions: list[str],
+    period: str | None,
+    customer: str | None,
+    as_of: str | None,
+    reporting: bool,
+) -> list[Any]:
+    """Re-rated periods summed by ``dimensions`` (in the reporting currency if asked)."""
+    from meterline.core.economics import in_reporting, summarize
+    from meterline.core.exchange import ExchangeError
+    from meterline.finance.economics import usage_slices
+
+    at = instant(as_of, "--as-of")
+    with _billing(db) as billing:
+        slices = usage_slices(billing, at, customer)
+        loaded = billing.load()
+    if period is not None:
+        slices = [s for s in slices if s.period == period]
+    if reporting:
+        declared = None if loaded is None else loaded.configuration.reporting
+        if declared is None:
+            raise fail("--reporting: the pricing file declares no reporting currency")
+        slices = in_reporting(slices, declared)
+    try:
+        return summarize(slices, dimensions)
+    except ExchangeError as error:
+        raise fail(str(error)) from None

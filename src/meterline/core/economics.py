@@ -25,10 +25,13 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import date
 from decimal import Decimal, Inexact, localcontext
+from functools import partial
 
+from meterline.core.exchange import ExchangeError, ReportingCurrency
 from meterline.core.meters import Meter
-from meterline.core.model import Configuration
+from meterline.core.model import Configuration, CostRate
 from meterline.core.money import MONEY_CONTEXT, allocate
+from meterline.core.periods import local_midnight_us
 
 ZERO = Decimal(0)
 HUNDRED = Decimal(100)
@@ -57,6 +60,9 @@ class UsageSlice:
     invoice: str = ""
     line: int = 0
     revenue: Decimal = ZERO
+    cost_currency: str = ""
+    """The currency ``cost`` is in when the provider bills in another than ``currency``
+    (empty: the same); ``in_reporting`` converts both into one."""
 
     def dimension(self, name: str) -> str:
         value = getattr(self, name)
@@ -95,18 +101,56 @@ class Margin:
         return self.margin < 0
 
 
-def cost_rate(
+def cost_rate_of(
     configuration: Configuration, meter: Meter, group: tuple[str | None, ...], at_us: int
-) -> Decimal | None:
+) -> CostRate | None:
     """The most specific cost rate of ``meter`` for ``group`` in force at ``at_us``."""
     return next(
         (
-            rate.per_unit
+            rate
             for rate in configuration.cost_rates(meter.key, at_us)
             if rate.applies_to(meter.group_by, group)
         ),
         None,
     )
+
+
+def cost_rate(
+    configuration: Configuration, meter: Meter, group: tuple[str | None, ...], at_us: int
+) -> Decimal | None:
+    """The per-unit cost of ``cost_rate_of``."""
+    rate = cost_rate_of(configuration, meter, group, at_us)
+    return None if rate is None else rate.per_unit
+
+
+def in_reporting(slices: Iterable[UsageSlice], reporting: ReportingCurrency) -> list[UsageSlice]:
+    """``slices`` in the reporting currency: charges and revenue from the slice's currency,
+    cost from its cost currency, each at the rate in force at the start of the slice's day
+    (UTC), exact (rounded where it is shown)."""
+    result = []
+    for item in slices:
+        at_us = local_midnight_us("UTC", item.day)
+        convert = partial(reporting.exact, at_us=at_us)
+        result.append(
+            replace(
+                item,
+                currency=reporting.currency,
+                cost_currency="",
+                list_price_charges=convert(item.list_price_charges, item.currency),
+                revenue=convert(item.revenue, item.currency),
+                cost=convert(item.cost, item.cost_currency or item.currency),
+            )
+        )
+    return result
+
+
+def _one_currency(item: UsageSlice) -> None:
+    if item.cost_currency and item.cost_currency != item.currency:
+        raise ExchangeError(
+            f"economics: {item.customer} is billed in {item.currency} and its {item.meter}"
+            f" costs are in {item.cost_currency}; declare a reporting currency (the pricing"
+            " file's reporting section) and read margin in it (--reporting)"
+        )
 
 
 def model_of(group: Mapping[str, str | None]) -> str:
@@ -176,6 +220,7 @@ def summarize(slices: Iterable[UsageSlice], by: Sequence[str]) -> list[Margin]:
     events: dict[tuple[tuple[str, ...], str], int] = {}
     with localcontext(MONEY_CONTEXT):
         for item in slices:
+            _one_currency(item)
             key = (tuple(item.dimension(name) for name in by), item.currency)
             figures = totals.setdefault(key, [ZERO, ZERO, ZERO])
             figures[0] += item.revenue

@@ -29,6 +29,7 @@ from meterline.core.books import credit_note_entries, document_entries
 from meterline.core.credit_records import Entry as CreditEntry
 from meterline.core.credits import CreditBook, Grant
 from meterline.core.events import decode_exact
+from meterline.core.exchange import ReportingCurrency
 from meterline.core.journal import (
     CHART,
     DEFERRED_CREDITS,
@@ -44,7 +45,7 @@ from meterline.core.journal import (
 )
 from meterline.core.model import CreditTerms as ContractCredits
 from meterline.core.payments import movement_entries
-from meterline.core.periods import local_date
+from meterline.core.periods import local_date, local_midnight_us
 from meterline.core.revrec import CreditTerms, GrantAccount, Movement, credit_entries
 
 ZERO = Decimal(0)
@@ -66,6 +67,8 @@ class Books:
     entries: list[JournalEntry]
     grants: dict[str, GrantAccount] = field(default_factory=dict)
     as_of: date | None = None
+    reporting: ReportingCurrency | None = None
+    """The pricing file's reporting currency: each row also carries its amount in it."""
 
     def currencies(self) -> list[str]:
         return sorted({p.currency for item in self.entries for p in item.postings})
@@ -133,7 +136,8 @@ def build_books(billing: Billing, as_of_us: int | None = None) -> Books:
             grant_accounts.update(accounts)
     entries += payment_journal(billing, at)
     entries.sort(key=lambda item: (item.day, item.entry_id))
-    return Books(entries, grant_accounts, _day("UTC", at))
+    reporting = None if loaded is None else loaded.configuration.reporting
+    return Books(entries, grant_accounts, _day("UTC", at), reporting)
 
 
 def payment_journal(billing: Billing, at_us: int) -> list[JournalEntry]:
@@ -261,7 +265,8 @@ def _terms(grant: Grant, terms: ContractCredits, customer: str, timezone: str) -
 
 def journal_rows(books: Books) -> list[dict[str, Any]]:
     """One row per posting, as a general ledger imports it: entry, date, account, debit,
-    credit, currency, customer, cause, description."""
+    credit, currency, customer, cause, description; with a reporting currency, the debit
+    and credit in it beside them."""
     rows = []
     for item in books.entries:
         for posting in item.postings:
@@ -277,6 +282,24 @@ def journal_rows(books: Books) -> list[dict[str, Any]]:
                     "customer": item.customer,
                     "cause": item.cause,
                     "description": item.description,
+                    **_reporting_amounts(
+                        books.reporting, item.day, posting.amount, posting.currency
+                    ),
                 }
             )
     return rows
+
+
+def _reporting_amounts(
+    reporting: ReportingCurrency | None, day: date, amount: Decimal, currency: str
+) -> dict[str, Any]:
+    """A posting's debit and credit in the reporting currency, at the rate in force at the
+    start of its day (UTC), rounded once (``core.exchange``); nothing without one."""
+    if reporting is None:
+        return {}
+    converted = reporting.reported(amount, currency, local_midnight_us("UTC", day))
+    return {
+        "reporting_currency": reporting.currency,
+        "reporting_debit": converted if converted > 0 else ZERO,
+        "reporting_credit": -converted if converted < 0 else ZERO,
+    }

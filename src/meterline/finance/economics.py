@@ -34,7 +34,7 @@ from meterline.core.economics import (
     Margin,
     UsageSlice,
     allocate_recognized,
-    cost_rate,
+    cost_rate_of,
     model_of,
     spread,
 )
@@ -134,8 +134,9 @@ def _period_slices(billing: Billing, document: dict[str, Any], job: RatingJob) -
         model = model_of(labels) or meter.key  # an ungrouped meter is its own "model"
         # charges as the ledger re-rates them (equal to the billed line: meterline audit)
         charges = rerated.get((segment_index, meter.key, model_of(labels)), ZERO)
-        rate = cost_rate(configuration, meter, group, service_start)
-        cost = round_amount(quantity * rate, currency) if rate is not None else ZERO
+        rate = cost_rate_of(configuration, meter, group, service_start)
+        cost_currency = currency if rate is None else rate.currency
+        cost = ZERO if rate is None else round_amount(quantity * rate.per_unit, cost_currency)
         if charges == 0 and cost == 0:
             continue
         days: Counter[Any] = Counter(
@@ -162,6 +163,7 @@ def _period_slices(billing: Billing, document: dict[str, Any], job: RatingJob) -
                     day_cost,
                     invoice,
                     int(line["number"]) if line else 0,
+                    cost_currency="" if cost_currency == currency else cost_currency,
                 )
             )
     return slices

@@ -17,6 +17,8 @@ from datetime import timedelta
 from meterline.core.journal import CHART
 from meterline.finance.books import Books, journal_rows
 
+REPORTING_COLUMNS = ("reporting_currency", "reporting_debit", "reporting_credit")
+"""The columns a journal gains when the pricing file declares a reporting currency."""
 CSV_COLUMNS = (
     "date",
     "entry_id",
@@ -42,7 +44,8 @@ def journal_csv(books: Books) -> str:
     """The journal as general-ledger CSV text."""
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(CSV_COLUMNS)
+    reporting = () if books.reporting is None else REPORTING_COLUMNS
+    writer.writerow((*CSV_COLUMNS, *reporting))
     for row in journal_rows(books):
         writer.writerow(
             [
@@ -55,6 +58,7 @@ def journal_csv(books: Books) -> str:
                 row["customer"],
                 row["cause"],
                 row["description"],
+                *(str(row[column]) for column in reporting),
             ]
         )
     return out.getvalue()
