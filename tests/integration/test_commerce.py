@@ -214,3 +214,60 @@ def test_margin_across_currencies_reads_in_the_reporting_currency(new_db: NewDb)
         assert header.endswith("reporting_currency,reporting_debit,reporting_credit")
         receivable = next(r for r in rows if "assets:accounts_receivable" in r).split(",")
         assert receivable[5] == "EUR" and receivable[-3:] == ["USD", "11.00", "0"]
+
+
+PROGRESSIVE = """\
+meters:
+  - {key: tokens, event_type: llm, aggregation: sum, property: tokens}
+plans:
+  - key: payg
+    versions:
+      - version: 1
+        effective_from: 2026-01-01
+        currency: USD
+        prices: [{meter: tokens, model: per_unit, unit_amount: "0.01"}]
+contracts:
+  - customer: lago-co
+    plan: payg
+    start: 2026-11-01
+    credits: {thresholds: {levels: [10, 50], recurring: 100}}
+"""
+
+
+def test_progressive_billing_at_fixed_levels_then_every_x_as_lago(new_db: NewDb) -> None:
+    """Lago's progressive billing: thresholds at $10 and $50, then every $100. Usage of
+    $12 bills $12; at $55, $43; at $160 (past $150), $105; nothing more at $170; the
+    period's invoice bills $170 and nets the $160 billed early: $10 left."""
+    now = [at(2026, 11, 10)]
+    with open_billing(new_db(), clock=lambda: now[0]) as billing:
+        billing.apply(PROGRESSIVE)
+        billed = []
+        for number, (day, tokens) in enumerate([(3, 1200), (5, 4300), (7, 10500), (9, 1000)]):
+            assert billing.ledger.ingest([event("lago-co", day, tokens, number)]).accepted == 1
+            billed += [decode_exact(i.document) for i in billing.check_thresholds("lago-co")]
+        assert [(doc["total"], doc["lines"][0]["threshold_level"]) for doc in billed] == [
+            ("12.00", 1),
+            ("43.00", 2),
+            ("105.00", 3),
+        ]
+        assert billing.check_thresholds("lago-co") == []  # no new level reached
+        now[0] = at(2026, 12, 2)
+        (period,) = [decode_exact(i.document) for i in billing.close() if i.kind == "period"]
+        assert period["total"] == "10.00"
+        assert billing.audit().passed
+        truth = one_truth(billing)
+        assert truth.agrees, [c for c in truth.checks if not c.agrees]
+
+
+def test_quantity_thresholds_count_units(new_db: NewDb) -> None:
+    units = PROGRESSIVE.replace(
+        "{thresholds: {levels: [10, 50], recurring: 100}}",
+        "{thresholds: {levels: [1000], recurring: 5000, meter: tokens}}",
+    )
+    with open_billing(new_db(), clock=lambda: at(2026, 11, 10)) as billing:
+        billing.apply(units)
+        billing.ledger.ingest([event("lago-co", 3, 900, 1)])
+        assert billing.check_thresholds("lago-co") == []
+        billing.ledger.ingest([event("lago-co", 4, 200, 2)])
+        (invoice,) = billing.check_thresholds("lago-co")
+        assert decode_exact(invoice.document)["total"] == "11.00"  # 1,100 tokens at 0.01

@@ -19,7 +19,7 @@ from meterline.billing.context import BillingContext, Loaded, billing_cycle
 from meterline.billing.credits import threshold_document, unbilled_usage
 from meterline.billing.errors import NotFound, RatingFailed
 from meterline.core.cuts import Cut
-from meterline.core.events import decode_exact
+from meterline.core.events import decode_exact, format_timestamp
 from meterline.core.invoicing import invoice_bytes
 from meterline.core.model import Contract
 from meterline.core.periods import period_containing
@@ -37,8 +37,10 @@ def check_thresholds(context: BillingContext, customer: str | None = None) -> li
     loaded = context.current()
     result = []
     for contract in loaded.configuration.contracts:
-        threshold = contract.credits.threshold
-        if threshold is None or (customer is not None and contract.customer != customer):
+        terms = contract.credits
+        if terms.threshold is None and terms.threshold_levels is None:
+            continue
+        if customer is not None and contract.customer != customer:
             continue
         try:
             document = drafts.draft(context, contract.customer)
@@ -50,12 +52,57 @@ def check_thresholds(context: BillingContext, customer: str | None = None) -> li
         if document["status"] != "draft":
             continue
         unbilled = unbilled_usage(document)
-        if unbilled < threshold:
+        decided = _crossed(context, contract, document, unbilled)
+        if decided is None:
             continue
-        invoice = threshold_invoice(context, loaded, contract, document, unbilled, threshold)
+        threshold, level = decided
+        invoice = threshold_invoice(
+            context, loaded, contract, document, unbilled, threshold, level=level
+        )
         if invoice is not None:
             result.append(invoice)
     return result
+
+
+def _crossed(
+    context: BillingContext, contract: Contract, draft: dict[str, Any], unbilled: Decimal
+) -> tuple[Decimal, int | None] | None:
+    """The threshold ``draft`` has crossed, and its level number for progressive levels:
+    the single ``threshold`` when the unbilled usage reached it; the highest level of the
+    period's cumulative usage (money billed early plus unbilled, or a meter's quantity)
+    not reached by an earlier threshold invoice of the period (``core.thresholds``)."""
+    terms = contract.credits
+    levels = terms.threshold_levels
+    if levels is None:
+        threshold = terms.threshold
+        return None if threshold is None or unbilled < threshold else (threshold, None)
+    if unbilled <= 0:
+        return None
+    start = draft["period"]["start"]
+    earlier = [
+        decode_exact(stored.document)
+        for stored in context.store.invoices(contract.customer)
+        if stored.kind == "threshold" and format_timestamp(stored.period_start_us) == start
+    ]
+    fired = max(
+        (int(line.get("threshold_level", 0)) for doc in earlier for line in doc["lines"]),
+        default=0,
+    )
+    if levels.meter is not None:
+        figure = sum(
+            (
+                Decimal(str(line["quantity"]))
+                for line in draft["lines"]
+                if line["kind"] == "usage" and line.get("meter") == levels.meter
+            ),
+            Decimal(0),
+        )
+    else:
+        figure = unbilled + sum((Decimal(str(doc["total"])) for doc in earlier), Decimal(0))
+    reached = levels.reached(figure)
+    if reached <= fired:
+        return None
+    return levels.level(reached) or Decimal(0), reached
 
 
 def true_up(
@@ -92,6 +139,7 @@ def threshold_invoice(
     threshold: Decimal | None,
     reason: str | None = None,
     control: str | None = None,
+    level: int | None = None,
 ) -> StoredInvoice | None:
     cycle = billing_cycle(loaded.configuration, contract)
     now_us = context.clock()
@@ -108,6 +156,10 @@ def threshold_invoice(
     document = threshold_document(
         invoice_id, draft, unbilled, threshold, head.to_json(), now_us, reason, control
     )
+    if level is not None:  # progressive levels: which one this invoice answered
+        line = document["lines"][0]
+        line["threshold_level"] = level
+        line["description"] = f"Usage to date (the period's usage reached {threshold})"
     content = invoice_bytes(document)
     stored = StoredInvoice(
         invoice_id,

@@ -14,6 +14,7 @@ from meterline.core.credit_records import OVERAGE_MODES, RolloverRule
 from meterline.core.model import CREDIT_RECURRENCES, CreditSpec, CreditTerms, CreditType
 from meterline.core.money import MINOR_UNITS
 from meterline.core.revrec import BREAKAGE_MODES
+from meterline.core.thresholds import ThresholdLevels, threshold_level_errors
 
 CREDIT_TYPE_KEYS = ("key", "name", "currency", "unit_value", "conversions")
 CREDIT_TERMS_KEYS = (
@@ -24,6 +25,7 @@ CREDIT_TERMS_KEYS = (
     "overage",
     "overage_prices",
     "threshold",
+    "thresholds",
 )
 GRANT_KEYS = (
     "key",
@@ -111,6 +113,9 @@ def read_credit_terms(declared: Declared, value: Any, path: str, timezone: str) 
     threshold = reader.non_negative(item.get("threshold"), f"{path}.threshold")
     if threshold is not None and threshold == 0:
         reader.fail(f"{path}.threshold", "must be above zero")
+    levels = _threshold_levels(declared, item.get("thresholds"), f"{path}.thresholds")
+    if levels is not None and threshold is not None:
+        reader.fail(f"{path}.thresholds", "give threshold or thresholds, not both")
     breakage, rate = read_breakage(reader, item, path, "expiry")
     return CreditTerms(
         tuple(grants),
@@ -118,9 +123,34 @@ def read_credit_terms(declared: Declared, value: Any, path: str, timezone: str) 
         prices,
         minimum,
         threshold,
+        levels,
         breakage or "expiry",
         rate or Decimal(0),
     )
+
+
+def _threshold_levels(declared: Declared, value: Any, path: str) -> ThresholdLevels | None:
+    """``thresholds``: ``levels`` of the period's cumulative usage, then every
+    ``recurring``; of money, or of a ``meter``'s quantity."""
+    if value is None:
+        return None
+    reader = declared.reader
+    item = reader.mapping(value, path, ("levels", "recurring", "meter"))
+    levels = tuple(
+        level
+        for index, raw in enumerate(reader.items(item.get("levels"), f"{path}.levels"))
+        if (level := reader.amount(raw, f"{path}.levels[{index}]")) is not None
+    )
+    recurring = reader.amount(item.get("recurring"), f"{path}.recurring")
+    meter = reader.text(item.get("meter"), f"{path}.meter")
+    if meter is not None and meter not in declared.meters:
+        reader.fail(f"{path}.meter", f"unknown meter {meter!r}")
+    found = ThresholdLevels(levels, recurring, meter)
+    problems = threshold_level_errors(found, path)
+    for problem in problems:
+        field, _, reason = problem.partition(": ")
+        reader.fail(field, reason)
+    return None if problems else found
 
 
 def _overage_prices(declared: Declared, value: Any, path: str) -> tuple[tuple[str, Decimal], ...]:

@@ -31,6 +31,7 @@ from meterline.core.meters import Meter
 from meterline.core.pricing import Tier
 from meterline.core.semantics import DEFAULT, Semantics
 from meterline.core.tax import TableTaxProvider, TaxRate, TaxRounding
+from meterline.core.thresholds import ThresholdLevels
 from meterline.core.trials import Trial, TrialWindow
 
 PriceModel = Literal["per_unit", "package", "graduated", "volume", "matrix", "percentage"]
@@ -122,6 +123,8 @@ class CreditTerms:
     overage_prices: tuple[tuple[str, Decimal], ...] = ()
     minimum_commit: Decimal | None = None
     threshold: Decimal | None = None
+    threshold_levels: ThresholdLevels | None = None
+    """Progressive billing at levels of the period's cumulative usage (``core.thresholds``)."""
     breakage: str = "expiry"
     """The default breakage of the contract's grants (and of grants made by API)."""
     breakage_rate: Decimal = ZERO

@@ -1,0 +1,78 @@
+"""Progressive billing thresholds: fixed levels, then every X (pure).
+
+A contract may bill its period's usage early at levels of the period's **cumulative**
+usage (Lago's progressive billing): fixed levels in increasing order (``10, 50, 200``),
+then, optionally, every ``recurring`` above the last one (``200 + 500``, ``200 + 1000``,
+...). The levels are of money (the usage the period has charged so far, billed early or
+not) or of a meter's quantity (``meter``: units, not money). Each time the cumulative
+figure reaches a level not reached before in the period, everything unbilled is invoiced
+at once (several levels crossed together make one invoice); the period's own invoice
+then nets what was billed early.
+
+``reached`` counts the levels at or below a figure; ``next_level`` is the progress the
+live figures and access answers show. The older single ``threshold`` (bill whenever the
+*unbilled* usage reaches X) stays as it was.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from decimal import Decimal, localcontext
+
+from meterline.core.money import MONEY_CONTEXT
+
+ZERO = Decimal(0)
+LEVELS_LIMIT = 100
+"""The most fixed levels a contract may declare."""
+
+
+@dataclass(frozen=True, slots=True)
+class ThresholdLevels:
+    """Fixed ``levels`` (increasing, above zero), then every ``recurring`` above the last
+    (or from zero when there are none); of money, or of ``meter``'s quantity."""
+
+    levels: tuple[Decimal, ...] = ()
+    recurring: Decimal | None = None
+    meter: str | None = None
+
+    def reached(self, figure: Decimal) -> int:
+        """How many levels ``figure`` has reached (a level counts when reached exactly)."""
+        count = sum(1 for level in self.levels if figure >= level)
+        if self.recurring is None or count < len(self.levels):
+            return count
+        last = self.levels[-1] if self.levels else ZERO
+        with localcontext(MONEY_CONTEXT):
+            steps = int((figure - last) // self.recurring) if figure > last else 0
+        return count + steps
+
+    def level(self, number: int) -> Decimal | None:
+        """The ``number``-th level (from 1), or None when there is none."""
+        if number < 1:
+            return None
+        if number <= len(self.levels):
+            return self.levels[number - 1]
+        if self.recurring is None:
+            return None
+        last = self.levels[-1] if self.levels else ZERO
+        with localcontext(MONEY_CONTEXT):
+            return last + self.recurring * (number - len(self.levels))
+
+    def next_level(self, figure: Decimal) -> Decimal | None:
+        """The next level above ``figure`` (None: none left)."""
+        return self.level(self.reached(figure) + 1)
+
+
+def threshold_level_errors(levels: ThresholdLevels, path: str) -> list[str]:
+    """Every problem with declared levels, each naming its field."""
+    errors = []
+    if not levels.levels and levels.recurring is None:
+        errors.append(f"{path}: give levels, a recurring amount, or both")
+    if len(levels.levels) > LEVELS_LIMIT:
+        errors.append(f"{path}.levels: at most {LEVELS_LIMIT}")
+    if any(level <= 0 for level in levels.levels):
+        errors.append(f"{path}.levels: each must be above zero")
+    if any(b <= a for a, b in zip(levels.levels, levels.levels[1:], strict=False)):
+        errors.append(f"{path}.levels: must increase")
+    if levels.recurring is not None and levels.recurring <= 0:
+        errors.append(f"{path}.recurring: must be above zero")
+    return errors
