@@ -823,3 +823,17 @@ def test_reconcile_compares_each_segment_of_an_amended_period(
         (acme, other) = report.customers
         assert acme.differences == ["line tokens #1: live 301 for 0.300, draft 300 for 0.300"]
         assert other.differences == ["no live figures"]
+
+
+def test_the_access_answer_says_when_a_free_trial_ends(new_db: NewDb, clock: Clock) -> None:
+    """A contract on a 60-day trial: its access answer and pushed decision carry the
+    trial's end, and whether it is still on; a contract without one carries none."""
+    yaml = pricing(EMPTY_BLOCK, overrides="    trial: {days: 60}\n")
+    with open_live(new_db(), clock, yaml) as live:
+        live.send(1)
+        answer = live.access()
+        assert answer["trial"] == {"ends_at": "2026-11-30T00:00:00Z", "active": True}
+        assert live.engine.controls.decisions["acme"]["trial_ends"] == "2026-11-30T00:00:00Z"
+        assert "trial" not in live.access(customer="other")
+        clock.now_us = us(2026, 11, 30)
+        assert live.access()["trial"]["active"] is False

@@ -4,18 +4,22 @@ first message, and a firing as webhooks, the API and the CLI show it."""
 
 from __future__ import annotations
 
+from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
 from meterline.core.control_policies import AccessDecision, Block, decide
-from meterline.core.events import format_timestamp
+from meterline.core.events import format_timestamp, timestamp_to_us
 from meterline.ledger.control_records import StoredFiring
 
 
-def decision_document(blocks: tuple[Block, ...], remaining: dict[str, Decimal]) -> dict[str, Any]:
-    """A customer's access state (its active ``blocks``, its ``remaining`` balances) as
-    the push stream sends it."""
+def decision_document(
+    blocks: tuple[Block, ...], remaining: dict[str, Decimal], trial_ends_us: int | None = None
+) -> dict[str, Any]:
+    """A customer's access state (its active ``blocks``, its ``remaining`` balances, when
+    its contract's free trial ends) as the push stream sends it."""
     shown = {unit: str(value) for unit, value in sorted(remaining.items())}
+    trial = {} if trial_ends_us is None else {"trial_ends": format_timestamp(trial_ends_us)}
     whole = next((b for b in blocks if not b.features), None)
     if whole is not None:
         return {
@@ -24,6 +28,7 @@ def decision_document(blocks: tuple[Block, ...], remaining: dict[str, Decimal]) 
             "reason": whole.reason,
             "policy": whole.policy,
             "remaining": shown,
+            **trial,
         }
     features = sorted({f for b in blocks for f in b.features})
     first = blocks[0] if blocks else None
@@ -33,7 +38,17 @@ def decision_document(blocks: tuple[Block, ...], remaining: dict[str, Decimal]) 
         "reason": "" if first is None else first.reason,
         "policy": None if first is None else first.policy,
         "remaining": shown,
+        **trial,
     }
+
+
+def trial_state(trial_ends: str | None, now_us: int) -> dict[str, Any]:
+    """The access answer's ``trial`` (when the contract has one): when it ends and whether
+    it is still on now."""
+    if trial_ends is None:
+        return {}
+    ends = datetime.fromisoformat(trial_ends.replace("Z", "+00:00"))
+    return {"trial": {"ends_at": trial_ends, "active": now_us < timestamp_to_us(ends)}}
 
 
 def access_document(
@@ -43,8 +58,10 @@ def access_document(
     remaining: dict[str, str],
     has_contract: bool,
     version: int,
+    trial: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The access answer (``GET /v1/access/{customer}``) for the customer's active blocks."""
+    """The access answer (``GET /v1/access/{customer}``) for the customer's active blocks
+    (with ``trial_state`` when the contract has a free trial)."""
     answer: AccessDecision = decide(blocks, feature)
     return {
         "customer": customer,
@@ -54,6 +71,7 @@ def access_document(
         "policy": answer.policy,
         "remaining": dict(remaining),
         "version": version,
+        **(trial or {}),
     }
 
 

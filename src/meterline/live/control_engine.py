@@ -28,12 +28,14 @@ from typing import Any
 from meterline.billing.service import Billing, BillingError
 from meterline.core.control_policies import Block, Evaluation, Firing, Observation, Rearm, evaluate
 from meterline.core.cuts import Cut
+from meterline.core.events import format_timestamp
 from meterline.ledger.control_records import ControlStore, StoredFiring, StoredOverride
 from meterline.live.control_actions import alert_kind, top_up, true_up
 from meterline.live.control_documents import (
     access_document,
     decision_document,
     snapshot_document,
+    trial_state,
 )
 from meterline.live.control_documents import firing_document as firing_document
 from meterline.live.control_overrides import OverrideError as OverrideError
@@ -471,13 +473,22 @@ class Controls:
         """The customer's access state as the push stream sends it."""
         state = self.state.get(customer)
         blocks = tuple((state.blocks or {}).values()) if state else ()
-        return decision_document(blocks, (state and state.remaining) or {})
+        remaining = (state and state.remaining) or {}
+        return decision_document(blocks, remaining, self._trial_end(customer))
+
+    def _trial_end(self, customer: str) -> int | None:
+        live = self.projection.customers.get(customer)
+        return None if live is None else live.contract.trial_end_us()
 
     def access(self, customer: str, feature: str | None = None) -> dict[str, Any]:
         """May ``customer`` use ``feature`` now? (A dict read: no ledger, no lock.)"""
         state = self.state.get(customer)
         blocks = tuple((state.blocks or {}).values()) if state else ()
         remaining = (state.remaining if state else None) or {}
+        trial_end = self._trial_end(customer)
+        trial = None
+        if trial_end is not None:
+            trial = trial_state(format_timestamp(trial_end), self.clock())
         return access_document(
             customer,
             feature,
@@ -485,6 +496,7 @@ class Controls:
             {unit: str(value) for unit, value in sorted(remaining.items())},
             customer in self.projection.customers,
             self.version,
+            trial,
         )
 
     def snapshot(self, customer: str | None = None) -> dict[str, Any]:
