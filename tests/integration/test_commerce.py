@@ -271,3 +271,28 @@ def test_quantity_thresholds_count_units(new_db: NewDb) -> None:
         billing.ledger.ingest([event("lago-co", 4, 200, 2)])
         (invoice,) = billing.check_thresholds("lago-co")
         assert decode_exact(invoice.document)["total"] == "11.00"  # 1,100 tokens at 0.01
+
+
+def test_the_trial_balance_at_a_date_counts_only_entries_dated_through_it(
+    new_db: NewDb,
+) -> None:
+    from datetime import date
+
+    from meterline.finance.books import build_books
+    from meterline.finance.reports import revenue_reports
+
+    with open_billing(new_db(), clock=lambda: at(2026, 12, 2)) as billing:
+        billing.ledger.ingest([event("weekly-co", day, 1000, day) for day in (3, 10, 17)])
+        billing.apply(PRICING)
+        billing.close(at(2026, 12, 2))
+        books = build_books(billing)
+        early = revenue_reports(books, balances_at=date(2026, 11, 8))
+        full = revenue_reports(books)
+        assert early["balances_at"] == "2026-11-08" and full["balances_at"] is None
+        assert early["trial_balance_totals"] != full["trial_balance_totals"]
+        assert (
+            early["trial_balance_totals"]["debit"] == early["trial_balance_totals"]["credit"]
+        )
+        expected = books.trial_balance(date(2026, 11, 8))
+        shown = {(row["account"], row["currency"]) for row in early["trial_balance"]}
+        assert shown == set(expected)

@@ -63,7 +63,7 @@ def journal_command(
     with _billing(db) as billing:
         books = build_books(billing, at)
     if customer is not None:
-        books = Books(books.for_customer(customer), books.grants, books.as_of)
+        books = Books(books.for_customer(customer), books.grants, books.as_of, books.reporting)
     if output_format == "csv":
         _write(journal_csv(books), out)
     elif output_format == "beancount":
@@ -101,6 +101,14 @@ def revenue_command(
     ] = None,
     as_of: AsOfOption = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the reports as JSON.")] = False,
+    balances_at: Annotated[
+        str | None,
+        typer.Option(
+            "--balances-at",
+            help="The trial balance at the end of this date (YYYY-MM-DD), as known now or"
+            " --as-of.",
+        ),
+    ] = None,
 ) -> None:
     """Revenue reports: the waterfall by month, deferred revenue roll-forward, trial balance."""
     from meterline.finance.books import build_books
@@ -111,7 +119,11 @@ def revenue_command(
     with _billing(db) as billing:
         books = build_books(billing, at)
     try:
-        reports = revenue_reports(books, month)
+        day = None if balances_at is None else date.fromisoformat(balances_at)
+    except ValueError:
+        raise fail(f"--balances-at: {balances_at!r} is not a date (YYYY-MM-DD)") from None
+    try:
+        reports = revenue_reports(books, month, day)
     except ValueError as error:
         raise fail(f"--month: {error}") from None
     if as_json:

@@ -92,7 +92,8 @@ def revenue_tables(reports: dict[str, Any]) -> list[Table]:
                 for name in ("opening", "billed", "recognized", "closing")
             ),
         )
-    trial = Table(title=f"Trial balance as of {reports['as_of']}")
+    dated = f" at the end of {reports['balances_at']}" if reports.get("balances_at") else ""
+    trial = Table(title=f"Trial balance{dated} as of {reports['as_of']}")
     for column in ("account", "debit", "credit"):
         trial.add_column(column, justify="left" if column == "account" else "right")
     for row in reports["trial_balance"]:

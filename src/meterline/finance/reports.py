@@ -26,8 +26,12 @@ def month_span(month: str) -> tuple[date, date]:
         raise ValueError(f"{month!r} is not a month (YYYY-MM)") from None
 
 
-def revenue_reports(books: Books, month: str | None = None) -> dict[str, Any]:
-    """Waterfall, roll-forward (each month, or just ``month``) and trial balance."""
+def revenue_reports(
+    books: Books, month: str | None = None, balances_at: date | None = None
+) -> dict[str, Any]:
+    """Waterfall, roll-forward (each month, or just ``month``) and trial balance: of every
+    entry known, or of the entries dated through ``balances_at`` (the balance at a date,
+    beside ``books.as_of``, the date of knowledge)."""
     months = books.months()
     chosen = [month] if month is not None else months
     for name in chosen:
@@ -72,7 +76,7 @@ def revenue_reports(books: Books, month: str | None = None) -> dict[str, Any]:
     trial = []
     debits = credits = ZERO
     with localcontext(MONEY_CONTEXT):
-        for (account, currency), balance in books.trial_balance().items():
+        for (account, currency), balance in books.trial_balance(balances_at).items():
             trial.append(
                 {
                     "account": account,
@@ -85,6 +89,7 @@ def revenue_reports(books: Books, month: str | None = None) -> dict[str, Any]:
             credits += max(-balance, ZERO)
     return {
         "as_of": books.as_of.isoformat() if books.as_of else None,
+        "balances_at": balances_at.isoformat() if balances_at else None,
         "months": months,
         "waterfall": waterfall,
         "waterfall_totals": totals,
