@@ -155,6 +155,20 @@ def test_the_general_ledger_csv_bills_what_the_invoices_say(demo_db: Demo) -> No
     assert breakage, "the demo's proportional and expiry breakage are in the journal"
 
 
+def test_the_monthly_summary_journal_sums_the_daily_one(demo_db: Demo) -> None:
+    monthly = meterline("journal", "--db", str(demo_db.db), "--format", "csv", "--monthly")
+    daily = meterline("journal", "--db", str(demo_db.db), "--format", "csv")
+    assert monthly.returncode == 0 and daily.returncode == 0, monthly.stderr
+    summary = list(csv.DictReader(io.StringIO(monthly.stdout)))
+    rows = list(csv.DictReader(io.StringIO(daily.stdout)))
+    assert summary and len(summary) < len(rows)
+    assert all(r["entry_id"].startswith("summary:") for r in summary)
+    for account in {r["account"] for r in rows}:
+        net = sum(D(r["debit"]) - D(r["credit"]) for r in rows if r["account"] == account)
+        summed = sum(D(r["debit"]) - D(r["credit"]) for r in summary if r["account"] == account)
+        assert net == summed, account
+
+
 def test_revenue_reports_roll_forward_and_add_up(demo_db: Demo) -> None:
     result = meterline("revenue", "--db", str(demo_db.db), "--json")
     assert result.returncode == 0, result.stderr

@@ -228,3 +228,33 @@ def test_a_late_usage_note_is_usage_revenue_on_its_day() -> None:
     entries = credit_note_entries(note, document, date(2026, 11, 20))
     assert waterfall(entries) == {("2026-11", REVENUE_USAGE, "USD"): D("2.40")}
     assert _balance(entries, RECEIVABLE) == D("2.40")
+
+
+def test_the_monthly_summary_nets_each_account_per_month_and_balances() -> None:
+    """Three daily entries in two months: the summary has one balanced entry per month
+    with each account's net movement; its trial balance equals the daily one's."""
+    from datetime import date as day
+    from decimal import Decimal as Amount
+
+    from meterline.core.journal import entry, monthly_summary, trial_balance
+
+    daily = [
+        entry("a", day(2026, 10, 3), "d", "c", "x", "USD", "assets:accounts_receivable",
+              "revenue:usage", Amount("10.00")),
+        entry("b", day(2026, 10, 30), "d", "c", "x", "USD", "assets:accounts_receivable",
+              "revenue:usage", Amount("5.50")),
+        entry("c", day(2026, 11, 1), "d", "c", "y", "USD", "assets:cash",
+              "assets:accounts_receivable", Amount("15.50")),
+    ]  # fmt: skip
+    summary = monthly_summary([item for item in daily if item is not None])
+    assert [(item.entry_id, item.day) for item in summary] == [
+        ("summary:2026-10:USD", day(2026, 10, 31)),
+        ("summary:2026-11:USD", day(2026, 11, 30)),
+    ]
+    october = {p.account: p.amount for p in summary[0].postings}
+    assert october == {
+        "assets:accounts_receivable": Amount("15.50"),
+        "revenue:usage": Amount("-15.50"),
+    }
+    assert summary[0].description == "Monthly summary of 2 daily entries"
+    assert trial_balance(summary) == trial_balance([i for i in daily if i is not None])

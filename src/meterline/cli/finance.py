@@ -52,6 +52,14 @@ def journal_command(
         str | None, typer.Option("--customer", help="Only this customer's entries.")
     ] = None,
     as_of: AsOfOption = None,
+    monthly: Annotated[
+        bool,
+        typer.Option(
+            "--monthly",
+            help="The monthly summary journal for the general ledger (one entry per month and"
+            " currency; the daily entries are its subledger).",
+        ),
+    ] = False,
 ) -> None:
     """The revenue-recognition journal (double entry), derived from invoices and credits."""
     from meterline.finance.books import Books, build_books, journal_rows
@@ -64,6 +72,10 @@ def journal_command(
         books = build_books(billing, at)
     if customer is not None:
         books = Books(books.for_customer(customer), books.grants, books.as_of, books.reporting)
+    if monthly:
+        from meterline.core.journal import monthly_summary
+
+        books = Books(monthly_summary(books.entries), books.grants, books.as_of, books.reporting)
     if output_format == "csv":
         _write(journal_csv(books), out)
     elif output_format == "beancount":

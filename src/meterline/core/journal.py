@@ -14,6 +14,8 @@ Reports:
 - ``rollforward``: for a liability such as deferred revenue, over [start, end):
   opening + billed - recognized = closing.
 - ``waterfall``: revenue recognized per month and revenue account.
+- ``monthly_summary``: the summary journal a general ledger books, one entry per month and
+  currency, with the daily entries as its subledger.
 """
 
 from __future__ import annotations
@@ -214,3 +216,46 @@ def waterfall(entries: Iterable[JournalEntry]) -> dict[tuple[str, str, str], Dec
                 if CHART[posting.account] in ("revenue", "contra_revenue"):
                     months[(month, posting.account, posting.currency)] -= posting.amount
     return {key: value for key, value in sorted(months.items()) if value != 0}
+
+
+def monthly_summary(entries: Iterable[JournalEntry]) -> list[JournalEntry]:
+    """The general ledger's summary journal: per month and currency, one entry dated the
+    month's last day whose postings are each account's net movement that month; the daily
+    entries stay its subledger (``cause`` names how many it sums). Balanced because each
+    daily entry is; an account that nets to zero is left out."""
+    months: dict[tuple[date, str], dict[str, Decimal]] = {}
+    counts: dict[tuple[date, str], int] = defaultdict(int)
+    with localcontext(MONEY_CONTEXT):
+        for item in entries:
+            last = _month_end(item.day)
+            for currency in {posting.currency for posting in item.postings}:
+                counts[(last, currency)] += 1
+            for posting in item.postings:
+                moved = months.setdefault((last, posting.currency), defaultdict(Decimal))
+                moved[posting.account] += posting.amount
+    summary = []
+    for (last, currency), moved in sorted(months.items()):
+        postings = tuple(
+            Posting(account, amount, currency)
+            for account, amount in sorted(moved.items())
+            if amount != 0
+        )
+        if not postings:
+            continue
+        month = last.strftime("%Y-%m")
+        summary.append(
+            JournalEntry(
+                f"summary:{month}:{currency}",
+                last,
+                f"Monthly summary of {counts[(last, currency)]} daily entries",
+                f"summary:{month}",
+                "",
+                postings,
+            )
+        )
+    return summary
+
+
+def _month_end(day: date) -> date:
+    following = date(day.year + day.month // 12, day.month % 12 + 1, 1)
+    return date.fromordinal(following.toordinal() - 1)
