@@ -9,6 +9,7 @@ from typing import Any
 
 from meterline.core.books import credit_note_entries, document_entries
 from meterline.core.journal import (
+    CONTRA_COMMIT_DISCOUNTS,
     CONTRA_DISCOUNTS,
     CONTRA_FREE_CREDITS,
     DEFERRED_BILLED_EARLY,
@@ -129,7 +130,8 @@ def test_a_prepaid_commit_in_money_settles_the_usage_it_paid() -> None:
     entries = billed + credit
     assert _balance(entries, RECEIVABLE) == D("94.00")
     assert -_balance(entries, REVENUE_USAGE) == D("100.00")
-    assert _balance(entries, CONTRA_FREE_CREDITS) == D("6.00")
+    assert _balance(entries, CONTRA_COMMIT_DISCOUNTS) == D("6.00")  # paid 54 for 60
+    assert _balance(entries, CONTRA_FREE_CREDITS) == 0
     assert _balance(entries, DEFERRED_CREDITS) == 0
     assert _balance(entries, UNBILLED) == 0
     assert accounts["acme/commit"].released == D("54.00")

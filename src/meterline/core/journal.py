@@ -48,6 +48,9 @@ REVENUE_CREDITS = "revenue:credits"
 REVENUE_BREAKAGE = "revenue:breakage"
 REVENUE_MINIMUM = "revenue:minimum_commitment"
 CONTRA_FREE_CREDITS = "contra_revenue:free_credits"
+"""Usage paid by promotional (free) credit."""
+CONTRA_COMMIT_DISCOUNTS = "contra_revenue:commit_discounts"
+"""Usage paid by the discounted part of a prepaid commit (face above what was paid)."""
 CONTRA_DISCOUNTS = "contra_revenue:discounts"
 CONTRA_COUPONS = "contra_revenue:coupons"
 CONTRA_TRIALS = "contra_revenue:free_trials"
@@ -69,6 +72,7 @@ CHART: Mapping[str, AccountKind] = {
     REVENUE_BREAKAGE: "revenue",
     REVENUE_MINIMUM: "revenue",
     CONTRA_FREE_CREDITS: "contra_revenue",
+    CONTRA_COMMIT_DISCOUNTS: "contra_revenue",
     CONTRA_DISCOUNTS: "contra_revenue",
     CONTRA_COUPONS: "contra_revenue",
     CONTRA_TRIALS: "contra_revenue",

@@ -42,6 +42,7 @@ from decimal import Decimal, Inexact, localcontext
 from typing import Literal
 
 from meterline.core.journal import (
+    CONTRA_COMMIT_DISCOUNTS,
     CONTRA_FREE_CREDITS,
     DEFERRED_CREDITS,
     DEFERRED_FEES,
@@ -429,7 +430,12 @@ def _consume(account: GrantAccount, day: date, ident: str, cause: str) -> None:
         account.settled += face
         postings = [
             Posting(DEFERRED_CREDITS, delta, terms.currency),
-            Posting(CONTRA_FREE_CREDITS, face - delta, terms.currency),
+            # promotional credit (nothing paid) or a commit's discount: separate contras
+            Posting(
+                CONTRA_FREE_CREDITS if terms.paid == 0 else CONTRA_COMMIT_DISCOUNTS,
+                face - delta,
+                terms.currency,
+            ),
             Posting(UNBILLED, -face, terms.currency),
         ]
         postings = [p for p in postings if p.amount != 0]
