@@ -296,3 +296,47 @@ def test_the_trial_balance_at_a_date_counts_only_entries_dated_through_it(
         expected = books.trial_balance(date(2026, 11, 8))
         shown = {(row["account"], row["currency"]) for row in early["trial_balance"]}
         assert shown == set(expected)
+
+
+LAPSING = """\
+credit_types:
+  - {key: credits, name: Credits, currency: USD, unit_value: "0.01"}
+meters:
+  - {key: calls, event_type: llm, aggregation: count}
+plans:
+  - key: pool
+    versions:
+      - version: 1
+        effective_from: 2026-01-01
+        currency: USD
+        prices: [{meter: calls, model: per_unit, unit_amount: 1, credit_type: credits}]
+contracts:
+  - customer: pool-co
+    plan: pool
+    start: 2026-10-01
+    credits:
+      {timing}grants:
+        - {key: october, credit_type: credits, amount: 100, paid: "1.00",
+           expires: 2026-11-01}
+"""
+
+
+@pytest.mark.parametrize(
+    ("timing", "booked"), [("", "2026-11-01"), ("breakage_timing: lapse\n      ", "2026-10-31")]
+)
+def test_a_lapsed_pool_books_its_breakage_on_expiry_or_in_the_month_it_lapses(
+    new_db: NewDb, timing: str, booked: str
+) -> None:
+    from meterline.core.journal import REVENUE_BREAKAGE
+    from meterline.finance.books import build_books
+
+    with open_billing(new_db(), clock=lambda: at(2026, 11, 5)) as billing:
+        billing.apply(LAPSING.replace("{timing}", timing))
+        books = build_books(billing)
+        days = {
+            item.day.isoformat()
+            for item in books.entries
+            for posting in item.postings
+            if posting.account == REVENUE_BREAKAGE
+        }
+        assert days == {booked}

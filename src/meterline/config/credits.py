@@ -26,6 +26,7 @@ CREDIT_TERMS_KEYS = (
     "overage_prices",
     "threshold",
     "thresholds",
+    "breakage_timing",
 )
 GRANT_KEYS = (
     "key",
@@ -117,6 +118,9 @@ def read_credit_terms(declared: Declared, value: Any, path: str, timezone: str) 
     if levels is not None and threshold is not None:
         reader.fail(f"{path}.thresholds", "give threshold or thresholds, not both")
     breakage, rate = read_breakage(reader, item, path, "expiry")
+    timing = reader.choice(
+        item.get("breakage_timing"), f"{path}.breakage_timing", ("expiry", "lapse"), "expiry"
+    )
     return CreditTerms(
         tuple(grants),
         overage,  # type: ignore[arg-type]
@@ -126,6 +130,7 @@ def read_credit_terms(declared: Declared, value: Any, path: str, timezone: str) 
         levels,
         breakage or "expiry",
         rate or Decimal(0),
+        breakage_timing=timing,
     )
 
 

@@ -130,6 +130,10 @@ class CreditTerms:
     breakage_rate: Decimal = ZERO
     semantics: Semantics = DEFAULT
     """The pricing file's burn-order options (``core.semantics``), for the credit book."""
+    breakage_timing: str = "expiry"
+    """When an expired grant's breakage is booked: on its expiry instant's day
+    (``expiry``), or on the last day its rights existed (``lapse``: a pool lapsing at a
+    month's end books in that month)."""
 
     def breakage_of(self, grant_id: str) -> tuple[str, Decimal]:
         """The breakage mode and expected rate of a grant (``key`` or ``key@period``)."""

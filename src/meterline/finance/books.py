@@ -199,7 +199,7 @@ def grant_journal(
         grant_id = own + grant_id
         if grant_id not in known:
             continue
-        day = _day(timezone, _used_at(entry))
+        day = _day(timezone, _used_at(entry, terms.breakage_timing))
         cause = (
             f"grant:{grant_id}/usage:{day.isoformat()}"
             if kind in ("consume", "release")
@@ -209,11 +209,16 @@ def grant_journal(
     return credit_entries(grants, _merge(movements), purchase_account=UNBILLED)
 
 
-def _used_at(entry: CreditEntry) -> int:
+def _used_at(entry: CreditEntry, breakage_timing: str = "expiry") -> int:
     """When a movement happened: usage paid by a grant (``consume``, ``release``) at the
     last instant of the window it was used in (the book stamps it at the window's end, the
-    midnight that ends its day, which is the next day); anything else at its instant."""
+    midnight that ends its day, which is the next day); an expiry's breakage at the expiry
+    instant, or with ``breakage_timing: lapse`` at the last instant its rights existed (a
+    pool lapsing at a month's end books its breakage in that month); anything else at its
+    instant."""
     if entry.kind in ("consume", "release") and entry.line is not None:
+        return entry.at_us - 1
+    if entry.kind == "expire" and breakage_timing == "lapse":
         return entry.at_us - 1
     return entry.at_us
 
