@@ -272,3 +272,40 @@ def test_an_unbalanced_entry_cannot_be_made() -> None:
             "acme",
             (Posting("revenue:other", D(10), "USD"), Posting(RECEIVABLE, D(-10), "USD")),
         )
+
+
+def _recognized(recognition: str, timezone: str = "UTC") -> dict[date, D]:
+    from meterline.core.journal import REVENUE_SUBSCRIPTION
+    from meterline.core.revrec import ratable_fee
+
+    entries = ratable_fee(
+        "fee", "c", D("1200.00"), "USD", date(2026, 1, 15), date(2026, 1, 15),
+        date(2027, 1, 15), recognition=recognition, timezone=timezone,  # type: ignore[arg-type]
+    )  # fmt: skip
+    by_day: dict[date, D] = {}
+    for item in entries:
+        for posting in item.postings:
+            if posting.account == REVENUE_SUBSCRIPTION:
+                by_day[item.day] = by_day.get(item.day, D(0)) - posting.amount
+    assert sum(by_day.values(), D(0)) == D("1200.00")
+    return by_day
+
+
+def _between(by_day: dict[date, D], start: date, end: date) -> D:
+    return sum((amount for day, amount in by_day.items() if start <= day < end), D(0))
+
+
+def test_recognition_options_spread_an_annual_fee_by_day_second_or_month() -> None:
+    """1,200.00 for a year from January 15: by month with prorated ends, each full calendar
+    month earns 100.00 and January 2026 17/31 of one; evenly per service month, each month
+    from the 15th earns 100.00; by day, a 31-day month earns 31/365; by second, Berlin's
+    23-hour March 29 earns less than its neighbours."""
+    prorated = _recognized("month_prorated")
+    assert _between(prorated, date(2026, 3, 1), date(2026, 4, 1)) == D("100.00")
+    assert _between(prorated, date(2026, 1, 1), date(2026, 2, 1)) == D("54.84")
+    monthly = _recognized("month")
+    assert _between(monthly, date(2026, 2, 15), date(2026, 3, 15)) == D("100.00")
+    daily = _recognized("day")
+    assert abs(_between(daily, date(2026, 3, 1), date(2026, 4, 1)) - D("101.92")) <= D("0.01")
+    seconds = _recognized("second", "Europe/Berlin")
+    assert seconds[date(2026, 3, 29)] < seconds[date(2026, 3, 28)]

@@ -11,6 +11,7 @@ from meterline.config.fields import Declared, FieldReader, read_currency
 from meterline.config.prices import read_fees, read_prices
 from meterline.core.model import BillingTerms, PlanVersion
 from meterline.core.periods import ANCHORS, CYCLES, EVERY_LIMIT, PRORATIONS
+from meterline.core.revrec import RECOGNITIONS
 
 ROUNDINGS = ("half_up", "half_even")
 VERSION_KEYS = ("version", "effective_from", "currency", "billing", "fees", "prices")
@@ -54,7 +55,9 @@ def _version(declared: Declared, value: Any, path: str, plan: str, name: str) ->
 def _billing(reader: FieldReader, value: Any, path: str) -> BillingTerms:
     """A version's ``billing``: cycle, anchor, proration, rounding and ``every`` (how many
     cycles a period spans), each defaulted."""
-    raw = reader.mapping(value, path, ("cycle", "anchor", "proration", "rounding", "every"))
+    raw = reader.mapping(
+        value, path, ("cycle", "anchor", "proration", "rounding", "every", "recognition")
+    )
     every = reader.integer(raw.get("every"), f"{path}.every", 1) or 1
     if not 1 <= every <= EVERY_LIMIT:
         reader.fail(f"{path}.every", f"must be from 1 to {EVERY_LIMIT}")
@@ -65,4 +68,7 @@ def _billing(reader: FieldReader, value: Any, path: str) -> BillingTerms:
         proration=reader.choice(raw.get("proration"), f"{path}.proration", PRORATIONS, "day"),  # type: ignore[arg-type]
         rounding=reader.choice(raw.get("rounding"), f"{path}.rounding", ROUNDINGS, "half_up"),  # type: ignore[arg-type]
         every=every,
+        recognition=reader.choice(
+            raw.get("recognition"), f"{path}.recognition", RECOGNITIONS, "day"
+        ),  # type: ignore[arg-type]
     )

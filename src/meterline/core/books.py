@@ -202,7 +202,11 @@ def fee_entries(
             )
         else:
             end = day_of(service["end"], timezone)
-            entries += ratable_fee(part_cause, customer, part, currency, billed, earned, end)
+            how = line.get("recognition", "day")
+            entries += ratable_fee(
+                part_cause, customer, part, currency, billed, earned, end,
+                recognition=how, timezone=timezone,
+            )  # fmt: skip
     return entries
 
 

@@ -31,7 +31,7 @@ from meterline.core.coupons import Coupon, Discountable, apply_coupons
 from meterline.core.cuts import Cut
 from meterline.core.events import encode_canonical, format_timestamp
 from meterline.core.invoice_lines import numbered_lines
-from meterline.core.model import Configuration, Segment
+from meterline.core.model import Configuration, Fee, Segment, Terms
 from meterline.core.money import MONEY_CONTEXT, exact_sum, prorate, round_amount
 from meterline.core.periods import BillingPeriod, local_date, proration_fraction
 from meterline.core.price_snapshot import price_snapshot
@@ -110,16 +110,7 @@ def fee_lines(segment_list: Sequence[Segment], period: BillingPeriod, timezone: 
                 "start": format_timestamp(segment.start_us),
                 "end": format_timestamp(segment.end_us),
             }
-            detail: dict[str, Any] = {
-                "fee": fee.key,
-                "plan": label,
-                "recurrence": fee.kind,
-                "timing": fee.timing,
-            }
-            if fee.obligations:  # core.allocation: the journal splits the line by these
-                detail["obligations"] = [
-                    [o.name, str(o.standalone_price), o.recognition] for o in fee.obligations
-                ]
+            detail = _fee_detail(fee, terms, label)
             if fee.kind == "one_off":
                 if segment.begins_terms:
                     lines.append(
@@ -175,6 +166,25 @@ def fee_lines(segment_list: Sequence[Segment], period: BillingPeriod, timezone: 
                     )
                 )
     return lines
+
+
+def _fee_detail(fee: Fee, terms: Terms, label: str) -> dict[str, Any]:
+    """What a fee line records beside its amount: the fee, plan, recurrence and timing; how
+    the journal spreads it (``core.revrec``) and the obligations it pays for
+    (``core.allocation``), when not the defaults."""
+    detail: dict[str, Any] = {
+        "fee": fee.key,
+        "plan": label,
+        "recurrence": fee.kind,
+        "timing": fee.timing,
+    }
+    if terms.plan.billing.recognition != "day":
+        detail["recognition"] = terms.plan.billing.recognition
+    if fee.obligations:
+        detail["obligations"] = [
+            [o.name, str(o.standalone_price), o.recognition] for o in fee.obligations
+        ]
+    return detail
 
 
 def _fee_segments(segment_list: Sequence[Segment]) -> list[tuple[int, Segment]]:

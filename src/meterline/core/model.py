@@ -229,6 +229,8 @@ class BillingTerms:
     proration: Literal["day", "second"] = "day"
     rounding: Literal["half_up", "half_even"] = "half_up"
     every: int = 1
+    recognition: Literal["day", "second", "month", "month_prorated"] = "day"
+    """How the journal spreads a recurring fee over its service (``core.revrec``)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -208,6 +208,33 @@ def allocate(total: Decimal, weights: Sequence[Decimal], currency: str) -> list[
     return floors
 
 
+def weighted_shares(total: Decimal, weights: Sequence[Decimal], currency: str) -> list[Decimal]:
+    """``cumulative_shares`` with a weight per step: step k's share is
+    round(total x W_k / W) - round(total x W_(k-1) / W), W_k the weights through step k, so
+    the cumulative amount is always the exact one rounded once and the shares sum to
+    ``total``. Weights are zero or more, not all zero."""
+    if not weights or any(weight < 0 for weight in weights) or not any(weights):
+        raise MoneyError("weights: zero or more each, not all zero")
+    if round_amount(total, currency) != total:
+        raise MoneyError(f"total: {total} is not a whole number of {currency} minor units")
+    sign = -1 if total < 0 else 1
+    magnitude = abs(total)
+    whole = exact_sum(weights)
+    shares: list[Decimal] = []
+    before = running = Decimal(0)
+    for weight in weights:
+        with localcontext(MONEY_CONTEXT) as context:
+            context.traps[Inexact] = False  # a quotient: carried far past the minor unit
+            context.prec = 2 * MONEY_CONTEXT.prec + 10
+            running += weight
+            exact = magnitude * running / whole
+        reached = round_amount(exact, currency)
+        with localcontext(MONEY_CONTEXT):
+            shares.append(sign * (reached - before))
+        before = reached
+    return shares
+
+
 def cumulative_shares(total: Decimal, count: int, currency: str) -> list[Decimal]:
     """Split ``total`` evenly over ``count`` steps in order (the days of a service period):
     step k's share is round(total x k / count) - round(total x (k - 1) / count), so the

@@ -35,6 +35,7 @@ deferred + moved + reversed; ``check_grant`` asserts it after every movement.
 
 from __future__ import annotations
 
+import calendar
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import date, timedelta
@@ -57,7 +58,13 @@ from meterline.core.journal import (
     Posting,
     entry,
 )
-from meterline.core.money import MONEY_CONTEXT, cumulative_shares, round_amount
+from meterline.core.money import (
+    MONEY_CONTEXT,
+    cumulative_shares,
+    round_amount,
+    weighted_shares,
+)
+from meterline.core.periods import local_midnight_us
 
 ZERO = Decimal(0)
 
@@ -75,6 +82,48 @@ def service_days(start: date, end: date) -> list[date]:
     return [start + timedelta(days=number) for number in range(count)]
 
 
+Recognition = Literal["day", "second", "month", "month_prorated"]
+RECOGNITIONS: tuple[Recognition, ...] = ("day", "second", "month", "month_prorated")
+"""How a ratable fee spreads over its service: evenly per day (the default); per second
+(a 25-hour day across a clock change earns 25/24 of a day); evenly per service month
+(each month from the start date earns the same, spread over its days); evenly per
+calendar month with the first and last months prorated by their days."""
+
+
+def day_weights(days: list[date], recognition: Recognition, timezone: str = "UTC") -> list[Decimal]:
+    """The weight of each service day under ``recognition`` (see ``RECOGNITIONS``)."""
+    if recognition == "day":
+        return [Decimal(1)] * len(days)
+    if recognition == "second":
+        return [
+            Decimal(
+                local_midnight_us(timezone, day + timedelta(days=1))
+                - local_midnight_us(timezone, day)
+            )
+            for day in days
+        ]
+    if recognition == "month_prorated":
+        return [Decimal(1) / Decimal(calendar.monthrange(d.year, d.month)[1]) for d in days]
+    if recognition == "month":
+        start = days[0]
+        weights = []
+        for day in days:
+            months = (day.year - start.year) * 12 + day.month - start.month
+            if day.day < start.day:
+                months -= 1
+            first = _months_after(start, months)
+            weights.append(Decimal(1) / Decimal((_months_after(start, months + 1) - first).days))
+        return weights
+    raise JournalError(f"recognition: {recognition!r} is not one of {', '.join(RECOGNITIONS)}")
+
+
+def _months_after(start: date, months: int) -> date:
+    """``start`` moved ``months`` calendar months on (the month's last day when shorter)."""
+    year, index = divmod(start.month - 1 + months, 12)
+    last = calendar.monthrange(start.year + year, index + 1)[1]
+    return date(start.year + year, index + 1, min(start.day, last))
+
+
 def ratable_fee(
     cause: str,
     customer: str,
@@ -84,13 +133,23 @@ def ratable_fee(
     start: date,
     end: date,
     account: str = REVENUE_SUBSCRIPTION,
+    recognition: Recognition = "day",
+    timezone: str = "UTC",
 ) -> list[JournalEntry]:
     """A fee billed on ``billed`` for the service period [start, end), recognized a share
-    per day. Days served before the bill are earned against unbilled receivable (a fee in
-    arrears, or one billed late); the rest is deferred when billed and released day by
-    day. A negative amount (a credit note on the fee) reverses the same way."""
+    per day (weighted by ``recognition``). Days served before the bill are earned against
+    unbilled receivable (a fee in arrears, or one billed late); the rest is deferred when
+    billed and released day by day. A negative amount (a credit note on the fee) reverses
+    the same way."""
     days = service_days(start, end)
-    shares = cumulative_shares(abs(amount), len(days), currency)
+    if recognition == "day":
+        shares = cumulative_shares(abs(amount), len(days), currency)
+    else:
+        weights = day_weights(days, recognition, timezone)
+        with localcontext(MONEY_CONTEXT) as context:
+            context.traps[Inexact] = False
+            weights = [weight.quantize(Decimal(1).scaleb(-30)) for weight in weights]
+        shares = weighted_shares(abs(amount), weights, currency)
     sign = -1 if amount < 0 else 1
     entries: list[JournalEntry | None] = []
     earned_before = ZERO
