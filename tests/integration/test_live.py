@@ -837,3 +837,29 @@ def test_the_access_answer_says_when_a_free_trial_ends(new_db: NewDb, clock: Clo
         assert "trial" not in live.access(customer="other")
         clock.now_us = us(2026, 11, 30)
         assert live.access()["trial"]["active"] is False
+
+
+def test_live_figures_show_progress_to_the_next_progressive_threshold(
+    new_db: NewDb, clock: Clock
+) -> None:
+    """Levels at 10 and 50 then every 100 (USD): after 12.00 of usage the figures say
+    12.00 so far and 50 next."""
+    from tests.integration.test_commerce import PROGRESSIVE
+
+    yaml = PROGRESSIVE.replace("start: 2026-11-01", "start: 2026-10-01")
+    with open_live(new_db(), clock, yaml) as live:
+        live.billing.ledger.ingest(
+            [
+                {
+                    "id": "p-1",
+                    "customer": "lago-co",
+                    "type": "llm",
+                    "timestamp": format_timestamp(clock() - 1),
+                    "properties": {"tokens": 1200},
+                }
+            ]
+        )
+        live.engine.cycle()
+        figures = live.engine.projection.figures("lago-co")
+        assert figures is not None
+        assert figures.as_dict()["threshold"] == {"so_far": "12.00", "next": "50", "of": "USD"}

@@ -57,6 +57,9 @@ class Figures:
     prepaid: Decimal
     remaining: dict[str, Decimal]
     lines: tuple[LineFigures, ...]
+    next_threshold: tuple[Decimal, Decimal, str] | None = None
+    """Progressive billing's progress (``core.thresholds``): the period's figure so far,
+    the next level, and what they count (the currency, or a meter's units)."""
 
     @property
     def margin(self) -> Decimal:
@@ -90,7 +93,14 @@ class Figures:
                 }
                 for line in self.lines
             ],
+            **self._threshold(),
         }
+
+    def _threshold(self) -> dict[str, Any]:
+        if self.next_threshold is None:
+            return {}
+        so_far, level, of = self.next_threshold
+        return {"threshold": {"so_far": str(so_far), "next": str(level), "of": of}}
 
 
 def derive(live: CustomerLive, now_us: int, through: Cut, with_credits: bool = True) -> Figures:
@@ -166,7 +176,25 @@ def derive(live: CustomerLive, now_us: int, through: Cut, with_credits: bool = T
         prepaid,
         remaining,
         tuple(lines),
+        _progress(live, spend, lines, currency),
     )
+
+
+def _progress(
+    live: CustomerLive, spend: Decimal, lines: list[LineFigures], currency: str
+) -> tuple[Decimal, Decimal, str] | None:
+    """The period's figure so far and the next progressive threshold above it."""
+    levels = live.contract.credits.threshold_levels
+    if levels is None:
+        return None
+    figure = spend
+    if levels.meter is not None:
+        with localcontext(MONEY_CONTEXT):
+            figure = sum((line.quantity for line in lines if line.meter == levels.meter), ZERO)
+    following = levels.next_level(figure)
+    if following is None:
+        return None
+    return figure, following, levels.meter or currency
 
 
 def remaining_credit(live: CustomerLive, now_us: int) -> dict[str, Decimal]:
