@@ -47,6 +47,7 @@ __all__ = [
     "revrec",
     "semantics",
     "tax",
+    "thresholds",
     "trials",
     "unbillable",
 ]
