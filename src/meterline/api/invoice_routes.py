@@ -126,10 +126,13 @@ def _proof(
 
 
 def _credit_note(
-    billing: Billing, principal: Principal, invoice_id: str, request: CreditNoteRequest
+    billing: Billing,
+    principal: Principal,
+    invoice_id: str,
+    request: CreditNoteRequest,
+    amount: Decimal | None,
 ) -> tuple[str, bytes, bytes]:
     _visible_invoice(billing, principal, invoice_id)
-    amount = None if request.amount is None else Decimal(request.amount)
     note = billing.credit_note(invoice_id, request.reason, request.void, request.lines, amount)
     return note.note_id, note.document, note.document_sha256
 
@@ -236,13 +239,12 @@ async def credit_note(request: Request, billing: BillingDependency, invoice_id: 
         raise HttpError(
             400, "invalid_input", "reason: a credit note needs a reason", field="reason"
         )
-    if parsed.amount is not None:
-        try:
-            to_bounded_amount(parsed.amount, "amount")
-        except MoneyError as error:
-            raise HttpError(400, "invalid_input", str(error), field="amount") from None
+    try:
+        amount = None if parsed.amount is None else to_bounded_amount(parsed.amount, "amount")
+    except MoneyError as error:
+        raise HttpError(400, "invalid_input", str(error), field="amount") from None
     note_id, document, digest = await write(
-        billing, _credit_note, billing, principal, invoice_id, parsed
+        billing, _credit_note, billing, principal, invoice_id, parsed, amount
     )
     return raw_json(
         [

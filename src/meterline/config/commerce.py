@@ -86,9 +86,7 @@ def read_coupons(reader: FieldReader, value: Any, path: str) -> tuple[Coupon, ..
             reader.instant(entry.get("redeem_by"), f"{where}.redeem_by", "UTC"),
         )
         problems = coupon_errors(coupon, where)
-        for problem in problems:
-            field, _, reason = problem.partition(": ")
-            reader.fail(field, reason)
+        reader.fail_all(problems)
         if code is not None and not problems:
             coupons.append(coupon)
     unique(reader, raw_keys(raw, path, "code"), "coupon code")
@@ -117,9 +115,7 @@ def read_tax(reader: FieldReader, value: Any, path: str) -> tuple[tuple[TaxRate,
             continue
         rate = TaxRate(name, percent, inclusive, jurisdiction)
         problems = tax_rate_errors(rate, where)
-        for problem in problems:
-            field, _, reason = problem.partition(": ")
-            reader.fail(field, reason)
+        reader.fail_all(problems)
         if not problems:
             rates.append(rate)
     unique(reader, raw_keys(raw, f"{path}.rates", "name"), "tax rate")
@@ -146,9 +142,7 @@ def read_reporting(reader: FieldReader, value: Any, path: str) -> ReportingCurre
             rates.append(ExchangeRate(of, rate, start))
     if currency is None:
         return None
-    for problem in exchange_errors(ReportingCurrency(currency, tuple(rates)), path):
-        field, _, reason = problem.partition(": ")
-        reader.fail(field, reason)
+    reader.fail_all(exchange_errors(ReportingCurrency(currency, tuple(rates)), path))
     return ReportingCurrency(currency, sorted_rates(rates))
 
 
@@ -191,9 +185,7 @@ def _trial(reader: FieldReader, value: Any, path: str) -> Trial | None:
         reader.choice(entry.get("on_end"), f"{path}.on_end", TRIAL_ENDS, "convert"),  # type: ignore[arg-type]
     )
     problems = trial_errors(trial, path)
-    for problem in problems:
-        field, _, reason = problem.partition(": ")
-        reader.fail(field, reason)
+    reader.fail_all(problems)
     return None if problems else trial
 
 
@@ -220,9 +212,7 @@ def check_references(
         for path, contract in contracts
         for index, redemption in enumerate(contract.coupons)
     ]
-    for problem in redemption_errors({c.code: c for c in coupons}, redemptions):
-        field, _, reason = problem.partition(": ")
-        reader.fail(field, reason)
+    reader.fail_all(redemption_errors({c.code: c for c in coupons}, redemptions))
     names = {rate.name for rate in rates}
     jurisdictions = {rate.jurisdiction for rate in rates}
     for path, contract in contracts:

@@ -152,9 +152,7 @@ def _threshold_levels(declared: Declared, value: Any, path: str) -> ThresholdLev
         reader.fail(f"{path}.meter", f"unknown meter {meter!r}")
     found = ThresholdLevels(levels, recurring, meter)
     problems = threshold_level_errors(found, path)
-    for problem in problems:
-        field, _, reason = problem.partition(": ")
-        reader.fail(field, reason)
+    reader.fail_all(problems)
     return None if problems else found
 
 

@@ -46,6 +46,14 @@ class FieldReader:
     def fail(self, path: str, reason: str) -> None:
         self.error(path, f"{path}: {reason}")
 
+    def fail_all(self, problems: list[str]) -> list[str]:
+        """Report each ``path: reason`` a core check returned (``meter_errors``,
+        ``coupon_errors``...) at its path; ``problems`` back, for ``if not ...`` tests."""
+        for problem in problems:
+            field, _, reason = problem.partition(": ")
+            self.fail(field, reason)
+        return problems
+
     def mapping(
         self, value: Any, path: str, allowed: tuple[str, ...], required: tuple[str, ...] = ()
     ) -> dict[str, Any]:

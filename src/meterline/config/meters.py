@@ -51,9 +51,7 @@ def read_meter(reader: FieldReader, value: Any, path: str) -> Meter | None:
             item.get("negative"), f"{path}.negative", NEGATIVE_RULES, "reject"
         ),
     )
-    for problem in meter_errors(meter, path):
-        field, _, reason = problem.partition(": ")
-        reader.fail(field, reason)
+    reader.fail_all(meter_errors(meter, path))
     return meter
 
 

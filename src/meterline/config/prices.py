@@ -201,9 +201,7 @@ def read_tiers(reader: FieldReader, value: Any, path: str) -> tuple[Tier, ...]:
             )
         )
     if value is not None:
-        for problem in tier_errors(tiers, path):
-            field, _, reason = problem.partition(": ")
-            reader.fail(field, reason)
+        reader.fail_all(tier_errors(tiers, path))
     return tuple(tiers)
 
 

@@ -42,13 +42,20 @@ def decision_document(
     }
 
 
-def trial_state(trial_ends: str | None, now_us: int) -> dict[str, Any]:
+def trial_state(trial_ends_us: int | None, now_us: int) -> dict[str, Any]:
     """The access answer's ``trial`` (when the contract has one): when it ends and whether
     it is still on now."""
-    if trial_ends is None:
+    if trial_ends_us is None:
         return {}
-    ends = datetime.fromisoformat(trial_ends.replace("Z", "+00:00"))
-    return {"trial": {"ends_at": trial_ends, "active": now_us < timestamp_to_us(ends)}}
+    return {"trial": {"ends_at": format_timestamp(trial_ends_us), "active": now_us < trial_ends_us}}
+
+
+def trial_end_of(decision: dict[str, Any] | None) -> int | None:
+    """The trial's end a pushed decision carries (``trial_ends``), as an instant."""
+    text = (decision or {}).get("trial_ends")
+    if text is None:
+        return None
+    return timestamp_to_us(datetime.fromisoformat(text.replace("Z", "+00:00")))
 
 
 def access_document(

@@ -28,7 +28,6 @@ from typing import Any
 from meterline.billing.service import Billing, BillingError
 from meterline.core.control_policies import Block, Evaluation, Firing, Observation, Rearm, evaluate
 from meterline.core.cuts import Cut
-from meterline.core.events import format_timestamp
 from meterline.ledger.control_records import ControlStore, StoredFiring, StoredOverride
 from meterline.live.control_actions import alert_kind, top_up, true_up
 from meterline.live.control_documents import (
@@ -486,9 +485,7 @@ class Controls:
         blocks = tuple((state.blocks or {}).values()) if state else ()
         remaining = (state.remaining if state else None) or {}
         trial_end = self._trial_end(customer)
-        trial = None
-        if trial_end is not None:
-            trial = trial_state(format_timestamp(trial_end), self.clock())
+        trial = None if trial_end is None else trial_state(trial_end, self.clock())
         return access_document(
             customer,
             feature,

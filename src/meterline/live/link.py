@@ -35,7 +35,12 @@ from meterline.clock import Clock, system_clock_us
 from meterline.core.control_policies import Block
 from meterline.errors import MeterlineError
 from meterline.ledger.control_records import ControlStore, StoredOverride
-from meterline.live.control_documents import access_document, snapshot_document, trial_state
+from meterline.live.control_documents import (
+    access_document,
+    snapshot_document,
+    trial_end_of,
+    trial_state,
+)
 from meterline.live.control_engine import AccessListener
 from meterline.live.control_overrides import OverrideError
 
@@ -101,8 +106,8 @@ class MirroredAccess:
     def access(self, customer: str, feature: str | None = None) -> dict[str, Any]:
         """May ``customer`` use ``feature`` now? (A dict read in this process.)"""
         blocks, remaining = self.states.get(customer, ((), {}))
-        trial_ends = (self.decisions.get(customer) or {}).get("trial_ends")
-        trial = trial_state(trial_ends, self.clock()) if trial_ends else None
+        trial_end = trial_end_of(self.decisions.get(customer))
+        trial = None if trial_end is None else trial_state(trial_end, self.clock())
         return access_document(
             customer, feature, blocks, remaining, customer in self.customers, self.version, trial
         )
