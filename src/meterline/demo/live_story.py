@@ -32,10 +32,10 @@ from meterline.billing.service import Billing
 from meterline.clock import Clock, system_clock_us
 from meterline.core.events import format_timestamp, timestamp_to_us
 from meterline.demo.calendar import month_of
-from meterline.ledger.webhook_records import WebhookStore
 from meterline.live.reconcile import reconcile
 from meterline.live.service import LiveEngine
-from meterline.live.webhook_service import SIGNATURE_HEADER, Dispatcher, Webhooks
+from meterline.live.stack import live_stack
+from meterline.live.webhook_service import SIGNATURE_HEADER, Dispatcher
 from meterline.sdk.webhook_signatures import WebhookSignatureError, verify_signature
 
 SPIKE_CUSTOMER = "hooli-search"
@@ -113,7 +113,8 @@ def tell_live(billing: Billing, console: Console) -> None:
     """Run the live chapter over ``billing`` (the demo ledger, pricing applied)."""
     console.rule("Kill switches that talk back to the product")
     # the demo's receiver is on 127.0.0.1: a private destination, allowed explicitly
-    webhooks = Webhooks(WebhookStore(billing.store.path), clock=billing.clock, allow_private=True)
+    stack = live_stack(billing, allow_private=True)
+    webhooks = stack.webhooks
     receiver = ThreadingHTTPServer(("127.0.0.1", 0), _Receiver)
     threading.Thread(target=receiver.serve_forever, daemon=True).start()
     endpoint, _Receiver.secret = webhooks.subscribe(
@@ -122,7 +123,7 @@ def tell_live(billing: Billing, console: Console) -> None:
     _Receiver.received = []
     _Receiver.clock = billing.clock
     dispatcher = Dispatcher(webhooks, poll_s=0.05).start()
-    engine = LiveEngine(billing, publish=webhooks.publish).start()
+    engine = stack.engine().start()
     try:
         _tell(billing, engine, console)
         engine.controls.drain()
@@ -140,7 +141,7 @@ def tell_live(billing: Billing, console: Console) -> None:
         engine.stop()
         dispatcher.stop()
         webhooks.disable(endpoint.endpoint_id)
-        webhooks.store.close()
+        stack.close()
         receiver.shutdown()
         receiver.server_close()
 

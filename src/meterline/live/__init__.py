@@ -11,7 +11,9 @@ __all__ = [
     "LiveEngine",
     "LiveFront",
     "LiveProjection",
+    "LiveStack",
     "Webhooks",
+    "live_stack",
     "local_engine",
 ]
 
@@ -21,7 +23,9 @@ _HOMES = {
     "LiveEngine": "meterline.live.service",
     "LiveFront": "meterline.live.front",
     "LiveProjection": "meterline.live.projection",
+    "LiveStack": "meterline.live.stack",
     "Webhooks": "meterline.live.webhook_service",
+    "live_stack": "meterline.live.stack",
     "local_engine": "meterline.live.local",
 }
 """Where each public name lives; loaded on first use (PEP 562), so importing one light
@@ -37,4 +41,5 @@ if TYPE_CHECKING:
     from meterline.live.local import local_engine
     from meterline.live.projection import LiveProjection
     from meterline.live.service import LiveEngine
+    from meterline.live.stack import LiveStack, live_stack
     from meterline.live.webhook_service import Webhooks

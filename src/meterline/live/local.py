@@ -12,9 +12,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from meterline.billing.service import open_billing
-from meterline.ledger.webhook_records import WebhookStore
 from meterline.live.service import LiveEngine
-from meterline.live.webhook_service import Webhooks
+from meterline.live.stack import live_stack
 
 
 @contextmanager
@@ -22,12 +21,12 @@ def local_engine(db: str, act: bool = True) -> Iterator[LiveEngine]:
     """A live engine over the ledger at ``db`` (which must exist), publishing to its
     webhooks; ``act``: whether controls fire and overrides are recorded."""
     with open_billing(db) as billing:
-        webhooks = Webhooks(WebhookStore(billing.store.path), clock=billing.clock)
-        engine = LiveEngine(billing, publish=webhooks.publish)
+        stack = live_stack(billing)
+        engine = stack.engine()
         engine.start(thread=False, act=act)
         try:
             yield engine
         finally:
             engine.controls.drain()
             engine.stop()
-            webhooks.store.close()
+            stack.close()

@@ -35,9 +35,8 @@ from typing import Any
 
 from meterline.billing.service import open_billing
 from meterline.clock import system_clock_us
-from meterline.ledger.webhook_records import WebhookStore
 from meterline.live.service import LiveEngine
-from meterline.live.webhook_service import Webhooks
+from meterline.live.stack import live_stack
 
 _log = logging.getLogger(__name__)
 
@@ -165,10 +164,10 @@ def run_worker(db: str, connection: Connection, offset_us: int = 0) -> None:
     closes, on the system clock shifted by ``offset_us`` (the server's)."""
     clock = OffsetClock(offset_us)
     with open_billing(db, clock=clock) as billing:
-        webhooks = Webhooks(WebhookStore(billing.store.path), clock=clock)
-        engine = LiveEngine(billing, publish=webhooks.publish, pause_share=0.0)
+        stack = live_stack(billing)
+        engine = stack.engine(pause_share=0.0)
         worker = _Worker(engine, connection, clock)
-        webhooks.on_due(lambda: worker.send(("due",)))
+        stack.webhooks.on_due(lambda: worker.send(("due",)))
         try:
             engine.start()
             worker.ready()
@@ -176,7 +175,7 @@ def run_worker(db: str, connection: Connection, offset_us: int = 0) -> None:
         finally:
             engine.stop()
             worker.close()
-            webhooks.store.close()
+            stack.close()
             connection.close()
 
 

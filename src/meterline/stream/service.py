@@ -46,9 +46,8 @@ from meterline.ledger.billing_records import BillingStore
 from meterline.ledger.checkpoints import start_checkpointer
 from meterline.ledger.event_ledger import Ledger, open_store
 from meterline.ledger.location import describe, is_postgres
-from meterline.ledger.webhook_records import WebhookStore
 from meterline.live.service import LiveEngine
-from meterline.live.webhook_service import Webhooks
+from meterline.live.stack import live_stack
 from meterline.stream.access import AccessBoard
 from meterline.stream.connection import connect
 from meterline.stream.naming import stream_settings
@@ -201,7 +200,8 @@ class WorkerService:
         ledger = Ledger(self.store, clock=clock)
         self.billing_store = BillingStore(db)
         self.billing = Billing(ledger, self.billing_store, clock)
-        self.webhooks = Webhooks(WebhookStore(db), clock=clock)
+        self.stack = live_stack(self.billing)
+        self.webhooks = self.stack.webhooks
         self.engine = self._new_engine([] if partitions is None else partitions)
         self.worker = StreamWorker(
             self.store,
@@ -232,9 +232,7 @@ class WorkerService:
         return self.worker.partitions if self.auto else list(self.worker.wanted)
 
     def _new_engine(self, partitions: list[int]) -> LiveEngine:
-        return LiveEngine(
-            self.billing, publish=self.webhooks.publish, pause_share=0.0, partitions=partitions
-        )
+        return self.stack.engine(pause_share=0.0, partitions=partitions)
 
     @classmethod
     def open(
@@ -547,7 +545,7 @@ class WorkerService:
             checkpointer.stop()
         if self._engine_started:
             self.engine.stop()
-        self.webhooks.store.close()
+        self.stack.close()
         self.billing_store.close()
         self.store.close()
 
