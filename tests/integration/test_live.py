@@ -27,6 +27,7 @@ from meterline.billing.service import Billing, open_billing
 from meterline.core.events import decode_exact, format_timestamp, timestamp_to_us
 from meterline.ledger import open_ledger
 from meterline.ledger.control_records import ControlStore
+from meterline.live.control_overrides import Override
 from meterline.live.service import LiveEngine
 from tests.conftest import Location
 
@@ -496,7 +497,9 @@ def test_a_spike_blocks_at_once_and_holds_until_unblocked(new_db: NewDb, clock: 
         assert not live.access()["allowed"]
         # only an override lifts it, recorded with who and why
         record = live.engine.controls.override(
-            "acme", "unblock", "agent fixed by the customer", "finance@example.com", "rogue"
+            Override(
+                "acme", "unblock", "agent fixed by the customer", "finance@example.com", "rogue"
+            )
         )
         assert live.access()["allowed"]
         (stored,) = live.engine.store.overrides("acme")
@@ -522,7 +525,7 @@ def test_an_unblocked_spike_does_not_fire_again_until_it_rearms(
     with live_over(new_db, clock, SPIKE) as live:
         live.send(20, tokens=1000)  # no baseline: 20000 >= the minimum
         assert not live.access()["allowed"]
-        live.engine.controls.override("acme", "unblock", "known batch job", "ops")
+        live.engine.controls.override(Override("acme", "unblock", "known batch job", "ops"))
         assert live.access()["allowed"]
         # still spiking, within the same window: the level has fired and not re-armed
         live.send(20, tokens=1000)
@@ -555,7 +558,7 @@ def test_extend_lifts_a_balance_block_and_is_recorded(new_db: NewDb, clock: Cloc
         live.send(6)  # 4 credits left: at the limit
         assert not live.access()["allowed"]
         record = live.engine.controls.override(
-            "acme", "extend", "bridge to the renewal", "cfo", "low", amount=D(3)
+            Override("acme", "extend", "bridge to the renewal", "cfo", "low", amount=D(3))
         )
         assert live.access()["allowed"]  # the limit is 1 now: re-armed, block lifted
         (stored,) = live.engine.store.overrides("acme")
@@ -582,13 +585,15 @@ def test_grant_override_adds_credit_and_lifts(new_db: NewDb, clock: Clock) -> No
         live.send(10)
         assert not live.access()["allowed"]
         record = live.engine.controls.override(
-            "acme",
-            "grant",
-            "make good",
-            "support",
-            amount=D(20),
-            credit_type="credits",
-            paid=D("0.10"),
+            Override(
+                "acme",
+                "grant",
+                "make good",
+                "support",
+                amount=D(20),
+                credit_type="credits",
+                paid=D("0.10"),
+            )
         )
         answer = live.access()
         assert answer["allowed"] and answer["remaining"] == {"credits": "20"}
@@ -605,15 +610,15 @@ def test_override_mistakes_are_refused(new_db: NewDb, clock: Clock) -> None:
     with live_over(new_db, clock, EMPTY_BLOCK) as live:
         controls = live.engine.controls
         with pytest.raises(OverrideError, match="reason"):
-            controls.override("acme", "unblock", "  ", "ops")
+            controls.override(Override("acme", "unblock", "  ", "ops"))
         with pytest.raises(OverrideError, match="no contract"):
-            controls.override("nobody", "unblock", "why", "ops")
+            controls.override(Override("nobody", "unblock", "why", "ops"))
         with pytest.raises(OverrideError, match="no control"):
-            controls.override("acme", "unblock", "why", "ops", "nope")
+            controls.override(Override("acme", "unblock", "why", "ops", "nope"))
         with pytest.raises(OverrideError, match="amount"):
-            controls.override("acme", "extend", "why", "ops", "empty")
+            controls.override(Override("acme", "extend", "why", "ops", "empty"))
         with pytest.raises(OverrideError, match="kind"):
-            controls.override("acme", "forgive", "why", "ops")
+            controls.override(Override("acme", "forgive", "why", "ops"))
         assert live.engine.store.overrides() == []
 
 

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from meterline.ledger.event_ledger import open_store
-from meterline.live.control_overrides import OverrideError
+from meterline.live.control_overrides import Override, OverrideError
 from meterline.stream.mirror import AccessMirror
 from tests.conftest import Location
 
@@ -60,7 +60,7 @@ def test_answers_follow_the_documents(mirror: AccessMirror) -> None:
 
 def test_unblock_is_recorded_for_the_owning_worker(mirror: AccessMirror) -> None:
     mirror.load({"hooli": BLOCKED})
-    record = mirror.override("hooli", "unblock", "ticket 9", "key k1", policy="cap")
+    record = mirror.override(Override("hooli", "unblock", "ticket 9", "key k1", policy="cap"))
     assert (record.customer, record.kind, record.policy, record.at_us) == (
         "hooli",
         "unblock",
@@ -69,6 +69,6 @@ def test_unblock_is_recorded_for_the_owning_worker(mirror: AccessMirror) -> None
     )
     assert [o.override_id for o in mirror.store.overrides("hooli")] == [record.override_id]
     with pytest.raises(OverrideError, match="policy"):
-        mirror.override("hooli", "unblock", "why", "key k1", policy="other")
+        mirror.override(Override("hooli", "unblock", "why", "key k1", policy="other"))
     with pytest.raises(OverrideError, match="kind"):
-        mirror.override("hooli", "extend", "why", "key k1", policy="cap")
+        mirror.override(Override("hooli", "extend", "why", "key k1", policy="cap"))

@@ -43,6 +43,7 @@ from meterline.billing.service import Billing
 from meterline.core.events import format_timestamp
 from meterline.keys import Principal
 from meterline.live.control_engine import OverrideError, firing_document
+from meterline.live.control_overrides import Override
 from meterline.live.front import LiveFront
 
 OVERRIDE_KINDS = ("unblock", "extend", "grant")
@@ -99,14 +100,16 @@ def _override(
     try:
         with billing.lock.writing():
             record = live.override(
-                customer,
-                body.kind,
-                body.reason,
-                f"key {principal.key_id}",
-                policy=body.policy,
-                amount=quantity,
-                credit_type=body.credit_type,
-                paid=paid,
+                Override(
+                    customer,
+                    body.kind,
+                    body.reason,
+                    f"key {principal.key_id}",
+                    policy=body.policy,
+                    amount=quantity,
+                    credit_type=body.credit_type,
+                    paid=paid,
+                )
             )
     except OverrideError as error:
         field = str(error).split(":", 1)[0]

@@ -231,10 +231,11 @@ def controls_firings(
 def _override(db: str, customer: str, kind: str, reason: str, **fields: Any) -> None:
     from meterline.billing.service import BillingError
     from meterline.live.control_engine import OverrideError
+    from meterline.live.control_overrides import Override
 
     with _engine(db) as engine:
         try:
-            record = engine.controls.override(customer, kind, reason, "cli", **fields)
+            record = engine.controls.override(Override(customer, kind, reason, "cli", **fields))
         except (OverrideError, BillingError) as error:
             raise fail(str(error), 1) from None
         access = engine.controls.access(customer)

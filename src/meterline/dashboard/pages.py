@@ -23,6 +23,7 @@ from meterline.finance.books import Books
 from meterline.finance.economics import OTHER_REVENUE
 from meterline.keys import Principal
 from meterline.live.control_engine import OverrideError, firing_document
+from meterline.live.control_overrides import Override
 from meterline.live.link import WorkerUnavailable
 
 EVENTS_PAGE = 200
@@ -256,7 +257,8 @@ def unblock(dashboard: Dashboard, principal: Principal, customer: str, reason: s
         raise hidden(f"customer {customer!r}")
     try:
         with dashboard.billing.lock.writing():
-            record = dashboard.link.override(customer, "unblock", reason, f"key {principal.key_id}")
+            request = Override(customer, "unblock", reason, f"key {principal.key_id}")
+            record = dashboard.link.override(request)
     except OverrideError as error:
         raise PageError(422, str(error)) from None
     except WorkerUnavailable as error:

@@ -37,8 +37,8 @@ from meterline.live.control_documents import (
     trial_state,
 )
 from meterline.live.control_documents import firing_document as firing_document
+from meterline.live.control_overrides import Override, check_override, grant_override
 from meterline.live.control_overrides import OverrideError as OverrideError
-from meterline.live.control_overrides import check_override, grant_override
 from meterline.live.credit_bounds import CreditBounds
 from meterline.live.figures import Figures
 from meterline.live.projection import LiveProjection
@@ -502,38 +502,24 @@ class Controls:
 
     # -- overrides ------------------------------------------------------------------------------
 
-    def override(
-        self,
-        customer: str,
-        kind: str,
-        reason: str,
-        actor: str,
-        policy: str | None = None,
-        amount: Decimal | None = None,
-        credit_type: str | None = None,
-        paid: Decimal = ZERO,
-    ) -> StoredOverride:
-        """Finance's manual action on ``customer``: ``unblock`` (one policy's block, or all),
-        ``extend`` (raise ``policy``'s limit by ``amount``) or ``grant`` (``amount`` of
-        ``credit_type``, invoiced when ``paid``); recorded with ``actor`` and ``reason``."""
+    def override(self, request: Override) -> StoredOverride:
+        """Finance's manual action (``Override``), checked, applied and recorded with its
+        actor and reason."""
+        customer, policy, amount = request.customer, request.policy, request.amount
         target = None if policy is None else self._policy(customer, policy)
-        has_contract = customer in self.projection.customers
-        check_override(customer, kind, reason, has_contract, policy, target, amount, credit_type)
+        check_override(request, customer in self.projection.customers, target)
         detail: dict[str, Any] = {}
-        if kind == "grant":
-            assert amount is not None and credit_type is not None
-            detail = grant_override(
-                self.billing, customer, credit_type, amount, reason, actor, paid
-            )
+        if request.kind == "grant":
+            detail = grant_override(self.billing, request)
             self.projection.mark_stale(customer)
         with self.lock:
             record = self.store.add_override(
                 customer,
-                kind,
+                request.kind,
                 policy,
                 None if amount is None else str(amount),
-                reason,
-                actor,
+                request.reason,
+                request.actor,
                 self.clock(),
                 detail,
             )

@@ -4,6 +4,7 @@ override may ask (``check_override``) and the credit an override grants
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
@@ -13,6 +14,22 @@ from meterline.errors import MeterlineError
 OVERRIDE_KINDS = ("unblock", "extend", "grant")
 
 
+@dataclass(frozen=True)
+class Override:
+    """Finance's manual action on ``customer``, as asked: ``unblock`` (one policy's block,
+    or all), ``extend`` (raise ``policy``'s limit by ``amount``) or ``grant`` (``amount``
+    of ``credit_type``, invoiced when ``paid``), made by ``actor`` for ``reason``."""
+
+    customer: str
+    kind: str
+    reason: str
+    actor: str
+    policy: str | None = None
+    amount: Decimal | None = None
+    credit_type: str | None = None
+    paid: Decimal = Decimal(0)
+
+
 class OverrideError(MeterlineError, ValueError):
     """An override names something that does not exist or is not allowed."""
 
@@ -20,20 +37,13 @@ class OverrideError(MeterlineError, ValueError):
     http_status = 422
 
 
-def check_override(
-    customer: str,
-    kind: str,
-    reason: str,
-    has_contract: bool,
-    policy: str | None,
-    target: Any,
-    amount: Decimal | None,
-    credit_type: str | None,
-) -> None:
+def check_override(request: Override, has_contract: bool, target: Any) -> None:
     """Raise ``OverrideError`` unless the override may be made: a reason, a customer with
-    a contract in force, an existing ``policy`` (``target`` is the control it names),
-    and what its ``kind`` needs (``extend``: an amount above zero on a control other than
-    an exhausted balance; ``grant``: a credit type and an amount)."""
+    a contract in force (``has_contract``), an existing policy (``target`` is the control
+    it names), and what its kind needs (``extend``: an amount above zero on a control
+    other than an exhausted balance; ``grant``: a credit type and an amount)."""
+    customer, kind, policy, amount = request.customer, request.kind, request.policy, request.amount
+    reason, credit_type = request.reason, request.credit_type
     if not reason.strip():
         raise OverrideError("reason: an override needs a reason")
     if not has_contract:
@@ -55,18 +65,16 @@ def check_override(
         raise OverrideError(f"kind: {kind!r} is not one of unblock, extend, grant")
 
 
-def grant_override(
-    billing: Billing,
-    customer: str,
-    credit_type: str,
-    amount: Decimal,
-    reason: str,
-    actor: str,
-    paid: Decimal,
-) -> dict[str, Any]:
-    """Grant ``amount`` of ``credit_type`` (invoiced when ``paid``); the override's detail."""
+def grant_override(billing: Billing, request: Override) -> dict[str, Any]:
+    """Grant the request's amount of its credit type (invoiced when ``paid``); the
+    override's detail."""
+    assert request.amount is not None and request.credit_type is not None  # checked before
     stored, invoice = billing.grant(
-        customer, credit_type, amount, f"{reason} (override by {actor})", paid=paid
+        request.customer,
+        request.credit_type,
+        request.amount,
+        f"{request.reason} (override by {request.actor})",
+        paid=request.paid,
     )
     return {
         "grant": stored.grant_id,

@@ -17,12 +17,12 @@ process shares (firings, their results, overrides).
 from __future__ import annotations
 
 from contextlib import AbstractContextManager
-from decimal import Decimal
 from typing import Any, Protocol, runtime_checkable
 
 from meterline.core.control_policies import Block
 from meterline.ledger.control_records import ControlStore, StoredOverride
 from meterline.live.control_engine import AccessListener
+from meterline.live.control_overrides import Override
 
 
 @runtime_checkable
@@ -62,15 +62,5 @@ class LiveFront(Protocol):
     def status(self) -> dict[str, Any]:
         """The engine's progress and whether it runs."""
 
-    def override(
-        self,
-        customer: str,
-        kind: str,
-        reason: str,
-        actor: str,
-        policy: str | None = None,
-        amount: Decimal | None = None,
-        credit_type: str | None = None,
-        paid: Decimal = Decimal(0),
-    ) -> StoredOverride:
+    def override(self, request: Override) -> StoredOverride:
         """Finance's manual action (unblock, extend, grant), recorded with its actor."""

@@ -26,7 +26,6 @@ import sys
 import threading
 import time
 from concurrent.futures import Future
-from decimal import Decimal
 from multiprocessing.connection import Connection
 from typing import Any
 
@@ -42,7 +41,7 @@ from meterline.live.control_documents import (
     trial_state,
 )
 from meterline.live.control_engine import AccessListener
-from meterline.live.control_overrides import OverrideError
+from meterline.live.control_overrides import Override, OverrideError
 
 _log = logging.getLogger(__name__)
 
@@ -325,30 +324,10 @@ class LiveLink(MirroredAccess):
         status["worker_pid"] = self.pid
         return status
 
-    def override(
-        self,
-        customer: str,
-        kind: str,
-        reason: str,
-        actor: str,
-        policy: str | None = None,
-        amount: Decimal | None = None,
-        credit_type: str | None = None,
-        paid: Decimal = Decimal(0),
-    ) -> StoredOverride:
+    def override(self, request: Override) -> StoredOverride:
         """``Controls.override``, run by the worker (its errors are raised here as the
         same kind: ``OverrideError``, the billing errors)."""
-        return self._call(  # type: ignore[no-any-return]
-            "override",
-            customer,
-            kind,
-            reason,
-            actor,
-            policy,
-            None if amount is None else str(amount),
-            credit_type,
-            str(paid),
-        )
+        return self._call("override", request)  # type: ignore[no-any-return]
 
     @property
     def pid(self) -> int | None:

@@ -29,7 +29,6 @@ import logging
 import sys
 import threading
 from concurrent.futures import ThreadPoolExecutor
-from decimal import Decimal
 from multiprocessing.connection import Connection
 from typing import Any
 
@@ -107,18 +106,9 @@ class _Worker:
             document["access"] = engine.controls.access(customer)
             return document
         if name == "override":
-            customer, kind, reason, actor, policy, amount, credit_type, paid = arguments
+            (request,) = arguments
             engine.settle()  # a pricing told before this call is applied first
-            return engine.controls.override(
-                customer,
-                kind,
-                reason,
-                actor,
-                policy=policy,
-                amount=None if amount is None else Decimal(amount),
-                credit_type=credit_type,
-                paid=Decimal(paid),
-            )
+            return engine.controls.override(request)
         if name == "status":
             return engine.status()
         raise ValueError(f"name: no call {name!r}")

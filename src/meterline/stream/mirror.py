@@ -14,13 +14,12 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from decimal import Decimal
 from typing import Any
 
 from meterline.clock import Clock, system_clock_us
 from meterline.core.control_policies import Block
 from meterline.ledger.control_records import StoredOverride
-from meterline.live.control_overrides import OverrideError
+from meterline.live.control_overrides import Override, OverrideError
 from meterline.live.link import MirroredAccess, WorkerUnavailable
 
 _log = logging.getLogger(__name__)
@@ -87,30 +86,28 @@ class AccessMirror(MirroredAccess):
             "workers": sorted(set(self.workers.values())),
         }
 
-    def override(
-        self,
-        customer: str,
-        kind: str,
-        reason: str,
-        actor: str,
-        policy: str | None = None,
-        amount: Decimal | None = None,
-        credit_type: str | None = None,
-        paid: Decimal = Decimal(0),
-    ) -> StoredOverride:
+    def override(self, request: Override) -> StoredOverride:
         """Record an unblock for the owning worker to apply (within about a second)."""
+        customer, kind, policy = request.customer, request.kind, request.policy
         if kind != "unblock":
             raise OverrideError(
                 f"kind: stream mode records unblocks here; {kind} needs the customer's"
                 f" engine: `meterline controls {kind} {customer} --db ...`"
             )
-        if not reason.strip():
+        if not request.reason.strip():
             raise OverrideError("reason: is required")
         blocks = self.states.get(customer, ((), {}))[0]
         if policy is not None and not any(block.policy == policy for block in blocks):
             raise OverrideError(f"policy: {customer} is not blocked by {policy!r}")
         return self.store.add_override(
-            customer, "unblock", policy, None, reason, actor, self.clock(), {"mode": "stream"}
+            customer,
+            "unblock",
+            policy,
+            None,
+            request.reason,
+            request.actor,
+            self.clock(),
+            {"mode": "stream"},
         )
 
     def stop(self) -> None:
