@@ -22,11 +22,20 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, replace
+from datetime import date
 from decimal import Decimal
 from typing import Any
 
 from meterline.billing.service import Billing, BillingError
-from meterline.core.control_policies import Block, Evaluation, Firing, Observation, Rearm, evaluate
+from meterline.core.control_policies import (
+    Block,
+    Evaluation,
+    Firing,
+    Observation,
+    OpenInvoice,
+    Rearm,
+    evaluate,
+)
 from meterline.core.cuts import Cut
 from meterline.ledger.control_records import ControlStore, StoredFiring, StoredOverride
 from meterline.live.control_actions import alert_kind, top_up, true_up
@@ -42,6 +51,7 @@ from meterline.live.control_overrides import check_override, grant_override
 from meterline.live.credit_bounds import CreditBounds
 from meterline.live.figures import Figures
 from meterline.live.projection import LiveProjection
+from meterline.live.receivables import Receivables
 
 _log = logging.getLogger(__name__)
 ZERO = Decimal(0)
@@ -87,6 +97,8 @@ class Controls:
         self.pending_actions = 0
         self.overrides_seen = 0
         """The last override applied (others may be recorded by another process: the CLI)."""
+        self.receivables = Receivables(self.billing, self.clock)
+        """What the ``invoice_overdue`` controls read (open invoices, today)."""
         self.credit_bounds = CreditBounds(projection)
         self.books = self.credit_bounds.books
         """Per customer: the last exact credit balances, when, and the line amounts then."""
@@ -177,6 +189,7 @@ class Controls:
                     continue
                 now_us = self.clock()
                 exact, remaining = self._remaining(customer, live, figures, now_us)
+                owed, today = self._owed(customer, live)
             except (BillingError, ArithmeticError, ValueError) as error:
                 # one customer that cannot be rated never stops the others' controls
                 _log.warning("controls of %s not evaluated: %s", customer, error)
@@ -195,6 +208,8 @@ class Controls:
                 remaining,
                 spikes,
                 figures.currency,
+                owed,
+                today,
             )
             with self.lock:
                 state = self._customer(customer)
@@ -270,6 +285,12 @@ class Controls:
         return self.credit_bounds.remaining(
             customer, live, balance, figures, now_us, state.fired, state.extensions or {}
         )
+
+    def _owed(self, customer: str, live: Any) -> tuple[tuple[OpenInvoice, ...], date | None]:
+        """(open invoices, today) for the ``invoice_overdue`` controls; none read without."""
+        if not any(p.kind == "invoice_overdue" for p in live.policies):
+            return (), None
+        return self.receivables.open_invoices(customer), self.receivables.today()
 
     def _record(
         self, customer: str, result: Evaluation, sequence: int, now_us: int

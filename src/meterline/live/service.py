@@ -128,6 +128,7 @@ class LiveEngine:
     def on_billing_change(self, customer: str | None) -> None:
         """A grant, void, adjustment or new pricing: rebuild from the ledger next cycle."""
         self.projection.mark_stale(customer)
+        self.controls.receivables.forget(customer)  # a payment or credit note, perhaps
         self._pending_customers.add(customer)
         with self._wake:
             self._arrived.append([])
@@ -191,6 +192,7 @@ class LiveEngine:
             # overrides recorded by another process (the CLI) reach this one within a second
             self._polled = time.monotonic()
             touched |= self.controls.poll_overrides()
+            touched |= self._owing_changed()
         head = self.projection.cut.union(self.applied)
         if not events and self.controls.stale_books:
             touched |= self.controls.stale_books  # idle: exact balances again
@@ -206,6 +208,22 @@ class LiveEngine:
         for listener in self.cycle_listeners:
             listener(self)
         return bool(events) or bool(touched)
+
+    def _owing_changed(self) -> set[str]:
+        """The customers whose ``invoice_overdue`` controls may answer otherwise now: a
+        payment another process recorded for them, or (all of them) a new day."""
+        overdue = {
+            name
+            for name, live in self.projection.customers.items()
+            if any(policy.kind == "invoice_overdue" for policy in live.policies)
+        }
+        if not overdue:
+            return set()
+        receivables = self.controls.receivables
+        changed = receivables.poll()
+        if receivables.day_turned():
+            changed |= overdue
+        return changed & overdue
 
     def _unbillable(self, after: Cut, customers: set[str]) -> None:
         """Publish the unbillable usage of the events applied outside the cut ``after`` (the
