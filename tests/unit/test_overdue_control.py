@@ -17,6 +17,8 @@ from meterline.core.control_policies import (
     evaluate,
     read,
 )
+from meterline.core.thresholds import CROSSED_LIMIT, ThresholdLevels
+from meterline.core.trials import Trial, TrialWindow, trial_errors, trial_notices
 from tests.unit.test_controls import HEAD, PLANS, errors_of, load, us
 
 DUNNING = ControlPolicy("dunning", "invoice_overdue", ("block", "alert"), days=30, net_days=15)
@@ -120,3 +122,47 @@ def test_overdue_control_mistakes_are_named_by_path(control: str, expected: str)
     """Each mistake names its path and why."""
     problems = errors_of(HEAD + PLANS + f"    controls:\n      - {control}\n")
     assert any(expected in problem for problem in problems), problems
+
+
+# -- trial notices and threshold levels (the other live notices of issue 19) ------------------
+
+DAY = 86_400_000_000
+
+
+def test_trial_notices_are_due_at_their_moments_and_named_once_per_trial() -> None:
+    """started while on, ending ``notice_days`` before the end, then converted; each with the
+    same key for one trial; none a week after its moment."""
+    window = TrialWindow(Trial(14, notice_days=3), 1000 * DAY)
+
+    def kinds(day: float) -> list[str]:
+        return [n.kind for n in trial_notices("acme", window, 1000 * DAY + int(day * DAY))]
+
+    assert kinds(-1) == []
+    assert kinds(0) == ["trial.started"]
+    assert kinds(10.5) == []  # a week after it started, before the ending notice
+    assert kinds(6) == ["trial.started"]
+    assert kinds(11) == ["trial.ending"]
+    assert kinds(14) == ["trial.converted"]
+    assert kinds(21) == []
+    assert {n.key for n in trial_notices("acme", window, 1011 * DAY)} == {f"acme:{1000 * DAY}"}
+    cancelled = TrialWindow(Trial(2, on_end="cancel", notice_days=0), 0)
+    assert [n.kind for n in trial_notices("x", cancelled, 2 * DAY)] == ["trial.cancelled"]
+    assert [n.kind for n in trial_notices("x", cancelled, DAY)] == ["trial.started"]
+
+
+def test_every_level_crossed_is_listed_fixed_and_recurring() -> None:
+    """Fixed levels 10, 50, then every 100: a jump from none to 260 crosses 10, 50, 150,
+    250; from there to 349 nothing more; a bound caps one step's list."""
+    levels = ThresholdLevels((D(10), D(50)), D(100))
+    assert levels.crossed(0, D(260)) == [(1, D(10)), (2, D(50)), (3, D(150)), (4, D(250))]
+    assert levels.crossed(4, D(349)) == []
+    assert levels.crossed(4, D(350)) == [(5, D(350))]
+    assert len(ThresholdLevels((), D(1)).crossed(0, D(10_000))) == CROSSED_LIMIT
+
+
+def test_a_trial_notice_days_is_declared_and_checked() -> None:
+    """``notice_days`` defaults to 3 and is refused outside 0..730, naming its path."""
+    assert trial_errors(Trial(14, notice_days=-1), "t") == [
+        "t.notice_days: must be a whole number from 0 to 730"
+    ]
+    assert Trial(14).notice_days == 3

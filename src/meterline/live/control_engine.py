@@ -22,20 +22,11 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, replace
-from datetime import date
 from decimal import Decimal
 from typing import Any
 
 from meterline.billing.service import Billing, BillingError
-from meterline.core.control_policies import (
-    Block,
-    Evaluation,
-    Firing,
-    Observation,
-    OpenInvoice,
-    Rearm,
-    evaluate,
-)
+from meterline.core.control_policies import Block, Evaluation, Firing, Observation, Rearm, evaluate
 from meterline.core.cuts import Cut
 from meterline.ledger.control_records import ControlStore, StoredFiring, StoredOverride
 from meterline.live.control_actions import alert_kind, top_up, true_up
@@ -99,6 +90,8 @@ class Controls:
         """The last override applied (others may be recorded by another process: the CLI)."""
         self.receivables = Receivables(self.billing, self.clock)
         """What the ``invoice_overdue`` controls read (open invoices, today)."""
+        self.progress: dict[str, dict[str, str]] = {}
+        """Per customer: progress to its next progressive threshold (``live.notices``)."""
         self.credit_bounds = CreditBounds(projection)
         self.books = self.credit_bounds.books
         """Per customer: the last exact credit balances, when, and the line amounts then."""
@@ -189,7 +182,7 @@ class Controls:
                     continue
                 now_us = self.clock()
                 exact, remaining = self._remaining(customer, live, figures, now_us)
-                owed, today = self._owed(customer, live)
+                owed, today = self.receivables.observed(customer, live.policies)
             except (BillingError, ArithmeticError, ValueError) as error:
                 # one customer that cannot be rated never stops the others' controls
                 _log.warning("controls of %s not evaluated: %s", customer, error)
@@ -285,12 +278,6 @@ class Controls:
         return self.credit_bounds.remaining(
             customer, live, balance, figures, now_us, state.fired, state.extensions or {}
         )
-
-    def _owed(self, customer: str, live: Any) -> tuple[tuple[OpenInvoice, ...], date | None]:
-        """(open invoices, today) for the ``invoice_overdue`` controls; none read without."""
-        if not any(p.kind == "invoice_overdue" for p in live.policies):
-            return (), None
-        return self.receivables.open_invoices(customer), self.receivables.today()
 
     def _record(
         self, customer: str, result: Evaluation, sequence: int, now_us: int
@@ -494,7 +481,8 @@ class Controls:
         state = self.state.get(customer)
         blocks = tuple((state.blocks or {}).values()) if state else ()
         remaining = (state and state.remaining) or {}
-        return decision_document(blocks, remaining, self._trial_end(customer))
+        progress = self.progress.get(customer)
+        return decision_document(blocks, remaining, self._trial_end(customer), progress)
 
     def _trial_end(self, customer: str) -> int | None:
         live = self.projection.customers.get(customer)
@@ -515,6 +503,7 @@ class Controls:
             customer in self.projection.customers,
             self.version,
             trial,
+            self.progress.get(customer),
         )
 
     def snapshot(self, customer: str | None = None) -> dict[str, Any]:

@@ -108,8 +108,16 @@ class MirroredAccess:
         blocks, remaining = self.states.get(customer, ((), {}))
         trial_end = trial_end_of(self.decisions.get(customer))
         trial = None if trial_end is None else trial_state(trial_end, self.clock())
+        threshold = (self.decisions.get(customer) or {}).get("threshold")
         return access_document(
-            customer, feature, blocks, remaining, customer in self.customers, self.version, trial
+            customer,
+            feature,
+            blocks,
+            remaining,
+            customer in self.customers,
+            self.version,
+            trial,
+            threshold,
         )
 
     def snapshot(self, customer: str | None = None) -> dict[str, Any]:

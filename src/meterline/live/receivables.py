@@ -15,11 +15,12 @@ than the day it is asked on (UTC).
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterable
 from datetime import UTC, date, datetime, timedelta
 
 from meterline.billing.service import Billing
 from meterline.clock import Clock
-from meterline.core.control_policies import OpenInvoice
+from meterline.core.control_policies import ControlPolicy, OpenInvoice
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 FIRST_POLL = 2**62
@@ -45,6 +46,15 @@ class Receivables:
 
     def today(self) -> date:
         return utc_date(self.clock())
+
+    def observed(
+        self, customer: str, policies: Iterable[ControlPolicy]
+    ) -> tuple[tuple[OpenInvoice, ...], date | None]:
+        """(open invoices, today) for ``customer``'s ``invoice_overdue`` controls; nothing
+        is read when ``policies`` have none."""
+        if not any(policy.kind == "invoice_overdue" for policy in policies):
+            return (), None
+        return self.open_invoices(customer), self.today()
 
     def open_invoices(self, customer: str) -> tuple[OpenInvoice, ...]:
         """``customer``'s finalized invoices with an amount open now."""

@@ -36,6 +36,7 @@ from meterline.core.partitions import PartitionMap
 from meterline.ledger.control_records import ControlStore
 from meterline.live.control_engine import Controls, Publisher
 from meterline.live.customer_period import LiveEvent
+from meterline.live.notices import Notices
 from meterline.live.projection import LiveProjection
 
 _log = logging.getLogger(__name__)
@@ -75,6 +76,8 @@ class LiveEngine:
         self.projection = LiveProjection(billing, owns)
         self.store = ControlStore(billing.store.path)
         self.controls = Controls(self.projection, self.store, publish)
+        self.notices = Notices(self.projection, self.controls)
+        """Trial notices, threshold levels reached, threshold progress (``live.notices``)."""
         self._arrived: list[list[tuple[int, PreparedEvent]]] = []
         self._wake = threading.Condition()
         self._thread: threading.Thread | None = None
@@ -102,6 +105,8 @@ class LiveEngine:
         self.applied = self.projection.cut
         if act:
             self.controls.evaluate(set(self.projection.customers), self.applied)
+            self.notices.thresholds(set(self.projection.customers))
+            self.notices.trials()
         if thread:
             self._thread = threading.Thread(target=self._run, name="meterline-live", daemon=True)
             self._thread.start()
@@ -193,12 +198,14 @@ class LiveEngine:
             self._polled = time.monotonic()
             touched |= self.controls.poll_overrides()
             touched |= self._owing_changed()
+            self.notices.trials()
         head = self.projection.cut.union(self.applied)
         if not events and self.controls.stale_books:
             touched |= self.controls.stale_books  # idle: exact balances again
             self.controls.books.clear()
         if touched:
             self.controls.evaluate(touched, head)
+            self.notices.thresholds(touched)
         if events or rebuilt:
             self._unbillable(applied, touched)
         self.cycles += 1
