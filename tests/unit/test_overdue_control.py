@@ -19,6 +19,7 @@ from meterline.core.control_policies import (
 )
 from meterline.core.thresholds import CROSSED_LIMIT, ThresholdLevels
 from meterline.core.trials import Trial, TrialWindow, trial_errors, trial_notices
+from meterline.live.control_documents import access_document, decision_document
 from tests.unit.test_controls import HEAD, PLANS, errors_of, load, us
 
 DUNNING = ControlPolicy("dunning", "invoice_overdue", ("block", "alert"), days=30, net_days=15)
@@ -166,3 +167,14 @@ def test_a_trial_notice_days_is_declared_and_checked() -> None:
         "t.notice_days: must be a whole number from 0 to 730"
     ]
     assert Trial(14).notice_days == 3
+
+
+def test_the_access_answer_and_pushed_decision_carry_threshold_progress() -> None:
+    """``threshold: {so_far, next, of}`` in both documents when given, absent otherwise."""
+    progress = {"so_far": "6", "next": "8", "of": "USD"}
+    decision = decision_document((), {}, None, progress)
+    assert decision["threshold"] == progress and not decision["blocked"]
+    assert "threshold" not in decision_document((), {})
+    answer = access_document("acme", None, (), {}, True, 7, None, progress)
+    assert answer["threshold"] == progress and answer["allowed"]
+    assert "threshold" not in access_document("acme", None, (), {}, True, 7)
