@@ -25,6 +25,7 @@ from meterline.billing.service import open_billing
 from meterline.core.events import timestamp_to_us
 from meterline.ledger.webhook_records import WebhookStore
 from meterline.live.webhook_service import ALLOW_PRIVATE_ENV, Webhooks
+from meterline.sdk.gate import Gate
 from tests.conftest import Location, make_keys
 from tests.integration.test_credits_http import shift_clock
 from tests.integration.test_live_http import LiveServer, Receiver, access, ingest, wait_for
@@ -130,6 +131,13 @@ def test_overdue_block_payment_release_trial_and_threshold_webhooks(
             "progress in the access answer",
             lambda: access(admin, "stepper").get("threshold"),
         ) == {"so_far": "6", "next": "8", "of": "USD"}
+        with Gate(server.url, server.keys["read"]) as gate:
+            checked = gate.check("stepper")
+            assert checked.allowed and checked.threshold == {
+                "so_far": "6",
+                "next": "8",
+                "of": "USD",
+            }
 
         # two days on: 4 days past due, over the limit of 3
         shift_clock(server.offset_file, datetime(2026, 10, 6, 12, tzinfo=UTC))
