@@ -168,11 +168,10 @@ def run_worker(db: str, connection: Connection, offset_us: int = 0) -> None:
         webhooks = Webhooks(WebhookStore(billing.store.path), clock=clock)
         engine = LiveEngine(billing, publish=webhooks.publish, pause_share=0.0)
         worker = _Worker(engine, connection, clock)
+        webhooks.on_due(lambda: worker.send(("due",)))
         try:
             engine.start()
-            worker.ready()  # the first message: "due" only after it (the start may publish)
-            webhooks.on_due(lambda: worker.send(("due",)))
-            worker.send(("due",))
+            worker.ready()
             worker.run()
         finally:
             engine.stop()
