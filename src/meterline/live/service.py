@@ -91,6 +91,9 @@ class LiveEngine:
         self._polled = 0.0
         self.unbillable_found = 0
         """Unbillable usage records met by the batches applied (since the start)."""
+        self.acting = True
+        """Whether this engine tells (``start(act=False)``: a read-only look sends no
+        trial or threshold webhook)."""
 
     # -- lifecycle ------------------------------------------------------------------------------
 
@@ -98,6 +101,7 @@ class LiveEngine:
         """Rebuild from the ledger, load the control records, listen to appends. Without
         ``act`` (a read-only look, e.g. ``meterline live show``) nothing is evaluated or
         acted on: the access answers are the recorded ones."""
+        self.acting = act
         self.billing.ledger.listeners.append(self.on_append)
         self.billing.listeners.append(self.on_billing_change)
         self.projection.rebuild()
@@ -198,14 +202,16 @@ class LiveEngine:
             self._polled = time.monotonic()
             touched |= self.controls.poll_overrides()
             touched |= self._owing_changed()
-            self.notices.trials()
+            if self.acting:
+                self.notices.trials()
         head = self.projection.cut.union(self.applied)
         if not events and self.controls.stale_books:
             touched |= self.controls.stale_books  # idle: exact balances again
             self.controls.books.clear()
         if touched:
             self.controls.evaluate(touched, head)
-            self.notices.thresholds(touched)
+            if self.acting:
+                self.notices.thresholds(touched)
         if events or rebuilt:
             self._unbillable(applied, touched)
         self.cycles += 1
