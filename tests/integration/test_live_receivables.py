@@ -15,15 +15,18 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from meterline.api.server import free_port
+from meterline.billing.payments import PaymentRequest
 from meterline.billing.service import open_billing
 from meterline.core.events import timestamp_to_us
 from meterline.ledger.webhook_records import WebhookStore
+from meterline.live.service import LiveEngine
 from meterline.live.webhook_service import ALLOW_PRIVATE_ENV, Webhooks
 from meterline.sdk.gate import Gate
 from tests.conftest import Location, make_keys
@@ -166,3 +169,50 @@ def test_overdue_block_payment_release_trial_and_threshold_webhooks(
         ("invoice.overdue", "late"),
     ):
         assert len(delivered(receiver, kind, customer)) == 1, kind
+
+
+class Clock:
+    """A settable "now" shared by the billing services and the engine."""
+
+    def __init__(self, now_us: int) -> None:
+        self.now_us = now_us
+
+    def __call__(self) -> int:
+        return self.now_us
+
+
+def test_in_process_the_day_turning_blocks_and_another_process_payment_releases(
+    new_db: Callable[..., Location],
+) -> None:
+    """An engine in this process, its clock injected: the block comes with the day that
+    passes the limit (not before), and a payment recorded through another billing service
+    on the same ledger (as the CLI would) releases it at the next poll."""
+    db = new_db("in-process")
+    clock = Clock(at(2026, 10, 2, 12))
+    with open_billing(db, clock=clock) as billing, open_billing(db, clock=clock) as other:
+        assert billing.ledger.ingest(calls("late", 5, "2026-09-10T10:00:00Z")).accepted == 5
+        billing.apply(PRICING)
+        billing.close(at(2026, 10, 1))
+        invoice = next(i for i in billing.store.invoices("late") if i.kind == "period")
+        engine = LiveEngine(billing).start(thread=False)
+        try:
+            clock.now_us = at(2026, 10, 5, 23, 59)  # 3 days past due: the limit
+            engine._polled = 0.0  # the once-a-second look, now
+            engine.cycle()
+            assert engine.controls.access("late")["allowed"]
+            clock.now_us = at(2026, 10, 6, 0, 1)  # the day turns: 4 days past due
+            engine._polled = 0.0
+            engine.cycle()
+            denied = engine.controls.access("late")
+            assert (denied["allowed"], denied["policy"]) == (False, "dunning")
+            other.record_payment(
+                PaymentRequest(invoice.invoice_id, "cli-1", "payment", Decimal("5.00"))
+            )
+            assert not engine.controls.access("late")["allowed"]  # not heard of yet
+            engine._polled = 0.0
+            engine.cycle()
+            assert engine.controls.access("late")["allowed"]
+            firings = engine.store.firings("late")
+            assert [(f.policy, f.observed["days_past_due"]) for f in firings] == [("dunning", "4")]
+        finally:
+            engine.stop()

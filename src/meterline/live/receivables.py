@@ -40,7 +40,7 @@ class Receivables:
         self.clock = clock
         self._open: dict[str, tuple[OpenInvoice, ...]] = {}
         self._lock = threading.Lock()
-        self._day: date | None = None
+        self._day = utc_date(clock())
         self._payments_seen: int | None = None
         """The newest payment record read (None: not looked yet)."""
 
@@ -85,10 +85,10 @@ class Receivables:
                 self._open.pop(customer, None)
 
     def day_turned(self) -> bool:
-        """True once per new UTC day (not on the first call): everything is read again."""
+        """True once per new UTC day since this was made: everything is read again."""
         today = self.today()
         with self._lock:
-            turned = self._day is not None and today != self._day
+            turned = today != self._day
             self._day = today
         if turned:
             self.forget(None)
