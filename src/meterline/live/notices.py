@@ -64,8 +64,9 @@ class Notices:
             contracts = self.projection.billing.current().configuration.contracts
         except BillingError:  # no pricing applied yet
             return
+        owns = self.projection.owns  # a stream worker tells of its own partitions' trials
         for contract in contracts:
-            if contract.trial is None:
+            if contract.trial is None or (owns is not None and not owns(contract.customer)):
                 continue
             window = TrialWindow(contract.trial, contract.start_us)
             for notice in trial_notices(contract.customer, window, now_us):
