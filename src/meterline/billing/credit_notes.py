@@ -123,4 +123,6 @@ def _store(
             }
         )
 
-    return context.store.add_credit_note(invoice_id, customer, now_us, make)
+    note = context.store.add_credit_note(invoice_id, customer, now_us, make)
+    context.changed(customer)  # what the customer owes changed (the overdue controls)
+    return note

@@ -237,6 +237,8 @@ def record(
     saved, created = records.record(
         stored.customer, payment_id, request.invoice_id, now_us, text, decision
     )
+    if created:  # what the customer owes changed: the live engine's overdue controls
+        context.changed(stored.customer)
     standing, movements = settle(
         invoice, notes, [as_record(r) for r in records.of_invoice(stored.invoice_id)]
     )

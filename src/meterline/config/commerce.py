@@ -17,7 +17,7 @@ contracts:
     ...
     coupons: [LAUNCH25, {code: FIVE, redeemed: 2026-11-15}]
     tax: {jurisdiction: DE}     # or {rates: [VAT DE]}
-    trial: {days: 14, applies_to: both, usage_cap: "10.00", on_end: convert}
+    trial: {days: 14, applies_to: both, usage_cap: "10.00", on_end: convert, notice_days: 3}
 ```
 
 The rules behind them live in ``core.coupons``, ``core.tax`` and ``core.trials``; this
@@ -40,7 +40,13 @@ from meterline.core.coupons import (
 from meterline.core.exchange import ExchangeRate, ReportingCurrency, exchange_errors, sorted_rates
 from meterline.core.model import Contract
 from meterline.core.tax import TAX_ROUNDINGS, TaxRate, TaxRounding, tax_rate_errors
-from meterline.core.trials import TRIAL_ENDS, TRIAL_SCOPES, Trial, trial_errors
+from meterline.core.trials import (
+    NOTICE_DAYS_DEFAULT,
+    TRIAL_ENDS,
+    TRIAL_SCOPES,
+    Trial,
+    trial_errors,
+)
 
 COUPON_KEYS = (
     "code",
@@ -174,7 +180,8 @@ def read_contract_commerce(
 
 
 def _trial(reader: FieldReader, value: Any, path: str) -> Trial | None:
-    entry = reader.mapping(value, path, ("days", "applies_to", "usage_cap", "on_end"), ("days",))
+    keys = ("days", "applies_to", "usage_cap", "on_end", "notice_days")
+    entry = reader.mapping(value, path, keys, ("days",))
     days = reader.integer(entry.get("days"), f"{path}.days")
     if days is None:
         return None
@@ -183,6 +190,7 @@ def _trial(reader: FieldReader, value: Any, path: str) -> Trial | None:
         reader.choice(entry.get("applies_to"), f"{path}.applies_to", TRIAL_SCOPES, "both"),  # type: ignore[arg-type]
         reader.amount(entry.get("usage_cap"), f"{path}.usage_cap"),
         reader.choice(entry.get("on_end"), f"{path}.on_end", TRIAL_ENDS, "convert"),  # type: ignore[arg-type]
+        reader.integer(entry.get("notice_days"), f"{path}.notice_days", NOTICE_DAYS_DEFAULT),  # type: ignore[arg-type]
     )
     problems = trial_errors(trial, path)
     reader.fail_all(problems)

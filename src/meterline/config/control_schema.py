@@ -19,6 +19,8 @@ contracts:
          actions: [alert]}
       - {key: refill, policy: balance_exhausted, unit: credits, remaining_at_most: 1000,
          actions: [top_up], top_up: {credit_type: credits, amount: 10000, paid: 90}}
+      - {key: dunning, policy: invoice_overdue, days: 30, net_days: 30,
+         actions: [block, alert]}
 ```
 
 Every mistake is reported by path, like the rest of the file (``config.schema``); each
@@ -35,6 +37,7 @@ from typing import Any
 from meterline.config.fields import FieldReader
 from meterline.core.control_policies import (
     ACTION_KINDS,
+    NET_DAYS_DEFAULT,
     POLICY_KINDS,
     RELEASES,
     SPIKE_BUCKET_US,
@@ -65,6 +68,8 @@ _CONTROL_KEYS = (
     "features",
     "top_up",
     "release",
+    "days",
+    "net_days",
 )
 _KIND_KEYS: dict[str, tuple[str, ...]] = {
     "balance_exhausted": ("unit", "remaining_at_most"),
@@ -72,7 +77,12 @@ _KIND_KEYS: dict[str, tuple[str, ...]] = {
     "margin_floor": ("margin_percent", "minimum"),
     "spend_threshold": ("amount", "percents"),
     "usage_spike": ("meter", "window", "baseline", "factor", "minimum"),
+    "invoice_overdue": ("days", "net_days"),
 }
+_OVERDUE_ACTIONS = ("block", "alert")
+"""What an ``invoice_overdue`` control may do (a true-up or top-up answers no debt)."""
+OVERDUE_DAYS_LIMIT = 3650
+"""The most days (past due, or net) an ``invoice_overdue`` control may count."""
 _COMMON_KEYS = ("key", "policy", "actions", "features", "top_up", "release")
 _COST_KEYS = ("meter", "per_unit", "currency", "where", "effective_from")
 Item = dict[str, Any]
@@ -137,6 +147,8 @@ def _control(
     required: tuple[str, ...] = ("key", "policy", "actions")
     if kind == "spend_threshold":
         required += ("amount",)
+    elif kind == "invoice_overdue":
+        required += ("days",)
     item = reader.mapping(raw, path, allowed, required)
     key = reader.text(item.get("key"), f"{path}.key")
     actions = _actions(reader, item, path)
@@ -147,6 +159,8 @@ def _control(
     top_up = _top_up(reader, item.get("top_up"), f"{path}.top_up", units)
     if ("top_up" in actions) != (top_up is not None):
         reader.fail(f"{path}.top_up", "a top_up action needs a top_up rule, and only it")
+    if kind == "invoice_overdue" and any(a not in _OVERDUE_ACTIONS for a in actions):
+        reader.fail(f"{path}.actions", "an invoice_overdue control may only block and alert")
     fields = KIND_READERS[kind](reader, item, path, meters, units)
     optional = ("unit", "meter")  # None: the contract's currency; every event
     if key is None or not actions or any(v is None for n, v in fields.items() if n not in optional):
@@ -253,6 +267,19 @@ def _usage_spike(
     }
 
 
+def _invoice_overdue(
+    reader: FieldReader, item: Item, path: str, meters: Meters, units: set[str]
+) -> Fields:
+    fields = {}
+    for name, default in (("days", None), ("net_days", NET_DAYS_DEFAULT)):
+        days = reader.integer(item.get(name), f"{path}.{name}", default)
+        if days is not None and not 0 <= days <= OVERDUE_DAYS_LIMIT:
+            reader.fail(f"{path}.{name}", f"must be from 0 to {OVERDUE_DAYS_LIMIT} days")
+            days = None
+        fields[name] = days
+    return fields
+
+
 KindReader = Callable[[FieldReader, Item, str, Meters, set[str]], Fields]
 KIND_READERS: dict[str, KindReader] = {
     "balance_exhausted": _balance_exhausted,
@@ -260,6 +287,7 @@ KIND_READERS: dict[str, KindReader] = {
     "margin_floor": _margin_floor,
     "spend_threshold": _spend_threshold,
     "usage_spike": _usage_spike,
+    "invoice_overdue": _invoice_overdue,
 }
 """Each policy kind's reader: the ``ControlPolicy`` fields only that kind takes (its
 item, its path, the declared meters and credit types)."""

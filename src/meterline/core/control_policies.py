@@ -24,6 +24,10 @@ Policies:
 - ``usage_spike``: the quantity of ``meter`` (events when None) in the last ``window``
   is more than ``factor`` x the baseline rate (the trailing ``baseline`` before the
   window, scaled to one window) and at least ``minimum``: factor 11 is +1000%.
+- ``invoice_overdue``: an invoice of the customer has an amount open more than ``days``
+  past its due date (``net_days`` after the day it was issued) on the observation's
+  ``today``, as ``core.payments.overdue`` counts it. An ``extend`` override allows that
+  many more days.
 
 Actions: ``block`` (everything, or only ``features``), ``alert`` (a webhook), ``true_up``
 (an invoice for the unbilled usage now), ``top_up`` (a credit grant per ``top_up``).
@@ -36,6 +40,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from datetime import date, timedelta
 from decimal import Context, Decimal, localcontext
 from itertools import repeat
 from typing import Literal
@@ -51,6 +56,7 @@ PolicyKind = Literal[
     "margin_floor",
     "spend_threshold",
     "usage_spike",
+    "invoice_overdue",
 ]
 POLICY_KINDS: tuple[PolicyKind, ...] = (
     "balance_exhausted",
@@ -58,6 +64,7 @@ POLICY_KINDS: tuple[PolicyKind, ...] = (
     "margin_floor",
     "spend_threshold",
     "usage_spike",
+    "invoice_overdue",
 )
 ActionKind = Literal["block", "alert", "true_up", "top_up"]
 ACTION_KINDS: tuple[ActionKind, ...] = ("block", "alert", "true_up", "top_up")
@@ -71,6 +78,8 @@ SPIKE_HISTORY_MAX_US = 24 * 3600 * 1_000_000
 """The longest window + baseline a usage_spike may look back over."""
 SPIKE_BLOCK_BUCKETS = 60
 """Buckets per block sum: a window's total reads whole minutes, and seconds at its edges."""
+NET_DAYS_DEFAULT = 30
+"""An invoice is due this many days after it was issued (``core.payments`` alike)."""
 LEVEL = "crossed"
 """The one level of a policy that is not a spend threshold."""
 _DISPLAY_CONTEXT = Context(prec=40)
@@ -134,6 +143,8 @@ class ControlPolicy:
     features: tuple[str, ...] = ()
     top_up: TopUpRule | None = None
     release: Release = "clear"
+    days: int = 0
+    net_days: int = NET_DAYS_DEFAULT
 
     def levels(self) -> tuple[str, ...]:
         if self.kind == "spend_threshold":
@@ -151,10 +162,22 @@ def _percent_label(percent: Decimal) -> str:
 
 
 @dataclass(frozen=True, slots=True)
+class OpenInvoice:
+    """A finalized invoice with an amount still open, as ``invoice_overdue`` reads it."""
+
+    invoice_id: str
+    issued: date
+    open: Decimal
+    currency: str
+
+
+@dataclass(frozen=True, slots=True)
 class Observation:
     """A customer's live figures, as the controls see them.
 
-    ``spikes`` maps a policy key to (quantity in the window, quantity in the baseline).
+    ``spikes`` maps a policy key to (quantity in the window, quantity in the baseline);
+    ``open_invoices`` are the customer's receivables with an amount open on ``today``
+    (the date the ``invoice_overdue`` controls count days to; None: not read).
     """
 
     spend: Decimal = ZERO
@@ -163,6 +186,8 @@ class Observation:
     remaining: Mapping[str, Decimal] = field(default_factory=dict)
     spikes: Mapping[str, tuple[Decimal, Decimal]] = field(default_factory=dict)
     currency: str = "USD"
+    open_invoices: tuple[OpenInvoice, ...] = ()
+    today: date | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -314,7 +339,32 @@ def _read_usage_spike(
     ]
 
 
+def _read_overdue(
+    policy: ControlPolicy, observation: Observation, extension: Decimal
+) -> list[Reading]:
+    limit = policy.days + int(extension)
+    observed = {"days_limit": str(limit), "net_days": str(policy.net_days)}
+    latest: tuple[int, OpenInvoice] | None = None
+    today = observation.today
+    if today is not None:
+        for invoice in observation.open_invoices:
+            late = (today - (invoice.issued + timedelta(days=policy.net_days))).days
+            if invoice.open > 0 and (latest is None or late > latest[0]):
+                latest = (late, invoice)
+    if latest is None:
+        return [Reading(policy.key, LEVEL, False, {**observed, "invoice": "none"})]
+    late, invoice = latest
+    observed |= {
+        "invoice": invoice.invoice_id,
+        "days_past_due": str(late),
+        "open": _text(invoice.open),
+        "currency": invoice.currency,
+    }
+    return [Reading(policy.key, LEVEL, late > limit, observed)]
+
+
 _READERS: dict[str, Callable[[ControlPolicy, Observation, Decimal], list[Reading]]] = {
+    "invoice_overdue": _read_overdue,
     "balance_exhausted": _read_balance,
     "cost_exceeds_prepayment": _read_cost,
     "margin_floor": _read_margin,

@@ -24,6 +24,8 @@ from meterline.core.money import MONEY_CONTEXT
 ZERO = Decimal(0)
 LEVELS_LIMIT = 100
 """The most fixed levels a contract may declare."""
+CROSSED_LIMIT = 100
+"""The most levels one step reports as crossed (the rest on the next)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +62,18 @@ class ThresholdLevels:
     def next_level(self, figure: Decimal) -> Decimal | None:
         """The next level above ``figure`` (None: none left)."""
         return self.level(self.reached(figure) + 1)
+
+    def crossed(self, before: int, figure: Decimal) -> list[tuple[int, Decimal]]:
+        """The levels (number, level) ``figure`` reached beyond the first ``before``
+        (fixed and recurring alike), at most ``CROSSED_LIMIT`` of the lowest: one alert
+        each."""
+        reached = min(self.reached(figure), before + CROSSED_LIMIT)
+        found = []
+        for number in range(before + 1, reached + 1):
+            level = self.level(number)
+            if level is not None:
+                found.append((number, level))
+        return found
 
 
 def threshold_level_errors(levels: ThresholdLevels, path: str) -> list[str]:

@@ -18,6 +18,10 @@ days, to the microsecond). During it:
 At its end the trial converts (``on_end: convert``, the default) or the contract ends
 (``on_end: cancel``: the pricing file's loader sets the contract's end to the trial's
 end, so nothing is billed after it).
+
+``trial_notices`` says which of a trial's notices are due at an instant (started, ending
+``notice_days`` before the end, converted or cancelled at the end), each named by the
+contract and the trial's start, so the webhook sent for it is sent once per trial.
 """
 
 from __future__ import annotations
@@ -34,6 +38,11 @@ TrialEnd = Literal["convert", "cancel"]
 TRIAL_ENDS: tuple[TrialEnd, ...] = ("convert", "cancel")
 TRIAL_DAYS_LIMIT = 730
 """The longest trial, in days."""
+NOTICE_DAYS_DEFAULT = 3
+"""The ``trial.ending`` notice goes out this many days before a trial ends."""
+NOTICE_LATE_DAYS = 7
+"""A notice not sent within this many days of its moment is not sent (a trial long over
+is not announced to every endpoint again on each start)."""
 MICROSECONDS_PER_DAY = 86_400_000_000
 
 
@@ -45,6 +54,7 @@ class Trial:
     applies_to: TrialScope = "both"
     usage_cap: Decimal | None = None
     on_end: TrialEnd = "convert"
+    notice_days: int = NOTICE_DAYS_DEFAULT
 
     @property
     def frees_fees(self) -> bool:
@@ -88,6 +98,35 @@ class TrialWindow:
         return prorate(cap, fraction)
 
 
+@dataclass(frozen=True, slots=True)
+class TrialNotice:
+    """A notice due: its webhook ``kind``, the moment it is about (``at_us``) and its
+    ``key``, the same for one trial however often it is decided."""
+
+    kind: str
+    at_us: int
+    key: str
+
+
+def trial_notices(customer: str, window: TrialWindow, now_us: int) -> list[TrialNotice]:
+    """The notices of ``customer``'s trial due at ``now_us`` and not yet too late:
+    ``trial.started`` and ``trial.ending`` while the trial is on, then ``trial.converted``
+    or ``trial.cancelled`` (as ``on_end`` says); none more than ``NOTICE_LATE_DAYS`` after
+    its moment."""
+    start, end = window.start_us, window.end_us
+    ending = max(start, end - window.trial.notice_days * MICROSECONDS_PER_DAY)
+    after = "trial.converted" if window.trial.on_end == "convert" else "trial.cancelled"
+    moments = [("trial.started", start, end), (after, end, None)]
+    if window.trial.notice_days > 0:
+        moments.insert(1, ("trial.ending", ending, end))
+    late_us = NOTICE_LATE_DAYS * MICROSECONDS_PER_DAY
+    return [
+        TrialNotice(kind, at_us, f"{customer}:{start}")
+        for kind, at_us, until_us in moments
+        if at_us <= now_us < min(at_us + late_us, until_us or at_us + late_us)
+    ]
+
+
 def trial_errors(trial: Trial, path: str) -> list[str]:
     """Every problem with a trial's declaration, each naming its field."""
     errors = []
@@ -97,6 +136,8 @@ def trial_errors(trial: Trial, path: str) -> list[str]:
         errors.append(f"{path}.applies_to: must be one of {', '.join(TRIAL_SCOPES)}")
     if trial.on_end not in TRIAL_ENDS:
         errors.append(f"{path}.on_end: must be one of {', '.join(TRIAL_ENDS)}")
+    if type(trial.notice_days) is not int or not 0 <= trial.notice_days <= TRIAL_DAYS_LIMIT:
+        errors.append(f"{path}.notice_days: must be a whole number from 0 to {TRIAL_DAYS_LIMIT}")
     if trial.usage_cap is not None:
         if trial.usage_cap < 0:
             errors.append(f"{path}.usage_cap: must not be negative")

@@ -186,6 +186,21 @@ class PaymentStore:
             rows = self._connection.execute(query + " ORDER BY record_number", parameters)
             return [_payment(row) for row in rows.fetchall()]
 
+    def customers_after(self, number: int) -> tuple[int, set[str]]:
+        """The newest record's number (0: none), and the customers with a record after
+        ``number`` (how the live engine hears of records another process made)."""
+        with self._lock:
+            newest = self._connection.execute(
+                "SELECT COALESCE(MAX(record_number), 0) FROM payment_records"
+            ).fetchone()[0]
+            if newest <= number:
+                return int(newest), set()
+            rows = self._connection.execute(
+                "SELECT DISTINCT customer FROM payment_records WHERE record_number > ?",
+                (number,),
+            ).fetchall()
+        return int(newest), {str(row[0]) for row in rows}
+
     @contextmanager
     def _writing(self, *locks: WriteLock) -> Iterator[Connection]:
         with self._lock, write_transaction(self._connection, *locks) as connection:

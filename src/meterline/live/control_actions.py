@@ -22,8 +22,10 @@ Publish = Callable[[str, dict[str, Any], str], object]
 
 
 def alert_kind(firing: StoredFiring, policy: Any) -> str:
-    """``balance.low`` for a balance control warning before the balance is gone, else
-    ``control.fired``."""
+    """``balance.low`` for a balance control warning before the balance is gone,
+    ``invoice.overdue`` for an ``invoice_overdue`` control, else ``control.fired``."""
+    if firing.kind == "invoice_overdue":
+        return "invoice.overdue"
     if firing.kind == "balance_exhausted" and policy is not None and policy.remaining_at_most > 0:
         return "balance.low"
     return "control.fired"

@@ -14,12 +14,18 @@ from meterline.ledger.control_records import StoredFiring
 
 
 def decision_document(
-    blocks: tuple[Block, ...], remaining: dict[str, Decimal], trial_ends_us: int | None = None
+    blocks: tuple[Block, ...],
+    remaining: dict[str, Decimal],
+    trial_ends_us: int | None = None,
+    threshold: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     """A customer's access state (its active ``blocks``, its ``remaining`` balances, when
-    its contract's free trial ends) as the push stream sends it."""
+    its contract's free trial ends, its progress to the next progressive ``threshold``)
+    as the push stream sends it."""
     shown = {unit: str(value) for unit, value in sorted(remaining.items())}
-    trial = {} if trial_ends_us is None else {"trial_ends": format_timestamp(trial_ends_us)}
+    trial: dict[str, Any] = {} if threshold is None else {"threshold": dict(threshold)}
+    if trial_ends_us is not None:
+        trial["trial_ends"] = format_timestamp(trial_ends_us)
     whole = next((b for b in blocks if not b.features), None)
     if whole is not None:
         return {
@@ -66,9 +72,11 @@ def access_document(
     has_contract: bool,
     version: int,
     trial: dict[str, Any] | None = None,
+    threshold: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     """The access answer (``GET /v1/access/{customer}``) for the customer's active blocks
-    (with ``trial_state`` when the contract has a free trial)."""
+    (with ``trial_state`` when the contract has a free trial, and ``threshold``: the
+    progress to the next progressive threshold, when there is one)."""
     answer: AccessDecision = decide(blocks, feature)
     return {
         "customer": customer,
@@ -79,6 +87,7 @@ def access_document(
         "remaining": dict(remaining),
         "version": version,
         **(trial or {}),
+        **({} if threshold is None else {"threshold": dict(threshold)}),
     }
 
 

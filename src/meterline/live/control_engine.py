@@ -42,6 +42,7 @@ from meterline.live.control_overrides import OverrideError as OverrideError
 from meterline.live.credit_bounds import CreditBounds
 from meterline.live.figures import Figures
 from meterline.live.projection import LiveProjection
+from meterline.live.receivables import Receivables
 
 _log = logging.getLogger(__name__)
 ZERO = Decimal(0)
@@ -87,6 +88,10 @@ class Controls:
         self.pending_actions = 0
         self.overrides_seen = 0
         """The last override applied (others may be recorded by another process: the CLI)."""
+        self.receivables = Receivables(self.billing, self.clock)
+        """What the ``invoice_overdue`` controls read (open invoices, today)."""
+        self.progress: dict[str, dict[str, str]] = {}
+        """Per customer: progress to its next progressive threshold (``live.notices``)."""
         self.credit_bounds = CreditBounds(projection)
         self.books = self.credit_bounds.books
         """Per customer: the last exact credit balances, when, and the line amounts then."""
@@ -177,6 +182,7 @@ class Controls:
                     continue
                 now_us = self.clock()
                 exact, remaining = self._remaining(customer, live, figures, now_us)
+                owed, today = self.receivables.observed(customer, live.policies)
             except (BillingError, ArithmeticError, ValueError) as error:
                 # one customer that cannot be rated never stops the others' controls
                 _log.warning("controls of %s not evaluated: %s", customer, error)
@@ -195,6 +201,8 @@ class Controls:
                 remaining,
                 spikes,
                 figures.currency,
+                owed,
+                today,
             )
             with self.lock:
                 state = self._customer(customer)
@@ -473,7 +481,8 @@ class Controls:
         state = self.state.get(customer)
         blocks = tuple((state.blocks or {}).values()) if state else ()
         remaining = (state and state.remaining) or {}
-        return decision_document(blocks, remaining, self._trial_end(customer))
+        progress = self.progress.get(customer)
+        return decision_document(blocks, remaining, self._trial_end(customer), progress)
 
     def _trial_end(self, customer: str) -> int | None:
         live = self.projection.customers.get(customer)
@@ -494,6 +503,7 @@ class Controls:
             customer in self.projection.customers,
             self.version,
             trial,
+            self.progress.get(customer),
         )
 
     def snapshot(self, customer: str | None = None) -> dict[str, Any]:

@@ -13,6 +13,7 @@ their derivation from the period in memory (pure over a ``CustomerLive`` and an 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from decimal import Decimal, localcontext
 from typing import Any
@@ -185,16 +186,27 @@ def _progress(
 ) -> tuple[Decimal, Decimal, str] | None:
     """The period's figure so far and the next progressive threshold above it."""
     levels = live.contract.credits.threshold_levels
-    if levels is None:
+    figure = threshold_figure(live, spend, lines)
+    if levels is None or figure is None:
         return None
-    figure = spend
-    if levels.meter is not None:
-        with localcontext(MONEY_CONTEXT):
-            figure = sum((line.quantity for line in lines if line.meter == levels.meter), ZERO)
     following = levels.next_level(figure)
     if following is None:
         return None
     return figure, following, levels.meter or currency
+
+
+def threshold_figure(
+    live: CustomerLive, spend: Decimal, lines: Sequence[LineFigures]
+) -> Decimal | None:
+    """What the contract's progressive thresholds count so far in the period: the spend,
+    or the quantity of their meter (None: no progressive thresholds)."""
+    levels = live.contract.credits.threshold_levels
+    if levels is None:
+        return None
+    if levels.meter is None:
+        return spend
+    with localcontext(MONEY_CONTEXT):
+        return sum((line.quantity for line in lines if line.meter == levels.meter), ZERO)
 
 
 def remaining_credit(live: CustomerLive, now_us: int) -> dict[str, Decimal]:

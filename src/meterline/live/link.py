@@ -107,8 +107,16 @@ class MirroredAccess:
         blocks, remaining = self.states.get(customer, ((), {}))
         trial_end = trial_end_of(self.decisions.get(customer))
         trial = None if trial_end is None else trial_state(trial_end, self.clock())
+        threshold = (self.decisions.get(customer) or {}).get("threshold")
         return access_document(
-            customer, feature, blocks, remaining, customer in self.customers, self.version, trial
+            customer,
+            feature,
+            blocks,
+            remaining,
+            customer in self.customers,
+            self.version,
+            trial,
+            threshold,
         )
 
     def snapshot(self, customer: str | None = None) -> dict[str, Any]:
@@ -164,12 +172,7 @@ class LiveLink(MirroredAccess):
         if not connection.poll(WORKER_START_TIMEOUT_S):
             self._process.kill()
             raise WorkerUnavailable("the live worker did not become ready")
-        try:
-            kind, state = connection.recv()
-        except EOFError:
-            raise WorkerUnavailable(
-                f"the live worker exited while starting (status {self._process.wait()})"
-            ) from None
+        kind, state = self._ready(connection)
         assert kind == "ready", kind
         with self.lock:
             self._connection = connection
@@ -183,6 +186,25 @@ class LiveLink(MirroredAccess):
                 self.decisions.pop(customer, None)
             for customer in sorted(changed):
                 self._changed(customer)
+
+    def _ready(self, connection: Connection) -> tuple[str, Any]:
+        """The worker's ``ready`` message; a ``due`` before it (the engine's start may
+        publish webhooks: a trial's notice, an alert) is passed on after it."""
+        assert self._process is not None
+        due = False
+        while True:
+            try:
+                message = connection.recv()
+            except EOFError:
+                raise WorkerUnavailable(
+                    f"the live worker exited while starting (status {self._process.wait()})"
+                ) from None
+            if message[0] != "due":
+                break
+            due = True
+        if due and self.on_due is not None:
+            self.on_due()
+        return message[0], message[1]
 
     def stop(self) -> None:
         self._stopping = True

@@ -36,6 +36,7 @@ from meterline.core.partitions import PartitionMap
 from meterline.ledger.control_records import ControlStore
 from meterline.live.control_engine import Controls, Publisher
 from meterline.live.customer_period import LiveEvent
+from meterline.live.notices import Notices
 from meterline.live.projection import LiveProjection
 
 _log = logging.getLogger(__name__)
@@ -75,6 +76,8 @@ class LiveEngine:
         self.projection = LiveProjection(billing, owns)
         self.store = ControlStore(billing.store.path)
         self.controls = Controls(self.projection, self.store, publish)
+        self.notices = Notices(self.projection, self.controls)
+        """Trial notices, threshold levels reached, threshold progress (``live.notices``)."""
         self._arrived: list[list[tuple[int, PreparedEvent]]] = []
         self._wake = threading.Condition()
         self._thread: threading.Thread | None = None
@@ -88,6 +91,9 @@ class LiveEngine:
         self._polled = 0.0
         self.unbillable_found = 0
         """Unbillable usage records met by the batches applied (since the start)."""
+        self.acting = True
+        """Whether this engine tells (``start(act=False)``: a read-only look sends no
+        trial or threshold webhook)."""
 
     # -- lifecycle ------------------------------------------------------------------------------
 
@@ -95,6 +101,7 @@ class LiveEngine:
         """Rebuild from the ledger, load the control records, listen to appends. Without
         ``act`` (a read-only look, e.g. ``meterline live show``) nothing is evaluated or
         acted on: the access answers are the recorded ones."""
+        self.acting = act
         self.billing.ledger.listeners.append(self.on_append)
         self.billing.listeners.append(self.on_billing_change)
         self.projection.rebuild()
@@ -102,6 +109,8 @@ class LiveEngine:
         self.applied = self.projection.cut
         if act:
             self.controls.evaluate(set(self.projection.customers), self.applied)
+            self.notices.thresholds(set(self.projection.customers))
+            self.notices.trials()
         if thread:
             self._thread = threading.Thread(target=self._run, name="meterline-live", daemon=True)
             self._thread.start()
@@ -128,6 +137,7 @@ class LiveEngine:
     def on_billing_change(self, customer: str | None) -> None:
         """A grant, void, adjustment or new pricing: rebuild from the ledger next cycle."""
         self.projection.mark_stale(customer)
+        self.controls.receivables.forget(customer)  # a payment or credit note, perhaps
         self._pending_customers.add(customer)
         with self._wake:
             self._arrived.append([])
@@ -191,12 +201,17 @@ class LiveEngine:
             # overrides recorded by another process (the CLI) reach this one within a second
             self._polled = time.monotonic()
             touched |= self.controls.poll_overrides()
+            touched |= self._owing_changed()
+            if self.acting:
+                self.notices.trials()
         head = self.projection.cut.union(self.applied)
         if not events and self.controls.stale_books:
             touched |= self.controls.stale_books  # idle: exact balances again
             self.controls.books.clear()
         if touched:
             self.controls.evaluate(touched, head)
+            if self.acting:
+                self.notices.thresholds(touched)
         if events or rebuilt:
             self._unbillable(applied, touched)
         self.cycles += 1
@@ -206,6 +221,22 @@ class LiveEngine:
         for listener in self.cycle_listeners:
             listener(self)
         return bool(events) or bool(touched)
+
+    def _owing_changed(self) -> set[str]:
+        """The customers whose ``invoice_overdue`` controls may answer otherwise now: a
+        payment another process recorded for them, or (all of them) a new day."""
+        overdue = {
+            name
+            for name, live in self.projection.customers.items()
+            if any(policy.kind == "invoice_overdue" for policy in live.policies)
+        }
+        if not overdue:
+            return set()
+        receivables = self.controls.receivables
+        changed = receivables.poll()
+        if receivables.day_turned():
+            changed |= overdue
+        return changed & overdue
 
     def _unbillable(self, after: Cut, customers: set[str]) -> None:
         """Publish the unbillable usage of the events applied outside the cut ``after`` (the

@@ -17,6 +17,12 @@ WEBHOOK_KINDS = (
     "invoice.finalized",
     "balance.low",
     "usage.unbillable",
+    "invoice.overdue",
+    "trial.started",
+    "trial.ending",
+    "trial.converted",
+    "trial.cancelled",
+    "threshold.reached",
 )
 ALL_KINDS = "*"
 URL_LENGTH_MAX = 2048

@@ -74,6 +74,8 @@ class Decision:
     source: DecisionSource
     policy: str | None = None
     remaining: Mapping[str, Decimal] = field(default_factory=_no_remaining, hash=False)
+    threshold: Mapping[str, str] | None = field(default=None, hash=False)
+    """Progress to the next progressive threshold (``so_far``, ``next``, ``of``), if any."""
 
 
 class _All:
@@ -96,6 +98,7 @@ class _WireDecision(msgspec.Struct, frozen=True):
     reason: str = ""
     policy: str | None = None
     remaining: dict[str, Decimal] = {}
+    threshold: dict[str, str] | None = None
 
 
 class _Snapshot(msgspec.Struct, frozen=True):
@@ -141,6 +144,7 @@ class _Entry:
         remaining: Mapping[str, Decimal] = (
             MappingProxyType(dict(wire.remaining)) if wire.remaining else _NO_REMAINING
         )
+        threshold = None if wire.threshold is None else MappingProxyType(dict(wire.threshold))
         denied: _All | frozenset[str] | None
         if not wire.blocked:
             denied = None
@@ -163,6 +167,7 @@ class _Entry:
                 source="stream",
                 policy=wire.policy,
                 remaining=remaining,
+                threshold=threshold,
             ),
             when_allowed=Decision(
                 allowed=True,
@@ -170,6 +175,7 @@ class _Entry:
                 source="stream",
                 policy=wire.policy,
                 remaining=remaining,
+                threshold=threshold,
             ),
         )
 
