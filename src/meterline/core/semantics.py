@@ -20,12 +20,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
+from decimal import ROUND_HALF_EVEN, Context, Decimal, localcontext
 from typing import Literal, Protocol
 
 from meterline.core.periods import local_date, local_midnight_us
 
-BurnCostBasis = Literal["none", "promotional_first", "paid_first"]
-BurnExpiry = Literal["exact", "minute"]
+BurnCostBasis = Literal["none", "promotional_first", "paid_first", "lowest_first"]
+BurnExpiry = Literal["exact", "minute", "second"]
 GrantEnd = Literal["exclusive", "inclusive"]
 Gauge = Literal["period", "day"]
 LineMaximum = Literal["close", "every_window"]
@@ -34,6 +35,9 @@ PercentageFree = Literal["fixed_fee", "events", "amount"]
 FreeEventMinimum = Literal["applies", "skipped"]
 
 MINUTE_US = 60_000_000
+SECOND_US = 1_000_000
+COST_CONTEXT = Context(prec=80, rounding=ROUND_HALF_EVEN)
+"""For comparing per-unit cost bases (a quotient), never for an amount."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,11 +47,12 @@ class Semantics:
 
     burn_cost_basis: BurnCostBasis = "none"
     """Among grants of equal priority and expiry: ``promotional_first`` burns grants with
-    nothing paid (``paid: 0``) before paid ones, ``paid_first`` the reverse, ``none``
+    nothing paid (``paid: 0``) before paid ones, ``paid_first`` the reverse,
+    ``lowest_first`` the lowest per-unit cost basis (``paid / amount``) first, ``none``
     goes straight on to the creation instant."""
     burn_expiry: BurnExpiry = "exact"
     """How expiries are compared in the burn order: to the microsecond, or truncated to
-    the minute (UTC), so grants expiring within one minute tie."""
+    the minute or to the second (UTC), so grants expiring within one tie."""
     grant_end: GrantEnd = "exclusive"
     """A grant declared to expire at T pays for usage at T (``inclusive``) or not."""
     gauge: Gauge = "period"
@@ -68,8 +73,8 @@ class Semantics:
 
 
 OPTIONS: dict[str, tuple[str, ...]] = {
-    "burn_cost_basis": ("none", "promotional_first", "paid_first"),
-    "burn_expiry": ("exact", "minute"),
+    "burn_cost_basis": ("none", "promotional_first", "paid_first", "lowest_first"),
+    "burn_expiry": ("exact", "minute", "second"),
     "grant_end": ("exclusive", "inclusive"),
     "gauge": ("period", "day"),
     "line_maximum": ("close", "every_window"),
@@ -86,17 +91,25 @@ def compared_expiry(expires_us: int, semantics: Semantics) -> int:
     """An expiry as the burn order compares it (``burn_expiry``)."""
     if semantics.burn_expiry == "minute":
         return expires_us - expires_us % MINUTE_US
+    if semantics.burn_expiry == "second":
+        return expires_us - expires_us % SECOND_US
     return expires_us
 
 
-def cost_rank(paid_nothing: bool, semantics: Semantics) -> int:
-    """Where a grant stands among grants of equal priority and expiry (``burn_cost_basis``):
-    0 burns first."""
-    if semantics.burn_cost_basis == "promotional_first":
-        return 0 if paid_nothing else 1
-    if semantics.burn_cost_basis == "paid_first":
-        return 1 if paid_nothing else 0
-    return 0
+def cost_rank(paid: Decimal, amount: Decimal, semantics: Semantics) -> Decimal:
+    """Where a grant that cost ``paid`` for ``amount`` units stands among grants of equal
+    priority and expiry (``burn_cost_basis``): the lowest burns first."""
+    basis = semantics.burn_cost_basis
+    if basis == "lowest_first":
+        if amount <= 0:
+            return Decimal(0)
+        with localcontext(COST_CONTEXT):
+            return paid / amount
+    if basis == "promotional_first":
+        return Decimal(0 if paid == 0 else 1)
+    if basis == "paid_first":
+        return Decimal(1 if paid == 0 else 0)
+    return Decimal(0)
 
 
 def declared_expiry(expires_us: int | None, semantics: Semantics) -> int | None:
