@@ -14,7 +14,7 @@ from meterline.core.credit_records import OVERAGE_MODES, RolloverRule
 from meterline.core.model import CREDIT_RECURRENCES, CreditSpec, CreditTerms, CreditType
 from meterline.core.money import MINOR_UNITS
 from meterline.core.revrec import BREAKAGE_MODES
-from meterline.core.thresholds import ThresholdLevels, threshold_level_errors
+from meterline.core.thresholds import THRESHOLD_SCOPES, ThresholdLevels, threshold_level_errors
 
 CREDIT_TYPE_KEYS = ("key", "name", "currency", "unit_value", "conversions")
 CREDIT_TERMS_KEYS = (
@@ -145,7 +145,7 @@ def _threshold_levels(declared: Declared, value: Any, path: str) -> ThresholdLev
     if value is None:
         return None
     reader = declared.reader
-    item = reader.mapping(value, path, ("levels", "recurring", "meter"))
+    item = reader.mapping(value, path, ("levels", "recurring", "meter", "scope"))
     levels = tuple(
         level
         for index, raw in enumerate(reader.items(item.get("levels"), f"{path}.levels"))
@@ -155,7 +155,8 @@ def _threshold_levels(declared: Declared, value: Any, path: str) -> ThresholdLev
     meter = reader.text(item.get("meter"), f"{path}.meter")
     if meter is not None and meter not in declared.meters:
         reader.fail(f"{path}.meter", f"unknown meter {meter!r}")
-    found = ThresholdLevels(levels, recurring, meter)
+    scope = reader.choice(item.get("scope"), f"{path}.scope", THRESHOLD_SCOPES, "period")
+    found = ThresholdLevels(levels, recurring, meter, scope)  # type: ignore[arg-type]
     problems = threshold_level_errors(found, path)
     reader.fail_all(problems)
     return None if problems else found

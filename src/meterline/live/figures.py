@@ -185,8 +185,8 @@ def _progress(
 ) -> tuple[Decimal, Decimal, str] | None:
     """The period's figure so far and the next progressive threshold above it."""
     levels = live.contract.credits.threshold_levels
-    if levels is None:
-        return None
+    if levels is None or levels.scope == "lifetime":
+        return None  # lifetime levels count earlier periods, which the live engine does not
     figure = spend
     if levels.meter is not None:
         with localcontext(MONEY_CONTEXT):
