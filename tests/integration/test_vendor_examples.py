@@ -406,3 +406,26 @@ def test_openmeter_priority_then_expiry_then_invoice_the_rest(new_db: NewDb) -> 
         document = billing.draft("om-co", now)
     assert lines(document, "credit") == {"urgent": D(-10), "sooner": D(-10), "later": D(-20)}
     assert document["total"] == "60.00"
+
+
+def test_a_plan_or_a_contract_overrides_one_option(new_db: NewDb) -> None:
+    """A plan's ``semantics: {grant_end: inclusive}`` makes its contracts pay at the exact
+    expiry instant (c-short pays 35, as the file-level option would); the contract's own
+    ``semantics: {grant_end: exclusive}`` overrides its plan's back (20); the other
+    options stay the file's (here the defaults)."""
+    by_plan = PRICING.replace("  - key: p\n", "  - key: p\n    semantics: {grant_end: inclusive}\n")
+    by_contract = by_plan.replace(
+        "    plan: p\n", "    plan: p\n    semantics: {grant_end: exclusive}\n"
+    )
+    with open_billing(new_db(), clock=lambda: at(2026, 10, 20)) as billing:
+        billing.ledger.ingest(EVENTS)
+        billing.apply(by_plan)
+        plan_level = billing.draft("acme", at(2026, 10, 20))
+        configuration = billing.current().configuration
+        assert configuration.semantics_for("acme").grant_end == "inclusive"
+        assert configuration.semantics.grant_end == "exclusive"
+        billing.apply(by_contract)
+        contract_level = billing.draft("acme", at(2026, 10, 20))
+    assert lines(plan_level, "credit") == {"c-short": D(-35), "a-paid": D("-10.60")}
+    assert lines(contract_level, "credit") == {"c-short": D(-20), "a-paid": D("-25.60")}
+    assert lines(plan_level, "usage") == {"tokens": D(35), "seats": D(6), "payments": D("4.60")}

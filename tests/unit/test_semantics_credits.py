@@ -250,3 +250,28 @@ def test_expiry_to_the_second_as_openmeter_compares_it() -> None:
     assert [g.grant_id for g in burn_order([a, b], DEFAULT)] == ["B", "A"]
     c = Grant("C", "credits", D(40), 0, expires_us=ten + 1_000_000, created_us=0)
     assert [g.grant_id for g in burn_order([c, b], second)] == ["B", "C"]
+
+
+def test_plan_and_contract_overrides_are_read_and_checked() -> None:
+    """A plan's block overrides the file's, a contract's its plan's, option by option; a
+    customer without overrides bills with the file's; a wrong value in either is named
+    by its path."""
+    text = PRICING.replace(
+        "  - key: p\n", "  - key: p\n    semantics: {gauge: day, burn_expiry: second}\n"
+    )
+    text = text.replace("    plan: p\n", "    plan: p\n    semantics: {gauge: period}\n")
+    configuration = with_block("  line_maximum: every_window\n", text)
+    chosen = configuration.semantics_for("c")
+    assert (chosen.gauge, chosen.burn_expiry, chosen.line_maximum) == (
+        "period",
+        "second",
+        "every_window",
+    )
+    assert configuration.contracts[0].credits.semantics == chosen
+    assert configuration.semantics_for("nobody") == configuration.semantics
+    wrong = PRICING.replace("  - key: p\n", "  - key: p\n    semantics: {gauge: hourly}\n")
+    with pytest.raises(ConfigurationError) as caught:
+        load(wrong.replace("    plan: p\n", "    plan: p\n    semantics: {nonsense: 1}\n"))
+    message = str(caught.value)
+    assert "plans[0].semantics.gauge: 'hourly' is not one of period, day" in message, message
+    assert "contracts[0].semantics" in message and "nonsense" in message, message

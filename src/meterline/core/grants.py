@@ -87,7 +87,7 @@ def _grant(
     expires: int | None = None,
 ) -> Grant:
     unit = spec_unit(configuration, contract, spec, effective)
-    semantics = configuration.semantics
+    semantics = configuration.semantics_for(contract.customer)
     currency = unit
     credit = configuration.credit_type(unit)
     if credit is not None:

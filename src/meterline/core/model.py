@@ -340,6 +340,16 @@ class Configuration:
     coupons: tuple[Coupon, ...] = ()
     tax_rates: tuple[TaxRate, ...] = ()
     tax_rounding: TaxRounding = "line"
+    contract_semantics: tuple[tuple[str, Semantics], ...] = ()
+    """The customers whose plan or contract overrides ``semantics``, and what they bill
+    with (``semantics_for``)."""
+
+    def semantics_for(self, customer: str) -> Semantics:
+        """What ``customer``'s contract bills with: the file's options, then its plan's and
+        its own overrides."""
+        return next(
+            (found for who, found in self.contract_semantics if who == customer), self.semantics
+        )
 
     def coupon(self, code: str) -> Coupon | None:
         return next((coupon for coupon in self.coupons if coupon.code == code), None)

@@ -13,12 +13,15 @@ option changes one computation in the core:
   (``core.rating.window_charges``);
 - ``percentage_free``, ``free_event_minimum``: the fee of one event under a
   ``percentage`` price (``core.line_pricing.percentage_fee``).
+
+A plan and a contract may override options of the file's block (``overridden``): a
+contract bills with the file's choice, then its plan's, then its own.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import timedelta
 from decimal import ROUND_HALF_EVEN, Context, Decimal, localcontext
 from typing import Literal, Protocol
@@ -85,6 +88,15 @@ OPTIONS: dict[str, tuple[str, ...]] = {
 """Each option and its values, the default first."""
 
 DEFAULT = Semantics()
+
+Overrides = tuple[tuple[str, str], ...]
+"""Some options and their values (a plan's or a contract's ``semantics:``), in order."""
+
+
+def overridden(base: Semantics, overrides: Overrides) -> Semantics:
+    """``base`` with each option ``overrides`` names set to its value (the values are
+    checked where they are read: ``config.semantics``)."""
+    return replace(base, **dict(overrides)) if overrides else base  # type: ignore[arg-type]
 
 
 def compared_expiry(expires_us: int, semantics: Semantics) -> int:
