@@ -133,7 +133,11 @@ def build_books(billing: Billing, as_of_us: int | None = None) -> Books:
             if not book.grants:
                 continue
             credit, accounts = grant_journal(
-                book, inputs.terms, contract.customer, contract.timezone, _day("UTC", at)
+                book,
+                inputs.terms,
+                contract.customer,
+                contract.timezone,
+                _day(contract.timezone, at),
             )
             entries += credit
             grant_accounts.update(accounts)
