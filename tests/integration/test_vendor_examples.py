@@ -13,7 +13,8 @@ from typing import Any
 import pytest
 
 from meterline.billing.service import open_billing
-from meterline.core.events import timestamp_to_us
+from meterline.core.events import decode_exact, timestamp_to_us
+from meterline.finance.books import build_books
 from tests.conftest import Location
 
 NewDb = Callable[..., Location]
@@ -155,3 +156,276 @@ def test_a_closed_period_under_chosen_semantics_audits(new_db: NewDb) -> None:
         after = billing.draft("acme", at(2026, 10, 20))
     assert after["lines"] == before["lines"] and after["total"] == before["total"]
     assert invoice.customer == "acme"
+
+
+# -- the vendors' own worked examples, through the pricing file and the billing shell -------
+
+
+def amounts(document: dict[str, Any], kind: str) -> list[D]:
+    """The amounts of the document's lines of ``kind``, in order."""
+    return [D(line["amount"]) for line in document["lines"] if line["kind"] == kind]
+
+
+def _drafts(new_db: NewDb, pricing: str, customer: str, months: list[int]) -> list[Any]:
+    """The draft of ``customer`` mid-month for each of ``months`` of 2026 (one ledger)."""
+    found = []
+    now = [at(2026, months[0], 15)]
+    with open_billing(new_db(), clock=lambda: now[0]) as billing:
+        billing.apply(pricing)
+        for month in months:
+            now[0] = at(2026, month, 15)
+            found.append(billing.draft(customer, now[0]))
+    return found
+
+
+STRIPE = """\
+meters:
+  - {key: tokens, event_type: llm, aggregation: sum, property: tokens}
+coupons:
+  - {code: HALF, name: Half off, percent_off: 50, duration: repeating, duration_periods: 3}
+  - {code: FIVE, name: Five off, amount_off: "5.00", currency: USD, duration: once}
+tax:
+  rates: [{name: VAT, percent: 20, inclusive: true, jurisdiction: GB}]
+plans:
+  - key: p
+    versions:
+      - {version: 1, effective_from: 2026-01-01, currency: USD,
+         fees: [{key: base, name: Base, amount: 100}], prices: []}
+contracts:
+  - {customer: half, plan: p, start: 2026-01-01, coupons: [HALF]}
+  - {customer: five, plan: p, start: 2026-01-01, coupons: [FIVE],
+     overrides: {fees: [{key: base, name: Base, amount: 20}]}}
+  - {customer: vat, plan: p, start: 2026-01-01, tax: {jurisdiction: GB},
+     overrides: {fees: [{key: base, name: Base, amount: 10}]}}
+"""
+
+
+def test_stripe_coupons_with_a_duration_and_inclusive_tax(new_db: NewDb) -> None:
+    """Stripe API reference, "The Coupon object" (docs.stripe.com/api/coupons/object):
+    ``percent_off`` 50 makes a $100 invoice $50, and a ``repeating`` coupon applies for
+    ``duration_in_months`` (here 3 monthly periods: January to March at $50, April at
+    $100); ``amount_off`` with ``duration: once`` takes $5 off the first invoice only
+    ($20 -> $15, then $20). Stripe Tax, "Tax behavior" (docs.stripe.com/tax/products-
+    prices-tax-codes-tax-behavior): a 10.00 price with 20% inclusive tax holds 1.67 of
+    tax and the total stays 10.00."""
+    half = _drafts(new_db, STRIPE, "half", [1, 3, 4])
+    assert [doc["total"] for doc in half] == ["50.00", "50.00", "100.00"]
+    assert amounts(half[0], "coupon") == [D(-50)] and amounts(half[2], "coupon") == []
+    five = _drafts(new_db, STRIPE, "five", [1, 2])
+    assert [doc["total"] for doc in five] == ["15.00", "20.00"]
+    (vat,) = _drafts(new_db, STRIPE, "vat", [1])
+    (tax,) = [line for line in vat["lines"] if line["kind"] == "tax"]
+    assert (tax["included"], tax["amount"], vat["total"]) == ("1.67", "0.00", "10.00")
+
+
+LAGO = """\
+meters:
+  - {key: tokens, event_type: llm, aggregation: sum, property: tokens}
+plans:
+  - key: payg
+    versions:
+      - {version: 1, effective_from: 2026-01-01, currency: USD,
+         prices: [{meter: tokens, model: per_unit, unit_amount: "0.01"}]}
+contracts:
+  - customer: lago-co
+    plan: payg
+    start: 2026-11-01
+    credits: {thresholds: {levels: [5, 20, 50, 100, 1000], scope: %s}}
+"""
+
+
+def _usage(number: int, day: str, tokens: int) -> dict[str, Any]:
+    return {
+        "id": f"u{number}",
+        "customer": "lago-co",
+        "type": "llm",
+        "timestamp": f"2026-{day}T12:00:00Z",
+        "properties": {"tokens": tokens},
+    }
+
+
+@pytest.mark.parametrize("scope", ["lifetime", "period"])
+def test_lago_progressive_billing_on_lifetime_usage(new_db: NewDb, scope: str) -> None:
+    """Lago, "Progressive billing" (getlago.com/docs/guide/plans/progressive-billing):
+    step thresholds at $5, $20, $50, $100 and $1,000 of the subscription's **lifetime**
+    usage (persistent across periods); the final invoice deducts what was billed early.
+    November: $6 of usage reaches $5 (a $6 invoice); $18 in all: the November invoice
+    bills $18 less the $6: $12. December: $3 more makes $21 of lifetime usage, past $20:
+    a $3 invoice. With ``scope: period`` (per-period levels) December's $3 reaches
+    nothing."""
+    now = [at(2026, 11, 10)]
+    with open_billing(new_db(), clock=lambda: now[0]) as billing:
+        billing.apply(LAGO % scope)
+        billing.ledger.ingest([_usage(1, "11-03", 600)])
+        (first,) = billing.check_thresholds("lago-co")
+        assert decode_exact(first.document)["total"] == "6.00"
+        billing.ledger.ingest([_usage(2, "11-05", 1200)])
+        assert billing.check_thresholds("lago-co") == []
+        now[0] = at(2026, 12, 2)
+        (november,) = [i for i in billing.close() if i.kind == "period"]
+        document = decode_exact(november.document)
+        assert document["total"] == "12.00"
+        assert amounts(document, "prepaid") == [D(-6)]
+        now[0] = at(2026, 12, 10)
+        billing.ledger.ingest([_usage(3, "12-05", 300)])
+        december = billing.check_thresholds("lago-co")
+        if scope == "period":
+            assert december == []
+            return
+        (second,) = december
+        billed = decode_exact(second.document)
+        assert billed["total"] == "3.00"
+        assert billed["lines"][0]["threshold_level"] == 2
+
+
+ORB = """\
+credit_types:
+  - {key: credits, currency: USD, unit_value: "1.00"}
+meters:
+  - {key: tokens, event_type: llm, aggregation: sum, property: tokens}
+plans:
+  - key: p
+    versions:
+      - {version: 1, effective_from: 2026-01-01, currency: USD,
+         prices: [{meter: tokens, model: per_unit, unit_amount: 1, credit_type: credits}]}
+contracts:
+  - customer: orb-co
+    plan: p
+    start: 2026-10-01
+    credits:
+      grants:
+        - {key: a-dear, credit_type: credits, amount: 100, unit_cost: "5.00",
+           expires: 2027-01-01}
+        - {key: b-cheap, credit_type: credits, amount: 100, unit_cost: "0.20",
+           expires: 2027-01-01}
+        - {key: c-trial, credit_type: credits, amount: 100, expires: 2027-01-01}
+semantics:
+  burn_cost_basis: %s
+"""
+
+
+@pytest.mark.parametrize(
+    ("basis", "drawn"),
+    [
+        ("lowest_first", {"c-trial": D(-100), "b-cheap": D(-50)}),
+        ("none", {"a-dear": D(-100), "b-cheap": D(-50)}),
+    ],
+)
+def test_orb_burns_the_lowest_cost_basis_first_and_recognizes_it(
+    new_db: NewDb, basis: str, drawn: dict[str, D]
+) -> None:
+    """Orb, "Create ledger entry" (docs.withorb.com/api-reference/credit/create-ledger-
+    entry): 100 credits with ``per_unit_cost_basis`` "0.20" invoice 20.00 (here a grant's
+    ``unit_cost``); Orb, "Fetch customer credits ledger": blocks with the same expiry
+    date burn the lower cost basis first ($0 trial credits before paid ones). 150 credits
+    of usage: the trial block's 100, then 50 of the 0.20 block, whose consumption
+    recognizes 50 x 0.20 = 10.00 of credit revenue (the trial's nothing). Without the
+    option, the older (here: first by id) 5.00 block burns first."""
+    now = at(2026, 10, 20)
+    with open_billing(new_db(), clock=lambda: now) as billing:
+        billing.ledger.ingest(
+            [
+                {
+                    "id": "o1",
+                    "customer": "orb-co",
+                    "type": "llm",
+                    "timestamp": "2026-10-05T12:00:00Z",
+                    "properties": {"tokens": 150},
+                }
+            ]
+        )
+        billing.apply(ORB % basis)
+        document = billing.draft("orb-co", now)
+        purchases = sorted(
+            D(line["amount"]) for line in document["lines"] if line["kind"] == "purchase"
+        )
+        assert purchases == [D("20.00"), D("500.00")]
+        credits = {
+            line["grant"]: D(line["amount"])
+            for line in document["lines"]
+            if line["kind"] == "credit"
+        }
+        assert credits == drawn
+        if basis == "lowest_first":
+            books = build_books(billing, now)
+            revenue = sum(
+                (
+                    -p.amount
+                    for e in books.entries
+                    for p in e.postings
+                    if p.account == "revenue:credits"
+                ),
+                D(0),
+            )
+            assert revenue == D("10.00")
+
+
+OPENMETER = """\
+meters:
+  - {key: tokens, event_type: llm, aggregation: sum, property: tokens}
+plans:
+  - key: p
+    versions:
+      - {version: 1, effective_from: 2026-01-01, currency: USD,
+         prices: [{meter: tokens, model: per_unit, unit_amount: 1}]}
+contracts:
+  - customer: om-co
+    plan: p
+    start: 2026-10-01
+    credits:
+      overage: bill
+      grants:
+        - {key: later, credit_type: USD, amount: 20, priority: 5, expires: 2026-12-01}
+        - {key: sooner, credit_type: USD, amount: 10, priority: 5, expires: 2026-11-15}
+        - {key: urgent, credit_type: USD, amount: 10, priority: 1}
+"""
+
+
+def test_openmeter_priority_then_expiry_then_invoice_the_rest(new_db: NewDb) -> None:
+    """Kong Metering & Billing (built on OpenMeter), "Credit consumption and expiration"
+    (developer.konghq.com/metering-and-billing/credits/consumption-and-expiration/): a
+    100 USD charge with a 40 USD credit balance under ``credit_then_invoice`` consumes
+    the 40 and invoices the remaining 60; grants draw down by priority ascending, then
+    ``expires_at`` ascending. Here: the priority-1 grant first (10, though it never
+    expires), then of the two priority-5 grants the one expiring sooner (10), then the
+    later one (20): 40 of credit, 60 left to pay."""
+    now = at(2026, 10, 20)
+    with open_billing(new_db(), clock=lambda: now) as billing:
+        billing.ledger.ingest(
+            [
+                {
+                    "id": "m1",
+                    "customer": "om-co",
+                    "type": "llm",
+                    "timestamp": "2026-10-05T12:00:00Z",
+                    "properties": {"tokens": 100},
+                }
+            ]
+        )
+        billing.apply(OPENMETER)
+        document = billing.draft("om-co", now)
+    assert lines(document, "credit") == {"urgent": D(-10), "sooner": D(-10), "later": D(-20)}
+    assert document["total"] == "60.00"
+
+
+def test_a_plan_or_a_contract_overrides_one_option(new_db: NewDb) -> None:
+    """A plan's ``semantics: {grant_end: inclusive}`` makes its contracts pay at the exact
+    expiry instant (c-short pays 35, as the file-level option would); the contract's own
+    ``semantics: {grant_end: exclusive}`` overrides its plan's back (20); the other
+    options stay the file's (here the defaults)."""
+    by_plan = PRICING.replace("  - key: p\n", "  - key: p\n    semantics: {grant_end: inclusive}\n")
+    by_contract = by_plan.replace(
+        "    plan: p\n", "    plan: p\n    semantics: {grant_end: exclusive}\n"
+    )
+    with open_billing(new_db(), clock=lambda: at(2026, 10, 20)) as billing:
+        billing.ledger.ingest(EVENTS)
+        billing.apply(by_plan)
+        plan_level = billing.draft("acme", at(2026, 10, 20))
+        configuration = billing.current().configuration
+        assert configuration.semantics_for("acme").grant_end == "inclusive"
+        assert configuration.semantics.grant_end == "exclusive"
+        billing.apply(by_contract)
+        contract_level = billing.draft("acme", at(2026, 10, 20))
+    assert lines(plan_level, "credit") == {"c-short": D(-35), "a-paid": D("-10.60")}
+    assert lines(contract_level, "credit") == {"c-short": D(-20), "a-paid": D("-25.60")}
+    assert lines(plan_level, "usage") == {"tokens": D(35), "seats": D(6), "payments": D("4.60")}

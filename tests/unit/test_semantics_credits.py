@@ -113,8 +113,9 @@ PROMO = Grant("promo", "credits", D(50), 0, expires_us=NOVEMBER, created_us=DAY)
     ("cost_basis", "first", "draws"),
     [
         ("none", "paid", [("paid", D(30))]),  # default: the older grant first
-        ("promotional_first", "promo", [("promo", D(30))]),  # Orb, Lago: free credit first
+        ("promotional_first", "promo", [("promo", D(30))]),  # Stigg: promotional first
         ("paid_first", "paid", [("paid", D(30))]),
+        ("lowest_first", "promo", [("promo", D(30))]),  # Orb: a 0 cost basis is lowest
     ],
 )
 def test_cost_basis_tie_break(cost_basis: str, first: str, draws: list[tuple[str, D]]) -> None:
@@ -129,9 +130,7 @@ def test_paid_first_wins_over_an_older_promotional_grant() -> None:
     """The reverse ages: the promotional grant is the older one, so only ``paid_first``
     draws the paid grant first (60 of 50 + 10)."""
     older_promo = Grant("promo", "credits", D(50), 0, expires_us=NOVEMBER, created_us=0)
-    newer_paid = Grant(
-        "paid", "credits", D(50), 0, expires_us=NOVEMBER, paid=D(45), created_us=DAY
-    )
+    newer_paid = Grant("paid", "credits", D(50), 0, expires_us=NOVEMBER, paid=D(45), created_us=DAY)
     grants = [older_promo, newer_paid]
     default = CreditBook().run(grants, [charge(60)])
     paid_first = CreditBook(semantics=Semantics(burn_cost_basis="paid_first")).run(
@@ -148,10 +147,10 @@ def test_priority_and_expiry_still_come_before_the_cost_basis() -> None:
 
 
 def test_expiry_to_the_minute_ties_grants_expiring_within_one_minute() -> None:
-    """OpenMeter compares grant expiries truncated to the minute: A expires at 10:00:50
-    and was made first, B at 10:00:10. Exactly, B expires sooner and burns first; to the
-    minute both expire at 10:00, so the older A burns first. A charge of 70: exact draws
-    B 40 then A 30; to the minute A 40 then B 30."""
+    """``minute`` compares expiries truncated to the minute: A expires at 10:00:50 and was
+    made first, B at 10:00:10. Exactly, B expires sooner and burns first; to the minute
+    both expire at 10:00, so the older A burns first. A charge of 70: exact draws B 40
+    then A 30; to the minute A 40 then B 30."""
     ten = timestamp_to_us(datetime(2026, 10, 20, 10, tzinfo=UTC))
     a = Grant("A", "credits", D(40), 0, expires_us=ten + 50_000_000, created_us=0)
     b = Grant("B", "credits", D(40), 0, expires_us=ten + 10_000_000, created_us=DAY)
@@ -213,3 +212,66 @@ def test_grant_end_exclusive_or_inclusive_at_the_exact_expiry_instant() -> None:
     # one microsecond after the instant, neither value lets the grant pay
     late = book_for(with_block("  grant_end: inclusive\n"), [(EXPIRY + 1, 20)])
     assert drawn(late) == []
+
+
+def test_lowest_cost_basis_first_among_paid_grants() -> None:
+    """Orb, "Fetch customer credits ledger" (docs.withorb.com/api-reference/credit/
+    fetch-customer-credits-ledger): among blocks with the same expiry date, the block with
+    the lower cost basis is deducted first. Three blocks of 100 credits expiring together:
+    "dear" (paid 50.00: 0.50 a credit, made first), "cheap" (20.00: 0.20 a credit) and
+    "trial" (0 cost basis, made last). A charge of 250 draws trial 100, cheap 100, dear 50;
+    ``promotional_first`` only puts the free block first and then takes the older dear."""
+    dear = Grant("dear", "credits", D(100), 0, expires_us=NOVEMBER, paid=D(50), created_us=0)
+    cheap = Grant("cheap", "credits", D(100), 0, expires_us=NOVEMBER, paid=D(20), created_us=DAY)
+    trial = Grant("trial", "credits", D(100), 0, expires_us=NOVEMBER, created_us=2 * DAY)
+    grants = [dear, cheap, trial]
+    lowest = CreditBook(semantics=Semantics(burn_cost_basis="lowest_first")).run(
+        grants, [charge(250)]
+    )
+    lowest.check()
+    assert drawn(lowest) == [("trial", D(100)), ("cheap", D(100)), ("dear", D(50))]
+    promotional = CreditBook(semantics=Semantics(burn_cost_basis="promotional_first")).run(
+        grants, [charge(250)]
+    )
+    assert drawn(promotional) == [("trial", D(100)), ("dear", D(100)), ("cheap", D(50))]
+
+
+def test_expiry_to_the_second_as_openmeter_compares_it() -> None:
+    """OpenMeter's burn order (openmeterio/openmeter ``openmeter/credit/engine/grant.go``,
+    ``PrioritizeGrants``) compares expirations as ``Unix()`` seconds, then the creation
+    instant, then the id. A expires at 10:00:00.900 and was made first, B at 10:00:00.200:
+    to the second they tie and the older A burns first; exactly, B burns first; grants a
+    second apart keep their order."""
+    ten = timestamp_to_us(datetime(2026, 10, 20, 10, tzinfo=UTC))
+    a = Grant("A", "credits", D(40), 0, expires_us=ten + 900_000, created_us=0)
+    b = Grant("B", "credits", D(40), 0, expires_us=ten + 200_000, created_us=DAY)
+    second = Semantics(burn_expiry="second")
+    assert [g.grant_id for g in burn_order([b, a], second)] == ["A", "B"]
+    assert [g.grant_id for g in burn_order([a, b], DEFAULT)] == ["B", "A"]
+    c = Grant("C", "credits", D(40), 0, expires_us=ten + 1_000_000, created_us=0)
+    assert [g.grant_id for g in burn_order([c, b], second)] == ["B", "C"]
+
+
+def test_plan_and_contract_overrides_are_read_and_checked() -> None:
+    """A plan's block overrides the file's, a contract's its plan's, option by option; a
+    customer without overrides bills with the file's; a wrong value in either is named
+    by its path."""
+    text = PRICING.replace(
+        "  - key: p\n", "  - key: p\n    semantics: {gauge: day, burn_expiry: second}\n"
+    )
+    text = text.replace("    plan: p\n", "    plan: p\n    semantics: {gauge: period}\n")
+    configuration = with_block("  line_maximum: every_window\n", text)
+    chosen = configuration.semantics_for("c")
+    assert (chosen.gauge, chosen.burn_expiry, chosen.line_maximum) == (
+        "period",
+        "second",
+        "every_window",
+    )
+    assert configuration.contracts[0].credits.semantics == chosen
+    assert configuration.semantics_for("nobody") == configuration.semantics
+    wrong = PRICING.replace("  - key: p\n", "  - key: p\n    semantics: {gauge: hourly}\n")
+    with pytest.raises(ConfigurationError) as caught:
+        load(wrong.replace("    plan: p\n", "    plan: p\n    semantics: {nonsense: 1}\n"))
+    message = str(caught.value)
+    assert "plans[0].semantics.gauge: 'hourly' is not one of period, day" in message, message
+    assert "contracts[0].semantics" in message and "nonsense" in message, message

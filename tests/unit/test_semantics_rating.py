@@ -234,12 +234,15 @@ def test_the_default_allowance_is_the_fee_before_semantics() -> None:
 
 def test_an_amount_allowance_alone_or_an_event_allowance_alone() -> None:
     """Under ``amount``: with ``free_units`` alone the allowance is the amount (an event
-    that brings the total exactly to it is still free); with ``free_events`` alone it is
+    that brings the total exactly to it pays no rate but does pay the fixed fee, as in
+    getlago/lago-api ``percentage_service.rb``: ``free_units_count`` counts running totals
+    strictly below ``free_units_per_total_aggregation``); with ``free_events`` alone it is
     the events; with neither nothing is free."""
     semantics = Semantics(percentage_free="amount")
     by_amount = Price("payments", "percentage", rate=D("0.02"), free_units=D(150))
     assert free_allowance(by_amount, D(100), 0, D(0), semantics) == (D(100), True)
-    assert free_allowance(by_amount, D(50), 7, D(100), semantics) == (D(50), True)
+    assert free_allowance(by_amount, D(50), 7, D(100), semantics) == (D(50), False)
+    assert free_allowance(by_amount, D(49), 7, D(100), semantics) == (D(49), True)
     assert free_allowance(by_amount, D(60), 1, D(100), semantics) == (D(50), False)
     assert free_allowance(by_amount, D(10), 2, D(150), semantics) == (D(0), False)
     by_events = Price("payments", "percentage", rate=D("0.02"), free_events=1)

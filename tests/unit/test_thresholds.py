@@ -42,3 +42,22 @@ def test_bad_levels_are_named() -> None:
     text = str(raised.value)
     assert "contracts[0].credits.thresholds.levels: must increase" in text
     assert "contracts[0].credits.thresholds.recurring: must be above zero" in text
+
+
+def test_the_scope_is_read_and_lifetime_levels_are_of_money() -> None:
+    """``scope: lifetime`` is read (``period`` by default); a lifetime scope with a meter,
+    or an unknown scope, is refused by its path."""
+    lifetime = PROGRESSIVE.replace("recurring: 100", "recurring: 100, scope: lifetime")
+    levels = configuration(lifetime).contracts[0].credits.threshold_levels
+    assert levels is not None and levels.scope == "lifetime"
+    default = configuration(PROGRESSIVE).contracts[0].credits.threshold_levels
+    assert default is not None and default.scope == "period"
+    by_meter = PROGRESSIVE.replace("recurring: 100", "meter: tokens, scope: lifetime")
+    for text, reason in (
+        (by_meter, "lifetime levels are of money"),
+        (PROGRESSIVE.replace("recurring: 100", "recurring: 100, scope: forever"), "forever"),
+    ):
+        with pytest.raises(ConfigurationError) as raised:
+            configuration(text)
+        assert "contracts[0].credits.thresholds.scope" in str(raised.value)
+        assert reason in str(raised.value), str(raised.value)

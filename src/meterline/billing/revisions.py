@@ -22,7 +22,15 @@ from meterline.config.source import ConfigurationError, RetireAllRefused, read_y
 from meterline.core.cuts import Cut
 from meterline.core.events import encode_canonical, format_timestamp
 from meterline.core.grants import contract_grants
-from meterline.core.model import Configuration, Contract, Segment, TermsError, segments, terms_at
+from meterline.core.model import (
+    Configuration,
+    Contract,
+    CreditTerms,
+    Segment,
+    TermsError,
+    segments,
+    terms_at,
+)
 from meterline.core.periods import BillingPeriod, local_date, period_containing
 
 
@@ -143,6 +151,7 @@ def apply(
             )
     now_us = context.clock()
     check_history(context, old, new, data, positions, name)
+    check_breakage_estimates(old, new, now_us, positions, name)
     changes = diff(old, new)
     affected = affected_customers(context, old, new, now_us, changes)
     period_label, simulation = simulate(context, old, new, now_us)
@@ -204,6 +213,40 @@ def check_history(
                 f" {format_timestamp(invoice.period_start_us)[:10]}); history is not"
                 " rewritten: amend from a later date, or issue a credit note"
             )
+    if errors:
+        raise ConfigurationError(errors)
+
+
+def _rate_changes(credits: CreditTerms) -> set[tuple[str, int, Decimal]]:
+    """Every declared change of an expected breakage rate: (grant key or "" for the
+    contract's own rate, effective instant, rate)."""
+    found = {("", at, rate) for at, rate in credits.breakage_rate_changes}
+    for spec in credits.grants:
+        found |= {(spec.key, at, rate) for at, rate in spec.breakage_rate_changes}
+    return found
+
+
+def check_breakage_estimates(
+    old: Configuration, new: Configuration, now_us: int, positions: dict[str, int], name: str
+) -> None:
+    """A change of an expected breakage rate is booked as a catch-up on its effective
+    day, so a revision may add or drop changes only from now on: one effective before
+    now would restate journal entries already booked."""
+    errors = []
+    for index, contract in enumerate(new.contracts):
+        was = old.contract(contract.customer)
+        before = set() if was is None else _rate_changes(was.credits)
+        moved = before ^ _rate_changes(contract.credits)
+        for key, at, rate in sorted(moved):
+            if at < now_us:
+                path = f"contracts[{index}]"
+                errors.append(
+                    f"{name}:{positions.get(path, '?')}: {path}.credits: the breakage rate"
+                    f" change to {rate} {'of grant ' + key + ' ' if key else ''}effective"
+                    f" {format_timestamp(at)} is before now ({format_timestamp(now_us)}):"
+                    " a change of estimate takes effect from a later date; history is not"
+                    " rewritten"
+                )
     if errors:
         raise ConfigurationError(errors)
 

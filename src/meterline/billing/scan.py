@@ -116,6 +116,7 @@ class RatingJob:
             self.keep_events,
             self.cuts,
             also_meters=self.also_meters,
+            semantics=self.configuration.semantics_for(self.customer),
         )
 
 

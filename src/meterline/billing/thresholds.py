@@ -11,20 +11,22 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from decimal import Decimal
+from decimal import Decimal, localcontext
 from typing import Any
 
 from meterline.billing import drafts
 from meterline.billing.context import BillingContext, Loaded, billing_cycle
-from meterline.billing.credits import threshold_document, unbilled_usage
+from meterline.billing.credits import BILLED_EARLY_KINDS, threshold_document, unbilled_usage
 from meterline.billing.errors import NotFound, RatingFailed
 from meterline.core.cuts import Cut
 from meterline.core.events import decode_exact, format_timestamp
 from meterline.core.invoicing import invoice_bytes
 from meterline.core.model import Contract
+from meterline.core.money import MONEY_CONTEXT
 from meterline.core.periods import period_containing
 from meterline.ledger.billing_records import BillingConflict, StoredInvoice
 
+ZERO = Decimal(0)
 _log = logging.getLogger("meterline.billing.service")
 """The logger billing has always written to (before its split into modules)."""
 
@@ -69,8 +71,11 @@ def _crossed(
 ) -> tuple[Decimal, int | None] | None:
     """The threshold ``draft`` has crossed, and its level number for progressive levels:
     the single ``threshold`` when the unbilled usage reached it; the highest level of the
-    period's cumulative usage (money billed early plus unbilled, or a meter's quantity)
-    not reached by an earlier threshold invoice of the period (``core.thresholds``)."""
+    cumulative usage (money billed early plus unbilled, or a meter's quantity; with
+    ``scope: lifetime`` plus every earlier period's usage) not reached by an earlier
+    threshold invoice (of the period, or, lifetime, of the contract) nor, lifetime, by
+    what earlier periods and this period's threshold invoices billed
+    (``core.thresholds``)."""
     terms = contract.credits
     levels = terms.threshold_levels
     if levels is None:
@@ -79,13 +84,21 @@ def _crossed(
     if unbilled <= 0:
         return None
     start = draft["period"]["start"]
-    earlier = [
-        decode_exact(stored.document)
-        for stored in context.store.invoices(contract.customer)
-        if stored.kind == "threshold" and format_timestamp(stored.period_start_us) == start
-    ]
+    lifetime = levels.scope == "lifetime"
+    stored = context.store.invoices(contract.customer)
+    # this period's threshold invoices (True) and, lifetime, earlier periods' (False)
+    earlier: dict[bool, list[dict[str, Any]]] = {}
+    for item in stored:
+        this_period = format_timestamp(item.period_start_us) == start
+        if item.kind == "threshold" and (lifetime or this_period):
+            earlier.setdefault(this_period, []).append(decode_exact(item.document))
     fired = max(
-        (int(line.get("threshold_level", 0)) for doc in earlier for line in doc["lines"]),
+        (
+            int(line.get("threshold_level", 0))
+            for docs in earlier.values()
+            for doc in docs
+            for line in doc["lines"]
+        ),
         default=0,
     )
     if levels.meter is not None:
@@ -98,11 +111,31 @@ def _crossed(
             Decimal(0),
         )
     else:
-        figure = unbilled + sum((Decimal(str(doc["total"])) for doc in earlier), Decimal(0))
+        with localcontext(MONEY_CONTEXT):
+            billed = sum((Decimal(str(doc["total"])) for doc in earlier.get(True, [])), ZERO)
+            if lifetime:
+                billed += _usage_before(stored, start)
+                fired = max(fired, levels.reached(billed))
+            figure = unbilled + billed
     reached = levels.reached(figure)
     if reached <= fired:
         return None
     return levels.level(reached) or Decimal(0), reached
+
+
+def _usage_before(stored: list[StoredInvoice], start: str) -> Decimal:
+    """The usage (net of discounts and credits, as a threshold measures it) of every
+    finalized period invoice of periods before the one starting at ``start``: what the
+    contract's lifetime usage counts from earlier periods."""
+    total = ZERO
+    with localcontext(MONEY_CONTEXT):
+        for item in stored:
+            if item.kind != "period" or format_timestamp(item.period_start_us) >= start:
+                continue
+            for line in decode_exact(item.document)["lines"]:
+                if line["kind"] in BILLED_EARLY_KINDS and line["kind"] != "prepaid":
+                    total += Decimal(str(line["amount"]))
+    return total
 
 
 def true_up(

@@ -31,6 +31,7 @@ CONTRACT_KEYS = (
     "amendments",
     "credits",
     "controls",
+    "semantics",
     *CONTRACT_COMMERCE_KEYS,
 )
 

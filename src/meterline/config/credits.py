@@ -14,7 +14,7 @@ from meterline.core.credit_records import OVERAGE_MODES, RolloverRule
 from meterline.core.model import CREDIT_RECURRENCES, CreditSpec, CreditTerms, CreditType
 from meterline.core.money import MINOR_UNITS
 from meterline.core.revrec import BREAKAGE_MODES
-from meterline.core.thresholds import ThresholdLevels, threshold_level_errors
+from meterline.core.thresholds import THRESHOLD_SCOPES, ThresholdLevels, threshold_level_errors
 
 CREDIT_TYPE_KEYS = ("key", "name", "currency", "unit_value", "conversions")
 CREDIT_TERMS_KEYS = (
@@ -27,6 +27,7 @@ CREDIT_TERMS_KEYS = (
     "threshold",
     "thresholds",
     "breakage_timing",
+    "breakage_rate_changes",
 )
 GRANT_KEYS = (
     "key",
@@ -43,8 +44,10 @@ GRANT_KEYS = (
     "description",
     "breakage",
     "breakage_rate",
+    "breakage_rate_changes",
+    "unit_cost",
 )
-COMMIT_KEYS = (*(k for k in GRANT_KEYS if k != "credit_type"), "kind")
+COMMIT_KEYS = (*(k for k in GRANT_KEYS if k not in ("credit_type", "unit_cost")), "kind")
 ROLLOVER_KEYS = ("percent", "minimum", "maximum", "expires_after_periods")
 
 
@@ -118,6 +121,7 @@ def read_credit_terms(declared: Declared, value: Any, path: str, timezone: str) 
     if levels is not None and threshold is not None:
         reader.fail(f"{path}.thresholds", "give threshold or thresholds, not both")
     breakage, rate = read_breakage(reader, item, path, "expiry")
+    changes = read_rate_changes(reader, item, path, timezone)
     timing = reader.choice(
         item.get("breakage_timing"), f"{path}.breakage_timing", ("expiry", "lapse"), "expiry"
     )
@@ -131,6 +135,7 @@ def read_credit_terms(declared: Declared, value: Any, path: str, timezone: str) 
         breakage or "expiry",
         rate or Decimal(0),
         breakage_timing=timing,
+        breakage_rate_changes=changes,
     )
 
 
@@ -140,7 +145,7 @@ def _threshold_levels(declared: Declared, value: Any, path: str) -> ThresholdLev
     if value is None:
         return None
     reader = declared.reader
-    item = reader.mapping(value, path, ("levels", "recurring", "meter"))
+    item = reader.mapping(value, path, ("levels", "recurring", "meter", "scope"))
     levels = tuple(
         level
         for index, raw in enumerate(reader.items(item.get("levels"), f"{path}.levels"))
@@ -150,7 +155,8 @@ def _threshold_levels(declared: Declared, value: Any, path: str) -> ThresholdLev
     meter = reader.text(item.get("meter"), f"{path}.meter")
     if meter is not None and meter not in declared.meters:
         reader.fail(f"{path}.meter", f"unknown meter {meter!r}")
-    found = ThresholdLevels(levels, recurring, meter)
+    scope = reader.choice(item.get("scope"), f"{path}.scope", THRESHOLD_SCOPES, "period")
+    found = ThresholdLevels(levels, recurring, meter, scope)  # type: ignore[arg-type]
     problems = threshold_level_errors(found, path)
     reader.fail_all(problems)
     return None if problems else found
@@ -191,6 +197,31 @@ def read_breakage(
     return mode, rate
 
 
+def read_rate_changes(
+    reader: FieldReader, item: Mapping[str, Any], path: str, timezone: str
+) -> tuple[tuple[int, Decimal], ...]:
+    """``breakage_rate_changes``: later estimates of the ``breakage_rate`` beside it, each
+    ``{effective, rate}`` (a date is local midnight in ``timezone``), in date order."""
+    where = f"{path}.breakage_rate_changes"
+    raw = reader.items(item.get("breakage_rate_changes"), where)
+    if raw and item.get("breakage_rate") is None:
+        reader.fail(where, "changes a breakage_rate: give one beside it")
+    changes: list[tuple[int, Decimal]] = []
+    for index, value in enumerate(raw):
+        at = f"{where}[{index}]"
+        change = reader.mapping(value, at, ("effective", "rate"), ("effective", "rate"))
+        effective = reader.instant(change.get("effective"), f"{at}.effective", timezone)
+        rate = reader.non_negative(change.get("rate"), f"{at}.rate")
+        if rate is not None and rate >= 1:
+            reader.fail(f"{at}.rate", "must be below 1 (a share of the units)")
+        if effective is None or rate is None:
+            continue
+        if changes and effective <= changes[-1][0]:
+            reader.fail(f"{at}.effective", "must be after the change before it")
+        changes.append((effective, rate))
+    return tuple(changes)
+
+
 def read_credit_spec(
     declared: Declared, value: Any, path: str, timezone: str, commit: bool
 ) -> CreditSpec | None:
@@ -204,6 +235,9 @@ def read_credit_spec(
     unit = "" if commit else _grant_unit(declared, item.get("credit_type"), f"{path}.credit_type")
     amount = reader.non_negative(item.get("amount"), f"{path}.amount")
     paid = reader.non_negative(item.get("paid"), f"{path}.paid", amount if commit else Decimal(0))
+    unit_cost = reader.non_negative(item.get("unit_cost"), f"{path}.unit_cost")
+    if unit_cost is not None and item.get("paid") is not None:
+        reader.fail(f"{path}.unit_cost", "give paid or unit_cost, not both")
     priority = reader.integer(item.get("priority"), f"{path}.priority", 50)
     if priority is not None and not 0 <= priority <= 1000:
         reader.fail(f"{path}.priority", "must be between 0 and 1000 (lower burns first)")
@@ -218,6 +252,7 @@ def read_credit_spec(
     rollover, periods = _rollover(reader, item.get("rollover"), f"{path}.rollover", recurrence)
     description = reader.text(item.get("description"), f"{path}.description", "") or ""
     breakage, breakage_rate = read_breakage(reader, item, path, None)
+    changes = read_rate_changes(reader, item, path, timezone)
     if key is None or amount is None or unit is None:
         return None
     return CreditSpec(
@@ -237,6 +272,8 @@ def read_credit_spec(
         description=description,
         breakage=breakage,
         breakage_rate=breakage_rate,
+        breakage_rate_changes=changes,
+        unit_cost=unit_cost,
     )
 
 

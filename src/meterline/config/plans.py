@@ -20,7 +20,9 @@ VERSION_KEYS = ("version", "effective_from", "currency", "billing", "fees", "pri
 def read_plan(declared: Declared, value: Any, path: str) -> list[PlanVersion]:
     """A plan's versions, each with the plan's controls."""
     reader = declared.reader
-    item = reader.mapping(value, path, ("key", "name", "versions", "controls"), ("key", "versions"))
+    item = reader.mapping(
+        value, path, ("key", "name", "versions", "controls", "semantics"), ("key", "versions")
+    )
     key = reader.text(item.get("key"), f"{path}.key")
     name = reader.text(item.get("name"), f"{path}.name", key) or ""
     controls = parse_controls(

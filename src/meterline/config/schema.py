@@ -100,7 +100,9 @@ def parse_configuration(
         tax_rounding=tax_rounding,
         reporting=reporting,
     )
-    return with_semantics(configuration, reader, root.get("semantics"))
+    return with_semantics(
+        configuration, reader, root.get("semantics"), root.get("plans"), root.get("contracts")
+    )
 
 
 def _plans(declared: Declared, value: Any) -> list[PlanVersion]:

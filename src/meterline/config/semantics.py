@@ -1,10 +1,11 @@
-"""The pricing file's ``semantics:`` block: where billing vendors differ, which meaning
+"""The pricing file's ``semantics:`` blocks: where billing vendors differ, which meaning
 this file bills with (``core.semantics``; docs/billing.md, "Vendor semantics").
 
-``with_semantics`` reads the block at the file level (every key optional, each value one
-of its option's values), reports every problem by path like the rest of the schema, and
-hands the result to the configuration: rating reads it from there, the credit book from
-each contract's credit terms.
+``with_semantics`` reads the file-level block (every key optional, each value one of its
+option's values), then a plan's and a contract's ``semantics:`` (the options they
+override, read the same way); it reports every problem by path like the rest of the
+schema, and hands the result to the configuration: rating reads each contract's
+(``Configuration.semantics_for``), the credit book its contract's credit terms.
 """
 
 from __future__ import annotations
@@ -16,34 +17,69 @@ from typing import Any
 from meterline.config.fields import FieldReader
 from meterline.config.source import ConfigurationError
 from meterline.core.model import Configuration
-from meterline.core.semantics import DEFAULT, OPTIONS, Semantics
+from meterline.core.semantics import DEFAULT, OPTIONS, Overrides, Semantics, overridden
+
+
+def parse_overrides(reader: FieldReader, value: Any, path: str) -> Overrides:
+    """The options a block at ``path`` sets (absent: none), each checked."""
+    if value is None:
+        return ()
+    item = reader.mapping(value, path, tuple(OPTIONS))
+    if not isinstance(value, Mapping):
+        return ()
+    return tuple(
+        (name, reader.choice(item[name], f"{path}.{name}", values, values[0]))
+        for name, values in OPTIONS.items()
+        if name in item
+    )
 
 
 def parse_semantics(reader: FieldReader, value: Any, path: str = "semantics") -> Semantics:
-    """The block at ``path`` (absent: every default)."""
-    if value is None:
-        return DEFAULT
-    item = reader.mapping(value, path, tuple(OPTIONS))
-    if not isinstance(value, Mapping):
-        return DEFAULT
-    chosen = {
-        name: reader.choice(item.get(name), f"{path}.{name}", values, values[0])
-        for name, values in OPTIONS.items()
-    }
-    return Semantics(**chosen)  # type: ignore[arg-type]
+    """The file-level block at ``path`` (absent: every default)."""
+    return overridden(DEFAULT, parse_overrides(reader, value, path))
 
 
-def with_semantics(configuration: Configuration, reader: FieldReader, value: Any) -> Configuration:
-    """``configuration`` with the file's ``semantics:`` block ``value`` read into it (and
-    into each contract's credit terms); raises ``ConfigurationError`` with every problem
-    the reader collected, this block's included."""
+def _keyed(reader: FieldReader, raw: Any, section: str, key: str) -> dict[str, Overrides]:
+    """Each plan's or contract's ``semantics:`` overrides, by its ``key`` field."""
+    found: dict[str, Overrides] = {}
+    for index, item in enumerate(raw if isinstance(raw, list) else []):
+        if isinstance(item, Mapping) and item.get("semantics") is not None:
+            path = f"{section}[{index}].semantics"
+            found[str(item.get(key))] = parse_overrides(reader, item["semantics"], path)
+    return found
+
+
+def with_semantics(
+    configuration: Configuration,
+    reader: FieldReader,
+    value: Any,
+    plans: Any = None,
+    contracts: Any = None,
+) -> Configuration:
+    """``configuration`` with the file's ``semantics:`` block ``value`` read into it, and
+    each contract's semantics (the file's, then its plan's overrides from the raw
+    ``plans``, then its own from the raw ``contracts``) into its credit terms and
+    ``contract_semantics``; raises ``ConfigurationError`` with every problem the reader
+    collected, these blocks' included."""
     semantics = parse_semantics(reader, value)
+    by_plan = _keyed(reader, plans, "plans", "key")
+    by_customer = _keyed(reader, contracts, "contracts", "customer")
     if reader.errors:
         raise ConfigurationError(reader.errors)
-    if semantics == DEFAULT:
+    if semantics == DEFAULT and not by_plan and not by_customer:
         return configuration
-    contracts = tuple(
-        replace(contract, credits=replace(contract.credits, semantics=semantics))
+    chosen = {
+        contract.customer: overridden(
+            overridden(semantics, by_plan.get(contract.plan, ())),
+            by_customer.get(contract.customer, ()),
+        )
+        for contract in configuration.contracts
+    }
+    contracts_read = tuple(
+        replace(contract, credits=replace(contract.credits, semantics=chosen[contract.customer]))
         for contract in configuration.contracts
     )
-    return replace(configuration, contracts=contracts, semantics=semantics)
+    own = tuple((who, found) for who, found in chosen.items() if found != semantics)
+    return replace(
+        configuration, contracts=contracts_read, semantics=semantics, contract_semantics=own
+    )

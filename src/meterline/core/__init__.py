@@ -10,6 +10,7 @@ __all__ = [
     "admission",
     "allocation",
     "books",
+    "breakage",
     "chain",
     "checkpoint_note",
     "cloudevents",

@@ -45,7 +45,7 @@ from decimal import Context, Decimal, localcontext
 from itertools import repeat
 from typing import Literal
 
-from meterline.core.money import MONEY_CONTEXT, round_amount
+from meterline.core.money import MONEY_CONTEXT, cost_of
 
 ZERO = Decimal(0)
 HUNDRED = Decimal(100)
@@ -119,8 +119,7 @@ class TopUpRule:
         ``currency``, or the fixed ``paid``."""
         if self.unit_cost is None:
             return self.paid
-        with localcontext(MONEY_CONTEXT):
-            return round_amount(granted * self.unit_cost, currency)
+        return cost_of(granted, self.unit_cost, currency)
 
 
 @dataclass(frozen=True, slots=True)

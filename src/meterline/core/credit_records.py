@@ -87,7 +87,7 @@ class Grant:
     def may_pay(self, unit: str, meter: str) -> bool:
         return self.unit == unit and (not self.scope or meter in self.scope)
 
-    def burn_key(self, semantics: Semantics = DEFAULT) -> tuple[int, int, int, int, int, str]:
+    def burn_key(self, semantics: Semantics = DEFAULT) -> tuple[int, int, int, Decimal, int, str]:
         """Where the grant stands in the burn order: priority, then soonest expiry (none
         last; compared as ``semantics.burn_expiry`` says), then the cost-basis tie-break
         (``semantics.burn_cost_basis``), then the creation instant, then the id."""
@@ -96,7 +96,7 @@ class Grant:
             self.priority,
             0 if expiry is not None else 1,
             compared_expiry(expiry, semantics) if expiry is not None else 0,
-            cost_rank(self.paid == 0, semantics),
+            cost_rank(self.paid, self.amount, semantics),
             self.created,
             self.grant_id,
         )

@@ -238,7 +238,7 @@ class CreditBook:
             grant.expires_us is None or at_us < grant.expires_us
         )
 
-    def _burn_key(self, grant: Grant) -> tuple[int, int, int, int, int, str]:
+    def _burn_key(self, grant: Grant) -> tuple[int, int, int, Decimal, int, str]:
         return grant.burn_key(self.semantics)
 
     def _payers(self, unit: str, meter: str, at_us: int) -> list[Grant]:

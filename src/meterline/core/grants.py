@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from meterline.core.credit_records import Grant
 from meterline.core.model import Configuration, Contract, CreditSpec, TermsError, terms_at
+from meterline.core.money import cost_of
 from meterline.core.periods import BillingCycle, local_date, next_period, periods_overlapping
 from meterline.core.semantics import declared_expiry
 
@@ -86,7 +87,7 @@ def _grant(
     expires: int | None = None,
 ) -> Grant:
     unit = spec_unit(configuration, contract, spec, effective)
-    semantics = configuration.semantics
+    semantics = configuration.semantics_for(contract.customer)
     currency = unit
     credit = configuration.credit_type(unit)
     if credit is not None:
@@ -98,7 +99,9 @@ def _grant(
         effective_us=effective,
         expires_us=declared_expiry(spec.expires_us, semantics) if expires is None else expires,
         priority=spec.priority,
-        paid=spec.paid,
+        paid=spec.paid
+        if spec.unit_cost is None
+        else cost_of(spec.amount, spec.unit_cost, currency),
         paid_currency=currency,
         scope=spec.scope,
         reset_us=reset,

@@ -100,9 +100,10 @@ def free_allowance(
     - ``fixed_fee``: the first ``free_events`` events are free of the fixed fee only;
     - ``events``: the first ``free_events`` events are free of rate and fixed fee;
     - ``amount``: the first ``free_units`` of the line's summed amounts are free of the
-      rate, and an event wholly inside them (``before + amount <= free_units``) of the
-      fixed fee; with ``free_events`` too, the allowance ends at whichever limit is
-      reached first (either one alone when the other is zero; none when both are)."""
+      rate, and an event wholly inside them (``before + amount < free_units``: the one
+      that reaches the limit exactly pays it, as Lago's does) of the fixed fee; with
+      ``free_events`` too, the allowance ends at whichever limit is reached first
+      (either one alone when the other is zero; none when both are)."""
     mode = semantics.percentage_free
     in_events = position < price.free_events
     if mode == "fixed_fee":
@@ -119,4 +120,4 @@ def free_allowance(
         left = max(price.free_units - before, ZERO)
     if left == 0:
         return ZERO, False
-    return min(amount, left), amount <= left
+    return min(amount, left), amount < left

@@ -110,6 +110,11 @@ class CreditSpec:
     """How unused paid credit becomes revenue: ``proportional`` (to the pattern of use,
     given ``breakage_rate``), ``expiry`` or ``never``; None: the contract's setting."""
     breakage_rate: Decimal | None = None
+    breakage_rate_changes: tuple[tuple[int, Decimal], ...] = ()
+    """Later estimates of ``breakage_rate``: (effective instant, rate), in order."""
+    unit_cost: Decimal | None = None
+    """The price paid per unit: the grant's ``paid`` is ``amount x unit_cost`` (rounded
+    once to the grant's currency), as a top-up's is."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,6 +139,17 @@ class CreditTerms:
     """When an expired grant's breakage is booked: on its expiry instant's day
     (``expiry``), or on the last day its rights existed (``lapse``: a pool lapsing at a
     month's end books in that month)."""
+    breakage_rate_changes: tuple[tuple[int, Decimal], ...] = ()
+    """Later estimates of the contract's ``breakage_rate``: (effective instant, rate)."""
+
+    def breakage_changes_of(self, grant_id: str) -> tuple[tuple[int, Decimal], ...]:
+        """The changes of a grant's expected breakage rate: its own when it declares its
+        own rate, else the contract's."""
+        key = grant_id.split("@", 1)[0]
+        for spec in self.grants:
+            if spec.key == key and spec.breakage_rate is not None:
+                return spec.breakage_rate_changes
+        return self.breakage_rate_changes
 
     def breakage_of(self, grant_id: str) -> tuple[str, Decimal]:
         """The breakage mode and expected rate of a grant (``key`` or ``key@period``)."""
@@ -324,6 +340,16 @@ class Configuration:
     coupons: tuple[Coupon, ...] = ()
     tax_rates: tuple[TaxRate, ...] = ()
     tax_rounding: TaxRounding = "line"
+    contract_semantics: tuple[tuple[str, Semantics], ...] = ()
+    """The customers whose plan or contract overrides ``semantics``, and what they bill
+    with (``semantics_for``)."""
+
+    def semantics_for(self, customer: str) -> Semantics:
+        """What ``customer``'s contract bills with: the file's options, then its plan's and
+        its own overrides."""
+        return next(
+            (found for who, found in self.contract_semantics if who == customer), self.semantics
+        )
 
     def coupon(self, code: str) -> Coupon | None:
         return next((coupon for coupon in self.coupons if coupon.code == code), None)

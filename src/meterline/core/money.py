@@ -151,6 +151,24 @@ def round_amount(amount: Decimal, currency: str, mode: RoundingMode = "half_up")
     return _round_places(amount, minor_units(currency), mode)
 
 
+def cost_of(units: Decimal, unit_cost: Decimal, currency: str) -> Decimal:
+    """What ``units`` cost at ``unit_cost`` each (a grant's or a top-up's cost basis from
+    its price per unit), rounded once to ``currency``."""
+    with localcontext(MONEY_CONTEXT):
+        return round_amount(units * unit_cost, currency)
+
+
+def rounded_ratio(
+    amount: Decimal, numerator: Decimal, denominator: Decimal, currency: str
+) -> Decimal:
+    """``amount x numerator / denominator`` rounded to ``currency`` (a quotient is not
+    exact: it is carried far past the minor unit, then rounded once)."""
+    with localcontext(MONEY_CONTEXT) as context:
+        context.traps[Inexact] = False
+        context.prec = 2 * MONEY_CONTEXT.prec + 10
+        return round_amount(amount * numerator / denominator, currency)
+
+
 PRORATION_PLACES = 28
 """Decimal places a prorated amount carries: far below any minor unit, fixed so results
 are deterministic and later sums stay exact within ``MONEY_CONTEXT``."""

@@ -82,6 +82,7 @@ class Rater:
         cuts: tuple[int, ...] | None = None,
         lineage: bool = True,
         also_meters: frozenset[str] = frozenset(),
+        semantics: Semantics | None = None,
     ) -> None:
         self.segments = segment_list
         self.keep_events = keep_events
@@ -102,9 +103,11 @@ class Rater:
         """Whether ``_idle_lines`` made its lines."""
         self._billable: dict[str, tuple[Meter, ...]] | None = None
         self._configuration = configuration
-        self._semantics = configuration.semantics
+        self._semantics = configuration.semantics if semantics is None else semantics
         # ``gauge: day``: the local midnights that cut a ``latest`` line into days.
         self._days = gauge_days(self._semantics, segment_list)
+        self.semantics = self._semantics
+        """What these segments bill with (the contract's: ``semantics_for``)."""
         self._lines: dict[tuple[int, str, tuple[str | None, ...]], LineState] = {}
         # per segment: event type -> (meter, prices) pairs that may take it
         self._by_type: list[dict[str, list[tuple[Meter, tuple[Price, ...]]]]] = []
@@ -520,7 +523,7 @@ def window_charges(rater: Rater, currency: str, configuration: Configuration) ->
     if not rater.segments:
         return []
     rater._idle_lines()
-    semantics = configuration.semantics
+    semantics = rater.semantics
     edges = [rater.segments[0].start_us, *rater.cuts, rater.segments[-1].end_us]
     result = []
     for key in sorted(rater._lines, key=line_order):

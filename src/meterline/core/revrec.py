@@ -22,8 +22,9 @@ What each kind of consideration earns, and when (docs/finance.md, "Revenue recog
   part is recognized as credit revenue and free credit earns nothing.
 - **Breakage** (per grant): ``proportional`` to the pattern of use, given an expected
   breakage rate r (ASC 606-10-55-48: each unit consumed brings r / (1 - r) of its value as
-  breakage, never more than what is still deferred); ``expiry`` (all that is unused when
-  the grant expires: "remote"); ``never`` (unused credit stays deferred, e.g.
+  breakage, never more than what is still deferred; ``core.breakage``: a change of the
+  rate books one catch-up on its day, earlier entries untouched); ``expiry`` (all that
+  is unused when the grant expires: "remote"); ``never`` (unused credit stays deferred, e.g.
   refundable). At expiry a proportional grant's remainder is recognized too.
 - **Rollover** moves the deferred value of the kept units to the rollover grant, with no
   revenue; **a void** reverses what is still deferred against accounts receivable (the
@@ -42,6 +43,7 @@ from datetime import date, timedelta
 from decimal import Decimal, Inexact, localcontext
 from typing import Literal
 
+from meterline.core.breakage import RateChange, catch_up, check_rates
 from meterline.core.journal import (
     CONTRA_COMMIT_DISCOUNTS,
     CONTRA_FREE_CREDITS,
@@ -62,6 +64,7 @@ from meterline.core.money import (
     MONEY_CONTEXT,
     cumulative_shares,
     round_amount,
+    rounded_ratio,
     weighted_shares,
 )
 from meterline.core.periods import local_midnight_us
@@ -245,7 +248,8 @@ class CreditTerms:
     on ``purchased`` (zero: free). ``unit == currency`` when the grant pays usage priced
     in money (a prepaid commit); otherwise it pays usage priced in a credit type.
     ``breakage_rate``: the share of units expected never to be used (proportional mode).
-    ``rolled``: a rollover grant, whose deferred value moved in rather than was billed."""
+    ``rolled``: a rollover grant, whose deferred value moved in rather than was billed.
+    ``breakage_changes``: later estimates of the rate, each from its effective day."""
 
     grant_id: str
     customer: str
@@ -257,6 +261,7 @@ class CreditTerms:
     breakage: BreakageMode = "expiry"
     breakage_rate: Decimal = ZERO
     rolled: bool = False
+    breakage_changes: tuple[RateChange, ...] = ()
 
     def __post_init__(self) -> None:
         if self.units <= 0:
@@ -267,6 +272,7 @@ class CreditTerms:
             raise JournalError(f"grant {self.grant_id}: breakage {self.breakage!r} unknown")
         if not ZERO <= self.breakage_rate < 1:
             raise JournalError(f"grant {self.grant_id}: breakage_rate must be in [0, 1)")
+        check_rates(self.breakage_rate, self.breakage_changes)
 
     @property
     def pays_money(self) -> bool:
@@ -309,6 +315,10 @@ class GrantAccount:
     named: dict[str, int] = field(default_factory=dict)
     """How many movements each entry id stem has named (a stem repeats only when a grant
     moves twice the same way on one day)."""
+    rate: Decimal = ZERO
+    """The expected breakage rate in force (proportional breakage)."""
+    pending: list[RateChange] = field(default_factory=list)
+    """Changes of the rate not yet in force, in date order."""
 
     @property
     def deferred(self) -> Decimal:
@@ -344,8 +354,10 @@ def credit_entries(
         account = accounts.get(movement.grant_id)
         if account is None:
             raise JournalError(f"movement: grant {movement.grant_id!r} unknown")
+        _revise_estimates(accounts, movement.day)
         _move(accounts, account, movement)
         check_grant(account)
+    _revise_estimates(accounts, None)
     journal = [item for account in accounts.values() for item in account.entries]
     journal.sort(key=lambda item: (item.day, item.entry_id))
     return journal, accounts
@@ -359,7 +371,9 @@ def _open(
 ) -> None:
     if terms.grant_id in accounts:
         raise JournalError(f"grant {terms.grant_id!r} twice")
-    account = GrantAccount(terms, left=terms.units)
+    account = GrantAccount(
+        terms, left=terms.units, rate=terms.breakage_rate, pending=list(terms.breakage_changes)
+    )
     accounts[terms.grant_id] = account
     if terms.rolled:
         account.billed = moved_in  # no entry: the value stays in deferred revenue
@@ -388,16 +402,7 @@ def _post(account: GrantAccount, item: JournalEntry | None) -> None:
 
 def _share(account: GrantAccount, units: Decimal) -> Decimal:
     """The deferred value (billed, for the grant's units) of ``units``, rounded."""
-    return _part(account.billed, units, account.terms.units, account.terms.currency)
-
-
-def _part(amount: Decimal, numerator: Decimal, denominator: Decimal, currency: str) -> Decimal:
-    """``amount x numerator / denominator`` rounded to ``currency`` (a quotient is not
-    exact: it is carried far past the minor unit, then rounded once)."""
-    with localcontext(MONEY_CONTEXT) as context:
-        context.traps[Inexact] = False
-        context.prec = 2 * MONEY_CONTEXT.prec + 10
-        return round_amount(amount * numerator / denominator, currency)
+    return rounded_ratio(account.billed, units, account.terms.units, account.terms.currency)
 
 
 def _ident(account: GrantAccount, movement: Movement) -> str:
@@ -430,7 +435,7 @@ def _move(accounts: dict[str, GrantAccount], account: GrantAccount, movement: Mo
             value = (
                 ZERO
                 if account.left == 0
-                else _part(account.deferred, kept, account.left, terms.currency)
+                else rounded_ratio(account.deferred, kept, account.left, terms.currency)
             )
             account.moved += value
             account.left -= kept
@@ -445,8 +450,9 @@ def _move(accounts: dict[str, GrantAccount], account: GrantAccount, movement: Mo
                     terms.currency,
                     movement.day,
                     terms.breakage,
-                    terms.breakage_rate,
+                    account.rate,
                     rolled=True,
+                    breakage_changes=tuple(account.pending),
                 ),
                 moved_in=value,
             )
@@ -519,27 +525,58 @@ def _consume(account: GrantAccount, day: date, ident: str, cause: str) -> None:
                 delta,
             ),
         )
-    if terms.breakage == "proportional" and terms.breakage_rate > 0:
-        expected = terms.units * (1 - terms.breakage_rate)
-        used = max(ZERO, min(account.consumed, expected))
-        target = _part(account.billed * terms.breakage_rate, used, expected, terms.currency)
-        # never more than consumption left unused (a heavy user leaves less: what was
-        # recognized early as breakage goes back to deferred revenue)
-        target = max(
-            ZERO,
-            min(target, account.billed - account.moved - account.reversed - account.released),
-        )
-        _breakage(account, target - account.breakage, day, f"{ident}/breakage", cause)
+    if terms.breakage == "proportional":
+        _breakage(account, _catch_up(account), day, f"{ident}/breakage", cause)
 
 
-def _breakage(account: GrantAccount, amount: Decimal, day: date, ident: str, cause: str) -> None:
+def _catch_up(account: GrantAccount) -> Decimal:
+    """What brings the grant's breakage to its target at the rate in force for what was
+    consumed so far, never above the value consumption has not released."""
+    terms = account.terms
+    with localcontext(MONEY_CONTEXT):
+        unused = account.billed - account.moved - account.reversed - account.released
+    booked = account.breakage
+    return catch_up(
+        account.billed, terms.units, account.consumed, unused, account.rate, booked, terms.currency
+    )
+
+
+def _revise_estimates(accounts: dict[str, GrantAccount], through: date | None) -> None:
+    """Put in force each grant's rate changes effective by ``through`` (all when None):
+    a proportional grant still open books its catch-up on the change's day."""
+    for account in list(accounts.values()):
+        while account.pending and (through is None or account.pending[0].effective <= through):
+            change = account.pending.pop(0)
+            before, account.rate = account.rate, change.rate
+            terms = account.terms
+            if account.closed or terms.breakage != "proportional":
+                continue
+            _breakage(
+                account,
+                _catch_up(account),
+                change.effective,
+                f"grant:{terms.grant_id}/{change.effective.isoformat()}/breakage-estimate",
+                f"grant:{terms.grant_id}",
+                f"breakage estimate {before} -> {change.rate}: cumulative catch-up",
+            )
+            check_grant(account)
+
+
+def _breakage(
+    account: GrantAccount,
+    amount: Decimal,
+    day: date,
+    ident: str,
+    cause: str,
+    description: str = "breakage recognized",
+) -> None:
     account.breakage += amount
     _post(
         account,
         entry(
             ident,
             day,
-            "breakage recognized",
+            description,
             cause,
             account.terms.customer,
             account.terms.currency,

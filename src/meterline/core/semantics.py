@@ -13,19 +13,23 @@ option changes one computation in the core:
   (``core.rating.window_charges``);
 - ``percentage_free``, ``free_event_minimum``: the fee of one event under a
   ``percentage`` price (``core.line_pricing.percentage_fee``).
+
+A plan and a contract may override options of the file's block (``overridden``): a
+contract bills with the file's choice, then its plan's, then its own.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import timedelta
+from decimal import ROUND_HALF_EVEN, Context, Decimal, localcontext
 from typing import Literal, Protocol
 
 from meterline.core.periods import local_date, local_midnight_us
 
-BurnCostBasis = Literal["none", "promotional_first", "paid_first"]
-BurnExpiry = Literal["exact", "minute"]
+BurnCostBasis = Literal["none", "promotional_first", "paid_first", "lowest_first"]
+BurnExpiry = Literal["exact", "minute", "second"]
 GrantEnd = Literal["exclusive", "inclusive"]
 Gauge = Literal["period", "day"]
 LineMaximum = Literal["close", "every_window"]
@@ -34,6 +38,9 @@ PercentageFree = Literal["fixed_fee", "events", "amount"]
 FreeEventMinimum = Literal["applies", "skipped"]
 
 MINUTE_US = 60_000_000
+SECOND_US = 1_000_000
+COST_CONTEXT = Context(prec=80, rounding=ROUND_HALF_EVEN)
+"""For comparing per-unit cost bases (a quotient), never for an amount."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,11 +50,12 @@ class Semantics:
 
     burn_cost_basis: BurnCostBasis = "none"
     """Among grants of equal priority and expiry: ``promotional_first`` burns grants with
-    nothing paid (``paid: 0``) before paid ones, ``paid_first`` the reverse, ``none``
+    nothing paid (``paid: 0``) before paid ones, ``paid_first`` the reverse,
+    ``lowest_first`` the lowest per-unit cost basis (``paid / amount``) first, ``none``
     goes straight on to the creation instant."""
     burn_expiry: BurnExpiry = "exact"
     """How expiries are compared in the burn order: to the microsecond, or truncated to
-    the minute (UTC), so grants expiring within one minute tie."""
+    the minute or to the second (UTC), so grants expiring within one tie."""
     grant_end: GrantEnd = "exclusive"
     """A grant declared to expire at T pays for usage at T (``inclusive``) or not."""
     gauge: Gauge = "period"
@@ -68,8 +76,8 @@ class Semantics:
 
 
 OPTIONS: dict[str, tuple[str, ...]] = {
-    "burn_cost_basis": ("none", "promotional_first", "paid_first"),
-    "burn_expiry": ("exact", "minute"),
+    "burn_cost_basis": ("none", "promotional_first", "paid_first", "lowest_first"),
+    "burn_expiry": ("exact", "minute", "second"),
     "grant_end": ("exclusive", "inclusive"),
     "gauge": ("period", "day"),
     "line_maximum": ("close", "every_window"),
@@ -81,22 +89,39 @@ OPTIONS: dict[str, tuple[str, ...]] = {
 
 DEFAULT = Semantics()
 
+Overrides = tuple[tuple[str, str], ...]
+"""Some options and their values (a plan's or a contract's ``semantics:``), in order."""
+
+
+def overridden(base: Semantics, overrides: Overrides) -> Semantics:
+    """``base`` with each option ``overrides`` names set to its value (the values are
+    checked where they are read: ``config.semantics``)."""
+    return replace(base, **dict(overrides)) if overrides else base  # type: ignore[arg-type]
+
 
 def compared_expiry(expires_us: int, semantics: Semantics) -> int:
     """An expiry as the burn order compares it (``burn_expiry``)."""
     if semantics.burn_expiry == "minute":
         return expires_us - expires_us % MINUTE_US
+    if semantics.burn_expiry == "second":
+        return expires_us - expires_us % SECOND_US
     return expires_us
 
 
-def cost_rank(paid_nothing: bool, semantics: Semantics) -> int:
-    """Where a grant stands among grants of equal priority and expiry (``burn_cost_basis``):
-    0 burns first."""
-    if semantics.burn_cost_basis == "promotional_first":
-        return 0 if paid_nothing else 1
-    if semantics.burn_cost_basis == "paid_first":
-        return 1 if paid_nothing else 0
-    return 0
+def cost_rank(paid: Decimal, amount: Decimal, semantics: Semantics) -> Decimal:
+    """Where a grant that cost ``paid`` for ``amount`` units stands among grants of equal
+    priority and expiry (``burn_cost_basis``): the lowest burns first."""
+    basis = semantics.burn_cost_basis
+    if basis == "lowest_first":
+        if amount <= 0:
+            return Decimal(0)
+        with localcontext(COST_CONTEXT):
+            return paid / amount
+    if basis == "promotional_first":
+        return Decimal(0 if paid == 0 else 1)
+    if basis == "paid_first":
+        return Decimal(1 if paid == 0 else 0)
+    return Decimal(0)
 
 
 def declared_expiry(expires_us: int | None, semantics: Semantics) -> int | None:

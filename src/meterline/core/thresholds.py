@@ -1,13 +1,15 @@
 """Progressive billing thresholds: fixed levels, then every X (pure).
 
 A contract may bill its period's usage early at levels of the period's **cumulative**
-usage (Lago's progressive billing): fixed levels in increasing order (``10, 50, 200``),
-then, optionally, every ``recurring`` above the last one (``200 + 500``, ``200 + 1000``,
-...). The levels are of money (the usage the period has charged so far, billed early or
-not) or of a meter's quantity (``meter``: units, not money). Each time the cumulative
-figure reaches a level not reached before in the period, everything unbilled is invoiced
-at once (several levels crossed together make one invoice); the period's own invoice
-then nets what was billed early.
+usage (``scope: period``), or of the contract's **lifetime** usage across every period
+(``scope: lifetime``: Lago's progressive billing, where a level is passed once in the
+contract's life and a period invoice that bills past a level passes it too): fixed
+levels in increasing order (``10, 50, 200``), then, optionally, every ``recurring`` above
+the last one (``200 + 500``, ``200 + 1000``, ...). The levels are of money (the usage
+charged so far, billed early or not) or, per period, of a meter's quantity (``meter``:
+units, not money). Each time the cumulative figure reaches a level not reached before,
+everything unbilled is invoiced at once (several levels crossed together make one
+invoice); the period's own invoice then nets what was billed early.
 
 ``reached`` counts the levels at or below a figure; ``next_level`` is the progress the
 live figures and access answers show. The older single ``threshold`` (bill whenever the
@@ -18,6 +20,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from decimal import Decimal, localcontext
+from typing import Literal
 
 from meterline.core.money import MONEY_CONTEXT
 
@@ -26,16 +29,20 @@ LEVELS_LIMIT = 100
 """The most fixed levels a contract may declare."""
 CROSSED_LIMIT = 100
 """The most levels one step reports as crossed (the rest on the next)."""
+ThresholdScope = Literal["period", "lifetime"]
+THRESHOLD_SCOPES: tuple[ThresholdScope, ...] = ("period", "lifetime")
 
 
 @dataclass(frozen=True, slots=True)
 class ThresholdLevels:
     """Fixed ``levels`` (increasing, above zero), then every ``recurring`` above the last
-    (or from zero when there are none); of money, or of ``meter``'s quantity."""
+    (or from zero when there are none); of money, or of ``meter``'s quantity; of the
+    period's usage or the contract's lifetime usage (``scope``, money only)."""
 
     levels: tuple[Decimal, ...] = ()
     recurring: Decimal | None = None
     meter: str | None = None
+    scope: ThresholdScope = "period"
 
     def reached(self, figure: Decimal) -> int:
         """How many levels ``figure`` has reached (a level counts when reached exactly)."""
@@ -89,4 +96,8 @@ def threshold_level_errors(levels: ThresholdLevels, path: str) -> list[str]:
         errors.append(f"{path}.levels: must increase")
     if levels.recurring is not None and levels.recurring <= 0:
         errors.append(f"{path}.recurring: must be above zero")
+    if levels.scope not in THRESHOLD_SCOPES:
+        errors.append(f"{path}.scope: {levels.scope!r} is not one of period, lifetime")
+    if levels.scope == "lifetime" and levels.meter is not None:
+        errors.append(f"{path}.scope: lifetime levels are of money (lifetime usage), not a meter")
     return errors

@@ -8,7 +8,9 @@ pure core (``core.books``, ``core.revrec``) for their journal entries:
 - payments, refunds and write-offs: ``core.payments.movement_entries`` (``payment_journal``);
 - credit grants: ``core.revrec.credit_entries`` over the movements of each customer's
   credit book (consumption, releases, expiry, rollover, voids), with the grant's breakage
-  as the contract declares it (``credits.breakage``, per grant or for the contract).
+  as the contract declares it (``credits.breakage``, per grant or for the contract), and
+  each change of its expected rate in force by the as-of day (its catch-up booked on the
+  change's day; a change still to come books nothing yet).
   A purchase posts to unbilled receivable; the invoice line that bills it clears it.
 
 Nothing here is stored: the journal is re-derived from the ledger and the billing
@@ -26,6 +28,7 @@ from typing import Any
 
 from meterline.billing.service import Billing, BillingError
 from meterline.core.books import credit_note_entries, document_entries
+from meterline.core.breakage import RateChange
 from meterline.core.credit_records import Entry as CreditEntry
 from meterline.core.credits import CreditBook, Grant
 from meterline.core.events import decode_exact
@@ -130,7 +133,11 @@ def build_books(billing: Billing, as_of_us: int | None = None) -> Books:
             if not book.grants:
                 continue
             credit, accounts = grant_journal(
-                book, inputs.terms, contract.customer, contract.timezone
+                book,
+                inputs.terms,
+                contract.customer,
+                contract.timezone,
+                _day(contract.timezone, at),
             )
             entries += credit
             grant_accounts.update(accounts)
@@ -169,11 +176,13 @@ def grant_journal(
     terms: ContractCredits,
     customer: str,
     timezone: str,
+    through: date | None = None,
 ) -> tuple[list[JournalEntry], dict[str, GrantAccount]]:
     """The revenue journal of one customer's credit book (its grants named
-    ``customer/grant``: grant keys repeat across customers)."""
+    ``customer/grant``: grant keys repeat across customers), with the breakage rate
+    changes effective by ``through`` (all when None)."""
     grants = [
-        _terms(grant, terms, customer, timezone)
+        _terms(grant, terms, customer, timezone, through)
         for grant in book.grants.values()
         if grant.source != "rollover" and grant.amount > 0
     ]
@@ -252,9 +261,16 @@ def _merge(movements: Iterable[Movement]) -> list[Movement]:
     return [m for m in merged if m.units != 0 or m.kind not in ("consume", "release")]
 
 
-def _terms(grant: Grant, terms: ContractCredits, customer: str, timezone: str) -> CreditTerms:
+def _terms(
+    grant: Grant, terms: ContractCredits, customer: str, timezone: str, through: date | None
+) -> CreditTerms:
     mode, rate = terms.breakage_of(grant.grant_id)
     purchased = grant.created if grant.source in ("api", "purchase") else grant.effective_us
+    dated = (
+        RateChange(_day(timezone, effective_us), changed)
+        for effective_us, changed in terms.breakage_changes_of(grant.grant_id)
+    )
+    changes = tuple(c for c in dated if through is None or c.effective <= through)
     return CreditTerms(
         f"{customer}/{grant.grant_id}",
         customer,
@@ -265,6 +281,7 @@ def _terms(grant: Grant, terms: ContractCredits, customer: str, timezone: str) -
         _day(timezone, purchased),
         mode,  # type: ignore[arg-type]
         rate if mode == "proportional" else ZERO,
+        breakage_changes=changes if mode == "proportional" else (),
     )
 
 

@@ -199,9 +199,10 @@ def threshold_figure(
     live: CustomerLive, spend: Decimal, lines: Sequence[LineFigures]
 ) -> Decimal | None:
     """What the contract's progressive thresholds count so far in the period: the spend,
-    or the quantity of their meter (None: no progressive thresholds)."""
+    or the quantity of their meter (None: no progressive thresholds, or thresholds of the
+    contract's lifetime, which count earlier periods the live engine does not keep)."""
     levels = live.contract.credits.threshold_levels
-    if levels is None:
+    if levels is None or levels.scope == "lifetime":
         return None
     if levels.meter is None:
         return spend

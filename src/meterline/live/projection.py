@@ -123,6 +123,7 @@ class LiveProjection:
             cuts=cuts,
             lineage=False,
             also_meters=_cost_meters(configuration),
+            semantics=configuration.semantics_for(contract.customer),
         )
         prior: list[Charge] = []
         if not inputs.is_empty():
