@@ -20,7 +20,7 @@ import os
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -40,7 +40,7 @@ from meterline.api.server import free_port
 from meterline.clock import system_clock_us
 from meterline.integrations.litellm import CustomerBlocked, CustomerMissing, MeterlineCallback
 from meterline.sdk import Client, Gate
-from tests.conftest import Location, clock_now_us
+from tests.conftest import clock_now_us
 from tests.support.blocked_server import BLOCKED, NOW, Served, blocked_server
 
 pytestmark = pytest.mark.slow
@@ -105,11 +105,13 @@ class Setup:
     callback: MeterlineCallback
 
 
-@pytest.fixture
-def setup(new_db: Callable[..., Location]) -> Iterator[Setup]:
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
+    """One server for the module, on a SQLite ledger: these tests are of the callback,
+    which no store changes; each test meters customers of its own."""
     upstream = Upstream()
     try:
-        with blocked_server(new_db("litellm")) as served:
+        with blocked_server(tmp_path_factory.mktemp("litellm") / "ledger.db") as served:
             client = Client(served.url, served.keys["ingest"], flush_interval_s=0.05)
             gate = Gate(served.url, served.keys["ingest"]).start(wait_s=10)
             assert gate.status == "live", gate.last_error
@@ -143,7 +145,8 @@ def call_upstream(upstream: Upstream, model: str) -> dict[str, Any]:
 def test_the_hooks_gate_before_the_call_and_meter_after_it(setup: Setup) -> None:
     """A blocked customer is refused by both pre-call hooks before the upstream is asked;
     an allowed call's tokens and cost land in the ledger once, keyed by the call id."""
-    callback, upstream = setup.callback, setup.upstream
+    callback, upstream, report = setup.callback, setup.upstream, setup.client.report
+    requests, accepted, duplicate = upstream.requests, report.accepted, report.duplicate
     blocked_call = {"model": "openai/gpt-4o-mini", "metadata": {"meterline_customer": BLOCKED}}
     with pytest.raises(CustomerBlocked) as refused:
         asyncio.run(callback.async_pre_call_deployment_hook(dict(blocked_call), "acompletion"))
@@ -156,7 +159,7 @@ def test_the_hooks_gate_before_the_call_and_meter_after_it(setup: Setup) -> None
         )
     with pytest.raises(CustomerMissing, match="meterline_customer"):
         asyncio.run(callback.async_pre_call_deployment_hook({"model": "gpt-4o"}, "completion"))
-    assert upstream.requests == 0
+    assert upstream.requests == requests
 
     allowed_call: dict[str, Any] = {"model": "openai/gpt-4o-mini", "user": "lite-acme"}
     assert asyncio.run(callback.async_pre_call_deployment_hook(allowed_call, "acompletion")) is None
@@ -173,7 +176,7 @@ def test_the_hooks_gate_before_the_call_and_meter_after_it(setup: Setup) -> None
     asyncio.run(callback.async_log_success_event(logged, response, None, ended))
     callback.log_success_event(logged, response, None, ended)  # run twice: one event
     assert setup.client.flush(timeout_s=20)
-    assert setup.client.report.accepted == 1 and setup.client.report.duplicate == 1
+    assert (report.accepted, report.duplicate) == (accepted + 1, duplicate + 1)
     [event] = stored(setup.served, f"litellm-{call_id}")
     assert event["customer"] == "lite-acme" and event["type"] == "llm.completion"
     assert event["properties"] == {
@@ -183,7 +186,7 @@ def test_the_hooks_gate_before_the_call_and_meter_after_it(setup: Setup) -> None
         "provider": "openai",
         "provider_cost": "0.0000123",
     }
-    assert upstream.requests == 1
+    assert upstream.requests == requests + 1
 
 
 @pytest.mark.skipif(
@@ -214,23 +217,24 @@ def test_through_litellm_acompletion(setup: Setup) -> None:
 async def _two_calls(litellm: Any, setup: Setup) -> Any:
     """A blocked customer's call (refused, the upstream never asked), then an allowed one,
     waiting until LiteLLM's background success callback has tracked it."""
-    upstream = setup.upstream
+    upstream, report = setup.upstream, setup.client.report
+    requests, answered = upstream.requests, report.accepted + report.duplicate
     messages = [{"role": "user", "content": "hi"}]
     options = {"api_base": upstream.url, "api_key": "sk-local", "num_retries": 0}
     with pytest.raises(CustomerBlocked):
         await litellm.acompletion(
             model="openai/gpt-4o-mini", messages=messages, user=BLOCKED, **options
         )
-    assert upstream.requests == 0
+    assert upstream.requests == requests
     answer = await litellm.acompletion(
         model="openai/gpt-4o-mini",
         messages=messages,
         metadata={"meterline_customer": "lite-globex"},
         **options,
     )
-    assert upstream.requests == 1
+    assert upstream.requests == requests + 1
     deadline = time.monotonic() + 20
-    while setup.client.report.accepted + setup.client.report.duplicate < 1:
+    while report.accepted + report.duplicate == answered:
         assert time.monotonic() < deadline, "the success callback did not run"
         await asyncio.sleep(0.02)
         setup.client.flush(timeout_s=0.01)

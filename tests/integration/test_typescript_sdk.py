@@ -16,12 +16,11 @@ import shutil
 import subprocess
 import uuid
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import Location
 from tests.support.blocked_server import BLOCKED, EVENT_TIME, Served, blocked_server
 
 pytestmark = pytest.mark.slow
@@ -31,8 +30,9 @@ NODE_TIMEOUT_S = 120
 
 
 @pytest.fixture
-def served(new_db: Callable[..., Location]) -> Iterator[Served]:
-    with blocked_server(new_db("typescript")) as running:
+def served(tmp_path: Path) -> Iterator[Served]:
+    """One SQLite ledger: these tests are of the client, which no store changes."""
+    with blocked_server(tmp_path / "ledger.db") as running:
         yield running
 
 
