@@ -131,7 +131,7 @@ def exact_cost(cost: object) -> str | None:
     return format(amount, "f") if amount.is_finite() else None
 
 
-class MeterlineCallback(_CallbackBase):  # type: ignore[misc,valid-type]
+class MeterlineCallback(_CallbackBase):
     """LiteLLM callback: gate each call before it is sent, meter it after it succeeded."""
 
     def __init__(
