@@ -15,6 +15,7 @@
 import { randomUUID } from "node:crypto";
 
 import { ClosedError, InvalidOptionError, MeterlineError, QueueFullError } from "./errors.js";
+import { jittered, pause } from "./timing.js";
 
 /** A property value: what JSON carries. Money as a number keeps at most 10 decimals. */
 export type PropertyValue =
@@ -287,7 +288,7 @@ export class Client {
     for (let attempt = 1; attempt <= this.attemptsMax; attempt += 1) {
       if (attempt > 1) {
         this.report.retries += 1;
-        if (!(await this.pause(delayMs / 2 + Math.random() * (delayMs / 2)))) break;
+        if (!(await pause(jittered(delayMs), this.giveUp.signal))) break;
         delayMs = Math.min(delayMs * 2, this.backoffMaxMs);
       }
       try {
@@ -309,23 +310,6 @@ export class Client {
       if (this.giveUp.signal.aborted) break;
     }
     this.fail(batch, "undelivered", `not answered (${lastProblem || "gave up"})`);
-  }
-
-  /** Wait `delayMs`; false if the client gave up meanwhile. */
-  private pause(delayMs: number): Promise<boolean> {
-    const signal = this.giveUp.signal;
-    if (signal.aborted) return Promise.resolve(false);
-    return new Promise((resolve) => {
-      const onAbort = (): void => {
-        clearTimeout(timer);
-        resolve(false);
-      };
-      const timer = setTimeout(() => {
-        signal.removeEventListener("abort", onAbort);
-        resolve(true);
-      }, delayMs);
-      signal.addEventListener("abort", onAbort, { once: true });
-    });
   }
 
   private record(batch: UsageEvent[], status: number, content: string): void {

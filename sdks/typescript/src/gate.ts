@@ -14,6 +14,7 @@
  */
 
 import { ClosedError } from "./errors.js";
+import { jittered, pause } from "./timing.js";
 
 export type GateStatus = "connecting" | "live" | "lost" | "closed";
 export type DecisionSource = "stream" | "fail-open" | "fail-closed";
@@ -299,25 +300,9 @@ export class Gate {
       if (this.stopping.signal.aborted) break;
       if (this.currentStatus === "live") delayMs = this.reconnectDelayMs;
       this.markLost(problem);
-      const jittered = delayMs / 2 + Math.random() * (delayMs / 2);
-      if (!(await this.pause(jittered))) break;
+      if (!(await pause(jittered(delayMs), this.stopping.signal))) break;
       delayMs = Math.min(delayMs * 2, this.reconnectDelayMaxMs);
     }
-  }
-
-  private pause(delayMs: number): Promise<boolean> {
-    const signal = this.stopping.signal;
-    return new Promise((resolve) => {
-      const onAbort = (): void => {
-        clearTimeout(timer);
-        resolve(false);
-      };
-      const timer = setTimeout(() => {
-        signal.removeEventListener("abort", onAbort);
-        resolve(true);
-      }, delayMs);
-      signal.addEventListener("abort", onAbort, { once: true });
-    });
   }
 
   private async follow(): Promise<void> {
