@@ -5,7 +5,9 @@
  * by the endpoint's secret (`whsec_...`), of `"<t>." + raw body`; several `v1` entries may
  * appear (secret rotation) and any one matching is enough. `verifySignature` compares in
  * constant time, refuses a timestamp outside the tolerance (replays), and returns the
- * parsed envelope. The same scheme as the Python SDK's `verify_signature`.
+ * parsed envelope. The same scheme as the Python SDK's `verify_signature`. Amounts keep
+ * every digit: a non-integer number, or an integer past 2^53, arrives as its decimal
+ * string (where the Python SDK gives a `Decimal`), never as a float.
  */
 
 import { createHmac, timingSafeEqual } from "node:crypto";
@@ -18,7 +20,7 @@ export const DEFAULT_TOLERANCE_S = 300;
 /** Longer headers are refused before any parsing. */
 export const HEADER_LENGTH_MAX = 4096;
 
-/** A webhook as meterline sends it. Amounts in `data` are decimal strings. */
+/** A webhook as meterline sends it. Non-integer numbers in `data` are decimal strings. */
 export interface WebhookEnvelope {
   id: string;
   kind: string;
@@ -32,6 +34,34 @@ export interface VerifyOptions {
   toleranceS?: number;
   /** "Now" in unix seconds (default: the system clock). */
   nowS?: number;
+}
+
+const NUMBER = /-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?/y;
+
+/** JSON text with each number that a JS number cannot hold exactly (non-integers,
+ * integers past 2^53) turned into a string of its digits; strings are left untouched. */
+function quoteInexactNumbers(text: string): string {
+  let out = "";
+  let index = 0;
+  while (index < text.length) {
+    const character = text[index] as string;
+    if (character === '"') {
+      let end = index + 1;
+      while (end < text.length && text[end] !== '"') end += text[end] === "\\" ? 2 : 1;
+      out += text.slice(index, end + 1);
+      index = end + 1;
+    } else if (character === "-" || (character >= "0" && character <= "9")) {
+      NUMBER.lastIndex = index;
+      const token = NUMBER.exec(text)?.[0] ?? character;
+      const exact = /^-?[0-9]+$/.test(token) && Number.isSafeInteger(Number(token));
+      out += exact ? token : `"${token}"`;
+      index += token.length;
+    } else {
+      out += character;
+      index += 1;
+    }
+  }
+  return out;
 }
 
 function parse(header: string | null | undefined): [number, string[]] {
@@ -108,7 +138,7 @@ export function verifySignature(
   }
   let envelope: unknown;
   try {
-    envelope = JSON.parse(raw.toString("utf8"));
+    envelope = JSON.parse(quoteInexactNumbers(raw.toString("utf8")));
   } catch (error) {
     throw new WebhookSignatureError(`signed body is not JSON: ${String(error)}`);
   }

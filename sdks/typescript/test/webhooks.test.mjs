@@ -36,3 +36,19 @@ test("a changed body, another secret, a stale time or a garbled header are refus
   assert.throws(() => verifySignature("", hook.header, body), refused(/no secret/));
   assert.throws(() => verifySignature(hook.secret, "x".repeat(5000), body), refused(/longer than 4096/));
 });
+
+test("amounts keep every digit: non-integers and large integers arrive as strings", async () => {
+  const { createHmac } = await import("node:crypto");
+  const text = '{"id":"w1","kind":"invoice.finalized","data":{"total":12.340000000000000001,' +
+    '"lines":[0.1,2],"sequence":123456789012345678901,"note":"a \\" 1.5","count":-3,"rate":1e-7}}';
+  const header = `t=1000,v1=${createHmac("sha256", "whsec_x").update(`1000.${text}`).digest("hex")}`;
+  const envelope = verifySignature("whsec_x", header, text, { nowS: 1000 });
+  assert.deepEqual(envelope.data, {
+    total: "12.340000000000000001",
+    lines: ["0.1", 2],
+    sequence: "123456789012345678901",
+    note: 'a " 1.5',
+    count: -3,
+    rate: "1e-7",
+  });
+});
