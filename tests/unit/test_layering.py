@@ -17,7 +17,7 @@ LAYERS: tuple[frozenset[str], ...] = (
     frozenset({"errors", "lazy"}),
     frozenset({"clock", "keys", "proofs", "logs"}),
     frozenset({"config", "sdk"}),
-    frozenset({"ledger"}),
+    frozenset({"ledger", "integrations"}),
     frozenset({"billing"}),
     frozenset({"finance", "live"}),
     frozenset({"stream", "dashboard"}),
