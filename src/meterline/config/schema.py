@@ -27,6 +27,7 @@ from meterline.config.control_schema import parse_costs
 from meterline.config.credits import read_credit_type
 from meterline.config.fields import Declared, FieldReader, raw_keys, unique
 from meterline.config.meters import read_meter
+from meterline.config.otel import parse_otel
 from meterline.config.plans import read_plan
 from meterline.config.semantics import with_semantics
 from meterline.core.model import Configuration, PlanVersion
@@ -43,6 +44,7 @@ TOP_LEVEL = (
     "tax",
     "reporting",
     "semantics",
+    "otel",
 )
 
 
@@ -99,6 +101,7 @@ def parse_configuration(
         tax_rates=tax_rates,
         tax_rounding=tax_rounding,
         reporting=reporting,
+        otel=parse_otel(reader, root.get("otel")),
     )
     return with_semantics(configuration, reader, root.get("semantics"))
 

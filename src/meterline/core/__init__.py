@@ -36,6 +36,7 @@ __all__ = [
     "meters",
     "model",
     "money",
+    "otel_spans",
     "outcomes",
     "partitions",
     "payments",

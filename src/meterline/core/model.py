@@ -28,6 +28,7 @@ from meterline.core.credit_records import OverageMode, RolloverRule
 from meterline.core.errors import MeterlineError
 from meterline.core.exchange import ReportingCurrency
 from meterline.core.meters import Meter
+from meterline.core.otel_spans import DEFAULT_MAPPING, OtelMapping
 from meterline.core.pricing import Tier
 from meterline.core.semantics import DEFAULT, Semantics
 from meterline.core.tax import TableTaxProvider, TaxRate, TaxRounding
@@ -324,6 +325,8 @@ class Configuration:
     coupons: tuple[Coupon, ...] = ()
     tax_rates: tuple[TaxRate, ...] = ()
     tax_rounding: TaxRounding = "line"
+    otel: OtelMapping = DEFAULT_MAPPING
+    """How OTLP spans become usage events (``core.otel_spans``, the ``otel:`` block)."""
 
     def coupon(self, code: str) -> Coupon | None:
         return next((coupon for coupon in self.coupons if coupon.code == code), None)

@@ -1,0 +1,130 @@
+"""``POST /api/v1/events``: OpenMeter-compatible ingest, so a team on OpenMeter switches
+by changing its client's base URL (docs/openmeter-migration.md).
+
+It takes what OpenMeter's clients send: one CloudEvent (``application/cloudevents+json``),
+a batch (``application/cloudevents-batch+json``) or plain ``application/json`` holding
+one CloudEvent or an array of them, with ``Authorization: Bearer <ingest key>``. The
+events are CloudEvents as ``POST /v1/events`` reads them (``core.cloudevents``: subject
+is the customer, type the event type, data the properties, id the idempotency key).
+The answers are OpenMeter's: 204 No Content once every event is stored or already was;
+otherwise an RFC 9457 problem (``application/problem+json``). A batch holding an invalid
+event is refused whole (400, each refusal named, nothing stored), as OpenMeter refuses
+it; events whose id is already stored with other content are 409 (the rest stored).
+"""
+
+from __future__ import annotations
+
+from http import HTTPStatus
+from typing import Any
+
+from anyio import to_thread
+from fastapi import APIRouter, Request
+from fastapi.responses import Response
+
+from meterline.api.answers import ENCODER
+from meterline.api.bodies import CLOUDEVENT_BATCH_TYPE, CLOUDEVENT_TYPE, decode_json
+from meterline.api.dependencies import ServicesDependency, principal_of
+from meterline.api.reading import media_type, read_body
+from meterline.api.services import Services
+from meterline.core.cloudevents import prepare_cloudevent
+from meterline.core.outcomes import BatchOutcome, EventOutcome
+from meterline.errors import MeterlineError, UnsupportedContentType
+
+PROBLEM = "application/problem+json"
+ACCEPTED = (CLOUDEVENT_TYPE, CLOUDEVENT_BATCH_TYPE, "application/json")
+
+router = APIRouter()
+
+_RESPONSES: dict[int | str, dict[str, Any]] = {
+    204: {"description": "Every event stored, or already stored"},
+    400: {"description": "The body, or an event in it, is invalid: nothing stored (a problem)"},
+    401: {"description": "No valid bearer key (a problem)"},
+    403: {"description": "The key lacks the ingest scope (a problem)"},
+    409: {"description": "Events whose id is stored with other content (the rest stored)"},
+    413: {"description": "More events or bytes than the batch limits (a problem)"},
+    415: {"description": "Another content type (a problem)"},
+}
+
+
+def problem(status: int, detail: str, **extensions: Any) -> Response:
+    """An RFC 9457 problem answer, as OpenMeter's API gives its errors."""
+    document = {
+        "type": "about:blank",
+        "title": HTTPStatus(status).phrase,
+        "status": status,
+        "detail": detail,
+        **extensions,
+    }
+    return Response(ENCODER.encode(document), status, media_type=PROBLEM)
+
+
+def envelopes_of(kind: str, body: bytes) -> list[Any]:
+    """The CloudEvents in a body, by its content type (plain JSON: one or an array)."""
+    if kind not in ACCEPTED:
+        raise UnsupportedContentType(
+            f"content type {kind or 'none'!r} is not accepted; use one of {', '.join(ACCEPTED)}"
+        )
+    document = decode_json(body)
+    if kind == CLOUDEVENT_BATCH_TYPE and type(document) is not list:
+        raise UnsupportedContentType(f"{CLOUDEVENT_BATCH_TYPE} must hold a JSON array")
+    return document if type(document) is list else [document]
+
+
+def _refusals(results: list[EventOutcome]) -> list[dict[str, Any]]:
+    return [
+        {
+            "index": result.index,
+            "id": result.id,
+            "status": result.status,
+            "errors": [f"{error.field}: {error.reason}" for error in result.errors or []],
+        }
+        for result in results
+    ]
+
+
+async def _store(
+    services: Services, envelopes: list[Any], customer: str | None
+) -> BatchOutcome | Response:
+    """Validate every event, then store them all; a problem if any is invalid."""
+    ledger = services.ledger
+    prepared = await to_thread.run_sync(
+        ledger.prepare_batch, envelopes, prepare_cloudevent, customer, "subject"
+    )
+    if prepared[1]:
+        return problem(
+            400,
+            f"{len(prepared[1])} of {len(envelopes)} events are invalid; none was stored",
+            events=_refusals(prepared[1]),
+        )
+    if services.stream is not None:
+        return await services.stream.ingest(ledger, prepared)
+    return await to_thread.run_sync(ledger.ingest_cloudevents, envelopes, customer)
+
+
+@router.post(
+    "/api/v1/events",
+    tags=["events"],
+    summary="OpenMeter-compatible ingest (CloudEvents; 204 on success)",
+    status_code=204,
+    responses=_RESPONSES,
+)
+async def ingest_openmeter(request: Request, services: ServicesDependency) -> Response:
+    try:
+        principal = await principal_of(request)
+        principal.require("ingest", "POST /api/v1/events")
+        body = await read_body(request, services.ledger.limits.batch_bytes_max)
+        envelopes = envelopes_of(media_type(request), body)
+        outcome = await _store(services, envelopes, principal.customer)
+    except MeterlineError as error:
+        return problem(error.http_status, str(error), code=error.code)
+    if isinstance(outcome, Response):
+        return outcome
+    request.app.state.metrics.count(outcome)
+    conflicts = [result for result in outcome.results if result.status == "conflict"]
+    if conflicts:
+        return problem(
+            409,
+            f"{len(conflicts)} event id(s) are stored with other content; the rest were stored",
+            events=_refusals(conflicts),
+        )
+    return Response(status_code=204)
