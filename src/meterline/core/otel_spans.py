@@ -163,9 +163,7 @@ REASONS_SHOWN_MAX = 5
 """How many refused spans a summary names (the rest are counted)."""
 
 
-def summary(
-    mapped: MappedSpans, rejected: Sequence[tuple[int, str]], spans: Sequence[Span]
-) -> str:
+def summary(mapped: MappedSpans, rejected: Sequence[tuple[int, str]], spans: Sequence[Span]) -> str:
     """The partial-success message: what was not metered and why, naming the first
     ``REASONS_SHOWN_MAX`` refused spans; ``rejected`` are the ledger's refusals as (span
     index, reason). Empty when every span was metered."""
