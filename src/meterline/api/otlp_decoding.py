@@ -2,11 +2,11 @@
 
 A body is ``application/x-protobuf`` (binary protobuf) or ``application/json`` (the
 protobuf JSON mapping, with OTLP's exception: trace and span ids are hex, not base64),
-optionally ``Content-Encoding: gzip`` as exporters send; the inflated body is bounded like
-any batch. The answer is an ``ExportTraceServiceResponse`` in the request's encoding,
-with ``partial_success`` when spans were refused or a warning is due. Attribute values
-become plain data: text, booleans, integers, exact decimals (a double's shortest
-representation), lists and mappings; bytes become hex.
+optionally ``Content-Encoding: gzip`` (or ``deflate``) as exporters send; the inflated
+body is bounded like any batch. The answer is an ``ExportTraceServiceResponse`` in the
+request's encoding, with ``partial_success`` when spans were refused or a warning is due.
+Attribute values become plain data: text, booleans, integers, exact decimals (a double's
+shortest representation), lists and mappings; bytes become hex.
 """
 
 from __future__ import annotations
@@ -37,19 +37,23 @@ JSON = "application/json"
 OTLP_TYPES = (PROTOBUF, JSON)
 _ID_FIELDS = ("traceId", "spanId", "parentSpanId")
 _INFLATE_CHUNK_BYTES = 64 * 1024
+_WINDOW_BITS = {"gzip": 16 + zlib.MAX_WBITS, "deflate": zlib.MAX_WBITS}
+"""zlib's window bits for each content encoding: gzip's header, or zlib's (HTTP deflate)."""
 
 
 def inflate(body: bytes, encoding: str | None, limit: int) -> bytes:
-    """``body`` without its content encoding (identity or gzip), at most ``limit`` bytes
-    once inflated (``BatchTooLarge`` past it: a small bomb must not fill memory)."""
+    """``body`` without its content encoding (identity, gzip or deflate), at most
+    ``limit`` bytes once inflated (``BatchTooLarge`` past it: a small bomb must not fill memory)."""
     coding = (encoding or "identity").strip().lower()
     if coding == "identity":
         return body
-    if coding != "gzip":
+    if coding not in _WINDOW_BITS:
         raise HttpError(
-            415, "unsupported_content_encoding", f"content encoding {coding!r}: use gzip or none"
+            415,
+            "unsupported_content_encoding",
+            f"content encoding {coding!r}: use gzip, deflate or none",
         )
-    inflater = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
+    inflater = zlib.decompressobj(wbits=_WINDOW_BITS[coding])
     parts, size, rest = [], 0, body
     try:
         while rest:
@@ -62,9 +66,9 @@ def inflate(body: bytes, encoding: str | None, limit: int) -> bytes:
             if inflater.eof:
                 break
     except zlib.error as error:
-        raise HttpError(400, "malformed_body", f"gzip body: {error}") from None
+        raise HttpError(400, "malformed_body", f"{coding} body: {error}") from None
     if not inflater.eof:
-        raise HttpError(400, "malformed_body", "gzip body: truncated")
+        raise HttpError(400, "malformed_body", f"{coding} body: truncated")
     return b"".join(parts)
 
 
