@@ -1,9 +1,9 @@
-"""OTLP/HTTP traces into a real ``meterline serve`` process, on each store: the
+"""OTLP/HTTP traces into the real API on a loopback port, on each store: the
 OpenTelemetry SDK's own exporter (protobuf, gzip) and the OTLP/JSON encoding of the same
 spans; a re-export is a duplicate; refused spans are counted in ``partial_success``.
 
-One server per store serves the module (a pricing file with an ``otel:`` block applied
-before it starts), so the module stays fast.
+One server per store serves the module (uvicorn in a thread, ``tests.support.threaded_api``;
+a pricing file with an ``otel:`` block applied before it starts), so the module is fast.
 """
 
 from __future__ import annotations
@@ -30,9 +30,8 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExportResult
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from meterline.billing.service import open_billing
-from tests.conftest import Databases, RunningServer, make_keys, start_server
-
-pytestmark = pytest.mark.slow
+from tests.conftest import Databases, make_keys
+from tests.support.threaded_api import ThreadedApi
 
 PRICING = """\
 meters:
@@ -49,16 +48,12 @@ otel:
 
 
 @pytest.fixture(scope="module")
-def server(
-    databases: Databases, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[RunningServer]:
+def server(databases: Databases, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ThreadedApi]:
     """A server whose pricing declares an ``otel:`` block (customer from ``tenant.id``)."""
     db = databases.new(Path(tmp_path_factory.mktemp("otlp")), "otlp")
     with open_billing(db) as billing:
         billing.apply(PRICING)
-    keys = make_keys(db)
-    running = start_server(db)
-    running.keys = keys
+    running = ThreadedApi(db, make_keys(db)).start()
     try:
         yield running
     finally:
@@ -90,7 +85,7 @@ def genai_spans(customer: str, calls: list[tuple[str, int, int]]) -> list[Readab
     return list(recorder.get_finished_spans())
 
 
-def exporter(server: RunningServer, scope: str = "ingest") -> OTLPSpanExporter:
+def exporter(server: ThreadedApi, scope: str = "ingest") -> OTLPSpanExporter:
     """The SDK's OTLP/HTTP exporter, configured as a user would: endpoint, key, gzip."""
     return OTLPSpanExporter(
         endpoint=f"{server.url}/v1/traces",
@@ -112,7 +107,7 @@ def otlp_json(spans: list[ReadableSpan]) -> bytes:
     return json.dumps(document).encode()
 
 
-def events_of(server: RunningServer, customer: str) -> list[dict[str, Any]]:
+def events_of(server: ThreadedApi, customer: str) -> list[dict[str, Any]]:
     with server.client("admin") as admin:
         response = admin.get("/v1/events", params={"customer": customer, "limit": 1000})
     assert response.status_code == 200, response.text
@@ -121,7 +116,7 @@ def events_of(server: RunningServer, customer: str) -> list[dict[str, Any]]:
 
 
 def post(
-    server: RunningServer, body: bytes, kind: str, scope: str = "ingest", **headers: str
+    server: ThreadedApi, body: bytes, kind: str, scope: str = "ingest", **headers: str
 ) -> httpx.Response:
     with server.client(scope) as client:
         return client.post("/v1/traces", content=body, headers={"content-type": kind, **headers})
@@ -137,7 +132,7 @@ def answer(response: httpx.Response) -> ExportTraceServiceResponse:
     return decoded
 
 
-def test_sdk_exported_genai_spans_become_events_once(server: RunningServer) -> None:
+def test_sdk_exported_genai_spans_become_events_once(server: ThreadedApi) -> None:
     """Each chat span is one event with the declared properties; a re-export adds none."""
     spans = genai_spans("acme", [("gpt-4o", 1200, 300), ("gpt-4o-mini", 800, 90)])
     sending = exporter(server)
@@ -158,7 +153,7 @@ def test_sdk_exported_genai_spans_become_events_once(server: RunningServer) -> N
 
 
 def test_otlp_json_gives_the_same_events_and_a_protobuf_reexport_is_a_duplicate(
-    server: RunningServer,
+    server: ThreadedApi,
 ) -> None:
     """OTLP/JSON (gzip) meters what protobuf would; the same spans in protobuf add nothing."""
     spans = genai_spans("globex", [("claude-sonnet-4", 2000, 500)])
@@ -173,7 +168,7 @@ def test_otlp_json_gives_the_same_events_and_a_protobuf_reexport_is_a_duplicate(
     assert len(events_of(server, "globex")) == 1
 
 
-def test_usage_spans_without_a_customer_are_counted_and_named(server: RunningServer) -> None:
+def test_usage_spans_without_a_customer_are_counted_and_named(server: ThreadedApi) -> None:
     """A usage span with no customer attribute is rejected in partial_success, by name."""
     spans = genai_spans("initech", [("gpt-4o", 10, 1)])
     body = encode_spans(spans)
@@ -191,7 +186,7 @@ def test_usage_spans_without_a_customer_are_counted_and_named(server: RunningSer
     assert events_of(server, "initech") == []
 
 
-def test_a_customer_bound_key_meters_only_its_customer(server: RunningServer) -> None:
+def test_a_customer_bound_key_meters_only_its_customer(server: ThreadedApi) -> None:
     """Spans for another customer than the key's are rejected, the key's own are metered."""
     mixed = genai_spans("acme-other", [("gpt-4o", 1, 1)]) + genai_spans("acme", [("o3", 7, 7)])
     decoded = answer(
@@ -209,7 +204,7 @@ def test_a_customer_bound_key_meters_only_its_customer(server: RunningServer) ->
     assert events_of(server, "acme-other") == []
 
 
-def test_refusals_name_the_problem(server: RunningServer) -> None:
+def test_refusals_name_the_problem(server: ThreadedApi) -> None:
     """No key 401, a read key 403, another type 415, a broken body 400, a bomb 413."""
     body = encode_spans(genai_spans("acme", [("gpt-4o", 1, 1)])).SerializeToString()
     assert post(server, body, "application/x-protobuf", scope=None).status_code == 401  # type: ignore[arg-type]
