@@ -13,7 +13,8 @@ meters first, then costs, plans and contracts, which refer to them) and raises o
 every error. Each section has its own reader: ``config.fields`` (the shared field
 readers), ``config.meters``, ``config.credits``, ``config.prices``, ``config.plans``,
 ``config.contracts``, ``config.control_schema`` (controls and costs), ``config.commerce``
-(coupons, tax, trials) and ``config.semantics`` (the ``semantics:`` block, read last).
+(coupons, tax, trials), ``config.otel`` (the ``otel:`` block: OTLP spans as events) and
+``config.semantics`` (the ``semantics:`` block, read last).
 """
 
 from __future__ import annotations
