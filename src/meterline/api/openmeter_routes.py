@@ -24,26 +24,70 @@ from fastapi.responses import Response
 from meterline.api.answers import ENCODER
 from meterline.api.bodies import CLOUDEVENT_BATCH_TYPE, CLOUDEVENT_TYPE, decode_json
 from meterline.api.dependencies import ServicesDependency, principal_of
+from meterline.api.openapi import ingest_body
 from meterline.api.reading import media_type, read_body
 from meterline.api.services import Services
 from meterline.core.cloudevents import prepare_cloudevent
+from meterline.core.limits import DEFAULT_LIMITS
 from meterline.core.outcomes import BatchOutcome, EventOutcome
-from meterline.errors import MeterlineError, UnsupportedContentType
+from meterline.errors import MalformedJSON, MeterlineError, UnsupportedContentType
 
 PROBLEM = "application/problem+json"
 ACCEPTED = (CLOUDEVENT_TYPE, CLOUDEVENT_BATCH_TYPE, "application/json")
 
 router = APIRouter()
 
+PROBLEM_SCHEMA: dict[str, Any] = {
+    "title": "Problem",
+    "type": "object",
+    "required": ["type", "title", "status", "detail"],
+    "properties": {
+        "type": {"type": "string"},
+        "title": {"type": "string"},
+        "status": {"type": "integer"},
+        "detail": {"type": "string"},
+        "code": {"type": "string", "description": "meterline's error code, when there is one"},
+        "events": {
+            "type": "array",
+            "description": "Each refused event: `index`, `id`, `status`, `errors`",
+            "items": {"type": "object"},
+        },
+    },
+}
+
+
+def _problem_answer(description: str) -> dict[str, Any]:
+    return {"description": description, "content": {PROBLEM: {"schema": PROBLEM_SCHEMA}}}
+
+
 _RESPONSES: dict[int | str, dict[str, Any]] = {
     204: {"description": "Every event stored, or already stored"},
-    400: {"description": "The body, or an event in it, is invalid: nothing stored (a problem)"},
-    401: {"description": "No valid bearer key (a problem)"},
-    403: {"description": "The key lacks the ingest scope (a problem)"},
-    409: {"description": "Events whose id is stored with other content (the rest stored)"},
-    413: {"description": "More events or bytes than the batch limits (a problem)"},
-    415: {"description": "Another content type (a problem)"},
+    400: _problem_answer("The body, or an event in it, is invalid: nothing stored"),
+    401: _problem_answer("No valid bearer key"),
+    403: _problem_answer("The key lacks the ingest scope"),
+    409: _problem_answer("Events whose id is stored with other content (the rest stored)"),
+    413: _problem_answer("More events or bytes than the batch limits"),
+    415: _problem_answer("Another content type"),
 }
+
+
+def _request_body() -> dict[str, Any]:
+    """CloudEvents as ``POST /v1/events`` documents them; plain JSON: one or an array."""
+    content = ingest_body(DEFAULT_LIMITS, (CLOUDEVENT_TYPE,))["requestBody"]["content"]
+    event = content[CLOUDEVENT_TYPE]["schema"]
+    # a null time is an absent one: the receipt time (as OpenMeter reads it)
+    event["properties"]["time"] = {"type": ["string", "null"], "format": "date-time"}
+    batch = {"type": "array", "maxItems": DEFAULT_LIMITS.batch_events_max, "items": event}
+    return {
+        "requestBody": {
+            "required": True,
+            "content": {
+                CLOUDEVENT_TYPE: {"schema": event},
+                CLOUDEVENT_BATCH_TYPE: {"schema": batch},
+                "application/json": {"schema": {"oneOf": [event, batch]}},
+            },
+        }
+    }
 
 
 def problem(status: int, detail: str, **extensions: Any) -> Response:
@@ -55,7 +99,8 @@ def problem(status: int, detail: str, **extensions: Any) -> Response:
         "detail": detail,
         **extensions,
     }
-    return Response(ENCODER.encode(document), status, media_type=PROBLEM)
+    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+    return Response(ENCODER.encode(document), status, headers, media_type=PROBLEM)
 
 
 def envelopes_of(kind: str, body: bytes) -> list[Any]:
@@ -65,8 +110,10 @@ def envelopes_of(kind: str, body: bytes) -> list[Any]:
             f"content type {kind or 'none'!r} is not accepted; use one of {', '.join(ACCEPTED)}"
         )
     document = decode_json(body)
+    if kind == CLOUDEVENT_TYPE:
+        return [document]
     if kind == CLOUDEVENT_BATCH_TYPE and type(document) is not list:
-        raise UnsupportedContentType(f"{CLOUDEVENT_BATCH_TYPE} must hold a JSON array")
+        raise MalformedJSON(f"{CLOUDEVENT_BATCH_TYPE} must hold a JSON array", None)
     return document if type(document) is list else [document]
 
 
@@ -107,6 +154,7 @@ async def _store(
     summary="OpenMeter-compatible ingest (CloudEvents; 204 on success)",
     status_code=204,
     responses=_RESPONSES,
+    openapi_extra=_request_body(),
 )
 async def ingest_openmeter(request: Request, services: ServicesDependency) -> Response:
     try:

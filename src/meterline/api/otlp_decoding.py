@@ -30,7 +30,7 @@ from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from meterline.api.answers import HttpError
 from meterline.api.bodies import check_nesting
 from meterline.core.otel_spans import Span
-from meterline.errors import BatchTooLarge, UnsupportedContentType
+from meterline.errors import BatchTooLarge
 
 PROTOBUF = "application/x-protobuf"
 JSON = "application/json"
@@ -111,18 +111,25 @@ def decode_request(media_type: str, body: bytes) -> ExportTraceServiceRequest:
             raise HttpError(400, "malformed_otlp", f"protobuf body: {error}") from None
         return request
     if media_type != JSON:
-        raise UnsupportedContentType(
+        raise HttpError(
+            415,
+            "unsupported_content_type",
             f"content type {media_type or 'none'!r} is not accepted; use one of"
-            f" {', '.join(OTLP_TYPES)}"
+            f" {', '.join(OTLP_TYPES)}",
+            accepted=list(OTLP_TYPES),
         )
     check_nesting(body)
     try:
         document = msgspec.json.decode(body)
-        _hex_ids_as_base64(document)
-        json_format.ParseDict(document, request, ignore_unknown_fields=True)
     except msgspec.DecodeError as error:
         raise HttpError(400, "malformed_json", f"body: {error}") from None
-    except (json_format.ParseError, binascii.Error) as error:
+    if type(document) is not dict:
+        raise HttpError(400, "malformed_otlp", "body: must be a JSON object (an export request)")
+    _hex_ids_as_base64(document)
+    try:
+        json_format.ParseDict(document, request, ignore_unknown_fields=True)
+    except (json_format.ParseError, binascii.Error, TypeError, ValueError, AttributeError) as error:
+        # the JSON mapping's parser raises more than ParseError on some wrong shapes
         raise HttpError(400, "malformed_otlp", f"body: {error}") from None
     return request
 

@@ -23,7 +23,6 @@ from fastapi.responses import Response
 
 from meterline.api.dependencies import ServicesDependency, principal_of
 from meterline.api.otlp_decoding import (
-    OTLP_TYPES,
     PROTOBUF,
     decode_request,
     encode_response,
@@ -44,7 +43,10 @@ _RESPONSES: dict[int | str, dict[str, Any]] = {
     200: {
         "description": "An ExportTraceServiceResponse in the request's encoding;"
         " partial_success counts and names the spans not metered",
-        "content": {kind: {} for kind in OTLP_TYPES},
+        "content": {
+            PROTOBUF: {"schema": {"type": "string", "format": "binary"}},
+            "application/json": {"schema": {"type": "object"}},
+        },
     },
     400: {"description": "The body is not an OTLP trace export (the error shape)"},
     401: {"description": "No valid key"},
@@ -90,6 +92,22 @@ async def _store(services: Services, events: list[dict[str, Any]], customer: str
     tags=["events"],
     summary="OTLP/HTTP traces: GenAI spans as usage events",
     responses=_RESPONSES,
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "description": "An OTLP ExportTraceServiceRequest (gzip or deflate allowed)",
+            "content": {
+                PROTOBUF: {"schema": {"type": "string", "format": "binary"}},
+                "application/json": {
+                    "schema": {
+                        "type": "object",
+                        "description": "OTLP/JSON: the protobuf JSON mapping (null is a"
+                        " field's default), hex trace and span ids",
+                    }
+                },
+            },
+        }
+    },
 )
 async def export_traces(request: Request, services: ServicesDependency) -> Response:
     principal = await principal_of(request)
