@@ -223,3 +223,31 @@ def test_refusals_name_the_problem(server: ThreadedApi) -> None:
         post(server, bomb, "application/x-protobuf", **{"content-encoding": "gzip"}).status_code
         == 413
     )
+
+
+def test_an_otlp_json_body_that_is_not_an_export_request_is_400(server: ThreadedApi) -> None:
+    """A JSON array, number or null is refused whole, naming the problem (not a 500)."""
+    for body in (b"[]", b"5", b"null"):
+        refused = post(server, body, "application/json")
+        assert refused.status_code == 400, body
+        assert refused.json()["error"]["code"] == "malformed_otlp"
+
+
+def test_spans_are_counted_in_metrics(server: ThreadedApi) -> None:
+    """/metrics counts spans metered, rejected and unmatched."""
+    before = _span_counts(server)
+    spans = genai_spans("umbrella", [("gpt-4o", 3, 3)])
+    post(server, encode_spans(spans).SerializeToString(), "application/x-protobuf")
+    after = _span_counts(server)
+    assert after["metered"] - before["metered"] == 1
+    assert after["unmatched"] - before["unmatched"] == 1
+
+
+def _span_counts(server: ThreadedApi) -> dict[str, float]:
+    text = httpx.get(f"{server.url}/metrics", timeout=10).text
+    counts = {}
+    for line in text.splitlines():
+        if line.startswith("meterline_otlp_spans_total{"):
+            outcome = line.split('outcome="')[1].split('"')[0]
+            counts[outcome] = float(line.rsplit(" ", 1)[1])
+    return counts

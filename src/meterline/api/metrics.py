@@ -48,14 +48,20 @@ seconds (a large batch under load)."""
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 
 
+SPAN_OUTCOMES = ("metered", "rejected", "unmatched")
+
+
 def _span_counter(registry: CollectorRegistry) -> Counter:
-    return Counter(
+    counter = Counter(
         "meterline_otlp_spans",
         "Spans answered by POST /v1/traces: metered (or already metered), rejected"
         " (usage not metered, named in partial_success), unmatched (not usage)",
         ["outcome"],
         registry=registry,
     )
+    for outcome in SPAN_OUTCOMES:
+        counter.labels(outcome)
+    return counter
 
 
 class Metrics:
@@ -140,7 +146,7 @@ class Metrics:
             self.events.labels(outcome)
 
     def count_spans(self, metered: int, rejected: int, unmatched: int) -> None:
-        for name, value in (("metered", metered), ("rejected", rejected), ("unmatched", unmatched)):
+        for name, value in zip(SPAN_OUTCOMES, (metered, rejected, unmatched), strict=True):
             self.spans.labels(name).inc(value)
 
     def count(self, outcome: BatchOutcome) -> None:
