@@ -34,14 +34,6 @@ def server(databases: Databases, tmp_path_factory: pytest.TempPathFactory) -> It
         running.stop()
 
 
-def stored(server: ThreadedApi, customer: str) -> list[dict[str, Any]]:
-    with server.client("admin") as admin:
-        response = admin.get("/v1/events", params={"customer": customer, "limit": 1000})
-    assert response.status_code == 200, response.text
-    events: list[dict[str, Any]] = response.json()["events"]
-    return events
-
-
 def replay(server: ThreadedApi, request: dict[str, Any], scope: str = "ingest") -> Any:
     with server.client(scope) as client:
         return client.post(
@@ -60,7 +52,7 @@ def test_openmeter_request_bytes_are_stored_once_with_204(
     assert replay(server, request_shape).status_code == 204
     assert replay(server, request_shape).status_code == 204
     for expected in request_shape["events"]:
-        found = [e for e in stored(server, expected["customer"]) if e["id"] == expected["id"]]
+        found = [e for e in server.events(expected["customer"]) if e["id"] == expected["id"]]
         assert len(found) == 1
         (event,) = found
         assert event["type"] == expected["type"]
@@ -89,7 +81,7 @@ def test_openmeters_python_client_ingests_against_meterline(server: ThreadedApi)
     client.events.ingest_event(single)  # a retry: the same id, a duplicate
     client.events.ingest_events([event(200), event(300)])
     client.events.ingest_events_json(event(400))
-    events = stored(server, "customer-py")
+    events = server.events("customer-py")
     assert sorted(e["properties"]["tokens"] for e in events) == [100, 200, 300, 400]
     assert {e["timestamp"] for e in events} == {"2026-11-02T09:30:00Z"}
 
@@ -113,7 +105,7 @@ def test_an_invalid_event_refuses_the_batch_whole_as_a_problem(server: ThreadedA
     assert problem["status"] == 400 and problem["title"] == "Bad Request"
     assert problem["events"][0]["index"] == 1
     assert any(error.startswith("subject:") for error in problem["events"][0]["errors"])
-    assert stored(server, "cust-x") == []
+    assert server.events("cust-x") == []
     client_om = OpenMeterClient(endpoint=server.url, token=server.keys["ingest"])
     with pytest.raises(HttpResponseError) as raised:
         client_om.events.ingest_event({"specversion": "1.0", "id": "x", "source": "s", "type": "t"})

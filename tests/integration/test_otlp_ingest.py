@@ -13,7 +13,6 @@ import gzip
 import json
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
@@ -107,14 +106,6 @@ def otlp_json(spans: list[ReadableSpan]) -> bytes:
     return json.dumps(document).encode()
 
 
-def events_of(server: ThreadedApi, customer: str) -> list[dict[str, Any]]:
-    with server.client("admin") as admin:
-        response = admin.get("/v1/events", params={"customer": customer, "limit": 1000})
-    assert response.status_code == 200, response.text
-    events: list[dict[str, Any]] = response.json()["events"]
-    return events
-
-
 def post(
     server: ThreadedApi, body: bytes, kind: str, scope: str = "ingest", **headers: str
 ) -> httpx.Response:
@@ -137,7 +128,7 @@ def test_sdk_exported_genai_spans_become_events_once(server: ThreadedApi) -> Non
     spans = genai_spans("acme", [("gpt-4o", 1200, 300), ("gpt-4o-mini", 800, 90)])
     sending = exporter(server)
     assert sending.export(spans) is SpanExportResult.SUCCESS
-    events = events_of(server, "acme")
+    events = server.events("acme")
     assert sorted((e["properties"]["model"], e["properties"]["input_tokens"]) for e in events) == [
         ("gpt-4o", 1200),
         ("gpt-4o-mini", 800),
@@ -148,7 +139,7 @@ def test_sdk_exported_genai_spans_become_events_once(server: ThreadedApi) -> Non
     assert events[0]["type"] == "llm.completion"
     assert events[0]["properties"]["feature"] == "answers"
     assert sending.export(spans) is SpanExportResult.SUCCESS
-    assert len(events_of(server, "acme")) == 2
+    assert len(server.events("acme")) == 2
     sending.shutdown()
 
 
@@ -161,11 +152,11 @@ def test_otlp_json_gives_the_same_events_and_a_protobuf_reexport_is_a_duplicate(
     decoded = answer(post(server, body, "application/json", **{"content-encoding": "gzip"}))
     assert decoded.partial_success.rejected_spans == 0
     assert "1 span(s) carried none of the usage attributes" in decoded.partial_success.error_message
-    (event,) = events_of(server, "globex")
+    (event,) = server.events("globex")
     assert event["properties"]["input_tokens"] == 2000
     assert event["properties"]["output_tokens"] == 500
     assert exporter(server).export(spans) is SpanExportResult.SUCCESS
-    assert len(events_of(server, "globex")) == 1
+    assert len(server.events("globex")) == 1
 
 
 def test_usage_spans_without_a_customer_are_counted_and_named(server: ThreadedApi) -> None:
@@ -183,7 +174,7 @@ def test_usage_spans_without_a_customer_are_counted_and_named(server: ThreadedAp
     assert "no customer: none of tenant.id, meterline.customer" in (
         decoded.partial_success.error_message
     )
-    assert events_of(server, "initech") == []
+    assert server.events("initech") == []
 
 
 def test_a_customer_bound_key_meters_only_its_customer(server: ThreadedApi) -> None:
@@ -197,11 +188,9 @@ def test_a_customer_bound_key_meters_only_its_customer(server: ThreadedApi) -> N
     assert decoded.partial_success.rejected_spans == 1
     assert "may only send events for 'acme'" in decoded.partial_success.error_message
     assert [
-        e["properties"]["model"]
-        for e in events_of(server, "acme")
-        if e["properties"]["model"] == "o3"
+        e["properties"]["model"] for e in server.events("acme") if e["properties"]["model"] == "o3"
     ]
-    assert events_of(server, "acme-other") == []
+    assert server.events("acme-other") == []
 
 
 def test_refusals_name_the_problem(server: ThreadedApi) -> None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 import uvicorn
@@ -49,6 +50,15 @@ class ThreadedApi:
     def client(self, scope: str | None = "admin") -> httpx.Client:
         headers = {"Authorization": f"Bearer {self.keys[scope]}"} if scope else {}
         return httpx.Client(base_url=self.url, headers=headers, timeout=30)
+
+    def events(self, customer: str) -> list[dict[str, Any]]:
+        """The customer's stored events (a first page of up to 1,000), read over HTTP."""
+        with self.client("admin") as admin:
+            response = admin.get("/v1/events", params={"customer": customer, "limit": 1000})
+        if response.status_code != 200:
+            raise AssertionError(response.text)
+        events: list[dict[str, Any]] = response.json()["events"]
+        return events
 
     def stop(self) -> None:
         self._server.should_exit = True
