@@ -59,19 +59,21 @@ def server(databases: Databases, tmp_path_factory: pytest.TempPathFactory) -> It
         running.stop()
 
 
-def genai_spans(customer: str, calls: list[tuple[str, int, int]]) -> list[ReadableSpan]:
+def genai_spans(
+    customer: str, calls: list[tuple[str, int, int]], attribute: str = "tenant.id"
+) -> list[ReadableSpan]:
     """Finished spans of a GenAI-instrumented app: one ``chat`` span per call, inside an
-    HTTP request span that carries no usage."""
+    HTTP request span that carries no usage; the customer is the span's ``attribute``."""
     recorder = InMemorySpanExporter()
     provider = TracerProvider(resource=Resource.create({"service.name": "support-bot"}))
     provider.add_span_processor(SimpleSpanProcessor(recorder))
     tracer = provider.get_tracer("test.genai")
-    with tracer.start_as_current_span("POST /ask", attributes={"tenant.id": customer}):
+    with tracer.start_as_current_span("POST /ask", attributes={attribute: customer}):
         for model, input_tokens, output_tokens in calls:
             with tracer.start_as_current_span(f"chat {model}") as span:
                 span.set_attributes(
                     {
-                        "tenant.id": customer,
+                        attribute: customer,
                         "gen_ai.operation.name": "chat",
                         "gen_ai.provider.name": "openai",
                         "gen_ai.request.model": model,
