@@ -22,6 +22,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
 from meterline.api.dependencies import ServicesDependency, principal_of
+from meterline.api.failures import error_response
 from meterline.api.otlp_decoding import (
     PROTOBUF,
     decode_request,
@@ -31,9 +32,11 @@ from meterline.api.otlp_decoding import (
 )
 from meterline.api.reading import media_type, read_body
 from meterline.api.services import Services
+from meterline.core.admission import retry_after_header
 from meterline.core.events import prepare_event
 from meterline.core.otel_spans import DEFAULT_MAPPING, MappedSpans, OtelMapping, map_spans, summary
 from meterline.core.outcomes import BatchOutcome
+from meterline.stream.errors import IngestLagging, StreamUnavailable
 
 _log = logging.getLogger(__name__)
 
@@ -53,6 +56,8 @@ _RESPONSES: dict[int | str, dict[str, Any]] = {
     403: {"description": "The key lacks the ingest scope"},
     413: {"description": "The body, or its inflated form, exceeds the batch limits"},
     415: {"description": "Another content type or content encoding"},
+    429: {"description": "Stream mode: a partition lags past the ingest lag bound (retry)"},
+    503: {"description": "Stream mode: JetStream cannot take the spans now (retry)"},
 }
 
 
@@ -77,14 +82,24 @@ def _refusals(mapped: MappedSpans, outcome: BatchOutcome) -> list[tuple[int, str
     return refused
 
 
-async def _store(services: Services, events: list[dict[str, Any]], customer: str | None) -> Any:
+async def _store(
+    services: Services, events: list[dict[str, Any]], customer: str | None
+) -> BatchOutcome:
     ledger = services.ledger
     if services.stream is None:
-        return await to_thread.run_sync(ledger.ingest, events, customer)
+        outcome: BatchOutcome = await to_thread.run_sync(ledger.ingest, events, customer)
+        return outcome
     prepared = await to_thread.run_sync(
         ledger.prepare_batch, events, prepare_event, customer, "customer"
     )
     return await services.stream.ingest(ledger, prepared)
+
+
+def _retry_later(error: IngestLagging | StreamUnavailable) -> Response:
+    """Stream mode's 429 or 503 with ``Retry-After``: OTLP exporters retry on both."""
+    wait_ms = error.retry_after_ms if isinstance(error, IngestLagging) else 1000
+    headers = {"Retry-After": retry_after_header(wait_ms)}
+    return error_response(error.http_status, error.code, str(error), headers)
 
 
 @router.post(
@@ -120,7 +135,10 @@ async def export_traces(request: Request, services: ServicesDependency) -> Respo
     mapped = map_spans(spans, await to_thread.run_sync(_mapping, services))
     refused: list[tuple[int, str]] = []
     if mapped.events:
-        outcome = await _store(services, mapped.events, principal.customer)
+        try:
+            outcome = await _store(services, mapped.events, principal.customer)
+        except (IngestLagging, StreamUnavailable) as error:
+            return _retry_later(error)
         request.app.state.metrics.count(outcome)
         refused = _refusals(mapped, outcome)
     rejected = len(mapped.unattributed) + len(refused)
