@@ -72,4 +72,3 @@ def test_spans_and_openmeter_events_are_published_in_stream_mode(
     finally:
         ledger.close()
     assert asyncio.run(stream_messages(settings)) == 2
-
