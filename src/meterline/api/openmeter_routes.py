@@ -168,11 +168,15 @@ async def ingest_openmeter(request: Request, services: ServicesDependency) -> Re
     if isinstance(outcome, Response):
         return outcome
     request.app.state.metrics.count(outcome)
-    conflicts = [result for result in outcome.results if result.status == "conflict"]
-    if conflicts:
+    refused = [result for result in outcome.results if result.status in ("conflict", "rejected")]
+    if refused:
+        # 409 for ids stored with other content; a 400 here is an event that turned invalid
+        # between the check and the append (the clock moved): both name each event
+        conflicts_only = all(result.status == "conflict" for result in refused)
         return problem(
-            409,
-            f"{len(conflicts)} event id(s) are stored with other content; the rest were stored",
-            events=_refusals(conflicts),
+            409 if conflicts_only else 400,
+            f"{len(refused)} event(s) not stored (conflict: an id stored with other content;"
+            " rejected: invalid); the rest were stored",
+            events=_refusals(refused),
         )
     return Response(status_code=204)
