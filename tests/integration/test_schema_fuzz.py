@@ -73,6 +73,9 @@ file that does not validate, an adjustment of zero)."""
 INGEST_ACCEPTED_VALID = [*ACCEPTED_VALID, "400"]
 """``POST /v1/events`` answers 400 with per-event outcomes when every event of a valid
 batch was rejected (a timestamp past the clock-skew limit, say): docs/api.md."""
+INGEST_PATHS = ("/v1/events", "/v1/traces", "/api/v1/events")
+"""The ingest operations: a schema-valid body may still hold events (or spans) refused by
+rules no schema states, answered 400 (OTLP: a wrong shape deep in the export request)."""
 INGEST_REFUSED_INVALID: list[int | str] = [
     *("400", "401", "403", "404", "405", "406", "409", "415", "422", "428", "429", "5xx"),
     "413",
@@ -112,13 +115,14 @@ def _config() -> schemathesis.Config:
             "max-stream-events": 1,  # the access stream's snapshot; its next event waits 5 s
             "operations": [
                 {
-                    "include-path": "/v1/events",
+                    "include-path": path,
                     "include-method": "POST",
                     "checks": {
                         "positive_data_acceptance": {"expected-statuses": INGEST_ACCEPTED_VALID},
                         "negative_data_rejection": {"expected-statuses": INGEST_REFUSED_INVALID},
                     },
                 }
+                for path in INGEST_PATHS
             ],
         }
     )

@@ -32,6 +32,8 @@ from meterline.api import (
     event_routes,
     invoice_routes,
     live_routes,
+    openmeter_routes,
+    otlp_routes,
     payment_routes,
     webhook_routes,
 )
@@ -114,6 +116,8 @@ def _include_routers(app: FastAPI, services: Services) -> None:
     app.include_router(invoice_routes.router)
     app.include_router(credit_routes.router)
     app.include_router(payment_routes.router)
+    app.include_router(otlp_routes.router)
+    app.include_router(openmeter_routes.router)
     if services.live is not None:
         app.include_router(live_routes.router)
     if services.webhooks is not None:

@@ -48,6 +48,22 @@ seconds (a large batch under load)."""
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 
 
+SPAN_OUTCOMES = ("metered", "rejected", "unmatched")
+
+
+def _span_counter(registry: CollectorRegistry) -> Counter:
+    counter = Counter(
+        "meterline_otlp_spans",
+        "Spans answered by POST /v1/traces: metered (or already metered), rejected"
+        " (usage not metered, named in partial_success), unmatched (not usage)",
+        ["outcome"],
+        registry=registry,
+    )
+    for outcome in SPAN_OUTCOMES:
+        counter.labels(outcome)
+    return counter
+
+
 class Metrics:
     """One app's metrics and the middleware that times its requests."""
 
@@ -125,8 +141,13 @@ class Metrics:
             "Customers whose access is denied by a control (stream mode: every worker's)",
             registry=self.registry,
         )
+        self.spans = _span_counter(self.registry)
         for outcome in STATUSES:
             self.events.labels(outcome)
+
+    def count_spans(self, metered: int, rejected: int, unmatched: int) -> None:
+        for name, value in zip(SPAN_OUTCOMES, (metered, rejected, unmatched), strict=True):
+            self.spans.labels(name).inc(value)
 
     def count(self, outcome: BatchOutcome) -> None:
         self.batches.inc()

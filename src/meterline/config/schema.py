@@ -13,7 +13,8 @@ meters first, then costs, plans and contracts, which refer to them) and raises o
 every error. Each section has its own reader: ``config.fields`` (the shared field
 readers), ``config.meters``, ``config.credits``, ``config.prices``, ``config.plans``,
 ``config.contracts``, ``config.control_schema`` (controls and costs), ``config.commerce``
-(coupons, tax, trials) and ``config.semantics`` (the ``semantics:`` block, read last).
+(coupons, tax, trials), ``config.otel`` (the ``otel:`` block: OTLP spans as events) and
+``config.semantics`` (the ``semantics:`` block, read last).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from meterline.config.control_schema import parse_costs
 from meterline.config.credits import read_credit_type
 from meterline.config.fields import Declared, FieldReader, raw_keys, unique
 from meterline.config.meters import read_meter
+from meterline.config.otel import parse_otel
 from meterline.config.plans import read_plan
 from meterline.config.semantics import with_semantics
 from meterline.core.model import Configuration, PlanVersion
@@ -43,6 +45,7 @@ TOP_LEVEL = (
     "tax",
     "reporting",
     "semantics",
+    "otel",
 )
 
 
@@ -99,6 +102,7 @@ def parse_configuration(
         tax_rates=tax_rates,
         tax_rounding=tax_rounding,
         reporting=reporting,
+        otel=parse_otel(reader, root.get("otel")),
     )
     return with_semantics(
         configuration, reader, root.get("semantics"), root.get("plans"), root.get("contracts")

@@ -37,6 +37,7 @@ __all__ = [
     "meters",
     "model",
     "money",
+    "otel_spans",
     "outcomes",
     "partitions",
     "payments",

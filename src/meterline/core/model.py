@@ -28,6 +28,7 @@ from meterline.core.credit_records import OverageMode, RolloverRule
 from meterline.core.errors import MeterlineError
 from meterline.core.exchange import ReportingCurrency
 from meterline.core.meters import Meter
+from meterline.core.otel_spans import DEFAULT_MAPPING, OtelMapping
 from meterline.core.pricing import Tier
 from meterline.core.semantics import DEFAULT, Semantics
 from meterline.core.tax import TableTaxProvider, TaxRate, TaxRounding
@@ -334,15 +335,17 @@ class Configuration:
     contracts: tuple[Contract, ...] = ()
     costs: tuple[CostRate, ...] = ()
     semantics: Semantics = DEFAULT
+    """Where vendors differ, the meaning this file chose (``core.semantics``)."""
     reporting: ReportingCurrency | None = None
     """The currency reports are read in and the rates into it (``core.exchange``)."""
-    """Where vendors differ, the meaning this file chose (``core.semantics``)."""
     coupons: tuple[Coupon, ...] = ()
     tax_rates: tuple[TaxRate, ...] = ()
     tax_rounding: TaxRounding = "line"
     contract_semantics: tuple[tuple[str, Semantics], ...] = ()
     """The customers whose plan or contract overrides ``semantics``, and what they bill
     with (``semantics_for``)."""
+    otel: OtelMapping = DEFAULT_MAPPING
+    """How OTLP spans become usage events (``core.otel_spans``, the ``otel:`` block)."""
 
     def semantics_for(self, customer: str) -> Semantics:
         """What ``customer``'s contract bills with: the file's options, then its plan's and

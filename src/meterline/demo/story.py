@@ -26,6 +26,7 @@ from meterline.core.partitions import partition_of
 from meterline.demo.billing_story import tell_billing
 from meterline.demo.calendar import add_months, demo_month, month_of
 from meterline.demo.finance_story import tell_finance
+from meterline.demo.otel_story import tell_otel
 from meterline.demo.proofs_story import tell_proofs
 from meterline.demo.workload import CUSTOMERS, generate_month
 from meterline.ledger import Ledger, open_ledger
@@ -307,6 +308,7 @@ def run_demo(
         _partitions(ledger, console)
         tell_billing(ledger, console, month)
     tell_finance(db, console, month, clock)
+    tell_otel(db, console, month, clock)
     if serve_port is None:
         console.print(
             f"The dashboard: [bold]meterline serve --db {db}[/bold], then open "

@@ -1,0 +1,74 @@
+"""OTLP traces and OpenMeter-compatible ingest in stream mode: the API over a real NATS
+JetStream at 127.0.0.1:4222 publishes the mapped events for the workers (and answers
+as in embedded mode), like ``POST /v1/events``."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+    ExportTraceServiceResponse,
+)
+
+from meterline.api import create_app
+from meterline.keys import create_key
+from meterline.ledger import open_ledger
+from meterline.stream.settings import StreamSettings
+from tests.integration.test_otlp_ingest import genai_spans
+from tests.integration.test_stream import (
+    delete_stream_and_bucket,
+    require_local_nats,
+    stream_messages,
+    unique_settings,
+)
+
+FIXTURES = Path(__file__).parent.parent / "fixtures" / "openmeter_requests.json"
+
+
+@pytest.fixture
+def settings() -> Iterator[StreamSettings]:
+    """A stream, subjects and bucket of this test's own on the shared server."""
+    require_local_nats()
+    made = unique_settings()
+    yield made
+    asyncio.run(delete_stream_and_bucket(made))
+
+
+def test_spans_and_openmeter_events_are_published_in_stream_mode(
+    settings: StreamSettings, tmp_path: Path
+) -> None:
+    """Two usage spans of one customer and an OpenMeter batch of two events of another:
+    one message each reaches JetStream; the answers are OTLP's (nothing rejected) and
+    OpenMeter's 204."""
+    ledger = open_ledger(tmp_path / "replica.db")
+    key = create_key(ledger.store, "ingest", ledger.clock())[1]
+    calls = [("gpt-4o", 10, 2), ("gpt-4o-mini", 5, 1)]
+    spans = genai_spans("acme", calls, "meterline.customer")  # no pricing: the defaults
+    batch = next(r for r in json.loads(FIXTURES.read_text()) if r["name"] == "node-sdk-batch")
+    try:
+        with TestClient(create_app(ledger, stream=settings)) as client:
+            headers = {"Authorization": f"Bearer {key}"}
+            traces = client.post(
+                "/v1/traces",
+                content=encode_spans(spans).SerializeToString(),
+                headers={**headers, "Content-Type": "application/x-protobuf"},
+            )
+            assert traces.status_code == 200, traces.text
+            answer = ExportTraceServiceResponse()
+            answer.ParseFromString(traces.content)
+            assert answer.partial_success.rejected_spans == 0
+            openmeter = client.post(
+                "/api/v1/events",
+                content=batch["body"].encode(),
+                headers={**headers, "Content-Type": batch["content_type"]},
+            )
+            assert openmeter.status_code == 204, openmeter.text
+    finally:
+        ledger.close()
+    assert asyncio.run(stream_messages(settings)) == 2
