@@ -7,16 +7,17 @@ server's push stream and its client sends to it, so what is metered is read back
 the ledger.
 
 The first test drives the callback's hook methods as LiteLLM calls them, with the
-keyword arguments LiteLLM passes: it runs whether or not LiteLLM is installed (LiteLLM is
-an optional extra, not a test dependency: see docs/litellm.md). The second test goes
-through ``litellm.acompletion`` itself and needs the extra.
+keyword arguments LiteLLM passes, in this process. The second goes through
+``litellm.acompletion`` itself: LiteLLM is an optional extra, not a test dependency
+(docs/litellm.md), so it runs ``tests/support/litellm_acompletion.py`` on the interpreter
+of a cached venv with LiteLLM (``tests.support.litellm_env``), against the same servers.
 """
 
 from __future__ import annotations
 
 import asyncio
-import importlib.util
-import os
+import json
+import subprocess
 import threading
 import time
 import uuid
@@ -24,6 +25,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
@@ -42,12 +44,18 @@ from meterline.integrations.litellm import CustomerBlocked, CustomerMissing, Met
 from meterline.sdk import Client, Gate
 from tests.conftest import clock_now_us
 from tests.support.blocked_server import BLOCKED, NOW, Served, blocked_server
+from tests.support.litellm_env import (
+    REPOSITORY,
+    litellm_environment,
+    litellm_interpreter,  # noqa: F401  (the fixture)
+)
 
 pytestmark = pytest.mark.slow
 
 PROMPT_TOKENS = 12
 COMPLETION_TOKENS = 5
 _EXACT = msgspec.json.Decoder(float_hook=Decimal)
+ACOMPLETION_SCRIPT = REPOSITORY / "tests" / "support" / "litellm_acompletion.py"
 
 
 class Upstream:
@@ -189,54 +197,55 @@ def test_the_hooks_gate_before_the_call_and_meter_after_it(setup: Setup) -> None
     assert upstream.requests == requests + 1
 
 
-@pytest.mark.skipif(
-    importlib.util.find_spec("litellm") is None, reason="needs the extra meterline[litellm]"
-)
-def test_through_litellm_acompletion(setup: Setup) -> None:
-    """Through LiteLLM itself: tokens metered; a blocked customer refused, upstream unasked."""
-    os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # no fetch at import
-    import litellm
-
-    litellm.callbacks = [setup.callback]
-    try:
-        answer = asyncio.run(_two_calls(litellm, setup))
-    finally:
-        # LiteLLM copies a callback into several lists; this test's must not outlive it.
-        for name in ("callbacks", "success_callback", "_async_success_callback"):
-            setattr(litellm, name, [c for c in getattr(litellm, name) if c is not setup.callback])
-    with setup.served.client("read") as reader:
-        page = _EXACT.decode(reader.get("/v1/events", params={"limit": 1000}).content)
-    [event] = [e for e in page["events"] if e["customer"] == "lite-globex"]
-    assert event["id"].startswith("litellm-")
-    properties = event["properties"]
-    assert (properties["input_tokens"], properties["output_tokens"]) == (12, 5)
-    cost = answer._hidden_params["response_cost"]
-    assert cost and Decimal(properties["provider_cost"]) == Decimal(repr(cost))
-
-
-async def _two_calls(litellm: Any, setup: Setup) -> Any:
-    """A blocked customer's call (refused, the upstream never asked), then an allowed one,
-    waiting until LiteLLM's background success callback has tracked it."""
-    upstream, report = setup.upstream, setup.client.report
-    requests, answered = upstream.requests, report.accepted + report.duplicate
-    messages = [{"role": "user", "content": "hi"}]
-    options = {"api_base": upstream.url, "api_key": "sk-local", "num_retries": 0}
-    with pytest.raises(CustomerBlocked):
-        await litellm.acompletion(
-            model="openai/gpt-4o-mini", messages=messages, user=BLOCKED, **options
-        )
-    assert upstream.requests == requests
-    answer = await litellm.acompletion(
-        model="openai/gpt-4o-mini",
-        messages=messages,
-        metadata={"meterline_customer": "lite-globex"},
-        **options,
+def test_through_litellm_acompletion(
+    setup: Setup,
+    litellm_interpreter: Path,  # noqa: F811
+) -> None:
+    """Through LiteLLM itself: a blocked customer refused, the upstream unasked; an allowed
+    call metered once, tokens and LiteLLM's cost exact, under its LiteLLM call id."""
+    upstream, served = setup.upstream, setup.served
+    requests = upstream.requests
+    offset_us = clock_now_us(NOW) - system_clock_us()  # the server's clock
+    call = {
+        "url": served.url,
+        "ingest_key": served.keys["ingest"],
+        "upstream_url": upstream.url,
+        "clock_offset_us": offset_us,
+        "blocked": BLOCKED,
+        "allowed": "lite-globex",
+    }
+    done = subprocess.run(
+        [str(litellm_interpreter), str(ACOMPLETION_SCRIPT)],
+        input=json.dumps(call),
+        capture_output=True,
+        text=True,
+        env=litellm_environment(),
+        timeout=180,
     )
+    assert done.returncode == 0, f"{done.stdout}\n{done.stderr}"
+    seen = json.loads(done.stdout)
+    assert seen["callback_is_custom_logger"] and seen["gate_status"] == "live"
+    assert seen["blocked"]["raised"] == "meterline.integrations.litellm.CustomerBlocked"
+    assert (seen["blocked"]["customer"], seen["blocked"]["status_code"]) == (BLOCKED, 403)
+    assert "balance_exhausted" in seen["blocked"]["reason"]
+    # One request in all: the allowed call's; the blocked one never left.
     assert upstream.requests == requests + 1
-    deadline = time.monotonic() + 20
-    while report.accepted + report.duplicate == answered:
-        assert time.monotonic() < deadline, "the success callback did not run"
-        await asyncio.sleep(0.02)
-        setup.client.flush(timeout_s=0.01)
-    assert setup.client.flush(timeout_s=20)
-    return answer
+    allowed = seen["allowed"]
+    assert allowed["usage"] == [PROMPT_TOKENS, COMPLETION_TOKENS]
+    assert seen["flushed"] and seen["report"] == {
+        "accepted": 1,
+        "duplicate": 0,
+        "rejected": 0,
+        "undelivered": 0,
+    }
+    [event] = stored(served, f"litellm-{allowed['litellm_call_id']}")
+    assert event["customer"] == "lite-globex" and event["type"] == "llm.completion"
+    cost = Decimal(allowed["response_cost"])
+    assert cost > 0
+    assert event["properties"] == {
+        "model": "gpt-4o-mini",
+        "input_tokens": PROMPT_TOKENS,
+        "output_tokens": COMPLETION_TOKENS,
+        "provider": "openai",
+        "provider_cost": format(cost, "f"),
+    }
