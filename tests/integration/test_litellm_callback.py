@@ -25,7 +25,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
-from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
@@ -44,18 +43,13 @@ from meterline.integrations.litellm import CustomerBlocked, CustomerMissing, Met
 from meterline.sdk import Client, Gate
 from tests.conftest import clock_now_us
 from tests.support.blocked_server import BLOCKED, NOW, Served, blocked_server
-from tests.support.litellm_env import (
-    REPOSITORY,
-    litellm_environment,
-    litellm_interpreter,  # noqa: F401  (the fixture)
-)
+from tests.support.litellm_env import litellm_acompletion  # noqa: F401  (the fixture)
 
 pytestmark = pytest.mark.slow
 
 PROMPT_TOKENS = 12
 COMPLETION_TOKENS = 5
 _EXACT = msgspec.json.Decoder(float_hook=Decimal)
-ACOMPLETION_SCRIPT = REPOSITORY / "tests" / "support" / "litellm_acompletion.py"
 
 
 class Upstream:
@@ -198,8 +192,8 @@ def test_the_hooks_gate_before_the_call_and_meter_after_it(setup: Setup) -> None
 
 
 def test_through_litellm_acompletion(
+    litellm_acompletion: subprocess.Popen[str],  # noqa: F811
     setup: Setup,
-    litellm_interpreter: Path,  # noqa: F811
 ) -> None:
     """Through LiteLLM itself: a blocked customer refused, the upstream unasked; an allowed
     call metered once, tokens and LiteLLM's cost exact, under its LiteLLM call id."""
@@ -214,16 +208,9 @@ def test_through_litellm_acompletion(
         "blocked": BLOCKED,
         "allowed": "lite-globex",
     }
-    done = subprocess.run(
-        [str(litellm_interpreter), str(ACOMPLETION_SCRIPT)],
-        input=json.dumps(call),
-        capture_output=True,
-        text=True,
-        env=litellm_environment(),
-        timeout=180,
-    )
-    assert done.returncode == 0, f"{done.stdout}\n{done.stderr}"
-    seen = json.loads(done.stdout)
+    output, errors = litellm_acompletion.communicate(json.dumps(call) + "\n", timeout=120)
+    assert litellm_acompletion.returncode == 0, f"{output}\n{errors}"
+    seen = json.loads(output)
     assert seen["callback_is_custom_logger"] and seen["gate_status"] == "live"
     assert seen["blocked"]["raised"] == "meterline.integrations.litellm.CustomerBlocked"
     assert (seen["blocked"]["customer"], seen["blocked"]["status_code"]) == (BLOCKED, 403)

@@ -1,8 +1,9 @@
 """Two calls through ``litellm.acompletion`` with ``MeterlineCallback``, run on the LiteLLM venv.
 
 Run by tests/integration/test_litellm_callback.py on the interpreter of
-``tests.support.litellm_env`` (LiteLLM is not installed beside the tests). It reads one
-JSON object on standard input (the meterline server's URL and ingest key, the upstream's
+``tests.support.litellm_env`` (LiteLLM is not installed beside the tests). Once LiteLLM is
+imported it prints ``ready`` (exiting 3 instead if the import fails), then reads one JSON
+line on standard input (the meterline server's URL and ingest key, the upstream's
 URL, the server's clock offset, the blocked and the allowed customer), registers a
 callback on its own ``Client`` and ``Gate``, makes a blocked customer's call and then an
 allowed one, waits until the allowed call is tracked and delivered, and prints what it
@@ -15,11 +16,16 @@ import asyncio
 import json
 import sys
 import time
+import traceback
 from importlib.metadata import version
 from typing import Any
 
-import litellm
-from litellm.integrations.custom_logger import CustomLogger
+try:
+    import litellm
+    from litellm.integrations.custom_logger import CustomLogger
+except Exception:  # a venv whose LiteLLM does not import: the test rebuilds it
+    traceback.print_exc()
+    sys.exit(3)  # tests.support.litellm_env.IMPORT_FAILED_EXIT
 
 from meterline.integrations.litellm import MeterlineCallback
 from meterline.sdk import Client, Gate
@@ -67,7 +73,8 @@ async def two_calls(setup: dict[str, Any], client: Client) -> dict[str, Any]:
 
 
 def main() -> None:
-    setup = json.load(sys.stdin)
+    print("ready", flush=True)
+    setup = json.loads(sys.stdin.readline())
     client = Client(setup["url"], setup["ingest_key"], flush_interval_s=0.05)
     gate = Gate(setup["url"], setup["ingest_key"]).start(wait_s=10)
     callback = MeterlineCallback(client, gate, clock_offset_us=setup["clock_offset_us"])

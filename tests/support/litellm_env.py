@@ -5,8 +5,10 @@ some thirty packages and would move shared ones (docs/litellm.md). ``litellm_pyt
 answers the interpreter of a venv made with ``--system-site-packages`` (so it sees meterline
 and the shared packages) in a cache directory outside the repository, with the range of
 pyproject.toml's ``litellm`` extra installed into it (read from there, so the two cannot
-drift). The venv is keyed by that range and this interpreter, and reused while it imports
-``litellm``. It is built in a temporary directory beside its place and renamed into place,
+drift). The venv is keyed by that range and this interpreter, marked ready once
+``litellm`` imports there, and reused; the script run on it checks that import again (one
+import of LiteLLM, five seconds of CPU, per run) and the venv is rebuilt once if it fails.
+It is built in a temporary directory beside its place and renamed into place,
 under a file lock: two test processes build it once, and an interrupted build never
 leaves a half-built venv where a later run would take it. A venv that cannot be built
 fails the test with pip's output; it is never a skip.
@@ -22,6 +24,7 @@ import subprocess
 import sys
 import tempfile
 import tomllib
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -65,6 +68,12 @@ def litellm_environment() -> dict[str, str]:
     }
 
 
+READY_MARKER = "meterline-ready"
+"""A file a venv gets once LiteLLM imports there, naming the requirement it was built for."""
+IMPORT_FAILED_EXIT = 3
+"""The exit status of a script on the venv whose ``import litellm`` failed."""
+
+
 def _imports_litellm(python: Path) -> bool:
     if not python.exists():
         return False
@@ -75,6 +84,11 @@ def _imports_litellm(python: Path) -> bool:
         timeout=IMPORT_TIMEOUT_S,
     )
     return check.returncode == 0
+
+
+def _is_built(target: Path, requirement: str) -> bool:
+    marker = target / READY_MARKER
+    return marker.exists() and marker.read_text() == requirement
 
 
 def _run(command: list[str]) -> str:
@@ -93,38 +107,75 @@ def _run(command: list[str]) -> str:
 
 def _build(directory: Path, requirement: str) -> None:
     _run([sys.executable, "-m", "venv", "--system-site-packages", str(directory)])
-    python = str(directory / "bin" / "python")
-    _run([python, "-m", "pip", "install", "--disable-pip-version-check", requirement])
+    python = directory / "bin" / "python"
+    output = _run([str(python), "-m", "pip", "install", "--disable-pip-version-check", requirement])
+    if not _imports_litellm(python):
+        pytest.fail(f"{requirement} installed, yet `import litellm` fails:\n{output}")
+    (directory / READY_MARKER).write_text(requirement)
 
 
-def litellm_python() -> Path:
-    """The interpreter of a venv with LiteLLM in the extra's range, built if need be."""
+def litellm_python(*, rebuild: bool = False) -> Path:
+    """The interpreter of a venv with LiteLLM in the extra's range, built if need be.
+
+    A venv built before is taken as it is (its ``import litellm`` is checked by the script
+    run on it, which exits ``IMPORT_FAILED_EXIT`` if it fails): ``rebuild`` replaces it
+    unless it imports LiteLLM by now (another process rebuilt it)."""
     requirement = litellm_requirement()
     target = venv_directory(requirement)
     python = target / "bin" / "python"
-    if _imports_litellm(python):
+    if not rebuild and _is_built(target, requirement):
         return python
     target.parent.mkdir(parents=True, exist_ok=True)
     with open(target.parent / f"{target.name}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
-        if _imports_litellm(python):  # another process built it meanwhile
-            return python
+        if _is_built(target, requirement) and (not rebuild or _imports_litellm(python)):
+            return python  # another process built it meanwhile
         for stale in target.parent.glob(f"{target.name}.building-*"):
             shutil.rmtree(stale, ignore_errors=True)  # left by an interrupted build
         building = Path(tempfile.mkdtemp(prefix=f"{target.name}.building-", dir=target.parent))
         try:
             _build(building, requirement)
-            if target.exists():  # there, but not importing litellm
+            if target.exists():  # built before, but no longer importing litellm
                 shutil.rmtree(target)
             building.rename(target)
         finally:
             shutil.rmtree(building, ignore_errors=True)
-    if not _imports_litellm(python):
-        pytest.fail(f"{target}: built, yet `import litellm` fails there", pytrace=False)
     return python
 
 
-@pytest.fixture(scope="session")
-def litellm_interpreter() -> Path:
-    """The interpreter of the LiteLLM venv (``litellm_python``), once per test session."""
-    return litellm_python()
+def start_on_litellm(script: Path) -> subprocess.Popen[str]:
+    """``script`` started on the LiteLLM venv once its ``import litellm`` worked (it prints
+    ``ready``), its standard input and output pipes; the venv is rebuilt once if the import
+    fails there. The script's first line on standard output must be ``ready``."""
+    for rebuild in (False, True):
+        process = subprocess.Popen(
+            [str(litellm_python(rebuild=rebuild)), str(script)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=litellm_environment(),
+        )
+        assert process.stdout is not None
+        if process.stdout.readline() == "ready\n":
+            return process
+        _, errors = process.communicate(timeout=IMPORT_TIMEOUT_S)
+        if process.returncode != IMPORT_FAILED_EXIT:
+            pytest.fail(f"{script} exited {process.returncode}:\n{errors}", pytrace=False)
+    pytest.fail(f"{script}: `import litellm` fails on a rebuilt venv:\n{errors}", pytrace=False)
+
+
+ACOMPLETION_SCRIPT = REPOSITORY / "tests" / "support" / "litellm_acompletion.py"
+
+
+@pytest.fixture(scope="module")
+def litellm_acompletion() -> Iterator[subprocess.Popen[str]]:
+    """``litellm_acompletion.py`` started on the LiteLLM venv, LiteLLM imported, waiting
+    for its one JSON line on standard input (see that script)."""
+    process = start_on_litellm(ACOMPLETION_SCRIPT)
+    try:
+        yield process
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
