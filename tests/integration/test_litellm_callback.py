@@ -43,7 +43,10 @@ from meterline.integrations.litellm import CustomerBlocked, CustomerMissing, Met
 from meterline.sdk import Client, Gate
 from tests.conftest import clock_now_us
 from tests.support.blocked_server import BLOCKED, NOW, Served, blocked_server
-from tests.support.litellm_env import litellm_acompletion  # noqa: F401  (the fixture)
+from tests.support.litellm_env import (
+    REPOSITORY,
+    litellm_acompletion,  # noqa: F401  (the fixture)
+)
 
 pytestmark = pytest.mark.slow
 
@@ -211,6 +214,7 @@ def test_through_litellm_acompletion(
     output, errors = litellm_acompletion.communicate(json.dumps(call) + "\n", timeout=120)
     assert litellm_acompletion.returncode == 0, f"{output}\n{errors}"
     seen = json.loads(output)
+    assert seen["meterline_file"] == str(REPOSITORY / "src" / "meterline" / "__init__.py")
     assert seen["callback_is_custom_logger"] and seen["gate_status"] == "live"
     assert seen["blocked"]["raised"] == "meterline.integrations.litellm.CustomerBlocked"
     assert (seen["blocked"]["customer"], seen["blocked"]["status_code"]) == (BLOCKED, 403)

@@ -27,6 +27,7 @@ except Exception:  # a venv whose LiteLLM does not import: the test rebuilds it
     traceback.print_exc()
     sys.exit(3)  # tests.support.litellm_env.IMPORT_FAILED_EXIT
 
+import meterline
 from meterline.integrations.litellm import MeterlineCallback
 from meterline.sdk import Client, Gate
 
@@ -88,6 +89,7 @@ def main() -> None:
         report = client.close()
     outcome.update(
         litellm_version=version("litellm"),
+        meterline_file=meterline.__file__,
         callback_is_custom_logger=isinstance(callback, CustomLogger),
         gate_status=gate_status,
         report={
