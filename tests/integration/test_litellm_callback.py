@@ -44,6 +44,7 @@ from meterline.sdk import Client, Gate
 from tests.conftest import clock_now_us
 from tests.support.blocked_server import BLOCKED, NOW, Served, blocked_server
 from tests.support.litellm_env import (
+    BUILD_TIMEOUT_S,
     REPOSITORY,
     litellm_acompletion,  # noqa: F401  (the fixture)
 )
@@ -194,6 +195,8 @@ def test_the_hooks_gate_before_the_call_and_meter_after_it(setup: Setup) -> None
     assert upstream.requests == requests + 1
 
 
+# The first run on a machine builds the LiteLLM venv (about two minutes) before the test.
+@pytest.mark.timeout(2 * BUILD_TIMEOUT_S)
 def test_through_litellm_acompletion(
     litellm_acompletion: subprocess.Popen[str],  # noqa: F811
     setup: Setup,

@@ -8,9 +8,9 @@ pyproject.toml's ``litellm`` extra installed into it (read from there, so the tw
 drift). The venv is keyed by that range and this interpreter, marked ready once
 ``litellm`` imports there, and reused; the script run on it checks that import again (one
 import of LiteLLM, five seconds of CPU, per run) and the venv is rebuilt once if it fails.
-It is built in a temporary directory beside its place and renamed into place,
-under a file lock: two test processes build it once, and an interrupted build never
-leaves a half-built venv where a later run would take it. A venv that cannot be built
+It is built in a temporary directory beside its place and renamed into place, under a file
+lock: two test processes build it once, and an interrupted build never leaves a half-built
+venv where a later run would take it. A venv that cannot be built
 fails the test with pip's output; it is never a skip.
 """
 
@@ -31,8 +31,12 @@ import pytest
 
 REPOSITORY = Path(__file__).resolve().parents[2]
 BUILD_TIMEOUT_S = 900
-"""The longest a venv build (venv plus pip install) may take."""
+"""The longest one build step (making the venv, the pip install) may take."""
 IMPORT_TIMEOUT_S = 120
+READY_MARKER = "meterline-ready"
+"""A file a venv gets once LiteLLM imports there, naming the requirement it was built for."""
+IMPORT_FAILED_EXIT = 3
+"""The exit status of a script on the venv whose ``import litellm`` failed."""
 
 
 def litellm_requirement(pyproject: Path = REPOSITORY / "pyproject.toml") -> str:
@@ -68,12 +72,6 @@ def litellm_environment() -> dict[str, str]:
     }
 
 
-READY_MARKER = "meterline-ready"
-"""A file a venv gets once LiteLLM imports there, naming the requirement it was built for."""
-IMPORT_FAILED_EXIT = 3
-"""The exit status of a script on the venv whose ``import litellm`` failed."""
-
-
 def _imports_litellm(python: Path) -> bool:
     if not python.exists():
         return False
@@ -98,7 +96,8 @@ def _run(command: list[str]) -> str:
             command, capture_output=True, text=True, timeout=BUILD_TIMEOUT_S, env=os.environ
         )
     except subprocess.TimeoutExpired as timeout:
-        pytest.fail(f"{' '.join(command)}: no answer in {BUILD_TIMEOUT_S} s\n{timeout.output}")
+        message = f"{' '.join(command)}: no answer in {BUILD_TIMEOUT_S} s\n{timeout.output!s}"
+        pytest.fail(message, pytrace=False)
     output = f"{done.stdout}\n{done.stderr}"
     if done.returncode != 0:
         pytest.fail(f"{' '.join(command)} exited {done.returncode}:\n{output}", pytrace=False)
@@ -110,7 +109,8 @@ def _build(directory: Path, requirement: str) -> None:
     python = directory / "bin" / "python"
     output = _run([str(python), "-m", "pip", "install", "--disable-pip-version-check", requirement])
     if not _imports_litellm(python):
-        pytest.fail(f"{requirement} installed, yet `import litellm` fails:\n{output}")
+        message = f"{requirement} installed, yet `import litellm` fails:\n{output}"
+        pytest.fail(message, pytrace=False)
     (directory / READY_MARKER).write_text(requirement)
 
 
