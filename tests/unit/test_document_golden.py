@@ -70,9 +70,14 @@ def _tiny_with_commitment_and_adjustment() -> Any:
     header = InvoiceHeader(
         "c", "USD", "UTC", OCTOBER, 7, "ab", Cut((1, 5)), "INV-000042", OCTOBER.end_us + 1
     )
-    adjustment = Adjustment(
-        "Late usage for 2026-09", D("1.234"), {"invoice": "INV-000001"}, 2, 8, 9, bytes(32)
-    )
+    adjusts = {
+        "invoice": "INV-000001",
+        "from": [3],
+        "through": [9],
+        "billed_total": "10.00",
+        "rerated_total": "11.234",
+    }
+    adjustment = Adjustment("Late usage for 2026-09", D("1.234"), adjusts, 2, 8, 9, bytes(32))
     credits = {"grants": [{"grant": "g1", "remaining": "12.5"}], "unit": "credits"}
     return build_invoice(
         header,
@@ -168,7 +173,7 @@ CASES = {
     ),
     "tiny amounts, commitment, adjustment, credits section": (
         _tiny_with_commitment_and_adjustment,
-        "456f96ad657d389cd3c8a8426a22a5928f47ab1074a5651f8f432293b7aef723",
+        "3b2b1187f0b1cfb570af0abeda1cf7c51b6202246a80ca3034a4fb8b5b2b1682",
     ),
 }
 
