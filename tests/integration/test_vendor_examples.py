@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from meterline.billing.service import open_billing
+from meterline.core.documents import CreditLine, Invoice, line_meter
 from meterline.core.events import timestamp_to_us
 from tests.conftest import Location
 
@@ -73,19 +74,21 @@ EVENTS = [
 ]
 
 
-def draft(new_db: NewDb, block: str, name: str = "ledger") -> dict[str, Any]:
+def draft(new_db: NewDb, block: str, name: str = "ledger") -> Invoice:
     with open_billing(new_db(name), clock=lambda: at(2026, 10, 20)) as billing:
         assert billing.ledger.ingest(EVENTS).accepted == len(EVENTS)
         billing.apply(PRICING + ("semantics:\n" + block if block else ""))
         return billing.draft("acme", at(2026, 10, 20))
 
 
-def lines(document: dict[str, Any], kind: str) -> dict[str, D]:
+def lines(document: Invoice, kind: str) -> dict[str, D]:
     """The amounts of the draft's lines of ``kind``, by grant (credit) or meter (usage)."""
     return {
-        line.get("grant") or line.get("meter") or line["description"]: D(line["amount"])
-        for line in document["lines"]
-        if line["kind"] == kind
+        (line.grant if isinstance(line, CreditLine) else line_meter(line)) or line.description: (
+            D(line.amount)
+        )
+        for line in document.lines
+        if line.kind == kind
     }
 
 
@@ -96,8 +99,8 @@ def test_the_default_block_is_the_invoice_without_one(new_db: NewDb) -> None:
         "  percentage_free: fixed_fee\n  free_event_minimum: applies\n"
     )
     without, with_defaults = draft(new_db, ""), draft(new_db, explicit, "explicit")
-    assert without["lines"] == with_defaults["lines"]
-    assert without["total"] == with_defaults["total"]
+    assert without.lines == with_defaults.lines
+    assert without.total == with_defaults.total
 
 
 def test_each_option_changes_the_draft_as_the_table_says(new_db: NewDb) -> None:
@@ -153,5 +156,5 @@ def test_a_closed_period_under_chosen_semantics_audits(new_db: NewDb) -> None:
         report = billing.audit()
         assert report.passed, report.mismatches
         after = billing.draft("acme", at(2026, 10, 20))
-    assert after["lines"] == before["lines"] and after["total"] == before["total"]
+    assert after.lines == before.lines and after.total == before.total
     assert invoice.customer == "acme"

@@ -13,10 +13,18 @@ from datetime import UTC, datetime
 from decimal import Decimal as D
 from typing import Any
 
+import msgspec
 import pytest
 
 from meterline.core.coupons import Coupon
 from meterline.core.cuts import Cut
+from meterline.core.documents import (
+    AdjustmentLine,
+    CommitmentLine,
+    MeterUsageLine,
+    decode_invoice,
+    document_bytes,
+)
 from meterline.core.events import timestamp_to_us
 from meterline.core.invoicing import Adjustment, ExtraLine, InvoiceHeader, build_invoice
 from meterline.core.invoicing import invoice_bytes as canonical_bytes
@@ -183,3 +191,32 @@ def test_invoice_bytes_are_those_recorded_before_typed_documents(name: str) -> N
     """Each invoice shape still encodes to the very bytes recorded before the change."""
     build, recorded = CASES[name]
     assert hashlib.sha256(canonical_bytes(build())).hexdigest() == recorded
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_each_shape_decodes_typed_to_its_very_bytes(name: str) -> None:
+    """Stored bytes decode to a typed record that encodes back to exactly those bytes."""
+    data = canonical_bytes(CASES[name][0]())
+    assert document_bytes(decode_invoice(data)) == data
+
+
+def test_exact_amounts_keep_their_spelling_and_stay_decimal() -> None:
+    """A sub-cent exact amount is written positionally, a price in exponent notation as it
+    was; both read back as Decimals that do arithmetic and print as the document spells."""
+    document = _tiny_with_commitment_and_adjustment()
+    fee, usage, commitment, adjustment = document.lines
+    assert isinstance(usage, MeterUsageLine) and isinstance(adjustment, AdjustmentLine)
+    assert isinstance(commitment, CommitmentLine) and str(commitment.spent) == "0.00000039"
+    assert str(fee.amount_exact) == "0.0000001" and fee.amount_exact * 10 == D("0.000001")
+    assert usage.price["unit_amount"] == "1.3E-7"
+    assert f"{usage.amount_exact}" == "0.00000039"
+    assert adjustment.adjusts.rerated_total == D("11.234")
+    assert document.total == D("51.23") and str(document.total) == "51.23"
+
+
+def test_a_document_with_a_field_it_does_not_know_is_refused() -> None:
+    """Decoding refuses an unknown field rather than dropping it from the bytes (a hash
+    would silently change): a tampered or future document is named, not rewritten."""
+    data = canonical_bytes(_coupon_and_tax())
+    with pytest.raises(msgspec.ValidationError, match="unknown field"):
+        decode_invoice(data.replace(b'"kind":"tax"', b'"kind":"tax","surprise":1'))
