@@ -29,7 +29,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from meterline.core.documents import CreditNote, Invoice, decode_credit_note, decode_invoice
 from meterline.errors import MeterlineError
@@ -270,8 +270,7 @@ class StoredInvoice:
         not an invoice: a row changed behind the store's back; ``audit`` names it)."""
         if self._record is None:
             object.__setattr__(self, "_record", decode_invoice(self.document))
-        assert self._record is not None
-        return self._record
+        return cast("Invoice", self._record)
 
 
 @dataclass(frozen=True, slots=True)
@@ -313,8 +312,7 @@ class StoredCreditNote:
         """The credit note as a typed record (``core.documents.CreditNote``)."""
         if self._record is None:
             object.__setattr__(self, "_record", decode_credit_note(self.document))
-        assert self._record is not None
-        return self._record
+        return cast("CreditNote", self._record)
 
 
 _INVOICE_COLUMNS = (
