@@ -220,3 +220,20 @@ def test_a_document_with_a_field_it_does_not_know_is_refused() -> None:
     data = canonical_bytes(_coupon_and_tax())
     with pytest.raises(msgspec.ValidationError, match="unknown field"):
         decode_invoice(data.replace(b'"kind":"tax"', b'"kind":"tax","surprise":1'))
+
+
+def test_a_document_written_before_cuts_reads_and_keeps_its_bytes() -> None:
+    """Invoices written before ledger cuts record ``through_sequence`` (the ledger and a
+    late-usage adjustment): they decode, read as single-partition cuts and keep their bytes."""
+    current = canonical_bytes(_tiny_with_commitment_and_adjustment())
+    older = (
+        current.replace(b'"ledger":{"through":[1,5]}', b'"ledger":{"through_sequence":5}')
+        .replace(b'"from":[3],', b'"from_sequence":3,')
+        .replace(b'"through":[9]}', b'"through_sequence":9}')
+    )
+    assert older != current
+    document = decode_invoice(older)
+    assert document_bytes(document) == older
+    adjustment = document.lines[-1]
+    assert isinstance(adjustment, AdjustmentLine)
+    assert (document.through(), adjustment.adjusts.after(), adjustment.adjusts.until()) == (5, 3, 9)

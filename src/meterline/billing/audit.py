@@ -235,13 +235,13 @@ def rederive(
         if previous is None:
             return line.number, f"adjusts unknown invoice {adjusts.invoice}"
         rerate, _ = late.rerate(
-            context, previous, Cut.from_json(adjusts.through, "adjusts.through")
+            context, previous, Cut.from_json(adjusts.until(), "adjusts.through")
         )
         adjustment_jobs.append((previous, adjusts, rerate))
     run_jobs(context.connection, [job, *[j for _, _, j in adjustment_jobs]])
     adjustments = []
     for previous, adjusts, rerate in adjustment_jobs:
-        after = Cut.from_json(adjusts.from_cut, "adjusts.from")
+        after = Cut.from_json(adjusts.after(), "adjusts.from")
         pending = [(previous, Decimal(adjusts.billed_total), rerate, after)]
         adjustments.extend(late.late_adjustments(context, pending).get(previous.customer, []))
     finalized_at = stored.finalized_at_us

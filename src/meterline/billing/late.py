@@ -46,7 +46,7 @@ def accounted(context: BillingContext, invoice: StoredInvoice) -> tuple[Cut, Dec
             adjusts = line.adjusts if isinstance(line, AdjustmentLine | CreditNoteLine) else None
             if not adjusts or adjusts.invoice != invoice.invoice_id:
                 continue
-            adjusted = Cut.from_json(adjusts.through, "adjusts.through")
+            adjusted = Cut.from_json(adjusts.until(), "adjusts.through")
             if adjusted != through and adjusted.includes(through):
                 through = adjusted
                 billed = adjusts.rerated_total

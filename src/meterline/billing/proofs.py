@@ -68,8 +68,8 @@ def line_events(
         return event_reads.customer_event_hashes(
             context.connection,
             previous.customer,
-            Cut.from_json(adjusts.from_cut, "adjusts.from"),
-            Cut.from_json(adjusts.through, "adjusts.through"),
+            Cut.from_json(adjusts.after(), "adjusts.from"),
+            Cut.from_json(adjusts.until(), "adjusts.through"),
             previous.period_start_us,
             previous.period_end_us,
         )

@@ -127,13 +127,35 @@ class Lineage(_Record, frozen=True, kw_only=True):
 
 
 class Adjusts(_Record, frozen=True, kw_only=True):
-    """Which invoice late usage corrects, the cuts between, and its totals then and now."""
+    """Which invoice late usage corrects, the cuts between, and its totals then and now
+    (``from_sequence``/``through_sequence`` in documents written before cuts)."""
 
     invoice: str
-    from_cut: list[int] | int = msgspec.field(name="from")
-    through: list[int] | int
+    from_cut: list[int] | int | UnsetType = msgspec.field(name="from", default=UNSET)
+    through: list[int] | int | UnsetType = UNSET
     billed_total: DecimalText
     rerated_total: DecimalText
+    from_sequence: int | UnsetType = UNSET
+    through_sequence: int | UnsetType = UNSET
+
+    def after(self) -> list[int] | int:
+        """The cut the corrected invoice had billed through (``from``)."""
+        return _cut_of(self.from_cut, self.from_sequence, "adjusts.from")
+
+    def until(self) -> list[int] | int:
+        """The cut the correction re-rated through (``through``)."""
+        return _cut_of(self.through, self.through_sequence, "adjusts.through")
+
+
+def _cut_of(
+    cut: list[int] | int | UnsetType, sequence: int | UnsetType, field: str
+) -> list[int] | int:
+    """A cut as a document records it, or the single sequence older documents record."""
+    if not isinstance(cut, UnsetType):
+        return cut
+    if not isinstance(sequence, UnsetType):
+        return sequence
+    raise ValueError(f"{field}: the document records no cut")
 
 
 class _Line(_Record, frozen=True, kw_only=True, tag_field="kind"):
@@ -323,9 +345,11 @@ class ConfigurationReference(_Record, frozen=True, kw_only=True):
 
 class LedgerReference(_Record, frozen=True, kw_only=True):
     """The consistent cut of the ledger an invoice was rated through (``core.cuts``): a
-    list of partition heads (a bare integer in single-partition documents)."""
+    list of partition heads (a bare integer in single-partition documents;
+    ``through_sequence`` in documents written before cuts)."""
 
-    through: list[int] | int
+    through: list[int] | int | UnsetType = UNSET
+    through_sequence: int | UnsetType = UNSET
 
 
 class Invoice(_Record, frozen=True, kw_only=True):
@@ -359,8 +383,8 @@ class Invoice(_Record, frozen=True, kw_only=True):
     def through(self) -> list[int] | int:
         """The ledger cut the invoice was rated through (ValueError when it has none)."""
         if not self.ledger:
-            raise ValueError(f"invoice {self.number}: a {self.kind} invoice has no ledger cut")
-        return self.ledger.through
+            raise ValueError(f"invoice {self.number}: ledger.through: no ledger cut")
+        return _cut_of(self.ledger.through, self.ledger.through_sequence, "ledger.through")
 
 
 class CreditNoteLine(_Record, frozen=True, kw_only=True):

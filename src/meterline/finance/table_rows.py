@@ -95,9 +95,10 @@ def _optional_us(text: object) -> int | None:
 
 def _ledger_through(document: Invoice) -> str | None:
     """The document's ``ledger.through`` cut as JSON text (None when it records none)."""
-    if not document.ledger:
+    through = document.ledger.through if document.ledger else None
+    if through is None or isinstance(through, msgspec.UnsetType):
         return None
-    return json.dumps(document.ledger.through, separators=(",", ":"))
+    return json.dumps(through, separators=(",", ":"))
 
 
 def invoice_rows(billing: Billing, at_us: int) -> Iterator[tuple[Any, ...]]:
