@@ -14,6 +14,7 @@ import pytest
 
 from meterline.billing.service import Billing, BillingError, NotFound, open_billing
 from meterline.config.source import ConfigurationError
+from meterline.core.documents import AdjustmentLine, document_data
 from meterline.core.events import decode_exact, timestamp_to_us
 from meterline.core.invoicing import line_sum
 from meterline.core.lineage import verify_proof
@@ -89,9 +90,9 @@ def test_close_finalizes_each_period_once_and_audit_passes(billing: Billing) -> 
     assert [i.invoice_id for i in finalized] == [f"INV-{n:06d}" for n in range(1, 11)]
     assert billing.close(at(2026, 11, 2)) == []  # closing again finalizes nothing
     for invoice in finalized:
-        document = decode_exact(invoice.document)
-        assert line_sum(document) == D(document["total"])
-        assert document["ledger"]["through"] == billing.ledger.store.cut().to_json()
+        document = invoice.record
+        assert line_sum(document) == document.total
+        assert document.through() == billing.ledger.store.cut().to_json()
     report = billing.audit()
     assert report.passed, report.mismatches
     assert report.invoices == 10
@@ -108,9 +109,10 @@ def test_a_mid_month_upgrade_is_prorated_on_the_invoice(billing: Billing) -> Non
 def test_draft_equals_the_invoice_it_becomes(billing: Billing) -> None:
     draft = billing.draft("wayne-analytics", at(2026, 10, 20))
     (invoice,) = [i for i in billing.close(at(2026, 11, 2)) if i.customer == "wayne-analytics"]
-    final = decode_exact(invoice.document)
-    assert draft["lines"] == final["lines"] and draft["total"] == final["total"]
-    assert draft["status"] == "draft" and final["status"] == "finalized"
+    final = invoice.record
+    assert draft.lines == final.lines and draft.total == final.total
+    assert draft.status == "draft" and final.status == "finalized"
+    assert decode_exact(invoice.document) == document_data(final)  # decoded once, typed
     # after the close, the draft of that period is the finalized invoice itself
     assert billing.draft("wayne-analytics", at(2026, 10, 20)) == final
 
@@ -121,19 +123,19 @@ def test_late_events_become_an_adjustment_on_the_next_invoice(
     (october,) = [i for i in billing.close(at(2026, 11, 2)) if i.customer == "acme-copilot"]
     outcome = billing.ledger.ingest([late_event("acme-copilot", 20, n) for n in range(3)])
     assert outcome.accepted == 3
-    assert billing.document(october.invoice_id) == decode_exact(october.document)  # no edit
+    assert billing.document(october.invoice_id) == october.record  # no edit
     draft = billing.draft("acme-copilot", at(2026, 11, 10))
-    (adjustment,) = [line for line in draft["lines"] if line["kind"] == "adjustment"]
-    assert adjustment["adjusts"]["invoice"] == october.invoice_id
-    assert adjustment["lineage"]["events"] == 3
-    assert D(adjustment["amount"]) > 0
+    (adjustment,) = [line for line in draft.lines if isinstance(line, AdjustmentLine)]
+    assert adjustment.adjusts.invoice == october.invoice_id
+    assert adjustment.lineage.events == 3
+    assert adjustment.amount > 0
     clock.now_us = at(2026, 12, 2)
     (november,) = [i for i in billing.close(at(2026, 12, 1)) if i.customer == "acme-copilot"]
-    lines = decode_exact(november.document)["lines"]
-    assert [line for line in lines if line["kind"] == "adjustment"] == [adjustment]
-    late = billing.explain(november.invoice_id, adjustment["number"])
+    lines = november.record.lines
+    assert [line for line in lines if line.kind == "adjustment"] == [adjustment]
+    late = billing.explain(november.invoice_id, adjustment.number)
     assert [e["id"] for e in late] == [f"late-acme-copilot-{n}" for n in range(3)]
-    proof = billing.proof(november.invoice_id, adjustment["number"], "late-acme-copilot-1")
+    proof = billing.proof(november.invoice_id, adjustment.number, "late-acme-copilot-1")
     assert verify_proof(proof) == []
     assert billing.audit().passed
     # a second close carries no adjustment again
@@ -271,8 +273,10 @@ def test_a_new_version_reaches_floating_contracts_at_their_next_period(
     assert "umbrella-health" not in report.customers_affected
     billing.apply(version_two)
     december = billing.draft("wayne-analytics", at(2026, 12, 5))
-    assert [t["plan"] for t in december["terms"]] == ["team@2"]
-    assert billing.draft("wayne-analytics", at(2026, 11, 5))["terms"][0]["plan"] == "team@1"
+    assert [t.plan for t in december.terms or []] == ["team@2"]
+    assert [t.plan for t in billing.draft("wayne-analytics", at(2026, 11, 5)).terms or []] == [
+        "team@1"
+    ]
 
 
 def test_finalized_history_cannot_be_rewritten_by_configuration(billing: Billing) -> None:

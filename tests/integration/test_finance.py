@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 
 from meterline.billing.service import open_billing
+from meterline.core.documents import document_bytes
 from meterline.core.events import decode_exact
 from meterline.core.money import display_amount, round_amount
 from meterline.ledger.billing_records import BillingStore, StoredInvoice
@@ -109,6 +110,20 @@ def _tampered_invoice(demo: Demo, folder: Path, document: bytes) -> Iterator[Loc
             demo.db, "SELECT document FROM invoices WHERE invoice_id = 'INV-000001'"
         )
         assert bytes(restored) == bytes(original)
+
+
+def test_every_stored_document_decodes_typed_to_its_very_bytes(demo_db: Demo) -> None:
+    """The demo's invoices (period, threshold, purchase) and credit notes decode once to
+    typed records that encode back to exactly the stored bytes: reading never moves a hash."""
+    store = BillingStore(demo_db.db)
+    try:
+        invoices, notes = store.invoices(), store.credit_notes()
+    finally:
+        store.close()
+    assert {invoice.kind for invoice in invoices} == {"period", "threshold", "purchase"}
+    assert notes
+    for stored in [*invoices, *notes]:
+        assert document_bytes(stored.record) == stored.document
 
 
 def test_bean_check_accepts_the_demo_journal(demo_db: Demo, tmp_path: Path) -> None:

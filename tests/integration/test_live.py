@@ -24,6 +24,7 @@ from typing import Any
 import pytest
 
 from meterline.billing.service import Billing, open_billing
+from meterline.core.documents import MeterUsageLine
 from meterline.core.events import decode_exact, format_timestamp, timestamp_to_us
 from meterline.ledger import open_ledger
 from meterline.ledger.control_records import ControlStore
@@ -779,8 +780,10 @@ def test_reconcile_passes_with_zero_usage_lines(new_db: NewDb, clock: Clock) -> 
 
     with live_over(new_db, clock, EMPTY_BLOCK) as live:
         live.send(2, tokens=0)  # calls with no tokens: a tokens line of 0 for 0
-        lines = [line for line in live.billing.draft("acme")["lines"] if line["kind"] == "usage"]
-        assert [(line["meter"], line["quantity"]) for line in lines] == [
+        lines = [
+            line for line in live.billing.draft("acme").lines if isinstance(line, MeterUsageLine)
+        ]
+        assert [(line.meter, str(line.quantity)) for line in lines] == [
             ("calls", "2"),
             ("tokens", "0"),
         ]

@@ -48,7 +48,7 @@ def billing(new_db: NewDb) -> Iterator[Billing]:
 
 def invoice_of(billing: Billing, customer: str) -> tuple[str, D]:
     stored = next(i for i in billing.store.invoices(customer) if i.kind == "period")
-    return stored.invoice_id, D(billing.document(stored.invoice_id)["total"])
+    return stored.invoice_id, D(billing.document(stored.invoice_id).total)
 
 
 def pay(invoice: str, payment_id: str, amount: str, **more: object) -> PaymentRequest:

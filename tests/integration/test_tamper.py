@@ -27,9 +27,8 @@ from meterline.billing.render import audit_lines
 from meterline.billing.service import audit_ledger, open_billing
 from meterline.cli import app
 from meterline.core.chain import HeadState, verify_chains
-from meterline.core.events import decode_exact
+from meterline.core.events import decode_exact, encode_canonical
 from meterline.core.findings import Finding
-from meterline.core.invoicing import invoice_bytes
 from meterline.core.merkle import frontier_to_bytes
 from meterline.ledger import billing_records as billing_store
 from meterline.ledger.checkpoints import (
@@ -210,7 +209,7 @@ def edit_lineage(db: Location) -> None:
     """Line 2's Merkle root replaced, and the document's hash recomputed to match."""
     document = decode_exact(_document(db))
     document["lines"][1]["lineage"]["merkle_root"] = "00" * 32
-    edited = invoice_bytes(document)
+    edited = encode_canonical(document)
     digest = hashlib.sha256(edited).digest()
     tamper(
         db,

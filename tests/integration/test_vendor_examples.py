@@ -13,7 +13,8 @@ from typing import Any
 import pytest
 
 from meterline.billing.service import open_billing
-from meterline.core.events import decode_exact, timestamp_to_us
+from meterline.core.documents import CreditLine, Invoice, TaxLine, ThresholdLine, line_meter
+from meterline.core.events import timestamp_to_us
 from meterline.finance.books import build_books
 from tests.conftest import Location
 
@@ -74,19 +75,21 @@ EVENTS = [
 ]
 
 
-def draft(new_db: NewDb, block: str, name: str = "ledger") -> dict[str, Any]:
+def draft(new_db: NewDb, block: str, name: str = "ledger") -> Invoice:
     with open_billing(new_db(name), clock=lambda: at(2026, 10, 20)) as billing:
         assert billing.ledger.ingest(EVENTS).accepted == len(EVENTS)
         billing.apply(PRICING + ("semantics:\n" + block if block else ""))
         return billing.draft("acme", at(2026, 10, 20))
 
 
-def lines(document: dict[str, Any], kind: str) -> dict[str, D]:
+def lines(document: Invoice, kind: str) -> dict[str, D]:
     """The amounts of the draft's lines of ``kind``, by grant (credit) or meter (usage)."""
     return {
-        line.get("grant") or line.get("meter") or line["description"]: D(line["amount"])
-        for line in document["lines"]
-        if line["kind"] == kind
+        (line.grant if isinstance(line, CreditLine) else line_meter(line)) or line.description: (
+            D(line.amount)
+        )
+        for line in document.lines
+        if line.kind == kind
     }
 
 
@@ -97,8 +100,8 @@ def test_the_default_block_is_the_invoice_without_one(new_db: NewDb) -> None:
         "  percentage_free: fixed_fee\n  free_event_minimum: applies\n"
     )
     without, with_defaults = draft(new_db, ""), draft(new_db, explicit, "explicit")
-    assert without["lines"] == with_defaults["lines"]
-    assert without["total"] == with_defaults["total"]
+    assert without.lines == with_defaults.lines
+    assert without.total == with_defaults.total
 
 
 def test_each_option_changes_the_draft_as_the_table_says(new_db: NewDb) -> None:
@@ -154,16 +157,16 @@ def test_a_closed_period_under_chosen_semantics_audits(new_db: NewDb) -> None:
         report = billing.audit()
         assert report.passed, report.mismatches
         after = billing.draft("acme", at(2026, 10, 20))
-    assert after["lines"] == before["lines"] and after["total"] == before["total"]
+    assert after.lines == before.lines and after.total == before.total
     assert invoice.customer == "acme"
 
 
 # -- the vendors' own worked examples, through the pricing file and the billing shell -------
 
 
-def amounts(document: dict[str, Any], kind: str) -> list[D]:
+def amounts(document: Invoice, kind: str) -> list[D]:
     """The amounts of the document's lines of ``kind``, in order."""
-    return [D(line["amount"]) for line in document["lines"] if line["kind"] == kind]
+    return [line.amount for line in document.lines if line.kind == kind]
 
 
 def _drafts(new_db: NewDb, pricing: str, customer: str, months: list[int]) -> list[Any]:
@@ -209,13 +212,13 @@ def test_stripe_coupons_with_a_duration_and_inclusive_tax(new_db: NewDb) -> None
     prices-tax-codes-tax-behavior): a 10.00 price with 20% inclusive tax holds 1.67 of
     tax and the total stays 10.00."""
     half = _drafts(new_db, STRIPE, "half", [1, 3, 4])
-    assert [doc["total"] for doc in half] == ["50.00", "50.00", "100.00"]
+    assert [str(doc.total) for doc in half] == ["50.00", "50.00", "100.00"]
     assert amounts(half[0], "coupon") == [D(-50)] and amounts(half[2], "coupon") == []
     five = _drafts(new_db, STRIPE, "five", [1, 2])
-    assert [doc["total"] for doc in five] == ["15.00", "20.00"]
+    assert [str(doc.total) for doc in five] == ["15.00", "20.00"]
     (vat,) = _drafts(new_db, STRIPE, "vat", [1])
-    (tax,) = [line for line in vat["lines"] if line["kind"] == "tax"]
-    assert (tax["included"], tax["amount"], vat["total"]) == ("1.67", "0.00", "10.00")
+    (tax,) = [line for line in vat.lines if isinstance(line, TaxLine)]
+    assert (str(tax.included), str(tax.amount), str(vat.total)) == ("1.67", "0.00", "10.00")
 
 
 LAGO = """\
@@ -258,13 +261,13 @@ def test_lago_progressive_billing_on_lifetime_usage(new_db: NewDb, scope: str) -
         billing.apply(LAGO % scope)
         billing.ledger.ingest([_usage(1, "11-03", 600)])
         (first,) = billing.check_thresholds("lago-co")
-        assert decode_exact(first.document)["total"] == "6.00"
+        assert str(first.record.total) == "6.00"
         billing.ledger.ingest([_usage(2, "11-05", 1200)])
         assert billing.check_thresholds("lago-co") == []
         now[0] = at(2026, 12, 2)
         (november,) = [i for i in billing.close() if i.kind == "period"]
-        document = decode_exact(november.document)
-        assert document["total"] == "12.00"
+        document = november.record
+        assert str(document.total) == "12.00"
         assert amounts(document, "prepaid") == [D(-6)]
         now[0] = at(2026, 12, 10)
         billing.ledger.ingest([_usage(3, "12-05", 300)])
@@ -273,9 +276,9 @@ def test_lago_progressive_billing_on_lifetime_usage(new_db: NewDb, scope: str) -
             assert december == []
             return
         (second,) = december
-        billed = decode_exact(second.document)
-        assert billed["total"] == "3.00"
-        assert billed["lines"][0]["threshold_level"] == 2
+        billed = second.record
+        assert str(billed.total) == "3.00"
+        assert isinstance(billed.lines[0], ThresholdLine) and billed.lines[0].threshold_level == 2
 
 
 ORB = """\
@@ -336,14 +339,10 @@ def test_orb_burns_the_lowest_cost_basis_first_and_recognizes_it(
         )
         billing.apply(ORB % basis)
         document = billing.draft("orb-co", now)
-        purchases = sorted(
-            D(line["amount"]) for line in document["lines"] if line["kind"] == "purchase"
-        )
+        purchases = sorted(line.amount for line in document.lines if line.kind == "purchase")
         assert purchases == [D("20.00"), D("500.00")]
         credits = {
-            line["grant"]: D(line["amount"])
-            for line in document["lines"]
-            if line["kind"] == "credit"
+            line.grant: line.amount for line in document.lines if isinstance(line, CreditLine)
         }
         assert credits == drawn
         if basis == "lowest_first":
@@ -405,7 +404,7 @@ def test_openmeter_priority_then_expiry_then_invoice_the_rest(new_db: NewDb) -> 
         billing.apply(OPENMETER)
         document = billing.draft("om-co", now)
     assert lines(document, "credit") == {"urgent": D(-10), "sooner": D(-10), "later": D(-20)}
-    assert document["total"] == "60.00"
+    assert str(document.total) == "60.00"
 
 
 def test_a_plan_or_a_contract_overrides_one_option(new_db: NewDb) -> None:

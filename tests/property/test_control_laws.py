@@ -28,9 +28,11 @@ from typing import Any
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from msgspec import UNSET
 
 from meterline.billing.service import Billing, open_billing
 from meterline.core.control_policies import SPIKE_BUCKET_US, RateCounter
+from meterline.core.documents import MeterUsageLine
 from meterline.core.events import format_timestamp, timestamp_to_us
 from meterline.live.reconcile import reconcile
 from meterline.live.service import LiveEngine
@@ -451,14 +453,13 @@ def check_customer(
     drafted: dict[tuple[str, Any], list[tuple[D, D, str | None]]] = {}
     usage_total = D(0)
     for line in sorted(
-        (line for line in draft["lines"] if line["kind"] == "usage"),
-        key=lambda line: line["service"]["start"],
+        (line for line in draft.lines if isinstance(line, MeterUsageLine)),
+        key=lambda line: line.service.start,
     ):
-        units = line.get("units")
-        amount = D(units) if units is not None else D(line["amount_exact"])
-        usage_total += D(line["amount_exact"])
-        drafted.setdefault((line["meter"], _group(line["group"])), []).append(
-            (D(line["quantity"]), amount, line.get("unit"))
+        amount = D(line.amount_exact) if line.units is UNSET else D(line.units)
+        usage_total += D(line.amount_exact)
+        drafted.setdefault((line.meter, _group(line.group)), []).append(
+            (D(line.quantity), amount, None if line.unit is UNSET else line.unit)
         )
     priced: dict[tuple[str, Any], list[tuple[D, D, str | None]]] = {}
     for figure in figures.lines:

@@ -14,7 +14,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from meterline.core.books import credit_note_entries, document_entries
+from meterline.core.documents import Invoice
 from meterline.finance.unbilled import IssuedNote, period_ends
+from tests.support.documents import credit_note_of, invoice_of
 
 MONTHS = [date(2026, month, 1) for month in range(9, 13)] + [date(2027, 1, 1)]
 """September 2026 to January 2027: four monthly periods."""
@@ -26,7 +28,7 @@ def _stamp(day: date) -> str:
 
 
 @st.composite
-def period_invoice(draw: st.DrawFn, number: int) -> tuple[dict[str, Any], date]:
+def period_invoice(draw: st.DrawFn, number: int) -> tuple[Invoice, date]:
     start, end = MONTHS[number], MONTHS[number + 1]
     days = (end - start).days
     lines = []
@@ -35,7 +37,7 @@ def period_invoice(draw: st.DrawFn, number: int) -> tuple[dict[str, Any], date]:
         first = draw(st.integers(0, days - 1))
         last = draw(st.integers(first + 1, days))
         line: dict[str, Any] = {"number": line_number, "kind": kind, "amount": str(draw(amounts))}
-        if kind in ("fee", "usage", "discount"):
+        if kind in ("fee", "usage"):
             line["service"] = {
                 "start": _stamp(start + timedelta(days=first)),
                 "end": _stamp(start + timedelta(days=last)),
@@ -54,18 +56,18 @@ def period_invoice(draw: st.DrawFn, number: int) -> tuple[dict[str, Any], date]:
         "total": str(sum((D(line["amount"]) for line in lines), D(0))),
         "finalized_at": _stamp(billed),
     }
-    return document, billed
+    return invoice_of(document), billed
 
 
 @settings(max_examples=60, deadline=None)
 @given(st.tuples(*(period_invoice(number) for number in range(len(MONTHS) - 1))))
 def test_unbilled_receivable_at_every_period_end_equals_that_periods_invoices(
-    invoices: tuple[tuple[dict[str, Any], date], ...],
+    invoices: tuple[tuple[Invoice, date], ...],
 ) -> None:
     entries = [
         item
         for document, billed in invoices
-        for item in document_entries(document, billed, f"invoice:{document['number']}")
+        for item in document_entries(document, billed, f"invoice:{document.number}")
     ]
     ends = period_ends(entries, [document for document, _ in invoices])
     assert len(ends) == len(invoices)
@@ -78,19 +80,19 @@ def test_unbilled_receivable_at_every_period_end_equals_that_periods_invoices(
     st.lists(st.tuples(st.integers(0, len(MONTHS) - 2), st.integers(0, 60)), max_size=2),
 )
 def test_credit_notes_issued_later_keep_the_law(
-    invoices: tuple[tuple[dict[str, Any], date], ...], voids: list[tuple[int, int]]
+    invoices: tuple[tuple[Invoice, date], ...], voids: list[tuple[int, int]]
 ) -> None:
     """A void note issued after a period's end reverses its invoice's lines as of their
     service days: until it is issued it counts against the period's invoices too."""
     entries = [
         item
         for document, billed in invoices
-        for item in document_entries(document, billed, f"invoice:{document['number']}")
+        for item in document_entries(document, billed, f"invoice:{document.number}")
     ]
     notes = []
     for count, (which, after) in enumerate(dict(voids).items()):
         document, billed = invoices[which]
-        note = {"number": f"CN-{count:06d}", "void": True, "lines": []}
+        note = credit_note_of({"number": f"CN-{count:06d}", "void": True, "lines": []})
         issued = billed + timedelta(days=after)
         entries += credit_note_entries(note, document, issued)
         notes.append(IssuedNote(note, document, issued))
@@ -112,8 +114,8 @@ def test_a_movement_a_day_late_is_found() -> None:
         "finalized_at": _stamp(date(2026, 11, 2)),
     }
     late = {**document, "period": {"start": _stamp(MONTHS[1]), "end": "2026-11-02T00:00:00Z"}}
-    entries = document_entries(late, date(2026, 11, 2), "invoice:INV-000001")
-    [end] = period_ends(entries, [document])
+    entries = document_entries(invoice_of(late), date(2026, 11, 2), "invoice:INV-000001")
+    [end] = period_ends(entries, [invoice_of(document)])
     assert (end.day, end.unbilled, end.invoiced, end.agrees) == (
         date(2026, 10, 31),
         D(0),

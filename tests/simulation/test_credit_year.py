@@ -31,6 +31,7 @@ from typing import Any
 import pytest
 
 from meterline.billing.service import open_billing
+from meterline.core.documents import AdjustmentLine, Invoice
 from meterline.core.events import decode_exact, format_timestamp, timestamp_to_us
 from tests.conftest import Databases, Location
 
@@ -451,7 +452,7 @@ class Run:
     totals: dict[str, D]
     audit_passed: bool
     audit_mismatches: list[str]
-    next_draft: dict[str, Any]
+    next_draft: Invoice
 
 
 def grant_balances(report: dict[str, Any]) -> dict[str, D]:
@@ -607,15 +608,15 @@ def test_the_year_audits_and_late_december_usage_rides_on_january(
     sc, run = year(seed).scenario, year(seed).run
     assert run.audit_passed, f"seed={seed}: {run.audit_mismatches}"
     december = sc.months[-1]
-    adjustments = [line for line in run.next_draft["lines"] if line["kind"] == "adjustment"]
+    adjustments = [line for line in run.next_draft.lines if isinstance(line, AdjustmentLine)]
     if not december.late:
         assert adjustments == [], f"seed={seed}"
         return
     (line,) = adjustments
-    assert line["adjusts"]["invoice"] == run.documents[-1]["number"], f"seed={seed}"
-    assert line["lineage"]["events"] == len(december.late), f"seed={seed}"
+    assert line.adjusts.invoice == run.documents[-1]["number"], f"seed={seed}"
+    assert line.lineage.events == len(december.late), f"seed={seed}"
     late = sum((sc.price_at(t) * CREDIT for t in december.late), ZERO)
-    assert D(line["amount"]) == money(late), f"seed={seed}"
+    assert D(line.amount) == money(late), f"seed={seed}"
 
 
 @pytest.mark.parametrize("seed", SEEDS)

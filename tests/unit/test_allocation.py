@@ -75,6 +75,7 @@ def test_a_fee_line_books_each_obligation_its_own_way() -> None:
 
     from meterline.core.books import document_entries
     from meterline.core.cuts import Cut
+    from meterline.core.documents import FeeLine
     from meterline.core.invoicing import InvoiceHeader, build_invoice
     from meterline.core.journal import REVENUE_SUBSCRIPTION
     from meterline.core.model import segments
@@ -86,8 +87,10 @@ def test_a_fee_line_books_each_obligation_its_own_way() -> None:
     spans = segments(config, contract, OCTOBER.start_us, OCTOBER.end_us)
     header = InvoiceHeader("c", "USD", "UTC", OCTOBER, 1, "00", Cut((1,)))
     document = build_invoice(header, spans, [], [], config)
-    (fee,) = document["lines"]
-    assert fee["obligations"] == [["licence", "2000", "point"], ["support", "1100", "ratable"]]
+    (fee,) = document.lines
+    assert isinstance(fee, FeeLine)
+    assert fee.obligations == [("licence", D(2000), "point"), ("support", D(1100), "ratable")]
+    assert [str(ssp) for _, ssp, _ in fee.obligations] == ["2000", "1100"]
     entries = document_entries(document, date(2026, 10, 1), "invoice:1")
     revenue: dict[date, D] = {}
     for item in entries:

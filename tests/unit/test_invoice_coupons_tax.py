@@ -5,11 +5,11 @@ from __future__ import annotations
 from dataclasses import replace
 from datetime import date
 from decimal import Decimal as D
-from typing import Any
 
 from meterline.core.books import document_entries
 from meterline.core.coupons import Coupon, Redemption, coupons_in_force
 from meterline.core.cuts import Cut
+from meterline.core.documents import Invoice, TaxLine
 from meterline.core.invoicing import InvoiceHeader, build_invoice, line_sum
 from meterline.core.journal import CONTRA_COUPONS, CONTRA_TAX_INCLUDED, RECEIVABLE, TAX_PAYABLE
 from meterline.core.model import segments
@@ -28,7 +28,7 @@ contracts:
 """
 
 
-def october_invoice(coupons: list[Coupon], tax: TaxAsk | None) -> dict[str, Any]:
+def october_invoice(coupons: list[Coupon], tax: TaxAsk | None) -> Invoice:
     config = configuration(PLAN)
     contract = config.contract("c")
     assert contract is not None
@@ -42,8 +42,8 @@ def table(*rates: TaxRate) -> TaxAsk:
     return TaxAsk(config.tax_provider(), "US-CA")
 
 
-def by_kind(document: dict[str, Any]) -> dict[str, str]:
-    return {line["kind"]: line["amount"] for line in document["lines"]}
+def by_kind(document: Invoice) -> dict[str, str]:
+    return {line.kind: str(line.amount) for line in document.lines}
 
 
 def test_a_coupon_then_exclusive_tax_on_the_discounted_amount() -> None:
@@ -52,7 +52,7 @@ def test_a_coupon_then_exclusive_tax_on_the_discounted_amount() -> None:
     sales = TaxRate("Sales tax", D("7.25"), jurisdiction="US-CA")
     document = october_invoice([quarter], table(sales))
     assert by_kind(document) == {"fee": "100.00", "coupon": "-25.00", "tax": "5.44"}
-    assert document["total"] == "80.44" and line_sum(document) == D("80.44")
+    assert str(document.total) == "80.44" and line_sum(document) == D("80.44")
     entries = document_entries(document, date(2026, 11, 1), "invoice:1")
     moved: dict[str, D] = {}
     for item in entries:
@@ -66,8 +66,12 @@ def test_a_coupon_then_exclusive_tax_on_the_discounted_amount() -> None:
 def test_inclusive_vat_leaves_the_total_and_moves_revenue_to_tax_payable() -> None:
     vat = TaxRate("VAT", D(20), inclusive=True, jurisdiction="US-CA")
     document = october_invoice([], table(vat))
-    tax = next(line for line in document["lines"] if line["kind"] == "tax")
-    assert (tax["amount"], tax["included"], document["total"]) == ("0.00", "16.67", "100.00")
+    tax = next(line for line in document.lines if isinstance(line, TaxLine))
+    assert (str(tax.amount), str(tax.included), str(document.total)) == (
+        "0.00",
+        "16.67",
+        "100.00",
+    )
     entries = document_entries(document, date(2026, 11, 1), "invoice:1")
     postings = [p for item in entries for p in item.postings]
     assert {
@@ -80,7 +84,7 @@ def test_inclusive_vat_leaves_the_total_and_moves_revenue_to_tax_payable() -> No
 
 def test_no_coupon_and_no_tax_gives_the_same_invoice_as_before() -> None:
     plain = october_invoice([], None)
-    assert [line["kind"] for line in plain["lines"]] == ["fee"]
+    assert [line.kind for line in plain.lines] == ["fee"]
 
 
 def test_a_repeating_coupon_lasts_its_periods_from_its_redemption() -> None:

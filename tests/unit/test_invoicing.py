@@ -10,10 +10,18 @@ from typing import Any
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from msgspec import UNSET
 
 from meterline.config.schema import parse_configuration
 from meterline.config.source import read_yaml
 from meterline.core.cuts import Cut
+from meterline.core.documents import (
+    DecimalText,
+    Invoice,
+    MeterUsageLine,
+    PrepaidLine,
+    document_data,
+)
 from meterline.core.events import timestamp_to_us
 from meterline.core.invoice_lines import netted_amounts
 from meterline.core.invoicing import (
@@ -49,7 +57,7 @@ def invoice(
     customer: str,
     period: BillingPeriod,
     events: list[tuple[int, int, str, dict[str, Any]]],
-) -> dict[str, Any]:
+) -> Invoice:
     contract = config.contract(customer)
     assert contract is not None
     spans = segments(config, contract, period.start_us, period.end_us)
@@ -87,24 +95,24 @@ def test_stripe_proration_example_upgrade_halfway_through_the_month() -> None:
         timestamp_to_us(datetime(2026, 5, 1, tzinfo=UTC)),
     )
     document = invoice(config, "c", april, [])
-    amounts = [(line["description"], line["amount"]) for line in document["lines"]]
+    amounts = [(line.description, str(line.amount)) for line in document.lines]
     assert amounts == [
         ("Basic (basic@1)", "10.00"),
         ("Basic (basic@1), unused time from 2026-04-16", "-5.00"),
         ("Pro (pro@1), remaining time from 2026-04-16", "10.00"),
     ]
-    assert document["total"] == "15.00"
+    assert str(document.total) == "15.00"
 
 
 def test_proration_by_day_gives_the_change_day_to_the_new_terms() -> None:
     text = STRIPE.replace("2026-04-16", "2026-10-15T14:00:00Z").replace("2026-04-01", "2026-10-01")
     document = invoice(configuration(text), "c", OCTOBER, [])
-    exact = [D(line["amount_exact"]) for line in document["lines"]]
+    exact = [line.amount_exact for line in document.lines]
     # old terms Oct 1..14 = 14/31 used, 17/31 unused; new terms 17/31 of $20
     assert abs(exact[1] * 31 + 170) < D("1e-50")  # -10 x 17/31, to 59 places
     assert abs(exact[2] * 31 - 340) < D("1e-50")  # +20 x 17/31
-    assert document["lines"][1]["amount"] == "-5.48"
-    assert document["lines"][2]["amount"] == "10.97"
+    assert str(document.lines[1].amount) == "-5.48"
+    assert str(document.lines[2].amount) == "10.97"
 
 
 def test_proration_by_second_and_arrears_fees() -> None:
@@ -117,7 +125,7 @@ def test_proration_by_second_and_arrears_fees() -> None:
     )
     document = invoice(configuration(text), "c", OCTOBER, [])
     # 15.5 of 31 days on each side, to the second
-    assert [line["amount"] for line in document["lines"]] == ["5.00", "10.00"]
+    assert [str(line.amount) for line in document.lines] == ["5.00", "10.00"]
 
 
 DISCOUNTED = """\
@@ -155,14 +163,15 @@ def test_credit_type_prices_convert_and_a_discount_applies_to_fees_and_usage() -
         (4, day, "llm", {"model": "small", "tokens": 7}),
     ]
     document = invoice(config, "c", OCTOBER, events)
-    by_description = {line["description"]: line for line in document["lines"]}
+    by_description = {line.description: line for line in document.lines}
     calls = by_description["calls (p@1)"]
-    assert (calls["units"], calls["unit"], calls["amount"]) == ("6", "credits", "0.06")
-    assert by_description["tokens big (p@1)"]["amount"] == "16.00"  # 10x1 + 5 flat + 2x0.5
-    assert by_description["tokens small (p@1)"]["amount"] == "2.00"  # 0.70, minimum 2
-    assert by_description["Discount 10% (p@1)"]["amount"] == "-11.81"  # 10% of 118.06
-    assert document["total"] == "106.25"
-    assert line_sum(document) == D(document["total"])
+    assert isinstance(calls, MeterUsageLine)
+    assert (str(calls.units), calls.unit, str(calls.amount)) == ("6", "credits", "0.06")
+    assert str(by_description["tokens big (p@1)"].amount) == "16.00"  # 10x1 + 5 flat + 2x0.5
+    assert str(by_description["tokens small (p@1)"].amount) == "2.00"  # 0.70, minimum 2
+    assert str(by_description["Discount 10% (p@1)"].amount) == "-11.81"  # 10% of 118.06
+    assert str(document.total) == "106.25"
+    assert line_sum(document) == document.total
 
 
 def test_a_first_tier_flat_fee_is_charged_at_zero_usage() -> None:
@@ -172,10 +181,11 @@ def test_a_first_tier_flat_fee_is_charged_at_zero_usage() -> None:
     document = invoice(configuration(text), "c", OCTOBER, [])
     # only a price naming every group dimension can charge without events: the graduated
     # price for model=big charges its first-tier flat fee; the catch-all minimum cannot
-    assert [(line["description"], line["amount"]) for line in document["lines"]] == [
+    assert [(line.description, str(line.amount)) for line in document.lines] == [
         ("tokens big (p@1)", "5.00"),
     ]
-    assert document["lines"][0]["lineage"]["events"] == 0
+    (tokens,) = document.lines
+    assert isinstance(tokens, MeterUsageLine) and tokens.lineage.events == 0
 
 
 LAWS = """\
@@ -268,17 +278,21 @@ def test_usage_lines_equal_their_contributions_computed_independently(events: li
     peaks = [p["tokens"] for _, _, k, p in sequenced if k == "llm"]
     if peaks:
         expected["peak"] = per_unit(D(max(peaks)), D("0.5"))
-    usage = {line["description"].rsplit(" (", 1)[0]: line for line in document["lines"]}
+    usage = {
+        line.description.rsplit(" (", 1)[0]: line
+        for line in document.lines
+        if isinstance(line, MeterUsageLine)
+    }
     assert set(usage) == set(expected)
     for key, amount in expected.items():
-        assert D(usage[key]["amount_exact"]) == amount, key
-        roots = usage[key]["lineage"]
-        assert roots["events"] == len(lineage[key])
-        assert roots["merkle_root"] == merkle_root([event_hash(s) for s in lineage[key]]).hex()
-    assert sum((D(line["amount_exact"]) for line in document["lines"]), D(0)) == sum(
+        assert usage[key].amount_exact == amount, key
+        roots = usage[key].lineage
+        assert roots.events == len(lineage[key])
+        assert roots.merkle_root == merkle_root([event_hash(s) for s in lineage[key]]).hex()
+    assert sum((line.amount_exact for line in document.lines), D(0)) == sum(
         expected.values(), D(0)
     )
-    assert line_sum(document) == D(document["total"])
+    assert line_sum(document) == document.total
 
 
 def _no_floats(value: Any, path: str = "") -> None:
@@ -295,11 +309,11 @@ def _no_floats(value: Any, path: str = "") -> None:
 @given(events_strategy)
 def test_no_amount_is_ever_a_float(events: list[Any]) -> None:
     document = invoice(configuration(LAWS), "c", OCTOBER, _sequenced(events))
-    _no_floats(document)
-    for line in document["lines"]:
-        assert isinstance(line["amount"], str)
-        assert D(line["amount"]).as_tuple().exponent == -2
-    assert D(document["total"]).as_tuple().exponent == -2
+    _no_floats(document_data(document))
+    for line in document.lines:
+        assert isinstance(line.amount, DecimalText)
+        assert line.amount.as_tuple().exponent == -2
+    assert document.total.as_tuple().exponent == -2
 
 
 @settings(max_examples=80, deadline=None)
@@ -323,13 +337,13 @@ def test_any_fee_and_change_instant_prorate_without_error(
         .replace("currency: USD,\n", f"currency: USD, billing: {{proration: {by}}},\n")
     )
     document = invoice(configuration(text), "c", OCTOBER, [])
-    exact = [D(line["amount_exact"]) for line in document["lines"]]
+    exact = [line.amount_exact for line in document.lines]
     assert exact[0] == old_fee
     if len(exact) == 3:  # the change fell inside the period's days
         # the unused share credited on the old fee is the share charged on the new one
         assert 0 < -exact[1] <= old_fee and 0 < exact[2] <= new_fee
         assert abs(-exact[1] / old_fee - exact[2] / new_fee) < D("1e-24")
-    assert line_sum(document) == D(document["total"])
+    assert line_sum(document) == document.total
 
 
 def test_a_contract_ending_mid_period_credits_its_unused_advance_fee() -> None:
@@ -339,7 +353,7 @@ def test_a_contract_ending_mid_period_credits_its_unused_advance_fee() -> None:
         "{customer: c, plan: pro, start: 2026-10-01, end: 2026-10-11}",
     )
     document = invoice(configuration(text), "c", OCTOBER, [])
-    assert [(line["description"], line["amount"]) for line in document["lines"]] == [
+    assert [(line.description, str(line.amount)) for line in document.lines] == [
         ("Pro (pro@1)", "20.00"),
         ("Pro (pro@1), unused time from 2026-10-11", "-13.55"),  # 21 of 31 days
     ]
@@ -367,7 +381,7 @@ def test_anniversary_and_quarterly_cycles_place_the_period() -> None:
 # -- netting amounts billed early (threshold invoices) ------------------------------------------
 
 
-def _with_extra(extra: list[ExtraLine]) -> dict[str, Any]:
+def _with_extra(extra: list[ExtraLine]) -> Invoice:
     config = configuration(STRIPE.replace("2026-04-16", "2026-12-01"))
     contract = config.contract("c")
     assert contract is not None
@@ -382,22 +396,23 @@ def test_a_threshold_credit_above_what_the_invoice_owes_is_capped() -> None:
     is zero, not -15.00) and the 15.00 surplus is marked as carried."""
     early = ExtraLine("prepaid", "Billed early", D("-25.00"), None, {"billed_early": "25.00"})
     document = _with_extra([early])
-    prepaid = document["lines"][-1]
-    assert (prepaid["amount"], prepaid["carried"], prepaid["billed_early"]) == (
+    prepaid = document.lines[-1]
+    assert isinstance(prepaid, PrepaidLine)
+    assert (str(prepaid.amount), str(prepaid.carried), str(prepaid.billed_early)) == (
         "-10.00",
         "15.00",
         "25.00",
     )
-    assert document["total"] == "0.00" == str(line_sum(document))
+    assert str(document.total) == "0.00" == str(line_sum(document))
 
 
 def test_a_threshold_credit_within_what_the_invoice_owes_nets_in_full() -> None:
     early = ExtraLine("prepaid", "Billed early", D("-4.00"), None, {"billed_early": "4.00"})
-    prepaid = _with_extra([early])["lines"][-1]
-    assert (prepaid["amount"], prepaid["amount_exact"], "carried" in prepaid) == (
+    prepaid = _with_extra([early]).lines[-1]
+    assert (str(prepaid.amount), str(prepaid.amount_exact), prepaid.carried) == (
         "-4.00",
         "-4.00",
-        False,
+        UNSET,
     )
 
 

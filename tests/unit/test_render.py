@@ -25,6 +25,7 @@ from meterline.billing.service import ApplyReport
 from meterline.core.economics import Margin
 from meterline.finance.render import margin_table, revenue_tables, truth_table
 from meterline.finance.truth import TruthReport
+from tests.support.documents import invoice_of
 
 EXPONENT = re.compile(r"\d(\.\d+)?[eE][+-]\d")
 BOX = re.compile("[\u2500-\u257f]")
@@ -42,26 +43,24 @@ def text(table: Table) -> str:
 
 def test_an_invoice_table_shows_cents_quantities_and_credit_units() -> None:
     """Line amounts and the total at USD's two places; quantities and units plain."""
-    document: dict[str, Any] = {
+    document = invoice_of({
         "number": "INV-1",
-        "customer": "acme",
-        "status": "finalized",
         "period": {"start": "2026-10-01T00:00:00Z", "end": "2026-11-01T00:00:00Z"},
-        "currency": "USD",
         "total": "30.4800000",
         "lines": [
-            {"number": 1, "description": "tokens", "quantity": "1.2E+6", "amount": "15011.3476752"},
-            {"number": 2, "description": "credits applied", "amount": "-0E-7",
+            {"kind": "usage", "description": "tokens", "quantity": "1.2E+6",
+             "amount": "15011.3476752"},
+            {"kind": "credit", "description": "credits applied", "amount": "-0E-7",
              "unit": "credits", "units": "2000.000"},
-            {"number": 3, "description": "platform fee", "amount": "-12.3"},
+            {"kind": "fee", "description": "platform fee", "amount": "-12.3"},
         ],
-    }  # fmt: skip
+    })  # fmt: skip
     shown = text(invoice_table(document, lineage=False))
     assert "tokens 1,200,000 15,011.35" in shown
     assert "credits applied (2,000 credits) 0.00" in shown
     assert "platform fee -12.30" in shown
     assert "total 30.48" in shown
-    assert document["total"] == "30.4800000"  # the document itself is untouched
+    assert str(document.total) == "30.4800000"  # the document itself is untouched
 
 
 def test_a_simulation_shows_before_after_and_difference_in_cents() -> None:

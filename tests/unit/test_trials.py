@@ -6,9 +6,9 @@ import hashlib
 from dataclasses import replace
 from datetime import UTC, datetime
 from decimal import Decimal as D
-from typing import Any
 
 from meterline.core.cuts import Cut
+from meterline.core.documents import Invoice
 from meterline.core.events import timestamp_to_us
 from meterline.core.invoicing import InvoiceHeader, build_invoice, line_sum
 from meterline.core.model import Configuration, segments
@@ -44,7 +44,7 @@ def with_trial(trial: Trial) -> Configuration:
     return replace(config, contracts=(replace(contract, trial=trial),))
 
 
-def november(config: Configuration, usage: list[tuple[int, int]]) -> dict[str, Any]:
+def november(config: Configuration, usage: list[tuple[int, int]]) -> Invoice:
     contract = config.contract("c")
     assert contract is not None
     spans = segments(config, contract, NOVEMBER.start_us, NOVEMBER.end_us)
@@ -56,8 +56,8 @@ def november(config: Configuration, usage: list[tuple[int, int]]) -> dict[str, A
     return build_invoice(header, spans, rater.lines("USD", config), [], config)
 
 
-def amounts(document: dict[str, Any]) -> list[tuple[str, str]]:
-    return [(line["kind"], line["amount"]) for line in document["lines"]]
+def amounts(document: Invoice) -> list[tuple[str, str]]:
+    return [(line.kind, str(line.amount)) for line in document.lines]
 
 
 def test_a_trial_frees_fees_then_converts_prorated_from_the_conversion_instant() -> None:
@@ -73,9 +73,9 @@ def test_a_trial_frees_fees_then_converts_prorated_from_the_conversion_instant()
         ("fee", "6.00"),
         ("usage", "3.00"),
     ]
-    assert document["total"] == "9.00" and line_sum(document) == D("9.00")
-    remaining = next(line for line in document["lines"] if line["kind"] == "fee")
-    assert "remaining time from 2026-11-25" in remaining["description"]
+    assert str(document.total) == "9.00" and line_sum(document) == D("9.00")
+    remaining = next(line for line in document.lines if line.kind == "fee")
+    assert "remaining time from 2026-11-25" in remaining.description
 
 
 def test_a_usage_cap_limits_what_the_trial_gives_back() -> None:

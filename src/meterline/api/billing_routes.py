@@ -31,7 +31,8 @@ from meterline.api.openapi import instant_schema
 from meterline.api.reading import instant, media_type, read_body
 from meterline.billing.service import Billing, NotFound
 from meterline.config.source import RetireAllRefused
-from meterline.core.events import decode_exact, format_timestamp
+from meterline.core.documents import document_data
+from meterline.core.events import format_timestamp
 from meterline.keys import Principal
 
 PRICING_TYPES = ("application/yaml", "application/x-yaml", "text/yaml", "text/plain")
@@ -82,22 +83,23 @@ def _draft(
     billing: Billing, principal: Principal, customer: str, at_us: int | None
 ) -> dict[str, Any]:
     own(principal, customer)
-    return billing.draft(customer, at_us)
+    data: dict[str, Any] = document_data(billing.draft(customer, at_us))
+    return data
 
 
 def _invoices(billing: Billing, principal: Principal, customer: str) -> list[dict[str, Any]]:
     own(principal, customer)
     result = []
     for stored in billing.store.invoices(customer):
-        document = decode_exact(stored.document)
+        document = stored.record
         result.append(
             {
                 "id": stored.invoice_id,
                 "kind": stored.kind,
                 "period_start": format_timestamp(stored.period_start_us),
                 "period_end": format_timestamp(stored.period_end_us),
-                "total": document["total"],
-                "currency": document["currency"],
+                "total": str(document.total),
+                "currency": document.currency,
                 "sha256": stored.document_sha256.hex(),
             }
         )

@@ -30,7 +30,7 @@ from meterline.api.openapi import Amount, Reason, json_body
 from meterline.api.reading import json_body as read_json_body
 from meterline.api.services import Services
 from meterline.billing.service import Billing, NotFound
-from meterline.core.events import decode_exact
+from meterline.core.documents import Invoice, InvoiceLine
 from meterline.core.money import MoneyError, to_bounded_amount
 from meterline.keys import Principal
 from meterline.ledger.billing_records import StoredInvoice
@@ -79,18 +79,18 @@ def _visible_invoice(billing: Billing, principal: Principal, invoice_id: str) ->
     return stored
 
 
-def _line(document: dict[str, Any], number: int, field: str = "n") -> dict[str, Any]:
+def _line(document: Invoice, number: int, field: str = "n") -> InvoiceLine:
     """Line ``number`` of ``document`` if it has events behind it; else 404 (no such line)
     or 422 (a line without events: a fee, a discount)."""
-    lines = document["lines"]
+    lines = document.lines
     if not 1 <= number <= len(lines):
-        raise NotFound(f"line: invoice {document['number']} has lines 1 to {len(lines)}")
-    line: dict[str, Any] = lines[number - 1]
-    if line["kind"] not in _EVENTFUL_KINDS:
+        raise NotFound(f"line: invoice {document.number} has lines 1 to {len(lines)}")
+    line = lines[number - 1]
+    if line.kind not in _EVENTFUL_KINDS:
         raise HttpError(
             422,
             "invalid_parameter",
-            f"{field}: line {number} is a {line['kind']} line; only usage and adjustment"
+            f"{field}: line {number} is a {line.kind} line; only usage and adjustment"
             " lines have events",
             field=field,
         )
@@ -102,7 +102,7 @@ def _explain(
 ) -> dict[str, Any]:
     billing = services.billing
     stored = _visible_invoice(billing, principal, invoice_id)
-    _line(decode_exact(stored.document), number)
+    _line(stored.record, number)
     sequences: array[int] = services.line_sequences(invoice_id, number)
     start = bisect_right(sequences, after)
     page = sequences[start : start + limit]
@@ -121,7 +121,7 @@ def _proof(
     billing: Billing, principal: Principal, invoice_id: str, number: int, event_id: str
 ) -> dict[str, Any]:
     stored = _visible_invoice(billing, principal, invoice_id)
-    _line(decode_exact(stored.document), number)
+    _line(stored.record, number)
     return billing.proof(invoice_id, number, event_id)
 
 

@@ -37,7 +37,7 @@ from typing import Any
 
 from meterline.billing.scan import scan_workers
 from meterline.billing.service import Billing
-from meterline.core.events import decode_exact, timestamp_to_us
+from meterline.core.events import timestamp_to_us
 from meterline.ledger.billing_records import BillingStore
 from meterline.ledger.event_ledger import open_ledger
 
@@ -333,7 +333,7 @@ def run_close_benchmark(
             ledger.close()
         if directory is not None:
             _remove(billing_path)
-    lines = sum(len(decode_exact(invoice.document)["lines"]) for invoice in invoices)
+    lines = sum(len(invoice.record.lines) for invoice in invoices)
     return CloseBenchmark(
         events=events,
         customers=customers,

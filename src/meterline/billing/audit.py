@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
+import msgspec
+
 from meterline.billing import balances, documents, late
 from meterline.billing.context import BillingContext, invoice_cut, parse_stored
 from meterline.billing.credits import stored_grant
@@ -20,6 +22,13 @@ from meterline.billing.documents import credit_cuts
 from meterline.billing.scan import RatingJob, run_jobs
 from meterline.config.source import ConfigurationError
 from meterline.core.cuts import Cut
+from meterline.core.documents import (
+    AdjustmentLine,
+    Invoice,
+    PrepaidLine,
+    PurchaseLine,
+    document_data,
+)
 from meterline.core.events import decode_exact
 from meterline.core.findings import Finding, describe_error
 from meterline.core.invoicing import invoice_bytes
@@ -72,8 +81,9 @@ class AuditReport:
 
 
 def first_difference(stored: dict[str, Any], rebuilt: dict[str, Any]) -> tuple[int | None, str]:
-    """Where a stored invoice and its re-derivation first disagree: the line (None for the
-    document's other fields) and how, in words."""
+    """Where a stored invoice and its re-derivation first disagree, compared as JSON data
+    (``core.documents.document_data``): the line (None for the document's other fields)
+    and how, in words."""
     stored_lines, rebuilt_lines = stored.get("lines", []), rebuilt.get("lines", [])
     for index in range(max(len(stored_lines), len(rebuilt_lines))):
         before = stored_lines[index] if index < len(stored_lines) else None
@@ -159,11 +169,11 @@ def audit_invoice(context: BillingContext, stored: StoredInvoice) -> list[Findin
     hashed = hashlib.sha256(stored.document).digest() == stored.document_sha256
     line: int | None = None
     try:
-        document = decode_exact(stored.document)
-        if not isinstance(document, dict):
-            raise ValueError("not a JSON object")
-    except ValueError as error:
-        difference: str | None = f"document is not valid JSON ({describe_error(error)})"
+        document = stored.record
+    except msgspec.ValidationError as error:
+        difference: str | None = f"document is not an invoice ({error})"
+    except (msgspec.DecodeError, ValueError) as error:
+        difference = f"document is not valid JSON ({describe_error(error)})"
     else:
         try:
             if stored.kind != "period":
@@ -183,7 +193,7 @@ def audit_invoice(context: BillingContext, stored: StoredInvoice) -> list[Findin
 
 
 def rederive(
-    context: BillingContext, stored: StoredInvoice, document: dict[str, Any]
+    context: BillingContext, stored: StoredInvoice, document: Invoice
 ) -> tuple[int | None, str | None]:
     """Rebuild a period invoice from the events and its revision: the first line that
     differs (or None) and how (None when the bytes agree)."""
@@ -196,7 +206,9 @@ def rederive(
         return None, f"revision {stored.revision} no longer parses: {error.errors[0]}"
     except ValueError as error:
         return None, f"revision {stored.revision} no longer decodes ({describe_error(error)})"
-    if document["configuration"]["hash"] != revision.content_sha256.hex():
+    if not document.configuration or (
+        document.configuration.hash != revision.content_sha256.hex()
+    ):
         return None, "rated under a configuration whose content has since changed"
     contract = loaded.configuration.contract(stored.customer)
     if contract is None:
@@ -215,22 +227,22 @@ def rederive(
         cuts=credit_cuts(inputs, period, contract.timezone),
     )
     adjustment_jobs = []
-    for line in document["lines"]:
-        if line["kind"] != "adjustment":
+    for line in document.lines:
+        if not isinstance(line, AdjustmentLine):
             continue
-        adjusts = line["adjusts"]
-        previous = context.store.invoice(adjusts["invoice"])
+        adjusts = line.adjusts
+        previous = context.store.invoice(adjusts.invoice)
         if previous is None:
-            return line["number"], f"adjusts unknown invoice {adjusts['invoice']}"
+            return line.number, f"adjusts unknown invoice {adjusts.invoice}"
         rerate, _ = late.rerate(
-            context, previous, Cut.from_json(adjusts["through"], "adjusts.through")
+            context, previous, Cut.from_json(adjusts.until(), "adjusts.through")
         )
         adjustment_jobs.append((previous, adjusts, rerate))
     run_jobs(context.connection, [job, *[j for _, _, j in adjustment_jobs]])
     adjustments = []
     for previous, adjusts, rerate in adjustment_jobs:
-        after = Cut.from_json(adjusts["from"], "adjusts.from")
-        pending = [(previous, Decimal(adjusts["billed_total"]), rerate, after)]
+        after = Cut.from_json(adjusts.after(), "adjusts.from")
+        pending = [(previous, Decimal(adjusts.billed_total), rerate, after)]
         adjustments.extend(late.late_adjustments(context, pending).get(previous.customer, []))
     finalized_at = stored.finalized_at_us
     credit = None
@@ -252,32 +264,33 @@ def rederive(
     )
     if invoice_bytes(rebuilt) == bytes(stored.document):
         return None, None
-    return first_difference(document, rebuilt)
+    return first_difference(document_data(document), document_data(rebuilt))
 
 
 def audit_off_cycle(
-    context: BillingContext, stored: StoredInvoice, document: dict[str, Any]
+    context: BillingContext, stored: StoredInvoice, document: Invoice
 ) -> tuple[int | None, str | None]:
     """A purchase invoice must bill its stored grant's price; a threshold invoice must
     be netted by its period's invoice once that is finalized."""
     if stored.kind == "purchase":
-        grant_id = document["lines"][0]["grant"]
-        rows = [g for g in context.store.grants(stored.customer) if g.grant_id == grant_id]
+        line = document.lines[0]
+        if not isinstance(line, PurchaseLine):
+            return 1, f"a purchase invoice's line is a {line.kind} line"
+        rows = [g for g in context.store.grants(stored.customer) if g.grant_id == line.grant]
         if not rows:
-            return 1, f"bills grant {grant_id}, which is not stored"
+            return 1, f"bills grant {line.grant}, which is not stored"
         paid = stored_grant(rows[0]).paid
-        if Decimal(document["lines"][0]["amount_exact"]) != paid:
-            return 1, f"bills {document['total']} for grant {grant_id}, paid {paid}"
+        if line.amount_exact != paid:
+            return 1, f"bills {document.total} for grant {line.grant}, paid {paid}"
         return None, None
     period = context.finalized(stored.customer, stored.period_start_us)
     if period is None:
         return None, None
-    cited = [
-        line
-        for line in decode_exact(period.document)["lines"]
-        if line["kind"] == "prepaid" and line.get("invoice") == stored.invoice_id
+    billed_early = [
+        line.billed_early
+        for line in period.record.lines
+        if isinstance(line, PrepaidLine) and line.invoice == stored.invoice_id
     ]
-    billed_early = [Decimal(line.get("billed_early", -Decimal(line["amount"]))) for line in cited]
-    if billed_early != [Decimal(document["total"])]:
+    if billed_early != [document.total]:
         return None, f"not netted exactly once by period invoice {period.invoice_id}"
     return None, None

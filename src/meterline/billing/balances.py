@@ -28,7 +28,6 @@ from meterline.billing.netting import billed_early
 from meterline.billing.scan import RatingJob, run_jobs
 from meterline.core.credits import Charge, CreditBook, CreditError
 from meterline.core.cuts import Cut
-from meterline.core.events import decode_exact
 from meterline.core.grants import contract_grants
 from meterline.core.model import Configuration, Contract, segments
 from meterline.core.periods import BillingPeriod, period_containing, periods_overlapping
@@ -68,7 +67,7 @@ def charges_stored(context: BillingContext, customer: str, before_us: int) -> li
     charges: list[Charge] = []
     for invoice in sorted(context.period_invoices(customer), key=lambda i: i.period_start_us):
         if invoice.period_start_us < before_us:
-            charges.extend(stored_charges(decode_exact(invoice.document)))
+            charges.extend(stored_charges(invoice.record))
     return charges
 
 
@@ -154,7 +153,7 @@ def credit_history(
         charges = prior_charges(context, configuration, contract, period, through)
     stored = context.finalized(customer, period.start_us)
     if stored is not None:
-        charges.extend(stored_charges(decode_exact(stored.document)))
+        charges.extend(stored_charges(stored.record))
     else:
         spans = segments(configuration, contract, period.start_us, period.end_us)
         if spans and not inputs.is_empty():

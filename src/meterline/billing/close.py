@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from typing import Any
+
+from msgspec.structs import replace
 
 from meterline.billing import balances, late
 from meterline.billing.context import BillingContext, Loaded, billing_cycle
@@ -32,6 +33,7 @@ from meterline.billing.unbillable import (
 from meterline.billing.unbillable_report import unbillable_report
 from meterline.core.credits import Charge
 from meterline.core.cuts import Cut
+from meterline.core.documents import Invoice
 from meterline.core.invoicing import Adjustment, invoice_bytes
 from meterline.core.model import Configuration, Contract, segments
 from meterline.core.periods import periods_overlapping
@@ -113,11 +115,11 @@ def close_documents(
     adjustments: dict[str, list[Adjustment]],
     failed: dict[str, CustomerFailure],
     now_us: int,
-) -> list[tuple[RatingJob, dict[str, Any]]]:
+) -> list[tuple[RatingJob, Invoice]]:
     """Each rated job's unnumbered document, in ``jobs`` order; the late adjustments ride
     on each customer's first; a customer whose document cannot be built joins ``failed``."""
     configuration = loaded.configuration
-    documents: list[tuple[RatingJob, dict[str, Any]]] = []
+    documents: list[tuple[RatingJob, Invoice]] = []
     seen: set[str] = set()
     closed_charges: dict[str, list[Charge]] = {}
     for job in jobs:
@@ -161,7 +163,7 @@ def close_documents(
 def numbered_invoices(
     context: BillingContext,
     loaded: Loaded,
-    kept: list[tuple[RatingJob, dict[str, Any]]],
+    kept: list[tuple[RatingJob, Invoice]],
     head: Cut,
     now_us: int,
 ) -> list[StoredInvoice]:
@@ -171,8 +173,7 @@ def numbered_invoices(
     stored = []
     for offset, (job, document) in enumerate(kept):
         number = f"INV-{first_number + offset:06d}"
-        document["number"] = number
-        content = invoice_bytes(document)
+        content = invoice_bytes(replace(document, number=number))
         stored.append(
             StoredInvoice(
                 number,

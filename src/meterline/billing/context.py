@@ -23,6 +23,7 @@ from meterline.billing.unbillable import UnbillableUsage
 from meterline.clock import Clock
 from meterline.config.schema import parse_configuration
 from meterline.core.cuts import Cut
+from meterline.core.documents import Invoice
 from meterline.core.events import decode_exact
 from meterline.core.model import Configuration, Contract
 from meterline.core.partitions import partition_of
@@ -69,9 +70,9 @@ def cost_meters(loaded: Loaded | None) -> frozenset[str]:
     return frozenset(rate.meter for rate in loaded.configuration.costs)
 
 
-def invoice_cut(document: dict[str, Any]) -> Cut:
+def invoice_cut(document: Invoice) -> Cut:
     """The cut an invoice document was rated through (``ledger.through``)."""
-    return Cut.from_json(document["ledger"]["through"], "ledger.through")
+    return Cut.from_json(document.through(), "ledger.through")
 
 
 @dataclass
@@ -146,6 +147,5 @@ class BillingContext:
             raise NotFound(f"no invoice {invoice_id!r}")
         return stored
 
-    def document(self, invoice_id: str) -> dict[str, Any]:
-        document: dict[str, Any] = decode_exact(self.invoice(invoice_id).document)
-        return document
+    def document(self, invoice_id: str) -> Invoice:
+        return self.invoice(invoice_id).record

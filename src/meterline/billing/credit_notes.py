@@ -9,19 +9,28 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from decimal import Decimal
-from typing import Any
+
+from msgspec import UNSET
 
 from meterline.billing import late
 from meterline.billing.context import BillingContext
 from meterline.billing.errors import BillingError
 from meterline.billing.scan import RatingJob, run_jobs
 from meterline.core.credit_note_lines import CreditNoteError, partial_lines
-from meterline.core.events import decode_exact, encode_canonical, format_timestamp
+from meterline.core.documents import (
+    Adjusts,
+    CreditNote,
+    CreditNoteLine,
+    Invoice,
+    Lineage,
+    decimal_text,
+    document_bytes,
+    record_of,
+)
+from meterline.core.events import format_timestamp
 from meterline.core.model import Configuration
 from meterline.core.periods import BillingPeriod
 from meterline.ledger.billing_records import StoredCreditNote
-
-CREDIT_NOTE_SCHEMA = "meterline.credit-note/1"
 
 
 def credit_note(
@@ -44,32 +53,30 @@ def credit_note(
     if void and (lines or amount is not None):
         raise BillingError("void: a void credits the whole invoice; give no lines or amount")
     if lines or amount is not None:
-        notes = [decode_exact(n.document) for n in context.store.credit_notes(invoice_id)]
+        notes = [n.record for n in context.store.credit_notes(invoice_id)]
         try:
             note_lines = partial_lines(document, notes, lines, amount)
         except CreditNoteError as error:
             raise BillingError(str(error)) from None
         return _store(context, invoice_id, stored.customer, document, reason, note_lines, now_us)
     if void:
-        if any(
-            decode_exact(n.document).get("void") for n in context.store.credit_notes(invoice_id)
-        ):
+        if any(n.record.void for n in context.store.credit_notes(invoice_id)):
             raise BillingError(f"invoice {invoice_id} is already void")
         if any(
-            "credits_line" in line
+            line.credits_line is not UNSET
             for n in context.store.credit_notes(invoice_id)
-            for line in decode_exact(n.document)["lines"]
+            for line in n.record.lines
         ):
             raise BillingError(
                 f"invoice {invoice_id} has partial credit notes; credit what is left by amount"
             )
         note_lines = [
-            {
-                "number": 1,
-                "kind": "void",
-                "description": f"Void of {invoice_id}",
-                "amount": str(-Decimal(document["total"])),
-            }
+            CreditNoteLine(
+                number=1,
+                kind="void",
+                description=f"Void of {invoice_id}",
+                amount=decimal_text(-document.total),
+            )
         ]
     else:
         head = context.ledger_cut()
@@ -82,14 +89,14 @@ def credit_note(
         run_jobs(context.connection, [job for _, _, job, _ in pending])
         adjustment = late.late_adjustments(context, pending)[stored.customer][0]
         note_lines = [
-            {
-                "number": 1,
-                "kind": "adjustment",
-                "description": adjustment.description,
-                "amount": str(adjustment.amount),
-                "adjusts": adjustment.adjusts,
-                "lineage": adjustment.lineage(),
-            }
+            CreditNoteLine(
+                number=1,
+                kind="adjustment",
+                description=adjustment.description,
+                amount=decimal_text(adjustment.amount),
+                adjusts=record_of(adjustment.adjusts, Adjusts),
+                lineage=record_of(adjustment.lineage(), Lineage),
+            )
         ]
     return _store(context, invoice_id, stored.customer, document, reason, note_lines, now_us, void)
 
@@ -98,29 +105,28 @@ def _store(
     context: BillingContext,
     invoice_id: str,
     customer: str,
-    document: dict[str, Any],
+    document: Invoice,
     reason: str,
-    lines: list[dict[str, Any]],
+    lines: list[CreditNoteLine],
     now_us: int,
     void: bool = False,
 ) -> StoredCreditNote:
     """Number, hash and store the note of ``lines``."""
-    total = sum((Decimal(str(line["amount"])) for line in lines), Decimal(0))
+    total = sum((line.amount for line in lines), Decimal(0))
 
     def make(note_id: str) -> bytes:
-        return encode_canonical(
-            {
-                "schema": CREDIT_NOTE_SCHEMA,
-                "number": note_id,
-                "invoice": invoice_id,
-                "customer": customer,
-                "currency": document["currency"],
-                "reason": reason,
-                "void": void,
-                "lines": lines,
-                "total": str(total),
-                "created_at": format_timestamp(now_us),
-            }
+        return document_bytes(
+            CreditNote(
+                number=note_id,
+                invoice=invoice_id,
+                customer=customer,
+                currency=document.currency,
+                reason=reason,
+                void=void,
+                lines=lines,
+                total=decimal_text(total),
+                created_at=format_timestamp(now_us),
+            )
         )
 
     note = context.store.add_credit_note(invoice_id, customer, now_us, make)

@@ -17,6 +17,8 @@ from dataclasses import dataclass
 from decimal import Decimal, localcontext
 from typing import Any
 
+from msgspec import UNSET
+
 from meterline.core.credits import (
     Charge,
     CreditBook,
@@ -26,8 +28,16 @@ from meterline.core.credits import (
     OverageMode,
     Void,
 )
+from meterline.core.documents import (
+    Invoice,
+    LedgerReference,
+    PrepaidLine,
+    PurchaseLine,
+    ThresholdLine,
+    decimal_text,
+)
 from meterline.core.events import decode_exact, encode_canonical, format_timestamp
-from meterline.core.invoicing import INVOICE_SCHEMA, ExtraLine
+from meterline.core.invoicing import ExtraLine
 from meterline.core.model import Configuration, CreditTerms, Segment
 from meterline.core.money import MINOR_UNITS, MONEY_CONTEXT, round_amount
 from meterline.core.periods import BillingPeriod
@@ -156,8 +166,8 @@ def charge_from_record(record: list[Any]) -> Charge:
     return Charge(start, end, line, meter, unit, Decimal(amount), first, last)
 
 
-def stored_charges(document: dict[str, Any]) -> list[Charge]:
-    section = document.get("credits")
+def stored_charges(document: Invoice) -> list[Charge]:
+    section = document.credits
     if not section:
         return []
     return [charge_from_record(record) for record in section["charges"]]
@@ -491,33 +501,30 @@ def purchase_document(
     grant: Grant,
     grant_id: str,
     now_us: int,
-) -> dict[str, Any]:
+) -> Invoice:
     """The invoice for a paid grant made by API or CLI: billed when granted."""
-    amount = round_amount(grant.paid, currency)
-    return {
-        "schema": INVOICE_SCHEMA,
-        "kind": "purchase",
-        "number": invoice_id,
-        "status": "finalized",
-        "customer": customer,
-        "currency": currency,
-        "timezone": timezone,
-        "lines": [
-            {
-                "number": 1,
-                "kind": "purchase",
-                "description": f"Prepaid credit: {grant.reason} ({grant_id}),"
-                f" {_units(grant.amount)} {grant.unit}",
-                "amount": str(amount),
-                "amount_exact": str(grant.paid),
-                "grant": grant_id,
-                "unit": grant.unit,
-                "units": str(grant.amount),
-            }
-        ],
-        "total": str(amount),
-        "finalized_at": format_timestamp(now_us),
-    }
+    amount = decimal_text(round_amount(grant.paid, currency))
+    line = PurchaseLine(
+        number=1,
+        description=f"Prepaid credit: {grant.reason} ({grant_id}),"
+        f" {_units(grant.amount)} {grant.unit}",
+        amount=amount,
+        amount_exact=decimal_text(grant.paid),
+        grant=grant_id,
+        unit=grant.unit,
+        units=decimal_text(grant.amount),
+    )
+    return Invoice(
+        kind="purchase",
+        number=invoice_id,
+        status="finalized",
+        customer=customer,
+        currency=currency,
+        timezone=timezone,
+        lines=[line],
+        total=amount,
+        finalized_at=format_timestamp(now_us),
+    )
 
 
 BILLED_EARLY_KINDS = ("usage", "discount", "credit", "overage", "carried", "prepaid")
@@ -526,15 +533,13 @@ earlier threshold invoices billed and no period invoice netted yet (a ``prepaid`
 ``billed_early``, not its capped amount); fees and purchases bill on schedule."""
 
 
-def unbilled_usage(draft: dict[str, Any]) -> Decimal:
+def unbilled_usage(draft: Invoice) -> Decimal:
     with localcontext(MONEY_CONTEXT):
         return sum(
             (
-                -Decimal(line["billed_early"])
-                if line["kind"] == "prepaid" and "billed_early" in line
-                else Decimal(line["amount"])
-                for line in draft["lines"]
-                if line["kind"] in BILLED_EARLY_KINDS
+                -line.billed_early if isinstance(line, PrepaidLine) else line.amount
+                for line in draft.lines
+                if line.kind in BILLED_EARLY_KINDS
             ),
             ZERO,
         )
@@ -542,41 +547,37 @@ def unbilled_usage(draft: dict[str, Any]) -> Decimal:
 
 def threshold_document(
     invoice_id: str,
-    draft: dict[str, Any],
+    draft: Invoice,
     unbilled: Decimal,
     threshold: Decimal | None,
     through: list[int],
     now_us: int,
     reason: str | None = None,
     control: str | None = None,
-) -> dict[str, Any]:
+) -> Invoice:
     """An invoice billing the period's unbilled usage now (the threshold was reached, or
     a control's ``true_up`` fired: ``control`` is the firing's id); the period's own
     invoice nets it as billed early, no further than it owes (a surplus carries to the
     next period invoices: ``billing.netting``)."""
-    line: dict[str, Any] = {
-        "number": 1,
-        "kind": "threshold",
-        "description": reason or f"Usage to date (unbilled usage reached {threshold})",
-        "amount": str(unbilled),
-        "amount_exact": str(unbilled),
-    }
-    if threshold is not None:
-        line["threshold"] = str(threshold)
-    extra = {} if control is None else {"control": control}
-    return {
-        "schema": INVOICE_SCHEMA,
-        "kind": "threshold",
-        "number": invoice_id,
-        "status": "finalized",
-        "customer": draft["customer"],
-        "currency": draft["currency"],
-        "timezone": draft["timezone"],
-        "period": draft["period"],
-        "configuration": draft["configuration"],
-        "ledger": {"through": through},
-        "lines": [line],
-        "total": str(unbilled),
-        "finalized_at": format_timestamp(now_us),
-        **extra,
-    }
+    line = ThresholdLine(
+        number=1,
+        description=reason or f"Usage to date (unbilled usage reached {threshold})",
+        amount=decimal_text(unbilled),
+        amount_exact=decimal_text(unbilled),
+        threshold=UNSET if threshold is None else decimal_text(threshold),
+    )
+    return Invoice(
+        kind="threshold",
+        number=invoice_id,
+        status="finalized",
+        customer=draft.customer,
+        currency=draft.currency,
+        timezone=draft.timezone,
+        period=draft.period,
+        configuration=draft.configuration,
+        ledger=LedgerReference(through=through),
+        lines=[line],
+        total=decimal_text(unbilled),
+        finalized_at=format_timestamp(now_us),
+        control=UNSET if control is None else control,
+    )

@@ -25,6 +25,7 @@ from meterline.billing.scan import RatingJob
 from meterline.billing.unbillable import CustomerFailure, failure_reason
 from meterline.core.coupons import Coupon, coupons_in_force
 from meterline.core.credits import Charge, CreditBook, cut_instants
+from meterline.core.documents import Invoice
 from meterline.core.invoicing import Adjustment, ExtraLine, InvoiceHeader, build_invoice
 from meterline.core.model import Configuration, Contract, Segment
 from meterline.core.periods import BillingPeriod, local_date, local_midnight_us
@@ -104,7 +105,7 @@ def invoice_document(
     finalized_at_us: int | None,
     adjustments: list[Adjustment],
     credit: CreditPart | None = None,
-) -> dict[str, Any]:
+) -> Invoice:
     contract = configuration.contract(job.customer)
     assert contract is not None
     currency = currency_of(job.segments)

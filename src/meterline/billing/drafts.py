@@ -9,20 +9,18 @@ period is rated through the current cut with the late adjustments so far. Nothin
 
 from __future__ import annotations
 
-from typing import Any
-
 from meterline.billing import balances, documents, late
 from meterline.billing.context import BillingContext, billing_cycle, cost_meters
 from meterline.billing.documents import credit_cuts, rating_of
 from meterline.billing.errors import BillingError, NotFound
 from meterline.billing.scan import RatingJob, run_jobs
-from meterline.core.events import decode_exact
+from meterline.core.documents import Invoice
 from meterline.core.model import segments
 from meterline.core.periods import period_containing
 from meterline.ledger import event_reads
 
 
-def draft(context: BillingContext, customer: str, at_us: int | None = None) -> dict[str, Any]:
+def draft(context: BillingContext, customer: str, at_us: int | None = None) -> Invoice:
     """The invoice for the period containing ``at_us`` (now), recomputed from the
     ledger as it stands: usage, fees, and adjustments for late events so far."""
     loaded = context.current()
@@ -31,8 +29,7 @@ def draft(context: BillingContext, customer: str, at_us: int | None = None) -> d
     period = period_containing(billing_cycle(loaded.configuration, contract), at)
     stored = context.finalized(customer, period.start_us)
     if stored is not None:
-        document: dict[str, Any] = decode_exact(stored.document)
-        return document
+        return stored.record
     spans = segments(loaded.configuration, contract, period.start_us, period.end_us)
     if not spans:
         raise NotFound(f"customer {customer!r} has no contract in force in that period")
@@ -69,13 +66,13 @@ def draft(context: BillingContext, customer: str, at_us: int | None = None) -> d
 
 def rated_periods(
     context: BillingContext, at_us: int | None = None, customer: str | None = None
-) -> list[tuple[dict[str, Any], RatingJob]]:
+) -> list[tuple[Invoice, RatingJob]]:
     """Every finalized period invoice (as billed) and every customer's open period (its
     draft as of ``at_us``, now), each with a job that re-rated it keeping its events
     and measuring the cost-only meters too: what unit economics is computed from."""
     at = context.clock() if at_us is None else at_us
     head = context.ledger_cut()
-    pairs: list[tuple[dict[str, Any], RatingJob]] = []
+    pairs: list[tuple[Invoice, RatingJob]] = []
     for stored in context.period_invoices(customer):
         if stored.finalized_at_us > at:
             continue
@@ -86,7 +83,7 @@ def rated_periods(
             keep_events=True,
             also_meters=cost_meters(context.load(stored.revision)),
         )
-        pairs.append((decode_exact(stored.document), job))
+        pairs.append((stored.record, job))
     current = context.load()
     if current is not None:
         loaded = current

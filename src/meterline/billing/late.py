@@ -16,7 +16,8 @@ from meterline.billing.errors import BillingError
 from meterline.billing.scan import RatingJob
 from meterline.billing.unbillable import CustomerFailure
 from meterline.core.cuts import Cut
-from meterline.core.events import decode_exact, format_timestamp
+from meterline.core.documents import AdjustmentLine, CreditNote, CreditNoteLine, Invoice
+from meterline.core.events import format_timestamp
 from meterline.core.invoicing import Adjustment, charges_total
 from meterline.core.lineage import MerkleBuilder
 from meterline.core.model import segments
@@ -28,25 +29,27 @@ from meterline.ledger.billing_records import StoredInvoice
 
 def stored_invoice_cut(context: BillingContext, invoice: StoredInvoice) -> Cut:
     """The cut a stored invoice was rated through (its document's ``ledger.through``)."""
-    return invoice_cut(decode_exact(invoice.document))
+    return invoice_cut(invoice.record)
 
 
 def accounted(context: BillingContext, invoice: StoredInvoice) -> tuple[Cut, Decimal]:
     """How far a finalized period has been billed: (through cut, total billed),
     following adjustments on later invoices and credit notes."""
     through = stored_invoice_cut(context, invoice)
-    billed = charges_total(decode_exact(invoice.document))
-    records = [decode_exact(i.document) for i in context.store.invoices(invoice.customer)]
-    records += [decode_exact(n.document) for n in context.store.credit_notes(invoice.invoice_id)]
+    billed = charges_total(invoice.record)
+    records: list[Invoice | CreditNote] = [
+        i.record for i in context.store.invoices(invoice.customer)
+    ]
+    records += [n.record for n in context.store.credit_notes(invoice.invoice_id)]
     for document in records:
-        for line in document.get("lines", []):
-            adjusts = line.get("adjusts")
-            if not adjusts or adjusts.get("invoice") != invoice.invoice_id:
+        for line in document.lines:
+            adjusts = line.adjusts if isinstance(line, AdjustmentLine | CreditNoteLine) else None
+            if not adjusts or adjusts.invoice != invoice.invoice_id:
                 continue
-            adjusted = Cut.from_json(adjusts["through"], "adjusts.through")
+            adjusted = Cut.from_json(adjusts.until(), "adjusts.through")
             if adjusted != through and adjusted.includes(through):
                 through = adjusted
-                billed = Decimal(adjusts["rerated_total"])
+                billed = adjusts.rerated_total
     return through, billed
 
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 from decimal import Decimal, localcontext
 
 from meterline.billing.context import BillingContext
-from meterline.core.events import decode_exact
+from meterline.core.documents import PrepaidLine
 from meterline.core.invoicing import ExtraLine
 from meterline.core.money import MONEY_CONTEXT
 from meterline.core.periods import BillingPeriod
@@ -49,7 +49,7 @@ def billed_early(
         if not own and invoice.period_start_us not in finalized_periods:
             continue  # its own period's invoice, still open, nets it first
         with localcontext(MONEY_CONTEXT):
-            left = Decimal(decode_exact(invoice.document)["total"]) - netted.get(
+            left = invoice.record.total - netted.get(
                 invoice.invoice_id, ZERO
             )
         if left <= 0:
@@ -58,7 +58,7 @@ def billed_early(
         text = f"Billed early on {invoice.invoice_id} (threshold reached)"
         if not own:
             text += ", surplus carried from an earlier period"
-            detail["from_period"] = str(decode_exact(invoice.document)["period"]["label"])
+            detail["from_period"] = invoice.record.period_span().label
         lines.append(ExtraLine("prepaid", text, -left, None, detail))
     return lines
 
@@ -69,10 +69,8 @@ def _netted_before(known: list[StoredInvoice], period: BillingPeriod) -> dict[st
     for invoice in known:
         if invoice.kind != "period" or invoice.period_start_us >= period.start_us:
             continue
-        for line in decode_exact(invoice.document)["lines"]:
-            if line["kind"] == "prepaid" and "invoice" in line:
+        for line in invoice.record.lines:
+            if isinstance(line, PrepaidLine) and line.invoice:
                 with localcontext(MONEY_CONTEXT):
-                    netted[line["invoice"]] = netted.get(line["invoice"], ZERO) - Decimal(
-                        line["amount"]
-                    )
+                    netted[line.invoice] = netted.get(line.invoice, ZERO) - line.amount
     return netted

@@ -24,6 +24,7 @@ from typing import Any
 from meterline.billing.context import BillingContext
 from meterline.billing.errors import BillingError, InvalidRequest, NotFound
 from meterline.core.control_policies import decide as decide_access
+from meterline.core.documents import Invoice
 from meterline.core.events import decode_exact, encode_canonical
 from meterline.core.payments import (
     NET_DAYS_DEFAULT,
@@ -109,14 +110,14 @@ def end_of_day_us(day: date) -> int:
     return (start - EPOCH) // timedelta(microseconds=1) - 1
 
 
-def receivable(stored: StoredInvoice, document: dict[str, Any]) -> Receivable:
+def receivable(stored: StoredInvoice, document: Invoice) -> Receivable:
     """What a finalized invoice bills, issued on its day in its time zone."""
-    timezone = str(document.get("timezone") or "UTC")
+    timezone = document.timezone or "UTC"
     return Receivable(
         stored.invoice_id,
         stored.customer,
-        str(document["currency"]),
-        Decimal(str(document["total"])),
+        document.currency,
+        Decimal(document.total),
         local_date(timezone, stored.finalized_at_us),
         stored.finalized_at_us,
         timezone,
@@ -127,14 +128,9 @@ def note_changes(context: BillingContext, invoice_id: str) -> list[NoteChange]:
     """The invoice's credit notes as changes to what it bills."""
     changes = []
     for note in context.store.credit_notes(invoice_id):
-        document = decode_exact(note.document)
+        document = note.record
         changes.append(
-            NoteChange(
-                note.note_id,
-                note.created_at_us,
-                Decimal(str(document["total"])),
-                bool(document.get("void")),
-            )
+            NoteChange(note.note_id, note.created_at_us, Decimal(document.total), document.void)
         )
     return changes
 
@@ -277,7 +273,7 @@ def standings(
     for stored in context.store.invoices(customer):
         if stored.finalized_at_us > at:
             continue
-        invoice = receivable(stored, decode_exact(stored.document))
+        invoice = receivable(stored, stored.record)
         notes = note_changes(context, stored.invoice_id)
         found.append(settle(invoice, notes, by_invoice.get(stored.invoice_id, []), at))
     return found

@@ -16,6 +16,7 @@ from meterline.billing.context import BillingContext, invoice_cut
 from meterline.billing.errors import BillingError, NotFound
 from meterline.billing.scan import run_jobs
 from meterline.core.cuts import Cut
+from meterline.core.documents import AdjustmentLine, Invoice, InvoiceLine, MeterUsageLine
 from meterline.core.events import decode_exact, format_timestamp
 from meterline.core.lineage import inclusion_path, verify_proof
 from meterline.ledger import event_reads
@@ -39,14 +40,18 @@ def ledger_proof(context: BillingContext, customer: str, event_id: str) -> dict[
     return document
 
 
-def invoice_line(
-    context: BillingContext, document: dict[str, Any], line_number: int
-) -> dict[str, Any]:
-    lines = document["lines"]
+def invoice_line(context: BillingContext, document: Invoice, line_number: int) -> InvoiceLine:
+    lines = document.lines
     if not 1 <= line_number <= len(lines):
-        raise NotFound(f"line: invoice {document['number']} has lines 1 to {len(lines)}")
-    line: dict[str, Any] = lines[line_number - 1]
-    return line
+        raise NotFound(f"line: invoice {document.number} has lines 1 to {len(lines)}")
+    return lines[line_number - 1]
+
+
+def line_root(line: InvoiceLine) -> str:
+    """The Merkle root of the events behind a usage or adjustment line."""
+    if not isinstance(line, MeterUsageLine | AdjustmentLine):
+        raise BillingError(f"a {line.kind} line has no events")
+    return line.lineage.merkle_root
 
 
 def line_events(
@@ -57,29 +62,29 @@ def line_events(
     stored = context.invoice(invoice_id)
     document = context.document(invoice_id)
     line = invoice_line(context, document, line_number)
-    if line["kind"] == "adjustment":
-        adjusts = line["adjusts"]
-        previous = context.invoice(adjusts["invoice"])
+    if isinstance(line, AdjustmentLine):
+        adjusts = line.adjusts
+        previous = context.invoice(adjusts.invoice)
         return event_reads.customer_event_hashes(
             context.connection,
             previous.customer,
-            Cut.from_json(adjusts["from"], "adjusts.from"),
-            Cut.from_json(adjusts["through"], "adjusts.through"),
+            Cut.from_json(adjusts.after(), "adjusts.from"),
+            Cut.from_json(adjusts.until(), "adjusts.through"),
             previous.period_start_us,
             previous.period_end_us,
         )
-    if line["kind"] != "usage":
-        raise BillingError(f"line {line_number}: a {line['kind']} line has no events")
+    if not isinstance(line, MeterUsageLine):
+        raise BillingError(f"line {line_number}: a {line.kind} line has no events")
     job, loaded = late.rerate(context, stored, invoice_cut(document), keep_events=True)
     run_jobs(context.connection, [job])
     segment_index = next(
         i
         for i, s in enumerate(job.segments)
-        if format_timestamp(s.start_us) == line["service"]["start"]
+        if format_timestamp(s.start_us) == line.service.start
     )
-    meter = loaded.configuration.meter(line["meter"])
+    meter = loaded.configuration.meter(line.meter)
     assert meter is not None
-    group = tuple(line["group"].get(name) for name in meter.group_by)
+    group = tuple(line.group.get(name) for name in meter.group_by)
     return job.rater.members(segment_index, meter.key, group)
 
 
@@ -147,7 +152,7 @@ def proof(
         "leaf_index": index,
         "tree_size": len(hashes),
         "path": [h.hex() for h in inclusion_path(hashes, index)],
-        "line_root": line["lineage"]["merkle_root"],
+        "line_root": line_root(line),
         "line_number": line_number,
         "invoice": {
             "id": invoice_id,

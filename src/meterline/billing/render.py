@@ -9,60 +9,71 @@ from __future__ import annotations
 
 from typing import Any
 
+from msgspec import UnsetType
 from rich.markup import escape
 from rich.table import Table
 
 from meterline.billing.service import ApplyReport, AuditReport
+from meterline.core.documents import (
+    AdjustmentLine,
+    CarriedLine,
+    CreditLine,
+    Invoice,
+    MeterUsageLine,
+    OverageLine,
+    PurchaseLine,
+)
 from meterline.core.money import display_amount, display_quantity, to_decimal
 
+UNIT_LINES = (MeterUsageLine, CreditLine, CarriedLine, OverageLine, PurchaseLine)
+"""Lines counted in a unit of their own (a credit type): the table shows those units."""
 
-def invoice_table(document: dict[str, Any], lineage: bool = True) -> Table:
+
+def invoice_table(document: Invoice, lineage: bool = True) -> Table:
     """One invoice: its lines, amounts and, per usage line, the events behind it."""
-    number = document.get("number") or "draft"
-    period = document.get("period")
-    kind = document.get("kind")
+    number = document.number or "draft"
+    period = document.period
+    kind = document.kind
     when = (
-        f"{period['start'][:10]} to {period['end'][:10]}"
+        f"{period.start[:10]} to {period.end[:10]}"
         if period
-        else f"issued {str(document.get('finalized_at'))[:10]}"
+        else f"issued {str(document.finalized_at)[:10]}"
     )
     title = (
-        f"{number}  {document['customer']}  {when}  ({document['status']}"
+        f"{number}  {document.customer}  {when}  ({document.status}"
         f"{', ' + kind if kind else ''})"
     )
     table = Table(title=title, title_justify="left", show_edge=False, pad_edge=False)
     table.add_column("#", justify="right")
     table.add_column("line")
     table.add_column("quantity", justify="right")
-    table.add_column(f"amount {document['currency']}", justify="right")
+    table.add_column(f"amount {document.currency}", justify="right")
     if lineage:
         table.add_column("events", justify="right")
         table.add_column("sequences", justify="right")
         table.add_column("merkle root")
-    currency = document["currency"]
-    for line in document["lines"]:
-        quantity = line.get("quantity", "")
-        if quantity:
-            quantity = display_quantity(quantity)
-        if "units" in line:
-            units = display_amount(line["units"], line["unit"])
-            quantity = f"{quantity} ({units} {line['unit']})"
-        amount = display_amount(line["amount"], currency)
-        row = [str(line["number"]), line["description"], quantity, amount]
+    currency = document.currency
+    for line in document.lines:
+        quantity = display_quantity(line.quantity) if isinstance(line, MeterUsageLine) else ""
+        if isinstance(line, UNIT_LINES) and not isinstance(line.units, UnsetType):
+            unit = line.unit if isinstance(line.unit, str) else ""
+            quantity = f"{quantity} ({display_amount(line.units, unit)} {unit})"
+        amount = display_amount(line.amount, currency)
+        row = [str(line.number), line.description, quantity, amount]
         if lineage:
-            trace = line.get("lineage")
+            trace = line.lineage if isinstance(line, MeterUsageLine | AdjustmentLine) else None
             if trace:
-                first, last = trace["first_sequence"], trace["last_sequence"]
+                first, last = trace.first_sequence, trace.last_sequence
                 row += [
-                    f"{trace['events']:,}",
+                    f"{trace.events:,}",
                     f"{first}..{last}" if first is not None else "",
-                    trace["merkle_root"][:16] + "…",
+                    trace.merkle_root[:16] + "…",
                 ]
             else:
                 row += ["", "", ""]
         table.add_row(*row)
     table.add_section()
-    total = display_amount(document["total"], currency)
+    total = display_amount(document.total, currency)
     table.add_row("", "[bold]total[/bold]", "", f"[bold]{total}[/bold]")
     return table
 

@@ -342,4 +342,4 @@ def total(context: BillingContext, job: RatingJob, configuration: Configuration)
     if not job.segments:
         return Decimal(0)
     document = documents.invoice_document(context, job, configuration, 0, "", None, None, [])
-    return Decimal(document["total"])
+    return Decimal(document.total)

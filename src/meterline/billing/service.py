@@ -49,7 +49,6 @@ from meterline.billing import (
 from meterline.billing.audit import AuditReport
 from meterline.billing.close import CloseReport
 from meterline.billing.context import BillingContext, Loaded, billing_cycle, invoice_cut
-from meterline.billing.credit_notes import CREDIT_NOTE_SCHEMA
 from meterline.billing.credits import CreditInputs
 from meterline.billing.documents import CreditPart
 from meterline.billing.errors import BillingError, InvalidRequest, NotFound, RatingFailed
@@ -62,6 +61,7 @@ from meterline.billing.unbillable import UnbillableReport, UnbillableUsage
 from meterline.clock import Clock, system_clock_us
 from meterline.core.credits import Charge, CreditBook
 from meterline.core.cuts import Cut
+from meterline.core.documents import CREDIT_NOTE_SCHEMA, Invoice
 from meterline.core.meters import MeterProblem
 from meterline.core.model import Configuration, Contract
 from meterline.core.payments import (
@@ -166,7 +166,7 @@ class Billing:
         """``revisions.apply``."""
         return revisions.apply(self.context, text, name, dry_run, allow_retire_all)
 
-    def draft(self, customer: str, at_us: int | None = None) -> dict[str, Any]:
+    def draft(self, customer: str, at_us: int | None = None) -> Invoice:
         """``drafts.draft``."""
         return drafts.draft(self.context, customer, at_us)
 
@@ -238,7 +238,7 @@ class Billing:
 
     def rated_periods(
         self, at_us: int | None = None, customer: str | None = None
-    ) -> list[tuple[dict[str, Any], RatingJob]]:
+    ) -> list[tuple[Invoice, RatingJob]]:
         """``drafts.rated_periods``."""
         return drafts.rated_periods(self.context, at_us, customer)
 
@@ -250,7 +250,7 @@ class Billing:
         """``BillingContext.invoice``."""
         return self.context.invoice(invoice_id)
 
-    def document(self, invoice_id: str) -> dict[str, Any]:
+    def document(self, invoice_id: str) -> Invoice:
         """``BillingContext.document``."""
         return self.context.document(invoice_id)
 

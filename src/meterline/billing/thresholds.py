@@ -14,12 +14,15 @@ import logging
 from decimal import Decimal, localcontext
 from typing import Any
 
+from msgspec.structs import replace
+
 from meterline.billing import drafts
 from meterline.billing.context import BillingContext, Loaded, billing_cycle
 from meterline.billing.credits import BILLED_EARLY_KINDS, threshold_document, unbilled_usage
 from meterline.billing.errors import NotFound, RatingFailed
 from meterline.core.cuts import Cut
-from meterline.core.events import decode_exact, format_timestamp
+from meterline.core.documents import Invoice, MeterUsageLine, ThresholdLine
+from meterline.core.events import format_timestamp
 from meterline.core.invoicing import invoice_bytes
 from meterline.core.model import Contract
 from meterline.core.money import MONEY_CONTEXT
@@ -51,7 +54,7 @@ def check_thresholds(context: BillingContext, customer: str | None = None) -> li
         except RatingFailed:
             _log.warning("threshold of %s not checked: cannot be rated", contract.customer)
             continue
-        if document["status"] != "draft":
+        if document.status != "draft":
             continue
         unbilled = unbilled_usage(document)
         decided = _crossed(context, contract, document, unbilled)
@@ -67,7 +70,7 @@ def check_thresholds(context: BillingContext, customer: str | None = None) -> li
 
 
 def _crossed(
-    context: BillingContext, contract: Contract, draft: dict[str, Any], unbilled: Decimal
+    context: BillingContext, contract: Contract, draft: Invoice, unbilled: Decimal
 ) -> tuple[Decimal, int | None] | None:
     """The threshold ``draft`` has crossed, and its level number for progressive levels:
     the single ``threshold`` when the unbilled usage reached it; the highest level of the
@@ -83,36 +86,37 @@ def _crossed(
         return None if threshold is None or unbilled < threshold else (threshold, None)
     if unbilled <= 0:
         return None
-    start = draft["period"]["start"]
+    start = draft.period_span().start
     lifetime = levels.scope == "lifetime"
     stored = context.store.invoices(contract.customer)
     # this period's threshold invoices (True) and, lifetime, earlier periods' (False)
-    earlier: dict[bool, list[dict[str, Any]]] = {}
+    earlier: dict[bool, list[Invoice]] = {}
     for item in stored:
         this_period = format_timestamp(item.period_start_us) == start
         if item.kind == "threshold" and (lifetime or this_period):
-            earlier.setdefault(this_period, []).append(decode_exact(item.document))
+            earlier.setdefault(this_period, []).append(item.record)
     fired = max(
         (
-            int(line.get("threshold_level", 0))
+            line.threshold_level or 0
             for docs in earlier.values()
             for doc in docs
-            for line in doc["lines"]
+            for line in doc.lines
+            if isinstance(line, ThresholdLine)
         ),
         default=0,
     )
     if levels.meter is not None:
         figure = sum(
             (
-                Decimal(str(line["quantity"]))
-                for line in draft["lines"]
-                if line["kind"] == "usage" and line.get("meter") == levels.meter
+                line.quantity
+                for line in draft.lines
+                if isinstance(line, MeterUsageLine) and line.meter == levels.meter
             ),
             Decimal(0),
         )
     else:
         with localcontext(MONEY_CONTEXT):
-            billed = sum((Decimal(str(doc["total"])) for doc in earlier.get(True, [])), ZERO)
+            billed = sum((doc.total for doc in earlier.get(True, [])), ZERO)
             if lifetime:
                 billed += _usage_before(stored, start)
                 fired = max(fired, levels.reached(billed))
@@ -132,9 +136,9 @@ def _usage_before(stored: list[StoredInvoice], start: str) -> Decimal:
         for item in stored:
             if item.kind != "period" or format_timestamp(item.period_start_us) >= start:
                 continue
-            for line in decode_exact(item.document)["lines"]:
-                if line["kind"] in BILLED_EARLY_KINDS and line["kind"] != "prepaid":
-                    total += Decimal(str(line["amount"]))
+            for line in item.record.lines:
+                if line.kind in BILLED_EARLY_KINDS and line.kind != "prepaid":
+                    total += line.amount
     return total
 
 
@@ -146,14 +150,12 @@ def true_up(
     Idempotent by ``control``: a second call returns the invoice the first made. None
     when nothing is unbilled."""
     for invoice in context.store.invoices(customer):
-        if invoice.kind == "threshold" and (
-            decode_exact(invoice.document).get("control") == control
-        ):
+        if invoice.kind == "threshold" and invoice.record.control == control:
             return invoice
     loaded = context.current()
     contract = context.contract(loaded, customer)
     document = drafts.draft(context, customer)
-    if document["status"] != "draft":
+    if document.status != "draft":
         return None
     unbilled = unbilled_usage(document)
     if unbilled <= 0:
@@ -167,7 +169,7 @@ def threshold_invoice(
     context: BillingContext,
     loaded: Loaded,
     contract: Contract,
-    draft: dict[str, Any],
+    draft: Invoice,
     unbilled: Decimal,
     threshold: Decimal | None,
     reason: str | None = None,
@@ -184,15 +186,18 @@ def threshold_invoice(
             if i.kind == "threshold" and i.period_start_us == period.start_us
         ]
     )
-    head = Cut.from_json(draft["ledger"]["through"], "ledger.through")
+    head = Cut.from_json(draft.through(), "ledger.through")
     invoice_id = context.store.next_invoice_id()
     document = threshold_document(
         invoice_id, draft, unbilled, threshold, head.to_json(), now_us, reason, control
     )
     if level is not None:  # progressive levels: which one this invoice answered
-        line = document["lines"][0]
-        line["threshold_level"] = level
-        line["description"] = f"Usage to date (the period's usage reached {threshold})"
+        line = replace(
+            document.lines[0],
+            threshold_level=level,
+            description=f"Usage to date (the period's usage reached {threshold})",
+        )
+        document = replace(document, lines=[line])
     content = invoice_bytes(document)
     stored = StoredInvoice(
         invoice_id,

@@ -6,12 +6,15 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from meterline.cli.options import DEFAULT_DB, DbOption, console, errors, fail, instant
 from meterline.ledger.location import ledger_exists
+
+if TYPE_CHECKING:
+    from meterline.core.documents import Invoice
 
 invoices_app = typer.Typer(
     help="Draft, close, list, show and correct invoices.", no_args_is_help=True
@@ -68,11 +71,12 @@ def apply(
         console.print(f"applied as revision [bold]{report.revision}[/bold]")
 
 
-def _print_document(document: dict[str, object], as_json: bool) -> None:
+def _print_document(document: Invoice, as_json: bool) -> None:
     from meterline.billing.render import invoice_table
+    from meterline.core.documents import document_data
 
     if as_json:
-        print(json.dumps(document))
+        print(json.dumps(document_data(document)))
     else:
         console.print(invoice_table(document))
 
@@ -106,7 +110,6 @@ def invoices_close(
     cannot be rated is named with the reason (exit 1); the others are closed regardless."""
     from meterline.billing.service import BillingError, open_billing
     from meterline.billing.unbillable import publish_unbillable
-    from meterline.core.events import decode_exact
     from meterline.ledger.webhook_records import WebhookStore
     from meterline.live.webhook_service import Webhooks
 
@@ -122,7 +125,7 @@ def invoices_close(
         finally:
             webhooks.store.close()
     for invoice in report:
-        total = decode_exact(invoice.document)["total"]
+        total = invoice.record.total
         print(f"{invoice.invoice_id}\t{invoice.customer}\t{total}\t{invoice.document_sha256.hex()}")
     for failure in report.failed:
         errors.print(
@@ -174,7 +177,6 @@ def unbillable(
 def invoices_thresholds(db: DbOption = DEFAULT_DB) -> None:
     """Bill now every customer whose unbilled usage reached its contract's threshold."""
     from meterline.billing.service import BillingError, open_billing
-    from meterline.core.events import decode_exact
 
     with open_billing(db) as billing:
         try:
@@ -182,7 +184,7 @@ def invoices_thresholds(db: DbOption = DEFAULT_DB) -> None:
         except BillingError as error:
             raise fail(str(error), 1) from None
     for invoice in made:
-        total = decode_exact(invoice.document)["total"]
+        total = invoice.record.total
         print(f"{invoice.invoice_id}\t{invoice.customer}\t{total}")
     errors.print(f"finalized {len(made)} threshold invoices")
 
@@ -194,15 +196,15 @@ def invoices_list(
 ) -> None:
     """Finalized invoices: id, customer, period, total, hash."""
     from meterline.billing.service import open_billing
-    from meterline.core.events import decode_exact, format_timestamp
+    from meterline.core.events import format_timestamp
 
     with open_billing(db) as billing:
         for invoice in billing.store.invoices(customer):
-            document = decode_exact(invoice.document)
+            document = invoice.record
             print(
                 f"{invoice.invoice_id}\t{invoice.customer}\t"
                 f"{format_timestamp(invoice.period_start_us)[:10]}\t"
-                f"{document['total']} {document['currency']}\t{invoice.document_sha256.hex()}"
+                f"{document.total} {document.currency}\t{invoice.document_sha256.hex()}"
             )
 
 

@@ -21,6 +21,7 @@ __all__ = [
     "credits",
     "cuts",
     "dict_batches",
+    "documents",
     "economics",
     "errors",
     "events",

@@ -32,9 +32,21 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
-from typing import Any
 
 from meterline.core.allocation import Obligation, allocate_by_ssp
+from meterline.core.documents import (
+    CreditLine,
+    CreditNote,
+    CreditNoteLine,
+    FeeLine,
+    Invoice,
+    InvoiceLine,
+    PeriodSpan,
+    PrepaidLine,
+    Service,
+    TaxLine,
+    line_service,
+)
 from meterline.core.journal import (
     CONTRA_COUPONS,
     CONTRA_DISCOUNTS,
@@ -78,51 +90,58 @@ def day_of(text: str, timezone: str) -> date:
     return local_date(timezone, instant_us(text))
 
 
-def last_day(span: Mapping[str, str], timezone: str) -> date:
+def last_day(span: Service | PeriodSpan, timezone: str) -> date:
     """The last day of a [start, end) span: the day before its end, never before its start."""
-    start = day_of(span["start"], timezone)
-    end = day_of(span["end"], timezone)
+    start = day_of(span.start, timezone)
+    end = day_of(span.end, timezone)
     return max(start, end - timedelta(days=1))
 
 
+BookedLine = InvoiceLine | CreditNoteLine
+"""A line the journal books: an invoice's, or a credit note's (reversing one)."""
+
+
 def document_entries(
-    document: Mapping[str, Any],
+    document: Invoice,
     billed: date,
     cause: str,
-    lines: Sequence[Mapping[str, Any]] | None = None,
+    lines: Sequence[BookedLine] | None = None,
     sign: int = 1,
 ) -> list[JournalEntry]:
-    """The journal of an invoice (or of a note reversing one: ``sign`` -1), billed on
-    ``billed``; each entry's cause is ``{cause}/line:{number}``."""
-    timezone = str(document.get("timezone") or "UTC")
-    currency = str(document["currency"])
-    customer = str(document["customer"])
-    period = document.get("period")
+    """The journal of an invoice (or of a note reversing one: ``sign`` -1; or of a note's
+    own ``lines``, booked against no period), billed on ``billed``; each entry's cause is
+    ``{cause}/line:{number}``."""
+    timezone = document.timezone or "UTC"
+    currency = document.currency
+    customer = document.customer
+    period = (document.period or None) if lines is None else None
     entries: list[JournalEntry] = []
-    for line in document["lines"] if lines is None else lines:
-        amount = sign * Decimal(str(line["amount"]))
-        kind = str(line["kind"])
-        line_cause = f"{cause}/line:{line['number']}"
-        if kind == "tax" and line.get("inclusive"):
-            amount = sign * Decimal(str(line["included"]))
+    for line in document.lines if lines is None else lines:
+        amount = sign * Decimal(line.amount)
+        kind = line.kind
+        line_cause = f"{cause}/line:{line.number}"
+        if isinstance(line, TaxLine | CreditNoteLine) and line.inclusive:
+            amount = sign * Decimal(_included(line))
         if amount == 0:
             continue
-        service = line.get("service")
+        service = line_service(line)
         if kind == "fee":
             entries += fee_entries(line, line_cause, customer, currency, amount, billed, timezone)
         elif kind in POINT_ACCOUNTS:
             span = service or period
             earned = billed if kind in BILLED_ON_THE_DAY or not span else last_day(span, timezone)
-            carried_in = kind == "prepaid" and "from_period" in line
+            carried_in = isinstance(line, PrepaidLine) and bool(line.from_period)
             account = DEFERRED_BILLED_EARLY if carried_in else POINT_ACCOUNTS[kind]
             entries += usage_in_arrears(
                 line_cause, customer, currency, [(earned, amount)], billed, account
             )
-            if kind == "prepaid" and not carried_in and "carried" in line:
-                entries += _surplus_deferred(line, line_cause, earned, customer, currency, sign)
+            if isinstance(line, PrepaidLine) and not carried_in and line.carried:
+                entries += _surplus_deferred(
+                    line.carried, line_cause, earned, customer, currency, sign
+                )
         elif kind == "tax":
             entries += tax_entries(line, line_cause, billed, customer, currency, sign)
-        elif kind == "credit" and line.get("unit") not in (None, currency):
+        elif isinstance(line, CreditLine) and line.unit != currency:
             span = service or period
             earned = last_day(span, timezone) if span else billed
             entries += usage_in_arrears(
@@ -145,8 +164,12 @@ def document_entries(
     return entries
 
 
+def _included(line: TaxLine | CreditNoteLine) -> Decimal:
+    return Decimal(line.included) if line.included else Decimal(0)
+
+
 def _surplus_deferred(
-    line: Mapping[str, Any], cause: str, earned: date, customer: str, currency: str, sign: int
+    carried: Decimal, cause: str, earned: date, customer: str, currency: str, sign: int
 ) -> list[JournalEntry]:
     """What a period invoice could not net of a threshold invoice (its ``prepaid`` line's
     ``carried`` surplus) moves from usage revenue to deferred revenue (billed early)."""
@@ -159,13 +182,13 @@ def _surplus_deferred(
         currency,
         REVENUE_USAGE,
         DEFERRED_BILLED_EARLY,
-        sign * Decimal(str(line["carried"])),
+        sign * Decimal(carried),
     )
     return [] if item is None else [item]
 
 
 def fee_entries(
-    line: Mapping[str, Any],
+    line: BookedLine,
     cause: str,
     customer: str,
     currency: str,
@@ -176,18 +199,20 @@ def fee_entries(
     """A fee line's revenue: a one-off fee (or one without a service span) on the day its
     service starts, a recurring one ratably over its service; a fee paying for several
     obligations split by standalone price first, each part recognized its own way
-    (``core.allocation``: ``point`` on the service's first day, ``ratable`` over it)."""
-    service = line.get("service")
-    if service is None or line.get("recurrence") == "one_off":
-        earned = day_of(service["start"], timezone) if service else billed
+    (``core.allocation``: ``point`` on the service's first day, ``ratable`` over it). A
+    credit note's fee line has no service: it is booked on the note's day."""
+    fee = line if isinstance(line, FeeLine) else None
+    service = line_service(line)
+    if service is None or (fee is not None and fee.recurrence == "one_off"):
+        earned = day_of(service.start, timezone) if service else billed
         parts = [(cause, amount, "point")]
     else:
-        earned = day_of(service["start"], timezone)
+        earned = day_of(service.start, timezone)
         parts = [(cause, amount, "ratable")]
-    if line.get("obligations"):
+    if fee is not None and fee.obligations:
         obligations = [
-            Obligation(str(name), Decimal(str(ssp)), recognition)
-            for name, ssp, recognition in line["obligations"]
+            Obligation(name, Decimal(ssp), recognition)  # type: ignore[arg-type]
+            for name, ssp, recognition in fee.obligations
         ]
         shares = allocate_by_ssp(amount, obligations, currency)
         parts = [
@@ -201,28 +226,30 @@ def fee_entries(
                 part_cause, customer, currency, [(earned, part)], billed, REVENUE_SUBSCRIPTION
             )
         else:
-            end = day_of(service["end"], timezone)
-            how = line.get("recognition", "day")
+            end = day_of(service.end, timezone)
+            how = (fee.recognition if fee is not None else None) or "day"
             entries += ratable_fee(
                 part_cause, customer, part, currency, billed, earned, end,
-                recognition=how, timezone=timezone,
+                recognition=how, timezone=timezone,  # type: ignore[arg-type]
             )  # fmt: skip
     return entries
 
 
 def tax_entries(
-    line: Mapping[str, Any], cause: str, billed: date, customer: str, currency: str, sign: int
+    line: BookedLine, cause: str, billed: date, customer: str, currency: str, sign: int
 ) -> list[JournalEntry]:
     """A tax line's entry on the day it is billed: exclusive tax is owed by the customer
     and payable to the authority (receivable / tax payable); tax included in the prices
     moves out of revenue into tax payable (contra revenue / tax payable)."""
-    inclusive = bool(line.get("inclusive"))
-    amount = sign * Decimal(str(line["included"] if inclusive else line["amount"]))
+    taxed = line if isinstance(line, TaxLine | CreditNoteLine) else None
+    inclusive = bool(taxed is not None and taxed.inclusive)
+    amount = sign * (_included(taxed) if taxed is not None and inclusive else Decimal(line.amount))
     debit = CONTRA_TAX_INCLUDED if inclusive else RECEIVABLE
+    name = taxed.tax if taxed is not None and taxed.tax else None
     item = entry(
         f"{cause}/tax",
         billed,
-        f"tax {line.get('tax')}",
+        f"tax {name}",
         cause,
         customer,
         currency,
@@ -233,12 +260,9 @@ def tax_entries(
     return [] if item is None else [item]
 
 
-def credit_note_entries(
-    note: Mapping[str, Any], invoice: Mapping[str, Any], issued: date
-) -> list[JournalEntry]:
+def credit_note_entries(note: CreditNote, invoice: Invoice, issued: date) -> list[JournalEntry]:
     """The journal of a credit note against ``invoice``, issued on ``issued``."""
-    cause = f"credit_note:{note['number']}"
-    if note.get("void"):
+    cause = f"credit_note:{note.number}"
+    if note.void:
         return document_entries(invoice, issued, cause, sign=-1)
-    shaped = {**invoice, "lines": note["lines"], "period": None}
-    return document_entries(shaped, issued, cause)
+    return document_entries(invoice, issued, cause, lines=note.lines)

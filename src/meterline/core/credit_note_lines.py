@@ -19,10 +19,22 @@ an invoice never credit more than its charges (``CreditNoteError`` names what is
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from decimal import Decimal
-from typing import Any
 
+from msgspec import UNSET
+from msgspec.structs import replace
+
+from meterline.core.documents import (
+    CreditNote,
+    CreditNoteLine,
+    Invoice,
+    InvoiceLine,
+    MeterUsageLine,
+    TaxLine,
+    TrialLine,
+    decimal_text,
+)
 from meterline.core.errors import MeterlineError
 from meterline.core.money import allocate, exact_sum, round_amount
 from meterline.core.tax import Taxable, TaxRate, tax_lines
@@ -40,121 +52,119 @@ class CreditNoteError(MeterlineError, ValueError):
     http_status = 409
 
 
-def creditable_left(document: Mapping[str, Any], notes: Sequence[Mapping[str, Any]]) -> Decimal:
+def creditable_left(document: Invoice, notes: Sequence[CreditNote]) -> Decimal:
     """What the invoice's charges still hold after its earlier notes' charge lines."""
-    charged = exact_sum([_amount(line) for line in _charges(document["lines"])])
-    credited = exact_sum([_amount(line) for note in notes for line in _charges(note["lines"])])
+    charged = exact_sum([line.amount for line in document.lines if _creditable(line.kind)])
+    credited = exact_sum(
+        [line.amount for note in notes for line in note.lines if _creditable(line.kind)]
+    )
     return exact_sum([charged, credited])
 
 
 def partial_lines(
-    document: Mapping[str, Any],
-    notes: Sequence[Mapping[str, Any]],
+    document: Invoice,
+    notes: Sequence[CreditNote],
     line_numbers: Sequence[int] = (),
     amount: Decimal | None = None,
-) -> list[dict[str, Any]]:
+) -> list[CreditNoteLine]:
     """The credit note's lines (numbered from 1): the credited charges, then the tax they
     carried. Exactly one of ``line_numbers`` and ``amount`` is given."""
     if bool(line_numbers) == (amount is not None):
         raise CreditNoteError("give the lines to credit or an amount, not both or neither")
-    if any(note.get("void") for note in notes):
-        raise CreditNoteError(f"invoice {document['number']} is void")
-    currency = str(document["currency"])
+    if any(note.void for note in notes):
+        raise CreditNoteError(f"invoice {document.number} is void")
+    currency = document.currency
     credited = _by_lines(document, notes, line_numbers) if line_numbers else []
     if amount is not None:
         credited = _by_amount(document, notes, amount, currency)
     lines = credited + _tax_back(document, credited, currency)
-    return [{**line, "number": number} for number, line in enumerate(lines, start=1)]
+    return [replace(line, number=number) for number, line in enumerate(lines, start=1)]
 
 
 def _by_lines(
-    document: Mapping[str, Any], notes: Sequence[Mapping[str, Any]], numbers: Sequence[int]
-) -> list[dict[str, Any]]:
-    by_number = {int(line["number"]): line for line in document["lines"]}
+    document: Invoice, notes: Sequence[CreditNote], numbers: Sequence[int]
+) -> list[CreditNoteLine]:
+    by_number = {line.number: line for line in document.lines}
     done = {
-        int(line["credits_line"])
+        line.credits_line
         for note in notes
-        for line in note["lines"]
-        if "credits_line" in line
+        for line in note.lines
+        if isinstance(line.credits_line, int)
     }
     result = []
     for number in sorted(set(numbers)):
         line = by_number.get(number)
-        if line is None or line["kind"] not in CREDITABLE_KINDS:
+        if line is None or not _creditable(line.kind):
             raise CreditNoteError(f"line {number}: the invoice has no charge line {number}")
         if number in done:
             raise CreditNoteError(f"line {number}: credited already")
-        result.append(_reversal(line, -_amount(line)))
-        took = round_amount(Decimal(str(line.get("coupons_took") or 0)), str(document["currency"]))
+        result.append(_reversal(line, -line.amount))
+        took = round_amount(Decimal(line.coupons_took or 0), document.currency)
         if took:
             result.append(
-                {
-                    "kind": "coupon",
-                    "description": f"Coupons on line {number}, given back with it",
-                    "amount": str(took),
-                    "credits_line": number,
-                }
+                CreditNoteLine(
+                    number=0,
+                    kind="coupon",
+                    description=f"Coupons on line {number}, given back with it",
+                    amount=decimal_text(took),
+                    credits_line=number,
+                )
             )
     return result
 
 
 def _by_amount(
-    document: Mapping[str, Any], notes: Sequence[Mapping[str, Any]], amount: Decimal, currency: str
-) -> list[dict[str, Any]]:
+    document: Invoice, notes: Sequence[CreditNote], amount: Decimal, currency: str
+) -> list[CreditNoteLine]:
     if amount <= 0 or round_amount(amount, currency) != amount:
         raise CreditNoteError(f"amount: {amount} is not a positive amount of {currency}")
     left = creditable_left(document, notes)
     if amount > left:
         raise CreditNoteError(f"amount: {amount} is more than the {left} left to credit")
-    charges = [line for line in _charges(document["lines"]) if _amount(line) > 0]
-    shares = allocate(amount, [_amount(line) for line in charges], currency)
+    charges = [line for line in document.lines if _creditable(line.kind) and line.amount > 0]
+    shares = allocate(amount, [line.amount for line in charges], currency)
     return [_reversal(line, -share) for line, share in zip(charges, shares, strict=True) if share]
 
 
-def _reversal(line: Mapping[str, Any], amount: Decimal) -> dict[str, Any]:
-    reversed_line = {
-        "kind": line["kind"],
-        "description": f"Credit of line {line['number']}: {line['description']}",
-        "amount": str(amount),
-        "credits_line": int(line["number"]),
-    }
-    if "meter" in line:
-        reversed_line["meter"] = line["meter"]
-    return reversed_line
+def _reversal(line: InvoiceLine, amount: Decimal) -> CreditNoteLine:
+    return CreditNoteLine(
+        number=0,
+        kind=line.kind,
+        description=f"Credit of line {line.number}: {line.description}",
+        amount=decimal_text(amount),
+        credits_line=line.number,
+        meter=line.meter if isinstance(line, MeterUsageLine | TrialLine) else UNSET,
+    )
 
 
 def _tax_back(
-    document: Mapping[str, Any], credited: Sequence[Mapping[str, Any]], currency: str
-) -> list[dict[str, Any]]:
+    document: Invoice, credited: Sequence[CreditNoteLine], currency: str
+) -> list[CreditNoteLine]:
     rates = [
-        TaxRate(str(line["tax"]), Decimal(str(line["percent"])), bool(line.get("inclusive")))
-        for line in document["lines"]
-        if line["kind"] == "tax"
+        TaxRate(line.tax, Decimal(line.percent), line.inclusive)
+        for line in document.lines
+        if isinstance(line, TaxLine)
     ]
     taxables = [
-        Taxable(index, str(line["kind"]), None, None, _amount(line))
-        for index, line in enumerate(credited)
+        Taxable(index, line.kind, None, None, line.amount) for index, line in enumerate(credited)
     ]
     applying = {taxable.key: rates for taxable in taxables}
     result = []
     for found in tax_lines(taxables, applying, currency):
         result.append(
-            {
-                "kind": "tax",
-                "description": f"Tax back: {found.description()}",
-                "amount": str(found.amount),
-                "tax": found.rate.name,
-                "percent": str(found.rate.percent),
-                "inclusive": found.rate.inclusive,
-                "included": str(found.included),
-            }
+            CreditNoteLine(
+                number=0,
+                kind="tax",
+                description=f"Tax back: {found.description()}",
+                amount=decimal_text(found.amount),
+                tax=found.rate.name,
+                percent=decimal_text(found.rate.percent),
+                inclusive=found.rate.inclusive,
+                included=decimal_text(found.included),
+            )
         )
     return result
 
 
-def _charges(lines: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
-    return [line for line in lines if line["kind"] in CREDITABLE_KINDS]
-
-
-def _amount(line: Mapping[str, Any]) -> Decimal:
-    return Decimal(str(line["amount"]))
+def _creditable(kind: str) -> bool:
+    return kind in CREDITABLE_KINDS

@@ -1,11 +1,12 @@
 """Invoicing: priced usage + fees + adjustments -> one invoice document (pure).
 
-The document is plain JSON-able data; its canonical bytes (``encode_canonical``) are what
-is hashed, stored and proven against, so building the same inputs twice gives the same
-bytes. Amounts are strings (exact decimal text). Each line keeps ``amount_exact`` (what
-the price models produced) and ``amount``, rounded once, here, by ``money.round_amount``
-to the currency's minor unit with the plan's rounding mode; the invoice total is the sum
-of the rounded lines, so the lines a customer reads always add up to what they owe.
+The document is a typed record (``core.documents.Invoice``); its canonical bytes
+(``invoice_bytes``) are what is hashed, stored and proven against, so building the same
+inputs twice gives the same bytes. Amounts are exact decimal text in the bytes. Each
+line keeps ``amount_exact`` (what the price models produced) and ``amount``, rounded once,
+here, by ``money.round_amount`` to the currency's minor unit with the plan's rounding
+mode; the invoice total is the sum of the rounded lines, so the lines a customer reads
+always add up to what they owe.
 
 Fees (``fee_lines``), per segment of the period under one set of terms:
 - recurring in arrears: the fee times the share of the period the segment covers;
@@ -21,7 +22,6 @@ and fee lines.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal, localcontext
@@ -29,7 +29,14 @@ from typing import Any
 
 from meterline.core.coupons import Coupon, Discountable, apply_coupons
 from meterline.core.cuts import Cut
-from meterline.core.events import encode_canonical, format_timestamp
+from meterline.core.documents import (
+    INVOICE_SCHEMA,
+    Invoice,
+    document_bytes,
+    document_hash,
+    invoice_of,
+)
+from meterline.core.events import format_timestamp
 from meterline.core.invoice_lines import numbered_lines
 from meterline.core.model import Configuration, Fee, Segment, Terms
 from meterline.core.money import MONEY_CONTEXT, exact_sum, prorate, round_amount
@@ -38,7 +45,6 @@ from meterline.core.price_snapshot import price_snapshot
 from meterline.core.rating import UsageLine
 from meterline.core.tax import Taxable, TaxAsk, TaxRequest, tax_lines
 
-INVOICE_SCHEMA = "meterline.invoice/1"
 HUNDRED = Decimal(100)
 ZERO = Decimal(0)
 
@@ -353,7 +359,7 @@ def build_invoice(
     credits: dict[str, Any] | None = None,
     coupons: Sequence[Coupon] = (),
     tax: TaxAsk | None = None,
-) -> dict[str, Any]:
+) -> Invoice:
     """The invoice document for ``header.period``: usage, fees, discounts, the minimum
     commit's true-up, ``coupons``, the ``extra`` lines (credits), adjustments, then tax;
     with a ``credits`` section (the period's credit ledger) when given."""
@@ -387,7 +393,7 @@ def build_invoice(
     document = _document(header, segment_list, lines, total)
     if credits is not None:
         document["credits"] = credits
-    return document
+    return invoice_of(document)
 
 
 def _service_lines(
@@ -552,12 +558,12 @@ def tax_lines_of(
     return result
 
 
-def charges_total(document: dict[str, Any]) -> Decimal:
+def charges_total(document: Invoice) -> Decimal:
     """The sum of the rounded lines of ``CHARGE_KINDS``: what the period's service costs,
     however it was paid (credits, amounts billed early)."""
     with localcontext(MONEY_CONTEXT):
         return sum(
-            (Decimal(line["amount"]) for line in document["lines"] if line["kind"] in CHARGE_KINDS),
+            (line.amount for line in document.lines if line.kind in CHARGE_KINDS),
             ZERO,
         )
 
@@ -568,17 +574,17 @@ def _plain(amount: Decimal) -> str:
     return text
 
 
-def invoice_bytes(document: dict[str, Any]) -> bytes:
+def invoice_bytes(document: Invoice) -> bytes:
     """The canonical bytes of an invoice document: what is hashed and stored."""
-    return encode_canonical(document)
+    return document_bytes(document)
 
 
-def invoice_hash(document: dict[str, Any]) -> str:
+def invoice_hash(document: Invoice) -> str:
     """SHA-256 of the canonical bytes, hex: covers every line, its price and lineage root."""
-    return hashlib.sha256(invoice_bytes(document)).hexdigest()
+    return document_hash(document)
 
 
-def line_sum(document: dict[str, Any]) -> Decimal:
+def line_sum(document: Invoice) -> Decimal:
     """The sum of an invoice's rounded line amounts (equals ``total`` for a sound document)."""
     with localcontext(MONEY_CONTEXT):
-        return sum((Decimal(line["amount"]) for line in document["lines"]), ZERO)
+        return sum((line.amount for line in document.lines), ZERO)

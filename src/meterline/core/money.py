@@ -98,6 +98,8 @@ def to_decimal(value: object, field: str = "amount") -> Decimal:
         if not parsed.is_finite():
             raise MoneyError(f"{field}: {value!r} is not a finite number")
         return parsed
+    if isinstance(value, Decimal):  # a subclass: a document's ``DecimalText``
+        return to_decimal(Decimal(value), field)
     if isinstance(value, float):
         raise MoneyError(f"{field}: floats are never money; write {value!r} as a string")
     raise MoneyError(f"{field}: expected a decimal number, got {type(value).__name__}")

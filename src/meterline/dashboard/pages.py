@@ -12,6 +12,7 @@ from typing import Any
 from markupsafe import Markup
 
 from meterline.billing.service import BillingError
+from meterline.core.documents import document_data
 from meterline.core.economics import summarize
 from meterline.core.events import decode_exact, format_timestamp
 from meterline.core.lineage import verify_proof
@@ -115,11 +116,10 @@ def customer(dashboard: Dashboard, principal: Principal, customer: str) -> dict[
 
 def invoice(dashboard: Dashboard, principal: Principal, invoice_id: str) -> dict[str, Any]:
     stored = reads.visible_invoice(dashboard, principal, invoice_id)
-    document = decode_exact(stored.document)
     notes = dashboard.billing.store.credit_notes(invoice_id)
     return {
         "stored": invoice_row(stored),
-        "document": document,
+        "document": document_data(stored.record),
         "sha256": stored.document_sha256.hex(),
         "revision": stored.revision,
         "through": str(dashboard.billing.invoice_cut(stored)),
@@ -127,8 +127,8 @@ def invoice(dashboard: Dashboard, principal: Principal, invoice_id: str) -> dict
             {
                 "id": note.note_id,
                 "at": format_timestamp(note.created_at_us),
-                "total": decode_exact(note.document).get("total"),
-                "reason": decode_exact(note.document).get("reason", ""),
+                "total": str(note.record.total),
+                "reason": note.record.reason,
             }
             for note in notes
         ],
@@ -139,7 +139,7 @@ def line(
     dashboard: Dashboard, principal: Principal, invoice_id: str, number: int, after: int
 ) -> dict[str, Any]:
     stored = reads.visible_invoice(dashboard, principal, invoice_id)
-    document = decode_exact(stored.document)
+    document = stored.record
     line = reads.line_of(document, number)
     sequences = reads.sequences(dashboard, invoice_id, number)
     start = bisect_right(sequences, after)
@@ -148,9 +148,9 @@ def line(
     more = start + EVENTS_PAGE < len(sequences)
     return {
         "invoice_id": invoice_id,
-        "document": document,
+        "document": document_data(document),
         "number": number,
-        "line": line,
+        "line": document_data(line),
         "events": events,
         "events_total": len(sequences),
         "first_shown": start + 1 if events else 0,
@@ -164,7 +164,7 @@ def proof(
     dashboard: Dashboard, principal: Principal, invoice_id: str, number: int, event: str
 ) -> dict[str, Any]:
     stored = reads.visible_invoice(dashboard, principal, invoice_id)
-    line = reads.line_of(decode_exact(stored.document), number)
+    line = document_data(reads.line_of(stored.record, number))
     try:
         proof = dashboard.billing.proof(invoice_id, number, event)
     except BillingError as error:

@@ -13,8 +13,9 @@ from typing import Any
 
 from meterline.billing.service import BillingError
 from meterline.core.control_policies import Block
+from meterline.core.documents import Invoice, InvoiceLine, line_lineage
 from meterline.core.economics import UsageSlice
-from meterline.core.events import decode_exact, format_timestamp
+from meterline.core.events import format_timestamp
 from meterline.dashboard import views
 from meterline.dashboard.site import Dashboard, PageError, hidden, visible
 from meterline.keys import Principal
@@ -73,15 +74,16 @@ def visible_invoice(dashboard: Dashboard, principal: Principal, invoice_id: str)
     return stored
 
 
-def line_of(document: dict[str, Any], number: int) -> dict[str, Any]:
-    lines = document["lines"]
+def line_of(document: Invoice, number: int) -> InvoiceLine:
+    lines = document.lines
     if not 1 <= number <= len(lines):
-        raise PageError(404, f"Invoice {document['number']} has lines 1 to {len(lines)}.")
-    line: dict[str, Any] = lines[number - 1]
-    if not views.has_events(line):
+        raise PageError(404, f"Invoice {document.number} has lines 1 to {len(lines)}.")
+    line = lines[number - 1]
+    lineage = line_lineage(line)
+    if lineage is None or lineage.events <= 0:
         raise PageError(
             404,
-            f"Line {number} is a {line['kind']} line: only usage and adjustment lines"
+            f"Line {number} is a {line.kind} line: only usage and adjustment lines"
             " have events behind them.",
         )
     return line
@@ -93,7 +95,7 @@ def sequences(dashboard: Dashboard, invoice_id: str, number: int) -> array[int]:
 
 
 def invoice_row(stored: StoredInvoice) -> dict[str, Any]:
-    document = decode_exact(stored.document)
+    document = stored.record
     return {
         "id": stored.invoice_id,
         "customer": stored.customer,
@@ -101,6 +103,6 @@ def invoice_row(stored: StoredInvoice) -> dict[str, Any]:
         "period_start": format_timestamp(stored.period_start_us)[:10],
         "period_end": format_timestamp(stored.period_end_us)[:10],
         "finalized_at": format_timestamp(stored.finalized_at_us),
-        "total": document.get("total"),
-        "currency": document.get("currency", ""),
+        "total": str(document.total),
+        "currency": document.currency,
     }

@@ -26,7 +26,8 @@ from meterline.billing.render import (
 )
 from meterline.billing.service import Billing
 from meterline.core import money
-from meterline.core.events import decode_exact, timestamp_to_us
+from meterline.core.documents import MeterUsageLine
+from meterline.core.events import timestamp_to_us
 from meterline.core.lineage import verify_proof
 from meterline.demo.calendar import REFERENCE_MONTH, add_months, month_of, moved_text
 from meterline.demo.commerce_story import tell_commerce
@@ -93,16 +94,15 @@ def _invoices_table(billing: Billing) -> Table:
     for stored in billing.store.invoices():
         if stored.kind != "period":
             continue
-        document = decode_exact(stored.document)
-        terms = " → ".join(t["plan"] + ("*" if t["overrides"] else "") for t in document["terms"])
+        document = stored.record
+        terms = " → ".join(t.plan + ("*" if t.overrides else "") for t in document.terms or [])
         table.add_row(
             stored.invoice_id,
             stored.customer,
-            document["period"]["label"],
+            document.period_span().label,
             terms,
-            str(len(document["lines"])),
-            f"{money.display_amount(document['total'], document['currency'])}"
-            f" {document['currency']}",
+            str(len(document.lines)),
+            f"{money.display_amount(document.total, document.currency)} {document.currency}",
             stored.document_sha256.hex()[:12] + "…",
         )
     table.caption = "* with negotiated overrides; → a mid-period amendment"
@@ -169,7 +169,7 @@ def _tell_close(billing: Billing, console: Console, month: date) -> StoredInvoic
         f"acme-copilot upgraded from team to enterprise on {month:%b} 15: the team fee is credited"
         " for unused days and the enterprise fee charged for the rest (proration by day)."
     )
-    console.print(invoice_table(decode_exact(acme.document)))
+    console.print(invoice_table(acme.record))
     return acme
 
 
@@ -182,27 +182,27 @@ def _tell_late_event(billing: Billing, console: Console, month: date, current: d
         " difference."
     )
     draft = billing.draft("wayne-analytics")
-    adjustments = [line for line in draft["lines"] if line["kind"] == "adjustment"]
+    adjustments = [line for line in draft.lines if line.kind == "adjustment"]
     for line in adjustments:
-        amount = money.display_amount(line["amount"], draft["currency"])
-        console.print(f"  draft line {line['number']}: {line['description']}: {amount}")
+        amount = money.display_amount(line.amount, draft.currency)
+        console.print(f"  draft line {line.number}: {line.description}: {amount}")
 
 
 def _tell_lineage(billing: Billing, console: Console, acme: StoredInvoice) -> None:
     console.rule("Every line traces to its events")
-    document = decode_exact(acme.document)
     line = max(
-        (line for line in document["lines"] if line["kind"] == "usage"),
-        key=lambda line: line["lineage"]["events"],
+        (line for line in acme.record.lines if isinstance(line, MeterUsageLine)),
+        key=lambda line: line.lineage.events,
     )
-    events = billing.explain(acme.invoice_id, line["number"])
+    events = billing.explain(acme.invoice_id, line.number)
     sample = events[len(events) // 2]
-    proof = billing.proof(acme.invoice_id, line["number"], sample["id"])
+    proof = billing.proof(acme.invoice_id, line.number, sample["id"])
     problems = verify_proof(proof)
+    lineage = line.lineage
     console.print(
-        f"{acme.invoice_id} line {line['number']} ({line['description']}):"
-        f" {line['lineage']['events']:,} events, sequences {line['lineage']['first_sequence']}"
-        f"..{line['lineage']['last_sequence']}, Merkle root {line['lineage']['merkle_root'][:16]}…"
+        f"{acme.invoice_id} line {line.number} ({line.description}):"
+        f" {lineage.events:,} events, sequences {lineage.first_sequence}"
+        f"..{lineage.last_sequence}, Merkle root {lineage.merkle_root[:16]}…"
     )
     verdict = "[green]verifies[/green]" if not problems else f"[red]fails: {problems}[/red]"
     console.print(
@@ -212,7 +212,7 @@ def _tell_lineage(billing: Billing, console: Console, acme: StoredInvoice) -> No
     forged = dict(proof, leaf_index=(proof["leaf_index"] + 1) % proof["tree_size"])
     console.print(f"The same proof claiming another position: {verify_proof(forged)[0]}")
     console.print(
-        f"See them all: [bold]meterline explain {acme.invoice_id} --line {line['number']}[/bold]"
+        f"See them all: [bold]meterline explain {acme.invoice_id} --line {line.number}[/bold]"
     )
 
 
@@ -254,8 +254,9 @@ def _tell_credits(billing: Billing, console: Console, month: date, current: date
         " commit ($18,000) with a $9,000 monthly minimum."
     )
     stark = next(iter(billing.store.invoices("stark-agents")))
-    document = decode_exact(stark.document)
-    overage = [e for e in document["credits"]["entries"] if e["kind"] == "overage"]
+    document = stark.record
+    section = document.credits or {}
+    overage = [e for e in section["entries"] if e["kind"] == "overage"]
     if overage:
         window_end = datetime.fromisoformat(overage[0]["at"].replace("Z", "+00:00"))
         day = (window_end - timedelta(microseconds=1)).date()
@@ -271,7 +272,7 @@ def _tell_credits(billing: Billing, console: Console, month: date, current: date
         "The month closes: cyberdyne-ops's pool resets; half of what was left, capped at"
         " 1,000, rolls over and the rest expires. Every balance is a sum of ledger entries:"
     )
-    console.print(credits_table(report, document["currency"]))
+    console.print(credits_table(report, document.currency))
     console.print(credit_totals_table(report))
     for entry in report["entries"]:
         if entry["kind"] in ("expire", "rollover"):
@@ -280,11 +281,11 @@ def _tell_credits(billing: Billing, console: Console, month: date, current: date
                 f" {money.display_amount(entry['amount'], entry['unit']):>8} {entry['unit']}"
                 f"  {entry['reason']}"
             )
-    tyrell = decode_exact(next(iter(billing.store.invoices("tyrell-research"))).document)
-    for line in tyrell["lines"]:
-        if line["kind"] in ("purchase", "credit", "commitment"):
-            amount = money.display_amount(line["amount"], tyrell["currency"])
-            console.print(f"  tyrell-research: {line['description']}: {amount}")
+    tyrell = next(iter(billing.store.invoices("tyrell-research"))).record
+    for line in tyrell.lines:
+        if line.kind in ("purchase", "credit", "commitment"):
+            amount = money.display_amount(line.amount, tyrell.currency)
+            console.print(f"  tyrell-research: {line.description}: {amount}")
     existing = [g for g in billing.store.grants("stark-agents")]
     if not existing:
         stored, invoice = billing.grant(

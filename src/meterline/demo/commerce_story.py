@@ -13,7 +13,6 @@ from __future__ import annotations
 
 from datetime import timedelta
 from decimal import Decimal
-from typing import Any
 
 from rich.console import Console
 
@@ -22,7 +21,7 @@ from meterline.billing.payments import PaymentRequest
 from meterline.billing.render import invoice_table
 from meterline.billing.service import Billing
 from meterline.core import money
-from meterline.core.events import decode_exact
+from meterline.core.documents import InvoiceLine
 from meterline.core.payments import OverduePolicy
 from meterline.core.periods import local_date
 from meterline.ledger.billing_records import StoredInvoice
@@ -51,10 +50,10 @@ def tell_commerce(billing: Billing, console: Console) -> None:
     _tell_credit_note(billing, console, invoices.get(CREDITED_CUSTOMER))
 
 
-def _lines_of(stored: StoredInvoice | None, kind: str) -> list[dict[str, Any]]:
+def _lines_of(stored: StoredInvoice | None, kind: str) -> list[InvoiceLine]:
     if stored is None:
         return []
-    return [line for line in decode_exact(stored.document)["lines"] if line["kind"] == kind]
+    return [line for line in stored.record.lines if line.kind == kind]
 
 
 def _tell_lines(console: Console, invoices: dict[str, StoredInvoice]) -> None:
@@ -65,23 +64,23 @@ def _tell_lines(console: Console, invoices: dict[str, StoredInvoice]) -> None:
             f"{TRIAL_CUSTOMER} started a 14-day trial: its usage in the trial is given back by"
             " trial lines, and the team fee is charged from the conversion instant only."
         )
-        console.print(invoice_table(decode_exact(trial.document)))
+        console.print(invoice_table(trial.record))
     for line in _lines_of(invoices.get(COUPON_CUSTOMER), "coupon"):
         console.print(
             f"{COUPON_CUSTOMER} redeemed LAUNCH20 (20% for 3 periods) on top of its negotiated"
-            f" 10%: {line['description']} = {line['amount']} USD."
+            f" 10%: {line.description} = {line.amount} USD."
         )
     for line in _lines_of(invoices.get(TAXED_CUSTOMER), "tax"):
         console.print(
-            f"{TAXED_CUSTOMER} is taxed in California: {line['description']} ="
-            f" {line['amount']} USD, booked as tax payable, not revenue."
+            f"{TAXED_CUSTOMER} is taxed in California: {line.description} ="
+            f" {line.amount} USD, booked as tax payable, not revenue."
         )
 
 
 def _tell_payments(billing: Billing, console: Console, invoices: dict[str, StoredInvoice]) -> None:
     console.rule("Payments and receivables")
     for customer, stored in sorted(invoices.items()):
-        total = Decimal(decode_exact(stored.document)["total"])
+        total = Decimal(stored.record.total)
         if customer == UNPAID_CUSTOMER or total <= 0:
             continue
         amount = total
@@ -117,15 +116,13 @@ def _tell_credit_note(billing: Billing, console: Console, stored: StoredInvoice 
         usage = _lines_of(stored, "usage")
         if not usage:
             return
-        largest = max(usage, key=lambda line: Decimal(line["amount"]))
-        billing.credit_note(
-            stored.invoice_id, "a disputed batch of jobs", lines=[int(largest["number"])]
-        )
+        largest = max(usage, key=lambda line: line.amount)
+        billing.credit_note(stored.invoice_id, "a disputed batch of jobs", lines=[largest.number])
         notes = billing.store.credit_notes(stored.invoice_id)
-    note = decode_exact(notes[-1].document)
+    note = notes[-1].record
     console.print(
-        f"{note['number']} credits line {note['lines'][0]['credits_line']} of"
-        f" {stored.invoice_id} ({stored.customer}): {note['total']} {note['currency']};"
+        f"{note.number} credits line {note.lines[0].credits_line} of"
+        f" {stored.invoice_id} ({stored.customer}): {note.total} {note.currency};"
         " the invoice is never edited; the journal reverses that line's revenue and"
         " receivable on the note's day."
     )

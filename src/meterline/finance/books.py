@@ -31,7 +31,7 @@ from meterline.core.books import credit_note_entries, document_entries
 from meterline.core.breakage import RateChange
 from meterline.core.credit_records import Entry as CreditEntry
 from meterline.core.credits import CreditBook, Grant
-from meterline.core.events import decode_exact
+from meterline.core.documents import Invoice
 from meterline.core.exchange import ReportingCurrency
 from meterline.core.journal import (
     CHART,
@@ -105,21 +105,21 @@ def build_books(billing: Billing, as_of_us: int | None = None) -> Books:
     """The journal of everything billing knows as of ``as_of_us`` (now)."""
     at = billing.clock() if as_of_us is None else as_of_us
     entries: list[JournalEntry] = []
-    documents: dict[str, dict[str, Any]] = {}
+    documents: dict[str, Invoice] = {}
     for stored in billing.store.invoices():
         if stored.finalized_at_us > at:
             continue
-        document = decode_exact(stored.document)
+        document = stored.record
         documents[stored.invoice_id] = document
-        timezone = str(document.get("timezone") or "UTC")
+        timezone = document.timezone or "UTC"
         billed = _day(timezone, stored.finalized_at_us)
         entries += document_entries(document, billed, f"invoice:{stored.invoice_id}")
     for note in billing.store.credit_notes():
         if note.created_at_us > at or note.invoice_id not in documents:
             continue
         invoice = documents[note.invoice_id]
-        issued = _day(str(invoice.get("timezone") or "UTC"), note.created_at_us)
-        entries += credit_note_entries(decode_exact(note.document), invoice, issued)
+        issued = _day(invoice.timezone or "UTC", note.created_at_us)
+        entries += credit_note_entries(note.record, invoice, issued)
     grant_accounts: dict[str, GrantAccount] = {}
     loaded = billing.load()
     if loaded is not None:

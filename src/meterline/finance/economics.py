@@ -30,6 +30,7 @@ from typing import Any
 from meterline.billing.scan import RatingJob
 from meterline.billing.service import Billing
 from meterline.core.books import day_of
+from meterline.core.documents import FeeLine, Invoice, MeterUsageLine
 from meterline.core.economics import (
     Margin,
     UsageSlice,
@@ -71,12 +72,10 @@ def usage_slices(
     periods: dict[tuple[str, str, str], tuple[date, date]] = {}
     for document, job in billing.rated_periods(at, customer):
         slices += _period_slices(billing, document, job)
-        timezone = str(document.get("timezone") or "UTC")
-        key = (job.customer, str(document["period"]["label"]), str(document["currency"]))
-        periods[key] = (
-            day_of(document["period"]["start"], timezone),
-            day_of(document["period"]["end"], timezone),
-        )
+        timezone = document.timezone or "UTC"
+        period = document.period_span()
+        key = (job.customer, period.label, document.currency)
+        periods[key] = (day_of(period.start, timezone), day_of(period.end, timezone))
     if not recognized:
         return slices
     entries = (books if books is not None else build_books(billing, at)).entries
@@ -104,17 +103,17 @@ def recognized_by_period(
     return totals
 
 
-def _period_slices(billing: Billing, document: dict[str, Any], job: RatingJob) -> list[UsageSlice]:
-    timezone = str(document.get("timezone") or "UTC")
-    currency = str(document["currency"])
-    label = str(document["period"]["label"])
-    invoice = str(document.get("number") or "draft")
+def _period_slices(billing: Billing, document: Invoice, job: RatingJob) -> list[UsageSlice]:
+    timezone = document.timezone or "UTC"
+    currency = document.currency
+    label = document.period_span().label
+    invoice = document.number or "draft"
     configuration = job.configuration
     stamps = billing.event_days(job.customer, job.period.start_us, job.period.end_us)
     lines = {
-        (line["service"]["start"], line["meter"], model_of(line["group"])): line
-        for line in document["lines"]
-        if line["kind"] == "usage" and "service" in line
+        (line.service.start, line.meter, model_of(line.group)): line
+        for line in document.lines
+        if isinstance(line, MeterUsageLine)
     }
     slices = _other_charges(document, job.customer)
     rounding = job.segments[0].terms.plan.billing.rounding if job.segments else "half_up"
@@ -162,35 +161,36 @@ def _period_slices(billing: Billing, document: dict[str, Any], job: RatingJob) -
                     day_charges,
                     day_cost,
                     invoice,
-                    int(line["number"]) if line else 0,
+                    line.number if line else 0,
                     cost_currency="" if cost_currency == currency else cost_currency,
                 )
             )
     return slices
 
 
-def _other_charges(document: dict[str, Any], customer: str) -> list[UsageSlice]:
+def _other_charges(document: Invoice, customer: str) -> list[UsageSlice]:
     """Fees, commitment true-ups and discounts: charges of the period's first day."""
-    timezone = str(document.get("timezone") or "UTC")
+    timezone = document.timezone or "UTC"
+    period = document.period_span()
     return [
         UsageSlice(
             customer,
-            str(document["period"]["label"]),
-            day_of(document["period"]["start"], timezone),
-            OTHER_REVENUE[line["kind"]],
+            period.label,
+            day_of(period.start, timezone),
+            OTHER_REVENUE[line.kind],
             "",
             "(platform)",
-            str(line.get("plan") or ""),
-            str(document["currency"]),
+            line.plan if isinstance(line, FeeLine) else "",
+            document.currency,
             0,
             ZERO,
-            Decimal(str(line["amount"])),
+            Decimal(line.amount),
             ZERO,
-            str(document.get("number") or "draft"),
-            int(line["number"]),
+            document.number or "draft",
+            line.number,
         )
-        for line in document["lines"]
-        if line["kind"] in OTHER_REVENUE
+        for line in document.lines
+        if line.kind in OTHER_REVENUE
     ]
 
 

@@ -16,8 +16,19 @@ import msgspec
 
 from meterline.billing.service import Billing
 from meterline.core.books import instant_us
+from meterline.core.documents import (
+    AdjustmentLine,
+    CarriedLine,
+    CreditLine,
+    Invoice,
+    InvoiceLine,
+    MeterUsageLine,
+    OverageLine,
+    PurchaseLine,
+    line_meter,
+    line_service,
+)
 from meterline.core.economics import model_of
-from meterline.core.events import decode_exact
 from meterline.core.money import MONEY_CONTEXT
 from meterline.finance import books
 from meterline.finance.economics import usage_slices
@@ -72,84 +83,95 @@ def event_rows(billing: Billing, at_us: int) -> Iterator[tuple[Any, ...]]:
         connection.close()
 
 
-def _invoices(billing: Billing, at_us: int) -> Iterator[tuple[StoredInvoice, dict[str, Any]]]:
+def _invoices(billing: Billing, at_us: int) -> Iterator[tuple[StoredInvoice, Invoice]]:
     for stored in billing.store.invoices():
         if stored.finalized_at_us <= at_us:
-            yield stored, decode_exact(stored.document)
+            yield stored, stored.record
 
 
 def _optional_us(text: object) -> int | None:
     return None if text is None else instant_us(str(text))
 
 
-def _ledger_through(document: dict[str, Any]) -> str | None:
+def _ledger_through(document: Invoice) -> str | None:
     """The document's ``ledger.through`` cut as JSON text (None when it records none)."""
-    through = (document.get("ledger") or {}).get("through")
-    return None if through is None else json.dumps(through, separators=(",", ":"))
+    through = document.ledger.through if document.ledger else None
+    if through is None or isinstance(through, msgspec.UnsetType):
+        return None
+    return json.dumps(through, separators=(",", ":"))
 
 
 def invoice_rows(billing: Billing, at_us: int) -> Iterator[tuple[Any, ...]]:
     for stored, document in _invoices(billing, at_us):
-        period = document.get("period") or {}
+        period = document.period or None
         yield (
             stored.invoice_id,
             stored.kind,
             stored.customer,
-            document["currency"],
-            period.get("label"),
-            _optional_us(period.get("start")),
-            _optional_us(period.get("end")),
+            document.currency,
+            period.label if period else None,
+            _optional_us(period.start if period else None),
+            _optional_us(period.end if period else None),
             stored.finalized_at_us,
-            document["total"],
+            str(document.total),
             stored.document_sha256.hex(),
-            document.get("timezone") or "UTC",
+            document.timezone or "UTC",
             _ledger_through(document),
         )
 
 
 def line_rows(billing: Billing, at_us: int) -> Iterator[tuple[Any, ...]]:
     for stored, document in _invoices(billing, at_us):
-        for line in document["lines"]:
-            group = line.get("group")
-            service = line.get("service") or {}
-            lineage = line.get("lineage") or {}
+        for line in document.lines:
+            usage = line if isinstance(line, MeterUsageLine) else None
+            service = line_service(line)
+            lineage = line.lineage if isinstance(line, MeterUsageLine | AdjustmentLine) else None
+            unit, units = _units(line)
             yield (
                 stored.invoice_id,
                 stored.customer,
-                document["currency"],
-                line["number"],
-                line["kind"],
-                line.get("description"),
-                line.get("meter"),
-                model_of(group) if isinstance(group, dict) else None,
-                line.get("quantity"),
-                line["amount"],
-                line.get("unit"),
-                line.get("units"),
-                line.get("grant"),
-                _optional_us(service.get("start")),
-                _optional_us(service.get("end")),
-                lineage.get("events"),
-                lineage.get("first_sequence"),
-                lineage.get("last_sequence"),
-                lineage.get("merkle_root"),
+                document.currency,
+                line.number,
+                line.kind,
+                line.description,
+                line_meter(line),
+                model_of(usage.group) if usage else None,
+                str(usage.quantity) if usage else None,
+                str(line.amount),
+                unit,
+                units,
+                line.grant if isinstance(line, CreditLine | PurchaseLine) else None,
+                _optional_us(service.start if service else None),
+                _optional_us(service.end if service else None),
+                lineage.events if lineage else None,
+                lineage.first_sequence if lineage else None,
+                lineage.last_sequence if lineage else None,
+                lineage.merkle_root if lineage else None,
             )
+
+
+def _units(line: InvoiceLine) -> tuple[str | None, str | None]:
+    """The unit a line counts in (a credit type, a currency) and how many, when it has one."""
+    if not isinstance(line, MeterUsageLine | CreditLine | CarriedLine | OverageLine | PurchaseLine):
+        return None, None
+    unit = line.unit if isinstance(line.unit, str) else None
+    return unit, None if isinstance(line.units, msgspec.UnsetType) else str(line.units)
 
 
 def credit_note_rows(billing: Billing, at_us: int) -> Iterator[tuple[Any, ...]]:
     for note in billing.store.credit_notes():
         if note.created_at_us > at_us:
             continue
-        document = decode_exact(note.document)
+        document = note.record
         yield (
             note.note_id,
             note.invoice_id,
             note.customer,
-            document.get("currency"),
+            document.currency,
             note.created_at_us,
-            document["total"],
-            bool(document.get("void")),
-            document.get("reason"),
+            str(document.total),
+            document.void,
+            document.reason,
         )
 
 

@@ -27,8 +27,8 @@ from typing import Any
 
 from meterline.billing.service import Billing
 from meterline.core.books import USAGE_KINDS
+from meterline.core.documents import Invoice, MeterUsageLine, PrepaidLine
 from meterline.core.economics import UsageSlice
-from meterline.core.events import decode_exact
 from meterline.core.journal import (
     CHART,
     DEFERRED,
@@ -107,25 +107,20 @@ def one_truth(billing: Billing, at_us: int | None = None) -> TruthReport:
         "re-walked",
     )
     invoices = [s for s in billing.store.invoices() if s.finalized_at_us <= at]
-    documents = {s.invoice_id: decode_exact(s.document) for s in invoices}
-    usage_lines: dict[str, list[dict[str, Any]]] = {
-        number: [line for line in document["lines"] if line["kind"] == "usage"]
+    documents = {s.invoice_id: s.record for s in invoices}
+    usage_lines: dict[str, list[MeterUsageLine]] = {
+        number: [line for line in document.lines if isinstance(line, MeterUsageLine)]
         for number, document in documents.items()
     }
-    lineage_events = sum(
-        int(line.get("lineage", {}).get("events", 0))
-        for lines in usage_lines.values()
-        for line in lines
-    )
+    lineage_events = sum(line.lineage.events for lines in usage_lines.values() for line in lines)
     partitions = head.partitions
     outside = [
-        f"{document['customer']} sequence {line['lineage']['last_sequence']}"
-        for document in documents.values()
-        for line in usage_lines.get(document["number"], [])
-        if line.get("lineage", {}).get("last_sequence") is not None
+        f"{document.customer} sequence {line.lineage.last_sequence}"
+        for number, document in documents.items()
+        for line in usage_lines.get(number, [])
+        if line.lineage.last_sequence is not None
         and not head.covers(
-            partition_of(document["customer"], partitions),
-            int(line["lineage"]["last_sequence"]),
+            partition_of(document.customer, partitions), line.lineage.last_sequence
         )
     ]
     report.add(
@@ -147,7 +142,7 @@ def one_truth(billing: Billing, at_us: int | None = None) -> TruthReport:
 def _rated(
     report: TruthReport,
     slices: list[UsageSlice],
-    usage_lines: dict[str, list[dict[str, Any]]],
+    usage_lines: dict[str, list[MeterUsageLine]],
     lineage_events: int,
 ) -> None:
     revenue: dict[str, Decimal] = defaultdict(Decimal)
@@ -160,7 +155,7 @@ def _rated(
             if item.line:
                 events += item.events
         billed = {
-            number: sum((Decimal(str(line["amount"])) for line in lines), ZERO)
+            number: sum((Decimal(line.amount) for line in lines), ZERO)
             for number, lines in usage_lines.items()
         }
     differing = [n for n in billed if revenue.get(n, ZERO) != billed[n]]
@@ -181,13 +176,13 @@ def _rated(
     report.add("rated usage", "events behind usage lines", events, lineage_events, "lines' lineage")
 
 
-def _invoices(report: TruthReport, documents: dict[str, dict[str, Any]]) -> None:
+def _invoices(report: TruthReport, documents: dict[str, Invoice]) -> None:
     with localcontext(MONEY_CONTEXT):
         lines = sum(
-            (Decimal(str(line["amount"])) for d in documents.values() for line in d["lines"]),
+            (Decimal(line.amount) for d in documents.values() for line in d.lines),
             ZERO,
         )
-        totals = sum((Decimal(str(d["total"])) for d in documents.values()), ZERO)
+        totals = sum((Decimal(d.total) for d in documents.values()), ZERO)
     report.add("invoices", f"sum of lines ({len(documents)} invoices)", lines, totals, "totals")
 
 
@@ -195,33 +190,33 @@ def _journal(
     report: TruthReport,
     billing: Billing,
     books: Books,
-    documents: dict[str, dict[str, Any]],
+    documents: dict[str, Invoice],
     at: int,
 ) -> None:
     balances = books.trial_balance()
     with localcontext(MONEY_CONTEXT):
         notes = sum(
             (
-                Decimal(str(decode_exact(n.document)["total"]))
+                Decimal(n.record.total)
                 for n in billing.store.credit_notes()
                 if n.created_at_us <= at and n.invoice_id in documents
             ),
             ZERO,
         )
-        totals = sum((Decimal(str(d["total"])) for d in documents.values()), ZERO)
+        totals = sum((Decimal(d.total) for d in documents.values()), ZERO)
         refunds = sum((account.reversed for account in books.grants.values()), ZERO)
         receivable = sum((v for (a, _), v in balances.items() if a == RECEIVABLE), ZERO)
         receivable += collected(books.entries)  # before payments, refunds and write-offs
         usage_causes = {
             # a netted threshold surplus moves to deferred revenue (``carried``) and is
             # released from there (``from_period``), not from usage revenue
-            f"invoice:{number}/line:{line['number']}": Decimal(str(line["amount"]))
-            - Decimal(str(line.get("carried", "0")))
+            f"invoice:{number}/line:{line.number}": Decimal(line.amount)
+            - Decimal(line.carried or 0)
             for number, d in documents.items()
-            for line in d["lines"]
-            if line["kind"] in USAGE_KINDS
-            and line["kind"] != "threshold"
-            and "from_period" not in line
+            for line in d.lines
+            if line.kind in USAGE_KINDS
+            and line.kind != "threshold"
+            and not (isinstance(line, PrepaidLine) and line.from_period)
         }
         recognized = sum(
             (
@@ -274,15 +269,15 @@ def _journal(
 
 
 def _issued_notes(
-    billing: Billing, documents: dict[str, dict[str, Any]], at: int
+    billing: Billing, documents: dict[str, Invoice], at: int
 ) -> list[IssuedNote]:
     """The credit notes issued by ``at``, each with its invoice and its day (in the
     invoice's time zone, as the journal dates it)."""
     return [
         IssuedNote(
-            decode_exact(n.document),
+            n.record,
             documents[n.invoice_id],
-            local_date(str(documents[n.invoice_id].get("timezone") or "UTC"), n.created_at_us),
+            local_date(documents[n.invoice_id].timezone or "UTC", n.created_at_us),
         )
         for n in billing.store.credit_notes()
         if n.created_at_us <= at and n.invoice_id in documents

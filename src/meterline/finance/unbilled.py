@@ -18,13 +18,19 @@ without a service span are earned the day the note is issued).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import date
 from decimal import Decimal, localcontext
-from typing import Any
 
 from meterline.core.books import day_of, last_day
+from meterline.core.documents import (
+    CreditNote,
+    CreditNoteLine,
+    Invoice,
+    InvoiceLine,
+    line_service,
+)
 from meterline.core.journal import UNBILLED, JournalEntry, trial_balance
 from meterline.core.money import MONEY_CONTEXT
 
@@ -51,20 +57,20 @@ class PeriodEnd:
 class IssuedNote:
     """A credit note as the check reads it: the note, its invoice and the day issued."""
 
-    note: Mapping[str, Any]
-    invoice: Mapping[str, Any]
+    note: CreditNote
+    invoice: Invoice
     issued: date
 
 
 def period_ends(
     entries: Iterable[JournalEntry],
-    documents: Iterable[Mapping[str, Any]],
+    documents: Iterable[Invoice],
     notes: Sequence[IssuedNote] = (),
 ) -> list[PeriodEnd]:
     """Every finalized period invoice's last service day, per customer and currency, with
     the unbilled receivable the journal holds then and what the invoices (and the credit
     notes not issued by then) say it holds."""
-    periods = [d for d in documents if d.get("kind", "period") == "period" and d.get("period")]
+    periods = [d for d in documents if not d.kind and d.period]
     by_customer: dict[str, list[JournalEntry]] = {}
     for item in entries:
         by_customer.setdefault(item.customer, []).append(item)
@@ -85,18 +91,12 @@ def period_ends(
     return result
 
 
-def _end_of(document: Mapping[str, Any]) -> tuple[str, str, date]:
-    timezone = str(document.get("timezone") or "UTC")
-    return (
-        str(document["customer"]),
-        str(document["currency"]),
-        last_day(document["period"], timezone),
-    )
+def _end_of(document: Invoice) -> tuple[str, str, date]:
+    timezone = document.timezone or "UTC"
+    return document.customer, document.currency, last_day(document.period_span(), timezone)
 
 
-def _invoiced(
-    periods: Sequence[Mapping[str, Any]], customer: str, currency: str, day: date
-) -> Decimal:
+def _invoiced(periods: Sequence[Invoice], customer: str, currency: str, day: date) -> Decimal:
     """What the period invoices of ``customer`` in ``currency`` whose period ended by
     ``day`` but that are billed after it bill for service up to ``day``."""
     with localcontext(MONEY_CONTEXT):
@@ -105,10 +105,10 @@ def _invoiced(
             customer_key, currency_key, ended = _end_of(document)
             if (customer_key, currency_key) != (customer, currency) or ended > day:
                 continue
-            timezone = str(document.get("timezone") or "UTC")
-            if day_of(str(document["finalized_at"]), timezone) <= day:
+            timezone = document.timezone or "UTC"
+            if day_of(str(document.finalized_at), timezone) <= day:
                 continue  # billed already: it cleared what it billed
-            total += sum((_earned(line, timezone, day) for line in document["lines"]), ZERO)
+            total += sum((_earned(line, timezone, day) for line in document.lines), ZERO)
         return total
 
 
@@ -119,30 +119,32 @@ def _noted(notes: Sequence[IssuedNote], customer: str, currency: str, day: date)
         total = ZERO
         for item in notes:
             invoice = item.invoice
-            if item.issued <= day or invoice.get("kind", "period") != "period":
+            if item.issued <= day or invoice.kind:
                 continue
             customer_key, currency_key, ended = _end_of(invoice)
             if (customer_key, currency_key) != (customer, currency) or ended > day:
                 continue
-            timezone = str(invoice.get("timezone") or "UTC")
-            if item.note.get("void"):
-                total -= sum((_earned(line, timezone, day) for line in invoice["lines"]), ZERO)
+            timezone = invoice.timezone or "UTC"
+            if item.note.void:
+                total -= sum((_earned(line, timezone, day) for line in invoice.lines), ZERO)
             else:
                 total += sum(
-                    (_earned(line, timezone, day, False) for line in item.note["lines"]), ZERO
+                    (_earned(line, timezone, day, False) for line in item.note.lines), ZERO
                 )
         return total
 
 
-def _earned(line: Mapping[str, Any], timezone: str, day: date, in_period: bool = True) -> Decimal:
+def _earned(
+    line: InvoiceLine | CreditNoteLine, timezone: str, day: date, in_period: bool = True
+) -> Decimal:
     """A line's amount if it is earned against unbilled receivable by ``day`` (a line
     without a service span is earned on its period's last day, or, ``in_period`` False,
     the day it is billed)."""
-    if line["kind"] in ("adjustment", "tax"):
+    if line.kind in ("adjustment", "tax"):
         return ZERO  # late usage is earned when billed; tax is owed, never unbilled
-    service = line.get("service")
+    service = line_service(line)
     if service is None and not in_period:
         return ZERO
-    if line["kind"] == "fee" and service and day_of(service["start"], timezone) > day:
+    if line.kind == "fee" and service and day_of(service.start, timezone) > day:
         return ZERO
-    return Decimal(str(line["amount"]))
+    return Decimal(line.amount)

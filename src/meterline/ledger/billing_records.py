@@ -27,10 +27,11 @@ import json
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
+from meterline.core.documents import CreditNote, Invoice, decode_credit_note, decode_invoice
 from meterline.errors import MeterlineError
 from meterline.ledger.database import (
     Connection,
@@ -247,6 +248,9 @@ class Revision:
 
 @dataclass(frozen=True, slots=True)
 class StoredInvoice:
+    """A stored invoice: its canonical ``document`` bytes (what is hashed) and, decoded
+    once on first use, the typed ``record`` of them (``core.documents.Invoice``)."""
+
     invoice_id: str
     customer: str
     period_start_us: int
@@ -258,6 +262,15 @@ class StoredInvoice:
     document_sha256: bytes
     kind: str = "period"
     """``period`` (one per customer and period), or off-cycle: ``threshold``, ``purchase``."""
+    _record: Invoice | None = field(default=None, init=False, repr=False, compare=False)
+
+    @property
+    def record(self) -> Invoice:
+        """The invoice as a typed record (``msgspec.ValidationError`` when its bytes are
+        not an invoice: a row changed behind the store's back; ``audit`` names it)."""
+        if self._record is None:
+            object.__setattr__(self, "_record", decode_invoice(self.document))
+        return cast("Invoice", self._record)
 
 
 @dataclass(frozen=True, slots=True)
@@ -284,12 +297,22 @@ class CreditAction:
 
 @dataclass(frozen=True, slots=True)
 class StoredCreditNote:
+    """A stored credit note: its canonical bytes and, decoded once, its typed ``record``."""
+
     note_id: str
     invoice_id: str
     customer: str
     created_at_us: int
     document: bytes
     document_sha256: bytes
+    _record: CreditNote | None = field(default=None, init=False, repr=False, compare=False)
+
+    @property
+    def record(self) -> CreditNote:
+        """The credit note as a typed record (``core.documents.CreditNote``)."""
+        if self._record is None:
+            object.__setattr__(self, "_record", decode_credit_note(self.document))
+        return cast("CreditNote", self._record)
 
 
 _INVOICE_COLUMNS = (

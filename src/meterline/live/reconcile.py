@@ -21,10 +21,12 @@ from decimal import Decimal
 from typing import Any
 
 import httpx
+from msgspec import UNSET
 
 from meterline.billing.service import Billing, BillingError, NotFound, RatingFailed
 from meterline.billing.unbillable import failure_reason
 from meterline.core.cuts import Cut
+from meterline.core.documents import MeterUsageLine
 from meterline.live.customer_period import LiveEvent
 from meterline.live.figures import Figures
 from meterline.live.projection import LiveProjection
@@ -214,11 +216,11 @@ def _check_lines(billing: Billing, check: CustomerCheck, live: dict[str, Any]) -
     except NotFound:
         return
     drafted: dict[tuple[str, Any], list[tuple[Decimal, Decimal]]] = {}
-    usage = [line for line in draft["lines"] if line["kind"] == "usage"]
-    for line in sorted(usage, key=lambda line: (line.get("service") or {}).get("start", "")):
-        key = (line["meter"], tuple(sorted((line.get("group") or {}).items())))
-        amount = line.get("units", line["amount_exact"])
-        drafted.setdefault(key, []).append((Decimal(line["quantity"]), Decimal(amount)))
+    usage = [line for line in draft.lines if isinstance(line, MeterUsageLine)]
+    for line in sorted(usage, key=lambda line: line.service.start):
+        key = (line.meter, tuple(sorted(line.group.items())))
+        amount: Decimal = line.amount_exact if line.units is UNSET else line.units
+        drafted.setdefault(key, []).append((Decimal(line.quantity), Decimal(amount)))
     priced: dict[tuple[str, Any], list[tuple[Decimal, Decimal]]] = {}
     for line in live["lines"]:
         if line["amount"] is None:
