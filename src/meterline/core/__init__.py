@@ -10,6 +10,7 @@ __all__ = [
     "admission",
     "allocation",
     "books",
+    "buckets",
     "chain",
     "checkpoint_note",
     "cloudevents",

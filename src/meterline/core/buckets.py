@@ -1,0 +1,308 @@
+"""Rated-usage buckets (pure): a customer's rated events folded per line and UTC hour.
+
+A bucket is one line of one configuration revision (customer, contract segment, meter,
+group) in one UTC hour: the meter's accumulator over the events it took (their count,
+quantity state, first and last sequence), under a percentage price the fees and bases of
+those events, the cost of an additive meter's quantity, and a lineage digest. Amounts of
+graduated, volume and package prices are not additive per hour, so a bucket stores only
+what is (accumulators merge exactly: sums, counts, maxima, latest readings, sets of unique
+values; percentage fees are per event), and ``bucket_rater`` hands the period's merged
+lines to the rater's own pricing at read time: the amounts equal a full re-rating exactly
+(the law in tests/property/test_bucket_laws.py).
+
+Folding (``fold``) seeds a rater with each line's state so far (its buckets merged) and
+feeds it the new events, which must follow every event folded before in ledger sequence
+(the order a full re-rating feeds them): a late event of an earlier hour is one more
+event of its line, and a percentage price's position and free allowance see exactly the
+events a re-rating shows them before it.
+
+Lineage digest: the sum modulo 2**256 of SHA-256(event ledger hash) over a bucket's
+events. Addition modulo 2**256 is commutative and associative, so the digest is a
+function of the set of events alone, never of the order they arrived or were folded in:
+a late event adds its term without re-reading the others, and a bucket is checked by
+summing again over the events a re-derivation gives it (``first_difference``). A sum,
+unlike XOR, does not cancel an event counted twice.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any
+
+from meterline.core.economics import cost_rate
+from meterline.core.line_pricing import RatingError
+from meterline.core.lineage import MerkleBuilder
+from meterline.core.meters import Accumulator, Meter
+from meterline.core.model import Configuration, Segment
+from meterline.core.money import MONEY_CONTEXT
+from meterline.core.rating import Rater, RaterState
+from meterline.core.rating_lines import SharedLineage
+
+__all__ = [
+    "DIGEST_MODULUS",
+    "HOUR_US",
+    "Bucket",
+    "BucketDifference",
+    "BucketKey",
+    "BucketScope",
+    "LineKey",
+    "bucket_order",
+    "bucket_rater",
+    "event_digest",
+    "first_difference",
+    "fold",
+    "hour_of",
+    "merge_buckets",
+]
+
+HOUR_US = 3_600_000_000
+DIGEST_MODULUS = 2**256
+ZERO = Decimal(0)
+
+Group = tuple[str | None, ...]
+LineKey = tuple[int, str, Group]
+"""A line of a period: (its segment's start, meter key, group values)."""
+
+RatedEvent = tuple[int, int, str, Mapping[str, Any], bytes]
+"""(sequence, timestamp_us, event type, properties, ledger hash), as ``Rater.add`` takes."""
+
+
+@dataclass(frozen=True, slots=True)
+class BucketKey:
+    """Where a bucket sits: a customer's line under one configuration revision, one hour."""
+
+    customer: str
+    revision: int
+    segment_start_us: int
+    meter: str
+    group: Group
+    hour_us: int
+
+    @property
+    def line(self) -> LineKey:
+        return (self.segment_start_us, self.meter, self.group)
+
+
+@dataclass(slots=True)
+class Bucket:
+    """One line's rated usage in one hour (see the module docstring)."""
+
+    accumulator: Accumulator
+    fees: Decimal = ZERO
+    """Under a percentage price: the fees of the bucket's events (before min/max)."""
+    bases: Decimal = ZERO
+    """Under a percentage price: the sum of the bases the fees were taken on."""
+    cost: Decimal = ZERO
+    """An additive (sum, count) meter's quantity times its cost rate at the hour's start."""
+    digest: int = 0
+
+    @property
+    def events(self) -> int:
+        return self.accumulator.events
+
+    def quantity(self) -> Decimal:
+        return self.accumulator.quantity()
+
+    def merged(self, other: Bucket) -> Bucket:
+        """The bucket of both sets of events (they must be disjoint)."""
+        return Bucket(
+            self.accumulator.merged(other.accumulator),
+            MONEY_CONTEXT.add(self.fees, other.fees),
+            MONEY_CONTEXT.add(self.bases, other.bases),
+            MONEY_CONTEXT.add(self.cost, other.cost),
+            (self.digest + other.digest) % DIGEST_MODULUS,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class BucketScope:
+    """One customer's billing period under one configuration revision: what folding and
+    pricing its buckets need. ``segments``: the period's contract segments."""
+
+    customer: str
+    revision: int
+    configuration: Configuration
+    segments: Sequence[Segment]
+    also_meters: frozenset[str] = field(default_factory=frozenset)
+    """Unpriced meters bucketed too (the cost-only meters of unit economics)."""
+
+    def key(self, line: LineKey, hour_us: int) -> BucketKey:
+        start, meter, group = line
+        return BucketKey(self.customer, self.revision, start, meter, group, hour_us)
+
+
+@dataclass(frozen=True, slots=True)
+class BucketDifference:
+    """The first bucket whose stored state differs from a re-derivation: its key and the
+    fields that differ (``missing``: one side has no such bucket)."""
+
+    key: BucketKey
+    fields: tuple[str, ...]
+
+    def describe(self) -> str:
+        key = self.key
+        group = ",".join("" if value is None else value for value in key.group)
+        return (
+            f"bucket customer={key.customer} revision={key.revision} meter={key.meter}"
+            f" group=[{group}] hour_us={key.hour_us} segment_start_us={key.segment_start_us}"
+            f" differs in {', '.join(self.fields)}"
+        )
+
+
+def hour_of(timestamp_us: int) -> int:
+    """The UTC hour an instant falls in (its start)."""
+    return timestamp_us - timestamp_us % HOUR_US
+
+
+def event_digest(event_hash: bytes) -> int:
+    """One event's term of a lineage digest."""
+    return int.from_bytes(hashlib.sha256(event_hash).digest(), "big")
+
+
+def bucket_order(key: BucketKey) -> tuple[Any, ...]:
+    """A total order on keys (groups may hold None): customer, revision, line, hour."""
+    group = tuple((0, "") if value is None else (1, value) for value in key.group)
+    return (key.customer, key.revision, key.segment_start_us, key.meter, group, key.hour_us)
+
+
+def merge_buckets(buckets: Iterable[tuple[BucketKey, Bucket]]) -> dict[LineKey, Bucket]:
+    """Each line's buckets merged: its state over every hour."""
+    lines: dict[LineKey, Bucket] = {}
+    for key, bucket in buckets:
+        known = lines.get(key.line)
+        lines[key.line] = bucket if known is None else known.merged(bucket)
+    return lines
+
+
+def bucket_rater(
+    scope: BucketScope,
+    lines: Mapping[LineKey, Bucket],
+    keep_events: bool = False,
+    cuts: tuple[int, ...] | None = None,
+) -> Rater:
+    """A rater holding ``lines`` (``merge_buckets``) as if it had been fed their events:
+    ``lines()`` prices them as a full re-rating does (without Merkle roots, which are made
+    from raw events), and events fed next continue each line."""
+    rater = Rater(
+        scope.configuration,
+        list(scope.segments),
+        keep_events=keep_events,
+        cuts=cuts,
+        lineage=False,
+        also_meters=scope.also_meters,
+    )
+    index_of = {segment.start_us: index for index, segment in enumerate(scope.segments)}
+    states: list[Any] = []
+    for (start, meter_key, group), bucket in lines.items():
+        index = index_of.get(start)
+        meter = scope.configuration.meter(meter_key)
+        if index is None or meter is None:
+            raise RatingError(f"a bucket of meter {meter_key!r} names no line of the period")
+        accumulator = rater.accumulator(meter).merged(bucket.accumulator)
+        states.append(
+            (
+                (index, meter_key, group),
+                accumulator,
+                SharedLineage(MerkleBuilder()),
+                (bucket.fees, bucket.bases),
+                [] if keep_events else None,
+                None,
+                None,
+            )
+        )
+    try:
+        rater.import_state(RaterState(0, (), tuple(states)))
+    except KeyError:
+        raise RatingError("a bucket names a meter its segment does not rate") from None
+    return rater
+
+
+def _hour_edges(segments: Sequence[Segment]) -> tuple[int, ...]:
+    if not segments:
+        return ()
+    start, end = segments[0].start_us, segments[-1].end_us
+    first = hour_of(start) + HOUR_US
+    return tuple(range(first, end, HOUR_US))
+
+
+def fold(
+    scope: BucketScope,
+    prior: Mapping[BucketKey, Bucket],
+    events: Sequence[RatedEvent],
+) -> dict[BucketKey, Bucket]:
+    """The buckets ``events`` touch, with the events folded in: ``prior`` holds the
+    scope's buckets so far (at least every one of the lines the events reach); events come
+    in ascending sequence, after every event ``prior`` holds. Events outside every segment
+    and values a meter cannot measure are not usage (unbillable usage is reported from raw
+    events); nothing else is left out."""
+    rater = bucket_rater(scope, merge_buckets(prior.items()), True, _hour_edges(scope.segments))
+    rater.add_batch(events)
+    timestamps = {event[0]: event[1] for event in events}
+    cuts = rater.cuts or ()
+    edges = (scope.segments[0].start_us, *cuts) if scope.segments else ()
+    touched: dict[BucketKey, Bucket] = {}
+    for (index, meter_key, group), line in rater._lines.items():
+        if not line.windows:
+            continue
+        line_key = (scope.segments[index].start_us, meter_key, group)
+        digests: dict[int, int] = {}
+        for sequence, event_hash in line.members or ():
+            hour = hour_of(timestamps[sequence])
+            digests[hour] = (digests.get(hour, 0) + event_digest(event_hash)) % DIGEST_MODULUS
+        fees = line.window_fees or {}
+        for window, accumulator in line.windows.items():
+            hour = hour_of(edges[window])
+            bucket = Bucket(
+                accumulator,
+                fees.get(window, ZERO),
+                line.window_bases.get(window, ZERO),
+                _cost(scope.configuration, line.meter, group, hour, accumulator),
+                digests.get(hour, 0),
+            )
+            key = scope.key(line_key, hour)
+            known = prior.get(key)
+            touched[key] = bucket if known is None else known.merged(bucket)
+    return touched
+
+
+def _cost(
+    configuration: Configuration, meter: Meter, group: Group, hour_us: int, usage: Accumulator
+) -> Decimal:
+    if meter.aggregation not in ("sum", "count"):
+        return ZERO
+    rate = cost_rate(configuration, meter, group, hour_us)
+    if rate is None:
+        return ZERO
+    return MONEY_CONTEXT.multiply(usage.quantity(), rate)
+
+
+def first_difference(
+    stored: Mapping[BucketKey, Bucket], derived: Mapping[BucketKey, Bucket]
+) -> BucketDifference | None:
+    """The first bucket (in ``bucket_order``) where the stored buckets and a re-derivation
+    from raw events differ, naming what differs; None when they agree."""
+    for key in sorted(stored.keys() | derived.keys(), key=bucket_order):
+        mine, theirs = stored.get(key), derived.get(key)
+        if mine is None or theirs is None:
+            return BucketDifference(key, ("missing",))
+        fields = _differing(mine, theirs)
+        if fields:
+            return BucketDifference(key, fields)
+    return None
+
+
+def _differing(mine: Bucket, theirs: Bucket) -> tuple[str, ...]:
+    pairs = {
+        "events": (mine.events, theirs.events),
+        "quantity": (mine.quantity(), theirs.quantity()),
+        "fees": (mine.fees, theirs.fees),
+        "bases": (mine.bases, theirs.bases),
+        "cost": (mine.cost, theirs.cost),
+        "digest": (mine.digest, theirs.digest),
+        "first_sequence": (mine.accumulator.first_sequence, theirs.accumulator.first_sequence),
+        "last_sequence": (mine.accumulator.last_sequence, theirs.accumulator.last_sequence),
+    }
+    return tuple(name for name, (left, right) in pairs.items() if left != right)
