@@ -27,6 +27,7 @@ unlike XOR, does not cancel an event counted twice.
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -37,7 +38,7 @@ from meterline.core.line_pricing import RatingError
 from meterline.core.lineage import MerkleBuilder
 from meterline.core.meters import Accumulator, Meter
 from meterline.core.model import Configuration, Segment
-from meterline.core.money import MONEY_CONTEXT
+from meterline.core.money import MONEY_CONTEXT, to_decimal
 from meterline.core.rating import Rater, RaterState
 from meterline.core.rating_lines import SharedLineage
 
@@ -47,10 +48,13 @@ __all__ = [
     "Bucket",
     "BucketDifference",
     "BucketKey",
+    "BucketRow",
     "BucketScope",
     "LineKey",
+    "bucket_from_row",
     "bucket_order",
     "bucket_rater",
+    "bucket_row",
     "event_digest",
     "first_difference",
     "fold",
@@ -306,3 +310,71 @@ def _differing(mine: Bucket, theirs: Bucket) -> tuple[str, ...]:
         "last_sequence": (mine.accumulator.last_sequence, theirs.accumulator.last_sequence),
     }
     return tuple(name for name, (left, right) in pairs.items() if left != right)
+
+
+BucketRow = tuple[str, int, int, str, str, int, int, str, str, str, str, str]
+"""A bucket as stored: customer, revision, segment start, meter, group (JSON), hour,
+events, quantity, fees, cost, digest (hex), and the rest of its state (JSON)."""
+
+
+def bucket_row(key: BucketKey, bucket: Bucket) -> BucketRow:
+    """``key`` and ``bucket`` as a stored row (exact decimals as text)."""
+    usage = bucket.accumulator
+    latest = usage._latest
+    state = {
+        "aggregation": usage.aggregation,
+        "first": usage.first_sequence,
+        "last": usage.last_sequence,
+        "total": str(usage._total),
+        "whole": usage._whole,
+        "maximum": None if usage._maximum is None else str(usage._maximum),
+        "seen": sorted(usage._seen),
+        "latest": None if latest is None else [latest[0], latest[1], str(latest[2])],
+        "daily": [
+            [day, at, sequence, str(value)]
+            for day, (at, sequence, value) in sorted(usage._daily.items())
+        ],
+        "bases": str(bucket.bases),
+    }
+    return (
+        key.customer,
+        key.revision,
+        key.segment_start_us,
+        key.meter,
+        json.dumps(list(key.group), separators=(",", ":")),
+        key.hour_us,
+        usage.events,
+        str(bucket.quantity()),
+        str(bucket.fees),
+        str(bucket.cost),
+        f"{bucket.digest:064x}",
+        json.dumps(state, separators=(",", ":"), sort_keys=True),
+    )
+
+
+def bucket_from_row(row: Sequence[Any]) -> tuple[BucketKey, Bucket]:
+    """A stored row read back (``bucket_row``'s inverse)."""
+    customer, revision, start, meter, group, hour, events, _, fees, cost, digest, text = row
+    state = json.loads(text)
+    usage = Accumulator(state["aggregation"], int(events), state["first"], state["last"])
+    usage._total = to_decimal(state["total"], "total")
+    usage._whole = int(state["whole"])
+    if state["maximum"] is not None:
+        usage._maximum = to_decimal(state["maximum"], "maximum")
+    usage._seen = set(state["seen"])
+    if state["latest"] is not None:
+        at, sequence, value = state["latest"]
+        usage._latest = (at, sequence, to_decimal(value, "latest"))
+    usage._daily = {
+        day: (at, sequence, to_decimal(value, "daily"))
+        for day, at, sequence, value in state["daily"]
+    }
+    key = BucketKey(customer, int(revision), int(start), meter, tuple(json.loads(group)), int(hour))
+    bucket = Bucket(
+        usage,
+        to_decimal(fees, "fees"),
+        to_decimal(state["bases"], "bases"),
+        to_decimal(cost, "cost"),
+        int(digest, 16),
+    )
+    return key, bucket
