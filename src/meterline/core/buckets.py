@@ -51,6 +51,7 @@ __all__ = [
     "BucketRow",
     "BucketScope",
     "LineKey",
+    "RatedEvent",
     "bucket_from_row",
     "bucket_order",
     "bucket_rater",

@@ -1,0 +1,215 @@
+"""Rated-usage buckets kept current beside the ledger, and read (shell of ``core.buckets``).
+
+``keep_buckets`` installs a fold on the ledger store: each append folds the events it
+accepted into the current configuration revision's buckets inside the append's own
+transaction (``ledger.bucket_records``), so buckets and events commit together or not at
+all. A revision's buckets are built once from every ledger event (``rebuild``: when a
+pricing file is applied, or on first use) in one transaction that holds appends off, and
+kept current after; a revision not built yet is not folded (its build reads the events).
+A late event folds into the hour it is timed in; a new revision (new prices, contracts)
+gets buckets of its own. Reads: ``period_rater`` (a customer's period priced from its
+buckets), ``check_buckets`` (reconcile's fast path: buckets against a re-derivation from
+raw events, naming the first bucket that differs). ``audit`` never reads buckets.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from itertools import islice
+
+import msgspec
+
+from meterline.billing.context import BillingContext, Loaded, billing_cycle, cost_meters
+from meterline.billing.scan import BODY_DECODER
+from meterline.core.buckets import (
+    Bucket,
+    BucketDifference,
+    BucketKey,
+    BucketScope,
+    RatedEvent,
+    bucket_from_row,
+    bucket_rater,
+    bucket_row,
+    first_difference,
+    fold,
+    merge_buckets,
+)
+from meterline.core.cuts import Cut
+from meterline.core.model import segments
+from meterline.core.periods import BillingPeriod, period_containing
+from meterline.core.rating import Rater
+from meterline.ledger import bucket_records
+from meterline.ledger.bucket_records import AppendedEvent
+from meterline.ledger.database import Connection, open_connection
+from meterline.ledger.event_reads import scan_rows
+
+__all__ = [
+    "REBUILD_BATCH_ROWS",
+    "BucketKeeper",
+    "check_buckets",
+    "keep_buckets",
+    "period_rater",
+    "rebuild",
+]
+
+REBUILD_BATCH_ROWS = 50_000
+"""Events read and folded at a time while a revision's buckets are built."""
+
+_FAR_FUTURE_US = 2**62
+
+
+@dataclass
+class BucketKeeper:
+    """The store's ``fold_batch``: folds an append's events into the current revision's
+    buckets, on the append's connection and in its transaction."""
+
+    context: BillingContext
+
+    def __call__(self, connection: Connection, events: Sequence[AppendedEvent]) -> None:
+        revision = bucket_records.latest_revision(connection)
+        if revision is None or revision not in bucket_records.built_revisions(connection):
+            return
+        loaded = self.context.load(revision)
+        if loaded is not None:
+            fold_events(connection, loaded, events)
+
+
+def keep_buckets(context: BillingContext) -> BucketKeeper:
+    """Fold every later append of ``context``'s ledger into buckets (creating the tables)."""
+    bucket_records.ensure_bucket_tables(context.connection)
+    keeper = BucketKeeper(context)
+    context.ledger.store.fold_batch = keeper
+    return keeper
+
+
+def _scope(loaded: Loaded, customer: str, at_us: int) -> tuple[BucketScope, BillingPeriod] | None:
+    """The customer's period containing ``at_us`` under ``loaded``; None without one."""
+    configuration = loaded.configuration
+    contract = configuration.contract(customer)
+    if contract is None:
+        return None
+    period = period_containing(billing_cycle(configuration, contract), at_us)
+    spans = segments(configuration, contract, period.start_us, period.end_us)
+    if not spans:
+        return None
+    scope = BucketScope(customer, loaded.revision, configuration, spans, cost_meters(loaded))
+    return scope, period
+
+
+def stored_buckets(
+    connection: Connection, scope: BucketScope, period: BillingPeriod
+) -> dict[BucketKey, Bucket]:
+    """The scope's stored buckets (its own segments' only: an hour a period edge cuts
+    may hold the neighbouring period's too)."""
+    starts = {segment.start_us for segment in scope.segments}
+    rows = bucket_records.read_buckets(
+        connection, scope.customer, scope.revision, period.start_us, period.end_us
+    )
+    found = (bucket_from_row(row) for row in rows)
+    return {key: bucket for key, bucket in found if key.segment_start_us in starts}
+
+
+def _grouped(
+    loaded: Loaded, events: Iterable[AppendedEvent]
+) -> list[tuple[BucketScope, BillingPeriod, list[RatedEvent]]]:
+    """``events`` (ledger order) decoded and grouped by customer period under ``loaded``;
+    events no contract period takes and bodies that do not decode (unbillable usage,
+    reported from raw events) are left out."""
+    groups: dict[tuple[str, int], tuple[BucketScope, BillingPeriod, list[RatedEvent]]] = {}
+    scopes: dict[str, list[tuple[BucketScope, BillingPeriod]]] = {}
+    for event in events:
+        known = scopes.setdefault(event.customer, [])
+        found = next((item for item in known if item[1].contains(event.timestamp_us)), None)
+        if found is None:
+            found = _scope(loaded, event.customer, event.timestamp_us)
+            if found is None or not found[1].contains(event.timestamp_us):
+                continue
+            known.append(found)
+        try:
+            properties = BODY_DECODER.decode(event.body).properties
+        except msgspec.MsgspecError:
+            continue
+        scope, period = found
+        group = groups.setdefault((event.customer, period.start_us), (scope, period, []))
+        group[2].append(
+            (event.sequence, event.timestamp_us, event.event_type, properties, event.event_hash)
+        )
+    return list(groups.values())
+
+
+def fold_events(connection: Connection, loaded: Loaded, events: Iterable[AppendedEvent]) -> None:
+    """Fold ``events`` (ledger order) into ``loaded``'s buckets on ``connection``."""
+    for scope, period, rated in _grouped(loaded, events):
+        touched = fold(scope, stored_buckets(connection, scope, period), rated)
+        bucket_records.write_buckets(
+            connection, [bucket_row(key, bucket) for key, bucket in touched.items()]
+        )
+
+
+def _all_events(connection: Connection, through: Cut) -> Iterable[AppendedEvent]:
+    rows = scan_rows(connection, through, None, 0, _FAR_FUTURE_US)
+    for sequence, customer, event_type, timestamp_us, body, event_hash in rows:
+        yield AppendedEvent(customer, sequence, timestamp_us, event_type, bytes(body), event_hash)
+
+
+def rebuild(context: BillingContext, loaded: Loaded | None = None) -> None:
+    """Build the current (or ``loaded``) revision's buckets from every ledger event, in
+    one transaction that holds appends off, and mark the revision built."""
+    chosen = loaded or context.load()
+    if chosen is None:
+        return
+    connection = open_connection(context.ledger.store.path)
+    try:
+        bucket_records.ensure_bucket_tables(connection)
+
+        def build() -> None:
+            source = _all_events(connection, context.ledger_cut())
+            while batch := list(islice(source, REBUILD_BATCH_ROWS)):
+                fold_events(connection, chosen, batch)
+
+        bucket_records.rebuilt(connection, chosen.revision, context.clock(), build)
+    finally:
+        connection.close()
+
+
+def period_rater(
+    context: BillingContext, customer: str, at_us: int, loaded: Loaded | None = None
+) -> tuple[Rater, BillingPeriod] | None:
+    """A rater holding the customer's period (containing ``at_us``) from its buckets,
+    priced as a full re-rating would; None when the revision's buckets are not built or
+    the customer has no contract then."""
+    chosen = loaded or context.load()
+    connection = context.connection
+    if chosen is None or chosen.revision not in _built(connection):
+        return None
+    found = _scope(chosen, customer, at_us)
+    if found is None:
+        return None
+    scope, period = found
+    lines = merge_buckets(stored_buckets(connection, scope, period).items())
+    return bucket_rater(scope, lines), period
+
+
+def _built(connection: Connection) -> set[int]:
+    try:
+        return bucket_records.built_revisions(connection)
+    except Exception:  # the tables are made on first use (keep_buckets)
+        return set()
+
+
+def check_buckets(context: BillingContext) -> BucketDifference | None:
+    """Reconcile's fast path: the current revision's stored buckets against buckets
+    re-derived from raw events (every event folded at once); the first bucket that
+    differs, or None. Without built buckets there is nothing to differ."""
+    loaded = context.load()
+    connection = context.connection
+    if loaded is None or loaded.revision not in _built(connection):
+        return None
+    derived: dict[BucketKey, Bucket] = {}
+    for scope, _, rated in _grouped(loaded, _all_events(connection, context.ledger_cut())):
+        derived.update(fold(scope, {}, rated))
+    stored = dict(
+        bucket_from_row(row) for row in bucket_records.revision_buckets(connection, loaded.revision)
+    )
+    return first_difference(stored, derived)

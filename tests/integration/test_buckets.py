@@ -1,0 +1,187 @@
+"""Rated-usage buckets beside the ledger, on both stores: folded in the append's own
+transaction, priced as a full re-rating, rebuilt for a new revision, and checked by
+reconcile's fast path, which names a tampered bucket."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import pytest
+
+from meterline.billing import buckets
+from meterline.billing.context import BillingContext, cost_meters
+from meterline.billing.scan import RatingJob, run_jobs
+from meterline.billing.service import Billing, open_billing
+from meterline.core.events import format_timestamp
+from meterline.core.model import segments
+from meterline.ledger import bucket_records
+from meterline.ledger.bucket_records import AppendedEvent
+from meterline.ledger.database import Connection, open_connection
+from meterline.ledger.location import Location
+from tests.property.test_control_laws import CUSTOMERS, ONCE_NOW, Clock, once_stream, once_yaml
+from tests.property.test_rating_batches import us
+
+
+@contextmanager
+def kept(location: Location) -> Iterator[Billing]:
+    """Billing over ``location`` with two customers' pricing and buckets kept."""
+    with open_billing(location, Clock(ONCE_NOW)) as billing:
+        billing.apply(once_yaml(2))
+        buckets.keep_buckets(billing.context)
+        buckets.rebuild(billing.context)
+        yield billing
+
+
+def late_stream() -> list[dict[str, Any]]:
+    """The fixed stream, then late events timed back in hours already folded."""
+    events = once_stream(2)
+    for number, customer in enumerate(CUSTOMERS[:2]):
+        events.append(
+            {
+                "id": f"{customer}-late",
+                "customer": customer,
+                "type": "llm",
+                "timestamp": format_timestamp(us(2026, 10, 2, 3 + number)),
+                "properties": {"model": "m", "tokens": 700},
+            }
+        )
+    return events
+
+
+def rerated_lines(context: BillingContext, customer: str) -> list[Any]:
+    """The customer's open period rated from raw events (a full re-rating)."""
+    loaded = context.current()
+    contract = loaded.configuration.contract(customer)
+    assert contract is not None
+    found = buckets.period_rater(context, customer, ONCE_NOW)
+    assert found is not None
+    _, period = found
+    spans = segments(loaded.configuration, contract, period.start_us, period.end_us)
+    job = RatingJob(
+        customer,
+        period,
+        spans,
+        context.ledger_cut(),
+        loaded.configuration,
+        also_meters=cost_meters(loaded),
+    )
+    run_jobs(context.connection, [job])
+    return job.rater.lines("USD", loaded.configuration)
+
+
+def bucket_lines(context: BillingContext, customer: str) -> list[Any]:
+    found = buckets.period_rater(context, customer, ONCE_NOW)
+    assert found is not None
+    return found[0].lines("USD", context.current().configuration)
+
+
+def revised_yaml() -> str:
+    """The pricing with a second plan version from mid-period: a new revision."""
+    version = """\
+      - version: 2
+        effective_from: 2026-10-10
+        currency: USD
+        prices:
+          - {meter: tokens, model: per_unit, unit_amount: "0.0007"}
+          - {meter: calls, model: per_unit, unit_amount: 2, credit_type: credits}
+contracts:
+"""
+    return once_yaml(2).replace("contracts:\n", version, 1)
+
+
+def without_roots(lines: list[Any]) -> list[Any]:
+    return [dataclasses.replace(line, merkle_root=b"") for line in lines]
+
+
+def test_buckets_folded_on_append_price_as_a_rerating(new_db: Callable[..., Location]) -> None:
+    """Batches and late events folded as they commit give the re-rating's lines; a new
+    revision's rebuild gives its own; the fast check finds nothing to name."""
+    with kept(new_db()) as billing:
+        stream = late_stream()
+        for start in range(0, len(stream), 5):
+            batch = stream[start : start + 5]
+            assert billing.ledger.ingest(batch).accepted == len(batch)
+        context = billing.context
+        for customer in CUSTOMERS[:2]:
+            assert without_roots(bucket_lines(context, customer)) == without_roots(
+                rerated_lines(context, customer)
+            )
+            assert bucket_lines(context, customer)
+        assert buckets.check_buckets(context) is None
+        billing.apply(revised_yaml())
+        assert buckets.period_rater(context, CUSTOMERS[0], ONCE_NOW) is None  # not built
+        buckets.rebuild(context)
+        late = {**stream[0], "id": "after-revision", "timestamp": format_timestamp(ONCE_NOW - 1)}
+        assert billing.ledger.ingest([late]).accepted == 1
+        for customer in CUSTOMERS[:2]:
+            assert without_roots(bucket_lines(context, customer)) == without_roots(
+                rerated_lines(context, customer)
+            )
+        assert buckets.check_buckets(context) is None
+
+
+def test_a_tampered_bucket_is_named(new_db: Callable[..., Location]) -> None:
+    """A bucket edited behind the ledger's back is the difference the fast check names."""
+    location = new_db()
+    with kept(location) as billing:
+        assert billing.ledger.ingest(late_stream()).accepted == 26
+        context = billing.context
+        revision = context.current().revision
+        rows = bucket_records.revision_buckets(context.connection, revision)
+        victim = rows[len(rows) // 2]
+        connection = open_connection(str(location))
+        try:
+            connection.execute(
+                "UPDATE usage_buckets SET digest = ? WHERE customer = ? AND revision = ?"
+                " AND segment_start_us = ? AND meter = ? AND group_values = ? AND hour_us = ?",
+                ("0" * 64, *victim[:6]),
+            )
+            if connection.in_transaction:
+                connection.execute("COMMIT")
+        finally:
+            connection.close()
+        difference = buckets.check_buckets(context)
+        assert difference is not None
+        assert (difference.key.customer, difference.key.meter, difference.key.hour_us) == (
+            victim[0],
+            victim[3],
+            victim[5],
+        )
+        assert difference.fields == ("digest",)
+
+
+class Refusing:
+    """A fold that folds, then fails: the append must leave nothing behind."""
+
+    def __init__(self, keeper: buckets.BucketKeeper) -> None:
+        self.keeper = keeper
+
+    def __call__(self, connection: Connection, events: list[AppendedEvent]) -> None:
+        self.keeper(connection, events)
+        raise OSError("disk gone mid-commit")
+
+
+def test_a_failed_fold_writes_neither_events_nor_buckets(
+    new_db: Callable[..., Location],
+) -> None:
+    """Buckets and events commit together: a fold that fails rolls back the append."""
+    with kept(new_db()) as billing:
+        stream = once_stream(2)
+        assert billing.ledger.ingest(stream[:10]).accepted == 10
+        context = billing.context
+        revision = context.current().revision
+        before = bucket_records.revision_buckets(context.connection, revision)
+        store = billing.ledger.store
+        keeper = store.fold_batch
+        assert isinstance(keeper, buckets.BucketKeeper)
+        store.fold_batch = Refusing(keeper)
+        with pytest.raises(OSError):
+            billing.ledger.ingest(stream[10:])
+        store.fold_batch = keeper
+        assert store.head()[0] == 10
+        assert bucket_records.revision_buckets(context.connection, revision) == before
+        assert billing.ledger.ingest(stream[10:]).accepted == len(stream) - 10
+        assert buckets.check_buckets(context) is None
