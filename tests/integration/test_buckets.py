@@ -27,11 +27,10 @@ from tests.property.test_rating_batches import us
 
 @contextmanager
 def kept(location: Location) -> Iterator[Billing]:
-    """Billing over ``location`` with two customers' pricing and buckets kept."""
+    """Billing over ``location`` (which keeps buckets) with two customers' pricing."""
     with open_billing(location, Clock(ONCE_NOW)) as billing:
+        assert isinstance(billing.ledger.store.fold_batch, buckets.BucketKeeper)
         billing.apply(once_yaml(2))
-        buckets.keep_buckets(billing.context)
-        buckets.rebuild(billing.context)
         yield billing
 
 
@@ -111,9 +110,11 @@ def test_buckets_folded_on_append_price_as_a_rerating(new_db: Callable[..., Loca
             )
             assert bucket_lines(context, customer)
         assert buckets.check_buckets(context) is None
-        billing.apply(revised_yaml())
-        assert buckets.period_rater(context, CUSTOMERS[0], ONCE_NOW) is None  # not built
-        buckets.rebuild(context)
+        before = context.current().revision
+        billing.apply(revised_yaml())  # a new revision: its buckets are built from the events
+        revision = context.current().revision
+        assert revision != before
+        assert revision in bucket_records.built_revisions(context.connection)
         late = {**stream[0], "id": "after-revision", "timestamp": format_timestamp(ONCE_NOW - 1)}
         assert billing.ledger.ingest([late]).accepted == 1
         for customer in CUSTOMERS[:2]:

@@ -48,6 +48,7 @@ __all__ = [
     "REBUILD_BATCH_ROWS",
     "BucketKeeper",
     "check_buckets",
+    "ensure_built",
     "keep_buckets",
     "period_rater",
     "rebuild",
@@ -171,6 +172,19 @@ def rebuild(context: BillingContext, loaded: Loaded | None = None) -> None:
         bucket_records.rebuilt(connection, chosen.revision, context.clock(), build)
     finally:
         connection.close()
+
+
+def ensure_built(context: BillingContext) -> bool:
+    """Build the current revision's buckets unless they are built; False when this
+    ledger keeps no buckets (no ``keep_buckets``) or has no pricing yet."""
+    if not isinstance(context.ledger.store.fold_batch, BucketKeeper):
+        return False
+    loaded = context.load()
+    if loaded is None:
+        return False
+    if loaded.revision not in _built(context.connection):
+        rebuild(context, loaded)
+    return True
 
 
 def period_rater(

@@ -35,6 +35,7 @@ from typing import Any
 from meterline.billing import (
     audit,
     balances,
+    buckets,
     close,
     credit_notes,
     drafts,
@@ -163,8 +164,12 @@ class Billing:
         dry_run: bool = False,
         allow_retire_all: bool = False,
     ) -> ApplyReport:
-        """``revisions.apply``."""
-        return revisions.apply(self.context, text, name, dry_run, allow_retire_all)
+        """``revisions.apply``; then the new revision's buckets are built when this
+        ledger keeps them (``buckets.keep_buckets``)."""
+        report = revisions.apply(self.context, text, name, dry_run, allow_retire_all)
+        if not dry_run:
+            buckets.ensure_built(self.context)
+        return report
 
     def draft(self, customer: str, at_us: int | None = None) -> dict[str, Any]:
         """``drafts.draft``."""
@@ -392,6 +397,8 @@ def open_billing(
     ledger = open_ledger(path, clock=clock, create=create)
     store = BillingStore(path, create=create)
     service = Billing(ledger, store, clock)
+    if create:
+        buckets.keep_buckets(service.context)
     try:
         yield service
     finally:
