@@ -34,10 +34,11 @@ from meterline.core.buckets import (
     first_difference,
     fold,
     merge_buckets,
+    priced_rater,
 )
 from meterline.core.model import Configuration, segments
-from meterline.core.rating import Rater
-from tests.property.test_rating_batches import OCTOBER, PRICING, split_stream
+from meterline.core.rating import Rater, window_charges
+from tests.property.test_rating_batches import CUTS, OCTOBER, PRICING, split_stream
 
 REVISED = "semantics: {percentage_free: amount}\n" + PRICING.replace(
     '{meter: spend, model: percentage, rate: "0.1", fixed_fee: "0.05"}',
@@ -74,9 +75,11 @@ def folded(revision: int, events: list[Event], cuts: list[int]) -> dict[BucketKe
     return buckets
 
 
-def rerated(revision: int, events: list[Event]) -> Rater:
+def rerated(revision: int, events: list[Event], cuts: tuple[int, ...] | None = None) -> Rater:
     chosen = scope(revision)
-    rater = Rater(chosen.configuration, list(chosen.segments), also_meters=frozenset({"unpriced"}))
+    rater = Rater(
+        chosen.configuration, list(chosen.segments), cuts=cuts, also_meters=frozenset({"unpriced"})
+    )
     for event in events:
         rater.add(*event)
     return rater
@@ -109,6 +112,12 @@ def test_buckets_price_exactly_as_a_full_rerating(
     )
     assert quantities(from_buckets) == quantities(full)
     assert first_difference(buckets, folded(revision, events, [])) is None
+    # credit windows (on hours) from the buckets: the charges of a re-rating with them
+    windowed = priced_rater(scope(revision), buckets, CUTS)
+    assert windowed is not None
+    assert window_charges(windowed, "USD", config) == window_charges(
+        rerated(revision, events, CUTS), "USD", config
+    )
 
 
 @settings(max_examples=40, deadline=None)

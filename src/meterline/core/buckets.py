@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from bisect import bisect_right
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -61,6 +62,7 @@ __all__ = [
     "fold",
     "hour_of",
     "merge_buckets",
+    "priced_rater",
 ]
 
 HOUR_US = 3_600_000_000
@@ -222,6 +224,41 @@ def bucket_rater(
         rater.import_state(RaterState(0, (), tuple(states)))
     except KeyError:
         raise RatingError("a bucket names a meter its segment does not rate") from None
+    return rater
+
+
+def priced_rater(
+    scope: BucketScope,
+    buckets: Mapping[BucketKey, Bucket],
+    cuts: tuple[int, ...] | None = None,
+) -> Rater | None:
+    """A rater holding the scope's ``buckets`` as a full re-rating of their events would
+    hold them: its lines, and with ``cuts`` (credit windows) each window's usage and fees
+    for ``window_charges``. None when a window edge is not on an hour (a bucket would
+    straddle it): the caller re-rates from raw events."""
+    rater = bucket_rater(scope, merge_buckets(buckets.items()), cuts=cuts)
+    edges = rater.cuts or ()
+    if any(edge % HOUR_US for edge in edges):
+        return None
+    if rater.cuts is None:
+        return rater
+    index_of = {segment.start_us: index for index, segment in enumerate(scope.segments)}
+    for key, bucket in buckets.items():
+        line = rater._lines[(index_of[key.segment_start_us], key.meter, key.group)]
+        window = bisect_right(edges, key.hour_us)
+        if line.windows is None:
+            line.windows, line.window_fees = {}, {}
+        assert line.window_fees is not None
+        known = line.windows.get(window)
+        if known is None:
+            known = rater.accumulator(line.meter)
+        line.windows[window] = known.merged(bucket.accumulator)
+        line.window_fees[window] = MONEY_CONTEXT.add(
+            line.window_fees.get(window, ZERO), bucket.fees
+        )
+        line.window_bases[window] = MONEY_CONTEXT.add(
+            line.window_bases.get(window, ZERO), bucket.bases
+        )
     return rater
 
 
