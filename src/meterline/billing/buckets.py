@@ -14,15 +14,18 @@ raw events, naming the first bucket that differs). ``audit`` never reads buckets
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from datetime import date
 from itertools import islice
 
 import msgspec
 
 from meterline.billing.context import BillingContext, Loaded, billing_cycle, cost_meters
-from meterline.billing.scan import BODY_DECODER
+from meterline.billing.scan import BODY_DECODER, RatingJob
 from meterline.core.buckets import (
+    HOUR_US,
     Bucket,
     BucketDifference,
     BucketKey,
@@ -34,10 +37,11 @@ from meterline.core.buckets import (
     first_difference,
     fold,
     merge_buckets,
+    priced_rater,
 )
 from meterline.core.cuts import Cut
 from meterline.core.model import segments
-from meterline.core.periods import BillingPeriod, period_containing
+from meterline.core.periods import BillingPeriod, local_date, period_containing
 from meterline.core.rating import Rater
 from meterline.ledger import bucket_records
 from meterline.ledger.bucket_records import AppendedEvent
@@ -49,7 +53,9 @@ __all__ = [
     "BucketKeeper",
     "check_buckets",
     "ensure_built",
+    "job_rater",
     "keep_buckets",
+    "line_days",
     "period_rater",
     "rebuild",
 ]
@@ -203,6 +209,48 @@ def period_rater(
     scope, period = found
     lines = merge_buckets(stored_buckets(connection, scope, period).items())
     return bucket_rater(scope, lines), period
+
+
+def _job_scope(context: BillingContext, job: RatingJob, loaded: Loaded) -> BucketScope | None:
+    if loaded.revision not in _built(context.connection):
+        return None
+    meters = cost_meters(loaded) | job.also_meters
+    return BucketScope(job.customer, loaded.revision, job.configuration, job.segments, meters)
+
+
+def job_rater(context: BillingContext, job: RatingJob, loaded: Loaded) -> Rater | None:
+    """The rater ``job`` (a period of ``loaded``, the current revision) would end with,
+    from its buckets, credit windows included: priced as a full re-rating, without
+    Merkle roots, unbillable usage or members. None when the revision's buckets are not
+    built or a credit window does not start on an hour (re-rate instead)."""
+    scope = _job_scope(context, job, loaded)
+    if scope is None:
+        return None
+    stored = stored_buckets(context.connection, scope, job.period)
+    return priced_rater(scope, stored, job.cuts)
+
+
+def line_days(
+    context: BillingContext, job: RatingJob, loaded: Loaded, timezone: str
+) -> dict[tuple[int, str, tuple[str | None, ...]], Counter[date]] | None:
+    """Each line's events per local day in ``timezone`` (keyed like ``Rater.members``),
+    from the period's hour buckets; None when buckets are not built or an hour spans two
+    local days (a zone offset that is not whole hours)."""
+    scope = _job_scope(context, job, loaded)
+    if scope is None:
+        return None
+    index_of = {segment.start_us: index for index, segment in enumerate(job.segments)}
+    days: dict[tuple[int, str, tuple[str | None, ...]], Counter[date]] = {}
+    for key, bucket in stored_buckets(context.connection, scope, job.period).items():
+        first, last = (
+            local_date(timezone, key.hour_us),
+            local_date(timezone, key.hour_us + HOUR_US - 1),
+        )
+        if first != last:
+            return None
+        line = (index_of[key.segment_start_us], key.meter, key.group)
+        days.setdefault(line, Counter())[first] += bucket.events
+    return days
 
 
 def _built(connection: Connection) -> set[int]:

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from meterline.billing import balances, documents, late
-from meterline.billing.context import BillingContext, billing_cycle, cost_meters
+from meterline.billing import balances, buckets, documents, late
+from meterline.billing.context import BillingContext, Loaded, billing_cycle, cost_meters
 from meterline.billing.documents import credit_cuts, rating_of
 from meterline.billing.errors import BillingError, NotFound
 from meterline.billing.scan import RatingJob, run_jobs
@@ -22,9 +22,13 @@ from meterline.core.periods import period_containing
 from meterline.ledger import event_reads
 
 
-def draft(context: BillingContext, customer: str, at_us: int | None = None) -> dict[str, Any]:
+def draft(
+    context: BillingContext, customer: str, at_us: int | None = None, from_buckets: bool = False
+) -> dict[str, Any]:
     """The invoice for the period containing ``at_us`` (now), recomputed from the
-    ledger as it stands: usage, fees, and adjustments for late events so far."""
+    ledger as it stands: usage, fees, and adjustments for late events so far. With
+    ``from_buckets``, usage is priced from the rated-usage buckets when they are built
+    (``billing.buckets``: the same amounts, no Merkle roots) instead of re-rated."""
     loaded = context.current()
     contract = context.contract(loaded, customer)
     at = context.clock() if at_us is None else at_us
@@ -47,7 +51,12 @@ def draft(context: BillingContext, customer: str, at_us: int | None = None) -> d
         cuts=credit_cuts(inputs, period, contract.timezone),
     )
     pending = late.late_jobs(context, [job], through)
-    run_jobs(context.connection, [job, *[j for _, _, j, _ in pending]])
+    rated = buckets.job_rater(context, job, loaded) if from_buckets else None
+    if rated is not None:
+        job.rater = rated
+    run_jobs(
+        context.connection, [*([] if rated is not None else [job]), *[j for _, _, j, _ in pending]]
+    )
     with rating_of(customer):
         adjustments = late.late_adjustments(context, pending).get(customer, [])
         credit = None
@@ -68,11 +77,16 @@ def draft(context: BillingContext, customer: str, at_us: int | None = None) -> d
 
 
 def rated_periods(
-    context: BillingContext, at_us: int | None = None, customer: str | None = None
+    context: BillingContext,
+    at_us: int | None = None,
+    customer: str | None = None,
+    from_buckets: bool = False,
 ) -> list[tuple[dict[str, Any], RatingJob]]:
     """Every finalized period invoice (as billed) and every customer's open period (its
     draft as of ``at_us``, now), each with a job that re-rated it keeping its events
-    and measuring the cost-only meters too: what unit economics is computed from."""
+    and measuring the cost-only meters too: what unit economics is computed from. With
+    ``from_buckets``, open periods are read from the buckets (``job.days`` set) when
+    they are built."""
     at = context.clock() if at_us is None else at_us
     head = context.ledger_cut()
     pairs: list[tuple[dict[str, Any], RatingJob]] = []
@@ -102,7 +116,7 @@ def rated_periods(
             if not spans:
                 continue
             try:
-                document = draft(context, contract.customer, at)
+                document = draft(context, contract.customer, at, from_buckets)
             except BillingError:
                 continue
             job = RatingJob(
@@ -114,8 +128,10 @@ def rated_periods(
                 keep_events=True,
                 also_meters=cost_meters(loaded),
             )
+            if from_buckets:
+                _from_buckets(context, job, loaded, contract.timezone)
             pairs.append((document, job))
-    run_jobs(context.connection, [job for _, job in pairs])
+    run_jobs(context.connection, [job for _, job in pairs if job.days is None])
     return pairs
 
 
@@ -125,3 +141,11 @@ def event_days(
     """Each of the customer's events in [start, end): its sequence (within the
     customer's partition) and timestamp."""
     return event_reads.customer_event_times(context.connection, customer, start_us, end_us)
+
+
+def _from_buckets(context: BillingContext, job: RatingJob, loaded: Loaded, timezone: str) -> None:
+    """Give ``job`` its rater and days from the buckets when they can tell them."""
+    rater = buckets.job_rater(context, job, loaded)
+    days = None if rater is None else buckets.line_days(context, job, loaded, timezone)
+    if rater is not None and days is not None:
+        job.rater, job.days = rater, days

@@ -171,9 +171,11 @@ class Billing:
             buckets.ensure_built(self.context)
         return report
 
-    def draft(self, customer: str, at_us: int | None = None) -> dict[str, Any]:
+    def draft(
+        self, customer: str, at_us: int | None = None, from_buckets: bool = False
+    ) -> dict[str, Any]:
         """``drafts.draft``."""
-        return drafts.draft(self.context, customer, at_us)
+        return drafts.draft(self.context, customer, at_us, from_buckets)
 
     def close(self, through_us: int | None = None) -> CloseReport:
         """``close.close``."""
@@ -242,10 +244,10 @@ class Billing:
         return late.stored_invoice_cut(self.context, invoice)
 
     def rated_periods(
-        self, at_us: int | None = None, customer: str | None = None
+        self, at_us: int | None = None, customer: str | None = None, from_buckets: bool = False
     ) -> list[tuple[dict[str, Any], RatingJob]]:
         """``drafts.rated_periods``."""
-        return drafts.rated_periods(self.context, at_us, customer)
+        return drafts.rated_periods(self.context, at_us, customer, from_buckets)
 
     def event_days(self, customer: str, start_us: int, end_us: int) -> dict[int, int]:
         """``drafts.event_days``."""

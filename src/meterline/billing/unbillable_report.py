@@ -38,6 +38,7 @@ class _HasContext(Protocol):
     @property
     def context(self) -> BillingContext: ...
 
+
 __all__ = ["unbillable_report"]
 
 

@@ -202,8 +202,15 @@ def bucket_rater(
         also_meters=scope.also_meters,
     )
     index_of = {segment.start_us: index for index, segment in enumerate(scope.segments)}
+    position = {meter.key: index for index, meter in enumerate(scope.configuration.meters)}
+
+    def made(item: tuple[LineKey, Bucket]) -> tuple[int, int]:
+        # the order a re-rating makes lines in: by first event, then by the meters' order
+        first = item[1].accumulator.first_sequence
+        return (-1 if first is None else first, position.get(item[0][1], -1))
+
     states: list[Any] = []
-    for (start, meter_key, group), bucket in lines.items():
+    for (start, meter_key, group), bucket in sorted(lines.items(), key=made):
         index = index_of.get(start)
         meter = scope.configuration.meter(meter_key)
         if index is None or meter is None:

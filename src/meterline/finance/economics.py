@@ -1,9 +1,10 @@
 """Unit economics from the ledger (the shell around ``core.economics``).
 
-``usage_slices`` re-rates every finalized period (as billed) and every open period (its
-draft now) keeping each line's events, and turns each line into per-day slices: charges
-at list price as the re-rating prices the line (rounded like the invoice line, which an
-audit proves it equals; each slice names the invoice line), cost from the line's
+``usage_slices`` re-rates every finalized period (as billed) and reads every open period
+(its draft now) from the rated-usage buckets when they are built (``billing.buckets``;
+else re-rates it too, keeping each line's events), and turns each line into per-day
+slices: charges at list price as the re-rating prices the line (rounded like the invoice
+line, which an audit proves it equals; each slice names the invoice line), cost from the line's
 quantity and cost rate (rounded once, to the currency's minor unit, by
 ``money.round_amount``), split over the days by event count.
 Charges that are not usage (fees, minimum-commitment true-ups, discounts) are charges of
@@ -69,7 +70,7 @@ def usage_slices(
     at = billing.clock() if at_us is None else at_us
     slices: list[UsageSlice] = []
     periods: dict[tuple[str, str, str], tuple[date, date]] = {}
-    for document, job in billing.rated_periods(at, customer):
+    for document, job in billing.rated_periods(at, customer, from_buckets=True):
         slices += _period_slices(billing, document, job)
         timezone = str(document.get("timezone") or "UTC")
         key = (job.customer, str(document["period"]["label"]), str(document["currency"]))
@@ -110,7 +111,12 @@ def _period_slices(billing: Billing, document: dict[str, Any], job: RatingJob) -
     label = str(document["period"]["label"])
     invoice = str(document.get("number") or "draft")
     configuration = job.configuration
-    stamps = billing.event_days(job.customer, job.period.start_us, job.period.end_us)
+    # a period read from buckets knows each line's days; a re-rated one reads event times
+    stamps = (
+        {}
+        if job.days is not None
+        else billing.event_days(job.customer, job.period.start_us, job.period.end_us)
+    )
     lines = {
         (line["service"]["start"], line["meter"], model_of(line["group"])): line
         for line in document["lines"]
@@ -139,7 +145,7 @@ def _period_slices(billing: Billing, document: dict[str, Any], job: RatingJob) -
         cost = ZERO if rate is None else round_amount(quantity * rate.per_unit, cost_currency)
         if charges == 0 and cost == 0:
             continue
-        days: Counter[Any] = Counter(
+        days: Counter[Any] = (job.days or {}).get((segment_index, meter.key, group)) or Counter(
             local_date(timezone, stamps[sequence])
             for sequence, _ in job.rater.members(segment_index, meter.key, group)
             if sequence in stamps
