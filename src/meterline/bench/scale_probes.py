@@ -82,7 +82,6 @@ def retry_pause_s(retry_after: str | None, body: bytes, attempt: int) -> float:
         hint = float(retry_after.strip())
     return float(min(RETRY_PAUSE_MAX_S, hint * RETRY_BACKOFF ** max(0, attempt - 1)))
 
-
 _SAMPLE = (
     "SELECT state, wait_event_type, wait_event, left(query, 48) FROM pg_stat_activity"
     " WHERE application_name = %s"

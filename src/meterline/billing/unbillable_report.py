@@ -38,7 +38,6 @@ class _HasContext(Protocol):
     @property
     def context(self) -> BillingContext: ...
 
-
 __all__ = ["unbillable_report"]
 
 

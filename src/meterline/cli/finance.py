@@ -117,7 +117,8 @@ def revenue_command(
         str | None,
         typer.Option(
             "--balances-at",
-            help="The trial balance at the end of this date (YYYY-MM-DD), as known now or --as-of.",
+            help="The trial balance at the end of this date (YYYY-MM-DD), as known now or"
+            " --as-of.",
         ),
     ] = None,
 ) -> None:

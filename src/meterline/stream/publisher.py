@@ -43,7 +43,6 @@ HEADERS_BYTES_MAX = 1024
 MESSAGE_ID_HEADER = "Nats-Msg-Id"
 """The header JetStream deduplicates on."""
 
-
 class StreamPublisher:
     """Publishes batches of prepared events to the partition subjects of one stream."""
 
