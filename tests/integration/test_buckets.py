@@ -21,6 +21,7 @@ from meterline.ledger import bucket_records
 from meterline.ledger.bucket_records import AppendedEvent
 from meterline.ledger.database import Connection, open_connection
 from meterline.ledger.location import Location
+from meterline.live.reconcile import reconcile
 from tests.property.test_control_laws import CUSTOMERS, ONCE_NOW, Clock, once_stream, once_yaml
 from tests.property.test_rating_batches import us
 
@@ -125,7 +126,8 @@ def test_buckets_folded_on_append_price_as_a_rerating(new_db: Callable[..., Loca
 
 
 def test_a_tampered_bucket_is_named(new_db: Callable[..., Location]) -> None:
-    """A bucket edited behind the ledger's back is the difference the fast check names."""
+    """A bucket edited behind the ledger's back is the difference the fast check (and
+    ``meterline reconcile``) names."""
     location = new_db()
     with kept(location) as billing:
         assert billing.ledger.ingest(late_stream()).accepted == 26
@@ -152,6 +154,11 @@ def test_a_tampered_bucket_is_named(new_db: Callable[..., Location]) -> None:
             victim[5],
         )
         assert difference.fields == ("digest",)
+        report = reconcile(billing)  # the command's check names it too, and fails
+        assert not report.passed
+        assert report.buckets_checked
+        assert report.bucket_difference == difference.describe()
+        assert report.as_dict()["buckets"]["first_difference"] == difference.describe()
 
 
 class Refusing:
