@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -231,3 +232,24 @@ def test_drafts_and_economics_from_buckets_equal_the_rerating(
         assert fast_drafts == [strip_roots(billing.draft(c)) for c in CUSTOMERS[:2]]
         assert fast_slices == usage_slices(billing)
         assert any(item.list_price_charges for item in fast_slices)
+
+
+def test_buckets_export_as_parquet(new_db: Callable[..., Location], tmp_path: Path) -> None:
+    """The usage_buckets table holds every bucket, its events adding up to the ledger's."""
+    import duckdb
+
+    from meterline.finance.export import export_tables
+
+    with kept(new_db()) as billing:
+        assert billing.ledger.ingest(late_stream()).accepted == 26
+        export_tables(billing, tmp_path, tables=["usage_buckets"])
+        revision = billing.context.current().revision
+        stored = bucket_records.revision_buckets(billing.context.connection, revision)
+    path = str(tmp_path / "usage_buckets.parquet")
+    ((count, events, tokens),) = duckdb.sql(
+        "SELECT count(*), sum(events), sum(quantity) FILTER (WHERE meter = 'tokens')"
+        f" FROM read_parquet('{path}')"
+    ).fetchall()
+    assert count == len(stored)
+    assert events == 2 * 26  # each event is one tokens and one calls bucket's
+    assert tokens == 2 * (12 * 1500 + 700)

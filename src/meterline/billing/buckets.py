@@ -19,6 +19,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import date
 from itertools import islice
+from typing import Any
 
 import msgspec
 
@@ -51,6 +52,7 @@ from meterline.ledger.event_reads import scan_rows
 __all__ = [
     "REBUILD_BATCH_ROWS",
     "BucketKeeper",
+    "bucket_table_rows",
     "check_buckets",
     "ensure_built",
     "job_rater",
@@ -275,3 +277,28 @@ def check_buckets(context: BillingContext) -> BucketDifference | None:
         bucket_from_row(row) for row in bucket_records.revision_buckets(connection, loaded.revision)
     )
     return first_difference(stored, derived)
+
+
+def bucket_table_rows(context: BillingContext) -> Iterable[tuple[Any, ...]]:
+    """The current revision's buckets as export rows (built first when they are not):
+    customer, revision, segment start, meter, model (group values joined by '/'), hour,
+    events, quantity, fees, cost, digest."""
+    if not ensure_built(context):
+        return
+    loaded = context.current()
+    for row in bucket_records.revision_buckets(context.connection, loaded.revision):
+        key, bucket = bucket_from_row(row)
+        model = "/".join(value for value in key.group if value is not None)
+        yield (
+            key.customer,
+            key.revision,
+            key.segment_start_us,
+            key.meter,
+            model,
+            key.hour_us,
+            bucket.events,
+            bucket.quantity(),
+            bucket.fees,
+            bucket.cost,
+            f"{bucket.digest:064x}",
+        )
