@@ -51,6 +51,8 @@ def draft(
         cuts=credit_cuts(inputs, period, contract.timezone),
     )
     pending = late.late_jobs(context, [job], through)
+    if from_buckets:
+        buckets.ensure_built(context)  # once per revision, on first use
     rated = buckets.job_rater(context, job, loaded) if from_buckets else None
     if rated is not None:
         job.rater = rated
