@@ -38,6 +38,7 @@ from meterline.core.buckets import (
     first_difference,
     fold,
     merge_buckets,
+    per_event_meters,
     priced_rater,
 )
 from meterline.core.cuts import Cut
@@ -107,13 +108,23 @@ def _scope(loaded: Loaded, customer: str, at_us: int) -> tuple[BucketScope, Bill
 
 
 def stored_buckets(
-    connection: Connection, scope: BucketScope, period: BillingPeriod
+    connection: Connection,
+    scope: BucketScope,
+    period: BillingPeriod,
+    meters: Iterable[str] | None = None,
+    hours: Iterable[int] | None = None,
 ) -> dict[BucketKey, Bucket]:
-    """The scope's stored buckets (its own segments' only: an hour a period edge cuts
-    may hold the neighbouring period's too)."""
+    """The scope's stored buckets (of ``meters``, at ``hours``, when given), its own
+    segments' only: an hour a period edge cuts may hold the neighbouring period's too."""
     starts = {segment.start_us for segment in scope.segments}
     rows = bucket_records.read_buckets(
-        connection, scope.customer, scope.revision, period.start_us, period.end_us
+        connection,
+        scope.customer,
+        scope.revision,
+        period.start_us,
+        period.end_us,
+        meters,
+        hours,
     )
     found = (bucket_from_row(row) for row in rows)
     return {key: bucket for key, bucket in found if key.segment_start_us in starts}
@@ -127,39 +138,47 @@ def _grouped(
     reported from raw events) are left out."""
     groups: dict[tuple[str, int], tuple[BucketScope, BillingPeriod, list[RatedEvent]]] = {}
     scopes: dict[str, list[tuple[BucketScope, BillingPeriod]]] = {}
+    decode = BODY_DECODER.decode
     for event in events:
-        known = scopes.setdefault(event.customer, [])
-        found = next((item for item in known if item[1].contains(event.timestamp_us)), None)
+        sequence, customer, _, event_type, timestamp_us, _, body, event_hash = event[:8]
+        known = scopes.setdefault(customer, [])
+        found = next((item for item in known if item[1].contains(timestamp_us)), None)
         if found is None:
-            found = _scope(loaded, event.customer, event.timestamp_us)
-            if found is None or not found[1].contains(event.timestamp_us):
+            found = _scope(loaded, customer, timestamp_us)
+            if found is None or not found[1].contains(timestamp_us):
                 continue
             known.append(found)
         try:
-            properties = BODY_DECODER.decode(event.body).properties
+            properties = decode(body).properties
         except msgspec.MsgspecError:
             continue
         scope, period = found
-        group = groups.setdefault((event.customer, period.start_us), (scope, period, []))
-        group[2].append(
-            (event.sequence, event.timestamp_us, event.event_type, properties, event.event_hash)
-        )
+        group = groups.setdefault((customer, period.start_us), (scope, period, []))
+        group[2].append((sequence, timestamp_us, event_type, properties, event_hash))
     return list(groups.values())
 
 
 def fold_events(connection: Connection, loaded: Loaded, events: Iterable[AppendedEvent]) -> None:
     """Fold ``events`` (ledger order) into ``loaded``'s buckets on ``connection``."""
     for scope, period, rated in _grouped(loaded, events):
-        touched = fold(scope, stored_buckets(connection, scope, period), rated)
-        bucket_records.write_buckets(
-            connection, [bucket_row(key, bucket) for key, bucket in touched.items()]
-        )
+        # read only what the fold needs: the per-event lines' buckets (their fees depend
+        # on the events before) and the stored buckets of the hours it touches
+        per_event = per_event_meters(scope)
+        seeds = stored_buckets(connection, scope, period, per_event) if per_event else {}
+        touched = fold(scope, seeds, rated)
+        hours = {key.hour_us for key in touched if key not in seeds}
+        stored = stored_buckets(connection, scope, period, None, hours) if hours else {}
+        rows = []
+        for key, bucket in touched.items():
+            known = None if key in seeds else stored.get(key)
+            rows.append(bucket_row(key, bucket if known is None else known.merged(bucket)))
+        bucket_records.write_buckets(connection, rows)
 
 
 def _all_events(connection: Connection, through: Cut) -> Iterable[AppendedEvent]:
     rows = scan_rows(connection, through, None, 0, _FAR_FUTURE_US)
     for sequence, customer, event_type, timestamp_us, body, event_hash in rows:
-        yield AppendedEvent(customer, sequence, timestamp_us, event_type, bytes(body), event_hash)
+        yield (sequence, customer, None, event_type, timestamp_us, None, bytes(body), event_hash)
 
 
 def rebuild(context: BillingContext, loaded: Loaded | None = None) -> None:

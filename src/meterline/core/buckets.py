@@ -62,6 +62,7 @@ __all__ = [
     "fold",
     "hour_of",
     "merge_buckets",
+    "per_event_meters",
     "priced_rater",
 ]
 
@@ -283,13 +284,20 @@ def fold(
     events: Sequence[RatedEvent],
 ) -> dict[BucketKey, Bucket]:
     """The buckets ``events`` touch, with the events folded in: ``prior`` holds the
-    scope's buckets so far (at least every one of the lines the events reach); events come
-    in ascending sequence, after every event ``prior`` holds. Events outside every segment
-    and values a meter cannot measure are not usage (unbillable usage is reported from raw
-    events); nothing else is left out."""
-    rater = bucket_rater(scope, merge_buckets(prior.items()), True, _hour_edges(scope.segments))
+    scope's buckets so far (at least the buckets the events touch, and every bucket of a
+    ``per_event_meters`` meter); events come in ascending sequence, after every event
+    ``prior`` holds. Events outside every segment and values a meter cannot measure are
+    not usage (unbillable usage is reported from raw events); nothing else is left out.
+
+    Only lines priced per event (percentage) are seeded with their state so far: their
+    fees depend on the events before; every other line's new hours are measured alone
+    and merged (accumulators merge exactly)."""
+    per_event = per_event_meters(scope)
+    seeds = merge_buckets((key, bucket) for key, bucket in prior.items() if key.meter in per_event)
+    rater = bucket_rater(scope, seeds, True, _hour_edges(scope.segments))
     rater.add_batch(events)
     timestamps = {event[0]: event[1] for event in events}
+    terms: dict[int, int] = {}  # each event's digest term, hashed once for all its lines
     cuts = rater.cuts or ()
     edges = (scope.segments[0].start_us, *cuts) if scope.segments else ()
     touched: dict[BucketKey, Bucket] = {}
@@ -300,7 +308,10 @@ def fold(
         digests: dict[int, int] = {}
         for sequence, event_hash in line.members or ():
             hour = hour_of(timestamps[sequence])
-            digests[hour] = (digests.get(hour, 0) + event_digest(event_hash)) % DIGEST_MODULUS
+            term = terms.get(sequence)
+            if term is None:
+                term = terms[sequence] = event_digest(event_hash)
+            digests[hour] = (digests.get(hour, 0) + term) % DIGEST_MODULUS
         fees = line.window_fees or {}
         for window, accumulator in line.windows.items():
             hour = hour_of(edges[window])
@@ -315,6 +326,16 @@ def fold(
             known = prior.get(key)
             touched[key] = bucket if known is None else known.merged(bucket)
     return touched
+
+
+def per_event_meters(scope: BucketScope) -> frozenset[str]:
+    """The meters some segment prices per event (percentage): their buckets seed a fold."""
+    return frozenset(
+        price.meter
+        for segment in scope.segments
+        for price in segment.terms.prices()
+        if price.model == "percentage"
+    )
 
 
 def _cost(

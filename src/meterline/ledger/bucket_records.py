@@ -15,7 +15,7 @@ Every statement is in SQLite's dialect and runs on either store's connection (a
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any, NamedTuple
+from typing import Any
 
 from meterline.core.buckets import BucketRow
 from meterline.ledger.database import Connection, PostgresConnection, write_transaction
@@ -71,19 +71,14 @@ _UPSERT = (
     " fees = excluded.fees, cost = excluded.cost, digest = excluded.digest,"
     " state = excluded.state"
 )
+HOUR_US = 3_600_000_000
 _ORDER = " ORDER BY customer, segment_start_us, meter, group_values, hour_us"
 
 
-class AppendedEvent(NamedTuple):
-    """An event an append is committing, as a fold reads it."""
-
-    customer: str
-    sequence: int
-    timestamp_us: int
-    event_type: str
-    body: bytes
-    event_hash: bytes
-
+AppendedEvent = Sequence[Any]
+"""An event an append is committing, as both stores stage its row: (sequence, customer,
+event id, type, timestamp_us, ingested_at_us, body, hash, ...). Rows, not records: a
+fold reads thousands per batch."""
 
 BatchFolder = Callable[[Connection, Sequence[AppendedEvent]], None]
 """A store's ``fold_batch`` hook: called inside an append's transaction, before its
@@ -91,10 +86,9 @@ commit, with the events it accepted (in ledger order); whatever it writes on the
 connection commits or rolls back with them."""
 
 
-def appended_events(rows: Iterable[Sequence[Any]]) -> list[AppendedEvent]:
-    """The events of a store's staged event rows (sequence, customer, id, type, time,
-    ingested at, body, hash, ...: the column order both stores stage in)."""
-    return [AppendedEvent(row[1], row[0], row[4], row[3], row[6], row[7]) for row in rows]
+def appended_events(rows: Iterable[Sequence[Any]]) -> Sequence[AppendedEvent]:
+    """A store's staged event rows, as the fold hook takes them."""
+    return rows if isinstance(rows, list) else list(rows)
 
 
 def ensure_bucket_tables(connection: Connection) -> None:
@@ -138,14 +132,29 @@ def lock_appends(connection: Connection) -> None:
 
 
 def read_buckets(
-    connection: Connection, customer: str, revision: int, start_us: int, end_us: int
+    connection: Connection,
+    customer: str,
+    revision: int,
+    start_us: int,
+    end_us: int,
+    meters: Iterable[str] | None = None,
+    hours: Iterable[int] | None = None,
 ) -> list[tuple[Any, ...]]:
-    """A customer's buckets of ``revision`` whose hour starts in [start_us, end_us)."""
+    """A customer's buckets of ``revision`` whose hour starts in [start_us, end_us) (the
+    hour ``start_us`` falls in included), only of ``meters`` and ``hours`` when given."""
+    condition = "customer = ? AND revision = ? AND hour_us >= ? AND hour_us < ?"
+    parameters: list[Any] = [customer, revision, start_us - start_us % HOUR_US, end_us]
+    named: tuple[tuple[str, Iterable[Any] | None], ...] = (("meter", meters), ("hour_us", hours))
+    for column, values in named:
+        if values is not None:
+            chosen = sorted(set(values))
+            if not chosen:
+                return []
+            condition += f" AND {column} IN ({', '.join('?' * len(chosen))})"
+            parameters += chosen
     return list(
         connection.execute(
-            f"SELECT {_COLUMNS} FROM usage_buckets WHERE customer = ? AND revision = ?"
-            " AND hour_us >= ? AND hour_us < ?" + _ORDER,
-            (customer, revision, start_us - start_us % 3_600_000_000, end_us),
+            f"SELECT {_COLUMNS} FROM usage_buckets WHERE {condition}" + _ORDER, parameters
         ).fetchall()
     )
 
