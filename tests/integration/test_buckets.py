@@ -254,3 +254,32 @@ def test_buckets_export_as_parquet(new_db: Callable[..., Location], tmp_path: Pa
     assert count == len(stored)
     assert events == 2 * 26  # each event is one tokens and one calls bucket's
     assert tokens == 2 * (12 * 1500 + 700)
+
+
+def test_a_bucket_that_cannot_be_read_never_stops_ingestion(
+    new_db: Callable[..., Location],
+) -> None:
+    """A bucket row edited into nonsense: the next append still commits, the revision's
+    buckets are dropped with it, and the next read rebuilds them from the ledger."""
+    location = new_db()
+    with kept(location) as billing:
+        stream = late_stream()
+        assert billing.ledger.ingest(stream[:20]).accepted == 20
+        context = billing.context
+        revision = context.current().revision
+        connection = open_connection(str(location))
+        try:
+            connection.execute("UPDATE usage_buckets SET state = 'not json'")
+            if connection.in_transaction:
+                connection.execute("COMMIT")
+        finally:
+            connection.close()
+        assert billing.ledger.ingest(stream[20:]).accepted == len(stream) - 20
+        assert revision not in bucket_records.built_revisions(context.connection)
+        assert bucket_records.revision_buckets(context.connection, revision) == []
+        report = reconcile(billing)  # builds them again, then checks them
+        assert report.buckets_checked and report.bucket_difference is None
+        for customer in CUSTOMERS[:2]:
+            assert without_roots(bucket_lines(context, customer)) == without_roots(
+                rerated_lines(context, customer)
+            )

@@ -7,13 +7,17 @@ all. A revision's buckets are built once from every ledger event (``rebuild``: w
 pricing file is applied, or on first use) in one transaction that holds appends off, and
 kept current after; a revision not built yet is not folded (its build reads the events).
 A late event folds into the hour it is timed in; a new revision (new prices, contracts)
-gets buckets of its own. Reads: ``period_rater`` (a customer's period priced from its
-buckets), ``check_buckets`` (reconcile's fast path: buckets against a re-derivation from
-raw events, naming the first bucket that differs). ``audit`` never reads buckets.
+gets buckets of its own. A fold that fails (a bucket row edited into nonsense) never stops
+ingestion: the revision's buckets are dropped in the same transaction, logged, and
+rebuilt from the ledger by the next read. Reads: ``period_rater`` (a customer's period
+priced from its buckets), ``job_rater`` and ``line_days`` (drafts and unit economics),
+``check_buckets`` (reconcile: buckets against a re-derivation from raw events, naming the
+first bucket that differs). ``audit`` never reads buckets.
 """
 
 from __future__ import annotations
 
+import logging
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -63,6 +67,8 @@ __all__ = [
     "rebuild",
 ]
 
+_log = logging.getLogger(__name__)
+
 REBUILD_BATCH_ROWS = 50_000
 """Events read and folded at a time while a revision's buckets are built."""
 
@@ -81,8 +87,18 @@ class BucketKeeper:
         if revision is None or revision not in bucket_records.built_revisions(connection):
             return
         loaded = self.context.load(revision)
-        if loaded is not None:
+        if loaded is None:
+            return
+        connection.execute("SAVEPOINT meterline_buckets")
+        try:
             fold_events(connection, loaded, events)
+        except Exception:
+            # A projection never stops ingestion: its revision is dropped, in this same
+            # transaction, and rebuilt from the ledger on the next read that asks.
+            connection.execute("ROLLBACK TO SAVEPOINT meterline_buckets")
+            bucket_records.forget_revision(connection, revision)
+            _log.exception("rated-usage buckets of revision %d dropped: a fold failed", revision)
+        connection.execute("RELEASE SAVEPOINT meterline_buckets")
 
 
 def keep_buckets(context: BillingContext) -> BucketKeeper:
