@@ -60,6 +60,7 @@ __all__ = [
     "bucket_table_rows",
     "check_buckets",
     "ensure_built",
+    "job_buckets",
     "job_rater",
     "keep_buckets",
     "line_days",
@@ -255,30 +256,49 @@ def _job_scope(context: BillingContext, job: RatingJob, loaded: Loaded) -> Bucke
     return BucketScope(job.customer, loaded.revision, job.configuration, job.segments, meters)
 
 
-def job_rater(context: BillingContext, job: RatingJob, loaded: Loaded) -> Rater | None:
+def job_buckets(
+    context: BillingContext, job: RatingJob, loaded: Loaded
+) -> tuple[BucketScope, dict[BucketKey, Bucket]] | None:
+    """The scope of ``job`` and its stored buckets; None when they are not built."""
+    scope = _job_scope(context, job, loaded)
+    if scope is None:
+        return None
+    return scope, stored_buckets(context.connection, scope, job.period)
+
+
+def job_rater(
+    context: BillingContext,
+    job: RatingJob,
+    loaded: Loaded,
+    found: tuple[BucketScope, dict[BucketKey, Bucket]] | None = None,
+) -> Rater | None:
     """The rater ``job`` (a period of ``loaded``, the current revision) would end with,
     from its buckets, credit windows included: priced as a full re-rating, without
     Merkle roots, unbillable usage or members. None when the revision's buckets are not
     built or a credit window does not start on an hour (re-rate instead)."""
-    scope = _job_scope(context, job, loaded)
-    if scope is None:
+    found = found or job_buckets(context, job, loaded)
+    if found is None:
         return None
-    stored = stored_buckets(context.connection, scope, job.period)
+    scope, stored = found
     return priced_rater(scope, stored, job.cuts)
 
 
 def line_days(
-    context: BillingContext, job: RatingJob, loaded: Loaded, timezone: str
+    context: BillingContext,
+    job: RatingJob,
+    loaded: Loaded,
+    timezone: str,
+    found: tuple[BucketScope, dict[BucketKey, Bucket]] | None = None,
 ) -> dict[tuple[int, str, tuple[str | None, ...]], Counter[date]] | None:
     """Each line's events per local day in ``timezone`` (keyed like ``Rater.members``),
     from the period's hour buckets; None when buckets are not built or an hour spans two
     local days (a zone offset that is not whole hours)."""
-    scope = _job_scope(context, job, loaded)
-    if scope is None:
+    found = found or job_buckets(context, job, loaded)
+    if found is None:
         return None
     index_of = {segment.start_us: index for index, segment in enumerate(job.segments)}
     days: dict[tuple[int, str, tuple[str | None, ...]], Counter[date]] = {}
-    for key, bucket in stored_buckets(context.connection, scope, job.period).items():
+    for key, bucket in found[1].items():
         first, last = (
             local_date(timezone, key.hour_us),
             local_date(timezone, key.hour_us + HOUR_US - 1),

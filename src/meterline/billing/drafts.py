@@ -147,7 +147,8 @@ def event_days(
 
 def _from_buckets(context: BillingContext, job: RatingJob, loaded: Loaded, timezone: str) -> None:
     """Give ``job`` its rater and days from the buckets when they can tell them."""
-    rater = buckets.job_rater(context, job, loaded)
-    days = None if rater is None else buckets.line_days(context, job, loaded, timezone)
+    found = buckets.job_buckets(context, job, loaded)  # read once for both
+    rater = buckets.job_rater(context, job, loaded, found)
+    days = None if rater is None else buckets.line_days(context, job, loaded, timezone, found)
     if rater is not None and days is not None:
         job.rater, job.days = rater, days

@@ -27,12 +27,13 @@ unlike XOR, does not cancel an event counted twice.
 from __future__ import annotations
 
 import hashlib
-import json
 from bisect import bisect_right
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
+
+import msgspec
 
 from meterline.core.economics import cost_rate
 from meterline.core.line_pricing import RatingError
@@ -378,6 +379,9 @@ def _differing(mine: Bucket, theirs: Bucket) -> tuple[str, ...]:
     return tuple(name for name, (left, right) in pairs.items() if left != right)
 
 
+_encode = msgspec.json.Encoder(order="sorted").encode
+_decode = msgspec.json.decode
+
 BucketRow = tuple[str, int, int, str, str, int, int, str, str, str, str, str]
 """A bucket as stored: customer, revision, segment start, meter, group (JSON), hour,
 events, quantity, fees, cost, digest (hex), and the rest of its state (JSON)."""
@@ -407,21 +411,21 @@ def bucket_row(key: BucketKey, bucket: Bucket) -> BucketRow:
         key.revision,
         key.segment_start_us,
         key.meter,
-        json.dumps(list(key.group), separators=(",", ":")),
+        _encode(list(key.group)).decode(),
         key.hour_us,
         usage.events,
         str(bucket.quantity()),
         str(bucket.fees),
         str(bucket.cost),
         f"{bucket.digest:064x}",
-        json.dumps(state, separators=(",", ":"), sort_keys=True),
+        _encode(state).decode(),
     )
 
 
 def bucket_from_row(row: Sequence[Any]) -> tuple[BucketKey, Bucket]:
     """A stored row read back (``bucket_row``'s inverse)."""
     customer, revision, start, meter, group, hour, events, _, fees, cost, digest, text = row
-    state = json.loads(text)
+    state = _decode(text)
     usage = Accumulator(state["aggregation"], int(events), state["first"], state["last"])
     usage._total = to_decimal(state["total"], "total")
     usage._whole = int(state["whole"])
@@ -435,7 +439,7 @@ def bucket_from_row(row: Sequence[Any]) -> tuple[BucketKey, Bucket]:
         day: (at, sequence, to_decimal(value, "daily"))
         for day, at, sequence, value in state["daily"]
     }
-    key = BucketKey(customer, int(revision), int(start), meter, tuple(json.loads(group)), int(hour))
+    key = BucketKey(customer, int(revision), int(start), meter, tuple(_decode(group)), int(hour))
     bucket = Bucket(
         usage,
         to_decimal(fees, "fees"),
