@@ -126,7 +126,8 @@ def test_buckets_folded_on_append_price_as_a_rerating(new_db: Callable[..., Loca
         assert buckets.check_buckets(context) is None
 
 
-def test_a_tampered_bucket_is_named(new_db: Callable[..., Location]) -> None:
+@pytest.mark.parametrize("table", bucket_records.TABLES)
+def test_a_tampered_bucket_is_named(new_db: Callable[..., Location], table: str) -> None:
     """A bucket edited behind the ledger's back is the difference the fast check (and
     ``meterline reconcile``) names."""
     location = new_db()
@@ -134,12 +135,12 @@ def test_a_tampered_bucket_is_named(new_db: Callable[..., Location]) -> None:
         assert billing.ledger.ingest(late_stream()).accepted == 26
         context = billing.context
         revision = context.current().revision
-        rows = bucket_records.revision_buckets(context.connection, revision)
+        rows = bucket_records.revision_buckets(context.connection, revision, table)
         victim = rows[len(rows) // 2]
         connection = open_connection(str(location))
         try:
             connection.execute(
-                "UPDATE usage_buckets SET digest = ? WHERE customer = ? AND revision = ?"
+                f"UPDATE {table} SET digest = ? WHERE customer = ? AND revision = ?"
                 " AND segment_start_us = ? AND meter = ? AND group_values = ? AND hour_us = ?",
                 ("0" * 64, *victim[:6]),
             )

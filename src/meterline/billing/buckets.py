@@ -30,6 +30,7 @@ import msgspec
 from meterline.billing.context import BillingContext, Loaded, billing_cycle, cost_meters
 from meterline.billing.scan import BODY_DECODER, RatingJob
 from meterline.core.buckets import (
+    DAY_US,
     HOUR_US,
     Bucket,
     BucketDifference,
@@ -44,13 +45,14 @@ from meterline.core.buckets import (
     merge_buckets,
     per_event_meters,
     priced_rater,
+    rolled_up,
 )
 from meterline.core.cuts import Cut
 from meterline.core.model import segments
 from meterline.core.periods import BillingPeriod, local_date, period_containing
 from meterline.core.rating import Rater
 from meterline.ledger import bucket_records
-from meterline.ledger.bucket_records import AppendedEvent
+from meterline.ledger.bucket_records import DAYS, HOURS, AppendedEvent
 from meterline.ledger.database import Connection, open_connection
 from meterline.ledger.event_reads import scan_rows
 
@@ -130,9 +132,11 @@ def stored_buckets(
     period: BillingPeriod,
     meters: Iterable[str] | None = None,
     hours: Iterable[int] | None = None,
+    table: str = HOURS,
 ) -> dict[BucketKey, Bucket]:
-    """The scope's stored buckets (of ``meters``, at ``hours``, when given), its own
-    segments' only: an hour a period edge cuts may hold the neighbouring period's too."""
+    """The scope's stored buckets of ``table`` (of ``meters``, at ``hours``, when given),
+    its own segments' only: an hour or day a period edge cuts may hold the neighbouring
+    period's too."""
     starts = {segment.start_us for segment in scope.segments}
     rows = bucket_records.read_buckets(
         connection,
@@ -142,6 +146,7 @@ def stored_buckets(
         period.end_us,
         meters,
         hours,
+        table,
     )
     found = (bucket_from_row(row) for row in rows)
     return {key: bucket for key, bucket in found if key.segment_start_us in starts}
@@ -176,20 +181,23 @@ def _grouped(
 
 
 def fold_events(connection: Connection, loaded: Loaded, events: Iterable[AppendedEvent]) -> None:
-    """Fold ``events`` (ledger order) into ``loaded``'s buckets on ``connection``."""
+    """Fold ``events`` (ledger order) into ``loaded``'s buckets, hours and days."""
     for scope, period, rated in _grouped(loaded, events):
-        # read only what the fold needs: the per-event lines' buckets (their fees depend
-        # on the events before) and the stored buckets of the hours it touches
+        # read only what the fold needs: the per-event lines' days (their fees depend on
+        # the events before), then the stored buckets of the hours and days it touches
         per_event = per_event_meters(scope)
-        seeds = stored_buckets(connection, scope, period, per_event) if per_event else {}
-        touched = fold(scope, seeds, rated)
-        hours = {key.hour_us for key in touched if key not in seeds}
-        stored = stored_buckets(connection, scope, period, None, hours) if hours else {}
-        rows = []
-        for key, bucket in touched.items():
-            known = None if key in seeds else stored.get(key)
-            rows.append(bucket_row(key, bucket if known is None else known.merged(bucket)))
-        bucket_records.write_buckets(connection, rows)
+        seeds = (
+            stored_buckets(connection, scope, period, per_event, None, DAYS) if per_event else {}
+        )
+        fresh = fold(scope, seeds, rated, merge_prior=False)
+        for table, new in ((HOURS, fresh), (DAYS, rolled_up(fresh.items()))):
+            hours = {key.hour_us for key in new}
+            stored = stored_buckets(connection, scope, period, None, hours, table)
+            rows = []
+            for key, bucket in new.items():
+                known = stored.get(key)
+                rows.append(bucket_row(key, bucket if known is None else known.merged(bucket)))
+            bucket_records.write_buckets(connection, rows, table)
 
 
 def _all_events(connection: Connection, through: Cut) -> Iterable[AppendedEvent]:
@@ -256,31 +264,38 @@ def _job_scope(context: BillingContext, job: RatingJob, loaded: Loaded) -> Bucke
     return BucketScope(job.customer, loaded.revision, job.configuration, job.segments, meters)
 
 
+Found = tuple[BucketScope, dict[BucketKey, Bucket], int]
+"""A period's scope, its stored buckets and their span (``DAY_US`` or ``HOUR_US``)."""
+
+
 def job_buckets(
-    context: BillingContext, job: RatingJob, loaded: Loaded
-) -> tuple[BucketScope, dict[BucketKey, Bucket]] | None:
-    """The scope of ``job`` and its stored buckets; None when they are not built."""
+    context: BillingContext, job: RatingJob, loaded: Loaded, span_us: int = DAY_US
+) -> Found | None:
+    """The scope of ``job`` and its stored buckets, rolled up by day (or by hour);
+    None when they are not built."""
     scope = _job_scope(context, job, loaded)
     if scope is None:
         return None
-    return scope, stored_buckets(context.connection, scope, job.period)
+    table = DAYS if span_us == DAY_US else HOURS
+    return scope, stored_buckets(context.connection, scope, job.period, None, None, table), span_us
 
 
 def job_rater(
-    context: BillingContext,
-    job: RatingJob,
-    loaded: Loaded,
-    found: tuple[BucketScope, dict[BucketKey, Bucket]] | None = None,
+    context: BillingContext, job: RatingJob, loaded: Loaded, found: Found | None = None
 ) -> Rater | None:
     """The rater ``job`` (a period of ``loaded``, the current revision) would end with,
     from its buckets, credit windows included: priced as a full re-rating, without
-    Merkle roots, unbillable usage or members. None when the revision's buckets are not
-    built or a credit window does not start on an hour (re-rate instead)."""
+    Merkle roots, unbillable usage or members. Days when the windows start on UTC days,
+    else hours; None when the revision's buckets are not built or a credit window does not
+    start on an hour (re-rate instead)."""
     found = found or job_buckets(context, job, loaded)
     if found is None:
         return None
-    scope, stored = found
-    return priced_rater(scope, stored, job.cuts)
+    scope, stored, span_us = found
+    rater = priced_rater(scope, stored, job.cuts, span_us)
+    if rater is None and span_us == DAY_US:
+        return job_rater(context, job, loaded, job_buckets(context, job, loaded, HOUR_US))
+    return rater
 
 
 def line_days(
@@ -288,22 +303,24 @@ def line_days(
     job: RatingJob,
     loaded: Loaded,
     timezone: str,
-    found: tuple[BucketScope, dict[BucketKey, Bucket]] | None = None,
+    found: Found | None = None,
 ) -> dict[tuple[int, str, tuple[str | None, ...]], Counter[date]] | None:
     """Each line's events per local day in ``timezone`` (keyed like ``Rater.members``),
-    from the period's hour buckets; None when buckets are not built or an hour spans two
-    local days (a zone offset that is not whole hours)."""
+    from the period's buckets: UTC days when the zone's days are UTC days, else hours;
+    None when buckets are not built or an hour spans two local days (a zone offset that
+    is not whole hours)."""
     found = found or job_buckets(context, job, loaded)
     if found is None:
         return None
+    _, stored, span_us = found
     index_of = {segment.start_us: index for index, segment in enumerate(job.segments)}
     days: dict[tuple[int, str, tuple[str | None, ...]], Counter[date]] = {}
-    for key, bucket in found[1].items():
-        first, last = (
-            local_date(timezone, key.hour_us),
-            local_date(timezone, key.hour_us + HOUR_US - 1),
-        )
-        if first != last:
+    for key, bucket in stored.items():
+        first = local_date(timezone, key.hour_us)
+        if first != local_date(timezone, key.hour_us + span_us - 1):
+            if span_us == DAY_US:
+                hours = job_buckets(context, job, loaded, HOUR_US)
+                return line_days(context, job, loaded, timezone, hours)
             return None
         line = (index_of[key.segment_start_us], key.meter, key.group)
         days.setdefault(line, Counter())[first] += bucket.events
@@ -328,10 +345,12 @@ def check_buckets(context: BillingContext) -> BucketDifference | None:
     derived: dict[BucketKey, Bucket] = {}
     for scope, _, rated in _grouped(loaded, _all_events(connection, context.ledger_cut())):
         derived.update(fold(scope, {}, rated))
-    stored = dict(
-        bucket_from_row(row) for row in bucket_records.revision_buckets(connection, loaded.revision)
-    )
-    return first_difference(stored, derived)
+    for table, expected in ((HOURS, derived), (DAYS, rolled_up(derived.items()))):
+        rows = bucket_records.revision_buckets(connection, loaded.revision, table)
+        difference = first_difference(dict(map(bucket_from_row, rows)), expected)
+        if difference is not None:
+            return difference
+    return None
 
 
 def bucket_table_rows(context: BillingContext) -> Iterable[tuple[Any, ...]]:

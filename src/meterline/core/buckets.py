@@ -29,7 +29,7 @@ from __future__ import annotations
 import hashlib
 from bisect import bisect_right
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from typing import Any
 
@@ -45,6 +45,7 @@ from meterline.core.rating import Rater, RaterState
 from meterline.core.rating_lines import SharedLineage
 
 __all__ = [
+    "DAY_US",
     "DIGEST_MODULUS",
     "HOUR_US",
     "Bucket",
@@ -65,9 +66,11 @@ __all__ = [
     "merge_buckets",
     "per_event_meters",
     "priced_rater",
+    "rolled_up",
 ]
 
 HOUR_US = 3_600_000_000
+DAY_US = 24 * HOUR_US
 DIGEST_MODULUS = 2**256
 ZERO = Decimal(0)
 
@@ -186,6 +189,17 @@ def merge_buckets(buckets: Iterable[tuple[BucketKey, Bucket]]) -> dict[LineKey, 
     return lines
 
 
+def rolled_up(buckets: Iterable[tuple[BucketKey, Bucket]]) -> dict[BucketKey, Bucket]:
+    """Hour buckets merged per UTC day: keyed by the day's first hour (what period reads
+    take: 31 rows a line a month, not 744)."""
+    days: dict[BucketKey, Bucket] = {}
+    for key, bucket in buckets:
+        day = replace(key, hour_us=key.hour_us - key.hour_us % DAY_US)
+        known = days.get(day)
+        days[day] = bucket if known is None else known.merged(bucket)
+    return days
+
+
 def bucket_rater(
     scope: BucketScope,
     lines: Mapping[LineKey, Bucket],
@@ -240,14 +254,16 @@ def priced_rater(
     scope: BucketScope,
     buckets: Mapping[BucketKey, Bucket],
     cuts: tuple[int, ...] | None = None,
+    span_us: int = HOUR_US,
 ) -> Rater | None:
-    """A rater holding the scope's ``buckets`` as a full re-rating of their events would
-    hold them: its lines, and with ``cuts`` (credit windows) each window's usage and fees
-    for ``window_charges``. None when a window edge is not on an hour (a bucket would
-    straddle it): the caller re-rates from raw events."""
+    """A rater holding the scope's ``buckets`` (each ``span_us`` long: hours, or days
+    rolled up) as a full re-rating of their events would hold them: its lines, and with
+    ``cuts`` (credit windows) each window's usage and fees for ``window_charges``. None
+    when a window edge is not on a bucket's edge (a bucket would straddle it): the caller
+    reads hours, or re-rates from raw events."""
     rater = bucket_rater(scope, merge_buckets(buckets.items()), cuts=cuts)
     edges = rater.cuts or ()
-    if any(edge % HOUR_US for edge in edges):
+    if any(edge % span_us for edge in edges):
         return None
     if rater.cuts is None:
         return rater
@@ -283,6 +299,7 @@ def fold(
     scope: BucketScope,
     prior: Mapping[BucketKey, Bucket],
     events: Sequence[RatedEvent],
+    merge_prior: bool = True,
 ) -> dict[BucketKey, Bucket]:
     """The buckets ``events`` touch, with the events folded in: ``prior`` holds the
     scope's buckets so far (at least the buckets the events touch, and every bucket of a
@@ -292,7 +309,9 @@ def fold(
 
     Only lines priced per event (percentage) are seeded with their state so far: their
     fees depend on the events before; every other line's new hours are measured alone
-    and merged (accumulators merge exactly)."""
+    and merged (accumulators merge exactly). ``merge_prior=False``: the new events'
+    buckets alone (``prior`` then only seeds: any bucket of the per-event lines will do,
+    hours or days rolled up)."""
     per_event = per_event_meters(scope)
     seeds = merge_buckets((key, bucket) for key, bucket in prior.items() if key.meter in per_event)
     rater = bucket_rater(scope, seeds, True, _hour_edges(scope.segments))
@@ -324,7 +343,7 @@ def fold(
                 digests.get(hour, 0),
             )
             key = scope.key(line_key, hour)
-            known = prior.get(key)
+            known = prior.get(key) if merge_prior else None
             touched[key] = bucket if known is None else known.merged(bucket)
     return touched
 

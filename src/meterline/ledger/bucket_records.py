@@ -1,7 +1,9 @@
 """Rated-usage buckets beside the ledger (``core.buckets``), on both stores.
 
 ``usage_buckets`` holds one row per bucket (``core.buckets.bucket_row``), keyed by
-(customer, revision, segment start, meter, group, hour); ``bucket_revisions`` names the
+(customer, revision, segment start, meter, group, hour); ``usage_bucket_days`` the same
+buckets rolled up per UTC day (``hour_us`` is the day's first hour), what period reads
+take (a month is 31 rows a line, not 744); ``bucket_revisions`` names the
 configuration revisions whose buckets are complete (built from every event, then kept
 current). Buckets are a projection of the ledger, never a source of truth: they are
 written in the same transaction as the events they fold (a store's ``fold_batch`` hook,
@@ -22,11 +24,12 @@ from meterline.ledger.database import Connection, PostgresConnection, write_tran
 
 __all__ = [
     "BUCKETS_SCHEMA",
+    "DAYS",
+    "HOURS",
     "AppendedEvent",
     "BatchFolder",
     "appended_events",
     "built_revisions",
-    "customer_buckets",
     "ensure_bucket_tables",
     "forget_revision",
     "latest_revision",
@@ -54,6 +57,21 @@ CREATE TABLE IF NOT EXISTS usage_buckets (
     state TEXT NOT NULL,
     PRIMARY KEY (customer, revision, segment_start_us, meter, group_values, hour_us)
 );
+CREATE TABLE IF NOT EXISTS usage_bucket_days (
+    customer TEXT NOT NULL,
+    revision INTEGER NOT NULL,
+    segment_start_us INTEGER NOT NULL,
+    meter TEXT NOT NULL,
+    group_values TEXT NOT NULL,
+    hour_us INTEGER NOT NULL,
+    events INTEGER NOT NULL,
+    quantity TEXT NOT NULL,
+    fees TEXT NOT NULL,
+    cost TEXT NOT NULL,
+    digest TEXT NOT NULL,
+    state TEXT NOT NULL,
+    PRIMARY KEY (customer, revision, segment_start_us, meter, group_values, hour_us)
+);
 CREATE TABLE IF NOT EXISTS bucket_revisions (
     revision INTEGER PRIMARY KEY,
     built_at_us INTEGER NOT NULL
@@ -64,14 +82,19 @@ _COLUMNS = (
     "customer, revision, segment_start_us, meter, group_values, hour_us,"
     " events, quantity, fees, cost, digest, state"
 )
+HOURS = "usage_buckets"
+DAYS = "usage_bucket_days"
+TABLES = (HOURS, DAYS)
+"""The bucket tables: by hour, and the same rolled up by UTC day."""
 _UPSERT = (
-    f"INSERT INTO usage_buckets ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    "INSERT INTO {table} (" + _COLUMNS + ") VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
     " ON CONFLICT (customer, revision, segment_start_us, meter, group_values, hour_us)"
     " DO UPDATE SET events = excluded.events, quantity = excluded.quantity,"
     " fees = excluded.fees, cost = excluded.cost, digest = excluded.digest,"
     " state = excluded.state"
 )
 HOUR_US = 3_600_000_000
+DAY_US = 24 * HOUR_US
 _ORDER = " ORDER BY customer, segment_start_us, meter, group_values, hour_us"
 
 
@@ -120,7 +143,8 @@ def mark_built(connection: Connection, revision: int, built_at_us: int) -> None:
 
 def forget_revision(connection: Connection, revision: int) -> None:
     """Drop a revision's buckets (before rebuilding them)."""
-    connection.execute("DELETE FROM usage_buckets WHERE revision = ?", (revision,))
+    for table in TABLES:
+        connection.execute(f"DELETE FROM {table} WHERE revision = ?", (revision,))
     connection.execute("DELETE FROM bucket_revisions WHERE revision = ?", (revision,))
 
 
@@ -139,11 +163,14 @@ def read_buckets(
     end_us: int,
     meters: Iterable[str] | None = None,
     hours: Iterable[int] | None = None,
+    table: str = HOURS,
 ) -> list[tuple[Any, ...]]:
-    """A customer's buckets of ``revision`` whose hour starts in [start_us, end_us) (the
-    hour ``start_us`` falls in included), only of ``meters`` and ``hours`` when given."""
+    """A customer's buckets of ``revision`` in ``table`` whose hour (day) starts in
+    [start_us, end_us) (the one ``start_us`` falls in included), only of ``meters`` and
+    ``hours`` (bucket starts) when given."""
     condition = "customer = ? AND revision = ? AND hour_us >= ? AND hour_us < ?"
-    parameters: list[Any] = [customer, revision, start_us - start_us % HOUR_US, end_us]
+    span = DAY_US if table == DAYS else HOUR_US
+    parameters: list[Any] = [customer, revision, start_us - start_us % span, end_us]
     named: tuple[tuple[str, Iterable[Any] | None], ...] = (("meter", meters), ("hour_us", hours))
     for column, values in named:
         if values is not None:
@@ -154,35 +181,33 @@ def read_buckets(
             parameters += chosen
     return list(
         connection.execute(
-            f"SELECT {_COLUMNS} FROM usage_buckets WHERE {condition}" + _ORDER, parameters
+            f"SELECT {_COLUMNS} FROM {_table(table)} WHERE {condition}" + _ORDER, parameters
         ).fetchall()
     )
 
 
-def customer_buckets(connection: Connection, customer: str, revision: int) -> list[tuple[Any, ...]]:
-    """Every bucket of a customer under ``revision``."""
-    return list(
-        connection.execute(
-            f"SELECT {_COLUMNS} FROM usage_buckets WHERE customer = ? AND revision = ?" + _ORDER,
-            (customer, revision),
-        ).fetchall()
-    )
-
-
-def revision_buckets(connection: Connection, revision: int) -> list[tuple[Any, ...]]:
+def revision_buckets(
+    connection: Connection, revision: int, table: str = HOURS
+) -> list[tuple[Any, ...]]:
     """Every bucket of ``revision`` (the Parquet export, the fast reconcile)."""
     return list(
         connection.execute(
-            f"SELECT {_COLUMNS} FROM usage_buckets WHERE revision = ?" + _ORDER, (revision,)
+            f"SELECT {_COLUMNS} FROM {_table(table)} WHERE revision = ?" + _ORDER, (revision,)
         ).fetchall()
     )
 
 
-def write_buckets(connection: Connection, rows: Iterable[BucketRow]) -> None:
+def write_buckets(connection: Connection, rows: Iterable[BucketRow], table: str = HOURS) -> None:
     """Insert or replace buckets (inside the caller's transaction)."""
     rows = list(rows)
     if rows:
-        connection.executemany(_UPSERT, rows)
+        connection.executemany(_UPSERT.format(table=_table(table)), rows)
+
+
+def _table(name: str) -> str:
+    if name not in TABLES:
+        raise ValueError(f"no bucket table {name!r}")
+    return name
 
 
 def rebuilt(
