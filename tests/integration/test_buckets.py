@@ -28,11 +28,11 @@ from tests.property.test_rating_batches import us
 
 
 @contextmanager
-def kept(location: Location) -> Iterator[Billing]:
+def kept(location: Location, pricing: str | None = None) -> Iterator[Billing]:
     """Billing over ``location`` (which keeps buckets) with two customers' pricing."""
     with open_billing(location, Clock(ONCE_NOW)) as billing:
         assert isinstance(billing.ledger.store.fold_batch, buckets.BucketKeeper)
-        billing.apply(once_yaml(2))
+        billing.apply(pricing or once_yaml(2))
         yield billing
 
 
@@ -207,15 +207,20 @@ def strip_roots(document: dict[str, Any]) -> dict[str, Any]:
     return {**document, "lines": lines}
 
 
+@pytest.mark.parametrize("timezone", ["UTC", "America/New_York"])
 def test_drafts_and_economics_from_buckets_equal_the_rerating(
-    new_db: Callable[..., Location],
+    new_db: Callable[..., Location], timezone: str
 ) -> None:
     """A draft (credit windows included) and unit economics read from buckets equal the
-    ones re-rated from raw events (what they fall back to when buckets are not built)."""
+    ones re-rated from raw events (what they fall back to when buckets are not built);
+    in a zone whose days are not UTC days, from hours instead of days."""
     from meterline.finance.economics import usage_slices
 
     location = new_db()
-    with kept(location) as billing:
+    pricing = once_yaml(2).replace(
+        "    start: 2026-10-01\n", f"    start: 2026-10-01\n    timezone: {timezone}\n"
+    )
+    with kept(location, pricing) as billing:
         assert billing.ledger.ingest(late_stream()).accepted == 26
         fast_drafts = [strip_roots(billing.draft(c, from_buckets=True)) for c in CUSTOMERS[:2]]
         fast_slices = usage_slices(billing)
