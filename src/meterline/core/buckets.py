@@ -29,7 +29,7 @@ from __future__ import annotations
 import hashlib
 from bisect import bisect_right
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
@@ -194,7 +194,14 @@ def rolled_up(buckets: Iterable[tuple[BucketKey, Bucket]]) -> dict[BucketKey, Bu
     take: 31 rows a line a month, not 744)."""
     days: dict[BucketKey, Bucket] = {}
     for key, bucket in buckets:
-        day = replace(key, hour_us=key.hour_us - key.hour_us % DAY_US)
+        day = BucketKey(
+            key.customer,
+            key.revision,
+            key.segment_start_us,
+            key.meter,
+            key.group,
+            key.hour_us - key.hour_us % DAY_US,
+        )
         known = days.get(day)
         days[day] = bucket if known is None else known.merged(bucket)
     return days
@@ -359,9 +366,13 @@ def per_event_meters(scope: BucketScope) -> frozenset[str]:
 
 
 def _cost(
-    configuration: Configuration, meter: Meter, group: Group, hour_us: int, usage: Accumulator
+    configuration: Configuration,
+    meter: Meter,
+    group: Group,
+    hour_us: int,
+    usage: Accumulator,
 ) -> Decimal:
-    if meter.aggregation not in ("sum", "count"):
+    if meter.aggregation not in ("sum", "count") or not configuration.costs:
         return ZERO
     rate = cost_rate(configuration, meter, group, hour_us)
     if rate is None:
