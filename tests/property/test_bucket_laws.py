@@ -32,6 +32,7 @@ from meterline.core.buckets import (
     bucket_rater,
     bucket_row,
     first_difference,
+    first_row_difference,
     fold,
     merge_buckets,
     priced_rater,
@@ -147,6 +148,11 @@ def test_a_tampered_bucket_is_the_first_difference(
     assert difference.key == victim
     assert how in difference.fields
     assert "acme" in difference.describe()
+    # the same, over stored rows (what reconcile compares without decoding equal rows)
+    rows = [bucket_row(key, bucket) for key, bucket in stored.items()]
+    derived = [bucket_row(key, bucket) for key, bucket in folded(1, events, []).items()]
+    assert first_row_difference(rows, derived) == difference
+    assert first_row_difference(derived, derived) is None
 
 
 def test_a_revision_change_rebuilds_its_own_buckets() -> None:

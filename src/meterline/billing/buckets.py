@@ -40,7 +40,7 @@ from meterline.core.buckets import (
     bucket_from_row,
     bucket_rater,
     bucket_row,
-    first_difference,
+    first_row_difference,
     fold,
     merge_buckets,
     per_event_meters,
@@ -347,7 +347,8 @@ def check_buckets(context: BillingContext) -> BucketDifference | None:
         derived.update(fold(scope, {}, rated))
     for table, expected in ((HOURS, derived), (DAYS, rolled_up(derived.items()))):
         rows = bucket_records.revision_buckets(connection, loaded.revision, table)
-        difference = first_difference(dict(map(bucket_from_row, rows)), expected)
+        made = (bucket_row(key, bucket) for key, bucket in expected.items())
+        difference = first_row_difference(rows, made)
         if difference is not None:
             return difference
     return None

@@ -61,6 +61,7 @@ __all__ = [
     "bucket_row",
     "event_digest",
     "first_difference",
+    "first_row_difference",
     "fold",
     "hour_of",
     "merge_buckets",
@@ -478,3 +479,39 @@ def bucket_from_row(row: Sequence[Any]) -> tuple[BucketKey, Bucket]:
         int(digest, 16),
     )
     return key, bucket
+
+
+def first_row_difference(
+    stored: Iterable[Sequence[Any]], derived: Iterable[Sequence[Any]]
+) -> BucketDifference | None:
+    """``first_difference`` over stored rows (``bucket_row``'s) and derived rows, without
+    decoding the rows that are equal: both sorted by key, walked together; a row whose
+    text differs is decoded and compared field by field (equal values written otherwise
+    are no difference)."""
+    mine = sorted((tuple(row) for row in stored), key=_row_key)
+    theirs = sorted((tuple(row) for row in derived), key=_row_key)
+    left = right = 0
+    while left < len(mine) or right < len(theirs):
+        ours = mine[left] if left < len(mine) else None
+        other = theirs[right] if right < len(theirs) else None
+        if ours is None or (other is not None and _row_key(other) < _row_key(ours)):
+            assert other is not None
+            return BucketDifference(bucket_from_row(other)[0], ("missing",))
+        if other is None or _row_key(ours) < _row_key(other):
+            customer, revision, start, meter, group, hour = ours[:6]
+            key = BucketKey(customer, revision, start, meter, tuple(_decode(group)), hour)
+            return BucketDifference(key, ("missing",))
+        if ours != other:
+            key, expected = bucket_from_row(other)
+            try:
+                fields = _differing(bucket_from_row(ours)[1], expected)
+            except (ValueError, KeyError, TypeError, ArithmeticError):
+                fields = ("unreadable",)  # a row edited into something that does not decode
+            if fields:
+                return BucketDifference(key, fields)
+        left, right = left + 1, right + 1
+    return None
+
+
+def _row_key(row: Sequence[Any]) -> tuple[Any, ...]:
+    return tuple(row[:6])
