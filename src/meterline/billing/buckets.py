@@ -328,10 +328,7 @@ def line_days(
 
 
 def _built(connection: Connection) -> set[int]:
-    try:
-        return bucket_records.built_revisions(connection)
-    except Exception:  # the tables are made on first use (keep_buckets)
-        return set()
+    return bucket_records.built_revisions(connection)
 
 
 def check_buckets(context: BillingContext) -> BucketDifference | None:

@@ -16,8 +16,11 @@ Every statement is in SQLite's dialect and runs on either store's connection (a
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
+
+import psycopg.errors
 
 from meterline.core.buckets import BucketRow
 from meterline.ledger.database import Connection, PostgresConnection, write_transaction
@@ -124,8 +127,12 @@ def ensure_bucket_tables(connection: Connection) -> None:
 
 
 def built_revisions(connection: Connection) -> set[int]:
-    """The revisions whose buckets are complete."""
-    return {int(row[0]) for row in connection.execute("SELECT revision FROM bucket_revisions")}
+    """The revisions whose buckets are complete (none before the tables are made)."""
+    try:
+        rows = connection.execute("SELECT revision FROM bucket_revisions").fetchall()
+    except (sqlite3.OperationalError, psycopg.errors.UndefinedTable):
+        return set()
+    return {int(row[0]) for row in rows}
 
 
 def latest_revision(connection: Connection) -> int | None:
