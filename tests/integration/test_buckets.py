@@ -211,9 +211,10 @@ def strip_roots(document: dict[str, Any]) -> dict[str, Any]:
 def test_drafts_and_economics_from_buckets_equal_the_rerating(
     new_db: Callable[..., Location], timezone: str
 ) -> None:
-    """A draft (credit windows included) and unit economics read from buckets equal the
-    ones re-rated from raw events (what they fall back to when buckets are not built);
-    in a zone whose days are not UTC days, from hours instead of days."""
+    """A draft (credit windows included), unit economics and the revenue journal's credit
+    books read from buckets equal the ones re-rated from raw events (what they fall back
+    to when buckets are not built); in a zone whose days are not UTC days, from hours."""
+    from meterline.finance.books import build_books
     from meterline.finance.economics import usage_slices
 
     location = new_db()
@@ -224,6 +225,7 @@ def test_drafts_and_economics_from_buckets_equal_the_rerating(
         assert billing.ledger.ingest(late_stream()).accepted == 26
         fast_drafts = [strip_roots(billing.draft(c, from_buckets=True)) for c in CUSTOMERS[:2]]
         fast_slices = usage_slices(billing)
+        fast_books = build_books(billing).entries  # credit books of the open period
         _, job = billing.rated_periods(from_buckets=True)[0]
         assert job.days is not None  # read from buckets, not re-rated
         connection = open_connection(str(location))
@@ -238,6 +240,7 @@ def test_drafts_and_economics_from_buckets_equal_the_rerating(
         assert job.days is None  # not built: re-rated
         assert fast_drafts == [strip_roots(billing.draft(c)) for c in CUSTOMERS[:2]]
         assert fast_slices == usage_slices(billing)
+        assert fast_books == build_books(billing).entries
         assert any(item.list_price_charges for item in fast_slices)
 
 
