@@ -116,7 +116,8 @@ def test_buckets_folded_on_append_price_as_a_rerating(new_db: Callable[..., Loca
         billing.apply(revised_yaml())  # a new revision: its buckets are built from the events
         revision = context.current().revision
         assert revision != before
-        assert revision in bucket_records.built_revisions(context.connection)
+        assert bucket_records.built_revisions(context.connection) == {revision}
+        assert bucket_records.revision_buckets(context.connection, before) == []  # gone
         late = {**stream[0], "id": "after-revision", "timestamp": format_timestamp(ONCE_NOW - 1)}
         assert billing.ledger.ingest([late]).accepted == 1
         for customer in CUSTOMERS[:2]:

@@ -220,9 +220,12 @@ def _table(name: str) -> str:
 def rebuilt(
     connection: Connection, revision: int, built_at_us: int, build: Callable[[], None]
 ) -> None:
-    """Rebuild a revision's buckets in one write transaction that holds appends off."""
+    """Rebuild a revision's buckets in one write transaction that holds appends off; the
+    buckets of every other revision go (no longer kept current, they would only mislead)."""
     with write_transaction(connection):
         lock_appends(connection)
+        for table in (*TABLES, "bucket_revisions"):
+            connection.execute(f"DELETE FROM {table} WHERE revision <> ?", (revision,))
         forget_revision(connection, revision)
         build()
         mark_built(connection, revision, built_at_us)
