@@ -293,3 +293,44 @@ def test_a_bucket_that_cannot_be_read_never_stops_ingestion(
             assert without_roots(bucket_lines(context, customer)) == without_roots(
                 rerated_lines(context, customer)
             )
+
+
+def test_finalized_periods_read_from_buckets_until_a_late_event(
+    new_db: Callable[..., Location],
+) -> None:
+    """A closed period whose buckets hold exactly what it billed is read from them (the
+    same unit economics as re-rating it); once a late event arrives it is re-rated."""
+    from meterline.finance.economics import usage_slices
+
+    location = new_db()
+    with kept(location) as billing:
+        assert billing.ledger.ingest(late_stream()).accepted == 26
+        clock = billing.context.clock
+        assert isinstance(clock, Clock)
+        clock.now_us = us(2026, 11, 2)
+        assert len(billing.close(us(2026, 11, 1))) == 2
+        for arrived_late in (False, True):
+            if arrived_late:
+                late = {**late_stream()[0], "id": "after-close"}
+                assert billing.ledger.ingest([late]).accepted == 1
+            pairs = billing.rated_periods(from_buckets=True)
+            closed = {job.customer: job for document, job in pairs if document.get("number")}
+            assert sorted(closed) == list(CUSTOMERS[:2])
+            # the late event is the first customer's: only its closed period is re-rated
+            assert (closed[CUSTOMERS[0]].days is None) == arrived_late
+            assert closed[CUSTOMERS[1]].days is not None
+            fast = usage_slices(billing)
+            store = billing.ledger.store
+            keeper, store.fold_batch = store.fold_batch, None
+            connection = open_connection(str(location))
+            try:
+                connection.execute("UPDATE bucket_revisions SET revision = -revision")
+                if connection.in_transaction:
+                    connection.execute("COMMIT")
+                assert fast == usage_slices(billing)  # re-rated: buckets not built
+                connection.execute("UPDATE bucket_revisions SET revision = -revision")
+                if connection.in_transaction:
+                    connection.execute("COMMIT")
+            finally:
+                connection.close()
+            store.fold_batch = keeper

@@ -20,6 +20,7 @@ from meterline.core.events import decode_exact
 from meterline.core.model import segments
 from meterline.core.periods import period_containing
 from meterline.ledger import event_reads
+from meterline.ledger.billing_records import StoredInvoice
 
 
 def draft(
@@ -88,7 +89,8 @@ def rated_periods(
     draft as of ``at_us``, now), each with a job that re-rated it keeping its events
     and measuring the cost-only meters too: what unit economics is computed from. With
     ``from_buckets``, open periods are read from the buckets (``job.days`` set) when
-    they are built."""
+    they are built, and so are finalized periods whose buckets hold exactly the events
+    they billed (``_finalized_from_buckets``)."""
     at = context.clock() if at_us is None else at_us
     head = context.ledger_cut()
     pairs: list[tuple[dict[str, Any], RatingJob]] = []
@@ -102,7 +104,10 @@ def rated_periods(
             keep_events=True,
             also_meters=cost_meters(context.load(stored.revision)),
         )
-        pairs.append((decode_exact(stored.document), job))
+        document = decode_exact(stored.document)
+        if from_buckets:
+            _finalized_from_buckets(context, stored, job, str(document.get("timezone") or "UTC"))
+        pairs.append((document, job))
     current = context.load()
     if current is not None:
         loaded = current
@@ -152,3 +157,28 @@ def _from_buckets(context: BillingContext, job: RatingJob, loaded: Loaded, timez
     days = None if rater is None else buckets.line_days(context, job, loaded, timezone, found)
     if rater is not None and days is not None:
         job.rater, job.days = rater, days
+
+
+def _finalized_from_buckets(
+    context: BillingContext, stored: StoredInvoice, job: RatingJob, timezone: str
+) -> None:
+    """A finalized period's re-rating from the buckets, when they hold exactly the events
+    its invoice billed: it was rated under the current revision, and no event of its
+    period arrived after the invoice's cut (a late event would be in the buckets, not in
+    the invoice). Otherwise the job is left to re-rate from raw events."""
+    loaded = context.load()
+    if loaded is None or stored.revision != loaded.revision:
+        return
+    cut = late.stored_invoice_cut(context, stored)
+    partition = context.partition(stored.customer)
+    arrived = event_reads.late_candidates(
+        context.connection, cut, context.ledger_cut(), stored.period_end_us
+    )
+    if any(
+        customer == stored.customer
+        and stored.period_start_us <= timestamp_us < stored.period_end_us
+        and not cut.covers(partition, sequence)
+        for customer, timestamp_us, sequence in arrived
+    ):
+        return
+    _from_buckets(context, job, loaded, timezone)
