@@ -1,11 +1,11 @@
 """Unit economics from the ledger (the shell around ``core.economics``).
 
-``usage_slices`` re-rates every finalized period (as billed) and reads every open period
-(its draft now) from the rated-usage buckets when they are built (``billing.buckets``;
-else re-rates it too, keeping each line's events), and turns each line into per-day
-slices: charges at list price as the re-rating prices the line (rounded like the invoice
-line, which an audit proves it equals; each slice names the invoice line), cost from the line's
-quantity and cost rate (rounded once, to the currency's minor unit, by
+``usage_slices`` reads every finalized period (as billed) and every open period (its
+draft now) from the rated-usage buckets when they hold its events (``billing.buckets``,
+``drafts.rated_periods``; else re-rates it, keeping each line's events), and turns each
+line into per-day slices: charges at list price as the re-rating prices the line (rounded
+like the invoice line, which an audit proves it equals; each slice names the invoice
+line), cost from the line's quantity and cost rate (rounded once, to the currency's minor unit, by
 ``money.round_amount``), split over the days by event count.
 Charges that are not usage (fees, minimum-commitment true-ups, discounts) are charges of
 the customer and period on the period's first day, under the meter ``(fee)``,
