@@ -5,8 +5,8 @@ draft now) from the rated-usage buckets when they hold its events (``billing.buc
 ``drafts.rated_periods``; else re-rates it, keeping each line's events), and turns each
 line into per-day slices: charges at list price as the re-rating prices the line (rounded
 like the invoice line, which an audit proves it equals; each slice names the invoice
-line), cost from the line's quantity and cost rate (rounded once, to the currency's minor unit, by
-``money.round_amount``), split over the days by event count.
+line), cost from the line's quantity and cost rate (rounded once, to the currency's
+minor unit, by ``money.round_amount``), split over the days by event count.
 Charges that are not usage (fees, minimum-commitment true-ups, discounts) are charges of
 the customer and period on the period's first day, under the meter ``(fee)``,
 ``(commitment)``, ``(discount)``. Revenue is what the journal (``finance.books``)
