@@ -104,10 +104,9 @@ def rated_periods(
             keep_events=True,
             also_meters=cost_meters(context.load(stored.revision)),
         )
-        document = decode_exact(stored.document)
         if from_buckets:
-            _finalized_from_buckets(context, stored, job, str(document.get("timezone") or "UTC"))
-        pairs.append((document, job))
+            _finalized_from_buckets(context, stored, job)
+        pairs.append((decode_exact(stored.document), job))
     current = context.load()
     if current is not None:
         loaded = current
@@ -159,9 +158,7 @@ def _from_buckets(context: BillingContext, job: RatingJob, loaded: Loaded, timez
         job.rater, job.days = rater, days
 
 
-def _finalized_from_buckets(
-    context: BillingContext, stored: StoredInvoice, job: RatingJob, timezone: str
-) -> None:
+def _finalized_from_buckets(context: BillingContext, stored: StoredInvoice, job: RatingJob) -> None:
     """A finalized period's re-rating from the buckets, when they hold exactly the events
     its invoice billed: it was rated under the current revision, and no event of its
     period arrived after the invoice's cut (a late event would be in the buckets, not in
@@ -181,4 +178,6 @@ def _finalized_from_buckets(
         for customer, timestamp_us, sequence in arrived
     ):
         return
-    _from_buckets(context, job, loaded, timezone)
+    contract = loaded.configuration.contract(stored.customer)
+    if contract is not None:
+        _from_buckets(context, job, loaded, contract.timezone)
