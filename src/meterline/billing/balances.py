@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from meterline.billing import buckets
 from meterline.billing.context import BillingContext, billing_cycle
 from meterline.billing.credits import (
     CreditInputs,
@@ -71,6 +72,22 @@ def charges_stored(context: BillingContext, customer: str, before_us: int) -> li
     return charges
 
 
+def rate_jobs(context: BillingContext, jobs: list[RatingJob]) -> None:
+    """Give each job (a period under the current revision) its rater: from the rated-usage
+    buckets when they are built (the same window charges, ``billing.buckets``), else by
+    one ledger scan."""
+    loaded = context.load()
+    unrated = []
+    for job in jobs:
+        current = loaded is not None and job.configuration is loaded.configuration
+        rater = buckets.job_rater(context, job, loaded) if current and loaded else None
+        if rater is None:
+            unrated.append(job)
+        else:
+            job.rater = rater
+    run_jobs(context.connection, unrated)
+
+
 def prior_charges(
     context: BillingContext,
     configuration: Configuration,
@@ -99,7 +116,7 @@ def prior_charges(
         cuts = credit_cuts(inputs, earlier, contract.timezone) or ()
         job = RatingJob(contract.customer, earlier, spans, through, configuration, cuts=cuts)
         open_jobs.append(job)
-    run_jobs(context.connection, open_jobs)
+    rate_jobs(context, open_jobs)
     for job in open_jobs:
         charges.extend(window_charges(job.rater, currency_of(job.segments), configuration))
     return sorted(charges, key=lambda charge: charge.end_us)
@@ -159,7 +176,7 @@ def credit_history(
         if spans and not inputs.is_empty():
             cuts = credit_cuts(inputs, period, contract.timezone, at)
             job = RatingJob(customer, period, spans, through, configuration, cuts=cuts)
-            run_jobs(context.connection, [job])
+            rate_jobs(context, [job])
             with rating_of(customer):
                 charges.extend(window_charges(job.rater, currency_of(spans), configuration))
     try:

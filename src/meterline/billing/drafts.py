@@ -9,8 +9,8 @@ period is rated through the current cut with the late adjustments so far. Nothin
 
 from __future__ import annotations
 
-from meterline.billing import balances, documents, late
-from meterline.billing.context import BillingContext, billing_cycle, cost_meters
+from meterline.billing import balances, buckets, documents, late
+from meterline.billing.context import BillingContext, Loaded, billing_cycle, cost_meters
 from meterline.billing.documents import credit_cuts, rating_of
 from meterline.billing.errors import BillingError, NotFound
 from meterline.billing.scan import RatingJob, run_jobs
@@ -18,11 +18,16 @@ from meterline.core.documents import Invoice
 from meterline.core.model import segments
 from meterline.core.periods import period_containing
 from meterline.ledger import event_reads
+from meterline.ledger.billing_records import StoredInvoice
 
 
-def draft(context: BillingContext, customer: str, at_us: int | None = None) -> Invoice:
+def draft(
+    context: BillingContext, customer: str, at_us: int | None = None, from_buckets: bool = False
+) -> Invoice:
     """The invoice for the period containing ``at_us`` (now), recomputed from the
-    ledger as it stands: usage, fees, and adjustments for late events so far."""
+    ledger as it stands: usage, fees, and adjustments for late events so far. With
+    ``from_buckets``, usage is priced from the rated-usage buckets when they are built
+    (``billing.buckets``: the same amounts, no Merkle roots) instead of re-rated."""
     loaded = context.current()
     contract = context.contract(loaded, customer)
     at = context.clock() if at_us is None else at_us
@@ -44,7 +49,14 @@ def draft(context: BillingContext, customer: str, at_us: int | None = None) -> I
         cuts=credit_cuts(inputs, period, contract.timezone),
     )
     pending = late.late_jobs(context, [job], through)
-    run_jobs(context.connection, [job, *[j for _, _, j, _ in pending]])
+    if from_buckets:
+        buckets.ensure_built(context)  # once per revision, on first use
+    rated = buckets.job_rater(context, job, loaded) if from_buckets else None
+    if rated is not None:
+        job.rater = rated
+    run_jobs(
+        context.connection, [*([] if rated is not None else [job]), *[j for _, _, j, _ in pending]]
+    )
     with rating_of(customer):
         adjustments = late.late_adjustments(context, pending).get(customer, [])
         credit = None
@@ -65,11 +77,17 @@ def draft(context: BillingContext, customer: str, at_us: int | None = None) -> I
 
 
 def rated_periods(
-    context: BillingContext, at_us: int | None = None, customer: str | None = None
+    context: BillingContext,
+    at_us: int | None = None,
+    customer: str | None = None,
+    from_buckets: bool = False,
 ) -> list[tuple[Invoice, RatingJob]]:
     """Every finalized period invoice (as billed) and every customer's open period (its
     draft as of ``at_us``, now), each with a job that re-rated it keeping its events
-    and measuring the cost-only meters too: what unit economics is computed from."""
+    and measuring the cost-only meters too: what unit economics is computed from. With
+    ``from_buckets``, open periods are read from the buckets (``job.days`` set) when
+    they are built, and so are finalized periods whose buckets hold exactly the events
+    they billed (``_finalized_from_buckets``)."""
     at = context.clock() if at_us is None else at_us
     head = context.ledger_cut()
     pairs: list[tuple[Invoice, RatingJob]] = []
@@ -83,6 +101,8 @@ def rated_periods(
             keep_events=True,
             also_meters=cost_meters(context.load(stored.revision)),
         )
+        if from_buckets:
+            _finalized_from_buckets(context, stored, job)
         pairs.append((stored.record, job))
     current = context.load()
     if current is not None:
@@ -99,7 +119,7 @@ def rated_periods(
             if not spans:
                 continue
             try:
-                document = draft(context, contract.customer, at)
+                document = draft(context, contract.customer, at, from_buckets)
             except BillingError:
                 continue
             job = RatingJob(
@@ -111,8 +131,10 @@ def rated_periods(
                 keep_events=True,
                 also_meters=cost_meters(loaded),
             )
+            if from_buckets:
+                _from_buckets(context, job, loaded, contract.timezone)
             pairs.append((document, job))
-    run_jobs(context.connection, [job for _, job in pairs])
+    run_jobs(context.connection, [job for _, job in pairs if job.days is None])
     return pairs
 
 
@@ -122,3 +144,37 @@ def event_days(
     """Each of the customer's events in [start, end): its sequence (within the
     customer's partition) and timestamp."""
     return event_reads.customer_event_times(context.connection, customer, start_us, end_us)
+
+
+def _from_buckets(context: BillingContext, job: RatingJob, loaded: Loaded, timezone: str) -> None:
+    """Give ``job`` its rater and days from the buckets when they can tell them."""
+    found = buckets.job_buckets(context, job, loaded)  # read once for both
+    rater = buckets.job_rater(context, job, loaded, found)
+    days = None if rater is None else buckets.line_days(context, job, loaded, timezone, found)
+    if rater is not None and days is not None:
+        job.rater, job.days = rater, days
+
+
+def _finalized_from_buckets(context: BillingContext, stored: StoredInvoice, job: RatingJob) -> None:
+    """A finalized period's re-rating from the buckets, when they hold exactly the events
+    its invoice billed: it was rated under the current revision, and no event of its
+    period arrived after the invoice's cut (a late event would be in the buckets, not in
+    the invoice). Otherwise the job is left to re-rate from raw events."""
+    loaded = context.load()
+    if loaded is None or stored.revision != loaded.revision:
+        return
+    cut = late.stored_invoice_cut(context, stored)
+    partition = context.partition(stored.customer)
+    arrived = event_reads.late_candidates(
+        context.connection, cut, context.ledger_cut(), stored.period_end_us
+    )
+    if any(
+        customer == stored.customer
+        and stored.period_start_us <= timestamp_us < stored.period_end_us
+        and not cut.covers(partition, sequence)
+        for customer, timestamp_us, sequence in arrived
+    ):
+        return
+    contract = loaded.configuration.contract(stored.customer)
+    if contract is not None:
+        _from_buckets(context, job, loaded, contract.timezone)

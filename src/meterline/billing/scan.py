@@ -94,6 +94,11 @@ class RatingJob:
     also_meters: frozenset[str] = frozenset()
     """Unpriced meters to measure too (the cost-only meters of unit economics)."""
     rater: Rater = field(init=False)
+    days: dict[tuple[int, str, tuple[str | None, ...]], Any] | None = field(
+        default=None, init=False
+    )
+    """Set when the rater came from buckets (``billing.buckets``): each line's events per
+    local day, which the rater (keeping no members) cannot tell."""
 
     @property
     def partition(self) -> int:

@@ -35,6 +35,7 @@ from typing import Any
 from meterline.billing import (
     audit,
     balances,
+    buckets,
     close,
     credit_notes,
     drafts,
@@ -163,12 +164,18 @@ class Billing:
         dry_run: bool = False,
         allow_retire_all: bool = False,
     ) -> ApplyReport:
-        """``revisions.apply``."""
-        return revisions.apply(self.context, text, name, dry_run, allow_retire_all)
+        """``revisions.apply``; then the new revision's buckets are built when this
+        ledger keeps them (``buckets.keep_buckets``)."""
+        report = revisions.apply(self.context, text, name, dry_run, allow_retire_all)
+        if not dry_run:
+            buckets.ensure_built(self.context)
+        return report
 
-    def draft(self, customer: str, at_us: int | None = None) -> Invoice:
+    def draft(
+        self, customer: str, at_us: int | None = None, from_buckets: bool = False
+    ) -> Invoice:
         """``drafts.draft``."""
-        return drafts.draft(self.context, customer, at_us)
+        return drafts.draft(self.context, customer, at_us, from_buckets)
 
     def close(self, through_us: int | None = None) -> CloseReport:
         """``close.close``."""
@@ -237,10 +244,10 @@ class Billing:
         return late.stored_invoice_cut(self.context, invoice)
 
     def rated_periods(
-        self, at_us: int | None = None, customer: str | None = None
+        self, at_us: int | None = None, customer: str | None = None, from_buckets: bool = False
     ) -> list[tuple[Invoice, RatingJob]]:
         """``drafts.rated_periods``."""
-        return drafts.rated_periods(self.context, at_us, customer)
+        return drafts.rated_periods(self.context, at_us, customer, from_buckets)
 
     def event_days(self, customer: str, start_us: int, end_us: int) -> dict[int, int]:
         """``drafts.event_days``."""
@@ -392,6 +399,8 @@ def open_billing(
     ledger = open_ledger(path, clock=clock, create=create)
     store = BillingStore(path, create=create)
     service = Billing(ledger, store, clock)
+    if create:
+        buckets.keep_buckets(service.context)
     try:
         yield service
     finally:

@@ -1,4 +1,4 @@
-"""``meterline bench ingest|close|controls|scale``: benchmarks that print their figures,
+"""``meterline bench ingest|close|finance|controls|scale``: benchmarks that print their figures,
 each one call into ``meterline.bench``."""
 
 from __future__ import annotations
@@ -55,6 +55,28 @@ def bench_close(
     for name, value in result.items():
         counted = isinstance(value, int) and not isinstance(value, bool)
         console.print(f"{name:>24}: {value:,}" if counted else f"{name:>24}: {value}")
+
+
+@bench_app.command("finance")
+def bench_finance(
+    events: Annotated[int, typer.Option("--events", help="Events in the month.")] = 20_000,
+    customers: Annotated[int, typer.Option("--customers", help="Customers.")] = 20,
+    repeats: Annotated[int, typer.Option("--repeats", help="Times each read is timed.")] = 5,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+) -> None:
+    """Measure finance reads from rated-usage buckets (p95), ingest with and without
+    keeping them, and audit throughput."""
+    from meterline.bench.finance import run_finance_benchmark
+
+    result = run_finance_benchmark(
+        events, customers, repeats, progress=None if as_json else console
+    )
+    if as_json:
+        print(json.dumps(result))
+        return
+    for name, value in result.items():
+        counted = isinstance(value, int) and not isinstance(value, bool)
+        console.print(f"{name:>36}: {value:,}" if counted else f"{name:>36}: {value}")
 
 
 @bench_app.command("controls")

@@ -104,6 +104,10 @@ def reconcile_command(
         source = f"server {url}" if url else f"{report.batches} committed batches replayed"
         verdict = "[green]live == batch[/green]" if report.passed else "[red]DIFFERENT[/red]"
         console.print(f"{verdict} ({source}; {len(report.customers)} customers)")
+        if report.bucket_difference is not None:
+            console.print(f"[red]rated-usage buckets differ:[/red] {report.bucket_difference}")
+        elif report.buckets_checked:
+            console.print("[green]rated-usage buckets == a re-derivation from raw events[/green]")
         if truth is not None:
             from meterline.finance.render import truth_table
 

@@ -11,6 +11,7 @@ __all__ = [
     "allocation",
     "books",
     "breakage",
+    "buckets",
     "chain",
     "checkpoint_note",
     "cloudevents",

@@ -270,7 +270,7 @@ class Rater:
     ) -> bool:
         """Add one event's reading to ``line`` (and its window), with its fee under a
         percentage price; False, with the problem kept, when the line cannot take it."""
-        total = fee = base_total = ZERO
+        total = fee = base_total = before = ZERO
         try:
             if line.per_event:
                 price = line.price
@@ -306,7 +306,8 @@ class Rater:
         if line.per_event:
             line.percentage_total, line.percentage_base = total, base_total
         if self.cuts is not None:
-            self._add_to_window(line, sequence, timestamp_us, number, raw, fee)
+            base = MONEY_CONTEXT.subtract(base_total, before)  # the event's own base
+            self._add_to_window(line, sequence, timestamp_us, number, raw, fee, base)
         return True
 
     def add_batch(self, events: Iterable[tuple[int, int, str, Mapping[str, Any], bytes]]) -> None:
@@ -367,6 +368,7 @@ class Rater:
         number: Any,
         raw: Any,
         fee: Decimal,
+        base: Decimal = ZERO,
     ) -> None:
         assert self.cuts is not None
         index = bisect_right(self.cuts, timestamp_us)
@@ -380,6 +382,7 @@ class Rater:
             assert line.window_fees is not None
             with localcontext(MONEY_CONTEXT):
                 line.window_fees[index] = line.window_fees.get(index, ZERO) + fee
+                line.window_bases[index] = line.window_bases.get(index, ZERO) + base
 
     def export_state(self) -> RaterState:
         """What the events fed so far left behind, picklable (for a scan done in another

@@ -57,6 +57,7 @@ class LineState:
         "percentage_total",
         "price",
         "segment",
+        "window_bases",
         "window_fees",
         "windows",
     )
@@ -87,6 +88,8 @@ class LineState:
         # Per window (see ``Rater(cuts=...)``): the usage of the window alone.
         self.windows: dict[int, Accumulator] | None = None
         self.window_fees: dict[int, Decimal] | None = None
+        self.window_bases: dict[int, Decimal] = {}
+        """Under a percentage price: the sum of the bases of each window's events."""
 
 
 class Route:

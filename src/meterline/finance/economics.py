@@ -1,11 +1,12 @@
 """Unit economics from the ledger (the shell around ``core.economics``).
 
-``usage_slices`` re-rates every finalized period (as billed) and every open period (its
-draft now) keeping each line's events, and turns each line into per-day slices: charges
-at list price as the re-rating prices the line (rounded like the invoice line, which an
-audit proves it equals; each slice names the invoice line), cost from the line's
-quantity and cost rate (rounded once, to the currency's minor unit, by
-``money.round_amount``), split over the days by event count.
+``usage_slices`` reads every finalized period (as billed) and every open period (its
+draft now) from the rated-usage buckets when they hold its events (``billing.buckets``,
+``drafts.rated_periods``; else re-rates it, keeping each line's events), and turns each
+line into per-day slices: charges at list price as the re-rating prices the line (rounded
+like the invoice line, which an audit proves it equals; each slice names the invoice
+line), cost from the line's quantity and cost rate (rounded once, to the currency's
+minor unit, by ``money.round_amount``), split over the days by event count.
 Charges that are not usage (fees, minimum-commitment true-ups, discounts) are charges of
 the customer and period on the period's first day, under the meter ``(fee)``,
 ``(commitment)``, ``(discount)``. Revenue is what the journal (``finance.books``)
@@ -70,7 +71,7 @@ def usage_slices(
     at = billing.clock() if at_us is None else at_us
     slices: list[UsageSlice] = []
     periods: dict[tuple[str, str, str], tuple[date, date]] = {}
-    for document, job in billing.rated_periods(at, customer):
+    for document, job in billing.rated_periods(at, customer, from_buckets=True):
         slices += _period_slices(billing, document, job)
         timezone = document.timezone or "UTC"
         period = document.period_span()
@@ -109,7 +110,12 @@ def _period_slices(billing: Billing, document: Invoice, job: RatingJob) -> list[
     label = document.period_span().label
     invoice = document.number or "draft"
     configuration = job.configuration
-    stamps = billing.event_days(job.customer, job.period.start_us, job.period.end_us)
+    # a period read from buckets knows each line's days; a re-rated one reads event times
+    stamps = (
+        {}
+        if job.days is not None
+        else billing.event_days(job.customer, job.period.start_us, job.period.end_us)
+    )
     lines = {
         (line.service.start, line.meter, model_of(line.group)): line
         for line in document.lines
@@ -138,7 +144,7 @@ def _period_slices(billing: Billing, document: Invoice, job: RatingJob) -> list[
         cost = ZERO if rate is None else round_amount(quantity * rate.per_unit, cost_currency)
         if charges == 0 and cost == 0:
             continue
-        days: Counter[Any] = Counter(
+        days: Counter[Any] = (job.days or {}).get((segment_index, meter.key, group)) or Counter(
             local_date(timezone, stamps[sequence])
             for sequence, _ in job.rater.members(segment_index, meter.key, group)
             if sequence in stamps

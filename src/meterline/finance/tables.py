@@ -8,6 +8,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from meterline.billing.buckets import bucket_table_rows
 from meterline.billing.service import Billing
 from meterline.finance.export_errors import ExportError
 from meterline.finance.table_rows import (
@@ -181,6 +182,26 @@ TABLES: dict[str, Table] = {
             ),
             usage_rows,
             "customer, period, day, meter, model",
+        ),
+        Table(
+            "usage_buckets",
+            "Rated usage kept current as events commit: one row per line (customer,"
+            " contract segment, meter, group) and UTC hour of the current pricing revision.",
+            _columns(
+                ("customer", "VARCHAR", "The customer."),
+                ("revision", "INTEGER", "The pricing revision the usage is rated under."),
+                ("segment_start", "TIMESTAMPTZ", "Start of the line's contract segment."),
+                ("meter", "VARCHAR", "The meter."),
+                ("model", "VARCHAR", "The line's group values joined by '/'."),
+                ("hour", "TIMESTAMPTZ", "The UTC hour (its start)."),
+                ("events", "BIGINT", "Events the line took in that hour."),
+                ("quantity", MONEY, "The meter's quantity over the hour's events alone."),
+                ("fees", MONEY, "Percentage prices: the fees of the hour's events."),
+                ("cost", MONEY, "A sum or count meter's quantity times its cost rate."),
+                ("digest", "VARCHAR", "Lineage digest: sum mod 2^256 of SHA-256(event hash)."),
+            ),
+            lambda billing, _: bucket_table_rows(billing.context),
+            "customer, revision, segment_start, meter, model, hour",
         ),
         Table(
             "journal",

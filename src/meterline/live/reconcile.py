@@ -7,7 +7,9 @@ figures (``--url``). The batch side is authoritative and independent of the proj
 
 - every usage line's quantity and amount against ``Billing.draft`` (the invoice path);
 - every credit unit's remaining balance against ``Billing.credits`` at the same instant;
-- spend and cost against a projection built by one full scan of the ledger.
+- spend and cost against a projection built by one full scan of the ledger;
+- the rated-usage buckets (``billing.buckets``) against buckets re-derived from raw
+  events, naming the first bucket that differs (when the ledger keeps them).
 
 Any difference is listed and makes the command exit non-zero. A customer that cannot be
 rated at all is reported with the reason (a difference too); the others are checked
@@ -23,6 +25,7 @@ from typing import Any
 import httpx
 from msgspec import UNSET
 
+from meterline.billing import buckets
 from meterline.billing.service import Billing, BillingError, NotFound, RatingFailed
 from meterline.billing.unbillable import failure_reason
 from meterline.core.cuts import Cut
@@ -49,10 +52,15 @@ class ReconcileReport:
     """Both sides hold the events inside this cut."""
     batches: int
     customers: list[CustomerCheck]
+    buckets_checked: bool = False
+    """Whether the current revision's buckets were built, and so checked."""
+    bucket_difference: str | None = None
+    """The first bucket that differs from a re-derivation from raw events, described."""
 
     @property
     def passed(self) -> bool:
-        return all(not check.differences for check in self.customers)
+        checks_agree = all(not check.differences for check in self.customers)
+        return checks_agree and self.bucket_difference is None
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -67,6 +75,10 @@ class ReconcileReport:
                 }
                 for c in self.customers
             ],
+            "buckets": {
+                "checked": self.buckets_checked,
+                "first_difference": self.bucket_difference,
+            },
         }
 
 
@@ -144,7 +156,10 @@ def reconcile(
         except (BillingError, ArithmeticError, ValueError) as error:
             reason = error.reason if isinstance(error, RatingFailed) else failure_reason(error)
             check.differences.append(f"cannot be rated: {reason}")
-    return ReconcileReport(at_us, through, batches, checks)
+    checked = buckets.ensure_built(billing.context)
+    difference = buckets.check_buckets(billing.context) if checked else None
+    described = None if difference is None else difference.describe()
+    return ReconcileReport(at_us, through, batches, checks, checked, described)
 
 
 def _check_customer(

@@ -1,0 +1,152 @@
+"""``meterline bench finance``: finance reads from rated-usage buckets, and what keeping
+them costs ingest.
+
+The workload is ``bench close``'s (synthetic AI usage over October 2026, its pricing for
+M contracts), ingested twice in the same run into fresh SQLite ledgers, with the clock at
+the month's last microsecond (the month still open): once keeping buckets (each append folds its
+events in its own transaction) and once without; ``bucket_ingest_ratio`` is the first
+throughput over the second. Then, on the ledger with buckets, each read is repeated and
+its p95 reported: unit economics by customer and model (``finance.economics``), a
+customer's draft from buckets (``Billing.draft(from_buckets=True)``), the revenue reports
+(``finance.books`` + ``finance.reports``: the journal, which reads invoices and credit
+books, not buckets), and the fast reconcile check (buckets against a re-derivation).
+The same run times unit economics and a draft on the
+ledger without buckets (re-rated from raw events: the baseline). Last, ``audit`` of the
+whole ledger, as events per second.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from meterline.bench.close import MONTH_END_US, close_events, close_pricing, customer_name
+from meterline.bench.quantiles import percentile
+from meterline.billing.service import Billing, open_billing
+from meterline.core.events import timestamp_to_us
+
+OPEN_AT_US = MONTH_END_US - 1
+"""The clock of the run: every event is in, the month is still open."""
+APPLY_AT_US = timestamp_to_us(datetime(2026, 10, 1, tzinfo=UTC))
+INGEST_BATCH_EVENTS = 1_000
+"""Events per append: the size a server's request or a stream message commits."""
+DRAFT_CUSTOMERS_MAX = 20
+"""Customers whose drafts are timed (spread over the customers)."""
+
+
+class _Clock:
+    def __init__(self, now_us: int) -> None:
+        self.now_us = now_us
+
+    def __call__(self) -> int:
+        return self.now_us
+
+
+def _ingest(billing: Billing, events: int, customers: int, seed: int) -> float:
+    """Ingest the workload; the seconds spent in ``Ledger.ingest``."""
+    seconds = 0.0
+    for batch in close_events(events, customers, seed, INGEST_BATCH_EVENTS):
+        started = time.perf_counter()
+        accepted = billing.ledger.ingest(batch).accepted
+        seconds += time.perf_counter() - started
+        if accepted != len(batch):
+            raise RuntimeError(f"ingest accepted {accepted} of {len(batch)} events")
+    return seconds
+
+
+def _p95_ms(read: Callable[[], object], repeats: int) -> float:
+    samples = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        read()
+        samples.append(time.perf_counter() - started)
+    return round(percentile(sorted(samples), 0.95) * 1000, 1)
+
+
+def _reads(billing: Billing, customers: int, repeats: int) -> dict[str, Any]:
+    from meterline.billing import buckets
+    from meterline.core.economics import summarize
+    from meterline.finance.books import build_books
+    from meterline.finance.economics import usage_slices
+    from meterline.finance.reports import revenue_reports
+
+    step = max(1, customers // DRAFT_CUSTOMERS_MAX)
+    sample = [customer_name(index) for index in range(0, customers, step)]
+    position = iter(range(10**9))
+
+    def one_draft() -> object:
+        customer = sample[next(position) % len(sample)]
+        return billing.draft(customer, from_buckets=True)
+
+    return {
+        "economics_by_customer_model_p95_ms": _p95_ms(
+            lambda: summarize(usage_slices(billing), ["customer", "model"]), repeats
+        ),
+        "draft_from_buckets_p95_ms": _p95_ms(one_draft, max(repeats, len(sample))),
+        "revenue_p95_ms": _p95_ms(lambda: revenue_reports(build_books(billing)), repeats),
+        "reconcile_buckets_check_p95_ms": _p95_ms(
+            lambda: buckets.check_buckets(billing.context), repeats
+        ),
+    }
+
+
+def _baseline(billing: Billing, repeats: int) -> dict[str, Any]:
+    """Unit economics and a draft on the ledger that keeps no buckets: re-rated."""
+    from meterline.core.economics import summarize
+    from meterline.finance.economics import usage_slices
+
+    customer = customer_name(0)
+    return {
+        "economics_rerated_p95_ms": _p95_ms(
+            lambda: summarize(usage_slices(billing), ["customer", "model"]), repeats
+        ),
+        "draft_rerated_p95_ms": _p95_ms(lambda: billing.draft(customer), repeats),
+    }
+
+
+def run_finance_benchmark(
+    events: int, customers: int, repeats: int = 5, seed: int = 7, progress: Any = None
+) -> dict[str, Any]:
+    """Ingest with and without buckets, time the reads and the audit (see the module)."""
+    if events < 1 or customers < 1 or repeats < 1:
+        raise ValueError("events, customers and repeats must be positive")
+
+    def say(message: str) -> None:
+        if progress is not None:
+            progress.print(message)
+
+    pricing = close_pricing(customers)
+    result: dict[str, Any] = {"events": events, "customers": customers, "repeats": repeats}
+    with tempfile.TemporaryDirectory(prefix="meterline-bench-finance-") as folder:
+        rates = {}
+        for keep in (False, True):
+            clock = _Clock(APPLY_AT_US)
+            with open_billing(Path(folder) / f"ledger-{keep}.db", clock) as billing:
+                if not keep:
+                    billing.ledger.store.fold_batch = None
+                billing.apply(pricing)
+                clock.now_us = OPEN_AT_US
+                say(f"ingesting {events:,} events {'with' if keep else 'without'} buckets")
+                rates[keep] = events / _ingest(billing, events, customers, seed)
+                if not keep:
+                    say("timing the reads by re-rating (the baseline)")
+                    result.update(_baseline(billing, repeats))
+                    continue
+                say("timing the reads")
+                result.update(_reads(billing, customers, repeats))
+                say("auditing")
+                started = time.perf_counter()
+                billing.audit()
+                result["audit_events_per_s"] = round(events / (time.perf_counter() - started))
+        result["ingest_events_per_s_without_buckets"] = round(rates[False])
+        result["ingest_events_per_s_with_buckets"] = round(rates[True])
+        result["bucket_ingest_ratio"] = round(rates[True] / rates[False], 3)
+    result["cpus"] = os.cpu_count()
+    result["python"] = sys.version.split()[0]
+    return result

@@ -1,0 +1,83 @@
+"""The stream worker's commits fold rated-usage buckets in the same transaction: after a
+worker applies published batches, the buckets equal a re-derivation from raw events."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from meterline.billing import buckets
+from meterline.billing.service import open_billing
+from meterline.clock import system_clock_us
+from meterline.ledger import bucket_records
+from meterline.stream.publisher import StreamPublisher
+from meterline.stream.settings import StreamSettings
+from meterline.stream.worker import StreamWorker
+from tests.conftest import FIXED_NOW_US
+from tests.integration.test_stream import (
+    CUSTOMERS,
+    PARTITIONS,
+    delete_stream_and_bucket,
+    make_batch,
+    require_local_nats,
+    run_worker_until,
+    unique_settings,
+)
+
+PRICING = """\
+meters:
+  - {key: input, event_type: llm.completion, aggregation: sum, property: input_tokens,
+     group_by: [model]}
+  - {key: calls, event_type: llm.completion, aggregation: count}
+plans:
+  - key: pro
+    versions:
+      - version: 1
+        effective_from: 2026-01-01
+        currency: USD
+        prices:
+          - {meter: input, model: graduated, tiers: [{up_to: 3000, unit_amount: "0.001"},
+             {unit_amount: "0.0002"}]}
+          - {meter: calls, model: per_unit, unit_amount: "0.01"}
+contracts:
+""" + "".join(f"  - {{customer: {c}, plan: pro, start: 2026-10-01}}\n" for c in CUSTOMERS)
+
+
+@pytest.fixture
+def settings() -> Iterator[StreamSettings]:
+    """A unique stream on the shared NATS server, deleted afterwards."""
+    require_local_nats()
+    made = unique_settings()
+    yield made
+    asyncio.run(delete_stream_and_bucket(made))
+
+
+def test_a_worker_commit_folds_its_events_into_buckets(
+    settings: StreamSettings, tmp_path: Path
+) -> None:
+    """Every applied event is in the buckets, which agree with the raw events."""
+    batches = [make_batch(0, 2), make_batch(1, 3)]
+    sent = sum(len(batch) for batch in batches)
+    with open_billing(tmp_path / "ledger.db", lambda: FIXED_NOW_US) as billing:
+        billing.apply(PRICING)
+        store = billing.ledger.store
+
+        async def scenario() -> None:
+            publisher = await StreamPublisher.connect(settings)
+            try:
+                for number, batch in enumerate(batches):
+                    await publisher.publish(batch, system_clock_us() + number)
+                worker = StreamWorker(store, settings, range(PARTITIONS), system_clock_us)
+                await run_worker_until(worker, lambda: store.head()[0] == sent, "all applied")
+            finally:
+                await publisher.close()
+
+        asyncio.run(scenario())
+        context = billing.context
+        rows = bucket_records.revision_buckets(context.connection, context.current().revision)
+        calls = sum(row[6] for row in rows if row[3] == "calls")
+        assert calls == sent
+        assert buckets.check_buckets(context) is None

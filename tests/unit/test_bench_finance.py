@@ -1,0 +1,32 @@
+"""The finance benchmark runs end to end on a tiny workload and reports every figure."""
+
+from __future__ import annotations
+
+import json
+
+from typer.testing import CliRunner
+
+from meterline.cli.app import app
+
+FIGURES = (
+    "economics_by_customer_model_p95_ms",
+    "draft_from_buckets_p95_ms",
+    "revenue_p95_ms",
+    "reconcile_buckets_check_p95_ms",
+    "audit_events_per_s",
+    "ingest_events_per_s_without_buckets",
+    "ingest_events_per_s_with_buckets",
+    "bucket_ingest_ratio",
+)
+
+
+def test_bench_finance_prints_every_figure_as_json() -> None:
+    """``meterline bench finance --json`` prints one object with each figure positive."""
+    result = CliRunner().invoke(
+        app, ["bench", "finance", "--events", "400", "--customers", "3", "--repeats", "1", "--json"]
+    )
+    assert result.exit_code == 0, result.output
+    figures = json.loads(result.stdout)
+    assert (figures["events"], figures["customers"]) == (400, 3)
+    for name in FIGURES:
+        assert figures[name] > 0, name
