@@ -42,6 +42,7 @@ __all__ = [
     "periods",
     "price_snapshot",
     "pricing",
+    "proposals",
     "rating",
     "rating_lines",
     "revrec",
