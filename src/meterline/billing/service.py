@@ -73,6 +73,7 @@ from meterline.core.payments import (
     Standing,
 )
 from meterline.core.periods import BillingPeriod
+from meterline.ledger import workspace_records
 from meterline.ledger.billing_records import (
     BillingStore,
     CreditAction,
@@ -83,6 +84,7 @@ from meterline.ledger.billing_records import (
 from meterline.ledger.event_ledger import Ledger
 from meterline.ledger.integrity import OpenErrors, inspect_store, unreadable
 from meterline.ledger.payment_records import PaymentStore
+from meterline.ledger.workspace_records import WorkspaceStore
 
 __all__ = [
     "CREDIT_NOTE_SCHEMA",
@@ -115,6 +117,7 @@ class Billing:
     def __init__(self, ledger: Ledger, store: BillingStore, clock: Clock = system_clock_us):
         self.context = BillingContext(ledger, store, clock)
         self._payments = payments.OpenedOnUse(store.path)
+        self._workspace = workspace_records.OpenedOnUse(store.path)
 
     @property
     def ledger(self) -> Ledger:
@@ -325,8 +328,14 @@ class Billing:
         )
 
     def close_payments(self) -> None:
-        """``payments.OpenedOnUse.close``."""
+        """``payments.OpenedOnUse.close`` (and the workspace records')."""
+        self._workspace.close()
         return self._payments.close()
+
+    @property
+    def workspace_records(self) -> WorkspaceStore:
+        """The contract workspace's users, proposals and decisions (opened on first use)."""
+        return self._workspace.store()
 
     def audit(self, triggers: bool = True) -> AuditReport:
         """``audit.audit``."""
