@@ -27,7 +27,6 @@ from meterline.core.money import MoneyError, to_decimal
 
 PROPOSAL_REASON_LENGTH_MAX = 2000
 DEFAULT_FEE_KEY = "platform"
-DEFAULT_POOL_KEY = "workspace-pool"
 _ERROR_PATH = re.compile(r"^[^:]*(?::\d+)?: ((?:contracts|plans)\S*): (.*)$", re.DOTALL)
 
 
@@ -43,7 +42,8 @@ class CreditPool:
     expires: str | None = None
     recurrence: str = "period"
     rollover_percent: str | None = None
-    key: str = DEFAULT_POOL_KEY
+    key: str = ""
+    """The grant's key (``pool-<effective>`` when empty)."""
     description: str = "Credit pool (workspace)"
 
 
@@ -154,7 +154,8 @@ def changed_configuration(data: Any, change: ContractChange) -> Changed:
         contracts[index] = contract
         base = _overrides_in_force(contract)
         overrides_at, overrides_path = _amendment(contract, change, path, paths)
-    overrides = _overrides(base, change, overrides_path, paths)
+    plan = change.plan or contract.get("plan")
+    overrides = _overrides(new, plan, base, change, overrides_path, paths)
     if overrides:
         overrides_at["overrides"] = overrides
     _credits(contract, change, f"{path}.credits", paths)
@@ -197,14 +198,20 @@ def _overrides_in_force(contract: Mapping[str, Any]) -> Mapping[str, Any]:
 
 
 def _overrides(
-    base: Mapping[str, Any], change: ContractChange, path: str, paths: dict[str, str]
+    data: Mapping[str, Any],
+    plan: Any,
+    base: Mapping[str, Any],
+    change: ContractChange,
+    path: str,
+    paths: dict[str, str],
 ) -> dict[str, Any]:
     """``base`` with the change's fee (by key), discount and prices (by meter and groups)."""
     overrides: dict[str, Any] = copy.deepcopy(dict(base))
     if change.fee_amount is not None:
         fee = {"key": change.fee_key, "amount": change.fee_amount}
-        if change.fee_name:
-            fee["name"] = change.fee_name
+        name = change.fee_name or _fee_name(data, overrides, plan, change.fee_key)
+        if name:
+            fee["name"] = name
         fees = [f for f in overrides.get("fees") or [] if f.get("key") != change.fee_key]
         overrides["fees"] = [*fees, fee]
         where = f"{path}.fees[{len(fees)}]"
@@ -224,6 +231,21 @@ def _overrides(
     return overrides
 
 
+def _fee_name(data: Mapping[str, Any], overrides: Mapping[str, Any], plan: Any, key: str) -> Any:
+    """The name the fee ``key`` has now: in the overrides, else in the plan's last version."""
+    for fee in overrides.get("fees") or []:
+        if isinstance(fee, Mapping) and fee.get("key") == key and fee.get("name"):
+            return fee["name"]
+    for entry in data.get("plans") or []:
+        if not isinstance(entry, Mapping) or entry.get("key") != plan:
+            continue
+        for version in reversed(entry.get("versions") or []):
+            for fee in (version or {}).get("fees") or []:
+                if isinstance(fee, Mapping) and fee.get("key") == key and fee.get("name"):
+                    return fee["name"]
+    return None
+
+
 def _credits(
     contract: dict[str, Any], change: ContractChange, path: str, paths: dict[str, str]
 ) -> None:
@@ -234,7 +256,7 @@ def _credits(
         grants = list(credits.get("grants") or [])
         where = f"{path}.grants[{len(grants)}]"
         grant: dict[str, Any] = {
-            "key": pool.key,
+            "key": pool.key or f"pool-{change.effective}",
             "credit_type": pool.credit_type,
             "amount": pool.amount,
             "paid": pool.paid,

@@ -19,7 +19,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from meterline.errors import MeterlineError
+from meterline.ledger.billing_records import BillingConflict
 from meterline.ledger.database import (
     Connection,
     IntegrityErrors,
@@ -67,7 +67,7 @@ _PROPOSAL_COLUMNS = (
 _DECISION_COLUMNS = "proposal_id, decision, decider, reason, revision, decided_at_us"
 
 
-class WorkspaceConflict(MeterlineError):
+class WorkspaceConflict(BillingConflict):
     """A user name already taken, or a proposal already decided."""
 
     code = "workspace_conflict"
