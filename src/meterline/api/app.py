@@ -34,6 +34,7 @@ from meterline.api import (
     live_routes,
     payment_routes,
     webhook_routes,
+    workspace_routes,
 )
 from meterline.api.failures import (
     UnexpectedErrors,
@@ -114,6 +115,7 @@ def _include_routers(app: FastAPI, services: Services) -> None:
     app.include_router(invoice_routes.router)
     app.include_router(credit_routes.router)
     app.include_router(payment_routes.router)
+    app.include_router(workspace_routes.router)
     if services.live is not None:
         app.include_router(live_routes.router)
     if services.webhooks is not None:
