@@ -11,10 +11,12 @@ from decimal import Decimal as D
 from typing import Any
 
 import pytest
+from typer.testing import CliRunner, Result
 
 from meterline.billing import workspace, workspace_preview
 from meterline.billing.service import Billing, NotFound, open_billing
 from meterline.billing.workspace import ProposalRefused
+from meterline.cli.app import app
 from meterline.core.events import decode_exact, timestamp_to_us
 from meterline.core.proposals import ContractChange, CreditPool
 from meterline.errors import ScopeError
@@ -241,3 +243,31 @@ def test_the_workspace_history_is_append_only(billing: Billing) -> None:
         write(billing.store.path, "UPDATE workspace_proposals SET reason = 'edited'")
     with pytest.raises(Exception, match="append-only"):
         write(billing.store.path, "DELETE FROM workspace_users")
+
+
+def test_the_cli_adds_and_lists_users_and_exports_the_yaml(
+    new_db: Callable[..., Location],
+) -> None:
+    """`users add` (password from the environment, stored hashed), `users list`, and
+    `workspace export` printing the YAML `apply` takes back unchanged."""
+    db = new_db("cli")
+    with open_billing(db, clock=lambda: NOW_US) as service:
+        service.apply(PRICING)
+
+    runner = CliRunner()
+
+    def run(*args: str, **env: str) -> Result:
+        """The real command line, in this process (a process per command is slow here)."""
+        return runner.invoke(app, [*args, "--db", str(db)], env=env)
+
+    added = run("users", "add", "erin", "--role", "editor", METERLINE_USER_PASSWORD=PASSWORD)
+    assert added.exit_code == 0, added.output
+    refused = run("users", "add", "erin", "--role", "boss", METERLINE_USER_PASSWORD="short")
+    assert refused.exit_code != 0 and "role: must be one of" in refused.output
+    listed = run("users", "list")
+    assert listed.stdout.split("\t")[:3] == ["erin", "editor", "*"]
+    assert PASSWORD not in str(rows(db, "SELECT * FROM workspace_users"))
+    exported = run("workspace", "export")
+    assert exported.exit_code == 0 and exported.stdout == PRICING
+    with open_billing(db, clock=lambda: NOW_US) as service:
+        assert service.apply(exported.stdout).revision == 1  # nothing changed

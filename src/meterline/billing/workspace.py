@@ -115,7 +115,7 @@ def propose_terms(context: BillingContext, change: ContractChange) -> Proposed:
     timezone = existing.timezone if existing is not None else "UTC"
     problems = change_problems(change, closed_through(context, change.customer, timezone))
     changed = changed_configuration(data, change)
-    refused = [tuple(problem.split(": ", 1)) for problem in problems]
+    refused = [(field, reason) for field, _, reason in (p.partition(": ") for p in problems)]
     text = pricing_yaml(changed.data)
     try:
         parsed, positions = read_yaml(text, "proposal")
@@ -126,7 +126,7 @@ def propose_terms(context: BillingContext, change: ContractChange) -> Proposed:
     except ConfigurationError as error:
         refused += field_errors(error.errors, changed)
     if refused:
-        raise ProposalRefused([(str(name), str(message)) for name, message in refused])
+        raise ProposalRefused(refused)
     return Proposed(change, changed, base, configuration, text)
 
 
