@@ -2,7 +2,8 @@
 
 For the proposal's customer: its last closed period re-rated wholly under the proposed
 terms (as ``revisions.simulate`` does: the terms in force on the effective date, usage
-and fees) beside the finalized invoice, and its current period drafted under the
+and fees) beside the finalized invoice's service lines (usage, fees, discounts: credits
+aside, since the re-rating has none), and its current period drafted under the
 proposed configuration (``drafts.period_document``: usage, fees, credits, late
 adjustments) beside the draft under the applied one; each line by line
 (``core.proposals.line_comparison``), with the revenue impact. The margin impact equals
@@ -24,8 +25,9 @@ from meterline.billing.context import BillingContext, billing_cycle
 from meterline.billing.errors import BillingError
 from meterline.billing.scan import run_jobs
 from meterline.billing.workspace import Proposed, propose_terms
-from meterline.core.control_policies import Observation, read
+from meterline.core.control_policies import ControlPolicy, Observation, read
 from meterline.core.events import decode_exact
+from meterline.core.invoicing import CHARGE_KINDS
 from meterline.core.model import Contract
 from meterline.core.money import to_decimal
 from meterline.core.periods import BillingPeriod, local_midnight_us, period_containing
@@ -57,7 +59,9 @@ def preview(context: BillingContext, change: ContractChange) -> dict[str, Any]:
         "revenue_impact": str(impact),
         "margin_impact": str(impact),
         "credit_path": _credit_path(proposed_current),
-        "controls": _controls(contract, proposed_current),
+        "controls": _controls(
+            proposed.configuration.controls_for(contract, current.end_us - 1), proposed_current
+        ),
     }
 
 
@@ -96,7 +100,15 @@ def _closed(
     rerated = documents.invoice_document(
         context, job, proposed.configuration, 0, "proposal", None, None, []
     )
-    return _compared("last_closed", last, decode_exact(stored.document), rerated)
+    return _compared("last_closed", last, _service(decode_exact(stored.document)), rerated)
+
+
+def _service(document: dict[str, Any]) -> dict[str, Any]:
+    """The invoice's service lines (what the period's service costs) and their total: the
+    closed period is re-rated without its credits, so it is compared without them."""
+    lines = [line for line in document["lines"] if line["kind"] in CHARGE_KINDS]
+    total = sum((to_decimal(line["amount"]) for line in lines), Decimal(0))
+    return {**document, "lines": lines, "total": str(total)}
 
 
 def _compared(
@@ -133,9 +145,12 @@ def _credit_path(document: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _controls(contract: Contract, document: dict[str, Any]) -> list[dict[str, Any]]:
-    """Each level of the proposed contract's controls (usage spikes aside: they read a
-    rate, not a period) read on the proposed draft's total and closing balances."""
+def _controls(
+    policies: tuple[ControlPolicy, ...], document: dict[str, Any]
+) -> list[dict[str, Any]]:
+    """Each level of the controls in force under the proposal (the plan's and the
+    contract's; usage spikes aside: they read a rate, not a period) read on the proposed
+    draft's total and closing balances."""
     remaining: dict[str, Decimal] = {}
     prepaid = Decimal(0)
     for grant in (document.get("credits") or {}).get("grants", []):
@@ -149,7 +164,7 @@ def _controls(contract: Contract, document: dict[str, Any]) -> list[dict[str, An
         currency=document["currency"],
     )
     found = []
-    for policy in contract.controls:
+    for policy in policies:
         if policy.kind == "usage_spike":
             continue
         for reading in read(policy, observation):
