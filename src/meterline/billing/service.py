@@ -328,9 +328,12 @@ class Billing:
         )
 
     def close_payments(self) -> None:
-        """``payments.OpenedOnUse.close`` (and the workspace records')."""
-        self._workspace.close()
+        """``payments.OpenedOnUse.close``."""
         return self._payments.close()
+
+    def close_workspace(self) -> None:
+        """``workspace_records.OpenedOnUse.close``."""
+        return self._workspace.close()
 
     @property
     def workspace_records(self) -> WorkspaceStore:
@@ -405,6 +408,7 @@ def open_billing(
         yield service
     finally:
         service.close_payments()
+        service.close_workspace()
         store.close()
         ledger.close()
 

@@ -116,7 +116,10 @@ def propose_terms(context: BillingContext, change: ContractChange) -> Proposed:
     problems = change_problems(change, closed_through(context, change.customer, timezone))
     changed = changed_configuration(data, change)
     refused = [(field, reason) for field, _, reason in (p.partition(": ") for p in problems)]
-    text = pricing_yaml(changed.data)
+    try:
+        text = pricing_yaml(changed.data)
+    except (yaml.YAMLError, UnicodeError) as error:  # e.g. a lone surrogate in a name
+        raise ProposalRefused([("contract", f"cannot be written as YAML: {error}")]) from None
     try:
         parsed, positions = read_yaml(text, "proposal")
         configuration = parse_configuration(parsed, positions, "proposal")
