@@ -24,6 +24,7 @@ from fastapi.responses import Response
 from meterline.api.answers import HttpError, json_answer
 from meterline.api.dependencies import BillingDependency, read, services_of, unbound, write
 from meterline.api.openapi import Reason, json_body
+from meterline.api.reading import JSON_BODY_BYTES_MAX
 from meterline.api.reading import json_body as read_json_body
 from meterline.billing import workspace, workspace_preview
 from meterline.billing.service import Billing
@@ -85,13 +86,21 @@ class DecisionBody(msgspec.Struct, forbid_unknown_fields=True):
 
 
 _ERRORS: dict[int | str, dict[str, Any]] = {
+    400: {"description": "A malformed parameter"},
     401: {"description": "No valid key or user"},
     403: {"description": "The caller's role does not allow it (or it is its own proposal)"},
     404: {"description": "No such proposal (or not this caller's customer)"},
 }
 _REFUSALS: dict[int | str, dict[str, Any]] = {
     **_ERRORS,
+    400: {"description": "Malformed JSON, or a wrong or unknown field"},
+    413: {"description": f"Body over {JSON_BODY_BYTES_MAX // 1024} KiB"},
+    415: {"description": "Not a JSON body"},
     422: {"description": "invalid_proposal: errors, each 'field: pricing path: reason'"},
+}
+_DECISIONS: dict[int | str, dict[str, Any]] = {
+    **_REFUSALS,
+    409: {"description": "The proposal was decided already"},
 }
 
 
@@ -223,7 +232,7 @@ async def _decision(
     "/v1/workspace/proposals/{proposal_id}/approve",
     summary="Approve a proposal (not one's own): applied as a configuration revision",
     openapi_extra=json_body(DecisionBody, "Why"),
-    responses={200: {"description": "The proposal, approved, with its revision"}, **_REFUSALS},
+    responses={200: {"description": "The proposal, approved, with its revision"}, **_DECISIONS},
 )
 async def approve(request: Request, billing: BillingDependency, proposal_id: str) -> Response:
     return await _decision(request, billing, proposal_id, True)
@@ -233,7 +242,7 @@ async def approve(request: Request, billing: BillingDependency, proposal_id: str
     "/v1/workspace/proposals/{proposal_id}/reject",
     summary="Reject a proposal (not one's own)",
     openapi_extra=json_body(DecisionBody, "Why"),
-    responses={200: {"description": "The proposal, rejected"}, **_ERRORS},
+    responses={200: {"description": "The proposal, rejected"}, **_DECISIONS},
 )
 async def reject(request: Request, billing: BillingDependency, proposal_id: str) -> Response:
     return await _decision(request, billing, proposal_id, False)
