@@ -17,8 +17,8 @@ from meterline.billing.documents import credit_cuts, rating_of
 from meterline.billing.errors import BillingError, NotFound
 from meterline.billing.scan import RatingJob, run_jobs
 from meterline.core.events import decode_exact
-from meterline.core.model import Configuration, Contract, segments
-from meterline.core.periods import BillingPeriod, period_containing
+from meterline.core.model import segments
+from meterline.core.periods import period_containing
 from meterline.ledger import event_reads
 
 
@@ -33,34 +33,17 @@ def draft(context: BillingContext, customer: str, at_us: int | None = None) -> d
     if stored is not None:
         document: dict[str, Any] = decode_exact(stored.document)
         return document
-    return period_document(
-        context, loaded.configuration, loaded.revision, loaded.content_sha256, contract, period
-    )
-
-
-def period_document(
-    context: BillingContext,
-    configuration: Configuration,
-    revision: int,
-    content_sha256: str,
-    contract: Contract,
-    period: BillingPeriod,
-) -> dict[str, Any]:
-    """``period``'s draft under ``configuration`` (the applied one, or a proposed one the
-    workspace previews): usage through the current cut, fees, credits and late
-    adjustments so far."""
-    customer = contract.customer
-    spans = segments(configuration, contract, period.start_us, period.end_us)
+    spans = segments(loaded.configuration, contract, period.start_us, period.end_us)
     if not spans:
         raise NotFound(f"customer {customer!r} has no contract in force in that period")
     through = context.ledger_cut()
-    inputs = balances.credit_inputs(context, configuration, contract, period.end_us - 1)
+    inputs = balances.credit_inputs(context, loaded.configuration, contract, period.end_us - 1)
     job = RatingJob(
         customer,
         period,
         spans,
         through,
-        configuration,
+        loaded.configuration,
         cuts=credit_cuts(inputs, period, contract.timezone),
     )
     pending = late.late_jobs(context, [job], through)
@@ -69,10 +52,18 @@ def period_document(
         adjustments = late.late_adjustments(context, pending).get(customer, [])
         credit = None
         if job.cuts is not None:
-            prior = balances.prior_charges(context, configuration, contract, period, through)
-            credit = balances.credit_part(context, job, configuration, inputs, prior)
+            prior = balances.prior_charges(context, loaded.configuration, contract, period, through)
+            credit = balances.credit_part(context, job, loaded.configuration, inputs, prior)
         return documents.invoice_document(
-            context, job, configuration, revision, content_sha256, None, None, adjustments, credit
+            context,
+            job,
+            loaded.configuration,
+            loaded.revision,
+            loaded.content_sha256,
+            None,
+            None,
+            adjustments,
+            credit,
         )
 
 

@@ -4,24 +4,29 @@ For the proposal's customer: its last closed period re-rated wholly under the pr
 terms (as ``revisions.simulate`` does: the terms in force on the effective date, usage
 and fees) beside the finalized invoice's service lines (usage, fees, discounts: credits
 aside, since the re-rating has none), and its current period drafted under the
-proposed configuration (``drafts.period_document``: usage, fees, credits, late
-adjustments) beside the draft under the applied one; each line by line
+proposed configuration (``drafts.draft`` itself over a ``ProposedContext``, whose
+current revision is the proposal: usage, fees, credits, late adjustments) beside the
+draft under the applied one; each line by line
 (``core.proposals.line_comparison``), with the revenue impact. The margin impact equals
 the revenue impact (what serving the usage costs does not depend on its price). The
 credit balance path is each grant's opening and closing balance and the period's
-entries under the proposed terms; the controls that would have fired are the proposed
-contract's controls read (``core.control_policies.read``) on the proposed draft's
-figures. Reads only.
+entries under the proposed terms; the controls that would have fired are the controls
+in force under the proposal read (``core.control_policies.read``) on the proposed
+draft's figures. Reads only.
 """
 
 from __future__ import annotations
 
+import hashlib
+from dataclasses import dataclass, fields
 from datetime import date
 from decimal import Decimal
 from typing import Any
 
+import msgspec
+
 from meterline.billing import documents, drafts, revisions
-from meterline.billing.context import BillingContext, billing_cycle
+from meterline.billing.context import BillingContext, Loaded, billing_cycle
 from meterline.billing.errors import BillingError
 from meterline.billing.scan import run_jobs
 from meterline.billing.workspace import Proposed, propose_terms
@@ -43,10 +48,10 @@ def preview(context: BillingContext, change: ContractChange) -> dict[str, Any]:
     now_us = context.clock()
     current = period_containing(billing_cycle(proposed.configuration, contract), now_us)
     last = period_containing(billing_cycle(proposed.configuration, contract), current.start_us - 1)
-    proposed_current = drafts.period_document(
-        context, proposed.configuration, 0, "proposal", contract, current
+    proposed_current = plain_document(
+        drafts.draft(_proposed_context(context, proposed), change.customer, now_us)
     )
-    actual_current = _actual_draft(context, proposed, current)
+    actual_current = _actual_draft(context, proposed, now_us)
     periods = [_compared("current", current, actual_current, proposed_current)]
     closed = _closed(context, proposed, contract, last)
     if closed is not None:
@@ -65,18 +70,40 @@ def preview(context: BillingContext, change: ContractChange) -> dict[str, Any]:
     }
 
 
+@dataclass
+class ProposedContext(BillingContext):
+    """Billing's context with the proposed configuration in force: the revision a draft
+    reads as current (``load()``) is the proposal; every stored revision reads as it is."""
+
+    proposed: Loaded | None = None
+
+    def load(self, revision: int | None = None) -> Loaded | None:
+        if revision is None and self.proposed is not None:
+            return self.proposed
+        return super().load(revision)
+
+
+def _proposed_context(context: BillingContext, proposed: Proposed) -> ProposedContext:
+    shared = {item.name: getattr(context, item.name) for item in fields(BillingContext)}
+    digest = hashlib.sha256(proposed.text.encode()).hexdigest()
+    return ProposedContext(**shared, proposed=Loaded(0, proposed.configuration, digest))
+
+
+def plain_document(document: Any) -> dict[str, Any]:
+    """An invoice document as plain JSON data (amounts as text), however it is held."""
+    plain: dict[str, Any] = msgspec.json.decode(msgspec.json.encode(document))
+    return plain
+
+
 def _actual_draft(
-    context: BillingContext, proposed: Proposed, period: BillingPeriod
+    context: BillingContext, proposed: Proposed, now_us: int
 ) -> dict[str, Any] | None:
-    """The period's draft under the applied configuration (None: no contract yet)."""
+    """The current period's draft under the applied configuration (None: no contract)."""
     base = proposed.base
-    contract = base.configuration.contract(proposed.change.customer) if base else None
-    if base is None or contract is None:
+    if base is None or base.configuration.contract(proposed.change.customer) is None:
         return None
     try:
-        return drafts.period_document(
-            context, base.configuration, base.revision, base.content_sha256, contract, period
-        )
+        return plain_document(drafts.draft(context, proposed.change.customer, now_us))
     except BillingError:
         return None
 
@@ -97,8 +124,8 @@ def _closed(
     if job is None:
         return None
     run_jobs(context.connection, [job])
-    rerated = documents.invoice_document(
-        context, job, proposed.configuration, 0, "proposal", None, None, []
+    rerated = plain_document(
+        documents.invoice_document(context, job, proposed.configuration, 0, "", None, None, [])
     )
     return _compared("last_closed", last, _service(decode_exact(stored.document)), rerated)
 

@@ -104,7 +104,7 @@ def _tell_proposal(
     stored = billing.store.revision(revision)
     for line in stored.source_text.splitlines()[:3] if stored else []:
         console.print(f"  [dim]{line}[/dim]")
-    draft = billing.draft(CUSTOMER)
+    draft = workspace_preview.plain_document(billing.draft(CUSTOMER))
     console.print(
         f"{CUSTOMER}'s draft invoice now totals {draft['total']} {draft['currency']};"
         " `meterline workspace export` prints the YAML in force, `meterline apply`"
