@@ -36,6 +36,7 @@ from meterline.api import (
     otlp_routes,
     payment_routes,
     webhook_routes,
+    workspace_routes,
 )
 from meterline.api.failures import (
     UnexpectedErrors,
@@ -118,6 +119,7 @@ def _include_routers(app: FastAPI, services: Services) -> None:
     app.include_router(payment_routes.router)
     app.include_router(otlp_routes.router)
     app.include_router(openmeter_routes.router)
+    app.include_router(workspace_routes.router)
     if services.live is not None:
         app.include_router(live_routes.router)
     if services.webhooks is not None:

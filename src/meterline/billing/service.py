@@ -74,6 +74,7 @@ from meterline.core.payments import (
     Standing,
 )
 from meterline.core.periods import BillingPeriod
+from meterline.ledger import workspace_records
 from meterline.ledger.billing_records import (
     BillingStore,
     CreditAction,
@@ -84,6 +85,7 @@ from meterline.ledger.billing_records import (
 from meterline.ledger.event_ledger import Ledger
 from meterline.ledger.integrity import OpenErrors, inspect_store, unreadable
 from meterline.ledger.payment_records import PaymentStore
+from meterline.ledger.workspace_records import WorkspaceStore
 
 __all__ = [
     "CREDIT_NOTE_SCHEMA",
@@ -116,6 +118,7 @@ class Billing:
     def __init__(self, ledger: Ledger, store: BillingStore, clock: Clock = system_clock_us):
         self.context = BillingContext(ledger, store, clock)
         self._payments = payments.OpenedOnUse(store.path)
+        self._workspace = workspace_records.OpenedOnUse(store.path)
 
     @property
     def ledger(self) -> Ledger:
@@ -335,6 +338,15 @@ class Billing:
         """``payments.OpenedOnUse.close``."""
         return self._payments.close()
 
+    def close_workspace(self) -> None:
+        """``workspace_records.OpenedOnUse.close``."""
+        return self._workspace.close()
+
+    @property
+    def workspace_records(self) -> WorkspaceStore:
+        """The contract workspace's users, proposals and decisions (opened on first use)."""
+        return self._workspace.store()
+
     def audit(self, triggers: bool = True) -> AuditReport:
         """``audit.audit``."""
         return audit.audit(self.context, triggers)
@@ -405,6 +417,7 @@ def open_billing(
         yield service
     finally:
         service.close_payments()
+        service.close_workspace()
         store.close()
         ledger.close()
 

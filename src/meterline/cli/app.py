@@ -26,6 +26,7 @@ from meterline.cli.options import errors
 from meterline.cli.payments import payments_app
 from meterline.cli.stream import partitions_command, status_command, worker_command
 from meterline.cli.webhooks import webhooks_app
+from meterline.cli.workspace import users_app, workspace_app
 from meterline.clock import NOW_VARIABLE, ClockSettingError, clock_offset_us, system_clock_us
 from meterline.core.events import format_timestamp
 
@@ -56,6 +57,8 @@ app.command(name="verify-proof")(verify_proof_command)
 app.command(name="worker")(worker_command)
 app.command(name="status")(status_command)
 app.command(name="partitions")(partitions_command)
+app.add_typer(users_app, name="users")
+app.add_typer(workspace_app, name="workspace")
 
 
 def main() -> None:

@@ -15,7 +15,7 @@ keys_app = typer.Typer(help="Create, list and revoke API keys.", no_args_is_help
 
 @keys_app.command("create")
 def keys_create(
-    scope: Annotated[str, typer.Option(help="ingest, read or admin.")],
+    scope: Annotated[str, typer.Option(help="ingest, read, admin, editor or approver.")],
     db: DbOption = DEFAULT_DB,
     customer: Annotated[str | None, typer.Option(help="Bind the key to one customer.")] = None,
     name: Annotated[str, typer.Option(help="A label for the key.")] = "",

@@ -46,6 +46,7 @@ __all__ = [
     "periods",
     "price_snapshot",
     "pricing",
+    "proposals",
     "rating",
     "rating_lines",
     "revrec",

@@ -24,11 +24,11 @@ from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.responses import Response
 
 from meterline.billing.service import Billing
-from meterline.dashboard import pages
+from meterline.dashboard import pages, workspace_routes
 from meterline.dashboard.sessions import COOKIE_NAME, COOKIE_PATH, SESSION_LIFETIME_S
 from meterline.dashboard.site import PREFIX, Dashboard, PageError, local_path
 from meterline.errors import AuthError, ScopeError
-from meterline.keys import authenticate
+from meterline.keys import Principal, authenticate, authenticate_user
 from meterline.ledger.event_ledger import Ledger
 from meterline.live.front import LiveFront
 
@@ -59,6 +59,7 @@ def mount_dashboard(
     dashboard = Dashboard(billing, ledger, link)
     app.state.dashboard = dashboard
     app.include_router(router)
+    app.include_router(workspace_routes.router)
     return dashboard
 
 
@@ -95,15 +96,15 @@ async def login(request: Request, dashboard: Site) -> Response:
         return dashboard.error_page(None, error)
     target = local_path(form.get("next"))
     try:
-        principal = await to_thread.run_sync(
-            authenticate, dashboard.ledger.store, form.get("key", "").strip()
-        )
+        principal = await to_thread.run_sync(_login_principal, dashboard, form)
         principal.require("read", "the dashboard")
     except (AuthError, ScopeError) as error:
         message = (
             str(error)
             if isinstance(error, ScopeError)
             else "That key was refused: unknown, revoked or mistyped."
+            if not form.get("user")
+            else "That user name or password was refused."
         )
         return dashboard.render("login.html", {"next": target, "error": message}, None, 401)
     token, _ = dashboard.sessions.open(principal)
@@ -118,6 +119,15 @@ async def login(request: Request, dashboard: Site) -> Response:
         secure=request.url.scheme == "https",
     )
     return response
+
+
+def _login_principal(dashboard: Dashboard, form: dict[str, str]) -> Principal:
+    """The principal a login form names: a workspace user and password, or an API key."""
+    user = form.get("user", "").strip()
+    if user:
+        store = dashboard.billing.workspace_records
+        return authenticate_user(store, user, form.get("password", ""))
+    return authenticate(dashboard.ledger.store, form.get("key", "").strip())
 
 
 @router.post(f"{PREFIX}/logout")

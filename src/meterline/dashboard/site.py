@@ -26,7 +26,7 @@ from meterline.dashboard import views
 from meterline.dashboard.derived import Derived
 from meterline.dashboard.sessions import COOKIE_NAME, Session, SessionStore
 from meterline.errors import MeterlineError
-from meterline.keys import Principal
+from meterline.keys import USER_PREFIX, Principal
 from meterline.ledger.event_ledger import Ledger
 from meterline.live.front import LiveFront
 from meterline.live.link import WorkerUnavailable
@@ -52,6 +52,7 @@ NAVIGATION = (
     ("revenue", "Revenue", f"{PREFIX}/revenue"),
     ("controls", "Controls", f"{PREFIX}/controls"),
     ("unbillable", "Unbillable", f"{PREFIX}/unbillable"),
+    ("workspace", "Workspace", f"{PREFIX}/workspace"),
 )
 
 
@@ -132,10 +133,13 @@ class Dashboard:
     # -- sessions and responses ------------------------------------------------------------
 
     def session_of(self, request: Request) -> Session | None:
-        """The request's live session, if its key was not revoked since login."""
+        """The request's live session, if its key was not revoked since login (a workspace
+        user's session lives until it expires or logs out)."""
         session = self.sessions.get(request.cookies.get(COOKIE_NAME))
         if session is None:
             return None
+        if session.principal.key_id.startswith(USER_PREFIX):
+            return session
         stored = self.ledger.store.get_key(session.principal.key_id)
         if stored is None or stored[3] is not None:
             self.sessions.close_key(session.principal.key_id)

@@ -29,6 +29,7 @@ from meterline.demo.finance_story import tell_finance
 from meterline.demo.otel_story import tell_otel
 from meterline.demo.proofs_story import tell_proofs
 from meterline.demo.workload import CUSTOMERS, generate_month
+from meterline.demo.workspace_story import tell_workspace
 from meterline.ledger import Ledger, open_ledger
 
 DEMO_BATCH_EVENTS = 1000
@@ -309,6 +310,7 @@ def run_demo(
         tell_billing(ledger, console, month)
     tell_finance(db, console, month, clock)
     tell_otel(db, console, month, clock)
+    tell_workspace(db, console, clock)
     if serve_port is None:
         console.print(
             f"The dashboard: [bold]meterline serve --db {db}[/bold], then open "
