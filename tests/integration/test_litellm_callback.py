@@ -10,13 +10,12 @@ The first test drives the callback's hook methods as LiteLLM calls them, with th
 keyword arguments LiteLLM passes, in this process. The second goes through
 ``litellm.acompletion`` itself: LiteLLM is an optional extra, not a test dependency
 (docs/litellm.md), so it runs ``tests/support/litellm_acompletion.py`` on the interpreter
-of a cached venv with LiteLLM (``tests.support.litellm_env``), against the same servers.
+of a cached venv with LiteLLM (``tests.support.client_venvs``), against the same servers.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import subprocess
 import threading
 import time
@@ -43,10 +42,12 @@ from meterline.integrations.litellm import CustomerBlocked, CustomerMissing, Met
 from meterline.sdk import Client, Gate
 from tests.conftest import clock_now_us
 from tests.support.blocked_server import BLOCKED, NOW, Served, blocked_server
-from tests.support.litellm_env import (
+from tests.support.client_venvs import (
     BUILD_TIMEOUT_S,
+    LITELLM,
     REPOSITORY,
-    litellm_acompletion,  # noqa: F401  (the fixture)
+    exchange,
+    running_on,
 )
 
 pytestmark = pytest.mark.slow
@@ -100,6 +101,14 @@ class Upstream:
     def close(self) -> None:
         self._server.should_exit = True
         self._thread.join(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def litellm_acompletion() -> Iterator[subprocess.Popen[str]]:
+    """``litellm_acompletion.py`` started on the LiteLLM venv, LiteLLM imported, waiting
+    for its one JSON line on standard input (see that script)."""
+    with running_on(LITELLM, REPOSITORY / "tests" / "support" / "litellm_acompletion.py") as script:
+        yield script
 
 
 @dataclass
@@ -198,7 +207,7 @@ def test_the_hooks_gate_before_the_call_and_meter_after_it(setup: Setup) -> None
 # The first run on a machine builds the LiteLLM venv (about two minutes) before the test.
 @pytest.mark.timeout(2 * BUILD_TIMEOUT_S)
 def test_through_litellm_acompletion(
-    litellm_acompletion: subprocess.Popen[str],  # noqa: F811
+    litellm_acompletion: subprocess.Popen[str],
     setup: Setup,
 ) -> None:
     """Through LiteLLM itself: a blocked customer refused, the upstream unasked; an allowed
@@ -214,9 +223,7 @@ def test_through_litellm_acompletion(
         "blocked": BLOCKED,
         "allowed": "lite-globex",
     }
-    output, errors = litellm_acompletion.communicate(json.dumps(call) + "\n", timeout=120)
-    assert litellm_acompletion.returncode == 0, f"{output}\n{errors}"
-    seen = json.loads(output)
+    seen = exchange(litellm_acompletion, call)
     assert seen["meterline_file"] == str(REPOSITORY / "src" / "meterline" / "__init__.py")
     assert seen["callback_is_custom_logger"] and seen["gate_status"] == "live"
     assert seen["blocked"]["raised"] == "meterline.integrations.litellm.CustomerBlocked"

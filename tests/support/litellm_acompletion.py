@@ -1,8 +1,8 @@
 """Two calls through ``litellm.acompletion`` with ``MeterlineCallback``, run on the LiteLLM venv.
 
-Run by tests/integration/test_litellm_callback.py on the interpreter of
-``tests.support.litellm_env`` (LiteLLM is not installed beside the tests). Once LiteLLM is
-imported it prints ``ready`` (exiting 3 instead if the import fails), then reads one JSON
+Run by tests/integration/test_litellm_callback.py on the interpreter of the venv
+``tests.support.client_venvs.LITELLM`` (LiteLLM is not installed beside the tests). Once
+LiteLLM is imported it prints ``ready`` (exiting 3 instead if the import fails), then reads one JSON
 line on standard input (the meterline server's URL and ingest key, the upstream's
 URL, the server's clock offset, the blocked and the allowed customer), registers a
 callback on its own ``Client`` and ``Gate``, makes a blocked customer's call and then an
@@ -25,7 +25,7 @@ try:
     from litellm.integrations.custom_logger import CustomLogger
 except Exception:  # a venv whose LiteLLM does not import: the test rebuilds it
     traceback.print_exc()
-    sys.exit(3)  # tests.support.litellm_env.IMPORT_FAILED_EXIT
+    sys.exit(3)  # tests.support.client_venvs.IMPORT_FAILED_EXIT
 
 import meterline
 from meterline.integrations.litellm import MeterlineCallback
