@@ -16,6 +16,7 @@ from meterline.billing.service import open_billing
 from meterline.core.documents import CreditLine, Invoice, TaxLine, ThresholdLine, line_meter
 from meterline.core.events import timestamp_to_us
 from meterline.finance.books import build_books
+from meterline.live.service import LiveEngine
 from tests.conftest import Location
 
 NewDb = Callable[..., Location]
@@ -279,6 +280,34 @@ def test_lago_progressive_billing_on_lifetime_usage(new_db: NewDb, scope: str) -
         billed = second.record
         assert str(billed.total) == "3.00"
         assert isinstance(billed.lines[0], ThresholdLine) and billed.lines[0].threshold_level == 2
+
+
+def test_lifetime_threshold_progress_counts_earlier_periods_live(new_db: NewDb) -> None:
+    """The same Lago example, live: in December, after November's $18 (closed) and $3
+    more, the live figures and the access answer count $21 of lifetime usage with $50
+    next, and the engine tells ``threshold.reached`` for the $20 level only (the $5
+    level was passed in November)."""
+    now = [at(2026, 11, 10)]
+    with open_billing(new_db(), clock=lambda: now[0]) as billing:
+        billing.apply(LAGO % "lifetime")
+        billing.ledger.ingest([_usage(1, "11-03", 600), _usage(2, "11-05", 1200)])
+        now[0] = at(2026, 12, 2)
+        billing.close()
+        now[0] = at(2026, 12, 10)
+        billing.ledger.ingest([_usage(3, "12-05", 300)])
+        told: list[tuple[str, dict[str, Any]]] = []
+        engine = LiveEngine(billing, publish=lambda kind, data, _: told.append((kind, data)))
+        engine.start(thread=False)
+        try:
+            figures = engine.projection.figures("lago-co")
+            assert figures is not None
+            progress = {"so_far": "21.00", "next": "50", "of": "USD"}
+            assert figures.as_dict()["threshold"] == progress
+            assert engine.controls.access("lago-co")["threshold"] == progress
+            reached = [data for kind, data in told if kind == "threshold.reached"]
+            assert [(data["level"], data["so_far"]) for data in reached] == [("20", "21.00")]
+        finally:
+            engine.stop()
 
 
 ORB = """\
