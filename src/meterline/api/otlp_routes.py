@@ -48,22 +48,50 @@ _log = logging.getLogger(__name__)
 
 router = APIRouter()
 
+STATUS_SCHEMA: dict[str, Any] = {
+    "title": "Status",
+    "type": "object",
+    "description": "google.rpc.Status in the protobuf JSON mapping",
+    "properties": {
+        "code": {"type": "integer", "description": "the gRPC code matching the HTTP status"},
+        "message": {"type": "string"},
+        "details": {
+            "type": "array",
+            "description": "one google.rpc.ErrorInfo: reason (meterline's error code),"
+            " domain meterline, metadata",
+            "items": {"type": "object"},
+        },
+    },
+}
+
+
+def _refused(description: str) -> dict[str, Any]:
+    """A refusal's documented answer: a ``google.rpc.Status`` in the request's encoding."""
+    return {
+        "description": description + " (a google.rpc.Status in the request's encoding)",
+        "content": {
+            PROTOBUF: {"schema": {"type": "string", "format": "binary"}},
+            JSON: {"schema": STATUS_SCHEMA},
+        },
+    }
+
+
 _RESPONSES: dict[int | str, dict[str, Any]] = {
     200: {
         "description": "An ExportTraceServiceResponse in the request's encoding;"
         " partial_success counts and names the spans not metered",
         "content": {
             PROTOBUF: {"schema": {"type": "string", "format": "binary"}},
-            "application/json": {"schema": {"type": "object"}},
+            JSON: {"schema": {"type": "object"}},
         },
     },
-    400: {"description": "The body is not an OTLP trace export (a google.rpc.Status)"},
-    401: {"description": "No valid key"},
-    403: {"description": "The key lacks the ingest scope"},
-    413: {"description": "The body, or its inflated form, exceeds the batch limits"},
-    415: {"description": "Another content type or content encoding"},
-    429: {"description": "Stream mode: a partition lags past the ingest lag bound (retry)"},
-    503: {"description": "Stream mode: JetStream cannot take the spans now (retry)"},
+    400: _refused("The body is not an OTLP trace export"),
+    401: _refused("No valid key"),
+    403: _refused("The key lacks the ingest scope"),
+    413: _refused("The body, or its inflated form, exceeds the batch limits"),
+    415: _refused("Another content type or content encoding"),
+    429: _refused("Stream mode: a partition lags past the ingest lag bound (retry)"),
+    503: _refused("Stream mode: JetStream cannot take the spans now (retry)"),
 }
 
 
