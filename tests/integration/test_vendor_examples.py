@@ -351,22 +351,24 @@ def test_lago_progressive_billing_on_lifetime_usage(new_db: NewDb, scope: str) -
 
 
 def test_lifetime_threshold_progress_counts_earlier_periods_live(new_db: NewDb) -> None:
-    """The same Lago example, live: in December, after November's $18 (closed) and $3
-    more, the live figures and the access answer count $21 of lifetime usage with $50
-    next, and the engine tells ``threshold.reached`` for the $20 level only (the $5
-    level was passed in November)."""
+    """The same Lago example, live: an engine running since 1 December hears November
+    closed; after $3 more in December its figures and access answer count $21 of lifetime
+    usage with $50 next, and it tells ``threshold.reached`` for the $20 level only (the
+    $5 level was passed in November)."""
     now = [at(2026, 11, 10)]
     with open_billing(new_db(), clock=lambda: now[0]) as billing:
         billing.apply(LAGO % "lifetime")
         billing.ledger.ingest([_usage(1, "11-03", 600), _usage(2, "11-05", 1200)])
-        now[0] = at(2026, 12, 2)
-        billing.close()
-        now[0] = at(2026, 12, 10)
-        billing.ledger.ingest([_usage(3, "12-05", 300)])
+        now[0] = at(2026, 12, 1)
         told: list[tuple[str, dict[str, Any]]] = []
         engine = LiveEngine(billing, publish=lambda kind, data, _: told.append((kind, data)))
         engine.start(thread=False)
         try:
+            now[0] = at(2026, 12, 2)
+            billing.close()
+            now[0] = at(2026, 12, 10)
+            billing.ledger.ingest([_usage(3, "12-05", 300)])
+            engine.cycle()
             figures = engine.projection.figures("lago-co")
             assert figures is not None
             progress = {"so_far": "21.00", "next": "50", "of": "USD"}
