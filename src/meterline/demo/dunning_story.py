@@ -55,12 +55,23 @@ def _wait_access(engine: LiveEngine, customer: str, policy: str | None) -> dict[
 def tell_dunning(billing: Billing, console: Console, customer: str, on: date) -> None:
     """``customer``'s declared overdue control on ``on``: denied, then a payment lifts it."""
     moved = _moved_clock(billing, on)
-    if not _open_invoices(moved, customer):
-        console.print(
-            f"  {customer} has nothing open: its invoice was paid on an earlier run of the"
-            " demo, so the control has nothing to block."
-        )
-        return
+    try:
+        if _open_invoices(moved, customer):
+            _tell_blocked_then_paid(billing, moved, console, customer)
+        else:
+            console.print(
+                f"  {customer} has nothing open: its invoice was paid on an earlier run of"
+                " the demo, so the control has nothing to block."
+            )
+    finally:
+        moved.close_payments()
+
+
+def _tell_blocked_then_paid(
+    billing: Billing, moved: Billing, console: Console, customer: str
+) -> None:
+    """A live engine on ``moved``'s clock keeping ``customer`` only: denied, then paid
+    (through ``billing``, on the real clock) and allowed."""
     stack = live_stack(moved)
     engine = stack.engine()
     engine.projection.owns = lambda name: name == customer
