@@ -65,6 +65,11 @@ def test_demo_tells_the_story_and_is_idempotent(new_db: NewDb, tmp_path: Path) -
         "verifies",
         "audit PASSED",
         "team@2",
+        # the overdue customer, denied by its declared control until it pays
+        "GET /v1/access/hooli-search -> allowed=False, policy=dunning:",
+        "invoice_overdue dunning fired",
+        "days_past_due 15",
+        "GET /v1/access/hooli-search -> allowed=True (the block lifts",
     ):
         assert phrase in " ".join(first.stdout.split()), phrase
     first_text = " ".join(first.stdout.split())
@@ -81,6 +86,7 @@ def test_demo_tells_the_story_and_is_idempotent(new_db: NewDb, tmp_path: Path) -
     assert "0 invoices finalized now (numbered, immutable, content-hashed); 10 in all" in (
         second_text
     )
+    assert "its invoice was paid on an earlier run of the demo" in second_text
 
 
 @pytest.mark.parametrize(
@@ -119,6 +125,8 @@ def test_the_demo_reads_true_on_any_date(
         f"{name}, closed: revenue",
         "Unbillable usage, reported rather than dropped",
         "before_contract) of cyberdyne-ops",
+        "policy=dunning: invoice_overdue dunning fired",
+        "hooli-search -> allowed=True (the block lifts",
         "properties.input_tokens is too large",
     ):
         assert phrase in text, phrase

@@ -20,7 +20,7 @@ from meterline.api import create_app
 from meterline.keys import create_key
 from meterline.ledger import open_ledger
 from meterline.stream.settings import StreamSettings
-from tests.integration.test_otlp_ingest import genai_spans
+from tests.integration.test_otlp_ingest import genai_spans, status_of
 from tests.integration.test_stream import (
     delete_stream_and_bucket,
     require_local_nats,
@@ -72,3 +72,50 @@ def test_spans_and_openmeter_events_are_published_in_stream_mode(
     finally:
         ledger.close()
     assert asyncio.run(stream_messages(settings)) == 2
+
+
+def test_when_jetstream_cannot_take_them_both_answer_503_with_retry_after(
+    settings: StreamSettings, tmp_path: Path
+) -> None:
+    """The stream is gone (deleted under a running API): the OTLP export is refused with
+    503, ``Retry-After`` and a protobuf ``google.rpc.Status`` (UNAVAILABLE, meterline's
+    ``stream_unavailable``), and the OpenMeter batch with 503, ``Retry-After`` and a
+    problem; nothing is acknowledged, so the clients retry."""
+    ledger = open_ledger(tmp_path / "replica.db")
+    key = create_key(ledger.store, "ingest", ledger.clock())[1]
+    spans = genai_spans("acme", [("gpt-4o", 10, 2)], "meterline.customer")
+    batch = next(r for r in json.loads(FIXTURES.read_text()) if r["name"] == "node-sdk-batch")
+    try:
+        with TestClient(create_app(ledger, stream=settings)) as client:
+            asyncio.run(delete_stream_and_bucket(settings))
+            headers = {"Authorization": f"Bearer {key}"}
+            traces = client.post(
+                "/v1/traces",
+                content=encode_spans(spans).SerializeToString(),
+                headers={**headers, "Content-Type": "application/x-protobuf"},
+            )
+            assert traces.status_code == 503 and traces.headers["retry-after"] == "1"
+            status, info = status_of(traces)
+            assert (status.code, info.reason) == (14, "stream_unavailable")  # UNAVAILABLE
+            openmeter = client.post(
+                "/api/v1/events",
+                content=batch["body"].encode(),
+                headers={**headers, "Content-Type": batch["content_type"]},
+            )
+            assert openmeter.status_code == 503 and openmeter.headers["retry-after"] == "1"
+            assert openmeter.headers["content-type"] == "application/problem+json"
+            assert openmeter.json()["code"] == "stream_unavailable"
+    finally:
+        ledger.close()
+
+
+def test_retry_after_is_known_for_the_retryable_refusals_only() -> None:
+    """A lagging partition's own wait (rounded up to whole seconds), a second when
+    JetStream or the live worker is unavailable, nothing for a refusal not worth retrying."""
+    from meterline.api.failures import retry_after
+    from meterline.errors import BatchTooLarge
+    from meterline.stream.errors import IngestLagging, StreamUnavailable
+
+    assert retry_after(IngestLagging("lagging", 0, 1500.0, 1000, 2100)) == "3"
+    assert retry_after(StreamUnavailable("down")) == "1"
+    assert retry_after(BatchTooLarge("too large")) is None

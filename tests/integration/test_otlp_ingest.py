@@ -17,6 +17,8 @@ from pathlib import Path
 import httpx
 import pytest
 from google.protobuf import json_format
+from google.rpc.error_details_pb2 import ErrorInfo
+from google.rpc.status_pb2 import Status
 from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
 from opentelemetry.exporter.otlp.proto.http import Compression
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
@@ -195,25 +197,52 @@ def test_a_customer_bound_key_meters_only_its_customer(server: ThreadedApi) -> N
     assert server.events("acme-other") == []
 
 
+def status_of(answer: httpx.Response) -> tuple[Status, ErrorInfo]:
+    """A refusal's ``google.rpc.Status`` (protobuf or JSON, by its content type) and its
+    ``ErrorInfo`` detail, as an OTLP client would read them."""
+    status = Status()
+    if answer.headers["content-type"] == "application/x-protobuf":
+        status.ParseFromString(answer.content)
+    else:
+        assert answer.headers["content-type"].startswith("application/json")
+        json_format.Parse(answer.text, status)
+    (detail,) = status.details
+    info = ErrorInfo()
+    assert detail.Unpack(info) and info.domain == "meterline"
+    return status, info
+
+
 def test_refusals_name_the_problem(server: ThreadedApi) -> None:
-    """No key 401, a read key 403, another type 415, a broken body 400, a bomb 413."""
+    """No key 401, a read key 403, another type 415, a broken body 400, a bomb 413: each
+    a ``google.rpc.Status`` in the request's encoding (the OTLP/HTTP specification),
+    naming the problem, meterline's code in its ``ErrorInfo``."""
     body = encode_spans(genai_spans("acme", [("gpt-4o", 1, 1)])).SerializeToString()
-    assert post(server, body, "application/x-protobuf", scope=None).status_code == 401  # type: ignore[arg-type]
-    assert post(server, body, "application/x-protobuf", scope="read").status_code == 403
-    assert post(server, body, "text/plain").status_code == 415
-    broken = post(server, b"\xff\xff\xff", "application/x-protobuf")
-    assert broken.status_code == 400 and "protobuf" in broken.json()["error"]["message"]
+    protobuf = "application/x-protobuf"
+    unauthenticated = post(server, body, protobuf, scope=None)  # type: ignore[arg-type]
+    assert unauthenticated.status_code == 401
+    assert unauthenticated.headers["www-authenticate"] == "Bearer"
+    assert status_of(unauthenticated)[0].code == 16  # UNAUTHENTICATED
+    forbidden = post(server, body, protobuf, scope="read")
+    assert forbidden.status_code == 403 and "ingest" in status_of(forbidden)[0].message
+    other = post(server, body, "text/plain")
+    assert other.status_code == 415
+    assert status_of(other)[1].reason == "unsupported_content_type"
+    broken = post(server, b"\xff\xff\xff", protobuf)
+    status, info = status_of(broken)
+    assert broken.status_code == 400 and "protobuf" in status.message
+    assert (status.code, info.reason) == (3, "malformed_otlp")  # INVALID_ARGUMENT
     bad_id = post(
         server,
         b'{"resourceSpans":[{"scopeSpans":[{"spans":[{"traceId":"zz"}]}]}]}',
         "application/json",
     )
-    assert bad_id.status_code == 400 and "traceId" in bad_id.json()["error"]["message"]
+    status, info = status_of(bad_id)
+    assert bad_id.status_code == 400 and "traceId" in status.message
+    assert info.metadata["field"] == "traceId"
+    assert json.loads(bad_id.text)["message"] == status.message  # the JSON form of Status
     bomb = gzip.compress(b"\x00" * (17 * 1024 * 1024))
-    assert (
-        post(server, bomb, "application/x-protobuf", **{"content-encoding": "gzip"}).status_code
-        == 413
-    )
+    too_large = post(server, bomb, protobuf, **{"content-encoding": "gzip"})
+    assert too_large.status_code == 413 and "limit" in status_of(too_large)[0].message
 
 
 def test_an_otlp_json_body_that_is_not_an_export_request_is_400(server: ThreadedApi) -> None:
@@ -221,7 +250,7 @@ def test_an_otlp_json_body_that_is_not_an_export_request_is_400(server: Threaded
     for body in (b"[]", b"5", b"null"):
         refused = post(server, body, "application/json")
         assert refused.status_code == 400, body
-        assert refused.json()["error"]["code"] == "malformed_otlp"
+        assert status_of(refused)[1].reason == "malformed_otlp"
 
 
 def test_spans_are_counted_in_metrics(server: ThreadedApi) -> None:

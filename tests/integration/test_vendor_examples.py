@@ -15,7 +15,9 @@ import pytest
 from meterline.billing.service import open_billing
 from meterline.core.documents import CreditLine, Invoice, TaxLine, ThresholdLine, line_meter
 from meterline.core.events import timestamp_to_us
+from meterline.errors import MeterlineError
 from meterline.finance.books import build_books
+from meterline.live.service import LiveEngine
 from tests.conftest import Location
 
 NewDb = Callable[..., Location]
@@ -221,6 +223,73 @@ def test_stripe_coupons_with_a_duration_and_inclusive_tax(new_db: NewDb) -> None
     assert (str(tax.included), str(tax.amount), str(vat.total)) == ("1.67", "0.00", "10.00")
 
 
+STRIPE_MONTHS = """\
+coupons:
+  - {code: HALF3M, name: Half off for 3 months, percent_off: 50, duration: repeating,
+     duration_months: 3}
+  - {code: HALF3P, name: Half off for 3 periods, percent_off: 50, duration: repeating,
+     duration_periods: 3}
+plans:
+  - key: weekly
+    versions:
+      - {version: 1, effective_from: 2026-01-01, currency: USD,
+         billing: {cycle: weekly}, fees: [{key: base, name: Base, amount: 10}], prices: []}
+  - key: annual
+    versions:
+      - {version: 1, effective_from: 2026-01-01, currency: USD,
+         billing: {cycle: annual}, fees: [{key: base, name: Base, amount: 1200}], prices: []}
+contracts:
+  - {customer: weeks, plan: weekly, start: 2026-01-05, coupons: [HALF3M]}
+  - {customer: periods, plan: weekly, start: 2026-01-05, coupons: [HALF3P]}
+  - {customer: june, plan: annual, start: 2026-01-01,
+     coupons: [{code: HALF3M, redeemed: 2026-06-15}]}
+  - {customer: november, plan: annual, start: 2026-01-01,
+     coupons: [{code: HALF3M, redeemed: 2026-11-15}]}
+"""
+
+
+def test_stripe_repeating_coupon_counts_calendar_months_on_any_cycle(new_db: NewDb) -> None:
+    """Stripe API reference, "The Coupon object": ``duration_in_months`` is "the number
+    of months the coupon applies" whatever the price's interval. 50% off for 3 months on
+    a $10 weekly plan from Monday 5 January 2026: the discount ends on 5 April, so the 13
+    weekly invoices of periods starting before it (5 January to 30 March) are $5 and the
+    week of 6 April is $10; ``duration_periods: 3`` would stop after 3 weeks. On an annual
+    plan, a redemption on 15 June 2026 applies to the 2026 invoice (its period holds the
+    redemption) and not to 2027's (the discount ended on 15 September); one on 15 November
+    reaches 2027's too, whose period starts on 1 January, before the discount ends on 15
+    February (Stripe's renewal invoice that day carries it)."""
+    weekly_us = 7 * 86_400_000_000
+    mondays = [at(2026, 1, 5) + n * weekly_us for n in range(15)]
+    with open_billing(new_db(), clock=lambda: mondays[-1]) as billing:
+        billing.apply(STRIPE_MONTHS)
+        months = [str(billing.draft("weeks", monday + 1).total) for monday in mondays]
+        periods = [str(billing.draft("periods", monday + 1).total) for monday in mondays[:5]]
+        years = {
+            customer: [str(billing.draft(customer, at(year, 6, 1)).total) for year in (2026, 2027)]
+            for customer in ("june", "november")
+        }
+    assert months == ["5.00"] * 13 + ["10.00"] * 2
+    assert periods == ["5.00"] * 3 + ["10.00"] * 2
+    assert years == {"june": ["600.00", "1200.00"], "november": ["600.00", "600.00"]}
+
+
+def test_a_coupon_lasts_periods_or_months_not_both(new_db: NewDb) -> None:
+    """A repeating coupon names one duration; the pricing file is refused otherwise,
+    naming the field."""
+    both = STRIPE_MONTHS.replace("duration_months: 3}", "duration_months: 3, duration_periods: 2}")
+    once = STRIPE_MONTHS.replace(
+        "duration: repeating,\n     duration_months", "duration: once,\n     duration_months"
+    )
+    with open_billing(new_db(), clock=lambda: at(2026, 2, 1)) as billing:
+        for text, reason in (
+            (both, "coupons[0].duration_months: set duration_periods or duration_months"),
+            (once, "coupons[0].duration_months: only a repeating coupon has a duration"),
+        ):
+            with pytest.raises(MeterlineError) as refused:
+                billing.apply(text)
+            assert reason in str(refused.value)
+
+
 LAGO = """\
 meters:
   - {key: tokens, event_type: llm, aggregation: sum, property: tokens}
@@ -279,6 +348,36 @@ def test_lago_progressive_billing_on_lifetime_usage(new_db: NewDb, scope: str) -
         billed = second.record
         assert str(billed.total) == "3.00"
         assert isinstance(billed.lines[0], ThresholdLine) and billed.lines[0].threshold_level == 2
+
+
+def test_lifetime_threshold_progress_counts_earlier_periods_live(new_db: NewDb) -> None:
+    """The same Lago example, live: an engine running since 1 December hears November
+    closed; after $3 more in December its figures and access answer count $21 of lifetime
+    usage with $50 next, and it tells ``threshold.reached`` for the $20 level only (the
+    $5 level was passed in November)."""
+    now = [at(2026, 11, 10)]
+    with open_billing(new_db(), clock=lambda: now[0]) as billing:
+        billing.apply(LAGO % "lifetime")
+        billing.ledger.ingest([_usage(1, "11-03", 600), _usage(2, "11-05", 1200)])
+        now[0] = at(2026, 12, 1)
+        told: list[tuple[str, dict[str, Any]]] = []
+        engine = LiveEngine(billing, publish=lambda kind, data, _: told.append((kind, data)))
+        engine.start(thread=False)
+        try:
+            now[0] = at(2026, 12, 2)
+            billing.close()
+            now[0] = at(2026, 12, 10)
+            billing.ledger.ingest([_usage(3, "12-05", 300)])
+            engine.cycle()
+            figures = engine.projection.figures("lago-co")
+            assert figures is not None
+            progress = {"so_far": "21.00", "next": "50", "of": "USD"}
+            assert figures.as_dict()["threshold"] == progress
+            assert engine.controls.access("lago-co")["threshold"] == progress
+            reached = [data for kind, data in told if kind == "threshold.reached"]
+            assert [(data["level"], data["so_far"]) for data in reached] == [("20", "21.00")]
+        finally:
+            engine.stop()
 
 
 ORB = """\

@@ -167,3 +167,26 @@ def test_any_listing_gives_one_total_and_nothing_goes_negative(
     assert sum(left.values(), D(0)) >= 0
     fees = [amount for line in lines if line.kind == "fee" for amount in [left[line.key]]]
     assert sum(fees, D(0)) >= 0 or not fees
+
+
+def test_months_after_keeps_the_local_wall_time_and_clamps_the_day() -> None:
+    """``duration_months`` counts calendar months at the same local wall time: 31 January
+    + 1 month is 28 February (29 in a leap year); a New York evening stays 19:00 local
+    across the change to daylight time."""
+    from datetime import UTC, datetime
+
+    from meterline.core.coupons import months_after_us
+    from meterline.core.events import timestamp_to_us
+
+    def us(*parts: int, zone: object = UTC) -> int:
+        return timestamp_to_us(datetime(*parts, tzinfo=zone))  # type: ignore[arg-type]
+
+    assert months_after_us("UTC", us(2026, 1, 31, 10), 1) == us(2026, 2, 28, 10)
+    assert months_after_us("UTC", us(2027, 11, 30), 3) == us(2028, 2, 29)
+    assert months_after_us("UTC", us(2026, 1, 5), 3) == us(2026, 4, 5)
+    from zoneinfo import ZoneInfo
+
+    york = ZoneInfo("America/New_York")
+    assert months_after_us("America/New_York", us(2026, 2, 10, 19, zone=york), 1) == us(
+        2026, 3, 10, 19, zone=york
+    )

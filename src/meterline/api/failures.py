@@ -31,9 +31,11 @@ from meterline.api.answers import HttpError
 from meterline.api.bodies import ACCEPTED_TYPES
 from meterline.billing.errors import BillingError, InvalidRequest, RatingFailed
 from meterline.config.source import ConfigurationError
+from meterline.core.admission import retry_after_header
 from meterline.errors import AuthError, InputError, MalformedJSON, MeterlineError
 from meterline.ledger.billing_records import BillingConflict
 from meterline.live.link import WorkerUnavailable
+from meterline.stream.errors import IngestLagging, StreamUnavailable
 
 _ENCODER = msgspec.json.Encoder(decimal_format="number")
 _HTTP_CODES = {404: "not_found", 405: "method_not_allowed"}
@@ -73,8 +75,9 @@ ANSWERED: tuple[type[MeterlineError], ...] = (
 the handlers' own refusals, the pricing file, billing, and the live worker."""
 
 
-def _details(error: MeterlineError) -> tuple[int, str, str, dict[str, Any]]:
-    """Status, code, message and extra fields of ``error``'s answer."""
+def error_details(error: MeterlineError) -> tuple[int, str, str, dict[str, Any]]:
+    """Status, code, message and extra fields of ``error``'s answer (also for routes that
+    answer in another shape: OTLP's ``Status``)."""
     status, code, message = error.http_status, error.code, str(error)
     extra: dict[str, Any] = {}
     if isinstance(error, HttpError):
@@ -98,9 +101,21 @@ async def meterline_error(_: Request, error: Exception) -> Response:
     in a second); one outside ``ANSWERED`` is raised on, to ``UnexpectedErrors``."""
     if not isinstance(error, ANSWERED):
         raise error
-    status, code, message, extra = _details(error)
-    headers = {"Retry-After": "1"} if isinstance(error, WorkerUnavailable) else None
+    status, code, message, extra = error_details(error)
+    wait = retry_after(error)
+    headers = None if wait is None else {"Retry-After": wait}
     return error_response(status, code, message, headers, **extra)
+
+
+def retry_after(error: MeterlineError) -> str | None:
+    """The ``Retry-After`` value (whole seconds) of an error worth retrying, when known:
+    the live worker or JetStream unavailable (a second), a partition lagging (its own
+    wait); None for the rest."""
+    if isinstance(error, IngestLagging):
+        return retry_after_header(error.retry_after_ms)
+    if isinstance(error, WorkerUnavailable | StreamUnavailable):
+        return "1"
+    return None
 
 
 async def parameter_error(_: Request, error: Exception) -> Response:

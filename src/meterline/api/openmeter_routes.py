@@ -9,7 +9,9 @@ is the customer, type the event type, data the properties, id the idempotency ke
 The answers are OpenMeter's: 204 No Content once every event is stored or already was;
 otherwise an RFC 9457 problem (``application/problem+json``). A batch holding an invalid
 event is refused whole (400, each refusal named, nothing stored), as OpenMeter refuses
-it; events whose id is already stored with other content are 409 (the rest stored).
+it; events whose id is already stored with other content are 409 (the rest stored). In
+stream mode a partition lagging past the bound is 429 and JetStream not taking the batch
+503, both with ``Retry-After`` (nothing of the batch acknowledged: retry it whole).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from fastapi.responses import Response
 from meterline.api.answers import ENCODER
 from meterline.api.bodies import CLOUDEVENT_BATCH_TYPE, CLOUDEVENT_TYPE, decode_json
 from meterline.api.dependencies import ServicesDependency, principal_of
+from meterline.api.failures import retry_after
 from meterline.api.openapi import ingest_body
 from meterline.api.reading import media_type, read_body
 from meterline.api.services import Services
@@ -68,6 +71,8 @@ _RESPONSES: dict[int | str, dict[str, Any]] = {
     409: _problem_answer("Events whose id is stored with other content (the rest stored)"),
     413: _problem_answer("More events or bytes than the batch limits"),
     415: _problem_answer("Another content type"),
+    429: _problem_answer("Stream mode: a partition lags past the ingest lag bound (Retry-After)"),
+    503: _problem_answer("Stream mode: JetStream cannot take the batch now (Retry-After)"),
 }
 
 
@@ -90,7 +95,9 @@ def _request_body() -> dict[str, Any]:
     }
 
 
-def problem(status: int, detail: str, **extensions: Any) -> Response:
+def problem(
+    status: int, detail: str, headers: dict[str, str] | None = None, **extensions: Any
+) -> Response:
     """An RFC 9457 problem answer, as OpenMeter's API gives its errors."""
     document = {
         "type": "about:blank",
@@ -99,7 +106,9 @@ def problem(status: int, detail: str, **extensions: Any) -> Response:
         "detail": detail,
         **extensions,
     }
-    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+    headers = dict(headers or {})
+    if status == 401:
+        headers["WWW-Authenticate"] = "Bearer"
     return Response(ENCODER.encode(document), status, headers, media_type=PROBLEM)
 
 
@@ -164,7 +173,9 @@ async def ingest_openmeter(request: Request, services: ServicesDependency) -> Re
         envelopes = envelopes_of(media_type(request), body)
         outcome = await _store(services, envelopes, principal.customer)
     except MeterlineError as error:
-        return problem(error.http_status, str(error), code=error.code)
+        wait = retry_after(error)
+        headers = None if wait is None else {"Retry-After": wait}
+        return problem(error.http_status, str(error), headers, code=error.code)
     if isinstance(outcome, Response):
         return outcome
     request.app.state.metrics.count(outcome)

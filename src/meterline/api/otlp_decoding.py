@@ -4,7 +4,12 @@ A body is ``application/x-protobuf`` (binary protobuf) or ``application/json`` (
 protobuf JSON mapping, with OTLP's exception: trace and span ids are hex, not base64),
 optionally ``Content-Encoding: gzip`` (or ``deflate``) as exporters send; the inflated
 body is bounded like any batch. The answer is an ``ExportTraceServiceResponse`` in the
-request's encoding, with ``partial_success`` when spans were refused or a warning is due.
+request's encoding, with ``partial_success`` when spans were refused or a warning is due;
+a refusal (4xx, 5xx) is a ``google.rpc.Status`` in the request's encoding (JSON unless
+the request was protobuf), as the OTLP/HTTP specification asks: its ``message`` says
+what is wrong, its ``code`` is the gRPC code matching the HTTP status, and one
+``google.rpc.ErrorInfo`` detail carries meterline's error code (``reason``, domain
+``meterline``) and its text fields (``metadata``, the field named, for one).
 Attribute values become plain data: text, booleans, integers, exact decimals (a double's
 shortest representation), lists and mappings; bytes become hex.
 """
@@ -21,6 +26,8 @@ from typing import Any
 import msgspec
 from google.protobuf import json_format
 from google.protobuf.message import DecodeError
+from google.rpc.error_details_pb2 import ErrorInfo
+from google.rpc.status_pb2 import Status
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceRequest,
     ExportTraceServiceResponse,
@@ -39,6 +46,23 @@ _ID_FIELDS = ("traceId", "spanId", "parentSpanId")
 _INFLATE_CHUNK_BYTES = 64 * 1024
 _WINDOW_BITS = {"gzip": 16 + zlib.MAX_WBITS, "deflate": zlib.MAX_WBITS}
 """zlib's window bits for each content encoding: gzip's header, or zlib's (HTTP deflate)."""
+GRPC_CODES = {
+    400: 3,  # INVALID_ARGUMENT
+    401: 16,  # UNAUTHENTICATED
+    403: 7,  # PERMISSION_DENIED
+    404: 5,  # NOT_FOUND
+    409: 10,  # ABORTED
+    413: 8,  # RESOURCE_EXHAUSTED
+    415: 3,  # INVALID_ARGUMENT
+    429: 8,  # RESOURCE_EXHAUSTED
+    500: 13,  # INTERNAL
+    502: 14,  # UNAVAILABLE
+    503: 14,  # UNAVAILABLE
+    504: 4,  # DEADLINE_EXCEEDED
+}
+"""The gRPC status code of an HTTP status (the usual mapping; 2, UNKNOWN, for others):
+OTLP clients do not act on it, they read the HTTP status."""
+ERROR_DOMAIN = "meterline"
 
 
 def inflate(body: bytes, encoding: str | None, limit: int) -> bytes:
@@ -191,4 +215,20 @@ def encode_response(media_type: str, rejected_spans: int, message: str) -> bytes
         encoded: bytes = response.SerializeToString()
         return encoded
     text: str = json_format.MessageToJson(response, indent=None)
+    return text.encode()
+
+
+def encode_status(
+    media_type: str, http_status: int, code: str, message: str, fields: dict[str, Any]
+) -> bytes:
+    """A refusal as a ``google.rpc.Status`` in the request's encoding (protobuf for a
+    protobuf request, else the JSON mapping), with meterline's ``code`` and the text
+    ``fields`` in an ``ErrorInfo`` detail."""
+    metadata = {key: value for key, value in fields.items() if isinstance(value, str)}
+    status = Status(code=GRPC_CODES.get(http_status, 2), message=message)
+    status.details.add().Pack(ErrorInfo(reason=code, domain=ERROR_DOMAIN, metadata=metadata))
+    if media_type == PROTOBUF:
+        encoded: bytes = status.SerializeToString()
+        return encoded
+    text: str = json_format.MessageToJson(status, indent=None)
     return text.encode()

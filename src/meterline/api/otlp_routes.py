@@ -10,6 +10,10 @@ span is a duplicate (its id is derived from the trace and span ids). Usage spans
 and named in its ``error_message``; spans that are not usage are counted there as a
 warning. Authentication is the ingest key as a bearer token
 (``OTEL_EXPORTER_OTLP_HEADERS=Authorization=Bearer%20<key>``).
+
+A refusal is answered as the OTLP/HTTP specification asks: its HTTP status, and a
+``google.rpc.Status`` body in the request's encoding (``api.otlp_decoding.encode_status``);
+the retryable ones (429, 503) carry ``Retry-After``.
 """
 
 from __future__ import annotations
@@ -22,25 +26,55 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
 from meterline.api.dependencies import ServicesDependency, principal_of
-from meterline.api.failures import error_response
+from meterline.api.failures import ANSWERED, error_details, retry_after
 from meterline.api.otlp_decoding import (
+    JSON,
     PROTOBUF,
     decode_request,
     encode_response,
+    encode_status,
     inflate,
     spans_of,
 )
 from meterline.api.reading import media_type, read_body
 from meterline.api.services import Services
-from meterline.core.admission import retry_after_header
 from meterline.core.events import prepare_event
 from meterline.core.otel_spans import DEFAULT_MAPPING, MappedSpans, OtelMapping, map_spans, summary
 from meterline.core.outcomes import BatchOutcome
+from meterline.errors import MeterlineError
 from meterline.stream.errors import IngestLagging, StreamUnavailable
 
 _log = logging.getLogger(__name__)
 
 router = APIRouter()
+
+STATUS_SCHEMA: dict[str, Any] = {
+    "title": "Status",
+    "type": "object",
+    "description": "google.rpc.Status in the protobuf JSON mapping",
+    "properties": {
+        "code": {"type": "integer", "description": "the gRPC code matching the HTTP status"},
+        "message": {"type": "string"},
+        "details": {
+            "type": "array",
+            "description": "one google.rpc.ErrorInfo: reason (meterline's error code),"
+            " domain meterline, metadata",
+            "items": {"type": "object"},
+        },
+    },
+}
+
+
+def _refused(description: str) -> dict[str, Any]:
+    """A refusal's documented answer: a ``google.rpc.Status`` in the request's encoding."""
+    return {
+        "description": description + " (a google.rpc.Status in the request's encoding)",
+        "content": {
+            PROTOBUF: {"schema": {"type": "string", "format": "binary"}},
+            JSON: {"schema": STATUS_SCHEMA},
+        },
+    }
+
 
 _RESPONSES: dict[int | str, dict[str, Any]] = {
     200: {
@@ -48,16 +82,16 @@ _RESPONSES: dict[int | str, dict[str, Any]] = {
         " partial_success counts and names the spans not metered",
         "content": {
             PROTOBUF: {"schema": {"type": "string", "format": "binary"}},
-            "application/json": {"schema": {"type": "object"}},
+            JSON: {"schema": {"type": "object"}},
         },
     },
-    400: {"description": "The body is not an OTLP trace export (the error shape)"},
-    401: {"description": "No valid key"},
-    403: {"description": "The key lacks the ingest scope"},
-    413: {"description": "The body, or its inflated form, exceeds the batch limits"},
-    415: {"description": "Another content type or content encoding"},
-    429: {"description": "Stream mode: a partition lags past the ingest lag bound (retry)"},
-    503: {"description": "Stream mode: JetStream cannot take the spans now (retry)"},
+    400: _refused("The body is not an OTLP trace export"),
+    401: _refused("No valid key"),
+    403: _refused("The key lacks the ingest scope"),
+    413: _refused("The body, or its inflated form, exceeds the batch limits"),
+    415: _refused("Another content type or content encoding"),
+    429: _refused("Stream mode: a partition lags past the ingest lag bound (retry)"),
+    503: _refused("Stream mode: JetStream cannot take the spans now (retry)"),
 }
 
 
@@ -95,11 +129,22 @@ async def _store(
     return await services.stream.ingest(ledger, prepared)
 
 
-def _retry_later(error: IngestLagging | StreamUnavailable) -> Response:
-    """Stream mode's 429 or 503 with ``Retry-After``: OTLP exporters retry on both."""
-    wait_ms = error.retry_after_ms if isinstance(error, IngestLagging) else 1000
-    headers = {"Retry-After": retry_after_header(wait_ms)}
-    return error_response(error.http_status, error.code, str(error), headers)
+def _refusal(kind: str, error: MeterlineError) -> Response:
+    """``error`` as OTLP/HTTP answers a failure: its status, a ``google.rpc.Status`` body
+    in the request's encoding, ``Retry-After`` when it is worth retrying."""
+    status, code, message, extra = error_details(error)
+    headers = {}
+    wait = retry_after(error)
+    if wait is not None:
+        headers["Retry-After"] = wait
+    if status == 401:
+        headers["WWW-Authenticate"] = "Bearer"
+    body = encode_status(kind, status, code, message, extra)
+    return Response(body, status, headers, media_type=PROTOBUF if kind == PROTOBUF else JSON)
+
+
+_REFUSED: tuple[type[MeterlineError], ...] = (*ANSWERED, IngestLagging, StreamUnavailable)
+"""The errors answered as a ``Status`` (anything else is unexpected: a logged 500)."""
 
 
 @router.post(
@@ -125,20 +170,24 @@ def _retry_later(error: IngestLagging | StreamUnavailable) -> Response:
     },
 )
 async def export_traces(request: Request, services: ServicesDependency) -> Response:
+    kind = media_type(request)
+    try:
+        return await _export(request, services, kind)
+    except _REFUSED as error:
+        return _refusal(kind, error)
+
+
+async def _export(request: Request, services: Services, kind: str) -> Response:
     principal = await principal_of(request)
     principal.require("ingest", "POST /v1/traces")
     limit = services.ledger.limits.batch_bytes_max
-    kind = media_type(request)
     body = await read_body(request, limit)
     body = inflate(body, request.headers.get("content-encoding"), limit)
     spans = spans_of(await to_thread.run_sync(decode_request, kind, body))
     mapped = map_spans(spans, await to_thread.run_sync(_mapping, services))
     refused: list[tuple[int, str]] = []
     if mapped.events:
-        try:
-            outcome = await _store(services, mapped.events, principal.customer)
-        except (IngestLagging, StreamUnavailable) as error:
-            return _retry_later(error)
+        outcome = await _store(services, mapped.events, principal.customer)
         request.app.state.metrics.count(outcome)
         refused = _refusals(mapped, outcome)
     rejected = len(mapped.unattributed) + len(refused)
@@ -150,5 +199,5 @@ async def export_traces(request: Request, services: ServicesDependency) -> Respo
     )
     if message:
         _log.info("otlp export not fully metered", extra={"detail": message})
-    media = PROTOBUF if kind == PROTOBUF else "application/json"
+    media = PROTOBUF if kind == PROTOBUF else JSON
     return Response(encode_response(kind, rejected, message), 200, media_type=media)

@@ -181,8 +181,12 @@ class Billing:
         return drafts.draft(self.context, customer, at_us, from_buckets)
 
     def close(self, through_us: int | None = None) -> CloseReport:
-        """``close.close``."""
-        return close.close(self.context, through_us)
+        """``close.close``; the listeners hear of each customer invoiced (what a lifetime
+        threshold counts, and what the overdue controls read, changed)."""
+        report = close.close(self.context, through_us)
+        for customer in sorted({invoice.customer for invoice in report}):
+            self.context.changed(customer)
+        return report
 
     def unbillable(self, customer: str | None = None, at_us: int | None = None) -> UnbillableReport:
         """``close.unbillable``."""

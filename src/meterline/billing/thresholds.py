@@ -118,7 +118,7 @@ def _crossed(
         with localcontext(MONEY_CONTEXT):
             billed = sum((doc.total for doc in earlier.get(True, [])), ZERO)
             if lifetime:
-                billed += _usage_before(stored, start)
+                billed += usage_before(stored, start)
                 fired = max(fired, levels.reached(billed))
             figure = unbilled + billed
     reached = levels.reached(figure)
@@ -127,7 +127,7 @@ def _crossed(
     return levels.level(reached) or Decimal(0), reached
 
 
-def _usage_before(stored: list[StoredInvoice], start: str) -> Decimal:
+def usage_before(stored: list[StoredInvoice], start: str) -> Decimal:
     """The usage (net of discounts and credits, as a threshold measures it) of every
     finalized period invoice of periods before the one starting at ``start``: what the
     contract's lifetime usage counts from earlier periods."""

@@ -58,6 +58,7 @@ COUPON_KEYS = (
     "meters",
     "duration",
     "duration_periods",
+    "duration_months",
     "max_redemptions",
     "redeem_by",
 )
@@ -90,6 +91,9 @@ def read_coupons(reader: FieldReader, value: Any, path: str) -> tuple[Coupon, ..
             reader.integer(entry.get("duration_periods"), f"{where}.duration_periods"),
             reader.integer(entry.get("max_redemptions"), f"{where}.max_redemptions"),
             reader.instant(entry.get("redeem_by"), f"{where}.redeem_by", "UTC"),
+            duration_months=reader.integer(
+                entry.get("duration_months"), f"{where}.duration_months"
+            ),
         )
         problems = coupon_errors(coupon, where)
         reader.fail_all(problems)

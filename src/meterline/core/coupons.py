@@ -2,7 +2,10 @@
 
 A coupon (``Coupon``) takes a percentage or a fixed amount off the fee lines, the usage
 lines (optionally only some meters') or the whole invoice, for the first period, for N
-periods, or forever, counted from the period its redemption falls in. A code may carry a
+periods, or forever, counted from the period its redemption falls in; or for N calendar
+months from the redemption instant (``duration_months``: Stripe's ``duration_in_months``,
+which counts months whatever the plan's cycle): then it applies to every period invoice
+whose period starts before the redemption's local wall time N months on. A code may carry a
 redemption limit and a last day to redeem it (checked where contracts are declared,
 ``redemption_errors``).
 
@@ -29,8 +32,10 @@ checks it).
 
 from __future__ import annotations
 
+import calendar
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from datetime import date
 from decimal import Decimal, localcontext
 from typing import Literal
 
@@ -42,7 +47,13 @@ from meterline.core.money import (
     minor_units,
     round_amount,
 )
-from meterline.core.periods import BillingCycle, BillingPeriod, periods_overlapping
+from meterline.core.periods import (
+    BillingCycle,
+    BillingPeriod,
+    local_date,
+    local_midnight_us,
+    periods_overlapping,
+)
 
 CouponScope = Literal["fees", "usage", "invoice"]
 COUPON_SCOPES: tuple[CouponScope, ...] = ("fees", "usage", "invoice")
@@ -52,6 +63,8 @@ HUNDRED = Decimal(100)
 ZERO = Decimal(0)
 DURATION_PERIODS_LIMIT = 1200
 """The most periods a repeating coupon may last (100 years of months)."""
+DURATION_MONTHS_LIMIT = 1200
+"""The most calendar months a repeating coupon may last (100 years)."""
 
 APPLICATION_ORDER = (
     "line coupons naming meters, then line coupons on all fees or all usage, then invoice"
@@ -64,7 +77,8 @@ class Coupon:
     """A discount a contract can redeem. Exactly one of ``percent_off`` and
     ``amount_off`` is set; ``amount_off`` is in ``currency``. ``meters`` narrows a
     ``usage`` coupon to those meters' lines. ``duration_periods``: how many periods a
-    ``repeating`` coupon lasts. ``max_redemptions``: how many contracts may redeem the
+    ``repeating`` coupon lasts; or ``duration_months``: how many calendar months from its
+    redemption (exactly one of them). ``max_redemptions``: how many contracts may redeem the
     code; ``redeem_by_us``: the instant after which it cannot be redeemed."""
 
     code: str
@@ -78,6 +92,7 @@ class Coupon:
     duration_periods: int | None = None
     max_redemptions: int | None = None
     redeem_by_us: int | None = None
+    duration_months: int | None = None
 
     def rank(self) -> tuple[int, int, str]:
         """The coupon's place in ``APPLICATION_ORDER``."""
@@ -160,17 +175,47 @@ def coupon_errors(coupon: Coupon, path: str) -> list[str]:
         errors.append(f"{path}.meters: only a usage coupon names meters")
     if coupon.duration not in COUPON_DURATIONS:
         errors.append(f"{path}.duration: must be one of {', '.join(COUPON_DURATIONS)}")
-    repeating = coupon.duration == "repeating"
-    if repeating and not 1 <= (coupon.duration_periods or 0) <= DURATION_PERIODS_LIMIT:
-        errors.append(
-            f"{path}.duration_periods: a repeating coupon lasts 1 to"
-            f" {DURATION_PERIODS_LIMIT} periods"
-        )
-    if not repeating and coupon.duration_periods is not None:
-        errors.append(f"{path}.duration_periods: only a repeating coupon has a number of periods")
+    errors += _duration_errors(coupon, path)
     if coupon.max_redemptions is not None and coupon.max_redemptions < 1:
         errors.append(f"{path}.max_redemptions: must be 1 or more")
     return errors
+
+
+def _duration_errors(coupon: Coupon, path: str) -> list[str]:
+    periods, months = coupon.duration_periods, coupon.duration_months
+    if coupon.duration != "repeating":
+        return [
+            f"{path}.{name}: only a repeating coupon has a duration"
+            for name, value in (("duration_periods", periods), ("duration_months", months))
+            if value is not None
+        ]
+    if periods is not None and months is not None:
+        return [f"{path}.duration_months: set duration_periods or duration_months, not both"]
+    if months is not None:
+        if not 1 <= months <= DURATION_MONTHS_LIMIT:
+            return [
+                f"{path}.duration_months: a repeating coupon lasts 1 to"
+                f" {DURATION_MONTHS_LIMIT} months"
+            ]
+        return []
+    if not 1 <= (periods or 0) <= DURATION_PERIODS_LIMIT:
+        return [
+            f"{path}.duration_periods: a repeating coupon lasts 1 to"
+            f" {DURATION_PERIODS_LIMIT} periods"
+        ]
+    return []
+
+
+def months_after_us(timezone: str, instant_us: int, months: int) -> int:
+    """The instant ``months`` calendar months after ``instant_us`` at the same local wall
+    time in ``timezone`` (the day kept, or the month's last day when it is shorter: 31
+    January + 1 month is 28 or 29 February)."""
+    day = local_date(timezone, instant_us)
+    into_day_us = instant_us - local_midnight_us(timezone, day)
+    year, month_index = divmod(day.year * 12 + day.month - 1 + months, 12)
+    last = calendar.monthrange(year, month_index + 1)[1]
+    later = date(year, month_index + 1, min(day.day, last))
+    return local_midnight_us(timezone, later) + into_day_us
 
 
 def redemption_errors(
@@ -205,11 +250,19 @@ def coupons_in_force(
     """The redeemed coupons that apply to ``period``'s invoice: redeemed before it ends,
     and still lasting that many periods after the one their redemption falls in (a
     coupon redeemed mid-period applies to that whole period's invoice, as Stripe applies
-    one to the next invoice)."""
+    one to the next invoice); with ``duration_months``, every period starting before the
+    redemption's wall time that many months on (``months_after_us``)."""
     found = []
     for redemption in redemptions:
         coupon = coupons.get(redemption.code)
         if coupon is None or redemption.redeemed_at_us >= period.end_us:
+            continue
+        if coupon.duration == "repeating" and coupon.duration_months is not None:
+            ends_us = months_after_us(
+                cycle.timezone, redemption.redeemed_at_us, coupon.duration_months
+            )
+            if period.start_us < ends_us:
+                found.append(coupon)
             continue
         since = 0
         if redemption.redeemed_at_us < period.start_us:

@@ -1,10 +1,11 @@
 """The demo's everyday-billing chapter, after the month is closed: a trial that converted,
 a coupon, sales tax, payments (one partial), receivables aging, an overdue customer
-denied by the overdue control, and a partial credit note; the finance chapter after it
+denied by its declared ``invoice_overdue`` control until it pays (``dunning_story``), and a
+partial credit note; the finance chapter after it
 finds them all in the journal and in ``reconcile``.
 
 Everything printed comes from the library calls the CLI makes (``payments record``,
-``payments aging``, ``payments access``, ``invoices credit-note --line``); a rerun on the
+``payments aging``, the access answer, ``invoices credit-note --line``); a rerun on the
 same ledger records nothing twice (payment ids are the idempotency keys; the credit note
 is issued once).
 """
@@ -22,8 +23,8 @@ from meterline.billing.render import invoice_table
 from meterline.billing.service import Billing
 from meterline.core import money
 from meterline.core.documents import InvoiceLine
-from meterline.core.payments import OverduePolicy
 from meterline.core.periods import local_date
+from meterline.demo.dunning_story import tell_dunning
 from meterline.ledger.billing_records import StoredInvoice
 
 TRIAL_CUSTOMER = "wonka-marketing"
@@ -34,8 +35,6 @@ PARTIAL_CUSTOMER = "globex-support"
 CREDITED_CUSTOMER = "umbrella-health"
 AGING_AFTER_DAYS = 45
 """How long after the close the receivables are read: past the net-30 terms."""
-OVERDUE = OverduePolicy("overdue-block", "block", days=10)
-"""The control on receivables: deny access 10 days past due (net 30)."""
 
 
 def tell_commerce(billing: Billing, console: Console) -> None:
@@ -98,13 +97,12 @@ def _tell_payments(billing: Billing, console: Console, invoices: dict[str, Store
     issued = min(local_date("UTC", stored.finalized_at_us) for stored in invoices.values())
     on = issued + timedelta(days=AGING_AFTER_DAYS)
     console.print(aging_table(billing.aging(on), on))
-    answer = billing.overdue_access(UNPAID_CUSTOMER, OVERDUE, on)
-    verdict = "denied" if not answer["allowed"] else "allowed"
     console.print(
-        f"On {on}, {UNPAID_CUSTOMER}'s invoice is {AGING_AFTER_DAYS - 30} days past due: the"
-        f" overdue control ({OVERDUE.days} days, net {OVERDUE.net_days}) answers {verdict}"
-        f" ({answer.get('reason') or 'no reason'})."
+        f"On {on}, {UNPAID_CUSTOMER}'s invoice is {AGING_AFTER_DAYS - 30} days past due (net"
+        f" 30); its contract declares a control {{key: dunning, policy: invoice_overdue,"
+        " days: 10, actions: \\[block, alert]}, which the live engine evaluates like any other:"
     )
+    tell_dunning(billing, console, UNPAID_CUSTOMER, on)
 
 
 def _tell_credit_note(billing: Billing, console: Console, stored: StoredInvoice | None) -> None:

@@ -72,6 +72,10 @@ class CustomerLive:
     """Rebuild from the ledger before the next figures."""
     sequence: int = 0
     """The highest sequence fed, in the customer's partition."""
+    usage_before: Decimal = Decimal(0)
+    """For ``scope: lifetime`` progressive thresholds: the usage of the finalized period
+    invoices of earlier periods (``billing.thresholds.usage_before``), read when the
+    period is built; 0 otherwise."""
 
     def cost_rate(
         self, segment: int, meter: Meter, group: tuple[str | None, ...]

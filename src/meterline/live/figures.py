@@ -19,9 +19,12 @@ from decimal import Decimal, localcontext
 from typing import Any
 
 from meterline.billing.credits import credit_book
+from meterline.billing.service import Billing
+from meterline.billing.thresholds import usage_before
 from meterline.core.credit_records import CreditError
 from meterline.core.cuts import Cut
 from meterline.core.events import format_timestamp
+from meterline.core.model import Contract
 from meterline.core.money import MONEY_CONTEXT
 from meterline.core.periods import BillingPeriod
 from meterline.core.rating import window_charges
@@ -198,16 +201,26 @@ def _progress(
 def threshold_figure(
     live: CustomerLive, spend: Decimal, lines: Sequence[LineFigures]
 ) -> Decimal | None:
-    """What the contract's progressive thresholds count so far in the period: the spend,
-    or the quantity of their meter (None: no progressive thresholds, or thresholds of the
-    contract's lifetime, which count earlier periods the live engine does not keep)."""
+    """What the contract's progressive thresholds count so far: the period's spend (with
+    ``scope: lifetime``, plus the usage of earlier periods' finalized invoices), or the
+    quantity of their meter in the period (None: no progressive thresholds)."""
     levels = live.contract.credits.threshold_levels
-    if levels is None or levels.scope == "lifetime":
+    if levels is None:
         return None
-    if levels.meter is None:
-        return spend
     with localcontext(MONEY_CONTEXT):
+        if levels.meter is None:
+            return spend + live.usage_before if levels.scope == "lifetime" else spend
         return sum((line.quantity for line in lines if line.meter == levels.meter), ZERO)
+
+
+def lifetime_usage_before(billing: Billing, contract: Contract, period: BillingPeriod) -> Decimal:
+    """The usage ``contract``'s lifetime thresholds count from periods before ``period``
+    (its finalized period invoices' usage, as billing counts it); 0 without them."""
+    levels = contract.credits.threshold_levels
+    if levels is None or levels.scope != "lifetime":
+        return ZERO
+    stored = billing.store.invoices(contract.customer)
+    return usage_before(stored, format_timestamp(period.start_us))
 
 
 def remaining_credit(live: CustomerLive, now_us: int) -> dict[str, Decimal]:

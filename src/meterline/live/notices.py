@@ -99,15 +99,20 @@ class Notices:
                 continue
             if figures is None:
                 continue
+            levels = live.contract.credits.threshold_levels
             so_far = threshold_figure(live, figures.spend, figures.lines)
             if so_far is not None:
-                self._levels(customer, live.contract.credits.threshold_levels, figures, so_far)
+                # lifetime levels that earlier periods reached were told then
+                passed = levels.reached(live.usage_before) if levels.scope == "lifetime" else 0
+                self._levels(customer, levels, figures, so_far, passed)
             self._progress(customer, _progress_document(figures))
 
-    def _levels(self, customer: str, levels: Any, figures: Figures, so_far: Decimal) -> None:
+    def _levels(
+        self, customer: str, levels: Any, figures: Figures, so_far: Decimal, passed: int
+    ) -> None:
         start = figures.period.start_us
         period, told = self.reached.get(customer, (start, 0))
-        before = told if period == start else 0
+        before = max(told if period == start else 0, passed)
         crossed = levels.crossed(before, so_far)
         for number, level in crossed:
             data = {
@@ -140,4 +145,3 @@ def _progress_document(figures: Figures) -> dict[str, str] | None:
         return None
     so_far, level, of = figures.next_threshold
     return {"so_far": str(so_far), "next": str(level), "of": of}
-

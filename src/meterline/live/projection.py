@@ -43,7 +43,7 @@ from meterline.core.partitions import PartitionMap
 from meterline.core.periods import period_containing
 from meterline.core.rating import Rater, billable_meters, unrated_problems
 from meterline.live.customer_period import CustomerLive, LiveEvent
-from meterline.live.figures import Figures, derive, remaining_credit
+from meterline.live.figures import Figures, derive, lifetime_usage_before, remaining_credit
 
 _log = logging.getLogger(__name__)
 
@@ -130,7 +130,10 @@ class LiveProjection:
             prior = self.billing.prior_charges(configuration, contract, period, through)
         policies = configuration.controls_for(contract, now_us)
         sequence = through.head(self.partition(contract.customer))
-        live = CustomerLive(contract, period, job, inputs, prior, policies, sequence=sequence)
+        earlier = lifetime_usage_before(self.billing, contract, period)
+        live = CustomerLive(
+            contract, period, job, inputs, prior, policies, sequence=sequence, usage_before=earlier
+        )
         for policy in policies:
             if policy.kind == "usage_spike":
                 live.counters.setdefault(policy.meter, RateCounter())
