@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
+from dataclasses import astuple
 from typing import Any
 
 from meterline.core.chain import BatchRecord, HeadState, StoredRecord, ledger_head_hash
 from meterline.core.cuts import Cut
 from meterline.core.partitions import partition_of
+from meterline.keys import NewKey
 from meterline.ledger.cut_sql import cut_condition
 from meterline.ledger.database import open_connection, stream_rows
 from meterline.ledger.heads import (
@@ -230,19 +232,11 @@ class SqlLedgerReads:
 
     # -- API keys ------------------------------------------------------------------------
 
-    def put_key(
-        self,
-        key_id: str,
-        secret_sha256: bytes,
-        scope: str,
-        customer: str | None,
-        name: str,
-        created_at_us: int,
-    ) -> None:
+    def put_key(self, key: NewKey) -> None:
         with self._write_lock:
             self._connection.execute(
                 "INSERT INTO api_keys VALUES (?, ?, ?, ?, ?, ?, NULL)",
-                (key_id, secret_sha256, scope, customer, name, created_at_us),
+                astuple(key),
             )
 
     def get_key(self, key_id: str) -> tuple[bytes, str, str | None, int | None] | None:
