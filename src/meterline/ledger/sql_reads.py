@@ -35,6 +35,29 @@ from meterline.ledger.store import (
     split_position,
 )
 
+EVENTS_APPEND_ONLY = """\
+CREATE TRIGGER IF NOT EXISTS events_append_only_update BEFORE UPDATE ON events
+BEGIN SELECT RAISE(ABORT, 'the ledger is append-only: events cannot be updated'); END;
+CREATE TRIGGER IF NOT EXISTS events_append_only_delete BEFORE DELETE ON events
+BEGIN SELECT RAISE(ABORT, 'the ledger is append-only: events cannot be deleted'); END;
+"""
+"""The triggers that keep stored events from being updated or deleted (SQLite's syntax;
+``ledger.database`` translates it for PostgreSQL)."""
+
+
+def api_keys_schema(integer: str) -> str:
+    """The API keys table both stores keep, with ``integer`` their 64-bit integer type."""
+    return f"""CREATE TABLE IF NOT EXISTS api_keys (
+    key_id TEXT PRIMARY KEY,
+    secret_sha256 BLOB NOT NULL,
+    scope TEXT NOT NULL,
+    customer TEXT,
+    name TEXT NOT NULL,
+    created_at_us {integer} NOT NULL,
+    revoked_at_us {integer}
+);
+"""
+
 
 class SqlLedgerReads:
     """Queries, verification inputs and API keys over a store's ``events``, ``commits``

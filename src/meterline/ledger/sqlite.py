@@ -20,7 +20,7 @@ from __future__ import annotations
 import sqlite3
 import threading
 import weakref
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator
 from hashlib import sha256
 from itertools import repeat
 from operator import itemgetter
@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from meterline.core.chain import GENESIS_HASH, seal_batch
-from meterline.core.events import PreparedEvent, event_source, same_event, source_idempotency_key
+from meterline.core.events import event_source, same_event, source_idempotency_key
 from meterline.core.outcomes import EventOutcome, Status
 from meterline.errors import StoreError
 from meterline.ledger.database import ThreadConnections, connect_sqlite
@@ -38,15 +38,20 @@ from meterline.ledger.heads import (
     INSERT_BATCH,
     LEASE_COLUMNS,
     UPDATE_HEAD,
-    Lease,
     batch_rows,
     check_leases,
     head_row,
     head_updates,
     initial_heads_sql,
 )
-from meterline.ledger.sql_reads import SqlLedgerReads
-from meterline.ledger.store import DEFAULT_DEDUP_KEY, DedupKey, check_dedup_key
+from meterline.ledger.sql_reads import EVENTS_APPEND_ONLY, SqlLedgerReads, api_keys_schema
+from meterline.ledger.store import (
+    DEFAULT_DEDUP_KEY,
+    AppendBatch,
+    DedupKey,
+    Leases,
+    check_dedup_key,
+)
 
 SCHEMA_VERSION = 2
 CHECKPOINT_INTERVAL_S = 0.05
@@ -55,7 +60,8 @@ WRITER_CHECKPOINT_PAGES = 8192
 """WAL size (pages) past which the writer checkpoints itself, should the thread fall behind."""
 
 _META = "CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL)"
-_SCHEMA = """
+_SCHEMA = (
+    """
 CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS events (
     sequence INTEGER PRIMARY KEY,
@@ -68,20 +74,10 @@ CREATE TABLE IF NOT EXISTS events (
     hash BLOB NOT NULL,
     partition_number INTEGER NOT NULL DEFAULT 0
 );
-CREATE TRIGGER IF NOT EXISTS events_append_only_update BEFORE UPDATE ON events
-BEGIN SELECT RAISE(ABORT, 'the ledger is append-only: events cannot be updated'); END;
-CREATE TRIGGER IF NOT EXISTS events_append_only_delete BEFORE DELETE ON events
-BEGIN SELECT RAISE(ABORT, 'the ledger is append-only: events cannot be deleted'); END;
-CREATE TABLE IF NOT EXISTS api_keys (
-    key_id TEXT PRIMARY KEY,
-    secret_sha256 BLOB NOT NULL,
-    scope TEXT NOT NULL,
-    customer TEXT,
-    name TEXT NOT NULL,
-    created_at_us INTEGER NOT NULL,
-    revoked_at_us INTEGER
-);
 """
+    + EVENTS_APPEND_ONLY
+    + api_keys_schema("INTEGER")
+)
 
 _EVENTS_END = "    partition_number INTEGER NOT NULL DEFAULT 0\n);"
 _SOURCE_SCHEMA = _SCHEMA.replace(
@@ -341,10 +337,7 @@ class SqliteStore(SqlLedgerReads):
         return None
 
     def append(
-        self,
-        batch: Sequence[tuple[int, PreparedEvent]],
-        ingested_at_us: int,
-        leases: Mapping[int, Lease] | None = None,
+        self, batch: AppendBatch, ingested_at_us: int, leases: Leases = None
     ) -> list[EventOutcome]:
         """Append ``batch`` (positions and events) in one transaction: each new event
         at the next sequence, a replay answered ``duplicate`` (same bytes) or
@@ -381,9 +374,7 @@ class SqliteStore(SqlLedgerReads):
             self._indexed_through = staged.next_sequence - 1
         return staged.outcomes
 
-    def _stage(
-        self, batch: Sequence[tuple[int, PreparedEvent]], first: int, ingested_at_us: int
-    ) -> _Staged:
+    def _stage(self, batch: AppendBatch, first: int, ingested_at_us: int) -> _Staged:
         """The rows, leaves and outcomes of ``batch`` appended from sequence ``first``: at
         once, column by column, when no event is already stored and no two share a key
         (the common batch); else event by event (``_stage_each``)."""
@@ -425,7 +416,7 @@ class SqliteStore(SqlLedgerReads):
 
     def _stage_each(
         self,
-        batch: Sequence[tuple[int, PreparedEvent]],
+        batch: AppendBatch,
         keys: list[int],
         first: int,
         ingested_at_us: int,
