@@ -383,7 +383,7 @@ class Invoice(_Record, frozen=True, kw_only=True):
         """The ``credits`` section as a typed record (None when the invoice has none).
         The field itself keeps the section's data as written, so any section's bytes
         read back unchanged; this reads the one ``billing.credits`` writes."""
-        if isinstance(self.credits, UnsetType):
+        if not self.credits:
             return None
         return record_of(self.credits, CreditsSection)
 
