@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from decimal import Decimal, localcontext
 from typing import Any
 
+import msgspec
 from msgspec import UNSET
 
 from meterline.core.credits import (
@@ -167,16 +168,8 @@ def charge_record(charge: Charge) -> CreditCharge:
 
 
 def charge_from_record(record: CreditCharge) -> Charge:
-    return Charge(
-        record.start_us,
-        record.end_us,
-        record.line,
-        record.meter,
-        record.unit,
-        Decimal(record.amount),
-        record.first_sequence,
-        record.last_sequence,
-    )
+    start, end, line, meter, unit, amount, first, last = msgspec.structs.astuple(record)
+    return Charge(start, end, line, meter, unit, Decimal(amount), first, last)
 
 
 def stored_charges(document: Invoice) -> list[Charge]:
