@@ -57,7 +57,12 @@ from meterline.ledger.heads import (
     initial_heads_sql,
 )
 from meterline.ledger.location import describe
-from meterline.ledger.sql_reads import EVENTS_APPEND_ONLY, SqlLedgerReads, api_keys_schema
+from meterline.ledger.sql_reads import (
+    EVENTS_APPEND_ONLY,
+    SqlLedgerReads,
+    api_keys_schema,
+    event_row,
+)
 from meterline.ledger.store import (
     DEFAULT_DEDUP_KEY,
     AppendBatch,
@@ -387,7 +392,7 @@ class PostgresStore(SqlLedgerReads):
         for number, ((position, event), partition) in enumerate(
             zip(batch, partition_of_batch, strict=True)
         ):
-            customer, event_id, event_type, timestamp_us, body = event
+            event_id, body = event.id, event.body
             key = keys[number]
             found = (stored.get(key) or staged.get(key)) if stored else staged.get(key)
             if found is not None:
@@ -397,17 +402,8 @@ class PostgresStore(SqlLedgerReads):
             sequence = next_sequence[partition]
             next_sequence[partition] = sequence + 1
             staged[key] = (sequence, body)
-            row: tuple[object, ...] = (
-                sequence,
-                customer,
-                event_id,
-                event_type,
-                timestamp_us,
-                ingested_at_us,
-                body,
-                sha256(b"\x00" + body).digest(),  # core.chain.event_hash, inlined
-                partition,
-            )
+            digest = sha256(b"\x00" + body).digest()  # core.chain.event_hash, inlined
+            row = (*event_row(sequence, event, ingested_at_us, digest), partition)
             rows.append(row if sources is None else (*row, sources[number]))
             outcomes.append(EventOutcome(position, "accepted", event_id, sequence))
         return rows, outcomes

@@ -13,6 +13,7 @@ from typing import Any
 
 from meterline.core.chain import BatchRecord, HeadState, StoredRecord, ledger_head_hash
 from meterline.core.cuts import Cut
+from meterline.core.events import PreparedEvent
 from meterline.core.partitions import partition_of
 from meterline.keys import NewKey
 from meterline.ledger.cut_sql import cut_condition
@@ -43,6 +44,15 @@ BEGIN SELECT RAISE(ABORT, 'the ledger is append-only: events cannot be deleted')
 """
 """The triggers that keep stored events from being updated or deleted (SQLite's syntax;
 ``ledger.database`` translates it for PostgreSQL)."""
+
+
+def event_row(
+    sequence: int, event: PreparedEvent, ingested_at_us: int, digest: bytes
+) -> tuple[object, ...]:
+    """The columns both stores' ``events`` tables begin with, for ``event`` at ``sequence``:
+    sequence, customer, event_id, type, timestamp_us, ingested_at_us, body, hash."""
+    customer, event_id, event_type, timestamp_us, body = event
+    return (sequence, customer, event_id, event_type, timestamp_us, ingested_at_us, body, digest)
 
 
 def api_keys_schema(integer: str) -> str:

@@ -44,7 +44,12 @@ from meterline.ledger.heads import (
     head_updates,
     initial_heads_sql,
 )
-from meterline.ledger.sql_reads import EVENTS_APPEND_ONLY, SqlLedgerReads, api_keys_schema
+from meterline.ledger.sql_reads import (
+    EVENTS_APPEND_ONLY,
+    SqlLedgerReads,
+    api_keys_schema,
+    event_row,
+)
 from meterline.ledger.store import (
     DEFAULT_DEDUP_KEY,
     AppendBatch,
@@ -430,7 +435,7 @@ class SqliteStore(SqlLedgerReads):
         outcomes: list[EventOutcome] = []
         sequence = first
         for (position, event), key in zip(batch, keys, strict=True):
-            customer, event_id, event_type, timestamp_us, body = event
+            customer, event_id, body = event.customer, event.id, event.body
             source = event_source(body) if self._by_source else ""
             identity = self._identity(customer, event_id, source)
             if key in index or key in staged:
@@ -444,16 +449,7 @@ class SqliteStore(SqlLedgerReads):
                 staged[key] = sequence
             digest = sha256(_LEAF_PREFIX + body).digest()
             leaves.append(digest)
-            row: tuple[object, ...] = (
-                sequence,
-                customer,
-                event_id,
-                event_type,
-                timestamp_us,
-                ingested_at_us,
-                body,
-                digest,
-            )
+            row = event_row(sequence, event, ingested_at_us, digest)
             rows.append((*row, source) if self._by_source else row)
             outcomes.append(EventOutcome(position, "accepted", event_id, sequence))
             sequence += 1
