@@ -66,13 +66,14 @@ __all__ = [
     "document_bytes",
     "document_data",
     "document_hash",
-    "invoice_of",
     "line_lineage",
     "line_meter",
+    "line_of",
     "line_service",
     "plain_decimal",
     "record_data",
     "record_of",
+    "spelled_decimal",
 ]
 
 RecordType = TypeVar("RecordType")
@@ -498,10 +499,16 @@ def _encode_hook(value: Any) -> Any:
     raise NotImplementedError(f"{type(value).__name__} is not part of a document")
 
 
+def spelled_decimal(text: str) -> DecimalText:
+    """The Decimal ``text`` spells, written back as that very text (ArithmeticError when
+    it spells none)."""
+    return DecimalText(text) if "e" in text.lower() else PlainDecimal(text)
+
+
 def _decode_hook(kind: type, value: Any) -> Any:
     if kind is DecimalText and type(value) is str:
         try:
-            return DecimalText(value) if "e" in value.lower() else PlainDecimal(value)
+            return spelled_decimal(value)
         except ArithmeticError:
             raise msgspec.ValidationError(f"{value!r} is not a decimal") from None
     raise NotImplementedError(f"{kind} is not part of a document")
@@ -556,9 +563,10 @@ def line_meter(line: InvoiceLine) -> str | None:
     return line.meter if isinstance(line, MeterUsageLine | TrialLine) else None
 
 
-def invoice_of(data: Mapping[str, Any]) -> Invoice:
-    """An invoice from its plain data (as ``core.invoicing`` assembles it), typed once."""
-    return record_of(data, Invoice)
+def line_of(data: Mapping[str, Any]) -> InvoiceLine:
+    """An invoice line from its plain data (its ``kind`` names its record)."""
+    line: InvoiceLine = msgspec.convert(data, InvoiceLine, dec_hook=_decode_hook)
+    return line
 
 
 def record_of(data: Mapping[str, Any], kind: type[RecordType]) -> RecordType:
