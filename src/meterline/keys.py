@@ -57,16 +57,21 @@ _GRANTS: dict[str, frozenset[str]] = {
 }
 
 
+@dataclass(frozen=True, slots=True)
+class NewKey:
+    """A key as it is stored: its id, the SHA-256 of its secret (never the secret), its
+    scope, customer binding and name, and when it was made."""
+
+    key_id: str
+    secret_sha256: bytes
+    scope: str
+    customer: str | None
+    name: str
+    created_at_us: int
+
+
 class KeyStore(Protocol):
-    def put_key(
-        self,
-        key_id: str,
-        secret_sha256: bytes,
-        scope: str,
-        customer: str | None,
-        name: str,
-        created_at_us: int,
-    ) -> None: ...
+    def put_key(self, key: NewKey) -> None: ...
 
     def get_key(self, key_id: str) -> tuple[bytes, str, str | None, int | None] | None: ...
 
@@ -99,7 +104,8 @@ def create_key(
         raise ValueError(f"scope must be one of {', '.join(SCOPES)}, got {scope!r}")
     key_id = secrets.token_hex(_KEY_ID_HEX_LENGTH // 2)
     secret = secrets.token_urlsafe(_SECRET_BYTES)
-    store.put_key(key_id, hashlib.sha256(secret.encode()).digest(), scope, customer, name, now_us)
+    digest = hashlib.sha256(secret.encode()).digest()
+    store.put_key(NewKey(key_id, digest, scope, customer, name, now_us))
     return key_id, f"{TOKEN_PREFIX}{key_id}_{secret}"
 
 

@@ -326,6 +326,7 @@ def test_the_invoice_page_shows_usd_amounts_with_two_decimals_and_no_exponent() 
 
 def test_the_revenue_page_shows_usd_amounts_with_two_decimals_and_no_exponent() -> None:
     """Waterfall, roll-forward, trial balance and journal read in cents, exact behind."""
+    from meterline.core.journal import Rollforward
     from meterline.dashboard.views import JournalRow, RollforwardRow, trial_balance
 
     waterfall = {
@@ -337,8 +338,8 @@ def test_the_revenue_page_shows_usd_amounts_with_two_decimals_and_no_exponent() 
         "revenue.html",
         waterfalls=[{"table": table, "chart": table.chart}],
         rollforwards=[
-            RollforwardRow("2026-10", "liabilities:deferred_revenue:credits", "USD",
-                           D("0E-7"), D("30.4800000"), D("0.0000001"), D("30.4799999")),
+            RollforwardRow("2026-10", Rollforward("liabilities:deferred_revenue:credits", "USD",
+                           D("0E-7"), D("30.4800000"), D("0.0000001"), D("30.4799999"))),
         ],
         trial=trial_balance({("assets:accounts_receivable", "USD"): D("30.4800000"),
                              ("revenue:usage", "USD"): D("-30.4800000")}),

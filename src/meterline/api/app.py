@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Unpack
 
 from fastapi import Depends, FastAPI
 from fastapi.exceptions import RequestValidationError
@@ -47,21 +48,14 @@ from meterline.api.failures import (
 from meterline.api.metrics import Metrics, TimingMiddleware
 from meterline.api.openapi import install as install_openapi
 from meterline.api.reading import plain_parameters
-from meterline.api.services import Services, open_services
+from meterline.api.services import ServiceOptions, Services, open_services
 from meterline.billing.service import Billing
-from meterline.core.admission import LAG_MAX_MS_DEFAULT
 from meterline.errors import MeterlineError
 from meterline.ledger.event_ledger import Ledger
-from meterline.stream.settings import StreamSettings
 
 
 def create_app(
-    ledger: Ledger,
-    billing: Billing | None = None,
-    live: bool = True,
-    stream: StreamSettings | None = None,
-    webhooks_allow_private: bool | None = None,
-    lag_max_ms: int = LAG_MAX_MS_DEFAULT,
+    ledger: Ledger, billing: Billing | None = None, **options: Unpack[ServiceOptions]
 ) -> FastAPI:
     """The HTTP API over ``ledger``; ``billing`` defaults to one over the ledger's file
     (whose store the app closes when it shuts down). With ``live``, the live engine
@@ -71,7 +65,7 @@ def create_app(
     ``webhooks_allow_private``: let webhooks go to loopback, link-local and private
     addresses (None: as ``METERLINE_WEBHOOKS_ALLOW_PRIVATE`` says; unset, refused).
     ``lag_max_ms``: stream mode's ingest lag bound (``core.admission``; 0: off)."""
-    services = open_services(ledger, billing, live, stream, webhooks_allow_private, lag_max_ms)
+    services = open_services(ledger, billing, **options)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:

@@ -133,7 +133,9 @@ def _credit_note(
     amount: Decimal | None,
 ) -> tuple[str, bytes, bytes]:
     _visible_invoice(billing, principal, invoice_id)
-    note = billing.credit_note(invoice_id, request.reason, request.void, request.lines, amount)
+    note = billing.credit_note(
+        invoice_id, request.reason, void=request.void, lines=request.lines, amount=amount
+    )
     return note.note_id, note.document, note.document_sha256
 
 

@@ -21,9 +21,9 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response
 
 from meterline.api.answers import HttpError
-from meterline.api.bodies import check_nesting, nul_field
 from meterline.api.dependencies import read, write
 from meterline.api.openapi import DECIMAL, Amount, Reason, json_body
+from meterline.api.reading import decode_json
 from meterline.billing.payments import (
     PaymentRequest,
     Recorded,
@@ -102,16 +102,7 @@ async def _body(request: Request, kind: type[Any]) -> Any:
     body = await request.body()
     if len(body) > PAYMENT_BODY_BYTES_MAX:
         raise HttpError(413, "payload_too_large", f"body over {PAYMENT_BODY_BYTES_MAX} bytes")
-    check_nesting(body)
-    field = nul_field(body)
-    if field is not None:
-        raise HttpError(400, "invalid_input", f"{field}: must not contain NUL", field=field)
-    try:
-        return msgspec.json.decode(body, type=kind)
-    except msgspec.ValidationError as error:
-        raise HttpError(400, "invalid_input", f"body: {error}") from None
-    except msgspec.DecodeError as error:
-        raise HttpError(400, "malformed_json", f"body: {error}") from None
+    return decode_json(body, kind)
 
 
 def _amount(value: str) -> Any:

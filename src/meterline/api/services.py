@@ -22,6 +22,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import partial
+from typing import TypedDict, Unpack
 
 from meterline.api.stream_front import StreamFront
 from meterline.billing.line_cache import LineSequences
@@ -90,16 +91,27 @@ def billing_over(ledger: Ledger) -> Billing:
     return billing
 
 
+class ServiceOptions(TypedDict, total=False):
+    """The mode the services run in, by name (``open_services`` says the defaults):
+    ``live`` (the live engine and webhooks beside the API; default on), ``stream``
+    (stream mode's settings; default none: embedded), ``webhooks_allow_private``
+    (webhooks to private addresses; default: as the environment says) and
+    ``lag_max_ms`` (stream mode's ingest lag bound, ``core.admission``; 0: off)."""
+
+    live: bool
+    stream: StreamSettings | None
+    webhooks_allow_private: bool | None
+    lag_max_ms: int
+
+
 def open_services(
-    ledger: Ledger,
-    billing: Billing | None = None,
-    live: bool = True,
-    stream: StreamSettings | None = None,
-    webhooks_allow_private: bool | None = None,
-    lag_max_ms: int = LAG_MAX_MS_DEFAULT,
+    ledger: Ledger, billing: Billing | None = None, **options: Unpack[ServiceOptions]
 ) -> Services:
-    """The services over ``ledger`` in the mode the arguments name (see the module);
+    """The services over ``ledger`` in the mode the options name (see the module);
     ``billing`` defaults to one over the ledger's file, closed by ``Services.stop``."""
+    live, stream = options.get("live", True), options.get("stream")
+    webhooks_allow_private = options.get("webhooks_allow_private")
+    lag_max_ms = options.get("lag_max_ms", LAG_MAX_MS_DEFAULT)
     service = billing_over(ledger) if billing is None else billing
     services = Services(ledger, service, LineSequences(service), owns_billing=billing is None)
     if live:

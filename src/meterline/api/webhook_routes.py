@@ -23,7 +23,8 @@ from meterline.api.dependencies import WebhooksDependency, caller
 from meterline.api.openapi import NO_NUL
 from meterline.api.reading import json_body
 from meterline.ledger.webhook_records import DELIVERIES_PAGE_MAX, DELIVERY_STATUSES
-from meterline.live.webhook_service import (
+from meterline.live.webhook_documents import delivery_document, endpoint_document
+from meterline.live.webhook_inputs import (
     ALL_KINDS,
     DESCRIPTION_LENGTH_MAX,
     URL_LENGTH_MAX,
@@ -31,8 +32,6 @@ from meterline.live.webhook_service import (
     EndpointDisabled,
     WebhookError,
     WebhookNotFound,
-    delivery_document,
-    endpoint_document,
 )
 
 T = TypeVar("T")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from decimal import Decimal
+from typing import TypedDict, Unpack
 
 from msgspec import UNSET
 
@@ -33,18 +34,23 @@ from meterline.core.periods import BillingPeriod
 from meterline.ledger.billing_records import StoredCreditNote
 
 
+class CreditNoteScope(TypedDict, total=False):
+    """What a credit note credits, by name: the whole invoice (``void``), some of its
+    lines in full (``lines``, by number) or a pre-tax ``amount``; none: its late events."""
+
+    void: bool
+    lines: Sequence[int]
+    amount: Decimal | None
+
+
 def credit_note(
-    context: BillingContext,
-    invoice_id: str,
-    reason: str,
-    void: bool = False,
-    lines: Sequence[int] = (),
-    amount: Decimal | None = None,
+    context: BillingContext, invoice_id: str, reason: str, **scope: Unpack[CreditNoteScope]
 ) -> StoredCreditNote:
     """A credit note against a finalized invoice: ``void`` credits its whole total;
     ``lines`` credits those lines in full and ``amount`` a pre-tax amount spread over its
     charges, each with the tax it carried; otherwise it settles the invoice's late events
     now (re-rated difference), so the next invoice will not carry them again."""
+    void, lines, amount = scope.get("void", False), scope.get("lines", ()), scope.get("amount")
     stored = context.invoice(invoice_id)
     document = context.document(invoice_id)
     now_us = context.clock()

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from decimal import Decimal, localcontext
 from typing import Any
 
+import msgspec
 from msgspec import UNSET
 
 from meterline.core.credits import (
@@ -29,12 +30,17 @@ from meterline.core.credits import (
     Void,
 )
 from meterline.core.documents import (
+    CreditCharge,
+    CreditEntryRecord,
+    CreditGrantBalance,
+    CreditsSection,
     Invoice,
     LedgerReference,
     PrepaidLine,
     PurchaseLine,
     ThresholdLine,
     decimal_text,
+    record_data,
 )
 from meterline.core.events import decode_exact, encode_canonical, format_timestamp
 from meterline.core.invoicing import ExtraLine
@@ -148,29 +154,29 @@ def credit_book(
 # -- charges kept on invoices ---------------------------------------------------------------
 
 
-def charge_record(charge: Charge) -> list[Any]:
-    return [
-        charge.start_us,
-        charge.end_us,
-        charge.line,
-        charge.meter,
-        charge.unit,
-        str(charge.amount),
-        charge.first_sequence,
-        charge.last_sequence,
-    ]
+def charge_record(charge: Charge) -> CreditCharge:
+    return CreditCharge(
+        start_us=charge.start_us,
+        end_us=charge.end_us,
+        line=charge.line,
+        meter=charge.meter,
+        unit=charge.unit,
+        amount=decimal_text(charge.amount),
+        first_sequence=charge.first_sequence,
+        last_sequence=charge.last_sequence,
+    )
 
 
-def charge_from_record(record: list[Any]) -> Charge:
-    start, end, line, meter, unit, amount, first, last = record
+def charge_from_record(record: CreditCharge) -> Charge:
+    start, end, line, meter, unit, amount, first, last = msgspec.structs.astuple(record)
     return Charge(start, end, line, meter, unit, Decimal(amount), first, last)
 
 
 def stored_charges(document: Invoice) -> list[Charge]:
-    section = document.credits
-    if not section:
+    section = document.credit_section()
+    if section is None:
         return []
-    return [charge_from_record(record) for record in section["charges"]]
+    return [charge_from_record(record) for record in section.charges]
 
 
 # -- what a period's credit ledger puts on its invoice -------------------------------------
@@ -323,7 +329,7 @@ def credits_section(
     charges: Sequence[Charge],
     period: BillingPeriod,
     overage: OverageMode,
-) -> dict[str, Any]:
+) -> CreditsSection:
     """The invoice's ``credits`` section: each grant's opening and closing balance, the
     period's entries and charges (kept so later periods replay what was billed)."""
     opening: dict[str, Decimal] = {}
@@ -345,34 +351,44 @@ def credits_section(
     grants = []
     for grant_id in sorted(touched, key=lambda g: book.grants[g].burn_key()):
         grant = book.grants[grant_id]
-        grants.append(
-            {
-                "grant": grant_id,
-                "unit": grant.unit,
-                "amount": str(grant.amount),
-                "paid": str(grant.paid),
-                "priority": grant.priority,
-                "effective": format_timestamp(grant.effective_us),
-                "expires": None if grant.expires_us is None else format_timestamp(grant.expires_us),
-                "scope": list(grant.scope),
-                "source": grant.source,
-                "opening": str(opening.get(grant_id, ZERO)),
-                "closing": str(closing.get(grant_id, ZERO)),
-            }
+        balance = CreditGrantBalance(
+            grant=grant_id,
+            unit=grant.unit,
+            amount=decimal_text(grant.amount),
+            paid=decimal_text(grant.paid),
+            priority=grant.priority,
+            effective=format_timestamp(grant.effective_us),
+            expires=None if grant.expires_us is None else format_timestamp(grant.expires_us),
+            scope=list(grant.scope),
+            source=grant.source,
+            opening=decimal_text(opening.get(grant_id, ZERO)),
+            closing=decimal_text(closing.get(grant_id, ZERO)),
         )
-    return {
-        "overage": overage,
-        "grants": grants,
-        "entries": [entry_record(entry) for entry in entries],
-        "charges": [charge_record(charge) for charge in charges],
-    }
+        grants.append(balance)
+    return CreditsSection(
+        overage=overage,
+        grants=grants,
+        entries=[entry_record(entry) for entry in entries],
+        charges=[charge_record(charge) for charge in charges],
+    )
 
 
-def entry_record(entry: Entry) -> dict[str, Any]:
-    record = entry.as_dict()
-    record["at"] = format_timestamp(entry.at_us)
-    del record["at_us"]
-    return record
+def entry_record(entry: Entry) -> CreditEntryRecord:
+    """A credit entry as invoices' credits sections and credit reports write it."""
+    return CreditEntryRecord(
+        kind=entry.kind,
+        unit=entry.unit,
+        amount=decimal_text(entry.amount),
+        debit=entry.debit,
+        credit=entry.credit,
+        grant=entry.grant,
+        reason=entry.reason,
+        line=entry.line,
+        meter=entry.meter,
+        first_sequence=entry.first_sequence,
+        last_sequence=entry.last_sequence,
+        at=format_timestamp(entry.at_us),
+    )
 
 
 # -- reports and off-cycle invoice documents ------------------------------------------------
@@ -444,7 +460,7 @@ def credit_report(
         "overage": inputs.overage,
         "grants": grants,
         "totals": totals,
-        "entries": [entry_record(entry) for entry in book.entries],
+        "entries": [record_data(entry_record(entry)) for entry in book.entries],
     }
 
 

@@ -16,7 +16,6 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any
 
 from meterline.billing.context import BillingContext, billing_cycle
 from meterline.billing.credits import CreditInputs
@@ -25,7 +24,7 @@ from meterline.billing.scan import RatingJob
 from meterline.billing.unbillable import CustomerFailure, failure_reason
 from meterline.core.coupons import Coupon, coupons_in_force
 from meterline.core.credits import Charge, CreditBook, cut_instants
-from meterline.core.documents import Invoice
+from meterline.core.documents import CreditsSection, Invoice, record_data
 from meterline.core.invoicing import Adjustment, ExtraLine, InvoiceHeader, build_invoice
 from meterline.core.model import Configuration, Contract, Segment
 from meterline.core.periods import BillingPeriod, local_date, local_midnight_us
@@ -40,7 +39,7 @@ class CreditPart:
     """A period's credit ledger as it shows on the invoice."""
 
     lines: list[ExtraLine]
-    section: dict[str, Any]
+    section: CreditsSection
     charges: list[Charge]
     book: CreditBook
 
@@ -129,7 +128,7 @@ def invoice_document(
         configuration,
         contract.credits.minimum_commit,
         [] if credit is None else credit.lines,
-        None if credit is None else credit.section,
+        None if credit is None else record_data(credit.section),
         redeemed_coupons(configuration, contract, job.period),
         tax_ask(configuration, contract),
     )

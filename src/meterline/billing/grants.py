@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 from decimal import Decimal
+from typing import TypedDict, Unpack
 
 from meterline.billing import balances
 from meterline.billing.context import BillingContext
@@ -33,21 +34,32 @@ def grant_ids(
     return ids
 
 
+class GrantTerms(TypedDict, total=False):
+    """A grant's optional terms, by name (``grant``'s defaults apply to those left out):
+    what was paid for it, its burn priority, when it takes effect and expires, the meters
+    it may pay for (empty: any) and who made it."""
+
+    paid: Decimal
+    priority: int
+    effective_us: int | None
+    expires_us: int | None
+    scope: tuple[str, ...]
+    source: str
+
+
 def grant(
     context: BillingContext,
     customer: str,
     unit: str,
     amount: Decimal,
     reason: str,
-    paid: Decimal = Decimal(0),
-    priority: int = 50,
-    effective_us: int | None = None,
-    expires_us: int | None = None,
-    scope: tuple[str, ...] = (),
-    source: str = "api",
+    **terms: Unpack[GrantTerms],
 ) -> tuple[StoredGrant, StoredInvoice | None]:
     """Grant credit to ``customer`` now (or from ``effective_us``, never in the past);
     a paid grant is invoiced at once, atomically with it (a ``purchase`` invoice)."""
+    paid, priority = terms.get("paid", Decimal(0)), terms.get("priority", 50)
+    effective_us, expires_us = terms.get("effective_us"), terms.get("expires_us")
+    scope, source = terms.get("scope", ()), terms.get("source", "api")
     loaded = context.current()
     configuration = loaded.configuration
     contract = context.contract(loaded, customer)

@@ -25,12 +25,12 @@ engine and the API read through billing). Each method here is one delegation.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from datetime import date
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import Any, Unpack
 
 from meterline.billing import (
     audit,
@@ -50,9 +50,11 @@ from meterline.billing import (
 from meterline.billing.audit import AuditReport
 from meterline.billing.close import CloseReport
 from meterline.billing.context import BillingContext, Loaded, billing_cycle, invoice_cut
+from meterline.billing.credit_notes import CreditNoteScope
 from meterline.billing.credits import CreditInputs
 from meterline.billing.documents import CreditPart
 from meterline.billing.errors import BillingError, InvalidRequest, NotFound, RatingFailed
+from meterline.billing.grants import GrantTerms
 from meterline.billing.locking import ReadersWriterLock
 from meterline.billing.payments import PaymentRequest, Recorded
 from meterline.billing.proofs import Verifier, standalone_verifier
@@ -201,32 +203,10 @@ class Billing:
         return balances.credit_history(self.context, customer, at)
 
     def grant(
-        self,
-        customer: str,
-        unit: str,
-        amount: Decimal,
-        reason: str,
-        paid: Decimal = Decimal(0),
-        priority: int = 50,
-        effective_us: int | None = None,
-        expires_us: int | None = None,
-        scope: tuple[str, ...] = (),
-        source: str = "api",
+        self, customer: str, unit: str, amount: Decimal, reason: str, **terms: Unpack[GrantTerms]
     ) -> tuple[StoredGrant, StoredInvoice | None]:
         """``grants.grant``."""
-        return grants.grant(
-            self.context,
-            customer,
-            unit,
-            amount,
-            reason,
-            paid,
-            priority,
-            effective_us,
-            expires_us,
-            scope,
-            source,
-        )
+        return grants.grant(self.context, customer, unit, amount, reason, **terms)
 
     def void_grant(self, customer: str, grant_id: str, reason: str) -> CreditAction:
         """``grants.void_grant``."""
@@ -285,15 +265,10 @@ class Billing:
         return proofs.proof(self.context, invoice_id, line_number, event_id)
 
     def credit_note(
-        self,
-        invoice_id: str,
-        reason: str,
-        void: bool = False,
-        lines: Sequence[int] = (),
-        amount: Decimal | None = None,
+        self, invoice_id: str, reason: str, **scope: Unpack[CreditNoteScope]
     ) -> StoredCreditNote:
         """``credit_notes.credit_note``."""
-        return credit_notes.credit_note(self.context, invoice_id, reason, void, lines, amount)
+        return credit_notes.credit_note(self.context, invoice_id, reason, **scope)
 
     @property
     def payment_records(self) -> PaymentStore:

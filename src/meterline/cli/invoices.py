@@ -253,7 +253,7 @@ def invoices_credit_note(
         raise fail(str(error), 2) from None
     with open_billing(db) as billing:
         try:
-            note = billing.credit_note(invoice, reason, void, line or (), exact)
+            note = billing.credit_note(invoice, reason, void=void, lines=line or (), amount=exact)
         except BillingError as error:
             raise fail(str(error), 1) from None
     print(note.document.decode())

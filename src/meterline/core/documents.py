@@ -35,9 +35,13 @@ __all__ = [
     "CommitmentLine",
     "ConfigurationReference",
     "CouponLine",
+    "CreditCharge",
+    "CreditEntryRecord",
+    "CreditGrantBalance",
     "CreditLine",
     "CreditNote",
     "CreditNoteLine",
+    "CreditsSection",
     "DecimalText",
     "DiscountLine",
     "FeeLine",
@@ -62,12 +66,14 @@ __all__ = [
     "document_bytes",
     "document_data",
     "document_hash",
-    "invoice_of",
     "line_lineage",
     "line_meter",
+    "line_of",
     "line_service",
     "plain_decimal",
+    "record_data",
     "record_of",
+    "spelled_decimal",
 ]
 
 RecordType = TypeVar("RecordType")
@@ -374,6 +380,14 @@ class Invoice(_Record, frozen=True, kw_only=True):
     credits: dict[str, Any] | UnsetType = UNSET
     control: str | UnsetType = UNSET
 
+    def credit_section(self) -> CreditsSection | None:
+        """The ``credits`` section as a typed record (None when the invoice has none).
+        The field itself keeps the section's data as written, so any section's bytes
+        read back unchanged; this reads the one ``billing.credits`` writes."""
+        if not self.credits:
+            return None
+        return record_of(self.credits, CreditsSection)
+
     def period_span(self) -> PeriodSpan:
         """The invoice's period (ValueError for a purchase invoice, which has none)."""
         if not self.period:
@@ -385,6 +399,65 @@ class Invoice(_Record, frozen=True, kw_only=True):
         if not self.ledger:
             raise ValueError(f"invoice {self.number}: ledger.through: no ledger cut")
         return _cut_of(self.ledger.through, self.ledger.through_sequence, "ledger.through")
+
+
+class CreditGrantBalance(_Record, frozen=True, kw_only=True):
+    """A grant the period touched: its terms, and its balance at the period's start
+    (``opening``) and end (``closing``)."""
+
+    grant: str
+    unit: str
+    amount: DecimalText
+    paid: DecimalText
+    priority: int
+    effective: str
+    expires: str | None
+    scope: list[str]
+    source: str
+    opening: DecimalText
+    closing: DecimalText
+
+
+class CreditEntryRecord(_Record, frozen=True, kw_only=True):
+    """One balanced movement of credit (``core.credit_records.Entry``) as documents and
+    reports write it: ``amount`` from ``credit`` to ``debit`` at the instant ``at``."""
+
+    kind: str
+    unit: str
+    amount: DecimalText
+    debit: str
+    credit: str
+    grant: str | None
+    reason: str
+    line: str | None
+    meter: str | None
+    first_sequence: int | None
+    last_sequence: int | None
+    at: str
+
+
+class CreditCharge(_Record, frozen=True, kw_only=True, array_like=True):
+    """A charge the period's credit book was run with (``core.credit_records.Charge``),
+    kept so later periods replay what was billed; written as an array."""
+
+    start_us: int
+    end_us: int
+    line: str
+    meter: str
+    unit: str
+    amount: DecimalText
+    first_sequence: int | None
+    last_sequence: int | None
+
+
+class CreditsSection(_Record, frozen=True, kw_only=True):
+    """An invoice's ``credits`` section: the overage mode, each grant the period touched,
+    the period's entries and the charges the book ran with."""
+
+    overage: str
+    grants: list[CreditGrantBalance]
+    entries: list[CreditEntryRecord]
+    charges: list[CreditCharge]
 
 
 class CreditNoteLine(_Record, frozen=True, kw_only=True):
@@ -426,10 +499,16 @@ def _encode_hook(value: Any) -> Any:
     raise NotImplementedError(f"{type(value).__name__} is not part of a document")
 
 
+def spelled_decimal(text: str) -> DecimalText:
+    """The Decimal ``text`` spells, written back as that very text (ArithmeticError when
+    it spells none)."""
+    return DecimalText(text) if "e" in text.lower() else PlainDecimal(text)
+
+
 def _decode_hook(kind: type, value: Any) -> Any:
     if kind is DecimalText and type(value) is str:
         try:
-            return DecimalText(value) if "e" in value.lower() else PlainDecimal(value)
+            return spelled_decimal(value)
         except ArithmeticError:
             raise msgspec.ValidationError(f"{value!r} is not a decimal") from None
     raise NotImplementedError(f"{kind} is not part of a document")
@@ -440,9 +519,7 @@ _ENCODER = msgspec.json.Encoder(order="sorted", decimal_format="number", enc_hoo
 numbers) that also spells ``DecimalText`` fields as the document does."""
 _INVOICE_DECODER = msgspec.json.Decoder(Invoice, dec_hook=_decode_hook, float_hook=Decimal)
 _DATA_DECODER = msgspec.json.Decoder(float_hook=Decimal)
-_CREDIT_NOTE_DECODER = msgspec.json.Decoder(
-    CreditNote, dec_hook=_decode_hook, float_hook=Decimal
-)
+_CREDIT_NOTE_DECODER = msgspec.json.Decoder(CreditNote, dec_hook=_decode_hook, float_hook=Decimal)
 
 
 def document_bytes(document: Invoice | CreditNote) -> bytes:
@@ -453,6 +530,12 @@ def document_bytes(document: Invoice | CreditNote) -> bytes:
 def document_hash(document: Invoice | CreditNote) -> str:
     """SHA-256 of the canonical bytes, hex: covers every line, its price and lineage root."""
     return hashlib.sha256(document_bytes(document)).hexdigest()
+
+
+def record_data(record: msgspec.Struct) -> Any:
+    """A record as plain data in its fields' declared order, decimal text as written:
+    what a section or report puts beside other plain data."""
+    return msgspec.to_builtins(record, enc_hook=_encode_hook)
 
 
 def document_data(document: Invoice | CreditNote | InvoiceLine) -> Any:
@@ -480,9 +563,10 @@ def line_meter(line: InvoiceLine) -> str | None:
     return line.meter if isinstance(line, MeterUsageLine | TrialLine) else None
 
 
-def invoice_of(data: Mapping[str, Any]) -> Invoice:
-    """An invoice from its plain data (as ``core.invoicing`` assembles it), typed once."""
-    return record_of(data, Invoice)
+def line_of(data: Mapping[str, Any]) -> InvoiceLine:
+    """An invoice line from its plain data (its ``kind`` names its record)."""
+    line: InvoiceLine = msgspec.convert(data, InvoiceLine, dec_hook=_decode_hook)
+    return line
 
 
 def record_of(data: Mapping[str, Any], kind: type[RecordType]) -> RecordType:

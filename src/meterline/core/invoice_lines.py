@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from decimal import Decimal, localcontext
 from typing import Any, Protocol
 
+from meterline.core.documents import InvoiceLine, line_of
 from meterline.core.money import MONEY_CONTEXT, RoundingMode, round_amount
 
 ZERO = Decimal(0)
@@ -32,9 +33,10 @@ class BodyLine(Protocol):
 
 def numbered_lines(
     body: Sequence[BodyLine], currency: str, rounding: RoundingMode
-) -> tuple[list[dict[str, Any]], Decimal]:
-    """The document's lines, each rounded once, and their total. ``prepaid`` lines (amounts
-    billed early) net no more than the other lines owe (``netted_amounts``)."""
+) -> tuple[list[InvoiceLine], Decimal]:
+    """The document's lines, each rounded once and typed as it is numbered, and their
+    total. ``prepaid`` lines (amounts billed early) net no more than the other lines owe
+    (``netted_amounts``)."""
     rounded = [round_amount(line.amount, currency, rounding) for line in body]
     netted = netted_amounts([line.kind for line in body], rounded)
     lines = []
@@ -54,7 +56,7 @@ def numbered_lines(
         if capped:
             with localcontext(MONEY_CONTEXT):
                 record["carried"] = str(amount - rounded[number - 1])
-        lines.append(record)
+        lines.append(line_of(record))
     return lines, total
 
 

@@ -27,14 +27,20 @@ from dataclasses import dataclass, field
 from decimal import Decimal, localcontext
 from typing import Any
 
+from msgspec import UNSET
+
 from meterline.core.coupons import Coupon, Discountable, apply_coupons
 from meterline.core.cuts import Cut
 from meterline.core.documents import (
-    INVOICE_SCHEMA,
+    ConfigurationReference,
     Invoice,
+    InvoiceLine,
+    LedgerReference,
+    PeriodSpan,
+    TermsSpan,
     document_bytes,
     document_hash,
-    invoice_of,
+    spelled_decimal,
 )
 from meterline.core.events import format_timestamp
 from meterline.core.invoice_lines import numbered_lines
@@ -390,10 +396,7 @@ def build_invoice(
     if tax is not None:
         body += tax_lines_of(body, shares, tax, header)
     lines, total = numbered_lines(body, header.currency, rounding)
-    document = _document(header, segment_list, lines, total)
-    if credits is not None:
-        document["credits"] = credits
-    return invoice_of(document)
+    return _document(header, segment_list, lines, total, credits)
 
 
 def _service_lines(
@@ -420,42 +423,43 @@ def _service_lines(
 def _document(
     header: InvoiceHeader,
     segment_list: Sequence[Segment],
-    lines: list[dict[str, Any]],
+    lines: list[InvoiceLine],
     total: Decimal,
-) -> dict[str, Any]:
+    credits: dict[str, Any] | None,
+) -> Invoice:
     period, timezone = header.period, header.timezone
-    return {
-        "schema": INVOICE_SCHEMA,
-        "number": header.number,
-        "status": "draft" if header.number is None else "finalized",
-        "customer": header.customer,
-        "currency": header.currency,
-        "timezone": timezone,
-        "period": {
-            "start": format_timestamp(period.start_us),
-            "end": format_timestamp(period.end_us),
-            "label": str(local_date(timezone, period.start_us)),
-        },
-        "terms": [
-            {
-                "start": format_timestamp(segment.start_us),
-                "end": format_timestamp(segment.end_us),
-                "plan": segment.terms.plan.label,
-                "overrides": not segment.terms.overrides.is_empty(),
-            }
+    return Invoice(
+        number=header.number,
+        status="draft" if header.number is None else "finalized",
+        customer=header.customer,
+        currency=header.currency,
+        timezone=timezone,
+        period=PeriodSpan(
+            start=format_timestamp(period.start_us),
+            end=format_timestamp(period.end_us),
+            label=str(local_date(timezone, period.start_us)),
+        ),
+        terms=[
+            TermsSpan(
+                start=format_timestamp(segment.start_us),
+                end=format_timestamp(segment.end_us),
+                plan=segment.terms.plan.label,
+                overrides=not segment.terms.overrides.is_empty(),
+            )
             for segment in segment_list
         ],
-        "configuration": {
-            "revision": header.configuration_revision,
-            "hash": header.configuration_hash,
-        },
-        "ledger": {"through": header.through.to_json()},
-        "lines": lines,
-        "total": str(round_amount(total, header.currency)),  # exact already; fixes the scale
-        "finalized_at": None
+        configuration=ConfigurationReference(
+            revision=header.configuration_revision, hash=header.configuration_hash
+        ),
+        ledger=LedgerReference(through=header.through.to_json()),
+        lines=lines,
+        # exact already; rounding fixes the scale
+        total=spelled_decimal(str(round_amount(total, header.currency))),
+        finalized_at=None
         if header.finalized_at_us is None
         else format_timestamp(header.finalized_at_us),
-    }
+        credits=UNSET if credits is None else credits,
+    )
 
 
 _KIND_ORDER = {

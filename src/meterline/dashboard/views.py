@@ -300,16 +300,11 @@ def waterfall_tables(waterfall: Mapping[tuple[str, str, str], Decimal]) -> list[
 
 @dataclass(frozen=True, slots=True)
 class RollforwardRow:
-    """Deferred revenue of one account over one month: opening + billed - recognized =
-    closing."""
+    """Deferred revenue of one account over one month (``month``, its local label): the
+    account's roll-forward over it, opening + billed - recognized = closing."""
 
     month: str
-    account: str
-    currency: str
-    opening: Decimal
-    billed: Decimal
-    recognized: Decimal
-    closing: Decimal
+    rollforward: Rollforward
 
 
 def rollforward_rows(
@@ -324,17 +319,7 @@ def rollforward_rows(
                 continue
             if not (item.opening or item.billed or item.recognized or item.closing):
                 continue
-            rows.append(
-                RollforwardRow(
-                    month,
-                    item.account,
-                    item.currency,
-                    item.opening,
-                    item.billed,
-                    item.recognized,
-                    item.closing,
-                )
-            )
+            rows.append(RollforwardRow(month, item))
     return rows
 
 

@@ -60,28 +60,16 @@ from meterline.finance.table_loading import (
     load_tables,
     quote,
 )
-from meterline.finance.tables import (
-    MONEY,
-    MONEY_INTEGER_DIGITS,
-    MONEY_PLACES,
-    TABLES,
-    Column,
-    Table,
-    table_names,
-)
+from meterline.finance.tables import TABLES, Table, table_names
 
 __all__ = [
     "CHUNK_ROWS",
     "EPOCH",
     "INTERRUPT_WAIT_S",
-    "MONEY",
-    "MONEY_INTEGER_DIGITS",
-    "MONEY_PLACES",
     "QUERY_STATEMENTS",
     "TABLES",
     "TEMPORARY_PREFIXES",
     "WAIT_POLL_S",
-    "Column",
     "ExportError",
     "ExportResult",
     "QueryError",

@@ -28,7 +28,7 @@ Invariants: ``events``, ``batches`` and ``checkpoints`` refuse UPDATE and DELETE
 from __future__ import annotations
 
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from hashlib import sha256
 from typing import Any
 
@@ -36,7 +36,7 @@ import psycopg.errors
 from psycopg.types.string import BytesBinaryDumper
 
 from meterline.core.chain import BatchRecord, HeadState, seal_batch
-from meterline.core.events import PreparedEvent, event_source, same_event, source_idempotency_key
+from meterline.core.events import event_source, same_event, source_idempotency_key
 from meterline.core.outcomes import EventOutcome, Status
 from meterline.core.partitions import DEFAULT_PARTITIONS, PartitionMap, check_partition_count
 from meterline.errors import StoreError
@@ -51,7 +51,6 @@ from meterline.ledger.heads import (
     HEAD_COLUMNS,
     HEADS_SCHEMA,
     LEASE_COLUMNS,
-    Lease,
     batch_rows,
     check_leases,
     head_row,
@@ -59,13 +58,25 @@ from meterline.ledger.heads import (
     initial_heads_sql,
 )
 from meterline.ledger.location import describe
-from meterline.ledger.sql_reads import SqlLedgerReads
-from meterline.ledger.store import DEFAULT_DEDUP_KEY, DedupKey, check_dedup_key
+from meterline.ledger.sql_reads import (
+    EVENTS_APPEND_ONLY,
+    SqlLedgerReads,
+    api_keys_schema,
+    event_row,
+)
+from meterline.ledger.store import (
+    DEFAULT_DEDUP_KEY,
+    AppendBatch,
+    DedupKey,
+    Leases,
+    check_dedup_key,
+)
 
 SCHEMA_VERSION = 2
 
 _META = "CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);"
-_SCHEMA = """
+_SCHEMA = (
+    """
 CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS events (
     sequence BIGINT NOT NULL,
@@ -80,20 +91,10 @@ CREATE TABLE IF NOT EXISTS events (
     PRIMARY KEY (partition_number, sequence),
     UNIQUE (customer, event_id, partition_number)
 ) PARTITION BY LIST (partition_number);
-CREATE TRIGGER IF NOT EXISTS events_append_only_update BEFORE UPDATE ON events
-BEGIN SELECT RAISE(ABORT, 'the ledger is append-only: events cannot be updated'); END;
-CREATE TRIGGER IF NOT EXISTS events_append_only_delete BEFORE DELETE ON events
-BEGIN SELECT RAISE(ABORT, 'the ledger is append-only: events cannot be deleted'); END;
-CREATE TABLE IF NOT EXISTS api_keys (
-    key_id TEXT PRIMARY KEY,
-    secret_sha256 BLOB NOT NULL,
-    scope TEXT NOT NULL,
-    customer TEXT,
-    name TEXT NOT NULL,
-    created_at_us BIGINT NOT NULL,
-    revoked_at_us BIGINT
-);
 """
+    + EVENTS_APPEND_ONLY
+    + api_keys_schema("BIGINT")
+)
 _UNIQUE_CUSTOMER_ID = "    UNIQUE (customer, event_id, partition_number)\n"
 _SOURCE_OWNER = "(CASE WHEN source = '' THEN customer ELSE '' END)"
 """The second part of a ``(source, id)`` key: the customer of an event without a source."""
@@ -200,7 +201,7 @@ class PostgresStore(SqlLedgerReads):
         return connection
 
     def _writer(
-        self, partitions: Sequence[int], leases: Mapping[int, Lease] | None
+        self, partitions: Sequence[int], leases: Leases
     ) -> tuple[PostgresConnection, threading.Lock]:
         """The connection and lock an append writes with: a fenced append of one
         partition gets that partition's own (opened on first use), anything else the
@@ -315,10 +316,7 @@ class PostgresStore(SqlLedgerReads):
     # -- writing -------------------------------------------------------------------------
 
     def append(
-        self,
-        batch: Sequence[tuple[int, PreparedEvent]],
-        ingested_at_us: int,
-        leases: Mapping[int, Lease] | None = None,
+        self, batch: AppendBatch, ingested_at_us: int, leases: Leases = None
     ) -> list[EventOutcome]:
         if not batch:
             return []
@@ -361,16 +359,14 @@ class PostgresStore(SqlLedgerReads):
                 raise
         return outcomes
 
-    def _partitions_of(self, batch: Sequence[tuple[int, PreparedEvent]]) -> list[int]:
+    def _partitions_of(self, batch: AppendBatch) -> list[int]:
         """Each event's partition (customers' partitions are remembered: a SHA-256 each)."""
         partition_of = self._partition_of
         if partition_of.count != self.partitions:  # set_partitions changed it (no events yet)
             partition_of = self._partition_of = PartitionMap(self.partitions)
         return [partition_of(event.customer) for _, event in batch]
 
-    def _keys_of(
-        self, batch: Sequence[tuple[int, PreparedEvent]]
-    ) -> tuple[list[tuple[str, ...]], list[str] | None]:
+    def _keys_of(self, batch: AppendBatch) -> tuple[list[tuple[str, ...]], list[str] | None]:
         """Each event's idempotency key, and (keyed by source) each event's source."""
         if not self._by_source:
             return [(event.customer, event.id) for _, event in batch], None
@@ -383,7 +379,7 @@ class PostgresStore(SqlLedgerReads):
 
     @staticmethod
     def _stage(
-        batch: Sequence[tuple[int, PreparedEvent]],
+        batch: AppendBatch,
         keys: list[tuple[str, ...]],
         sources: list[str] | None,
         partition_of_batch: list[int],
@@ -402,7 +398,7 @@ class PostgresStore(SqlLedgerReads):
         for number, ((position, event), partition) in enumerate(
             zip(batch, partition_of_batch, strict=True)
         ):
-            customer, event_id, event_type, timestamp_us, body = event
+            event_id, body = event.id, event.body
             key = keys[number]
             found = (stored.get(key) or staged.get(key)) if stored else staged.get(key)
             if found is not None:
@@ -412,17 +408,8 @@ class PostgresStore(SqlLedgerReads):
             sequence = next_sequence[partition]
             next_sequence[partition] = sequence + 1
             staged[key] = (sequence, body)
-            row: tuple[object, ...] = (
-                sequence,
-                customer,
-                event_id,
-                event_type,
-                timestamp_us,
-                ingested_at_us,
-                body,
-                sha256(b"\x00" + body).digest(),  # core.chain.event_hash, inlined
-                partition,
-            )
+            digest = sha256(b"\x00" + body).digest()  # core.chain.event_hash, inlined
+            row = (*event_row(sequence, event, ingested_at_us, digest), partition)
             rows.append(row if sources is None else (*row, sources[number]))
             outcomes.append(EventOutcome(position, "accepted", event_id, sequence))
         return rows, outcomes

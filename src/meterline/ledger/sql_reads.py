@@ -8,11 +8,14 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
+from dataclasses import astuple
 from typing import Any
 
 from meterline.core.chain import BatchRecord, HeadState, StoredRecord, ledger_head_hash
 from meterline.core.cuts import Cut
+from meterline.core.events import PreparedEvent
 from meterline.core.partitions import partition_of
+from meterline.keys import NewKey
 from meterline.ledger.cut_sql import cut_condition
 from meterline.ledger.database import open_connection, stream_rows
 from meterline.ledger.heads import (
@@ -32,6 +35,38 @@ from meterline.ledger.store import (
     position,
     split_position,
 )
+
+EVENTS_APPEND_ONLY = """\
+CREATE TRIGGER IF NOT EXISTS events_append_only_update BEFORE UPDATE ON events
+BEGIN SELECT RAISE(ABORT, 'the ledger is append-only: events cannot be updated'); END;
+CREATE TRIGGER IF NOT EXISTS events_append_only_delete BEFORE DELETE ON events
+BEGIN SELECT RAISE(ABORT, 'the ledger is append-only: events cannot be deleted'); END;
+"""
+"""The triggers that keep stored events from being updated or deleted (SQLite's syntax;
+``ledger.database`` translates it for PostgreSQL)."""
+
+
+def event_row(
+    sequence: int, event: PreparedEvent, ingested_at_us: int, digest: bytes
+) -> tuple[object, ...]:
+    """The columns both stores' ``events`` tables begin with, for ``event`` at ``sequence``:
+    sequence, customer, event_id, type, timestamp_us, ingested_at_us, body, hash."""
+    customer, event_id, event_type, timestamp_us, body = event
+    return (sequence, customer, event_id, event_type, timestamp_us, ingested_at_us, body, digest)
+
+
+def api_keys_schema(integer: str) -> str:
+    """The API keys table both stores keep, with ``integer`` their 64-bit integer type."""
+    return f"""CREATE TABLE IF NOT EXISTS api_keys (
+    key_id TEXT PRIMARY KEY,
+    secret_sha256 BLOB NOT NULL,
+    scope TEXT NOT NULL,
+    customer TEXT,
+    name TEXT NOT NULL,
+    created_at_us {integer} NOT NULL,
+    revoked_at_us {integer}
+);
+"""
 
 
 class SqlLedgerReads:
@@ -230,19 +265,11 @@ class SqlLedgerReads:
 
     # -- API keys ------------------------------------------------------------------------
 
-    def put_key(
-        self,
-        key_id: str,
-        secret_sha256: bytes,
-        scope: str,
-        customer: str | None,
-        name: str,
-        created_at_us: int,
-    ) -> None:
+    def put_key(self, key: NewKey) -> None:
         with self._write_lock:
             self._connection.execute(
                 "INSERT INTO api_keys VALUES (?, ?, ?, ?, ?, ?, NULL)",
-                (key_id, secret_sha256, scope, customer, name, created_at_us),
+                astuple(key),
             )
 
     def get_key(self, key_id: str) -> tuple[bytes, str, str | None, int | None] | None:

@@ -20,7 +20,7 @@ from __future__ import annotations
 import sqlite3
 import threading
 import weakref
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator
 from hashlib import sha256
 from itertools import repeat
 from operator import itemgetter
@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from meterline.core.chain import GENESIS_HASH, seal_batch
-from meterline.core.events import PreparedEvent, event_source, same_event, source_idempotency_key
+from meterline.core.events import event_source, same_event, source_idempotency_key
 from meterline.core.outcomes import EventOutcome, Status
 from meterline.errors import StoreError
 from meterline.ledger.bucket_records import BatchFolder, appended_events
@@ -39,15 +39,25 @@ from meterline.ledger.heads import (
     INSERT_BATCH,
     LEASE_COLUMNS,
     UPDATE_HEAD,
-    Lease,
     batch_rows,
     check_leases,
     head_row,
     head_updates,
     initial_heads_sql,
 )
-from meterline.ledger.sql_reads import SqlLedgerReads
-from meterline.ledger.store import DEFAULT_DEDUP_KEY, DedupKey, check_dedup_key
+from meterline.ledger.sql_reads import (
+    EVENTS_APPEND_ONLY,
+    SqlLedgerReads,
+    api_keys_schema,
+    event_row,
+)
+from meterline.ledger.store import (
+    DEFAULT_DEDUP_KEY,
+    AppendBatch,
+    DedupKey,
+    Leases,
+    check_dedup_key,
+)
 
 SCHEMA_VERSION = 2
 CHECKPOINT_INTERVAL_S = 0.05
@@ -56,7 +66,8 @@ WRITER_CHECKPOINT_PAGES = 8192
 """WAL size (pages) past which the writer checkpoints itself, should the thread fall behind."""
 
 _META = "CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL)"
-_SCHEMA = """
+_SCHEMA = (
+    """
 CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS events (
     sequence INTEGER PRIMARY KEY,
@@ -69,20 +80,10 @@ CREATE TABLE IF NOT EXISTS events (
     hash BLOB NOT NULL,
     partition_number INTEGER NOT NULL DEFAULT 0
 );
-CREATE TRIGGER IF NOT EXISTS events_append_only_update BEFORE UPDATE ON events
-BEGIN SELECT RAISE(ABORT, 'the ledger is append-only: events cannot be updated'); END;
-CREATE TRIGGER IF NOT EXISTS events_append_only_delete BEFORE DELETE ON events
-BEGIN SELECT RAISE(ABORT, 'the ledger is append-only: events cannot be deleted'); END;
-CREATE TABLE IF NOT EXISTS api_keys (
-    key_id TEXT PRIMARY KEY,
-    secret_sha256 BLOB NOT NULL,
-    scope TEXT NOT NULL,
-    customer TEXT,
-    name TEXT NOT NULL,
-    created_at_us INTEGER NOT NULL,
-    revoked_at_us INTEGER
-);
 """
+    + EVENTS_APPEND_ONLY
+    + api_keys_schema("INTEGER")
+)
 
 _EVENTS_END = "    partition_number INTEGER NOT NULL DEFAULT 0\n);"
 _SOURCE_SCHEMA = _SCHEMA.replace(
@@ -345,10 +346,7 @@ class SqliteStore(SqlLedgerReads):
         return None
 
     def append(
-        self,
-        batch: Sequence[tuple[int, PreparedEvent]],
-        ingested_at_us: int,
-        leases: Mapping[int, Lease] | None = None,
+        self, batch: AppendBatch, ingested_at_us: int, leases: Leases = None
     ) -> list[EventOutcome]:
         """Append ``batch`` (positions and events) in one transaction: each new event
         at the next sequence, a replay answered ``duplicate`` (same bytes) or
@@ -388,9 +386,7 @@ class SqliteStore(SqlLedgerReads):
             self._indexed_through = staged.next_sequence - 1
         return staged.outcomes
 
-    def _stage(
-        self, batch: Sequence[tuple[int, PreparedEvent]], first: int, ingested_at_us: int
-    ) -> _Staged:
+    def _stage(self, batch: AppendBatch, first: int, ingested_at_us: int) -> _Staged:
         """The rows, leaves and outcomes of ``batch`` appended from sequence ``first``: at
         once, column by column, when no event is already stored and no two share a key
         (the common batch); else event by event (``_stage_each``)."""
@@ -432,7 +428,7 @@ class SqliteStore(SqlLedgerReads):
 
     def _stage_each(
         self,
-        batch: Sequence[tuple[int, PreparedEvent]],
+        batch: AppendBatch,
         keys: list[int],
         first: int,
         ingested_at_us: int,
@@ -446,7 +442,7 @@ class SqliteStore(SqlLedgerReads):
         outcomes: list[EventOutcome] = []
         sequence = first
         for (position, event), key in zip(batch, keys, strict=True):
-            customer, event_id, event_type, timestamp_us, body = event
+            customer, event_id, body = event.customer, event.id, event.body
             source = event_source(body) if self._by_source else ""
             identity = self._identity(customer, event_id, source)
             if key in index or key in staged:
@@ -460,16 +456,7 @@ class SqliteStore(SqlLedgerReads):
                 staged[key] = sequence
             digest = sha256(_LEAF_PREFIX + body).digest()
             leaves.append(digest)
-            row: tuple[object, ...] = (
-                sequence,
-                customer,
-                event_id,
-                event_type,
-                timestamp_us,
-                ingested_at_us,
-                body,
-                digest,
-            )
+            row = event_row(sequence, event, ingested_at_us, digest)
             rows.append((*row, source) if self._by_source else row)
             outcomes.append(EventOutcome(position, "accepted", event_id, sequence))
             sequence += 1

@@ -95,6 +95,12 @@ class EventPage:
     next_after: int | None
 
 
+AppendBatch = Sequence[tuple[int, PreparedEvent]]
+"""What ``LedgerStore.append`` takes: events, each with its position in the request."""
+Leases = Mapping[int, Lease] | None
+"""The write leases an appender holds, by partition (``ledger.heads``); None: no lease."""
+
+
 class LedgerStore(KeyStore, Protocol):
     """Durable, append-only storage of the chained ledger and the API keys."""
 
@@ -109,9 +115,9 @@ class LedgerStore(KeyStore, Protocol):
 
     def append(
         self,
-        batch: Sequence[tuple[int, PreparedEvent]],
+        batch: AppendBatch,
         ingested_at_us: int,
-        leases: Mapping[int, Lease] | None = None,
+        leases: Leases = None,
     ) -> list[EventOutcome]:
         """Append the new events of ``batch`` atomically and durably, in order, one
         committed batch per partition written.

@@ -64,10 +64,6 @@ from meterline.live.webhook_destinations import (
 )
 from meterline.live.webhook_documents import delivery_document, endpoint_document
 from meterline.live.webhook_inputs import (
-    ALL_KINDS,
-    DESCRIPTION_LENGTH_MAX,
-    URL_LENGTH_MAX,
-    WEBHOOK_KINDS,
     EndpointDisabled,
     WebhookError,
     WebhookNotFound,
@@ -79,15 +75,11 @@ from meterline.live.webhook_inputs import (
 
 __all__ = [
     "ALLOW_PRIVATE_ENV",
-    "ALL_KINDS",
     "ATTEMPT_HEADER",
     "DELIVERY_ID_HEADER",
-    "DESCRIPTION_LENGTH_MAX",
     "EVENT_ID_HEADER",
     "KIND_HEADER",
     "SIGNATURE_HEADER",
-    "URL_LENGTH_MAX",
-    "WEBHOOK_KINDS",
     "Dispatcher",
     "EndpointDisabled",
     "RetryPolicy",
