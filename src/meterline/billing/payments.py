@@ -15,7 +15,6 @@ made by its end (UTC).
 
 from __future__ import annotations
 
-import threading
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
@@ -81,27 +80,6 @@ class Recorded:
     movement: Movement
     standing: Standing
 
-
-class OpenedOnUse:
-    """The payment records of a ledger, opened when first used (most commands never
-    touch them) and closed with the billing that holds them."""
-
-    def __init__(self, path: str) -> None:
-        self.path = path
-        self._store: PaymentStore | None = None
-        self._lock = threading.Lock()
-
-    def store(self) -> PaymentStore:
-        with self._lock:
-            if self._store is None:
-                self._store = PaymentStore(self.path)
-            return self._store
-
-    def close(self) -> None:
-        with self._lock:
-            if self._store is not None:
-                self._store.close()
-                self._store = None
 
 
 def end_of_day_us(day: date) -> int:

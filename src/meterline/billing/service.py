@@ -76,7 +76,6 @@ from meterline.core.payments import (
     Standing,
 )
 from meterline.core.periods import BillingPeriod
-from meterline.ledger import workspace_records
 from meterline.ledger.billing_records import (
     BillingStore,
     CreditAction,
@@ -86,6 +85,7 @@ from meterline.ledger.billing_records import (
 )
 from meterline.ledger.event_ledger import Ledger
 from meterline.ledger.integrity import OpenErrors, inspect_store, unreadable
+from meterline.ledger.opened_on_use import OpenedOnUse
 from meterline.ledger.payment_records import PaymentStore
 from meterline.ledger.workspace_records import WorkspaceStore
 
@@ -119,8 +119,8 @@ class Billing:
 
     def __init__(self, ledger: Ledger, store: BillingStore, clock: Clock = system_clock_us):
         self.context = BillingContext(ledger, store, clock)
-        self._payments = payments.OpenedOnUse(store.path)
-        self._workspace = workspace_records.OpenedOnUse(store.path)
+        self._payments = OpenedOnUse(store.path, PaymentStore)
+        self._workspace = OpenedOnUse(store.path, WorkspaceStore)
 
     @property
     def ledger(self) -> Ledger:
@@ -314,11 +314,11 @@ class Billing:
         )
 
     def close_payments(self) -> None:
-        """``payments.OpenedOnUse.close``."""
+        """Close the payment records (``ledger.opened_on_use``)."""
         return self._payments.close()
 
     def close_workspace(self) -> None:
-        """``workspace_records.OpenedOnUse.close``."""
+        """Close the workspace records (``ledger.opened_on_use``)."""
         return self._workspace.close()
 
     @property

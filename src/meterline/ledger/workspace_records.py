@@ -256,25 +256,3 @@ class WorkspaceStore:
     def close(self) -> None:
         with self._lock:
             self._connection.close()
-
-
-class OpenedOnUse:
-    """The workspace records of a ledger, opened when first used and closed with the
-    billing that holds them."""
-
-    def __init__(self, path: str) -> None:
-        self.path = path
-        self._store: WorkspaceStore | None = None
-        self._lock = threading.Lock()
-
-    def store(self) -> WorkspaceStore:
-        with self._lock:
-            if self._store is None:
-                self._store = WorkspaceStore(self.path)
-            return self._store
-
-    def close(self) -> None:
-        with self._lock:
-            if self._store is not None:
-                self._store.close()
-                self._store = None
