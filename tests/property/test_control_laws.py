@@ -528,3 +528,29 @@ def test_a_rate_counters_window_total_is_the_sum_of_its_seconds(
         expected = sum((q for s, q in seconds.items() if first <= s < first + width), D(0))
         total = counter.total(first * SPIKE_BUCKET_US, (first + width) * SPIKE_BUCKET_US)
         assert total == expected
+
+
+@given(
+    adds=st.lists(
+        st.tuples(st.integers(0, 2 * 3600 * SPIKE_BUCKET_US), st.integers(-5, 10**20)),
+        max_size=200,
+    ),
+    windows=st.lists(
+        st.tuples(st.integers(-120, 2 * 3600 + 120), st.integers(0, 4000)), min_size=1
+    ),
+)
+def test_an_int_only_rate_counter_totals_as_a_decimal_the_sum_of_its_seconds(
+    adds: list[tuple[int, int]], windows: list[tuple[int, int]]
+) -> None:
+    """With only int quantities the counter sums without a decimal context (three levels
+    of sums: seconds, ten seconds, minutes): still exactly the plain sum of the seconds in
+    the window, as a Decimal, wherever its edges fall."""
+    counter = RateCounter()
+    seconds: Counter[int] = Counter()
+    for timestamp_us, quantity in adds:
+        counter.add(timestamp_us, quantity)
+        seconds[timestamp_us // SPIKE_BUCKET_US] += quantity
+    for first, width in windows:
+        expected = sum(q for s, q in seconds.items() if first <= s < first + width)
+        total = counter.total(first * SPIKE_BUCKET_US, (first + width) * SPIKE_BUCKET_US)
+        assert type(total) is D and total == expected

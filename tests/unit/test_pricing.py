@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 from decimal import Decimal as D
+from decimal import localcontext
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from meterline.core.money import MONEY_CONTEXT
 from meterline.core.pricing import (
     Tier,
+    after_allowance,
     bounded,
     graduated,
     matrix_unit_amount,
@@ -235,3 +238,37 @@ def test_no_amount_is_ever_a_float(tiers: list[Tier], quantity: D) -> None:
         per_unit(quantity, D("0.000001")),
     ):
         assert type(amount) is D
+
+
+def _reference_in_a_local_context(operation: str, left: D, right: D) -> D | str:
+    """What ``per_unit`` and ``after_allowance`` computed before they called
+    ``MONEY_CONTEXT``'s methods: the operator in a local context of it (or the error)."""
+    try:
+        with localcontext(MONEY_CONTEXT):
+            if operation == "multiply":
+                return left * right
+            return max(left - right, D(0))
+    except ArithmeticError as error:
+        return type(error).__name__
+
+
+exact_decimals = st.decimals(
+    allow_nan=False, allow_infinity=False, min_value=0, max_value=D("1E+40")
+) | st.integers(0, 10**40).map(lambda n: D(n).scaleb(-45))
+
+
+@given(quantity=exact_decimals, other=exact_decimals)
+def test_per_unit_and_after_allowance_equal_the_local_context_arithmetic(
+    quantity: D, other: D
+) -> None:
+    """Same value, same digits and exponent, same error (``Inexact`` past 60 digits)."""
+    for operation, function in (("multiply", per_unit), ("subtract", after_allowance)):
+        expected = _reference_in_a_local_context(operation, quantity, other)
+        try:
+            found: D | str = function(quantity, other)
+        except ArithmeticError as error:
+            found = type(error).__name__
+        if isinstance(expected, D):
+            assert isinstance(found, D) and found.as_tuple() == expected.as_tuple()
+        else:
+            assert found == expected

@@ -77,7 +77,13 @@ SPIKE_WINDOW_MIN_US = 10 * SPIKE_BUCKET_US
 SPIKE_HISTORY_MAX_US = 24 * 3600 * 1_000_000
 """The longest window + baseline a usage_spike may look back over."""
 SPIKE_BLOCK_BUCKETS = 60
-"""Buckets per block sum: a window's total reads whole minutes, and seconds at its edges."""
+"""Buckets per block sum: a window's total reads whole minutes, and ten-second sums and
+seconds at its edges."""
+SPIKE_TEN_BUCKETS = 10
+"""Buckets per ten-second sum (divides ``SPIKE_BLOCK_BUCKETS``): a window's edges read at
+most 5 of them and 9 seconds each, instead of up to 59 seconds."""
+_SPIKE_WIDTHS = (1, SPIKE_TEN_BUCKETS, SPIKE_BLOCK_BUCKETS)
+"""The buckets each level of a ``RateCounter``'s sums spans, finest first."""
 NET_DAYS_DEFAULT = 30
 """An invoice is due this many days after it was issued (``core.payments`` alike)."""
 LEVEL = "crossed"
@@ -408,30 +414,39 @@ def evaluate(
 
 
 class RateCounter:
-    """Quantity per second-wide bucket of event time, for ``usage_spike``, with a second
-    level of ``SPIKE_BLOCK_BUCKETS``-wide block sums: adds in O(1) (two dict updates), sums
-    a window in O(window / block + 2 x block) instead of O(window seconds), and forgets
-    buckets older than the longest look-back."""
+    """Quantity per second-wide bucket of event time, for ``usage_spike``, with two more
+    levels of sums: per ten seconds (``SPIKE_TEN_BUCKETS``) and per block of
+    ``SPIKE_BLOCK_BUCKETS``. Adds in O(1) (three dict updates), sums a window in
+    O(window / block + 2 x (block / ten + ten)) lookups instead of O(window seconds), and
+    forgets buckets older than the longest look-back. Sums are exact (ints stay ints,
+    decimals add in ``MONEY_CONTEXT``), so a total is the same however it is grouped."""
 
-    __slots__ = ("blocks", "buckets", "horizon_us", "newest")
+    __slots__ = ("blocks", "buckets", "decimals", "horizon_us", "newest", "tens")
 
     def __init__(self, horizon_us: int = SPIKE_HISTORY_MAX_US) -> None:
         self.buckets: dict[int, Decimal | int] = {}
+        self.tens: dict[int, Decimal | int] = {}
         self.blocks: dict[int, Decimal | int] = {}
         self.horizon_us = horizon_us
         self.newest = 0
+        self.decimals = False
+        """Whether a Decimal quantity was ever added (else every sum is an int)."""
 
     def add(self, timestamp_us: int, quantity: Decimal | int) -> None:
         """Add ``quantity`` (an int stays an int: exact, and no decimal context per event)."""
         bucket = timestamp_us // SPIKE_BUCKET_US
+        ten = bucket // SPIKE_TEN_BUCKETS
         block = bucket // SPIKE_BLOCK_BUCKETS
-        buckets, blocks = self.buckets, self.blocks
+        buckets, tens, blocks = self.buckets, self.tens, self.blocks
         if type(quantity) is int:
             buckets[bucket] = buckets.get(bucket, 0) + quantity
+            tens[ten] = tens.get(ten, 0) + quantity
             blocks[block] = blocks.get(block, 0) + quantity
         else:
+            self.decimals = True
             with localcontext(MONEY_CONTEXT):
                 buckets[bucket] = buckets.get(bucket, ZERO) + quantity
+                tens[ten] = tens.get(ten, ZERO) + quantity
                 blocks[block] = blocks.get(block, ZERO) + quantity
         if bucket > self.newest:
             self.newest = bucket
@@ -439,37 +454,47 @@ class RateCounter:
                 self.forget()
 
     def forget(self) -> None:
-        """Drop buckets older than the horizon, and the blocks wholly older (a block the
-        horizon cuts keeps its sum: only a window reaching past the horizon, which no
+        """Drop buckets older than the horizon, and the sums wholly older (a sum the
+        horizon cuts keeps its whole: only a window reaching past the horizon, which no
         policy has, would read it whole)."""
         oldest = self.newest - self.horizon_us // SPIKE_BUCKET_US
         for bucket in [b for b in self.buckets if b < oldest]:
             del self.buckets[bucket]
+        first_ten = oldest // SPIKE_TEN_BUCKETS
+        for ten in [t for t in self.tens if t < first_ten]:
+            del self.tens[ten]
         first_block = oldest // SPIKE_BLOCK_BUCKETS
         for block in [b for b in self.blocks if b < first_block]:
             del self.blocks[block]
 
     def total(self, start_us: int, end_us: int) -> Decimal:
         """The quantity with event time in [start, end), at bucket resolution: the whole
-        blocks inside, and the seconds at either edge (looked up by ``map``, so the loops
-        run in C and a window total costs microseconds)."""
+        blocks inside, then the whole ten seconds and the seconds at either edge (looked up
+        by ``map``, so the loops run in C and a window total costs microseconds)."""
         first, last = start_us // SPIKE_BUCKET_US, end_us // SPIKE_BUCKET_US
         if last <= first:
             return ZERO
-        buckets = self.buckets
-        first_whole = -(-first // SPIKE_BLOCK_BUCKETS)  # the first block wholly inside
-        last_whole = last // SPIKE_BLOCK_BUCKETS  # blocks [first_whole, last_whole)
+        if not self.decimals:  # ints only: exact without a decimal context
+            return Decimal(self._span(0, first, last))
         with localcontext(MONEY_CONTEXT):
-            if first_whole >= last_whole:
-                return ZERO + sum(map(buckets.get, range(first, last), repeat(0)), 0)
-            head_end = first_whole * SPIKE_BLOCK_BUCKETS
-            tail_start = last_whole * SPIKE_BLOCK_BUCKETS
-            return (
-                ZERO
-                + sum(map(buckets.get, range(first, head_end), repeat(0)), 0)
-                + sum(map(self.blocks.get, range(first_whole, last_whole), repeat(0)), 0)
-                + sum(map(buckets.get, range(tail_start, last), repeat(0)), 0)
-            )
+            return ZERO + self._span(0, first, last)
+
+    def _span(self, level: int, first: int, last: int) -> Decimal | int:
+        """The quantity of buckets [first, last) (multiples of the level's width) from the
+        sums of ``level`` at the edges and the coarser levels' sums within."""
+        width = _SPIKE_WIDTHS[level]
+        sums = (self.buckets, self.tens, self.blocks)[level]
+        if level + 1 < len(_SPIKE_WIDTHS):
+            coarse = _SPIKE_WIDTHS[level + 1]
+            inner_first = -(-first // coarse) * coarse
+            inner_last = last // coarse * coarse
+            if inner_first < inner_last:
+                return (
+                    sum(map(sums.get, range(first // width, inner_first // width), repeat(0)), 0)
+                    + self._span(level + 1, inner_first, inner_last)
+                    + sum(map(sums.get, range(inner_last // width, last // width), repeat(0)), 0)
+                )
+        return sum(map(sums.get, range(first // width, last // width), repeat(0)), 0)
 
     def spike(self, policy: ControlPolicy, now_us: int) -> tuple[Decimal, Decimal]:
         """(quantity in the window ending now, quantity in the baseline before it)."""

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import os
 import signal
@@ -75,6 +76,11 @@ SETUP_RETRY_S = 0.5
 """Seconds before the first retry of a failed start (a NATS node down); doubles each time."""
 SETUP_RETRY_MAX_S = 5.0
 """The longest pause between two start attempts."""
+GC_YOUNG_OBJECTS_MAX = 20_000
+"""Objects the collector lets a running worker allocate (net) before it collects the
+young generation (Python's default: 700): a few batches' worth, so the objects a batch
+holds while it is applied are mostly freed (by reference counting) before a collection
+walks and promotes them."""
 
 _log = logging.getLogger(__name__)
 
@@ -337,9 +343,18 @@ class WorkerService:
                 "db": describe(self.db),
             },
         )
+        # The objects of startup (the clients, the pricing, the engine's loaded customers)
+        # live as long as the process: moved out of the collector's generations, a full
+        # collection no longer walks them while batches' garbage comes and goes; and the
+        # young generation is collected every few batches, not every 700 objects
+        # (BENCHMARKS.md, "Worker CPU per event, third session").
+        thresholds = gc.get_threshold()
+        gc.freeze()
+        gc.set_threshold(GC_YOUNG_OBJECTS_MAX, *thresholds[1:])
         try:
             await self.worker.run(stop)
         finally:
+            gc.set_threshold(*thresholds)
             stop.set()
             for task in tasks:
                 with contextlib.suppress(Exception):
