@@ -282,8 +282,9 @@ def test_wrong_methods_are_405_in_the_error_shape(
 
 def test_the_schema_declares_the_error_shape_everywhere(client: TestClient) -> None:
     """Every 4xx and 5xx of every operation in /openapi.json refers to the Error schema
-    (but ingest's 409: every event conflicted, answered per event; and the OpenMeter-compatible
-    ingest's RFC 9457 problems, as OpenMeter answers); no operation declares
+    (but ingest's 409: every event conflicted, answered per event; the OpenMeter-compatible
+    ingest's RFC 9457 problems, as OpenMeter answers; and the OTLP receiver's refusals, a
+    google.rpc.Status as the OTLP/HTTP specification asks); no operation declares
     FastAPI's 422 HTTPValidationError."""
     document = client.get("/openapi.json").json()
     assert "HTTPValidationError" not in json.dumps(document)
@@ -297,6 +298,11 @@ def test_the_schema_declares_the_error_shape_everywhere(client: TestClient) -> N
                     continue
                 if path == "/api/v1/events" and status != "500":  # OpenMeter's answers
                     assert "application/problem+json" in response["content"], (path, status)
+                    continue
+                if path == "/v1/traces" and status != "500":  # OTLP's google.rpc.Status
+                    content = response["content"]
+                    assert set(content) == {"application/x-protobuf", "application/json"}
+                    assert content["application/json"]["schema"]["title"] == "Status"
                     continue
                 schema = json.dumps(response["content"]["application/json"]["schema"])
                 if (method, path, status) == ("post", "/v1/events", "409"):

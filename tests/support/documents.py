@@ -12,7 +12,6 @@ from decimal import Decimal
 from typing import Any
 
 from meterline.core.documents import CreditNote, Invoice, record_of
-from meterline.core.documents import invoice_of as typed_invoice
 
 NO_LINEAGE = {"events": 0, "first_sequence": None, "last_sequence": None, "merkle_root": ""}
 LINE_DEFAULTS: dict[str, dict[str, Any]] = {
@@ -85,7 +84,7 @@ def invoice_of(data: dict[str, Any]) -> Invoice:
     }
     if period is not None:
         filled["period"] = period
-    return typed_invoice(filled)
+    return record_of(filled, Invoice)
 
 
 def credit_note_of(data: dict[str, Any]) -> CreditNote:

@@ -27,6 +27,7 @@ from typing import Any
 
 import msgspec
 
+from meterline.billing import revisions
 from meterline.billing.context import BillingContext, Loaded, billing_cycle, cost_meters
 from meterline.billing.scan import BODY_DECODER, RatingJob
 from meterline.core.buckets import (
@@ -224,6 +225,21 @@ def rebuild(context: BillingContext, loaded: Loaded | None = None) -> None:
         bucket_records.rebuilt(connection, chosen.revision, context.clock(), build)
     finally:
         connection.close()
+
+
+def apply_pricing(
+    context: BillingContext,
+    text: str,
+    name: str = "pricing.yaml",
+    dry_run: bool = False,
+    allow_retire_all: bool = False,
+) -> revisions.ApplyReport:
+    """``revisions.apply``; then, unless a dry run, the new revision's buckets are built
+    when this ledger keeps them (``keep_buckets``), so no read waits for them."""
+    report = revisions.apply(context, text, name, dry_run, allow_retire_all)
+    if not dry_run:
+        ensure_built(context)
+    return report
 
 
 def ensure_built(context: BillingContext) -> bool:

@@ -226,7 +226,11 @@ def close_jobs(
 
 def closed(context: BillingContext, report: CloseReport) -> CloseReport:
     """Tell the listeners the unbillable usage a close met (a listener's failure is
-    logged: it never undoes or stops the close)."""
+    logged: it never undoes or stops the close), and billing's listeners each customer
+    invoiced (what a lifetime threshold counts, and what the overdue controls read,
+    changed)."""
+    for customer in sorted({invoice.customer for invoice in report}):
+        context.changed(customer)
     if report.unbillable:
         for listener in list(context.unbillable_listeners):
             try:

@@ -44,7 +44,6 @@ from meterline.billing import (
     payments,
     proofs,
     reads,
-    revisions,
     thresholds,
 )
 from meterline.billing.audit import AuditReport
@@ -169,12 +168,8 @@ class Billing:
         dry_run: bool = False,
         allow_retire_all: bool = False,
     ) -> ApplyReport:
-        """``revisions.apply``; then the new revision's buckets are built when this
-        ledger keeps them (``buckets.keep_buckets``)."""
-        report = revisions.apply(self.context, text, name, dry_run, allow_retire_all)
-        if not dry_run:
-            buckets.ensure_built(self.context)
-        return report
+        """``buckets.apply_pricing`` (``revisions.apply``, then the revision's buckets)."""
+        return buckets.apply_pricing(self.context, text, name, dry_run, allow_retire_all)
 
     def draft(
         self, customer: str, at_us: int | None = None, from_buckets: bool = False
@@ -183,12 +178,8 @@ class Billing:
         return drafts.draft(self.context, customer, at_us, from_buckets)
 
     def close(self, through_us: int | None = None) -> CloseReport:
-        """``close.close``; the listeners hear of each customer invoiced (what a lifetime
-        threshold counts, and what the overdue controls read, changed)."""
-        report = close.close(self.context, through_us)
-        for customer in sorted({invoice.customer for invoice in report}):
-            self.context.changed(customer)
-        return report
+        """``close.close`` (the listeners hear of each customer invoiced)."""
+        return close.close(self.context, through_us)
 
     def unbillable(self, customer: str | None = None, at_us: int | None = None) -> UnbillableReport:
         """``close.unbillable``."""

@@ -31,6 +31,7 @@ from meterline.billing.errors import BillingError
 from meterline.billing.scan import run_jobs
 from meterline.billing.workspace import Proposed, propose_terms
 from meterline.core.control_policies import ControlPolicy, Observation, read
+from meterline.core.documents import Invoice, document_data
 from meterline.core.events import decode_exact
 from meterline.core.invoicing import CHARGE_KINDS
 from meterline.core.model import Contract
@@ -91,6 +92,9 @@ def _proposed_context(context: BillingContext, proposed: Proposed) -> ProposedCo
 
 def plain_document(document: Any) -> dict[str, Any]:
     """An invoice document as plain JSON data (amounts as text), however it is held."""
+    if isinstance(document, Invoice):
+        typed: dict[str, Any] = document_data(document)
+        return typed
     plain: dict[str, Any] = msgspec.json.decode(msgspec.json.encode(document))
     return plain
 
