@@ -27,6 +27,14 @@ from tests.property.test_control_laws import CUSTOMERS, ONCE_NOW, Clock, once_st
 from tests.property.test_rating_batches import us
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _buckets_on() -> Iterator[None]:
+    """Buckets are kept where METERLINE_BUCKETS asks (off by default)."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("METERLINE_BUCKETS", "on")
+        yield
+
+
 @contextmanager
 def kept(location: Location, pricing: str | None = None) -> Iterator[Billing]:
     """Billing over ``location`` (which keeps buckets) with two customers' pricing."""

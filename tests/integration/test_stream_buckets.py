@@ -27,6 +27,15 @@ from tests.integration.test_stream import (
     unique_settings,
 )
 
+
+@pytest.fixture(autouse=True, scope="module")
+def _buckets_on() -> Iterator[None]:
+    """Buckets are kept where METERLINE_BUCKETS asks (off by default)."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("METERLINE_BUCKETS", "on")
+        yield
+
+
 PRICING = """\
 meters:
   - {key: input, event_type: llm.completion, aggregation: sum, property: input_tokens,

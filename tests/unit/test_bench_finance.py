@@ -30,3 +30,11 @@ def test_bench_finance_prints_every_figure_as_json() -> None:
     assert (figures["events"], figures["customers"]) == (400, 3)
     for name in FIGURES:
         assert figures[name] > 0, name
+
+
+def test_buckets_are_kept_only_when_asked() -> None:
+    from meterline.billing.buckets import buckets_wanted
+
+    assert not buckets_wanted({})
+    assert not buckets_wanted({"METERLINE_BUCKETS": "off"})
+    assert all(buckets_wanted({"METERLINE_BUCKETS": on}) for on in ("on", "1", "TRUE", " yes "))

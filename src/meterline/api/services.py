@@ -84,10 +84,10 @@ class Services:
 def billing_over(ledger: Ledger) -> Billing:
     """Billing beside the ledger's events (the same SQLite file or PostgreSQL schema), on
     the ledger's clock; each append folds into rated-usage buckets (``billing.buckets``)."""
-    from meterline.billing.buckets import keep_buckets
+    from meterline.billing.buckets import keep_buckets_if_wanted
 
     billing = Billing(ledger, BillingStore(ledger.store.path), clock=ledger.clock)
-    keep_buckets(billing.context)
+    keep_buckets_if_wanted(billing.context)
     return billing
 
 

@@ -28,6 +28,7 @@ from typing import Any
 
 from meterline.bench.close import MONTH_END_US, close_events, close_pricing, customer_name
 from meterline.bench.quantiles import percentile
+from meterline.billing.buckets import keep_buckets
 from meterline.billing.service import Billing, open_billing
 from meterline.core.events import timestamp_to_us
 
@@ -128,8 +129,8 @@ def run_finance_benchmark(
         for keep in (False, True):
             clock = _Clock(APPLY_AT_US)
             with open_billing(Path(folder) / f"ledger-{keep}.db", clock) as billing:
-                if not keep:
-                    billing.ledger.store.fold_batch = None
+                if keep:
+                    keep_buckets(billing.context)
                 billing.apply(pricing)
                 clock.now_us = OPEN_AT_US
                 say(f"ingesting {events:,} events {'with' if keep else 'without'} buckets")

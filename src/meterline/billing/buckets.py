@@ -18,8 +18,9 @@ first bucket that differs). ``audit`` never reads buckets.
 from __future__ import annotations
 
 import logging
+import os
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date
 from itertools import islice
@@ -103,6 +104,24 @@ class BucketKeeper:
             bucket_records.forget_revision(connection, revision)
             _log.exception("rated-usage buckets of revision %d dropped: a fold failed", revision)
         connection.execute("RELEASE SAVEPOINT meterline_buckets")
+
+
+BUCKETS_SETTING = "METERLINE_BUCKETS"
+"""Set to ``on`` to keep rated-usage buckets in the processes that open billing (the
+server, ``open_billing``, stream workers). Off by default: the fold costs ingest most of
+its throughput on spread-out traffic and its transaction can wait on billing's writes
+(BENCHMARKS.md, docs/finance.md); reads re-rate when no buckets are kept."""
+
+
+def buckets_wanted(environ: Mapping[str, str] | None = None) -> bool:
+    """Whether ``METERLINE_BUCKETS`` asks for buckets (``on``, ``1``, ``true``, ``yes``)."""
+    value = (os.environ if environ is None else environ).get(BUCKETS_SETTING, "")
+    return value.strip().lower() in ("on", "1", "true", "yes")
+
+
+def keep_buckets_if_wanted(context: BillingContext) -> BucketKeeper | None:
+    """``keep_buckets`` when ``METERLINE_BUCKETS`` asks for them; None otherwise."""
+    return keep_buckets(context) if buckets_wanted() else None
 
 
 def keep_buckets(context: BillingContext) -> BucketKeeper:

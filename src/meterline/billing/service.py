@@ -382,7 +382,7 @@ def open_billing(
     store = BillingStore(path, create=create)
     service = Billing(ledger, store, clock)
     if create:
-        buckets.keep_buckets(service.context)
+        buckets.keep_buckets_if_wanted(service.context)
     try:
         yield service
     finally:

@@ -37,7 +37,7 @@ import nats.errors
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 
-from meterline.billing.buckets import keep_buckets
+from meterline.billing.buckets import keep_buckets_if_wanted
 from meterline.billing.service import Billing
 from meterline.clock import Clock, system_clock_us
 from meterline.core.control_policies import Block
@@ -208,7 +208,7 @@ class WorkerService:
         self.billing_store = BillingStore(db)
         self.billing = Billing(ledger, self.billing_store, clock)
         # each commit folds its events into rated-usage buckets in the same transaction
-        keep_buckets(self.billing.context)
+        keep_buckets_if_wanted(self.billing.context)
         self.stack = live_stack(self.billing)
         self.webhooks = self.stack.webhooks
         self.engine = self._new_engine([] if partitions is None else partitions)
