@@ -44,8 +44,7 @@ __all__ = [
     "write_buckets",
 ]
 
-BUCKETS_SCHEMA = """
-CREATE TABLE IF NOT EXISTS usage_buckets (
+_BUCKET_COLUMNS = """
     customer TEXT NOT NULL,
     revision INTEGER NOT NULL,
     segment_start_us INTEGER NOT NULL,
@@ -59,22 +58,12 @@ CREATE TABLE IF NOT EXISTS usage_buckets (
     digest TEXT NOT NULL,
     state TEXT NOT NULL,
     PRIMARY KEY (customer, revision, segment_start_us, meter, group_values, hour_us)
-);
-CREATE TABLE IF NOT EXISTS usage_bucket_days (
-    customer TEXT NOT NULL,
-    revision INTEGER NOT NULL,
-    segment_start_us INTEGER NOT NULL,
-    meter TEXT NOT NULL,
-    group_values TEXT NOT NULL,
-    hour_us INTEGER NOT NULL,
-    events INTEGER NOT NULL,
-    quantity TEXT NOT NULL,
-    fees TEXT NOT NULL,
-    cost TEXT NOT NULL,
-    digest TEXT NOT NULL,
-    state TEXT NOT NULL,
-    PRIMARY KEY (customer, revision, segment_start_us, meter, group_values, hour_us)
-);
+"""
+"""The columns of an hour bucket and of a day's roll-up (the same shape)."""
+
+BUCKETS_SCHEMA = f"""
+CREATE TABLE IF NOT EXISTS usage_buckets ({_BUCKET_COLUMNS});
+CREATE TABLE IF NOT EXISTS usage_bucket_days ({_BUCKET_COLUMNS});
 CREATE TABLE IF NOT EXISTS bucket_revisions (
     revision INTEGER PRIMARY KEY,
     built_at_us INTEGER NOT NULL
