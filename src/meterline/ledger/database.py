@@ -293,6 +293,16 @@ def connect_sqlite(path: Location) -> sqlite3.Connection:
     return connection
 
 
+def rows_of(connection: Any, select: str, order_by: str, customer: str | None) -> list[Any]:
+    """The rows ``select`` reads (of ``customer`` when given), in ``order_by`` order: a
+    record table's list, whole or one customer's."""
+    parameters: tuple[Any, ...] = ()
+    if customer is not None:
+        select += " WHERE customer = ?"
+        parameters = (customer,)
+    return list(connection.execute(f"{select} ORDER BY {order_by}", parameters).fetchall())
+
+
 @contextmanager
 def write_transaction(connection: Connection, *locks: WriteLock) -> Iterator[Connection]:
     """One write transaction on ``connection``: committed when the block ends, rolled back

@@ -31,6 +31,7 @@ from meterline.ledger.database import (
     IntegrityErrors,
     WriteLock,
     open_connection,
+    rows_of,
     write_transaction,
 )
 from meterline.ledger.sqlite import append_only_triggers
@@ -177,14 +178,14 @@ class PaymentStore:
 
     def payments(self, customer: str | None = None) -> list[StoredPayment]:
         """Every record (or one customer's) in the order they were recorded."""
-        query = f"SELECT {_COLUMNS} FROM payment_records"
-        parameters: tuple[Any, ...] = ()
-        if customer is not None:
-            query += " WHERE customer = ?"
-            parameters = (customer,)
         with self._lock:
-            rows = self._connection.execute(query + " ORDER BY record_number", parameters)
-            return [_payment(row) for row in rows.fetchall()]
+            rows = rows_of(
+                self._connection,
+                f"SELECT {_COLUMNS} FROM payment_records",
+                "record_number",
+                customer,
+            )
+        return [_payment(row) for row in rows]
 
     def customers_after(self, number: int) -> tuple[int, set[str]]:
         """The newest record's number (0: none), and the customers with a record after

@@ -25,6 +25,7 @@ from meterline.ledger.database import (
     IntegrityErrors,
     WriteLock,
     open_connection,
+    rows_of,
     write_transaction,
 )
 from meterline.ledger.sqlite import append_only_triggers
@@ -209,14 +210,10 @@ class WorkspaceStore:
 
     def proposals(self, customer: str | None = None) -> list[StoredProposal]:
         """Every proposal (or one customer's) in the order proposed."""
-        query = f"SELECT {_PROPOSAL_COLUMNS} FROM workspace_proposals"
-        parameters: tuple[Any, ...] = ()
-        if customer is not None:
-            query += " WHERE customer = ?"
-            parameters = (customer,)
+        select = f"SELECT {_PROPOSAL_COLUMNS} FROM workspace_proposals"
         with self._lock:
-            rows = self._connection.execute(query + " ORDER BY proposal_number", parameters)
-            return [_proposal(row) for row in rows.fetchall()]
+            rows = rows_of(self._connection, select, "proposal_number", customer)
+        return [_proposal(row) for row in rows]
 
     def add_decision(self, decision: StoredDecision) -> StoredDecision:
         """Record a proposal's decision; ``WorkspaceConflict`` if it was decided already."""
