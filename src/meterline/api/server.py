@@ -38,11 +38,13 @@ def serve(
     webhooks_allow_private: bool | None = None,
     streams: int = 1,
     lag_max_ms: int = LAG_MAX_MS_DEFAULT,
+    fd: int | None = None,
 ) -> None:
     """Serve the API over the ledger at ``db`` until interrupted; with ``stream`` (the
     NATS servers), in stream mode: events go to JetStream for ``meterline worker``, over
     ``streams`` streams (``--streams``; the workers must be given the same).
-    ``webhooks_allow_private``, ``lag_max_ms``: see ``create_app``."""
+    ``webhooks_allow_private``, ``lag_max_ms``: see ``create_app``. ``fd``: an inherited
+    socket that already listens, served instead of binding ``host``/``port``."""
     from meterline.logs import configure_logging
 
     configure_logging("meterline-api")
@@ -82,6 +84,7 @@ def serve(
             ),
             host=host,
             port=port,
+            fd=fd,
             log_level="warning",
             access_log=False,
             # open access streams never end by themselves: give them this long, then close
@@ -142,21 +145,37 @@ def spawn_server(
     """Start ``python -m meterline serve`` on ``db`` in a child process.
 
     Returns the process and its base URL once it answers health; raises (and kills it)
-    if it exits or does not answer within ``SERVER_START_TIMEOUT_S``.
+    if it exits or does not answer within ``SERVER_START_TIMEOUT_S``. Without ``port``,
+    this process binds a free loopback port and hands the listening socket to the child:
+    a port picked free and bound later could be taken in between by another server
+    starting at the same moment, whose health answer would then pass for this one's.
     """
-    port = port or free_port()
+    listener: socket.socket | None = None
+    if port:
+        place = ("--port", str(port))
+    else:
+        listener = socket.socket()
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(LISTEN_BACKLOG)
+        port = int(listener.getsockname()[1])
+        place = ("--fd", str(listener.fileno()))
     url = f"http://127.0.0.1:{port}"
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            *("-m", "meterline", "serve", "--db", str(db), "--port", str(port)),
-            *stream_args,
-        ],
-        stdout=subprocess.DEVNULL,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )
+    try:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "meterline", "serve", "--db", str(db), *place, *stream_args],
+            stdout=subprocess.DEVNULL,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            pass_fds=() if listener is None else (listener.fileno(),),
+        )
+    finally:
+        if listener is not None:
+            listener.close()  # the child holds its own copy
     wait_for_health(process, url)
     return process, url
+
+
+LISTEN_BACKLOG = 2048
+"""Connections a handed-over listening socket queues (uvicorn's own default)."""
 
 
 def wait_for_health(

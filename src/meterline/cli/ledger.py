@@ -93,6 +93,13 @@ def serve(
     streams: ServeStreamsOption = 1,
     webhooks_allow_private: AllowPrivateOption = False,
     lag_max_ms: LagMaxOption = str(LAG_MAX_MS_DEFAULT),
+    fd: Annotated[
+        int | None,
+        typer.Option(
+            help="Serve on this inherited, already listening socket instead of binding"
+            " --host/--port (socket activation by a supervisor).",
+        ),
+    ] = None,
 ) -> None:
     """Serve the HTTP API (OpenAPI at /openapi.json, docs at /docs)."""
     from meterline.api.server import serve as run_server
@@ -114,6 +121,7 @@ def serve(
             webhooks_allow_private=True if webhooks_allow_private else None,
             streams=streams,
             lag_max_ms=bound,
+            fd=fd,
         )
     except ValueError as error:
         message = str(error)
