@@ -20,11 +20,12 @@ from fastapi.testclient import TestClient
 
 from meterline.api import create_app
 from meterline.api.bodies import JSON_NESTING_LEVELS_MAX
-from meterline.api.server import free_port, wait_for_health
+from meterline.api.server import wait_for_health
 from meterline.keys import create_key
 from meterline.ledger import Ledger
 from meterline.ledger.store import SEQUENCE_MAX
 from tests.conftest import FIXED_NOW_US, Location, event
+from tests.support.ports import free_port
 
 JSON = {"content-type": "application/json"}
 

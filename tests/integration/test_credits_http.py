@@ -34,13 +34,13 @@ import httpx
 import msgspec
 import pytest
 
-from meterline.api.server import free_port
 from meterline.clock import system_clock_us
 from meterline.core.events import encode_canonical, format_timestamp, timestamp_to_us
 from meterline.demo.workload import generate_month
 from meterline.keys import create_key
 from meterline.ledger.event_ledger import open_store
 from tests.conftest import Databases, Location, RunningServer, make_keys
+from tests.support.ports import free_port
 
 pytestmark = pytest.mark.slow
 

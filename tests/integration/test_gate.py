@@ -23,8 +23,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from meterline.api.server import free_port
 from meterline.sdk.gate import Decision, Gate
+from tests.support.ports import free_port
 
 HEARTBEAT_INTERVAL_S = 0.05
 POLL_TIMEOUT_S = 5.0

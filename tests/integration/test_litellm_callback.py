@@ -36,7 +36,6 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from meterline.api.server import free_port
 from meterline.clock import system_clock_us
 from meterline.integrations.litellm import CustomerBlocked, CustomerMissing, MeterlineCallback
 from meterline.sdk import Client, Gate
@@ -49,6 +48,7 @@ from tests.support.client_venvs import (
     exchange,
     running_on,
 )
+from tests.support.ports import free_port
 
 pytestmark = pytest.mark.slow
 

@@ -42,7 +42,6 @@ import httpx
 import pytest
 from typer.testing import CliRunner, Result
 
-from meterline.api.server import free_port
 from meterline.billing.service import open_billing
 from meterline.cli import app
 from meterline.core.events import format_timestamp, timestamp_to_us
@@ -52,6 +51,7 @@ from meterline.ledger.control_records import ControlStore
 from meterline.ledger.location import is_postgres, ledger_exists
 from meterline.live.service import LiveEngine
 from tests.conftest import Databases, Location, RunningServer, make_keys, start_server
+from tests.support.ports import free_port
 
 pytestmark = pytest.mark.slow
 

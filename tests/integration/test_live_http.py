@@ -39,7 +39,6 @@ from typing import Any
 import httpx
 import pytest
 
-from meterline.api.server import free_port
 from meterline.clock import system_clock_us
 from meterline.core.events import encode_canonical, format_timestamp
 from meterline.keys import create_key
@@ -49,6 +48,7 @@ from meterline.sdk.gate import Gate
 from meterline.sdk.webhook_signatures import SIGNATURE_HEADER, verify_signature
 from tests.conftest import Databases, Location, make_keys
 from tests.integration.test_credits_http import _LAUNCHER, shift_clock
+from tests.support.ports import free_port
 
 pytestmark = pytest.mark.slow
 

@@ -21,7 +21,6 @@ from typing import Any
 
 import pytest
 
-from meterline.api.server import free_port
 from meterline.billing.payments import PaymentRequest
 from meterline.billing.service import open_billing
 from meterline.core.events import timestamp_to_us
@@ -32,6 +31,7 @@ from meterline.sdk.gate import Gate
 from tests.conftest import Location, make_keys
 from tests.integration.test_credits_http import shift_clock
 from tests.integration.test_live_http import LiveServer, Receiver, access, ingest, wait_for
+from tests.support.ports import free_port
 
 pytestmark = pytest.mark.slow
 

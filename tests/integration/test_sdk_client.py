@@ -17,10 +17,10 @@ import msgspec
 import pytest
 
 from meterline import Client, QueueFull
-from meterline.api.server import free_port
 from meterline.core.partitions import partition_of
 from meterline.ledger.event_ledger import open_store
 from tests.conftest import Location, RunningServer, make_keys, start_server
+from tests.support.ports import free_port
 
 pytestmark = pytest.mark.slow
 

@@ -21,7 +21,8 @@ from nats.js.errors import BucketNotFoundError
 from meterline.ledger.event_ledger import open_store
 from tests.conftest import Location
 from tests.integration.test_distributed import LOCAL_NATS, delete_namespace, require_local_nats
-from tests.support.nats_cluster import NATS_SERVER, free_port
+from tests.support.nats_cluster import NATS_SERVER
+from tests.support.ports import free_port
 
 NewDb = Callable[..., Location]
 COMMAND_TIMEOUT_S = 60.0

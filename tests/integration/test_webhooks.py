@@ -28,7 +28,6 @@ from typer.testing import CliRunner
 
 from meterline.api import webhook_routes
 from meterline.api.failures import meterline_error
-from meterline.api.server import free_port
 from meterline.cli.webhooks import webhooks_app
 from meterline.errors import MeterlineError
 from meterline.keys import Principal
@@ -50,6 +49,7 @@ from meterline.live.webhook_service import (
 from meterline.sdk.webhook_signatures import verify_signature
 from tests.conftest import FIXED_NOW_US, Location
 from tests.stores import rows
+from tests.support.ports import free_port
 
 SECOND_US = 1_000_000
 

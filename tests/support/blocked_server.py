@@ -22,8 +22,9 @@ from typing import Any
 
 import httpx
 
-from meterline.api.server import free_port, wait_for_health
+from meterline.api.server import wait_for_health
 from tests.conftest import Location, clock_env, clock_now_us, make_keys
+from tests.support.ports import free_port
 
 NOW = "2026-10-15T12:00:00Z"
 EVENT_TIME = "2026-10-15T11:00:00Z"

@@ -29,15 +29,14 @@ from typing import Any
 
 import nats
 
+from tests.support.ports import free_port
+
 NATS_SERVER = (
     os.environ.get("METERLINE_NATS_SERVER")
     or shutil.which("nats-server")
     or ("/usr/sbin/nats-server")
 )
 """The nats-server executable (``METERLINE_NATS_SERVER`` overrides)."""
-
-RESERVED_PORTS = frozenset((4222, 6222, 7422, 7522, 8222))
-"""NATS's default ports: a test cluster never takes them (a shared server may run there)."""
 
 READY_TIMEOUT_S = 60.0
 """Seconds the cluster has to elect a JetStream meta leader."""
@@ -50,16 +49,6 @@ STOP_TIMEOUT_S = 15.0
 
 PROBE_INTERVAL_S = 0.2
 """Seconds between two readiness probes."""
-
-
-def free_port() -> int:
-    """A loopback TCP port nobody listens on now, never one of ``RESERVED_PORTS``."""
-    while True:
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-            probe.bind(("127.0.0.1", 0))
-            port: int = probe.getsockname()[1]
-        if port not in RESERVED_PORTS:
-            return port
 
 
 def _port_open(port: int) -> bool:

@@ -13,8 +13,8 @@ import httpx
 import uvicorn
 
 from meterline.api.app import create_app
-from meterline.api.server import free_port
 from meterline.ledger.event_ledger import open_ledger
+from tests.support.ports import free_port
 
 STARTED_WITHIN_S = 20.0
 
