@@ -1,6 +1,8 @@
 """OTLP/HTTP traces into the real API on a loopback port, on each store: the
 OpenTelemetry SDK's own exporter (protobuf, gzip) and the OTLP/JSON encoding of the same
-spans; a re-export is a duplicate; refused spans are counted in ``partial_success``.
+spans; a re-export is a duplicate; refused spans are counted in ``partial_success``; the
+event type read from ``gen_ai.operation.name`` prices chat and embeddings spans by two
+meters.
 
 One server per store serves the module (uvicorn in a thread, ``tests.support.threaded_api``;
 a pricing file with an ``otel:`` block applied before it starts), so the module is fast.
@@ -13,6 +15,7 @@ import gzip
 import json
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -37,13 +40,31 @@ from tests.support.threaded_api import ThreadedApi
 PRICING = """\
 meters:
   - {key: input_tokens, event_type: llm.completion, aggregation: sum, property: input_tokens}
+  - {key: embedding_tokens, event_type: llm.embedding, aggregation: sum, property: input_tokens}
+plans:
+  - key: ai
+    versions:
+      - version: 1
+        effective_from: 2026-01-01
+        currency: USD
+        prices:
+          - {meter: input_tokens, model: per_unit, unit_amount: "0.01"}
+          - {meter: embedding_tokens, model: per_unit, unit_amount: "0.001"}
+contracts:
+  - {customer: hooli, plan: ai, start: 2026-10-01}
 otel:
+  event_type: llm.completion
+  event_type_attribute: gen_ai.operation.name
+  event_types:
+    chat: llm.completion
+    embeddings: llm.embedding
   customer: [tenant.id, meterline.customer]
   properties:
     model: [gen_ai.response.model, gen_ai.request.model]
     input_tokens: gen_ai.usage.input_tokens
     output_tokens: gen_ai.usage.output_tokens
     provider: [gen_ai.provider.name, gen_ai.system]
+    operation: gen_ai.operation.name
     feature: app.feature
 """
 
@@ -61,22 +82,35 @@ def server(databases: Databases, tmp_path_factory: pytest.TempPathFactory) -> It
         running.stop()
 
 
+OCTOBER_31_NS = 1_793_437_200_000_000_000
+"""2026-10-31T09:00:00Z: when the priced spans end (a fixed past instant: holds on any date)."""
+
+
 def genai_spans(
-    customer: str, calls: list[tuple[str, int, int]], attribute: str = "tenant.id"
+    customer: str,
+    calls: list[tuple[str, int, int]],
+    attribute: str = "tenant.id",
+    operation: str = "chat",
+    ended_ns: int | None = None,
 ) -> list[ReadableSpan]:
-    """Finished spans of a GenAI-instrumented app: one ``chat`` span per call, inside an
-    HTTP request span that carries no usage; the customer is the span's ``attribute``."""
+    """Finished spans of a GenAI-instrumented app: one ``operation`` span per call, inside
+    an HTTP request span that carries no usage; the customer is the span's ``attribute``.
+    Each span ends at ``ended_ns`` when given (else on the SDK's clock)."""
     recorder = InMemorySpanExporter()
     provider = TracerProvider(resource=Resource.create({"service.name": "support-bot"}))
     provider.add_span_processor(SimpleSpanProcessor(recorder))
     tracer = provider.get_tracer("test.genai")
-    with tracer.start_as_current_span("POST /ask", attributes={attribute: customer}):
+    started = None if ended_ns is None else ended_ns - 1_000_000_000
+    timing: dict[str, Any] = {"start_time": started, "end_on_exit": ended_ns is None}
+    with tracer.start_as_current_span(
+        "POST /ask", attributes={attribute: customer}, **timing
+    ) as request:
         for model, input_tokens, output_tokens in calls:
-            with tracer.start_as_current_span(f"chat {model}") as span:
+            with tracer.start_as_current_span(f"{operation} {model}", **timing) as span:
                 span.set_attributes(
                     {
                         attribute: customer,
-                        "gen_ai.operation.name": "chat",
+                        "gen_ai.operation.name": operation,
                         "gen_ai.provider.name": "openai",
                         "gen_ai.request.model": model,
                         "gen_ai.usage.input_tokens": input_tokens,
@@ -84,6 +118,10 @@ def genai_spans(
                         "app.feature": "answers",
                     }
                 )
+                if ended_ns is not None:
+                    span.end(end_time=ended_ns)
+        if ended_ns is not None:
+            request.end(end_time=ended_ns)
     provider.shutdown()
     return list(recorder.get_finished_spans())
 
@@ -271,3 +309,42 @@ def _span_counts(server: ThreadedApi) -> dict[str, float]:
             outcome = line.split('outcome="')[1].split('"')[0]
             counts[outcome] = float(line.rsplit(" ", 1)[1])
     return counts
+
+
+def test_the_operation_attribute_gives_each_span_its_type_and_meter(server: ThreadedApi) -> None:
+    """``event_type_attribute: gen_ai.operation.name``: a chat span is ``llm.completion``,
+    an embeddings span ``llm.embedding`` (the ``event_types`` map), an operation not in the
+    map the fallback ``event_type``; the draft invoice prices each type by its meter."""
+    spans = (
+        genai_spans("hooli", [("gpt-4o", 1200, 300)], ended_ns=OCTOBER_31_NS)
+        + genai_spans(
+            "hooli",
+            [("text-embedding-3-small", 5000, 0)],
+            operation="embeddings",
+            ended_ns=OCTOBER_31_NS,
+        )
+        + genai_spans(
+            "hooli", [("gpt-4o", 300, 10)], operation="text_completion", ended_ns=OCTOBER_31_NS
+        )
+    )
+    sending = exporter(server)
+    assert sending.export(spans) is SpanExportResult.SUCCESS
+    sending.shutdown()
+    events = server.events("hooli")
+    assert sorted((e["properties"]["operation"], e["type"]) for e in events) == [
+        ("chat", "llm.completion"),
+        ("embeddings", "llm.embedding"),
+        ("text_completion", "llm.completion"),
+    ]
+    assert {e["timestamp"] for e in events} == {"2026-10-31T09:00:00Z"}
+    with server.client("read") as reader:
+        draft = reader.get(
+            "/v1/customers/hooli/invoices/draft", params={"at": "2026-10-31T12:00:00Z"}
+        )
+    assert draft.status_code == 200, draft.text
+    usage = {
+        line["meter"]: (line["quantity"], line["amount"])
+        for line in draft.json()["lines"]
+        if line["kind"] == "usage"
+    }
+    assert usage == {"input_tokens": ("1500", "15.00"), "embedding_tokens": ("5000", "5.00")}

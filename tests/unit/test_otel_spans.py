@@ -150,3 +150,123 @@ def test_a_wrong_otel_block_is_refused_naming_the_path() -> None:
     assert "otel.customers: unknown key" in text
     assert "otel.match[0]: must be an attribute name" in text
     assert "otel.properties: must be a mapping" in text
+
+
+BY_OPERATION = OtelMapping(
+    event_type_attribute="gen_ai.operation.name",
+    event_types=(("chat", "llm.completion"), ("embeddings", "llm.embedding")),
+)
+
+
+def typed(mapping: OtelMapping, *spans: Span) -> list[str]:
+    """The event type each span became."""
+    return [event["type"] for event in map_spans(list(spans), mapping).events]
+
+
+def test_the_event_type_comes_from_an_attribute_through_the_map() -> None:
+    """A mapped value gives its type; a value not in the map, or no attribute, the fallback."""
+    without = genai_span("4444444444444444")
+    without = Span(
+        without.trace_id,
+        without.span_id,
+        without.name,
+        without.end_time_unix_nano,
+        {k: v for k, v in without.attributes.items() if k != "gen_ai.operation.name"},
+    )
+    assert typed(
+        BY_OPERATION,
+        genai_span("1111111111111111"),
+        genai_span("2222222222222222", **{"gen_ai.operation.name": "embeddings"}),
+        genai_span("3333333333333333", **{"gen_ai.operation.name": "text_completion"}),
+        without,
+    ) == ["llm.completion", "llm.embedding", "llm.completion", "llm.completion"]
+    fallback = OtelMapping(
+        event_type="ai.other",
+        event_type_attribute="gen_ai.operation.name",
+        event_types=(("embeddings", "llm.embedding"),),
+    )
+    assert typed(fallback, genai_span(), genai_span(**{"gen_ai.operation.name": 7})) == [
+        "ai.other",
+        "ai.other",
+    ]
+
+
+def test_without_a_map_the_attribute_value_is_the_type() -> None:
+    """The value itself (the span's, else its resource's); one that is no valid type is
+    refused naming the attribute, never stored under another type."""
+    mapping = OtelMapping(event_type_attribute="app.event_type")
+    on_resource = Span(
+        TRACE, "5555555555555555", "chat", END_NS, genai_span().attributes, {"app.event_type": "r"}
+    )
+    spans = [
+        genai_span("1111111111111111", **{"app.event_type": "ai.chat"}),
+        on_resource,
+        genai_span("2222222222222222"),
+        genai_span("3333333333333333", **{"app.event_type": 42}),
+        genai_span("6666666666666666", **{"app.event_type": "a\tb"}),
+    ]
+    mapped = map_spans(spans, mapping)
+    assert [event["type"] for event in mapped.events] == ["ai.chat", "r", "llm.completion"]
+    assert [(item.index, item.reason) for item in mapped.unattributed] == [
+        (3, "event type attribute app.event_type: must be a string, got int"),
+        (
+            4,
+            "event type attribute app.event_type: holds the control character U+0009 at"
+            " position 1; control characters (U+0000-U+001F) are not allowed",
+        ),
+    ]
+
+
+def test_the_event_type_mapping_is_read_from_the_pricing_file() -> None:
+    """``event_type_attribute`` and ``event_types`` become the mapping; without them the
+    fixed type stays (backwards compatible)."""
+    configuration = parse_configuration(
+        {
+            "otel": {
+                "event_type": "llm.other",
+                "event_type_attribute": "gen_ai.operation.name",
+                "event_types": {"chat": "llm.completion", "embeddings": "llm.embedding"},
+            }
+        }
+    )
+    assert configuration.otel == OtelMapping(
+        event_type="llm.other",
+        event_type_attribute="gen_ai.operation.name",
+        event_types=(("chat", "llm.completion"), ("embeddings", "llm.embedding")),
+    )
+    fixed = parse_configuration({"otel": {"event_type": "ai.call"}}).otel
+    assert (fixed.event_type, fixed.event_type_attribute, fixed.event_types) == (
+        "ai.call",
+        None,
+        None,
+    )
+
+
+def test_a_wrong_event_type_mapping_is_refused_naming_the_path() -> None:
+    """Each event type is held to ingest's rules for ``type``; a map needs its attribute."""
+    with pytest.raises(ConfigurationError) as raised:
+        parse_configuration(
+            {
+                "otel": {
+                    "event_type": "x" * 257,
+                    "event_types": {
+                        "chat": "",
+                        "embeddings": "llm\nembedding",
+                        "rerank": None,
+                        True: "llm.yes",
+                    },
+                }
+            }
+        )
+    text = str(raised.value)
+    assert "otel.event_type: is 257 characters, the limit is 256" in text
+    assert "otel.event_types.chat: must not be empty" in text
+    assert "otel.event_types.embeddings: holds the control character U+000A" in text
+    assert "otel.event_types.rerank: is required" in text
+    assert "otel.event_types.True: the attribute value must be text, not a boolean" in text
+    assert "otel.event_types: needs otel.event_type_attribute" in text
+    with pytest.raises(ConfigurationError) as raised:
+        parse_configuration({"otel": {"event_type_attribute": ["a", "b"]}})
+    assert "otel.event_type_attribute: must be an attribute name (text), not a list" in str(
+        raised.value
+    )

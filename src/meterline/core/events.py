@@ -219,6 +219,12 @@ def _text_error(value: object, length_max: int) -> str | None:
     return None
 
 
+def event_type_error(value: object, limits: IngestLimits = DEFAULT_LIMITS) -> str | None:
+    """Why ``value`` cannot be an event's ``type`` (the rule ingest applies), or None: for
+    a type declared elsewhere (the pricing file's ``otel:`` block) to be checked the same."""
+    return _text_error(value, limits.type_length_max)
+
+
 def _field_name(key: object) -> str:
     """An unknown field's name as an error may quote it (a lone surrogate escaped)."""
     name = str(key)

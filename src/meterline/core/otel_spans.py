@@ -5,7 +5,8 @@ GenAI semantic conventions' token counts, ``gen_ai.usage.input_tokens`` and
 ``gen_ai.usage.output_tokens``); other spans are counted as unmatched, never metered. A
 usage span becomes one native event: its customer is the first ``customer`` attribute
 present (the span's own attributes first, then its resource's), its type the mapping's
-``event_type``, its timestamp the span's end, and each property the first of its listed
+``event_type`` or, with an ``event_type_attribute``, one read from the span
+(``span_type``), its timestamp the span's end, and each property the first of its listed
 attributes present. The event id is ``otel-<trace id>-<span id>`` (lowercase hex), so a
 span exported twice is the same event: the ledger answers ``duplicate``. A usage span
 without a customer, or with an unusable id or end time, is reported as unattributed with
@@ -18,7 +19,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from meterline.core.events import format_timestamp
+from meterline.core.events import event_type_error, format_timestamp
 
 TRACE_ID_HEX_DIGITS = 32
 SPAN_ID_HEX_DIGITS = 16
@@ -46,9 +47,15 @@ class OtelMapping:
     """Which spans are usage, and how each becomes an event (the ``otel:`` block)."""
 
     event_type: str = DEFAULT_EVENT_TYPE
+    """Every span's type, or the fallback when the type comes from an attribute."""
     customer: tuple[str, ...] = DEFAULT_CUSTOMER_ATTRIBUTES
     match: tuple[str, ...] = DEFAULT_MATCH
     properties: tuple[tuple[str, tuple[str, ...]], ...] = DEFAULT_PROPERTIES
+    event_type_attribute: str | None = None
+    """The attribute whose value gives the span's type (``span_type``); None: every span
+    is ``event_type``."""
+    event_types: tuple[tuple[str, str], ...] | None = None
+    """(attribute value, event type) pairs; None: the attribute's value is the type."""
 
 
 DEFAULT_MAPPING = OtelMapping()
@@ -106,6 +113,27 @@ def _first(names: Sequence[str], span: Span) -> tuple[str, Any] | None:
     return None
 
 
+def span_type(span: Span, mapping: OtelMapping) -> Any:
+    """The span's event type. With an ``event_type_attribute``, read from the span (then
+    its resource): ``event_types[value]`` when the map is given (a value not in it: the
+    fallback ``event_type``), else the value itself; the attribute absent: the fallback.
+    Without a map the value is returned as found (``_problem`` refuses one that is not a
+    valid type)."""
+    if mapping.event_type_attribute is None:
+        return mapping.event_type
+    found = _first((mapping.event_type_attribute,), span)
+    if found is None:
+        return mapping.event_type
+    value = found[1]
+    if mapping.event_types is None:
+        return value
+    if type(value) is str:
+        for attribute_value, event_type in mapping.event_types:
+            if value == attribute_value:
+                return event_type
+    return mapping.event_type
+
+
 def _problem(span: Span, mapping: OtelMapping) -> str | None:
     if not _is_id(span.trace_id, TRACE_ID_HEX_DIGITS):
         return f"trace id {span.trace_id!r} is not {TRACE_ID_HEX_DIGITS} hex digits, not all 0"
@@ -119,6 +147,10 @@ def _problem(span: Span, mapping: OtelMapping) -> str | None:
     name, customer = found
     if type(customer) is not str or not customer.strip():
         return f"customer attribute {name} must be non-empty text"
+    if mapping.event_type_attribute is not None:
+        reason = event_type_error(span_type(span, mapping))
+        if reason is not None:
+            return f"event type attribute {mapping.event_type_attribute}: {reason}"
     return None
 
 
@@ -133,7 +165,7 @@ def span_event(span: Span, mapping: OtelMapping) -> dict[str, Any]:
     return {
         "id": span_event_id(span.trace_id, span.span_id),
         "customer": found[1] if found is not None else None,
-        "type": mapping.event_type,
+        "type": span_type(span, mapping),
         "timestamp": format_timestamp(span.end_time_unix_nano // 1000),
         "properties": properties,
     }

@@ -193,5 +193,5 @@ def tell_otel(db: str | Path, console: Console, month: date, clock: Clock) -> No
     console.print(
         "Point any OpenTelemetry exporter at it: OTEL_EXPORTER_OTLP_ENDPOINT=<meterline URL>,"
         " OTEL_EXPORTER_OTLP_HEADERS=Authorization=Bearer%20<ingest key>; the pricing file's"
-        " otel: block says which attribute is the customer (docs/api.md)."
+        " otel: block says which attributes are the customer and the event type (docs/api.md)."
     )
