@@ -527,3 +527,59 @@ def test_a_plan_or_a_contract_overrides_one_option(new_db: NewDb) -> None:
     assert lines(plan_level, "credit") == {"c-short": D(-35), "a-paid": D("-10.60")}
     assert lines(contract_level, "credit") == {"c-short": D(-20), "a-paid": D("-25.60")}
     assert lines(plan_level, "usage") == {"tokens": D(35), "seats": D(6), "payments": D("4.60")}
+
+
+LAGO_PER_TRANSACTION = """\
+meters:
+  - {key: payments, event_type: pay, aggregation: sum, property: amount}
+plans:
+  - key: p
+    semantics: {percentage_free: %s}
+    versions:
+      - version: 1
+        effective_from: 2026-01-01
+        currency: USD
+        prices:
+          - {meter: payments, model: percentage, rate: "0.01", free_events: 1,
+             free_units: 300, per_event_minimum: "1.75", per_event_maximum: "12"}
+contracts:
+  - {customer: lago-co, plan: p, start: 2026-10-01}
+semantics:
+  percentage_free: amount
+  free_event_minimum: skipped
+"""
+
+
+@pytest.mark.parametrize(("free", "total"), [("amount_else_events", "20.00"), ("amount", "22.00")])
+def test_lago_per_transaction_minimum_keeps_the_free_amount_past_the_free_events(
+    new_db: NewDb, free: str, total: str
+) -> None:
+    """Lago, a percentage charge with ``per_transaction_min_amount`` 1.75 and
+    ``per_transaction_max_amount`` 12 (getlago/lago-api
+    ``app/services/charges/charge_models/percentage_service.rb``,
+    ``compute_amount_with_transaction_min_max``), rate 1%, ``free_units_per_events`` 1 and
+    ``free_units_per_total_aggregation`` 300; transactions of 100, 1000 and 10000. Lago's
+    loop keeps the free amount going while any is left, though the one free event is
+    spent: 100 is free (200 left), 1000 pays 1% of 800 = 8, 10000 pays 100 capped at 12:
+    20.00, the plan's ``percentage_free: amount_else_events`` (over the file's
+    ``amount``). Under ``amount`` the allowance ends with the free event: 0 + 10 + 12 =
+    22.00."""
+    now = at(2026, 10, 20)
+    with open_billing(new_db(), clock=lambda: now) as billing:
+        billing.ledger.ingest(
+            [
+                {
+                    "id": f"l{day}",
+                    "customer": "lago-co",
+                    "type": "pay",
+                    "timestamp": f"2026-10-0{day}T12:00:00Z",
+                    "properties": {"amount": amount},
+                }
+                for day, amount in ((5, 100), (6, 1_000), (7, 10_000))
+            ]
+        )
+        billing.apply(LAGO_PER_TRANSACTION % free)
+        document = billing.draft("lago-co", now)
+    assert lines(document, "usage") == {"payments": D(total)}
+    assert str(document.total) == total
+

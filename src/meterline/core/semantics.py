@@ -34,7 +34,7 @@ GrantEnd = Literal["exclusive", "inclusive"]
 Gauge = Literal["period", "day"]
 LineMaximum = Literal["close", "every_window"]
 VolumeBilling = Literal["progressive", "close"]
-PercentageFree = Literal["fixed_fee", "events", "amount"]
+PercentageFree = Literal["fixed_fee", "events", "amount", "amount_else_events"]
 FreeEventMinimum = Literal["applies", "skipped"]
 
 MINUTE_US = 60_000_000
@@ -69,8 +69,10 @@ class Semantics:
     (``progressive``) or nothing until the segment's last window (``close``)."""
     percentage_free: PercentageFree = "fixed_fee"
     """What a ``percentage`` price's free allowance waives: the fixed fee of the first
-    ``free_events`` events (``fixed_fee``), the whole fee of those events (``events``), or
-    the fee on the first ``free_units`` of the summed base (``amount``)."""
+    ``free_events`` events (``fixed_fee``), the whole fee of those events (``events``),
+    the fee on the first ``free_units`` of the summed base, ending early after
+    ``free_events`` events (``amount``), or that amount whatever the count, the events
+    counting only when there is no amount (``amount_else_events``)."""
     free_event_minimum: FreeEventMinimum = "applies"
     """Whether ``per_event_minimum`` raises the fee of an event the allowance made free."""
 
@@ -82,7 +84,7 @@ OPTIONS: dict[str, tuple[str, ...]] = {
     "gauge": ("period", "day"),
     "line_maximum": ("close", "every_window"),
     "volume_billing": ("progressive", "close"),
-    "percentage_free": ("fixed_fee", "events", "amount"),
+    "percentage_free": ("fixed_fee", "events", "amount", "amount_else_events"),
     "free_event_minimum": ("applies", "skipped"),
 }
 """Each option and its values, the default first."""
