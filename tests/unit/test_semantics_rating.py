@@ -348,3 +348,26 @@ def test_amount_ends_at_the_free_events_where_amount_else_events_goes_on() -> No
     events_only = replace(price, free_units=D(0))
     for semantics in (amount, per_transaction, replace(amount, percentage_free="events")):
         assert lago_fees(events_only, LAGO_PAYMENTS, semantics) == [D(0), D(10), D(12)]
+
+
+def test_lagos_published_example_of_free_events_and_a_free_amount() -> None:
+    """Lago, "Percentage" charge model (getlago.com/docs/guide/plans/charges/charge-models/
+    percentage): 1.2% and 0.10 a transaction, the first 3 events or $500 free;
+    transactions of 200, 100, 100 and 50: the first three pay nothing, "for the fourth
+    transaction, the charge will be $0.10 x 1 event + 1.2% of $50 = $0.70" (4 events:
+    free units exceeded). That is ``amount``. With a per-transaction minimum or maximum
+    set, Lago's per-transaction path (``amount_else_events``) keeps the fourth inside
+    the $500 (450 so far) and charges nothing."""
+    price = Price(
+        "payments",
+        "percentage",
+        rate=D("0.012"),
+        fixed_fee=D("0.10"),
+        free_events=3,
+        free_units=D(500),
+    )
+    payments = [200, 100, 100, 50]
+    amount = Semantics(percentage_free="amount", free_event_minimum="skipped")
+    assert lago_fees(price, payments, amount) == [D(0), D(0), D(0), D("0.70")]
+    per_transaction = replace(amount, percentage_free="amount_else_events")
+    assert lago_fees(price, payments, per_transaction) == [D(0)] * 4
