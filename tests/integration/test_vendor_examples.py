@@ -98,6 +98,7 @@ def lines(document: Invoice, kind: str) -> dict[str, D]:
 def test_the_default_block_is_the_invoice_without_one(new_db: NewDb) -> None:
     explicit = (
         "  burn_cost_basis: none\n  burn_expiry: exact\n  grant_end: exclusive\n"
+        "  grant_start: exact\n"
         "  gauge: period\n  line_maximum: close\n  volume_billing: progressive\n"
         "  percentage_free: fixed_fee\n  free_event_minimum: applies\n"
     )
@@ -527,3 +528,115 @@ def test_a_plan_or_a_contract_overrides_one_option(new_db: NewDb) -> None:
     assert lines(plan_level, "credit") == {"c-short": D(-35), "a-paid": D("-10.60")}
     assert lines(contract_level, "credit") == {"c-short": D(-20), "a-paid": D("-25.60")}
     assert lines(plan_level, "usage") == {"tokens": D(35), "seats": D(6), "payments": D("4.60")}
+
+
+LAGO_PER_TRANSACTION = """\
+meters:
+  - {key: payments, event_type: pay, aggregation: sum, property: amount}
+plans:
+  - key: p
+    semantics: {percentage_free: %s}
+    versions:
+      - version: 1
+        effective_from: 2026-01-01
+        currency: USD
+        prices:
+          - {meter: payments, model: percentage, rate: "0.01", free_events: 1,
+             free_units: 300, per_event_minimum: "1.75", per_event_maximum: "12"}
+contracts:
+  - {customer: lago-co, plan: p, start: 2026-10-01}
+semantics:
+  percentage_free: amount
+  free_event_minimum: skipped
+"""
+
+
+@pytest.mark.parametrize(("free", "total"), [("amount_else_events", "20.00"), ("amount", "22.00")])
+def test_lago_per_transaction_minimum_keeps_the_free_amount_past_the_free_events(
+    new_db: NewDb, free: str, total: str
+) -> None:
+    """Lago, a percentage charge with ``per_transaction_min_amount`` 1.75 and
+    ``per_transaction_max_amount`` 12 (getlago/lago-api
+    ``app/services/charges/charge_models/percentage_service.rb``,
+    ``compute_amount_with_transaction_min_max``), rate 1%, ``free_units_per_events`` 1 and
+    ``free_units_per_total_aggregation`` 300; transactions of 100, 1000 and 10000. Lago's
+    loop keeps the free amount going while any is left, though the one free event is
+    spent: 100 is free (200 left), 1000 pays 1% of 800 = 8, 10000 pays 100 capped at 12:
+    20.00, the plan's ``percentage_free: amount_else_events`` (over the file's
+    ``amount``). Under ``amount`` the allowance ends with the free event: 0 + 10 + 12 =
+    22.00."""
+    now = at(2026, 10, 20)
+    with open_billing(new_db(), clock=lambda: now) as billing:
+        billing.ledger.ingest(
+            [
+                {
+                    "id": f"l{day}",
+                    "customer": "lago-co",
+                    "type": "pay",
+                    "timestamp": f"2026-10-0{day}T12:00:00Z",
+                    "properties": {"amount": amount},
+                }
+                for day, amount in ((5, 100), (6, 1_000), (7, 10_000))
+            ]
+        )
+        billing.apply(LAGO_PER_TRANSACTION % free)
+        document = billing.draft("lago-co", now)
+    assert lines(document, "usage") == {"payments": D(total)}
+    assert str(document.total) == total
+
+
+OPENMETER_START = """\
+meters:
+  - {key: tokens, event_type: llm, aggregation: sum, property: tokens}
+plans:
+  - key: p
+    versions:
+      - {version: 1, effective_from: 2026-01-01, currency: USD,
+         prices: [{meter: tokens, model: per_unit, unit_amount: 1}]}
+contracts:
+  - customer: om-co
+    plan: p
+    start: 2026-10-01
+    semantics: {grant_start: %s}
+    credits:
+      overage: bill
+      grants:
+        - {key: top-up, credit_type: USD, amount: 100, start: "2026-10-05T10:00:30Z"}
+"""
+
+
+@pytest.mark.parametrize(
+    ("start", "credit", "total"),
+    [("minute_up", "-20", "15.00"), ("exact", "-30", "5.00"), ("minute_down", "-35", "0.00")],
+)
+def test_openmeter_ceils_a_grants_effective_time_to_the_minute(
+    new_db: NewDb, start: str, credit: str, total: str
+) -> None:
+    """OpenMeter, ``GrantCreateInput.effectiveAt``: "Effective date for grants and anchor
+    for recurring grants. Provided value will be ceiled to metering windowSize (minute)"
+    (openmeterio/openmeter ``api/spec/src/entitlements/grant.tsp``). A 100 USD grant
+    declared effective at 10:00:30; 5 tokens at 10:00:10, 10 at 10:00:40 (the first,
+    partial minute) and 20 at 10:01:00, at 1 USD. The contract's ``grant_start:
+    minute_up``: the grant starts at 10:01 and pays 20; 15 are invoiced. ``exact``: it
+    pays 10 + 20; ``minute_down`` (what OpenMeter's later ``openmeter/credit/grant.go``
+    does, truncating): 35."""
+    now = at(2026, 10, 20)
+    with open_billing(new_db(), clock=lambda: now) as billing:
+        billing.ledger.ingest(
+            [
+                {
+                    "id": f"m{second}",
+                    "customer": "om-co",
+                    "type": "llm",
+                    "timestamp": f"2026-10-05T10:{second // 60:02d}:{second % 60:02d}Z",
+                    "properties": {"tokens": tokens},
+                }
+                for second, tokens in ((10, 5), (40, 10), (60, 20))
+            ]
+        )
+        billing.apply(OPENMETER_START % start)
+        document = billing.draft("om-co", now)
+        assert billing.current().configuration.semantics.grant_start == "exact"
+    assert lines(document, "usage") == {"tokens": D(35)}
+    assert lines(document, "credit") == {"top-up": D(credit)}
+    assert str(document.total) == total

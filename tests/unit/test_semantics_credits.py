@@ -1,6 +1,7 @@
 """Vendor semantics of the credit ledger (``core.semantics``): the pricing file's
-``semantics:`` block, the burn-order tie-breaks (cost basis, expiry to the minute) and a
-grant's end at its exact expiry instant, each shown with both values on worked numbers."""
+``semantics:`` block, the burn-order tie-breaks (cost basis, expiry to the minute), a
+grant's end at its exact expiry instant and its declared start on the whole minute, each
+shown with every value on worked numbers."""
 
 from __future__ import annotations
 
@@ -18,9 +19,10 @@ from meterline.core.grants import contract_grants
 from meterline.core.model import Configuration, segments
 from meterline.core.periods import BillingCycle
 from meterline.core.rating import Rater, window_charges
-from meterline.core.semantics import DEFAULT, Semantics
+from meterline.core.semantics import DEFAULT, Semantics, declared_start
 
-MINUTE = 60_000_000
+SECOND = 1_000_000
+MINUTE = 60 * SECOND
 DAY = 24 * 60 * MINUTE
 OCTOBER = timestamp_to_us(datetime(2026, 10, 1, tzinfo=UTC))
 NOVEMBER = timestamp_to_us(datetime(2026, 11, 1, tzinfo=UTC))
@@ -89,8 +91,8 @@ def test_a_wrong_value_and_an_unknown_option_are_named_with_their_path_and_line(
         with_block("  grant_end: sometimes\n  burn_order: paid\n")
     assert caught.value.errors == [
         "pricing.yaml:20: semantics.burn_order: unknown key (expected one of burn_cost_basis, "
-        "burn_expiry, grant_end, gauge, line_maximum, volume_billing, percentage_free, "
-        "free_event_minimum)",
+        "burn_expiry, grant_end, grant_start, gauge, line_maximum, volume_billing, "
+        "percentage_free, free_event_minimum)",
         "pricing.yaml:19: semantics.grant_end: 'sometimes' is not one of exclusive, inclusive",
     ]
 
@@ -275,3 +277,100 @@ def test_plan_and_contract_overrides_are_read_and_checked() -> None:
     message = str(caught.value)
     assert "plans[0].semantics.gauge: 'hourly' is not one of period, day" in message, message
     assert "contracts[0].semantics" in message and "nonsense" in message, message
+
+
+# -- a grant's declared start, as declared or on the whole minute --------------------------
+
+STARTED = PRICING.replace(
+    "{key: pool, credit_type: USD, amount: 100, expires: 2026-10-10}",
+    "{key: pool, credit_type: USD, amount: 100, start: '2026-10-05T10:00:30Z',\n"
+    "           expires: 2026-10-10}",
+)
+TEN = timestamp_to_us(datetime(2026, 10, 5, 10, tzinfo=UTC))
+
+
+@pytest.mark.parametrize(
+    ("start", "effective", "paid"),
+    [
+        ("exact", TEN + MINUTE // 2, D(30)),
+        ("minute_up", TEN + MINUTE, D(20)),
+        ("minute_down", TEN, D(35)),
+    ],
+)
+def test_a_grants_declared_start_as_declared_or_on_the_whole_minute(
+    start: str, effective: int, paid: D
+) -> None:
+    """OpenMeter's grant ``effectiveAt`` "will be ceiled to metering windowSize (minute)"
+    (openmeterio/openmeter ``api/spec/src/entitlements/grant.tsp``, ``GrantCreateInput``;
+    its early ``internal/credit/grant_connector.go`` ``CreateGrant``: truncated, plus a
+    minute when that moved it; later versions of it and ``openmeter/credit/grant.go``
+    ``CreateGrant`` truncate down). A grant of 100 USD declared to start at 10:00:30; 5
+    tokens at 10:00:10, 10 at 10:00:40 (in the first, partial minute) and 20 at 10:01:00.
+    ``exact`` (default): it pays 10 + 20; ``minute_up``: it starts at 10:01, so the 10 in
+    the partial minute are not its (overage); ``minute_down``: it starts at 10:00 and pays
+    all three."""
+    configuration = with_block(f"  grant_start: {start}\n", STARTED)
+    contract = configuration.contract("c")
+    assert contract is not None
+    (grant,) = contract_grants(configuration, contract, BillingCycle(), NOVEMBER)
+    assert grant.effective_us == effective
+    events = [(TEN + 10 * SECOND, 5), (TEN + 40 * SECOND, 10), (TEN + MINUTE, 20)]
+    book = book_for(configuration, events)
+    assert sum((amount for _, amount in drawn(book)), D(0)) == paid
+    assert sum((e.amount for e in book.entries if e.kind == "overage"), D(0)) == D(35) - paid
+
+
+def test_a_start_on_the_whole_minute_or_none_is_never_moved() -> None:
+    """A start already on a whole minute stays under every value; a grant without a
+    start is effective from the contract's start; a start rounded down before the
+    contract's start is held at it."""
+    whole = STARTED.replace("10:00:30Z", "10:00:00Z")
+    for start in ("exact", "minute_up", "minute_down"):
+        configuration = with_block(f"  grant_start: {start}\n", whole)
+        contract = configuration.contract("c")
+        assert contract is not None
+        (grant,) = contract_grants(configuration, contract, BillingCycle(), NOVEMBER)
+        assert grant.effective_us == TEN
+    late_contract = STARTED.replace(
+        "    start: 2026-10-01\n", "    start: '2026-10-05T10:00:20Z'\n"
+    )
+    configuration = with_block("  grant_start: minute_down\n", late_contract)
+    contract = configuration.contract("c")
+    assert contract is not None
+    (grant,) = contract_grants(configuration, contract, BillingCycle(), NOVEMBER)
+    assert grant.effective_us == TEN + 20 * SECOND
+    assert declared_start(TEN + 1, Semantics(grant_start="minute_up")) == TEN + MINUTE
+    assert declared_start(TEN - 1, Semantics(grant_start="minute_down")) == TEN - MINUTE
+
+
+def test_grant_start_is_overridden_by_a_plan_or_a_contract() -> None:
+    """The file rounds up; the plan keeps starts exact; the contract rounds down."""
+    text = STARTED.replace("  - key: p\n", "  - key: p\n    semantics: {grant_start: exact}\n")
+    by_plan = with_block("  grant_start: minute_up\n", text)
+    assert by_plan.semantics.grant_start == "minute_up"
+    assert by_plan.semantics_for("c").grant_start == "exact"
+    text = text.replace("    plan: p\n", "    plan: p\n    semantics: {grant_start: minute_down}\n")
+    by_contract = with_block("  grant_start: minute_up\n", text)
+    contract = by_contract.contract("c")
+    assert contract is not None
+    (grant,) = contract_grants(by_contract, contract, BillingCycle(), NOVEMBER)
+    assert grant.effective_us == TEN
+    with pytest.raises(ConfigurationError) as caught:
+        with_block("  grant_start: minute\n", STARTED)
+    assert caught.value.errors == [
+        "pricing.yaml:20: semantics.grant_start: 'minute' is not one of exact, minute_up, "
+        "minute_down"
+    ]
+
+
+def test_a_start_rounded_up_to_its_expiry_is_named() -> None:
+    """Declared to start at 10:00:30 and expire at 10:00:45: rounded up, it would start
+    at 10:01, after its expiry; the file is refused, naming the field. Exact, it stands."""
+    text = STARTED.replace("expires: 2026-10-10}", "expires: '2026-10-05T10:00:45Z'}")
+    assert with_block("  grant_start: exact\n", text).contract("c") is not None
+    with pytest.raises(ConfigurationError) as caught:
+        with_block("  grant_start: minute_up\n", text)
+    assert caught.value.errors == [
+        "pricing.yaml:18: contracts[0].credits.grants[0].expires: must be after the grant's "
+        "start on the whole minute (semantics.grant_start: minute_up)"
+    ]

@@ -7,6 +7,7 @@ is spread over the credit windows does."""
 from __future__ import annotations
 
 import hashlib
+from dataclasses import replace
 from datetime import UTC, datetime
 from decimal import Decimal as D
 
@@ -197,6 +198,10 @@ PAYMENTS = [
         # fee; the fourth is past the 3 free events
         ("amount", "applies", ["0.50", "0.50", "1.50", "0.50"]),
         ("amount", "skipped", ["0", "0", "1.50", "0.50"]),
+        # Lago's per-transaction path: the same here, the 150 being used up by the third
+        # event, before the 3 free events run out
+        ("amount_else_events", "applies", ["0.50", "0.50", "1.50", "0.50"]),
+        ("amount_else_events", "skipped", ["0", "0", "1.50", "0.50"]),
     ],
 )
 def test_percentage_free_allowance_and_the_minimum_of_free_events(
@@ -250,3 +255,119 @@ def test_an_amount_allowance_alone_or_an_event_allowance_alone() -> None:
     assert free_allowance(by_events, D(5), 1, D(500), semantics) == (D(0), False)
     neither = Price("payments", "percentage", rate=D("0.02"))
     assert free_allowance(neither, D(5), 0, D(0), semantics) == (D(0), False)
+
+
+# -- f'. Lago's per-transaction minimum and maximum: the amount allowance outlasts the events
+
+
+def lago_fees(price: Price, amounts: list[int], semantics: Semantics) -> list[D]:
+    """Each event's fee, in order, with the amounts of the events before it."""
+    fees, before = [], D(0)
+    for position, amount in enumerate(amounts):
+        fees.append(percentage_fee(price, D(amount), position, before, semantics))
+        before += amount
+    return fees
+
+
+LAGO_PAYMENTS = [100, 1_000, 10_000]
+
+
+@pytest.mark.parametrize(
+    ("changes", "fees"),
+    [
+        # nothing free: 1 (raised to 1.75), 10, 100 (capped at 12)
+        ({}, ["1.75", "10", "12"]),
+        # fixed_amount 1: 2, 11, 101 (capped at 12)
+        ({"fixed_fee": D(1)}, ["2", "11", "12"]),
+        # free_units_per_events 2 alone: the first two pay nothing, not even the minimum
+        ({"free_events": 2}, ["0", "0", "12"]),
+        # free_units_per_total_aggregation 300 alone: 100 inside it; 1000 pays 1% of the
+        # 800 beyond it
+        ({"free_units": D(300)}, ["0", "8", "12"]),
+        # both, 3 events and 10000: 100 and 1000 inside; 10000 pays 1% of the 1100 beyond
+        ({"free_events": 3, "free_units": D(10_000)}, ["0", "0", "11"]),
+        # both, 1 event and 300: the amount outlasts the one free event (Lago's loop goes
+        # on while any free amount is left), so 1000 still pays only 1% of 800
+        ({"free_events": 1, "free_units": D(300)}, ["0", "8", "12"]),
+        # the same with fixed_amount 1: the event crossing the amount pays it (8 + 1)
+        ({"free_events": 1, "free_units": D(300), "fixed_fee": D(1)}, ["0", "9", "12"]),
+        # 100 + 1000 reach 1100 exactly: the second is not free (0 of rate + 0 fixed is
+        # raised to the minimum), as Lago's `remaining_free_amount > value` says
+        ({"free_units": D(1_100)}, ["0", "1.75", "12"]),
+    ],
+)
+def test_lago_per_transaction_minimum_and_maximum_with_free_units(
+    changes: dict[str, object], fees: list[str]
+) -> None:
+    """Lago prices a percentage charge with ``per_transaction_min_amount`` or
+    ``per_transaction_max_amount`` event by event (getlago/lago-api
+    ``app/services/charges/charge_models/percentage_service.rb``,
+    ``compute_amount_with_transaction_min_max``): while free events or a free amount are
+    left, an event inside the free amount (or, with no free amount, one of the free
+    events) pays nothing, no minimum either; the event that uses up the free amount pays
+    the rate on its part beyond it plus the fixed amount; every later event pays rate x
+    value + fixed amount; each paying event is raised to the minimum, then capped at the
+    maximum. Using the free amount up ends the free events too, but the free events
+    running out does not end the free amount. The numbers are Lago's own spec (rate 1%,
+    minimum 1.75, maximum 12, events of 100, 1000 and 10000:
+    ``spec/services/charges/charge_models/percentage_service_spec.rb``, "when applying min
+    / max amount per transaction": 23.75, 25, 12, 20 and 11) and, for one free event with
+    300 free, computed by hand from the same loop. ``percentage_free:
+    amount_else_events`` with ``free_event_minimum: skipped`` gives each fee."""
+    price = Price(
+        "payments",
+        "percentage",
+        rate=D("0.01"),
+        per_event_minimum=D("1.75"),
+        per_event_maximum=D(12),
+    )
+    price = replace(price, **changes)  # type: ignore[arg-type]
+    semantics = Semantics(percentage_free="amount_else_events", free_event_minimum="skipped")
+    assert lago_fees(price, LAGO_PAYMENTS, semantics) == [D(fee) for fee in fees]
+
+
+def test_amount_ends_at_the_free_events_where_amount_else_events_goes_on() -> None:
+    """One free event and 300 free, rate 1%, minimum 1.75, maximum 12: ``amount`` (Lago's
+    aggregate path, without a per-transaction minimum or maximum) ends the allowance after
+    the first event, so 1000 pays 1% of all of it (10): 0 + 10 + 12 = 22;
+    ``amount_else_events`` (its per-transaction path) lets the 200 left pay for part of
+    1000: 0 + 8 + 12 = 20. With no free amount the two are ``events``: one event free."""
+    price = Price(
+        "payments",
+        "percentage",
+        rate=D("0.01"),
+        per_event_minimum=D("1.75"),
+        per_event_maximum=D(12),
+        free_events=1,
+        free_units=D(300),
+    )
+    amount = Semantics(percentage_free="amount", free_event_minimum="skipped")
+    per_transaction = replace(amount, percentage_free="amount_else_events")
+    assert sum(lago_fees(price, LAGO_PAYMENTS, amount), D(0)) == D(22)
+    assert sum(lago_fees(price, LAGO_PAYMENTS, per_transaction), D(0)) == D(20)
+    events_only = replace(price, free_units=D(0))
+    for semantics in (amount, per_transaction, replace(amount, percentage_free="events")):
+        assert lago_fees(events_only, LAGO_PAYMENTS, semantics) == [D(0), D(10), D(12)]
+
+
+def test_lagos_published_example_of_free_events_and_a_free_amount() -> None:
+    """Lago, "Percentage" charge model (getlago.com/docs/guide/plans/charges/charge-models/
+    percentage): 1.2% and 0.10 a transaction, the first 3 events or $500 free;
+    transactions of 200, 100, 100 and 50: the first three pay nothing, "for the fourth
+    transaction, the charge will be $0.10 x 1 event + 1.2% of $50 = $0.70" (4 events:
+    free units exceeded). That is ``amount``. With a per-transaction minimum or maximum
+    set, Lago's per-transaction path (``amount_else_events``) keeps the fourth inside
+    the $500 (450 so far) and charges nothing."""
+    price = Price(
+        "payments",
+        "percentage",
+        rate=D("0.012"),
+        fixed_fee=D("0.10"),
+        free_events=3,
+        free_units=D(500),
+    )
+    payments = [200, 100, 100, 50]
+    amount = Semantics(percentage_free="amount", free_event_minimum="skipped")
+    assert lago_fees(price, payments, amount) == [D(0), D(0), D(0), D("0.70")]
+    per_transaction = replace(amount, percentage_free="amount_else_events")
+    assert lago_fees(price, payments, per_transaction) == [D(0)] * 4

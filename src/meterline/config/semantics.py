@@ -4,7 +4,8 @@ this file bills with (``core.semantics``; docs/billing.md, "Vendor semantics").
 ``with_semantics`` reads the file-level block (every key optional, each value one of its
 option's values), then a plan's and a contract's ``semantics:`` (the options they
 override, read the same way); it reports every problem by path like the rest of the
-schema, and hands the result to the configuration: rating reads each contract's
+schema (a grant whose start, rounded as its ``grant_start`` says, is no longer before its
+expiry included), and hands the result to the configuration: rating reads each contract's
 (``Configuration.semantics_for``), the credit book its contract's credit terms.
 """
 
@@ -16,8 +17,15 @@ from typing import Any
 
 from meterline.config.fields import FieldReader
 from meterline.config.source import ConfigurationError
-from meterline.core.model import Configuration
-from meterline.core.semantics import DEFAULT, OPTIONS, Overrides, Semantics, overridden
+from meterline.core.model import Configuration, Contract
+from meterline.core.semantics import (
+    DEFAULT,
+    OPTIONS,
+    Overrides,
+    Semantics,
+    declared_start,
+    overridden,
+)
 
 
 def parse_overrides(reader: FieldReader, value: Any, path: str) -> Overrides:
@@ -75,6 +83,10 @@ def with_semantics(
         )
         for contract in configuration.contracts
     }
+    for contract in configuration.contracts:
+        _check_starts(reader, contract, chosen[contract.customer], contracts)
+    if reader.errors:
+        raise ConfigurationError(reader.errors)
     contracts_read = tuple(
         replace(contract, credits=replace(contract.credits, semantics=chosen[contract.customer]))
         for contract in configuration.contracts
@@ -83,3 +95,37 @@ def with_semantics(
     return replace(
         configuration, contracts=contracts_read, semantics=semantics, contract_semantics=own
     )
+
+
+def _check_starts(reader: FieldReader, contract: Contract, semantics: Semantics, raw: Any) -> None:
+    """Report each grant of ``contract`` whose start, rounded as ``grant_start`` says,
+    is no longer before its ``expires`` or ``end`` (a grant that would pay for nothing)."""
+    if semantics.grant_start == "exact":
+        return
+    for spec in contract.credits.grants:
+        if spec.start_us is None:
+            continue
+        start = declared_start(spec.start_us, semantics)
+        for field, limit in (("expires", spec.expires_us), ("end", spec.end_us)):
+            if limit is not None and limit <= start:
+                path = f"{_spec_path(raw, contract.customer, spec.key, spec.commit)}.{field}"
+                reader.fail(
+                    path,
+                    f"must be after the grant's start on the whole minute "
+                    f"(semantics.grant_start: {semantics.grant_start})",
+                )
+
+
+def _spec_path(raw: Any, customer: str, key: str, commit: bool) -> str:
+    """Where grant (or prepaid commit) ``key`` of ``customer``'s contract is declared."""
+    section = "commits" if commit else "grants"
+    for index, item in enumerate(raw if isinstance(raw, list) else []):
+        if not isinstance(item, Mapping) or str(item.get("customer")) != customer:
+            continue
+        credits = item.get("credits")
+        specs = credits.get(section) if isinstance(credits, Mapping) else None
+        for position, spec in enumerate(specs if isinstance(specs, list) else []):
+            if isinstance(spec, Mapping) and str(spec.get("key")) == key:
+                return f"contracts[{index}].credits.{section}[{position}]"
+        return f"contracts[{index}].credits"
+    return "contracts"

@@ -8,7 +8,9 @@ rollover rule decides what is kept; the kept amount expires at the end of the
 ``rollover_periods``-th following period. A recurring grant cut short (the contract or the
 spec ends mid-period) simply expires there, rolling nothing. A declared expiry is the
 instant the grant stops paying, or one microsecond after it when the pricing file's
-``semantics.grant_end`` is ``inclusive`` (``core.semantics.declared_expiry``). Grant ids are stable:
+``semantics.grant_end`` is ``inclusive`` (``core.semantics.declared_expiry``); a declared
+start is rounded to the whole minute when ``semantics.grant_start`` says so
+(``core.semantics.declared_start``), never before the contract's start. Grant ids are stable:
 ``<key>`` for a one-off grant, ``<key>@<period start date>`` for a recurring one, so
 re-deriving the grants always gives the same ids.
 """
@@ -19,7 +21,7 @@ from meterline.core.credit_records import Grant
 from meterline.core.model import Configuration, Contract, CreditSpec, TermsError, terms_at
 from meterline.core.money import cost_of
 from meterline.core.periods import BillingCycle, local_date, next_period, periods_overlapping
-from meterline.core.semantics import declared_expiry
+from meterline.core.semantics import declared_expiry, declared_start
 
 
 def spec_unit(configuration: Configuration, contract: Contract, spec: CreditSpec, at: int) -> str:
@@ -37,9 +39,12 @@ def contract_grants(
 ) -> list[Grant]:
     """Every grant ``contract``'s credit terms create that is effective by ``through_us``."""
     result: list[Grant] = []
+    semantics = configuration.semantics_for(contract.customer)
     for spec in contract.credits.grants:
         begin = (
-            contract.start_us if spec.start_us is None else max(spec.start_us, contract.start_us)
+            contract.start_us
+            if spec.start_us is None
+            else max(declared_start(spec.start_us, semantics), contract.start_us)
         )
         ends = [t for t in (spec.end_us, contract.end_us) if t is not None]
         stop = min(ends) if ends else None

@@ -103,19 +103,18 @@ def free_allowance(
       rate, and an event wholly inside them (``before + amount < free_units``: the one
       that reaches the limit exactly pays it, as Lago's does) of the fixed fee; with
       ``free_events`` too, the allowance ends at whichever limit is reached first
-      (either one alone when the other is zero; none when both are)."""
+      (either one alone when the other is zero; none when both are);
+    - ``amount_else_events``: as ``amount`` with ``free_units`` alone, however many
+      events it takes (``free_events`` is not read); without ``free_units``, as
+      ``events``."""
     mode = semantics.percentage_free
     in_events = position < price.free_events
     if mode == "fixed_fee":
         return ZERO, in_events
-    if mode == "events":
+    if mode == "events" or not price.free_units:
         return (amount, True) if in_events else (ZERO, False)
-    if not price.free_events and not price.free_units:
+    if mode == "amount" and price.free_events and not in_events:
         return ZERO, False
-    if price.free_events and not in_events:
-        return ZERO, False
-    if not price.free_units:
-        return amount, True
     with localcontext(MONEY_CONTEXT):
         left = max(price.free_units - before, ZERO)
     if left == 0:

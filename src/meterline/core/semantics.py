@@ -5,8 +5,8 @@ option changes one computation in the core:
 
 - ``burn_cost_basis``, ``burn_expiry``: tie-breaks of the credit burn order
   (``burn_key``, read by ``core.credits``);
-- ``grant_end``: whether a declared expiry instant still belongs to its grant
-  (``core.grants``);
+- ``grant_end``, ``grant_start``: whether a declared expiry instant still belongs to
+  its grant, and whether a declared start is rounded to the minute (``core.grants``);
 - ``gauge``: the quantity of a ``latest`` meter (``gauge_days``, read by
   ``core.rating``'s accumulators);
 - ``line_maximum``, ``volume_billing``: a line's per-window charges
@@ -31,10 +31,11 @@ from meterline.core.periods import local_date, local_midnight_us
 BurnCostBasis = Literal["none", "promotional_first", "paid_first", "lowest_first"]
 BurnExpiry = Literal["exact", "minute", "second"]
 GrantEnd = Literal["exclusive", "inclusive"]
+GrantStart = Literal["exact", "minute_up", "minute_down"]
 Gauge = Literal["period", "day"]
 LineMaximum = Literal["close", "every_window"]
 VolumeBilling = Literal["progressive", "close"]
-PercentageFree = Literal["fixed_fee", "events", "amount"]
+PercentageFree = Literal["fixed_fee", "events", "amount", "amount_else_events"]
 FreeEventMinimum = Literal["applies", "skipped"]
 
 MINUTE_US = 60_000_000
@@ -58,6 +59,9 @@ class Semantics:
     the minute or to the second (UTC), so grants expiring within one tie."""
     grant_end: GrantEnd = "exclusive"
     """A grant declared to expire at T pays for usage at T (``inclusive``) or not."""
+    grant_start: GrantStart = "exact"
+    """A grant's declared start as declared (``exact``), or rounded up (``minute_up``) or
+    down (``minute_down``) to the whole minute (UTC)."""
     gauge: Gauge = "period"
     """A ``latest`` meter's quantity: its latest value in the period (``period``), or the
     sum of each local day's latest value (``day``; a day without events adds nothing)."""
@@ -69,8 +73,10 @@ class Semantics:
     (``progressive``) or nothing until the segment's last window (``close``)."""
     percentage_free: PercentageFree = "fixed_fee"
     """What a ``percentage`` price's free allowance waives: the fixed fee of the first
-    ``free_events`` events (``fixed_fee``), the whole fee of those events (``events``), or
-    the fee on the first ``free_units`` of the summed base (``amount``)."""
+    ``free_events`` events (``fixed_fee``), the whole fee of those events (``events``),
+    the fee on the first ``free_units`` of the summed base, ending early after
+    ``free_events`` events (``amount``), or that amount whatever the count, the events
+    counting only when there is no amount (``amount_else_events``)."""
     free_event_minimum: FreeEventMinimum = "applies"
     """Whether ``per_event_minimum`` raises the fee of an event the allowance made free."""
 
@@ -79,10 +85,11 @@ OPTIONS: dict[str, tuple[str, ...]] = {
     "burn_cost_basis": ("none", "promotional_first", "paid_first", "lowest_first"),
     "burn_expiry": ("exact", "minute", "second"),
     "grant_end": ("exclusive", "inclusive"),
+    "grant_start": ("exact", "minute_up", "minute_down"),
     "gauge": ("period", "day"),
     "line_maximum": ("close", "every_window"),
     "volume_billing": ("progressive", "close"),
-    "percentage_free": ("fixed_fee", "events", "amount"),
+    "percentage_free": ("fixed_fee", "events", "amount", "amount_else_events"),
     "free_event_minimum": ("applies", "skipped"),
 }
 """Each option and its values, the default first."""
@@ -130,6 +137,18 @@ def declared_expiry(expires_us: int | None, semantics: Semantics) -> int | None:
     if expires_us is None or semantics.grant_end == "exclusive":
         return expires_us
     return expires_us + 1
+
+
+def declared_start(start_us: int, semantics: Semantics) -> int:
+    """The instant a grant declared to start at ``start_us`` becomes effective: as
+    declared, or on the whole minute (UTC) at or after it (``minute_up``) or at or before
+    it (``minute_down``); an instant on a whole minute stays where it is."""
+    if semantics.grant_start == "exact":
+        return start_us
+    floor = start_us - start_us % MINUTE_US
+    if semantics.grant_start == "minute_down" or floor == start_us:
+        return floor
+    return floor + MINUTE_US
 
 
 class Span(Protocol):
