@@ -3,6 +3,7 @@ and the negative-margin flag; the margin_floor control decides exactly at its fl
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import date
 from decimal import Decimal as D
 
@@ -14,6 +15,7 @@ from meterline.config.schema import parse_configuration
 from meterline.config.source import ConfigurationError, read_yaml
 from meterline.core.control_policies import ControlPolicy, Observation, read
 from meterline.core.economics import (
+    OPEN_PERIOD_INVOICE,
     UsageSlice,
     allocate_recognized,
     model_of,
@@ -39,6 +41,35 @@ def _charged(
         customer, period, date.fromisoformat(period), "input_tokens", "gpt-4o", "chat",
         "team@1", "USD", 10, D(0), D(charges), D(cost),
     )  # fmt: skip
+
+
+def test_an_open_period_is_not_flagged_for_revenue_it_recognizes_only_at_its_close() -> None:
+    """A drafted period's usage is recognized when it is invoiced: with nothing recognized
+    yet, its margin is below zero while its charges at list price cover its cost; it is
+    marked open and flagged only when the charges do not cover the cost either."""
+    covered = _charged("acme", "10.00", "4.00", "2026-11-01")
+    uncovered = _charged("initech", "1.00", "3.00", "2026-11-01")
+    closed = _slice("globex", "gpt-4o", "1.00", "3.00")
+    rows = {
+        m.key: m
+        for m in summarize(
+            [replace(covered, invoice=OPEN_PERIOD_INVOICE),
+             replace(uncovered, invoice=OPEN_PERIOD_INVOICE),
+             replace(closed, invoice="INV-000001")],
+            ["customer"],
+        )
+    }  # fmt: skip
+    acme, initech, globex = rows[("acme",)], rows[("initech",)], rows[("globex",)]
+    assert acme.open and acme.margin == D("-4.00") and not acme.negative
+    assert acme.margin_at_list_price == D("6.00")
+    assert acme.margin_percent_at_list_price == D("60.0")
+    assert initech.open and initech.negative and initech.margin_at_list_price == D("-2.00")
+    assert not globex.open and globex.negative
+    (both,) = summarize(
+        [replace(covered, invoice=OPEN_PERIOD_INVOICE), replace(closed, invoice="INV-000001")],
+        [],
+    )
+    assert both.open  # a group holding an open period reads as open
 
 
 def test_spread_splits_revenue_and_cost_by_events_without_losing_a_cent() -> None:

@@ -126,6 +126,20 @@ def test_a_margin_table_shows_cents_and_percent_at_one_place() -> None:
     assert "negative margin" in shown
 
 
+def test_an_open_or_live_margin_reads_at_list_price() -> None:
+    """An open period is marked, not flagged, while its charges cover its cost; the live
+    table shows charges, COGS and the margin on them (nothing is recognized live)."""
+    covered = Margin(("acme",), "USD", D(0), D("4.00"), 3, D("10.00"), True)
+    uncovered = Margin(("initech",), "USD", D(0), D("3.00"), 1, D("1.00"), True)
+    shown = text(margin_table([covered], ["customer"], "margins"))
+    assert "acme 0.00 USD 4.00 -4.00 10.00 open period" in shown
+    assert "negative margin" not in shown
+    live = text(margin_table([covered, uncovered], ["customer"], "live", live=True))
+    assert "margin at list price" in live
+    assert "acme 10.00 USD 4.00 6.00 60.0%" in live
+    assert "initech 1.00 USD 3.00 -2.00 -200.0% negative margin" in live
+
+
 def _reports(second_currency: str = "USD") -> dict[str, Any]:
     return {
         "as_of": "2026-10-31",

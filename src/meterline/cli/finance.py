@@ -206,13 +206,18 @@ def economics_command(
                         if margin.margin_percent is None
                         else str(margin.margin_percent),
                         "negative": margin.negative,
+                        "open": margin.open,
+                        "margin_at_list_price": str(margin.margin_at_list_price),
                     }
                     for margin in rows
                 ]
             )
         )
         return
-    console.print(margin_table(rows, dimensions, f"Unit economics by {', '.join(dimensions)}"))
+    title = f"Unit economics by {', '.join(dimensions)}"
+    if live:
+        title += " (live: the current period at list price; revenue is recognized at its close)"
+    console.print(margin_table(rows, dimensions, title, live=live))
 
 
 def _live_rows(db: str, customer: str | None) -> list[Any]:

@@ -35,6 +35,8 @@ from meterline.core.periods import local_midnight_us
 
 ZERO = Decimal(0)
 HUNDRED = Decimal(100)
+OPEN_PERIOD_INVOICE = "draft"
+"""The invoice a slice of an open period names (its period is drafted, not invoiced)."""
 DIMENSIONS = ("customer", "period", "day", "meter", "model", "product", "plan")
 """What rows can be summarized by."""
 
@@ -72,7 +74,9 @@ class UsageSlice:
 @dataclass(frozen=True, slots=True)
 class Margin:
     """Recognized revenue, cost and gross margin (revenue less cost) of a group of slices,
-    with their charges at list price beside them."""
+    with their charges at list price beside them. ``open``: the group holds an open
+    period, whose usage the journal recognizes only when the period is invoiced (its
+    revenue so far is the recognized part alone, such as prepaid credit consumed)."""
 
     key: tuple[str, ...]
     currency: str
@@ -80,6 +84,7 @@ class Margin:
     cost: Decimal
     events: int
     list_price_charges: Decimal = ZERO
+    open: bool = False
 
     @property
     def margin(self) -> Decimal:
@@ -89,16 +94,38 @@ class Margin:
     @property
     def margin_percent(self) -> Decimal | None:
         """Margin as a share of revenue, in percent (None without revenue)."""
-        if self.revenue == 0:
-            return None
-        with localcontext(MONEY_CONTEXT) as context:
-            context.traps[Inexact] = False  # a ratio for reading, not money
-            context.prec = 28
-            return (self.margin * HUNDRED / self.revenue).quantize(Decimal("0.1"))
+        return share_percent(self.margin, self.revenue)
+
+    @property
+    def margin_at_list_price(self) -> Decimal:
+        """Charges at list price less cost: what an open period's margin reads so far."""
+        with localcontext(MONEY_CONTEXT):
+            return self.list_price_charges - self.cost
+
+    @property
+    def margin_percent_at_list_price(self) -> Decimal | None:
+        """The margin at list price as a share of the charges, in percent."""
+        return share_percent(self.margin_at_list_price, self.list_price_charges)
 
     @property
     def negative(self) -> bool:
+        """Cost exceeds revenue: recognized revenue for closed periods; for a group with
+        an open period, whose usage is not recognized yet, the charges at list price (a
+        period is not flagged for being open)."""
+        if self.open:
+            return self.margin < 0 and self.margin_at_list_price < 0
         return self.margin < 0
+
+
+def share_percent(part: Decimal, whole: Decimal) -> Decimal | None:
+    """``part`` as a share of ``whole`` in percent, to one decimal (None without a whole):
+    a ratio for reading, not money."""
+    if whole == 0:
+        return None
+    with localcontext(MONEY_CONTEXT) as context:
+        context.traps[Inexact] = False
+        context.prec = 28
+        return (part * HUNDRED / whole).quantize(Decimal("0.1"))
 
 
 def cost_rate_of(
@@ -218,6 +245,7 @@ def summarize(slices: Iterable[UsageSlice], by: Sequence[str]) -> list[Margin]:
             raise ValueError(f"by: {name!r} is not one of {', '.join(DIMENSIONS)}")
     totals: dict[tuple[tuple[str, ...], str], list[Decimal]] = {}
     events: dict[tuple[tuple[str, ...], str], int] = {}
+    opened: set[tuple[tuple[str, ...], str]] = set()  # groups holding an open period
     with localcontext(MONEY_CONTEXT):
         for item in slices:
             _one_currency(item)
@@ -227,9 +255,11 @@ def summarize(slices: Iterable[UsageSlice], by: Sequence[str]) -> list[Margin]:
             figures[1] += item.cost
             figures[2] += item.list_price_charges
             events[key] = events.get(key, 0) + item.events
+            if item.invoice == OPEN_PERIOD_INVOICE:
+                opened.add(key)
     result = [
-        Margin(key, currency, revenue, cost, events[(key, currency)], charges)
-        for (key, currency), (revenue, cost, charges) in totals.items()
+        Margin(*group, revenue, cost, events[group], charges, group in opened)
+        for group, (revenue, cost, charges) in totals.items()
     ]
     result.sort(key=lambda margin: (-margin.revenue, -margin.list_price_charges, margin.key))
     return result

@@ -16,7 +16,8 @@ what was recognized so far.
 
 ``live_margins`` reads the live projection's figures instead: the current period, as of
 now, without a re-rating; the live engine keeps no journal, so its rows carry the
-period's charges at list price (spend) and recognize no revenue.
+period's charges at list price (spend), recognize no revenue, and are open (their
+margin reads at list price).
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from meterline.billing.service import Billing
 from meterline.core.books import day_of
 from meterline.core.documents import FeeLine, Invoice, MeterUsageLine
 from meterline.core.economics import (
+    OPEN_PERIOD_INVOICE,
     Margin,
     UsageSlice,
     allocate_recognized,
@@ -108,7 +110,7 @@ def _period_slices(billing: Billing, document: Invoice, job: RatingJob) -> list[
     timezone = document.timezone or "UTC"
     currency = document.currency
     label = document.period_span().label
-    invoice = document.number or "draft"
+    invoice = document.number or OPEN_PERIOD_INVOICE
     configuration = job.configuration
     # a period read from buckets knows each line's days; a re-rated one reads event times
     stamps = (
@@ -192,7 +194,7 @@ def _other_charges(document: Invoice, customer: str) -> list[UsageSlice]:
             ZERO,
             Decimal(line.amount),
             ZERO,
-            document.number or "draft",
+            document.number or OPEN_PERIOD_INVOICE,
             line.number,
         )
         for line in document.lines
@@ -213,7 +215,9 @@ class LiveMargin:
     cost: Decimal
 
     def margin(self) -> Margin:
-        return Margin((self.customer,), self.currency, ZERO, self.cost, 0, self.list_price_charges)
+        return Margin(
+            (self.customer,), self.currency, ZERO, self.cost, 0, self.list_price_charges, True
+        )
 
 
 def live_margins(figures: list[dict[str, Any]]) -> list[LiveMargin]:

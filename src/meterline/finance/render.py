@@ -9,6 +9,7 @@ notation), since the point is that they are equal.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from decimal import Decimal
 from typing import Any
 
 from rich.table import Table
@@ -32,29 +33,53 @@ def _one_currency(rows: Iterable[dict[str, Any]]) -> str | None:
     return currencies.pop() if len(currencies) == 1 else None
 
 
-def margin_table(rows: Sequence[Margin], dimensions: Sequence[str], title: str) -> Table:
+def margin_table(
+    rows: Sequence[Margin], dimensions: Sequence[str], title: str, live: bool = False
+) -> Table:
     """Recognized revenue, COGS, margin (revenue - COGS), margin % and the charges at list
-    price per row; a negative margin is flagged."""
+    price per row; a negative margin is flagged, a row holding an open period (whose usage
+    the journal recognizes at its close) is marked. ``live``: the live projection's rows,
+    which recognize nothing: charges at list price, COGS and the margin on those."""
     table = Table(title=title)
     for name in dimensions:
         table.add_column(name)
-    for column in ("revenue", "COGS", "margin", "margin %", "list-price charges", ""):
+    columns = (
+        ("list-price charges", "COGS", "margin at list price", "margin %", "")
+        if live
+        else ("revenue", "COGS", "margin", "margin %", "list-price charges", "")
+    )
+    for column in columns:
         table.add_column(column, justify="right")
     for margin in rows:
-        share = margin.margin_percent
-        percent = "" if share is None else f"{display_quantity(share, 1)}%"
-        flag = "[red]negative margin[/red]" if margin.negative else ""
         currency = margin.currency
+        if live:
+            at_list = margin.margin_at_list_price
+            table.add_row(
+                *margin.key,
+                f"{display_amount(margin.list_price_charges, currency)} {currency}",
+                display_amount(margin.cost, currency),
+                display_amount(at_list, currency),
+                _percent(margin.margin_percent_at_list_price),
+                "[red]negative margin[/red]" if at_list < 0 else "",
+            )
+            continue
+        flag = "[red]negative margin[/red]" if margin.negative else ""
+        if margin.open:
+            flag = " ".join(filter(None, (flag, "open period")))
         table.add_row(
             *margin.key,
             f"{display_amount(margin.revenue, currency)} {currency}",
             display_amount(margin.cost, currency),
             display_amount(margin.margin, currency),
-            percent,
+            _percent(margin.margin_percent),
             display_amount(margin.list_price_charges, currency),
             flag,
         )
     return table
+
+
+def _percent(share: Decimal | None) -> str:
+    return "" if share is None else f"{display_quantity(share, 1)}%"
 
 
 def revenue_tables(reports: dict[str, Any]) -> list[Table]:
