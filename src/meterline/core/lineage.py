@@ -17,7 +17,8 @@ O(log n) memory, on the invoice-close hot path; ``inclusion_path`` and
 
 ``verify_proof`` checks a whole proof document (what the HTTP endpoint returns) from an
 event's bytes up to the invoice's hash. It and its helpers use only the standard library
-(``hashlib``, ``json``) so an auditor can copy them out of the project.
+(``hashlib``, ``json``) and ``core.merkle`` (standard library only too), so an auditor can
+copy the two modules out of the project.
 """
 
 from __future__ import annotations
@@ -26,6 +27,8 @@ import hashlib
 import json
 from collections.abc import Mapping, Sequence
 from typing import Any
+
+from meterline.core import merkle
 
 HASH_SIZE = 32
 HEX_DIGITS = frozenset("0123456789abcdef")
@@ -132,26 +135,9 @@ def verify_inclusion(
     event_hash: bytes, index: int, size: int, path: Sequence[bytes], root: bytes
 ) -> bool:
     """Whether ``path`` proves ``event_hash`` is leaf ``index`` of a ``size``-leaf tree
-    with Merkle tree hash ``root`` (the RFC 9162 section 2.1.3.2 algorithm)."""
-    if not 0 <= index < size:
-        return False
-    if any(len(sibling) != HASH_SIZE for sibling in path):
-        return False
-    first_node, last_node = index, size - 1
-    result = leaf_hash(event_hash)
-    for sibling in path:
-        if last_node == 0:
-            return False
-        if first_node & 1 or first_node == last_node:
-            result = node_hash(sibling, result)
-            while first_node and not first_node & 1:
-                first_node >>= 1
-                last_node >>= 1
-        else:
-            result = node_hash(result, sibling)
-        first_node >>= 1
-        last_node >>= 1
-    return last_node == 0 and result == root
+    with Merkle tree hash ``root`` (the RFC 9162 section 2.1.3.2 algorithm, which
+    ``core.merkle.verify_inclusion`` runs over the event's leaf hash)."""
+    return merkle.verify_inclusion(leaf_hash(event_hash), index, size, tuple(path), root)
 
 
 # -- the proof document verifier ------------------------------------------------------
