@@ -26,7 +26,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, cast
 
 from meterline.core import merkle
 
@@ -158,16 +158,30 @@ def _value(container: Mapping[str, Any], key: str, prefix: str, problems: list[s
     return container[key]
 
 
-def _object(
-    container: Mapping[str, Any], key: str, prefix: str, problems: list[str]
-) -> Mapping[str, Any] | None:
+def _typed(
+    container: Mapping[str, Any],
+    key: str,
+    prefix: str,
+    problems: list[str],
+    kind: type,
+    what: str,
+) -> Any:
+    """``container[key]`` when it is a ``kind``, else None after a message (it must be
+    ``what``, or it is missing)."""
     value = _value(container, key, prefix, problems)
     if value is _MISSING:
         return None
-    if not isinstance(value, Mapping):
-        problems.append(f"{prefix}{key}: must be an object")
+    if not isinstance(value, kind):
+        problems.append(f"{prefix}{key}: must be {what}")
         return None
     return value
+
+
+def _object(
+    container: Mapping[str, Any], key: str, prefix: str, problems: list[str]
+) -> Mapping[str, Any] | None:
+    value = _typed(container, key, prefix, problems, Mapping, "an object")
+    return cast("Mapping[str, Any] | None", value)
 
 
 def _integer(
@@ -186,13 +200,7 @@ def _integer(
 
 
 def _text(container: Mapping[str, Any], key: str, prefix: str, problems: list[str]) -> str | None:
-    value = _value(container, key, prefix, problems)
-    if value is _MISSING:
-        return None
-    if not isinstance(value, str):
-        problems.append(f"{prefix}{key}: must be a string")
-        return None
-    return value
+    return cast("str | None", _typed(container, key, prefix, problems, str, "a string"))
 
 
 def _parse_hash(value: Any, name: str, problems: list[str]) -> bytes | None:
@@ -215,11 +223,8 @@ def _hash(container: Mapping[str, Any], key: str, prefix: str, problems: list[st
 def _hashes(
     container: Mapping[str, Any], key: str, prefix: str, problems: list[str]
 ) -> list[bytes] | None:
-    value = _value(container, key, prefix, problems)
-    if value is _MISSING:
-        return None
-    if not isinstance(value, list):
-        problems.append(f"{prefix}{key}: must be a list of hashes")
+    value = _typed(container, key, prefix, problems, list, "a list of hashes")
+    if value is None:
         return None
     result = []
     for position, item in enumerate(value):
