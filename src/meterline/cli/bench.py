@@ -4,7 +4,8 @@ each one call into ``meterline.bench``."""
 from __future__ import annotations
 
 import json
-from typing import Annotated
+from collections.abc import Mapping
+from typing import Annotated, Any
 
 import typer
 
@@ -14,6 +15,20 @@ from meterline.cli.options import (
 )
 
 bench_app = typer.Typer(help="Benchmarks that print their figures.", no_args_is_help=True)
+
+
+def _print_figures(
+    result: Mapping[str, Any], as_json: bool, width: int, *, markup: bool = True
+) -> None:
+    """A benchmark's figures: one JSON object, or one line each, names right-aligned in
+    ``width`` and counts with thousands separators (``markup=False``: printed as is)."""
+    if as_json:
+        print(json.dumps(result))
+        return
+    for name, value in result.items():
+        counted = isinstance(value, int) and not isinstance(value, bool)
+        figure = f"{value:,}" if counted else f"{value}"
+        console.print(f"{name:>{width}}: {figure}", markup=markup)
 
 
 @bench_app.command("ingest")
@@ -27,13 +42,7 @@ def bench_ingest(
     from meterline.bench.ingest import run_ingest_benchmark
 
     result = run_ingest_benchmark(events, batch, http_batch, progress=None if as_json else console)
-    if as_json:
-        print(json.dumps(result))
-        return
-    for name, value in result.items():
-        console.print(
-            f"{name:>24}: {value:,}" if isinstance(value, int) else f"{name:>24}: {value}"
-        )
+    _print_figures(result, as_json, 24)
 
 
 @bench_app.command("close")
@@ -49,12 +58,7 @@ def bench_close(
     from meterline.bench.close import run_close_benchmark
 
     result = run_close_benchmark(events, customers, credits=credits).as_dict()
-    if as_json:
-        print(json.dumps(result))
-        return
-    for name, value in result.items():
-        counted = isinstance(value, int) and not isinstance(value, bool)
-        console.print(f"{name:>24}: {value:,}" if counted else f"{name:>24}: {value}")
+    _print_figures(result, as_json, 24)
 
 
 @bench_app.command("finance")
@@ -71,12 +75,7 @@ def bench_finance(
     result = run_finance_benchmark(
         events, customers, repeats, progress=None if as_json else console
     )
-    if as_json:
-        print(json.dumps(result))
-        return
-    for name, value in result.items():
-        counted = isinstance(value, int) and not isinstance(value, bool)
-        console.print(f"{name:>36}: {value:,}" if counted else f"{name:>36}: {value}")
+    _print_figures(result, as_json, 36)
 
 
 @bench_app.command("controls")
@@ -100,12 +99,7 @@ def bench_controls(
     result = run_controls_benchmark(
         probes, events, rounds=rounds, progress=None if as_json else console
     )
-    if as_json:
-        print(json.dumps(result))
-        return
-    for name, value in result.items():
-        counted = isinstance(value, int) and not isinstance(value, bool)
-        console.print(f"{name:>36}: {value:,}" if counted else f"{name:>36}: {value}", markup=False)
+    _print_figures(result, as_json, 36, markup=False)
 
 
 WritersOption = Annotated[

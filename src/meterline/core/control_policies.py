@@ -43,7 +43,7 @@ from dataclasses import dataclass, field
 from datetime import date, timedelta
 from decimal import Context, Decimal, localcontext
 from itertools import repeat
-from typing import Literal
+from typing import Literal, get_args
 
 from meterline.core.money import MONEY_CONTEXT, cost_of
 
@@ -58,14 +58,7 @@ PolicyKind = Literal[
     "usage_spike",
     "invoice_overdue",
 ]
-POLICY_KINDS: tuple[PolicyKind, ...] = (
-    "balance_exhausted",
-    "cost_exceeds_prepayment",
-    "margin_floor",
-    "spend_threshold",
-    "usage_spike",
-    "invoice_overdue",
-)
+POLICY_KINDS: tuple[PolicyKind, ...] = get_args(PolicyKind)
 ActionKind = Literal["block", "alert", "true_up", "top_up"]
 ACTION_KINDS: tuple[ActionKind, ...] = ("block", "alert", "true_up", "top_up")
 Release = Literal["clear", "manual"]

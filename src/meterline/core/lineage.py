@@ -17,7 +17,8 @@ O(log n) memory, on the invoice-close hot path; ``inclusion_path`` and
 
 ``verify_proof`` checks a whole proof document (what the HTTP endpoint returns) from an
 event's bytes up to the invoice's hash. It and its helpers use only the standard library
-(``hashlib``, ``json``) so an auditor can copy them out of the project.
+(``hashlib``, ``json``) and ``core.merkle`` (standard library only too), so an auditor can
+copy the two modules out of the project.
 """
 
 from __future__ import annotations
@@ -25,7 +26,9 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, cast
+
+from meterline.core import merkle
 
 HASH_SIZE = 32
 HEX_DIGITS = frozenset("0123456789abcdef")
@@ -132,26 +135,9 @@ def verify_inclusion(
     event_hash: bytes, index: int, size: int, path: Sequence[bytes], root: bytes
 ) -> bool:
     """Whether ``path`` proves ``event_hash`` is leaf ``index`` of a ``size``-leaf tree
-    with Merkle tree hash ``root`` (the RFC 9162 section 2.1.3.2 algorithm)."""
-    if not 0 <= index < size:
-        return False
-    if any(len(sibling) != HASH_SIZE for sibling in path):
-        return False
-    first_node, last_node = index, size - 1
-    result = leaf_hash(event_hash)
-    for sibling in path:
-        if last_node == 0:
-            return False
-        if first_node & 1 or first_node == last_node:
-            result = node_hash(sibling, result)
-            while first_node and not first_node & 1:
-                first_node >>= 1
-                last_node >>= 1
-        else:
-            result = node_hash(result, sibling)
-        first_node >>= 1
-        last_node >>= 1
-    return last_node == 0 and result == root
+    with Merkle tree hash ``root`` (the RFC 9162 section 2.1.3.2 algorithm, which
+    ``core.merkle.verify_inclusion`` runs over the event's leaf hash)."""
+    return merkle.verify_inclusion(leaf_hash(event_hash), index, size, tuple(path), root)
 
 
 # -- the proof document verifier ------------------------------------------------------
@@ -172,16 +158,30 @@ def _value(container: Mapping[str, Any], key: str, prefix: str, problems: list[s
     return container[key]
 
 
-def _object(
-    container: Mapping[str, Any], key: str, prefix: str, problems: list[str]
-) -> Mapping[str, Any] | None:
+def _typed(
+    container: Mapping[str, Any],
+    key: str,
+    prefix: str,
+    problems: list[str],
+    kind: type,
+    what: str,
+) -> Any:
+    """``container[key]`` when it is a ``kind``, else None after a message (it must be
+    ``what``, or it is missing)."""
     value = _value(container, key, prefix, problems)
     if value is _MISSING:
         return None
-    if not isinstance(value, Mapping):
-        problems.append(f"{prefix}{key}: must be an object")
+    if not isinstance(value, kind):
+        problems.append(f"{prefix}{key}: must be {what}")
         return None
     return value
+
+
+def _object(
+    container: Mapping[str, Any], key: str, prefix: str, problems: list[str]
+) -> Mapping[str, Any] | None:
+    value = _typed(container, key, prefix, problems, Mapping, "an object")
+    return cast("Mapping[str, Any] | None", value)
 
 
 def _integer(
@@ -200,13 +200,7 @@ def _integer(
 
 
 def _text(container: Mapping[str, Any], key: str, prefix: str, problems: list[str]) -> str | None:
-    value = _value(container, key, prefix, problems)
-    if value is _MISSING:
-        return None
-    if not isinstance(value, str):
-        problems.append(f"{prefix}{key}: must be a string")
-        return None
-    return value
+    return cast("str | None", _typed(container, key, prefix, problems, str, "a string"))
 
 
 def _parse_hash(value: Any, name: str, problems: list[str]) -> bytes | None:
@@ -229,11 +223,8 @@ def _hash(container: Mapping[str, Any], key: str, prefix: str, problems: list[st
 def _hashes(
     container: Mapping[str, Any], key: str, prefix: str, problems: list[str]
 ) -> list[bytes] | None:
-    value = _value(container, key, prefix, problems)
-    if value is _MISSING:
-        return None
-    if not isinstance(value, list):
-        problems.append(f"{prefix}{key}: must be a list of hashes")
+    value = _typed(container, key, prefix, problems, list, "a list of hashes")
+    if value is None:
         return None
     result = []
     for position, item in enumerate(value):

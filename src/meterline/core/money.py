@@ -260,25 +260,11 @@ def cumulative_shares(total: Decimal, count: int, currency: str) -> list[Decimal
     step k's share is round(total x k / count) - round(total x (k - 1) / count), so the
     cumulative amount after every step is the exact cumulative amount rounded once (within
     half a minor unit) and the shares sum exactly to ``total``. A negative total splits as
-    its positive counterpart, negated (rounding is symmetric about zero)."""
+    its positive counterpart, negated (rounding is symmetric about zero). It is
+    ``weighted_shares`` with every step weighing one."""
     if count < 1:
         raise MoneyError("count: at least one step is needed")
-    if round_amount(total, currency) != total:
-        raise MoneyError(f"total: {total} is not a whole number of {currency} minor units")
-    sign = -1 if total < 0 else 1
-    magnitude = abs(total)
-    shares: list[Decimal] = []
-    before = Decimal(0)
-    for step in range(1, count + 1):
-        with localcontext(MONEY_CONTEXT) as context:
-            context.traps[Inexact] = False  # a quotient: carried far past the minor unit
-            context.prec = 2 * MONEY_CONTEXT.prec + 10
-            exact = magnitude * step / count
-        reached = round_amount(exact, currency)
-        with localcontext(MONEY_CONTEXT):
-            shares.append(sign * (reached - before))
-        before = reached
-    return shares
+    return weighted_shares(total, [Decimal(1)] * count, currency)
 
 
 # -- display: what a person reads (never parsed back into a figure) -------------------------

@@ -285,6 +285,11 @@ def _terms(
     )
 
 
+POSTING_FIELDS = ("debit", "credit", "currency", "customer", "cause", "description")
+"""The fields of a journal row after its entry, date and account (``journal_rows``), in
+the order the journal's files and tables list them."""
+
+
 def journal_rows(books: Books) -> list[dict[str, Any]]:
     """One row per posting, as a general ledger imports it: entry, date, account, debit,
     credit, currency, customer, cause, description; with a reporting currency, the debit

@@ -15,21 +15,11 @@ import io
 from datetime import timedelta
 
 from meterline.core.journal import CHART
-from meterline.finance.books import Books, journal_rows
+from meterline.finance.books import POSTING_FIELDS, Books, journal_rows
 
 REPORTING_COLUMNS = ("reporting_currency", "reporting_debit", "reporting_credit")
 """The columns a journal gains when the pricing file declares a reporting currency."""
-CSV_COLUMNS = (
-    "date",
-    "entry_id",
-    "account",
-    "debit",
-    "credit",
-    "currency",
-    "customer",
-    "cause",
-    "description",
-)
+CSV_COLUMNS = ("date", "entry_id", "account", *POSTING_FIELDS)
 BEANCOUNT_ROOTS = {
     "asset": "Assets",
     "liability": "Liabilities",

@@ -197,18 +197,7 @@ def usage_rows(billing: Billing, at_us: int) -> Iterator[tuple[Any, ...]]:
             )
 
 
-_JOURNAL_FIELDS = (
-    "entry_id",
-    "date",
-    "account",
-    "account_kind",
-    "debit",
-    "credit",
-    "currency",
-    "customer",
-    "cause",
-    "description",
-)
+_JOURNAL_FIELDS = ("entry_id", "date", "account", "account_kind", *books.POSTING_FIELDS)
 
 
 def journal_rows(billing: Billing, at_us: int) -> Iterator[tuple[Any, ...]]:

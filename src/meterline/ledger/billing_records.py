@@ -39,6 +39,7 @@ from meterline.ledger.database import (
     PostgresConnection,
     WriteLock,
     open_connection,
+    rows_of,
     write_transaction,
 )
 from meterline.ledger.sqlite import append_only_triggers
@@ -476,16 +477,8 @@ class BillingStore:
 
     def invoices(self, customer: str | None = None) -> list[StoredInvoice]:
         """Finalized invoices in number order, all or one customer's."""
-        if customer is None:
-            rows = self._connection.execute(
-                f"SELECT {_INVOICE_COLUMNS} FROM invoices ORDER BY invoice_number"
-            )
-        else:
-            rows = self._connection.execute(
-                f"SELECT {_INVOICE_COLUMNS} FROM invoices WHERE customer = ?"
-                " ORDER BY invoice_number",
-                (customer,),
-            )
+        select = f"SELECT {_INVOICE_COLUMNS} FROM invoices"
+        rows = rows_of(self._connection, select, "invoice_number", customer)
         return [_invoice(row) for row in rows]
 
     # -- credit notes -------------------------------------------------------------------------
@@ -512,16 +505,8 @@ class BillingStore:
         return StoredCreditNote(note_id, invoice_id, customer, created_at_us, document, digest)
 
     def credit_notes(self, invoice_id: str | None = None) -> list[StoredCreditNote]:
-        if invoice_id is None:
-            rows = self._connection.execute(
-                f"SELECT {_NOTE_COLUMNS} FROM credit_notes ORDER BY note_number"
-            )
-        else:
-            rows = self._connection.execute(
-                f"SELECT {_NOTE_COLUMNS} FROM credit_notes WHERE invoice_id = ?"
-                " ORDER BY note_number",
-                (invoice_id,),
-            )
+        select = f"SELECT {_NOTE_COLUMNS} FROM credit_notes"
+        rows = rows_of(self._connection, select, "note_number", invoice_id, column="invoice_id")
         return [_note(row) for row in rows]
 
     # -- credit grants and their voids and adjustments -------------------------------------
@@ -555,13 +540,8 @@ class BillingStore:
         return StoredGrant(grant_id, customer, created_at_us, document), invoice
 
     def grants(self, customer: str | None = None) -> list[StoredGrant]:
-        query = "SELECT grant_id, customer, created_at_us, document FROM credit_grants"
-        if customer is None:
-            rows = self._connection.execute(query + " ORDER BY grant_number")
-        else:
-            rows = self._connection.execute(
-                query + " WHERE customer = ? ORDER BY grant_number", (customer,)
-            )
+        select = "SELECT grant_id, customer, created_at_us, document FROM credit_grants"
+        rows = rows_of(self._connection, select, "grant_number", customer)
         return [StoredGrant(g, c, t, _blob(d)) for g, c, t, d in rows]
 
     def add_action(self, action: CreditAction) -> None:

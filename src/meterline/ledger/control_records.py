@@ -37,7 +37,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from meterline.ledger.database import WriteLock, open_connection, take_locks, write_transaction
+from meterline.ledger.database import (
+    WriteLock,
+    open_connection,
+    rows_of,
+    take_locks,
+    write_transaction,
+)
 from meterline.ledger.sqlite import append_only_triggers
 
 _SCHEMA = """
@@ -311,27 +317,19 @@ class ControlStore:
         return StoredOverride(number, customer, kind, policy, amount, reason, actor, at_us, detail)
 
     def firings(self, customer: str | None = None) -> list[StoredFiring]:
-        query = "SELECT * FROM control_firings"
-        parameters: tuple[Any, ...] = ()
-        if customer is not None:
-            query += " WHERE customer = ?"
-            parameters = (customer,)
         with self._lock:
-            rows = self._connection.execute(query + " ORDER BY firing_number", parameters)
-            return [_firing(row) for row in rows.fetchall()]
+            rows = rows_of(
+                self._connection, "SELECT * FROM control_firings", "firing_number", customer
+            )
+        return [_firing(row) for row in rows]
 
     def rearms(self, customer: str | None = None) -> list[StoredRearm]:
-        query = "SELECT customer, policy, level, ordinal, at_us, observed FROM control_rearms"
-        parameters: tuple[Any, ...] = ()
-        if customer is not None:
-            query += " WHERE customer = ?"
-            parameters = (customer,)
+        select = "SELECT customer, policy, level, ordinal, at_us, observed FROM control_rearms"
         with self._lock:
-            rows = self._connection.execute(query + " ORDER BY rearm_number", parameters)
-            return [
-                StoredRearm(row[0], row[1], row[2], row[3], row[4], json.loads(row[5]))
-                for row in rows.fetchall()
-            ]
+            rows = rows_of(self._connection, select, "rearm_number", customer)
+        return [
+            StoredRearm(row[0], row[1], row[2], row[3], row[4], json.loads(row[5])) for row in rows
+        ]
 
     def results(self) -> dict[tuple[int, str], dict[str, Any]]:
         with self._lock:
@@ -345,26 +343,14 @@ class ControlStore:
             "SELECT override_number, customer, kind, policy, amount, reason, actor, at_us,"
             " detail FROM control_overrides"
         )
-        parameters: tuple[Any, ...] = ()
-        if customer is not None:
-            query += " WHERE customer = ?"
-            parameters = (customer,)
         with self._lock:
-            rows = self._connection.execute(query + " ORDER BY override_number", parameters)
-            return [
-                StoredOverride(
-                    row[0],
-                    row[1],
-                    row[2],
-                    row[3],
-                    row[4],
-                    row[5],
-                    row[6],
-                    row[7],
-                    json.loads(row[8]),
-                )
-                for row in rows.fetchall()
-            ]
+            rows = rows_of(self._connection, query, "override_number", customer)
+        return [
+            StoredOverride(
+                row[0], row[1], row[2], row[3], row[4], row[5], row[6], row[7], json.loads(row[8])
+            )
+            for row in rows
+        ]
 
     def close(self) -> None:
         with self._lock:

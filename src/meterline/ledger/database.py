@@ -293,12 +293,15 @@ def connect_sqlite(path: Location) -> sqlite3.Connection:
     return connection
 
 
-def rows_of(connection: Any, select: str, order_by: str, customer: str | None) -> list[Any]:
-    """The rows ``select`` reads (of ``customer`` when given), in ``order_by`` order: a
-    record table's list, whole or one customer's."""
+def rows_of(
+    connection: Any, select: str, order_by: str, customer: str | None, column: str = "customer"
+) -> list[Any]:
+    """The rows ``select`` reads (those whose ``column`` is ``customer`` when given), in
+    ``order_by`` order: a record table's list, whole or one customer's (or one invoice's,
+    with ``column="invoice_id"``)."""
     parameters: tuple[Any, ...] = ()
     if customer is not None:
-        select += " WHERE customer = ?"
+        select += f" WHERE {column} = ?"
         parameters = (customer,)
     return list(connection.execute(f"{select} ORDER BY {order_by}", parameters).fetchall())
 

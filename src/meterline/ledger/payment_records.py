@@ -17,12 +17,9 @@ amount; records of different invoices never wait for each other.
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import Decimal
-from pathlib import Path
 from typing import Any
 
 from meterline.ledger.billing_records import BillingConflict
@@ -30,10 +27,9 @@ from meterline.ledger.database import (
     Connection,
     IntegrityErrors,
     WriteLock,
-    open_connection,
     rows_of,
-    write_transaction,
 )
+from meterline.ledger.record_store import RecordStore
 from meterline.ledger.sqlite import append_only_triggers
 
 _SCHEMA = """
@@ -100,15 +96,10 @@ Decision = Callable[[list[StoredPayment]], tuple[str, Decimal, str]]
 exception, which stores nothing)."""
 
 
-class PaymentStore:
+class PaymentStore(RecordStore):
     """Payments, refunds and write-offs in the ledger's file."""
 
-    def __init__(self, path: str | Path) -> None:
-        self.path = str(path)
-        self._connection = open_connection(self.path)
-        self._lock = threading.Lock()
-        with self._lock:
-            self._connection.executescript(_SCHEMA + _TRIGGERS)
+    schema = _SCHEMA + _TRIGGERS
 
     def _same(self, connection: Connection, customer: str, payment_id: str) -> Any:
         return connection.execute(
@@ -201,12 +192,3 @@ class PaymentStore:
                 (number,),
             ).fetchall()
         return int(newest), {str(row[0]) for row in rows}
-
-    @contextmanager
-    def _writing(self, *locks: WriteLock) -> Iterator[Connection]:
-        with self._lock, write_transaction(self._connection, *locks) as connection:
-            yield connection
-
-    def close(self) -> None:
-        with self._lock:
-            self._connection.close()

@@ -59,43 +59,28 @@ from meterline.ledger.heads import (
 )
 from meterline.ledger.location import describe
 from meterline.ledger.sql_reads import (
-    EVENTS_APPEND_ONLY,
+    META_SCHEMA,
+    SCHEMA_VERSION,
     SqlLedgerReads,
-    api_keys_schema,
     event_row,
+    ledger_schema,
 )
 from meterline.ledger.store import (
-    DEFAULT_DEDUP_KEY,
     AppendBatch,
     DedupKey,
     Leases,
     check_dedup_key,
+    settled_dedup_key,
 )
 
-SCHEMA_VERSION = 2
-
-_META = "CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);"
-_SCHEMA = (
-    """
-CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS events (
-    sequence BIGINT NOT NULL,
-    customer TEXT NOT NULL,
-    event_id TEXT NOT NULL,
-    type TEXT NOT NULL,
-    timestamp_us BIGINT NOT NULL,
-    ingested_at_us BIGINT NOT NULL,
-    body BLOB NOT NULL,
-    hash BLOB NOT NULL,
-    partition_number INTEGER NOT NULL,
-    PRIMARY KEY (partition_number, sequence),
-    UNIQUE (customer, event_id, partition_number)
-) PARTITION BY LIST (partition_number);
-"""
-    + EVENTS_APPEND_ONLY
-    + api_keys_schema("BIGINT")
-)
 _UNIQUE_CUSTOMER_ID = "    UNIQUE (customer, event_id, partition_number)\n"
+_SCHEMA = ledger_schema(
+    "BIGINT",
+    "BIGINT NOT NULL",
+    "    partition_number INTEGER NOT NULL,\n    PRIMARY KEY (partition_number, sequence),\n"
+    + _UNIQUE_CUSTOMER_ID
+    + ") PARTITION BY LIST (partition_number);",
+)
 _SOURCE_OWNER = "(CASE WHEN source = '' THEN customer ELSE '' END)"
 """The second part of a ``(source, id)`` key: the customer of an event without a source."""
 _SOURCE_SCHEMA = (
@@ -226,18 +211,18 @@ class PostgresStore(SqlLedgerReads):
         if wanted is not None:
             check_dedup_key(wanted)
         connection = self._connection
-        connection.executescript(_META)
+        connection.executescript(META_SCHEMA)
         with connection.migration_lock():
             row = connection.execute("SELECT value FROM meta WHERE name = 'dedup_key'").fetchone()
             if row is None:
                 existing = connection.execute("SELECT to_regclass('events') IS NOT NULL").fetchone()
-                chosen = DEFAULT_DEDUP_KEY if existing[0] else (wanted or DEFAULT_DEDUP_KEY)
+                chosen = settled_dedup_key(None, existing[0], wanted)
                 connection.execute(
                     "INSERT INTO meta VALUES ('dedup_key', ?) ON CONFLICT (name) DO NOTHING",
                     (chosen,),
                 )
             else:
-                chosen = check_dedup_key(row[0])
+                chosen = settled_dedup_key(row[0], True, wanted)
         if wanted is not None and wanted != chosen:
             raise StoreError(
                 f"{describe(self.path)}: the ledger deduplicates by {chosen}, not {wanted}"

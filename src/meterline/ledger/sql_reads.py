@@ -36,6 +36,11 @@ from meterline.ledger.store import (
     split_position,
 )
 
+SCHEMA_VERSION = 2
+"""The version of the tables both stores keep; a ledger of another version is refused."""
+META_SCHEMA = "CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);"
+"""The ledger's settings (schema version, dedup key, partitions), one row a name."""
+
 EVENTS_APPEND_ONLY = """\
 CREATE TRIGGER IF NOT EXISTS events_append_only_update BEFORE UPDATE ON events
 BEGIN SELECT RAISE(ABORT, 'the ledger is append-only: events cannot be updated'); END;
@@ -53,6 +58,30 @@ def event_row(
     sequence, customer, event_id, type, timestamp_us, ingested_at_us, body, hash."""
     customer, event_id, event_type, timestamp_us, body = event
     return (sequence, customer, event_id, event_type, timestamp_us, ingested_at_us, body, digest)
+
+
+def ledger_schema(integer: str, sequence: str, events_end: str) -> str:
+    """The tables both stores create: ``meta``, ``events`` (its ``sequence`` column's
+    type and constraint, then its columns in ``event_row``'s order, then ``events_end``:
+    the partition number column and what closes the table), the events' append-only
+    triggers and the API keys, with ``integer`` the store's 64-bit integer type."""
+    return (
+        f"""
+{META_SCHEMA}
+CREATE TABLE IF NOT EXISTS events (
+    sequence {sequence},
+    customer TEXT NOT NULL,
+    event_id TEXT NOT NULL,
+    type TEXT NOT NULL,
+    timestamp_us {integer} NOT NULL,
+    ingested_at_us {integer} NOT NULL,
+    body BLOB NOT NULL,
+    hash BLOB NOT NULL,
+{events_end}
+"""
+        + EVENTS_APPEND_ONLY
+        + api_keys_schema(integer)
+    )
 
 
 def api_keys_schema(integer: str) -> str:

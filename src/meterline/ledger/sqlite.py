@@ -46,46 +46,27 @@ from meterline.ledger.heads import (
     initial_heads_sql,
 )
 from meterline.ledger.sql_reads import (
-    EVENTS_APPEND_ONLY,
+    META_SCHEMA,
+    SCHEMA_VERSION,
     SqlLedgerReads,
-    api_keys_schema,
     event_row,
+    ledger_schema,
 )
 from meterline.ledger.store import (
-    DEFAULT_DEDUP_KEY,
     AppendBatch,
     DedupKey,
     Leases,
     check_dedup_key,
+    settled_dedup_key,
 )
 
-SCHEMA_VERSION = 2
 CHECKPOINT_INTERVAL_S = 0.05
 """How often the background thread copies the WAL back into the database file."""
 WRITER_CHECKPOINT_PAGES = 8192
 """WAL size (pages) past which the writer checkpoints itself, should the thread fall behind."""
 
-_META = "CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL)"
-_SCHEMA = (
-    """
-CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS events (
-    sequence INTEGER PRIMARY KEY,
-    customer TEXT NOT NULL,
-    event_id TEXT NOT NULL,
-    type TEXT NOT NULL,
-    timestamp_us INTEGER NOT NULL,
-    ingested_at_us INTEGER NOT NULL,
-    body BLOB NOT NULL,
-    hash BLOB NOT NULL,
-    partition_number INTEGER NOT NULL DEFAULT 0
-);
-"""
-    + EVENTS_APPEND_ONLY
-    + api_keys_schema("INTEGER")
-)
-
 _EVENTS_END = "    partition_number INTEGER NOT NULL DEFAULT 0\n);"
+_SCHEMA = ledger_schema("INTEGER", "INTEGER PRIMARY KEY", _EVENTS_END)
 _SOURCE_SCHEMA = _SCHEMA.replace(
     _EVENTS_END, "    partition_number INTEGER NOT NULL DEFAULT 0,\n    source TEXT NOT NULL\n);", 1
 )
@@ -233,8 +214,8 @@ class SqliteStore(SqlLedgerReads):
                 ).fetchone()
             except sqlite3.OperationalError:
                 row = None  # no meta table: not a ledger; the schema check says so
-            return check_dedup_key(row[0]) if row else DEFAULT_DEDUP_KEY
-        connection.execute(_META)
+            return settled_dedup_key(row[0] if row else None, True, wanted)
+        connection.execute(META_SCHEMA)
         connection.execute("BEGIN IMMEDIATE")
         try:
             row = connection.execute("SELECT value FROM meta WHERE name = 'dedup_key'").fetchone()
@@ -242,10 +223,10 @@ class SqliteStore(SqlLedgerReads):
                 existing = connection.execute(
                     "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'events'"
                 ).fetchone()
-                chosen = DEFAULT_DEDUP_KEY if existing else (wanted or DEFAULT_DEDUP_KEY)
+                chosen = settled_dedup_key(None, existing is not None, wanted)
                 connection.execute("INSERT INTO meta VALUES ('dedup_key', ?)", (chosen,))
             else:
-                chosen = check_dedup_key(row[0])
+                chosen = settled_dedup_key(row[0], True, wanted)
             connection.execute("COMMIT")
         except BaseException:
             if connection.in_transaction:

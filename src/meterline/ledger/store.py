@@ -41,6 +41,17 @@ def check_dedup_key(value: object) -> DedupKey:
     return value
 
 
+def settled_dedup_key(stored: str | None, existing: bool, wanted: DedupKey | None) -> DedupKey:
+    """The dedup key a ledger keeps: the one its ``meta`` holds (``stored``); without one,
+    ``(customer, id)`` for an ``existing`` ledger (created before the setting existed),
+    else ``wanted`` or the default (a new ledger, which then stores it)."""
+    if stored is not None:
+        return check_dedup_key(stored)
+    if existing:
+        return DEFAULT_DEDUP_KEY
+    return wanted or DEFAULT_DEDUP_KEY
+
+
 SEQUENCE_MAX = 2**63 - 1
 """The largest cursor either store takes (a signed 64-bit integer); past it is refused."""
 

@@ -21,11 +21,8 @@ append, the control records or billing.
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Literal
 
 import msgspec
@@ -34,10 +31,9 @@ from meterline.ledger.database import (
     Connection,
     PostgresConnection,
     WriteLock,
-    open_connection,
     take_locks,
-    write_transaction,
 )
+from meterline.ledger.record_store import RecordStore
 
 DeliveryStatus = Literal["pending", "delivered", "failed"]
 DELIVERY_STATUSES: tuple[DeliveryStatus, ...] = ("pending", "delivered", "failed")
@@ -209,22 +205,10 @@ def _delivery(row: tuple[Any, ...]) -> Delivery:
     )
 
 
-class WebhookStore:
+class WebhookStore(RecordStore):
     """Webhook endpoints, deliveries and their attempt log in the ledger's file."""
 
-    def __init__(self, path: str | Path) -> None:
-        self.path = str(path)
-        self._connection = open_connection(self.path)
-        self._lock = threading.Lock()
-        with self._lock:
-            self._connection.executescript(_SCHEMA)
-
-    @contextmanager
-    def _transaction(self, *locks: WriteLock) -> Iterator[Connection]:
-        """One write transaction (``write_transaction``, holding ``locks``) under the
-        store's lock; rolled back on any error."""
-        with self._lock, write_transaction(self._connection, *locks) as connection:
-            yield connection
+    schema = _SCHEMA
 
     def _rows(self, query: str, parameters: Sequence[object] = ()) -> list[tuple[Any, ...]]:
         with self._lock:
@@ -233,7 +217,7 @@ class WebhookStore:
     # -- endpoints ---------------------------------------------------------------------------
 
     def add_endpoint(self, endpoint: Endpoint, secret: str) -> None:
-        with self._transaction() as connection:
+        with self._writing() as connection:
             connection.execute(
                 f"INSERT INTO webhook_endpoints ({_ENDPOINT_COLUMNS}, secret)"
                 " VALUES (?, ?, ?, ?, ?, ?, ?)",
@@ -273,7 +257,7 @@ class WebhookStore:
     def disable_endpoint(self, endpoint_id: str, at_us: int) -> Endpoint | None:
         """Disable an endpoint (idempotent) and fail its pending deliveries, atomically;
         None if there is no such endpoint."""
-        with self._transaction(_endpoint_lock(endpoint_id)) as connection:
+        with self._writing(_endpoint_lock(endpoint_id)) as connection:
             connection.execute(
                 "UPDATE webhook_endpoints SET disabled_at_us = ?"
                 " WHERE endpoint_id = ? AND disabled_at_us IS NULL",
@@ -304,7 +288,7 @@ class WebhookStore:
         to ``kind`` that does not have this event yet. Returns the deliveries of the event
         to those endpoints (in endpoint order) and how many of them are new."""
         delivery_ids, created = [], 0
-        with self._transaction() as connection:
+        with self._writing() as connection:
             subscribed = self._subscribed(connection, kind)
             if subscribed:
                 # the queues written, locked; then read again: one may have been disabled
@@ -384,7 +368,7 @@ class WebhookStore:
         claim = _DUE_HEADS
         if isinstance(self._connection, PostgresConnection):
             claim = claim.rstrip() + _CLAIM_ROWS
-        with self._transaction() as connection:
+        with self._writing() as connection:
             rows = connection.execute(claim, (now_us, limit)).fetchall()
             connection.executemany(
                 "UPDATE webhook_deliveries SET next_attempt_at_us = ? WHERE delivery_id = ?",
@@ -396,7 +380,7 @@ class WebhookStore:
         """Append the attempt to the log and move its delivery on, in one transaction."""
         attempt = outcome.attempt
         delivered_at = attempt.at_us if outcome.status == "delivered" else None
-        with self._transaction() as connection:
+        with self._writing() as connection:
             connection.execute(
                 f"INSERT INTO webhook_attempts ({_ATTEMPT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?)",
                 (
@@ -431,7 +415,7 @@ class WebhookStore:
     def requeue(self, delivery_id: str, now_us: int) -> Delivery | None:
         """Make a delivery pending and due at ``now_us``; attempt numbers continue, and
         the retry schedule starts over from its next attempt."""
-        with self._transaction() as connection:
+        with self._writing() as connection:
             connection.execute(
                 "UPDATE webhook_deliveries SET status = 'pending', next_attempt_at_us = ?,"
                 " attempts_at_requeue = attempts WHERE delivery_id = ?",
@@ -450,7 +434,3 @@ class WebhookStore:
             (delivery_id,),
         )
         return [Attempt(*row) for row in rows]
-
-    def close(self) -> None:
-        with self._lock:
-            self._connection.close()

@@ -13,21 +13,16 @@ by the store itself. Proposal numbers are ``MAX + 1`` under the ``proposal-numbe
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
 from meterline.ledger.billing_records import BillingConflict
 from meterline.ledger.database import (
-    Connection,
     IntegrityErrors,
     WriteLock,
-    open_connection,
     rows_of,
-    write_transaction,
 )
+from meterline.ledger.record_store import RecordStore
 from meterline.ledger.sqlite import append_only_triggers
 
 _SCHEMA = """
@@ -127,15 +122,10 @@ def _decision(row: tuple[Any, ...]) -> StoredDecision:
     )
 
 
-class WorkspaceStore:
+class WorkspaceStore(RecordStore):
     """Users, proposals and decisions in the ledger's file (or PostgreSQL schema)."""
 
-    def __init__(self, path: str) -> None:
-        self.path = str(path)
-        self._connection = open_connection(self.path)
-        self._lock = threading.Lock()
-        with self._lock:
-            self._connection.executescript(_SCHEMA + _TRIGGERS)
+    schema = _SCHEMA + _TRIGGERS
 
     def put_user(
         self, name: str, password_hash: str, role: str, customer: str | None, created_at_us: int
@@ -244,12 +234,3 @@ class WorkspaceStore:
                 f"SELECT {_DECISION_COLUMNS} FROM workspace_decisions ORDER BY decision_number"
             ).fetchall()
         return {row[0]: _decision(row) for row in rows}
-
-    @contextmanager
-    def _writing(self, *locks: WriteLock) -> Iterator[Connection]:
-        with self._lock, write_transaction(self._connection, *locks) as connection:
-            yield connection
-
-    def close(self) -> None:
-        with self._lock:
-            self._connection.close()
