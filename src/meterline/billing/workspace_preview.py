@@ -18,7 +18,7 @@ draft's figures. Reads only.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from datetime import date
 from decimal import Decimal
 from typing import Any
@@ -29,19 +29,23 @@ from meterline.billing import documents, drafts, revisions
 from meterline.billing.context import BillingContext, Loaded, billing_cycle
 from meterline.billing.errors import BillingError
 from meterline.billing.scan import run_jobs
-from meterline.billing.workspace import Proposed, propose_terms
+from meterline.billing.workspace import Change, Proposed, floating_pins, propose_terms
 from meterline.core.control_policies import ControlPolicy, Observation, read
 from meterline.core.documents import Invoice, document_data
 from meterline.core.events import decode_exact
+from meterline.core.experiments import Candidate, PlanExperiment, sample_by_usage
 from meterline.core.invoicing import CHARGE_KINDS
-from meterline.core.model import Contract
+from meterline.core.model import Configuration, Contract, TermsError, terms_at
 from meterline.core.money import to_decimal
 from meterline.core.periods import BillingPeriod, local_midnight_us, period_containing
-from meterline.core.proposals import ContractChange, line_comparison
+from meterline.core.proposals import line_comparison
+from meterline.ledger.billing_records import StoredInvoice
 
 
-def preview(context: BillingContext, change: ContractChange) -> dict[str, Any]:
+def preview(context: BillingContext, change: Change) -> dict[str, Any]:
     """The preview of ``change`` (``ProposalRefused`` as a proposal would be)."""
+    if isinstance(change, PlanExperiment):
+        return experiment_preview(context, change)
     proposed = propose_terms(context, change)
     contract = proposed.configuration.contract(change.customer)
     if contract is None:  # the change always writes its contract
@@ -69,6 +73,104 @@ def preview(context: BillingContext, change: ContractChange) -> dict[str, Any]:
             proposed.configuration.controls_for(contract, current.end_us - 1), proposed_current
         ),
     }
+
+
+def experiment_preview(context: BillingContext, experiment: PlanExperiment) -> dict[str, Any]:
+    """A sample of real customers' last closed period re-rated under the experiment's new
+    version (each customer's own overrides kept) beside its finalized invoice's service
+    lines, line by line, with each customer's and the total revenue impact (by currency).
+    The sample is the experiment's, else the customers on the plan with the most usage
+    on their last finalized invoice (``core.experiments.sample_by_usage``)."""
+    proposed = propose_terms(context, experiment)
+    base = proposed.base
+    if base is None:  # the plan exists, so a revision is in force
+        raise BillingError("no pricing applied yet")
+    version = max(p.version for p in proposed.configuration.plans if p.plan == experiment.plan)
+    last_closed = {customer: _last_invoice(context, customer) for customer in _customers(base)}
+    sample = list(experiment.sample) or sample_by_usage(
+        [
+            Candidate(customer, _usage(invoice))
+            for customer, invoice in last_closed.items()
+            if invoice is not None and _on_plan(base, customer, experiment.plan)
+        ]
+    )
+    rows = []
+    without = []
+    impact: dict[str, Decimal] = {}
+    for customer in sample:
+        contract = base.configuration.contract(customer)
+        stored = last_closed.get(customer) or _last_invoice(context, customer)
+        compared = None
+        if contract is not None and stored is not None:
+            compared = _on_version(context, proposed, contract, experiment.plan, version, stored)
+        if compared is None:
+            without.append(customer)
+            continue
+        currency = compared["currency"]
+        impact[currency] = impact.get(currency, Decimal(0)) + to_decimal(compared["difference"])
+        rows.append({"customer": customer, **compared})
+    return {
+        "kind": experiment.kind,
+        "plan": experiment.plan,
+        "version": version,
+        "effective": experiment.effective,
+        "kept_by": sorted(floating_pins(base, experiment)),
+        "sampled_by": "given" if experiment.sample else "usage",
+        "sample": rows,
+        "without_closed_period": without,
+        "revenue_impact": {currency: str(amount) for currency, amount in sorted(impact.items())},
+    }
+
+
+def _customers(base: Loaded) -> list[str]:
+    return [contract.customer for contract in base.configuration.contracts]
+
+
+def _on_plan(base: Loaded, customer: str, plan: str) -> bool:
+    """Whether the customer's terms from its last change are on ``plan``."""
+    contract = base.configuration.contract(customer)
+    if contract is None:
+        return False
+    return (contract.amendments[-1].plan if contract.amendments else contract.plan) == plan
+
+
+def _last_invoice(context: BillingContext, customer: str) -> StoredInvoice | None:
+    invoices = context.period_invoices(customer)
+    return max(invoices, key=lambda i: i.period_start_us) if invoices else None
+
+
+def _usage(stored: StoredInvoice) -> Decimal:
+    """What a finalized invoice charged for usage (how a default sample is ranked)."""
+    lines = decode_exact(stored.document)["lines"]
+    usage = (to_decimal(line["amount"]) for line in lines if line["kind"] == "usage")
+    return sum(usage, Decimal(0))
+
+
+def _on_version(
+    context: BillingContext,
+    proposed: Proposed,
+    contract: Contract,
+    plan: str,
+    version: int,
+    stored: StoredInvoice,
+) -> dict[str, Any] | None:
+    """The invoice's period re-rated as if ``contract`` had been on ``plan@version`` with
+    the overrides it had then, beside the invoice (None: not active then)."""
+    period = BillingPeriod(stored.period_start_us, stored.period_end_us)
+    at_us = max(period.start_us, contract.start_us)
+    new_label = f"{plan}@{version}"
+    base = proposed.base or proposed
+    try:
+        was = terms_at(base.configuration, contract, at_us, at_us)
+    except TermsError:
+        return None
+    both = f"({was.plan.label} → {new_label})"
+    aliases = {f"({was.plan.label})": both, f"({new_label})": both}
+    on_version = replace(
+        contract, plan=plan, version=version, overrides=was.overrides, amendments=()
+    )
+    configuration = proposed.configuration
+    return rerated_beside(context, configuration, on_version, at_us, period, stored, aliases)
 
 
 @dataclass
@@ -122,16 +224,31 @@ def _closed(
     effective_us = local_midnight_us(
         contract.timezone, date.fromisoformat(proposed.change.effective)
     )
-    job = revisions.forward_job(
-        proposed.configuration, contract, effective_us, last, context.ledger_cut()
-    )
+    return rerated_beside(context, proposed.configuration, contract, effective_us, last, stored)
+
+
+def rerated_beside(
+    context: BillingContext,
+    configuration: Configuration,
+    contract: Contract,
+    at_us: int,
+    period: BillingPeriod,
+    stored: StoredInvoice,
+    aliases: dict[str, str] | None = None,
+) -> dict[str, Any] | None:
+    """``period`` re-rated wholly under ``contract``'s terms at ``at_us`` in
+    ``configuration`` beside the service lines of its finalized invoice ``stored``, line
+    by line (None: the contract is not active then; ``aliases``: as
+    ``core.proposals.line_comparison`` takes them)."""
+    job = revisions.forward_job(configuration, contract, at_us, period, context.ledger_cut())
     if job is None:
         return None
     run_jobs(context.connection, [job])
     rerated = plain_document(
-        documents.invoice_document(context, job, proposed.configuration, 0, "", None, None, [])
+        documents.invoice_document(context, job, configuration, 0, "", None, None, [])
     )
-    return _compared("last_closed", last, _service(decode_exact(stored.document)), rerated)
+    actual = _service(decode_exact(stored.document))
+    return _compared("last_closed", period, actual, rerated, aliases)
 
 
 def _service(document: dict[str, Any]) -> dict[str, Any]:
@@ -147,6 +264,7 @@ def _compared(
     period: BillingPeriod,
     actual: dict[str, Any] | None,
     proposed: dict[str, Any],
+    aliases: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     actual_lines = [] if actual is None else actual["lines"]
     actual_total = Decimal(0) if actual is None else to_decimal(actual["total"])
@@ -158,7 +276,7 @@ def _compared(
         "end": proposed["period"]["end"],
         "invoice": None if actual is None else actual.get("number"),
         "currency": proposed["currency"],
-        "lines": line_comparison(actual_lines, proposed["lines"]),
+        "lines": line_comparison(actual_lines, proposed["lines"], aliases),
         "actual_total": str(actual_total),
         "proposed_total": str(proposed_total),
         "difference": str(proposed_total - actual_total),

@@ -322,16 +322,26 @@ def decision_problem(
 
 
 def line_comparison(
-    actual: list[Mapping[str, Any]], proposed: list[Mapping[str, Any]]
+    actual: list[Mapping[str, Any]],
+    proposed: list[Mapping[str, Any]],
+    aliases: Mapping[str, str] | None = None,
 ) -> list[dict[str, Any]]:
     """Two invoices' lines side by side, matched by kind and description (in the actual
     invoice's order, then the lines only the proposal has): each amount and the
-    difference (a missing line is 0)."""
+    difference (a missing line is 0). ``aliases`` rewrites text in either side's
+    descriptions first (``(team@1)`` and ``(team@2)`` both as ``(team@1 → team@2)``, so a
+    line re-rated under another plan version meets its original)."""
+
+    def described(line: Mapping[str, Any]) -> str:
+        text = str(line["description"])
+        for old, new in (aliases or {}).items():
+            text = text.replace(old, new)
+        return text
 
     def amounts(lines: list[Mapping[str, Any]]) -> dict[tuple[str, str], Any]:
         found: dict[tuple[str, str], Any] = {}
         for line in lines:
-            key = (str(line["kind"]), str(line["description"]))
+            key = (str(line["kind"]), described(line))
             found[key] = found.get(key, 0) + to_decimal(str(line["amount"]), "amount")
         return found
 
