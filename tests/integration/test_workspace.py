@@ -8,8 +8,10 @@ import json
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from decimal import Decimal as D
+from pathlib import Path
 from typing import Any
 
+import duckdb
 import pytest
 from typer.testing import CliRunner, Result
 
@@ -21,6 +23,7 @@ from meterline.cli.app import app
 from meterline.core.events import decode_exact, timestamp_to_us
 from meterline.core.proposals import ContractChange, CreditPool
 from meterline.errors import ScopeError
+from meterline.finance.export import export_tables
 from meterline.keys import Principal, add_user, authenticate_user
 from meterline.ledger.workspace_records import WorkspaceConflict
 from tests.conftest import Location
@@ -275,3 +278,59 @@ def test_the_cli_adds_and_lists_users_and_exports_the_yaml(
     assert exported.exit_code == 0 and exported.stdout == PRICING
     with open_billing(db, clock=lambda: NOW_US) as service:
         assert service.apply(exported.stdout).revision == 1  # nothing changed
+
+
+def test_the_history_is_exported_with_the_journal(
+    new_db: Callable[..., Location], tmp_path: Path
+) -> None:
+    """`export` writes the proposals with their decisions and every revision with its
+    origin beside the journal; as of an instant before the approval, the proposal is
+    pending and its revision absent."""
+    now = [NOW_US]
+    hour_us = 3_600_000_000
+    tables = ["journal", "workspace_proposals", "configuration_revisions"]
+    with open_billing(new_db("export"), clock=lambda: now[0]) as service:
+        prepare(service)
+        store, context = service.workspace_records, service.context
+        erin, abe = user(service, "erin"), user(service, "abe")
+        workspace.propose(context, store, erin, HYBRID, "hybrid contract")
+        now[0] += hour_us
+        workspace.decide(context, store, abe, "P-000001", True, "numbers check out")
+        loyalty = ContractChange("globex", "2026-11-10", discount_percent="5")
+        workspace.propose(context, store, erin, loyalty, "loyalty")
+        workspace.decide(context, store, abe, "P-000002", False, "not now")
+        export_tables(service, tmp_path / "now", tables=tables)
+        export_tables(service, tmp_path / "before", at_us=NOW_US, tables=tables)
+
+    def read(folder: str, query: str) -> list[tuple[Any, ...]]:
+        connection = duckdb.connect()
+        for name in tables:
+            path = tmp_path / folder / f"{name}.parquet"
+            connection.execute(f"CREATE VIEW {name} AS SELECT * FROM '{path}'")
+        return connection.execute(query).fetchall()
+
+    decided = read(
+        "now",
+        "SELECT proposal_id, kind, customer, proposer, state, decider, decision_reason,"
+        " revision, epoch_us(decided_at), change->>'fee_amount' FROM workspace_proposals",
+    )
+    assert decided == [
+        ("P-000001", "contract", "acme", "user:erin", "approved", "user:abe",
+         "numbers check out", 2, NOW_US + hour_us, "800.00"),
+        ("P-000002", "contract", "globex", "user:erin", "rejected", "user:abe",
+         "not now", None, NOW_US + hour_us, None),
+    ]  # fmt: skip
+    revisions = read(
+        "now",
+        "SELECT revision, via, source, proposal_id, proposer, approver, reason,"
+        " approval_reason FROM configuration_revisions",
+    )
+    assert revisions == [
+        (1, "yaml", "pricing.yaml", None, None, None, None, None),
+        (2, "workspace", "workspace P-000001", "P-000001", "user:erin", "user:abe",
+         "hybrid contract", "numbers check out"),
+    ]  # fmt: skip
+    assert read("now", "SELECT count(*) FROM journal")[0][0] > 0
+    before = read("before", "SELECT proposal_id, state, decider FROM workspace_proposals")
+    assert before == [("P-000001", "pending", None)]
+    assert read("before", "SELECT revision FROM configuration_revisions") == [(1,)]

@@ -49,6 +49,7 @@ from meterline.core.proposals import (
 )
 from meterline.errors import ScopeError
 from meterline.keys import Principal
+from meterline.ledger.billing_records import Revision
 from meterline.ledger.workspace_records import (
     StoredDecision,
     StoredProposal,
@@ -338,6 +339,34 @@ def proposal_document(stored: StoredProposal, decision: StoredDecision | None) -
     }
 
 
+@dataclass(frozen=True, slots=True)
+class RevisionOrigin:
+    """A configuration revision and where it came from: ``via`` ``yaml`` (``meterline
+    apply``) or ``workspace``, with the proposal and the approval it applied."""
+
+    revision: Revision
+    via: str
+    proposal: StoredProposal | None
+    decision: StoredDecision | None
+
+
+def revision_origins(
+    context: BillingContext, store: WorkspaceStore, at_us: int | None = None
+) -> list[RevisionOrigin]:
+    """Every configuration revision (applied by ``at_us`` when given) with its origin."""
+    proposals = {stored.proposal_id: stored for stored in store.proposals()}
+    approvals = {d.revision: d for d in store.decisions().values() if d.revision is not None}
+    found = []
+    for stored in context.store.revisions():
+        if at_us is not None and stored.applied_at_us > at_us:
+            continue
+        decision = approvals.get(stored.revision)
+        via = "workspace" if stored.source_name.startswith(SOURCE_PREFIX) else "yaml"
+        proposal = None if decision is None else proposals.get(decision.proposal_id)
+        found.append(RevisionOrigin(stored, via, proposal, decision))
+    return found
+
+
 def history(context: BillingContext, store: WorkspaceStore, principal: Principal) -> dict[str, Any]:
     """Every proposal the caller may see with its decision, and (for a caller bound to no
     customer) every configuration revision, from YAML or from the workspace."""
@@ -346,21 +375,20 @@ def history(context: BillingContext, store: WorkspaceStore, principal: Principal
         proposal_document(stored, decisions.get(stored.proposal_id))
         for stored in store.proposals(principal.customer)
     ]
-    by_revision = {p["decision"]["revision"]: p for p in proposals if p["state"] == "approved"}
     applied = []
     if principal.customer is None:
-        for stored in context.store.revisions():
-            source = by_revision.get(stored.revision)
+        for origin in revision_origins(context, store):
+            stored, source, decision = origin.revision, origin.proposal, origin.decision
             applied.append(
                 {
                     "revision": stored.revision,
                     "applied_at": format_timestamp(stored.applied_at_us),
                     "source": stored.source_name,
-                    "via": "workspace" if stored.source_name.startswith(SOURCE_PREFIX) else "yaml",
-                    "proposal_id": None if source is None else source["proposal_id"],
-                    "proposer": None if source is None else source["proposer"],
-                    "approver": None if source is None else source["decision"]["decider"],
-                    "reason": None if source is None else source["reason"],
+                    "via": origin.via,
+                    "proposal_id": None if source is None else source.proposal_id,
+                    "proposer": None if source is None else source.proposer,
+                    "approver": None if decision is None else decision.decider,
+                    "reason": None if source is None else source.reason,
                     "content_sha256": stored.content_sha256.hex(),
                 }
             )
