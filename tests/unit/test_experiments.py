@@ -16,7 +16,9 @@ from meterline.core.experiments import (
     experiment_from_data,
     experiment_problems,
     sample_by_usage,
+    segments_on_version,
 )
+from meterline.core.model import Overrides, PlanVersion, Segment, Terms
 from meterline.core.proposals import line_comparison
 
 DATA: dict[str, Any] = {
@@ -144,3 +146,26 @@ def test_lines_of_two_plan_versions_meet_under_an_alias() -> None:
             "difference": "-50.00",
         }
     ]
+
+
+def test_a_period_moves_onto_the_new_version_stretch_by_stretch() -> None:
+    """Only the stretches on the plan move (a switch from free mid-period keeps its
+    split and proration); a period wholly on another plan moves wholly; the aliases
+    name every old version."""
+    free = PlanVersion("free", 1, "Free", "USD", 0)
+    team1 = PlanVersion("team", 1, "Team", "USD", 0)
+    team2 = PlanVersion("team", 2, "Team", "USD", 10)
+    discount = Overrides(discount_percent=D("5"))
+    period = [
+        Segment(0, 10, Terms(free, Overrides()), True),
+        Segment(10, 30, Terms(team1, discount), True),
+    ]
+    moved, aliases = segments_on_version(period, team2)
+    assert [s.terms for s in moved] == [Terms(free, Overrides()), Terms(team2, discount)]
+    assert [(s.start_us, s.end_us, s.begins_terms) for s in moved] == [
+        (0, 10, True),
+        (10, 30, True),
+    ]
+    assert aliases == {"(team@1)": "(team@1 → team@2)", "(team@2)": "(team@1 → team@2)"}
+    wholly, other = segments_on_version(period[:1], team2)
+    assert wholly[0].terms.plan == team2 and other["(free@1)"] == "(free@1 → team@2)"

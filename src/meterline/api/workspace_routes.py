@@ -91,7 +91,7 @@ class ExperimentBody(msgspec.Struct, forbid_unknown_fields=True):
         list[str],
         msgspec.Meta(
             description=f"Customers to preview over (at most {EXPERIMENT_SAMPLE_MAX}); empty:"
-            f" the {EXPERIMENT_SAMPLE_SIZE} on the plan with the most usage last period"
+            f" the {EXPERIMENT_SAMPLE_SIZE} billed on the plan with the most usage last period"
         ),
     ] = []
 

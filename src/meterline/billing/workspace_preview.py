@@ -18,7 +18,7 @@ draft's figures. Reads only.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, fields
 from datetime import date
 from decimal import Decimal
 from typing import Any
@@ -28,14 +28,19 @@ import msgspec
 from meterline.billing import documents, drafts, revisions
 from meterline.billing.context import BillingContext, Loaded, billing_cycle
 from meterline.billing.errors import BillingError
-from meterline.billing.scan import run_jobs
+from meterline.billing.scan import RatingJob, run_jobs
 from meterline.billing.workspace import Change, Proposed, floating_pins, propose_terms
 from meterline.core.control_policies import ControlPolicy, Observation, read
 from meterline.core.documents import Invoice, document_data
 from meterline.core.events import decode_exact
-from meterline.core.experiments import Candidate, PlanExperiment, sample_by_usage
+from meterline.core.experiments import (
+    Candidate,
+    PlanExperiment,
+    sample_by_usage,
+    segments_on_version,
+)
 from meterline.core.invoicing import CHARGE_KINDS
-from meterline.core.model import Configuration, Contract, TermsError, terms_at
+from meterline.core.model import Contract, TermsError, segments
 from meterline.core.money import to_decimal
 from meterline.core.periods import BillingPeriod, local_midnight_us, period_containing
 from meterline.core.proposals import line_comparison
@@ -79,8 +84,8 @@ def experiment_preview(context: BillingContext, experiment: PlanExperiment) -> d
     """A sample of real customers' last closed period re-rated under the experiment's new
     version (each customer's own overrides kept) beside its finalized invoice's service
     lines, line by line, with each customer's and the total revenue impact (by currency).
-    The sample is the experiment's, else the customers on the plan with the most usage
-    on their last finalized invoice (``core.experiments.sample_by_usage``)."""
+    The sample is the experiment's, else the customers billed on the plan in their last
+    closed period with the most usage on that invoice (``core.experiments.sample_by_usage``)."""
     proposed = propose_terms(context, experiment)
     base = proposed.base
     if base is None:  # the plan exists, so a revision is in force
@@ -91,7 +96,7 @@ def experiment_preview(context: BillingContext, experiment: PlanExperiment) -> d
         [
             Candidate(customer, _usage(invoice))
             for customer, invoice in last_closed.items()
-            if invoice is not None and _on_plan(base, customer, experiment.plan)
+            if invoice is not None and _on_plan(base, invoice, experiment.plan)
         ]
     )
     rows = []
@@ -126,12 +131,18 @@ def _customers(base: Loaded) -> list[str]:
     return [contract.customer for contract in base.configuration.contracts]
 
 
-def _on_plan(base: Loaded, customer: str, plan: str) -> bool:
-    """Whether the customer's terms from its last change are on ``plan``."""
-    contract = base.configuration.contract(customer)
+def _on_plan(base: Loaded, invoice: StoredInvoice, plan: str) -> bool:
+    """Whether the invoice's period was billed (in part) on ``plan``."""
+    contract = base.configuration.contract(invoice.customer)
     if contract is None:
         return False
-    return (contract.amendments[-1].plan if contract.amendments else contract.plan) == plan
+    try:
+        found = segments(
+            base.configuration, contract, invoice.period_start_us, invoice.period_end_us
+        )
+    except (TermsError, ValueError):
+        return False
+    return any(segment.terms.plan.plan == plan for segment in found)
 
 
 def _last_invoice(context: BillingContext, customer: str) -> StoredInvoice | None:
@@ -154,23 +165,22 @@ def _on_version(
     version: int,
     stored: StoredInvoice,
 ) -> dict[str, Any] | None:
-    """The invoice's period re-rated as if ``contract`` had been on ``plan@version`` with
-    the overrides it had then, beside the invoice (None: not active then)."""
+    """The invoice's period re-rated with its segments on ``plan`` moved onto
+    ``plan@version`` (``core.experiments.segments_on_version``), beside the invoice
+    (None: the contract had no terms then)."""
     period = BillingPeriod(stored.period_start_us, stored.period_end_us)
-    at_us = max(period.start_us, contract.start_us)
-    new_label = f"{plan}@{version}"
-    base = proposed.base or proposed
-    try:
-        was = terms_at(base.configuration, contract, at_us, at_us)
-    except TermsError:
-        return None
-    both = f"({was.plan.label} → {new_label})"
-    aliases = {f"({was.plan.label})": both, f"({new_label})": both}
-    on_version = replace(
-        contract, plan=plan, version=version, overrides=was.overrides, amendments=()
-    )
     configuration = proposed.configuration
-    return rerated_beside(context, configuration, on_version, at_us, period, stored, aliases)
+    new = configuration.plan_version(plan, version, period.start_us)
+    try:
+        base = (proposed.base or proposed).configuration
+        found = segments(base, contract, period.start_us, period.end_us)
+    except (TermsError, ValueError):
+        return None
+    if new is None or not found:
+        return None
+    moved, aliases = segments_on_version(found, new)
+    job = RatingJob(contract.customer, period, moved, context.ledger_cut(), configuration)
+    return rerated_beside(context, job, stored, aliases)
 
 
 @dataclass
@@ -224,31 +234,27 @@ def _closed(
     effective_us = local_midnight_us(
         contract.timezone, date.fromisoformat(proposed.change.effective)
     )
-    return rerated_beside(context, proposed.configuration, contract, effective_us, last, stored)
+    job = revisions.forward_job(
+        proposed.configuration, contract, effective_us, last, context.ledger_cut()
+    )
+    return None if job is None else rerated_beside(context, job, stored)
 
 
 def rerated_beside(
     context: BillingContext,
-    configuration: Configuration,
-    contract: Contract,
-    at_us: int,
-    period: BillingPeriod,
+    job: RatingJob,
     stored: StoredInvoice,
     aliases: dict[str, str] | None = None,
-) -> dict[str, Any] | None:
-    """``period`` re-rated wholly under ``contract``'s terms at ``at_us`` in
-    ``configuration`` beside the service lines of its finalized invoice ``stored``, line
-    by line (None: the contract is not active then; ``aliases``: as
+) -> dict[str, Any]:
+    """``job`` (a re-rating of ``stored``'s period) run and set beside the service lines
+    of the finalized invoice ``stored``, line by line (``aliases``: as
     ``core.proposals.line_comparison`` takes them)."""
-    job = revisions.forward_job(configuration, contract, at_us, period, context.ledger_cut())
-    if job is None:
-        return None
     run_jobs(context.connection, [job])
     rerated = plain_document(
-        documents.invoice_document(context, job, configuration, 0, "", None, None, [])
+        documents.invoice_document(context, job, job.configuration, 0, "", None, None, [])
     )
     actual = _service(decode_exact(stored.document))
-    return _compared("last_closed", period, actual, rerated, aliases)
+    return _compared("last_closed", job.period, actual, rerated, aliases)
 
 
 def _service(document: dict[str, Any]) -> dict[str, Any]:

@@ -18,27 +18,30 @@ into the pricing file's plain data exactly as a person would in YAML:
   versions) is refused by the history check, naming the contract.
 
 The preview re-rates a sample of real customers' last closed period under the new
-version: ``sample`` when given, else the customers on the plan with the most usage on
-their last finalized invoice (``sample_by_usage``, at most ``EXPERIMENT_SAMPLE_SIZE``).
+version (``segments_on_version``: the period's segments on the plan moved onto it):
+``sample`` when given, else the customers billed on the plan in their last closed period
+with the most usage on that invoice (``sample_by_usage``, at most
+``EXPERIMENT_SAMPLE_SIZE``).
 """
 
 from __future__ import annotations
 
 import copy
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date
 from decimal import Decimal
 from typing import Any
 
+from meterline.core.model import PlanVersion, Segment
 from meterline.core.money import MoneyError, to_decimal
 from meterline.core.proposals import Changed
 
 EXPERIMENT_KIND = "plan_version"
 """The ``kind`` a stored experiment's data carries (a contract change carries none)."""
 EXPERIMENT_SAMPLE_SIZE = 10
-"""How many customers a preview re-rates when the experiment names no sample: those on
-the plan with the most usage on their last finalized invoice."""
+"""How many customers a preview re-rates when the experiment names no sample: those
+billed on the plan in their last closed period with the most usage on that invoice."""
 EXPERIMENT_SAMPLE_MAX = 100
 """The most customers an experiment may name as its sample (each is a re-rating)."""
 
@@ -204,3 +207,23 @@ def sample_by_usage(candidates: list[Candidate], size: int = EXPERIMENT_SAMPLE_S
     """The ``size`` candidates with the most usage charges (ties by name)."""
     chosen = sorted(candidates, key=lambda c: (-c.usage, c.customer))
     return [candidate.customer for candidate in chosen[:size]]
+
+
+def segments_on_version(
+    segments: list[Segment], version: PlanVersion
+) -> tuple[list[Segment], dict[str, str]]:
+    """A billed period's segments with each one on ``version``'s plan moved onto
+    ``version`` (overrides, trials and the splits kept: a customer that joined mid-period
+    is still prorated); all of them when none is on that plan (a sample customer of
+    another plan, as if it had been on the new version). With the aliases that match an
+    old version's lines to the new one's (``core.proposals.line_comparison``)."""
+    moved = [s.terms.plan.plan == version.plan for s in segments]
+    if not any(moved):
+        moved = [True] * len(segments)
+    swapped = [
+        replace(s, terms=replace(s.terms, plan=version)) if move else s
+        for s, move in zip(segments, moved, strict=True)
+    ]
+    labels = sorted({s.terms.plan.label for s, move in zip(segments, moved, strict=True) if move})
+    both = f"({', '.join(labels)} → {version.label})"
+    return swapped, {f"({label})": both for label in [*labels, version.label]}
