@@ -22,6 +22,7 @@ from meterline.billing.workspace_preview import plain_document
 from meterline.cli.app import app
 from meterline.core.events import decode_exact, timestamp_to_us
 from meterline.core.proposals import ContractChange, CreditPool
+from meterline.dashboard import workspace_pages
 from meterline.errors import ScopeError
 from meterline.finance.export import export_tables
 from meterline.keys import Principal, add_user, authenticate_user
@@ -334,3 +335,47 @@ def test_the_history_is_exported_with_the_journal(
     before = read("before", "SELECT proposal_id, state, decider FROM workspace_proposals")
     assert before == [("P-000001", "pending", None)]
     assert read("before", "SELECT revision FROM configuration_revisions") == [(1,)]
+
+
+def test_the_form_sets_controls_refused_under_their_row(billing: Billing) -> None:
+    """The dashboard form's control rows become pricing file controls validated by the
+    parser: a bad action under the row's actions, a negative amount under its settings,
+    settings that are no `name: value` pairs refused first; a good row previews."""
+    form = {
+        "customer": "acme",
+        "effective": "2026-11-20",
+        "control_0_key": "budget",
+        "control_0_policy": "spend_threshold",
+        "control_0_actions": "alert",
+        "control_0_settings": "amount: 400, percents: [50, 100]",
+        "control_1_key": "guard",
+        "control_1_policy": "spend_threshold",
+        "control_1_actions": "alert, explode",
+        "control_1_settings": "amount: [50",
+    }
+    with pytest.raises(workspace_pages.FormRefused) as shape:
+        workspace_pages.change_of_form(form)
+    assert list(shape.value.errors) == ["control_1_settings"]
+    bad = workspace_pages.change_of_form({**form, "control_1_settings": "amount: -4"})
+    assert bad.controls[0] == {
+        "key": "budget",
+        "policy": "spend_threshold",
+        "actions": ["alert"],
+        "amount": 400,
+        "percents": [50, 100],
+    }
+    with pytest.raises(ProposalRefused) as refused:
+        workspace.propose(
+            billing.context, billing.workspace_records, user(billing, "erin"), bad, "r"
+        )
+    errors = workspace_pages.refused_by_field(refused.value)
+    assert set(errors) == {"control_1_actions", "control_1_settings"}
+    assert "'explode' is not one of" in errors["control_1_actions"][0]
+    assert "controls[1].amount: must not be negative" in errors["control_1_settings"][0]
+    good = workspace_pages.change_of_form({k: v for k, v in form.items() if "_1_" not in k})
+    fired = workspace_preview.preview(billing.context, good)["controls"]
+    assert [(row["control"], row["level"], row["would_fire"]) for row in fired] == [
+        ("budget", "50%", True),
+        ("budget", "100%", True),
+    ]
+    assert billing.workspace_records.proposals() == []

@@ -27,6 +27,9 @@ from meterline.core.money import MoneyError, to_decimal
 
 PROPOSAL_REASON_LENGTH_MAX = 2000
 DEFAULT_FEE_KEY = "platform"
+CONTROL_FORM_KEYS = ("key", "policy", "actions")
+"""A proposed control's fields an error is named by on their own (``controls[0].actions``);
+an error in any other field of it is named by the control (``controls[0]``)."""
 _ERROR_PATH = re.compile(r"^[^:]*(?::\d+)?: ((?:contracts|plans)\S*): (.*)$", re.DOTALL)
 
 
@@ -162,6 +165,12 @@ def changed_configuration(data: Any, change: ContractChange) -> Changed:
     if change.controls:
         contract["controls"] = _controls(contract.get("controls"), change.controls)
         paths["controls"] = f"{path}.controls"
+        first = len(contract["controls"]) - len(change.controls)
+        for row in range(len(change.controls)):
+            where = f"{path}.controls[{first + row}]"
+            paths[f"controls[{row}]"] = where
+            for name in CONTROL_FORM_KEYS:
+                paths[f"controls[{row}].{name}"] = f"{where}.{name}"
     new["contracts"] = contracts
     return Changed(new, path, paths)
 
