@@ -3,8 +3,8 @@ against a real ``meterline serve`` over the small real ledger of ``conftest.py``
 month closed, this month under way), with three workspace users.
 
 An editor fills the form with bad input (refused field by field, nothing stored), then
-a hybrid contract for acme (flat fee, a paid credit pool, 50% rollover) from this
-month, previews it and submits it; the same editor cannot approve it; an approver
+a hybrid contract for acme (flat fee, a paid credit pool, 50% rollover, a spend control)
+from this month, previews it and submits it; the same editor cannot approve it; an approver
 approves it; the next draft invoice and the live balance reflect it; a viewer cannot
 reach the form. A screenshot of each page goes to ``$METERLINE_TEST_ARTIFACTS/workspace``
 (or the test's temporary directory).
@@ -118,15 +118,21 @@ def test_an_editor_proposes_a_hybrid_contract_and_an_approver_applies_it(
             "pool_rollover_percent": "150",
             "price_meter": "input_tokens",
             "price_tiers": "1000:0.1, 500:0.1, :0.1",
+            "control_0_key": "budget",
+            "control_0_actions": "alert, explode",
+            "control_0_settings": "amount: -40, percents: [50, 100]",
             "reason": "hybrid contract",
         },
     )
+    editor.select_option("#control_0_policy", "spend_threshold")
     editor.click("button[value=submit]")
     errors = field_errors(editor)
     assert {"effective", "fee_amount", "pool_rollover_percent", "price_tiers"} <= set(errors)
     assert "must not be negative" in errors["fee_amount"]
     assert "at most 100" in errors["pool_rollover_percent"]
     assert "overlap" in errors["price_tiers"]
+    assert "'explode' is not one of" in errors["control_0_actions"]
+    assert "amount: must not be negative" in errors["control_0_settings"]
     snapshot(editor, artifacts, "form-refused")
     editor.goto(f"{served.url}/dashboard/workspace")
     assert "No proposals yet." in editor.inner_text("[data-table=proposals]")
@@ -141,11 +147,17 @@ def test_an_editor_proposes_a_hybrid_contract_and_an_approver_applies_it(
             "pool_paid": "9.00",
             "pool_priority": "10",
             "pool_rollover_percent": "50",
+            "control_0_key": "budget",
+            "control_0_actions": "alert",
+            "control_0_settings": "amount: 100000, percents: [50, 100]",
             "reason": "hybrid contract: fee, pool, half rolls over",
         },
     )
+    editor.select_option("#control_0_policy", "spend_threshold")
     editor.click("button[value=preview]")
     assert editor.is_visible("[data-section=preview]")
+    budget = editor.inner_text("[data-table=controls]")
+    assert "budget" in budget and "spend_threshold" in budget and "100%" in budget
     current = editor.inner_text("[data-table=preview-current]")
     assert "Platform fee" in current and "45.00" in current and "Prepaid credit" in current
     assert editor.is_visible("[data-table=preview-last_closed]")
@@ -177,6 +189,11 @@ def test_an_editor_proposes_a_hybrid_contract_and_an_approver_applies_it(
         lines = {line["description"]: line["amount"] for line in draft["lines"]}
         assert lines["Platform fee (pro@1)"] == "45.00"
         assert any(d.startswith("Prepaid credit") and a == "9.00" for d, a in lines.items())
+        proposal = reader.get("/v1/workspace/proposals/P-000001").json()
+        assert proposal["change"]["controls"] == [
+            {"key": "budget", "policy": "spend_threshold", "actions": ["alert"],
+             "amount": 100000, "percents": [50, 100]}
+        ]  # fmt: skip
         was = Decimal(before["remaining"]["credits"])
         wait_for(
             "the live balance to hold the new pool",

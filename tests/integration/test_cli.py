@@ -70,6 +70,9 @@ def test_demo_tells_the_story_and_is_idempotent(new_db: NewDb, tmp_path: Path) -
         "invoice_overdue dunning fired",
         "days_past_due 15",
         "GET /v1/access/hooli-search -> allowed=True (the block lifts",
+        # the workspace: a contract change approved, then a price experiment over a sample
+        "a price experiment: team@2 from 2026-12-01 for new Team customers",
+        "Last closed period under team@2",
     ):
         assert phrase in " ".join(first.stdout.split()), phrase
     first_text = " ".join(first.stdout.split())

@@ -8,8 +8,10 @@ import json
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from decimal import Decimal as D
+from pathlib import Path
 from typing import Any
 
+import duckdb
 import pytest
 from typer.testing import CliRunner, Result
 
@@ -20,7 +22,9 @@ from meterline.billing.workspace_preview import plain_document
 from meterline.cli.app import app
 from meterline.core.events import decode_exact, timestamp_to_us
 from meterline.core.proposals import ContractChange, CreditPool
+from meterline.dashboard import workspace_pages
 from meterline.errors import ScopeError
+from meterline.finance.export import export_tables
 from meterline.keys import Principal, add_user, authenticate_user
 from meterline.ledger.workspace_records import WorkspaceConflict
 from tests.conftest import Location
@@ -275,3 +279,103 @@ def test_the_cli_adds_and_lists_users_and_exports_the_yaml(
     assert exported.exit_code == 0 and exported.stdout == PRICING
     with open_billing(db, clock=lambda: NOW_US) as service:
         assert service.apply(exported.stdout).revision == 1  # nothing changed
+
+
+def test_the_history_is_exported_with_the_journal(
+    new_db: Callable[..., Location], tmp_path: Path
+) -> None:
+    """`export` writes the proposals with their decisions and every revision with its
+    origin beside the journal; as of an instant before the approval, the proposal is
+    pending and its revision absent."""
+    now = [NOW_US]
+    hour_us = 3_600_000_000
+    tables = ["journal", "workspace_proposals", "configuration_revisions"]
+    with open_billing(new_db("export"), clock=lambda: now[0]) as service:
+        prepare(service)
+        store, context = service.workspace_records, service.context
+        erin, abe = user(service, "erin"), user(service, "abe")
+        workspace.propose(context, store, erin, HYBRID, "hybrid contract")
+        now[0] += hour_us
+        workspace.decide(context, store, abe, "P-000001", True, "numbers check out")
+        loyalty = ContractChange("globex", "2026-11-10", discount_percent="5")
+        workspace.propose(context, store, erin, loyalty, "loyalty")
+        workspace.decide(context, store, abe, "P-000002", False, "not now")
+        export_tables(service, tmp_path / "now", tables=tables)
+        export_tables(service, tmp_path / "before", at_us=NOW_US, tables=tables)
+
+    def read(folder: str, query: str) -> list[tuple[Any, ...]]:
+        connection = duckdb.connect()
+        for name in tables:
+            path = tmp_path / folder / f"{name}.parquet"
+            connection.execute(f"CREATE VIEW {name} AS SELECT * FROM '{path}'")
+        return connection.execute(query).fetchall()
+
+    decided = read(
+        "now",
+        "SELECT proposal_id, kind, customer, proposer, state, decider, decision_reason,"
+        " revision, epoch_us(decided_at), change->>'fee_amount' FROM workspace_proposals",
+    )
+    assert decided == [
+        ("P-000001", "contract", "acme", "user:erin", "approved", "user:abe",
+         "numbers check out", 2, NOW_US + hour_us, "800.00"),
+        ("P-000002", "contract", "globex", "user:erin", "rejected", "user:abe",
+         "not now", None, NOW_US + hour_us, None),
+    ]  # fmt: skip
+    revisions = read(
+        "now",
+        "SELECT revision, via, source, proposal_id, proposer, approver, reason,"
+        " approval_reason FROM configuration_revisions",
+    )
+    assert revisions == [
+        (1, "yaml", "pricing.yaml", None, None, None, None, None),
+        (2, "workspace", "workspace P-000001", "P-000001", "user:erin", "user:abe",
+         "hybrid contract", "numbers check out"),
+    ]  # fmt: skip
+    assert read("now", "SELECT count(*) FROM journal")[0][0] > 0
+    before = read("before", "SELECT proposal_id, state, decider FROM workspace_proposals")
+    assert before == [("P-000001", "pending", None)]
+    assert read("before", "SELECT revision FROM configuration_revisions") == [(1,)]
+
+
+def test_the_form_sets_controls_refused_under_their_row(billing: Billing) -> None:
+    """The dashboard form's control rows become pricing file controls validated by the
+    parser: a bad action under the row's actions, a negative amount under its settings,
+    settings that are no `name: value` pairs refused first; a good row previews."""
+    form = {
+        "customer": "acme",
+        "effective": "2026-11-20",
+        "control_0_key": "budget",
+        "control_0_policy": "spend_threshold",
+        "control_0_actions": "alert",
+        "control_0_settings": "amount: 400, percents: [50, 100]",
+        "control_1_key": "guard",
+        "control_1_policy": "spend_threshold",
+        "control_1_actions": "alert, explode",
+        "control_1_settings": "amount: [50",
+    }
+    with pytest.raises(workspace_pages.FormRefused) as shape:
+        workspace_pages.change_of_form(form)
+    assert list(shape.value.errors) == ["control_1_settings"]
+    bad = workspace_pages.change_of_form({**form, "control_1_settings": "amount: -4"})
+    assert bad.controls[0] == {
+        "key": "budget",
+        "policy": "spend_threshold",
+        "actions": ["alert"],
+        "amount": 400,
+        "percents": [50, 100],
+    }
+    with pytest.raises(ProposalRefused) as refused:
+        workspace.propose(
+            billing.context, billing.workspace_records, user(billing, "erin"), bad, "r"
+        )
+    errors = workspace_pages.refused_by_field(refused.value)
+    assert set(errors) == {"control_1_actions", "control_1_settings"}
+    assert "'explode' is not one of" in errors["control_1_actions"][0]
+    assert "controls[1].amount: must not be negative" in errors["control_1_settings"][0]
+    good = workspace_pages.change_of_form({k: v for k, v in form.items() if "_1_" not in k})
+    fired = workspace_preview.preview(billing.context, good)["controls"]
+    assert [(row["control"], row["level"], row["would_fire"]) for row in fired] == [
+        ("budget", "50%", True),
+        ("budget", "100%", True),
+    ]
+    assert billing.workspace_records.proposals() == []

@@ -157,6 +157,73 @@ def test_openapi_documents_the_workspace(served: RunningServer) -> None:
         "/v1/workspace/proposals/{proposal_id}/reject",
         "/v1/workspace/history",
         "/v1/workspace/configuration.yaml",
+        "/v1/workspace/experiments",
+        "/v1/workspace/experiments/preview",
     ):
         assert path in paths, path
+    experiments = str(paths["/v1/workspace/experiments"]["post"]["requestBody"])
+    assert "ExperimentProposalBody" in experiments
     assert "ProposalBody" in str(paths["/v1/workspace/proposals"]["post"]["requestBody"])
+
+
+def dashboard_page(server: RunningServer, scope: str, path: str) -> str:
+    """A dashboard page as a browser logged in with the key of ``scope`` gets it."""
+    with httpx.Client(base_url=server.url, timeout=30) as browser:
+        logged = browser.post("/dashboard/login", data={"key": server.keys[scope]})
+        assert logged.status_code in (302, 303), logged.text
+        page = browser.get(path)
+        assert page.status_code == 200, page.text
+        return page.text
+
+
+def test_a_price_experiment_over_http(served: RunningServer) -> None:
+    """An editor previews a new plan version over the sample with most usage and proposes
+    it; a customer-bound editor may not; another person approves it as a revision; the
+    customers on the plan keep their version (last: it changes the pricing in force)."""
+    experiment = {
+        "plan": "team",
+        "effective": "2026-11-20",
+        "fees": [{"key": "platform", "amount": "450.00"}],
+        "prices": [{"meter": "tool_calls", "unit_amount": "1"}],
+    }
+    with served.client("editor") as editor, served.client("approver") as approver:
+        preview = editor.post("/v1/workspace/experiments/preview", json=experiment)
+        assert preview.status_code == 200, preview.text
+        found = preview.json()
+        assert [row["customer"] for row in found["sample"]] == ["acme", "globex"]
+        fee = found["sample"][0]["lines"][0]
+        assert (fee["description"], fee["actual"], fee["proposed"]) == (
+            "Team platform fee (team@1 → team@2)",
+            "500.00",
+            "450.00",
+        )
+        assert found["revenue_impact"] == {"USD": "-103.00"}
+        bad = editor.post(
+            "/v1/workspace/experiments",
+            json={"experiment": {**experiment, "plan": "gold"}, "reason": "r"},
+        )
+        assert bad.status_code == 422
+        assert bad.json()["error"]["errors"][0].startswith("plan: no plan 'gold'")
+        proposed = editor.post(
+            "/v1/workspace/experiments", json={"experiment": experiment, "reason": "cheaper"}
+        )
+        assert proposed.status_code == 201, proposed.text
+        proposal_id = proposed.json()["proposal_id"]
+        path = f"/v1/workspace/proposals/{proposal_id}"
+        assert editor.post(f"{path}/approve", json={}).status_code == 403
+        stored = approver.get(f"{path}/preview")
+        assert stored.status_code == 200 and stored.json()["sample"] == found["sample"]
+        page = dashboard_page(served, "approver", f"/dashboard/workspace/proposals/{proposal_id}")
+        assert "Price experiment: team@2 from 2026-11-20" in page
+        assert "Team platform fee (team@1 → team@2)" in page and ">Approve<" in page
+        approved = approver.post(f"{path}/approve", json={"reason": "try it"})
+        assert approved.status_code == 200, approved.text
+    with served.client("editor-globex") as bound:
+        answer = bound.post("/v1/workspace/experiments/preview", json=experiment)
+        assert answer.status_code == 403
+        assert bound.get(path).status_code == 404
+    with served.client("read") as reader:
+        exported = reader.get("/v1/workspace/configuration.yaml").text
+        assert "for plan team" in exported and "effective_from: '2026-11-20'" in exported
+        draft = reader.get("/v1/customers/globex/invoices/draft").json()
+        assert draft["lines"][0]["description"] == "Team platform fee (team@1)"

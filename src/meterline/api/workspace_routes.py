@@ -28,6 +28,7 @@ from meterline.api.reading import JSON_BODY_BYTES_MAX
 from meterline.api.reading import json_body as read_json_body
 from meterline.billing import workspace, workspace_preview
 from meterline.billing.service import Billing
+from meterline.core.experiments import EXPERIMENT_SAMPLE_MAX, EXPERIMENT_SAMPLE_SIZE, PlanExperiment
 from meterline.core.proposals import ContractChange, CreditPool
 from meterline.keys import Principal, Scope, authenticate_user
 
@@ -70,6 +71,36 @@ class ChangeBody(msgspec.Struct, forbid_unknown_fields=True):
     controls: Annotated[
         list[dict[str, Any]], msgspec.Meta(description="Controls, as in the pricing file")
     ] = []
+
+
+class ExperimentBody(msgspec.Struct, forbid_unknown_fields=True):
+    """A price experiment: a new version of ``plan`` from ``effective`` for the customers
+    who join the plan from then on (those on it keep their version, pinned)."""
+
+    plan: str
+    effective: Annotated[str, msgspec.Meta(description="YYYY-MM-DD (UTC), the version's start")]
+    fees: Annotated[
+        list[dict[str, Any]],
+        msgspec.Meta(description="Fees replacing the latest version's of the same key"),
+    ] = []
+    prices: Annotated[
+        list[dict[str, Any]],
+        msgspec.Meta(description="Prices replacing the latest version's of the same meter"),
+    ] = []
+    sample: Annotated[
+        list[str],
+        msgspec.Meta(
+            description=f"Customers to preview over (at most {EXPERIMENT_SAMPLE_MAX}); empty:"
+            f" the {EXPERIMENT_SAMPLE_SIZE} billed on the plan with the most usage last period"
+        ),
+    ] = []
+
+
+class ExperimentProposalBody(msgspec.Struct, forbid_unknown_fields=True):
+    """An experiment and why it is proposed."""
+
+    experiment: ExperimentBody
+    reason: Reason
 
 
 class ProposalBody(msgspec.Struct, forbid_unknown_fields=True):
@@ -123,6 +154,17 @@ def change_of(body: ChangeBody) -> ContractChange:
     )
 
 
+def experiment_of(body: ExperimentBody) -> PlanExperiment:
+    """The body as the core's ``PlanExperiment``."""
+    return PlanExperiment(
+        plan=body.plan,
+        effective=body.effective,
+        fees=tuple(body.fees),
+        prices=tuple(body.prices),
+        sample=tuple(body.sample),
+    )
+
+
 def _authenticate(request: Request) -> Principal:
     services = services_of(request)
     scheme, _, credentials = request.headers.get("authorization", "").partition(" ")
@@ -146,6 +188,14 @@ def _propose(billing: Billing, principal: Principal, body: ProposalBody) -> dict
     return workspace.propose(
         billing.context, billing.workspace_records, principal, change_of(body.change), body.reason
     )
+
+
+def _propose_experiment(
+    billing: Billing, principal: Principal, body: ExperimentProposalBody
+) -> dict[str, Any]:
+    experiment = experiment_of(body.experiment)
+    store = billing.workspace_records
+    return workspace.propose(billing.context, store, principal, experiment, body.reason)
 
 
 def _decide(
@@ -193,6 +243,36 @@ async def propose(request: Request, billing: BillingDependency) -> Response:
     principal = await workspace_caller(request, "editor", "proposing a contract change")
     body = await read_json_body(request, ProposalBody)
     return json_answer(await write(billing, _propose, billing, principal, body), 201)
+
+
+@router.post(
+    "/v1/workspace/experiments/preview",
+    summary="Preview a price experiment: a sample's last closed period under the new version",
+    openapi_extra=json_body(ExperimentBody, "The experiment"),
+    responses={
+        200: {"description": "{version, kept_by, sample: [{customer, lines, totals}], ...}"},
+        **_REFUSALS,
+    },
+)
+async def experiment_preview(request: Request, billing: BillingDependency) -> Response:
+    principal = await workspace_caller(request, "editor", "previewing a price experiment")
+    body = await read_json_body(request, ExperimentBody)
+    experiment = experiment_of(body)
+    workspace.experiment_scope(principal, experiment)
+    return json_answer(await read(billing, workspace_preview.preview, billing.context, experiment))
+
+
+@router.post(
+    "/v1/workspace/experiments",
+    summary="Propose a price experiment with a reason (stored only when valid)",
+    status_code=201,
+    openapi_extra=json_body(ExperimentProposalBody, "The experiment and its reason"),
+    responses={201: {"description": "The proposal, pending"}, **_REFUSALS},
+)
+async def propose_experiment(request: Request, billing: BillingDependency) -> Response:
+    principal = await workspace_caller(request, "editor", "proposing a price experiment")
+    body = await read_json_body(request, ExperimentProposalBody)
+    return json_answer(await write(billing, _propose_experiment, billing, principal, body), 201)
 
 
 @router.get(

@@ -28,8 +28,15 @@ from meterline.billing.errors import NotFound
 from meterline.config.schema import parse_configuration
 from meterline.config.source import ConfigurationError, read_yaml
 from meterline.core.events import decode_exact, format_timestamp
-from meterline.core.model import Configuration
-from meterline.core.periods import local_date
+from meterline.core.experiments import (
+    EXPERIMENT_KIND,
+    PlanExperiment,
+    experiment_configuration,
+    experiment_from_data,
+    experiment_problems,
+)
+from meterline.core.model import Configuration, TermsError, terms_at
+from meterline.core.periods import local_date, local_midnight_us
 from meterline.core.proposals import (
     PROPOSAL_REASON_LENGTH_MAX,
     Changed,
@@ -42,6 +49,7 @@ from meterline.core.proposals import (
 )
 from meterline.errors import ScopeError
 from meterline.keys import Principal
+from meterline.ledger.billing_records import Revision
 from meterline.ledger.workspace_records import (
     StoredDecision,
     StoredProposal,
@@ -65,11 +73,15 @@ class ProposalRefused(ConfigurationError):
         self.fields = fields
 
 
+Change = ContractChange | PlanExperiment
+"""What a proposal proposes: one customer's contract change, or a price experiment."""
+
+
 @dataclass(frozen=True, slots=True)
 class Proposed:
     """A change written into the current pricing data and validated."""
 
-    change: ContractChange
+    change: Change
     changed: Changed
     base: Loaded | None
     configuration: Configuration
@@ -107,14 +119,57 @@ def current_data(context: BillingContext) -> tuple[Loaded | None, Any]:
     return context.load(stored.revision), decode_exact(stored.content)
 
 
-def propose_terms(context: BillingContext, change: ContractChange) -> Proposed:
-    """``change`` written into the current pricing data and validated as a pricing file
-    would be (``ProposalRefused`` naming every bad field)."""
-    base, data = current_data(context)
+def floating_pins(base: Loaded | None, experiment: PlanExperiment) -> dict[str, int]:
+    """Each customer whose terms from the experiment's effective date float on its plan,
+    with the version it is on then (the version it keeps)."""
+    if base is None:
+        return {}
+    try:
+        effective_us = local_midnight_us("UTC", date.fromisoformat(experiment.effective))
+    except (TypeError, ValueError):
+        return {}
+    configuration = base.configuration
+    pins = {}
+    for contract in configuration.contracts:
+        last = contract.amendments[-1] if contract.amendments else None
+        plan, version = (contract.plan, contract.version) if last is None else (
+            last.plan, last.version
+        )  # fmt: skip
+        if plan != experiment.plan or version is not None:
+            continue
+        if contract.end_us is not None and contract.end_us <= effective_us:
+            continue
+        at_us = max(effective_us, contract.start_us, last.effective_us if last else 0)
+        try:
+            pins[contract.customer] = terms_at(configuration, contract, at_us, at_us).plan.version
+        except TermsError:
+            continue
+    return pins
+
+
+def _written(
+    context: BillingContext, base: Loaded | None, data: Any, change: Change
+) -> tuple[list[str], Changed]:
+    """The checks the parser cannot make, and ``change`` written into ``data``."""
+    if isinstance(change, PlanExperiment):
+        problems = experiment_problems(change, data)
+        problems += [
+            f"sample: no contract for customer {customer!r}"
+            for customer in change.sample
+            if base is None or base.configuration.contract(customer) is None
+        ]
+        return problems, experiment_configuration(data, change, floating_pins(base, change))
     existing = base.configuration.contract(change.customer) if base is not None else None
     timezone = existing.timezone if existing is not None else "UTC"
     problems = change_problems(change, closed_through(context, change.customer, timezone))
-    changed = changed_configuration(data, change)
+    return problems, changed_configuration(data, change)
+
+
+def propose_terms(context: BillingContext, change: Change) -> Proposed:
+    """``change`` written into the current pricing data and validated as a pricing file
+    would be (``ProposalRefused`` naming every bad field)."""
+    base, data = current_data(context)
+    problems, changed = _written(context, base, data, change)
     refused = [(field, reason) for field, _, reason in (p.partition(": ") for p in problems)]
     try:
         text = pricing_yaml(changed.data)
@@ -133,6 +188,26 @@ def propose_terms(context: BillingContext, change: ContractChange) -> Proposed:
     return Proposed(change, changed, base, configuration, text)
 
 
+EXPERIMENT_FIELDS = ("plan", "effective", "fees", "prices", "sample")
+"""The fields of an experiment file (``meterline workspace experiment``)."""
+
+
+def read_experiment(text: str, name: str) -> PlanExperiment:
+    """An experiment written in YAML (``EXPERIMENT_FIELDS``; fees and prices as in the
+    pricing file), refused with ``ConfigurationError`` naming each bad field."""
+    data, _ = read_yaml(text, name)
+    if not isinstance(data, dict):
+        raise ConfigurationError([f"{name}: must be a mapping of {', '.join(EXPERIMENT_FIELDS)}"])
+    problems = [f"{name}: {key}: unknown field" for key in data if key not in EXPERIMENT_FIELDS]
+    problems += [f"{name}: {key}: is required" for key in ("plan", "effective") if key not in data]
+    for key in ("fees", "prices", "sample"):
+        if not isinstance(data.get(key) or [], list):
+            problems.append(f"{name}: {key}: must be a list")
+    if problems:
+        raise ConfigurationError(problems)
+    return experiment_from_data(data)
+
+
 def _reason(reason: str) -> str:
     reason = reason.strip()
     if not reason or len(reason) > PROPOSAL_REASON_LENGTH_MAX:
@@ -140,6 +215,16 @@ def _reason(reason: str) -> str:
             [("reason", f"a reason of 1 to {PROPOSAL_REASON_LENGTH_MAX} characters is required")]
         )
     return reason
+
+
+def experiment_scope(principal: Principal, change: Change) -> None:
+    """A price experiment concerns every customer: a customer-bound caller may not
+    propose or preview one."""
+    if isinstance(change, PlanExperiment) and principal.customer is not None:
+        raise ScopeError(
+            f"{principal.key_id} is bound to customer {principal.customer!r};"
+            " a price experiment concerns every customer"
+        )
 
 
 def _visible(principal: Principal, customer: str) -> None:
@@ -152,11 +237,13 @@ def propose(
     context: BillingContext,
     store: WorkspaceStore,
     principal: Principal,
-    change: ContractChange,
+    change: Change,
     reason: str,
 ) -> dict[str, Any]:
-    """Validate ``change`` and store it as a proposal by ``principal`` (an editor)."""
+    """Validate ``change`` and store it as a proposal by ``principal`` (an editor); an
+    experiment is stored with no customer (a customer-bound caller may not propose one)."""
     principal.require("editor", "proposing a contract change")
+    experiment_scope(principal, change)
     _visible(principal, change.customer)
     reason = _reason(reason)
     proposed = propose_terms(context, change)
@@ -177,8 +264,11 @@ def proposal(store: WorkspaceStore, principal: Principal, proposal_id: str) -> S
     return stored
 
 
-def stored_change(stored: StoredProposal) -> ContractChange:
-    return change_from_data(json.loads(stored.change))
+def stored_change(stored: StoredProposal) -> Change:
+    data = json.loads(stored.change)
+    if data.get("kind") == EXPERIMENT_KIND:
+        return experiment_from_data(data)
+    return change_from_data(data)
 
 
 def decide(
@@ -200,9 +290,11 @@ def decide(
     now_us = context.clock()
     revision = None
     if approve:
-        proposed = propose_terms(context, stored_change(stored))
+        change = stored_change(stored)
+        proposed = propose_terms(context, change)
+        subject = change.subject if isinstance(change, PlanExperiment) else stored.customer
         header = (
-            f"# meterline workspace {proposal_id} for {stored.customer}\n"
+            f"# meterline workspace {proposal_id} for {subject}\n"
             f"# proposed by {stored.proposer} at {format_timestamp(stored.created_at_us)}:"
             f" {_one_line(stored.reason)}\n"
             f"# approved by {principal.key_id} at {format_timestamp(now_us)}:"
@@ -247,6 +339,34 @@ def proposal_document(stored: StoredProposal, decision: StoredDecision | None) -
     }
 
 
+@dataclass(frozen=True, slots=True)
+class RevisionOrigin:
+    """A configuration revision and where it came from: ``via`` ``yaml`` (``meterline
+    apply``) or ``workspace``, with the proposal and the approval it applied."""
+
+    revision: Revision
+    via: str
+    proposal: StoredProposal | None
+    decision: StoredDecision | None
+
+
+def revision_origins(
+    context: BillingContext, store: WorkspaceStore, at_us: int | None = None
+) -> list[RevisionOrigin]:
+    """Every configuration revision (applied by ``at_us`` when given) with its origin."""
+    proposals = {stored.proposal_id: stored for stored in store.proposals()}
+    approvals = {d.revision: d for d in store.decisions().values() if d.revision is not None}
+    found = []
+    for stored in context.store.revisions():
+        if at_us is not None and stored.applied_at_us > at_us:
+            continue
+        decision = approvals.get(stored.revision)
+        via = "workspace" if stored.source_name.startswith(SOURCE_PREFIX) else "yaml"
+        proposal = None if decision is None else proposals.get(decision.proposal_id)
+        found.append(RevisionOrigin(stored, via, proposal, decision))
+    return found
+
+
 def history(context: BillingContext, store: WorkspaceStore, principal: Principal) -> dict[str, Any]:
     """Every proposal the caller may see with its decision, and (for a caller bound to no
     customer) every configuration revision, from YAML or from the workspace."""
@@ -255,21 +375,20 @@ def history(context: BillingContext, store: WorkspaceStore, principal: Principal
         proposal_document(stored, decisions.get(stored.proposal_id))
         for stored in store.proposals(principal.customer)
     ]
-    by_revision = {p["decision"]["revision"]: p for p in proposals if p["state"] == "approved"}
     applied = []
     if principal.customer is None:
-        for stored in context.store.revisions():
-            source = by_revision.get(stored.revision)
+        for origin in revision_origins(context, store):
+            stored, source, decision = origin.revision, origin.proposal, origin.decision
             applied.append(
                 {
                     "revision": stored.revision,
                     "applied_at": format_timestamp(stored.applied_at_us),
                     "source": stored.source_name,
-                    "via": "workspace" if stored.source_name.startswith(SOURCE_PREFIX) else "yaml",
-                    "proposal_id": None if source is None else source["proposal_id"],
-                    "proposer": None if source is None else source["proposer"],
-                    "approver": None if source is None else source["decision"]["decider"],
-                    "reason": None if source is None else source["reason"],
+                    "via": origin.via,
+                    "proposal_id": None if source is None else source.proposal_id,
+                    "proposer": None if source is None else source.proposer,
+                    "approver": None if decision is None else decision.decider,
+                    "reason": None if source is None else source.reason,
                     "content_sha256": stored.content_sha256.hex(),
                 }
             )

@@ -28,20 +28,29 @@ import msgspec
 from meterline.billing import documents, drafts, revisions
 from meterline.billing.context import BillingContext, Loaded, billing_cycle
 from meterline.billing.errors import BillingError
-from meterline.billing.scan import run_jobs
-from meterline.billing.workspace import Proposed, propose_terms
+from meterline.billing.scan import RatingJob, run_jobs
+from meterline.billing.workspace import Change, Proposed, floating_pins, propose_terms
 from meterline.core.control_policies import ControlPolicy, Observation, read
 from meterline.core.documents import Invoice, document_data
 from meterline.core.events import decode_exact
+from meterline.core.experiments import (
+    Candidate,
+    PlanExperiment,
+    sample_by_usage,
+    segments_on_version,
+)
 from meterline.core.invoicing import CHARGE_KINDS
-from meterline.core.model import Contract
+from meterline.core.model import Contract, TermsError, segments
 from meterline.core.money import to_decimal
 from meterline.core.periods import BillingPeriod, local_midnight_us, period_containing
-from meterline.core.proposals import ContractChange, line_comparison
+from meterline.core.proposals import line_comparison
+from meterline.ledger.billing_records import StoredInvoice
 
 
-def preview(context: BillingContext, change: ContractChange) -> dict[str, Any]:
+def preview(context: BillingContext, change: Change) -> dict[str, Any]:
     """The preview of ``change`` (``ProposalRefused`` as a proposal would be)."""
+    if isinstance(change, PlanExperiment):
+        return experiment_preview(context, change)
     proposed = propose_terms(context, change)
     contract = proposed.configuration.contract(change.customer)
     if contract is None:  # the change always writes its contract
@@ -69,6 +78,109 @@ def preview(context: BillingContext, change: ContractChange) -> dict[str, Any]:
             proposed.configuration.controls_for(contract, current.end_us - 1), proposed_current
         ),
     }
+
+
+def experiment_preview(context: BillingContext, experiment: PlanExperiment) -> dict[str, Any]:
+    """A sample of real customers' last closed period re-rated under the experiment's new
+    version (each customer's own overrides kept) beside its finalized invoice's service
+    lines, line by line, with each customer's and the total revenue impact (by currency).
+    The sample is the experiment's, else the customers billed on the plan in their last
+    closed period with the most usage on that invoice (``core.experiments.sample_by_usage``)."""
+    proposed = propose_terms(context, experiment)
+    base = proposed.base
+    if base is None:  # the plan exists, so a revision is in force
+        raise BillingError("no pricing applied yet")
+    version = max(p.version for p in proposed.configuration.plans if p.plan == experiment.plan)
+    last_closed = {customer: _last_invoice(context, customer) for customer in _customers(base)}
+    sample = list(experiment.sample) or sample_by_usage(
+        [
+            Candidate(customer, _usage(invoice))
+            for customer, invoice in last_closed.items()
+            if invoice is not None and _on_plan(base, invoice, experiment.plan)
+        ]
+    )
+    rows = []
+    without = []
+    impact: dict[str, Decimal] = {}
+    for customer in sample:
+        contract = base.configuration.contract(customer)
+        stored = last_closed.get(customer) or _last_invoice(context, customer)
+        compared = None
+        if contract is not None and stored is not None:
+            compared = _on_version(context, proposed, contract, experiment.plan, version, stored)
+        if compared is None:
+            without.append(customer)
+            continue
+        currency = compared["currency"]
+        impact[currency] = impact.get(currency, Decimal(0)) + to_decimal(compared["difference"])
+        rows.append({"customer": customer, **compared})
+    return {
+        "kind": experiment.kind,
+        "plan": experiment.plan,
+        "version": version,
+        "effective": experiment.effective,
+        "kept_by": sorted(floating_pins(base, experiment)),
+        "sampled_by": "given" if experiment.sample else "usage",
+        "sample": rows,
+        "without_closed_period": without,
+        "revenue_impact": {currency: str(amount) for currency, amount in sorted(impact.items())},
+    }
+
+
+def _customers(base: Loaded) -> list[str]:
+    return [contract.customer for contract in base.configuration.contracts]
+
+
+def _on_plan(base: Loaded, invoice: StoredInvoice, plan: str) -> bool:
+    """Whether the invoice's period was billed (in part) on ``plan``."""
+    contract = base.configuration.contract(invoice.customer)
+    if contract is None:
+        return False
+    try:
+        found = segments(
+            base.configuration, contract, invoice.period_start_us, invoice.period_end_us
+        )
+    except (TermsError, ValueError):
+        return False
+    return any(segment.terms.plan.plan == plan for segment in found)
+
+
+def _last_invoice(context: BillingContext, customer: str) -> StoredInvoice | None:
+    invoices = context.period_invoices(customer)
+    return max(invoices, key=lambda i: i.period_start_us) if invoices else None
+
+
+def _usage(stored: StoredInvoice) -> Decimal:
+    """What a finalized invoice charged for usage (how a default sample is ranked)."""
+    lines = decode_exact(stored.document)["lines"]
+    usage = (to_decimal(line["amount"]) for line in lines if line["kind"] == "usage")
+    return sum(usage, Decimal(0))
+
+
+def _on_version(
+    context: BillingContext,
+    proposed: Proposed,
+    contract: Contract,
+    plan: str,
+    version: int,
+    stored: StoredInvoice,
+) -> dict[str, Any] | None:
+    """The invoice's period re-rated with its segments on ``plan`` moved onto
+    ``plan@version`` (``core.experiments.segments_on_version``), beside the invoice
+    (None: the contract had no terms then)."""
+    period = BillingPeriod(stored.period_start_us, stored.period_end_us)
+    configuration = proposed.configuration
+    new = configuration.plan_version(plan, version, period.start_us)
+    try:
+        base = (proposed.base or proposed).configuration
+        found = segments(base, contract, period.start_us, period.end_us)
+    except (TermsError, ValueError):
+        return None
+    if new is None or not found:
+        return None
+    moved, aliases = segments_on_version(found, new)
+    job = RatingJob(contract.customer, period, moved, context.ledger_cut(), configuration)
+    return rerated_beside(context, job, stored, aliases)
 
 
 @dataclass
@@ -125,13 +237,24 @@ def _closed(
     job = revisions.forward_job(
         proposed.configuration, contract, effective_us, last, context.ledger_cut()
     )
-    if job is None:
-        return None
+    return None if job is None else rerated_beside(context, job, stored)
+
+
+def rerated_beside(
+    context: BillingContext,
+    job: RatingJob,
+    stored: StoredInvoice,
+    aliases: dict[str, str] | None = None,
+) -> dict[str, Any]:
+    """``job`` (a re-rating of ``stored``'s period) run and set beside the service lines
+    of the finalized invoice ``stored``, line by line (``aliases``: as
+    ``core.proposals.line_comparison`` takes them)."""
     run_jobs(context.connection, [job])
     rerated = plain_document(
-        documents.invoice_document(context, job, proposed.configuration, 0, "", None, None, [])
+        documents.invoice_document(context, job, job.configuration, 0, "", None, None, [])
     )
-    return _compared("last_closed", last, _service(decode_exact(stored.document)), rerated)
+    actual = _service(decode_exact(stored.document))
+    return _compared("last_closed", job.period, actual, rerated, aliases)
 
 
 def _service(document: dict[str, Any]) -> dict[str, Any]:
@@ -147,6 +270,7 @@ def _compared(
     period: BillingPeriod,
     actual: dict[str, Any] | None,
     proposed: dict[str, Any],
+    aliases: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     actual_lines = [] if actual is None else actual["lines"]
     actual_total = Decimal(0) if actual is None else to_decimal(actual["total"])
@@ -158,7 +282,7 @@ def _compared(
         "end": proposed["period"]["end"],
         "invoice": None if actual is None else actual.get("number"),
         "currency": proposed["currency"],
-        "lines": line_comparison(actual_lines, proposed["lines"]),
+        "lines": line_comparison(actual_lines, proposed["lines"], aliases),
         "actual_total": str(actual_total),
         "proposed_total": str(proposed_total),
         "difference": str(proposed_total - actual_total),

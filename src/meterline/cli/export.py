@@ -61,7 +61,8 @@ def export_command(
     as_of: AsOfOption = None,
 ) -> None:
     """Write one Parquet file per table (events, invoices, invoice_lines, credit_notes,
-    rated_usage, journal), each atomically; prints each table's rows and file."""
+    rated_usage, usage_buckets, journal, workspace_proposals, configuration_revisions),
+    each atomically; prints each table's rows and file."""
     import duckdb
 
     from meterline.finance.export import ExportError, export_tables, table_names

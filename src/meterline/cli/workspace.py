@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -15,7 +16,8 @@ from meterline.clock import system_clock_us
 
 users_app = typer.Typer(help="Add and list workspace users (roles).", no_args_is_help=True)
 workspace_app = typer.Typer(
-    help="The contract workspace: export the configuration, read the history.",
+    help="The contract workspace: export the configuration, read the history, preview a"
+    " price experiment.",
     no_args_is_help=True,
 )
 PASSWORD_VARIABLE = "METERLINE_USER_PASSWORD"
@@ -82,3 +84,28 @@ def workspace_history(db: DbOption = DEFAULT_DB) -> None:
         everyone = Principal("cli", "read")
         found = workspace.history(billing.context, billing.workspace_records, everyone)
     print(json.dumps(found, indent=2))
+
+
+@workspace_app.command("experiment")
+def workspace_experiment(
+    file: Annotated[Path, typer.Argument(help="The experiment as YAML: plan, effective, ...")],
+    db: DbOption = DEFAULT_DB,
+) -> None:
+    """Preview a price experiment (a new plan version for new customers) over a sample
+    of customers' last closed period, as JSON; nothing is stored (propose it over the
+    API: POST /v1/workspace/experiments)."""
+    from meterline.billing import workspace, workspace_preview
+    from meterline.billing.service import open_billing
+    from meterline.config.source import ConfigurationError
+
+    if not file.exists():
+        raise fail(f"{file}: no such file")
+    with open_billing(db) as billing:
+        try:
+            experiment = workspace.read_experiment(file.read_text(), file.name)
+            found = workspace_preview.preview(billing.context, experiment)
+        except ConfigurationError as error:
+            for problem in error.errors:
+                errors.print(f"[red]error:[/red] {problem}", highlight=False)
+            raise typer.Exit(1) from None
+    print(json.dumps(found, indent=2, ensure_ascii=False))

@@ -27,6 +27,9 @@ from meterline.core.money import MoneyError, to_decimal
 
 PROPOSAL_REASON_LENGTH_MAX = 2000
 DEFAULT_FEE_KEY = "platform"
+CONTROL_FORM_KEYS = ("key", "policy", "actions")
+"""A proposed control's fields an error is named by on their own (``controls[0].actions``);
+an error in any other field of it is named by the control (``controls[0]``)."""
 _ERROR_PATH = re.compile(r"^[^:]*(?::\d+)?: ((?:contracts|plans)\S*): (.*)$", re.DOTALL)
 
 
@@ -162,6 +165,12 @@ def changed_configuration(data: Any, change: ContractChange) -> Changed:
     if change.controls:
         contract["controls"] = _controls(contract.get("controls"), change.controls)
         paths["controls"] = f"{path}.controls"
+        first = len(contract["controls"]) - len(change.controls)
+        for row in range(len(change.controls)):
+            where = f"{path}.controls[{first + row}]"
+            paths[f"controls[{row}]"] = where
+            for name in CONTROL_FORM_KEYS:
+                paths[f"controls[{row}].{name}"] = f"{where}.{name}"
     new["contracts"] = contracts
     return Changed(new, path, paths)
 
@@ -322,16 +331,26 @@ def decision_problem(
 
 
 def line_comparison(
-    actual: list[Mapping[str, Any]], proposed: list[Mapping[str, Any]]
+    actual: list[Mapping[str, Any]],
+    proposed: list[Mapping[str, Any]],
+    aliases: Mapping[str, str] | None = None,
 ) -> list[dict[str, Any]]:
     """Two invoices' lines side by side, matched by kind and description (in the actual
     invoice's order, then the lines only the proposal has): each amount and the
-    difference (a missing line is 0)."""
+    difference (a missing line is 0). ``aliases`` rewrites text in either side's
+    descriptions first (``(team@1)`` and ``(team@2)`` both as ``(team@1 → team@2)``, so a
+    line re-rated under another plan version meets its original)."""
+
+    def described(line: Mapping[str, Any]) -> str:
+        text = str(line["description"])
+        for old, new in (aliases or {}).items():
+            text = text.replace(old, new)
+        return text
 
     def amounts(lines: list[Mapping[str, Any]]) -> dict[tuple[str, str], Any]:
         found: dict[tuple[str, str], Any] = {}
         for line in lines:
-            key = (str(line["kind"]), str(line["description"]))
+            key = (str(line["kind"]), described(line))
             found[key] = found.get(key, 0) + to_decimal(str(line["amount"]), "amount")
         return found
 

@@ -33,6 +33,9 @@ from meterline.live.link import WorkerUnavailable
 
 PREFIX = "/dashboard"
 FORM_BYTES_MAX = 8 * 1024
+FORM_FIELDS_MAX = 40
+"""The most fields a posted form may have (the workspace's contract form is the largest:
+about 25 with its control rows)."""
 
 SECURITY_HEADERS = {
     "Content-Security-Policy": (
@@ -220,7 +223,8 @@ class Dashboard:
             if len(body) > FORM_BYTES_MAX:
                 raise PageError(413, "The form is too large.")
         try:
-            parsed = parse_qs(body.decode("utf-8"), keep_blank_values=True, max_num_fields=20)
+            text = body.decode("utf-8")
+            parsed = parse_qs(text, keep_blank_values=True, max_num_fields=FORM_FIELDS_MAX)
         except (UnicodeDecodeError, ValueError):
             raise PageError(400, "The form could not be read.") from None
         return {name: values[0] for name, values in parsed.items()}

@@ -10,15 +10,25 @@ passes, and nothing is applied until an approver who did not propose it approves
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from datetime import date
+from decimal import Decimal
 from typing import Any
 
 from meterline.billing import workspace, workspace_preview
 from meterline.billing.workspace import ProposalRefused
-from meterline.core.proposals import ContractChange, CreditPool
+from meterline.config.source import ConfigurationError, read_yaml
+from meterline.core.control_policies import POLICY_KINDS
+from meterline.core.proposals import CONTROL_FORM_KEYS, ContractChange, CreditPool
 from meterline.dashboard.site import Dashboard, PageError
 from meterline.errors import ScopeError
 from meterline.keys import Principal
 
+CONTROL_ROWS = 2
+"""How many controls the form sets at once (the API takes any number)."""
+CONTROL_FIELDS = (*CONTROL_FORM_KEYS, "settings")
+"""Each control row's fields: its key, policy and actions, and the policy's settings
+written ``name: value, ...`` as in the pricing file (``amount: 5000, percents: [50, 100]``)."""
 FORM_KEYS = (
     "customer",
     "effective",
@@ -34,6 +44,7 @@ FORM_KEYS = (
     "threshold_levels",
     "price_meter",
     "price_tiers",
+    *(f"control_{row}_{name}" for row in range(CONTROL_ROWS) for name in CONTROL_FIELDS),
     "reason",
 )
 FORM_FIELDS = {
@@ -55,6 +66,12 @@ FORM_FIELDS = {
     "threshold_levels": "threshold_levels",
     "prices": "price_tiers",
     "reason": "reason",
+    **{f"controls[{row}]": f"control_{row}_settings" for row in range(CONTROL_ROWS)},
+    **{
+        f"controls[{row}].{name}": f"control_{row}_{name}"
+        for row in range(CONTROL_ROWS)
+        for name in CONTROL_FORM_KEYS
+    },
 }
 """The form field each of the core's field names is shown beside (else ``contract``)."""
 
@@ -91,6 +108,49 @@ def _tiers(text: str, errors: dict[str, list[str]]) -> list[dict[str, Any]]:
     return tiers
 
 
+def _plain(value: Any) -> Any:
+    """A setting as plain JSON data: a whole number as an integer, any other number as
+    its exact text (never a float), a date as YYYY-MM-DD."""
+    if isinstance(value, Decimal):
+        return int(value) if value == value.to_integral_value() else format(value, "f")
+    if isinstance(value, date):
+        return value.isoformat()
+    if isinstance(value, list):
+        return [_plain(item) for item in value]
+    if isinstance(value, Mapping):
+        return {str(key): _plain(item) for key, item in value.items()}
+    return value
+
+
+def _control(form: dict[str, str], row: int, errors: dict[str, list[str]]) -> dict[str, Any]:
+    """Control row ``row`` as a pricing file control (empty when the row is blank)."""
+    values = {name: form.get(f"control_{row}_{name}", "").strip() for name in CONTROL_FIELDS}
+    if not any(values.values()):
+        return {}
+    field = f"control_{row}_settings"
+    settings: Any = {}
+    if values["settings"]:
+        try:
+            settings, _ = read_yaml("{" + values["settings"] + "}", field)
+        except ConfigurationError:
+            settings = None
+        if not isinstance(settings, Mapping):
+            errors.setdefault(field, []).append(
+                "write the settings as name: value, ... (e.g. amount: 5000, percents: [50, 100])"
+            )
+            settings = {}
+    clash = sorted(set(settings) & set(CONTROL_FORM_KEYS))
+    if clash:
+        errors.setdefault(field, []).append(f"{', '.join(clash)}: set in its own field")
+    actions = [action.strip() for action in values["actions"].split(",") if action.strip()]
+    return {
+        "key": values["key"],
+        "policy": values["policy"],
+        "actions": actions,
+        **{str(name): _plain(value) for name, value in settings.items() if name not in clash},
+    }
+
+
 def change_of_form(form: dict[str, str]) -> ContractChange:
     """The form as a ``ContractChange`` (``FormRefused`` for a field that is not even of
     the right shape)."""
@@ -116,6 +176,9 @@ def change_of_form(form: dict[str, str]) -> ContractChange:
     levels = tuple(
         level.strip() for level in form.get("threshold_levels", "").split(",") if level.strip()
     )
+    controls = tuple(
+        control for row in range(CONTROL_ROWS) if (control := _control(form, row, errors))
+    )
     if errors:
         raise FormRefused(errors)
     return ContractChange(
@@ -127,6 +190,7 @@ def change_of_form(form: dict[str, str]) -> ContractChange:
         prices=prices,
         credit_pool=pool,
         threshold_levels=levels,
+        controls=controls,
     )
 
 
@@ -153,7 +217,13 @@ def form_page(
     if principal.customer is not None:
         form = {**form, "customer": principal.customer}
     values = {key: form.get(key, "") for key in FORM_KEYS}
-    context: dict[str, Any] = {"values": values, "errors": {}, "preview": None}
+    context: dict[str, Any] = {
+        "values": values,
+        "errors": {},
+        "preview": None,
+        "control_rows": range(CONTROL_ROWS),
+        "policies": POLICY_KINDS,
+    }
     loaded = dashboard.billing.context.load()
     customers = [] if loaded is None else [c.customer for c in loaded.configuration.contracts]
     context["customers"] = [c for c in customers if principal.customer in (None, c)]

@@ -1,7 +1,9 @@
 """The rows of each exported table, read from the sources of truth as of an instant:
 events from the ledger (streamed in ledger order, ``properties`` as the exact hashed
 JSON text), invoices, their lines and credit notes from the stored documents, rated
-usage from ``finance.economics.usage_slices``, the journal from ``finance.books``. Each
+usage from ``finance.economics.usage_slices``, the journal from ``finance.books``, the
+workspace's proposals and the configuration revisions from their append-only records
+(``billing.workspace``). Each
 row is a tuple in its table's column order (instants as integer microseconds, money as
 ``Decimal`` or its exact text)."""
 
@@ -14,6 +16,7 @@ from typing import Any
 
 import msgspec
 
+from meterline.billing import workspace
 from meterline.billing.service import Billing
 from meterline.core.books import instant_us
 from meterline.core.documents import (
@@ -203,3 +206,50 @@ _JOURNAL_FIELDS = ("entry_id", "date", "account", "account_kind", *books.POSTING
 def journal_rows(billing: Billing, at_us: int) -> Iterator[tuple[Any, ...]]:
     for row in books.journal_rows(books.build_books(billing, at_us)):
         yield tuple(row[name] for name in _JOURNAL_FIELDS)
+
+
+def proposal_rows(billing: Billing, at_us: int) -> Iterator[tuple[Any, ...]]:
+    """Each proposal made by ``at_us`` with its decision if taken by then."""
+    store = billing.workspace_records
+    decisions = store.decisions()
+    for stored in store.proposals():
+        if stored.created_at_us > at_us:
+            continue
+        decision = decisions.get(stored.proposal_id)
+        if decision is not None and decision.decided_at_us > at_us:
+            decision = None
+        kind = json.loads(stored.change).get("kind") or "contract"
+        yield (
+            stored.proposal_id,
+            kind,
+            stored.customer or None,
+            stored.proposer,
+            stored.created_at_us,
+            stored.reason,
+            stored.base_revision,
+            stored.change,
+            "pending" if decision is None else decision.decision,
+            None if decision is None else decision.decider,
+            None if decision is None else decision.decided_at_us,
+            None if decision is None else decision.reason,
+            None if decision is None else decision.revision,
+        )
+
+
+def revision_rows(billing: Billing, at_us: int) -> Iterator[tuple[Any, ...]]:
+    """Each configuration revision applied by ``at_us``, from YAML or the workspace."""
+    for origin in workspace.revision_origins(billing.context, billing.workspace_records, at_us):
+        stored, proposal, decision = origin.revision, origin.proposal, origin.decision
+        yield (
+            stored.revision,
+            stored.applied_at_us,
+            origin.via,
+            stored.source_name,
+            None if proposal is None else proposal.proposal_id,
+            None if proposal is None else proposal.proposer,
+            None if decision is None else decision.decider,
+            None if proposal is None else proposal.reason,
+            None if decision is None else decision.reason,
+            stored.content_sha256.hex(),
+            None if stored.revision_sha256 is None else stored.revision_sha256.hex(),
+        )

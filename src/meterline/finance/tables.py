@@ -17,6 +17,8 @@ from meterline.finance.table_rows import (
     invoice_rows,
     journal_rows,
     line_rows,
+    proposal_rows,
+    revision_rows,
     usage_rows,
 )
 
@@ -221,6 +223,48 @@ TABLES: dict[str, Table] = {
             ),
             journal_rows,
             "date, entry_id, account",
+        ),
+        Table(
+            "workspace_proposals",
+            "The contract workspace's append-only history: each proposal (a contract change"
+            " or a price experiment) with its decision.",
+            _columns(
+                ("proposal_id", "VARCHAR", "P-000001, ..."),
+                ("kind", "VARCHAR", "contract (one customer's change) or plan_version."),
+                ("customer", "VARCHAR", "The customer changed (NULL for an experiment)."),
+                ("proposer", "VARCHAR", "Who proposed it (user:NAME or a key id)."),
+                ("proposed_at", "TIMESTAMPTZ", "When it was proposed."),
+                ("reason", "VARCHAR", "Why it was proposed."),
+                ("base_revision", "INTEGER", "The configuration revision it was made on."),
+                ("change", "JSON", "The change as proposed (the form's fields)."),
+                ("state", "VARCHAR", "pending, approved or rejected (as of the export)."),
+                ("decider", "VARCHAR", "Who approved or rejected it (never the proposer)."),
+                ("decided_at", "TIMESTAMPTZ", "When it was decided."),
+                ("decision_reason", "VARCHAR", "Why it was approved or rejected."),
+                ("revision", "INTEGER", "The revision an approval was applied as."),
+            ),
+            proposal_rows,
+            "proposal_id",
+        ),
+        Table(
+            "configuration_revisions",
+            "Every pricing configuration revision, applied from YAML or by the workspace,"
+            " with who proposed and approved it.",
+            _columns(
+                ("revision", "INTEGER", "1, 2, ..."),
+                ("applied_at", "TIMESTAMPTZ", "When it was applied."),
+                ("via", "VARCHAR", "yaml (meterline apply) or workspace."),
+                ("source", "VARCHAR", "The file name, or workspace P-000001."),
+                ("proposal_id", "VARCHAR", "The workspace proposal it applied."),
+                ("proposer", "VARCHAR", "Who proposed it."),
+                ("approver", "VARCHAR", "Who approved it."),
+                ("reason", "VARCHAR", "Why it was proposed."),
+                ("approval_reason", "VARCHAR", "Why it was approved."),
+                ("content_sha256", "VARCHAR", "SHA-256 of the canonical configuration, hex."),
+                ("revision_sha256", "VARCHAR", "The revision's own digest (covers the source)."),
+            ),
+            revision_rows,
+            "revision",
         ),
     )
 }
