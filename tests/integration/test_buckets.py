@@ -11,10 +11,13 @@ import subprocess
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from meterline.billing import buckets
 from meterline.billing.context import BillingContext, cost_meters
@@ -26,6 +29,7 @@ from meterline.ledger import bucket_records
 from meterline.ledger.database import open_connection
 from meterline.ledger.location import Location
 from meterline.live.reconcile import reconcile
+from tests.conftest import Databases
 from tests.property.test_control_laws import CUSTOMERS, ONCE_NOW, Clock, once_stream, once_yaml
 from tests.property.test_rating_batches import us
 
@@ -266,6 +270,39 @@ def test_a_catch_up_overtaken_by_another_folds_nothing_twice(
         assert overtaken == [len(stream)]
         monkeypatch.setattr(buckets, "folded_rows", fold_rows)
         assert_equal_to_rerating(billing, len(stream))
+
+
+@settings(
+    max_examples=12,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(
+    cuts=st.lists(st.integers(1, 25), max_size=6),
+    catch_ups=st.lists(st.booleans(), min_size=7, max_size=7),
+    batch_rows=st.integers(1, 30),
+)
+def test_any_interleaving_of_appends_and_catch_ups_gives_the_rerating(
+    databases: Databases,
+    tmp_path_factory: pytest.TempPathFactory,
+    cuts: list[int],
+    catch_ups: list[bool],
+    batch_rows: int,
+) -> None:
+    """The stream (late events included) appended in any chunks, with catch-ups of any
+    batch size between any of them: the buckets equal a full re-rating, every event
+    counted once."""
+    stream = late_stream()
+    edges = [0, *sorted(set(cuts)), len(stream)]
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(buckets, "CATCH_UP_BATCH_ROWS", batch_rows)
+        with kept(databases.new(tmp_path_factory.mktemp("law"))) as billing:
+            for index, (start, end) in enumerate(pairwise(edges)):
+                assert billing.ledger.ingest(stream[start:end]).accepted == end - start
+                if catch_ups[index]:
+                    buckets.catch_up(billing.context)
+            buckets.catch_up(billing.context)
+            assert_equal_to_rerating(billing, len(stream))
 
 
 CRASHING_CATCH_UP = """
