@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sqlite3
 import threading
 from collections import Counter
 from collections.abc import Iterable, Mapping
@@ -33,6 +34,7 @@ from datetime import date
 from typing import Any
 
 import msgspec
+import psycopg
 
 from meterline.billing import revisions
 from meterline.billing.context import BillingContext, Loaded, billing_cycle, cost_meters
@@ -100,6 +102,10 @@ CATCH_UP_ATTEMPTS_MAX = 100
 now (the other catch-up is folding the same events; the next read or tick goes on)."""
 
 _FAR_FUTURE_US = 2**62
+
+STORE_ERRORS = (sqlite3.Error, psycopg.Error)
+"""Errors of the store itself, which a catch-up passes on (the buckets stay as they were)
+rather than take for a fold that cannot be done."""
 
 BUCKETS_SETTING = "METERLINE_BUCKETS"
 """Set to ``off`` to keep no rated-usage buckets in the processes that open billing (the
@@ -308,6 +314,8 @@ def catch_up(context: BillingContext, loaded: Loaded | None = None) -> int:
         events = list(_events(connection, through, since.through))
         try:
             rows = folded_rows(connection, chosen, events)
+        except STORE_ERRORS:
+            raise  # the store is busy or gone: the buckets are as they were; try again later
         except Exception:
             # A projection never stops anything: its buckets go, and a build starts over.
             _log.exception(
