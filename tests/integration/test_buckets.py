@@ -508,3 +508,32 @@ def test_finalized_periods_read_from_buckets_until_a_late_event(
             finally:
                 connection.close()
             billing.context.keeps_buckets = True
+
+
+def test_the_embedded_server_folds_appends_in_the_background(
+    new_db: Callable[..., Location],
+) -> None:
+    """The embedded server's keeper folds what is appended without any read asking, and
+    stops with the server."""
+    import asyncio
+    import time
+
+    from meterline.api.services import open_services
+
+    with kept(new_db()) as billing:
+        services = open_services(billing.ledger, billing, live=False)
+        keeper = services.buckets
+        assert keeper is not None and keeper.is_alive()
+        try:
+            stream = late_stream()
+            assert billing.ledger.ingest(stream).accepted == len(stream)
+            context = billing.context
+            deadline = time.monotonic() + 30
+            while calls_folded(context) < len(stream) and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert calls_folded(context) == len(stream)  # no read caught up: the keeper did
+        finally:
+            asyncio.run(services.stop())
+        assert not keeper.is_alive()
+        assert keeper.folded == len(stream)
+        assert_equal_to_rerating(billing, len(stream))

@@ -64,7 +64,7 @@ from meterline.core.periods import BillingPeriod, local_date, period_containing
 from meterline.core.rating import Rater
 from meterline.ledger import bucket_records
 from meterline.ledger.bucket_records import DAYS, HOURS, AppendedEvent, Watermark
-from meterline.ledger.database import Connection, write_transaction
+from meterline.ledger.database import Connection, read_snapshot, write_transaction
 from meterline.ledger.event_reads import scan_rows
 
 __all__ = [
@@ -156,7 +156,7 @@ class BucketKeeper(threading.Thread):
             if self._stopping.is_set():
                 break
             try:
-                self.folded += catch_up(self._context)
+                self.folded += catch_up(self._context, stopping=self._stopping)
             except Exception:  # a projection: tried again at the next tick
                 _log.exception("rated-usage buckets: catch-up failed")
 
@@ -291,10 +291,15 @@ def _next_batch(mark: Cut, target: Cut) -> Cut | None:
     return mark.advanced(partition, min(high, low + CATCH_UP_BATCH_ROWS))
 
 
-def catch_up(context: BillingContext, loaded: Loaded | None = None) -> int:
+def catch_up(
+    context: BillingContext,
+    loaded: Loaded | None = None,
+    stopping: threading.Event | None = None,
+) -> int:
     """Fold every event committed before this call into the current (or ``loaded``)
     revision's buckets, when they are kept: batch by batch (see the module), each batch's
-    buckets and watermark written in one transaction. The events folded by this call.
+    buckets and watermark written in one transaction; between batches, stop early once
+    ``stopping`` is set. The events folded by this call.
 
     A fold that fails (a stored bucket that does not decode) drops the revision's
     buckets (logged): reads then re-rate until a build. Errors of the store go on."""
@@ -304,7 +309,7 @@ def catch_up(context: BillingContext, loaded: Loaded | None = None) -> int:
     connection = context.connection
     target = context.ledger_cut()
     folded = attempts = 0
-    while attempts < CATCH_UP_ATTEMPTS_MAX:
+    while attempts < CATCH_UP_ATTEMPTS_MAX and not (stopping and stopping.is_set()):
         since = bucket_records.watermark(connection, chosen.revision)
         if since is None or since.through.partitions != target.partitions:
             return folded
@@ -519,10 +524,10 @@ def check_buckets(context: BillingContext) -> BucketDifference | None:
 def _stored_at_watermark(
     connection: Connection, revision: int
 ) -> tuple[Watermark, dict[str, list[tuple[Any, ...]]]] | None:
-    """``revision``'s watermark and every stored bucket row of both tables, read while
-    the watermark stood still (a background catch-up may move it between reads: read
-    again then); None when the buckets are no longer kept."""
-    while True:
+    """``revision``'s watermark and every stored bucket row of both tables, read in one
+    snapshot (a background catch-up may commit meanwhile); None when the buckets are no
+    longer kept."""
+    with read_snapshot(connection):
         since = bucket_records.watermark(connection, revision)
         if since is None:
             return None
@@ -530,8 +535,7 @@ def _stored_at_watermark(
             table: bucket_records.revision_buckets(connection, revision, table)
             for table in (HOURS, DAYS)
         }
-        if bucket_records.watermark(connection, revision) == since:
-            return since, tables
+    return since, tables
 
 
 def bucket_table_rows(context: BillingContext) -> Iterable[tuple[Any, ...]]:
