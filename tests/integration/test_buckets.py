@@ -63,6 +63,20 @@ def test_buckets_can_be_turned_off(
         assert billing.draft(CUSTOMERS[0], from_buckets=True) == billing.draft(CUSTOMERS[0])
 
 
+def test_a_billing_that_keeps_no_buckets_never_reads_them(
+    new_db: Callable[..., Location],
+) -> None:
+    """Buckets another process built are not read (nor caught up) where they are off."""
+    with kept(new_db()) as billing:
+        assert billing.ledger.ingest(once_stream(2)).accepted == 24
+        context = billing.context
+        assert buckets.period_rater(context, CUSTOMERS[0], ONCE_NOW) is not None
+        assert billing.ledger.ingest([late_stream()[-1]]).accepted == 1
+        context.keeps_buckets = False
+        assert buckets.period_rater(context, CUSTOMERS[0], ONCE_NOW) is None
+        assert calls_folded(context) == 24  # not caught up either
+
+
 def late_stream() -> list[dict[str, Any]]:
     """The fixed stream, then late events timed back in hours already folded."""
     events = once_stream(2)

@@ -399,8 +399,9 @@ def ensure_built(context: BillingContext) -> bool:
 
 def _ready(context: BillingContext, loaded: Loaded) -> bool:
     """Whether ``loaded``'s buckets are kept, caught up first (so a read reflects every
-    event committed before it started)."""
-    if loaded.revision not in _built(context.connection):
+    event committed before it started). Never when this billing keeps none
+    (``METERLINE_BUCKETS=off``): its reads re-rate, whatever another process built."""
+    if not context.keeps_buckets or loaded.revision not in _built(context.connection):
         return False
     catch_up(context, loaded)
     return loaded.revision in _built(context.connection)  # a failed fold drops them
