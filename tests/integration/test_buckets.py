@@ -1,16 +1,23 @@
-"""Rated-usage buckets beside the ledger, on both stores: folded in the append's own
-transaction, priced as a full re-rating, rebuilt for a new revision, and checked by
-reconcile's fast path, which names a tampered bucket."""
+"""Rated-usage buckets beside the ledger, on both stores: folded off the append path by
+catch-ups (each batch's buckets and watermark in one transaction, so a crash or a racing
+catch-up never counts an event twice), priced as a full re-rating, rebuilt for a new
+revision, and checked by reconcile's fast path, which names a tampered bucket."""
 
 from __future__ import annotations
 
 import dataclasses
+import os
+import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from meterline.billing import buckets
 from meterline.billing.context import BillingContext, cost_meters
@@ -19,29 +26,55 @@ from meterline.billing.service import Billing, open_billing
 from meterline.core.events import format_timestamp
 from meterline.core.model import segments
 from meterline.ledger import bucket_records
-from meterline.ledger.bucket_records import AppendedEvent
-from meterline.ledger.database import Connection, open_connection
+from meterline.ledger.database import open_connection
 from meterline.ledger.location import Location
 from meterline.live.reconcile import reconcile
+from tests.conftest import Databases
 from tests.property.test_control_laws import CUSTOMERS, ONCE_NOW, Clock, once_stream, once_yaml
 from tests.property.test_rating_batches import us
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _buckets_on() -> Iterator[None]:
-    """Buckets are kept where METERLINE_BUCKETS asks (off by default)."""
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("METERLINE_BUCKETS", "on")
-        yield
+@pytest.fixture(autouse=True)
+def _buckets_default(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Buckets are kept by default (``METERLINE_BUCKETS`` unset)."""
+    monkeypatch.delenv(buckets.BUCKETS_SETTING, raising=False)
 
 
 @contextmanager
 def kept(location: Location, pricing: str | None = None) -> Iterator[Billing]:
     """Billing over ``location`` (which keeps buckets) with two customers' pricing."""
     with open_billing(location, Clock(ONCE_NOW)) as billing:
-        assert isinstance(billing.ledger.store.fold_batch, buckets.BucketKeeper)
+        assert billing.context.keeps_buckets
         billing.apply(pricing or once_yaml(2))
         yield billing
+
+
+def test_buckets_can_be_turned_off(
+    new_db: Callable[..., Location], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``METERLINE_BUCKETS=off``: no buckets are built, reads re-rate."""
+    monkeypatch.setenv(buckets.BUCKETS_SETTING, "off")
+    with open_billing(new_db(), Clock(ONCE_NOW)) as billing:
+        assert not billing.context.keeps_buckets
+        billing.apply(once_yaml(2))
+        assert billing.ledger.ingest(once_stream(2)).accepted == 24
+        assert not buckets.ensure_built(billing.context)
+        assert bucket_records.built_revisions(billing.context.connection) == set()
+        assert billing.draft(CUSTOMERS[0], from_buckets=True) == billing.draft(CUSTOMERS[0])
+
+
+def test_a_billing_that_keeps_no_buckets_never_reads_them(
+    new_db: Callable[..., Location],
+) -> None:
+    """Buckets another process built are not read (nor caught up) where they are off."""
+    with kept(new_db()) as billing:
+        assert billing.ledger.ingest(once_stream(2)).accepted == 24
+        context = billing.context
+        assert buckets.period_rater(context, CUSTOMERS[0], ONCE_NOW) is not None
+        assert billing.ledger.ingest([late_stream()[-1]]).accepted == 1
+        context.keeps_buckets = False
+        assert buckets.period_rater(context, CUSTOMERS[0], ONCE_NOW) is None
+        assert calls_folded(context) == 24  # not caught up either
 
 
 def late_stream() -> list[dict[str, Any]]:
@@ -105,8 +138,8 @@ def without_roots(lines: list[Any]) -> list[Any]:
     return [dataclasses.replace(line, merkle_root=b"") for line in lines]
 
 
-def test_buckets_folded_on_append_price_as_a_rerating(new_db: Callable[..., Location]) -> None:
-    """Batches and late events folded as they commit give the re-rating's lines; a new
+def test_buckets_caught_up_price_as_a_rerating(new_db: Callable[..., Location]) -> None:
+    """Batches and late events, caught up by the reads, give the re-rating's lines; a new
     revision's rebuild gives its own; the fast check finds nothing to name."""
     with kept(new_db()) as billing:
         stream = late_stream()
@@ -143,6 +176,7 @@ def test_a_tampered_bucket_is_named(new_db: Callable[..., Location], table: str)
     with kept(location) as billing:
         assert billing.ledger.ingest(late_stream()).accepted == 26
         context = billing.context
+        assert buckets.catch_up(context) == 26
         revision = context.current().revision
         rows = bucket_records.revision_buckets(context.connection, revision, table)
         victim = rows[len(rows) // 2]
@@ -172,38 +206,171 @@ def test_a_tampered_bucket_is_named(new_db: Callable[..., Location], table: str)
         assert report.as_dict()["buckets"]["first_difference"] == difference.describe()
 
 
-class Refusing:
-    """A fold that folds, then fails: the append must leave nothing behind."""
-
-    def __init__(self, keeper: buckets.BucketKeeper) -> None:
-        self.keeper = keeper
-
-    def __call__(self, connection: Connection, events: list[AppendedEvent]) -> None:
-        self.keeper(connection, events)
-        raise OSError("disk gone mid-commit")
+def calls_folded(context: BillingContext) -> int:
+    """Events the stored hour buckets count (each event is one ``calls`` bucket's)."""
+    rows = bucket_records.revision_buckets(context.connection, context.current().revision)
+    return sum(row[6] for row in rows if row[3] == "calls")
 
 
-def test_a_failed_fold_writes_neither_events_nor_buckets(
-    new_db: Callable[..., Location],
+def assert_equal_to_rerating(billing: Billing, events: int) -> None:
+    """Every event folded once, and the buckets equal a full re-rating."""
+    context = billing.context
+    assert buckets.catch_up(context) == 0  # caught up already: nothing left behind
+    assert calls_folded(context) == events
+    mark = bucket_records.watermark(context.connection, context.current().revision)
+    assert mark is not None and mark.through == context.ledger_cut()
+    assert buckets.check_buckets(context) is None
+    for customer in CUSTOMERS[:2]:
+        assert without_roots(bucket_lines(context, customer)) == without_roots(
+            rerated_lines(context, customer)
+        )
+
+
+def test_a_failed_catch_up_transaction_folds_nothing_twice(
+    new_db: Callable[..., Location], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Buckets and events commit together: a fold that fails rolls back the append."""
+    """A catch-up whose transaction fails after writing some of a batch's buckets leaves
+    buckets and watermark as they were; the next one re-folds from there, so the buckets
+    equal a full re-rating and count every event once. Appends never wait for a fold."""
+    monkeypatch.setattr(buckets, "CATCH_UP_BATCH_ROWS", 7)
     with kept(new_db()) as billing:
-        stream = once_stream(2)
-        assert billing.ledger.ingest(stream[:10]).accepted == 10
+        stream = late_stream()
+        assert billing.ledger.ingest(stream[:10]).accepted == 10  # nothing folded yet
         context = billing.context
         revision = context.current().revision
+        assert bucket_records.watermark(context.connection, revision).through.events == 0
+        assert buckets.catch_up(context) == 10  # two batches: 7, then 3
         before = bucket_records.revision_buckets(context.connection, revision)
-        store = billing.ledger.store
-        keeper = store.fold_batch
-        assert isinstance(keeper, buckets.BucketKeeper)
-        store.fold_batch = Refusing(keeper)
-        with pytest.raises(OSError):
-            billing.ledger.ingest(stream[10:])
-        store.fold_batch = keeper
-        assert store.head()[0] == 10
-        assert bucket_records.revision_buckets(context.connection, revision) == before
         assert billing.ledger.ingest(stream[10:]).accepted == len(stream) - 10
-        assert buckets.check_buckets(context) is None
+        written = bucket_records.write_buckets
+
+        def fails_after_the_first_table(connection: Any, rows: Any, table: str = "") -> None:
+            written(connection, rows, table or bucket_records.HOURS)
+            if table == bucket_records.DAYS:
+                raise OSError("disk gone mid-commit")
+
+        monkeypatch.setattr(bucket_records, "write_buckets", fails_after_the_first_table)
+        with pytest.raises(OSError):
+            buckets.catch_up(context)
+        monkeypatch.setattr(bucket_records, "write_buckets", written)
+        assert bucket_records.revision_buckets(context.connection, revision) == before
+        mark = bucket_records.watermark(context.connection, revision)
+        assert mark is not None and mark.through.events == 10
+        assert buckets.catch_up(context) == len(stream) - 10  # from the old watermark
+        assert_equal_to_rerating(billing, len(stream))
+
+
+def test_a_catch_up_overtaken_by_another_folds_nothing_twice(
+    new_db: Callable[..., Location], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two catch-ups fold the same batch: the one that stores second finds the watermark
+    moved, writes nothing, and goes on from the new watermark."""
+    monkeypatch.setattr(buckets, "CATCH_UP_BATCH_ROWS", 5)
+    with kept(new_db()) as billing:
+        stream = late_stream()
+        assert billing.ledger.ingest(stream).accepted == len(stream)
+        fold_rows = buckets.folded_rows
+        overtaken: list[int] = []
+
+        def overtaken_once(*arguments: Any) -> Any:
+            rows = fold_rows(*arguments)
+            if not overtaken:  # another catch-up stores this batch (and the rest) first
+                overtaken.append(0)
+                overtaken[0] = buckets.catch_up(billing.context)
+            return rows
+
+        monkeypatch.setattr(buckets, "folded_rows", overtaken_once)
+        assert buckets.catch_up(billing.context) == 0  # every batch was the other's
+        assert overtaken == [len(stream)]
+        monkeypatch.setattr(buckets, "folded_rows", fold_rows)
+        assert_equal_to_rerating(billing, len(stream))
+
+
+@settings(
+    max_examples=12,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(
+    cuts=st.lists(st.integers(1, 25), max_size=6),
+    catch_ups=st.lists(st.booleans(), min_size=7, max_size=7),
+    batch_rows=st.integers(1, 30),
+)
+def test_any_interleaving_of_appends_and_catch_ups_gives_the_rerating(
+    databases: Databases,
+    tmp_path_factory: pytest.TempPathFactory,
+    cuts: list[int],
+    catch_ups: list[bool],
+    batch_rows: int,
+) -> None:
+    """The stream (late events included) appended in any chunks, with catch-ups of any
+    batch size between any of them: the buckets equal a full re-rating, every event
+    counted once."""
+    stream = late_stream()
+    edges = [0, *sorted(set(cuts)), len(stream)]
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(buckets, "CATCH_UP_BATCH_ROWS", batch_rows)
+        with kept(databases.new(tmp_path_factory.mktemp("law"))) as billing:
+            for index, (start, end) in enumerate(pairwise(edges)):
+                assert billing.ledger.ingest(stream[start:end]).accepted == end - start
+                if catch_ups[index]:
+                    buckets.catch_up(billing.context)
+            buckets.catch_up(billing.context)
+            assert_equal_to_rerating(billing, len(stream))
+
+
+CRASHING_CATCH_UP = """
+import os, signal, sys
+from meterline.billing import buckets
+from meterline.billing.service import open_billing
+from meterline.ledger import bucket_records
+
+buckets.CATCH_UP_BATCH_ROWS = 4
+advance, written = bucket_records.advance, bucket_records.write_buckets
+batches = []
+
+def counted(*arguments):
+    moved = advance(*arguments)
+    batches.append(moved)
+    return moved
+
+def killed_in_the_second_batch(connection, rows, table=bucket_records.HOURS):
+    written(connection, rows, table)
+    if len(batches) == 2:
+        os.kill(os.getpid(), signal.SIGKILL)  # mid-transaction: watermark moved, rows written
+
+bucket_records.advance = counted
+bucket_records.write_buckets = killed_in_the_second_batch
+with open_billing(sys.argv[1], lambda: int(sys.argv[2])) as billing:
+    buckets.catch_up(billing.context)
+"""
+
+
+def test_a_process_killed_mid_catch_up_folds_nothing_twice(
+    new_db: Callable[..., Location],
+) -> None:
+    """A process killed (SIGKILL) inside a catch-up's second batch transaction: its
+    first batch is stored, the second is not; a later catch-up goes on from there and
+    the buckets equal a full re-rating."""
+    location = new_db()
+    with kept(location) as billing:
+        stream = late_stream()
+        assert billing.ledger.ingest(stream).accepted == len(stream)
+        environment = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+        crashed = subprocess.run(
+            [sys.executable, "-c", CRASHING_CATCH_UP, str(location), str(ONCE_NOW)],
+            env=environment,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert crashed.returncode == -9, crashed.stderr
+        context = billing.context
+        mark = bucket_records.watermark(context.connection, context.current().revision)
+        assert mark is not None and mark.through.events == 4  # the first batch only
+        assert calls_folded(context) == 4
+        assert buckets.catch_up(context) == len(stream) - 4
+        assert_equal_to_rerating(billing, len(stream))
 
 
 def as_data(document: Any) -> dict[str, Any]:
@@ -255,7 +422,7 @@ def test_drafts_and_economics_from_buckets_equal_the_rerating(
                 connection.execute("COMMIT")
         finally:
             connection.close()
-        billing.ledger.store.fold_batch = None  # keeps none, so builds none on first use
+        billing.context.keeps_buckets = False  # keeps none, so builds none on first use
         _, job = billing.rated_periods(from_buckets=True)[0]
         assert job.days is None  # not built: re-rated
         assert fast_drafts == [strip_roots(billing.draft(c)) for c in CUSTOMERS[:2]]
@@ -288,13 +455,15 @@ def test_buckets_export_as_parquet(new_db: Callable[..., Location], tmp_path: Pa
 def test_a_bucket_that_cannot_be_read_never_stops_ingestion(
     new_db: Callable[..., Location],
 ) -> None:
-    """A bucket row edited into nonsense: the next append still commits, the revision's
-    buckets are dropped with it, and the next read rebuilds them from the ledger."""
+    """A bucket row edited into nonsense: appends still commit, the catch-up that cannot
+    fold drops the revision's buckets, and the next read that builds (reconcile)
+    rebuilds them from the ledger."""
     location = new_db()
     with kept(location) as billing:
         stream = late_stream()
         assert billing.ledger.ingest(stream[:20]).accepted == 20
         context = billing.context
+        assert buckets.catch_up(context) == 20
         revision = context.current().revision
         connection = open_connection(str(location))
         try:
@@ -304,6 +473,7 @@ def test_a_bucket_that_cannot_be_read_never_stops_ingestion(
         finally:
             connection.close()
         assert billing.ledger.ingest(stream[20:]).accepted == len(stream) - 20
+        assert buckets.catch_up(context) == 0  # cannot fold: drops them
         assert revision not in bucket_records.built_revisions(context.connection)
         assert bucket_records.revision_buckets(context.connection, revision) == []
         report = reconcile(billing)  # builds them again, then checks them
@@ -339,8 +509,7 @@ def test_finalized_periods_read_from_buckets_until_a_late_event(
             assert (closed[CUSTOMERS[0]].days is None) == arrived_late
             assert closed[CUSTOMERS[1]].days is not None
             fast = usage_slices(billing)
-            store = billing.ledger.store
-            keeper, store.fold_batch = store.fold_batch, None
+            billing.context.keeps_buckets = False
             connection = open_connection(str(location))
             try:
                 connection.execute("UPDATE bucket_revisions SET revision = -revision")
@@ -352,4 +521,33 @@ def test_finalized_periods_read_from_buckets_until_a_late_event(
                     connection.execute("COMMIT")
             finally:
                 connection.close()
-            store.fold_batch = keeper
+            billing.context.keeps_buckets = True
+
+
+def test_the_embedded_server_folds_appends_in_the_background(
+    new_db: Callable[..., Location],
+) -> None:
+    """The embedded server's keeper folds what is appended without any read asking, and
+    stops with the server."""
+    import asyncio
+    import time
+
+    from meterline.api.services import open_services
+
+    with kept(new_db()) as billing:
+        services = open_services(billing.ledger, billing, live=False)
+        keeper = services.buckets
+        assert keeper is not None and keeper.is_alive()
+        try:
+            stream = late_stream()
+            assert billing.ledger.ingest(stream).accepted == len(stream)
+            context = billing.context
+            deadline = time.monotonic() + 30
+            while calls_folded(context) < len(stream) and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert calls_folded(context) == len(stream)  # no read caught up: the keeper did
+        finally:
+            asyncio.run(services.stop())
+        assert not keeper.is_alive()
+        assert keeper.folded == len(stream)
+        assert_equal_to_rerating(billing, len(stream))

@@ -1,11 +1,13 @@
-"""The stream worker's commits fold rated-usage buckets in the same transaction: after a
-worker applies published batches, the buckets equal a re-derivation from raw events."""
+"""Rated-usage buckets kept beside a stream worker: a ``BucketKeeper`` nudged after each
+commit (as ``meterline worker`` runs it) folds the committed batches in the background,
+off the commit path; the buckets then equal a re-derivation from raw events."""
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -21,6 +23,7 @@ from tests.integration.test_stream import (
     CUSTOMERS,
     PARTITIONS,
     delete_stream_and_bucket,
+    eventually,
     make_batch,
     require_local_nats,
     run_worker_until,
@@ -28,12 +31,10 @@ from tests.integration.test_stream import (
 )
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _buckets_on() -> Iterator[None]:
-    """Buckets are kept where METERLINE_BUCKETS asks (off by default)."""
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("METERLINE_BUCKETS", "on")
-        yield
+@pytest.fixture(autouse=True)
+def _buckets_default(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Buckets are kept by default (``METERLINE_BUCKETS`` unset)."""
+    monkeypatch.delenv(buckets.BUCKETS_SETTING, raising=False)
 
 
 PRICING = """\
@@ -64,28 +65,45 @@ def settings() -> Iterator[StreamSettings]:
     asyncio.run(delete_stream_and_bucket(made))
 
 
-def test_a_worker_commit_folds_its_events_into_buckets(
+def test_a_keeper_folds_a_workers_commits_into_buckets(
     settings: StreamSettings, tmp_path: Path
 ) -> None:
-    """Every applied event is in the buckets, which agree with the raw events."""
+    """Every applied event reaches the buckets without a read asking, and they agree with
+    the raw events."""
     batches = [make_batch(0, 2), make_batch(1, 3)]
     sent = sum(len(batch) for batch in batches)
     with open_billing(tmp_path / "ledger.db", lambda: FIXED_NOW_US) as billing:
         billing.apply(PRICING)
         store = billing.ledger.store
+        context = billing.context
+        keeper = buckets.BucketKeeper(context, interval_s=60)  # only nudges wake it
+        keeper.start()
+
+        def committed(*_: Any) -> None:
+            keeper.nudge()
+
+        def folded() -> int:
+            mark = bucket_records.watermark(context.connection, context.current().revision)
+            return 0 if mark is None else mark.through.events
 
         async def scenario() -> None:
             publisher = await StreamPublisher.connect(settings)
             try:
                 for number, batch in enumerate(batches):
                     await publisher.publish(batch, system_clock_us() + number)
-                worker = StreamWorker(store, settings, range(PARTITIONS), system_clock_us)
+                worker = StreamWorker(
+                    store, settings, range(PARTITIONS), system_clock_us, on_committed=committed
+                )
                 await run_worker_until(worker, lambda: store.head()[0] == sent, "all applied")
+                await eventually(lambda: folded() == sent, "every commit folded")
             finally:
                 await publisher.close()
 
-        asyncio.run(scenario())
-        context = billing.context
+        try:
+            asyncio.run(scenario())
+        finally:
+            keeper.stop()
+        assert keeper.folded == sent
         rows = bucket_records.revision_buckets(context.connection, context.current().revision)
         calls = sum(row[6] for row in rows if row[3] == "calls")
         assert calls == sent

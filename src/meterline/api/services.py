@@ -25,6 +25,7 @@ from functools import partial
 from typing import TypedDict, Unpack
 
 from meterline.api.stream_front import StreamFront
+from meterline.billing.buckets import BucketKeeper, keep_buckets_if_wanted, start_keeper
 from meterline.billing.line_cache import LineSequences
 from meterline.billing.service import Billing
 from meterline.billing.unbillable import publish_unbillable
@@ -58,6 +59,8 @@ class Services:
     """Live mode's link to the engine's worker process (told of appends and changes)."""
     stream: StreamFront | None = None
     """Stream mode's publisher and access mirror."""
+    buckets: BucketKeeper | None = None
+    """Embedded mode's background catch-up of the rated-usage buckets (``billing.buckets``)."""
 
     def authenticate(self, token: str | None) -> Principal:
         """The key behind a bearer token (``keys.authenticate`` over the ledger's keys)."""
@@ -68,6 +71,8 @@ class Services:
             await self.stream.start()
 
     async def stop(self) -> None:
+        if self.buckets is not None:
+            self.buckets.stop()
         if self.stream is not None:
             await self.stream.stop()
         elif self.engine is not None:
@@ -83,9 +88,7 @@ class Services:
 
 def billing_over(ledger: Ledger) -> Billing:
     """Billing beside the ledger's events (the same SQLite file or PostgreSQL schema), on
-    the ledger's clock; each append folds into rated-usage buckets (``billing.buckets``)."""
-    from meterline.billing.buckets import keep_buckets_if_wanted
-
+    the ledger's clock, keeping rated-usage buckets unless told not to (``billing.buckets``)."""
     billing = Billing(ledger, BillingStore(ledger.store.path), clock=ledger.clock)
     keep_buckets_if_wanted(billing.context)
     return billing
@@ -114,6 +117,8 @@ def open_services(
     lag_max_ms = options.get("lag_max_ms", LAG_MAX_MS_DEFAULT)
     service = billing_over(ledger) if billing is None else billing
     services = Services(ledger, service, LineSequences(service), owns_billing=billing is None)
+    if stream is None:  # in stream mode the workers commit, and keep the buckets
+        services.buckets = start_keeper(service.context)
     if live:
         services.webhooks = Webhooks(
             WebhookStore(service.store.path),

@@ -1,32 +1,40 @@
 """Rated-usage buckets kept current beside the ledger, and read (shell of ``core.buckets``).
 
-``keep_buckets`` installs a fold on the ledger store: each append folds the events it
-accepted into the current configuration revision's buckets inside the append's own
-transaction (``ledger.bucket_records``), so buckets and events commit together or not at
-all. A revision's buckets are built once from every ledger event (``rebuild``: when a
-pricing file is applied, or on first use) in one transaction that holds appends off, and
-kept current after; a revision not built yet is not folded (its build reads the events).
-A late event folds into the hour it is timed in; a new revision (new prices, contracts)
-gets buckets of its own. A fold that fails (a bucket row edited into nonsense) never stops
-ingestion: the revision's buckets are dropped in the same transaction, logged, and
-rebuilt from the ledger by the next read. Reads: ``period_rater`` (a customer's period
-priced from its buckets), ``job_rater`` and ``line_days`` (drafts and unit economics),
-``check_buckets`` (reconcile: buckets against a re-derivation from raw events, naming the
-first bucket that differs). ``audit`` never reads buckets.
+Buckets are folded off the append path: appends never wait for a fold. Each kept
+revision has a watermark (``ledger.bucket_records``): the ledger cut up to which its
+buckets hold the events. ``catch_up`` reads the events past the watermark, one partition
+at a time in batches of at most ``CATCH_UP_BATCH_ROWS``, folds them, and writes their
+buckets and the advanced watermark in one short transaction per batch; a batch another
+catch-up folded first (or a revision started over meanwhile) is rolled back and read
+again, and a crash mid-way re-folds from the old watermark, so no event counts twice.
+Every read (``period_rater``, ``job_rater``, ``line_days``, ``check_buckets``, the export)
+catches up first, so it reflects every event committed before it started; a
+``BucketKeeper`` thread (the server, stream workers) catches up in the background so the
+reads find little to fold.
+
+A revision's buckets are started over from the first event (``rebuild``: when a pricing
+file is applied, or on first use) and kept current after. A late event folds into the
+hour it is timed in; a new revision (new prices, contracts) gets buckets of its own. A
+fold that fails (a bucket row edited into nonsense) drops the revision's buckets, logged;
+the next read that builds (a draft, reconcile, the export) rebuilds them from the
+ledger. ``check_buckets`` (reconcile) compares the buckets with a re-derivation from raw
+events through their watermark, naming the first bucket that differs. ``audit`` never
+reads buckets.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import sqlite3
+import threading
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping
 from datetime import date
-from itertools import islice
 from typing import Any
 
 import msgspec
+import psycopg
 
 from meterline.billing import revisions
 from meterline.billing.context import BillingContext, Loaded, billing_cycle, cost_meters
@@ -37,6 +45,7 @@ from meterline.core.buckets import (
     Bucket,
     BucketDifference,
     BucketKey,
+    BucketRow,
     BucketScope,
     RatedEvent,
     bucket_from_row,
@@ -54,81 +63,120 @@ from meterline.core.model import segments
 from meterline.core.periods import BillingPeriod, local_date, period_containing
 from meterline.core.rating import Rater
 from meterline.ledger import bucket_records
-from meterline.ledger.bucket_records import DAYS, HOURS, AppendedEvent
-from meterline.ledger.database import Connection, open_connection
+from meterline.ledger.bucket_records import DAYS, HOURS, AppendedEvent, Watermark
+from meterline.ledger.database import Connection, read_snapshot, write_transaction
 from meterline.ledger.event_reads import scan_rows
 
 __all__ = [
-    "REBUILD_BATCH_ROWS",
+    "BUCKETS_SETTING",
+    "CATCH_UP_BATCH_ROWS",
+    "CATCH_UP_INTERVAL_S",
     "BucketKeeper",
     "bucket_table_rows",
+    "buckets_wanted",
+    "catch_up",
     "check_buckets",
     "ensure_built",
     "job_buckets",
     "job_rater",
     "keep_buckets",
+    "keep_buckets_if_wanted",
     "line_days",
     "period_rater",
     "rebuild",
+    "start_keeper",
 ]
 
 _log = logging.getLogger(__name__)
 
-REBUILD_BATCH_ROWS = 50_000
-"""Events read and folded at a time while a revision's buckets are built."""
+CATCH_UP_BATCH_ROWS = 10_000
+"""Events of one partition a catch-up folds per transaction: the write transaction that
+stores their buckets stays short (at most about two bucket rows an event), and a crash
+loses at most this much folding."""
+
+CATCH_UP_INTERVAL_S = 0.5
+"""How often a ``BucketKeeper`` catches up when nothing nudges it."""
+
+CATCH_UP_ATTEMPTS_MAX = 100
+"""Batches in a row a catch-up may find folded first by another before it gives up for
+now (the other catch-up is folding the same events; the next read or tick goes on)."""
 
 _FAR_FUTURE_US = 2**62
 
-
-@dataclass
-class BucketKeeper:
-    """The store's ``fold_batch``: folds an append's events into the current revision's
-    buckets, on the append's connection and in its transaction."""
-
-    context: BillingContext
-
-    def __call__(self, connection: Connection, events: Sequence[AppendedEvent]) -> None:
-        revision = bucket_records.latest_revision(connection)
-        if revision is None or revision not in bucket_records.built_revisions(connection):
-            return
-        loaded = self.context.load(revision)
-        if loaded is None:
-            return
-        connection.execute("SAVEPOINT meterline_buckets")
-        try:
-            fold_events(connection, loaded, events)
-        except Exception:
-            # A projection never stops ingestion: its revision is dropped, in this same
-            # transaction, and rebuilt from the ledger on the next read that asks.
-            connection.execute("ROLLBACK TO SAVEPOINT meterline_buckets")
-            bucket_records.forget_revision(connection, revision)
-            _log.exception("rated-usage buckets of revision %d dropped: a fold failed", revision)
-        connection.execute("RELEASE SAVEPOINT meterline_buckets")
-
+STORE_ERRORS = (sqlite3.Error, psycopg.Error)
+"""Errors of the store itself, which a catch-up passes on (the buckets stay as they were)
+rather than take for a fold that cannot be done."""
 
 BUCKETS_SETTING = "METERLINE_BUCKETS"
-"""Set to ``on`` to keep rated-usage buckets in the processes that open billing (the
-server, ``open_billing``, stream workers). Off by default: the fold costs ingest most of
-its throughput on spread-out traffic and its transaction can wait on billing's writes
-(BENCHMARKS.md, docs/finance.md); reads re-rate when no buckets are kept."""
+"""Set to ``off`` to keep no rated-usage buckets in the processes that open billing (the
+server, ``open_billing``, stream workers); on by default. Without buckets every finance
+read re-rates its periods from raw events."""
+
+_OFF = ("off", "0", "false", "no")
 
 
 def buckets_wanted(environ: Mapping[str, str] | None = None) -> bool:
-    """Whether ``METERLINE_BUCKETS`` asks for buckets (``on``, ``1``, ``true``, ``yes``)."""
+    """Whether buckets are kept: unless ``METERLINE_BUCKETS`` says ``off`` (``0``,
+    ``false``, ``no``)."""
     value = (os.environ if environ is None else environ).get(BUCKETS_SETTING, "")
-    return value.strip().lower() in ("on", "1", "true", "yes")
+    return value.strip().lower() not in _OFF
 
 
-def keep_buckets_if_wanted(context: BillingContext) -> BucketKeeper | None:
-    """``keep_buckets`` when ``METERLINE_BUCKETS`` asks for them; None otherwise."""
-    return keep_buckets(context) if buckets_wanted() else None
-
-
-def keep_buckets(context: BillingContext) -> BucketKeeper:
-    """Fold every later append of ``context``'s ledger into buckets (creating the tables)."""
+def keep_buckets(context: BillingContext) -> None:
+    """Keep ``context``'s buckets (creating the tables): reads build and catch them up."""
     bucket_records.ensure_bucket_tables(context.connection)
+    context.keeps_buckets = True
+
+
+def keep_buckets_if_wanted(context: BillingContext) -> bool:
+    """``keep_buckets`` unless ``METERLINE_BUCKETS`` says ``off``; whether it did."""
+    if buckets_wanted():
+        keep_buckets(context)
+    return context.keeps_buckets
+
+
+class BucketKeeper(threading.Thread):
+    """Catches the buckets up in the background: every ``interval_s`` and whenever
+    ``nudge``d (a stream worker nudges after each committed batch). A failed catch-up is
+    logged and tried again next time; ``stop`` ends the thread."""
+
+    def __init__(self, context: BillingContext, interval_s: float = CATCH_UP_INTERVAL_S) -> None:
+        super().__init__(name="meterline-buckets", daemon=True)
+        self._context = context
+        self._interval_s = interval_s
+        self._wake = threading.Event()
+        self._stopping = threading.Event()
+        self.folded = 0
+        """Events folded so far."""
+
+    def run(self) -> None:
+        while not self._stopping.is_set():
+            self._wake.wait(self._interval_s)
+            self._wake.clear()
+            if self._stopping.is_set():
+                break
+            try:
+                self.folded += catch_up(self._context, stopping=self._stopping)
+            except Exception:  # a projection: tried again at the next tick
+                _log.exception("rated-usage buckets: catch-up failed")
+
+    def nudge(self) -> None:
+        """Catch up now (new events committed)."""
+        self._wake.set()
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self._wake.set()
+        if self.is_alive():
+            self.join(timeout=30)
+
+
+def start_keeper(context: BillingContext) -> BucketKeeper | None:
+    """A running ``BucketKeeper`` over ``context`` when it keeps buckets; None otherwise."""
+    if not context.keeps_buckets:
+        return None
     keeper = BucketKeeper(context)
-    context.ledger.store.fold_batch = keeper
+    keeper.start()
     return keeper
 
 
@@ -200,8 +248,13 @@ def _grouped(
     return list(groups.values())
 
 
-def fold_events(connection: Connection, loaded: Loaded, events: Iterable[AppendedEvent]) -> None:
-    """Fold ``events`` (ledger order) into ``loaded``'s buckets, hours and days."""
+def folded_rows(
+    connection: Connection, loaded: Loaded, events: Iterable[AppendedEvent]
+) -> list[tuple[str, list[BucketRow]]]:
+    """The bucket rows (per table: hours, days) that folding ``events`` (ledger order,
+    every one past the stored buckets' watermark) into ``loaded``'s stored buckets makes:
+    the touched buckets, merged with what they held. Reads only; the caller writes."""
+    written: list[tuple[str, list[BucketRow]]] = []
     for scope, period, rated in _grouped(loaded, events):
         # read only what the fold needs: the per-event lines' days (their fees depend on
         # the events before), then the stored buckets of the hours and days it touches
@@ -217,33 +270,101 @@ def fold_events(connection: Connection, loaded: Loaded, events: Iterable[Appende
             for key, bucket in new.items():
                 known = stored.get(key)
                 rows.append(bucket_row(key, bucket if known is None else known.merged(bucket)))
-            bucket_records.write_buckets(connection, rows, table)
+            written.append((table, rows))
+    return written
 
 
-def _all_events(connection: Connection, through: Cut) -> Iterable[AppendedEvent]:
-    rows = scan_rows(connection, through, None, 0, _FAR_FUTURE_US)
+def _events(connection: Connection, through: Cut, after: Cut | None) -> Iterable[AppendedEvent]:
+    """The events past ``after`` and inside ``through``, in ledger order, as folds take them."""
+    rows = scan_rows(connection, through, after, 0, _FAR_FUTURE_US)
     for sequence, customer, event_type, timestamp_us, body, event_hash in rows:
         yield (sequence, customer, None, event_type, timestamp_us, None, bytes(body), event_hash)
 
 
+def _next_batch(mark: Cut, target: Cut) -> Cut | None:
+    """The watermark after the next batch: one partition behind ``target`` moved up by
+    at most ``CATCH_UP_BATCH_ROWS`` (sequences are gap-free); None when none is behind."""
+    behind = target.union(mark).between(mark)
+    if not behind:
+        return None
+    partition, low, high = behind[0]
+    return mark.advanced(partition, min(high, low + CATCH_UP_BATCH_ROWS))
+
+
+def catch_up(
+    context: BillingContext,
+    loaded: Loaded | None = None,
+    stopping: threading.Event | None = None,
+) -> int:
+    """Fold every event committed before this call into the current (or ``loaded``)
+    revision's buckets, when they are kept: batch by batch (see the module), each batch's
+    buckets and watermark written in one transaction; between batches, stop early once
+    ``stopping`` is set. The events folded by this call.
+
+    A fold that fails (a stored bucket that does not decode) drops the revision's
+    buckets (logged): reads then re-rate until a build. Errors of the store go on."""
+    chosen = loaded or context.load()
+    if chosen is None:
+        return 0
+    connection = context.connection
+    target = context.ledger_cut()
+    folded = attempts = 0
+    while attempts < CATCH_UP_ATTEMPTS_MAX and not (stopping and stopping.is_set()):
+        since = bucket_records.watermark(connection, chosen.revision)
+        if since is None or since.through.partitions != target.partitions:
+            return folded
+        through = _next_batch(since.through, target)
+        if through is None:
+            return folded
+        events = list(_events(connection, through, since.through))
+        try:
+            rows = folded_rows(connection, chosen, events)
+        except STORE_ERRORS:
+            raise  # the store is busy or gone: the buckets are as they were; try again later
+        except Exception:
+            # A projection never stops anything: its buckets go, and a build starts over.
+            _log.exception(
+                "rated-usage buckets of revision %d dropped: a fold failed", chosen.revision
+            )
+            with write_transaction(connection):
+                bucket_records.forget_revision(connection, chosen.revision)
+            return folded
+        if _store_batch(connection, chosen.revision, since, through, rows):
+            folded += len(events)
+            attempts = 0
+        else:
+            attempts += 1  # folded first by another catch-up: read the watermark again
+    return folded
+
+
+def _store_batch(
+    connection: Connection,
+    revision: int,
+    since: Watermark,
+    through: Cut,
+    rows: list[tuple[str, list[BucketRow]]],
+) -> bool:
+    """Write a folded batch's buckets and move the watermark to ``through``, in one
+    transaction; False (nothing written) when the watermark has moved from ``since``."""
+    with write_transaction(connection):
+        if not bucket_records.advance(connection, revision, since, through):
+            return False
+        for table, table_rows in rows:
+            bucket_records.write_buckets(connection, table_rows, table)
+    return True
+
+
 def rebuild(context: BillingContext, loaded: Loaded | None = None) -> None:
-    """Build the current (or ``loaded``) revision's buckets from every ledger event, in
-    one transaction that holds appends off, and mark the revision built."""
+    """Start the current (or ``loaded``) revision's buckets over and fold every ledger
+    event into them (``catch_up``, batch by batch: appends go on meanwhile)."""
     chosen = loaded or context.load()
     if chosen is None:
         return
-    connection = open_connection(context.ledger.store.path)
-    try:
-        bucket_records.ensure_bucket_tables(connection)
-
-        def build() -> None:
-            source = _all_events(connection, context.ledger_cut())
-            while batch := list(islice(source, REBUILD_BATCH_ROWS)):
-                fold_events(connection, chosen, batch)
-
-        bucket_records.rebuilt(connection, chosen.revision, context.clock(), build)
-    finally:
-        connection.close()
+    connection = context.connection
+    bucket_records.ensure_bucket_tables(connection)
+    partitions = context.ledger.store.partitions
+    bucket_records.restart(connection, chosen.revision, context.clock(), partitions)
+    catch_up(context, chosen)
 
 
 def apply_pricing(
@@ -262,16 +383,28 @@ def apply_pricing(
 
 
 def ensure_built(context: BillingContext) -> bool:
-    """Build the current revision's buckets unless they are built; False when this
-    ledger keeps no buckets (no ``keep_buckets``) or has no pricing yet."""
-    if not isinstance(context.ledger.store.fold_batch, BucketKeeper):
+    """Build the current revision's buckets unless they are built, and catch them up;
+    False when this billing keeps no buckets (no ``keep_buckets``) or has no pricing."""
+    if not context.keeps_buckets:
         return False
     loaded = context.load()
     if loaded is None:
         return False
     if loaded.revision not in _built(context.connection):
         rebuild(context, loaded)
+    else:
+        catch_up(context, loaded)
     return True
+
+
+def _ready(context: BillingContext, loaded: Loaded) -> bool:
+    """Whether ``loaded``'s buckets are kept, caught up first (so a read reflects every
+    event committed before it started). Never when this billing keeps none
+    (``METERLINE_BUCKETS=off``): its reads re-rate, whatever another process built."""
+    if not context.keeps_buckets or loaded.revision not in _built(context.connection):
+        return False
+    catch_up(context, loaded)
+    return loaded.revision in _built(context.connection)  # a failed fold drops them
 
 
 def period_rater(
@@ -282,7 +415,7 @@ def period_rater(
     the customer has no contract then."""
     chosen = loaded or context.load()
     connection = context.connection
-    if chosen is None or chosen.revision not in _built(connection):
+    if chosen is None or not _ready(context, chosen):
         return None
     found = _scope(chosen, customer, at_us)
     if found is None:
@@ -293,7 +426,7 @@ def period_rater(
 
 
 def _job_scope(context: BillingContext, job: RatingJob, loaded: Loaded) -> BucketScope | None:
-    if loaded.revision not in _built(context.connection):
+    if not _ready(context, loaded):
         return None
     meters = cost_meters(loaded) | job.also_meters
     return BucketScope(job.customer, loaded.revision, job.configuration, job.segments, meters)
@@ -367,23 +500,43 @@ def _built(connection: Connection) -> set[int]:
 
 
 def check_buckets(context: BillingContext) -> BucketDifference | None:
-    """Reconcile's fast path: the current revision's stored buckets against buckets
-    re-derived from raw events (every event folded at once); the first bucket that
-    differs, or None. Without built buckets there is nothing to differ."""
+    """Reconcile's fast path: the current revision's stored buckets (caught up first)
+    against buckets re-derived from the raw events up to their watermark (every event
+    folded at once); the first bucket that differs, or None. Without built buckets there
+    is nothing to differ."""
     loaded = context.load()
-    connection = context.connection
-    if loaded is None or loaded.revision not in _built(connection):
+    if loaded is None or not _ready(context, loaded):
         return None
+    stored = _stored_at_watermark(context.connection, loaded.revision)
+    if stored is None:
+        return None
+    since, tables = stored
     derived: dict[BucketKey, Bucket] = {}
-    for scope, _, rated in _grouped(loaded, _all_events(connection, context.ledger_cut())):
+    for scope, _, rated in _grouped(loaded, _events(context.connection, since.through, None)):
         derived.update(fold(scope, {}, rated))
     for table, expected in ((HOURS, derived), (DAYS, rolled_up(derived.items()))):
-        rows = bucket_records.revision_buckets(connection, loaded.revision, table)
         made = (bucket_row(key, bucket) for key, bucket in expected.items())
-        difference = first_row_difference(rows, made)
+        difference = first_row_difference(tables[table], made)
         if difference is not None:
             return difference
     return None
+
+
+def _stored_at_watermark(
+    connection: Connection, revision: int
+) -> tuple[Watermark, dict[str, list[tuple[Any, ...]]]] | None:
+    """``revision``'s watermark and every stored bucket row of both tables, read in one
+    snapshot (a background catch-up may commit meanwhile); None when the buckets are no
+    longer kept."""
+    with read_snapshot(connection):
+        since = bucket_records.watermark(connection, revision)
+        if since is None:
+            return None
+        tables = {
+            table: bucket_records.revision_buckets(connection, revision, table)
+            for table in (HOURS, DAYS)
+        }
+    return since, tables
 
 
 def bucket_table_rows(context: BillingContext) -> Iterable[tuple[Any, ...]]:

@@ -92,6 +92,9 @@ class BillingContext:
     """Told the unbillable usage each close met (the server publishes webhooks)."""
     lock: ReadersWriterLock = field(default_factory=ReadersWriterLock)
     """Many readers or one writer of this billing in this process (``billing.locking``)."""
+    keeps_buckets: bool = False
+    """Whether this billing keeps rated-usage buckets (``billing.buckets.keep_buckets``):
+    a revision's buckets are built on first use and when pricing is applied."""
 
     def changed(self, customer: str | None) -> None:
         for listener in self.listeners:

@@ -187,8 +187,9 @@ TABLES: dict[str, Table] = {
         ),
         Table(
             "usage_buckets",
-            "Rated usage kept current as events commit: one row per line (customer,"
-            " contract segment, meter, group) and UTC hour of the current pricing revision.",
+            "Rated usage folded from the events after they commit, caught up before the"
+            " export: one row per line (customer, contract segment, meter, group) and UTC"
+            " hour of the current pricing revision.",
             _columns(
                 ("customer", "VARCHAR", "The customer."),
                 ("revision", "INTEGER", "The pricing revision the usage is rated under."),

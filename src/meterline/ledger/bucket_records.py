@@ -3,12 +3,17 @@
 ``usage_buckets`` holds one row per bucket (``core.buckets.bucket_row``), keyed by
 (customer, revision, segment start, meter, group, hour); ``usage_bucket_days`` the same
 buckets rolled up per UTC day (``hour_us`` is the day's first hour), what period reads
-take (a month is 31 rows a line, not 744); ``bucket_revisions`` names the
-configuration revisions whose buckets are complete (built from every event, then kept
-current). Buckets are a projection of the ledger, never a source of truth: they are
-written in the same transaction as the events they fold (a store's ``fold_batch`` hook,
-run by ``append`` before its commit) or rebuilt whole, so a crash can never leave them
-and the events disagreeing; ``audit`` re-derives everything from raw events regardless.
+take (a month is 31 rows a line, not 744); ``bucket_revisions`` names the configuration
+revisions whose buckets are kept, and ``bucket_watermarks`` each one's watermark: the
+ledger cut (``core.cuts``) up to which its buckets hold the events, and the generation of
+its build (a fresh token each time the revision's buckets are started over).
+
+Buckets are a projection of the ledger, never a source of truth, and are folded off the
+append path: a catch-up folds the events past the watermark and writes their buckets and
+the advanced watermark in one transaction (``advance``: only if the watermark is still
+the one the fold started from), so buckets and watermark never disagree and a crash
+mid-way re-folds from the old watermark, counting nothing twice. ``audit`` re-derives
+everything from raw events regardless.
 
 Every statement is in SQLite's dialect and runs on either store's connection (a
 ``PostgresConnection`` translates it), inside the caller's transaction.
@@ -17,12 +22,16 @@ Every statement is in SQLite's dialect and runs on either store's connection (a
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Callable, Iterable, Sequence
+import uuid
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
+import msgspec
 import psycopg.errors
 
 from meterline.core.buckets import BucketRow
+from meterline.core.cuts import Cut
 from meterline.ledger.database import Connection, PostgresConnection, write_transaction
 
 __all__ = [
@@ -30,17 +39,15 @@ __all__ = [
     "DAYS",
     "HOURS",
     "AppendedEvent",
-    "BatchFolder",
-    "appended_events",
+    "Watermark",
+    "advance",
     "built_revisions",
     "ensure_bucket_tables",
     "forget_revision",
-    "latest_revision",
-    "lock_appends",
-    "mark_built",
     "read_buckets",
-    "rebuilt",
+    "restart",
     "revision_buckets",
+    "watermark",
     "write_buckets",
 ]
 
@@ -68,6 +75,11 @@ CREATE TABLE IF NOT EXISTS bucket_revisions (
     revision INTEGER PRIMARY KEY,
     built_at_us INTEGER NOT NULL
 );
+CREATE TABLE IF NOT EXISTS bucket_watermarks (
+    revision INTEGER PRIMARY KEY,
+    generation TEXT NOT NULL,
+    heads TEXT NOT NULL
+);
 """
 
 _COLUMNS = (
@@ -91,19 +103,25 @@ _ORDER = " ORDER BY customer, segment_start_us, meter, group_values, hour_us"
 
 
 AppendedEvent = Sequence[Any]
-"""An event an append is committing, as both stores stage its row: (sequence, customer,
-event id, type, timestamp_us, ingested_at_us, body, hash, ...). Rows, not records: a
-fold reads thousands per batch."""
-
-BatchFolder = Callable[[Connection, Sequence[AppendedEvent]], None]
-"""A store's ``fold_batch`` hook: called inside an append's transaction, before its
-commit, with the events it accepted (in ledger order); whatever it writes on the
-connection commits or rolls back with them."""
+"""A ledger event as a fold takes it: (sequence, customer, event id, type, timestamp_us,
+ingested_at_us, body, hash, ...). Rows, not records: a fold reads thousands per batch."""
 
 
-def appended_events(rows: Iterable[Sequence[Any]]) -> Sequence[AppendedEvent]:
-    """A store's staged event rows, as the fold hook takes them."""
-    return rows if isinstance(rows, list) else list(rows)
+@dataclass(frozen=True, slots=True)
+class Watermark:
+    """Where a revision's buckets stand: the cut of the events they hold, and the
+    generation of their build (a catch-up folded from another generation's buckets must
+    not write into this one's)."""
+
+    through: Cut
+    generation: str
+
+
+_encode_heads = msgspec.json.Encoder().encode
+
+
+def _heads_text(cut: Cut) -> str:
+    return _encode_heads(cut.to_json()).decode()
 
 
 def ensure_bucket_tables(connection: Connection) -> None:
@@ -116,39 +134,50 @@ def ensure_bucket_tables(connection: Connection) -> None:
 
 
 def built_revisions(connection: Connection) -> set[int]:
-    """The revisions whose buckets are complete (none before the tables are made)."""
+    """The revisions whose buckets are kept (built from the first event and carrying a
+    watermark; none before the tables are made)."""
     try:
-        rows = connection.execute("SELECT revision FROM bucket_revisions").fetchall()
+        rows = connection.execute(
+            "SELECT revision FROM bucket_revisions"
+            " WHERE revision IN (SELECT revision FROM bucket_watermarks)"
+        ).fetchall()
     except (sqlite3.OperationalError, psycopg.errors.UndefinedTable):
         return set()
     return {int(row[0]) for row in rows}
 
 
-def latest_revision(connection: Connection) -> int | None:
-    """The newest configuration revision applied (None before any)."""
-    (row,) = connection.execute("SELECT MAX(revision) FROM configuration_revisions").fetchall()
-    return None if row[0] is None else int(row[0])
+def watermark(connection: Connection, revision: int) -> Watermark | None:
+    """``revision``'s watermark (None when its buckets are not kept)."""
+    try:
+        rows = connection.execute(
+            "SELECT heads, generation FROM bucket_watermarks WHERE revision = ?", (revision,)
+        ).fetchall()
+    except (sqlite3.OperationalError, psycopg.errors.UndefinedTable):
+        return None
+    if not rows:
+        return None
+    heads, generation = rows[0]
+    return Watermark(Cut.from_json(msgspec.json.decode(heads), "bucket watermark"), generation)
 
 
-def mark_built(connection: Connection, revision: int, built_at_us: int) -> None:
-    connection.execute(
-        "INSERT OR IGNORE INTO bucket_revisions (revision, built_at_us) VALUES (?, ?)",
-        (revision, built_at_us),
+def advance(connection: Connection, revision: int, since: Watermark, through: Cut) -> bool:
+    """Inside a write transaction, before the batch's buckets are written: move
+    ``revision``'s watermark from ``since`` to ``through``. False (nothing changed) when
+    the watermark is no longer ``since``: another catch-up folded these events first, or
+    the buckets were started over; the caller rolls back. The update is conditional, so
+    on PostgreSQL a concurrent one waits for this row and then finds it moved."""
+    cursor = connection.execute(
+        "UPDATE bucket_watermarks SET heads = ?"
+        " WHERE revision = ? AND generation = ? AND heads = ?",
+        (_heads_text(through), revision, since.generation, _heads_text(since.through)),
     )
+    return bool(cursor.rowcount == 1)
 
 
 def forget_revision(connection: Connection, revision: int) -> None:
-    """Drop a revision's buckets (before rebuilding them)."""
-    for table in TABLES:
+    """Drop a revision's buckets and watermark (before rebuilding them)."""
+    for table in (*TABLES, "bucket_revisions", "bucket_watermarks"):
         connection.execute(f"DELETE FROM {table} WHERE revision = ?", (revision,))
-    connection.execute("DELETE FROM bucket_revisions WHERE revision = ?", (revision,))
-
-
-def lock_appends(connection: Connection) -> None:
-    """Inside a write transaction: hold off every append until it ends (SQLite's
-    ``BEGIN IMMEDIATE`` already does; on PostgreSQL, every partition's head row)."""
-    if isinstance(connection, PostgresConnection):
-        connection.execute("SELECT partition_number FROM partition_heads FOR UPDATE").fetchall()
 
 
 def read_buckets(
@@ -206,15 +235,19 @@ def _table(name: str) -> str:
     return name
 
 
-def rebuilt(
-    connection: Connection, revision: int, built_at_us: int, build: Callable[[], None]
-) -> None:
-    """Rebuild a revision's buckets in one write transaction that holds appends off; the
-    buckets of every other revision go (no longer kept current, they would only mislead)."""
+def restart(connection: Connection, revision: int, built_at_us: int, partitions: int) -> None:
+    """Start a revision's buckets over, empty, at the watermark before any event (a
+    catch-up then folds every event), in one short write transaction; the buckets of
+    every other revision go (no longer kept current, they would only mislead)."""
     with write_transaction(connection):
-        lock_appends(connection)
-        for table in (*TABLES, "bucket_revisions"):
+        for table in (*TABLES, "bucket_revisions", "bucket_watermarks"):
             connection.execute(f"DELETE FROM {table} WHERE revision <> ?", (revision,))
         forget_revision(connection, revision)
-        build()
-        mark_built(connection, revision, built_at_us)
+        connection.execute(
+            "INSERT INTO bucket_revisions (revision, built_at_us) VALUES (?, ?)",
+            (revision, built_at_us),
+        )
+        connection.execute(
+            "INSERT INTO bucket_watermarks (revision, generation, heads) VALUES (?, ?, ?)",
+            (revision, uuid.uuid4().hex, _heads_text(Cut.empty(partitions))),
+        )

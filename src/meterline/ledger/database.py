@@ -330,6 +330,23 @@ def write_transaction(connection: Connection, *locks: WriteLock) -> Iterator[Con
         raise
 
 
+@contextmanager
+def read_snapshot(connection: Connection) -> Iterator[Connection]:
+    """Several reads on ``connection`` seeing one state of the store, whatever commits
+    meanwhile: SQLite a deferred transaction (in WAL mode, one snapshot from its first
+    read), PostgreSQL a read-only REPEATABLE READ transaction. Nothing may be written in
+    it; it is rolled back when the block ends."""
+    if isinstance(connection, PostgresConnection):
+        connection.raw.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+    else:
+        connection.execute("BEGIN")
+    try:
+        yield connection
+    finally:
+        if connection.in_transaction:
+            connection.execute("ROLLBACK")
+
+
 def take_locks(connection: Connection, *locks: WriteLock) -> None:
     """More ``locks`` inside a transaction that ``write_transaction`` opened (PostgreSQL;
     on SQLite the file's writer lock already covers them). Taken in key order among

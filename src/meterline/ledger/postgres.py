@@ -40,7 +40,6 @@ from meterline.core.events import event_source, same_event, source_idempotency_k
 from meterline.core.outcomes import EventOutcome, Status
 from meterline.core.partitions import DEFAULT_PARTITIONS, PartitionMap, check_partition_count
 from meterline.errors import StoreError
-from meterline.ledger.bucket_records import BatchFolder, appended_events
 from meterline.ledger.database import (
     SCHEMA_WRITE,
     PostgresConnection,
@@ -145,9 +144,6 @@ def _children_schema(partitions: int) -> str:
 
 class PostgresStore(SqlLedgerReads):
     """The ledger store over one PostgreSQL schema; safe for threads and processes."""
-
-    fold_batch: BatchFolder | None = None
-    """Called in each append's transaction with the events it accepted (``bucket_records``)."""
 
     record_columns = (
         "sequence, customer, event_id, type, timestamp_us, body, hash, partition_number"
@@ -335,8 +331,6 @@ class PostgresStore(SqlLedgerReads):
                         )
                         if rows:
                             self._write(raw, rows, heads, ingested_at_us, epochs)
-                if rows and self.fold_batch is not None:  # the buckets commit with the events
-                    self.fold_batch(connection, appended_events(rows))
                 raw.execute("COMMIT")
             except BaseException:
                 if connection.in_transaction:

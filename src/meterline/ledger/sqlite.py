@@ -31,7 +31,6 @@ from meterline.core.chain import GENESIS_HASH, seal_batch
 from meterline.core.events import event_source, same_event, source_idempotency_key
 from meterline.core.outcomes import EventOutcome, Status
 from meterline.errors import StoreError
-from meterline.ledger.bucket_records import BatchFolder, appended_events
 from meterline.ledger.database import ThreadConnections, connect_sqlite
 from meterline.ledger.heads import (
     HEAD_COLUMNS,
@@ -145,9 +144,6 @@ class _Checkpointer(threading.Thread):
 
 class SqliteStore(SqlLedgerReads):
     """The ledger store over one SQLite file; safe for threads and for several processes."""
-
-    fold_batch: BatchFolder | None = None
-    """Called in each append's transaction with the events it accepted (``bucket_records``)."""
 
     partitions = 1
     """One hash chain."""
@@ -349,15 +345,12 @@ class SqliteStore(SqlLedgerReads):
                 staged = self._stage(batch, head.head.sequence + 1, ingested_at_us)
                 if staged.leaves:
                     insert = _INSERT_EVENT_WITH_SOURCE if self._by_source else _INSERT_EVENT
-                    rows = staged.rows if self.fold_batch is None else list(staged.rows)
-                    connection.executemany(insert, rows)
+                    connection.executemany(insert, staged.rows)
                     sealed, new_head = seal_batch(0, head.head, staged.leaves)
                     connection.executemany(
                         INSERT_BATCH, batch_rows([sealed], ingested_at_us, epochs)
                     )
                     connection.executemany(UPDATE_HEAD, head_updates({0: new_head}))
-                    if self.fold_batch is not None:  # the buckets commit with the events
-                        self.fold_batch(connection, appended_events(rows))
                 connection.execute("COMMIT")
             except BaseException:
                 if connection.in_transaction:

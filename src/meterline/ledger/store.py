@@ -16,7 +16,6 @@ from meterline.core.cuts import Cut
 from meterline.core.events import PreparedEvent
 from meterline.core.outcomes import EventOutcome
 from meterline.keys import KeyStore
-from meterline.ledger.bucket_records import BatchFolder
 from meterline.ledger.heads import Lease
 
 PAGE_EVENTS_MAX = 1000
@@ -121,8 +120,6 @@ class LedgerStore(KeyStore, Protocol):
     """How many hash chains new events are spread over (``core.partitions``)."""
     dedup_key: DedupKey
     """The ledger's idempotency key (``DEDUP_KEYS``), fixed when it was created."""
-    fold_batch: BatchFolder | None
-    """Called inside each append's transaction with the events it accepted (buckets)."""
 
     def append(
         self,

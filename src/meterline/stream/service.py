@@ -37,7 +37,7 @@ import nats.errors
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 
-from meterline.billing.buckets import keep_buckets_if_wanted
+from meterline.billing.buckets import keep_buckets_if_wanted, start_keeper
 from meterline.billing.service import Billing
 from meterline.clock import Clock, system_clock_us
 from meterline.core.control_policies import Block
@@ -207,8 +207,9 @@ class WorkerService:
         ledger = Ledger(self.store, clock=clock)
         self.billing_store = BillingStore(db)
         self.billing = Billing(ledger, self.billing_store, clock)
-        # each commit folds its events into rated-usage buckets in the same transaction
+        # rated-usage buckets: caught up in the background, nudged after each commit
         keep_buckets_if_wanted(self.billing.context)
+        self.buckets = start_keeper(self.billing.context)
         self.stack = live_stack(self.billing)
         self.webhooks = self.stack.webhooks
         self.engine = self._new_engine([] if partitions is None else partitions)
@@ -287,6 +288,8 @@ class WorkerService:
         self, partition: int, stream_sequence: int, accepted: list[tuple[int, PreparedEvent]]
     ) -> None:
         # in the commit thread, before the engine hears of ``accepted``
+        if accepted and self.buckets is not None:
+            self.buckets.nudge()
         if accepted:
             event = accepted[-1][1]
             ledger_partition = partition_of(event.customer, self.store.partitions)
@@ -558,6 +561,8 @@ class WorkerService:
                 await status.put(self.name, document)
 
     def close(self) -> None:
+        if self.buckets is not None:
+            self.buckets.stop()
         checkpointer = getattr(self, "_checkpointer", None)
         if checkpointer is not None:
             checkpointer.stop()
