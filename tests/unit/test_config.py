@@ -137,6 +137,30 @@ def test_a_negative_amount_and_a_boolean_amount_are_refused() -> None:
     assert any("tiers[0].unit_amount: must not be negative" in p for p in problems)
 
 
+PERCENTAGE = BASE.replace(
+    """          - meter: tokens
+            model: graduated
+            tiers:
+              - {up_to: 1000, unit_amount: 0.002}
+              - {unit_amount: "0.001"}""",
+    """          - {meter: tokens, model: percentage, rate: "0.01", %s}""",
+)
+
+
+def test_a_per_event_minimum_above_the_per_event_maximum_is_refused() -> None:
+    """No fee lies within a minimum of 2 and a maximum of 1 (Lago refuses the same
+    charge: getlago/lago-api ``app/services/charges/validators/percentage_service.rb``,
+    ``per_transaction_max_lower_than_per_transaction_min``); equal bounds are a fixed
+    fee per event and load."""
+    problems = errors_of(PERCENTAGE % 'per_event_minimum: "2", per_event_maximum: "1"')
+    assert [p for p in problems if "per_event" in p] == [
+        "pricing.yaml:16: plans[0].versions[0].prices[0].per_event_minimum: "
+        "must not exceed per_event_maximum"
+    ], problems
+    (price,) = load(PERCENTAGE % 'per_event_minimum: "1", per_event_maximum: "1"').plans[0].prices
+    assert (price.per_event_minimum, price.per_event_maximum) == (D(1), D(1))
+
+
 def test_a_meter_declared_twice_is_refused() -> None:
     meter = BASE.split("plans:")[0].replace("meters:\n", "")
     problems = errors_of(BASE.replace("plans:", meter + "plans:", 1))

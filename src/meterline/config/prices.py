@@ -163,7 +163,13 @@ def _bounds(declared: Declared, item: dict[str, Any], path: str, model: str) -> 
 
 
 def _amounts(reader: FieldReader, item: dict[str, Any], path: str) -> dict[str, Any]:
-    """A price's amounts and texts, as ``Price`` fields (read once its meter is known)."""
+    """A price's amounts and texts, as ``Price`` fields (read once its meter is known). A
+    ``per_event_minimum`` above the ``per_event_maximum`` is refused: no fee could lie
+    within both (Lago refuses the same, ``per_transaction_max_lower_than_per_transaction_min``)."""
+    minimum = reader.non_negative(item.get("per_event_minimum"), f"{path}.per_event_minimum")
+    maximum = reader.non_negative(item.get("per_event_maximum"), f"{path}.per_event_maximum")
+    if minimum is not None and maximum is not None and minimum > maximum:
+        reader.fail(f"{path}.per_event_minimum", "must not exceed per_event_maximum")
     return {
         "unit_amount": reader.non_negative(item.get("unit_amount"), f"{path}.unit_amount"),
         "package_amount": reader.non_negative(item.get("amount"), f"{path}.amount"),
@@ -172,12 +178,8 @@ def _amounts(reader: FieldReader, item: dict[str, Any], path: str) -> dict[str, 
         "property": reader.text(item.get("property"), f"{path}.property"),
         "fixed_fee": reader.non_negative(item.get("fixed_fee"), f"{path}.fixed_fee", Decimal(0))
         or Decimal(0),
-        "per_event_minimum": reader.non_negative(
-            item.get("per_event_minimum"), f"{path}.per_event_minimum"
-        ),
-        "per_event_maximum": reader.non_negative(
-            item.get("per_event_maximum"), f"{path}.per_event_maximum"
-        ),
+        "per_event_minimum": minimum,
+        "per_event_maximum": maximum,
         "free_units": reader.non_negative(item.get("free_units"), f"{path}.free_units", Decimal(0))
         or Decimal(0),
         "description": reader.text(item.get("description"), f"{path}.description"),
