@@ -585,6 +585,58 @@ def test_lago_per_transaction_minimum_keeps_the_free_amount_past_the_free_events
     assert str(document.total) == total
 
 
+LAGO_ZERO_UNITS = """\
+meters:
+  - {key: payments, event_type: pay, aggregation: sum, property: amount}
+plans:
+  - key: p
+    versions:
+      - version: 1
+        effective_from: 2026-01-01
+        currency: USD
+        prices:
+          - {meter: payments, model: percentage, rate: "0.013", fixed_fee: "2",
+             free_events: 2}
+contracts:
+  - {customer: lago-co, plan: p, start: 2026-10-01}
+semantics:
+  percentage_free: %s
+"""
+
+
+@pytest.mark.parametrize(
+    ("free", "total"), [("events", "0.00"), ("amount", "0.00"), ("fixed_fee", "4.00")]
+)
+def test_lago_charges_no_fixed_amount_when_the_units_are_zero(
+    new_db: NewDb, free: str, total: str
+) -> None:
+    """Lago, a percentage charge with rate 1.3%, fixed amount 2 and
+    ``free_units_per_events`` 2; four events whose amounts sum to 0 (getlago/lago-api
+    ``spec/services/charges/charge_models/percentage_service_spec.rb``, "when aggregation
+    value is 0": 2 free events, 2 paid, fixed fee total 0, amount 0; its
+    ``percentage_service.rb``, ``compute_fixed_amount``: ``return 0 if units.zero?``).
+    ``events`` and ``amount`` invoice 0.00; meterline's own ``fixed_fee`` charges the
+    two events past the free ones their fixed fee: 4.00."""
+    now = at(2026, 10, 20)
+    with open_billing(new_db(), clock=lambda: now) as billing:
+        billing.ledger.ingest(
+            [
+                {
+                    "id": f"z{day}",
+                    "customer": "lago-co",
+                    "type": "pay",
+                    "timestamp": f"2026-10-0{day}T12:00:00Z",
+                    "properties": {"amount": 0},
+                }
+                for day in (5, 6, 7, 8)
+            ]
+        )
+        billing.apply(LAGO_ZERO_UNITS % free)
+        document = billing.draft("lago-co", now)
+    assert lines(document, "usage") == {"payments": D(total)}
+    assert str(document.total) == total
+
+
 OPENMETER_START = """\
 meters:
   - {key: tokens, event_type: llm, aggregation: sum, property: tokens}

@@ -371,3 +371,75 @@ def test_lagos_published_example_of_free_events_and_a_free_amount() -> None:
     assert lago_fees(price, payments, amount) == [D(0), D(0), D(0), D("0.70")]
     per_transaction = replace(amount, percentage_free="amount_else_events")
     assert lago_fees(price, payments, per_transaction) == [D(0)] * 4
+
+
+# -- f''. Lago charges nothing on a line whose events sum to 0 -------------------------------
+
+ZERO_SUM = PRICING.replace(
+    """          - {meter: payments, model: percentage, rate: "0.02", fixed_fee: "0.30",
+             free_events: 3, free_units: 150, per_event_minimum: "0.50"}""",
+    """          - {meter: payments, model: percentage, rate: "0.02", fixed_fee: "0.30",
+             free_events: 1}""",
+)
+ZEROS = [
+    (OCTOBER + DAY, "pay", {"amount": 0}),
+    (OCTOBER + 11 * DAY, "pay", {"amount": 0}),
+    (OCTOBER + 12 * DAY, "pay", {"amount": 0}),
+]
+
+
+@pytest.mark.parametrize(
+    ("free", "total"),
+    [("events", "0"), ("amount", "0"), ("fixed_fee", "0.60"), ("amount_else_events", "0.60")],
+)
+def test_a_line_whose_events_sum_to_zero_pays_no_fixed_fee_under_lagos_values(
+    free: str, total: str
+) -> None:
+    """2% and 0.30 a payment, the first payment free (``free_units_per_events`` 1); three
+    payments of 0. Lago charges no fixed amount when the aggregated units are 0
+    (getlago/lago-api ``app/services/charges/charge_models/percentage_service.rb``,
+    ``compute_fixed_amount``: ``return 0 if units.zero?``; its spec
+    ``spec/services/charges/charge_models/percentage_service_spec.rb``, "when aggregation
+    value is 0": 4 events, 2 of them not free, fixed amount 2, amount 0): 0 under
+    ``events`` and ``amount`` (``amount`` with no ``free_units`` is ``events``). The other
+    two values charge the two paying events their fixed fee: 0.60 (``amount_else_events``
+    is Lago's per-transaction loop, which has no such rule: ``0 x rate + 0.30`` each)."""
+    configuration = load(f"  percentage_free: {free}\n", ZERO_SUM)
+    assert line_amount(configuration, "payments", ZEROS) == D(total)
+    charges = charges_of(configuration, "payments", ZEROS)
+    assert charges == ([] if total == "0" else [(CUTS[1], D(total))])
+
+
+def test_the_zero_sum_rule_reads_the_usage_so_far_in_each_window() -> None:
+    """The same price under ``events``; payments of 0 (window 1), 0 (window 2) and 50
+    (window 3). Lago's progressive billing prices the usage to date: after the second
+    payment the units are 0, so nothing (though the second payment is past the free
+    one); at the close, units 50: the running total of the first (free) event is 0, so
+    no amount is free of the rate: 2% x 50 = 1.00, plus the fixed amount of the 2
+    events past the free one, 0.60: 1.60, all charged in the third window."""
+    configuration = load("  percentage_free: events\n", ZERO_SUM)
+    payments = [*ZEROS[:2], (OCTOBER + 21 * DAY, "pay", {"amount": 50})]
+    assert line_amount(configuration, "payments", payments) == D("1.60")
+    assert charges_of(configuration, "payments", payments) == [(NOVEMBER, D("1.60"))]
+
+
+def test_amount_ends_the_allowance_when_the_first_event_reaches_the_free_amount() -> None:
+    """1% and 5 a transaction, the first 3 events or 15 free; transactions of 20, 10 and
+    10. The first uses up the 15, so under ``amount`` the allowance has ended: 20 pays 1%
+    of the 5 beyond it plus 5, the others 1% plus 5: 5.05 + 5.10 + 5.10 = 15.25. Lago's
+    code charges 0.25 here (getlago/lago-api
+    ``app/services/charges/charge_models/percentage_service.rb``: 1% of 40 - 15, and no
+    fixed amount, ``free_units_count`` taking ``free_units_per_events`` 3 when no running
+    total is below 15); no Lago test or doc states that, and its docs' rule ("the first 3
+    events or $500 are free") says the allowance ended, so meterline does not follow it
+    (docs/billing.md, ``amount``)."""
+    price = Price(
+        "payments",
+        "percentage",
+        rate=D("0.01"),
+        fixed_fee=D(5),
+        free_events=3,
+        free_units=D(15),
+    )
+    fees = lago_fees(price, [20, 10, 10], Semantics(percentage_free="amount"))
+    assert fees == [D("5.05"), D("5.10"), D("5.10")]

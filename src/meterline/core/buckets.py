@@ -249,6 +249,7 @@ def bucket_rater(
                 [] if keep_events else None,
                 None,
                 None,
+                {},
             )
         )
     try:

@@ -1,6 +1,7 @@
 """Pricing one usage line (pure): the price a line of a meter and group takes, what a
-quantity costs under it, and the fee of one event under a ``percentage`` price (with
-the free allowance and per-event minimum the pricing file's ``semantics`` chose). The
+quantity costs under it, the fee of one event under a ``percentage`` price (with the
+free allowance and per-event minimum the pricing file's ``semantics`` chose) and the
+amount its events' fees make (``percentage_amount``). The
 rating that measures the lines is ``core.rating``'s."""
 
 from __future__ import annotations
@@ -89,6 +90,20 @@ def percentage_fee(
     if price.per_event_maximum is not None:
         fee = min(fee, price.per_event_maximum)
     return fee
+
+
+def percentage_amount(fees: Decimal, bases: Decimal, semantics: Semantics = DEFAULT) -> Decimal:
+    """A ``percentage`` line's amount from its events' ``fees`` (``percentage_fee`` of each)
+    and their summed ``bases``: the fees, except that under ``percentage_free`` ``events``
+    or ``amount`` (Lago's meaning without a per-transaction minimum or maximum) a line
+    whose bases sum to exactly 0 charges nothing, fixed fees and per-event minimums
+    included: Lago charges no fixed amount when the aggregated units are 0 (getlago/lago-api
+    ``percentage_service.rb``, ``compute_fixed_amount``), and a rate on 0 is 0. A window
+    of a progressive line reads it on the usage so far, as Lago's progressive billing
+    prices the usage to date."""
+    if bases == 0 and semantics.percentage_free in ("events", "amount"):
+        return ZERO
+    return fees
 
 
 def free_allowance(

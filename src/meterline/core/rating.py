@@ -26,7 +26,13 @@ from typing import Any
 
 from meterline.core.credit_records import Charge
 from meterline.core.events import format_timestamp
-from meterline.core.line_pricing import RatingError, percentage_fee, price_for, price_quantity
+from meterline.core.line_pricing import (
+    RatingError,
+    percentage_amount,
+    percentage_fee,
+    price_for,
+    price_quantity,
+)
 from meterline.core.meters import (
     Accumulator,
     Meter,
@@ -399,6 +405,7 @@ class Rater:
                     line.members,
                     line.windows,
                     line.window_fees,
+                    line.window_bases,
                 )
                 for key, line in self._lines.items()
             ),
@@ -417,7 +424,7 @@ class Rater:
             for candidates in table.values()
             for route in candidates
         }
-        for key, accumulator, lineage, total, members, windows, fees in state.lines:
+        for key, accumulator, lineage, total, members, windows, fees, bases in state.lines:
             segment, meter_key, group = key
             route = routes[(segment, meter_key)]
             line = self._new_line(
@@ -427,7 +434,7 @@ class Rater:
             line.lineage = lineage  # lines that shared one still do (pickle keeps identity)
             line.percentage_total, line.percentage_base = total
             line.members = members
-            line.windows, line.window_fees = windows, fees
+            line.windows, line.window_fees, line.window_bases = windows, fees, bases
 
     def members(
         self, segment: int, meter: str, group: tuple[str | None, ...]
@@ -483,7 +490,9 @@ class Rater:
                 continue
             quantity = state.accumulator.quantity()
             if price.model == "percentage":
-                amount = state.percentage_total
+                amount = percentage_amount(
+                    state.percentage_total, state.percentage_base, self._semantics
+                )
             else:
                 amount = price_quantity(price, quantity, state.group)
             amount = bounded(amount, price.minimum, price.maximum)
@@ -545,7 +554,7 @@ def window_charges(rater: Rater, currency: str, configuration: Configuration) ->
         name = line_id(*key)
         cumulative = rater.accumulator(state.meter)
         previous = ZERO
-        fees = ZERO
+        fees = bases = ZERO
         priced = False
         last = len(windows) - 1
         line_windows = state.windows or {}
@@ -561,7 +570,8 @@ def window_charges(rater: Rater, currency: str, configuration: Configuration) ->
             with localcontext(MONEY_CONTEXT):
                 if price.model == "percentage":
                     fees += (state.window_fees or {}).get(index, ZERO)
-                    amount = fees
+                    bases += state.window_bases.get(index, ZERO)
+                    amount = percentage_amount(fees, bases, semantics)
                 else:
                     amount = price_quantity(price, cumulative.quantity(), state.group)
                 amount = _so_far(amount, price, position == last, semantics)

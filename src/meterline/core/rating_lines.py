@@ -132,6 +132,7 @@ class RaterState:
             list[tuple[int, bytes]] | None,
             dict[int, Accumulator] | None,
             dict[int, Decimal] | None,
+            dict[int, Decimal],
         ],
         ...,
     ]

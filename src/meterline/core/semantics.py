@@ -12,7 +12,8 @@ option changes one computation in the core:
 - ``line_maximum``, ``volume_billing``: a line's per-window charges
   (``core.rating.window_charges``);
 - ``percentage_free``, ``free_event_minimum``: the fee of one event under a
-  ``percentage`` price (``core.line_pricing.percentage_fee``).
+  ``percentage`` price and the amount of its line (``core.line_pricing.percentage_fee``,
+  ``percentage_amount``).
 
 A plan and a contract may override options of the file's block (``overridden``): a
 contract bills with the file's choice, then its plan's, then its own.
@@ -76,7 +77,8 @@ class Semantics:
     ``free_events`` events (``fixed_fee``), the whole fee of those events (``events``),
     the fee on the first ``free_units`` of the summed base, ending early after
     ``free_events`` events (``amount``), or that amount whatever the count, the events
-    counting only when there is no amount (``amount_else_events``)."""
+    counting only when there is no amount (``amount_else_events``); under ``events`` and
+    ``amount`` a line whose bases sum to 0 charges nothing (``percentage_amount``)."""
     free_event_minimum: FreeEventMinimum = "applies"
     """Whether ``per_event_minimum`` raises the fee of an event the allowance made free."""
 
