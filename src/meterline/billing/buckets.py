@@ -289,16 +289,20 @@ def _grouped(
     reported from raw events) are left out."""
     groups: dict[tuple[str, int], tuple[BucketScope, BillingPeriod, list[RatedEvent]]] = {}
     scopes: dict[str, list[tuple[BucketScope, BillingPeriod]]] = {}
+    latest: dict[str, tuple[BucketScope, BillingPeriod]] = {}  # each customer's last
     decode = BODY_DECODER.decode
     for event in events:
         sequence, customer, _, event_type, timestamp_us, _, body, event_hash = event[:8]
-        known = scopes.setdefault(customer, [])
-        found = next((item for item in known if item[1].contains(timestamp_us)), None)
-        if found is None:
-            found = _scope(loaded, customer, timestamp_us)
-            if found is None or not found[1].contains(timestamp_us):
-                continue
-            known.append(found)
+        found = latest.get(customer)
+        if found is None or not found[1].contains(timestamp_us):
+            known = scopes.setdefault(customer, [])
+            found = next((item for item in known if item[1].contains(timestamp_us)), None)
+            if found is None:
+                found = _scope(loaded, customer, timestamp_us)
+                if found is None or not found[1].contains(timestamp_us):
+                    continue
+                known.append(found)
+            latest[customer] = found
         try:
             properties = decode(body).properties
         except msgspec.MsgspecError:
