@@ -551,3 +551,59 @@ def test_the_embedded_server_folds_appends_in_the_background(
         assert not keeper.is_alive()
         assert keeper.folded == len(stream)
         assert_equal_to_rerating(billing, len(stream))
+
+
+class Seconds:
+    """A monotonic clock the test moves."""
+
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_a_keeper_waits_for_appends_to_pause(
+    new_db: Callable[..., Location], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """While appends keep coming a keeper folds nothing (they need the process), until
+    the ledger stands still for its idle time; then it folds, a batch a look."""
+    monkeypatch.setattr(buckets, "CATCH_UP_BATCH_ROWS", 7)
+    with kept(new_db()) as billing:
+        context = billing.context
+        clock = Seconds()
+        keeper = buckets.BucketKeeper(context, idle_s=0.2, backlog_max=1_000, clock=clock)
+        stream = late_stream()
+        assert billing.ledger.ingest(stream[:10]).accepted == 10
+        assert keeper.look() == pytest.approx(0.2)  # the ledger just moved
+        clock.now += 0.15
+        assert billing.ledger.ingest(stream[10:]).accepted == len(stream) - 10
+        assert keeper.look() == pytest.approx(0.2)  # it moved again: wait afresh
+        clock.now += 0.15
+        assert keeper.look() == pytest.approx(0.05)
+        assert keeper.folded == 0 and calls_folded(context) == 0
+        clock.now += 0.05
+        assert keeper.look() == 0  # idle: one batch folded, look again at once
+        assert keeper.folded == 7
+        while keeper.look() == 0:
+            pass
+        assert keeper.folded == len(stream)
+        assert keeper.look() == buckets.CATCH_UP_INTERVAL_S  # nothing behind
+        assert_equal_to_rerating(billing, len(stream))
+
+
+def test_a_keeper_folds_a_backlog_past_its_bound_while_appends_go_on(
+    new_db: Callable[..., Location], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Past ``backlog_max`` events behind, a keeper folds a batch even though the ledger
+    keeps moving, so a read never has more than about that much to fold first."""
+    monkeypatch.setattr(buckets, "CATCH_UP_BATCH_ROWS", 7)
+    with kept(new_db()) as billing:
+        context = billing.context
+        keeper = buckets.BucketKeeper(context, idle_s=60, backlog_max=10, clock=Seconds())
+        stream = late_stream()
+        assert billing.ledger.ingest(stream[:10]).accepted == 10
+        assert keeper.look() == pytest.approx(60) and keeper.folded == 0  # at the bound
+        assert billing.ledger.ingest(stream[10:12]).accepted == 2
+        assert keeper.look() == 0 and keeper.folded == 7  # past it: one batch
+        assert keeper.look() == pytest.approx(60) and keeper.folded == 7  # 5 behind: waits

@@ -18,7 +18,7 @@ FIGURES = (
     "ingest_events_per_s_with_buckets",
     "bucket_ingest_ratio",
 )
-COUNTS = ("bucket_backlog_events", "bucket_current_after_ms")
+COUNTS = ("bucket_backlog_events", "bucket_current_after_ms", "bucket_fold_events_per_s")
 """Figures that may be zero (the keeper may have folded everything by the last append)."""
 
 

@@ -129,6 +129,26 @@ class Bucket:
             (self.digest + other.digest) % DIGEST_MODULUS,
         )
 
+    @staticmethod
+    def merged_all(buckets: Sequence[Bucket]) -> Bucket:
+        """The bucket of every one's events (disjoint; at least one): ``merged`` in turn,
+        with one new accumulator instead of one per step."""
+        first = buckets[0]
+        if len(buckets) == 1:
+            return first
+        usage = first.accumulator.merged(buckets[1].accumulator)
+        fees, bases, cost, digest = first.fees, first.bases, first.cost, first.digest
+        add = MONEY_CONTEXT.add
+        for index, bucket in enumerate(buckets):
+            if index > 1:
+                usage.take(bucket.accumulator)
+            if index > 0:
+                fees = add(fees, bucket.fees)
+                bases = add(bases, bucket.bases)
+                cost = add(cost, bucket.cost)
+                digest += bucket.digest
+        return Bucket(usage, fees, bases, cost, digest % DIGEST_MODULUS)
+
 
 @dataclass(frozen=True, slots=True)
 class BucketScope:
@@ -192,20 +212,19 @@ def merge_buckets(buckets: Iterable[tuple[BucketKey, Bucket]]) -> dict[LineKey, 
 
 def rolled_up(buckets: Iterable[tuple[BucketKey, Bucket]]) -> dict[BucketKey, Bucket]:
     """Hour buckets merged per UTC day: keyed by the day's first hour (what period reads
-    take: 31 rows a line a month, not 744)."""
-    days: dict[BucketKey, Bucket] = {}
+    take: 31 rows a line a month, not 744). Each day's hours are gathered first and
+    merged once."""
+    days: dict[tuple[Any, ...], tuple[BucketKey, list[Bucket]]] = {}
     for key, bucket in buckets:
-        day = BucketKey(
-            key.customer,
-            key.revision,
-            key.segment_start_us,
-            key.meter,
-            key.group,
-            key.hour_us - key.hour_us % DAY_US,
-        )
-        known = days.get(day)
-        days[day] = bucket if known is None else known.merged(bucket)
-    return days
+        day_us = key.hour_us - key.hour_us % DAY_US
+        place = (key.customer, key.revision, key.segment_start_us, key.meter, key.group, day_us)
+        found = days.get(place)
+        if found is None:
+            day = key if key.hour_us == day_us else BucketKey(*place)
+            days[place] = (day, [bucket])
+        else:
+            found[1].append(bucket)
+    return {day: Bucket.merged_all(hours) for day, hours in days.values()}
 
 
 def bucket_rater(
@@ -411,32 +430,36 @@ def _differing(mine: Bucket, theirs: Bucket) -> tuple[str, ...]:
     return tuple(name for name, (left, right) in pairs.items() if left != right)
 
 
-_encode = msgspec.json.Encoder(order="sorted").encode
+_encode = msgspec.json.Encoder().encode
+"""Encodes a state whose keys ``bucket_row`` writes in sorted order (the stored form)."""
 _decode = msgspec.json.decode
-
 BucketRow = tuple[str, int, int, str, str, int, int, str, str, str, str, str]
 """A bucket as stored: customer, revision, segment start, meter, group (JSON), hour,
 events, quantity, fees, cost, digest (hex), and the rest of its state (JSON)."""
 
 
 def bucket_row(key: BucketKey, bucket: Bucket) -> BucketRow:
-    """``key`` and ``bucket`` as a stored row (exact decimals as text)."""
+    """``key`` and ``bucket`` as a stored row (exact decimals as text; the state's keys
+    in sorted order)."""
     usage = bucket.accumulator
     latest = usage._latest
+    maximum = usage._maximum
     state = {
         "aggregation": usage.aggregation,
-        "first": usage.first_sequence,
-        "last": usage.last_sequence,
-        "total": str(usage._total),
-        "whole": usage._whole,
-        "maximum": None if usage._maximum is None else str(usage._maximum),
-        "seen": sorted(usage._seen),
-        "latest": None if latest is None else [latest[0], latest[1], str(latest[2])],
+        "bases": str(bucket.bases),
         "daily": [
             [day, at, sequence, str(value)]
             for day, (at, sequence, value) in sorted(usage._daily.items())
-        ],
-        "bases": str(bucket.bases),
+        ]
+        if usage._daily
+        else [],
+        "first": usage.first_sequence,
+        "last": usage.last_sequence,
+        "latest": None if latest is None else [latest[0], latest[1], str(latest[2])],
+        "maximum": None if maximum is None else str(maximum),
+        "seen": sorted(usage._seen) if usage._seen else [],
+        "total": str(usage._total),
+        "whole": usage._whole,
     }
     return (
         key.customer,

@@ -260,26 +260,49 @@ class Accumulator:
 
     def merged(self, other: Accumulator) -> Accumulator:
         """The accumulator of both sets of events (for cumulative usage over windows)."""
-        result = Accumulator(self.aggregation)
-        result.events = self.events + other.events
-        firsts = [s for s in (self.first_sequence, other.first_sequence) if s is not None]
-        lasts = [s for s in (self.last_sequence, other.last_sequence) if s is not None]
-        result.first_sequence = min(firsts) if firsts else None
-        result.last_sequence = max(lasts) if lasts else None
-        result._total = _exact_add(self._total, other._total)
-        result._whole = self._whole + other._whole
-        maxima = [m for m in (self._maximum, other._maximum) if m is not None]
-        result._maximum = max(maxima) if maxima else None
-        result._seen = self._seen | other._seen
-        latest = [x for x in (self._latest, other._latest) if x is not None]
-        result._latest = max(latest, key=lambda x: x[:2]) if latest else None
-        result.days = self.days if self.days is not None else other.days
-        result._daily = dict(self._daily)
-        for day, candidate in other._daily.items():
-            known = result._daily.get(day)
-            if known is None or candidate[:2] > known[:2]:
-                result._daily[day] = candidate
+        result = Accumulator(
+            self.aggregation,
+            self.events,
+            self.first_sequence,
+            self.last_sequence,
+            self._total,
+            self._whole,
+            self._maximum,
+            set(self._seen),
+            self._latest,
+            self.days,
+            dict(self._daily),
+        )
+        result.take(other)
         return result
+
+    def take(self, other: Accumulator) -> None:
+        """Take ``other``'s events in place (``merged`` without a new accumulator: what
+        merging many, as a day's roll-up of its hours does, needs). Raises
+        ``ArithmeticError`` (changing nothing) when the sum would stop being exact."""
+        self._total = _exact_add(self._total, other._total)
+        self.events += other.events
+        first, last = other.first_sequence, other.last_sequence
+        if first is not None and (self.first_sequence is None or first < self.first_sequence):
+            self.first_sequence = first
+        if last is not None and (self.last_sequence is None or last > self.last_sequence):
+            self.last_sequence = last
+        self._whole += other._whole
+        maximum = other._maximum
+        if maximum is not None and (self._maximum is None or maximum > self._maximum):
+            self._maximum = maximum
+        if other._seen:
+            self._seen |= other._seen
+        latest = other._latest
+        if latest is not None and (self._latest is None or latest[:2] > self._latest[:2]):
+            self._latest = latest
+        if self.days is None:
+            self.days = other.days
+        daily = self._daily
+        for day, candidate in other._daily.items():
+            known = daily.get(day)
+            if known is None or candidate[:2] > known[:2]:
+                daily[day] = candidate
 
     def quantity(self) -> Decimal:
         if self.aggregation == "count":
