@@ -16,7 +16,6 @@ import argparse
 import json
 import shutil
 import socket
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -26,6 +25,8 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+
+from meterline.bench.quantiles import percentile
 
 PAGES = (
     "/dashboard",
@@ -56,10 +57,11 @@ def _free_port() -> int:
 
 
 def _milliseconds(times: list[float]) -> dict[str, float]:
+    """Nearest-rank p50 and p95 (``bench.quantiles``) and the slowest, in ms."""
     ordered = sorted(times)
     return {
-        "p50": round(statistics.median(ordered) * 1000, 1),
-        "p95": round(ordered[min(len(ordered) - 1, int(0.95 * len(ordered)))] * 1000, 1),
+        "p50": round(percentile(ordered, 0.50) * 1000, 1),
+        "p95": round(percentile(ordered, 0.95) * 1000, 1),
         "max": round(ordered[-1] * 1000, 1),
     }
 
