@@ -1,6 +1,8 @@
 """The demo's last chapter: what finance reads. The month's revenue, COGS and margin by
-model and customer, revenue recognized by month with deferred revenue rolled forward, the
-journal as files a general ledger imports, and the proof that it is all one truth."""
+model and customer, its three figures (list-price charges, billed, recognized) with the
+bridges that explain their differences line by line, revenue recognized by month with
+deferred revenue rolled forward, the journal as files a general ledger imports, and the
+proof that it is all one truth."""
 
 from __future__ import annotations
 
