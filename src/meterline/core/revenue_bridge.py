@@ -275,7 +275,7 @@ def revenue_bridge(
         for currency in sorted(set(billed) | set(recognized) | set(journal_billed)):
             start = billed.get(currency, ZERO)
             end = recognized.get(currency, ZERO)
-            bridge_lines = tuple(
+            bridge_lines = _nonzero(
                 BridgeLine(
                     reason,
                     sum(lines[(currency, reason)].values(), ZERO),
@@ -290,6 +290,12 @@ def revenue_bridge(
             check_closes(bridge, journal_billed.get(currency, ZERO))
             bridges.append(bridge)
     return bridges
+
+
+def _nonzero(lines: Iterable[BridgeLine]) -> tuple[BridgeLine, ...]:
+    """The lines that move the figure: causes of one reason whose shares cancel out (a
+    fee billed early in one invoice and late in another) explain no difference."""
+    return tuple(line for line in lines if line.amount != 0)
 
 
 def check_closes(bridge: Bridge, journal_figure: Decimal) -> None:
@@ -358,7 +364,7 @@ def charges_bridge(
             start,
             BILLED,
             billed,
-            tuple(
+            _nonzero(
                 BridgeLine(reason, sum(lines[reason].values(), ZERO), tuple(sorted(lines[reason])))
                 for reason in REASONS
                 if reason in lines
