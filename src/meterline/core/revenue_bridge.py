@@ -38,7 +38,7 @@ from dataclasses import dataclass
 from datetime import date
 from decimal import Decimal, localcontext
 
-from meterline.core.books import BILLED_ON_THE_DAY, USAGE_KINDS
+from meterline.core.books import USAGE_KINDS
 from meterline.core.errors import MeterlineError
 from meterline.core.journal import (
     CHART,
@@ -173,18 +173,16 @@ def cause_root(cause: str) -> str:
     note line (``invoice:INV-1/line:3``, without a fee's obligation), a grant
     (``grant:acme/g-1``, without the day of its consumption), a payment."""
     parts = cause.split("/")
-    if parts[0].startswith(("invoice:", "credit_note:")):
-        return "/".join(parts[:2])
-    if parts[0].startswith("grant:"):
+    if parts[0].startswith(("invoice:", "credit_note:", "grant:")):
         return "/".join(parts[:2])
     return parts[0]
 
 
 def _line_kind(root: str, line_kinds: Mapping[str, str]) -> str | None:
+    """The kind of the invoice line ``root`` names, usage kinds as one (``usage``) but
+    late-event adjustments and lines netting what was billed early (``prepaid``)."""
     kind = line_kinds.get(root)
-    if kind in USAGE_KINDS and kind not in BILLED_ON_THE_DAY and kind != "prepaid":
-        return "usage"
-    if kind == "threshold":
+    if kind in USAGE_KINDS and kind not in ("adjustment", "prepaid"):
         return "usage"
     return kind
 
