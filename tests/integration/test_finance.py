@@ -17,6 +17,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from decimal import Decimal as D
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -24,6 +25,7 @@ from meterline.billing.service import open_billing
 from meterline.core.documents import document_bytes
 from meterline.core.events import decode_exact
 from meterline.core.money import display_amount, round_amount
+from meterline.core.revenue_bridge import CREDIT_BOUGHT, CREDIT_CONSUMED, TAX, USAGE_BILLED
 from meterline.ledger.billing_records import BillingStore, StoredInvoice
 from meterline.ledger.location import is_postgres
 from tests.conftest import DEMO_NOW, Databases, Location
@@ -54,7 +56,15 @@ def demo_db(databases: Databases, tmp_path_factory: pytest.TempPathFactory) -> D
     result = meterline("demo", "--db", str(db), "--no-serve", "--scale", "0.1", cwd=folder)
     assert result.returncode == 0, result.stderr
     text = " ".join(result.stdout.split())
-    for phrase in ("The finance view", "Margin by customer", "Revenue waterfall", "one truth"):
+    phrases = (
+        "The finance view",
+        "list-price charges to billed",
+        "billed to recognized",
+        "Margin by customer",
+        "Revenue waterfall",
+        "one truth",
+    )
+    for phrase in phrases:
         assert phrase in text, phrase
     files = folder / "meterline-demo" if is_postgres(db) else Path(db)
     return Demo(db, files.with_suffix(".beancount"))
@@ -200,6 +210,65 @@ def test_revenue_reports_roll_forward_and_add_up(demo_db: Demo) -> None:
     assert {row["month"] for row in json.loads(october.stdout)["rollforward"]} == {"2026-10"}
     wrong = meterline("revenue", "--db", str(demo_db.db), "--month", "October")
     assert wrong.returncode == 2 and "--month" in wrong.stderr
+
+
+def _closes(bridge: dict[str, Any]) -> bool:
+    lines = sum((D(line["amount"]) for line in bridge["lines"]), D(0))
+    return D(bridge["from"]["amount"]) + lines == D(bridge["to"]["amount"])
+
+
+def _month_revenue(demo: Demo, month: str) -> D:
+    reports = json.loads(meterline("revenue", "--db", str(demo.db), "--json").stdout)
+    return sum((D(row["months"].get(month, "0")) for row in reports["waterfall"]), D(0))
+
+
+def test_the_october_bridges_close_to_the_cent(demo_db: Demo) -> None:
+    """October's three figures: list-price charges (economics) -> billed for its periods
+    -> recognized (the waterfall), each bridge line by line, closing to the cent."""
+    db = str(demo_db.db)
+    result = meterline(
+        "revenue", "--db", db, "--bridge", "2026-10", "--billed", "period", "--charges", "--json"
+    )
+    assert result.returncode == 0, result.stderr
+    answer = json.loads(result.stdout)
+    (to_recognized,) = answer["bridges"]
+    (to_billed,) = answer["charges_bridges"]
+    assert _closes(to_recognized) and _closes(to_billed)
+    assert D(to_recognized["to"]["amount"]) == _month_revenue(demo_db, "2026-10") > 0
+    assert to_billed["to"] == {"figure": "billed", "amount": to_recognized["from"]["amount"]}
+    economics = json.loads(
+        meterline("economics", "--db", db, "--period", "2026-10-01", "--json").stdout
+    )
+    charged = sum((D(row["list_price_charges"]) for row in economics), D(0))
+    assert D(to_billed["from"]["amount"]) == charged
+    reasons = {line["reason"] for line in to_recognized["lines"]}
+    assert {TAX, CREDIT_BOUGHT, CREDIT_CONSUMED} <= reasons
+    for line in to_recognized["lines"] + to_billed["lines"]:
+        assert line["causes"] and D(line["amount"]) != 0, line
+    table = " ".join(meterline("revenue", "--db", db, "--bridge", "2026-10").stdout.split())
+    assert "billed (invoiced in it) to recognized" in table and "= recognized" in table
+
+
+def test_what_was_invoiced_in_november_bridges_to_its_revenue(demo_db: Demo) -> None:
+    """Billed = the invoices finalized and credit notes issued in November (all of them on
+    the demo's clock), bridged to November's revenue."""
+    db = str(demo_db.db)
+    result = meterline("revenue", "--db", db, "--bridge", "2026-11", "--json")
+    assert result.returncode == 0, result.stderr
+    (bridge,) = json.loads(result.stdout)["bridges"]
+    store = BillingStore(demo_db.db)
+    try:
+        notes = sum((D(n.record.total) for n in store.credit_notes()), D(0))
+    finally:
+        store.close()
+    assert D(bridge["from"]["amount"]) == _invoice_totals(demo_db) + notes
+    assert D(bridge["to"]["amount"]) == _month_revenue(demo_db, "2026-11")
+    assert _closes(bridge)
+    assert USAGE_BILLED in {line["reason"] for line in bridge["lines"]}
+    wrong = meterline("revenue", "--db", db, "--bridge", "2026-11", "--billed", "weekly")
+    assert wrong.returncode == 2 and "--billed" in wrong.stderr
+    bad_month = meterline("revenue", "--db", db, "--bridge", "November")
+    assert bad_month.returncode == 2 and "--bridge" in bad_month.stderr
 
 
 EXPONENT = re.compile(r"\d(\.\d+)?[eE][+-]\d")

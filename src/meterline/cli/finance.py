@@ -121,13 +121,41 @@ def revenue_command(
             " --as-of.",
         ),
     ] = None,
+    bridge: Annotated[
+        str | None,
+        typer.Option(
+            "--bridge",
+            help="Bridge this month (YYYY-MM) from billed to recognized revenue, line by line"
+            " (instead of the reports).",
+        ),
+    ] = None,
+    billed: Annotated[
+        str,
+        typer.Option(
+            "--billed",
+            help="With --bridge: billed means invoiced (finalized in the month) or period"
+            " (the invoices for the month's billing periods).",
+        ),
+    ] = "invoiced",
+    charges: Annotated[
+        bool,
+        typer.Option(
+            "--charges",
+            help="With --bridge: also bridge the month's list-price charges (economics) to"
+            " what their periods' invoices billed.",
+        ),
+    ] = False,
 ) -> None:
-    """Revenue reports: the waterfall by month, deferred revenue roll-forward, trial balance."""
+    """Revenue reports: the waterfall by month, deferred revenue roll-forward, trial
+    balance; or, with ``--bridge``, a month's billed-to-recognized bridge."""
     from meterline.finance.books import build_books
     from meterline.finance.render import revenue_tables
     from meterline.finance.reports import revenue_reports
 
     at = instant(as_of, "--as-of")
+    if bridge is not None:
+        _bridge(db, bridge, billed, charges, at, as_json)
+        return
     with _billing(db) as billing:
         books = build_books(billing, at)
     try:
@@ -143,6 +171,50 @@ def revenue_command(
         return
     for table in revenue_tables(reports):
         console.print(table)
+
+
+def _bridge(
+    db: str, month: str, basis: str, charges: bool, at: int | None, as_json: bool
+) -> None:
+    """``revenue --bridge``: the month's bridges, as tables or JSON."""
+    from meterline.finance.month_bridge import BASES, charges_bridges, month_bridge
+    from meterline.finance.render import bridge_table
+    from meterline.finance.reports import month_span
+
+    if basis not in BASES:
+        raise fail(f"--billed: {basis!r} is not one of {', '.join(BASES)}")
+    try:
+        month_span(month)
+    except ValueError as error:
+        raise fail(f"--bridge: {error}") from None
+    with _billing(db) as billing:
+        now = billing.clock() if at is None else at
+        bridges = month_bridge(billing, month, at_us=now, basis=basis)
+        priced = []
+        if charges:
+            from meterline.finance.economics import usage_slices
+
+            slices = usage_slices(billing, now, recognized=False)
+            priced = charges_bridges(billing, month, slices, now)
+    if as_json:
+        print(
+            json.dumps(
+                {
+                    "month": month,
+                    "billed": basis,
+                    "bridges": [b.as_dict() for b in bridges],
+                    "charges_bridges": [b.as_dict() for b in priced],
+                }
+            )
+        )
+        return
+    billed_as = "invoiced in" if basis == "invoiced" else "for the periods of"
+    for item in bridges:
+        console.print(bridge_table(item, f"{month}: billed ({billed_as} it) to recognized"))
+    for item in priced:
+        console.print(bridge_table(item, f"{month}: list-price charges to billed (its periods)"))
+    if not bridges and not priced:
+        console.print(f"{month}: nothing billed or recognized")
 
 
 def economics_command(

@@ -1,8 +1,9 @@
 """The dashboard's derived figures, cached: usage slices, the books and the unbillable
 report are derived again only when what they are made of moved (the ledger's cut, the
 invoices, credit notes, grants, the pricing revision, or the day: revenue is recognized
-by day). Unit economics re-rate the ledger (seconds on a large one), so a page load
-should not.
+by day). Unit economics read the rated-usage buckets (``usage_slices``), but a period
+they cannot tell is re-rated from raw events (seconds on a large ledger), so a page load
+should not derive them again.
 """
 
 from __future__ import annotations

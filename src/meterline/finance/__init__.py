@@ -1,5 +1,6 @@
 """The finance view: the journal derived from invoices, notes, payments and credit books;
-unit economics; revenue reports; exports; the proof that they are one truth."""
+unit economics; revenue reports and a month's bridges between its figures; exports; the
+proof that they are one truth."""
 
 from typing import TYPE_CHECKING
 
@@ -9,7 +10,9 @@ __all__ = [
     "Books",
     "TruthReport",
     "build_books",
+    "charges_bridges",
     "export_tables",
+    "month_bridge",
     "one_truth",
     "revenue_reports",
     "usage_slices",
@@ -19,7 +22,9 @@ _HOMES = {
     "Books": "meterline.finance.books",
     "TruthReport": "meterline.finance.truth",
     "build_books": "meterline.finance.books",
+    "charges_bridges": "meterline.finance.month_bridge",
     "export_tables": "meterline.finance.export",
+    "month_bridge": "meterline.finance.month_bridge",
     "one_truth": "meterline.finance.truth",
     "revenue_reports": "meterline.finance.reports",
     "usage_slices": "meterline.finance.economics",
@@ -34,5 +39,6 @@ if TYPE_CHECKING:
     from meterline.finance.books import Books, build_books
     from meterline.finance.economics import usage_slices
     from meterline.finance.export import export_tables
+    from meterline.finance.month_bridge import charges_bridges, month_bridge
     from meterline.finance.reports import revenue_reports
     from meterline.finance.truth import TruthReport, one_truth

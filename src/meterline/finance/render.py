@@ -16,6 +16,7 @@ from rich.table import Table
 
 from meterline.core.economics import Margin
 from meterline.core.money import display_amount, display_figure, display_quantity
+from meterline.core.revenue_bridge import Bridge
 from meterline.finance.truth import TruthReport
 
 
@@ -147,4 +148,30 @@ def truth_table(truth: TruthReport) -> Table:
         table.add_row(check.step, check.figure, value, expected, check.source, mark)
     verdict = "one truth" if truth.agrees else "DIFFERENT"
     table.caption = f"{verdict}: {len(truth.checks)} checks"
+    return table
+
+
+CAUSES_SHOWN = 3
+"""How many of a bridge line's causes its table names before counting the rest (every
+cause is in ``--json``)."""
+
+
+def bridge_table(bridge: Bridge, title: str) -> Table:
+    """A bridge as a table: the starting figure, each reason with its amount and the first
+    of its causes, and the figure it closes to."""
+    currency = bridge.currency
+    table = Table(title=title)
+    table.add_column("")
+    table.add_column(currency, justify="right")
+    table.add_column("causes")
+    table.add_row(f"[bold]{bridge.start_name}[/bold]", display_amount(bridge.start, currency), "")
+    for line in bridge.lines:
+        shown = ", ".join(line.causes[:CAUSES_SHOWN])
+        more = len(line.causes) - CAUSES_SHOWN
+        table.add_row(
+            line.reason,
+            display_amount(line.amount, currency),
+            shown + (f" and {more} more" if more > 0 else ""),
+        )
+    table.add_row(f"[bold]= {bridge.end_name}[/bold]", display_amount(bridge.end, currency), "")
     return table
