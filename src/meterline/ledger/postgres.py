@@ -296,7 +296,7 @@ class PostgresStore(SqlLedgerStore[list[EventOutcome]]):
             key = keys[number]
             found = (stored.get(key) or staged.get(key)) if stored else staged.get(key)
             if found is not None:
-                outcomes.append(replay_outcome(position, event, found))
+                outcomes.append(replay_outcome(position, event_id, body, found))
                 continue
             sequence = next_sequence[partition]
             next_sequence[partition] = sequence + 1

@@ -29,12 +29,11 @@ from typing import Any, Generic, NamedTuple, TypeVar
 
 from meterline.core.chain import BatchRecord, HeadState, seal_batch
 from meterline.core.events import (
-    PreparedEvent,
     event_source,
     same_event,
     source_idempotency_key,
 )
-from meterline.core.outcomes import EventOutcome, Status
+from meterline.core.outcomes import EventOutcome
 from meterline.errors import StoreError
 from meterline.ledger.database import Connection, write_transaction
 from meterline.ledger.heads import (
@@ -81,12 +80,15 @@ class LockedBatch(NamedTuple):
     """The append's time: each event's ingest time and its batches' commit time."""
 
 
-def replay_outcome(position: int, event: PreparedEvent, found: tuple[int, bytes]) -> EventOutcome:
-    """The answer to ``event`` whose idempotency key is stored or staged already, as
-    ``found`` (its sequence and bytes): ``duplicate`` when the bytes are the same, else
-    ``conflict``; either names the stored sequence."""
-    status: Status = "duplicate" if same_event(found[1], event.body) else "conflict"
-    return EventOutcome(position, status, event.id, found[0])
+def replay_outcome(
+    position: int, event_id: str, body: bytes, found: tuple[int, bytes]
+) -> EventOutcome:
+    """The answer to event ``event_id`` (``body``, at ``position``) whose idempotency key
+    is stored or staged already, as ``found`` (its sequence and bytes): ``duplicate`` when
+    the bytes are the same, else ``conflict``; either names the stored sequence."""
+    return EventOutcome(
+        position, "duplicate" if same_event(found[1], body) else "conflict", event_id, found[0]
+    )
 
 
 class SqlLedgerStore(SqlLedgerReads, Generic[Staged]):

@@ -342,7 +342,7 @@ class SqliteStore(SqlLedgerStore[_Staged]):
             if key in index or key in staged:
                 found = self._find(key, identities[number], staged, rows, first)
                 if found is not None:
-                    outcomes.append(replay_outcome(position, event, found))
+                    outcomes.append(replay_outcome(position, event.id, event.body, found))
                     continue
                 self._remember(staged, key, sequence)
             else:
