@@ -74,6 +74,8 @@ EMPTY_FRONTIER_BYTES = frontier_to_bytes(EMPTY_FRONTIER)
 
 HEAD_COLUMNS = "partition_number, sequence, batches, chain_hash, frontier"
 LEASE_COLUMNS = "lease_owner, lease_epoch, lease_expires_us"
+HEAD_ROWS = f"SELECT {HEAD_COLUMNS}, {LEASE_COLUMNS} FROM partition_heads"
+"""The head rows (``head_row`` reads one); each store adds which rows and how it locks them."""
 INSERT_BATCH = (
     "INSERT INTO batches (partition_number, batch_number, first_sequence, last_sequence, root,"
     " chain_hash, committed_at_us, lease_epoch) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"

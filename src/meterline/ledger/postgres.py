@@ -22,22 +22,23 @@ if the index refuses one, it rolls back to the savepoint, reads which of its key
 stored (one query) and copies the rest, so a replay is answered ``duplicate`` (same
 bytes) or ``conflict`` (other bytes) and writes nothing. Rows go in by binary ``COPY``.
 Invariants: ``events``, ``batches`` and ``checkpoints`` refuse UPDATE and DELETE
-(triggers); an append is one transaction, committed with ``synchronous_commit``.
+(triggers); an append is one transaction, committed with ``synchronous_commit``. The steps
+of opening and appending are ``ledger.sql_writes``'s; this module keeps what is
+PostgreSQL's: partitions, row locks, the unique index and COPY.
 """
 
 from __future__ import annotations
 
 import threading
 from collections.abc import Sequence
+from contextlib import AbstractContextManager
 from hashlib import sha256
 from typing import Any
 
 import psycopg.errors
 from psycopg.types.string import BytesBinaryDumper
 
-from meterline.core.chain import BatchRecord, HeadState, seal_batch
-from meterline.core.events import event_source, same_event, source_idempotency_key
-from meterline.core.outcomes import EventOutcome, Status
+from meterline.core.outcomes import EventOutcome
 from meterline.core.partitions import DEFAULT_PARTITIONS, PartitionMap, check_partition_count
 from meterline.errors import StoreError
 from meterline.ledger.database import (
@@ -46,31 +47,11 @@ from meterline.ledger.database import (
     ThreadConnections,
     write_transaction,
 )
-from meterline.ledger.heads import (
-    HEAD_COLUMNS,
-    HEADS_SCHEMA,
-    LEASE_COLUMNS,
-    batch_rows,
-    check_leases,
-    head_row,
-    head_updates,
-    initial_heads_sql,
-)
+from meterline.ledger.heads import HEAD_ROWS
 from meterline.ledger.location import describe
-from meterline.ledger.sql_reads import (
-    META_SCHEMA,
-    SCHEMA_VERSION,
-    SqlLedgerReads,
-    event_row,
-    ledger_schema,
-)
-from meterline.ledger.store import (
-    AppendBatch,
-    DedupKey,
-    Leases,
-    check_dedup_key,
-    settled_dedup_key,
-)
+from meterline.ledger.sql_reads import SCHEMA_VERSION, event_row, ledger_schema
+from meterline.ledger.sql_writes import LockedBatch, Rows, SqlLedgerStore, replay_outcome
+from meterline.ledger.store import AppendBatch, DedupKey, Leases
 
 _UNIQUE_CUSTOMER_ID = "    UNIQUE (customer, event_id, partition_number)\n"
 _SCHEMA = ledger_schema(
@@ -107,10 +88,7 @@ _COPIED_COLUMNS = (
     "hash",
     "partition_number",
 )
-_LOCK_HEADS = (
-    f"SELECT {HEAD_COLUMNS}, {LEASE_COLUMNS} FROM partition_heads"
-    " WHERE partition_number = ANY(%s) ORDER BY partition_number FOR UPDATE"
-)
+_LOCK_HEADS = f"{HEAD_ROWS} WHERE partition_number = ANY(%s) ORDER BY partition_number FOR UPDATE"
 _RECORD_BATCHES = (
     "WITH recorded AS (INSERT INTO batches (partition_number, batch_number, first_sequence,"
     " last_sequence, root, chain_hash, committed_at_us, lease_epoch)"
@@ -142,12 +120,12 @@ def _children_schema(partitions: int) -> str:
     )
 
 
-class PostgresStore(SqlLedgerReads):
+class PostgresStore(SqlLedgerStore[list[EventOutcome]]):
     """The ledger store over one PostgreSQL schema; safe for threads and processes."""
 
-    record_columns = (
-        "sequence, customer, event_id, type, timestamp_us, body, hash, partition_number"
-    )
+    ledger_tables = _SCHEMA
+    source_ledger_tables = _SOURCE_SCHEMA
+    _connection: PostgresConnection
 
     def __init__(
         self, url: str, partitions: int | None = None, dedup_key: DedupKey | None = None
@@ -161,8 +139,7 @@ class PostgresStore(SqlLedgerReads):
         connection, holding only its own head row."""
         self._partition_writers_lock = threading.Lock()
         self._readers = ThreadConnections(url)
-        self.dedup_key = self._dedup_setting(dedup_key)
-        self._by_source = self.dedup_key == "source_id"
+        self._settle_dedup_key(dedup_key)
         self._copied_columns = (*_COPIED_COLUMNS, "source") if self._by_source else _COPIED_COLUMNS
         self._copy_events = (
             f"COPY events ({', '.join(self._copied_columns)}) FROM STDIN (FORMAT BINARY)"
@@ -200,51 +177,23 @@ class PostgresStore(SqlLedgerReads):
                 self._partition_writers[partition] = writer
         return writer
 
-    def _dedup_setting(self, wanted: DedupKey | None) -> DedupKey:
-        """The ledger's idempotency key: stored in ``meta`` when the ledger is created
-        (``wanted`` or the default; a ledger created before the setting existed is keyed
-        by ``(customer, id)``); a different explicit ``wanted`` is refused."""
-        if wanted is not None:
-            check_dedup_key(wanted)
-        connection = self._connection
-        connection.executescript(META_SCHEMA)
-        with connection.migration_lock():
-            row = connection.execute("SELECT value FROM meta WHERE name = 'dedup_key'").fetchone()
-            if row is None:
-                existing = connection.execute("SELECT to_regclass('events') IS NOT NULL").fetchone()
-                chosen = settled_dedup_key(None, existing[0], wanted)
-                connection.execute(
-                    "INSERT INTO meta VALUES ('dedup_key', ?) ON CONFLICT (name) DO NOTHING",
-                    (chosen,),
-                )
-            else:
-                chosen = settled_dedup_key(row[0], True, wanted)
-        if wanted is not None and wanted != chosen:
-            raise StoreError(
-                f"{describe(self.path)}: the ledger deduplicates by {chosen}, not {wanted}"
-            )
-        return chosen
+    # -- opening (the steps are ledger.sql_writes') ---------------------------------------
+
+    def _settings_lock(self) -> AbstractContextManager[Any]:
+        """The schema's migration lock (a session advisory lock)."""
+        return self._connection.migration_lock()
+
+    def _holds_events(self) -> bool:
+        row = self._connection.execute("SELECT to_regclass('events') IS NOT NULL").fetchone()
+        return bool(row and row[0])
 
     def _migrate(self, partitions: int | None) -> int:
         """Create the schema once; return the ledger's partition count (set at creation:
         ``partitions`` or the default; a different explicit count is refused)."""
-        connection = self._connection
-        connection.executescript((_SOURCE_SCHEMA if self._by_source else _SCHEMA) + HEADS_SCHEMA)
         default = 1 if self._by_source else DEFAULT_PARTITIONS
         wanted = check_partition_count(partitions or default)
-        with connection.migration_lock():
-            for name, value in (("schema_version", SCHEMA_VERSION), ("partitions", wanted)):
-                connection.execute(
-                    "INSERT INTO meta VALUES (?, ?) ON CONFLICT (name) DO NOTHING",
-                    (name, str(value)),
-                )
-            rows = dict(connection.execute("SELECT name, value FROM meta").fetchall())
-        if int(rows["schema_version"]) != SCHEMA_VERSION:
-            raise StoreError(
-                f"{describe(self.path)}: schema version {rows['schema_version']},"
-                f" expected {SCHEMA_VERSION}"
-            )
-        stored = int(rows["partitions"])
+        self._create_tables({"schema_version": SCHEMA_VERSION, "partitions": wanted})
+        stored = int(self._settings()["partitions"])
         if partitions is not None and partitions != stored:
             raise StoreError(
                 f"{describe(self.path)}: the ledger has {stored} partitions, not {partitions}"
@@ -260,13 +209,8 @@ class PostgresStore(SqlLedgerReads):
 
     def _create_partitions(self, count: int) -> None:
         """Each partition's child table and head row (no-ops when they exist)."""
-        connection = self._connection
-        connection.raw.execute(_children_schema(count))
-        for statement, parameters in initial_heads_sql(range(count)):
-            connection.execute(statement, parameters)
-
-    def _reader(self) -> PostgresConnection:
-        return self._readers.get()  # type: ignore[no-any-return]
+        self._connection.raw.execute(_children_schema(count))
+        self._create_head_rows(range(count))
 
     def set_partitions(self, count: int) -> None:
         """Change how many partitions the ledger has: only while it holds no event (a
@@ -296,48 +240,6 @@ class PostgresStore(SqlLedgerReads):
 
     # -- writing -------------------------------------------------------------------------
 
-    def append(
-        self, batch: AppendBatch, ingested_at_us: int, leases: Leases = None
-    ) -> list[EventOutcome]:
-        if not batch:
-            return []
-        partition_of_batch = self._partitions_of(batch)
-        connection, write_lock = self._writer(partition_of_batch, leases)
-        raw = connection.raw
-        with write_lock:
-            try:
-                raw.execute("BEGIN")
-                locked = [
-                    head_row(tuple(row))
-                    for row in raw.execute(_LOCK_HEADS, (sorted(set(partition_of_batch)),))
-                ]
-                epochs = check_leases(locked, leases, ingested_at_us)
-                heads = {row.partition: row.head for row in locked}
-                raw.execute("SAVEPOINT meterline_append")
-                # Optimistic: events fresh from the stream are new, so the batch goes in
-                # without reading its keys first; the unique index refuses any stored
-                # one, and then (rolled back to the savepoint) the keys are read and the
-                # batch staged again without them. Same transaction, same row locks.
-                keys, sources = self._keys_of(batch)
-                stage = (batch, keys, sources, partition_of_batch)
-                rows, outcomes = self._stage(*stage, {}, heads, ingested_at_us)
-                if rows:
-                    try:
-                        self._write(raw, rows, heads, ingested_at_us, epochs)
-                    except psycopg.errors.UniqueViolation:
-                        raw.execute("ROLLBACK TO SAVEPOINT meterline_append")
-                        rows, outcomes = self._stage(
-                            *stage, self._stored(raw, keys), heads, ingested_at_us
-                        )
-                        if rows:
-                            self._write(raw, rows, heads, ingested_at_us, epochs)
-                raw.execute("COMMIT")
-            except BaseException:
-                if connection.in_transaction:
-                    raw.execute("ROLLBACK")
-                raise
-        return outcomes
-
     def _partitions_of(self, batch: AppendBatch) -> list[int]:
         """Each event's partition (customers' partitions are remembered: a SHA-256 each)."""
         partition_of = self._partition_of
@@ -345,44 +247,56 @@ class PostgresStore(SqlLedgerReads):
             partition_of = self._partition_of = PartitionMap(self.partitions)
         return [partition_of(event.customer) for _, event in batch]
 
-    def _keys_of(self, batch: AppendBatch) -> tuple[list[tuple[str, ...]], list[str] | None]:
-        """Each event's idempotency key, and (keyed by source) each event's source."""
-        if not self._by_source:
-            return [(event.customer, event.id) for _, event in batch], None
-        sources = [event_source(event.body) for _, event in batch]
-        keys: list[tuple[str, ...]] = [
-            source_idempotency_key(event.customer, event.id, source)
-            for (_, event), source in zip(batch, sources, strict=True)
-        ]
-        return keys, sources
+    def _lock_heads(self, connection: PostgresConnection, partitions: list[int]) -> Any:
+        """The head rows of ``partitions``, ``FOR UPDATE`` in partition order."""
+        return connection.raw.execute(_LOCK_HEADS, (partitions,))
+
+    def _write(self, connection: PostgresConnection, locked: LockedBatch) -> list[EventOutcome]:
+        """Optimistic: events fresh from the stream are new, so the batch goes in without
+        reading its keys first; the unique index refuses any stored one, and then (rolled
+        back to the savepoint) the keys are read and the batch staged again without them.
+        Same transaction, same row locks."""
+        raw = connection.raw
+        raw.execute("SAVEPOINT meterline_append")
+        keys, sources = self._identities(locked.batch)
+        rows, outcomes = self._stage(locked, keys, sources, {})
+        if rows:
+            try:
+                self._copy(connection, locked, rows)
+            except psycopg.errors.UniqueViolation:
+                raw.execute("ROLLBACK TO SAVEPOINT meterline_append")
+                rows, outcomes = self._stage(locked, keys, sources, self._stored(raw, keys))
+                if rows:
+                    self._copy(connection, locked, rows)
+        return outcomes
+
+    def _committed(self, staged: list[EventOutcome]) -> list[EventOutcome]:
+        return staged
 
     @staticmethod
     def _stage(
-        batch: AppendBatch,
+        locked: LockedBatch,
         keys: list[tuple[str, ...]],
         sources: list[str] | None,
-        partition_of_batch: list[int],
         stored: dict[tuple[str, ...], tuple[int, bytes]],
-        heads: dict[int, HeadState],
-        ingested_at_us: int,
     ) -> tuple[list[tuple[object, ...]], list[EventOutcome]]:
-        """The rows to copy (each partition's sequences from its head in ``heads``; each
-        row with its source when ``sources`` are given) and every event's outcome;
-        ``stored`` and earlier events of the batch (by ``keys``) make an event a
-        duplicate or a conflict."""
-        next_sequence = {partition: head.sequence + 1 for partition, head in heads.items()}
+        """The rows to copy (each partition's sequences from its locked head; each row
+        with its source when ``sources`` are given) and every event's outcome; ``stored``
+        and earlier events of the batch (by ``keys``) make an event a duplicate or a
+        conflict."""
+        next_sequence = {partition: head.sequence + 1 for partition, head in locked.heads.items()}
+        ingested_at_us = locked.ingested_at_us
         staged: dict[tuple[str, ...], tuple[int, bytes]] = {}
         rows: list[tuple[object, ...]] = []
         outcomes: list[EventOutcome] = []
         for number, ((position, event), partition) in enumerate(
-            zip(batch, partition_of_batch, strict=True)
+            zip(locked.batch, locked.partitions, strict=True)
         ):
             event_id, body = event.id, event.body
             key = keys[number]
             found = (stored.get(key) or staged.get(key)) if stored else staged.get(key)
             if found is not None:
-                status: Status = "duplicate" if same_event(found[1], body) else "conflict"
-                outcomes.append(EventOutcome(position, status, event_id, found[0]))
+                outcomes.append(replay_outcome(position, event_id, body, found))
                 continue
             sequence = next_sequence[partition]
             next_sequence[partition] = sequence + 1
@@ -414,54 +328,37 @@ class PostgresStore(SqlLedgerReads):
             self._event_types = [declared[column] for column in self._copied_columns]
         return self._event_types
 
-    def _write(
-        self,
-        raw: psycopg.Connection[Any],
-        rows: list[tuple[object, ...]],
-        heads: dict[int, HeadState],
-        ingested_at_us: int,
-        epochs: dict[int, int],
+    def _copy(
+        self, connection: PostgresConnection, locked: LockedBatch, rows: list[tuple[object, ...]]
     ) -> None:
-        """Copy ``rows`` (binary COPY), then record each partition's batch and new head in
-        one statement."""
+        """Copy ``rows`` (binary COPY), then seal each partition's batch."""
         leaves: dict[int, list[bytes]] = {}
-        if len(heads) == 1:  # one partition (a stream worker's batch): no grouping
-            leaves[next(iter(heads))] = [row[7] for row in rows]  # type: ignore[misc]
+        if len(locked.heads) == 1:  # one partition (a stream worker's batch): no grouping
+            leaves[next(iter(locked.heads))] = [row[7] for row in rows]  # type: ignore[misc]
         else:
             for row in rows:
                 leaves.setdefault(row[8], []).append(row[7])  # type: ignore[arg-type]
+        raw = connection.raw
         types = self._copy_types(raw)
-        with raw.cursor() as cursor:
-            with cursor.copy(self._copy_events) as copy:
-                copy.set_types(types)
-                write_row = copy.write_row
-                for row in rows:
-                    write_row(row)
-            sealed: list[BatchRecord] = []
-            new_heads: dict[int, HeadState] = {}
-            for partition, hashes in leaves.items():
-                record, new_heads[partition] = seal_batch(partition, heads[partition], hashes)
-                sealed.append(record)
-            batch_columns = [
-                list(column)
-                for column in zip(*batch_rows(sealed, ingested_at_us, epochs), strict=True)
-            ]
-            head_columns = [
-                list(column)
-                for column in zip(
-                    *[
-                        (p, *update[:4])
-                        for p, update in zip(new_heads, head_updates(new_heads), strict=True)
-                    ],
-                    strict=True,
-                )
-            ]
-            cursor.execute(_RECORD_BATCHES, (*batch_columns, *head_columns))
+        with raw.cursor() as cursor, cursor.copy(self._copy_events) as copy:
+            copy.set_types(types)
+            write_row = copy.write_row
+            for row in rows:
+                write_row(row)
+        self._seal(connection, locked, leaves)
+
+    def _record_batches(self, connection: PostgresConnection, batches: Rows, heads: Rows) -> None:
+        """One statement: the batches inserted and the heads rewritten (each an
+        ``unnest`` of columns)."""
+        batch_columns = [list(column) for column in zip(*batches, strict=True)]
+        head_columns = [
+            list(column) for column in zip(*[(head[-1], *head[:-1]) for head in heads], strict=True)
+        ]
+        connection.raw.execute(_RECORD_BATCHES, (*batch_columns, *head_columns))
 
     def close(self) -> None:
-        self._connection.close()
+        super().close()
         with self._partition_writers_lock:
             writers, self._partition_writers = list(self._partition_writers.values()), {}
         for connection, _ in writers:
             connection.close()
-        self._readers.close()

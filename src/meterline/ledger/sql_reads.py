@@ -1,7 +1,8 @@
 """The reads and API keys both SQL ledger stores share (SQLite and PostgreSQL).
 
-The stores differ in how they append (see ``ledger.sqlite`` and ``ledger.postgres``);
-what they read is the same SQL, run through ``ledger.database``'s connections.
+What they read is the same SQL, run through ``ledger.database``'s connections; their
+opening and append steps are shared too (``ledger.sql_writes``), each store keeping what
+differs (``ledger.sqlite``, ``ledger.postgres``).
 """
 
 from __future__ import annotations
@@ -17,10 +18,9 @@ from meterline.core.events import PreparedEvent
 from meterline.core.partitions import partition_of
 from meterline.keys import NewKey
 from meterline.ledger.cut_sql import cut_condition
-from meterline.ledger.database import open_connection, stream_rows
+from meterline.ledger.database import ThreadConnections, open_connection, stream_rows
 from meterline.ledger.heads import (
-    HEAD_COLUMNS,
-    LEASE_COLUMNS,
+    HEAD_ROWS,
     LEASE_SECONDS_DEFAULT,
     HeadRow,
     Lease,
@@ -110,9 +110,11 @@ class SqlLedgerReads:
     partitions: int
     _connection: Any
     _write_lock: threading.Lock
+    _readers: ThreadConnections
+    """One reading connection per thread."""
 
     def _reader(self) -> Any:
-        raise NotImplementedError
+        return self._readers.get()
 
     def partition_heads(self) -> dict[int, HeadState]:
         """Each partition's stored head (``verify`` recomputes them; these are what the
@@ -121,9 +123,7 @@ class SqlLedgerReads:
 
     def head_rows(self) -> list[HeadRow]:
         """Each partition's head row, with its lease."""
-        rows = self._reader().execute(
-            f"SELECT {HEAD_COLUMNS}, {LEASE_COLUMNS} FROM partition_heads ORDER BY partition_number"
-        )
+        rows = self._reader().execute(f"{HEAD_ROWS} ORDER BY partition_number")
         return [head_row(tuple(row)) for row in rows]
 
     def head(self) -> tuple[int, bytes]:

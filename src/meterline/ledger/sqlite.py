@@ -12,7 +12,8 @@ The file holds one partition (``ledger.heads``): an append writes its events, th
 batch record (the Merkle root over their leaf hashes, chained to the previous batch) and
 the partition's new head. Invariants: ``events``, ``batches`` and ``checkpoints`` refuse
 UPDATE and DELETE (triggers); an append is one ``BEGIN IMMEDIATE ... COMMIT`` with
-``synchronous=FULL``.
+``synchronous=FULL``. The steps of opening and appending are ``ledger.sql_writes``'s; this
+module keeps what is SQLite's: the file's one writer, the hash index, ``executemany``.
 """
 
 from __future__ import annotations
@@ -21,43 +22,22 @@ import sqlite3
 import threading
 import weakref
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import AbstractContextManager
 from hashlib import sha256
 from itertools import repeat
 from operator import itemgetter
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
-from meterline.core.chain import GENESIS_HASH, seal_batch
-from meterline.core.events import event_source, same_event, source_idempotency_key
+from meterline.core.chain import GENESIS_HASH
+from meterline.core.events import event_source, source_idempotency_key
 from meterline.core.outcomes import EventOutcome, Status
 from meterline.errors import StoreError
-from meterline.ledger.database import ThreadConnections, connect_sqlite
-from meterline.ledger.heads import (
-    HEAD_COLUMNS,
-    HEADS_SCHEMA,
-    INSERT_BATCH,
-    LEASE_COLUMNS,
-    UPDATE_HEAD,
-    batch_rows,
-    check_leases,
-    head_row,
-    head_updates,
-    initial_heads_sql,
-)
-from meterline.ledger.sql_reads import (
-    META_SCHEMA,
-    SCHEMA_VERSION,
-    SqlLedgerReads,
-    event_row,
-    ledger_schema,
-)
-from meterline.ledger.store import (
-    AppendBatch,
-    DedupKey,
-    Leases,
-    check_dedup_key,
-    settled_dedup_key,
-)
+from meterline.ledger.database import ThreadConnections, connect_sqlite, write_transaction
+from meterline.ledger.heads import HEAD_ROWS
+from meterline.ledger.sql_reads import SCHEMA_VERSION, event_row, ledger_schema
+from meterline.ledger.sql_writes import LockedBatch, SqlLedgerStore, replay_outcome
+from meterline.ledger.store import AppendBatch, DedupKey
 
 CHECKPOINT_INTERVAL_S = 0.05
 """How often the background thread copies the WAL back into the database file."""
@@ -76,6 +56,7 @@ _INSERT_EVENT = f"INSERT INTO events ({_EVENT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?
 _INSERT_EVENT_WITH_SOURCE = (
     f"INSERT INTO events ({_EVENT_COLUMNS}, source) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
+_ONE_HEAD = f"{HEAD_ROWS} WHERE partition_number = 0"
 
 KeyFunction = Callable[[tuple[str, ...]], int]
 _LEAF_PREFIX = b"\x00"
@@ -142,11 +123,13 @@ class _Checkpointer(threading.Thread):
             self.join()
 
 
-class SqliteStore(SqlLedgerReads):
+class SqliteStore(SqlLedgerStore[_Staged]):
     """The ledger store over one SQLite file; safe for threads and for several processes."""
 
     partitions = 1
     """One hash chain."""
+    ledger_tables = _SCHEMA
+    source_ledger_tables = _SOURCE_SCHEMA
 
     def __init__(
         self,
@@ -165,83 +148,37 @@ class SqliteStore(SqlLedgerReads):
         self._readers = ThreadConnections(self.path)
         self._index: dict[int, int | tuple[int, ...]] = {}
         self._indexed_through = 0
-        with self._write_lock:
-            self.dedup_key = self._dedup_setting(dedup_key, create)
-            self._by_source = self.dedup_key == "source_id"
-            if create:
-                self._connection.executescript(
-                    (_SOURCE_SCHEMA if self._by_source else _SCHEMA) + HEADS_SCHEMA
-                )
-                for statement, parameters in initial_heads_sql([0]):
-                    self._connection.execute(statement, parameters)
-                self._connection.execute(
-                    "INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)",
-                    (str(SCHEMA_VERSION),),
-                )
-            row = self._connection.execute(
-                "SELECT value FROM meta WHERE name = 'schema_version'"
-            ).fetchone()
-            if row is None:
-                raise StoreError(f"{self.path}: no schema version: not a meterline ledger")
-            version = row[0]
-            if int(version) != SCHEMA_VERSION:
-                raise StoreError(
-                    f"{self.path}: schema version {version}, expected {SCHEMA_VERSION}"
-                )
-            self._catch_up(self._connection)
+        self._settle_dedup_key(dedup_key, create)
+        if create:
+            self._create_tables({"schema_version": SCHEMA_VERSION})
+            self._create_head_rows([0])
+        self._settings()
+        self._catch_up(self._connection)
         self._connection.execute(f"PRAGMA wal_autocheckpoint={WRITER_CHECKPOINT_PAGES}")
         self._checkpointer = _Checkpointer(self.path)
         self._checkpointer.start()
         # A store dropped without close() must not leave its thread polling forever.
         weakref.finalize(self, self._checkpointer.stop, False)
 
-    def _dedup_setting(self, wanted: DedupKey | None, create: bool = True) -> DedupKey:
-        """The ledger's idempotency key: stored in ``meta`` when the ledger is created
-        (``wanted`` or the default; a ledger created before the setting existed is keyed
-        by ``(customer, id)``); a different explicit ``wanted`` is refused. With
-        ``create=False`` it is only read (nothing is written to the file)."""
-        if wanted is not None:
-            check_dedup_key(wanted)
-        connection = self._connection
-        if not create:
-            try:
-                row = connection.execute(
-                    "SELECT value FROM meta WHERE name = 'dedup_key'"
-                ).fetchone()
-            except sqlite3.OperationalError:
-                row = None  # no meta table: not a ledger; the schema check says so
-            return settled_dedup_key(row[0] if row else None, True, wanted)
-        connection.execute(META_SCHEMA)
-        connection.execute("BEGIN IMMEDIATE")
+    # -- opening (the steps are ledger.sql_writes') ---------------------------------------
+
+    def _settings_lock(self) -> AbstractContextManager[Any]:
+        """The file's one writer (``BEGIN IMMEDIATE``)."""
+        return write_transaction(self._connection)
+
+    def _holds_events(self) -> bool:
+        return (
+            self._connection.execute(
+                "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'events'"
+            ).fetchone()
+            is not None
+        )
+
+    def _stored_dedup_key(self) -> str | None:
         try:
-            row = connection.execute("SELECT value FROM meta WHERE name = 'dedup_key'").fetchone()
-            if row is None:
-                existing = connection.execute(
-                    "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'events'"
-                ).fetchone()
-                chosen = settled_dedup_key(None, existing is not None, wanted)
-                connection.execute("INSERT INTO meta VALUES ('dedup_key', ?)", (chosen,))
-            else:
-                chosen = settled_dedup_key(row[0], True, wanted)
-            connection.execute("COMMIT")
-        except BaseException:
-            if connection.in_transaction:
-                connection.execute("ROLLBACK")
-            raise
-        if wanted is not None and wanted != chosen:
-            raise StoreError(f"{self.path}: the ledger deduplicates by {chosen}, not {wanted}")
-        return chosen
-
-    def _identity(self, customer: str, event_id: str, source: str) -> tuple[str, ...]:
-        """The idempotency key of an event, as this ledger defines it."""
-        if self._by_source:
-            return source_idempotency_key(customer, event_id, source)
-        return (customer, event_id)
-
-    # -- reading -------------------------------------------------------------------------
-
-    def _reader(self) -> sqlite3.Connection:
-        return self._readers.get()  # type: ignore[no-any-return]
+            return super()._stored_dedup_key()
+        except sqlite3.OperationalError:
+            return None  # no meta table: not a ledger; the schema check says so
 
     # -- writing -------------------------------------------------------------------------
 
@@ -322,42 +259,27 @@ class SqliteStore(SqlLedgerReads):
                     return found
         return None
 
-    def append(
-        self, batch: AppendBatch, ingested_at_us: int, leases: Leases = None
-    ) -> list[EventOutcome]:
-        """Append ``batch`` (positions and events) in one transaction: each new event
-        at the next sequence, a replay answered ``duplicate`` (same bytes) or
-        ``conflict``, the batch's Merkle root chained to the partition's previous batch,
-        the head moved; nothing is written when any step fails (a lease included)."""
-        if not batch:
-            return []
-        connection = self._connection
-        with self._write_lock:
-            connection.execute("BEGIN IMMEDIATE")
-            try:
-                self._catch_up(connection)
-                (stored_head,) = connection.execute(
-                    f"SELECT {HEAD_COLUMNS}, {LEASE_COLUMNS} FROM partition_heads"
-                    " WHERE partition_number = 0"
-                ).fetchall()
-                head = head_row(tuple(stored_head))
-                epochs = check_leases([head], leases, ingested_at_us)
-                staged = self._stage(batch, head.head.sequence + 1, ingested_at_us)
-                if staged.leaves:
-                    insert = _INSERT_EVENT_WITH_SOURCE if self._by_source else _INSERT_EVENT
-                    connection.executemany(insert, staged.rows)
-                    sealed, new_head = seal_batch(0, head.head, staged.leaves)
-                    connection.executemany(
-                        INSERT_BATCH, batch_rows([sealed], ingested_at_us, epochs)
-                    )
-                    connection.executemany(UPDATE_HEAD, head_updates({0: new_head}))
-                connection.execute("COMMIT")
-            except BaseException:
-                if connection.in_transaction:
-                    connection.execute("ROLLBACK")
-                raise
-            self._index_staged(staged)
-            self._indexed_through = staged.next_sequence - 1
+    def _partitions_of(self, batch: AppendBatch) -> list[int]:
+        return [0] * len(batch)  # the one partition
+
+    def _lock_heads(self, connection: sqlite3.Connection, partitions: list[int]) -> list[Any]:
+        """The one head row (``BEGIN IMMEDIATE`` holds the whole file already), after the
+        dedup index caught up with what other processes appended."""
+        self._catch_up(connection)
+        return connection.execute(_ONE_HEAD).fetchall()
+
+    def _write(self, connection: sqlite3.Connection, locked: LockedBatch) -> _Staged:
+        staged = self._stage(locked.batch, locked.heads[0].sequence + 1, locked.ingested_at_us)
+        if staged.leaves:
+            insert = _INSERT_EVENT_WITH_SOURCE if self._by_source else _INSERT_EVENT
+            connection.executemany(insert, staged.rows)
+            self._seal(connection, locked, {0: staged.leaves})
+        return staged
+
+    def _committed(self, staged: _Staged) -> list[EventOutcome]:
+        """Remember the committed batch's keys in the dedup index; its outcomes."""
+        self._index_staged(staged)
+        self._indexed_through = staged.next_sequence - 1
         return staged.outcomes
 
     def _stage(self, batch: AppendBatch, first: int, ingested_at_us: int) -> _Staged:
@@ -414,25 +336,22 @@ class SqliteStore(SqlLedgerReads):
         rows: list[tuple[object, ...]] = []
         leaves: list[bytes] = []
         outcomes: list[EventOutcome] = []
+        identities, sources = self._identities(batch)
         sequence = first
-        for (position, event), key in zip(batch, keys, strict=True):
-            customer, event_id, body = event.customer, event.id, event.body
-            source = event_source(body) if self._by_source else ""
-            identity = self._identity(customer, event_id, source)
+        for number, ((position, event), key) in enumerate(zip(batch, keys, strict=True)):
             if key in index or key in staged:
-                found = self._find(key, identity, staged, rows, first)
+                found = self._find(key, identities[number], staged, rows, first)
                 if found is not None:
-                    status: Status = "duplicate" if same_event(found[1], body) else "conflict"
-                    outcomes.append(EventOutcome(position, status, event_id, found[0]))
+                    outcomes.append(replay_outcome(position, event.id, event.body, found))
                     continue
                 self._remember(staged, key, sequence)
             else:
                 staged[key] = sequence
-            digest = sha256(_LEAF_PREFIX + body).digest()
+            digest = sha256(_LEAF_PREFIX + event.body).digest()
             leaves.append(digest)
             row = event_row(sequence, event, ingested_at_us, digest)
-            rows.append((*row, source) if self._by_source else row)
-            outcomes.append(EventOutcome(position, "accepted", event_id, sequence))
+            rows.append(row if sources is None else (*row, sources[number]))
+            outcomes.append(EventOutcome(position, "accepted", event.id, sequence))
             sequence += 1
         return _Staged(rows, leaves, outcomes, staged, sequence, False)
 
@@ -451,5 +370,4 @@ class SqliteStore(SqlLedgerReads):
 
     def close(self) -> None:
         self._checkpointer.stop()
-        self._connection.close()
-        self._readers.close()
+        super().close()
