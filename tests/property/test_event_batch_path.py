@@ -18,8 +18,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from meterline.api.bodies import parse_body, prepare_body
+from meterline.core.chain import event_hash
 from meterline.core.events import decode_exact, prepare_event_checked, prepare_plain_batch
-from meterline.core.limits import DEFAULT_LIMITS
+from meterline.core.limits import DEFAULT_LIMITS, IngestLimits
 from meterline.ledger.event_ledger import Ledger
 from tests.conftest import FIXED_NOW_US
 from tests.property.event_strategies import nested_values, tricky_numbers, tricky_texts
@@ -56,10 +57,12 @@ def to_json(value: Any) -> str:
     raise NotJson(value)
 
 
-def specification(body: bytes, only_customer: str | None = None) -> object:
+def specification(
+    body: bytes, only_customer: str | None = None, limits: IngestLimits = DEFAULT_LIMITS
+) -> object:
     """The answer of the generic path with ``prepare_event_checked`` per event (or the
     error refusing the body whole)."""
-    ledger = Ledger(store=None, clock=lambda: FIXED_NOW_US)  # type: ignore[arg-type]
+    ledger = Ledger(store=None, clock=lambda: FIXED_NOW_US, limits=limits)  # type: ignore[arg-type]
     try:
         events = parse_body("application/json", {}, body).events
         return ledger.prepare_batch(events, prepare_event_checked, only_customer)
@@ -67,8 +70,10 @@ def specification(body: bytes, only_customer: str | None = None) -> object:
         return (type(error), str(error))
 
 
-def compiled(body: bytes, only_customer: str | None = None) -> object:
-    ledger = Ledger(store=None, clock=lambda: FIXED_NOW_US)  # type: ignore[arg-type]
+def compiled(
+    body: bytes, only_customer: str | None = None, limits: IngestLimits = DEFAULT_LIMITS
+) -> object:
+    ledger = Ledger(store=None, clock=lambda: FIXED_NOW_US, limits=limits)  # type: ignore[arg-type]
     try:
         return prepare_body(ledger, "application/json", {}, body, only_customer)
     except Exception as error:
@@ -141,6 +146,8 @@ plain_values = st.one_of(
     plain_texts,
     st.integers(min_value=-(10**18) + 1, max_value=10**18 - 1),
     st.decimals(-(10**12), 10**12, allow_nan=False, allow_infinity=False, places=4),
+    st.booleans(),
+    st.none(),
 )
 
 
@@ -185,7 +192,38 @@ def test_compiled_batch_path_answers_as_the_specification(
         text = to_json([])
     body = text.encode()
     only_customer = data.draw(st.sampled_from([None, "acme"]))
-    assert compiled(body, only_customer) == specification(body, only_customer)
+    answer = compiled(body, only_customer)
+    expected = specification(body, only_customer)
+    assert answer == expected
+    if type(answer) is tuple and type(answer[0]) is list:  # the same bytes, so the same hashes
+        assert [event_hash(event.body) for _, event in answer[0]] == [
+            event_hash(event.body)
+            for _, event in expected[0]  # type: ignore[index]
+        ]
+
+
+limit_sets = st.sampled_from(
+    [
+        IngestLimits(number_integer_digits_max=3, number_decimal_places_max=2),
+        IngestLimits(id_length_max=4, customer_length_max=5, type_length_max=6),
+        IngestLimits(event_bytes_max=200, future_skew_us=0),
+        IngestLimits(number_integer_digits_max=19),  # past an int64: bounds checked in Python
+        IngestLimits(number_integer_digits_max=30),
+    ]
+)
+
+
+@settings(max_examples=500, deadline=None)
+@given(events=batches, limits=limit_sets)
+def test_compiled_batch_path_answers_as_the_specification_under_any_limits(
+    events: list[Any], limits: IngestLimits
+) -> None:
+    """The compiled checks (text lengths, integer bounds) read the limits given."""
+    try:
+        body = to_json(events).encode()
+    except NotJson:
+        return
+    assert compiled(body, None, limits) == specification(body, None, limits)
 
 
 @settings(max_examples=500, deadline=None)
@@ -201,6 +239,31 @@ def test_plain_batch_is_each_event_as_specified_or_none(events: list[Any]) -> No
     if prepared is not None:
         expected = [prepare_event_checked(raw, FIXED_NOW_US) for raw in decode_exact(body)]
         assert prepared == expected
+
+
+@pytest.mark.parametrize(
+    "properties",
+    [
+        '{"model":"gpt-4o","tokens":500,"cached":true,"region":null}',
+        '{"tokens":999999999999999999,"low":-999999999999999999}',
+        '{"price":0.10,"tokens":5}',
+        '{"nested":{"a":[1,2]}}',
+        "{}",
+    ],
+)
+def test_plain_batch_decides_flat_and_other_properties(properties: str) -> None:
+    """Flat properties (checked while decoding) and decimals or nested values (checked
+    over the columns) are both decided on the batch path, as specified."""
+    body = (
+        '[{"id":"e-1","customer":"acme","type":"t","timestamp":"2026-11-01T00:00:00Z",'
+        f'"properties":{properties}}}]'
+    ).encode()
+    prepared = prepare_plain_batch(body, FIXED_NOW_US)
+    if "nested" in properties:  # not a plain value: the specification answers
+        assert prepared is None
+    else:
+        assert prepared is not None
+        assert prepared == [prepare_event_checked(raw, FIXED_NOW_US) for raw in decode_exact(body)]
 
 
 def test_plain_batch_takes_the_common_batch() -> None:
