@@ -28,12 +28,8 @@ import msgspec
 
 from meterline.bench.scale_load import floor_bodies
 from meterline.clock import system_clock_us
-from meterline.core.events import (
-    decode_exact,
-    prepare_event,
-    prepare_event_checked,
-    prepare_plain_batch,
-)
+from meterline.core.event_batches import prepare_plain_batch
+from meterline.core.events import decode_exact, prepare_event, prepare_event_checked
 
 BATCH = 1_000
 """Events per body, as the load generators post them."""

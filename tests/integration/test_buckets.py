@@ -19,7 +19,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from meterline.billing import buckets
+from meterline.billing import bucket_keeper, buckets
 from meterline.billing.context import BillingContext, cost_meters
 from meterline.billing.scan import RatingJob, run_jobs
 from meterline.billing.service import Billing, open_billing
@@ -572,7 +572,7 @@ def test_a_keeper_waits_for_appends_to_pause(
     with kept(new_db()) as billing:
         context = billing.context
         clock = Seconds()
-        keeper = buckets.BucketKeeper(context, idle_s=0.2, backlog_max=1_000, clock=clock)
+        keeper = bucket_keeper.BucketKeeper(context, idle_s=0.2, backlog_max=1_000, clock=clock)
         stream = late_stream()
         assert billing.ledger.ingest(stream[:10]).accepted == 10
         assert keeper.look() == pytest.approx(0.2)  # the ledger just moved
@@ -588,7 +588,7 @@ def test_a_keeper_waits_for_appends_to_pause(
         while keeper.look() == 0:
             pass
         assert keeper.folded == len(stream)
-        assert keeper.look() == buckets.CATCH_UP_INTERVAL_S  # nothing behind
+        assert keeper.look() == bucket_keeper.CATCH_UP_INTERVAL_S  # nothing behind
         assert_equal_to_rerating(billing, len(stream))
 
 
@@ -600,7 +600,7 @@ def test_a_keeper_folds_a_backlog_past_its_bound_while_appends_go_on(
     monkeypatch.setattr(buckets, "CATCH_UP_BATCH_ROWS", 7)
     with kept(new_db()) as billing:
         context = billing.context
-        keeper = buckets.BucketKeeper(context, idle_s=60, backlog_max=10, clock=Seconds())
+        keeper = bucket_keeper.BucketKeeper(context, idle_s=60, backlog_max=10, clock=Seconds())
         stream = late_stream()
         assert billing.ledger.ingest(stream[:10]).accepted == 10
         assert keeper.look() == pytest.approx(60) and keeper.folded == 0  # at the bound

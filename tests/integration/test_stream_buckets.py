@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from meterline.billing import buckets
+from meterline.billing import bucket_keeper, buckets
 from meterline.billing.service import open_billing
 from meterline.clock import system_clock_us
 from meterline.ledger import bucket_records
@@ -76,7 +76,7 @@ def test_a_keeper_folds_a_workers_commits_into_buckets(
         billing.apply(PRICING)
         store = billing.ledger.store
         context = billing.context
-        keeper = buckets.BucketKeeper(context, interval_s=60)  # only nudges wake it
+        keeper = bucket_keeper.BucketKeeper(context, interval_s=60)  # only nudges wake it
         keeper.start()
 
         def committed(*_: Any) -> None:

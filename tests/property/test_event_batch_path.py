@@ -1,5 +1,5 @@
 """The compiled batch path (``api.bodies.prepare_body`` -> ``Ledger.prepare_plain`` ->
-``core.events.prepare_plain_batch``) answers exactly what the specification does: a JSON
+``core.event_batches.prepare_plain_batch``) answers exactly what the specification does: a JSON
 body decoded generically and every event prepared by ``prepare_event_checked``. Checked
 over generated JSON text (valid events, invalid ones, odd numbers, lone surrogates, NUL,
 long strings, nested properties, offsets, future timestamps) and a few hand-written bodies
@@ -19,7 +19,8 @@ from hypothesis import strategies as st
 
 from meterline.api.bodies import parse_body, prepare_body
 from meterline.core.chain import event_hash
-from meterline.core.events import decode_exact, prepare_event_checked, prepare_plain_batch
+from meterline.core.event_batches import prepare_plain_batch
+from meterline.core.events import decode_exact, prepare_event_checked
 from meterline.core.limits import DEFAULT_LIMITS, IngestLimits
 from meterline.ledger.event_ledger import Ledger
 from tests.conftest import FIXED_NOW_US

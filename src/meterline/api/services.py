@@ -25,7 +25,8 @@ from functools import partial
 from typing import TypedDict, Unpack
 
 from meterline.api.stream_front import StreamFront
-from meterline.billing.buckets import BucketKeeper, keep_buckets_if_wanted, start_keeper
+from meterline.billing.bucket_keeper import BucketKeeper, start_keeper
+from meterline.billing.buckets import keep_buckets_if_wanted
 from meterline.billing.line_cache import LineSequences
 from meterline.billing.service import Billing
 from meterline.billing.unbillable import publish_unbillable

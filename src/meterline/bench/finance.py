@@ -34,12 +34,8 @@ from typing import Any
 
 from meterline.bench.close import MONTH_END_US, close_events, close_pricing, customer_name
 from meterline.bench.quantiles import percentile
-from meterline.billing.buckets import (
-    KEEPER_BACKLOG_MAX_EVENTS,
-    KEEPER_IDLE_S,
-    keep_buckets,
-    start_keeper,
-)
+from meterline.billing.bucket_keeper import KEEPER_BACKLOG_MAX_EVENTS, KEEPER_IDLE_S, start_keeper
+from meterline.billing.buckets import keep_buckets
 from meterline.billing.service import Billing, open_billing
 from meterline.core.events import timestamp_to_us
 from meterline.ledger import bucket_records

@@ -25,6 +25,7 @@ __all__ = [
     "documents",
     "economics",
     "errors",
+    "event_batches",
     "events",
     "exchange",
     "experiments",

@@ -1,10 +1,10 @@
 """The batch path of decoded native events: a whole list of Python dicts checked at once.
 
 Owns ``prepare_dict_batch``, what ``Ledger.ingest`` of Python dicts runs. One
-``msgspec.convert`` of the list into ``core.events.plain_event_type`` Structs checks in C
+``msgspec.convert`` of the list into ``core.event_batches.plain_event_type`` Structs checks in C
 what it can (exactly the native fields, the texts' types and lengths, the timestamps
 parsed; the properties are taken as they are, uncopied); every check left is then made
-once over a column of the whole batch (``core.events.prepare_plain_structs``, which the
+once over a column of the whole batch (``core.event_batches.prepare_plain_structs``, which the
 JSON batch path shares) instead of once per event in Python. It answers only when every
 event of the batch is plainly valid. Any other batch is prepared event by event by
 ``core.events.prepare_event``, whose own fast path hands whatever it is not sure of to
@@ -20,13 +20,8 @@ from typing import Any
 
 import msgspec
 
-from meterline.core.events import (
-    FieldError,
-    PreparedEvent,
-    plain_event_type,
-    prepare_event,
-    prepare_plain_structs,
-)
+from meterline.core.event_batches import plain_event_type, prepare_plain_structs
+from meterline.core.events import FieldError, PreparedEvent, prepare_event
 from meterline.core.limits import DEFAULT_LIMITS, IngestLimits
 
 _ONLY_DICTS = {dict}

@@ -14,6 +14,7 @@ from meterline.core.model import Price
 from meterline.core.money import MONEY_CONTEXT
 from meterline.core.pricing import (
     after_allowance,
+    bounded,
     graduated,
     matrix_unit_amount,
     package,
@@ -135,3 +136,17 @@ def free_allowance(
     if left == 0:
         return ZERO, False
     return min(amount, left), amount < left
+
+
+def amount_so_far(amount: Decimal, price: Price, last: bool, semantics: Semantics) -> Decimal:
+    """A line's cumulative amount as a window charges it: in the segment's last window,
+    held within the price's minimum and maximum; before it, capped at the maximum when
+    ``line_maximum`` is ``every_window``, and nothing at all for a ``volume`` price when
+    ``volume_billing`` is ``close``."""
+    if last:
+        return bounded(amount, price.minimum, price.maximum)
+    if price.model == "volume" and semantics.volume_billing == "close":
+        return ZERO
+    if semantics.line_maximum == "every_window":
+        return bounded(amount, None, price.maximum)
+    return amount

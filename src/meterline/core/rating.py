@@ -28,6 +28,7 @@ from meterline.core.credit_records import Charge
 from meterline.core.events import format_timestamp
 from meterline.core.line_pricing import (
     RatingError,
+    amount_so_far,
     percentage_amount,
     percentage_fee,
     price_for,
@@ -529,7 +530,7 @@ def window_charges(rater: Rater, currency: str, configuration: Configuration) ->
     made with ``cuts``. The charges of a line add up to its ``lines()`` amount (before
     the discount). The configuration's ``semantics`` may cap every window's cumulative
     amount at the maximum (``line_maximum``) and hold a volume line's charge to the last
-    window (``volume_billing``): see ``_so_far``."""
+    window (``volume_billing``): see ``line_pricing.amount_so_far``."""
     if rater.cuts is None:
         raise ValueError("window_charges needs a rater made with cuts")
     if not rater.segments:
@@ -574,7 +575,7 @@ def window_charges(rater: Rater, currency: str, configuration: Configuration) ->
                     amount = percentage_amount(fees, bases, semantics)
                 else:
                     amount = price_quantity(price, cumulative.quantity(), state.group)
-                amount = _so_far(amount, price, position == last, semantics)
+                amount = amount_so_far(amount, price, position == last, semantics)
                 delta = amount - previous
                 previous = amount
                 if discount:
@@ -594,17 +595,3 @@ def window_charges(rater: Rater, currency: str, configuration: Configuration) ->
                 )
             )
     return result
-
-
-def _so_far(amount: Decimal, price: Price, last: bool, semantics: Semantics) -> Decimal:
-    """A line's cumulative amount as a window charges it: in the segment's last window,
-    held within the price's minimum and maximum; before it, capped at the maximum when
-    ``line_maximum`` is ``every_window``, and nothing at all for a ``volume`` price when
-    ``volume_billing`` is ``close``."""
-    if last:
-        return bounded(amount, price.minimum, price.maximum)
-    if price.model == "volume" and semantics.volume_billing == "close":
-        return ZERO
-    if semantics.line_maximum == "every_window":
-        return bounded(amount, None, price.maximum)
-    return amount

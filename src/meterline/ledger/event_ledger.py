@@ -18,7 +18,8 @@ from meterline.core.chain import ChainReport, StoredRecord, verify_chains
 from meterline.core.checkpoint_note import PartitionHead
 from meterline.core.cloudevents import prepare_cloudevent
 from meterline.core.dict_batches import prepare_dict_batch
-from meterline.core.events import FieldError, PreparedEvent, prepare_event, prepare_plain_batch
+from meterline.core.event_batches import prepare_plain_batch
+from meterline.core.events import FieldError, PreparedEvent, prepare_event
 from meterline.core.limits import DEFAULT_LIMITS, IngestLimits
 from meterline.core.outcomes import BatchOutcome, EventOutcome
 from meterline.errors import BatchTooLarge
@@ -147,7 +148,7 @@ class Ledger:
         self, body: bytes, only_customer: str | None = None
     ) -> tuple[list[tuple[int, PreparedEvent]], list[EventOutcome], int] | None:
         """``prepare_batch`` of the native events in the JSON text ``body`` on the compiled
-        batch path (``core.events.prepare_plain_batch``): the same answer when every event
+        batch path (``core.event_batches.prepare_plain_batch``): the same answer when every event
         is plainly valid and ``only_customer``'s (or there is none) and the batch is
         within its limit; None otherwise, and the caller decodes ``body`` and calls
         ``prepare_batch``, which answers every case."""

@@ -37,7 +37,8 @@ import nats.errors
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 
-from meterline.billing.buckets import keep_buckets_if_wanted, start_keeper
+from meterline.billing.bucket_keeper import start_keeper
+from meterline.billing.buckets import keep_buckets_if_wanted
 from meterline.billing.service import Billing
 from meterline.clock import Clock, system_clock_us
 from meterline.core.control_policies import Block
