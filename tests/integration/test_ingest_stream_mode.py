@@ -23,9 +23,8 @@ from meterline.stream.settings import StreamSettings
 from tests.integration.test_otlp_ingest import genai_spans, status_of
 from tests.integration.test_stream import (
     delete_stream_and_bucket,
-    require_local_nats,
+    own_stream,
     stream_messages,
-    unique_settings,
 )
 
 FIXTURES = Path(__file__).parent.parent / "fixtures" / "openmeter_requests.json"
@@ -34,10 +33,8 @@ FIXTURES = Path(__file__).parent.parent / "fixtures" / "openmeter_requests.json"
 @pytest.fixture
 def settings() -> Iterator[StreamSettings]:
     """A stream, subjects and bucket of this test's own on the shared server."""
-    require_local_nats()
-    made = unique_settings()
-    yield made
-    asyncio.run(delete_stream_and_bucket(made))
+    with own_stream() as made:
+        yield made
 
 
 def test_spans_and_openmeter_events_are_published_in_stream_mode(

@@ -197,6 +197,18 @@ def unique_settings(servers: str = LOCAL_NATS, **options: Any) -> StreamSettings
     )
 
 
+@contextlib.contextmanager
+def own_stream(**options: Any) -> Iterator[StreamSettings]:
+    """A stream, subjects and bucket of the caller's own on the shared server (which must
+    answer), deleted afterwards."""
+    require_local_nats()
+    made = unique_settings(**options)
+    try:
+        yield made
+    finally:
+        asyncio.run(delete_stream_and_bucket(made))
+
+
 @pytest.fixture
 def make_settings() -> Iterator[Callable[..., StreamSettings]]:
     """Unique stream, subjects and bucket on the shared server; deleted afterwards."""

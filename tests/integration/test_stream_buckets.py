@@ -22,12 +22,10 @@ from tests.conftest import FIXED_NOW_US
 from tests.integration.test_stream import (
     CUSTOMERS,
     PARTITIONS,
-    delete_stream_and_bucket,
     eventually,
     make_batch,
-    require_local_nats,
+    own_stream,
     run_worker_until,
-    unique_settings,
 )
 
 
@@ -59,10 +57,8 @@ contracts:
 @pytest.fixture
 def settings() -> Iterator[StreamSettings]:
     """A unique stream on the shared NATS server, deleted afterwards."""
-    require_local_nats()
-    made = unique_settings()
-    yield made
-    asyncio.run(delete_stream_and_bucket(made))
+    with own_stream() as made:
+        yield made
 
 
 def test_a_keeper_folds_a_workers_commits_into_buckets(
