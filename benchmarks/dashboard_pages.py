@@ -2,7 +2,10 @@
 serve`.
 
 Usage: python benchmarks/dashboard_pages.py --db PATH [--warm 10] [--after-event 5]
-Serves a copy of ``--db`` (a demo ledger: ``meterline demo --no-serve``) on a free port,
+       [--customer acme-copilot] [--page PATH ...]
+Serves a copy of ``--db`` (a demo ledger: ``meterline demo --no-serve``; or the ledger
+``meterline bench finance --keep-db PATH`` keeps, with ``--customer customer-00000`` and
+its pages given by ``--page``) on a free port,
 signs in with a read key, and times each page: its first load after the server starts,
 the p50/p95 of ``--warm`` loads that follow (the dashboard's cached figures), and the
 p50/max of ``--after-event`` loads each right after one new event is ingested (the ledger
@@ -74,7 +77,15 @@ def _timed(client: httpx.Client, page: str) -> float:
     return elapsed
 
 
-def measure(base: str, read: str, ingest: str, warm: int, after_event: int) -> dict[str, Any]:
+def measure(
+    base: str,
+    read: str,
+    ingest: str,
+    warm: int,
+    after_event: int,
+    pages: tuple[str, ...] = PAGES,
+    customer: str = "acme-copilot",
+) -> dict[str, Any]:
     figures: dict[str, Any] = {}
     with httpx.Client(base_url=base, timeout=600) as client:
         signed_in = client.post(
@@ -82,20 +93,20 @@ def measure(base: str, read: str, ingest: str, warm: int, after_event: int) -> d
         )
         if signed_in.status_code not in (302, 303):
             raise SystemExit(f"sign-in refused: {signed_in.status_code}")
-        for page in PAGES:
+        for page in pages:
             first = _timed(client, page)
             figures[page] = {
                 "first_ms": round(first * 1000, 1),
                 "warm_ms": _milliseconds([_timed(client, page) for _ in range(warm)]),
             }
         now = datetime.now(UTC)
-        for page in PAGES:
+        for page in pages:
             times = []
             for index in range(after_event):
                 stamp = (now - timedelta(seconds=60 - index)).isoformat().replace("+00:00", "Z")
                 event = {
                     "id": f"bench-{time.time_ns()}",
-                    "customer": "acme-copilot",
+                    "customer": customer,
                     "type": "llm.completion",
                     "timestamp": stamp,
                     "properties": {"model": "gpt-4o", "input_tokens": 100, "output_tokens": 10},
@@ -113,6 +124,8 @@ def main() -> None:
     parser.add_argument("--db", type=Path, required=True)
     parser.add_argument("--warm", type=int, default=10)
     parser.add_argument("--after-event", type=int, default=5)
+    parser.add_argument("--customer", default="acme-copilot", help="whose new events are sent")
+    parser.add_argument("--page", action="append", help="a page to time (default: the demo's)")
     arguments = parser.parse_args()
     with tempfile.TemporaryDirectory() as directory:
         db = Path(directory) / "dashboard.db"
@@ -134,7 +147,15 @@ def main() -> None:
                     if time.monotonic() > deadline:
                         raise
                     time.sleep(0.5)
-            figures = measure(base, read, ingest, arguments.warm, arguments.after_event)
+            figures = measure(
+                base,
+                read,
+                ingest,
+                arguments.warm,
+                arguments.after_event,
+                tuple(arguments.page or PAGES),
+                arguments.customer,
+            )
         finally:
             server.terminate()
             server.wait(timeout=30)

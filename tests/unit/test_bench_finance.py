@@ -44,3 +44,29 @@ def test_buckets_are_kept_unless_turned_off() -> None:
     assert not any(
         buckets_wanted({"METERLINE_BUCKETS": off}) for off in ("off", "0", "FALSE", " no ")
     )
+
+
+def test_bench_finance_skips_the_baseline_and_keeps_the_ledger(tmp_path) -> None:
+    """``--baseline-repeats 0`` times no re-rated read; ``--keep-db`` keeps the ledger with
+    buckets, which holds every event and a current watermark."""
+    import sqlite3
+
+    kept = tmp_path / "kept.db"
+    arguments = ["bench", "finance", "--events", "300", "--customers", "2", "--repeats", "1"]
+    result = CliRunner().invoke(
+        app, [*arguments, "--baseline-repeats", "0", "--keep-db", str(kept), "--json"]
+    )
+    assert result.exit_code == 0, result.output
+    figures = json.loads(result.stdout)
+    assert "economics_rerated_p95_ms" not in figures
+    assert figures["economics_by_customer_model_p95_ms"] > 0
+    with sqlite3.connect(kept) as connection:
+        assert connection.execute("SELECT count(*) FROM events").fetchone() == (300,)
+        assert connection.execute("SELECT count(*) FROM usage_buckets").fetchone()[0] > 0
+
+
+def test_bench_finance_refuses_a_negative_baseline() -> None:
+    arguments = ["bench", "finance", "--events", "10", "--baseline-repeats", "-1"]
+    result = CliRunner().invoke(app, arguments)
+    assert result.exit_code == 2
+    assert "baseline_repeats must not be negative" in result.output

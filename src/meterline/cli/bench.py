@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -66,15 +67,34 @@ def bench_finance(
     events: Annotated[int, typer.Option("--events", help="Events in the month.")] = 20_000,
     customers: Annotated[int, typer.Option("--customers", help="Customers.")] = 20,
     repeats: Annotated[int, typer.Option("--repeats", help="Times each read is timed.")] = 5,
+    baseline_repeats: Annotated[
+        int | None,
+        typer.Option(
+            "--baseline-repeats",
+            help="Times each re-rated baseline read is timed (default: --repeats; 0 skips).",
+        ),
+    ] = None,
+    keep_db: Annotated[
+        Path | None,
+        typer.Option("--keep-db", help="Keep a copy of the ledger with buckets at this path."),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
     """Measure finance reads from rated-usage buckets (p95), ingest with and without
     keeping them, and audit throughput."""
     from meterline.bench.finance import run_finance_benchmark
 
-    result = run_finance_benchmark(
-        events, customers, repeats, progress=None if as_json else console
-    )
+    try:
+        result = run_finance_benchmark(
+            events,
+            customers,
+            repeats,
+            progress=None if as_json else console,
+            baseline_repeats=baseline_repeats,
+            keep_db=keep_db,
+        )
+    except ValueError as error:
+        raise fail(str(error), highlight=False) from None
     _print_figures(result, as_json, 36)
 
 
