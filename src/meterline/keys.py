@@ -18,6 +18,7 @@ principal has ``key_id`` ``user:<name>``, so a key and a user are never the same
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import secrets
@@ -157,7 +158,12 @@ def hash_password(password: str, salt: bytes | None = None) -> str:
     return f"scrypt${_SCRYPT_N}${_SCRYPT_R}${_SCRYPT_P}${salt.hex()}${digest.hex()}"
 
 
-_UNKNOWN_USER_HASH = hash_password("meterline: no such user", b"\0" * _SALT_BYTES)
+@functools.cache
+def _unknown_user_hash() -> str:
+    """What a name no user has is checked against (the same scrypt work as a real one, so
+    the answer's time does not tell which names exist): made on first use, not at import
+    (it costs ~80 ms, which every command would pay)."""
+    return hash_password("meterline: no such user", b"\0" * _SALT_BYTES)
 
 
 def password_matches(password: str, stored: str) -> bool:
@@ -218,7 +224,7 @@ def authenticate_user(store: UserStore, name: str, password: str) -> Principal:
     the same answer, after the same work, either way)."""
     stored = store.get_user(name) if len(name) <= USER_NAME_LENGTH_MAX else None
     matches = password_matches(
-        password[:PASSWORD_LENGTH_MAX], stored[0] if stored else _UNKNOWN_USER_HASH
+        password[:PASSWORD_LENGTH_MAX], stored[0] if stored else _unknown_user_hash()
     )
     if stored is None or not matches:
         raise AuthError("invalid user name or password")
