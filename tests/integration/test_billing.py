@@ -19,7 +19,7 @@ from meterline.core.events import decode_exact, timestamp_to_us
 from meterline.core.invoicing import line_sum
 from meterline.core.lineage import verify_proof
 from meterline.demo.workload import generate_month
-from meterline.ledger.database import IntegrityErrors
+from meterline.ledger.database import integrity_errors
 from meterline.ledger.location import is_postgres
 from tests.conftest import Location
 from tests.stores import rows, tamper
@@ -238,7 +238,7 @@ def test_audit_fails_when_an_invoice_is_rewritten(billing: Billing) -> None:
 def test_billing_records_are_append_only(billing: Billing) -> None:
     billing.close(at(2026, 11, 2))
     for statement in ("UPDATE invoices SET customer = 'x'", "DELETE FROM configuration_revisions"):
-        with pytest.raises(IntegrityErrors, match="append-only"):
+        with pytest.raises(integrity_errors(), match="append-only"):
             rows(billing.store.path, statement)
 
 

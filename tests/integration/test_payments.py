@@ -294,7 +294,7 @@ def test_the_payment_routes_with_scoped_keys(billing: Billing) -> None:
 
 
 def test_payment_records_are_append_only(billing: Billing) -> None:
-    from meterline.ledger.database import DatabaseErrors, open_connection
+    from meterline.ledger.database import database_errors, open_connection
     from meterline.ledger.integrity import APPEND_ONLY_TABLES
 
     assert "payment_records" in APPEND_ONLY_TABLES  # verify and audit check its triggers
@@ -306,7 +306,7 @@ def test_payment_records_are_append_only(billing: Billing) -> None:
             "UPDATE payment_records SET amount = '100'",
             "DELETE FROM payment_records",
         ):
-            with pytest.raises(DatabaseErrors, match="append-only"):
+            with pytest.raises(database_errors(), match="append-only"):
                 connection.execute(statement)
             if getattr(connection, "in_transaction", False):
                 connection.execute("ROLLBACK")

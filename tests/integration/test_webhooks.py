@@ -31,7 +31,7 @@ from meterline.api.failures import meterline_error
 from meterline.cli.webhooks import webhooks_app
 from meterline.errors import MeterlineError
 from meterline.keys import Principal
-from meterline.ledger.database import DatabaseErrors
+from meterline.ledger.database import database_errors
 from meterline.ledger.event_ledger import open_store
 from meterline.ledger.webhook_records import WebhookStore
 from meterline.live.webhook_service import (
@@ -405,9 +405,9 @@ def test_the_attempt_log_is_append_only(
     webhooks.subscribe(closed_url(), ["*"])
     webhooks.publish("balance.low", {}, "evt-1")
     webhooks.deliver_due(client=client)
-    with pytest.raises(DatabaseErrors, match="append-only"):
+    with pytest.raises(database_errors(), match="append-only"):
         rows(store.path, "UPDATE webhook_attempts SET status_code = 200")
-    with pytest.raises(DatabaseErrors, match="append-only"):
+    with pytest.raises(database_errors(), match="append-only"):
         rows(store.path, "DELETE FROM webhook_attempts")
     assert len(rows(store.path, "SELECT * FROM webhook_attempts")) == 1
 

@@ -13,7 +13,7 @@ import pytest
 
 from meterline import BatchTooLarge, EventQuery, IngestLimits, Ledger
 from meterline.errors import StoreError
-from meterline.ledger.database import IntegrityErrors
+from meterline.ledger.database import integrity_errors
 from meterline.ledger.event_ledger import open_store
 from meterline.ledger.location import is_postgres
 from meterline.ledger.sqlite import SqliteStore
@@ -303,7 +303,7 @@ def test_events_cannot_be_updated_or_deleted(ledger: Ledger) -> None:
         "DELETE FROM batches",
         "UPDATE batches SET root = root",
     ):
-        with pytest.raises(IntegrityErrors, match="append-only"):
+        with pytest.raises(integrity_errors(), match="append-only"):
             rows(ledger.store.path, statement)
     assert ledger.verify().intact
 

@@ -42,8 +42,31 @@ def test_importing_the_sdk_loads_no_server_package() -> None:
 
 
 def test_the_root_package_loads_the_ledger_only_when_asked() -> None:
+    assert "meterline" in _top_level_modules_after("import meterline")
     assert "psycopg" not in _top_level_modules_after("import meterline")
-    assert "psycopg" in _top_level_modules_after("from meterline import Ledger")
+    loaded = _top_level_modules_after("from meterline import Ledger")
+    assert "meterline" in loaded
+    assert "psycopg" not in loaded  # the driver loads when a PostgreSQL ledger is opened
+
+
+def test_a_command_on_a_sqlite_ledger_loads_no_server_package(tmp_path) -> None:
+    """``meterline keys list`` on a SQLite file (a simple command) starts without the
+    PostgreSQL driver, DuckDB, the web framework, NATS or Jinja2: what it does not need."""
+    db = tmp_path / "ledger.db"
+    statement = (
+        "import sys\n"
+        "from typer.testing import CliRunner\n"
+        "from meterline.cli.app import app\n"
+        f"create = ['keys', 'create', '--scope', 'read', '--db', {str(db)!r}]\n"
+        "result = CliRunner().invoke(app, create)\n"
+        "assert result.exit_code == 0, result.output\n"
+        f"result = CliRunner().invoke(app, ['keys', 'list', '--db', {str(db)!r}])\n"
+        "assert result.exit_code == 0 and 'read' in result.output, result.output"
+    )
+    loaded = _top_level_modules_after(statement)
+    assert "meterline" in loaded and "typer" in loaded
+    unneeded = {"psycopg", "duckdb", "fastapi", "starlette", "nats", "uvicorn", "jinja2"}
+    assert loaded.isdisjoint(unneeded), sorted(loaded & unneeded)
 
 
 def test_the_sdk_exports_its_client_gate_and_webhook_verification() -> None:

@@ -43,7 +43,7 @@ from meterline.core.events import event_document, format_timestamp
 from meterline.core.limits import IngestLimits
 from meterline.core.outcomes import BatchOutcome
 from meterline.errors import BatchTooLarge
-from meterline.ledger.database import DatabaseErrors
+from meterline.ledger.database import database_errors
 from meterline.ledger.event_ledger import Ledger
 from meterline.ledger.store import PAGE_EVENTS_MAX, SEQUENCE_MAX, EventQuery, StoredEvent
 from meterline.stream.errors import IngestLagging, StreamUnavailable
@@ -127,7 +127,7 @@ def _firing_counts(service: Billing) -> list[tuple[str, str, int]]:
     """Control firings per kind and level, from the records every process shares."""
     try:
         return service.control_firing_counts()
-    except DatabaseErrors:
+    except database_errors():
         return []  # no live engine ever created the control tables
 
 

@@ -35,7 +35,7 @@ from meterline.core.invoicing import invoice_bytes
 from meterline.core.model import segments
 from meterline.core.periods import BillingPeriod
 from meterline.ledger.billing_records import StoredInvoice, revision_problems
-from meterline.ledger.database import DatabaseErrors
+from meterline.ledger.database import database_errors
 from meterline.ledger.integrity import ledger_findings
 from meterline.ledger.location import describe
 
@@ -117,7 +117,7 @@ def audit(context: BillingContext, triggers: bool = True) -> AuditReport:
     report = AuditReport()
     try:
         audit_into(context, report, triggers)
-    except DatabaseErrors as error:
+    except database_errors() as error:
         report.findings.append(
             Finding(
                 "store",
@@ -180,7 +180,7 @@ def audit_invoice(context: BillingContext, stored: StoredInvoice) -> list[Findin
                 line, difference = audit_off_cycle(context, stored, document)
             else:
                 line, difference = rederive(context, stored, document)
-        except DatabaseErrors:
+        except database_errors():
             raise
         except Exception as error:  # a proof tool reports what it cannot re-derive
             difference = f"cannot be re-derived from the ledger ({describe_error(error)})"

@@ -34,7 +34,6 @@ from datetime import date
 from typing import Any
 
 import msgspec
-import psycopg
 
 from meterline.billing import revisions
 from meterline.billing.context import BillingContext, Loaded, billing_cycle, cost_meters
@@ -64,7 +63,12 @@ from meterline.core.periods import BillingPeriod, local_date, period_containing
 from meterline.core.rating import Rater
 from meterline.ledger import bucket_records
 from meterline.ledger.bucket_records import DAYS, HOURS, AppendedEvent, Watermark
-from meterline.ledger.database import Connection, read_snapshot, write_transaction
+from meterline.ledger.database import (
+    Connection,
+    database_errors,
+    read_snapshot,
+    write_transaction,
+)
 from meterline.ledger.event_reads import scan_rows
 
 __all__ = [
@@ -97,9 +101,12 @@ now (the other catch-up is folding the same events; the next read or tick goes o
 
 _FAR_FUTURE_US = 2**62
 
-STORE_ERRORS = (sqlite3.Error, psycopg.Error)
-"""Errors of the store itself, which a catch-up passes on (the buckets stay as they were)
-rather than take for a fold that cannot be done."""
+
+def store_errors() -> tuple[type[Exception], ...]:
+    """Errors of the store itself, which a catch-up passes on (the buckets stay as they
+    were) rather than take for a fold that cannot be done."""
+    return (sqlite3.Error, *database_errors())
+
 
 BUCKETS_SETTING = "METERLINE_BUCKETS"
 """Set to ``off`` to keep no rated-usage buckets in the processes that open billing (the
@@ -276,7 +283,7 @@ def catch_up(
         events = list(_events(connection, through, since.through))
         try:
             rows = folded_rows(connection, chosen, events)
-        except STORE_ERRORS:
+        except store_errors():
             raise  # the store is busy or gone: the buckets are as they were; try again later
         except Exception:
             # A projection never stops anything: its buckets go, and a build starts over.

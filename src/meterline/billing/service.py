@@ -83,7 +83,7 @@ from meterline.ledger.billing_records import (
     StoredInvoice,
 )
 from meterline.ledger.event_ledger import Ledger
-from meterline.ledger.integrity import OpenErrors, inspect_store, unreadable
+from meterline.ledger.integrity import inspect_store, open_errors, unreadable
 from meterline.ledger.opened_on_use import OpenedOnUse
 from meterline.ledger.payment_records import PaymentStore
 from meterline.ledger.workspace_records import WorkspaceStore
@@ -404,7 +404,7 @@ def audit_ledger(location: str | Path, clock: Clock = system_clock_us) -> AuditR
     try:
         with open_billing(location, clock, create=False) as billing:
             report = billing.audit(triggers=False)
-    except OpenErrors as error:
+    except open_errors() as error:
         return AuditReport(chain_intact=False, findings=[*found, unreadable(location, error)])
     report.findings[:0] = found
     return report

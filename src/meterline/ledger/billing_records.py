@@ -35,9 +35,9 @@ from meterline.core.documents import CreditNote, Invoice, decode_credit_note, de
 from meterline.errors import MeterlineError
 from meterline.ledger.database import (
     Connection,
-    IntegrityErrors,
     PostgresConnection,
     WriteLock,
+    integrity_errors,
     open_connection,
     rows_of,
     write_transaction,
@@ -466,7 +466,7 @@ class BillingStore:
                     guard(connection)
                 for invoice in invoices:
                     _insert_invoice(connection, int(invoice.invoice_id.split("-")[1]), invoice)
-        except IntegrityErrors as error:
+        except integrity_errors() as error:
             raise BillingConflict(f"invoice already finalized: {error}") from None
 
     def invoice(self, invoice_id: str) -> StoredInvoice | None:

@@ -21,18 +21,21 @@ Every statement is in SQLite's dialect and runs on either store's connection (a
 
 from __future__ import annotations
 
-import sqlite3
 import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import msgspec
-import psycopg.errors
 
 from meterline.core.buckets import BucketRow
 from meterline.core.cuts import Cut
-from meterline.ledger.database import Connection, PostgresConnection, write_transaction
+from meterline.ledger.database import (
+    Connection,
+    PostgresConnection,
+    undefined_table_errors,
+    write_transaction,
+)
 
 __all__ = [
     "BUCKETS_SCHEMA",
@@ -141,7 +144,7 @@ def built_revisions(connection: Connection) -> set[int]:
             "SELECT revision FROM bucket_revisions"
             " WHERE revision IN (SELECT revision FROM bucket_watermarks)"
         ).fetchall()
-    except (sqlite3.OperationalError, psycopg.errors.UndefinedTable):
+    except undefined_table_errors():
         return set()
     return {int(row[0]) for row in rows}
 
@@ -152,7 +155,7 @@ def watermark(connection: Connection, revision: int) -> Watermark | None:
         rows = connection.execute(
             "SELECT heads, generation FROM bucket_watermarks WHERE revision = ?", (revision,)
         ).fetchall()
-    except (sqlite3.OperationalError, psycopg.errors.UndefinedTable):
+    except undefined_table_errors():
         return None
     if not rows:
         return None

@@ -47,15 +47,13 @@ from __future__ import annotations
 import hashlib
 import re
 import sqlite3
+import sys
 import threading
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
-
-import psycopg
-import psycopg.errors
-from psycopg.pq import TransactionStatus
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
 
 from meterline.errors import StoreError
 from meterline.ledger.location import (
@@ -75,11 +73,53 @@ LOCK_KEYS_CACHED_MAX = 10_000
 """Advisory lock keys a connection remembers (one per customer or endpoint it wrote for)
 before it forgets them all and hashes again."""
 
-IntegrityErrors: tuple[type[Exception], ...] = (sqlite3.IntegrityError, psycopg.IntegrityError)
-"""What a unique or check constraint raises, on either store."""
+if TYPE_CHECKING:
+    import psycopg
 
-DatabaseErrors: tuple[type[Exception], ...] = (sqlite3.DatabaseError, psycopg.Error)
-"""What any failed statement raises, on either store."""
+_SQLITE_INTEGRITY_ERRORS: tuple[type[Exception], ...] = (sqlite3.IntegrityError,)
+_SQLITE_DATABASE_ERRORS: tuple[type[Exception], ...] = (sqlite3.DatabaseError,)
+_SQLITE_UNDEFINED_TABLE: tuple[type[Exception], ...] = (sqlite3.OperationalError,)
+
+
+def psycopg_driver() -> ModuleType:
+    """The PostgreSQL driver, imported on first use: a process that only opens SQLite
+    files never loads it (~100 ms of every command's start)."""
+    import psycopg
+    import psycopg.errors
+
+    return psycopg
+
+
+def _loaded_psycopg() -> ModuleType | None:
+    """The driver when some connection has loaded it; None otherwise (then no statement
+    can have raised one of its errors)."""
+    return sys.modules.get("psycopg.errors") and sys.modules.get("psycopg")
+
+
+def integrity_errors() -> tuple[type[Exception], ...]:
+    """What a unique or check constraint raises, on either store (write ``except
+    integrity_errors():``: evaluated only when an error passes)."""
+    driver = _loaded_psycopg()
+    if driver is None:
+        return _SQLITE_INTEGRITY_ERRORS
+    return (sqlite3.IntegrityError, driver.IntegrityError)
+
+
+def database_errors() -> tuple[type[Exception], ...]:
+    """What any failed statement raises, on either store (``except database_errors():``)."""
+    driver = _loaded_psycopg()
+    if driver is None:
+        return _SQLITE_DATABASE_ERRORS
+    return (sqlite3.DatabaseError, driver.Error)
+
+
+def undefined_table_errors() -> tuple[type[Exception], ...]:
+    """What reading a table that does not exist raises, on either store."""
+    driver = _loaded_psycopg()
+    if driver is None:
+        return _SQLITE_UNDEFINED_TABLE
+    return (sqlite3.OperationalError, driver.errors.UndefinedTable)
+
 
 Connection = Any
 """A ``sqlite3.Connection`` or a ``PostgresConnection``: both answer ``execute``,
@@ -166,9 +206,11 @@ class PostgresConnection:
 
     def __init__(self, url: str) -> None:
         self.url = url
+        driver = psycopg_driver()
+        self._idle = driver.pq.TransactionStatus.IDLE
         try:
-            self.raw = psycopg.connect(url, autocommit=True, connect_timeout=CONNECT_TIMEOUT_S)
-        except psycopg.OperationalError as error:
+            self.raw = driver.connect(url, autocommit=True, connect_timeout=CONNECT_TIMEOUT_S)
+        except driver.OperationalError as error:
             raise StoreError(f"{describe(url)}: cannot connect to PostgreSQL: {error}") from None
         row = self.raw.execute("SELECT current_schema()").fetchone()
         if row is None or row[0] is None:
@@ -202,10 +244,11 @@ class PostgresConnection:
         return text
 
     def execute(self, sql: str, parameters: Sequence[Any] = ()) -> psycopg.Cursor[Any]:
+        raw: psycopg.Connection[Any] = self.raw
         if sql == "BEGIN IMMEDIATE":  # SQLite's one writer: the schema-wide lock
-            self.raw.execute("BEGIN")
-            return self.raw.execute("SELECT pg_advisory_xact_lock(%s)", (self.write_lock_key,))
-        return self.raw.execute(self._translated(sql), parameters or None)
+            raw.execute("BEGIN")
+            return raw.execute("SELECT pg_advisory_xact_lock(%s)", (self.write_lock_key,))
+        return raw.execute(self._translated(sql), parameters or None)
 
     def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
         with self.raw.cursor() as cursor:
@@ -254,7 +297,7 @@ class PostgresConnection:
 
     @property
     def in_transaction(self) -> bool:
-        return self.raw.info.transaction_status != TransactionStatus.IDLE
+        return bool(self.raw.info.transaction_status != self._idle)
 
     def close(self) -> None:
         self.raw.close()

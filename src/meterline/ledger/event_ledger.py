@@ -23,7 +23,7 @@ from meterline.core.events import FieldError, PreparedEvent, prepare_event
 from meterline.core.limits import DEFAULT_LIMITS, IngestLimits
 from meterline.core.outcomes import BatchOutcome, EventOutcome
 from meterline.errors import BatchTooLarge
-from meterline.ledger.database import DatabaseErrors
+from meterline.ledger.database import database_errors
 from meterline.ledger.location import describe, is_postgres
 from meterline.ledger.sqlite import SqliteStore
 from meterline.ledger.store import DedupKey, EventPage, EventQuery, LedgerStore
@@ -183,7 +183,7 @@ class Ledger:
             return verify_chains(
                 store.partitions, walked, store.batches(), store.partition_heads(), checkpoints
             )
-        except DatabaseErrors as error:
+        except database_errors() as error:
             return ChainReport(
                 walked.count,
                 {},

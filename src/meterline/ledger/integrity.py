@@ -43,8 +43,8 @@ from meterline.ledger.checkpoints import check_notes
 from meterline.ledger.database import (
     _REFUSE_FUNCTION,
     Connection,
-    DatabaseErrors,
     PostgresConnection,
+    database_errors,
 )
 from meterline.ledger.event_ledger import Ledger, open_store
 from meterline.ledger.location import Location, describe, is_postgres
@@ -66,7 +66,12 @@ _SCRIPTS = (
 )
 
 
-OpenErrors: tuple[type[Exception], ...] = (StoreError, *DatabaseErrors)
+def open_errors() -> tuple[type[Exception], ...]:
+    """What opening a store may raise: its own refusal or any statement's error (``except
+    open_errors():``, evaluated when an error passes)."""
+    return (StoreError, *database_errors())
+
+
 """What opening a store that cannot be read raises."""
 
 _LITERAL = r"'(?:[^']|'')*'"
@@ -349,7 +354,7 @@ def verify_ledger(
         return report
     try:
         store = open_store(location, create=False)
-    except OpenErrors as error:
+    except open_errors() as error:
         report.findings.append(unreadable(location, error))
         return report
     try:
@@ -359,7 +364,7 @@ def verify_ledger(
         heads, problems = check_notes([*stored, *checkpoint_notes], public_key, origin)
         report.chain = Ledger(store).verify(heads)
         report.findings += ledger_findings(store, report.chain, triggers=False) + problems
-    except DatabaseErrors as error:
+    except database_errors() as error:
         report.findings.append(unreadable(location, error))
     finally:
         store.close()

@@ -25,8 +25,8 @@ from typing import Any
 from meterline.ledger.billing_records import BillingConflict
 from meterline.ledger.database import (
     Connection,
-    IntegrityErrors,
     WriteLock,
+    integrity_errors,
     rows_of,
 )
 from meterline.ledger.record_store import RecordStore
@@ -142,7 +142,7 @@ class PaymentStore(RecordStore):
                     (payment_id, customer, invoice_id, kind, str(amount), currency, at_us, request),
                 ).fetchone()
             return _payment(row), True
-        except IntegrityErrors:  # the same id recorded meanwhile on another invoice
+        except integrity_errors():  # the same id recorded meanwhile on another invoice
             with self._lock:
                 row = self._same(self._connection, customer, payment_id)
             if row is None:

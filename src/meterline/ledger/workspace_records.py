@@ -18,8 +18,8 @@ from typing import Any
 
 from meterline.ledger.billing_records import BillingConflict
 from meterline.ledger.database import (
-    IntegrityErrors,
     WriteLock,
+    integrity_errors,
     rows_of,
 )
 from meterline.ledger.record_store import RecordStore
@@ -137,7 +137,7 @@ class WorkspaceStore(RecordStore):
                     " created_at_us) VALUES (?, ?, ?, ?, ?)",
                     (name, role, customer, password_hash, created_at_us),
                 )
-        except IntegrityErrors:
+        except integrity_errors():
             raise WorkspaceConflict(f"name: user {name!r} exists already") from None
 
     def get_user(self, name: str) -> tuple[str, str, str | None] | None:
@@ -221,7 +221,7 @@ class WorkspaceStore(RecordStore):
                         decision.decided_at_us,
                     ),
                 )
-        except IntegrityErrors:
+        except integrity_errors():
             raise WorkspaceConflict(
                 f"proposal {decision.proposal_id} was decided already"
             ) from None
