@@ -26,6 +26,7 @@ import pytest
 from meterline.billing.service import Billing, open_billing
 from meterline.core.documents import MeterUsageLine
 from meterline.core.events import decode_exact, format_timestamp, timestamp_to_us
+from meterline.core.live_documents import WebhookData, plain
 from meterline.ledger import open_ledger
 from meterline.ledger.control_records import ControlStore
 from meterline.live.control_overrides import Override
@@ -132,7 +133,9 @@ class Live:
         return self.billing.ledger.head()[0]
 
     def access(self, feature: str | None = None, customer: str = "acme") -> dict[str, Any]:
-        return self.engine.controls.access(customer, feature)
+        """The access answer as plain data, as the API answers it."""
+        answer: dict[str, Any] = plain(self.engine.controls.access(customer, feature))
+        return answer
 
     def firings(self) -> list[tuple[str, str, str, int]]:
         return [(f.customer, f.policy, f.level, f.ordinal) for f in self.engine.store.firings()]
@@ -151,8 +154,9 @@ def open_live(
             billing.apply(yaml)
         published: list[tuple[str, dict[str, Any], str]] = []
 
-        def publish(kind: str, data: dict[str, Any], event_id: str) -> list[str]:
-            published.append((kind, data, event_id))
+        def publish(kind: str, data: WebhookData | dict[str, Any], event_id: str) -> list[str]:
+            # as the webhook's body carries it: plain data
+            published.append((kind, data if isinstance(data, dict) else plain(data), event_id))
             return [f"delivery-{len(published)}"]
 
         engine = LiveEngine(billing, publish=publish).start(thread=thread)
@@ -217,7 +221,7 @@ def test_a_feature_block_denies_only_that_feature(new_db: NewDb, clock: Clock) -
         assert live.access("chat")["allowed"]
         assert live.access()["allowed"]  # the customer as a whole may go on
         document = live.engine.controls.decision_document("acme")
-        assert document["blocked"] and document["features"] == ["images"]
+        assert document.blocked and document.features == ("images",)
 
 
 def test_alerts_publish_balance_low_or_control_fired(new_db: NewDb, clock: Clock) -> None:
@@ -841,7 +845,7 @@ def test_the_access_answer_says_when_a_free_trial_ends(new_db: NewDb, clock: Clo
         live.send(1)
         answer = live.access()
         assert answer["trial"] == {"ends_at": "2026-11-30T00:00:00Z", "active": True}
-        assert live.engine.controls.decisions["acme"]["trial_ends"] == "2026-11-30T00:00:00Z"
+        assert live.engine.controls.decisions["acme"].trial_ends == "2026-11-30T00:00:00Z"
         assert "trial" not in live.access(customer="other")
         clock.now_us = us(2026, 11, 30)
         assert live.access()["trial"]["active"] is False

@@ -199,19 +199,19 @@ def test_in_process_the_day_turning_blocks_and_another_process_payment_releases(
             clock.now_us = at(2026, 10, 5, 23, 59)  # 3 days past due: the limit
             engine._polled = 0.0  # the once-a-second look, now
             engine.cycle()
-            assert engine.controls.access("late")["allowed"]
+            assert engine.controls.access("late").allowed
             clock.now_us = at(2026, 10, 6, 0, 1)  # the day turns: 4 days past due
             engine._polled = 0.0
             engine.cycle()
             denied = engine.controls.access("late")
-            assert (denied["allowed"], denied["policy"]) == (False, "dunning")
+            assert (denied.allowed, denied.policy) == (False, "dunning")
             other.record_payment(
                 PaymentRequest(invoice.invoice_id, "cli-1", "payment", Decimal("5.00"))
             )
-            assert not engine.controls.access("late")["allowed"]  # not heard of yet
+            assert not engine.controls.access("late").allowed  # not heard of yet
             engine._polled = 0.0
             engine.cycle()
-            assert engine.controls.access("late")["allowed"]
+            assert engine.controls.access("late").allowed
             firings = engine.store.firings("late")
             assert [(f.policy, f.observed["days_past_due"]) for f in firings] == [("dunning", "4")]
         finally:

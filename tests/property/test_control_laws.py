@@ -149,7 +149,7 @@ def run_once(databases: Databases, customers: int, batches: list[list[dict[str, 
                 firings = engine.store.firings()
                 rearms = engine.store.rearms()
                 blocked = {
-                    customer: not engine.controls.access(customer)["allowed"]
+                    customer: not engine.controls.access(customer).allowed
                     for customer in CUSTOMERS[:customers]
                 }
             finally:

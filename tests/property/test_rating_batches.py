@@ -242,7 +242,7 @@ def live_outcome(databases: Databases, batches: list[list[dict[str, Any]]]) -> l
                 del document["through"]  # the sequences differ with the order sent
                 access = engine.controls.access(customer)
                 # the firing a reason names is numbered in the order crossings happened
-                decision = (access["allowed"], access["policy"], access["remaining"])
+                decision = (access.allowed, access.policy, access.remaining)
                 seen.append((document, projection.remaining(customer), decision))
             seen.append(sorted((f.customer, f.policy, f.level) for f in engine.store.firings()))
             return seen

@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from meterline.core.live_documents import AccessSnapshot
 from meterline.ledger.event_ledger import open_store
 from meterline.live.control_overrides import Override, OverrideError
 from meterline.stream.mirror import AccessMirror
@@ -43,19 +44,19 @@ def test_answers_follow_the_documents(mirror: AccessMirror) -> None:
     heard: list[tuple[int, str]] = []
     mirror.listeners.append(lambda version, customer, _: heard.append((version, customer)))
     mirror.load({"hooli": BLOCKED, "acme": FEATURE_BLOCKED})
-    assert mirror.access("hooli")["allowed"] is False
-    assert mirror.access("hooli")["reason"] == "spend cap"
-    assert mirror.access("hooli")["remaining"] == {"USD": "0.00"}
-    assert mirror.access("acme")["allowed"] is True
-    assert mirror.access("acme", "gpu")["allowed"] is False
-    assert mirror.access("nobody")["reason"] == "no contract: no restriction"
+    assert mirror.access("hooli").allowed is False
+    assert mirror.access("hooli").reason == "spend cap"
+    assert mirror.access("hooli").remaining == {"USD": "0.00"}
+    assert mirror.access("acme").allowed is True
+    assert mirror.access("acme", "gpu").allowed is False
+    assert mirror.access("nobody").reason == "no contract: no restriction"
     assert mirror.customers == {"hooli", "acme"}
     assert heard == [(1, "hooli"), (2, "acme")]
     mirror.apply("hooli", {**BLOCKED, "decision": {"blocked": False}, "blocks": []})
-    assert mirror.access("hooli")["allowed"] is True
-    assert mirror.snapshot("hooli") == {"version": 3, "decisions": {"hooli": {"blocked": False}}}
+    assert mirror.access("hooli").allowed is True
+    assert mirror.snapshot("hooli") == AccessSnapshot(3, {"hooli": {"blocked": False}})
     mirror.apply("acme", None)
-    assert mirror.access("acme", "gpu")["allowed"] is True and "acme" not in mirror.customers
+    assert mirror.access("acme", "gpu").allowed is True and "acme" not in mirror.customers
 
 
 def test_unblock_is_recorded_for_the_owning_worker(mirror: AccessMirror) -> None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 from datetime import date
 from decimal import Decimal as D
 
+import msgspec
 import pytest
 
 from meterline.core.control_policies import (
@@ -17,6 +18,7 @@ from meterline.core.control_policies import (
     evaluate,
     read,
 )
+from meterline.core.live_documents import ThresholdProgress
 from meterline.core.thresholds import CROSSED_LIMIT, ThresholdLevels
 from meterline.core.trials import Trial, TrialWindow, trial_errors, trial_notices
 from meterline.live.control_documents import access_document, decision_document
@@ -171,10 +173,12 @@ def test_a_trial_notice_days_is_declared_and_checked() -> None:
 
 def test_the_access_answer_and_pushed_decision_carry_threshold_progress() -> None:
     """``threshold: {so_far, next, of}`` in both documents when given, absent otherwise."""
-    progress = {"so_far": "6", "next": "8", "of": "USD"}
+    progress = ThresholdProgress("6", "8", "USD")
     decision = decision_document((), {}, None, progress)
-    assert decision["threshold"] == progress and not decision["blocked"]
-    assert "threshold" not in decision_document((), {})
+    assert decision.threshold == progress and not decision.blocked
+    shown = b',"threshold":{"so_far":"6","next":"8","of":"USD"}}'
+    assert msgspec.json.encode(decision).endswith(shown)
+    assert b"threshold" not in msgspec.json.encode(decision_document((), {}))
     answer = access_document("acme", None, (), {}, True, 7, None, progress)
-    assert answer["threshold"] == progress and answer["allowed"]
-    assert "threshold" not in access_document("acme", None, (), {}, True, 7)
+    assert answer.threshold == progress and answer.allowed
+    assert b"threshold" not in msgspec.json.encode(access_document("acme", None, (), {}, True, 7))

@@ -41,7 +41,9 @@ from meterline.api.reading import amount
 from meterline.api.reading import json_body as read_json_body
 from meterline.billing.service import Billing
 from meterline.core.events import format_timestamp
+from meterline.core.live_documents import AccessChange, AccessSnapshot, Heartbeat
 from meterline.keys import Principal
+from meterline.live.control_documents import PushedDecision
 from meterline.live.control_engine import OverrideError, firing_document
 from meterline.live.control_overrides import Override
 from meterline.live.front import LiveFront
@@ -84,7 +86,7 @@ _SSE_EVENT: dict[str, Any] = {
 }
 
 
-def _event(name: str, data: dict[str, Any]) -> bytes:
+def _event(name: str, data: AccessSnapshot | AccessChange | Heartbeat) -> bytes:
     return b"event: " + name.encode() + b"\ndata: " + ENCODER.encode(data) + b"\n\n"
 
 
@@ -119,28 +121,25 @@ def _override(
 
 async def _changes(
     live: LiveFront,
-    snapshot: dict[str, Any],
-    queue: asyncio.Queue[tuple[int, str, dict[str, Any]] | None],
+    snapshot: AccessSnapshot,
+    queue: asyncio.Queue[AccessChange | None],
     listener: Any,
 ) -> AsyncIterator[bytes]:
     """The access stream's events: the snapshot, then each change, a heartbeat in every
     silence of ``HEARTBEAT_S``; it ends when the listener fell too far behind."""
     try:
         yield _event("snapshot", snapshot)
-        version = snapshot["version"]
+        version = snapshot.version
         while True:
             try:
-                item = await asyncio.wait_for(queue.get(), HEARTBEAT_S)
+                change = await asyncio.wait_for(queue.get(), HEARTBEAT_S)
             except TimeoutError:
-                yield _event("heartbeat", {"version": version})
+                yield _event("heartbeat", Heartbeat(version))
                 continue
-            if item is None:
+            if change is None:
                 return  # fell too far behind: the client reconnects
-            version, customer, decision = item
-            yield _event(
-                "change",
-                {"version": version, "customer": customer, "decision": decision},
-            )
+            version = change.version
+            yield _event("change", change)
     finally:
         if listener in live.listeners:
             live.listeners.remove(listener)
@@ -161,15 +160,15 @@ async def access_stream(request: Request, live: LiveDependency) -> StreamingResp
     principal = await principal_of(request)
     only = principal.customer
     loop = asyncio.get_running_loop()
-    queue: asyncio.Queue[tuple[int, str, dict[str, Any]] | None] = asyncio.Queue()
+    queue: asyncio.Queue[AccessChange | None] = asyncio.Queue()
 
-    def listener(version: int, customer: str, decision: dict[str, Any]) -> None:
+    def listener(version: int, customer: str, decision: PushedDecision) -> None:
         if only is not None and customer != only:
             return
         if queue.qsize() >= STREAM_QUEUE_MAX:
             loop.call_soon_threadsafe(queue.put_nowait, None)
             return
-        loop.call_soon_threadsafe(queue.put_nowait, (version, customer, decision))
+        loop.call_soon_threadsafe(queue.put_nowait, AccessChange(version, customer, decision))
 
     with live.lock:
         snapshot = live.snapshot(only)
@@ -241,17 +240,7 @@ async def firings(request: Request, live: LiveDependency, customer: str | None =
         customer = principal.customer
     records = await to_thread.run_sync(live.store.firings, customer)
     results = await to_thread.run_sync(live.store.results)
-    return json_answer(
-        {
-            "firings": [
-                {
-                    **firing_document(f),
-                    "results": {a: results.get((f.number, a)) for a in f.actions},
-                }
-                for f in records
-            ]
-        }
-    )
+    return json_answer({"firings": [firing_document(f, results) for f in records]})
 
 
 @router.post(

@@ -22,6 +22,7 @@ from meterline.api.answers import HttpError, json_answer
 from meterline.api.dependencies import WebhooksDependency, caller
 from meterline.api.openapi import NO_NUL
 from meterline.api.reading import json_body
+from meterline.core.live_documents import WebhookDelivery
 from meterline.ledger.webhook_records import DELIVERIES_PAGE_MAX, DELIVERY_STATUSES
 from meterline.live.webhook_documents import delivery_document, endpoint_document
 from meterline.live.webhook_inputs import (
@@ -181,7 +182,7 @@ async def list_deliveries(
 ) -> Response:
     await _admin(request, "GET /v1/webhooks/deliveries")
 
-    def deliveries() -> list[dict[str, Any]]:
+    def deliveries() -> list[WebhookDelivery]:
         found = webhooks.deliveries(endpoint, status, limit)
         return [delivery_document(d, webhooks.attempts(d.delivery_id)) for d in found]
 
@@ -201,7 +202,7 @@ async def list_deliveries(
 async def retry(request: Request, webhooks: WebhooksDependency, delivery_id: str) -> Response:
     await _admin(request, "POST webhook retry")
 
-    def redeliver() -> dict[str, Any]:
+    def redeliver() -> WebhookDelivery:
         delivery = webhooks.redeliver(delivery_id)
         return delivery_document(delivery, webhooks.attempts(delivery_id))
 

@@ -124,6 +124,7 @@ def live_show(
 ) -> None:
     """A customer's live figures: spend, cost, margin, prepaid, remaining credit, lines."""
     from meterline.billing.service import BillingError
+    from meterline.core.live_documents import plain
 
     with _engine(db, act=False) as engine:
         try:
@@ -133,7 +134,7 @@ def live_show(
         access = engine.controls.access(customer)
     if figures is None:
         raise fail(f"customer: {customer!r} has no contract in force", 1)
-    document = {**figures.as_dict(), "access": access}
+    document = plain(figures.document(access))
     if as_json:
         print(json.dumps(document))
         return
@@ -151,9 +152,7 @@ def live_show(
     )
     for unit, value in document["remaining"].items():
         console.print(f"remaining {unit}: {display_amount(value, unit)}")
-    console.print(
-        f"access: {'allowed' if access['allowed'] else 'DENIED'} {access['reason']}".rstrip()
-    )
+    console.print(f"access: {'allowed' if access.allowed else 'DENIED'} {access.reason}".rstrip())
     table = Table()
     for column in ("meter", "group", "quantity", "amount", "unit", "cost"):
         table.add_column(column)
@@ -178,6 +177,7 @@ def controls_firings(
     as_json: Annotated[bool, typer.Option("--json", help="Print the firings as JSON.")] = False,
 ) -> None:
     """Every control firing: policy, level, observed values, actions and their outcomes."""
+    from meterline.core.live_documents import plain
     from meterline.ledger.control_records import ControlStore
     from meterline.live.control_engine import firing_document
 
@@ -186,10 +186,7 @@ def controls_firings(
     store = ControlStore(db)
     try:
         results = store.results()
-        rows = [
-            {**firing_document(f), "results": {a: results.get((f.number, a)) for a in f.actions}}
-            for f in store.firings(customer)
-        ]
+        rows = [plain(firing_document(f, results)) for f in store.firings(customer)]
         overrides = store.overrides(customer)
     finally:
         store.close()
@@ -245,7 +242,7 @@ def _override(db: str, customer: str, kind: str, reason: str, **fields: Any) -> 
         access = engine.controls.access(customer)
     console.print(
         f"{record.override_id}: {kind} {customer} recorded; access now"
-        f" {'allowed' if access['allowed'] else 'denied: ' + access['reason']}"
+        f" {'allowed' if access.allowed else 'denied: ' + access.reason}"
     )
 
 
@@ -317,8 +314,10 @@ def controls_access(
     """The access answer for a customer (and feature), as the API gives it: the controls
     are evaluated on the ledger as it stands (recording any crossing, once, as a server
     would)."""
+    from meterline.core.live_documents import plain
+
     with _engine(db) as engine:
         answer = engine.controls.access(customer, feature)
-    print(json.dumps(answer))
-    if not answer["allowed"]:
+    print(json.dumps(plain(answer)))
+    if not answer.allowed:
         raise typer.Exit(3)

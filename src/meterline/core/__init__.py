@@ -37,6 +37,7 @@ __all__ = [
     "limits",
     "line_pricing",
     "lineage",
+    "live_documents",
     "merkle",
     "meters",
     "model",

@@ -20,9 +20,10 @@ not a broken chart.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from decimal import Decimal, localcontext
+from functools import partial
 from html import escape
 
 from meterline.core.money import MONEY_CONTEXT, display_amount, display_quantity
@@ -182,27 +183,33 @@ def _check(labels: Sequence[str], series: Sequence[Series]) -> None:
             )
 
 
-def line_chart(
-    title: str,
-    labels: Sequence[str],
-    series: Sequence[Series],
-    frame: Frame = FRAME,
-    *,
-    unit: str | None = None,
-) -> str:
-    """One polyline per series over the labels (e.g. days), with a dot and a tooltip per
-    point; the empty state when there are no labels or no series. ``unit``: the currency
-    (or credit type) the values are amounts in; None for quantities."""
-    _check(labels, series)
-    if not labels or not series:
-        return empty_chart(title, frame=frame)
-    low, high = value_range([value for item in series for value in item.values])
-    parts = _open(title, frame, "chart-line")
-    _axes(labels, low, high, frame, parts, unit)
-    count = len(labels)
-    for index, item in enumerate(series):
+@dataclass(frozen=True, slots=True)
+class _Plot:
+    """What a chart draws: its title, labels, series and unit in its frame, and (once
+    ``chart`` knows them) the bounds of the value axis."""
+
+    title: str
+    labels: Sequence[str]
+    series: Sequence[Series]
+    frame: Frame
+    unit: str | None
+    low: Decimal = ZERO
+    high: Decimal = ZERO
+
+
+def _every_value(plot: _Plot) -> list[Decimal]:
+    return [value for item in plot.series for value in item.values]
+
+
+def _lines(plot: _Plot, parts: list[str]) -> None:
+    """One polyline per series, with a dot and a tooltip per point."""
+    labels, frame, count = plot.labels, plot.frame, len(plot.labels)
+    for index, item in enumerate(plot.series):
         points = [
-            (_number(scale_x(position, count, frame)), _number(scale_y(value, low, high, frame)))
+            (
+                _number(scale_x(position, count, frame)),
+                _number(scale_y(value, plot.low, plot.high, frame)),
+            )
             for position, value in enumerate(item.values)
         ]
         parts.append(f'<g class="series series-{index}" data-series="{escape(item.name)}">')
@@ -213,35 +220,24 @@ def line_chart(
             parts.append(
                 f'<circle class="point" cx="{x}" cy="{y}" r="2.5">'
                 f"<title>{escape(label)} {escape(item.name)}: "
-                f"{escape(value_text(value, unit))}</title></circle>"
+                f"{escape(value_text(value, plot.unit))}</title></circle>"
             )
         parts.append("</g>")
-    _legend(series, frame, parts, "line")
-    parts.append("</svg>")
-    return "".join(parts)
 
 
-def stacked_bar_chart(
-    title: str,
-    labels: Sequence[str],
-    series: Sequence[Series],
-    frame: Frame = FRAME,
-    *,
-    unit: str | None = None,
-) -> str:
-    """One bar per label: the series' positive values stacked up from zero, negative
-    ones stacked down below it (contra-revenue); the empty state without data. ``unit``
-    as for ``line_chart``."""
-    _check(labels, series)
-    if not labels or not series:
-        return empty_chart(title, frame=frame)
-    count = len(labels)
+def _stack_extent(plot: _Plot) -> list[Decimal]:
+    """Each bar's positive values summed up from zero and its negative ones down."""
+    series, count = plot.series, len(plot.labels)
     with localcontext(MONEY_CONTEXT):  # exact sums (a lost digit would raise)
         ups = [sum((s.values[i] for s in series if s.values[i] > 0), ZERO) for i in range(count)]
         downs = [sum((s.values[i] for s in series if s.values[i] < 0), ZERO) for i in range(count)]
-    low, high = value_range([*ups, *downs])
-    parts = _open(title, frame, "chart-bars")
-    _axes(labels, low, high, frame, parts, unit)
+    return [*ups, *downs]
+
+
+def _bars(plot: _Plot, parts: list[str]) -> None:
+    """Each series' segment of every bar, stacked on the same-signed segments before it."""
+    labels, series, frame, low, high = plot.labels, plot.series, plot.frame, plot.low, plot.high
+    count = len(labels)
     slot = (frame.plot_right - frame.plot_left) / count
     width = _number(min(slot * 0.6, 64.0))
     for index, item in enumerate(series):
@@ -267,9 +263,55 @@ def stacked_bar_chart(
                 f'<rect class="bar" x="{_number(x)}" y="{_number(min(start_y, end_y))}"'
                 f' width="{width}" height="{_number(abs(end_y - start_y))}">'
                 f"<title>{escape(labels[position])} {escape(item.name)}: "
-                f"{escape(value_text(value, unit))}</title></rect>"
+                f"{escape(value_text(value, plot.unit))}</title></rect>"
             )
         parts.append("</g>")
-    _legend(series, frame, parts, "bar")
+
+
+@dataclass(frozen=True, slots=True)
+class ChartKind:
+    """How a kind of chart draws its series inside the frame every chart shares: its CSS
+    class, its legend's swatch, the values its value axis spans and its marks."""
+
+    css_class: str
+    swatch: str
+    extent: Callable[[_Plot], Sequence[Decimal]]
+    marks: Callable[[_Plot, list[str]], None]
+
+
+LINES = ChartKind("chart-line", "line", _every_value, _lines)
+"""One polyline per series over the labels (e.g. days), with a dot and a tooltip per point."""
+STACKED_BARS = ChartKind("chart-bars", "bar", _stack_extent, _bars)
+"""One bar per label: the series' positive values stacked up from zero, negative ones
+stacked down below it (contra-revenue)."""
+
+
+def chart(
+    kind: ChartKind,
+    title: str,
+    labels: Sequence[str],
+    series: Sequence[Series],
+    frame: Frame = FRAME,
+    *,
+    unit: str | None = None,
+) -> str:
+    """A chart of ``kind`` in the frame every chart shares: the empty state when there
+    are no labels or no series; otherwise the axes over the values the kind spans, its
+    marks, the legend. ``unit``: the currency (or credit type) the values are amounts in;
+    None for quantities."""
+    _check(labels, series)
+    if not labels or not series:
+        return empty_chart(title, frame=frame)
+    low, high = value_range(kind.extent(_Plot(title, labels, series, frame, unit)))
+    parts = _open(title, frame, kind.css_class)
+    _axes(labels, low, high, frame, parts, unit)
+    kind.marks(_Plot(title, labels, series, frame, unit, low, high), parts)
+    _legend(series, frame, parts, kind.swatch)
     parts.append("</svg>")
     return "".join(parts)
+
+
+line_chart = partial(chart, LINES)
+"""``chart`` of ``LINES``."""
+stacked_bar_chart = partial(chart, STACKED_BARS)
+"""``chart`` of ``STACKED_BARS``."""

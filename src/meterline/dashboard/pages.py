@@ -16,6 +16,7 @@ from meterline.core.documents import document_data
 from meterline.core.economics import summarize
 from meterline.core.events import decode_exact, format_timestamp
 from meterline.core.lineage import verify_proof
+from meterline.core.live_documents import plain
 from meterline.core.rating import UNBILLABLE_REASONS
 from meterline.dashboard import reads, views
 from meterline.dashboard.reads import invoice_row
@@ -209,7 +210,7 @@ def controls(
     if dashboard.link is None:
         return {"live_enabled": False, "firings": [], "blocked": [], "notice": None}
     only = principal.customer
-    documents = [firing_document(f) for f in dashboard.link.store.firings(only)]
+    documents = [plain(firing_document(f)) for f in dashboard.link.store.firings(only)]
     with dashboard.link.lock:  # the link's reader thread updates the mirror
         states = dict(dashboard.link.states)
     blocked = [
@@ -223,8 +224,8 @@ def controls(
         notice = {
             "customer": unblocked,
             "override": override or "",
-            "allowed": answer["allowed"],
-            "reason": answer["reason"],
+            "allowed": answer.allowed,
+            "reason": answer.reason,
         }
     return {
         "live_enabled": True,

@@ -16,6 +16,7 @@ from meterline.core.control_policies import Block
 from meterline.core.documents import Invoice, InvoiceLine, line_lineage
 from meterline.core.economics import UsageSlice
 from meterline.core.events import format_timestamp
+from meterline.core.live_documents import plain
 from meterline.dashboard import views
 from meterline.dashboard.site import Dashboard, PageError, hidden, visible
 from meterline.keys import Principal
@@ -42,14 +43,16 @@ def customers_of(dashboard: Dashboard, principal: Principal) -> list[tuple[str, 
 
 
 def figures(dashboard: Dashboard, customer: str) -> dict[str, Any] | None:
-    """The customer's live figures (the live engine's), or None without one or when
-    the customer cannot be rated now (the unbillable page names it and why)."""
+    """The customer's live figures (the live engine's) as plain data for the pages, or
+    None without one or when the customer cannot be rated now (the unbillable page names
+    it and why)."""
     if dashboard.link is None:
         return None
     try:
-        return dashboard.link.figures(customer)
+        answer = dashboard.link.figures(customer)
     except BillingError:
         return None
+    return answer if answer is None or isinstance(answer, dict) else plain(answer)
 
 
 def blocks(dashboard: Dashboard, customer: str) -> list[views.BlockView]:

@@ -24,6 +24,7 @@ from rich.console import Console
 from meterline.billing.payments import PaymentRequest
 from meterline.billing.service import Billing
 from meterline.core.events import timestamp_to_us
+from meterline.core.live_documents import AccessAnswer
 from meterline.live.service import LiveEngine
 from meterline.live.stack import live_stack
 
@@ -41,12 +42,12 @@ def _moved_clock(billing: Billing, on: date) -> Billing:
     return Billing(billing.ledger, billing.store, lambda: base() + shift_us)
 
 
-def _wait_access(engine: LiveEngine, customer: str, policy: str | None) -> dict[str, object]:
+def _wait_access(engine: LiveEngine, customer: str, policy: str | None) -> AccessAnswer:
     """The access answer once it is denied by ``policy`` (None: once it is allowed), or
     the last one after the wait."""
     deadline = time.monotonic() + ANSWER_WAIT_S
     answer = engine.controls.access(customer)
-    while answer["policy"] != policy and time.monotonic() < deadline:
+    while answer.policy != policy and time.monotonic() < deadline:
         time.sleep(0.01)
         answer = engine.controls.access(customer)
     return answer
@@ -80,15 +81,15 @@ def _tell_blocked_then_paid(
         engine.start()
         before = _wait_access(engine, customer, DUNNING_POLICY)
         console.print(
-            f"  GET /v1/access/{customer} -> allowed={before['allowed']},"
-            f" policy={before['policy']}: {before['reason']}"
+            f"  GET /v1/access/{customer} -> allowed={before.allowed},"
+            f" policy={before.policy}: {before.reason}"
         )
         _tell_alert(engine, console, customer)
         paid = _pay_open(billing, customer)
         after = _wait_access(engine, customer, None)
         console.print(
             f"{customer} pays the {paid} USD open; the engine re-reads its receivables and"
-            f" GET /v1/access/{customer} -> allowed={after['allowed']} (the block lifts,"
+            f" GET /v1/access/{customer} -> allowed={after.allowed} (the block lifts,"
             " the control re-arms)."
         )
     finally:

@@ -76,7 +76,7 @@ def _wait_denied(engine: LiveEngine, customer: str, feature: str | None) -> floa
     """Seconds until the access answer is "denied" (None if not within the wait)."""
     started = time.perf_counter()
     while time.perf_counter() - started < BLOCK_WAIT_S:
-        if not engine.controls.access(customer, feature)["allowed"]:
+        if not engine.controls.access(customer, feature).allowed:
             return time.perf_counter() - started
         time.sleep(0.0005)
     return None
@@ -200,12 +200,8 @@ def _tell_spike(
             f" {(acknowledged + blocked_after) * 1000:.1f} ms after the batch was sent."
         )
     else:
-        console.print(
-            f"The rogue agent's burst is in the ledger already (rerun): {answer['reason']}"
-        )
-    console.print(
-        f"  GET /v1/access/{SPIKE_CUSTOMER} -> allowed={answer['allowed']}: {answer['reason']}"
-    )
+        console.print(f"The rogue agent's burst is in the ledger already (rerun): {answer.reason}")
+    console.print(f"  GET /v1/access/{SPIKE_CUSTOMER} -> allowed={answer.allowed}: {answer.reason}")
 
 
 def _tell_pool(
@@ -244,9 +240,9 @@ def _tell_pool(
     console.print(
         f"{POOL_CUSTOMER} chats (40 GPT-4o calls, billed in dollars) and makes"
         f" {POOL_CALLS:,} agent tool calls (2 credits each) against its"
-        f" {month_of(now_us):%B} pool: agent-tools allowed={tools['allowed']},"
-        f" chat allowed={chat['allowed']}"
-        f" (only the feature is blocked); remaining {tools['remaining']}."
+        f" {month_of(now_us):%B} pool: agent-tools allowed={tools.allowed},"
+        f" chat allowed={chat.allowed}"
+        f" (only the feature is blocked); remaining {tools.remaining}."
     )
 
 
@@ -316,8 +312,8 @@ def _margins(engine: LiveEngine, console: Console) -> None:
         percent = f"{display_quantity((spend - cost) / spend * 100, 1)}%" if spend else "-"
         decision = engine.controls.decision_document(customer)
         access = "allowed"
-        if decision["blocked"]:
-            access = "blocked: " + (", ".join(decision["features"]) or "everything")
+        if decision.blocked:
+            access = "blocked: " + (", ".join(decision.features) or "everything")
         table.add_row(
             customer,
             display_amount(spend, figures.currency),

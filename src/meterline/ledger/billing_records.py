@@ -33,6 +33,7 @@ from typing import Any, cast
 
 from meterline.core.documents import CreditNote, Invoice, decode_credit_note, decode_invoice
 from meterline.errors import MeterlineError
+from meterline.ledger.append_only import append_only_triggers
 from meterline.ledger.database import (
     Connection,
     PostgresConnection,
@@ -42,7 +43,6 @@ from meterline.ledger.database import (
     rows_of,
     write_transaction,
 )
-from meterline.ledger.sqlite import append_only_triggers
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS configuration_revisions (

@@ -37,6 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from meterline.ledger.append_only import append_only_triggers
 from meterline.ledger.database import (
     WriteLock,
     open_connection,
@@ -44,7 +45,6 @@ from meterline.ledger.database import (
     take_locks,
     write_transaction,
 )
-from meterline.ledger.sqlite import append_only_triggers
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS control_firings (

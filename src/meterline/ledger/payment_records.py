@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
+from meterline.ledger.append_only import append_only_triggers
 from meterline.ledger.billing_records import BillingConflict
 from meterline.ledger.database import (
     Connection,
@@ -30,7 +31,6 @@ from meterline.ledger.database import (
     rows_of,
 )
 from meterline.ledger.record_store import RecordStore
-from meterline.ledger.sqlite import append_only_triggers
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS payment_records (

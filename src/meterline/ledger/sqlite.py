@@ -83,19 +83,6 @@ class _Staged(NamedTuple):
     new_keys: bool
 
 
-def append_only_triggers(tables: tuple[str, ...], why: str) -> str:
-    """SQL that makes each of ``tables`` refuse UPDATE and DELETE, saying ``why``."""
-    return "".join(
-        f"""
-CREATE TRIGGER IF NOT EXISTS {table}_append_only_update BEFORE UPDATE ON {table}
-BEGIN SELECT RAISE(ABORT, '{table} are append-only: {why}'); END;
-CREATE TRIGGER IF NOT EXISTS {table}_append_only_delete BEFORE DELETE ON {table}
-BEGIN SELECT RAISE(ABORT, '{table} are append-only: {why}'); END;
-"""
-        for table in tables
-    )
-
-
 class _Checkpointer(threading.Thread):
     """Copies committed WAL frames into the database off the commit path (PASSIVE mode).
 

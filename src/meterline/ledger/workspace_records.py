@@ -16,6 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from meterline.ledger.append_only import append_only_triggers
 from meterline.ledger.billing_records import BillingConflict
 from meterline.ledger.database import (
     WriteLock,
@@ -23,7 +24,6 @@ from meterline.ledger.database import (
     rows_of,
 )
 from meterline.ledger.record_store import RecordStore
-from meterline.ledger.sqlite import append_only_triggers
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS workspace_users (

@@ -12,12 +12,13 @@ from typing import Any
 
 from meterline.billing.service import Billing
 from meterline.clock import Clock
+from meterline.core.live_documents import InvoiceFinalized, WebhookData
 from meterline.ledger.control_records import StoredFiring
 from meterline.live.projection import LiveProjection
 
 DAY_US = 86_400_000_000
 
-Publish = Callable[[str, dict[str, Any], str], object]
+Publish = Callable[[str, WebhookData, str], object]
 """``publish(kind, data, event_id)``: queue a webhook."""
 
 
@@ -40,16 +41,8 @@ def true_up(billing: Billing, firing: StoredFiring, publish: Publish) -> dict[st
     invoice = billing.true_up(firing.customer, reason, firing.firing_id)
     if invoice is None:
         return {"invoice": None}
-    publish(
-        "invoice.finalized",
-        {
-            "invoice": invoice.invoice_id,
-            "customer": firing.customer,
-            "kind": "true_up",
-            "control": firing.firing_id,
-        },
-        invoice.invoice_id,
-    )
+    finalized = InvoiceFinalized(invoice.invoice_id, firing.customer, "true_up", firing.firing_id)
+    publish("invoice.finalized", finalized, invoice.invoice_id)
     return {"invoice": invoice.invoice_id}
 
 

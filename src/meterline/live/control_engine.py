@@ -10,7 +10,8 @@ figures, record every firing once, act, and keep the access answers the product 
 - ``block`` and ``alert`` act at once in the evaluating thread; ``true_up`` and
   ``top_up`` (which read the ledger or write invoices) run on one background worker, so
   a slow invoice never delays another customer's block.
-- Access answers are a dict read; every change bumps ``version`` and is pushed to the
+- Access answers are a read of the state in memory (typed records:
+  ``core.live_documents``); every change bumps ``version`` and is pushed to the
   subscribers (the SSE stream the SDK's ``Gate`` reads).
 """
 
@@ -28,9 +29,19 @@ from typing import Any
 from meterline.billing.service import Billing, BillingError
 from meterline.core.control_policies import Block, Evaluation, Firing, Observation, Rearm, evaluate
 from meterline.core.cuts import Cut
+from meterline.core.live_documents import (
+    AccessAnswer,
+    AccessSnapshot,
+    AccessState,
+    CustomerBlocked,
+    CustomerUnblocked,
+    ThresholdProgress,
+    WebhookData,
+)
 from meterline.ledger.control_records import ControlStore, StoredFiring, StoredOverride
 from meterline.live.control_actions import alert_kind, top_up, true_up
 from meterline.live.control_documents import (
+    PushedDecision,
     access_document,
     decision_document,
     snapshot_document,
@@ -47,10 +58,11 @@ from meterline.live.receivables import Receivables
 _log = logging.getLogger(__name__)
 ZERO = Decimal(0)
 
-Publisher = Callable[[str, dict[str, Any], str], object]
-"""``publish(kind, data, event_id)``: a webhook (``live.webhook_service.Webhooks.publish``)."""
-AccessListener = Callable[[int, str, dict[str, Any]], None]
-"""Called with (version, customer, decision document) on every access change."""
+Publisher = Callable[[str, WebhookData | dict[str, Any], str], object]
+"""``publish(kind, data, event_id)``: a webhook (``live.webhook_service.Webhooks.publish``);
+``data`` a live record, or billing's plain data (``usage.unbillable``)."""
+AccessListener = Callable[[int, str, PushedDecision], None]
+"""Called with (version, customer, decision) on every access change."""
 
 
 @dataclass
@@ -80,7 +92,7 @@ class Controls:
         self.ordinals: dict[tuple[str, str, str], int] = {}
         self.version = 0
         self.listeners: list[AccessListener] = []
-        self.decisions: dict[str, dict[str, Any]] = {}
+        self.decisions: dict[str, AccessState] = {}
         self._worker = ThreadPoolExecutor(1, thread_name_prefix="meterline-actions")
         self.write_guard: Callable[[], AbstractContextManager[Any]] = nullcontext
         """Held around the actions that write invoices or grants (the HTTP app passes
@@ -90,7 +102,7 @@ class Controls:
         """The last override applied (others may be recorded by another process: the CLI)."""
         self.receivables = Receivables(self.billing, self.clock)
         """What the ``invoice_overdue`` controls read (open invoices, today)."""
-        self.progress: dict[str, dict[str, str]] = {}
+        self.progress: dict[str, ThresholdProgress] = {}
         """Per customer: progress to its next progressive threshold (``live.notices``)."""
         self.credit_bounds = CreditBounds(projection)
         self.books = self.credit_bounds.books
@@ -400,7 +412,7 @@ class Controls:
         """Wait until the background actions submitted so far have finished."""
         self._worker.submit(lambda: None).result(timeout=timeout_s)
 
-    def _publish(self, kind: str, data: dict[str, Any], event_id: str) -> list[str]:
+    def _publish(self, kind: str, data: WebhookData, event_id: str) -> list[str]:
         """Queue a webhook; its delivery ids. Inside a batch of records it waits for the
         commit (the webhook store writes through its own connection to the same file)."""
         if self.publish is None:
@@ -426,17 +438,10 @@ class Controls:
         state.blocks[firing.policy] = Block(firing.policy, features, reason, firing.at_us)
         self._decision_changed(customer, publish)
         if publish:
-            self._publish(
-                "customer.blocked",
-                {
-                    "customer": customer,
-                    "policy": firing.policy,
-                    "features": list(features),
-                    "reason": reason,
-                    "firing": firing.firing_id,
-                },
-                firing.firing_id,
+            blocked = CustomerBlocked(
+                customer, firing.policy, tuple(features), reason, firing.firing_id
             )
+            self._publish("customer.blocked", blocked, firing.firing_id)
 
     def _release(
         self,
@@ -460,7 +465,7 @@ class Controls:
             if publish:
                 self._publish(
                     "customer.unblocked",
-                    {"customer": customer, "policies": released, "reason": reason},
+                    CustomerUnblocked(customer, tuple(released), reason),
                     event_id or f"{customer}:{self.version}",
                 )
         return released
@@ -476,7 +481,7 @@ class Controls:
                 except Exception:
                     _log.exception("access listener failed")
 
-    def decision_document(self, customer: str) -> dict[str, Any]:
+    def decision_document(self, customer: str) -> AccessState:
         """The customer's access state as the push stream sends it."""
         state = self.state.get(customer)
         blocks = tuple((state.blocks or {}).values()) if state else ()
@@ -488,8 +493,8 @@ class Controls:
         live = self.projection.customers.get(customer)
         return None if live is None else live.contract.trial_end_us()
 
-    def access(self, customer: str, feature: str | None = None) -> dict[str, Any]:
-        """May ``customer`` use ``feature`` now? (A dict read: no ledger, no lock.)"""
+    def access(self, customer: str, feature: str | None = None) -> AccessAnswer:
+        """May ``customer`` use ``feature`` now? (A read in memory: no ledger, no lock.)"""
         state = self.state.get(customer)
         blocks = tuple((state.blocks or {}).values()) if state else ()
         remaining = (state.remaining if state else None) or {}
@@ -506,7 +511,7 @@ class Controls:
             self.progress.get(customer),
         )
 
-    def snapshot(self, customer: str | None = None) -> dict[str, Any]:
+    def snapshot(self, customer: str | None = None) -> AccessSnapshot:
         with self.lock:
             return snapshot_document(self.decisions, self.version, customer)
 

@@ -18,12 +18,22 @@ from dataclasses import dataclass, replace
 from decimal import Decimal, localcontext
 from typing import Any
 
+from msgspec import UNSET
+
 from meterline.billing.credits import credit_book
 from meterline.billing.service import Billing
 from meterline.billing.thresholds import usage_before
 from meterline.core.credit_records import CreditError
 from meterline.core.cuts import Cut
 from meterline.core.events import format_timestamp
+from meterline.core.live_documents import (
+    AccessAnswer,
+    FigureLine,
+    FigurePeriod,
+    LiveFigures,
+    ThresholdProgress,
+    plain,
+)
 from meterline.core.model import Contract
 from meterline.core.money import MONEY_CONTEXT
 from meterline.core.periods import BillingPeriod
@@ -70,41 +80,51 @@ class Figures:
         with localcontext(MONEY_CONTEXT):
             return self.spend - self.cost
 
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "customer": self.customer,
-            "currency": self.currency,
-            "period": {
-                "start": format_timestamp(self.period.start_us),
-                "end": format_timestamp(self.period.end_us),
-            },
-            "through": self.through.to_json(),
-            "at": format_timestamp(self.at_us),
-            "spend": str(self.spend),
-            "cost": str(self.cost),
-            "margin": str(self.margin),
-            "prepaid": str(self.prepaid),
-            "remaining": {unit: str(value) for unit, value in sorted(self.remaining.items())},
-            "lines": [
-                {
-                    "meter": line.meter,
-                    "group": line.group,
-                    "quantity": str(line.quantity),
-                    "events": line.events,
-                    "amount": None if line.amount is None else str(line.amount),
-                    "unit": line.unit,
-                    "cost": str(line.cost),
-                }
-                for line in self.lines
-            ],
-            **self._threshold(),
-        }
-
-    def _threshold(self) -> dict[str, Any]:
+    def threshold_progress(self) -> ThresholdProgress | None:
+        """``next_threshold`` as the figures and the access answers show it (None: no
+        progressive threshold, or no level left)."""
         if self.next_threshold is None:
-            return {}
+            return None
         so_far, level, of = self.next_threshold
-        return {"threshold": {"so_far": str(so_far), "next": str(level), "of": of}}
+        return ThresholdProgress(str(so_far), str(level), of)
+
+    def document(self, access: AccessAnswer | None = None) -> LiveFigures:
+        """The figures as the live route answers them (with the ``access`` answer when
+        given): exact amounts as their ``str``, the credit balances by unit."""
+        progress = self.threshold_progress()
+        return LiveFigures(
+            self.customer,
+            self.currency,
+            FigurePeriod(
+                format_timestamp(self.period.start_us), format_timestamp(self.period.end_us)
+            ),
+            self.through.to_json(),
+            format_timestamp(self.at_us),
+            str(self.spend),
+            str(self.cost),
+            str(self.margin),
+            str(self.prepaid),
+            {unit: str(value) for unit, value in sorted(self.remaining.items())},
+            tuple(
+                FigureLine(
+                    line.meter,
+                    line.group,
+                    str(line.quantity),
+                    line.events,
+                    None if line.amount is None else str(line.amount),
+                    line.unit,
+                    str(line.cost),
+                )
+                for line in self.lines
+            ),
+            UNSET if progress is None else progress,
+            UNSET if access is None else access,
+        )
+
+    def as_dict(self) -> dict[str, Any]:
+        """``document()`` as plain data (what the CLI prints and reconcile compares)."""
+        data: dict[str, Any] = plain(self.document())
+        return data
 
 
 def derive(live: CustomerLive, now_us: int, through: Cut, with_credits: bool = True) -> Figures:

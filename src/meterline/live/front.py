@@ -20,6 +20,7 @@ from contextlib import AbstractContextManager
 from typing import Any, Protocol, runtime_checkable
 
 from meterline.core.control_policies import Block
+from meterline.core.live_documents import AccessAnswer, AccessSnapshot, LiveFigures
 from meterline.ledger.control_records import ControlStore, StoredOverride
 from meterline.live.control_engine import AccessListener
 from meterline.live.control_overrides import Override
@@ -50,14 +51,16 @@ class LiveFront(Protocol):
     def store(self) -> ControlStore:
         """The control records: firings, their action results, overrides."""
 
-    def access(self, customer: str, feature: str | None = None) -> dict[str, Any]:
+    def access(self, customer: str, feature: str | None = None) -> AccessAnswer:
         """May ``customer`` use ``feature`` now? (A read of the mirror.)"""
 
-    def snapshot(self, customer: str | None = None) -> dict[str, Any]:
+    def snapshot(self, customer: str | None = None) -> AccessSnapshot:
         """Every decision (or one customer's) and the version they are at."""
 
-    def figures(self, customer: str) -> dict[str, Any] | None:
-        """The customer's live figures, or None without a contract in force."""
+    def figures(self, customer: str) -> LiveFigures | dict[str, Any] | None:
+        """The customer's live figures, or None without a contract in force: the live
+        worker's record, or in stream mode the owning worker's reply as plain data (its
+        keys in the sorted order it was sent in, which the route answers as they are)."""
 
     def status(self) -> dict[str, Any]:
         """The engine's progress and whether it runs."""

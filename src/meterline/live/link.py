@@ -32,11 +32,14 @@ from typing import Any
 from meterline.billing.service import BillingError, InvalidRequest, NotFound
 from meterline.clock import Clock, system_clock_us
 from meterline.core.control_policies import Block
+from meterline.core.live_documents import AccessAnswer, AccessSnapshot, LiveFigures
 from meterline.errors import MeterlineError
 from meterline.ledger.control_records import ControlStore, StoredOverride
 from meterline.live.control_documents import (
+    PushedDecision,
     access_document,
     snapshot_document,
+    threshold_of,
     trial_end_of,
     trial_state,
 )
@@ -76,7 +79,7 @@ class WorkerUnavailable(MeterlineError, RuntimeError):
 class MirroredAccess:
     """Access decisions taken by a live engine in another process, mirrored here: each
     customer's blocks, remaining balances and decision document, the customers with a
-    contract, and a version bumped on every change. Answers are dict reads; ``lock``
+    contract, and a version bumped on every change. Answers are reads of the mirror; ``lock``
     guards the mirror while it changes, and ``listeners`` hear every decision."""
 
     def __init__(self, db: str, clock: Clock) -> None:
@@ -88,7 +91,7 @@ class MirroredAccess:
         self.version = 0
         self.customers: frozenset[str] = frozenset()
         self.states: dict[str, tuple[tuple[Block, ...], dict[str, str]]] = {}
-        self.decisions: dict[str, dict[str, Any]] = {}
+        self.decisions: dict[str, PushedDecision] = {}
 
     def _changed(self, customer: str) -> None:
         """Bump the version and push the customer's decision (under ``lock``)."""
@@ -102,12 +105,13 @@ class MirroredAccess:
             except Exception:
                 _log.exception("access listener failed")
 
-    def access(self, customer: str, feature: str | None = None) -> dict[str, Any]:
-        """May ``customer`` use ``feature`` now? (A dict read in this process.)"""
+    def access(self, customer: str, feature: str | None = None) -> AccessAnswer:
+        """May ``customer`` use ``feature`` now? (A read of the mirror in this process.)"""
         blocks, remaining = self.states.get(customer, ((), {}))
-        trial_end = trial_end_of(self.decisions.get(customer))
+        decision = self.decisions.get(customer)
+        trial_end = trial_end_of(decision)
         trial = None if trial_end is None else trial_state(trial_end, self.clock())
-        threshold = (self.decisions.get(customer) or {}).get("threshold")
+        threshold = threshold_of(decision)
         return access_document(
             customer,
             feature,
@@ -119,7 +123,7 @@ class MirroredAccess:
             threshold,
         )
 
-    def snapshot(self, customer: str | None = None) -> dict[str, Any]:
+    def snapshot(self, customer: str | None = None) -> AccessSnapshot:
         with self.lock:
             return snapshot_document(self.decisions, self.version, customer)
 
@@ -330,8 +334,8 @@ class LiveLink(MirroredAccess):
 
     # -- answers --------------------------------------------------------------------------------
 
-    def figures(self, customer: str) -> dict[str, Any] | None:
-        """The customer's live figures document (with its access answer), or None."""
+    def figures(self, customer: str) -> LiveFigures | None:
+        """The customer's live figures (with its access answer), or None."""
         return self._call("figures", customer)  # type: ignore[no-any-return]
 
     def status(self) -> dict[str, Any]:

@@ -24,6 +24,12 @@ from typing import Any
 
 from meterline.billing.service import BillingError
 from meterline.core.events import format_timestamp
+from meterline.core.live_documents import (
+    ThresholdProgress,
+    ThresholdReached,
+    TrialNotice,
+    WebhookData,
+)
 from meterline.core.trials import TrialWindow, trial_notices
 from meterline.live.control_engine import Controls, Publisher
 from meterline.live.figures import Figures, threshold_figure
@@ -44,7 +50,7 @@ class Notices:
         self.sent: set[str] = set()
         """Trial notices published by this process (not asked of the store again)."""
 
-    def _publish(self, kind: str, data: dict[str, Any], key: str) -> bool:
+    def _publish(self, kind: str, data: WebhookData, key: str) -> bool:
         publish: Publisher | None = self.controls.publish
         if publish is None:
             return False
@@ -72,13 +78,13 @@ class Notices:
             for notice in trial_notices(contract.customer, window, now_us):
                 if f"{notice.kind}:{notice.key}" in self.sent:
                     continue
-                data = {
-                    "customer": contract.customer,
-                    "trial_start": format_timestamp(window.start_us),
-                    "trial_end": format_timestamp(window.end_us),
-                    "at": format_timestamp(notice.at_us),
-                    "on_end": contract.trial.on_end,
-                }
+                data = TrialNotice(
+                    contract.customer,
+                    format_timestamp(window.start_us),
+                    format_timestamp(window.end_us),
+                    format_timestamp(notice.at_us),
+                    contract.trial.on_end,
+                )
                 if self._publish(notice.kind, data, notice.key):
                     self.sent.add(f"{notice.kind}:{notice.key}")
 
@@ -105,7 +111,7 @@ class Notices:
                 # lifetime levels that earlier periods reached were told then
                 passed = levels.reached(live.usage_before) if levels.scope == "lifetime" else 0
                 self._levels(customer, levels, figures, so_far, passed)
-            self._progress(customer, _progress_document(figures))
+            self._progress(customer, figures.threshold_progress())
 
     def _levels(
         self, customer: str, levels: Any, figures: Figures, so_far: Decimal, passed: int
@@ -115,19 +121,19 @@ class Notices:
         before = max(told if period == start else 0, passed)
         crossed = levels.crossed(before, so_far)
         for number, level in crossed:
-            data = {
-                "customer": customer,
-                "period_start": format_timestamp(start),
-                "level_number": number,
-                "level": str(level),
-                "recurring": number > len(levels.levels),
-                "so_far": str(so_far),
-                "of": levels.meter or figures.currency,
-            }
+            data = ThresholdReached(
+                customer,
+                format_timestamp(start),
+                number,
+                str(level),
+                number > len(levels.levels),
+                str(so_far),
+                levels.meter or figures.currency,
+            )
             self._publish("threshold.reached", data, f"{customer}:{start}:{number}")
         self.reached[customer] = (start, crossed[-1][0] if crossed else before)
 
-    def _progress(self, customer: str, document: dict[str, str] | None) -> None:
+    def _progress(self, customer: str, document: ThresholdProgress | None) -> None:
         controls = self.controls
         with controls.lock:
             if controls.progress.get(customer) == document:
@@ -137,11 +143,3 @@ class Notices:
             else:
                 controls.progress[customer] = document
             controls._decision_changed(customer)
-
-
-def _progress_document(figures: Figures) -> dict[str, str] | None:
-    """``{so_far, next, of}`` as the live figures show it (None: no level left)."""
-    if figures.next_threshold is None:
-        return None
-    so_far, level, of = figures.next_threshold
-    return {"so_far": str(so_far), "next": str(level), "of": of}

@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from urllib.parse import urlsplit
 
+from meterline.core.live_documents import WebhookData
 from meterline.errors import MeterlineError
 
 WEBHOOK_KINDS = (
@@ -107,5 +108,5 @@ def check_event(kind: object, event_id: object, data: object) -> None:
         raise WebhookError("event_id", "must be a non-empty string")
     if len(event_id) > EVENT_ID_LENGTH_MAX:
         raise WebhookError("event_id", f"longer than {EVENT_ID_LENGTH_MAX} characters")
-    if not isinstance(data, dict):
-        raise WebhookError("data", "must be a JSON object (a dict)")
+    if not isinstance(data, dict | WebhookData):
+        raise WebhookError("data", "must be a JSON object (a dict or a WebhookData record)")

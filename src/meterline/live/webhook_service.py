@@ -30,6 +30,7 @@ import httpx
 from meterline import __version__
 from meterline.clock import system_clock_us
 from meterline.core.events import encode_canonical, format_timestamp
+from meterline.core.live_documents import WebhookData
 from meterline.ledger.webhook_records import (
     DELIVERIES_PAGE_MAX,
     DELIVERY_STATUSES,
@@ -201,11 +202,13 @@ class Webhooks:
         for listener in list(self._listeners):
             listener()
 
-    def publish(self, kind: str, data: dict[str, Any], event_id: str) -> list[str]:
+    def publish(self, kind: str, data: WebhookData | dict[str, Any], event_id: str) -> list[str]:
         """Owe the event to every enabled endpoint subscribed to ``kind``: one durable
         pending delivery each, due now. Returns the delivery ids; publishing the same
         ``event_id`` again returns the existing ones and changes nothing (the first
-        envelope is the one sent). No network I/O."""
+        envelope is the one sent). No network I/O. ``data``: a live record
+        (``core.live_documents``), or plain data (billing's ``usage.unbillable``); either
+        is written canonical, its keys sorted."""
         check_event(kind, event_id, data)
         if not any(endpoint.subscribes_to(kind) for endpoint in self._enabled_endpoints()):
             return []

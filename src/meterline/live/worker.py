@@ -11,7 +11,7 @@ From the server:
 - ``("clock", offset_us)``: the server's clock is now the system clock + this.
 - ``("call", number, name, arguments)``: ``figures``, ``override`` or ``status``;
   answered with ``("reply", number, ok, value)`` (value: the result, or the error's
-  class name and message).
+  class name and message); figures are a ``core.live_documents.LiveFigures``, pickled.
 - ``("stop",)``.
 
 To the server:
@@ -34,6 +34,8 @@ from typing import Any
 
 from meterline.billing.service import open_billing
 from meterline.clock import system_clock_us
+from meterline.core.live_documents import AccessState
+from meterline.live.control_documents import PushedDecision
 from meterline.live.service import LiveEngine
 from meterline.live.stack import live_stack
 
@@ -59,14 +61,14 @@ class _Worker:
 
     # -- what the server mirrors ----------------------------------------------------------------
 
-    def _state(self, customer: str) -> tuple[dict[str, Any], tuple[Any, ...], dict[str, str]]:
+    def _state(self, customer: str) -> tuple[AccessState, tuple[Any, ...], dict[str, str]]:
         controls = self.engine.controls
         state = controls.state.get(customer)
         blocks = tuple((state.blocks or {}).values()) if state else ()
         remaining = {u: str(v) for u, v in sorted(((state and state.remaining) or {}).items())}
         return controls.decision_document(customer), blocks, remaining
 
-    def on_access(self, _version: int, customer: str, _decision: dict[str, Any]) -> None:
+    def on_access(self, _version: int, customer: str, _decision: PushedDecision) -> None:
         # called under the controls' lock: the state read here is the one decided
         self.send(("access", customer, *self._state(customer)))
 
@@ -102,9 +104,7 @@ class _Worker:
             figures = engine.projection.figures(customer)
             if figures is None:
                 return None
-            document = figures.as_dict()
-            document["access"] = engine.controls.access(customer)
-            return document
+            return figures.document(engine.controls.access(customer))
         if name == "override":
             (request,) = arguments
             engine.settle()  # a pricing told before this call is applied first

@@ -43,12 +43,14 @@ from meterline.billing.service import Billing
 from meterline.clock import Clock, system_clock_us
 from meterline.core.control_policies import Block
 from meterline.core.events import PreparedEvent, encode_canonical
+from meterline.core.live_documents import LiveFigures, plain
 from meterline.core.partitions import parse_partitions, partition_of
 from meterline.errors import MeterlineError
 from meterline.ledger.billing_records import BillingStore
 from meterline.ledger.checkpoints import start_checkpointer
 from meterline.ledger.event_ledger import Ledger, open_store
 from meterline.ledger.location import describe, is_postgres
+from meterline.live.control_documents import PushedDecision
 from meterline.live.service import LiveEngine
 from meterline.live.stack import live_stack
 from meterline.stream.access import AccessBoard
@@ -121,7 +123,7 @@ def access_entry(engine: LiveEngine, customer: str, worker: str) -> dict[str, An
     return {
         "customer": customer,
         "known": customer in engine.projection.customers,
-        "decision": controls.decision_document(customer),
+        "decision": plain(controls.decision_document(customer)),
         "blocks": blocks_document(blocks),
         "remaining": remaining,
         "worker": worker,
@@ -306,7 +308,7 @@ class WorkerService:
         if moved and self._publishing is not None:
             self._publishing.offer_progress(moved)
 
-    def _on_access(self, _version: int, customer: str, _decision: dict[str, Any]) -> None:
+    def _on_access(self, _version: int, customer: str, _decision: PushedDecision | None) -> None:
         # called under the controls' lock: the state read here is the one decided
         if self._publishing is not None:
             self._publishing.offer(customer, access_entry(self.engine, customer, self.name))
@@ -457,13 +459,11 @@ class WorkerService:
         document = await asyncio.to_thread(self._figures, customer)
         await message.respond(encode_canonical({"figures": document}))
 
-    def _figures(self, customer: str) -> dict[str, Any] | None:
+    def _figures(self, customer: str) -> LiveFigures | None:
         figures = self.engine.projection.figures(customer)
         if figures is None:
             return None
-        document = figures.as_dict()
-        document["access"] = self.engine.controls.access(customer)
-        return document
+        return figures.document(self.engine.controls.access(customer))
 
     def _start_engine(self) -> None:
         engine = self.engine
@@ -474,7 +474,7 @@ class WorkerService:
             controls.listeners.append(self._on_access)
             customers = set(engine.projection.customers) | set(controls.state)
             for customer in customers:
-                self._on_access(0, customer, {})
+                self._on_access(0, customer, None)
 
     async def _publish_access(self, board: AccessBoard, stop: asyncio.Event) -> None:
         publishing = self._publishing
