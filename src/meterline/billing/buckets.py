@@ -473,12 +473,17 @@ def _local_days(
     one spans two local days."""
     index_of = {segment.start_us: index for index, segment in enumerate(job.segments)}
     days: dict[tuple[int, str, tuple[str | None, ...]], Counter[date]] = {}
+    dated: dict[int, date | None] = {}  # each bucket start's local day (None: spans two)
     for key, bucket in stored.items():
-        first = local_date(timezone, key.hour_us)
-        if first != local_date(timezone, key.hour_us + span_us - 1):
+        if key.hour_us not in dated:
+            first = local_date(timezone, key.hour_us)
+            last = local_date(timezone, key.hour_us + span_us - 1)
+            dated[key.hour_us] = first if first == last else None
+        first_day = dated[key.hour_us]
+        if first_day is None:
             return None
         line = (index_of[key.segment_start_us], key.meter, key.group)
-        days.setdefault(line, Counter())[first] += bucket.events
+        days.setdefault(line, Counter())[first_day] += bucket.events
     return days
 
 
