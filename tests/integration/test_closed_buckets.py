@@ -107,6 +107,8 @@ def test_a_closed_period_reads_the_buckets_of_its_revision(
         assert billing.ledger.ingest([late_event()]).accepted == 1
         jobs = closed_jobs(billing)
         assert all(job.days is not None for job in jobs.values())  # past the watermark
+        again = closed_jobs(billing)  # the watermark stands: the reading kept is read
+        assert all(again[name].rater is job.rater for name, job in jobs.items())
         assert bucket_records.watermark(context.connection, revision) == mark  # not caught up
         assert_equal_to_rerating(billing, jobs)
 

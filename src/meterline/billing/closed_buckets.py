@@ -24,19 +24,41 @@ Invariants:
 - A reading is used only when R's watermark is the same after the buckets were read as
   when the late events were checked (another read catching R up meanwhile means a
   re-rating instead), so buckets and the check always agree.
+- A reading is kept in memory (per billing store, at most ``READINGS_KEPT_MAX``) under
+  its invoice and R's watermark: while the watermark stands there, the buckets and the
+  events between the invoice's cut and the watermark (the ledger is append-only) are the
+  same, so the reading is too; a moved watermark is another key. A kept rater is only
+  read after (its zero-usage lines made before it is kept).
 """
 
 from __future__ import annotations
 
+import threading
+from collections import Counter, OrderedDict
+from datetime import date
+from typing import Any
+from weakref import WeakKeyDictionary
+
 from meterline.billing import buckets, late
 from meterline.billing.context import BillingContext, Loaded
+from meterline.billing.documents import currency_of
 from meterline.billing.scan import RatingJob
 from meterline.core.cuts import Cut
+from meterline.core.rating import Rater
 from meterline.ledger import bucket_records, event_reads
-from meterline.ledger.billing_records import StoredInvoice
+from meterline.ledger.billing_records import BillingStore, StoredInvoice
 from meterline.ledger.bucket_records import Watermark
 
-__all__ = ["read_closed_period", "settled_watermark"]
+__all__ = ["READINGS_KEPT_MAX", "read_closed_period", "settled_watermark"]
+
+READINGS_KEPT_MAX = 1_000
+"""Closed-period readings (a finalized invoice's rater and line days) kept in memory per
+billing store, the least recently used dropped first: a dashboard reads every closed
+period after each ledger change, and a kept reading costs one watermark read."""
+
+_Reading = tuple[Rater, dict[tuple[int, str, tuple[str | None, ...]], Counter[date]]]
+_kept: WeakKeyDictionary[BillingStore, OrderedDict[tuple[Any, ...], _Reading]] = WeakKeyDictionary()
+_kept_lock = threading.Lock()
 
 
 def read_closed_period(context: BillingContext, stored: StoredInvoice, job: RatingJob) -> bool:
@@ -54,6 +76,11 @@ def read_closed_period(context: BillingContext, stored: StoredInvoice, job: Rati
     mark = settled_watermark(context, loaded, cut)
     if mark is None:
         return False
+    key = (stored.invoice_id, loaded.revision, mark.generation, mark.through, job.also_meters)
+    kept = _remembered(context.store, key)
+    if kept is not None:
+        job.rater, job.days = kept
+        return True
     connection = context.connection
     arrived_late = event_reads.customer_event_hashes(
         connection, stored.customer, cut, mark.through, stored.period_start_us, stored.period_end_us
@@ -64,7 +91,29 @@ def read_closed_period(context: BillingContext, stored: StoredInvoice, job: Rati
     if reading is None or bucket_records.watermark(connection, loaded.revision) != mark:
         return False
     job.rater, job.days = reading
+    try:
+        reading[0].lines(currency_of(job.segments), job.configuration)  # idle lines, once
+    except Exception:  # not kept: pricing the reading again tells the caller why
+        return True
+    _remember(context.store, key, reading)
     return True
+
+
+def _remembered(store: BillingStore, key: tuple[Any, ...]) -> _Reading | None:
+    with _kept_lock:
+        readings = _kept.get(store)
+        found = None if readings is None else readings.get(key)
+        if found is not None and readings is not None:
+            readings.move_to_end(key)
+        return found
+
+
+def _remember(store: BillingStore, key: tuple[Any, ...], reading: _Reading) -> None:
+    with _kept_lock:
+        readings = _kept.setdefault(store, OrderedDict())
+        readings[key] = reading
+        while len(readings) > READINGS_KEPT_MAX:
+            readings.popitem(last=False)
 
 
 def settled_watermark(context: BillingContext, loaded: Loaded, cut: Cut) -> Watermark | None:
