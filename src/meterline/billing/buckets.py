@@ -14,7 +14,11 @@ background when appends pause or the backlog passes a bound, so reads find littl
 
 A revision's buckets are started over from the first event (``rebuild``: when a pricing
 file is applied, or on first use) and kept current after. A late event folds into the
-hour it is timed in; a new revision (new prices, contracts) gets buckets of its own. A
+hour it is timed in; a new revision (new prices, contracts) gets buckets of its own.
+Starting one keeps the older revisions finalized period invoices were rated under, only
+within those invoices' periods (``closing_periods``, ``bucket_records.keep_periods``),
+and drops every other: a closed period is read from the buckets of the revision that
+billed it (``billing.closed_buckets``), which no keeper catches up any more. A
 fold that fails (a bucket row edited into nonsense) drops the revision's buckets, logged;
 the next read that builds (a draft, reconcile, the export) rebuilds them from the
 ledger. ``check_buckets`` (reconcile) compares the buckets with a re-derivation from raw
@@ -78,6 +82,7 @@ __all__ = [
     "buckets_wanted",
     "catch_up",
     "check_buckets",
+    "closing_periods",
     "ensure_built",
     "job_buckets",
     "job_rater",
@@ -86,6 +91,7 @@ __all__ = [
     "line_days",
     "period_rater",
     "rebuild",
+    "settled_reading",
 ]
 
 _log = logging.getLogger(__name__)
@@ -328,8 +334,23 @@ def rebuild(context: BillingContext, loaded: Loaded | None = None) -> None:
     connection = context.connection
     bucket_records.ensure_bucket_tables(connection)
     partitions = context.ledger.store.partitions
-    bucket_records.restart(connection, chosen.revision, context.clock(), partitions)
+    closing = closing_periods(context)
+    bucket_records.restart(connection, chosen.revision, context.clock(), partitions, closing)
+    for revision, periods in closing.items():
+        if revision != chosen.revision:
+            bucket_records.keep_periods(connection, revision, periods)
     catch_up(context, chosen)
+
+
+def closing_periods(context: BillingContext) -> dict[int, dict[str, list[tuple[int, int]]]]:
+    """The periods finalized period invoices billed ([start_us, end_us) per customer), by
+    the revision each was rated under: the older revisions whose buckets are kept, and the
+    periods they are kept for."""
+    periods: dict[int, dict[str, list[tuple[int, int]]]] = {}
+    for invoice in context.period_invoices():
+        spans = periods.setdefault(invoice.revision, {}).setdefault(invoice.customer, [])
+        spans.append((invoice.period_start_us, invoice.period_end_us))
+    return periods
 
 
 def apply_pricing(
@@ -446,18 +467,48 @@ def line_days(
     if found is None:
         return None
     _, stored, span_us = found
+    days = _local_days(job, stored, span_us, timezone)
+    if days is None and span_us == DAY_US:
+        return line_days(context, job, loaded, timezone, job_buckets(context, job, loaded, HOUR_US))
+    return days
+
+
+def _local_days(
+    job: RatingJob, stored: dict[BucketKey, Bucket], span_us: int, timezone: str
+) -> dict[tuple[int, str, tuple[str | None, ...]], Counter[date]] | None:
+    """Each line's events per local day from ``stored`` buckets of ``span_us``; None when
+    one spans two local days."""
     index_of = {segment.start_us: index for index, segment in enumerate(job.segments)}
     days: dict[tuple[int, str, tuple[str | None, ...]], Counter[date]] = {}
+    dated: dict[int, date | None] = {}  # each bucket start's local day (None: spans two)
     for key, bucket in stored.items():
-        first = local_date(timezone, key.hour_us)
-        if first != local_date(timezone, key.hour_us + span_us - 1):
-            if span_us == DAY_US:
-                hours = job_buckets(context, job, loaded, HOUR_US)
-                return line_days(context, job, loaded, timezone, hours)
+        if key.hour_us not in dated:
+            first = local_date(timezone, key.hour_us)
+            last = local_date(timezone, key.hour_us + span_us - 1)
+            dated[key.hour_us] = first if first == last else None
+        first_day = dated[key.hour_us]
+        if first_day is None:
             return None
         line = (index_of[key.segment_start_us], key.meter, key.group)
-        days.setdefault(line, Counter())[first] += bucket.events
+        days.setdefault(line, Counter())[first_day] += bucket.events
     return days
+
+
+def settled_reading(
+    context: BillingContext, job: RatingJob, loaded: Loaded, timezone: str
+) -> tuple[Rater, dict[tuple[int, str, tuple[str | None, ...]], Counter[date]]] | None:
+    """``job``'s rater and each line's local days from ``loaded``'s buckets as they stand,
+    caught up by nobody (a closed period under an older revision: the caller has checked
+    they hold exactly its events): from days, else hours; None when neither tells."""
+    meters = cost_meters(loaded) | job.also_meters
+    scope = BucketScope(job.customer, loaded.revision, job.configuration, job.segments, meters)
+    for span_us, table in ((DAY_US, DAYS), (HOUR_US, HOURS)):
+        stored = stored_buckets(context.connection, scope, job.period, None, None, table)
+        rater = priced_rater(scope, stored, job.cuts, span_us)
+        days = None if rater is None else _local_days(job, stored, span_us, timezone)
+        if rater is not None and days is not None:
+            return rater, days
+    return None
 
 
 def _built(connection: Connection) -> set[int]:

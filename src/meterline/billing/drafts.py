@@ -9,7 +9,7 @@ period is rated through the current cut with the late adjustments so far. Nothin
 
 from __future__ import annotations
 
-from meterline.billing import balances, buckets, documents, late
+from meterline.billing import balances, buckets, closed_buckets, documents, late
 from meterline.billing.context import BillingContext, Loaded, billing_cycle, cost_meters
 from meterline.billing.documents import credit_cuts, rating_of
 from meterline.billing.errors import BillingError, NotFound
@@ -156,12 +156,16 @@ def _from_buckets(context: BillingContext, job: RatingJob, loaded: Loaded, timez
 
 
 def _finalized_from_buckets(context: BillingContext, stored: StoredInvoice, job: RatingJob) -> None:
-    """A finalized period's re-rating from the buckets, when they hold exactly the events
-    its invoice billed: it was rated under the current revision, and no event of its
-    period arrived after the invoice's cut (a late event would be in the buckets, not in
-    the invoice). Otherwise the job is left to re-rate from raw events."""
+    """A finalized period's re-rating from the buckets of the revision it was rated
+    under, when they hold exactly the events its invoice billed: no event of its period
+    arrived after the invoice's cut (a late event would be in the buckets, not in the
+    invoice). Under an older revision, ``closed_buckets`` (built or caught up once, never
+    kept current). Otherwise the job is left to re-rate from raw events."""
     loaded = context.load()
-    if loaded is None or stored.revision != loaded.revision:
+    if loaded is None:
+        return
+    if stored.revision != loaded.revision:
+        closed_buckets.read_closed_period(context, stored, job)
         return
     cut = late.stored_invoice_cut(context, stored)
     partition = context.partition(stored.customer)

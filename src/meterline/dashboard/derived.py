@@ -3,7 +3,9 @@ report are derived again only when what they are made of moved (the ledger's cut
 invoices, credit notes, grants, the pricing revision, or the day: revenue is recognized
 by day). Unit economics read the rated-usage buckets (``usage_slices``), but a period
 they cannot tell is re-rated from raw events (seconds on a large ledger), so a page load
-should not derive them again.
+should not derive them again. The slices take the cached books (one build per version);
+the unbillable report extends the last one's ratings with only the new events
+(``UnbillableTracker``).
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from meterline.billing.service import Billing
-from meterline.billing.unbillable_report import unbillable_report
+from meterline.billing.unbillable_report import UnbillableTracker
 from meterline.core.economics import UsageSlice
 from meterline.finance.books import Books, build_books
 from meterline.finance.economics import usage_slices
@@ -40,6 +42,7 @@ class Derived:
         self._slices: _Cached | None = None
         self._books: _Cached | None = None
         self._unbillable: _Cached | None = None
+        self._unbillable_tracker = UnbillableTracker()  # rates only the events past its cut
         self._slices_lock = threading.Lock()
         self._books_lock = threading.Lock()
         self._unbillable_lock = threading.Lock()
@@ -62,7 +65,8 @@ class Derived:
         with self._slices_lock:
             version = self.version()
             if self._slices is None or self._slices.version != version:
-                self._slices = _Cached(version, usage_slices(self.billing))
+                # the cached books: a page showing slices and the journal builds them once
+                self._slices = _Cached(version, usage_slices(self.billing, books=self.books()))
             result: list[UsageSlice] = self._slices.value
             return result
 
@@ -71,7 +75,7 @@ class Derived:
         with self._unbillable_lock:
             version = self.version()
             if self._unbillable is None or self._unbillable.version != version:
-                report = unbillable_report(self.billing)
+                report = self._unbillable_tracker.report(self.billing)
                 self._unbillable = _Cached(version, report.as_dict())
             result: dict[str, Any] = self._unbillable.value
             return result

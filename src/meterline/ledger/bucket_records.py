@@ -8,6 +8,13 @@ revisions whose buckets are kept, and ``bucket_watermarks`` each one's watermark
 ledger cut (``core.cuts``) up to which its buckets hold the events, and the generation of
 its build (a fresh token each time the revision's buckets are started over).
 
+Which revisions are kept: the current one, whole; and every older revision a finalized
+period invoice was rated under (the invoices' periods are read from the buckets of the
+revision that billed them), only within those invoices' periods (``keep_periods``): a
+closed period never changes (a late event becomes an adjustment), so an older revision's
+rows are at most one copy of the periods it closed. Every other revision's rows go when
+a newer one is started (``restart``).
+
 Buckets are a projection of the ledger, never a source of truth, and are folded off the
 append path: a catch-up folds the events past the watermark and writes their buckets and
 the advanced watermark in one transaction (``advance``: only if the watermark is still
@@ -22,7 +29,7 @@ Every statement is in SQLite's dialect and runs on either store's connection (a
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -47,9 +54,11 @@ __all__ = [
     "built_revisions",
     "ensure_bucket_tables",
     "forget_revision",
+    "keep_periods",
     "read_buckets",
     "restart",
     "revision_buckets",
+    "start",
     "watermark",
     "write_buckets",
 ]
@@ -238,19 +247,69 @@ def _table(name: str) -> str:
     return name
 
 
-def restart(connection: Connection, revision: int, built_at_us: int, partitions: int) -> None:
+def restart(
+    connection: Connection,
+    revision: int,
+    built_at_us: int,
+    partitions: int,
+    keep: Iterable[int] = (),
+) -> None:
     """Start a revision's buckets over, empty, at the watermark before any event (a
     catch-up then folds every event), in one short write transaction; the buckets of
-    every other revision go (no longer kept current, they would only mislead)."""
+    every other revision go (no longer kept current, they would only mislead), but those
+    of the revisions in ``keep`` (the revisions finalized invoices were rated under)."""
+    kept = sorted({int(number) for number in keep} | {revision})
+    others = f"revision NOT IN ({', '.join('?' * len(kept))})"
     with write_transaction(connection):
         for table in (*TABLES, "bucket_revisions", "bucket_watermarks"):
-            connection.execute(f"DELETE FROM {table} WHERE revision <> ?", (revision,))
-        forget_revision(connection, revision)
-        connection.execute(
-            "INSERT INTO bucket_revisions (revision, built_at_us) VALUES (?, ?)",
-            (revision, built_at_us),
-        )
-        connection.execute(
-            "INSERT INTO bucket_watermarks (revision, generation, heads) VALUES (?, ?, ?)",
-            (revision, uuid.uuid4().hex, _heads_text(Cut.empty(partitions))),
-        )
+            connection.execute(f"DELETE FROM {table} WHERE {others}", kept)
+        _started(connection, revision, built_at_us, partitions)
+
+
+def start(connection: Connection, revision: int, built_at_us: int, partitions: int) -> None:
+    """Start one revision's buckets over, empty (as ``restart``), leaving every other
+    revision's as they are: an older revision a finalized invoice reads, built on first
+    use."""
+    with write_transaction(connection):
+        _started(connection, revision, built_at_us, partitions)
+
+
+def _started(connection: Connection, revision: int, built_at_us: int, partitions: int) -> None:
+    forget_revision(connection, revision)
+    connection.execute(
+        "INSERT INTO bucket_revisions (revision, built_at_us) VALUES (?, ?)",
+        (revision, built_at_us),
+    )
+    connection.execute(
+        "INSERT INTO bucket_watermarks (revision, generation, heads) VALUES (?, ?, ?)",
+        (revision, uuid.uuid4().hex, _heads_text(Cut.empty(partitions))),
+    )
+
+
+def keep_periods(
+    connection: Connection, revision: int, periods: Mapping[str, Iterable[tuple[int, int]]]
+) -> int:
+    """Drop ``revision``'s bucket rows (both tables) outside ``periods`` (per customer,
+    [start_us, end_us) spans; a span keeps the whole UTC day its start falls in, as
+    ``read_buckets`` reads it), in one write transaction; the rows dropped. What stays is
+    exact for those periods: a later fold merges into the rows kept."""
+    chosen = {customer: sorted(set(spans)) for customer, spans in periods.items()}
+    customers = sorted(customer for customer, spans in chosen.items() if spans)
+    dropped = 0
+    with write_transaction(connection):
+        for table in TABLES:
+            outside = f"customer NOT IN ({', '.join('?' * len(customers))})" if customers else ""
+            cursor = connection.execute(
+                f"DELETE FROM {table} WHERE revision = ?" + (f" AND {outside}" if outside else ""),
+                [revision, *customers],
+            )
+            dropped += max(cursor.rowcount, 0)
+            for customer in customers:
+                spans = sorted({(start - start % DAY_US, end) for start, end in chosen[customer]})
+                inside = " OR ".join(["(hour_us >= ? AND hour_us < ?)"] * len(spans))
+                cursor = connection.execute(
+                    f"DELETE FROM {table} WHERE revision = ? AND customer = ? AND NOT ({inside})",
+                    [revision, customer, *(bound for span in spans for bound in span)],
+                )
+                dropped += max(cursor.rowcount, 0)
+    return dropped

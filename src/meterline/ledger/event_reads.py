@@ -189,12 +189,13 @@ def event_by_id(
 
 
 def usage_candidates(
-    connection: Connection, through: Cut, customer: str | None = None
+    connection: Connection, through: Cut, customer: str | None = None, after: Cut | None = None
 ) -> Iterator[tuple[int, int, str, str, int]]:
     """``(partition, sequence, customer, type, timestamp_us)`` of every event inside
-    ``through`` (of ``customer`` only, when named), in ledger order."""
+    ``through`` (and past ``after``, when given; of ``customer`` only, when named), in
+    ledger order."""
     partitions = None if customer is None else [partition_of(customer, through.partitions)]
-    condition, parameters = cut_condition(through, None, partitions)
+    condition, parameters = cut_condition(through, after, partitions)
     column = _partition_column(through.partitions)
     query = f"SELECT {column}, sequence, customer, type, timestamp_us FROM events WHERE {condition}"
     if customer is not None:
