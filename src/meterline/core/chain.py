@@ -315,6 +315,13 @@ def verify_chains(
         finding = _removed_events(walks, wanted, names)
     if finding is None and stored_heads is not None:
         finding = _stale_heads(walks, stored_heads)
+    return _report(walks, partitions, finding)
+
+
+def _report(
+    walks: dict[int, _PartitionWalk], partitions: int, finding: _Finding | None
+) -> ChainReport:
+    """The report of the walks and the first bad item found (None: intact)."""
     walk, fields = finding or (None, {})
     return ChainReport(
         sum(w.records for w in walks.values()),
@@ -364,15 +371,7 @@ def _walk_partitions(
                 wanted.get(partition, {}),
             )
         except _Problem as problem:
-            found_label = names.get((partition, problem.batch or 0))
-            against_checkpoint = found_label is not None and "checkpoint" in problem.problem
-            text = f"{found_label}: {problem.problem}" if against_checkpoint else problem.problem
-            return walk, {
-                "bad_sequence": problem.sequence,
-                "problem": text,
-                "check": "checkpoint" if against_checkpoint else "chain",
-                "bad_batch": problem.batch,
-            }
+            return walk, _problem_fields(partition, problem, names)
     stray = by_partition_records.leftover()
     if stray is not None:
         return None, {
@@ -380,6 +379,22 @@ def _walk_partitions(
             "problem": f"a record names partition {stray.partition}; the ledger has {len(walks)}",
         }
     return None
+
+
+def _problem_fields(
+    partition: int, problem: _Problem, names: dict[tuple[int, int], str]
+) -> dict[str, object]:
+    """The ``ChainReport`` fields naming a problem met walking ``partition`` (a checkpoint
+    it contradicts named by the checkpoint's label)."""
+    found_label = names.get((partition, problem.batch or 0))
+    against_checkpoint = found_label is not None and "checkpoint" in problem.problem
+    text = f"{found_label}: {problem.problem}" if against_checkpoint else problem.problem
+    return {
+        "bad_sequence": problem.sequence,
+        "problem": text,
+        "check": "checkpoint" if against_checkpoint else "chain",
+        "bad_batch": problem.batch,
+    }
 
 
 def _removed_events(
