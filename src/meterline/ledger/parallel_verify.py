@@ -181,7 +181,7 @@ def _outcomes(
     def submit(chain_range: ChainRange) -> None:
         try:
             queue.append((chain_range, pool.submit(walk_stored_range, location, chain_range)))
-        except RuntimeError as error:  # the pool is broken: this process walks it
+        except Exception as error:  # no worker could start (or the pool broke): walk it here
             _log.warning("could not hand a range to a worker (%s); walking it here", error)
             queue.append((chain_range, None))
 
