@@ -167,3 +167,42 @@ def test_every_tamper_reads_the_same_walked_in_parallel(
     assert (verify_ledger(db).as_dict(), audit_ledger(db).as_dict()) == single
     if is_postgres(db) or case.exit_code != 3:
         assert single[1]["findings"], single
+
+
+@pytest.mark.parametrize("store_kind", ["sqlite", "postgresql"], indirect=True)
+def test_events_appended_during_the_walk_are_no_finding(
+    store_kind: str, new_db: NewDb, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Appends go on while the workers walk (a server's audit): each partition's last
+    range reads its batches, records and stored head in one snapshot, so the walk never
+    sees an event without its batch nor a head behind its walk."""
+    db = _ledger(new_db("live"))
+    planned = parallel_verify.plan_ranges
+    appended: list[int] = []
+
+    def plan_then_append(*args: Any, **kwargs: Any) -> Any:
+        for chain_range in planned(*args, **kwargs):
+            yield chain_range
+            if not appended:
+                appended.append(BATCH_EVENTS)
+                with open_billing(db, clock=lambda: FIXED_NOW_US) as billing:
+                    late = [
+                        {
+                            "id": f"late-{number}",
+                            "customer": ("acme", "globex", "initech")[number % 3],
+                            "type": "llm.completion",
+                            "timestamp": "2026-10-20T10:00:00Z",
+                            "properties": {"input_tokens": number},
+                        }
+                        for number in range(BATCH_EVENTS)
+                    ]
+                    assert billing.ledger.ingest(late).accepted == BATCH_EVENTS
+
+    monkeypatch.setattr(parallel_verify, "plan_ranges", plan_then_append)
+    store = open_store(db, create=False)
+    try:
+        report = verify_chains_parallel(store, workers=2, min_events=0, range_events=7)
+    finally:
+        store.close()
+    assert report.intact, report.finding
+    assert report.records >= EVENTS

@@ -22,6 +22,7 @@ from meterline.core.chain_ranges import (
     merge_ranges,
     plan_ranges,
     walk_range,
+    with_batches,
 )
 from meterline.core.checkpoint_note import PartitionHead
 from meterline.core.events import encode_canonical
@@ -84,7 +85,11 @@ def _in_ranges(
     def outcomes():  # type: ignore[no-untyped-def]
         for partition in range(PARTITIONS):
             own = [b for b in batches if b.partition == partition]
-            for chain_range in plan_ranges(partition, own, expected.get(partition, {}), size):
+            for planned in plan_ranges(partition, own, expected.get(partition, {}), size):
+                chain_range = planned
+                if planned.later_batches:  # the walker reads them with its records
+                    later = [b for b in own if b.number > planned.start.batches]
+                    chain_range = with_batches(planned, later)
                 low, high = chain_range.after_sequence, chain_range.through_sequence
                 chosen = [
                     r
@@ -93,12 +98,12 @@ def _in_ranges(
                     and (low is None or r.sequence > low)
                     and (high is None or r.sequence <= high)
                 ]
-                yield partition, walk_range(chain_range, sorted(chosen, key=lambda r: r.sequence))
+                head = stored.get(partition) if planned.later_batches else None
+                ordered = sorted(chosen, key=lambda r: r.sequence)
+                yield partition, walk_range(chain_range, ordered, head)
 
     stray = [r for r in records if r.partition >= PARTITIONS]
-    return merge_ranges(
-        PARTITIONS, outcomes(), checkpoints, stored, lambda: stray[0] if stray else None
-    )
+    return merge_ranges(PARTITIONS, outcomes(), checkpoints, lambda: stray[0] if stray else None)
 
 
 def _edit_record(index: int, **changes: object) -> Callable[[Ledger], Ledger]:
@@ -163,9 +168,21 @@ def test_a_range_starts_from_the_head_before_it() -> None:
     _, batches = _ledger()
     own = [b for b in batches if b.partition == 0]
     ranges = list(plan_ranges(0, own, {}, BATCH_EVENTS * 2))
-    assert [len(r.batches) for r in ranges] == [2, 2, 2, 2, 1]
+    assert [len(r.batches) for r in ranges] == [2, 2, 2, 2, 0]
+    assert [r.later_batches for r in ranges] == [False] * 4 + [True]
     assert ranges[0].after_sequence is None and ranges[-1].through_sequence is None
     walked = verify_chains(1, [], [])
     assert ranges[0].start == walked.heads[0]
     assert ranges[1].start.chain_hash == own[1].chain_hash
     assert ranges[1].after_sequence == own[1].last_sequence
+
+
+@pytest.mark.parametrize("size", [1, 13, 10_000])
+def test_a_stale_stored_head_reads_the_same(size: int) -> None:
+    records, batches = _ledger()
+    stored = _heads(batches)
+    stored[1] = HeadState(stored[1].sequence - 1, stored[1].batches)
+    ordered = sorted(records, key=lambda r: (r.partition, r.sequence))
+    single = verify_chains(PARTITIONS, ordered, batches, stored)
+    assert single.check == "partition head"
+    assert _in_ranges(records, batches, stored, [], size) == single

@@ -29,7 +29,7 @@ Invariants:
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from meterline.core.chain import (
     BatchRecord,
@@ -65,6 +65,10 @@ class ChainRange:
     """The range's records have a sequence past this (None: no lower bound)."""
     through_sequence: int | None
     """... and up to this (None: no upper bound, the partition's last range)."""
+    later_batches: bool = False
+    """The partition's last range: its batches are every stored batch after ``start``'s,
+    read by the walker with its records, in one snapshot (``batches`` is empty), so that
+    events appended meanwhile come with their batches."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,6 +83,9 @@ class RangeOutcome:
     batch: int | None = None
     check: str = "chain"
     """``chain``, or ``store`` when the store failed mid-range (the shell says so)."""
+    stored_head: HeadState | None = None
+    """The partition's last range: its stored head, read in the snapshot its batches and
+    records were read in (None: the store keeps none for it)."""
 
 
 def plan_ranges(
@@ -88,8 +95,9 @@ def plan_ranges(
     range_events: int,
 ) -> Iterator[ChainRange]:
     """The partition's stored batches (in batch order) cut into ranges of at least
-    ``range_events`` events each (whole batches), with their start heads; one range when
-    there are none. Reads the batches once, holding one range's at a time."""
+    ``range_events`` events each (whole batches), with their start heads; the last range
+    (``later_batches``) takes every batch after the last range cut, read by its walker.
+    Reads the batches once, holding one range's at a time."""
     head = HeadState()
     after: int | None = None
     index = 0
@@ -104,7 +112,8 @@ def plan_ranges(
                 frontier = frontier_append(head.frontier, leaf_hash(sealed.leaf_bytes()))
                 head = HeadState(sealed.last_sequence, sealed.number, sealed.chain_hash, frontier)
             after, index, pending, events = batch.last_sequence, index + 1, [], 0
-    yield _range(partition, index, head, pending, expected, after, None)
+    later = {count: head for count, head in expected.items() if count > head.batches}
+    yield ChainRange(partition, index, head, (), later, after, None, later_batches=True)
 
 
 def _range(
@@ -121,9 +130,19 @@ def _range(
     return ChainRange(partition, index, start, tuple(batches), wanted, after, through)
 
 
-def walk_range(chain_range: ChainRange, records: Iterable[StoredRecord]) -> RangeOutcome:
+def with_batches(chain_range: ChainRange, batches: Iterable[BatchRecord]) -> ChainRange:
+    """The partition's last range with the batches its walker read (``later_batches``)."""
+    return replace(chain_range, batches=tuple(batches), later_batches=False)
+
+
+def walk_range(
+    chain_range: ChainRange,
+    records: Iterable[StoredRecord],
+    stored_head: HeadState | None = None,
+) -> RangeOutcome:
     """Walk one range's records (its partition's, in sequence order, within its bounds)
-    against its batches, as ``verify_chains`` walks them."""
+    against its batches, as ``verify_chains`` walks them (``stored_head``: the last
+    range's, passed on to ``merge_ranges``)."""
     walk = _PartitionWalk(chain_range.partition, chain_range.start)
     try:
         walk.walk(iter(records), iter(chain_range.batches), chain_range.expected)
@@ -131,27 +150,31 @@ def walk_range(chain_range: ChainRange, records: Iterable[StoredRecord]) -> Rang
         return RangeOutcome(
             walk.records, walk.head, problem.problem, problem.sequence, problem.batch
         )
-    return RangeOutcome(walk.records, walk.head)
+    return RangeOutcome(walk.records, walk.head, stored_head=stored_head)
 
 
 def merge_ranges(
     partitions: int,
     outcomes: Iterable[tuple[int, RangeOutcome]],
     checkpoints: Iterable[tuple[str, Iterable[PartitionHead]]],
-    stored_heads: Mapping[int, HeadState] | None,
     stray: Callable[[], StoredRecord | None],
 ) -> ChainReport:
     """The ``ChainReport`` of the walks: ``outcomes`` are (partition, outcome) in
     (partition, range) order, stopping at the first with a problem (the rest are never
     read); ``stray`` answers the first record (in (partition, sequence) order) of a
-    partition the ledger does not have, if any (asked only when every walk is clean)."""
+    partition the ledger does not have, if any (asked only when every walk is clean).
+    The stored heads checked are those the partitions' last ranges read
+    (``RangeOutcome.stored_head``)."""
     wanted, names = _checkpoint_heads(checkpoints)
     walks = {partition: _PartitionWalk(partition) for partition in range(partitions)}
     finding: _Finding | None = None
+    stored_heads: dict[int, HeadState] = {}
     for partition, outcome in outcomes:
         walk = walks[partition]
         walk.records += outcome.records
         walk.head = outcome.head
+        if outcome.stored_head is not None:
+            stored_heads[partition] = outcome.stored_head
         if outcome.problem is not None:
             problem = _Problem(outcome.problem, outcome.sequence, outcome.batch)
             fields = _problem_fields(partition, problem, names)
@@ -172,7 +195,7 @@ def merge_ranges(
             )
     if finding is None:
         finding = _removed_events(walks, wanted, names)
-    if finding is None and stored_heads is not None:
+    if finding is None:
         finding = _stale_heads(walks, stored_heads)
     return _report(walks, partitions, finding)
 

@@ -34,7 +34,7 @@ from concurrent.futures import Future, ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from meterline.core.chain import ChainReport, StoredRecord
+from meterline.core.chain import BatchRecord, ChainReport, HeadState, StoredRecord
 from meterline.core.chain_ranges import (
     ChainRange,
     RangeOutcome,
@@ -42,6 +42,7 @@ from meterline.core.chain_ranges import (
     merge_ranges,
     plan_ranges,
     walk_range,
+    with_batches,
 )
 from meterline.core.checkpoint_note import PartitionHead
 from meterline.ledger.database import (
@@ -50,9 +51,11 @@ from meterline.ledger.database import (
     PostgresConnection,
     connect_sqlite,
     open_connection,
+    read_snapshot,
     stream_rows,
 )
 from meterline.ledger.event_ledger import Ledger
+from meterline.ledger.heads import HEAD_ROWS, head_row
 from meterline.ledger.location import is_postgres
 from meterline.ledger.sql_reads import SqlLedgerReads
 from meterline.ledger.store import LedgerStore
@@ -72,6 +75,10 @@ RANGES_IN_FLIGHT_PER_WORKER = 2
 """Ranges planned ahead per worker: keeps each busy without planning the whole ledger."""
 
 _RECORDS = f"SELECT {SqlLedgerReads.record_columns} FROM events"
+_BATCHES = (
+    "SELECT partition_number, batch_number, first_sequence, last_sequence, root, chain_hash"
+    " FROM batches"
+)
 _log = logging.getLogger(__name__)
 
 
@@ -155,11 +162,7 @@ def _walk_in_workers(
     try:
         outcomes = _outcomes(pool, location, ranges, workers * RANGES_IN_FLIGHT_PER_WORKER, failed)
         report = merge_ranges(
-            partitions,
-            outcomes,
-            checkpoints,
-            store.partition_heads(),
-            lambda: _stray(location, partitions),
+            partitions, outcomes, checkpoints, lambda: _stray(location, partitions)
         )
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
@@ -209,7 +212,12 @@ def _result(
             return future.result()
         except Exception as error:  # a worker that died: its range is walked here
             _log.warning("a chain worker failed (%s); walking its range here", error)
-    return walk_stored_range(location, chain_range)
+    try:
+        return walk_stored_range(location, chain_range)
+    finally:
+        connection = _connections.pop(location, None)
+        if connection is not None:
+            connection.close()
 
 
 _connections: dict[str, Connection] = {}
@@ -241,10 +249,33 @@ def walk_stored_range(location: str, chain_range: ChainRange) -> RangeOutcome:
         parameters.append(chain_range.through_sequence)
     query = f"{_RECORDS} WHERE {' AND '.join(conditions)} ORDER BY sequence"
     try:
-        rows = stream_rows(_connection(location), query, parameters)
-        return walk_range(chain_range, map(StoredRecord._make, rows))
+        connection = _connection(location)
+        with read_snapshot(connection):
+            if chain_range.later_batches:
+                later = stream_rows(
+                    connection,
+                    f"{_BATCHES} WHERE partition_number = ? AND batch_number > ?"
+                    " ORDER BY batch_number",
+                    [chain_range.partition, chain_range.start.batches],
+                )
+                chain_range = with_batches(chain_range, map(_batch_record, later))
+                stored_head = _stored_head(connection, chain_range.partition)
+            else:
+                stored_head = None
+            rows = stream_rows(connection, query, parameters)
+            return walk_range(chain_range, map(StoredRecord._make, rows), stored_head)
     except DatabaseErrors as error:
         return RangeOutcome(0, chain_range.start, str(error), check="store")
+
+
+def _stored_head(connection: Connection, partition: int) -> HeadState | None:
+    """The partition's stored head (what the next append continues from), if any."""
+    found = connection.execute(f"{HEAD_ROWS} WHERE partition_number = ?", (partition,)).fetchall()
+    return head_row(tuple(found[0])).head if found else None
+
+
+def _batch_record(row: tuple[Any, ...]) -> BatchRecord:
+    return BatchRecord(row[0], row[1], row[2], row[3], bytes(row[4]), bytes(row[5]))
 
 
 def _stray(location: str, partitions: int) -> StoredRecord | None:
