@@ -19,6 +19,11 @@ Invariants:
 * **Exact when anything fails.** A store that fails while a worker reads it is walked
   again here by ``Ledger.verify``, which names where it stopped as it always does; a
   worker that dies (or cannot start) has its range walked here.
+* **Appends may go on.** The ranges before a partition's last are fixed by batches that
+  exist (the ledger is append-only); the last range reads its batches, its records and
+  the partition's stored head in one snapshot (``read_snapshot``), so an event appended
+  meanwhile is seen with its batch or not at all, and the head checked is that
+  snapshot's.
 * Workers start with the ``forkserver`` method (``spawn`` where there is none): never a
   ``fork`` of a process holding open connections and threads.
 """
