@@ -134,7 +134,7 @@ def _location(store: LedgerStore) -> str | None:
     if is_postgres(path):
         return path
     if path and path != ":memory:" and Path(path).is_file():
-        return path
+        return str(Path(path).resolve())  # workers may run in another directory
     return None
 
 
