@@ -14,6 +14,8 @@ FIGURES = (
     "revenue_p95_ms",
     "reconcile_buckets_check_p95_ms",
     "audit_events_per_s",
+    "audit_closed_events_per_s",
+    "audit_workers",
     "ingest_events_per_s_without_buckets",
     "ingest_events_per_s_with_buckets",
     "bucket_ingest_ratio",

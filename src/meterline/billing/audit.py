@@ -16,14 +16,15 @@ from typing import Any
 import msgspec
 
 from meterline.billing import balances, documents, late
-from meterline.billing.context import BillingContext, invoice_cut, parse_stored
-from meterline.billing.credits import stored_grant
+from meterline.billing.context import BillingContext, Loaded, invoice_cut, parse_stored
+from meterline.billing.credits import CreditInputs, stored_grant
 from meterline.billing.documents import credit_cuts
 from meterline.billing.scan import RatingJob, run_jobs
 from meterline.config.source import ConfigurationError
 from meterline.core.cuts import Cut
 from meterline.core.documents import (
     AdjustmentLine,
+    Adjusts,
     Invoice,
     PrepaidLine,
     PurchaseLine,
@@ -34,10 +35,16 @@ from meterline.core.findings import Finding, describe_error
 from meterline.core.invoicing import invoice_bytes
 from meterline.core.model import segments
 from meterline.core.periods import BillingPeriod
-from meterline.ledger.billing_records import StoredInvoice, revision_problems
+from meterline.ledger.billing_records import Revision, StoredInvoice, revision_problems
 from meterline.ledger.database import database_errors
 from meterline.ledger.integrity import ledger_findings
 from meterline.ledger.location import describe
+from meterline.ledger.parallel_verify import verify_chains_parallel
+
+AUDIT_INVOICES_PER_SCAN = 2_000
+"""Invoices re-derived per ledger scan: their rating jobs share one scan of the events
+(``run_jobs``, spread over processes when large) instead of one scan each; bounds the
+raters held at once."""
 
 
 @dataclass
@@ -129,7 +136,7 @@ def audit(context: BillingContext, triggers: bool = True) -> AuditReport:
 
 
 def audit_into(context: BillingContext, report: AuditReport, triggers: bool) -> None:
-    chain = context.ledger.verify()
+    chain = verify_chains_parallel(context.ledger.store)
     report.chain_intact = chain.intact
     report.findings += ledger_findings(context.ledger.store, chain, triggers)
     first_hashed: int | None = None
@@ -152,9 +159,14 @@ def audit_into(context: BillingContext, report: AuditReport, triggers: bool) -> 
             report.findings.append(
                 Finding("revision", "; ".join(problems), revision=revision.revision)
             )
+    chunk: list[StoredInvoice] = []
     for stored in context.store.invoices():
         report.invoices += 1
-        report.findings.extend(audit_invoice(context, stored))
+        chunk.append(stored)
+        if len(chunk) == AUDIT_INVOICES_PER_SCAN:
+            report.findings += audit_invoices(context, chunk)
+            chunk = []
+    report.findings += audit_invoices(context, chunk)
     for note in context.store.credit_notes():
         report.credit_notes += 1
         if hashlib.sha256(note.document).digest() != note.document_sha256:
@@ -163,40 +175,114 @@ def audit_into(context: BillingContext, report: AuditReport, triggers: bool) -> 
             )
 
 
-def audit_invoice(context: BillingContext, stored: StoredInvoice) -> list[Finding]:
-    """One invoice's finding (or none): its hash, and its re-derivation from the ledger
-    (naming the first line that differs)."""
-    hashed = hashlib.sha256(stored.document).digest() == stored.document_sha256
+@dataclass
+class _InvoiceAudit:
+    """One invoice being audited: its hash check, and either its difference (found
+    before any rating) or the re-derivation waiting for the shared scan."""
+
+    stored: StoredInvoice
+    hashed: bool
     line: int | None = None
-    try:
-        document = stored.record
-    except msgspec.ValidationError as error:
-        difference: str | None = f"document is not an invoice ({error})"
-    except (msgspec.DecodeError, ValueError) as error:
-        difference = f"document is not valid JSON ({describe_error(error)})"
-    else:
+    difference: str | None = None
+    pending: _Rederivation | None = None
+
+
+@dataclass
+class _Rederivation:
+    """A period invoice's re-derivation before and after its jobs are rated."""
+
+    document: Invoice
+    revision: Revision
+    loaded: Loaded
+    job: RatingJob
+    inputs: CreditInputs
+    adjustment_jobs: list[tuple[StoredInvoice, Adjusts, RatingJob]]
+
+    def jobs(self) -> list[RatingJob]:
+        return [self.job, *[job for _, _, job in self.adjustment_jobs]]
+
+
+def audit_invoices(context: BillingContext, invoices: list[StoredInvoice]) -> list[Finding]:
+    """Each invoice's finding (or none), in order: its hash, and its re-derivation from
+    the ledger (naming the first line that differs). Every period invoice's rating jobs
+    share one ledger scan (``run_jobs``, spread over processes when large); if that scan
+    fails on something other than the store, each invoice is re-derived alone, so the
+    failure is the finding of the invoice it belongs to."""
+    audits = [_begin(context, stored) for stored in invoices]
+    pending = [item for item in audits if item.pending is not None]
+    jobs = [job for item in audits if item.pending is not None for job in item.pending.jobs()]
+    if pending:
         try:
-            if stored.kind != "period":
-                line, difference = audit_off_cycle(context, stored, document)
-            else:
-                line, difference = rederive(context, stored, document)
+            run_jobs(context.connection, jobs)
         except database_errors():
             raise
         except Exception as error:  # a proof tool reports what it cannot re-derive
-            difference = f"cannot be re-derived from the ledger ({describe_error(error)})"
-    if hashed and difference is None:
-        return []
-    problems = ([] if hashed else ["document does not match its stored hash"]) + (
-        [] if difference is None else [difference]
-    )
-    return [Finding("invoice", "; ".join(problems), invoice=stored.invoice_id, line=line)]
+            if len(invoices) > 1:
+                return [found for stored in invoices for found in audit_invoices(context, [stored])]
+            pending[0].pending = None
+            pending[0].difference = _underivable(error)
+    findings = []
+    for item in audits:
+        if item.pending is not None:
+            try:
+                item.line, item.difference = _finish(context, item.stored, item.pending)
+            except database_errors():
+                raise
+            except Exception as error:
+                item.line, item.difference = None, _underivable(error)
+        if item.hashed and item.difference is None:
+            continue
+        problems = ([] if item.hashed else ["document does not match its stored hash"]) + (
+            [] if item.difference is None else [item.difference]
+        )
+        findings.append(
+            Finding("invoice", "; ".join(problems), invoice=item.stored.invoice_id, line=item.line)
+        )
+    return findings
 
 
-def rederive(
+def audit_invoice(context: BillingContext, stored: StoredInvoice) -> list[Finding]:
+    """One invoice's finding (or none): ``audit_invoices`` of it alone."""
+    return audit_invoices(context, [stored])
+
+
+def _underivable(error: Exception) -> str:
+    return f"cannot be re-derived from the ledger ({describe_error(error)})"
+
+
+def _begin(context: BillingContext, stored: StoredInvoice) -> _InvoiceAudit:
+    """An invoice's hash check, its document decoded, and what needs no rating: an
+    off-cycle invoice's check, or the jobs re-deriving a period invoice."""
+    item = _InvoiceAudit(stored, hashlib.sha256(stored.document).digest() == stored.document_sha256)
+    try:
+        document = stored.record
+    except msgspec.ValidationError as error:
+        item.difference = f"document is not an invoice ({error})"
+        return item
+    except (msgspec.DecodeError, ValueError) as error:
+        item.difference = f"document is not valid JSON ({describe_error(error)})"
+        return item
+    try:
+        if stored.kind != "period":
+            item.line, item.difference = audit_off_cycle(context, stored, document)
+        else:
+            started = _start_rederivation(context, stored, document)
+            if isinstance(started, _Rederivation):
+                item.pending = started
+            else:
+                item.line, item.difference = started
+    except database_errors():
+        raise
+    except Exception as error:  # a proof tool reports what it cannot re-derive
+        item.difference = _underivable(error)
+    return item
+
+
+def _start_rederivation(
     context: BillingContext, stored: StoredInvoice, document: Invoice
-) -> tuple[int | None, str | None]:
-    """Rebuild a period invoice from the events and its revision: the first line that
-    differs (or None) and how (None when the bytes agree)."""
+) -> _Rederivation | tuple[int | None, str | None]:
+    """The jobs rebuilding a period invoice from the events and its revision, or where
+    it cannot be rebuilt (the first line that differs, or None, and how)."""
     revision = context.store.revision(stored.revision)
     if revision is None:
         return None, f"configuration revision {stored.revision} is missing"
@@ -206,9 +292,7 @@ def rederive(
         return None, f"revision {stored.revision} no longer parses: {error.errors[0]}"
     except ValueError as error:
         return None, f"revision {stored.revision} no longer decodes ({describe_error(error)})"
-    if not document.configuration or (
-        document.configuration.hash != revision.content_sha256.hex()
-    ):
+    if not document.configuration or (document.configuration.hash != revision.content_sha256.hex()):
         return None, "rated under a configuration whose content has since changed"
     contract = loaded.configuration.contract(stored.customer)
     if contract is None:
@@ -238,25 +322,33 @@ def rederive(
             context, previous, Cut.from_json(adjusts.until(), "adjusts.through")
         )
         adjustment_jobs.append((previous, adjusts, rerate))
-    run_jobs(context.connection, [job, *[j for _, _, j in adjustment_jobs]])
+    return _Rederivation(document, revision, loaded, job, inputs, adjustment_jobs)
+
+
+def _finish(
+    context: BillingContext, stored: StoredInvoice, rederivation: _Rederivation
+) -> tuple[int | None, str | None]:
+    """Once its jobs are rated: the rebuilt invoice against the stored bytes (the first
+    line that differs, or None, and how; None when the bytes agree)."""
+    job, loaded, document = rederivation.job, rederivation.loaded, rederivation.document
     adjustments = []
-    for previous, adjusts, rerate in adjustment_jobs:
+    for previous, adjusts, rerate in rederivation.adjustment_jobs:
         after = Cut.from_json(adjusts.after(), "adjusts.from")
         pending = [(previous, Decimal(adjusts.billed_total), rerate, after)]
         adjustments.extend(late.late_adjustments(context, pending).get(previous.customer, []))
     finalized_at = stored.finalized_at_us
     credit = None
     if job.cuts is not None:
-        prior = balances.charges_stored(context, stored.customer, period.start_us)
+        prior = balances.charges_stored(context, stored.customer, job.period.start_us)
         credit = balances.credit_part(
-            context, job, loaded.configuration, inputs, prior, finalized_at
+            context, job, loaded.configuration, rederivation.inputs, prior, finalized_at
         )
     rebuilt = documents.invoice_document(
         context,
         job,
         loaded.configuration,
         stored.revision,
-        revision.content_sha256.hex(),
+        rederivation.revision.content_sha256.hex(),
         stored.invoice_id,
         finalized_at,
         adjustments,

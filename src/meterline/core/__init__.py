@@ -13,6 +13,7 @@ __all__ = [
     "breakage",
     "buckets",
     "chain",
+    "chain_ranges",
     "checkpoint_note",
     "cloudevents",
     "control_policies",

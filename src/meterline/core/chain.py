@@ -29,7 +29,10 @@ import hashlib
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Generic, NamedTuple, TypeVar
+from decimal import Decimal
+from typing import Any, Generic, NamedTuple, TypeVar
+
+import msgspec
 
 from meterline.core.checkpoint_note import PartitionHead, head_leaf
 from meterline.core.events import event_document, timestamp_to_us
@@ -185,7 +188,42 @@ class ChainReport:
         )
 
 
+class _IndexedFields(msgspec.Struct, gc=False):
+    """The fields of an event's bytes that its indexed columns repeat (the rest skipped,
+    still parsed: bytes that are not JSON do not decode)."""
+
+    customer: Any = None
+    id: Any = None
+    type: Any = None
+    timestamp: Any = None
+
+
+_INDEXED_DECODER = msgspec.json.Decoder(_IndexedFields, float_hook=Decimal)
+"""Decodes those fields as ``event_document`` would (``float_hook``: the same values),
+without building the properties: ~2x faster per event (measured)."""
+
+
 def _column_mismatch(record: StoredRecord) -> str | None:
+    try:
+        fields = _INDEXED_DECODER.decode(record.body)
+    except msgspec.MsgspecError:  # not JSON, or not an object: the full decode says which
+        return _document_mismatch(record)
+    try:
+        timestamp_us = timestamp_to_us(datetime.fromisoformat(str(fields.timestamp)))
+    except ValueError:
+        return "bytes hold no valid timestamp"
+    if (
+        fields.customer != record.customer
+        or fields.id != record.id
+        or fields.type != record.type
+        or timestamp_us != record.timestamp_us
+    ):
+        return "indexed columns disagree with the hashed bytes"
+    return None
+
+
+def _document_mismatch(record: StoredRecord) -> str | None:
+    """``_column_mismatch`` over the whole document (bytes the fast decoder refused)."""
     try:
         document = event_document(record.body)
     except ValueError as error:
@@ -315,6 +353,13 @@ def verify_chains(
         finding = _removed_events(walks, wanted, names)
     if finding is None and stored_heads is not None:
         finding = _stale_heads(walks, stored_heads)
+    return _report(walks, partitions, finding)
+
+
+def _report(
+    walks: dict[int, _PartitionWalk], partitions: int, finding: _Finding | None
+) -> ChainReport:
+    """The report of the walks and the first bad item found (None: intact)."""
     walk, fields = finding or (None, {})
     return ChainReport(
         sum(w.records for w in walks.values()),
@@ -364,15 +409,7 @@ def _walk_partitions(
                 wanted.get(partition, {}),
             )
         except _Problem as problem:
-            found_label = names.get((partition, problem.batch or 0))
-            against_checkpoint = found_label is not None and "checkpoint" in problem.problem
-            text = f"{found_label}: {problem.problem}" if against_checkpoint else problem.problem
-            return walk, {
-                "bad_sequence": problem.sequence,
-                "problem": text,
-                "check": "checkpoint" if against_checkpoint else "chain",
-                "bad_batch": problem.batch,
-            }
+            return walk, _problem_fields(partition, problem, names)
     stray = by_partition_records.leftover()
     if stray is not None:
         return None, {
@@ -380,6 +417,22 @@ def _walk_partitions(
             "problem": f"a record names partition {stray.partition}; the ledger has {len(walks)}",
         }
     return None
+
+
+def _problem_fields(
+    partition: int, problem: _Problem, names: dict[tuple[int, int], str]
+) -> dict[str, object]:
+    """The ``ChainReport`` fields naming a problem met walking ``partition`` (a checkpoint
+    it contradicts named by the checkpoint's label)."""
+    found_label = names.get((partition, problem.batch or 0))
+    against_checkpoint = found_label is not None and "checkpoint" in problem.problem
+    text = f"{found_label}: {problem.problem}" if against_checkpoint else problem.problem
+    return {
+        "bad_sequence": problem.sequence,
+        "problem": text,
+        "check": "checkpoint" if against_checkpoint else "chain",
+        "bad_batch": problem.batch,
+    }
 
 
 def _removed_events(

@@ -46,8 +46,9 @@ from meterline.ledger.database import (
     PostgresConnection,
     database_errors,
 )
-from meterline.ledger.event_ledger import Ledger, open_store
+from meterline.ledger.event_ledger import open_store
 from meterline.ledger.location import Location, describe, is_postgres
+from meterline.ledger.parallel_verify import verify_chains_parallel
 from meterline.ledger.store import LedgerStore
 
 _TRIGGER_STATEMENT = re.compile(
@@ -362,7 +363,7 @@ def verify_ledger(
         stored = [(f"stored checkpoint {n}", note) for n, note in store.checkpoint_notes()]
         origin = _origin(stored[-1][1]) if stored else None
         heads, problems = check_notes([*stored, *checkpoint_notes], public_key, origin)
-        report.chain = Ledger(store).verify(heads)
+        report.chain = verify_chains_parallel(store, heads)
         report.findings += ledger_findings(store, report.chain, triggers=False) + problems
     except database_errors() as error:
         report.findings.append(unreadable(location, error))
