@@ -39,6 +39,7 @@ import psycopg
 from meterline.billing import revisions
 from meterline.billing.context import BillingContext, Loaded, billing_cycle, cost_meters
 from meterline.billing.scan import BODY_DECODER, RatingJob
+from meterline.core.bucket_folding import FoldingScope, RowKey, fold_batch, folded_bucket_rows
 from meterline.core.buckets import (
     DAY_US,
     HOUR_US,
@@ -54,7 +55,6 @@ from meterline.core.buckets import (
     first_row_difference,
     fold,
     merge_buckets,
-    per_event_meters,
     priced_rater,
     rolled_up,
 )
@@ -169,36 +169,93 @@ def stored_buckets(
     return {key: bucket for key, bucket in found if key.segment_start_us in starts}
 
 
-def _grouped(
+SCOPES_CACHED_MAX = 100_000
+"""Customer periods whose fold scopes (``FoldingScope``: a period's segments, routes and
+readers) a process keeps between batches of one revision; past it they are made again."""
+
+
+class _Scopes:
+    """One revision's fold scopes, kept between catch-up batches (a pure function of the
+    revision's configuration, so keyed by its number and content hash): each customer's
+    periods met so far, and the customers that have a contract."""
+
+    def __init__(self, loaded: Loaded) -> None:
+        self.loaded = loaded
+        self.contracted = frozenset(c.customer for c in loaded.configuration.contracts)
+        self.periods: dict[str, list[tuple[FoldingScope, BillingPeriod]]] = {}
+        self.count = 0
+
+    def find(self, customer: str, at_us: int) -> tuple[FoldingScope, BillingPeriod] | None:
+        """The customer's period containing ``at_us``, prepared; None without one."""
+        if customer not in self.contracted:
+            return None
+        known = self.periods.setdefault(customer, [])
+        found = next((item for item in known if item[1].contains(at_us)), None)
+        if found is None:
+            made = _scope(self.loaded, customer, at_us)
+            if made is None or not made[1].contains(at_us):
+                return None
+            if self.count >= SCOPES_CACHED_MAX:
+                self.periods.clear()
+                self.count = 0
+                known = self.periods.setdefault(customer, [])
+            found = (FoldingScope(made[0]), made[1])
+            known.append(found)
+            self.count += 1
+        return found
+
+
+_scopes_kept: dict[tuple[int, str], _Scopes] = {}
+
+
+def _scopes(loaded: Loaded) -> _Scopes:
+    """``loaded``'s kept scopes (those of the last revision folded: one kept at a time)."""
+    key = (loaded.revision, loaded.content_sha256)
+    found = _scopes_kept.get(key)
+    if found is None:
+        found = _Scopes(loaded)
+        _scopes_kept.clear()
+        _scopes_kept[key] = found
+    return found
+
+
+def _folding_groups(
     loaded: Loaded, events: Iterable[AppendedEvent]
-) -> list[tuple[BucketScope, BillingPeriod, list[RatedEvent]]]:
+) -> list[tuple[FoldingScope, BillingPeriod, list[RatedEvent]]]:
     """``events`` (ledger order) decoded and grouped by customer period under ``loaded``;
     events no contract period takes and bodies that do not decode (unbillable usage,
     reported from raw events) are left out."""
-    groups: dict[tuple[str, int], tuple[BucketScope, BillingPeriod, list[RatedEvent]]] = {}
-    scopes: dict[str, list[tuple[BucketScope, BillingPeriod]]] = {}
-    latest: dict[str, tuple[BucketScope, BillingPeriod]] = {}  # each customer's last
+    scopes = _scopes(loaded)
+    groups: dict[tuple[str, int], tuple[FoldingScope, BillingPeriod, list[RatedEvent]]] = {}
+    latest: dict[str, tuple[int, int, list[RatedEvent]]] = {}  # each customer's last
     decode = BODY_DECODER.decode
     for event in events:
         sequence, customer, _, event_type, timestamp_us, _, body, event_hash = event[:8]
-        found = latest.get(customer)
-        if found is None or not found[1].contains(timestamp_us):
-            known = scopes.setdefault(customer, [])
-            found = next((item for item in known if item[1].contains(timestamp_us)), None)
+        place = latest.get(customer)
+        if place is None or not place[0] <= timestamp_us < place[1]:
+            found = scopes.find(customer, timestamp_us)
             if found is None:
-                found = _scope(loaded, customer, timestamp_us)
-                if found is None or not found[1].contains(timestamp_us):
-                    continue
-                known.append(found)
-            latest[customer] = found
+                continue
+            folding, period = found
+            group = groups.get((customer, period.start_us))
+            if group is None:
+                group = groups[(customer, period.start_us)] = (folding, period, [])
+            place = latest[customer] = (period.start_us, period.end_us, group[2])
         try:
             properties = decode(body).properties
         except msgspec.MsgspecError:
             continue
-        scope, period = found
-        group = groups.setdefault((customer, period.start_us), (scope, period, []))
-        group[2].append((sequence, timestamp_us, event_type, properties, event_hash))
+        place[2].append((sequence, timestamp_us, event_type, properties, event_hash))
     return list(groups.values())
+
+
+def _grouped(
+    loaded: Loaded, events: Iterable[AppendedEvent]
+) -> list[tuple[BucketScope, BillingPeriod, list[RatedEvent]]]:
+    """``_folding_groups`` with each group's ``BucketScope``."""
+    return [
+        (folding.scope, period, rated) for folding, period, rated in _folding_groups(loaded, events)
+    ]
 
 
 def folded_rows(
@@ -206,24 +263,28 @@ def folded_rows(
 ) -> list[tuple[str, list[BucketRow]]]:
     """The bucket rows (per table: hours, days) that folding ``events`` (ledger order,
     every one past the stored buckets' watermark) into ``loaded``'s stored buckets makes:
-    the touched buckets, merged with what they held. Reads only; the caller writes."""
+    the touched buckets, merged with what they held. Reads only; the caller writes.
+
+    Every customer period of the batch is folded first (``core.bucket_folding``), then
+    the stored rows of the hours and days it touches are read by key, a few statements
+    for the whole batch, and merged."""
+    tables: dict[str, dict[RowKey, Any]] = {HOURS: {}, DAYS: {}}
+    for folding, period, rated in _folding_groups(loaded, events):
+        seeds: dict[BucketKey, Bucket] = {}
+        if folding.per_event_scope is not None and any(
+            event[2] in folding.per_event_types for event in rated
+        ):
+            # the per-event lines' days: their fees depend on the events before
+            seeds = stored_buckets(connection, folding.scope, period, folding.per_event, None, DAYS)
+        hours, days = fold_batch(folding, seeds, rated)
+        tables[HOURS].update(hours)
+        tables[DAYS].update(days)
     written: list[tuple[str, list[BucketRow]]] = []
-    for scope, period, rated in _grouped(loaded, events):
-        # read only what the fold needs: the per-event lines' days (their fees depend on
-        # the events before), then the stored buckets of the hours and days it touches
-        per_event = per_event_meters(scope)
-        seeds = (
-            stored_buckets(connection, scope, period, per_event, None, DAYS) if per_event else {}
-        )
-        fresh = fold(scope, seeds, rated, merge_prior=False)
-        for table, new in ((HOURS, fresh), (DAYS, rolled_up(fresh.items()))):
-            hours = {key.hour_us for key in new}
-            stored = stored_buckets(connection, scope, period, None, hours, table)
-            rows = []
-            for key, bucket in new.items():
-                known = stored.get(key)
-                rows.append(bucket_row(key, bucket if known is None else known.merged(bucket)))
-            written.append((table, rows))
+    for table, folded in tables.items():
+        places = ((key[0], *key[2:]) for key in folded)
+        rows = bucket_records.buckets_at(connection, loaded.revision, places, table)
+        stored = {tuple(row[:6]): row for row in rows}
+        written.append((table, folded_bucket_rows(folded, stored)))
     return written
 
 
