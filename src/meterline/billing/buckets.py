@@ -24,12 +24,14 @@ reads buckets.
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import sqlite3
 import threading
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from datetime import date
 from typing import Any
 
@@ -38,6 +40,7 @@ import psycopg
 
 from meterline.billing import revisions
 from meterline.billing.context import BillingContext, Loaded, billing_cycle, cost_meters
+from meterline.billing.fold_memory import KnownRows, fold_scopes, keep_known, take_known
 from meterline.billing.scan import BODY_DECODER, RatingJob
 from meterline.core.bucket_folding import FoldingScope, RowKey, fold_batch, folded_bucket_rows
 from meterline.core.buckets import (
@@ -169,68 +172,17 @@ def stored_buckets(
     return {key: bucket for key, bucket in found if key.segment_start_us in starts}
 
 
-SCOPES_CACHED_MAX = 100_000
-"""Customer periods whose fold scopes (``FoldingScope``: a period's segments, routes and
-readers) a process keeps between batches of one revision; past it they are made again."""
-
-
-class _Scopes:
-    """One revision's fold scopes, kept between catch-up batches (a pure function of the
-    revision's configuration, so keyed by its number and content hash): each customer's
-    periods met so far, and the customers that have a contract."""
-
-    def __init__(self, loaded: Loaded) -> None:
-        self.loaded = loaded
-        self.contracted = frozenset(c.customer for c in loaded.configuration.contracts)
-        self.periods: dict[str, list[tuple[FoldingScope, BillingPeriod]]] = {}
-        self.count = 0
-
-    def find(self, customer: str, at_us: int) -> tuple[FoldingScope, BillingPeriod] | None:
-        """The customer's period containing ``at_us``, prepared; None without one."""
-        if customer not in self.contracted:
-            return None
-        known = self.periods.setdefault(customer, [])
-        found = next((item for item in known if item[1].contains(at_us)), None)
-        if found is None:
-            made = _scope(self.loaded, customer, at_us)
-            if made is None or not made[1].contains(at_us):
-                return None
-            if self.count >= SCOPES_CACHED_MAX:
-                self.periods.clear()
-                self.count = 0
-                known = self.periods.setdefault(customer, [])
-            found = (FoldingScope(made[0]), made[1])
-            known.append(found)
-            self.count += 1
-        return found
-
-
-_scopes_kept: dict[tuple[int, str], _Scopes] = {}
-
-
-def _scopes(loaded: Loaded) -> _Scopes:
-    """``loaded``'s kept scopes (those of the last revision folded: one kept at a time)."""
-    key = (loaded.revision, loaded.content_sha256)
-    found = _scopes_kept.get(key)
-    if found is None:
-        found = _Scopes(loaded)
-        _scopes_kept.clear()
-        _scopes_kept[key] = found
-    return found
-
-
 def _folding_groups(
     loaded: Loaded, events: Iterable[AppendedEvent]
 ) -> list[tuple[FoldingScope, BillingPeriod, list[RatedEvent]]]:
     """``events`` (ledger order) decoded and grouped by customer period under ``loaded``;
     events no contract period takes and bodies that do not decode (unbillable usage,
     reported from raw events) are left out."""
-    scopes = _scopes(loaded)
+    scopes = fold_scopes(loaded, _scope)
     groups: dict[tuple[str, int], tuple[FoldingScope, BillingPeriod, list[RatedEvent]]] = {}
     latest: dict[str, tuple[int, int, list[RatedEvent]]] = {}  # each customer's last
     decode = BODY_DECODER.decode
-    for event in events:
-        sequence, customer, _, event_type, timestamp_us, _, body, event_hash = event[:8]
+    for sequence, customer, _, event_type, timestamp_us, _, body, event_hash in events:
         place = latest.get(customer)
         if place is None or not place[0] <= timestamp_us < place[1]:
             found = scopes.find(customer, timestamp_us)
@@ -259,33 +211,57 @@ def _grouped(
 
 
 def folded_rows(
-    connection: Connection, loaded: Loaded, events: Iterable[AppendedEvent]
+    connection: Connection,
+    loaded: Loaded,
+    events: Iterable[AppendedEvent],
+    known: KnownRows | None = None,
 ) -> list[tuple[str, list[BucketRow]]]:
     """The bucket rows (per table: hours, days) that folding ``events`` (ledger order,
     every one past the stored buckets' watermark) into ``loaded``'s stored buckets makes:
     the touched buckets, merged with what they held. Reads only; the caller writes.
 
     Every customer period of the batch is folded first (``core.bucket_folding``), then
-    the stored rows of the hours and days it touches are read by key, a few statements
-    for the whole batch, and merged."""
-    tables: dict[str, dict[RowKey, Any]] = {HOURS: {}, DAYS: {}}
-    for folding, period, rated in _folding_groups(loaded, events):
-        seeds: dict[BucketKey, Bucket] = {}
-        if folding.per_event_scope is not None and any(
-            event[2] in folding.per_event_types for event in rated
-        ):
-            # the per-event lines' days: their fees depend on the events before
-            seeds = stored_buckets(connection, folding.scope, period, folding.per_event, None, DAYS)
-        hours, days = fold_batch(folding, seeds, rated)
-        tables[HOURS].update(hours)
-        tables[DAYS].update(days)
-    written: list[tuple[str, list[BucketRow]]] = []
-    for table, folded in tables.items():
-        places = ((key[0], *key[2:]) for key in folded)
-        rows = bucket_records.buckets_at(connection, loaded.revision, places, table)
-        stored = {tuple(row[:6]): row for row in rows}
-        written.append((table, folded_bucket_rows(folded, stored)))
+    the stored rows of the hours and days it touches are read by key ranges, a few
+    statements for the whole batch (only the places ``known`` does not rule out), and
+    merged."""
+    with _collector_paused():
+        tables: dict[str, dict[RowKey, Any]] = {HOURS: {}, DAYS: {}}
+        for folding, period, rated in _folding_groups(loaded, events):
+            seeds: dict[BucketKey, Bucket] = {}
+            if folding.per_event_scope is not None and any(
+                event[2] in folding.per_event_types for event in rated
+            ):
+                # the per-event lines' days: their fees depend on the events before
+                seeds = stored_buckets(
+                    connection, folding.scope, period, folding.per_event, None, DAYS
+                )
+            hours, days = fold_batch(folding, seeds, rated)
+            tables[HOURS].update(hours)
+            tables[DAYS].update(days)
+        written: list[tuple[str, list[BucketRow]]] = []
+        for table, folded in tables.items():
+            places = [(key[0], *key[2:]) for key in folded]
+            if known is not None:
+                places = known.unknown(table, places)
+            rows = bucket_records.buckets_at(connection, loaded.revision, places, table)
+            stored = {tuple(row[:6]): row for row in rows}
+            written.append((table, folded_bucket_rows(folded, stored)))
     return written
+
+
+@contextmanager
+def _collector_paused() -> Iterator[None]:
+    """Python's cyclic garbage collector paused while a batch folds (and resumed as it
+    was after): a batch makes a dozen objects an event and no reference cycles, so the
+    collector's passes over them found nothing and cost about a third of the fold."""
+    paused = gc.isenabled()
+    if paused:
+        gc.disable()
+    try:
+        yield
+    finally:
+        if paused:
+            gc.enable()
 
 
 def _events(connection: Connection, through: Cut, after: Cut | None) -> Iterable[AppendedEvent]:
@@ -335,8 +311,9 @@ def catch_up(
         if through is None:
             return folded
         events = list(_events(connection, through, since.through))
+        known = take_known(chosen.revision, since)
         try:
-            rows = folded_rows(connection, chosen, events)
+            rows = folded_rows(connection, chosen, events, known)
         except STORE_ERRORS:
             raise  # the store is busy or gone: the buckets are as they were; try again later
         except Exception:
@@ -348,6 +325,7 @@ def catch_up(
                 bucket_records.forget_revision(connection, chosen.revision)
             return folded
         if _store_batch(connection, chosen.revision, since, through, rows):
+            keep_known(chosen.revision, since.generation, through, known, rows)
             folded += len(events)
             attempts = 0
             written += 1

@@ -29,9 +29,10 @@ bucket whose own sum would become inexact fails the fold, as the general one fai
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import replace
 from decimal import Decimal
+from hashlib import sha256 as _sha256
 from typing import Any
 
 import msgspec
@@ -47,7 +48,6 @@ from meterline.core.buckets import (
     RatedEvent,
     bucket_columns,
     bucket_from_row,
-    event_digest,
     fold,
     per_event_meters,
     rolled_up,
@@ -68,6 +68,7 @@ __all__ = [
 
 ZERO = Decimal(0)
 _exact_add = MONEY_CONTEXT.add
+_from_bytes = int.from_bytes
 _encode = msgspec.json.Encoder().encode
 _decode = msgspec.json.decode
 
@@ -162,24 +163,25 @@ class Tally:
             self.last = other.last
         self.events += other.events
         self.whole += other.whole
-        self.total = _exact_add(self.total, other.total)
-        self.fees = _exact_add(self.fees, other.fees)
-        self.bases = _exact_add(self.bases, other.bases)
-        self.cost = _exact_add(self.cost, other.cost)
+        # ``ZERO`` + ``ZERO`` is written "0" either way: the common case skips the adds
+        if self.total is not ZERO or other.total is not ZERO:
+            self.total = _exact_add(self.total, other.total)
+        if self.fees is not ZERO or other.fees is not ZERO:
+            self.fees = _exact_add(self.fees, other.fees)
+            self.bases = _exact_add(self.bases, other.bases)
+        if self.cost is not ZERO or other.cost is not ZERO:
+            self.cost = _exact_add(self.cost, other.cost)
         self.digest = (self.digest + other.digest) % DIGEST_MODULUS
 
 
-class _Route:
-    """One meter not priced per event in one segment: its reader and what it measures."""
+Route = tuple[Callable[[Mapping[str, Any]], Any], str, bool, Aggregation, Meter]
+"""One meter not priced per event in one segment, as the hot path unpacks it: its
+reader's ``read``, key, whether it is additive (``sum``, ``count``), aggregation, meter."""
 
-    __slots__ = ("additive", "aggregation", "key", "meter", "read")
 
-    def __init__(self, meter: Meter) -> None:
-        self.meter = meter
-        self.key = meter.key
-        self.aggregation = meter.aggregation
-        self.additive = meter.aggregation in ("sum", "count")
-        self.read = MeterReader(meter).read
+def _route(meter: Meter) -> Route:
+    additive = meter.aggregation in ("sum", "count")
+    return (MeterReader(meter).read, meter.key, additive, meter.aggregation, meter)
 
 
 class FoldingScope:
@@ -214,13 +216,13 @@ class FoldingScope:
         self.costs = bool(configuration.costs)
         self.bounds = [(segment.start_us, segment.end_us) for segment in scope.segments]
         self.starts = [segment.start_us for segment in scope.segments]
-        self.routes: list[dict[str, tuple[_Route, ...]]] = []
+        self.routes: list[dict[str, tuple[Route, ...]]] = []
         for segment in scope.segments:
             wanted = {price.meter for price in segment.terms.prices()} | scope.also_meters
-            table: dict[str, list[_Route]] = {}
+            table: dict[str, list[Route]] = {}
             for meter in configuration.meters:
                 if meter.key in wanted and meter.key not in self.per_event:
-                    table.setdefault(meter.event_type, []).append(_Route(meter))
+                    table.setdefault(meter.event_type, []).append(_route(meter))
             self.routes.append({kind: tuple(routes) for kind, routes in table.items()})
         self.groups: dict[Group, str] = {}
 
@@ -269,25 +271,25 @@ def _measured(folding: FoldingScope, events: Iterable[RatedEvent]) -> dict[Place
             continue
         hour = timestamp_us - timestamp_us % HOUR_US
         term = -1
-        for route in routes:
-            reading = route.read(properties)
+        for read, key, additive, aggregation, meter in routes:
+            reading = read(properties)
             if reading is None or type(reading) is Unmeasurable:
                 continue
-            group, number, raw = reading  # type: ignore[misc]
-            place = (index, route.key, group, hour)
+            group, number, raw = reading
+            place = (index, key, group, hour)
             entry = hours.get(place)
-            if route.additive:
+            if additive:
                 if number is not None and type(number) is not int:  # a decimal sum value
-                    line = (index, route.key, group)
+                    line = (index, key, group)
                     try:
                         line_totals[line] = _exact_add(line_totals.get(line, ZERO), number)
                     except ArithmeticError:
                         continue  # the rater's ``overflow``: not this line's usage
                     if entry is None:
-                        entry = hours[place] = Tally(route.aggregation, sequence, sequence)
+                        entry = hours[place] = Tally(aggregation, sequence, sequence)
                     entry.total = _exact_add(entry.total, number)
                 elif entry is None:
-                    entry = hours[place] = Tally(route.aggregation, sequence, sequence)
+                    entry = hours[place] = Tally(aggregation, sequence, sequence)
                     if number:
                         entry.whole = number
                 elif number:
@@ -296,10 +298,10 @@ def _measured(folding: FoldingScope, events: Iterable[RatedEvent]) -> dict[Place
                 entry.last = sequence
             else:
                 if entry is None:
-                    entry = hours[place] = Bucket(folding.accumulator(route.meter))
+                    entry = hours[place] = Bucket(folding.accumulator(meter))
                 entry.accumulator.add(sequence, timestamp_us, number, raw)
-            if term < 0:
-                term = event_digest(event_hash)
+            if term < 0:  # the event's digest term (``event_digest``), once for all its lines
+                term = _from_bytes(_sha256(event_hash).digest(), "big")
             entry.digest += term
     return hours
 

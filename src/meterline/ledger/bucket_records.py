@@ -36,9 +36,11 @@ from meterline.ledger.database import Connection, PostgresConnection, write_tran
 
 __all__ = [
     "BUCKETS_SCHEMA",
+    "BUCKET_RANGES_PER_READ",
     "DAYS",
     "HOURS",
     "AppendedEvent",
+    "BucketPlace",
     "Watermark",
     "advance",
     "buckets_at",
@@ -249,7 +251,7 @@ def buckets_at(
     ranges: list[tuple[str, int, str, str, int, int]] = []
     line: tuple[Any, ...] = ()
     low = high = 0
-    for place in sorted(set(places)):
+    for place in sorted(places):
         if place[:4] != line or place[4] - high > span * READ_GAP_SPANS_MAX:
             if line:
                 ranges.append((*line, low, high))
