@@ -224,9 +224,11 @@ def folded_rows(
     the stored rows of the hours and days it touches are read by key ranges, a few
     statements for the whole batch (only the places ``known`` does not rule out), and
     merged."""
-    with _collector_paused():
+    with _collector_paused():  # when not paused already (``catch_up``)
         tables: dict[str, dict[RowKey, Any]] = {HOURS: {}, DAYS: {}}
-        for folding, period, rated in _folding_groups(loaded, events):
+        # customer by customer in key order: each store's B-tree takes the rows in order
+        groups = sorted(_folding_groups(loaded, events), key=lambda group: group[0].scope.customer)
+        for folding, period, rated in groups:
             seeds: dict[BucketKey, Bucket] = {}
             if folding.per_event_scope is not None and any(
                 event[2] in folding.per_event_types for event in rated
@@ -253,7 +255,9 @@ def folded_rows(
 def _collector_paused() -> Iterator[None]:
     """Python's cyclic garbage collector paused while a batch folds (and resumed as it
     was after): a batch makes a dozen objects an event and no reference cycles, so the
-    collector's passes over them found nothing and cost about a third of the fold."""
+    collector's passes over them (promoting them to older generations, scanned again and
+    again) found nothing and cost about a third of the fold; resumed once the batch's
+    objects are freed, its one pass finds few."""
     paused = gc.isenabled()
     if paused:
         gc.disable()
@@ -310,27 +314,29 @@ def catch_up(
         through = _next_batch(since.through, target)
         if through is None:
             return folded
-        events = list(_events(connection, through, since.through))
-        known = take_known(chosen.revision, since)
-        try:
-            rows = folded_rows(connection, chosen, events, known)
-        except STORE_ERRORS:
-            raise  # the store is busy or gone: the buckets are as they were; try again later
-        except Exception:
-            # A projection never stops anything: its buckets go, and a build starts over.
-            _log.exception(
-                "rated-usage buckets of revision %d dropped: a fold failed", chosen.revision
-            )
-            with write_transaction(connection):
-                bucket_records.forget_revision(connection, chosen.revision)
-            return folded
-        if _store_batch(connection, chosen.revision, since, through, rows):
-            keep_known(chosen.revision, since.generation, through, known, rows)
-            folded += len(events)
-            attempts = 0
-            written += 1
-        else:
-            attempts += 1  # folded first by another catch-up: read the watermark again
+        with _collector_paused():  # resumed once the batch's objects are freed
+            events = list(_events(connection, through, since.through))
+            known = take_known(chosen.revision, since)
+            try:
+                rows = folded_rows(connection, chosen, events, known)
+            except STORE_ERRORS:
+                raise  # the store is busy or gone: the buckets are as they were; try later
+            except Exception:
+                # A projection never stops anything: its buckets go, and a build starts over.
+                _log.exception(
+                    "rated-usage buckets of revision %d dropped: a fold failed", chosen.revision
+                )
+                with write_transaction(connection):
+                    bucket_records.forget_revision(connection, chosen.revision)
+                return folded
+            if _store_batch(connection, chosen.revision, since, through, rows):
+                keep_known(chosen.revision, since.generation, through, known, rows)
+                folded += len(events)
+                attempts = 0
+                written += 1
+            else:
+                attempts += 1  # folded first by another catch-up: read the watermark again
+            del events, rows
     return folded
 
 

@@ -285,9 +285,8 @@ _AT = (
 
 
 def write_buckets(connection: Connection, rows: Iterable[BucketRow], table: str = HOURS) -> None:
-    """Insert or replace buckets (inside the caller's transaction), in key order (each
-    store's B-tree then takes them page by page)."""
-    rows = sorted(rows)
+    """Insert or replace buckets (inside the caller's transaction)."""
+    rows = list(rows)
     if rows:
         connection.executemany(_UPSERT.format(table=_table(table)), rows)
 
