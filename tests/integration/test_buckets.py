@@ -19,7 +19,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from meterline.billing import bucket_keeper, buckets
+from meterline.billing import bucket_checks, bucket_keeper, buckets
 from meterline.billing.context import BillingContext, cost_meters
 from meterline.billing.scan import RatingJob, run_jobs
 from meterline.billing.service import Billing, open_billing
@@ -152,7 +152,7 @@ def test_buckets_caught_up_price_as_a_rerating(new_db: Callable[..., Location]) 
                 rerated_lines(context, customer)
             )
             assert bucket_lines(context, customer)
-        assert buckets.check_buckets(context) is None
+        assert bucket_checks.check_buckets(context) is None
         before = context.current().revision
         billing.apply(revised_yaml())  # a new revision: its buckets are built from the events
         revision = context.current().revision
@@ -165,7 +165,7 @@ def test_buckets_caught_up_price_as_a_rerating(new_db: Callable[..., Location]) 
             assert without_roots(bucket_lines(context, customer)) == without_roots(
                 rerated_lines(context, customer)
             )
-        assert buckets.check_buckets(context) is None
+        assert bucket_checks.check_buckets(context) is None
 
 
 @pytest.mark.parametrize("table", bucket_records.TABLES)
@@ -191,7 +191,7 @@ def test_a_tampered_bucket_is_named(new_db: Callable[..., Location], table: str)
                 connection.execute("COMMIT")
         finally:
             connection.close()
-        difference = buckets.check_buckets(context)
+        difference = bucket_checks.check_buckets(context)
         assert difference is not None
         assert (difference.key.customer, difference.key.meter, difference.key.hour_us) == (
             victim[0],
@@ -219,7 +219,7 @@ def assert_equal_to_rerating(billing: Billing, events: int) -> None:
     assert calls_folded(context) == events
     mark = bucket_records.watermark(context.connection, context.current().revision)
     assert mark is not None and mark.through == context.ledger_cut()
-    assert buckets.check_buckets(context) is None
+    assert bucket_checks.check_buckets(context) is None
     for customer in CUSTOMERS[:2]:
         assert without_roots(bucket_lines(context, customer)) == without_roots(
             rerated_lines(context, customer)

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from meterline.billing import bucket_keeper, buckets
+from meterline.billing import bucket_checks, bucket_keeper, buckets
 from meterline.billing.service import open_billing
 from meterline.clock import system_clock_us
 from meterline.ledger import bucket_records
@@ -103,4 +103,4 @@ def test_a_keeper_folds_a_workers_commits_into_buckets(
         rows = bucket_records.revision_buckets(context.connection, context.current().revision)
         calls = sum(row[6] for row in rows if row[3] == "calls")
         assert calls == sent
-        assert buckets.check_buckets(context) is None
+        assert bucket_checks.check_buckets(context) is None

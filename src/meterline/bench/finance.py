@@ -102,7 +102,7 @@ def _p95_ms(read: Callable[[], object], repeats: int) -> float:
 
 
 def _reads(billing: Billing, customers: int, repeats: int) -> dict[str, Any]:
-    from meterline.billing import buckets
+    from meterline.billing import bucket_checks
     from meterline.core.economics import summarize
     from meterline.finance.books import build_books
     from meterline.finance.economics import usage_slices
@@ -123,7 +123,7 @@ def _reads(billing: Billing, customers: int, repeats: int) -> dict[str, Any]:
         "draft_from_buckets_p95_ms": _p95_ms(one_draft, max(repeats, len(sample))),
         "revenue_p95_ms": _p95_ms(lambda: revenue_reports(build_books(billing)), repeats),
         "reconcile_buckets_check_p95_ms": _p95_ms(
-            lambda: buckets.check_buckets(billing.context), repeats
+            lambda: bucket_checks.check_buckets(billing.context), repeats
         ),
     }
 

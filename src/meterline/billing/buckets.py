@@ -7,7 +7,7 @@ at a time in batches of at most ``CATCH_UP_BATCH_ROWS``, folds them, and writes 
 buckets and the advanced watermark in one short transaction per batch; a batch another
 catch-up folded first (or a revision started over meanwhile) is rolled back and read
 again, and a crash mid-way re-folds from the old watermark, so no event counts twice.
-Every read (``period_rater``, ``job_rater``, ``line_days``, ``check_buckets``, the export)
+Every read (``period_rater``, ``job_rater``, ``line_days``, ``bucket_checks``)
 catches up first, so it reflects every event committed before it started; a
 ``bucket_keeper.BucketKeeper`` thread (the server, stream workers) catches up in the
 background when appends pause or the backlog passes a bound, so reads find little to fold.
@@ -21,19 +21,21 @@ and drops every other: a closed period is read from the buckets of the revision 
 billed it (``billing.closed_buckets``), which no keeper catches up any more. A
 fold that fails (a bucket row edited into nonsense) drops the revision's buckets, logged;
 the next read that builds (a draft, reconcile, the export) rebuilds them from the
-ledger. ``check_buckets`` (reconcile) compares the buckets with a re-derivation from raw
+ledger. ``bucket_checks.check_buckets`` (reconcile) compares the buckets with a re-derivation from raw
 events through their watermark, naming the first bucket that differs. ``audit`` never
 reads buckets.
 """
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import sqlite3
 import threading
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from datetime import date
 from typing import Any
 
@@ -41,25 +43,21 @@ import msgspec
 
 from meterline.billing import revisions
 from meterline.billing.context import BillingContext, Loaded, billing_cycle, cost_meters
+from meterline.billing.fold_memory import KnownRows, fold_scopes, keep_known, take_known
 from meterline.billing.scan import BODY_DECODER, RatingJob
+from meterline.core.bucket_folding import FoldingScope, RowKey, fold_batch, folded_bucket_rows
 from meterline.core.buckets import (
     DAY_US,
     HOUR_US,
     Bucket,
-    BucketDifference,
     BucketKey,
     BucketRow,
     BucketScope,
     RatedEvent,
     bucket_from_row,
     bucket_rater,
-    bucket_row,
-    first_row_difference,
-    fold,
     merge_buckets,
-    per_event_meters,
     priced_rater,
-    rolled_up,
 )
 from meterline.core.cuts import Cut
 from meterline.core.model import segments
@@ -70,7 +68,6 @@ from meterline.ledger.bucket_records import DAYS, HOURS, AppendedEvent, Watermar
 from meterline.ledger.database import (
     Connection,
     database_errors,
-    read_snapshot,
     write_transaction,
 )
 from meterline.ledger.event_reads import scan_rows
@@ -78,10 +75,8 @@ from meterline.ledger.event_reads import scan_rows
 __all__ = [
     "BUCKETS_SETTING",
     "CATCH_UP_BATCH_ROWS",
-    "bucket_table_rows",
     "buckets_wanted",
     "catch_up",
-    "check_buckets",
     "closing_periods",
     "ensure_built",
     "job_buckets",
@@ -182,62 +177,100 @@ def stored_buckets(
     return {key: bucket for key, bucket in found if key.segment_start_us in starts}
 
 
-def _grouped(
+def _folding_groups(
     loaded: Loaded, events: Iterable[AppendedEvent]
-) -> list[tuple[BucketScope, BillingPeriod, list[RatedEvent]]]:
+) -> list[tuple[FoldingScope, BillingPeriod, list[RatedEvent]]]:
     """``events`` (ledger order) decoded and grouped by customer period under ``loaded``;
     events no contract period takes and bodies that do not decode (unbillable usage,
     reported from raw events) are left out."""
-    groups: dict[tuple[str, int], tuple[BucketScope, BillingPeriod, list[RatedEvent]]] = {}
-    scopes: dict[str, list[tuple[BucketScope, BillingPeriod]]] = {}
-    latest: dict[str, tuple[BucketScope, BillingPeriod]] = {}  # each customer's last
+    scopes = fold_scopes(loaded, _scope)
+    groups: dict[tuple[str, int], tuple[FoldingScope, BillingPeriod, list[RatedEvent]]] = {}
+    latest: dict[str, tuple[int, int, list[RatedEvent]]] = {}  # each customer's last
     decode = BODY_DECODER.decode
-    for event in events:
-        sequence, customer, _, event_type, timestamp_us, _, body, event_hash = event[:8]
-        found = latest.get(customer)
-        if found is None or not found[1].contains(timestamp_us):
-            known = scopes.setdefault(customer, [])
-            found = next((item for item in known if item[1].contains(timestamp_us)), None)
+    for sequence, customer, _, event_type, timestamp_us, _, body, event_hash in events:
+        place = latest.get(customer)
+        if place is None or not place[0] <= timestamp_us < place[1]:
+            found = scopes.find(customer, timestamp_us)
             if found is None:
-                found = _scope(loaded, customer, timestamp_us)
-                if found is None or not found[1].contains(timestamp_us):
-                    continue
-                known.append(found)
-            latest[customer] = found
+                continue
+            folding, period = found
+            group = groups.get((customer, period.start_us))
+            if group is None:
+                group = groups[(customer, period.start_us)] = (folding, period, [])
+            place = latest[customer] = (period.start_us, period.end_us, group[2])
         try:
             properties = decode(body).properties
         except msgspec.MsgspecError:
             continue
-        scope, period = found
-        group = groups.setdefault((customer, period.start_us), (scope, period, []))
-        group[2].append((sequence, timestamp_us, event_type, properties, event_hash))
+        place[2].append((sequence, timestamp_us, event_type, properties, event_hash))
     return list(groups.values())
 
 
+def _grouped(
+    loaded: Loaded, events: Iterable[AppendedEvent]
+) -> list[tuple[BucketScope, BillingPeriod, list[RatedEvent]]]:
+    """``_folding_groups`` with each group's ``BucketScope``."""
+    return [
+        (folding.scope, period, rated) for folding, period, rated in _folding_groups(loaded, events)
+    ]
+
+
 def folded_rows(
-    connection: Connection, loaded: Loaded, events: Iterable[AppendedEvent]
+    connection: Connection,
+    loaded: Loaded,
+    events: Iterable[AppendedEvent],
+    known: KnownRows | None = None,
 ) -> list[tuple[str, list[BucketRow]]]:
     """The bucket rows (per table: hours, days) that folding ``events`` (ledger order,
     every one past the stored buckets' watermark) into ``loaded``'s stored buckets makes:
-    the touched buckets, merged with what they held. Reads only; the caller writes."""
-    written: list[tuple[str, list[BucketRow]]] = []
-    for scope, period, rated in _grouped(loaded, events):
-        # read only what the fold needs: the per-event lines' days (their fees depend on
-        # the events before), then the stored buckets of the hours and days it touches
-        per_event = per_event_meters(scope)
-        seeds = (
-            stored_buckets(connection, scope, period, per_event, None, DAYS) if per_event else {}
-        )
-        fresh = fold(scope, seeds, rated, merge_prior=False)
-        for table, new in ((HOURS, fresh), (DAYS, rolled_up(fresh.items()))):
-            hours = {key.hour_us for key in new}
-            stored = stored_buckets(connection, scope, period, None, hours, table)
-            rows = []
-            for key, bucket in new.items():
-                known = stored.get(key)
-                rows.append(bucket_row(key, bucket if known is None else known.merged(bucket)))
-            written.append((table, rows))
+    the touched buckets, merged with what they held. Reads only; the caller writes.
+
+    Every customer period of the batch is folded first (``core.bucket_folding``), then
+    the stored rows of the hours and days it touches are read by key ranges, a few
+    statements for the whole batch (only the places ``known`` does not rule out), and
+    merged."""
+    with _collector_paused():  # when not paused already (``catch_up``)
+        tables: dict[str, dict[RowKey, Any]] = {HOURS: {}, DAYS: {}}
+        # customer by customer in key order: each store's B-tree takes the rows in order
+        groups = sorted(_folding_groups(loaded, events), key=lambda group: group[0].scope.customer)
+        for folding, period, rated in groups:
+            seeds: dict[BucketKey, Bucket] = {}
+            if folding.per_event_scope is not None and any(
+                event[2] in folding.per_event_types for event in rated
+            ):
+                # the per-event lines' days: their fees depend on the events before
+                seeds = stored_buckets(
+                    connection, folding.scope, period, folding.per_event, None, DAYS
+                )
+            hours, days = fold_batch(folding, seeds, rated)
+            tables[HOURS].update(hours)
+            tables[DAYS].update(days)
+        written: list[tuple[str, list[BucketRow]]] = []
+        for table, folded in tables.items():
+            places = [(key[0], *key[2:]) for key in folded]
+            if known is not None:
+                places = known.unknown(table, places)
+            rows = bucket_records.buckets_at(connection, loaded.revision, places, table)
+            stored = {tuple(row[:6]): row for row in rows}
+            written.append((table, folded_bucket_rows(folded, stored)))
     return written
+
+
+@contextmanager
+def _collector_paused() -> Iterator[None]:
+    """Python's cyclic garbage collector paused while a batch folds (and resumed as it
+    was after): a batch makes a dozen objects an event and no reference cycles, so the
+    collector's passes over them (promoting them to older generations, scanned again and
+    again) found nothing and cost about a third of the fold; resumed once the batch's
+    objects are freed, its one pass finds few."""
+    paused = gc.isenabled()
+    if paused:
+        gc.disable()
+    try:
+        yield
+    finally:
+        if paused:
+            gc.enable()
 
 
 def _events(connection: Connection, through: Cut, after: Cut | None) -> Iterable[AppendedEvent]:
@@ -286,25 +319,29 @@ def catch_up(
         through = _next_batch(since.through, target)
         if through is None:
             return folded
-        events = list(_events(connection, through, since.through))
-        try:
-            rows = folded_rows(connection, chosen, events)
-        except store_errors():
-            raise  # the store is busy or gone: the buckets are as they were; try again later
-        except Exception:
-            # A projection never stops anything: its buckets go, and a build starts over.
-            _log.exception(
-                "rated-usage buckets of revision %d dropped: a fold failed", chosen.revision
-            )
-            with write_transaction(connection):
-                bucket_records.forget_revision(connection, chosen.revision)
-            return folded
-        if _store_batch(connection, chosen.revision, since, through, rows):
-            folded += len(events)
-            attempts = 0
-            written += 1
-        else:
-            attempts += 1  # folded first by another catch-up: read the watermark again
+        with _collector_paused():  # resumed once the batch's objects are freed
+            events = list(_events(connection, through, since.through))
+            known = take_known(chosen.revision, since)
+            try:
+                rows = folded_rows(connection, chosen, events, known)
+            except store_errors():
+                raise  # the store is busy or gone: the buckets are as they were; try later
+            except Exception:
+                # A projection never stops anything: its buckets go, and a build starts over.
+                _log.exception(
+                    "rated-usage buckets of revision %d dropped: a fold failed", chosen.revision
+                )
+                with write_transaction(connection):
+                    bucket_records.forget_revision(connection, chosen.revision)
+                return folded
+            if _store_batch(connection, chosen.revision, since, through, rows):
+                keep_known(chosen.revision, since.generation, through, known, rows)
+                folded += len(events)
+                attempts = 0
+                written += 1
+            else:
+                attempts += 1  # folded first by another catch-up: read the watermark again
+            del events, rows
     return folded
 
 
@@ -376,7 +413,7 @@ def ensure_built(context: BillingContext) -> bool:
     loaded = context.load()
     if loaded is None:
         return False
-    if loaded.revision not in _built(context.connection):
+    if loaded.revision not in bucket_records.built_revisions(context.connection):
         rebuild(context, loaded)
     else:
         catch_up(context, loaded)
@@ -387,10 +424,11 @@ def _ready(context: BillingContext, loaded: Loaded) -> bool:
     """Whether ``loaded``'s buckets are kept, caught up first (so a read reflects every
     event committed before it started). Never when this billing keeps none
     (``METERLINE_BUCKETS=off``): its reads re-rate, whatever another process built."""
-    if not context.keeps_buckets or loaded.revision not in _built(context.connection):
+    built = bucket_records.built_revisions
+    if not context.keeps_buckets or loaded.revision not in built(context.connection):
         return False
     catch_up(context, loaded)
-    return loaded.revision in _built(context.connection)  # a failed fold drops them
+    return loaded.revision in built(context.connection)  # a failed fold drops them
 
 
 def period_rater(
@@ -509,72 +547,3 @@ def settled_reading(
         if rater is not None and days is not None:
             return rater, days
     return None
-
-
-def _built(connection: Connection) -> set[int]:
-    return bucket_records.built_revisions(connection)
-
-
-def check_buckets(context: BillingContext) -> BucketDifference | None:
-    """Reconcile's fast path: the current revision's stored buckets (caught up first)
-    against buckets re-derived from the raw events up to their watermark (every event
-    folded at once); the first bucket that differs, or None. Without built buckets there
-    is nothing to differ."""
-    loaded = context.load()
-    if loaded is None or not _ready(context, loaded):
-        return None
-    stored = _stored_at_watermark(context.connection, loaded.revision)
-    if stored is None:
-        return None
-    since, tables = stored
-    derived: dict[BucketKey, Bucket] = {}
-    for scope, _, rated in _grouped(loaded, _events(context.connection, since.through, None)):
-        derived.update(fold(scope, {}, rated))
-    for table, expected in ((HOURS, derived), (DAYS, rolled_up(derived.items()))):
-        made = (bucket_row(key, bucket) for key, bucket in expected.items())
-        difference = first_row_difference(tables[table], made)
-        if difference is not None:
-            return difference
-    return None
-
-
-def _stored_at_watermark(
-    connection: Connection, revision: int
-) -> tuple[Watermark, dict[str, list[tuple[Any, ...]]]] | None:
-    """``revision``'s watermark and every stored bucket row of both tables, read in one
-    snapshot (a background catch-up may commit meanwhile); None when the buckets are no
-    longer kept."""
-    with read_snapshot(connection):
-        since = bucket_records.watermark(connection, revision)
-        if since is None:
-            return None
-        tables = {
-            table: bucket_records.revision_buckets(connection, revision, table)
-            for table in (HOURS, DAYS)
-        }
-    return since, tables
-
-
-def bucket_table_rows(context: BillingContext) -> Iterable[tuple[Any, ...]]:
-    """The current revision's buckets as export rows (built first when they are not):
-    customer, revision, segment start, meter, model (group values joined by '/'), hour,
-    events, quantity, fees, cost, digest."""
-    if not ensure_built(context):
-        return
-    loaded = context.current()
-    for row in bucket_records.revision_buckets(context.connection, loaded.revision):
-        key, bucket = bucket_from_row(row)
-        model = "/".join(value for value in key.group if value is not None)
-        yield (
-            key.customer,
-            key.revision,
-            key.segment_start_us,
-            key.meter,
-            model,
-            key.hour_us,
-            bucket.events,
-            bucket.quantity(),
-            bucket.fees,
-            bucket.cost,
-            f"{bucket.digest:064x}",
-        )

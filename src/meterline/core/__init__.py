@@ -11,6 +11,7 @@ __all__ = [
     "allocation",
     "books",
     "breakage",
+    "bucket_folding",
     "buckets",
     "chain",
     "chain_ranges",

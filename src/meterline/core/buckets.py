@@ -55,6 +55,7 @@ __all__ = [
     "BucketScope",
     "LineKey",
     "RatedEvent",
+    "bucket_columns",
     "bucket_from_row",
     "bucket_order",
     "bucket_rater",
@@ -441,6 +442,20 @@ events, quantity, fees, cost, digest (hex), and the rest of its state (JSON)."""
 def bucket_row(key: BucketKey, bucket: Bucket) -> BucketRow:
     """``key`` and ``bucket`` as a stored row (exact decimals as text; the state's keys
     in sorted order)."""
+    return (
+        key.customer,
+        key.revision,
+        key.segment_start_us,
+        key.meter,
+        _encode(list(key.group)).decode(),
+        key.hour_us,
+        *bucket_columns(bucket),
+    )
+
+
+def bucket_columns(bucket: Bucket) -> tuple[int, str, str, str, str, str]:
+    """A stored row's columns after its key: events, quantity, fees, cost, digest (hex)
+    and the rest of the state (JSON, keys in sorted order)."""
     usage = bucket.accumulator
     latest = usage._latest
     maximum = usage._maximum
@@ -462,12 +477,6 @@ def bucket_row(key: BucketKey, bucket: Bucket) -> BucketRow:
         "whole": usage._whole,
     }
     return (
-        key.customer,
-        key.revision,
-        key.segment_start_us,
-        key.meter,
-        _encode(list(key.group)).decode(),
-        key.hour_us,
         usage.events,
         str(bucket.quantity()),
         str(bucket.fees),

@@ -8,7 +8,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from meterline.billing.buckets import bucket_table_rows
+from meterline.billing.bucket_checks import bucket_table_rows
 from meterline.billing.service import Billing
 from meterline.finance.export_errors import ExportError
 from meterline.finance.table_rows import (

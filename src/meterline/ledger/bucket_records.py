@@ -46,11 +46,14 @@ from meterline.ledger.database import (
 
 __all__ = [
     "BUCKETS_SCHEMA",
+    "BUCKET_RANGES_PER_READ",
     "DAYS",
     "HOURS",
     "AppendedEvent",
+    "BucketPlace",
     "Watermark",
     "advance",
+    "buckets_at",
     "built_revisions",
     "ensure_bucket_tables",
     "forget_revision",
@@ -232,6 +235,65 @@ def revision_buckets(
             f"SELECT {_COLUMNS} FROM {_table(table)} WHERE revision = ?" + _ORDER, (revision,)
         ).fetchall()
     )
+
+
+BUCKET_RANGES_PER_READ = 512
+"""Ranges one statement of ``buckets_at`` reads (six parameters each, far below SQLite's
+32,766). A shorter list is padded to a power of two with its last range, so a handful of
+statement shapes serve every batch (each store keeps them prepared)."""
+
+READ_GAP_SPANS_MAX = 4
+"""A line's places at most this many hours (days) apart are read as one range: the
+stored rows between them, at most this many less one per gap, are read for nothing."""
+
+BucketPlace = tuple[str, int, str, str, int]
+"""Where a bucket is stored within a revision: customer, segment start, meter, group
+(JSON), hour (a day's first hour in the days table)."""
+
+
+def buckets_at(
+    connection: Connection, revision: int, places: Iterable[BucketPlace], table: str = HOURS
+) -> list[tuple[Any, ...]]:
+    """``revision``'s stored buckets in ``table`` at ``places`` (a place stored nowhere has
+    no row), and maybe others of the same lines between them: each line's places cut into
+    ranges (``READ_GAP_SPANS_MAX``), each range read through the primary key,
+    ``BUCKET_RANGES_PER_READ`` a statement. A fold reads the rows it will merge with,
+    never a customer's whole revision."""
+    span = DAY_US if table == DAYS else HOUR_US
+    ranges: list[tuple[str, int, str, str, int, int]] = []
+    line: tuple[Any, ...] = ()
+    low = high = 0
+    for place in sorted(places):
+        if place[:4] != line or place[4] - high > span * READ_GAP_SPANS_MAX:
+            if line:
+                ranges.append((*line, low, high))
+            line, low = place[:4], place[4]
+        high = place[4]
+    if line:
+        ranges.append((*line, low, high))
+    rows: dict[tuple[Any, ...], tuple[Any, ...]] = {}  # the padding reads a range twice
+    for first in range(0, len(ranges), BUCKET_RANGES_PER_READ):
+        part = ranges[first : first + BUCKET_RANGES_PER_READ]
+        padding = (1 << (len(part) - 1).bit_length()) - len(part)
+        parameters: list[Any] = [value for item in part for value in item]
+        parameters += [*part[-1]] * padding
+        parameters.append(revision)
+        values = ", ".join(["(?, ?, ?, ?, ?, ?)"] * (len(part) + padding))
+        found = connection.execute(_AT.format(values=values, table=_table(table)), parameters)
+        for row in found.fetchall():
+            rows[tuple(row[:6])] = tuple(row)
+    return list(rows.values())
+
+
+_AT = (
+    "WITH wanted (customer, segment_start_us, meter, group_values, low, high)"
+    " AS (VALUES {values}) SELECT "
+    + ", ".join(f"stored.{column.strip()}" for column in _COLUMNS.split(","))
+    + " FROM wanted JOIN {table} AS stored ON stored.customer = wanted.customer"
+    " AND stored.revision = ? AND stored.segment_start_us = wanted.segment_start_us"
+    " AND stored.meter = wanted.meter AND stored.group_values = wanted.group_values"
+    " AND stored.hour_us >= wanted.low AND stored.hour_us <= wanted.high"
+)
 
 
 def write_buckets(connection: Connection, rows: Iterable[BucketRow], table: str = HOURS) -> None:

@@ -25,7 +25,7 @@ from typing import Any
 import httpx
 from msgspec import UNSET
 
-from meterline.billing import buckets
+from meterline.billing import bucket_checks, buckets
 from meterline.billing.service import Billing, BillingError, NotFound, RatingFailed
 from meterline.billing.unbillable import failure_reason
 from meterline.core.cuts import Cut
@@ -157,7 +157,7 @@ def reconcile(
             reason = error.reason if isinstance(error, RatingFailed) else failure_reason(error)
             check.differences.append(f"cannot be rated: {reason}")
     checked = buckets.ensure_built(billing.context)
-    difference = buckets.check_buckets(billing.context) if checked else None
+    difference = bucket_checks.check_buckets(billing.context) if checked else None
     described = None if difference is None else difference.describe()
     return ReconcileReport(at_us, through, batches, checks, checked, described)
 
