@@ -21,9 +21,9 @@ and drops every other: a closed period is read from the buckets of the revision 
 billed it (``billing.closed_buckets``), which no keeper catches up any more. A
 fold that fails (a bucket row edited into nonsense) drops the revision's buckets, logged;
 the next read that builds (a draft, reconcile, the export) rebuilds them from the
-ledger. ``bucket_checks.check_buckets`` (reconcile) compares the buckets with a re-derivation from raw
-events through their watermark, naming the first bucket that differs. ``audit`` never
-reads buckets.
+ledger. ``bucket_checks.check_buckets`` (reconcile) compares the buckets with a
+re-derivation from raw events through their watermark, naming the first bucket that
+differs. ``audit`` never reads buckets.
 """
 
 from __future__ import annotations
