@@ -144,6 +144,22 @@ def test_maker_checker_applies_an_approved_proposal_as_a_revision(billing: Billi
     assert billing.audit().passed
 
 
+def test_an_approval_builds_the_new_revisions_buckets(billing: Billing) -> None:
+    """The approved revision's rated-usage buckets are built by the approval (as ``apply``
+    builds them), so the first read after it does not fold the whole ledger."""
+    from meterline.billing import bucket_checks
+    from meterline.ledger import bucket_records
+
+    store, context = billing.workspace_records, billing.context
+    assert context.keeps_buckets
+    workspace.propose(context, store, user(billing, "erin"), HYBRID, "hybrid contract for acme")
+    workspace.decide(context, store, user(billing, "abe"), "P-000001", True, "ok")
+    assert 2 in bucket_records.built_revisions(context.connection)
+    mark = bucket_records.watermark(context.connection, 2)
+    assert mark is not None and mark.through == context.ledger_cut()
+    assert bucket_checks.check_buckets(context) is None
+
+
 def test_a_rejected_proposal_changes_nothing(billing: Billing) -> None:
     """A rejection is recorded with its reason and applies nothing."""
     store, context = billing.workspace_records, billing.context

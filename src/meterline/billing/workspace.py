@@ -4,8 +4,9 @@ An editor proposes a ``ContractChange`` with a reason; it is written into the cu
 pricing data (``core.proposals``) and validated by the pricing file's own parser and
 history check (``revisions.check_history``), so a refusal names the form field and the
 pricing path, and nothing is stored. A different caller with the approver role approves
-or rejects it (maker-checker); an approval is applied through ``revisions.apply``, the
-very path ``meterline apply`` takes, as a revision named ``workspace P-000001`` whose
+or rejects it (maker-checker); an approval is applied through ``buckets.apply_pricing``
+(``revisions.apply``, then the new revision's buckets built), the very path ``meterline
+apply`` takes, as a revision named ``workspace P-000001`` whose
 source text opens with who proposed it, who approved it, why and when (that text is
 covered by the revision's hash). The history is every revision (from YAML or from the
 workspace) and every proposal with its decision; the export is the current revision's
@@ -22,7 +23,7 @@ from typing import Any
 
 import yaml
 
-from meterline.billing import revisions
+from meterline.billing import buckets, revisions
 from meterline.billing.context import BillingContext, Loaded
 from meterline.billing.errors import NotFound
 from meterline.config.schema import parse_configuration
@@ -300,7 +301,8 @@ def decide(
             f"# approved by {principal.key_id} at {format_timestamp(now_us)}:"
             f" {_one_line(reason)}\n"
         )
-        report = revisions.apply(context, header + proposed.text, f"{SOURCE_PREFIX}{proposal_id}")
+        text = header + proposed.text
+        report = buckets.apply_pricing(context, text, f"{SOURCE_PREFIX}{proposal_id}")
         revision = report.revision
     decision = StoredDecision(
         proposal_id,
