@@ -168,10 +168,17 @@ def test_buckets_caught_up_price_as_a_rerating(new_db: Callable[..., Location]) 
         assert bucket_checks.check_buckets(context) is None
 
 
+@pytest.mark.parametrize("events_per_scan", [1_000_000, 1])
 @pytest.mark.parametrize("table", bucket_records.TABLES)
-def test_a_tampered_bucket_is_named(new_db: Callable[..., Location], table: str) -> None:
+def test_a_tampered_bucket_is_named(
+    new_db: Callable[..., Location],
+    table: str,
+    events_per_scan: int,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     """A bucket edited behind the ledger's back is the difference the fast check (and
-    ``meterline reconcile``) names."""
+    ``meterline reconcile``) names, however many customers it re-derives at once."""
+    monkeypatch.setattr(bucket_checks, "CHECK_EVENTS_PER_SCAN_MAX", events_per_scan)
     location = new_db()
     with kept(location) as billing:
         assert billing.ledger.ingest(late_stream()).accepted == 26
@@ -204,6 +211,62 @@ def test_a_tampered_bucket_is_named(new_db: Callable[..., Location], table: str)
         assert report.buckets_checked
         assert report.bucket_difference == difference.describe()
         assert report.as_dict()["buckets"]["first_difference"] == difference.describe()
+
+
+def test_the_check_names_hours_before_days_and_a_stranger_s_bucket(
+    new_db: Callable[..., Location], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Customers are checked a set at a time, yet the named difference is the one a
+    whole-ledger check names: the first hour bucket in key order (a later customer's)
+    before any day bucket (an earlier one's); a bucket of a customer without events is
+    named missing."""
+    monkeypatch.setattr(bucket_checks, "CHECK_EVENTS_PER_SCAN_MAX", 1)  # one customer a set
+    location = new_db()
+    with kept(location) as billing:
+        assert billing.ledger.ingest(late_stream()).accepted == 26
+        context = billing.context
+        assert buckets.catch_up(context) == 26
+        revision = context.current().revision
+        hours = bucket_records.revision_buckets(context.connection, revision, bucket_records.HOURS)
+        days = bucket_records.revision_buckets(context.connection, revision, bucket_records.DAYS)
+        first, last = sorted({row[0] for row in hours})[0], sorted({row[0] for row in hours})[-1]
+        assert first != last
+        day_victim = next(row for row in days if row[0] == first)
+        hour_victim = next(row for row in hours if row[0] == last)
+        connection = open_connection(str(location))
+
+        def run(sql: str, parameters: tuple[Any, ...]) -> None:
+            connection.execute(sql, parameters)
+            if connection.in_transaction:
+                connection.execute("COMMIT")
+
+        where = (
+            " WHERE customer = ? AND revision = ? AND segment_start_us = ? AND meter = ?"
+            " AND group_values = ? AND hour_us = ?"
+        )
+        try:
+            for table, victim in (
+                (bucket_records.DAYS, day_victim),
+                (bucket_records.HOURS, hour_victim),
+            ):
+                run(f"UPDATE {table} SET digest = ?{where}", ("0" * 64, *victim[:6]))
+            difference = bucket_checks.check_buckets(context)
+            assert difference is not None and difference.key.customer == last
+            assert difference.key.hour_us == hour_victim[5]
+            run(
+                f"UPDATE {bucket_records.HOURS} SET digest = ?{where}",
+                (hour_victim[10], *hour_victim[:6]),
+            )
+            difference = bucket_checks.check_buckets(context)
+            assert difference is not None and difference.key.customer == first  # the day
+            stranger = ("zz-no-events", *hour_victim[1:])
+            columns = ", ".join("?" * len(stranger))
+            run(f"INSERT INTO {bucket_records.HOURS} VALUES ({columns})", stranger)
+            difference = bucket_checks.check_buckets(context)
+            assert difference is not None and difference.key.customer == "zz-no-events"
+            assert difference.fields == ("missing",)
+        finally:
+            connection.close()
 
 
 def calls_folded(context: BillingContext) -> int:

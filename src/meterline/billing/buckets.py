@@ -273,9 +273,12 @@ def _collector_paused() -> Iterator[None]:
             gc.enable()
 
 
-def _events(connection: Connection, through: Cut, after: Cut | None) -> Iterable[AppendedEvent]:
-    """The events past ``after`` and inside ``through``, in ledger order, as folds take them."""
-    rows = scan_rows(connection, through, after, 0, _FAR_FUTURE_US)
+def _events(
+    connection: Connection, through: Cut, after: Cut | None, customers: list[str] | None = None
+) -> Iterable[AppendedEvent]:
+    """The events past ``after`` and inside ``through`` (of ``customers`` when given), in
+    ledger order, as folds take them."""
+    rows = scan_rows(connection, through, after, 0, _FAR_FUTURE_US, customers)
     for sequence, customer, event_type, timestamp_us, body, event_hash in rows:
         yield (sequence, customer, None, event_type, timestamp_us, None, bytes(body), event_hash)
 

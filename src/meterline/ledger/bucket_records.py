@@ -29,7 +29,7 @@ Every statement is in SQLite's dialect and runs on either store's connection (a
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -40,6 +40,7 @@ from meterline.core.cuts import Cut
 from meterline.ledger.database import (
     Connection,
     PostgresConnection,
+    stream_rows,
     undefined_table_errors,
     write_transaction,
 )
@@ -61,7 +62,9 @@ __all__ = [
     "read_buckets",
     "restart",
     "revision_buckets",
+    "revision_customers",
     "start",
+    "streamed_revision_buckets",
     "watermark",
     "write_buckets",
 ]
@@ -227,14 +230,38 @@ def read_buckets(
 
 
 def revision_buckets(
-    connection: Connection, revision: int, table: str = HOURS
+    connection: Connection,
+    revision: int,
+    table: str = HOURS,
+    customers: Sequence[str] | None = None,
 ) -> list[tuple[Any, ...]]:
-    """Every bucket of ``revision`` (the Parquet export, the fast reconcile)."""
-    return list(
-        connection.execute(
-            f"SELECT {_COLUMNS} FROM {_table(table)} WHERE revision = ?" + _ORDER, (revision,)
+    """Every bucket of ``revision`` (the Parquet export, the fast reconcile), of
+    ``customers`` only when given."""
+    query = f"SELECT {_COLUMNS} FROM {_table(table)} WHERE revision = ?"
+    parameters: list[Any] = [revision]
+    if customers is not None:
+        query += f" AND customer IN ({','.join('?' * len(customers))})"
+        parameters.extend(customers)
+    return list(connection.execute(query + _ORDER, parameters).fetchall())
+
+
+def streamed_revision_buckets(
+    connection: Connection, revision: int, table: str = HOURS
+) -> Iterator[tuple[Any, ...]]:
+    """``revision_buckets`` of the whole revision in bounded memory (the export)."""
+    query = f"SELECT {_COLUMNS} FROM {_table(table)} WHERE revision = ?" + _ORDER
+    return stream_rows(connection, query, (revision,))
+
+
+def revision_customers(connection: Connection, revision: int) -> set[str]:
+    """The customers ``revision`` holds a bucket of, in either table."""
+    found: set[str] = set()
+    for table in (HOURS, DAYS):
+        rows = connection.execute(
+            f"SELECT DISTINCT customer FROM {_table(table)} WHERE revision = ?", (revision,)
         ).fetchall()
-    )
+        found.update(row[0] for row in rows)
+    return found
 
 
 BUCKET_RANGES_PER_READ = 512

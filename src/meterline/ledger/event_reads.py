@@ -69,6 +69,16 @@ def scan_rows(
     )
 
 
+def customer_event_counts(connection: Connection, through: Cut) -> dict[str, int]:
+    """Each customer's number of events inside ``through`` (one grouped scan, in the
+    store): how a check that reads customers a set at a time sizes its sets."""
+    condition, parameters = cut_condition(through, None)
+    rows = connection.execute(
+        f"SELECT customer, count(*) FROM events WHERE {condition} GROUP BY customer", parameters
+    ).fetchall()
+    return {customer: int(count) for customer, count in rows}
+
+
 def late_candidates(
     connection: Connection, after: Cut, through: Cut, before_us: int
 ) -> list[tuple[str, int, int]]:
