@@ -168,6 +168,24 @@ def test_buckets_caught_up_price_as_a_rerating(new_db: Callable[..., Location]) 
         assert bucket_checks.check_buckets(context) is None
 
 
+BUCKET_WHERE = (
+    " WHERE customer = ? AND revision = ? AND segment_start_us = ? AND meter = ?"
+    " AND group_values = ? AND hour_us = ?"
+)
+"""Names one bucket row by its key (a row's first six columns)."""
+
+
+def behind_its_back(location: Location, sql: str, parameters: tuple[Any, ...]) -> None:
+    """Run ``sql`` on a connection of its own and commit: a tamper the billing never saw."""
+    connection = open_connection(str(location))
+    try:
+        connection.execute(sql, parameters)
+        if connection.in_transaction:
+            connection.execute("COMMIT")
+    finally:
+        connection.close()
+
+
 @pytest.mark.parametrize("events_per_scan", [1_000_000, 1])
 @pytest.mark.parametrize("table", bucket_records.TABLES)
 def test_a_tampered_bucket_is_named(
@@ -187,17 +205,9 @@ def test_a_tampered_bucket_is_named(
         revision = context.current().revision
         rows = bucket_records.revision_buckets(context.connection, revision, table)
         victim = rows[len(rows) // 2]
-        connection = open_connection(str(location))
-        try:
-            connection.execute(
-                f"UPDATE {table} SET digest = ? WHERE customer = ? AND revision = ?"
-                " AND segment_start_us = ? AND meter = ? AND group_values = ? AND hour_us = ?",
-                ("0" * 64, *victim[:6]),
-            )
-            if connection.in_transaction:
-                connection.execute("COMMIT")
-        finally:
-            connection.close()
+        behind_its_back(
+            location, f"UPDATE {table} SET digest = ?{BUCKET_WHERE}", ("0" * 64, *victim[:6])
+        )
         difference = bucket_checks.check_buckets(context)
         assert difference is not None
         assert (difference.key.customer, difference.key.meter, difference.key.hour_us) == (
@@ -233,40 +243,27 @@ def test_the_check_names_hours_before_days_and_a_stranger_s_bucket(
         assert first != last
         day_victim = next(row for row in days if row[0] == first)
         hour_victim = next(row for row in hours if row[0] == last)
-        connection = open_connection(str(location))
-
-        def run(sql: str, parameters: tuple[Any, ...]) -> None:
-            connection.execute(sql, parameters)
-            if connection.in_transaction:
-                connection.execute("COMMIT")
-
-        where = (
-            " WHERE customer = ? AND revision = ? AND segment_start_us = ? AND meter = ?"
-            " AND group_values = ? AND hour_us = ?"
+        for table, victim in (
+            (bucket_records.DAYS, day_victim),
+            (bucket_records.HOURS, hour_victim),
+        ):
+            sql = f"UPDATE {table} SET digest = ?{BUCKET_WHERE}"
+            behind_its_back(location, sql, ("0" * 64, *victim[:6]))
+        difference = bucket_checks.check_buckets(context)
+        assert difference is not None and difference.key.customer == last
+        assert difference.key.hour_us == hour_victim[5]
+        sql = f"UPDATE {bucket_records.HOURS} SET digest = ?{BUCKET_WHERE}"
+        behind_its_back(location, sql, (hour_victim[10], *hour_victim[:6]))
+        difference = bucket_checks.check_buckets(context)
+        assert difference is not None and difference.key.customer == first  # the day
+        stranger = ("zz-no-events", *hour_victim[1:])
+        columns = ", ".join("?" * len(stranger))
+        behind_its_back(
+            location, f"INSERT INTO {bucket_records.HOURS} VALUES ({columns})", stranger
         )
-        try:
-            for table, victim in (
-                (bucket_records.DAYS, day_victim),
-                (bucket_records.HOURS, hour_victim),
-            ):
-                run(f"UPDATE {table} SET digest = ?{where}", ("0" * 64, *victim[:6]))
-            difference = bucket_checks.check_buckets(context)
-            assert difference is not None and difference.key.customer == last
-            assert difference.key.hour_us == hour_victim[5]
-            run(
-                f"UPDATE {bucket_records.HOURS} SET digest = ?{where}",
-                (hour_victim[10], *hour_victim[:6]),
-            )
-            difference = bucket_checks.check_buckets(context)
-            assert difference is not None and difference.key.customer == first  # the day
-            stranger = ("zz-no-events", *hour_victim[1:])
-            columns = ", ".join("?" * len(stranger))
-            run(f"INSERT INTO {bucket_records.HOURS} VALUES ({columns})", stranger)
-            difference = bucket_checks.check_buckets(context)
-            assert difference is not None and difference.key.customer == "zz-no-events"
-            assert difference.fields == ("missing",)
-        finally:
-            connection.close()
+        difference = bucket_checks.check_buckets(context)
+        assert difference is not None and difference.key.customer == "zz-no-events"
+        assert difference.fields == ("missing",)
 
 
 def calls_folded(context: BillingContext) -> int:
