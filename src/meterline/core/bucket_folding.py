@@ -81,8 +81,19 @@ Entry = Any
 """A folded bucket: a ``Tally`` (an additive line's) or a ``Bucket``."""
 
 _TALLY_STATE_KEYS = frozenset(
-    ("aggregation", "bases", "daily", "first", "last", "latest", "maximum", "seen")
-) | {"total", "whole"}
+    (
+        "aggregation",
+        "bases",
+        "daily",
+        "first",
+        "last",
+        "latest",
+        "maximum",
+        "seen",
+        "total",
+        "whole",
+    )
+)
 """The keys of a stored state (``bucket_columns``)."""
 
 
