@@ -17,6 +17,7 @@ __all__ = [
     "chain_ranges",
     "checkpoint_note",
     "cloudevents",
+    "control_conditions",
     "control_policies",
     "coupons",
     "credit_note_lines",

@@ -491,12 +491,17 @@ class RateCounter:
 
     def spike(self, policy: ControlPolicy, now_us: int) -> tuple[Decimal, Decimal]:
         """(quantity in the window ending now, quantity in the baseline before it)."""
+        return self.window(policy, now_us), self.baseline(policy, now_us)
+
+    def window(self, policy: ControlPolicy, now_us: int) -> Decimal:
+        """The quantity in ``policy``'s window ending now (its bucket included)."""
         end = (now_us // SPIKE_BUCKET_US + 1) * SPIKE_BUCKET_US
-        window_start = end - policy.window_us
-        return (
-            self.total(window_start, end),
-            self.total(window_start - policy.baseline_us, window_start),
-        )
+        return self.total(end - policy.window_us, end)
+
+    def baseline(self, policy: ControlPolicy, now_us: int) -> Decimal:
+        """The quantity in ``policy``'s baseline, before the window ending now."""
+        window_start = (now_us // SPIKE_BUCKET_US + 1) * SPIKE_BUCKET_US - policy.window_us
+        return self.total(window_start - policy.baseline_us, window_start)
 
 
 # -- access ----------------------------------------------------------------------------------

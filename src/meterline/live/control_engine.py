@@ -27,7 +27,8 @@ from decimal import Decimal
 from typing import Any
 
 from meterline.billing.service import Billing, BillingError
-from meterline.core.control_policies import Block, Evaluation, Firing, Observation, Rearm, evaluate
+from meterline.core.control_conditions import evaluate, spikes
+from meterline.core.control_policies import Block, Evaluation, Firing, Observation, Rearm
 from meterline.core.cuts import Cut
 from meterline.core.live_documents import (
     AccessAnswer,
@@ -201,23 +202,20 @@ class Controls:
                 continue
             if exact:
                 figures = replace(figures, remaining=remaining)
-            spikes = {
-                policy.key: live.counters[policy.meter].spike(policy, now_us)
-                for policy in live.policies
-                if policy.kind == "usage_spike" and policy.meter in live.counters
-            }
-            observation = Observation(
-                figures.spend,
-                figures.cost,
-                figures.prepaid,
-                remaining,
-                spikes,
-                figures.currency,
-                owed,
-                today,
-            )
             with self.lock:
                 state = self._customer(customer)
+                # under the lock: a spike's baseline is read where the fired levels and
+                # extensions say it can matter (``core.control_conditions.spikes``)
+                observation = Observation(
+                    figures.spend,
+                    figures.cost,
+                    figures.prepaid,
+                    remaining,
+                    spikes(live.policies, live.counters, state.fired, state.extensions, now_us),
+                    figures.currency,
+                    owed,
+                    today,
+                )
                 remaining_changed = exact and figures.remaining != state.remaining
                 if remaining_changed:
                     state.remaining = dict(figures.remaining)
