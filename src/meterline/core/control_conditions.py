@@ -14,7 +14,8 @@ Invariants:
   where ``read`` fails formatting a value it would show (a figure beyond the 40 digits
   of its display context): that failure now comes only when the level fires or re-arms;
 * level labels are ``ControlPolicy.levels`` computed in ``MONEY_CONTEXT``, as ``read``
-  labels them (the same in any context for percentages of at most 28 digits);
+  labels them (the same in any context for percentages of at most 28 digits); a spend
+  threshold's labels and amount x percent / 100 are kept per (amount, percentages);
 * a level that fires or re-arms carries ``read``'s observed values for it;
 * the fired set keeps only the levels the policies declare (``ControlPolicy.levels``);
 * ``tests/property/test_control_conditions.py`` checks both evaluations agree on random
@@ -48,27 +49,34 @@ from meterline.core.control_policies import (
 )
 from meterline.core.money import MONEY_CONTEXT
 
-LABELS_CACHED_MAX = 1024
-"""Distinct percentage lists whose level labels are kept (``spend_threshold``); past it
-the cache starts again (labels are recomputed, never wrong)."""
+THRESHOLDS_CACHED_MAX = 1024
+"""Distinct (amount, percentages) of spend thresholds whose levels are kept; past it the
+cache starts again (levels are recomputed, never wrong)."""
 
-_labels: dict[tuple[Decimal, ...], tuple[str, ...]] = {}
-"""A spend threshold's percentages -> its level labels (``ControlPolicy.levels``)."""
+_thresholds: dict[tuple[Decimal, tuple[Decimal, ...]], tuple[tuple[str, Decimal], ...]] = {}
+"""A spend threshold's (amount, percentages) -> each level's (label, amount x percent /
+100), computed in ``MONEY_CONTEXT`` as ``read`` computes them."""
 
 Condition = Callable[[ControlPolicy, Observation, Decimal], bool]
 """The condition of a one-level policy, as its reader decides it (in ``MONEY_CONTEXT``)."""
 
 
-def _levels(policy: ControlPolicy) -> tuple[str, ...]:
-    """``policy.levels()``, remembered per percentage list (formatting labels is costly)."""
-    if policy.kind != "spend_threshold":
-        return (LEVEL,)
-    labels = _labels.get(policy.percents)
-    if labels is None:
-        if len(_labels) >= LABELS_CACHED_MAX:
-            _labels.clear()
-        labels = _labels[policy.percents] = policy.levels()
-    return labels
+def _threshold_levels(
+    amount: Decimal, percents: tuple[Decimal, ...]
+) -> tuple[tuple[str, Decimal], ...]:
+    """Each level's (label, amount x percent / 100) of a spend threshold (in
+    ``MONEY_CONTEXT``), remembered: formatting labels and dividing are the costly part."""
+    key = (amount, percents)
+    levels = _thresholds.get(key)
+    if levels is None:
+        if len(_thresholds) >= THRESHOLDS_CACHED_MAX:
+            _thresholds.clear()
+        labels = ControlPolicy("", "spend_threshold", (), percents=percents).levels()
+        levels = _thresholds[key] = tuple(
+            (label, amount * percent / HUNDRED)
+            for label, percent in zip(labels, percents, strict=True)
+        )
+    return levels
 
 
 def _balance(policy: ControlPolicy, observation: Observation, extension: Decimal) -> bool:
@@ -123,10 +131,10 @@ def _crossed(
     """Each level's (label, condition), in ``read``'s order (in ``MONEY_CONTEXT``)."""
     if policy.kind == "spend_threshold":
         assert policy.amount is not None
-        spend, amount = observation.spend, policy.amount
+        spend = observation.spend
         return [
-            (label, spend >= amount * percent / HUNDRED + extension)
-            for label, percent in zip(_levels(policy), policy.percents, strict=True)
+            (label, spend >= share + extension)
+            for label, share in _threshold_levels(policy.amount, policy.percents)
         ]
     condition = _CONDITIONS.get(policy.kind, _spike)
     return [(LEVEL, condition(policy, observation, extension))]
@@ -144,10 +152,13 @@ def evaluate(
     rearms: list[Rearm] = []
     now_fired = set(fired)
     known: set[tuple[str, str]] = set()
-    for policy in policies:
-        extension = (extensions or {}).get(policy.key, ZERO)
-        with localcontext(MONEY_CONTEXT):
-            conditions = _crossed(policy, observation, extension)
+    with localcontext(MONEY_CONTEXT):
+        decided = [
+            (policy, extension, _crossed(policy, observation, extension))
+            for policy in policies
+            for extension in ((extensions or {}).get(policy.key, ZERO),)
+        ]
+    for policy, extension, conditions in decided:
         observed: dict[str, dict[str, str]] | None = None
         for level, crossed in conditions:
             pair = (policy.key, level)
