@@ -213,3 +213,39 @@ def test_balance_only_changes_wait_and_decisions_go_at_once() -> None:
         assert publishing.balances == {}  # the newer document replaced the waiting one
     finally:
         loop.close()
+
+
+def test_offers_from_other_threads_reach_the_loop_in_one_hand_over() -> None:
+    import asyncio
+    import threading
+
+    from meterline.stream.service import _Publishing
+
+    loop = asyncio.new_event_loop()
+    try:
+        publishing = _Publishing(loop)
+
+        def offer_burst() -> None:  # a controller cycle: documents, then their progress
+            publishing.offer("a", {"n": 1})
+            publishing.offer("b", {"n": 1})
+            publishing.offer("a", {"n": 2})
+            publishing.offer_progress({0: 5, 1: 3})
+            publishing.offer_progress({0: 4})
+
+        thread = threading.Thread(target=offer_burst)
+        thread.start()
+        thread.join()
+        assert publishing.waiting == {} and publishing.handing
+        loop.call_soon(loop.stop)
+        loop.run_forever()  # runs the one scheduled hand-over
+        assert publishing.waiting == {"a": {"n": 2}, "b": {"n": 1}}
+        assert publishing.progress == {0: 5, 1: 3}
+        assert publishing.wake.is_set() and not publishing.handing
+        assert publishing.offered == {} and publishing.offered_progress == {}
+        publishing.offer("c", {"n": 1})  # the next burst schedules a hand-over again
+        assert publishing.handing
+        loop.call_soon(loop.stop)
+        loop.run_forever()
+        assert publishing.waiting["c"] == {"n": 1}
+    finally:
+        loop.close()

@@ -29,6 +29,7 @@ import logging
 import os
 import signal
 import socket
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -144,6 +145,12 @@ class _Publishing:
     """Documents that changed only in their balances, put every ``BALANCE_PUT_INTERVAL_S``."""
     gates: dict[str, dict[str, Any]] = field(default_factory=dict)
     """customer -> the last document put, without its balances (``_gate``)."""
+    offered: dict[str, dict[str, Any]] = field(default_factory=dict)
+    offered_progress: dict[int, int] = field(default_factory=dict)
+    """What other threads offered (documents, progress), not yet handed to the loop; one
+    hand-over, while ``handing``, takes all of it."""
+    handing: bool = False
+    lock: threading.Lock = field(default_factory=threading.Lock)
 
     def sort(self, waiting: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
         """The documents of ``waiting`` to put now (a decision changed, or a customer not
@@ -159,22 +166,36 @@ class _Publishing:
 
     def offer(self, customer: str, document: dict[str, Any]) -> None:
         """From any thread: publish ``document`` as ``customer``'s next."""
-
-        def put() -> None:
-            self.waiting[customer] = document
-            self.wake.set()
-
-        self.loop.call_soon_threadsafe(put)
+        with self.lock:
+            self.offered[customer] = document
+            self._schedule()
 
     def offer_progress(self, moved: dict[int, int]) -> None:
-        """From any thread: these partitions' messages are decided through these sequences."""
-
-        def put() -> None:
+        """From any thread: these partitions' messages are decided through these sequences
+        (handed over with, or after, every document offered before)."""
+        with self.lock:
             for partition, sequence in moved.items():
-                self.progress[partition] = max(sequence, self.progress.get(partition, 0))
-            self.wake.set()
+                self.offered_progress[partition] = max(
+                    sequence, self.offered_progress.get(partition, 0)
+                )
+            self._schedule()
 
-        self.loop.call_soon_threadsafe(put)
+    def _schedule(self) -> None:
+        """Under ``lock``: a hand-over to the loop, unless one is scheduled already."""
+        if not self.handing:
+            self.loop.call_soon_threadsafe(self._hand_over)
+            self.handing = True
+
+    def _hand_over(self) -> None:
+        """On the loop: take all that was offered (one wake-up per burst of offers)."""
+        with self.lock:
+            offered, self.offered = self.offered, {}
+            moved, self.offered_progress = self.offered_progress, {}
+            self.handing = False
+        self.waiting.update(offered)
+        for partition, sequence in moved.items():
+            self.progress[partition] = max(sequence, self.progress.get(partition, 0))
+        self.wake.set()
 
 
 def _gate(document: dict[str, Any]) -> dict[str, Any]:
