@@ -52,7 +52,7 @@ class BucketKeeper(threading.Thread):
     one batch at a time, so a read never has more than about that much to fold first. It
     looks every ``interval_s`` and whenever ``nudge``d (a stream worker nudges after each
     committed batch). A failed catch-up is logged and tried again next time; ``stop``
-    ends the thread. A batch is at most ``batch_rows`` events (``catch_up``).
+    ends the thread. A batch is at most ``batch_rows`` events (``catch_up``'s default unless given).
 
     In one CPython process the fold and the appends share one interpreter lock: a keeper
     folding beside full-speed appends takes that share from them, so it waits for a
@@ -65,7 +65,7 @@ class BucketKeeper(threading.Thread):
         idle_s: float = KEEPER_IDLE_S,
         backlog_max: int = KEEPER_BACKLOG_MAX_EVENTS,
         clock: Callable[[], float] = time.monotonic,
-        batch_rows: int = CATCH_UP_BATCH_ROWS,
+        batch_rows: int | None = None,
     ) -> None:
         super().__init__(name="meterline-buckets", daemon=True)
         self._context = context

@@ -284,14 +284,15 @@ def _events(
         yield (sequence, customer, None, event_type, timestamp_us, None, bytes(body), event_hash)
 
 
-def _next_batch(mark: Cut, target: Cut, batch_rows: int = CATCH_UP_BATCH_ROWS) -> Cut | None:
+def _next_batch(mark: Cut, target: Cut, batch_rows: int | None = None) -> Cut | None:
     """The watermark after the next batch: one partition behind ``target`` moved up by
-    at most ``batch_rows`` (sequences are gap-free); None when none is behind."""
+    at most ``batch_rows`` (``CATCH_UP_BATCH_ROWS`` unless given; sequences are
+    gap-free); None when none is behind."""
     behind = target.union(mark).between(mark)
     if not behind:
         return None
     partition, low, high = behind[0]
-    return mark.advanced(partition, min(high, low + batch_rows))
+    return mark.advanced(partition, min(high, low + (batch_rows or CATCH_UP_BATCH_ROWS)))
 
 
 def catch_up(
@@ -300,7 +301,7 @@ def catch_up(
     stopping: threading.Event | None = None,
     batches_max: int | None = None,
     held: MutableSequence[float] | None = None,
-    batch_rows: int = CATCH_UP_BATCH_ROWS,
+    batch_rows: int | None = None,
 ) -> int:
     """Fold every event committed before this call into the current (or ``loaded``)
     revision's buckets, when they are kept: batch by batch (see the module), each batch's
@@ -308,7 +309,8 @@ def catch_up(
     ``stopping`` is set or ``batches_max`` batches are written. The events folded by this
     call. ``held``, when given, is told the seconds each written batch's transaction held
     the store's write lock (from ``BEGIN IMMEDIATE`` taken to ``COMMIT`` done);
-    ``batch_rows`` bounds a batch's events (a keeper beside appends folds smaller ones).
+    ``batch_rows`` bounds a batch's events (``CATCH_UP_BATCH_ROWS`` unless given: a
+    keeper beside appends folds smaller ones).
 
     A fold that fails (a stored bucket that does not decode) drops the revision's
     buckets (logged): reads then re-rate until a build. Errors of the store go on."""
