@@ -69,7 +69,9 @@ def test_the_keeper_process_folds_what_is_committed(new_db: Callable[..., Locati
     """Appends committed while the keeper runs are folded without a read asking; it
     stops when told, reporting what it folded and how long each write held the lock."""
     with kept(new_db()) as billing:
-        keeper = KeeperProcess(str(billing.context.store.path), KeeperPace(batch_rows=5)).start()
+        keeper = KeeperProcess(
+            str(billing.context.store.path), KeeperPace(batch_rows=5, idle_s=0.0, backlog_max=0)
+        ).start()
         try:
             assert keeper.is_alive() and keeper.pid != os.getpid()
             stream = late_stream()

@@ -8,9 +8,10 @@ buckets and the advanced watermark in one short transaction per batch; a batch a
 catch-up folded first (or a revision started over meanwhile) is rolled back and read
 again, and a crash mid-way re-folds from the old watermark, so no event counts twice.
 Every read (``period_rater``, ``job_rater``, ``line_days``, ``bucket_checks``)
-catches up first, so it reflects every event committed before it started; a
-``bucket_keeper.BucketKeeper`` thread (the server, stream workers) catches up in the
-background when appends pause or the backlog passes a bound, so reads find little to fold.
+catches up first, so it reflects every event committed before it started; a keeper
+catches up in the background so reads find little to fold: in the embedded server a
+process of its own (``keeper_process``), in stream workers a ``bucket_keeper.BucketKeeper``
+thread that folds when appends pause or the backlog passes a bound.
 
 A revision's buckets are started over from the first event (``rebuild``: when a pricing
 file is applied, or on first use) and kept current after. A late event folds into the

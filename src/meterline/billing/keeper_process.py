@@ -5,8 +5,9 @@ Why a process: a fold costs several times an append's CPU per event (BENCHMARKS.
 issue 20). A ``bucket_keeper.BucketKeeper`` thread beside the appends shares their
 interpreter lock, so it has to wait for them to pause, and under sustained ingest it
 either falls behind or takes its share of ingest's throughput. In a process of its own
-it folds on the second core, with its own connection to the store, as soon as events
-are committed (it need not yield: it holds no lock of the ingesting interpreter).
+it folds on the second core, with its own connection to the store, what is committed
+(at the thread's pace, ``KeeperPace``: it holds no lock of the ingesting interpreter,
+but its writes take the store's one writer).
 
 What it shares with the appends is the store's one writer (SQLite): each batch's
 buckets and watermark are written in one transaction (``buckets.catch_up``, at most
@@ -43,7 +44,12 @@ from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from typing import Any
 
-from meterline.billing.bucket_keeper import BucketKeeper
+from meterline.billing.bucket_keeper import (
+    KEEPER_BACKLOG_MAX_EVENTS,
+    KEEPER_IDLE_S,
+    BucketKeeper,
+)
+from meterline.billing.buckets import CATCH_UP_BATCH_ROWS
 from meterline.billing.context import BillingContext
 
 _log = logging.getLogger(__name__)
@@ -65,10 +71,11 @@ KEEPER_PROCESS_INTERVAL_S = 0.1
 """How often the keeper process looks at the ledger when nothing nudges it: it folds what
 was committed since at once (a look reads two small rows)."""
 
-KEEPER_PROCESS_BATCH_ROWS = 2_000
-"""Events the keeper process folds per write transaction: fewer than a read's catch-up
-(``CATCH_UP_BATCH_ROWS``), so each transaction holds the store's one writer, which the
-appends wait for, a short while (BENCHMARKS.md, "The keeper in a process of its own")."""
+KEEPER_PROCESS_BATCH_ROWS = CATCH_UP_BATCH_ROWS
+"""Events the keeper process folds per write transaction. Not fewer: a transaction
+writes a page (16 KiB) for every bucket line it touches, however few rows it adds, so
+smaller ones held the lock longer per event in all (2,000 events: ~3x per event at 1,000
+customers) and folded half as fast (BENCHMARKS.md, "The keeper in a process of its own")."""
 
 KEEPER_START_TIMEOUT_S = 60.0
 """How long the keeper process may take to open the store before its parent gives up."""
@@ -87,12 +94,15 @@ RESTART_PAUSE_S = 1.0
 @dataclass(frozen=True, slots=True)
 class KeeperPace:
     """How a keeper process folds: at most ``batch_rows`` events a write transaction;
-    once the ledger stood still ``idle_s``, or at once past ``backlog_max`` events behind
-    (``BucketKeeper``'s; 0 and 0: whenever anything is committed)."""
+    once the ledger stood still ``idle_s``, or while appends go on past ``backlog_max``
+    events behind (``BucketKeeper``'s; 0 and 0: as soon as anything is committed). By
+    default as the thread: the fold no longer takes the appends' interpreter, but its
+    write transactions still take their one writer, so a burst up to the bound is
+    folded in the pause after it."""
 
     batch_rows: int = KEEPER_PROCESS_BATCH_ROWS
-    idle_s: float = 0.0
-    backlog_max: int = 0
+    idle_s: float = KEEPER_IDLE_S
+    backlog_max: int = KEEPER_BACKLOG_MAX_EVENTS
 
     def arguments(self) -> list[str]:
         return [str(self.batch_rows), repr(self.idle_s), str(self.backlog_max)]
@@ -272,7 +282,7 @@ def start_keeper_process(context: BillingContext) -> KeeperProcess | None:
     otherwise."""
     if not context.keeps_buckets:
         return None
-    return KeeperProcess(str(context.store.path), KeeperPace(KEEPER_PROCESS_BATCH_ROWS)).start()
+    return KeeperProcess(str(context.store.path)).start()
 
 
 def main(argv: list[str]) -> None:
