@@ -68,8 +68,8 @@ __all__ = [
 ]
 
 KEEPER_PROCESS_INTERVAL_S = 0.1
-"""How often the keeper process looks at the ledger when nothing nudges it: it folds what
-was committed since at once (a look reads two small rows)."""
+"""How often the keeper process looks at the ledger when nothing nudges it (the server
+does not nudge it; a look reads two small rows), so it sees appends stop within this."""
 
 KEEPER_PROCESS_BATCH_ROWS = CATCH_UP_BATCH_ROWS
 """Events the keeper process folds per write transaction. Not fewer: a transaction
