@@ -25,8 +25,8 @@ from functools import partial
 from typing import TypedDict, Unpack
 
 from meterline.api.stream_front import StreamFront
-from meterline.billing.bucket_keeper import BucketKeeper, start_keeper
 from meterline.billing.buckets import keep_buckets_if_wanted
+from meterline.billing.keeper_process import KeeperProcess, start_keeper_process
 from meterline.billing.line_cache import LineSequences
 from meterline.billing.service import Billing
 from meterline.billing.unbillable import publish_unbillable
@@ -60,8 +60,10 @@ class Services:
     """Live mode's link to the engine's worker process (told of appends and changes)."""
     stream: StreamFront | None = None
     """Stream mode's publisher and access mirror."""
-    buckets: BucketKeeper | None = None
-    """Embedded mode's background catch-up of the rated-usage buckets (``billing.buckets``)."""
+    buckets: KeeperProcess | None = None
+    """Embedded mode's background catch-up of the rated-usage buckets (``billing.buckets``),
+    in a process of its own (``billing.keeper_process``: the fold never holds this
+    interpreter)."""
 
     def authenticate(self, token: str | None) -> Principal:
         """The key behind a bearer token (``keys.authenticate`` over the ledger's keys)."""
@@ -119,7 +121,7 @@ def open_services(
     service = billing_over(ledger) if billing is None else billing
     services = Services(ledger, service, LineSequences(service), owns_billing=billing is None)
     if stream is None:  # in stream mode the workers commit, and keep the buckets
-        services.buckets = start_keeper(service.context)
+        services.buckets = start_keeper_process(service.context)
     if live:
         services.webhooks = Webhooks(
             WebhookStore(service.store.path),

@@ -3,15 +3,19 @@ them costs ingest.
 
 The workload is ``bench close``'s (synthetic AI usage over October 2026, its pricing for
 M contracts), ingested twice in the same run into fresh SQLite ledgers, with the clock at
-the month's last microsecond (the month still open): once keeping buckets (a
-``BucketKeeper`` thread catching them up in the background while the appends go on, as
-in the server) and once without; ``bucket_ingest_ratio`` is the first throughput over
-the second (the batches are made before the clock starts, so only appends and the
-keeper share the process). ``bucket_backlog_events`` is what the keeper had not folded
-when the last append returned (it yields to appends: it folds once they pause, or past
-its backlog bound), ``bucket_current_after_ms`` how long after that the keeper, still
-running, had folded every event, and ``bucket_fold_events_per_s`` the rate it folded that
+the month's last microsecond (the month still open): once keeping buckets (a keeper
+process, ``billing.keeper_process``, folding what is committed in the background while
+the appends go on, as the embedded server runs it) and once without;
+``bucket_ingest_ratio`` is the first throughput over the second (the batches are made
+before the clock starts, so only the appends run in the ingesting process).
+``bucket_backlog_events`` is what the keeper had not folded when the last append
+returned, ``bucket_current_after_ms`` how long after that the keeper, still running,
+had folded every event, and ``bucket_fold_events_per_s`` the rate it folded that
 backlog at (less the ``KEEPER_IDLE_S`` it waits for a pause when under its bound).
+``bucket_write_lock_p95_ms`` and ``_max_ms``: how long the keeper's write
+transactions held the store's one writer (which appends wait for);
+``append_p99_ms_with_buckets``/``_without_buckets`` and ``append_max_ms_...``: each
+append's time in either ingest.
 Then, on the ledger with buckets, each read is repeated and its p95 reported: unit
 economics by customer and model (``finance.economics``), a customer's draft from buckets
 (``Billing.draft(from_buckets=True)``), the revenue reports (``finance.books`` +
@@ -47,8 +51,8 @@ from meterline.bench.close import (
     customer_name,
 )
 from meterline.bench.quantiles import percentile
-from meterline.billing.bucket_keeper import KEEPER_BACKLOG_MAX_EVENTS, KEEPER_IDLE_S, start_keeper
 from meterline.billing.buckets import keep_buckets
+from meterline.billing.keeper_process import KeeperProcess, start_keeper_process
 from meterline.billing.service import Billing, open_billing
 from meterline.core.events import timestamp_to_us
 from meterline.ledger import bucket_records
@@ -73,23 +77,51 @@ class _Clock:
         return self.now_us
 
 
-def _ingest(billing: Billing, batches: list[bytes]) -> float:
+def _ingest(billing: Billing, batches: list[bytes]) -> tuple[float, list[float]]:
     """Decode and append every batch (JSON text, as the embedded server parses a request's
-    body and appends it); the seconds from the first decode to the last append's return."""
+    body and appends it); the seconds from the first decode to the last append's return,
+    and each append's seconds."""
     decode = msgspec.json.Decoder().decode
-    started = time.perf_counter()
+    appends = []
+    clock = time.perf_counter
+    started = clock()
     for body in batches:
         batch = decode(body)
+        appended = clock()
         accepted = billing.ledger.ingest(batch).accepted
+        appends.append(clock() - appended)
         if accepted != len(batch):
             raise RuntimeError(f"ingest accepted {accepted} of {len(batch)} events")
-    return time.perf_counter() - started
+    return clock() - started, appends
+
+
+def _ms(seconds: list[float], share: float) -> float:
+    """The ``share`` quantile of ``seconds``, in milliseconds (0 when none)."""
+    return round(percentile(sorted(seconds), share) * 1000, 1) if seconds else 0.0
 
 
 def _folded(billing: Billing) -> int:
     """Events the current revision's buckets hold (their watermark; 0 when none)."""
     mark = bucket_records.watermark(billing.context.connection, billing.context.current().revision)
     return 0 if mark is None else mark.through.events
+
+
+def _until_current(billing: Billing, keeper: KeeperProcess, events: int) -> dict[str, Any]:
+    """What the keeper had not folded when the last append returned, how long after that
+    it had folded every event, and the rate it folded that backlog at."""
+    ended = time.perf_counter()
+    backlog = events - _folded(billing)
+    while _folded(billing) < events:
+        keeper.nudge()
+        time.sleep(CURRENT_POLL_S)
+    current_s = time.perf_counter() - ended
+    # below its bound the keeper waits for the pause first
+    folding_s = current_s - (keeper.pace.idle_s if backlog <= keeper.pace.backlog_max else 0)
+    return {
+        "bucket_backlog_events": backlog,
+        "bucket_current_after_ms": round(current_s * 1000, 1),
+        "bucket_fold_events_per_s": round(backlog / folding_s) if backlog and folding_s > 0 else 0,
+    }
 
 
 def _p95_ms(read: Callable[[], object], repeats: int) -> float:
@@ -205,27 +237,21 @@ def run_finance_benchmark(
                 billing.apply(pricing)
                 clock.now_us = OPEN_AT_US
                 say(f"ingesting {events:,} events {'with' if keep else 'without'} buckets")
-                keeper = start_keeper(billing.context)
+                keeper = start_keeper_process(billing.context)
                 try:
-                    rates[keep] = events / _ingest(billing, batches)
+                    seconds, appends = _ingest(billing, batches)
+                    rates[keep] = events / seconds
+                    name = "with" if keep else "without"
+                    result[f"append_p99_ms_{name}_buckets"] = _ms(appends, 0.99)
+                    result[f"append_max_ms_{name}_buckets"] = _ms(appends, 1.0)
                     if keeper is not None:
-                        ended = time.perf_counter()
-                        result["bucket_backlog_events"] = events - _folded(billing)
-                        while _folded(billing) < events:
-                            keeper.nudge()
-                            time.sleep(CURRENT_POLL_S)
-                        current_s = time.perf_counter() - ended
-                        result["bucket_current_after_ms"] = round(current_s * 1000, 1)
-                        backlog = result["bucket_backlog_events"]
-                        # below its bound the keeper waits for the pause first
-                        waited_s = KEEPER_IDLE_S if backlog <= KEEPER_BACKLOG_MAX_EVENTS else 0
-                        folding_s = current_s - waited_s
-                        result["bucket_fold_events_per_s"] = (
-                            round(backlog / folding_s) if backlog and folding_s > 0 else 0
-                        )
+                        result.update(_until_current(billing, keeper, events))
                 finally:
                     if keeper is not None:
                         keeper.stop()
+                if keeper is not None:
+                    result["bucket_write_lock_p95_ms"] = _ms(keeper.held, 0.95)
+                    result["bucket_write_lock_max_ms"] = _ms(keeper.held, 1.0)
                 if not keep:
                     if baseline_repeats:
                         say("timing the reads by re-rating (the baseline)")

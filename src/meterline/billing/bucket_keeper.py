@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 
 from meterline.billing.buckets import CATCH_UP_BATCH_ROWS, catch_up
@@ -19,6 +20,7 @@ _log = logging.getLogger(__name__)
 
 __all__ = [
     "CATCH_UP_INTERVAL_S",
+    "HELD_KEPT_MAX",
     "KEEPER_BACKLOG_MAX_EVENTS",
     "KEEPER_IDLE_S",
     "BucketKeeper",
@@ -38,6 +40,10 @@ KEEPER_BACKLOG_MAX_EVENTS = 5 * CATCH_UP_BATCH_ROWS
 it folds (one batch at a time) even though they do not pause, so the fold a read does
 first stays bounded (about two seconds at the fold rates BENCHMARKS.md measures)."""
 
+HELD_KEPT_MAX = 10_000
+"""Write-lock hold times a ``BucketKeeper`` remembers (its last batches': a keeper that
+runs for months keeps no more)."""
+
 
 class BucketKeeper(threading.Thread):
     """Catches the buckets up in the background, yielding to appends: it folds once the
@@ -46,7 +52,7 @@ class BucketKeeper(threading.Thread):
     one batch at a time, so a read never has more than about that much to fold first. It
     looks every ``interval_s`` and whenever ``nudge``d (a stream worker nudges after each
     committed batch). A failed catch-up is logged and tried again next time; ``stop``
-    ends the thread.
+    ends the thread. A batch is at most ``batch_rows`` events (``catch_up``'s default unless given).
 
     In one CPython process the fold and the appends share one interpreter lock: a keeper
     folding beside full-speed appends takes that share from them, so it waits for a
@@ -59,6 +65,7 @@ class BucketKeeper(threading.Thread):
         idle_s: float = KEEPER_IDLE_S,
         backlog_max: int = KEEPER_BACKLOG_MAX_EVENTS,
         clock: Callable[[], float] = time.monotonic,
+        batch_rows: int | None = None,
     ) -> None:
         super().__init__(name="meterline-buckets", daemon=True)
         self._context = context
@@ -66,12 +73,16 @@ class BucketKeeper(threading.Thread):
         self._idle_s = idle_s
         self._backlog_max = backlog_max
         self._clock = clock
+        self._batch_rows = batch_rows
         self._wake = threading.Event()
         self._stopping = threading.Event()
         self._seen: Cut | None = None
         self._moved_at = clock()
         self.folded = 0
         """Events folded so far."""
+        self.held: deque[float] = deque(maxlen=HELD_KEPT_MAX)
+        """The seconds each of the last batches' write transactions held the store's write
+        lock (``catch_up``'s ``held``), the latest last."""
 
     def run(self) -> None:
         wait_s = self._interval_s
@@ -108,7 +119,7 @@ class BucketKeeper(threading.Thread):
         quiet_s = now - self._moved_at
         if quiet_s < self._idle_s and backlog <= self._backlog_max:
             return self._idle_s - quiet_s  # appends are flowing: look again when they may stop
-        folded = catch_up(context, loaded, self._stopping, batches_max=1)
+        folded = catch_up(context, loaded, self._stopping, 1, self.held, self._batch_rows)
         self.folded += folded
         return 0.0 if folded else self._interval_s
 

@@ -8,9 +8,10 @@ buckets and the advanced watermark in one short transaction per batch; a batch a
 catch-up folded first (or a revision started over meanwhile) is rolled back and read
 again, and a crash mid-way re-folds from the old watermark, so no event counts twice.
 Every read (``period_rater``, ``job_rater``, ``line_days``, ``bucket_checks``)
-catches up first, so it reflects every event committed before it started; a
-``bucket_keeper.BucketKeeper`` thread (the server, stream workers) catches up in the
-background when appends pause or the backlog passes a bound, so reads find little to fold.
+catches up first, so it reflects every event committed before it started; a keeper
+catches up in the background so reads find little to fold: in the embedded server a
+process of its own (``keeper_process``), in stream workers a ``bucket_keeper.BucketKeeper``
+thread that folds when appends pause or the backlog passes a bound.
 
 A revision's buckets are started over from the first event (``rebuild``: when a pricing
 file is applied, or on first use) and kept current after. A late event folds into the
@@ -33,8 +34,9 @@ import logging
 import os
 import sqlite3
 import threading
+import time
 from collections import Counter
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, MutableSequence
 from contextlib import contextmanager
 from datetime import date
 from typing import Any
@@ -283,14 +285,15 @@ def _events(
         yield (sequence, customer, None, event_type, timestamp_us, None, bytes(body), event_hash)
 
 
-def _next_batch(mark: Cut, target: Cut) -> Cut | None:
+def _next_batch(mark: Cut, target: Cut, batch_rows: int | None = None) -> Cut | None:
     """The watermark after the next batch: one partition behind ``target`` moved up by
-    at most ``CATCH_UP_BATCH_ROWS`` (sequences are gap-free); None when none is behind."""
+    at most ``batch_rows`` (``CATCH_UP_BATCH_ROWS`` unless given; sequences are
+    gap-free); None when none is behind."""
     behind = target.union(mark).between(mark)
     if not behind:
         return None
     partition, low, high = behind[0]
-    return mark.advanced(partition, min(high, low + CATCH_UP_BATCH_ROWS))
+    return mark.advanced(partition, min(high, low + (batch_rows or CATCH_UP_BATCH_ROWS)))
 
 
 def catch_up(
@@ -298,12 +301,17 @@ def catch_up(
     loaded: Loaded | None = None,
     stopping: threading.Event | None = None,
     batches_max: int | None = None,
+    held: MutableSequence[float] | None = None,
+    batch_rows: int | None = None,
 ) -> int:
     """Fold every event committed before this call into the current (or ``loaded``)
     revision's buckets, when they are kept: batch by batch (see the module), each batch's
     buckets and watermark written in one transaction; between batches, stop early once
     ``stopping`` is set or ``batches_max`` batches are written. The events folded by this
-    call.
+    call. ``held``, when given, is told the seconds each written batch's transaction held
+    the store's write lock (from ``BEGIN IMMEDIATE`` taken to ``COMMIT`` done);
+    ``batch_rows`` bounds a batch's events (``CATCH_UP_BATCH_ROWS`` unless given: a
+    keeper beside appends folds smaller ones).
 
     A fold that fails (a stored bucket that does not decode) drops the revision's
     buckets (logged): reads then re-rate until a build. Errors of the store go on."""
@@ -319,7 +327,7 @@ def catch_up(
         since = bucket_records.watermark(connection, chosen.revision)
         if since is None or since.through.partitions != target.partitions:
             return folded
-        through = _next_batch(since.through, target)
+        through = _next_batch(since.through, target, batch_rows)
         if through is None:
             return folded
         with _collector_paused():  # resumed once the batch's objects are freed
@@ -337,7 +345,7 @@ def catch_up(
                 with write_transaction(connection):
                     bucket_records.forget_revision(connection, chosen.revision)
                 return folded
-            if _store_batch(connection, chosen.revision, since, through, rows):
+            if _store_batch(connection, chosen.revision, since, through, rows, held):
                 keep_known(chosen.revision, since.generation, through, known, rows)
                 folded += len(events)
                 attempts = 0
@@ -354,14 +362,19 @@ def _store_batch(
     since: Watermark,
     through: Cut,
     rows: list[tuple[str, list[BucketRow]]],
+    held: MutableSequence[float] | None = None,
 ) -> bool:
     """Write a folded batch's buckets and move the watermark to ``through``, in one
-    transaction; False (nothing written) when the watermark has moved from ``since``."""
+    transaction; False (nothing written) when the watermark has moved from ``since``.
+    ``held`` is told how long the written transaction held the write lock."""
     with write_transaction(connection):
+        taken = time.perf_counter()
         if not bucket_records.advance(connection, revision, since, through):
             return False
         for table, table_rows in rows:
             bucket_records.write_buckets(connection, table_rows, table)
+    if held is not None:
+        held.append(time.perf_counter() - taken)
     return True
 
 
