@@ -208,6 +208,16 @@ def _allocate_signed(amount: Decimal, weights: list[Decimal], currency: str) -> 
     return [sign * part for part in allocate(abs(amount), weights, currency)]
 
 
+def with_revenue(item: UsageSlice, revenue: Decimal) -> UsageSlice:
+    """``dataclasses.replace(item, revenue=revenue)``, made directly (a hundred thousand
+    slices a read: ``replace`` costs several times the constructor)."""
+    return UsageSlice(
+        item.customer, item.period, item.day, item.meter, item.model, item.product,
+        item.plan, item.currency, item.events, item.quantity, item.list_price_charges,
+        item.cost, item.invoice, item.line, revenue, item.cost_currency,
+    )  # fmt: skip
+
+
 def allocate_recognized(
     slices: Sequence[UsageSlice], recognized: Mapping[tuple[str, str, str], Decimal]
 ) -> list[UsageSlice]:
@@ -225,7 +235,7 @@ def allocate_recognized(
         weights = [max(ZERO, slices[index].list_price_charges) for index in members]
         if any(weights):
             for index, part in zip(members, _allocate_signed(amount, weights, key[2]), strict=True):
-                result[index] = replace(slices[index], revenue=part)
+                result[index] = with_revenue(slices[index], part)
         elif amount != 0:
             customer, period, currency = key
             result.append(
