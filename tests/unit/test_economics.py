@@ -15,6 +15,7 @@ from meterline.config.schema import parse_configuration
 from meterline.config.source import ConfigurationError, read_yaml
 from meterline.core.control_policies import ControlPolicy, Observation, read
 from meterline.core.economics import (
+    DIMENSIONS,
     OPEN_PERIOD_INVOICE,
     UsageSlice,
     allocate_recognized,
@@ -101,6 +102,30 @@ def test_summarize_adds_up_by_dimension_and_flags_negative_margins() -> None:
     assert summarize([_slice("a", "m", "0", "1.00")], ["customer"])[0].margin_percent is None
     with pytest.raises(ValueError, match="colour"):
         summarize(slices, ["colour"])
+
+
+@given(
+    st.lists(st.sampled_from(DIMENSIONS), unique=True, max_size=4),
+    st.lists(
+        st.tuples(st.sampled_from(["acme", "initech"]), st.sampled_from(["m", "n", ""])),
+        min_size=1,
+        max_size=6,
+    ),
+)
+def test_summarize_keys_every_grouping_by_the_dimensions_text(
+    by: list[str], rows: list[tuple[str, str]]
+) -> None:
+    """Each margin's key is its slices' ``dimension`` values (read straight off the slice
+    unless ``day``, the one that is not text, is asked for)."""
+    slices = [
+        _slice(customer, model, "1.00", "0.25", day=1 + index % 3)
+        for index, (customer, model) in enumerate(rows)
+    ]
+    expected = {tuple(item.dimension(name) for name in by) for item in slices}
+    margins = summarize(slices, by)
+    assert {margin.key for margin in margins} == expected
+    assert all(type(value) is str for margin in margins for value in margin.key)
+    assert sum(margin.events for margin in margins) == 10 * len(slices)
 
 
 def test_margin_is_on_recognized_revenue_not_list_price_charges() -> None:

@@ -89,16 +89,15 @@ def rated_periods(
     at_us: int | None = None,
     customer: str | None = None,
     from_buckets: bool = False,
-    batched: bool = True,
 ) -> list[tuple[Invoice, RatingJob]]:
     """Every finalized period invoice (as billed) and every customer's open period (its
     draft as of ``at_us``, now), each with a job that re-rated it keeping its events
     and measuring the cost-only meters too: what unit economics is computed from. With
     ``from_buckets``, open periods are read from the buckets (``job.days`` set) when
     they are built, and so are finalized periods whose buckets hold exactly the events
-    they billed (``_finalized_from_buckets``): the open periods' buckets in one read for
-    every customer (``period_buckets``), unless not ``batched`` (customer by customer:
-    the general path, which the batch must equal)."""
+    they billed (``_finalized_from_buckets``); the open periods' buckets are read in one
+    statement for every customer (``period_reads.period_buckets``), what each customer's
+    own read (``draft`` alone) gives."""
     at = context.clock() if at_us is None else at_us
     pairs: list[tuple[Invoice, RatingJob]] = []
     for stored in context.period_invoices(customer):
@@ -116,7 +115,7 @@ def rated_periods(
         pairs.append((stored.record, job))
     current = context.load()
     if current is not None:
-        pairs += _open_periods(context, current, at, customer, from_buckets, batched)
+        pairs += _open_periods(context, current, at, customer, from_buckets)
     run_jobs(context.connection, [job for _, job in pairs if job.days is None])
     return pairs
 
@@ -127,7 +126,6 @@ def _open_periods(
     at: int,
     customer: str | None,
     from_buckets: bool,
-    batched: bool,
 ) -> list[tuple[Invoice, RatingJob]]:
     """Each customer's open period as of ``at`` (of ``customer`` only when given): its
     draft, and a job holding its usage with the cost-only meters (rated later, unless
@@ -145,7 +143,7 @@ def _open_periods(
         spans = segments(loaded.configuration, contract, period.start_us, period.end_us)
         if spans:
             chosen.append((contract, period, spans))
-    found = period_buckets(context, loaded, chosen) if from_buckets and batched else {}
+    found = period_buckets(context, loaded, chosen) if from_buckets else {}
     pairs: list[tuple[Invoice, RatingJob]] = []
     for contract, period, spans in chosen:
         known = found.get(contract.customer)

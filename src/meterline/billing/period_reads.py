@@ -25,6 +25,7 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date
+from decimal import Decimal
 from typing import Any
 
 import msgspec
@@ -43,7 +44,7 @@ from meterline.core.buckets import (
 )
 from meterline.core.meters import Accumulator
 from meterline.core.model import Contract, Segment
-from meterline.core.money import MONEY_CONTEXT, to_decimal
+from meterline.core.money import MONEY_CONTEXT
 from meterline.core.periods import BillingPeriod, local_date
 from meterline.ledger import bucket_records
 
@@ -140,16 +141,25 @@ def _merged(rows: list[Row]) -> Bucket:
     for row in rows[1:]:
         state = _decode(row[11])
         _take(usage, state, int(row[6]))
-        fees = _add(fees, to_decimal(row[8], "fees"))
-        bases = _add(bases, to_decimal(state["bases"], "bases"))
-        cost = _add(cost, to_decimal(row[9], "cost"))
+        fees = _add(fees, _number(row[8]))
+        bases = _add(bases, _number(state["bases"]))
+        cost = _add(cost, _number(row[9]))
         digest += int(row[10], 16)
     return Bucket(usage, fees, bases, cost, digest % DIGEST_MODULUS)
 
 
+def _number(text: str) -> Decimal:
+    """A stored exact decimal; a text ``to_decimal`` would refuse (not finite) raises, so
+    the general way reads the period and reports it as it does."""
+    number = Decimal(text)
+    if not number.is_finite():
+        raise ValueError(f"{text!r} is not a finite number")
+    return number
+
+
 def _take(usage: Accumulator, state: dict[str, Any], events: int) -> None:
     """``usage.take`` of the accumulator ``bucket_from_row`` would decode from ``state``."""
-    usage._total = _add(usage._total, to_decimal(state["total"], "total"))
+    usage._total = _add(usage._total, _number(state["total"]))
     usage.events += events
     first, last = state["first"], state["last"]
     if first is not None and (usage.first_sequence is None or first < usage.first_sequence):
@@ -158,19 +168,19 @@ def _take(usage: Accumulator, state: dict[str, Any], events: int) -> None:
         usage.last_sequence = last
     usage._whole += int(state["whole"])
     if state["maximum"] is not None:
-        maximum = to_decimal(state["maximum"], "maximum")
+        maximum = _number(state["maximum"])
         if usage._maximum is None or maximum > usage._maximum:
             usage._maximum = maximum
     if state["seen"]:
         usage._seen |= set(state["seen"])
     if state["latest"] is not None:
         at, sequence, value = state["latest"]
-        latest = (at, sequence, to_decimal(value, "latest"))
+        latest = (at, sequence, _number(value))
         if usage._latest is None or latest[:2] > usage._latest[:2]:
             usage._latest = latest
     daily = usage._daily
     for day, at, sequence, value in state["daily"]:
-        candidate = (at, sequence, to_decimal(value, "daily"))
+        candidate = (at, sequence, _number(value))
         held = daily.get(day)
         if held is None or candidate[:2] > held[:2]:
             daily[day] = candidate

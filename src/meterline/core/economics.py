@@ -21,11 +21,13 @@ over that property with a rate of 1: the same rule.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import date
 from decimal import Decimal, Inexact, localcontext
 from functools import partial
+from operator import attrgetter
+from typing import cast
 
 from meterline.core.exchange import ExchangeError, ReportingCurrency
 from meterline.core.meters import Meter
@@ -247,6 +249,17 @@ def allocate_recognized(
     return result
 
 
+def _key_of(by: Sequence[str]) -> Callable[[UsageSlice], tuple[str, ...]]:
+    """A slice's values of the ``by`` dimensions as text (``UsageSlice.dimension``);
+    without ``day`` (the one dimension that is not text) read straight off the slice."""
+    if "day" in by or not by:
+        return lambda item: tuple(item.dimension(name) for name in by)
+    if len(by) == 1:
+        (name,) = by
+        return lambda item: (getattr(item, name),)
+    return cast(Callable[[UsageSlice], tuple[str, ...]], attrgetter(*by))
+
+
 def summarize(slices: Iterable[UsageSlice], by: Sequence[str]) -> list[Margin]:
     """Slices added up per value of the ``by`` dimensions (and currency), largest
     revenue first."""
@@ -256,10 +269,11 @@ def summarize(slices: Iterable[UsageSlice], by: Sequence[str]) -> list[Margin]:
     totals: dict[tuple[tuple[str, ...], str], list[Decimal]] = {}
     events: dict[tuple[tuple[str, ...], str], int] = {}
     opened: set[tuple[tuple[str, ...], str]] = set()  # groups holding an open period
+    named = _key_of(by)
     with localcontext(MONEY_CONTEXT):
         for item in slices:
             _one_currency(item)
-            key = (tuple(item.dimension(name) for name in by), item.currency)
+            key = (named(item), item.currency)
             figures = totals.setdefault(key, [ZERO, ZERO, ZERO])
             figures[0] += item.revenue
             figures[1] += item.cost
