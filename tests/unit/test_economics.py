@@ -24,6 +24,7 @@ from meterline.core.economics import (
     summarize,
 )
 from meterline.core.model import Configuration
+from meterline.core.money import allocate, minor_units
 
 
 def _slice(customer: str, model: str, revenue: str, cost: str, day: int = 1) -> UsageSlice:
@@ -79,6 +80,33 @@ def test_spread_splits_revenue_and_cost_by_events_without_losing_a_cent() -> Non
     assert [p[2] for p in parts] == [D("3.34"), D("3.33"), D("3.33")]
     assert sum(p[3] for p in parts) == D("-0.01")
     assert spread([], D("1.00"), D(0), "USD") == []
+
+
+@given(
+    st.lists(st.integers(0, 10**9), min_size=1, max_size=8),
+    st.sampled_from(["0", "0.00", "-0", "0.000", "0E+3", "-0.00", "0E-7", "1.25", "-3"]),
+    st.sampled_from(["USD", "JPY", "BHD"]),
+)
+def test_spread_of_a_zero_is_the_allocation_of_it(
+    counts: list[int], amount: str, currency: str
+) -> None:
+    """A zero charge or cost spreads to exactly the shares ``money.allocate`` gives it over
+    the days' event counts (the same Decimals, exponent and all), without the division."""
+    days = [(date(2026, 10, 1 + index), count) for index, count in enumerate(counts)]
+    weights = [D(count) for count in counts] if any(counts) else [D(1)] * len(counts)
+    expected = (
+        [
+            (-1 if D(amount) < 0 else 1) * part
+            for part in allocate(abs(D(amount)), weights, currency)
+        ]
+        if D(amount) == D(amount).quantize(D(1).scaleb(-minor_units(currency)))
+        else None
+    )
+    if expected is None:
+        return  # not a whole number of minor units: refused either way
+    found = spread(days, D(amount), D(amount), currency)
+    assert [str(revenue) for _, _, revenue, _ in found] == [str(part) for part in expected]
+    assert [str(cost) for _, _, _, cost in found] == [str(part) for part in expected]
 
 
 def test_summarize_adds_up_by_dimension_and_flags_negative_margins() -> None:

@@ -37,6 +37,7 @@ from meterline.core.periods import local_midnight_us
 
 ZERO = Decimal(0)
 HUNDRED = Decimal(100)
+ONE = Decimal(1)
 OPEN_PERIOD_INVOICE = "draft"
 """The invoice a slice of an open period names (its period is drafted, not invoiced)."""
 DIMENSIONS = ("customer", "period", "day", "meter", "model", "product", "plan")
@@ -197,12 +198,22 @@ def spread(
     weights = [Decimal(count) for _, count in days]
     if sum(weights) == 0:
         weights = [Decimal(1)] * len(days)
-    revenues = _allocate_signed(revenue, weights, currency)
-    costs = _allocate_signed(cost, weights, currency)
+    revenues = (
+        _allocate_signed(revenue, weights, currency) if revenue else _zeros(revenue, days, currency)
+    )
+    costs = _allocate_signed(cost, weights, currency) if cost else _zeros(cost, days, currency)
     return [
         (day, count, day_revenue, day_cost)
         for (day, count), day_revenue, day_cost in zip(days, revenues, costs, strict=True)
     ]
+
+
+def _zeros(amount: Decimal, days: Sequence[tuple[date, int]], currency: str) -> list[Decimal]:
+    """``_allocate_signed`` of a zero ``amount`` over whole-number weights (event counts),
+    without dividing it once a day: every share is the one a single weight gets (zero
+    times a whole number over a whole number keeps the zero's exponent whatever the
+    weights, and the floor to minor units then treats each share alike)."""
+    return _allocate_signed(amount, [ONE], currency) * len(days)
 
 
 def _allocate_signed(amount: Decimal, weights: list[Decimal], currency: str) -> list[Decimal]:
