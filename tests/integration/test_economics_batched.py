@@ -77,10 +77,13 @@ def both_ways(billing: Billing, monkeypatch: pytest.MonkeyPatch) -> list[UsageSl
 
     batched = usage_slices(billing)
     batched_pairs = billing.rated_periods(from_buckets=True)
+    one = usage_slices(billing, customer=CUSTOMERS[1])  # one customer's, read by its key
     with monkeypatch.context() as patch:
         patch.setattr(drafts, "period_buckets", lambda *arguments: {})
         general = usage_slices(billing)
         general_pairs = billing.rated_periods(from_buckets=True)
+        assert shown(one) == shown(usage_slices(billing, customer=CUSTOMERS[1]))
+    assert {item.customer for item in one} == {CUSTOMERS[1]}
     assert shown(batched) == shown(general)
     assert len(batched_pairs) == len(general_pairs)
     for (document, job), (expected, general_job) in zip(batched_pairs, general_pairs, strict=True):

@@ -4,7 +4,9 @@ Also the rated periods of a customer (finalized or drafted) and its events per d
 reports.
 
 Invariants: a finalized period's draft is its stored document, byte for byte; an open
-period is rated through the current cut with the late adjustments so far. Nothing is stored.
+period is rated through the current cut with the late adjustments so far; the open
+periods ``rated_periods`` reads at once (``period_reads``) equal each customer's own
+read. Nothing is stored.
 """
 
 from __future__ import annotations
@@ -197,7 +199,7 @@ def _from_buckets(
     (``read``: its buckets already read)."""
     if read is not None:
         rater = _job_rater(context, job, loaded, read)
-        days = local_days(read, timezone)
+        days = read.days if timezone == read.timezone else local_days(read, timezone)
         if rater is not None and days is None:  # a day spans two local days: hours
             days = buckets.line_days(context, job, loaded, timezone, read.found())
     else:

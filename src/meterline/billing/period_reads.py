@@ -67,6 +67,9 @@ class PeriodRead:
     scope: BucketScope
     rows: list[Row]
     lines: dict[LineKey, Bucket]
+    days: LineDays | None
+    """Each line's events per local day in ``timezone`` (``local_days``)."""
+    timezone: str
 
     def found(self) -> buckets.Found:
         """The rows decoded, as ``buckets.job_buckets`` gives them."""
@@ -77,9 +80,9 @@ def period_buckets(
     context: BillingContext, loaded: Loaded, chosen: Sequence[OpenPeriod]
 ) -> dict[str, PeriodRead]:
     """The day buckets of every ``chosen`` period under ``loaded`` (the current revision),
-    built and caught up first, read in one statement; each customer's rows those of its
-    own period's days and segments. Empty when the buckets are not built (the periods are
-    then re-rated)."""
+    built and caught up first, read in one statement (one customer's by the key); each
+    customer's rows those of its own period's days and segments. Empty when the buckets
+    are not built (the periods are then re-rated)."""
     connection = context.connection
     if not chosen or not buckets.ensure_built(context):
         return {}
@@ -87,11 +90,15 @@ def period_buckets(
         return {}  # a failed fold dropped them
     low = min(period.start_us for _, period, _ in chosen)
     high = max(period.end_us for _, period, _ in chosen)
+    customers = {contract.customer for contract, _, _ in chosen}
+    only = next(iter(customers)) if len(customers) == 1 else None  # by its key, not a scan
     rows_of: dict[str, list[Row]] = {}
-    for row in bucket_records.read_span_buckets(connection, loaded.revision, low, high):
+    read = bucket_records.read_span_buckets
+    for row in read(connection, loaded.revision, low, high, customer=only):
         rows_of.setdefault(row[0], []).append(row)
     meters = cost_meters(loaded)
     groups: dict[str, Group] = {}
+    dated: dict[tuple[str, int], date | None] = {}
     found: dict[str, PeriodRead] = {}
     for contract, period, spans in chosen:
         starts = {segment.start_us for segment in spans}
@@ -102,7 +109,9 @@ def period_buckets(
             if first <= row[5] < period.end_us and int(row[2]) in starts
         ]
         scope = BucketScope(contract.customer, loaded.revision, loaded.configuration, spans, meters)
-        found[contract.customer] = PeriodRead(scope, rows, merged_lines(rows, groups))
+        lines = merged_lines(rows, groups)
+        days = _local_days(rows, spans, contract.timezone, groups, dated)
+        found[contract.customer] = PeriodRead(scope, rows, lines, days, contract.timezone)
     return found
 
 
@@ -148,12 +157,25 @@ def _merged(rows: list[Row]) -> Bucket:
     return Bucket(usage, fees, bases, cost, digest % DIGEST_MODULUS)
 
 
+PARSED_KEPT_MAX = 4_096
+"""Distinct decimal texts ``_number`` keeps parsed (most rows repeat a few: ``0``, the
+same fees): past this many the memory starts over."""
+
+_parsed: dict[str, Decimal] = {}
+
+
 def _number(text: str) -> Decimal:
-    """A stored exact decimal; a text ``to_decimal`` would refuse (not finite) raises, so
-    the general way reads the period and reports it as it does."""
-    number = Decimal(text)
-    if not number.is_finite():
-        raise ValueError(f"{text!r} is not a finite number")
+    """A stored exact decimal (Decimals are immutable: a text parsed once serves every
+    row that holds it); a text ``to_decimal`` would refuse (not finite) raises, so the
+    general way reads the period and reports it as it does."""
+    number = _parsed.get(text)
+    if number is None:
+        number = Decimal(text)
+        if not number.is_finite():
+            raise ValueError(f"{text!r} is not a finite number")
+        if len(_parsed) >= PARSED_KEPT_MAX:
+            _parsed.clear()
+        _parsed[text] = number
     return number
 
 
@@ -190,17 +212,27 @@ def local_days(read: PeriodRead, timezone: str) -> LineDays | None:
     """Each line's events per local day in ``timezone`` from ``read``'s day rows (keyed
     like ``Rater.members``), as ``buckets.line_days`` counts them from days; None when a
     UTC day spans two local days (that reads hours)."""
-    index_of = {segment.start_us: index for index, segment in enumerate(read.scope.segments)}
-    groups: dict[str, Group] = {}
+    return _local_days(read.rows, read.scope.segments, timezone, {}, {})
+
+
+def _local_days(
+    rows: Sequence[Row],
+    segments: Sequence[Segment],
+    timezone: str,
+    groups: dict[str, Group],
+    dated: dict[tuple[str, int], date | None],
+) -> LineDays | None:
+    """``local_days`` of ``rows``; ``groups`` and ``dated`` (each zone's UTC day's local
+    day, None when it spans two) are kept across the customers of one read."""
+    index_of = {segment.start_us: index for index, segment in enumerate(segments)}
     days: LineDays = {}
-    dated: dict[int, date | None] = {}  # each day row's local day (None: spans two)
-    for row in read.rows:
-        start_us = int(row[5])
-        if start_us not in dated:
-            first = local_date(timezone, start_us)
-            last = local_date(timezone, start_us + DAY_US - 1)
-            dated[start_us] = first if first == last else None
-        day = dated[start_us]
+    for row in rows:
+        place = (timezone, row[5])
+        if place not in dated:
+            first = local_date(timezone, int(row[5]))
+            last = local_date(timezone, int(row[5]) + DAY_US - 1)
+            dated[place] = first if first == last else None
+        day = dated[place]
         if day is None:
             return None
         line = (index_of[int(row[2])], row[3], _group(row[4], groups))
