@@ -15,6 +15,7 @@ from meterline.config.schema import parse_configuration
 from meterline.config.source import ConfigurationError, read_yaml
 from meterline.core.control_policies import ControlPolicy, Observation, read
 from meterline.core.economics import (
+    DIMENSIONS,
     OPEN_PERIOD_INVOICE,
     UsageSlice,
     allocate_recognized,
@@ -23,6 +24,7 @@ from meterline.core.economics import (
     summarize,
 )
 from meterline.core.model import Configuration
+from meterline.core.money import allocate, minor_units
 
 
 def _slice(customer: str, model: str, revenue: str, cost: str, day: int = 1) -> UsageSlice:
@@ -80,6 +82,33 @@ def test_spread_splits_revenue_and_cost_by_events_without_losing_a_cent() -> Non
     assert spread([], D("1.00"), D(0), "USD") == []
 
 
+@given(
+    st.lists(st.integers(0, 10**9), min_size=1, max_size=8),
+    st.sampled_from(["0", "0.00", "-0", "0.000", "0E+3", "-0.00", "0E-7", "1.25", "-3"]),
+    st.sampled_from(["USD", "JPY", "BHD"]),
+)
+def test_spread_of_a_zero_is_the_allocation_of_it(
+    counts: list[int], amount: str, currency: str
+) -> None:
+    """A zero charge or cost spreads to exactly the shares ``money.allocate`` gives it over
+    the days' event counts (the same Decimals, exponent and all), without the division."""
+    days = [(date(2026, 10, 1 + index), count) for index, count in enumerate(counts)]
+    weights = [D(count) for count in counts] if any(counts) else [D(1)] * len(counts)
+    expected = (
+        [
+            (-1 if D(amount) < 0 else 1) * part
+            for part in allocate(abs(D(amount)), weights, currency)
+        ]
+        if D(amount) == D(amount).quantize(D(1).scaleb(-minor_units(currency)))
+        else None
+    )
+    if expected is None:
+        return  # not a whole number of minor units: refused either way
+    found = spread(days, D(amount), D(amount), currency)
+    assert [str(revenue) for _, _, revenue, _ in found] == [str(part) for part in expected]
+    assert [str(cost) for _, _, _, cost in found] == [str(part) for part in expected]
+
+
 def test_summarize_adds_up_by_dimension_and_flags_negative_margins() -> None:
     slices = [
         _slice("acme", "gpt-4o", "10.00", "4.00"),
@@ -101,6 +130,30 @@ def test_summarize_adds_up_by_dimension_and_flags_negative_margins() -> None:
     assert summarize([_slice("a", "m", "0", "1.00")], ["customer"])[0].margin_percent is None
     with pytest.raises(ValueError, match="colour"):
         summarize(slices, ["colour"])
+
+
+@given(
+    st.lists(st.sampled_from(DIMENSIONS), unique=True, max_size=4),
+    st.lists(
+        st.tuples(st.sampled_from(["acme", "initech"]), st.sampled_from(["m", "n", ""])),
+        min_size=1,
+        max_size=6,
+    ),
+)
+def test_summarize_keys_every_grouping_by_the_dimensions_text(
+    by: list[str], rows: list[tuple[str, str]]
+) -> None:
+    """Each margin's key is its slices' ``dimension`` values (read straight off the slice
+    unless ``day``, the one that is not text, is asked for)."""
+    slices = [
+        _slice(customer, model, "1.00", "0.25", day=1 + index % 3)
+        for index, (customer, model) in enumerate(rows)
+    ]
+    expected = {tuple(item.dimension(name) for name in by) for item in slices}
+    margins = summarize(slices, by)
+    assert {margin.key for margin in margins} == expected
+    assert all(type(value) is str for margin in margins for value in margin.key)
+    assert sum(margin.events for margin in margins) == 10 * len(slices)
 
 
 def test_margin_is_on_recognized_revenue_not_list_price_charges() -> None:

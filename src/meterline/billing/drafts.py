@@ -4,7 +4,9 @@ Also the rated periods of a customer (finalized or drafted) and its events per d
 reports.
 
 Invariants: a finalized period's draft is its stored document, byte for byte; an open
-period is rated through the current cut with the late adjustments so far. Nothing is stored.
+period is rated through the current cut with the late adjustments so far; the open
+periods ``rated_periods`` reads at once (``period_reads``) equal each customer's own
+read. Nothing is stored.
 """
 
 from __future__ import annotations
@@ -13,21 +15,29 @@ from meterline.billing import balances, buckets, closed_buckets, documents, late
 from meterline.billing.context import BillingContext, Loaded, billing_cycle, cost_meters
 from meterline.billing.documents import credit_cuts, rating_of
 from meterline.billing.errors import BillingError, NotFound
+from meterline.billing.period_reads import OpenPeriod, PeriodRead, local_days, period_buckets
 from meterline.billing.scan import RatingJob, run_jobs
+from meterline.core.buckets import bucket_rater
 from meterline.core.documents import Invoice
 from meterline.core.model import segments
 from meterline.core.periods import period_containing
+from meterline.core.rating import Rater
 from meterline.ledger import event_reads
 from meterline.ledger.billing_records import StoredInvoice
 
 
 def draft(
-    context: BillingContext, customer: str, at_us: int | None = None, from_buckets: bool = False
+    context: BillingContext,
+    customer: str,
+    at_us: int | None = None,
+    from_buckets: bool = False,
+    read: PeriodRead | None = None,
 ) -> Invoice:
     """The invoice for the period containing ``at_us`` (now), recomputed from the
     ledger as it stands: usage, fees, and adjustments for late events so far. With
     ``from_buckets``, usage is priced from the rated-usage buckets when they are built
-    (``billing.buckets``: the same amounts, no Merkle roots) instead of re-rated."""
+    (``billing.buckets``: the same amounts, no Merkle roots) instead of re-rated;
+    ``read``: the period's buckets already read (``period_buckets``, caught up)."""
     loaded = context.current()
     contract = context.contract(loaded, customer)
     at = context.clock() if at_us is None else at_us
@@ -49,9 +59,9 @@ def draft(
         cuts=credit_cuts(inputs, period, contract.timezone),
     )
     pending = late.late_jobs(context, [job], through)
-    if from_buckets:
+    if from_buckets and read is None:
         buckets.ensure_built(context)  # once per revision, on first use
-    rated = buckets.job_rater(context, job, loaded) if from_buckets else None
+    rated = _job_rater(context, job, loaded, read) if from_buckets else None
     if rated is not None:
         job.rater = rated
     run_jobs(
@@ -87,9 +97,10 @@ def rated_periods(
     and measuring the cost-only meters too: what unit economics is computed from. With
     ``from_buckets``, open periods are read from the buckets (``job.days`` set) when
     they are built, and so are finalized periods whose buckets hold exactly the events
-    they billed (``_finalized_from_buckets``)."""
+    they billed (``_finalized_from_buckets``); the open periods' buckets are read in one
+    statement for every customer (``period_reads.period_buckets``), what each customer's
+    own read (``draft`` alone) gives."""
     at = context.clock() if at_us is None else at_us
-    head = context.ledger_cut()
     pairs: list[tuple[Invoice, RatingJob]] = []
     for stored in context.period_invoices(customer):
         if stored.finalized_at_us > at:
@@ -106,36 +117,67 @@ def rated_periods(
         pairs.append((stored.record, job))
     current = context.load()
     if current is not None:
-        loaded = current
-        for contract in loaded.configuration.contracts:
-            if customer is not None and contract.customer != customer:
-                continue
-            if contract.start_us > at:
-                continue
-            period = period_containing(billing_cycle(loaded.configuration, contract), at)
-            if context.finalized(contract.customer, period.start_us) is not None:
-                continue
-            spans = segments(loaded.configuration, contract, period.start_us, period.end_us)
-            if not spans:
-                continue
-            try:
-                document = draft(context, contract.customer, at, from_buckets)
-            except BillingError:
-                continue
-            job = RatingJob(
-                contract.customer,
-                period,
-                spans,
-                head,
-                loaded.configuration,
-                keep_events=True,
-                also_meters=cost_meters(loaded),
-            )
-            if from_buckets:
-                _from_buckets(context, job, loaded, contract.timezone)
-            pairs.append((document, job))
+        pairs += _open_periods(context, current, at, customer, from_buckets)
     run_jobs(context.connection, [job for _, job in pairs if job.days is None])
     return pairs
+
+
+def _open_periods(
+    context: BillingContext,
+    loaded: Loaded,
+    at: int,
+    customer: str | None,
+    from_buckets: bool,
+) -> list[tuple[Invoice, RatingJob]]:
+    """Each customer's open period as of ``at`` (of ``customer`` only when given): its
+    draft, and a job holding its usage with the cost-only meters (rated later, unless
+    read from the buckets)."""
+    head = context.ledger_cut()
+    chosen: list[OpenPeriod] = []
+    for contract in loaded.configuration.contracts:
+        if customer is not None and contract.customer != customer:
+            continue
+        if contract.start_us > at:
+            continue
+        period = period_containing(billing_cycle(loaded.configuration, contract), at)
+        if context.finalized(contract.customer, period.start_us) is not None:
+            continue
+        spans = segments(loaded.configuration, contract, period.start_us, period.end_us)
+        if spans:
+            chosen.append((contract, period, spans))
+    found = period_buckets(context, loaded, chosen) if from_buckets else {}
+    pairs: list[tuple[Invoice, RatingJob]] = []
+    for contract, period, spans in chosen:
+        known = found.get(contract.customer)
+        try:
+            document = draft(context, contract.customer, at, from_buckets, known)
+        except BillingError:
+            continue
+        job = RatingJob(
+            contract.customer,
+            period,
+            spans,
+            head,
+            loaded.configuration,
+            keep_events=True,
+            also_meters=cost_meters(loaded),
+        )
+        if from_buckets:
+            _from_buckets(context, job, loaded, contract.timezone, known)
+        pairs.append((document, job))
+    return pairs
+
+
+def _job_rater(
+    context: BillingContext, job: RatingJob, loaded: Loaded, read: PeriodRead | None
+) -> Rater | None:
+    """``buckets.job_rater`` (from ``read`` when given): without credit windows, the
+    rater of ``read``'s merged lines (what ``priced_rater`` makes of them)."""
+    if read is None:
+        return buckets.job_rater(context, job, loaded)
+    if job.cuts is None:
+        return bucket_rater(read.scope, read.lines)
+    return buckets.job_rater(context, job, loaded, read.found())
 
 
 def event_days(
@@ -146,11 +188,24 @@ def event_days(
     return event_reads.customer_event_times(context.connection, customer, start_us, end_us)
 
 
-def _from_buckets(context: BillingContext, job: RatingJob, loaded: Loaded, timezone: str) -> None:
-    """Give ``job`` its rater and days from the buckets when they can tell them."""
-    found = buckets.job_buckets(context, job, loaded)  # read once for both
-    rater = buckets.job_rater(context, job, loaded, found)
-    days = None if rater is None else buckets.line_days(context, job, loaded, timezone, found)
+def _from_buckets(
+    context: BillingContext,
+    job: RatingJob,
+    loaded: Loaded,
+    timezone: str,
+    read: PeriodRead | None = None,
+) -> None:
+    """Give ``job`` its rater and days from the buckets when they can tell them
+    (``read``: its buckets already read)."""
+    if read is not None:
+        rater = _job_rater(context, job, loaded, read)
+        days = read.days if timezone == read.timezone else local_days(read, timezone)
+        if rater is not None and days is None:  # a day spans two local days: hours
+            days = buckets.line_days(context, job, loaded, timezone, read.found())
+    else:
+        found = buckets.job_buckets(context, job, loaded)  # read once for both
+        rater = buckets.job_rater(context, job, loaded, found)
+        days = None if rater is None else buckets.line_days(context, job, loaded, timezone, found)
     if rater is not None and days is not None:
         job.rater, job.days = rater, days
 

@@ -2,7 +2,8 @@
 
 ``usage_slices`` reads every finalized period (as billed) and every open period (its
 draft now) from the rated-usage buckets when they hold its events (``billing.buckets``,
-``drafts.rated_periods``; else re-rates it, keeping each line's events), and turns each
+``drafts.rated_periods``: every customer's open period in one read of the day buckets,
+``billing.period_reads``; else re-rates it, keeping each line's events), and turns each
 line into per-day slices: charges at list price as the re-rating prices the line (rounded
 like the invoice line, which an audit proves it equals; each slice names the invoice
 line), cost from the line's quantity and cost rate (rounded once, to the currency's
