@@ -30,12 +30,13 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
+from itertools import islice
 from typing import Any, Generic, NamedTuple, TypeVar
 
 import msgspec
 
 from meterline.core.checkpoint_note import PartitionHead, head_leaf
-from meterline.core.events import event_document, timestamp_to_us
+from meterline.core.events import EPOCH, ONE_MICROSECOND, event_document, timestamp_to_us
 from meterline.core.findings import Finding
 from meterline.core.merkle import (
     EMPTY_FRONTIER,
@@ -248,6 +249,50 @@ def _record_problem(record: StoredRecord) -> str | None:
     return _column_mismatch(record)
 
 
+FAST_BATCH_EVENTS_MAX = 100_000
+"""A batch of at most this many events is read whole and checked by
+``clean_batch_leaves`` (larger ones, only ever met in a tampered ledger, are streamed
+record by record, in bounded memory)."""
+
+
+def clean_batch_leaves(
+    rows: list[Any], first_sequence: int, last_sequence: int
+) -> list[bytes] | None:
+    """The leaf hashes of a batch's rows (``StoredRecord`` column order) when every row
+    passes what ``_record_problem`` checks and the rows are sequences ``first_sequence``
+    to ``last_sequence``, each once, in order (None when any does not, or cannot be told here: the
+    record-by-record check then names the first bad one). The same checks in one tight
+    loop over plain tuples."""
+    if [row[0] for row in rows] != list(range(first_sequence, last_sequence + 1)):
+        return None
+    sha256, decode, parse = _sha256, _INDEXED_DECODER.decode, datetime.fromisoformat
+    leaves: list[bytes] = []
+    append = leaves.append
+    try:
+        for row in rows:
+            body, digest = row[5], row[6]
+            if (
+                type(body) is not bytes
+                or type(digest) is not bytes
+                or sha256(_LEAF_PREFIX + body).digest() != digest
+            ):
+                return None
+            fields = decode(body)
+            moment = parse(str(fields.timestamp))
+            if (
+                moment.tzinfo is None
+                or fields.customer != row[1]
+                or fields.id != row[2]
+                or fields.type != row[3]
+                or (moment - EPOCH) // ONE_MICROSECOND != row[4]
+            ):
+                return None
+            append(digest)
+    except Exception:  # whatever it is, the record-by-record check names it
+        return None
+    return leaves
+
+
 class _Problem(Exception):
     def __init__(self, problem: str, sequence: int | None, batch: int | None = None) -> None:
         super().__init__(problem)
@@ -266,15 +311,14 @@ class _PartitionWalk:
 
     def walk(
         self,
-        records: Iterator[StoredRecord],
+        records: Iterator[StoredRecord | tuple[Any, ...]],
         batches: Iterator[BatchRecord],
         expected: Mapping[int, PartitionHead],
     ) -> None:
         """Walk everything; raise _Problem at the first bad item. ``expected`` maps a
-        batch count to the head a checkpoint recorded at it."""
-        pending = next(records, None)
+        batch count to the head a checkpoint recorded at it. ``records`` may be plain
+        row tuples in ``StoredRecord``'s column order (the partition column optional)."""
         for batch in batches:
-            leaves: list[bytes] = []
             if batch.number != self.head.batches + 1:
                 raise _Problem(
                     f"batch {batch.number} follows batch {self.head.batches}",
@@ -290,48 +334,72 @@ class _PartitionWalk:
                     batch.first_sequence,
                     batch.number,
                 )
-            for sequence in range(batch.first_sequence, batch.last_sequence + 1):
-                if pending is None or pending.sequence != sequence:
-                    found = "the partition ends" if pending is None else f"found {pending.sequence}"
-                    raise _Problem(
-                        f"batch {batch.number} names sequence {sequence}: {found}"
-                        " (events removed or reordered)",
-                        sequence,
-                        batch.number,
-                    )
-                problem = _record_problem(pending)
-                if problem is not None:
-                    raise _Problem(problem, sequence, batch.number)
-                leaves.append(pending.hash)
-                self.records += 1
-                pending = next(records, None)
-            sealed, head = seal_batch(self.partition, self.head, leaves)
-            if sealed.root != batch.root:
-                raise _Problem(
-                    f"batch {batch.number}'s root does not match its events",
-                    batch.first_sequence,
-                    batch.number,
-                )
-            if sealed.chain_hash != batch.chain_hash:
-                raise _Problem(
-                    f"batch {batch.number}'s chain hash does not follow from batch"
-                    f" {batch.number - 1}",
-                    batch.first_sequence,
-                    batch.number,
-                )
-            self.head = head
-            recorded = expected.get(head.batches)
-            if recorded is not None and recorded != head.partition_head(self.partition):
-                raise _Problem(
-                    f"batch {head.batches} differs from what a checkpoint recorded",
-                    batch.first_sequence,
-                    batch.number,
-                )
+            size = batch.last_sequence - batch.first_sequence + 1
+            if size <= FAST_BATCH_EVENTS_MAX:
+                rows = list(islice(records, size))
+                leaves = clean_batch_leaves(rows, batch.first_sequence, batch.last_sequence)
+                if leaves is None:  # something to name: the record by record check names it
+                    leaves = self._record_leaves(batch, iter(rows))
+                else:
+                    self.records += size
+            else:
+                leaves = self._record_leaves(batch, records)
+            self._seal(batch, leaves, expected)
+        pending = next(records, None)
         if pending is not None:
             raise _Problem(
-                f"sequence {pending.sequence} is in no committed batch (after batch"
+                f"sequence {pending[0]} is in no committed batch (after batch"
                 f" {self.head.batches}, which ends at {self.head.sequence})",
-                pending.sequence,
+                pending[0],
+            )
+
+    def _record_leaves(self, batch: BatchRecord, records: Iterator[Any]) -> list[bytes]:
+        """The batch's records checked one by one, taken from ``records``; raise _Problem
+        at the first bad one."""
+        leaves: list[bytes] = []
+        for sequence in range(batch.first_sequence, batch.last_sequence + 1):
+            pending = next(records, None)
+            if pending is None or pending[0] != sequence:
+                found = "the partition ends" if pending is None else f"found {pending[0]}"
+                raise _Problem(
+                    f"batch {batch.number} names sequence {sequence}: {found}"
+                    " (events removed or reordered)",
+                    sequence,
+                    batch.number,
+                )
+            record = StoredRecord._make(pending)
+            problem = _record_problem(record)
+            if problem is not None:
+                raise _Problem(problem, sequence, batch.number)
+            leaves.append(record.hash)
+            self.records += 1
+        return leaves
+
+    def _seal(
+        self, batch: BatchRecord, leaves: list[bytes], expected: Mapping[int, PartitionHead]
+    ) -> None:
+        """The batch's root and chain hash against what its events give; then the head
+        after it (raise _Problem when they differ, or differ from a checkpoint)."""
+        sealed, head = seal_batch(self.partition, self.head, leaves)
+        if sealed.root != batch.root:
+            raise _Problem(
+                f"batch {batch.number}'s root does not match its events",
+                batch.first_sequence,
+                batch.number,
+            )
+        if sealed.chain_hash != batch.chain_hash:
+            raise _Problem(
+                f"batch {batch.number}'s chain hash does not follow from batch {batch.number - 1}",
+                batch.first_sequence,
+                batch.number,
+            )
+        self.head = head
+        recorded = expected.get(head.batches)
+        if recorded is not None and recorded != head.partition_head(self.partition):
+            raise _Problem(
+                f"batch {head.batches} differs from what a checkpoint recorded",
+                batch.first_sequence,
+                batch.number,
             )
 
 

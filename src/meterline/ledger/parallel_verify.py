@@ -268,7 +268,8 @@ def walk_stored_range(location: str, chain_range: ChainRange) -> RangeOutcome:
             else:
                 stored_head = None
             rows = stream_rows(connection, query, parameters)
-            return walk_range(chain_range, map(StoredRecord._make, rows), stored_head)
+            # plain row tuples: the walk checks them without a record object each
+            return walk_range(chain_range, rows, stored_head)
     except database_errors() as error:
         return RangeOutcome(0, chain_range.start, str(error), check="store")
 
