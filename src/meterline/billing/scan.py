@@ -7,7 +7,9 @@ handled by adjustments). ``run_jobs`` reads the events of every job in a single 
 ledger order, decodes only the properties of each body, exactly (non-integers become
 ``Decimal``), and hands them to the job's ``Rater``. A body that does not decode (a row
 written behind the ledger's back) is the rater's unbillable usage (``undecodable``), never
-the end of the scan.
+the end of the scan. A job with its customer to itself takes each fetch's rows at once
+(``Rater.add_batch``: the state ``add`` of each gives), an undecodable one refused in its
+place.
 
 A large scan over several customers (a period close) is spread over processes: the
 customers are dealt round-robin into ``scan_workers()`` shares; this process rates the
