@@ -7,9 +7,7 @@ handled by adjustments). ``run_jobs`` reads the events of every job in a single 
 ledger order, decodes only the properties of each body, exactly (non-integers become
 ``Decimal``), and hands them to the job's ``Rater``. A body that does not decode (a row
 written behind the ledger's back) is the rater's unbillable usage (``undecodable``), never
-the end of the scan. A job with its customer to itself takes each fetch's rows at once
-(``Rater.add_batch``: the state ``add`` of each gives), an undecodable one refused in its
-place.
+the end of the scan.
 
 A large scan over several customers (a period close) is spread over processes: the
 customers are dealt round-robin into ``scan_workers()`` shares; this process rates the
@@ -215,7 +213,7 @@ def _scan(
     source = scan_rows(connection, through, after, start, end, customers)
     decode = BODY_DECODER.decode
     # Per customer, each job's bounds and bound ``Rater.add``, looked up once per event.
-    targets: dict[str, list[tuple[int, int, int, int, Any, Any, Any]]] = {
+    targets: dict[str, list[tuple[int, int, int, int, Any, Any]]] = {
         customer: [
             (
                 job.period.start_us,
@@ -223,7 +221,6 @@ def _scan(
                 *job.bounds(),
                 job.rater.add,
                 job.rater.refuse,
-                job.rater.add_batch,
             )
             for job in group
         ]
@@ -248,12 +245,20 @@ def _scan(
             if len(group) == 1:
                 # ``low < sequence <= high``: inside the job's cut and past its ``after``,
                 # in the customer's partition (``RatingJob.bounds``).
-                _rate_bucket(group[0], bucket, decode)
+                start, end, low, high, add, refuse = group[0]
+                for sequence, _, event_type, timestamp_us, body, event_hash in bucket:
+                    if start <= timestamp_us < end and low < sequence <= high:
+                        try:
+                            properties = decode(body).properties
+                        except msgspec.MsgspecError as error:
+                            refuse(sequence, event_type, "undecodable", _undecodable(error))
+                            continue
+                        add(sequence, timestamp_us, event_type, properties, event_hash)
                 continue
             for sequence, _, event_type, timestamp_us, body, event_hash in bucket:
                 decoded: dict[str, Any] | None = None
                 problem = None
-                for start, end, low, high, add, refuse, _ in group:
+                for start, end, low, high, add, refuse in group:
                     if start <= timestamp_us < end and low < sequence <= high:
                         if decoded is None and problem is None:
                             try:
@@ -264,28 +269,6 @@ def _scan(
                             refuse(sequence, event_type, "undecodable", problem)
                             continue
                         add(sequence, timestamp_us, event_type, decoded, event_hash)
-
-
-def _rate_bucket(target: tuple[Any, ...], bucket: list[Any], decode: Any) -> None:
-    """One job's rows of a fetch (one customer's, in ledger order) rated with
-    ``Rater.add_batch``: the same state as ``add`` of each in turn (the int values of
-    sum and count lines folded once per batch). An undecodable body is refused in its
-    place: the events before it are rated first, so the problems keep ledger order."""
-    # ``low < sequence <= high``: inside the job's cut and past its ``after``, in the
-    # customer's partition (``RatingJob.bounds``).
-    start, end, low, high, _, refuse, add_batch = target
-    events: list[tuple[int, int, str, Any, bytes]] = []
-    for sequence, _, event_type, timestamp_us, body, event_hash in bucket:
-        if start <= timestamp_us < end and low < sequence <= high:
-            try:
-                properties = decode(body).properties
-            except msgspec.MsgspecError as error:
-                add_batch(events)
-                events = []
-                refuse(sequence, event_type, "undecodable", _undecodable(error))
-                continue
-            events.append((sequence, timestamp_us, event_type, properties, event_hash))
-    add_batch(events)
 
 
 def _undecodable(error: Exception) -> str:
