@@ -299,6 +299,18 @@ def clean_batch_leaves(
     return leaves
 
 
+def chain_rows(first: list[Any], rest: Iterator[Any]) -> Iterator[Any]:
+    """``first``'s rows that are not None, then ``rest``."""
+    yield from (row for row in first if row is not None)
+    yield from rest
+
+
+def _then_raise(rows: list[Any], error: Exception) -> Iterator[Any]:
+    """``rows``, then ``error`` raised (a read that failed after them)."""
+    yield from rows
+    raise error
+
+
 class _Problem(Exception):
     def __init__(self, problem: str, sequence: int | None, batch: int | None = None) -> None:
         super().__init__(problem)
@@ -323,7 +335,11 @@ class _PartitionWalk:
     ) -> None:
         """Walk everything; raise _Problem at the first bad item. ``expected`` maps a
         batch count to the head a checkpoint recorded at it. ``records`` may be plain
-        row tuples in ``StoredRecord``'s column order (the partition column optional)."""
+        row tuples in ``StoredRecord``'s column order (the partition column optional).
+        Rows are read as the record-by-record walk reads them (one ahead of the records
+        checked, the next before a batch's root is), so a store that fails is met where
+        that walk meets it."""
+        pending = next(records, None)
         for batch in batches:
             if batch.number != self.head.batches + 1:
                 raise _Problem(
@@ -341,17 +357,12 @@ class _PartitionWalk:
                     batch.number,
                 )
             size = batch.last_sequence - batch.first_sequence + 1
-            if size <= FAST_BATCH_EVENTS_MAX:
-                rows = list(islice(records, size))
-                leaves = clean_batch_leaves(rows, batch.first_sequence, batch.last_sequence)
-                if leaves is None:  # something to name: the record by record check names it
-                    leaves = self._record_leaves(batch, iter(rows))
-                else:
-                    self.records += size
+            if pending is None or size > FAST_BATCH_EVENTS_MAX:
+                leaves = self._record_leaves(batch, chain_rows([pending], records))
             else:
-                leaves = self._record_leaves(batch, records)
+                leaves = self._batch_leaves(batch, pending, records, size)
+            pending = next(records, None)
             self._seal(batch, leaves, expected)
-        pending = next(records, None)
         if pending is not None:
             raise _Problem(
                 f"sequence {pending[0]} is in no committed batch (after batch"
@@ -359,9 +370,26 @@ class _PartitionWalk:
                 pending[0],
             )
 
+    def _batch_leaves(
+        self, batch: BatchRecord, first: Any, records: Iterator[Any], size: int
+    ) -> list[bytes]:
+        """The batch's rows (``first`` and the next ``size - 1``) read whole and checked
+        at once; record by record when they do not all pass, or when a read fails (the
+        rows read before it are checked first, then its error is raised)."""
+        rows = [first]
+        try:
+            rows.extend(islice(records, size - 1))
+        except Exception as error:  # raised where the record-by-record walk meets it
+            return self._record_leaves(batch, _then_raise(rows, error))
+        leaves = clean_batch_leaves(rows, batch.first_sequence, batch.last_sequence)
+        if leaves is None:  # something to name: the record-by-record check names it
+            return self._record_leaves(batch, iter(rows))
+        self.records += size
+        return leaves
+
     def _record_leaves(self, batch: BatchRecord, records: Iterator[Any]) -> list[bytes]:
-        """The batch's records checked one by one, taken from ``records``; raise _Problem
-        at the first bad one."""
+        """The batch's records checked one by one, taken from ``records`` (exactly the
+        batch's number of them); raise _Problem at the first bad one."""
         leaves: list[bytes] = []
         for sequence in range(batch.first_sequence, batch.last_sequence + 1):
             pending = next(records, None)
