@@ -30,6 +30,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, replace
+from typing import Any
 
 from meterline.core.chain import (
     BatchRecord,
@@ -137,12 +138,13 @@ def with_batches(chain_range: ChainRange, batches: Iterable[BatchRecord]) -> Cha
 
 def walk_range(
     chain_range: ChainRange,
-    records: Iterable[StoredRecord],
+    records: Iterable[StoredRecord | tuple[Any, ...]],
     stored_head: HeadState | None = None,
 ) -> RangeOutcome:
     """Walk one range's records (its partition's, in sequence order, within its bounds)
     against its batches, as ``verify_chains`` walks them (``stored_head``: the last
-    range's, passed on to ``merge_ranges``)."""
+    range's, passed on to ``merge_ranges``). ``records`` may be plain row tuples in
+    ``StoredRecord``'s column order."""
     walk = _PartitionWalk(chain_range.partition, chain_range.start)
     try:
         walk.walk(iter(records), iter(chain_range.batches), chain_range.expected)

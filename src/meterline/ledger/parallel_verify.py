@@ -14,8 +14,11 @@ Invariants:
   streamed), and at most ``RANGES_IN_FLIGHT_PER_WORKER`` ranges per worker are planned
   ahead.
 * **Correct with one worker**, and when parallel walking does not pay or cannot run: a
-  ledger under ``PARALLEL_VERIFY_MIN_EVENTS`` events, an in-memory SQLite database,
-  ``METERLINE_AUDIT_WORKERS=1``: ``Ledger.verify`` walks it in this process.
+  ledger under ``PARALLEL_VERIFY_MIN_EVENTS`` events or an in-memory SQLite database is
+  walked in this process by ``Ledger.verify``; with ``METERLINE_AUDIT_WORKERS=1`` a
+  larger one has its ranges walked one after another in this process (no worker: the
+  same ranges and merge, about half ``Ledger.verify``'s CPU per event, which makes a
+  record object per event).
 * **Exact when anything fails.** A store that fails while a worker reads it is walked
   again here by ``Ledger.verify``, which names where it stopped as it always does; a
   worker that dies (or cannot start) has its range walked here.
@@ -119,7 +122,7 @@ def verify_chains_parallel(
     try:
         stored_heads = store.partition_heads()
         events = sum(head.sequence for head in stored_heads.values())
-        if count > 1 and location is not None and events >= min_events:
+        if location is not None and events >= min_events:
             report = _walk_in_workers(store, location, listed, count, range_events)
             if report is not None:
                 return report
@@ -156,13 +159,7 @@ def _walk_in_workers(
             partition, store.batches([partition]), expected.get(partition, {}), range_events
         )
     )
-    try:
-        context: Any = multiprocessing.get_context("forkserver")
-        # the server imports this module once; each worker forks from it ready to walk
-        context.set_forkserver_preload([__name__])
-    except ValueError:
-        context = multiprocessing.get_context("spawn")
-    pool = ProcessPoolExecutor(workers, mp_context=context)
+    pool = _pool(workers) if workers > 1 else None
     failed: list[RangeOutcome] = []
     try:
         outcomes = _outcomes(pool, location, ranges, workers * RANGES_IN_FLIGHT_PER_WORKER, failed)
@@ -170,12 +167,23 @@ def _walk_in_workers(
             partitions, outcomes, checkpoints, lambda: _stray(location, partitions)
         )
     finally:
-        pool.shutdown(wait=True, cancel_futures=True)
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
     return None if failed else report
 
 
+def _pool(workers: int) -> ProcessPoolExecutor:
+    try:
+        context: Any = multiprocessing.get_context("forkserver")
+        # the server imports this module once; each worker forks from it ready to walk
+        context.set_forkserver_preload([__name__])
+    except ValueError:
+        context = multiprocessing.get_context("spawn")
+    return ProcessPoolExecutor(workers, mp_context=context)
+
+
 def _outcomes(
-    pool: ProcessPoolExecutor,
+    pool: ProcessPoolExecutor | None,
     location: str,
     ranges: Iterator[ChainRange],
     window: int,
@@ -183,10 +191,13 @@ def _outcomes(
 ) -> Iterator[tuple[int, RangeOutcome]]:
     """Each range's outcome, in order, ``window`` ranges handed out ahead; a store failure
     is noted in ``failed`` and ends the walk (reported as a problem, so nothing after it
-    is read)."""
+    is read). Without a ``pool`` each range is walked here."""
     queue: deque[tuple[ChainRange, Future[RangeOutcome] | None]] = deque()
 
     def submit(chain_range: ChainRange) -> None:
+        if pool is None:
+            queue.append((chain_range, None))
+            return
         try:
             queue.append((chain_range, pool.submit(walk_stored_range, location, chain_range)))
         except Exception as error:  # no worker could start (or the pool broke): walk it here
@@ -268,7 +279,8 @@ def walk_stored_range(location: str, chain_range: ChainRange) -> RangeOutcome:
             else:
                 stored_head = None
             rows = stream_rows(connection, query, parameters)
-            return walk_range(chain_range, map(StoredRecord._make, rows), stored_head)
+            # plain row tuples: the walk checks them without a record object each
+            return walk_range(chain_range, rows, stored_head)
     except database_errors() as error:
         return RangeOutcome(0, chain_range.start, str(error), check="store")
 
