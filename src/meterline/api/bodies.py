@@ -246,10 +246,11 @@ def valid_event_partition(
     """The first of ``partitions`` (in their order) that a valid event of the native JSON
     batch ``body`` goes to, as ``prepare_body`` would find it valid: the batch refused
     whole by nothing before (content type, nesting, JSON, event count), its event
-    prepared (``prepare_event``, the customer ``only_customer``'s if given). Only the
-    events naming a customer of one of ``partitions`` are prepared, the first ones
-    first, at most ``EARLY_DECISIONS_MAX`` of them. None when no event is found, or
-    the body is not such a batch, or the count runs out: nothing is known then."""
+    prepared (``prepare_event``, the customer ``only_customer``'s if given). Events are
+    read in order and one is prepared only when it names a customer of a partition
+    before the best found so far, at most ``EARLY_DECISIONS_MAX`` of them; the first
+    partition found ends the search. None when no event is found, or the body is not
+    such a batch, or the count runs out: nothing is known then."""
     if "ce-specversion" in headers or media_type(content_type) not in NATIVE_TYPES:
         return None
     try:
@@ -259,25 +260,26 @@ def valid_event_partition(
         return None
     if len(customers) > ledger.limits.batch_events_max:
         return None
-    wanted = set(partitions)
-    candidates: dict[int, list[int]] = {}
+    rank_of = {partition: rank for rank, partition in enumerate(partitions)}
+    best, decisions = len(partitions), 0
+    elements: list[msgspec.Raw] | None = None
+    now_us = ledger.clock()
     for index, entry in enumerate(customers):
         customer = entry.customer
-        if type(customer) is str and only_customer in (None, customer):
-            partition = partition_of(customer)
-            if partition in wanted:
-                candidates.setdefault(partition, []).append(index)
-    if not candidates:
-        return None
-    elements, now_us, decisions = _ELEMENTS.decode(body), ledger.clock(), 0
-    for partition in partitions:
-        for index in candidates.get(partition, ()):
-            if decisions == EARLY_DECISIONS_MAX:
-                return None
-            decisions += 1
-            # a valid event's customer is the text it names, hence this partition
-            if type(prepare_event(decode_exact(elements[index]), now_us, ledger.limits)) is (
-                PreparedEvent
-            ):
-                return partition
-    return None
+        if type(customer) is not str or only_customer not in (None, customer):
+            continue
+        rank = rank_of.get(partition_of(customer), best)
+        if rank >= best:
+            continue
+        if decisions == EARLY_DECISIONS_MAX:
+            return None
+        decisions += 1
+        if elements is None:
+            elements = _ELEMENTS.decode(body)
+        # a valid event's customer is the text it names, hence this partition
+        prepared = prepare_event(decode_exact(elements[index]), now_us, ledger.limits)
+        if type(prepared) is PreparedEvent:
+            best = rank
+            if rank == 0:
+                break
+    return partitions[best] if best < len(partitions) else None
