@@ -56,6 +56,12 @@ from meterline.stream.status import cluster_status
 FIGURES_TIMEOUT_S = 5.0
 """How long the owning worker has to answer a live figures request."""
 
+GC_YOUNG_OBJECTS_MAX = 20_000
+"""Objects a started replica allocates (net) before the collector walks the young
+generation (Python's default: 700): a few batches' worth, so a batch's objects are mostly
+freed by reference counting before a collection walks and promotes them (as the worker,
+``stream.service``)."""
+
 ACCESS_READY_TIMEOUT_S = 30.0
 """How long the access bucket has to load at start. Its watcher is an ephemeral consumer,
 which a cluster with a node down may place on that node (nats-server 2.9 then answers
@@ -109,6 +115,8 @@ class StreamFront:
         self.connection: Client | None = None
         self.publisher: StreamPublisher | None = None
         self.board: AccessBoard | None = None
+        self._gc_thresholds: tuple[int, int, int] | None = None
+        """The collector's thresholds before ``start`` (restored by ``stop``)."""
 
     async def start(self) -> None:
         self.publisher = await StreamPublisher.connect(self.settings)
@@ -128,8 +136,12 @@ class StreamFront:
         # The objects of startup (the app, its routes, the clients) live as long as the
         # process: moved out of the collector's generations, a collection no longer walks
         # them, and each batch's garbage is cheap to collect (measured: BENCHMARKS.md,
-        # "API CPU per event").
+        # "API CPU per event"). The young generation is then collected every
+        # GC_YOUNG_OBJECTS_MAX objects, not every 700 (a 1,000-event batch made a few
+        # collections each; "API CPU per event: fewer refusals and collections").
+        self._gc_thresholds = gc.get_threshold()
         gc.freeze()
+        gc.set_threshold(GC_YOUNG_OBJECTS_MAX, *self._gc_thresholds[1:])
 
     def _stored(self, partition: int, sequence: int) -> None:
         self.lag.stored(partition, sequence, _monotonic_us())
@@ -219,6 +231,9 @@ class StreamFront:
         return document
 
     async def stop(self) -> None:
+        if self._gc_thresholds is not None:
+            gc.set_threshold(*self._gc_thresholds)
+            self._gc_thresholds = None
         if self.board is not None:
             await self.board.close()
         if self.publisher is not None:
