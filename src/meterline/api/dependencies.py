@@ -7,7 +7,7 @@ before it (a malformed request is 400 with or without a key), as they always wer
 
 The dependencies are ``async`` functions though they await nothing: FastAPI runs a plain
 ``def`` dependency in a worker thread, which cost every request a thread hop per
-dependency (BENCHMARKS.md, "API CPU per event: fewer thread hops").
+dependency (BENCHMARKS.md, "API CPU per event: fewer refusals and collections").
 """
 
 from __future__ import annotations
