@@ -7,8 +7,10 @@ system CPU from /proc, from the first timed request to the last answer).
     python3 benchmarks/api_cpu.py A=/work/main/src,B=src --rounds 3 --events 30000
 
 Each label's source tree is the replica's PYTHONPATH; runs alternate A, B, A, B, ... and
-medians are printed. Needs PostgreSQL (``METERLINE_BENCH_POSTGRES``, as ``bench scale``)
-and ``nats-server``.
+medians are printed. With ``--refused`` the replica keeps the ingest lag bound (50 ms):
+with no worker deciding anything, every partition lags once the first batch is stored,
+and every timed batch is refused (429): the figure is what a refusal costs per event.
+Needs PostgreSQL (``METERLINE_BENCH_POSTGRES``, as ``bench scale``) and ``nats-server``.
 """
 
 from __future__ import annotations
@@ -57,14 +59,18 @@ def _wait_healthy(url: str) -> None:
     raise RuntimeError(f"no replica answered at {url}")
 
 
-def _post_all(url: str, token: str, bodies: list[bytes]) -> None:
+REFUSED_BOUND_MS = "50"
+"""The ingest lag bound of a ``--refused`` run (the default of ``meterline serve``)."""
+
+
+def _post_all(url: str, token: str, bodies: list[bytes], answers: tuple[int, ...] = (202,)) -> None:
     headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
 
     def send(share: list[bytes]) -> None:
         with httpx.Client(base_url=url, headers=headers, timeout=60) as client:
             for body in share:
                 response = client.post("/v1/events", content=body)
-                if response.status_code != 202:
+                if response.status_code not in answers:
                     raise RuntimeError(f"{response.status_code}: {response.text[:200]}")
 
     threads = [
@@ -78,13 +84,21 @@ def _post_all(url: str, token: str, bodies: list[bytes]) -> None:
 
 
 def _one_run(
-    source: str, nats_url: str, namespace: str, schemas: Schemas, bodies: list[bytes], log: Path
+    source: str,
+    nats_url: str,
+    namespace: str,
+    schemas: Schemas,
+    bodies: list[bytes],
+    log: Path,
+    refused: bool = False,
 ) -> dict[str, float]:
     _, location = schemas.create()
     token = prepare_ledger(location, 2)
     port = free_port()
     command = [sys.executable, "-m", "meterline", "serve", "--db", location, "--port", str(port)]
-    command += ["--stream", nats_url, "--namespace", namespace]
+    # no worker decides anything here: the ingest lag bound is off, or it would refuse
+    bound = REFUSED_BOUND_MS if refused else "0"
+    command += ["--stream", nats_url, "--namespace", namespace, "--lag-max-ms", bound]
     with log.open("w") as output:
         replica = subprocess.Popen(
             command, env=dict(os.environ, PYTHONPATH=source), stdout=output, stderr=output
@@ -93,8 +107,10 @@ def _one_run(
         url = f"http://127.0.0.1:{port}"
         _wait_healthy(url)
         _post_all(url, token, bodies[:1])  # warm: the first batch is not timed
+        if refused:
+            time.sleep(2 * int(REFUSED_BOUND_MS) / 1000)  # its partitions lag from now on
         user_before, system_before = _cpu_seconds(replica.pid)
-        _post_all(url, token, bodies[1:])
+        _post_all(url, token, bodies[1:], (429,) if refused else (202,))
         user_after, system_after = _cpu_seconds(replica.pid)
     finally:
         replica.terminate()
@@ -113,6 +129,7 @@ def main() -> None:
     parser.add_argument("sources", help="LABEL=SRC,LABEL=SRC: the replicas' source trees")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--events", type=int, default=30_000)
+    parser.add_argument("--refused", action="store_true", help="time refused batches (429)")
     arguments = parser.parse_args()
     sources = [entry.split("=", 1) for entry in arguments.sources.split(",")]
     root = Path(tempfile.mkdtemp(prefix="api-cpu-"))
@@ -133,8 +150,9 @@ def main() -> None:
             for label, source in sources:
                 namespace = f"apicpu{label.lower()}{round_number}"
                 log = root / f"api-{label}-{round_number}.log"
+                nats_url = f"nats://127.0.0.1:{nats_port}"
                 figures = _one_run(
-                    source, f"nats://127.0.0.1:{nats_port}", namespace, schemas, bodies, log
+                    source, nats_url, namespace, schemas, bodies, log, arguments.refused
                 )
                 totals.setdefault(label, []).append(figures["total_us"])
                 shown = ", ".join(f"{name} {value:.2f}" for name, value in figures.items())

@@ -5,6 +5,7 @@ as in embedded mode), like ``POST /v1/events``."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,6 +18,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 )
 
 from meterline.api import create_app
+from meterline.api.stream_front import GC_YOUNG_OBJECTS_MAX
 from meterline.keys import create_key
 from meterline.ledger import open_ledger
 from meterline.stream.settings import StreamSettings
@@ -69,6 +71,21 @@ def test_spans_and_openmeter_events_are_published_in_stream_mode(
     finally:
         ledger.close()
     assert asyncio.run(stream_messages(settings)) == 2
+
+
+def test_a_serving_replica_collects_young_objects_less_often_then_restores_the_collector(
+    settings: StreamSettings, tmp_path: Path
+) -> None:
+    ledger = open_ledger(tmp_path / "replica.db")
+    before = gc.get_threshold()
+    try:
+        with TestClient(create_app(ledger, stream=settings)) as client:
+            assert client.get("/v1/health").status_code == 200
+            assert gc.get_threshold() == (GC_YOUNG_OBJECTS_MAX, *before[1:])
+        assert gc.get_threshold() == before
+    finally:
+        gc.set_threshold(*before)
+        ledger.close()
 
 
 def test_when_jetstream_cannot_take_them_both_answer_503_with_retry_after(

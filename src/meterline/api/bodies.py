@@ -7,12 +7,16 @@ line and column. Nesting deeper than ``JSON_NESTING_LEVELS_MAX`` is refused befo
 anything decodes it (decoders recurse once per level, and a body of a thousand ``[``
 would exhaust the stack). ``prepare_body`` takes a native JSON batch through the compiled
 batch path when it can, and answers exactly as ``parse_body`` then ``prepare_batch``.
+``valid_event_partition`` answers whether a batch has a valid event in some partitions
+(those lagging: stream mode refuses the batch, ``api.stream_front``) deciding only as
+few events as it needs; whenever it is not sure it answers None and the batch is
+prepared whole, as any other.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from itertools import accumulate
 from typing import Any, Literal
@@ -44,6 +48,21 @@ level, a batch of events with nested properties ``[{"properties": {"a": [1]}}]``
 _NOT_STRUCTURE = bytes(byte for byte in range(256) if byte not in b'"[]{}')
 _LEVEL_STEP = {ord("["): 1, ord("{"): 1, ord("]"): -1, ord("}"): -1}
 _SHALLOW_ROUNDS = 4
+
+
+EARLY_DECISIONS_MAX = 16
+"""Events ``valid_event_partition`` prepares at most before it gives up (and the batch is
+prepared whole): a batch whose events to lagging partitions are invalid costs little."""
+
+
+class _Customer(msgspec.Struct, gc=False):
+    """Only the ``customer`` of a native event (other fields skipped, any type kept)."""
+
+    customer: Any = None
+
+
+_CUSTOMERS = msgspec.json.Decoder(list[_Customer])
+_ELEMENTS = msgspec.json.Decoder(list[msgspec.Raw])
 
 
 @dataclass(frozen=True, slots=True)
@@ -213,3 +232,54 @@ def prepare_body(
         only_customer,
         "customer" if native else "subject",
     )
+
+
+def valid_event_partition(
+    ledger: Ledger,
+    content_type: str | None,
+    headers: Mapping[str, str],
+    body: bytes,
+    only_customer: str | None,
+    partition_of: Callable[[str], int],
+    partitions: Sequence[int],
+) -> int | None:
+    """The first of ``partitions`` (in their order) that a valid event of the native JSON
+    batch ``body`` goes to, as ``prepare_body`` would find it valid: the batch refused
+    whole by nothing before (content type, nesting, JSON, event count), its event
+    prepared (``prepare_event``, the customer ``only_customer``'s if given). Events are
+    read in order and one is prepared only when it names a customer of a partition
+    before the best found so far, at most ``EARLY_DECISIONS_MAX`` of them; the first
+    partition found ends the search. None when no event is found, or the body is not
+    such a batch, or the count runs out: nothing is known then."""
+    if "ce-specversion" in headers or media_type(content_type) not in NATIVE_TYPES:
+        return None
+    try:
+        check_nesting(body)
+        customers = _CUSTOMERS.decode(body)
+    except (NestingTooDeep, msgspec.DecodeError):
+        return None
+    if len(customers) > ledger.limits.batch_events_max:
+        return None
+    rank_of = {partition: rank for rank, partition in enumerate(partitions)}
+    best, decisions = len(partitions), 0
+    elements: list[msgspec.Raw] | None = None
+    now_us = ledger.clock()
+    for index, entry in enumerate(customers):
+        customer = entry.customer
+        if type(customer) is not str or only_customer not in (None, customer):
+            continue
+        rank = rank_of.get(partition_of(customer), best)
+        if rank >= best:
+            continue
+        if decisions == EARLY_DECISIONS_MAX:
+            return None
+        decisions += 1
+        if elements is None:
+            elements = _ELEMENTS.decode(body)
+        # a valid event's customer is the text it names, hence this partition
+        prepared = prepare_event(decode_exact(elements[index]), now_us, ledger.limits)
+        if type(prepared) is PreparedEvent:
+            best = rank
+            if rank == 0:
+                break
+    return partitions[best] if best < len(partitions) else None

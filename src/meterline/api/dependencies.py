@@ -4,6 +4,10 @@ in a worker thread under billing's readers-writer lock.
 
 Authentication is a call a handler makes first, not a dependency: parameters are checked
 before it (a malformed request is 400 with or without a key), as they always were.
+
+The dependencies are ``async`` functions though they await nothing: FastAPI runs a plain
+``def`` dependency in a worker thread, which cost every request a thread hop per
+dependency (BENCHMARKS.md, "API CPU per event: fewer refusals and collections").
 """
 
 from __future__ import annotations
@@ -54,11 +58,31 @@ def webhooks_of(request: Request) -> Webhooks:
     return webhooks
 
 
-ServicesDependency = Annotated[Services, Depends(services_of)]
-LedgerDependency = Annotated[Ledger, Depends(ledger_of)]
-BillingDependency = Annotated[Billing, Depends(billing_of)]
-LiveDependency = Annotated[LiveFront, Depends(live_of)]
-WebhooksDependency = Annotated[Webhooks, Depends(webhooks_of)]
+async def _services(request: Request) -> Services:
+    return services_of(request)
+
+
+async def _ledger(request: Request) -> Ledger:
+    return ledger_of(request)
+
+
+async def _billing(request: Request) -> Billing:
+    return billing_of(request)
+
+
+async def _live(request: Request) -> LiveFront:
+    return live_of(request)
+
+
+async def _webhooks(request: Request) -> Webhooks:
+    return webhooks_of(request)
+
+
+ServicesDependency = Annotated[Services, Depends(_services)]
+LedgerDependency = Annotated[Ledger, Depends(_ledger)]
+BillingDependency = Annotated[Billing, Depends(_billing)]
+LiveDependency = Annotated[LiveFront, Depends(_live)]
+WebhooksDependency = Annotated[Webhooks, Depends(_webhooks)]
 
 
 async def principal_of(request: Request) -> Principal:

@@ -17,7 +17,7 @@ from fastapi import APIRouter, Depends, FastAPI, Query, Request
 from fastapi.responses import PlainTextResponse, Response
 
 from meterline.api.answers import json_answer
-from meterline.api.bodies import ACCEPTED_TYPES, parse_body, prepare_body
+from meterline.api.bodies import ACCEPTED_TYPES, parse_body
 from meterline.api.dependencies import (
     LedgerDependency,
     ServicesDependency,
@@ -53,7 +53,8 @@ _log = logging.getLogger(__name__)
 router = APIRouter()
 
 
-def metrics_of(request: Request) -> Metrics:
+async def metrics_of(request: Request) -> Metrics:
+    """The app's metrics (``async``: see ``meterline.api.dependencies``)."""
     metrics: Metrics = request.app.state.metrics
     return metrics
 
@@ -177,10 +178,8 @@ async def _publish(
 ) -> Response:
     """Stream mode's ingest: validate, publish, answer once JetStream stored the batch."""
     content_type = request.headers.get("content-type")
-    prepared = await to_thread.run_sync(
-        prepare_body, ledger, content_type, request.headers, body, only_customer
-    )
     try:
+        prepared = await front.prepare(ledger, content_type, request.headers, body, only_customer)
         outcome = await front.ingest(ledger, prepared)
     except IngestLagging as error:
         response = error_response(

@@ -20,7 +20,9 @@ behind an acknowledged event.
   is the point (clients retry; nothing acknowledged waits behind a dead worker);
 * a batch is admitted whole or refused whole (``admit``): refused when any partition it
   touches lags past the bound, so a refusal never leaves a batch half acknowledged;
-  a bound of 0 admits everything;
+  a bound of 0 admits everything. ``lagging`` lists the refusals ``admit`` can give at
+  a moment, so a replica can refuse a batch before preparing all of it: the first of
+  them whose partition the batch touches is ``admit``'s answer;
 * memory is bounded: at most ``OUTSTANDING_MAX`` messages are remembered per partition
   (past it the newest are not recorded, so the lag, read from the oldest, stays true).
 """
@@ -108,6 +110,25 @@ class LagBook:
             return None
         partition, lag = worst
         return Refusal(partition, lag / 1000, bound_ms, retry_after_ms(lag / 1000, bound_ms))
+
+    def lagging(self, now_us: int, bound_ms: int) -> list[Refusal]:
+        """The refusal ``admit`` would give for each partition lagging past the bound at
+        ``now_us``, the one lagging most first (ties: the lowest partition, as ``admit``
+        names it); empty when none lags or the bound is 0. For any batch, ``admit`` of
+        its partitions is the first of these whose partition it touches, or None."""
+        if bound_ms <= 0:
+            return []
+        bound_us = bound_ms * 1000
+        lags = [
+            (now_us - lag.outstanding[0][1], partition)
+            for partition, lag in enumerate(self._partitions)
+            if lag.outstanding and now_us - lag.outstanding[0][1] > bound_us
+        ]
+        lags.sort(key=lambda found: (-found[0], found[1]))
+        return [
+            Refusal(partition, lag / 1000, bound_ms, retry_after_ms(lag / 1000, bound_ms))
+            for lag, partition in lags
+        ]
 
 
 def retry_after_ms(lag_ms: float, bound_ms: int) -> int:
