@@ -95,9 +95,6 @@ class BillingContext:
     keeps_buckets: bool = False
     """Whether this billing keeps rated-usage buckets (``billing.buckets.keep_buckets``):
     a revision's buckets are built on first use and when pricing is applied."""
-    hour_events: dict[Any, Any] = field(default_factory=dict)
-    """The raw events of the hours a credit window edge cuts, by watermark and hour
-    (``billing.split_hours``: read once for every customer)."""
 
     def changed(self, customer: str | None) -> None:
         for listener in self.listeners:

@@ -4,10 +4,10 @@
 The hour buckets hold every hour the edges do not cut; each hour an edge cuts (at most
 ``SPLIT_HOURS_MAX`` of them) is rated from its raw events instead, folded on either side
 of each edge (``core.buckets.fold``) into buckets keyed at the hour and at the edges, so
-no bucket straddles an edge (``core.buckets.priced_rater``'s ``split``). The events of such
-an hour are read once for every customer (one ledger scan by time) and kept on the
-context under the buckets' watermark and the hour: a dashboard building the credit books
-of many customers scans the ledger once, not once a customer.
+no bucket straddles an edge (``core.buckets.priced_rater``'s ``split``). The raw events
+are read by the sequence range the hour's stored buckets span (their lines' first to
+last event: sequences index the ledger; its times do not), so the read costs the events
+of that range, not a scan of the ledger; an hour no bucket holds reads nothing.
 
 Invariants: the same window charges as re-rating the period's raw events through the
 buckets' watermark (tests/integration/test_split_hours.py, on both stores, events at hour
@@ -20,10 +20,7 @@ re-rates. Nothing here writes.
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Mapping
 from dataclasses import replace
-from typing import Any
 
 import msgspec
 
@@ -41,6 +38,7 @@ from meterline.core.buckets import (
     priced_rater,
 )
 from meterline.core.cuts import Cut
+from meterline.core.partitions import partition_of
 from meterline.core.rating import Rater
 from meterline.ledger import bucket_records
 from meterline.ledger.bucket_records import HOURS
@@ -50,13 +48,8 @@ from meterline.ledger.event_reads import scan_rows
 __all__ = ["SPLIT_HOURS_MAX", "split_hour_rater"]
 
 SPLIT_HOURS_MAX = 2
-"""Hours cut by a window edge that are rated from raw events (one ledger scan each, shared
-by every customer); a period with more is re-rated whole by the caller."""
-
-HourEvents = dict[str, list[tuple[int, int, str, bytes, bytes]]]
-"""Each customer's events of one hour: (sequence, timestamp_us, type, body, hash)."""
-
-_CACHE_LOCK = threading.Lock()
+"""Hours cut by a window edge that are rated from raw events (one read each); a period
+with more is re-rated whole by the caller."""
 
 
 def split_hour_rater(context: BillingContext, job: RatingJob, loaded: Loaded) -> Rater | None:
@@ -78,10 +71,19 @@ def split_hour_rater(context: BillingContext, job: RatingJob, loaded: Loaded) ->
         if mark is None or mark.through.partitions != job.through.partitions:
             return None
         stored = _stored_hours(connection, scope, job)
-        raw = {hour: _hour_events(context, connection, mark.through, hour) for hour in hours}
+        raw = {
+            hour: _hour_events(
+                connection,
+                job.customer,
+                mark.through,
+                hour,
+                [bucket for key, bucket in stored.items() if key.hour_us == hour],
+            )
+            for hour in hours
+        }
     kept = {key: bucket for key, bucket in stored.items() if key.hour_us not in raw}
     for hour, events in raw.items():
-        kept.update(_split_hour(scope, hour, split, events.get(job.customer, [])))
+        kept.update(_split_hour(scope, hour, split, events))
     return priced_rater(scope, kept, job.cuts, HOUR_US, split)
 
 
@@ -128,25 +130,25 @@ def _split_hour(
 
 
 def _hour_events(
-    context: BillingContext, connection: Connection, through: Cut, hour: int
-) -> Mapping[str, list[tuple[int, int, str, bytes, bytes]]]:
-    """Every customer's events of ``hour`` inside ``through`` (ledger order), from one
-    scan, kept on the context under (``through``, ``hour``): the events inside a cut
-    never change."""
-    cache: dict[Any, HourEvents] = context.hour_events
-    key = (through, hour)
-    with _CACHE_LOCK:
-        found = cache.get(key)
-    if found is not None:
-        return found
-    events: HourEvents = {}
-    rows = scan_rows(connection, through, None, hour, hour + HOUR_US)
-    for sequence, customer, event_type, timestamp_us, body, event_hash in rows:
-        events.setdefault(customer, []).append(
-            (sequence, timestamp_us, event_type, bytes(body), bytes(event_hash))
-        )
-    with _CACHE_LOCK:
-        if len(cache) >= SPLIT_HOURS_MAX:
-            cache.clear()
-        cache[key] = events
-    return events
+    connection: Connection, customer: str, through: Cut, hour: int, stored: list[Bucket]
+) -> list[tuple[int, int, str, bytes, bytes]]:
+    """The customer's events timed in ``hour`` inside ``through`` (ledger order) that its
+    stored buckets of the hour hold: read by the sequence range those buckets span (from
+    their lines' first to last event), not by a scan of the ledger. An event no bucket
+    holds is in no line (unbillable usage), so it changes no rating."""
+    firsts = [bucket.accumulator.first_sequence for bucket in stored]
+    lasts = [bucket.accumulator.last_sequence for bucket in stored]
+    known = [first for first in firsts if first is not None]
+    ends = [last for last in lasts if last is not None]
+    if not known or not ends:
+        return []
+    partition = partition_of(customer, through.partitions)
+    low = Cut.empty(through.partitions).advanced(partition, min(known) - 1)
+    high = Cut.empty(through.partitions).advanced(
+        partition, min(max(ends), through.head(partition))
+    )
+    rows = scan_rows(connection, high, low, hour, hour + HOUR_US, [customer])
+    return [
+        (sequence, timestamp_us, event_type, bytes(body), bytes(event_hash))
+        for sequence, _, event_type, timestamp_us, body, event_hash in rows
+    ]
