@@ -138,3 +138,29 @@ def test_credit_book_from_split_hours_equals_the_rerating(
     assert _run(new_db, now_us, grant, rerated) == 0
     assert bool(split_calls) == (now_us % HOUR_US != 0 or grant)
     assert all(split_calls)
+
+
+def test_the_journal_skips_only_customers_without_grants(
+    new_db: Callable[..., Location], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``build_books`` reads no credit history of a customer without a grant: the journal
+    equals the one that runs every customer's (a customer with grants, one without, the
+    period open and closed)."""
+    from meterline.finance import books
+
+    plain = "  - {customer: c2, plan: pro, start: 2026-10-01}\n"
+    clock = Clock(HOUR + 1)
+    with open_billing(new_db(), clock) as billing:
+        billing.apply(once_yaml(1) + plain)
+        stream = once_stream(1)
+        stream += [_event("c2", f"plain-{n}", us(2026, 10, 2 + n, 5)) for n in range(3)]
+        assert billing.ledger.ingest(stream).accepted == len(stream)
+        for closed in (False, True):
+            if closed:
+                clock.now_us = us(2026, 11, 3)
+                billing.close(us(2026, 11, 1))
+            fast = books.build_books(billing).entries
+            with monkeypatch.context() as patched:
+                patched.setattr(books, "_holds_grants", lambda *arguments: True)
+                assert books.build_books(billing).entries == fast
+            assert any(entry.entry_id.startswith("grant:c0") for entry in fast)
