@@ -36,6 +36,20 @@ def test_bench_finance_prints_every_figure_as_json() -> None:
         assert figures[name] > 0, name
     for name in COUNTS:
         assert figures[name] >= 0, name
+    customer = "/dashboard/customers/customer-00000"
+    open_pages = {"/dashboard", "/dashboard/customers", customer, "/dashboard/revenue"}
+    open_pages |= {"/dashboard/controls", "/dashboard/unbillable"}
+    invoice = next(page for page in figures["closed_page_p95_ms"] if "/invoices/" in page)
+    closed_pages = open_pages | {
+        invoice,
+        *(p for p in figures["closed_page_p95_ms"] if "/lines/" in p),
+    }
+    assert len(closed_pages) == len(open_pages) + 2  # an invoice and one of its lines
+    for name, pages in (("page_", open_pages), ("closed_page_", closed_pages)):
+        for kind in ("p95_ms", "first_ms"):
+            timed = figures[f"{name}{kind}"]
+            assert set(timed) == pages, name
+            assert all(ms > 0 for ms in timed.values()), name
 
 
 def test_buckets_are_kept_unless_turned_off() -> None:
@@ -50,7 +64,7 @@ def test_buckets_are_kept_unless_turned_off() -> None:
 
 def test_bench_finance_skips_the_baseline_and_keeps_the_ledger(tmp_path) -> None:
     """``--baseline-repeats 0`` times no re-rated read; ``--keep-db`` keeps the ledger with
-    buckets, which holds every event and a current watermark."""
+    buckets, which holds every event (the page timing's too) and a current watermark."""
     import sqlite3
 
     kept = tmp_path / "kept.db"
@@ -62,8 +76,10 @@ def test_bench_finance_skips_the_baseline_and_keeps_the_ledger(tmp_path) -> None
     figures = json.loads(result.stdout)
     assert "economics_rerated_p95_ms" not in figures
     assert figures["economics_by_customer_model_p95_ms"] > 0
+    # the month's events, and one more before each timed page load
+    loads = len(figures["page_p95_ms"]) + len(figures["closed_page_p95_ms"])
     with sqlite3.connect(kept) as connection:
-        assert connection.execute("SELECT count(*) FROM events").fetchone() == (300,)
+        assert connection.execute("SELECT count(*) FROM events").fetchone() == (300 + loads,)
         assert connection.execute("SELECT count(*) FROM usage_buckets").fetchone()[0] > 0
 
 

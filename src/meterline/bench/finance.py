@@ -43,6 +43,7 @@ from typing import Any
 
 import msgspec
 
+from meterline.bench import finance_pages
 from meterline.bench.close import (
     CLOSE_AT_US,
     MONTH_END_US,
@@ -198,6 +199,13 @@ def _audits(billing: Billing, clock: _Clock, events: int, say: Any) -> dict[str,
     return figures
 
 
+def _closed_pages(billing: Billing, repeats: int) -> dict[str, Any]:
+    """The dashboard's pages after the close, an invoice of the first customer's too."""
+    customer = customer_name(0)
+    invoice = finance_pages.first_invoice(billing, customer)
+    return finance_pages.time_pages(billing, customer, repeats, "closed_page_", invoice)
+
+
 def run_finance_benchmark(
     events: int,
     customers: int,
@@ -259,7 +267,11 @@ def run_finance_benchmark(
                     continue
                 say("timing the reads")
                 result.update(_reads(billing, customers, repeats))
+                say("timing the dashboard's pages (the month open)")
+                result.update(finance_pages.time_pages(billing, customer_name(0), repeats))
                 result.update(_audits(billing, clock, events, say))
+                say("timing the dashboard's pages (October closed)")
+                result.update(_closed_pages(billing, repeats))
         if keep_db is not None:
             shutil.copyfile(Path(folder) / "ledger-True.db", keep_db)
         result["ingest_events_per_s_without_buckets"] = round(rates[False])

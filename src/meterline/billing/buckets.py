@@ -47,6 +47,7 @@ from meterline.billing import revisions
 from meterline.billing.context import BillingContext, Loaded, billing_cycle, cost_meters
 from meterline.billing.fold_memory import KnownRows, fold_scopes, keep_known, take_known
 from meterline.billing.scan import BODY_DECODER, RatingJob
+from meterline.billing.split_hours import split_hour_rater
 from meterline.core.bucket_folding import FoldingScope, RowKey, fold_batch, folded_bucket_rows
 from meterline.core.buckets import (
     DAY_US,
@@ -494,8 +495,12 @@ def job_rater(
     """The rater ``job`` (a period of ``loaded``, the current revision) would end with,
     from its buckets, credit windows included: priced as a full re-rating, without
     Merkle roots, unbillable usage or members. Days when the windows start on UTC days,
-    else hours; None when the revision's buckets are not built or a credit window does not
-    start on an hour (re-rate instead)."""
+    else hours; when a window edge is inside an hour (the credit book's window ending
+    now), the hours and that hour's raw events (``billing.split_hours``). None when the
+    revision's buckets are not built or ``split_hours`` declines (re-rate instead)."""
+    if found is None and any(edge % HOUR_US for edge in job.cuts or ()):
+        # an edge inside an hour (the window ending now): hours, and that hour's raw events
+        return split_hour_rater(context, job, loaded) if _job_scope(context, job, loaded) else None
     found = found or job_buckets(context, job, loaded)
     if found is None:
         return None

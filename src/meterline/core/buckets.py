@@ -284,15 +284,18 @@ def priced_rater(
     buckets: Mapping[BucketKey, Bucket],
     cuts: tuple[int, ...] | None = None,
     span_us: int = HOUR_US,
+    split: tuple[int, ...] = (),
 ) -> Rater | None:
     """A rater holding the scope's ``buckets`` (each ``span_us`` long: hours, or days
     rolled up) as a full re-rating of their events would hold them: its lines, and with
     ``cuts`` (credit windows) each window's usage and fees for ``window_charges``. None
     when a window edge is not on a bucket's edge (a bucket would straddle it): the caller
-    reads hours, or re-rates from raw events."""
+    reads hours, or re-rates from raw events. ``split``: edges off the span that no bucket
+    straddles (the caller folded the hour each cuts apart, each part keyed where it
+    starts: ``billing.split_hours``)."""
     rater = bucket_rater(scope, merge_buckets(buckets.items()), cuts=cuts)
     edges = rater.cuts or ()
-    if any(edge % span_us for edge in edges):
+    if any(edge % span_us and edge not in split for edge in edges):
         return None
     if rater.cuts is None:
         return rater

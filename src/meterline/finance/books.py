@@ -12,6 +12,8 @@ pure core (``core.books``, ``core.revrec``) for their journal entries:
   each change of its expected rate in force by the as-of day (its catch-up booked on the
   change's day; a change still to come books nothing yet).
   A purchase posts to unbilled receivable; the invoice line that bills it clears it.
+  A customer whose credit inputs hold no grant has no credit book entries (no charge
+  enters a book without a grant): its credit history is not read at all.
 
 Nothing here is stored: the journal is re-derived from the ledger and the billing
 records every time, so it can never drift from them (``meterline reconcile`` proves the
@@ -26,7 +28,7 @@ from datetime import date
 from decimal import Decimal
 from typing import Any
 
-from meterline.billing.service import Billing, BillingError
+from meterline.billing.service import Billing, BillingError, Loaded
 from meterline.core.books import credit_note_entries, document_entries
 from meterline.core.breakage import RateChange
 from meterline.core.credit_records import Entry as CreditEntry
@@ -127,6 +129,8 @@ def build_books(billing: Billing, as_of_us: int | None = None) -> Books:
             if contract.start_us > at:
                 continue
             try:
+                if not _holds_grants(billing, loaded, contract.customer, at):
+                    continue  # no charge enters its book, which holds no grant (skipped below)
                 book, inputs = billing.credit_history(contract.customer, at)
             except BillingError:
                 continue
@@ -145,6 +149,16 @@ def build_books(billing: Billing, as_of_us: int | None = None) -> Books:
     entries.sort(key=lambda item: (item.day, item.entry_id))
     reporting = None if loaded is None else loaded.configuration.reporting
     return Books(entries, grant_accounts, _day("UTC", at), reporting)
+
+
+def _holds_grants(billing: Billing, loaded: Loaded, customer: str, at: int) -> bool:
+    """Whether the customer's credit inputs up to ``at`` (those ``credit_history`` runs
+    on) hold a grant: without one only charges in no unit enter its book
+    (``CreditInputs.relevant``), so the book has no grant and its charges (one rating of
+    each open period, and every invoice's stored charges) need not be read."""
+    configuration = loaded.configuration
+    contract = billing.context.contract(loaded, customer)
+    return bool(billing.credit_inputs(configuration, contract, at).grants)
 
 
 def payment_journal(billing: Billing, at_us: int) -> list[JournalEntry]:
