@@ -22,6 +22,10 @@ from meterline.finance.books import Books, build_books
 from meterline.finance.economics import usage_slices
 from meterline.ledger.event_ledger import Ledger
 
+CUSTOMER_SLICES_CACHED_MAX = 256
+"""Customers whose own slices (``Derived.customer_slices``) are kept at once; past it the
+oldest is dropped (a customer's page derives only its own periods, not every customer's)."""
+
 
 @dataclass
 class _Cached:
@@ -40,6 +44,7 @@ class Derived:
         self.billing = billing
         self.ledger = ledger
         self._slices: _Cached | None = None
+        self._customer_slices: dict[str, _Cached] = {}
         self._books: _Cached | None = None
         self._unbillable: _Cached | None = None
         self._unbillable_tracker = UnbillableTracker()  # rates only the events past its cut
@@ -68,6 +73,25 @@ class Derived:
                 # the cached books: a page showing slices and the journal builds them once
                 self._slices = _Cached(version, usage_slices(self.billing, books=self.books()))
             result: list[UsageSlice] = self._slices.value
+            return result
+
+    def customer_slices(self, customer: str) -> list[UsageSlice]:
+        """``customer``'s slices: taken from every customer's when those are current, else
+        derived for this customer alone (its periods, the cached books; equal to its share
+        of every customer's: tests/integration/test_economics_batched.py), cached per
+        customer under the same version."""
+        with self._slices_lock:
+            version = self.version()
+            if self._slices is not None and self._slices.version == version:
+                return [item for item in self._slices.value if item.customer == customer]
+            cached = self._customer_slices.pop(customer, None)
+            if cached is None or cached.version != version:
+                found = usage_slices(self.billing, customer=customer, books=self.books())
+                cached = _Cached(version, found)
+            self._customer_slices[customer] = cached  # the newest last
+            while len(self._customer_slices) > CUSTOMER_SLICES_CACHED_MAX:
+                del self._customer_slices[next(iter(self._customer_slices))]
+            result: list[UsageSlice] = cached.value
             return result
 
     def unbillable(self) -> dict[str, Any]:

@@ -64,10 +64,9 @@ def blocks(dashboard: Dashboard, customer: str) -> list[views.BlockView]:
 
 
 def slices_of(dashboard: Dashboard, principal: Principal) -> list[UsageSlice]:
-    slices = dashboard.derived.slices()
     if principal.customer is None:
-        return slices
-    return [item for item in slices if item.customer == principal.customer]
+        return dashboard.derived.slices()
+    return dashboard.derived.customer_slices(principal.customer)
 
 
 def visible_invoice(dashboard: Dashboard, principal: Principal, invoice_id: str) -> StoredInvoice:
