@@ -120,3 +120,40 @@ def test_the_workers_errors_reach_the_api_as_the_same_kind(server: LiveServer) -
         )
         assert nobody.status_code == 422, nobody.text
         assert nobody.json()["error"]["field"] == "customer"
+
+
+def children_command_lines(pid: int) -> list[str]:
+    """The command lines of ``pid``'s living child processes (from /proc)."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as stat:
+                fields = stat.read().rsplit(")", 1)[1].split()
+            if int(fields[1]) != pid or fields[0] == "Z":
+                continue
+            with open(f"/proc/{entry}/cmdline", "rb") as line:
+                found.append(line.read().replace(b"\0", b" ").decode())
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+    return found
+
+
+def test_no_child_process_shows_the_store_on_its_command_line(
+    new_db: Callable[..., Location], tmp_path: Path
+) -> None:
+    """The live worker and the bucket keeper get the store's location (a PostgreSQL URL
+    may hold a password) on their connection, not as an argument every user of the
+    machine can read; both run."""
+    location = new_db("hidden")
+    running = launch(location, tmp_path)
+    try:
+        assert running.process is not None
+        status(running)  # the live worker is up
+        lines = children_command_lines(running.process.pid)
+        assert any("meterline.live.worker" in line for line in lines), lines
+        assert any("meterline.billing.keeper_process" in line for line in lines), lines
+        assert not [line for line in lines if str(location) in line]
+    finally:
+        running.kill()

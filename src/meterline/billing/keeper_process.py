@@ -1,5 +1,7 @@
 """The rated-usage buckets' keeper in a process of its own:
-``python -m meterline.billing.keeper_process DB FD PARENT_PID BATCH_ROWS IDLE_S BACKLOG_MAX``.
+``python -m meterline.billing.keeper_process FD PARENT_PID BATCH_ROWS IDLE_S BACKLOG_MAX``
+(the store's location comes as the first message on ``FD``, never on the command line:
+a PostgreSQL URL may hold a password, and every user of the machine sees arguments).
 
 Why a process: a fold costs several times an append's CPU per event (BENCHMARKS.md,
 issue 20). A ``bucket_keeper.BucketKeeper`` thread beside the appends shares their
@@ -27,9 +29,10 @@ Invariants:
   every read still catches up first, so reads stay exact.
 
 Messages (pickled tuples on ``multiprocessing.connection``): from the parent
-``("nudge",)`` (new events: look now) and ``("stop",)``; to the parent ``("ready",)``
-once the store is open, and ``("stopped", folded, held)`` (events folded, the seconds
-each batch's write transaction held the lock) when told to stop.
+``("open", location)`` first, then ``("nudge",)`` (new events: look now) and
+``("stop",)``; to the parent ``("ready",)`` once the store is open, and
+``("stopped", folded, held)`` (events folded, the seconds each batch's write
+transaction held the lock) when told to stop.
 """
 
 from __future__ import annotations
@@ -194,7 +197,6 @@ class KeeperProcess:
                     sys.executable,
                     "-m",
                     "meterline.billing.keeper_process",
-                    self.db,
                     str(theirs.fileno()),
                     str(os.getpid()),
                     *self.pace.arguments(),
@@ -205,6 +207,7 @@ class KeeperProcess:
             theirs.close()
         connection = Connection(ours.detach())
         try:
+            connection.send(("open", self.db))  # the location: not an argument (see above)
             ready = connection.poll(KEEPER_START_TIMEOUT_S) and connection.recv() == ("ready",)
         except (EOFError, OSError):
             ready = False
@@ -286,9 +289,13 @@ def start_keeper_process(context: BillingContext) -> KeeperProcess | None:
 
 
 def main(argv: list[str]) -> None:
-    db, descriptor, parent_pid, *pace = argv
+    descriptor, parent_pid, *pace = argv
     logging.basicConfig(level=logging.WARNING, format="meterline-keeper: %(message)s")
-    run_keeper(db, Connection(int(descriptor)), int(parent_pid), KeeperPace.parse(pace))
+    connection = Connection(int(descriptor))
+    kind, db = connection.recv()  # ("open", location): first, from the parent
+    if kind != "open":
+        raise SystemExit(f"meterline-keeper: expected the store's location, got {kind!r}")
+    run_keeper(db, connection, int(parent_pid), KeeperPace.parse(pace))
 
 
 if __name__ == "__main__":

@@ -164,7 +164,6 @@ class LiveLink(MirroredAccess):
                     sys.executable,
                     "-m",
                     "meterline.live.worker",
-                    self.db,
                     str(theirs.fileno()),
                     str(self._offset),
                 ],
@@ -173,6 +172,9 @@ class LiveLink(MirroredAccess):
         finally:
             theirs.close()
         connection = Connection(ours.detach())
+        # the store's location goes on the connection, never on the command line: a
+        # PostgreSQL URL may hold a password, and every user of the machine sees arguments
+        connection.send(("open", self.db))
         if not connection.poll(WORKER_START_TIMEOUT_S):
             self._process.kill()
             raise WorkerUnavailable("the live worker did not become ready")

@@ -1,4 +1,4 @@
-"""The live engine in a process of its own: ``python -m meterline.live.worker DB FD OFFSET``.
+"""The live engine in a process of its own: ``python -m meterline.live.worker FD OFFSET``.
 
 The HTTP server (``meterline.live.link.LiveLink``) starts it with one end of a socket pair
 as file descriptor ``FD``; messages both ways are pickled tuples on that connection
@@ -6,6 +6,8 @@ as file descriptor ``FD``; messages both ways are pickled tuples on that connect
 rating and controls never hold the server's interpreter: ingest keeps its throughput.
 
 From the server:
+- ``("open", location)``: first, the store to open (not an argument of the command: a
+  PostgreSQL URL may hold a password, and every user of the machine sees arguments).
 - ``("appended",)``: the server appended a batch; the next cycle reads it from the ledger.
 - ``("stale", customer)``: a grant, void, adjustment or new pricing (None: everyone).
 - ``("clock", offset_us)``: the server's clock is now the system clock + this.
@@ -170,9 +172,13 @@ def run_worker(db: str, connection: Connection, offset_us: int = 0) -> None:
 
 
 def main(argv: list[str]) -> None:
-    db, descriptor, offset_us = argv
+    descriptor, offset_us = argv
     logging.basicConfig(level=logging.WARNING, format="meterline-live: %(message)s")
-    run_worker(db, Connection(int(descriptor)), int(offset_us))
+    connection = Connection(int(descriptor))
+    kind, db = connection.recv()  # ("open", location): first, from the server
+    if kind != "open":
+        raise SystemExit(f"meterline-live: expected the store's location, got {kind!r}")
+    run_worker(db, connection, int(offset_us))
 
 
 if __name__ == "__main__":
