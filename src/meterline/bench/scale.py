@@ -6,7 +6,7 @@ every partition count of ``partitions`` (default 1, 2, 8) with every worker coun
 more workers than partitions is skipped, ``skipped``), each on a fresh schema and
 namespace. Each configuration also reports its lock waits and the kill switch under load
 (``scale_probes``: ``lock_waits``, ``kill_switch``), its events/s per partition and its
-``ratio_to_floor``: the path's CPU µs/event (API + NATS + worker + PostgreSQL,
+``ratio_to_floor``: the path's CPU µs/event (API + NATS + worker + keeper + PostgreSQL,
 ``cpu_us_per_event_path``) over the floor's (``bench.floor``: decode, canonical encoding,
 leaf hash and binary ``COPY`` of the same events in one process, measured in the same
 run). ``two_writers`` (``bench.writers``) is 1 then 2 partition-writer processes fed
@@ -21,7 +21,8 @@ component's CPU can be attributed:
   pricing of ``meterline bench controls``' "with controls" run (the synthetic meters
   priced for the 100 synthetic customers, a prepaid pool and four controls on every
   contract, so the workers' live engines do real work), and an ingest key;
-* the workers (``meterline worker``), then ``api_replicas`` API replicas
+* the ledger's bucket keeper (``meterline keeper``, once it holds the ledger's keeper
+  lock), then the workers (``meterline worker``), then ``api_replicas`` API replicas
   (``meterline serve --stream``), then ``LOAD_PROCESSES`` load-generator processes, each
   with ``LOAD_CONNECTIONS`` keep-alive connections, posting pre-encoded batches of
   ``batch`` events (the synthetic workload re-stamped into the last half hour) as fast
@@ -38,8 +39,11 @@ reaped children's cutime + cstime) taken just before the first post and again on
 worker reports that its live engine has applied the last event (the engines trail the
 ledger under load, and their work is part of the path: ``live_seconds`` is how long after
 the last commit, at the workers' 1 s status interval; ``cpu_us_per_event_at_last_commit``
-stops at the last commit instead), divided by the events: ``api`` (the replicas),
-``nats`` (this benchmark's server), ``worker`` (the workers) and ``load`` (the load
+stops at the last commit instead) and the keeper has folded the last event into the
+rated-usage buckets (``keeper_seconds`` after the last commit: it folds once the ledger
+stands still, or past its backlog bound), divided by the events: ``api`` (the replicas),
+``nats`` (this benchmark's server), ``worker`` (the workers), ``keeper`` (the bucket
+keeper, a component of its own: the workers no longer fold) and ``load`` (the load
 generators, measured by themselves over their posting). PostgreSQL is shared with
 whatever else runs on the machine, so it is reported twice: ``postgresql`` counts the
 backends of this benchmark's components (found by their ``application_name``), the
@@ -119,7 +123,7 @@ LOG_EXCERPT_LINES = 5
 QUICK = {"events": 10_000, "partitions": (1, 2), "workers": (1, 2), "probes": 3}
 """``--quick`` (the test): fewer, smaller runs."""
 
-COMPONENTS = ("api", "nats", "worker", "postgresql")
+COMPONENTS = ("api", "nats", "worker", "keeper", "postgresql")
 """The path's components: their CPU per event adds up to ``cpu_us_per_event_path``."""
 
 

@@ -42,6 +42,8 @@ from meterline.bench.scale_setup import (
     Setup,
     benchmark_backends,
     component_command,
+    driver_location,
+    keeper_folded,
     live_caught_up,
     load_shares,
     partition_text,
@@ -52,8 +54,10 @@ from meterline.bench.scale_setup import (
     worker_documents,
 )
 from meterline.bench.synthetic_pricing import INGEST_SPAN_US, month_start_us
+from meterline.billing.service import open_billing
 from meterline.clock import system_clock_us
 from meterline.ledger.event_reads import event_count
+from meterline.stream.keeper import lock_holder
 
 DRAIN_TIMEOUT_MIN_S = 120.0
 """The least time a run has to commit every event; more for larger runs (see ``_deadline``)."""
@@ -82,13 +86,15 @@ def run_configuration(
     stream_options = {"stream": setup.nats_url, "namespace": namespace, "streams": streams}
     launch = _Launch(setup, label, location, stream_options, profile_dir)
     try:
+        keeper = launch.keeper()
         worker_children = launch.workers(workers)
         api_children, urls = launch.api_replicas()
         loaders = launch.loaders(urls, token)
         probe = KillSwitchProbe(urls, token, setup.probes) if setup.probes else None
         if probe is not None:
             probe.check_allowed()
-        figures = _measure(setup, namespace, worker_children, api_children, loaders, schema, probe)
+        children = _Children(keeper, worker_children, api_children, loaders)
+        figures = _measure(setup, namespace, children, schema, probe)
         tell(
             setup.progress,
             f"  {label}: {figures['events_per_s']:,} events/s end to end"
@@ -124,6 +130,17 @@ class _Launch:
 
     def _profile(self, name: str) -> Path | None:
         return self.profile_dir and self.profile_dir / f"{name}.prof"
+
+    def keeper(self) -> Child:
+        """The ledger's bucket keeper (``meterline keeper``), once it holds the lock."""
+        child = self._start("keeper", component_command("keeper", {"db": self.location}))
+
+        def holding() -> bool:
+            child.check_alive("the bucket keeper")
+            return lock_holder(self.location) is not None
+
+        wait_for(holding, "the bucket keeper's lock", READY_TIMEOUT_S)
+        return child
 
     def workers(self, count: int) -> list[Child]:
         """``count`` workers splitting the partitions, once each reports in the status
@@ -188,8 +205,18 @@ class _Launch:
         return started
 
 
+@dataclass(frozen=True)
+class _Children:
+    """One configuration's started components."""
+
+    keeper: Child
+    workers: list[Child]
+    apis: list[Child]
+    loaders: list[Child]
+
+
 def _components(
-    setup: Setup, apis: list[Child], workers: list[Child], mine: set[int], backends: set[int]
+    setup: Setup, children: _Children, mine: set[int], backends: set[int]
 ) -> list[Component]:
     """The components whose CPU is measured. ``mine`` (the driver's own backends) and
     ``backends`` (the benchmark's) are read at each snapshot: the caller fills them."""
@@ -200,10 +227,12 @@ def _components(
     def postgresql_all(snapshot: Snapshot) -> set[int]:
         return postgres_pids(snapshot) - mine
 
+    apis, workers, keeper = children.apis, children.workers, children.keeper
     return [
         Component("api", lambda s: with_descendants(s, [c.pid for c in apis])),
         Component("nats", lambda s: with_descendants(s, [setup.nats.pid])),
         Component("worker", lambda s: with_descendants(s, [c.pid for c in workers])),
+        Component("keeper", lambda s: with_descendants(s, [keeper.pid])),
         Component("postgresql", postgresql, lambda pid: pid in backends),
         Component("postgresql_all", postgresql_all),
     ]
@@ -223,6 +252,7 @@ class _Observed:
     at_commit: Snapshot = field(default_factory=dict)
     expected: int = 0
     live_seconds: float | None = None
+    keeper_seconds: float | None = None
     after: Snapshot = field(default_factory=dict)
     ended: float = 0.0
     stored_count: int = 0
@@ -234,21 +264,22 @@ class _Observed:
 def _measure(
     setup: Setup,
     namespace: str,
-    workers: list[Child],
-    apis: list[Child],
-    loaders: list[Child],
+    children: _Children,
     schema: str,
     probe: KillSwitchProbe | None = None,
 ) -> dict[str, Any]:
     """Start the load (and the kill-switch probes and the lock sampler), wait until the
     ledger holds every event (throughput), then until the live engines applied them all
-    (CPU, their work included)."""
-    events = setup.events
-    with psycopg.connect(setup.schemas.url, autocommit=True, connect_timeout=10) as connection:
+    and the keeper folded them all (CPU, their work included)."""
+    events, workers, apis, loaders = setup.events, children.workers, children.apis, children.loaders
+    with (
+        psycopg.connect(setup.schemas.url, autocommit=True, connect_timeout=10) as connection,
+        open_billing(driver_location(setup.schemas.url, schema), create=False) as billing,
+    ):
         connection.execute(f'SET search_path TO "{schema}"')
         mine = {(connection.info.backend_pid)}
         backends: set[int] = set()
-        components = _components(setup, apis, workers, mine, backends)
+        components = _components(setup, children, mine, backends)
         head = connection.cursor()
         if event_count(head) != 0:
             raise RuntimeError("the benchmark ledger is not empty before the load")
@@ -280,8 +311,15 @@ def _measure(
                 LIVE_TIMEOUT_S,
             )
             seen.live_seconds = time.perf_counter() - seen.finished
+        with contextlib.suppress(RuntimeError):
+            wait_for(
+                lambda: keeper_folded(billing.context) >= seen.expected,
+                "the bucket keeper",
+                LIVE_TIMEOUT_S,
+            )
+            seen.keeper_seconds = time.perf_counter() - seen.finished
         backends |= benchmark_backends(connection)
-        caught_up = seen.live_seconds is not None
+        caught_up = seen.live_seconds is not None and seen.keeper_seconds is not None
         seen.after = take_snapshot() if caught_up else seen.at_commit
         seen.ended = time.perf_counter() if caught_up else seen.finished
         seen.load_average = (load_before, os.getloadavg()[0])
@@ -360,6 +398,7 @@ def _figures(seen: _Observed, events: int, results: list[dict[str, Any]]) -> dic
         "retried_batches": sum(result["retries"] for result in results),
         "refused_batches": sum(result["refusals"] for result in results),
         "live_seconds": None if seen.live_seconds is None else round(seen.live_seconds, 3),
+        "keeper_seconds": None if seen.keeper_seconds is None else round(seen.keeper_seconds, 3),
         "cpu_us_per_event": {name: round(value * 1e6 / expected, 2) for name, value in cpu.items()},
         "cpu_us_per_event_at_last_commit": {
             name: round(value * 1e6 / expected, 2) for name, value in cpu_at_commit.items()

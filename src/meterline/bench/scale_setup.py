@@ -80,6 +80,20 @@ def postgres_version(url: str) -> str:
     return str(row[0]) if row else "unknown"
 
 
+def driver_location(url: str, schema: str) -> str:
+    """A URL of ``schema`` for the driver's own reads (not named ``APPLICATION``: its
+    backends are not counted as the path's)."""
+    return _with_parameters(url, options=f"-csearch_path={schema}")
+
+
+def keeper_folded(context: Any) -> int:
+    """Events the bucket keeper folded: the current revision's watermark (0 without one)."""
+    from meterline.ledger import bucket_records
+
+    mark = bucket_records.watermark(context.connection, context.current().revision)
+    return 0 if mark is None else int(mark.through.events)
+
+
 def benchmark_backends(connection: psycopg.Connection[Any]) -> set[int]:
     """PostgreSQL processes working for this benchmark: its components' backends and the
     server's background processes (the postmaster is added from /proc)."""
@@ -177,7 +191,7 @@ def worker_documents(setup: Setup, namespace: str) -> list[dict[str, Any]]:
 def component_command(
     component: str, options: dict[str, Any], profile: Path | None = None
 ) -> list[str]:
-    """The child's arguments running ``component`` (``serve`` or ``worker``) with
+    """The child's arguments running ``component`` (``serve``, ``worker``, ``keeper``) with
     ``options``: ``-m meterline <component> --<name> <value>...``, as an operator runs it;
     with ``profile``, the same library call under ``run_profiled``, writing to ``profile``."""
     if profile is not None:

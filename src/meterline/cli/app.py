@@ -24,7 +24,12 @@ from meterline.cli.ledger import audit, ingest, serve, verify
 from meterline.cli.live import controls_app, live_app, reconcile_command
 from meterline.cli.options import errors
 from meterline.cli.payments import payments_app
-from meterline.cli.stream import partitions_command, status_command, worker_command
+from meterline.cli.stream import (
+    keeper_command,
+    partitions_command,
+    status_command,
+    worker_command,
+)
 from meterline.cli.webhooks import webhooks_app
 from meterline.cli.workspace import users_app, workspace_app
 from meterline.clock import NOW_VARIABLE, ClockSettingError, clock_offset_us, system_clock_us
@@ -55,6 +60,7 @@ app.add_typer(checkpoints_app, name="checkpoints")
 app.command(name="prove")(prove_command)
 app.command(name="verify-proof")(verify_proof_command)
 app.command(name="worker")(worker_command)
+app.command(name="keeper")(keeper_command)
 app.command(name="status")(status_command)
 app.command(name="partitions")(partitions_command)
 app.add_typer(users_app, name="users")

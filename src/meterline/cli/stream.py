@@ -1,4 +1,4 @@
-"""The distributed path's commands: ``worker``, ``status`` and ``partitions``.
+"""The distributed path's commands: ``worker``, ``keeper``, ``status`` and ``partitions``.
 
 Thin faces over ``meterline.stream`` (``meterline bench scale`` is in ``cli.bench``).
 """
@@ -59,6 +59,26 @@ def worker_command(
         service.run()
     except StreamLayoutError as error:
         raise fail(str(error)) from None
+
+
+def keeper_command(db: DbOption = DEFAULT_DB) -> None:
+    """Fold the ledger's committed events into its rated-usage buckets, as the one keeper
+    of the ledger (others started wait and take over when it stops or dies), until
+    SIGTERM."""
+    import signal
+    import threading
+
+    from meterline.ledger.location import ledger_exists
+    from meterline.logs import configure_logging
+    from meterline.stream.keeper import LedgerKeeper
+
+    configure_logging("meterline-keeper")
+    if not ledger_exists(db):
+        raise fail(f"--db: {db} does not exist")
+    stop = threading.Event()
+    for number in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(number, lambda *_: stop.set())
+    LedgerKeeper(str(db)).run(stop)
 
 
 def status_command(

@@ -8,7 +8,9 @@ take is published to the JetStream access bucket, from which every API replica a
 one worker at a time, so each customer's controls are decided in one place.
 After each engine cycle the worker tells the API replicas how far each partition is
 decided (``stream.progress``, once that cycle's changed decisions are in the bucket): the
-ingest lag bound (``core.admission``) of the replicas rests on it.
+ingest lag bound (``core.admission``) of the replicas rests on it. The worker does not
+fold the rated-usage buckets: that projection is the ledger's one keeper's
+(``meterline keeper``, ``stream.keeper``), a component of its own.
 
 On start the engine rebuilds its customers from the ledger and the control records (as
 after a crash: nothing is kept in memory that the ledger cannot give back) and publishes
@@ -38,7 +40,6 @@ import nats.errors
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 
-from meterline.billing.bucket_keeper import start_keeper
 from meterline.billing.buckets import keep_buckets_if_wanted
 from meterline.billing.service import Billing
 from meterline.clock import Clock, system_clock_us
@@ -231,9 +232,9 @@ class WorkerService:
         ledger = Ledger(self.store, clock=clock)
         self.billing_store = BillingStore(db)
         self.billing = Billing(ledger, self.billing_store, clock)
-        # rated-usage buckets: caught up in the background, nudged after each commit
+        # rated-usage buckets: kept (their tables exist, reads catch them up), but folded
+        # by the ledger's one keeper (``meterline keeper``, ``stream.keeper``), not here
         keep_buckets_if_wanted(self.billing.context)
-        self.buckets = start_keeper(self.billing.context)
         self.stack = live_stack(self.billing)
         self.webhooks = self.stack.webhooks
         self.engine = self._new_engine([] if partitions is None else partitions)
@@ -312,8 +313,6 @@ class WorkerService:
         self, partition: int, stream_sequence: int, accepted: list[tuple[int, PreparedEvent]]
     ) -> None:
         # in the commit thread, before the engine hears of ``accepted``
-        if accepted and self.buckets is not None:
-            self.buckets.nudge()
         if accepted:
             event = accepted[-1][1]
             ledger_partition = partition_of(event.customer, self.store.partitions)
@@ -583,8 +582,6 @@ class WorkerService:
                 await status.put(self.name, document)
 
     def close(self) -> None:
-        if self.buckets is not None:
-            self.buckets.stop()
         checkpointer = getattr(self, "_checkpointer", None)
         if checkpointer is not None:
             checkpointer.stop()
