@@ -43,9 +43,8 @@ from nats.aio.msg import Msg
 from meterline.billing.buckets import keep_buckets_if_wanted
 from meterline.billing.service import Billing
 from meterline.clock import Clock, system_clock_us
-from meterline.core.control_policies import Block
 from meterline.core.events import PreparedEvent, encode_canonical
-from meterline.core.live_documents import LiveFigures, plain
+from meterline.core.live_documents import LiveFigures
 from meterline.core.partitions import parse_partitions, partition_of
 from meterline.errors import MeterlineError
 from meterline.ledger.billing_records import BillingStore
@@ -55,12 +54,15 @@ from meterline.ledger.location import describe, is_postgres
 from meterline.live.control_documents import PushedDecision
 from meterline.live.service import LiveEngine
 from meterline.live.stack import live_stack
+from meterline.stream.access import API_TIMEOUT_S as ACCESS_API_TIMEOUT_S
 from meterline.stream.access import AccessBoard
+from meterline.stream.access_entries import access_entry
 from meterline.stream.connection import connect
 from meterline.stream.naming import stream_settings
 from meterline.stream.partition_leases import LEASE_SECONDS
 from meterline.stream.progress import DecidedProgress, Progress, encode_progress, progress_subject
 from meterline.stream.settings import StreamSettings
+from meterline.stream.setup import ensure_access_bucket
 from meterline.stream.status import StatusBoard, worker_document
 from meterline.stream.worker import StreamWorker
 
@@ -99,37 +101,6 @@ class WorkerError(MeterlineError):
 def figures_subject(settings: StreamSettings, partition: int) -> str:
     """Where the owner of ``partition`` answers live figures requests."""
     return f"{settings.subject_prefix}.figures.{settings.check_partition(partition)}"
-
-
-def blocks_document(blocks: tuple[Block, ...]) -> list[dict[str, Any]]:
-    return [
-        {
-            "policy": block.policy,
-            "features": list(block.features),
-            "reason": block.reason,
-            "since_us": block.since_us,
-        }
-        for block in blocks
-    ]
-
-
-def access_entry(engine: LiveEngine, customer: str, worker: str) -> dict[str, Any]:
-    """What the access bucket holds for ``customer``: the decision, the active blocks and
-    the remaining balances, as the controls have them now."""
-    controls = engine.controls
-    state = controls.state.get(customer)
-    blocks = tuple((state.blocks or {}).values()) if state else ()
-    remaining = {
-        unit: str(value) for unit, value in sorted(((state and state.remaining) or {}).items())
-    }
-    return {
-        "customer": customer,
-        "known": customer in engine.projection.customers,
-        "decision": plain(controls.decision_document(customer)),
-        "blocks": blocks_document(blocks),
-        "remaining": remaining,
-        "worker": worker,
-    }
 
 
 @dataclass
@@ -404,7 +375,7 @@ class WorkerService:
                 connection = await asyncio.wait_for(
                     connect(self.settings, f"meterline-{self.name}-access"), SETUP_TIMEOUT_S
                 )
-                board = await AccessBoard.open(connection, self.settings)
+                board = await _put_only_board(connection, self.settings)
                 try:
                     status = await asyncio.wait_for(
                         StatusBoard.open(connection, self.settings), SETUP_TIMEOUT_S
@@ -590,6 +561,15 @@ class WorkerService:
         self.stack.close()
         self.billing_store.close()
         self.store.close()
+
+
+async def _put_only_board(connection: Client, settings: StreamSettings) -> AccessBoard:
+    """The access bucket, to put documents only: the board is not started, so it follows
+    nothing. A worker never reads the bucket; a following board decoded every document
+    every worker put (``AccessBoard._follow``), per customer and cycle."""
+    js = connection.jetstream(timeout=ACCESS_API_TIMEOUT_S)
+    key_value = await asyncio.wait_for(ensure_access_bucket(js, settings), SETUP_TIMEOUT_S)
+    return AccessBoard(key_value)
 
 
 async def open_connection(settings: StreamSettings, name: str) -> Client:
