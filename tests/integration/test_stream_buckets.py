@@ -1,6 +1,7 @@
-"""Rated-usage buckets kept beside a stream worker: a ``BucketKeeper`` nudged after each
-commit (as ``meterline worker`` runs it) folds the committed batches in the background,
-off the commit path; the buckets then equal a re-derivation from raw events."""
+"""Rated-usage buckets kept beside a stream worker: a ``BucketKeeper`` (the fold
+``meterline keeper`` runs in a process of its own; here in the test's, nudged after each
+commit) folds the committed batches in the background, off the commit path; the buckets
+then equal a re-derivation from raw events."""
 
 from __future__ import annotations
 
