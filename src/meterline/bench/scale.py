@@ -41,7 +41,8 @@ ledger under load, and their work is part of the path: ``live_seconds`` is how l
 the last commit, at the workers' 1 s status interval; ``cpu_us_per_event_at_last_commit``
 stops at the last commit instead) and the keeper has folded the last event into the
 rated-usage buckets (``keeper_seconds`` after the last commit: it folds once the ledger
-stands still, or past its backlog bound), divided by the events: ``api`` (the replicas),
+stands still, or past its backlog bound; the driver reads the watermark on connections
+of its own, counted in ``postgresql_all`` only), divided by the events: ``api`` (the replicas),
 ``nats`` (this benchmark's server), ``worker`` (the workers), ``keeper`` (the bucket
 keeper, a component of its own: the workers no longer fold) and ``load`` (the load
 generators, measured by themselves over their posting). PostgreSQL is shared with
