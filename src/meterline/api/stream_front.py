@@ -149,7 +149,7 @@ class StreamFront:
     async def _progress(self, message: Msg) -> None:
         progress = decode_progress(message.data, self.settings.partitions)
         if progress is not None:
-            self.lag.decided(progress.partition, progress.sequence)
+            self.lag.decided(progress.partition, progress.sequence, _monotonic_us())
 
     def _admit(self, partitions: set[int]) -> None:
         """Raise ``IngestLagging`` when one of ``partitions`` (those a packed batch would
