@@ -13,7 +13,9 @@ The ingest lag bound (``core.admission``, ``lag_max_ms``): the replica remembers
 JetStream stored each message it published and follows the workers' progress
 (``stream.progress``); a batch touching a partition whose oldest undecided message has
 waited longer than the bound is refused whole, before it is published (``IngestLagging``:
-429 with ``Retry-After``), so nothing refused is acknowledged. While a partition lags, a
+429 with ``Retry-After``), so nothing refused is acknowledged; the replica notes when each
+progress report arrives, and a refusal's hint is when the partition's next report is due
+(``LagBook.next_report_ms``: retrying sooner is only refused again). While a partition lags, a
 batch is first looked at only as far as needed to find one valid event going to a lagging
 partition (``bodies.valid_event_partition``): refused then without preparing the rest,
 with the answer the whole preparation would have given at that moment (``LagBook.lagging``);
