@@ -125,6 +125,39 @@ def test_lag_matches_the_definition(
     assert book.lag_us(0, now_us) == expected
 
 
+def test_the_hint_waits_for_the_next_progress_report() -> None:
+    """A partition's lag only grows between reports: a refused client is told to come
+    back when the next report is due, learnt from the reports while work was waiting."""
+    book = LagBook(1)
+    for sequence in range(1, 4):
+        book.stored(0, sequence, at_us=0)
+    book.decided(0, 1, at_us=100_000)  # messages still outstanding: the worker is busy
+    assert book.next_report_ms(0, 100_000) is None  # no interval yet
+    book.decided(0, 2, at_us=300_000)  # 200 ms later
+    assert book.next_report_ms(0, 300_000) == 200.0
+    refusal = book.admit([0], 350_000, 50)  # the oldest (3) stored at 0: 350 ms
+    assert refusal is not None
+    assert refusal.retry_after_ms == 150  # the report is due 200 ms after the last
+    assert book.lagging(350_000, 50)[0] == refusal
+    # overdue: a quarter of the interval; far behind: a quarter of the excess, as before
+    assert book.next_report_ms(0, 900_000) == 50.0
+    assert book.admit([0], 900_000, 50) == book.lagging(900_000, 50)[0]
+    assert book.admit([0], 900_000, 50).retry_after_ms == 212  # type: ignore[union-attr]
+    book.decided(0, 2, at_us=400_000)  # a repeated report moves nothing
+    assert book.next_report_ms(0, 300_000) == 200.0
+    book.decided(0, 3, at_us=400_000)  # 100 ms: the average moves a quarter of the way
+    assert book.next_report_ms(0, 400_000) == 175.0
+
+
+def test_an_idle_stretch_is_not_a_report_interval() -> None:
+    book = LagBook(1)
+    book.stored(0, 1, at_us=0)
+    book.decided(0, 1, at_us=10_000)  # nothing outstanding after it
+    book.stored(0, 2, at_us=5_000_000)
+    book.decided(0, 2, at_us=5_020_000)
+    assert book.next_report_ms(0, 5_020_000) is None  # the 5 s idle gap is not a pace
+
+
 @given(st.floats(0, 10**7, allow_nan=False), st.integers(1, 10**4))
 def test_retry_hint_is_bounded(lag_ms: float, bound_ms: int) -> None:
     hint = retry_after_ms(lag_ms, bound_ms)

@@ -13,7 +13,9 @@ The ingest lag bound (``core.admission``, ``lag_max_ms``): the replica remembers
 JetStream stored each message it published and follows the workers' progress
 (``stream.progress``); a batch touching a partition whose oldest undecided message has
 waited longer than the bound is refused whole, before it is published (``IngestLagging``:
-429 with ``Retry-After``), so nothing refused is acknowledged. While a partition lags, a
+429 with ``Retry-After``), so nothing refused is acknowledged; the replica notes when each
+progress report arrives, and a refusal's hint is when the partition's next report is due
+(``LagBook.next_report_ms``: retrying sooner is only refused again). While a partition lags, a
 batch is first looked at only as far as needed to find one valid event going to a lagging
 partition (``bodies.valid_event_partition``): refused then without preparing the rest,
 with the answer the whole preparation would have given at that moment (``LagBook.lagging``);
@@ -149,7 +151,7 @@ class StreamFront:
     async def _progress(self, message: Msg) -> None:
         progress = decode_progress(message.data, self.settings.partitions)
         if progress is not None:
-            self.lag.decided(progress.partition, progress.sequence)
+            self.lag.decided(progress.partition, progress.sequence, _monotonic_us())
 
     def _admit(self, partitions: set[int]) -> None:
         """Raise ``IngestLagging`` when one of ``partitions`` (those a packed batch would

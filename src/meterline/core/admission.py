@@ -24,7 +24,16 @@ behind an acknowledged event.
   a moment, so a replica can refuse a batch before preparing all of it: the first of
   them whose partition the batch touches is ``admit``'s answer;
 * memory is bounded: at most ``OUTSTANDING_MAX`` messages are remembered per partition
-  (past it the newest are not recorded, so the lag, read from the oldest, stays true).
+  (past it the newest are not recorded, so the lag, read from the oldest, stays true);
+* between two progress reports of a partition its lag only grows (its oldest outstanding
+  message stays the oldest), so a refused batch is refused again until the next report.
+  The retry hint is therefore the time left until that report is due, from the interval
+  between the partition's past reports while it had work outstanding (``decided`` with
+  ``at_us``, the replica's clock again; an average weighted ``PROGRESS_INTERVAL_WEIGHT``
+  to the newest), and half the bound until an interval is known. A client retrying
+  sooner is only refused again, and every refusal costs the replica the batch's
+  receipt and a look at its customers (BENCHMARKS.md, "Refusals timed to the workers'
+  progress").
 """
 
 from __future__ import annotations
@@ -47,6 +56,14 @@ RETRY_AFTER_MS_MAX = 1000
 OUTSTANDING_MAX = 100_000
 """Messages per partition a replica remembers as published and not yet decided."""
 
+PROGRESS_INTERVAL_WEIGHT = 0.25
+"""The weight of the newest interval between a partition's progress reports in their
+running average (the retry hint's estimate of when the next report comes)."""
+
+OVERDUE_SHARE = 0.25
+"""A report overdue is expected within this share of the usual interval (the hint's
+floor while waiting for it)."""
+
 
 @dataclass(frozen=True, slots=True)
 class Refusal:
@@ -64,6 +81,13 @@ class _PartitionLag:
     """A heap of (stream sequence, stored at µs) published and not decided yet."""
     decided: int = 0
     """The highest stream sequence a worker reported decided."""
+    reported_us: int | None = None
+    """When the decided sequence last moved (the replica's clock), if told."""
+    busy: bool = False
+    """Messages were still outstanding when it last moved (the next interval is a
+    worker's pace, not an idle stretch)."""
+    interval_us: float | None = None
+    """The running average of the intervals between moves while busy."""
 
 
 class LagBook:
@@ -78,8 +102,9 @@ class LagBook:
         if sequence > lag.decided and len(lag.outstanding) < OUTSTANDING_MAX:
             heapq.heappush(lag.outstanding, (sequence, at_us))
 
-    def decided(self, partition: int, sequence: int) -> None:
-        """A worker decided on every message of ``partition`` through ``sequence``."""
+    def decided(self, partition: int, sequence: int, at_us: int | None = None) -> None:
+        """A worker decided on every message of ``partition`` through ``sequence``
+        (reported at ``at_us``: the interval between reports, for the retry hints)."""
         lag = self._partitions[partition]
         if sequence <= lag.decided:
             return
@@ -87,6 +112,33 @@ class LagBook:
         outstanding = lag.outstanding
         while outstanding and outstanding[0][0] <= sequence:
             heapq.heappop(outstanding)
+        if at_us is None:
+            return
+        if lag.busy and lag.reported_us is not None and at_us >= lag.reported_us:
+            interval = at_us - lag.reported_us
+            average = lag.interval_us
+            lag.interval_us = (
+                interval
+                if average is None
+                else average + (interval - average) * PROGRESS_INTERVAL_WEIGHT
+            )
+        lag.reported_us = at_us
+        lag.busy = bool(outstanding)
+
+    def next_report_ms(self, partition: int, now_us: int) -> float | None:
+        """When the next progress report of ``partition`` is expected, in milliseconds
+        from ``now_us`` (at least ``OVERDUE_SHARE`` of the usual interval); None while
+        no interval is known."""
+        lag = self._partitions[partition]
+        if lag.interval_us is None or lag.reported_us is None:
+            return None
+        left_us = lag.interval_us - (now_us - lag.reported_us)
+        return max(left_us, lag.interval_us * OVERDUE_SHARE) / 1000
+
+    def _refusal(self, partition: int, lag_us: int, now_us: int, bound_ms: int) -> Refusal:
+        lag_ms = lag_us / 1000
+        hint = retry_after_ms(lag_ms, bound_ms, self.next_report_ms(partition, now_us))
+        return Refusal(partition, lag_ms, bound_ms, hint)
 
     def lag_us(self, partition: int, now_us: int) -> int:
         """How long the oldest undecided message of ``partition`` has waited (0: none)."""
@@ -109,7 +161,7 @@ class LagBook:
         if worst is None:
             return None
         partition, lag = worst
-        return Refusal(partition, lag / 1000, bound_ms, retry_after_ms(lag / 1000, bound_ms))
+        return self._refusal(partition, lag, now_us, bound_ms)
 
     def lagging(self, now_us: int, bound_ms: int) -> list[Refusal]:
         """The refusal ``admit`` would give for each partition lagging past the bound at
@@ -125,19 +177,18 @@ class LagBook:
             if lag.outstanding and now_us - lag.outstanding[0][1] > bound_us
         ]
         lags.sort(key=lambda found: (-found[0], found[1]))
-        return [
-            Refusal(partition, lag / 1000, bound_ms, retry_after_ms(lag / 1000, bound_ms))
-            for lag, partition in lags
-        ]
+        return [self._refusal(partition, lag, now_us, bound_ms) for lag, partition in lags]
 
 
-def retry_after_ms(lag_ms: float, bound_ms: int) -> int:
-    """The retry hint for a partition ``lag_ms`` behind: half the bound (a worker keeping
-    up reports progress about that often), longer the further the partition is behind
-    (a quarter of the excess: a worker that is down is asked again about every second),
-    within ``RETRY_AFTER_MS_MIN`` .. ``RETRY_AFTER_MS_MAX``. The time already waited is
-    no estimate of the time left: most of it has passed."""
-    hint = max(bound_ms / 2, (lag_ms - bound_ms) / 4)
+def retry_after_ms(lag_ms: float, bound_ms: int, next_report_ms: float | None = None) -> int:
+    """The retry hint for a partition ``lag_ms`` behind: until its next progress report
+    is expected (``next_report_ms``; unknown: half the bound, about how often a worker
+    keeping up reports), longer the further the partition is behind (a quarter of the
+    excess: a worker that is down is asked again about every second), within
+    ``RETRY_AFTER_MS_MIN`` .. ``RETRY_AFTER_MS_MAX``. The time already waited is no
+    estimate of the time left: most of it has passed."""
+    soonest = bound_ms / 2 if next_report_ms is None else next_report_ms
+    hint = max(soonest, (lag_ms - bound_ms) / 4)
     return int(min(RETRY_AFTER_MS_MAX, max(RETRY_AFTER_MS_MIN, hint)))
 
 
