@@ -120,7 +120,7 @@ def open_services(
     lag_max_ms = options.get("lag_max_ms", LAG_MAX_MS_DEFAULT)
     service = billing_over(ledger) if billing is None else billing
     services = Services(ledger, service, LineSequences(service), owns_billing=billing is None)
-    if stream is None:  # in stream mode the workers commit, and keep the buckets
+    if stream is None:  # in stream mode the workers commit; `meterline keeper` keeps the buckets
         services.buckets = start_keeper_process(service.context)
     if live:
         services.webhooks = Webhooks(
