@@ -39,7 +39,7 @@ _NOT_USAGE = frozenset(OTHER_REVENUE.values())
 
 
 def overview(dashboard: Dashboard, principal: Principal, period: str | None) -> dict[str, Any]:
-    slices = reads.slices_of(dashboard, principal)
+    slices = reads.lines_of(dashboard, principal)  # a slice per line: no summary has day
     periods = sorted({item.period for item in slices})
     if period in periods:
         slices = [item for item in slices if item.period == period]
@@ -47,8 +47,7 @@ def overview(dashboard: Dashboard, principal: Principal, period: str | None) -> 
         period = None
     # the daily chart is usage: a period's fees land on its first day and would
     # dwarf every other day (they are in the totals and the tables)
-    usage = [item for item in slices if item.meter not in _NOT_USAGE]
-    by_day = summarize(usage, ["day"])
+    by_day = reads.daily_usage(dashboard, principal, period, _NOT_USAGE)
     currencies = sorted({item.currency for item in slices})
     by_customer = summarize(slices, ["customer"])
     live = [
