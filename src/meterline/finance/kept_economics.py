@@ -94,15 +94,18 @@ class KeptEconomics:
     def lines(self, at_us: int | None = None, books: Books | None = None) -> list[UsageSlice]:
         """One slice per line with its revenue (``usage_slices(days=False)``'s slices, in
         customer order)."""
-        return [line.usage for item in self._current(at_us, books) for line in item.allocated]
+        with self._lock:
+            customers = self._current(at_us, books)
+            return [line.usage for item in customers for line in item.allocated]
 
     def slices(self, at_us: int | None = None, books: Books | None = None) -> list[UsageSlice]:
         """The day slices with their revenue (``usage_slices``'s, in customer order)."""
         result: list[UsageSlice] = []
-        for item in self._current(at_us, books):
-            if item.days is None:
-                item.days = every_day_slice(item.allocated)
-            result += item.days
+        with self._lock:
+            for item in self._current(at_us, books):
+                if item.days is None:
+                    item.days = every_day_slice(item.allocated)
+                result += item.days
         return result
 
     def summary(
@@ -119,47 +122,56 @@ class KeptEconomics:
         skipped = frozenset(without_meters)
         key = (tuple(by), period, skipped)
         parts = []
-        for item in self._current(at_us, books):
-            found = item.summaries.get(key)
-            if found is None:
-                if "day" in by:
-                    if item.days is None:
-                        item.days = every_day_slice(item.allocated)
-                    chosen = item.days
-                else:
-                    chosen = [line.usage for line in item.allocated]
-                found = summarize(
-                    (
-                        one
-                        for one in chosen
-                        if (period is None or one.period == period) and one.meter not in skipped
-                    ),
-                    by,
-                )
-                item.summaries[key] = found
-            parts.append(found)
+        with self._lock:
+            for item in self._current(at_us, books):
+                parts.append(self._summary_of(item, key))
         return merge_margins(parts)
+
+    @staticmethod
+    def _summary_of(
+        item: _Customer, key: tuple[tuple[str, ...], str | None, frozenset[str]]
+    ) -> list[Margin]:
+        """``item``'s summary for ``key`` (by, period, meters left out), kept."""
+        by, period, skipped = key
+        found = item.summaries.get(key)
+        if found is None:
+            if "day" in by:
+                if item.days is None:
+                    item.days = every_day_slice(item.allocated)
+                chosen = item.days
+            else:
+                chosen = [line.usage for line in item.allocated]
+            found = summarize(
+                (
+                    one
+                    for one in chosen
+                    if (period is None or one.period == period) and one.meter not in skipped
+                ),
+                by,
+            )
+            item.summaries[key] = found
+        return found
 
     def _current(self, at_us: int | None, books: Books | None) -> list[_Customer]:
         """Every customer's kept lines, current as of ``at_us`` (now), with revenue from
-        ``books`` (built as of ``at_us`` when not given), in customer order."""
+        ``books`` (built as of ``at_us`` when not given), in customer order (the caller
+        holds the lock)."""
         at = self.billing.clock() if at_us is None else at_us
-        with self._lock:
-            self._refresh(at)
-            entries = (books if books is not None else build_books(self.billing, at)).entries
-            periods: Periods = {}
-            for item in self._customers.values():
-                periods.update(item.periods)
-            recognized = recognized_by_period(entries, periods)
-            customers = [self._customers[name] for name in sorted(self._customers)]
-            for item in customers:
-                own = {key: recognized[key] for key in item.periods}
-                if item.recognized != own:
-                    item.recognized = own
-                    item.allocated = lines_with_revenue(item.lines, own)
-                    item.days = None
-                    item.summaries = {}
-            return customers
+        self._refresh(at)
+        entries = (books if books is not None else build_books(self.billing, at)).entries
+        periods: Periods = {}
+        for item in self._customers.values():
+            periods.update(item.periods)
+        recognized = recognized_by_period(entries, periods)
+        customers = [self._customers[name] for name in sorted(self._customers)]
+        for item in customers:
+            own = {key: recognized[key] for key in item.periods}
+            if item.recognized != own:
+                item.recognized = own
+                item.allocated = lines_with_revenue(item.lines, own)
+                item.days = None
+                item.summaries = {}
+        return customers
 
     def _refresh(self, at: int) -> None:
         """Read again the lines of every customer whose inputs changed (the module's rule)."""
