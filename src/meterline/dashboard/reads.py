@@ -77,6 +77,21 @@ def lines_of(dashboard: Dashboard, principal: Principal) -> list[UsageSlice]:
     return dashboard.derived.customer_slices(principal.customer)
 
 
+def summary_of(
+    dashboard: Dashboard,
+    principal: Principal,
+    by: list[str],
+    period: str | None,
+    slices: list[UsageSlice],
+) -> list[Margin]:
+    """The visible ``slices`` (those of ``period`` when given) summarized ``by``: every
+    customer's from kept per-customer summaries (``Derived.summary``), a customer's own
+    from ``slices``."""
+    if principal.customer is None:
+        return dashboard.derived.summary(by, period)
+    return summarize(slices, by)
+
+
 def daily_usage(
     dashboard: Dashboard, principal: Principal, period: str | None, without: frozenset[str]
 ) -> list[Margin]:

@@ -34,7 +34,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
-from meterline.billing.context import billing_cycle
+from meterline.billing.context import Loaded, billing_cycle
 from meterline.billing.service import Billing
 from meterline.core.cuts import Cut
 from meterline.core.economics import (
@@ -54,12 +54,37 @@ from meterline.ledger import event_reads
 Recognized = dict[tuple[str, str, str], Decimal]
 
 
+OpenPeriods = tuple[tuple[str, int], ...]
+"""Each contract in force and the start of its period open at an instant."""
+_OpenWindow = tuple[int | None, int, int, OpenPeriods]
+"""A revision, the instants [from, to) over which the open period set stays the same
+under it, and that set."""
+
+
+def _open_periods(loaded: Loaded | None, at: int) -> _OpenWindow:
+    """The open period set at ``at`` and the window of instants it holds over (until a
+    period ends or a contract starts)."""
+    if loaded is None:
+        return (None, at, at + 1, ())
+    configuration = loaded.configuration
+    found = []
+    low, high = -(2**62), 2**62
+    for contract in configuration.contracts:
+        if contract.start_us > at:
+            high = min(high, contract.start_us)
+            continue
+        period = period_containing(billing_cycle(configuration, contract), at)
+        found.append((contract.customer, period.start_us))
+        low, high = max(low, period.start_us), min(high, period.end_us)
+    return (loaded.revision, low, high, tuple(found))
+
+
 @dataclass(frozen=True)
 class _Inputs:
     """What, besides events, every customer's lines are made of (compared whole)."""
 
     revision: int | None
-    open_periods: tuple[tuple[str, int], ...]
+    open_periods: OpenPeriods
     invoices: tuple[str, ...]
     credit_notes: tuple[str, ...]
     credit_marks: tuple[int, int]
@@ -87,6 +112,7 @@ class KeptEconomics:
         self._cut: Cut | None = None
         self._customers: dict[str, _Customer] = {}
         self._credit_marks = (0, 0)
+        self._open_window: _OpenWindow | None = None
         self._lock = threading.Lock()
         self.read_customers = 0
         """Customers whose lines the last refresh read (every one on a full read)."""
@@ -206,21 +232,15 @@ class KeptEconomics:
         billing = self.billing
         store = billing.store
         loaded = billing.load()
-        open_periods: tuple[tuple[str, int], ...] = ()
-        if loaded is not None:
-            configuration = loaded.configuration
-            open_periods = tuple(
-                (
-                    contract.customer,
-                    period_containing(billing_cycle(configuration, contract), at).start_us,
-                )
-                for contract in configuration.contracts
-                if contract.start_us <= at
-            )
+        revision = None if loaded is None else loaded.revision
+        window = self._open_window
+        if window is None or window[0] != revision or not window[1] <= at < window[2]:
+            window = self._open_window = _open_periods(loaded, at)
+        open_periods = window[3]
         _, grants, actions = billing.credit_changes_since(*self._credit_marks)
         self._credit_marks = (grants, actions)  # the newest numbers: only new rows next time
         return _Inputs(
-            None if loaded is None else loaded.revision,
+            revision,
             open_periods,
             tuple(stored.invoice_id for stored in store.invoices() if stored.finalized_at_us <= at),
             tuple(note.note_id for note in store.credit_notes() if note.created_at_us <= at),
