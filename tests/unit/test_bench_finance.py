@@ -10,6 +10,8 @@ from meterline.cli.app import app
 
 FIGURES = (
     "economics_by_customer_model_p95_ms",
+    "economics_by_customer_model_first_ms",
+    "economics_uncached_ms",
     "draft_from_buckets_p95_ms",
     "revenue_p95_ms",
     "reconcile_buckets_check_p95_ms",
@@ -76,8 +78,8 @@ def test_bench_finance_skips_the_baseline_and_keeps_the_ledger(tmp_path) -> None
     figures = json.loads(result.stdout)
     assert "economics_rerated_p95_ms" not in figures
     assert figures["economics_by_customer_model_p95_ms"] > 0
-    # the month's events, and one more before each timed page load
-    loads = len(figures["page_p95_ms"]) + len(figures["closed_page_p95_ms"])
+    # the month's events, and one more before each timed economics read and page load
+    loads = 1 + len(figures["page_p95_ms"]) + len(figures["closed_page_p95_ms"])
     with sqlite3.connect(kept) as connection:
         assert connection.execute("SELECT count(*) FROM events").fetchone() == (300 + loads,)
         assert connection.execute("SELECT count(*) FROM usage_buckets").fetchone()[0] > 0

@@ -17,7 +17,10 @@ transactions held the store's one writer (which appends wait for);
 ``append_p99_ms_with_buckets``/``_without_buckets`` and ``append_max_ms_...``: each
 append's time in either ingest.
 Then, on the ledger with buckets, each read is repeated and its p95 reported: unit
-economics by customer and model (``finance.economics``), a customer's draft from buckets
+economics by customer and model as the dashboard server keeps them
+(``finance.kept_economics``: each read after one new event, ``_p95_ms``; the first, cold
+read as ``economics_by_customer_model_first_ms``; one read without the kept result,
+``usage_slices(days=False)``, as ``economics_uncached_ms``), a customer's draft from buckets
 (``Billing.draft(from_buckets=True)``), the revenue reports (``finance.books`` +
 ``finance.reports``: the journal, which reads invoices and credit books, not buckets),
 and the fast reconcile check (buckets against a re-derivation). The same run times unit
@@ -136,9 +139,7 @@ def _p95_ms(read: Callable[[], object], repeats: int) -> float:
 
 def _reads(billing: Billing, customers: int, repeats: int) -> dict[str, Any]:
     from meterline.billing import bucket_checks
-    from meterline.core.economics import summarize
     from meterline.finance.books import build_books
-    from meterline.finance.economics import usage_slices
     from meterline.finance.reports import revenue_reports
 
     step = max(1, customers // DRAFT_CUSTOMERS_MAX)
@@ -150,14 +151,46 @@ def _reads(billing: Billing, customers: int, repeats: int) -> dict[str, Any]:
         return billing.draft(customer, from_buckets=True)
 
     return {
-        "economics_by_customer_model_p95_ms": _p95_ms(
-            lambda: summarize(usage_slices(billing), ["customer", "model"]), repeats
-        ),
+        **_economics_reads(billing, customers, repeats),
         "draft_from_buckets_p95_ms": _p95_ms(one_draft, max(repeats, len(sample))),
         "revenue_p95_ms": _p95_ms(lambda: revenue_reports(build_books(billing)), repeats),
         "reconcile_buckets_check_p95_ms": _p95_ms(
             lambda: bucket_checks.check_buckets(billing.context), repeats
         ),
+    }
+
+
+def _economics_reads(billing: Billing, customers: int, repeats: int) -> dict[str, Any]:
+    """Unit economics by customer and model as a long-lived process reads them
+    (``finance.kept_economics``): the first (cold) read, then each read after one new
+    event (of a customer spread over them, inside the open period), its p95; and the
+    read without a kept result (``usage_slices(days=False)``, once)."""
+    from meterline.core.economics import summarize
+    from meterline.finance.economics import usage_slices
+    from meterline.finance.kept_economics import KeptEconomics
+
+    by = ["customer", "model"]
+    started = time.perf_counter()
+    summarize(usage_slices(billing, days=False), by)
+    uncached_s = time.perf_counter() - started
+    kept = KeptEconomics(billing)
+    started = time.perf_counter()
+    summarize(kept.lines(), by)
+    cold_s = time.perf_counter() - started
+    samples = []
+    step = max(1, customers // DRAFT_CUSTOMERS_MAX)
+    for number in range(repeats):
+        customer = customer_name((number * step) % customers)
+        event = finance_pages.new_event(customer, billing.clock(), number, "bench-economics")
+        if billing.ledger.ingest([event]).accepted != 1:
+            raise RuntimeError("the new event was not accepted")
+        started = time.perf_counter()
+        summarize(kept.lines(), by)
+        samples.append(time.perf_counter() - started)
+    return {
+        "economics_by_customer_model_p95_ms": _ms(samples, 0.95),
+        "economics_by_customer_model_first_ms": round(cold_s * 1000, 1),
+        "economics_uncached_ms": round(uncached_s * 1000, 1),
     }
 
 

@@ -62,11 +62,14 @@ def first_invoice(billing: Billing, customer: str) -> tuple[str | None, int | No
     return stored.invoice_id, None
 
 
-def _new_event(customer: str, now_us: int, number: int) -> dict[str, Any]:
+def new_event(
+    customer: str, now_us: int, number: int, prefix: str = "bench-page"
+) -> dict[str, Any]:
+    """A new event of ``customer`` (ids under ``prefix``), timed just before the clock."""
     from meterline.core.events import format_timestamp
 
     return {
-        "id": f"bench-page-{now_us}-{number}",
+        "id": f"{prefix}-{now_us}-{number}",
         "customer": customer,
         "type": "llm.completion",
         "timestamp": format_timestamp(now_us - NEW_EVENT_BEFORE_US + number),
@@ -80,7 +83,7 @@ def time_pages(
     repeats: int,
     prefix: str = "page_",
     invoice: tuple[str | None, int | None] = (None, None),
-    make_event: Callable[[str, int, int], dict[str, Any]] = _new_event,
+    make_event: Callable[[str, int, int], dict[str, Any]] = new_event,
 ) -> dict[str, Any]:
     """Each dashboard page's first load and p95 over ``repeats`` loads, each after one new
     event of ``customer`` (see the module); ``invoice``: an invoice and line to show."""

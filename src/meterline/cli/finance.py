@@ -325,7 +325,9 @@ def _closed_rows(
 
     at = instant(as_of, "--as-of")
     with _billing(db) as billing:
-        slices = usage_slices(billing, at, customer)
+        # a slice per line unless a day is asked for (or converted at its day's rate)
+        days = "day" in dimensions or reporting
+        slices = usage_slices(billing, at, customer, days=days)
         loaded = billing.load()
     if period is not None:
         slices = [s for s in slices if s.period == period]

@@ -1,11 +1,12 @@
-"""The dashboard's derived figures, cached: usage slices, the books and the unbillable
-report are derived again only when what they are made of moved (the ledger's cut, the
-invoices, credit notes, grants, the pricing revision, or the day: revenue is recognized
-by day). Unit economics read the rated-usage buckets (``usage_slices``), but a period
-they cannot tell is re-rated from raw events (seconds on a large ledger), so a page load
-should not derive them again. The slices take the cached books (one build per version);
-the unbillable report extends the last one's ratings with only the new events
-(``UnbillableTracker``).
+"""The dashboard's derived figures, cached: the books and the unbillable report are
+derived again only when what they are made of moved (the ledger's cut, the invoices,
+credit notes, grants, the pricing revision, or the day: revenue is recognized by day).
+Every customer's unit economics are kept (``finance.kept_economics``: after events
+alone, only the customers of the new events are read again; the overview reads lines,
+or per-customer summaries by day, not every day slice); a customer's own page derives
+only its own slices (``usage_slices`` for one customer, cached per version). Both take
+the cached books (one build per version); the unbillable report extends the last one's
+ratings with only the new events (``UnbillableTracker``).
 """
 
 from __future__ import annotations
@@ -17,9 +18,10 @@ from typing import Any
 
 from meterline.billing.service import Billing
 from meterline.billing.unbillable_report import UnbillableTracker
-from meterline.core.economics import UsageSlice
+from meterline.core.economics import Margin, UsageSlice
 from meterline.finance.books import Books, build_books
 from meterline.finance.economics import usage_slices
+from meterline.finance.kept_economics import KeptEconomics
 from meterline.ledger.event_ledger import Ledger
 
 CUSTOMER_SLICES_CACHED_MAX = 256
@@ -43,7 +45,7 @@ class Derived:
     def __init__(self, billing: Billing, ledger: Ledger) -> None:
         self.billing = billing
         self.ledger = ledger
-        self._slices: _Cached | None = None
+        self.kept = KeptEconomics(billing)
         self._customer_slices: dict[str, _Cached] = {}
         self._books: _Cached | None = None
         self._unbillable: _Cached | None = None
@@ -67,23 +69,32 @@ class Derived:
         )
 
     def slices(self) -> list[UsageSlice]:
+        """Every customer's day slices (kept: ``KeptEconomics.slices``)."""
         with self._slices_lock:
-            version = self.version()
-            if self._slices is None or self._slices.version != version:
-                # the cached books: a page showing slices and the journal builds them once
-                self._slices = _Cached(version, usage_slices(self.billing, books=self.books()))
-            result: list[UsageSlice] = self._slices.value
-            return result
+            return self.kept.slices(books=self.books())
+
+    def lines(self) -> list[UsageSlice]:
+        """Every customer's slices, one per line (kept: ``KeptEconomics.lines``): what any
+        summary without ``day`` reads."""
+        with self._slices_lock:
+            return self.kept.lines(books=self.books())
+
+    def summary(
+        self, by: list[str], period: str | None = None, without_meters: frozenset[str] = frozenset()
+    ) -> list[Margin]:
+        """Every customer's slices summarized (``KeptEconomics.summary``)."""
+        with self._slices_lock:
+            return self.kept.summary(
+                by, books=self.books(), period=period, without_meters=without_meters
+            )
 
     def customer_slices(self, customer: str) -> list[UsageSlice]:
-        """``customer``'s slices: taken from every customer's when those are current, else
-        derived for this customer alone (its periods, the cached books; equal to its share
-        of every customer's: tests/integration/test_economics_batched.py), cached per
-        customer under the same version."""
+        """``customer``'s slices, derived for this customer alone (its periods, the cached
+        books; equal to its share of every customer's:
+        tests/integration/test_economics_batched.py), cached per customer under the same
+        version."""
         with self._slices_lock:
             version = self.version()
-            if self._slices is not None and self._slices.version == version:
-                return [item for item in self._slices.value if item.customer == customer]
             cached = self._customer_slices.pop(customer, None)
             if cached is None or cached.version != version:
                 found = usage_slices(self.billing, customer=customer, books=self.books())

@@ -39,7 +39,7 @@ _NOT_USAGE = frozenset(OTHER_REVENUE.values())
 
 
 def overview(dashboard: Dashboard, principal: Principal, period: str | None) -> dict[str, Any]:
-    slices = reads.slices_of(dashboard, principal)
+    slices = reads.lines_of(dashboard, principal)  # a slice per line: no summary has day
     periods = sorted({item.period for item in slices})
     if period in periods:
         slices = [item for item in slices if item.period == period]
@@ -47,10 +47,9 @@ def overview(dashboard: Dashboard, principal: Principal, period: str | None) -> 
         period = None
     # the daily chart is usage: a period's fees land on its first day and would
     # dwarf every other day (they are in the totals and the tables)
-    usage = [item for item in slices if item.meter not in _NOT_USAGE]
-    by_day = summarize(usage, ["day"])
+    by_day = reads.daily_usage(dashboard, principal, period, _NOT_USAGE)
     currencies = sorted({item.currency for item in slices})
-    by_customer = summarize(slices, ["customer"])
+    by_customer = reads.summary_of(dashboard, principal, ["customer"], period, slices)
     live = [
         margin
         for customer, _ in reads.customers_of(dashboard, principal)
@@ -63,8 +62,8 @@ def overview(dashboard: Dashboard, principal: Principal, period: str | None) -> 
         "live_totals": views.totals_by_currency(live, "live"),
         "live_enabled": dashboard.link is not None,
         "totals": views.totals_by_currency(by_customer, "rated"),
-        "by_model": summarize(slices, ["model"]),
-        "by_product": summarize(slices, ["product"]),
+        "by_model": reads.summary_of(dashboard, principal, ["model"], period, slices),
+        "by_product": reads.summary_of(dashboard, principal, ["product"], period, slices),
         "by_customer": by_customer,
         "negative": [margin for margin in by_customer if margin.negative],
     }

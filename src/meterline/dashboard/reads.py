@@ -14,7 +14,7 @@ from typing import Any
 from meterline.billing.service import BillingError
 from meterline.core.control_policies import Block
 from meterline.core.documents import Invoice, InvoiceLine, line_lineage
-from meterline.core.economics import UsageSlice
+from meterline.core.economics import Margin, UsageSlice, summarize
 from meterline.core.events import format_timestamp
 from meterline.core.live_documents import plain
 from meterline.dashboard import views
@@ -67,6 +67,43 @@ def slices_of(dashboard: Dashboard, principal: Principal) -> list[UsageSlice]:
     if principal.customer is None:
         return dashboard.derived.slices()
     return dashboard.derived.customer_slices(principal.customer)
+
+
+def lines_of(dashboard: Dashboard, principal: Principal) -> list[UsageSlice]:
+    """The visible slices, one per line (every customer's kept lines; a customer's own
+    day slices): for summaries without ``day``."""
+    if principal.customer is None:
+        return dashboard.derived.lines()
+    return dashboard.derived.customer_slices(principal.customer)
+
+
+def summary_of(
+    dashboard: Dashboard,
+    principal: Principal,
+    by: list[str],
+    period: str | None,
+    slices: list[UsageSlice],
+) -> list[Margin]:
+    """The visible ``slices`` (those of ``period`` when given) summarized ``by``: every
+    customer's from kept per-customer summaries (``Derived.summary``), a customer's own
+    from ``slices``."""
+    if principal.customer is None:
+        return dashboard.derived.summary(by, period)
+    return summarize(slices, by)
+
+
+def daily_usage(
+    dashboard: Dashboard, principal: Principal, period: str | None, without: frozenset[str]
+) -> list[Margin]:
+    """The visible slices of ``period`` (all when None) whose meter is not in ``without``,
+    summarized by day (every customer's from kept per-customer summaries)."""
+    if principal.customer is None:
+        return dashboard.derived.summary(["day"], period, without)
+    chosen = dashboard.derived.customer_slices(principal.customer)
+    return summarize(
+        [s for s in chosen if (period is None or s.period == period) and s.meter not in without],
+        ["day"],
+    )
 
 
 def visible_invoice(dashboard: Dashboard, principal: Principal, invoice_id: str) -> StoredInvoice:

@@ -1,19 +1,23 @@
 """Unit economics from the ledger (the shell around ``core.economics``).
 
-``usage_slices`` reads every finalized period (as billed) and every open period (its
+``period_lines`` reads every finalized period (as billed) and every open period (its
 draft now) from the rated-usage buckets when they hold its events (``billing.buckets``,
 ``drafts.rated_periods``: every customer's open period in one read of the day buckets,
 ``billing.period_reads``; else re-rates it, keeping each line's events), and turns each
-line into per-day slices: charges at list price as the re-rating prices the line (rounded
-like the invoice line, which an audit proves it equals; each slice names the invoice
-line), cost from the line's quantity and cost rate (rounded once, to the currency's
-minor unit, by ``money.round_amount``), split over the days by event count.
+line into one ``LineUsage``: charges at list price as the re-rating prices the line
+(rounded like the invoice line, which an audit proves it equals; each slice names the
+invoice line), cost from the line's quantity and cost rate (rounded once, to the
+currency's minor unit, by ``money.round_amount``), and the line's events per day.
 Charges that are not usage (fees, minimum-commitment true-ups, discounts) are charges of
 the customer and period on the period's first day, under the meter ``(fee)``,
 ``(commitment)``, ``(discount)``. Revenue is what the journal (``finance.books``)
 recognized in each customer's period, as of the same instant, allocated over the
-period's slices (``core.economics.allocate_recognized``): an open period has earned only
-what was recognized so far.
+period's lines (``core.economics.lines_with_revenue``) and then each line's share over
+its days (``core.economics.day_slices``): an open period has earned only what was
+recognized so far. ``usage_slices`` gives the day slices, or with ``days=False`` one
+slice per line (their sums per line are equal, exactly): every report (``economics``,
+the dashboard, the finance tables and export) uses this one definition.
+``finance.kept_economics`` keeps the lines in a long-lived process.
 
 ``live_margins`` reads the live projection's figures instead: the current period, as of
 now, without a re-rating; the live engine keeps no journal, so its rows carry the
@@ -36,12 +40,13 @@ from meterline.core.books import day_of
 from meterline.core.documents import FeeLine, Invoice, MeterUsageLine
 from meterline.core.economics import (
     OPEN_PERIOD_INVOICE,
+    LineUsage,
     Margin,
     UsageSlice,
-    allocate_recognized,
     cost_rate_of,
+    every_day_slice,
+    lines_with_revenue,
     model_of,
-    spread,
 )
 from meterline.core.events import format_timestamp
 from meterline.core.invoicing import usage_lines
@@ -67,23 +72,39 @@ def usage_slices(
     customer: str | None = None,
     books: Books | None = None,
     recognized: bool = True,
+    days: bool = True,
 ) -> list[UsageSlice]:
     """Every slice of rated usage, finalized periods and open ones, as of ``at_us``; with
     the revenue ``books`` (built as of ``at_us`` when not given) recognized, unless
-    ``recognized`` is False (list-price charges and cost only)."""
+    ``recognized`` is False (list-price charges and cost only). ``days``: a slice per line
+    per day; False: one per line (``LineUsage.usage``), what a report without ``day``
+    needs (summing the day slices gives the same figures exactly)."""
     at = billing.clock() if at_us is None else at_us
-    slices: list[UsageSlice] = []
-    periods: dict[tuple[str, str, str], tuple[date, date]] = {}
-    for document, job in billing.rated_periods(at, customer, from_buckets=True):
-        slices += _period_slices(billing, document, job)
+    lines, periods = period_lines(billing, at, customer)
+    if recognized:
+        entries = (books if books is not None else build_books(billing, at)).entries
+        lines = lines_with_revenue(lines, recognized_by_period(entries, periods))
+    return every_day_slice(lines) if days else [line.usage for line in lines]
+
+
+Periods = dict[tuple[str, str, str], tuple[date, date]]
+"""Each (customer, period label, currency) read: its first day and the day after its last."""
+
+
+def period_lines(
+    billing: Billing, at_us: int, customer: str | None = None
+) -> tuple[list[LineUsage], Periods]:
+    """Every line of rated usage (no revenue yet) of every finalized period and every
+    open one as of ``at_us`` (of ``customer`` only when given), and the periods read."""
+    lines: list[LineUsage] = []
+    periods: Periods = {}
+    for document, job in billing.rated_periods(at_us, customer, from_buckets=True):
+        lines += _period_lines(billing, document, job)
         timezone = document.timezone or "UTC"
         period = document.period_span()
         key = (job.customer, period.label, document.currency)
         periods[key] = (day_of(period.start, timezone), day_of(period.end, timezone))
-    if not recognized:
-        return slices
-    entries = (books if books is not None else build_books(billing, at)).entries
-    return allocate_recognized(slices, recognized_by_period(entries, periods))
+    return lines, periods
 
 
 def recognized_by_period(
@@ -107,7 +128,7 @@ def recognized_by_period(
     return totals
 
 
-def _period_slices(billing: Billing, document: Invoice, job: RatingJob) -> list[UsageSlice]:
+def _period_lines(billing: Billing, document: Invoice, job: RatingJob) -> list[LineUsage]:
     timezone = document.timezone or "UTC"
     currency = document.currency
     label = document.period_span().label
@@ -152,51 +173,52 @@ def _period_slices(billing: Billing, document: Invoice, job: RatingJob) -> list[
             for sequence, _ in job.rater.members(segment_index, meter.key, group)
             if sequence in stamps
         )
-        for index, (day, events, day_charges, day_cost) in enumerate(
-            spread(sorted(days.items()), charges, cost, currency)
-        ):
-            slices.append(
-                UsageSlice(
-                    job.customer,
-                    label,
-                    day,
-                    meter.key,
-                    model,
-                    meter.product or meter.key,
-                    segment.terms.plan.label,
-                    currency,
-                    events,
-                    quantity if index == 0 else ZERO,  # a line's slices sum to it
-                    day_charges,
-                    day_cost,
-                    invoice,
-                    line.number if line else 0,
-                    cost_currency="" if cost_currency == currency else cost_currency,
-                )
-            )
+        ordered = tuple(sorted(days.items()))
+        if not ordered:
+            continue
+        usage = UsageSlice(
+            job.customer,
+            label,
+            ordered[0][0],
+            meter.key,
+            model,
+            meter.product or meter.key,
+            segment.terms.plan.label,
+            currency,
+            sum(count for _, count in ordered),
+            quantity,
+            charges,
+            cost,
+            invoice,
+            line.number if line else 0,
+            cost_currency="" if cost_currency == currency else cost_currency,
+        )
+        slices.append(LineUsage(usage, ordered))
     return slices
 
 
-def _other_charges(document: Invoice, customer: str) -> list[UsageSlice]:
+def _other_charges(document: Invoice, customer: str) -> list[LineUsage]:
     """Fees, commitment true-ups and discounts: charges of the period's first day."""
     timezone = document.timezone or "UTC"
     period = document.period_span()
     return [
-        UsageSlice(
-            customer,
-            period.label,
-            day_of(period.start, timezone),
-            OTHER_REVENUE[line.kind],
-            "",
-            "(platform)",
-            line.plan if isinstance(line, FeeLine) else "",
-            document.currency,
-            0,
-            ZERO,
-            Decimal(line.amount),
-            ZERO,
-            document.number or OPEN_PERIOD_INVOICE,
-            line.number,
+        LineUsage(
+            UsageSlice(
+                customer,
+                period.label,
+                day_of(period.start, timezone),
+                OTHER_REVENUE[line.kind],
+                "",
+                "(platform)",
+                line.plan if isinstance(line, FeeLine) else "",
+                document.currency,
+                0,
+                ZERO,
+                Decimal(line.amount),
+                ZERO,
+                document.number or OPEN_PERIOD_INVOICE,
+                line.number,
+            )
         )
         for line in document.lines
         if line.kind in OTHER_REVENUE

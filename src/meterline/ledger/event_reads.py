@@ -266,3 +266,13 @@ def event_count(connection: Any) -> int:
     """How many events the ledger holds (every partition)."""
     row = connection.execute("SELECT count(*) FROM events").fetchone()
     return int(row[0]) if row else 0
+
+
+def customers_between(connection: Connection, after: Cut, through: Cut) -> set[str]:
+    """The customers of the events past ``after`` and inside ``through`` (what a kept
+    result recomputes when only events were appended: ``finance.kept_economics``)."""
+    condition, parameters = cut_condition(through, after)
+    rows = connection.execute(
+        f"SELECT DISTINCT customer FROM events WHERE {condition}", parameters
+    ).fetchall()
+    return {str(customer) for (customer,) in rows}
