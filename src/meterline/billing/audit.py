@@ -3,7 +3,9 @@ bytes.
 
 Invariants: each invoice is re-derived from the revision and cut it records and from
 what the store held when it was finalized; findings name the first bad item; nothing is
-written.
+written. A revision is read and parsed once per audit (``_Revisions``, never the
+context's cache of parsed revisions), then shared by every invoice rated under it: the
+parse of a pricing file with 1,000 contracts costs ~0.2 s, once per invoice before.
 """
 
 from __future__ import annotations
@@ -160,13 +162,14 @@ def audit_into(context: BillingContext, report: AuditReport, triggers: bool) -> 
                 Finding("revision", "; ".join(problems), revision=revision.revision)
             )
     chunk: list[StoredInvoice] = []
+    revisions = _Revisions(context)
     for stored in context.store.invoices():
         report.invoices += 1
         chunk.append(stored)
         if len(chunk) == AUDIT_INVOICES_PER_SCAN:
-            report.findings += audit_invoices(context, chunk)
+            report.findings += audit_invoices(context, chunk, revisions)
             chunk = []
-    report.findings += audit_invoices(context, chunk)
+    report.findings += audit_invoices(context, chunk, revisions)
     for note in context.store.credit_notes():
         report.credit_notes += 1
         if hashlib.sha256(note.document).digest() != note.document_sha256:
@@ -202,13 +205,47 @@ class _Rederivation:
         return [self.job, *[job for _, _, job in self.adjustment_jobs]]
 
 
-def audit_invoices(context: BillingContext, invoices: list[StoredInvoice]) -> list[Finding]:
+class _Revisions:
+    """The revisions one audit has read, each parsed once (by number): the stored row,
+    and its parsed configuration or the words saying why it does not parse."""
+
+    def __init__(self, context: BillingContext) -> None:
+        self._context = context
+        self._read: dict[int, tuple[Revision | None, Loaded | str | None]] = {}
+
+    def get(self, number: int) -> tuple[Revision | None, Loaded | str | None]:
+        """``(revision, parsed)``: ``(None, None)`` when it is not stored; ``parsed`` a
+        sentence when the content no longer parses."""
+        known = self._read.get(number)
+        if known is None:
+            known = self._read[number] = self._parse(number)
+        return known
+
+    def _parse(self, number: int) -> tuple[Revision | None, Loaded | str | None]:
+        revision = self._context.store.revision(number)
+        if revision is None:
+            return None, None
+        try:
+            return revision, parse_stored(revision)
+        except ConfigurationError as error:
+            return revision, f"revision {number} no longer parses: {error.errors[0]}"
+        except ValueError as error:
+            return revision, f"revision {number} no longer decodes ({describe_error(error)})"
+
+
+def audit_invoices(
+    context: BillingContext,
+    invoices: list[StoredInvoice],
+    revisions: _Revisions | None = None,
+) -> list[Finding]:
     """Each invoice's finding (or none), in order: its hash, and its re-derivation from
     the ledger (naming the first line that differs). Every period invoice's rating jobs
     share one ledger scan (``run_jobs``, spread over processes when large); if that scan
     fails on something other than the store, each invoice is re-derived alone, so the
-    failure is the finding of the invoice it belongs to."""
-    audits = [_begin(context, stored) for stored in invoices]
+    failure is the finding of the invoice it belongs to. ``revisions``: those this audit
+    has parsed already (shared across calls)."""
+    revisions = _Revisions(context) if revisions is None else revisions
+    audits = [_begin(context, stored, revisions) for stored in invoices]
     pending = [item for item in audits if item.pending is not None]
     jobs = [job for item in audits if item.pending is not None for job in item.pending.jobs()]
     if pending:
@@ -218,7 +255,11 @@ def audit_invoices(context: BillingContext, invoices: list[StoredInvoice]) -> li
             raise
         except Exception as error:  # a proof tool reports what it cannot re-derive
             if len(invoices) > 1:
-                return [found for stored in invoices for found in audit_invoices(context, [stored])]
+                return [
+                    found
+                    for stored in invoices
+                    for found in audit_invoices(context, [stored], revisions)
+                ]
             pending[0].pending = None
             pending[0].difference = _underivable(error)
     findings = []
@@ -250,7 +291,7 @@ def _underivable(error: Exception) -> str:
     return f"cannot be re-derived from the ledger ({describe_error(error)})"
 
 
-def _begin(context: BillingContext, stored: StoredInvoice) -> _InvoiceAudit:
+def _begin(context: BillingContext, stored: StoredInvoice, revisions: _Revisions) -> _InvoiceAudit:
     """An invoice's hash check, its document decoded, and what needs no rating: an
     off-cycle invoice's check, or the jobs re-deriving a period invoice."""
     item = _InvoiceAudit(stored, hashlib.sha256(stored.document).digest() == stored.document_sha256)
@@ -266,7 +307,7 @@ def _begin(context: BillingContext, stored: StoredInvoice) -> _InvoiceAudit:
         if stored.kind != "period":
             item.line, item.difference = audit_off_cycle(context, stored, document)
         else:
-            started = _start_rederivation(context, stored, document)
+            started = _start_rederivation(context, stored, document, revisions)
             if isinstance(started, _Rederivation):
                 item.pending = started
             else:
@@ -279,19 +320,15 @@ def _begin(context: BillingContext, stored: StoredInvoice) -> _InvoiceAudit:
 
 
 def _start_rederivation(
-    context: BillingContext, stored: StoredInvoice, document: Invoice
+    context: BillingContext, stored: StoredInvoice, document: Invoice, revisions: _Revisions
 ) -> _Rederivation | tuple[int | None, str | None]:
     """The jobs rebuilding a period invoice from the events and its revision, or where
     it cannot be rebuilt (the first line that differs, or None, and how)."""
-    revision = context.store.revision(stored.revision)
+    revision, loaded = revisions.get(stored.revision)
     if revision is None:
         return None, f"configuration revision {stored.revision} is missing"
-    try:
-        loaded = parse_stored(revision)
-    except ConfigurationError as error:
-        return None, f"revision {stored.revision} no longer parses: {error.errors[0]}"
-    except ValueError as error:
-        return None, f"revision {stored.revision} no longer decodes ({describe_error(error)})"
+    if not isinstance(loaded, Loaded):
+        return None, str(loaded)
     if not document.configuration or (document.configuration.hash != revision.content_sha256.hex()):
         return None, "rated under a configuration whose content has since changed"
     contract = loaded.configuration.contract(stored.customer)
