@@ -18,6 +18,10 @@ those past the last one it saw). Each kind's writes hold that number's lock
 numbers commit in order; nothing else serializes them (a grant with a purchase invoice
 holds both, in key order). A threshold invoice's guard (no other threshold invoice of
 that customer and period meanwhile) runs under ``invoice-numbers`` too.
+
+Indexes: ``invoices_by_customer`` (customer, number) serves one customer's invoices in
+number order (a draft, a customer's page) without reading every invoice; opening an
+older ledger adds it (the schema script, on either store).
 """
 
 from __future__ import annotations
@@ -69,6 +73,7 @@ CREATE TABLE IF NOT EXISTS invoices (
 );
 CREATE UNIQUE INDEX IF NOT EXISTS invoices_one_per_period
     ON invoices (customer, period_start_us) WHERE kind = 'period';
+CREATE INDEX IF NOT EXISTS invoices_by_customer ON invoices (customer, invoice_number);
 CREATE TABLE IF NOT EXISTS credit_notes (
     note_number INTEGER PRIMARY KEY,
     note_id TEXT NOT NULL UNIQUE,
