@@ -91,7 +91,7 @@ class Books:
         return waterfall(self.entries)
 
     def months(self) -> list[str]:
-        return sorted({item.day.strftime("%Y-%m") for item in self.entries})
+        return sorted({day.strftime("%Y-%m") for day in {item.day for item in self.entries}})
 
     def rollforwards(self, start: date, end: date) -> list[Rollforward]:
         """Deferred revenue (fees, credits) over [start, end] per currency."""
