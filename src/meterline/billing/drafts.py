@@ -18,11 +18,12 @@ from meterline.billing.errors import BillingError, NotFound
 from meterline.billing.period_reads import OpenPeriod, PeriodRead, local_days, period_buckets
 from meterline.billing.scan import RatingJob, run_jobs
 from meterline.core.buckets import bucket_rater
+from meterline.core.cuts import Cut
 from meterline.core.documents import Invoice
-from meterline.core.model import segments
+from meterline.core.model import Contract, segments
 from meterline.core.periods import period_containing
 from meterline.core.rating import Rater
-from meterline.ledger import event_reads
+from meterline.ledger import bucket_records, event_reads
 from meterline.ledger.billing_records import StoredInvoice
 
 
@@ -32,19 +33,22 @@ def draft(
     at_us: int | None = None,
     from_buckets: bool = False,
     read: PeriodRead | None = None,
+    invoices: list[StoredInvoice] | None = None,
 ) -> Invoice:
     """The invoice for the period containing ``at_us`` (now), recomputed from the
     ledger as it stands: usage, fees, and adjustments for late events so far. With
     ``from_buckets``, usage is priced from the rated-usage buckets when they are built
     (``billing.buckets``: the same amounts, no Merkle roots) instead of re-rated;
-    ``read``: the period's buckets already read (``period_buckets``, caught up)."""
+    ``read``: the period's buckets already read (``period_buckets``, caught up);
+    ``invoices``: the customer's period invoices already read (``rated_periods``)."""
     loaded = context.current()
     contract = context.contract(loaded, customer)
     at = context.clock() if at_us is None else at_us
     period = period_containing(billing_cycle(loaded.configuration, contract), at)
-    stored = context.finalized(customer, period.start_us)
-    if stored is not None:
-        return stored.record
+    own = context.period_invoices(customer) if invoices is None else invoices
+    for stored in own:
+        if stored.period_start_us == period.start_us:  # ``context.finalized``
+            return stored.record
     spans = segments(loaded.configuration, contract, period.start_us, period.end_us)
     if not spans:
         raise NotFound(f"customer {customer!r} has no contract in force in that period")
@@ -58,7 +62,7 @@ def draft(
         loaded.configuration,
         cuts=credit_cuts(inputs, period, contract.timezone),
     )
-    pending = late.late_jobs(context, [job], through)
+    pending = late.late_jobs(context, [job], through, invoices=own)
     if from_buckets and read is None:
         buckets.ensure_built(context)  # once per revision, on first use
     rated = _job_rater(context, job, loaded, read) if from_buckets else None
@@ -98,11 +102,13 @@ def rated_periods(
     ``from_buckets``, open periods are read from the buckets (``job.days`` set) when
     they are built, and so are finalized periods whose buckets hold exactly the events
     they billed (``_finalized_from_buckets``); the open periods' buckets are read in one
-    statement for every customer (``period_reads.period_buckets``), what each customer's
-    own read (``draft`` alone) gives."""
+    statement for every customer (``period_reads.period_buckets``), and so are the
+    finalized periods' of each billing period, what each customer's own read (``draft``
+    alone, ``_finalized_one``) gives. The period invoices are read once."""
     at = context.clock() if at_us is None else at_us
-    pairs: list[tuple[Invoice, RatingJob]] = []
-    for stored in context.period_invoices(customer):
+    invoices = context.period_invoices(customer)
+    pairs: list[tuple[StoredInvoice, RatingJob]] = []
+    for stored in invoices:
         if stored.finalized_at_us > at:
             continue
         job, _ = late.rerate(
@@ -112,14 +118,15 @@ def rated_periods(
             keep_events=True,
             also_meters=cost_meters(context.load(stored.revision)),
         )
-        if from_buckets:
-            _finalized_from_buckets(context, stored, job)
-        pairs.append((stored.record, job))
+        pairs.append((stored, job))
+    if from_buckets:
+        _finalized_from_buckets(context, pairs)
+    rated = [(stored.record, job) for stored, job in pairs]
     current = context.load()
     if current is not None:
-        pairs += _open_periods(context, current, at, customer, from_buckets)
-    run_jobs(context.connection, [job for _, job in pairs if job.days is None])
-    return pairs
+        rated += _open_periods(context, current, at, customer, from_buckets, invoices)
+    run_jobs(context.connection, [job for _, job in rated if job.days is None])
+    return rated
 
 
 def _open_periods(
@@ -128,11 +135,16 @@ def _open_periods(
     at: int,
     customer: str | None,
     from_buckets: bool,
+    invoices: list[StoredInvoice],
 ) -> list[tuple[Invoice, RatingJob]]:
     """Each customer's open period as of ``at`` (of ``customer`` only when given): its
     draft, and a job holding its usage with the cost-only meters (rated later, unless
-    read from the buckets)."""
+    read from the buckets). ``invoices``: the period invoices (of ``customer``), read
+    once for every customer's draft."""
     head = context.ledger_cut()
+    invoices_of: dict[str, list[StoredInvoice]] = {}
+    for stored in invoices:
+        invoices_of.setdefault(stored.customer, []).append(stored)
     chosen: list[OpenPeriod] = []
     for contract in loaded.configuration.contracts:
         if customer is not None and contract.customer != customer:
@@ -140,7 +152,8 @@ def _open_periods(
         if contract.start_us > at:
             continue
         period = period_containing(billing_cycle(loaded.configuration, contract), at)
-        if context.finalized(contract.customer, period.start_us) is not None:
+        own = invoices_of.get(contract.customer, [])
+        if any(stored.period_start_us == period.start_us for stored in own):
             continue
         spans = segments(loaded.configuration, contract, period.start_us, period.end_us)
         if spans:
@@ -150,7 +163,8 @@ def _open_periods(
     for contract, period, spans in chosen:
         known = found.get(contract.customer)
         try:
-            document = draft(context, contract.customer, at, from_buckets, known)
+            own = invoices_of.get(contract.customer, [])
+            document = draft(context, contract.customer, at, from_buckets, known, own)
         except BillingError:
             continue
         job = RatingJob(
@@ -210,12 +224,82 @@ def _from_buckets(
         job.rater, job.days = rater, days
 
 
-def _finalized_from_buckets(context: BillingContext, stored: StoredInvoice, job: RatingJob) -> None:
-    """A finalized period's re-rating from the buckets of the revision it was rated
+def _finalized_from_buckets(
+    context: BillingContext, pairs: list[tuple[StoredInvoice, RatingJob]]
+) -> None:
+    """Each finalized period's re-rating from the buckets of the revision it was rated
     under, when they hold exactly the events its invoice billed: no event of its period
     arrived after the invoice's cut (a late event would be in the buckets, not in the
-    invoice). Under an older revision, ``closed_buckets`` (built or caught up once, never
-    kept current). Otherwise the job is left to re-rate from raw events."""
+    invoice). Under the revision in force, the periods of one billing period are read in
+    one statement (``period_buckets``) and the late events of invoices sharing a cut in
+    one more; under an older revision, ``closed_buckets`` (built or caught up once, never
+    kept current). Otherwise the job is left to re-rate from raw events. Equal to
+    ``_finalized_one`` of each (tests/integration/test_closed_batched.py)."""
+    loaded = context.load()
+    if loaded is None:
+        return
+    by_period: dict[tuple[int, int], list[tuple[StoredInvoice, RatingJob, Contract]]] = {}
+    for stored, job in pairs:
+        if stored.revision != loaded.revision:
+            closed_buckets.read_closed_period(context, stored, job)
+            continue
+        contract = loaded.configuration.contract(stored.customer)
+        if contract is not None:
+            span = (stored.period_start_us, stored.period_end_us)
+            by_period.setdefault(span, []).append((stored, job, contract))
+    for members in by_period.values():
+        chosen = [(contract, job.period, job.segments) for _, job, contract in members]
+        found = period_buckets(context, loaded, chosen)
+        if not found:
+            continue
+        late_customers = _arrived_late(context, loaded, [stored for stored, _, _ in members])
+        for stored, job, contract in members:
+            read = found.get(stored.customer)
+            if read is not None and stored.invoice_id not in late_customers:
+                _from_buckets(context, job, loaded, contract.timezone, read)
+
+
+def _arrived_late(
+    context: BillingContext, loaded: Loaded, invoices: list[StoredInvoice]
+) -> set[str]:
+    """The ``invoices`` (their ids) with an event of their period past their cut inside
+    the buckets' watermark (read after the buckets were, so it covers at least what was
+    read): one read of such events per distinct cut. An invoice whose cut the watermark
+    does not include is named too (the buckets may lack its events)."""
+    connection = context.connection
+    mark = bucket_records.watermark(connection, loaded.revision)
+    named: set[str] = set()
+    by_cut: dict[Cut, list[StoredInvoice]] = {}
+    for stored in invoices:
+        cut = late.stored_invoice_cut(context, stored)
+        through = None if mark is None else mark.through
+        if through is None or through.partitions != cut.partitions or not through.includes(cut):
+            named.add(stored.invoice_id)
+        else:
+            by_cut.setdefault(cut, []).append(stored)
+    for cut, sharing in by_cut.items():
+        assert mark is not None
+        latest_end = max(stored.period_end_us for stored in sharing)
+        arrived: dict[str, list[tuple[int, int]]] = {}
+        for customer, timestamp_us, sequence in event_reads.late_candidates(
+            connection, cut, mark.through, latest_end
+        ):
+            arrived.setdefault(customer, []).append((timestamp_us, sequence))
+        for stored in sharing:
+            partition = context.partition(stored.customer)
+            if any(
+                stored.period_start_us <= timestamp_us < stored.period_end_us
+                and not cut.covers(partition, sequence)
+                for timestamp_us, sequence in arrived.get(stored.customer, ())
+            ):
+                named.add(stored.invoice_id)
+    return named
+
+
+def _finalized_one(context: BillingContext, stored: StoredInvoice, job: RatingJob) -> None:
+    """``_finalized_from_buckets`` of one invoice, read on its own (its buckets by its
+    customer's key, its late events checked through the ledger's head): what the batched
+    read must equal (the differential test's reference)."""
     loaded = context.load()
     if loaded is None:
         return

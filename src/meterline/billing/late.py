@@ -58,13 +58,18 @@ def late_jobs(
     jobs: list[RatingJob],
     head: Cut,
     failures: dict[str, CustomerFailure] | None = None,
+    invoices: list[StoredInvoice] | None = None,
 ) -> list[tuple[StoredInvoice, Decimal, RatingJob, Cut]]:
     """For each customer in ``jobs``: finalized periods with events past what was billed:
     (invoice, billed total, re-rating job through ``head``, accounted through). With
     ``failures``, a customer whose finalized period cannot be re-rated is recorded
-    there instead of raising."""
+    there instead of raising. ``invoices``: those customers' period invoices when the
+    caller read them already (else one customer's are read by its key, or all)."""
     customers = {job.customer for job in jobs}
-    invoices = [i for i in context.period_invoices() if i.customer in customers]
+    if invoices is None:
+        only = next(iter(customers)) if len(customers) == 1 else None
+        invoices = context.period_invoices(only)
+    invoices = [i for i in invoices if i.customer in customers]
     if not invoices:
         return []
     # Only rows outside the cut every invoice includes and timed before the latest

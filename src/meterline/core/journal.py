@@ -213,9 +213,12 @@ def waterfall(entries: Iterable[JournalEntry]) -> dict[tuple[str, str, str], Dec
     """Revenue recognized per (month ``YYYY-MM``, revenue or contra-revenue account,
     currency), as a positive amount for revenue (contra-revenue negative)."""
     months: dict[tuple[str, str, str], Decimal] = defaultdict(Decimal)
+    named: dict[date, str] = {}  # each day's month, named once
     with localcontext(MONEY_CONTEXT):
         for item in entries:
-            month = item.day.strftime("%Y-%m")
+            month = named.get(item.day)
+            if month is None:
+                month = named[item.day] = item.day.strftime("%Y-%m")
             for posting in item.postings:
                 if CHART[posting.account] in ("revenue", "contra_revenue"):
                     months[(month, posting.account, posting.currency)] -= posting.amount

@@ -50,10 +50,11 @@ def overview(dashboard: Dashboard, principal: Principal, period: str | None) -> 
     by_day = reads.daily_usage(dashboard, principal, period, _NOT_USAGE)
     currencies = sorted({item.currency for item in slices})
     by_customer = reads.summary_of(dashboard, principal, ["customer"], period, slices)
+    shown = [customer for customer, _ in reads.customers_of(dashboard, principal)]
     live = [
         margin
-        for customer, _ in reads.customers_of(dashboard, principal)
-        if (margin := views.live_margin(reads.figures(dashboard, customer))) is not None
+        for answer in reads.figures_of(dashboard, shown).values()
+        if (margin := views.live_margin(answer)) is not None
     ]
     return {
         "periods": periods,
@@ -70,11 +71,11 @@ def overview(dashboard: Dashboard, principal: Principal, period: str | None) -> 
 
 
 def customers(dashboard: Dashboard, principal: Principal) -> dict[str, Any]:
+    known = reads.customers_of(dashboard, principal)
+    answers = reads.figures_of(dashboard, [customer for customer, _ in known])  # one call
     rows = [
-        views.customer_row(
-            customer, plan, reads.blocks(dashboard, customer), reads.figures(dashboard, customer)
-        )
-        for customer, plan in reads.customers_of(dashboard, principal)
+        views.customer_row(customer, plan, reads.blocks(dashboard, customer), answers[customer])
+        for customer, plan in known
     ]
     return {"rows": rows, "live_enabled": dashboard.link is not None}
 

@@ -17,11 +17,16 @@ pure core (``core.books``, ``core.revrec``) for their journal entries:
 
 Nothing here is stored: the journal is re-derived from the ledger and the billing
 records every time, so it can never drift from them (``meterline reconcile`` proves the
-totals agree).
+totals agree). Only a finalized invoice's own entries are kept in memory
+(``_invoice_entries``, at most ``BOOKED_INVOICES_KEPT_MAX``), under its id, its
+document's bytes and its finalization instant: they are a pure function of those, so a
+kept one is what deriving it again gives (a row changed behind the store's back is a
+different key).
 """
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import date
@@ -52,6 +57,7 @@ from meterline.core.model import CreditTerms as ContractCredits
 from meterline.core.payments import movement_entries
 from meterline.core.periods import local_date, local_midnight_us
 from meterline.core.revrec import CreditTerms, GrantAccount, Movement, credit_entries
+from meterline.ledger.billing_records import StoredInvoice
 
 ZERO = Decimal(0)
 MOVEMENT_KINDS = {
@@ -85,7 +91,7 @@ class Books:
         return waterfall(self.entries)
 
     def months(self) -> list[str]:
-        return sorted({item.day.strftime("%Y-%m") for item in self.entries})
+        return sorted({day.strftime("%Y-%m") for day in {item.day for item in self.entries}})
 
     def rollforwards(self, start: date, end: date) -> list[Rollforward]:
         """Deferred revenue (fees, credits) over [start, end] per currency."""
@@ -103,6 +109,33 @@ def _day(timezone: str, instant_us: int) -> date:
     return local_date(timezone, instant_us)
 
 
+BOOKED_INVOICES_KEPT_MAX = 20_000
+"""Finalized invoices whose decoded document and journal entries are kept in memory
+(a dashboard builds the books after every ledger change; past this many they start
+over)."""
+
+_booked: dict[tuple[str, bytes, int], tuple[Invoice, list[JournalEntry]]] = {}
+_booked_lock = threading.Lock()
+
+
+def _invoice_entries(stored: StoredInvoice) -> tuple[Invoice, list[JournalEntry]]:
+    """The invoice's document and its journal entries (billed on its finalization day in
+    its time zone), derived once per id, document bytes and finalization instant."""
+    key = (stored.invoice_id, stored.document, stored.finalized_at_us)
+    with _booked_lock:
+        found = _booked.get(key)
+    if found is not None:
+        return found
+    document = stored.record
+    billed = _day(document.timezone or "UTC", stored.finalized_at_us)
+    found = (document, document_entries(document, billed, f"invoice:{stored.invoice_id}"))
+    with _booked_lock:
+        if len(_booked) >= BOOKED_INVOICES_KEPT_MAX:
+            _booked.clear()
+        _booked[key] = found
+    return found
+
+
 def build_books(billing: Billing, as_of_us: int | None = None) -> Books:
     """The journal of everything billing knows as of ``as_of_us`` (now)."""
     at = billing.clock() if as_of_us is None else as_of_us
@@ -111,11 +144,9 @@ def build_books(billing: Billing, as_of_us: int | None = None) -> Books:
     for stored in billing.store.invoices():
         if stored.finalized_at_us > at:
             continue
-        document = stored.record
+        document, booked = _invoice_entries(stored)
         documents[stored.invoice_id] = document
-        timezone = document.timezone or "UTC"
-        billed = _day(timezone, stored.finalized_at_us)
-        entries += document_entries(document, billed, f"invoice:{stored.invoice_id}")
+        entries += booked
     for note in billing.store.credit_notes():
         if note.created_at_us > at or note.invoice_id not in documents:
             continue

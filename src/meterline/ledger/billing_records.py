@@ -18,6 +18,9 @@ those past the last one it saw). Each kind's writes hold that number's lock
 numbers commit in order; nothing else serializes them (a grant with a purchase invoice
 holds both, in key order). A threshold invoice's guard (no other threshold invoice of
 that customer and period meanwhile) runs under ``invoice-numbers`` too.
+Index ``invoices_by_customer``: one customer's invoices by number without reading all
+(added on opening an older ledger, either store). Documents are decoded once per
+distinct bytes (``ledger.invoice_documents``).
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
 
-from meterline.core.documents import CreditNote, Invoice, decode_credit_note, decode_invoice
+from meterline.core.documents import CreditNote, Invoice, decode_credit_note
 from meterline.errors import MeterlineError
 from meterline.ledger.append_only import append_only_triggers
 from meterline.ledger.database import (
@@ -43,6 +46,7 @@ from meterline.ledger.database import (
     rows_of,
     write_transaction,
 )
+from meterline.ledger.invoice_documents import decoded_invoice
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS configuration_revisions (
@@ -69,6 +73,7 @@ CREATE TABLE IF NOT EXISTS invoices (
 );
 CREATE UNIQUE INDEX IF NOT EXISTS invoices_one_per_period
     ON invoices (customer, period_start_us) WHERE kind = 'period';
+CREATE INDEX IF NOT EXISTS invoices_by_customer ON invoices (customer, invoice_number);
 CREATE TABLE IF NOT EXISTS credit_notes (
     note_number INTEGER PRIMARY KEY,
     note_id TEXT NOT NULL UNIQUE,
@@ -268,9 +273,10 @@ class StoredInvoice:
     @property
     def record(self) -> Invoice:
         """The invoice as a typed record (``msgspec.ValidationError`` when its bytes are
-        not an invoice: a row changed behind the store's back; ``audit`` names it)."""
+        not an invoice: a row changed behind the store's back; ``audit`` names it),
+        decoded once per distinct document."""
         if self._record is None:
-            object.__setattr__(self, "_record", decode_invoice(self.document))
+            object.__setattr__(self, "_record", decoded_invoice(self.document))
         return cast("Invoice", self._record)
 
 

@@ -340,6 +340,11 @@ class LiveLink(MirroredAccess):
         """The customer's live figures (with its access answer), or None."""
         return self._call("figures", customer)  # type: ignore[no-any-return]
 
+    def figures_of(self, customers: list[str]) -> dict[str, LiveFigures | None]:
+        """``figures`` of each customer, in one call to the worker; None for a customer
+        without figures or that cannot be rated now (``figures`` raises ``BillingError``)."""
+        return self._call("figures_of", list(customers))  # type: ignore[no-any-return]
+
     def status(self) -> dict[str, Any]:
         """The worker's progress (``LiveEngine.status``), whether it runs, its process id
         and how many times it was started again."""

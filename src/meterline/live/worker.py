@@ -34,7 +34,7 @@ from concurrent.futures import ThreadPoolExecutor
 from multiprocessing.connection import Connection
 from typing import Any
 
-from meterline.billing.service import open_billing
+from meterline.billing.service import BillingError, open_billing
 from meterline.clock import system_clock_us
 from meterline.core.live_documents import AccessState
 from meterline.live.control_documents import PushedDecision
@@ -107,6 +107,9 @@ class _Worker:
             if figures is None:
                 return None
             return figures.document(engine.controls.access(customer))
+        if name == "figures_of":  # many customers' in one call (the customers page)
+            (customers,) = arguments
+            return {customer: self._figures_or_none(customer) for customer in customers}
         if name == "override":
             (request,) = arguments
             engine.settle()  # a pricing told before this call is applied first
@@ -114,6 +117,14 @@ class _Worker:
         if name == "status":
             return engine.status()
         raise ValueError(f"name: no call {name!r}")
+
+    def _figures_or_none(self, customer: str) -> Any:
+        """``figures`` of one customer, None when it cannot be rated now (a billing
+        error: what a call of ``figures`` alone reports, and the page shows as none)."""
+        try:
+            return self._call("figures", (customer,))
+        except BillingError:
+            return None
 
     # -- the loop -------------------------------------------------------------------------------
 
