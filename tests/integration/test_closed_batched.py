@@ -13,8 +13,7 @@ from collections.abc import Callable
 
 import pytest
 
-from meterline.billing import drafts, late
-from meterline.billing.context import cost_meters
+from meterline.billing import drafts
 from meterline.billing.scan import RatingJob
 from meterline.billing.service import Billing
 from meterline.ledger.billing_records import StoredInvoice
@@ -30,14 +29,7 @@ def _jobs(billing: Billing) -> list[tuple[StoredInvoice, RatingJob]]:
     context = billing.context
     pairs = []
     for stored in context.period_invoices():
-        job, _ = late.rerate(
-            context,
-            stored,
-            late.stored_invoice_cut(context, stored),
-            keep_events=True,
-            also_meters=cost_meters(context.load(stored.revision)),
-        )
-        pairs.append((stored, job))
+        pairs.append((stored, drafts.finalized_job(context, stored)))
     return pairs
 
 

@@ -111,14 +111,7 @@ def rated_periods(
     for stored in invoices:
         if stored.finalized_at_us > at:
             continue
-        job, _ = late.rerate(
-            context,
-            stored,
-            late.stored_invoice_cut(context, stored),
-            keep_events=True,
-            also_meters=cost_meters(context.load(stored.revision)),
-        )
-        pairs.append((stored, job))
+        pairs.append((stored, finalized_job(context, stored)))
     if from_buckets:
         _finalized_from_buckets(context, pairs)
     rated = [(stored.record, job) for stored, job in pairs]
@@ -127,6 +120,19 @@ def rated_periods(
         rated += _open_periods(context, current, at, customer, from_buckets, invoices)
     run_jobs(context.connection, [job for _, job in rated if job.days is None])
     return rated
+
+
+def finalized_job(context: BillingContext, stored: StoredInvoice) -> RatingJob:
+    """A finalized period's re-rating job as billed (its revision, its invoice's cut),
+    keeping its events and measuring the cost-only meters too (not yet rated)."""
+    job, _ = late.rerate(
+        context,
+        stored,
+        late.stored_invoice_cut(context, stored),
+        keep_events=True,
+        also_meters=cost_meters(context.load(stored.revision)),
+    )
+    return job
 
 
 def _open_periods(
