@@ -68,11 +68,7 @@ from meterline.core.periods import BillingPeriod, local_date, period_containing
 from meterline.core.rating import Rater
 from meterline.ledger import bucket_records
 from meterline.ledger.bucket_records import DAYS, HOURS, AppendedEvent, Watermark
-from meterline.ledger.database import (
-    Connection,
-    database_errors,
-    write_transaction,
-)
+from meterline.ledger.database import Connection, database_errors
 from meterline.ledger.event_reads import scan_rows
 
 __all__ = [
@@ -343,7 +339,7 @@ def catch_up(
                 _log.exception(
                     "rated-usage buckets of revision %d dropped: a fold failed", chosen.revision
                 )
-                with write_transaction(connection):
+                with bucket_records.bucket_transaction(connection):
                     bucket_records.forget_revision(connection, chosen.revision)
                 return folded
             if _store_batch(connection, chosen.revision, since, through, rows, held):
@@ -367,8 +363,9 @@ def _store_batch(
 ) -> bool:
     """Write a folded batch's buckets and move the watermark to ``through``, in one
     transaction; False (nothing written) when the watermark has moved from ``since``.
-    ``held`` is told how long the written transaction held the write lock."""
-    with write_transaction(connection):
+    ``held`` is told how long the written transaction held the write lock (on SQLite the
+    bucket file's, never the ledger's: ``bucket_records.bucket_transaction``)."""
+    with bucket_records.bucket_transaction(connection):
         taken = time.perf_counter()
         if not bucket_records.advance(connection, revision, since, through):
             return False
