@@ -306,7 +306,8 @@ def catch_up(
     buckets and watermark written in one transaction; between batches, stop early once
     ``stopping`` is set or ``batches_max`` batches are written. The events folded by this
     call. ``held``, when given, is told the seconds each written batch's transaction held
-    the store's write lock (from ``BEGIN IMMEDIATE`` taken to ``COMMIT`` done);
+    the buckets' write lock (from the lock taken to ``COMMIT`` done; on SQLite the bucket
+    file's, ``bucket_records.bucket_transaction``);
     ``batch_rows`` bounds a batch's events (``CATCH_UP_BATCH_ROWS`` unless given: a
     keeper beside appends folds smaller ones).
 

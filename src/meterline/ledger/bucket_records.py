@@ -133,14 +133,13 @@ CREATE TABLE IF NOT EXISTS bucket_watermarks (
 _TABLE_NAMES = ("usage_buckets", "usage_bucket_days", "bucket_revisions", "bucket_watermarks")
 _CREATE = "CREATE TABLE IF NOT EXISTS "
 _SQLITE_SCHEMA = (
-    BUCKETS_SCHEMA.replace(_CREATE, _CREATE + BUCKET_SCHEMA + ".").replace(
-        "hour_us)\n);", "hour_us)\n) WITHOUT ROWID;"
-    )
+    BUCKETS_SCHEMA.replace(_CREATE, _CREATE + BUCKET_SCHEMA + ".")
     + f"{_CREATE}{BUCKET_SCHEMA}.bucket_ledger (ledger_id TEXT NOT NULL);"
 )
-"""The bucket file's tables (SQLite): the bucket tables clustered on their key (WITHOUT
-ROWID: one B-tree a table, not a table and its key's index), and the ledger it holds
-the buckets of."""
+"""The bucket file's tables (SQLite): the bucket tables as in the ledger file before
+(rowid tables: clustered on their key, WITHOUT ROWID, a fold took 1.6-1.8x the CPU with
+4 KiB pages and 1.1x with 16 KiB; BENCHMARKS.md), and the ledger it holds the buckets
+of."""
 _LEDGER_ID = "ledger_id"
 """The ledger's identity in its ``meta`` (``checkpoints.origin_of`` makes the same)."""
 _TAKE_BUCKET_WRITER = f"UPDATE {BUCKET_SCHEMA}.bucket_ledger SET ledger_id = ledger_id WHERE 0"

@@ -78,6 +78,9 @@ SQLITE_PAGE_BYTES = 16 * 1024
 """The page size of a new SQLite ledger file."""
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 """How long a SQLite statement waits for another connection's write lock."""
+SQLITE_BUCKET_PAGE_BYTES = SQLITE_PAGE_BYTES
+"""The page size of a new bucket file: the ledger's (4 KiB pages made a fold take ~1.15x
+the CPU; BENCHMARKS.md, issue 20)."""
 BUCKET_SCHEMA = "buckets"
 """The name a SQLite connection attaches the ledger's bucket file under."""
 STREAM_ROWS = 50_000
@@ -367,6 +370,7 @@ def attach_buckets(connection: sqlite3.Connection) -> bool:
         return False
     main = next((row[2] for row in rows if row[1] == "main"), "")
     connection.execute(f"ATTACH DATABASE ? AS {BUCKET_SCHEMA}", (bucket_file(main or ""),))
+    connection.execute(f"PRAGMA {BUCKET_SCHEMA}.page_size={SQLITE_BUCKET_PAGE_BYTES}")
     connection.execute(f"PRAGMA {BUCKET_SCHEMA}.journal_mode=WAL")
     connection.execute(f"PRAGMA {BUCKET_SCHEMA}.synchronous=NORMAL")
     return True
