@@ -79,7 +79,7 @@ SQLITE_PAGE_BYTES = 16 * 1024
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 """How long a SQLite statement waits for another connection's write lock."""
 SQLITE_BUCKET_PAGE_BYTES = SQLITE_PAGE_BYTES
-"""The page size of a new bucket file: the ledger's (4 KiB pages made a fold take ~1.15x
+"""The page size of a new bucket file: the ledger's (4 KiB pages made a fold take ~1.2x
 the CPU; BENCHMARKS.md, issue 20)."""
 BUCKET_SCHEMA = "buckets"
 """The name a SQLite connection attaches the ledger's bucket file under."""
