@@ -175,9 +175,16 @@ BUCKET_WHERE = (
 """Names one bucket row by its key (a row's first six columns)."""
 
 
+def bucket_connection(location: Location) -> Any:
+    """A connection of its own that reaches the buckets (on SQLite, their file attached)."""
+    connection = open_connection(str(location))
+    bucket_records.ensure_bucket_tables(connection)
+    return connection
+
+
 def behind_its_back(location: Location, sql: str, parameters: tuple[Any, ...]) -> None:
     """Run ``sql`` on a connection of its own and commit: a tamper the billing never saw."""
-    connection = open_connection(str(location))
+    connection = bucket_connection(location)
     try:
         connection.execute(sql, parameters)
         if connection.in_transaction:
@@ -475,7 +482,7 @@ def test_drafts_and_economics_from_buckets_equal_the_rerating(
         fast_books = build_books(billing).entries  # credit books of the open period
         _, job = billing.rated_periods(from_buckets=True)[0]
         assert job.days is not None  # read from buckets, not re-rated
-        connection = open_connection(str(location))
+        connection = bucket_connection(location)
         try:
             connection.execute("DELETE FROM bucket_revisions")
             if connection.in_transaction:
@@ -525,7 +532,7 @@ def test_a_bucket_that_cannot_be_read_never_stops_ingestion(
         context = billing.context
         assert buckets.catch_up(context) == 20
         revision = context.current().revision
-        connection = open_connection(str(location))
+        connection = bucket_connection(location)
         try:
             connection.execute("UPDATE usage_buckets SET state = 'not json'")
             if connection.in_transaction:
@@ -570,7 +577,7 @@ def test_finalized_periods_read_from_buckets_until_a_late_event(
             assert closed[CUSTOMERS[1]].days is not None
             fast = usage_slices(billing)
             billing.context.keeps_buckets = False
-            connection = open_connection(str(location))
+            connection = bucket_connection(location)
             try:
                 connection.execute("UPDATE bucket_revisions SET revision = -revision")
                 if connection.in_transaction:

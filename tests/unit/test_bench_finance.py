@@ -7,6 +7,7 @@ import json
 from typer.testing import CliRunner
 
 from meterline.cli.app import app
+from meterline.ledger.location import bucket_file
 
 FIGURES = (
     "economics_by_customer_model_p95_ms",
@@ -82,6 +83,7 @@ def test_bench_finance_skips_the_baseline_and_keeps_the_ledger(tmp_path) -> None
     loads = 1 + len(figures["page_p95_ms"]) + len(figures["closed_page_p95_ms"])
     with sqlite3.connect(kept) as connection:
         assert connection.execute("SELECT count(*) FROM events").fetchone() == (300 + loads,)
+    with sqlite3.connect(bucket_file(kept)) as connection:  # the buckets' file goes with it
         assert connection.execute("SELECT count(*) FROM usage_buckets").fetchone()[0] > 0
 
 

@@ -60,6 +60,7 @@ from meterline.billing.keeper_process import KeeperProcess, start_keeper_process
 from meterline.billing.service import Billing, open_billing
 from meterline.core.events import timestamp_to_us
 from meterline.ledger import bucket_records
+from meterline.ledger.location import bucket_file
 from meterline.ledger.parallel_verify import audit_workers
 
 OPEN_AT_US = MONTH_END_US - 1
@@ -307,6 +308,9 @@ def run_finance_benchmark(
                 result.update(_closed_pages(billing, repeats))
         if keep_db is not None:
             shutil.copyfile(Path(folder) / "ledger-True.db", keep_db)
+            kept_buckets = Path(bucket_file(Path(folder) / "ledger-True.db"))
+            if kept_buckets.exists():  # the buckets go with it (else rebuilt on first use)
+                shutil.copyfile(kept_buckets, bucket_file(keep_db))
         result["ingest_events_per_s_without_buckets"] = round(rates[False])
         result["ingest_events_per_s_with_buckets"] = round(rates[True])
         result["bucket_ingest_ratio"] = round(rates[True] / rates[False], 3)

@@ -68,11 +68,7 @@ from meterline.core.periods import BillingPeriod, local_date, period_containing
 from meterline.core.rating import Rater
 from meterline.ledger import bucket_records
 from meterline.ledger.bucket_records import DAYS, HOURS, AppendedEvent, Watermark
-from meterline.ledger.database import (
-    Connection,
-    database_errors,
-    write_transaction,
-)
+from meterline.ledger.database import Connection, database_errors
 from meterline.ledger.event_reads import scan_rows
 
 __all__ = [
@@ -310,7 +306,8 @@ def catch_up(
     buckets and watermark written in one transaction; between batches, stop early once
     ``stopping`` is set or ``batches_max`` batches are written. The events folded by this
     call. ``held``, when given, is told the seconds each written batch's transaction held
-    the store's write lock (from ``BEGIN IMMEDIATE`` taken to ``COMMIT`` done);
+    the buckets' write lock (from the lock taken to ``COMMIT`` done; on SQLite the bucket
+    file's, ``bucket_records.bucket_transaction``);
     ``batch_rows`` bounds a batch's events (``CATCH_UP_BATCH_ROWS`` unless given: a
     keeper beside appends folds smaller ones).
 
@@ -343,7 +340,7 @@ def catch_up(
                 _log.exception(
                     "rated-usage buckets of revision %d dropped: a fold failed", chosen.revision
                 )
-                with write_transaction(connection):
+                with bucket_records.bucket_transaction(connection):
                     bucket_records.forget_revision(connection, chosen.revision)
                 return folded
             if _store_batch(connection, chosen.revision, since, through, rows, held):
@@ -367,8 +364,9 @@ def _store_batch(
 ) -> bool:
     """Write a folded batch's buckets and move the watermark to ``through``, in one
     transaction; False (nothing written) when the watermark has moved from ``since``.
-    ``held`` is told how long the written transaction held the write lock."""
-    with write_transaction(connection):
+    ``held`` is told how long the written transaction held the write lock (on SQLite the
+    bucket file's, never the ledger's: ``bucket_records.bucket_transaction``)."""
+    with bucket_records.bucket_transaction(connection):
         taken = time.perf_counter()
         if not bucket_records.advance(connection, revision, since, through):
             return False

@@ -8,13 +8,14 @@ issue 20). A ``bucket_keeper.BucketKeeper`` thread beside the appends shares the
 interpreter lock, so it has to wait for them to pause, and under sustained ingest it
 either falls behind or takes its share of ingest's throughput. In a process of its own
 it folds on the second core, with its own connection to the store, what is committed
-(at the thread's pace, ``KeeperPace``: it holds no lock of the ingesting interpreter,
-but its writes take the store's one writer).
+(at the thread's pace, ``KeeperPace``: it holds no lock of the ingesting interpreter).
 
-What it shares with the appends is the store's one writer (SQLite): each batch's
-buckets and watermark are written in one transaction (``buckets.catch_up``, at most
-``CATCH_UP_BATCH_ROWS`` events a batch), which appends wait for; the keeper reports how
-long each held the lock (``KeeperProcess.held``).
+Each batch's buckets and watermark are written in one transaction (``buckets.catch_up``,
+at most ``CATCH_UP_BATCH_ROWS`` events a batch); on SQLite it takes the writer of the
+bucket file (``LEDGER.db-buckets``, ``ledger.bucket_records``), never the ledger's, so
+appends do not wait for it; on PostgreSQL row locks only. The keeper reports how long
+each held its lock (``KeeperProcess.held``). What it still shares with the appends is
+the machine: a core, and the disk the ledger's commits sync to.
 
 Invariants:
 
@@ -76,9 +77,10 @@ does not nudge it; a look reads two small rows), so it sees appends stop within 
 
 KEEPER_PROCESS_BATCH_ROWS = CATCH_UP_BATCH_ROWS
 """Events the keeper process folds per write transaction. Not fewer: a transaction
-writes a page (16 KiB) for every bucket line it touches, however few rows it adds, so
-smaller ones held the lock longer per event in all (2,000 events: ~3x per event at 1,000
-customers) and folded half as fast (BENCHMARKS.md, "The keeper in a process of its own")."""
+writes a page for every bucket line it touches, however few rows it adds, so smaller ones
+held the lock longer per event in all (2,000 events: ~3x per event at 1,000 customers)
+and folded half as fast (BENCHMARKS.md, "The keeper in a process of its own", measured
+when that lock was the ledger's)."""
 
 KEEPER_START_TIMEOUT_S = 60.0
 """How long the keeper process may take to open the store before its parent gives up."""
@@ -99,9 +101,9 @@ class KeeperPace:
     """How a keeper process folds: at most ``batch_rows`` events a write transaction;
     once the ledger stood still ``idle_s``, or while appends go on past ``backlog_max``
     events behind (``BucketKeeper``'s; 0 and 0: as soon as anything is committed). By
-    default as the thread: the fold no longer takes the appends' interpreter, but its
-    write transactions still take their one writer, so a burst up to the bound is
-    folded in the pause after it."""
+    default as the thread: the fold takes neither the appends' interpreter nor (SQLite)
+    their file's writer, but it does take a core and the disk, so a burst up to the bound
+    is folded in the pause after it."""
 
     batch_rows: int = KEEPER_PROCESS_BATCH_ROWS
     idle_s: float = KEEPER_IDLE_S

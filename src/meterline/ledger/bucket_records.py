@@ -22,14 +22,39 @@ the one the fold started from), so buckets and watermark never disagree and a cr
 mid-way re-folds from the old watermark, counting nothing twice. ``audit`` re-derives
 everything from raw events regardless.
 
-Every statement is in SQLite's dialect and runs on either store's connection (a
-``PostgresConnection`` translates it), inside the caller's transaction.
+**Where they live.** On PostgreSQL, beside the ledger's tables in its schema (MVCC: a
+fold's writes wait for no append). On SQLite, in a file of their own beside the ledger,
+``LEDGER.db-buckets`` (``location.bucket_file``), attached to the connections that read
+or fold them as schema ``buckets`` (``database.attach_buckets``, done by the first of
+``ensure_bucket_tables``, ``built_revisions``, ``watermark``, ``bucket_transaction`` on
+a connection): every write of buckets and watermarks is a ``bucket_transaction``, which
+takes the bucket file's one writer and never the ledger's, so a fold's transaction
+never holds up an append (SQLite has one writer per file). Buckets and their watermark
+are in that one file and written in one transaction, so they never disagree; a read
+that pairs them with ledger rows reads them in one ``database.read_snapshot`` (the
+buckets' snapshot taken first: the ledger then holds every event their watermark names).
+
+The bucket file names the ledger it belongs to (``bucket_ledger``: the ledger's
+``ledger_id`` in its ``meta``, made once): a bucket file of another ledger (a ledger
+file deleted and made again, or copied over another one) is started over, empty, when
+a connection first attaches it. Copying a ledger with ``cp``: copy ``LEDGER.db-buckets``
+with it and its buckets come along; leave it and they are rebuilt on first use. A
+ledger made before the bucket file, holding its bucket tables in the ledger file, has
+them dropped there on first use (one short write of the ledger) and rebuilt in the
+bucket file.
+
+Every statement is in SQLite's dialect, names its tables unqualified (SQLite resolves
+them to the attached file, the ledger file holding none) and runs on either store's
+connection (a ``PostgresConnection`` translates it), inside the caller's transaction.
 """
 
 from __future__ import annotations
 
+import secrets
+import sqlite3
 import uuid
 from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -38,8 +63,11 @@ import msgspec
 from meterline.core.buckets import BucketRow
 from meterline.core.cuts import Cut
 from meterline.ledger.database import (
+    BUCKET_SCHEMA,
     Connection,
     PostgresConnection,
+    attach_buckets,
+    attached_buckets,
     stream_rows,
     undefined_table_errors,
     write_transaction,
@@ -54,6 +82,7 @@ __all__ = [
     "BucketPlace",
     "Watermark",
     "advance",
+    "bucket_transaction",
     "buckets_at",
     "built_revisions",
     "ensure_bucket_tables",
@@ -101,6 +130,22 @@ CREATE TABLE IF NOT EXISTS bucket_watermarks (
 );
 """
 
+_TABLE_NAMES = ("usage_buckets", "usage_bucket_days", "bucket_revisions", "bucket_watermarks")
+_CREATE = "CREATE TABLE IF NOT EXISTS "
+_SQLITE_SCHEMA = (
+    BUCKETS_SCHEMA.replace(_CREATE, _CREATE + BUCKET_SCHEMA + ".")
+    + f"{_CREATE}{BUCKET_SCHEMA}.bucket_ledger (ledger_id TEXT NOT NULL);"
+)
+"""The bucket file's tables (SQLite): the bucket tables as in the ledger file before
+(rowid tables: clustered on their key, WITHOUT ROWID, a fold took 1.6-1.8x the CPU with
+4 KiB pages and 1.1x with 16 KiB; BENCHMARKS.md), and the ledger it holds the buckets
+of."""
+_LEDGER_ID = "ledger_id"
+"""The ledger's identity in its ``meta`` (``checkpoints.origin_of`` makes the same)."""
+_TAKE_BUCKET_WRITER = f"UPDATE {BUCKET_SCHEMA}.bucket_ledger SET ledger_id = ledger_id WHERE 0"
+"""A write to the bucket file that changes nothing: it takes the file's writer (waiting
+for it as ``BEGIN IMMEDIATE`` would), and only that file's."""
+
 _COLUMNS = (
     "customer, revision, segment_start_us, meter, group_values, hour_us,"
     " events, quantity, fees, cost, digest, state"
@@ -144,17 +189,104 @@ def _heads_text(cut: Cut) -> str:
 
 
 def ensure_bucket_tables(connection: Connection) -> None:
-    """Create the bucket tables when missing (outside any transaction)."""
+    """Create the bucket tables when missing (outside any transaction); on SQLite, in the
+    bucket file, attached (see the module)."""
     if isinstance(connection, PostgresConnection):
         with connection.migration_lock():
             connection.executescript(BUCKETS_SCHEMA)
     else:
-        connection.executescript(BUCKETS_SCHEMA)
+        _reachable(connection)
+
+
+def _reachable(connection: Connection) -> bool:
+    """Whether ``connection`` reaches the buckets: always on PostgreSQL; on SQLite once the
+    bucket file is attached, attached and settled now (``_settle``) when it is not yet,
+    unless inside a transaction (False: it cannot attach there)."""
+    if isinstance(connection, PostgresConnection) or attached_buckets(connection):
+        return True
+    if not attach_buckets(connection):
+        return False
+    _settle(connection)
+    return True
+
+
+def _settle(connection: sqlite3.Connection) -> None:
+    """A bucket file just attached made ready: bucket tables left in the ledger file by a
+    ledger made before the bucket file dropped there (they are rebuilt here); a bucket
+    file of another ledger (or none yet) started over empty, naming this ledger."""
+    old = connection.execute(
+        "SELECT name FROM main.sqlite_master WHERE type = 'table' AND name IN (?, ?, ?, ?)",
+        _TABLE_NAMES,
+    ).fetchall()
+    if old:
+        with write_transaction(connection):  # BEGIN IMMEDIATE: the ledger's writer, once
+            for (name,) in old:
+                connection.execute(f"DROP TABLE IF EXISTS main.{name}")
+    ledger = _ledger_id(connection)
+    if _bucket_file_ledger(connection) == ledger:
+        return
+    connection.executescript(_SQLITE_SCHEMA)
+    with bucket_transaction(connection):
+        if _bucket_file_ledger(connection) == ledger:
+            return  # another connection settled it meanwhile
+        for name in _TABLE_NAMES:
+            connection.execute(f"DELETE FROM {BUCKET_SCHEMA}.{name}")
+        connection.execute(f"DELETE FROM {BUCKET_SCHEMA}.bucket_ledger")
+        connection.execute(f"INSERT INTO {BUCKET_SCHEMA}.bucket_ledger VALUES (?)", (ledger,))
+
+
+def _ledger_id(connection: sqlite3.Connection) -> str:
+    """The ledger's ``ledger_id`` (made now when it has none); "" in a file without
+    ``meta`` (not a store's ledger)."""
+    query = "SELECT value FROM main.meta WHERE name = ?"
+    try:
+        row = connection.execute(query, (_LEDGER_ID,)).fetchone()
+    except sqlite3.OperationalError:
+        return ""
+    if row is None:
+        with write_transaction(connection):  # the ledger's writer, once per ledger
+            connection.execute(
+                "INSERT OR IGNORE INTO main.meta VALUES (?, ?)", (_LEDGER_ID, secrets.token_hex(8))
+            )
+        row = connection.execute(query, (_LEDGER_ID,)).fetchone()
+    return str(row[0])
+
+
+def _bucket_file_ledger(connection: sqlite3.Connection) -> str | None:
+    """The ledger the attached bucket file names (None: none, or no tables yet)."""
+    try:
+        row = connection.execute(f"SELECT ledger_id FROM {BUCKET_SCHEMA}.bucket_ledger").fetchone()
+    except sqlite3.OperationalError:
+        return None
+    return None if row is None else str(row[0])
+
+
+@contextmanager
+def bucket_transaction(connection: Connection) -> Iterator[Connection]:
+    """One write transaction of buckets and watermarks: committed when the block ends,
+    rolled back on any exception (which goes on). PostgreSQL: ``write_transaction``
+    (row locks only). SQLite: the bucket file's writer only (attached first: outside any
+    transaction), never the ledger's, so appends go on meanwhile (see the module)."""
+    if isinstance(connection, PostgresConnection):
+        with write_transaction(connection):
+            yield connection
+        return
+    _reachable(connection)
+    connection.execute("BEGIN")
+    try:
+        connection.execute(_TAKE_BUCKET_WRITER)
+        yield connection
+        connection.execute("COMMIT")
+    except BaseException:
+        if connection.in_transaction:
+            connection.execute("ROLLBACK")
+        raise
 
 
 def built_revisions(connection: Connection) -> set[int]:
     """The revisions whose buckets are kept (built from the first event and carrying a
     watermark; none before the tables are made)."""
+    _reachable(connection)
     try:
         rows = connection.execute(
             "SELECT revision FROM bucket_revisions"
@@ -167,6 +299,7 @@ def built_revisions(connection: Connection) -> set[int]:
 
 def watermark(connection: Connection, revision: int) -> Watermark | None:
     """``revision``'s watermark (None when its buckets are not kept)."""
+    _reachable(connection)
     try:
         rows = connection.execute(
             "SELECT heads, generation FROM bucket_watermarks WHERE revision = ?", (revision,)
@@ -376,7 +509,7 @@ def restart(
     of the revisions in ``keep`` (the revisions finalized invoices were rated under)."""
     kept = sorted({int(number) for number in keep} | {revision})
     others = f"revision NOT IN ({', '.join('?' * len(kept))})"
-    with write_transaction(connection):
+    with bucket_transaction(connection):
         for table in (*TABLES, "bucket_revisions", "bucket_watermarks"):
             connection.execute(f"DELETE FROM {table} WHERE {others}", kept)
         _started(connection, revision, built_at_us, partitions)
@@ -386,7 +519,7 @@ def start(connection: Connection, revision: int, built_at_us: int, partitions: i
     """Start one revision's buckets over, empty (as ``restart``), leaving every other
     revision's as they are: an older revision a finalized invoice reads, built on first
     use."""
-    with write_transaction(connection):
+    with bucket_transaction(connection):
         _started(connection, revision, built_at_us, partitions)
 
 
@@ -412,7 +545,7 @@ def keep_periods(
     chosen = {customer: sorted(set(spans)) for customer, spans in periods.items()}
     customers = sorted(customer for customer, spans in chosen.items() if spans)
     dropped = 0
-    with write_transaction(connection):
+    with bucket_transaction(connection):
         for table in TABLES:
             outside = f"customer NOT IN ({', '.join('?' * len(customers))})" if customers else ""
             cursor = connection.execute(

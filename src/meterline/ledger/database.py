@@ -37,6 +37,16 @@ Locks that still span the schema, and why (none is taken per event):
   invoices, credit notes, grants, manual credit actions and overrides: one transaction
   each, never per event.
 
+**The bucket file (SQLite).** A SQLite ledger's rated-usage buckets live in a file of
+their own (``location.bucket_file``), attached as schema ``buckets`` to the connections
+that read or fold them (``attach_buckets``; never to the appending connection or the
+record stores'), so a fold's write transaction (``bucket_records.bucket_transaction``)
+takes only that file's writer and an append only the ledger's. ``BEGIN IMMEDIATE`` on a
+connection with the file attached takes both writers (SQLite starts a write on every
+attached database), so nothing that writes buckets uses it. ``read_snapshot`` starts
+the bucket file's snapshot before the ledger's: the ledger it reads holds at least every
+event the buckets it reads were folded from.
+
 Schemas are created under a session advisory lock, so processes starting together on an
 empty database do not race. A URL's ``options=-csearch_path=NAME`` keeps several ledgers
 (the tests' isolated ones) in one database; every lock is scoped to the schema.
@@ -59,6 +69,7 @@ from meterline.errors import StoreError
 from meterline.ledger.location import (
     CONNECT_TIMEOUT_S,
     Location,
+    bucket_file,
     describe,
     is_postgres,
 )
@@ -67,6 +78,11 @@ SQLITE_PAGE_BYTES = 16 * 1024
 """The page size of a new SQLite ledger file."""
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 """How long a SQLite statement waits for another connection's write lock."""
+SQLITE_BUCKET_PAGE_BYTES = SQLITE_PAGE_BYTES
+"""The page size of a new bucket file: the ledger's (4 KiB pages made a fold take ~1.2x
+the CPU; BENCHMARKS.md, issue 20)."""
+BUCKET_SCHEMA = "buckets"
+"""The name a SQLite connection attaches the ledger's bucket file under."""
 STREAM_ROWS = 50_000
 """Rows a streamed PostgreSQL read fetches per round trip."""
 LOCK_KEYS_CACHED_MAX = 10_000
@@ -336,6 +352,30 @@ def connect_sqlite(path: Location) -> sqlite3.Connection:
     return connection
 
 
+def attached_buckets(connection: sqlite3.Connection) -> bool:
+    """Whether ``connection`` has its ledger's bucket file attached."""
+    rows = connection.execute("PRAGMA database_list").fetchall()
+    return any(row[1] == BUCKET_SCHEMA for row in rows)
+
+
+def attach_buckets(connection: sqlite3.Connection) -> bool:
+    """Attach the bucket file of the ledger ``connection`` opened (as ``BUCKET_SCHEMA``,
+    WAL, ``synchronous=NORMAL``: a projection, so a power loss may lose its last commits,
+    never its consistency, and the folds spend no fsync on them) unless attached already;
+    False when it cannot be now (inside a transaction)."""
+    rows = connection.execute("PRAGMA database_list").fetchall()
+    if any(row[1] == BUCKET_SCHEMA for row in rows):
+        return True
+    if connection.in_transaction:
+        return False
+    main = next((row[2] for row in rows if row[1] == "main"), "")
+    connection.execute(f"ATTACH DATABASE ? AS {BUCKET_SCHEMA}", (bucket_file(main or ""),))
+    connection.execute(f"PRAGMA {BUCKET_SCHEMA}.page_size={SQLITE_BUCKET_PAGE_BYTES}")
+    connection.execute(f"PRAGMA {BUCKET_SCHEMA}.journal_mode=WAL")
+    connection.execute(f"PRAGMA {BUCKET_SCHEMA}.synchronous=NORMAL")
+    return True
+
+
 def rows_of(
     connection: Any, select: str, order_by: str, customer: str | None, column: str = "customer"
 ) -> list[Any]:
@@ -378,11 +418,15 @@ def read_snapshot(connection: Connection) -> Iterator[Connection]:
     """Several reads on ``connection`` seeing one state of the store, whatever commits
     meanwhile: SQLite a deferred transaction (in WAL mode, one snapshot from its first
     read), PostgreSQL a read-only REPEATABLE READ transaction. Nothing may be written in
-    it; it is rolled back when the block ends."""
+    it; it is rolled back when the block ends. With a bucket file attached (SQLite), its
+    snapshot starts first, then the ledger's (see the module)."""
     if isinstance(connection, PostgresConnection):
         connection.raw.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
     else:
         connection.execute("BEGIN")
+        if attached_buckets(connection):  # the buckets' snapshot first (see the module)
+            connection.execute(f"SELECT 1 FROM {BUCKET_SCHEMA}.sqlite_master LIMIT 1").fetchall()
+            connection.execute("SELECT 1 FROM main.sqlite_master LIMIT 1").fetchall()
     try:
         yield connection
     finally:

@@ -2,6 +2,13 @@
 
 The CLI asks these before it opens anything, so ``meterline --help`` and a command on a
 SQLite file never import psycopg; ``ledger.database`` re-exports them.
+
+A SQLite ledger ``LEDGER.db`` keeps its rated-usage buckets (a projection, rebuildable
+from the events) in a file of its own beside it, ``LEDGER.db-buckets`` (``bucket_file``;
+with its own ``-wal`` and ``-shm``), so folding them never takes the ledger's one writer
+(``ledger.bucket_records``). Copying a ledger: copy the bucket file with it (the
+buckets are kept), or not at all (they are rebuilt on first use); a bucket file that
+belongs to another ledger is started over (``bucket_records``' ledger check).
 """
 
 from __future__ import annotations
@@ -12,9 +19,11 @@ from pathlib import Path
 from meterline.errors import StoreError
 
 __all__ = [
+    "BUCKET_FILE_SUFFIX",
     "CONNECT_TIMEOUT_S",
     "POSTGRES_SCHEMES",
     "Location",
+    "bucket_file",
     "describe",
     "is_postgres",
     "ledger_exists",
@@ -25,6 +34,17 @@ CONNECT_TIMEOUT_S = 10
 """How long opening a PostgreSQL connection may take before the store gives up."""
 
 Location = str | Path
+
+BUCKET_FILE_SUFFIX = "-buckets"
+"""What a SQLite ledger's bucket file adds to the ledger file's name."""
+_IN_MEMORY = ":memory:"
+
+
+def bucket_file(location: Location) -> str:
+    """The file holding the rated-usage buckets of the SQLite ledger at ``location``
+    (an in-memory ledger's are in memory too)."""
+    text = str(location)
+    return _IN_MEMORY if text in ("", _IN_MEMORY) else text + BUCKET_FILE_SUFFIX
 
 
 def is_postgres(location: Location) -> bool:
