@@ -21,7 +21,7 @@ from meterline.billing import buckets
 from meterline.billing.keeper_process import KeeperPace, KeeperProcess
 from meterline.ledger import bucket_records
 from meterline.ledger.database import connect_sqlite, open_connection, read_snapshot
-from meterline.ledger.location import Location, bucket_file, is_postgres
+from meterline.ledger.location import Location, bucket_file
 from tests.integration.test_buckets import (
     CUSTOMERS,
     assert_equal_to_rerating,
@@ -37,19 +37,17 @@ def _buckets_default(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv(buckets.BUCKETS_SETTING, raising=False)
 
 
-def sqlite_only(location: Location) -> str:
-    if is_postgres(location):
-        pytest.skip("PostgreSQL keeps its buckets beside the ledger's tables (MVCC)")
-    return str(location)
+def sqlite_ledger(tmp_path: Path) -> str:
+    """A fresh SQLite ledger's path: the bucket file is SQLite's alone (PostgreSQL keeps
+    its buckets beside the ledger's tables, MVCC), so these tests run once, not per store."""
+    return str(tmp_path / "ledger.db")
 
 
-def test_a_fold_transaction_never_holds_up_an_append(
-    new_db: Callable[..., Location],
-) -> None:
+def test_a_fold_transaction_never_holds_up_an_append(tmp_path: Path) -> None:
     """Two real connections: a bucket transaction held open (the keeper's, mid-batch)
     while the ledger appends and commits; and an append's transaction held open while a
     bucket transaction commits."""
-    path = sqlite_only(new_db())
+    path = sqlite_ledger(tmp_path)
     with kept(path) as billing:
         stream = late_stream()
         assert billing.ledger.ingest(stream[:10]).accepted == 10
@@ -127,13 +125,11 @@ def old_layout(path: str) -> None:
         Path(bucket_file(path) + suffix).unlink(missing_ok=True)
 
 
-def test_an_old_ledger_with_its_buckets_inside_gives_the_same_drafts(
-    new_db: Callable[..., Location],
-) -> None:
+def test_an_old_ledger_with_its_buckets_inside_gives_the_same_drafts(tmp_path: Path) -> None:
     """A ledger whose bucket tables are in the ledger file (made before the bucket file):
     its first use drops them there and rebuilds them in the bucket file; the drafts are
     the ones it gave before, and equal a re-rating."""
-    path = sqlite_only(new_db())
+    path = sqlite_ledger(tmp_path)
     stream = late_stream()
     with kept(path) as billing:
         assert billing.ledger.ingest(stream).accepted == len(stream)
@@ -154,13 +150,11 @@ def test_an_old_ledger_with_its_buckets_inside_gives_the_same_drafts(
     assert Path(bucket_file(path)).exists()
 
 
-def test_a_bucket_file_of_another_ledger_is_started_over(
-    new_db: Callable[..., Location], tmp_path: Path
-) -> None:
+def test_a_bucket_file_of_another_ledger_is_started_over(tmp_path: Path) -> None:
     """A ledger made again where another was (its bucket file left behind), and a copy
     with its bucket file: the first starts the stale buckets over, the second keeps
     them; both give the re-rating's lines."""
-    path = sqlite_only(new_db())
+    path = sqlite_ledger(tmp_path)
     stream = late_stream()
     with kept(path) as billing:
         assert billing.ledger.ingest(stream).accepted == len(stream)
