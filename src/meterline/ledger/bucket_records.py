@@ -68,6 +68,7 @@ from meterline.ledger.database import (
     PostgresConnection,
     attach_buckets,
     attached_buckets,
+    committed,
     stream_rows,
     undefined_table_errors,
     write_transaction,
@@ -273,14 +274,9 @@ def bucket_transaction(connection: Connection) -> Iterator[Connection]:
         return
     _reachable(connection)
     connection.execute("BEGIN")
-    try:
+    with committed(connection):
         connection.execute(_TAKE_BUCKET_WRITER)
         yield connection
-        connection.execute("COMMIT")
-    except BaseException:
-        if connection.in_transaction:
-            connection.execute("ROLLBACK")
-        raise
 
 
 def built_revisions(connection: Connection) -> set[int]:

@@ -404,6 +404,14 @@ def write_transaction(connection: Connection, *locks: WriteLock) -> Iterator[Con
             raise
     else:
         connection.execute("BEGIN IMMEDIATE")
+    with committed(connection):
+        yield connection
+
+
+@contextmanager
+def committed(connection: Connection) -> Iterator[Connection]:
+    """The transaction ``connection`` has begun, committed when the block ends and rolled
+    back on any exception (which goes on): the end of every write transaction."""
     try:
         yield connection
         connection.execute("COMMIT")
